@@ -1,0 +1,20 @@
+//! zurg: a Linux init and process supervisor.
+//!
+//! The library holds everything; `main.rs` only maps argv to a face and an
+//! error to an exit code. Layers (see DESIGN.md): pure code (`unit`, `service`,
+//! `gpid`, `sig`, `*::proto`, `cli`) never touches the OS; `os` is the only
+//! module allowed `unsafe`; `supervisor` composes them in one event loop.
+
+pub mod cli;
+pub mod control;
+pub mod gpid;
+pub mod journal;
+pub mod log;
+#[allow(unsafe_code)]
+pub mod os;
+pub mod service;
+pub mod sig;
+pub mod stats;
+pub mod supervisor;
+pub mod unit;
+pub mod version;

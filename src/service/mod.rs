@@ -1,0 +1,1 @@
+//! Service state machine (stub).

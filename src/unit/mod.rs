@@ -1,0 +1,49 @@
+//! Unit model: what one `NAME.toml` in the units directory says about a service.
+//!
+//! Plain data with defaults as consts. Parsing and its error reporting live in
+//! `parse.rs`; reading a directory of units in `load.rs`. Nothing here touches
+//! the OS.
+
+pub mod load;
+pub mod parse;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub use load::{load_dir, LoadReport};
+pub use parse::{parse_unit, UnitError};
+
+pub const DEFAULT_STOP_SIGNAL: i32 = crate::sig::SIGTERM;
+pub const DEFAULT_STOP_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_RESTART_DELAY_MS: u64 = 100;
+
+/// When a service that exited is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    /// Whatever the exit status.
+    Always,
+    /// After a non-zero exit code or death by a signal.
+    OnFailure,
+    /// Never: the service stays down once it exits.
+    Never,
+}
+
+/// One service, as its unit file declares it, with defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    /// File stem of the unit file.
+    pub name: String,
+    /// Absolute path of the program.
+    pub exec: PathBuf,
+    /// Arguments after argv[0] (argv[0] is the unit's exec path).
+    pub args: Vec<String>,
+    /// Added to (and overriding) zurg's own environment.
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<PathBuf>,
+    pub restart: RestartPolicy,
+    /// Signal number sent first on stop.
+    pub stop_signal: i32,
+    pub stop_timeout_ms: u64,
+    /// Base delay before a restart; backoff grows from it.
+    pub restart_delay_ms: u64,
+}
