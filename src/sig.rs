@@ -77,7 +77,10 @@ pub fn parse(text: &str) -> Option<i32> {
     if bare == "POLL" {
         return Some(29);
     }
-    TABLE.iter().find(|(_, name)| *name == bare).map(|(n, _)| *n)
+    TABLE
+        .iter()
+        .find(|(_, name)| *name == bare)
+        .map(|(n, _)| *n)
 }
 
 /// "SIGTERM" for 15, "SIGRTMIN+2" for 36, "SIG99" for anything unknown.

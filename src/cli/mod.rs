@@ -1,1 +1,315 @@
-//! Command-line parsing (stub).
+//! argv → `Cmd` (pure: no I/O, no process state). Help text lives here too.
+//!
+//! Faces: `zurg [opts] -- CMD` (shim), `zurg run ...` (supervisor), and
+//! client verbs handed on whole to `cli::client`. As with dumb-init, `zurg
+//! CMD ARGS` without `--` runs CMD too, unless CMD is one of zurg's verbs.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use lexopt::prelude::*;
+
+pub const DEFAULT_SOCKET: &str = "/run/zurg/control.sock";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/zurg";
+/// Units directory when zurg is PID 1 and given no arguments.
+pub const DEFAULT_UNITS_DIR: &str = "/etc/zurg/units";
+pub const DEFAULT_GRACE_MS: u64 = 5_000;
+
+/// Client verbs: the first argument that selects `cli::client`.
+pub const CLIENT_VERBS: &[&str] = &[
+    "status",
+    "start",
+    "stop",
+    "restart",
+    "signal",
+    "reload",
+    "events",
+    "shutdown",
+    "stats",
+    "history",
+    "gpid",
+    "check",
+    "upgrade",
+    "rollback",
+    "resolve",
+    "publisher",
+];
+
+pub const USAGE: &str = "\
+usage:
+  zurg [-g|--pgroup] [-r|--rewrite FROM:TO]... [--grace DUR] [-v] -- CMD [ARGS...]
+        run CMD as a child init (like tini): forward signals, reap orphans,
+        exit with CMD's code or 128+signal
+  zurg run --units DIR [--socket PATH] [--state DIR] [--grace DUR]
+        supervise the services described by DIR/*.toml
+  zurg status|start|stop|restart|signal|reload|events|shutdown|... [--json]
+        talk to a running zurg over its control socket
+  zurg --help | --version
+
+DUR is a number with a unit (500ms, 5s, 2m); a bare number means seconds.
+";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShimOptions {
+    pub argv: Vec<OsString>,
+    /// Put the child in its own process group and forward signals to the group.
+    pub pgroup: bool,
+    /// (received, forwarded) signal pairs.
+    pub rewrite: Vec<(i32, i32)>,
+    /// Time remaining descendants get between SIGTERM and SIGKILL.
+    pub grace_ms: u64,
+    pub verbose: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOptions {
+    pub units_dir: PathBuf,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    /// Time orphans get between SIGTERM and SIGKILL at shutdown.
+    pub grace_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cmd {
+    Shim(ShimOptions),
+    Run(RunOptions),
+    /// A client verb and its arguments, parsed by `cli::client`.
+    Client(Vec<String>),
+    Help,
+    Version,
+}
+
+/// A command line that cannot be understood (exit code 2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+impl From<lexopt::Error> for UsageError {
+    fn from(e: lexopt::Error) -> Self {
+        UsageError(e.to_string())
+    }
+}
+
+/// Parses "500ms", "5s", "2m", "1h" or a bare number of seconds into ms.
+pub fn parse_duration_ms(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = (t.get(..split)?, t.get(split..)?);
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+fn parse_rewrite(text: &str) -> Result<(i32, i32), UsageError> {
+    let bad = || {
+        UsageError(format!(
+            "--rewrite {text:?}: expected FROM:TO, e.g. TERM:QUIT"
+        ))
+    };
+    let (from, to) = text.split_once(':').ok_or_else(bad)?;
+    let from_n = crate::sig::parse(from)
+        .ok_or_else(|| UsageError(format!("--rewrite: unknown signal {from:?}")))?;
+    let to_n = crate::sig::parse(to)
+        .ok_or_else(|| UsageError(format!("--rewrite: unknown signal {to:?}")))?;
+    Ok((from_n, to_n))
+}
+
+fn duration_arg(flag: &str, value: OsString) -> Result<u64, UsageError> {
+    let s = value.string()?;
+    parse_duration_ms(&s).ok_or_else(|| {
+        UsageError(format!(
+            "{flag} {s:?}: expected a duration like 500ms, 5s or 2m"
+        ))
+    })
+}
+
+/// Parses argv (without argv[0]). `is_pid1` selects the no-argument default.
+pub fn parse(args: Vec<OsString>, is_pid1: bool) -> Result<Cmd, UsageError> {
+    if args.is_empty() {
+        if is_pid1 {
+            return Ok(Cmd::Run(RunOptions {
+                units_dir: DEFAULT_UNITS_DIR.into(),
+                socket: DEFAULT_SOCKET.into(),
+                state_dir: DEFAULT_STATE_DIR.into(),
+                grace_ms: DEFAULT_GRACE_MS,
+            }));
+        }
+        return Err(UsageError("no command given".into()));
+    }
+    if let Some(first) = args.first().and_then(|a| a.to_str()) {
+        if first == "run" {
+            return parse_run(args.into_iter().skip(1).collect());
+        }
+        if CLIENT_VERBS.contains(&first) {
+            let mut out = Vec::with_capacity(args.len());
+            for a in args {
+                out.push(
+                    a.into_string()
+                        .map_err(|a| UsageError(format!("argument {a:?} is not UTF-8")))?,
+                );
+            }
+            return Ok(Cmd::Client(out));
+        }
+    }
+    parse_shim(args)
+}
+
+fn parse_shim(args: Vec<OsString>) -> Result<Cmd, UsageError> {
+    let mut opts = ShimOptions {
+        argv: Vec::new(),
+        pgroup: false,
+        rewrite: Vec::new(),
+        grace_ms: DEFAULT_GRACE_MS,
+        verbose: false,
+    };
+    let mut p = lexopt::Parser::from_args(args);
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Cmd::Help),
+            Short('V') | Long("version") => return Ok(Cmd::Version),
+            Short('g') | Long("pgroup") => opts.pgroup = true,
+            Short('v') | Long("verbose") => opts.verbose = true,
+            // tini's -s: zurg always makes itself a subreaper when not PID 1.
+            Short('s') => {}
+            Short('r') | Long("rewrite") => {
+                opts.rewrite.push(parse_rewrite(&p.value()?.string()?)?)
+            }
+            Long("grace") => opts.grace_ms = duration_arg("--grace", p.value()?)?,
+            Value(v) => {
+                opts.argv.push(v);
+                opts.argv.extend(p.raw_args()?);
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    if opts.argv.is_empty() {
+        return Err(UsageError("no command given after --".into()));
+    }
+    Ok(Cmd::Shim(opts))
+}
+
+fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
+    let mut units = None;
+    let mut socket = None;
+    let mut state = None;
+    let mut grace_ms = DEFAULT_GRACE_MS;
+    let mut p = lexopt::Parser::from_args(args);
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Cmd::Help),
+            Short('u') | Long("units") => units = Some(PathBuf::from(p.value()?)),
+            Long("socket") => socket = Some(PathBuf::from(p.value()?)),
+            Long("state") => state = Some(PathBuf::from(p.value()?)),
+            Long("grace") => grace_ms = duration_arg("--grace", p.value()?)?,
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    Ok(Cmd::Run(RunOptions {
+        units_dir: units.ok_or_else(|| UsageError("run: --units DIR is required".into()))?,
+        socket: socket.unwrap_or_else(|| DEFAULT_SOCKET.into()),
+        state_dir: state.unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+        grace_ms,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    fn shim(v: &[&str]) -> ShimOptions {
+        match parse(args(v), false) {
+            Ok(Cmd::Shim(o)) => o,
+            other => panic!("{v:?} -> {other:?}"),
+        }
+    }
+
+    #[test]
+    fn shim_with_and_without_dashdash() {
+        let o = shim(&["--", "sleep", "1"]);
+        assert_eq!(o.argv, args(&["sleep", "1"]));
+        let o = shim(&[
+            "-g",
+            "--rewrite",
+            "TERM:QUIT",
+            "--grace",
+            "250ms",
+            "--",
+            "sh",
+            "-c",
+            "x",
+            "--",
+            "-g",
+        ]);
+        assert!(o.pgroup);
+        assert_eq!(o.rewrite, vec![(15, 3)]);
+        assert_eq!(o.grace_ms, 250);
+        assert_eq!(o.argv, args(&["sh", "-c", "x", "--", "-g"]));
+        // options after CMD belong to CMD
+        let o = shim(&["ls", "-l", "--pgroup"]);
+        assert!(!o.pgroup);
+        assert_eq!(o.argv, args(&["ls", "-l", "--pgroup"]));
+    }
+
+    #[test]
+    fn usage_errors() {
+        for bad in [
+            &["--"][..],
+            &["-g"],
+            &["--rewrite", "TERM"],
+            &["--rewrite", "TERM:NOPE", "--", "x"],
+            &["--bogus", "--", "x"],
+            &["--grace", "5x", "--", "x"],
+            &["run"],
+            &["run", "--units"],
+        ] {
+            assert!(parse(args(bad), false).is_err(), "{bad:?}");
+        }
+        assert!(parse(vec![], false).is_err());
+    }
+
+    #[test]
+    fn no_args_as_pid1_runs_default_units() {
+        let Ok(Cmd::Run(o)) = parse(vec![], true) else {
+            panic!()
+        };
+        assert_eq!(o.units_dir, PathBuf::from(DEFAULT_UNITS_DIR));
+    }
+
+    #[test]
+    fn run_and_client() {
+        let Ok(Cmd::Run(o)) = parse(
+            args(&["run", "--units", "u", "--socket", "/s", "--grace", "2"]),
+            false,
+        ) else {
+            panic!()
+        };
+        assert_eq!(o.units_dir, PathBuf::from("u"));
+        assert_eq!(o.socket, PathBuf::from("/s"));
+        assert_eq!(o.grace_ms, 2000);
+        assert_eq!(
+            parse(args(&["status", "--json"]), false),
+            Ok(Cmd::Client(vec!["status".into(), "--json".into()]))
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("500ms"), Some(500));
+        assert_eq!(parse_duration_ms("5"), Some(5000));
+        assert_eq!(parse_duration_ms("2m"), Some(120_000));
+        assert_eq!(parse_duration_ms("x"), None);
+        assert_eq!(parse_duration_ms("ms"), None);
+        assert_eq!(parse_duration_ms("99999999999999999999s"), None);
+    }
+}

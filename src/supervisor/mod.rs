@@ -1,1 +1,470 @@
-//! Supervisor (stub).
+//! `zurg run`: owns every service and executes what their state machines ask.
+//!
+//! One thread, one loop (`reactor`): signals arrive through the signalfd,
+//! each child's exit through its pidfd (and SIGCHLD), deadlines from the
+//! timer heap. Every wake-up reaps whatever died (`os::reap`, the only reap
+//! path) and matches pids to services; anything else reaped was an orphan.
+//! This is the only place that mutates service state. Once the loop runs,
+//! errors fail one service or one request and are logged, never fatal.
+
+pub mod reactor;
+pub mod shim;
+pub mod timers;
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+
+use mio::Token;
+
+pub use crate::cli::RunOptions;
+use crate::os::pid1;
+use crate::os::pidfd::{self, PidFd};
+use crate::os::reap::{self, Drained, ExitStatus};
+use crate::os::signals::{self, ChildSignals, SignalFd};
+use crate::os::spawn::{self, SpawnSpec};
+use crate::service::{Action, Event, Exit, Input, Service};
+use crate::unit::{self, Unit};
+use reactor::{Reactor, PIDFD_BASE, SIGNAL_TOKEN};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKey {
+    Service { slot: usize, generation: u64 },
+    ShutdownGrace,
+    ShutdownGiveUp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Services are being stopped.
+    StoppingServices,
+    /// Services are down; the remaining descendants got SIGTERM.
+    Draining,
+    /// SIGKILL sent to what was left.
+    Killing,
+    /// Some processes outlived SIGKILL; zurg ends without them.
+    GaveUp,
+}
+
+#[derive(Debug)]
+struct Slot {
+    service: Service,
+    spec: SpawnSpec,
+    pidfd: Option<PidFd>,
+}
+
+/// How long zurg waits for SIGKILLed processes before exiting anyway.
+const GIVE_UP_AFTER_KILL_MS: u64 = 5_000;
+/// Descriptors kept free beyond one pidfd per service.
+const SPARE_FDS: u64 = 256;
+
+pub struct Supervisor {
+    reactor: Reactor<TimerKey>,
+    signals: SignalFd,
+    child_signals: ChildSignals,
+    slots: Vec<Slot>,
+    by_pid: HashMap<i32, usize>,
+    phase: Phase,
+    opts: RunOptions,
+    warned_no_pidfd: bool,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("services", &self.slots.len())
+            .field("phase", &self.phase)
+            .finish()
+    }
+}
+
+/// Builds the C strings for a unit once, at load, so a restart allocates
+/// nothing but what posix_spawn needs.
+fn spawn_spec(unit: &Unit) -> Result<SpawnSpec, String> {
+    let nul = |what: &str| format!("{}: {what} contains a NUL byte", unit.name);
+    let program = CString::new(unit.exec.as_os_str().as_bytes()).map_err(|_| nul("exec"))?;
+    let mut argv = vec![program.clone()];
+    for a in &unit.args {
+        argv.push(CString::new(a.as_bytes()).map_err(|_| nul("args"))?);
+    }
+    let mut spec = SpawnSpec::new(program, argv);
+    spec.null_stdin = true;
+    spec.new_session = true;
+    if let Some(cwd) = &unit.cwd {
+        spec.cwd = Some(CString::new(cwd.as_os_str().as_bytes()).map_err(|_| nul("cwd"))?);
+    }
+    if !unit.env.is_empty() {
+        let mut env: Vec<CString> = Vec::new();
+        for (k, v) in std::env::vars_os() {
+            if unit.env.contains_key(k.to_string_lossy().as_ref()) {
+                continue;
+            }
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            env.push(CString::new(kv).map_err(|_| nul("environment"))?);
+        }
+        for (k, v) in &unit.env {
+            env.push(CString::new(format!("{k}={v}")).map_err(|_| nul("env"))?);
+        }
+        spec.envp = Some(env);
+    }
+    Ok(spec)
+}
+
+fn exit_of(status: ExitStatus) -> Exit {
+    match status {
+        ExitStatus::Code(c) => Exit::Code(c),
+        ExitStatus::Signal { signo, .. } => Exit::Signal(signo),
+    }
+}
+
+impl Supervisor {
+    /// Set-up phase: may fail, and the caller reports it. Nothing is started yet.
+    pub fn new(opts: RunOptions) -> Result<Supervisor, String> {
+        if !opts.units_dir.is_dir() && !pid1::is_pid1() {
+            return Err(format!(
+                "units directory {} is not a readable directory",
+                opts.units_dir.display()
+            ));
+        }
+        let (signals, child_signals) =
+            signals::take_over().map_err(|e| format!("cannot take over signals: {e}"))?;
+        if !pid1::is_pid1() {
+            if let Err(e) = pid1::become_subreaper() {
+                crate::log!(
+                    "warning: cannot become a child subreaper, orphans will not be reaped: {e}"
+                );
+            }
+        }
+        let reactor =
+            Reactor::new(&signals).map_err(|e| format!("cannot create the event loop: {e}"))?;
+        if let Err(e) = std::fs::create_dir_all(&opts.state_dir) {
+            crate::log!(
+                "warning: cannot create state directory {}: {e}",
+                opts.state_dir.display()
+            );
+        }
+        Ok(Supervisor {
+            reactor,
+            signals,
+            child_signals,
+            slots: Vec::new(),
+            by_pid: HashMap::new(),
+            phase: Phase::Running,
+            opts,
+            warned_no_pidfd: false,
+        })
+    }
+
+    fn load_units(&mut self) {
+        let report = unit::load_dir(&self.opts.units_dir);
+        for err in &report.errors {
+            crate::log!("{err}");
+        }
+        for unit in report.units {
+            match spawn_spec(&unit) {
+                Ok(spec) => self.slots.push(Slot {
+                    service: Service::new(unit),
+                    spec,
+                    pidfd: None,
+                }),
+                Err(e) => crate::log!("{e}"),
+            }
+        }
+        let needed = u64::try_from(self.slots.len())
+            .unwrap_or(u64::MAX)
+            .saturating_add(SPARE_FDS);
+        if let Err(e) = pid1::ensure_nofile(needed) {
+            crate::log!("warning: cannot raise the open-file limit to {needed}: {e}");
+        }
+        crate::log!(
+            "loaded {} service(s) from {}{}",
+            self.slots.len(),
+            self.opts.units_dir.display(),
+            if report.errors.is_empty() {
+                String::new()
+            } else {
+                format!(", {} unit file(s) rejected", report.errors.len())
+            }
+        );
+    }
+
+    /// Runs until shutdown completes; returns zurg's exit code.
+    pub fn run(mut self) -> i32 {
+        self.load_units();
+        let mut work: VecDeque<(usize, Input)> =
+            (0..self.slots.len()).map(|i| (i, Input::Start)).collect();
+        self.process(&mut work);
+
+        let mut tokens = Vec::new();
+        loop {
+            if let Err(e) = self.reactor.wait(&mut tokens) {
+                crate::log!("event loop error: {e}");
+                continue;
+            }
+            for token in std::mem::take(&mut tokens) {
+                if token == SIGNAL_TOKEN {
+                    for sig in self.signals.drain() {
+                        self.on_signal(sig.signo, &mut work);
+                    }
+                }
+                // A pidfd token needs nothing of its own: the reap below
+                // collects that child along with everything else.
+            }
+            self.reap(&mut work);
+            let now = self.reactor.now_ms();
+            while let Some(key) = self.reactor.timers.pop_due(now) {
+                self.on_timer(key, &mut work);
+            }
+            self.process(&mut work);
+            if let Some(code) = self.advance_shutdown(&mut work) {
+                return code;
+            }
+        }
+    }
+
+    fn on_signal(&mut self, signo: i32, work: &mut VecDeque<(usize, Input)>) {
+        match signo {
+            libc::SIGCHLD => {}
+            libc::SIGTERM | libc::SIGINT | libc::SIGPWR => {
+                if self.phase == Phase::Running {
+                    crate::log!(
+                        "received {}: stopping all services",
+                        crate::sig::name(signo)
+                    );
+                    self.begin_shutdown(work);
+                }
+            }
+            libc::SIGHUP => crate::log!("received SIGHUP: reload is not supported yet, ignored"),
+            other => crate::log!("received {}: ignored", crate::sig::name(other)),
+        }
+    }
+
+    fn begin_shutdown(&mut self, work: &mut VecDeque<(usize, Input)>) {
+        self.phase = Phase::StoppingServices;
+        work.extend((0..self.slots.len()).map(|i| (i, Input::Stop)));
+        self.process(work);
+    }
+
+    /// Moves shutdown forward when its current phase is complete; returns
+    /// the exit code once nothing is left.
+    fn advance_shutdown(&mut self, work: &mut VecDeque<(usize, Input)>) -> Option<i32> {
+        match self.phase {
+            Phase::Running => None,
+            Phase::StoppingServices => {
+                if self.slots.iter().any(|s| !s.service.state.is_down()) {
+                    return None;
+                }
+                self.phase = Phase::Draining;
+                if self.reap(work) == Drained::NoChildren {
+                    return Some(self.finish());
+                }
+                let n = pid1::signal_descendants(libc::SIGTERM);
+                pid1::signal_descendants(libc::SIGCONT);
+                crate::log!("all services stopped; sent SIGTERM to {n} remaining process(es)");
+                let at = self.reactor.now_ms().saturating_add(self.opts.grace_ms);
+                self.reactor.timers.arm(at, TimerKey::ShutdownGrace);
+                None
+            }
+            Phase::GaveUp => Some(self.finish()),
+            Phase::Draining | Phase::Killing => {
+                if self.reap(work) == Drained::NoChildren {
+                    Some(self.finish())
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    fn finish(&self) -> i32 {
+        crate::log!("shutdown complete");
+        0
+    }
+
+    fn on_timer(&mut self, key: TimerKey, work: &mut VecDeque<(usize, Input)>) {
+        match key {
+            TimerKey::Service { slot, generation } => {
+                work.push_back((slot, Input::Timer { generation }))
+            }
+            TimerKey::ShutdownGrace if self.phase == Phase::Draining => {
+                self.phase = Phase::Killing;
+                let n = pid1::signal_descendants(libc::SIGKILL);
+                crate::log!("grace period over: sent SIGKILL to {n} remaining process(es)");
+                let at = self.reactor.now_ms().saturating_add(GIVE_UP_AFTER_KILL_MS);
+                self.reactor.timers.arm(at, TimerKey::ShutdownGiveUp);
+            }
+            TimerKey::ShutdownGiveUp if self.phase == Phase::Killing => {
+                crate::log!(
+                    "processes still alive after SIGKILL (uninterruptible sleep?); exiting anyway"
+                );
+                self.phase = Phase::GaveUp;
+            }
+            _ => {}
+        }
+    }
+
+    fn reap(&mut self, work: &mut VecDeque<(usize, Input)>) -> Drained {
+        let by_pid = &mut self.by_pid;
+        let mut dead = Vec::new();
+        let drained = reap::reap_all(|pid, status| {
+            if let Some(slot) = by_pid.remove(&pid) {
+                dead.push((slot, pid, status));
+            }
+        });
+        for (slot, pid, status) in dead {
+            if let Some(s) = self.slots.get_mut(slot) {
+                if let Some(fd) = s.pidfd.take() {
+                    let _ = self.reactor.unwatch_fd(&fd);
+                }
+            }
+            work.push_back((
+                slot,
+                Input::Exited {
+                    pid,
+                    exit: exit_of(status),
+                },
+            ));
+        }
+        drained
+    }
+
+    /// Feeds inputs to services and executes their actions until quiet.
+    fn process(&mut self, work: &mut VecDeque<(usize, Input)>) {
+        while let Some((slot, input)) = work.pop_front() {
+            let now = self.reactor.now_ms();
+            let Some(s) = self.slots.get_mut(slot) else {
+                continue;
+            };
+            let actions = s.service.step(input, now);
+            for action in actions {
+                self.execute(slot, action, work);
+            }
+        }
+    }
+
+    fn execute(&mut self, slot: usize, action: Action, work: &mut VecDeque<(usize, Input)>) {
+        match action {
+            Action::Spawn => {
+                if self.phase != Phase::Running {
+                    return;
+                }
+                if let Some(input) = self.spawn(slot) {
+                    work.push_back((slot, input));
+                }
+            }
+            Action::Signal(signo) => self.signal(slot, signo),
+            Action::ArmTimer { at_ms, generation } => self
+                .reactor
+                .timers
+                .arm(at_ms, TimerKey::Service { slot, generation }),
+            Action::Emit(event) => self.emit(slot, &event),
+        }
+    }
+
+    fn spawn(&mut self, slot: usize) -> Option<Input> {
+        let s = self.slots.get_mut(slot)?;
+        match spawn::spawn(&s.spec, &self.child_signals) {
+            Ok(child) => {
+                if let Some(fd) = &child.pidfd {
+                    if let Err(e) = self.reactor.watch_fd(fd, Token(PIDFD_BASE + slot)) {
+                        crate::log!("[{}] cannot watch pid {}: {e}", s.service.name(), child.pid);
+                    }
+                } else if let Some(e) = &child.pidfd_error {
+                    if !self.warned_no_pidfd {
+                        self.warned_no_pidfd = true;
+                        crate::log!(
+                            "warning: no pidfd for pid {} ({e}); exits are still caught by SIGCHLD",
+                            child.pid
+                        );
+                    }
+                }
+                s.pidfd = child.pidfd;
+                self.by_pid.insert(child.pid, slot);
+                Some(Input::Spawned { pid: child.pid })
+            }
+            Err(e) => Some(Input::SpawnFailed {
+                error: format!("cannot run {}: {e}", s.service.unit.exec.display()),
+            }),
+        }
+    }
+
+    fn signal(&mut self, slot: usize, signo: i32) {
+        let Some(s) = self.slots.get(slot) else {
+            return;
+        };
+        let Some(pid) = s.service.state.pid() else {
+            return;
+        };
+        let result = match &s.pidfd {
+            Some(fd) => fd.send_signal(signo),
+            // Safe without a pidfd: an unreaped child's pid cannot be reused.
+            None => pidfd::kill(pid, signo),
+        };
+        if signo == libc::SIGKILL {
+            // The service leads its own session, and while its leader is
+            // unreaped no other group can take that id: SIGKILL reaches the
+            // helpers it started too (the stop signal goes to the main
+            // process alone, so it can shut them down in order).
+            let _ = pidfd::kill(-pid, signo);
+        }
+        if let Err(e) = result {
+            if e.raw_os_error() != Some(libc::ESRCH) {
+                crate::log!(
+                    "[{}] cannot send {} to pid {pid}: {e}",
+                    s.service.name(),
+                    crate::sig::name(signo)
+                );
+            }
+        }
+    }
+
+    fn emit(&mut self, slot: usize, event: &Event) {
+        let Some(s) = self.slots.get(slot) else {
+            return;
+        };
+        let name = s.service.name();
+        match event {
+            Event::Started { pid } => crate::log!("[{name}] started pid {pid}"),
+            Event::SpawnFailed { error } => crate::log!("[{name}] {error}"),
+            Event::Exited {
+                pid,
+                exit,
+                uptime_ms,
+            } => crate::log!(
+                "[{name}] pid {pid} exited with {} after {}",
+                exit.describe(),
+                human_ms(*uptime_ms)
+            ),
+            Event::Restarting { delay_ms: 0 } => crate::log!("[{name}] restarting now"),
+            Event::Restarting { delay_ms } => crate::log!("[{name}] restarting in {delay_ms} ms"),
+            Event::Stopped { pid, exit } => {
+                crate::log!("[{name}] stopped pid {pid} ({})", exit.describe())
+            }
+            Event::Killed { pid } => crate::log!(
+                "[{name}] pid {pid} did not stop within {} ms: sent SIGKILL",
+                s.service.unit.stop_timeout_ms
+            ),
+            Event::Done { exit } => crate::log!(
+                "[{name}] ended with {}; restart policy keeps it down",
+                exit.describe()
+            ),
+        }
+    }
+}
+
+/// "1.2s", "3m04s", "2h05m": short durations for log lines and tables.
+pub fn human_ms(ms: u64) -> String {
+    let s = ms / 1000;
+    if s < 60 {
+        format!("{}.{}s", s, (ms % 1000) / 100)
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else if s < 86_400 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600)
+    }
+}

@@ -1,0 +1,181 @@
+//! `zurg [opts] -- CMD ARGS`: a drop-in for tini and dumb-init.
+//!
+//! One child; every catchable signal zurg receives is forwarded to it (or to
+//! its process group with `--pgroup`), optionally rewritten; every orphan is
+//! reaped; zurg exits with the child's code or 128+signal. Once the child is
+//! gone the remaining descendants get SIGTERM, then SIGKILL after the grace
+//! period, and zurg waits until all are reaped. Runs on the same reactor as
+//! the supervisor: signalfd and the child's pidfd, no polling.
+
+use std::ffi::{CString, OsString};
+use std::os::unix::ffi::OsStrExt;
+
+pub use crate::cli::ShimOptions;
+use crate::os::pid1;
+use crate::os::reap::{self, Drained, ExitStatus};
+use crate::os::signals;
+use crate::os::spawn::{self, SpawnSpec};
+use crate::supervisor::reactor::{Reactor, PIDFD_BASE, SIGNAL_TOKEN};
+
+/// Exit codes of the shim when CMD could not be run (tini's convention).
+pub const EXIT_NOT_FOUND: i32 = 127;
+pub const EXIT_CANNOT_EXEC: i32 = 126;
+/// Exit code when zurg itself fails before the child runs.
+pub const EXIT_INTERNAL: i32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Deadline {
+    Grace,
+    GiveUp,
+}
+
+/// How long zurg waits for SIGKILLed descendants before it exits anyway
+/// (a process stuck in uninterruptible sleep cannot be reaped).
+const GIVE_UP_AFTER_KILL_MS: u64 = 5_000;
+
+fn cstring(s: &OsString) -> Result<CString, String> {
+    CString::new(s.as_bytes()).map_err(|_| format!("argument {s:?} contains a NUL byte"))
+}
+
+/// Runs the shim; returns zurg's exit code.
+pub fn run(opts: &ShimOptions) -> i32 {
+    match run_inner(opts) {
+        Ok(code) => code,
+        Err(msg) => {
+            crate::log!("{msg}");
+            EXIT_INTERNAL
+        }
+    }
+}
+
+fn run_inner(opts: &ShimOptions) -> Result<i32, String> {
+    let Some(program) = opts.argv.first() else {
+        return Err("no command given".into());
+    };
+    let argv = opts
+        .argv
+        .iter()
+        .map(cstring)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut spec = SpawnSpec::new(cstring(program)?, argv);
+    spec.search_path = true;
+    spec.new_pgroup = opts.pgroup;
+
+    let (sigfd, child_signals) =
+        signals::take_over().map_err(|e| format!("cannot take over signals: {e}"))?;
+    if !pid1::is_pid1() {
+        if let Err(e) = pid1::become_subreaper() {
+            crate::log!(
+                "warning: cannot become a child subreaper, orphans will not be reaped: {e}"
+            );
+        }
+    }
+    let mut reactor: Reactor<Deadline> =
+        Reactor::new(&sigfd).map_err(|e| format!("cannot create the event loop: {e}"))?;
+
+    let child = match spawn::spawn(&spec, &child_signals) {
+        Ok(c) => c,
+        Err(e) => {
+            let name = program.to_string_lossy();
+            let code = match e.raw_os_error() {
+                Some(libc::ENOENT) => EXIT_NOT_FOUND,
+                _ => EXIT_CANNOT_EXEC,
+            };
+            let why = match e.raw_os_error() {
+                Some(libc::ENOENT) => "command not found".to_string(),
+                Some(libc::EACCES) => "permission denied (not executable?)".to_string(),
+                _ => e.to_string(),
+            };
+            crate::log!("cannot run {name}: {why}");
+            return Ok(code);
+        }
+    };
+    let child_pid = child.pid;
+    if opts.verbose {
+        crate::log!("started {} as pid {child_pid}", program.to_string_lossy());
+    }
+    if opts.pgroup {
+        if let Err(e) = spawn::give_terminal(0, child_pid) {
+            crate::log!("warning: cannot hand the terminal to pid {child_pid}: {e}");
+        }
+    }
+    if let Some(fd) = &child.pidfd {
+        // The signalfd already reports SIGCHLD; the pidfd is a second,
+        // per-child wake-up that does not depend on signal delivery.
+        if let Err(e) = reactor.watch_fd(fd, mio::Token(PIDFD_BASE)) {
+            crate::log!("warning: cannot watch pid {child_pid}: {e}");
+        }
+    }
+
+    let mut child_exit: Option<ExitStatus> = None;
+    let mut tokens = Vec::new();
+    loop {
+        if let Err(e) = reactor.wait(&mut tokens) {
+            crate::log!("event loop error: {e}");
+            continue;
+        }
+        for token in &tokens {
+            if *token != SIGNAL_TOKEN {
+                continue;
+            }
+            for sig in sigfd.drain() {
+                if sig.signo == libc::SIGCHLD || child_exit.is_some() {
+                    continue;
+                }
+                let to = opts
+                    .rewrite
+                    .iter()
+                    .find(|(from, _)| *from == sig.signo)
+                    .map_or(sig.signo, |(_, to)| *to);
+                let target = if opts.pgroup { -child_pid } else { child_pid };
+                let sent = match (&child.pidfd, opts.pgroup) {
+                    (Some(fd), false) => fd.send_signal(to),
+                    _ => crate::os::pidfd::kill(target, to),
+                };
+                if let Err(e) = sent {
+                    if e.raw_os_error() != Some(libc::ESRCH) {
+                        crate::log!("cannot forward {} to {target}: {e}", crate::sig::name(to));
+                    }
+                }
+            }
+        }
+
+        // Reap on every wake-up: cheap (one waitpid when nothing is dead) and
+        // it covers SIGCHLD, the pidfd and coalesced signals alike.
+        let drained = reap::reap_all(|pid, status| {
+            if pid == child_pid {
+                child_exit = Some(status);
+            }
+        });
+        let now = reactor.now_ms();
+        let Some(exit) = child_exit else { continue };
+        if drained == Drained::NoChildren {
+            return Ok(exit.shell_code());
+        }
+        while let Some(deadline) = reactor.timers.pop_due(now) {
+            match deadline {
+                Deadline::Grace => {
+                    pid1::signal_descendants(libc::SIGKILL);
+                    reactor
+                        .timers
+                        .arm(now.saturating_add(GIVE_UP_AFTER_KILL_MS), Deadline::GiveUp);
+                }
+                Deadline::GiveUp => {
+                    crate::log!("descendants still alive after SIGKILL; exiting anyway");
+                    return Ok(exit.shell_code());
+                }
+            }
+        }
+        if reactor.timers.is_empty() {
+            // First pass after the child died: ask everyone left to go.
+            if opts.verbose {
+                crate::log!("pid {child_pid} ended ({exit:?}); stopping what is left");
+            }
+            pid1::signal_descendants(libc::SIGTERM);
+            pid1::signal_descendants(libc::SIGCONT);
+            reactor
+                .timers
+                .arm(now.saturating_add(opts.grace_ms), Deadline::Grace);
+        }
+    }
+}
