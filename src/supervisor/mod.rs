@@ -11,7 +11,7 @@ pub mod reactor;
 pub mod shim;
 pub mod timers;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 
@@ -23,7 +23,7 @@ use crate::os::pidfd::{self, PidFd};
 use crate::os::reap::{self, Drained, ExitStatus};
 use crate::os::signals::{self, ChildSignals, SignalFd};
 use crate::os::spawn::{self, SpawnSpec};
-use crate::service::{Action, Event, Exit, Input, Service};
+use crate::service::{Action, Event, Exit, Input, Service, State};
 use crate::unit::{self, Unit};
 use reactor::{Reactor, PIDFD_BASE, SIGNAL_TOKEN};
 
@@ -52,6 +52,26 @@ struct Slot {
     service: Service,
     spec: SpawnSpec,
     pidfd: Option<PidFd>,
+    /// Its unit file is gone: it is stopping or stopped and takes no requests.
+    retired: bool,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    pub unchanged: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 /// How long zurg waits for SIGKILLed processes before exiting anyway.
@@ -64,6 +84,7 @@ pub struct Supervisor {
     signals: SignalFd,
     child_signals: ChildSignals,
     slots: Vec<Slot>,
+    by_name: HashMap<String, usize>,
     by_pid: HashMap<i32, usize>,
     phase: Phase,
     opts: RunOptions,
@@ -151,6 +172,7 @@ impl Supervisor {
             signals,
             child_signals,
             slots: Vec::new(),
+            by_name: HashMap::new(),
             by_pid: HashMap::new(),
             phase: Phase::Running,
             opts,
@@ -158,20 +180,76 @@ impl Supervisor {
         })
     }
 
-    fn load_units(&mut self) {
-        let report = unit::load_dir(&self.opts.units_dir);
-        for err in &report.errors {
+    /// Reads the units directory and makes the running set match it: new
+    /// units start, removed ones stop, changed ones restart, unchanged ones
+    /// are not touched. A unit file that fails to parse leaves its service
+    /// exactly as it was.
+    pub fn reload(&mut self, work: &mut VecDeque<(usize, Input)>) -> ReloadReport {
+        let loaded = unit::load_dir(&self.opts.units_dir);
+        let mut report = ReloadReport::default();
+        let mut broken: HashSet<String> = HashSet::new();
+        for err in &loaded.errors {
             crate::log!("{err}");
-        }
-        for unit in report.units {
-            match spawn_spec(&unit) {
-                Ok(spec) => self.slots.push(Slot {
-                    service: Service::new(unit),
-                    spec,
-                    pidfd: None,
-                }),
-                Err(e) => crate::log!("{e}"),
+            report.errors.push(err.to_string());
+            if let Some(stem) = err.path.file_stem() {
+                broken.insert(stem.to_string_lossy().into_owned());
             }
+        }
+        let mut seen: HashSet<String> = HashSet::new();
+        for unit in loaded.units {
+            seen.insert(unit.name.clone());
+            let spec = match spawn_spec(&unit) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    crate::log!("{e}");
+                    report.errors.push(e);
+                    broken.insert(unit.name.clone());
+                    continue;
+                }
+            };
+            match self.by_name.get(&unit.name).copied() {
+                None => {
+                    let slot = self.slots.len();
+                    report.added.push(unit.name.clone());
+                    self.by_name.insert(unit.name.clone(), slot);
+                    self.slots.push(Slot {
+                        service: Service::new(unit),
+                        spec,
+                        pidfd: None,
+                        retired: false,
+                    });
+                    work.push_back((slot, Input::Start));
+                }
+                Some(slot) => {
+                    let Some(s) = self.slots.get_mut(slot) else { continue };
+                    if s.service.unit == unit {
+                        report.unchanged.push(unit.name.clone());
+                        continue;
+                    }
+                    report.changed.push(unit.name.clone());
+                    s.service.unit = unit;
+                    s.spec = spec;
+                    match s.service.state {
+                        State::Down => {}
+                        State::Exited => work.push_back((slot, Input::Start)),
+                        _ => work.push_back((slot, Input::Restart)),
+                    }
+                }
+            }
+        }
+        let gone: Vec<(String, usize)> = self
+            .by_name
+            .iter()
+            .filter(|(name, _)| !seen.contains(*name) && !broken.contains(*name))
+            .map(|(name, slot)| (name.clone(), *slot))
+            .collect();
+        for (name, slot) in gone {
+            self.by_name.remove(&name);
+            if let Some(s) = self.slots.get_mut(slot) {
+                s.retired = true;
+            }
+            work.push_back((slot, Input::Stop));
+            report.removed.push(name);
         }
         let needed = u64::try_from(self.slots.len())
             .unwrap_or(u64::MAX)
@@ -180,22 +258,22 @@ impl Supervisor {
             crate::log!("warning: cannot raise the open-file limit to {needed}: {e}");
         }
         crate::log!(
-            "loaded {} service(s) from {}{}",
-            self.slots.len(),
+            "loaded {} from {}: {} added, {} changed, {} removed, {} unchanged, {} rejected",
+            plural(self.by_name.len(), "service"),
             self.opts.units_dir.display(),
-            if report.errors.is_empty() {
-                String::new()
-            } else {
-                format!(", {} unit file(s) rejected", report.errors.len())
-            }
+            report.added.len(),
+            report.changed.len(),
+            report.removed.len(),
+            report.unchanged.len(),
+            report.errors.len()
         );
+        report
     }
 
     /// Runs until shutdown completes; returns zurg's exit code.
     pub fn run(mut self) -> i32 {
-        self.load_units();
-        let mut work: VecDeque<(usize, Input)> =
-            (0..self.slots.len()).map(|i| (i, Input::Start)).collect();
+        let mut work: VecDeque<(usize, Input)> = VecDeque::new();
+        self.reload(&mut work);
         self.process(&mut work);
 
         let mut tokens = Vec::new();
@@ -237,7 +315,10 @@ impl Supervisor {
                     self.begin_shutdown(work);
                 }
             }
-            libc::SIGHUP => crate::log!("received SIGHUP: reload is not supported yet, ignored"),
+            libc::SIGHUP if self.phase == Phase::Running => {
+                crate::log!("received SIGHUP: reloading units");
+                self.reload(work);
+            }
             other => crate::log!("received {}: ignored", crate::sig::name(other)),
         }
     }
