@@ -18,6 +18,7 @@ use std::os::unix::ffi::OsStrExt;
 use mio::Token;
 
 pub use crate::cli::RunOptions;
+use crate::os::notify::Notifier;
 use crate::os::pid1;
 use crate::os::pidfd::{self, PidFd};
 use crate::os::reap::{self, Drained, ExitStatus};
@@ -32,6 +33,7 @@ enum TimerKey {
     Service { slot: usize, generation: u64 },
     ShutdownGrace,
     ShutdownGiveUp,
+    Watchdog,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +91,7 @@ pub struct Supervisor {
     phase: Phase,
     opts: RunOptions,
     warned_no_pidfd: bool,
+    notifier: Option<Notifier>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -161,6 +164,14 @@ impl Supervisor {
         }
         let reactor =
             Reactor::new(&signals).map_err(|e| format!("cannot create the event loop: {e}"))?;
+        let notifier = match Notifier::from_env() {
+            Some(Ok(n)) => Some(n),
+            Some(Err(e)) => {
+                crate::log!("warning: NOTIFY_SOCKET is set but unusable: {e}");
+                None
+            }
+            None => None,
+        };
         if let Err(e) = std::fs::create_dir_all(&opts.state_dir) {
             crate::log!(
                 "warning: cannot create state directory {}: {e}",
@@ -177,6 +188,7 @@ impl Supervisor {
             phase: Phase::Running,
             opts,
             warned_no_pidfd: false,
+            notifier,
         })
     }
 
@@ -221,7 +233,9 @@ impl Supervisor {
                     work.push_back((slot, Input::Start));
                 }
                 Some(slot) => {
-                    let Some(s) = self.slots.get_mut(slot) else { continue };
+                    let Some(s) = self.slots.get_mut(slot) else {
+                        continue;
+                    };
                     if s.service.unit == unit {
                         report.unchanged.push(unit.name.clone());
                         continue;
@@ -275,6 +289,15 @@ impl Supervisor {
         let mut work: VecDeque<(usize, Input)> = VecDeque::new();
         self.reload(&mut work);
         self.process(&mut work);
+        self.notify(&format!(
+            "READY=1\nMAINPID={}\n{}",
+            std::process::id(),
+            self.status_line()
+        ));
+        if let Some(ms) = self.notifier.as_ref().and_then(|n| n.watchdog_interval_ms) {
+            let at = self.reactor.now_ms().saturating_add(ms);
+            self.reactor.timers.arm(at, TimerKey::Watchdog);
+        }
 
         let mut tokens = Vec::new();
         loop {
@@ -325,6 +348,7 @@ impl Supervisor {
 
     fn begin_shutdown(&mut self, work: &mut VecDeque<(usize, Input)>) {
         self.phase = Phase::StoppingServices;
+        self.notify("STOPPING=1\nSTATUS=stopping all services");
         work.extend((0..self.slots.len()).map(|i| (i, Input::Stop)));
         self.process(work);
     }
@@ -360,6 +384,28 @@ impl Supervisor {
         }
     }
 
+    fn notify(&self, msg: &str) {
+        if let Some(n) = &self.notifier {
+            if let Err(e) = n.send(msg) {
+                crate::log!("warning: cannot notify the service manager: {e}");
+            }
+        }
+    }
+
+    /// `STATUS=` for the service manager: counts by state.
+    fn status_line(&self) -> String {
+        let live = self.slots.iter().filter(|s| !s.retired);
+        let (mut running, mut down) = (0usize, 0usize);
+        for s in live {
+            if s.service.state.is_down() {
+                down += 1;
+            } else {
+                running += 1;
+            }
+        }
+        format!("STATUS={running} running, {down} not running")
+    }
+
     fn finish(&self) -> i32 {
         crate::log!("shutdown complete");
         0
@@ -367,6 +413,15 @@ impl Supervisor {
 
     fn on_timer(&mut self, key: TimerKey, work: &mut VecDeque<(usize, Input)>) {
         match key {
+            TimerKey::Watchdog => {
+                // The only periodic wake-up zurg has, and only when a
+                // watchdog was asked for.
+                self.notify(&format!("WATCHDOG=1\n{}", self.status_line()));
+                if let Some(ms) = self.notifier.as_ref().and_then(|n| n.watchdog_interval_ms) {
+                    let at = self.reactor.now_ms().saturating_add(ms);
+                    self.reactor.timers.arm(at, TimerKey::Watchdog);
+                }
+            }
             TimerKey::Service { slot, generation } => {
                 work.push_back((slot, Input::Timer { generation }))
             }
