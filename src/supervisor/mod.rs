@@ -342,6 +342,9 @@ impl Supervisor {
                 crate::log!("received SIGHUP: reloading units");
                 self.reload(work);
             }
+            // Job-control and terminal noise (timeout(1) sends CONT after
+            // INT, terminals send WINCH) is not worth a log line.
+            libc::SIGCONT | libc::SIGWINCH | libc::SIGURG => {}
             other => crate::log!("received {}: ignored", crate::sig::name(other)),
         }
     }

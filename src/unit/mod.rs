@@ -15,7 +15,8 @@ pub use parse::{parse_unit, UnitError};
 
 pub const DEFAULT_STOP_SIGNAL: i32 = crate::sig::SIGTERM;
 pub const DEFAULT_STOP_TIMEOUT_MS: u64 = 10_000;
-pub const DEFAULT_RESTART_DELAY_MS: u64 = 100;
+/// Extra wait before every restart; the crash-loop backoff comes on top.
+pub const DEFAULT_RESTART_DELAY_MS: u64 = 0;
 
 /// When a service that exited is started again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
