@@ -310,10 +310,13 @@ impl Supervisor {
                     for sig in self.signals.drain() {
                         self.on_signal(sig.signo, &mut work);
                     }
+                } else if let Some(slot) = token.0.checked_sub(PIDFD_BASE) {
+                    self.reap_service(slot, &mut work);
                 }
-                // A pidfd token needs nothing of its own: the reap below
-                // collects that child along with everything else.
             }
+            // Restart what died before the sweep below: with many children
+            // the sweep's scan of the child list is the slow part.
+            self.process(&mut work);
             self.reap(&mut work);
             let now = self.reactor.now_ms();
             while let Some(key) = self.reactor.timers.pop_due(now) {
@@ -442,6 +445,34 @@ impl Supervisor {
                 self.phase = Phase::GaveUp;
             }
             _ => {}
+        }
+    }
+
+    /// Reaps one service through its pidfd, if it has exited.
+    fn reap_service(&mut self, slot: usize, work: &mut VecDeque<(usize, Input)>) {
+        let Some(s) = self.slots.get_mut(slot) else {
+            return;
+        };
+        let Some(fd) = &s.pidfd else { return };
+        let pid = fd.pid();
+        match reap::reap_one(fd) {
+            Ok(Some(status)) => {
+                self.by_pid.remove(&pid);
+                if let Some(fd) = s.pidfd.take() {
+                    let _ = self.reactor.unwatch_fd(&fd);
+                }
+                work.push_back((
+                    slot,
+                    Input::Exited {
+                        pid,
+                        exit: exit_of(status),
+                    },
+                ));
+            }
+            Ok(None) => {}
+            // ECHILD: the sweep got there first and has already reported it.
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {}
+            Err(e) => crate::log!("[{}] cannot reap pid {pid}: {e}", s.service.name()),
         }
     }
 
