@@ -1,0 +1,278 @@
+//! Test harness: runs the real zurg binary as PID 1 of a fresh pid namespace
+//! (`unshare --pid --fork --kill-child --mount-proc`), collects its stderr
+//! lines, and lets tests wait for lines, exits and /proc states, each with a
+//! deadline. Dropping a `Zurg` SIGKILLs the unshare process, which takes the
+//! whole namespace down with it, so no test leaves processes behind.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_zurg");
+/// Generous for 2 shared cores; the happy path never waits this long.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("zurg-test-{}-{n}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct Zurg {
+    pub child: Child,
+    lines: Receiver<String>,
+    pub seen: Vec<String>,
+    status: Option<ExitStatus>,
+}
+
+/// How to start zurg.
+pub enum Mode {
+    /// As PID 1 of a new pid namespace.
+    Pid1,
+    /// As a plain process (it makes itself a child subreaper).
+    Plain,
+}
+
+impl Zurg {
+    pub fn start(mode: Mode, args: &[&str]) -> Zurg {
+        Self::start_with(mode, args, |_| {})
+    }
+
+    pub fn start_with(mode: Mode, args: &[&str], setup: impl FnOnce(&mut Command)) -> Zurg {
+        let mut cmd = match mode {
+            Mode::Pid1 => {
+                let mut c = Command::new("unshare");
+                c.args(["--pid", "--fork", "--kill-child", "--mount-proc", BIN]);
+                c
+            }
+            Mode::Plain => Command::new(BIN),
+        };
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        setup(&mut cmd);
+        let mut child = cmd.spawn().expect("start zurg");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Zurg { child, lines: rx, seen: Vec::new(), status: None }
+    }
+
+    /// Host pid of zurg itself: the unshare process's only child, or the
+    /// process itself when not in a namespace.
+    pub fn host_pid(&self) -> i32 {
+        let me = self.child.id() as i32;
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(kid) = children(me).first() {
+                if comm(*kid).as_deref() == Some("zurg") {
+                    return *kid;
+                }
+            }
+            if comm(me).as_deref() == Some("zurg") {
+                return me;
+            }
+            assert!(Instant::now() < deadline, "zurg never appeared under pid {me}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits for a stderr line matching `pred`; returns it. Lines seen while
+    /// waiting are kept in `seen`. On timeout, panics with everything seen.
+    pub fn wait_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        self.try_wait_line(DEADLINE, &pred).unwrap_or_else(|| {
+            panic!("timed out waiting for {what}; zurg said:\n{}", self.seen.join("\n"))
+        })
+    }
+
+    pub fn try_wait_line(&mut self, within: Duration, pred: &impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if pred(&line) {
+                        return Some(line);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Waits for a line containing `needle`.
+    pub fn expect(&mut self, needle: &str) -> String {
+        self.wait_line(needle, |l| l.contains(needle))
+    }
+
+    /// Waits until some line, seen before or arriving now, contains
+    /// `needle`; for events whose order relative to others is not defined.
+    pub fn saw(&mut self, needle: &str) -> String {
+        self.lines_now();
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        self.expect(needle)
+    }
+
+    /// Lines seen so far (and any that are already queued).
+    pub fn lines_now(&mut self) -> &[String] {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        &self.seen
+    }
+
+    /// Waits for zurg (or unshare) to exit; panics after the deadline.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        self.wait_exit_within(DEADLINE).unwrap_or_else(|| {
+            let seen = self.lines_now().join("\n");
+            panic!("zurg did not exit in time; it said:\n{seen}")
+        })
+    }
+
+    pub fn wait_exit_within(&mut self, within: Duration) -> Option<ExitStatus> {
+        if let Some(s) = self.status {
+            return Some(s);
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                self.status = Some(s);
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn signal(&self, signo: i32) {
+        kill(self.host_pid(), signo);
+    }
+
+    /// Host pids of every process below zurg.
+    pub fn descendants(&self) -> Vec<i32> {
+        descendants(self.host_pid())
+    }
+}
+
+impl Drop for Zurg {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            kill(self.child.id() as i32, 9);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn kill(pid: i32, signo: i32) {
+    let sig = nix::sys::signal::Signal::try_from(signo).unwrap();
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+}
+
+pub fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(s.split_whitespace().filter_map(|x| x.parse::<i32>().ok()));
+            }
+        }
+    }
+    out
+}
+
+pub fn descendants(root: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut stack = children(root);
+    while let Some(p) = stack.pop() {
+        out.push(p);
+        stack.extend(children(p));
+    }
+    out
+}
+
+pub fn comm(pid: i32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim().to_string())
+}
+
+pub fn cmdline(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " ").trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Process state letter from /proc/PID/stat ('Z' for a zombie).
+pub fn state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().next()?.chars().next()
+}
+
+/// Polls `cond` every few ms until it holds or the deadline passes. For
+/// states that no event announces (a /proc entry, a file's content).
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The pid number at the end of a line like "... started pid 42".
+pub fn pid_in(line: &str) -> i32 {
+    line.split_whitespace()
+        .skip_while(|w| *w != "pid")
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"))
+}
+
+/// Host pid of a process below zurg whose command line contains `needle`.
+pub fn find_below(z: &Zurg, needle: &str) -> i32 {
+    let mut found = None;
+    eventually(&format!("a process matching {needle:?}"), || {
+        found = z.descendants().into_iter().find(|p| cmdline(*p).contains(needle));
+        found.is_some()
+    });
+    found.unwrap()
+}

@@ -1,0 +1,220 @@
+//! `zurg [opts] -- CMD`: the tini/dumb-init face (README "Shim init").
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{eventually, kill, state, Mode, TempDir, Zurg, BIN};
+
+fn shim(args: &[&str]) -> Zurg {
+    let mut all = vec!["--"];
+    all.extend_from_slice(args);
+    Zurg::start(Mode::Pid1, &all)
+}
+
+#[test]
+fn exit_code_of_the_child_is_zurgs() {
+    let mut z = shim(&["sh", "-c", "exit 3"]);
+    assert_eq!(z.wait_exit().code(), Some(3));
+}
+
+#[test]
+fn death_by_signal_becomes_128_plus_signal() {
+    let mut z = shim(&["sh", "-c", "kill -TERM $$"]);
+    assert_eq!(z.wait_exit().code(), Some(143));
+    let mut z = shim(&["sh", "-c", "kill -KILL $$"]);
+    assert_eq!(z.wait_exit().code(), Some(137));
+}
+
+#[test]
+fn exec_failures_are_127_and_126_and_name_the_command() {
+    let mut z = shim(&["no-such-program-zurg"]);
+    assert_eq!(z.wait_exit().code(), Some(127));
+    assert!(z.lines_now().iter().any(|l| l.contains("no-such-program-zurg") && l.contains("not found")), "{:?}", z.seen);
+
+    let dir = TempDir::new("noexec");
+    let f = dir.write("script", "#!/bin/sh\necho hi\n");
+    let mut z = shim(&[f.to_str().unwrap()]);
+    assert_eq!(z.wait_exit().code(), Some(126));
+    assert!(z.lines_now().iter().any(|l| l.contains("script") && l.contains("permission denied")), "{:?}", z.seen);
+}
+
+#[test]
+fn no_command_is_a_usage_error() {
+    for args in [&["--"][..], &[]] {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("usage:"), "{err}");
+    }
+}
+
+/// A shell that records each signal it receives in `log`, once it is ready.
+fn recorder(log: &std::path::Path, signals: &[&str]) -> String {
+    let mut s = String::new();
+    for sig in signals {
+        s.push_str(&format!("trap 'echo {sig} >> {}' {sig}; ", log.display()));
+    }
+    s.push_str(&format!("echo ready >> {}; while :; do sleep 0.02; done", log.display()));
+    s
+}
+
+fn wait_for_word(path: &std::path::Path, word: &str) {
+    eventually(&format!("{word} in {}", path.display()), || {
+        std::fs::read_to_string(path).unwrap_or_default().lines().any(|l| l == word)
+    });
+}
+
+#[test]
+fn every_catchable_signal_is_forwarded() {
+    let dir = TempDir::new("fwd");
+    let log = dir.path().join("log");
+    let sigs = ["HUP", "INT", "QUIT", "USR1", "USR2", "WINCH", "ALRM", "CONT", "TERM"];
+    let mut z = shim(&["sh", "-c", &recorder(&log, &sigs)]);
+    wait_for_word(&log, "ready");
+    let pid = z.host_pid();
+    for sig in sigs {
+        kill(pid, zurg::sig::parse(sig).unwrap());
+        wait_for_word(&log, sig);
+    }
+    // TERM was trapped, so the child lives on; end it.
+    kill(pid, 9);
+    z.wait_exit();
+}
+
+#[test]
+fn rewrite_changes_the_forwarded_signal() {
+    let dir = TempDir::new("rewrite");
+    let log = dir.path().join("log");
+    let script = format!("trap 'echo USR2 >> {0}; exit 4' USR2; trap 'echo TERM >> {0}' TERM; {1}", log.display(), "echo ready >> ".to_string() + &log.display().to_string() + "; while :; do sleep 0.02; done");
+    let mut z = Zurg::start(Mode::Pid1, &["--rewrite", "TERM:USR2", "--", "sh", "-c", &script]);
+    wait_for_word(&log, "ready");
+    z.signal(15);
+    assert_eq!(z.wait_exit().code(), Some(4));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("TERM"), "{text}");
+}
+
+#[test]
+fn pgroup_forwards_to_the_whole_group() {
+    let dir = TempDir::new("pgroup");
+    let log = dir.path().join("log");
+    let grandchild = format!(
+        "trap 'echo grandchild >> {0}; exit 0' USR1; echo gready >> {0}; while :; do sleep 0.02; done",
+        log.display()
+    );
+    let script = format!(
+        "sh -c \"{}\" & trap 'echo child >> {1}' USR1; echo ready >> {1}; while :; do sleep 0.02; done",
+        grandchild.replace('"', "\\\""),
+        log.display()
+    );
+    let mut z = Zurg::start(Mode::Pid1, &["--pgroup", "--", "sh", "-c", &script]);
+    wait_for_word(&log, "ready");
+    wait_for_word(&log, "gready");
+    z.signal(10);
+    wait_for_word(&log, "child");
+    wait_for_word(&log, "grandchild");
+    z.signal(9);
+    z.wait_exit();
+}
+
+#[test]
+fn a_thousand_orphans_are_reaped_while_zurg_stays_up() {
+    let dir = TempDir::new("orphans");
+    let spawned = dir.path().join("spawned");
+    let done = dir.path().join("done");
+    // Each `(sleep 0.2 &)` is a subshell that starts sleep and exits at
+    // once, so every sleep is re-parented to PID 1 (zurg) and dies there.
+    let script = format!(
+        "i=0; while [ $i -lt 1000 ]; do (sleep 0.2 &); i=$((i+1)); done; touch {}; \
+         n=0; while [ ! -e {} ] && [ $n -lt 2000 ]; do sleep 0.01; n=$((n+1)); done; exit 7",
+        spawned.display(),
+        done.display()
+    );
+    let mut z = shim(&["sh", "-c", &script]);
+    eventually("1000 orphans spawned", || spawned.exists());
+    let zpid = z.host_pid();
+    eventually("every orphan reaped", || {
+        let kids = common::children(zpid);
+        // Only the shell itself (and its short sleep) may remain; no zombie.
+        kids.iter().all(|p| state(*p) != Some('Z'))
+            && !kids.iter().any(|p| common::cmdline(*p).starts_with("sleep 0.2"))
+    });
+    assert!(z.wait_exit_within(Duration::from_millis(1)).is_none(), "zurg exited early");
+    std::fs::write(&done, "").unwrap();
+    assert_eq!(z.wait_exit().code(), Some(7));
+}
+
+#[test]
+fn leftovers_get_term_then_kill_after_grace() {
+    let script = "sh -c 'trap \"\" TERM; sleep 100' & sleep 0.2; exit 5";
+    let mut z = Zurg::start(Mode::Pid1, &["--grace", "700ms", "--", "sh", "-c", script]);
+    let t0 = Instant::now();
+    assert_eq!(z.wait_exit().code(), Some(5));
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(700), "exited before the grace period: {took:?}");
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+}
+
+#[test]
+fn not_pid1_it_is_a_subreaper_and_leaves_nothing_behind() {
+    let dir = TempDir::new("subreaper");
+    let pidfile = dir.path().join("pid");
+    let script = format!("(sleep 30 & echo $! > {}) ; sleep 0.1; exit 0", pidfile.display());
+    let mut z = Zurg::start(Mode::Plain, &["--grace", "2s", "--", "sh", "-c", &script]);
+    assert_eq!(z.wait_exit().code(), Some(0));
+    let orphan: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    // The orphan was re-parented to zurg, signalled and reaped: gone.
+    assert!(state(orphan).is_none() || !common::cmdline(orphan).contains("sleep 30"), "orphan {orphan} still alive");
+}
+
+fn status_fields(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with("SigBlk:") || l.starts_with("SigIgn:"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn child_gets_the_signal_state_zurg_inherited() {
+    let direct = Command::new("cat").arg("/proc/self/status").output().unwrap();
+    let via = Command::new(BIN).args(["--", "cat", "/proc/self/status"]).output().unwrap();
+    assert!(via.status.success());
+    let (d, v) = (status_fields(&String::from_utf8_lossy(&direct.stdout)), status_fields(&String::from_utf8_lossy(&via.stdout)));
+    assert_eq!(d.len(), 2);
+    assert_eq!(d, v, "signal mask or ignored set leaked into the child");
+    assert!(v[0].ends_with("0000000000000000"), "{v:?}");
+}
+
+#[test]
+fn argv_env_and_stdio_pass_through() {
+    let out = Command::new(BIN)
+        .args(["--", "printf", "%s|", "a", "b c", "", "--pgroup"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a|b c||--pgroup|");
+
+    let direct = Command::new("env").env("ZURG_TEST_VAR", "x y").output().unwrap();
+    let via = Command::new(BIN).args(["--", "env"]).env("ZURG_TEST_VAR", "x y").output().unwrap();
+    let sorted = |b: &[u8]| {
+        let mut v: Vec<String> = String::from_utf8_lossy(b).lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(&direct.stdout), sorted(&via.stdout));
+
+    let mut child = Command::new(BIN)
+        .args(["--", "sh", "-c", "cat; echo err >&2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+}
