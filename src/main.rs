@@ -30,13 +30,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Ok(Cmd::Client(args)) => {
-            eprintln!(
-                "zurg: {}: the control socket is not available in this build yet",
-                args.first().map_or("", |s| s.as_str())
-            );
-            ExitCode::from(3)
-        }
+        Ok(Cmd::Client(args)) => exit(zurg::cli::client::run(&args)),
         Err(e) => {
             eprintln!("zurg: {e}\n{}", cli::USAGE);
             ExitCode::from(2)

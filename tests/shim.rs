@@ -1,5 +1,10 @@
 //! `zurg [opts] -- CMD`: the tini/dumb-init face (README "Shim init").
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
@@ -33,13 +38,25 @@ fn death_by_signal_becomes_128_plus_signal() {
 fn exec_failures_are_127_and_126_and_name_the_command() {
     let mut z = shim(&["no-such-program-zurg"]);
     assert_eq!(z.wait_exit().code(), Some(127));
-    assert!(z.lines_now().iter().any(|l| l.contains("no-such-program-zurg") && l.contains("not found")), "{:?}", z.seen);
+    assert!(
+        z.lines_now()
+            .iter()
+            .any(|l| l.contains("no-such-program-zurg") && l.contains("not found")),
+        "{:?}",
+        z.seen
+    );
 
     let dir = TempDir::new("noexec");
     let f = dir.write("script", "#!/bin/sh\necho hi\n");
     let mut z = shim(&[f.to_str().unwrap()]);
     assert_eq!(z.wait_exit().code(), Some(126));
-    assert!(z.lines_now().iter().any(|l| l.contains("script") && l.contains("permission denied")), "{:?}", z.seen);
+    assert!(
+        z.lines_now()
+            .iter()
+            .any(|l| l.contains("script") && l.contains("permission denied")),
+        "{:?}",
+        z.seen
+    );
 }
 
 #[test]
@@ -58,13 +75,19 @@ fn recorder(log: &std::path::Path, signals: &[&str]) -> String {
     for sig in signals {
         s.push_str(&format!("trap 'echo {sig} >> {}' {sig}; ", log.display()));
     }
-    s.push_str(&format!("echo ready >> {}; while :; do sleep 0.02; done", log.display()));
+    s.push_str(&format!(
+        "echo ready >> {}; while :; do sleep 0.02; done",
+        log.display()
+    ));
     s
 }
 
 fn wait_for_word(path: &std::path::Path, word: &str) {
     eventually(&format!("{word} in {}", path.display()), || {
-        std::fs::read_to_string(path).unwrap_or_default().lines().any(|l| l == word)
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l == word)
     });
 }
 
@@ -72,7 +95,9 @@ fn wait_for_word(path: &std::path::Path, word: &str) {
 fn every_catchable_signal_is_forwarded() {
     let dir = TempDir::new("fwd");
     let log = dir.path().join("log");
-    let sigs = ["HUP", "INT", "QUIT", "USR1", "USR2", "WINCH", "ALRM", "CONT", "TERM"];
+    let sigs = [
+        "HUP", "INT", "QUIT", "USR1", "USR2", "WINCH", "ALRM", "CONT", "TERM",
+    ];
     let mut z = shim(&["sh", "-c", &recorder(&log, &sigs)]);
     wait_for_word(&log, "ready");
     let pid = z.host_pid();
@@ -89,8 +114,17 @@ fn every_catchable_signal_is_forwarded() {
 fn rewrite_changes_the_forwarded_signal() {
     let dir = TempDir::new("rewrite");
     let log = dir.path().join("log");
-    let script = format!("trap 'echo USR2 >> {0}; exit 4' USR2; trap 'echo TERM >> {0}' TERM; {1}", log.display(), "echo ready >> ".to_string() + &log.display().to_string() + "; while :; do sleep 0.02; done");
-    let mut z = Zurg::start(Mode::Pid1, &["--rewrite", "TERM:USR2", "--", "sh", "-c", &script]);
+    let script = format!(
+        "trap 'echo USR2 >> {0}; exit 4' USR2; trap 'echo TERM >> {0}' TERM; {1}",
+        log.display(),
+        "echo ready >> ".to_string()
+            + &log.display().to_string()
+            + "; while :; do sleep 0.02; done"
+    );
+    let mut z = Zurg::start(
+        Mode::Pid1,
+        &["--rewrite", "TERM:USR2", "--", "sh", "-c", &script],
+    );
     wait_for_word(&log, "ready");
     z.signal(15);
     assert_eq!(z.wait_exit().code(), Some(4));
@@ -141,9 +175,14 @@ fn a_thousand_orphans_are_reaped_while_zurg_stays_up() {
         let kids = common::children(zpid);
         // Only the shell itself (and its short sleep) may remain; no zombie.
         kids.iter().all(|p| state(*p) != Some('Z'))
-            && !kids.iter().any(|p| common::cmdline(*p).starts_with("sleep 0.2"))
+            && !kids
+                .iter()
+                .any(|p| common::cmdline(*p).starts_with("sleep 0.2"))
     });
-    assert!(z.wait_exit_within(Duration::from_millis(1)).is_none(), "zurg exited early");
+    assert!(
+        z.wait_exit_within(Duration::from_millis(1)).is_none(),
+        "zurg exited early"
+    );
     std::fs::write(&done, "").unwrap();
     assert_eq!(z.wait_exit().code(), Some(7));
 }
@@ -155,7 +194,10 @@ fn leftovers_get_term_then_kill_after_grace() {
     let t0 = Instant::now();
     assert_eq!(z.wait_exit().code(), Some(5));
     let took = t0.elapsed();
-    assert!(took >= Duration::from_millis(700), "exited before the grace period: {took:?}");
+    assert!(
+        took >= Duration::from_millis(700),
+        "exited before the grace period: {took:?}"
+    );
     assert!(took < Duration::from_secs(8), "took {took:?}");
 }
 
@@ -163,12 +205,22 @@ fn leftovers_get_term_then_kill_after_grace() {
 fn not_pid1_it_is_a_subreaper_and_leaves_nothing_behind() {
     let dir = TempDir::new("subreaper");
     let pidfile = dir.path().join("pid");
-    let script = format!("(sleep 30 & echo $! > {}) ; sleep 0.1; exit 0", pidfile.display());
+    let script = format!(
+        "(sleep 30 & echo $! > {}) ; sleep 0.1; exit 0",
+        pidfile.display()
+    );
     let mut z = Zurg::start(Mode::Plain, &["--grace", "2s", "--", "sh", "-c", &script]);
     assert_eq!(z.wait_exit().code(), Some(0));
-    let orphan: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let orphan: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     // The orphan was re-parented to zurg, signalled and reaped: gone.
-    assert!(state(orphan).is_none() || !common::cmdline(orphan).contains("sleep 30"), "orphan {orphan} still alive");
+    assert!(
+        state(orphan).is_none() || !common::cmdline(orphan).contains("sleep 30"),
+        "orphan {orphan} still alive"
+    );
 }
 
 fn status_fields(text: &str) -> Vec<String> {
@@ -180,10 +232,19 @@ fn status_fields(text: &str) -> Vec<String> {
 
 #[test]
 fn child_gets_the_signal_state_zurg_inherited() {
-    let direct = Command::new("cat").arg("/proc/self/status").output().unwrap();
-    let via = Command::new(BIN).args(["--", "cat", "/proc/self/status"]).output().unwrap();
+    let direct = Command::new("cat")
+        .arg("/proc/self/status")
+        .output()
+        .unwrap();
+    let via = Command::new(BIN)
+        .args(["--", "cat", "/proc/self/status"])
+        .output()
+        .unwrap();
     assert!(via.status.success());
-    let (d, v) = (status_fields(&String::from_utf8_lossy(&direct.stdout)), status_fields(&String::from_utf8_lossy(&via.stdout)));
+    let (d, v) = (
+        status_fields(&String::from_utf8_lossy(&direct.stdout)),
+        status_fields(&String::from_utf8_lossy(&via.stdout)),
+    );
     assert_eq!(d.len(), 2);
     assert_eq!(d, v, "signal mask or ignored set leaked into the child");
     assert!(v[0].ends_with("0000000000000000"), "{v:?}");
@@ -197,10 +258,20 @@ fn argv_env_and_stdio_pass_through() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "a|b c||--pgroup|");
 
-    let direct = Command::new("env").env("ZURG_TEST_VAR", "x y").output().unwrap();
-    let via = Command::new(BIN).args(["--", "env"]).env("ZURG_TEST_VAR", "x y").output().unwrap();
+    let direct = Command::new("env")
+        .env("ZURG_TEST_VAR", "x y")
+        .output()
+        .unwrap();
+    let via = Command::new(BIN)
+        .args(["--", "env"])
+        .env("ZURG_TEST_VAR", "x y")
+        .output()
+        .unwrap();
     let sorted = |b: &[u8]| {
-        let mut v: Vec<String> = String::from_utf8_lossy(b).lines().map(str::to_string).collect();
+        let mut v: Vec<String> = String::from_utf8_lossy(b)
+            .lines()
+            .map(str::to_string)
+            .collect();
         v.sort();
         v
     };

@@ -1,5 +1,10 @@
 //! `zurg run --units DIR`: the supervisor face (README "Supervisor").
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
@@ -65,11 +70,23 @@ fn restart_never_and_on_failure() {
     r.z.saw("[fine] ended with code 0; restart policy keeps it down");
     // flaky (on-failure, exit code 2) keeps being restarted
     eventually("flaky started 3 times", || {
-        r.z.lines_now().iter().filter(|l| l.contains("[flaky] started pid")).count() >= 3
+        r.z.lines_now()
+            .iter()
+            .filter(|l| l.contains("[flaky] started pid"))
+            .count()
+            >= 3
     });
     let seen = r.z.lines_now().to_vec();
-    assert_eq!(seen.iter().filter(|l| l.contains("[once] started")).count(), 1, "{seen:?}");
-    assert_eq!(seen.iter().filter(|l| l.contains("[fine] started")).count(), 1, "{seen:?}");
+    assert_eq!(
+        seen.iter().filter(|l| l.contains("[once] started")).count(),
+        1,
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.iter().filter(|l| l.contains("[fine] started")).count(),
+        1,
+        "{seen:?}"
+    );
 }
 
 #[test]
@@ -95,15 +112,23 @@ fn sigterm_stops_every_service_then_exits_0() {
     );
     r.z.saw("[a] started pid");
     // the traps are set once the marker files exist
-    eventually("services ready", || marks.path().join("stubborn").exists() && marks.path().join("quitter").exists());
+    eventually("services ready", || {
+        marks.path().join("stubborn").exists() && marks.path().join("quitter").exists()
+    });
     r.z.signal(15);
     r.z.expect("received SIGTERM: stopping all services");
     r.z.expect("[stubborn] pid");
     r.z.expect("shutdown complete");
     assert_eq!(r.z.wait_exit().code(), Some(0));
     let seen = r.z.lines_now().join("\n");
-    assert!(seen.contains("did not stop within 300 ms: sent SIGKILL"), "{seen}");
-    assert!(seen.contains("[quitter] stopped pid") && seen.contains("(code 0)"), "{seen}");
+    assert!(
+        seen.contains("did not stop within 300 ms: sent SIGKILL"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("[quitter] stopped pid") && seen.contains("(code 0)"),
+        "{seen}"
+    );
     assert!(seen.contains("[a] stopped pid"), "{seen}");
 }
 
@@ -122,10 +147,16 @@ fn not_pid1_shutdown_leaves_no_process_behind() {
     r.z.saw("[forker] started pid");
     let zpid = r.z.host_pid();
     eventually("the orphan re-parented to zurg", || {
-        common::children(zpid).iter().any(|p| cmdline(*p).contains("trap"))
+        common::children(zpid)
+            .iter()
+            .any(|p| cmdline(*p).contains("trap"))
     });
     eventually("three sleeps running", || {
-        r.z.descendants().iter().filter(|p| cmdline(**p).ends_with("sleep 1000")).count() >= 3
+        r.z.descendants()
+            .iter()
+            .filter(|p| cmdline(**p).ends_with("sleep 1000"))
+            .count()
+            >= 3
     });
     let before = r.z.descendants();
     r.z.signal(15);
@@ -141,10 +172,17 @@ fn not_pid1_shutdown_leaves_no_process_behind() {
 fn a_broken_unit_is_reported_and_the_others_run() {
     let mut r = run_units(
         Mode::Pid1,
-        &[("good", SLEEPER), ("bad", "exec = \"/bin/sleep\"\nrestrat = \"always\"\n"), ("worse", "exec = [\n")],
+        &[
+            ("good", SLEEPER),
+            ("bad", "exec = \"/bin/sleep\"\nrestrat = \"always\"\n"),
+            ("worse", "exec = [\n"),
+        ],
     );
     let err = r.z.expect("bad.toml");
-    assert!(err.contains("bad.toml:2:1: key `restrat`: unknown field `restrat`"), "{err}");
+    assert!(
+        err.contains("bad.toml:2:1: key `restrat`: unknown field `restrat`"),
+        "{err}"
+    );
     let err = r.z.expect("worse.toml");
     assert!(err.contains("worse.toml:1:"), "{err}");
     r.z.expect("[good] started pid");
@@ -176,12 +214,19 @@ fn orphans_of_a_service_are_reaped_while_it_runs() {
 
 #[test]
 fn sighup_reloads_keeping_unchanged_services() {
-    let mut r = run_units(Mode::Pid1, &[("keep", SLEEPER), ("change", SLEEPER), ("drop", SLEEPER)]);
+    let mut r = run_units(
+        Mode::Pid1,
+        &[("keep", SLEEPER), ("change", SLEEPER), ("drop", SLEEPER)],
+    );
     let keep = pid_in(&r.z.saw("[keep] started pid"));
     let change = pid_in(&r.z.saw("[change] started pid"));
     r.z.saw("[drop] started pid");
     let units = r.dir.path().join("units");
-    std::fs::write(units.join("change.toml"), "exec = \"/bin/sleep\"\nargs = [\"999\"]\n").unwrap();
+    std::fs::write(
+        units.join("change.toml"),
+        "exec = \"/bin/sleep\"\nargs = [\"999\"]\n",
+    )
+    .unwrap();
     std::fs::remove_file(units.join("drop.toml")).unwrap();
     std::fs::write(units.join("new.toml"), SLEEPER).unwrap();
     std::fs::write(units.join("broken.toml"), "exec = 5\n").unwrap();
@@ -190,9 +235,18 @@ fn sighup_reloads_keeping_unchanged_services() {
     r.z.saw("[drop] stopped pid");
     r.z.saw(&format!("[change] stopped pid {change}"));
     eventually("change started again", || {
-        r.z.lines_now().iter().any(|l| l.contains("[change] started pid") && pid_in(l) != change)
+        r.z.lines_now()
+            .iter()
+            .any(|l| l.contains("[change] started pid") && pid_in(l) != change)
     });
     r.z.saw("[new] started pid");
-    assert!(r.z.try_wait_line(Duration::from_millis(200), &|l: &str| l.contains("[keep]")).is_none());
-    assert!(r.z.seen.iter().all(|l| !l.contains("[keep]") || l.contains(&format!("started pid {keep}"))));
+    assert!(r
+        .z
+        .try_wait_line(Duration::from_millis(200), &|l: &str| l.contains("[keep]"))
+        .is_none());
+    assert!(r
+        .z
+        .seen
+        .iter()
+        .all(|l| !l.contains("[keep]") || l.contains(&format!("started pid {keep}"))));
 }

@@ -4,6 +4,8 @@
 //! client verbs handed on whole to `cli::client`. As with dumb-init, `zurg
 //! CMD ARGS` without `--` runs CMD too, unless CMD is one of zurg's verbs.
 
+pub mod client;
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -25,6 +27,7 @@ pub const CLIENT_VERBS: &[&str] = &[
     "reload",
     "events",
     "shutdown",
+    "version",
     "stats",
     "history",
     "gpid",
@@ -40,7 +43,7 @@ usage:
   zurg [-g|--pgroup] [-r|--rewrite FROM:TO]... [--grace DUR] [-v] -- CMD [ARGS...]
         run CMD as a child init (like tini): forward signals, reap orphans,
         exit with CMD's code or 128+signal
-  zurg run --units DIR [--socket PATH] [--state DIR] [--grace DUR]
+  zurg run --units DIR [--socket PATH] [--state DIR] [--grace DUR] [--readers GROUP]
         supervise the services described by DIR/*.toml
   zurg status|start|stop|restart|signal|reload|events|shutdown|... [--json]
         talk to a running zurg over its control socket
@@ -68,6 +71,8 @@ pub struct RunOptions {
     pub state_dir: PathBuf,
     /// Time orphans get between SIGTERM and SIGKILL at shutdown.
     pub grace_ms: u64,
+    /// Group (name or number) whose members may read status and events.
+    pub readers: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +144,7 @@ pub fn parse(args: Vec<OsString>, is_pid1: bool) -> Result<Cmd, UsageError> {
                 socket: DEFAULT_SOCKET.into(),
                 state_dir: DEFAULT_STATE_DIR.into(),
                 grace_ms: DEFAULT_GRACE_MS,
+                readers: None,
             }));
         }
         return Err(UsageError("no command given".into()));
@@ -200,6 +206,7 @@ fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
     let mut socket = None;
     let mut state = None;
     let mut grace_ms = DEFAULT_GRACE_MS;
+    let mut readers = None;
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next()? {
         match arg {
@@ -208,6 +215,7 @@ fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
             Long("socket") => socket = Some(PathBuf::from(p.value()?)),
             Long("state") => state = Some(PathBuf::from(p.value()?)),
             Long("grace") => grace_ms = duration_arg("--grace", p.value()?)?,
+            Long("readers") => readers = Some(p.value()?.string()?),
             _ => return Err(arg.unexpected().into()),
         }
     }
@@ -216,6 +224,7 @@ fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
         socket: socket.unwrap_or_else(|| DEFAULT_SOCKET.into()),
         state_dir: state.unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
         grace_ms,
+        readers,
     }))
 }
 

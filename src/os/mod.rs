@@ -9,6 +9,7 @@ pub mod pidfd;
 pub mod reap;
 pub mod signals;
 pub mod spawn;
+pub mod users;
 
 use std::io;
 
@@ -27,4 +28,27 @@ pub fn wall_clock_us() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// Runs `f` with the process umask set to `mask`, then restores it. zurg is
+/// single-threaded, so nothing else creates files in between.
+pub fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {
+    // SAFETY: umask only swaps an integer in the process.
+    let old = unsafe { libc::umask(mask as libc::mode_t) };
+    let out = f();
+    // SAFETY: as above.
+    unsafe {
+        libc::umask(old);
+    }
+    out
+}
+
+/// Gives `path` to group `gid`, keeping its owner.
+pub fn chown_group(path: &std::path::Path, gid: u32) -> io::Result<()> {
+    std::os::unix::fs::chown(path, None, Some(gid))
+}
+
+pub fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
 }

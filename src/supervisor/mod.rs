@@ -8,6 +8,7 @@
 //! errors fail one service or one request and are logged, never fatal.
 
 pub mod reactor;
+mod requests;
 pub mod shim;
 pub mod timers;
 
@@ -18,6 +19,8 @@ use std::os::unix::ffi::OsStrExt;
 use mio::Token;
 
 pub use crate::cli::RunOptions;
+use crate::control::proto::{EventRecord, ShutdownMode};
+use crate::control::server::ControlServer;
 use crate::os::notify::Notifier;
 use crate::os::pid1;
 use crate::os::pidfd::{self, PidFd};
@@ -30,10 +33,17 @@ use reactor::{Reactor, PIDFD_BASE, SIGNAL_TOKEN};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKey {
-    Service { slot: usize, generation: u64 },
+    Service {
+        slot: usize,
+        generation: u64,
+    },
     ShutdownGrace,
     ShutdownGiveUp,
     Watchdog,
+    /// A waiting control request reaches its deadline.
+    RequestDeadline,
+    /// Idle control connections are due to be closed.
+    ControlIdle,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +69,7 @@ struct Slot {
 }
 
 /// What a reload changed.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReloadReport {
     pub added: Vec<String>,
     pub changed: Vec<String>,
@@ -92,6 +102,15 @@ pub struct Supervisor {
     opts: RunOptions,
     warned_no_pidfd: bool,
     notifier: Option<Notifier>,
+    control: Option<ControlServer>,
+    /// When the ControlIdle timer is armed for, if it is.
+    control_idle_at: Option<u64>,
+    /// Control requests that wait for services to reach a state.
+    waiting: Vec<requests::Waiting>,
+    /// The most recent lifecycle events, for `events` without --follow.
+    recent: VecDeque<EventRecord>,
+    event_seq: u64,
+    shutdown_mode: ShutdownMode,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -164,6 +183,20 @@ impl Supervisor {
         }
         let reactor =
             Reactor::new(&signals).map_err(|e| format!("cannot create the event loop: {e}"))?;
+        let readers_gid = match &opts.readers {
+            None => None,
+            Some(g) => {
+                Some(crate::os::users::group_id(g).map_err(|e| format!("--readers {g}: {e}"))?)
+            }
+        };
+        let control = match ControlServer::bind(&opts.socket, reactor.registry(), readers_gid) {
+            Ok(c) => Some(c),
+            Err(e) if pid1::is_pid1() => {
+                crate::log!("{e}; running without a control socket");
+                None
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         let notifier = match Notifier::from_env() {
             Some(Ok(n)) => Some(n),
             Some(Err(e)) => {
@@ -189,6 +222,12 @@ impl Supervisor {
             opts,
             warned_no_pidfd: false,
             notifier,
+            control,
+            control_idle_at: None,
+            waiting: Vec::new(),
+            recent: VecDeque::new(),
+            event_seq: 0,
+            shutdown_mode: ShutdownMode::Default,
         })
     }
 
@@ -312,6 +351,8 @@ impl Supervisor {
                     }
                 } else if let Some(slot) = token.0.checked_sub(PIDFD_BASE) {
                     self.reap_service(slot, &mut work);
+                } else if ControlServer::owns(token) {
+                    self.on_control(token, &mut work);
                 }
             }
             // Restart what died before the sweep below: with many children
@@ -323,6 +364,8 @@ impl Supervisor {
                 self.on_timer(key, &mut work);
             }
             self.process(&mut work);
+            self.settle_waiting();
+            self.arm_control_idle();
             if let Some(code) = self.advance_shutdown(&mut work) {
                 return code;
             }
@@ -353,6 +396,7 @@ impl Supervisor {
     }
 
     fn begin_shutdown(&mut self, work: &mut VecDeque<(usize, Input)>) {
+        self.fail_waiting_for_shutdown();
         self.phase = Phase::StoppingServices;
         self.notify("STOPPING=1\nSTATUS=stopping all services");
         work.extend((0..self.slots.len()).map(|i| (i, Input::Stop)));
@@ -413,12 +457,25 @@ impl Supervisor {
     }
 
     fn finish(&self) -> i32 {
-        crate::log!("shutdown complete");
+        match self.shutdown_mode {
+            ShutdownMode::Default => crate::log!("shutdown complete"),
+            mode => {
+                crate::log!("shutdown complete ({mode:?} requested; not a VM's init, so exiting)")
+            }
+        }
         0
     }
 
     fn on_timer(&mut self, key: TimerKey, work: &mut VecDeque<(usize, Input)>) {
         match key {
+            TimerKey::RequestDeadline => self.settle_waiting(),
+            TimerKey::ControlIdle => {
+                self.control_idle_at = None;
+                let now = self.reactor.now_ms();
+                if let Some(c) = &mut self.control {
+                    c.expire(self.reactor.registry(), now);
+                }
+            }
             TimerKey::Watchdog => {
                 // The only periodic wake-up zurg has, and only when a
                 // watchdog was asked for.
@@ -592,6 +649,7 @@ impl Supervisor {
     }
 
     fn emit(&mut self, slot: usize, event: &Event) {
+        self.record(slot, event);
         let Some(s) = self.slots.get(slot) else {
             return;
         };

@@ -3,7 +3,13 @@
 //! lines, and lets tests wait for lines, exits and /proc states, each with a
 //! deadline. Dropping a `Zurg` SIGKILLs the unshare process, which takes the
 //! whole namespace down with it, so no test leaves processes behind.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -79,7 +85,10 @@ impl Zurg {
             }
             Mode::Plain => Command::new(BIN),
         };
-        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         setup(&mut cmd);
         let mut child = cmd.spawn().expect("start zurg");
         let stderr = child.stderr.take().unwrap();
@@ -92,7 +101,12 @@ impl Zurg {
                 }
             }
         });
-        Zurg { child, lines: rx, seen: Vec::new(), status: None }
+        Zurg {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+            status: None,
+        }
     }
 
     /// Host pid of zurg itself: the unshare process's only child, or the
@@ -109,7 +123,10 @@ impl Zurg {
             if comm(me).as_deref() == Some("zurg") {
                 return me;
             }
-            assert!(Instant::now() < deadline, "zurg never appeared under pid {me}");
+            assert!(
+                Instant::now() < deadline,
+                "zurg never appeared under pid {me}"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -118,11 +135,18 @@ impl Zurg {
     /// waiting are kept in `seen`. On timeout, panics with everything seen.
     pub fn wait_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
         self.try_wait_line(DEADLINE, &pred).unwrap_or_else(|| {
-            panic!("timed out waiting for {what}; zurg said:\n{}", self.seen.join("\n"))
+            panic!(
+                "timed out waiting for {what}; zurg said:\n{}",
+                self.seen.join("\n")
+            )
         })
     }
 
-    pub fn try_wait_line(&mut self, within: Duration, pred: &impl Fn(&str) -> bool) -> Option<String> {
+    pub fn try_wait_line(
+        &mut self,
+        within: Duration,
+        pred: &impl Fn(&str) -> bool,
+    ) -> Option<String> {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -133,7 +157,9 @@ impl Zurg {
                         return Some(line);
                     }
                 }
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => return None,
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                    return None
+                }
             }
         }
     }
@@ -233,19 +259,31 @@ pub fn descendants(root: i32) -> Vec<i32> {
 }
 
 pub fn comm(pid: i32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 pub fn cmdline(pid: i32) -> String {
     std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " ").trim().to_string())
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .replace('\0', " ")
+                .trim()
+                .to_string()
+        })
         .unwrap_or_default()
 }
 
 /// Process state letter from /proc/PID/stat ('Z' for a zombie).
 pub fn state(pid: i32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.split_whitespace().next()?.chars().next()
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
 }
 
 /// Polls `cond` every few ms until it holds or the deadline passes. For
@@ -271,7 +309,10 @@ pub fn pid_in(line: &str) -> i32 {
 pub fn find_below(z: &Zurg, needle: &str) -> i32 {
     let mut found = None;
     eventually(&format!("a process matching {needle:?}"), || {
-        found = z.descendants().into_iter().find(|p| cmdline(*p).contains(needle));
+        found = z
+            .descendants()
+            .into_iter()
+            .find(|p| cmdline(*p).contains(needle));
         found.is_some()
     });
     found.unwrap()

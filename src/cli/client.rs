@@ -1,0 +1,521 @@
+//! Client verbs (`zurg status`, `stop`, ...): one request over the control
+//! socket, the answer printed as a table or, with `--json`, as the raw JSON.
+//! Exit codes: 0 success, 1 the request failed, 2 usage, 3 cannot reach zurg.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lexopt::prelude::*;
+
+use super::{parse_duration_ms, UsageError, DEFAULT_SOCKET};
+use crate::control::proto::{
+    self, EventRecord, Outcome, Reply, Request, ServiceStatus, ShutdownMode, Verb, VersionInfo,
+};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_UNREACHABLE: i32 = 3;
+
+/// Used when no reply deadline follows from the request itself.
+const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCmd {
+    pub verb: Verb,
+    pub socket: Option<PathBuf>,
+    pub json: bool,
+}
+
+pub const CLIENT_USAGE: &str = "\
+usage: zurg VERB [ARGS] [--json] [--socket PATH]
+  status [NAME...]                 one row per service
+  start NAME...                    start stopped services
+  stop NAME... [--timeout DUR]     stop, and wait until they are down
+  restart NAME... [--timeout DUR]  restart, and report the new pids
+  signal NAME SIGNAL               send a signal to a service's main process
+  reload                           re-read the units directory
+  events [--follow]                recent lifecycle events; --follow streams them
+  shutdown [--poweroff|--reboot]   stop everything, as SIGTERM does
+The socket is --socket PATH, else $ZURG_SOCKET, else /run/zurg/control.sock.
+";
+
+/// Parses `VERB ARGS...` (argv after `zurg`).
+pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
+    let Some((verb_name, rest)) = args.split_first() else {
+        return Err(UsageError("no verb given".into()));
+    };
+    let mut names: Vec<String> = Vec::new();
+    let mut socket = None;
+    let mut json = false;
+    let mut timeout_ms = None;
+    let mut follow = false;
+    let mut mode = ShutdownMode::Default;
+    let mut p = lexopt::Parser::from_args(rest.iter().cloned());
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("json") => json = true,
+            Long("socket") => socket = Some(PathBuf::from(p.value()?)),
+            Long("timeout") if matches!(verb_name.as_str(), "stop" | "restart") => {
+                let v = p.value()?.string()?;
+                timeout_ms = Some(parse_duration_ms(&v).ok_or_else(|| {
+                    UsageError(format!("--timeout {v:?}: expected a duration like 5s"))
+                })?);
+            }
+            Short('f') | Long("follow") if verb_name == "events" => follow = true,
+            Long("poweroff") if verb_name == "shutdown" => mode = ShutdownMode::Poweroff,
+            Long("reboot") if verb_name == "shutdown" => mode = ShutdownMode::Reboot,
+            Short('h') | Long("help") => return Err(UsageError("help".into())),
+            Value(v) => names.push(v.string()?),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let no_names = |names: &[String]| -> Result<(), UsageError> {
+        if names.is_empty() {
+            Ok(())
+        } else {
+            Err(UsageError(format!("{verb_name} takes no names")))
+        }
+    };
+    let some_names = |names: &[String]| -> Result<(), UsageError> {
+        if names.is_empty() {
+            Err(UsageError(format!(
+                "{verb_name}: name at least one service"
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    let verb = match verb_name.as_str() {
+        "status" => Verb::Status { names },
+        "start" => {
+            some_names(&names)?;
+            Verb::Start { names }
+        }
+        "stop" => {
+            some_names(&names)?;
+            Verb::Stop { names, timeout_ms }
+        }
+        "restart" => {
+            some_names(&names)?;
+            Verb::Restart { names, timeout_ms }
+        }
+        "signal" => match names.as_slice() {
+            [name, signal] => {
+                if crate::sig::parse(signal).is_none() {
+                    return Err(UsageError(format!("signal: unknown signal {signal:?}")));
+                }
+                Verb::Signal {
+                    name: name.clone(),
+                    signal: signal.clone(),
+                }
+            }
+            _ => return Err(UsageError("signal: expected NAME SIGNAL".into())),
+        },
+        "reload" => {
+            no_names(&names)?;
+            Verb::Reload
+        }
+        "events" => {
+            no_names(&names)?;
+            Verb::Events { follow }
+        }
+        "shutdown" => {
+            no_names(&names)?;
+            Verb::Shutdown { mode }
+        }
+        "version" => Verb::Version,
+        other => {
+            return Err(UsageError(format!(
+                "`{other}` is not available in this version of zurg"
+            )))
+        }
+    };
+    Ok(ClientCmd { verb, socket, json })
+}
+
+fn socket_path(cmd: &ClientCmd) -> PathBuf {
+    cmd.socket
+        .clone()
+        .or_else(|| {
+            std::env::var_os("ZURG_SOCKET")
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+}
+
+fn reply_timeout(verb: &Verb) -> Option<Duration> {
+    match verb {
+        Verb::Events { follow: true } => None,
+        Verb::Stop {
+            timeout_ms: Some(ms),
+            ..
+        }
+        | Verb::Restart {
+            timeout_ms: Some(ms),
+            ..
+        } => Some(Duration::from_millis(ms.saturating_add(5_000))),
+        // zurg answers a stop or restart at the services' own stop timeout
+        // at the latest; leave room for long ones.
+        Verb::Stop { .. } | Verb::Restart { .. } => Some(Duration::from_secs(600)),
+        _ => Some(DEFAULT_REPLY_TIMEOUT),
+    }
+}
+
+/// Runs a client command; returns the exit code.
+pub fn run(args: &[String]) -> i32 {
+    let cmd = match parse_args(args) {
+        Ok(c) => c,
+        Err(e) if e.0 == "help" => {
+            print!("{CLIENT_USAGE}");
+            return EXIT_OK;
+        }
+        Err(e) => {
+            eprintln!("zurg: {e}\n{CLIENT_USAGE}");
+            return EXIT_USAGE;
+        }
+    };
+    let path = socket_path(&cmd);
+    let mut stream = match UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("zurg: cannot reach zurg at {}: {e}", path.display());
+            return EXIT_UNREACHABLE;
+        }
+    };
+    let _ = stream.set_read_timeout(reply_timeout(&cmd.verb));
+    let request = Request {
+        id: 1,
+        verb: cmd.verb.clone(),
+    };
+    if let Err(e) = stream.write_all(&proto::encode_request(&request)) {
+        eprintln!("zurg: cannot send to {}: {e}", path.display());
+        return EXIT_UNREACHABLE;
+    }
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => {
+                eprintln!(
+                    "zurg: {} closed the connection without an answer",
+                    path.display()
+                );
+                return EXIT_FAILED;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("zurg: no answer from {}: {e}", path.display());
+                return EXIT_FAILED;
+            }
+        }
+        let reply = match proto::decode_reply(&line) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("zurg: {e}");
+                return EXIT_FAILED;
+            }
+        };
+        if let Some(ev) = &reply.event {
+            if cmd.json {
+                print!("{}", String::from_utf8_lossy(&line));
+            } else {
+                println!("{}", event_line(ev));
+            }
+            let _ = std::io::stdout().flush();
+            continue;
+        }
+        if reply.id != request.id && reply.id != 0 {
+            continue;
+        }
+        let code = print_reply(&cmd, &reply, &line);
+        let following = matches!(cmd.verb, Verb::Events { follow: true });
+        if !following || code != EXIT_OK {
+            return code;
+        }
+    }
+}
+
+fn print_reply(cmd: &ClientCmd, reply: &Reply, raw: &[u8]) -> i32 {
+    if let Some(err) = &reply.error {
+        if cmd.json {
+            print!("{}", String::from_utf8_lossy(raw));
+        }
+        eprintln!("zurg: {}", err.message);
+        return EXIT_FAILED;
+    }
+    if cmd.json {
+        print!("{}", String::from_utf8_lossy(raw));
+        let _ = std::io::stdout().flush();
+        return EXIT_OK;
+    }
+    let result = reply.result.clone().unwrap_or(serde_json::Value::Null);
+    match &cmd.verb {
+        Verb::Status { .. } => {
+            let rows: Vec<ServiceStatus> = serde_json::from_value(result).unwrap_or_default();
+            print!("{}", status_table(&rows));
+        }
+        Verb::Start { .. } | Verb::Stop { .. } | Verb::Restart { .. } => {
+            let outcomes: Vec<Outcome> = serde_json::from_value(result).unwrap_or_default();
+            for o in outcomes {
+                match o.pid {
+                    Some(pid) => println!("{}: {}, pid {pid}", o.name, o.state),
+                    None => println!("{}: {}", o.name, o.state),
+                }
+            }
+        }
+        Verb::Signal { .. } => {
+            let v = &result;
+            println!(
+                "sent {} to {} (pid {})",
+                v["signal"].as_str().unwrap_or("?"),
+                v["name"].as_str().unwrap_or("?"),
+                v["pid"]
+            );
+        }
+        Verb::Reload => {
+            let r: crate::supervisor::ReloadReport =
+                serde_json::from_value(result).unwrap_or_default();
+            let list = |v: &[String]| {
+                if v.is_empty() {
+                    "-".to_string()
+                } else {
+                    v.join(" ")
+                }
+            };
+            println!("added:     {}", list(&r.added));
+            println!("changed:   {}", list(&r.changed));
+            println!("removed:   {}", list(&r.removed));
+            println!("unchanged: {}", r.unchanged.len());
+            for e in &r.errors {
+                eprintln!("zurg: {e}");
+            }
+            if !r.errors.is_empty() {
+                return EXIT_FAILED;
+            }
+        }
+        Verb::Events { follow: false } => {
+            let events: Vec<EventRecord> = serde_json::from_value(result).unwrap_or_default();
+            for ev in &events {
+                println!("{}", event_line(ev));
+            }
+        }
+        Verb::Events { follow: true } => {}
+        Verb::Shutdown { .. } => println!("zurg is shutting down"),
+        Verb::Version => {
+            if let Ok(v) = serde_json::from_value::<VersionInfo>(result) {
+                println!("zurg {} (protocol {}, pid {})", v.zurg, v.protocol, v.pid);
+            }
+        }
+    }
+    EXIT_OK
+}
+
+fn exit_text(e: &proto::ExitInfo) -> String {
+    match (&e.code, &e.signal) {
+        (Some(c), _) => format!("code {c}"),
+        (None, Some(s)) => s.clone(),
+        (None, None) => "-".into(),
+    }
+}
+
+/// The status table: aligned columns, durations for humans.
+pub fn status_table(rows: &[ServiceStatus]) -> String {
+    let mut cells: Vec<[String; 6]> = vec![[
+        "NAME".into(),
+        "STATE".into(),
+        "PID".into(),
+        "UPTIME".into(),
+        "RESTARTS".into(),
+        "LAST-EXIT".into(),
+    ]];
+    for r in rows {
+        cells.push([
+            r.name.clone(),
+            r.state.clone(),
+            r.pid.map_or("-".into(), |p| p.to_string()),
+            r.uptime_ms.map_or("-".into(), crate::supervisor::human_ms),
+            r.restarts.to_string(),
+            r.last_exit.as_ref().map_or("-".into(), exit_text),
+        ]);
+    }
+    let mut widths = [0usize; 6];
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &cells {
+        let mut line = String::new();
+        for (i, (w, c)) in widths.iter().zip(row.iter()).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(c);
+            } else {
+                line.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// "2026-11-24T14:50:01.123Z web exited pid 42 (SIGKILL)"
+pub fn event_line(ev: &EventRecord) -> String {
+    let mut s = format!("{} {} {}", utc_timestamp(ev.time_us), ev.service, ev.kind);
+    if let Some(pid) = ev.pid {
+        s.push_str(&format!(" pid {pid}"));
+    }
+    if let Some(e) = &ev.exit {
+        s.push_str(&format!(" ({})", exit_text(e)));
+    }
+    if let Some(d) = ev.delay_ms {
+        s.push_str(&format!(" in {d} ms"));
+    }
+    if let Some(m) = &ev.message {
+        s.push_str(&format!(": {m}"));
+    }
+    s
+}
+
+/// RFC 3339 UTC with milliseconds, from microseconds since the epoch.
+pub fn utc_timestamp(us: u64) -> String {
+    let secs = us / 1_000_000;
+    let ms = (us / 1000) % 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_verbs() {
+        let c = parse_args(&args(&[
+            "stop",
+            "a",
+            "b",
+            "--timeout",
+            "3s",
+            "--json",
+            "--socket",
+            "/s",
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.verb,
+            Verb::Stop {
+                names: vec!["a".into(), "b".into()],
+                timeout_ms: Some(3000)
+            }
+        );
+        assert!(c.json);
+        assert_eq!(c.socket, Some(PathBuf::from("/s")));
+        assert_eq!(
+            parse_args(&args(&["events", "-f"])).unwrap().verb,
+            Verb::Events { follow: true }
+        );
+        assert_eq!(
+            parse_args(&args(&["shutdown", "--reboot"])).unwrap().verb,
+            Verb::Shutdown {
+                mode: ShutdownMode::Reboot
+            }
+        );
+        assert_eq!(
+            parse_args(&args(&["signal", "web", "HUP"])).unwrap().verb,
+            Verb::Signal {
+                name: "web".into(),
+                signal: "HUP".into()
+            }
+        );
+    }
+
+    #[test]
+    fn usage_errors() {
+        for bad in [
+            &["stop"][..],
+            &["start"],
+            &["signal", "web"],
+            &["signal", "web", "NOPE"],
+            &["reload", "x"],
+            &["status", "--follow"],
+            &["stop", "a", "--timeout", "soon"],
+            &["dance"],
+        ] {
+            assert!(parse_args(&args(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn table_is_aligned() {
+        let rows = vec![
+            ServiceStatus {
+                name: "web".into(),
+                state: "running".into(),
+                pid: Some(42),
+                uptime_ms: Some(192_000),
+                restarts: 1,
+                last_exit: Some(proto::ExitInfo {
+                    code: None,
+                    signal: Some("SIGKILL".into()),
+                }),
+            },
+            ServiceStatus {
+                name: "batch-job".into(),
+                state: "exited".into(),
+                pid: None,
+                uptime_ms: None,
+                restarts: 0,
+                last_exit: Some(proto::ExitInfo {
+                    code: Some(0),
+                    signal: None,
+                }),
+            },
+        ];
+        assert_eq!(
+            status_table(&rows),
+            "NAME       STATE    PID  UPTIME  RESTARTS  LAST-EXIT\n\
+             web        running  42   3m12s   1         SIGKILL\n\
+             batch-job  exited   -    -       0         code 0\n"
+        );
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            utc_timestamp(1_795_000_000_123_456),
+            "2026-11-18T11:06:40.123Z"
+        );
+        assert_eq!(
+            utc_timestamp(951_782_400_000_000),
+            "2000-02-29T00:00:00.000Z"
+        );
+    }
+}

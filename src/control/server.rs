@@ -1,0 +1,529 @@
+//! The control socket server: accepts unix-socket clients inside the
+//! supervisor's event loop, frames their lines, checks who they are, and
+//! queues replies. It knows nothing of services: requests go up to the
+//! supervisor as `Incoming`, replies come back through `reply`.
+//!
+//! Nothing here may block or grow without bound, whatever a client does:
+//! reads stop at `MAX_LINE` per line (an over-long line gets `too_large` and
+//! the connection is closed), each connection's unsent output is capped (a
+//! client that stops reading is dropped, never waited for), the number of
+//! connections is capped, and a connection that sends no complete request
+//! for `IDLE_MS` is closed (event followers excepted).
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use mio::net::{UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+
+use super::proto::{self, ErrorCode, Reply, Request, MAX_LINE};
+
+/// Token of the listening socket; connections use the tokens after it.
+pub const LISTENER_TOKEN: Token = Token(1);
+const FIRST_CONN_TOKEN: usize = 2;
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Unsent output beyond this drops the connection.
+pub const MAX_OUTPUT: usize = 1 << 20;
+/// A connection without a complete request for this long is closed.
+pub const IDLE_MS: u64 = 30_000;
+
+/// Who is on the other end, from SO_PEERCRED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub pid: i32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// What a peer may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Full,
+    ReadOnly,
+    None,
+}
+
+/// Root and zurg's own uid may do everything; members of the readers group
+/// may only read; everyone else is refused. Pure, given the peer's groups.
+pub fn access(
+    peer_uid: u32,
+    peer_groups: &[u32],
+    own_uid: u32,
+    readers_gid: Option<u32>,
+) -> Access {
+    if peer_uid == 0 || peer_uid == own_uid {
+        Access::Full
+    } else if readers_gid.is_some_and(|g| peer_groups.contains(&g)) {
+        Access::ReadOnly
+    } else {
+        Access::None
+    }
+}
+
+/// A peer's primary and supplementary groups, from /proc/PID/status.
+fn peer_groups(peer: &Peer) -> Vec<u32> {
+    let mut groups = vec![peer.gid];
+    if let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", peer.pid)) {
+        if let Some(line) = status.lines().find(|l| l.starts_with("Groups:")) {
+            groups.extend(
+                line.split_whitespace()
+                    .skip(1)
+                    .filter_map(|g| g.parse::<u32>().ok()),
+            );
+        }
+    }
+    groups
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("cannot create directory {path} for the control socket: {source}")]
+    CreateDir { path: PathBuf, source: io::Error },
+    #[error("another process already listens on {path}")]
+    InUse { path: PathBuf },
+    #[error("cannot remove stale socket {path}: {source}")]
+    RemoveStale { path: PathBuf, source: io::Error },
+    #[error("cannot listen on {path}: {source}")]
+    Bind { path: PathBuf, source: io::Error },
+}
+
+/// An id for one connection, valid until it closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    slot: usize,
+    generation: u64,
+}
+
+#[derive(Debug)]
+struct Conn {
+    stream: UnixStream,
+    peer: Peer,
+    access: Access,
+    generation: u64,
+    input: Vec<u8>,
+    output: VecDeque<u8>,
+    /// Events are streamed to it under this request id.
+    follow: Option<u64>,
+    last_active_ms: u64,
+    /// Close once the output is flushed.
+    closing: bool,
+    /// The client sent EOF; close once every request is answered.
+    eof: bool,
+    /// Requests handed to the supervisor and not yet answered.
+    outstanding: usize,
+    writable_registered: bool,
+}
+
+/// A complete request from a client, checked against its access.
+#[derive(Debug)]
+pub struct Incoming {
+    pub conn: ConnId,
+    pub peer: Peer,
+    pub request: Request,
+}
+
+#[derive(Debug)]
+pub struct ControlServer {
+    listener: UnixListener,
+    path: PathBuf,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    generation: u64,
+    own_uid: u32,
+    readers_gid: Option<u32>,
+}
+
+impl ControlServer {
+    /// Binds `path` with mode 0600. A socket file that nobody listens on is
+    /// replaced; one that answers means another zurg runs, and is an error.
+    pub fn bind(
+        path: &Path,
+        registry: &Registry,
+        readers_gid: Option<u32>,
+    ) -> Result<ControlServer, ControlError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| ControlError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(ControlError::InUse {
+                    path: path.to_path_buf(),
+                });
+            }
+            std::fs::remove_file(path).map_err(|source| ControlError::RemoveStale {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        let bind_err = |source| ControlError::Bind {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut listener =
+            crate::os::with_umask(0o177, || UnixListener::bind(path)).map_err(bind_err)?;
+        // Belt and braces: the umask made it 0600 already; when readers
+        // exist they need to connect, so the group gets rw then.
+        let mode = if readers_gid.is_some() { 0o660 } else { 0o600 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(bind_err)?;
+        if let Some(gid) = readers_gid {
+            crate::os::chown_group(path, gid).map_err(bind_err)?;
+        }
+        registry
+            .register(&mut listener, LISTENER_TOKEN, Interest::READABLE)
+            .map_err(bind_err)?;
+        Ok(ControlServer {
+            listener,
+            path: path.to_path_buf(),
+            conns: Vec::new(),
+            free: Vec::new(),
+            generation: 0,
+            own_uid: crate::os::euid(),
+            readers_gid,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether `token` is one of the server's.
+    pub fn owns(token: Token) -> bool {
+        token == LISTENER_TOKEN
+            || (FIRST_CONN_TOKEN..FIRST_CONN_TOKEN + MAX_CONNECTIONS).contains(&token.0)
+    }
+
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.conns
+            .get_mut(id.slot)
+            .and_then(|c| c.as_mut())
+            .filter(|c| c.generation == id.generation)
+    }
+
+    /// Handles readiness of one of the server's tokens; returns the complete
+    /// requests that arrived. Bad lines are answered here.
+    pub fn handle(&mut self, registry: &Registry, token: Token, now_ms: u64) -> Vec<Incoming> {
+        let mut out = Vec::new();
+        if token == LISTENER_TOKEN {
+            self.accept_all(registry, now_ms);
+            return out;
+        }
+        let Some(slot) = token.0.checked_sub(FIRST_CONN_TOKEN) else {
+            return out;
+        };
+        let Some(Some(conn)) = self.conns.get_mut(slot) else {
+            return out;
+        };
+        let id = ConnId {
+            slot,
+            generation: conn.generation,
+        };
+        let mut failed = false;
+        // Drain until WouldBlock (mio is edge-triggered), one bounded chunk at a time.
+        let mut buf = [0u8; 16 * 1024];
+        while !conn.closing && !conn.eof {
+            match conn.stream.read(&mut buf) {
+                // The client may half-close after its request and still
+                // wait for the reply: keep the connection until answered.
+                Ok(0) => conn.eof = true,
+                Ok(n) => {
+                    conn.input.extend_from_slice(buf.get(..n).unwrap_or(&[]));
+                    conn.last_active_ms = now_ms;
+                    Self::split_lines(conn, id, &mut out);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        conn.outstanding = conn.outstanding.saturating_add(out.len());
+        if failed || Self::flush(conn, registry, token).is_err() || Self::finished(conn) {
+            self.close(registry, id);
+        }
+        out
+    }
+
+    /// Nothing more will be said on this connection.
+    fn finished(conn: &Conn) -> bool {
+        conn.output.is_empty()
+            && (conn.closing || (conn.eof && conn.outstanding == 0 && conn.follow.is_none()))
+    }
+
+    /// Splits complete lines off the input buffer; an over-long line
+    /// condemns the connection (`closing`), which stops the reading.
+    fn split_lines(conn: &mut Conn, id: ConnId, out: &mut Vec<Incoming>) {
+        while let Some(pos) = conn.input.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = conn.input.drain(..=pos).collect();
+            let line = line.get(..pos).unwrap_or(&[]);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match proto::decode_request(line) {
+                Ok(request) => {
+                    if conn.access == Access::None
+                        || (conn.access == Access::ReadOnly && !request.verb.is_read_only())
+                    {
+                        let msg = format!(
+                            "uid {} may not use `{}` (root, zurg's own uid{} only)",
+                            conn.peer.uid,
+                            request.verb.name(),
+                            if request.verb.is_read_only() {
+                                " and the readers group"
+                            } else {
+                                ""
+                            }
+                        );
+                        Self::queue(conn, &Reply::error(request.id, ErrorCode::Forbidden, msg));
+                        continue;
+                    }
+                    out.push(Incoming {
+                        conn: id,
+                        peer: conn.peer,
+                        request,
+                    });
+                }
+                Err(e) => Self::queue(conn, &Reply::error(e.id, e.code, e.message)),
+            }
+        }
+        if conn.input.len() > MAX_LINE {
+            conn.input.clear();
+            Self::queue(
+                conn,
+                &Reply::error(
+                    0,
+                    ErrorCode::TooLarge,
+                    format!("request longer than {MAX_LINE} bytes; closing"),
+                ),
+            );
+            conn.closing = true;
+        }
+    }
+
+    fn accept_all(&mut self, registry: &Registry, now_ms: u64) {
+        loop {
+            let (mut stream, _) = match self.listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: leave the backlog for the next wake-up.
+                    crate::log!("control socket: cannot accept: {e}");
+                    return;
+                }
+            };
+            let peer = match nix::sys::socket::getsockopt(
+                &stream.as_fd(),
+                nix::sys::socket::sockopt::PeerCredentials,
+            ) {
+                Ok(c) => Peer {
+                    pid: c.pid(),
+                    uid: c.uid(),
+                    gid: c.gid(),
+                },
+                Err(_) => continue,
+            };
+            let access = access(
+                peer.uid,
+                &peer_groups(&peer),
+                self.own_uid,
+                self.readers_gid,
+            );
+            let slot = match self.free.pop() {
+                Some(s) => s,
+                None if self.conns.len() < MAX_CONNECTIONS => {
+                    self.conns.push(None);
+                    self.conns.len() - 1
+                }
+                None => {
+                    let line = proto::encode_reply(&Reply::error(
+                        0,
+                        ErrorCode::Busy,
+                        "too many control connections",
+                    ));
+                    let _ = stream.write(&line);
+                    continue;
+                }
+            };
+            let token = Token(FIRST_CONN_TOKEN + slot);
+            if registry
+                .register(&mut stream, token, Interest::READABLE)
+                .is_err()
+            {
+                self.free.push(slot);
+                continue;
+            }
+            self.generation = self.generation.wrapping_add(1);
+            if let Some(entry) = self.conns.get_mut(slot) {
+                *entry = Some(Conn {
+                    stream,
+                    peer,
+                    access,
+                    generation: self.generation,
+                    input: Vec::new(),
+                    output: VecDeque::new(),
+                    follow: None,
+                    last_active_ms: now_ms,
+                    closing: false,
+                    eof: false,
+                    outstanding: 0,
+                    writable_registered: false,
+                });
+            }
+        }
+    }
+
+    fn queue(conn: &mut Conn, reply: &Reply) {
+        if conn.output.len() > MAX_OUTPUT {
+            conn.closing = true;
+            return;
+        }
+        conn.output.extend(proto::encode_reply(reply));
+    }
+
+    /// Writes what it can; asks for WRITABLE only while output is pending.
+    fn flush(conn: &mut Conn, registry: &Registry, token: Token) -> io::Result<()> {
+        while !conn.output.is_empty() {
+            let (front, _) = conn.output.as_slices();
+            match conn.stream.write(front) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    conn.output.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if conn.output.len() > MAX_OUTPUT {
+            return Err(io::Error::other("client does not read its replies"));
+        }
+        let want_write = !conn.output.is_empty();
+        if want_write != conn.writable_registered {
+            let interest = if want_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            registry.reregister(&mut conn.stream, token, interest)?;
+            conn.writable_registered = want_write;
+        }
+        Ok(())
+    }
+
+    /// Queues a reply to `conn` (gone connections are ignored).
+    pub fn reply(&mut self, registry: &Registry, conn: ConnId, reply: &Reply) {
+        let token = Token(FIRST_CONN_TOKEN + conn.slot);
+        let Some(c) = self.conn_mut(conn) else { return };
+        if reply.event.is_none() {
+            c.outstanding = c.outstanding.saturating_sub(1);
+        }
+        Self::queue(c, reply);
+        if Self::flush(c, registry, token).is_err() || Self::finished(c) {
+            self.close(registry, conn);
+        }
+    }
+
+    /// Marks `conn` as following events under request `id`.
+    pub fn follow(&mut self, conn: ConnId, id: u64) {
+        if let Some(c) = self.conn_mut(conn) {
+            c.follow = Some(id);
+        }
+    }
+
+    /// Sends an event line to every follower; slow followers are dropped.
+    pub fn broadcast(&mut self, registry: &Registry, event: &proto::EventRecord) {
+        let mut dead = Vec::new();
+        for (slot, entry) in self.conns.iter_mut().enumerate() {
+            let Some(c) = entry else { continue };
+            let Some(id) = c.follow else { continue };
+            Self::queue(c, &Reply::event(id, event.clone()));
+            if Self::flush(c, registry, Token(FIRST_CONN_TOKEN + slot)).is_err() || c.closing {
+                dead.push(ConnId {
+                    slot,
+                    generation: c.generation,
+                });
+            }
+        }
+        for id in dead {
+            self.close(registry, id);
+        }
+    }
+
+    pub fn close(&mut self, registry: &Registry, conn: ConnId) {
+        let Some(entry) = self.conns.get_mut(conn.slot) else {
+            return;
+        };
+        if entry
+            .as_ref()
+            .is_some_and(|c| c.generation == conn.generation)
+        {
+            if let Some(mut c) = entry.take() {
+                let _ = registry.deregister(&mut c.stream);
+            }
+            self.free.push(conn.slot);
+        }
+    }
+
+    /// When the next idle connection should be closed, if any.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.conns
+            .iter()
+            .flatten()
+            .filter(|c| c.follow.is_none())
+            .map(|c| c.last_active_ms.saturating_add(IDLE_MS))
+            .min()
+    }
+
+    /// Closes connections idle past `IDLE_MS` at `now_ms`.
+    pub fn expire(&mut self, registry: &Registry, now_ms: u64) {
+        let idle: Vec<ConnId> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, c)| c.as_ref().map(|c| (slot, c)))
+            .filter(|(_, c)| {
+                c.follow.is_none() && c.last_active_ms.saturating_add(IDLE_MS) <= now_ms
+            })
+            .map(|(slot, c)| ConnId {
+                slot,
+                generation: c.generation,
+            })
+            .collect();
+        for id in idle {
+            self.close(registry, id);
+        }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.conns.iter().flatten().count()
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_rules() {
+        assert_eq!(access(0, &[0], 1000, None), Access::Full);
+        assert_eq!(access(1000, &[1000], 1000, None), Access::Full);
+        assert_eq!(access(1001, &[1001, 50], 1000, Some(50)), Access::ReadOnly);
+        assert_eq!(access(1001, &[1001], 1000, Some(50)), Access::None);
+        assert_eq!(access(1001, &[1001], 0, None), Access::None);
+    }
+}

@@ -1,0 +1,424 @@
+//! Control requests, executed by the supervisor: status, start, stop,
+//! restart, signal, reload, events, shutdown. Requests that must wait for a
+//! state (stop until down, restart until running again) are parked in
+//! `waiting` and answered from the loop once settled or at their deadline.
+
+use std::collections::VecDeque;
+
+use mio::Token;
+
+use super::{Supervisor, TimerKey};
+use crate::control::proto::{
+    ErrorCode, EventRecord, ExitInfo, Outcome, Reply, Request, ServiceStatus, Verb, VersionInfo,
+};
+use crate::control::server::{ConnId, Incoming};
+use crate::service::{Event, Exit, Input, State};
+
+/// Lifecycle events kept for `events` without --follow.
+const RECENT_EVENTS: usize = 1000;
+/// Extra time a restart gets beyond the service's stop timeout.
+const RESTART_SLACK_MS: u64 = 5_000;
+
+#[derive(Debug)]
+pub(super) struct Waiting {
+    conn: ConnId,
+    id: u64,
+    /// Slots, with the pid each had when the request came (for restart).
+    slots: Vec<(usize, Option<i32>)>,
+    until: Until,
+    deadline_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Until {
+    Down,
+    Restarted,
+}
+
+fn exit_info(exit: Exit) -> ExitInfo {
+    match exit {
+        Exit::Code(c) => ExitInfo {
+            code: Some(c),
+            signal: None,
+        },
+        Exit::Signal(s) => ExitInfo {
+            code: None,
+            signal: Some(crate::sig::name(s)),
+        },
+    }
+}
+
+impl Supervisor {
+    pub(super) fn on_control(&mut self, token: Token, work: &mut VecDeque<(usize, Input)>) {
+        let now = self.reactor.now_ms();
+        let Some(control) = &mut self.control else {
+            return;
+        };
+        let incoming = control.handle(self.reactor.registry(), token, now);
+        for req in incoming {
+            self.on_request(req, work);
+        }
+    }
+
+    fn reply(&mut self, conn: ConnId, reply: &Reply) {
+        if let Some(c) = &mut self.control {
+            c.reply(self.reactor.registry(), conn, reply);
+        }
+    }
+
+    /// Resolves names to live slots; an empty list means every service.
+    fn resolve(&self, names: &[String]) -> Result<Vec<usize>, String> {
+        if names.is_empty() {
+            let mut all: Vec<usize> = self.by_name.values().copied().collect();
+            all.sort_by(|a, b| self.slot_name(*a).cmp(self.slot_name(*b)));
+            return Ok(all);
+        }
+        names
+            .iter()
+            .map(|n| {
+                self.by_name
+                    .get(n)
+                    .copied()
+                    .ok_or_else(|| format!("no service named `{n}`"))
+            })
+            .collect()
+    }
+
+    fn slot_name(&self, slot: usize) -> &str {
+        self.slots.get(slot).map_or("", |s| s.service.name())
+    }
+
+    fn status_of(&self, slot: usize) -> Option<ServiceStatus> {
+        let s = self.slots.get(slot)?;
+        let now = self.reactor.now_ms();
+        let uptime_ms = match s.service.state {
+            State::Running { since_ms, .. } | State::Stopping { since_ms, .. } => {
+                Some(now.saturating_sub(since_ms))
+            }
+            _ => None,
+        };
+        Some(ServiceStatus {
+            name: s.service.name().to_string(),
+            state: s.service.state.name().to_string(),
+            pid: s.service.state.pid(),
+            uptime_ms,
+            restarts: s.service.restarts,
+            last_exit: s.service.last_exit.map(exit_info),
+        })
+    }
+
+    fn outcome(&self, slot: usize) -> Outcome {
+        let s = self.slots.get(slot);
+        Outcome {
+            name: self.slot_name(slot).to_string(),
+            state: s.map_or("gone", |s| s.service.state.name()).to_string(),
+            pid: s.and_then(|s| s.service.state.pid()),
+        }
+    }
+
+    fn on_request(&mut self, incoming: Incoming, work: &mut VecDeque<(usize, Input)>) {
+        let Incoming { conn, request, .. } = incoming;
+        let Request { id, verb } = request;
+        let changes_services = matches!(
+            verb,
+            Verb::Start { .. } | Verb::Restart { .. } | Verb::Reload | Verb::Shutdown { .. }
+        );
+        if changes_services && self.phase != super::Phase::Running {
+            self.reply(
+                conn,
+                &Reply::error(id, ErrorCode::ShuttingDown, "zurg is shutting down"),
+            );
+            return;
+        }
+        let reply = match verb {
+            Verb::Version => Reply::ok(
+                id,
+                VersionInfo {
+                    zurg: env!("CARGO_PKG_VERSION").to_string(),
+                    protocol: crate::control::proto::PROTOCOL_VERSION,
+                    pid: std::process::id(),
+                },
+            ),
+            Verb::Status { names } => match self.resolve(&names) {
+                Ok(slots) => {
+                    let rows: Vec<ServiceStatus> =
+                        slots.iter().filter_map(|s| self.status_of(*s)).collect();
+                    Reply::ok(id, rows)
+                }
+                Err(e) => Reply::error(id, ErrorCode::UnknownService, e),
+            },
+            Verb::Start { names } | Verb::Restart { names, .. } | Verb::Stop { names, .. }
+                if names.is_empty() =>
+            {
+                Reply::error(id, ErrorCode::BadRequest, "name at least one service")
+            }
+            Verb::Start { names } => match self.resolve(&names) {
+                Ok(slots) => {
+                    work.extend(slots.iter().map(|s| (*s, Input::Start)));
+                    self.process(work);
+                    Reply::ok(
+                        id,
+                        slots.iter().map(|s| self.outcome(*s)).collect::<Vec<_>>(),
+                    )
+                }
+                Err(e) => Reply::error(id, ErrorCode::UnknownService, e),
+            },
+            Verb::Stop { names, timeout_ms } => match self.resolve(&names) {
+                Ok(slots) => {
+                    work.extend(slots.iter().map(|s| (*s, Input::Stop)));
+                    self.process(work);
+                    let longest = slots
+                        .iter()
+                        .filter_map(|s| self.slots.get(*s))
+                        .map(|s| s.service.unit.stop_timeout_ms)
+                        .max()
+                        .unwrap_or(0);
+                    let wait = timeout_ms.unwrap_or(longest.saturating_add(RESTART_SLACK_MS));
+                    return self.park(conn, id, slots, Until::Down, wait);
+                }
+                Err(e) => Reply::error(id, ErrorCode::UnknownService, e),
+            },
+            Verb::Restart { names, timeout_ms } => match self.resolve(&names) {
+                Ok(slots) => {
+                    let longest = slots
+                        .iter()
+                        .filter_map(|s| self.slots.get(*s))
+                        .map(|s| s.service.unit.stop_timeout_ms)
+                        .max()
+                        .unwrap_or(0);
+                    let wait = timeout_ms.unwrap_or(longest.saturating_add(RESTART_SLACK_MS));
+                    work.extend(slots.iter().map(|s| (*s, Input::Restart)));
+                    // Pids are taken before the restart is processed, so a
+                    // service that comes back at once is still seen to change.
+                    let with_pids: Vec<usize> = slots.clone();
+                    let before: Vec<(usize, Option<i32>)> = with_pids
+                        .iter()
+                        .map(|s| (*s, self.slots.get(*s).and_then(|x| x.service.state.pid())))
+                        .collect();
+                    self.process(work);
+                    return self.park_with_pids(conn, id, before, Until::Restarted, wait);
+                }
+                Err(e) => Reply::error(id, ErrorCode::UnknownService, e),
+            },
+            Verb::Signal { name, signal } => self.signal_request(id, &name, &signal),
+            Verb::Reload => {
+                let report = self.reload(work);
+                self.process(work);
+                Reply::ok(id, report)
+            }
+            Verb::Events { follow } => {
+                if follow {
+                    if let Some(c) = &mut self.control {
+                        c.follow(conn, id);
+                    }
+                    Reply::ok(id, serde_json::json!({ "following": true }))
+                } else {
+                    Reply::ok(id, self.recent.iter().cloned().collect::<Vec<_>>())
+                }
+            }
+            Verb::Shutdown { mode } => {
+                self.shutdown_mode = mode;
+                crate::log!("shutdown requested over the control socket ({mode:?})");
+                let reply = Reply::ok(id, serde_json::json!({ "shutting_down": true }));
+                self.reply(conn, &reply);
+                self.begin_shutdown(work);
+                return;
+            }
+        };
+        self.reply(conn, &reply);
+    }
+
+    fn signal_request(&mut self, id: u64, name: &str, signal: &str) -> Reply {
+        let Some(signo) = crate::sig::parse(signal) else {
+            return Reply::error(
+                id,
+                ErrorCode::BadRequest,
+                format!("unknown signal {signal:?}"),
+            );
+        };
+        let Some(&slot) = self.by_name.get(name) else {
+            return Reply::error(
+                id,
+                ErrorCode::UnknownService,
+                format!("no service named `{name}`"),
+            );
+        };
+        let Some(pid) = self.slots.get(slot).and_then(|s| s.service.state.pid()) else {
+            return Reply::error(
+                id,
+                ErrorCode::NotRunning,
+                format!("`{name}` is not running"),
+            );
+        };
+        self.signal(slot, signo);
+        Reply::ok(
+            id,
+            serde_json::json!({ "name": name, "pid": pid, "signal": crate::sig::name(signo) }),
+        )
+    }
+
+    fn park(&mut self, conn: ConnId, id: u64, slots: Vec<usize>, until: Until, wait_ms: u64) {
+        let with: Vec<(usize, Option<i32>)> = slots.into_iter().map(|s| (s, None)).collect();
+        self.park_with_pids(conn, id, with, until, wait_ms);
+    }
+
+    fn park_with_pids(
+        &mut self,
+        conn: ConnId,
+        id: u64,
+        slots: Vec<(usize, Option<i32>)>,
+        until: Until,
+        wait_ms: u64,
+    ) {
+        let deadline_ms = self.reactor.now_ms().saturating_add(wait_ms);
+        self.reactor
+            .timers
+            .arm(deadline_ms, TimerKey::RequestDeadline);
+        self.waiting.push(Waiting {
+            conn,
+            id,
+            slots,
+            until,
+            deadline_ms,
+        });
+        self.settle_waiting();
+    }
+
+    fn settled(&self, w: &Waiting) -> bool {
+        w.slots.iter().all(|(slot, old_pid)| {
+            let Some(s) = self.slots.get(*slot) else {
+                return true;
+            };
+            match w.until {
+                Until::Down => s.service.state.is_down(),
+                // Running with a new pid, or given up on (backoff, exited).
+                Until::Restarted => match s.service.state {
+                    State::Running { pid, .. } => Some(pid) != *old_pid,
+                    State::Backoff { .. } | State::Exited => true,
+                    _ => false,
+                },
+            }
+        })
+    }
+
+    /// Answers every waiting request that is settled or past its deadline.
+    pub(super) fn settle_waiting(&mut self) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let now = self.reactor.now_ms();
+        let waiting = std::mem::take(&mut self.waiting);
+        for w in waiting {
+            if self.settled(&w) {
+                let outcomes: Vec<Outcome> =
+                    w.slots.iter().map(|(s, _)| self.outcome(*s)).collect();
+                self.reply(w.conn, &Reply::ok(w.id, outcomes));
+            } else if now >= w.deadline_ms {
+                let states: Vec<String> = w
+                    .slots
+                    .iter()
+                    .map(|(s, _)| {
+                        let o = self.outcome(*s);
+                        format!("{} is {}", o.name, o.state)
+                    })
+                    .collect();
+                let what = if w.until == Until::Down {
+                    "stopped"
+                } else {
+                    "restarted"
+                };
+                self.reply(
+                    w.conn,
+                    &Reply::error(
+                        w.id,
+                        ErrorCode::Timeout,
+                        format!("not {what} in time: {}", states.join(", ")),
+                    ),
+                );
+            } else {
+                self.waiting.push(w);
+            }
+        }
+    }
+
+    pub(super) fn fail_waiting_for_shutdown(&mut self) {
+        for w in std::mem::take(&mut self.waiting) {
+            if w.until == Until::Down {
+                // A stop is what shutdown does anyway: keep waiting for it.
+                self.waiting.push(w);
+            } else {
+                self.reply(
+                    w.conn,
+                    &Reply::error(w.id, ErrorCode::ShuttingDown, "zurg is shutting down"),
+                );
+            }
+        }
+    }
+
+    /// Keeps one ControlIdle timer armed at the earliest idle deadline.
+    pub(super) fn arm_control_idle(&mut self) {
+        let Some(next) = self.control.as_ref().and_then(|c| c.next_deadline()) else {
+            return;
+        };
+        if self.control_idle_at.is_some_and(|at| at <= next) {
+            return;
+        }
+        self.control_idle_at = Some(next);
+        self.reactor.timers.arm(next, TimerKey::ControlIdle);
+    }
+
+    /// Turns a service event into a record for `events` and followers.
+    pub(super) fn record(&mut self, slot: usize, event: &Event) {
+        self.event_seq = self.event_seq.wrapping_add(1);
+        let mut rec = EventRecord {
+            seq: self.event_seq,
+            time_us: crate::os::wall_clock_us(),
+            service: self.slot_name(slot).to_string(),
+            kind: String::new(),
+            pid: None,
+            exit: None,
+            delay_ms: None,
+            message: None,
+        };
+        let kind = match event {
+            Event::Started { pid } => {
+                rec.pid = Some(*pid);
+                "started"
+            }
+            Event::SpawnFailed { error } => {
+                rec.message = Some(error.clone());
+                "spawn_failed"
+            }
+            Event::Exited { pid, exit, .. } => {
+                rec.pid = Some(*pid);
+                rec.exit = Some(exit_info(*exit));
+                "exited"
+            }
+            Event::Restarting { delay_ms } => {
+                rec.delay_ms = Some(*delay_ms);
+                "restarting"
+            }
+            Event::Stopped { pid, exit } => {
+                rec.pid = Some(*pid);
+                rec.exit = Some(exit_info(*exit));
+                "stopped"
+            }
+            Event::Killed { pid } => {
+                rec.pid = Some(*pid);
+                "killed"
+            }
+            Event::Done { exit } => {
+                rec.exit = Some(exit_info(*exit));
+                "done"
+            }
+        };
+        rec.kind = kind.to_string();
+        if let Some(c) = &mut self.control {
+            c.broadcast(self.reactor.registry(), &rec);
+        }
+        if self.recent.len() >= RECENT_EVENTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(rec);
+    }
+}
