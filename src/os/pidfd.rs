@@ -31,6 +31,11 @@ impl PidFd {
         Ok(PidFd { fd, pid })
     }
 
+    /// Wraps a pidfd the kernel gave us some other way (CLONE_PIDFD).
+    pub fn from_owned(fd: OwnedFd, pid: i32) -> PidFd {
+        PidFd { fd, pid }
+    }
+
     pub fn pid(&self) -> i32 {
         self.pid
     }

@@ -1,16 +1,21 @@
-//! Starting a child: posix_spawn, then a pidfd on it.
+//! Starting a child: clone(CLONE_VM|CLONE_VFORK|CLONE_PIDFD), then exec.
 //!
-//! Restart speed is decided here. glibc's posix_spawn uses
-//! clone(CLONE_VM|CLONE_VFORK), so it costs what the raw spawn loop pays no
-//! matter how large zurg's own memory grows, where fork() would copy page
-//! tables; it also reports exec failures (ENOENT, EACCES) as its return
-//! value, which is how the shim gives 127/126. Everything the child needs
-//! (argv, envp, paths) is built as C strings before the call, by the caller.
+//! Restart speed is decided here. Sharing zurg's memory until the exec (the
+//! vfork model, as glibc's posix_spawn does) costs what the raw spawn loop
+//! pays however large zurg grows, where fork() would copy page tables; the
+//! pidfd comes from the same call. Writing the child side ourselves, rather
+//! than calling posix_spawn, lets it put its own pid into its environment
+//! before exec (`ZURG_GPID`, `LISTEN_PID` need it), and exec an already
+//! opened, verified file descriptor.
+//!
+//! Everything the child touches is prepared by the parent first: C strings,
+//! pointer arrays, the stack. The child side (`child_main`) only makes
+//! async-signal-safe system calls and writes into buffers it was given, then
+//! execs or reports errno through a shared slot and exits with 127.
 
 use std::ffi::CString;
 use std::io;
-use std::mem::MaybeUninit;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::pidfd::PidFd;
 use super::signals::ChildSignals;
@@ -18,6 +23,11 @@ use super::signals::ChildSignals;
 extern "C" {
     static environ: *const *const libc::c_char;
 }
+
+/// Stack for the child until it execs; it runs only a few system calls.
+const CHILD_STACK: usize = 64 * 1024;
+/// Room left at the end of a pid variable for the decimal pid.
+const PID_DIGITS: usize = 10;
 
 /// What to run, prepared before the spawn so the child side allocates nothing.
 #[derive(Debug, Clone)]
@@ -27,6 +37,9 @@ pub struct SpawnSpec {
     pub argv: Vec<CString>,
     /// `None`: zurg's own environment, untouched.
     pub envp: Option<Vec<CString>>,
+    /// Environment entries (`NAME=prefix`) whose value the child completes
+    /// with its own pid, e.g. `LISTEN_PID=` or `ZURG_GPID=ip:port:start:`.
+    pub pid_vars: Vec<String>,
     pub cwd: Option<CString>,
     pub search_path: bool,
     /// Put the child in a new process group of its own.
@@ -43,6 +56,7 @@ impl SpawnSpec {
             program,
             argv,
             envp: None,
+            pid_vars: Vec::new(),
             cwd: None,
             search_path: false,
             new_pgroup: false,
@@ -61,140 +75,283 @@ pub struct Child {
     pub pidfd_error: Option<io::Error>,
 }
 
-/// posix_spawn's attribute and file-action objects, destroyed on drop.
-struct Attrs {
-    attr: libc::posix_spawnattr_t,
-    actions: libc::posix_spawn_file_actions_t,
+/// Everything `child_main` reads, laid out by the parent.
+struct ChildArgs {
+    /// Executables to try in order (one, or one per $PATH entry).
+    candidates: Vec<*const libc::c_char>,
+    /// Verified executable to run instead of a path (execveat AT_EMPTY_PATH).
+    exec_fd: RawFd,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    /// (buffer, offset of the pid digits) for each pid variable.
+    pid_slots: Vec<(*mut u8, usize)>,
+    cwd: *const libc::c_char,
+    devnull: *const libc::c_char,
+    new_session: bool,
+    new_pgroup: bool,
+    null_stdin: bool,
+    mask: libc::sigset_t,
+    reset_to_default: libc::sigset_t,
+    /// errno of the failed step, written by the child.
+    error: i32,
 }
 
-impl Attrs {
-    fn new() -> io::Result<Box<Attrs>> {
-        let mut b = Box::new(MaybeUninit::<Attrs>::uninit());
-        let p = b.as_mut_ptr();
-        // SAFETY: init functions initialise the objects behind valid pointers
-        // into the box; on failure of the second the first is destroyed.
-        unsafe {
-            check(libc::posix_spawnattr_init(std::ptr::addr_of_mut!(
-                (*p).attr
-            )))?;
-            if let Err(e) = check(libc::posix_spawn_file_actions_init(std::ptr::addr_of_mut!(
-                (*p).actions
-            ))) {
-                libc::posix_spawnattr_destroy(std::ptr::addr_of_mut!((*p).attr));
-                return Err(e);
-            }
-            Ok(Box::from_raw(Box::into_raw(b).cast::<Attrs>()))
-        }
-    }
-}
-
-impl Drop for Attrs {
-    fn drop(&mut self) {
-        // SAFETY: both objects were initialised in `new`.
-        unsafe {
-            libc::posix_spawn_file_actions_destroy(&mut self.actions);
-            libc::posix_spawnattr_destroy(&mut self.attr);
-        }
-    }
-}
-
-fn check(ret: libc::c_int) -> io::Result<()> {
-    if ret == 0 {
-        Ok(())
+fn check_ret(ret: libc::c_int) -> Result<(), i32> {
+    if ret == -1 {
+        // SAFETY: reading errno right after the failed call.
+        Err(unsafe { *libc::__errno_location() })
     } else {
-        Err(io::Error::from_raw_os_error(ret))
+        Ok(())
     }
 }
 
-/// Starts `spec`'s program. Errors are exec's own (ENOENT, EACCES, ENOEXEC,
-/// or a failed chdir), reported by glibc before this returns.
-pub fn spawn(spec: &SpawnSpec, signals: &ChildSignals) -> io::Result<Child> {
-    let mut a = Attrs::new()?;
-    let mut flags = libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
-    if spec.new_session {
-        flags |= libc::POSIX_SPAWN_SETSID as libc::c_int;
-    } else if spec.new_pgroup {
-        flags |= libc::POSIX_SPAWN_SETPGROUP;
+/// The child between clone and exec. It shares zurg's memory and must not
+/// allocate, lock, or unwind: plain system calls on prepared data only.
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the ChildArgs the parent passed to clone; the parent
+    // is suspended (CLONE_VFORK) until we exec or exit, so nothing else
+    // touches it.
+    let a = unsafe { &mut *arg.cast::<ChildArgs>() };
+    // SAFETY: every call below is async-signal-safe and gets pointers the
+    // parent prepared and keeps alive until clone returns.
+    let result = unsafe { child_steps(a) };
+    if let Err(errno) = result {
+        a.error = errno;
     }
-    let devnull = c"/dev/null";
-    // SAFETY: the attribute objects are initialised; sigsets are plain data;
-    // every string pointer outlives the posix_spawn call below.
-    unsafe {
-        check(libc::posix_spawnattr_setsigmask(&mut a.attr, &signals.mask))?;
-        check(libc::posix_spawnattr_setsigdefault(
-            &mut a.attr,
-            &signals.reset_to_default,
-        ))?;
-        check(libc::posix_spawnattr_setpgroup(&mut a.attr, 0))?;
-        check(libc::posix_spawnattr_setflags(
-            &mut a.attr,
-            flags as libc::c_short,
-        ))?;
-        if spec.null_stdin {
-            check(libc::posix_spawn_file_actions_addopen(
-                &mut a.actions,
-                0,
-                devnull.as_ptr(),
-                libc::O_RDONLY,
-                0,
-            ))?;
+    // SAFETY: _exit never returns and runs no atexit handlers.
+    unsafe { libc::_exit(127) }
+}
+
+unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), i32> {
+    let pid = libc::syscall(libc::SYS_getpid) as u64;
+    for &(buf, offset) in &a.pid_slots {
+        let mut digits = [0u8; 20];
+        let mut n = pid;
+        let mut len = 0;
+        loop {
+            if let Some(d) = digits.get_mut(len) {
+                *d = b'0' + (n % 10) as u8;
+            }
+            len += 1;
+            n /= 10;
+            if n == 0 || len >= digits.len() {
+                break;
+            }
         }
-        if let Some(cwd) = &spec.cwd {
-            check(libc::posix_spawn_file_actions_addchdir_np(
-                &mut a.actions,
-                cwd.as_ptr(),
-            ))?;
+        for i in 0..len.min(PID_DIGITS) {
+            *buf.add(offset + i) = digits.get(len - 1 - i).copied().unwrap_or(b'0');
+        }
+        *buf.add(offset + len.min(PID_DIGITS)) = 0;
+    }
+    if a.new_session {
+        check_ret(libc::setsid())?;
+    } else if a.new_pgroup {
+        check_ret(libc::setpgid(0, 0))?;
+    }
+    for signo in 1..=64 {
+        if libc::sigismember(&a.reset_to_default, signo) == 1 {
+            libc::signal(signo, libc::SIG_DFL);
+        }
+    }
+    if !a.cwd.is_null() {
+        check_ret(libc::chdir(a.cwd))?;
+    }
+    if a.null_stdin {
+        let fd = libc::open(a.devnull, libc::O_RDONLY);
+        check_ret(fd)?;
+        if fd != 0 {
+            check_ret(libc::dup2(fd, 0))?;
+            libc::close(fd);
+        }
+    }
+    check_ret(libc::sigprocmask(
+        libc::SIG_SETMASK,
+        &a.mask,
+        std::ptr::null_mut(),
+    ))?;
+    if a.exec_fd >= 0 {
+        libc::syscall(
+            libc::SYS_execveat,
+            a.exec_fd,
+            c"".as_ptr(),
+            a.argv,
+            a.envp,
+            libc::AT_EMPTY_PATH,
+        );
+        return Err(*libc::__errno_location());
+    }
+    // execvp's rule: report EACCES if any candidate had it, else the last error.
+    let mut err = libc::ENOENT;
+    let mut saw_eacces = false;
+    for &path in &a.candidates {
+        libc::execve(path, a.argv, a.envp);
+        err = *libc::__errno_location();
+        if err == libc::EACCES {
+            saw_eacces = true;
+        }
+        if !matches!(err, libc::ENOENT | libc::ENOTDIR | libc::EACCES) {
+            break;
+        }
+    }
+    Err(if saw_eacces && err != libc::ENOEXEC {
+        libc::EACCES
+    } else {
+        err
+    })
+}
+
+/// $PATH candidates for a bare program name (execvp's search), built in the
+/// parent. A name with a '/' is used as it is.
+fn candidates(program: &CString, search_path: bool) -> Vec<CString> {
+    let bytes = program.as_bytes();
+    if !search_path || bytes.contains(&b'/') || bytes.is_empty() {
+        return vec![program.clone()];
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    use std::os::unix::ffi::OsStrExt;
+    path.as_bytes()
+        .split(|b| *b == b':')
+        .filter_map(|dir| {
+            let dir = if dir.is_empty() { &b"."[..] } else { dir };
+            let mut full = dir.to_vec();
+            full.push(b'/');
+            full.extend_from_slice(bytes);
+            CString::new(full).ok()
+        })
+        .collect()
+}
+
+/// Reusable child stack; kept by the caller so a restart allocates none.
+#[derive(Debug, Default)]
+pub struct Spawner {
+    stack: Vec<u8>,
+}
+
+impl Spawner {
+    pub fn new() -> Spawner {
+        Spawner {
+            stack: vec![0u8; CHILD_STACK],
         }
     }
 
-    let mut argv: Vec<*const libc::c_char> = spec.argv.iter().map(|s| s.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let envp_vec: Option<Vec<*const libc::c_char>> = spec.envp.as_ref().map(|env| {
-        let mut v: Vec<*const libc::c_char> = env.iter().map(|s| s.as_ptr()).collect();
-        v.push(std::ptr::null());
-        v
-    });
-    // SAFETY: reading the `environ` pointer itself; zurg has one thread and
-    // never calls setenv while running, so it is stable.
-    let envp = match &envp_vec {
-        Some(v) => v.as_ptr(),
-        None => unsafe { environ },
-    };
+    /// Starts `spec`'s program, or `exec_fd` when given (a verified binary,
+    /// executed by descriptor so it cannot be swapped after the check).
+    /// Errors are the child's own (ENOENT, EACCES, ENOEXEC, a failed chdir),
+    /// reported before this returns.
+    pub fn spawn(
+        &mut self,
+        spec: &SpawnSpec,
+        signals: &ChildSignals,
+        exec_fd: Option<&impl AsRawFd>,
+    ) -> io::Result<Child> {
+        if self.stack.len() < CHILD_STACK {
+            self.stack = vec![0u8; CHILD_STACK];
+        }
+        let candidates = candidates(&spec.program, spec.search_path);
+        let mut argv: Vec<*const libc::c_char> = spec.argv.iter().map(|s| s.as_ptr()).collect();
+        argv.push(std::ptr::null());
 
-    let mut pid: libc::pid_t = 0;
-    // SAFETY: argv and envp are null-terminated arrays of C strings that live
-    // until after the call; attr and actions are initialised.
-    let ret = unsafe {
-        if spec.search_path {
-            libc::posix_spawnp(
-                &mut pid,
-                spec.program.as_ptr(),
-                &a.actions,
-                &a.attr,
-                argv.as_ptr() as *const *mut libc::c_char,
-                envp as *const *mut libc::c_char,
+        // Environment with room for the pid at the end of each pid variable.
+        let mut pid_bufs: Vec<Vec<u8>> = spec
+            .pid_vars
+            .iter()
+            .map(|v| {
+                let mut b = v.as_bytes().to_vec();
+                b.extend_from_slice(&[0u8; PID_DIGITS + 1]);
+                b
+            })
+            .collect();
+        let mut envp: Vec<*const libc::c_char> = Vec::new();
+        match &spec.envp {
+            Some(env) => envp.extend(env.iter().map(|s| s.as_ptr())),
+            None => {
+                // SAFETY: zurg has one thread and never calls setenv while
+                // running, so `environ` is stable; it is null-terminated.
+                unsafe {
+                    let mut p = environ;
+                    while !p.is_null() && !(*p).is_null() {
+                        envp.push(*p);
+                        p = p.add(1);
+                    }
+                }
+            }
+        }
+        let mut pid_slots = Vec::with_capacity(pid_bufs.len());
+        for (buf, var) in pid_bufs.iter_mut().zip(&spec.pid_vars) {
+            envp.push(buf.as_ptr().cast());
+            pid_slots.push((buf.as_mut_ptr(), var.len()));
+        }
+        envp.push(std::ptr::null());
+
+        let mut args = Box::new(ChildArgs {
+            candidates: candidates.iter().map(|c| c.as_ptr()).collect(),
+            exec_fd: exec_fd.map_or(-1, |f| f.as_raw_fd()),
+            argv: argv.as_ptr(),
+            envp: envp.as_ptr(),
+            pid_slots,
+            cwd: spec.cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+            devnull: c"/dev/null".as_ptr(),
+            new_session: spec.new_session,
+            new_pgroup: spec.new_pgroup,
+            null_stdin: spec.null_stdin,
+            mask: signals.mask,
+            reset_to_default: signals.reset_to_default,
+            error: 0,
+        });
+
+        let mut pidfd: libc::c_int = -1;
+        // SAFETY: the stack is CHILD_STACK bytes we own; it grows down, so the
+        // child starts at its 16-byte aligned top. CLONE_VFORK suspends us
+        // until the child execs or exits, so every pointer in `args` stays
+        // valid for as long as the child can read it.
+        let pid = unsafe {
+            let top = self.stack.as_mut_ptr().add(self.stack.len());
+            let top = top.sub(top as usize % 16);
+            libc::clone(
+                child_main,
+                top.cast(),
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+                std::ptr::addr_of_mut!(*args).cast(),
+                &mut pidfd as *mut libc::c_int,
+            )
+        };
+        if pid == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        if args.error != 0 {
+            // The child has already exited: collect it here so the failure
+            // is reported once, as an error, and never as an exit.
+            let mut status = 0;
+            // SAFETY: waitpid on our own exited child, writing to a local.
+            unsafe {
+                libc::waitpid(pid, &mut status, 0);
+                if pidfd >= 0 {
+                    libc::close(pidfd);
+                }
+            }
+            return Err(io::Error::from_raw_os_error(args.error));
+        }
+        let (pidfd, pidfd_error) = if pidfd >= 0 {
+            // SAFETY: the kernel just created this fd for us (CLONE_PIDFD).
+            (
+                Some(PidFd::from_owned(
+                    unsafe { OwnedFd::from_raw_fd(pidfd) },
+                    pid,
+                )),
+                None,
             )
         } else {
-            libc::posix_spawn(
-                &mut pid,
-                spec.program.as_ptr(),
-                &a.actions,
-                &a.attr,
-                argv.as_ptr() as *const *mut libc::c_char,
-                envp as *const *mut libc::c_char,
-            )
-        }
-    };
-    check(ret)?;
-    let (pidfd, pidfd_error) = match PidFd::open(pid) {
-        Ok(fd) => (Some(fd), None),
-        Err(e) => (None, Some(e)),
-    };
-    Ok(Child {
-        pid,
-        pidfd,
-        pidfd_error,
-    })
+            match PidFd::open(pid) {
+                Ok(fd) => (Some(fd), None),
+                Err(e) => (None, Some(e)),
+            }
+        };
+        Ok(Child {
+            pid,
+            pidfd,
+            pidfd_error,
+        })
+    }
 }
 
 /// Makes `pgid` the foreground process group of the terminal on `fd`, if

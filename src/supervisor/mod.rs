@@ -101,6 +101,7 @@ pub struct Supervisor {
     phase: Phase,
     opts: RunOptions,
     warned_no_pidfd: bool,
+    spawner: spawn::Spawner,
     notifier: Option<Notifier>,
     control: Option<ControlServer>,
     /// When the ControlIdle timer is armed for, if it is.
@@ -221,6 +222,7 @@ impl Supervisor {
             phase: Phase::Running,
             opts,
             warned_no_pidfd: false,
+            spawner: spawn::Spawner::new(),
             notifier,
             control,
             control_idle_at: None,
@@ -593,7 +595,10 @@ impl Supervisor {
 
     fn spawn(&mut self, slot: usize) -> Option<Input> {
         let s = self.slots.get_mut(slot)?;
-        match spawn::spawn(&s.spec, &self.child_signals) {
+        match self
+            .spawner
+            .spawn(&s.spec, &self.child_signals, None::<&std::fs::File>)
+        {
             Ok(child) => {
                 if let Some(fd) = &child.pidfd {
                     if let Err(e) = self.reactor.watch_fd(fd, Token(PIDFD_BASE + slot)) {

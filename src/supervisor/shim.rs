@@ -73,7 +73,7 @@ fn run_inner(opts: &ShimOptions) -> Result<i32, String> {
     let mut reactor: Reactor<Deadline> =
         Reactor::new(&sigfd).map_err(|e| format!("cannot create the event loop: {e}"))?;
 
-    let child = match spawn::spawn(&spec, &child_signals) {
+    let child = match spawn::Spawner::new().spawn(&spec, &child_signals, None::<&std::fs::File>) {
         Ok(c) => c,
         Err(e) => {
             let name = program.to_string_lossy();
