@@ -28,6 +28,17 @@ impl fmt::Display for Gpid {
     }
 }
 
+impl Gpid {
+    /// Everything but the pid, `ip:port:start_us:`, for a child to complete
+    /// with its own pid before exec.
+    pub fn prefix(ip: IpAddr, port: u16, start_us: u64) -> String {
+        match ip {
+            IpAddr::V4(ip) => format!("{ip}:{port}:{start_us}:"),
+            IpAddr::V6(ip) => format!("[{ip}]:{port}:{start_us}:"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid gpid {input:?}: {reason}")]
 pub struct GpidError {

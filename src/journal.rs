@@ -260,7 +260,7 @@ mod tests {
             },
             gpid: format!("127.0.0.1:0:{}:{}", 1000 + i, 10 + i),
             version: None,
-            exit: (i % 2 == 1).then(|| ExitInfo {
+            exit: (i % 2 == 1).then_some(ExitInfo {
                 code: Some(1),
                 signal: None,
             }),

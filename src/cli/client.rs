@@ -11,7 +11,8 @@ use lexopt::prelude::*;
 
 use super::{parse_duration_ms, UsageError, DEFAULT_SOCKET};
 use crate::control::proto::{
-    self, EventRecord, Outcome, Reply, Request, ServiceStatus, ShutdownMode, Verb, VersionInfo,
+    self, EventRecord, GpidInfo, Outcome, Reply, Request, ServiceStatus, ShutdownMode, StatsRow,
+    Verb, VersionInfo,
 };
 
 pub const EXIT_OK: i32 = 0;
@@ -39,6 +40,9 @@ usage: zurg VERB [ARGS] [--json] [--socket PATH]
   reload                           re-read the units directory
   events [--follow]                recent lifecycle events; --follow streams them
   shutdown [--poweroff|--reboot]   stop everything, as SIGTERM does
+  gpid NAME                        the GPID of a service's current process
+  stats [NAME...]                  CPU, memory, threads, fds, I/O per process tree
+  history [NAME] [--since DUR]     starts and exits, across zurg restarts
 The socket is --socket PATH, else $ZURG_SOCKET, else /run/zurg/control.sock.
 ";
 
@@ -53,6 +57,7 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
     let mut timeout_ms = None;
     let mut follow = false;
     let mut mode = ShutdownMode::Default;
+    let mut since_us = None;
     let mut p = lexopt::Parser::from_args(rest.iter().cloned());
     while let Some(arg) = p.next()? {
         match arg {
@@ -65,6 +70,13 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
                 })?);
             }
             Short('f') | Long("follow") if verb_name == "events" => follow = true,
+            Long("since") if verb_name == "history" => {
+                let v = p.value()?.string()?;
+                let ms = parse_duration_ms(&v).ok_or_else(|| {
+                    UsageError(format!("--since {v:?}: expected a duration like 10m or 2h"))
+                })?;
+                since_us = Some(crate::os::wall_clock_us().saturating_sub(ms.saturating_mul(1000)));
+            }
             Long("poweroff") if verb_name == "shutdown" => mode = ShutdownMode::Poweroff,
             Long("reboot") if verb_name == "shutdown" => mode = ShutdownMode::Reboot,
             Short('h') | Long("help") => return Err(UsageError("help".into())),
@@ -127,6 +139,22 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
             Verb::Shutdown { mode }
         }
         "version" => Verb::Version,
+        "gpid" => match names.as_slice() {
+            [name] => Verb::Gpid { name: name.clone() },
+            _ => return Err(UsageError("gpid: expected one service name".into())),
+        },
+        "stats" => Verb::Stats { names },
+        "history" => match names.as_slice() {
+            [] => Verb::History {
+                name: None,
+                since_us,
+            },
+            [name] => Verb::History {
+                name: Some(name.clone()),
+                since_us,
+            },
+            _ => return Err(UsageError("history: at most one service name".into())),
+        },
         other => {
             return Err(UsageError(format!(
                 "`{other}` is not available in this version of zurg"
@@ -306,6 +334,38 @@ fn print_reply(cmd: &ClientCmd, reply: &Reply, raw: &[u8]) -> i32 {
         }
         Verb::Events { follow: true } => {}
         Verb::Shutdown { .. } => println!("zurg is shutting down"),
+        Verb::Gpid { .. } => {
+            if let Ok(g) = serde_json::from_value::<GpidInfo>(result) {
+                println!("{}", g.gpid);
+            }
+        }
+        Verb::Stats { .. } => {
+            let rows: Vec<StatsRow> = serde_json::from_value(result).unwrap_or_default();
+            print!("{}", stats_table(&rows));
+        }
+        Verb::History { .. } => {
+            let records: Vec<crate::journal::Record> =
+                serde_json::from_value(result).unwrap_or_default();
+            for r in &records {
+                let exit = r
+                    .exit
+                    .as_ref()
+                    .map(|e| format!(" ({})", exit_text(e)))
+                    .unwrap_or_default();
+                let version = r
+                    .version
+                    .as_ref()
+                    .map(|v| format!(" version {v}"))
+                    .unwrap_or_default();
+                println!(
+                    "{} {} {}{exit} {}{version}",
+                    utc_timestamp(r.time_us),
+                    r.service,
+                    r.kind,
+                    r.gpid
+                );
+            }
+        }
         Verb::Version => {
             if let Ok(v) = serde_json::from_value::<VersionInfo>(result) {
                 println!("zurg {} (protocol {}, pid {})", v.zurg, v.protocol, v.pid);
@@ -323,18 +383,77 @@ fn exit_text(e: &proto::ExitInfo) -> String {
     }
 }
 
+fn kb(v: u64) -> String {
+    if v >= 10 * 1024 * 1024 {
+        format!("{}G", v / (1024 * 1024))
+    } else if v >= 10 * 1024 {
+        format!("{}M", v / 1024)
+    } else {
+        format!("{v}K")
+    }
+}
+
+fn bytes(v: Option<u64>) -> String {
+    v.map_or("-".into(), |b| kb(b / 1024))
+}
+
+/// The stats table: one row per service, summed over its process tree.
+pub fn stats_table(rows: &[StatsRow]) -> String {
+    let header = [
+        "NAME", "PID", "PROCS", "CPU%", "USER", "SYS", "RSS", "PSS", "THREADS", "FDS", "READ",
+        "WRITE", "CTXSW",
+    ];
+    let mut cells: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    for r in rows {
+        let t = &r.tree;
+        cells.push(vec![
+            r.name.clone(),
+            r.pid.to_string(),
+            t.processes.to_string(),
+            r.cpu_percent.map_or("-".into(), |c| format!("{c:.1}")),
+            crate::supervisor::human_ms(t.cpu_user_ms),
+            crate::supervisor::human_ms(t.cpu_system_ms),
+            kb(t.rss_kb),
+            kb(t.pss_kb),
+            t.threads.to_string(),
+            t.fds.to_string(),
+            bytes(t.read_bytes),
+            bytes(t.write_bytes),
+            t.ctx_switches.to_string(),
+        ]);
+    }
+    align(&cells)
+}
+
+fn align(cells: &[Vec<String>]) -> String {
+    let cols = cells.first().map_or(0, Vec::len);
+    let mut widths = vec![0usize; cols];
+    for row in cells {
+        for (w, c) in widths.iter_mut().zip(row.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in cells {
+        let mut line = String::new();
+        for (w, c) in widths.iter().zip(row.iter()) {
+            line.push_str(&format!("{c:<w$}  "));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 /// The status table: aligned columns, durations for humans.
 pub fn status_table(rows: &[ServiceStatus]) -> String {
-    let mut cells: Vec<[String; 6]> = vec![[
-        "NAME".into(),
-        "STATE".into(),
-        "PID".into(),
-        "UPTIME".into(),
-        "RESTARTS".into(),
-        "LAST-EXIT".into(),
-    ]];
+    let mut cells: Vec<Vec<String>> =
+        vec![["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST-EXIT"]
+            .iter()
+            .map(|h| h.to_string())
+            .collect()];
     for r in rows {
-        cells.push([
+        cells.push(vec![
             r.name.clone(),
             r.state.clone(),
             r.pid.map_or("-".into(), |p| p.to_string()),
@@ -343,26 +462,7 @@ pub fn status_table(rows: &[ServiceStatus]) -> String {
             r.last_exit.as_ref().map_or("-".into(), exit_text),
         ]);
     }
-    let mut widths = [0usize; 6];
-    for row in &cells {
-        for (w, c) in widths.iter_mut().zip(row.iter()) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in &cells {
-        let mut line = String::new();
-        for (i, (w, c)) in widths.iter().zip(row.iter()).enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(c);
-            } else {
-                line.push_str(&format!("{c:<w$}  "));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    align(&cells)
 }
 
 /// "2026-11-24T14:50:01.123Z web exited pid 42 (SIGKILL)"
@@ -481,6 +581,8 @@ mod tests {
                 pid: Some(42),
                 uptime_ms: Some(192_000),
                 restarts: 1,
+                gpid: None,
+                version: None,
                 last_exit: Some(proto::ExitInfo {
                     code: None,
                     signal: Some("SIGKILL".into()),
@@ -492,6 +594,8 @@ mod tests {
                 pid: None,
                 uptime_ms: None,
                 restarts: 0,
+                gpid: None,
+                version: None,
                 last_exit: Some(proto::ExitInfo {
                     code: Some(0),
                     signal: None,

@@ -43,7 +43,7 @@ usage:
   zurg [-g|--pgroup] [-r|--rewrite FROM:TO]... [--grace DUR] [-v] -- CMD [ARGS...]
         run CMD as a child init (like tini): forward signals, reap orphans,
         exit with CMD's code or 128+signal
-  zurg run --units DIR [--socket PATH] [--state DIR] [--grace DUR] [--readers GROUP]
+  zurg run --units DIR [--socket PATH] [--state DIR] [--grace DUR] [--readers GROUP] [--host-ip IP]
         supervise the services described by DIR/*.toml
   zurg status|start|stop|restart|signal|reload|events|shutdown|... [--json]
         talk to a running zurg over its control socket
@@ -73,6 +73,8 @@ pub struct RunOptions {
     pub grace_ms: u64,
     /// Group (name or number) whose members may read status and events.
     pub readers: Option<String>,
+    /// Address in GPIDs; default: the default route's interface address.
+    pub host_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +147,7 @@ pub fn parse(args: Vec<OsString>, is_pid1: bool) -> Result<Cmd, UsageError> {
                 state_dir: DEFAULT_STATE_DIR.into(),
                 grace_ms: DEFAULT_GRACE_MS,
                 readers: None,
+                host_ip: None,
             }));
         }
         return Err(UsageError("no command given".into()));
@@ -207,6 +210,7 @@ fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
     let mut state = None;
     let mut grace_ms = DEFAULT_GRACE_MS;
     let mut readers = None;
+    let mut host_ip = None;
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next()? {
         match arg {
@@ -216,6 +220,13 @@ fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
             Long("state") => state = Some(PathBuf::from(p.value()?)),
             Long("grace") => grace_ms = duration_arg("--grace", p.value()?)?,
             Long("readers") => readers = Some(p.value()?.string()?),
+            Long("host-ip") => {
+                let v = p.value()?.string()?;
+                host_ip = Some(
+                    v.parse()
+                        .map_err(|_| UsageError(format!("--host-ip {v:?}: not an IP address")))?,
+                );
+            }
             _ => return Err(arg.unexpected().into()),
         }
     }
@@ -225,6 +236,7 @@ fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
         state_dir: state.unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
         grace_ms,
         readers,
+        host_ip,
     }))
 }
 

@@ -59,6 +59,19 @@ pub enum Verb {
         #[serde(default)]
         mode: ShutdownMode,
     },
+    Gpid {
+        name: String,
+    },
+    Stats {
+        #[serde(default)]
+        names: Vec<String>,
+    },
+    History {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since_us: Option<u64>,
+    },
 }
 
 impl Verb {
@@ -81,6 +94,9 @@ impl Verb {
             Verb::Reload => "reload",
             Verb::Events { .. } => "events",
             Verb::Shutdown { .. } => "shutdown",
+            Verb::Gpid { .. } => "gpid",
+            Verb::Stats { .. } => "stats",
+            Verb::History { .. } => "history",
         }
     }
 }
@@ -183,6 +199,34 @@ pub struct ServiceStatus {
     pub restarts: u32,
     #[serde(default)]
     pub last_exit: Option<ExitInfo>,
+    /// GPID of the current (or last) process.
+    #[serde(default)]
+    pub gpid: Option<String>,
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// One row of `stats`: the main process and its whole tree.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsRow {
+    pub name: String,
+    pub pid: i32,
+    pub gpid: Option<String>,
+    pub process: crate::stats::Sample,
+    pub tree: crate::stats::Sample,
+    /// CPU of the tree since the previous sample, in % of one core.
+    #[serde(default)]
+    pub cpu_percent: Option<f64>,
+}
+
+/// `gpid NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpidInfo {
+    pub name: String,
+    pub gpid: String,
+    #[serde(default)]
+    pub version: Option<String>,
+    pub running: bool,
 }
 
 /// What a start, stop or restart did to one service.
@@ -211,6 +255,13 @@ pub struct EventRecord {
     pub delay_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The last periodic sample before an exit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<crate::stats::Sample>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -441,6 +492,8 @@ mod tests {
             pid: Some(3),
             uptime_ms: Some(10),
             restarts: 1,
+            gpid: None,
+            version: None,
             last_exit: Some(ExitInfo {
                 code: None,
                 signal: Some("SIGKILL".into()),

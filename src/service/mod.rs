@@ -374,6 +374,9 @@ mod tests {
             stop_signal: crate::sig::SIGTERM,
             stop_timeout_ms: 1000,
             restart_delay_ms: 0,
+            port: 0,
+            version: None,
+            stats_interval_ms: None,
         }
     }
 

@@ -21,6 +21,8 @@ use mio::Token;
 pub use crate::cli::RunOptions;
 use crate::control::proto::{EventRecord, ShutdownMode};
 use crate::control::server::ControlServer;
+use crate::gpid::{Gpid, StartClock};
+use crate::journal::{self, Journal};
 use crate::os::notify::Notifier;
 use crate::os::pid1;
 use crate::os::pidfd::{self, PidFd};
@@ -28,8 +30,11 @@ use crate::os::reap::{self, Drained, ExitStatus};
 use crate::os::signals::{self, ChildSignals, SignalFd};
 use crate::os::spawn::{self, SpawnSpec};
 use crate::service::{Action, Event, Exit, Input, Service, State};
+use crate::stats::Sample;
 use crate::unit::{self, Unit};
 use reactor::{Reactor, PIDFD_BASE, SIGNAL_TOKEN};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKey {
@@ -44,6 +49,11 @@ enum TimerKey {
     RequestDeadline,
     /// Idle control connections are due to be closed.
     ControlIdle,
+    /// Periodic resource sample of a service (`stats_interval_ms`).
+    Sample {
+        slot: usize,
+        generation: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +76,12 @@ struct Slot {
     pidfd: Option<PidFd>,
     /// Its unit file is gone: it is stopping or stopped and takes no requests.
     retired: bool,
+    /// GPID of the current (or last) process.
+    gpid: Option<Gpid>,
+    /// The latest resource sample of the current process tree.
+    last_sample: Option<Sample>,
+    /// Generation of this slot's live sample timer.
+    sample_generation: u64,
 }
 
 /// What a reload changed.
@@ -112,6 +128,13 @@ pub struct Supervisor {
     recent: VecDeque<EventRecord>,
     event_seq: u64,
     shutdown_mode: ShutdownMode,
+    host_ip: IpAddr,
+    clock: StartClock,
+    /// Start times up to here are covered by the clock file.
+    clock_reserved: u64,
+    journal: Option<Journal>,
+    /// Bumped on every start, so sample timers of old processes are ignored.
+    sample_generation: u64,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -138,10 +161,14 @@ fn spawn_spec(unit: &Unit) -> Result<SpawnSpec, String> {
     if let Some(cwd) = &unit.cwd {
         spec.cwd = Some(CString::new(cwd.as_os_str().as_bytes()).map_err(|_| nul("cwd"))?);
     }
-    if !unit.env.is_empty() {
+    // Built once per unit: zurg's environment, the unit's, and the identity
+    // variables; ZURG_GPID is added per start (it holds the start time and pid).
+    {
         let mut env: Vec<CString> = Vec::new();
+        let ours = ["ZURG_GPID", "ZURG_SERVICE", "ZURG_VERSION"];
         for (k, v) in std::env::vars_os() {
-            if unit.env.contains_key(k.to_string_lossy().as_ref()) {
+            let key = k.to_string_lossy();
+            if unit.env.contains_key(key.as_ref()) || ours.contains(&key.as_ref()) {
                 continue;
             }
             let mut kv = k.as_bytes().to_vec();
@@ -152,10 +179,50 @@ fn spawn_spec(unit: &Unit) -> Result<SpawnSpec, String> {
         for (k, v) in &unit.env {
             env.push(CString::new(format!("{k}={v}")).map_err(|_| nul("env"))?);
         }
+        env.push(CString::new(format!("ZURG_SERVICE={}", unit.name)).map_err(|_| nul("name"))?);
+        env.push(
+            CString::new(format!(
+                "ZURG_VERSION={}",
+                unit.version.as_deref().unwrap_or("")
+            ))
+            .map_err(|_| nul("version"))?,
+        );
         spec.envp = Some(env);
     }
     Ok(spec)
 }
+
+fn clock_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("clock")
+}
+
+/// The GPID clock's high-water mark from the state dir. Without a readable
+/// file, the newest start time in the journal is the floor.
+fn load_clock(state_dir: &Path) -> u64 {
+    let path = clock_file(state_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(v) => return v,
+            Err(_) => crate::log!(
+                "warning: {} is corrupt; using the journal's newest start time",
+                path.display()
+            ),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => crate::log!("warning: cannot read {}: {e}", path.display()),
+    }
+    let (records, _) = journal::read_all(state_dir);
+    records
+        .iter()
+        .filter_map(|r| r.gpid.parse::<Gpid>().ok())
+        .map(|g| g.start_us)
+        .max()
+        .unwrap_or(0)
+}
+
+/// How far ahead of the newest start time the clock file is written, so it
+/// is rewritten at most once per second of starts.
+const CLOCK_RESERVE_US: u64 = 1_000_000;
 
 fn exit_of(status: ExitStatus) -> Exit {
     match status {
@@ -198,6 +265,20 @@ impl Supervisor {
             }
             Err(e) => return Err(e.to_string()),
         };
+        let host_ip = opts.host_ip.unwrap_or_else(crate::os::net::host_ip);
+        let journal = match Journal::open(&opts.state_dir, journal::DEFAULT_LIMIT) {
+            Ok((j, warning)) => {
+                if let Some(w) = warning {
+                    crate::log!("warning: {w}");
+                }
+                Some(j)
+            }
+            Err(e) => {
+                crate::log!("warning: {e}; history will not be kept");
+                None
+            }
+        };
+        let clock_reserved = load_clock(&opts.state_dir);
         let notifier = match Notifier::from_env() {
             Some(Ok(n)) => Some(n),
             Some(Err(e)) => {
@@ -230,6 +311,11 @@ impl Supervisor {
             recent: VecDeque::new(),
             event_seq: 0,
             shutdown_mode: ShutdownMode::Default,
+            host_ip,
+            clock: StartClock::after(clock_reserved),
+            clock_reserved,
+            journal,
+            sample_generation: 0,
         })
     }
 
@@ -270,6 +356,9 @@ impl Supervisor {
                         spec,
                         pidfd: None,
                         retired: false,
+                        gpid: None,
+                        last_sample: None,
+                        sample_generation: 0,
                     });
                     work.push_back((slot, Input::Start));
                 }
@@ -471,6 +560,7 @@ impl Supervisor {
     fn on_timer(&mut self, key: TimerKey, work: &mut VecDeque<(usize, Input)>) {
         match key {
             TimerKey::RequestDeadline => self.settle_waiting(),
+            TimerKey::Sample { slot, generation } => self.periodic_sample(slot, generation),
             TimerKey::ControlIdle => {
                 self.control_idle_at = None;
                 let now = self.reactor.now_ms();
@@ -593,8 +683,36 @@ impl Supervisor {
         }
     }
 
+    /// Issues a start time that never repeats, even across zurg restarts:
+    /// the clock file always covers every start time handed out.
+    fn issue_start_time(&mut self) -> u64 {
+        let start_us = self.clock.issue(crate::os::wall_clock_us());
+        if start_us > self.clock_reserved {
+            let reserve = start_us.saturating_add(CLOCK_RESERVE_US);
+            let path = clock_file(&self.opts.state_dir);
+            let tmp = path.with_extension("tmp");
+            let written = std::fs::write(&tmp, format!("{reserve}\n"))
+                .and_then(|_| std::fs::rename(&tmp, &path));
+            match written {
+                Ok(()) => self.clock_reserved = reserve,
+                Err(e) => crate::log!(
+                    "warning: cannot save the GPID clock to {}: {e}",
+                    path.display()
+                ),
+            }
+        }
+        start_us
+    }
+
     fn spawn(&mut self, slot: usize) -> Option<Input> {
+        let start_us = self.issue_start_time();
+        let host_ip = self.host_ip;
         let s = self.slots.get_mut(slot)?;
+        let port = s.service.unit.port;
+        s.spec.pid_vars = vec![format!(
+            "ZURG_GPID={}",
+            Gpid::prefix(host_ip, port, start_us)
+        )];
         match self
             .spawner
             .spawn(&s.spec, &self.child_signals, None::<&std::fs::File>)
@@ -614,7 +732,25 @@ impl Supervisor {
                     }
                 }
                 s.pidfd = child.pidfd;
+                s.gpid = Some(Gpid {
+                    ip: host_ip,
+                    port,
+                    start_us,
+                    pid: u32::try_from(child.pid).unwrap_or(0),
+                });
+                s.last_sample = None;
                 self.by_pid.insert(child.pid, slot);
+                if let Some(ms) = s.service.unit.stats_interval_ms {
+                    self.sample_generation = self.sample_generation.wrapping_add(1);
+                    let at = self.reactor.now_ms().saturating_add(ms);
+                    let generation = self.sample_generation;
+                    self.reactor
+                        .timers
+                        .arm(at, TimerKey::Sample { slot, generation });
+                    if let Some(s) = self.slots.get_mut(slot) {
+                        s.sample_generation = generation;
+                    }
+                }
                 Some(Input::Spawned { pid: child.pid })
             }
             Err(e) => Some(Input::SpawnFailed {

@@ -9,7 +9,8 @@ use mio::Token;
 
 use super::{Supervisor, TimerKey};
 use crate::control::proto::{
-    ErrorCode, EventRecord, ExitInfo, Outcome, Reply, Request, ServiceStatus, Verb, VersionInfo,
+    ErrorCode, EventRecord, ExitInfo, GpidInfo, Outcome, Reply, Request, ServiceStatus, StatsRow,
+    Verb, VersionInfo,
 };
 use crate::control::server::{ConnId, Incoming};
 use crate::service::{Event, Exit, Input, State};
@@ -104,6 +105,8 @@ impl Supervisor {
             uptime_ms,
             restarts: s.service.restarts,
             last_exit: s.service.last_exit.map(exit_info),
+            gpid: s.gpid.map(|g| g.to_string()),
+            version: s.service.unit.version.clone(),
         })
     }
 
@@ -201,6 +204,9 @@ impl Supervisor {
                 Err(e) => Reply::error(id, ErrorCode::UnknownService, e),
             },
             Verb::Signal { name, signal } => self.signal_request(id, &name, &signal),
+            Verb::Gpid { name } => self.gpid_request(id, &name),
+            Verb::Stats { names } => self.stats_request(id, &names),
+            Verb::History { name, since_us } => self.history_request(id, name.as_deref(), since_us),
             Verb::Reload => {
                 let report = self.reload(work);
                 self.process(work);
@@ -367,6 +373,124 @@ impl Supervisor {
         self.reactor.timers.arm(next, TimerKey::ControlIdle);
     }
 
+    fn journal_event(&mut self, rec: &EventRecord) {
+        let Some(j) = &mut self.journal else { return };
+        let record = crate::journal::Record {
+            time_us: rec.time_us,
+            service: rec.service.clone(),
+            kind: if rec.kind == "started" {
+                "start".into()
+            } else {
+                "exit".into()
+            },
+            gpid: rec.gpid.clone().unwrap_or_default(),
+            version: rec.version.clone(),
+            exit: rec.exit.clone(),
+            stats: rec.stats.clone(),
+        };
+        if let Err(e) = j.append(&record) {
+            crate::log!("warning: {e}; history is no longer kept");
+            self.journal = None;
+        }
+    }
+
+    fn gpid_request(&self, id: u64, name: &str) -> Reply {
+        let Some(s) = self
+            .by_name
+            .get(name)
+            .and_then(|slot| self.slots.get(*slot))
+        else {
+            return Reply::error(
+                id,
+                ErrorCode::UnknownService,
+                format!("no service named `{name}`"),
+            );
+        };
+        match s.gpid {
+            Some(g) => Reply::ok(
+                id,
+                GpidInfo {
+                    name: name.to_string(),
+                    gpid: g.to_string(),
+                    version: s.service.unit.version.clone(),
+                    running: s.service.state.pid().is_some(),
+                },
+            ),
+            None => Reply::error(
+                id,
+                ErrorCode::NotRunning,
+                format!("`{name}` has never been started"),
+            ),
+        }
+    }
+
+    fn stats_request(&mut self, id: u64, names: &[String]) -> Reply {
+        let slots = match self.resolve(names) {
+            Ok(s) => s,
+            Err(e) => return Reply::error(id, ErrorCode::UnknownService, e),
+        };
+        let now = self.reactor.now_ms();
+        let mut rows = Vec::new();
+        for slot in slots {
+            let Some(s) = self.slots.get_mut(slot) else {
+                continue;
+            };
+            let Some(pid) = s.service.state.pid() else {
+                continue;
+            };
+            let (Some(process), Some(tree)) = (
+                crate::stats::sample_pid(pid, now),
+                crate::stats::sample_tree(pid, now),
+            ) else {
+                continue;
+            };
+            let cpu_percent = s
+                .last_sample
+                .as_ref()
+                .and_then(|prev| crate::stats::cpu_percent(prev, &tree));
+            s.last_sample = Some(tree.clone());
+            rows.push(StatsRow {
+                name: s.service.name().to_string(),
+                pid,
+                gpid: s.gpid.map(|g| g.to_string()),
+                process,
+                tree,
+                cpu_percent,
+            });
+        }
+        Reply::ok(id, rows)
+    }
+
+    fn history_request(&self, id: u64, name: Option<&str>, since_us: Option<u64>) -> Reply {
+        let (records, warnings) = crate::journal::read_all(&self.opts.state_dir);
+        for w in warnings {
+            crate::log!("warning: {w}");
+        }
+        Reply::ok(id, crate::journal::filter(records, name, since_us))
+    }
+
+    /// Samples a service's process tree for its periodic stats; re-arms.
+    pub(super) fn periodic_sample(&mut self, slot: usize, generation: u64) {
+        let now = self.reactor.now_ms();
+        let Some(s) = self.slots.get_mut(slot) else {
+            return;
+        };
+        if s.sample_generation != generation {
+            return;
+        }
+        let (Some(pid), Some(ms)) = (s.service.state.pid(), s.service.unit.stats_interval_ms)
+        else {
+            return;
+        };
+        if let Some(sample) = crate::stats::sample_tree(pid, now) {
+            s.last_sample = Some(sample);
+        }
+        self.reactor.timers.arm(
+            now.saturating_add(ms),
+            TimerKey::Sample { slot, generation },
+        );
+    }
+
     /// Turns a service event into a record for `events` and followers.
     pub(super) fn record(&mut self, slot: usize, event: &Event) {
         self.event_seq = self.event_seq.wrapping_add(1);
@@ -379,6 +503,9 @@ impl Supervisor {
             exit: None,
             delay_ms: None,
             message: None,
+            gpid: None,
+            version: None,
+            stats: None,
         };
         let kind = match event {
             Event::Started { pid } => {
@@ -413,6 +540,18 @@ impl Supervisor {
             }
         };
         rec.kind = kind.to_string();
+        if let Some(s) = self.slots.get(slot) {
+            rec.version = s.service.unit.version.clone();
+            if kind != "spawn_failed" && kind != "restarting" {
+                rec.gpid = s.gpid.map(|g| g.to_string());
+            }
+            if rec.exit.is_some() {
+                rec.stats = s.last_sample.clone();
+            }
+        }
+        if matches!(kind, "started" | "exited" | "stopped") {
+            self.journal_event(&rec);
+        }
         if let Some(c) = &mut self.control {
             c.broadcast(self.reactor.registry(), &rec);
         }

@@ -47,4 +47,10 @@ pub struct Unit {
     pub stop_timeout_ms: u64,
     /// Base delay before a restart; backoff grows from it.
     pub restart_delay_ms: u64,
+    /// The port the service serves on; part of its GPID (0 when none).
+    pub port: u16,
+    /// Build version; the exec path must hold it as a whole component.
+    pub version: Option<String>,
+    /// Resource sampling period; `None` (the default) samples only on demand.
+    pub stats_interval_ms: Option<u64>,
 }

@@ -55,6 +55,9 @@ struct RawUnit {
     stop_signal: Option<Spanned<Value>>,
     stop_timeout_ms: Option<Spanned<Value>>,
     restart_delay_ms: Option<Spanned<Value>>,
+    port: Option<Spanned<Value>>,
+    version: Option<Spanned<Value>>,
+    stats_interval_ms: Option<Spanned<Value>>,
 }
 
 /// Maps byte offsets to 1-based line and column (in characters).
@@ -336,6 +339,50 @@ pub fn parse_unit(name: &str, path: &Path, text: &str) -> Result<Unit, UnitError
         .transpose()?
         .unwrap_or(DEFAULT_RESTART_DELAY_MS);
 
+    let port = match &raw.port {
+        None => 0,
+        Some(v) => match v.get_ref() {
+            Value::Integer(n) => u16::try_from(*n).map_err(|_| {
+                loc.error(
+                    Some(v.span()),
+                    Some("port"),
+                    format!("must be 0 to 65535, found {n}"),
+                )
+            })?,
+            other => {
+                return Err(loc.error(
+                    Some(v.span()),
+                    Some("port"),
+                    format!("expected an integer, found {}", type_name(other)),
+                ))
+            }
+        },
+    };
+    let version = match &raw.version {
+        None => None,
+        Some(v) => {
+            let text = string(&loc, "version", v)?;
+            if let Err(why) = versioned_path(&exec, &text) {
+                return Err(loc.error(Some(v.span()), Some("version"), why));
+            }
+            Some(text)
+        }
+    };
+    let stats_interval_ms = match &raw.stats_interval_ms {
+        None => None,
+        Some(v) => match millis(&loc, "stats_interval_ms", v)? {
+            0 => None,
+            n if n < 100 => {
+                return Err(loc.error(
+                    Some(v.span()),
+                    Some("stats_interval_ms"),
+                    format!("must be 0 (off) or at least 100, found {n}"),
+                ))
+            }
+            n => Some(n),
+        },
+    };
+
     Ok(Unit {
         name: name.to_string(),
         exec,
@@ -346,7 +393,36 @@ pub fn parse_unit(name: &str, path: &Path, text: &str) -> Result<Unit, UnitError
         stop_signal,
         stop_timeout_ms,
         restart_delay_ms,
+        port,
+        version,
+        stats_interval_ms,
     })
+}
+
+/// The deploy rule for versioned builds: `version` is a sane name and the
+/// exec path holds it as one whole component (`/opt/api/1.1.0/bin/api`).
+pub fn versioned_path(exec: &Path, version: &str) -> Result<(), String> {
+    if version.is_empty()
+        || version.len() > 64
+        || version.contains(['/', '\0'])
+        || version == "."
+        || version == ".."
+    {
+        return Err(format!(
+            "invalid version {version:?}: 1 to 64 characters, no '/'"
+        ));
+    }
+    let holds = exec
+        .components()
+        .any(|c| c.as_os_str() == std::ffi::OsStr::new(version));
+    if holds {
+        Ok(())
+    } else {
+        Err(format!(
+            "exec {} is not a versioned path: no path component equals version {version:?} (deploy each build to its own directory, e.g. /opt/NAME/{version}/bin/NAME)",
+            exec.display()
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -425,6 +501,11 @@ restart_delay_ms = 50
             ("exec = \"/x\"\nenv = \"A=1\"\n", "/u/svc.toml:2:7: key `env`: expected a table of strings, found a string"),
             ("exec = \"/x\\u0000y\"\n", "/u/svc.toml:1:8: key `exec`: contains a NUL byte"),
             ("exec = \"/x\"\nargs = [\"a\\u0000\"]\n", "/u/svc.toml:2:8: key `args`: contains a NUL byte"),
+            ("exec = \"/x\"\nport = 70000\n", "/u/svc.toml:2:8: key `port`: must be 0 to 65535, found 70000"),
+            ("exec = \"/opt/api/1.1.0-rc/bin/api\"\nversion = \"1.1.0\"\n", "/u/svc.toml:2:11: key `version`: exec /opt/api/1.1.0-rc/bin/api is not a versioned path: no path component equals version \"1.1.0\""),
+            ("exec = \"/opt/api/bin/api-1.1.0\"\nversion = \"1.1.0\"\n", "/u/svc.toml:2:11: key `version`: exec /opt/api/bin/api-1.1.0 is not a versioned path"),
+            ("exec = \"/opt/x/../bin\"\nversion = \"..\"\n", "/u/svc.toml:2:11: key `version`: invalid version \"..\""),
+            ("exec = \"/x\"\nstats_interval_ms = 10\n", "/u/svc.toml:2:21: key `stats_interval_ms`: must be 0 (off) or at least 100, found 10"),
         ];
         for (text, want) in cases {
             let got = err(text);
