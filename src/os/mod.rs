@@ -53,3 +53,11 @@ pub fn euid() -> u32 {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() }
 }
+
+/// Returns freed heap memory to the kernel (glibc malloc_trim).
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim only walks glibc's own heap structures.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -35,8 +35,10 @@ pub struct SpawnSpec {
     /// Program: a path, or a bare name looked up in $PATH when `search_path`.
     pub program: CString,
     pub argv: Vec<CString>,
-    /// `None`: zurg's own environment, untouched.
-    pub envp: Option<Vec<CString>>,
+    /// `KEY=VALUE` entries added to zurg's own environment, replacing any
+    /// of the same key. zurg's environment is not copied per service: the
+    /// child's pointer array is put together at each spawn.
+    pub env: Vec<CString>,
     /// Environment entries (`NAME=prefix`) whose value the child completes
     /// with its own pid, e.g. `LISTEN_PID=` or `ZURG_GPID=ip:port:start:`.
     pub pid_vars: Vec<String>,
@@ -55,7 +57,7 @@ impl SpawnSpec {
         SpawnSpec {
             program,
             argv,
-            envp: None,
+            env: Vec::new(),
             pid_vars: Vec::new(),
             cwd: None,
             search_path: false,
@@ -261,21 +263,27 @@ impl Spawner {
                 b
             })
             .collect();
-        let mut envp: Vec<*const libc::c_char> = Vec::new();
-        match &spec.envp {
-            Some(env) => envp.extend(env.iter().map(|s| s.as_ptr())),
-            None => {
-                // SAFETY: zurg has one thread and never calls setenv while
-                // running, so `environ` is stable; it is null-terminated.
-                unsafe {
-                    let mut p = environ;
-                    while !p.is_null() && !(*p).is_null() {
-                        envp.push(*p);
-                        p = p.add(1);
-                    }
+        let replaced = |entry: &[u8]| {
+            let key = entry.split(|b| *b == b'=').next().unwrap_or(entry);
+            let same_key = |e: &[u8]| {
+                e.len() > key.len() && e.starts_with(key) && e.get(key.len()) == Some(&b'=')
+            };
+            spec.env.iter().any(|e| same_key(e.as_bytes()))
+                || spec.pid_vars.iter().any(|v| same_key(v.as_bytes()))
+        };
+        let mut envp: Vec<*const libc::c_char> = Vec::with_capacity(64);
+        // SAFETY: zurg has one thread and never calls setenv while running,
+        // so `environ` is stable; it is a null-terminated array of C strings.
+        unsafe {
+            let mut p = environ;
+            while !p.is_null() && !(*p).is_null() {
+                if !replaced(std::ffi::CStr::from_ptr(*p).to_bytes()) {
+                    envp.push(*p);
                 }
+                p = p.add(1);
             }
         }
+        envp.extend(spec.env.iter().map(|s| s.as_ptr()));
         let mut pid_slots = Vec::with_capacity(pid_bufs.len());
         for (buf, var) in pid_bufs.iter_mut().zip(&spec.pid_vars) {
             envp.push(buf.as_ptr().cast());

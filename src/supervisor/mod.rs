@@ -161,34 +161,21 @@ fn spawn_spec(unit: &Unit) -> Result<SpawnSpec, String> {
     if let Some(cwd) = &unit.cwd {
         spec.cwd = Some(CString::new(cwd.as_os_str().as_bytes()).map_err(|_| nul("cwd"))?);
     }
-    // Built once per unit: zurg's environment, the unit's, and the identity
-    // variables; ZURG_GPID is added per start (it holds the start time and pid).
-    {
-        let mut env: Vec<CString> = Vec::new();
-        let ours = ["ZURG_GPID", "ZURG_SERVICE", "ZURG_VERSION"];
-        for (k, v) in std::env::vars_os() {
-            let key = k.to_string_lossy();
-            if unit.env.contains_key(key.as_ref()) || ours.contains(&key.as_ref()) {
-                continue;
-            }
-            let mut kv = k.as_bytes().to_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            env.push(CString::new(kv).map_err(|_| nul("environment"))?);
-        }
-        for (k, v) in &unit.env {
-            env.push(CString::new(format!("{k}={v}")).map_err(|_| nul("env"))?);
-        }
-        env.push(CString::new(format!("ZURG_SERVICE={}", unit.name)).map_err(|_| nul("name"))?);
-        env.push(
-            CString::new(format!(
-                "ZURG_VERSION={}",
-                unit.version.as_deref().unwrap_or("")
-            ))
-            .map_err(|_| nul("version"))?,
-        );
-        spec.envp = Some(env);
+    // Added to zurg's own environment at each spawn; ZURG_GPID is added per
+    // start (it holds the start time and the child's pid).
+    for (k, v) in &unit.env {
+        spec.env
+            .push(CString::new(format!("{k}={v}")).map_err(|_| nul("env"))?);
     }
+    spec.env
+        .push(CString::new(format!("ZURG_SERVICE={}", unit.name)).map_err(|_| nul("name"))?);
+    spec.env.push(
+        CString::new(format!(
+            "ZURG_VERSION={}",
+            unit.version.as_deref().unwrap_or("")
+        ))
+        .map_err(|_| nul("version"))?,
+    );
     Ok(spec)
 }
 
@@ -419,6 +406,9 @@ impl Supervisor {
         let mut work: VecDeque<(usize, Input)> = VecDeque::new();
         self.reload(&mut work);
         self.process(&mut work);
+        // Parsing thousands of unit files leaves the heap full of freed
+        // holes; give them back so zurg's footprint is what it keeps.
+        crate::os::release_free_memory();
         self.notify(&format!(
             "READY=1\nMAINPID={}\n{}",
             std::process::id(),
