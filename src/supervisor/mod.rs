@@ -597,16 +597,7 @@ impl Supervisor {
         match reap::reap_one(fd) {
             Ok(Some(status)) => {
                 self.by_pid.remove(&pid);
-                if let Some(fd) = s.pidfd.take() {
-                    let _ = self.reactor.unwatch_fd(&fd);
-                }
-                work.push_back((
-                    slot,
-                    Input::Exited {
-                        pid,
-                        exit: exit_of(status),
-                    },
-                ));
+                self.collected(slot, pid, status, work);
             }
             Ok(None) => {}
             // ECHILD: the sweep got there first and has already reported it.
@@ -624,20 +615,29 @@ impl Supervisor {
             }
         });
         for (slot, pid, status) in dead {
-            if let Some(s) = self.slots.get_mut(slot) {
-                if let Some(fd) = s.pidfd.take() {
-                    let _ = self.reactor.unwatch_fd(&fd);
-                }
-            }
-            work.push_back((
-                slot,
-                Input::Exited {
-                    pid,
-                    exit: exit_of(status),
-                },
-            ));
+            self.collected(slot, pid, status, work);
         }
         drained
+    }
+
+    /// A service's process was reaped: drop its pidfd, tell its machine.
+    fn collected(
+        &mut self,
+        slot: usize,
+        pid: i32,
+        status: ExitStatus,
+        work: &mut VecDeque<(usize, Input)>,
+    ) {
+        if let Some(fd) = self.slots.get_mut(slot).and_then(|s| s.pidfd.take()) {
+            let _ = self.reactor.unwatch_fd(&fd);
+        }
+        work.push_back((
+            slot,
+            Input::Exited {
+                pid,
+                exit: exit_of(status),
+            },
+        ));
     }
 
     /// Feeds inputs to services and executes their actions until quiet.

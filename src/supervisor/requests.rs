@@ -170,31 +170,18 @@ impl Supervisor {
                 Ok(slots) => {
                     work.extend(slots.iter().map(|s| (*s, Input::Stop)));
                     self.process(work);
-                    let longest = slots
-                        .iter()
-                        .filter_map(|s| self.slots.get(*s))
-                        .map(|s| s.service.unit.stop_timeout_ms)
-                        .max()
-                        .unwrap_or(0);
-                    let wait = timeout_ms.unwrap_or(longest.saturating_add(RESTART_SLACK_MS));
+                    let wait = self.wait_ms(&slots, timeout_ms);
                     return self.park(conn, id, slots, Until::Down, wait);
                 }
                 Err(e) => Reply::error(id, ErrorCode::UnknownService, e),
             },
             Verb::Restart { names, timeout_ms } => match self.resolve(&names) {
                 Ok(slots) => {
-                    let longest = slots
-                        .iter()
-                        .filter_map(|s| self.slots.get(*s))
-                        .map(|s| s.service.unit.stop_timeout_ms)
-                        .max()
-                        .unwrap_or(0);
-                    let wait = timeout_ms.unwrap_or(longest.saturating_add(RESTART_SLACK_MS));
+                    let wait = self.wait_ms(&slots, timeout_ms);
                     work.extend(slots.iter().map(|s| (*s, Input::Restart)));
                     // Pids are taken before the restart is processed, so a
                     // service that comes back at once is still seen to change.
-                    let with_pids: Vec<usize> = slots.clone();
-                    let before: Vec<(usize, Option<i32>)> = with_pids
+                    let before: Vec<(usize, Option<i32>)> = slots
                         .iter()
                         .map(|s| (*s, self.slots.get(*s).and_then(|x| x.service.state.pid())))
                         .collect();
@@ -261,6 +248,20 @@ impl Supervisor {
             id,
             serde_json::json!({ "name": name, "pid": pid, "signal": crate::sig::name(signo) }),
         )
+    }
+
+    /// How long a stop or restart may take: as asked, else the longest
+    /// stop timeout of the services involved plus some slack.
+    fn wait_ms(&self, slots: &[usize], asked: Option<u64>) -> u64 {
+        asked.unwrap_or_else(|| {
+            slots
+                .iter()
+                .filter_map(|s| self.slots.get(*s))
+                .map(|s| s.service.unit.stop_timeout_ms)
+                .max()
+                .unwrap_or(0)
+                .saturating_add(RESTART_SLACK_MS)
+        })
     }
 
     fn park(&mut self, conn: ConnId, id: u64, slots: Vec<usize>, until: Until, wait_ms: u64) {
