@@ -132,6 +132,8 @@ pub struct Supervisor {
     clock: StartClock,
     /// Start times up to here are covered by the clock file.
     clock_reserved: u64,
+    /// The clock file could not be written (warned once).
+    clock_unsaved: bool,
     journal: Option<Journal>,
     /// Bumped on every start, so sample timers of old processes are ignored.
     sample_generation: u64,
@@ -301,6 +303,7 @@ impl Supervisor {
             host_ip,
             clock: StartClock::after(clock_reserved),
             clock_reserved,
+            clock_unsaved: false,
             journal,
             sample_generation: 0,
         })
@@ -425,21 +428,27 @@ impl Supervisor {
                 crate::log!("event loop error: {e}");
                 continue;
             }
+            let mut child_event = false;
             for token in std::mem::take(&mut tokens) {
                 if token == SIGNAL_TOKEN {
                     for sig in self.signals.drain() {
+                        child_event |= sig.signo == libc::SIGCHLD;
                         self.on_signal(sig.signo, &mut work);
                     }
                 } else if let Some(slot) = token.0.checked_sub(PIDFD_BASE) {
+                    child_event = true;
                     self.reap_service(slot, &mut work);
                 } else if ControlServer::owns(token) {
                     self.on_control(token, &mut work);
                 }
             }
             // Restart what died before the sweep below: with many children
-            // the sweep's scan of the child list is the slow part.
+            // the sweep's scan of the child list is the slow part, so it
+            // also runs only when a child may have died.
             self.process(&mut work);
-            self.reap(&mut work);
+            if child_event {
+                self.reap(&mut work);
+            }
             let now = self.reactor.now_ms();
             while let Some(key) = self.reactor.timers.pop_due(now) {
                 self.on_timer(key, &mut work);
@@ -683,13 +692,18 @@ impl Supervisor {
             let tmp = path.with_extension("tmp");
             let written = std::fs::write(&tmp, format!("{reserve}\n"))
                 .and_then(|_| std::fs::rename(&tmp, &path));
-            match written {
-                Ok(()) => self.clock_reserved = reserve,
-                Err(e) => crate::log!(
-                    "warning: cannot save the GPID clock to {}: {e}",
-                    path.display()
-                ),
+            if let Err(e) = written {
+                if !self.clock_unsaved {
+                    crate::log!(
+                        "warning: cannot save the GPID clock to {}: {e}; GPIDs may repeat after a restart of zurg if the wall clock goes back",
+                        path.display()
+                    );
+                }
+                self.clock_unsaved = true;
             }
+            // Bumped even on failure, so a read-only state dir costs one
+            // attempt per second of starts, not one per start.
+            self.clock_reserved = reserve;
         }
         start_us
     }
