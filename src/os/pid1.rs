@@ -159,6 +159,15 @@ pub fn last_resort_if_pid1() {
     unsafe {
         libc::execv(prog.as_ptr(), argv.as_ptr());
     }
+    if is_machine_init() {
+        raw_stderr(b"zurg: no crash program; powering off\n");
+        // SAFETY: sync and reboot(2) with a valid command.
+        unsafe {
+            libc::sync();
+            libc::reboot(libc::RB_POWER_OFF);
+            libc::reboot(libc::RB_HALT_SYSTEM);
+        }
+    }
     let mut all = MaybeUninitSet::full();
     // SAFETY: blocks every signal with an initialised set.
     unsafe {
@@ -209,4 +218,217 @@ pub fn install_panic_hook() {
             default(info);
         }
     }));
+}
+
+/// The initial pid namespace's inode number (PROC_PID_INIT_INO).
+const INITIAL_PID_NS_INO: u64 = 0xEFFF_FFFC;
+
+/// True when zurg is the init of a machine (VM or bare metal): PID 1 in the
+/// initial pid namespace. PID 1 of a container is in a namespace of its own
+/// and must end by exiting, never by reboot(2).
+pub fn is_machine_init() -> bool {
+    if !is_pid1() {
+        return false;
+    }
+    match std::fs::metadata("/proc/self/ns/pid") {
+        Ok(m) => std::os::unix::fs::MetadataExt::ino(&m) == INITIAL_PID_NS_INO,
+        // No /proc yet: only a machine's init starts without one.
+        Err(_) => true,
+    }
+}
+
+fn mounted(target: &str) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| {
+            m.lines()
+                .any(|l| l.split_whitespace().nth(4) == Some(target))
+        })
+        .unwrap_or(false)
+}
+
+fn mount(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> io::Result<()> {
+    let c =
+        |s: &str| std::ffi::CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
+    let (source, target_c, fstype, data) = (c(source)?, c(target)?, c(fstype)?, c(data)?);
+    let _ = std::fs::create_dir_all(target);
+    // SAFETY: all pointers are valid C strings that outlive the call.
+    cvt(unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target_c.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    })
+    .map(|_| ())
+}
+
+/// Mounts what userspace expects when a bare kernel starts zurg as init:
+/// /proc, /sys, /dev (devtmpfs), /dev/pts, /dev/shm, /run, /tmp. Each one
+/// already mounted is left alone; a failure is logged, not fatal.
+pub fn early_mounts() {
+    let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let table: [(&str, &str, &str, libc::c_ulong, &str); 7] = [
+        ("proc", "/proc", "proc", nosuid_nodev_noexec, ""),
+        ("sysfs", "/sys", "sysfs", nosuid_nodev_noexec, ""),
+        ("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, "mode=0755"),
+        (
+            "devpts",
+            "/dev/pts",
+            "devpts",
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            "mode=0620,ptmxmode=0666",
+        ),
+        (
+            "tmpfs",
+            "/dev/shm",
+            "tmpfs",
+            libc::MS_NOSUID | libc::MS_NODEV,
+            "mode=1777",
+        ),
+        (
+            "tmpfs",
+            "/run",
+            "tmpfs",
+            libc::MS_NOSUID | libc::MS_NODEV,
+            "mode=0755",
+        ),
+        (
+            "tmpfs",
+            "/tmp",
+            "tmpfs",
+            libc::MS_NOSUID | libc::MS_NODEV,
+            "mode=1777",
+        ),
+    ];
+    for (source, target, fstype, flags, data) in table {
+        // /proc itself answers whether the others are mounted.
+        let already = if target == "/proc" {
+            std::path::Path::new("/proc/self").exists()
+        } else {
+            mounted(target)
+        };
+        if already {
+            continue;
+        }
+        if let Err(e) = mount(source, target, fstype, flags, data) {
+            crate::log!("cannot mount {fstype} on {target}: {e}");
+        }
+    }
+}
+
+/// Points stdin, stdout and stderr at /dev/console when the kernel started
+/// zurg without them (no /dev/console in the initramfs).
+pub fn attach_console() {
+    // SAFETY: fcntl(F_GETFD) only asks whether the fd is open.
+    let missing = (0..3).any(|fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1);
+    if !missing {
+        return;
+    }
+    // SAFETY: open/dup2/close on descriptors we own; the path is a C literal.
+    unsafe {
+        let fd = libc::open(c"/dev/console".as_ptr(), libc::O_RDWR | libc::O_NOCTTY);
+        if fd < 0 {
+            return;
+        }
+        for target in 0..3 {
+            if libc::fcntl(target, libc::F_GETFD) == -1 {
+                libc::dup2(fd, target);
+            }
+        }
+        if fd > 2 {
+            libc::close(fd);
+        }
+    }
+}
+
+/// Sets the hostname from /etc/hostname, if there is one.
+pub fn set_hostname_from_etc() {
+    let Ok(name) = std::fs::read_to_string("/etc/hostname") else {
+        return;
+    };
+    let name = name.trim();
+    if name.is_empty() {
+        return;
+    }
+    // SAFETY: sethostname reads `len` bytes from a valid buffer.
+    if let Err(e) = cvt(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }) {
+        crate::log!("cannot set hostname {name:?}: {e}");
+    }
+}
+
+/// Makes ctrl-alt-del send SIGINT to init instead of rebooting at once.
+pub fn disable_ctrl_alt_del() {
+    // SAFETY: reboot with the CAD_OFF command changes a kernel flag only.
+    let _ = unsafe { libc::reboot(libc::RB_DISABLE_CAD) };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerAction {
+    PowerOff,
+    Reboot,
+    Halt,
+}
+
+/// The end of a machine's init: sync, unmount (or remount read-only) every
+/// filesystem, then reboot(2). Never returns: if the kernel refuses, halt is
+/// tried, and failing that zurg reaps forever rather than exit.
+pub fn power_down(action: PowerAction) -> ! {
+    // SAFETY: sync has no arguments.
+    unsafe { libc::sync() };
+    let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| {
+            m.lines()
+                .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    for target in mounts.iter().rev() {
+        if target == "/" {
+            continue;
+        }
+        if let Ok(t) = std::ffi::CString::new(target.as_str()) {
+            // SAFETY: umount2 with a valid C string; MNT_DETACH never blocks.
+            unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+    // SAFETY: remounting / read-only with null source/type is the standard form.
+    unsafe {
+        libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REMOUNT | libc::MS_RDONLY,
+            std::ptr::null(),
+        );
+        libc::sync();
+    }
+    let cmd = match action {
+        PowerAction::PowerOff => libc::RB_POWER_OFF,
+        PowerAction::Reboot => libc::RB_AUTOBOOT,
+        PowerAction::Halt => libc::RB_HALT_SYSTEM,
+    };
+    // SAFETY: reboot(2) with a valid command; it does not return on success.
+    let err = unsafe { libc::reboot(cmd) };
+    raw_stderr(
+        format!(
+            "zurg: reboot({action:?}) failed ({err}): {}; halting\n",
+            io::Error::last_os_error()
+        )
+        .as_bytes(),
+    );
+    // SAFETY: as above.
+    unsafe { libc::reboot(libc::RB_HALT_SYSTEM) };
+    last_resort_if_pid1();
+    loop {
+        // SAFETY: pause only waits for a signal.
+        unsafe { libc::pause() };
+    }
 }

@@ -128,6 +128,8 @@ pub struct Supervisor {
     recent: VecDeque<EventRecord>,
     event_seq: u64,
     shutdown_mode: ShutdownMode,
+    /// PID 1 of a machine, not of a container: ends with reboot(2).
+    machine_init: bool,
     host_ip: IpAddr,
     clock: StartClock,
     /// Start times up to here are covered by the clock file.
@@ -229,6 +231,16 @@ impl Supervisor {
                 opts.units_dir.display()
             ));
         }
+        let machine_init = pid1::is_machine_init();
+        if machine_init {
+            // A bare kernel gives init nothing: no /proc, no /dev, maybe no
+            // console. Everything after this expects them.
+            pid1::early_mounts();
+            pid1::attach_console();
+            pid1::set_hostname_from_etc();
+            pid1::disable_ctrl_alt_del();
+            crate::log!("init of this machine: mounted /proc /sys /dev /run /tmp");
+        }
         let (signals, child_signals) =
             signals::take_over().map_err(|e| format!("cannot take over signals: {e}"))?;
         if !pid1::is_pid1() {
@@ -300,6 +312,7 @@ impl Supervisor {
             recent: VecDeque::new(),
             event_seq: 0,
             shutdown_mode: ShutdownMode::Default,
+            machine_init,
             host_ip,
             clock: StartClock::after(clock_reserved),
             clock_reserved,
@@ -465,8 +478,18 @@ impl Supervisor {
     fn on_signal(&mut self, signo: i32, work: &mut VecDeque<(usize, Input)>) {
         match signo {
             libc::SIGCHLD => {}
-            libc::SIGTERM | libc::SIGINT | libc::SIGPWR => {
+            libc::SIGTERM | libc::SIGINT | libc::SIGPWR | libc::SIGUSR2
+                if signo != libc::SIGUSR2 || self.machine_init =>
+            {
                 if self.phase == Phase::Running {
+                    if self.machine_init {
+                        // The sysvinit conventions: INT is ctrl-alt-del.
+                        self.shutdown_mode = if signo == libc::SIGINT {
+                            ShutdownMode::Reboot
+                        } else {
+                            ShutdownMode::Poweroff
+                        };
+                    }
                     crate::log!(
                         "received {}: stopping all services",
                         crate::sig::name(signo)
@@ -547,11 +570,20 @@ impl Supervisor {
     }
 
     fn finish(&self) -> i32 {
-        match self.shutdown_mode {
-            ShutdownMode::Default => crate::log!("shutdown complete"),
-            mode => {
-                crate::log!("shutdown complete ({mode:?} requested; not a VM's init, so exiting)")
-            }
+        if self.machine_init {
+            let action = match self.shutdown_mode {
+                ShutdownMode::Reboot => pid1::PowerAction::Reboot,
+                ShutdownMode::Default | ShutdownMode::Poweroff => pid1::PowerAction::PowerOff,
+            };
+            crate::log!("shutdown complete; {action:?} (init of this machine)");
+            pid1::power_down(action);
+        }
+        match (self.shutdown_mode, pid1::is_pid1()) {
+            (ShutdownMode::Default, _) => crate::log!("shutdown complete"),
+            (mode, true) => crate::log!(
+                "shutdown complete; {mode:?} asked, but this is a container's init: exiting instead of reboot(2)"
+            ),
+            (mode, false) => crate::log!("shutdown complete; {mode:?} asked, but zurg is not init: exiting"),
         }
         0
     }

@@ -1,0 +1,221 @@
+//! zurg as /init of a real kernel under qemu (software emulation): the
+//! initramfs holds the static zurg, busybox and two units. On the serial
+//! console the test checks that a service ran, was restarted after being
+//! killed, and that `zurg shutdown --poweroff` ends qemu with a clean power
+//! off and no kernel panic.
+//!
+//! Needs ZURG_STATIC_BIN (scripts/static) and ZURG_VM_KERNEL
+//! (scripts/vm-kernel), qemu-system-x86_64, busybox and cpio; scripts/test
+//! provides them all. Where any is missing the test says so loudly and
+//! passes without running, so a plain `cargo test` still works.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::channel;
+use std::time::{Duration, Instant};
+
+use common::TempDir;
+
+/// A software-emulated boot of the cloud kernel takes seconds; generous for
+/// a loaded 2-core machine.
+const VM_DEADLINE: Duration = Duration::from_secs(120);
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+fn skip(why: &str) {
+    eprintln!("\n**************** SKIPPED: VM boot test: {why} ****************\n");
+}
+
+const DRIVER: &str = r#"#!/bin/sh
+# waits for svc, kills it, waits for zurg to restart it, then powers off
+old=""
+i=0
+while [ -z "$old" ] && [ $i -lt 400 ]; do
+  g=$(/init gpid svc 2>/dev/null); old=${g##*:}; i=$((i+1)); sleep 0.05
+done
+echo "VMTEST killing svc pid $old"
+kill -9 "$old"
+i=0
+while [ $i -lt 400 ]; do
+  g=$(/init gpid svc 2>/dev/null); new=${g##*:}
+  if [ -n "$new" ] && [ "$new" != "$old" ]; then echo "VMTEST restarted $old -> $new"; break; fi
+  sleep 0.05; i=$((i+1))
+done
+echo "VMTEST powering off"
+exec /init shutdown --poweroff
+"#;
+
+fn build_initramfs(dir: &TempDir, zurg: &Path, busybox: &Path) -> PathBuf {
+    let root = dir.path().join("root");
+    for d in ["bin", "etc/zurg/units", "proc", "sys", "dev", "run", "tmp"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy(zurg, root.join("init")).unwrap();
+    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "sleep", "cat", "echo", "ls"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(root.join("driver.sh"), DRIVER).unwrap();
+    std::fs::set_permissions(
+        root.join("driver.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("etc/zurg/units/svc.toml"),
+        "exec = \"/bin/sh\"\nargs = [\"-c\", \"echo VMTEST svc up pid $$; exec sleep 1000\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("etc/zurg/units/driver.toml"),
+        "exec = \"/driver.sh\"\nrestart = \"never\"\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/hostname"), "zurgvm\n").unwrap();
+    let image = dir.path().join("initramfs.cpio");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd {} && find . | cpio -o -H newc --quiet > {}",
+            root.display(),
+            image.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success(), "cpio failed");
+    image
+}
+
+#[test]
+fn boots_as_init_restarts_a_killed_service_and_powers_off() {
+    let Some(zurg) = std::env::var_os("ZURG_STATIC_BIN").map(PathBuf::from) else {
+        return skip("ZURG_STATIC_BIN is not set (scripts/test builds it with scripts/static)");
+    };
+    let Some(kernel) = std::env::var_os("ZURG_VM_KERNEL").map(PathBuf::from) else {
+        return skip("ZURG_VM_KERNEL is not set (scripts/test fetches it with scripts/vm-kernel)");
+    };
+    let Some(qemu) = which("qemu-system-x86_64") else {
+        return skip("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)");
+    };
+    let Some(busybox) = ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+    else {
+        return skip("busybox is not installed (apt-get install busybox-static)");
+    };
+    if which("cpio").is_none() {
+        return skip("cpio is not installed");
+    }
+    let dir = TempDir::new("vm");
+    let image = build_initramfs(&dir, &zurg, &busybox);
+
+    let t0 = Instant::now();
+    let mut vm = Command::new(qemu)
+        .args([
+            "-machine",
+            "pc",
+            "-accel",
+            "tcg",
+            "-m",
+            "256",
+            "-smp",
+            "1",
+            "-nographic",
+            "-no-reboot",
+        ])
+        .arg("-kernel")
+        .arg(&kernel)
+        .arg("-initrd")
+        .arg(&image)
+        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = channel();
+    let out = vm.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    let mut console = Vec::new();
+    let mut first_service = None;
+    let mut power_off_at = None;
+    let deadline = t0 + VM_DEADLINE;
+    let status = loop {
+        while let Ok((at, line)) = rx.try_recv() {
+            if first_service.is_none() && line.contains("VMTEST svc up") {
+                first_service = Some(at - t0);
+            }
+            if power_off_at.is_none() && line.contains("VMTEST powering off") {
+                power_off_at = Some(at);
+            }
+            console.push(line);
+        }
+        if let Some(s) = vm.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = vm.kill();
+            let _ = vm.wait();
+            panic!(
+                "qemu did not power off within {VM_DEADLINE:?}; console:\n{}",
+                console.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let ended = Instant::now();
+    // drain what is left of the console
+    std::thread::sleep(Duration::from_millis(100));
+    while let Ok((_, line)) = rx.try_recv() {
+        console.push(line);
+    }
+    let text = console.join("\n");
+    assert!(
+        status.success(),
+        "qemu exited with {status:?}; console:\n{text}"
+    );
+    assert!(
+        !text.contains("Kernel panic"),
+        "kernel panic; console:\n{text}"
+    );
+    assert!(text.contains("init of this machine"), "{text}");
+    assert!(text.contains("VMTEST svc up"), "{text}");
+    assert!(
+        text.contains("VMTEST restarted"),
+        "the killed service was not restarted; console:\n{text}"
+    );
+    assert!(text.contains("exited with signal SIGKILL"), "{text}");
+    assert!(
+        text.contains("reboot: Power down"),
+        "no clean power off; console:\n{text}"
+    );
+    let boot = first_service.unwrap();
+    let shutdown = power_off_at.map(|at| ended - at).unwrap();
+    eprintln!(
+        "VM: qemu start to first service {boot:?}; poweroff request to qemu exit {shutdown:?}"
+    );
+}
