@@ -578,12 +578,16 @@ impl Supervisor {
             crate::log!("shutdown complete; {action:?} (init of this machine)");
             pid1::power_down(action);
         }
-        match (self.shutdown_mode, pid1::is_pid1()) {
-            (ShutdownMode::Default, _) => crate::log!("shutdown complete"),
-            (mode, true) => crate::log!(
-                "shutdown complete; {mode:?} asked, but this is a container's init: exiting instead of reboot(2)"
-            ),
-            (mode, false) => crate::log!("shutdown complete; {mode:?} asked, but zurg is not init: exiting"),
+        // Never reboot(2) here: without CAP_SYS_BOOT it fails, and where it
+        // is allowed in a pid namespace it kills PID 1 with SIGINT (130).
+        let asked = match self.shutdown_mode {
+            ShutdownMode::Default => String::new(),
+            mode => format!(" ({mode:?} asked, which only a machine's init does)"),
+        };
+        if pid1::is_pid1() {
+            crate::log!("shutdown complete; PID 1 of a container: exiting with 0{asked}");
+        } else {
+            crate::log!("shutdown complete; exiting with 0{asked}");
         }
         0
     }
