@@ -30,6 +30,9 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Ok(Cmd::Client(args)) if args.first().is_some_and(|v| v == "check") => {
+            exit(zurg::cli::check::run(&args))
+        }
         Ok(Cmd::Client(args)) => exit(zurg::cli::client::run(&args)),
         Err(e) => {
             eprintln!("zurg: {e}\n{}", cli::USAGE);

@@ -4,6 +4,7 @@
 //! client verbs handed on whole to `cli::client`. As with dumb-init, `zurg
 //! CMD ARGS` without `--` runs CMD too, unless CMD is one of zurg's verbs.
 
+pub mod check;
 pub mod client;
 
 use std::ffi::OsString;
@@ -43,7 +44,7 @@ usage:
   zurg [-g|--pgroup] [-r|--rewrite FROM:TO]... [--grace DUR] [-v] -- CMD [ARGS...]
         run CMD as a child init (like tini): forward signals, reap orphans,
         exit with CMD's code or 128+signal
-  zurg run --units DIR [--socket PATH] [--state DIR] [--grace DUR] [--readers GROUP] [--host-ip IP]
+  zurg run --units DIR [--socket PATH] [--state DIR] [--grace DUR] [--readers GROUP] [--host-ip IP] [--strict]
         supervise the services described by DIR/*.toml
   zurg status|start|stop|restart|signal|reload|events|shutdown|... [--json]
         talk to a running zurg over its control socket
@@ -75,6 +76,8 @@ pub struct RunOptions {
     pub readers: Option<String>,
     /// Address in GPIDs; default: the default route's interface address.
     pub host_ip: Option<std::net::IpAddr>,
+    /// Refuse units without a version and a checksum.
+    pub strict: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +151,7 @@ pub fn parse(args: Vec<OsString>, is_pid1: bool) -> Result<Cmd, UsageError> {
                 grace_ms: DEFAULT_GRACE_MS,
                 readers: None,
                 host_ip: None,
+                strict: false,
             }));
         }
         return Err(UsageError("no command given".into()));
@@ -211,6 +215,7 @@ fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
     let mut grace_ms = DEFAULT_GRACE_MS;
     let mut readers = None;
     let mut host_ip = None;
+    let mut strict = false;
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next()? {
         match arg {
@@ -220,6 +225,7 @@ fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
             Long("state") => state = Some(PathBuf::from(p.value()?)),
             Long("grace") => grace_ms = duration_arg("--grace", p.value()?)?,
             Long("readers") => readers = Some(p.value()?.string()?),
+            Long("strict") => strict = true,
             Long("host-ip") => {
                 let v = p.value()?.string()?;
                 host_ip = Some(
@@ -237,6 +243,7 @@ fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
         grace_ms,
         readers,
         host_ip,
+        strict,
     }))
 }
 

@@ -58,6 +58,9 @@ pub enum State {
         until_ms: u64,
     },
     Exited,
+    /// Refused to start (e.g. a checksum mismatch); stays down until a
+    /// start, restart or reload asks again.
+    Failed,
 }
 
 impl State {
@@ -68,6 +71,7 @@ impl State {
             State::Stopping { .. } => "stopping",
             State::Backoff { .. } => "backoff",
             State::Exited => "exited",
+            State::Failed => "failed",
         }
     }
 
@@ -94,6 +98,11 @@ pub enum Input {
     Restart,
     Spawned {
         pid: i32,
+    },
+    /// The start was refused before exec, for a reason that a retry cannot
+    /// fix by itself (wrong checksum): no restart loop.
+    Refused {
+        reason: String,
     },
     SpawnFailed {
         error: String,
@@ -144,6 +153,10 @@ pub enum Event {
     /// Ended and its restart policy keeps it down.
     Done {
         exit: Exit,
+    },
+    /// Refused to start; the service is failed.
+    Refused {
+        reason: String,
     },
 }
 
@@ -262,6 +275,11 @@ impl Service {
                 self.state = State::Running { pid, since_ms: now };
                 out.push(Action::Emit(Event::Started { pid }));
             }
+            (_, Input::Refused { reason }) => {
+                self.restarting = false;
+                self.state = State::Failed;
+                out.push(Action::Emit(Event::Refused { reason }));
+            }
             (_, Input::SpawnFailed { error }) => {
                 out.push(Action::Emit(Event::SpawnFailed { error }));
                 // Treated as an immediate failure: the restart policy and the
@@ -377,6 +395,7 @@ mod tests {
             port: 0,
             version: None,
             stats_interval_ms: None,
+            checksum: None,
         }
     }
 
@@ -584,6 +603,27 @@ mod tests {
         s.step(Input::Stop, 3);
         assert_eq!(s.state, State::Down);
         assert!(s.step(Input::Timer { generation }, 200).is_empty());
+    }
+
+    #[test]
+    fn a_refused_start_fails_without_a_restart_loop() {
+        let mut s = Service::new(unit(RestartPolicy::Always));
+        s.step(Input::Start, 0);
+        let a = s.step(
+            Input::Refused {
+                reason: "md5 mismatch".into(),
+            },
+            0,
+        );
+        assert_eq!(
+            a,
+            vec![Action::Emit(Event::Refused {
+                reason: "md5 mismatch".into()
+            })]
+        );
+        assert_eq!(s.state, State::Failed);
+        assert!(s.step(Input::Timer { generation: 1 }, 100_000).is_empty());
+        assert_eq!(s.step(Input::Start, 1), vec![Action::Spawn]);
     }
 
     #[test]

@@ -32,6 +32,7 @@ use crate::os::spawn::{self, SpawnSpec};
 use crate::service::{Action, Event, Exit, Input, Service, State};
 use crate::stats::Sample;
 use crate::unit::{self, Unit};
+use crate::version::{Checksum, FileId, VerifyError};
 use reactor::{Reactor, PIDFD_BASE, SIGNAL_TOKEN};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -82,6 +83,9 @@ struct Slot {
     last_sample: Option<Sample>,
     /// Generation of this slot's live sample timer.
     sample_generation: u64,
+    /// Digest of the binary as last verified, reused while the file is
+    /// provably unchanged.
+    digest_cache: Option<(FileId, Checksum)>,
 }
 
 /// What a reload changed.
@@ -340,6 +344,19 @@ impl Supervisor {
         let mut seen: HashSet<String> = HashSet::new();
         for unit in loaded.units {
             seen.insert(unit.name.clone());
+            if self.opts.strict && (unit.version.is_none() || unit.checksum.is_none()) {
+                let e = format!(
+                    "{}: strict mode: a unit needs `version` and `md5` or `sha256`",
+                    self.opts
+                        .units_dir
+                        .join(format!("{}.toml", unit.name))
+                        .display()
+                );
+                crate::log!("{e}");
+                report.errors.push(e);
+                broken.insert(unit.name.clone());
+                continue;
+            }
             let spec = match spawn_spec(&unit) {
                 Ok(spec) => spec,
                 Err(e) => {
@@ -362,6 +379,7 @@ impl Supervisor {
                         gpid: None,
                         last_sample: None,
                         sample_generation: 0,
+                        digest_cache: None,
                     });
                     work.push_back((slot, Input::Start));
                 }
@@ -753,10 +771,34 @@ impl Supervisor {
             "ZURG_GPID={}",
             Gpid::prefix(host_ip, port, start_us)
         )];
-        match self
-            .spawner
-            .spawn(&s.spec, &self.child_signals, None::<&std::fs::File>)
-        {
+        // A checksummed unit runs the very file that was hashed: opened
+        // once, verified, and executed by descriptor.
+        let verified = match &s.service.unit.checksum {
+            None => None,
+            Some(want) => {
+                match crate::version::open_verified(&s.service.unit.exec, want, s.digest_cache) {
+                    Ok(v) => {
+                        s.digest_cache = Some((v.id, v.actual));
+                        Some(v)
+                    }
+                    Err(e @ (VerifyError::Open { .. } | VerifyError::Read { .. })) => {
+                        return Some(Input::SpawnFailed {
+                            error: e.to_string(),
+                        })
+                    }
+                    Err(e) => {
+                        return Some(Input::Refused {
+                            reason: e.to_string(),
+                        })
+                    }
+                }
+            }
+        };
+        match self.spawner.spawn(
+            &s.spec,
+            &self.child_signals,
+            verified.as_ref().map(|v| &v.file),
+        ) {
             Ok(child) => {
                 if let Some(fd) = &child.pidfd {
                     if let Err(e) = self.reactor.watch_fd(fd, Token(PIDFD_BASE + slot)) {
@@ -838,6 +880,9 @@ impl Supervisor {
         match event {
             Event::Started { pid } => crate::log!("[{name}] started pid {pid}"),
             Event::SpawnFailed { error } => crate::log!("[{name}] {error}"),
+            Event::Refused { reason } => {
+                crate::log!("[{name}] refused to start: {reason}; not restarting until asked")
+            }
             Event::Exited {
                 pid,
                 exit,

@@ -301,7 +301,7 @@ impl Supervisor {
                 // Running with a new pid, or given up on (backoff, exited).
                 Until::Restarted => match s.service.state {
                     State::Running { pid, .. } => Some(pid) != *old_pid,
-                    State::Backoff { .. } | State::Exited => true,
+                    State::Backoff { .. } | State::Exited | State::Failed => true,
                     _ => false,
                 },
             }
@@ -512,6 +512,10 @@ impl Supervisor {
             Event::Started { pid } => {
                 rec.pid = Some(*pid);
                 "started"
+            }
+            Event::Refused { reason } => {
+                rec.message = Some(reason.clone());
+                "failed"
             }
             Event::SpawnFailed { error } => {
                 rec.message = Some(error.clone());

@@ -53,4 +53,6 @@ pub struct Unit {
     pub version: Option<String>,
     /// Resource sampling period; `None` (the default) samples only on demand.
     pub stats_interval_ms: Option<u64>,
+    /// The binary must hash to this before every start (`md5` or `sha256`).
+    pub checksum: Option<crate::version::Checksum>,
 }

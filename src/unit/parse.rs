@@ -58,6 +58,8 @@ struct RawUnit {
     port: Option<Spanned<Value>>,
     version: Option<Spanned<Value>>,
     stats_interval_ms: Option<Spanned<Value>>,
+    md5: Option<Spanned<Value>>,
+    sha256: Option<Spanned<Value>>,
 }
 
 /// Maps byte offsets to 1-based line and column (in characters).
@@ -383,6 +385,25 @@ pub fn parse_unit(name: &str, path: &Path, text: &str) -> Result<Unit, UnitError
         },
     };
 
+    let checksum = match (&raw.md5, &raw.sha256) {
+        (Some(_), Some(v)) => {
+            return Err(loc.error(
+                Some(v.span()),
+                Some("sha256"),
+                "set md5 or sha256, not both",
+            ));
+        }
+        (Some(v), None) | (None, Some(v)) => {
+            let key = if raw.md5.is_some() { "md5" } else { "sha256" };
+            let hex = string(&loc, key, v)?;
+            Some(
+                crate::version::Checksum::parse(key, &hex)
+                    .map_err(|e| loc.error(Some(v.span()), Some(key), e))?,
+            )
+        }
+        (None, None) => None,
+    };
+
     Ok(Unit {
         name: name.to_string(),
         exec,
@@ -396,6 +417,7 @@ pub fn parse_unit(name: &str, path: &Path, text: &str) -> Result<Unit, UnitError
         port,
         version,
         stats_interval_ms,
+        checksum,
     })
 }
 
@@ -505,6 +527,8 @@ restart_delay_ms = 50
             ("exec = \"/opt/api/1.1.0-rc/bin/api\"\nversion = \"1.1.0\"\n", "/u/svc.toml:2:11: key `version`: exec /opt/api/1.1.0-rc/bin/api is not a versioned path: no path component equals version \"1.1.0\""),
             ("exec = \"/opt/api/bin/api-1.1.0\"\nversion = \"1.1.0\"\n", "/u/svc.toml:2:11: key `version`: exec /opt/api/bin/api-1.1.0 is not a versioned path"),
             ("exec = \"/opt/x/../bin\"\nversion = \"..\"\n", "/u/svc.toml:2:11: key `version`: invalid version \"..\""),
+            ("exec = \"/x\"\nmd5 = \"abc\"\n", "/u/svc.toml:2:7: key `md5`: expected 32 hex digits for md5, found 3"),
+            ("exec = \"/x\"\nmd5 = \"d41d8cd98f00b204e9800998ecf8427e\"\nsha256 = \"x\"\n", "/u/svc.toml:3:10: key `sha256`: set md5 or sha256, not both"),
             ("exec = \"/x\"\nstats_interval_ms = 10\n", "/u/svc.toml:2:21: key `stats_interval_ms`: must be 0 (off) or at least 100, found 10"),
         ];
         for (text, want) in cases {

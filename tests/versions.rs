@@ -1,0 +1,191 @@
+//! Versioned binaries and checksums (docs/units.md `version`, `md5`,
+//! `sha256`; `zurg check`; `zurg run --strict`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{eventually, Mode, TempDir, Zurg, BIN};
+
+/// Deploys a copy of /bin/sleep as build `version` of `name`; returns its
+/// path and md5.
+fn deploy(dir: &TempDir, name: &str, version: &str) -> (PathBuf, String) {
+    let path = dir.path().join(format!("opt/{name}/{version}/bin/{name}"));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::copy("/bin/sleep", &path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("md5sum").arg(&path).output().unwrap();
+    let sum = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    (path, sum)
+}
+
+fn unit(exec: &Path, version: &str, md5: &str) -> String {
+    format!(
+        "exec = \"{}\"\nargs = [\"1000\"]\nversion = \"{version}\"\nmd5 = \"{md5}\"\n",
+        exec.display()
+    )
+}
+
+fn run(dir: &TempDir, extra: &[&str]) -> Zurg {
+    let units = dir.path().join("units");
+    let sock = dir.path().join("control.sock");
+    let state = dir.path().join("state");
+    let mut args = vec![
+        "run",
+        "--units",
+        units.to_str().unwrap(),
+        "--socket",
+        sock.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Zurg::start(Mode::Pid1, &args)
+}
+
+fn status_of(dir: &TempDir, name: &str) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .args(["status", name, "--json"])
+        .env("ZURG_SOCKET", dir.path().join("control.sock"))
+        .output()
+        .unwrap();
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["result"][0].clone()
+}
+
+#[test]
+fn correct_md5_starts_and_a_wrong_one_fails_without_a_restart_loop() {
+    let dir = TempDir::new("md5");
+    let (good, sum) = deploy(&dir, "good", "1.0.0");
+    let (bad, _) = deploy(&dir, "bad", "2.0.0");
+    dir.write("units/good.toml", &unit(&good, "1.0.0", &sum));
+    let wrong = "0123456789abcdef0123456789abcdef";
+    dir.write("units/bad.toml", &unit(&bad, "2.0.0", wrong));
+    let mut z = run(&dir, &[]);
+    z.saw("[good] started pid");
+    let line = z.saw("[bad] refused to start");
+    assert!(
+        line.contains(&format!("expected {wrong}, found {sum}")),
+        "{line}"
+    );
+    eventually("bad is failed", || {
+        status_of(&dir, "bad")["state"] == "failed"
+    });
+    // no restart loop: nothing more about `bad` for a while
+    assert!(z
+        .try_wait_line(Duration::from_millis(500), &|l: &str| l.contains("[bad]"))
+        .is_none());
+    assert_eq!(status_of(&dir, "good")["version"], "1.0.0");
+}
+
+#[test]
+fn a_binary_replaced_in_place_is_refused_at_the_next_start() {
+    let dir = TempDir::new("swap");
+    let (exec, sum) = deploy(&dir, "api", "1.1.0");
+    dir.write("units/api.toml", &unit(&exec, "1.1.0", &sum));
+    let mut z = run(&dir, &[]);
+    let first = z.saw("[api] started pid");
+    // overwrite the deployed build with another binary (what the rule forbids)
+    let tmp = exec.with_extension("new");
+    std::fs::copy("/bin/true", &tmp).unwrap();
+    std::fs::rename(&tmp, &exec).unwrap();
+    let out = Command::new(BIN)
+        .args(["restart", "api"])
+        .env("ZURG_SOCKET", dir.path().join("control.sock"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("api: failed"),
+        "{out:?} after {first}"
+    );
+    z.saw("[api] refused to start: md5 mismatch");
+}
+
+#[test]
+fn versioned_path_rule_at_load_and_strict_mode() {
+    let dir = TempDir::new("strict");
+    let (exec, sum) = deploy(&dir, "web", "3.0.0");
+    dir.write("units/web.toml", &unit(&exec, "3.0.1", &sum));
+    dir.write(
+        "units/plain.toml",
+        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n",
+    );
+    let (ok_exec, ok_sum) = deploy(&dir, "ok", "1.0");
+    dir.write("units/ok.toml", &unit(&ok_exec, "1.0", &ok_sum));
+    let mut z = run(&dir, &["--strict"]);
+    let line = z.saw("web.toml");
+    assert!(
+        line.contains("is not a versioned path: no path component equals version \"3.0.1\""),
+        "{line}"
+    );
+    z.saw("plain.toml: strict mode: a unit needs `version` and `md5` or `sha256`");
+    z.saw("[ok] started pid");
+}
+
+#[test]
+fn check_validates_units_offline() {
+    let dir = TempDir::new("check");
+    let (exec, sum) = deploy(&dir, "svc", "1.2.3");
+    dir.write("units/svc.toml", &unit(&exec, "1.2.3", &sum));
+    let units = dir.path().join("units");
+    let out = Command::new(BIN)
+        .args(["check", "--units", units.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    dir.write(
+        "units/wrong.toml",
+        &unit(&exec, "1.2.3", "ffffffffffffffffffffffffffffffff"),
+    );
+    dir.write("units/unversioned.toml", &unit(&exec, "9.9", &sum));
+    dir.write("units/missing.toml", "exec = \"/nonexistent/bin/x\"\n");
+    let out = Command::new(BIN)
+        .args(["check", "--units", units.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        text.contains(&format!(
+            "md5 mismatch for {}: expected ffffffffffffffffffffffffffffffff, found {sum}",
+            exec.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("unversioned.toml:3:11: key `version`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("missing.toml: exec /nonexistent/bin/x: No such file"),
+        "{text}"
+    );
+    let out = Command::new(BIN)
+        .args([
+            "check",
+            "--units",
+            units.to_str().unwrap(),
+            "--json",
+            "--strict",
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["problems"].as_array().unwrap().len(), 4, "{v}");
+}
