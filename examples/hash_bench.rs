@@ -6,10 +6,14 @@ use std::time::Instant;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let path = args.get(1).expect("usage: hash_bench FILE md5|sha256 ROUNDS");
+    let path = args
+        .get(1)
+        .expect("usage: hash_bench FILE md5|sha256 ROUNDS");
     let kind = args.get(2).map_or("md5", String::as_str);
     let rounds: usize = args.get(3).and_then(|r| r.parse().ok()).unwrap_or(5);
-    let like = zurg::version::Checksum::parse(kind, &"0".repeat(if kind == "md5" { 32 } else { 64 })).unwrap();
+    let like =
+        zurg::version::Checksum::parse(kind, &"0".repeat(if kind == "md5" { 32 } else { 64 }))
+            .unwrap();
     let mut best = f64::MAX;
     let mut sum = String::new();
     for _ in 0..rounds {

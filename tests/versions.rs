@@ -189,3 +189,138 @@ fn check_validates_units_offline() {
     assert_eq!(v["ok"], false);
     assert_eq!(v["problems"].as_array().unwrap().len(), 4, "{v}");
 }
+
+fn zurg(dir: &TempDir, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("ZURG_SOCKET", dir.path().join("control.sock"))
+        .output()
+        .unwrap()
+}
+
+fn deploy_from(dir: &TempDir, name: &str, version: &str, source: &str) -> (PathBuf, String) {
+    let path = dir.path().join(format!("opt/{name}/{version}/bin/{name}"));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    // each build differs (trailing bytes do not change what an ELF runs)
+    let mut bytes = std::fs::read(source).unwrap();
+    bytes.extend_from_slice(version.as_bytes());
+    std::fs::write(&path, bytes).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("md5sum").arg(&path).output().unwrap();
+    (
+        path,
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string(),
+    )
+}
+
+#[test]
+fn upgrade_then_rollback_and_a_failed_upgrade_rolls_back_by_itself() {
+    let dir = TempDir::new("upgrade");
+    let (v1, sum1) = deploy_from(&dir, "api", "1.0", "/bin/sleep");
+    let (_v2, sum2) = deploy_from(&dir, "api", "2.0", "/bin/sleep");
+    let (_v3, sum3) = deploy_from(&dir, "api", "3.0", "/bin/false");
+    dir.write("units/api.toml", &unit(&v1, "1.0", &sum1));
+    let mut z = run(&dir, &[]);
+    z.saw("[api] started pid");
+    let gpid1 = status_of(&dir, "api")["gpid"].clone();
+
+    // a build whose checksum does not match is refused before anything changes
+    let out = zurg(
+        &dir,
+        &["upgrade", "api", "--version", "2.0", "--md5", &sum1],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("new build refused, nothing changed: md5 mismatch"),
+        "{out:?}"
+    );
+    assert_eq!(status_of(&dir, "api")["gpid"], gpid1);
+
+    let out = zurg(
+        &dir,
+        &[
+            "upgrade",
+            "api",
+            "--version",
+            "2.0",
+            "--md5",
+            &sum2,
+            "--window",
+            "300ms",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("api: running version 2.0"),
+        "{out:?}"
+    );
+    let st = status_of(&dir, "api");
+    assert_eq!(st["version"], "2.0");
+    assert_ne!(st["gpid"], gpid1);
+    let pid = common::find_below(&z, "/2.0/bin/api");
+    assert!(common::cmdline(pid).contains("/opt/api/2.0/bin/api"));
+
+    let out = zurg(&dir, &["rollback", "api"]);
+    assert!(out.status.success(), "{out:?}");
+    eventually("back on 1.0", || {
+        status_of(&dir, "api")["version"] == "1.0" && status_of(&dir, "api")["state"] == "running"
+    });
+    common::find_below(&z, "/1.0/bin/api");
+
+    // 3.0 exits at once: zurg goes back to 1.0 by itself
+    let out = zurg(
+        &dir,
+        &[
+            "upgrade",
+            "api",
+            "--version",
+            "3.0",
+            "--md5",
+            &sum3,
+            "--window",
+            "500ms",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("upgrade to 3.0 failed") && err.contains("rolled back to 1.0"),
+        "{err}"
+    );
+    eventually("running 1.0 again", || {
+        let st = status_of(&dir, "api");
+        st["version"] == "1.0" && st["state"] == "running"
+    });
+    let history = String::from_utf8_lossy(&zurg(&dir, &["history", "api"]).stdout).into_owned();
+    assert!(
+        history.contains("api upgrade") && history.contains("api rollback"),
+        "{history}"
+    );
+
+    // the build in force survives a restart of zurg (state dir, not units dir)
+    let out = zurg(
+        &dir,
+        &[
+            "upgrade",
+            "api",
+            "--version",
+            "2.0",
+            "--md5",
+            &sum2,
+            "--window",
+            "200ms",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    z.signal(15);
+    z.wait_exit();
+    drop(z);
+    let mut z = run(&dir, &[]);
+    z.saw("[api] started pid");
+    assert_eq!(status_of(&dir, "api")["version"], "2.0");
+}

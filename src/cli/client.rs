@@ -43,6 +43,9 @@ usage: zurg VERB [ARGS] [--json] [--socket PATH]
   gpid NAME                        the GPID of a service's current process
   stats [NAME...]                  CPU, memory, threads, fds, I/O per process tree
   history [NAME] [--since DUR]     starts and exits, across zurg restarts
+  upgrade NAME --version V [--md5 SUM|--sha256 SUM] [--exec PATH] [--window DUR]
+                                   verify a new build, restart on it, roll back if it fails
+  rollback NAME                    back to the previous build
 The socket is --socket PATH, else $ZURG_SOCKET, else /run/zurg/control.sock.
 ";
 
@@ -58,6 +61,11 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
     let mut follow = false;
     let mut mode = ShutdownMode::Default;
     let mut since_us = None;
+    let mut version = None;
+    let mut md5 = None;
+    let mut sha256 = None;
+    let mut exec = None;
+    let mut window_ms = None;
     let mut p = lexopt::Parser::from_args(rest.iter().cloned());
     while let Some(arg) = p.next()? {
         match arg {
@@ -70,6 +78,16 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
                 })?);
             }
             Short('f') | Long("follow") if verb_name == "events" => follow = true,
+            Long("version") if verb_name == "upgrade" => version = Some(p.value()?.string()?),
+            Long("md5") if verb_name == "upgrade" => md5 = Some(p.value()?.string()?),
+            Long("sha256") if verb_name == "upgrade" => sha256 = Some(p.value()?.string()?),
+            Long("exec") if verb_name == "upgrade" => exec = Some(p.value()?.string()?),
+            Long("window") if verb_name == "upgrade" => {
+                let v = p.value()?.string()?;
+                window_ms = Some(parse_duration_ms(&v).ok_or_else(|| {
+                    UsageError(format!("--window {v:?}: expected a duration like 2s"))
+                })?);
+            }
             Long("since") if verb_name == "history" => {
                 let v = p.value()?.string()?;
                 let ms = parse_duration_ms(&v).ok_or_else(|| {
@@ -144,6 +162,22 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
             _ => return Err(UsageError("gpid: expected one service name".into())),
         },
         "stats" => Verb::Stats { names },
+        "upgrade" => match names.as_slice() {
+            [name] => Verb::Upgrade {
+                name: name.clone(),
+                version: version
+                    .ok_or_else(|| UsageError("upgrade: --version V is required".into()))?,
+                md5,
+                sha256,
+                exec,
+                window_ms,
+            },
+            _ => return Err(UsageError("upgrade: expected one service name".into())),
+        },
+        "rollback" => match names.as_slice() {
+            [name] => Verb::Rollback { name: name.clone() },
+            _ => return Err(UsageError("rollback: expected one service name".into())),
+        },
         "history" => match names.as_slice() {
             [] => Verb::History {
                 name: None,
@@ -334,6 +368,25 @@ fn print_reply(cmd: &ClientCmd, reply: &Reply, raw: &[u8]) -> i32 {
         }
         Verb::Events { follow: true } => {}
         Verb::Shutdown { .. } => println!("zurg is shutting down"),
+        Verb::Upgrade { .. } => {
+            println!(
+                "{}: running version {}, pid {}",
+                result["name"].as_str().unwrap_or("?"),
+                result["version"].as_str().unwrap_or("?"),
+                result["pid"]
+            );
+        }
+        Verb::Rollback { .. } => {
+            let outcomes: Vec<Outcome> = serde_json::from_value(result).unwrap_or_default();
+            for o in outcomes {
+                println!(
+                    "{}: rolled back, {}, pid {}",
+                    o.name,
+                    o.state,
+                    o.pid.map_or("-".into(), |p| p.to_string())
+                );
+            }
+        }
         Verb::Gpid { .. } => {
             if let Ok(g) = serde_json::from_value::<GpidInfo>(result) {
                 println!("{}", g.gpid);

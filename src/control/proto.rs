@@ -72,6 +72,21 @@ pub enum Verb {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         since_us: Option<u64>,
     },
+    Upgrade {
+        name: String,
+        version: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        md5: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sha256: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exec: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        window_ms: Option<u64>,
+    },
+    Rollback {
+        name: String,
+    },
 }
 
 impl Verb {
@@ -97,6 +112,8 @@ impl Verb {
             Verb::Gpid { .. } => "gpid",
             Verb::Stats { .. } => "stats",
             Verb::History { .. } => "history",
+            Verb::Upgrade { .. } => "upgrade",
+            Verb::Rollback { .. } => "rollback",
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod reactor;
 mod requests;
 pub mod shim;
 pub mod timers;
+pub mod upgrade;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::CString;
@@ -143,6 +144,10 @@ pub struct Supervisor {
     journal: Option<Journal>,
     /// Bumped on every start, so sample timers of old processes are ignored.
     sample_generation: u64,
+    /// Builds installed by `upgrade` and `rollback`, kept in the state dir.
+    overrides: upgrade::Overrides,
+    /// Upgrades watching their new build's start window.
+    upgrades: Vec<upgrade::PendingUpgrade>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -284,6 +289,7 @@ impl Supervisor {
             }
         };
         let clock_reserved = load_clock(&opts.state_dir);
+        let opts_state_dir = opts.state_dir.clone();
         let notifier = match Notifier::from_env() {
             Some(Ok(n)) => Some(n),
             Some(Err(e)) => {
@@ -323,6 +329,8 @@ impl Supervisor {
             clock_unsaved: false,
             journal,
             sample_generation: 0,
+            overrides: upgrade::Overrides::load(&opts_state_dir),
+            upgrades: Vec::new(),
         })
     }
 
@@ -342,8 +350,9 @@ impl Supervisor {
             }
         }
         let mut seen: HashSet<String> = HashSet::new();
-        for unit in loaded.units {
+        for mut unit in loaded.units {
             seen.insert(unit.name.clone());
+            self.apply_override(&mut unit);
             if self.opts.strict && (unit.version.is_none() || unit.checksum.is_none()) {
                 let e = format!(
                     "{}: strict mode: a unit needs `version` and `md5` or `sha256`",
@@ -486,6 +495,7 @@ impl Supervisor {
             }
             self.process(&mut work);
             self.settle_waiting();
+            self.settle_upgrades(&mut work);
             self.arm_control_idle();
             if let Some(code) = self.advance_shutdown(&mut work) {
                 return code;

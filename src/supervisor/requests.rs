@@ -61,7 +61,7 @@ impl Supervisor {
         }
     }
 
-    fn reply(&mut self, conn: ConnId, reply: &Reply) {
+    pub(super) fn reply(&mut self, conn: ConnId, reply: &Reply) {
         if let Some(c) = &mut self.control {
             c.reply(self.reactor.registry(), conn, reply);
         }
@@ -124,7 +124,12 @@ impl Supervisor {
         let Request { id, verb } = request;
         let changes_services = matches!(
             verb,
-            Verb::Start { .. } | Verb::Restart { .. } | Verb::Reload | Verb::Shutdown { .. }
+            Verb::Start { .. }
+                | Verb::Restart { .. }
+                | Verb::Reload
+                | Verb::Shutdown { .. }
+                | Verb::Upgrade { .. }
+                | Verb::Rollback { .. }
         );
         if changes_services && self.phase != super::Phase::Running {
             self.reply(
@@ -194,6 +199,51 @@ impl Supervisor {
             Verb::Gpid { name } => self.gpid_request(id, &name),
             Verb::Stats { names } => self.stats_request(id, &names),
             Verb::History { name, since_us } => self.history_request(id, name.as_deref(), since_us),
+            Verb::Upgrade {
+                name,
+                version,
+                md5,
+                sha256,
+                exec,
+                window_ms,
+            } => {
+                match self.upgrade_request(
+                    conn,
+                    id,
+                    &name,
+                    version,
+                    (md5, sha256),
+                    exec,
+                    window_ms,
+                    work,
+                ) {
+                    Some(reply) => reply,
+                    None => return,
+                }
+            }
+            Verb::Rollback { name } => match self.by_name.get(&name).copied() {
+                None => Reply::error(
+                    id,
+                    ErrorCode::UnknownService,
+                    format!("no service named `{name}`"),
+                ),
+                Some(slot) => {
+                    let old = self.slots.get(slot).and_then(|s| s.service.state.pid());
+                    match self.roll_back(slot, work) {
+                        Ok(_) => {
+                            let wait = self.wait_ms(&[slot], None);
+                            return self.park_with_pids(
+                                conn,
+                                id,
+                                vec![(slot, old)],
+                                Until::Restarted,
+                                wait,
+                            );
+                        }
+                        Err(e) => Reply::error(id, ErrorCode::Failed, e),
+                    }
+                }
+            },
             Verb::Reload => {
                 let report = self.reload(work);
                 self.process(work);
