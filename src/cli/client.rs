@@ -331,12 +331,11 @@ fn print_reply(cmd: &ClientCmd, reply: &Reply, raw: &[u8]) -> i32 {
             }
         }
         Verb::Signal { .. } => {
-            let v = &result;
             println!(
                 "sent {} to {} (pid {})",
-                v["signal"].as_str().unwrap_or("?"),
-                v["name"].as_str().unwrap_or("?"),
-                v["pid"]
+                field(&result, "signal"),
+                field(&result, "name"),
+                field(&result, "pid")
             );
         }
         Verb::Reload => {
@@ -371,9 +370,9 @@ fn print_reply(cmd: &ClientCmd, reply: &Reply, raw: &[u8]) -> i32 {
         Verb::Upgrade { .. } => {
             println!(
                 "{}: running version {}, pid {}",
-                result["name"].as_str().unwrap_or("?"),
-                result["version"].as_str().unwrap_or("?"),
-                result["pid"]
+                field(&result, "name"),
+                field(&result, "version"),
+                field(&result, "pid")
             );
         }
         Verb::Rollback { .. } => {
@@ -426,6 +425,15 @@ fn print_reply(cmd: &ClientCmd, reply: &Reply, raw: &[u8]) -> i32 {
         }
     }
     EXIT_OK
+}
+
+/// A field of a JSON object as text ("?" when missing).
+fn field(v: &serde_json::Value, key: &str) -> String {
+    match v.get(key) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => "?".into(),
+    }
 }
 
 fn exit_text(e: &proto::ExitInfo) -> String {
