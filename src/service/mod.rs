@@ -221,7 +221,7 @@ impl Service {
         let mut out = Vec::new();
         match (self.state, input) {
             (
-                State::Down | State::Exited | State::Backoff { .. },
+                State::Down | State::Exited | State::Failed | State::Backoff { .. },
                 Input::Start | Input::Restart,
             ) => {
                 self.backoff.reset();
