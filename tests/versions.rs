@@ -324,3 +324,65 @@ fn upgrade_then_rollback_and_a_failed_upgrade_rolls_back_by_itself() {
     z.saw("[api] started pid");
     assert_eq!(status_of(&dir, "api")["version"], "2.0");
 }
+
+#[test]
+fn a_running_binary_modified_or_replaced_on_disk_raises_a_warning() {
+    let dir = TempDir::new("inotify");
+    let (exec, sum) = deploy(&dir, "api", "1.0");
+    dir.write("units/api.toml", &unit(&exec, "1.0", &sum));
+    // a script service: its file is not write-protected while it runs
+    let script = dir.write("opt/job/1.0/job.sh", "#!/bin/sh\nexec sleep 1000\n");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir.write(
+        "units/job.toml",
+        &format!("exec = \"{}\"\n", script.display()),
+    );
+    let mut z = run(&dir, &[]);
+    z.saw("[api] started pid");
+    z.saw("[job] started pid");
+    let gpid = status_of(&dir, "api")["gpid"].as_str().unwrap().to_string();
+
+    // deploy over the running build (what versioned directories prevent)
+    let tmp = exec.with_extension("new");
+    std::fs::copy("/bin/true", &tmp).unwrap();
+    std::fs::rename(&tmp, &exec).unwrap();
+    let line = z.saw("[api] warning: binary");
+    assert!(
+        line.contains("was replaced or removed while running") && line.contains(&gpid),
+        "{line}"
+    );
+
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&script)
+        .unwrap()
+        .write_all(b"# edited\n")
+        .unwrap();
+    let line = z.saw("[job] warning: binary");
+    assert!(
+        line.contains("was modified in place while running"),
+        "{line}"
+    );
+
+    let events = String::from_utf8_lossy(&zurg(&dir, &["events", "--json"]).stdout).into_owned();
+    let v: serde_json::Value = serde_json::from_str(&events).unwrap();
+    let warnings: Vec<_> = v["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "warning")
+        .collect();
+    assert_eq!(warnings.len(), 2, "{events}");
+    assert!(warnings.iter().any(|w| w["gpid"] == gpid.as_str()));
+    // once per process: more changes do not repeat the warning
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&script)
+        .unwrap()
+        .write_all(b"# again\n")
+        .unwrap();
+    assert!(z
+        .try_wait_line(Duration::from_millis(300), &|l: &str| l.contains("warning"))
+        .is_none());
+}

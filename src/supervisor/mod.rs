@@ -24,6 +24,7 @@ use crate::control::proto::{EventRecord, ShutdownMode};
 use crate::control::server::ControlServer;
 use crate::gpid::{Gpid, StartClock};
 use crate::journal::{self, Journal};
+use crate::os::inotify::Inotify;
 use crate::os::notify::Notifier;
 use crate::os::pid1;
 use crate::os::pidfd::{self, PidFd};
@@ -35,6 +36,9 @@ use crate::stats::Sample;
 use crate::unit::{self, Unit};
 use crate::version::{Checksum, FileId, VerifyError};
 use reactor::{Reactor, PIDFD_BASE, SIGNAL_TOKEN};
+
+/// The inotify fd's token, just below the pidfd range.
+const INOTIFY_TOKEN: Token = Token(PIDFD_BASE - 1);
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -87,6 +91,10 @@ struct Slot {
     /// Digest of the binary as last verified, reused while the file is
     /// provably unchanged.
     digest_cache: Option<(FileId, Checksum)>,
+    /// inotify watch on the running binary, and its inode when started.
+    binary_watch: Option<(i32, u64)>,
+    /// A change of the running binary was already reported.
+    binary_warned: bool,
 }
 
 /// What a reload changed.
@@ -148,6 +156,10 @@ pub struct Supervisor {
     overrides: upgrade::Overrides,
     /// Upgrades watching their new build's start window.
     upgrades: Vec<upgrade::PendingUpgrade>,
+    /// Watches the binaries of running services.
+    inotify: Option<Inotify>,
+    /// How many running services share each inotify watch.
+    watch_users: HashMap<i32, usize>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -289,6 +301,14 @@ impl Supervisor {
             }
         };
         let clock_reserved = load_clock(&opts.state_dir);
+        let inotify =
+            match Inotify::new().and_then(|i| reactor.watch_fd(&i, INOTIFY_TOKEN).map(|_| i)) {
+                Ok(i) => Some(i),
+                Err(e) => {
+                    crate::log!("warning: cannot watch binaries for changes: {e}");
+                    None
+                }
+            };
         let opts_state_dir = opts.state_dir.clone();
         let notifier = match Notifier::from_env() {
             Some(Ok(n)) => Some(n),
@@ -331,6 +351,8 @@ impl Supervisor {
             sample_generation: 0,
             overrides: upgrade::Overrides::load(&opts_state_dir),
             upgrades: Vec::new(),
+            inotify,
+            watch_users: HashMap::new(),
         })
     }
 
@@ -389,6 +411,8 @@ impl Supervisor {
                         last_sample: None,
                         sample_generation: 0,
                         digest_cache: None,
+                        binary_watch: None,
+                        binary_warned: false,
                     });
                     work.push_back((slot, Input::Start));
                 }
@@ -480,6 +504,8 @@ impl Supervisor {
                     self.reap_service(slot, &mut work);
                 } else if ControlServer::owns(token) {
                     self.on_control(token, &mut work);
+                } else if token == INOTIFY_TOKEN {
+                    self.on_binary_changes();
                 }
             }
             // Restart what died before the sweep below: with many children
@@ -704,6 +730,7 @@ impl Supervisor {
         if let Some(fd) = self.slots.get_mut(slot).and_then(|s| s.pidfd.take()) {
             let _ = self.reactor.unwatch_fd(&fd);
         }
+        self.unwatch_binary(slot);
         work.push_back((
             slot,
             Input::Exited {
@@ -831,8 +858,12 @@ impl Supervisor {
                     pid: u32::try_from(child.pid).unwrap_or(0),
                 });
                 s.last_sample = None;
+                s.binary_warned = false;
+                let exec = s.service.unit.exec.clone();
+                let stats_interval = s.service.unit.stats_interval_ms;
                 self.by_pid.insert(child.pid, slot);
-                if let Some(ms) = s.service.unit.stats_interval_ms {
+                self.watch_binary(slot, &exec);
+                if let Some(ms) = stats_interval {
                     self.sample_generation = self.sample_generation.wrapping_add(1);
                     let at = self.reactor.now_ms().saturating_add(ms);
                     let generation = self.sample_generation;

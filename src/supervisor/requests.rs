@@ -520,6 +520,111 @@ impl Supervisor {
         Reply::ok(id, crate::journal::filter(records, name, since_us))
     }
 
+    /// Watches the binary a service was just started from.
+    pub(super) fn watch_binary(&mut self, slot: usize, exec: &std::path::Path) {
+        let Some(inotify) = &self.inotify else { return };
+        let Ok(wd) = inotify.watch(exec) else { return };
+        let ino = std::fs::metadata(exec).map_or(0, |m| std::os::unix::fs::MetadataExt::ino(&m));
+        if let Some(s) = self.slots.get_mut(slot) {
+            if let Some((old, _)) = s.binary_watch.replace((wd, ino)) {
+                self.release_watch(old);
+            }
+        }
+        *self.watch_users.entry(wd).or_insert(0) += 1;
+    }
+
+    pub(super) fn unwatch_binary(&mut self, slot: usize) {
+        if let Some((wd, _)) = self.slots.get_mut(slot).and_then(|s| s.binary_watch.take()) {
+            self.release_watch(wd);
+        }
+    }
+
+    fn release_watch(&mut self, wd: i32) {
+        let users = self.watch_users.entry(wd).or_insert(1);
+        *users = users.saturating_sub(1);
+        if *users == 0 {
+            self.watch_users.remove(&wd);
+            if let Some(i) = &self.inotify {
+                i.unwatch(wd);
+            }
+        }
+    }
+
+    /// Warns, once per process, about services whose running binary was
+    /// written to or replaced on disk: a core dump or a restart would now
+    /// read a different file than the one running.
+    pub(super) fn on_binary_changes(&mut self) {
+        let Some(inotify) = &self.inotify else { return };
+        let changes = inotify.drain();
+        for change in changes {
+            let hits: Vec<usize> = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| {
+                    !s.binary_warned && s.binary_watch.is_some_and(|(wd, _)| wd == change.wd)
+                })
+                .map(|(i, _)| i)
+                .collect();
+            for slot in hits {
+                let Some(s) = self.slots.get_mut(slot) else {
+                    continue;
+                };
+                let exec = s.service.unit.exec.clone();
+                let started_ino = s.binary_watch.map_or(0, |(_, ino)| ino);
+                let now_ino = std::fs::metadata(&exec)
+                    .ok()
+                    .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+                let what = if change.modified {
+                    "was modified in place"
+                } else if now_ino != Some(started_ino) {
+                    "was replaced or removed"
+                } else {
+                    continue; // chmod, touch: the running file is unchanged
+                };
+                s.binary_warned = true;
+                let gpid = s.gpid.map(|g| g.to_string()).unwrap_or_default();
+                let message = format!(
+                    "binary {} {what} while running (gpid {gpid})",
+                    exec.display()
+                );
+                self.warn(slot, message);
+            }
+        }
+    }
+
+    fn warn(&mut self, slot: usize, message: String) {
+        let name = self.slot_name(slot).to_string();
+        crate::log!("[{name}] warning: {message}");
+        self.event_seq = self.event_seq.wrapping_add(1);
+        let s = self.slots.get(slot);
+        let rec = EventRecord {
+            seq: self.event_seq,
+            time_us: crate::os::wall_clock_us(),
+            service: name,
+            kind: "warning".into(),
+            pid: s.and_then(|s| s.service.state.pid()),
+            exit: None,
+            delay_ms: None,
+            message: Some(message),
+            gpid: s.and_then(|s| s.gpid).map(|g| g.to_string()),
+            version: s.and_then(|s| s.service.unit.version.clone()),
+            stats: None,
+        };
+        self.publish(rec);
+    }
+
+    /// Streams an event to followers and keeps it among the recent ones.
+    fn publish(&mut self, rec: EventRecord) {
+        if let Some(c) = &mut self.control {
+            c.broadcast(self.reactor.registry(), &rec);
+        }
+        if self.recent.len() >= RECENT_EVENTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(rec);
+    }
+
     /// Samples a service's process tree for its periodic stats; re-arms.
     pub(super) fn periodic_sample(&mut self, slot: usize, generation: u64) {
         let now = self.reactor.now_ms();
@@ -607,12 +712,6 @@ impl Supervisor {
         if matches!(kind, "started" | "exited" | "stopped") {
             self.journal_event(&rec);
         }
-        if let Some(c) = &mut self.control {
-            c.broadcast(self.reactor.registry(), &rec);
-        }
-        if self.recent.len() >= RECENT_EVENTS {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(rec);
+        self.publish(rec);
     }
 }
