@@ -13,41 +13,19 @@ use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use common::{eventually, find_below, Mode, TempDir, Zurg, BIN, DEADLINE};
+use common::{eventually, find_below, Mode, TempDir, Zurg, DEADLINE};
 
 fn start_in(dir: &TempDir, extra: &[&str]) -> Zurg {
-    let units = dir.path().join("units");
-    let sock = dir.path().join("control.sock");
-    let state = dir.path().join("state");
-    let mut args = vec![
-        "run",
-        "--units",
-        units.to_str().unwrap(),
-        "--socket",
-        sock.to_str().unwrap(),
-        "--state",
-        state.to_str().unwrap(),
-        "--host-ip",
-        "10.1.2.3",
-    ];
+    let mut args = vec!["--host-ip", "10.1.2.3"];
     args.extend_from_slice(extra);
-    let mut z = Zurg::start(Mode::Pid1, &args);
+    let mut z = common::run_in(dir, Mode::Pid1, &args);
     z.expect("loaded");
     z
 }
 
-fn cli(dir: &TempDir, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("ZURG_SOCKET", dir.path().join("control.sock"))
-        .output()
-        .unwrap()
-}
-
 fn ok(dir: &TempDir, args: &[&str]) -> String {
-    let out = cli(dir, args);
+    let out = common::cli(dir, args);
     assert!(
         out.status.success(),
         "zurg {args:?}: {}",

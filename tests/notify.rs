@@ -25,21 +25,9 @@ fn recv(sock: &UnixDatagram) -> String {
 fn start(dir: &TempDir, notify_socket: &str, watchdog_usec: Option<&str>) -> Zurg {
     dir.write("units/a.toml", "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n");
     dir.write("units/b.toml", "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n");
-    let units = dir.path().join("units");
-    let sock = dir.path().join("control.sock");
-    let state = dir.path().join("state");
-    let args = [
-        "run",
-        "--units",
-        units.to_str().unwrap(),
-        "--socket",
-        sock.to_str().unwrap(),
-        "--state",
-        state.to_str().unwrap(),
-    ];
     let notify = notify_socket.to_string();
     let wd = watchdog_usec.map(str::to_string);
-    Zurg::start_with(Mode::Plain, &args, move |cmd| {
+    common::run_in_with(dir, Mode::Plain, &[], move |cmd| {
         cmd.env("NOTIFY_SOCKET", &notify);
         if let Some(w) = &wd {
             cmd.env("WATCHDOG_USEC", w);

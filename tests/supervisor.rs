@@ -22,23 +22,7 @@ fn run_units(mode: Mode, units: &[(&str, &str)]) -> Run {
     for (name, text) in units {
         dir.write(&format!("units/{name}.toml"), text);
     }
-    let units_dir = dir.path().join("units");
-    let sock = dir.path().join("control.sock");
-    let state = dir.path().join("state");
-    let z = Zurg::start(
-        mode,
-        &[
-            "run",
-            "--units",
-            units_dir.to_str().unwrap(),
-            "--socket",
-            sock.to_str().unwrap(),
-            "--state",
-            state.to_str().unwrap(),
-            "--grace",
-            "1s",
-        ],
-    );
+    let z = common::run_in(&dir, mode, &["--grace", "1s"]);
     Run { z, dir }
 }
 

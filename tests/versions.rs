@@ -40,28 +40,11 @@ fn unit(exec: &Path, version: &str, md5: &str) -> String {
 }
 
 fn run(dir: &TempDir, extra: &[&str]) -> Zurg {
-    let units = dir.path().join("units");
-    let sock = dir.path().join("control.sock");
-    let state = dir.path().join("state");
-    let mut args = vec![
-        "run",
-        "--units",
-        units.to_str().unwrap(),
-        "--socket",
-        sock.to_str().unwrap(),
-        "--state",
-        state.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    Zurg::start(Mode::Pid1, &args)
+    common::run_in(dir, Mode::Pid1, extra)
 }
 
 fn status_of(dir: &TempDir, name: &str) -> serde_json::Value {
-    let out = Command::new(BIN)
-        .args(["status", name, "--json"])
-        .env("ZURG_SOCKET", dir.path().join("control.sock"))
-        .output()
-        .unwrap();
+    let out = common::cli(dir, &["status", name, "--json"]);
     serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["result"][0].clone()
 }
 
@@ -191,11 +174,7 @@ fn check_validates_units_offline() {
 }
 
 fn zurg(dir: &TempDir, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .env("ZURG_SOCKET", dir.path().join("control.sock"))
-        .output()
-        .unwrap()
+    common::cli(dir, args)
 }
 
 fn deploy_from(dir: &TempDir, name: &str, version: &str, source: &str) -> (PathBuf, String) {

@@ -231,6 +231,38 @@ impl Drop for Zurg {
     }
 }
 
+/// `zurg run` on DIR/units, with its control socket and state in DIR.
+pub fn run_in(dir: &TempDir, mode: Mode, extra: &[&str]) -> Zurg {
+    run_in_with(dir, mode, extra, |_| {})
+}
+
+pub fn run_in_with(
+    dir: &TempDir,
+    mode: Mode,
+    extra: &[&str],
+    setup: impl FnOnce(&mut Command),
+) -> Zurg {
+    let paths = [
+        dir.path().join("units"),
+        dir.path().join("control.sock"),
+        dir.path().join("state"),
+    ];
+    let [units, sock, state] = paths.each_ref().map(|p| p.to_str().unwrap());
+    let mut args = vec!["run", "--units", units, "--socket", sock, "--state", state];
+    args.extend_from_slice(extra);
+    Zurg::start_with(mode, &args, setup)
+}
+
+/// Runs a client verb against the zurg whose socket is in DIR.
+pub fn cli(dir: &TempDir, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("ZURG_SOCKET", dir.path().join("control.sock"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 pub fn kill(pid: i32, signo: i32) {
     let sig = nix::sys::signal::Signal::try_from(signo).unwrap();
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
