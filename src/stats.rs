@@ -149,7 +149,13 @@ pub fn children(pid: i32) -> Vec<i32> {
 
 /// The process and everything below it, summed.
 pub fn sample_tree(pid: i32, at_ms: u64) -> Option<Sample> {
-    let mut total = sample_pid(pid, at_ms)?;
+    Some(tree_from(pid, sample_pid(pid, at_ms)?))
+}
+
+/// The tree sum, given the root's own sample (so it is read only once).
+pub fn tree_from(pid: i32, root: Sample) -> Sample {
+    let at_ms = root.at_ms;
+    let mut total = root;
     let mut stack = children(pid);
     let mut seen = 0usize;
     while let Some(p) = stack.pop() {
@@ -162,7 +168,7 @@ pub fn sample_tree(pid: i32, at_ms: u64) -> Option<Sample> {
             stack.extend(children(p));
         }
     }
-    Some(total)
+    total
 }
 
 #[cfg(test)]

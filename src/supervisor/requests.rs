@@ -489,12 +489,10 @@ impl Supervisor {
             let Some(pid) = s.service.state.pid() else {
                 continue;
             };
-            let (Some(process), Some(tree)) = (
-                crate::stats::sample_pid(pid, now),
-                crate::stats::sample_tree(pid, now),
-            ) else {
+            let Some(process) = crate::stats::sample_pid(pid, now) else {
                 continue;
             };
+            let tree = crate::stats::tree_from(pid, process.clone());
             let cpu_percent = s
                 .last_sample
                 .as_ref()
