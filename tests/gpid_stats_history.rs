@@ -207,6 +207,9 @@ fn stats_match_proc_for_a_process_with_known_memory() {
     );
     let z = start_in(&dir, &[]);
     eventually("fat ready", || ready.exists());
+    // until its child has exec'd sleep, the shell's 40 MB are shared with
+    // that child (copy-on-write) and its PSS is half
+    find_below(&z, "sleep 1000");
     let host_pid = find_below(&z, "fat.sh");
     let rows = json(&dir, &["stats", "fat"]);
     let row = &rows[0];
