@@ -12,6 +12,7 @@ pub mod journal;
 pub mod log;
 #[allow(unsafe_code)]
 pub mod os;
+pub mod publish;
 pub mod service;
 pub mod sig;
 pub mod stats;

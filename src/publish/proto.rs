@@ -1,0 +1,499 @@
+//! The publish protocol between forwarders, the publisher and resolve
+//! clients (pure): frames, their codec, and the challenge-response MAC.
+//!
+//! A frame is a 4-byte big-endian length followed by that many bytes of one
+//! JSON object whose `t` field names its type (docs/publish-protocol.md).
+//! Length-prefixed rather than newline-delimited so a receiver knows before
+//! reading a byte of the body whether it will accept it: an oversized frame
+//! is refused from its header, without buffering it.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub const PROTOCOL: u32 = 1;
+/// The largest frame body anyone accepts. Snapshots and listings are split
+/// into chunks well under it.
+pub const MAX_FRAME: usize = 64 * 1024;
+/// Endpoints per snapshot or listing chunk: ~300 bytes each stays under
+/// `MAX_FRAME` with room to spare.
+pub const CHUNK: usize = 128;
+
+/// One live process of a service, as clients resolve it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub service: String,
+    pub ip: String,
+    /// 0 when the service declares no port.
+    pub port: u16,
+    pub gpid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// When the process started, wall clock microseconds.
+    pub since_us: u64,
+    /// The zurg instance (its own GPID) that runs it.
+    #[serde(default)]
+    pub host: String,
+}
+
+/// How a process ended, as carried by an exit event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A `zurg run` that publishes its services.
+    Forwarder,
+    /// A `zurg resolve` or any program that looks names up.
+    Client,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// A process started: its endpoint is live.
+    Start,
+    /// A process ended: its endpoint is gone.
+    Exit,
+}
+
+/// Why an endpoint appeared or disappeared, as watchers see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reason {
+    Start,
+    Exit,
+    /// The host's snapshot listed it, or no longer did.
+    Snapshot,
+    /// The host was silent past its lease.
+    Lease,
+    /// The host's zurg shut down cleanly.
+    Bye,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    Up,
+    Down,
+}
+
+/// A host (one zurg instance) as the registry knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// zurg's own GPID: one per zurg instance, never reused.
+    pub zurg: String,
+    pub ip: String,
+    #[serde(default)]
+    pub boot: String,
+    #[serde(default)]
+    pub hostname: String,
+    /// Highest sequence number applied from this instance.
+    #[serde(default)]
+    pub seq: u64,
+    /// Events applied (each sequence number once).
+    #[serde(default)]
+    pub applied: u64,
+    /// Events received again after a resend and ignored.
+    #[serde(default)]
+    pub duplicates: u64,
+    /// Sequence numbers that never arrived (the forwarder's queue overflowed;
+    /// its snapshot restored the live set).
+    #[serde(default)]
+    pub gaps: u64,
+    #[serde(default)]
+    pub connected: bool,
+    #[serde(default)]
+    pub endpoints: usize,
+}
+
+/// Every frame of the protocol, in both directions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "lowercase")]
+pub enum Frame {
+    /// First frame of every connection.
+    Hello {
+        proto: u32,
+        role: Role,
+        /// Forwarders: the host's address, zurg's GPID and the boot id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        zurg: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        boot: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hostname: Option<String>,
+        /// Random hex the publisher must MAC to prove it knows the token.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
+    },
+    /// Publisher: prove you know the token by MACing this.
+    Challenge {
+        nonce: String,
+    },
+    Auth {
+        mac: String,
+    },
+    /// Publisher: accepted. `last_seq` is the highest sequence number it
+    /// holds from this forwarder instance (0 if none); `mac` answers the
+    /// hello's nonce when a token is configured.
+    Welcome {
+        last_seq: u64,
+        lease_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mac: Option<String>,
+    },
+    Event {
+        seq: u64,
+        kind: EventKind,
+        time_us: u64,
+        endpoint: Endpoint,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit: Option<ExitInfo>,
+    },
+    /// What runs now, as of sequence number `seq`, in chunks; the last has
+    /// `last: true`. The host's endpoints become exactly this set.
+    Snapshot {
+        seq: u64,
+        endpoints: Vec<Endpoint>,
+        last: bool,
+    },
+    Heartbeat {
+        seq: u64,
+    },
+    /// Cumulative: every sequence number up to `seq` is applied.
+    Ack {
+        seq: u64,
+    },
+    /// The forwarder's zurg is shutting down; its endpoints are gone.
+    Bye,
+    /// Client: list a name (or every name when absent), then keep streaming
+    /// changes when `watch`.
+    Resolve {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default)]
+        watch: bool,
+    },
+    /// Publisher to client: the endpoints of one name.
+    Endpoints {
+        name: String,
+        endpoints: Vec<Endpoint>,
+    },
+    /// Publisher to client: the hosts it knows (only for a listing of all).
+    Hosts {
+        hosts: Vec<HostInfo>,
+    },
+    /// End of the listing; changes follow when watching.
+    Synced,
+    Change {
+        change: ChangeKind,
+        reason: Reason,
+        endpoint: Endpoint,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit: Option<ExitInfo>,
+        /// Publisher's wall clock when it applied the change.
+        time_us: u64,
+    },
+    /// Sent before the sender closes the connection.
+    Error {
+        message: String,
+    },
+}
+
+impl Frame {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Frame::Hello { .. } => "hello",
+            Frame::Challenge { .. } => "challenge",
+            Frame::Auth { .. } => "auth",
+            Frame::Welcome { .. } => "welcome",
+            Frame::Event { .. } => "event",
+            Frame::Snapshot { .. } => "snapshot",
+            Frame::Heartbeat { .. } => "heartbeat",
+            Frame::Ack { .. } => "ack",
+            Frame::Bye => "bye",
+            Frame::Resolve { .. } => "resolve",
+            Frame::Endpoints { .. } => "endpoints",
+            Frame::Hosts { .. } => "hosts",
+            Frame::Synced => "synced",
+            Frame::Change { .. } => "change",
+            Frame::Error { .. } => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {len} bytes is over the {max}-byte limit")]
+    TooLarge { len: usize, max: usize },
+    #[error("empty frame")]
+    Empty,
+    #[error("bad frame: {0}")]
+    Json(String),
+}
+
+/// Appends one frame, header and body, to `out`.
+pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    // Serializing plain data into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, frame);
+    let len = u32::try_from(out.len().saturating_sub(start).saturating_sub(4)).unwrap_or(0);
+    if let Some(header) = out.get_mut(start..start.saturating_add(4)) {
+        header.copy_from_slice(&len.to_be_bytes());
+    }
+}
+
+pub fn to_bytes(frame: &Frame) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode(frame, &mut out);
+    out
+}
+
+/// Splits a byte stream into frames. Feed it what arrives; take frames out
+/// until it returns `Ok(None)`. After an error the stream cannot be trusted
+/// and the connection should be closed.
+#[derive(Debug)]
+pub struct Decoder {
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl Decoder {
+    pub fn new(max: usize) -> Decoder {
+        Decoder {
+            buf: Vec::new(),
+            max,
+        }
+    }
+
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes buffered but not yet framed.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The length the next frame announces, checked against the limit, so a
+    /// reader can refuse it before buffering the body.
+    fn next_len(&self) -> Result<Option<usize>, FrameError> {
+        let Some(header) = self.buf.get(..4) else {
+            return Ok(None);
+        };
+        let mut be = [0u8; 4];
+        be.copy_from_slice(header);
+        let len = usize::try_from(u32::from_be_bytes(be)).unwrap_or(usize::MAX);
+        if len == 0 {
+            return Err(FrameError::Empty);
+        }
+        if len > self.max {
+            return Err(FrameError::TooLarge { len, max: self.max });
+        }
+        Ok(Some(len))
+    }
+
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        let Some(len) = self.next_len()? else {
+            return Ok(None);
+        };
+        let end = len.saturating_add(4);
+        let Some(body) = self.buf.get(4..end) else {
+            return Ok(None);
+        };
+        let frame =
+            serde_json::from_slice::<Frame>(body).map_err(|e| FrameError::Json(e.to_string()));
+        self.buf.drain(..end);
+        frame.map(Some)
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104) of `message` under `key`, in hex. Hand-written:
+/// it is a dozen lines over the sha2 crate zurg already has.
+pub fn mac(key: &[u8], message: &[u8]) -> String {
+    const BLOCK: usize = 64;
+    let mut k = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        let digest = Sha256::digest(key);
+        for (dst, src) in k.iter_mut().zip(digest.iter()) {
+            *dst = *src;
+        }
+    } else {
+        for (dst, src) in k.iter_mut().zip(key.iter()) {
+            *dst = *src;
+        }
+    }
+    let ipad: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
+    let opad: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
+    let inner = Sha256::new()
+        .chain_update(&ipad)
+        .chain_update(message)
+        .finalize();
+    let outer = Sha256::new()
+        .chain_update(&opad)
+        .chain_update(inner)
+        .finalize();
+    hex(&outer)
+}
+
+/// The MAC a side sends to prove it knows the token: over its role and the
+/// other side's nonce, so a MAC cannot be replayed in the other direction.
+pub fn proof(token: &[u8], prover: &str, nonce: &str) -> String {
+    mac(
+        token,
+        format!("zurg-publish/{PROTOCOL} {prover} {nonce}").as_bytes(),
+    )
+}
+
+/// Compares two MACs in time independent of where they differ.
+pub fn same_mac(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(name: &str, gpid: &str) -> Endpoint {
+        Endpoint {
+            service: name.into(),
+            ip: "10.0.0.1".into(),
+            port: 8080,
+            gpid: gpid.into(),
+            version: Some("1.2".into()),
+            since_us: 5,
+            host: "10.0.0.1:0:1:1".into(),
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_whole_and_byte_by_byte() {
+        let frames = vec![
+            Frame::Hello {
+                proto: PROTOCOL,
+                role: Role::Forwarder,
+                host: Some("10.0.0.1".into()),
+                zurg: Some("10.0.0.1:0:1:1".into()),
+                boot: Some("b".into()),
+                hostname: None,
+                nonce: None,
+            },
+            Frame::Event {
+                seq: 7,
+                kind: EventKind::Exit,
+                time_us: 9,
+                endpoint: ep("web", "g1"),
+                pid: Some(3),
+                exit: Some(ExitInfo {
+                    code: None,
+                    signal: Some("SIGKILL".into()),
+                }),
+            },
+            Frame::Ack { seq: 7 },
+            Frame::Bye,
+            Frame::Synced,
+        ];
+        let mut bytes = Vec::new();
+        for f in &frames {
+            encode(f, &mut bytes);
+        }
+        let mut d = Decoder::new(MAX_FRAME);
+        let mut got = Vec::new();
+        for b in &bytes {
+            d.feed(std::slice::from_ref(b));
+            while let Some(f) = d.next_frame().unwrap() {
+                got.push(f);
+            }
+        }
+        assert_eq!(got, frames);
+        assert_eq!(d.pending(), 0);
+    }
+
+    #[test]
+    fn wire_form_is_length_then_json() {
+        assert_eq!(
+            to_bytes(&Frame::Ack { seq: 1 }),
+            b"\0\0\0\x13{\"t\":\"ack\",\"seq\":1}"
+        );
+        assert_eq!(to_bytes(&Frame::Bye), b"\0\0\0\x0b{\"t\":\"bye\"}");
+    }
+
+    #[test]
+    fn oversized_frame_refused_from_its_header() {
+        let mut d = Decoder::new(16);
+        d.feed(&[0, 1, 0, 0]);
+        assert_eq!(
+            d.next_frame(),
+            Err(FrameError::TooLarge {
+                len: 65536,
+                max: 16
+            })
+        );
+        let mut d = Decoder::new(16);
+        d.feed(&[0, 0, 0, 0]);
+        assert_eq!(d.next_frame(), Err(FrameError::Empty));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for body in [
+            &b"not json"[..],
+            b"{}",
+            b"{\"t\":\"nope\"}",
+            b"[1]",
+            b"{\"t\":\"ack\"}",
+        ] {
+            let mut d = Decoder::new(MAX_FRAME);
+            let mut bytes = u32::try_from(body.len()).unwrap().to_be_bytes().to_vec();
+            bytes.extend_from_slice(body);
+            d.feed(&bytes);
+            assert!(
+                matches!(d.next_frame(), Err(FrameError::Json(_))),
+                "{body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn hmac_matches_rfc4231_case_2() {
+        assert_eq!(
+            mac(b"Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        let long_key = [0xaau8; 131];
+        assert_eq!(
+            mac(
+                &long_key,
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            ),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+        assert!(same_mac("abc", "abc"));
+        assert!(!same_mac("abc", "abd"));
+        assert!(!same_mac("abc", "ab"));
+        assert_ne!(proof(b"k", "publisher", "n"), proof(b"k", "forwarder", "n"));
+    }
+}

@@ -1,0 +1,420 @@
+//! The naming registry (pure): service name -> live endpoints, and the hosts
+//! (zurg instances) that report them, with their sequence bookkeeping.
+//!
+//! Every mutation returns the `Change`s watchers must see, so whoever owns
+//! the registry (the publisher's in-memory store, or the mirror of etcd)
+//! fans them out without diffing. `now_ms` is passed in; nothing here reads
+//! a clock or touches the OS.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::proto::{ChangeKind, Endpoint, EventKind, ExitInfo, HostInfo, Reason};
+
+/// One change of the view, as watchers receive it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub change: ChangeKind,
+    pub reason: Reason,
+    pub endpoint: Endpoint,
+    pub exit: Option<ExitInfo>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Host {
+    info: HostInfo,
+    last_seen_ms: u64,
+    /// Chunks of a snapshot still arriving.
+    snapshot: Vec<Endpoint>,
+}
+
+/// Key of an endpoint: its service and its GPID.
+type EpKey = (String, String);
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    hosts: BTreeMap<String, Host>,
+    names: BTreeMap<String, BTreeMap<String, Endpoint>>,
+    by_host: BTreeMap<String, BTreeSet<EpKey>>,
+}
+
+/// What applying one event did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub changes: Vec<Change>,
+    /// It was a resend of a sequence number already applied.
+    pub duplicate: bool,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Adds or replaces an endpoint; a change only when it is new.
+    pub fn upsert(&mut self, endpoint: Endpoint, reason: Reason) -> Option<Change> {
+        let key = (endpoint.service.clone(), endpoint.gpid.clone());
+        self.by_host
+            .entry(endpoint.host.clone())
+            .or_default()
+            .insert(key);
+        let by_gpid = self.names.entry(endpoint.service.clone()).or_default();
+        let fresh = by_gpid
+            .insert(endpoint.gpid.clone(), endpoint.clone())
+            .is_none();
+        fresh.then_some(Change {
+            change: ChangeKind::Up,
+            reason,
+            endpoint,
+            exit: None,
+        })
+    }
+
+    pub fn remove(
+        &mut self,
+        service: &str,
+        gpid: &str,
+        reason: Reason,
+        exit: Option<ExitInfo>,
+    ) -> Option<Change> {
+        let by_gpid = self.names.get_mut(service)?;
+        let endpoint = by_gpid.remove(gpid)?;
+        if by_gpid.is_empty() {
+            self.names.remove(service);
+        }
+        if let Some(set) = self.by_host.get_mut(&endpoint.host) {
+            set.remove(&(service.to_string(), gpid.to_string()));
+            if set.is_empty() {
+                self.by_host.remove(&endpoint.host);
+            }
+        }
+        Some(Change {
+            change: ChangeKind::Down,
+            reason,
+            endpoint,
+            exit,
+        })
+    }
+
+    /// A forwarder said hello: returns the highest sequence number applied
+    /// from this instance, so it resends only what is missing.
+    pub fn hello(&mut self, mut info: HostInfo, now_ms: u64) -> u64 {
+        let host = self.hosts.entry(info.zurg.clone()).or_default();
+        // Counters belong to the registry, not to what the host claims.
+        info.seq = host.info.seq;
+        info.applied = host.info.applied;
+        info.duplicates = host.info.duplicates;
+        info.gaps = host.info.gaps;
+        info.connected = true;
+        host.info = info;
+        host.last_seen_ms = now_ms;
+        host.snapshot.clear();
+        host.info.seq
+    }
+
+    /// Marks a host's seq as applied; `false` when it was a duplicate.
+    fn advance(&mut self, zurg: &str, seq: u64, now_ms: u64) -> bool {
+        let Some(host) = self.hosts.get_mut(zurg) else {
+            return false;
+        };
+        host.last_seen_ms = now_ms;
+        let info = &mut host.info;
+        if seq <= info.seq {
+            info.duplicates = info.duplicates.saturating_add(1);
+            return false;
+        }
+        if info.applied > 0 {
+            info.gaps = info
+                .gaps
+                .saturating_add(seq.saturating_sub(info.seq).saturating_sub(1));
+        }
+        info.seq = seq;
+        info.applied = info.applied.saturating_add(1);
+        true
+    }
+
+    /// Applies one lifecycle event from a host that said hello.
+    pub fn event(
+        &mut self,
+        zurg: &str,
+        seq: u64,
+        kind: EventKind,
+        mut endpoint: Endpoint,
+        exit: Option<ExitInfo>,
+        now_ms: u64,
+    ) -> Applied {
+        if !self.advance(zurg, seq, now_ms) {
+            return Applied {
+                changes: Vec::new(),
+                duplicate: self.hosts.contains_key(zurg),
+            };
+        }
+        endpoint.host = zurg.to_string();
+        let change = match kind {
+            EventKind::Start => self.upsert(endpoint, Reason::Start),
+            EventKind::Exit => self.remove(&endpoint.service, &endpoint.gpid, Reason::Exit, exit),
+        };
+        Applied {
+            changes: change.into_iter().collect(),
+            duplicate: false,
+        }
+    }
+
+    /// One chunk of a host's snapshot; the last chunk makes the host's
+    /// endpoints exactly the snapshot's set.
+    pub fn snapshot(
+        &mut self,
+        zurg: &str,
+        seq: u64,
+        endpoints: Vec<Endpoint>,
+        last: bool,
+        now_ms: u64,
+    ) -> Vec<Change> {
+        let Some(host) = self.hosts.get_mut(zurg) else {
+            return Vec::new();
+        };
+        host.last_seen_ms = now_ms;
+        host.snapshot.extend(endpoints);
+        if !last {
+            return Vec::new();
+        }
+        let listed = std::mem::take(&mut host.snapshot);
+        let info = &mut host.info;
+        if seq > info.seq {
+            // Sequence numbers the snapshot stands in for were never applied.
+            if info.applied > 0 {
+                info.gaps = info.gaps.saturating_add(seq.saturating_sub(info.seq));
+            }
+            info.seq = seq;
+        }
+        let wanted: BTreeSet<EpKey> = listed
+            .iter()
+            .map(|e| (e.service.clone(), e.gpid.clone()))
+            .collect();
+        let stale: Vec<EpKey> = self
+            .by_host
+            .get(zurg)
+            .map(|set| set.difference(&wanted).cloned().collect())
+            .unwrap_or_default();
+        let mut changes: Vec<Change> = stale
+            .iter()
+            .filter_map(|(name, gpid)| self.remove(name, gpid, Reason::Snapshot, None))
+            .collect();
+        for mut e in listed {
+            e.host = zurg.to_string();
+            changes.extend(self.upsert(e, Reason::Snapshot));
+        }
+        changes
+    }
+
+    pub fn heartbeat(&mut self, zurg: &str, now_ms: u64) {
+        if let Some(host) = self.hosts.get_mut(zurg) {
+            host.last_seen_ms = now_ms;
+        }
+    }
+
+    /// The host's connection closed; its lease keeps running from the last
+    /// time it was heard.
+    pub fn disconnected(&mut self, zurg: &str) {
+        if let Some(host) = self.hosts.get_mut(zurg) {
+            host.info.connected = false;
+            host.snapshot.clear();
+        }
+    }
+
+    /// Forgets a host and everything it ran.
+    pub fn drop_host(&mut self, zurg: &str, reason: Reason) -> Vec<Change> {
+        self.hosts.remove(zurg);
+        let keys: Vec<EpKey> = self
+            .by_host
+            .get(zurg)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        keys.iter()
+            .filter_map(|(name, gpid)| self.remove(name, gpid, reason, None))
+            .collect()
+    }
+
+    /// Drops every host silent for `lease_ms` or longer.
+    pub fn expire(&mut self, now_ms: u64, lease_ms: u64) -> Vec<Change> {
+        let dead: Vec<String> = self
+            .hosts
+            .iter()
+            .filter(|(_, h)| now_ms.saturating_sub(h.last_seen_ms) >= lease_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
+        dead.iter()
+            .flat_map(|k| self.drop_host(k, Reason::Lease))
+            .collect()
+    }
+
+    /// When the next host would expire, if any host is known.
+    pub fn next_expiry(&self, lease_ms: u64) -> Option<u64> {
+        self.hosts
+            .values()
+            .map(|h| h.last_seen_ms.saturating_add(lease_ms))
+            .min()
+    }
+
+    /// Registers or replaces a host record as another store holds it (the
+    /// etcd mirror), without touching endpoints.
+    pub fn set_host(&mut self, info: HostInfo, now_ms: u64) {
+        let host = self.hosts.entry(info.zurg.clone()).or_default();
+        host.info = info;
+        host.last_seen_ms = now_ms;
+    }
+
+    pub fn host(&self, zurg: &str) -> Option<&HostInfo> {
+        self.hosts.get(zurg).map(|h| &h.info)
+    }
+
+    pub fn endpoints(&self, name: &str) -> Vec<Endpoint> {
+        self.names
+            .get(name)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.names.keys()
+    }
+
+    pub fn endpoints_of_host(&self, zurg: &str) -> Vec<Endpoint> {
+        let Some(keys) = self.by_host.get(zurg) else {
+            return Vec::new();
+        };
+        keys.iter()
+            .filter_map(|(name, gpid)| self.names.get(name).and_then(|m| m.get(gpid)).cloned())
+            .collect()
+    }
+
+    pub fn hosts(&self) -> Vec<HostInfo> {
+        self.hosts
+            .iter()
+            .map(|(k, h)| {
+                let mut info = h.info.clone();
+                info.endpoints = self.by_host.get(k).map_or(0, BTreeSet::len);
+                info
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: &str = "10.0.0.1:0:100:1";
+
+    fn ep(name: &str, gpid: &str) -> Endpoint {
+        Endpoint {
+            service: name.into(),
+            ip: "10.0.0.1".into(),
+            port: 80,
+            gpid: gpid.into(),
+            version: None,
+            since_us: 1,
+            host: String::new(),
+        }
+    }
+
+    fn host() -> HostInfo {
+        HostInfo {
+            zurg: H.into(),
+            ip: "10.0.0.1".into(),
+            ..HostInfo::default()
+        }
+    }
+
+    fn kinds(changes: &[Change]) -> Vec<(ChangeKind, Reason, String)> {
+        changes
+            .iter()
+            .map(|c| (c.change, c.reason, c.endpoint.gpid.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn start_exit_and_duplicates() {
+        let mut r = Registry::new();
+        assert_eq!(r.hello(host(), 0), 0);
+        let a = r.event(H, 1, EventKind::Start, ep("web", "g1"), None, 1);
+        assert_eq!(
+            kinds(&a.changes),
+            [(ChangeKind::Up, Reason::Start, "g1".into())]
+        );
+        assert_eq!(r.endpoints("web").len(), 1);
+        assert_eq!(r.endpoints("web")[0].host, H);
+        // A resend after a reconnect is acknowledged but not applied twice.
+        let dup = r.event(H, 1, EventKind::Start, ep("web", "g1"), None, 2);
+        assert!(dup.duplicate && dup.changes.is_empty());
+        let b = r.event(H, 2, EventKind::Exit, ep("web", "g1"), None, 3);
+        assert_eq!(
+            kinds(&b.changes),
+            [(ChangeKind::Down, Reason::Exit, "g1".into())]
+        );
+        assert!(r.endpoints("web").is_empty());
+        assert_eq!(r.names().count(), 0);
+        let h = r.host(H).unwrap();
+        assert_eq!((h.seq, h.applied, h.duplicates, h.gaps), (2, 2, 1, 0));
+        // A reconnect learns where the host stands.
+        assert_eq!(r.hello(host(), 4), 2);
+    }
+
+    #[test]
+    fn snapshot_makes_the_host_set_exact_and_counts_gaps() {
+        let mut r = Registry::new();
+        r.hello(host(), 0);
+        r.event(H, 1, EventKind::Start, ep("web", "g1"), None, 0);
+        r.event(H, 2, EventKind::Start, ep("db", "g2"), None, 0);
+        // Events 3..=5 were lost; the snapshot says web g1 died and g3 runs.
+        assert!(r.snapshot(H, 5, vec![ep("db", "g2")], false, 0).is_empty());
+        let c = r.snapshot(H, 5, vec![ep("web", "g3")], true, 0);
+        assert_eq!(
+            kinds(&c),
+            [
+                (ChangeKind::Down, Reason::Snapshot, "g1".into()),
+                (ChangeKind::Up, Reason::Snapshot, "g3".into())
+            ]
+        );
+        assert_eq!(r.endpoints("db").len(), 1);
+        let h = r.host(H).unwrap();
+        assert_eq!((h.seq, h.gaps), (5, 3));
+        assert_eq!(r.hosts()[0].endpoints, 2);
+    }
+
+    #[test]
+    fn a_fresh_registry_does_not_count_the_first_seq_as_a_gap() {
+        let mut r = Registry::new();
+        r.hello(host(), 0);
+        r.event(H, 40, EventKind::Start, ep("web", "g1"), None, 0);
+        r.event(H, 41, EventKind::Exit, ep("web", "g1"), None, 0);
+        r.snapshot(H, 41, vec![], true, 0);
+        let h = r.host(H).unwrap();
+        assert_eq!((h.seq, h.applied, h.gaps), (41, 2, 0));
+    }
+
+    #[test]
+    fn silent_hosts_expire_after_the_lease() {
+        let mut r = Registry::new();
+        r.hello(host(), 0);
+        r.event(H, 1, EventKind::Start, ep("web", "g1"), None, 0);
+        r.heartbeat(H, 900);
+        r.disconnected(H);
+        assert_eq!(r.next_expiry(1000), Some(1900));
+        assert!(r.expire(1899, 1000).is_empty());
+        let c = r.expire(1900, 1000);
+        assert_eq!(kinds(&c), [(ChangeKind::Down, Reason::Lease, "g1".into())]);
+        assert!(r.hosts().is_empty());
+        assert_eq!(r.next_expiry(1000), None);
+    }
+
+    #[test]
+    fn events_from_an_unknown_host_change_nothing() {
+        let mut r = Registry::new();
+        let a = r.event("nobody", 1, EventKind::Start, ep("web", "g1"), None, 0);
+        assert_eq!(a, Applied::default());
+        assert!(r
+            .snapshot("nobody", 1, vec![ep("web", "g")], true, 0)
+            .is_empty());
+        assert!(r.drop_host("nobody", Reason::Bye).is_empty());
+    }
+}
