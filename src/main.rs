@@ -33,6 +33,12 @@ fn main() -> ExitCode {
         Ok(Cmd::Client(args)) if args.first().is_some_and(|v| v == "check") => {
             exit(zurg::cli::check::run(&args))
         }
+        Ok(Cmd::Client(args)) if args.first().is_some_and(|v| v == "publisher") => {
+            exit(zurg::publish::server::run(&args))
+        }
+        Ok(Cmd::Client(args)) if args.first().is_some_and(|v| v == "resolve") => {
+            exit(zurg::publish::client::run(&args))
+        }
         Ok(Cmd::Client(args)) => exit(zurg::cli::client::run(&args)),
         Err(e) => {
             eprintln!("zurg: {e}\n{}", cli::USAGE);

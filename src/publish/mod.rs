@@ -6,6 +6,8 @@
 //! face; `forwarder` lives in `zurg run`'s event loop; `client` is
 //! `zurg resolve`.
 
+pub mod client;
 pub mod proto;
 pub mod registry;
+pub mod server;
 pub mod store;

@@ -1,0 +1,401 @@
+//! `zurg resolve`: asks a publisher where a service runs, and with
+//! `--watch` follows every change, reconnecting (and listing again) when
+//! the publisher goes away. It is also the reference for what any client
+//! library does: connect, hello, resolve, read until `synced`, then apply
+//! changes; on a lost connection, reconnect with backoff and list again.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lexopt::prelude::*;
+
+use super::proto::{self, ChangeKind, Decoder, Endpoint, Frame, HostInfo, Role, PROTOCOL};
+use super::server::{nonce, read_token, string_value};
+
+/// Listings of every name can be large; a client trusts its publisher more
+/// than the publisher trusts its peers.
+const CLIENT_MAX_FRAME: usize = 16 * 1024 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const MAX_BACKOFF_MS: u64 = 5_000;
+
+pub const USAGE: &str = "\
+usage: zurg resolve NAME [--watch] [--json] [--publisher ADDR] [--token-file F] [--timeout DUR]
+       zurg resolve --all [--watch] [--json] ...
+  NAME              print the live endpoints of service NAME (exit 1 when there are none)
+  --all             every name with its endpoints, and the hosts that run them
+  --watch           keep streaming every change as it happens (one JSON document per line with --json)
+  --publisher ADDR  publisher address HOST:PORT (default: $ZURG_PUBLISHER)
+  --token-file F    shared secret, when the publisher asks for one
+  --timeout DUR     give up on an unresponsive publisher after DUR (default 5s)
+";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    pub name: Option<String>,
+    pub watch: bool,
+    pub json: bool,
+    pub publisher: String,
+    pub token_file: Option<PathBuf>,
+    pub timeout_ms: u64,
+}
+
+pub fn parse_options(args: &[String], env_publisher: Option<String>) -> Result<Options, String> {
+    let mut name = None;
+    let mut all = false;
+    let mut watch = false;
+    let mut json = false;
+    let mut publisher = env_publisher.filter(|s| !s.is_empty());
+    let mut token_file = None;
+    let mut timeout_ms = 5_000;
+    let mut p = lexopt::Parser::from_args(args.iter().skip(1));
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Long("all") => all = true,
+            Short('w') | Long("watch") => watch = true,
+            Long("json") => json = true,
+            Long("publisher") => publisher = Some(string_value(&mut p)?),
+            Long("token-file") => token_file = Some(PathBuf::from(string_value(&mut p)?)),
+            Long("timeout") => {
+                let v = string_value(&mut p)?;
+                timeout_ms = crate::cli::parse_duration_ms(&v)
+                    .filter(|ms| *ms > 0)
+                    .ok_or_else(|| format!("--timeout {v:?}: expected a duration like 500ms or 5s"))?;
+            }
+            Value(v) if name.is_none() => {
+                name = Some(v.string().map_err(|v| format!("name {v:?} is not UTF-8"))?)
+            }
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    if all == name.is_some() {
+        return Err("give either a service NAME or --all".into());
+    }
+    let publisher = publisher.ok_or("no publisher: give --publisher HOST:PORT or set ZURG_PUBLISHER")?;
+    Ok(Options {
+        name,
+        watch,
+        json,
+        publisher,
+        token_file,
+        timeout_ms,
+    })
+}
+
+pub fn run(args: &[String]) -> i32 {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{USAGE}");
+        return 0;
+    }
+    let opts = match parse_options(args, std::env::var("ZURG_PUBLISHER").ok()) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("zurg resolve: {e}\n{USAGE}");
+            return 2;
+        }
+    };
+    let token = match opts.token_file.as_deref().map(read_token).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("zurg resolve: {e}");
+            return 2;
+        }
+    };
+    if opts.watch {
+        watch(&opts, token.as_deref())
+    } else {
+        match list(&opts, token.as_deref()) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("zurg resolve: {e}");
+                3
+            }
+        }
+    }
+}
+
+/// A connection that has passed the handshake.
+pub struct Session {
+    stream: TcpStream,
+    decoder: Decoder,
+}
+
+impl Session {
+    /// Connects, says hello, and answers the challenge when there is one.
+    pub fn open(addr: &str, token: Option<&[u8]>, timeout: Duration) -> Result<Session, String> {
+        let addrs: Vec<SocketAddr> = addr
+            .to_socket_addrs()
+            .map_err(|e| format!("publisher address {addr:?}: {e}"))?
+            .collect();
+        let mut last = format!("publisher address {addr:?} resolves to nothing");
+        for a in addrs {
+            match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT.min(timeout)) {
+                Ok(stream) => return Session::handshake(stream, token, timeout),
+                Err(e) => last = format!("cannot connect to the publisher at {a}: {e}"),
+            }
+        }
+        Err(last)
+    }
+
+    fn handshake(
+        stream: TcpStream,
+        token: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Session, String> {
+        let _ = stream.set_nodelay(true);
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
+        let mut s = Session {
+            stream,
+            decoder: Decoder::new(CLIENT_MAX_FRAME),
+        };
+        let ours = nonce();
+        s.send(&Frame::Hello {
+            proto: PROTOCOL,
+            role: Role::Client,
+            host: None,
+            zurg: None,
+            boot: None,
+            hostname: None,
+            nonce: Some(ours.clone()),
+        })?;
+        loop {
+            match s.next()? {
+                Frame::Challenge { nonce } => {
+                    let Some(t) = token else {
+                        return Err("the publisher requires a token: give --token-file".into());
+                    };
+                    s.send(&Frame::Auth {
+                        mac: proto::proof(t, "client", &nonce),
+                    })?;
+                }
+                Frame::Welcome { mac, .. } => {
+                    if let Some(t) = token {
+                        let expected = proto::proof(t, "publisher", &ours);
+                        if !mac.is_some_and(|m| proto::same_mac(&m, &expected)) {
+                            return Err("the publisher did not prove it knows the token".into());
+                        }
+                    }
+                    s.stream
+                        .set_read_timeout(None)
+                        .map_err(|e| e.to_string())?;
+                    return Ok(s);
+                }
+                Frame::Error { message } => return Err(format!("publisher: {message}")),
+                other => return Err(format!("unexpected {} frame", other.type_name())),
+            }
+        }
+    }
+
+    pub fn send(&mut self, frame: &Frame) -> Result<(), String> {
+        self.stream
+            .write_all(&proto::to_bytes(frame))
+            .map_err(|e| format!("publisher connection: {e}"))
+    }
+
+    /// The next frame; an error when the connection ends or times out.
+    pub fn next(&mut self) -> Result<Frame, String> {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            if let Some(f) = self.decoder.next_frame().map_err(|e| e.to_string())? {
+                return Ok(f);
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Err("the publisher closed the connection".into()),
+                Ok(n) => self.decoder.feed(buf.get(..n).unwrap_or_default()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    return Err("the publisher did not answer in time".into())
+                }
+                Err(e) => return Err(format!("publisher connection: {e}")),
+            }
+        }
+    }
+
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        let _ = self.stream.set_read_timeout(timeout);
+    }
+}
+
+/// Everything up to `synced`.
+#[derive(Debug, Default)]
+struct Listing {
+    hosts: Vec<HostInfo>,
+    names: Vec<(String, Vec<Endpoint>)>,
+}
+
+fn read_listing(s: &mut Session, echo_json: bool) -> Result<Listing, String> {
+    let mut listing = Listing::default();
+    loop {
+        let frame = s.next()?;
+        if echo_json {
+            print_json(&frame);
+        }
+        match frame {
+            Frame::Hosts { hosts } => listing.hosts.extend(hosts),
+            Frame::Endpoints { name, endpoints } => match listing.names.last_mut() {
+                Some((last, eps)) if *last == name => eps.extend(endpoints),
+                _ => listing.names.push((name, endpoints)),
+            },
+            Frame::Synced => return Ok(listing),
+            Frame::Error { message } => return Err(format!("publisher: {message}")),
+            _ => {}
+        }
+    }
+}
+
+fn request(opts: &Options, token: Option<&[u8]>) -> Result<Session, String> {
+    let timeout = Duration::from_millis(opts.timeout_ms);
+    let mut s = Session::open(&opts.publisher, token, timeout)?;
+    s.set_timeout(Some(timeout));
+    s.send(&Frame::Resolve {
+        name: opts.name.clone(),
+        watch: opts.watch,
+    })?;
+    Ok(s)
+}
+
+fn list(opts: &Options, token: Option<&[u8]>) -> Result<i32, String> {
+    let mut s = request(opts, token)?;
+    let listing = read_listing(&mut s, false)?;
+    let total: usize = listing.names.iter().map(|(_, e)| e.len()).sum();
+    let mut out = io::stdout().lock();
+    if opts.json {
+        let doc = match &opts.name {
+            Some(name) => serde_json::json!({
+                "name": name,
+                "endpoints": listing.names.iter().flat_map(|(_, e)| e.iter()).collect::<Vec<_>>(),
+            }),
+            None => serde_json::json!({
+                "hosts": listing.hosts,
+                "services": listing.names.iter().map(|(n, e)| (n.clone(), e.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+            }),
+        };
+        let _ = writeln!(out, "{doc}");
+    } else {
+        if opts.name.is_none() {
+            let _ = writeln!(out, "{:<16} {:<22} {:>9} {:>9} {:>5}  ZURG", "HOST", "HOSTNAME", "ENDPOINTS", "SEQ", "LIVE");
+            for h in &listing.hosts {
+                let _ = writeln!(
+                    out,
+                    "{:<16} {:<22} {:>9} {:>9} {:>5}  {}",
+                    h.ip,
+                    if h.hostname.is_empty() { "-" } else { &h.hostname },
+                    h.endpoints,
+                    h.seq,
+                    if h.connected { "yes" } else { "no" },
+                    h.zurg
+                );
+            }
+            let _ = writeln!(out);
+        }
+        let _ = writeln!(out, "{:<20} {:<22} {:<12} GPID", "SERVICE", "ENDPOINT", "VERSION");
+        for (name, eps) in &listing.names {
+            for e in eps {
+                let _ = writeln!(
+                    out,
+                    "{:<20} {:<22} {:<12} {}",
+                    name,
+                    format!("{}:{}", e.ip, e.port),
+                    e.version.as_deref().unwrap_or("-"),
+                    e.gpid
+                );
+            }
+        }
+    }
+    if total == 0 {
+        if let Some(name) = &opts.name {
+            eprintln!("zurg resolve: {name}: no live endpoints");
+        }
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+fn print_json(frame: &Frame) {
+    let mut out = io::stdout().lock();
+    if let Ok(text) = serde_json::to_string(frame) {
+        if writeln!(out, "{text}").and_then(|_| out.flush()).is_err() {
+            output_closed();
+        }
+    }
+}
+
+/// Whoever read the stream went away (`resolve --watch | head`): done.
+fn output_closed() -> ! {
+    std::process::exit(0)
+}
+
+fn print_change(frame: &Frame) {
+    if let Frame::Change {
+        change,
+        reason,
+        endpoint: e,
+        exit,
+        ..
+    } = frame
+    {
+        let what = match change {
+            ChangeKind::Up => "up  ",
+            ChangeKind::Down => "down",
+        };
+        let how = match exit {
+            Some(x) => match (&x.code, &x.signal) {
+                (_, Some(sig)) => format!(" ({sig})"),
+                (Some(c), None) => format!(" (exit {c})"),
+                _ => String::new(),
+            },
+            None => String::new(),
+        };
+        let mut out = io::stdout().lock();
+        let reason = serde_json::to_value(reason)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let line = format!("{what} {} {}:{} {} [{reason}{how}]", e.service, e.ip, e.port, e.gpid);
+        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+            output_closed();
+        }
+    }
+}
+
+/// Streams changes forever; reconnects and lists again when the publisher
+/// goes away, so the output always converges on the live set.
+fn watch(opts: &Options, token: Option<&[u8]>) -> i32 {
+    let mut backoff_ms = 100;
+    loop {
+        match request(opts, token).and_then(|mut s| {
+            let listing = read_listing(&mut s, opts.json)?;
+            if !opts.json {
+                for (name, eps) in &listing.names {
+                    for e in eps {
+                        let _ = writeln!(io::stdout().lock(), "live {name} {}:{} {}", e.ip, e.port, e.gpid);
+                    }
+                }
+            }
+            backoff_ms = 100;
+            // Changes may be far apart: no read timeout while watching.
+            s.set_timeout(None);
+            loop {
+                let frame = s.next()?;
+                if let Frame::Error { message } = &frame {
+                    return Err(format!("publisher: {message}"));
+                }
+                if opts.json {
+                    print_json(&frame);
+                } else {
+                    print_change(&frame);
+                }
+            }
+        }) {
+            Ok(()) => {}
+            Err(e) => {
+                eprintln!("zurg resolve: {e}; reconnecting in {backoff_ms} ms");
+                std::thread::sleep(Duration::from_millis(backoff_ms));
+                backoff_ms = backoff_ms.saturating_mul(2).min(MAX_BACKOFF_MS);
+            }
+        }
+    }
+}

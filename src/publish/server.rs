@@ -1,0 +1,802 @@
+//! `zurg publisher`: the naming service. Forwarders push their hosts'
+//! lifecycle events; resolve clients list names and watch them change.
+//!
+//! One thread, one mio loop, like `zurg run`: every connection is
+//! non-blocking with bounded buffers, so a garbage, oversized or stalled
+//! peer costs its own connection and nobody else's. The registry lives in a
+//! `Store` (memory, or etcd with the `etcd` feature); the loop turns the
+//! store's changes into frames for watchers the moment they happen.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use lexopt::prelude::*;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+
+use super::proto::{self, Decoder, Frame, HostInfo, Role, CHUNK, MAX_FRAME, PROTOCOL};
+use super::registry::Change;
+use super::store::{ConnId, Done, MemoryStore, Store};
+
+const LISTENER: Token = Token(0);
+/// Woken by a store that answers from another thread.
+pub const WAKER: Token = Token(1);
+const FIRST_CONN: usize = 2;
+
+pub const DEFAULT_LEASE_MS: u64 = 10_000;
+const MAX_CONNS: usize = 4096;
+/// A connection must say hello (and authenticate) within this.
+const HANDSHAKE_MS: u64 = 10_000;
+/// Queued output a peer may leave unread before it is dropped: a watcher
+/// that cannot keep up reconnects and lists again rather than holding the
+/// publisher's memory.
+const MAX_OUTPUT: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    pub listen: SocketAddr,
+    pub etcd: Vec<String>,
+    pub prefix: String,
+    pub lease_ms: u64,
+    pub token_file: Option<PathBuf>,
+}
+
+pub const USAGE: &str = "\
+usage: zurg publisher --listen ADDR [--etcd URL[,URL...]] [--prefix P] [--lease-ms N] [--token-file F]
+  --listen ADDR     address to serve forwarders and resolve clients on, e.g. 0.0.0.0:7300
+  --etcd URLS       keep the registry in etcd (needs a build with --features etcd)
+  --prefix P        etcd key prefix (default /zurg)
+  --lease-ms N      a host silent this long loses its endpoints (default 10000)
+  --token-file F    shared secret; peers must prove they know it
+";
+
+pub fn parse_options(args: &[String]) -> Result<Options, String> {
+    let mut listen = None;
+    let mut etcd = Vec::new();
+    let mut prefix = "/zurg".to_string();
+    let mut lease_ms = DEFAULT_LEASE_MS;
+    let mut token_file = None;
+    let mut p = lexopt::Parser::from_args(args.iter().skip(1));
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Long("listen") => {
+                let v = string_value(&mut p)?;
+                listen = Some(
+                    v.parse::<SocketAddr>()
+                        .map_err(|_| format!("--listen {v:?}: expected IP:PORT"))?,
+                );
+            }
+            Long("etcd") => etcd.extend(
+                string_value(&mut p)?
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string),
+            ),
+            Long("prefix") => prefix = string_value(&mut p)?,
+            Long("lease-ms") => {
+                let v = string_value(&mut p)?;
+                lease_ms = v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n >= 100)
+                    .ok_or_else(|| format!("--lease-ms {v:?}: expected milliseconds, at least 100"))?;
+            }
+            Long("token-file") => token_file = Some(PathBuf::from(string_value(&mut p)?)),
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    let listen = listen.ok_or("--listen ADDR is required")?;
+    Ok(Options {
+        listen,
+        etcd,
+        prefix,
+        lease_ms,
+        token_file,
+    })
+}
+
+pub fn string_value(p: &mut lexopt::Parser) -> Result<String, String> {
+    p.value()
+        .map_err(|e| e.to_string())?
+        .string()
+        .map_err(|e| e.to_string())
+}
+
+/// Reads a shared secret: the file's content without surrounding whitespace.
+pub fn read_token(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let token = text.trim_ascii().to_vec();
+    if token.is_empty() {
+        return Err(format!("{}: the token file is empty", path.display()));
+    }
+    Ok(token)
+}
+
+/// Random hex for challenges, from the kernel's generator.
+pub fn nonce() -> String {
+    let mut bytes = [0u8; 16];
+    let got = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if got.is_err() {
+        // Without urandom, time and pid still differ per connection; the
+        // MAC keeps the secret off the wire either way.
+        let t = crate::os::wall_clock_us() ^ u64::from(std::process::id()).rotate_left(40);
+        for (dst, src) in bytes.iter_mut().zip(t.to_le_bytes().iter().cycle()) {
+            *dst = *src;
+        }
+    }
+    proto::hex(&bytes)
+}
+
+#[derive(Debug)]
+enum Peer {
+    /// Nothing said yet.
+    New,
+    /// Challenged; waiting for the MAC.
+    Challenged {
+        ours: String,
+        hello: Box<Frame>,
+    },
+    /// Accepted forwarder, waiting for its store welcome or streaming.
+    Forwarder { zurg: String },
+    /// A resolve client; `watch` says which names it follows after listing.
+    Client { watch: Option<Watch> },
+}
+
+#[derive(Debug, Clone)]
+enum Watch {
+    All,
+    Name(String),
+}
+
+#[derive(Debug)]
+struct Conn {
+    stream: TcpStream,
+    addr: SocketAddr,
+    decoder: Decoder,
+    out: Vec<u8>,
+    peer: Peer,
+    opened_ms: u64,
+    /// Set when the connection is to be closed once its output is flushed.
+    closing: bool,
+    /// The proof of the token for a forwarder's welcome, until the store
+    /// answers its hello.
+    welcome_mac: Option<String>,
+}
+
+struct Server {
+    poll: Poll,
+    listener: TcpListener,
+    conns: Vec<Option<Conn>>,
+    /// Which connection speaks for a zurg instance.
+    forwarders: HashMap<String, ConnId>,
+    store: Box<dyn Store>,
+    token: Option<Vec<u8>>,
+    lease_ms: u64,
+    start: Instant,
+}
+
+pub fn run(args: &[String]) -> i32 {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{USAGE}");
+        return 0;
+    }
+    let opts = match parse_options(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("zurg publisher: {e}\n{USAGE}");
+            return 2;
+        }
+    };
+    match Server::new(&opts) {
+        Ok(mut server) => {
+            crate::log!(
+                "publisher listening on {} (registry: {}, lease {} ms{})",
+                opts.listen,
+                server.store.describe(),
+                opts.lease_ms,
+                if server.token.is_some() {
+                    ", token required"
+                } else {
+                    ""
+                }
+            );
+            server.serve()
+        }
+        Err(e) => {
+            eprintln!("zurg publisher: {e}");
+            1
+        }
+    }
+}
+
+fn make_store(opts: &Options, poll: &Poll) -> Result<Box<dyn Store>, String> {
+    if opts.etcd.is_empty() {
+        return Ok(Box::new(MemoryStore::new(opts.lease_ms)));
+    }
+    #[cfg(feature = "etcd")]
+    {
+        let waker = mio::Waker::new(poll.registry(), WAKER).map_err(|e| e.to_string())?;
+        let store =
+            super::etcd::EtcdStore::connect(&opts.etcd, &opts.prefix, opts.lease_ms, waker)?;
+        Ok(Box::new(store))
+    }
+    #[cfg(not(feature = "etcd"))]
+    {
+        let _ = poll;
+        Err("--etcd: this zurg was built without etcd support; build it with `cargo build --release --features etcd`".into())
+    }
+}
+
+impl Server {
+    fn new(opts: &Options) -> Result<Server, String> {
+        let token = opts.token_file.as_deref().map(read_token).transpose()?;
+        let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
+        let mut listener = TcpListener::bind(opts.listen)
+            .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(|e| e.to_string())?;
+        let store = make_store(opts, &poll)?;
+        Ok(Server {
+            poll,
+            listener,
+            conns: Vec::new(),
+            forwarders: HashMap::new(),
+            store,
+            token,
+            lease_ms: opts.lease_ms,
+            start: Instant::now(),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn serve(&mut self) -> i32 {
+        let mut events = Events::with_capacity(1024);
+        let mut done = Vec::new();
+        loop {
+            let now = self.now_ms();
+            let handshake = self
+                .conns
+                .iter()
+                .flatten()
+                .filter(|c| matches!(c.peer, Peer::New | Peer::Challenged { .. }))
+                .map(|c| c.opened_ms.saturating_add(HANDSHAKE_MS))
+                .min();
+            let deadline = [handshake, self.store.next_deadline()]
+                .into_iter()
+                .flatten()
+                .min();
+            let timeout = deadline
+                .map(|at| Duration::from_millis(at.saturating_sub(now)) + Duration::from_micros(500));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    crate::log!("event loop error: {e}");
+                }
+                continue;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    Token(t) => {
+                        if let Some(id) = t.checked_sub(FIRST_CONN) {
+                            self.service_conn(id);
+                        }
+                    }
+                }
+            }
+            let now = self.now_ms();
+            self.store.tick(now);
+            self.expire_handshakes(now);
+            // Store answers may produce more requests only through peers, so
+            // one drain per wake-up is enough.
+            self.store.drain(&mut done);
+            for d in done.drain(..) {
+                self.on_done(d);
+            }
+            self.reap_closed();
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, addr)) => {
+                    let live = self.conns.iter().flatten().count();
+                    if live >= MAX_CONNS {
+                        let mut bytes = Vec::new();
+                        proto::encode(
+                            &Frame::Error {
+                                message: format!("too many connections ({MAX_CONNS})"),
+                            },
+                            &mut bytes,
+                        );
+                        let _ = stream.write(&bytes);
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    let id = match self.conns.iter().position(Option::is_none) {
+                        Some(free) => free,
+                        None => {
+                            self.conns.push(None);
+                            self.conns.len().saturating_sub(1)
+                        }
+                    };
+                    if let Err(e) = self.poll.registry().register(
+                        &mut stream,
+                        Token(id.saturating_add(FIRST_CONN)),
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        crate::log!("cannot watch connection from {addr}: {e}");
+                        continue;
+                    }
+                    let opened_ms = self.now_ms();
+                    if let Some(slot) = self.conns.get_mut(id) {
+                        *slot = Some(Conn {
+                            stream,
+                            addr,
+                            decoder: Decoder::new(MAX_FRAME),
+                            out: Vec::new(),
+                            peer: Peer::New,
+                            opened_ms,
+                            closing: false,
+                            welcome_mac: None,
+                        });
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: the pending connection stays queued;
+                    // retrying now would spin.
+                    crate::log!("cannot accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn conn(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.conns.get_mut(id).and_then(Option::as_mut)
+    }
+
+    /// Reads what arrived, handles whole frames, writes what is queued.
+    fn service_conn(&mut self, id: ConnId) {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let Some(conn) = self.conn(id) else { return };
+            if conn.closing {
+                break;
+            }
+            match conn.stream.read(&mut buf) {
+                Ok(0) => {
+                    self.close(id, None);
+                    return;
+                }
+                Ok(n) => {
+                    conn.decoder.feed(buf.get(..n).unwrap_or_default());
+                    self.handle_frames(id);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.close(id, None);
+                    return;
+                }
+            }
+        }
+        self.flush(id);
+    }
+
+    fn handle_frames(&mut self, id: ConnId) {
+        loop {
+            let Some(conn) = self.conn(id) else { return };
+            if conn.closing {
+                return;
+            }
+            match conn.decoder.next_frame() {
+                Ok(Some(frame)) => self.on_frame(id, frame),
+                Ok(None) => return,
+                Err(e) => {
+                    let addr = conn.addr;
+                    crate::log!("connection from {addr}: {e}; closing it");
+                    self.close(id, Some(e.to_string()));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, id: ConnId, frame: &Frame) {
+        let Some(conn) = self.conn(id) else { return };
+        proto::encode(frame, &mut conn.out);
+        if conn.out.len() > MAX_OUTPUT {
+            let addr = conn.addr;
+            conn.out.clear();
+            crate::log!("connection from {addr} does not read what it is sent; closing it");
+            self.close(id, Some("too slow: output buffer full".into()));
+        }
+    }
+
+    fn flush(&mut self, id: ConnId) {
+        let Some(conn) = self.conn(id) else { return };
+        while !conn.out.is_empty() {
+            match conn.stream.write(&conn.out) {
+                Ok(0) => break,
+                Ok(n) => {
+                    conn.out.drain(..n.min(conn.out.len()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    conn.out.clear();
+                    conn.closing = true;
+                    break;
+                }
+            }
+        }
+        if conn.closing {
+            self.drop_conn(id);
+        }
+    }
+
+    /// Sends an error (when given) and closes after it is written.
+    fn close(&mut self, id: ConnId, error: Option<String>) {
+        if let Some(message) = error {
+            if let Some(conn) = self.conn(id) {
+                proto::encode(&Frame::Error { message }, &mut conn.out);
+            }
+        }
+        let zurg = match self.conn(id) {
+            Some(conn) => {
+                conn.closing = true;
+                match &conn.peer {
+                    Peer::Forwarder { zurg } => Some(zurg.clone()),
+                    _ => None,
+                }
+            }
+            None => None,
+        };
+        if let Some(zurg) = zurg {
+            if self.forwarders.get(&zurg) == Some(&id) {
+                self.forwarders.remove(&zurg);
+                self.store.disconnected(&zurg);
+            }
+        }
+    }
+
+    fn drop_conn(&mut self, id: ConnId) {
+        if let Some(mut conn) = self.conns.get_mut(id).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+        }
+    }
+
+    fn reap_closed(&mut self) {
+        let closing: Vec<ConnId> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.as_ref().is_some_and(|c| c.closing))
+            .map(|(i, _)| i)
+            .collect();
+        for id in closing {
+            // One last attempt to deliver the error frame; best effort.
+            if let Some(conn) = self.conn(id) {
+                let _ = conn.stream.write(&conn.out);
+            }
+            self.drop_conn(id);
+        }
+    }
+
+    fn expire_handshakes(&mut self, now: u64) {
+        let late: Vec<ConnId> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
+            .filter(|(_, c)| {
+                matches!(c.peer, Peer::New | Peer::Challenged { .. })
+                    && now.saturating_sub(c.opened_ms) >= HANDSHAKE_MS
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for id in late {
+            self.close(id, Some("no hello within 10 s".into()));
+        }
+    }
+
+    fn on_frame(&mut self, id: ConnId, frame: Frame) {
+        let Some(conn) = self.conn(id) else { return };
+        let peer = std::mem::replace(&mut conn.peer, Peer::New);
+        match (peer, frame) {
+            (Peer::New, hello @ Frame::Hello { .. }) => {
+                if let Frame::Hello { proto, .. } = &hello {
+                    if *proto != PROTOCOL {
+                        let message =
+                            format!("protocol {proto} is not spoken here (this publisher speaks {PROTOCOL})");
+                        self.close(id, Some(message));
+                        return;
+                    }
+                }
+                if self.token.is_some() {
+                    let ours = nonce();
+                    self.send(
+                        id,
+                        &Frame::Challenge {
+                            nonce: ours.clone(),
+                        },
+                    );
+                    if let Some(conn) = self.conn(id) {
+                        conn.peer = Peer::Challenged {
+                            ours,
+                            hello: Box::new(hello),
+                        };
+                    }
+                } else {
+                    self.accepted(id, hello);
+                }
+            }
+            (Peer::Challenged { ours, hello }, Frame::Auth { mac }) => {
+                let role = match &*hello {
+                    Frame::Hello { role, .. } => *role,
+                    _ => Role::Client,
+                };
+                let expected = self
+                    .token
+                    .as_deref()
+                    .map(|t| proto::proof(t, role_name(role), &ours))
+                    .unwrap_or_default();
+                if proto::same_mac(&mac, &expected) {
+                    self.accepted(id, *hello);
+                } else {
+                    let addr = self.conn(id).map(|c| c.addr);
+                    crate::log!("connection from {addr:?}: authentication failed");
+                    self.close(id, Some("authentication failed".into()));
+                }
+            }
+            (peer @ Peer::Forwarder { .. }, frame) => self.forwarder_frame(id, peer, frame),
+            (Peer::Client { .. }, Frame::Resolve { name, watch }) => self.resolve(id, name, watch),
+            (_, frame) => {
+                let message = format!("unexpected {} frame", frame.type_name());
+                self.close(id, Some(message));
+            }
+        }
+    }
+
+    /// The peer passed the handshake.
+    fn accepted(&mut self, id: ConnId, hello: Frame) {
+        let Frame::Hello {
+            role,
+            host,
+            zurg,
+            boot,
+            hostname,
+            nonce,
+            ..
+        } = hello
+        else {
+            return;
+        };
+        let mac = match (&self.token, &nonce) {
+            (Some(t), Some(n)) => Some(proto::proof(t, "publisher", n)),
+            _ => None,
+        };
+        match role {
+            Role::Client => {
+                if let Some(conn) = self.conn(id) {
+                    conn.peer = Peer::Client { watch: None };
+                }
+                let lease_ms = self.lease_ms;
+                self.send(
+                    id,
+                    &Frame::Welcome {
+                        last_seq: 0,
+                        lease_ms,
+                        mac,
+                    },
+                );
+            }
+            Role::Forwarder => {
+                let (Some(zurg), Some(ip)) = (zurg, host) else {
+                    self.close(id, Some("a forwarder's hello needs host and zurg".into()));
+                    return;
+                };
+                if zurg.is_empty() || zurg.len() > 200 || ip.len() > 100 {
+                    self.close(id, Some("bad host or zurg in hello".into()));
+                    return;
+                }
+                // A reconnect from the same instance replaces a connection
+                // the publisher has not noticed is dead yet.
+                if let Some(old) = self.forwarders.insert(zurg.clone(), id) {
+                    if old != id {
+                        if let Some(c) = self.conn(old) {
+                            c.peer = Peer::New;
+                        }
+                        self.close(old, Some("replaced by a newer connection".into()));
+                    }
+                }
+                let addr = self.conn(id).map(|c| c.addr);
+                crate::log!(
+                    "forwarder {zurg} ({}) connected from {}",
+                    hostname.as_deref().unwrap_or(&ip),
+                    addr.map(|a| a.to_string()).unwrap_or_default()
+                );
+                if let Some(conn) = self.conn(id) {
+                    conn.peer = Peer::Forwarder { zurg: zurg.clone() };
+                }
+                if let Some(conn) = self.conn(id) {
+                    // Sent with the store's welcome, which carries last_seq.
+                    conn.welcome_mac = mac;
+                }
+                let info = HostInfo {
+                    zurg,
+                    ip,
+                    boot: boot.unwrap_or_default(),
+                    hostname: hostname.unwrap_or_default(),
+                    connected: true,
+                    ..HostInfo::default()
+                };
+                let now = self.now_ms();
+                self.store.hello(id, info, now);
+            }
+        }
+    }
+
+    fn forwarder_frame(&mut self, id: ConnId, peer: Peer, frame: Frame) {
+        let Peer::Forwarder { zurg } = &peer else {
+            return;
+        };
+        let zurg = zurg.clone();
+        if let Some(conn) = self.conn(id) {
+            conn.peer = peer;
+        }
+        let now = self.now_ms();
+        match frame {
+            Frame::Event {
+                seq,
+                kind,
+                endpoint,
+                exit,
+                ..
+            } => self.store.event(id, &zurg, seq, kind, endpoint, exit, now),
+            Frame::Snapshot {
+                seq,
+                endpoints,
+                last,
+            } => self.store.snapshot(id, &zurg, seq, endpoints, last, now),
+            Frame::Heartbeat { .. } => self.store.heartbeat(id, &zurg, now),
+            Frame::Bye => {
+                crate::log!("forwarder {zurg} said bye: its zurg is shutting down");
+                self.store.bye(&zurg);
+                if self.forwarders.get(&zurg) == Some(&id) {
+                    self.forwarders.remove(&zurg);
+                }
+                if let Some(conn) = self.conn(id) {
+                    conn.peer = Peer::New;
+                    conn.closing = true;
+                }
+            }
+            other => {
+                let message = format!("unexpected {} frame from a forwarder", other.type_name());
+                self.close(id, Some(message));
+            }
+        }
+    }
+
+    fn resolve(&mut self, id: ConnId, name: Option<String>, watch: bool) {
+        let view = self.store.view();
+        let mut frames = Vec::new();
+        match &name {
+            Some(n) => frames.push(Frame::Endpoints {
+                name: n.clone(),
+                endpoints: view.endpoints(n),
+            }),
+            None => {
+                frames.push(Frame::Hosts {
+                    hosts: view.hosts(),
+                });
+                for n in view.names() {
+                    for chunk in view.endpoints(n).chunks(CHUNK) {
+                        frames.push(Frame::Endpoints {
+                            name: n.clone(),
+                            endpoints: chunk.to_vec(),
+                        });
+                    }
+                }
+            }
+        }
+        frames.push(Frame::Synced);
+        for f in &frames {
+            self.send(id, f);
+        }
+        if let Some(conn) = self.conn(id) {
+            conn.peer = Peer::Client {
+                watch: watch.then(|| match name {
+                    Some(n) => Watch::Name(n),
+                    None => Watch::All,
+                }),
+            };
+        }
+        self.flush(id);
+    }
+
+    fn on_done(&mut self, done: Done) {
+        match done {
+            Done::Welcome { conn, last_seq } => {
+                let mac = self.conn(conn).and_then(|c| c.welcome_mac.take());
+                let lease_ms = self.lease_ms;
+                self.send(
+                    conn,
+                    &Frame::Welcome {
+                        last_seq,
+                        lease_ms,
+                        mac,
+                    },
+                );
+                self.flush(conn);
+            }
+            Done::Ack { conn, seq } => {
+                self.send(conn, &Frame::Ack { seq });
+                self.flush(conn);
+            }
+            Done::Fail { conn, message } => {
+                self.close(conn, Some(message));
+            }
+            Done::Change(change) => self.fan_out(&change),
+        }
+    }
+
+    /// Sends one change to every watcher of its name.
+    fn fan_out(&mut self, change: &Change) {
+        let frame = Frame::Change {
+            change: change.change,
+            reason: change.reason,
+            endpoint: change.endpoint.clone(),
+            exit: change.exit.clone(),
+            time_us: crate::os::wall_clock_us(),
+        };
+        let mut bytes = Vec::new();
+        proto::encode(&frame, &mut bytes);
+        let name = &change.endpoint.service;
+        let watchers: Vec<ConnId> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
+            .filter(|(_, c)| match &c.peer {
+                Peer::Client {
+                    watch: Some(Watch::All),
+                } => true,
+                Peer::Client {
+                    watch: Some(Watch::Name(n)),
+                } => n == name,
+                _ => false,
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for id in watchers {
+            if let Some(conn) = self.conn(id) {
+                conn.out.extend_from_slice(&bytes);
+                if conn.out.len() > MAX_OUTPUT {
+                    conn.out.clear();
+                    self.close(id, Some("too slow: output buffer full".into()));
+                    continue;
+                }
+            }
+            self.flush(id);
+        }
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Forwarder => "forwarder",
+        Role::Client => "client",
+    }
+}
