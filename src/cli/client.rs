@@ -421,6 +421,21 @@ fn print_reply(cmd: &ClientCmd, reply: &Reply, raw: &[u8]) -> i32 {
         Verb::Version => {
             if let Ok(v) = serde_json::from_value::<VersionInfo>(result) {
                 println!("zurg {} (protocol {}, pid {})", v.zurg, v.protocol, v.pid);
+                if let Some(g) = v.gpid {
+                    println!("gpid {g}");
+                }
+                if let Some(p) = v.publish {
+                    println!(
+                        "publishing to {}: {}, seq {}, acked {}, {} queued, {} dropped, {} connect(s)",
+                        p.publisher,
+                        if p.connected { "connected" } else { "not connected" },
+                        p.seq,
+                        p.acked,
+                        p.queued,
+                        p.dropped,
+                        p.connects
+                    );
+                }
             }
         }
     }

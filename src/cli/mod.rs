@@ -45,7 +45,12 @@ usage:
         run CMD as a child init (like tini): forward signals, reap orphans,
         exit with CMD's code or 128+signal
   zurg run --units DIR [--socket PATH] [--state DIR] [--grace DUR] [--readers GROUP] [--host-ip IP] [--strict]
+           [--publish HOST:PORT[,HOST:PORT...]] [--publish-token-file F]
         supervise the services described by DIR/*.toml
+  zurg publisher --listen ADDR [--etcd URLS] [--lease-ms N] [--token-file F]
+        serve the naming registry that `zurg run --publish` feeds
+  zurg resolve NAME|--all [--watch] [--json] [--publisher ADDR]
+        print where a service runs now, and follow its changes
   zurg status|start|stop|restart|signal|reload|events|shutdown|... [--json]
         talk to a running zurg over its control socket
   zurg --help | --version
@@ -78,6 +83,11 @@ pub struct RunOptions {
     pub host_ip: Option<std::net::IpAddr>,
     /// Refuse units without a version and a checksum.
     pub strict: bool,
+    /// Publisher addresses (HOST:PORT) to push lifecycle events to; more
+    /// than one means fail-over in turn.
+    pub publish: Vec<String>,
+    /// Shared secret for the publisher's challenge.
+    pub publish_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +162,8 @@ pub fn parse(args: Vec<OsString>, is_pid1: bool) -> Result<Cmd, UsageError> {
                 readers: None,
                 host_ip: None,
                 strict: false,
+                publish: Vec::new(),
+                publish_token_file: None,
             }));
         }
         return Err(UsageError("no command given".into()));
@@ -216,10 +228,24 @@ fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
     let mut readers = None;
     let mut host_ip = None;
     let mut strict = false;
+    let mut publish = Vec::new();
+    let mut publish_token_file = None;
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(Cmd::Help),
+            Long("publish") => {
+                let v = p.value()?.string()?;
+                for addr in v.split(',').filter(|a| !a.is_empty()) {
+                    if !addr.contains(':') {
+                        return Err(UsageError(format!(
+                            "--publish {addr:?}: expected HOST:PORT"
+                        )));
+                    }
+                    publish.push(addr.to_string());
+                }
+            }
+            Long("publish-token-file") => publish_token_file = Some(PathBuf::from(p.value()?)),
             Short('u') | Long("units") => units = Some(PathBuf::from(p.value()?)),
             Long("socket") => socket = Some(PathBuf::from(p.value()?)),
             Long("state") => state = Some(PathBuf::from(p.value()?)),
@@ -244,6 +270,8 @@ fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
         readers,
         host_ip,
         strict,
+        publish,
+        publish_token_file,
     }))
 }
 

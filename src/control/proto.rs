@@ -286,6 +286,12 @@ pub struct VersionInfo {
     pub zurg: String,
     pub protocol: u32,
     pub pid: u32,
+    /// zurg's own GPID, as forwarders present it to the publisher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpid: Option<String>,
+    /// Present when zurg runs with `--publish`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<crate::publish::proto::PublishStatus>,
 }
 
 /// Why a line is not a request. `id` is kept when it could be read, so the

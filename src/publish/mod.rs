@@ -7,6 +7,7 @@
 //! `zurg resolve`.
 
 pub mod client;
+pub mod forwarder;
 pub mod proto;
 pub mod registry;
 pub mod server;

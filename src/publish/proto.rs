@@ -112,6 +112,21 @@ pub struct HostInfo {
     pub endpoints: usize,
 }
 
+/// A forwarder's state, as `zurg version` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PublishStatus {
+    pub publisher: String,
+    pub connected: bool,
+    /// Last sequence number issued.
+    pub seq: u64,
+    /// Highest sequence number the publisher acknowledged.
+    pub acked: u64,
+    pub queued: usize,
+    /// Events dropped because the queue was full.
+    pub dropped: u64,
+    pub connects: u64,
+}
+
 /// Every frame of the protocol, in both directions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "lowercase")]

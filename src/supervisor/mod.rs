@@ -7,6 +7,7 @@
 //! This is the only place that mutates service state. Once the loop runs,
 //! errors fail one service or one request and are logged, never fatal.
 
+mod publishing;
 pub mod reactor;
 mod requests;
 pub mod shim;
@@ -60,6 +61,8 @@ enum TimerKey {
         slot: usize,
         generation: u64,
     },
+    /// The forwarder's next connect, timeout or heartbeat.
+    Publish,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,6 +163,12 @@ pub struct Supervisor {
     inotify: Option<Inotify>,
     /// How many running services share each inotify watch.
     watch_users: HashMap<i32, usize>,
+    /// Pushes lifecycle events to a publisher (`--publish`).
+    forwarder: Option<crate::publish::forwarder::Forwarder>,
+    /// When the Publish timer is armed for, if it is.
+    publish_timer_at: Option<u64>,
+    /// zurg's own GPID (port 0, its own pid): one per zurg instance.
+    own_gpid: String,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -301,6 +310,30 @@ impl Supervisor {
             }
         };
         let clock_reserved = load_clock(&opts.state_dir);
+        let mut clock = StartClock::after(clock_reserved);
+        let own_gpid = Gpid {
+            ip: host_ip,
+            port: 0,
+            start_us: clock.issue(crate::os::wall_clock_us()),
+            pid: std::process::id(),
+        };
+        let identity = crate::publish::forwarder::Identity {
+            ip: host_ip.to_string(),
+            zurg: own_gpid.to_string(),
+            boot: publishing::boot_id(),
+            hostname: publishing::hostname(),
+        };
+        let forwarder = match publishing::make_forwarder(&opts, identity) {
+            Ok(f) => f,
+            Err(e) if pid1::is_pid1() => {
+                crate::log!("{e}; running without publishing");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(f) = &forwarder {
+            crate::log!("publishing to {} as {own_gpid}", f.status().publisher);
+        }
         let inotify =
             match Inotify::new().and_then(|i| reactor.watch_fd(&i, INOTIFY_TOKEN).map(|_| i)) {
                 Ok(i) => Some(i),
@@ -344,7 +377,7 @@ impl Supervisor {
             shutdown_mode: ShutdownMode::Default,
             machine_init,
             host_ip,
-            clock: StartClock::after(clock_reserved),
+            clock,
             clock_reserved,
             clock_unsaved: false,
             journal,
@@ -353,6 +386,9 @@ impl Supervisor {
             upgrades: Vec::new(),
             inotify,
             watch_users: HashMap::new(),
+            forwarder,
+            publish_timer_at: None,
+            own_gpid: own_gpid.to_string(),
         })
     }
 
@@ -486,6 +522,8 @@ impl Supervisor {
             self.reactor.timers.arm(at, TimerKey::Watchdog);
         }
 
+        // Connects to the publisher on the first pass.
+        self.arm_publish_timer();
         let mut tokens = Vec::new();
         loop {
             if let Err(e) = self.reactor.wait(&mut tokens) {
@@ -506,6 +544,8 @@ impl Supervisor {
                     self.on_control(token, &mut work);
                 } else if token == INOTIFY_TOKEN {
                     self.on_binary_changes();
+                } else if token == publishing::FORWARD_TOKEN {
+                    self.on_forwarder_ready();
                 }
             }
             // Restart what died before the sweep below: with many children
@@ -523,6 +563,7 @@ impl Supervisor {
             self.settle_waiting();
             self.settle_upgrades(&mut work);
             self.arm_control_idle();
+            self.arm_publish_timer();
             if let Some(code) = self.advance_shutdown(&mut work) {
                 return code;
             }
@@ -623,7 +664,8 @@ impl Supervisor {
         format!("STATUS={running} running, {down} not running")
     }
 
-    fn finish(&self) -> i32 {
+    fn finish(&mut self) -> i32 {
+        self.farewell_publisher();
         if self.machine_init {
             let action = match self.shutdown_mode {
                 ShutdownMode::Reboot => pid1::PowerAction::Reboot,
@@ -649,6 +691,7 @@ impl Supervisor {
     fn on_timer(&mut self, key: TimerKey, work: &mut VecDeque<(usize, Input)>) {
         match key {
             TimerKey::RequestDeadline => self.settle_waiting(),
+            TimerKey::Publish => self.on_publish_timer(),
             TimerKey::Sample { slot, generation } => self.periodic_sample(slot, generation),
             TimerKey::ControlIdle => {
                 self.control_idle_at = None;

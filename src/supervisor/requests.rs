@@ -145,6 +145,8 @@ impl Supervisor {
                     zurg: env!("CARGO_PKG_VERSION").to_string(),
                     protocol: crate::control::proto::PROTOCOL_VERSION,
                     pid: std::process::id(),
+                    gpid: Some(self.own_gpid.clone()),
+                    publish: self.forwarder.as_ref().map(|f| f.status()),
                 },
             ),
             Verb::Status { names } => match self.resolve(&names) {
@@ -709,6 +711,7 @@ impl Supervisor {
         }
         if matches!(kind, "started" | "exited" | "stopped") {
             self.journal_event(&rec);
+            self.forward(slot, &rec);
         }
         self.publish(rec);
     }

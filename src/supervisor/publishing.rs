@@ -1,0 +1,162 @@
+//! The supervisor's side of `--publish`: turns lifecycle events into
+//! forwarder events and answers the forwarder's snapshot requests.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use mio::Token;
+
+use super::reactor::PIDFD_BASE;
+use super::{Supervisor, TimerKey};
+use crate::cli::RunOptions;
+use crate::control::proto::EventRecord;
+use crate::publish::forwarder::{Forwarder, Identity};
+use crate::publish::proto::{Endpoint, EventKind, ExitInfo};
+
+/// The forwarder's connection, just below the inotify fd's token.
+pub(super) const FORWARD_TOKEN: Token = Token(PIDFD_BASE - 2);
+
+/// Builds the forwarder from `--publish`; `Ok(None)` when not asked to.
+pub(super) fn make_forwarder(
+    opts: &RunOptions,
+    identity: Identity,
+) -> Result<Option<Forwarder>, String> {
+    if opts.publish.is_empty() {
+        return Ok(None);
+    }
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for a in &opts.publish {
+        let resolved = a
+            .to_socket_addrs()
+            .map_err(|e| format!("--publish {a}: {e}"))?;
+        addrs.extend(resolved.take(1));
+    }
+    let token = opts
+        .publish_token_file
+        .as_deref()
+        .map(crate::publish::server::read_token)
+        .transpose()
+        .map_err(|e| format!("--publish-token-file {e}"))?;
+    Ok(Some(Forwarder::new(addrs, token, identity, FORWARD_TOKEN)))
+}
+
+/// The kernel's id for this boot, so a publisher can tell a reboot from a
+/// restart of zurg.
+pub(super) fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+pub(super) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+impl Supervisor {
+    /// The endpoint of a slot's current process, when it has one.
+    fn endpoint_of(&self, slot: usize) -> Option<Endpoint> {
+        let s = self.slots.get(slot)?;
+        let gpid = s.gpid?;
+        Some(Endpoint {
+            service: s.service.name().to_string(),
+            ip: gpid.ip.to_string(),
+            port: gpid.port,
+            gpid: gpid.to_string(),
+            version: s.service.unit.version.clone(),
+            since_us: gpid.start_us,
+            host: self.own_gpid.clone(),
+        })
+    }
+
+    /// Hands a lifecycle event to the forwarder, if publishing.
+    pub(super) fn forward(&mut self, slot: usize, rec: &EventRecord) {
+        if self.forwarder.is_none() {
+            return;
+        }
+        let kind = match rec.kind.as_str() {
+            "started" => EventKind::Start,
+            "exited" | "stopped" => EventKind::Exit,
+            _ => return,
+        };
+        let Some(endpoint) = self.endpoint_of(slot) else {
+            return;
+        };
+        let exit = rec.exit.as_ref().map(|e| ExitInfo {
+            code: e.code,
+            signal: e.signal.clone(),
+        });
+        let pid = rec.pid.and_then(|p| u32::try_from(p).ok());
+        let now = self.reactor.now_ms();
+        if let Some(f) = &mut self.forwarder {
+            f.publish(
+                kind,
+                endpoint,
+                pid,
+                exit,
+                rec.time_us,
+                self.reactor.registry(),
+                now,
+            );
+        }
+    }
+
+    pub(super) fn on_forwarder_ready(&mut self) {
+        let now = self.reactor.now_ms();
+        if let Some(f) = &mut self.forwarder {
+            f.on_ready(self.reactor.registry(), now);
+        }
+        self.answer_snapshot_request();
+    }
+
+    pub(super) fn on_publish_timer(&mut self) {
+        self.publish_timer_at = None;
+        let now = self.reactor.now_ms();
+        if let Some(f) = &mut self.forwarder {
+            f.on_timer(self.reactor.registry(), now);
+        }
+        self.answer_snapshot_request();
+    }
+
+    fn answer_snapshot_request(&mut self) {
+        if !self
+            .forwarder
+            .as_mut()
+            .is_some_and(|f| f.take_snapshot_request())
+        {
+            return;
+        }
+        // Processes that are alive: running, or asked to stop and not yet
+        // gone. Their exit events follow the snapshot.
+        let endpoints: Vec<Endpoint> = (0..self.slots.len())
+            .filter(|slot| {
+                self.slots
+                    .get(*slot)
+                    .is_some_and(|s| s.service.state.pid().is_some())
+            })
+            .filter_map(|slot| self.endpoint_of(slot))
+            .collect();
+        let now = self.reactor.now_ms();
+        if let Some(f) = &mut self.forwarder {
+            f.send_snapshot(&endpoints, self.reactor.registry(), now);
+        }
+    }
+
+    /// Keeps one timer armed for the forwarder's next deadline.
+    pub(super) fn arm_publish_timer(&mut self) {
+        let Some(next) = self.forwarder.as_ref().map(Forwarder::next_deadline) else {
+            return;
+        };
+        if next == u64::MAX || self.publish_timer_at.is_some_and(|at| at <= next) {
+            return;
+        }
+        self.publish_timer_at = Some(next);
+        self.reactor.timers.arm(next, TimerKey::Publish);
+    }
+
+    pub(super) fn farewell_publisher(&mut self) {
+        if let Some(f) = &mut self.forwarder {
+            f.farewell(self.reactor.registry(), 300);
+        }
+    }
+}
