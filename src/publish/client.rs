@@ -61,7 +61,9 @@ pub fn parse_options(args: &[String], env_publisher: Option<String>) -> Result<O
                 let v = string_value(&mut p)?;
                 timeout_ms = crate::cli::parse_duration_ms(&v)
                     .filter(|ms| *ms > 0)
-                    .ok_or_else(|| format!("--timeout {v:?}: expected a duration like 500ms or 5s"))?;
+                    .ok_or_else(|| {
+                        format!("--timeout {v:?}: expected a duration like 500ms or 5s")
+                    })?;
             }
             Value(v) if name.is_none() => {
                 name = Some(v.string().map_err(|v| format!("name {v:?} is not UTF-8"))?)
@@ -72,7 +74,8 @@ pub fn parse_options(args: &[String], env_publisher: Option<String>) -> Result<O
     if all == name.is_some() {
         return Err("give either a service NAME or --all".into());
     }
-    let publisher = publisher.ok_or("no publisher: give --publisher HOST:PORT or set ZURG_PUBLISHER")?;
+    let publisher =
+        publisher.ok_or("no publisher: give --publisher HOST:PORT or set ZURG_PUBLISHER")?;
     Ok(Options {
         name,
         watch,
@@ -162,7 +165,7 @@ impl Session {
             nonce: Some(ours.clone()),
         })?;
         loop {
-            match s.next()? {
+            match s.read_frame()? {
                 Frame::Challenge { nonce } => {
                     let Some(t) = token else {
                         return Err("the publisher requires a token: give --token-file".into());
@@ -178,9 +181,7 @@ impl Session {
                             return Err("the publisher did not prove it knows the token".into());
                         }
                     }
-                    s.stream
-                        .set_read_timeout(None)
-                        .map_err(|e| e.to_string())?;
+                    s.stream.set_read_timeout(None).map_err(|e| e.to_string())?;
                     return Ok(s);
                 }
                 Frame::Error { message } => return Err(format!("publisher: {message}")),
@@ -196,7 +197,7 @@ impl Session {
     }
 
     /// The next frame; an error when the connection ends or times out.
-    pub fn next(&mut self) -> Result<Frame, String> {
+    pub fn read_frame(&mut self) -> Result<Frame, String> {
         let mut buf = [0u8; 16 * 1024];
         loop {
             if let Some(f) = self.decoder.next_frame().map_err(|e| e.to_string())? {
@@ -206,7 +207,12 @@ impl Session {
                 Ok(0) => return Err("the publisher closed the connection".into()),
                 Ok(n) => self.decoder.feed(buf.get(..n).unwrap_or_default()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
                     return Err("the publisher did not answer in time".into())
                 }
                 Err(e) => return Err(format!("publisher connection: {e}")),
@@ -229,7 +235,7 @@ struct Listing {
 fn read_listing(s: &mut Session, echo_json: bool) -> Result<Listing, String> {
     let mut listing = Listing::default();
     loop {
-        let frame = s.next()?;
+        let frame = s.read_frame()?;
         if echo_json {
             print_json(&frame);
         }
@@ -276,13 +282,21 @@ fn list(opts: &Options, token: Option<&[u8]>) -> Result<i32, String> {
         let _ = writeln!(out, "{doc}");
     } else {
         if opts.name.is_none() {
-            let _ = writeln!(out, "{:<16} {:<22} {:>9} {:>9} {:>5}  ZURG", "HOST", "HOSTNAME", "ENDPOINTS", "SEQ", "LIVE");
+            let _ = writeln!(
+                out,
+                "{:<16} {:<22} {:>9} {:>9} {:>5}  ZURG",
+                "HOST", "HOSTNAME", "ENDPOINTS", "SEQ", "LIVE"
+            );
             for h in &listing.hosts {
                 let _ = writeln!(
                     out,
                     "{:<16} {:<22} {:>9} {:>9} {:>5}  {}",
                     h.ip,
-                    if h.hostname.is_empty() { "-" } else { &h.hostname },
+                    if h.hostname.is_empty() {
+                        "-"
+                    } else {
+                        &h.hostname
+                    },
                     h.endpoints,
                     h.seq,
                     if h.connected { "yes" } else { "no" },
@@ -291,7 +305,11 @@ fn list(opts: &Options, token: Option<&[u8]>) -> Result<i32, String> {
             }
             let _ = writeln!(out);
         }
-        let _ = writeln!(out, "{:<20} {:<22} {:<12} GPID", "SERVICE", "ENDPOINT", "VERSION");
+        let _ = writeln!(
+            out,
+            "{:<20} {:<22} {:<12} GPID",
+            "SERVICE", "ENDPOINT", "VERSION"
+        );
         for (name, eps) in &listing.names {
             for e in eps {
                 let _ = writeln!(
@@ -354,7 +372,10 @@ fn print_change(frame: &Frame) {
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
-        let line = format!("{what} {} {}:{} {} [{reason}{how}]", e.service, e.ip, e.port, e.gpid);
+        let line = format!(
+            "{what} {} {}:{} {} [{reason}{how}]",
+            e.service, e.ip, e.port, e.gpid
+        );
         if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
             output_closed();
         }
@@ -371,7 +392,13 @@ fn watch(opts: &Options, token: Option<&[u8]>) -> i32 {
             if !opts.json {
                 for (name, eps) in &listing.names {
                     for e in eps {
-                        let _ = writeln!(io::stdout().lock(), "live {name} {}:{} {}", e.ip, e.port, e.gpid);
+                        let _ = writeln!(
+                            io::stdout().lock(),
+                            "live {name} {}:{} {}",
+                            e.ip,
+                            e.port,
+                            e.gpid
+                        );
                     }
                 }
             }
@@ -379,7 +406,7 @@ fn watch(opts: &Options, token: Option<&[u8]>) -> i32 {
             // Changes may be far apart: no read timeout while watching.
             s.set_timeout(None);
             loop {
-                let frame = s.next()?;
+                let frame = s.read_frame()?;
                 if let Frame::Error { message } = &frame {
                     return Err(format!("publisher: {message}"));
                 }

@@ -43,18 +43,36 @@ pub struct Identity {
     pub hostname: String,
 }
 
+/// One start or exit, as the supervisor hands it over.
+#[derive(Debug, Clone)]
+pub struct Lifecycle {
+    pub kind: EventKind,
+    pub endpoint: Endpoint,
+    pub pid: Option<u32>,
+    pub exit: Option<ExitInfo>,
+    /// When zurg saw it, wall clock microseconds.
+    pub time_us: u64,
+}
+
 #[derive(Debug)]
 enum Link {
     /// Waiting to (re)connect at `retry_at`.
-    Idle { retry_at: u64 },
-    Connecting { stream: TcpStream, since: u64 },
+    Idle {
+        retry_at: u64,
+    },
+    Connecting {
+        stream: TcpStream,
+        since: u64,
+    },
     /// Hello sent; waiting for a challenge or the welcome.
     Handshake {
         stream: TcpStream,
         since: u64,
         nonce: String,
     },
-    Streaming { stream: TcpStream },
+    Streaming {
+        stream: TcpStream,
+    },
 }
 
 #[derive(Debug)]
@@ -116,7 +134,9 @@ impl Forwarder {
     }
 
     fn addr(&self) -> Option<SocketAddr> {
-        self.addrs.get(self.next_addr % self.addrs.len().max(1)).copied()
+        self.addrs
+            .get(self.next_addr % self.addrs.len().max(1))
+            .copied()
     }
 
     pub fn status(&self) -> PublishStatus {
@@ -149,24 +169,15 @@ impl Forwarder {
     }
 
     /// Queues one lifecycle event, and sends it at once when connected.
-    pub fn publish(
-        &mut self,
-        kind: EventKind,
-        endpoint: Endpoint,
-        pid: Option<u32>,
-        exit: Option<ExitInfo>,
-        time_us: u64,
-        registry: &Registry,
-        now: u64,
-    ) {
+    pub fn publish(&mut self, event: Lifecycle, registry: &Registry, now: u64) {
         self.seq = self.seq.saturating_add(1);
         let frame = Frame::Event {
             seq: self.seq,
-            kind,
-            time_us,
-            endpoint,
-            pid,
-            exit,
+            kind: event.kind,
+            time_us: event.time_us,
+            endpoint: event.endpoint,
+            pid: event.pid,
+            exit: event.exit,
         };
         self.queue.push_back((self.seq, proto::to_bytes(&frame)));
         if self.queue.len() > MAX_QUEUE {
@@ -175,7 +186,11 @@ impl Forwarder {
             if matches!(self.link, Link::Streaming { .. }) {
                 // The publisher is not keeping up: start over, and its
                 // snapshot covers what was dropped.
-                self.fail(registry, now, "the publisher is not acknowledging; queue full".into());
+                self.fail(
+                    registry,
+                    now,
+                    "the publisher is not acknowledging; queue full".into(),
+                );
                 return;
             }
         }
@@ -239,9 +254,7 @@ impl Forwarder {
             Link::Connecting { since, .. } if now >= since.saturating_add(CONNECT_TIMEOUT_MS) => {
                 self.fail(registry, now, "connect timed out".into())
             }
-            Link::Handshake { since, .. }
-                if now >= since.saturating_add(HANDSHAKE_TIMEOUT_MS) =>
-            {
+            Link::Handshake { since, .. } if now >= since.saturating_add(HANDSHAKE_TIMEOUT_MS) => {
                 self.fail(registry, now, "no welcome from the publisher".into())
             }
             Link::Streaming { .. } => {
@@ -364,7 +377,9 @@ impl Forwarder {
         loop {
             let Some(stream) = self.stream() else { return };
             match stream.read(&mut buf) {
-                Ok(0) => return self.fail(registry, now, "the publisher closed the connection".into()),
+                Ok(0) => {
+                    return self.fail(registry, now, "the publisher closed the connection".into())
+                }
                 Ok(n) => {
                     self.decoder.feed(buf.get(..n).unwrap_or_default());
                     loop {
@@ -393,7 +408,11 @@ impl Forwarder {
                     let mac = proto::proof(t, "forwarder", &nonce);
                     proto::encode(&Frame::Auth { mac }, &mut self.out);
                 }
-                None => self.refuse(registry, now, "the publisher requires a token (--publish-token-file)"),
+                None => self.refuse(
+                    registry,
+                    now,
+                    "the publisher requires a token (--publish-token-file)",
+                ),
             },
             Frame::Welcome {
                 last_seq,
@@ -406,7 +425,11 @@ impl Forwarder {
                 if let Some(t) = &self.token {
                     let expected = proto::proof(t, "publisher", nonce);
                     if !mac.is_some_and(|m| proto::same_mac(&m, &expected)) {
-                        return self.refuse(registry, now, "the publisher did not prove it knows the token");
+                        return self.refuse(
+                            registry,
+                            now,
+                            "the publisher did not prove it knows the token",
+                        );
                     }
                 }
                 let Link::Handshake { stream, .. } =
@@ -494,8 +517,7 @@ impl Forwarder {
         };
         proto::encode(&Frame::Bye, &mut self.out);
         let start = std::time::Instant::now();
-        while !self.out.is_empty()
-            && start.elapsed() < std::time::Duration::from_millis(budget_ms)
+        while !self.out.is_empty() && start.elapsed() < std::time::Duration::from_millis(budget_ms)
         {
             let Some(stream) = connected_stream(&mut self.link) else {
                 return;

@@ -234,17 +234,20 @@ impl Registry {
             .collect()
     }
 
-    /// Drops every host silent for `lease_ms` or longer.
-    pub fn expire(&mut self, now_ms: u64, lease_ms: u64) -> Vec<Change> {
+    /// Drops every host silent for `lease_ms` or longer; returns them and
+    /// the changes.
+    pub fn expire(&mut self, now_ms: u64, lease_ms: u64) -> (Vec<String>, Vec<Change>) {
         let dead: Vec<String> = self
             .hosts
             .iter()
             .filter(|(_, h)| now_ms.saturating_sub(h.last_seen_ms) >= lease_ms)
             .map(|(k, _)| k.clone())
             .collect();
-        dead.iter()
+        let changes = dead
+            .iter()
             .flat_map(|k| self.drop_host(k, Reason::Lease))
-            .collect()
+            .collect();
+        (dead, changes)
     }
 
     /// When the next host would expire, if any host is known.
@@ -400,8 +403,9 @@ mod tests {
         r.heartbeat(H, 900);
         r.disconnected(H);
         assert_eq!(r.next_expiry(1000), Some(1900));
-        assert!(r.expire(1899, 1000).is_empty());
-        let c = r.expire(1900, 1000);
+        assert_eq!(r.expire(1899, 1000), (vec![], vec![]));
+        let (hosts, c) = r.expire(1900, 1000);
+        assert_eq!(hosts, [H]);
         assert_eq!(kinds(&c), [(ChangeKind::Down, Reason::Lease, "g1".into())]);
         assert!(r.hosts().is_empty());
         assert_eq!(r.next_expiry(1000), None);

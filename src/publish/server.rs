@@ -78,11 +78,9 @@ pub fn parse_options(args: &[String]) -> Result<Options, String> {
             Long("prefix") => prefix = string_value(&mut p)?,
             Long("lease-ms") => {
                 let v = string_value(&mut p)?;
-                lease_ms = v
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| *n >= 100)
-                    .ok_or_else(|| format!("--lease-ms {v:?}: expected milliseconds, at least 100"))?;
+                lease_ms = v.parse::<u64>().ok().filter(|n| *n >= 100).ok_or_else(|| {
+                    format!("--lease-ms {v:?}: expected milliseconds, at least 100")
+                })?;
             }
             Long("token-file") => token_file = Some(PathBuf::from(string_value(&mut p)?)),
             other => return Err(other.unexpected().to_string()),
@@ -135,10 +133,7 @@ enum Peer {
     /// Nothing said yet.
     New,
     /// Challenged; waiting for the MAC.
-    Challenged {
-        ours: String,
-        hello: Box<Frame>,
-    },
+    Challenged { ours: String, hello: Box<Frame> },
     /// Accepted forwarder, waiting for its store welcome or streaming.
     Forwarder { zurg: String },
     /// A resolve client; `watch` says which names it follows after listing.
@@ -272,8 +267,9 @@ impl Server {
                 .into_iter()
                 .flatten()
                 .min();
-            let timeout = deadline
-                .map(|at| Duration::from_millis(at.saturating_sub(now)) + Duration::from_micros(500));
+            let timeout = deadline.map(|at| {
+                Duration::from_millis(at.saturating_sub(now)) + Duration::from_micros(500)
+            });
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     crate::log!("event loop error: {e}");
@@ -717,7 +713,7 @@ impl Server {
         }
         if let Some(conn) = self.conn(id) {
             conn.peer = Peer::Client {
-                watch: watch.then(|| match name {
+                watch: watch.then_some(match name {
                     Some(n) => Watch::Name(n),
                     None => Watch::All,
                 }),

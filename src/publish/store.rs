@@ -148,7 +148,13 @@ impl Store for MemoryStore {
     }
 
     fn tick(&mut self, now_ms: u64) {
-        let changes = self.registry.expire(now_ms, self.lease_ms);
+        let (hosts, changes) = self.registry.expire(now_ms, self.lease_ms);
+        for h in hosts {
+            crate::log!(
+                "host {h} silent for {} ms: its lease expired, its endpoints are gone",
+                self.lease_ms
+            );
+        }
         self.changes(changes);
     }
 

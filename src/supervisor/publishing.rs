@@ -9,7 +9,7 @@ use super::reactor::PIDFD_BASE;
 use super::{Supervisor, TimerKey};
 use crate::cli::RunOptions;
 use crate::control::proto::EventRecord;
-use crate::publish::forwarder::{Forwarder, Identity};
+use crate::publish::forwarder::{Forwarder, Identity, Lifecycle};
 use crate::publish::proto::{Endpoint, EventKind, ExitInfo};
 
 /// The forwarder's connection, just below the inotify fd's token.
@@ -89,15 +89,14 @@ impl Supervisor {
         let pid = rec.pid.and_then(|p| u32::try_from(p).ok());
         let now = self.reactor.now_ms();
         if let Some(f) = &mut self.forwarder {
-            f.publish(
+            let event = Lifecycle {
                 kind,
                 endpoint,
                 pid,
                 exit,
-                rec.time_us,
-                self.reactor.registry(),
-                now,
-            );
+                time_us: rec.time_us,
+            };
+            f.publish(event, self.reactor.registry(), now);
         }
     }
 

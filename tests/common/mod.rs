@@ -11,6 +11,8 @@
     clippy::indexing_slicing
 )]
 
+pub mod naming;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -69,6 +71,10 @@ pub enum Mode {
     Pid1,
     /// As a plain process (it makes itself a child subreaper).
     Plain,
+    /// As PID 1 of a new pid namespace, inside network namespace NAME.
+    Pid1In(String),
+    /// As a plain process inside network namespace NAME.
+    PlainIn(String),
 }
 
 impl Zurg {
@@ -84,6 +90,25 @@ impl Zurg {
                 c
             }
             Mode::Plain => Command::new(BIN),
+            Mode::Pid1In(ns) => {
+                let mut c = Command::new("ip");
+                c.args([
+                    "netns",
+                    "exec",
+                    &ns,
+                    "unshare",
+                    "--pid",
+                    "--fork",
+                    "--kill-child",
+                ]);
+                c.args(["--mount-proc", BIN]);
+                c
+            }
+            Mode::PlainIn(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &ns, BIN]);
+                c
+            }
         };
         cmd.args(args)
             .stdin(Stdio::null())

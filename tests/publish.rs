@@ -1,0 +1,332 @@
+//! Naming on one host (loopback): `zurg run --publish` feeds a
+//! `zurg publisher`, and `zurg resolve --watch` sees every change.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+use common::naming::*;
+
+fn units(dir: &TempDir, names: &[&str]) {
+    for n in names {
+        dir.write(
+            &format!("units/{n}.toml"),
+            "exec = \"/bin/sleep\"\nargs = [\"1000\"]\nport = 8080\n",
+        );
+    }
+}
+
+fn run_publishing(dir: &TempDir, addr: &str, extra: &[&str]) -> Zurg {
+    let mut args = vec!["--publish", addr, "--host-ip", "127.0.0.1"];
+    args.extend_from_slice(extra);
+    run_in(dir, Mode::Pid1, &args)
+}
+
+#[test]
+fn watch_sees_an_exit_and_the_restart_with_a_new_gpid() {
+    let dir = TempDir::new("pub-watch");
+    units(&dir, &["web"]);
+    let p = Publisher::start(None, &["--lease-ms", "3000"]);
+    let mut z = run_publishing(&dir, &p.addr, &[]);
+    z.expect("[web] started pid");
+    let w = Watcher::start(None, &p.addr, &["web"]);
+    let up = w.until("web up", |v| is_change(v, "up", "web"));
+    let first = up["endpoint"]["gpid"].as_str().unwrap().to_string();
+    assert_eq!(up["endpoint"]["port"], 8080);
+    assert_eq!(up["endpoint"]["ip"], "127.0.0.1");
+
+    cli(&dir, &["signal", "web", "KILL"]);
+    let down = w.until("web down", |v| is_change(v, "down", "web"));
+    assert_eq!(down["endpoint"]["gpid"], first.as_str());
+    assert_eq!(down["reason"], "exit");
+    assert_eq!(down["exit"]["signal"], "SIGKILL");
+    let again = w.until("web up again", |v| is_change(v, "up", "web"));
+    let second = again["endpoint"]["gpid"].as_str().unwrap();
+    assert_ne!(second, first, "a restart has a new GPID");
+    assert_eq!(again["reason"], "start");
+
+    let listed = resolve(None, &p.addr, &["web"]);
+    let eps = listed["endpoints"].as_array().unwrap();
+    assert_eq!(eps.len(), 1, "{listed}");
+    assert_eq!(eps[0]["gpid"], second);
+    // zurg's own view agrees.
+    let status: Value =
+        serde_json::from_slice(&cli(&dir, &["status", "web", "--json"]).stdout).unwrap();
+    assert_eq!(status["result"][0]["gpid"], second);
+}
+
+#[test]
+fn a_restarted_publisher_gets_every_missed_event_once_and_the_exact_live_set() {
+    let dir = TempDir::new("pub-restart");
+    units(&dir, &["a", "b"]);
+    let mut p = Publisher::start(None, &["--lease-ms", "5000"]);
+    let mut z = run_publishing(&dir, &p.addr, &[]);
+    z.expect("[a] started pid");
+    z.expect("[b] started pid");
+    let before = forwarder_state(&dir, |s| s["connected"] == true && s["acked"] == s["seq"]);
+    let seq_before = before["seq"].as_u64().unwrap();
+
+    // The publisher dies; events keep happening meanwhile.
+    p.kill();
+    for _ in 0..5 {
+        assert!(cli(&dir, &["restart", "a"]).status.success());
+    }
+    assert!(cli(&dir, &["stop", "b"]).status.success());
+    let addr = p.addr.clone();
+    let p2 = Publisher::start_at(None, &addr, &["--lease-ms", "5000"]);
+    let after = forwarder_state(&dir, |s| s["connected"] == true && s["acked"] == s["seq"]);
+    let seq = after["seq"].as_u64().unwrap();
+    // 5 restarts (exit + start each) and one stop.
+    assert_eq!(seq - seq_before, 11, "{after}");
+    assert_eq!(after["queued"], 0);
+    assert_eq!(after["dropped"], 0);
+
+    let all = resolve(None, &p2.addr, &["--all"]);
+    let hosts = all["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 1, "{all}");
+    let h = &hosts[0];
+    // Every sequence number the new publisher was missing arrived, once.
+    assert_eq!(h["seq"], seq, "{h}");
+    assert_eq!(h["applied"], seq - seq_before, "{h}");
+    assert_eq!(h["duplicates"], 0, "{h}");
+    assert_eq!(h["gaps"], 0, "{h}");
+    // ... and the registry holds exactly what runs.
+    let status: Value =
+        serde_json::from_slice(&cli(&dir, &["status", "a", "--json"]).stdout).unwrap();
+    let a_gpid = status["result"][0]["gpid"].as_str().unwrap();
+    let a = all["services"]["a"].as_array().unwrap();
+    assert_eq!(a.len(), 1, "{all}");
+    assert_eq!(a[0]["gpid"], a_gpid);
+    assert!(all["services"].get("b").is_none(), "{all}");
+    drop(p2);
+}
+
+#[test]
+fn a_killed_host_vanishes_after_its_lease_and_a_clean_one_at_once() {
+    let p = Publisher::start(None, &["--lease-ms", "1000"]);
+    let w = Watcher::start(None, &p.addr, &["--all"]);
+
+    let dir = TempDir::new("pub-lease");
+    units(&dir, &["web"]);
+    let mut z = run_publishing(&dir, &p.addr, &[]);
+    w.until("web up", |v| is_change(v, "up", "web"));
+    // SIGKILL of the whole namespace: zurg gets no chance to say bye.
+    let t0 = Instant::now();
+    kill(z.child.id() as i32, 9);
+    let _ = z.child.wait();
+    let down = w.until("web down by lease", |v| is_change(v, "down", "web"));
+    let took = t0.elapsed();
+    assert_eq!(down["reason"], "lease", "{down}");
+    assert!(took >= Duration::from_millis(900), "expired after {took:?}");
+    assert!(resolve(None, &p.addr, &["--all"])["hosts"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    let dir2 = TempDir::new("pub-bye");
+    units(&dir2, &["db"]);
+    let mut z2 = run_publishing(&dir2, &p.addr, &[]);
+    w.until("db up", |v| is_change(v, "up", "db"));
+    z2.signal(15);
+    z2.wait_exit();
+    let down = w.until("db down", |v| is_change(v, "down", "db"));
+    assert_eq!(down["reason"], "exit", "{down}");
+    assert_eq!(down["exit"]["signal"], "SIGTERM");
+    eventually("the host to be gone at once", || {
+        resolve(None, &p.addr, &["--all"])["hosts"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    });
+}
+
+fn read_to_end(mut s: TcpStream) -> Vec<u8> {
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    got
+}
+
+fn frame(json: &str) -> Vec<u8> {
+    let mut v = (json.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(json.as_bytes());
+    v
+}
+
+#[test]
+fn garbage_and_oversized_frames_cost_only_their_own_connection() {
+    let dir = TempDir::new("pub-garbage");
+    units(&dir, &["web"]);
+    let p = Publisher::start(None, &[]);
+    let mut z = run_publishing(&dir, &p.addr, &[]);
+    z.expect("[web] started pid");
+    forwarder_state(&dir, |s| s["connected"] == true);
+    let w = Watcher::start(None, &p.addr, &["web"]);
+    w.until("the listing", |v| v["t"] == "synced");
+
+    let cases: [(&str, Vec<u8>, &str); 5] = [
+        (
+            "http",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            "over the",
+        ),
+        ("oversized", vec![0, 0x10, 0, 0, b'{'], "over the"),
+        ("not json", frame("hello there"), "bad frame"),
+        ("unknown type", frame("{\"t\":\"launch\"}"), "bad frame"),
+        (
+            "event before hello",
+            frame("{\"t\":\"heartbeat\",\"seq\":1}"),
+            "unexpected heartbeat",
+        ),
+    ];
+    for (what, bytes, expect) in cases {
+        let mut s = TcpStream::connect(&p.addr).unwrap();
+        s.write_all(&bytes).unwrap();
+        let got = read_to_end(s);
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.contains("\"t\":\"error\"") && text.contains(expect),
+            "{what}: got {text:?}"
+        );
+    }
+    // A peer that connects and says nothing is not waited on forever, and
+    // does not hold anyone else up meanwhile.
+    let _silent = TcpStream::connect(&p.addr).unwrap();
+    cli(&dir, &["signal", "web", "KILL"]);
+    w.until("web down", |v| is_change(v, "down", "web"));
+    w.until("web up", |v| is_change(v, "up", "web"));
+    let state = forwarder_state(&dir, |s| s["connected"] == true && s["acked"] == s["seq"]);
+    assert_eq!(
+        state["connects"], 1,
+        "the forwarder's connection survived: {state}"
+    );
+    assert_eq!(
+        resolve(None, &p.addr, &["web"])["endpoints"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn a_token_is_proven_never_sent_and_required_of_everyone() {
+    let dir = TempDir::new("pub-token");
+    units(&dir, &["web"]);
+    let secret = dir.write("token", "correct horse battery staple\n");
+    let wrong = dir.write("wrong", "tr0ub4dor&3\n");
+    let p = Publisher::start(None, &["--token-file", secret.to_str().unwrap()]);
+
+    // Without a token, or with the wrong one, a client learns nothing.
+    let out = resolve_raw(None, &p.addr, &["web"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("requires a token"));
+    let out = resolve_raw(
+        None,
+        &p.addr,
+        &["web", "--token-file", wrong.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("authentication failed"));
+
+    // A forwarder with the wrong token is refused and says so.
+    let dir_bad = TempDir::new("pub-token-bad");
+    units(&dir_bad, &["rogue"]);
+    let mut bad = run_publishing(
+        &dir_bad,
+        &p.addr,
+        &["--publish-token-file", wrong.to_str().unwrap()],
+    );
+    bad.expect("authentication failed");
+
+    let mut z = run_publishing(
+        &dir,
+        &p.addr,
+        &["--publish-token-file", secret.to_str().unwrap()],
+    );
+    z.expect("[web] started pid");
+    forwarder_state(&dir, |s| s["connected"] == true && s["acked"] == s["seq"]);
+    let tok = ["--token-file", secret.to_str().unwrap()];
+    let all = resolve(None, &p.addr, &["--all", tok[0], tok[1]]);
+    assert_eq!(all["services"]["web"].as_array().unwrap().len(), 1, "{all}");
+    assert!(all["services"].get("rogue").is_none(), "{all}");
+
+    // The secret itself never crosses the wire: a client's whole session.
+    let mut s = TcpStream::connect(&p.addr).unwrap();
+    s.write_all(&frame(
+        "{\"t\":\"hello\",\"proto\":1,\"role\":\"client\",\"nonce\":\"00\"}",
+    ))
+    .unwrap();
+    let got = read_to_end(s);
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("challenge"), "{text}");
+    assert!(!text.contains("horse"), "{text}");
+}
+
+#[test]
+fn a_stalled_publisher_does_not_delay_restarts() {
+    // Accepts connections (the kernel does) but never reads or answers.
+    let stalled = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = stalled.local_addr().unwrap().to_string();
+    let dir = TempDir::new("pub-stalled");
+    // One first crash each: the crash-loop backoff does not come into it.
+    let names: Vec<String> = (0..20).map(|i| format!("s{i}")).collect();
+    for (i, n) in names.iter().enumerate() {
+        dir.write(
+            &format!("units/{n}.toml"),
+            &format!("exec = \"/bin/sleep\"\nargs = [\"{}\"]\n", 100_000 + i),
+        );
+    }
+    let mut z = run_publishing(&dir, &addr, &[]);
+    for n in &names {
+        z.saw(&format!("[{n}] started pid"));
+    }
+    for (i, n) in names.iter().enumerate() {
+        kill(find_below(&z, &format!("sleep {}", 100_000 + i)), 9);
+        z.wait_line("a restart", |l| {
+            l.contains(&format!("[{n}] restarting now"))
+        });
+    }
+    let events: Value = serde_json::from_slice(&cli(&dir, &["events", "--json"]).stdout).unwrap();
+    let events = events["result"].as_array().unwrap();
+    let mut worst = 0;
+    let mut restarts = 0;
+    for n in &names {
+        let mut exit_at = None;
+        for e in events.iter().filter(|e| e["service"] == n.as_str()) {
+            let t = e["time_us"].as_u64().unwrap();
+            match e["kind"].as_str().unwrap() {
+                "exited" => exit_at = Some(t),
+                "started" => {
+                    if let Some(x) = exit_at.take() {
+                        worst = worst.max(t - x);
+                        restarts += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(restarts, 20);
+    assert!(
+        worst < 50_000,
+        "a restart took {worst} µs from exit to start with a stalled publisher"
+    );
+    let state = forwarder_state(&dir, |_| true);
+    assert_eq!(state["connected"], false, "{state}");
+    assert_eq!(
+        state["queued"], 60,
+        "every event is kept for the resend: {state}"
+    );
+}
