@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""Naming latency: from a service's death to the change arriving at a
+`zurg resolve --watch` client, and restart latency with a dead, stalled or
+live publisher versus none.
+
+Usage (root, from the repository): bench/naming.py [KILLS] [--etcd]
+
+KILLS services run under one `zurg run`; each is SIGKILLed once (a first
+crash restarts at once, so the crash-loop backoff never comes in) and the
+time from kill(2) to the watch printing the `down` change is recorded.
+With --etcd the publisher keeps its registry in a local etcd (needs a zurg
+built with `--features etcd` and /usr/bin/etcd).
+
+Restart latency is zurg's own exit-to-start time from its event stream, so
+it is comparable across runs without counting the benchmark's own work.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ZURG = os.environ.get("ZURG", os.path.join(ROOT, "target/release/zurg"))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_for(what, cond, deadline=30):
+    end = time.time() + deadline
+    while time.time() < end:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.01)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def pct(values, p):
+    s = sorted(values)
+    return s[min(len(s) - 1, int(len(s) * p / 100))]
+
+
+class Run:
+    """A `zurg run` over N sleeper services in a temp dir."""
+
+    def __init__(self, n, publish=None):
+        self.dir = tempfile.mkdtemp(prefix="zurg-naming-")
+        units = os.path.join(self.dir, "units")
+        os.mkdir(units)
+        for i in range(n):
+            with open(os.path.join(units, f"s{i}.toml"), "w") as f:
+                f.write(f'exec = "/bin/sleep"\nargs = ["{1000000 + i}"]\nport = {10000 + i}\n')
+        self.sock = os.path.join(self.dir, "control.sock")
+        args = [ZURG, "run", "--units", units, "--socket", self.sock,
+                "--state", os.path.join(self.dir, "state"), "--host-ip", "127.0.0.1"]
+        if publish:
+            args += ["--publish", publish]
+        self.proc = subprocess.Popen(args, stderr=subprocess.DEVNULL)
+        wait_for("all services up", lambda: self.running() == n, 60)
+
+    def cli(self, *args):
+        out = subprocess.run([ZURG, *args, "--socket", self.sock, "--json"],
+                             capture_output=True, text=True)
+        return json.loads(out.stdout) if out.stdout else None
+
+    def status(self):
+        v = self.cli("status")
+        return v["result"] if v and v.get("ok") else []
+
+    def running(self):
+        return sum(1 for s in self.status() if s["state"] == "running")
+
+    def restart_latencies_us(self):
+        # The journal keeps every start and exit (the events ring only the
+        # last thousand).
+        records = self.cli("history")["result"]
+        exited, out = {}, []
+        for r in records:
+            if r["kind"] == "exit":
+                exited[r["service"]] = r["time_us"]
+            elif r["kind"] == "start" and r["service"] in exited:
+                out.append(r["time_us"] - exited.pop(r["service"]))
+        return out
+
+    def kill_each(self, on_kill=None, gap=0.0):
+        for s in self.status():
+            t0 = time.perf_counter()
+            os.kill(s["pid"], signal.SIGKILL)
+            if on_kill:
+                on_kill(s, t0)
+            if gap:
+                # One restart at a time: a burst would measure the queue.
+                time.sleep(gap)
+
+    def wait_restarted(self, n):
+        wait_for("restarts", lambda: sum(1 for s in self.status()
+                                         if s["state"] == "running" and s["restarts"] >= 1) == n, 60)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Etcd:
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="zurg-etcd-")
+        c, p = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{c}"
+        self.proc = subprocess.Popen(
+            ["etcd", "--data-dir", self.dir, "--listen-client-urls", self.url,
+             "--advertise-client-urls", self.url,
+             "--listen-peer-urls", f"http://127.0.0.1:{p}",
+             "--initial-advertise-peer-urls", f"http://127.0.0.1:{p}",
+             "--initial-cluster", f"default=http://127.0.0.1:{p}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def up():
+            try:
+                socket.create_connection(("127.0.0.1", c), timeout=0.2).close()
+                return True
+            except OSError:
+                return False
+        wait_for("etcd", up)
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def death_to_watch(n, etcd_url=None):
+    addr = f"127.0.0.1:{free_port()}"
+    pub_args = [ZURG, "publisher", "--listen", addr]
+    if etcd_url:
+        pub_args += ["--etcd", etcd_url]
+    pub = subprocess.Popen(pub_args, stderr=subprocess.DEVNULL)
+    run = None
+    try:
+        wait_for("publisher", lambda: subprocess.run(
+            [ZURG, "resolve", "--all", "--publisher", addr], capture_output=True).returncode in (0, 1))
+        run = Run(n, publish=addr)
+        wait_for("registry", lambda: json.loads(subprocess.run(
+            [ZURG, "resolve", "--all", "--json", "--publisher", addr],
+            capture_output=True, text=True).stdout or "{}").get("services", {}).__len__() == n, 60)
+        watch = subprocess.Popen([ZURG, "resolve", "--all", "--watch", "--json", "--publisher", addr],
+                                 stdout=subprocess.PIPE, text=True, bufsize=1)
+        while json.loads(watch.stdout.readline()).get("t") != "synced":
+            pass
+        latencies = []
+
+        def measure(s, t0):
+            gpid = s["gpid"]
+            down = False
+            while True:
+                v = json.loads(watch.stdout.readline())
+                if v.get("t") != "change" or v["endpoint"]["service"] != s["name"]:
+                    continue
+                if v["change"] == "down" and v["endpoint"]["gpid"] == gpid:
+                    latencies.append((time.perf_counter() - t0) * 1e6)
+                    down = True
+                elif v["change"] == "up" and down:
+                    # The restart is published too; the next kill starts
+                    # from a quiet system.
+                    return
+
+        run.kill_each(measure)
+        watch.kill()
+        return latencies
+    finally:
+        if run:
+            run.stop()
+        pub.kill()
+        pub.wait()
+
+
+def restart_latency(n, mode):
+    """Exit-to-start µs with no publisher, a dead address, a stalled one,
+    or a live in-memory publisher."""
+    stalled = pub = None
+    publish = None
+    if mode == "dead":
+        publish = f"127.0.0.1:{free_port()}"
+    elif mode == "stalled":
+        stalled = socket.socket()
+        stalled.bind(("127.0.0.1", 0))
+        stalled.listen(1)
+        publish = "127.0.0.1:%d" % stalled.getsockname()[1]
+    elif mode == "live":
+        publish = f"127.0.0.1:{free_port()}"
+        pub = subprocess.Popen([ZURG, "publisher", "--listen", publish], stderr=subprocess.DEVNULL)
+        time.sleep(0.2)
+    run = Run(n, publish=publish)
+    try:
+        run.kill_each(gap=0.003)
+        run.wait_restarted(n)
+        return run.restart_latencies_us()
+    finally:
+        run.stop()
+        if stalled:
+            stalled.close()
+        if pub:
+            pub.kill()
+            pub.wait()
+
+
+def kill_floor(n):
+    """kill(2) to a pidfd turning readable: the kernel's share of any
+    death notice, the physical limit for the figures above."""
+    import select
+    lat = []
+    for _ in range(n):
+        p = subprocess.Popen(["/bin/sleep", "1000"])
+        fd = os.pidfd_open(p.pid)
+        time.sleep(0.002)
+        t0 = time.perf_counter()
+        os.kill(p.pid, signal.SIGKILL)
+        select.select([fd], [], [])
+        lat.append((time.perf_counter() - t0) * 1e6)
+        p.wait()
+        os.close(fd)
+    return lat
+
+
+def main():
+    n = int(next((a for a in sys.argv[1:] if a.isdigit()), "1000"))
+    if not os.path.exists(ZURG):
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "zurg"], cwd=ROOT, check=True)
+    print(f"# {n} services, each SIGKILLed once; figures in µs")
+    floor = kill_floor(min(n, 300))
+    print(f"floor: kill -> pidfd readable:    p50 {pct(floor, 50):.0f}  p99 {pct(floor, 99):.0f}")
+    lat = death_to_watch(n)
+    print(f"death -> resolve --watch, memory: p50 {pct(lat, 50):.0f}  p99 {pct(lat, 99):.0f}  max {max(lat):.0f}")
+    if "--etcd" in sys.argv:
+        etcd = Etcd()
+        try:
+            lat = death_to_watch(n, etcd.url)
+            print(f"death -> resolve --watch, etcd:   p50 {pct(lat, 50):.0f}  p99 {pct(lat, 99):.0f}  max {max(lat):.0f}")
+        finally:
+            etcd.stop()
+    for mode in ("none", "dead", "stalled", "live"):
+        r = restart_latency(n, mode)
+        print(f"exit -> start, publisher {mode:>7}: p50 {pct(r, 50):.0f}  p99 {pct(r, 99):.0f}  (n={len(r)})")
+
+
+if __name__ == "__main__":
+    main()
