@@ -41,6 +41,13 @@ pub struct Record {
     /// The last resource sample taken before an exit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<Sample>,
+    /// The publish sequence number this event was given, and the zurg
+    /// instance (its GPID) that numbered it: a forwarder whose queue
+    /// overflowed reads its events back from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zurg: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -260,6 +267,8 @@ mod tests {
             },
             gpid: format!("127.0.0.1:0:{}:{}", 1000 + i, 10 + i),
             version: None,
+            seq: None,
+            zurg: None,
             exit: (i % 2 == 1).then_some(ExitInfo {
                 code: Some(1),
                 signal: None,

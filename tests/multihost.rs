@@ -74,7 +74,11 @@ fn three_hosts_one_publisher() {
     assert_eq!(all["hosts"].as_array().unwrap().len(), 3, "{all}");
     let want: BTreeSet<String> = (0..3).map(|i| net.host_ip(i)).collect();
     assert_eq!(ips(&all["services"]["web"]), want, "{all}");
-    assert_eq!(ips(&all["services"]["db"]), [net.host_ip(2)].into(), "{all}");
+    assert_eq!(
+        ips(&all["services"]["db"]),
+        [net.host_ip(2)].into(),
+        "{all}"
+    );
 
     // A service dies on host 2: the watch shows the exit, then the restart
     // with its new GPID, on that host's address.

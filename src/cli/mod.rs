@@ -17,6 +17,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/zurg";
 /// Units directory when zurg is PID 1 and given no arguments.
 pub const DEFAULT_UNITS_DIR: &str = "/etc/zurg/units";
 pub const DEFAULT_GRACE_MS: u64 = 5_000;
+/// Unacknowledged publish events kept in memory.
+pub const DEFAULT_PUBLISH_QUEUE: usize = 10_000;
 
 /// Client verbs: the first argument that selects `cli::client`.
 pub const CLIENT_VERBS: &[&str] = &[
@@ -45,7 +47,7 @@ usage:
         run CMD as a child init (like tini): forward signals, reap orphans,
         exit with CMD's code or 128+signal
   zurg run --units DIR [--socket PATH] [--state DIR] [--grace DUR] [--readers GROUP] [--host-ip IP] [--strict]
-           [--publish HOST:PORT[,HOST:PORT...]] [--publish-token-file F]
+           [--publish HOST:PORT[,HOST:PORT...]] [--publish-token-file F] [--publish-queue N]
         supervise the services described by DIR/*.toml
   zurg publisher --listen ADDR [--etcd URLS] [--lease-ms N] [--token-file F]
         serve the naming registry that `zurg run --publish` feeds
@@ -88,6 +90,9 @@ pub struct RunOptions {
     pub publish: Vec<String>,
     /// Shared secret for the publisher's challenge.
     pub publish_token_file: Option<PathBuf>,
+    /// Unacknowledged events kept in memory (older ones are read back from
+    /// the journal).
+    pub publish_queue: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +169,7 @@ pub fn parse(args: Vec<OsString>, is_pid1: bool) -> Result<Cmd, UsageError> {
                 strict: false,
                 publish: Vec::new(),
                 publish_token_file: None,
+                publish_queue: DEFAULT_PUBLISH_QUEUE,
             }));
         }
         return Err(UsageError("no command given".into()));
@@ -230,6 +236,7 @@ fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
     let mut strict = false;
     let mut publish = Vec::new();
     let mut publish_token_file = None;
+    let mut publish_queue = DEFAULT_PUBLISH_QUEUE;
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next()? {
         match arg {
@@ -246,6 +253,12 @@ fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
                 }
             }
             Long("publish-token-file") => publish_token_file = Some(PathBuf::from(p.value()?)),
+            Long("publish-queue") => {
+                let v = p.value()?.string()?;
+                publish_queue = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    UsageError(format!("--publish-queue {v:?}: expected a positive count"))
+                })?;
+            }
             Short('u') | Long("units") => units = Some(PathBuf::from(p.value()?)),
             Long("socket") => socket = Some(PathBuf::from(p.value()?)),
             Long("state") => state = Some(PathBuf::from(p.value()?)),
@@ -272,6 +285,7 @@ fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
         strict,
         publish,
         publish_token_file,
+        publish_queue,
     }))
 }
 

@@ -21,9 +21,10 @@ use super::proto::{
     PROTOCOL,
 };
 
-/// Unacknowledged events kept for a resend. Past it the oldest are dropped
-/// and the connection is renewed, so the snapshot restores the live set.
-pub const MAX_QUEUE: usize = 10_000;
+/// Unacknowledged events kept in memory for a resend. Past it the oldest
+/// leave memory; they are read back from the journal on the next connect
+/// (and the snapshot restores the live set should the journal lack them).
+pub const DEFAULT_QUEUE: usize = 10_000;
 /// Bytes handed to the socket's buffer ahead of acks.
 const MAX_IN_FLIGHT: usize = 1024 * 1024;
 const CONNECT_TIMEOUT_MS: u64 = 2_000;
@@ -90,7 +91,12 @@ pub struct Forwarder {
     /// Highest sequence number written to the current connection.
     sent: u64,
     queue: VecDeque<(u64, Vec<u8>)>,
+    max_queue: usize,
+    /// Events that left the memory queue unacknowledged.
     dropped: u64,
+    /// The range of sequence numbers to read back from the journal before
+    /// the memory queue is resent.
+    wants_journal: Option<(u64, u64)>,
     connects: u64,
     backoff_ms: u64,
     lease_ms: u64,
@@ -108,6 +114,7 @@ impl Forwarder {
         token: Option<Vec<u8>>,
         identity: Identity,
         token_id: Token,
+        max_queue: usize,
     ) -> Forwarder {
         Forwarder {
             addrs,
@@ -122,7 +129,9 @@ impl Forwarder {
             acked: 0,
             sent: 0,
             queue: VecDeque::new(),
+            max_queue: max_queue.max(1),
             dropped: 0,
+            wants_journal: None,
             connects: 0,
             backoff_ms: MIN_BACKOFF_MS,
             lease_ms: DEFAULT_LEASE_MS,
@@ -169,40 +178,39 @@ impl Forwarder {
     }
 
     /// Queues one lifecycle event, and sends it at once when connected.
-    pub fn publish(&mut self, event: Lifecycle, registry: &Registry, now: u64) {
+    /// Returns the event's sequence number.
+    pub fn publish(&mut self, event: Lifecycle, registry: &Registry, now: u64) -> u64 {
         self.seq = self.seq.saturating_add(1);
-        let frame = Frame::Event {
-            seq: self.seq,
-            kind: event.kind,
-            time_us: event.time_us,
-            endpoint: event.endpoint,
-            pid: event.pid,
-            exit: event.exit,
-        };
+        let frame = event_frame(self.seq, event);
         self.queue.push_back((self.seq, proto::to_bytes(&frame)));
-        if self.queue.len() > MAX_QUEUE {
-            self.queue.pop_front();
+        if self.queue.len() > self.max_queue {
+            let unsent = self
+                .queue
+                .pop_front()
+                .is_some_and(|(seq, _)| seq > self.sent);
             self.dropped = self.dropped.saturating_add(1);
-            if matches!(self.link, Link::Streaming { .. }) {
-                // The publisher is not keeping up: start over, and its
-                // snapshot covers what was dropped.
-                self.fail(
-                    registry,
-                    now,
-                    "the publisher is not acknowledging; queue full".into(),
-                );
-                return;
+            if unsent && matches!(self.link, Link::Streaming { .. }) {
+                // The publisher is not keeping up: start over; the next
+                // connect reads what left memory back from the journal.
+                let why = "the publisher is not acknowledging; queue full".to_string();
+                self.fail(registry, now, why);
+                return self.seq;
             }
         }
         if matches!(self.link, Link::Streaming { .. }) {
             self.fill();
             self.flush(registry, now);
         }
+        self.seq
     }
 
     /// Moves queued events the connection has not had into the output,
     /// within the in-flight bound.
     fn fill(&mut self) {
+        if self.wants_journal.is_some() {
+            // Older events come from the journal first.
+            return;
+        }
         let first_unsent = self.queue.partition_point(|(seq, _)| *seq <= self.sent);
         for (seq, bytes) in self.queue.range(first_unsent..) {
             if self.out.len() >= MAX_IN_FLIGHT {
@@ -213,9 +221,40 @@ impl Forwarder {
         }
     }
 
+    /// Queues what memory still holds after events read from the journal.
+    pub fn resume_after_journal(&mut self) {
+        if matches!(self.link, Link::Streaming { .. }) {
+            self.fill();
+        }
+    }
+
     /// The supervisor asked for a snapshot (`wants_snapshot`): what runs now.
     pub fn take_snapshot_request(&mut self) -> bool {
         std::mem::take(&mut self.wants_snapshot)
+    }
+
+    /// Sequence numbers (first, last) the publisher lacks that are no longer
+    /// in memory; the supervisor reads them from the journal and hands them
+    /// to `resend_from_journal`.
+    pub fn take_journal_request(&mut self) -> Option<(u64, u64)> {
+        self.wants_journal.take()
+    }
+
+    /// Events read back from the journal, in order, each with its number.
+    pub fn resend_from_journal(&mut self, events: Vec<(u64, Lifecycle)>) -> usize {
+        if !matches!(self.link, Link::Streaming { .. }) {
+            return 0;
+        }
+        let mut sent = 0;
+        for (seq, e) in events {
+            if seq <= self.sent {
+                continue;
+            }
+            proto::encode(&event_frame(seq, e), &mut self.out);
+            self.sent = seq;
+            sent += 1;
+        }
+        sent
     }
 
     pub fn send_snapshot(&mut self, endpoints: &[Endpoint], registry: &Registry, now: u64) {
@@ -322,6 +361,7 @@ impl Forwarder {
         self.out.clear();
         self.decoder = Decoder::new(MAX_FRAME);
         self.wants_snapshot = false;
+        self.wants_journal = None;
     }
 
     /// The connection is readable or writable.
@@ -446,13 +486,30 @@ impl Forwarder {
                 // What the publisher already applied needs no resend.
                 self.ack(last_seq.min(self.seq));
                 self.sent = self.acked;
+                let in_memory = self
+                    .queue
+                    .front()
+                    .map_or(self.seq.saturating_add(1), |(s, _)| *s);
+                let missing = in_memory.saturating_sub(self.acked.saturating_add(1));
                 crate::log!(
-                    "publisher {}: connected; resending {} event(s) after seq {}, then a snapshot",
+                    "publisher {}: connected; resending {} event(s) after seq {}{}, then a snapshot",
                     self.addr().map(|a| a.to_string()).unwrap_or_default(),
-                    self.queue.len(),
-                    self.acked
+                    self.seq.saturating_sub(self.acked),
+                    self.acked,
+                    if missing > 0 {
+                        format!(" ({missing} from the journal)")
+                    } else {
+                        String::new()
+                    }
                 );
-                self.fill();
+                if missing > 0 {
+                    // The supervisor reads them back, then fills and
+                    // snapshots (see `resend_from_journal`).
+                    self.wants_journal =
+                        Some((self.acked.saturating_add(1), in_memory.saturating_sub(1)));
+                } else {
+                    self.fill();
+                }
                 self.wants_snapshot = true;
             }
             Frame::Ack { seq } => {
@@ -515,6 +572,7 @@ impl Forwarder {
         let Link::Streaming { .. } = self.link else {
             return;
         };
+        self.fill();
         proto::encode(&Frame::Bye, &mut self.out);
         let start = std::time::Instant::now();
         while !self.out.is_empty() && start.elapsed() < std::time::Duration::from_millis(budget_ms)
@@ -544,5 +602,16 @@ fn connected_stream(link: &mut Link) -> Option<&mut TcpStream> {
     match link {
         Link::Handshake { stream, .. } | Link::Streaming { stream } => Some(stream),
         _ => None,
+    }
+}
+
+fn event_frame(seq: u64, e: Lifecycle) -> Frame {
+    Frame::Event {
+        seq,
+        kind: e.kind,
+        time_us: e.time_us,
+        endpoint: e.endpoint,
+        pid: e.pid,
+        exit: e.exit,
     }
 }

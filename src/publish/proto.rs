@@ -122,7 +122,8 @@ pub struct PublishStatus {
     /// Highest sequence number the publisher acknowledged.
     pub acked: u64,
     pub queued: usize,
-    /// Events dropped because the queue was full.
+    /// Events that left the memory queue unacknowledged (the journal still
+    /// has them for a resend).
     pub dropped: u64,
     pub connects: u64,
 }

@@ -36,7 +36,13 @@ pub(super) fn make_forwarder(
         .map(crate::publish::server::read_token)
         .transpose()
         .map_err(|e| format!("--publish-token-file {e}"))?;
-    Ok(Some(Forwarder::new(addrs, token, identity, FORWARD_TOKEN)))
+    Ok(Some(Forwarder::new(
+        addrs,
+        token,
+        identity,
+        FORWARD_TOKEN,
+        opts.publish_queue,
+    )))
 }
 
 /// The kernel's id for this boot, so a publisher can tell a reboot from a
@@ -69,19 +75,16 @@ impl Supervisor {
         })
     }
 
-    /// Hands a lifecycle event to the forwarder, if publishing.
-    pub(super) fn forward(&mut self, slot: usize, rec: &EventRecord) {
-        if self.forwarder.is_none() {
-            return;
-        }
+    /// Hands a lifecycle event to the forwarder, if publishing; returns the
+    /// sequence number it was given.
+    pub(super) fn forward(&mut self, slot: usize, rec: &EventRecord) -> Option<u64> {
+        self.forwarder.as_ref()?;
         let kind = match rec.kind.as_str() {
             "started" => EventKind::Start,
             "exited" | "stopped" => EventKind::Exit,
-            _ => return,
+            _ => return None,
         };
-        let Some(endpoint) = self.endpoint_of(slot) else {
-            return;
-        };
+        let endpoint = self.endpoint_of(slot)?;
         let exit = rec.exit.as_ref().map(|e| ExitInfo {
             code: e.code,
             signal: e.signal.clone(),
@@ -96,8 +99,9 @@ impl Supervisor {
                 exit,
                 time_us: rec.time_us,
             };
-            f.publish(event, self.reactor.registry(), now);
+            return Some(f.publish(event, self.reactor.registry(), now));
         }
+        None
     }
 
     pub(super) fn on_forwarder_ready(&mut self) {
@@ -117,7 +121,67 @@ impl Supervisor {
         self.answer_snapshot_request();
     }
 
+    /// Events that left the forwarder's memory, read back from the journal.
+    /// Blocking reads in the loop, but only after more than `--publish-queue`
+    /// events went unacknowledged.
+    fn answer_journal_request(&mut self) {
+        let Some((first, last)) = self
+            .forwarder
+            .as_mut()
+            .and_then(|f| f.take_journal_request())
+        else {
+            return;
+        };
+        let (records, _) = crate::journal::read_all(&self.opts.state_dir);
+        let events: Vec<(u64, Lifecycle)> = records
+            .into_iter()
+            .filter(|r| r.zurg.as_deref() == Some(self.own_gpid.as_str()))
+            .filter_map(|r| {
+                let seq = r.seq.filter(|s| (first..=last).contains(s))?;
+                let gpid: crate::gpid::Gpid = r.gpid.parse().ok()?;
+                let kind = if r.kind == "start" {
+                    EventKind::Start
+                } else {
+                    EventKind::Exit
+                };
+                let endpoint = Endpoint {
+                    service: r.service,
+                    ip: gpid.ip.to_string(),
+                    port: gpid.port,
+                    gpid: r.gpid,
+                    version: r.version,
+                    since_us: gpid.start_us,
+                    host: self.own_gpid.clone(),
+                };
+                let exit = r.exit.map(|e| ExitInfo {
+                    code: e.code,
+                    signal: e.signal,
+                });
+                let event = Lifecycle {
+                    kind,
+                    endpoint,
+                    pid: Some(gpid.pid),
+                    exit,
+                    time_us: r.time_us,
+                };
+                Some((seq, event))
+            })
+            .collect();
+        let wanted = last.saturating_sub(first).saturating_add(1);
+        if let Some(f) = &mut self.forwarder {
+            let found = f.resend_from_journal(events);
+            if u64::try_from(found).unwrap_or(0) < wanted {
+                crate::log!(
+                    "publisher: {} of {wanted} events that left memory were not in the journal; the snapshot covers them",
+                    wanted.saturating_sub(u64::try_from(found).unwrap_or(0))
+                );
+            }
+            f.resume_after_journal();
+        }
+    }
+
     fn answer_snapshot_request(&mut self) {
+        self.answer_journal_request();
         if !self
             .forwarder
             .as_mut()

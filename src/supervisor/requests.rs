@@ -426,7 +426,7 @@ impl Supervisor {
         self.reactor.timers.arm(next, TimerKey::ControlIdle);
     }
 
-    fn journal_event(&mut self, rec: &EventRecord) {
+    fn journal_event(&mut self, rec: &EventRecord, seq: Option<u64>) {
         let Some(j) = &mut self.journal else { return };
         let record = crate::journal::Record {
             time_us: rec.time_us,
@@ -440,6 +440,8 @@ impl Supervisor {
             version: rec.version.clone(),
             exit: rec.exit.clone(),
             stats: rec.stats.clone(),
+            seq,
+            zurg: seq.map(|_| self.own_gpid.clone()),
         };
         if let Err(e) = j.append(&record) {
             crate::log!("warning: {e}; history is no longer kept");
@@ -710,8 +712,10 @@ impl Supervisor {
             }
         }
         if matches!(kind, "started" | "exited" | "stopped") {
-            self.journal_event(&rec);
-            self.forward(slot, &rec);
+            // Sent first: the publisher's latency is the user's, the
+            // journal's write is not.
+            let seq = self.forward(slot, &rec);
+            self.journal_event(&rec, seq);
         }
         self.publish(rec);
     }

@@ -186,6 +186,8 @@ impl Supervisor {
             version: build.version.clone(),
             exit: None,
             stats: None,
+            seq: None,
+            zurg: None,
         };
         if let Err(e) = j.append(&record) {
             crate::log!("warning: {e}");
