@@ -6,6 +6,8 @@
 //! face; `forwarder` lives in `zurg run`'s event loop; `client` is
 //! `zurg resolve`.
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod proto;
 pub mod registry;
 pub mod store;
