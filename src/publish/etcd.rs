@@ -71,14 +71,16 @@
 //! registry is never shared between threads. Every publisher on one etcd
 //! sees every change and serves the same view.
 //!
-//! etcd does not say why a key was deleted. Before deleting a key for an
-//! exit or a snapshot, the task queues an intent (the key, the reason, the
-//! exit status) ahead of the request; the watch event arrives after it and
-//! takes the reason from it. A `bye` queues an intent for the whole host.
-//! Deletes nobody here asked for (a lease ran out, or another publisher
-//! deleted the key) are reported with `Reason::Lease`. If the watch breaks,
-//! it resumes from the next revision; if that revision was compacted, the
-//! prefix is read again and the mirror brought to it.
+//! etcd does not say why a key changed, so every transaction that changes
+//! endpoint keys also puts the host record with a `why`: the reason (start,
+//! exit, snapshot) and, for an exit, how the process ended. A transaction's
+//! events share one revision and etcd never splits a revision across watch
+//! responses, so the mirror reads the `why` of a revision before applying
+//! its endpoint events, and every publisher reports the same reason. A
+//! `bye` puts the record with `why: bye` before revoking the lease. Deletes
+//! with no `why` (a lease ran out) are reported with `Reason::Lease`. If the
+//! watch breaks, it resumes from the next revision; if that revision was
+//! compacted, the prefix is read again and the mirror brought to it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -87,7 +89,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream,
-    LeaseKeeper, LeaseTimeToLiveOptions, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    LeaseKeeper, LeaseTimeToLiveOptions, PutOptions, Txn, TxnOp, WatchOptions,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -114,6 +116,16 @@ const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(2);
 struct HostRecord {
     info: HostInfo,
     lease: i64,
+    /// Why the endpoint keys changed in the revision that wrote this record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    why: Option<Why>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Why {
+    reason: Reason,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exit: Option<ExitInfo>,
 }
 
 /// A key under the prefix, parsed.
@@ -222,31 +234,18 @@ impl Op {
 #[derive(Debug)]
 enum Msg {
     Done(Done),
-    /// The task is about to put or delete this endpoint key, for this
-    /// reason; the watch event that follows takes it.
-    Intent {
-        key: String,
-        reason: Reason,
-        exit: Option<ExitInfo>,
-    },
-    /// Intents whose request failed or changed nothing.
-    Forget {
-        keys: Vec<String>,
-    },
-    /// The task is about to revoke this host's lease.
-    HostIntent {
-        zurg: String,
-        reason: Reason,
-    },
     /// Everything under the prefix, as of one revision.
     Resync(Vec<(String, Vec<u8>)>),
-    Put {
-        key: String,
-        value: Vec<u8>,
-    },
-    Delete {
-        key: String,
-    },
+    /// One watch response: whole revisions, in order.
+    Watch(Vec<Changed>),
+}
+
+/// A key that changed: `value` is `None` when it was deleted.
+#[derive(Debug)]
+struct Changed {
+    rev: i64,
+    key: String,
+    value: Option<Vec<u8>>,
 }
 
 /// The queue between the background thread and the loop.
@@ -283,8 +282,8 @@ pub struct EtcdStore {
     urls: Vec<String>,
     /// The mirror of etcd that resolve clients read.
     registry: Registry,
-    intents: HashMap<String, (Reason, Option<ExitInfo>)>,
-    host_intents: HashMap<String, Reason>,
+    /// Hosts whose record said `bye`: their deletes are for that reason.
+    leaving: BTreeSet<String>,
     /// Done before the next drain, made on the loop thread.
     pending: Vec<Done>,
 }
@@ -348,8 +347,7 @@ impl EtcdStore {
             keys,
             urls: urls.to_vec(),
             registry: Registry::new(),
-            intents: HashMap::new(),
-            host_intents: HashMap::new(),
+            leaving: BTreeSet::new(),
             pending: Vec::new(),
         };
         // The first listing is already queued: make the view complete now,
@@ -385,24 +383,15 @@ impl EtcdStore {
     fn apply(&mut self, msg: Msg, out: &mut Vec<Done>) {
         match msg {
             Msg::Done(done) => out.push(done),
-            Msg::Intent { key, reason, exit } => {
-                self.intents.insert(key, (reason, exit));
-            }
-            Msg::Forget { keys } => {
-                for key in keys {
-                    self.intents.remove(&key);
+            Msg::Watch(events) => {
+                let mut rest = events.as_slice();
+                while let Some(first) = rest.first() {
+                    let n = rest.iter().take_while(|c| c.rev == first.rev).count();
+                    let (revision, after) = rest.split_at(n);
+                    let changes = self.revision(revision);
+                    out.extend(changes.into_iter().map(Done::Change));
+                    rest = after;
                 }
-            }
-            Msg::HostIntent { zurg, reason } => {
-                self.host_intents.insert(zurg, reason);
-            }
-            Msg::Put { key, value } => {
-                let change = self.put(&key, &value);
-                out.extend(change.map(Done::Change));
-            }
-            Msg::Delete { key } => {
-                let changes = self.delete(&key);
-                out.extend(changes.into_iter().map(Done::Change));
             }
             Msg::Resync(kvs) => {
                 let changes = self.resync(kvs);
@@ -411,50 +400,69 @@ impl EtcdStore {
         }
     }
 
-    fn put(&mut self, key: &str, value: &[u8]) -> Option<Change> {
-        match self.keys.parse(key)? {
-            Key::Endpoint { .. } => {
-                let reason = self
-                    .intents
-                    .remove(key)
-                    .map_or(Reason::Start, |(reason, _)| reason);
-                let endpoint = parse::<Endpoint>(key, value)?;
-                self.registry.upsert(endpoint, reason)
+    /// The events of one revision: host records first (they say why),
+    /// then endpoints, then hosts that went away.
+    fn revision(&mut self, events: &[Changed]) -> Vec<Change> {
+        let mut why: HashMap<String, Why> = HashMap::new();
+        for c in events {
+            let (Some(Key::Host { zurg }), Some(value)) = (self.keys.parse(&c.key), &c.value)
+            else {
+                continue;
+            };
+            let Some(record) = parse::<HostRecord>(&c.key, value) else {
+                continue;
+            };
+            if record.why.as_ref().map(|w| w.reason) == Some(Reason::Bye) {
+                self.leaving.insert(zurg.into());
+            } else {
+                self.leaving.remove(zurg);
             }
-            Key::Host { .. } => {
-                let record = parse::<HostRecord>(key, value)?;
-                self.registry.set_host(record.info, 0);
-                None
+            if let Some(w) = record.why {
+                why.insert(zurg.into(), w);
             }
+            self.registry.set_host(record.info, 0);
         }
-    }
-
-    fn delete(&mut self, key: &str) -> Vec<Change> {
-        match self.keys.parse(key) {
-            Some(Key::Endpoint { name, gpid }) => {
-                let (reason, exit) = self.intents.remove(key).unwrap_or_else(|| {
+        let mut changes = Vec::new();
+        for c in events {
+            let Some(Key::Endpoint { name, gpid }) = self.keys.parse(&c.key) else {
+                continue;
+            };
+            match &c.value {
+                Some(value) => {
+                    let Some(endpoint) = parse::<Endpoint>(&c.key, value) else {
+                        continue;
+                    };
+                    let reason = why.get(&endpoint.host).map_or(Reason::Start, |w| w.reason);
+                    changes.extend(self.registry.upsert(endpoint, reason));
+                }
+                None => {
                     let host = self
                         .registry
                         .endpoints(name)
                         .into_iter()
                         .find(|e| e.gpid == gpid)
-                        .map(|e| e.host);
-                    let reason = host
-                        .and_then(|h| self.host_intents.get(&h).copied())
-                        .unwrap_or(Reason::Lease);
-                    (reason, None)
-                });
-                self.registry
-                    .remove(name, gpid, reason, exit)
-                    .into_iter()
-                    .collect()
+                        .map(|e| e.host)
+                        .unwrap_or_default();
+                    let (reason, exit) = match why.get(&host) {
+                        Some(w) => (w.reason, w.exit.clone()),
+                        None if self.leaving.contains(&host) => (Reason::Bye, None),
+                        None => (Reason::Lease, None),
+                    };
+                    changes.extend(self.registry.remove(name, gpid, reason, exit));
+                }
             }
-            Some(Key::Host { zurg }) => {
-                let reason = self.host_intents.remove(zurg).unwrap_or(Reason::Lease);
-                self.registry.drop_host(zurg, reason)
-            }
-            None => Vec::new(),
         }
+        for c in events {
+            if let (Some(Key::Host { zurg }), None) = (self.keys.parse(&c.key), &c.value) {
+                let reason = if self.leaving.remove(zurg) {
+                    Reason::Bye
+                } else {
+                    Reason::Lease
+                };
+                changes.extend(self.registry.drop_host(zurg, reason));
+            }
+        }
+        changes
     }
 
     /// Brings the mirror to a full listing of the prefix.
@@ -762,20 +770,22 @@ async fn follow(
             return Err(format!("watch cancelled: {}", resp.cancel_reason()));
         }
         *backoff = WATCH_BACKOFF_MIN;
-        let mut msgs = Vec::with_capacity(resp.events().len());
+        let mut changed = Vec::with_capacity(resp.events().len());
         for event in resp.events() {
             let Some(kv) = event.kv() else { continue };
             *next = Some(kv.mod_revision().saturating_add(1));
-            let key = String::from_utf8_lossy(kv.key()).into_owned();
-            msgs.push(match event.event_type() {
-                EventType::Put => Msg::Put {
-                    key,
-                    value: kv.value().to_vec(),
+            changed.push(Changed {
+                rev: kv.mod_revision(),
+                key: String::from_utf8_lossy(kv.key()).into_owned(),
+                value: match event.event_type() {
+                    EventType::Put => Some(kv.value().to_vec()),
+                    EventType::Delete => None,
                 },
-                EventType::Delete => Msg::Delete { key },
             });
         }
-        shared.push(msgs);
+        if !changed.is_empty() {
+            shared.push([Msg::Watch(changed)]);
+        }
     }
 }
 
@@ -941,6 +951,7 @@ impl Task {
                 ..info
             },
             lease,
+            why: None,
         };
         let resp = bounded(
             "put the host",
@@ -965,20 +976,25 @@ impl Task {
         Ok(Some(Done::Welcome { conn, last_seq }))
     }
 
-    /// Runs `ops` and the host record's put in one transaction guarded by
-    /// the cached mod_revision. `Ok(None)` when another publisher wrote the
-    /// host meanwhile (the cache is dropped).
+    /// Runs `ops` and the put of the host's `record` (saying `why`) in one
+    /// transaction guarded by the cached mod_revision. `false` when another
+    /// publisher wrote the host meanwhile (the cache is dropped).
     async fn commit(
         &mut self,
         zurg: &str,
         record: HostRecord,
+        why: Option<Why>,
         mut ops: Vec<TxnOp>,
-    ) -> Result<Option<Vec<TxnOpResponse>>, String> {
+    ) -> Result<bool, String> {
         let host_key = self.keys.host(zurg);
         let rev = self.state(zurg).await?.rev;
+        let written = HostRecord {
+            why,
+            ..record.clone()
+        };
         ops.push(TxnOp::put(
             host_key.as_str(),
-            json(&record),
+            json(&written),
             Some(PutOptions::new().with_lease(record.lease)),
         ));
         let txn = Txn::new()
@@ -991,13 +1007,13 @@ impl Task {
         let resp = bounded("transaction", self.client.txn(txn)).await?;
         if !resp.succeeded() {
             self.hosts.remove(zurg);
-            return Ok(None);
+            return Ok(false);
         }
         let new_rev = resp.header().map_or(0, |h| h.revision());
         let state = self.state(zurg).await?;
         state.record = record;
         state.rev = new_rev;
-        Ok(Some(resp.op_responses()))
+        Ok(true)
     }
 
     /// A keep-alive when the last is older than a third of the TTL: puts do
@@ -1033,7 +1049,7 @@ impl Task {
             let mut record = self.state(zurg).await?.record.clone();
             let info = &mut record.info;
             let mut ops = Vec::new();
-            let mut intent = false;
+            let mut why = None;
             if seq <= info.seq {
                 info.duplicates = info.duplicates.saturating_add(1);
             } else {
@@ -1044,40 +1060,25 @@ impl Task {
                 }
                 info.seq = seq;
                 info.applied = info.applied.saturating_add(1);
-                match kind {
-                    EventKind::Start => ops.push(TxnOp::put(
-                        key.as_str(),
-                        json(&endpoint),
-                        Some(PutOptions::new().with_lease(record.lease)),
-                    )),
-                    EventKind::Exit => {
-                        ops.push(TxnOp::delete(key.as_str(), None));
-                        intent = true;
-                    }
-                }
+                let (op, reason) = match kind {
+                    EventKind::Start => (
+                        TxnOp::put(
+                            key.as_str(),
+                            json(&endpoint),
+                            Some(PutOptions::new().with_lease(record.lease)),
+                        ),
+                        Reason::Start,
+                    ),
+                    EventKind::Exit => (TxnOp::delete(key.as_str(), None), Reason::Exit),
+                };
+                ops.push(op);
+                why = Some(Why {
+                    reason,
+                    exit: exit.clone().filter(|_| reason == Reason::Exit),
+                });
             }
             let stored = record.info.seq;
-            if intent {
-                self.shared.push([Msg::Intent {
-                    key: key.clone(),
-                    reason: Reason::Exit,
-                    exit: exit.clone(),
-                }]);
-            }
-            let committed = self.commit(zurg, record, ops).await;
-            let deleted = match &committed {
-                Ok(Some(responses)) => responses.iter().any(|r| match r {
-                    TxnOpResponse::Delete(d) => d.deleted() > 0,
-                    _ => false,
-                }),
-                _ => false,
-            };
-            if intent && !deleted {
-                self.shared.push([Msg::Forget {
-                    keys: vec![key.clone()],
-                }]);
-            }
-            if committed?.is_some() {
+            if self.commit(zurg, record, why, ops).await? {
                 self.refresh(zurg).await?;
                 return Ok(Some(Done::Ack { conn, seq: stored }));
             }
@@ -1110,6 +1111,7 @@ impl Task {
             .collect();
         for _ in 0..ATTEMPTS {
             let lease = self.state(zurg).await?.record.lease;
+            // The host's endpoint keys are the keys on its lease.
             let alive = bounded(
                 "list the host's keys",
                 self.client
@@ -1126,81 +1128,65 @@ impl Task {
                 .map(|k| String::from_utf8_lossy(k).into_owned())
                 .filter(|k| k.starts_with(&services))
                 .collect();
-            let stale: Vec<String> = existing
+            let mut ops: Vec<TxnOp> = existing
                 .iter()
                 .filter(|k| !wanted.contains_key(*k))
-                .cloned()
-                .collect();
-            let missing: Vec<(&String, &Endpoint)> = wanted
-                .iter()
-                .filter(|(k, _)| !existing.contains(*k))
-                .collect();
-            let mut intents: Vec<Msg> = stale
-                .iter()
-                .chain(missing.iter().map(|(k, _)| *k))
-                .map(|key| Msg::Intent {
-                    key: key.clone(),
-                    reason: Reason::Snapshot,
-                    exit: None,
-                })
-                .collect();
-            let intent_keys: Vec<String> = stale
-                .iter()
-                .chain(missing.iter().map(|(k, _)| *k))
-                .cloned()
-                .collect();
-            let mut ops: Vec<TxnOp> = stale
-                .iter()
                 .map(|k| TxnOp::delete(k.as_str(), None))
                 .collect();
-            ops.extend(missing.iter().map(|(k, e)| {
-                TxnOp::put(
-                    k.as_str(),
-                    json(e),
-                    Some(PutOptions::new().with_lease(lease)),
-                )
-            }));
-            self.shared.push(intents.drain(..));
-            let mut record = self.state(zurg).await?.record.clone();
-            let info = &mut record.info;
-            if seq > info.seq {
-                if info.applied > 0 {
-                    info.gaps = info.gaps.saturating_add(seq.saturating_sub(info.seq));
-                }
-                info.seq = seq;
-            }
-            let stored = record.info.seq;
-            let result = self.apply_snapshot(zurg, record, ops).await;
-            match result {
-                Ok(true) => {
-                    self.refresh(zurg).await?;
-                    return Ok(Some(Done::Ack { conn, seq: stored }));
-                }
-                Ok(false) => self.shared.push([Msg::Forget { keys: intent_keys }]),
-                Err(e) => {
-                    self.shared.push([Msg::Forget { keys: intent_keys }]);
-                    return Err(e);
-                }
+            ops.extend(
+                wanted
+                    .iter()
+                    .filter(|(k, _)| !existing.contains(*k))
+                    .map(|(k, e)| {
+                        TxnOp::put(
+                            k.as_str(),
+                            json(e),
+                            Some(PutOptions::new().with_lease(lease)),
+                        )
+                    }),
+            );
+            if self.apply_snapshot(zurg, seq, ops).await? {
+                self.refresh(zurg).await?;
+                let seq = self.state(zurg).await?.record.info.seq;
+                return Ok(Some(Done::Ack { conn, seq }));
             }
         }
         Err("the host record keeps changing under another publisher".into())
     }
 
-    /// Endpoint changes in transactions etcd accepts (at most `TXN_OPS`
-    /// each), the host record with the last. `false` when another publisher
-    /// wrote the host meanwhile.
+    /// The snapshot's key changes in transactions etcd accepts (at most
+    /// `TXN_OPS` operations each), each with the host record saying
+    /// `snapshot`; the last also advances the host's seq as
+    /// `Registry::snapshot` does. `false` when another publisher wrote the
+    /// host meanwhile.
     async fn apply_snapshot(
         &mut self,
         zurg: &str,
-        record: HostRecord,
+        seq: u64,
         mut ops: Vec<TxnOp>,
     ) -> Result<bool, String> {
+        let why = Some(Why {
+            reason: Reason::Snapshot,
+            exit: None,
+        });
         while ops.len() >= TXN_OPS {
             let rest = ops.split_off(TXN_OPS.saturating_sub(1));
             let batch = std::mem::replace(&mut ops, rest);
-            bounded("transaction", self.client.txn(Txn::new().and_then(batch))).await?;
+            let record = self.state(zurg).await?.record.clone();
+            if !self.commit(zurg, record, why.clone(), batch).await? {
+                return Ok(false);
+            }
         }
-        Ok(self.commit(zurg, record, ops).await?.is_some())
+        let mut record = self.state(zurg).await?.record.clone();
+        let info = &mut record.info;
+        if seq > info.seq {
+            // Sequence numbers the snapshot stands in for were never applied.
+            if info.applied > 0 {
+                info.gaps = info.gaps.saturating_add(seq.saturating_sub(info.seq));
+            }
+            info.seq = seq;
+        }
+        self.commit(zurg, record, why, ops).await
     }
 
     async fn heartbeat(&mut self, conn: ConnId, zurg: &str) -> Result<Option<Done>, String> {
@@ -1220,15 +1206,29 @@ impl Task {
         }))
     }
 
+    /// Says `bye` in the host record, so every publisher reports the
+    /// endpoints gone for that reason, then revokes the lease.
     async fn bye(&mut self, zurg: &str) -> Result<Option<Done>, String> {
-        let lease = self.state(zurg).await?.record.lease;
-        self.shared.push([Msg::HostIntent {
-            zurg: zurg.into(),
-            reason: Reason::Bye,
-        }]);
+        let state = self.state(zurg).await?;
+        let record = HostRecord {
+            why: Some(Why {
+                reason: Reason::Bye,
+                exit: None,
+            }),
+            ..state.record.clone()
+        };
         self.hosts.remove(zurg);
         self.chunks.remove(zurg);
-        bounded("revoke the lease", self.client.lease_revoke(lease)).await?;
+        bounded(
+            "put the host",
+            self.client.put(
+                self.keys.host(zurg),
+                json(&record),
+                Some(PutOptions::new().with_lease(record.lease)),
+            ),
+        )
+        .await?;
+        bounded("revoke the lease", self.client.lease_revoke(record.lease)).await?;
         Ok(None)
     }
 }
