@@ -30,6 +30,8 @@ const H: &str = "10.0.0.1:0:100:1";
 struct Etcd {
     child: Child,
     url: String,
+    client_port: u16,
+    peer_url: String,
     dir: TempDir,
 }
 
@@ -49,41 +51,71 @@ impl Etcd {
             return None;
         }
         let dir = TempDir::new(tag);
-        let (client, peer) = (free_port(), free_port());
-        let url = format!("http://127.0.0.1:{client}");
+        let (client_port, peer) = (free_port(), free_port());
+        let url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer}");
-        let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
-        let child = Command::new(ETCD)
+        let child = Etcd::spawn(&dir, &url, &peer_url);
+        let etcd = Etcd {
+            child,
+            url,
+            client_port,
+            peer_url,
+            dir,
+        };
+        etcd.wait_listening();
+        Some(etcd)
+    }
+
+    fn spawn(dir: &TempDir, url: &str, peer_url: &str) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("etcd.log"))
+            .unwrap();
+        Command::new(ETCD)
             .arg("--name")
             .arg("default")
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .arg("--listen-client-urls")
-            .arg(&url)
+            .arg(url)
             .arg("--advertise-client-urls")
-            .arg(&url)
+            .arg(url)
             .arg("--listen-peer-urls")
-            .arg(&peer_url)
+            .arg(peer_url)
             .arg("--initial-advertise-peer-urls")
-            .arg(&peer_url)
+            .arg(peer_url)
             .arg("--initial-cluster")
             .arg(format!("default={peer_url}"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .unwrap();
-        let etcd = Etcd { child, url, dir };
+            .unwrap()
+    }
+
+    fn wait_listening(&self) {
         let deadline = Instant::now() + DEADLINE;
-        while TcpStream::connect(("127.0.0.1", client)).is_err() {
+        while TcpStream::connect(("127.0.0.1", self.client_port)).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "etcd never listened:\n{}",
-                etcd.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Some(etcd)
+    }
+
+    fn stop(&mut self) {
+        common::kill(self.child.id() as i32, 9);
+        let _ = self.child.wait();
+    }
+
+    /// SIGKILL, then the same member again on the same ports and data.
+    fn restart(&mut self) {
+        self.stop();
+        self.child = Etcd::spawn(&self.dir, &self.url, &self.peer_url);
+        self.wait_listening();
     }
 
     fn log(&self) -> String {
@@ -93,8 +125,7 @@ impl Etcd {
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        common::kill(self.child.id() as i32, 9);
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
@@ -423,6 +454,59 @@ fn a_silent_host_expires_from_both_views() {
     // The host starts over: a new lease, and nothing applied.
     p[1].store.hello(2, host(), 0);
     assert_eq!(welcome(reply(&mut p, 1, 2)), 0);
+}
+
+#[test]
+fn both_publishers_carry_on_after_etcd_restarts() {
+    let Some(mut etcd) = Etcd::start("etcd-restart") else {
+        return;
+    };
+    let mut p = [
+        Pub::new(&etcd, "/zr", 10_000),
+        Pub::new(&etcd, "/zr", 10_000),
+    ];
+    p[0].store.hello(1, host(), 0);
+    assert_eq!(welcome(reply(&mut p, 0, 1)), 0);
+    p[0].store
+        .event(1, H, 1, EventKind::Start, ep("web", "g1"), None, 0);
+    assert_eq!(ack(reply(&mut p, 0, 1)), 1);
+    wait_until(&mut p, DEADLINE, "g1 in both views", |p| {
+        p.iter().all(|p| p.gpids("web") == ["g1"])
+    });
+
+    etcd.restart();
+    // The forwarder reconnects until a hello gets through (an attempt may
+    // fail while the client reconnects), then carries on from seq 1.
+    let deadline = Instant::now() + DEADLINE;
+    let mut conn = 10;
+    loop {
+        conn += 1;
+        p[0].store.hello(conn, host(), 0);
+        match reply(&mut p, 0, conn) {
+            Done::Welcome { last_seq, .. } => {
+                assert_eq!(last_seq, 1);
+                break;
+            }
+            Done::Fail { .. } => p[0].store.disconnected(H),
+            other => panic!("{other:?}"),
+        }
+        assert!(Instant::now() < deadline, "no hello got through");
+    }
+    p[0].store
+        .event(conn, H, 2, EventKind::Exit, ep("web", "g1"), None, 0);
+    assert_eq!(ack(reply(&mut p, 0, conn)), 2);
+    // Both watches resumed: the exit reaches both views.
+    wait_until(&mut p, DEADLINE, "g1 gone from both views", |p| {
+        p.iter().all(|p| p.gpids("web").is_empty())
+    });
+    for x in &mut p {
+        let c = x.take_changes();
+        assert_eq!(
+            c.last(),
+            Some(&(ChangeKind::Down, Reason::Exit, "g1".into(), None)),
+            "{c:?}"
+        );
+    }
 }
 
 #[test]

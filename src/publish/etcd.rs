@@ -24,7 +24,11 @@
 //!
 //! - `{prefix}/services/{name}/{gpid}`: an `Endpoint` as JSON.
 //! - `{prefix}/hosts/{zurg}`: a `HostRecord`, the host's `HostInfo` (with its
-//!   sequence bookkeeping: seq, applied, duplicates, gaps) and its lease id.
+//!   sequence bookkeeping: seq, applied, duplicates, gaps), its lease id and
+//!   why the endpoint keys written with it changed (see below). `connected`
+//!   there means "said hello to some publisher and its lease holds": no
+//!   publisher clears it on a disconnect, since the forwarder may already be
+//!   connected to another.
 //!
 //! Every key of a host hangs on that host's one lease, with a TTL of
 //! `ceil(lease_ms / 1000)` seconds, at least 1. etcd rounds a TTL below its
@@ -51,8 +55,11 @@
 //!   endpoint keys exactly the listed set. The keys a host has are the keys
 //!   on its lease (`LeaseTimeToLive` with keys), so no scan of the prefix.
 //! - heartbeat: one keep-alive on the host's lease (a stream kept open per
-//!   host); a lease that is gone fails the connection.
-//! - bye: revoke the lease: etcd deletes the host's keys.
+//!   host); a lease that is gone fails the connection. The ack carries the
+//!   cached seq: a forwarder that used another publisher since has said
+//!   hello here again, which re-reads the record.
+//! - bye: put the record saying `bye`, then revoke the lease: etcd deletes
+//!   the host's keys.
 //! - disconnected: only drops a half-received snapshot; the lease runs out
 //!   unless the forwarder comes back. `tick` has nothing to do: etcd expires
 //!   leases itself.
@@ -75,7 +82,7 @@
 //! endpoint keys also puts the host record with a `why`: the reason (start,
 //! exit, snapshot) and, for an exit, how the process ended. A transaction's
 //! events share one revision and etcd never splits a revision across watch
-//! responses, so the mirror reads the `why` of a revision before applying
+//! responses (no fragmenting is asked for), so the mirror reads the `why` of a revision before applying
 //! its endpoint events, and every publisher reports the same reason. A
 //! `bye` puts the record with `why: bye` before revoking the lease. Deletes
 //! with no `why` (a lease ran out) are reported with `Reason::Lease`. If the
@@ -480,24 +487,27 @@ impl EtcdStore {
             .iter()
             .map(|e| (e.service.clone(), e.gpid.clone()))
             .collect();
-        let known: Vec<(String, String)> = self
+        let known: Vec<Endpoint> = self
             .registry
             .names()
-            .cloned()
-            .collect::<Vec<_>>()
-            .into_iter()
-            .flat_map(|name| {
-                self.registry
-                    .endpoints(&name)
-                    .into_iter()
-                    .map(move |e| (name.clone(), e.gpid))
-            })
+            .flat_map(|name| self.registry.endpoints(name))
             .collect();
-        let mut changes: Vec<Change> = known
-            .iter()
-            .filter(|k| !wanted.contains(*k))
-            .filter_map(|(name, gpid)| self.registry.remove(name, gpid, Reason::Lease, None))
-            .collect();
+        // What went missing while the watch was down: gone for the reason
+        // its host gave last, if it said bye, else its lease ran out.
+        let why = |leaving: &BTreeSet<String>, host: &str| {
+            if leaving.contains(host) {
+                Reason::Bye
+            } else {
+                Reason::Lease
+            }
+        };
+        let mut changes = Vec::new();
+        for e in known {
+            if !wanted.contains(&(e.service.clone(), e.gpid.clone())) {
+                let reason = why(&self.leaving, &e.host);
+                changes.extend(self.registry.remove(&e.service, &e.gpid, reason, None));
+            }
+        }
         let live: BTreeSet<&str> = hosts.iter().map(|h| h.info.zurg.as_str()).collect();
         for gone in self
             .registry
@@ -505,8 +515,14 @@ impl EtcdStore {
             .into_iter()
             .filter(|h| !live.contains(h.zurg.as_str()))
         {
-            changes.extend(self.registry.drop_host(&gone.zurg, Reason::Lease));
+            let reason = why(&self.leaving, &gone.zurg);
+            changes.extend(self.registry.drop_host(&gone.zurg, reason));
         }
+        self.leaving = hosts
+            .iter()
+            .filter(|h| h.why.as_ref().map(|w| w.reason) == Some(Reason::Bye))
+            .map(|h| h.info.zurg.clone())
+            .collect();
         for record in hosts {
             self.registry.set_host(record.info, 0);
         }
