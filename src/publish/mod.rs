@@ -7,6 +7,8 @@
 //! `zurg resolve`.
 
 pub mod client;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod forwarder;
 pub mod proto;
 pub mod registry;

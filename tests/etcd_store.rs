@@ -1,0 +1,519 @@
+//! `EtcdStore` against a real etcd (`/usr/bin/etcd`) on loopback: two
+//! publishers share one etcd, and so one view and one sequence per host.
+//! Driven through the `Store` trait with a mio `Poll` and `Waker`, as the
+//! publisher's loop drives it. Needs `--features etcd`.
+#![cfg(feature = "etcd")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TempDir, DEADLINE};
+use mio::{Events, Poll, Token, Waker};
+use zurg::publish::etcd::EtcdStore;
+use zurg::publish::proto::{ChangeKind, Endpoint, EventKind, ExitInfo, HostInfo, Reason};
+use zurg::publish::store::{ConnId, Done, Store};
+
+const ETCD: &str = "/usr/bin/etcd";
+const H: &str = "10.0.0.1:0:100:1";
+
+/// A single-member etcd on random loopback ports, killed on drop.
+struct Etcd {
+    child: Child,
+    url: String,
+    client_port: u16,
+    peer_url: String,
+    dir: TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Etcd {
+    /// `None` (after a loud SKIP) when etcd is not installed.
+    fn start(tag: &str) -> Option<Etcd> {
+        if !Path::new(ETCD).exists() {
+            eprintln!("SKIP: {ETCD} is not installed; the etcd store is not tested");
+            return None;
+        }
+        let dir = TempDir::new(tag);
+        let (client_port, peer) = (free_port(), free_port());
+        let url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = Etcd::spawn(&dir, &url, &peer_url);
+        let etcd = Etcd {
+            child,
+            url,
+            client_port,
+            peer_url,
+            dir,
+        };
+        etcd.wait_listening();
+        Some(etcd)
+    }
+
+    fn spawn(dir: &TempDir, url: &str, peer_url: &str) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("etcd.log"))
+            .unwrap();
+        Command::new(ETCD)
+            .arg("--name")
+            .arg("default")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--listen-client-urls")
+            .arg(url)
+            .arg("--advertise-client-urls")
+            .arg(url)
+            .arg("--listen-peer-urls")
+            .arg(peer_url)
+            .arg("--initial-advertise-peer-urls")
+            .arg(peer_url)
+            .arg("--initial-cluster")
+            .arg(format!("default={peer_url}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + DEADLINE;
+        while TcpStream::connect(("127.0.0.1", self.client_port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "etcd never listened:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        common::kill(self.child.id() as i32, 9);
+        let _ = self.child.wait();
+    }
+
+    /// SIGKILL, then the same member again on the same ports and data.
+    fn restart(&mut self) {
+        self.stop();
+        self.child = Etcd::spawn(&self.dir, &self.url, &self.peer_url);
+        self.wait_listening();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One publisher: a store, the poll its waker wakes, and what it drained.
+struct Pub {
+    store: EtcdStore,
+    poll: Poll,
+    events: Events,
+    done: Vec<Done>,
+}
+
+impl Pub {
+    fn new(etcd: &Etcd, prefix: &str, lease_ms: u64) -> Pub {
+        let poll = Poll::new().unwrap();
+        let waker = Waker::new(poll.registry(), Token(0)).unwrap();
+        let store = EtcdStore::connect(std::slice::from_ref(&etcd.url), prefix, lease_ms, waker)
+            .unwrap_or_else(|e| panic!("{e}\n{}", etcd.log()));
+        Pub {
+            store,
+            poll,
+            events: Events::with_capacity(8),
+            done: Vec::new(),
+        }
+    }
+
+    /// Waits up to `wait` for the waker, then drains.
+    fn pump(&mut self, wait: Duration) {
+        self.poll.poll(&mut self.events, Some(wait)).unwrap();
+        self.store.drain(&mut self.done);
+    }
+
+    /// Takes the first reply (not a change) for `conn`.
+    fn take_reply(&mut self, conn: ConnId) -> Option<Done> {
+        let at = self.done.iter().position(|d| match d {
+            Done::Welcome { conn: c, .. }
+            | Done::Ack { conn: c, .. }
+            | Done::Fail { conn: c, .. } => *c == conn,
+            Done::Change(_) => false,
+        })?;
+        Some(self.done.remove(at))
+    }
+
+    /// The changes drained so far, as (kind, reason, gpid, exit), cleared.
+    fn take_changes(&mut self) -> Vec<(ChangeKind, Reason, String, Option<ExitInfo>)> {
+        let mut out = Vec::new();
+        self.done.retain(|d| match d {
+            Done::Change(c) => {
+                out.push((c.change, c.reason, c.endpoint.gpid.clone(), c.exit.clone()));
+                false
+            }
+            _ => true,
+        });
+        out
+    }
+
+    fn gpids(&self, name: &str) -> Vec<String> {
+        let mut g: Vec<String> = self
+            .store
+            .view()
+            .endpoints(name)
+            .into_iter()
+            .map(|e| e.gpid)
+            .collect();
+        g.sort();
+        g
+    }
+
+    /// (seq, applied, duplicates, gaps) of host H in the view.
+    fn counters(&self) -> Option<(u64, u64, u64, u64)> {
+        let h = self.store.view().host(H)?;
+        Some((h.seq, h.applied, h.duplicates, h.gaps))
+    }
+}
+
+/// Pumps every publisher until `cond` holds, within `within`.
+fn wait_until(
+    pubs: &mut [Pub],
+    within: Duration,
+    what: &str,
+    mut cond: impl FnMut(&[Pub]) -> bool,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        for p in pubs.iter_mut() {
+            p.pump(Duration::ZERO);
+        }
+        if cond(pubs) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        // Block on one publisher's waker; the others are pumped right after.
+        for p in pubs.iter_mut() {
+            p.pump(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Waits for `pubs[i]`'s reply to `conn`.
+fn reply(pubs: &mut [Pub], i: usize, conn: ConnId) -> Done {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        for p in pubs.iter_mut() {
+            p.pump(Duration::ZERO);
+        }
+        if let Some(d) = pubs[i].take_reply(conn) {
+            return d;
+        }
+        assert!(Instant::now() < deadline, "no reply to conn {conn}");
+        for p in pubs.iter_mut() {
+            p.pump(Duration::from_millis(5));
+        }
+    }
+}
+
+fn host() -> HostInfo {
+    HostInfo {
+        zurg: H.into(),
+        ip: "10.0.0.1".into(),
+        boot: "b1".into(),
+        hostname: "node1".into(),
+        ..HostInfo::default()
+    }
+}
+
+fn ep(name: &str, gpid: &str) -> Endpoint {
+    Endpoint {
+        service: name.into(),
+        ip: "10.0.0.1".into(),
+        port: 8080,
+        gpid: gpid.into(),
+        version: Some("1.0".into()),
+        since_us: 1,
+        host: String::new(),
+    }
+}
+
+fn welcome(d: Done) -> u64 {
+    match d {
+        Done::Welcome { last_seq, .. } => last_seq,
+        other => panic!("expected a welcome, got {other:?}"),
+    }
+}
+
+fn ack(d: Done) -> u64 {
+    match d {
+        Done::Ack { seq, .. } => seq,
+        other => panic!("expected an ack, got {other:?}"),
+    }
+}
+
+#[test]
+fn two_publishers_share_one_view_and_one_sequence() {
+    let Some(etcd) = Etcd::start("etcd-share") else {
+        return;
+    };
+    let mut p = [
+        Pub::new(&etcd, "/zt", 10_000),
+        Pub::new(&etcd, "/zt", 10_000),
+    ];
+    let (a, b) = (0, 1);
+
+    // The forwarder says hello to A and publishes a start.
+    p[a].store.hello(1, host(), 0);
+    assert_eq!(welcome(reply(&mut p, a, 1)), 0);
+    p[a].store
+        .event(1, H, 1, EventKind::Start, ep("web", "g1"), None, 0);
+    assert_eq!(ack(reply(&mut p, a, 1)), 1);
+    wait_until(&mut p, DEADLINE, "g1 in both views", |p| {
+        p.iter().all(|p| p.gpids("web") == ["g1"])
+    });
+    for x in &mut p {
+        assert_eq!(
+            x.take_changes(),
+            [(ChangeKind::Up, Reason::Start, "g1".into(), None)]
+        );
+        assert_eq!(x.store.view().endpoints("web")[0].host, H);
+    }
+
+    // Its exit: gone from both views, with the exit status on both.
+    let died = ExitInfo {
+        code: None,
+        signal: Some("SIGKILL".into()),
+    };
+    p[a].store.event(
+        1,
+        H,
+        2,
+        EventKind::Exit,
+        ep("web", "g1"),
+        Some(died.clone()),
+        0,
+    );
+    assert_eq!(ack(reply(&mut p, a, 1)), 2);
+    wait_until(&mut p, DEADLINE, "g1 gone from both views", |p| {
+        p.iter().all(|p| p.gpids("web").is_empty())
+    });
+    for x in &mut p {
+        assert_eq!(
+            x.take_changes(),
+            [(
+                ChangeKind::Down,
+                Reason::Exit,
+                "g1".into(),
+                Some(died.clone())
+            )]
+        );
+    }
+
+    // The forwarder fails over to B: B knows where it stands from etcd, and
+    // a resend of seq 2 is acknowledged but not applied again.
+    p[b].store.hello(7, host(), 0);
+    assert_eq!(welcome(reply(&mut p, b, 7)), 2);
+    p[b].store
+        .event(7, H, 2, EventKind::Exit, ep("web", "g1"), None, 0);
+    assert_eq!(ack(reply(&mut p, b, 7)), 2);
+    wait_until(&mut p, DEADLINE, "the duplicate counted", |p| {
+        p.iter().all(|p| p.counters() == Some((2, 2, 1, 0)))
+    });
+    p[b].store
+        .event(7, H, 3, EventKind::Start, ep("web", "g2"), None, 0);
+    assert_eq!(ack(reply(&mut p, b, 7)), 3);
+    wait_until(&mut p, DEADLINE, "g2 in both views", |p| {
+        p.iter()
+            .all(|p| p.gpids("web") == ["g2"] && p.counters() == Some((3, 3, 1, 0)))
+    });
+
+    // A still caches seq 2: its guarded transaction fails, it reads the
+    // host again and sees seq 3 is applied. Exactly once across publishers.
+    p[a].store
+        .event(1, H, 3, EventKind::Start, ep("web", "g2"), None, 0);
+    assert_eq!(ack(reply(&mut p, a, 1)), 3);
+    wait_until(&mut p, DEADLINE, "the second duplicate counted", |p| {
+        p.iter().all(|p| p.counters() == Some((3, 3, 2, 0)))
+    });
+
+    // A snapshot through A in two chunks: the host's keys become exactly
+    // g3 and g4, and seqs 4..=5 count as gaps.
+    p[a].store.hello(2, host(), 0);
+    assert_eq!(welcome(reply(&mut p, a, 2)), 3);
+    p[a].store
+        .snapshot(2, H, 5, vec![ep("web", "g3")], false, 0);
+    p[a].store.snapshot(2, H, 5, vec![ep("db", "g4")], true, 0);
+    assert_eq!(ack(reply(&mut p, a, 2)), 5);
+    wait_until(&mut p, DEADLINE, "the snapshot in both views", |p| {
+        p.iter().all(|p| {
+            p.gpids("web") == ["g3"]
+                && p.gpids("db") == ["g4"]
+                && p.counters() == Some((5, 3, 2, 2))
+        })
+    });
+    for x in &mut p {
+        let mut c = x.take_changes();
+        c.sort_by(|l, r| l.2.cmp(&r.2));
+        assert_eq!(
+            c,
+            [
+                (ChangeKind::Up, Reason::Start, "g2".into(), None),
+                (ChangeKind::Down, Reason::Snapshot, "g2".into(), None),
+                (ChangeKind::Up, Reason::Snapshot, "g3".into(), None),
+                (ChangeKind::Up, Reason::Snapshot, "g4".into(), None),
+            ]
+        );
+    }
+
+    // A heartbeat is acknowledged with the stored seq.
+    p[a].store.heartbeat(2, H, 0);
+    assert_eq!(ack(reply(&mut p, a, 2)), 5);
+
+    // Bye: the lease is revoked; both views drop the host, for that reason.
+    p[a].store.bye(H);
+    wait_until(&mut p, DEADLINE, "the host gone from both views", |p| {
+        p.iter()
+            .all(|p| p.store.view().hosts().is_empty() && p.store.view().names().count() == 0)
+    });
+    for x in &mut p {
+        let c = x.take_changes();
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert!(
+            c.iter()
+                .all(|(k, r, _, _)| *k == ChangeKind::Down && *r == Reason::Bye),
+            "{c:?}"
+        );
+    }
+    // With the lease gone, a heartbeat on B's stale connection fails it.
+    p[b].store.heartbeat(7, H, 0);
+    assert!(matches!(reply(&mut p, b, 7), Done::Fail { .. }));
+}
+
+#[test]
+fn a_silent_host_expires_from_both_views() {
+    let Some(etcd) = Etcd::start("etcd-lease") else {
+        return;
+    };
+    let mut p = [Pub::new(&etcd, "/zl", 1000), Pub::new(&etcd, "/zl", 1000)];
+    p[0].store.hello(1, host(), 0);
+    assert_eq!(welcome(reply(&mut p, 0, 1)), 0);
+    p[0].store
+        .event(1, H, 1, EventKind::Start, ep("web", "g1"), None, 0);
+    assert_eq!(ack(reply(&mut p, 0, 1)), 1);
+    wait_until(&mut p, DEADLINE, "g1 in both views", |p| {
+        p.iter().all(|p| p.gpids("web") == ["g1"])
+    });
+    let started = Instant::now();
+    p[0].store.disconnected(H);
+    // No heartbeats: etcd expires the lease (its minimum TTL may be above
+    // the 1 s asked for).
+    wait_until(
+        &mut p,
+        Duration::from_secs(10),
+        "the lease to expire",
+        |p| {
+            p.iter()
+                .all(|p| p.gpids("web").is_empty() && p.store.view().hosts().is_empty())
+        },
+    );
+    eprintln!("lease of 1 s expired after {:?}", started.elapsed());
+    for x in &mut p {
+        assert_eq!(
+            x.take_changes(),
+            [
+                (ChangeKind::Up, Reason::Start, "g1".into(), None),
+                (ChangeKind::Down, Reason::Lease, "g1".into(), None)
+            ]
+        );
+    }
+    // The host starts over: a new lease, and nothing applied.
+    p[1].store.hello(2, host(), 0);
+    assert_eq!(welcome(reply(&mut p, 1, 2)), 0);
+}
+
+#[test]
+fn both_publishers_carry_on_after_etcd_restarts() {
+    let Some(mut etcd) = Etcd::start("etcd-restart") else {
+        return;
+    };
+    let mut p = [
+        Pub::new(&etcd, "/zr", 10_000),
+        Pub::new(&etcd, "/zr", 10_000),
+    ];
+    p[0].store.hello(1, host(), 0);
+    assert_eq!(welcome(reply(&mut p, 0, 1)), 0);
+    p[0].store
+        .event(1, H, 1, EventKind::Start, ep("web", "g1"), None, 0);
+    assert_eq!(ack(reply(&mut p, 0, 1)), 1);
+    wait_until(&mut p, DEADLINE, "g1 in both views", |p| {
+        p.iter().all(|p| p.gpids("web") == ["g1"])
+    });
+
+    etcd.restart();
+    // The forwarder reconnects until a hello gets through (an attempt may
+    // fail while the client reconnects), then carries on from seq 1.
+    let deadline = Instant::now() + DEADLINE;
+    let mut conn = 10;
+    loop {
+        conn += 1;
+        p[0].store.hello(conn, host(), 0);
+        match reply(&mut p, 0, conn) {
+            Done::Welcome { last_seq, .. } => {
+                assert_eq!(last_seq, 1);
+                break;
+            }
+            Done::Fail { .. } => p[0].store.disconnected(H),
+            other => panic!("{other:?}"),
+        }
+        assert!(Instant::now() < deadline, "no hello got through");
+    }
+    p[0].store
+        .event(conn, H, 2, EventKind::Exit, ep("web", "g1"), None, 0);
+    assert_eq!(ack(reply(&mut p, 0, conn)), 2);
+    // Both watches resumed: the exit reaches both views.
+    wait_until(&mut p, DEADLINE, "g1 gone from both views", |p| {
+        p.iter().all(|p| p.gpids("web").is_empty())
+    });
+    for x in &mut p {
+        let c = x.take_changes();
+        assert_eq!(
+            c.last(),
+            Some(&(ChangeKind::Down, Reason::Exit, "g1".into(), None)),
+            "{c:?}"
+        );
+    }
+}
+
+#[test]
+fn an_unreachable_etcd_is_an_error_naming_it() {
+    let poll = Poll::new().unwrap();
+    let waker = Waker::new(poll.registry(), Token(0)).unwrap();
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let err = EtcdStore::connect(std::slice::from_ref(&url), "/z", 1000, waker).unwrap_err();
+    assert!(err.contains(&url), "{err}");
+}
