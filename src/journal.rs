@@ -260,7 +260,7 @@ mod tests {
         Record {
             time_us: 1000 + i,
             service: format!("s{}", i % 3),
-            kind: if i % 2 == 0 {
+            kind: if i.is_multiple_of(2) {
                 "start".into()
             } else {
                 "exit".into()

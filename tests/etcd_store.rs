@@ -12,122 +12,17 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TempDir, DEADLINE};
+use common::etcd::Etcd;
+use common::naming::free_port;
+use common::DEADLINE;
 use mio::{Events, Poll, Token, Waker};
 use zurg::publish::etcd::EtcdStore;
 use zurg::publish::proto::{ChangeKind, Endpoint, EventKind, ExitInfo, HostInfo, Reason};
 use zurg::publish::store::{ConnId, Done, Store};
 
-const ETCD: &str = "/usr/bin/etcd";
 const H: &str = "10.0.0.1:0:100:1";
-
-/// A single-member etcd on random loopback ports, killed on drop.
-struct Etcd {
-    child: Child,
-    url: String,
-    client_port: u16,
-    peer_url: String,
-    dir: TempDir,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Etcd {
-    /// `None` (after a loud SKIP) when etcd is not installed.
-    fn start(tag: &str) -> Option<Etcd> {
-        if !Path::new(ETCD).exists() {
-            eprintln!("SKIP: {ETCD} is not installed; the etcd store is not tested");
-            return None;
-        }
-        let dir = TempDir::new(tag);
-        let (client_port, peer) = (free_port(), free_port());
-        let url = format!("http://127.0.0.1:{client_port}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = Etcd::spawn(&dir, &url, &peer_url);
-        let etcd = Etcd {
-            child,
-            url,
-            client_port,
-            peer_url,
-            dir,
-        };
-        etcd.wait_listening();
-        Some(etcd)
-    }
-
-    fn spawn(dir: &TempDir, url: &str, peer_url: &str) -> Child {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.path().join("etcd.log"))
-            .unwrap();
-        Command::new(ETCD)
-            .arg("--name")
-            .arg("default")
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--listen-client-urls")
-            .arg(url)
-            .arg("--advertise-client-urls")
-            .arg(url)
-            .arg("--listen-peer-urls")
-            .arg(peer_url)
-            .arg("--initial-advertise-peer-urls")
-            .arg(peer_url)
-            .arg("--initial-cluster")
-            .arg(format!("default={peer_url}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap()
-    }
-
-    fn wait_listening(&self) {
-        let deadline = Instant::now() + DEADLINE;
-        while TcpStream::connect(("127.0.0.1", self.client_port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "etcd never listened:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stop(&mut self) {
-        common::kill(self.child.id() as i32, 9);
-        let _ = self.child.wait();
-    }
-
-    /// SIGKILL, then the same member again on the same ports and data.
-    fn restart(&mut self) {
-        self.stop();
-        self.child = Etcd::spawn(&self.dir, &self.url, &self.peer_url);
-        self.wait_listening();
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// One publisher: a store, the poll its waker wakes, and what it drained.
 struct Pub {
@@ -278,7 +173,7 @@ fn ack(d: Done) -> u64 {
 
 #[test]
 fn two_publishers_share_one_view_and_one_sequence() {
-    let Some(etcd) = Etcd::start("etcd-share") else {
+    let Some(etcd) = Etcd::start("etcd-share", None) else {
         return;
     };
     let mut p = [
@@ -416,7 +311,7 @@ fn two_publishers_share_one_view_and_one_sequence() {
 
 #[test]
 fn a_silent_host_expires_from_both_views() {
-    let Some(etcd) = Etcd::start("etcd-lease") else {
+    let Some(etcd) = Etcd::start("etcd-lease", None) else {
         return;
     };
     let mut p = [Pub::new(&etcd, "/zl", 1000), Pub::new(&etcd, "/zl", 1000)];
@@ -458,7 +353,7 @@ fn a_silent_host_expires_from_both_views() {
 
 #[test]
 fn both_publishers_carry_on_after_etcd_restarts() {
-    let Some(mut etcd) = Etcd::start("etcd-restart") else {
+    let Some(mut etcd) = Etcd::start("etcd-restart", None) else {
         return;
     };
     let mut p = [

@@ -143,10 +143,13 @@ fn three_hosts_one_publisher() {
     let w = Watcher::start(hub, &addr, &["web"]);
     w.until("the listing", |v| v["t"] == "synced");
     let dead = hosts.pop().unwrap();
+    let gone = gpid_of(&dead, "web");
     let mut dead_z = dead.z;
     kill(dead_z.child.id() as i32, 9);
     let _ = dead_z.child.wait();
-    let down = w.until("host 3's web down", |v| is_change(v, "down", "web"));
+    let down = w.until("host 3's web down", |v| {
+        is_change(v, "down", "web") && v["endpoint"]["gpid"] == gone.as_str()
+    });
     assert_eq!(down["reason"], "lease");
     assert_eq!(down["endpoint"]["ip"], net.host_ip(2).as_str());
     let all = resolve(hub, &addr, &["--all"]);
@@ -157,4 +160,92 @@ fn three_hosts_one_publisher() {
         "{all}"
     );
     drop(hosts);
+}
+
+/// The same three hosts, two publishers sharing one etcd: a watch on one
+/// publisher sees what the hosts tell the other, and when that one dies the
+/// hosts move over without any event applied twice or skipped.
+#[cfg(feature = "etcd")]
+#[test]
+fn three_hosts_two_publishers_on_etcd() {
+    use common::etcd::Etcd;
+    let net = Net::new(3);
+    let hub = Some(net.hub.as_str());
+    let Some(etcd) = Etcd::start("mh-etcd", hub) else {
+        return;
+    };
+    let (a1, a2) = (
+        format!("{}:7300", net.hub_ip()),
+        format!("{}:7301", net.hub_ip()),
+    );
+    let args = ["--etcd", etcd.url.as_str(), "--lease-ms", "1500"];
+    let mut p1 = Publisher::start_at(hub, &a1, &args);
+    let p2 = Publisher::start_at(hub, &a2, &args);
+    let both = format!("{a1},{a2}");
+    let mut hosts: Vec<Host> = (0..3)
+        .map(|i| start_host(&net, i, &both, &["web"]))
+        .collect();
+    for h in &hosts {
+        settled(h);
+    }
+    let w = Watcher::start(hub, &a2, &["web"]);
+    let listing = w.until("the listing", |v| v["t"] == "endpoints");
+    let want: BTreeSet<String> = (0..3).map(|i| net.host_ip(i)).collect();
+    assert_eq!(ips(&listing["endpoints"]), want, "{listing}");
+
+    // Host 2's web dies; the hosts talk to publisher 1, the watch is on 2.
+    let old = gpid_of(&hosts[1], "web");
+    cli(&hosts[1].dir, &["signal", "web", "KILL"]);
+    let down = w.until("web down on host 2", |v| is_change(v, "down", "web"));
+    assert_eq!(down["endpoint"]["gpid"], old.as_str());
+    assert_eq!(down["reason"], "exit");
+    assert_eq!(down["exit"]["signal"], "SIGKILL");
+    let up = w.until("web up on host 2", |v| is_change(v, "up", "web"));
+    assert_eq!(up["endpoint"]["gpid"], gpid_of(&hosts[1], "web").as_str());
+
+    // Publisher 1 dies mid-stream; the hosts fail over to publisher 2.
+    p1.kill();
+    for h in &hosts {
+        assert!(cli(&h.dir, &["restart", "web"]).status.success());
+    }
+    let seqs: Vec<u64> = hosts
+        .iter()
+        .map(|h| settled(h)["seq"].as_u64().unwrap())
+        .collect();
+    let all = resolve(hub, &a2, &["--all"]);
+    for (i, h) in hosts.iter().enumerate() {
+        let me = all["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["ip"] == net.host_ip(i).as_str())
+            .unwrap_or_else(|| panic!("host {i} missing: {all}"))
+            .clone();
+        // etcd kept the count across publishers: every event once.
+        assert_eq!(me["seq"], seqs[i], "host {i}: {me}");
+        assert_eq!(me["applied"], seqs[i], "host {i}: {me}");
+        assert_eq!(me["gaps"], 0, "host {i}: {me}");
+        let web: Vec<&Value> = all["services"]["web"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["ip"] == net.host_ip(i).as_str())
+            .collect();
+        assert_eq!(web.len(), 1, "host {i}: {all}");
+        assert_eq!(web[0]["gpid"], gpid_of(h, "web").as_str());
+    }
+
+    // Host 3 dies whole: etcd expires its lease and every publisher's
+    // watchers hear of it.
+    let dead = hosts.pop().unwrap();
+    let gone = gpid_of(&dead, "web");
+    let mut dead_z = dead.z;
+    kill(dead_z.child.id() as i32, 9);
+    let _ = dead_z.child.wait();
+    let down = w.until("host 3's web down", |v| {
+        is_change(v, "down", "web") && v["endpoint"]["gpid"] == gone.as_str()
+    });
+    assert_eq!(down["reason"], "lease", "{down}");
+    drop(p2);
+    drop(etcd);
 }

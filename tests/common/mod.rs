@@ -11,6 +11,7 @@
     clippy::indexing_slicing
 )]
 
+pub mod etcd;
 pub mod naming;
 
 use std::io::{BufRead, BufReader};

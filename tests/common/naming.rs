@@ -199,9 +199,13 @@ fn ip(args: &[&str]) {
 
 impl Net {
     pub fn new(hosts: usize) -> Net {
-        let tag = std::process::id();
-        // A subnet of its own per test process, so runs do not collide.
-        let subnet = u8::try_from(tag % 200 + 20).unwrap();
+        static NETS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pid = std::process::id();
+        let tag = format!("{pid}{}", char::from(b'a' + u8::try_from(n % 26).unwrap()));
+        // A subnet of its own per test, so tests and runs do not collide
+        // (the namespaces keep them apart anyway; this keeps logs clear).
+        let subnet = u8::try_from((pid + n * 37) % 200 + 20).unwrap();
         let hub = format!("zt{tag}hub");
         let net = Net {
             hub: hub.clone(),
