@@ -4,6 +4,7 @@
 //! units or services. Each `unsafe` block carries a `// SAFETY:` comment.
 
 pub mod inotify;
+pub mod listen;
 pub mod net;
 pub mod notify;
 pub mod pid1;

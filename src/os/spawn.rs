@@ -28,6 +28,8 @@ extern "C" {
 const CHILD_STACK: usize = 64 * 1024;
 /// Room left at the end of a pid variable for the decimal pid.
 const PID_DIGITS: usize = 10;
+/// Where a passed listening socket goes in the child.
+const LISTEN_FD: RawFd = 3;
 
 /// What to run, prepared before the spawn so the child side allocates nothing.
 #[derive(Debug, Clone)]
@@ -50,6 +52,11 @@ pub struct SpawnSpec {
     pub new_session: bool,
     /// Give the child /dev/null as stdin instead of zurg's.
     pub null_stdin: bool,
+    /// `KEY=VALUE` entries that change from one start to the next (`PORT`,
+    /// `LISTEN_FDS`), set by the caller before each spawn.
+    pub start_env: Vec<CString>,
+    /// A listening socket handed to the child as fd 3 (socket activation).
+    pub listen_fd: Option<RawFd>,
 }
 
 impl SpawnSpec {
@@ -64,6 +71,8 @@ impl SpawnSpec {
             new_pgroup: false,
             new_session: false,
             null_stdin: false,
+            start_env: Vec::new(),
+            listen_fd: None,
         }
     }
 }
@@ -83,6 +92,8 @@ struct ChildArgs {
     candidates: Vec<*const libc::c_char>,
     /// Verified executable to run instead of a path (execveat AT_EMPTY_PATH).
     exec_fd: RawFd,
+    /// Becomes the child's fd 3, or -1.
+    listen_fd: RawFd,
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     /// (buffer, offset of the pid digits) for each pid variable.
@@ -164,6 +175,21 @@ unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), i32> {
         if fd != 0 {
             check_ret(libc::dup2(fd, 0))?;
             libc::close(fd);
+        }
+    }
+    if a.listen_fd >= 0 {
+        // The first passed descriptor is fd 3 (SD_LISTEN_FDS_START). A
+        // verified binary's fd may sit there: move it out of the way first.
+        if a.exec_fd == LISTEN_FD {
+            let moved = libc::fcntl(a.exec_fd, libc::F_DUPFD_CLOEXEC, LISTEN_FD + 1);
+            check_ret(moved)?;
+            a.exec_fd = moved;
+        }
+        if a.listen_fd == LISTEN_FD {
+            // dup2 onto itself would leave close-on-exec set.
+            check_ret(libc::fcntl(LISTEN_FD, libc::F_SETFD, 0))?;
+        } else {
+            check_ret(libc::dup2(a.listen_fd, LISTEN_FD))?;
         }
     }
     check_ret(libc::sigprocmask(
@@ -269,6 +295,7 @@ impl Spawner {
                 e.len() > key.len() && e.starts_with(key) && e.get(key.len()) == Some(&b'=')
             };
             spec.env.iter().any(|e| same_key(e.as_bytes()))
+                || spec.start_env.iter().any(|e| same_key(e.as_bytes()))
                 || spec.pid_vars.iter().any(|v| same_key(v.as_bytes()))
         };
         let mut envp: Vec<*const libc::c_char> = Vec::with_capacity(64);
@@ -284,6 +311,7 @@ impl Spawner {
             }
         }
         envp.extend(spec.env.iter().map(|s| s.as_ptr()));
+        envp.extend(spec.start_env.iter().map(|s| s.as_ptr()));
         let mut pid_slots = Vec::with_capacity(pid_bufs.len());
         for (buf, var) in pid_bufs.iter_mut().zip(&spec.pid_vars) {
             envp.push(buf.as_ptr().cast());
@@ -294,6 +322,7 @@ impl Spawner {
         let mut args = Box::new(ChildArgs {
             candidates: candidates.iter().map(|c| c.as_ptr()).collect(),
             exec_fd: exec_fd.map_or(-1, |f| f.as_raw_fd()),
+            listen_fd: spec.listen_fd.unwrap_or(-1),
             argv: argv.as_ptr(),
             envp: envp.as_ptr(),
             pid_slots,

@@ -7,6 +7,7 @@
 //! This is the only place that mutates service state. Once the loop runs,
 //! errors fail one service or one request and are logged, never fatal.
 
+mod ports;
 mod publishing;
 pub mod reactor;
 mod requests;
@@ -98,6 +99,12 @@ struct Slot {
     binary_watch: Option<(i32, u64)>,
     /// A change of the running binary was already reported.
     binary_warned: bool,
+    /// The port of the current process (a unit's fixed one, or the one
+    /// zurg picked or listens on).
+    port: u16,
+    /// The listening socket passed as fd 3 (`socket = true`), kept across
+    /// restarts.
+    listener: Option<std::net::TcpListener>,
 }
 
 /// What a reload changed.
@@ -449,6 +456,8 @@ impl Supervisor {
                         digest_cache: None,
                         binary_watch: None,
                         binary_warned: false,
+                        port: 0,
+                        listener: None,
                     });
                     work.push_back((slot, Input::Start));
                 }
@@ -461,6 +470,10 @@ impl Supervisor {
                         continue;
                     }
                     report.changed.push(unit.name.clone());
+                    if ports::port_settings_changed(&s.service.unit, &unit) {
+                        // The running process keeps its own copy.
+                        s.listener = None;
+                    }
                     s.service.unit = unit;
                     s.spec = spec;
                     match s.service.state {
@@ -481,6 +494,7 @@ impl Supervisor {
             self.by_name.remove(&name);
             if let Some(s) = self.slots.get_mut(slot) {
                 s.retired = true;
+                s.listener = None;
             }
             work.push_back((slot, Input::Stop));
             report.removed.push(name);
@@ -843,14 +857,20 @@ impl Supervisor {
     }
 
     fn spawn(&mut self, slot: usize) -> Option<Input> {
+        let port = match self.prepare_port(slot) {
+            Ok(port) => port,
+            Err(error) => return Some(Input::SpawnFailed { error }),
+        };
         let start_us = self.issue_start_time();
         let host_ip = self.host_ip;
         let s = self.slots.get_mut(slot)?;
-        let port = s.service.unit.port;
         s.spec.pid_vars = vec![format!(
             "ZURG_GPID={}",
             Gpid::prefix(host_ip, port, start_us)
         )];
+        if s.spec.listen_fd.is_some() {
+            s.spec.pid_vars.push("LISTEN_PID=".to_string());
+        }
         // A checksummed unit runs the very file that was hashed: opened
         // once, verified, and executed by descriptor.
         let verified = match &s.service.unit.checksum {

@@ -47,8 +47,17 @@ pub struct Unit {
     pub stop_timeout_ms: u64,
     /// Base delay before a restart; backoff grows from it.
     pub restart_delay_ms: u64,
-    /// The port the service serves on; part of its GPID (0 when none).
+    /// The port the service serves on; part of its GPID (0 when none, or
+    /// when zurg picks one).
     pub port: u16,
+    /// `port = "auto"`: zurg picks a free port at the first start and keeps
+    /// it while it stays free.
+    pub port_auto: bool,
+    /// `socket = true`: zurg listens on the port itself, keeps the socket
+    /// across restarts, and hands it to the service as fd 3 (LISTEN_FDS).
+    pub socket: bool,
+    /// Address for the socket and for picking a port (default 0.0.0.0).
+    pub bind: Option<std::net::IpAddr>,
     /// Build version; the exec path must hold it as a whole component.
     pub version: Option<String>,
     /// Resource sampling period; `None` (the default) samples only on demand.

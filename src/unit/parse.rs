@@ -56,6 +56,8 @@ struct RawUnit {
     stop_timeout_ms: Option<Spanned<Value>>,
     restart_delay_ms: Option<Spanned<Value>>,
     port: Option<Spanned<Value>>,
+    socket: Option<Spanned<Value>>,
+    bind: Option<Spanned<Value>>,
     version: Option<Spanned<Value>>,
     stats_interval_ms: Option<Spanned<Value>>,
     md5: Option<Spanned<Value>>,
@@ -341,24 +343,81 @@ pub fn parse_unit(name: &str, path: &Path, text: &str) -> Result<Unit, UnitError
         .transpose()?
         .unwrap_or(DEFAULT_RESTART_DELAY_MS);
 
-    let port = match &raw.port {
-        None => 0,
+    let (port, port_auto) = match &raw.port {
+        None => (0, false),
         Some(v) => match v.get_ref() {
-            Value::Integer(n) => u16::try_from(*n).map_err(|_| {
-                loc.error(
+            Value::Integer(n) => (
+                u16::try_from(*n).map_err(|_| {
+                    loc.error(
+                        Some(v.span()),
+                        Some("port"),
+                        format!("must be 0 to 65535, found {n}"),
+                    )
+                })?,
+                false,
+            ),
+            Value::String(s) if s == "auto" => (0, true),
+            Value::String(s) => {
+                return Err(loc.error(
                     Some(v.span()),
                     Some("port"),
-                    format!("must be 0 to 65535, found {n}"),
-                )
-            })?,
+                    format!("expected a port number or \"auto\", found {s:?}"),
+                ))
+            }
             other => {
                 return Err(loc.error(
                     Some(v.span()),
                     Some("port"),
-                    format!("expected an integer, found {}", type_name(other)),
+                    format!(
+                        "expected an integer or \"auto\", found {}",
+                        type_name(other)
+                    ),
                 ))
             }
         },
+    };
+    let socket = match &raw.socket {
+        None => false,
+        Some(v) => match v.get_ref() {
+            Value::Boolean(b) => {
+                if *b && port == 0 && !port_auto {
+                    return Err(loc.error(
+                        Some(v.span()),
+                        Some("socket"),
+                        "needs a `port` to listen on (a number, or \"auto\")",
+                    ));
+                }
+                *b
+            }
+            other => {
+                return Err(loc.error(
+                    Some(v.span()),
+                    Some("socket"),
+                    format!("expected true or false, found {}", type_name(other)),
+                ))
+            }
+        },
+    };
+    let bind = match &raw.bind {
+        None => None,
+        Some(v) => {
+            let text = string(&loc, "bind", v)?;
+            let ip = text.parse::<std::net::IpAddr>().map_err(|_| {
+                loc.error(
+                    Some(v.span()),
+                    Some("bind"),
+                    format!("expected an IP address, found {text:?}"),
+                )
+            })?;
+            if !socket && !port_auto {
+                return Err(loc.error(
+                    Some(v.span()),
+                    Some("bind"),
+                    "only applies with `socket = true` or `port = \"auto\"`",
+                ));
+            }
+            Some(ip)
+        }
     };
     let version = match &raw.version {
         None => None,
@@ -415,6 +474,9 @@ pub fn parse_unit(name: &str, path: &Path, text: &str) -> Result<Unit, UnitError
         stop_timeout_ms,
         restart_delay_ms,
         port,
+        port_auto,
+        socket,
+        bind,
         version,
         stats_interval_ms,
         checksum,
@@ -524,6 +586,12 @@ restart_delay_ms = 50
             ("exec = \"/x\\u0000y\"\n", "/u/svc.toml:1:8: key `exec`: contains a NUL byte"),
             ("exec = \"/x\"\nargs = [\"a\\u0000\"]\n", "/u/svc.toml:2:8: key `args`: contains a NUL byte"),
             ("exec = \"/x\"\nport = 70000\n", "/u/svc.toml:2:8: key `port`: must be 0 to 65535, found 70000"),
+            ("exec = \"/x\"\nport = \"any\"\n", "/u/svc.toml:2:8: key `port`: expected a port number or \"auto\", found \"any\""),
+            ("exec = \"/x\"\nport = 1.5\n", "/u/svc.toml:2:8: key `port`: expected an integer or \"auto\", found a float"),
+            ("exec = \"/x\"\nsocket = true\n", "/u/svc.toml:2:10: key `socket`: needs a `port` to listen on (a number, or \"auto\")"),
+            ("exec = \"/x\"\nport = 80\nsocket = \"yes\"\n", "/u/svc.toml:3:10: key `socket`: expected true or false, found a string"),
+            ("exec = \"/x\"\nport = 80\nsocket = true\nbind = \"localhost\"\n", "/u/svc.toml:4:8: key `bind`: expected an IP address, found \"localhost\""),
+            ("exec = \"/x\"\nport = 80\nbind = \"127.0.0.1\"\n", "/u/svc.toml:3:8: key `bind`: only applies with `socket = true` or `port = \"auto\"`"),
             ("exec = \"/opt/api/1.1.0-rc/bin/api\"\nversion = \"1.1.0\"\n", "/u/svc.toml:2:11: key `version`: exec /opt/api/1.1.0-rc/bin/api is not a versioned path: no path component equals version \"1.1.0\""),
             ("exec = \"/opt/api/bin/api-1.1.0\"\nversion = \"1.1.0\"\n", "/u/svc.toml:2:11: key `version`: exec /opt/api/bin/api-1.1.0 is not a versioned path"),
             ("exec = \"/opt/x/../bin\"\nversion = \"..\"\n", "/u/svc.toml:2:11: key `version`: invalid version \"..\""),

@@ -1,0 +1,86 @@
+//! Ports of services: a fixed `port`, one zurg picks (`port = "auto"`), and
+//! listening sockets zurg holds and passes as fd 3 (`socket = true`).
+
+use std::ffi::CString;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+
+use super::Supervisor;
+use crate::os::listen;
+use crate::unit::Unit;
+
+/// Whether a reload changed what a slot's port or socket depends on.
+pub(super) fn port_settings_changed(old: &Unit, new: &Unit) -> bool {
+    (old.port, old.port_auto, old.socket, old.bind)
+        != (new.port, new.port_auto, new.socket, new.bind)
+}
+
+fn env_entry(key: &str, value: &str) -> Option<CString> {
+    CString::new(format!("{key}={value}")).ok()
+}
+
+impl Supervisor {
+    /// Before a start: settles the port this process gets (and its socket),
+    /// and the per-start environment and arguments that carry it.
+    pub(super) fn prepare_port(&mut self, slot: usize) -> Result<u16, String> {
+        let Some(s) = self.slots.get_mut(slot) else {
+            return Ok(0);
+        };
+        let unit = &s.service.unit;
+        let ip = unit.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        if unit.socket {
+            if s.listener.is_none() {
+                // An auto port keeps the number it had, when it can.
+                let want = if unit.port_auto { s.port } else { unit.port };
+                let listener = listen::listen(SocketAddr::new(ip, want))
+                    .or_else(|e| {
+                        if unit.port_auto && want != 0 {
+                            listen::listen(SocketAddr::new(ip, 0))
+                        } else {
+                            Err(e)
+                        }
+                    })
+                    .map_err(|e| format!("cannot listen on {}: {e}", SocketAddr::new(ip, want)))?;
+                s.port = listener
+                    .local_addr()
+                    .map_err(|e| format!("cannot read the listening socket's port: {e}"))?
+                    .port();
+                s.listener = Some(listener);
+            }
+        } else if unit.port_auto {
+            if s.port == 0 || !listen::port_is_free(ip, s.port) {
+                s.port = listen::free_port(ip)
+                    .map_err(|e| format!("cannot find a free port on {ip}: {e}"))?;
+            }
+        } else {
+            s.port = unit.port;
+        }
+
+        s.spec.start_env.clear();
+        if s.port != 0 && !unit.env.contains_key("PORT") {
+            s.spec
+                .start_env
+                .extend(env_entry("PORT", &s.port.to_string()));
+        }
+        s.spec.listen_fd = s.listener.as_ref().map(|l| l.as_raw_fd());
+        if s.spec.listen_fd.is_some() {
+            s.spec.start_env.extend(env_entry("LISTEN_FDS", "1"));
+            s.spec
+                .start_env
+                .extend(env_entry("LISTEN_FDNAMES", &unit.name));
+        }
+        if unit.args.iter().any(|a| a.contains("${PORT}")) {
+            let port = s.port.to_string();
+            let mut argv = Vec::with_capacity(unit.args.len().saturating_add(1));
+            argv.extend(s.spec.argv.first().cloned());
+            for a in &unit.args {
+                argv.push(
+                    CString::new(a.replace("${PORT}", &port))
+                        .map_err(|_| format!("{}: args contain a NUL byte", unit.name))?,
+                );
+            }
+            s.spec.argv = argv;
+        }
+        Ok(s.port)
+    }
+}
