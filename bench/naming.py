@@ -55,13 +55,14 @@ def pct(values, p):
 class Run:
     """A `zurg run` over N sleeper services in a temp dir."""
 
-    def __init__(self, n, publish=None):
+    def __init__(self, n, publish=None, restart_delay_ms=0, restart="always"):
         self.dir = tempfile.mkdtemp(prefix="zurg-naming-")
         units = os.path.join(self.dir, "units")
         os.mkdir(units)
         for i in range(n):
             with open(os.path.join(units, f"s{i}.toml"), "w") as f:
-                f.write(f'exec = "/bin/sleep"\nargs = ["{1000000 + i}"]\nport = {10000 + i}\n')
+                f.write(f'exec = "/bin/sleep"\nargs = ["{1000000 + i}"]\nport = {10000 + i}\n'
+                        f'restart_delay_ms = {restart_delay_ms}\nrestart = "{restart}"\n')
         self.sock = os.path.join(self.dir, "control.sock")
         args = [ZURG, "run", "--units", units, "--socket", self.sock,
                 "--state", os.path.join(self.dir, "state"), "--host-ip", "127.0.0.1"]
@@ -141,7 +142,7 @@ class Etcd:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def death_to_watch(n, etcd_url=None):
+def death_to_watch(n, etcd_url=None, restart_delay_ms=0, restart="always"):
     addr = f"127.0.0.1:{free_port()}"
     pub_args = [ZURG, "publisher", "--listen", addr]
     if etcd_url:
@@ -151,7 +152,7 @@ def death_to_watch(n, etcd_url=None):
     try:
         wait_for("publisher", lambda: subprocess.run(
             [ZURG, "resolve", "--all", "--publisher", addr], capture_output=True).returncode in (0, 1))
-        run = Run(n, publish=addr)
+        run = Run(n, publish=addr, restart_delay_ms=restart_delay_ms, restart=restart)
         wait_for("registry", lambda: json.loads(subprocess.run(
             [ZURG, "resolve", "--all", "--json", "--publisher", addr],
             capture_output=True, text=True).stdout or "{}").get("services", {}).__len__() == n, 60)
@@ -171,6 +172,8 @@ def death_to_watch(n, etcd_url=None):
                 if v["change"] == "down" and v["endpoint"]["gpid"] == gpid:
                     latencies.append((time.perf_counter() - t0) * 1e6)
                     down = True
+                    if restart == "never":
+                        return
                 elif v["change"] == "up" and down:
                     # The restart is published too; the next kill starts
                     # from a quiet system.
@@ -234,6 +237,66 @@ def kill_floor(n):
     return lat
 
 
+RELAY = r'''
+import os, select, socket, sys
+role = sys.argv[1]
+if role == "watcher":          # like zurg: waits on a pidfd, tells the next hop
+    out = socket.create_connection(("127.0.0.1", int(sys.argv[2])))
+    out.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for line in sys.stdin:
+        fd = os.pidfd_open(int(line))
+        select.select([fd], [], [])
+        os.close(fd)
+        out.sendall(b"x")
+elif role == "hop":            # like the publisher: passes it on
+    l = socket.socket(); l.bind(("127.0.0.1", int(sys.argv[2]))); l.listen(1)
+    print("ready", flush=True)
+    c, _ = l.accept()
+    out = socket.create_connection(("127.0.0.1", int(sys.argv[3])))
+    out.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while c.recv(1):
+        out.sendall(b"x")
+else:                          # like resolve --watch: prints a line
+    l = socket.socket(); l.bind(("127.0.0.1", int(sys.argv[2]))); l.listen(1)
+    print("ready", flush=True)
+    c, _ = l.accept()
+    while c.recv(1):
+        os.write(1, b"x\n")
+'''
+
+
+def relay_floor(n):
+    """The same chain of processes with nothing in them: a pidfd watcher,
+    a TCP hop, a printer, and this script reading its pipe. What pushing a
+    death through three processes costs on this machine."""
+    p1, p2 = free_port(), free_port()
+    printer = subprocess.Popen([sys.executable, "-c", RELAY, "printer", str(p2)],
+                               stdout=subprocess.PIPE, text=True, bufsize=1)
+    printer.stdout.readline()
+    hop = subprocess.Popen([sys.executable, "-c", RELAY, "hop", str(p1), str(p2)],
+                           stdout=subprocess.PIPE, text=True, bufsize=1)
+    hop.stdout.readline()
+    watcher = subprocess.Popen([sys.executable, "-c", RELAY, "watcher", str(p1)],
+                               stdin=subprocess.PIPE, text=True, bufsize=1)
+    lat = []
+    try:
+        for _ in range(n):
+            victim = subprocess.Popen(["/bin/sleep", "1000"])
+            watcher.stdin.write(f"{victim.pid}\n")
+            watcher.stdin.flush()
+            time.sleep(0.001)
+            t0 = time.perf_counter()
+            victim.kill()
+            printer.stdout.readline()
+            lat.append((time.perf_counter() - t0) * 1e6)
+            victim.wait()
+    finally:
+        for p in (watcher, hop, printer):
+            p.kill()
+            p.wait()
+    return lat
+
+
 def main():
     n = int(next((a for a in sys.argv[1:] if a.isdigit()), "1000"))
     if not os.path.exists(ZURG):
@@ -241,8 +304,14 @@ def main():
     print(f"# {n} services, each SIGKILLed once; figures in µs")
     floor = kill_floor(min(n, 300))
     print(f"floor: kill -> pidfd readable:    p50 {pct(floor, 50):.0f}  p99 {pct(floor, 99):.0f}")
+    relay = relay_floor(min(n, 300))
+    print(f"floor: kill -> 3-process relay:   p50 {pct(relay, 50):.0f}  p99 {pct(relay, 99):.0f}")
     lat = death_to_watch(n)
     print(f"death -> resolve --watch, memory: p50 {pct(lat, 50):.0f}  p99 {pct(lat, 99):.0f}  max {max(lat):.0f}")
+    # The same without the restart: the notice no longer shares the two
+    # cores with the new process's exec.
+    lat = death_to_watch(n, restart="never")
+    print(f"  ... no restart:                  p50 {pct(lat, 50):.0f}  p99 {pct(lat, 99):.0f}  max {max(lat):.0f}")
     if "--etcd" in sys.argv:
         etcd = Etcd()
         try:
