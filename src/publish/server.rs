@@ -34,6 +34,10 @@ const HANDSHAKE_MS: u64 = 10_000;
 /// that cannot keep up reconnects and lists again rather than holding the
 /// publisher's memory.
 const MAX_OUTPUT: usize = 8 * 1024 * 1024;
+/// Acks are cumulative, so one per forwarder every few milliseconds says as
+/// much as one per event; sending them later keeps the forwarder's zurg
+/// asleep while a change is still on its way to the watchers.
+const ACK_DELAY_MS: u64 = 5;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
@@ -171,6 +175,10 @@ struct Server {
     token: Option<Vec<u8>>,
     lease_ms: u64,
     start: Instant,
+    /// The highest seq each forwarder connection is owed an ack for.
+    acks_owed: HashMap<ConnId, u64>,
+    /// When the owed acks go out.
+    acks_due: Option<u64>,
 }
 
 pub fn run(args: &[String]) -> i32 {
@@ -244,6 +252,8 @@ impl Server {
             token,
             lease_ms: opts.lease_ms,
             start: Instant::now(),
+            acks_owed: HashMap::new(),
+            acks_due: None,
         })
     }
 
@@ -263,7 +273,7 @@ impl Server {
                 .filter(|c| matches!(c.peer, Peer::New | Peer::Challenged { .. }))
                 .map(|c| c.opened_ms.saturating_add(HANDSHAKE_MS))
                 .min();
-            let deadline = [handshake, self.store.next_deadline()]
+            let deadline = [handshake, self.store.next_deadline(), self.acks_due]
                 .into_iter()
                 .flatten()
                 .min();
@@ -295,6 +305,9 @@ impl Server {
             self.store.drain(&mut done);
             for d in done.drain(..) {
                 self.on_done(d);
+            }
+            if self.acks_due.is_some_and(|at| at <= self.now_ms()) {
+                self.send_acks();
             }
             self.reap_closed();
         }
@@ -468,6 +481,8 @@ impl Server {
     }
 
     fn drop_conn(&mut self, id: ConnId) {
+        // Its id may be handed to the next connection.
+        self.acks_owed.remove(&id);
         if let Some(mut conn) = self.conns.get_mut(id).and_then(Option::take) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
         }
@@ -738,13 +753,25 @@ impl Server {
                 self.flush(conn);
             }
             Done::Ack { conn, seq } => {
-                self.send(conn, &Frame::Ack { seq });
-                self.flush(conn);
+                let owed = self.acks_owed.entry(conn).or_insert(seq);
+                *owed = (*owed).max(seq);
+                if self.acks_due.is_none() {
+                    self.acks_due = Some(self.now_ms().saturating_add(ACK_DELAY_MS));
+                }
             }
             Done::Fail { conn, message } => {
                 self.close(conn, Some(message));
             }
             Done::Change(change) => self.fan_out(&change),
+        }
+    }
+
+    fn send_acks(&mut self) {
+        self.acks_due = None;
+        let owed: Vec<(ConnId, u64)> = self.acks_owed.drain().collect();
+        for (conn, seq) in owed {
+            self.send(conn, &Frame::Ack { seq });
+            self.flush(conn);
         }
     }
 
