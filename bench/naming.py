@@ -142,6 +142,23 @@ class Etcd:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+SLEEP_SYSCALLS = {"35", "230"}  # nanosleep, clock_nanosleep (x86-64)
+
+
+def settled(pid, deadline=5):
+    """Waits until `pid` sits in sleep(1)'s sleep."""
+    end = time.time() + deadline
+    while time.time() < end:
+        try:
+            with open(f"/proc/{pid}/syscall") as f:
+                if f.read().split(" ", 1)[0] in SLEEP_SYSCALLS:
+                    return
+        except OSError:
+            return
+        time.sleep(0.0002)
+    raise SystemExit(f"pid {pid} never settled into its sleep")
+
+
 def death_to_watch(n, etcd_url=None, restart_delay_ms=0, restart="always"):
     addr = f"127.0.0.1:{free_port()}"
     pub_args = [ZURG, "publisher", "--listen", addr]
@@ -160,7 +177,7 @@ def death_to_watch(n, etcd_url=None, restart_delay_ms=0, restart="always"):
                                  stdout=subprocess.PIPE, text=True, bufsize=1)
         while json.loads(watch.stdout.readline()).get("t") != "synced":
             pass
-        latencies = []
+        latencies, stamps = [], []
 
         def measure(s, t0):
             gpid = s["gpid"]
@@ -170,23 +187,48 @@ def death_to_watch(n, etcd_url=None, restart_delay_ms=0, restart="always"):
                 if v.get("t") != "change" or v["endpoint"]["service"] != s["name"]:
                     continue
                 if v["change"] == "down" and v["endpoint"]["gpid"] == gpid:
-                    latencies.append((time.perf_counter() - t0) * 1e6)
+                    total = (time.perf_counter() - t0) * 1e6
+                    killed_at = time.time() * 1e6 - total
+                    latencies.append(total)
+                    stamps.append((gpid, killed_at, v["time_us"], total))
                     down = True
                     if restart == "never":
                         return
                 elif v["change"] == "up" and down:
-                    # The restart is published too; the next kill starts
-                    # from a quiet system.
+                    # The restart is published when it has exec'd, but the
+                    # new process still has its dynamic loading to do; the
+                    # next kill waits until it sleeps, so each death is
+                    # measured on a quiet system, not beside the last one's
+                    # restart.
+                    settled(int(v["endpoint"]["gpid"].rsplit(":", 1)[1]))
                     return
 
         run.kill_each(measure)
         watch.kill()
-        return latencies
+        return latencies, stages(run, stamps)
     finally:
         if run:
             run.stop()
         pub.kill()
         pub.wait()
+
+
+def stages(run, stamps):
+    """Splits each death's notice into its hops, from wall-clock stamps:
+    kill -> zurg has reaped it (the journal's exit time), zurg -> the
+    publisher sends the change (the change's time_us), publisher -> the
+    watch's line is read here."""
+    exited = {r.get("gpid"): r["time_us"] for r in run.cli("history")["result"]
+              if r["kind"] == "exit"}
+    hops = {"kill -> zurg": [], "zurg -> publisher": [], "publisher -> client": []}
+    for gpid, killed_at, sent_at, total in stamps:
+        if gpid not in exited:
+            continue
+        hops["kill -> zurg"].append(exited[gpid] - killed_at)
+        hops["zurg -> publisher"].append(sent_at - exited[gpid])
+        hops["publisher -> client"].append(killed_at + total - sent_at)
+    return "; ".join(f"{k} p50 {pct(v, 50):.0f} p99 {pct(v, 99):.0f}"
+                     for k, v in hops.items() if v)
 
 
 def restart_latency(n, mode):
@@ -306,17 +348,20 @@ def main():
     print(f"floor: kill -> pidfd readable:    p50 {pct(floor, 50):.0f}  p99 {pct(floor, 99):.0f}")
     relay = relay_floor(min(n, 300))
     print(f"floor: kill -> 3-process relay:   p50 {pct(relay, 50):.0f}  p99 {pct(relay, 99):.0f}")
-    lat = death_to_watch(n)
+    lat, hops = death_to_watch(n)
     print(f"death -> resolve --watch, memory: p50 {pct(lat, 50):.0f}  p99 {pct(lat, 99):.0f}  max {max(lat):.0f}")
+    print(f"  ... by hop: {hops}")
     # The same without the restart: the notice no longer shares the two
     # cores with the new process's exec.
-    lat = death_to_watch(n, restart="never")
+    lat, hops = death_to_watch(n, restart="never")
     print(f"  ... no restart:                  p50 {pct(lat, 50):.0f}  p99 {pct(lat, 99):.0f}  max {max(lat):.0f}")
+    print(f"  ... by hop: {hops}")
     if "--etcd" in sys.argv:
         etcd = Etcd()
         try:
-            lat = death_to_watch(n, etcd.url)
+            lat, hops = death_to_watch(n, etcd.url)
             print(f"death -> resolve --watch, etcd:   p50 {pct(lat, 50):.0f}  p99 {pct(lat, 99):.0f}  max {max(lat):.0f}")
+            print(f"  ... by hop: {hops}")
         finally:
             etcd.stop()
     for mode in ("none", "dead", "stalled", "live"):
