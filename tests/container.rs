@@ -23,7 +23,7 @@ use common::{eventually, TempDir, DEADLINE};
 static IDS: AtomicUsize = AtomicUsize::new(0);
 
 fn skip(why: &str) {
-    eprintln!("\n**************** SKIPPED: runc container test: {why} ****************\n");
+    common::skip("runc container test", why);
 }
 
 fn prerequisites() -> Option<(PathBuf, PathBuf)> {

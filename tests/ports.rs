@@ -68,7 +68,10 @@ port = "auto"
 #[test]
 fn socket_is_fd_3_with_listen_fds_and_keeps_connections_across_a_restart() {
     if !std::path::Path::new("/usr/bin/perl").exists() {
-        eprintln!("SKIP: /usr/bin/perl (Debian's essential perl-base) is missing");
+        skip(
+            "socket activation test",
+            "/usr/bin/perl (Debian's essential perl-base) is missing",
+        );
         return;
     }
     let dir = TempDir::new("port-socket");

@@ -39,7 +39,7 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 fn skip(why: &str) {
-    eprintln!("\n**************** SKIPPED: VM boot test: {why} ****************\n");
+    common::skip("VM boot test", why);
 }
 
 const DRIVER: &str = r#"#!/bin/sh

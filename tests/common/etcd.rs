@@ -23,7 +23,10 @@ impl Etcd {
     /// `None` (after a loud SKIP) when etcd is not installed.
     pub fn start(tag: &str, ns: Option<&str>) -> Option<Etcd> {
         if !Path::new(ETCD).exists() {
-            eprintln!("SKIP: {ETCD} is not installed; etcd is not tested");
+            super::skip(
+                &format!("etcd test {tag}"),
+                &format!("{ETCD} is not installed (apt-get install etcd-server)"),
+            );
             return None;
         }
         let dir = TempDir::new(tag);

@@ -27,6 +27,17 @@ pub const DEADLINE: Duration = Duration::from_secs(15);
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// A test whose prerequisite is missing says so loudly and passes, so
+/// `cargo test` works on a bare machine. scripts/test installs every
+/// prerequisite and sets ZURG_TEST_ALL, and there a missing one fails the
+/// test: a broken install must not pass as green.
+pub fn skip(test: &str, why: &str) {
+    if std::env::var_os("ZURG_TEST_ALL").is_some() {
+        panic!("{test} cannot run: {why}; ZURG_TEST_ALL is set, so scripts/test should have provided it");
+    }
+    eprintln!("\n**************** SKIPPED: {test}: {why} ****************\n");
+}
+
 /// A temporary directory removed on drop.
 pub struct TempDir(pub PathBuf);
 
