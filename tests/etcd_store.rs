@@ -157,6 +157,19 @@ fn ep(name: &str, gpid: &str) -> Endpoint {
     }
 }
 
+/// Host H says hello to publisher 0 on connection 1 and starts web as g1,
+/// and both publishers see it.
+fn start_g1(p: &mut [Pub]) {
+    p[0].store.hello(1, host(), 0);
+    assert_eq!(welcome(reply(p, 0, 1)), 0);
+    p[0].store
+        .event(1, H, 1, EventKind::Start, ep("web", "g1"), None, 0);
+    assert_eq!(ack(reply(p, 0, 1)), 1);
+    wait_until(p, DEADLINE, "g1 in both views", |p| {
+        p.iter().all(|p| p.gpids("web") == ["g1"])
+    });
+}
+
 fn welcome(d: Done) -> u64 {
     match d {
         Done::Welcome { last_seq, .. } => last_seq,
@@ -315,14 +328,7 @@ fn a_silent_host_expires_from_both_views() {
         return;
     };
     let mut p = [Pub::new(&etcd, "/zl", 1000), Pub::new(&etcd, "/zl", 1000)];
-    p[0].store.hello(1, host(), 0);
-    assert_eq!(welcome(reply(&mut p, 0, 1)), 0);
-    p[0].store
-        .event(1, H, 1, EventKind::Start, ep("web", "g1"), None, 0);
-    assert_eq!(ack(reply(&mut p, 0, 1)), 1);
-    wait_until(&mut p, DEADLINE, "g1 in both views", |p| {
-        p.iter().all(|p| p.gpids("web") == ["g1"])
-    });
+    start_g1(&mut p);
     let started = Instant::now();
     p[0].store.disconnected(H);
     // No heartbeats: etcd expires the lease (its minimum TTL may be above
@@ -360,14 +366,7 @@ fn both_publishers_carry_on_after_etcd_restarts() {
         Pub::new(&etcd, "/zr", 10_000),
         Pub::new(&etcd, "/zr", 10_000),
     ];
-    p[0].store.hello(1, host(), 0);
-    assert_eq!(welcome(reply(&mut p, 0, 1)), 0);
-    p[0].store
-        .event(1, H, 1, EventKind::Start, ep("web", "g1"), None, 0);
-    assert_eq!(ack(reply(&mut p, 0, 1)), 1);
-    wait_until(&mut p, DEADLINE, "g1 in both views", |p| {
-        p.iter().all(|p| p.gpids("web") == ["g1"])
-    });
+    start_g1(&mut p);
 
     etcd.restart();
     // The forwarder reconnects until a hello gets through (an attempt may

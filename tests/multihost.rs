@@ -51,6 +51,28 @@ fn gpid_of(h: &Host, name: &str) -> String {
     v["result"][0]["gpid"].as_str().unwrap().to_string()
 }
 
+/// Host `i`'s record in a `resolve --all --json` listing.
+fn host_in(all: &Value, net: &Net, i: usize) -> Value {
+    all["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["ip"] == net.host_ip(i).as_str())
+        .unwrap_or_else(|| panic!("host {i} missing: {all}"))
+        .clone()
+}
+
+/// The GPIDs of host `i`'s `web` endpoints in a listing.
+fn web_on(all: &Value, net: &Net, i: usize) -> Vec<String> {
+    all["services"]["web"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ip"] == net.host_ip(i).as_str())
+        .map(|e| e["gpid"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn settled(h: &Host) -> Value {
     forwarder_state(&h.dir, |s| s["connected"] == true && s["acked"] == s["seq"])
 }
@@ -114,25 +136,16 @@ fn three_hosts_one_publisher() {
             .collect();
         let all = resolve(hub, &addr, &["--all"]);
         for (i, h) in hosts.iter().enumerate() {
-            let me = all["hosts"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|x| x["ip"] == net.host_ip(i).as_str())
-                .unwrap_or_else(|| panic!("host {i} missing: {all}"))
-                .clone();
+            let me = host_in(&all, &net, i);
             assert_eq!(me["seq"], seqs[i], "host {i}: {me}");
             assert_eq!(me["applied"], seqs[i] - acked[i], "host {i}: {me}");
             assert_eq!(me["gaps"], 0, "host {i}: {me}");
             assert_eq!(me["duplicates"], 0, "host {i}: {me}");
-            let web: Vec<String> = all["services"]["web"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|e| e["ip"] == net.host_ip(i).as_str())
-                .map(|e| e["gpid"].as_str().unwrap().to_string())
-                .collect();
-            assert_eq!(web, [gpid_of(h, "web")], "host {i}: {all}");
+            assert_eq!(
+                web_on(&all, &net, i),
+                [gpid_of(h, "web")],
+                "host {i}: {all}"
+            );
         }
         all
     };
@@ -214,25 +227,16 @@ fn three_hosts_two_publishers_on_etcd() {
         .collect();
     let all = resolve(hub, &a2, &["--all"]);
     for (i, h) in hosts.iter().enumerate() {
-        let me = all["hosts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["ip"] == net.host_ip(i).as_str())
-            .unwrap_or_else(|| panic!("host {i} missing: {all}"))
-            .clone();
+        let me = host_in(&all, &net, i);
         // etcd kept the count across publishers: every event once.
         assert_eq!(me["seq"], seqs[i], "host {i}: {me}");
         assert_eq!(me["applied"], seqs[i], "host {i}: {me}");
         assert_eq!(me["gaps"], 0, "host {i}: {me}");
-        let web: Vec<&Value> = all["services"]["web"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["ip"] == net.host_ip(i).as_str())
-            .collect();
-        assert_eq!(web.len(), 1, "host {i}: {all}");
-        assert_eq!(web[0]["gpid"], gpid_of(h, "web").as_str());
+        assert_eq!(
+            web_on(&all, &net, i),
+            [gpid_of(h, "web")],
+            "host {i}: {all}"
+        );
     }
 
     // Host 3 dies whole: etcd expires its lease and every publisher's

@@ -102,7 +102,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::proto::{Endpoint, EventKind, ExitInfo, HostInfo, Reason};
-use super::registry::{Change, Registry};
+use super::registry::{count_seq, Change, Registry};
 use super::store::{ConnId, Done, Store};
 
 pub const DEFAULT_PREFIX: &str = "/zurg";
@@ -1066,16 +1066,7 @@ impl Task {
             let info = &mut record.info;
             let mut ops = Vec::new();
             let mut why = None;
-            if seq <= info.seq {
-                info.duplicates = info.duplicates.saturating_add(1);
-            } else {
-                if info.applied > 0 {
-                    info.gaps = info
-                        .gaps
-                        .saturating_add(seq.saturating_sub(info.seq).saturating_sub(1));
-                }
-                info.seq = seq;
-                info.applied = info.applied.saturating_add(1);
+            if count_seq(info, seq) {
                 let (op, reason) = match kind {
                     EventKind::Start => (
                         TxnOp::put(

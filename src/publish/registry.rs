@@ -117,19 +117,7 @@ impl Registry {
             return false;
         };
         host.last_seen_ms = now_ms;
-        let info = &mut host.info;
-        if seq <= info.seq {
-            info.duplicates = info.duplicates.saturating_add(1);
-            return false;
-        }
-        if info.applied > 0 {
-            info.gaps = info
-                .gaps
-                .saturating_add(seq.saturating_sub(info.seq).saturating_sub(1));
-        }
-        info.seq = seq;
-        info.applied = info.applied.saturating_add(1);
-        true
+        count_seq(&mut host.info, seq)
     }
 
     /// Applies one lifecycle event from a host that said hello.
@@ -300,6 +288,24 @@ impl Registry {
             })
             .collect()
     }
+}
+
+/// The per-host sequence bookkeeping every store shares: `seq` is applied
+/// once (`true`), counted as a duplicate when not above the last one, and a
+/// jump past the next one counts the missing numbers as gaps.
+pub fn count_seq(info: &mut HostInfo, seq: u64) -> bool {
+    if seq <= info.seq {
+        info.duplicates = info.duplicates.saturating_add(1);
+        return false;
+    }
+    if info.applied > 0 {
+        info.gaps = info
+            .gaps
+            .saturating_add(seq.saturating_sub(info.seq).saturating_sub(1));
+    }
+    info.seq = seq;
+    info.applied = info.applied.saturating_add(1);
+    true
 }
 
 #[cfg(test)]
