@@ -174,6 +174,76 @@ fn frame(json: &str) -> Vec<u8> {
     v
 }
 
+/// The next frame on a raw connection, or `None` when nothing came within
+/// `wait`.
+fn next_frame(s: &mut TcpStream, wait: Duration) -> Option<Value> {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut len = [0u8; 4];
+    match s.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            return None
+        }
+        Err(e) => panic!("reading a frame: {e}"),
+    }
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).unwrap();
+    Some(serde_json::from_slice(&body).unwrap())
+}
+
+#[test]
+fn an_answer_owed_to_a_closed_connection_never_reaches_the_next_one() {
+    // A forwarder's last event is acknowledged a few ms late; if it says
+    // bye first, that ack must die with its connection, not be handed to
+    // whoever connects next.
+    let p = Publisher::start(None, &[]);
+    let mut fwd = TcpStream::connect(&p.addr).unwrap();
+    fwd.write_all(&frame(
+        r#"{"t":"hello","proto":1,"role":"forwarder","host":"127.0.0.1","zurg":"127.0.0.1:0:1:1","boot":"b","hostname":"h","nonce":"00"}"#,
+    ))
+    .unwrap();
+    let welcome = next_frame(&mut fwd, DEADLINE).expect("a welcome");
+    assert_eq!(welcome["t"], "welcome", "{welcome}");
+    let mut last_words = frame(
+        r#"{"t":"event","seq":1,"kind":"start","time_us":1,"endpoint":{"service":"web","ip":"127.0.0.1","port":80,"gpid":"127.0.0.1:80:1:9","since_us":1,"host":""},"pid":9}"#,
+    );
+    last_words.extend(frame(r#"{"t":"bye"}"#));
+    fwd.write_all(&last_words).unwrap();
+    // The publisher closes the connection after the bye.
+    let rest = read_to_end(fwd);
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("\"ack\""),
+        "no ack before the close: {rest:?}"
+    );
+
+    let mut client = TcpStream::connect(&p.addr).unwrap();
+    client
+        .write_all(&frame(
+            r#"{"t":"hello","proto":1,"role":"client","nonce":"00"}"#,
+        ))
+        .unwrap();
+    let welcome = next_frame(&mut client, DEADLINE).expect("a welcome");
+    assert_eq!(welcome["t"], "welcome", "{welcome}");
+    // 60 times the ack delay: long enough for the stray ack to show.
+    let stray = next_frame(&mut client, Duration::from_millis(300));
+    assert!(stray.is_none(), "the client got {stray:?}");
+    client
+        .write_all(&frame(r#"{"t":"resolve","name":"web","watch":false}"#))
+        .unwrap();
+    let listing = next_frame(&mut client, DEADLINE).expect("the listing");
+    assert_eq!(listing["t"], "endpoints", "{listing}");
+    assert_eq!(
+        listing["endpoints"].as_array().unwrap().len(),
+        0,
+        "bye took web away: {listing}"
+    );
+}
+
 #[test]
 fn garbage_and_oversized_frames_cost_only_their_own_connection() {
     let dir = TempDir::new("pub-garbage");

@@ -7,7 +7,7 @@
 //! `Store` (memory, or etcd with the `etcd` feature); the loop turns the
 //! store's changes into frames for watchers the moment they happen.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -168,7 +168,10 @@ struct Conn {
 struct Server {
     poll: Poll,
     listener: TcpListener,
-    conns: Vec<Option<Conn>>,
+    /// Ids are never reused: a store answers later (etcd: much later), and
+    /// its answer must not reach whoever took a closed connection's place.
+    conns: BTreeMap<ConnId, Conn>,
+    next_conn: ConnId,
     /// Which connection speaks for a zurg instance.
     forwarders: HashMap<String, ConnId>,
     store: Box<dyn Store>,
@@ -246,7 +249,8 @@ impl Server {
         Ok(Server {
             poll,
             listener,
-            conns: Vec::new(),
+            conns: BTreeMap::new(),
+            next_conn: 0,
             forwarders: HashMap::new(),
             store,
             token,
@@ -268,8 +272,7 @@ impl Server {
             let now = self.now_ms();
             let handshake = self
                 .conns
-                .iter()
-                .flatten()
+                .values()
                 .filter(|c| matches!(c.peer, Peer::New | Peer::Challenged { .. }))
                 .map(|c| c.opened_ms.saturating_add(HANDSHAKE_MS))
                 .min();
@@ -317,8 +320,7 @@ impl Server {
         loop {
             match self.listener.accept() {
                 Ok((mut stream, addr)) => {
-                    let live = self.conns.iter().flatten().count();
-                    if live >= MAX_CONNS {
+                    if self.conns.len() >= MAX_CONNS {
                         let mut bytes = Vec::new();
                         proto::encode(
                             &Frame::Error {
@@ -330,13 +332,8 @@ impl Server {
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
-                    let id = match self.conns.iter().position(Option::is_none) {
-                        Some(free) => free,
-                        None => {
-                            self.conns.push(None);
-                            self.conns.len().saturating_sub(1)
-                        }
-                    };
+                    let id = self.next_conn;
+                    self.next_conn = self.next_conn.saturating_add(1);
                     if let Err(e) = self.poll.registry().register(
                         &mut stream,
                         Token(id.saturating_add(FIRST_CONN)),
@@ -346,8 +343,9 @@ impl Server {
                         continue;
                     }
                     let opened_ms = self.now_ms();
-                    if let Some(slot) = self.conns.get_mut(id) {
-                        *slot = Some(Conn {
+                    self.conns.insert(
+                        id,
+                        Conn {
                             stream,
                             addr,
                             decoder: Decoder::new(MAX_FRAME),
@@ -356,8 +354,8 @@ impl Server {
                             opened_ms,
                             closing: false,
                             welcome_mac: None,
-                        });
-                    }
+                        },
+                    );
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -372,7 +370,7 @@ impl Server {
     }
 
     fn conn(&mut self, id: ConnId) -> Option<&mut Conn> {
-        self.conns.get_mut(id).and_then(Option::as_mut)
+        self.conns.get_mut(&id)
     }
 
     /// Reads what arrived, handles whole frames, writes what is queued.
@@ -481,9 +479,8 @@ impl Server {
     }
 
     fn drop_conn(&mut self, id: ConnId) {
-        // Its id may be handed to the next connection.
         self.acks_owed.remove(&id);
-        if let Some(mut conn) = self.conns.get_mut(id).and_then(Option::take) {
+        if let Some(mut conn) = self.conns.remove(&id) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
         }
     }
@@ -492,9 +489,8 @@ impl Server {
         let closing: Vec<ConnId> = self
             .conns
             .iter()
-            .enumerate()
-            .filter(|(_, c)| c.as_ref().is_some_and(|c| c.closing))
-            .map(|(i, _)| i)
+            .filter(|(_, c)| c.closing)
+            .map(|(id, _)| *id)
             .collect();
         for id in closing {
             // One last attempt to deliver the error frame; best effort.
@@ -509,13 +505,11 @@ impl Server {
         let late: Vec<ConnId> = self
             .conns
             .iter()
-            .enumerate()
-            .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
             .filter(|(_, c)| {
                 matches!(c.peer, Peer::New | Peer::Challenged { .. })
                     && now.saturating_sub(c.opened_ms) >= HANDSHAKE_MS
             })
-            .map(|(i, _)| i)
+            .map(|(id, _)| *id)
             .collect();
         for id in late {
             self.close(id, Some("no hello within 10 s".into()));
@@ -752,7 +746,9 @@ impl Server {
                 );
                 self.flush(conn);
             }
-            Done::Ack { conn, seq } => {
+            // A connection closed since (a forwarder's bye, or etcd answering
+            // late) is owed nothing.
+            Done::Ack { conn, seq } if self.conns.contains_key(&conn) => {
                 let owed = self.acks_owed.entry(conn).or_insert(seq);
                 *owed = (*owed).max(seq);
                 if self.acks_due.is_none() {
@@ -762,6 +758,7 @@ impl Server {
             Done::Fail { conn, message } => {
                 self.close(conn, Some(message));
             }
+            Done::Ack { .. } => {}
             Done::Change(change) => self.fan_out(&change),
         }
     }
@@ -790,8 +787,6 @@ impl Server {
         let watchers: Vec<ConnId> = self
             .conns
             .iter()
-            .enumerate()
-            .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
             .filter(|(_, c)| match &c.peer {
                 Peer::Client {
                     watch: Some(Watch::All),
@@ -801,7 +796,7 @@ impl Server {
                 } => n == name,
                 _ => false,
             })
-            .map(|(i, _)| i)
+            .map(|(id, _)| *id)
             .collect();
         for id in watchers {
             if let Some(conn) = self.conn(id) {
