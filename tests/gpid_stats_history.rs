@@ -296,3 +296,40 @@ fn history_survives_a_restart_of_zurg_and_a_torn_record() {
     assert_eq!(out.lines().count(), 4, "{out}");
     assert!(out.contains("job exit (code 3) 10.1.2.3:0:"), "{out}");
 }
+
+#[test]
+fn a_history_reply_larger_than_the_output_bound_arrives_whole() {
+    // A journal near its 8 MiB limit answers `history` with megabytes: the
+    // bound on unread output is for clients that stop reading, not for one
+    // long reply.
+    let dir = TempDir::new("history-big");
+    dir.write(
+        "units/svc.toml",
+        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n",
+    );
+    let mut journal = Vec::new();
+    let old = 20_000u64;
+    for i in 0..old {
+        journal.extend(zurg::journal::frame(&zurg::journal::Record {
+            time_us: 1_000_000 + i,
+            service: format!("old{}", i % 50),
+            kind: if i % 2 == 0 { "start" } else { "exit" }.into(),
+            gpid: format!("10.1.2.3:0:{}:{}", 1_000_000 + i, 100 + i),
+            version: Some("1.0.0".into()),
+            exit: None,
+            stats: None,
+            seq: None,
+            zurg: None,
+        }));
+    }
+    assert!(journal.len() > 2 << 20, "{} bytes", journal.len());
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    std::fs::write(journal_path(&dir), &journal).unwrap();
+    let _z = start_in(&dir, &[]);
+    eventually("svc started", || history(&dir, "svc").len() == 1);
+    let all = json(&dir, &["history"]);
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len() as u64, old + 1);
+    assert_eq!(all[0]["service"], "old0");
+    assert_eq!(all[all.len() - 1]["service"], "svc");
+}

@@ -25,7 +25,9 @@ use super::proto::{self, ErrorCode, Reply, Request, MAX_LINE};
 pub const LISTENER_TOKEN: Token = Token(1);
 const FIRST_CONN_TOKEN: usize = 2;
 pub const MAX_CONNECTIONS: usize = 1024;
-/// Unsent output beyond this drops the connection.
+/// A connection with more unsent output than this when another line is due
+/// is dropped: it has stopped reading. One reply may be longer (`history`
+/// of a full journal, `status` of 10,000 services) and still goes out whole.
 pub const MAX_OUTPUT: usize = 1 << 20;
 /// A connection without a complete request for this long is closed.
 pub const IDLE_MS: u64 = 30_000;
@@ -383,6 +385,9 @@ impl ControlServer {
 
     fn queue(conn: &mut Conn, reply: &Reply) {
         if conn.output.len() > MAX_OUTPUT {
+            // It has stopped reading: drop it now rather than hold its
+            // backlog until it drains.
+            conn.output.clear();
             conn.closing = true;
             return;
         }
@@ -402,9 +407,6 @@ impl ControlServer {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-        }
-        if conn.output.len() > MAX_OUTPUT {
-            return Err(io::Error::other("client does not read its replies"));
         }
         let want_write = !conn.output.is_empty();
         if want_write != conn.writable_registered {
