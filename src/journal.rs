@@ -60,14 +60,35 @@ pub enum JournalError {
     Rotate { path: PathBuf, source: io::Error },
 }
 
+/// CRC-32 (IEEE) of every byte value, so a record costs one lookup per
+/// byte: reading a full journal back is on the event loop.
+// Evaluated at compile time: an index out of range fails the build.
+#[allow(clippy::indexing_slicing)]
+const CRC_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = i as u32;
+        let mut bit = 0;
+        while bit < 8 {
+            let mask = (crc & 1).wrapping_neg();
+            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
+            bit += 1;
+        }
+        table[i] = crc;
+        i += 1;
+    }
+    table
+};
+
 pub fn crc32(data: &[u8]) -> u32 {
     let mut crc = !0u32;
     for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            let mask = (crc & 1).wrapping_neg();
-            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
-        }
+        let entry = CRC_TABLE
+            .get(usize::from((crc as u8) ^ b))
+            .copied()
+            .unwrap_or(0);
+        crc = (crc >> 8) ^ entry;
     }
     !crc
 }
@@ -91,6 +112,37 @@ fn le32(bytes: Option<&[u8]>) -> u32 {
 /// Decodes every good record of `data`; returns them, the length of the
 /// good prefix, and a warning when something after it was unreadable.
 pub fn decode_all(data: &[u8]) -> (Vec<Record>, usize, Option<String>) {
+    decode_matching(data, None)
+}
+
+/// What a reader wants from the journal: records whose JSON holds this
+/// field with this value. Only those are decoded; the others cost their
+/// checksum and a byte scan.
+#[derive(Debug, Clone)]
+pub struct Only(Vec<u8>);
+
+impl Only {
+    pub fn field(name: &str, value: &str) -> Only {
+        // The journal is written by serde_json, so the value is found
+        // exactly as serde_json writes it.
+        let value = serde_json::to_string(value).unwrap_or_default();
+        Only(format!("\"{name}\":{value}").into_bytes())
+    }
+
+    fn admits(&self, payload: &[u8]) -> bool {
+        let Some((&first, _)) = self.0.split_first() else {
+            return true;
+        };
+        let n = self.0.len();
+        payload
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == first)
+            .any(|(at, _)| payload.get(at..at + n) == Some(self.0.as_slice()))
+    }
+}
+
+fn decode_matching(data: &[u8], only: Option<&Only>) -> (Vec<Record>, usize, Option<String>) {
     let mut records = Vec::new();
     let mut at = 0usize;
     while at < data.len() {
@@ -116,6 +168,10 @@ pub fn decode_all(data: &[u8]) -> (Vec<Record>, usize, Option<String>) {
         };
         if crc32(payload) != crc {
             return (records, at, Some(format!("checksum mismatch at byte {at}")));
+        }
+        if only.is_some_and(|o| !o.admits(payload)) {
+            at = end;
+            continue;
         }
         match serde_json::from_slice::<Record>(payload) {
             Ok(r) => records.push(r),
@@ -222,6 +278,12 @@ impl Journal {
 
 /// Every readable record in `dir`, oldest first (journal.1, then journal).
 pub fn read_all(dir: &Path) -> (Vec<Record>, Vec<String>) {
+    read_only(dir, None)
+}
+
+/// `read_all` decoding only what `only` admits (all when `None`); callers
+/// still filter the records, this only spares the decoding.
+pub fn read_only(dir: &Path, only: Option<&Only>) -> (Vec<Record>, Vec<String>) {
     let mut out = Vec::new();
     let mut warnings = Vec::new();
     for path in [previous(dir), current(dir)] {
@@ -234,7 +296,7 @@ pub fn read_all(dir: &Path) -> (Vec<Record>, Vec<String>) {
                 continue;
             }
         }
-        let (records, _, warning) = decode_all(&data);
+        let (records, _, warning) = decode_matching(&data, only);
         out.extend(records);
         if let Some(w) = warning {
             warnings.push(format!("{}: {w}", path.display()));
@@ -334,6 +396,31 @@ mod tests {
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(all, vec![rec(0), rec(1), rec(2), rec(4)]);
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn only_decodes_the_records_with_that_exact_value() {
+        let mut data = Vec::new();
+        for i in 0..6 {
+            data.extend(frame(&rec(i)));
+        }
+        let mut odd = rec(6);
+        odd.service = "s1\"x".into();
+        data.extend(frame(&odd));
+        let mut longer = rec(7);
+        longer.service = "s10".into();
+        data.extend(frame(&longer));
+        let only = Only::field("service", "s1");
+        let (got, good, warning) = decode_matching(&data, Some(&only));
+        assert_eq!((good, warning), (data.len(), None));
+        assert_eq!(
+            got.iter().map(|r| r.time_us).collect::<Vec<_>>(),
+            [1001, 1004],
+            "not s10, not s1\"x"
+        );
+        let quoted = Only::field("service", "s1\"x");
+        let (got, _, _) = decode_matching(&data, Some(&quoted));
+        assert_eq!(got, [odd]);
     }
 
     #[test]

@@ -132,7 +132,8 @@ impl Supervisor {
         else {
             return;
         };
-        let (records, _) = crate::journal::read_all(&self.opts.state_dir);
+        let only = crate::journal::Only::field("zurg", &self.own_gpid);
+        let (records, _) = crate::journal::read_only(&self.opts.state_dir, Some(&only));
         let events: Vec<(u64, Lifecycle)> = records
             .into_iter()
             .filter(|r| r.zurg.as_deref() == Some(self.own_gpid.as_str()))

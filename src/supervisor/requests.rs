@@ -515,7 +515,8 @@ impl Supervisor {
     }
 
     fn history_request(&self, id: u64, name: Option<&str>, since_us: Option<u64>) -> Reply {
-        let (records, warnings) = crate::journal::read_all(&self.opts.state_dir);
+        let only = name.map(|n| crate::journal::Only::field("service", n));
+        let (records, warnings) = crate::journal::read_only(&self.opts.state_dir, only.as_ref());
         for w in warnings {
             crate::log!("warning: {w}");
         }
