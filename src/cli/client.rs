@@ -315,7 +315,10 @@ fn print_reply(cmd: &ClientCmd, reply: &Reply, raw: &[u8]) -> i32 {
         let _ = std::io::stdout().flush();
         return EXIT_OK;
     }
-    let result = reply.result.clone().unwrap_or(serde_json::Value::Null);
+    let result = reply
+        .result
+        .as_ref()
+        .map_or(serde_json::Value::Null, |r| r.to_value());
     match &cmd.verb {
         Verb::Status { .. } => {
             let rows: Vec<ServiceStatus> = serde_json::from_value(result).unwrap_or_default();

@@ -152,19 +152,58 @@ pub struct Reply {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ok: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<Value>,
+    pub result: Option<RawJson>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<EventRecord>,
 }
 
+/// A result kept as the JSON text it is sent as: zurg writes it once,
+/// straight from its own types, with no `Value` tree in between (a history
+/// of 60,000 records is built on the event loop).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawJson(Box<serde_json::value::RawValue>);
+
+impl RawJson {
+    pub fn new(value: impl Serialize) -> RawJson {
+        // A Default RawValue is `null`.
+        RawJson(serde_json::value::to_raw_value(&value).unwrap_or_default())
+    }
+
+    /// JSON text already written (and checked) elsewhere.
+    pub fn from_text(text: String) -> Result<RawJson, String> {
+        serde_json::value::RawValue::from_string(text)
+            .map(RawJson)
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn text(&self) -> &str {
+        self.0.get()
+    }
+
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &RawJson) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
 impl Reply {
     pub fn ok(id: u64, result: impl Serialize) -> Reply {
+        Reply::ok_json(id, RawJson::new(result))
+    }
+
+    pub fn ok_json(id: u64, result: RawJson) -> Reply {
         Reply {
             id,
             ok: Some(true),
-            result: Some(serde_json::to_value(result).unwrap_or(Value::Null)),
+            result: Some(result),
             error: None,
             event: None,
         }
@@ -526,7 +565,7 @@ mod tests {
         let line = encode_reply(&r);
         let back = decode_reply(&line).unwrap();
         assert_eq!(back, r);
-        let got: Vec<ServiceStatus> = serde_json::from_value(back.result.unwrap()).unwrap();
+        let got: Vec<ServiceStatus> = serde_json::from_str(back.result.unwrap().text()).unwrap();
         assert_eq!(got, rows);
         let e = Reply::error(2, ErrorCode::UnknownService, "no service `x`");
         assert_eq!(
