@@ -81,7 +81,7 @@ fn socket_is_fd_3_with_listen_fds_and_keeps_connections_across_a_restart() {
     dir.write(
         "units/echo.toml",
         &format!(
-            "exec = \"/usr/bin/perl\"\nargs = [\"-e\", {}]\nport = \"auto\"\nsocket = true\nbind = \"127.0.0.1\"\n",
+            "exec = \"/usr/bin/perl\"\nargs = [\"-e\", {}]\nport = \"auto\"\nsocket = true\nbind = \"127.0.0.1\"\nrestart_delay_ms = 300\n",
             toml_string(server)
         ),
     );
@@ -102,15 +102,27 @@ fn socket_is_fd_3_with_listen_fds_and_keeps_connections_across_a_restart() {
         s.set_read_timeout(Some(DEADLINE)).unwrap();
         let mut answer = String::new();
         BufReader::new(s).read_line(&mut answer).unwrap();
-        answer.trim().parse::<i64>().unwrap()
+        answer
+            .trim()
+            .parse::<i64>()
+            .unwrap_or_else(|_| panic!("no pid in the answer {answer:?}"))
     };
     let first = main_pid(&dir, "echo");
     assert_eq!(ask(), first);
 
-    // Killed: a connection made right away waits in the socket's backlog
-    // (zurg holds the socket) and the restarted process answers it.
+    // Killed: a connection made while no server runs (the restart waits
+    // 300 ms) waits in the socket's backlog, because zurg holds the socket,
+    // and the restarted process answers it. The connection is made only
+    // once the old process is gone: one that is dying may still accept it.
     let host_pid = find_below(&z, "perl");
     kill(host_pid, 9);
+    eventually("the killed server to be gone", || {
+        std::fs::read_to_string(format!("/proc/{host_pid}/stat")).map_or(true, |s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+    });
     let answer = ask();
     assert_ne!(answer, first);
     assert_eq!(answer, main_pid(&dir, "echo"));
