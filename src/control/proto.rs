@@ -172,13 +172,6 @@ impl RawJson {
         RawJson(serde_json::value::to_raw_value(&value).unwrap_or_default())
     }
 
-    /// JSON text already written (and checked) elsewhere.
-    pub fn from_text(text: String) -> Result<RawJson, String> {
-        serde_json::value::RawValue::from_string(text)
-            .map(RawJson)
-            .map_err(|e| e.to_string())
-    }
-
     pub fn text(&self) -> &str {
         self.0.get()
     }
@@ -196,14 +189,10 @@ impl PartialEq for RawJson {
 
 impl Reply {
     pub fn ok(id: u64, result: impl Serialize) -> Reply {
-        Reply::ok_json(id, RawJson::new(result))
-    }
-
-    pub fn ok_json(id: u64, result: RawJson) -> Reply {
         Reply {
             id,
             ok: Some(true),
-            result: Some(result),
+            result: Some(RawJson::new(result)),
             error: None,
             event: None,
         }
