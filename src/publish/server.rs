@@ -178,7 +178,9 @@ struct Server {
     token: Option<Vec<u8>>,
     lease_ms: u64,
     start: Instant,
-    /// The highest seq each forwarder connection is owed an ack for.
+    /// The highest seq each forwarder connection is owed an ack for; one
+    /// that closes meanwhile gets nothing, as its id is never handed out
+    /// again.
     acks_owed: HashMap<ConnId, u64>,
     /// When the owed acks go out.
     acks_due: Option<u64>,
@@ -479,7 +481,6 @@ impl Server {
     }
 
     fn drop_conn(&mut self, id: ConnId) {
-        self.acks_owed.remove(&id);
         if let Some(mut conn) = self.conns.remove(&id) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
         }
@@ -746,9 +747,7 @@ impl Server {
                 );
                 self.flush(conn);
             }
-            // A connection closed since (a forwarder's bye, or etcd answering
-            // late) is owed nothing.
-            Done::Ack { conn, seq } if self.conns.contains_key(&conn) => {
+            Done::Ack { conn, seq } => {
                 let owed = self.acks_owed.entry(conn).or_insert(seq);
                 *owed = (*owed).max(seq);
                 if self.acks_due.is_none() {
@@ -758,7 +757,6 @@ impl Server {
             Done::Fail { conn, message } => {
                 self.close(conn, Some(message));
             }
-            Done::Ack { .. } => {}
             Done::Change(change) => self.fan_out(&change),
         }
     }

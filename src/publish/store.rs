@@ -10,7 +10,9 @@
 use super::proto::{Endpoint, EventKind, ExitInfo, HostInfo, Reason};
 use super::registry::{Change, Registry};
 
-/// Connection id of a forwarder, for the replies meant for it.
+/// Connection id of a forwarder, for the replies meant for it. The server
+/// never reuses one, so an answer that comes late finds its connection gone
+/// rather than reaching another peer.
 pub type ConnId = usize;
 
 #[derive(Debug)]
