@@ -37,13 +37,13 @@ def free_port():
     return port
 
 
-def wait_for(what, cond, deadline=30):
+def wait_for(what, cond, deadline=30, interval=0.01):
     end = time.time() + deadline
     while time.time() < end:
         v = cond()
         if v:
             return v
-        time.sleep(0.01)
+        time.sleep(interval)
     raise SystemExit(f"timed out waiting for {what}")
 
 
@@ -55,14 +55,14 @@ def pct(values, p):
 class Run:
     """A `zurg run` over N sleeper services in a temp dir."""
 
-    def __init__(self, n, publish=None, restart_delay_ms=0, restart="always"):
+    def __init__(self, n, publish=None, restart="always"):
         self.dir = tempfile.mkdtemp(prefix="zurg-naming-")
         units = os.path.join(self.dir, "units")
         os.mkdir(units)
         for i in range(n):
             with open(os.path.join(units, f"s{i}.toml"), "w") as f:
                 f.write(f'exec = "/bin/sleep"\nargs = ["{1000000 + i}"]\nport = {10000 + i}\n'
-                        f'restart_delay_ms = {restart_delay_ms}\nrestart = "{restart}"\n')
+                        f'restart = "{restart}"\n')
         self.sock = os.path.join(self.dir, "control.sock")
         args = [ZURG, "run", "--units", units, "--socket", self.sock,
                 "--state", os.path.join(self.dir, "state"), "--host-ip", "127.0.0.1"]
@@ -145,21 +145,18 @@ class Etcd:
 SLEEP_SYSCALLS = {"35", "230"}  # nanosleep, clock_nanosleep (x86-64)
 
 
-def settled(pid, deadline=5):
-    """Waits until `pid` sits in sleep(1)'s sleep."""
-    end = time.time() + deadline
-    while time.time() < end:
+def settled(pid):
+    """Waits until `pid` sits in sleep(1)'s sleep (or is gone)."""
+    def asleep():
         try:
             with open(f"/proc/{pid}/syscall") as f:
-                if f.read().split(" ", 1)[0] in SLEEP_SYSCALLS:
-                    return
+                return f.read().split(" ", 1)[0] in SLEEP_SYSCALLS
         except OSError:
-            return
-        time.sleep(0.0002)
-    raise SystemExit(f"pid {pid} never settled into its sleep")
+            return True
+    wait_for(f"pid {pid} to settle into its sleep", asleep, deadline=5, interval=0.0002)
 
 
-def death_to_watch(n, etcd_url=None, restart_delay_ms=0, restart="always"):
+def death_to_watch(n, etcd_url=None, restart="always"):
     addr = f"127.0.0.1:{free_port()}"
     pub_args = [ZURG, "publisher", "--listen", addr]
     if etcd_url:
@@ -169,7 +166,7 @@ def death_to_watch(n, etcd_url=None, restart_delay_ms=0, restart="always"):
     try:
         wait_for("publisher", lambda: subprocess.run(
             [ZURG, "resolve", "--all", "--publisher", addr], capture_output=True).returncode in (0, 1))
-        run = Run(n, publish=addr, restart_delay_ms=restart_delay_ms, restart=restart)
+        run = Run(n, publish=addr, restart=restart)
         wait_for("registry", lambda: json.loads(subprocess.run(
             [ZURG, "resolve", "--all", "--json", "--publisher", addr],
             capture_output=True, text=True).stdout or "{}").get("services", {}).__len__() == n, 60)
