@@ -370,3 +370,65 @@ fn zurg_leaves_its_starting_directory_to_the_child() {
         z.wait_exit();
     }
 }
+
+/// zurg's own SIGPIPE (its stderr is a pipe nobody reads) is not a signal
+/// sent to it: forwarding it used to kill a child that never touched the
+/// pipe.
+#[test]
+fn zurgs_own_sigpipe_is_not_forwarded() {
+    if !std::path::Path::new(PYTHON).exists() {
+        common::skip("zurgs_own_sigpipe_is_not_forwarded", "no /usr/bin/python3");
+        return;
+    }
+    let dir = TempDir::new("ownpipe");
+    let log = dir.path().join("log");
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    drop(read_end);
+    // -v makes zurg write to its dead stderr right after the spawn.
+    let child = Command::new(BIN)
+        .args([
+            "-v",
+            "--",
+            PYTHON,
+            "-c",
+            SIGNAL_LOGGER,
+            log.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(write_end))
+        .spawn()
+        .unwrap();
+    let zurg = child.id() as i32;
+    /// Not PID 1: killing zurg alone would leave its child running.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            for pid in common::descendants(self.0.id() as i32) {
+                kill(pid, 9);
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut guard = Reap(child);
+    wait_for_word(&log, "ready");
+    kill(zurg, libc::SIGUSR1);
+    wait_for_word(&log, "10");
+    kill(zurg, libc::SIGHUP);
+    wait_for_word(&log, "1");
+    let got = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(got, "ready\n10\n1\n", "only the signals sent to zurg");
+    for pid in common::children(zurg) {
+        kill(pid, 9);
+    }
+    let deadline = Instant::now() + common::DEADLINE;
+    let status = loop {
+        if let Some(s) = guard.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "zurg did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(137));
+}
