@@ -140,7 +140,7 @@ fn stat_field(pid: i32, n: usize) -> i32 {
         .unwrap()
 }
 
-/// Logs "ready PID PPID", then every SIGINT and SIGUSR1 it takes as "NAME
+/// Logs "ready", then every SIGINT and SIGUSR1 it takes as "NAME
 /// SI_CODE"; exits 5 after SIGUSR1. Waiting with sigwaitinfo on blocked
 /// signals counts deliveries the way a handler flag would not.
 const INT_COUNTER: &str = r#"
@@ -148,7 +148,7 @@ import os, signal, sys
 log = sys.argv[1]
 sigs = {signal.SIGINT, signal.SIGUSR1}
 signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
-open(log, "a").write("ready %d %d\n" % (os.getpid(), os.getppid()))
+open(log, "a").write("ready\n")
 while True:
     info = signal.sigwaitinfo(sigs)
     open(log, "a").write("%s %d\n" % (signal.Signals(info.si_signo).name, info.si_code))
@@ -156,9 +156,9 @@ while True:
         sys.exit(5)
 "#;
 
-#[test]
-fn ctrl_c_on_a_terminal_reaches_the_child_exactly_once() {
-    let test = "ctrl_c_on_a_terminal_reaches_the_child_exactly_once";
+/// Runs INT_COUNTER under `{launcher} zurg --` on a terminal, types ^C three
+/// times, then sends zurg SIGUSR1.
+fn ctrl_c_reaches_the_child_once(test: &str, launcher: &str) {
     if !have(test, "script") || !have(test, PYTHON) {
         return;
     }
@@ -166,29 +166,28 @@ fn ctrl_c_on_a_terminal_reaches_the_child_exactly_once() {
     let log = dir.path().join("log");
     let code = dir.write("counter.py", INT_COUNTER);
     let mut pty = Pty::run(&format!(
-        "{BIN} -- {PYTHON} {} {}",
+        "{launcher} {BIN} -- {PYTHON} {} {}",
         code.display(),
         log.display()
     ));
     eventually("the child is ready", || {
         lines(&log).first().is_some_and(|l| l.starts_with("ready"))
     });
-    let ready = lines(&log)[0].clone();
-    let ids: Vec<i32> = ready
-        .split_whitespace()
-        .skip(1)
-        .map(|w| w.parse().unwrap())
-        .collect();
-    let (child, zurg) = (ids[0], ids[1]);
+    // Host pids (the child's own view may be a pid namespace's).
+    let script = pty.child.id() as i32;
+    let zurg = *common::descendants(script)
+        .iter()
+        .find(|p| common::comm(**p).as_deref() == Some("zurg"))
+        .expect("zurg below script");
+    let child = *common::children(zurg).first().expect("zurg's child");
     pty.own(child);
     pty.own(zurg);
     // The child leads its own group, and that group holds the terminal;
     // zurg's group does not, so the terminal's SIGINT never reaches zurg.
     const PGRP: usize = 5;
     const TPGID: usize = 8;
-    assert_eq!(stat_field(child, PGRP), child);
-    assert_eq!(stat_field(child, TPGID), child);
-    assert_ne!(stat_field(zurg, PGRP), child);
+    assert_eq!(stat_field(child, TPGID), stat_field(child, PGRP));
+    assert_ne!(stat_field(zurg, PGRP), stat_field(child, PGRP));
 
     const SI_KERNEL: &str = "128";
     for round in 1..=3 {
@@ -215,6 +214,20 @@ fn ctrl_c_on_a_terminal_reaches_the_child_exactly_once() {
             "SIGUSR1 0".to_string()
         ],
         "three ^C, each once and from the terminal, then zurg's USR1"
+    );
+}
+
+#[test]
+fn ctrl_c_on_a_terminal_reaches_the_child_exactly_once() {
+    ctrl_c_reaches_the_child_once("ctrl_c_on_a_terminal_reaches_the_child_exactly_once", "");
+}
+
+/// `docker run -it`: zurg is PID 1 and leads the session of the terminal.
+#[test]
+fn ctrl_c_reaches_the_child_exactly_once_with_zurg_as_pid1_of_the_terminal() {
+    ctrl_c_reaches_the_child_once(
+        "ctrl_c_reaches_the_child_exactly_once_with_zurg_as_pid1_of_the_terminal",
+        "unshare --pid --fork --kill-child --mount-proc setsid --ctty",
     );
 }
 

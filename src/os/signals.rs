@@ -231,10 +231,16 @@ fn take_over_as(takeover: Takeover) -> io::Result<(SignalFd, ChildSignals)> {
 }
 
 /// Whether stdin is zurg's controlling terminal with zurg's process group in
-/// its foreground: only then may zurg hand the terminal to its child.
+/// its foreground: only then may zurg hand the terminal to its child. The
+/// group must be visible in zurg's pid namespace (getpgrp is not 0), or zurg
+/// could not name it to take the terminal back; and an invisible foreground
+/// group would read 0 as well, equal without being the same.
 pub fn terminal_is_ours() -> bool {
     // SAFETY: isatty, tcgetpgrp and getpgrp take and return plain integers.
-    unsafe { libc::isatty(0) == 1 && libc::tcgetpgrp(0) == libc::getpgrp() }
+    unsafe {
+        let mine = libc::getpgrp();
+        mine > 0 && libc::isatty(0) == 1 && libc::tcgetpgrp(0) == mine
+    }
 }
 
 /// The foreground process group of the terminal on stdin, if it is zurg's
