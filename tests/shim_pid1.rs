@@ -148,10 +148,6 @@ fn crash_program_starts_with_a_clean_signal_state() {
         ),
     )
     .unwrap();
-    std::os::unix::fs::PermissionsExt::set_mode(
-        &mut std::fs::metadata(&crash).unwrap().permissions(),
-        0o755,
-    );
     std::fs::set_permissions(&crash, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     // /etc/zurg/crash appears only inside the namespace, over the real /etc.
     let setup = format!(

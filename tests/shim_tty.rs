@@ -144,7 +144,7 @@ fn stat_field(pid: i32, n: usize) -> i32 {
 /// SI_CODE"; exits 5 after SIGUSR1. Waiting with sigwaitinfo on blocked
 /// signals counts deliveries the way a handler flag would not.
 const INT_COUNTER: &str = r#"
-import os, signal, sys
+import signal, sys
 log = sys.argv[1]
 sigs = {signal.SIGINT, signal.SIGUSR1}
 signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
