@@ -280,3 +280,155 @@ fn argv_env_and_stdio_pass_through() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
 }
+
+/// A python3 child that blocks every catchable signal but CHLD, then logs
+/// each one it takes with sigwaitinfo, one number a line, in `log`. Blocking
+/// and waiting, rather than handlers, keeps TSTP, TTIN and TTOU from
+/// stopping it and the fault numbers from killing it.
+const SIGNAL_LOGGER: &str = r#"
+import signal, sys
+log = sys.argv[1]
+sigs = {s for s in range(1, 32) if s not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD)}
+signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+open(log, "a").write("ready\n")
+while True:
+    info = signal.sigwaitinfo(sigs)
+    with open(log, "a") as f:
+        f.write("%d\n" % info.si_signo)
+"#;
+
+const PYTHON: &str = "/usr/bin/python3";
+
+#[test]
+fn every_signal_a_process_sends_is_forwarded_faults_and_pipe_too() {
+    if !std::path::Path::new(PYTHON).exists() {
+        common::skip(
+            "every_signal_a_process_sends_is_forwarded_faults_and_pipe_too",
+            "no /usr/bin/python3",
+        );
+        return;
+    }
+    // Not PID 1, a fault number sent with kill(2) used to kill zurg and
+    // orphan the child; as PID 1 it was dropped. Both must forward.
+    for mode in ["pid1", "plain"] {
+        let dir = TempDir::new("allsigs");
+        let log = dir.path().join("log");
+        let args = ["--", PYTHON, "-c", SIGNAL_LOGGER, log.to_str().unwrap()];
+        let mut z = if mode == "pid1" {
+            Zurg::start(Mode::Pid1, &args)
+        } else {
+            Zurg::start(Mode::Plain, &args)
+        };
+        wait_for_word(&log, "ready");
+        let pid = z.host_pid();
+        let mut sent = Vec::new();
+        for signo in 1..=31 {
+            if [libc::SIGKILL, libc::SIGSTOP, libc::SIGCHLD].contains(&signo) {
+                continue;
+            }
+            kill(pid, signo);
+            wait_for_word(&log, &signo.to_string());
+            sent.push(signo.to_string());
+        }
+        assert_eq!(
+            state(pid).map(|s| s != 'Z'),
+            Some(true),
+            "{mode}: zurg died"
+        );
+        let got: Vec<String> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(str::to_string)
+            .collect();
+        assert_eq!(got, sent, "{mode}: each signal exactly once, in order");
+        z.signal(9);
+        z.wait_exit();
+    }
+}
+
+#[test]
+fn zurg_leaves_its_starting_directory_to_the_child() {
+    let dir = TempDir::new("cwd");
+    let log = dir.path().join("log");
+    let script = format!(
+        "echo ready >> {}; while :; do sleep 0.02; done",
+        log.display()
+    );
+    for mode in [Mode::Pid1, Mode::Plain] {
+        let _ = std::fs::remove_file(&log);
+        let mut z = Zurg::start_with(mode, &["--", "sh", "-c", &script], |c| {
+            c.current_dir(dir.path());
+        });
+        wait_for_word(&log, "ready");
+        let zpid = z.host_pid();
+        let child = *common::children(zpid).first().expect("zurg's child");
+        let cwd = |pid: i32| std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+        eventually("zurg in /", || cwd(zpid) == std::path::Path::new("/"));
+        assert_eq!(cwd(child), dir.path().canonicalize().unwrap());
+        z.signal(9);
+        z.wait_exit();
+    }
+}
+
+/// zurg's own SIGPIPE (its stderr is a pipe nobody reads) is not a signal
+/// sent to it: forwarding it used to kill a child that never touched the
+/// pipe.
+#[test]
+fn zurgs_own_sigpipe_is_not_forwarded() {
+    if !std::path::Path::new(PYTHON).exists() {
+        common::skip("zurgs_own_sigpipe_is_not_forwarded", "no /usr/bin/python3");
+        return;
+    }
+    let dir = TempDir::new("ownpipe");
+    let log = dir.path().join("log");
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    drop(read_end);
+    // -v makes zurg write to its dead stderr right after the spawn.
+    let child = Command::new(BIN)
+        .args([
+            "-v",
+            "--",
+            PYTHON,
+            "-c",
+            SIGNAL_LOGGER,
+            log.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(write_end))
+        .spawn()
+        .unwrap();
+    let zurg = child.id() as i32;
+    /// Not PID 1: killing zurg alone would leave its child running.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            for pid in common::descendants(self.0.id() as i32) {
+                kill(pid, 9);
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut guard = Reap(child);
+    wait_for_word(&log, "ready");
+    kill(zurg, libc::SIGUSR1);
+    wait_for_word(&log, "10");
+    kill(zurg, libc::SIGHUP);
+    wait_for_word(&log, "1");
+    let got = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(got, "ready\n10\n1\n", "only the signals sent to zurg");
+    for pid in common::children(zurg) {
+        kill(pid, 9);
+    }
+    let deadline = Instant::now() + common::DEADLINE;
+    let status = loop {
+        if let Some(s) = guard.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "zurg did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(137));
+}

@@ -152,13 +152,7 @@ pub fn last_resort_if_pid1() {
     raw_stderr(
         b"zurg: PID 1 cannot continue; handing over to /etc/zurg/crash or reaping forever\n",
     );
-    let prog = c"/etc/zurg/crash";
-    let argv = [prog.as_ptr(), std::ptr::null()];
-    // SAFETY: execv with a static path and a null-terminated argv; on
-    // failure it returns and we fall through.
-    unsafe {
-        libc::execv(prog.as_ptr(), argv.as_ptr());
-    }
+    exec_crash_program();
     if is_machine_init() {
         raw_stderr(b"zurg: no crash program; powering off\n");
         // SAFETY: sync and reboot(2) with a valid command.
@@ -188,6 +182,45 @@ pub fn last_resort_if_pid1() {
     }
 }
 
+/// Hands PID 1 over to the crash program, if there is one. exec keeps the
+/// signal mask and the ignored set, and zurg blocks nearly every signal and
+/// ignores PIPE (TTIN and TTOU too as the supervisor): the program must
+/// start as a fresh init would, with the defaults, or it could neither be
+/// stopped nor see its own children's signals. Returns only if it cannot
+/// run.
+fn exec_crash_program() {
+    let prog = c"/etc/zurg/crash";
+    // SAFETY: access reads a static C string. Checked first so that a zurg
+    // without a crash program keeps its mask while it falls back to reaping.
+    if unsafe { libc::access(prog.as_ptr(), libc::X_OK) } != 0 {
+        return;
+    }
+    let argv = [prog.as_ptr(), std::ptr::null()];
+    let mut none = MaybeUninitSet::empty();
+    // The kernel's struct sigaction for SIG_DFL, no flags and an empty mask
+    // is all zeros on every architecture's layout.
+    let default_action = [0u64; 4];
+    // SAFETY: raw rt_sigaction, because glibc refuses its own 32 and 33,
+    // which zurg may have inherited ignored; it reads a zeroed struct at least as
+    // large as the kernel's, and KILL and STOP fail harmlessly. These and
+    // sigprocmask with an initialised set are async-signal-safe (this can
+    // run in the panic hook). execv gets a static path and a
+    // null-terminated argv; on failure it returns.
+    unsafe {
+        for signo in 1..=64 {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signo,
+                default_action.as_ptr(),
+                std::ptr::null_mut::<libc::c_void>(),
+                8usize,
+            );
+        }
+        libc::sigprocmask(libc::SIG_SETMASK, none.as_ptr(), std::ptr::null_mut());
+        libc::execv(prog.as_ptr(), argv.as_ptr());
+    }
+}
+
 struct MaybeUninitSet(libc::sigset_t);
 
 impl MaybeUninitSet {
@@ -196,6 +229,15 @@ impl MaybeUninitSet {
         // SAFETY: sigfillset initialises the whole set.
         unsafe {
             libc::sigfillset(set.as_mut_ptr());
+            MaybeUninitSet(set.assume_init())
+        }
+    }
+
+    fn empty() -> MaybeUninitSet {
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigemptyset initialises the whole set.
+        unsafe {
+            libc::sigemptyset(set.as_mut_ptr());
             MaybeUninitSet(set.assume_init())
         }
     }
@@ -226,14 +268,34 @@ const INITIAL_PID_NS_INO: u64 = 0xEFFF_FFFC;
 /// True when zurg is the init of a machine (VM or bare metal): PID 1 in the
 /// initial pid namespace. PID 1 of a container is in a namespace of its own
 /// and must end by exiting, never by reboot(2).
+///
+/// With /proc, the pid namespace's inode answers. Without it (a bare kernel
+/// starts init before anything is mounted, but a container may have no
+/// /proc either), reboot(2) answers: asked to turn ctrl-alt-del off, it
+/// succeeds only for a privileged process of the initial pid namespace; a
+/// child namespace gets EINVAL, a process without CAP_SYS_BOOT EPERM. A
+/// machine's init does turn it off anyway (`disable_ctrl_alt_del`). A
+/// machine's init without CAP_SYS_BOOT is taken for a container, which is
+/// the safe side: it could not reboot(2) either.
 pub fn is_machine_init() -> bool {
     if !is_pid1() {
         return false;
     }
-    match std::fs::metadata("/proc/self/ns/pid") {
-        Ok(m) => std::os::unix::fs::MetadataExt::ino(&m) == INITIAL_PID_NS_INO,
-        // No /proc yet: only a machine's init starts without one.
-        Err(_) => true,
+    let ns_inode = std::fs::metadata("/proc/self/ns/pid")
+        .ok()
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+    machine_init_rule(ns_inode, || {
+        // SAFETY: reboot with the CAD_OFF command changes a kernel flag only.
+        cvt(unsafe { libc::reboot(libc::RB_DISABLE_CAD) }).map(|_| ())
+    })
+}
+
+/// `is_machine_init` for PID 1: the pid namespace's inode when /proc shows
+/// it, else whether turning ctrl-alt-del off is allowed.
+fn machine_init_rule(ns_inode: Option<u64>, cad_off: impl FnOnce() -> io::Result<()>) -> bool {
+    match ns_inode {
+        Some(ino) => ino == INITIAL_PID_NS_INO,
+        None => cad_off().is_ok(),
     }
 }
 
@@ -430,5 +492,25 @@ pub fn power_down(action: PowerAction) -> ! {
     loop {
         // SAFETY: pause only waits for a signal.
         unsafe { libc::pause() };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_init_is_the_initial_pid_namespace_or_whoever_may_turn_off_cad() {
+        let never = || -> io::Result<()> { panic!("/proc answered, reboot(2) must not be asked") };
+        assert!(machine_init_rule(Some(INITIAL_PID_NS_INO), never));
+        assert!(!machine_init_rule(Some(INITIAL_PID_NS_INO - 1), never));
+        // No /proc: a bare kernel's init may turn ctrl-alt-del off...
+        assert!(machine_init_rule(None, || Ok(())));
+        // ...a container's PID 1 may not (child namespace, or no CAP_SYS_BOOT).
+        for errno in [libc::EINVAL, libc::EPERM] {
+            assert!(!machine_init_rule(None, || Err(
+                io::Error::from_raw_os_error(errno)
+            )));
+        }
     }
 }

@@ -2,13 +2,22 @@
 //! signalfd registered in the event loop, so a signal is just another event
 //! and no handler ever runs at an awkward moment.
 //!
-//! Left alone: the fault signals (ILL, TRAP, ABRT, BUS, FPE, SEGV, SYS), which
-//! the kernel raises synchronously and which must kill a broken zurg rather
-//! than queue forever; glibc's two internal real-time signals; and PIPE, which
-//! Rust's runtime ignores so a write to a closed socket is an EPIPE error
-//! (blocking it instead would queue zurg's own SIGPIPEs into the signalfd and
-//! have them forwarded to children). TTIN and TTOU are ignored, as tini does,
-//! so that handing the terminal to a child's process group cannot stop zurg.
+//! Two sets. The supervisor (`take_over`) leaves alone the fault signals
+//! (ILL, TRAP, ABRT, BUS, FPE, SEGV, SYS), glibc's two internal real-time
+//! signals, and PIPE, which Rust's runtime ignores so a write to a closed
+//! socket is an EPIPE error; it ignores TTIN and TTOU, as tini does.
+//!
+//! The shim (`take_over_forwarding`) must pass on every signal another
+//! process sends, so it blocks all of them but KILL, STOP and glibc's two.
+//! Blocking a fault signal does not keep a real fault from killing zurg: the
+//! kernel forces a synchronous fault through any mask (it unblocks the signal
+//! and restores the default action), so only a fault number sent with
+//! kill(2) reaches the signalfd, and `Received::is_request` tells the two
+//! apart by si_code. zurg's own SIGPIPEs reach the signalfd too (blocked
+//! signals are queued even when ignored); they carry zurg's own pid and are
+//! not requests either. A blocked TTIN or TTOU counts as ignored in the
+//! terminal's job-control checks, so handing the terminal to the child's
+//! group still cannot stop zurg.
 //!
 //! Children must not inherit any of this: `ChildSignals` records the mask and
 //! ignored set zurg itself inherited, and spawn restores exactly those.
@@ -84,23 +93,53 @@ fn set_ignored(signo: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// Which signals zurg reads from its signalfd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Takeover {
+    /// `zurg run`: what it acts on; faults stay fatal, PIPE and TTIN/TTOU ignored.
+    Supervisor,
+    /// The shim: everything a process can send, to forward it.
+    Forwarding,
+}
+
 /// Whether zurg blocks `signo` and reads it from the signalfd.
-pub fn is_handled(signo: i32) -> bool {
-    !(FAULTS.contains(&signo)
-        || matches!(
-            signo,
-            libc::SIGKILL | libc::SIGSTOP | libc::SIGPIPE | libc::SIGTTIN | libc::SIGTTOU
-        )
+pub fn is_handled(signo: i32, takeover: Takeover) -> bool {
+    let never = matches!(signo, libc::SIGKILL | libc::SIGSTOP)
         || (32..34).contains(&signo)
-        || !(1..=64).contains(&signo))
+        || !(1..=64).contains(&signo);
+    match takeover {
+        Takeover::Forwarding => !never,
+        Takeover::Supervisor => {
+            !(never
+                || FAULTS.contains(&signo)
+                || matches!(signo, libc::SIGPIPE | libc::SIGTTIN | libc::SIGTTOU))
+        }
+    }
 }
 
 /// A signal as read from the signalfd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Received {
     pub signo: i32,
-    /// Sender's pid (0 for the kernel).
+    /// Sender's pid (0 for the kernel, or a sender outside zurg's pid namespace).
     pub from_pid: u32,
+    /// si_code: <= 0 when a process sent it (SI_USER, SI_QUEUE, SI_TKILL),
+    /// SI_KERNEL or a fault code when the kernel did.
+    pub code: i32,
+}
+
+impl Received {
+    /// Whether this is a request to zurg, to be acted on or forwarded, rather
+    /// than zurg's own doing: a fault number the kernel raised
+    /// asynchronously (a machine-check SIGBUS) or a signal zurg sent itself
+    /// (the SIGPIPE of a write to a closed pipe carries zurg's own pid).
+    pub fn is_request(&self, my_pid: i32) -> bool {
+        if FAULTS.contains(&self.signo) && self.code > 0 {
+            return false;
+        }
+        let own = i32::try_from(self.from_pid).is_ok_and(|p| p == my_pid);
+        !(own && self.code <= 0)
+    }
 }
 
 /// The non-blocking signalfd carrying every handled signal.
@@ -129,6 +168,7 @@ impl SignalFd {
             out.push(Received {
                 signo: i32::try_from(info.ssi_signo).unwrap_or(0),
                 from_pid: info.ssi_pid,
+                code: info.ssi_code,
             });
         }
     }
@@ -143,6 +183,15 @@ impl AsRawFd for SignalFd {
 /// Takes over signal handling for the whole process: must run before any
 /// other thread exists (zurg has none) and before the first spawn.
 pub fn take_over() -> io::Result<(SignalFd, ChildSignals)> {
+    take_over_as(Takeover::Supervisor)
+}
+
+/// `take_over` for the shim, which forwards every signal a process sends.
+pub fn take_over_forwarding() -> io::Result<(SignalFd, ChildSignals)> {
+    take_over_as(Takeover::Forwarding)
+}
+
+fn take_over_as(takeover: Takeover) -> io::Result<(SignalFd, ChildSignals)> {
     let mut inherited_mask = empty_set();
     // SAFETY: a null new set only reads the current mask into a live local.
     cvt(unsafe { libc::sigprocmask(libc::SIG_SETMASK, std::ptr::null(), &mut inherited_mask) })?;
@@ -151,16 +200,18 @@ pub fn take_over() -> io::Result<(SignalFd, ChildSignals)> {
     // Rust ignores PIPE before main, so whether zurg inherited it ignored is
     // unknowable; children get the default, as every Rust-spawned child does.
     add(&mut reset_to_default, libc::SIGPIPE);
-    for signo in [libc::SIGTTIN, libc::SIGTTOU] {
-        if !is_ignored(signo) {
-            add(&mut reset_to_default, signo);
+    if takeover == Takeover::Supervisor {
+        for signo in [libc::SIGTTIN, libc::SIGTTOU] {
+            if !is_ignored(signo) {
+                add(&mut reset_to_default, signo);
+            }
+            set_ignored(signo)?;
         }
-        set_ignored(signo)?;
     }
 
     let mut blocked = empty_set();
     for signo in 1..=64 {
-        if is_handled(signo) {
+        if is_handled(signo, takeover) {
             add(&mut blocked, signo);
         }
     }
@@ -177,4 +228,126 @@ pub fn take_over() -> io::Result<(SignalFd, ChildSignals)> {
             reset_to_default,
         },
     ))
+}
+
+/// Whether stdin is zurg's controlling terminal with zurg's process group in
+/// its foreground: only then may zurg hand the terminal to its child. The
+/// group must be visible in zurg's pid namespace (getpgrp is not 0), or zurg
+/// could not name it to take the terminal back; and an invisible foreground
+/// group would read 0 as well, equal without being the same.
+pub fn terminal_is_ours() -> bool {
+    // SAFETY: isatty, tcgetpgrp and getpgrp take and return plain integers.
+    unsafe {
+        let mine = libc::getpgrp();
+        mine > 0 && libc::isatty(0) == 1 && libc::tcgetpgrp(0) == mine
+    }
+}
+
+/// The foreground process group of the terminal on stdin, if it is zurg's
+/// controlling terminal.
+pub fn terminal_foreground() -> Option<i32> {
+    // SAFETY: tcgetpgrp takes an fd and returns a pid or -1.
+    let pgrp = unsafe { libc::tcgetpgrp(0) };
+    (pgrp > 0).then_some(pgrp)
+}
+
+/// Stops zurg with `signo` (TSTP, TTIN or TTOU) by that signal's default
+/// action, so the shell that runs zurg as a job sees it stop just as the
+/// child did. Returns once zurg is continued, or at once when the kernel
+/// discards the stop: an orphaned process group (no shell to resume it) or
+/// the init of a pid namespace.
+pub fn stop_self(signo: i32) -> io::Result<()> {
+    let mut one = empty_set();
+    add(&mut one, signo);
+    let mut old = MaybeUninit::<libc::sigaction>::zeroed();
+    let mut dfl = MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: a zeroed sigaction is the default action with an empty mask;
+    // the kernel fills `old`, which was zeroed and stays initialised.
+    unsafe {
+        (*dfl.as_mut_ptr()).sa_sigaction = libc::SIG_DFL;
+        cvt(libc::sigaction(signo, dfl.as_ptr(), old.as_mut_ptr()))?;
+        // Blocked first, so the signal waits until the unblock below; the
+        // stop then happens on the way out of that call, and the signalfd
+        // never sees it.
+        cvt(libc::sigprocmask(
+            libc::SIG_BLOCK,
+            &one,
+            std::ptr::null_mut(),
+        ))?;
+        cvt(libc::kill(libc::getpid(), signo))?;
+        let unblocked = cvt(libc::sigprocmask(
+            libc::SIG_UNBLOCK,
+            &one,
+            std::ptr::null_mut(),
+        ));
+        let reblocked = cvt(libc::sigprocmask(
+            libc::SIG_BLOCK,
+            &one,
+            std::ptr::null_mut(),
+        ));
+        let restored = cvt(libc::sigaction(signo, old.as_ptr(), std::ptr::null_mut()));
+        unblocked.and(reblocked).and(restored).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn got(signo: i32, from_pid: u32, code: i32) -> Received {
+        Received {
+            signo,
+            from_pid,
+            code,
+        }
+    }
+
+    #[test]
+    fn a_sent_signal_is_a_request_and_zurgs_own_doing_is_not() {
+        const SI_USER: i32 = 0;
+        const SI_QUEUE: i32 = -1;
+        const SI_TKILL: i32 = -6;
+        const SI_KERNEL: i32 = 0x80;
+        const BUS_MCEERR_AO: i32 = 5;
+        let me = 40;
+        // kill(2), sigqueue(3), tgkill(2) by another process, any number
+        for code in [SI_USER, SI_QUEUE, SI_TKILL] {
+            for signo in [libc::SIGSEGV, libc::SIGPIPE, libc::SIGTERM, libc::SIGABRT] {
+                assert!(got(signo, 7, code).is_request(me), "{signo} {code}");
+            }
+        }
+        // from outside zurg's pid namespace the sender's pid reads 0
+        assert!(got(libc::SIGSEGV, 0, SI_USER).is_request(me));
+        // the terminal's keys and hang-up
+        assert!(got(libc::SIGINT, 0, SI_KERNEL).is_request(me));
+        assert!(got(libc::SIGHUP, 0, SI_KERNEL).is_request(me));
+        // zurg's own SIGPIPE, or its own raise
+        assert!(!got(libc::SIGPIPE, 40, SI_USER).is_request(me));
+        assert!(!got(libc::SIGTSTP, 40, SI_TKILL).is_request(me));
+        // a fault the kernel raised without a process asking
+        assert!(!got(libc::SIGBUS, 0, BUS_MCEERR_AO).is_request(me));
+        assert!(!got(libc::SIGSEGV, 0, SI_KERNEL).is_request(me));
+    }
+
+    #[test]
+    fn the_shim_takes_every_signal_a_process_can_send_the_supervisor_not_faults() {
+        for signo in 1..=31 {
+            let uncatchable = signo == libc::SIGKILL || signo == libc::SIGSTOP;
+            assert_eq!(
+                is_handled(signo, Takeover::Forwarding),
+                !uncatchable,
+                "{signo}"
+            );
+        }
+        for signo in FAULTS.iter().chain(&[libc::SIGPIPE, libc::SIGTTIN]) {
+            assert!(!is_handled(*signo, Takeover::Supervisor), "{signo}");
+        }
+        for signo in [libc::SIGTERM, libc::SIGHUP, libc::SIGCHLD, 34, 64] {
+            assert!(is_handled(signo, Takeover::Supervisor), "{signo}");
+            assert!(is_handled(signo, Takeover::Forwarding), "{signo}");
+        }
+        for signo in [0, 32, 33, 65] {
+            assert!(!is_handled(signo, Takeover::Forwarding), "{signo}");
+        }
+    }
 }

@@ -50,6 +50,12 @@ pub struct SpawnSpec {
     pub new_pgroup: bool,
     /// Put the child in a new session (implies a new process group).
     pub new_session: bool,
+    /// Make the child's new process group the foreground group of the
+    /// terminal on stdin (with `new_pgroup`). Done in the child before exec,
+    /// as tini does, so the program never starts in the background of its
+    /// own terminal; zurg's mask still blocks TTOU there, which is what lets
+    /// a background group call tcsetpgrp.
+    pub foreground: bool,
     /// Give the child /dev/null as stdin instead of zurg's.
     pub null_stdin: bool,
     /// `KEY=VALUE` entries that change from one start to the next (`PORT`,
@@ -70,6 +76,7 @@ impl SpawnSpec {
             search_path: false,
             new_pgroup: false,
             new_session: false,
+            foreground: false,
             null_stdin: false,
             start_env: Vec::new(),
             listen_fd: None,
@@ -102,6 +109,7 @@ struct ChildArgs {
     devnull: *const libc::c_char,
     new_session: bool,
     new_pgroup: bool,
+    foreground: bool,
     null_stdin: bool,
     mask: libc::sigset_t,
     reset_to_default: libc::sigset_t,
@@ -160,6 +168,10 @@ unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), i32> {
         check_ret(libc::setsid())?;
     } else if a.new_pgroup {
         check_ret(libc::setpgid(0, 0))?;
+        if a.foreground {
+            // Without the terminal the program still runs, in the background.
+            libc::tcsetpgrp(0, libc::getpgrp());
+        }
     }
     for signo in 1..=64 {
         if libc::sigismember(&a.reset_to_default, signo) == 1 {
@@ -330,6 +342,7 @@ impl Spawner {
             devnull: c"/dev/null".as_ptr(),
             new_session: spec.new_session,
             new_pgroup: spec.new_pgroup,
+            foreground: spec.foreground,
             null_stdin: spec.null_stdin,
             mask: signals.mask,
             reset_to_default: signals.reset_to_default,

@@ -1,11 +1,22 @@
 //! `zurg [opts] -- CMD ARGS`: a drop-in for tini and dumb-init.
 //!
-//! One child; every catchable signal zurg receives is forwarded to it (or to
-//! its process group with `--pgroup`), optionally rewritten; every orphan is
-//! reaped; zurg exits with the child's code or 128+signal. Once the child is
-//! gone the remaining descendants get SIGTERM, then SIGKILL after the grace
-//! period, and zurg waits until all are reaped. Runs on the same reactor as
-//! the supervisor: signalfd and the child's pidfd, no polling.
+//! One child; every signal another process sends zurg is forwarded to it (or
+//! to its process group with `--pgroup`), optionally rewritten; every orphan
+//! is reaped; zurg exits with the child's code or 128+signal. Once the child
+//! is gone the remaining descendants get SIGTERM, then SIGKILL after the
+//! grace period, and zurg waits until all are reaped. Runs on the same
+//! reactor as the supervisor: signalfd and the child's pidfd, no polling.
+//!
+//! On a terminal whose foreground is zurg's, the child gets a process group
+//! of its own and the foreground with it (tini's default), so keys like ^C
+//! reach the child once, from the terminal, and never a second time through
+//! zurg. zurg then acts as one job with its child: when the terminal stops
+//! the child (^Z, TTIN, TTOU) zurg stops itself with the same signal, and
+//! when the shell continues zurg it hands the foreground back to the child
+//! and continues it. On exit zurg takes the foreground back.
+//!
+//! After the spawn zurg moves to "/", so that it does not keep the directory
+//! it was started in (and that directory's mount) busy; the child keeps it.
 
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -48,6 +59,55 @@ pub fn run(opts: &ShimOptions) -> i32 {
     }
 }
 
+/// The terminal while the child's group holds its foreground; dropping it
+/// gives the foreground back to zurg's group, as a shell does when a job
+/// ends, so whoever runs zurg can read the terminal again.
+struct TerminalLease {
+    child_pgid: i32,
+}
+
+impl Drop for TerminalLease {
+    fn drop(&mut self) {
+        // Someone else may own the foreground by now (the shell, after `bg`).
+        if signals::terminal_foreground() != Some(self.child_pgid) {
+            return;
+        }
+        if let Err(e) = spawn::give_terminal(0, nix::unistd::getpgrp().as_raw()) {
+            crate::log!("warning: cannot take the terminal back from the child: {e}");
+        }
+    }
+}
+
+/// When the terminal stopped the child (^Z, or a read or write from the
+/// background), stops zurg the same way so the shell sees the job stop, and
+/// once zurg is continued puts the child back in the foreground (if zurg's
+/// group has it, i.e. `fg` rather than `bg`) and continues it.
+fn follow_stop(child: &spawn::Child, lease: &TerminalLease) {
+    use nix::sys::signal::Signal;
+    use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+    // The child is not reaped yet (the caller checks), so its pid is its own.
+    let id = Id::Pid(nix::unistd::Pid::from_raw(child.pid));
+    let Ok(WaitStatus::Stopped(_, sig)) = waitid(id, WaitPidFlag::WSTOPPED | WaitPidFlag::WNOHANG)
+    else {
+        return;
+    };
+    if !matches!(sig, Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU) {
+        // A debugger's or an operator's SIGSTOP is theirs to undo.
+        return;
+    }
+    if let Err(e) = signals::stop_self(sig as i32) {
+        crate::log!("warning: cannot stop with the child ({sig}): {e}");
+    }
+    if signals::terminal_is_ours() {
+        if let Err(e) = spawn::give_terminal(0, lease.child_pgid) {
+            crate::log!("warning: cannot hand the terminal back to the child: {e}");
+        }
+    }
+    if let Err(e) = crate::os::pidfd::kill(-lease.child_pgid, libc::SIGCONT) {
+        crate::log!("warning: cannot continue the child: {e}");
+    }
+}
+
 fn run_inner(opts: &ShimOptions) -> Result<i32, String> {
     let Some(program) = opts.argv.first() else {
         return Err("no command given".into());
@@ -59,10 +119,14 @@ fn run_inner(opts: &ShimOptions) -> Result<i32, String> {
         .collect::<Result<Vec<_>, _>>()?;
     let mut spec = SpawnSpec::new(cstring(program)?, argv);
     spec.search_path = true;
-    spec.new_pgroup = opts.pgroup;
+    // Checked before the child exists: a zurg in the background of its
+    // terminal must not take the foreground from the shell.
+    let foreground = signals::terminal_is_ours();
+    spec.new_pgroup = opts.pgroup || foreground;
+    spec.foreground = foreground;
 
     let (sigfd, child_signals) =
-        signals::take_over().map_err(|e| format!("cannot take over signals: {e}"))?;
+        signals::take_over_forwarding().map_err(|e| format!("cannot take over signals: {e}"))?;
     if !pid1::is_pid1() {
         if let Err(e) = pid1::become_subreaper() {
             crate::log!(
@@ -91,14 +155,16 @@ fn run_inner(opts: &ShimOptions) -> Result<i32, String> {
         }
     };
     let child_pid = child.pid;
+    let lease = foreground.then_some(TerminalLease {
+        child_pgid: child_pid,
+    });
     if opts.verbose {
         crate::log!("started {} as pid {child_pid}", program.to_string_lossy());
     }
-    if opts.pgroup {
-        if let Err(e) = spawn::give_terminal(0, child_pid) {
-            crate::log!("warning: cannot hand the terminal to pid {child_pid}: {e}");
-        }
+    if let Err(e) = nix::unistd::chdir("/") {
+        crate::log!("warning: cannot leave the starting directory for /: {e}");
     }
+    let my_pid = pid1::my_pid();
     if let Some(fd) = &child.pidfd {
         // The signalfd already reports SIGCHLD; the pidfd is a second,
         // per-child wake-up that does not depend on signal delivery.
@@ -119,7 +185,7 @@ fn run_inner(opts: &ShimOptions) -> Result<i32, String> {
                 continue;
             }
             for sig in sigfd.drain() {
-                if sig.signo == libc::SIGCHLD || child_exit.is_some() {
+                if sig.signo == libc::SIGCHLD || child_exit.is_some() || !sig.is_request(my_pid) {
                     continue;
                 }
                 let to = opts
@@ -140,6 +206,9 @@ fn run_inner(opts: &ShimOptions) -> Result<i32, String> {
             }
         }
 
+        if let (Some(lease), None) = (&lease, child_exit) {
+            follow_stop(&child, lease);
+        }
         // Reap on every wake-up: cheap (one waitpid when nothing is dead) and
         // it covers SIGCHLD, the pidfd and coalesced signals alike.
         let drained = reap::reap_all(|pid, status| {
