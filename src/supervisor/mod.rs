@@ -679,20 +679,21 @@ impl Supervisor {
     }
 
     fn finish(&mut self) -> i32 {
+        self.announce_shutdown();
         self.farewell_publisher();
         if self.machine_init {
             let action = match self.shutdown_mode {
                 ShutdownMode::Reboot => pid1::PowerAction::Reboot,
                 ShutdownMode::Default | ShutdownMode::Poweroff => pid1::PowerAction::PowerOff,
             };
-            crate::log!("shutdown complete; {action:?} (init of this machine)");
+            crate::log!("shutdown complete; {action} (init of this machine)");
             pid1::power_down(action);
         }
         // Never reboot(2) here: without CAP_SYS_BOOT it fails, and where it
         // is allowed in a pid namespace it kills PID 1 with SIGINT (130).
         let asked = match self.shutdown_mode {
             ShutdownMode::Default => String::new(),
-            mode => format!(" ({mode:?} asked, which only a machine's init does)"),
+            mode => format!(" ({mode} asked, which only a machine's init does)"),
         };
         if pid1::is_pid1() {
             crate::log!("shutdown complete; PID 1 of a container: exiting with 0{asked}");
