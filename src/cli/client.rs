@@ -49,8 +49,8 @@ pub enum ReachError {
         #[source]
         source: std::io::Error,
     },
-    #[error("no zurg answers at {path}: what answers there does not speak zurg's control protocol ({detail})")]
-    NotZurg { path: PathBuf, detail: String },
+    #[error("no zurg answers at {path}: what answers there does not speak zurg's control protocol (it said: {said})")]
+    NotZurg { path: PathBuf, said: String },
 }
 
 /// Connects to the control socket, and when that fails, finds out why.
@@ -391,10 +391,15 @@ pub fn run(args: &[String]) -> i32 {
         }
         let reply = match proto::decode_reply(&line) {
             Ok(r) => r,
-            Err(e) if !answered => {
+            Err(_) if !answered => {
+                let said: String = String::from_utf8_lossy(&line)
+                    .trim_end()
+                    .chars()
+                    .take(80)
+                    .collect();
                 let e = ReachError::NotZurg {
                     path: path.clone(),
-                    detail: e,
+                    said,
                 };
                 eprintln!("zurg: {e}");
                 return EXIT_UNREACHABLE;

@@ -289,11 +289,19 @@ impl Supervisor {
         }
         let reactor =
             Reactor::new(&signals).map_err(|e| format!("cannot create the event loop: {e}"))?;
+        // A missing group only narrows who may read: not worth refusing to
+        // start (as PID 1, refusing is a kernel panic or an idle machine).
         let readers_gid = match &opts.readers {
             None => None,
-            Some(g) => {
-                Some(crate::os::users::group_id(g).map_err(|e| format!("--readers {g}: {e}"))?)
-            }
+            Some(g) => match crate::os::users::group_id(g) {
+                Ok(gid) => Some(gid),
+                Err(e) => {
+                    crate::log!(
+                        "warning: --readers {g}: {e}; only root and zurg's own user may use the control socket"
+                    );
+                    None
+                }
+            },
         };
         let control = match ControlServer::bind(&opts.socket, reactor.registry(), readers_gid) {
             Ok(c) => Some(c),
