@@ -50,6 +50,19 @@ fn run_supervisor(opts: RunOptions) -> ExitCode {
     }
 }
 
+/// A machine's init that cannot make sense of its command line: exiting
+/// would panic the kernel, so it says why and runs with the defaults.
+fn keep_running_as_machine_init(e: &cli::UsageError) -> ExitCode {
+    let defaults = RunOptions::pid1_defaults();
+    eprintln!(
+        "zurg: {e}; as this machine's init zurg does not exit: starting with --units {} --socket {} --state {}",
+        defaults.units_dir.display(),
+        defaults.socket.display(),
+        defaults.state_dir.display()
+    );
+    run_supervisor(defaults)
+}
+
 fn main() -> ExitCode {
     pid1::install_panic_hook();
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
@@ -71,8 +84,14 @@ fn main() -> ExitCode {
         Ok(Cmd::Shim(opts)) => {
             if let Some(word) = opts.argv.first() {
                 let has_slash = word.to_string_lossy().contains('/');
-                if opts.bare_word && !has_slash && !on_path(word) && !pid1::is_machine_init() {
-                    eprintln!("zurg: {}", cli::unknown_verb(&word.to_string_lossy()));
+                if opts.bare_word && !has_slash && !on_path(word) {
+                    let e = cli::unknown_verb(&word.to_string_lossy());
+                    // The kernel hands init the command line's words it
+                    // does not know (`quiet`, `splash`): not worth a panic.
+                    if pid1::is_machine_init() {
+                        return keep_running_as_machine_init(&e);
+                    }
+                    eprintln!("zurg: {e}");
                     return ExitCode::from(2);
                 }
             }
@@ -98,17 +117,7 @@ fn main() -> ExitCode {
         Ok(Cmd::Verb(Face::Publisher, args)) => exit(zurg::publish::server::run(&args)),
         Ok(Cmd::Verb(Face::Resolve, args)) => exit(zurg::publish::client::run(&args)),
         Ok(Cmd::Verb(_, args)) => exit(zurg::cli::client::run(&args)),
-        Err(e) if pid1::is_machine_init() => {
-            // Exiting here would panic the kernel: run with what can be used.
-            let defaults = RunOptions::pid1_defaults();
-            eprintln!(
-                "zurg: {e}; as this machine's init zurg does not exit: starting with --units {} --socket {} --state {}",
-                defaults.units_dir.display(),
-                defaults.socket.display(),
-                defaults.state_dir.display()
-            );
-            run_supervisor(defaults)
-        }
+        Err(e) if pid1::is_machine_init() => keep_running_as_machine_init(&e),
         Err(e) => {
             let help = verb.map_or_else(cli::render::usage, cli::render::verb_help);
             eprintln!("zurg: {e}\n{help}");

@@ -86,12 +86,23 @@ fn a_program_on_path_still_runs_dumb_init_style() {
 fn help_lists_every_verb_once_and_each_verb_has_its_own_help() {
     let verbs = verbs();
     for v in [
-        "run", "status", "check", "version", "resolve", "publisher", "history", "help",
-        "completions", "man",
+        "run",
+        "status",
+        "check",
+        "version",
+        "resolve",
+        "publisher",
+        "history",
+        "help",
+        "completions",
+        "man",
     ] {
         assert!(verbs.iter().any(|x| x == v), "{v} missing from {verbs:?}");
     }
-    assert_eq!(text(&zurg(&["--help"]).stdout), text(&zurg(&["help"]).stdout));
+    assert_eq!(
+        text(&zurg(&["--help"]).stdout),
+        text(&zurg(&["help"]).stdout)
+    );
     for v in &verbs {
         let out = zurg(&[v, "--help"]);
         assert_eq!(out.status.code(), Some(0), "zurg {v} --help");
@@ -150,7 +161,12 @@ fn zsh_and_fish_completions_parse() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(&script.stdout).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&script.stdout)
+            .unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "{shell}: {}", text(&out.stderr));
     }
@@ -178,7 +194,10 @@ fn the_man_page_renders_without_warnings() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stderr), "", "man warns");
     let shown = text(&out.stdout);
-    assert!(shown.contains("zurg check") && shown.contains("--units"), "{shown}");
+    assert!(
+        shown.contains("zurg check") && shown.contains("--units"),
+        "{shown}"
+    );
 }
 
 fn client_at(sock: &Path, args: &[&str]) -> Output {
@@ -195,14 +214,21 @@ fn assert_unreachable(out: &Output, sock: &Path, what: &str) {
         err.contains(&format!("no zurg answers at {}", sock.display())) && err.contains(what),
         "{err}"
     );
-    assert!(!err.contains("Connection refused") && !err.contains("expected"), "{err}");
+    assert!(
+        !err.contains("Connection refused") && !err.contains("expected"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_socket_path_where_no_zurg_answers_is_named_with_what_it_is() {
     let dir = TempDir::new("nozurg");
     let missing = dir.path().join("missing.sock");
-    assert_unreachable(&client_at(&missing, &["status"]), &missing, "nothing is there");
+    assert_unreachable(
+        &client_at(&missing, &["status"]),
+        &missing,
+        "nothing is there",
+    );
 
     let file = dir.write("file", "not a socket\n");
     assert_unreachable(&client_at(&file, &["status"]), &file, "regular file");
@@ -235,11 +261,17 @@ fn a_socket_path_where_no_zurg_answers_is_named_with_what_it_is() {
 #[test]
 fn a_user_the_socket_refuses_is_told_about_readers() {
     if !have("setpriv") {
-        common::skip("a_user_the_socket_refuses_is_told_about_readers", "no setpriv");
+        common::skip(
+            "a_user_the_socket_refuses_is_told_about_readers",
+            "no setpriv",
+        );
         return;
     }
     let dir = TempDir::new("eacces");
-    dir.write("units/sleeper.toml", "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n");
+    dir.write(
+        "units/sleeper.toml",
+        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n",
+    );
     // the test directory must be searchable for `nobody` to reach the socket
     std::fs::set_permissions(
         dir.path(),
@@ -266,7 +298,10 @@ fn a_user_the_socket_refuses_is_told_about_readers() {
 #[test]
 fn a_missing_readers_group_is_a_warning_not_a_failed_start() {
     let dir = TempDir::new("readers");
-    dir.write("units/sleeper.toml", "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n");
+    dir.write(
+        "units/sleeper.toml",
+        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n",
+    );
     let mut z = common::run_in(&dir, Mode::Pid1, &["--readers", "no-such-group-zurg"]);
     let line = z.expect("no-such-group-zurg");
     assert!(line.contains("warning"), "{line}");
@@ -304,7 +339,13 @@ fn history_reads_the_journal_when_zurg_is_down() {
     // --json gives the same shape as zurg's own answer
     let out = common::cli(
         &dir,
-        &["history", "once", "--json", "--state", state.to_str().unwrap()],
+        &[
+            "history",
+            "once",
+            "--json",
+            "--state",
+            state.to_str().unwrap(),
+        ],
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["result"].as_array().unwrap().len(), 2, "{v}");
@@ -356,7 +397,10 @@ fn wait_child(child: &mut std::process::Child) -> (Option<i32>, String) {
 #[test]
 fn events_follow_ends_cleanly_when_zurg_shuts_down() {
     let dir = TempDir::new("follow-ok");
-    dir.write("units/sleeper.toml", "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n");
+    dir.write(
+        "units/sleeper.toml",
+        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n",
+    );
     let mut z = common::run_in(&dir, Mode::Pid1, &[]);
     z.expect("[sleeper] started");
     let (mut child, rx) = follow(&dir);
@@ -364,7 +408,10 @@ fn events_follow_ends_cleanly_when_zurg_shuts_down() {
     assert!(out.status.success());
     let (code, err) = wait_child(&mut child);
     assert_eq!(code, Some(0), "{err}");
-    assert!(err.contains("stopped") && !err.contains("without an answer"), "{err}");
+    assert!(
+        err.contains("stopped") && !err.contains("without an answer"),
+        "{err}"
+    );
     let lines: Vec<String> = rx.try_iter().collect();
     let last = lines.last().expect("no event before the end");
     assert!(last.contains("\"kind\":\"shutdown\""), "{lines:?}");
@@ -381,20 +428,29 @@ fn events_follow_ends_cleanly_when_zurg_shuts_down() {
 #[test]
 fn events_follow_fails_when_zurg_dies() {
     let dir = TempDir::new("follow-crash");
-    dir.write("units/sleeper.toml", "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n");
+    dir.write(
+        "units/sleeper.toml",
+        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n",
+    );
     let mut z = common::run_in(&dir, Mode::Pid1, &[]);
     z.expect("[sleeper] started");
     let (mut child, _rx) = follow(&dir);
     z.signal(9);
     let (code, err) = wait_child(&mut child);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("closed the connection without an answer"), "{err}");
+    assert!(
+        err.contains("closed the connection without an answer"),
+        "{err}"
+    );
 }
 
 #[test]
 fn status_from_outside_the_pid_namespace_shows_the_callers_pids() {
     let dir = TempDir::new("nspid");
-    dir.write("units/sleeper.toml", "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n");
+    dir.write(
+        "units/sleeper.toml",
+        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n",
+    );
     let mut z = common::run_in(&dir, Mode::Pid1, &[]);
     let inner = common::pid_in(&z.expect("[sleeper] started pid"));
     let host = find_below(&z, "sleep 1000");
@@ -404,7 +460,15 @@ fn status_from_outside_the_pid_namespace_shows_the_callers_pids() {
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST-EXIT", "ZURG-PID"],
+        [
+            "NAME",
+            "STATE",
+            "PID",
+            "UPTIME",
+            "RESTARTS",
+            "LAST-EXIT",
+            "ZURG-PID"
+        ],
         "{table}"
     );
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
@@ -437,7 +501,10 @@ fn pid1_of_a_container_with_nothing_to_run_prints_usage_and_exits_2() {
 #[test]
 fn log_lines_carry_timestamps_unless_told_not_to() {
     let dir = TempDir::new("stamps");
-    dir.write("units/sleeper.toml", "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n");
+    dir.write(
+        "units/sleeper.toml",
+        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n",
+    );
     // stderr is a pipe here, as under a log collector: on by default
     let mut z = common::run_in(&dir, Mode::Pid1, &[]);
     let line = z.expect("loaded");

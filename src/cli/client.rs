@@ -96,6 +96,17 @@ fn connect(path: &std::path::Path) -> Result<UnixStream, ReachError> {
     }
 }
 
+fn not_zurg(path: &std::path::Path, said: &[u8]) -> ReachError {
+    ReachError::NotZurg {
+        path: path.to_path_buf(),
+        said: String::from_utf8_lossy(said)
+            .trim_end()
+            .chars()
+            .take(80)
+            .collect(),
+    }
+}
+
 /// zurg's pid as the caller sees it, from the kernel (SO_PEERCRED).
 fn peer_pid(stream: &UnixStream) -> Option<i32> {
     nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
@@ -365,7 +376,19 @@ pub fn run(args: &[String]) -> i32 {
         verb: cmd.verb.clone(),
     };
     if let Err(e) = stream.write_all(&proto::encode_request(&request)) {
-        eprintln!("zurg: cannot send to {}: {e}", path.display());
+        // zurg reads every request; a peer that hung up first may have
+        // said something on its way out that tells what it is.
+        let mut said = Vec::new();
+        let _ = BufReader::new(&stream).read_until(b'\n', &mut said);
+        if said.is_empty() {
+            eprintln!("zurg: cannot send to {}: {e}", path.display());
+        } else if let Some(err) = proto::decode_reply(&said).ok().and_then(|r| r.error) {
+            // zurg itself, refusing the connection (e.g. `busy`)
+            eprintln!("zurg: {}", err.message);
+            return EXIT_FAILED;
+        } else {
+            eprintln!("zurg: {}", not_zurg(&path, &said));
+        }
         return EXIT_UNREACHABLE;
     }
     let mut reader = BufReader::new(stream);
@@ -392,16 +415,7 @@ pub fn run(args: &[String]) -> i32 {
         let reply = match proto::decode_reply(&line) {
             Ok(r) => r,
             Err(_) if !answered => {
-                let said: String = String::from_utf8_lossy(&line)
-                    .trim_end()
-                    .chars()
-                    .take(80)
-                    .collect();
-                let e = ReachError::NotZurg {
-                    path: path.clone(),
-                    said,
-                };
-                eprintln!("zurg: {e}");
+                eprintln!("zurg: {}", not_zurg(&path, &line));
                 return EXIT_UNREACHABLE;
             }
             Err(e) => {
