@@ -523,8 +523,19 @@ fn log_lines_carry_timestamps_unless_told_not_to() {
     // the shim too
     let mut z = Zurg::start(
         Mode::Pid1,
-        &["--no-log-timestamps", "-v", "--", "sh", "-c", "exit 0"],
+        &[
+            "--no-log-timestamps",
+            "-v",
+            "--",
+            "sh",
+            "-c",
+            "sleep 1000 & exit 0",
+        ],
     );
     z.wait_exit();
-    assert!(z.lines_now().iter().all(|l| l.starts_with("zurg: ")));
+    // how CMD ended, in words rather than a Rust debug name
+    let line = z.saw("ended (");
+    assert!(line.contains("ended (exit code 0)"), "{line}");
+    let said = z.lines_now().to_vec();
+    assert!(said.iter().all(|l| l.starts_with("zurg: ")), "{said:?}");
 }
