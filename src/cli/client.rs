@@ -127,8 +127,7 @@ fn offline_history(cmd: &ClientCmd, dir: &std::path::Path, why: &ReachError) -> 
         return EXIT_UNREACHABLE;
     }
     eprintln!(
-        "zurg: no zurg answers at {}; reading the journal in {}",
-        why.path().display(),
+        "zurg: {why}\nzurg: reading the journal in {} instead",
         dir.display()
     );
     let only = name
@@ -146,19 +145,6 @@ fn offline_history(cmd: &ClientCmd, dir: &std::path::Path, why: &ReachError) -> 
         print_history(&records);
     }
     EXIT_OK
-}
-
-impl ReachError {
-    fn path(&self) -> &std::path::Path {
-        match self {
-            ReachError::Missing { path }
-            | ReachError::NotASocket { path, .. }
-            | ReachError::Refused { path }
-            | ReachError::Denied { path }
-            | ReachError::Io { path, .. }
-            | ReachError::NotZurg { path, .. } => path,
-        }
-    }
 }
 
 /// Parses `VERB ARGS...` (argv after `zurg`).
