@@ -438,6 +438,54 @@ mod tests {
     }
 
     #[test]
+    fn a_first_word_without_options_may_be_a_mistyped_verb() {
+        assert!(shim(&["stauts"]).bare_word);
+        assert!(!shim(&["--", "stauts"]).bare_word);
+        assert!(!shim(&["-g", "stauts"]).bare_word);
+        let e = unknown_verb("stauts").0;
+        assert!(e.contains("did you mean `zurg status`?"), "{e}");
+    }
+
+    #[test]
+    fn every_verb_answers_help_from_the_table() {
+        for v in spec::VERBS {
+            let want = Ok(Cmd::Print(render::verb_help(v)));
+            assert_eq!(parse(args(&[v.name, "--help"]), false), want, "{}", v.name);
+            assert_eq!(parse(args(&[v.name, "-h"]), false), want, "{}", v.name);
+            assert_eq!(parse(args(&["help", v.name]), false), want, "{}", v.name);
+        }
+        assert_eq!(
+            parse(args(&["help"]), false),
+            Ok(Cmd::Print(render::usage()))
+        );
+        assert_eq!(
+            parse(args(&["--help"]), false),
+            Ok(Cmd::Print(render::usage()))
+        );
+        // a --help after `--` belongs to the command
+        assert!(matches!(
+            parse(args(&["--", "ls", "--help"]), false),
+            Ok(Cmd::Shim(_))
+        ));
+        assert!(parse(args(&["help", "stauts"]), false).is_err());
+        assert!(parse(args(&["completions", "tcsh"]), false).is_err());
+        assert!(parse(args(&["man", "--bogus"]), false).is_err());
+    }
+
+    #[test]
+    fn log_timestamps_flags() {
+        assert_eq!(shim(&["--", "x"]).log_timestamps, None);
+        assert_eq!(
+            shim(&["--no-log-timestamps", "--", "x"]).log_timestamps,
+            Some(false)
+        );
+        let Ok(Cmd::Run(o)) = parse(args(&["run", "-u", "u", "--log-timestamps"]), false) else {
+            panic!()
+        };
+        assert_eq!(o.log_timestamps, Some(true));
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration_ms("500ms"), Some(500));
         assert_eq!(parse_duration_ms("5"), Some(5000));
