@@ -85,6 +85,7 @@ const fn default(o: Opt, d: &'static str) -> Opt {
 // against the constants the parsers use.
 const GRACE_DEFAULT: &str = "5s";
 const PUBLISH_QUEUE_DEFAULT: &str = "10000";
+const UPGRADE_WINDOW_DEFAULT: &str = "2s";
 const SOCKET_DEFAULT: &str = "$ZURG_SOCKET, else /run/zurg/control.sock";
 
 const JSON: Opt = flag("json", "print the raw JSON answer, one document per line");
@@ -230,7 +231,7 @@ pub const VERBS: &[VerbSpec] = &[
         opts: &[
             default(
                 valued("timeout", "DUR", "how long each service gets to stop"),
-                "the unit's stop_timeout",
+                "the unit's stop_timeout_ms",
             ),
             JSON,
             SOCKET,
@@ -244,7 +245,7 @@ pub const VERBS: &[VerbSpec] = &[
         opts: &[
             default(
                 valued("timeout", "DUR", "how long each service gets to stop"),
-                "the unit's stop_timeout",
+                "the unit's stop_timeout_ms",
             ),
             JSON,
             SOCKET,
@@ -341,7 +342,7 @@ pub const VERBS: &[VerbSpec] = &[
             valued("sha256", "SUM", "the new binary's SHA-256"),
             default(
                 valued("exec", "PATH", "the new binary"),
-                "exec with the version replaced",
+                "the current exec with its version component replaced",
             ),
             default(
                 valued(
@@ -349,7 +350,7 @@ pub const VERBS: &[VerbSpec] = &[
                     "DUR",
                     "the new build must stay up this long, else roll back",
                 ),
-                "the unit's upgrade window",
+                UPGRADE_WINDOW_DEFAULT,
             ),
             JSON,
             SOCKET,
@@ -542,6 +543,37 @@ mod tests {
         );
         assert_eq!(PUBLISH_QUEUE_DEFAULT, DEFAULT_PUBLISH_QUEUE.to_string());
         assert!(SOCKET_DEFAULT.ends_with(DEFAULT_SOCKET));
+        assert_eq!(
+            super::super::parse_duration_ms(UPGRADE_WINDOW_DEFAULT),
+            Some(crate::supervisor::upgrade::DEFAULT_WINDOW_MS)
+        );
+    }
+
+    fn shown_default(verb_name: &str, long: &str) -> &'static str {
+        verb(verb_name)
+            .and_then(|v| v.opts.iter().find(|o| o.long == long))
+            .and_then(|o| o.default)
+            .unwrap_or("")
+    }
+
+    #[test]
+    fn shown_defaults_match_the_naming_parsers() {
+        let own = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        let p =
+            crate::publish::server::parse_options(&own(&["publisher", "--listen", "127.0.0.1:1"]))
+                .unwrap();
+        assert_eq!(
+            shown_default("publisher", "lease-ms"),
+            p.lease_ms.to_string()
+        );
+        assert_eq!(shown_default("publisher", "prefix"), p.prefix);
+        let r =
+            crate::publish::client::parse_options(&own(&["resolve", "web"]), Some("h:1".into()))
+                .unwrap();
+        assert_eq!(
+            super::super::parse_duration_ms(shown_default("resolve", "timeout")),
+            Some(r.timeout_ms)
+        );
     }
 
     #[test]
