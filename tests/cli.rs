@@ -474,6 +474,14 @@ fn status_from_outside_the_pid_namespace_shows_the_callers_pids() {
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(row[2], host.to_string(), "{table}");
     assert_eq!(row[6], inner.to_string(), "{table}");
+    // stats too
+    let out = common::cli(&dir, &["stats"]);
+    let table = text(&out.stdout);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    assert_eq!(row[col("PID")], host.to_string(), "{table}");
+    assert_eq!(row[col("ZURG-PID")], inner.to_string(), "{table}");
     // --json stays zurg's own answer
     let out = common::cli(&dir, &["status", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

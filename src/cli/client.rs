@@ -551,7 +551,8 @@ fn print_reply(cmd: &ClientCmd, reply: &Reply, raw: &[u8], zurg_pid: Option<i32>
         }
         Verb::Stats { .. } => {
             let rows: Vec<StatsRow> = serde_json::from_value(result).unwrap_or_default();
-            print!("{}", stats_table(&rows));
+            let map = zurg_pid.map(super::nspid::caller_pids).unwrap_or_default();
+            print!("{}", stats_table_seen_from(&rows, &map));
         }
         Verb::History { .. } => {
             let records: Vec<crate::journal::Record> =
@@ -615,16 +616,28 @@ fn bytes(v: Option<u64>) -> String {
 
 /// The stats table: one row per service, summed over its process tree.
 pub fn stats_table(rows: &[StatsRow]) -> String {
-    let header = [
+    stats_table_seen_from(rows, &std::collections::HashMap::new())
+}
+
+/// The stats table for a caller in another pid namespace: as
+/// `status_table_seen_from`, PID is the caller's and ZURG-PID zurg's.
+pub fn stats_table_seen_from(
+    rows: &[StatsRow],
+    seen: &std::collections::HashMap<i32, i32>,
+) -> String {
+    let mut header = vec![
         "NAME", "PID", "PROCS", "CPU%", "USER", "SYS", "RSS", "PSS", "THREADS", "FDS", "READ",
         "WRITE", "CTXSW",
     ];
+    if !seen.is_empty() {
+        header.push("ZURG-PID");
+    }
     let mut cells: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for r in rows {
         let t = &r.tree;
-        cells.push(vec![
+        let mut row = vec![
             r.name.clone(),
-            r.pid.to_string(),
+            caller_pid(Some(r.pid), seen),
             t.processes.to_string(),
             r.cpu_percent.map_or("-".into(), |c| format!("{c:.1}")),
             crate::supervisor::human_ms(t.cpu_user_ms),
@@ -636,9 +649,22 @@ pub fn stats_table(rows: &[StatsRow]) -> String {
             bytes(t.read_bytes),
             bytes(t.write_bytes),
             t.ctx_switches.to_string(),
-        ]);
+        ];
+        if !seen.is_empty() {
+            row.push(r.pid.to_string());
+        }
+        cells.push(row);
     }
     align(&cells)
+}
+
+/// A pid of zurg's as the caller sees it ("?" when /proc does not show it).
+fn caller_pid(pid: Option<i32>, seen: &std::collections::HashMap<i32, i32>) -> String {
+    match pid {
+        None => "-".to_string(),
+        Some(p) if seen.is_empty() => p.to_string(),
+        Some(p) => seen.get(&p).map_or("?".into(), |outer| outer.to_string()),
+    }
 }
 
 fn align(cells: &[Vec<String>]) -> String {
@@ -680,15 +706,10 @@ pub fn status_table_seen_from(
     }
     let mut cells: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for r in rows {
-        let pid = match r.pid {
-            None => "-".to_string(),
-            Some(p) if seen.is_empty() => p.to_string(),
-            Some(p) => seen.get(&p).map_or("?".into(), |outer| outer.to_string()),
-        };
         let mut row = vec![
             r.name.clone(),
             r.state.clone(),
-            pid,
+            caller_pid(r.pid, seen),
             r.uptime_ms.map_or("-".into(), crate::supervisor::human_ms),
             r.restarts.to_string(),
             r.last_exit.as_ref().map_or("-".into(), exit_text),
