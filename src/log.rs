@@ -3,9 +3,22 @@
 //! A failed write is dropped: logging must never stop the supervisor.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static TIMESTAMPS: AtomicBool = AtomicBool::new(false);
+
+/// Starts every later line with an RFC 3339 UTC time (set once at start-up,
+/// from `--log-timestamps`; a global so that no caller has to pass it).
+pub fn set_timestamps(on: bool) {
+    TIMESTAMPS.store(on, Ordering::Relaxed);
+}
 
 pub fn line(args: std::fmt::Arguments<'_>) {
-    let mut buf = Vec::with_capacity(128);
+    let mut buf = Vec::with_capacity(160);
+    if TIMESTAMPS.load(Ordering::Relaxed) {
+        let now = crate::cli::utc_timestamp(crate::os::wall_clock_us());
+        let _ = write!(buf, "{now} ");
+    }
     let _ = buf.write_all(b"zurg: ");
     let _ = buf.write_fmt(args);
     buf.push(b'\n');

@@ -289,11 +289,19 @@ impl Supervisor {
         }
         let reactor =
             Reactor::new(&signals).map_err(|e| format!("cannot create the event loop: {e}"))?;
+        // A missing group only narrows who may read: not worth refusing to
+        // start (as PID 1, refusing is a kernel panic or an idle machine).
         let readers_gid = match &opts.readers {
             None => None,
-            Some(g) => {
-                Some(crate::os::users::group_id(g).map_err(|e| format!("--readers {g}: {e}"))?)
-            }
+            Some(g) => match crate::os::users::group_id(g) {
+                Ok(gid) => Some(gid),
+                Err(e) => {
+                    crate::log!(
+                        "warning: --readers {g}: {e}; only root and zurg's own user may use the control socket"
+                    );
+                    None
+                }
+            },
         };
         let control = match ControlServer::bind(&opts.socket, reactor.registry(), readers_gid) {
             Ok(c) => Some(c),
@@ -679,20 +687,21 @@ impl Supervisor {
     }
 
     fn finish(&mut self) -> i32 {
+        self.announce_shutdown();
         self.farewell_publisher();
         if self.machine_init {
             let action = match self.shutdown_mode {
                 ShutdownMode::Reboot => pid1::PowerAction::Reboot,
                 ShutdownMode::Default | ShutdownMode::Poweroff => pid1::PowerAction::PowerOff,
             };
-            crate::log!("shutdown complete; {action:?} (init of this machine)");
+            crate::log!("shutdown complete; {action} (init of this machine)");
             pid1::power_down(action);
         }
         // Never reboot(2) here: without CAP_SYS_BOOT it fails, and where it
         // is allowed in a pid namespace it kills PID 1 with SIGINT (130).
         let asked = match self.shutdown_mode {
             ShutdownMode::Default => String::new(),
-            mode => format!(" ({mode:?} asked, which only a machine's init does)"),
+            mode => format!(" ({mode} asked, which only a machine's init does)"),
         };
         if pid1::is_pid1() {
             crate::log!("shutdown complete; PID 1 of a container: exiting with 0{asked}");
