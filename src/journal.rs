@@ -1,11 +1,13 @@
 //! The start/exit history: an append-only journal in the state directory.
 //!
 //! Each record is framed as `len (u32 LE) | crc32 (u32 LE) | JSON payload`,
-//! written with one write(2). On open the journal is replayed from the
-//! start; a torn or corrupt tail (zurg or the machine died mid-write) is cut
-//! off so appends continue from the last good record. A corrupt record in
-//! the middle cannot be skipped safely (its length may be wrong too), so
-//! reading stops there and says so. Past `limit` bytes the file is renamed
+//! written with one write(2). A damaged record (a flipped byte, a torn
+//! write) is skipped and reading goes on at the next offset where a whole
+//! record checks out: its payload starts with `SYNC`, its length is
+//! plausible and its CRC matches, so one bad byte costs the record holding
+//! it and nothing else. On open, whatever follows the last good record (a
+//! torn tail: zurg or the machine died mid-write) is cut off so appends
+//! continue from there. Past `limit` bytes the file is renamed
 //! to `journal.1` (one old generation kept) and a new one begun; history
 //! reads `journal.1` then `journal`.
 //!
@@ -142,50 +144,126 @@ impl Only {
     }
 }
 
-fn decode_matching(data: &[u8], only: Option<&Only>) -> (Vec<Record>, usize, Option<String>) {
-    let mut records = Vec::new();
-    let mut at = 0usize;
-    while at < data.len() {
-        let Some(header) = data.get(at..at + HEADER) else {
-            return (
-                records,
-                at,
-                Some(format!("torn record header at byte {at}")),
-            );
-        };
-        let len = le32(header.get(..4));
-        let crc = le32(header.get(4..));
-        if len > MAX_RECORD {
-            return (
-                records,
-                at,
-                Some(format!("bad record length {len} at byte {at}")),
-            );
+/// Every record's payload begins with these bytes: serde writes a struct's
+/// fields in declaration order and `time_us` is `Record`'s first. Inside a
+/// payload a quote is always escaped within strings, so the only places this
+/// pattern occurs are record starts. After a corrupt record the reader looks
+/// for the next one here; the length and CRC must then check out as well, so
+/// garbage that happens to contain the pattern is still refused (a false
+/// match needs a CRC-32 collision on top).
+const SYNC: &[u8] = b"{\"time_us\":";
+
+/// Why a stretch of the journal was skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Damage {
+    BadLength(u32),
+    Torn,
+    Checksum,
+    Unreadable,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Damage::BadLength(len) => write!(f, "bad record length {len}"),
+            Damage::Torn => f.write_str("torn record"),
+            Damage::Checksum => f.write_str("checksum mismatch"),
+            Damage::Unreadable => f.write_str("unreadable record"),
         }
-        let end = at + HEADER + len as usize;
-        let Some(payload) = data.get(at + HEADER..end) else {
-            return (records, at, Some(format!("torn record at byte {at}")));
-        };
-        if crc32(payload) != crc {
-            return (records, at, Some(format!("checksum mismatch at byte {at}")));
-        }
-        if only.is_some_and(|o| !o.admits(payload)) {
-            at = end;
-            continue;
-        }
-        match serde_json::from_slice::<Record>(payload) {
-            Ok(r) => records.push(r),
-            Err(e) => {
-                return (
-                    records,
-                    at,
-                    Some(format!("unreadable record at byte {at}: {e}")),
-                )
+    }
+}
+
+/// The record framed at `at`, if its header and checksum hold: its payload
+/// and the offset just past it.
+fn framed_at(data: &[u8], at: usize) -> Result<(&[u8], usize), Damage> {
+    let header = data
+        .get(at..at.saturating_add(HEADER))
+        .ok_or(Damage::Torn)?;
+    let len = le32(header.get(..4));
+    let crc = le32(header.get(4..));
+    if len > MAX_RECORD {
+        return Err(Damage::BadLength(len));
+    }
+    let end = at + HEADER + len as usize;
+    let payload = data.get(at + HEADER..end).ok_or(Damage::Torn)?;
+    if crc32(payload) != crc {
+        return Err(Damage::Checksum);
+    }
+    Ok((payload, end))
+}
+
+/// The next offset after `from` where a whole, checksummed record starts.
+fn resync(data: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    loop {
+        let rest = data.get(at..)?;
+        let hit = rest.windows(SYNC.len()).position(|w| w == SYNC)?;
+        let payload_at = at + hit;
+        if let Some(start) = payload_at.checked_sub(HEADER).filter(|s| *s >= from) {
+            if framed_at(data, start).is_ok() {
+                return Some(start);
             }
         }
-        at = end;
+        at = payload_at + 1;
     }
-    (records, at, None)
+}
+
+fn decode_matching(data: &[u8], only: Option<&Only>) -> (Vec<Record>, usize, Option<String>) {
+    let mut records = Vec::new();
+    // Just past the last good record: what a reopened journal keeps.
+    let mut good = 0usize;
+    let mut skipped: Vec<(usize, usize, Damage)> = Vec::new();
+    let mut at = 0usize;
+    while at < data.len() {
+        let damage = match framed_at(data, at) {
+            Ok((payload, end)) => {
+                if only.is_some_and(|o| !o.admits(payload)) {
+                    good = end;
+                    at = end;
+                    continue;
+                }
+                match serde_json::from_slice::<Record>(payload) {
+                    Ok(r) => {
+                        records.push(r);
+                        good = end;
+                        at = end;
+                        continue;
+                    }
+                    // The checksum held, so the length is right: skip
+                    // exactly this record.
+                    Err(_) => {
+                        skipped.push((at, end, Damage::Unreadable));
+                        good = end;
+                        at = end;
+                        continue;
+                    }
+                }
+            }
+            Err(damage) => damage,
+        };
+        match resync(data, at + 1) {
+            Some(next) => {
+                skipped.push((at, next, damage));
+                at = next;
+            }
+            None => {
+                skipped.push((at, data.len(), damage));
+                break;
+            }
+        }
+    }
+    let warning = skipped.split_first().map(|(&(from, to, damage), rest)| {
+        let mut text = format!("{damage} at byte {from}, skipped {} byte(s)", to - from);
+        if !rest.is_empty() {
+            let bytes: usize = rest.iter().map(|(f, t, _)| t - f).sum();
+            text.push_str(&format!(
+                ", and {} more damaged stretch(es) of {bytes} byte(s)",
+                rest.len()
+            ));
+        }
+        text
+    });
+    (records, good, warning)
 }
 
 #[derive(Debug)]
@@ -227,11 +305,12 @@ impl Journal {
             file.set_len(good as u64).map_err(open_err)?;
         }
         let warning = warning.map(|w| {
-            format!(
-                "journal {}: {w}; cut off {} byte(s)",
-                path.display(),
-                data.len() - good
-            )
+            let cut = data.len() - good;
+            if cut > 0 {
+                format!("journal {}: {w}; cut off {cut} byte(s)", path.display())
+            } else {
+                format!("journal {}: {w}", path.display())
+            }
         });
         Ok((
             Journal {
@@ -423,18 +502,159 @@ mod tests {
         assert_eq!(got, [odd]);
     }
 
-    #[test]
-    fn corruption_stops_reading_with_a_warning() {
+    fn journal_of(records: &[Record]) -> (Vec<u8>, Vec<std::ops::Range<usize>>) {
         let mut data = Vec::new();
-        for i in 0..3 {
-            data.extend(frame(&rec(i)));
+        let mut spans = Vec::new();
+        for r in records {
+            let f = frame(r);
+            spans.push(data.len()..data.len() + f.len());
+            data.extend(f);
         }
-        let second = frame(&rec(0)).len() + HEADER + 2;
-        data[second] ^= 0xff;
+        (data, spans)
+    }
+
+    /// Records of several shapes, so headers, lengths and payloads vary.
+    fn varied(n: u64) -> Vec<Record> {
+        (0..n)
+            .map(|i| {
+                let mut r = rec(i);
+                if i % 4 == 3 {
+                    r.stats = Some(Sample {
+                        rss_kb: 1000 + i,
+                        ..Sample::default()
+                    });
+                    r.version = Some(format!("v{i}"));
+                }
+                r
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_payload_starts_with_the_sync_pattern() {
+        for r in varied(8) {
+            assert!(frame(&r).get(HEADER..).unwrap().starts_with(SYNC));
+        }
+    }
+
+    #[test]
+    fn a_corrupt_record_in_the_middle_costs_only_itself() {
+        let all = varied(3);
+        let (mut data, spans) = journal_of(&all);
+        data[spans[1].start + HEADER + 2] ^= 0xff;
         let (records, good, warning) = decode_all(&data);
-        assert_eq!(records.len(), 1);
-        assert_eq!(good, frame(&rec(0)).len());
-        assert!(warning.unwrap().contains("checksum mismatch"));
+        assert_eq!(records, vec![all[0].clone(), all[2].clone()]);
+        assert_eq!(good, data.len());
+        let warning = warning.unwrap();
+        assert!(warning.contains("checksum mismatch at byte"), "{warning}");
+    }
+
+    #[test]
+    fn one_flipped_byte_anywhere_loses_at_most_the_record_holding_it() {
+        let all = varied(7);
+        let (data, spans) = journal_of(&all);
+        for offset in 0..data.len() {
+            let hit = spans.iter().position(|s| s.contains(&offset)).unwrap();
+            for mask in [0x01u8, 0x20, 0x80, 0xff] {
+                let mut bad = data.clone();
+                bad[offset] ^= mask;
+                let (records, good, warning) = decode_all(&bad);
+                let mut want = all.clone();
+                if records.len() < all.len() {
+                    want.remove(hit);
+                    assert!(warning.is_some(), "offset {offset}: no warning");
+                }
+                assert_eq!(records, want, "offset {offset} mask {mask:#x}");
+                // The last record lost to a flip leaves a tail that a
+                // reopen cuts; otherwise everything stays.
+                let keeps = if records.len() < all.len() && hit == all.len() - 1 {
+                    spans[hit].start
+                } else {
+                    data.len()
+                };
+                assert_eq!(good, keeps, "offset {offset} mask {mask:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_big_journal_with_one_bad_byte_keeps_all_the_other_records() {
+        // The reported case: 2,014 records, one flipped byte in the middle.
+        let all: Vec<Record> = (0..2014).map(rec).collect();
+        let (mut data, spans) = journal_of(&all);
+        let mid = data.len() / 2;
+        let hit = spans.iter().position(|s| s.contains(&mid)).unwrap();
+        data[mid] ^= 0x5a;
+        let (records, _, warning) = decode_all(&data);
+        let mut want = all.clone();
+        want.remove(hit);
+        assert_eq!(records.len(), 2013);
+        assert_eq!(records, want);
+        assert!(warning.is_some());
+    }
+
+    #[test]
+    fn garbage_that_mimics_a_record_is_not_accepted() {
+        let all = varied(3);
+        let (data, spans) = journal_of(&all);
+        // Between records 0 and 1: the sync pattern with a plausible header
+        // whose checksum is wrong, a header that claims the rest of the
+        // file, and a copy of a record's header over a bent payload.
+        let mut forged = Vec::new();
+        forged.extend(b"junk");
+        forged.extend(20u32.to_le_bytes());
+        forged.extend(0xdead_beefu32.to_le_bytes());
+        forged.extend(b"{\"time_us\":1,\"x\":2}");
+        forged.extend(MAX_RECORD.to_le_bytes());
+        forged.extend(0u32.to_le_bytes());
+        forged.extend(SYNC);
+        let mut bent = frame(&all[2]);
+        let last = bent.len() - 2;
+        bent[last] ^= 1;
+        forged.extend(bent);
+        let mut bad = data[..spans[1].start].to_vec();
+        bad.extend(&forged);
+        bad.extend(&data[spans[1].start..]);
+        let (records, good, warning) = decode_all(&bad);
+        assert_eq!(records, all);
+        assert_eq!(good, bad.len());
+        assert!(warning.unwrap().contains("skipped"));
+    }
+
+    #[test]
+    fn every_torn_tail_keeps_the_whole_records_before_it() {
+        let all = varied(4);
+        let (data, spans) = journal_of(&all);
+        for cut in 0..=data.len() {
+            let (records, good, warning) = decode_all(&data[..cut]);
+            let whole = spans.iter().filter(|s| s.end <= cut).count();
+            assert_eq!(records, all[..whole].to_vec(), "cut at {cut}");
+            let end = if whole == 0 { 0 } else { spans[whole - 1].end };
+            assert_eq!(good, end, "cut at {cut}");
+            assert_eq!(warning.is_some(), cut != end, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn reopening_keeps_records_after_a_bad_one_and_cuts_only_the_tail() {
+        let d = tmp("mid");
+        let all = varied(5);
+        let (mut data, spans) = journal_of(&all);
+        data[spans[2].start + 3] ^= 0x40;
+        let torn = frame(&rec(9));
+        data.extend(&torn[..torn.len() - 4]);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("journal"), &data).unwrap();
+        let (mut j, w) = Journal::open(&d, DEFAULT_LIMIT).unwrap();
+        assert!(w.unwrap().contains("cut off"));
+        j.append(&rec(10)).unwrap();
+        let (got, warnings) = read_all(&d);
+        let mut want = all.clone();
+        want.remove(2);
+        want.push(rec(10));
+        assert_eq!(got, want);
+        assert_eq!(warnings.len(), 1, "the damaged record is still reported");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
