@@ -52,6 +52,10 @@ pub struct Record {
     pub zurg: Option<String>,
 }
 
+/// Free space a full file system must regain before the journal writes
+/// again.
+const RESUME_HEADROOM: u64 = 64 << 10;
+
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("cannot open journal {path}: {source}")]
@@ -60,6 +64,17 @@ pub enum JournalError {
     Write { path: PathBuf, source: io::Error },
     #[error("cannot rotate journal {path}: {source}")]
     Rotate { path: PathBuf, source: io::Error },
+}
+
+impl JournalError {
+    fn is_out_of_space(&self) -> bool {
+        let source = match self {
+            JournalError::Open { source, .. }
+            | JournalError::Write { source, .. }
+            | JournalError::Rotate { source, .. } => source,
+        };
+        source.kind() == io::ErrorKind::StorageFull
+    }
 }
 
 /// CRC-32 (IEEE) of every byte value, so a record costs one lookup per
@@ -272,6 +287,10 @@ pub struct Journal {
     file: File,
     size: u64,
     limit: u64,
+    /// Records not written since the last successful append.
+    lost: u64,
+    /// The last failure was a full disk: retry once there is headroom.
+    out_of_space: bool,
 }
 
 fn current(dir: &Path) -> PathBuf {
@@ -318,22 +337,64 @@ impl Journal {
                 file,
                 size: good as u64,
                 limit,
+                lost: 0,
+                out_of_space: false,
             },
             warning,
         ))
     }
 
-    pub fn append(&mut self, record: &Record) -> Result<(), JournalError> {
-        let bytes = frame(record);
+    /// Appends one record. A failed write (a full disk) does not stop the
+    /// journal: every later append tries again, and the records that could
+    /// not be written are counted so the resumption can say how many.
+    pub fn append(&mut self, record: &Record) -> Appended {
+        // Near a full disk, small records may still fit in a file's last
+        // block while larger ones fail; waiting for real headroom keeps
+        // that from flapping between failed and resumed.
+        if self.lost > 0 && self.out_of_space && !self.has_headroom() {
+            self.lost = self.lost.saturating_add(1);
+            return Appended::Lost;
+        }
+        match self.write(&frame(record)) {
+            Ok(()) if self.lost == 0 => Appended::Written,
+            Ok(()) => Appended::Resumed {
+                lost: std::mem::take(&mut self.lost),
+            },
+            Err(e) => {
+                self.lost = self.lost.saturating_add(1);
+                self.out_of_space = e.is_out_of_space();
+                if self.lost == 1 {
+                    Appended::Failed(e)
+                } else {
+                    Appended::Lost
+                }
+            }
+        }
+    }
+
+    // fsblkcnt_t and c_ulong are u64 here but not on every target.
+    #[allow(clippy::useless_conversion)]
+    fn has_headroom(&self) -> bool {
+        nix::sys::statvfs::fstatvfs(&self.file).map_or(true, |st| {
+            u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size()))
+                >= RESUME_HEADROOM
+        })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), JournalError> {
         if self.size > 0 && self.size + bytes.len() as u64 > self.limit {
             self.rotate()?;
         }
-        self.file
-            .write_all(&bytes)
-            .map_err(|source| JournalError::Write {
+        if let Err(source) = self.file.write_all(bytes) {
+            // A short write on a full disk leaves part of a record; cut it
+            // so the next append does not follow a damaged one. Shrinking
+            // needs no space.
+            let _ = self.file.set_len(self.size);
+            return Err(JournalError::Write {
                 path: current(&self.dir),
                 source,
-            })?;
+            });
+        }
         self.size += bytes.len() as u64;
         Ok(())
     }
@@ -343,7 +404,12 @@ impl Journal {
             path: current(&self.dir),
             source,
         };
-        std::fs::rename(current(&self.dir), previous(&self.dir)).map_err(err)?;
+        match std::fs::rename(current(&self.dir), previous(&self.dir)) {
+            Ok(()) => {}
+            // Renamed by an earlier attempt whose open then failed.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(e)),
+        }
         self.file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -352,6 +418,37 @@ impl Journal {
             .map_err(err)?;
         self.size = 0;
         Ok(())
+    }
+}
+
+/// What one append did, so the caller logs a failure once and the
+/// recovery once, not a line per record.
+#[derive(Debug)]
+#[must_use]
+pub enum Appended {
+    Written,
+    /// The first record that could not be written.
+    Failed(JournalError),
+    /// Another record lost while writes keep failing.
+    Lost,
+    /// Written again after `lost` records could not be.
+    Resumed {
+        lost: u64,
+    },
+}
+
+impl Appended {
+    /// The line to log, if this append changed the journal's health.
+    pub fn log_line(&self) -> Option<String> {
+        match self {
+            Appended::Written | Appended::Lost => None,
+            Appended::Failed(e) => Some(format!(
+                "warning: {e}; history is not kept until a write succeeds again (tried at each event)"
+            )),
+            Appended::Resumed { lost } => Some(format!(
+                "journal writes again; {lost} record(s) were lost while it could not be written"
+            )),
+        }
     }
 }
 
@@ -436,11 +533,11 @@ mod tests {
         let (mut j, w) = Journal::open(&d, DEFAULT_LIMIT).unwrap();
         assert!(w.is_none());
         for i in 0..10 {
-            j.append(&rec(i)).unwrap();
+            assert!(matches!(j.append(&rec(i)), Appended::Written));
         }
         drop(j);
         let (mut j, _) = Journal::open(&d, DEFAULT_LIMIT).unwrap();
-        j.append(&rec(10)).unwrap();
+        assert!(matches!(j.append(&rec(10)), Appended::Written));
         let (all, warnings) = read_all(&d);
         assert!(warnings.is_empty());
         assert_eq!(all, (0..11).map(rec).collect::<Vec<_>>());
@@ -454,7 +551,7 @@ mod tests {
         let d = tmp("torn");
         let (mut j, _) = Journal::open(&d, DEFAULT_LIMIT).unwrap();
         for i in 0..3 {
-            j.append(&rec(i)).unwrap();
+            assert!(matches!(j.append(&rec(i)), Appended::Written));
         }
         drop(j);
         // crash mid-write: half of a fourth record
@@ -470,7 +567,7 @@ mod tests {
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         let (mut j, w) = Journal::open(&d, DEFAULT_LIMIT).unwrap();
         assert!(w.unwrap().contains("torn record"));
-        j.append(&rec(4)).unwrap();
+        assert!(matches!(j.append(&rec(4)), Appended::Written));
         let (all, warnings) = read_all(&d);
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(all, vec![rec(0), rec(1), rec(2), rec(4)]);
@@ -647,7 +744,7 @@ mod tests {
         std::fs::write(d.join("journal"), &data).unwrap();
         let (mut j, w) = Journal::open(&d, DEFAULT_LIMIT).unwrap();
         assert!(w.unwrap().contains("cut off"));
-        j.append(&rec(10)).unwrap();
+        assert!(matches!(j.append(&rec(10)), Appended::Written));
         let (got, warnings) = read_all(&d);
         let mut want = all.clone();
         want.remove(2);
@@ -658,12 +755,44 @@ mod tests {
     }
 
     #[test]
+    fn a_failing_write_is_retried_and_the_lost_records_counted() {
+        let d = tmp("full");
+        let (mut j, _) = Journal::open(&d, DEFAULT_LIMIT).unwrap();
+        assert!(matches!(j.append(&rec(0)), Appended::Written));
+        let healthy = std::mem::replace(
+            &mut j.file,
+            OpenOptions::new().append(true).open("/dev/full").unwrap(),
+        );
+        let first = j.append(&rec(1));
+        let line = first.log_line().unwrap();
+        assert!(matches!(first, Appended::Failed(_)), "{first:?}");
+        assert!(line.contains("No space left on device"), "{line}");
+        for i in 2..5 {
+            let a = j.append(&rec(i));
+            assert!(matches!(a, Appended::Lost), "{a:?}");
+            assert!(
+                a.log_line().is_none(),
+                "one line per failure, not per record"
+            );
+        }
+        j.file = healthy;
+        let back = j.append(&rec(5));
+        assert!(matches!(back, Appended::Resumed { lost: 4 }), "{back:?}");
+        assert!(back.log_line().unwrap().contains("4 record(s) were lost"));
+        assert!(matches!(j.append(&rec(6)), Appended::Written));
+        let (all, warnings) = read_all(&d);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(all, vec![rec(0), rec(5), rec(6)]);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
     fn rotation_keeps_one_old_generation() {
         let d = tmp("rot");
         let one = frame(&rec(0)).len() as u64;
         let (mut j, _) = Journal::open(&d, one * 4).unwrap();
         for i in 0..10 {
-            j.append(&rec(i)).unwrap();
+            assert!(matches!(j.append(&rec(i)), Appended::Written));
         }
         let (all, _) = read_all(&d);
         // the newest records survive, in order, across both generations
