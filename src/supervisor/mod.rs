@@ -694,6 +694,7 @@ impl Supervisor {
                 ShutdownMode::Default | ShutdownMode::Poweroff => pid1::PowerAction::PowerOff,
             };
             crate::log!("shutdown complete; {action:?} (init of this machine)");
+            crate::log::flush(crate::log::FLUSH_DEADLINE);
             pid1::power_down(action);
         }
         // Never reboot(2) here: without CAP_SYS_BOOT it fails, and where it
