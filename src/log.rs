@@ -118,9 +118,19 @@ fn start_writer() -> Option<&'static Writer> {
         queue: Mutex::new(Queue::default()),
         changed: Condvar::new(),
     }));
-    // The thread must never take a signal meant for zurg's signalfd (a
-    // SIGTERM delivered to it would kill the process): it starts with every
-    // signal blocked, inherited from this thread for the moment of spawn.
+    spawn_blocking_signals("zurg-log", move || w.run())
+        .ok()
+        .map(|_| w)
+}
+
+/// Spawns a helper thread of zurg's that never takes a signal meant for
+/// the loop's signalfd (a SIGTERM delivered to it would kill the process):
+/// it starts with every signal blocked, inherited from this thread for the
+/// moment of spawn.
+pub fn spawn_blocking_signals<F: FnOnce() + Send + 'static>(
+    name: &str,
+    f: F,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
     let mut old = SigSet::empty();
     let blocked = pthread_sigmask(
@@ -128,13 +138,11 @@ fn start_writer() -> Option<&'static Writer> {
         Some(&SigSet::all()),
         Some(&mut old),
     );
-    let spawned = std::thread::Builder::new()
-        .name("zurg-log".into())
-        .spawn(move || w.run());
+    let spawned = std::thread::Builder::new().name(name.into()).spawn(f);
     if blocked.is_ok() {
         let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
     }
-    spawned.ok().map(|_| w)
+    spawned
 }
 
 pub fn line(args: std::fmt::Arguments<'_>) {
