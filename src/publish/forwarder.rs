@@ -845,3 +845,181 @@ fn event_frame(seq: u64, e: Lifecycle) -> Frame {
         exit: e.exit,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::time::{Duration, Instant};
+
+    const TOKEN: Token = Token(7);
+
+    fn event(n: u64) -> Lifecycle {
+        Lifecycle {
+            kind: EventKind::Start,
+            endpoint: Endpoint {
+                service: format!("s{n}"),
+                ip: "127.0.0.1".into(),
+                port: 0,
+                gpid: format!("127.0.0.1:0:{}:{}", 1000 + n, 10 + n),
+                version: None,
+                since_us: 1000 + n,
+                host: "zurg".into(),
+            },
+            pid: Some(10 + n as u32),
+            exit: None,
+            time_us: 1000 + n,
+        }
+    }
+
+    fn identity() -> Identity {
+        Identity {
+            ip: "127.0.0.1".into(),
+            zurg: "127.0.0.1:0:1:1".into(),
+            boot: "b".into(),
+            hostname: "h".into(),
+        }
+    }
+
+    /// A publisher's side of the connection: reads frames with a deadline.
+    struct Peer {
+        stream: std::net::TcpStream,
+        decoder: Decoder,
+    }
+
+    impl Peer {
+        fn next(&mut self, within: Duration) -> Option<Frame> {
+            let deadline = Instant::now() + within;
+            loop {
+                if let Some(f) = self.decoder.next_frame().unwrap() {
+                    return Some(f);
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return None;
+                }
+                self.stream.set_read_timeout(Some(left)).unwrap();
+                let mut buf = [0u8; 4096];
+                match self.stream.read(&mut buf) {
+                    Ok(0) => return None,
+                    Ok(n) => self.decoder.feed(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => return None,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+    }
+
+    /// Polls until the forwarder's token is ready, then hands it the event.
+    fn drive(poll: &mut mio::Poll, f: &mut Forwarder, within: Duration) -> bool {
+        let mut events = mio::Events::with_capacity(8);
+        poll.poll(&mut events, Some(within)).unwrap();
+        let ready = events.iter().any(|e| e.token() == TOKEN);
+        if ready {
+            f.on_ready(poll.registry(), 1);
+        }
+        ready
+    }
+
+    #[test]
+    fn a_slow_journal_read_runs_off_the_loop_and_its_events_go_first() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mut poll = mio::Poll::new().unwrap();
+        let mut f = Forwarder::new(vec![addr], None, identity(), TOKEN, 1);
+        // Three events with a queue of one: two leave memory.
+        for n in 1..=3 {
+            f.publish(event(n), poll.registry(), 0);
+        }
+        f.on_timer(poll.registry(), 0);
+        let (stream, _) = listener.accept().unwrap();
+        let mut peer = Peer {
+            stream,
+            decoder: Decoder::new(MAX_FRAME),
+        };
+        while !matches!(f.link, Link::Handshake { .. }) {
+            assert!(
+                drive(&mut poll, &mut f, Duration::from_secs(5)),
+                "no connect"
+            );
+        }
+        assert!(matches!(
+            peer.next(Duration::from_secs(5)),
+            Some(Frame::Hello { .. })
+        ));
+        let welcome = proto::to_bytes(&Frame::Welcome {
+            last_seq: 0,
+            lease_ms: 10_000,
+            mac: None,
+        });
+        peer.stream.write_all(&welcome).unwrap();
+        while !matches!(f.link, Link::Streaming { .. }) {
+            assert!(
+                drive(&mut poll, &mut f, Duration::from_secs(5)),
+                "no welcome"
+            );
+        }
+        assert_eq!(f.take_journal_request(), Some((1, 2)));
+        // Room for what comes next, so it does not overflow again.
+        f.max_queue = 10;
+
+        // The read blocks until the test lets it go; the caller does not.
+        let (release, gate) = mpsc::channel::<()>();
+        let started = Instant::now();
+        f.read_journal(
+            2,
+            move || {
+                gate.recv().unwrap();
+                vec![(1, event(1)), (2, event(2))]
+            },
+            poll.registry(),
+            1,
+        );
+        assert!(started.elapsed() < Duration::from_millis(500));
+        assert!(
+            !f.take_snapshot_request(),
+            "the snapshot waits for the journal"
+        );
+        f.publish(event(4), poll.registry(), 1);
+        assert!(
+            peer.next(Duration::from_millis(100)).is_none(),
+            "nothing newer goes out before the journal's events"
+        );
+
+        release.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while f.awaiting_journal.is_some() {
+            assert!(Instant::now() < deadline, "the worker never reported");
+            drive(&mut poll, &mut f, Duration::from_millis(100));
+        }
+        assert!(f.take_snapshot_request());
+        let mut seqs = Vec::new();
+        while let Some(Frame::Event { seq, .. }) = peer.next(Duration::from_secs(5)) {
+            seqs.push(seq);
+            if seq == 4 {
+                break;
+            }
+        }
+        assert_eq!(seqs, [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_journal_read_for_a_lost_connection_is_dropped() {
+        let mut poll = mio::Poll::new().unwrap();
+        let mut f = Forwarder::new(vec!["127.0.0.1:9".into()], None, identity(), TOKEN, 1);
+        f.awaiting_journal = Some(3);
+        f.on_done(
+            Done::Journal {
+                connection: 2,
+                wanted: 1,
+                events: vec![(1, event(1))],
+            },
+            poll.registry(),
+            0,
+        );
+        assert_eq!(f.awaiting_journal, Some(3), "an old connection's result");
+        assert!(f.out.is_empty());
+        let _ = poll.poll(&mut mio::Events::with_capacity(1), Some(Duration::ZERO));
+    }
+}
