@@ -148,3 +148,47 @@ fn history_resumes_after_a_full_disk_and_counts_what_it_lost() {
         z.seen
     );
 }
+
+#[test]
+fn one_bad_byte_in_the_middle_of_the_journal_costs_one_record() {
+    let dir = TempDir::new("journal-flip");
+    dir.write(
+        "units/svc.toml",
+        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\nstop_timeout_ms = 2000\n",
+    );
+    let mut z = common::run_in(&dir, common::Mode::Pid1, &[]);
+    z.expect("loaded");
+    for _ in 0..20 {
+        restart(&dir);
+    }
+    let before = json(&dir, &["history", "svc"]).as_array().unwrap().clone();
+    assert_eq!(
+        before.len(),
+        41,
+        "a start, then an exit and a start per restart"
+    );
+    z.signal(15);
+    z.wait_exit();
+    drop(z);
+
+    // Flip one byte in the middle of a record's JSON, as a bad sector would.
+    let path = dir.path().join("state/journal");
+    let mut data = std::fs::read(&path).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0x08;
+    std::fs::write(&path, &data).unwrap();
+
+    let mut z = common::run_in(&dir, common::Mode::Pid1, &[]);
+    z.saw("skipped");
+    z.expect("[svc] started pid");
+    let after = json(&dir, &["history", "svc"]).as_array().unwrap().clone();
+    // Before the fix everything after the bad byte was gone (41 -> 15).
+    let kept: Vec<_> = before.iter().filter(|r| after.contains(r)).collect();
+    assert_eq!(kept.len(), 40, "only the record holding the byte is lost");
+    assert_eq!(
+        after.len(),
+        42,
+        "40 kept, the exit at the first run's shutdown, this run's start: {after:?}"
+    );
+    assert_eq!(after[..40].iter().collect::<Vec<_>>(), kept);
+}
