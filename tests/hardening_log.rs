@@ -122,6 +122,73 @@ fn restarts_go_on_while_nobody_reads_stderr() {
 }
 
 #[test]
+fn lines_that_do_not_fit_are_dropped_counted_and_reported() {
+    let dir = TempDir::new("log-dropped");
+    dir.write(
+        "units/filler.toml",
+        "exec = \"/bin/sh\"\nargs = [\"-c\", \"exec cat /dev/zero >&2\"]\nrestart = \"never\"\n",
+    );
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    let z = common::run_in_with(&dir, Mode::Pid1, &[], |cmd| {
+        cmd.stderr(Stdio::from(write_end));
+    });
+    let cat = common::find_below(&z, "cat /dev/zero");
+    common::eventually("the stderr pipe is full", || blocked_in_write(cat));
+
+    // Real-time signals queue one by one, and zurg logs each it ignores:
+    // far more lines (36 bytes each) than the 256 KiB queue holds.
+    const SENT: usize = 20_000;
+    let status = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "for ((i = 0; i < {SENT}; i++)); do kill -s RTMIN+2 {} || exit 1; done",
+            z.host_pid()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // Read everything; every signal is accounted for, as a line or in a
+    // drop count, and some were dropped.
+    common::kill(cat, 9);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut f = std::fs::File::from(read_end);
+        let mut buf = vec![0u8; 64 << 10];
+        while let Ok(n) = f.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut text = Vec::new();
+    let (mut logged, mut dropped) = (0, 0);
+    let deadline = Instant::now() + DEADLINE;
+    while logged + dropped < SENT {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => text.extend(chunk),
+            Err(_) => panic!("only {logged} lines and {dropped} dropped of {SENT} signals"),
+        }
+        let all = String::from_utf8_lossy(&text);
+        logged = all.matches("received SIGRTMIN+2: ignored").count();
+        dropped = all
+            .lines()
+            .filter_map(|l| l.strip_suffix(" log lines dropped (stderr not being read)"))
+            .filter_map(|l| l.rsplit("zurg: ").next()?.parse::<usize>().ok())
+            .sum();
+    }
+    assert_eq!(logged + dropped, SENT);
+    assert!(
+        dropped > 0 && logged > 0,
+        "{logged} logged, {dropped} dropped"
+    );
+    // The queue bounds what zurg holds: about 256 KiB of 36-byte lines.
+    assert!(logged < 8_000, "{logged} lines were kept");
+    drop(z);
+}
+
+#[test]
 fn the_last_lines_before_exit_are_written() {
     let dir = TempDir::new("log-flush");
     dir.write(
