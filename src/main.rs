@@ -10,6 +10,7 @@ use zurg::cli::{self, Cmd, RunOptions};
 use zurg::os::pid1;
 
 fn exit(code: i32) -> ExitCode {
+    zurg::log::flush(zurg::log::FLUSH_DEADLINE);
     ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1))
 }
 
@@ -43,6 +44,7 @@ fn run_supervisor(opts: RunOptions) -> ExitCode {
     match zurg::supervisor::Supervisor::new(opts) {
         Ok(sup) => exit(sup.run()),
         Err(e) => {
+            zurg::log::flush(zurg::log::FLUSH_DEADLINE);
             eprintln!("zurg: {e}");
             pid1::last_resort_if_pid1();
             ExitCode::from(1)

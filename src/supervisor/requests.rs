@@ -443,9 +443,8 @@ impl Supervisor {
             seq,
             zurg: seq.map(|_| self.own_gpid.clone()),
         };
-        if let Err(e) = j.append(&record) {
-            crate::log!("warning: {e}; history is no longer kept");
-            self.journal = None;
+        if let Some(line) = j.append(&record).log_line() {
+            crate::log!("{line}");
         }
     }
 
