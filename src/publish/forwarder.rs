@@ -384,7 +384,10 @@ impl Forwarder {
                 return;
             };
             let _ = stream.set_nodelay(true);
-            let nonce = crate::publish::server::nonce();
+            let nonce = match crate::publish::server::nonce() {
+                Ok(n) => n,
+                Err(e) => return self.fail(registry, now, e.to_string()),
+            };
             let id = &self.identity;
             proto::encode(
                 &Frame::Hello {
@@ -463,8 +466,7 @@ impl Forwarder {
                     return self.fail(registry, now, "unexpected welcome".into());
                 };
                 if let Some(t) = &self.token {
-                    let expected = proto::proof(t, "publisher", nonce);
-                    if !mac.is_some_and(|m| proto::same_mac(&m, &expected)) {
+                    if !mac.is_some_and(|m| proto::verify_proof(t, "publisher", nonce, &m)) {
                         return self.refuse(
                             registry,
                             now,

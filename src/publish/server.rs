@@ -117,19 +117,19 @@ pub fn read_token(path: &std::path::Path) -> Result<Vec<u8>, String> {
     Ok(token)
 }
 
-/// Random hex for challenges, from the kernel's generator.
-pub fn nonce() -> String {
+/// The kernel's random generator failed: without it there is no nonce an
+/// attacker cannot predict, so the connection that needed one is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot draw a random nonce from getrandom(2): {0}; check that the kernel's random generator is available")]
+pub struct NonceError(String);
+
+/// 16 random bytes in hex, from getrandom(2), for challenges, hellos and
+/// instance secrets. Never a time-based fallback: a guessable nonce would
+/// let a recorded proof be replayed.
+pub fn nonce() -> Result<String, NonceError> {
     let mut bytes = [0u8; 16];
-    let got = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
-    if got.is_err() {
-        // Without urandom, time and pid still differ per connection; the
-        // MAC keeps the secret off the wire either way.
-        let t = crate::os::wall_clock_us() ^ u64::from(std::process::id()).rotate_left(40);
-        for (dst, src) in bytes.iter_mut().zip(t.to_le_bytes().iter().cycle()) {
-            *dst = *src;
-        }
-    }
-    proto::hex(&bytes)
+    getrandom::fill(&mut bytes).map_err(|e| NonceError(e.to_string()))?;
+    Ok(proto::hex(&bytes))
 }
 
 #[derive(Debug)]
@@ -531,7 +531,14 @@ impl Server {
                     }
                 }
                 if self.token.is_some() {
-                    let ours = nonce();
+                    let ours = match nonce() {
+                        Ok(n) => n,
+                        Err(e) => {
+                            crate::log!("{e}; refusing a connection");
+                            self.close(id, Some(e.to_string()));
+                            return;
+                        }
+                    };
                     self.send(
                         id,
                         &Frame::Challenge {
@@ -553,12 +560,11 @@ impl Server {
                     Frame::Hello { role, .. } => *role,
                     _ => Role::Client,
                 };
-                let expected = self
+                let proven = self
                     .token
                     .as_deref()
-                    .map(|t| proto::proof(t, role_name(role), &ours))
-                    .unwrap_or_default();
-                if proto::same_mac(&mac, &expected) {
+                    .is_some_and(|t| proto::verify_proof(t, role_name(role), &ours, &mac));
+                if proven {
                     self.accepted(id, *hello);
                 } else {
                     let addr = self.conn(id).map(|c| c.addr);
@@ -814,5 +820,19 @@ fn role_name(role: Role) -> &'static str {
     match role {
         Role::Forwarder => "forwarder",
         Role::Client => "client",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonces_are_random_hex_of_16_bytes() {
+        let a = nonce().unwrap();
+        let b = nonce().unwrap();
+        assert_eq!(a.len(), 32);
+        assert_eq!(proto::unhex(&a).map(|v| v.len()), Some(16));
+        assert_ne!(a, b);
     }
 }
