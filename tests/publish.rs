@@ -437,3 +437,34 @@ fn events_beyond_the_memory_queue_are_read_back_from_the_journal() {
     assert_eq!(h["gaps"], 0, "{all}");
     assert_eq!(all["services"]["web"].as_array().unwrap().len(), 1, "{all}");
 }
+
+#[test]
+fn connections_queued_while_out_of_descriptors_are_served_once_some_close() {
+    let mut p = Publisher::start(None, &[]);
+    let pid = p.z.child.id().to_string();
+    let out = std::process::Command::new("prlimit")
+        .args(["--pid", &pid, "--nofile=32:32"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "prlimit: {out:?}");
+    let hello = frame(r#"{"t":"hello","proto":1,"role":"client","nonce":"00"}"#);
+    // More connections than descriptors: the last ones stay in the
+    // listener's queue.
+    let mut crowd = Vec::new();
+    for _ in 0..40 {
+        let mut s = TcpStream::connect(&p.addr).unwrap();
+        s.write_all(&hello).unwrap();
+        crowd.push(s);
+    }
+    p.z.expect("cannot accept");
+    let mut late = TcpStream::connect(&p.addr).unwrap();
+    late.write_all(&hello).unwrap();
+    // Descriptors come free; nobody new connects to wake the listener.
+    drop(crowd);
+    let welcome = next_frame(&mut late, DEADLINE).expect("a welcome once descriptors are free");
+    assert_eq!(welcome["t"], "welcome", "{welcome}");
+    late.write_all(&frame(r#"{"t":"resolve","watch":false}"#))
+        .unwrap();
+    let hosts = next_frame(&mut late, DEADLINE).expect("the listing");
+    assert_eq!(hosts["t"], "hosts", "{hosts}");
+}

@@ -38,6 +38,11 @@ const MAX_OUTPUT: usize = 8 * 1024 * 1024;
 /// much as one per event; sending them later keeps the forwarder's zurg
 /// asleep while a change is still on its way to the watchers.
 const ACK_DELAY_MS: u64 = 5;
+/// After accept fails for want of a descriptor (EMFILE, ENFILE, ENOBUFS),
+/// try again this soon, or as soon as a connection closes. Nothing else
+/// would: the listener is edge-triggered, and the connections already
+/// queued raise no new edge.
+const ACCEPT_RETRY_MS: u64 = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
@@ -184,6 +189,8 @@ struct Server {
     acks_owed: HashMap<ConnId, u64>,
     /// When the owed acks go out.
     acks_due: Option<u64>,
+    /// Accepting failed (out of descriptors): when to try again.
+    accept_retry_at: Option<u64>,
 }
 
 pub fn run(args: &[String]) -> i32 {
@@ -260,6 +267,7 @@ impl Server {
             start: Instant::now(),
             acks_owed: HashMap::new(),
             acks_due: None,
+            accept_retry_at: None,
         })
     }
 
@@ -278,10 +286,15 @@ impl Server {
                 .filter(|c| matches!(c.peer, Peer::New | Peer::Challenged { .. }))
                 .map(|c| c.opened_ms.saturating_add(HANDSHAKE_MS))
                 .min();
-            let deadline = [handshake, self.store.next_deadline(), self.acks_due]
-                .into_iter()
-                .flatten()
-                .min();
+            let deadline = [
+                handshake,
+                self.store.next_deadline(),
+                self.acks_due,
+                self.accept_retry_at,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let timeout = deadline.map(|at| {
                 Duration::from_millis(at.saturating_sub(now)) + Duration::from_micros(500)
             });
@@ -303,6 +316,9 @@ impl Server {
                 }
             }
             let now = self.now_ms();
+            if self.accept_retry_at.is_some_and(|at| at <= now) {
+                self.accept();
+            }
             self.store.tick(now);
             self.expire_handshakes(now);
             // Store answers may produce more requests only through peers, so
@@ -319,6 +335,7 @@ impl Server {
     }
 
     fn accept(&mut self) {
+        let was_blocked = self.accept_retry_at.take().is_some();
         loop {
             match self.listener.accept() {
                 Ok((mut stream, addr)) => {
@@ -362,9 +379,15 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // EMFILE and friends: the pending connection stays queued;
-                    // retrying now would spin.
-                    crate::log!("cannot accept: {e}");
+                    // EMFILE and friends: the pending connections stay
+                    // queued. Retrying at once would spin, and waiting for
+                    // the listener's next edge could wait forever.
+                    if !was_blocked {
+                        crate::log!(
+                            "cannot accept: {e}; retrying every {ACCEPT_RETRY_MS} ms and whenever a connection closes"
+                        );
+                    }
+                    self.accept_retry_at = Some(self.now_ms().saturating_add(ACCEPT_RETRY_MS));
                     return;
                 }
             }
@@ -483,6 +506,10 @@ impl Server {
     fn drop_conn(&mut self, id: ConnId) {
         if let Some(mut conn) = self.conns.remove(&id) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
+            // Its descriptor is free now: a blocked accept can go on.
+            if self.accept_retry_at.is_some() {
+                self.accept_retry_at = Some(0);
+            }
         }
     }
 
