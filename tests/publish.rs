@@ -204,7 +204,7 @@ fn an_answer_owed_to_a_closed_connection_never_reaches_the_next_one() {
     let p = Publisher::start(None, &[]);
     let mut fwd = TcpStream::connect(&p.addr).unwrap();
     fwd.write_all(&frame(
-        r#"{"t":"hello","proto":1,"role":"forwarder","host":"127.0.0.1","zurg":"127.0.0.1:0:1:1","boot":"b","hostname":"h","nonce":"00"}"#,
+        r#"{"t":"hello","proto":1,"role":"forwarder","host":"127.0.0.1","zurg":"127.0.0.1:0:1:1","boot":"b","hostname":"h","nonce":"00","instance":"00112233445566778899aabbccddeeff"}"#,
     ))
     .unwrap();
     let welcome = next_frame(&mut fwd, DEADLINE).expect("a welcome");
@@ -467,4 +467,145 @@ fn connections_queued_while_out_of_descriptors_are_served_once_some_close() {
         .unwrap();
     let hosts = next_frame(&mut late, DEADLINE).expect("the listing");
     assert_eq!(hosts["t"], "hosts", "{hosts}");
+}
+
+fn forwarder_hello(zurg: &str, instance: &str) -> Vec<u8> {
+    frame(&format!(
+        r#"{{"t":"hello","proto":1,"role":"forwarder","host":"127.0.0.1","zurg":"{zurg}","boot":"b","hostname":"h","nonce":"00","instance":"{instance}"}}"#
+    ))
+}
+
+fn start_event(seq: u64, zurg: &str, gpid: &str) -> Vec<u8> {
+    frame(&format!(
+        r#"{{"t":"event","seq":{seq},"kind":"start","time_us":1,"endpoint":{{"service":"web","ip":"127.0.0.1","port":80,"gpid":"{gpid}","since_us":1,"host":"{zurg}"}},"pid":9}}"#
+    ))
+}
+
+/// Frames until an error frame (returned) or the end of the connection.
+fn error_of(s: TcpStream) -> String {
+    let got = read_to_end(s);
+    let text = String::from_utf8_lossy(&got).into_owned();
+    assert!(
+        text.contains("\"t\":\"error\""),
+        "no error frame in {text:?}"
+    );
+    text
+}
+
+#[test]
+fn a_stranger_cannot_take_over_a_live_host() {
+    let dir = TempDir::new("pub-takeover");
+    units(&dir, &["web"]);
+    let p = Publisher::start(None, &[]);
+    let mut z = run_publishing(&dir, &p.addr, &[]);
+    z.expect("[web] started pid");
+    forwarder_state(&dir, |s| s["connected"] == true && s["acked"] == s["seq"]);
+    let all = resolve(None, &p.addr, &["--all"]);
+    let zurg = all["hosts"][0]["zurg"].as_str().unwrap().to_string();
+
+    // Someone who knows the host's GPID (resolve shows it to anyone) says
+    // hello as that host, then claims the largest sequence number there is.
+    let mut rogue = TcpStream::connect(&p.addr).unwrap();
+    let mut words = forwarder_hello(&zurg, "deadbeefdeadbeefdeadbeefdeadbeef");
+    words.extend(start_event(u64::MAX, &zurg, "127.0.0.1:80:1:999999"));
+    rogue.write_all(&words).unwrap();
+    let refused = error_of(rogue);
+    assert!(refused.contains("instance"), "{refused}");
+    // Without any instance secret at all: refused too.
+    let mut bare = TcpStream::connect(&p.addr).unwrap();
+    bare.write_all(&frame(&format!(
+        r#"{{"t":"hello","proto":1,"role":"forwarder","host":"127.0.0.1","zurg":"{zurg}","nonce":"00"}}"#
+    )))
+    .unwrap();
+    assert!(error_of(bare).contains("needs host, zurg and instance"));
+
+    // The real zurg kept its connection, and its next events still count.
+    cli(&dir, &["signal", "web", "KILL"]);
+    let state = forwarder_state(&dir, |s| {
+        s["connected"] == true && s["acked"] == s["seq"] && s["seq"].as_u64() >= Some(3)
+    });
+    assert_eq!(state["connects"], 1, "{state}");
+    let status: Value =
+        serde_json::from_slice(&cli(&dir, &["status", "web", "--json"]).stdout).unwrap();
+    let live = status["result"][0]["gpid"].as_str().unwrap().to_string();
+    eventually("resolve to name the live process", || {
+        let eps = resolve(None, &p.addr, &["web"]);
+        eps["endpoints"].as_array().unwrap().len() == 1
+            && eps["endpoints"][0]["gpid"] == live.as_str()
+    });
+    let h = resolve(None, &p.addr, &["--all"])["hosts"][0].clone();
+    assert_eq!(h["duplicates"], 0, "{h}");
+    assert_eq!(h["seq"], state["seq"], "{h}");
+}
+
+#[test]
+fn the_same_instance_replaces_its_own_connection_and_nobody_else_does() {
+    let p = Publisher::start(None, &[]);
+    let zurg = "127.0.0.1:0:7:7";
+    let secret = "0123456789abcdef0123456789abcdef";
+    let mut first = TcpStream::connect(&p.addr).unwrap();
+    first.write_all(&forwarder_hello(zurg, secret)).unwrap();
+    assert_eq!(next_frame(&mut first, DEADLINE).unwrap()["t"], "welcome");
+    first
+        .write_all(&start_event(1, zurg, "127.0.0.1:80:1:9"))
+        .unwrap();
+    assert_eq!(next_frame(&mut first, DEADLINE).unwrap()["seq"], 1);
+
+    // The same zurg after a dropped connection the publisher has not noticed.
+    let mut second = TcpStream::connect(&p.addr).unwrap();
+    second.write_all(&forwarder_hello(zurg, secret)).unwrap();
+    let welcome = next_frame(&mut second, DEADLINE).unwrap();
+    assert_eq!(welcome["t"], "welcome", "{welcome}");
+    assert_eq!(welcome["last_seq"], 1, "{welcome}");
+    assert!(error_of(first).contains("replaced by a newer connection"));
+
+    // A different instance is refused and the current connection stays.
+    let mut other = TcpStream::connect(&p.addr).unwrap();
+    other
+        .write_all(&forwarder_hello(zurg, "ffffffffffffffffffffffffffffffff"))
+        .unwrap();
+    assert!(error_of(other).contains("not its zurg instance"));
+    second
+        .write_all(&frame(r#"{"t":"heartbeat","seq":1}"#))
+        .unwrap();
+    let ack = next_frame(&mut second, DEADLINE).unwrap();
+    assert_eq!(
+        (ack["t"].as_str(), ack["seq"].as_u64()),
+        (Some("ack"), Some(1))
+    );
+}
+
+#[test]
+fn a_sequence_number_far_past_the_window_is_refused() {
+    let p = Publisher::start(None, &[]);
+    let zurg = "127.0.0.1:0:8:8";
+    let secret = "0123456789abcdef0123456789abcdef";
+    let mut fwd = TcpStream::connect(&p.addr).unwrap();
+    fwd.write_all(&forwarder_hello(zurg, secret)).unwrap();
+    assert_eq!(next_frame(&mut fwd, DEADLINE).unwrap()["t"], "welcome");
+    fwd.write_all(&start_event(5, zurg, "127.0.0.1:80:1:9"))
+        .unwrap();
+    assert_eq!(next_frame(&mut fwd, DEADLINE).unwrap()["seq"], 5);
+    fwd.write_all(&start_event(u64::MAX, zurg, "127.0.0.1:80:1:10"))
+        .unwrap();
+    let refused = error_of(fwd);
+    assert!(refused.contains("jumps more than"), "{refused}");
+
+    // The host still stands at 5, and its zurg goes on from there.
+    let mut again = TcpStream::connect(&p.addr).unwrap();
+    again.write_all(&forwarder_hello(zurg, secret)).unwrap();
+    let welcome = next_frame(&mut again, DEADLINE).unwrap();
+    assert_eq!(welcome["last_seq"], 5, "{welcome}");
+    again
+        .write_all(&start_event(6, zurg, "127.0.0.1:80:1:11"))
+        .unwrap();
+    assert_eq!(next_frame(&mut again, DEADLINE).unwrap()["seq"], 6);
+    let listed = resolve(None, &p.addr, &["web"]);
+    let gpids: Vec<&str> = listed["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["gpid"].as_str().unwrap())
+        .collect();
+    assert_eq!(gpids, ["127.0.0.1:80:1:11", "127.0.0.1:80:1:9"], "{listed}");
 }

@@ -163,6 +163,7 @@ impl Session {
             boot: None,
             hostname: None,
             nonce: Some(ours.clone()),
+            instance: None,
         })?;
         loop {
             match s.read_frame()? {

@@ -106,6 +106,9 @@ pub struct Forwarder {
     quiet: bool,
     /// The connection became ready for a snapshot the supervisor must send.
     wants_snapshot: bool,
+    /// This zurg instance's secret for the publisher (drawn at the first
+    /// connect, then kept), so only this zurg can speak for its host.
+    instance: Option<String>,
 }
 
 impl Forwarder {
@@ -139,7 +142,17 @@ impl Forwarder {
             next_heartbeat: u64::MAX,
             quiet: false,
             wants_snapshot: false,
+            instance: None,
         }
+    }
+
+    fn instance(&mut self) -> Result<String, crate::publish::server::NonceError> {
+        if let Some(i) = &self.instance {
+            return Ok(i.clone());
+        }
+        let drawn = crate::publish::server::nonce()?;
+        self.instance = Some(drawn.clone());
+        Ok(drawn)
     }
 
     fn addr(&self) -> Option<SocketAddr> {
@@ -384,9 +397,9 @@ impl Forwarder {
                 return;
             };
             let _ = stream.set_nodelay(true);
-            let nonce = match crate::publish::server::nonce() {
-                Ok(n) => n,
-                Err(e) => return self.fail(registry, now, e.to_string()),
+            let (nonce, instance) = match (crate::publish::server::nonce(), self.instance()) {
+                (Ok(n), Ok(i)) => (n, i),
+                (Err(e), _) | (_, Err(e)) => return self.fail(registry, now, e.to_string()),
             };
             let id = &self.identity;
             proto::encode(
@@ -398,6 +411,7 @@ impl Forwarder {
                     boot: Some(id.boot.clone()),
                     hostname: Some(id.hostname.clone()),
                     nonce: Some(nonce.clone()),
+                    instance: Some(instance),
                 },
                 &mut self.out,
             );

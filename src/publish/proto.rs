@@ -18,6 +18,11 @@ pub const MAX_FRAME: usize = 64 * 1024;
 /// Endpoints per snapshot or listing chunk: ~300 bytes each stays under
 /// `MAX_FRAME` with room to spare.
 pub const CHUNK: usize = 128;
+/// How far past the last applied sequence number an event or snapshot may
+/// jump. A forwarder resends from its memory queue (10,000 by default) and
+/// its journal (16 MiB, some 50,000 events) in order, so a real one never
+/// comes near; a seq of 2^64-1 would make every later event a duplicate.
+pub const MAX_SEQ_JUMP: u64 = 1 << 20;
 
 /// One live process of a service, as clients resolve it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +154,11 @@ pub enum Frame {
         /// Random hex the publisher must MAC to prove it knows the token.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nonce: Option<String>,
+        /// Forwarders: a secret drawn from getrandom(2) when zurg starts and
+        /// kept for its life. It proves a reconnect comes from the same
+        /// zurg instance, so nobody else can take a live host's place.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance: Option<String>,
     },
     /// Publisher: prove you know the token by MACing this.
     Challenge {
@@ -425,6 +435,7 @@ mod tests {
                 boot: Some("b".into()),
                 hostname: None,
                 nonce: None,
+                instance: Some("ab".into()),
             },
             Frame::Event {
                 seq: 7,

@@ -254,6 +254,10 @@ impl Registry {
         host.last_seen_ms = now_ms;
     }
 
+    pub fn host_count(&self) -> usize {
+        self.hosts.len()
+    }
+
     pub fn host(&self, zurg: &str) -> Option<&HostInfo> {
         self.hosts.get(zurg).map(|h| &h.info)
     }

@@ -17,7 +17,11 @@ use lexopt::prelude::*;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
-use super::proto::{self, Decoder, Frame, HostInfo, Role, CHUNK, MAX_FRAME, PROTOCOL};
+use sha2::{Digest, Sha256};
+
+use super::proto::{
+    self, Decoder, Frame, HostInfo, Role, CHUNK, MAX_FRAME, MAX_SEQ_JUMP, PROTOCOL,
+};
 use super::registry::Change;
 use super::store::{ConnId, Done, MemoryStore, Store};
 
@@ -191,6 +195,10 @@ struct Server {
     acks_due: Option<u64>,
     /// Accepting failed (out of descriptors): when to try again.
     accept_retry_at: Option<u64>,
+    /// SHA-256 of each host's instance secret. Kept here rather than in the
+    /// store: it serves both stores, and it must never reach etcd or a
+    /// resolve client.
+    instances: HashMap<String, [u8; 32]>,
 }
 
 pub fn run(args: &[String]) -> i32 {
@@ -268,6 +276,7 @@ impl Server {
             acks_owed: HashMap::new(),
             acks_due: None,
             accept_retry_at: None,
+            instances: HashMap::new(),
         })
     }
 
@@ -617,6 +626,7 @@ impl Server {
             boot,
             hostname,
             nonce,
+            instance,
             ..
         } = hello
         else {
@@ -642,12 +652,33 @@ impl Server {
                 );
             }
             Role::Forwarder => {
-                let (Some(zurg), Some(ip)) = (zurg, host) else {
-                    self.close(id, Some("a forwarder's hello needs host and zurg".into()));
+                let (Some(zurg), Some(ip), Some(instance)) = (zurg, host, instance) else {
+                    self.close(
+                        id,
+                        Some("a forwarder's hello needs host, zurg and instance".into()),
+                    );
                     return;
                 };
                 if zurg.is_empty() || zurg.len() > 200 || ip.len() > 100 {
                     self.close(id, Some("bad host or zurg in hello".into()));
+                    return;
+                }
+                if instance.len() < 16 || instance.len() > 200 {
+                    self.close(
+                        id,
+                        Some("bad instance in hello: expected 16 to 200 characters".into()),
+                    );
+                    return;
+                }
+                if !self.admits(&zurg, &instance) {
+                    let addr = self.conn(id).map(|c| c.addr);
+                    crate::log!(
+                        "connection from {addr:?} said hello as live host {zurg} with another instance secret; refused"
+                    );
+                    let message = format!(
+                        "host {zurg} is live and this is not its zurg instance (another instance secret); a restarted zurg has a new GPID"
+                    );
+                    self.close(id, Some(message));
                     return;
                 }
                 // A reconnect from the same instance replaces a connection
@@ -687,6 +718,57 @@ impl Server {
         }
     }
 
+    /// Whether a forwarder's hello with this instance secret may speak for
+    /// host `zurg`: a host the publisher holds (connected, or within its
+    /// lease) only to the instance that registered it, so a stranger can
+    /// neither take its connection over nor feed it sequence numbers. The
+    /// first hello for a host not held sets its instance.
+    fn admits(&mut self, zurg: &str, instance: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(instance.as_bytes()).into();
+        let live = self.forwarders.contains_key(zurg) || self.store.view().host(zurg).is_some();
+        if live {
+            if let Some(known) = self.instances.get(zurg) {
+                // Digests, not the secrets: how long the comparison takes
+                // says nothing about the secret.
+                if *known != digest {
+                    return false;
+                }
+            }
+        }
+        self.instances.insert(zurg.to_string(), digest);
+        self.prune_instances();
+        true
+    }
+
+    /// Forgets the secrets of hosts that are gone, once they outnumber the
+    /// live ones, so the map stays the size of the registry.
+    fn prune_instances(&mut self) {
+        let held = self
+            .store
+            .view()
+            .host_count()
+            .saturating_add(self.forwarders.len());
+        if self.instances.len() <= held.saturating_mul(2).saturating_add(64) {
+            return;
+        }
+        let view = self.store.view();
+        let forwarders = &self.forwarders;
+        self.instances
+            .retain(|z, _| forwarders.contains_key(z) || view.host(z).is_some());
+    }
+
+    /// A sequence number more than `MAX_SEQ_JUMP` past the host's last
+    /// applied one. A host with nothing applied yet (a fresh publisher) takes
+    /// any first number: a long-lived zurg resumes where it is.
+    fn seq_jumps(&self, zurg: &str, seq: u64) -> Option<String> {
+        let last = self.store.view().host(zurg).map_or(0, |h| h.seq);
+        (last > 0 && seq > last.saturating_add(MAX_SEQ_JUMP)).then(|| {
+            format!(
+                "seq {seq} jumps more than {MAX_SEQ_JUMP} past the last applied {last}; refusing it"
+            )
+        })
+    }
+
     fn forwarder_frame(&mut self, id: ConnId, peer: Peer, frame: Frame) {
         let Peer::Forwarder { zurg } = &peer else {
             return;
@@ -696,6 +778,13 @@ impl Server {
             conn.peer = peer;
         }
         let now = self.now_ms();
+        if let Frame::Event { seq, .. } | Frame::Snapshot { seq, .. } = &frame {
+            if let Some(message) = self.seq_jumps(&zurg, *seq) {
+                crate::log!("forwarder {zurg}: {message}; closing its connection");
+                self.close(id, Some(message));
+                return;
+            }
+        }
         match frame {
             Frame::Event {
                 seq,
