@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
+use common::naming::read_frame as next_frame;
 use common::naming::*;
 
 fn units(dir: &TempDir, names: &[&str]) {
@@ -166,34 +167,6 @@ fn read_to_end(mut s: TcpStream) -> Vec<u8> {
     let mut got = Vec::new();
     let _ = s.read_to_end(&mut got);
     got
-}
-
-fn frame(json: &str) -> Vec<u8> {
-    let mut v = (json.len() as u32).to_be_bytes().to_vec();
-    v.extend_from_slice(json.as_bytes());
-    v
-}
-
-/// The next frame on a raw connection, or `None` when nothing came within
-/// `wait`.
-fn next_frame(s: &mut TcpStream, wait: Duration) -> Option<Value> {
-    s.set_read_timeout(Some(wait)).unwrap();
-    let mut len = [0u8; 4];
-    match s.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            return None
-        }
-        Err(e) => panic!("reading a frame: {e}"),
-    }
-    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut body).unwrap();
-    Some(serde_json::from_slice(&body).unwrap())
 }
 
 #[test]
@@ -608,4 +581,30 @@ fn a_sequence_number_far_past_the_window_is_refused() {
         .map(|e| e["gpid"].as_str().unwrap())
         .collect();
     assert_eq!(gpids, ["127.0.0.1:80:1:11", "127.0.0.1:80:1:9"], "{listed}");
+}
+
+#[test]
+fn a_listing_of_every_name_past_the_output_bound_reaches_a_prompt_reader() {
+    let p = Publisher::start(None, &[]);
+    let mut fwd = RawForwarder::connect(&p.addr, 11);
+    // About 12 MB of listing: more than the 8 MiB a peer may leave unread.
+    fwd.snapshot(500, 50_000);
+    let out = resolve_raw(None, &p.addr, &["--all"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout.len() > 8 * 1024 * 1024,
+        "{} bytes",
+        out.stdout.len()
+    );
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let services = all["services"].as_object().unwrap();
+    assert_eq!(services.len(), 500);
+    let total: usize = services.values().map(|v| v.as_array().unwrap().len()).sum();
+    assert_eq!(total, 50_000);
+    assert_eq!(all["hosts"][0]["endpoints"], 50_000, "{}", all["hosts"]);
 }

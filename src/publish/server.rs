@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use super::proto::{
     self, Decoder, Frame, HostInfo, Role, CHUNK, MAX_FRAME, MAX_SEQ_JUMP, PROTOCOL,
 };
-use super::registry::Change;
+use super::registry::{Change, EpKey};
 use super::store::{ConnId, Done, MemoryStore, Store};
 
 const LISTENER: Token = Token(0);
@@ -47,6 +47,8 @@ const ACK_DELAY_MS: u64 = 5;
 /// would: the listener is edge-triggered, and the connections already
 /// queued raise no new edge.
 const ACCEPT_RETRY_MS: u64 = 100;
+/// A listing's next page is produced once less than this is left unsent.
+const LISTING_LOW_WATER: usize = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
@@ -172,6 +174,25 @@ struct Conn {
     /// The proof of the token for a forwarder's welcome, until the store
     /// answers its hello.
     welcome_mac: Option<String>,
+    /// A resolve answer still being produced.
+    listing: Option<Listing>,
+}
+
+/// A resolve answer produced page by page as its client reads it, so a
+/// listing of any size costs the publisher `LISTING_LOW_WATER` bytes of
+/// buffer, and a prompt reader gets all of it.
+#[derive(Debug)]
+struct Listing {
+    /// One name, or every name (then the hosts come first).
+    name: Option<String>,
+    /// The last endpoint sent: the next page starts after it.
+    after: Option<EpKey>,
+    /// The first page went out (the hosts, for a listing of every name).
+    started: bool,
+    /// Changes to endpoints at or before the cursor, which the listing has
+    /// already shown; they follow `synced`. Changes past the cursor are
+    /// left out: the pages still to come show their outcome.
+    deferred: Vec<u8>,
 }
 
 struct Server {
@@ -382,6 +403,7 @@ impl Server {
                             opened_ms,
                             closing: false,
                             welcome_mac: None,
+                            listing: None,
                         },
                     );
                 }
@@ -432,7 +454,73 @@ impl Server {
                 }
             }
         }
-        self.flush(id);
+        self.drive(id);
+    }
+
+    /// Writes what is queued and, as the socket takes it, produces more of
+    /// a listing in progress.
+    fn drive(&mut self, id: ConnId) {
+        loop {
+            self.flush(id);
+            let Some(conn) = self.conns.get(&id) else {
+                return;
+            };
+            if conn.closing || conn.listing.is_none() || conn.out.len() >= LISTING_LOW_WATER {
+                return;
+            }
+            self.pump(id);
+        }
+    }
+
+    /// Encodes pages of the listing until `LISTING_LOW_WATER` bytes wait or
+    /// the listing is complete (`synced`, then the deferred changes).
+    fn pump(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let view = self.store.view();
+        while conn.out.len() < LISTING_LOW_WATER {
+            let Some(listing) = conn.listing.as_mut() else {
+                return;
+            };
+            let first = !listing.started;
+            listing.started = true;
+            if first && listing.name.is_none() {
+                let hosts = Frame::Hosts {
+                    hosts: view.hosts(),
+                };
+                proto::encode(&hosts, &mut conn.out);
+            }
+            let page = view.page(listing.name.as_deref(), listing.after.as_ref(), CHUNK);
+            let Some(last) = page.last() else {
+                if let (Some(name), true) = (&listing.name, first) {
+                    let empty = Frame::Endpoints {
+                        name: name.clone(),
+                        endpoints: Vec::new(),
+                    };
+                    proto::encode(&empty, &mut conn.out);
+                }
+                proto::encode(&Frame::Synced, &mut conn.out);
+                conn.out.append(&mut listing.deferred);
+                conn.listing = None;
+                return;
+            };
+            listing.after = Some((last.service.clone(), last.gpid.clone()));
+            let mut rest = page.as_slice();
+            while let Some(head) = rest.first() {
+                let same = rest
+                    .iter()
+                    .take_while(|e| e.service == head.service)
+                    .count();
+                let (these, others) = rest.split_at(same.min(rest.len()));
+                let frame = Frame::Endpoints {
+                    name: head.service.clone(),
+                    endpoints: these.to_vec(),
+                };
+                proto::encode(&frame, &mut conn.out);
+                rest = others;
+            }
+        }
     }
 
     fn handle_frames(&mut self, id: ConnId) {
@@ -818,40 +906,25 @@ impl Server {
     }
 
     fn resolve(&mut self, id: ConnId, name: Option<String>, watch: bool) {
-        let view = self.store.view();
-        let mut frames = Vec::new();
-        match &name {
-            Some(n) => frames.push(Frame::Endpoints {
-                name: n.clone(),
-                endpoints: view.endpoints(n),
+        let Some(conn) = self.conn(id) else { return };
+        if conn.listing.is_some() {
+            let message = "one resolve at a time: the last listing is not complete".to_string();
+            self.close(id, Some(message));
+            return;
+        }
+        conn.peer = Peer::Client {
+            watch: watch.then(|| match &name {
+                Some(n) => Watch::Name(n.clone()),
+                None => Watch::All,
             }),
-            None => {
-                frames.push(Frame::Hosts {
-                    hosts: view.hosts(),
-                });
-                for n in view.names() {
-                    for chunk in view.endpoints(n).chunks(CHUNK) {
-                        frames.push(Frame::Endpoints {
-                            name: n.clone(),
-                            endpoints: chunk.to_vec(),
-                        });
-                    }
-                }
-            }
-        }
-        frames.push(Frame::Synced);
-        for f in &frames {
-            self.send(id, f);
-        }
-        if let Some(conn) = self.conn(id) {
-            conn.peer = Peer::Client {
-                watch: watch.then_some(match name {
-                    Some(n) => Watch::Name(n),
-                    None => Watch::All,
-                }),
-            };
-        }
-        self.flush(id);
+        };
+        conn.listing = Some(Listing {
+            name,
+            after: None,
+            started: false,
+            deferred: Vec::new(),
+        });
+        self.drive(id);
     }
 
     fn on_done(&mut self, done: Done) {
@@ -918,8 +991,23 @@ impl Server {
             })
             .map(|(id, _)| *id)
             .collect();
+        let key = (name.as_str(), change.endpoint.gpid.as_str());
         for id in watchers {
             if let Some(conn) = self.conn(id) {
+                if let Some(listing) = conn.listing.as_mut() {
+                    let shown = listing
+                        .after
+                        .as_ref()
+                        .is_some_and(|(n, g)| key <= (n.as_str(), g.as_str()));
+                    if shown {
+                        listing.deferred.extend_from_slice(&bytes);
+                        if listing.deferred.len() > MAX_OUTPUT {
+                            listing.deferred.clear();
+                            self.close(id, Some("too slow: output buffer full".into()));
+                        }
+                    }
+                    continue;
+                }
                 conn.out.extend_from_slice(&bytes);
                 if conn.out.len() > MAX_OUTPUT {
                     conn.out.clear();
