@@ -608,3 +608,112 @@ fn a_listing_of_every_name_past_the_output_bound_reaches_a_prompt_reader() {
     assert_eq!(total, 50_000);
     assert_eq!(all["hosts"][0]["endpoints"], 50_000, "{}", all["hosts"]);
 }
+
+#[test]
+fn silent_peers_are_closed_but_watchers_are_kept() {
+    let p = Publisher::start(None, &["--lease-ms", "1000"]);
+    let fwd = RawForwarder::connect(&p.addr, 21);
+    let client = raw_client(&p.addr);
+    let mut watcher = raw_client(&p.addr);
+    watcher
+        .write_all(&frame(r#"{"t":"resolve","name":"web","watch":true}"#))
+        .unwrap();
+    assert_eq!(
+        next_frame(&mut watcher, DEADLINE).unwrap()["t"],
+        "endpoints"
+    );
+    assert_eq!(next_frame(&mut watcher, DEADLINE).unwrap()["t"], "synced");
+
+    // A forwarder that sends nothing for a lease, and a client that said
+    // hello and then nothing: both closed, so such connections cannot pile
+    // up until nobody else gets in.
+    let t0 = Instant::now();
+    let said = until_closed(fwd.stream);
+    assert!(said.contains("silent for a lease"), "{said:?}");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
+    let said = until_closed(client);
+    assert!(said.contains("without a resolve or a watch"), "{said:?}");
+
+    // The watcher, just as silent, is still served.
+    let mut other = RawForwarder::connect(&p.addr, 22);
+    other.churn("web", 1);
+    let up = next_frame(&mut watcher, DEADLINE).expect("a change");
+    assert_eq!(
+        (up["t"].as_str(), up["change"].as_str()),
+        (Some("change"), Some("up")),
+        "{up}"
+    );
+}
+
+#[test]
+fn an_endless_snapshot_is_refused_at_its_cap() {
+    let p = Publisher::start(None, &[]);
+    let mut fwd = RawForwarder::connect(&p.addr, 31);
+    let before = vm_rss_kib(p.z.child.id());
+    // Chunks that never say last, one chunk past 65,536 endpoints.
+    let mut bytes = Vec::new();
+    let mut n = 0;
+    while n <= 65_536 {
+        let chunk: Vec<String> = (n..n + 128).map(|i| fwd.endpoint("web", i)).collect();
+        bytes.extend(frame(&format!(
+            r#"{{"t":"snapshot","seq":0,"endpoints":[{}],"last":false}}"#,
+            chunk.join(",")
+        )));
+        n += 128;
+    }
+    fwd.stream.write_all(&bytes).unwrap();
+    let said = until_closed(fwd.stream);
+    assert!(
+        said.contains("snapshot of more than 65536 endpoints"),
+        "{said:?}"
+    );
+    let after = vm_rss_kib(p.z.child.id());
+    assert!(
+        after < before + 100 * 1024,
+        "the publisher grew from {before} to {after} KiB"
+    );
+    // Nothing of it was applied, and the publisher serves on.
+    let all = resolve(None, &p.addr, &["--all"]);
+    assert!(all["services"].as_object().unwrap().is_empty(), "{all}");
+}
+
+#[test]
+fn slow_watchers_are_dropped_and_cost_bounded_memory_and_no_stall() {
+    let p = Publisher::start(None, &[]);
+    let pid = p.z.child.id();
+    let mut stalled = Vec::new();
+    for _ in 0..200 {
+        let mut s = raw_client(&p.addr);
+        s.write_all(&frame(r#"{"t":"resolve","watch":true}"#))
+            .unwrap();
+        stalled.push(s);
+    }
+    let w = Watcher::start(None, &p.addr, &["--all"]);
+    w.until("the listing", |v| v["t"] == "synced");
+    let mut fwd = RawForwarder::connect(&p.addr, 41);
+    // 30,000 changes in one burst, acknowledged within the deadline (a
+    // debug build needs some 9 s for them with 200 watchers, 5 s without;
+    // one write per change and watcher made it minutes) ...
+    let t0 = Instant::now();
+    fwd.churn_within("hot", 15_000, DEADLINE * 4);
+    let took = t0.elapsed();
+    let mut last = RawForwarder::connect(&p.addr, 42);
+    last.churn("sentinel", 1);
+    // ... and a prompt watcher still gets to the end.
+    w.until("the sentinel", |v| {
+        (v["t"] == "change" && v["endpoint"]["service"] == "sentinel")
+            || (v["t"] == "endpoints" && v["name"] == "sentinel")
+    });
+    let rss = vm_rss_kib(pid);
+    eprintln!("30,000 changes to 200 stalled watchers: {took:?}, publisher VmRSS {rss} KiB");
+    // 32 MiB for all watchers' output, plus the registry and the burst.
+    assert!(rss < 128 * 1024, "publisher VmRSS {rss} KiB");
+    // The stalled ones were let go rather than buffered for.
+    for s in stalled.drain(..5) {
+        until_closed(s);
+    }
+}

@@ -32,12 +32,30 @@ const FIRST_CONN: usize = 2;
 
 pub const DEFAULT_LEASE_MS: u64 = 10_000;
 const MAX_CONNS: usize = 4096;
+/// Watchers are kept however long they stay silent (they only read), so
+/// they have a cap of their own below `MAX_CONNS`.
+const MAX_WATCHERS: usize = 1024;
+/// Endpoints of a snapshot still arriving (`last: false`), per connection
+/// and across all of them: far above any host's process count, and a bound
+/// on what unfinished snapshots can make the publisher hold.
+const MAX_SNAPSHOT: usize = 65_536;
+const MAX_SNAPSHOTS_PENDING: usize = 262_144;
 /// A connection must say hello (and authenticate) within this.
 const HANDSHAKE_MS: u64 = 10_000;
 /// Queued output a peer may leave unread before it is dropped: a watcher
 /// that cannot keep up reconnects and lists again rather than holding the
 /// publisher's memory.
 const MAX_OUTPUT: usize = 8 * 1024 * 1024;
+/// What all watchers together may leave unread. Each gets an equal share
+/// of it, between `MIN_WATCHER_OUTPUT` and `MAX_WATCHER_OUTPUT`; one past
+/// its share is dropped (`MAX_WATCHERS` times the minimum is this budget).
+const WATCHERS_OUTPUT: usize = 32 * 1024 * 1024;
+const MIN_WATCHER_OUTPUT: usize = 32 * 1024;
+const MAX_WATCHER_OUTPUT: usize = 4 * 1024 * 1024;
+/// Changes for a watcher are written once this much waits, or at the end
+/// of the wake-up: one write per change and watcher cost seconds when a
+/// forwarder sent thousands of events at once.
+const WATCHER_WRITE_AT: usize = 16 * 1024;
 /// Acks are cumulative, so one per forwarder every few milliseconds says as
 /// much as one per event; sending them later keeps the forwarder's zurg
 /// asleep while a change is still on its way to the watchers.
@@ -176,6 +194,16 @@ struct Conn {
     welcome_mac: Option<String>,
     /// A resolve answer still being produced.
     listing: Option<Listing>,
+    /// When the peer last sent a frame or took bytes from us: the idle
+    /// deadlines count from it.
+    active_ms: u64,
+    /// The socket took everything last time (no EAGAIN since): writing is
+    /// worth a try. Without it every change would retry a full socket.
+    writable: bool,
+    /// Endpoints of this forwarder's snapshot that are still arriving.
+    snapshot_pending: usize,
+    /// Listed in `Server::unflushed`.
+    unflushed: bool,
 }
 
 /// A resolve answer produced page by page as its client reads it, so a
@@ -216,6 +244,11 @@ struct Server {
     acks_due: Option<u64>,
     /// Accepting failed (out of descriptors): when to try again.
     accept_retry_at: Option<u64>,
+    /// Connections that watch, for the fan-out.
+    watchers: BTreeMap<ConnId, Watch>,
+    /// Watchers with changes not yet written, flushed at the end of the
+    /// wake-up.
+    unflushed: Vec<ConnId>,
     /// SHA-256 of each host's instance secret. Kept here rather than in the
     /// store: it serves both stores, and it must never reach etcd or a
     /// resolve client.
@@ -298,6 +331,8 @@ impl Server {
             acks_due: None,
             accept_retry_at: None,
             instances: HashMap::new(),
+            watchers: BTreeMap::new(),
+            unflushed: Vec::new(),
         })
     }
 
@@ -313,8 +348,7 @@ impl Server {
             let handshake = self
                 .conns
                 .values()
-                .filter(|c| matches!(c.peer, Peer::New | Peer::Challenged { .. }))
-                .map(|c| c.opened_ms.saturating_add(HANDSHAKE_MS))
+                .filter_map(|c| self.idle_deadline(c))
                 .min();
             let deadline = [
                 handshake,
@@ -340,6 +374,11 @@ impl Server {
                     WAKER => {}
                     Token(t) => {
                         if let Some(id) = t.checked_sub(FIRST_CONN) {
+                            if event.is_writable() || event.is_write_closed() {
+                                if let Some(conn) = self.conn(id) {
+                                    conn.writable = true;
+                                }
+                            }
                             self.service_conn(id);
                         }
                     }
@@ -350,7 +389,7 @@ impl Server {
                 self.accept();
             }
             self.store.tick(now);
-            self.expire_handshakes(now);
+            self.expire_idle(now);
             // Store answers may produce more requests only through peers, so
             // one drain per wake-up is enough.
             self.store.drain(&mut done);
@@ -359,6 +398,12 @@ impl Server {
             }
             if self.acks_due.is_some_and(|at| at <= self.now_ms()) {
                 self.send_acks();
+            }
+            for id in std::mem::take(&mut self.unflushed) {
+                if let Some(conn) = self.conn(id) {
+                    conn.unflushed = false;
+                }
+                self.flush(id);
             }
             self.reap_closed();
         }
@@ -404,6 +449,10 @@ impl Server {
                             closing: false,
                             welcome_mac: None,
                             listing: None,
+                            active_ms: opened_ms,
+                            writable: true,
+                            snapshot_pending: 0,
+                            unflushed: false,
                         },
                     );
                 }
@@ -554,29 +603,47 @@ impl Server {
     }
 
     fn flush(&mut self, id: ConnId) {
+        let now = self.now_ms();
         let Some(conn) = self.conn(id) else { return };
-        while !conn.out.is_empty() {
-            match conn.stream.write(&conn.out) {
+        if !conn.writable {
+            // Full until the next writable event says otherwise.
+            return;
+        }
+        // Bytes are taken off the front once per flush, not once per write:
+        // a big buffer written in small pieces would be moved each time.
+        let mut written = 0;
+        let mut failed = false;
+        while let Some(rest) = conn.out.get(written..).filter(|r| !r.is_empty()) {
+            match conn.stream.write(rest) {
                 Ok(0) => break,
-                Ok(n) => {
-                    conn.out.drain(..n.min(conn.out.len()));
+                Ok(n) => written = written.saturating_add(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.writable = false;
+                    break;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
-                    conn.out.clear();
-                    conn.closing = true;
+                    failed = true;
                     break;
                 }
             }
         }
-        if conn.closing {
+        if written > 0 {
+            conn.active_ms = now;
+        }
+        conn.out.drain(..written.min(conn.out.len()));
+        if failed {
+            conn.out.clear();
+            conn.closing = true;
+        }
+        if conn.closing && (conn.out.is_empty() || failed) {
             self.drop_conn(id);
         }
     }
 
     /// Sends an error (when given) and closes after it is written.
     fn close(&mut self, id: ConnId, error: Option<String>) {
+        self.watchers.remove(&id);
         if let Some(message) = error {
             if let Some(conn) = self.conn(id) {
                 proto::encode(&Frame::Error { message }, &mut conn.out);
@@ -601,6 +668,7 @@ impl Server {
     }
 
     fn drop_conn(&mut self, id: ConnId) {
+        self.watchers.remove(&id);
         if let Some(mut conn) = self.conns.remove(&id) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
             // Its descriptor is free now: a blocked accept can go on.
@@ -626,23 +694,50 @@ impl Server {
         }
     }
 
-    fn expire_handshakes(&mut self, now: u64) {
-        let late: Vec<ConnId> = self
+    /// When a connection that has not earned its place is closed: the
+    /// handshake, and then identifying as forwarder or watcher, must each
+    /// happen within `HANDSHAKE_MS`; a forwarder must send something
+    /// (heartbeats come every lease/3) within a lease; a client that only
+    /// lists must keep asking or reading. Watchers have no deadline: they
+    /// have `MAX_WATCHERS`.
+    fn idle_deadline(&self, c: &Conn) -> Option<u64> {
+        if c.closing {
+            return None;
+        }
+        match &c.peer {
+            Peer::New | Peer::Challenged { .. } => Some(c.opened_ms.saturating_add(HANDSHAKE_MS)),
+            Peer::Forwarder { .. } => Some(c.active_ms.saturating_add(self.lease_ms)),
+            Peer::Client { watch: Some(_) } => None,
+            Peer::Client { watch: None } => Some(c.active_ms.saturating_add(HANDSHAKE_MS)),
+        }
+    }
+
+    fn expire_idle(&mut self, now: u64) {
+        let late: Vec<(ConnId, String)> = self
             .conns
             .iter()
-            .filter(|(_, c)| {
-                matches!(c.peer, Peer::New | Peer::Challenged { .. })
-                    && now.saturating_sub(c.opened_ms) >= HANDSHAKE_MS
+            .filter(|(_, c)| self.idle_deadline(c).is_some_and(|at| at <= now))
+            .map(|(id, c)| {
+                let why = match c.peer {
+                    Peer::New | Peer::Challenged { .. } => "no hello within 10 s".to_string(),
+                    Peer::Forwarder { .. } => format!(
+                        "a forwarder silent for a lease ({} ms): heartbeats are due every lease/3",
+                        self.lease_ms
+                    ),
+                    Peer::Client { .. } => "idle for 10 s without a resolve or a watch".to_string(),
+                };
+                (*id, why)
             })
-            .map(|(id, _)| *id)
             .collect();
-        for id in late {
-            self.close(id, Some("no hello within 10 s".into()));
+        for (id, why) in late {
+            self.close(id, Some(why));
         }
     }
 
     fn on_frame(&mut self, id: ConnId, frame: Frame) {
+        let now = self.now_ms();
         let Some(conn) = self.conn(id) else { return };
+        conn.active_ms = now;
         let peer = std::mem::replace(&mut conn.peer, Peer::New);
         match (peer, frame) {
             (Peer::New, hello @ Frame::Hello { .. }) => {
@@ -885,7 +980,36 @@ impl Server {
                 seq,
                 endpoints,
                 last,
-            } => self.store.snapshot(id, &zurg, seq, endpoints, last, now),
+            } => {
+                let pending_elsewhere: usize = self
+                    .conns
+                    .iter()
+                    .filter(|(other, _)| **other != id)
+                    .map(|(_, c)| c.snapshot_pending)
+                    .sum();
+                let Some(conn) = self.conn(id) else { return };
+                let pending = conn.snapshot_pending.saturating_add(endpoints.len());
+                conn.snapshot_pending = if last { 0 } else { pending };
+                let refused = if pending > MAX_SNAPSHOT {
+                    Some(format!(
+                        "snapshot of more than {MAX_SNAPSHOT} endpoints; refusing it"
+                    ))
+                } else if !last && pending.saturating_add(pending_elsewhere) > MAX_SNAPSHOTS_PENDING
+                {
+                    Some(format!(
+                        "unfinished snapshots hold more than {MAX_SNAPSHOTS_PENDING} endpoints; try again later"
+                    ))
+                } else {
+                    None
+                };
+                if let Some(message) = refused {
+                    crate::log!("forwarder {zurg}: {message}; closing its connection");
+                    conn.snapshot_pending = 0;
+                    self.close(id, Some(message));
+                    return;
+                }
+                self.store.snapshot(id, &zurg, seq, endpoints, last, now)
+            }
             Frame::Heartbeat { .. } => self.store.heartbeat(id, &zurg, now),
             Frame::Bye => {
                 crate::log!("forwarder {zurg} said bye: its zurg is shutting down");
@@ -912,12 +1036,25 @@ impl Server {
             self.close(id, Some(message));
             return;
         }
+        let watch = watch.then(|| match &name {
+            Some(n) => Watch::Name(n.clone()),
+            None => Watch::All,
+        });
         conn.peer = Peer::Client {
-            watch: watch.then(|| match &name {
-                Some(n) => Watch::Name(n.clone()),
-                None => Watch::All,
-            }),
+            watch: watch.clone(),
         };
+        if let Some(w) = watch {
+            if !self.watchers.contains_key(&id) && self.watchers.len() >= MAX_WATCHERS {
+                let message = format!("too many watchers ({MAX_WATCHERS}); try again later");
+                crate::log!("{message}: refusing one");
+                self.close(id, Some(message));
+                return;
+            }
+            self.watchers.insert(id, w);
+        } else {
+            self.watchers.remove(&id);
+        }
+        let Some(conn) = self.conn(id) else { return };
         conn.listing = Some(Listing {
             name,
             after: None,
@@ -978,44 +1115,56 @@ impl Server {
         proto::encode(&frame, &mut bytes);
         let name = &change.endpoint.service;
         let watchers: Vec<ConnId> = self
-            .conns
+            .watchers
             .iter()
-            .filter(|(_, c)| match &c.peer {
-                Peer::Client {
-                    watch: Some(Watch::All),
-                } => true,
-                Peer::Client {
-                    watch: Some(Watch::Name(n)),
-                } => n == name,
-                _ => false,
+            .filter(|(_, w)| match w {
+                Watch::All => true,
+                Watch::Name(n) => n == name,
             })
             .map(|(id, _)| *id)
             .collect();
+        // Each watcher's share of the budget: a watcher that cannot keep up
+        // is dropped (it reconnects and lists again) before the watchers
+        // together hold more than WATCHERS_OUTPUT.
+        let share = (WATCHERS_OUTPUT / self.watchers.len().max(1))
+            .clamp(MIN_WATCHER_OUTPUT, MAX_WATCHER_OUTPUT);
         let key = (name.as_str(), change.endpoint.gpid.as_str());
         for id in watchers {
-            if let Some(conn) = self.conn(id) {
-                if let Some(listing) = conn.listing.as_mut() {
+            let Some(conn) = self.conn(id).filter(|c| !c.closing) else {
+                continue;
+            };
+            let queued = match conn.listing.as_mut() {
+                Some(listing) => {
                     let shown = listing
                         .after
                         .as_ref()
                         .is_some_and(|(n, g)| key <= (n.as_str(), g.as_str()));
                     if shown {
                         listing.deferred.extend_from_slice(&bytes);
-                        if listing.deferred.len() > MAX_OUTPUT {
-                            listing.deferred.clear();
-                            self.close(id, Some("too slow: output buffer full".into()));
-                        }
                     }
-                    continue;
+                    listing.deferred.len().saturating_add(conn.out.len())
                 }
-                conn.out.extend_from_slice(&bytes);
-                if conn.out.len() > MAX_OUTPUT {
-                    conn.out.clear();
-                    self.close(id, Some("too slow: output buffer full".into()));
-                    continue;
+                None => {
+                    conn.out.extend_from_slice(&bytes);
+                    conn.out.len()
                 }
+            };
+            if queued > share {
+                let addr = conn.addr;
+                conn.out.clear();
+                conn.listing = None;
+                crate::log!(
+                    "watcher at {addr} fell {queued} bytes behind (its share is {share}); dropping it"
+                );
+                self.close(id, Some("too slow: fell behind the changes".into()));
+                continue;
             }
-            self.flush(id);
+            if conn.out.len() >= WATCHER_WRITE_AT {
+                self.flush(id);
+            } else if !conn.out.is_empty() && !conn.unflushed {
+                conn.unflushed = true;
+                self.unflushed.push(id);
+            }
         }
     }
 }

@@ -349,12 +349,17 @@ impl RawForwarder {
             )));
         }
         self.stream.write_all(&bytes).unwrap();
-        self.await_ack();
+        self.await_ack(DEADLINE);
     }
 
     /// `pairs` start and exit events of one service, then waits for the ack
     /// of the last.
     pub fn churn(&mut self, service: &str, pairs: u64) {
+        self.churn_within(service, pairs, DEADLINE);
+    }
+
+    /// `churn`, for a burst a debug build needs longer than `DEADLINE` for.
+    pub fn churn_within(&mut self, service: &str, pairs: u64, within: std::time::Duration) {
         use std::io::Write;
         let mut bytes = Vec::new();
         for i in 0..pairs {
@@ -368,11 +373,11 @@ impl RawForwarder {
             }
         }
         self.stream.write_all(&bytes).unwrap();
-        self.await_ack();
+        self.await_ack(within);
     }
 
-    fn await_ack(&mut self) {
-        let deadline = Instant::now() + DEADLINE;
+    fn await_ack(&mut self, within: std::time::Duration) {
+        let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(!left.is_zero(), "no ack of seq {} in time", self.seq);
@@ -384,4 +389,44 @@ impl RawForwarder {
             }
         }
     }
+}
+
+/// Resident memory of process `pid` in KiB (VmRSS in /proc/PID/status).
+pub fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// A raw client connection that said hello and was welcomed.
+pub fn raw_client(addr: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(&frame(
+        r#"{"t":"hello","proto":1,"role":"client","nonce":"00"}"#,
+    ))
+    .unwrap();
+    let welcome = read_frame(&mut s, DEADLINE).expect("a welcome");
+    assert_eq!(welcome["t"], "welcome", "{welcome}");
+    s
+}
+
+/// Reads until the publisher closes the connection; the text of all it
+/// sent. Panics when it is still open after the deadline.
+pub fn until_closed(mut s: std::net::TcpStream) -> String {
+    use std::io::Read;
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut got = Vec::new();
+    match s.read_to_end(&mut got) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!(
+            "the publisher did not close the connection: {e}; it sent {:?}",
+            String::from_utf8_lossy(&got)
+        ),
+    }
+    String::from_utf8_lossy(&got).into_owned()
 }
