@@ -717,3 +717,67 @@ fn slow_watchers_are_dropped_and_cost_bounded_memory_and_no_stall() {
         until_closed(s);
     }
 }
+
+#[test]
+fn hellos_that_go_nowhere_cannot_lock_forwarders_out() {
+    let p = Publisher::start(None, &[]);
+    // Every connection the publisher allows, each welcomed and then silent;
+    // in batches that fit the listen backlog, so none is lost on the way.
+    let hello = frame(r#"{"t":"hello","proto":1,"role":"client","nonce":"00"}"#);
+    let mut crowd: Vec<TcpStream> = Vec::new();
+    let t0 = Instant::now();
+    for _ in 0..8 {
+        let mut batch: Vec<TcpStream> = (0..512)
+            .map(|_| {
+                let mut s = TcpStream::connect(&p.addr).unwrap();
+                s.write_all(&hello).unwrap();
+                s
+            })
+            .collect();
+        for s in &mut batch {
+            assert_eq!(next_frame(s, DEADLINE).unwrap()["t"], "welcome");
+        }
+        crowd.extend(batch);
+    }
+    let forwarder_hello = frame(
+        r#"{"t":"hello","proto":1,"role":"forwarder","host":"127.0.0.1","zurg":"127.0.0.1:0:51:51","nonce":"00","instance":"00000000000000000000000000000051"}"#,
+    );
+    // Meanwhile a forwarder is turned away (checked only while the crowd is
+    // surely within its 10 s).
+    if t0.elapsed() < Duration::from_secs(8) {
+        let mut s = TcpStream::connect(&p.addr).unwrap();
+        s.write_all(&forwarder_hello).unwrap();
+        let said = until_closed(s);
+        assert!(said.contains("too many connections"), "{said:?}");
+    }
+    // 10 s after its hello the first of the crowd is let go, and its place
+    // is free for a forwarder.
+    let first = crowd.remove(0);
+    let said = until_closed(first);
+    assert!(said.contains("without a resolve or a watch"), "{said:?}");
+    let mut s = TcpStream::connect(&p.addr).unwrap();
+    s.write_all(&forwarder_hello).unwrap();
+    let welcome = next_frame(&mut s, DEADLINE).unwrap();
+    assert_eq!(welcome["t"], "welcome", "{welcome}");
+    drop(crowd);
+}
+
+#[test]
+fn watchers_have_a_cap_of_their_own() {
+    let p = Publisher::start(None, &[]);
+    let watch = frame(r#"{"t":"resolve","watch":true}"#);
+    let mut watchers = Vec::new();
+    for _ in 0..1024 {
+        let mut s = raw_client(&p.addr);
+        s.write_all(&watch).unwrap();
+        watchers.push(s);
+    }
+    for s in watchers.iter_mut().take(3) {
+        assert_eq!(next_frame(s, DEADLINE).unwrap()["t"], "hosts");
+    }
+    let mut one_more = raw_client(&p.addr);
+    one_more.write_all(&watch).unwrap();
+    assert!(until_closed(one_more).contains("too many watchers (1024)"));
+    // A plain lookup still works.
+    assert!(resolve(None, &p.addr, &["--all"])["hosts"].is_array());
+}
