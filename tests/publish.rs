@@ -781,3 +781,68 @@ fn watchers_have_a_cap_of_their_own() {
     // A plain lookup still works.
     assert!(resolve(None, &p.addr, &["--all"])["hosts"].is_array());
 }
+
+#[test]
+fn a_watcher_listing_in_progress_misses_no_change_and_sees_none_twice() {
+    let p = Publisher::start(None, &[]);
+    let mut fwd = RawForwarder::connect(&p.addr, 61);
+    // A listing far larger than the socket buffers, so it is still being
+    // produced when the changes come.
+    fwd.snapshot(100, 60_000);
+    let mut w = raw_client(&p.addr);
+    w.write_all(&frame(r#"{"t":"resolve","watch":true}"#))
+        .unwrap();
+    assert_eq!(next_frame(&mut w, DEADLINE).unwrap()["t"], "hosts");
+    let first = next_frame(&mut w, DEADLINE).unwrap();
+    assert_eq!(first["name"], "svc0000", "{first}");
+    // One endpoint the listing has shown goes, one past it appears.
+    let shown = first["endpoints"][0]["gpid"].as_str().unwrap().to_string();
+    let shown_i: u64 = shown.rsplit(':').next().unwrap().parse().unwrap();
+    fwd.seq += 1;
+    let gone = frame(&format!(
+        r#"{{"t":"event","seq":{},"kind":"exit","time_us":1,"endpoint":{},"pid":9}}"#,
+        fwd.seq,
+        fwd.endpoint("svc0000", shown_i)
+    ));
+    fwd.seq += 1;
+    let late = frame(&format!(
+        r#"{{"t":"event","seq":{},"kind":"start","time_us":1,"endpoint":{},"pid":9}}"#,
+        fwd.seq,
+        fwd.endpoint("zzz", 7)
+    ));
+    fwd.stream.write_all(&[gone, late].concat()).unwrap();
+    loop {
+        let ack = next_frame(&mut fwd.stream, DEADLINE).expect("an ack");
+        if ack["seq"].as_u64() == Some(fwd.seq) {
+            break;
+        }
+    }
+    // The rest of the listing: every endpoint once, zzz among them.
+    let mut listed = first["endpoints"].as_array().unwrap().len();
+    let mut zzz = 0;
+    loop {
+        let f = next_frame(&mut w, DEADLINE).expect("the listing");
+        match f["t"].as_str().unwrap() {
+            "endpoints" => {
+                listed += f["endpoints"].as_array().unwrap().len();
+                if f["name"] == "zzz" {
+                    zzz += 1;
+                }
+            }
+            "synced" => break,
+            other => panic!("{other} frame inside the listing: {f}"),
+        }
+    }
+    assert_eq!(listed, 60_001);
+    assert_eq!(zzz, 1);
+    // Then the change the listing had already passed, and only it.
+    let down = next_frame(&mut w, DEADLINE).expect("the deferred change");
+    assert_eq!(down["t"], "change", "{down}");
+    assert_eq!(down["change"], "down", "{down}");
+    assert_eq!(down["endpoint"]["gpid"], shown.as_str(), "{down}");
+    let more = next_frame(&mut w, Duration::from_millis(300));
+    assert!(
+        more.is_none(),
+        "zzz's start was in the listing already: {more:?}"
+    );
+}

@@ -46,9 +46,10 @@ const HANDSHAKE_MS: u64 = 10_000;
 /// that cannot keep up reconnects and lists again rather than holding the
 /// publisher's memory.
 const MAX_OUTPUT: usize = 8 * 1024 * 1024;
-/// What all watchers together may leave unread. Each gets an equal share
-/// of it, between `MIN_WATCHER_OUTPUT` and `MAX_WATCHER_OUTPUT`; one past
-/// its share is dropped (`MAX_WATCHERS` times the minimum is this budget).
+/// What all watchers together may leave unread of changes. Each gets an
+/// equal share of it, between `MIN_WATCHER_OUTPUT` and `MAX_WATCHER_OUTPUT`;
+/// one past its share (plus what is left of its listing) is dropped.
+/// `MAX_WATCHERS` times the minimum is this budget.
 const WATCHERS_OUTPUT: usize = 32 * 1024 * 1024;
 const MIN_WATCHER_OUTPUT: usize = 32 * 1024;
 const MAX_WATCHER_OUTPUT: usize = 4 * 1024 * 1024;
@@ -1149,7 +1150,9 @@ impl Server {
                     conn.out.len()
                 }
             };
-            if queued > share {
+            // A listing's own pages (up to LISTING_LOW_WATER and a page)
+            // may still sit in front of the changes: they are not lag.
+            if queued > share.saturating_add(LISTING_LOW_WATER) {
                 let addr = conn.addr;
                 conn.out.clear();
                 conn.listing = None;
