@@ -846,3 +846,34 @@ fn a_watcher_listing_in_progress_misses_no_change_and_sees_none_twice() {
         "zzz's start was in the listing already: {more:?}"
     );
 }
+
+#[test]
+fn hosts_are_listed_in_frames_under_the_frame_limit() {
+    let p = Publisher::start(None, &[]);
+    // 300 hosts of some 250 bytes each: more than one 64 KiB frame holds.
+    let hosts: Vec<RawForwarder> = (0..300)
+        .map(|i| RawForwarder::connect(&p.addr, 1000 + i))
+        .collect();
+    let mut c = raw_client(&p.addr);
+    c.write_all(&frame(r#"{"t":"resolve","watch":false}"#))
+        .unwrap();
+    let mut seen = 0;
+    let mut frames = 0;
+    loop {
+        let f = next_frame(&mut c, DEADLINE).expect("the listing");
+        assert!(serde_json::to_vec(&f).unwrap().len() <= 64 * 1024);
+        match f["t"].as_str().unwrap() {
+            "hosts" => {
+                seen += f["hosts"].as_array().unwrap().len();
+                frames += 1;
+            }
+            "synced" => break,
+            other => panic!("unexpected {other}: {f}"),
+        }
+    }
+    assert_eq!(seen, 300);
+    assert_eq!(frames, 3, "in chunks of 128");
+    let all = resolve(None, &p.addr, &["--all"]);
+    assert_eq!(all["hosts"].as_array().unwrap().len(), 300);
+    drop(hosts);
+}

@@ -316,8 +316,18 @@ impl Registry {
     }
 
     pub fn hosts(&self) -> Vec<HostInfo> {
-        self.hosts
-            .iter()
+        self.hosts_page(None, usize::MAX)
+    }
+
+    /// Up to `limit` hosts in zurg order after `after`: a page of a listing.
+    pub fn hosts_page(&self, after: Option<&str>, limit: usize) -> Vec<HostInfo> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let range = match after {
+            Some(z) => self.hosts.range::<str, _>((Excluded(z), Unbounded)),
+            None => self.hosts.range::<str, _>(..),
+        };
+        range
+            .take(limit)
             .map(|(k, h)| {
                 let mut info = h.info.clone();
                 info.endpoints = self.by_host.get(k).map_or(0, BTreeSet::len);
@@ -491,6 +501,25 @@ mod tests {
             [("c".into(), "1".into())]
         );
         assert!(r.page(Some("nope"), None, 10).is_empty());
+    }
+
+    #[test]
+    fn hosts_come_in_pages_in_zurg_order() {
+        let mut r = Registry::new();
+        for z in ["c", "a", "b"] {
+            r.hello(
+                HostInfo {
+                    zurg: z.into(),
+                    ..HostInfo::default()
+                },
+                0,
+            );
+        }
+        let zurgs = |v: Vec<HostInfo>| v.into_iter().map(|h| h.zurg).collect::<Vec<_>>();
+        assert_eq!(zurgs(r.hosts_page(None, 2)), ["a", "b"]);
+        assert_eq!(zurgs(r.hosts_page(Some("b"), 2)), ["c"]);
+        assert!(r.hosts_page(Some("c"), 2).is_empty());
+        assert_eq!(zurgs(r.hosts()), ["a", "b", "c"]);
     }
 
     #[test]

@@ -216,8 +216,13 @@ struct Listing {
     name: Option<String>,
     /// The last endpoint sent: the next page starts after it.
     after: Option<EpKey>,
-    /// The first page went out (the hosts, for a listing of every name).
+    /// The first page of endpoints went out.
     started: bool,
+    /// A listing of every name starts with the hosts, a page at a time:
+    /// `None` before the first page, then the last host sent, until
+    /// `hosts_done`.
+    hosts_after: Option<String>,
+    hosts_done: bool,
     /// Changes to endpoints at or before the cursor, which the listing has
     /// already shown; they follow `synced`. Changes past the cursor are
     /// left out: the pages still to come show their outcome.
@@ -533,14 +538,23 @@ impl Server {
             let Some(listing) = conn.listing.as_mut() else {
                 return;
             };
+            if !listing.hosts_done {
+                let hosts = view.hosts_page(listing.hosts_after.as_deref(), CHUNK);
+                listing.hosts_done = hosts.len() < CHUNK;
+                // The first hosts frame goes out even when there are none; a
+                // later empty page (the hosts ended on a page boundary) says
+                // nothing.
+                let first_page = listing.hosts_after.is_none();
+                if let Some(last) = hosts.last() {
+                    listing.hosts_after = Some(last.zurg.clone());
+                }
+                if first_page || !hosts.is_empty() {
+                    proto::encode(&Frame::Hosts { hosts }, &mut conn.out);
+                }
+                continue;
+            }
             let first = !listing.started;
             listing.started = true;
-            if first && listing.name.is_none() {
-                let hosts = Frame::Hosts {
-                    hosts: view.hosts(),
-                };
-                proto::encode(&hosts, &mut conn.out);
-            }
             let page = view.page(listing.name.as_deref(), listing.after.as_ref(), CHUNK);
             let Some(last) = page.last() else {
                 if let (Some(name), true) = (&listing.name, first) {
@@ -1057,9 +1071,11 @@ impl Server {
         }
         let Some(conn) = self.conn(id) else { return };
         conn.listing = Some(Listing {
+            hosts_done: name.is_some(),
             name,
             after: None,
             started: false,
+            hosts_after: None,
             deferred: Vec::new(),
         });
         self.drive(id);
