@@ -1121,15 +1121,6 @@ impl Server {
 
     /// Sends one change to every watcher of its name.
     fn fan_out(&mut self, change: &Change) {
-        let frame = Frame::Change {
-            change: change.change,
-            reason: change.reason,
-            endpoint: change.endpoint.clone(),
-            exit: change.exit.clone(),
-            time_us: crate::os::wall_clock_us(),
-        };
-        let mut bytes = Vec::new();
-        proto::encode(&frame, &mut bytes);
         let name = &change.endpoint.service;
         let watchers: Vec<ConnId> = self
             .watchers
@@ -1140,6 +1131,19 @@ impl Server {
             })
             .map(|(id, _)| *id)
             .collect();
+        if watchers.is_empty() {
+            // Nobody to tell: a snapshot of thousands costs no encoding.
+            return;
+        }
+        let frame = Frame::Change {
+            change: change.change,
+            reason: change.reason,
+            endpoint: change.endpoint.clone(),
+            exit: change.exit.clone(),
+            time_us: crate::os::wall_clock_us(),
+        };
+        let mut bytes = Vec::new();
+        proto::encode(&frame, &mut bytes);
         // Each watcher's share of the budget: a watcher that cannot keep up
         // is dropped (it reconnects and lists again) before the watchers
         // together hold more than WATCHERS_OUTPUT.

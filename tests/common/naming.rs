@@ -349,7 +349,9 @@ impl RawForwarder {
             )));
         }
         self.stream.write_all(&bytes).unwrap();
-        self.await_ack(DEADLINE);
+        // Tens of thousands of endpoints take a debug build seconds, more
+        // when other tests share the machine.
+        self.await_ack(DEADLINE * 4);
     }
 
     /// `pairs` start and exit events of one service, then waits for the ack
