@@ -877,3 +877,36 @@ fn hosts_are_listed_in_frames_under_the_frame_limit() {
     assert_eq!(all["hosts"].as_array().unwrap().len(), 300);
     drop(hosts);
 }
+
+#[test]
+fn a_zurg_whose_connection_drops_speaks_for_its_host_again() {
+    let dir = TempDir::new("pub-redial");
+    units(&dir, &["web"]);
+    let mut p = Publisher::start(None, &[]);
+    let mut z = run_publishing(&dir, &p.addr, &[]);
+    z.expect("[web] started pid");
+    let before = forwarder_state(&dir, |s| s["connected"] == true && s["acked"] == s["seq"]);
+    assert_eq!(before["connects"], 1, "{before}");
+    // Abort the forwarder's socket under it (SOCK_DESTROY); the host stays
+    // live at the publisher, which must take the same instance back.
+    let out = std::process::Command::new("ss")
+        .args(["-K", "dst", &p.addr])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ss -K: {out:?}");
+    let after = forwarder_state(&dir, |s| {
+        s["connected"] == true && s["connects"] == 2 && s["acked"] == s["seq"]
+    });
+    cli(&dir, &["signal", "web", "KILL"]);
+    let seq = after["seq"].as_u64().unwrap() + 2;
+    forwarder_state(&dir, |s| s["acked"].as_u64() == Some(seq));
+    let all = resolve(None, &p.addr, &["--all"]);
+    assert_eq!(all["hosts"].as_array().unwrap().len(), 1, "{all}");
+    assert_eq!(all["hosts"][0]["seq"], seq, "{all}");
+    assert_eq!(all["services"]["web"].as_array().unwrap().len(), 1, "{all}");
+    let refused =
+        p.z.lines_now()
+            .iter()
+            .any(|l| l.contains("another instance secret"));
+    assert!(!refused, "{:?}", p.z.seen);
+}
