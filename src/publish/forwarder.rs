@@ -198,6 +198,9 @@ pub struct Forwarder {
     quiet: bool,
     /// The connection became ready for a snapshot the supervisor must send.
     wants_snapshot: bool,
+    /// This zurg instance's secret for the publisher (drawn at the first
+    /// connect, then kept), so only this zurg can speak for its host.
+    instance: Option<String>,
 }
 
 impl Forwarder {
@@ -238,7 +241,17 @@ impl Forwarder {
             next_heartbeat: u64::MAX,
             quiet: false,
             wants_snapshot: false,
+            instance: None,
         }
+    }
+
+    fn instance(&mut self) -> Result<String, crate::publish::server::NonceError> {
+        if let Some(i) = &self.instance {
+            return Ok(i.clone());
+        }
+        let drawn = crate::publish::server::nonce()?;
+        self.instance = Some(drawn.clone());
+        Ok(drawn)
     }
 
     fn addr(&self) -> Option<SocketAddr> {
@@ -603,7 +616,10 @@ impl Forwarder {
                 return;
             };
             let _ = stream.set_nodelay(true);
-            let nonce = crate::publish::server::nonce();
+            let (nonce, instance) = match (crate::publish::server::nonce(), self.instance()) {
+                (Ok(n), Ok(i)) => (n, i),
+                (Err(e), _) | (_, Err(e)) => return self.fail(registry, now, e.to_string()),
+            };
             let id = &self.identity;
             proto::encode(
                 &Frame::Hello {
@@ -614,6 +630,7 @@ impl Forwarder {
                     boot: Some(id.boot.clone()),
                     hostname: Some(id.hostname.clone()),
                     nonce: Some(nonce.clone()),
+                    instance: Some(instance),
                 },
                 &mut self.out,
             );
@@ -682,8 +699,7 @@ impl Forwarder {
                     return self.fail(registry, now, "unexpected welcome".into());
                 };
                 if let Some(t) = &self.token {
-                    let expected = proto::proof(t, "publisher", nonce);
-                    if !mac.is_some_and(|m| proto::same_mac(&m, &expected)) {
+                    if !mac.is_some_and(|m| proto::verify_proof(t, "publisher", nonce, &m)) {
                         return self.refuse(
                             registry,
                             now,
