@@ -74,15 +74,21 @@ impl Supervisor {
             all.sort_by(|a, b| self.slot_name(*a).cmp(self.slot_name(*b)));
             return Ok(all);
         }
-        names
-            .iter()
-            .map(|n| {
-                self.by_name
-                    .get(n)
-                    .copied()
-                    .ok_or_else(|| format!("no service named `{n}`"))
-            })
-            .collect()
+        // A name given twice must act once: `start s s` on a stopped
+        // service would otherwise spawn twice and lose track of one.
+        let mut slots: Vec<usize> = Vec::with_capacity(names.len());
+        let mut seen = std::collections::HashSet::with_capacity(names.len());
+        for n in names {
+            let slot = self
+                .by_name
+                .get(n)
+                .copied()
+                .ok_or_else(|| format!("no service named `{n}`"))?;
+            if seen.insert(slot) {
+                slots.push(slot);
+            }
+        }
+        Ok(slots)
     }
 
     fn slot_name(&self, slot: usize) -> &str {
