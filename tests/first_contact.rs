@@ -2,6 +2,7 @@
 //! state dir, daemons that fork) and hardening items, each as a user sees
 //! it: through the client, the log, status and /proc.
 #![allow(
+    dead_code,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
@@ -62,4 +63,71 @@ fn a_name_given_twice_acts_once() {
     let out = common::cli(&dir, &["stop", "s"]);
     assert!(out.status.success(), "{}", text(&out));
     eventually("nothing left after stop", || sleepers(&z) == 0);
+}
+
+#[test]
+fn a_second_zurg_on_the_same_state_dir_is_refused_naming_the_first() {
+    let dir = TempDir::new("lock");
+    dir.write("units/s.toml", SLEEPER);
+    let mut first = common::run_in(&dir, Mode::Plain, &[]);
+    first.expect("[s] started pid");
+    let holder = first.host_pid();
+    let units = dir.path().join("units");
+    let sock = dir.path().join("other.sock");
+    let state = dir.path().join("state");
+    let mut second = Zurg::start(
+        Mode::Plain,
+        &[
+            "run",
+            "--units",
+            units.to_str().unwrap(),
+            "--socket",
+            sock.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ],
+    );
+    let status = second.wait_exit();
+    assert_eq!(status.code(), Some(1), "{:?}", second.lines_now());
+    let said = second.lines_now().join("\n");
+    assert!(
+        said.contains(&format!("is in use by another zurg (pid {holder}")),
+        "{said}"
+    );
+    assert!(!said.contains("started pid"), "{said}");
+    // the first one is untouched and still answers
+    let out = common::cli(&dir, &["status", "s"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn zurg_run_leaves_its_start_directory_and_services_keep_it() {
+    let dir = TempDir::new("cwd");
+    dir.write("units/s.toml", SLEEPER);
+    let mut z = Zurg::start_with(
+        Mode::Plain,
+        &[
+            "run",
+            "--units",
+            "units",
+            "--socket",
+            "control.sock",
+            "--state",
+            "state",
+        ],
+        |c| {
+            c.current_dir(dir.path());
+        },
+    );
+    let line = z.expect("[s] started pid");
+    let zurg_cwd = std::fs::read_link(format!("/proc/{}/cwd", z.host_pid())).unwrap();
+    assert_eq!(zurg_cwd, std::path::Path::new("/"));
+    // Plain mode: the pid in the log is a host pid.
+    let pid = common::pid_in(&line);
+    let service_cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+    assert_eq!(service_cwd, dir.path());
+    // the relative --socket and --state still work from elsewhere
+    let out = common::cli(&dir, &["status", "s"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(dir.path().join("state/lock").exists());
 }

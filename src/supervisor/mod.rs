@@ -20,6 +20,7 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 
 use mio::Token;
+use nix::fcntl::{Flock, FlockArg};
 
 pub use crate::cli::RunOptions;
 use crate::control::proto::{EventRecord, ShutdownMode};
@@ -176,6 +177,12 @@ pub struct Supervisor {
     publish_timer_at: Option<u64>,
     /// zurg's own GPID (port 0, its own pid): one per zurg instance.
     own_gpid: String,
+    /// The exclusive lock on `STATE/lock`, held for zurg's whole life so a
+    /// second zurg cannot share the state directory.
+    _state_lock: Option<Flock<std::fs::File>>,
+    /// The directory zurg was started in: the working directory of services
+    /// without `cwd` (zurg itself moves to `/`).
+    start_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -189,7 +196,7 @@ impl std::fmt::Debug for Supervisor {
 
 /// Builds the C strings for a unit once, at load, so a restart allocates
 /// nothing but what posix_spawn needs.
-fn spawn_spec(unit: &Unit) -> Result<SpawnSpec, String> {
+fn spawn_spec(unit: &Unit, start_dir: &Path) -> Result<SpawnSpec, String> {
     let nul = |what: &str| format!("{}: {what} contains a NUL byte", unit.name);
     let program = CString::new(unit.exec.as_os_str().as_bytes()).map_err(|_| nul("exec"))?;
     let mut argv = vec![program.clone()];
@@ -199,7 +206,14 @@ fn spawn_spec(unit: &Unit) -> Result<SpawnSpec, String> {
     let mut spec = SpawnSpec::new(program, argv);
     spec.null_stdin = true;
     spec.new_session = true;
-    if let Some(cwd) = &unit.cwd {
+    // zurg runs in `/`; a service keeps the directory zurg was started in
+    // unless its unit says otherwise (a relative `cwd` is taken from there).
+    let cwd = match &unit.cwd {
+        Some(cwd) => Some(start_dir.join(cwd)),
+        None if start_dir != Path::new("/") => Some(start_dir.to_path_buf()),
+        None => None,
+    };
+    if let Some(cwd) = cwd {
         spec.cwd = Some(CString::new(cwd.as_os_str().as_bytes()).map_err(|_| nul("cwd"))?);
     }
     // Added to zurg's own environment at each spawn; ZURG_GPID is added per
@@ -218,6 +232,73 @@ fn spawn_spec(unit: &Unit) -> Result<SpawnSpec, String> {
         .map_err(|_| nul("version"))?,
     );
     Ok(spec)
+}
+
+/// Takes the exclusive lock on `STATE/lock` and writes zurg's pid in it.
+/// Another zurg holding it is an error naming that zurg's pid. A state dir
+/// that cannot be created or locked at all (read-only) only costs a warning,
+/// as the journal and clock files already do.
+fn lock_state_dir(state_dir: &Path) -> Result<Option<Flock<std::fs::File>>, String> {
+    use std::io::{Read, Seek, Write};
+    if let Err(e) = std::fs::create_dir_all(state_dir) {
+        crate::log!(
+            "warning: cannot create state directory {}: {e}",
+            state_dir.display()
+        );
+        return Ok(None);
+    }
+    let path = state_dir.join("lock");
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            crate::log!(
+                "warning: cannot open {}: {e}; another zurg could use this state directory at the same time",
+                path.display()
+            );
+            return Ok(None);
+        }
+    };
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            let written = lock
+                .set_len(0)
+                .and_then(|_| lock.rewind())
+                .and_then(|_| writeln!(&mut *lock, "{}", std::process::id()));
+            if let Err(e) = written {
+                crate::log!(
+                    "warning: cannot write zurg's pid to {}: {e}",
+                    path.display()
+                );
+            }
+            Ok(Some(lock))
+        }
+        Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => "unknown pid".to_string(),
+                pid => format!("pid {pid}"),
+            };
+            Err(format!(
+                "state directory {} is in use by another zurg ({holder}, holding {}); stop it or give this one its own --state",
+                state_dir.display(),
+                path.display()
+            ))
+        }
+        Err((_, e)) => {
+            crate::log!(
+                "warning: cannot lock {}: {e}; another zurg could use this state directory at the same time",
+                path.display()
+            );
+            Ok(None)
+        }
+    }
 }
 
 fn clock_file(state_dir: &Path) -> PathBuf {
@@ -261,7 +342,16 @@ fn exit_of(status: ExitStatus) -> Exit {
 
 impl Supervisor {
     /// Set-up phase: may fail, and the caller reports it. Nothing is started yet.
-    pub fn new(opts: RunOptions) -> Result<Supervisor, String> {
+    pub fn new(mut opts: RunOptions) -> Result<Supervisor, String> {
+        let start_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        // zurg moves to `/` once set up, so that it does not pin the mount
+        // it was started from: every path it keeps must be absolute first.
+        for path in [&mut opts.units_dir, &mut opts.socket, &mut opts.state_dir]
+            .into_iter()
+            .chain(opts.publish_token_file.as_mut())
+        {
+            *path = start_dir.join(&*path);
+        }
         if !opts.units_dir.is_dir() && !pid1::is_pid1() {
             return Err(format!(
                 "units directory {} is not a readable directory",
@@ -278,6 +368,9 @@ impl Supervisor {
             pid1::disable_ctrl_alt_del();
             crate::log!("init of this machine: mounted /proc /sys /dev /run /tmp");
         }
+        // Before the socket is bound: a second zurg on the same state dir
+        // must not take over the first one's socket either.
+        let state_lock = lock_state_dir(&opts.state_dir)?;
         let (signals, child_signals) =
             signals::take_over().map_err(|e| format!("cannot take over signals: {e}"))?;
         if !pid1::is_pid1() {
@@ -358,11 +451,8 @@ impl Supervisor {
             }
             None => None,
         };
-        if let Err(e) = std::fs::create_dir_all(&opts.state_dir) {
-            crate::log!(
-                "warning: cannot create state directory {}: {e}",
-                opts.state_dir.display()
-            );
+        if let Err(e) = nix::unistd::chdir("/") {
+            crate::log!("warning: cannot change directory to /: {e}");
         }
         Ok(Supervisor {
             reactor,
@@ -396,6 +486,8 @@ impl Supervisor {
             forwarder,
             publish_timer_at: None,
             own_gpid: own_gpid.to_string(),
+            _state_lock: state_lock,
+            start_dir,
         })
     }
 
@@ -431,7 +523,7 @@ impl Supervisor {
                 broken.insert(unit.name.clone());
                 continue;
             }
-            let spec = match spawn_spec(&unit) {
+            let spec = match spawn_spec(&unit, &self.start_dir) {
                 Ok(spec) => spec,
                 Err(e) => {
                     crate::log!("{e}");
