@@ -131,3 +131,82 @@ fn zurg_run_leaves_its_start_directory_and_services_keep_it() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(dir.path().join("state/lock").exists());
 }
+
+#[test]
+fn a_missing_cwd_is_blamed_on_the_cwd_at_start_and_by_check() {
+    let dir = TempDir::new("nocwd");
+    dir.write(
+        "units/s.toml",
+        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\ncwd = \"/nonexistent\"\n",
+    );
+    let units = dir.path().join("units");
+    let out = std::process::Command::new(common::BIN)
+        .args(["check", "--units", units.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!(
+            "{}: key `cwd`: directory /nonexistent does not exist",
+            units.join("s.toml").display()
+        )),
+        "{said}"
+    );
+
+    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+    let line = z.expect("[s] cannot");
+    assert!(
+        line.contains("cannot change to cwd /nonexistent: No such file or directory"),
+        "{line}"
+    );
+    assert!(!line.contains("/bin/sleep"), "{line}");
+}
+
+fn running_pids(dir: &TempDir) -> Vec<(String, Option<i64>)> {
+    let out = common::cli(dir, &["status", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let pid = (r["state"] == "running")
+                .then(|| r["pid"].as_i64())
+                .flatten();
+            (r["name"].as_str().unwrap().to_string(), pid)
+        })
+        .collect()
+}
+
+#[test]
+fn out_of_descriptors_every_service_still_starts_and_restarts() {
+    const UNITS: usize = 100;
+    let dir = TempDir::new("nofile");
+    for i in 0..UNITS {
+        dir.write(&format!("units/s{i:03}.toml"), SLEEPER);
+    }
+    let wrapper = ["prlimit", "--nofile=64:64"].map(String::from).to_vec();
+    let mut z = common::run_in(&dir, Mode::Pid1Under(wrapper), &[]);
+    z.expect("loaded 100 services");
+    let mut before = Vec::new();
+    eventually("all 100 running", || {
+        before = running_pids(&dir);
+        before.len() == UNITS && before.iter().all(|(_, p)| p.is_some())
+    });
+    // Kill every service process, with a pidfd or without: all come back.
+    for pid in z.descendants() {
+        common::kill(pid, 9);
+    }
+    eventually("all 100 restarted with new pids", || {
+        let now = running_pids(&dir);
+        now.len() == UNITS
+            && now
+                .iter()
+                .zip(&before)
+                .all(|((_, p), (_, old))| p.is_some() && p != old)
+    });
+    let said = z.lines_now().join("\n");
+    assert!(!said.contains("cannot create a process"), "{said}");
+}

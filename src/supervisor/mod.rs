@@ -17,6 +17,7 @@ pub mod upgrade;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 
 use mio::Token;
@@ -130,6 +131,8 @@ fn plural(n: usize, what: &str) -> String {
 const GIVE_UP_AFTER_KILL_MS: u64 = 5_000;
 /// Descriptors kept free beyond one pidfd per service.
 const SPARE_FDS: u64 = 256;
+/// Descriptors a pidfd never takes, below the open-file limit.
+const RESERVED_FDS: u64 = 24;
 
 pub struct Supervisor {
     reactor: Reactor<TimerKey>,
@@ -177,6 +180,9 @@ pub struct Supervisor {
     publish_timer_at: Option<u64>,
     /// zurg's own GPID (port 0, its own pid): one per zurg instance.
     own_gpid: String,
+    /// The open-file limit: pidfds stop short of it, so that control
+    /// connections, the journal and unit files still get descriptors.
+    nofile: u64,
     /// The exclusive lock on `STATE/lock`, held for zurg's whole life so a
     /// second zurg cannot share the state directory.
     _state_lock: Option<Flock<std::fs::File>>,
@@ -488,6 +494,7 @@ impl Supervisor {
             own_gpid: own_gpid.to_string(),
             _state_lock: state_lock,
             start_dir,
+            nofile: u64::MAX,
         })
     }
 
@@ -594,8 +601,16 @@ impl Supervisor {
         let needed = u64::try_from(self.slots.len())
             .unwrap_or(u64::MAX)
             .saturating_add(SPARE_FDS);
-        if let Err(e) = pid1::ensure_nofile(needed) {
-            crate::log!("warning: cannot raise the open-file limit to {needed}: {e}");
+        match pid1::ensure_nofile(needed) {
+            Ok(limit) => {
+                if limit < needed && self.nofile >= needed {
+                    crate::log!(
+                        "warning: the open-file limit is {limit}, below the {needed} zurg wants; some services run without a pidfd (their exits are caught by SIGCHLD)"
+                    );
+                }
+                self.nofile = limit;
+            }
+            Err(e) => crate::log!("warning: cannot raise the open-file limit to {needed}: {e}"),
         }
         crate::log!(
             "loaded {} from {}: {} added, {} changed, {} removed, {} unchanged, {} rejected",
@@ -991,7 +1006,18 @@ impl Supervisor {
             &self.child_signals,
             verified.as_ref().map(|v| &v.file),
         ) {
-            Ok(child) => {
+            Ok(mut child) => {
+                let fd_number = child
+                    .pidfd
+                    .as_ref()
+                    .map_or(0, |fd| u64::try_from(fd.as_raw_fd()).unwrap_or(u64::MAX));
+                if fd_number.saturating_add(RESERVED_FDS) >= self.nofile {
+                    // Near the limit a pidfd would take the descriptor a
+                    // control connection needs; the SIGCHLD sweep reaps
+                    // this child instead.
+                    child.pidfd = None;
+                    child.pidfd_error = Some(std::io::Error::from_raw_os_error(libc::EMFILE));
+                }
                 if let Some(fd) = &child.pidfd {
                     if let Err(e) = self.reactor.watch_fd(fd, Token(PIDFD_BASE + slot)) {
                         crate::log!("[{}] cannot watch pid {}: {e}", s.service.name(), child.pid);
@@ -1032,7 +1058,7 @@ impl Supervisor {
                 Some(Input::Spawned { pid: child.pid })
             }
             Err(e) => Some(Input::SpawnFailed {
-                error: format!("cannot run {}: {e}", s.service.unit.exec.display()),
+                error: e.to_string(),
             }),
         }
     }

@@ -87,6 +87,9 @@ pub enum Mode {
     Pid1In(String),
     /// As a plain process inside network namespace NAME.
     PlainIn(String),
+    /// As PID 1 of a new pid namespace, started through a wrapper command
+    /// (e.g. `prlimit --nofile=64:64`).
+    Pid1Under(Vec<String>),
 }
 
 impl Zurg {
@@ -99,6 +102,20 @@ impl Zurg {
             Mode::Pid1 => {
                 let mut c = Command::new("unshare");
                 c.args(["--pid", "--fork", "--kill-child", "--mount-proc", BIN]);
+                c
+            }
+            Mode::Pid1Under(wrapper) => {
+                let (program, args) = wrapper.split_first().expect("a wrapper command");
+                let mut c = Command::new(program);
+                c.args(args);
+                c.args([
+                    "unshare",
+                    "--pid",
+                    "--fork",
+                    "--kill-child",
+                    "--mount-proc",
+                    BIN,
+                ]);
                 c
             }
             Mode::Plain => Command::new(BIN),
