@@ -71,7 +71,8 @@ fn a_second_zurg_on_the_same_state_dir_is_refused_naming_the_first() {
     dir.write("units/s.toml", SLEEPER);
     let mut first = common::run_in(&dir, Mode::Plain, &[]);
     first.expect("[s] started pid");
-    let holder = first.host_pid();
+    // Plain mode: the process started is zurg itself.
+    let holder = first.child.id();
     let units = dir.path().join("units");
     let sock = dir.path().join("other.sock");
     let state = dir.path().join("state");
@@ -209,4 +210,188 @@ fn out_of_descriptors_every_service_still_starts_and_restarts() {
     });
     let said = z.lines_now().join("\n");
     assert!(!said.contains("cannot create a process"), "{said}");
+}
+
+fn history(dir: &TempDir, name: &str) -> Vec<serde_json::Value> {
+    let out = common::cli(dir, &["history", name, "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["result"].as_array().unwrap().clone()
+}
+
+#[test]
+fn a_refused_start_or_restart_fails_with_its_reason() {
+    let dir = TempDir::new("refused");
+    let (exec, sum) = common::deploy_build(&dir, "redis", "1.0", "/bin/sleep");
+    dir.write("units/redis.toml", &common::build_unit(&exec, "1.0", &sum));
+    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+    z.expect("[redis] started pid");
+    assert_eq!(
+        status_of(&dir, "redis")["last_error"],
+        serde_json::Value::Null
+    );
+
+    // the binary is replaced on disk: the restart is refused
+    let replace = |bytes: &[u8]| {
+        let tmp = exec.with_extension("new");
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        std::fs::rename(&tmp, &exec).unwrap();
+    };
+    let mut bytes = std::fs::read(&exec).unwrap();
+    bytes.extend_from_slice(b"tampered");
+    replace(&bytes);
+    let out = common::cli(&dir, &["restart", "redis"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("redis: failed: refused to start: md5 mismatch"),
+        "{}",
+        text(&out)
+    );
+    let st = status_of(&dir, "redis");
+    assert_eq!(st["state"], "failed");
+    assert!(
+        st["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("refused to start: md5 mismatch"),
+        "{st}"
+    );
+
+    // start says the same, in --json too
+    let out = common::cli(&dir, &["start", "redis", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["result"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("md5 mismatch"),
+        "{v}"
+    );
+
+    // the refusals are in history, with their reason
+    let refused: Vec<_> = history(&dir, "redis")
+        .into_iter()
+        .filter(|r| r["kind"] == "refused")
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(
+        refused[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("md5 mismatch"),
+        "{refused:?}"
+    );
+
+    // the right binary back: a start succeeds and clears the reason
+    bytes.truncate(bytes.len() - b"tampered".len());
+    replace(&bytes);
+    let out = common::cli(&dir, &["start", "redis"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let st = status_of(&dir, "redis");
+    assert_eq!(st["state"], "running");
+    assert_eq!(st["last_error"], serde_json::Value::Null);
+}
+
+#[test]
+fn a_start_that_cannot_run_fails_naming_the_cwd() {
+    let dir = TempDir::new("startcwd");
+    dir.write(
+        "units/s.toml",
+        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\ncwd = \"/nonexistent\"\nrestart = \"never\"\n",
+    );
+    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+    z.expect("[s] cannot change to cwd");
+    let out = common::cli(&dir, &["start", "s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("cannot change to cwd /nonexistent: No such file or directory"),
+        "{}",
+        text(&out)
+    );
+    assert!(status_of(&dir, "s")["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("cwd /nonexistent"));
+}
+
+#[test]
+fn exit_records_carry_the_version_of_the_process_that_exited() {
+    let dir = TempDir::new("exitver");
+    let (v1, sum1) = common::deploy_build(&dir, "api", "1.0", "/bin/sleep");
+    let (_v2, sum2) = common::deploy_build(&dir, "api", "2.0", "/bin/sleep");
+    dir.write("units/api.toml", &common::build_unit(&v1, "1.0", &sum1));
+    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+    z.expect("[api] started pid");
+    let gpid1 = status_of(&dir, "api")["gpid"].clone();
+    let out = common::cli(
+        &dir,
+        &[
+            "upgrade",
+            "api",
+            "--version",
+            "2.0",
+            "--md5",
+            &sum2,
+            "--window",
+            "200ms",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let gpid2 = status_of(&dir, "api")["gpid"].clone();
+    let out = common::cli(&dir, &["rollback", "api"]);
+    assert!(out.status.success(), "{}", text(&out));
+    eventually("back on 1.0", || {
+        let st = status_of(&dir, "api");
+        st["version"] == "1.0" && st["state"] == "running" && st["gpid"] != gpid2
+    });
+    let records = history(&dir, "api");
+    let exit_of = |gpid: &serde_json::Value| {
+        records
+            .iter()
+            .find(|r| r["kind"] == "exit" && r["gpid"] == *gpid)
+            .unwrap_or_else(|| panic!("no exit of {gpid} in {records:?}"))
+            .clone()
+    };
+    assert_eq!(exit_of(&gpid1)["version"], "1.0", "{records:?}");
+    assert_eq!(exit_of(&gpid2)["version"], "2.0", "{records:?}");
+}
+
+#[test]
+fn a_daemon_that_forks_and_exits_is_reported_not_restarted() {
+    let dir = TempDir::new("forked");
+    dir.write(
+        "units/d.toml",
+        "exec = \"/bin/sh\"\nargs = [\"-c\", \"sleep 1000 & exit 0\"]\nrestart = \"always\"\n",
+    );
+    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+    let line = z.expect("[d] pid");
+    assert!(line.contains("exited with code 0"), "{line}");
+    let line = z.expect("forked into the background");
+    assert!(
+        line.contains("it forked into the background and exited; run it in the foreground"),
+        "{line}"
+    );
+    let st = status_of(&dir, "d");
+    assert_eq!(st["state"], "failed", "{st}");
+    assert_eq!(
+        st["last_error"],
+        "it forked into the background and exited; run it in the foreground"
+    );
+    let out = common::cli(&dir, &["status"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("d: it forked into the background"),
+        "{}",
+        text(&out)
+    );
+    // no restart loop: it was started once, and one daemon is left
+    assert!(z
+        .try_wait_line(std::time::Duration::from_millis(500), &|l: &str| l
+            .contains("[d] started"))
+        .is_none());
+    assert_eq!(sleepers(&z), 1);
 }

@@ -249,6 +249,10 @@ pub struct ServiceStatus {
     pub gpid: Option<String>,
     #[serde(default)]
     pub version: Option<String>,
+    /// Why it last failed to start (refused, could not be started, forked
+    /// into the background); cleared by a successful start.
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 /// One row of `stats`: the main process and its whole tree.
@@ -281,6 +285,10 @@ pub struct Outcome {
     pub state: String,
     #[serde(default)]
     pub pid: Option<i32>,
+    /// Set when the service did not end up where the request asked
+    /// (a start or restart that left it not running): the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A lifecycle event, as kept in the recent-events ring and streamed.
@@ -291,6 +299,7 @@ pub struct EventRecord {
     pub time_us: u64,
     pub service: String,
     /// started | exited | restarting | stopped | killed | done | spawn_failed
+    /// | failed | warning
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,
@@ -545,6 +554,7 @@ mod tests {
             restarts: 1,
             gpid: None,
             version: None,
+            last_error: None,
             last_exit: Some(ExitInfo {
                 code: None,
                 signal: Some("SIGKILL".into()),

@@ -107,6 +107,9 @@ struct Slot {
     /// The listening socket passed as fd 3 (`socket = true`), kept across
     /// restarts.
     listener: Option<std::net::TcpListener>,
+    /// The version of the current (or last) process, which an upgrade or
+    /// rollback does not change while it runs.
+    running_version: Option<String>,
 }
 
 /// What a reload changed.
@@ -557,6 +560,7 @@ impl Supervisor {
                         binary_warned: false,
                         port: 0,
                         listener: None,
+                        running_version: None,
                     });
                     work.push_back((slot, Input::Start));
                 }
@@ -895,13 +899,16 @@ impl Supervisor {
             let _ = self.reactor.unwatch_fd(&fd);
         }
         self.unwatch_binary(slot);
-        work.push_back((
-            slot,
-            Input::Exited {
-                pid,
-                exit: exit_of(status),
-            },
-        ));
+        let exit = exit_of(status);
+        // The service leads its own session, so its process group id is its
+        // pid, and that id stays taken while any member lives: a clean exit
+        // that leaves the group alive is a daemon gone to the background.
+        let input = if exit == Exit::Code(0) && pidfd::kill(-pid, 0).is_ok() {
+            Input::ExitedForked { pid }
+        } else {
+            Input::Exited { pid, exit }
+        };
+        work.push_back((slot, input));
     }
 
     /// Feeds inputs to services and executes their actions until quiet.
@@ -1040,6 +1047,7 @@ impl Supervisor {
                 });
                 s.last_sample = None;
                 s.binary_warned = false;
+                s.running_version = s.service.unit.version.clone();
                 let exec = s.service.unit.exec.clone();
                 let stats_interval = s.service.unit.stats_interval_ms;
                 self.by_pid.insert(child.pid, slot);
@@ -1105,6 +1113,10 @@ impl Supervisor {
             Event::Refused { reason } => {
                 crate::log!("[{name}] refused to start: {reason}; not restarting until asked")
             }
+            Event::Forked { pid } => crate::log!(
+                "[{name}] pid {pid} exited with code 0 at once, leaving processes of its group running: {}; not restarting until asked",
+                crate::service::Failure::Forked
+            ),
             Event::Exited {
                 pid,
                 exit,

@@ -188,6 +188,7 @@ impl Supervisor {
             stats: None,
             seq: None,
             zurg: None,
+            reason: None,
         };
         if let Err(e) = j.append(&record) {
             crate::log!("warning: {e}");

@@ -403,3 +403,31 @@ pub fn find_below(z: &Zurg, needle: &str) -> i32 {
     });
     found.unwrap()
 }
+
+/// Deploys a copy of `source` as build `version` of `name` under
+/// DIR/opt/NAME/VERSION/bin/NAME; returns its path and md5. Each build
+/// differs (trailing bytes do not change what an ELF runs).
+pub fn deploy_build(dir: &TempDir, name: &str, version: &str, source: &str) -> (PathBuf, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.path().join(format!("opt/{name}/{version}/bin/{name}"));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut bytes = std::fs::read(source).unwrap();
+    bytes.extend_from_slice(version.as_bytes());
+    std::fs::write(&path, bytes).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("md5sum").arg(&path).output().unwrap();
+    let sum = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    (path, sum)
+}
+
+/// A unit running `exec 1000` as build `version` with its md5.
+pub fn build_unit(exec: &Path, version: &str, md5: &str) -> String {
+    format!(
+        "exec = \"{}\"\nargs = [\"1000\"]\nversion = \"{version}\"\nmd5 = \"{md5}\"\n",
+        exec.display()
+    )
+}
