@@ -395,3 +395,93 @@ fn a_daemon_that_forks_and_exits_is_reported_not_restarted() {
         .is_none());
     assert_eq!(sleepers(&z), 1);
 }
+
+#[test]
+fn strict_mode_holds_for_upgrades_and_a_stale_override_is_dropped() {
+    let dir = TempDir::new("strictup");
+    let (v1, sum1) = common::deploy_build(&dir, "api", "1.0", "/bin/sleep");
+    let (v2, _) = common::deploy_build(&dir, "api", "2.0", "/bin/sleep");
+    dir.write("units/api.toml", &common::build_unit(&v1, "1.0", &sum1));
+    let overrides = dir.path().join("state/overrides.json");
+    {
+        let mut z = common::run_in(&dir, Mode::Pid1, &["--strict"]);
+        z.expect("[api] started pid");
+        let out = common::cli(&dir, &["upgrade", "api", "--version", "2.0"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr)
+                .contains("strict mode: an upgrade needs --md5 or --sha256; nothing changed"),
+            "{}",
+            text(&out)
+        );
+        assert!(
+            !std::fs::read_to_string(&overrides)
+                .unwrap_or_default()
+                .contains("2.0"),
+            "the refused build was saved"
+        );
+        assert_eq!(status_of(&dir, "api")["version"], "1.0");
+    }
+    // An override without a checksum, as an earlier zurg (or a run without
+    // --strict) saved it: under --strict it is dropped, and the unit file's
+    // build runs instead of the unit disappearing.
+    std::fs::write(
+        &overrides,
+        serde_json::json!({"services": {"api": {
+            "current": {"exec": v2, "version": "2.0"},
+            "previous": [{"exec": v1, "version": "1.0", "checksum": format!("md5:{sum1}")}]
+        }}})
+        .to_string(),
+    )
+    .unwrap();
+    let mut z = common::run_in(&dir, Mode::Pid1, &["--strict"]);
+    let line = z.expect("saved build 2.0 dropped");
+    assert!(line.contains("strict mode"), "{line}");
+    z.expect("[api] started pid");
+    let st = status_of(&dir, "api");
+    assert_eq!(
+        (st["state"].as_str(), st["version"].as_str()),
+        (Some("running"), Some("1.0"))
+    );
+    assert!(
+        !std::fs::read_to_string(&overrides).unwrap().contains("2.0"),
+        "the dropped build is still in overrides.json"
+    );
+}
+
+#[test]
+fn deleting_overrides_json_and_reloading_goes_back_to_the_unit_file() {
+    let dir = TempDir::new("rmover");
+    let (v1, sum1) = common::deploy_build(&dir, "api", "1.0", "/bin/sleep");
+    let (_v2, sum2) = common::deploy_build(&dir, "api", "2.0", "/bin/sleep");
+    dir.write("units/api.toml", &common::build_unit(&v1, "1.0", &sum1));
+    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+    z.expect("[api] started pid");
+    let out = common::cli(
+        &dir,
+        &[
+            "upgrade",
+            "api",
+            "--version",
+            "2.0",
+            "--md5",
+            &sum2,
+            "--window",
+            "200ms",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(status_of(&dir, "api")["version"], "2.0");
+    std::fs::remove_file(dir.path().join("state/overrides.json")).unwrap();
+    let out = common::cli(&dir, &["reload"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("changed:   api"),
+        "{}",
+        text(&out)
+    );
+    eventually("api back on the unit file's 1.0", || {
+        let st = status_of(&dir, "api");
+        st["version"] == "1.0" && st["state"] == "running"
+    });
+}

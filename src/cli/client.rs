@@ -376,6 +376,9 @@ fn print_reply(cmd: &ClientCmd, reply: &Reply, raw: &[u8]) -> i32 {
             println!("changed:   {}", list(&r.changed));
             println!("removed:   {}", list(&r.removed));
             println!("unchanged: {}", r.unchanged.len());
+            for d in &r.dropped {
+                eprintln!("zurg: warning: {d}");
+            }
             for e in &r.errors {
                 eprintln!("zurg: {e}");
             }

@@ -110,6 +110,8 @@ struct Slot {
     /// The version of the current (or last) process, which an upgrade or
     /// rollback does not change while it runs.
     running_version: Option<String>,
+    /// The build its unit file names, before any saved upgrade.
+    file_build: Option<upgrade::Build>,
 }
 
 /// What a reload changed.
@@ -120,6 +122,9 @@ pub struct ReloadReport {
     pub removed: Vec<String>,
     pub unchanged: Vec<String>,
     pub errors: Vec<String>,
+    /// Saved upgrades that no longer applied and were dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<String>,
 }
 
 fn plural(n: usize, what: &str) -> String {
@@ -451,7 +456,6 @@ impl Supervisor {
                     None
                 }
             };
-        let opts_state_dir = opts.state_dir.clone();
         let notifier = match Notifier::from_env() {
             Some(Ok(n)) => Some(n),
             Some(Err(e)) => {
@@ -488,7 +492,7 @@ impl Supervisor {
             clock_unsaved: false,
             journal,
             sample_generation: 0,
-            overrides: upgrade::Overrides::load(&opts_state_dir),
+            overrides: upgrade::Overrides::default(),
             upgrades: Vec::new(),
             inotify,
             watch_users: HashMap::new(),
@@ -517,9 +521,15 @@ impl Supervisor {
             }
         }
         let mut seen: HashSet<String> = HashSet::new();
+        // Read again at every load: an overrides.json edited or deleted by
+        // hand is what the next reload goes by.
+        self.overrides = upgrade::Overrides::load(&self.opts.state_dir);
         for mut unit in loaded.units {
             seen.insert(unit.name.clone());
-            self.apply_override(&mut unit);
+            let file_build = upgrade::Build::of(&unit);
+            if let Some(line) = self.apply_override(&mut unit) {
+                report.dropped.push(line);
+            }
             if self.opts.strict && (unit.version.is_none() || unit.checksum.is_none()) {
                 let e = format!(
                     "{}: strict mode: a unit needs `version` and `md5` or `sha256`",
@@ -561,6 +571,7 @@ impl Supervisor {
                         port: 0,
                         listener: None,
                         running_version: None,
+                        file_build: Some(file_build),
                     });
                     work.push_back((slot, Input::Start));
                 }
@@ -568,6 +579,7 @@ impl Supervisor {
                     let Some(s) = self.slots.get_mut(slot) else {
                         continue;
                     };
+                    s.file_build = Some(file_build);
                     if s.service.unit == unit {
                         report.unchanged.push(unit.name.clone());
                         continue;

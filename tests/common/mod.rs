@@ -279,8 +279,22 @@ impl Zurg {
 impl Drop for Zurg {
     fn drop(&mut self) {
         if self.status.is_none() {
-            kill(self.child.id() as i32, 9);
+            let me = self.child.id() as i32;
+            // zurg below unshare dies after unshare does (its parent-death
+            // signal): wait for it too, so the next zurg on the same state
+            // directory does not find its lock still held.
+            let inner: Vec<i32> = children(me)
+                .into_iter()
+                .filter(|p| comm(*p).as_deref() == Some("zurg"))
+                .collect();
+            kill(me, 9);
             let _ = self.child.wait();
+            let deadline = Instant::now() + DEADLINE;
+            for pid in inner {
+                while state(pid).is_some_and(|s| s != 'Z') && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
         }
     }
 }
