@@ -485,3 +485,43 @@ fn deleting_overrides_json_and_reloading_goes_back_to_the_unit_file() {
         st["version"] == "1.0" && st["state"] == "running"
     });
 }
+
+#[test]
+fn control_characters_from_unit_files_do_not_forge_log_lines() {
+    let dir = TempDir::new("escape");
+    dir.write(
+        "units/s.toml",
+        "exec = \"/nonexistent\\nzurg: [fake] started pid 1\"\nrestart = \"never\"\n",
+    );
+    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+    let line = z.expect("[s] cannot run");
+    assert!(
+        line.contains("/nonexistent\\nzurg: [fake] started pid 1: No such file or directory"),
+        "{line}"
+    );
+    z.expect("[s] ended with code 127");
+    assert!(
+        !z.lines_now().iter().any(|l| l.starts_with("zurg: [fake]")),
+        "{:?}",
+        z.seen
+    );
+}
+
+#[test]
+fn shutdown_counts_the_remaining_processes_it_signals() {
+    let dir = TempDir::new("count");
+    dir.write(
+        "units/spawner.toml",
+        "exec = \"/bin/sh\"\nargs = [\"-c\", \"for i in $(seq 30); do sleep 1000 & done; wait\"]\n",
+    );
+    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+    z.expect("[spawner] started pid");
+    eventually("the shell and its 30 sleepers", || sleepers(&z) == 31);
+    z.signal(15);
+    let line = z.expect("all services stopped");
+    assert!(
+        line.contains("sent SIGTERM to 30 remaining process(es)"),
+        "{line}"
+    );
+    assert_eq!(z.wait_exit().code(), Some(0));
+}
