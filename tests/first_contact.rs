@@ -525,3 +525,40 @@ fn shutdown_counts_the_remaining_processes_it_signals() {
     );
     assert_eq!(z.wait_exit().code(), Some(0));
 }
+
+/// The soft open-file limit of a process, from /proc/PID/limits.
+fn soft_nofile(pid: i32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+#[test]
+fn reloads_that_rename_a_unit_do_not_grow_the_service_table() {
+    // zurg raises its open-file limit to one descriptor per service slot
+    // plus 256; starting at 300, the limit shows whether slots pile up.
+    const RENAMES: usize = 50;
+    let dir = TempDir::new("renames");
+    dir.write("units/a0.toml", SLEEPER);
+    let wrapper = ["prlimit", "--nofile=300:4096"].map(String::from).to_vec();
+    let mut z = common::run_in(&dir, Mode::Pid1Under(wrapper), &[]);
+    z.expect("[a0] started pid");
+    let zurg = z.host_pid();
+    assert_eq!(soft_nofile(zurg), 300);
+    for i in 1..=RENAMES {
+        std::fs::remove_file(dir.path().join(format!("units/a{}.toml", i - 1))).unwrap();
+        dir.write(&format!("units/a{i}.toml"), SLEEPER);
+        let out = common::cli(&dir, &["reload"]);
+        assert!(out.status.success(), "{}", text(&out));
+        // the renamed unit's old process is gone and reaped
+        let gone = format!("[a{}] stopped pid", i - 1);
+        z.saw(&gone);
+    }
+    let st = status_of(&dir, &format!("a{RENAMES}"));
+    assert_eq!(st["state"], "running");
+    assert_eq!(sleepers(&z), 1);
+    assert_eq!(soft_nofile(zurg), 300, "the service table grew");
+}

@@ -227,6 +227,15 @@ impl Service {
         }
     }
 
+    /// A new service in the place of a retired one: it continues the old
+    /// one's timer generations, so a timer the old one armed can never be
+    /// taken for one of its own.
+    pub fn succeeding(unit: Unit, old: &Service) -> Service {
+        let mut s = Service::new(unit);
+        s.timer_generation = old.timer_generation;
+        s
+    }
+
     pub fn name(&self) -> &str {
         &self.unit.name
     }
@@ -761,6 +770,54 @@ mod tests {
         );
         s.step(Input::Spawned { pid: 3 }, 2);
         assert_eq!(s.last_error, None);
+    }
+
+    #[test]
+    fn a_successor_ignores_its_predecessors_timers() {
+        let mut old = running(RestartPolicy::Always);
+        let Some(Action::ArmTimer {
+            generation: old_timer,
+            ..
+        }) = old.step(Input::Stop, 0).last().cloned()
+        else {
+            panic!("no stop timer")
+        };
+        let mut s = Service::succeeding(unit(RestartPolicy::Always), &old);
+        s.step(Input::Start, 1);
+        s.step(Input::Spawned { pid: 20 }, 1);
+        s.step(
+            Input::Exited {
+                pid: 20,
+                exit: Exit::Code(1),
+            },
+            2,
+        );
+        s.step(Input::Spawned { pid: 21 }, 2);
+        let a = s.step(
+            Input::Exited {
+                pid: 21,
+                exit: Exit::Code(1),
+            },
+            3,
+        );
+        let Some(Action::ArmTimer { generation, .. }) = a.last().cloned() else {
+            panic!("{a:?}")
+        };
+        // the old service's stop timer, still in the heap, is not the new
+        // service's backoff timer
+        assert_ne!(generation, old_timer);
+        assert!(s
+            .step(
+                Input::Timer {
+                    generation: old_timer
+                },
+                200
+            )
+            .is_empty());
+        assert_eq!(
+            s.step(Input::Timer { generation }, 200),
+            vec![Action::Spawn]
+        );
     }
 
     #[test]

@@ -188,6 +188,8 @@ pub struct Supervisor {
     publish_timer_at: Option<u64>,
     /// zurg's own GPID (port 0, its own pid): one per zurg instance.
     own_gpid: String,
+    /// Slots of removed units, reused once their process is gone.
+    retired_slots: Vec<usize>,
     /// The open-file limit: pidfds stop short of it, so that control
     /// connections, the journal and unit files still get descriptors.
     nofile: u64,
@@ -502,6 +504,7 @@ impl Supervisor {
             _state_lock: state_lock,
             start_dir,
             nofile: u64::MAX,
+            retired_slots: Vec::new(),
         })
     }
 
@@ -554,11 +557,16 @@ impl Supervisor {
             };
             match self.by_name.get(&unit.name).copied() {
                 None => {
-                    let slot = self.slots.len();
+                    let reused = self.take_reclaimable_slot();
+                    let slot = reused.unwrap_or(self.slots.len());
                     report.added.push(unit.name.clone());
                     self.by_name.insert(unit.name.clone(), slot);
-                    self.slots.push(Slot {
-                        service: Service::new(unit),
+                    let service = match reused.and_then(|r| self.slots.get(r)) {
+                        Some(old) => Service::succeeding(unit, &old.service),
+                        None => Service::new(unit),
+                    };
+                    let new_slot = Slot {
+                        service,
                         spec,
                         pidfd: None,
                         retired: false,
@@ -572,7 +580,11 @@ impl Supervisor {
                         listener: None,
                         running_version: None,
                         file_build: Some(file_build),
-                    });
+                    };
+                    match self.slots.get_mut(slot) {
+                        Some(old) => *old = new_slot,
+                        None => self.slots.push(new_slot),
+                    }
                     work.push_back((slot, Input::Start));
                 }
                 Some(slot) => {
@@ -610,6 +622,7 @@ impl Supervisor {
             if let Some(s) = self.slots.get_mut(slot) {
                 s.retired = true;
                 s.listener = None;
+                self.retired_slots.push(slot);
             }
             work.push_back((slot, Input::Stop));
             report.removed.push(name);
@@ -639,6 +652,20 @@ impl Supervisor {
             report.errors.len()
         );
         report
+    }
+
+    /// A retired slot whose process is gone and that no request or upgrade
+    /// still watches, taken for reuse: reloads that rename units would
+    /// otherwise grow the table (and the pidfd tokens) without bound.
+    fn take_reclaimable_slot(&mut self) -> Option<usize> {
+        let at = self.retired_slots.iter().position(|&slot| {
+            self.slots
+                .get(slot)
+                .is_some_and(|s| s.retired && s.service.state.is_down() && s.pidfd.is_none())
+                && !self.waiting.iter().any(|w| w.involves(slot))
+                && !self.upgrades.iter().any(|u| u.involves(slot))
+        })?;
+        Some(self.retired_slots.swap_remove(at))
     }
 
     /// Runs until shutdown completes; returns zurg's exit code.

@@ -30,6 +30,12 @@ pub(super) struct Waiting {
     deadline_ms: u64,
 }
 
+impl Waiting {
+    pub(super) fn involves(&self, slot: usize) -> bool {
+        self.slots.iter().any(|(s, _)| *s == slot)
+    }
+}
+
 /// What a request asked of a service, for judging its outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Asked {

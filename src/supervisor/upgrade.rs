@@ -170,6 +170,12 @@ fn stale_override(o: &Override, unit: &Unit, strict: bool) -> Result<Option<Unit
     Ok(Some(candidate))
 }
 
+impl PendingUpgrade {
+    pub(super) fn involves(&self, slot: usize) -> bool {
+        self.slot == slot
+    }
+}
+
 impl Supervisor {
     /// Applies a saved upgrade to a freshly parsed unit. One that no longer
     /// applies (the unit file changed, strict mode, its binary is gone) is
