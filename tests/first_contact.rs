@@ -2,7 +2,6 @@
 //! state dir, daemons that fork) and hardening items, each as a user sees
 //! it: through the client, the log, status and /proc.
 #![allow(
-    dead_code,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
