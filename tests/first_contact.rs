@@ -87,17 +87,24 @@ fn a_second_zurg_on_the_same_state_dir_is_refused_naming_the_first() {
             state.to_str().unwrap(),
         ],
     );
+    let line = second.expect("is in use by another zurg");
+    assert!(
+        line.contains(&format!("is in use by another zurg (pid {holder}")),
+        "{line}"
+    );
     let status = second.wait_exit();
     assert_eq!(status.code(), Some(1), "{:?}", second.lines_now());
-    let said = second.lines_now().join("\n");
     assert!(
-        said.contains(&format!("is in use by another zurg (pid {holder}")),
-        "{said}"
+        !second.lines_now().iter().any(|l| l.contains("started pid")),
+        "{:?}",
+        second.seen
     );
-    assert!(!said.contains("started pid"), "{said}");
     // the first one is untouched and still answers
     let out = common::cli(&dir, &["status", "s"]);
     assert!(out.status.success(), "{}", text(&out));
+    // not in a pid namespace: shut down so its service goes with it
+    first.signal(15);
+    assert_eq!(first.wait_exit().code(), Some(0));
 }
 
 #[test]
@@ -130,6 +137,9 @@ fn zurg_run_leaves_its_start_directory_and_services_keep_it() {
     let out = common::cli(&dir, &["status", "s"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(dir.path().join("state/lock").exists());
+    // not in a pid namespace: shut down so its service goes with it
+    z.signal(15);
+    assert_eq!(z.wait_exit().code(), Some(0));
 }
 
 #[test]
