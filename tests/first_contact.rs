@@ -127,7 +127,8 @@ fn zurg_run_leaves_its_start_directory_and_services_keep_it() {
         },
     );
     let line = z.expect("[s] started pid");
-    let zurg_cwd = std::fs::read_link(format!("/proc/{}/cwd", z.host_pid())).unwrap();
+    // Plain mode: the process started is zurg itself.
+    let zurg_cwd = std::fs::read_link(format!("/proc/{}/cwd", z.child.id())).unwrap();
     assert_eq!(zurg_cwd, std::path::Path::new("/"));
     // Plain mode: the pid in the log is a host pid.
     let pid = common::pid_in(&line);

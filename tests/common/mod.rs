@@ -169,13 +169,15 @@ impl Zurg {
         let me = self.child.id() as i32;
         let deadline = Instant::now() + DEADLINE;
         loop {
+            // zurg itself first: a service it has just started may still
+            // be named "zurg" between clone and the end of its exec.
+            if comm(me).as_deref() == Some("zurg") {
+                return me;
+            }
             if let Some(kid) = children(me).first() {
                 if comm(*kid).as_deref() == Some("zurg") {
                     return *kid;
                 }
-            }
-            if comm(me).as_deref() == Some("zurg") {
-                return me;
             }
             assert!(
                 Instant::now() < deadline,
