@@ -95,6 +95,19 @@ pub enum SpawnStep {
     Exec,
 }
 
+impl std::fmt::Display for SpawnStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SpawnStep::Session => "start a new session",
+            SpawnStep::Chdir => "change directory",
+            SpawnStep::Stdin => "open /dev/null as stdin",
+            SpawnStep::ListenFd => "pass the listening socket as fd 3",
+            SpawnStep::SignalMask => "set the signal mask",
+            SpawnStep::Exec => "exec",
+        })
+    }
+}
+
 impl SpawnStep {
     fn from_raw(raw: u8) -> SpawnStep {
         match raw {
@@ -117,7 +130,7 @@ pub enum SpawnError {
     Chdir { dir: String, source: io::Error },
     #[error("cannot run {program}: {source}")]
     Exec { program: String, source: io::Error },
-    #[error("cannot prepare {program} ({step:?} step): {source}")]
+    #[error("cannot {step} for {program}: {source}")]
     Setup {
         program: String,
         step: SpawnStep,
@@ -527,5 +540,43 @@ pub fn give_terminal(fd: RawFd, pgid: i32) -> io::Result<()> {
             return Ok(());
         }
         super::cvt(libc::tcsetpgrp(fd, pgid)).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_error_names_the_step_that_failed() {
+        let mut spec = SpawnSpec::new(c"/usr/bin/redis-server".into(), vec![]);
+        spec.cwd = Some(c"/nonexistent".into());
+        let chdir = SpawnError::of_child(&spec, SpawnStep::Chdir, libc::ENOENT);
+        assert_eq!(
+            chdir.to_string(),
+            "cannot change to cwd /nonexistent: No such file or directory (os error 2)"
+        );
+        assert_eq!(chdir.raw_os_error(), Some(libc::ENOENT));
+        assert_eq!(chdir.step(), Some(SpawnStep::Chdir));
+        let exec = SpawnError::of_child(&spec, SpawnStep::Exec, libc::EACCES);
+        assert_eq!(
+            exec.to_string(),
+            "cannot run /usr/bin/redis-server: Permission denied (os error 13)"
+        );
+        let stdin = SpawnError::of_child(&spec, SpawnStep::Stdin, libc::EMFILE);
+        assert!(stdin
+            .to_string()
+            .starts_with("cannot open /dev/null as stdin for /usr/bin/redis-server: "));
+        // the step travels through ChildArgs as a byte
+        for step in [
+            SpawnStep::Session,
+            SpawnStep::Chdir,
+            SpawnStep::Stdin,
+            SpawnStep::ListenFd,
+            SpawnStep::SignalMask,
+            SpawnStep::Exec,
+        ] {
+            assert_eq!(SpawnStep::from_raw(step as u8), step);
+        }
     }
 }
