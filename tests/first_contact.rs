@@ -572,3 +572,29 @@ fn reloads_that_rename_a_unit_do_not_grow_the_service_table() {
     assert_eq!(sleepers(&z), 1);
     assert_eq!(soft_nofile(zurg), 300, "the service table grew");
 }
+
+#[test]
+fn an_exit_that_leaves_only_a_zombie_child_is_an_ordinary_exit() {
+    let dir = TempDir::new("zombie");
+    // The child is done long before its parent exits, and the parent
+    // never waits for it: a zombie that zurg inherits, not a daemon.
+    let Some(python) = ["/usr/bin/python3", "/bin/python3"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        return common::skip("zombie child", "no python3");
+    };
+    dir.write(
+        "units/z.toml",
+        &format!(
+            "exec = \"{python}\"\nargs = [\"-c\", \"import os, time\\nif os.fork() == 0: os._exit(0)\\ntime.sleep(0.3)\"]\nrestart = \"on-failure\"\n"
+        ),
+    );
+    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+    z.expect("[z] pid");
+    let line = z.expect("[z] ended with code 0");
+    assert!(line.contains("restart policy keeps it down"), "{line}");
+    let st = status_of(&dir, "z");
+    assert_eq!(st["state"], "exited", "{st}");
+    assert_eq!(st["last_error"], serde_json::Value::Null);
+}

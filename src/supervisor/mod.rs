@@ -942,7 +942,13 @@ impl Supervisor {
         // The service leads its own session, so its process group id is its
         // pid, and that id stays taken while any member lives: a clean exit
         // that leaves the group alive is a daemon gone to the background.
-        let input = if exit == Exit::Code(0) && pidfd::kill(-pid, 0).is_ok() {
+        // Zombies count as members until reaped: a child the service never
+        // waited for, now zurg's, is swept up before the group is judged.
+        let forked = exit == Exit::Code(0) && pidfd::kill(-pid, 0).is_ok() && {
+            self.reap(work);
+            pidfd::kill(-pid, 0).is_ok()
+        };
+        let input = if forked {
             Input::ExitedForked { pid }
         } else {
             Input::Exited { pid, exit }
