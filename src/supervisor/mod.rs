@@ -1156,7 +1156,8 @@ impl Supervisor {
             Event::Started { pid } => crate::log!("[{name}] started pid {pid}"),
             Event::SpawnFailed { error } => crate::log!("[{name}] {error}"),
             Event::Refused { reason } => {
-                crate::log!("[{name}] refused to start: {reason}; not restarting until asked")
+                let failure = crate::service::Failure::Refused(reason.clone());
+                crate::log!("[{name}] {failure}; not restarting until asked")
             }
             Event::Forked { pid } => crate::log!(
                 "[{name}] pid {pid} exited with code 0 at once, leaving processes of its group running: {}; not restarting until asked",
