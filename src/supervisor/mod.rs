@@ -1059,11 +1059,13 @@ impl Supervisor {
             verified.as_ref().map(|v| &v.file),
         ) {
             Ok(mut child) => {
-                let fd_number = child
-                    .pidfd
-                    .as_ref()
-                    .map_or(0, |fd| u64::try_from(fd.as_raw_fd()).unwrap_or(u64::MAX));
-                if fd_number.saturating_add(RESERVED_FDS) >= self.nofile {
+                let near_limit = child.pidfd.as_ref().is_some_and(|fd| {
+                    u64::try_from(fd.as_raw_fd())
+                        .unwrap_or(u64::MAX)
+                        .saturating_add(RESERVED_FDS)
+                        >= self.nofile
+                });
+                if near_limit {
                     // Near the limit a pidfd would take the descriptor a
                     // control connection needs; the SIGCHLD sweep reaps
                     // this child instead.
