@@ -598,3 +598,38 @@ fn an_exit_that_leaves_only_a_zombie_child_is_an_ordinary_exit() {
     assert_eq!(st["state"], "exited", "{st}");
     assert_eq!(st["last_error"], serde_json::Value::Null);
 }
+
+#[test]
+fn an_upgrade_that_could_not_be_saved_survives_a_reload() {
+    let dir = TempDir::new("unsaved");
+    let (v1, sum1) = common::deploy_build(&dir, "api", "1.0", "/bin/sleep");
+    let (_v2, sum2) = common::deploy_build(&dir, "api", "2.0", "/bin/sleep");
+    dir.write("units/api.toml", &common::build_unit(&v1, "1.0", &sum1));
+    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+    z.expect("[api] started pid");
+    // a directory where overrides.json's temporary file goes: saving fails
+    std::fs::create_dir_all(dir.path().join("state/overrides.tmp")).unwrap();
+    let out = common::cli(
+        &dir,
+        &[
+            "upgrade",
+            "api",
+            "--version",
+            "2.0",
+            "--md5",
+            &sum2,
+            "--window",
+            "200ms",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    z.saw("will not survive a restart of zurg");
+    let out = common::cli(&dir, &["reload"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("unchanged: 1"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(status_of(&dir, "api")["version"], "2.0");
+}

@@ -188,6 +188,8 @@ pub struct Supervisor {
     publish_timer_at: Option<u64>,
     /// zurg's own GPID (port 0, its own pid): one per zurg instance.
     own_gpid: String,
+    /// The last write of overrides.json failed: the file is behind.
+    overrides_unsaved: bool,
     /// Slots of removed units, reused once their process is gone.
     retired_slots: Vec<usize>,
     /// The open-file limit: pidfds stop short of it, so that control
@@ -505,6 +507,7 @@ impl Supervisor {
             start_dir,
             nofile: u64::MAX,
             retired_slots: Vec::new(),
+            overrides_unsaved: false,
         })
     }
 
@@ -526,7 +529,9 @@ impl Supervisor {
         let mut seen: HashSet<String> = HashSet::new();
         // Read again at every load: an overrides.json edited or deleted by
         // hand is what the next reload goes by.
-        self.overrides = upgrade::Overrides::load(&self.opts.state_dir);
+        if !self.overrides_unsaved {
+            self.overrides = upgrade::Overrides::load(&self.opts.state_dir);
+        }
         for mut unit in loaded.units {
             seen.insert(unit.name.clone());
             let file_build = upgrade::Build::of(&unit);

@@ -177,6 +177,14 @@ impl PendingUpgrade {
 }
 
 impl Supervisor {
+    /// Writes the overrides; while they cannot be written, reloads keep the
+    /// ones in memory rather than read back a file that lacks them.
+    fn save_overrides(&mut self) -> Result<(), String> {
+        let result = self.overrides.save(&self.opts.state_dir);
+        self.overrides_unsaved = result.is_err();
+        result
+    }
+
     /// Applies a saved upgrade to a freshly parsed unit. One that no longer
     /// applies (the unit file changed, strict mode, its binary is gone) is
     /// dropped from overrides.json and the unit file's build runs: a stale
@@ -194,7 +202,7 @@ impl Supervisor {
         };
         let label = o.current.as_ref().map(Build::label).unwrap_or_default();
         self.overrides.services.remove(&unit.name);
-        let saved = match self.overrides.save(&self.opts.state_dir) {
+        let saved = match self.save_overrides() {
             Ok(()) => String::new(),
             Err(e) => format!(" ({e})"),
         };
@@ -326,7 +334,7 @@ impl Supervisor {
             entry.previous.remove(0);
         }
         entry.current = Some(to.clone());
-        if let Err(e) = self.overrides.save(&self.opts.state_dir) {
+        if let Err(e) = self.save_overrides() {
             crate::log!("warning: {e}; the upgrade will not survive a restart of zurg");
         }
         crate::log!("[{name}] upgrading from {} to {}", from.label(), to.label());
@@ -469,7 +477,7 @@ impl Supervisor {
             .map_err(|e| format!("previous build {} refused: {e}", previous.label()))?;
         entry.previous.pop();
         entry.current = Some(previous.clone());
-        if let Err(e) = self.overrides.save(&self.opts.state_dir) {
+        if let Err(e) = self.save_overrides() {
             crate::log!("warning: {e}");
         }
         self.set_build(slot, &previous)?;
