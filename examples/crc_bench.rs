@@ -80,6 +80,7 @@ fn main() {
             stats: Some(zurg::stats::Sample::default()),
             seq: None,
             zurg: None,
+            reason: None,
         };
         let _ = j.append(&r);
         n += 1;

@@ -33,7 +33,8 @@ pub struct Record {
     /// Wall clock, µs since the epoch.
     pub time_us: u64,
     pub service: String,
-    /// "start" or "exit".
+    /// "start", "exit", "refused" (a start refused before exec, with
+    /// `reason`), "upgrade" or "rollback".
     pub kind: String,
     pub gpid: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -50,6 +51,10 @@ pub struct Record {
     pub seq: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zurg: Option<String>,
+    /// Why a start was refused (kind "refused"); absent from other kinds,
+    /// whose encoding is unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Free space a full file system must regain before the journal writes
@@ -483,6 +488,7 @@ mod tests {
             version: None,
             seq: None,
             zurg: None,
+            reason: None,
             exit: (i % 2 == 1).then_some(ExitInfo {
                 code: Some(1),
                 signal: None,

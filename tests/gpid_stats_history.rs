@@ -365,6 +365,7 @@ fn a_history_reply_larger_than_the_output_bound_arrives_whole() {
             stats: None,
             seq: None,
             zurg: None,
+            reason: None,
         }));
     }
     assert!(journal.len() > 2 << 20, "{} bytes", journal.len());

@@ -33,10 +33,7 @@ fn deploy(dir: &TempDir, name: &str, version: &str) -> (PathBuf, String) {
 }
 
 fn unit(exec: &Path, version: &str, md5: &str) -> String {
-    format!(
-        "exec = \"{}\"\nargs = [\"1000\"]\nversion = \"{version}\"\nmd5 = \"{md5}\"\n",
-        exec.display()
-    )
+    common::build_unit(exec, version, md5)
 }
 
 fn run(dir: &TempDir, extra: &[&str]) -> Zurg {
@@ -177,31 +174,12 @@ fn zurg(dir: &TempDir, args: &[&str]) -> std::process::Output {
     common::cli(dir, args)
 }
 
-fn deploy_from(dir: &TempDir, name: &str, version: &str, source: &str) -> (PathBuf, String) {
-    let path = dir.path().join(format!("opt/{name}/{version}/bin/{name}"));
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    // each build differs (trailing bytes do not change what an ELF runs)
-    let mut bytes = std::fs::read(source).unwrap();
-    bytes.extend_from_slice(version.as_bytes());
-    std::fs::write(&path, bytes).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = Command::new("md5sum").arg(&path).output().unwrap();
-    (
-        path,
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_string(),
-    )
-}
-
 #[test]
 fn upgrade_then_rollback_and_a_failed_upgrade_rolls_back_by_itself() {
     let dir = TempDir::new("upgrade");
-    let (v1, sum1) = deploy_from(&dir, "api", "1.0", "/bin/sleep");
-    let (_v2, sum2) = deploy_from(&dir, "api", "2.0", "/bin/sleep");
-    let (_v3, sum3) = deploy_from(&dir, "api", "3.0", "/bin/false");
+    let (v1, sum1) = common::deploy_build(&dir, "api", "1.0", "/bin/sleep");
+    let (_v2, sum2) = common::deploy_build(&dir, "api", "2.0", "/bin/sleep");
+    let (_v3, sum3) = common::deploy_build(&dir, "api", "3.0", "/bin/false");
     dir.write("units/api.toml", &unit(&v1, "1.0", &sum1));
     let mut z = run(&dir, &[]);
     z.saw("[api] started pid");

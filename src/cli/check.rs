@@ -1,8 +1,8 @@
 //! `zurg check [--units DIR] [--strict] [--json]`: validates unit files
 //! offline, for deploy pipelines. Everything `zurg run` would refuse is
 //! reported, one line per problem: parse errors, a missing or
-//! non-executable `exec`, the versioned-path rule, and checksums (the
-//! binary is hashed). Exit 0 when all is well, 1 otherwise, 2 on usage.
+//! non-executable `exec`, a `cwd` that is not a directory, the
+//! versioned-path rule, and checksums (the binary is hashed). Exit 0 when all is well, 1 otherwise, 2 on usage.
 
 use std::path::PathBuf;
 
@@ -57,7 +57,27 @@ fn check_unit(u: &Unit, strict: bool) -> Vec<String> {
             Ok(_) => {}
         },
     }
+    if let Some(cwd) = &u.cwd {
+        if let Some(problem) = cwd_problem(cwd) {
+            out.push(problem);
+        }
+    }
     out
+}
+
+/// What `zurg run` would hit changing to `cwd`, checked offline. Relative
+/// paths are taken from the current directory, as `zurg run` takes them
+/// from the directory it was started in.
+fn cwd_problem(cwd: &std::path::Path) -> Option<String> {
+    match std::fs::metadata(cwd) {
+        Ok(m) if m.is_dir() => None,
+        Ok(_) => Some(format!("key `cwd`: {} is not a directory", cwd.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!(
+            "key `cwd`: directory {} does not exist",
+            cwd.display()
+        )),
+        Err(e) => Some(format!("key `cwd`: {}: {e}", cwd.display())),
+    }
 }
 
 /// Runs `zurg check ...` (args[0] is "check"); returns the exit code.
@@ -106,4 +126,22 @@ pub fn run(args: &[String]) -> i32 {
         }
     }
     i32::from(!problems.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cwd_must_be_an_existing_directory() {
+        assert_eq!(cwd_problem(std::path::Path::new("/")), None);
+        assert_eq!(
+            cwd_problem(std::path::Path::new("/nonexistent-zurg-dir")).as_deref(),
+            Some("key `cwd`: directory /nonexistent-zurg-dir does not exist")
+        );
+        assert_eq!(
+            cwd_problem(std::path::Path::new("/proc/self/status")).as_deref(),
+            Some("key `cwd`: /proc/self/status is not a directory")
+        );
+    }
 }

@@ -446,6 +446,10 @@ fn print_history(records: &[crate::journal::Record]) {
             .as_ref()
             .map(|v| format!(" version {v}"))
             .unwrap_or_default();
+        let exit = match &r.reason {
+            Some(why) => format!("{exit} ({why})"),
+            None => exit,
+        };
         println!(
             "{} {} {}{exit} {}{version}",
             utc_timestamp(r.time_us),
@@ -464,29 +468,50 @@ fn print_reply(cmd: &ClientCmd, reply: &Reply, raw: &[u8], zurg_pid: Option<i32>
         eprintln!("zurg: {}", err.message);
         return EXIT_FAILED;
     }
-    if cmd.json {
-        print!("{}", String::from_utf8_lossy(raw));
-        let _ = std::io::stdout().flush();
-        return EXIT_OK;
-    }
     let result = reply
         .result
         .as_ref()
         .map_or(serde_json::Value::Null, |r| r.to_value());
+    // A start, restart or rollback that left a service not running failed,
+    // even though the request itself was carried out.
+    let outcomes_failed = matches!(
+        cmd.verb,
+        Verb::Start { .. } | Verb::Stop { .. } | Verb::Restart { .. } | Verb::Rollback { .. }
+    ) && serde_json::from_value::<Vec<Outcome>>(result.clone())
+        .unwrap_or_default()
+        .iter()
+        .any(|o| o.error.is_some());
+    let failed_code = if outcomes_failed {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    };
+    if cmd.json {
+        print!("{}", String::from_utf8_lossy(raw));
+        let _ = std::io::stdout().flush();
+        return failed_code;
+    }
     match &cmd.verb {
         Verb::Status { .. } => {
             let rows: Vec<ServiceStatus> = serde_json::from_value(result).unwrap_or_default();
             let map = zurg_pid.map(super::nspid::caller_pids).unwrap_or_default();
             print!("{}", status_table_seen_from(&rows, &map));
+            for r in rows.iter().filter(|r| r.pid.is_none()) {
+                if let Some(e) = &r.last_error {
+                    println!("{}: {e}", r.name);
+                }
+            }
         }
         Verb::Start { .. } | Verb::Stop { .. } | Verb::Restart { .. } => {
             let outcomes: Vec<Outcome> = serde_json::from_value(result).unwrap_or_default();
             for o in outcomes {
-                match o.pid {
-                    Some(pid) => println!("{}: {}, pid {pid}", o.name, o.state),
-                    None => println!("{}: {}", o.name, o.state),
+                match (o.pid, &o.error) {
+                    (_, Some(e)) => println!("{}: {}: {e}", o.name, o.state),
+                    (Some(pid), None) => println!("{}: {}, pid {pid}", o.name, o.state),
+                    (None, None) => println!("{}: {}", o.name, o.state),
                 }
             }
+            return failed_code;
         }
         Verb::Signal { .. } => {
             println!(
@@ -510,6 +535,9 @@ fn print_reply(cmd: &ClientCmd, reply: &Reply, raw: &[u8], zurg_pid: Option<i32>
             println!("changed:   {}", list(&r.changed));
             println!("removed:   {}", list(&r.removed));
             println!("unchanged: {}", r.unchanged.len());
+            for d in &r.dropped {
+                eprintln!("zurg: warning: {d}");
+            }
             for e in &r.errors {
                 eprintln!("zurg: {e}");
             }
@@ -537,12 +565,14 @@ fn print_reply(cmd: &ClientCmd, reply: &Reply, raw: &[u8], zurg_pid: Option<i32>
             let outcomes: Vec<Outcome> = serde_json::from_value(result).unwrap_or_default();
             for o in outcomes {
                 println!(
-                    "{}: rolled back, {}, pid {}",
+                    "{}: rolled back, {}, pid {}{}",
                     o.name,
                     o.state,
-                    o.pid.map_or("-".into(), |p| p.to_string())
+                    o.pid.map_or("-".into(), |p| p.to_string()),
+                    o.error.map(|e| format!(": {e}")).unwrap_or_default()
                 );
             }
+            return failed_code;
         }
         Verb::Gpid { .. } => {
             if let Ok(g) = serde_json::from_value::<GpidInfo>(result) {
@@ -818,6 +848,7 @@ mod tests {
                 restarts: 1,
                 gpid: None,
                 version: None,
+                last_error: None,
                 last_exit: Some(proto::ExitInfo {
                     code: None,
                     signal: Some("SIGKILL".into()),
@@ -831,6 +862,7 @@ mod tests {
                 restarts: 0,
                 gpid: None,
                 version: None,
+                last_error: None,
                 last_exit: Some(proto::ExitInfo {
                     code: Some(0),
                     signal: None,

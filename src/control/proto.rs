@@ -259,6 +259,10 @@ pub struct ServiceStatus {
     pub gpid: Option<String>,
     #[serde(default)]
     pub version: Option<String>,
+    /// Why it last failed to start (refused, could not be started, forked
+    /// into the background); cleared by a successful start.
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 /// One row of `stats`: the main process and its whole tree.
@@ -291,6 +295,10 @@ pub struct Outcome {
     pub state: String,
     #[serde(default)]
     pub pid: Option<i32>,
+    /// Set when the service did not end up where the request asked
+    /// (a start or restart that left it not running): the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The last event a follower gets, on an orderly shutdown (service "zurg"):
@@ -304,8 +312,8 @@ pub struct EventRecord {
     /// Wall clock, microseconds since the Unix epoch.
     pub time_us: u64,
     pub service: String,
-    /// started | exited | restarting | stopped | killed | done | spawn_failed,
-    /// and `shutdown` (SHUTDOWN_EVENT_KIND) last of all
+    /// started | exited | restarting | stopped | killed | done | spawn_failed
+    /// | failed | warning, and `shutdown` (SHUTDOWN_EVENT_KIND) last of all
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,
@@ -560,6 +568,7 @@ mod tests {
             restarts: 1,
             gpid: None,
             version: None,
+            last_error: None,
             last_exit: Some(ExitInfo {
                 code: None,
                 signal: Some("SIGKILL".into()),

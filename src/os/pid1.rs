@@ -101,7 +101,14 @@ pub fn descendants(root: i32) -> Vec<i32> {
 /// signalled (PID 1: 1 if any process received it).
 pub fn signal_descendants(signo: i32) -> usize {
     if is_pid1() {
-        return usize::from(pidfd::kill(-1, signo).is_ok());
+        // kill(-1) says only whether it reached anyone: count first. It
+        // spares PID 1 and kernel threads (kthreadd, pid 2, and its
+        // children, visible to a machine's init).
+        let n = parent_map()
+            .iter()
+            .filter(|(pid, ppid)| **pid != 1 && **pid != 2 && **ppid != 2)
+            .count();
+        return if pidfd::kill(-1, signo).is_ok() { n } else { 0 };
     }
     let me = my_pid();
     let mut sent = 0;

@@ -84,6 +84,112 @@ impl SpawnSpec {
     }
 }
 
+/// The step of the child side that failed, reported through `ChildArgs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SpawnStep {
+    /// setsid or setpgid.
+    Session = 1,
+    /// chdir to the unit's `cwd`.
+    Chdir,
+    /// /dev/null as stdin.
+    Stdin,
+    /// The listening socket as fd 3.
+    ListenFd,
+    /// The signal mask the child inherits.
+    SignalMask,
+    /// The exec itself.
+    Exec,
+}
+
+impl std::fmt::Display for SpawnStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SpawnStep::Session => "start a new session",
+            SpawnStep::Chdir => "change directory",
+            SpawnStep::Stdin => "open /dev/null as stdin",
+            SpawnStep::ListenFd => "pass the listening socket as fd 3",
+            SpawnStep::SignalMask => "set the signal mask",
+            SpawnStep::Exec => "exec",
+        })
+    }
+}
+
+impl SpawnStep {
+    fn from_raw(raw: u8) -> SpawnStep {
+        match raw {
+            1 => SpawnStep::Session,
+            2 => SpawnStep::Chdir,
+            3 => SpawnStep::Stdin,
+            4 => SpawnStep::ListenFd,
+            5 => SpawnStep::SignalMask,
+            _ => SpawnStep::Exec,
+        }
+    }
+}
+
+/// Why a spawn failed: the step, what it was applied to, and the errno.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot create a process for {program}: {source}")]
+    Clone { program: String, source: io::Error },
+    #[error("cannot change to cwd {dir}: {source}")]
+    Chdir { dir: String, source: io::Error },
+    #[error("cannot run {program}: {source}")]
+    Exec { program: String, source: io::Error },
+    #[error("cannot {step} for {program}: {source}")]
+    Setup {
+        program: String,
+        step: SpawnStep,
+        source: io::Error,
+    },
+}
+
+impl SpawnError {
+    /// The errno of the failed step (the shim maps it to 126/127).
+    pub fn raw_os_error(&self) -> Option<i32> {
+        self.source().raw_os_error()
+    }
+
+    pub fn step(&self) -> Option<SpawnStep> {
+        match self {
+            SpawnError::Clone { .. } => None,
+            SpawnError::Chdir { .. } => Some(SpawnStep::Chdir),
+            SpawnError::Exec { .. } => Some(SpawnStep::Exec),
+            SpawnError::Setup { step, .. } => Some(*step),
+        }
+    }
+
+    fn source(&self) -> &io::Error {
+        match self {
+            SpawnError::Clone { source, .. }
+            | SpawnError::Chdir { source, .. }
+            | SpawnError::Exec { source, .. }
+            | SpawnError::Setup { source, .. } => source,
+        }
+    }
+
+    fn of_child(spec: &SpawnSpec, step: SpawnStep, errno: i32) -> SpawnError {
+        let program = spec.program.to_string_lossy().into_owned();
+        let source = io::Error::from_raw_os_error(errno);
+        match step {
+            SpawnStep::Chdir => SpawnError::Chdir {
+                dir: spec
+                    .cwd
+                    .as_ref()
+                    .map_or_else(String::new, |c| c.to_string_lossy().into_owned()),
+                source,
+            },
+            SpawnStep::Exec => SpawnError::Exec { program, source },
+            step => SpawnError::Setup {
+                program,
+                step,
+                source,
+            },
+        }
+    }
+}
+
 /// A started child: its pid, and a pidfd when the kernel gave one.
 #[derive(Debug)]
 pub struct Child {
@@ -115,12 +221,14 @@ struct ChildArgs {
     reset_to_default: libc::sigset_t,
     /// errno of the failed step, written by the child.
     error: i32,
+    /// Which step failed (`SpawnStep` as u8), written with `error`.
+    failed_step: u8,
 }
 
-fn check_ret(ret: libc::c_int) -> Result<(), i32> {
+fn check_ret(ret: libc::c_int, step: SpawnStep) -> Result<(), (SpawnStep, i32)> {
     if ret == -1 {
         // SAFETY: reading errno right after the failed call.
-        Err(unsafe { *libc::__errno_location() })
+        Err((step, unsafe { *libc::__errno_location() }))
     } else {
         Ok(())
     }
@@ -136,14 +244,15 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: every call below is async-signal-safe and gets pointers the
     // parent prepared and keeps alive until clone returns.
     let result = unsafe { child_steps(a) };
-    if let Err(errno) = result {
+    if let Err((step, errno)) = result {
+        a.failed_step = step as u8;
         a.error = errno;
     }
     // SAFETY: _exit never returns and runs no atexit handlers.
     unsafe { libc::_exit(127) }
 }
 
-unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), i32> {
+unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), (SpawnStep, i32)> {
     let pid = libc::syscall(libc::SYS_getpid) as u64;
     for &(buf, offset) in &a.pid_slots {
         let mut digits = [0u8; 20];
@@ -165,9 +274,9 @@ unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), i32> {
         *buf.add(offset + len.min(PID_DIGITS)) = 0;
     }
     if a.new_session {
-        check_ret(libc::setsid())?;
+        check_ret(libc::setsid(), SpawnStep::Session)?;
     } else if a.new_pgroup {
-        check_ret(libc::setpgid(0, 0))?;
+        check_ret(libc::setpgid(0, 0), SpawnStep::Session)?;
         if a.foreground {
             // Without the terminal the program still runs, in the background.
             libc::tcsetpgrp(0, libc::getpgrp());
@@ -179,13 +288,13 @@ unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), i32> {
         }
     }
     if !a.cwd.is_null() {
-        check_ret(libc::chdir(a.cwd))?;
+        check_ret(libc::chdir(a.cwd), SpawnStep::Chdir)?;
     }
     if a.null_stdin {
         let fd = libc::open(a.devnull, libc::O_RDONLY);
-        check_ret(fd)?;
+        check_ret(fd, SpawnStep::Stdin)?;
         if fd != 0 {
-            check_ret(libc::dup2(fd, 0))?;
+            check_ret(libc::dup2(fd, 0), SpawnStep::Stdin)?;
             libc::close(fd);
         }
     }
@@ -194,21 +303,23 @@ unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), i32> {
         // verified binary's fd may sit there: move it out of the way first.
         if a.exec_fd == LISTEN_FD {
             let moved = libc::fcntl(a.exec_fd, libc::F_DUPFD_CLOEXEC, LISTEN_FD + 1);
-            check_ret(moved)?;
+            check_ret(moved, SpawnStep::ListenFd)?;
             a.exec_fd = moved;
         }
         if a.listen_fd == LISTEN_FD {
             // dup2 onto itself would leave close-on-exec set.
-            check_ret(libc::fcntl(LISTEN_FD, libc::F_SETFD, 0))?;
+            check_ret(
+                libc::fcntl(LISTEN_FD, libc::F_SETFD, 0),
+                SpawnStep::ListenFd,
+            )?;
         } else {
-            check_ret(libc::dup2(a.listen_fd, LISTEN_FD))?;
+            check_ret(libc::dup2(a.listen_fd, LISTEN_FD), SpawnStep::ListenFd)?;
         }
     }
-    check_ret(libc::sigprocmask(
-        libc::SIG_SETMASK,
-        &a.mask,
-        std::ptr::null_mut(),
-    ))?;
+    check_ret(
+        libc::sigprocmask(libc::SIG_SETMASK, &a.mask, std::ptr::null_mut()),
+        SpawnStep::SignalMask,
+    )?;
     if a.exec_fd >= 0 {
         libc::syscall(
             libc::SYS_execveat,
@@ -218,7 +329,7 @@ unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), i32> {
             a.envp,
             libc::AT_EMPTY_PATH,
         );
-        return Err(*libc::__errno_location());
+        return Err((SpawnStep::Exec, *libc::__errno_location()));
     }
     // execvp's rule: report EACCES if any candidate had it, else the last error.
     let mut err = libc::ENOENT;
@@ -233,11 +344,14 @@ unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), i32> {
             break;
         }
     }
-    Err(if saw_eacces && err != libc::ENOEXEC {
-        libc::EACCES
-    } else {
-        err
-    })
+    Err((
+        SpawnStep::Exec,
+        if saw_eacces && err != libc::ENOEXEC {
+            libc::EACCES
+        } else {
+            err
+        },
+    ))
 }
 
 /// $PATH candidates for a bare program name (execvp's search), built in the
@@ -283,7 +397,7 @@ impl Spawner {
         spec: &SpawnSpec,
         signals: &ChildSignals,
         exec_fd: Option<&impl AsRawFd>,
-    ) -> io::Result<Child> {
+    ) -> Result<Child, SpawnError> {
         if self.stack.len() < CHILD_STACK {
             self.stack = vec![0u8; CHILD_STACK];
         }
@@ -347,27 +461,48 @@ impl Spawner {
             mask: signals.mask,
             reset_to_default: signals.reset_to_default,
             error: 0,
+            failed_step: 0,
         });
 
         let mut pidfd: libc::c_int = -1;
-        // SAFETY: the stack is CHILD_STACK bytes we own; it grows down, so the
-        // child starts at its 16-byte aligned top. CLONE_VFORK suspends us
-        // until the child execs or exits, so every pointer in `args` stays
-        // valid for as long as the child can read it.
-        let pid = unsafe {
-            let top = self.stack.as_mut_ptr().add(self.stack.len());
-            let top = top.sub(top as usize % 16);
-            libc::clone(
-                child_main,
-                top.cast(),
-                libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
-                std::ptr::addr_of_mut!(*args).cast(),
-                &mut pidfd as *mut libc::c_int,
-            )
+        let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
+        let pid = loop {
+            // SAFETY: the stack is CHILD_STACK bytes we own; it grows down, so
+            // the child starts at its 16-byte aligned top. CLONE_VFORK
+            // suspends us until the child execs or exits, so every pointer in
+            // `args` stays valid for as long as the child can read it.
+            let pid = unsafe {
+                let top = self.stack.as_mut_ptr().add(self.stack.len());
+                let top = top.sub(top as usize % 16);
+                libc::clone(
+                    child_main,
+                    top.cast(),
+                    flags,
+                    std::ptr::addr_of_mut!(*args).cast(),
+                    &mut pidfd as *mut libc::c_int,
+                )
+            };
+            if pid != -1 {
+                break pid;
+            }
+            let e = io::Error::last_os_error();
+            // The pidfd is a convenience, not a need: out of descriptors
+            // (EMFILE/ENFILE) or on a kernel without CLONE_PIDFD (EINVAL),
+            // start without one; the SIGCHLD sweep reaps the child then.
+            let retry = flags & libc::CLONE_PIDFD != 0
+                && matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::EINVAL)
+                );
+            if !retry {
+                return Err(SpawnError::Clone {
+                    program: spec.program.to_string_lossy().into_owned(),
+                    source: e,
+                });
+            }
+            flags &= !libc::CLONE_PIDFD;
+            pidfd = -1;
         };
-        if pid == -1 {
-            return Err(io::Error::last_os_error());
-        }
         if args.error != 0 {
             // The child has already exited: collect it here so the failure
             // is reported once, as an error, and never as an exit.
@@ -379,7 +514,11 @@ impl Spawner {
                     libc::close(pidfd);
                 }
             }
-            return Err(io::Error::from_raw_os_error(args.error));
+            return Err(SpawnError::of_child(
+                spec,
+                SpawnStep::from_raw(args.failed_step),
+                args.error,
+            ));
         }
         let (pidfd, pidfd_error) = if pidfd >= 0 {
             // SAFETY: the kernel just created this fd for us (CLONE_PIDFD).
@@ -414,5 +553,43 @@ pub fn give_terminal(fd: RawFd, pgid: i32) -> io::Result<()> {
             return Ok(());
         }
         super::cvt(libc::tcsetpgrp(fd, pgid)).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_error_names_the_step_that_failed() {
+        let mut spec = SpawnSpec::new(c"/usr/bin/redis-server".into(), vec![]);
+        spec.cwd = Some(c"/nonexistent".into());
+        let chdir = SpawnError::of_child(&spec, SpawnStep::Chdir, libc::ENOENT);
+        assert_eq!(
+            chdir.to_string(),
+            "cannot change to cwd /nonexistent: No such file or directory (os error 2)"
+        );
+        assert_eq!(chdir.raw_os_error(), Some(libc::ENOENT));
+        assert_eq!(chdir.step(), Some(SpawnStep::Chdir));
+        let exec = SpawnError::of_child(&spec, SpawnStep::Exec, libc::EACCES);
+        assert_eq!(
+            exec.to_string(),
+            "cannot run /usr/bin/redis-server: Permission denied (os error 13)"
+        );
+        let stdin = SpawnError::of_child(&spec, SpawnStep::Stdin, libc::EMFILE);
+        assert!(stdin
+            .to_string()
+            .starts_with("cannot open /dev/null as stdin for /usr/bin/redis-server: "));
+        // the step travels through ChildArgs as a byte
+        for step in [
+            SpawnStep::Session,
+            SpawnStep::Chdir,
+            SpawnStep::Stdin,
+            SpawnStep::ListenFd,
+            SpawnStep::SignalMask,
+            SpawnStep::Exec,
+        ] {
+            assert_eq!(SpawnStep::from_raw(step as u8), step);
+        }
     }
 }

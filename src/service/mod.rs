@@ -35,6 +35,33 @@ impl Exit {
     }
 }
 
+/// Why a service is not running when it was asked to: the reason kept in
+/// `last_error`, shown by `status`, in start/restart replies and the log.
+/// Each kind is rendered here, once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The start was refused before exec (checksum mismatch).
+    Refused(String),
+    /// The process could not be started (cwd, exec, port), as rendered by
+    /// the step that failed.
+    Spawn(String),
+    /// It exited 0 at once while processes of its group kept running: a
+    /// daemon that put itself in the background.
+    Forked,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Refused(reason) => write!(f, "refused to start: {reason}"),
+            Failure::Spawn(error) => f.write_str(error),
+            Failure::Forked => {
+                f.write_str("it forked into the background and exited; run it in the foreground")
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterStop {
     StayDown,
@@ -111,6 +138,13 @@ pub enum Input {
         pid: i32,
         exit: Exit,
     },
+    /// Exited with code 0 while processes of its group live on (it forked
+    /// into the background). Within `policy::RESET_AFTER_MS` of its start
+    /// this fails the service instead of restarting it: each restart would
+    /// leave one more daemon behind.
+    ExitedForked {
+        pid: i32,
+    },
     Timer {
         generation: u64,
     },
@@ -158,6 +192,10 @@ pub enum Event {
     Refused {
         reason: String,
     },
+    /// Exited at once leaving its group running; the service is failed.
+    Forked {
+        pid: i32,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -167,6 +205,8 @@ pub struct Service {
     /// Restarts after an exit (not counting explicit starts).
     pub restarts: u32,
     pub last_exit: Option<Exit>,
+    /// The last spawn or check failure; cleared by a successful start.
+    pub last_error: Option<Failure>,
     backoff: Backoff,
     timer_generation: u64,
     /// The next spawn is a restart (for the counter).
@@ -180,10 +220,20 @@ impl Service {
             state: State::Down,
             restarts: 0,
             last_exit: None,
+            last_error: None,
             backoff: Backoff::default(),
             timer_generation: 0,
             restarting: false,
         }
+    }
+
+    /// A new service in the place of a retired one: it continues the old
+    /// one's timer generations, so a timer the old one armed can never be
+    /// taken for one of its own.
+    pub fn succeeding(unit: Unit, old: &Service) -> Service {
+        let mut s = Service::new(unit);
+        s.timer_generation = old.timer_generation;
+        s
     }
 
     pub fn name(&self) -> &str {
@@ -272,15 +322,18 @@ impl Service {
                     self.restarts = self.restarts.saturating_add(1);
                 }
                 self.restarting = false;
+                self.last_error = None;
                 self.state = State::Running { pid, since_ms: now };
                 out.push(Action::Emit(Event::Started { pid }));
             }
             (_, Input::Refused { reason }) => {
                 self.restarting = false;
+                self.last_error = Some(Failure::Refused(reason.clone()));
                 self.state = State::Failed;
                 out.push(Action::Emit(Event::Refused { reason }));
             }
             (_, Input::SpawnFailed { error }) => {
+                self.last_error = Some(Failure::Spawn(error.clone()));
                 out.push(Action::Emit(Event::SpawnFailed { error }));
                 // Treated as an immediate failure: the restart policy and the
                 // crash-loop backoff apply, so a missing binary is retried
@@ -301,6 +354,35 @@ impl Service {
                     uptime_ms,
                 }));
                 self.after_exit(exit, uptime_ms, now, &mut out);
+            }
+            (
+                State::Running {
+                    pid: running,
+                    since_ms,
+                },
+                Input::ExitedForked { pid },
+            ) if pid == running && now.saturating_sub(since_ms) < policy::RESET_AFTER_MS => {
+                let exit = Exit::Code(0);
+                out.push(Action::Emit(Event::Exited {
+                    pid,
+                    exit,
+                    uptime_ms: now.saturating_sub(since_ms),
+                }));
+                self.last_exit = Some(exit);
+                self.restarting = false;
+                self.last_error = Some(Failure::Forked);
+                self.state = State::Failed;
+                out.push(Action::Emit(Event::Forked { pid }));
+            }
+            // Not a quick exit, or while stopping: an ordinary exit 0.
+            (_, Input::ExitedForked { pid }) => {
+                return self.step(
+                    Input::Exited {
+                        pid,
+                        exit: Exit::Code(0),
+                    },
+                    now,
+                );
             }
             (
                 State::Stopping {
@@ -627,6 +709,115 @@ mod tests {
         assert_eq!(s.state, State::Failed);
         assert!(s.step(Input::Timer { generation: 1 }, 100_000).is_empty());
         assert_eq!(s.step(Input::Start, 1), vec![Action::Spawn]);
+    }
+
+    #[test]
+    fn a_quick_exit_leaving_its_group_fails_without_a_restart() {
+        let mut s = running(RestartPolicy::Always);
+        let a = s.step(Input::ExitedForked { pid: 10 }, 50);
+        assert_eq!(
+            a,
+            vec![
+                Action::Emit(Event::Exited {
+                    pid: 10,
+                    exit: Exit::Code(0),
+                    uptime_ms: 50
+                }),
+                Action::Emit(Event::Forked { pid: 10 })
+            ]
+        );
+        assert_eq!(s.state, State::Failed);
+        assert_eq!(s.last_error, Some(Failure::Forked));
+        assert_eq!(
+            s.last_error.as_ref().map(ToString::to_string).as_deref(),
+            Some("it forked into the background and exited; run it in the foreground")
+        );
+        // asked again, it starts again, and a good start clears the reason
+        assert_eq!(s.step(Input::Start, 60), vec![Action::Spawn]);
+        s.step(Input::Spawned { pid: 11 }, 60);
+        assert_eq!(s.last_error, None);
+        // after a long run, leaving helpers behind is an ordinary exit
+        let a = s.step(Input::ExitedForked { pid: 11 }, 60 + policy::RESET_AFTER_MS);
+        assert_eq!(a.last(), Some(&Action::Spawn));
+    }
+
+    #[test]
+    fn failures_are_kept_until_a_good_start() {
+        let mut s = Service::new(unit(RestartPolicy::Always));
+        s.step(Input::Start, 0);
+        s.step(
+            Input::Refused {
+                reason: "md5 mismatch".into(),
+            },
+            0,
+        );
+        assert_eq!(
+            s.last_error.as_ref().map(ToString::to_string).as_deref(),
+            Some("refused to start: md5 mismatch")
+        );
+        s.step(Input::Start, 1);
+        s.step(
+            Input::SpawnFailed {
+                error: "cannot change to cwd /x: No such file or directory".into(),
+            },
+            1,
+        );
+        assert_eq!(
+            s.last_error,
+            Some(Failure::Spawn(
+                "cannot change to cwd /x: No such file or directory".into()
+            ))
+        );
+        s.step(Input::Spawned { pid: 3 }, 2);
+        assert_eq!(s.last_error, None);
+    }
+
+    #[test]
+    fn a_successor_ignores_its_predecessors_timers() {
+        let mut old = running(RestartPolicy::Always);
+        let Some(Action::ArmTimer {
+            generation: old_timer,
+            ..
+        }) = old.step(Input::Stop, 0).last().cloned()
+        else {
+            panic!("no stop timer")
+        };
+        let mut s = Service::succeeding(unit(RestartPolicy::Always), &old);
+        s.step(Input::Start, 1);
+        s.step(Input::Spawned { pid: 20 }, 1);
+        s.step(
+            Input::Exited {
+                pid: 20,
+                exit: Exit::Code(1),
+            },
+            2,
+        );
+        s.step(Input::Spawned { pid: 21 }, 2);
+        let a = s.step(
+            Input::Exited {
+                pid: 21,
+                exit: Exit::Code(1),
+            },
+            3,
+        );
+        let Some(Action::ArmTimer { generation, .. }) = a.last().cloned() else {
+            panic!("{a:?}")
+        };
+        // the old service's stop timer, still in the heap, is not the new
+        // service's backoff timer
+        assert_ne!(generation, old_timer);
+        assert!(s
+            .step(
+                Input::Timer {
+                    generation: old_timer
+                },
+                200
+            )
+            .is_empty());
+        assert_eq!(
+            s.step(Input::Timer { generation }, 200),
+            vec![Action::Spawn]
+        );
     }
 
     #[test]

@@ -17,9 +17,11 @@ pub mod upgrade;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 
 use mio::Token;
+use nix::fcntl::{Flock, FlockArg};
 
 pub use crate::cli::RunOptions;
 use crate::control::proto::{EventRecord, ShutdownMode};
@@ -105,6 +107,11 @@ struct Slot {
     /// The listening socket passed as fd 3 (`socket = true`), kept across
     /// restarts.
     listener: Option<std::net::TcpListener>,
+    /// The version of the current (or last) process, which an upgrade or
+    /// rollback does not change while it runs.
+    running_version: Option<String>,
+    /// The build its unit file names, before any saved upgrade.
+    file_build: Option<upgrade::Build>,
 }
 
 /// What a reload changed.
@@ -115,6 +122,9 @@ pub struct ReloadReport {
     pub removed: Vec<String>,
     pub unchanged: Vec<String>,
     pub errors: Vec<String>,
+    /// Saved upgrades that no longer applied and were dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<String>,
 }
 
 fn plural(n: usize, what: &str) -> String {
@@ -129,6 +139,8 @@ fn plural(n: usize, what: &str) -> String {
 const GIVE_UP_AFTER_KILL_MS: u64 = 5_000;
 /// Descriptors kept free beyond one pidfd per service.
 const SPARE_FDS: u64 = 256;
+/// Descriptors a pidfd never takes, below the open-file limit.
+const RESERVED_FDS: u64 = 24;
 
 pub struct Supervisor {
     reactor: Reactor<TimerKey>,
@@ -176,6 +188,19 @@ pub struct Supervisor {
     publish_timer_at: Option<u64>,
     /// zurg's own GPID (port 0, its own pid): one per zurg instance.
     own_gpid: String,
+    /// The last write of overrides.json failed: the file is behind.
+    overrides_unsaved: bool,
+    /// Slots of removed units, reused once their process is gone.
+    retired_slots: Vec<usize>,
+    /// The open-file limit: pidfds stop short of it, so that control
+    /// connections, the journal and unit files still get descriptors.
+    nofile: u64,
+    /// The exclusive lock on `STATE/lock`, held for zurg's whole life so a
+    /// second zurg cannot share the state directory.
+    _state_lock: Option<Flock<std::fs::File>>,
+    /// The directory zurg was started in: the working directory of services
+    /// without `cwd` (zurg itself moves to `/`).
+    start_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -189,7 +214,7 @@ impl std::fmt::Debug for Supervisor {
 
 /// Builds the C strings for a unit once, at load, so a restart allocates
 /// nothing but what posix_spawn needs.
-fn spawn_spec(unit: &Unit) -> Result<SpawnSpec, String> {
+fn spawn_spec(unit: &Unit, start_dir: &Path) -> Result<SpawnSpec, String> {
     let nul = |what: &str| format!("{}: {what} contains a NUL byte", unit.name);
     let program = CString::new(unit.exec.as_os_str().as_bytes()).map_err(|_| nul("exec"))?;
     let mut argv = vec![program.clone()];
@@ -199,7 +224,14 @@ fn spawn_spec(unit: &Unit) -> Result<SpawnSpec, String> {
     let mut spec = SpawnSpec::new(program, argv);
     spec.null_stdin = true;
     spec.new_session = true;
-    if let Some(cwd) = &unit.cwd {
+    // zurg runs in `/`; a service keeps the directory zurg was started in
+    // unless its unit says otherwise (a relative `cwd` is taken from there).
+    let cwd = match &unit.cwd {
+        Some(cwd) => Some(start_dir.join(cwd)),
+        None if start_dir != Path::new("/") => Some(start_dir.to_path_buf()),
+        None => None,
+    };
+    if let Some(cwd) = cwd {
         spec.cwd = Some(CString::new(cwd.as_os_str().as_bytes()).map_err(|_| nul("cwd"))?);
     }
     // Added to zurg's own environment at each spawn; ZURG_GPID is added per
@@ -218,6 +250,73 @@ fn spawn_spec(unit: &Unit) -> Result<SpawnSpec, String> {
         .map_err(|_| nul("version"))?,
     );
     Ok(spec)
+}
+
+/// Takes the exclusive lock on `STATE/lock` and writes zurg's pid in it.
+/// Another zurg holding it is an error naming that zurg's pid. A state dir
+/// that cannot be created or locked at all (read-only) only costs a warning,
+/// as the journal and clock files already do.
+fn lock_state_dir(state_dir: &Path) -> Result<Option<Flock<std::fs::File>>, String> {
+    use std::io::{Read, Seek, Write};
+    if let Err(e) = std::fs::create_dir_all(state_dir) {
+        crate::log!(
+            "warning: cannot create state directory {}: {e}",
+            state_dir.display()
+        );
+        return Ok(None);
+    }
+    let path = state_dir.join("lock");
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            crate::log!(
+                "warning: cannot open {}: {e}; another zurg could use this state directory at the same time",
+                path.display()
+            );
+            return Ok(None);
+        }
+    };
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            let written = lock
+                .set_len(0)
+                .and_then(|_| lock.rewind())
+                .and_then(|_| writeln!(&mut *lock, "{}", std::process::id()));
+            if let Err(e) = written {
+                crate::log!(
+                    "warning: cannot write zurg's pid to {}: {e}",
+                    path.display()
+                );
+            }
+            Ok(Some(lock))
+        }
+        Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => "unknown pid".to_string(),
+                pid => format!("pid {pid}"),
+            };
+            Err(format!(
+                "state directory {} is in use by another zurg ({holder}, holding {}); stop it or give this one its own --state",
+                state_dir.display(),
+                path.display()
+            ))
+        }
+        Err((_, e)) => {
+            crate::log!(
+                "warning: cannot lock {}: {e}; another zurg could use this state directory at the same time",
+                path.display()
+            );
+            Ok(None)
+        }
+    }
 }
 
 fn clock_file(state_dir: &Path) -> PathBuf {
@@ -268,7 +367,16 @@ fn exit_of(status: ExitStatus) -> Exit {
 
 impl Supervisor {
     /// Set-up phase: may fail, and the caller reports it. Nothing is started yet.
-    pub fn new(opts: RunOptions) -> Result<Supervisor, String> {
+    pub fn new(mut opts: RunOptions) -> Result<Supervisor, String> {
+        let start_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        // zurg moves to `/` once set up, so that it does not pin the mount
+        // it was started from: every path it keeps must be absolute first.
+        for path in [&mut opts.units_dir, &mut opts.socket, &mut opts.state_dir]
+            .into_iter()
+            .chain(opts.publish_token_file.as_mut())
+        {
+            *path = start_dir.join(&*path);
+        }
         if !opts.units_dir.is_dir() && !pid1::is_pid1() {
             return Err(format!(
                 "units directory {} is not a readable directory",
@@ -285,6 +393,9 @@ impl Supervisor {
             pid1::disable_ctrl_alt_del();
             crate::log!("init of this machine: mounted /proc /sys /dev /run /tmp");
         }
+        // Before the socket is bound: a second zurg on the same state dir
+        // must not take over the first one's socket either.
+        let state_lock = lock_state_dir(&opts.state_dir)?;
         let (signals, child_signals) =
             signals::take_over().map_err(|e| format!("cannot take over signals: {e}"))?;
         if !pid1::is_pid1() {
@@ -365,7 +476,6 @@ impl Supervisor {
                     None
                 }
             };
-        let opts_state_dir = opts.state_dir.clone();
         let notifier = match Notifier::from_env() {
             Some(Ok(n)) => Some(n),
             Some(Err(e)) => {
@@ -374,11 +484,8 @@ impl Supervisor {
             }
             None => None,
         };
-        if let Err(e) = std::fs::create_dir_all(&opts.state_dir) {
-            crate::log!(
-                "warning: cannot create state directory {}: {e}",
-                opts.state_dir.display()
-            );
+        if let Err(e) = nix::unistd::chdir("/") {
+            crate::log!("warning: cannot change directory to /: {e}");
         }
         Ok(Supervisor {
             reactor,
@@ -405,13 +512,18 @@ impl Supervisor {
             clock_unsaved: false,
             journal,
             sample_generation: 0,
-            overrides: upgrade::Overrides::load(&opts_state_dir),
+            overrides: upgrade::Overrides::default(),
             upgrades: Vec::new(),
             inotify,
             watch_users: HashMap::new(),
             forwarder,
             publish_timer_at: None,
             own_gpid: own_gpid.to_string(),
+            _state_lock: state_lock,
+            start_dir,
+            nofile: u64::MAX,
+            retired_slots: Vec::new(),
+            overrides_unsaved: false,
         })
     }
 
@@ -431,9 +543,17 @@ impl Supervisor {
             }
         }
         let mut seen: HashSet<String> = HashSet::new();
+        // Read again at every load: an overrides.json edited or deleted by
+        // hand is what the next reload goes by.
+        if !self.overrides_unsaved {
+            self.overrides = upgrade::Overrides::load(&self.opts.state_dir);
+        }
         for mut unit in loaded.units {
             seen.insert(unit.name.clone());
-            self.apply_override(&mut unit);
+            let file_build = upgrade::Build::of(&unit);
+            if let Some(line) = self.apply_override(&mut unit) {
+                report.dropped.push(line);
+            }
             if self.opts.strict && (unit.version.is_none() || unit.checksum.is_none()) {
                 let e = format!(
                     "{}: strict mode: a unit needs `version` and `md5` or `sha256`",
@@ -447,7 +567,7 @@ impl Supervisor {
                 broken.insert(unit.name.clone());
                 continue;
             }
-            let spec = match spawn_spec(&unit) {
+            let spec = match spawn_spec(&unit, &self.start_dir) {
                 Ok(spec) => spec,
                 Err(e) => {
                     crate::log!("{e}");
@@ -458,11 +578,16 @@ impl Supervisor {
             };
             match self.by_name.get(&unit.name).copied() {
                 None => {
-                    let slot = self.slots.len();
+                    let reused = self.take_reclaimable_slot();
+                    let slot = reused.unwrap_or(self.slots.len());
                     report.added.push(unit.name.clone());
                     self.by_name.insert(unit.name.clone(), slot);
-                    self.slots.push(Slot {
-                        service: Service::new(unit),
+                    let service = match reused.and_then(|r| self.slots.get(r)) {
+                        Some(old) => Service::succeeding(unit, &old.service),
+                        None => Service::new(unit),
+                    };
+                    let new_slot = Slot {
+                        service,
                         spec,
                         pidfd: None,
                         retired: false,
@@ -474,13 +599,20 @@ impl Supervisor {
                         binary_warned: false,
                         port: 0,
                         listener: None,
-                    });
+                        running_version: None,
+                        file_build: Some(file_build),
+                    };
+                    match self.slots.get_mut(slot) {
+                        Some(old) => *old = new_slot,
+                        None => self.slots.push(new_slot),
+                    }
                     work.push_back((slot, Input::Start));
                 }
                 Some(slot) => {
                     let Some(s) = self.slots.get_mut(slot) else {
                         continue;
                     };
+                    s.file_build = Some(file_build);
                     if s.service.unit == unit {
                         report.unchanged.push(unit.name.clone());
                         continue;
@@ -511,6 +643,7 @@ impl Supervisor {
             if let Some(s) = self.slots.get_mut(slot) {
                 s.retired = true;
                 s.listener = None;
+                self.retired_slots.push(slot);
             }
             work.push_back((slot, Input::Stop));
             report.removed.push(name);
@@ -518,8 +651,16 @@ impl Supervisor {
         let needed = u64::try_from(self.slots.len())
             .unwrap_or(u64::MAX)
             .saturating_add(SPARE_FDS);
-        if let Err(e) = pid1::ensure_nofile(needed) {
-            crate::log!("warning: cannot raise the open-file limit to {needed}: {e}");
+        match pid1::ensure_nofile(needed) {
+            Ok(limit) => {
+                if limit < needed && self.nofile >= needed {
+                    crate::log!(
+                        "warning: the open-file limit is {limit}, below the {needed} zurg wants; some services run without a pidfd (their exits are caught by SIGCHLD)"
+                    );
+                }
+                self.nofile = limit;
+            }
+            Err(e) => crate::log!("warning: cannot raise the open-file limit to {needed}: {e}"),
         }
         crate::log!(
             "loaded {} from {}: {} added, {} changed, {} removed, {} unchanged, {} rejected",
@@ -532,6 +673,20 @@ impl Supervisor {
             report.errors.len()
         );
         report
+    }
+
+    /// A retired slot whose process is gone and that no request or upgrade
+    /// still watches, taken for reuse: reloads that rename units would
+    /// otherwise grow the table (and the pidfd tokens) without bound.
+    fn take_reclaimable_slot(&mut self) -> Option<usize> {
+        let at = self.retired_slots.iter().position(|&slot| {
+            self.slots
+                .get(slot)
+                .is_some_and(|s| s.retired && s.service.state.is_down() && s.pidfd.is_none())
+                && !self.waiting.iter().any(|w| w.involves(slot))
+                && !self.upgrades.iter().any(|u| u.involves(slot))
+        })?;
+        Some(self.retired_slots.swap_remove(at))
     }
 
     /// Runs until shutdown completes; returns zurg's exit code.
@@ -806,13 +961,22 @@ impl Supervisor {
             let _ = self.reactor.unwatch_fd(&fd);
         }
         self.unwatch_binary(slot);
-        work.push_back((
-            slot,
-            Input::Exited {
-                pid,
-                exit: exit_of(status),
-            },
-        ));
+        let exit = exit_of(status);
+        // The service leads its own session, so its process group id is its
+        // pid, and that id stays taken while any member lives: a clean exit
+        // that leaves the group alive is a daemon gone to the background.
+        // Zombies count as members until reaped: a child the service never
+        // waited for, now zurg's, is swept up before the group is judged.
+        let forked = exit == Exit::Code(0) && pidfd::kill(-pid, 0).is_ok() && {
+            self.reap(work);
+            pidfd::kill(-pid, 0).is_ok()
+        };
+        let input = if forked {
+            Input::ExitedForked { pid }
+        } else {
+            Input::Exited { pid, exit }
+        };
+        work.push_back((slot, input));
     }
 
     /// Feeds inputs to services and executes their actions until quiet.
@@ -924,7 +1088,20 @@ impl Supervisor {
             &self.child_signals,
             verified.as_ref().map(|v| &v.file),
         ) {
-            Ok(child) => {
+            Ok(mut child) => {
+                let near_limit = child.pidfd.as_ref().is_some_and(|fd| {
+                    u64::try_from(fd.as_raw_fd())
+                        .unwrap_or(u64::MAX)
+                        .saturating_add(RESERVED_FDS)
+                        >= self.nofile
+                });
+                if near_limit {
+                    // Near the limit a pidfd would take the descriptor a
+                    // control connection needs; the SIGCHLD sweep reaps
+                    // this child instead.
+                    child.pidfd = None;
+                    child.pidfd_error = Some(std::io::Error::from_raw_os_error(libc::EMFILE));
+                }
                 if let Some(fd) = &child.pidfd {
                     if let Err(e) = self.reactor.watch_fd(fd, Token(PIDFD_BASE + slot)) {
                         crate::log!("[{}] cannot watch pid {}: {e}", s.service.name(), child.pid);
@@ -947,6 +1124,7 @@ impl Supervisor {
                 });
                 s.last_sample = None;
                 s.binary_warned = false;
+                s.running_version = s.service.unit.version.clone();
                 let exec = s.service.unit.exec.clone();
                 let stats_interval = s.service.unit.stats_interval_ms;
                 self.by_pid.insert(child.pid, slot);
@@ -965,7 +1143,7 @@ impl Supervisor {
                 Some(Input::Spawned { pid: child.pid })
             }
             Err(e) => Some(Input::SpawnFailed {
-                error: format!("cannot run {}: {e}", s.service.unit.exec.display()),
+                error: e.to_string(),
             }),
         }
     }
@@ -1010,8 +1188,13 @@ impl Supervisor {
             Event::Started { pid } => crate::log!("[{name}] started pid {pid}"),
             Event::SpawnFailed { error } => crate::log!("[{name}] {error}"),
             Event::Refused { reason } => {
-                crate::log!("[{name}] refused to start: {reason}; not restarting until asked")
+                let failure = crate::service::Failure::Refused(reason.clone());
+                crate::log!("[{name}] {failure}; not restarting until asked")
             }
+            Event::Forked { pid } => crate::log!(
+                "[{name}] pid {pid} exited with code 0 at once, leaving processes of its group running: {}; not restarting until asked",
+                crate::service::Failure::Forked
+            ),
             Event::Exited {
                 pid,
                 exit,

@@ -30,6 +30,19 @@ pub(super) struct Waiting {
     deadline_ms: u64,
 }
 
+impl Waiting {
+    pub(super) fn involves(&self, slot: usize) -> bool {
+        self.slots.iter().any(|(s, _)| *s == slot)
+    }
+}
+
+/// What a request asked of a service, for judging its outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    Up,
+    Down,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Until {
     Down,
@@ -74,15 +87,21 @@ impl Supervisor {
             all.sort_by(|a, b| self.slot_name(*a).cmp(self.slot_name(*b)));
             return Ok(all);
         }
-        names
-            .iter()
-            .map(|n| {
-                self.by_name
-                    .get(n)
-                    .copied()
-                    .ok_or_else(|| format!("no service named `{n}`"))
-            })
-            .collect()
+        // A name given twice must act once: `start s s` on a stopped
+        // service would otherwise spawn twice and lose track of one.
+        let mut slots: Vec<usize> = Vec::with_capacity(names.len());
+        let mut seen = std::collections::HashSet::with_capacity(names.len());
+        for n in names {
+            let slot = self
+                .by_name
+                .get(n)
+                .copied()
+                .ok_or_else(|| format!("no service named `{n}`"))?;
+            if seen.insert(slot) {
+                slots.push(slot);
+            }
+        }
+        Ok(slots)
     }
 
     fn slot_name(&self, slot: usize) -> &str {
@@ -107,15 +126,41 @@ impl Supervisor {
             last_exit: s.service.last_exit.map(exit_info),
             gpid: s.gpid.map(|g| g.to_string()),
             version: s.service.unit.version.clone(),
+            last_error: s.service.last_error.as_ref().map(ToString::to_string),
         })
     }
 
-    fn outcome(&self, slot: usize) -> Outcome {
+    /// What a request did to one service; with `Asked::Up`, a service that
+    /// is not running carries the reason as an error.
+    fn outcome(&self, slot: usize, asked: Asked) -> Outcome {
         let s = self.slots.get(slot);
+        let error = match (asked, s) {
+            (Asked::Down, _) => None,
+            (Asked::Up, None) => Some("its unit was removed".to_string()),
+            (Asked::Up, Some(s)) => match s.service.state {
+                State::Running { .. } | State::Stopping { .. } => None,
+                // A run-once service that finished cleanly did what it was
+                // asked.
+                State::Exited
+                    if s.service.last_error.is_none()
+                        && s.service.last_exit == Some(Exit::Code(0)) =>
+                {
+                    None
+                }
+                state => Some(match (&s.service.last_error, s.service.last_exit) {
+                    (Some(failure), _) => failure.to_string(),
+                    (None, Some(exit)) => {
+                        format!("exited with {} right after starting", exit.describe())
+                    }
+                    (None, None) => format!("it is {}", state.name()),
+                }),
+            },
+        };
         Outcome {
             name: self.slot_name(slot).to_string(),
             state: s.map_or("gone", |s| s.service.state.name()).to_string(),
             pid: s.and_then(|s| s.service.state.pid()),
+            error,
         }
     }
 
@@ -168,7 +213,10 @@ impl Supervisor {
                     self.process(work);
                     Reply::ok(
                         id,
-                        slots.iter().map(|s| self.outcome(*s)).collect::<Vec<_>>(),
+                        slots
+                            .iter()
+                            .map(|s| self.outcome(*s, Asked::Up))
+                            .collect::<Vec<_>>(),
                     )
                 }
                 Err(e) => Reply::error(id, ErrorCode::UnknownService, e),
@@ -368,17 +416,27 @@ impl Supervisor {
         let now = self.reactor.now_ms();
         let waiting = std::mem::take(&mut self.waiting);
         for w in waiting {
+            let asked = match w.until {
+                Until::Down => Asked::Down,
+                Until::Restarted => Asked::Up,
+            };
             if self.settled(&w) {
-                let outcomes: Vec<Outcome> =
-                    w.slots.iter().map(|(s, _)| self.outcome(*s)).collect();
+                let outcomes: Vec<Outcome> = w
+                    .slots
+                    .iter()
+                    .map(|(s, _)| self.outcome(*s, asked))
+                    .collect();
                 self.reply(w.conn, &Reply::ok(w.id, outcomes));
             } else if now >= w.deadline_ms {
                 let states: Vec<String> = w
                     .slots
                     .iter()
                     .map(|(s, _)| {
-                        let o = self.outcome(*s);
-                        format!("{} is {}", o.name, o.state)
+                        let o = self.outcome(*s, asked);
+                        match o.error {
+                            Some(e) => format!("{} is {} ({e})", o.name, o.state),
+                            None => format!("{} is {}", o.name, o.state),
+                        }
                     })
                     .collect();
                 let what = if w.until == Until::Down {
@@ -426,22 +484,19 @@ impl Supervisor {
         self.reactor.timers.arm(next, TimerKey::ControlIdle);
     }
 
-    fn journal_event(&mut self, rec: &EventRecord, seq: Option<u64>) {
+    fn journal_event(&mut self, rec: &EventRecord, kind: &str, seq: Option<u64>) {
         let Some(j) = &mut self.journal else { return };
         let record = crate::journal::Record {
             time_us: rec.time_us,
             service: rec.service.clone(),
-            kind: if rec.kind == "started" {
-                "start".into()
-            } else {
-                "exit".into()
-            },
+            kind: kind.to_string(),
             gpid: rec.gpid.clone().unwrap_or_default(),
             version: rec.version.clone(),
             exit: rec.exit.clone(),
             stats: rec.stats.clone(),
             seq,
             zurg: seq.map(|_| self.own_gpid.clone()),
+            reason: (kind == "refused").then(|| rec.message.clone()).flatten(),
         };
         if let Some(line) = j.append(&record).log_line() {
             crate::log!("{line}");
@@ -690,8 +745,12 @@ impl Supervisor {
                 rec.pid = Some(*pid);
                 "started"
             }
-            Event::Refused { reason } => {
-                rec.message = Some(reason.clone());
+            Event::Refused { .. } | Event::Forked { .. } => {
+                rec.message = self
+                    .slots
+                    .get(slot)
+                    .and_then(|s| s.service.last_error.as_ref())
+                    .map(ToString::to_string);
                 "failed"
             }
             Event::SpawnFailed { error } => {
@@ -723,7 +782,14 @@ impl Supervisor {
         };
         rec.kind = kind.to_string();
         if let Some(s) = self.slots.get(slot) {
-            rec.version = s.service.unit.version.clone();
+            // An event about a process carries the version that process
+            // runs, which an upgrade or rollback may since have replaced.
+            rec.version = match event {
+                Event::Refused { .. } | Event::SpawnFailed { .. } | Event::Restarting { .. } => {
+                    s.service.unit.version.clone()
+                }
+                _ => s.running_version.clone(),
+            };
             if kind != "spawn_failed" && kind != "restarting" {
                 rec.gpid = s.gpid.map(|g| g.to_string());
             }
@@ -731,11 +797,16 @@ impl Supervisor {
                 rec.stats = s.last_sample.clone();
             }
         }
-        if matches!(kind, "started" | "exited" | "stopped") {
-            // Sent first: the publisher's latency is the user's, the
-            // journal's write is not.
-            let seq = self.forward(slot, &rec);
-            self.journal_event(&rec, seq);
+        match event {
+            Event::Started { .. } | Event::Exited { .. } | Event::Stopped { .. } => {
+                // Sent first: the publisher's latency is the user's, the
+                // journal's write is not.
+                let seq = self.forward(slot, &rec);
+                let journal_kind = if kind == "started" { "start" } else { "exit" };
+                self.journal_event(&rec, journal_kind, seq);
+            }
+            Event::Refused { .. } => self.journal_event(&rec, "refused", None),
+            _ => {}
         }
         self.publish(rec);
     }

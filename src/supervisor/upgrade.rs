@@ -95,6 +95,10 @@ pub struct Override {
     pub current: Option<Build>,
     #[serde(default)]
     pub previous: Vec<Build>,
+    /// The unit file's own build when the upgrade was made: once the file
+    /// says something else, the file wins and the override is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Build>,
 }
 
 /// Builds in force per service, as saved in the state directory.
@@ -147,27 +151,76 @@ pub(super) struct PendingUpgrade {
     deadline_ms: u64,
 }
 
+/// Why a saved build no longer applies to a unit as its file now reads.
+fn stale_override(o: &Override, unit: &Unit, strict: bool) -> Result<Option<Unit>, String> {
+    let Some(build) = &o.current else {
+        return Ok(None);
+    };
+    if o.base.as_ref().is_some_and(|b| *b != Build::of(unit)) {
+        return Err("the unit file names another build since".to_string());
+    }
+    let mut candidate = unit.clone();
+    build.apply(&mut candidate)?;
+    if strict && (candidate.version.is_none() || candidate.checksum.is_none()) {
+        return Err("strict mode needs a version and a checksum, and it has no checksum".into());
+    }
+    if !build.exec.is_file() {
+        return Err(format!("{} is not a file any more", build.exec.display()));
+    }
+    Ok(Some(candidate))
+}
+
+impl PendingUpgrade {
+    pub(super) fn involves(&self, slot: usize) -> bool {
+        self.slot == slot
+    }
+}
+
 impl Supervisor {
-    /// Applies a saved upgrade to a freshly parsed unit.
-    pub(super) fn apply_override(&self, unit: &mut Unit) {
-        let Some(build) = self
-            .overrides
-            .services
-            .get(&unit.name)
-            .and_then(|o| o.current.as_ref())
-        else {
-            return;
+    /// Writes the overrides; while they cannot be written, reloads keep the
+    /// ones in memory rather than read back a file that lacks them.
+    fn save_overrides(&mut self) -> Result<(), String> {
+        let result = self.overrides.save(&self.opts.state_dir);
+        self.overrides_unsaved = result.is_err();
+        result
+    }
+
+    /// Applies a saved upgrade to a freshly parsed unit. One that no longer
+    /// applies (the unit file changed, strict mode, its binary is gone) is
+    /// dropped from overrides.json and the unit file's build runs: a stale
+    /// override must never keep a good unit from running. Returns the
+    /// report line for a dropped one.
+    pub(super) fn apply_override(&mut self, unit: &mut Unit) -> Option<String> {
+        let o = self.overrides.services.get(&unit.name)?;
+        let why = match stale_override(o, unit, self.opts.strict) {
+            Ok(Some(applied)) => {
+                *unit = applied;
+                return None;
+            }
+            Ok(None) => return None,
+            Err(why) => why,
         };
-        if let Err(e) = build.apply(unit) {
-            crate::log!("[{}] saved upgrade not applied: {e}", unit.name);
-        }
+        let label = o.current.as_ref().map(Build::label).unwrap_or_default();
+        self.overrides.services.remove(&unit.name);
+        let saved = match self.save_overrides() {
+            Ok(()) => String::new(),
+            Err(e) => format!(" ({e})"),
+        };
+        let line = format!(
+            "{}: saved build {label} dropped from {}: {why}; running the unit file's build {}{saved}",
+            unit.name,
+            overrides_file(&self.opts.state_dir).display(),
+            Build::of(unit).label()
+        );
+        crate::log!("warning: {line}");
+        Some(line)
     }
 
     fn set_build(&mut self, slot: usize, build: &Build) -> Result<(), String> {
         let s = self.slots.get_mut(slot).ok_or("no such service")?;
         let mut unit = s.service.unit.clone();
         build.apply(&mut unit)?;
-        s.spec = spawn_spec(&unit)?;
+        s.spec = spawn_spec(&unit, &self.start_dir)?;
         s.service.unit = unit;
         s.digest_cache = None;
         Ok(())
@@ -188,6 +241,7 @@ impl Supervisor {
             stats: None,
             seq: None,
             zurg: None,
+            reason: None,
         };
         if let Some(line) = j.append(&record).log_line() {
             crate::log!("{line}");
@@ -250,6 +304,13 @@ impl Supervisor {
                 ))
             }
         };
+        if self.opts.strict && checksum.is_none() {
+            return Some(Reply::error(
+                id,
+                ErrorCode::Failed,
+                "strict mode: an upgrade needs --md5 or --sha256; nothing changed",
+            ));
+        }
         let to = Build {
             exec,
             version: Some(version),
@@ -265,13 +326,15 @@ impl Supervisor {
         if let Err(e) = self.set_build(slot, &to) {
             return Some(Reply::error(id, ErrorCode::Failed, e));
         }
+        let base = self.slots.get(slot).and_then(|s| s.file_build.clone());
         let entry = self.overrides.services.entry(name.to_string()).or_default();
+        entry.base = base;
         entry.previous.push(from.clone());
         if entry.previous.len() > KEEP_PREVIOUS {
             entry.previous.remove(0);
         }
         entry.current = Some(to.clone());
-        if let Err(e) = self.overrides.save(&self.opts.state_dir) {
+        if let Err(e) = self.save_overrides() {
             crate::log!("warning: {e}; the upgrade will not survive a restart of zurg");
         }
         crate::log!("[{name}] upgrading from {} to {}", from.label(), to.label());
@@ -403,12 +466,18 @@ impl Supervisor {
             .last()
             .cloned()
             .ok_or("no earlier build to go back to")?;
+        if self.opts.strict && previous.checksum.is_none() {
+            return Err(format!(
+                "previous build {} has no checksum, which strict mode needs",
+                previous.label()
+            ));
+        }
         previous
             .verify()
             .map_err(|e| format!("previous build {} refused: {e}", previous.label()))?;
         entry.previous.pop();
         entry.current = Some(previous.clone());
-        if let Err(e) = self.overrides.save(&self.opts.state_dir) {
+        if let Err(e) = self.save_overrides() {
             crate::log!("warning: {e}");
         }
         self.set_build(slot, &previous)?;
@@ -417,5 +486,66 @@ impl Supervisor {
         work.push_back((slot, Input::Restart));
         self.process(work);
         Ok(previous)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(exec: &str, version: Option<&str>, md5: Option<&str>) -> Unit {
+        let mut text = format!("exec = \"{exec}\"\n");
+        if let Some(v) = version {
+            text.push_str(&format!("version = \"{v}\"\n"));
+        }
+        if let Some(m) = md5 {
+            text.push_str(&format!("md5 = \"{m}\"\n"));
+        }
+        crate::unit::parse::parse_unit("api", Path::new("/u/api.toml"), &text).unwrap()
+    }
+
+    const SUM: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn an_override_applies_until_its_unit_file_or_the_rules_change() {
+        let file = unit("/bin/sleep", None, None);
+        let to = Build {
+            exec: "/bin/true".into(),
+            version: Some("2.0".into()),
+            checksum: None,
+        };
+        let o = Override {
+            current: Some(to.clone()),
+            previous: vec![Build::of(&file)],
+            base: Some(Build::of(&file)),
+        };
+        let applied = stale_override(&o, &file, false).unwrap().unwrap();
+        assert_eq!(Build::of(&applied), to);
+        // strict: no checksum, so it no longer applies
+        assert!(stale_override(&o, &file, true)
+            .unwrap_err()
+            .contains("strict mode"));
+        // the unit file names another build: the file wins
+        let edited = unit("/bin/cat", None, None);
+        assert_eq!(
+            stale_override(&o, &edited, false).unwrap_err(),
+            "the unit file names another build since"
+        );
+        // a saved build whose binary is gone
+        let gone = Override {
+            current: Some(Build {
+                exec: "/nonexistent/api".into(),
+                version: None,
+                checksum: Some(format!("md5:{SUM}")),
+            }),
+            previous: vec![],
+            base: None,
+        };
+        assert!(stale_override(&gone, &file, false)
+            .unwrap_err()
+            .contains("/nonexistent/api is not a file any more"));
+        // an overrides.json from before `base` was kept still applies
+        let old = Override { base: None, ..o };
+        assert!(stale_override(&old, &edited, false).unwrap().is_some());
     }
 }

@@ -87,6 +87,9 @@ pub enum Mode {
     Pid1In(String),
     /// As a plain process inside network namespace NAME.
     PlainIn(String),
+    /// As PID 1 of a new pid namespace, started through a wrapper command
+    /// (e.g. `prlimit --nofile=64:64`).
+    Pid1Under(Vec<String>),
 }
 
 impl Zurg {
@@ -99,6 +102,20 @@ impl Zurg {
             Mode::Pid1 => {
                 let mut c = Command::new("unshare");
                 c.args(["--pid", "--fork", "--kill-child", "--mount-proc", BIN]);
+                c
+            }
+            Mode::Pid1Under(wrapper) => {
+                let (program, args) = wrapper.split_first().expect("a wrapper command");
+                let mut c = Command::new(program);
+                c.args(args);
+                c.args([
+                    "unshare",
+                    "--pid",
+                    "--fork",
+                    "--kill-child",
+                    "--mount-proc",
+                    BIN,
+                ]);
                 c
             }
             Mode::Plain => Command::new(BIN),
@@ -167,13 +184,15 @@ impl Zurg {
         let me = self.child.id() as i32;
         let deadline = Instant::now() + DEADLINE;
         loop {
+            // zurg itself first: a service it has just started may still
+            // be named "zurg" between clone and the end of its exec.
+            if comm(me).as_deref() == Some("zurg") {
+                return me;
+            }
             if let Some(kid) = children(me).first() {
                 if comm(*kid).as_deref() == Some("zurg") {
                     return *kid;
                 }
-            }
-            if comm(me).as_deref() == Some("zurg") {
-                return me;
             }
             assert!(
                 Instant::now() < deadline,
@@ -277,8 +296,22 @@ impl Zurg {
 impl Drop for Zurg {
     fn drop(&mut self) {
         if self.status.is_none() {
-            kill(self.child.id() as i32, 9);
+            let me = self.child.id() as i32;
+            // zurg below unshare dies after unshare does (its parent-death
+            // signal): wait for it too, so the next zurg on the same state
+            // directory does not find its lock still held.
+            let inner: Vec<i32> = children(me)
+                .into_iter()
+                .filter(|p| comm(*p).as_deref() == Some("zurg"))
+                .collect();
+            kill(me, 9);
             let _ = self.child.wait();
+            let deadline = Instant::now() + DEADLINE;
+            for pid in inner {
+                while state(pid).is_some_and(|s| s != 'Z') && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
         }
     }
 }
@@ -400,4 +433,32 @@ pub fn find_below(z: &Zurg, needle: &str) -> i32 {
         found.is_some()
     });
     found.unwrap()
+}
+
+/// Deploys a copy of `source` as build `version` of `name` under
+/// DIR/opt/NAME/VERSION/bin/NAME; returns its path and md5. Each build
+/// differs (trailing bytes do not change what an ELF runs).
+pub fn deploy_build(dir: &TempDir, name: &str, version: &str, source: &str) -> (PathBuf, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.path().join(format!("opt/{name}/{version}/bin/{name}"));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut bytes = std::fs::read(source).unwrap();
+    bytes.extend_from_slice(version.as_bytes());
+    std::fs::write(&path, bytes).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("md5sum").arg(&path).output().unwrap();
+    let sum = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    (path, sum)
+}
+
+/// A unit running `exec 1000` as build `version` with its md5.
+pub fn build_unit(exec: &Path, version: &str, md5: &str) -> String {
+    format!(
+        "exec = \"{}\"\nargs = [\"1000\"]\nversion = \"{version}\"\nmd5 = \"{md5}\"\n",
+        exec.display()
+    )
 }
