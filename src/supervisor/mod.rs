@@ -262,9 +262,9 @@ fn exit_of(status: ExitStatus) -> Exit {
 impl Supervisor {
     /// Set-up phase: may fail, and the caller reports it. Nothing is started yet.
     pub fn new(opts: RunOptions) -> Result<Supervisor, String> {
-        if !opts.units_dir.is_dir() && !pid1::is_pid1() {
+        if let Some(why) = unit::load::dir_problem(&opts.units_dir).filter(|_| !pid1::is_pid1()) {
             return Err(format!(
-                "units directory {} is not a readable directory",
+                "units directory {} {why}",
                 opts.units_dir.display()
             ));
         }
