@@ -244,3 +244,77 @@ fn a_missing_units_directory_says_it_does_not_exist() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is a regular file, not a directory"), "{err}");
 }
+
+// ------------------------------------------------------------ the socket path
+
+#[test]
+fn socket_path_naming_a_regular_file_is_refused_not_deleted() {
+    let dir = TempDir::new("precious");
+    std::fs::create_dir_all(dir.path().join("units")).unwrap();
+    let precious = dir.write("precious.txt", "keep me\n");
+    let out = Command::new(BIN)
+        .args(["run", "--units", dir.path().join("units").to_str().unwrap()])
+        .args(["--socket", precious.to_str().unwrap()])
+        .args(["--state", dir.path().join("state").to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{} is a regular file, not a socket; refusing to replace it",
+            precious.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me\n");
+
+    // As PID 1 zurg runs on without a socket, and the file is still kept.
+    let mut z = Zurg::start(
+        Mode::Pid1,
+        &[
+            "run",
+            "--units",
+            dir.path().join("units").to_str().unwrap(),
+            "--socket",
+            precious.to_str().unwrap(),
+            "--state",
+            dir.path().join("state").to_str().unwrap(),
+        ],
+    );
+    z.expect("not a socket; refusing to replace it");
+    z.expect("loaded");
+    drop(z);
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me\n");
+}
+
+#[test]
+fn a_stale_socket_is_replaced_and_a_live_one_is_not() {
+    let dir = TempDir::new("stale");
+    std::fs::create_dir_all(dir.path().join("units")).unwrap();
+    let sock = dir.path().join("control.sock");
+    // A socket nobody listens on any more.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let r = {
+        let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+        z.expect("loaded");
+        Run { z, dir, sock }
+    };
+    r.ok(&["status"]);
+    // A second zurg on the same socket finds it answering.
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            "--units",
+            r.dir.path().join("units").to_str().unwrap(),
+        ])
+        .args(["--socket", r.sock.to_str().unwrap()])
+        .args(["--state", r.dir.path().join("state2").to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another process already listens"));
+    r.ok(&["status"]);
+}

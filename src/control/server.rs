@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use mio::net::{UnixListener, UnixStream};
@@ -84,6 +84,8 @@ fn peer_groups(peer: &Peer) -> Vec<u32> {
 pub enum ControlError {
     #[error("cannot create directory {path} for the control socket: {source}")]
     CreateDir { path: PathBuf, source: io::Error },
+    #[error("{path} is {kind}, not a socket; refusing to replace it (pass another --socket PATH, or remove it yourself)")]
+    NotASocket { path: PathBuf, kind: &'static str },
     #[error("another process already listens on {path}")]
     InUse { path: PathBuf },
     #[error("cannot remove stale socket {path}: {source}")]
@@ -152,7 +154,16 @@ impl ControlServer {
                 source,
             })?;
         }
-        if path.exists() {
+        // Only ever remove a socket that nobody answers on: `--socket` may
+        // name a file by mistake, and lstat keeps a symlink from leading the
+        // unlink elsewhere.
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if !meta.file_type().is_socket() {
+                return Err(ControlError::NotASocket {
+                    path: path.to_path_buf(),
+                    kind: crate::unit::load::file_kind(meta.file_type()),
+                });
+            }
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
                 return Err(ControlError::InUse {
                     path: path.to_path_buf(),
@@ -512,7 +523,10 @@ impl ControlServer {
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        // Whatever replaced our socket meanwhile is not ours to remove.
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.file_type().is_socket()) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
