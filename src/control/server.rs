@@ -7,10 +7,26 @@
 //! reads stop at `MAX_LINE` per line (an over-long line gets `too_large` and
 //! the connection is closed), each connection's unsent output is capped (a
 //! client that stops reading is dropped, never waited for), the number of
-//! connections is capped, and a connection that sends no complete request
-//! for `IDLE_MS` is closed (event followers excepted).
+//! connections is capped with `RESERVED_FOR_ADMIN` slots that only root and
+//! zurg's own uid may take, and a connection that has not completed a
+//! request within `IDLE_MS` of starting it is closed (event followers and
+//! requests being answered excepted): dripping one byte at a time does not
+//! keep a slot.
+//!
+//! Work per connection is bounded per wake-up: at most `TURN_REQUESTS`
+//! requests and `TURN_BYTES` bytes read. A connection with more to give is
+//! queued in `pending` and continued on the next turn (`turn`), after the
+//! loop has served the others and the service events; `next_deadline` is
+//! then "now", so the loop does not sleep meanwhile. mio is edge-triggered,
+//! so the queue, not another readiness event, is what brings it back.
+//!
+//! Running out of descriptors (EMFILE) must not stop accepting for good: a
+//! spare descriptor is kept open; on EMFILE it is closed, the connection
+//! accepted and told why it is refused, and the spare reopened. Without a
+//! spare, accepting is retried on a timer.
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -25,11 +41,22 @@ use super::proto::{self, ErrorCode, Reply, Request, MAX_LINE};
 pub const LISTENER_TOKEN: Token = Token(1);
 const FIRST_CONN_TOKEN: usize = 2;
 pub const MAX_CONNECTIONS: usize = 1024;
+/// Slots only root and zurg's own uid may take: readers (or anyone the
+/// socket's mode lets in) cannot lock the owner out.
+pub const RESERVED_FOR_ADMIN: usize = 64;
+/// At most this many requests of one connection per turn of the loop.
+pub const TURN_REQUESTS: usize = 64;
+/// At most this many bytes read from one connection per turn of the loop.
+pub const TURN_BYTES: usize = 64 * 1024;
+/// How long to wait before accepting again when no spare descriptor helps.
+const ACCEPT_RETRY_MS: u64 = 100;
 /// A connection with more unsent output than this when another line is due
 /// is dropped: it has stopped reading. One reply may be longer (`history`
 /// of a full journal, `status` of 10,000 services) and still goes out whole.
 pub const MAX_OUTPUT: usize = 1 << 20;
-/// A connection without a complete request for this long is closed.
+/// A connection that has not completed a request this long after starting
+/// it (or after connecting, or after its last answer) is closed. The
+/// environment variable `ZURG_CONTROL_IDLE_MS` sets another value.
 pub const IDLE_MS: u64 = 30_000;
 
 /// Who is on the other end, from SO_PEERCRED.
@@ -111,7 +138,11 @@ struct Conn {
     output: VecDeque<u8>,
     /// Events are streamed to it under this request id.
     follow: Option<u64>,
-    last_active_ms: u64,
+    /// When the request it owes us started: connect, the last complete
+    /// request, or the last answer. Bytes alone never move it.
+    since_ms: u64,
+    /// In `pending`: it has more input than one turn's share.
+    queued: bool,
     /// Close once the output is flushed.
     closing: bool,
     /// The client sent EOF; close once every request is answered.
@@ -138,6 +169,23 @@ pub struct ControlServer {
     generation: u64,
     own_uid: u32,
     readers_gid: Option<u32>,
+    /// Connections to continue on the next turn, oldest first.
+    pending: VecDeque<ConnId>,
+    /// Open connections of peers without full access.
+    limited: usize,
+    /// Closed on EMFILE so that one more accept can succeed.
+    spare: Option<File>,
+    /// Accepting failed without a spare; try again then.
+    accept_retry_at: Option<u64>,
+    /// An EMFILE was logged and accepting has not succeeded since.
+    emfile_logged: bool,
+    idle_ms: u64,
+    /// The loop's clock at the latest call that passed it.
+    now_ms: u64,
+}
+
+fn open_spare() -> Option<File> {
+    File::open("/dev/null").ok()
 }
 
 impl ControlServer {
@@ -198,6 +246,16 @@ impl ControlServer {
             generation: 0,
             own_uid: crate::os::euid(),
             readers_gid,
+            pending: VecDeque::new(),
+            limited: 0,
+            spare: open_spare(),
+            accept_retry_at: None,
+            emfile_logged: false,
+            idle_ms: std::env::var("ZURG_CONTROL_IDLE_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(IDLE_MS),
+            now_ms: 0,
         })
     }
 
@@ -221,6 +279,7 @@ impl ControlServer {
     /// Handles readiness of one of the server's tokens; returns the complete
     /// requests that arrived. Bad lines are answered here.
     pub fn handle(&mut self, registry: &Registry, token: Token, now_ms: u64) -> Vec<Incoming> {
+        self.now_ms = now_ms;
         let mut out = Vec::new();
         if token == LISTENER_TOKEN {
             self.accept_all(registry, now_ms);
@@ -229,27 +288,68 @@ impl ControlServer {
         let Some(slot) = token.0.checked_sub(FIRST_CONN_TOKEN) else {
             return out;
         };
-        let Some(Some(conn)) = self.conns.get_mut(slot) else {
+        let Some(Some(conn)) = self.conns.get(slot) else {
             return out;
         };
         let id = ConnId {
             slot,
             generation: conn.generation,
         };
+        self.serve(registry, id, now_ms, &mut out);
+        out
+    }
+
+    /// One turn's share of work for the connections queued by earlier
+    /// turns, each once, oldest first; also closes idle connections and
+    /// retries accepting when that is due. Returns the requests found.
+    pub fn turn(&mut self, registry: &Registry, now_ms: u64) -> Vec<Incoming> {
+        self.now_ms = now_ms;
+        self.expire(registry, now_ms);
+        if self.accept_retry_at.is_some_and(|at| at <= now_ms) {
+            self.accept_retry_at = None;
+            self.accept_all(registry, now_ms);
+        }
+        let mut out = Vec::new();
+        for _ in 0..self.pending.len() {
+            let Some(id) = self.pending.pop_front() else {
+                break;
+            };
+            let Some(c) = self.conn_mut(id) else { continue };
+            c.queued = false;
+            self.serve(registry, id, now_ms, &mut out);
+        }
+        out
+    }
+
+    /// Reads and frames at most one turn's share of `id`'s input; queues
+    /// it for the next turn when more is left.
+    fn serve(&mut self, registry: &Registry, id: ConnId, now_ms: u64, out: &mut Vec<Incoming>) {
+        let token = Token(FIRST_CONN_TOKEN + id.slot);
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        let before = out.len();
+        let mut budget = TURN_REQUESTS;
+        let mut read = 0usize;
+        let mut drained = false;
         let mut failed = false;
-        // Drain until WouldBlock (mio is edge-triggered), one bounded chunk at a time.
+        // Lines left over from the last turn go first.
+        Self::split_lines(conn, id, out, &mut budget, now_ms);
         let mut buf = [0u8; 16 * 1024];
-        while !conn.closing && !conn.eof {
+        while budget > 0 && read < TURN_BYTES && !conn.closing && !conn.eof {
             match conn.stream.read(&mut buf) {
                 // The client may half-close after its request and still
                 // wait for the reply: keep the connection until answered.
                 Ok(0) => conn.eof = true,
                 Ok(n) => {
+                    read = read.saturating_add(n);
                     conn.input.extend_from_slice(buf.get(..n).unwrap_or(&[]));
-                    conn.last_active_ms = now_ms;
-                    Self::split_lines(conn, id, &mut out);
+                    Self::split_lines(conn, id, out, &mut budget, now_ms);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
                     failed = true;
@@ -257,29 +357,64 @@ impl ControlServer {
                 }
             }
         }
-        conn.outstanding = conn.outstanding.saturating_add(out.len());
+        let added = out.len().saturating_sub(before);
+        conn.outstanding = conn.outstanding.saturating_add(added);
+        let more =
+            !conn.closing && (conn.input.contains(&b'\n') || (!drained && !conn.eof && !failed));
+        if more && !conn.queued {
+            conn.queued = true;
+            self.pending.push_back(id);
+        }
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
         if failed || Self::flush(conn, registry, token).is_err() || Self::finished(conn) {
             self.close(registry, id);
         }
-        out
     }
 
     /// Nothing more will be said on this connection.
     fn finished(conn: &Conn) -> bool {
         conn.output.is_empty()
-            && (conn.closing || (conn.eof && conn.outstanding == 0 && conn.follow.is_none()))
+            && (conn.closing
+                || (conn.eof
+                    && conn.outstanding == 0
+                    && conn.follow.is_none()
+                    && !conn.input.contains(&b'\n')))
     }
 
-    /// Splits complete lines off the input buffer; an over-long line
-    /// condemns the connection (`closing`), which stops the reading.
-    fn split_lines(conn: &mut Conn, id: ConnId, out: &mut Vec<Incoming>) {
-        while let Some(pos) = conn.input.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = conn.input.drain(..=pos).collect();
-            let line = line.get(..pos).unwrap_or(&[]);
+    /// Splits up to `budget` complete lines off the input buffer; an
+    /// over-long line condemns the connection (`closing`), which stops the
+    /// reading.
+    fn split_lines(
+        conn: &mut Conn,
+        id: ConnId,
+        out: &mut Vec<Incoming>,
+        budget: &mut usize,
+        now_ms: u64,
+    ) {
+        // One drain at the end: draining per line would move the rest of
+        // a pipelined buffer once per request.
+        let mut start = 0usize;
+        let mut exhausted = false;
+        while let Some(pos) = conn
+            .input
+            .get(start..)
+            .and_then(|rest| rest.iter().position(|b| *b == b'\n'))
+        {
+            if *budget == 0 {
+                exhausted = true;
+                break;
+            }
+            let end = start.saturating_add(pos);
+            let line = conn.input.get(start..end).unwrap_or(&[]);
+            start = end.saturating_add(1);
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
+            *budget = budget.saturating_sub(1);
+            conn.since_ms = now_ms;
             match proto::decode_request(line) {
                 Ok(request) => {
                     if conn.access == Access::None
@@ -307,7 +442,8 @@ impl ControlServer {
                 Err(e) => Self::queue(conn, &Reply::error(e.id, e.code, e.message)),
             }
         }
-        if conn.input.len() > MAX_LINE {
+        conn.input.drain(..start.min(conn.input.len()));
+        if !exhausted && conn.input.len() > MAX_LINE {
             conn.input.clear();
             Self::queue(
                 conn,
@@ -327,12 +463,51 @@ impl ControlServer {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_out_of_fds(&e) => {
+                    if !self.emfile_logged {
+                        self.emfile_logged = true;
+                        crate::log!(
+                            "control socket: cannot accept: {e}; refusing clients until descriptors are free"
+                        );
+                    }
+                    // mio is edge-triggered: leaving the backlog would stop
+                    // accepting for good. With the spare closed, one accept
+                    // fits; that client is told why and closed.
+                    if self.spare.take().is_some() {
+                        let refused = match self.listener.accept() {
+                            Ok((mut s, _)) => {
+                                let line = proto::encode_reply(&Reply::error(
+                                    0,
+                                    ErrorCode::Busy,
+                                    "zurg is out of file descriptors; try again later",
+                                ));
+                                let _ = s.write(&line);
+                                // Closed here, so that the spare fits again.
+                                drop(s);
+                                Ok(())
+                            }
+                            Err(e) => Err(e),
+                        };
+                        self.spare = open_spare();
+                        match refused {
+                            Ok(()) => continue,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                            Err(_) => {}
+                        }
+                    }
+                    self.accept_retry_at = Some(now_ms.saturating_add(ACCEPT_RETRY_MS));
+                    return;
+                }
                 Err(e) => {
-                    // EMFILE and friends: leave the backlog for the next wake-up.
                     crate::log!("control socket: cannot accept: {e}");
+                    self.accept_retry_at = Some(now_ms.saturating_add(ACCEPT_RETRY_MS));
                     return;
                 }
             };
+            self.emfile_logged = false;
+            if self.spare.is_none() {
+                self.spare = open_spare();
+            }
             let peer = match nix::sys::socket::getsockopt(
                 &stream.as_fd(),
                 nix::sys::socket::sockopt::PeerCredentials,
@@ -350,20 +525,32 @@ impl ControlServer {
                 self.own_uid,
                 self.readers_gid,
             );
+            let limited = access != Access::Full;
+            let limited_cap = MAX_CONNECTIONS.saturating_sub(RESERVED_FOR_ADMIN);
+            let refusal = if limited && self.limited >= limited_cap {
+                Some(format!(
+                    "too many control connections: uid {} may use {limited_cap} of the \
+                     {MAX_CONNECTIONS}, and they are taken; the other {RESERVED_FOR_ADMIN} \
+                     are kept for root and zurg's own uid",
+                    peer.uid
+                ))
+            } else if self.free.is_empty() && self.conns.len() >= MAX_CONNECTIONS {
+                Some(format!(
+                    "too many control connections: all {MAX_CONNECTIONS} are taken"
+                ))
+            } else {
+                None
+            };
+            if let Some(msg) = refusal {
+                let line = proto::encode_reply(&Reply::error(0, ErrorCode::Busy, msg));
+                let _ = stream.write(&line);
+                continue;
+            }
             let slot = match self.free.pop() {
                 Some(s) => s,
-                None if self.conns.len() < MAX_CONNECTIONS => {
-                    self.conns.push(None);
-                    self.conns.len() - 1
-                }
                 None => {
-                    let line = proto::encode_reply(&Reply::error(
-                        0,
-                        ErrorCode::Busy,
-                        "too many control connections",
-                    ));
-                    let _ = stream.write(&line);
-                    continue;
+                    self.conns.push(None);
+                    self.conns.len().saturating_sub(1)
                 }
             };
             let token = Token(FIRST_CONN_TOKEN + slot);
@@ -384,12 +571,16 @@ impl ControlServer {
                     input: Vec::new(),
                     output: VecDeque::new(),
                     follow: None,
-                    last_active_ms: now_ms,
+                    since_ms: now_ms,
+                    queued: false,
                     closing: false,
                     eof: false,
                     outstanding: 0,
                     writable_registered: false,
                 });
+                if limited {
+                    self.limited = self.limited.saturating_add(1);
+                }
             }
         }
     }
@@ -435,9 +626,12 @@ impl ControlServer {
     /// Queues a reply to `conn` (gone connections are ignored).
     pub fn reply(&mut self, registry: &Registry, conn: ConnId, reply: &Reply) {
         let token = Token(FIRST_CONN_TOKEN + conn.slot);
+        let now_ms = self.now_ms;
         let Some(c) = self.conn_mut(conn) else { return };
         if reply.event.is_none() {
             c.outstanding = c.outstanding.saturating_sub(1);
+            // The next request's deadline starts with this answer.
+            c.since_ms = now_ms;
         }
         Self::queue(c, reply);
         if Self::flush(c, registry, token).is_err() || Self::finished(c) {
@@ -481,31 +675,41 @@ impl ControlServer {
         {
             if let Some(mut c) = entry.take() {
                 let _ = registry.deregister(&mut c.stream);
+                if c.access != Access::Full {
+                    self.limited = self.limited.saturating_sub(1);
+                }
             }
             self.free.push(conn.slot);
         }
     }
 
-    /// When the next idle connection should be closed, if any.
+    /// Whether `c` owes a request and is not exempt from the deadline.
+    fn idle_deadline(&self, c: &Conn) -> Option<u64> {
+        (c.follow.is_none() && c.outstanding == 0).then(|| c.since_ms.saturating_add(self.idle_ms))
+    }
+
+    /// When `turn` should run next, if ever: at once while connections are
+    /// queued, else at the next idle deadline or accept retry.
     pub fn next_deadline(&self) -> Option<u64> {
+        if !self.pending.is_empty() {
+            return Some(0);
+        }
         self.conns
             .iter()
             .flatten()
-            .filter(|c| c.follow.is_none())
-            .map(|c| c.last_active_ms.saturating_add(IDLE_MS))
+            .filter_map(|c| self.idle_deadline(c))
+            .chain(self.accept_retry_at)
             .min()
     }
 
-    /// Closes connections idle past `IDLE_MS` at `now_ms`.
+    /// Closes connections that have not completed a request in time.
     pub fn expire(&mut self, registry: &Registry, now_ms: u64) {
         let idle: Vec<ConnId> = self
             .conns
             .iter()
             .enumerate()
             .filter_map(|(slot, c)| c.as_ref().map(|c| (slot, c)))
-            .filter(|(_, c)| {
-                c.follow.is_none() && c.last_active_ms.saturating_add(IDLE_MS) <= now_ms
-            })
+            .filter(|(_, c)| self.idle_deadline(c).is_some_and(|at| at <= now_ms))
             .map(|(slot, c)| ConnId {
                 slot,
                 generation: c.generation,
@@ -519,6 +723,13 @@ impl ControlServer {
     pub fn connections(&self) -> usize {
         self.conns.iter().flatten().count()
     }
+}
+
+fn is_out_of_fds(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(code) if code == nix::errno::Errno::EMFILE as i32 || code == nix::errno::Errno::ENFILE as i32
+    )
 }
 
 impl Drop for ControlServer {

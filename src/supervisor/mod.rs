@@ -55,7 +55,8 @@ enum TimerKey {
     Watchdog,
     /// A waiting control request reaches its deadline.
     RequestDeadline,
-    /// Idle control connections are due to be closed.
+    /// The control server's turn: connections queued for more input, idle
+    /// ones to close, or an accept to retry.
     ControlIdle,
     /// Periodic resource sample of a service (`stats_interval_ms`).
     Sample {
@@ -709,10 +710,7 @@ impl Supervisor {
             TimerKey::Sample { slot, generation } => self.periodic_sample(slot, generation),
             TimerKey::ControlIdle => {
                 self.control_idle_at = None;
-                let now = self.reactor.now_ms();
-                if let Some(c) = &mut self.control {
-                    c.expire(self.reactor.registry(), now);
-                }
+                self.on_control_turn(work);
             }
             TimerKey::Watchdog => {
                 // The only periodic wake-up zurg has, and only when a

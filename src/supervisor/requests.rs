@@ -61,6 +61,18 @@ impl Supervisor {
         }
     }
 
+    /// The control server's next turn (`ControlServer::turn`).
+    pub(super) fn on_control_turn(&mut self, work: &mut VecDeque<(usize, Input)>) {
+        let now = self.reactor.now_ms();
+        let Some(control) = &mut self.control else {
+            return;
+        };
+        let incoming = control.turn(self.reactor.registry(), now);
+        for req in incoming {
+            self.on_request(req, work);
+        }
+    }
+
     pub(super) fn reply(&mut self, conn: ConnId, reply: &Reply) {
         if let Some(c) = &mut self.control {
             c.reply(self.reactor.registry(), conn, reply);
