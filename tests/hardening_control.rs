@@ -663,3 +663,131 @@ fn accepting_resumes_after_running_out_of_descriptors() {
     }
     r.ok(&["status"]);
 }
+
+// ------------------------------------------------------------ long replies
+
+fn rss_kb(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Writes `n` start records into the journal file at `path`.
+fn write_journal(path: &std::path::Path, n: u64, offset: u64) {
+    let mut data = Vec::new();
+    for i in offset..offset + n {
+        data.extend(zurg::journal::frame(&zurg::journal::Record {
+            time_us: 1_000_000 + i,
+            service: format!("old{}", i % 50),
+            kind: if i % 2 == 0 { "start" } else { "exit" }.into(),
+            gpid: format!("10.1.2.3:0:{}:{}", 1_000_000 + i, 100 + i),
+            version: Some("1.0.0".into()),
+            exit: None,
+            stats: None,
+            seq: None,
+            zurg: None,
+        }));
+    }
+    std::fs::write(path, data).unwrap();
+}
+
+#[test]
+fn clients_that_ask_for_a_big_history_and_do_not_read_cost_little() {
+    let dir = TempDir::new("history-flood");
+    for (name, text) in sleepers(10) {
+        dir.write(&format!("units/{name}.toml"), text);
+    }
+    // About 16 MiB of journal, both generations near their 8 MiB limit.
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    let per_file = 70_000;
+    write_journal(&dir.path().join("state/journal.1"), per_file, 0);
+    write_journal(&dir.path().join("state/journal"), per_file, per_file);
+    let size = std::fs::metadata(dir.path().join("state/journal.1"))
+        .unwrap()
+        .len()
+        + std::fs::metadata(dir.path().join("state/journal"))
+            .unwrap()
+            .len();
+    assert!(size > 14 << 20, "{size} bytes");
+    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+    z.expect("loaded");
+    let r = Run {
+        z,
+        sock: dir.path().join("control.sock"),
+        dir,
+    };
+    let names: Vec<String> = (0..10).map(|i| format!("web{i}")).collect();
+    for n in &names {
+        r.wait_pid(n, None);
+    }
+    let zurg = r.z.host_pid();
+    let quiet = median_restart(&r, &names[..5]);
+    let rss_before = rss_kb(zurg);
+
+    // 30 clients ask for the whole history and never read a byte.
+    let stalled: Vec<UnixStream> = (0..30)
+        .map(|i| {
+            let mut s = r.raw();
+            std::io::Write::write_all(
+                &mut s,
+                format!("{{\"id\":{i},\"verb\":\"history\"}}\n").as_bytes(),
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    let attacked = median_restart(&r, &names[5..]);
+    let rss_during = rss_kb(zurg);
+    eprintln!(
+        "restart quiet {quiet:?}, with 30 stalled history readers {attacked:?}; \
+         rss {rss_before} kB before, {rss_during} kB during"
+    );
+    assert!(
+        attacked <= quiet * 10 + Duration::from_millis(300),
+        "restart took {attacked:?} with stalled history readers against {quiet:?} quiet"
+    );
+    // Each reply is produced as its reader drains it, so 30 readers that
+    // do not read hold a few chunks each, not 30 copies of the journal.
+    assert!(
+        rss_during < rss_before + 32 * 1024,
+        "zurg grew from {rss_before} kB to {rss_during} kB"
+    );
+    // Past the bound on streamed replies, the rest were told to come back.
+    let mut busy = 0;
+    for s in &stalled {
+        s.set_nonblocking(true).unwrap();
+        let mut line = String::new();
+        if BufReader::new(s).read_line(&mut line).is_ok() && line.contains("\"busy\"") {
+            assert!(
+                line.contains("long replies are already being sent"),
+                "{line}"
+            );
+            busy += 1;
+        }
+    }
+    assert!(busy <= 30 - 16, "{busy}");
+    drop(stalled);
+    // A reader that reads gets the whole reply, in order, once zurg has
+    // seen the stalled ones go.
+    let deadline = Instant::now() + DEADLINE;
+    let out = loop {
+        let out = r.cli(&["history", "--json"]);
+        if out.status.success() {
+            break String::from_utf8(out.stdout).unwrap();
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("long replies are already being sent"), "{err}");
+        assert!(Instant::now() < deadline, "{err}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let all = v["result"].as_array().unwrap();
+    assert!(all.len() as u64 > 2 * per_file, "{}", all.len());
+    assert_eq!(all[0]["service"], "old0");
+    assert_eq!(all[per_file as usize]["time_us"], 1_000_000 + per_file);
+}

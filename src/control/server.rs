@@ -48,6 +48,12 @@ pub const RESERVED_FOR_ADMIN: usize = 64;
 pub const TURN_REQUESTS: usize = 64;
 /// At most this many bytes read from one connection per turn of the loop.
 pub const TURN_BYTES: usize = 64 * 1024;
+/// Replies streamed in chunks (`history`) at once, over all connections:
+/// with at most two chunks' worth of output each, this bounds their memory.
+pub const MAX_STREAMS: usize = 16;
+/// A streaming connection asks for its next chunk once its unsent output
+/// is below this.
+const STREAM_LOW_WATER: usize = 64 * 1024;
 /// How long to wait before accepting again when no spare descriptor helps.
 const ACCEPT_RETRY_MS: u64 = 100;
 /// A connection with more unsent output than this when another line is due
@@ -143,6 +149,11 @@ struct Conn {
     since_ms: u64,
     /// In `pending`: it has more input than one turn's share.
     queued: bool,
+    /// A reply is being streamed to it; `Some(true)` while the next chunk
+    /// is on its way. Its other lines wait in `deferred` meanwhile, so they
+    /// never land inside the streamed line, and its input is not read.
+    streaming: Option<bool>,
+    deferred: Vec<u8>,
     /// Close once the output is flushed.
     closing: bool,
     /// The client sent EOF; close once every request is answered.
@@ -182,6 +193,12 @@ pub struct ControlServer {
     idle_ms: u64,
     /// The loop's clock at the latest call that passed it.
     now_ms: u64,
+    /// Replies being streamed.
+    streams: usize,
+    /// Streaming connections ready for their next chunk.
+    pulls: Vec<ConnId>,
+    /// Streaming connections that closed before their reply ended.
+    cancels: Vec<ConnId>,
 }
 
 fn open_spare() -> Option<File> {
@@ -256,6 +273,9 @@ impl ControlServer {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(IDLE_MS),
             now_ms: 0,
+            streams: 0,
+            pulls: Vec::new(),
+            cancels: Vec::new(),
         })
     }
 
@@ -270,7 +290,12 @@ impl ControlServer {
     }
 
     fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
-        self.conns
+        Self::conn_in(&mut self.conns, id)
+    }
+
+    /// `conn_mut` borrowing only the table, so other fields stay usable.
+    fn conn_in(conns: &mut [Option<Conn>], id: ConnId) -> Option<&mut Conn> {
+        conns
             .get_mut(id.slot)
             .and_then(|c| c.as_mut())
             .filter(|c| c.generation == id.generation)
@@ -325,9 +350,18 @@ impl ControlServer {
     /// it for the next turn when more is left.
     fn serve(&mut self, registry: &Registry, id: ConnId, now_ms: u64, out: &mut Vec<Incoming>) {
         let token = Token(FIRST_CONN_TOKEN + id.slot);
-        let Some(conn) = self.conn_mut(id) else {
+        let Some(conn) = Self::conn_in(&mut self.conns, id) else {
             return;
         };
+        if conn.streaming.is_some() {
+            // Its next requests wait until the streamed reply is out.
+            let failed = Self::flush(conn, registry, token).is_err();
+            Self::want_chunk(conn, id, &mut self.pulls);
+            if failed {
+                self.close(registry, id);
+            }
+            return;
+        }
         let before = out.len();
         let mut budget = TURN_REQUESTS;
         let mut read = 0usize;
@@ -573,6 +607,8 @@ impl ControlServer {
                     follow: None,
                     since_ms: now_ms,
                     queued: false,
+                    streaming: None,
+                    deferred: Vec::new(),
                     closing: false,
                     eof: false,
                     outstanding: 0,
@@ -586,6 +622,15 @@ impl ControlServer {
     }
 
     fn queue(conn: &mut Conn, reply: &Reply) {
+        if conn.streaming.is_some() {
+            if conn.deferred.len() > MAX_OUTPUT {
+                conn.deferred.clear();
+                conn.closing = true;
+                return;
+            }
+            conn.deferred.extend(proto::encode_reply(reply));
+            return;
+        }
         if conn.output.len() > MAX_OUTPUT {
             // It has stopped reading: drop it now rather than hold its
             // backlog until it drains.
@@ -639,6 +684,81 @@ impl ControlServer {
         }
     }
 
+    /// Reserves one of the `MAX_STREAMS` streamed replies for `conn`; the
+    /// reply then arrives through `push_chunk`. Err says why not.
+    pub fn begin_stream(&mut self, conn: ConnId) -> Result<(), String> {
+        if self.streams >= MAX_STREAMS {
+            return Err(format!(
+                "{MAX_STREAMS} long replies are already being sent; try again shortly"
+            ));
+        }
+        let Some(c) = self.conn_mut(conn) else {
+            return Err("connection closed".into());
+        };
+        c.streaming = Some(true);
+        self.streams = self.streams.saturating_add(1);
+        Ok(())
+    }
+
+    /// Queues the next piece of `conn`'s streamed reply; `last` ends it and
+    /// answers the request.
+    pub fn push_chunk(&mut self, registry: &Registry, conn: ConnId, bytes: &[u8], last: bool) {
+        let token = Token(FIRST_CONN_TOKEN + conn.slot);
+        let now_ms = self.now_ms;
+        let Some(c) = Self::conn_in(&mut self.conns, conn) else {
+            return;
+        };
+        if c.streaming.is_none() {
+            return;
+        }
+        c.output.extend(bytes);
+        // Progress: a reader that keeps reading keeps its connection.
+        c.since_ms = now_ms;
+        let mut ended = false;
+        if last {
+            c.streaming = None;
+            c.outstanding = c.outstanding.saturating_sub(1);
+            let deferred = std::mem::take(&mut c.deferred);
+            c.output.extend(deferred);
+            ended = true;
+        } else {
+            c.streaming = Some(false);
+        }
+        let failed = Self::flush(c, registry, token).is_err();
+        Self::want_chunk(c, conn, &mut self.pulls);
+        let done = failed || Self::finished(c);
+        let resume = ended && !c.queued && !done;
+        if ended {
+            self.streams = self.streams.saturating_sub(1);
+        }
+        if done {
+            self.close(registry, conn);
+        } else if resume {
+            // Requests that waited behind the stream are read next turn.
+            if let Some(c) = self.conn_mut(conn) {
+                c.queued = true;
+            }
+            self.pending.push_back(conn);
+        }
+    }
+
+    /// Asks for the next chunk once the last one has mostly gone out.
+    fn want_chunk(conn: &mut Conn, id: ConnId, pulls: &mut Vec<ConnId>) {
+        if conn.streaming == Some(false) && conn.output.len() < STREAM_LOW_WATER {
+            conn.streaming = Some(true);
+            pulls.push(id);
+        }
+    }
+
+    /// Streaming connections ready for more, and those that closed
+    /// mid-reply; the caller passes them on to whoever produces the chunks.
+    pub fn take_stream_requests(&mut self) -> (Vec<ConnId>, Vec<ConnId>) {
+        (
+            std::mem::take(&mut self.pulls),
+            std::mem::take(&mut self.cancels),
+        )
+    }
+
     /// Marks `conn` as following events under request `id`.
     pub fn follow(&mut self, conn: ConnId, id: u64) {
         if let Some(c) = self.conn_mut(conn) {
@@ -678,6 +798,10 @@ impl ControlServer {
                 if c.access != Access::Full {
                     self.limited = self.limited.saturating_sub(1);
                 }
+                if c.streaming.is_some() {
+                    self.streams = self.streams.saturating_sub(1);
+                    self.cancels.push(conn);
+                }
             }
             self.free.push(conn.slot);
         }
@@ -685,7 +809,10 @@ impl ControlServer {
 
     /// Whether `c` owes a request and is not exempt from the deadline.
     fn idle_deadline(&self, c: &Conn) -> Option<u64> {
-        (c.follow.is_none() && c.outstanding == 0).then(|| c.since_ms.saturating_add(self.idle_ms))
+        // A streamed reply counts as answered while it moves (`push_chunk`
+        // moves `since_ms`): a reader that stops reading it is closed.
+        (c.follow.is_none() && (c.outstanding == 0 || c.streaming.is_some()))
+            .then(|| c.since_ms.saturating_add(self.idle_ms))
     }
 
     /// When `turn` should run next, if ever: at once while connections are

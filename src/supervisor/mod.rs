@@ -14,6 +14,7 @@ mod requests;
 pub mod shim;
 pub mod timers;
 pub mod upgrade;
+pub mod worker;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::CString;
@@ -144,6 +145,9 @@ pub struct Supervisor {
     spawner: spawn::Spawner,
     notifier: Option<Notifier>,
     control: Option<ControlServer>,
+    /// The helper thread for journal reads and /proc sampling; without it
+    /// (it failed to start) that work runs on the loop as before.
+    worker: Option<worker::Worker>,
     /// When the ControlIdle timer is armed for, if it is.
     control_idle_at: Option<u64>,
     /// Control requests that wait for services to reach a state.
@@ -296,6 +300,13 @@ impl Supervisor {
                 Some(crate::os::users::group_id(g).map_err(|e| format!("--readers {g}: {e}"))?)
             }
         };
+        let worker = match worker::Worker::start(reactor.registry()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                crate::log!("{e}; history and stats will run on the event loop");
+                None
+            }
+        };
         let control = match ControlServer::bind(&opts.socket, reactor.registry(), readers_gid) {
             Ok(c) => Some(c),
             Err(e) if pid1::is_pid1() => {
@@ -378,6 +389,7 @@ impl Supervisor {
             spawner: spawn::Spawner::new(),
             notifier,
             control,
+            worker,
             control_idle_at: None,
             waiting: Vec::new(),
             recent: VecDeque::new(),
@@ -561,6 +573,8 @@ impl Supervisor {
                     self.on_binary_changes();
                 } else if token == publishing::FORWARD_TOKEN {
                     self.on_forwarder_ready();
+                } else if token == worker::WORKER_TOKEN {
+                    self.on_worker(&mut work);
                 }
             }
             // Restart what died before the sweep below: with many children
