@@ -791,3 +791,108 @@ fn clients_that_ask_for_a_big_history_and_do_not_read_cost_little() {
     assert_eq!(all[0]["service"], "old0");
     assert_eq!(all[per_file as usize]["time_us"], 1_000_000 + per_file);
 }
+
+// ------------------------------------------------------------ hashing
+
+/// CPU time zurg (all its threads) has used, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15; `rest` starts at field 3.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn hashing_a_large_upgrade_does_not_delay_restarts() {
+    let dir = TempDir::new("hash-upgrade");
+    for (name, text) in sleepers(10) {
+        dir.write(&format!("units/{name}.toml"), text);
+    }
+    let build = |version: &str, extra: usize| {
+        let path = dir.path().join(format!("opt/api/{version}/bin/api"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // Trailing bytes do not change what an ELF runs; they make the
+        // binary slow to hash.
+        let mut bytes = std::fs::read("/bin/sleep").unwrap();
+        bytes.resize(bytes.len() + extra, 0x5a);
+        std::fs::write(&path, bytes).unwrap();
+        std::fs::set_permissions(
+            &path,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+        )
+        .unwrap();
+        path
+    };
+    let v1 = build("1.0", 0);
+    let v2 = build("2.0", 128 << 20);
+    let out = Command::new("sha256sum").arg(&v2).output().unwrap();
+    let sum = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    dir.write(
+        "units/api.toml",
+        &format!(
+            "exec = \"{}\"\nargs = [\"1000\"]\nversion = \"1.0\"\n",
+            v1.display()
+        ),
+    );
+    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+    z.expect("loaded");
+    let r = Run {
+        z,
+        sock: dir.path().join("control.sock"),
+        dir,
+    };
+    let names: Vec<String> = (0..10).map(|i| format!("web{i}")).collect();
+    for n in &names {
+        r.wait_pid(n, None);
+    }
+    let api = r.wait_pid("api", None);
+    let quiet = median_restart(&r, &names[..5]);
+
+    let zurg = r.z.host_pid();
+    let ticks = cpu_ticks(zurg);
+    let upgrade = {
+        let dir_path = r.dir.path().to_path_buf();
+        let sum = sum.clone();
+        std::thread::spawn(move || {
+            Command::new(BIN)
+                .args(["upgrade", "api", "--version", "2.0", "--sha256", &sum])
+                .args(["--window", "200ms"])
+                .env("ZURG_SOCKET", dir_path.join("control.sock"))
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        })
+    };
+    // The hashing has begun once zurg burns CPU (0.2 s of it).
+    let deadline = Instant::now() + DEADLINE;
+    while cpu_ticks(zurg) < ticks + 20 {
+        assert!(Instant::now() < deadline, "zurg never started hashing");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The slowest, not the median: a hash on the loop would hold up the
+    // first restart only, for as long as the hash takes.
+    let during = names[5..]
+        .iter()
+        .map(|n| r.restart_latency(n))
+        .max()
+        .unwrap();
+    let overlapped = !upgrade.is_finished();
+    let out = upgrade.join().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    eprintln!("restart quiet {quiet:?}, while hashing a 128 MiB upgrade {during:?}");
+    assert!(
+        overlapped,
+        "the upgrade was done before the restarts were measured"
+    );
+    assert!(
+        during <= quiet * 10 + Duration::from_millis(300),
+        "restart took {during:?} while an upgrade was hashed against {quiet:?} quiet"
+    );
+    let now = r.wait_pid("api", Some(api));
+    assert_ne!(now, api);
+}

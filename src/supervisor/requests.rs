@@ -81,7 +81,7 @@ impl Supervisor {
 
     /// The worker has results: chunks of streamed replies, samples for
     /// `stats`, log lines.
-    pub(super) fn on_worker(&mut self, _work: &mut VecDeque<(usize, Input)>) {
+    pub(super) fn on_worker(&mut self, work: &mut VecDeque<(usize, Input)>) {
         let Some(worker) = &self.worker else { return };
         for done in worker.results() {
             match done {
@@ -93,6 +93,9 @@ impl Supervisor {
                 Done::Stats { conn, id, rows } => {
                     let reply = self.stats_rows(id, rows);
                     self.reply(conn, &reply);
+                }
+                Done::Verified { ticket, result } => {
+                    self.verified_upgrade(*ticket, result, work);
                 }
                 Done::Log(line) => crate::log!("{line}"),
             }

@@ -1,5 +1,6 @@
 //! One helper thread for work that must not block the event loop: reading
-//! the journal for `history` and sampling /proc for `stats`.
+//! the journal for `history`, sampling /proc for `stats`, and hashing the
+//! binary of an `upgrade`.
 //!
 //! Jobs go in through a channel; results come back through another, and a
 //! mio `Waker` (token `WORKER_TOKEN`) wakes the loop to collect them. The
@@ -26,6 +27,9 @@ use mio::{Registry, Token, Waker};
 use crate::control::server::ConnId;
 use crate::journal::{self, Record};
 use crate::stats::Sample;
+use crate::version::{Checksum, FileId};
+
+use super::upgrade::UpgradeTicket;
 
 /// The loop's token for "the worker has results".
 pub const WORKER_TOKEN: Token = Token(super::reactor::PIDFD_BASE - 3);
@@ -49,6 +53,12 @@ pub enum Job {
     More { conn: ConnId },
     /// `conn` closed: drop its reply.
     Cancel { conn: ConnId },
+    /// Open and hash the binary of an upgrade.
+    Verify {
+        path: PathBuf,
+        want: Checksum,
+        ticket: Box<UpgradeTicket>,
+    },
     /// Sample each `(slot, pid)` and its process tree.
     Stats {
         conn: ConnId,
@@ -72,6 +82,12 @@ pub enum Done {
         conn: ConnId,
         id: u64,
         rows: Vec<(usize, i32, Sample, Sample)>,
+    },
+    /// The binary of an upgrade, checked: its identity and digest, or why
+    /// it is refused.
+    Verified {
+        ticket: Box<UpgradeTicket>,
+        result: Result<(FileId, Checksum), String>,
     },
     /// A line for zurg's log.
     Log(String),
@@ -145,6 +161,12 @@ fn run(jobs: &Receiver<Job>, done: &Sender<Done>, waker: &Waker) {
             }
             Job::Cancel { conn } => {
                 streams.remove(&conn);
+            }
+            Job::Verify { path, want, ticket } => {
+                let result = crate::version::open_verified(&path, &want, None)
+                    .map(|v| (v.id, v.actual))
+                    .map_err(|e| e.to_string());
+                out.push(Done::Verified { ticket, result });
             }
             Job::Stats {
                 conn,
