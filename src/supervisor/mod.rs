@@ -418,6 +418,40 @@ impl Supervisor {
     /// exactly as it was.
     pub fn reload(&mut self, work: &mut VecDeque<(usize, Input)>) -> ReloadReport {
         let loaded = unit::load_dir(&self.opts.units_dir);
+        self.apply_loaded(loaded, work)
+    }
+
+    /// A reload once running: the files are read and parsed on the worker
+    /// (thousands of large unit files take long), and `apply_loaded` runs
+    /// when it answers; `reply_to` gets the report then. Without a worker,
+    /// all of it happens now.
+    fn reload_later(
+        &mut self,
+        reply_to: Option<(crate::control::server::ConnId, u64)>,
+        work: &mut VecDeque<(usize, Input)>,
+    ) {
+        if let Some(w) = &self.worker {
+            let job = worker::Job::LoadUnits {
+                dir: self.opts.units_dir.clone(),
+                reply_to,
+            };
+            if w.submit(job) {
+                return;
+            }
+        }
+        let report = self.reload(work);
+        self.process(work);
+        if let Some((conn, id)) = reply_to {
+            self.reply(conn, &crate::control::proto::Reply::ok(id, report));
+        }
+    }
+
+    /// Makes the running set match `loaded` (see `reload`).
+    fn apply_loaded(
+        &mut self,
+        loaded: unit::LoadReport,
+        work: &mut VecDeque<(usize, Input)>,
+    ) -> ReloadReport {
         let mut report = ReloadReport::default();
         let mut broken: HashSet<String> = HashSet::new();
         for err in &loaded.errors {
@@ -623,7 +657,7 @@ impl Supervisor {
             }
             libc::SIGHUP if self.phase == Phase::Running => {
                 crate::log!("received SIGHUP: reloading units");
-                self.reload(work);
+                self.reload_later(None, work);
             }
             // Job-control and terminal noise (timeout(1) sends CONT after
             // INT, terminals send WINCH) is not worth a log line.

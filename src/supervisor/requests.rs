@@ -94,6 +94,21 @@ impl Supervisor {
                     let reply = self.stats_rows(id, rows);
                     self.reply(conn, &reply);
                 }
+                Done::Loaded { loaded, reply_to } => {
+                    if self.phase != super::Phase::Running {
+                        if let Some((conn, id)) = reply_to {
+                            let e =
+                                Reply::error(id, ErrorCode::ShuttingDown, "zurg is shutting down");
+                            self.reply(conn, &e);
+                        }
+                        continue;
+                    }
+                    let report = self.apply_loaded(loaded, work);
+                    self.process(work);
+                    if let Some((conn, id)) = reply_to {
+                        self.reply(conn, &Reply::ok(id, report));
+                    }
+                }
                 Done::Verified { ticket, result } => {
                     self.verified_upgrade(*ticket, result, work);
                 }
@@ -310,9 +325,8 @@ impl Supervisor {
                 }
             },
             Verb::Reload => {
-                let report = self.reload(work);
-                self.process(work);
-                Reply::ok(id, report)
+                self.reload_later(Some((conn, id)), work);
+                return;
             }
             Verb::Events { follow } => {
                 if follow {

@@ -1,6 +1,6 @@
 //! One helper thread for work that must not block the event loop: reading
-//! the journal for `history`, sampling /proc for `stats`, and hashing the
-//! binary of an `upgrade`.
+//! the journal for `history`, sampling /proc for `stats`, reading and
+//! parsing unit files for a reload, and hashing the binary of an `upgrade`.
 //!
 //! Jobs go in through a channel; results come back through another, and a
 //! mio `Waker` (token `WORKER_TOKEN`) wakes the loop to collect them. The
@@ -53,6 +53,12 @@ pub enum Job {
     More { conn: ConnId },
     /// `conn` closed: drop its reply.
     Cancel { conn: ConnId },
+    /// Read and parse the units directory for a reload; the report goes to
+    /// `reply_to` once applied.
+    LoadUnits {
+        dir: PathBuf,
+        reply_to: Option<(ConnId, u64)>,
+    },
     /// Open and hash the binary of an upgrade.
     Verify {
         path: PathBuf,
@@ -88,6 +94,11 @@ pub enum Done {
     Verified {
         ticket: Box<UpgradeTicket>,
         result: Result<(FileId, Checksum), String>,
+    },
+    /// The units directory, read and parsed, to apply on the loop.
+    Loaded {
+        loaded: crate::unit::LoadReport,
+        reply_to: Option<(ConnId, u64)>,
     },
     /// A line for zurg's log.
     Log(String),
@@ -161,6 +172,10 @@ fn run(jobs: &Receiver<Job>, done: &Sender<Done>, waker: &Waker) {
             }
             Job::Cancel { conn } => {
                 streams.remove(&conn);
+            }
+            Job::LoadUnits { dir, reply_to } => {
+                let loaded = crate::unit::load_dir(&dir);
+                out.push(Done::Loaded { loaded, reply_to });
             }
             Job::Verify { path, want, ticket } => {
                 let result = crate::version::open_verified(&path, &want, None)
