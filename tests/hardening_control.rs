@@ -90,8 +90,9 @@ impl Run {
     /// `restart_latency` of `name` running as `old`, asking nothing first:
     /// for measuring while zurg may be busy.
     fn restart_latency_of(&self, name: &str, old: i64) -> Duration {
+        let host = host_pid_of(self, old);
         let t0 = Instant::now();
-        kill(host_pid_of(self, old), 9);
+        kill(host, 9);
         self.wait_pid(name, Some(old));
         t0.elapsed()
     }
@@ -100,7 +101,7 @@ impl Run {
     fn wait_pid(&self, name: &str, not: Option<i64>) -> i64 {
         let deadline = Instant::now() + DEADLINE;
         loop {
-            let out = self.cli(&["status", "--json"]);
+            let out = self.cli(&["status", "--json", name]);
             if out.status.success() {
                 let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
                 let pid = v["result"]
@@ -985,5 +986,70 @@ fn reloading_large_unit_files_does_not_delay_restarts() {
     assert!(
         overlapped,
         "the reload was done before the restarts were measured"
+    );
+}
+
+// ------------------------------------------------------------ stats
+
+#[test]
+fn stats_over_many_services_does_not_delay_restarts() {
+    let dir = TempDir::new("stats-many");
+    let n = 1500;
+    for i in 0..n {
+        dir.write(&format!("units/s{i:04}.toml"), SLEEPER);
+    }
+    for (name, text) in sleepers(10) {
+        dir.write(&format!("units/{name}.toml"), text);
+    }
+    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+    z.try_wait_line(Duration::from_secs(60), &|l: &str| l.contains("loaded"))
+        .expect("zurg never loaded its units");
+    let r = Run {
+        z,
+        sock: dir.path().join("control.sock"),
+        dir,
+    };
+    let names: Vec<String> = (0..10).map(|i| format!("web{i}")).collect();
+    for n in &names {
+        r.wait_pid(n, None);
+    }
+    let quiet = median_restart(&r, &names[..5]);
+    let victims: Vec<i64> = names[5..].iter().map(|n| r.wait_pid(n, None)).collect();
+
+    // A client asks for the stats of everything, again and again.
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let answered = std::sync::Arc::new(AtomicUsize::new(0));
+    let asker = {
+        let (s, stop, answered) = (r.raw(), stop.clone(), answered.clone());
+        std::thread::spawn(move || {
+            let mut w = s.try_clone().unwrap();
+            let mut rd = BufReader::new(s);
+            while !stop.load(Ordering::Relaxed) {
+                std::io::Write::write_all(&mut w, b"{\"id\":1,\"verb\":\"stats\"}\n").unwrap();
+                let v = read_reply(&mut rd);
+                assert_eq!(v["ok"], true);
+                assert!(v["result"].as_array().unwrap().len() > 1000);
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while answered.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "stats never answered");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let during = names[5..]
+        .iter()
+        .zip(&victims)
+        .map(|(n, pid)| r.restart_latency_of(n, *pid))
+        .max()
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    asker.join().unwrap();
+    eprintln!("restart quiet {quiet:?}, while stats of {n} services runs {during:?}");
+    assert!(
+        during <= quiet * 10 + Duration::from_millis(300),
+        "restart took {during:?} while stats ran against {quiet:?} quiet"
     );
 }
