@@ -149,10 +149,10 @@ struct Conn {
     since_ms: u64,
     /// In `pending`: it has more input than one turn's share.
     queued: bool,
-    /// A reply is being streamed to it; `Some(true)` while the next chunk
-    /// is on its way. Its other lines wait in `deferred` meanwhile, so they
-    /// never land inside the streamed line, and its input is not read.
-    streaming: Option<bool>,
+    /// A reply is being streamed to it. Its other lines wait in `deferred`
+    /// meanwhile, so they never land inside the streamed line, and its
+    /// input is not read.
+    streaming: Option<Stream>,
     deferred: Vec<u8>,
     /// Close once the output is flushed.
     closing: bool,
@@ -161,6 +161,16 @@ struct Conn {
     /// Requests handed to the supervisor and not yet answered.
     outstanding: usize,
     writable_registered: bool,
+}
+
+/// Where a streamed reply stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    /// The next chunk has been asked for and has not arrived.
+    Awaiting,
+    /// The last chunk is going out; the next is asked for once it has
+    /// mostly gone.
+    Draining,
 }
 
 /// A complete request from a client, checked against its access.
@@ -695,7 +705,7 @@ impl ControlServer {
         let Some(c) = self.conn_mut(conn) else {
             return Err("connection closed".into());
         };
-        c.streaming = Some(true);
+        c.streaming = Some(Stream::Awaiting);
         self.streams = self.streams.saturating_add(1);
         Ok(())
     }
@@ -722,7 +732,7 @@ impl ControlServer {
             c.output.extend(deferred);
             ended = true;
         } else {
-            c.streaming = Some(false);
+            c.streaming = Some(Stream::Draining);
         }
         let failed = Self::flush(c, registry, token).is_err();
         Self::want_chunk(c, conn, &mut self.pulls);
@@ -744,8 +754,8 @@ impl ControlServer {
 
     /// Asks for the next chunk once the last one has mostly gone out.
     fn want_chunk(conn: &mut Conn, id: ConnId, pulls: &mut Vec<ConnId>) {
-        if conn.streaming == Some(false) && conn.output.len() < STREAM_LOW_WATER {
-            conn.streaming = Some(true);
+        if conn.streaming == Some(Stream::Draining) && conn.output.len() < STREAM_LOW_WATER {
+            conn.streaming = Some(Stream::Awaiting);
             pulls.push(id);
         }
     }
