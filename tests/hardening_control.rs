@@ -2,7 +2,6 @@
 //! or a file in the units directory does, PID 1 keeps serving and restarts
 //! stay prompt. Each test here is the regression test of one hole.
 #![allow(
-    dead_code,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
