@@ -433,6 +433,11 @@ impl Appended {
     }
 }
 
+/// The journal's files in `dir`, oldest first, as `read_all` reads them.
+pub fn files(dir: &Path) -> Vec<PathBuf> {
+    vec![previous(dir), current(dir)]
+}
+
 /// Every readable record in `dir`, oldest first (journal.1, then journal).
 pub fn read_all(dir: &Path) -> (Vec<Record>, Vec<String>) {
     read_only(dir, None)

@@ -15,6 +15,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use md5::{Digest as _, Md5};
+
+use crate::unit::load::OpenError;
 use sha2::Sha256;
 
 /// An expected (or computed) checksum.
@@ -82,8 +84,8 @@ impl fmt::Display for Checksum {
 pub enum VerifyError {
     #[error("cannot open {path}: {source}")]
     Open { path: PathBuf, source: io::Error },
-    #[error("{path} is not a regular file")]
-    NotRegular { path: PathBuf },
+    #[error("{path} is {kind}, not a regular file")]
+    NotRegular { path: PathBuf, kind: &'static str },
     #[error("{path} is not executable")]
     NotExecutable { path: PathBuf },
     #[error("cannot read {path}: {source}")]
@@ -162,13 +164,12 @@ pub fn open_verified(
     cache: Option<(FileId, Checksum)>,
 ) -> Result<Verified, VerifyError> {
     let p = || path.to_path_buf();
-    let mut file = File::open(path).map_err(|source| VerifyError::Open { path: p(), source })?;
-    let meta = file
-        .metadata()
-        .map_err(|source| VerifyError::Read { path: p(), source })?;
-    if !meta.is_file() {
-        return Err(VerifyError::NotRegular { path: p() });
-    }
+    // Never a blocking open: a FIFO at the exec path would hang PID 1.
+    let (mut file, meta) = crate::unit::load::open_regular(path).map_err(|e| match e {
+        OpenError::Open(source) => VerifyError::Open { path: p(), source },
+        OpenError::Stat(source) => VerifyError::Read { path: p(), source },
+        OpenError::NotRegular(kind) => VerifyError::NotRegular { path: p(), kind },
+    })?;
     if meta.permissions().mode() & 0o111 == 0 {
         return Err(VerifyError::NotExecutable { path: p() });
     }
@@ -248,7 +249,14 @@ mod tests {
         assert!(open_verified(&dir, &want, None)
             .unwrap_err()
             .to_string()
-            .contains("not a regular file"));
+            .contains("is a directory, not a regular file"));
+        // A FIFO nobody writes to: opening it blocking would hang PID 1.
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert!(open_verified(&fifo, &want, None)
+            .unwrap_err()
+            .to_string()
+            .contains("fifo is a FIFO, not a regular file"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -100,12 +100,26 @@ pub enum Verb {
 }
 
 impl Verb {
-    /// Verbs that only read state: allowed to the readers group.
+    /// Verbs that only read state: allowed to the readers group
+    /// (docs/control-protocol.md, "Who may do what"). Exhaustive, so that a
+    /// new verb must be placed on one side.
     pub fn is_read_only(&self) -> bool {
-        matches!(
-            self,
-            Verb::Version | Verb::Status { .. } | Verb::Events { .. }
-        )
+        match self {
+            Verb::Version
+            | Verb::Status { .. }
+            | Verb::Events { .. }
+            | Verb::Gpid { .. }
+            | Verb::Stats { .. }
+            | Verb::History { .. } => true,
+            Verb::Start { .. }
+            | Verb::Stop { .. }
+            | Verb::Restart { .. }
+            | Verb::Signal { .. }
+            | Verb::Reload
+            | Verb::Shutdown { .. }
+            | Verb::Upgrade { .. }
+            | Verb::Rollback { .. } => false,
+        }
     }
 
     pub fn name(&self) -> &'static str {
@@ -428,6 +442,33 @@ pub fn decode_reply(line: &[u8]) -> Result<Reply, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_only_verbs_are_the_documented_ones() {
+        let read = |line: &str| decode_request(line.as_bytes()).unwrap().verb.is_read_only();
+        for verb in [
+            r#"{"id":1,"verb":"version"}"#,
+            r#"{"id":1,"verb":"status"}"#,
+            r#"{"id":1,"verb":"events","follow":true}"#,
+            r#"{"id":1,"verb":"gpid","name":"a"}"#,
+            r#"{"id":1,"verb":"stats"}"#,
+            r#"{"id":1,"verb":"history"}"#,
+        ] {
+            assert!(read(verb), "{verb}");
+        }
+        for verb in [
+            r#"{"id":1,"verb":"start","names":["a"]}"#,
+            r#"{"id":1,"verb":"stop","names":["a"]}"#,
+            r#"{"id":1,"verb":"restart","names":["a"]}"#,
+            r#"{"id":1,"verb":"signal","name":"a","signal":"HUP"}"#,
+            r#"{"id":1,"verb":"reload"}"#,
+            r#"{"id":1,"verb":"shutdown"}"#,
+            r#"{"id":1,"verb":"upgrade","name":"a","version":"2"}"#,
+            r#"{"id":1,"verb":"rollback","name":"a"}"#,
+        ] {
+            assert!(!read(verb), "{verb}");
+        }
+    }
 
     #[test]
     fn requests_round_trip() {

@@ -14,6 +14,7 @@ mod requests;
 pub mod shim;
 pub mod timers;
 pub mod upgrade;
+pub mod worker;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::CString;
@@ -57,7 +58,8 @@ enum TimerKey {
     Watchdog,
     /// A waiting control request reaches its deadline.
     RequestDeadline,
-    /// Idle control connections are due to be closed.
+    /// The control server's turn: connections queued for more input, idle
+    /// ones to close, or an accept to retry.
     ControlIdle,
     /// Periodic resource sample of a service (`stats_interval_ms`).
     Sample {
@@ -155,6 +157,9 @@ pub struct Supervisor {
     spawner: spawn::Spawner,
     notifier: Option<Notifier>,
     control: Option<ControlServer>,
+    /// The helper thread for journal reads and /proc sampling; without it
+    /// (it failed to start) that work runs on the loop as before.
+    worker: Option<worker::Worker>,
     /// When the ControlIdle timer is armed for, if it is.
     control_idle_at: Option<u64>,
     /// Control requests that wait for services to reach a state.
@@ -377,9 +382,9 @@ impl Supervisor {
         {
             *path = start_dir.join(&*path);
         }
-        if !opts.units_dir.is_dir() && !pid1::is_pid1() {
+        if let Some(why) = unit::load::dir_problem(&opts.units_dir).filter(|_| !pid1::is_pid1()) {
             return Err(format!(
-                "units directory {} is not a readable directory",
+                "units directory {} {why}",
                 opts.units_dir.display()
             ));
         }
@@ -420,6 +425,13 @@ impl Supervisor {
                     None
                 }
             },
+        };
+        let worker = match worker::Worker::start(reactor.registry()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                crate::log!("{e}; history and stats will run on the event loop");
+                None
+            }
         };
         let control = match ControlServer::bind(&opts.socket, reactor.registry(), readers_gid) {
             Ok(c) => Some(c),
@@ -500,6 +512,7 @@ impl Supervisor {
             spawner: spawn::Spawner::new(),
             notifier,
             control,
+            worker,
             control_idle_at: None,
             waiting: Vec::new(),
             recent: VecDeque::new(),
@@ -533,6 +546,40 @@ impl Supervisor {
     /// exactly as it was.
     pub fn reload(&mut self, work: &mut VecDeque<(usize, Input)>) -> ReloadReport {
         let loaded = unit::load_dir(&self.opts.units_dir);
+        self.apply_loaded(loaded, work)
+    }
+
+    /// A reload once running: the files are read and parsed on the worker
+    /// (thousands of large unit files take long), and `apply_loaded` runs
+    /// when it answers; `reply_to` gets the report then. Without a worker,
+    /// all of it happens now.
+    fn reload_later(
+        &mut self,
+        reply_to: Option<(crate::control::server::ConnId, u64)>,
+        work: &mut VecDeque<(usize, Input)>,
+    ) {
+        if let Some(w) = &self.worker {
+            let job = worker::Job::LoadUnits {
+                dir: self.opts.units_dir.clone(),
+                reply_to,
+            };
+            if w.submit(job) {
+                return;
+            }
+        }
+        let report = self.reload(work);
+        self.process(work);
+        if let Some((conn, id)) = reply_to {
+            self.reply(conn, &crate::control::proto::Reply::ok(id, report));
+        }
+    }
+
+    /// Makes the running set match `loaded` (see `reload`).
+    fn apply_loaded(
+        &mut self,
+        loaded: unit::LoadReport,
+        work: &mut VecDeque<(usize, Input)>,
+    ) -> ReloadReport {
         let mut report = ReloadReport::default();
         let mut broken: HashSet<String> = HashSet::new();
         for err in &loaded.errors {
@@ -731,6 +778,8 @@ impl Supervisor {
                     self.on_binary_changes();
                 } else if token == publishing::FORWARD_TOKEN {
                     self.on_forwarder_ready();
+                } else if token == worker::WORKER_TOKEN {
+                    self.on_worker(&mut work);
                 }
             }
             // Restart what died before the sweep below: with many children
@@ -779,7 +828,7 @@ impl Supervisor {
             }
             libc::SIGHUP if self.phase == Phase::Running => {
                 crate::log!("received SIGHUP: reloading units");
-                self.reload(work);
+                self.reload_later(None, work);
             }
             // Job-control and terminal noise (timeout(1) sends CONT after
             // INT, terminals send WINCH) is not worth a log line.
@@ -882,10 +931,7 @@ impl Supervisor {
             TimerKey::Sample { slot, generation } => self.periodic_sample(slot, generation),
             TimerKey::ControlIdle => {
                 self.control_idle_at = None;
-                let now = self.reactor.now_ms();
-                if let Some(c) = &mut self.control {
-                    c.expire(self.reactor.registry(), now);
-                }
+                self.on_control_turn(work);
             }
             TimerKey::Watchdog => {
                 // The only periodic wake-up zurg has, and only when a

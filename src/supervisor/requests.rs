@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 
 use mio::Token;
 
+use super::worker::{Done, Job};
 use super::{Supervisor, TimerKey};
 use crate::control::proto::{
     ErrorCode, EventRecord, ExitInfo, GpidInfo, Outcome, Reply, Request, ServiceStatus, StatsRow,
@@ -14,6 +15,7 @@ use crate::control::proto::{
 };
 use crate::control::server::{ConnId, Incoming};
 use crate::service::{Event, Exit, Input, State};
+use crate::stats::Sample;
 
 /// Lifecycle events kept for `events` without --follow.
 const RECENT_EVENTS: usize = 1000;
@@ -72,6 +74,74 @@ impl Supervisor {
         for req in incoming {
             self.on_request(req, work);
         }
+        self.pump_streams();
+    }
+
+    /// Passes the control server's wishes for streamed replies (next chunk,
+    /// cancel) to the worker that produces them.
+    fn pump_streams(&mut self) {
+        let (Some(control), Some(worker)) = (&mut self.control, &self.worker) else {
+            return;
+        };
+        let (pulls, cancels) = control.take_stream_requests();
+        for conn in pulls {
+            worker.submit(Job::More { conn });
+        }
+        for conn in cancels {
+            worker.submit(Job::Cancel { conn });
+        }
+    }
+
+    /// The worker has results: chunks of streamed replies, samples for
+    /// `stats`, log lines.
+    pub(super) fn on_worker(&mut self, work: &mut VecDeque<(usize, Input)>) {
+        let Some(worker) = &self.worker else { return };
+        for done in worker.results() {
+            match done {
+                Done::Chunk { conn, bytes, last } => {
+                    if let Some(c) = &mut self.control {
+                        c.push_chunk(self.reactor.registry(), conn, &bytes, last);
+                    }
+                }
+                Done::Stats { conn, id, rows } => {
+                    let reply = self.stats_rows(id, rows);
+                    self.reply(conn, &reply);
+                }
+                Done::Loaded { loaded, reply_to } => {
+                    if self.phase != super::Phase::Running {
+                        if let Some((conn, id)) = reply_to {
+                            let e =
+                                Reply::error(id, ErrorCode::ShuttingDown, "zurg is shutting down");
+                            self.reply(conn, &e);
+                        }
+                        continue;
+                    }
+                    let report = self.apply_loaded(loaded, work);
+                    self.process(work);
+                    if let Some((conn, id)) = reply_to {
+                        self.reply(conn, &Reply::ok(id, report));
+                    }
+                }
+                Done::Verified { ticket, result } => {
+                    self.verified_upgrade(*ticket, result, work);
+                }
+                Done::Log(line) => crate::log!("{line}"),
+            }
+        }
+        self.pump_streams();
+    }
+
+    /// The control server's next turn (`ControlServer::turn`).
+    pub(super) fn on_control_turn(&mut self, work: &mut VecDeque<(usize, Input)>) {
+        let now = self.reactor.now_ms();
+        let Some(control) = &mut self.control else {
+            return;
+        };
+        let incoming = control.turn(self.reactor.registry(), now);
+        for req in incoming {
+            self.on_request(req, work);
+        }
+        self.pump_streams();
     }
 
     pub(super) fn reply(&mut self, conn: ConnId, reply: &Reply) {
@@ -247,8 +317,16 @@ impl Supervisor {
             },
             Verb::Signal { name, signal } => self.signal_request(id, &name, &signal),
             Verb::Gpid { name } => self.gpid_request(id, &name),
-            Verb::Stats { names } => self.stats_request(id, &names),
-            Verb::History { name, since_us } => self.history_request(id, name.as_deref(), since_us),
+            Verb::Stats { names } => match self.stats_request(conn, id, &names) {
+                Some(reply) => reply,
+                None => return,
+            },
+            Verb::History { name, since_us } => {
+                match self.history_request(conn, id, name, since_us) {
+                    Some(reply) => reply,
+                    None => return,
+                }
+            }
             Verb::Upgrade {
                 name,
                 version,
@@ -295,9 +373,8 @@ impl Supervisor {
                 }
             },
             Verb::Reload => {
-                let report = self.reload(work);
-                self.process(work);
-                Reply::ok(id, report)
+                self.reload_later(Some((conn, id)), work);
+                return;
             }
             Verb::Events { follow } => {
                 if follow {
@@ -533,24 +610,56 @@ impl Supervisor {
         }
     }
 
-    fn stats_request(&mut self, id: u64, names: &[String]) -> Reply {
+    /// `stats`: the /proc reading goes to the worker (thousands of
+    /// services take seconds); `None` means the reply comes from there.
+    fn stats_request(&mut self, conn: ConnId, id: u64, names: &[String]) -> Option<Reply> {
         let slots = match self.resolve(names) {
             Ok(s) => s,
-            Err(e) => return Reply::error(id, ErrorCode::UnknownService, e),
+            Err(e) => return Some(Reply::error(id, ErrorCode::UnknownService, e)),
         };
         let now = self.reactor.now_ms();
+        let targets: Vec<(usize, i32)> = slots
+            .into_iter()
+            .filter_map(|slot| Some((slot, self.slots.get(slot)?.service.state.pid()?)))
+            .collect();
+        if let Some(worker) = &self.worker {
+            let job = Job::Stats {
+                conn,
+                id,
+                targets,
+                now_ms: now,
+            };
+            if worker.submit(job) {
+                return None;
+            }
+            return Some(Reply::error(
+                id,
+                ErrorCode::Failed,
+                "zurg's worker thread is gone",
+            ));
+        }
+        let rows = targets
+            .into_iter()
+            .filter_map(|(slot, pid)| {
+                let process = crate::stats::sample_pid(pid, now)?;
+                let tree = crate::stats::tree_from(pid, process.clone());
+                Some((slot, pid, process, tree))
+            })
+            .collect();
+        Some(self.stats_rows(id, rows))
+    }
+
+    /// The `stats` reply from samples, each against the service's previous
+    /// one for CPU %; a service that restarted meanwhile is left out.
+    fn stats_rows(&mut self, id: u64, samples: Vec<(usize, i32, Sample, Sample)>) -> Reply {
         let mut rows = Vec::new();
-        for slot in slots {
+        for (slot, pid, process, tree) in samples {
             let Some(s) = self.slots.get_mut(slot) else {
                 continue;
             };
-            let Some(pid) = s.service.state.pid() else {
+            if s.service.state.pid() != Some(pid) {
                 continue;
-            };
-            let Some(process) = crate::stats::sample_pid(pid, now) else {
-                continue;
-            };
-            let tree = crate::stats::tree_from(pid, process.clone());
+            }
             let cpu_percent = s
                 .last_sample
                 .as_ref()
@@ -568,13 +677,48 @@ impl Supervisor {
         Reply::ok(id, rows)
     }
 
-    fn history_request(&self, id: u64, name: Option<&str>, since_us: Option<u64>) -> Reply {
-        let only = name.map(|n| crate::journal::Only::field("service", n));
+    /// `history`: streamed from the journal by the worker, in chunks as the
+    /// client reads (`None`: the reply comes from there); on the loop only
+    /// when there is no worker.
+    fn history_request(
+        &mut self,
+        conn: ConnId,
+        id: u64,
+        name: Option<String>,
+        since_us: Option<u64>,
+    ) -> Option<Reply> {
+        if let (Some(worker), Some(control)) = (&self.worker, &mut self.control) {
+            if let Err(why) = control.begin_stream(conn) {
+                return Some(Reply::error(id, ErrorCode::Busy, why));
+            }
+            let job = Job::History {
+                conn,
+                id,
+                state_dir: self.opts.state_dir.clone(),
+                name,
+                since_us,
+            };
+            if !worker.submit(job) {
+                let line = crate::control::proto::encode_reply(&Reply::error(
+                    id,
+                    ErrorCode::Failed,
+                    "zurg's worker thread is gone",
+                ));
+                control.push_chunk(self.reactor.registry(), conn, &line, true);
+            }
+            return None;
+        }
+        let only = name
+            .as_deref()
+            .map(|n| crate::journal::Only::field("service", n));
         let (records, warnings) = crate::journal::read_only(&self.opts.state_dir, only.as_ref());
         for w in warnings {
             crate::log!("warning: {w}");
         }
-        Reply::ok(id, crate::journal::filter(records, name, since_us))
+        Some(Reply::ok(
+            id,
+            crate::journal::filter(records, name.as_deref(), since_us),
+        ))
     }
 
     /// Watches the binary a service was just started from.

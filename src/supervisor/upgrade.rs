@@ -18,7 +18,20 @@ use crate::control::proto::{ErrorCode, Reply};
 use crate::control::server::ConnId;
 use crate::service::{Input, State};
 use crate::unit::Unit;
-use crate::version::Checksum;
+use crate::version::{Checksum, FileId};
+
+use super::worker::Job;
+
+/// An upgrade whose binary the worker is checking.
+#[derive(Debug)]
+pub struct UpgradeTicket {
+    conn: ConnId,
+    id: u64,
+    slot: usize,
+    name: String,
+    to: Build,
+    window_ms: Option<u64>,
+}
 
 /// How long a new build must stay up to count as started.
 pub const DEFAULT_WINDOW_MS: u64 = 2_000;
@@ -316,6 +329,39 @@ impl Supervisor {
             version: Some(version),
             checksum,
         };
+        // Hashing a large binary takes seconds: the worker does it, and
+        // the upgrade goes on in `verified_upgrade` when it answers.
+        if let (Some(worker), Ok(Some(want))) = (&self.worker, to.checksum()) {
+            if let Some(v) = &to.version {
+                if let Err(e) = crate::unit::parse::versioned_path(&to.exec, v) {
+                    return Some(Reply::error(
+                        id,
+                        ErrorCode::Failed,
+                        format!("new build refused, nothing changed: {e}"),
+                    ));
+                }
+            }
+            let job = Job::Verify {
+                path: to.exec.clone(),
+                want,
+                ticket: Box::new(UpgradeTicket {
+                    conn,
+                    id,
+                    slot,
+                    name: name.to_string(),
+                    to,
+                    window_ms,
+                }),
+            };
+            if worker.submit(job) {
+                return None;
+            }
+            return Some(Reply::error(
+                id,
+                ErrorCode::Failed,
+                "zurg's worker thread is gone",
+            ));
+        }
         if let Err(e) = to.verify() {
             return Some(Reply::error(
                 id,
@@ -323,10 +369,84 @@ impl Supervisor {
                 format!("new build refused, nothing changed: {e}"),
             ));
         }
+        self.apply_upgrade(conn, id, slot, from, to, window_ms, None, work)
+    }
+
+    /// The worker has checked an upgrade's binary: go on with it, or say
+    /// why not.
+    pub(super) fn verified_upgrade(
+        &mut self,
+        ticket: UpgradeTicket,
+        result: Result<(FileId, Checksum), String>,
+        work: &mut VecDeque<(usize, Input)>,
+    ) {
+        let UpgradeTicket {
+            conn,
+            id,
+            slot,
+            name,
+            to,
+            window_ms,
+        } = ticket;
+        let reply = if self.phase != super::Phase::Running {
+            Some(Reply::error(
+                id,
+                ErrorCode::ShuttingDown,
+                "zurg is shutting down",
+            ))
+        } else if self.by_name.get(&name) != Some(&slot) {
+            Some(Reply::error(
+                id,
+                ErrorCode::UnknownService,
+                format!("no service named `{name}` any more"),
+            ))
+        } else {
+            match (result, self.slots.get(slot)) {
+                (Err(e), _) => Some(Reply::error(
+                    id,
+                    ErrorCode::Failed,
+                    format!("new build refused, nothing changed: {e}"),
+                )),
+                (Ok(digest), Some(s)) => {
+                    let from = Build::of(&s.service.unit);
+                    self.apply_upgrade(conn, id, slot, from, to, window_ms, Some(digest), work)
+                }
+                (Ok(_), None) => Some(Reply::error(
+                    id,
+                    ErrorCode::UnknownService,
+                    format!("no service named `{name}` any more"),
+                )),
+            }
+        };
+        if let Some(reply) = reply {
+            self.reply(conn, &reply);
+        }
+    }
+
+    /// Switches `slot` to the checked build `to` and restarts it; the
+    /// reply comes from `settle_upgrades`. `digest` is the worker's hash of
+    /// the very file, so the restart need not hash it again.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_upgrade(
+        &mut self,
+        conn: ConnId,
+        id: u64,
+        slot: usize,
+        from: Build,
+        to: Build,
+        window_ms: Option<u64>,
+        digest: Option<(FileId, Checksum)>,
+        work: &mut VecDeque<(usize, Input)>,
+    ) -> Option<Reply> {
+        let name = self.slots.get(slot)?.service.name().to_string();
+        let name = name.as_str();
         if let Err(e) = self.set_build(slot, &to) {
             return Some(Reply::error(id, ErrorCode::Failed, e));
         }
         let base = self.slots.get(slot).and_then(|s| s.file_build.clone());
+        if let Some(s) = self.slots.get_mut(slot) {
+            s.digest_cache = digest;
+        }
         let entry = self.overrides.services.entry(name.to_string()).or_default();
         entry.base = base;
         entry.previous.push(from.clone());

@@ -1,9 +1,18 @@
-//! Reads a units directory: every `*.toml` regular file (symlinks followed),
-//! in name order, hidden files skipped. Returns every unit that parsed and
+//! Reads a units directory: every `*.toml` entry (symlinks followed), in
+//! name order, hidden files skipped. Returns every unit that parsed and
 //! every error, never just the first: one broken file must not keep the
 //! others from running.
+//!
+//! This runs inside PID 1, so no read may block: a unit file is opened with
+//! O_NONBLOCK (a FIFO or a device swapped in under a `.toml` name would
+//! otherwise hang the open or the read for good), the opened descriptor is
+//! checked to be a regular file, and at most `MAX_UNIT_FILE` bytes are read.
+//! A `.toml` entry that is refused is an error naming the path and why, so
+//! it is logged and, on reload, its service is left as it was.
 
-use std::io::Read;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{parse_unit, Unit, UnitError};
@@ -27,33 +36,112 @@ fn file_error(path: &Path, msg: String) -> UnitError {
     }
 }
 
+/// What a non-regular file is, for the message that refuses it.
+pub fn file_kind(t: std::fs::FileType) -> &'static str {
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_symlink() {
+        "a symlink"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Why `open_regular` refused a path.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open: {0}")]
+    Open(#[source] io::Error),
+    #[error("cannot stat the opened file: {0}")]
+    Stat(#[source] io::Error),
+    #[error("is {0}, not a regular file; skipped")]
+    NotRegular(&'static str),
+}
+
+/// Opens `path` for reading without ever blocking on it: O_NONBLOCK makes
+/// opening a FIFO return at once, O_NOCTTY keeps a tty from becoming PID 1's
+/// controlling terminal, and std adds O_CLOEXEC. The opened descriptor (not
+/// the path, which may change meanwhile) must be a regular file.
+pub fn open_regular(path: &Path) -> Result<(File, std::fs::Metadata), OpenError> {
+    let flags = nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits())
+        .open(path)
+        .map_err(OpenError::Open)?;
+    let meta = file.metadata().map_err(OpenError::Stat)?;
+    if !meta.file_type().is_file() {
+        return Err(OpenError::NotRegular(file_kind(meta.file_type())));
+    }
+    Ok((file, meta))
+}
+
 fn read_unit(path: &Path) -> Result<String, UnitError> {
-    let file =
-        std::fs::File::open(path).map_err(|e| file_error(path, format!("cannot open: {e}")))?;
+    let (file, _) = open_regular(path).map_err(|e| file_error(path, e.to_string()))?;
     let mut text = String::new();
+    // A regular file that still would block (/proc/kmsg is one) fails
+    // here with EAGAIN instead of waiting.
     let n = file
         .take(MAX_UNIT_FILE + 1)
         .read_to_string(&mut text)
-        .map_err(|e| file_error(path, format!("cannot read: {e}")))?;
+        .map_err(|e| file_error(path, format!("cannot read: {e}; skipped")))?;
     if u64::try_from(n).unwrap_or(u64::MAX) > MAX_UNIT_FILE {
         return Err(file_error(
             path,
-            format!("larger than {MAX_UNIT_FILE} bytes"),
+            format!("larger than {MAX_UNIT_FILE} bytes; skipped"),
         ));
     }
     Ok(text)
 }
 
+/// Why `dir` cannot serve as the units directory, if it cannot, without
+/// the path: missing, not a directory and not readable each say so.
+pub fn dir_problem(dir: &Path) -> Option<String> {
+    let denied = || "is not readable: permission denied (zurg needs r and x on it)".to_string();
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Some("does not exist; create it or pass another --units DIR".into())
+        }
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Some(denied()),
+        Err(e) => Some(format!("cannot be looked up: {e}")),
+        Ok(m) if !m.is_dir() => Some(format!("is {}, not a directory", file_kind(m.file_type()))),
+        Ok(_) => match std::fs::read_dir(dir) {
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Some(denied()),
+            Err(e) => Some(format!("cannot be read: {e}")),
+            Ok(_) => None,
+        },
+    }
+}
+
 /// The unit files in `dir`, sorted; hidden files and other extensions skipped.
+/// Entries of any type are returned: `read_unit` refuses the ones that are
+/// not regular files, with a reason.
 pub fn unit_files(dir: &Path) -> Result<Vec<PathBuf>, UnitError> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| file_error(dir, format!("cannot read units directory: {e}")))?;
+    let entries = std::fs::read_dir(dir).map_err(|_| {
+        file_error(
+            dir,
+            format!(
+                "units directory {}",
+                dir_problem(dir).unwrap_or_else(|| "cannot be read".into())
+            ),
+        )
+    })?;
     let mut paths: Vec<PathBuf> = entries
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            !name.starts_with('.') && p.extension().is_some_and(|e| e == "toml") && p.is_file()
+            !name.starts_with('.') && p.extension().is_some_and(|e| e == "toml")
         })
         .collect();
     paths.sort();
@@ -108,16 +196,64 @@ mod tests {
         let names: Vec<&str> = r.units.iter().map(|u| u.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
         let errs: Vec<String> = r.errors.iter().map(|e| e.to_string()).collect();
-        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert_eq!(errs.len(), 4, "{errs:?}");
         assert!(errs[0].contains("bad1.toml:1:8: key `exec`"), "{errs:?}");
         assert!(errs[1].contains("bad2.toml:1:1: key `nope`"), "{errs:?}");
         assert!(errs[2].contains("big.toml: larger than"), "{errs:?}");
+        assert!(
+            errs[3].contains("sub.toml: is a directory, not a regular file; skipped"),
+            "{errs:?}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
         let r = load_dir(&dir);
         assert!(r.units.is_empty());
-        assert!(r.errors[0]
-            .to_string()
-            .contains("cannot read units directory"));
+        let e = r.errors[0].to_string();
+        assert!(
+            e.contains("units directory does not exist; create it"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn fifos_and_devices_are_refused_without_blocking() {
+        let dir = std::env::temp_dir().join(format!("zurg-load-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ok.toml"), "exec = \"/bin/true\"\n").unwrap();
+        // Nobody ever writes to it: a blocking open would wait for good.
+        nix::unistd::mkfifo(&dir.join("pipe.toml"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.join("zero.toml")).unwrap();
+        let r = load_dir(&dir);
+        let names: Vec<&str> = r.units.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["ok"]);
+        let errs: Vec<String> = r.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            errs[0].ends_with("pipe.toml: is a FIFO, not a regular file; skipped"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].ends_with("zero.toml: is a character device, not a regular file; skipped"),
+            "{errs:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_units_path_that_is_a_file_says_so() {
+        let file = std::env::temp_dir().join(format!("zurg-load-file-{}", std::process::id()));
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(
+            dir_problem(&file).unwrap(),
+            "is a regular file, not a directory"
+        );
+        let e = load_dir(&file).errors[0].to_string();
+        assert!(
+            e.contains("units directory is a regular file, not a directory"),
+            "{e}"
+        );
+        std::fs::remove_file(&file).unwrap();
+        assert!(dir_problem(&file).unwrap().starts_with("does not exist"));
+        assert_eq!(dir_problem(Path::new("/")), None);
     }
 
     #[test]

@@ -1,0 +1,393 @@
+//! One helper thread for work that must not block the event loop: reading
+//! the journal for `history`, sampling /proc for `stats`, reading and
+//! parsing unit files for a reload, and hashing the binary of an `upgrade`.
+//!
+//! Jobs go in through a channel; results come back through another, and a
+//! mio `Waker` (token `WORKER_TOKEN`) wakes the loop to collect them. The
+//! thread owns no supervisor state: it gets what it needs in the job (a
+//! directory, pids) and returns plain data, which the loop applies.
+//!
+//! A `history` reply is streamed: the thread reads the journal a block at a
+//! time and produces the reply line in chunks of about `CHUNK` bytes, one
+//! chunk per `More` from the loop, which asks only once the connection has
+//! sent the previous one. So a reply of any size holds at most a chunk or
+//! two per connection, and the control server caps how many such replies
+//! run at once; a client that stops reading stalls only its own reply.
+//! The thread never waits on a client.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+
+use mio::{Registry, Token, Waker};
+
+use crate::control::server::ConnId;
+use crate::journal::{self, Record};
+use crate::stats::Sample;
+use crate::version::{Checksum, FileId};
+
+use super::upgrade::UpgradeTicket;
+
+/// The loop's token for "the worker has results".
+pub const WORKER_TOKEN: Token = Token(super::reactor::PIDFD_BASE - 3);
+/// About this many bytes of a streamed reply per chunk.
+pub const CHUNK: usize = 64 * 1024;
+/// Journal bytes read per step.
+const BLOCK: usize = 256 * 1024;
+
+/// Work for the thread.
+#[derive(Debug)]
+pub enum Job {
+    /// Start streaming the `history` reply for request `id` on `conn`.
+    History {
+        conn: ConnId,
+        id: u64,
+        state_dir: PathBuf,
+        name: Option<String>,
+        since_us: Option<u64>,
+    },
+    /// The next chunk of `conn`'s history reply.
+    More { conn: ConnId },
+    /// `conn` closed: drop its reply.
+    Cancel { conn: ConnId },
+    /// Read and parse the units directory for a reload; the report goes to
+    /// `reply_to` once applied.
+    LoadUnits {
+        dir: PathBuf,
+        reply_to: Option<(ConnId, u64)>,
+    },
+    /// Open and hash the binary of an upgrade.
+    Verify {
+        path: PathBuf,
+        want: Checksum,
+        ticket: Box<UpgradeTicket>,
+    },
+    /// Sample each `(slot, pid)` and its process tree.
+    Stats {
+        conn: ConnId,
+        id: u64,
+        targets: Vec<(usize, i32)>,
+        now_ms: u64,
+    },
+}
+
+/// A result for the loop.
+#[derive(Debug)]
+pub enum Done {
+    /// Bytes of a reply line for `conn`; `last` ends it.
+    Chunk {
+        conn: ConnId,
+        bytes: Vec<u8>,
+        last: bool,
+    },
+    /// Samples of the processes asked for; the ones gone are left out.
+    Stats {
+        conn: ConnId,
+        id: u64,
+        rows: Vec<(usize, i32, Sample, Sample)>,
+    },
+    /// The binary of an upgrade, checked: its identity and digest, or why
+    /// it is refused.
+    Verified {
+        ticket: Box<UpgradeTicket>,
+        result: Result<(FileId, Checksum), String>,
+    },
+    /// The units directory, read and parsed, to apply on the loop.
+    Loaded {
+        loaded: crate::unit::LoadReport,
+        reply_to: Option<(ConnId, u64)>,
+    },
+    /// A line for zurg's log.
+    Log(String),
+}
+
+/// The loop's handle on the thread.
+#[derive(Debug)]
+pub struct Worker {
+    jobs: Sender<Job>,
+    done: Receiver<Done>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("cannot create the worker's waker: {0}")]
+    Waker(#[source] io::Error),
+    #[error("cannot start the worker thread: {0}")]
+    Spawn(#[source] io::Error),
+}
+
+impl Worker {
+    pub fn start(registry: &Registry) -> Result<Worker, WorkerError> {
+        let waker = Arc::new(Waker::new(registry, WORKER_TOKEN).map_err(WorkerError::Waker)?);
+        let (jobs, job_rx) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("zurg-worker".into())
+            .spawn(move || run(&job_rx, &done_tx, &waker))
+            .map_err(WorkerError::Spawn)?;
+        Ok(Worker { jobs, done })
+    }
+
+    /// Hands `job` to the thread; false if the thread is gone.
+    pub fn submit(&self, job: Job) -> bool {
+        self.jobs.send(job).is_ok()
+    }
+
+    /// Results so far, without waiting.
+    pub fn results(&self) -> Vec<Done> {
+        self.done.try_iter().collect()
+    }
+}
+
+fn run(jobs: &Receiver<Job>, done: &Sender<Done>, waker: &Waker) {
+    let mut streams: HashMap<ConnId, History> = HashMap::new();
+    while let Ok(job) = jobs.recv() {
+        let mut out = Vec::new();
+        match job {
+            Job::History {
+                conn,
+                id,
+                state_dir,
+                name,
+                since_us,
+            } => {
+                let mut h = History::new(id, &state_dir, name, since_us);
+                let (bytes, last) = h.next_chunk(&mut out);
+                if !last {
+                    streams.insert(conn, h);
+                }
+                out.push(Done::Chunk { conn, bytes, last });
+            }
+            Job::More { conn } => {
+                if let Some(h) = streams.get_mut(&conn) {
+                    let (bytes, last) = h.next_chunk(&mut out);
+                    if last {
+                        streams.remove(&conn);
+                    }
+                    out.push(Done::Chunk { conn, bytes, last });
+                }
+            }
+            Job::Cancel { conn } => {
+                streams.remove(&conn);
+            }
+            Job::LoadUnits { dir, reply_to } => {
+                let loaded = crate::unit::load_dir(&dir);
+                out.push(Done::Loaded { loaded, reply_to });
+            }
+            Job::Verify { path, want, ticket } => {
+                let result = crate::version::open_verified(&path, &want, None)
+                    .map(|v| (v.id, v.actual))
+                    .map_err(|e| e.to_string());
+                out.push(Done::Verified { ticket, result });
+            }
+            Job::Stats {
+                conn,
+                id,
+                targets,
+                now_ms,
+            } => {
+                let rows = targets
+                    .into_iter()
+                    .filter_map(|(slot, pid)| {
+                        let process = crate::stats::sample_pid(pid, now_ms)?;
+                        let tree = crate::stats::tree_from(pid, process.clone());
+                        Some((slot, pid, process, tree))
+                    })
+                    .collect();
+                out.push(Done::Stats { conn, id, rows });
+            }
+        }
+        for d in out {
+            if done.send(d).is_err() {
+                return;
+            }
+        }
+        // A failed wake leaves the results for the next wake-up.
+        let _ = waker.wake();
+    }
+}
+
+/// One streamed `history` reply: the journal files still to read, the
+/// undecoded rest of the current one, and what the reply line has reached.
+#[derive(Debug)]
+struct History {
+    id: u64,
+    files: std::vec::IntoIter<PathBuf>,
+    file: Option<(PathBuf, File)>,
+    pending: Vec<u8>,
+    /// Decoded from the last block, not yet in a chunk.
+    ready: std::collections::VecDeque<Record>,
+    name: Option<String>,
+    since_us: Option<u64>,
+    started: bool,
+    first_record: bool,
+}
+
+impl History {
+    fn new(id: u64, dir: &Path, name: Option<String>, since_us: Option<u64>) -> History {
+        History {
+            id,
+            files: journal::files(dir).into_iter(),
+            file: None,
+            pending: Vec::new(),
+            ready: std::collections::VecDeque::new(),
+            name,
+            since_us,
+            started: false,
+            first_record: true,
+        }
+    }
+
+    /// The next piece of the reply line, and whether it is the last.
+    fn next_chunk(&mut self, log: &mut Vec<Done>) -> (Vec<u8>, bool) {
+        let mut out = Vec::with_capacity(CHUNK + 4096);
+        if !self.started {
+            self.started = true;
+            // Exactly what `Reply::ok(id, records)` encodes to.
+            out.extend_from_slice(
+                format!("{{\"id\":{},\"ok\":true,\"result\":[", self.id).as_bytes(),
+            );
+        }
+        while out.len() < CHUNK {
+            let Some(r) = self.ready.pop_front() else {
+                match self.next_records(log) {
+                    Some(records) => {
+                        self.ready = records.into();
+                        continue;
+                    }
+                    None => {
+                        out.extend_from_slice(b"]}\n");
+                        return (out, true);
+                    }
+                }
+            };
+            if self.name.as_deref().is_some_and(|n| r.service != n)
+                || self.since_us.is_some_and(|t| r.time_us < t)
+            {
+                continue;
+            }
+            if !self.first_record {
+                out.push(b',');
+            }
+            self.first_record = false;
+            if serde_json::to_writer(&mut out, &r).is_err() {
+                log.push(Done::Log("history: cannot encode a record".into()));
+            }
+        }
+        (out, false)
+    }
+
+    /// Decodes the next block of the journal; `None` at the end of it all.
+    fn next_records(&mut self, log: &mut Vec<Done>) -> Option<Vec<Record>> {
+        loop {
+            let Some((path, file)) = &mut self.file else {
+                let path = self.files.next()?;
+                match File::open(&path) {
+                    Ok(f) => self.file = Some((path, f)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => log.push(Done::Log(format!(
+                        "warning: cannot read {}: {e}",
+                        path.display()
+                    ))),
+                }
+                self.pending.clear();
+                continue;
+            };
+            let mut block = vec![0u8; BLOCK];
+            let n = match file.read(&mut block) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log.push(Done::Log(format!(
+                        "warning: cannot read {}: {e}",
+                        path.display()
+                    )));
+                    0
+                }
+            };
+            let eof = n == 0;
+            self.pending
+                .extend_from_slice(block.get(..n).unwrap_or(&[]));
+            let (records, good, warning) = journal::decode_all(&self.pending);
+            self.pending.drain(..good.min(self.pending.len()));
+            // A record cut by the block's end is completed by the next
+            // block; anything else stops this file, as `journal::read_all`
+            // does.
+            let torn = warning.as_deref().is_some_and(|w| w.starts_with("torn"));
+            if eof || (warning.is_some() && !torn) {
+                if let Some(w) = warning {
+                    log.push(Done::Log(format!("warning: {}: {w}", path.display())));
+                }
+                self.file = None;
+            }
+            if !records.is_empty() {
+                return Some(records);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(i: u64) -> Record {
+        Record {
+            time_us: 1000 + i,
+            service: format!("s{}", i % 3),
+            kind: "start".into(),
+            gpid: format!("127.0.0.1:0:{}:{}", 1000 + i, 10 + i),
+            version: None,
+            exit: None,
+            stats: None,
+            seq: None,
+            zurg: None,
+            reason: None,
+        }
+    }
+
+    /// One record's JSON is far below this.
+    const MAX_RECORD_GUESS: usize = 4096;
+
+    /// The streamed reply is byte for byte what the whole one was.
+    #[test]
+    fn streamed_history_equals_the_whole_reply() {
+        let dir = std::env::temp_dir().join(format!("zurg-worker-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (mut j, _) = journal::Journal::open(&dir, 400_000).unwrap();
+        for i in 0..5000 {
+            assert!(matches!(j.append(&rec(i)), journal::Appended::Written));
+        }
+        for (name, since) in [(None, None), (Some("s1"), Some(3000))] {
+            let (all, _) = journal::read_all(&dir);
+            let want = crate::control::proto::encode_reply(&crate::control::proto::Reply::ok(
+                7,
+                journal::filter(all, name, since),
+            ));
+            let mut h = History::new(7, &dir, name.map(str::to_string), since);
+            let mut got = Vec::new();
+            let mut log = Vec::new();
+            let mut chunks = 0;
+            loop {
+                let (bytes, last) = h.next_chunk(&mut log);
+                assert!(bytes.len() < CHUNK + MAX_RECORD_GUESS);
+                got.extend(bytes);
+                chunks += 1;
+                if last {
+                    break;
+                }
+            }
+            assert!(log.is_empty(), "{log:?}");
+            assert!(name.is_some() || chunks > 4, "{chunks}");
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                String::from_utf8(want).unwrap()
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
