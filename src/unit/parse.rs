@@ -172,16 +172,8 @@ pub fn parse_unit(name: &str, path: &Path, text: &str) -> Result<Unit, UnitError
     // default must not overwrite a value read before it.
     let mut unit = keys::blank(name);
     for key in KEYS.iter().filter(|k| !table.contains_key(k.name)) {
-        match (key.read)(&mut unit, None) {
-            Ok(()) => {
-                clean.insert(key.name);
-            }
-            Err(Bad::Missing) => {
-                errors.push(loc.error(None, None, format!("missing required key `{}`", key.name)))
-            }
-            Err(Bad::Wrong(msgs)) => {
-                errors.extend(msgs.into_iter().map(|m| loc.error(None, Some(key.name), m)))
-            }
+        if record(&loc, key, None, (key.read)(&mut unit, None), &mut errors) {
+            clean.insert(key.name);
         }
     }
     for (name, v) in &table {
@@ -201,15 +193,9 @@ pub fn parse_unit(name: &str, path: &Path, text: &str) -> Result<Unit, UnitError
             ));
             continue;
         }
-        match (key.read)(&mut unit, Some(v.get_ref())) {
-            Ok(()) => {
-                clean.insert(key.name);
-            }
-            Err(Bad::Missing) => {}
-            Err(Bad::Wrong(msgs)) => errors.extend(
-                msgs.into_iter()
-                    .map(|m| loc.error(Some(v.span()), Some(key.name), m)),
-            ),
+        let outcome = (key.read)(&mut unit, Some(v.get_ref()));
+        if record(&loc, key, Some(v.span()), outcome, &mut errors) {
+            clean.insert(key.name);
         }
     }
     for key in KEYS {
@@ -230,6 +216,32 @@ pub fn parse_unit(name: &str, path: &Path, text: &str) -> Result<Unit, UnitError
     // Stable: errors at one position keep the order they were found in.
     errors.sort_by_key(|e| (e.line, e.col));
     Err(UnitErrors(errors))
+}
+
+/// Files a key's refusal as errors at `span` (the file as a whole for an
+/// absent key); true when the key read cleanly.
+fn record(
+    loc: &Locator<'_>,
+    key: &keys::Key,
+    span: Option<Range<usize>>,
+    outcome: Result<(), Bad>,
+    errors: &mut Vec<UnitError>,
+) -> bool {
+    match outcome {
+        Ok(()) => true,
+        Err(Bad::Missing) => {
+            let msg = format!("missing required key `{}`", key.name);
+            errors.push(loc.error(span, None, msg));
+            false
+        }
+        Err(Bad::Wrong(msgs)) => {
+            errors.extend(
+                msgs.into_iter()
+                    .map(|m| loc.error(span.clone(), Some(key.name), m)),
+            );
+            false
+        }
+    }
 }
 
 /// Whether `version` may name a build: it becomes a path component.
