@@ -2,7 +2,7 @@
 //! docs/units.md states them, a one-line doc, the function that reads its
 //! value into a `Unit` (with its default) and any rule that ties it to other
 //! keys. `parse.rs` walks `KEYS` and places each message at the offending
-//! value; nothing else in the crate names a key.
+//! value; no other code reads a key.
 //!
 //! Adding a key: a field in `Unit` (mod.rs), a placeholder for it in
 //! `blank`, one `Key` in `KEYS`, and a row in docs/units.md (the tests below
@@ -65,13 +65,18 @@ pub struct Key {
 }
 
 /// The base that each entry of `KEYS` overrides; every field but `check`
-/// and `excludes` is always overridden (a test refuses an empty one).
+/// and `excludes` is always overridden (a test refuses an empty one, and an
+/// entry without its own `read` fails every parse).
 const KEY: Key = Key {
     name: "",
     kind: "",
     default: "",
     doc: "",
-    read: |_, _| Ok(()),
+    read: |_, _| {
+        Err("has no reader in unit/keys.rs (a bug in zurg)"
+            .to_string()
+            .into())
+    },
     check: None,
     excludes: &[],
 };
@@ -628,6 +633,7 @@ mod tests {
             .and_then(|s| s.split("\n## ").next())
             .expect("docs/units.md has a `## Keys` section");
         let mut rows = BTreeMap::new();
+        let mut order = Vec::new();
         for line in section.lines().filter(|l| l.starts_with("| `")) {
             let cells: Vec<&str> = line
                 .trim()
@@ -637,6 +643,7 @@ mod tests {
                 .collect();
             assert_eq!(cells.len(), 4, "row with 4 cells: {line}");
             let name = cells[0].trim_matches('`');
+            order.push(name);
             assert!(
                 rows.insert(name, (cells[1], cells[2], cells[3])).is_none(),
                 "docs/units.md lists `{name}` twice"
@@ -665,6 +672,8 @@ mod tests {
             "docs/units.md documents keys the parser does not know: {:?}",
             rows.keys()
         );
+        let names: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+        assert_eq!(order, names, "docs/units.md lists the keys in KEYS order");
     }
 
     #[test]
