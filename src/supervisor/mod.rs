@@ -717,7 +717,7 @@ impl Supervisor {
             report.changed.len(),
             report.removed.len(),
             report.unchanged.len(),
-            report.errors.len()
+            broken.len()
         );
         report
     }

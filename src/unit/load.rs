@@ -164,9 +164,12 @@ pub fn load_dir(dir: &Path) -> LoadReport {
                 .push(file_error(&path, "file name is not valid UTF-8".into()));
             continue;
         };
-        match read_unit(&path).and_then(|text| parse_unit(name, &path, &text)) {
+        match read_unit(&path)
+            .map_err(super::UnitErrors::from)
+            .and_then(|text| parse_unit(name, &path, &text))
+        {
             Ok(unit) => report.units.push(unit),
-            Err(e) => report.errors.push(e),
+            Err(e) => report.errors.extend(e),
         }
     }
     report

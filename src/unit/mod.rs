@@ -1,9 +1,12 @@
 //! Unit model: what one `NAME.toml` in the units directory says about a service.
 //!
-//! Plain data with defaults as consts. Parsing and its error reporting live in
-//! `parse.rs`; reading a directory of units in `load.rs`. Nothing here touches
-//! the OS.
+//! Plain data with defaults as consts. Each key of a unit file is declared
+//! once, in `keys.rs` (its name, type, default, validation and doc);
+//! `parse.rs` walks that table and reports every error of a file with its
+//! position; reading a directory of units is `load.rs`. Nothing here
+//! touches the OS.
 
+pub mod keys;
 pub mod load;
 pub mod parse;
 
@@ -11,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use load::{load_dir, LoadReport};
-pub use parse::{parse_unit, UnitError};
+pub use parse::{parse_unit, UnitError, UnitErrors};
 
 pub const DEFAULT_STOP_SIGNAL: i32 = crate::sig::SIGTERM;
 pub const DEFAULT_STOP_TIMEOUT_MS: u64 = 10_000;
@@ -27,6 +30,23 @@ pub enum RestartPolicy {
     OnFailure,
     /// Never: the service stays down once it exits.
     Never,
+}
+
+impl RestartPolicy {
+    pub const ALL: [RestartPolicy; 3] = [
+        RestartPolicy::Always,
+        RestartPolicy::OnFailure,
+        RestartPolicy::Never,
+    ];
+
+    /// The word a unit file uses for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Never => "never",
+        }
+    }
 }
 
 /// One service, as its unit file declares it, with defaults filled in.

@@ -1,21 +1,25 @@
 //! Parses one unit file's text into a `Unit` (pure: the caller reads the file).
 //!
-//! Every field is first read as a spanned TOML value and then checked by
-//! hand, so each error names the file, the line and column of the offending
-//! value, and the key. Unknown keys are errors: a typo such as `restrat`
-//! must not silently fall back to a default.
+//! The file is read as a table of spanned TOML values, and each key is read
+//! and checked as its entry in `keys.rs` says, so each error names the file,
+//! the line and column of the offending value, and the key. Every error in
+//! a file is reported at once, in line order: a TOML syntax error stops the
+//! parse, but a wrong type, a bad value, an unknown key or a missing `exec`
+//! does not stop the others from being found. Unknown keys are errors: a
+//! typo such as `restrat` must not silently fall back to a default.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use toml::{Spanned, Value};
 
-use super::{
-    RestartPolicy, Unit, DEFAULT_RESTART_DELAY_MS, DEFAULT_STOP_SIGNAL, DEFAULT_STOP_TIMEOUT_MS,
-};
+use super::keys::{self, Bad, KEYS};
+use super::Unit;
+// The tests below predate keys.rs and name these through `super::*`.
+#[cfg(test)]
+use super::{RestartPolicy, DEFAULT_RESTART_DELAY_MS, DEFAULT_STOP_TIMEOUT_MS};
 
 /// Longest service name; it travels in logs, events and GPIDs.
 pub const MAX_NAME_LEN: usize = 64;
@@ -44,24 +48,41 @@ impl fmt::Display for UnitError {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawUnit {
-    exec: Option<Spanned<Value>>,
-    args: Option<Spanned<Value>>,
-    env: Option<Spanned<Value>>,
-    cwd: Option<Spanned<Value>>,
-    restart: Option<Spanned<Value>>,
-    stop_signal: Option<Spanned<Value>>,
-    stop_timeout_ms: Option<Spanned<Value>>,
-    restart_delay_ms: Option<Spanned<Value>>,
-    port: Option<Spanned<Value>>,
-    socket: Option<Spanned<Value>>,
-    bind: Option<Spanned<Value>>,
-    version: Option<Spanned<Value>>,
-    stats_interval_ms: Option<Spanned<Value>>,
-    md5: Option<Spanned<Value>>,
-    sha256: Option<Spanned<Value>>,
+/// Every error of one unit file, in line order; never empty.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct UnitErrors(Vec<UnitError>);
+
+impl UnitErrors {
+    pub fn as_slice(&self) -> &[UnitError] {
+        &self.0
+    }
+}
+
+impl From<UnitError> for UnitErrors {
+    fn from(e: UnitError) -> UnitErrors {
+        UnitErrors(vec![e])
+    }
+}
+
+impl IntoIterator for UnitErrors {
+    type Item = UnitError;
+    type IntoIter = std::vec::IntoIter<UnitError>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+/// One error per line, as `zurg check` and the log print them.
+impl fmt::Display for UnitErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
 }
 
 /// Maps byte offsets to 1-based line and column (in characters).
@@ -95,7 +116,7 @@ impl Locator<'_> {
     }
 
     /// The key assigned on the line holding `offset`, for errors that toml
-    /// reports without one (unknown keys, syntax errors).
+    /// reports without one (syntax errors).
     fn key_at(&self, offset: usize) -> Option<String> {
         let start = self
             .text
@@ -109,76 +130,6 @@ impl Locator<'_> {
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::String(_) => "a string",
-        Value::Integer(_) => "an integer",
-        Value::Float(_) => "a float",
-        Value::Boolean(_) => "a boolean",
-        Value::Datetime(_) => "a datetime",
-        Value::Array(_) => "an array",
-        Value::Table(_) => "a table",
-    }
-}
-
-/// Checks a value for what exec(2) can carry: no NUL bytes.
-fn no_nul(loc: &Locator<'_>, span: &Range<usize>, key: &str, s: &str) -> Result<(), UnitError> {
-    if s.contains('\0') {
-        return Err(loc.error(Some(span.clone()), Some(key), "contains a NUL byte"));
-    }
-    Ok(())
-}
-
-fn string(loc: &Locator<'_>, key: &str, v: &Spanned<Value>) -> Result<String, UnitError> {
-    match v.get_ref() {
-        Value::String(s) => {
-            no_nul(loc, &v.span(), key, s)?;
-            Ok(s.clone())
-        }
-        other => Err(loc.error(
-            Some(v.span()),
-            Some(key),
-            format!("expected a string, found {}", type_name(other)),
-        )),
-    }
-}
-
-fn absolute_path(loc: &Locator<'_>, key: &str, v: &Spanned<Value>) -> Result<PathBuf, UnitError> {
-    let s = string(loc, key, v)?;
-    if !s.starts_with('/') {
-        return Err(loc.error(
-            Some(v.span()),
-            Some(key),
-            format!("must be an absolute path, found {s:?}"),
-        ));
-    }
-    Ok(PathBuf::from(s))
-}
-
-fn millis(loc: &Locator<'_>, key: &str, v: &Spanned<Value>) -> Result<u64, UnitError> {
-    match v.get_ref() {
-        Value::Integer(n) => u64::try_from(*n).map_err(|_| {
-            loc.error(
-                Some(v.span()),
-                Some(key),
-                format!("must not be negative, found {n}"),
-            )
-        }),
-        other => Err(loc.error(
-            Some(v.span()),
-            Some(key),
-            format!(
-                "expected an integer (milliseconds), found {}",
-                type_name(other)
-            ),
-        )),
-    }
-}
-
-fn env_name_ok(name: &str) -> bool {
-    !name.is_empty() && !name.contains('=') && !name.contains('\0')
-}
-
 /// Whether `name` may name a service: it appears in logs, paths and GPIDs.
 pub fn valid_service_name(name: &str) -> bool {
     !name.is_empty()
@@ -189,8 +140,9 @@ pub fn valid_service_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '@' | '-'))
 }
 
-/// Parses the text of the unit file at `path` for service `name`.
-pub fn parse_unit(name: &str, path: &Path, text: &str) -> Result<Unit, UnitError> {
+/// Parses the text of the unit file at `path` for service `name`; on
+/// failure, every error in the file.
+pub fn parse_unit(name: &str, path: &Path, text: &str) -> Result<Unit, UnitErrors> {
     let loc = Locator { path, text };
     if !valid_service_name(name) {
         return Err(UnitError {
@@ -201,9 +153,10 @@ pub fn parse_unit(name: &str, path: &Path, text: &str) -> Result<Unit, UnitError
             msg: format!(
                 "invalid service name {name:?}: use 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 _ . @ -, not starting with '.' or '-'"
             ),
-        });
+        }
+        .into());
     }
-    let raw: RawUnit = toml::from_str(text).map_err(|e| {
+    let table: BTreeMap<Spanned<String>, Spanned<Value>> = toml::from_str(text).map_err(|e| {
         let span = e.span();
         let key = span.clone().and_then(|s| loc.key_at(s.start));
         loc.error(
@@ -213,279 +166,86 @@ pub fn parse_unit(name: &str, path: &Path, text: &str) -> Result<Unit, UnitError
         )
     })?;
 
-    let exec = match &raw.exec {
-        Some(v) => absolute_path(&loc, "exec", v)?,
-        None => return Err(loc.error(None, None, "missing required key `exec`")),
-    };
-    let args = match &raw.args {
-        None => Vec::new(),
-        Some(v) => match v.get_ref() {
-            Value::Array(items) => {
-                let mut out = Vec::with_capacity(items.len());
-                for (i, item) in items.iter().enumerate() {
-                    match item {
-                        Value::String(s) => {
-                            no_nul(&loc, &v.span(), "args", s)?;
-                            out.push(s.clone());
-                        }
-                        other => {
-                            return Err(loc.error(
-                                Some(v.span()),
-                                Some("args"),
-                                format!("item {i} must be a string, found {}", type_name(other)),
-                            ))
-                        }
-                    }
-                }
-                out
-            }
-            other => {
-                return Err(loc.error(
-                    Some(v.span()),
-                    Some("args"),
-                    format!("expected an array of strings, found {}", type_name(other)),
-                ))
-            }
-        },
-    };
-    let mut env = BTreeMap::new();
-    if let Some(v) = &raw.env {
-        let Value::Table(table) = v.get_ref() else {
-            return Err(loc.error(
-                Some(v.span()),
-                Some("env"),
-                format!(
-                    "expected a table of strings, found {}",
-                    type_name(v.get_ref())
-                ),
-            ));
-        };
-        for (k, val) in table {
-            if !env_name_ok(k) {
-                return Err(loc.error(
-                    Some(v.span()),
-                    Some("env"),
-                    format!("invalid variable name {k:?}"),
-                ));
-            }
-            let Value::String(s) = val else {
-                return Err(loc.error(
-                    Some(v.span()),
-                    Some("env"),
-                    format!("value of {k} must be a string, found {}", type_name(val)),
-                ));
-            };
-            no_nul(&loc, &v.span(), "env", s)?;
-            env.insert(k.clone(), s.clone());
+    let mut errors = Vec::new();
+    let mut clean: HashSet<&str> = HashSet::new();
+    // Defaults first: md5 and sha256 fill one field, and an absent key's
+    // default must not overwrite a value read before it.
+    let mut unit = keys::blank(name);
+    for key in KEYS.iter().filter(|k| !table.contains_key(k.name)) {
+        if record(&loc, key, None, (key.read)(&mut unit, None), &mut errors) {
+            clean.insert(key.name);
         }
     }
-    let cwd = raw
-        .cwd
-        .as_ref()
-        .map(|v| absolute_path(&loc, "cwd", v))
-        .transpose()?;
-    let restart = match &raw.restart {
-        None => RestartPolicy::Always,
-        Some(v) => match string(&loc, "restart", v)?.as_str() {
-            "always" => RestartPolicy::Always,
-            "on-failure" => RestartPolicy::OnFailure,
-            "never" => RestartPolicy::Never,
-            other => {
-                return Err(loc.error(
-                    Some(v.span()),
-                    Some("restart"),
-                    format!("expected \"always\", \"on-failure\" or \"never\", found {other:?}"),
-                ))
-            }
-        },
-    };
-    let stop_signal = match &raw.stop_signal {
-        None => DEFAULT_STOP_SIGNAL,
-        Some(v) => {
-            let parsed = match v.get_ref() {
-                Value::String(s) => crate::sig::parse(s),
-                Value::Integer(n) => i32::try_from(*n)
-                    .ok()
-                    .and_then(|n| crate::sig::parse(&n.to_string())),
-                other => {
-                    return Err(loc.error(
-                        Some(v.span()),
-                        Some("stop_signal"),
-                        format!(
-                            "expected a signal name or number, found {}",
-                            type_name(other)
-                        ),
-                    ))
-                }
-            };
-            match parsed {
-                Some(n) if n != crate::sig::SIGSTOP => n,
-                _ => {
-                    return Err(loc.error(
-                        Some(v.span()),
-                        Some("stop_signal"),
-                        format!("unknown or unusable signal {}", v.get_ref()),
-                    ))
-                }
-            }
-        }
-    };
-    let stop_timeout_ms = raw
-        .stop_timeout_ms
-        .as_ref()
-        .map(|v| millis(&loc, "stop_timeout_ms", v))
-        .transpose()?
-        .unwrap_or(DEFAULT_STOP_TIMEOUT_MS);
-    let restart_delay_ms = raw
-        .restart_delay_ms
-        .as_ref()
-        .map(|v| millis(&loc, "restart_delay_ms", v))
-        .transpose()?
-        .unwrap_or(DEFAULT_RESTART_DELAY_MS);
-
-    let (port, port_auto) = match &raw.port {
-        None => (0, false),
-        Some(v) => match v.get_ref() {
-            Value::Integer(n) => (
-                u16::try_from(*n).map_err(|_| {
-                    loc.error(
-                        Some(v.span()),
-                        Some("port"),
-                        format!("must be 0 to 65535, found {n}"),
-                    )
-                })?,
-                false,
-            ),
-            Value::String(s) if s == "auto" => (0, true),
-            Value::String(s) => {
-                return Err(loc.error(
-                    Some(v.span()),
-                    Some("port"),
-                    format!("expected a port number or \"auto\", found {s:?}"),
-                ))
-            }
-            other => {
-                return Err(loc.error(
-                    Some(v.span()),
-                    Some("port"),
-                    format!(
-                        "expected an integer or \"auto\", found {}",
-                        type_name(other)
-                    ),
-                ))
-            }
-        },
-    };
-    let socket = match &raw.socket {
-        None => false,
-        Some(v) => match v.get_ref() {
-            Value::Boolean(b) => {
-                if *b && port == 0 && !port_auto {
-                    return Err(loc.error(
-                        Some(v.span()),
-                        Some("socket"),
-                        "needs a `port` to listen on (a number, or \"auto\")",
-                    ));
-                }
-                *b
-            }
-            other => {
-                return Err(loc.error(
-                    Some(v.span()),
-                    Some("socket"),
-                    format!("expected true or false, found {}", type_name(other)),
-                ))
-            }
-        },
-    };
-    let bind = match &raw.bind {
-        None => None,
-        Some(v) => {
-            let text = string(&loc, "bind", v)?;
-            let ip = text.parse::<std::net::IpAddr>().map_err(|_| {
-                loc.error(
-                    Some(v.span()),
-                    Some("bind"),
-                    format!("expected an IP address, found {text:?}"),
-                )
-            })?;
-            if !socket && !port_auto {
-                return Err(loc.error(
-                    Some(v.span()),
-                    Some("bind"),
-                    "only applies with `socket = true` or `port = \"auto\"`",
-                ));
-            }
-            Some(ip)
-        }
-    };
-    let version = match &raw.version {
-        None => None,
-        Some(v) => {
-            let text = string(&loc, "version", v)?;
-            if let Err(why) = versioned_path(&exec, &text) {
-                return Err(loc.error(Some(v.span()), Some("version"), why));
-            }
-            Some(text)
-        }
-    };
-    let stats_interval_ms = match &raw.stats_interval_ms {
-        None => None,
-        Some(v) => match millis(&loc, "stats_interval_ms", v)? {
-            0 => None,
-            n if n < 100 => {
-                return Err(loc.error(
-                    Some(v.span()),
-                    Some("stats_interval_ms"),
-                    format!("must be 0 (off) or at least 100, found {n}"),
-                ))
-            }
-            n => Some(n),
-        },
-    };
-
-    let checksum = match (&raw.md5, &raw.sha256) {
-        (Some(_), Some(v)) => {
-            return Err(loc.error(
-                Some(v.span()),
-                Some("sha256"),
-                "set md5 or sha256, not both",
+    for (name, v) in &table {
+        let Some(key) = keys::find(name.get_ref()) else {
+            errors.push(loc.error(
+                Some(name.span()),
+                Some(name.get_ref()),
+                keys::unknown(name.get_ref()),
             ));
+            continue;
+        };
+        if let Some(other) = key.excludes.iter().find(|o| table.contains_key(**o)) {
+            errors.push(loc.error(
+                Some(v.span()),
+                Some(key.name),
+                format!("set {other} or {}, not both", key.name),
+            ));
+            continue;
         }
-        (Some(v), None) | (None, Some(v)) => {
-            let key = if raw.md5.is_some() { "md5" } else { "sha256" };
-            let hex = string(&loc, key, v)?;
-            Some(
-                crate::version::Checksum::parse(key, &hex)
-                    .map_err(|e| loc.error(Some(v.span()), Some(key), e))?,
-            )
+        let outcome = (key.read)(&mut unit, Some(v.get_ref()));
+        if record(&loc, key, Some(v.span()), outcome, &mut errors) {
+            clean.insert(key.name);
         }
-        (None, None) => None,
-    };
+    }
+    for key in KEYS {
+        let (Some(v), Some((uses, check))) = (table.get(key.name), key.check) else {
+            continue;
+        };
+        if !clean.contains(key.name) || !uses.iter().all(|u| clean.contains(u)) {
+            continue;
+        }
+        if let Err(msg) = check(&unit) {
+            errors.push(loc.error(Some(v.span()), Some(key.name), msg));
+        }
+    }
 
-    Ok(Unit {
-        name: name.to_string(),
-        exec,
-        args,
-        env,
-        cwd,
-        restart,
-        stop_signal,
-        stop_timeout_ms,
-        restart_delay_ms,
-        port,
-        port_auto,
-        socket,
-        bind,
-        version,
-        stats_interval_ms,
-        checksum,
-    })
+    if errors.is_empty() {
+        return Ok(unit);
+    }
+    // Stable: errors at one position keep the order they were found in.
+    errors.sort_by_key(|e| (e.line, e.col));
+    Err(UnitErrors(errors))
 }
 
-/// The deploy rule for versioned builds: `version` is a sane name and the
-/// exec path holds it as one whole component (`/opt/api/1.1.0/bin/api`).
-pub fn versioned_path(exec: &Path, version: &str) -> Result<(), String> {
+/// Files a key's refusal as errors at `span` (the file as a whole for an
+/// absent key); true when the key read cleanly.
+fn record(
+    loc: &Locator<'_>,
+    key: &keys::Key,
+    span: Option<Range<usize>>,
+    outcome: Result<(), Bad>,
+    errors: &mut Vec<UnitError>,
+) -> bool {
+    match outcome {
+        Ok(()) => true,
+        Err(Bad::Missing) => {
+            let msg = format!("missing required key `{}`", key.name);
+            errors.push(loc.error(span, None, msg));
+            false
+        }
+        Err(Bad::Wrong(msgs)) => {
+            errors.extend(
+                msgs.into_iter()
+                    .map(|m| loc.error(span.clone(), Some(key.name), m)),
+            );
+            false
+        }
+    }
+}
+
+/// Whether `version` may name a build: it becomes a path component.
+pub fn version_name(version: &str) -> Result<(), String> {
     if version.is_empty()
         || version.len() > 64
         || version.contains(['/', '\0'])
@@ -496,6 +256,13 @@ pub fn versioned_path(exec: &Path, version: &str) -> Result<(), String> {
             "invalid version {version:?}: 1 to 64 characters, no '/'"
         ));
     }
+    Ok(())
+}
+
+/// The deploy rule for versioned builds: `version` is a sane name and the
+/// exec path holds it as one whole component (`/opt/api/1.1.0/bin/api`).
+pub fn versioned_path(exec: &Path, version: &str) -> Result<(), String> {
+    version_name(version)?;
     let holds = exec
         .components()
         .any(|c| c.as_os_str() == std::ffi::OsStr::new(version));
@@ -513,7 +280,7 @@ pub fn versioned_path(exec: &Path, version: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Unit, UnitError> {
+    fn parse(text: &str) -> Result<Unit, UnitErrors> {
         parse_unit("svc", Path::new("/u/svc.toml"), text)
     }
 
@@ -631,5 +398,135 @@ restart_delay_ms = 50
                 .starts_with("/u/a b.toml: invalid service name \"a b\""),
             "{e}"
         );
+    }
+
+    fn all_errors(text: &str) -> Vec<String> {
+        match parse(text) {
+            Ok(u) => panic!("expected errors for {text:?}, got {u:?}"),
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn every_mistake_in_a_file_is_reported_at_once_in_line_order() {
+        let text = "\
+# no exec
+restrat = \"always\"
+args = \"-v\"
+stop_timeout_ms = -1
+";
+        assert_eq!(
+            all_errors(text),
+            [
+                "/u/svc.toml:1:1: missing required key `exec`".to_string(),
+                format!(
+                    "/u/svc.toml:2:1: key `restrat`: {}",
+                    keys::unknown("restrat")
+                ),
+                "/u/svc.toml:3:8: key `args`: expected an array of strings, found a string"
+                    .to_string(),
+                "/u/svc.toml:4:19: key `stop_timeout_ms`: must not be negative, found -1"
+                    .to_string(),
+            ]
+        );
+        // The same mistakes in another order come out in the file's order.
+        let text = "\
+stop_timeout_ms = -1
+exec = \"bin/true\"
+zzz = 1
+restart = \"sometimes\"
+aaa = 2
+";
+        let got = all_errors(text);
+        let at: Vec<&str> = got
+            .iter()
+            .map(|e| e.split(": ").next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            at,
+            [
+                "/u/svc.toml:1:19",
+                "/u/svc.toml:2:8",
+                "/u/svc.toml:3:1",
+                "/u/svc.toml:4:11",
+                "/u/svc.toml:5:1"
+            ],
+            "{got:#?}"
+        );
+        let shown = parse(text).unwrap_err().to_string();
+        assert_eq!(shown, got.join("\n"));
+    }
+
+    #[test]
+    fn every_bad_item_of_a_value_is_reported() {
+        assert_eq!(
+            all_errors("exec = \"/x\"\nargs = [1, \"ok\", true]\n"),
+            [
+                "/u/svc.toml:2:8: key `args`: item 0 must be a string, found an integer",
+                "/u/svc.toml:2:8: key `args`: item 2 must be a string, found a boolean",
+            ]
+        );
+        assert_eq!(
+            all_errors("exec = \"/x\"\nenv = { \"A=B\" = \"1\", C = 2, D = \"ok\" }\n"),
+            [
+                "/u/svc.toml:2:7: key `env`: invalid variable name \"A=B\"",
+                "/u/svc.toml:2:7: key `env`: value of C must be a string, found an integer",
+            ]
+        );
+    }
+
+    /// A rule between keys stays quiet while a key it depends on is broken:
+    /// that key's own error says what to fix.
+    #[test]
+    fn a_broken_key_does_not_raise_errors_in_the_keys_that_depend_on_it() {
+        let cases = [
+            (
+                "exec = \"/x\"\nport = 70000\nsocket = true\nbind = \"127.0.0.1\"\n",
+                vec!["/u/svc.toml:2:8: key `port`: must be 0 to 65535, found 70000"],
+            ),
+            (
+                "exec = \"opt/1.0/x\"\nversion = \"2.0\"\n",
+                vec!["/u/svc.toml:1:8: key `exec`: must be an absolute path, found \"opt/1.0/x\""],
+            ),
+            (
+                "version = \"2.0\"\n",
+                vec!["/u/svc.toml:1:1: missing required key `exec`"],
+            ),
+            (
+                "exec = \"/x\"\nport = 80\nsocket = 1\nbind = \"::1\"\n",
+                vec!["/u/svc.toml:3:10: key `socket`: expected true or false, found an integer"],
+            ),
+            (
+                "exec = \"/x\"\nmd5 = \"abc\"\nsha256 = \"x\"\n",
+                vec![
+                    "/u/svc.toml:2:7: key `md5`: expected 32 hex digits for md5, found 3",
+                    "/u/svc.toml:3:10: key `sha256`: set md5 or sha256, not both",
+                ],
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(all_errors(text), want, "for {text:?}");
+        }
+    }
+
+    #[test]
+    fn keys_sharing_a_field_keep_the_value_given() {
+        let sha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let u = parse(&format!("sha256 = \"{sha}\"\nexec = \"/x\"\n")).unwrap();
+        assert_eq!(u.checksum.map(|c| c.kind()), Some("sha256"));
+        let u = parse("exec = \"/x\"\nmd5 = \"d41d8cd98f00b204e9800998ecf8427e\"\n").unwrap();
+        assert_eq!(u.checksum.map(|c| c.kind()), Some("md5"));
+        let u = parse("exec = \"/x\"\nport = \"auto\"\nbind = \"::1\"\n").unwrap();
+        assert!(u.port_auto && u.bind.is_some() && !u.socket);
+    }
+
+    #[test]
+    fn an_unknown_key_suggests_the_nearest_one() {
+        let got = err("exec = \"/x\"\nstop_timeout = 5\n");
+        assert!(
+            got.starts_with("/u/svc.toml:2:1: key `stop_timeout`: unknown field `stop_timeout`, expected one of `exec`, `args`,"),
+            "{got}"
+        );
+        assert!(got.ends_with("; did you mean `stop_timeout_ms`?"), "{got}");
     }
 }

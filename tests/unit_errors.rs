@@ -1,0 +1,96 @@
+//! Unit file errors (docs/units.md "Errors"): every mistake in a file is
+//! reported in one round, in line order, by `zurg check` and by `zurg run`,
+//! and a unit with several mistakes is still one rejected unit.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::process::Command;
+
+use common::{Mode, TempDir, BIN};
+
+/// Four different mistakes: a missing `exec`, a wrong type, an unknown key
+/// and a bad value.
+const FOUR_MISTAKES: &str = "\
+# forgot exec
+args = \"1000\"
+restrat = \"always\"
+stop_timeout_ms = -1
+";
+
+/// What zurg says about FOUR_MISTAKES in `path`, in this order.
+fn four_errors(path: &str) -> Vec<String> {
+    vec![
+        format!("{path}:1:1: missing required key `exec`"),
+        format!("{path}:2:8: key `args`: expected an array of strings, found a string"),
+        format!(
+            "{path}:3:1: key `restrat`: {}",
+            zurg::unit::keys::unknown("restrat")
+        ),
+        format!("{path}:4:19: key `stop_timeout_ms`: must not be negative, found -1"),
+    ]
+}
+
+fn units_with_four_mistakes(tag: &str) -> (TempDir, String) {
+    let dir = TempDir::new(tag);
+    dir.write(
+        "units/good.toml",
+        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n",
+    );
+    let bad = dir.write("units/bad.toml", FOUR_MISTAKES);
+    (dir, bad.to_str().unwrap().to_string())
+}
+
+#[test]
+fn check_reports_all_four_mistakes_of_a_unit_at_once_in_line_order() {
+    let (dir, bad) = units_with_four_mistakes("check-four");
+    let units = dir.path().join("units");
+    let out = Command::new(BIN)
+        .args(["check", "--units", units.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines, four_errors(&bad), "{text}");
+    assert!(
+        lines[2].ends_with("; did you mean `restart`?"),
+        "{}",
+        lines[2]
+    );
+
+    let out = Command::new(BIN)
+        .args(["check", "--units", units.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["units"], 1, "{v}");
+    let messages: Vec<&str> = v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages, four_errors(&bad), "{v}");
+}
+
+#[test]
+fn run_logs_all_four_mistakes_in_line_order_and_rejects_one_unit() {
+    let (dir, bad) = units_with_four_mistakes("run-four");
+    let mut z = common::run_in(&dir, Mode::Pid1, &["--grace", "1s"]);
+    // Each expect consumes the lines up to its match, so the four are
+    // found only if they come in this order.
+    for want in four_errors(&bad) {
+        let line = z.expect(&want);
+        assert!(line.ends_with(&want), "{line}");
+    }
+    z.expect("1 added, 0 changed, 0 removed, 0 unchanged, 1 rejected");
+    z.saw("[good] started pid");
+}
