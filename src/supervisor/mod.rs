@@ -7,6 +7,7 @@
 //! This is the only place that mutates service state. Once the loop runs,
 //! errors fail one service or one request and are logged, never fatal.
 
+mod leftovers;
 mod ports;
 mod publishing;
 pub mod reactor;
@@ -199,6 +200,11 @@ fn spawn_spec(unit: &Unit) -> Result<SpawnSpec, String> {
     let mut spec = SpawnSpec::new(program, argv);
     spec.null_stdin = true;
     spec.new_session = true;
+    // As PID 1 zurg's death is the container's; anywhere else a killed zurg
+    // must not leave its services running (see docs/design.md).
+    if !pid1::is_pid1() {
+        spec.death_signal = unit.stop_signal;
+    }
     if let Some(cwd) = &unit.cwd {
         spec.cwd = Some(CString::new(cwd.as_os_str().as_bytes()).map_err(|_| nul("cwd"))?);
     }
@@ -522,6 +528,7 @@ impl Supervisor {
     pub fn run(mut self) -> i32 {
         let mut work: VecDeque<(usize, Input)> = VecDeque::new();
         self.reload(&mut work);
+        self.stop_leftovers();
         self.process(&mut work);
         // Parsing thousands of unit files leaves the heap full of freed
         // holes; give them back so zurg's footprint is what it keeps.
