@@ -110,6 +110,37 @@ impl<'de> serde::Deserialize<'de> for Gpid {
     }
 }
 
+/// How far ahead of the wall clock a persisted high-water mark may be and
+/// still be believed. A wall clock stepped back by NTP is minutes or hours
+/// off; a mark days ahead is a corrupt or hand-edited file, and honouring it
+/// would pin every start time to it (at `u64::MAX`, forever).
+pub const MAX_AHEAD_US: u64 = 24 * 3600 * 1_000_000;
+
+/// The clock cannot issue a start time above `last_us`: `u64::MAX` µs is
+/// reached, so any value would repeat one already issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the GPID clock is exhausted at {last_us} µs; no start time after it exists, so nothing is started rather than given a repeated GPID: remove the state directory's clock file and restart zurg")]
+pub struct ClockExhausted {
+    pub last_us: u64,
+}
+
+/// A persisted high-water mark that is not believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{mark_us} µs is more than a day ahead of the wall clock ({now_us} µs)")]
+pub struct FarFuture {
+    pub mark_us: u64,
+    pub now_us: u64,
+}
+
+/// Checks a persisted high-water mark against the wall clock: at most
+/// `MAX_AHEAD_US` ahead of it, or it is refused.
+pub fn plausible_mark(mark_us: u64, now_us: u64) -> Result<u64, FarFuture> {
+    if mark_us > now_us.saturating_add(MAX_AHEAD_US) {
+        return Err(FarFuture { mark_us, now_us });
+    }
+    Ok(mark_us)
+}
+
 /// Issues start times that strictly increase: max(now, last + 1 µs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StartClock {
@@ -122,10 +153,15 @@ impl StartClock {
         StartClock { last_us }
     }
 
-    pub fn issue(&mut self, now_us: u64) -> u64 {
-        let next = now_us.max(self.last_us.saturating_add(1));
+    /// The next start time, strictly greater than every one before; an
+    /// error, and the clock unchanged, when none is left.
+    pub fn issue(&mut self, now_us: u64) -> Result<u64, ClockExhausted> {
+        let floor = self.last_us.checked_add(1).ok_or(ClockExhausted {
+            last_us: self.last_us,
+        })?;
+        let next = now_us.max(floor);
         self.last_us = next;
-        next
+        Ok(next)
     }
 
     pub fn last(&self) -> u64 {
@@ -215,12 +251,60 @@ mod tests {
                 1 => now,
                 _ => now - 1_000_000 + 3,
             };
-            let t = c.issue(now);
+            let t = c.issue(now).unwrap();
             assert!(t > last, "step {i}: {t} after {last}");
             last = t;
         }
         // a clock restored from its persisted mark continues above it
         let mut c2 = StartClock::after(last);
-        assert!(c2.issue(0) > last);
+        assert!(c2.issue(0).unwrap() > last);
+    }
+
+    #[test]
+    fn an_exhausted_clock_refuses_instead_of_repeating() {
+        let mut c = StartClock::after(u64::MAX - 2);
+        assert_eq!(c.issue(0), Ok(u64::MAX - 1));
+        assert_eq!(c.issue(u64::MAX), Ok(u64::MAX));
+        for now in [0, 5, u64::MAX] {
+            let e = c.issue(now).unwrap_err();
+            assert_eq!(e.last_us, u64::MAX);
+            assert!(e
+                .to_string()
+                .contains("remove the state directory's clock file"));
+        }
+        assert_eq!(c.last(), u64::MAX, "a refusal leaves the clock as it was");
+    }
+
+    #[test]
+    fn issued_times_strictly_increase_up_to_the_end_of_the_clock() {
+        let mut c = StartClock::after(u64::MAX - 100);
+        let mut last = c.last();
+        let mut issued = 0;
+        while let Ok(t) = c.issue(3) {
+            assert!(t > last, "{t} after {last}");
+            last = t;
+            issued += 1;
+        }
+        assert_eq!(issued, 100);
+    }
+
+    #[test]
+    fn a_mark_far_ahead_of_the_wall_clock_is_not_believed() {
+        let now = 1_795_000_000_000_000u64;
+        assert_eq!(plausible_mark(now, now), Ok(now));
+        assert_eq!(plausible_mark(0, now), Ok(0));
+        // a clock stepped back by an hour: the mark is honoured
+        let hour = 3_600_000_000;
+        assert_eq!(plausible_mark(now + hour, now), Ok(now + hour));
+        assert_eq!(
+            plausible_mark(now + MAX_AHEAD_US, now),
+            Ok(now + MAX_AHEAD_US)
+        );
+        for mark in [now + MAX_AHEAD_US + 1, now * 2, u64::MAX] {
+            let e = plausible_mark(mark, now).unwrap_err();
+            assert!(e.to_string().contains("more than a day ahead"), "{e}");
+        }
+        // a wall clock near the end of time does not overflow the check
+        assert_eq!(plausible_mark(u64::MAX, u64::MAX - 1), Ok(u64::MAX));
     }
 }

@@ -1,47 +1,128 @@
 //! argv → face; error → exit code. Nothing else lives here.
 
+use std::ffi::OsStr;
+use std::io::IsTerminal;
+use std::path::Path;
 use std::process::ExitCode;
 
-use zurg::cli::{self, Cmd};
+use zurg::cli::spec::Face;
+use zurg::cli::{self, Cmd, RunOptions};
 use zurg::os::pid1;
 
 fn exit(code: i32) -> ExitCode {
+    zurg::log::flush(zurg::log::FLUSH_DEADLINE);
     ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1))
+}
+
+/// Whether `word` names an executable file in a `$PATH` directory.
+fn on_path(word: &OsStr) -> bool {
+    let Some(path) = std::env::var_os("PATH") else {
+        return false;
+    };
+    std::env::split_paths(&path).any(|dir| {
+        std::fs::metadata(dir.join(word)).is_ok_and(|m| {
+            m.is_file() && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+        })
+    })
+}
+
+/// Timestamps on zurg's own log lines: as asked, else when stderr goes to
+/// a file or pipe (a log collector), not to a person's terminal.
+fn set_log_timestamps(asked: Option<bool>) {
+    zurg::log::set_timestamps(asked.unwrap_or_else(|| !std::io::stderr().is_terminal()));
+}
+
+fn run_supervisor(opts: RunOptions) -> ExitCode {
+    set_log_timestamps(opts.log_timestamps);
+    if pid1::is_machine_init() && !opts.units_dir.is_dir() {
+        zurg::log!(
+            "*** no units directory at {}: nothing to supervise. This machine keeps running (zurg reaps orphans and answers on {}); put unit files there and run `zurg reload`, or boot with init=/path/to/zurg run --units DIR ***",
+            opts.units_dir.display(),
+            opts.socket.display()
+        );
+    }
+    match zurg::supervisor::Supervisor::new(opts) {
+        Ok(sup) => exit(sup.run()),
+        Err(e) => {
+            zurg::log::flush(zurg::log::FLUSH_DEADLINE);
+            eprintln!("zurg: {e}");
+            pid1::last_resort_if_pid1();
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A machine's init that cannot make sense of its command line: exiting
+/// would panic the kernel, so it says why and runs with the defaults.
+fn keep_running_as_machine_init(e: &cli::UsageError) -> ExitCode {
+    let defaults = RunOptions::pid1_defaults();
+    eprintln!(
+        "zurg: {e}; as this machine's init zurg does not exit: starting with --units {} --socket {} --state {}",
+        defaults.units_dir.display(),
+        defaults.socket.display(),
+        defaults.state_dir.display()
+    );
+    run_supervisor(defaults)
 }
 
 fn main() -> ExitCode {
     pid1::install_panic_hook();
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    match cli::parse(args, pid1::is_pid1()) {
-        Ok(Cmd::Help) => {
-            print!("{}", cli::USAGE);
+    let no_args = args.is_empty();
+    let is_pid1 = pid1::is_pid1();
+    let verb = args
+        .first()
+        .and_then(|a| a.to_str())
+        .and_then(cli::spec::verb);
+    match cli::parse(args, is_pid1) {
+        Ok(Cmd::Print(text)) => {
+            print!("{text}");
             ExitCode::SUCCESS
         }
         Ok(Cmd::Version) => {
             println!("zurg {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Ok(Cmd::Shim(opts)) => exit(zurg::supervisor::shim::run(&opts)),
-        Ok(Cmd::Run(opts)) => match zurg::supervisor::Supervisor::new(opts) {
-            Ok(sup) => exit(sup.run()),
-            Err(e) => {
-                eprintln!("zurg: {e}");
-                pid1::last_resort_if_pid1();
-                ExitCode::from(1)
+        Ok(Cmd::Shim(opts)) => {
+            if let Some(word) = opts.argv.first() {
+                let has_slash = word.to_string_lossy().contains('/');
+                if opts.bare_word && !has_slash && !on_path(word) {
+                    let e = cli::unknown_verb(&word.to_string_lossy());
+                    // The kernel hands init the command line's words it
+                    // does not know (`quiet`, `splash`): not worth a panic.
+                    if pid1::is_machine_init() {
+                        return keep_running_as_machine_init(&e);
+                    }
+                    eprintln!("zurg: {e}");
+                    return ExitCode::from(2);
+                }
             }
-        },
-        Ok(Cmd::Client(args)) if args.first().is_some_and(|v| v == "check") => {
-            exit(zurg::cli::check::run(&args))
+            set_log_timestamps(opts.log_timestamps);
+            exit(zurg::supervisor::shim::run(&opts))
         }
-        Ok(Cmd::Client(args)) if args.first().is_some_and(|v| v == "publisher") => {
-            exit(zurg::publish::server::run(&args))
+        // A container's PID 1 with nothing to do: say so and exit, as tini
+        // does, rather than sit idle forever. A machine's init must not exit.
+        Ok(Cmd::Run(_))
+            if no_args
+                && !pid1::is_machine_init()
+                && !Path::new(cli::DEFAULT_UNITS_DIR).is_dir() =>
+        {
+            eprintln!(
+                "zurg: no command given, and no units in {}\n{}",
+                cli::DEFAULT_UNITS_DIR,
+                cli::render::usage()
+            );
+            ExitCode::from(2)
         }
-        Ok(Cmd::Client(args)) if args.first().is_some_and(|v| v == "resolve") => {
-            exit(zurg::publish::client::run(&args))
-        }
-        Ok(Cmd::Client(args)) => exit(zurg::cli::client::run(&args)),
+        Ok(Cmd::Run(opts)) => run_supervisor(opts),
+        Ok(Cmd::Verb(Face::Check, args)) => exit(zurg::cli::check::run(&args)),
+        Ok(Cmd::Verb(Face::Publisher, args)) => exit(zurg::publish::server::run(&args)),
+        Ok(Cmd::Verb(Face::Resolve, args)) => exit(zurg::publish::client::run(&args)),
+        Ok(Cmd::Verb(_, args)) => exit(zurg::cli::client::run(&args)),
+        Err(e) if pid1::is_machine_init() => keep_running_as_machine_init(&e),
         Err(e) => {
-            eprintln!("zurg: {e}\n{}", cli::USAGE);
+            let help = verb.map_or_else(cli::render::usage, cli::render::verb_help);
+            eprintln!("zurg: {e}\n{help}");
             ExitCode::from(2)
         }
     }

@@ -177,6 +177,51 @@ fn a_clock_gone_backwards_still_issues_later_start_times() {
     );
 }
 
+#[test]
+fn a_far_future_clock_file_is_ignored_and_start_times_still_increase() {
+    let dir = TempDir::new("gpid-future");
+    dir.write(
+        "units/flaky.toml",
+        "exec = \"/bin/sh\"\nargs = [\"-c\", \"exit 1\"]\n",
+    );
+    // 2^64 - 1: before, the clock saturated there and every start got it.
+    dir.write("state/clock", &format!("{}\n", u64::MAX));
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let mut z = start_in(&dir, &[]);
+    z.saw("ignoring the GPID clock");
+    eventually("three starts recorded", || {
+        history(&dir, "flaky")
+            .iter()
+            .filter(|r| r["kind"] == "start")
+            .count()
+            >= 3
+    });
+    let starts: Vec<u64> = history(&dir, "flaky")
+        .iter()
+        .filter(|r| r["kind"] == "start")
+        .map(|r| gpid_parts(r["gpid"].as_str().unwrap()).2)
+        .collect();
+    for pair in starts.windows(2) {
+        assert!(pair[1] > pair[0], "start times repeat: {starts:?}");
+    }
+    for t in &starts {
+        assert!(
+            *t >= now_us && *t - now_us < 60_000_000,
+            "start time {t} is not today's clock ({now_us}): {starts:?}"
+        );
+    }
+    // the clock file is sane again for the next run of zurg
+    let saved: u64 = std::fs::read_to_string(dir.path().join("state/clock"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(saved < now_us + 60_000_000, "{saved}");
+}
+
 fn vm_rss_kb(pid: i32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     s.lines()

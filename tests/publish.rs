@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
+use common::naming::read_frame as next_frame;
 use common::naming::*;
 
 fn units(dir: &TempDir, names: &[&str]) {
@@ -168,34 +169,6 @@ fn read_to_end(mut s: TcpStream) -> Vec<u8> {
     got
 }
 
-fn frame(json: &str) -> Vec<u8> {
-    let mut v = (json.len() as u32).to_be_bytes().to_vec();
-    v.extend_from_slice(json.as_bytes());
-    v
-}
-
-/// The next frame on a raw connection, or `None` when nothing came within
-/// `wait`.
-fn next_frame(s: &mut TcpStream, wait: Duration) -> Option<Value> {
-    s.set_read_timeout(Some(wait)).unwrap();
-    let mut len = [0u8; 4];
-    match s.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            return None
-        }
-        Err(e) => panic!("reading a frame: {e}"),
-    }
-    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut body).unwrap();
-    Some(serde_json::from_slice(&body).unwrap())
-}
-
 #[test]
 fn an_answer_owed_to_a_closed_connection_never_reaches_the_next_one() {
     // A forwarder's last event is acknowledged a few ms late; if it says
@@ -204,7 +177,7 @@ fn an_answer_owed_to_a_closed_connection_never_reaches_the_next_one() {
     let p = Publisher::start(None, &[]);
     let mut fwd = TcpStream::connect(&p.addr).unwrap();
     fwd.write_all(&frame(
-        r#"{"t":"hello","proto":1,"role":"forwarder","host":"127.0.0.1","zurg":"127.0.0.1:0:1:1","boot":"b","hostname":"h","nonce":"00"}"#,
+        r#"{"t":"hello","proto":1,"role":"forwarder","host":"127.0.0.1","zurg":"127.0.0.1:0:1:1","boot":"b","hostname":"h","nonce":"00","instance":"00112233445566778899aabbccddeeff"}"#,
     ))
     .unwrap();
     let welcome = next_frame(&mut fwd, DEADLINE).expect("a welcome");
@@ -436,4 +409,504 @@ fn events_beyond_the_memory_queue_are_read_back_from_the_journal() {
     assert_eq!(h["applied"], 13, "every event arrived, none twice: {all}");
     assert_eq!(h["gaps"], 0, "{all}");
     assert_eq!(all["services"]["web"].as_array().unwrap().len(), 1, "{all}");
+}
+
+#[test]
+fn connections_queued_while_out_of_descriptors_are_served_once_some_close() {
+    let mut p = Publisher::start(None, &[]);
+    let pid = p.z.child.id().to_string();
+    let out = std::process::Command::new("prlimit")
+        .args(["--pid", &pid, "--nofile=32:32"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "prlimit: {out:?}");
+    let hello = frame(r#"{"t":"hello","proto":1,"role":"client","nonce":"00"}"#);
+    // More connections than descriptors: the last ones stay in the
+    // listener's queue.
+    let mut crowd = Vec::new();
+    for _ in 0..40 {
+        let mut s = TcpStream::connect(&p.addr).unwrap();
+        s.write_all(&hello).unwrap();
+        crowd.push(s);
+    }
+    p.z.expect("cannot accept");
+    let mut late = TcpStream::connect(&p.addr).unwrap();
+    late.write_all(&hello).unwrap();
+    // Descriptors come free; nobody new connects to wake the listener.
+    drop(crowd);
+    let welcome = next_frame(&mut late, DEADLINE).expect("a welcome once descriptors are free");
+    assert_eq!(welcome["t"], "welcome", "{welcome}");
+    late.write_all(&frame(r#"{"t":"resolve","watch":false}"#))
+        .unwrap();
+    let hosts = next_frame(&mut late, DEADLINE).expect("the listing");
+    assert_eq!(hosts["t"], "hosts", "{hosts}");
+}
+
+fn forwarder_hello(zurg: &str, instance: &str) -> Vec<u8> {
+    frame(&format!(
+        r#"{{"t":"hello","proto":1,"role":"forwarder","host":"127.0.0.1","zurg":"{zurg}","boot":"b","hostname":"h","nonce":"00","instance":"{instance}"}}"#
+    ))
+}
+
+fn start_event(seq: u64, zurg: &str, gpid: &str) -> Vec<u8> {
+    frame(&format!(
+        r#"{{"t":"event","seq":{seq},"kind":"start","time_us":1,"endpoint":{{"service":"web","ip":"127.0.0.1","port":80,"gpid":"{gpid}","since_us":1,"host":"{zurg}"}},"pid":9}}"#
+    ))
+}
+
+/// Frames until an error frame (returned) or the end of the connection.
+fn error_of(s: TcpStream) -> String {
+    let got = read_to_end(s);
+    let text = String::from_utf8_lossy(&got).into_owned();
+    assert!(
+        text.contains("\"t\":\"error\""),
+        "no error frame in {text:?}"
+    );
+    text
+}
+
+#[test]
+fn a_stranger_cannot_take_over_a_live_host() {
+    let dir = TempDir::new("pub-takeover");
+    units(&dir, &["web"]);
+    let p = Publisher::start(None, &[]);
+    let mut z = run_publishing(&dir, &p.addr, &[]);
+    z.expect("[web] started pid");
+    forwarder_state(&dir, |s| s["connected"] == true && s["acked"] == s["seq"]);
+    let all = resolve(None, &p.addr, &["--all"]);
+    let zurg = all["hosts"][0]["zurg"].as_str().unwrap().to_string();
+
+    // Someone who knows the host's GPID (resolve shows it to anyone) says
+    // hello as that host, then claims the largest sequence number there is.
+    let mut rogue = TcpStream::connect(&p.addr).unwrap();
+    let mut words = forwarder_hello(&zurg, "deadbeefdeadbeefdeadbeefdeadbeef");
+    words.extend(start_event(u64::MAX, &zurg, "127.0.0.1:80:1:999999"));
+    rogue.write_all(&words).unwrap();
+    let refused = error_of(rogue);
+    assert!(refused.contains("instance"), "{refused}");
+    // Without any instance secret at all: refused too.
+    let mut bare = TcpStream::connect(&p.addr).unwrap();
+    bare.write_all(&frame(&format!(
+        r#"{{"t":"hello","proto":1,"role":"forwarder","host":"127.0.0.1","zurg":"{zurg}","nonce":"00"}}"#
+    )))
+    .unwrap();
+    assert!(error_of(bare).contains("needs host, zurg and instance"));
+
+    // The real zurg kept its connection, and its next events still count.
+    cli(&dir, &["signal", "web", "KILL"]);
+    let state = forwarder_state(&dir, |s| {
+        s["connected"] == true && s["acked"] == s["seq"] && s["seq"].as_u64() >= Some(3)
+    });
+    assert_eq!(state["connects"], 1, "{state}");
+    let status: Value =
+        serde_json::from_slice(&cli(&dir, &["status", "web", "--json"]).stdout).unwrap();
+    let live = status["result"][0]["gpid"].as_str().unwrap().to_string();
+    eventually("resolve to name the live process", || {
+        let eps = resolve(None, &p.addr, &["web"]);
+        eps["endpoints"].as_array().unwrap().len() == 1
+            && eps["endpoints"][0]["gpid"] == live.as_str()
+    });
+    let h = resolve(None, &p.addr, &["--all"])["hosts"][0].clone();
+    assert_eq!(h["duplicates"], 0, "{h}");
+    assert_eq!(h["seq"], state["seq"], "{h}");
+}
+
+#[test]
+fn the_same_instance_replaces_its_own_connection_and_nobody_else_does() {
+    let p = Publisher::start(None, &[]);
+    let zurg = "127.0.0.1:0:7:7";
+    let secret = "0123456789abcdef0123456789abcdef";
+    let mut first = TcpStream::connect(&p.addr).unwrap();
+    first.write_all(&forwarder_hello(zurg, secret)).unwrap();
+    assert_eq!(next_frame(&mut first, DEADLINE).unwrap()["t"], "welcome");
+    first
+        .write_all(&start_event(1, zurg, "127.0.0.1:80:1:9"))
+        .unwrap();
+    assert_eq!(next_frame(&mut first, DEADLINE).unwrap()["seq"], 1);
+
+    // The same zurg after a dropped connection the publisher has not noticed.
+    let mut second = TcpStream::connect(&p.addr).unwrap();
+    second.write_all(&forwarder_hello(zurg, secret)).unwrap();
+    let welcome = next_frame(&mut second, DEADLINE).unwrap();
+    assert_eq!(welcome["t"], "welcome", "{welcome}");
+    assert_eq!(welcome["last_seq"], 1, "{welcome}");
+    assert!(error_of(first).contains("replaced by a newer connection"));
+
+    // A different instance is refused and the current connection stays.
+    let mut other = TcpStream::connect(&p.addr).unwrap();
+    other
+        .write_all(&forwarder_hello(zurg, "ffffffffffffffffffffffffffffffff"))
+        .unwrap();
+    assert!(error_of(other).contains("not its zurg instance"));
+    second
+        .write_all(&frame(r#"{"t":"heartbeat","seq":1}"#))
+        .unwrap();
+    let ack = next_frame(&mut second, DEADLINE).unwrap();
+    assert_eq!(
+        (ack["t"].as_str(), ack["seq"].as_u64()),
+        (Some("ack"), Some(1))
+    );
+}
+
+#[test]
+fn a_sequence_number_far_past_the_window_is_refused() {
+    let p = Publisher::start(None, &[]);
+    let zurg = "127.0.0.1:0:8:8";
+    let secret = "0123456789abcdef0123456789abcdef";
+    let mut fwd = TcpStream::connect(&p.addr).unwrap();
+    fwd.write_all(&forwarder_hello(zurg, secret)).unwrap();
+    assert_eq!(next_frame(&mut fwd, DEADLINE).unwrap()["t"], "welcome");
+    fwd.write_all(&start_event(5, zurg, "127.0.0.1:80:1:9"))
+        .unwrap();
+    assert_eq!(next_frame(&mut fwd, DEADLINE).unwrap()["seq"], 5);
+    fwd.write_all(&start_event(u64::MAX, zurg, "127.0.0.1:80:1:10"))
+        .unwrap();
+    let refused = error_of(fwd);
+    assert!(refused.contains("jumps more than"), "{refused}");
+
+    // The host still stands at 5, and its zurg goes on from there.
+    let mut again = TcpStream::connect(&p.addr).unwrap();
+    again.write_all(&forwarder_hello(zurg, secret)).unwrap();
+    let welcome = next_frame(&mut again, DEADLINE).unwrap();
+    assert_eq!(welcome["last_seq"], 5, "{welcome}");
+    again
+        .write_all(&start_event(6, zurg, "127.0.0.1:80:1:11"))
+        .unwrap();
+    assert_eq!(next_frame(&mut again, DEADLINE).unwrap()["seq"], 6);
+    let listed = resolve(None, &p.addr, &["web"]);
+    let gpids: Vec<&str> = listed["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["gpid"].as_str().unwrap())
+        .collect();
+    assert_eq!(gpids, ["127.0.0.1:80:1:11", "127.0.0.1:80:1:9"], "{listed}");
+}
+
+#[test]
+fn a_listing_of_every_name_past_the_output_bound_reaches_a_prompt_reader() {
+    let p = Publisher::start(None, &[]);
+    let mut fwd = RawForwarder::connect(&p.addr, 11);
+    // About 12 MB of listing: more than the 8 MiB a peer may leave unread.
+    fwd.snapshot(500, 50_000);
+    let out = resolve_raw(None, &p.addr, &["--all"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout.len() > 8 * 1024 * 1024,
+        "{} bytes",
+        out.stdout.len()
+    );
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let services = all["services"].as_object().unwrap();
+    assert_eq!(services.len(), 500);
+    let total: usize = services.values().map(|v| v.as_array().unwrap().len()).sum();
+    assert_eq!(total, 50_000);
+    assert_eq!(all["hosts"][0]["endpoints"], 50_000, "{}", all["hosts"]);
+}
+
+#[test]
+fn silent_peers_are_closed_but_watchers_are_kept() {
+    let p = Publisher::start(None, &["--lease-ms", "1000"]);
+    let fwd = RawForwarder::connect(&p.addr, 21);
+    let client = raw_client(&p.addr);
+    let mut watcher = raw_client(&p.addr);
+    watcher
+        .write_all(&frame(r#"{"t":"resolve","name":"web","watch":true}"#))
+        .unwrap();
+    assert_eq!(
+        next_frame(&mut watcher, DEADLINE).unwrap()["t"],
+        "endpoints"
+    );
+    assert_eq!(next_frame(&mut watcher, DEADLINE).unwrap()["t"], "synced");
+
+    // A forwarder that sends nothing for a lease, and a client that said
+    // hello and then nothing: both closed, so such connections cannot pile
+    // up until nobody else gets in.
+    let t0 = Instant::now();
+    let said = until_closed(fwd.stream);
+    assert!(said.contains("silent for a lease"), "{said:?}");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
+    let said = until_closed(client);
+    assert!(said.contains("without a resolve or a watch"), "{said:?}");
+
+    // The watcher, just as silent, is still served.
+    let mut other = RawForwarder::connect(&p.addr, 22);
+    other.churn("web", 1);
+    let up = next_frame(&mut watcher, DEADLINE).expect("a change");
+    assert_eq!(
+        (up["t"].as_str(), up["change"].as_str()),
+        (Some("change"), Some("up")),
+        "{up}"
+    );
+}
+
+#[test]
+fn an_endless_snapshot_is_refused_at_its_cap() {
+    let p = Publisher::start(None, &[]);
+    let mut fwd = RawForwarder::connect(&p.addr, 31);
+    let before = vm_rss_kib(p.z.child.id());
+    // Chunks that never say last, one chunk past 65,536 endpoints.
+    let mut bytes = Vec::new();
+    let mut n = 0;
+    while n <= 65_536 {
+        let chunk: Vec<String> = (n..n + 128).map(|i| fwd.endpoint("web", i)).collect();
+        bytes.extend(frame(&format!(
+            r#"{{"t":"snapshot","seq":0,"endpoints":[{}],"last":false}}"#,
+            chunk.join(",")
+        )));
+        n += 128;
+    }
+    fwd.stream.write_all(&bytes).unwrap();
+    let said = until_closed(fwd.stream);
+    assert!(
+        said.contains("snapshot of more than 65536 endpoints"),
+        "{said:?}"
+    );
+    let after = vm_rss_kib(p.z.child.id());
+    assert!(
+        after < before + 100 * 1024,
+        "the publisher grew from {before} to {after} KiB"
+    );
+    // Nothing of it was applied, and the publisher serves on.
+    let all = resolve(None, &p.addr, &["--all"]);
+    assert!(all["services"].as_object().unwrap().is_empty(), "{all}");
+}
+
+#[test]
+fn slow_watchers_are_dropped_and_cost_bounded_memory_and_no_stall() {
+    let p = Publisher::start(None, &[]);
+    let pid = p.z.child.id();
+    let mut stalled = Vec::new();
+    for _ in 0..200 {
+        let mut s = raw_client(&p.addr);
+        s.write_all(&frame(r#"{"t":"resolve","watch":true}"#))
+            .unwrap();
+        stalled.push(s);
+    }
+    let w = Watcher::start(None, &p.addr, &["--all"]);
+    w.until("the listing", |v| v["t"] == "synced");
+    let mut fwd = RawForwarder::connect(&p.addr, 41);
+    // 30,000 changes in one burst, acknowledged within the deadline (a
+    // debug build needs some 9 s for them with 200 watchers, 5 s without;
+    // one write per change and watcher made it minutes) ...
+    let t0 = Instant::now();
+    fwd.churn_within("hot", 15_000, DEADLINE * 4);
+    let took = t0.elapsed();
+    let mut last = RawForwarder::connect(&p.addr, 42);
+    last.churn("sentinel", 1);
+    // ... and a prompt watcher still gets to the end.
+    w.until("the sentinel", |v| {
+        (v["t"] == "change" && v["endpoint"]["service"] == "sentinel")
+            || (v["t"] == "endpoints" && v["name"] == "sentinel")
+    });
+    let rss = vm_rss_kib(pid);
+    eprintln!("30,000 changes to 200 stalled watchers: {took:?}, publisher VmRSS {rss} KiB");
+    // 32 MiB for all watchers' output, plus the registry and the burst.
+    assert!(rss < 128 * 1024, "publisher VmRSS {rss} KiB");
+    // The stalled ones were let go rather than buffered for.
+    for s in stalled.drain(..5) {
+        until_closed(s);
+    }
+}
+
+#[test]
+fn hellos_that_go_nowhere_cannot_lock_forwarders_out() {
+    let p = Publisher::start(None, &[]);
+    // Every connection the publisher allows, each welcomed and then silent;
+    // in batches that fit the listen backlog, so none is lost on the way.
+    let hello = frame(r#"{"t":"hello","proto":1,"role":"client","nonce":"00"}"#);
+    let mut crowd: Vec<TcpStream> = Vec::new();
+    let t0 = Instant::now();
+    for _ in 0..8 {
+        let mut batch: Vec<TcpStream> = (0..512)
+            .map(|_| {
+                let mut s = TcpStream::connect(&p.addr).unwrap();
+                s.write_all(&hello).unwrap();
+                s
+            })
+            .collect();
+        for s in &mut batch {
+            assert_eq!(next_frame(s, DEADLINE).unwrap()["t"], "welcome");
+        }
+        crowd.extend(batch);
+    }
+    let forwarder_hello = frame(
+        r#"{"t":"hello","proto":1,"role":"forwarder","host":"127.0.0.1","zurg":"127.0.0.1:0:51:51","nonce":"00","instance":"00000000000000000000000000000051"}"#,
+    );
+    // Meanwhile a forwarder is turned away (checked only while the crowd is
+    // surely within its 10 s).
+    if t0.elapsed() < Duration::from_secs(8) {
+        let mut s = TcpStream::connect(&p.addr).unwrap();
+        s.write_all(&forwarder_hello).unwrap();
+        let said = until_closed(s);
+        assert!(said.contains("too many connections"), "{said:?}");
+    }
+    // 10 s after its hello the first of the crowd is let go, and its place
+    // is free for a forwarder.
+    let first = crowd.remove(0);
+    let said = until_closed(first);
+    assert!(said.contains("without a resolve or a watch"), "{said:?}");
+    let mut s = TcpStream::connect(&p.addr).unwrap();
+    s.write_all(&forwarder_hello).unwrap();
+    let welcome = next_frame(&mut s, DEADLINE).unwrap();
+    assert_eq!(welcome["t"], "welcome", "{welcome}");
+    drop(crowd);
+}
+
+#[test]
+fn watchers_have_a_cap_of_their_own() {
+    let p = Publisher::start(None, &[]);
+    let watch = frame(r#"{"t":"resolve","watch":true}"#);
+    let mut watchers = Vec::new();
+    for _ in 0..1024 {
+        let mut s = raw_client(&p.addr);
+        s.write_all(&watch).unwrap();
+        watchers.push(s);
+    }
+    for s in watchers.iter_mut().take(3) {
+        assert_eq!(next_frame(s, DEADLINE).unwrap()["t"], "hosts");
+    }
+    let mut one_more = raw_client(&p.addr);
+    one_more.write_all(&watch).unwrap();
+    assert!(until_closed(one_more).contains("too many watchers (1024)"));
+    // A plain lookup still works.
+    assert!(resolve(None, &p.addr, &["--all"])["hosts"].is_array());
+}
+
+#[test]
+fn a_watcher_listing_in_progress_misses_no_change_and_sees_none_twice() {
+    let p = Publisher::start(None, &[]);
+    let mut fwd = RawForwarder::connect(&p.addr, 61);
+    // A listing far larger than the socket buffers, so it is still being
+    // produced when the changes come.
+    fwd.snapshot(100, 60_000);
+    let mut w = raw_client(&p.addr);
+    w.write_all(&frame(r#"{"t":"resolve","watch":true}"#))
+        .unwrap();
+    assert_eq!(next_frame(&mut w, DEADLINE).unwrap()["t"], "hosts");
+    let first = next_frame(&mut w, DEADLINE).unwrap();
+    assert_eq!(first["name"], "svc0000", "{first}");
+    // One endpoint the listing has shown goes, one past it appears.
+    let shown = first["endpoints"][0]["gpid"].as_str().unwrap().to_string();
+    let shown_i: u64 = shown.rsplit(':').next().unwrap().parse().unwrap();
+    fwd.seq += 1;
+    let gone = frame(&format!(
+        r#"{{"t":"event","seq":{},"kind":"exit","time_us":1,"endpoint":{},"pid":9}}"#,
+        fwd.seq,
+        fwd.endpoint("svc0000", shown_i)
+    ));
+    fwd.seq += 1;
+    let late = frame(&format!(
+        r#"{{"t":"event","seq":{},"kind":"start","time_us":1,"endpoint":{},"pid":9}}"#,
+        fwd.seq,
+        fwd.endpoint("zzz", 7)
+    ));
+    fwd.stream.write_all(&[gone, late].concat()).unwrap();
+    loop {
+        let ack = next_frame(&mut fwd.stream, DEADLINE).expect("an ack");
+        if ack["seq"].as_u64() == Some(fwd.seq) {
+            break;
+        }
+    }
+    // The rest of the listing: every endpoint once, zzz among them.
+    let mut listed = first["endpoints"].as_array().unwrap().len();
+    let mut zzz = 0;
+    loop {
+        let f = next_frame(&mut w, DEADLINE).expect("the listing");
+        match f["t"].as_str().unwrap() {
+            "endpoints" => {
+                listed += f["endpoints"].as_array().unwrap().len();
+                if f["name"] == "zzz" {
+                    zzz += 1;
+                }
+            }
+            "synced" => break,
+            other => panic!("{other} frame inside the listing: {f}"),
+        }
+    }
+    assert_eq!(listed, 60_001);
+    assert_eq!(zzz, 1);
+    // Then the change the listing had already passed, and only it.
+    let down = next_frame(&mut w, DEADLINE).expect("the deferred change");
+    assert_eq!(down["t"], "change", "{down}");
+    assert_eq!(down["change"], "down", "{down}");
+    assert_eq!(down["endpoint"]["gpid"], shown.as_str(), "{down}");
+    let more = next_frame(&mut w, Duration::from_millis(300));
+    assert!(
+        more.is_none(),
+        "zzz's start was in the listing already: {more:?}"
+    );
+}
+
+#[test]
+fn hosts_are_listed_in_frames_under_the_frame_limit() {
+    let p = Publisher::start(None, &[]);
+    // 300 hosts of some 250 bytes each: more than one 64 KiB frame holds.
+    let hosts: Vec<RawForwarder> = (0..300)
+        .map(|i| RawForwarder::connect(&p.addr, 1000 + i))
+        .collect();
+    let mut c = raw_client(&p.addr);
+    c.write_all(&frame(r#"{"t":"resolve","watch":false}"#))
+        .unwrap();
+    let mut seen = 0;
+    let mut frames = 0;
+    loop {
+        let f = next_frame(&mut c, DEADLINE).expect("the listing");
+        assert!(serde_json::to_vec(&f).unwrap().len() <= 64 * 1024);
+        match f["t"].as_str().unwrap() {
+            "hosts" => {
+                seen += f["hosts"].as_array().unwrap().len();
+                frames += 1;
+            }
+            "synced" => break,
+            other => panic!("unexpected {other}: {f}"),
+        }
+    }
+    assert_eq!(seen, 300);
+    assert_eq!(frames, 3, "in chunks of 128");
+    let all = resolve(None, &p.addr, &["--all"]);
+    assert_eq!(all["hosts"].as_array().unwrap().len(), 300);
+    drop(hosts);
+}
+
+#[test]
+fn a_zurg_whose_connection_drops_speaks_for_its_host_again() {
+    let dir = TempDir::new("pub-redial");
+    units(&dir, &["web"]);
+    let mut p = Publisher::start(None, &[]);
+    let mut z = run_publishing(&dir, &p.addr, &[]);
+    z.expect("[web] started pid");
+    let before = forwarder_state(&dir, |s| s["connected"] == true && s["acked"] == s["seq"]);
+    assert_eq!(before["connects"], 1, "{before}");
+    // Abort the forwarder's socket under it (SOCK_DESTROY); the host stays
+    // live at the publisher, which must take the same instance back.
+    let out = std::process::Command::new("ss")
+        .args(["-K", "dst", &p.addr])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ss -K: {out:?}");
+    let after = forwarder_state(&dir, |s| {
+        s["connected"] == true && s["connects"] == 2 && s["acked"] == s["seq"]
+    });
+    cli(&dir, &["signal", "web", "KILL"]);
+    let seq = after["seq"].as_u64().unwrap() + 2;
+    forwarder_state(&dir, |s| s["acked"].as_u64() == Some(seq));
+    let all = resolve(None, &p.addr, &["--all"]);
+    assert_eq!(all["hosts"].as_array().unwrap().len(), 1, "{all}");
+    assert_eq!(all["hosts"][0]["seq"], seq, "{all}");
+    assert_eq!(all["services"]["web"].as_array().unwrap().len(), 1, "{all}");
+    let refused =
+        p.z.lines_now()
+            .iter()
+            .any(|l| l.contains("another instance secret"));
+    assert!(!refused, "{:?}", p.z.seen);
 }

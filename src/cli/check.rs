@@ -20,7 +20,7 @@ struct Problem {
     message: String,
 }
 
-fn parse(args: &[String]) -> Result<(PathBuf, bool, bool), UsageError> {
+pub(crate) fn parse(args: &[String]) -> Result<(PathBuf, bool, bool), UsageError> {
     let mut dir = PathBuf::from(DEFAULT_UNITS_DIR);
     let (mut strict, mut json) = (false, false);
     let mut p = lexopt::Parser::from_args(args.iter().skip(1).cloned());
@@ -65,7 +65,8 @@ pub fn run(args: &[String]) -> i32 {
     let (dir, strict, json) = match parse(args) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("zurg: check: {e}\nusage: zurg check [--units DIR] [--strict] [--json]");
+            let help = super::spec::verb("check").map(super::render::verb_help);
+            eprintln!("zurg: check: {e}\n{}", help.unwrap_or_default());
             return 2;
         }
     };

@@ -28,26 +28,124 @@ pub struct ClientCmd {
     pub verb: Verb,
     pub socket: Option<PathBuf>,
     pub json: bool,
+    /// `history --state DIR`: the journal to read when no zurg answers.
+    pub state_dir: Option<PathBuf>,
 }
 
-pub const CLIENT_USAGE: &str = "\
-usage: zurg VERB [ARGS] [--json] [--socket PATH]
-  status [NAME...]                 one row per service
-  start NAME...                    start stopped services
-  stop NAME... [--timeout DUR]     stop, and wait until they are down
-  restart NAME... [--timeout DUR]  restart, and report the new pids
-  signal NAME SIGNAL               send a signal to a service's main process
-  reload                           re-read the units directory
-  events [--follow]                recent lifecycle events; --follow streams them
-  shutdown [--poweroff|--reboot]   stop everything, as SIGTERM does
-  gpid NAME                        the GPID of a service's current process
-  stats [NAME...]                  CPU, memory, threads, fds, I/O per process tree
-  history [NAME] [--since DUR]     starts and exits, across zurg restarts
-  upgrade NAME --version V [--md5 SUM|--sha256 SUM] [--exec PATH] [--window DUR]
-                                   verify a new build, restart on it, roll back if it fails
-  rollback NAME                    back to the previous build
-The socket is --socket PATH, else $ZURG_SOCKET, else /run/zurg/control.sock.
-";
+/// Why no zurg answers on the socket; each says what the path is.
+#[derive(Debug, thiserror::Error)]
+pub enum ReachError {
+    #[error("no zurg answers at {path}: nothing is there (is zurg running, and is --socket or $ZURG_SOCKET its socket?)")]
+    Missing { path: PathBuf },
+    #[error("no zurg answers at {path}: it is a {kind}, not a socket; give zurg's control socket with --socket PATH")]
+    NotASocket { path: PathBuf, kind: &'static str },
+    #[error("no zurg answers at {path}: it is a socket nothing listens on (a zurg that stopped leaves its socket behind)")]
+    Refused { path: PathBuf },
+    #[error("permission denied on {path}: run as root, or as a member of the group zurg was started with as `zurg run --readers GROUP` (read-only verbs)")]
+    Denied { path: PathBuf },
+    #[error("no zurg answers at {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no zurg answers at {path}: what answers there does not speak zurg's control protocol (it said: {said})")]
+    NotZurg { path: PathBuf, said: String },
+}
+
+/// Connects to the control socket, and when that fails, finds out why.
+fn connect(path: &std::path::Path) -> Result<UnixStream, ReachError> {
+    use std::io::ErrorKind;
+    use std::os::unix::fs::FileTypeExt;
+    let err = match UnixStream::connect(path) {
+        Ok(s) => return Ok(s),
+        Err(e) => e,
+    };
+    let path_buf = path.to_path_buf();
+    if err.kind() == ErrorKind::PermissionDenied {
+        return Err(ReachError::Denied { path: path_buf });
+    }
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(ReachError::Missing { path: path_buf }),
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+            Err(ReachError::Denied { path: path_buf })
+        }
+        Ok(m) if !m.file_type().is_socket() => {
+            let t = m.file_type();
+            let kind = if t.is_dir() {
+                "directory"
+            } else if t.is_file() {
+                "regular file"
+            } else if t.is_fifo() {
+                "fifo"
+            } else {
+                "device or other file"
+            };
+            Err(ReachError::NotASocket {
+                path: path_buf,
+                kind,
+            })
+        }
+        Ok(_) if err.kind() == ErrorKind::ConnectionRefused => {
+            Err(ReachError::Refused { path: path_buf })
+        }
+        _ => Err(ReachError::Io {
+            path: path_buf,
+            source: err,
+        }),
+    }
+}
+
+fn not_zurg(path: &std::path::Path, said: &[u8]) -> ReachError {
+    ReachError::NotZurg {
+        path: path.to_path_buf(),
+        said: String::from_utf8_lossy(said)
+            .trim_end()
+            .chars()
+            .take(80)
+            .collect(),
+    }
+}
+
+/// zurg's pid as the caller sees it, from the kernel (SO_PEERCRED).
+fn peer_pid(stream: &UnixStream) -> Option<i32> {
+    nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+        .ok()
+        .map(|c| c.pid())
+}
+
+/// `history --state DIR` with no zurg to ask: the journal, read directly.
+fn offline_history(cmd: &ClientCmd, dir: &std::path::Path, why: &ReachError) -> i32 {
+    let Verb::History { name, since_us } = &cmd.verb else {
+        return EXIT_USAGE;
+    };
+    if !dir.join("journal").is_file() && !dir.join("journal.1").is_file() {
+        eprintln!(
+            "zurg: {why}\nzurg: and there is no journal in {} either",
+            dir.display()
+        );
+        return EXIT_UNREACHABLE;
+    }
+    eprintln!(
+        "zurg: {why}\nzurg: reading the journal in {} instead",
+        dir.display()
+    );
+    let only = name
+        .as_deref()
+        .map(|n| crate::journal::Only::field("service", n));
+    let (records, warnings) = crate::journal::read_only(dir, only.as_ref());
+    for w in warnings {
+        eprintln!("zurg: warning: {w}");
+    }
+    let records = crate::journal::filter(records, name.as_deref(), *since_us);
+    if cmd.json {
+        let line = proto::encode_reply(&Reply::ok(1, &records));
+        print!("{}", String::from_utf8_lossy(&line));
+    } else {
+        print_history(&records);
+    }
+    EXIT_OK
+}
 
 /// Parses `VERB ARGS...` (argv after `zurg`).
 pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
@@ -66,6 +164,7 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
     let mut sha256 = None;
     let mut exec = None;
     let mut window_ms = None;
+    let mut state_dir = None;
     let mut p = lexopt::Parser::from_args(rest.iter().cloned());
     while let Some(arg) = p.next()? {
         match arg {
@@ -95,9 +194,9 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
                 })?;
                 since_us = Some(crate::os::wall_clock_us().saturating_sub(ms.saturating_mul(1000)));
             }
+            Long("state") if verb_name == "history" => state_dir = Some(PathBuf::from(p.value()?)),
             Long("poweroff") if verb_name == "shutdown" => mode = ShutdownMode::Poweroff,
             Long("reboot") if verb_name == "shutdown" => mode = ShutdownMode::Reboot,
-            Short('h') | Long("help") => return Err(UsageError("help".into())),
             Value(v) => names.push(v.string()?),
             _ => return Err(arg.unexpected().into()),
         }
@@ -195,7 +294,12 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
             )))
         }
     };
-    Ok(ClientCmd { verb, socket, json })
+    Ok(ClientCmd {
+        verb,
+        socket,
+        json,
+        state_dir,
+    })
 }
 
 fn socket_path(cmd: &ClientCmd) -> PathBuf {
@@ -231,38 +335,57 @@ fn reply_timeout(verb: &Verb) -> Option<Duration> {
 pub fn run(args: &[String]) -> i32 {
     let cmd = match parse_args(args) {
         Ok(c) => c,
-        Err(e) if e.0 == "help" => {
-            print!("{CLIENT_USAGE}");
-            return EXIT_OK;
-        }
         Err(e) => {
-            eprintln!("zurg: {e}\n{CLIENT_USAGE}");
+            let help = args
+                .first()
+                .and_then(|v| super::spec::verb(v))
+                .map_or_else(super::render::usage, super::render::verb_help);
+            eprintln!("zurg: {e}\n{help}");
             return EXIT_USAGE;
         }
     };
     let path = socket_path(&cmd);
-    let mut stream = match UnixStream::connect(&path) {
+    let mut stream = match connect(&path) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("zurg: cannot reach zurg at {}: {e}", path.display());
+            if let Some(dir) = &cmd.state_dir {
+                return offline_history(&cmd, dir, &e);
+            }
+            eprintln!("zurg: {e}");
             return EXIT_UNREACHABLE;
         }
     };
+    let zurg_pid = peer_pid(&stream);
     let _ = stream.set_read_timeout(reply_timeout(&cmd.verb));
     let request = Request {
         id: 1,
         verb: cmd.verb.clone(),
     };
     if let Err(e) = stream.write_all(&proto::encode_request(&request)) {
-        eprintln!("zurg: cannot send to {}: {e}", path.display());
+        // zurg reads every request; a peer that hung up first may have
+        // said something on its way out that tells what it is.
+        let mut said = Vec::new();
+        let _ = BufReader::new(&stream).read_until(b'\n', &mut said);
+        if said.is_empty() {
+            eprintln!("zurg: cannot send to {}: {e}", path.display());
+        } else if let Some(err) = proto::decode_reply(&said).ok().and_then(|r| r.error) {
+            // zurg itself, refusing the connection (e.g. `busy`)
+            eprintln!("zurg: {}", err.message);
+            return EXIT_FAILED;
+        } else {
+            eprintln!("zurg: {}", not_zurg(&path, &said));
+        }
         return EXIT_UNREACHABLE;
     }
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
+    let mut answered = false;
     loop {
         line.clear();
         match reader.read_until(b'\n', &mut line) {
             Ok(0) => {
+                // A clean shutdown ends a follow with a `shutdown` event;
+                // EOF without one means zurg died or dropped us.
                 eprintln!(
                     "zurg: {} closed the connection without an answer",
                     path.display()
@@ -277,11 +400,16 @@ pub fn run(args: &[String]) -> i32 {
         }
         let reply = match proto::decode_reply(&line) {
             Ok(r) => r,
+            Err(_) if !answered => {
+                eprintln!("zurg: {}", not_zurg(&path, &line));
+                return EXIT_UNREACHABLE;
+            }
             Err(e) => {
                 eprintln!("zurg: {e}");
                 return EXIT_FAILED;
             }
         };
+        answered = true;
         if let Some(ev) = &reply.event {
             if cmd.json {
                 print!("{}", String::from_utf8_lossy(&line));
@@ -289,12 +417,16 @@ pub fn run(args: &[String]) -> i32 {
                 println!("{}", event_line(ev));
             }
             let _ = std::io::stdout().flush();
+            if ev.kind == proto::SHUTDOWN_EVENT_KIND {
+                eprintln!("zurg: zurg at {} stopped", path.display());
+                return EXIT_OK;
+            }
             continue;
         }
         if reply.id != request.id && reply.id != 0 {
             continue;
         }
-        let code = print_reply(&cmd, &reply, &line);
+        let code = print_reply(&cmd, &reply, &line, zurg_pid);
         let following = matches!(cmd.verb, Verb::Events { follow: true });
         if !following || code != EXIT_OK {
             return code;
@@ -302,7 +434,29 @@ pub fn run(args: &[String]) -> i32 {
     }
 }
 
-fn print_reply(cmd: &ClientCmd, reply: &Reply, raw: &[u8]) -> i32 {
+fn print_history(records: &[crate::journal::Record]) {
+    for r in records {
+        let exit = r
+            .exit
+            .as_ref()
+            .map(|e| format!(" ({})", exit_text(e)))
+            .unwrap_or_default();
+        let version = r
+            .version
+            .as_ref()
+            .map(|v| format!(" version {v}"))
+            .unwrap_or_default();
+        println!(
+            "{} {} {}{exit} {}{version}",
+            utc_timestamp(r.time_us),
+            r.service,
+            r.kind,
+            r.gpid
+        );
+    }
+}
+
+fn print_reply(cmd: &ClientCmd, reply: &Reply, raw: &[u8], zurg_pid: Option<i32>) -> i32 {
     if let Some(err) = &reply.error {
         if cmd.json {
             print!("{}", String::from_utf8_lossy(raw));
@@ -322,7 +476,8 @@ fn print_reply(cmd: &ClientCmd, reply: &Reply, raw: &[u8]) -> i32 {
     match &cmd.verb {
         Verb::Status { .. } => {
             let rows: Vec<ServiceStatus> = serde_json::from_value(result).unwrap_or_default();
-            print!("{}", status_table(&rows));
+            let map = zurg_pid.map(super::nspid::caller_pids).unwrap_or_default();
+            print!("{}", status_table_seen_from(&rows, &map));
         }
         Verb::Start { .. } | Verb::Stop { .. } | Verb::Restart { .. } => {
             let outcomes: Vec<Outcome> = serde_json::from_value(result).unwrap_or_default();
@@ -396,30 +551,13 @@ fn print_reply(cmd: &ClientCmd, reply: &Reply, raw: &[u8]) -> i32 {
         }
         Verb::Stats { .. } => {
             let rows: Vec<StatsRow> = serde_json::from_value(result).unwrap_or_default();
-            print!("{}", stats_table(&rows));
+            let map = zurg_pid.map(super::nspid::caller_pids).unwrap_or_default();
+            print!("{}", stats_table_seen_from(&rows, &map));
         }
         Verb::History { .. } => {
             let records: Vec<crate::journal::Record> =
                 serde_json::from_value(result).unwrap_or_default();
-            for r in &records {
-                let exit = r
-                    .exit
-                    .as_ref()
-                    .map(|e| format!(" ({})", exit_text(e)))
-                    .unwrap_or_default();
-                let version = r
-                    .version
-                    .as_ref()
-                    .map(|v| format!(" version {v}"))
-                    .unwrap_or_default();
-                println!(
-                    "{} {} {}{exit} {}{version}",
-                    utc_timestamp(r.time_us),
-                    r.service,
-                    r.kind,
-                    r.gpid
-                );
-            }
+            print_history(&records);
         }
         Verb::Version => {
             if let Ok(v) = serde_json::from_value::<VersionInfo>(result) {
@@ -478,16 +616,28 @@ fn bytes(v: Option<u64>) -> String {
 
 /// The stats table: one row per service, summed over its process tree.
 pub fn stats_table(rows: &[StatsRow]) -> String {
-    let header = [
+    stats_table_seen_from(rows, &std::collections::HashMap::new())
+}
+
+/// The stats table for a caller in another pid namespace: as
+/// `status_table_seen_from`, PID is the caller's and ZURG-PID zurg's.
+pub fn stats_table_seen_from(
+    rows: &[StatsRow],
+    seen: &std::collections::HashMap<i32, i32>,
+) -> String {
+    let mut header = vec![
         "NAME", "PID", "PROCS", "CPU%", "USER", "SYS", "RSS", "PSS", "THREADS", "FDS", "READ",
         "WRITE", "CTXSW",
     ];
+    if !seen.is_empty() {
+        header.push("ZURG-PID");
+    }
     let mut cells: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for r in rows {
         let t = &r.tree;
-        cells.push(vec![
+        let mut row = vec![
             r.name.clone(),
-            r.pid.to_string(),
+            caller_pid(Some(r.pid), seen),
             t.processes.to_string(),
             r.cpu_percent.map_or("-".into(), |c| format!("{c:.1}")),
             crate::supervisor::human_ms(t.cpu_user_ms),
@@ -499,9 +649,22 @@ pub fn stats_table(rows: &[StatsRow]) -> String {
             bytes(t.read_bytes),
             bytes(t.write_bytes),
             t.ctx_switches.to_string(),
-        ]);
+        ];
+        if !seen.is_empty() {
+            row.push(r.pid.to_string());
+        }
+        cells.push(row);
     }
     align(&cells)
+}
+
+/// A pid of zurg's as the caller sees it ("?" when /proc does not show it).
+fn caller_pid(pid: Option<i32>, seen: &std::collections::HashMap<i32, i32>) -> String {
+    match pid {
+        None => "-".to_string(),
+        Some(p) if seen.is_empty() => p.to_string(),
+        Some(p) => seen.get(&p).map_or("?".into(), |outer| outer.to_string()),
+    }
 }
 
 fn align(cells: &[Vec<String>]) -> String {
@@ -526,20 +689,35 @@ fn align(cells: &[Vec<String>]) -> String {
 
 /// The status table: aligned columns, durations for humans.
 pub fn status_table(rows: &[ServiceStatus]) -> String {
-    let mut cells: Vec<Vec<String>> =
-        vec![["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST-EXIT"]
-            .iter()
-            .map(|h| h.to_string())
-            .collect()];
+    status_table_seen_from(rows, &std::collections::HashMap::new())
+}
+
+/// The status table for a caller in another pid namespace than zurg's:
+/// PID is the caller's pid (what `kill` and `ps` there take), and ZURG-PID
+/// the pid inside zurg's namespace. `seen` maps zurg's pids to the caller's;
+/// empty means both see the same pids, and the column is left out.
+pub fn status_table_seen_from(
+    rows: &[ServiceStatus],
+    seen: &std::collections::HashMap<i32, i32>,
+) -> String {
+    let mut header = vec!["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST-EXIT"];
+    if !seen.is_empty() {
+        header.push("ZURG-PID");
+    }
+    let mut cells: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for r in rows {
-        cells.push(vec![
+        let mut row = vec![
             r.name.clone(),
             r.state.clone(),
-            r.pid.map_or("-".into(), |p| p.to_string()),
+            caller_pid(r.pid, seen),
             r.uptime_ms.map_or("-".into(), crate::supervisor::human_ms),
             r.restarts.to_string(),
             r.last_exit.as_ref().map_or("-".into(), exit_text),
-        ]);
+        ];
+        if !seen.is_empty() {
+            row.push(r.pid.map_or("-".into(), |p| p.to_string()));
+        }
+        cells.push(row);
     }
     align(&cells)
 }
@@ -562,29 +740,7 @@ pub fn event_line(ev: &EventRecord) -> String {
     s
 }
 
-/// RFC 3339 UTC with milliseconds, from microseconds since the epoch.
-pub fn utc_timestamp(us: u64) -> String {
-    let secs = us / 1_000_000;
-    let ms = (us / 1000) % 1000;
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
+pub use super::utc_timestamp;
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,9 @@
 
 pub mod check;
 pub mod client;
+pub mod nspid;
+pub mod render;
+pub mod spec;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -20,46 +23,6 @@ pub const DEFAULT_GRACE_MS: u64 = 5_000;
 /// Unacknowledged publish events kept in memory.
 pub const DEFAULT_PUBLISH_QUEUE: usize = 10_000;
 
-/// Client verbs: the first argument that selects `cli::client`.
-pub const CLIENT_VERBS: &[&str] = &[
-    "status",
-    "start",
-    "stop",
-    "restart",
-    "signal",
-    "reload",
-    "events",
-    "shutdown",
-    "version",
-    "stats",
-    "history",
-    "gpid",
-    "check",
-    "upgrade",
-    "rollback",
-    "resolve",
-    "publisher",
-];
-
-pub const USAGE: &str = "\
-usage:
-  zurg [-g|--pgroup] [-r|--rewrite FROM:TO]... [--grace DUR] [-v] -- CMD [ARGS...]
-        run CMD as a child init (like tini): forward signals, reap orphans,
-        exit with CMD's code or 128+signal
-  zurg run --units DIR [--socket PATH] [--state DIR] [--grace DUR] [--readers GROUP] [--host-ip IP] [--strict]
-           [--publish HOST:PORT[,HOST:PORT...]] [--publish-token-file F] [--publish-queue N]
-        supervise the services described by DIR/*.toml
-  zurg publisher --listen ADDR [--etcd URLS] [--lease-ms N] [--token-file F]
-        serve the naming registry that `zurg run --publish` feeds
-  zurg resolve NAME|--all [--watch] [--json] [--publisher ADDR]
-        print where a service runs now, and follow its changes
-  zurg status|start|stop|restart|signal|reload|events|shutdown|... [--json]
-        talk to a running zurg over its control socket
-  zurg --help | --version
-
-DUR is a number with a unit (500ms, 5s, 2m); a bare number means seconds.
-";
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShimOptions {
     pub argv: Vec<OsString>,
@@ -70,6 +33,11 @@ pub struct ShimOptions {
     /// Time remaining descendants get between SIGTERM and SIGKILL.
     pub grace_ms: u64,
     pub verbose: bool,
+    /// CMD was the first argument, with no option or `--` before it
+    /// (dumb-init style), so it may be a mistyped verb.
+    pub bare_word: bool,
+    /// `--log-timestamps` / `--no-log-timestamps`; `None`: decide by stderr.
+    pub log_timestamps: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,15 +61,38 @@ pub struct RunOptions {
     /// Unacknowledged events kept in memory (older ones are read back from
     /// the journal).
     pub publish_queue: usize,
+    /// `--log-timestamps` / `--no-log-timestamps`; `None`: decide by stderr.
+    pub log_timestamps: Option<bool>,
+}
+
+impl RunOptions {
+    /// What zurg runs with as PID 1 given no arguments.
+    pub fn pid1_defaults() -> RunOptions {
+        RunOptions {
+            units_dir: DEFAULT_UNITS_DIR.into(),
+            socket: DEFAULT_SOCKET.into(),
+            state_dir: DEFAULT_STATE_DIR.into(),
+            grace_ms: DEFAULT_GRACE_MS,
+            readers: None,
+            host_ip: None,
+            strict: false,
+            publish: Vec::new(),
+            publish_token_file: None,
+            publish_queue: DEFAULT_PUBLISH_QUEUE,
+            log_timestamps: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cmd {
     Shim(ShimOptions),
     Run(RunOptions),
-    /// A client verb and its arguments, parsed by `cli::client`.
-    Client(Vec<String>),
-    Help,
+    /// A verb parsed by the code its face names (`cli::client`,
+    /// `cli::check`, `publish::*`), with argv from the verb on.
+    Verb(spec::Face, Vec<String>),
+    /// Text for stdout, then exit 0: help, completions, the man page.
+    Print(String),
     Version,
 }
 
@@ -132,6 +123,30 @@ pub fn parse_duration_ms(text: &str) -> Option<u64> {
     n.checked_mul(mult)
 }
 
+/// RFC 3339 UTC with milliseconds, from microseconds since the epoch.
+pub fn utc_timestamp(us: u64) -> String {
+    let secs = us / 1_000_000;
+    let ms = (us / 1000) % 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
 fn parse_rewrite(text: &str) -> Result<(i32, i32), UsageError> {
     let bad = || {
         UsageError(format!(
@@ -159,37 +174,74 @@ fn duration_arg(flag: &str, value: OsString) -> Result<u64, UsageError> {
 pub fn parse(args: Vec<OsString>, is_pid1: bool) -> Result<Cmd, UsageError> {
     if args.is_empty() {
         if is_pid1 {
-            return Ok(Cmd::Run(RunOptions {
-                units_dir: DEFAULT_UNITS_DIR.into(),
-                socket: DEFAULT_SOCKET.into(),
-                state_dir: DEFAULT_STATE_DIR.into(),
-                grace_ms: DEFAULT_GRACE_MS,
-                readers: None,
-                host_ip: None,
-                strict: false,
-                publish: Vec::new(),
-                publish_token_file: None,
-                publish_queue: DEFAULT_PUBLISH_QUEUE,
-            }));
+            return Ok(Cmd::Run(RunOptions::pid1_defaults()));
         }
         return Err(UsageError("no command given".into()));
     }
-    if let Some(first) = args.first().and_then(|a| a.to_str()) {
-        if first == "run" {
-            return parse_run(args.into_iter().skip(1).collect());
-        }
-        if CLIENT_VERBS.contains(&first) {
-            let mut out = Vec::with_capacity(args.len());
-            for a in args {
-                out.push(
-                    a.into_string()
-                        .map_err(|a| UsageError(format!("argument {a:?} is not UTF-8")))?,
-                );
-            }
-            return Ok(Cmd::Client(out));
+    let Some(verb) = args.first().and_then(|a| a.to_str()).and_then(spec::verb) else {
+        return parse_shim(args);
+    };
+    let mut words = Vec::with_capacity(args.len());
+    for a in args {
+        words.push(
+            a.into_string()
+                .map_err(|a| UsageError(format!("argument {a:?} is not UTF-8")))?,
+        );
+    }
+    let rest = words.get(1..).unwrap_or_default();
+    // Every verb takes -h/--help; options after a `--` are someone else's.
+    if rest
+        .iter()
+        .take_while(|a| *a != "--")
+        .any(|a| a == "-h" || a == "--help")
+    {
+        return Ok(Cmd::Print(render::verb_help(verb)));
+    }
+    if matches!(
+        verb.face,
+        spec::Face::Help | spec::Face::Completions | spec::Face::Man
+    ) {
+        if let Some(opt) = rest.iter().find(|a| a.starts_with('-')) {
+            return Err(UsageError(format!("invalid option '{opt}'")));
         }
     }
-    parse_shim(args)
+    match verb.face {
+        spec::Face::Run => parse_run(words.into_iter().skip(1).map(OsString::from).collect()),
+        spec::Face::Help => match rest {
+            [] => Ok(Cmd::Print(render::usage())),
+            [topic] if topic == "shim" => Ok(Cmd::Print(render::verb_help(&spec::SHIM))),
+            [topic] => match spec::verb(topic) {
+                Some(v) => Ok(Cmd::Print(render::verb_help(v))),
+                None => Err(unknown_verb(topic)),
+            },
+            _ => Err(UsageError("help: at most one VERB".into())),
+        },
+        spec::Face::Completions => match rest {
+            [shell] if shell == "bash" => Ok(Cmd::Print(render::bash())),
+            [shell] if shell == "zsh" => Ok(Cmd::Print(render::zsh())),
+            [shell] if shell == "fish" => Ok(Cmd::Print(render::fish())),
+            _ => Err(UsageError(format!(
+                "completions: name one shell: {}",
+                spec::SHELLS.join(", ")
+            ))),
+        },
+        spec::Face::Man => match rest {
+            [] => Ok(Cmd::Print(render::man())),
+            _ => Err(UsageError("man takes no arguments".into())),
+        },
+        face => Ok(Cmd::Verb(face, words)),
+    }
+}
+
+/// The usage error for a word that is neither a verb nor a program.
+pub fn unknown_verb(word: &str) -> UsageError {
+    let hint = match spec::nearest_verb(word) {
+        Some(v) => format!("did you mean `zurg {v}`? "),
+        None => String::new(),
+    };
+    UsageError(format!(
+        "`{word}` is neither a zurg verb nor a program on PATH; {hint}`zurg help` lists the verbs"
+    ))
 }
 
 fn parse_shim(args: Vec<OsString>) -> Result<Cmd, UsageError> {
@@ -199,12 +251,18 @@ fn parse_shim(args: Vec<OsString>) -> Result<Cmd, UsageError> {
         rewrite: Vec::new(),
         grace_ms: DEFAULT_GRACE_MS,
         verbose: false,
+        bare_word: args
+            .first()
+            .is_some_and(|a| !a.to_string_lossy().starts_with('-')),
+        log_timestamps: None,
     };
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next()? {
         match arg {
-            Short('h') | Long("help") => return Ok(Cmd::Help),
+            Short('h') | Long("help") => return Ok(Cmd::Print(render::usage())),
             Short('V') | Long("version") => return Ok(Cmd::Version),
+            Long("log-timestamps") => opts.log_timestamps = Some(true),
+            Long("no-log-timestamps") => opts.log_timestamps = Some(false),
             Short('g') | Long("pgroup") => opts.pgroup = true,
             Short('v') | Long("verbose") => opts.verbose = true,
             // tini's -s: zurg always makes itself a subreaper when not PID 1.
@@ -237,10 +295,12 @@ fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
     let mut publish = Vec::new();
     let mut publish_token_file = None;
     let mut publish_queue = DEFAULT_PUBLISH_QUEUE;
+    let mut log_timestamps = None;
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next()? {
         match arg {
-            Short('h') | Long("help") => return Ok(Cmd::Help),
+            Long("log-timestamps") => log_timestamps = Some(true),
+            Long("no-log-timestamps") => log_timestamps = Some(false),
             Long("publish") => {
                 let v = p.value()?.string()?;
                 for addr in v.split(',').filter(|a| !a.is_empty()) {
@@ -286,6 +346,7 @@ fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
         publish,
         publish_token_file,
         publish_queue,
+        log_timestamps,
     }))
 }
 
@@ -369,8 +430,59 @@ mod tests {
         assert_eq!(o.grace_ms, 2000);
         assert_eq!(
             parse(args(&["status", "--json"]), false),
-            Ok(Cmd::Client(vec!["status".into(), "--json".into()]))
+            Ok(Cmd::Verb(
+                spec::Face::Client,
+                vec!["status".into(), "--json".into()]
+            ))
         );
+    }
+
+    #[test]
+    fn a_first_word_without_options_may_be_a_mistyped_verb() {
+        assert!(shim(&["stauts"]).bare_word);
+        assert!(!shim(&["--", "stauts"]).bare_word);
+        assert!(!shim(&["-g", "stauts"]).bare_word);
+        let e = unknown_verb("stauts").0;
+        assert!(e.contains("did you mean `zurg status`?"), "{e}");
+    }
+
+    #[test]
+    fn every_verb_answers_help_from_the_table() {
+        for v in spec::VERBS {
+            let want = Ok(Cmd::Print(render::verb_help(v)));
+            assert_eq!(parse(args(&[v.name, "--help"]), false), want, "{}", v.name);
+            assert_eq!(parse(args(&[v.name, "-h"]), false), want, "{}", v.name);
+            assert_eq!(parse(args(&["help", v.name]), false), want, "{}", v.name);
+        }
+        assert_eq!(
+            parse(args(&["help"]), false),
+            Ok(Cmd::Print(render::usage()))
+        );
+        assert_eq!(
+            parse(args(&["--help"]), false),
+            Ok(Cmd::Print(render::usage()))
+        );
+        // a --help after `--` belongs to the command
+        assert!(matches!(
+            parse(args(&["--", "ls", "--help"]), false),
+            Ok(Cmd::Shim(_))
+        ));
+        assert!(parse(args(&["help", "stauts"]), false).is_err());
+        assert!(parse(args(&["completions", "tcsh"]), false).is_err());
+        assert!(parse(args(&["man", "--bogus"]), false).is_err());
+    }
+
+    #[test]
+    fn log_timestamps_flags() {
+        assert_eq!(shim(&["--", "x"]).log_timestamps, None);
+        assert_eq!(
+            shim(&["--no-log-timestamps", "--", "x"]).log_timestamps,
+            Some(false)
+        );
+        let Ok(Cmd::Run(o)) = parse(args(&["run", "-u", "u", "--log-timestamps"]), false) else {
+            panic!()
+        };
+        assert_eq!(o.log_timestamps, Some(true));
     }
 
     #[test]

@@ -25,6 +25,16 @@ pub enum ShutdownMode {
     Reboot,
 }
 
+impl std::fmt::Display for ShutdownMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ShutdownMode::Default => "stop everything and exit",
+            ShutdownMode::Poweroff => "power-off",
+            ShutdownMode::Reboot => "reboot",
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "verb", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Verb {
@@ -283,6 +293,10 @@ pub struct Outcome {
     pub pid: Option<i32>,
 }
 
+/// The last event a follower gets, on an orderly shutdown (service "zurg"):
+/// `events --follow` tells it from a crash, which ends with no such line.
+pub const SHUTDOWN_EVENT_KIND: &str = "shutdown";
+
 /// A lifecycle event, as kept in the recent-events ring and streamed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventRecord {
@@ -290,7 +304,8 @@ pub struct EventRecord {
     /// Wall clock, microseconds since the Unix epoch.
     pub time_us: u64,
     pub service: String,
-    /// started | exited | restarting | stopped | killed | done | spawn_failed
+    /// started | exited | restarting | stopped | killed | done | spawn_failed,
+    /// and `shutdown` (SHUTDOWN_EVENT_KIND) last of all
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,

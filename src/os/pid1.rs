@@ -439,6 +439,16 @@ pub enum PowerAction {
     Halt,
 }
 
+impl std::fmt::Display for PowerAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PowerAction::PowerOff => "powering off",
+            PowerAction::Reboot => "rebooting",
+            PowerAction::Halt => "halting",
+        })
+    }
+}
+
 /// The end of a machine's init: sync, unmount (or remount read-only) every
 /// filesystem, then reboot(2). Never returns: if the kernel refuses, halt is
 /// tried, and failing that zurg reaps forever rather than exit.

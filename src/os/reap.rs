@@ -40,6 +40,21 @@ impl ExitStatus {
     }
 }
 
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signal { signo, core_dumped } => {
+                write!(f, "killed by {}", crate::sig::name(*signo))?;
+                if *core_dumped {
+                    f.write_str(" (core dumped)")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Outcome of one reap pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drained {

@@ -154,7 +154,7 @@ impl Session {
             stream,
             decoder: Decoder::new(CLIENT_MAX_FRAME),
         };
-        let ours = nonce();
+        let ours = nonce().map_err(|e| e.to_string())?;
         s.send(&Frame::Hello {
             proto: PROTOCOL,
             role: Role::Client,
@@ -163,6 +163,7 @@ impl Session {
             boot: None,
             hostname: None,
             nonce: Some(ours.clone()),
+            instance: None,
         })?;
         loop {
             match s.read_frame()? {
@@ -176,8 +177,7 @@ impl Session {
                 }
                 Frame::Welcome { mac, .. } => {
                     if let Some(t) = token {
-                        let expected = proto::proof(t, "publisher", &ours);
-                        if !mac.is_some_and(|m| proto::same_mac(&m, &expected)) {
+                        if !mac.is_some_and(|m| proto::verify_proof(t, "publisher", &ours, &m)) {
                             return Err("the publisher did not prove it knows the token".into());
                         }
                     }

@@ -8,12 +8,20 @@
 //! snapshot of what runs now, so a publisher that restarted or missed
 //! events ends up with exactly the live set. A dead or slow publisher costs
 //! a few microseconds per event (encode, queue), never a restart's time.
+//!
+//! What may block goes to the forwarder's own thread (`Worker`): resolving
+//! `--publish` names, and reading events back from the journal. The thread
+//! reports through a channel and wakes the loop with a byte on a mio pipe
+//! registered under the forwarder's token, so a slow DNS server or a large
+//! journal delays publishing, never a restart.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::mpsc;
 
 use mio::net::TcpStream;
+use mio::unix::pipe;
 use mio::{Interest, Registry, Token};
 
 use super::proto::{
@@ -55,6 +63,81 @@ pub struct Lifecycle {
     pub time_us: u64,
 }
 
+/// Blocking work handed to the forwarder's thread.
+pub type Job = Box<dyn FnOnce() -> Done + Send>;
+
+/// A finished job, applied on the loop.
+pub enum Done {
+    /// The `--publish` names, resolved (or why none could be).
+    Resolved(Result<Vec<SocketAddr>, String>),
+    /// Events read back from the journal for connection number
+    /// `connection`, which asked for `wanted` of them.
+    Journal {
+        connection: u64,
+        wanted: u64,
+        events: Vec<(u64, Lifecycle)>,
+    },
+}
+
+/// The forwarder's thread: runs jobs in order, sends each result back and
+/// writes a byte to wake the loop.
+struct Worker {
+    jobs: mpsc::Sender<Job>,
+    done: mpsc::Receiver<Done>,
+    wake: pipe::Receiver,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Worker")
+    }
+}
+
+impl Worker {
+    fn start(registry: &Registry, token: Token) -> io::Result<Worker> {
+        let (sender, mut wake) = pipe::new()?;
+        registry.register(&mut wake, token, Interest::READABLE)?;
+        let (jobs, job_rx) = mpsc::channel::<Job>();
+        let (done_tx, done) = mpsc::channel();
+        let spawned = crate::log::spawn_blocking_signals("zurg-publish", move || {
+            while let Ok(job) = job_rx.recv() {
+                if done_tx.send(job()).is_err() {
+                    return;
+                }
+                // A full pipe already holds a wake-up.
+                let _ = (&sender).write(&[1]);
+            }
+        });
+        if let Err(e) = spawned {
+            let _ = registry.deregister(&mut wake);
+            return Err(e);
+        }
+        Ok(Worker { jobs, done, wake })
+    }
+}
+
+/// Resolves `--publish` targets, the first address of each; blocking.
+pub fn resolve(targets: &[String]) -> Result<Vec<SocketAddr>, String> {
+    let mut addrs = Vec::new();
+    let mut errors = Vec::new();
+    for t in targets {
+        match t.to_socket_addrs() {
+            Ok(mut found) => match found.next() {
+                Some(a) => addrs.push(a),
+                None => errors.push(format!("--publish {t}: no address")),
+            },
+            Err(e) => errors.push(format!("--publish {t}: {e}")),
+        }
+    }
+    if addrs.is_empty() {
+        return Err(errors.join("; "));
+    }
+    for e in errors {
+        crate::log!("warning: {e}; publishing to the others");
+    }
+    Ok(addrs)
+}
+
 #[derive(Debug)]
 enum Link {
     /// Waiting to (re)connect at `retry_at`.
@@ -78,7 +161,16 @@ enum Link {
 
 #[derive(Debug)]
 pub struct Forwarder {
+    /// `--publish` as given, HOST:PORT each.
+    targets: Vec<String>,
+    /// Their addresses; empty until resolved.
     addrs: Vec<SocketAddr>,
+    worker: Option<Worker>,
+    /// A resolution is running on the worker.
+    resolving: bool,
+    /// The connection number whose journal read-back is running on the
+    /// worker; nothing newer is sent on it until the result is in.
+    awaiting_journal: Option<u64>,
     next_addr: usize,
     token: Option<Vec<u8>>,
     identity: Identity,
@@ -106,18 +198,28 @@ pub struct Forwarder {
     quiet: bool,
     /// The connection became ready for a snapshot the supervisor must send.
     wants_snapshot: bool,
+    /// This zurg instance's secret for the publisher (drawn at the first
+    /// connect, then kept), so only this zurg can speak for its host.
+    instance: Option<String>,
 }
 
 impl Forwarder {
+    /// A forwarder for `targets` (HOST:PORT each). Addresses are used as
+    /// they are; names are resolved on the worker at the first connect.
     pub fn new(
-        addrs: Vec<SocketAddr>,
+        targets: Vec<String>,
         token: Option<Vec<u8>>,
         identity: Identity,
         token_id: Token,
         max_queue: usize,
     ) -> Forwarder {
+        let literal: Option<Vec<SocketAddr>> = targets.iter().map(|t| t.parse().ok()).collect();
         Forwarder {
-            addrs,
+            targets,
+            addrs: literal.unwrap_or_default(),
+            worker: None,
+            resolving: false,
+            awaiting_journal: None,
             next_addr: 0,
             token,
             identity,
@@ -139,7 +241,17 @@ impl Forwarder {
             next_heartbeat: u64::MAX,
             quiet: false,
             wants_snapshot: false,
+            instance: None,
         }
+    }
+
+    fn instance(&mut self) -> Result<String, crate::publish::server::NonceError> {
+        if let Some(i) = &self.instance {
+            return Ok(i.clone());
+        }
+        let drawn = crate::publish::server::nonce()?;
+        self.instance = Some(drawn.clone());
+        Ok(drawn)
     }
 
     fn addr(&self) -> Option<SocketAddr> {
@@ -150,12 +262,15 @@ impl Forwarder {
 
     pub fn status(&self) -> PublishStatus {
         PublishStatus {
-            publisher: self
-                .addrs
-                .iter()
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
+            publisher: if self.addrs.is_empty() {
+                self.targets.join(",")
+            } else {
+                self.addrs
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            },
             connected: matches!(self.link, Link::Streaming { .. }),
             seq: self.seq,
             acked: self.acked,
@@ -207,7 +322,7 @@ impl Forwarder {
     /// Moves queued events the connection has not had into the output,
     /// within the in-flight bound.
     fn fill(&mut self) {
-        if self.wants_journal.is_some() {
+        if self.wants_journal.is_some() || self.awaiting_journal.is_some() {
             // Older events come from the journal first.
             return;
         }
@@ -221,16 +336,116 @@ impl Forwarder {
         }
     }
 
-    /// Queues what memory still holds after events read from the journal.
-    pub fn resume_after_journal(&mut self) {
-        if matches!(self.link, Link::Streaming { .. }) {
-            self.fill();
+    /// The connection wants a snapshot (`wants_snapshot`) of what runs now.
+    /// It follows the events read back from the journal, so it waits while
+    /// they are being read.
+    pub fn take_snapshot_request(&mut self) -> bool {
+        self.awaiting_journal.is_none() && std::mem::take(&mut self.wants_snapshot)
+    }
+
+    /// Reads back, on the worker, the events `take_journal_request` asked
+    /// for: `read` is the blocking journal read.
+    pub fn read_journal(
+        &mut self,
+        wanted: u64,
+        read: impl FnOnce() -> Vec<(u64, Lifecycle)> + Send + 'static,
+        registry: &Registry,
+        now: u64,
+    ) {
+        if !matches!(self.link, Link::Streaming { .. }) {
+            return;
+        }
+        let connection = self.connects;
+        self.awaiting_journal = Some(connection);
+        self.submit(
+            Box::new(move || Done::Journal {
+                connection,
+                wanted,
+                events: read(),
+            }),
+            registry,
+            now,
+        );
+    }
+
+    /// Runs `job` on the worker; on this thread if none can be started.
+    fn submit(&mut self, job: Job, registry: &Registry, now: u64) {
+        if self.worker.is_none() {
+            match Worker::start(registry, self.token_id) {
+                Ok(w) => self.worker = Some(w),
+                Err(e) => {
+                    crate::log!("publisher: no worker thread ({e}); blocking work runs on the loop")
+                }
+            }
+        }
+        let job = match &self.worker {
+            Some(w) => match w.jobs.send(job) {
+                Ok(()) => return,
+                Err(mpsc::SendError(job)) => job,
+            },
+            None => job,
+        };
+        self.worker = None;
+        self.on_done(job(), registry, now);
+    }
+
+    /// Applies a finished job.
+    fn on_done(&mut self, done: Done, registry: &Registry, now: u64) {
+        match done {
+            Done::Resolved(Ok(addrs)) => {
+                self.resolving = false;
+                self.addrs = addrs;
+                self.link = Link::Idle { retry_at: now };
+            }
+            Done::Resolved(Err(why)) => {
+                self.resolving = false;
+                crate::log!(
+                    "publisher: {why}; resolving again in {} ms",
+                    self.backoff_ms
+                );
+                self.link = Link::Idle {
+                    retry_at: now.saturating_add(self.backoff_ms),
+                };
+                self.backoff_ms = self.backoff_ms.saturating_mul(2).min(MAX_BACKOFF_MS);
+            }
+            Done::Journal {
+                connection,
+                wanted,
+                events,
+            } => {
+                if self.awaiting_journal != Some(connection) {
+                    return; // for a connection since lost
+                }
+                self.awaiting_journal = None;
+                let found = self.resend_from_journal(events);
+                let found = u64::try_from(found).unwrap_or(0);
+                if found < wanted {
+                    crate::log!(
+                        "publisher: {} of {wanted} events that left memory were not in the journal; the snapshot covers them",
+                        wanted.saturating_sub(found)
+                    );
+                }
+                if matches!(self.link, Link::Streaming { .. }) {
+                    self.fill();
+                    self.flush(registry, now);
+                }
+            }
         }
     }
 
-    /// The supervisor asked for a snapshot (`wants_snapshot`): what runs now.
-    pub fn take_snapshot_request(&mut self) -> bool {
-        std::mem::take(&mut self.wants_snapshot)
+    /// Takes what the worker finished, after draining its wake-ups.
+    fn take_done(&mut self, registry: &Registry, now: u64) {
+        let mut finished = Vec::new();
+        if let Some(w) = &mut self.worker {
+            let mut buf = [0u8; 64];
+            while matches!(w.wake.read(&mut buf), Ok(n) if n > 0) {}
+            while let Ok(done) = w.done.try_recv() {
+                finished.push(done);
+            }
+        }
+        for done in finished {
+            self.on_done(done, registry, now);
+        }
     }
 
     /// Sequence numbers (first, last) the publisher lacks that are no longer
@@ -241,7 +456,7 @@ impl Forwarder {
     }
 
     /// Events read back from the journal, in order, each with its number.
-    pub fn resend_from_journal(&mut self, events: Vec<(u64, Lifecycle)>) -> usize {
+    fn resend_from_journal(&mut self, events: Vec<(u64, Lifecycle)>) -> usize {
         if !matches!(self.link, Link::Streaming { .. }) {
             return 0;
         }
@@ -315,6 +530,20 @@ impl Forwarder {
     }
 
     fn connect(&mut self, registry: &Registry, now: u64) {
+        if self.addrs.is_empty() {
+            // Names resolve on the worker; `on_done` schedules the connect.
+            if !self.resolving {
+                self.resolving = true;
+                self.link = Link::Idle { retry_at: u64::MAX };
+                let targets = self.targets.clone();
+                self.submit(
+                    Box::new(move || Done::Resolved(resolve(&targets))),
+                    registry,
+                    now,
+                );
+            }
+            return;
+        }
         let Some(addr) = self.addr() else { return };
         match TcpStream::connect(addr) {
             Ok(mut stream) => {
@@ -362,10 +591,13 @@ impl Forwarder {
         self.decoder = Decoder::new(MAX_FRAME);
         self.wants_snapshot = false;
         self.wants_journal = None;
+        self.awaiting_journal = None;
     }
 
-    /// The connection is readable or writable.
+    /// The connection is readable or writable, or the worker finished
+    /// something (both use the forwarder's token).
     pub fn on_ready(&mut self, registry: &Registry, now: u64) {
+        self.take_done(registry, now);
         if let Link::Connecting { stream, .. } = &self.link {
             // A non-blocking connect has finished once the peer address is
             // known; an error is waiting in SO_ERROR otherwise.
@@ -384,7 +616,10 @@ impl Forwarder {
                 return;
             };
             let _ = stream.set_nodelay(true);
-            let nonce = crate::publish::server::nonce();
+            let (nonce, instance) = match (crate::publish::server::nonce(), self.instance()) {
+                (Ok(n), Ok(i)) => (n, i),
+                (Err(e), _) | (_, Err(e)) => return self.fail(registry, now, e.to_string()),
+            };
             let id = &self.identity;
             proto::encode(
                 &Frame::Hello {
@@ -395,6 +630,7 @@ impl Forwarder {
                     boot: Some(id.boot.clone()),
                     hostname: Some(id.hostname.clone()),
                     nonce: Some(nonce.clone()),
+                    instance: Some(instance),
                 },
                 &mut self.out,
             );
@@ -463,8 +699,7 @@ impl Forwarder {
                     return self.fail(registry, now, "unexpected welcome".into());
                 };
                 if let Some(t) = &self.token {
-                    let expected = proto::proof(t, "publisher", nonce);
-                    if !mac.is_some_and(|m| proto::same_mac(&m, &expected)) {
+                    if !mac.is_some_and(|m| proto::verify_proof(t, "publisher", nonce, &m)) {
                         return self.refuse(
                             registry,
                             now,
@@ -567,16 +802,15 @@ impl Forwarder {
     }
 
     /// zurg is exiting: hand over what is queued and say bye, waiting at
-    /// most `budget_ms` for the socket to take it.
+    /// most `budget_ms` for the socket to take it (in poll(2), not a sleep).
     pub fn farewell(&mut self, registry: &Registry, budget_ms: u64) {
         let Link::Streaming { .. } = self.link else {
             return;
         };
         self.fill();
         proto::encode(&Frame::Bye, &mut self.out);
-        let start = std::time::Instant::now();
-        while !self.out.is_empty() && start.elapsed() < std::time::Duration::from_millis(budget_ms)
-        {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(budget_ms);
+        while !self.out.is_empty() {
             let Some(stream) = connected_stream(&mut self.link) else {
                 return;
             };
@@ -585,7 +819,10 @@ impl Forwarder {
                     self.out.drain(..n.min(self.out.len()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(std::time::Duration::from_millis(1))
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() || !writable_within(stream, left) {
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 _ => break,
@@ -596,6 +833,15 @@ impl Forwarder {
             let _ = registry.deregister(stream);
         }
     }
+}
+
+/// Waits in poll(2) until `stream` takes more bytes, at most `within`.
+fn writable_within(stream: &TcpStream, within: std::time::Duration) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let ms = u16::try_from(within.as_millis().max(1)).unwrap_or(u16::MAX);
+    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLOUT)];
+    matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0)
 }
 
 fn connected_stream(link: &mut Link) -> Option<&mut TcpStream> {
@@ -613,5 +859,183 @@ fn event_frame(seq: u64, e: Lifecycle) -> Frame {
         endpoint: e.endpoint,
         pid: e.pid,
         exit: e.exit,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::time::{Duration, Instant};
+
+    const TOKEN: Token = Token(7);
+
+    fn event(n: u64) -> Lifecycle {
+        Lifecycle {
+            kind: EventKind::Start,
+            endpoint: Endpoint {
+                service: format!("s{n}"),
+                ip: "127.0.0.1".into(),
+                port: 0,
+                gpid: format!("127.0.0.1:0:{}:{}", 1000 + n, 10 + n),
+                version: None,
+                since_us: 1000 + n,
+                host: "zurg".into(),
+            },
+            pid: Some(10 + n as u32),
+            exit: None,
+            time_us: 1000 + n,
+        }
+    }
+
+    fn identity() -> Identity {
+        Identity {
+            ip: "127.0.0.1".into(),
+            zurg: "127.0.0.1:0:1:1".into(),
+            boot: "b".into(),
+            hostname: "h".into(),
+        }
+    }
+
+    /// A publisher's side of the connection: reads frames with a deadline.
+    struct Peer {
+        stream: std::net::TcpStream,
+        decoder: Decoder,
+    }
+
+    impl Peer {
+        fn next(&mut self, within: Duration) -> Option<Frame> {
+            let deadline = Instant::now() + within;
+            loop {
+                if let Some(f) = self.decoder.next_frame().unwrap() {
+                    return Some(f);
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return None;
+                }
+                self.stream.set_read_timeout(Some(left)).unwrap();
+                let mut buf = [0u8; 4096];
+                match self.stream.read(&mut buf) {
+                    Ok(0) => return None,
+                    Ok(n) => self.decoder.feed(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => return None,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+    }
+
+    /// Polls until the forwarder's token is ready, then hands it the event.
+    fn drive(poll: &mut mio::Poll, f: &mut Forwarder, within: Duration) -> bool {
+        let mut events = mio::Events::with_capacity(8);
+        poll.poll(&mut events, Some(within)).unwrap();
+        let ready = events.iter().any(|e| e.token() == TOKEN);
+        if ready {
+            f.on_ready(poll.registry(), 1);
+        }
+        ready
+    }
+
+    #[test]
+    fn a_slow_journal_read_runs_off_the_loop_and_its_events_go_first() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mut poll = mio::Poll::new().unwrap();
+        let mut f = Forwarder::new(vec![addr], None, identity(), TOKEN, 1);
+        // Three events with a queue of one: two leave memory.
+        for n in 1..=3 {
+            f.publish(event(n), poll.registry(), 0);
+        }
+        f.on_timer(poll.registry(), 0);
+        let (stream, _) = listener.accept().unwrap();
+        let mut peer = Peer {
+            stream,
+            decoder: Decoder::new(MAX_FRAME),
+        };
+        while !matches!(f.link, Link::Handshake { .. }) {
+            assert!(
+                drive(&mut poll, &mut f, Duration::from_secs(5)),
+                "no connect"
+            );
+        }
+        assert!(matches!(
+            peer.next(Duration::from_secs(5)),
+            Some(Frame::Hello { .. })
+        ));
+        let welcome = proto::to_bytes(&Frame::Welcome {
+            last_seq: 0,
+            lease_ms: 10_000,
+            mac: None,
+        });
+        peer.stream.write_all(&welcome).unwrap();
+        while !matches!(f.link, Link::Streaming { .. }) {
+            assert!(
+                drive(&mut poll, &mut f, Duration::from_secs(5)),
+                "no welcome"
+            );
+        }
+        assert_eq!(f.take_journal_request(), Some((1, 2)));
+        // Room for what comes next, so it does not overflow again.
+        f.max_queue = 10;
+
+        // The read blocks until the test lets it go; the caller does not.
+        let (release, gate) = mpsc::channel::<()>();
+        let started = Instant::now();
+        f.read_journal(
+            2,
+            move || {
+                gate.recv().unwrap();
+                vec![(1, event(1)), (2, event(2))]
+            },
+            poll.registry(),
+            1,
+        );
+        assert!(started.elapsed() < Duration::from_millis(500));
+        assert!(
+            !f.take_snapshot_request(),
+            "the snapshot waits for the journal"
+        );
+        f.publish(event(4), poll.registry(), 1);
+        assert!(
+            peer.next(Duration::from_millis(100)).is_none(),
+            "nothing newer goes out before the journal's events"
+        );
+
+        release.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while f.awaiting_journal.is_some() {
+            assert!(Instant::now() < deadline, "the worker never reported");
+            drive(&mut poll, &mut f, Duration::from_millis(100));
+        }
+        assert!(f.take_snapshot_request());
+        let mut seqs = Vec::new();
+        while let Some(Frame::Event { seq, .. }) = peer.next(Duration::from_secs(5)) {
+            seqs.push(seq);
+            if seq == 4 {
+                break;
+            }
+        }
+        assert_eq!(seqs, [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_journal_read_for_a_lost_connection_is_dropped() {
+        let mut poll = mio::Poll::new().unwrap();
+        let mut f = Forwarder::new(vec!["127.0.0.1:9".into()], None, identity(), TOKEN, 1);
+        f.awaiting_journal = Some(3);
+        f.on_done(
+            Done::Journal {
+                connection: 2,
+                wanted: 1,
+                events: vec![(1, event(1))],
+            },
+            poll.registry(),
+            0,
+        );
+        assert_eq!(f.awaiting_journal, Some(3), "an old connection's result");
+        assert!(f.out.is_empty());
+        let _ = poll.poll(&mut mio::Events::with_capacity(1), Some(Duration::ZERO));
     }
 }

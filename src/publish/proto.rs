@@ -7,8 +7,9 @@
 //! reading a byte of the body whether it will accept it: an oversized frame
 //! is refused from its header, without buffering it.
 
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 pub const PROTOCOL: u32 = 1;
 /// The largest frame body anyone accepts. Snapshots and listings are split
@@ -17,6 +18,11 @@ pub const MAX_FRAME: usize = 64 * 1024;
 /// Endpoints per snapshot or listing chunk: ~300 bytes each stays under
 /// `MAX_FRAME` with room to spare.
 pub const CHUNK: usize = 128;
+/// How far past the last applied sequence number an event or snapshot may
+/// jump. A forwarder resends from its memory queue (10,000 by default) and
+/// its journal (16 MiB, some 50,000 events) in order, so a real one never
+/// comes near; a seq of 2^64-1 would make every later event a duplicate.
+pub const MAX_SEQ_JUMP: u64 = 1 << 20;
 
 /// One live process of a service, as clients resolve it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +154,11 @@ pub enum Frame {
         /// Random hex the publisher must MAC to prove it knows the token.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nonce: Option<String>,
+        /// Forwarders: a secret drawn from getrandom(2) when zurg starts and
+        /// kept for its life. It proves a reconnect comes from the same
+        /// zurg instance, so nobody else can take a live host's place.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance: Option<String>,
     },
     /// Publisher: prove you know the token by MACing this.
     Challenge {
@@ -334,50 +345,58 @@ impl Decoder {
     }
 }
 
-/// HMAC-SHA256 (RFC 2104) of `message` under `key`, in hex. Hand-written:
-/// it is a dozen lines over the sha2 crate zurg already has.
+type HmacSha256 = Hmac<Sha256>;
+
+fn keyed(key: &[u8]) -> HmacSha256 {
+    // HMAC takes a key of any length (longer ones are hashed first), so
+    // `new_from_slice` has no error to report here.
+    <HmacSha256 as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| <HmacSha256 as Mac>::new(&Default::default()))
+}
+
+/// HMAC-SHA256 (RFC 2104) of `message` under `key`, in hex.
 pub fn mac(key: &[u8], message: &[u8]) -> String {
-    const BLOCK: usize = 64;
-    let mut k = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        let digest = Sha256::digest(key);
-        for (dst, src) in k.iter_mut().zip(digest.iter()) {
-            *dst = *src;
-        }
-    } else {
-        for (dst, src) in k.iter_mut().zip(key.iter()) {
-            *dst = *src;
-        }
-    }
-    let ipad: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
-    let opad: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
-    let inner = Sha256::new()
-        .chain_update(&ipad)
-        .chain_update(message)
-        .finalize();
-    let outer = Sha256::new()
-        .chain_update(&opad)
-        .chain_update(inner)
-        .finalize();
-    hex(&outer)
+    let mut m = keyed(key);
+    m.update(message);
+    hex(&m.finalize().into_bytes())
+}
+
+fn proof_message(prover: &str, nonce: &str) -> String {
+    format!("zurg-publish/{PROTOCOL} {prover} {nonce}")
 }
 
 /// The MAC a side sends to prove it knows the token: over its role and the
 /// other side's nonce, so a MAC cannot be replayed in the other direction.
 pub fn proof(token: &[u8], prover: &str, nonce: &str) -> String {
-    mac(
-        token,
-        format!("zurg-publish/{PROTOCOL} {prover} {nonce}").as_bytes(),
-    )
+    mac(token, proof_message(prover, nonce).as_bytes())
 }
 
-/// Compares two MACs in time independent of where they differ.
-pub fn same_mac(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+/// Checks a peer's proof. The comparison is the hmac crate's, in constant
+/// time, so a forger learns nothing from how long a refusal takes; a MAC
+/// that is not even hex is refused before any comparison.
+pub fn verify_proof(token: &[u8], prover: &str, nonce: &str, mac_hex: &str) -> bool {
+    let Some(claimed) = unhex(mac_hex) else {
+        return false;
+    };
+    let mut m = keyed(token);
+    m.update(proof_message(prover, nonce).as_bytes());
+    m.verify_slice(&claimed).is_ok()
+}
+
+/// Lowercase or uppercase hex to bytes; `None` for odd length or a non-hex
+/// digit.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    let digits = text.as_bytes();
+    if !digits.len().is_multiple_of(2) {
+        return None;
+    }
+    digits
+        .chunks(2)
+        .map(|pair| {
+            let s = std::str::from_utf8(pair).ok()?;
+            u8::from_str_radix(s, 16).ok()
+        })
+        .collect()
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -416,6 +435,7 @@ mod tests {
                 boot: Some("b".into()),
                 hostname: None,
                 nonce: None,
+                instance: Some("ab".into()),
             },
             Frame::Event {
                 seq: 7,
@@ -507,9 +527,15 @@ mod tests {
             ),
             "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
         );
-        assert!(same_mac("abc", "abc"));
-        assert!(!same_mac("abc", "abd"));
-        assert!(!same_mac("abc", "ab"));
+        let good = proof(b"k", "client", "n1");
+        assert!(verify_proof(b"k", "client", "n1", &good));
+        assert!(verify_proof(b"k", "client", "n1", &good.to_uppercase()));
+        assert!(!verify_proof(b"k2", "client", "n1", &good));
+        assert!(!verify_proof(b"k", "forwarder", "n1", &good));
+        assert!(!verify_proof(b"k", "client", "n2", &good));
+        assert!(!verify_proof(b"k", "client", "n1", good.get(..62).unwrap()));
+        assert!(!verify_proof(b"k", "client", "n1", "zz"));
+        assert!(!verify_proof(b"k", "client", "n1", ""));
         assert_ne!(proof(b"k", "publisher", "n"), proof(b"k", "forwarder", "n"));
     }
 }

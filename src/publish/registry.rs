@@ -28,7 +28,7 @@ struct Host {
 }
 
 /// Key of an endpoint: its service and its GPID.
-type EpKey = (String, String);
+pub type EpKey = (String, String);
 
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -254,6 +254,10 @@ impl Registry {
         host.last_seen_ms = now_ms;
     }
 
+    pub fn host_count(&self) -> usize {
+        self.hosts.len()
+    }
+
     pub fn host(&self, zurg: &str) -> Option<&HostInfo> {
         self.hosts.get(zurg).map(|h| &h.info)
     }
@@ -263,6 +267,39 @@ impl Registry {
             .get(name)
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Up to `limit` endpoints in (service, gpid) order after `after`,
+    /// only of service `only` when given: one page of a listing that is
+    /// produced as the client reads it. The cursor is a key, not a position,
+    /// so changes between pages neither skip nor repeat an endpoint.
+    pub fn page(&self, only: Option<&str>, after: Option<&EpKey>, limit: usize) -> Vec<Endpoint> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let names: Box<dyn Iterator<Item = (&String, &BTreeMap<String, Endpoint>)>> =
+            match (only, after) {
+                (Some(n), _) => Box::new(self.names.get_key_value(n).into_iter()),
+                (None, Some((n, _))) => {
+                    Box::new(self.names.range::<String, _>((Included(n), Unbounded)))
+                }
+                (None, None) => Box::new(self.names.iter()),
+            };
+        let mut out = Vec::new();
+        for (name, by_gpid) in names {
+            let left = limit.saturating_sub(out.len());
+            if left == 0 {
+                break;
+            }
+            let eps: Box<dyn Iterator<Item = &Endpoint>> = match after {
+                Some((n, g)) if n == name => Box::new(
+                    by_gpid
+                        .range::<String, _>((Excluded(g), Unbounded))
+                        .map(|(_, e)| e),
+                ),
+                _ => Box::new(by_gpid.values()),
+            };
+            out.extend(eps.take(left).cloned());
+        }
+        out
     }
 
     pub fn names(&self) -> impl Iterator<Item = &String> {
@@ -279,8 +316,18 @@ impl Registry {
     }
 
     pub fn hosts(&self) -> Vec<HostInfo> {
-        self.hosts
-            .iter()
+        self.hosts_page(None, usize::MAX)
+    }
+
+    /// Up to `limit` hosts in zurg order after `after`: a page of a listing.
+    pub fn hosts_page(&self, after: Option<&str>, limit: usize) -> Vec<HostInfo> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let range = match after {
+            Some(z) => self.hosts.range::<str, _>((Excluded(z), Unbounded)),
+            None => self.hosts.range::<str, _>(..),
+        };
+        range
+            .take(limit)
             .map(|(k, h)| {
                 let mut info = h.info.clone();
                 info.endpoints = self.by_host.get(k).map_or(0, BTreeSet::len);
@@ -415,6 +462,64 @@ mod tests {
         assert_eq!(kinds(&c), [(ChangeKind::Down, Reason::Lease, "g1".into())]);
         assert!(r.hosts().is_empty());
         assert_eq!(r.next_expiry(1000), None);
+    }
+
+    #[test]
+    fn pages_walk_every_endpoint_once_in_key_order_despite_changes() {
+        let mut r = Registry::new();
+        r.hello(host(), 0);
+        for (i, (name, gpid)) in [("a", "1"), ("a", "2"), ("b", "1"), ("c", "1"), ("c", "2")]
+            .iter()
+            .enumerate()
+        {
+            r.event(H, i as u64 + 1, EventKind::Start, ep(name, gpid), None, 0);
+        }
+        let key = |e: &Endpoint| (e.service.clone(), e.gpid.clone());
+        let p1 = r.page(None, None, 2);
+        assert_eq!(
+            p1.iter().map(key).collect::<Vec<_>>(),
+            [("a".into(), "1".into()), ("a".into(), "2".into())]
+        );
+        // b goes away and a3, c0 arrive between pages: the cursor is a key.
+        r.event(H, 6, EventKind::Exit, ep("b", "1"), None, 0);
+        r.event(H, 7, EventKind::Start, ep("a", "3"), None, 0);
+        r.event(H, 8, EventKind::Start, ep("c", "0"), None, 0);
+        let p2 = r.page(None, p1.last().map(key).as_ref(), 10);
+        assert_eq!(
+            p2.iter().map(key).collect::<Vec<_>>(),
+            [
+                ("a".into(), "3".into()),
+                ("c".into(), "0".into()),
+                ("c".into(), "1".into()),
+                ("c".into(), "2".into())
+            ]
+        );
+        assert!(r.page(None, p2.last().map(key).as_ref(), 10).is_empty());
+        let only_c = r.page(Some("c"), Some(&("c".into(), "0".into())), 1);
+        assert_eq!(
+            only_c.iter().map(key).collect::<Vec<_>>(),
+            [("c".into(), "1".into())]
+        );
+        assert!(r.page(Some("nope"), None, 10).is_empty());
+    }
+
+    #[test]
+    fn hosts_come_in_pages_in_zurg_order() {
+        let mut r = Registry::new();
+        for z in ["c", "a", "b"] {
+            r.hello(
+                HostInfo {
+                    zurg: z.into(),
+                    ..HostInfo::default()
+                },
+                0,
+            );
+        }
+        let zurgs = |v: Vec<HostInfo>| v.into_iter().map(|h| h.zurg).collect::<Vec<_>>();
+        assert_eq!(zurgs(r.hosts_page(None, 2)), ["a", "b"]);
+        assert_eq!(zurgs(r.hosts_page(Some("b"), 2)), ["c"]);
+        assert!(r.hosts_page(Some("c"), 2).is_empty());
+        assert_eq!(zurgs(r.hosts()), ["a", "b", "c"]);
     }
 
     #[test]

@@ -17,8 +17,12 @@ use lexopt::prelude::*;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
-use super::proto::{self, Decoder, Frame, HostInfo, Role, CHUNK, MAX_FRAME, PROTOCOL};
-use super::registry::Change;
+use sha2::{Digest, Sha256};
+
+use super::proto::{
+    self, Decoder, Frame, HostInfo, Role, CHUNK, MAX_FRAME, MAX_SEQ_JUMP, PROTOCOL,
+};
+use super::registry::{Change, EpKey};
 use super::store::{ConnId, Done, MemoryStore, Store};
 
 const LISTENER: Token = Token(0);
@@ -28,16 +32,42 @@ const FIRST_CONN: usize = 2;
 
 pub const DEFAULT_LEASE_MS: u64 = 10_000;
 const MAX_CONNS: usize = 4096;
+/// Watchers are kept however long they stay silent (they only read), so
+/// they have a cap of their own below `MAX_CONNS`.
+const MAX_WATCHERS: usize = 1024;
+/// Endpoints of a snapshot still arriving (`last: false`), per connection
+/// and across all of them: far above any host's process count, and a bound
+/// on what unfinished snapshots can make the publisher hold.
+const MAX_SNAPSHOT: usize = 65_536;
+const MAX_SNAPSHOTS_PENDING: usize = 262_144;
 /// A connection must say hello (and authenticate) within this.
 const HANDSHAKE_MS: u64 = 10_000;
 /// Queued output a peer may leave unread before it is dropped: a watcher
 /// that cannot keep up reconnects and lists again rather than holding the
 /// publisher's memory.
 const MAX_OUTPUT: usize = 8 * 1024 * 1024;
+/// What all watchers together may leave unread of changes. Each gets an
+/// equal share of it, between `MIN_WATCHER_OUTPUT` and `MAX_WATCHER_OUTPUT`;
+/// one past its share (plus what is left of its listing) is dropped.
+/// `MAX_WATCHERS` times the minimum is this budget.
+const WATCHERS_OUTPUT: usize = 32 * 1024 * 1024;
+const MIN_WATCHER_OUTPUT: usize = 32 * 1024;
+const MAX_WATCHER_OUTPUT: usize = 4 * 1024 * 1024;
+/// Changes for a watcher are written once this much waits, or at the end
+/// of the wake-up: one write per change and watcher cost seconds when a
+/// forwarder sent thousands of events at once.
+const WATCHER_WRITE_AT: usize = 16 * 1024;
 /// Acks are cumulative, so one per forwarder every few milliseconds says as
 /// much as one per event; sending them later keeps the forwarder's zurg
 /// asleep while a change is still on its way to the watchers.
 const ACK_DELAY_MS: u64 = 5;
+/// After accept fails for want of a descriptor (EMFILE, ENFILE, ENOBUFS),
+/// try again this soon, or as soon as a connection closes. Nothing else
+/// would: the listener is edge-triggered, and the connections already
+/// queued raise no new edge.
+const ACCEPT_RETRY_MS: u64 = 100;
+/// A listing's next page is produced once less than this is left unsent.
+const LISTING_LOW_WATER: usize = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
@@ -117,19 +147,19 @@ pub fn read_token(path: &std::path::Path) -> Result<Vec<u8>, String> {
     Ok(token)
 }
 
-/// Random hex for challenges, from the kernel's generator.
-pub fn nonce() -> String {
+/// The kernel's random generator failed: without it there is no nonce an
+/// attacker cannot predict, so the connection that needed one is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot draw a random nonce from getrandom(2): {0}; check that the kernel's random generator is available")]
+pub struct NonceError(String);
+
+/// 16 random bytes in hex, from getrandom(2), for challenges, hellos and
+/// instance secrets. Never a time-based fallback: a guessable nonce would
+/// let a recorded proof be replayed.
+pub fn nonce() -> Result<String, NonceError> {
     let mut bytes = [0u8; 16];
-    let got = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
-    if got.is_err() {
-        // Without urandom, time and pid still differ per connection; the
-        // MAC keeps the secret off the wire either way.
-        let t = crate::os::wall_clock_us() ^ u64::from(std::process::id()).rotate_left(40);
-        for (dst, src) in bytes.iter_mut().zip(t.to_le_bytes().iter().cycle()) {
-            *dst = *src;
-        }
-    }
-    proto::hex(&bytes)
+    getrandom::fill(&mut bytes).map_err(|e| NonceError(e.to_string()))?;
+    Ok(proto::hex(&bytes))
 }
 
 #[derive(Debug)]
@@ -163,6 +193,40 @@ struct Conn {
     /// The proof of the token for a forwarder's welcome, until the store
     /// answers its hello.
     welcome_mac: Option<String>,
+    /// A resolve answer still being produced.
+    listing: Option<Listing>,
+    /// When the peer last sent a frame or took bytes from us: the idle
+    /// deadlines count from it.
+    active_ms: u64,
+    /// The socket took everything last time (no EAGAIN since): writing is
+    /// worth a try. Without it every change would retry a full socket.
+    writable: bool,
+    /// Endpoints of this forwarder's snapshot that are still arriving.
+    snapshot_pending: usize,
+    /// Listed in `Server::unflushed`.
+    unflushed: bool,
+}
+
+/// A resolve answer produced page by page as its client reads it, so a
+/// listing of any size costs the publisher `LISTING_LOW_WATER` bytes of
+/// buffer, and a prompt reader gets all of it.
+#[derive(Debug)]
+struct Listing {
+    /// One name, or every name (then the hosts come first).
+    name: Option<String>,
+    /// The last endpoint sent: the next page starts after it.
+    after: Option<EpKey>,
+    /// The first page of endpoints went out.
+    started: bool,
+    /// A listing of every name starts with the hosts, a page at a time:
+    /// `None` before the first page, then the last host sent, until
+    /// `hosts_done`.
+    hosts_after: Option<String>,
+    hosts_done: bool,
+    /// Changes to endpoints at or before the cursor, which the listing has
+    /// already shown; they follow `synced`. Changes past the cursor are
+    /// left out: the pages still to come show their outcome.
+    deferred: Vec<u8>,
 }
 
 struct Server {
@@ -184,6 +248,17 @@ struct Server {
     acks_owed: HashMap<ConnId, u64>,
     /// When the owed acks go out.
     acks_due: Option<u64>,
+    /// Accepting failed (out of descriptors): when to try again.
+    accept_retry_at: Option<u64>,
+    /// Connections that watch, for the fan-out.
+    watchers: BTreeMap<ConnId, Watch>,
+    /// Watchers with changes not yet written, flushed at the end of the
+    /// wake-up.
+    unflushed: Vec<ConnId>,
+    /// SHA-256 of each host's instance secret. Kept here rather than in the
+    /// store: it serves both stores, and it must never reach etcd or a
+    /// resolve client.
+    instances: HashMap<String, [u8; 32]>,
 }
 
 pub fn run(args: &[String]) -> i32 {
@@ -260,6 +335,10 @@ impl Server {
             start: Instant::now(),
             acks_owed: HashMap::new(),
             acks_due: None,
+            accept_retry_at: None,
+            instances: HashMap::new(),
+            watchers: BTreeMap::new(),
+            unflushed: Vec::new(),
         })
     }
 
@@ -275,13 +354,17 @@ impl Server {
             let handshake = self
                 .conns
                 .values()
-                .filter(|c| matches!(c.peer, Peer::New | Peer::Challenged { .. }))
-                .map(|c| c.opened_ms.saturating_add(HANDSHAKE_MS))
+                .filter_map(|c| self.idle_deadline(c))
                 .min();
-            let deadline = [handshake, self.store.next_deadline(), self.acks_due]
-                .into_iter()
-                .flatten()
-                .min();
+            let deadline = [
+                handshake,
+                self.store.next_deadline(),
+                self.acks_due,
+                self.accept_retry_at,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let timeout = deadline.map(|at| {
                 Duration::from_millis(at.saturating_sub(now)) + Duration::from_micros(500)
             });
@@ -297,14 +380,22 @@ impl Server {
                     WAKER => {}
                     Token(t) => {
                         if let Some(id) = t.checked_sub(FIRST_CONN) {
+                            if event.is_writable() || event.is_write_closed() {
+                                if let Some(conn) = self.conn(id) {
+                                    conn.writable = true;
+                                }
+                            }
                             self.service_conn(id);
                         }
                     }
                 }
             }
             let now = self.now_ms();
+            if self.accept_retry_at.is_some_and(|at| at <= now) {
+                self.accept();
+            }
             self.store.tick(now);
-            self.expire_handshakes(now);
+            self.expire_idle(now);
             // Store answers may produce more requests only through peers, so
             // one drain per wake-up is enough.
             self.store.drain(&mut done);
@@ -314,11 +405,18 @@ impl Server {
             if self.acks_due.is_some_and(|at| at <= self.now_ms()) {
                 self.send_acks();
             }
+            for id in std::mem::take(&mut self.unflushed) {
+                if let Some(conn) = self.conn(id) {
+                    conn.unflushed = false;
+                }
+                self.flush(id);
+            }
             self.reap_closed();
         }
     }
 
     fn accept(&mut self) {
+        let was_blocked = self.accept_retry_at.take().is_some();
         loop {
             match self.listener.accept() {
                 Ok((mut stream, addr)) => {
@@ -356,15 +454,26 @@ impl Server {
                             opened_ms,
                             closing: false,
                             welcome_mac: None,
+                            listing: None,
+                            active_ms: opened_ms,
+                            writable: true,
+                            snapshot_pending: 0,
+                            unflushed: false,
                         },
                     );
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // EMFILE and friends: the pending connection stays queued;
-                    // retrying now would spin.
-                    crate::log!("cannot accept: {e}");
+                    // EMFILE and friends: the pending connections stay
+                    // queued. Retrying at once would spin, and waiting for
+                    // the listener's next edge could wait forever.
+                    if !was_blocked {
+                        crate::log!(
+                            "cannot accept: {e}; retrying every {ACCEPT_RETRY_MS} ms and whenever a connection closes"
+                        );
+                    }
+                    self.accept_retry_at = Some(self.now_ms().saturating_add(ACCEPT_RETRY_MS));
                     return;
                 }
             }
@@ -400,7 +509,82 @@ impl Server {
                 }
             }
         }
-        self.flush(id);
+        self.drive(id);
+    }
+
+    /// Writes what is queued and, as the socket takes it, produces more of
+    /// a listing in progress.
+    fn drive(&mut self, id: ConnId) {
+        loop {
+            self.flush(id);
+            let Some(conn) = self.conns.get(&id) else {
+                return;
+            };
+            if conn.closing || conn.listing.is_none() || conn.out.len() >= LISTING_LOW_WATER {
+                return;
+            }
+            self.pump(id);
+        }
+    }
+
+    /// Encodes pages of the listing until `LISTING_LOW_WATER` bytes wait or
+    /// the listing is complete (`synced`, then the deferred changes).
+    fn pump(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let view = self.store.view();
+        while conn.out.len() < LISTING_LOW_WATER {
+            let Some(listing) = conn.listing.as_mut() else {
+                return;
+            };
+            if !listing.hosts_done {
+                let hosts = view.hosts_page(listing.hosts_after.as_deref(), CHUNK);
+                listing.hosts_done = hosts.len() < CHUNK;
+                // The first hosts frame goes out even when there are none; a
+                // later empty page (the hosts ended on a page boundary) says
+                // nothing.
+                let first_page = listing.hosts_after.is_none();
+                if let Some(last) = hosts.last() {
+                    listing.hosts_after = Some(last.zurg.clone());
+                }
+                if first_page || !hosts.is_empty() {
+                    proto::encode(&Frame::Hosts { hosts }, &mut conn.out);
+                }
+                continue;
+            }
+            let first = !listing.started;
+            listing.started = true;
+            let page = view.page(listing.name.as_deref(), listing.after.as_ref(), CHUNK);
+            let Some(last) = page.last() else {
+                if let (Some(name), true) = (&listing.name, first) {
+                    let empty = Frame::Endpoints {
+                        name: name.clone(),
+                        endpoints: Vec::new(),
+                    };
+                    proto::encode(&empty, &mut conn.out);
+                }
+                proto::encode(&Frame::Synced, &mut conn.out);
+                conn.out.append(&mut listing.deferred);
+                conn.listing = None;
+                return;
+            };
+            listing.after = Some((last.service.clone(), last.gpid.clone()));
+            let mut rest = page.as_slice();
+            while let Some(head) = rest.first() {
+                let same = rest
+                    .iter()
+                    .take_while(|e| e.service == head.service)
+                    .count();
+                let (these, others) = rest.split_at(same.min(rest.len()));
+                let frame = Frame::Endpoints {
+                    name: head.service.clone(),
+                    endpoints: these.to_vec(),
+                };
+                proto::encode(&frame, &mut conn.out);
+                rest = others;
+            }
+        }
     }
 
     fn handle_frames(&mut self, id: ConnId) {
@@ -434,29 +618,47 @@ impl Server {
     }
 
     fn flush(&mut self, id: ConnId) {
+        let now = self.now_ms();
         let Some(conn) = self.conn(id) else { return };
-        while !conn.out.is_empty() {
-            match conn.stream.write(&conn.out) {
+        if !conn.writable {
+            // Full until the next writable event says otherwise.
+            return;
+        }
+        // Bytes are taken off the front once per flush, not once per write:
+        // a big buffer written in small pieces would be moved each time.
+        let mut written = 0;
+        let mut failed = false;
+        while let Some(rest) = conn.out.get(written..).filter(|r| !r.is_empty()) {
+            match conn.stream.write(rest) {
                 Ok(0) => break,
-                Ok(n) => {
-                    conn.out.drain(..n.min(conn.out.len()));
+                Ok(n) => written = written.saturating_add(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.writable = false;
+                    break;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
-                    conn.out.clear();
-                    conn.closing = true;
+                    failed = true;
                     break;
                 }
             }
         }
-        if conn.closing {
+        if written > 0 {
+            conn.active_ms = now;
+        }
+        conn.out.drain(..written.min(conn.out.len()));
+        if failed {
+            conn.out.clear();
+            conn.closing = true;
+        }
+        if conn.closing && (conn.out.is_empty() || failed) {
             self.drop_conn(id);
         }
     }
 
     /// Sends an error (when given) and closes after it is written.
     fn close(&mut self, id: ConnId, error: Option<String>) {
+        self.watchers.remove(&id);
         if let Some(message) = error {
             if let Some(conn) = self.conn(id) {
                 proto::encode(&Frame::Error { message }, &mut conn.out);
@@ -481,8 +683,13 @@ impl Server {
     }
 
     fn drop_conn(&mut self, id: ConnId) {
+        self.watchers.remove(&id);
         if let Some(mut conn) = self.conns.remove(&id) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
+            // Its descriptor is free now: a blocked accept can go on.
+            if self.accept_retry_at.is_some() {
+                self.accept_retry_at = Some(0);
+            }
         }
     }
 
@@ -502,23 +709,50 @@ impl Server {
         }
     }
 
-    fn expire_handshakes(&mut self, now: u64) {
-        let late: Vec<ConnId> = self
+    /// When a connection that has not earned its place is closed: the
+    /// handshake, and then identifying as forwarder or watcher, must each
+    /// happen within `HANDSHAKE_MS`; a forwarder must send something
+    /// (heartbeats come every lease/3) within a lease; a client that only
+    /// lists must keep asking or reading. Watchers have no deadline: they
+    /// have `MAX_WATCHERS`.
+    fn idle_deadline(&self, c: &Conn) -> Option<u64> {
+        if c.closing {
+            return None;
+        }
+        match &c.peer {
+            Peer::New | Peer::Challenged { .. } => Some(c.opened_ms.saturating_add(HANDSHAKE_MS)),
+            Peer::Forwarder { .. } => Some(c.active_ms.saturating_add(self.lease_ms)),
+            Peer::Client { watch: Some(_) } => None,
+            Peer::Client { watch: None } => Some(c.active_ms.saturating_add(HANDSHAKE_MS)),
+        }
+    }
+
+    fn expire_idle(&mut self, now: u64) {
+        let late: Vec<(ConnId, String)> = self
             .conns
             .iter()
-            .filter(|(_, c)| {
-                matches!(c.peer, Peer::New | Peer::Challenged { .. })
-                    && now.saturating_sub(c.opened_ms) >= HANDSHAKE_MS
+            .filter(|(_, c)| self.idle_deadline(c).is_some_and(|at| at <= now))
+            .map(|(id, c)| {
+                let why = match c.peer {
+                    Peer::New | Peer::Challenged { .. } => "no hello within 10 s".to_string(),
+                    Peer::Forwarder { .. } => format!(
+                        "a forwarder silent for a lease ({} ms): heartbeats are due every lease/3",
+                        self.lease_ms
+                    ),
+                    Peer::Client { .. } => "idle for 10 s without a resolve or a watch".to_string(),
+                };
+                (*id, why)
             })
-            .map(|(id, _)| *id)
             .collect();
-        for id in late {
-            self.close(id, Some("no hello within 10 s".into()));
+        for (id, why) in late {
+            self.close(id, Some(why));
         }
     }
 
     fn on_frame(&mut self, id: ConnId, frame: Frame) {
+        let now = self.now_ms();
         let Some(conn) = self.conn(id) else { return };
+        conn.active_ms = now;
         let peer = std::mem::replace(&mut conn.peer, Peer::New);
         match (peer, frame) {
             (Peer::New, hello @ Frame::Hello { .. }) => {
@@ -531,7 +765,14 @@ impl Server {
                     }
                 }
                 if self.token.is_some() {
-                    let ours = nonce();
+                    let ours = match nonce() {
+                        Ok(n) => n,
+                        Err(e) => {
+                            crate::log!("{e}; refusing a connection");
+                            self.close(id, Some(e.to_string()));
+                            return;
+                        }
+                    };
                     self.send(
                         id,
                         &Frame::Challenge {
@@ -553,12 +794,11 @@ impl Server {
                     Frame::Hello { role, .. } => *role,
                     _ => Role::Client,
                 };
-                let expected = self
+                let proven = self
                     .token
                     .as_deref()
-                    .map(|t| proto::proof(t, role_name(role), &ours))
-                    .unwrap_or_default();
-                if proto::same_mac(&mac, &expected) {
+                    .is_some_and(|t| proto::verify_proof(t, role_name(role), &ours, &mac));
+                if proven {
                     self.accepted(id, *hello);
                 } else {
                     let addr = self.conn(id).map(|c| c.addr);
@@ -584,6 +824,7 @@ impl Server {
             boot,
             hostname,
             nonce,
+            instance,
             ..
         } = hello
         else {
@@ -609,12 +850,33 @@ impl Server {
                 );
             }
             Role::Forwarder => {
-                let (Some(zurg), Some(ip)) = (zurg, host) else {
-                    self.close(id, Some("a forwarder's hello needs host and zurg".into()));
+                let (Some(zurg), Some(ip), Some(instance)) = (zurg, host, instance) else {
+                    self.close(
+                        id,
+                        Some("a forwarder's hello needs host, zurg and instance".into()),
+                    );
                     return;
                 };
                 if zurg.is_empty() || zurg.len() > 200 || ip.len() > 100 {
                     self.close(id, Some("bad host or zurg in hello".into()));
+                    return;
+                }
+                if instance.len() < 16 || instance.len() > 200 {
+                    self.close(
+                        id,
+                        Some("bad instance in hello: expected 16 to 200 characters".into()),
+                    );
+                    return;
+                }
+                if !self.admits(&zurg, &instance) {
+                    let addr = self.conn(id).map(|c| c.addr);
+                    crate::log!(
+                        "connection from {addr:?} said hello as live host {zurg} with another instance secret; refused"
+                    );
+                    let message = format!(
+                        "host {zurg} is live and this is not its zurg instance (another instance secret); a restarted zurg has a new GPID"
+                    );
+                    self.close(id, Some(message));
                     return;
                 }
                 // A reconnect from the same instance replaces a connection
@@ -654,6 +916,57 @@ impl Server {
         }
     }
 
+    /// Whether a forwarder's hello with this instance secret may speak for
+    /// host `zurg`: a host the publisher holds (connected, or within its
+    /// lease) only to the instance that registered it, so a stranger can
+    /// neither take its connection over nor feed it sequence numbers. The
+    /// first hello for a host not held sets its instance.
+    fn admits(&mut self, zurg: &str, instance: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(instance.as_bytes()).into();
+        let live = self.forwarders.contains_key(zurg) || self.store.view().host(zurg).is_some();
+        if live {
+            if let Some(known) = self.instances.get(zurg) {
+                // Digests, not the secrets: how long the comparison takes
+                // says nothing about the secret.
+                if *known != digest {
+                    return false;
+                }
+            }
+        }
+        self.instances.insert(zurg.to_string(), digest);
+        self.prune_instances();
+        true
+    }
+
+    /// Forgets the secrets of hosts that are gone, once they outnumber the
+    /// live ones, so the map stays the size of the registry.
+    fn prune_instances(&mut self) {
+        let held = self
+            .store
+            .view()
+            .host_count()
+            .saturating_add(self.forwarders.len());
+        if self.instances.len() <= held.saturating_mul(2).saturating_add(64) {
+            return;
+        }
+        let view = self.store.view();
+        let forwarders = &self.forwarders;
+        self.instances
+            .retain(|z, _| forwarders.contains_key(z) || view.host(z).is_some());
+    }
+
+    /// A sequence number more than `MAX_SEQ_JUMP` past the host's last
+    /// applied one. A host with nothing applied yet (a fresh publisher) takes
+    /// any first number: a long-lived zurg resumes where it is.
+    fn seq_jumps(&self, zurg: &str, seq: u64) -> Option<String> {
+        let last = self.store.view().host(zurg).map_or(0, |h| h.seq);
+        (last > 0 && seq > last.saturating_add(MAX_SEQ_JUMP)).then(|| {
+            format!(
+                "seq {seq} jumps more than {MAX_SEQ_JUMP} past the last applied {last}; refusing it"
+            )
+        })
+    }
+
     fn forwarder_frame(&mut self, id: ConnId, peer: Peer, frame: Frame) {
         let Peer::Forwarder { zurg } = &peer else {
             return;
@@ -663,6 +976,13 @@ impl Server {
             conn.peer = peer;
         }
         let now = self.now_ms();
+        if let Frame::Event { seq, .. } | Frame::Snapshot { seq, .. } = &frame {
+            if let Some(message) = self.seq_jumps(&zurg, *seq) {
+                crate::log!("forwarder {zurg}: {message}; closing its connection");
+                self.close(id, Some(message));
+                return;
+            }
+        }
         match frame {
             Frame::Event {
                 seq,
@@ -675,7 +995,36 @@ impl Server {
                 seq,
                 endpoints,
                 last,
-            } => self.store.snapshot(id, &zurg, seq, endpoints, last, now),
+            } => {
+                let pending_elsewhere: usize = self
+                    .conns
+                    .iter()
+                    .filter(|(other, _)| **other != id)
+                    .map(|(_, c)| c.snapshot_pending)
+                    .sum();
+                let Some(conn) = self.conn(id) else { return };
+                let pending = conn.snapshot_pending.saturating_add(endpoints.len());
+                conn.snapshot_pending = if last { 0 } else { pending };
+                let refused = if pending > MAX_SNAPSHOT {
+                    Some(format!(
+                        "snapshot of more than {MAX_SNAPSHOT} endpoints; refusing it"
+                    ))
+                } else if !last && pending.saturating_add(pending_elsewhere) > MAX_SNAPSHOTS_PENDING
+                {
+                    Some(format!(
+                        "unfinished snapshots hold more than {MAX_SNAPSHOTS_PENDING} endpoints; try again later"
+                    ))
+                } else {
+                    None
+                };
+                if let Some(message) = refused {
+                    crate::log!("forwarder {zurg}: {message}; closing its connection");
+                    conn.snapshot_pending = 0;
+                    self.close(id, Some(message));
+                    return;
+                }
+                self.store.snapshot(id, &zurg, seq, endpoints, last, now)
+            }
             Frame::Heartbeat { .. } => self.store.heartbeat(id, &zurg, now),
             Frame::Bye => {
                 crate::log!("forwarder {zurg} said bye: its zurg is shutting down");
@@ -696,40 +1045,40 @@ impl Server {
     }
 
     fn resolve(&mut self, id: ConnId, name: Option<String>, watch: bool) {
-        let view = self.store.view();
-        let mut frames = Vec::new();
-        match &name {
-            Some(n) => frames.push(Frame::Endpoints {
-                name: n.clone(),
-                endpoints: view.endpoints(n),
-            }),
-            None => {
-                frames.push(Frame::Hosts {
-                    hosts: view.hosts(),
-                });
-                for n in view.names() {
-                    for chunk in view.endpoints(n).chunks(CHUNK) {
-                        frames.push(Frame::Endpoints {
-                            name: n.clone(),
-                            endpoints: chunk.to_vec(),
-                        });
-                    }
-                }
+        let Some(conn) = self.conn(id) else { return };
+        if conn.listing.is_some() {
+            let message = "one resolve at a time: the last listing is not complete".to_string();
+            self.close(id, Some(message));
+            return;
+        }
+        let watch = watch.then(|| match &name {
+            Some(n) => Watch::Name(n.clone()),
+            None => Watch::All,
+        });
+        conn.peer = Peer::Client {
+            watch: watch.clone(),
+        };
+        if let Some(w) = watch {
+            if !self.watchers.contains_key(&id) && self.watchers.len() >= MAX_WATCHERS {
+                let message = format!("too many watchers ({MAX_WATCHERS}); try again later");
+                crate::log!("{message}: refusing one");
+                self.close(id, Some(message));
+                return;
             }
+            self.watchers.insert(id, w);
+        } else {
+            self.watchers.remove(&id);
         }
-        frames.push(Frame::Synced);
-        for f in &frames {
-            self.send(id, f);
-        }
-        if let Some(conn) = self.conn(id) {
-            conn.peer = Peer::Client {
-                watch: watch.then_some(match name {
-                    Some(n) => Watch::Name(n),
-                    None => Watch::All,
-                }),
-            };
-        }
-        self.flush(id);
+        let Some(conn) = self.conn(id) else { return };
+        conn.listing = Some(Listing {
+            hosts_done: name.is_some(),
+            name,
+            after: None,
+            started: false,
+            hosts_after: None,
+            deferred: Vec::new(),
+        });
+        self.drive(id);
     }
 
     fn on_done(&mut self, done: Done) {
@@ -772,6 +1121,20 @@ impl Server {
 
     /// Sends one change to every watcher of its name.
     fn fan_out(&mut self, change: &Change) {
+        let name = &change.endpoint.service;
+        let watchers: Vec<ConnId> = self
+            .watchers
+            .iter()
+            .filter(|(_, w)| match w {
+                Watch::All => true,
+                Watch::Name(n) => n == name,
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if watchers.is_empty() {
+            // Nobody to tell: a snapshot of thousands costs no encoding.
+            return;
+        }
         let frame = Frame::Change {
             change: change.change,
             reason: change.reason,
@@ -781,31 +1144,50 @@ impl Server {
         };
         let mut bytes = Vec::new();
         proto::encode(&frame, &mut bytes);
-        let name = &change.endpoint.service;
-        let watchers: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| match &c.peer {
-                Peer::Client {
-                    watch: Some(Watch::All),
-                } => true,
-                Peer::Client {
-                    watch: Some(Watch::Name(n)),
-                } => n == name,
-                _ => false,
-            })
-            .map(|(id, _)| *id)
-            .collect();
+        // Each watcher's share of the budget: a watcher that cannot keep up
+        // is dropped (it reconnects and lists again) before the watchers
+        // together hold more than WATCHERS_OUTPUT.
+        let share = (WATCHERS_OUTPUT / self.watchers.len().max(1))
+            .clamp(MIN_WATCHER_OUTPUT, MAX_WATCHER_OUTPUT);
+        let key = (name.as_str(), change.endpoint.gpid.as_str());
         for id in watchers {
-            if let Some(conn) = self.conn(id) {
-                conn.out.extend_from_slice(&bytes);
-                if conn.out.len() > MAX_OUTPUT {
-                    conn.out.clear();
-                    self.close(id, Some("too slow: output buffer full".into()));
-                    continue;
+            let Some(conn) = self.conn(id).filter(|c| !c.closing) else {
+                continue;
+            };
+            let queued = match conn.listing.as_mut() {
+                Some(listing) => {
+                    let shown = listing
+                        .after
+                        .as_ref()
+                        .is_some_and(|(n, g)| key <= (n.as_str(), g.as_str()));
+                    if shown {
+                        listing.deferred.extend_from_slice(&bytes);
+                    }
+                    listing.deferred.len().saturating_add(conn.out.len())
                 }
+                None => {
+                    conn.out.extend_from_slice(&bytes);
+                    conn.out.len()
+                }
+            };
+            // A listing's own pages (up to LISTING_LOW_WATER and a page)
+            // may still sit in front of the changes: they are not lag.
+            if queued > share.saturating_add(LISTING_LOW_WATER) {
+                let addr = conn.addr;
+                conn.out.clear();
+                conn.listing = None;
+                crate::log!(
+                    "watcher at {addr} fell {queued} bytes behind (its share is {share}); dropping it"
+                );
+                self.close(id, Some("too slow: fell behind the changes".into()));
+                continue;
             }
-            self.flush(id);
+            if conn.out.len() >= WATCHER_WRITE_AT {
+                self.flush(id);
+            } else if !conn.out.is_empty() && !conn.unflushed {
+                conn.unflushed = true;
+                self.unflushed.push(id);
+            }
         }
     }
 }
@@ -814,5 +1196,19 @@ fn role_name(role: Role) -> &'static str {
     match role {
         Role::Forwarder => "forwarder",
         Role::Client => "client",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonces_are_random_hex_of_16_bytes() {
+        let a = nonce().unwrap();
+        let b = nonce().unwrap();
+        assert_eq!(a.len(), 32);
+        assert_eq!(proto::unhex(&a).map(|v| v.len()), Some(16));
+        assert_ne!(a, b);
     }
 }

@@ -231,12 +231,19 @@ fn clock_file(state_dir: &Path) -> PathBuf {
 }
 
 /// The GPID clock's high-water mark from the state dir. Without a readable
-/// file, the newest start time in the journal is the floor.
-fn load_clock(state_dir: &Path) -> u64 {
+/// file, the newest start time in the journal is the floor. A mark far
+/// ahead of the wall clock is ignored (see `gpid::plausible_mark`).
+fn load_clock(state_dir: &Path, now_us: u64) -> u64 {
     let path = clock_file(state_dir);
     match std::fs::read_to_string(&path) {
         Ok(text) => match text.trim().parse::<u64>() {
-            Ok(v) => return v,
+            Ok(v) => match crate::gpid::plausible_mark(v, now_us) {
+                Ok(v) => return v,
+                Err(e) => crate::log!(
+                    "warning: ignoring the GPID clock in {}: {e}; using the journal's newest believable start time",
+                    path.display()
+                ),
+            },
             Err(_) => crate::log!(
                 "warning: {} is corrupt; using the journal's newest start time",
                 path.display()
@@ -249,7 +256,7 @@ fn load_clock(state_dir: &Path) -> u64 {
     records
         .iter()
         .filter_map(|r| r.gpid.parse::<Gpid>().ok())
-        .map(|g| g.start_us)
+        .filter_map(|g| crate::gpid::plausible_mark(g.start_us, now_us).ok())
         .max()
         .unwrap_or(0)
 }
@@ -295,11 +302,19 @@ impl Supervisor {
         }
         let reactor =
             Reactor::new(&signals).map_err(|e| format!("cannot create the event loop: {e}"))?;
+        // A missing group only narrows who may read: not worth refusing to
+        // start (as PID 1, refusing is a kernel panic or an idle machine).
         let readers_gid = match &opts.readers {
             None => None,
-            Some(g) => {
-                Some(crate::os::users::group_id(g).map_err(|e| format!("--readers {g}: {e}"))?)
-            }
+            Some(g) => match crate::os::users::group_id(g) {
+                Ok(gid) => Some(gid),
+                Err(e) => {
+                    crate::log!(
+                        "warning: --readers {g}: {e}; only root and zurg's own user may use the control socket"
+                    );
+                    None
+                }
+            },
         };
         let control = match ControlServer::bind(&opts.socket, reactor.registry(), readers_gid) {
             Ok(c) => Some(c),
@@ -322,12 +337,13 @@ impl Supervisor {
                 None
             }
         };
-        let clock_reserved = load_clock(&opts.state_dir);
+        let now_us = crate::os::wall_clock_us();
+        let clock_reserved = load_clock(&opts.state_dir, now_us);
         let mut clock = StartClock::after(clock_reserved);
         let own_gpid = Gpid {
             ip: host_ip,
             port: 0,
-            start_us: clock.issue(crate::os::wall_clock_us()),
+            start_us: clock.issue(now_us).map_err(|e| e.to_string())?,
             pid: std::process::id(),
         };
         let identity = crate::publish::forwarder::Identity {
@@ -686,20 +702,22 @@ impl Supervisor {
     }
 
     fn finish(&mut self) -> i32 {
+        self.announce_shutdown();
         self.farewell_publisher();
         if self.machine_init {
             let action = match self.shutdown_mode {
                 ShutdownMode::Reboot => pid1::PowerAction::Reboot,
                 ShutdownMode::Default | ShutdownMode::Poweroff => pid1::PowerAction::PowerOff,
             };
-            crate::log!("shutdown complete; {action:?} (init of this machine)");
+            crate::log!("shutdown complete; {action} (init of this machine)");
+            crate::log::flush(crate::log::FLUSH_DEADLINE);
             pid1::power_down(action);
         }
         // Never reboot(2) here: without CAP_SYS_BOOT it fails, and where it
         // is allowed in a pid namespace it kills PID 1 with SIGINT (130).
         let asked = match self.shutdown_mode {
             ShutdownMode::Default => String::new(),
-            mode => format!(" ({mode:?} asked, which only a machine's init does)"),
+            mode => format!(" ({mode} asked, which only a machine's init does)"),
         };
         if pid1::is_pid1() {
             crate::log!("shutdown complete; PID 1 of a container: exiting with 0{asked}");
@@ -839,8 +857,8 @@ impl Supervisor {
 
     /// Issues a start time that never repeats, even across zurg restarts:
     /// the clock file always covers every start time handed out.
-    fn issue_start_time(&mut self) -> u64 {
-        let start_us = self.clock.issue(crate::os::wall_clock_us());
+    fn issue_start_time(&mut self) -> Result<u64, crate::gpid::ClockExhausted> {
+        let start_us = self.clock.issue(crate::os::wall_clock_us())?;
         if start_us > self.clock_reserved {
             let reserve = start_us.saturating_add(CLOCK_RESERVE_US);
             let path = clock_file(&self.opts.state_dir);
@@ -860,7 +878,7 @@ impl Supervisor {
             // attempt per second of starts, not one per start.
             self.clock_reserved = reserve;
         }
-        start_us
+        Ok(start_us)
     }
 
     fn spawn(&mut self, slot: usize) -> Option<Input> {
@@ -868,7 +886,14 @@ impl Supervisor {
             Ok(port) => port,
             Err(error) => return Some(Input::SpawnFailed { error }),
         };
-        let start_us = self.issue_start_time();
+        let start_us = match self.issue_start_time() {
+            Ok(t) => t,
+            Err(e) => {
+                return Some(Input::Refused {
+                    reason: e.to_string(),
+                })
+            }
+        };
         let host_ip = self.host_ip;
         let s = self.slots.get_mut(slot)?;
         s.spec.pid_vars = vec![format!(

@@ -1,7 +1,7 @@
 //! The supervisor's side of `--publish`: turns lifecycle events into
 //! forwarder events and answers the forwarder's snapshot requests.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
 
 use mio::Token;
 
@@ -23,13 +23,8 @@ pub(super) fn make_forwarder(
     if opts.publish.is_empty() {
         return Ok(None);
     }
-    let mut addrs: Vec<SocketAddr> = Vec::new();
-    for a in &opts.publish {
-        let resolved = a
-            .to_socket_addrs()
-            .map_err(|e| format!("--publish {a}: {e}"))?;
-        addrs.extend(resolved.take(1));
-    }
+    // Names are resolved later, on the forwarder's thread: a slow DNS
+    // server must not hold up the start of the services.
     let token = opts
         .publish_token_file
         .as_deref()
@@ -37,12 +32,58 @@ pub(super) fn make_forwarder(
         .transpose()
         .map_err(|e| format!("--publish-token-file {e}"))?;
     Ok(Some(Forwarder::new(
-        addrs,
+        opts.publish.clone(),
         token,
         identity,
         FORWARD_TOKEN,
         opts.publish_queue,
     )))
+}
+
+/// This zurg's events numbered `first..=last`, read back from the journal
+/// in `state_dir` (blocking: runs on the forwarder's thread).
+fn journal_events(
+    state_dir: &Path,
+    own_gpid: &str,
+    first: u64,
+    last: u64,
+) -> Vec<(u64, Lifecycle)> {
+    let only = crate::journal::Only::field("zurg", own_gpid);
+    let (records, _) = crate::journal::read_only(state_dir, Some(&only));
+    records
+        .into_iter()
+        .filter(|r| r.zurg.as_deref() == Some(own_gpid))
+        .filter_map(|r| {
+            let seq = r.seq.filter(|s| (first..=last).contains(s))?;
+            let gpid: crate::gpid::Gpid = r.gpid.parse().ok()?;
+            let kind = if r.kind == "start" {
+                EventKind::Start
+            } else {
+                EventKind::Exit
+            };
+            let endpoint = Endpoint {
+                service: r.service,
+                ip: gpid.ip.to_string(),
+                port: gpid.port,
+                gpid: r.gpid,
+                version: r.version,
+                since_us: gpid.start_us,
+                host: own_gpid.to_string(),
+            };
+            let exit = r.exit.map(|e| ExitInfo {
+                code: e.code,
+                signal: e.signal,
+            });
+            let event = Lifecycle {
+                kind,
+                endpoint,
+                pid: Some(gpid.pid),
+                exit,
+                time_us: r.time_us,
+            };
+            Some((seq, event))
+        })
+        .collect()
 }
 
 /// The kernel's id for this boot, so a publisher can tell a reboot from a
@@ -121,9 +162,10 @@ impl Supervisor {
         self.answer_snapshot_request();
     }
 
-    /// Events that left the forwarder's memory, read back from the journal.
-    /// Blocking reads in the loop, but only after more than `--publish-queue`
-    /// events went unacknowledged.
+    /// Events that left the forwarder's memory, read back from the journal
+    /// on the forwarder's thread (the read can take a while: it checks every
+    /// record's CRC), only after more than `--publish-queue` events went
+    /// unacknowledged.
     fn answer_journal_request(&mut self) {
         let Some((first, last)) = self
             .forwarder
@@ -132,52 +174,13 @@ impl Supervisor {
         else {
             return;
         };
-        let only = crate::journal::Only::field("zurg", &self.own_gpid);
-        let (records, _) = crate::journal::read_only(&self.opts.state_dir, Some(&only));
-        let events: Vec<(u64, Lifecycle)> = records
-            .into_iter()
-            .filter(|r| r.zurg.as_deref() == Some(self.own_gpid.as_str()))
-            .filter_map(|r| {
-                let seq = r.seq.filter(|s| (first..=last).contains(s))?;
-                let gpid: crate::gpid::Gpid = r.gpid.parse().ok()?;
-                let kind = if r.kind == "start" {
-                    EventKind::Start
-                } else {
-                    EventKind::Exit
-                };
-                let endpoint = Endpoint {
-                    service: r.service,
-                    ip: gpid.ip.to_string(),
-                    port: gpid.port,
-                    gpid: r.gpid,
-                    version: r.version,
-                    since_us: gpid.start_us,
-                    host: self.own_gpid.clone(),
-                };
-                let exit = r.exit.map(|e| ExitInfo {
-                    code: e.code,
-                    signal: e.signal,
-                });
-                let event = Lifecycle {
-                    kind,
-                    endpoint,
-                    pid: Some(gpid.pid),
-                    exit,
-                    time_us: r.time_us,
-                };
-                Some((seq, event))
-            })
-            .collect();
         let wanted = last.saturating_sub(first).saturating_add(1);
+        let state_dir = self.opts.state_dir.clone();
+        let own = self.own_gpid.clone();
+        let now = self.reactor.now_ms();
         if let Some(f) = &mut self.forwarder {
-            let found = f.resend_from_journal(events);
-            if u64::try_from(found).unwrap_or(0) < wanted {
-                crate::log!(
-                    "publisher: {} of {wanted} events that left memory were not in the journal; the snapshot covers them",
-                    wanted.saturating_sub(u64::try_from(found).unwrap_or(0))
-                );
-            }
-            f.resume_after_journal();
+            let read = move || journal_events(&state_dir, &own, first, last);
+            f.read_journal(wanted, read, self.reactor.registry(), now);
         }
     }
 

@@ -263,7 +263,7 @@ impl Supervisor {
             }
             Verb::Shutdown { mode } => {
                 self.shutdown_mode = mode;
-                crate::log!("shutdown requested over the control socket ({mode:?})");
+                crate::log!("shutdown requested over the control socket ({mode})");
                 let reply = Reply::ok(id, serde_json::json!({ "shutting_down": true }));
                 self.reply(conn, &reply);
                 self.begin_shutdown(work);
@@ -443,9 +443,8 @@ impl Supervisor {
             seq,
             zurg: seq.map(|_| self.own_gpid.clone()),
         };
-        if let Err(e) = j.append(&record) {
-            crate::log!("warning: {e}; history is no longer kept");
-            self.journal = None;
+        if let Some(line) = j.append(&record).log_line() {
+            crate::log!("{line}");
         }
     }
 
@@ -612,6 +611,26 @@ impl Supervisor {
             message: Some(message),
             gpid: s.and_then(|s| s.gpid).map(|g| g.to_string()),
             version: s.and_then(|s| s.service.unit.version.clone()),
+            stats: None,
+        };
+        self.publish(rec);
+    }
+
+    /// The last line event followers get: an orderly end, which they tell
+    /// from a crash (EOF without it).
+    pub(super) fn announce_shutdown(&mut self) {
+        self.event_seq = self.event_seq.wrapping_add(1);
+        let rec = EventRecord {
+            seq: self.event_seq,
+            time_us: crate::os::wall_clock_us(),
+            service: "zurg".into(),
+            kind: crate::control::proto::SHUTDOWN_EVENT_KIND.into(),
+            pid: None,
+            exit: None,
+            delay_ms: None,
+            message: Some("zurg stopped every service and is exiting".into()),
+            gpid: None,
+            version: None,
             stats: None,
         };
         self.publish(rec);

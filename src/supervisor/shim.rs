@@ -238,7 +238,7 @@ fn run_inner(opts: &ShimOptions) -> Result<i32, String> {
         if reactor.timers.is_empty() {
             // First pass after the child died: ask everyone left to go.
             if opts.verbose {
-                crate::log!("pid {child_pid} ended ({exit:?}); stopping what is left");
+                crate::log!("pid {child_pid} ended ({exit}); stopping what is left");
             }
             pid1::signal_descendants(libc::SIGTERM);
             pid1::signal_descendants(libc::SIGCONT);

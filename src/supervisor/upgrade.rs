@@ -189,8 +189,8 @@ impl Supervisor {
             seq: None,
             zurg: None,
         };
-        if let Err(e) = j.append(&record) {
-            crate::log!("warning: {e}");
+        if let Some(line) = j.append(&record).log_line() {
+            crate::log!("{line}");
         }
     }
 

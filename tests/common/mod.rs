@@ -135,17 +135,32 @@ impl Zurg {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         setup(&mut cmd);
+        Self::spawn_as_set_up(cmd)
+    }
+
+    /// Runs `cmd` (which must end up exec'ing zurg) and collects its
+    /// stderr lines; for tests that need their own wrapper around zurg.
+    pub fn spawn(mut cmd: Command) -> Zurg {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        Self::spawn_as_set_up(cmd)
+    }
+
+    fn spawn_as_set_up(mut cmd: Command) -> Zurg {
         let mut child = cmd.spawn().expect("start zurg");
-        let stderr = child.stderr.take().unwrap();
         let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
+        // A test may send stderr elsewhere; then no lines arrive.
+        if let Some(stderr) = child.stderr.take() {
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
+            });
+        }
         Zurg {
             child,
             lines: rx,

@@ -265,3 +265,170 @@ impl Drop for Net {
         }
     }
 }
+
+/// One length-prefixed frame of the publish protocol.
+pub fn frame(json: &str) -> Vec<u8> {
+    let mut v = u32::try_from(json.len()).unwrap().to_be_bytes().to_vec();
+    v.extend_from_slice(json.as_bytes());
+    v
+}
+
+/// The next frame on a raw connection, or `None` when nothing came within
+/// `wait`; a panic when the connection ends.
+pub fn read_frame(s: &mut std::net::TcpStream, wait: std::time::Duration) -> Option<Value> {
+    use std::io::Read;
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut len = [0u8; 4];
+    match s.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            return None
+        }
+        Err(e) => panic!("reading a frame: {e}"),
+    }
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).unwrap();
+    Some(serde_json::from_slice(&body).unwrap())
+}
+
+/// A forwarder scripted over a raw connection, for filling a publisher
+/// with more endpoints or changes than real services would make quickly.
+pub struct RawForwarder {
+    pub stream: std::net::TcpStream,
+    pub zurg: String,
+    pub seq: u64,
+}
+
+impl RawForwarder {
+    /// Connects and says hello as zurg instance `n` (a fresh host).
+    pub fn connect(addr: &str, n: u32) -> RawForwarder {
+        use std::io::Write;
+        let zurg = format!("127.0.0.1:0:{n}:{n}");
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .write_all(&frame(&format!(
+                r#"{{"t":"hello","proto":1,"role":"forwarder","host":"127.0.0.1","zurg":"{zurg}","boot":"b","hostname":"raw{n}","nonce":"00","instance":"{n:032x}"}}"#
+            )))
+            .unwrap();
+        let welcome = read_frame(&mut stream, DEADLINE).expect("a welcome");
+        assert_eq!(welcome["t"], "welcome", "{welcome}");
+        RawForwarder {
+            stream,
+            zurg,
+            seq: 0,
+        }
+    }
+
+    pub fn endpoint(&self, service: &str, i: u64) -> String {
+        format!(
+            r#"{{"service":"{service}","ip":"127.0.0.1","port":8080,"gpid":"127.0.0.1:8080:1764000000000000:{i}","version":"1.0.0-build.20261202.1","since_us":1764000000000000,"host":"{}"}}"#,
+            self.zurg
+        )
+    }
+
+    /// A snapshot of `count` endpoints spread over `names` services, in
+    /// chunks of 128, then waits for its ack.
+    pub fn snapshot(&mut self, names: u64, count: u64) {
+        use std::io::Write;
+        let all: Vec<String> = (0..count)
+            .map(|i| self.endpoint(&format!("svc{:04}", i % names), i))
+            .collect();
+        let chunks: Vec<&[String]> = all.chunks(128).collect();
+        let mut bytes = Vec::new();
+        for (k, c) in chunks.iter().enumerate() {
+            bytes.extend(frame(&format!(
+                r#"{{"t":"snapshot","seq":{},"endpoints":[{}],"last":{}}}"#,
+                self.seq,
+                c.join(","),
+                k + 1 == chunks.len()
+            )));
+        }
+        self.stream.write_all(&bytes).unwrap();
+        // Tens of thousands of endpoints take a debug build seconds, more
+        // when other tests share the machine.
+        self.await_ack(DEADLINE * 4);
+    }
+
+    /// `pairs` start and exit events of one service, then waits for the ack
+    /// of the last.
+    pub fn churn(&mut self, service: &str, pairs: u64) {
+        self.churn_within(service, pairs, DEADLINE);
+    }
+
+    /// `churn`, for a burst a debug build needs longer than `DEADLINE` for.
+    pub fn churn_within(&mut self, service: &str, pairs: u64, within: std::time::Duration) {
+        use std::io::Write;
+        let mut bytes = Vec::new();
+        for i in 0..pairs {
+            for kind in ["start", "exit"] {
+                self.seq += 1;
+                bytes.extend(frame(&format!(
+                    r#"{{"t":"event","seq":{},"kind":"{kind}","time_us":1,"endpoint":{},"pid":9}}"#,
+                    self.seq,
+                    self.endpoint(service, 1_000_000 + i)
+                )));
+            }
+        }
+        self.stream.write_all(&bytes).unwrap();
+        self.await_ack(within);
+    }
+
+    fn await_ack(&mut self, within: std::time::Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no ack of seq {} in time", self.seq);
+            if let Some(f) = read_frame(&mut self.stream, left) {
+                assert_eq!(f["t"], "ack", "{f}");
+                if f["seq"].as_u64() == Some(self.seq) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Resident memory of process `pid` in KiB (VmRSS in /proc/PID/status).
+pub fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// A raw client connection that said hello and was welcomed.
+pub fn raw_client(addr: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(&frame(
+        r#"{"t":"hello","proto":1,"role":"client","nonce":"00"}"#,
+    ))
+    .unwrap();
+    let welcome = read_frame(&mut s, DEADLINE).expect("a welcome");
+    assert_eq!(welcome["t"], "welcome", "{welcome}");
+    s
+}
+
+/// Reads until the publisher closes the connection; the text of all it
+/// sent. Panics when it is still open after the deadline.
+pub fn until_closed(mut s: std::net::TcpStream) -> String {
+    use std::io::Read;
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut got = Vec::new();
+    match s.read_to_end(&mut got) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!(
+            "the publisher did not close the connection: {e}; it sent {:?}",
+            String::from_utf8_lossy(&got)
+        ),
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
