@@ -15,7 +15,7 @@ mod common;
 use common::{
     cmdline, eventually, find_below, ns_pid, pid_in, run_in, state, Mode, Namespace, TempDir,
 };
-use zurg::journal::{Journal, Record, DEFAULT_LIMIT};
+use zurg::journal::{Appended, Journal, Record, DEFAULT_LIMIT};
 
 /// Gone, or dead and waiting for the namespace's PID 1 to reap it.
 fn dead(host: i32) -> bool {
@@ -131,12 +131,12 @@ fn a_reused_pid_is_not_killed() {
     let matched = spawned(&ns, "sleep 1003");
     let (reused_ns, matched_ns) = (ns_pid(reused).unwrap(), ns_pid(matched).unwrap());
     let (mut journal, _) = Journal::open(&dir.path().join("state"), DEFAULT_LIMIT).unwrap();
-    journal
-        .append(&start_record("old", now_us - 3_600_000_000, reused_ns))
-        .unwrap();
-    journal
-        .append(&start_record("gone", now_us, matched_ns))
-        .unwrap();
+    for record in [
+        start_record("old", now_us - 3_600_000_000, reused_ns),
+        start_record("gone", now_us, matched_ns),
+    ] {
+        assert!(matches!(journal.append(&record), Appended::Written));
+    }
     drop(journal);
 
     let mut z = run_in(&dir, Mode::PlainInPidNs(ns.init()), &["--grace", "1s"]);
