@@ -154,3 +154,28 @@ fn a_reused_pid_is_not_killed() {
     assert!(unrelated.try_wait().unwrap().is_none());
     assert!(matching.try_wait().is_ok());
 }
+
+#[test]
+fn a_clock_file_write_that_hangs_holds_up_no_start_or_restart() {
+    let dir = TempDir::new("clock-fifo");
+    dir.write(
+        "units/flap.toml",
+        "exec = \"/bin/sh\"\nargs = [\"-c\", \"exit 1\"]\n",
+    );
+    // Opening a FIFO nobody reads for writing never returns: the clock
+    // file's write hangs the way a stuck file system would.
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    nix::unistd::mkfifo(
+        &dir.path().join("state/clock.tmp"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let mut z = run_in(&dir, Mode::Pid1, &["--grace", "1s"]);
+    for _ in 0..3 {
+        z.expect("[flap] started pid");
+        z.expect("[flap] restarting");
+    }
+    z.signal(15);
+    z.expect("the GPID clock file was not written within 300 ms of exit");
+    assert!(z.wait_exit().success());
+}

@@ -7,6 +7,7 @@
 //! This is the only place that mutates service state. Once the loop runs,
 //! errors fail one service or one request and are logged, never fatal.
 
+mod clock_writer;
 mod leftovers;
 mod ports;
 mod publishing;
@@ -156,10 +157,10 @@ pub struct Supervisor {
     machine_init: bool,
     host_ip: IpAddr,
     clock: StartClock,
-    /// Start times up to here are covered by the clock file.
+    /// Start times up to here are covered by the clock file, once the
+    /// writer has written the last mark asked for.
     clock_reserved: u64,
-    /// The clock file could not be written (warned once).
-    clock_unsaved: bool,
+    clock_writer: clock_writer::ClockWriter,
     journal: Option<Journal>,
     /// Bumped on every start, so sample timers of old processes are ignored.
     sample_generation: u64,
@@ -408,7 +409,7 @@ impl Supervisor {
             host_ip,
             clock,
             clock_reserved,
-            clock_unsaved: false,
+            clock_writer: clock_writer::ClockWriter::start(clock_file(&opts_state_dir)),
             journal,
             sample_generation: 0,
             overrides: upgrade::Overrides::load(&opts_state_dir),
@@ -702,6 +703,7 @@ impl Supervisor {
     }
 
     fn finish(&mut self) -> i32 {
+        self.clock_writer.flush();
         self.announce_shutdown();
         self.farewell_publisher();
         if self.machine_init {
@@ -856,26 +858,15 @@ impl Supervisor {
     }
 
     /// Issues a start time that never repeats, even across zurg restarts:
-    /// the clock file always covers every start time handed out.
+    /// the clock file covers every start time handed out, but for the one
+    /// write in flight (`clock_writer.rs` says when that matters).
     fn issue_start_time(&mut self) -> Result<u64, crate::gpid::ClockExhausted> {
         let start_us = self.clock.issue(crate::os::wall_clock_us())?;
-        if start_us > self.clock_reserved {
+        // Asked for ahead of the start times, so a burst of restarts finds
+        // its marks written; the write itself is the writer thread's.
+        if start_us.saturating_add(CLOCK_RESERVE_US / 2) > self.clock_reserved {
             let reserve = start_us.saturating_add(CLOCK_RESERVE_US);
-            let path = clock_file(&self.opts.state_dir);
-            let tmp = path.with_extension("tmp");
-            let written = std::fs::write(&tmp, format!("{reserve}\n"))
-                .and_then(|_| std::fs::rename(&tmp, &path));
-            if let Err(e) = written {
-                if !self.clock_unsaved {
-                    crate::log!(
-                        "warning: cannot save the GPID clock to {}: {e}; GPIDs may repeat after a restart of zurg if the wall clock goes back",
-                        path.display()
-                    );
-                }
-                self.clock_unsaved = true;
-            }
-            // Bumped even on failure, so a read-only state dir costs one
-            // attempt per second of starts, not one per start.
+            self.clock_writer.save(reserve);
             self.clock_reserved = reserve;
         }
         Ok(start_us)
