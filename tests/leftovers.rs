@@ -87,6 +87,37 @@ fn a_leftover_is_stopped_before_the_next_zurg_starts_its_own() {
     assert_eq!(ns_pid(now[0]), Some(new_pid));
 }
 
+#[test]
+fn what_a_killed_zurgs_service_started_is_stopped_too() {
+    let ns = Namespace::new();
+    let dir = TempDir::new("helper");
+    // A helper in a session of its own, which the death signal of the
+    // service's main process does not reach.
+    dir.write(
+        "units/web.toml",
+        "exec = \"/bin/sh\"\nargs = [\"-c\", \"setsid sleep 1005 & exec sleep 1006\"]\n",
+    );
+    let mut first = run_in(&dir, Mode::PlainInPidNs(ns.init()), &["--grace", "1s"]);
+    first.expect("[web] started pid");
+    let helper = spawned(&ns, "sleep 1005");
+    let main = spawned(&ns, "sleep 1006");
+    let helper_ns = ns_pid(helper).unwrap();
+    first.signal(9);
+    first.wait_exit();
+    eventually("the main process to die with its zurg", || dead(main));
+    assert!(!dead(helper), "the helper has no death signal");
+
+    let mut second = run_in(&dir, Mode::PlainInPidNs(ns.init()), &["--grace", "1s"]);
+    second.expect(&format!(
+        "stopping web pid {helper_ns} left by a previous zurg (SIGTERM"
+    ));
+    second.expect(&format!(
+        "web pid {helper_ns} left by a previous zurg is gone"
+    ));
+    second.expect("[web] started pid");
+    assert!(dead(helper), "the helper still runs: {:?}", state(helper));
+}
+
 /// A journal start record, as zurg writes it, for pid `pid` started at
 /// `start_us`.
 fn start_record(service: &str, start_us: u64, pid: i32) -> Record {

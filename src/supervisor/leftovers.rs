@@ -12,6 +12,10 @@
 //! KillMode=control-group: an adopted process is not zurg's child, so its
 //! exit could not be reaped or its status known.
 //!
+//! Processes a service started (a double-forked daemon, helpers) carry
+//! its `ZURG_GPID` too, and the death signal does not reach them: /proc is
+//! scanned for them and they are stopped the same way.
+//!
 //! A pid is trusted only when the process carries the recorded GPID in its
 //! environment (`ZURG_GPID`, which the child wrote before exec), or, when
 //! its environment says nothing, when its start time in /proc matches the
@@ -123,19 +127,20 @@ fn read_facts(pid: i32, boot_us: u64, ticks: u64) -> Option<ProcFacts> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (state, ppid, start_ticks) = parse_stat(&stat)?;
     let since_boot = start_ticks.checked_mul(1_000_000)? / ticks;
-    let env_gpid = std::fs::read(format!("/proc/{pid}/environ"))
-        .ok()
-        .and_then(|env| {
-            env.split(|b| *b == 0)
-                .find_map(|e| e.strip_prefix(b"ZURG_GPID="))
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        });
     Some(ProcFacts {
         start_us: boot_us.saturating_add(since_boot),
-        env_gpid,
+        env_gpid: env_gpid(pid),
         dead: matches!(state, 'Z' | 'X' | 'x'),
         ppid,
     })
+}
+
+/// `ZURG_GPID` from the environment a process was started with.
+fn env_gpid(pid: i32) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|b| *b == 0)
+        .find_map(|e| e.strip_prefix(b"ZURG_GPID="))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 fn comm(pid: i32) -> Option<String> {
@@ -172,7 +177,7 @@ impl Supervisor {
         };
         let me = crate::os::pid1::my_pid();
         let mut left = Vec::new();
-        for c in candidates {
+        for c in &candidates {
             let Ok(pid) = i32::try_from(c.gpid.pid) else {
                 continue;
             };
@@ -184,43 +189,93 @@ impl Supervisor {
             let Some(facts) = read_facts(pid, boot_us, ticks) else {
                 continue;
             };
-            if facts.dead || !same_process(&c.gpid, &facts) {
+            if facts.dead || !same_process(&c.gpid, &facts) || self.run_by_another(c, pid, &facts) {
                 continue;
             }
-            if facts.ppid != me && facts.ppid > 1 && comm(facts.ppid).as_deref() == Some("zurg") {
-                crate::log!(
-                    "warning: {} pid {pid} is still run by zurg pid {}: not stopped; two zurgs on one state directory {} will start duplicates",
-                    c.service,
-                    facts.ppid,
-                    self.opts.state_dir.display()
-                );
+            left.push(self.stop_one(&c.service, pid, fd));
+        }
+        // What the services started carries their ZURG_GPID too; neither a
+        // death signal nor the recorded pid reaches a double-forked helper.
+        let by_gpid: HashMap<Gpid, &Unfinished> = candidates.iter().map(|c| (c.gpid, c)).collect();
+        for pid in proc_pids() {
+            if pid == me || left.iter().any(|l| l.pid == pid) {
                 continue;
             }
-            let (signal, timeout_ms) = self
-                .by_name
-                .get(&c.service)
-                .and_then(|slot| self.slots.get(*slot))
-                .map_or((libc::SIGTERM, self.opts.grace_ms), |s| {
-                    (s.service.unit.stop_signal, s.service.unit.stop_timeout_ms)
-                });
-            crate::log!(
-                "stopping {} pid {pid} left by a previous zurg ({}, SIGKILL after {} ms)",
-                c.service,
-                crate::sig::name(signal),
-                timeout_ms
-            );
-            let _ = fd.send_signal(signal);
-            let _ = fd.send_signal(libc::SIGCONT);
-            left.push(Leftover {
-                service: c.service,
-                pid,
-                fd,
-                deadline: Instant::now() + Duration::from_millis(timeout_ms),
-                killed: false,
-            });
+            let Some(gpid) = env_gpid(pid).and_then(|g| g.parse::<Gpid>().ok()) else {
+                continue;
+            };
+            let Some(c) = by_gpid.get(&gpid) else {
+                continue;
+            };
+            let Ok(fd) = PidFd::open(pid) else { continue };
+            // Read again through the open pidfd's process.
+            let Some(facts) = read_facts(pid, boot_us, ticks) else {
+                continue;
+            };
+            let same = facts
+                .env_gpid
+                .as_deref()
+                .and_then(|g| g.parse::<Gpid>().ok())
+                == Some(gpid);
+            if facts.dead || !same || self.run_by_another(c, pid, &facts) {
+                continue;
+            }
+            left.push(self.stop_one(&c.service, pid, fd));
         }
         wait_for(left);
     }
+
+    /// A process whose parent is another live zurg is that zurg's: two
+    /// zurgs on one state directory, which is the user's to sort out.
+    fn run_by_another(&self, c: &Unfinished, pid: i32, facts: &ProcFacts) -> bool {
+        let me = crate::os::pid1::my_pid();
+        if facts.ppid == me || facts.ppid <= 1 || comm(facts.ppid).as_deref() != Some("zurg") {
+            return false;
+        }
+        crate::log!(
+            "warning: {} pid {pid} is still run by zurg pid {}: not stopped; two zurgs on one state directory {} will start duplicates",
+            c.service,
+            facts.ppid,
+            self.opts.state_dir.display()
+        );
+        true
+    }
+
+    /// Sends a leftover its service's stop signal (SIGTERM and `--grace`
+    /// for a unit that is gone).
+    fn stop_one(&self, service: &str, pid: i32, fd: PidFd) -> Leftover {
+        let (signal, timeout_ms) = self
+            .by_name
+            .get(service)
+            .and_then(|slot| self.slots.get(*slot))
+            .map_or((libc::SIGTERM, self.opts.grace_ms), |s| {
+                (s.service.unit.stop_signal, s.service.unit.stop_timeout_ms)
+            });
+        crate::log!(
+            "stopping {service} pid {pid} left by a previous zurg ({}, SIGKILL after {timeout_ms} ms)",
+            crate::sig::name(signal),
+        );
+        let _ = fd.send_signal(signal);
+        let _ = fd.send_signal(libc::SIGCONT);
+        Leftover {
+            service: service.to_string(),
+            pid,
+            fd,
+            deadline: Instant::now() + Duration::from_millis(timeout_ms),
+            killed: false,
+        }
+    }
+}
+
+/// Every pid in /proc.
+fn proc_pids() -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .collect()
 }
 
 /// Waits for the leftovers to die, SIGKILLing each at its deadline.
