@@ -6,7 +6,7 @@
 //! Exits are not read from here: `reap` is the only reap path.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 #[derive(Debug)]
 pub struct PidFd {
@@ -59,6 +59,12 @@ impl PidFd {
         } else {
             Ok(())
         }
+    }
+}
+
+impl AsFd for PidFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 

@@ -63,6 +63,9 @@ pub struct SpawnSpec {
     pub start_env: Vec<CString>,
     /// A listening socket handed to the child as fd 3 (socket activation).
     pub listen_fd: Option<RawFd>,
+    /// Signal the child gets when zurg's spawning thread dies
+    /// (PR_SET_PDEATHSIG), or 0 for none.
+    pub death_signal: i32,
 }
 
 impl SpawnSpec {
@@ -80,6 +83,7 @@ impl SpawnSpec {
             null_stdin: false,
             start_env: Vec::new(),
             listen_fd: None,
+            death_signal: 0,
         }
     }
 }
@@ -100,6 +104,8 @@ pub enum SpawnStep {
     SignalMask,
     /// The exec itself.
     Exec,
+    /// PR_SET_PDEATHSIG, so a killed zurg does not leave the service behind.
+    DeathSignal,
 }
 
 impl std::fmt::Display for SpawnStep {
@@ -111,6 +117,7 @@ impl std::fmt::Display for SpawnStep {
             SpawnStep::ListenFd => "pass the listening socket as fd 3",
             SpawnStep::SignalMask => "set the signal mask",
             SpawnStep::Exec => "exec",
+            SpawnStep::DeathSignal => "set the parent-death signal",
         })
     }
 }
@@ -123,6 +130,7 @@ impl SpawnStep {
             3 => SpawnStep::Stdin,
             4 => SpawnStep::ListenFd,
             5 => SpawnStep::SignalMask,
+            7 => SpawnStep::DeathSignal,
             _ => SpawnStep::Exec,
         }
     }
@@ -219,6 +227,9 @@ struct ChildArgs {
     null_stdin: bool,
     mask: libc::sigset_t,
     reset_to_default: libc::sigset_t,
+    death_signal: i32,
+    /// zurg's pid, to tell whether it died before the death signal was set.
+    parent: libc::pid_t,
     /// errno of the failed step, written by the child.
     error: i32,
     /// Which step failed (`SpawnStep` as u8), written with `error`.
@@ -272,6 +283,20 @@ unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), (SpawnStep, i32)> {
             *buf.add(offset + i) = digits.get(len - 1 - i).copied().unwrap_or(b'0');
         }
         *buf.add(offset + len.min(PID_DIGITS)) = 0;
+    }
+    if a.death_signal != 0 {
+        check_ret(libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            a.death_signal as libc::c_ulong,
+            0,
+            0,
+            0,
+        ), SpawnStep::DeathSignal)?;
+        // zurg may have been killed between clone and prctl, and then the
+        // death signal never comes: a child that is no longer ours goes.
+        if libc::getppid() != a.parent {
+            libc::_exit(127);
+        }
     }
     if a.new_session {
         check_ret(libc::setsid(), SpawnStep::Session)?;
@@ -460,6 +485,9 @@ impl Spawner {
             null_stdin: spec.null_stdin,
             mask: signals.mask,
             reset_to_default: signals.reset_to_default,
+            death_signal: spec.death_signal,
+            // SAFETY: getpid cannot fail.
+            parent: unsafe { libc::getpid() },
             error: 0,
             failed_step: 0,
         });

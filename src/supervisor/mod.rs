@@ -7,6 +7,8 @@
 //! This is the only place that mutates service state. Once the loop runs,
 //! errors fail one service or one request and are logged, never fatal.
 
+mod clock_writer;
+mod leftovers;
 mod ports;
 mod publishing;
 pub mod reactor;
@@ -172,10 +174,10 @@ pub struct Supervisor {
     machine_init: bool,
     host_ip: IpAddr,
     clock: StartClock,
-    /// Start times up to here are covered by the clock file.
+    /// Start times up to here are covered by the clock file, once the
+    /// writer has written the last mark asked for.
     clock_reserved: u64,
-    /// The clock file could not be written (warned once).
-    clock_unsaved: bool,
+    clock_writer: clock_writer::ClockWriter,
     journal: Option<Journal>,
     /// Bumped on every start, so sample timers of old processes are ignored.
     sample_generation: u64,
@@ -229,6 +231,11 @@ fn spawn_spec(unit: &Unit, start_dir: &Path) -> Result<SpawnSpec, String> {
     let mut spec = SpawnSpec::new(program, argv);
     spec.null_stdin = true;
     spec.new_session = true;
+    // As PID 1 zurg's death is the container's; anywhere else a killed zurg
+    // must not leave its services running (see docs/design.md).
+    if !pid1::is_pid1() {
+        spec.death_signal = unit.stop_signal;
+    }
     // zurg runs in `/`; a service keeps the directory zurg was started in
     // unless its unit says otherwise (a relative `cwd` is taken from there).
     let cwd = match &unit.cwd {
@@ -456,6 +463,7 @@ impl Supervisor {
         };
         let now_us = crate::os::wall_clock_us();
         let clock_reserved = load_clock(&opts.state_dir, now_us);
+        let clock_writer = clock_writer::ClockWriter::start(clock_file(&opts.state_dir));
         let mut clock = StartClock::after(clock_reserved);
         let own_gpid = Gpid {
             ip: host_ip,
@@ -522,7 +530,7 @@ impl Supervisor {
             host_ip,
             clock,
             clock_reserved,
-            clock_unsaved: false,
+            clock_writer,
             journal,
             sample_generation: 0,
             overrides: upgrade::Overrides::default(),
@@ -740,6 +748,7 @@ impl Supervisor {
     pub fn run(mut self) -> i32 {
         let mut work: VecDeque<(usize, Input)> = VecDeque::new();
         self.reload(&mut work);
+        self.stop_leftovers();
         self.process(&mut work);
         // Parsing thousands of unit files leaves the heap full of freed
         // holes; give them back so zurg's footprint is what it keeps.
@@ -899,6 +908,7 @@ impl Supervisor {
     }
 
     fn finish(&mut self) -> i32 {
+        self.clock_writer.flush();
         self.announce_shutdown();
         self.farewell_publisher();
         if self.machine_init {
@@ -1059,26 +1069,15 @@ impl Supervisor {
     }
 
     /// Issues a start time that never repeats, even across zurg restarts:
-    /// the clock file always covers every start time handed out.
+    /// the clock file covers every start time handed out, but for the one
+    /// write in flight (`clock_writer.rs` says when that matters).
     fn issue_start_time(&mut self) -> Result<u64, crate::gpid::ClockExhausted> {
         let start_us = self.clock.issue(crate::os::wall_clock_us())?;
-        if start_us > self.clock_reserved {
+        // Asked for ahead of the start times, so a burst of restarts finds
+        // its marks written; the write itself is the writer thread's.
+        if start_us.saturating_add(CLOCK_RESERVE_US / 2) > self.clock_reserved {
             let reserve = start_us.saturating_add(CLOCK_RESERVE_US);
-            let path = clock_file(&self.opts.state_dir);
-            let tmp = path.with_extension("tmp");
-            let written = std::fs::write(&tmp, format!("{reserve}\n"))
-                .and_then(|_| std::fs::rename(&tmp, &path));
-            if let Err(e) = written {
-                if !self.clock_unsaved {
-                    crate::log!(
-                        "warning: cannot save the GPID clock to {}: {e}; GPIDs may repeat after a restart of zurg if the wall clock goes back",
-                        path.display()
-                    );
-                }
-                self.clock_unsaved = true;
-            }
-            // Bumped even on failure, so a read-only state dir costs one
-            // attempt per second of starts, not one per start.
+            self.clock_writer.save(reserve);
             self.clock_reserved = reserve;
         }
         Ok(start_us)

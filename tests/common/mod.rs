@@ -90,6 +90,9 @@ pub enum Mode {
     /// As PID 1 of a new pid namespace, started through a wrapper command
     /// (e.g. `prlimit --nofile=64:64`).
     Pid1Under(Vec<String>),
+    /// As a plain process (not PID 1) inside the pid namespace whose PID 1
+    /// has this host pid (`Namespace::init`).
+    PlainInPidNs(i32),
 }
 
 impl Zurg {
@@ -136,6 +139,11 @@ impl Zurg {
             Mode::PlainIn(ns) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", &ns, BIN]);
+                c
+            }
+            Mode::PlainInPidNs(init) => {
+                let mut c = nsenter(init);
+                c.arg(BIN);
                 c
             }
         };
@@ -314,6 +322,102 @@ impl Drop for Zurg {
             }
         }
     }
+}
+
+/// A pid namespace for zurgs that are not its PID 1, so that what they
+/// leave behind when killed stays inside it. Its PID 1 is zurg's shim over
+/// a long sleep, which reaps the orphans that land on it. Dropping it
+/// SIGKILLs unshare, which takes the namespace and everything in it down.
+pub struct Namespace {
+    child: Child,
+    init: i32,
+}
+
+impl Namespace {
+    pub fn new() -> Namespace {
+        let child = Command::new("unshare")
+            .args(["--pid", "--fork", "--kill-child", "--mount-proc", BIN])
+            .args(["--", "sleep", "1000000"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start unshare");
+        let me = child.id() as i32;
+        let mut init = None;
+        // Ready once the shim has started its sleep: /proc is mounted by then.
+        eventually("the namespace's PID 1 and its sleep", || {
+            init = children(me)
+                .into_iter()
+                .find(|p| comm(*p).as_deref() == Some("zurg"))
+                .filter(|p| children(*p).iter().any(|k| cmdline(*k) == "sleep 1000000"));
+            init.is_some()
+        });
+        Namespace {
+            child,
+            init: init.unwrap(),
+        }
+    }
+
+    /// Host pid of the namespace's PID 1.
+    pub fn init(&self) -> i32 {
+        self.init
+    }
+
+    /// Host pids of every process in the namespace but its PID 1, whoever
+    /// started them (nsenter's children are not PID 1's descendants).
+    pub fn processes(&self) -> Vec<i32> {
+        let ns = |p: i32| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
+        let Some(mine) = ns(self.init) else {
+            return Vec::new();
+        };
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|p| *p != self.init && ns(*p).as_ref() == Some(&mine))
+            .collect()
+    }
+
+    /// Starts `args` inside the namespace (not as a child of zurg).
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        nsenter(self.init)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nsenter")
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        kill(self.child.id() as i32, 9);
+        let _ = self.child.wait();
+    }
+}
+
+/// nsenter into the pid and mount namespaces of host pid `init`, so the
+/// program sees that namespace's /proc.
+fn nsenter(init: i32) -> Command {
+    let mut c = Command::new("nsenter");
+    c.args(["--target", &init.to_string(), "--pid", "--mount"]);
+    c
+}
+
+/// The pid a process has in its own (innermost) pid namespace.
+pub fn ns_pid(host: i32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{host}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
 }
 
 /// `zurg run` on DIR/units, with its control socket and state in DIR.

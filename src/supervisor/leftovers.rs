@@ -1,0 +1,429 @@
+//! Services a previous zurg left running, stopped before this one starts its
+//! own.
+//!
+//! A zurg that is not PID 1 can be SIGKILLed and leave its services behind
+//! (their death signal is the unit's stop signal, which a service may
+//! ignore). Started again on the same state directory, zurg would run a
+//! second copy of each. So at start-up, after the units are read and before
+//! any is started, the journal's start records that have no exit record are
+//! checked against /proc, and each process that is provably the one recorded
+//! is stopped: its unit's stop signal, then SIGKILL after its stop timeout.
+//! Stopping rather than adopting is what systemd does with
+//! KillMode=control-group: an adopted process is not zurg's child, so its
+//! exit could not be reaped or its status known.
+//!
+//! Processes a service started (a double-forked daemon, helpers) carry
+//! its `ZURG_GPID` too, and the death signal does not reach them: /proc is
+//! scanned for them and they are stopped the same way.
+//!
+//! A pid is trusted only when the process carries the recorded GPID in its
+//! environment (`ZURG_GPID`, which the child wrote before exec), or, when
+//! its environment says nothing, when its start time in /proc matches the
+//! record's. A pid reused by an unrelated process is never signalled: it is
+//! opened as a pidfd before it is checked, so the check and the signals
+//! concern one process. This runs once, before the loop; the restart path
+//! never comes here.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::gpid::Gpid;
+use crate::journal::{self, Record};
+use crate::os::pidfd::PidFd;
+
+use super::Supervisor;
+
+/// The start-time check's slack: /proc's boot time is in whole seconds and a
+/// start time is issued just before the clone.
+const START_SLACK_US: u64 = 2_000_000;
+/// How long to wait for SIGKILLed leftovers before starting anyway.
+const GIVE_UP_AFTER_KILL: Duration = Duration::from_secs(5);
+
+/// A start record with no exit record: its process may still run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unfinished {
+    pub service: String,
+    pub gpid: Gpid,
+}
+
+/// Start records that no exit record follows, oldest first (pure).
+pub(crate) fn unfinished(records: &[Record]) -> Vec<Unfinished> {
+    let mut open: Vec<Option<Unfinished>> = Vec::new();
+    let mut at: HashMap<&str, usize> = HashMap::new();
+    for r in records {
+        match r.kind.as_str() {
+            "start" => {
+                let Ok(gpid) = r.gpid.parse::<Gpid>() else {
+                    continue;
+                };
+                at.insert(r.gpid.as_str(), open.len());
+                open.push(Some(Unfinished {
+                    service: r.service.clone(),
+                    gpid,
+                }));
+            }
+            _ => {
+                if let Some(entry) = at.remove(r.gpid.as_str()).and_then(|i| open.get_mut(i)) {
+                    *entry = None;
+                }
+            }
+        }
+    }
+    open.into_iter().flatten().collect()
+}
+
+/// What /proc says about the process now holding a pid.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ProcFacts {
+    /// Its start time on the wall clock, µs (boot time plus /proc's ticks).
+    pub start_us: u64,
+    /// The value of `ZURG_GPID` in its environment, if it has one.
+    pub env_gpid: Option<String>,
+    /// It has exited and waits to be reaped (state Z or X).
+    pub dead: bool,
+    pub ppid: i32,
+}
+
+/// Whether the process described by `facts` is the one `gpid` records
+/// (pure). The environment is exact; the start time is the fallback for a
+/// program that cleared its environment before an exec.
+pub(crate) fn same_process(gpid: &Gpid, facts: &ProcFacts) -> bool {
+    if let Some(env) = &facts.env_gpid {
+        return env.parse::<Gpid>().is_ok_and(|g| g == *gpid);
+    }
+    facts.start_us.abs_diff(gpid.start_us) <= START_SLACK_US
+}
+
+/// `/proc/PID/stat`'s state, ppid and start time in ticks since boot.
+fn parse_stat(text: &str) -> Option<(char, i32, u64)> {
+    let after = text.get(text.rfind(')')?.checked_add(2)?..)?;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // After the name: state is field 3 (index 0), ppid 4, starttime 22.
+    let state = f.first()?.chars().next()?;
+    let ppid = f.get(1)?.parse().ok()?;
+    let start = f.get(19)?.parse().ok()?;
+    Some((state, ppid, start))
+}
+
+fn boot_time_us() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("btime "))?;
+    let secs: u64 = line.get(6..)?.trim().parse().ok()?;
+    secs.checked_mul(1_000_000)
+}
+
+fn clock_ticks() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .and_then(|t| u64::try_from(t).ok())
+        .filter(|t| *t > 0)
+        .unwrap_or(100)
+}
+
+fn read_facts(pid: i32, boot_us: u64, ticks: u64) -> Option<ProcFacts> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (state, ppid, start_ticks) = parse_stat(&stat)?;
+    let since_boot = start_ticks.checked_mul(1_000_000)? / ticks;
+    Some(ProcFacts {
+        start_us: boot_us.saturating_add(since_boot),
+        env_gpid: env_gpid(pid),
+        dead: matches!(state, 'Z' | 'X' | 'x'),
+        ppid,
+    })
+}
+
+/// `ZURG_GPID` from the environment a process was started with.
+fn env_gpid(pid: i32) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|b| *b == 0)
+        .find_map(|e| e.strip_prefix(b"ZURG_GPID="))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+fn comm(pid: i32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+struct Leftover {
+    service: String,
+    pid: i32,
+    fd: PidFd,
+    /// When it gets SIGKILL; once sent, when zurg stops waiting for it.
+    deadline: Instant,
+    killed: bool,
+}
+
+impl Supervisor {
+    /// Stops what the previous zurg on this state directory left running.
+    /// Blocks until they are gone or given up on: it runs once, before the
+    /// loop and before any service starts.
+    pub(super) fn stop_leftovers(&mut self) {
+        let (records, _) = journal::read_all(&self.opts.state_dir);
+        let candidates = unfinished(&records);
+        drop(records);
+        if candidates.is_empty() {
+            return;
+        }
+        let (Some(boot_us), ticks) = (boot_time_us(), clock_ticks()) else {
+            crate::log!(
+                "warning: cannot read the boot time from /proc/stat; services a previous zurg left running are not looked for"
+            );
+            return;
+        };
+        let me = crate::os::pid1::my_pid();
+        let mut left = Vec::new();
+        for c in &candidates {
+            let Ok(pid) = i32::try_from(c.gpid.pid) else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            // Opened before the check, so what is checked is what is signalled.
+            let Ok(fd) = PidFd::open(pid) else { continue };
+            let Some(facts) = read_facts(pid, boot_us, ticks) else {
+                continue;
+            };
+            if facts.dead || !same_process(&c.gpid, &facts) || self.run_by_another(c, pid, &facts) {
+                continue;
+            }
+            left.push(self.stop_one(&c.service, pid, fd));
+        }
+        // What the services started carries their ZURG_GPID too; neither a
+        // death signal nor the recorded pid reaches a double-forked helper.
+        let by_gpid: HashMap<Gpid, &Unfinished> = candidates.iter().map(|c| (c.gpid, c)).collect();
+        for pid in proc_pids() {
+            if pid == me || left.iter().any(|l| l.pid == pid) {
+                continue;
+            }
+            let Some(gpid) = env_gpid(pid).and_then(|g| g.parse::<Gpid>().ok()) else {
+                continue;
+            };
+            let Some(c) = by_gpid.get(&gpid) else {
+                continue;
+            };
+            let Ok(fd) = PidFd::open(pid) else { continue };
+            // Read again through the open pidfd's process.
+            let Some(facts) = read_facts(pid, boot_us, ticks) else {
+                continue;
+            };
+            let same = facts
+                .env_gpid
+                .as_deref()
+                .and_then(|g| g.parse::<Gpid>().ok())
+                == Some(gpid);
+            if facts.dead || !same || self.run_by_another(c, pid, &facts) {
+                continue;
+            }
+            left.push(self.stop_one(&c.service, pid, fd));
+        }
+        wait_for(left);
+    }
+
+    /// A process whose parent is another live zurg is that zurg's: two
+    /// zurgs on one state directory, which is the user's to sort out.
+    fn run_by_another(&self, c: &Unfinished, pid: i32, facts: &ProcFacts) -> bool {
+        let me = crate::os::pid1::my_pid();
+        if facts.ppid == me || facts.ppid <= 1 || comm(facts.ppid).as_deref() != Some("zurg") {
+            return false;
+        }
+        crate::log!(
+            "warning: {} pid {pid} is still run by zurg pid {}: not stopped; two zurgs on one state directory {} will start duplicates",
+            c.service,
+            facts.ppid,
+            self.opts.state_dir.display()
+        );
+        true
+    }
+
+    /// Sends a leftover its service's stop signal (SIGTERM and `--grace`
+    /// for a unit that is gone).
+    fn stop_one(&self, service: &str, pid: i32, fd: PidFd) -> Leftover {
+        let (signal, timeout_ms) = self
+            .by_name
+            .get(service)
+            .and_then(|slot| self.slots.get(*slot))
+            .map_or((libc::SIGTERM, self.opts.grace_ms), |s| {
+                (s.service.unit.stop_signal, s.service.unit.stop_timeout_ms)
+            });
+        crate::log!(
+            "stopping {service} pid {pid} left by a previous zurg ({}, SIGKILL after {timeout_ms} ms)",
+            crate::sig::name(signal),
+        );
+        let _ = fd.send_signal(signal);
+        let _ = fd.send_signal(libc::SIGCONT);
+        Leftover {
+            service: service.to_string(),
+            pid,
+            fd,
+            deadline: Instant::now() + Duration::from_millis(timeout_ms),
+            killed: false,
+        }
+    }
+}
+
+/// Every pid in /proc.
+fn proc_pids() -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .collect()
+}
+
+/// Waits for the leftovers to die, SIGKILLing each at its deadline.
+fn wait_for(mut left: Vec<Leftover>) {
+    while !left.is_empty() {
+        let now = Instant::now();
+        left.retain_mut(|l| {
+            if now < l.deadline {
+                return true;
+            }
+            if l.killed {
+                crate::log!(
+                    "warning: {} pid {} left by a previous zurg outlived SIGKILL (uninterruptible sleep?); starting anyway",
+                    l.service,
+                    l.pid
+                );
+                return false;
+            }
+            crate::log!(
+                "{} pid {} left by a previous zurg did not stop: sent SIGKILL",
+                l.service,
+                l.pid
+            );
+            let _ = l.fd.send_signal(libc::SIGKILL);
+            l.killed = true;
+            l.deadline = now + GIVE_UP_AFTER_KILL;
+            true
+        });
+        let Some(next) = left.iter().map(|l| l.deadline).min() else {
+            break;
+        };
+        let wait_ms = next.saturating_duration_since(now).as_millis();
+        let timeout = PollTimeout::from(u16::try_from(wait_ms).unwrap_or(u16::MAX));
+        let mut fds: Vec<PollFd<'_>> = left
+            .iter()
+            .map(|l| PollFd::new(std::os::fd::AsFd::as_fd(&l.fd), PollFlags::POLLIN))
+            .collect();
+        // A pidfd is readable once its process has exited. EINTR (no signal
+        // is unblocked, so hardly ever) just goes round again.
+        if poll(&mut fds, timeout).is_err() {
+            continue;
+        }
+        let gone: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        let mut gone = gone.into_iter();
+        left.retain(|l| {
+            let dead = gone.next().unwrap_or(false);
+            if dead {
+                crate::log!(
+                    "{} pid {} left by a previous zurg is gone",
+                    l.service,
+                    l.pid
+                );
+            }
+            !dead
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start(service: &str, gpid: &str) -> Record {
+        record(service, "start", gpid)
+    }
+
+    fn record(service: &str, kind: &str, gpid: &str) -> Record {
+        Record {
+            time_us: 0,
+            service: service.into(),
+            kind: kind.into(),
+            gpid: gpid.into(),
+            version: None,
+            exit: None,
+            stats: None,
+            seq: None,
+            zurg: None,
+            reason: None,
+        }
+    }
+
+    const A: &str = "10.0.0.7:0:1795000000000000:42";
+    const B: &str = "10.0.0.7:0:1795000000500000:43";
+    const C: &str = "10.0.0.7:0:1795000001000000:44";
+
+    #[test]
+    fn only_starts_without_an_exit_are_unfinished() {
+        let records = [
+            start("a", A),
+            start("b", B),
+            record("a", "exit", A),
+            start("c", C),
+            start("x", "not a gpid"),
+        ];
+        let got = unfinished(&records);
+        assert_eq!(
+            got,
+            [
+                Unfinished {
+                    service: "b".into(),
+                    gpid: B.parse().unwrap()
+                },
+                Unfinished {
+                    service: "c".into(),
+                    gpid: C.parse().unwrap()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pid_is_the_recorded_process_only_when_it_proves_it() {
+        let gpid: Gpid = A.parse().unwrap();
+        let at = |start_us: u64, env: Option<&str>| ProcFacts {
+            start_us,
+            env_gpid: env.map(String::from),
+            dead: false,
+            ppid: 1,
+        };
+        let cases = [
+            // The environment carries this very GPID: it is ours, whatever
+            // the clocks say.
+            (at(0, Some(A)), true),
+            // Another GPID at the same pid: a different zurg child.
+            (at(gpid.start_us, Some(B)), false),
+            (at(gpid.start_us, Some("garbage")), false),
+            // No ZURG_GPID (environment cleared, or unreadable): start time.
+            (at(gpid.start_us + 30_000, None), true),
+            (at(gpid.start_us - 900_000, None), true),
+            // The pid was reused by a process started minutes later, or
+            // long before (another boot).
+            (at(gpid.start_us + 120_000_000, None), false),
+            (at(gpid.start_us - 3_600_000_000, None), false),
+        ];
+        for (i, (facts, want)) in cases.iter().enumerate() {
+            assert_eq!(same_process(&gpid, facts), *want, "case {i}: {facts:?}");
+        }
+    }
+
+    #[test]
+    fn stat_fields_are_read_after_the_name() {
+        // A name with spaces and parentheses, as a program may choose.
+        let line = "123 (a) b (c) S 77 123 123 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 4567 1000 100 18446744073709551615";
+        assert_eq!(parse_stat(line), Some(('S', 77, 4567)));
+        assert_eq!(parse_stat("123 (x) Z 1"), None);
+    }
+}
