@@ -285,13 +285,16 @@ unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), (SpawnStep, i32)> {
         *buf.add(offset + len.min(PID_DIGITS)) = 0;
     }
     if a.death_signal != 0 {
-        check_ret(libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            a.death_signal as libc::c_ulong,
-            0,
-            0,
-            0,
-        ), SpawnStep::DeathSignal)?;
+        check_ret(
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                a.death_signal as libc::c_ulong,
+                0,
+                0,
+                0,
+            ),
+            SpawnStep::DeathSignal,
+        )?;
         // zurg may have been killed between clone and prctl, and then the
         // death signal never comes: a child that is no longer ours goes.
         if libc::getppid() != a.parent {
