@@ -156,16 +156,12 @@ pub struct Verified {
     pub id: FileId,
 }
 
-/// Opens `path`, checks it is an executable regular file, and hashes the
-/// opened file unless `cache` holds the digest of this very file.
-pub fn open_verified(
-    path: &Path,
-    want: &Checksum,
-    cache: Option<(FileId, Checksum)>,
-) -> Result<Verified, VerifyError> {
+/// Opens `path` without blocking and checks it is an executable regular
+/// file; returns it with its identity.
+fn open_exec(path: &Path) -> Result<(File, FileId), VerifyError> {
     let p = || path.to_path_buf();
     // Never a blocking open: a FIFO at the exec path would hang PID 1.
-    let (mut file, meta) = crate::unit::load::open_regular(path).map_err(|e| match e {
+    let (file, meta) = crate::unit::load::open_regular(path).map_err(|e| match e {
         OpenError::Open(source) => VerifyError::Open { path: p(), source },
         OpenError::Stat(source) => VerifyError::Read { path: p(), source },
         OpenError::NotRegular(kind) => VerifyError::NotRegular { path: p(), kind },
@@ -174,19 +170,72 @@ pub fn open_verified(
         return Err(VerifyError::NotExecutable { path: p() });
     }
     let id = file_id(&meta);
-    let actual = match cache {
-        Some((cached_id, sum)) if cached_id == id && sum.kind() == want.kind() => sum,
-        _ => digest(&mut file, want).map_err(|source| VerifyError::Read { path: p(), source })?,
-    };
-    if actual != *want {
-        return Err(VerifyError::Mismatch {
-            path: p(),
-            kind: want.kind(),
-            expected: want.to_string(),
-            actual: actual.to_string(),
-        });
+    Ok((file, id))
+}
+
+/// The cached digest, when it is of this very file and of `want`'s kind.
+fn cached(cache: Option<(FileId, Checksum)>, id: FileId, want: &Checksum) -> Option<Checksum> {
+    cache
+        .filter(|(cached_id, sum)| *cached_id == id && sum.kind() == want.kind())
+        .map(|(_, sum)| sum)
+}
+
+fn compare(path: &Path, want: &Checksum, actual: &Checksum) -> Result<(), VerifyError> {
+    if actual == want {
+        return Ok(());
     }
+    Err(VerifyError::Mismatch {
+        path: path.to_path_buf(),
+        kind: want.kind(),
+        expected: want.to_string(),
+        actual: actual.to_string(),
+    })
+}
+
+/// Opens `path`, checks it is an executable regular file, and hashes the
+/// opened file unless `cache` holds the digest of this very file.
+pub fn open_verified(
+    path: &Path,
+    want: &Checksum,
+    cache: Option<(FileId, Checksum)>,
+) -> Result<Verified, VerifyError> {
+    let (mut file, id) = open_exec(path)?;
+    let actual = match cached(cache, id, want) {
+        Some(sum) => sum,
+        None => digest(&mut file, want).map_err(|source| VerifyError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?,
+    };
+    compare(path, want, &actual)?;
     Ok(Verified { file, actual, id })
+}
+
+/// `open_verified` for the event loop, which must not hash: `None` when
+/// `cache` does not vouch for the file as it is now, and the caller has the
+/// file hashed elsewhere (`identify`) before it asks again.
+pub fn open_if_cached(
+    path: &Path,
+    want: &Checksum,
+    cache: Option<(FileId, Checksum)>,
+) -> Result<Option<Verified>, VerifyError> {
+    let (file, id) = open_exec(path)?;
+    let Some(actual) = cached(cache, id, want) else {
+        return Ok(None);
+    };
+    compare(path, want, &actual)?;
+    Ok(Some(Verified { file, actual, id }))
+}
+
+/// The identity of the binary at `path` and its digest of `want`'s kind,
+/// matching or not: what `open_if_cached` needs in its cache.
+pub fn identify(path: &Path, want: &Checksum) -> Result<(FileId, Checksum), VerifyError> {
+    let (mut file, id) = open_exec(path)?;
+    let actual = digest(&mut file, want).map_err(|source| VerifyError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok((id, actual))
 }
 
 #[cfg(test)]

@@ -1053,3 +1053,100 @@ fn stats_over_many_services_does_not_delay_restarts() {
         "restart took {during:?} while stats ran against {quiet:?} quiet"
     );
 }
+
+/// A checksummed service whose binary changed on disk is hashed again at
+/// its next start; that hash runs on the worker, and the service shows as
+/// `starting` meanwhile, so restarts of the others are not held up.
+#[test]
+fn hashing_a_binary_at_its_start_does_not_delay_restarts() {
+    let dir = TempDir::new("hash-start");
+    for (name, text) in sleepers(10) {
+        dir.write(&format!("units/{name}.toml"), text);
+    }
+    let exe = dir.path().join("opt/big/1.0/bin/big");
+    std::fs::create_dir_all(exe.parent().unwrap()).unwrap();
+    // Trailing bytes do not change what an ELF runs; they make the binary
+    // slow to hash.
+    let mut bytes = std::fs::read("/bin/sleep").unwrap();
+    bytes.resize(bytes.len() + (48 << 20), 0x5a);
+    std::fs::write(&exe, &bytes).unwrap();
+    std::fs::set_permissions(
+        &exe,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .unwrap();
+    let out = Command::new("sha256sum").arg(&exe).output().unwrap();
+    let sum = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    dir.write(
+        "units/big.toml",
+        &format!(
+            "exec = \"{}\"\nargs = [\"1000\"]\nversion = \"1.0\"\nsha256 = \"{sum}\"\n",
+            exe.display()
+        ),
+    );
+    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+    z.expect("loaded");
+    let r = Run {
+        z,
+        sock: dir.path().join("control.sock"),
+        dir,
+    };
+    let names: Vec<String> = (0..10).map(|i| format!("web{i}")).collect();
+    for n in &names {
+        r.wait_pid(n, None);
+    }
+    let big = r.wait_pid("big", None);
+    let quiet = median_restart(&r, &names[..5]);
+
+    // The same bytes written again: a new file to zurg, hashed once more.
+    std::fs::remove_file(&exe).unwrap();
+    std::fs::write(&exe, &bytes).unwrap();
+    std::fs::set_permissions(
+        &exe,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .unwrap();
+    let zurg = r.z.host_pid();
+    let victims: Vec<i64> = names[5..].iter().map(|n| r.wait_pid(n, None)).collect();
+    let ticks = cpu_ticks(zurg);
+    let restart = {
+        let dir_path = r.dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            Command::new(BIN)
+                .args(["restart", "big"])
+                .env("ZURG_SOCKET", dir_path.join("control.sock"))
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        })
+    };
+    // The hashing has begun once zurg burns CPU (0.2 s of it).
+    let deadline = Instant::now() + DEADLINE;
+    while cpu_ticks(zurg) < ticks + 20 {
+        assert!(Instant::now() < deadline, "zurg never started hashing");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let during = names[5..]
+        .iter()
+        .zip(&victims)
+        .map(|(n, pid)| r.restart_latency_of(n, *pid))
+        .max()
+        .unwrap();
+    let overlapped = !restart.is_finished();
+    let out = restart.join().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    eprintln!("restart quiet {quiet:?}, while a 48 MiB binary was hashed at its start {during:?}");
+    assert!(
+        during <= quiet * 10 + Duration::from_millis(300),
+        "restart took {during:?} while a binary was hashed against {quiet:?} quiet"
+    );
+    assert!(
+        overlapped,
+        "the start was done before the restarts were measured"
+    );
+    assert_ne!(r.wait_pid("big", Some(big)), big);
+}

@@ -88,6 +88,9 @@ pub enum State {
     /// Refused to start (e.g. a checksum mismatch); stays down until a
     /// start, restart or reload asks again.
     Failed,
+    /// Its binary is being hashed off the loop before the spawn (a checksum
+    /// not yet known for the file as it is now); no process yet.
+    Starting,
 }
 
 impl State {
@@ -99,6 +102,7 @@ impl State {
             State::Backoff { .. } => "backoff",
             State::Exited => "exited",
             State::Failed => "failed",
+            State::Starting => "starting",
         }
     }
 
@@ -148,6 +152,10 @@ pub enum Input {
     Timer {
         generation: u64,
     },
+    /// The spawn waits for the binary to be hashed off the loop.
+    Verifying,
+    /// The binary's digest is known now: spawn, unless stopped meanwhile.
+    Verified,
 }
 
 /// What the service wants done, and what happened, for the log and events.
@@ -316,7 +324,14 @@ impl Service {
                     killed,
                 };
             }
-            (State::Backoff { .. }, Input::Stop) => self.state = State::Down,
+            (State::Backoff { .. } | State::Starting, Input::Stop) => self.state = State::Down,
+            (
+                State::Down | State::Exited | State::Failed | State::Backoff { .. },
+                Input::Verifying,
+            ) => {
+                self.state = State::Starting;
+            }
+            (State::Starting, Input::Verified) => out.push(Action::Spawn),
             (_, Input::Spawned { pid }) => {
                 if self.restarting {
                     self.restarts = self.restarts.saturating_add(1);
@@ -739,6 +754,36 @@ mod tests {
         // after a long run, leaving helpers behind is an ordinary exit
         let a = s.step(Input::ExitedForked { pid: 11 }, 60 + policy::RESET_AFTER_MS);
         assert_eq!(a.last(), Some(&Action::Spawn));
+    }
+
+    #[test]
+    fn a_spawn_that_waits_for_its_binary_to_be_hashed() {
+        let mut s = Service::new(unit(RestartPolicy::Always));
+        assert_eq!(s.step(Input::Start, 0), vec![Action::Spawn]);
+        assert!(s.step(Input::Verifying, 0).is_empty());
+        assert_eq!(s.state, State::Starting);
+        assert_eq!(s.state.name(), "starting");
+        assert!(s.state.is_down(), "no process while the binary is hashed");
+        // Asked again meanwhile: still one spawn, once the hash is in.
+        assert!(s.step(Input::Start, 1).is_empty());
+        assert!(s.step(Input::Restart, 1).is_empty());
+        assert_eq!(s.step(Input::Verified, 2), vec![Action::Spawn]);
+        s.step(Input::Spawned { pid: 9 }, 2);
+        assert_eq!(
+            s.state,
+            State::Running {
+                pid: 9,
+                since_ms: 2
+            }
+        );
+        // Stopped while hashing: the late result starts nothing.
+        let mut s = Service::new(unit(RestartPolicy::Always));
+        s.step(Input::Start, 0);
+        s.step(Input::Verifying, 0);
+        assert!(s.step(Input::Stop, 1).is_empty());
+        assert_eq!(s.state, State::Down);
+        assert!(s.step(Input::Verified, 2).is_empty());
+        assert_eq!(s.state, State::Down);
     }
 
     #[test]

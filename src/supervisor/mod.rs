@@ -116,6 +116,9 @@ struct Slot {
     running_version: Option<String>,
     /// The build its unit file names, before any saved upgrade.
     file_build: Option<upgrade::Build>,
+    /// The worker is hashing its binary for the spawn under this number;
+    /// a result under another number is stale.
+    hashing: Option<u64>,
 }
 
 /// What a reload changed.
@@ -162,6 +165,8 @@ pub struct Supervisor {
     /// The helper thread for journal reads and /proc sampling; without it
     /// (it failed to start) that work runs on the loop as before.
     worker: Option<worker::Worker>,
+    /// Numbers the binaries handed to the worker for hashing before a spawn.
+    hash_generation: u64,
     /// When the ControlIdle timer is armed for, if it is.
     control_idle_at: Option<u64>,
     /// Control requests that wait for services to reach a state.
@@ -268,6 +273,10 @@ fn spawn_spec(unit: &Unit, start_dir: &Path) -> Result<SpawnSpec, String> {
 /// Another zurg holding it is an error naming that zurg's pid. A state dir
 /// that cannot be created or locked at all (read-only) only costs a warning,
 /// as the journal and clock files already do.
+/// How long a new zurg waits for the state lock before it says another
+/// zurg holds the directory.
+const STATE_LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn lock_state_dir(state_dir: &Path) -> Result<Option<Flock<std::fs::File>>, String> {
     use std::io::{Read, Seek, Write};
     if let Err(e) = std::fs::create_dir_all(state_dir) {
@@ -294,7 +303,20 @@ fn lock_state_dir(state_dir: &Path) -> Result<Option<Flock<std::fs::File>>, Stri
             return Ok(None);
         }
     };
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+    // A zurg that was just killed may hold the lock a moment longer: its
+    // last reference to the file goes when the kernel has finished tearing
+    // it down. Give it that moment before calling the directory taken.
+    let deadline = std::time::Instant::now() + STATE_LOCK_PATIENCE;
+    let mut attempt = Flock::lock(file, FlockArg::LockExclusiveNonblock);
+    while let Err((file, nix::errno::Errno::EWOULDBLOCK)) = attempt {
+        if std::time::Instant::now() >= deadline {
+            attempt = Err((file, nix::errno::Errno::EWOULDBLOCK));
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        attempt = Flock::lock(file, FlockArg::LockExclusiveNonblock);
+    }
+    match attempt {
         Ok(mut lock) => {
             let written = lock
                 .set_len(0)
@@ -521,6 +543,7 @@ impl Supervisor {
             notifier,
             control,
             worker,
+            hash_generation: 0,
             control_idle_at: None,
             waiting: Vec::new(),
             recent: VecDeque::new(),
@@ -656,6 +679,7 @@ impl Supervisor {
                         listener: None,
                         running_version: None,
                         file_build: Some(file_build),
+                        hashing: None,
                     };
                     match self.slots.get_mut(slot) {
                         Some(old) => *old = new_slot,
@@ -1083,6 +1107,33 @@ impl Supervisor {
         Ok(start_us)
     }
 
+    /// The worker hashed `slot`'s binary for the spawn numbered
+    /// `generation`: spawn now, from the digest it found, unless the
+    /// service was stopped or started anew meanwhile.
+    pub(super) fn digested(
+        &mut self,
+        slot: usize,
+        generation: u64,
+        result: Result<(FileId, Checksum), VerifyError>,
+        work: &mut VecDeque<(usize, Input)>,
+    ) {
+        let Some(s) = self.slots.get_mut(slot) else {
+            return;
+        };
+        if s.hashing != Some(generation) {
+            return;
+        }
+        s.hashing = None;
+        match result {
+            Ok(digest) => {
+                s.digest_cache = Some(digest);
+                work.push_back((slot, Input::Verified));
+            }
+            Err(e) => work.push_back((slot, unverified(e))),
+        }
+        self.process(work);
+    }
+
     fn spawn(&mut self, slot: usize) -> Option<Input> {
         let port = match self.prepare_port(slot) {
             Ok(port) => port,
@@ -1110,21 +1161,40 @@ impl Supervisor {
         let verified = match &s.service.unit.checksum {
             None => None,
             Some(want) => {
-                match crate::version::open_verified(&s.service.unit.exec, want, s.digest_cache) {
-                    Ok(v) => {
+                let exec = &s.service.unit.exec;
+                // Hashing a binary takes as long as reading it: the loop
+                // only uses a digest already known for the file as it is
+                // now, and has the worker hash it otherwise.
+                let opened = match &self.worker {
+                    Some(_) => crate::version::open_if_cached(exec, want, s.digest_cache),
+                    None => crate::version::open_verified(exec, want, s.digest_cache).map(Some),
+                };
+                match opened {
+                    Ok(Some(v)) => {
                         s.digest_cache = Some((v.id, v.actual));
                         Some(v)
                     }
-                    Err(e @ (VerifyError::Open { .. } | VerifyError::Read { .. })) => {
+                    Ok(None) => {
+                        self.hash_generation = self.hash_generation.wrapping_add(1);
+                        s.hashing = Some(self.hash_generation);
+                        let job = worker::Job::Digest {
+                            slot,
+                            generation: self.hash_generation,
+                            path: exec.clone(),
+                            want: *want,
+                        };
+                        if self.worker.as_ref().is_some_and(|w| w.submit(job)) {
+                            return Some(Input::Verifying);
+                        }
+                        s.hashing = None;
                         return Some(Input::SpawnFailed {
-                            error: e.to_string(),
-                        })
+                            error: format!(
+                                "cannot verify {}: the hashing thread is gone",
+                                exec.display()
+                            ),
+                        });
                     }
-                    Err(e) => {
-                        return Some(Input::Refused {
-                            reason: e.to_string(),
-                        })
-                    }
+                    Err(e) => return Some(unverified(e)),
                 }
             }
         };
@@ -1277,5 +1347,19 @@ pub fn human_ms(ms: u64) -> String {
         format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
     } else {
         format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600)
+    }
+}
+
+/// What a binary that could not be verified means for its service: one
+/// that cannot be read is a failed start (retried with backoff); one that
+/// is not what the unit names is refused (no restart loop).
+fn unverified(e: VerifyError) -> Input {
+    match e {
+        VerifyError::Open { .. } | VerifyError::Read { .. } => Input::SpawnFailed {
+            error: e.to_string(),
+        },
+        e => Input::Refused {
+            reason: e.to_string(),
+        },
     }
 }

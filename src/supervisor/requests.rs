@@ -125,6 +125,11 @@ impl Supervisor {
                 Done::Verified { ticket, result } => {
                     self.verified_upgrade(*ticket, result, work);
                 }
+                Done::Digested {
+                    slot,
+                    generation,
+                    result,
+                } => self.digested(slot, generation, result, work),
                 Done::Log(line) => crate::log!("{line}"),
             }
         }
@@ -281,6 +286,17 @@ impl Supervisor {
                 Ok(slots) => {
                     work.extend(slots.iter().map(|s| (*s, Input::Start)));
                     self.process(work);
+                    // A checksummed binary not hashed yet is hashed off the
+                    // loop: the answer waits for that start to run or fail.
+                    let hashing = slots.iter().any(|s| {
+                        self.slots
+                            .get(*s)
+                            .is_some_and(|x| x.service.state == State::Starting)
+                    });
+                    if hashing {
+                        let wait = self.wait_ms(&slots, None);
+                        return self.park(conn, id, slots, Until::Restarted, wait);
+                    }
                     Reply::ok(
                         id,
                         slots

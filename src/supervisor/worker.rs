@@ -65,6 +65,14 @@ pub enum Job {
         want: Checksum,
         ticket: Box<UpgradeTicket>,
     },
+    /// Hash the binary a checksummed service is about to run (its digest
+    /// is not known for the file as it is now).
+    Digest {
+        slot: usize,
+        generation: u64,
+        path: PathBuf,
+        want: Checksum,
+    },
     /// Sample each `(slot, pid)` and its process tree.
     Stats {
         conn: ConnId,
@@ -94,6 +102,13 @@ pub enum Done {
     Verified {
         ticket: Box<UpgradeTicket>,
         result: Result<(FileId, Checksum), String>,
+    },
+    /// The binary of `Job::Digest`: its identity and digest, whether or
+    /// not it matches, or why it could not be read.
+    Digested {
+        slot: usize,
+        generation: u64,
+        result: Result<(FileId, Checksum), crate::version::VerifyError>,
     },
     /// The units directory, read and parsed, to apply on the loop.
     Loaded {
@@ -182,6 +197,19 @@ fn run(jobs: &Receiver<Job>, done: &Sender<Done>, waker: &Waker) {
                     .map(|v| (v.id, v.actual))
                     .map_err(|e| e.to_string());
                 out.push(Done::Verified { ticket, result });
+            }
+            Job::Digest {
+                slot,
+                generation,
+                path,
+                want,
+            } => {
+                let result = crate::version::identify(&path, &want);
+                out.push(Done::Digested {
+                    slot,
+                    generation,
+                    result,
+                });
             }
             Job::Stats {
                 conn,
