@@ -11,68 +11,13 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{find_below, kill, pid_in, Mode, TempDir, Zurg, BIN, DEADLINE};
-
-struct Run {
-    z: Zurg,
-    dir: TempDir,
-    sock: PathBuf,
-}
+use common::run::{start, Run};
+use common::{find_below, kill, pid_in, TempDir, BIN, DEADLINE};
 
 const SLEEPER: &str = "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n";
-
-fn start(units: &[(&str, &str)], extra: &[&str]) -> Run {
-    let dir = TempDir::new("ctl");
-    for (name, text) in units {
-        dir.write(&format!("units/{name}.toml"), text);
-    }
-    let sock = dir.path().join("control.sock");
-    let mut z = common::run_in(&dir, Mode::Pid1, extra);
-    z.expect("loaded");
-    Run { z, dir, sock }
-}
-
-impl Run {
-    fn cli(&self, args: &[&str]) -> Output {
-        common::cli(&self.dir, args)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "zurg {args:?} failed with {:?}: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn status_json(&self) -> serde_json::Value {
-        let out = self.ok(&["status", "--json"]);
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        v["result"].clone()
-    }
-
-    fn pid_of(&self, name: &str) -> Option<i64> {
-        self.status_json()
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["name"] == name)
-            .and_then(|r| r["pid"].as_i64())
-    }
-
-    fn raw(&self) -> UnixStream {
-        let s = UnixStream::connect(&self.sock).unwrap();
-        s.set_read_timeout(Some(DEADLINE)).unwrap();
-        s
-    }
-}
 
 fn read_reply(r: &mut BufReader<UnixStream>) -> serde_json::Value {
     let mut line = String::new();

@@ -98,16 +98,7 @@ fn restarts_go_on_while_nobody_reads_stderr() {
 
     // Once someone reads, zurg's lines arrive again.
     common::kill(cat, 9);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut f = std::fs::File::from(read_end);
-        let mut buf = vec![0u8; 64 << 10];
-        while let Ok(n) = f.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = drain(read_end);
     let mut text = Vec::new();
     let deadline = Instant::now() + DEADLINE;
     let wanted = "[flaky] started pid";
@@ -151,16 +142,7 @@ fn lines_that_do_not_fit_are_dropped_counted_and_reported() {
     // Read everything; every signal is accounted for, as a line or in a
     // drop count, and some were dropped.
     common::kill(cat, 9);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut f = std::fs::File::from(read_end);
-        let mut buf = vec![0u8; 64 << 10];
-        while let Ok(n) = f.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = drain(read_end);
     let mut text = Vec::new();
     let (mut logged, mut dropped) = (0, 0);
     let deadline = Instant::now() + DEADLINE;
@@ -186,6 +168,22 @@ fn lines_that_do_not_fit_are_dropped_counted_and_reported() {
     // The queue bounds what zurg holds: about 256 KiB of 36-byte lines.
     assert!(logged < 8_000, "{logged} lines were kept");
     drop(z);
+}
+
+/// Reads the pipe end `read_end` on a thread until it closes, sending each
+/// chunk: a test reads zurg's stderr with a deadline.
+fn drain(read_end: std::os::fd::OwnedFd) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut f = std::fs::File::from(read_end);
+        let mut buf = vec![0u8; 64 << 10];
+        while let Ok(n) = f.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 #[test]

@@ -126,12 +126,7 @@ fn start_record(service: &str, start_us: u64, pid: i32) -> Record {
         service: service.into(),
         kind: "start".into(),
         gpid: format!("127.0.0.1:0:{start_us}:{pid}"),
-        version: None,
-        exit: None,
-        stats: None,
-        seq: None,
-        zurg: None,
-        reason: None,
+        ..Default::default()
     }
 }
 
