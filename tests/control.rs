@@ -14,16 +14,10 @@ use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::run::{start, Run};
+use common::run::{read_reply, start, Run};
 use common::{find_below, kill, pid_in, TempDir, BIN, DEADLINE};
 
 const SLEEPER: &str = "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n";
-
-fn read_reply(r: &mut BufReader<UnixStream>) -> serde_json::Value {
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad reply {line:?}: {e}"))
-}
 
 #[test]
 fn status_table_and_json() {

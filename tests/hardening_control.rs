@@ -15,7 +15,7 @@ use std::os::unix::net::UnixStream;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::run::{start, start_with, Run};
+use common::run::{read_reply, start, start_with, Run};
 use common::{kill, Mode, TempDir, Zurg, BIN, DEADLINE};
 
 const SLEEPER: &str = "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n";
@@ -65,25 +65,13 @@ impl Run {
 fn host_pid_of(r: &Run, pid: i64) -> i32 {
     let mut found = None;
     common::eventually(&format!("namespace pid {pid} below zurg"), || {
-        found = r.z.descendants().into_iter().find(|h| {
-            std::fs::read_to_string(format!("/proc/{h}/status"))
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find(|l| l.starts_with("NSpid:"))
-                        .and_then(|l| l.split_whitespace().last().map(str::to_string))
-                })
-                .is_some_and(|p| p == pid.to_string())
-        });
+        found =
+            r.z.descendants()
+                .into_iter()
+                .find(|h| common::ns_pid(*h).is_some_and(|p| i64::from(p) == pid));
         found.is_some()
     });
     found.unwrap()
-}
-
-fn read_reply(r: &mut BufReader<UnixStream>) -> serde_json::Value {
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad reply {line:?}: {e}"))
 }
 
 fn mkfifo(path: &std::path::Path) {

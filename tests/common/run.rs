@@ -1,6 +1,7 @@
 //! One zurg as PID 1 on a units directory of the test's own, driven through
 //! its control socket: the harness of the control-socket tests.
 
+use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -24,6 +25,13 @@ pub fn start_with(units: &[(&str, &str)], extra: &[&str], setup: impl FnOnce(&mu
     let mut z = super::run_in_with(&dir, Mode::Pid1, extra, setup);
     z.expect("loaded");
     Run::on(dir, z)
+}
+
+/// The next reply line on a raw connection, parsed.
+pub fn read_reply(r: &mut BufReader<UnixStream>) -> serde_json::Value {
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad reply {line:?}: {e}"))
 }
 
 impl Run {
