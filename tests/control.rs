@@ -274,24 +274,9 @@ fn readers_group_may_read_but_not_change() {
     // 65534 is nobody/nogroup on Debian
     let r = start(&[("web", SLEEPER)], &["--readers", "65534"]);
     r.z_wait_started("web");
-    let as_nobody = |args: &[&str]| {
-        Command::new("setpriv")
-            .args([
-                "--reuid",
-                "65534",
-                "--regid",
-                "65534",
-                "--clear-groups",
-                BIN,
-            ])
-            .args(args)
-            .env("ZURG_SOCKET", &r.sock)
-            .output()
-            .unwrap()
-    };
-    let out = as_nobody(&["status"]);
+    let out = r.as_nobody(&["status"]);
     assert!(out.status.success(), "{out:?}");
-    let out = as_nobody(&["stop", "web"]);
+    let out = r.as_nobody(&["stop", "web"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("uid 65534 may not use `stop`"), "{err}");
@@ -301,20 +286,7 @@ fn readers_group_may_read_but_not_change() {
 #[test]
 fn other_users_cannot_even_connect_without_a_readers_group() {
     let r = start(&[("web", SLEEPER)], &[]);
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            BIN,
-            "stop",
-            "web",
-        ])
-        .env("ZURG_SOCKET", &r.sock)
-        .output()
-        .unwrap();
+    let out = r.as_nobody(&["stop", "web"]);
     assert_eq!(out.status.code(), Some(3));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("ermission denied"),

@@ -253,25 +253,6 @@ fn a_stale_socket_is_replaced_and_a_live_one_is_not() {
 
 // ------------------------------------------------------------ readers
 
-/// Runs a client verb as uid/gid 65534 (nobody/nogroup), a readers member
-/// when zurg runs with `--readers 65534`.
-fn as_nobody(r: &Run, args: &[&str]) -> Output {
-    Command::new("setpriv")
-        .args([
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            BIN,
-        ])
-        .args(args)
-        .env("ZURG_SOCKET", &r.sock)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn readers_may_use_every_read_verb_and_no_other() {
     let r = start(&[("web", SLEEPER)], &["--readers", "65534"]);
@@ -284,7 +265,7 @@ fn readers_may_use_every_read_verb_and_no_other() {
         &["stats"],
         &["history"],
     ] {
-        let out = as_nobody(&r, args);
+        let out = r.as_nobody(args);
         assert!(out.status.success(), "a reader's {args:?}: {out:?}");
     }
     for (args, verb) in [
@@ -293,7 +274,7 @@ fn readers_may_use_every_read_verb_and_no_other() {
         (&["restart", "web"], "restart"),
         (&["reload"], "reload"),
     ] {
-        let out = as_nobody(&r, args);
+        let out = r.as_nobody(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use super::{Mode, TempDir, Zurg, DEADLINE};
 
@@ -70,6 +70,19 @@ impl Run {
             .iter()
             .find(|r| r["name"] == name)
             .and_then(|r| r["pid"].as_i64())
+    }
+
+    /// Runs a client verb as uid/gid 65534 (nobody/nogroup), a readers
+    /// member when zurg runs with `--readers 65534`.
+    pub fn as_nobody(&self, args: &[&str]) -> Output {
+        Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(super::BIN)
+            .args(args)
+            .env("ZURG_SOCKET", &self.sock)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
     }
 
     /// A connection to the control socket, for speaking the protocol by hand.
