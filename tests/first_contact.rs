@@ -12,7 +12,7 @@ mod common;
 
 use std::process::Output;
 
-use common::{eventually, Mode, TempDir, Zurg};
+use common::{eventually, history, status_of, Mode, TempDir, Zurg};
 
 const SLEEPER: &str = "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n";
 
@@ -23,11 +23,6 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-fn status_of(dir: &TempDir, name: &str) -> serde_json::Value {
-    let out = common::cli(dir, &["status", name, "--json"]);
-    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["result"][0].clone()
 }
 
 /// Live processes below zurg (zombies not counted). A process just past
@@ -220,13 +215,6 @@ fn out_of_descriptors_every_service_still_starts_and_restarts() {
     });
     let said = z.lines_now().join("\n");
     assert!(!said.contains("cannot create a process"), "{said}");
-}
-
-fn history(dir: &TempDir, name: &str) -> Vec<serde_json::Value> {
-    let out = common::cli(dir, &["history", name, "--json"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["result"].as_array().unwrap().clone()
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use common::{eventually, find_below, json, ok, Mode, TempDir, Zurg, DEADLINE};
+use common::{eventually, find_below, history, json, ok, Mode, TempDir, Zurg, DEADLINE};
 
 fn start_in(dir: &TempDir, extra: &[&str]) -> Zurg {
     let mut args = vec!["--host-ip", "10.1.2.3"];
@@ -259,10 +259,6 @@ fn stats_match_proc_for_a_process_with_known_memory() {
         table.starts_with("NAME") && table.contains("fat"),
         "{table}"
     );
-}
-
-fn history(dir: &TempDir, name: &str) -> Vec<serde_json::Value> {
-    json(dir, &["history", name]).as_array().unwrap().clone()
 }
 
 fn journal_path(dir: &TempDir) -> PathBuf {

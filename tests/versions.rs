@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{eventually, Mode, TempDir, Zurg, BIN};
+use common::{eventually, status_of, Mode, TempDir, Zurg, BIN};
 
 /// Deploys a copy of /bin/sleep as build `version` of `name`; returns its
 /// path and md5.
@@ -33,11 +33,6 @@ fn unit(exec: &Path, version: &str, md5: &str) -> String {
 
 fn run(dir: &TempDir, extra: &[&str]) -> Zurg {
     common::run_in(dir, Mode::Pid1, extra)
-}
-
-fn status_of(dir: &TempDir, name: &str) -> serde_json::Value {
-    let out = common::cli(dir, &["status", name, "--json"]);
-    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["result"][0].clone()
 }
 
 #[test]

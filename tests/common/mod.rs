@@ -483,6 +483,17 @@ pub fn json(dir: &TempDir, args: &[&str]) -> serde_json::Value {
     serde_json::from_str::<serde_json::Value>(&ok(dir, &a)).unwrap()["result"].clone()
 }
 
+/// `name`'s row of `zurg status --json` (null when there is none).
+pub fn status_of(dir: &TempDir, name: &str) -> serde_json::Value {
+    let out = cli(dir, &["status", name, "--json"]);
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["result"][0].clone()
+}
+
+/// `name`'s records from `zurg history --json`, which must succeed.
+pub fn history(dir: &TempDir, name: &str) -> Vec<serde_json::Value> {
+    json(dir, &["history", name]).as_array().unwrap().clone()
+}
+
 /// Framed journal records of an earlier life: starts and exits of services
 /// old0..old49 at build 1.0.0, numbered by `numbers`.
 pub fn old_journal(numbers: std::ops::Range<u64>) -> Vec<u8> {
