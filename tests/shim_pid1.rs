@@ -156,9 +156,13 @@ fn crash_program_starts_with_a_clean_signal_state() {
         upper.display(),
         work.display()
     );
-    // An unknown --readers group fails zurg's set-up after it took over its
-    // signals, and PID 1 hands over to the crash program.
-    let cmd = format!("{} --readers no-such-group-zurg-test", run_args(&dir));
+    // A state directory locked by someone else fails zurg's set-up after it
+    // took over its signals, and PID 1 hands over to the crash program. (An
+    // unknown --readers group did, until it became a warning.)
+    let cmd = run_args(&dir);
+    let lock = dir.write("state/lock", "");
+    let lock = std::fs::OpenOptions::new().write(true).open(lock).unwrap();
+    let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
     let mut ns = Namespace::start(&setup, &cmd, &["--mount-proc"]);
     ns.wait_exit();
     let text = std::fs::read_to_string(&out).unwrap();
