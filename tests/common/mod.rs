@@ -317,7 +317,7 @@ impl Drop for Zurg {
             let _ = self.child.wait();
             let deadline = Instant::now() + DEADLINE;
             for pid in inner {
-                while state(pid).is_some_and(|s| s != 'Z') && Instant::now() < deadline {
+                while holds_files(pid) && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(5));
                 }
             }
@@ -553,6 +553,15 @@ pub fn cmdline(pid: i32) -> String {
                 .to_string()
         })
         .unwrap_or_default()
+}
+
+/// Whether `pid` may still hold open files (a lock): it has not exited, or
+/// it has but threads of it still run. A process whose first thread has
+/// exited shows as a zombie while its other threads (zurg's worker) are
+/// still on their way out, and those still hold its descriptors.
+fn holds_files(pid: i32) -> bool {
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
+    state(pid).is_some_and(|s| s != 'Z') || threads > 1
 }
 
 /// Process state letter from /proc/PID/stat ('Z' for a zombie).
