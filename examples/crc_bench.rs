@@ -75,12 +75,8 @@ fn main() {
             service: format!("svc{}", n % 100),
             kind: if n.is_multiple_of(2) { "start" } else { "exit" }.into(),
             gpid: format!("10.0.0.7:8080:{}:{}", 1_795_000_000_000_000 + n, 1000 + n),
-            version: None,
-            exit: None,
             stats: Some(zurg::stats::Sample::default()),
-            seq: None,
-            zurg: None,
-            reason: None,
+            ..Default::default()
         };
         let _ = j.append(&r);
         n += 1;

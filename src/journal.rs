@@ -28,7 +28,9 @@ pub const DEFAULT_LIMIT: u64 = 8 << 20;
 const MAX_RECORD: u32 = 1 << 20;
 const HEADER: usize = 8;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Default so that a record is written as a literal with the fields it
+// uses: a new optional field then changes no existing literal.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     /// Wall clock, µs since the epoch.
     pub time_us: u64,
@@ -477,10 +479,11 @@ pub fn filter(records: Vec<Record>, service: Option<&str>, since_us: Option<u64>
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn rec(i: u64) -> Record {
+    /// Record `i` of a test journal: starts and exits of s0..s2 in turn.
+    pub(crate) fn rec(i: u64) -> Record {
         Record {
             time_us: 1000 + i,
             service: format!("s{}", i % 3),
@@ -490,15 +493,11 @@ mod tests {
                 "exit".into()
             },
             gpid: format!("127.0.0.1:0:{}:{}", 1000 + i, 10 + i),
-            version: None,
-            seq: None,
-            zurg: None,
-            reason: None,
             exit: (i % 2 == 1).then_some(ExitInfo {
                 code: Some(1),
                 signal: None,
             }),
-            stats: None,
+            ..Default::default()
         }
     }
 

@@ -11,74 +11,13 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{find_below, kill, pid_in, Mode, TempDir, Zurg, BIN, DEADLINE};
-
-struct Run {
-    z: Zurg,
-    dir: TempDir,
-    sock: PathBuf,
-}
+use common::run::{read_reply, start, Run};
+use common::{find_below, kill, pid_in, TempDir, BIN, DEADLINE};
 
 const SLEEPER: &str = "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n";
-
-fn start(units: &[(&str, &str)], extra: &[&str]) -> Run {
-    let dir = TempDir::new("ctl");
-    for (name, text) in units {
-        dir.write(&format!("units/{name}.toml"), text);
-    }
-    let sock = dir.path().join("control.sock");
-    let mut z = common::run_in(&dir, Mode::Pid1, extra);
-    z.expect("loaded");
-    Run { z, dir, sock }
-}
-
-impl Run {
-    fn cli(&self, args: &[&str]) -> Output {
-        common::cli(&self.dir, args)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "zurg {args:?} failed with {:?}: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn status_json(&self) -> serde_json::Value {
-        let out = self.ok(&["status", "--json"]);
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        v["result"].clone()
-    }
-
-    fn pid_of(&self, name: &str) -> Option<i64> {
-        self.status_json()
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["name"] == name)
-            .and_then(|r| r["pid"].as_i64())
-    }
-
-    fn raw(&self) -> UnixStream {
-        let s = UnixStream::connect(&self.sock).unwrap();
-        s.set_read_timeout(Some(DEADLINE)).unwrap();
-        s
-    }
-}
-
-fn read_reply(r: &mut BufReader<UnixStream>) -> serde_json::Value {
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad reply {line:?}: {e}"))
-}
 
 #[test]
 fn status_table_and_json() {
@@ -335,24 +274,9 @@ fn readers_group_may_read_but_not_change() {
     // 65534 is nobody/nogroup on Debian
     let r = start(&[("web", SLEEPER)], &["--readers", "65534"]);
     r.z_wait_started("web");
-    let as_nobody = |args: &[&str]| {
-        Command::new("setpriv")
-            .args([
-                "--reuid",
-                "65534",
-                "--regid",
-                "65534",
-                "--clear-groups",
-                BIN,
-            ])
-            .args(args)
-            .env("ZURG_SOCKET", &r.sock)
-            .output()
-            .unwrap()
-    };
-    let out = as_nobody(&["status"]);
+    let out = r.as_nobody(&["status"]);
     assert!(out.status.success(), "{out:?}");
-    let out = as_nobody(&["stop", "web"]);
+    let out = r.as_nobody(&["stop", "web"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("uid 65534 may not use `stop`"), "{err}");
@@ -362,20 +286,7 @@ fn readers_group_may_read_but_not_change() {
 #[test]
 fn other_users_cannot_even_connect_without_a_readers_group() {
     let r = start(&[("web", SLEEPER)], &[]);
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            BIN,
-            "stop",
-            "web",
-        ])
-        .env("ZURG_SOCKET", &r.sock)
-        .output()
-        .unwrap();
+    let out = r.as_nobody(&["stop", "web"]);
     assert_eq!(out.status.code(), Some(3));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("ermission denied"),

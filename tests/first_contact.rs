@@ -12,7 +12,7 @@ mod common;
 
 use std::process::Output;
 
-use common::{eventually, Mode, TempDir, Zurg};
+use common::{eventually, history, status_of, Mode, TempDir, Zurg};
 
 const SLEEPER: &str = "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n";
 
@@ -23,11 +23,6 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-fn status_of(dir: &TempDir, name: &str) -> serde_json::Value {
-    let out = common::cli(dir, &["status", name, "--json"]);
-    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["result"][0].clone()
 }
 
 /// Live processes below zurg (zombies not counted). A process just past
@@ -222,13 +217,6 @@ fn out_of_descriptors_every_service_still_starts_and_restarts() {
     assert!(!said.contains("cannot create a process"), "{said}");
 }
 
-fn history(dir: &TempDir, name: &str) -> Vec<serde_json::Value> {
-    let out = common::cli(dir, &["history", name, "--json"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["result"].as_array().unwrap().clone()
-}
-
 #[test]
 fn a_refused_start_or_restart_fails_with_its_reason() {
     let dir = TempDir::new("refused");
@@ -329,28 +317,23 @@ fn a_start_that_cannot_run_fails_naming_the_cwd() {
         .contains("cwd /nonexistent"));
 }
 
+/// zurg as PID 1 running api at build 1.0, once it has started; returns
+/// it and the md5 of build 2.0, deployed beside it.
+fn api_on_1_0(dir: &TempDir) -> (Zurg, String) {
+    let (v1, sum1) = common::deploy_build(dir, "api", "1.0", "/bin/sleep");
+    let (_v2, sum2) = common::deploy_build(dir, "api", "2.0", "/bin/sleep");
+    dir.write("units/api.toml", &common::build_unit(&v1, "1.0", &sum1));
+    let mut z = common::run_in(dir, Mode::Pid1, &[]);
+    z.expect("[api] started pid");
+    (z, sum2)
+}
+
 #[test]
 fn exit_records_carry_the_version_of_the_process_that_exited() {
     let dir = TempDir::new("exitver");
-    let (v1, sum1) = common::deploy_build(&dir, "api", "1.0", "/bin/sleep");
-    let (_v2, sum2) = common::deploy_build(&dir, "api", "2.0", "/bin/sleep");
-    dir.write("units/api.toml", &common::build_unit(&v1, "1.0", &sum1));
-    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
-    z.expect("[api] started pid");
+    let (_z, sum2) = api_on_1_0(&dir);
     let gpid1 = status_of(&dir, "api")["gpid"].clone();
-    let out = common::cli(
-        &dir,
-        &[
-            "upgrade",
-            "api",
-            "--version",
-            "2.0",
-            "--md5",
-            &sum2,
-            "--window",
-            "200ms",
-        ],
-    );
+    let out = common::upgrade(&dir, "api", "2.0", &sum2, "200ms");
     assert!(out.status.success(), "{}", text(&out));
     let gpid2 = status_of(&dir, "api")["gpid"].clone();
     let out = common::cli(&dir, &["rollback", "api"]);
@@ -462,24 +445,8 @@ fn strict_mode_holds_for_upgrades_and_a_stale_override_is_dropped() {
 #[test]
 fn deleting_overrides_json_and_reloading_goes_back_to_the_unit_file() {
     let dir = TempDir::new("rmover");
-    let (v1, sum1) = common::deploy_build(&dir, "api", "1.0", "/bin/sleep");
-    let (_v2, sum2) = common::deploy_build(&dir, "api", "2.0", "/bin/sleep");
-    dir.write("units/api.toml", &common::build_unit(&v1, "1.0", &sum1));
-    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
-    z.expect("[api] started pid");
-    let out = common::cli(
-        &dir,
-        &[
-            "upgrade",
-            "api",
-            "--version",
-            "2.0",
-            "--md5",
-            &sum2,
-            "--window",
-            "200ms",
-        ],
-    );
+    let (_z, sum2) = api_on_1_0(&dir);
+    let out = common::upgrade(&dir, "api", "2.0", &sum2, "200ms");
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(status_of(&dir, "api")["version"], "2.0");
     std::fs::remove_file(dir.path().join("state/overrides.json")).unwrap();
@@ -602,26 +569,10 @@ fn an_exit_that_leaves_only_a_zombie_child_is_an_ordinary_exit() {
 #[test]
 fn an_upgrade_that_could_not_be_saved_survives_a_reload() {
     let dir = TempDir::new("unsaved");
-    let (v1, sum1) = common::deploy_build(&dir, "api", "1.0", "/bin/sleep");
-    let (_v2, sum2) = common::deploy_build(&dir, "api", "2.0", "/bin/sleep");
-    dir.write("units/api.toml", &common::build_unit(&v1, "1.0", &sum1));
-    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
-    z.expect("[api] started pid");
+    let (mut z, sum2) = api_on_1_0(&dir);
     // a directory where overrides.json's temporary file goes: saving fails
     std::fs::create_dir_all(dir.path().join("state/overrides.tmp")).unwrap();
-    let out = common::cli(
-        &dir,
-        &[
-            "upgrade",
-            "api",
-            "--version",
-            "2.0",
-            "--md5",
-            &sum2,
-            "--window",
-            "200ms",
-        ],
-    );
+    let out = common::upgrade(&dir, "api", "2.0", &sum2, "200ms");
     assert!(out.status.success(), "{}", text(&out));
     z.saw("will not survive a restart of zurg");
     let out = common::cli(&dir, &["reload"]);

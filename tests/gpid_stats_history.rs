@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use common::{eventually, find_below, Mode, TempDir, Zurg, DEADLINE};
+use common::{eventually, find_below, history, json, ok, Mode, TempDir, Zurg, DEADLINE};
 
 fn start_in(dir: &TempDir, extra: &[&str]) -> Zurg {
     let mut args = vec!["--host-ip", "10.1.2.3"];
@@ -22,22 +22,6 @@ fn start_in(dir: &TempDir, extra: &[&str]) -> Zurg {
     let mut z = common::run_in(dir, Mode::Pid1, &args);
     z.expect("loaded");
     z
-}
-
-fn ok(dir: &TempDir, args: &[&str]) -> String {
-    let out = common::cli(dir, args);
-    assert!(
-        out.status.success(),
-        "zurg {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn json(dir: &TempDir, args: &[&str]) -> serde_json::Value {
-    let mut a = args.to_vec();
-    a.push("--json");
-    serde_json::from_str::<serde_json::Value>(&ok(dir, &a)).unwrap()["result"].clone()
 }
 
 fn gpid_parts(g: &str) -> (String, u16, u64, u32) {
@@ -277,10 +261,6 @@ fn stats_match_proc_for_a_process_with_known_memory() {
     );
 }
 
-fn history(dir: &TempDir, name: &str) -> Vec<serde_json::Value> {
-    json(dir, &["history", name]).as_array().unwrap().clone()
-}
-
 fn journal_path(dir: &TempDir) -> PathBuf {
     dir.path().join("state/journal")
 }
@@ -352,22 +332,8 @@ fn a_history_reply_larger_than_the_output_bound_arrives_whole() {
         "units/svc.toml",
         "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n",
     );
-    let mut journal = Vec::new();
     let old = 20_000u64;
-    for i in 0..old {
-        journal.extend(zurg::journal::frame(&zurg::journal::Record {
-            time_us: 1_000_000 + i,
-            service: format!("old{}", i % 50),
-            kind: if i % 2 == 0 { "start" } else { "exit" }.into(),
-            gpid: format!("10.1.2.3:0:{}:{}", 1_000_000 + i, 100 + i),
-            version: Some("1.0.0".into()),
-            exit: None,
-            stats: None,
-            seq: None,
-            zurg: None,
-            reason: None,
-        }));
-    }
+    let journal = common::old_journal(0..old);
     assert!(journal.len() > 2 << 20, "{} bytes", journal.len());
     std::fs::create_dir_all(dir.path().join("state")).unwrap();
     std::fs::write(journal_path(&dir), &journal).unwrap();

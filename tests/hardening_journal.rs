@@ -11,25 +11,8 @@ mod common;
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::Command;
 
-use common::{TempDir, Zurg, BIN};
-
-fn ok(dir: &TempDir, args: &[&str]) -> String {
-    let out = common::cli(dir, args);
-    assert!(
-        out.status.success(),
-        "zurg {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn json(dir: &TempDir, args: &[&str]) -> serde_json::Value {
-    let mut a = args.to_vec();
-    a.push("--json");
-    serde_json::from_str::<serde_json::Value>(&ok(dir, &a)).unwrap()["result"].clone()
-}
+use common::{json, ok, TempDir, Zurg, BIN};
 
 /// `zurg run` as PID 1 with its --state on a tmpfs of `size`, mounted in
 /// the namespace's own mount table (unshare makes it private), so nothing
@@ -43,18 +26,11 @@ fn run_with_small_state(dir: &TempDir, size: &str) -> (Zurg, PathBuf) {
         state.clone(),
     ]
     .map(|p| p.to_str().unwrap().to_string());
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--pid",
-        "--fork",
-        "--kill-child",
-        "--mount-proc",
-        "sh",
-        "-c",
-    ])
-    .arg("mount -t tmpfs -o size=\"$1\" zurg-test-state \"$2\" && shift 2 && exec \"$@\"")
-    .args(["wrap", size, &state_s, BIN, "run", "--units", &units])
-    .args(["--socket", &sock, "--state", &state_s]);
+    let mut cmd = common::unshare_sh(
+        "mount -t tmpfs -o size=\"$1\" zurg-test-state \"$2\" && shift 2 && exec \"$@\"",
+    );
+    cmd.args([size, &state_s, BIN, "run", "--units", &units])
+        .args(["--socket", &sock, "--state", &state_s]);
     let mut z = Zurg::spawn(cmd);
     z.expect("loaded");
     let inside = PathBuf::from(format!("/proc/{}/root", z.host_pid())).join(

@@ -11,11 +11,12 @@ mod common;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Mode, TempDir, DEADLINE};
+use common::{Mode, TempDir, Zurg, DEADLINE};
 
 /// The GPID of each service's current or last process, from `status` over
 /// the socket; None when zurg does not answer within a second (its loop is
@@ -59,25 +60,32 @@ fn blocked_in_write(pid: i32) -> bool {
         && common::state(pid) == Some('S')
 }
 
-#[test]
-fn restarts_go_on_while_nobody_reads_stderr() {
-    let dir = TempDir::new("log-blocked");
-    // Fills the shared stderr pipe, then blocks in write forever.
+/// zurg as PID 1 on DIR with its stderr on a pipe that nobody reads, once
+/// the filler service written here has filled it (and blocks in write
+/// forever); returns zurg, the pipe's read end and the filler's host pid.
+fn run_with_stderr_full(dir: &TempDir) -> (Zurg, OwnedFd, i32) {
     dir.write(
         "units/filler.toml",
         "exec = \"/bin/sh\"\nargs = [\"-c\", \"exec cat /dev/zero >&2\"]\nrestart = \"never\"\n",
     );
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    let z = common::run_in_with(dir, Mode::Pid1, &[], |cmd| {
+        cmd.stderr(Stdio::from(write_end));
+    });
+    let cat = common::find_below(&z, "cat /dev/zero");
+    common::eventually("the stderr pipe is full", || blocked_in_write(cat));
+    (z, read_end, cat)
+}
+
+#[test]
+fn restarts_go_on_while_nobody_reads_stderr() {
+    let dir = TempDir::new("log-blocked");
     // Each exit and start is a log line of zurg's.
     dir.write(
         "units/flaky.toml",
         "exec = \"/bin/sh\"\nargs = [\"-c\", \"exit 1\"]\nrestart_delay_ms = 0\n",
     );
-    let (read_end, write_end) = nix::unistd::pipe().unwrap();
-    let z = common::run_in_with(&dir, Mode::Pid1, &[], |cmd| {
-        cmd.stderr(Stdio::from(write_end));
-    });
-    let cat = common::find_below(&z, "cat /dev/zero");
-    common::eventually("the stderr pipe is full", || blocked_in_write(cat));
+    let (z, read_end, cat) = run_with_stderr_full(&dir);
 
     // Before, zurg's next log line blocked its loop: no restart, no answer.
     let mut seen = HashSet::new();
@@ -98,16 +106,7 @@ fn restarts_go_on_while_nobody_reads_stderr() {
 
     // Once someone reads, zurg's lines arrive again.
     common::kill(cat, 9);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut f = std::fs::File::from(read_end);
-        let mut buf = vec![0u8; 64 << 10];
-        while let Ok(n) = f.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = drain(read_end);
     let mut text = Vec::new();
     let deadline = Instant::now() + DEADLINE;
     let wanted = "[flaky] started pid";
@@ -124,16 +123,7 @@ fn restarts_go_on_while_nobody_reads_stderr() {
 #[test]
 fn lines_that_do_not_fit_are_dropped_counted_and_reported() {
     let dir = TempDir::new("log-dropped");
-    dir.write(
-        "units/filler.toml",
-        "exec = \"/bin/sh\"\nargs = [\"-c\", \"exec cat /dev/zero >&2\"]\nrestart = \"never\"\n",
-    );
-    let (read_end, write_end) = nix::unistd::pipe().unwrap();
-    let z = common::run_in_with(&dir, Mode::Pid1, &[], |cmd| {
-        cmd.stderr(Stdio::from(write_end));
-    });
-    let cat = common::find_below(&z, "cat /dev/zero");
-    common::eventually("the stderr pipe is full", || blocked_in_write(cat));
+    let (z, read_end, cat) = run_with_stderr_full(&dir);
 
     // Real-time signals queue one by one, and zurg logs each it ignores:
     // far more lines (36 bytes each) than the 256 KiB queue holds.
@@ -151,16 +141,7 @@ fn lines_that_do_not_fit_are_dropped_counted_and_reported() {
     // Read everything; every signal is accounted for, as a line or in a
     // drop count, and some were dropped.
     common::kill(cat, 9);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut f = std::fs::File::from(read_end);
-        let mut buf = vec![0u8; 64 << 10];
-        while let Ok(n) = f.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = drain(read_end);
     let mut text = Vec::new();
     let (mut logged, mut dropped) = (0, 0);
     let deadline = Instant::now() + DEADLINE;
@@ -186,6 +167,22 @@ fn lines_that_do_not_fit_are_dropped_counted_and_reported() {
     // The queue bounds what zurg holds: about 256 KiB of 36-byte lines.
     assert!(logged < 8_000, "{logged} lines were kept");
     drop(z);
+}
+
+/// Reads the pipe end `read_end` on a thread until it closes, sending each
+/// chunk: a test reads zurg's stderr with a deadline.
+fn drain(read_end: OwnedFd) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut f = std::fs::File::from(read_end);
+        let mut buf = vec![0u8; 64 << 10];
+        while let Ok(n) = f.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 #[test]

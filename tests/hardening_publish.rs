@@ -10,7 +10,6 @@
 mod common;
 
 use std::net::UdpSocket;
-use std::process::Command;
 use std::time::Duration;
 
 use common::{TempDir, Zurg, BIN};
@@ -47,19 +46,11 @@ fn a_publisher_name_that_resolves_slowly_holds_up_no_service() {
         .map(|p| dir.path().join(p).to_str().unwrap().to_string());
     // The namespace's own /etc/resolv.conf (unshare's mount namespace is
     // private): nothing changes for the host.
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--pid",
-        "--fork",
-        "--kill-child",
-        "--mount-proc",
-        "sh",
-        "-c",
-    ])
-    .arg("mount --bind \"$1\" /etc/resolv.conf && shift && exec \"$@\"")
-    .args(["wrap", resolv.to_str().unwrap(), BIN, "run"])
-    .args(["--units", &units, "--socket", &sock, "--state", &state])
-    .args(["--publish", "publisher.zurg-test.example:7000"]);
+    let mut cmd =
+        common::unshare_sh("mount --bind \"$1\" /etc/resolv.conf && shift && exec \"$@\"");
+    cmd.args([resolv.to_str().unwrap(), BIN, "run"])
+        .args(["--units", &units, "--socket", &sock, "--state", &state])
+        .args(["--publish", "publisher.zurg-test.example:7000"]);
     let mut z = Zurg::spawn(cmd);
 
     // Before, zurg resolved the name before starting anything: 30 s, past

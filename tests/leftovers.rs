@@ -13,7 +13,7 @@
 mod common;
 
 use common::{
-    cmdline, eventually, find_below, ns_pid, pid_in, run_in, state, Mode, Namespace, TempDir,
+    cmdline, eventually, find_below, ns_pid, pid_in, run_in, state, Mode, Namespace, TempDir, Zurg,
 };
 use zurg::journal::{Appended, Journal, Record, DEFAULT_LIMIT};
 
@@ -31,6 +31,11 @@ fn running(ns: &Namespace, cmd: &str) -> Vec<i32> {
         .collect()
 }
 
+/// zurg (not PID 1) in `ns` on DIR's units, with a short grace period.
+fn zurg_in(ns: &Namespace, dir: &TempDir) -> Zurg {
+    run_in(dir, Mode::PlainInPidNs(ns.init()), &["--grace", "1s"])
+}
+
 #[test]
 fn a_killed_zurg_takes_its_services_with_it() {
     let ns = Namespace::new();
@@ -39,7 +44,7 @@ fn a_killed_zurg_takes_its_services_with_it() {
         "units/web.toml",
         "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n",
     );
-    let mut z = run_in(&dir, Mode::PlainInPidNs(ns.init()), &["--grace", "1s"]);
+    let mut z = zurg_in(&ns, &dir);
     z.expect("[web] started pid");
     let service = find_below(&z, "sleep 1000");
     z.signal(9);
@@ -56,14 +61,16 @@ fn a_leftover_is_stopped_before_the_next_zurg_starts_its_own() {
     let ns = Namespace::new();
     let dir = TempDir::new("leftover");
     dir.write("units/stubborn.toml", STUBBORN);
-    let mut first = run_in(&dir, Mode::PlainInPidNs(ns.init()), &["--grace", "1s"]);
+    let mut first = zurg_in(&ns, &dir);
     let old_pid = pid_in(&first.expect("[stubborn] started pid"));
-    let old = find_below(&first, "sleep 1001");
+    // Exactly `sleep 1001`: past the exec, so the shell's trap is in place
+    // (the shell's own command line also contains "sleep 1001").
+    let old = spawned(&ns, "sleep 1001");
     first.signal(9);
     first.wait_exit();
     assert!(!dead(old), "the service ignores its death signal");
 
-    let mut second = run_in(&dir, Mode::PlainInPidNs(ns.init()), &["--grace", "1s"]);
+    let mut second = zurg_in(&ns, &dir);
     second.expect(&format!(
         "stopping stubborn pid {old_pid} left by a previous zurg (SIGTERM, SIGKILL after 300 ms)"
     ));
@@ -97,7 +104,7 @@ fn what_a_killed_zurgs_service_started_is_stopped_too() {
         "units/web.toml",
         "exec = \"/bin/sh\"\nargs = [\"-c\", \"setsid sleep 1005 & exec sleep 1006\"]\n",
     );
-    let mut first = run_in(&dir, Mode::PlainInPidNs(ns.init()), &["--grace", "1s"]);
+    let mut first = zurg_in(&ns, &dir);
     first.expect("[web] started pid");
     let helper = spawned(&ns, "sleep 1005");
     let main = spawned(&ns, "sleep 1006");
@@ -107,7 +114,7 @@ fn what_a_killed_zurgs_service_started_is_stopped_too() {
     eventually("the main process to die with its zurg", || dead(main));
     assert!(!dead(helper), "the helper has no death signal");
 
-    let mut second = run_in(&dir, Mode::PlainInPidNs(ns.init()), &["--grace", "1s"]);
+    let mut second = zurg_in(&ns, &dir);
     second.expect(&format!(
         "stopping web pid {helper_ns} left by a previous zurg (SIGTERM"
     ));
@@ -126,12 +133,7 @@ fn start_record(service: &str, start_us: u64, pid: i32) -> Record {
         service: service.into(),
         kind: "start".into(),
         gpid: format!("127.0.0.1:0:{start_us}:{pid}"),
-        version: None,
-        exit: None,
-        stats: None,
-        seq: None,
-        zurg: None,
-        reason: None,
+        ..Default::default()
     }
 }
 
@@ -171,7 +173,7 @@ fn a_reused_pid_is_not_killed() {
     }
     drop(journal);
 
-    let mut z = run_in(&dir, Mode::PlainInPidNs(ns.init()), &["--grace", "1s"]);
+    let mut z = zurg_in(&ns, &dir);
     z.expect(&format!(
         "stopping gone pid {matched_ns} left by a previous zurg (SIGTERM"
     ));

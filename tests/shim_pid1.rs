@@ -106,12 +106,7 @@ fn container_pid1_without_proc_exits_0() {
         "setpriv --bounding-set -sys_boot --inh-caps -sys_boot {}",
         run_args(&dir)
     );
-    let mut ns = Namespace::start("mount -t tmpfs none /proc", &cmd, &[]);
-    let zurg = ns.zurg();
-    eventually("the control socket", || dir.path().join("sock").exists());
-    kill(zurg, libc::SIGTERM);
-    let status = ns.wait_exit();
-    assert_eq!(status.code(), Some(0), "{status:?}");
+    stops_with_exit_0_without_proc(&dir, &cmd);
 }
 
 /// The same with CAP_SYS_BOOT, where reboot(2) in a child pid namespace ends
@@ -120,7 +115,13 @@ fn container_pid1_without_proc_exits_0() {
 #[test]
 fn container_pid1_without_proc_but_with_cap_sys_boot_exits_0() {
     let dir = TempDir::new("noproc-boot");
-    let mut ns = Namespace::start("mount -t tmpfs none /proc", &run_args(&dir), &[]);
+    stops_with_exit_0_without_proc(&dir, &run_args(&dir));
+}
+
+/// Runs `cmd` (zurg with its socket in DIR) as PID 1 of a namespace with an
+/// empty /proc, then asserts that SIGTERM ends it with exit code 0.
+fn stops_with_exit_0_without_proc(dir: &TempDir, cmd: &str) {
+    let mut ns = Namespace::start("mount -t tmpfs none /proc", cmd, &[]);
     let zurg = ns.zurg();
     eventually("the control socket", || dir.path().join("sock").exists());
     kill(zurg, libc::SIGTERM);

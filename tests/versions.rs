@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{eventually, Mode, TempDir, Zurg, BIN};
+use common::{eventually, status_of, Mode, TempDir, Zurg, BIN};
 
 /// Deploys a copy of /bin/sleep as build `version` of `name`; returns its
 /// path and md5.
@@ -23,12 +23,7 @@ fn deploy(dir: &TempDir, name: &str, version: &str) -> (PathBuf, String) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::copy("/bin/sleep", &path).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = Command::new("md5sum").arg(&path).output().unwrap();
-    let sum = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let sum = common::md5(&path);
     (path, sum)
 }
 
@@ -38,11 +33,6 @@ fn unit(exec: &Path, version: &str, md5: &str) -> String {
 
 fn run(dir: &TempDir, extra: &[&str]) -> Zurg {
     common::run_in(dir, Mode::Pid1, extra)
-}
-
-fn status_of(dir: &TempDir, name: &str) -> serde_json::Value {
-    let out = common::cli(dir, &["status", name, "--json"]);
-    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["result"][0].clone()
 }
 
 #[test]
@@ -198,19 +188,7 @@ fn upgrade_then_rollback_and_a_failed_upgrade_rolls_back_by_itself() {
     );
     assert_eq!(status_of(&dir, "api")["gpid"], gpid1);
 
-    let out = zurg(
-        &dir,
-        &[
-            "upgrade",
-            "api",
-            "--version",
-            "2.0",
-            "--md5",
-            &sum2,
-            "--window",
-            "300ms",
-        ],
-    );
+    let out = common::upgrade(&dir, "api", "2.0", &sum2, "300ms");
     assert!(out.status.success(), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("api: running version 2.0"),
@@ -230,19 +208,7 @@ fn upgrade_then_rollback_and_a_failed_upgrade_rolls_back_by_itself() {
     common::find_below(&z, "/1.0/bin/api");
 
     // 3.0 exits at once: zurg goes back to 1.0 by itself
-    let out = zurg(
-        &dir,
-        &[
-            "upgrade",
-            "api",
-            "--version",
-            "3.0",
-            "--md5",
-            &sum3,
-            "--window",
-            "500ms",
-        ],
-    );
+    let out = common::upgrade(&dir, "api", "3.0", &sum3, "500ms");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -260,19 +226,7 @@ fn upgrade_then_rollback_and_a_failed_upgrade_rolls_back_by_itself() {
     );
 
     // the build in force survives a restart of zurg (state dir, not units dir)
-    let out = zurg(
-        &dir,
-        &[
-            "upgrade",
-            "api",
-            "--version",
-            "2.0",
-            "--md5",
-            &sum2,
-            "--window",
-            "200ms",
-        ],
-    );
+    let out = common::upgrade(&dir, "api", "2.0", &sum2, "200ms");
     assert!(out.status.success(), "{out:?}");
     z.signal(15);
     z.wait_exit();

@@ -23,18 +23,6 @@ fn nspid(pid: i32) -> Option<Vec<i32>> {
     parse_nspid(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
 }
 
-fn children(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
-                out.extend(s.split_whitespace().filter_map(|x| x.parse::<i32>().ok()));
-            }
-        }
-    }
-    out
-}
-
 /// zurg's pids → the caller's, for zurg (seen by the caller as
 /// `zurg_pid`) and its descendants. Empty when both see the same pids (or
 /// /proc does not show zurg, e.g. it runs in a sibling namespace).
@@ -48,7 +36,7 @@ pub fn caller_pids(zurg_pid: i32) -> HashMap<i32, i32> {
     if depth == 0 {
         return map;
     }
-    let mut stack = children(zurg_pid);
+    let mut stack = crate::stats::children(zurg_pid);
     let mut seen = 0usize;
     while let Some(pid) = stack.pop() {
         seen = seen.saturating_add(1);
@@ -61,7 +49,7 @@ pub fn caller_pids(zurg_pid: i32) -> HashMap<i32, i32> {
                 map.insert(*inner, *outer);
             }
         }
-        stack.extend(children(pid));
+        stack.extend(crate::stats::children(pid));
     }
     if let (Some(outer), Some(inner)) = (own.first(), own.last()) {
         map.insert(*inner, *outer);

@@ -88,6 +88,10 @@ const PUBLISH_QUEUE_DEFAULT: &str = "10000";
 const UPGRADE_WINDOW_DEFAULT: &str = "2s";
 const SOCKET_DEFAULT: &str = "$ZURG_SOCKET, else /run/zurg/control.sock";
 
+const STOP_TIMEOUT: Opt = default(
+    valued("timeout", "DUR", "how long each service gets to stop"),
+    "the unit's stop_timeout_ms",
+);
 const JSON: Opt = flag("json", "print the raw JSON answer, one document per line");
 const SOCKET: Opt = default(
     valued("socket", "PATH", "the control socket of the zurg to ask"),
@@ -228,28 +232,14 @@ pub const VERBS: &[VerbSpec] = &[
         args: "NAME...",
         summary: "stop services, and wait until they are down",
         face: Face::Client,
-        opts: &[
-            default(
-                valued("timeout", "DUR", "how long each service gets to stop"),
-                "the unit's stop_timeout_ms",
-            ),
-            JSON,
-            SOCKET,
-        ],
+        opts: &[STOP_TIMEOUT, JSON, SOCKET],
     },
     VerbSpec {
         name: "restart",
         args: "NAME...",
         summary: "restart services, and report the new pids",
         face: Face::Client,
-        opts: &[
-            default(
-                valued("timeout", "DUR", "how long each service gets to stop"),
-                "the unit's stop_timeout_ms",
-            ),
-            JSON,
-            SOCKET,
-        ],
+        opts: &[STOP_TIMEOUT, JSON, SOCKET],
     },
     VerbSpec {
         name: "signal",

@@ -499,6 +499,10 @@ mod tests {
         }
     }
 
+    fn exited(pid: i32, exit: Exit) -> Input {
+        Input::Exited { pid, exit }
+    }
+
     fn running(restart: RestartPolicy) -> Service {
         let mut s = Service::new(unit(restart));
         assert_eq!(s.step(Input::Start, 0), vec![Action::Spawn]);
@@ -528,13 +532,7 @@ mod tests {
     #[test]
     fn healthy_exit_restarts_at_once_and_counts() {
         let mut s = running(RestartPolicy::Always);
-        let a = s.step(
-            Input::Exited {
-                pid: 10,
-                exit: Exit::Signal(9),
-            },
-            20_000,
-        );
+        let a = s.step(exited(10, Exit::Signal(9)), 20_000);
         assert_eq!(a.last(), Some(&Action::Spawn));
         s.step(Input::Spawned { pid: 11 }, 20_000);
         assert_eq!(s.restarts, 1);
@@ -544,72 +542,34 @@ mod tests {
     #[test]
     fn exit_of_another_pid_is_ignored() {
         let mut s = running(RestartPolicy::Always);
-        assert!(s
-            .step(
-                Input::Exited {
-                    pid: 99,
-                    exit: Exit::Code(0)
-                },
-                1
-            )
-            .is_empty());
+        assert!(s.step(exited(99, Exit::Code(0)), 1).is_empty());
         assert_eq!(s.state.pid(), Some(10));
     }
 
     #[test]
     fn never_and_on_failure() {
         let mut s = running(RestartPolicy::Never);
-        let a = s.step(
-            Input::Exited {
-                pid: 10,
-                exit: Exit::Code(1),
-            },
-            1,
-        );
+        let a = s.step(exited(10, Exit::Code(1)), 1);
         assert!(a.contains(&Action::Emit(Event::Done {
             exit: Exit::Code(1)
         })));
         assert_eq!(s.state, State::Exited);
 
         let mut s = running(RestartPolicy::OnFailure);
-        s.step(
-            Input::Exited {
-                pid: 10,
-                exit: Exit::Code(0),
-            },
-            1,
-        );
+        s.step(exited(10, Exit::Code(0)), 1);
         assert_eq!(s.state, State::Exited);
 
         let mut s = running(RestartPolicy::OnFailure);
-        let a = s.step(
-            Input::Exited {
-                pid: 10,
-                exit: Exit::Code(2),
-            },
-            1,
-        );
+        let a = s.step(exited(10, Exit::Code(2)), 1);
         assert_eq!(a.last(), Some(&Action::Spawn));
     }
 
     #[test]
     fn crash_loop_backs_off_with_timer() {
         let mut s = running(RestartPolicy::Always);
-        s.step(
-            Input::Exited {
-                pid: 10,
-                exit: Exit::Code(1),
-            },
-            1,
-        );
+        s.step(exited(10, Exit::Code(1)), 1);
         s.step(Input::Spawned { pid: 11 }, 1);
-        let a = s.step(
-            Input::Exited {
-                pid: 11,
-                exit: Exit::Code(1),
-            },
-            2,
-        );
+        let a = s.step(exited(11, Exit::Code(1)), 2);
         assert_eq!(s.state, State::Backoff { until_ms: 102 });
         let Some(Action::ArmTimer {
             at_ms: 102,
@@ -646,13 +606,7 @@ mod tests {
         };
         let a = s.step(Input::Timer { generation }, 1100);
         assert_eq!(a[0], Action::Signal(crate::sig::SIGKILL));
-        let a = s.step(
-            Input::Exited {
-                pid: 10,
-                exit: Exit::Signal(9),
-            },
-            1101,
-        );
+        let a = s.step(exited(10, Exit::Signal(9)), 1101);
         assert_eq!(
             a,
             vec![Action::Emit(Event::Stopped {
@@ -667,13 +621,7 @@ mod tests {
     fn restart_request_stops_then_starts_without_backoff() {
         let mut s = running(RestartPolicy::Never);
         s.step(Input::Restart, 1);
-        let a = s.step(
-            Input::Exited {
-                pid: 10,
-                exit: Exit::Signal(15),
-            },
-            2,
-        );
+        let a = s.step(exited(10, Exit::Signal(15)), 2);
         assert_eq!(a.last(), Some(&Action::Spawn));
         s.step(Input::Spawned { pid: 12 }, 2);
         assert_eq!(s.state.pid(), Some(12));
@@ -682,21 +630,9 @@ mod tests {
     #[test]
     fn stop_during_backoff_cancels_restart() {
         let mut s = running(RestartPolicy::Always);
-        s.step(
-            Input::Exited {
-                pid: 10,
-                exit: Exit::Code(1),
-            },
-            1,
-        );
+        s.step(exited(10, Exit::Code(1)), 1);
         s.step(Input::Spawned { pid: 11 }, 1);
-        let a = s.step(
-            Input::Exited {
-                pid: 11,
-                exit: Exit::Code(1),
-            },
-            2,
-        );
+        let a = s.step(exited(11, Exit::Code(1)), 2);
         let Some(Action::ArmTimer { generation, .. }) = a.last().cloned() else {
             panic!()
         };
@@ -830,21 +766,9 @@ mod tests {
         let mut s = Service::succeeding(unit(RestartPolicy::Always), &old);
         s.step(Input::Start, 1);
         s.step(Input::Spawned { pid: 20 }, 1);
-        s.step(
-            Input::Exited {
-                pid: 20,
-                exit: Exit::Code(1),
-            },
-            2,
-        );
+        s.step(exited(20, Exit::Code(1)), 2);
         s.step(Input::Spawned { pid: 21 }, 2);
-        let a = s.step(
-            Input::Exited {
-                pid: 21,
-                exit: Exit::Code(1),
-            },
-            3,
-        );
+        let a = s.step(exited(21, Exit::Code(1)), 3);
         let Some(Action::ArmTimer { generation, .. }) = a.last().cloned() else {
             panic!("{a:?}")
         };

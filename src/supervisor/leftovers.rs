@@ -352,12 +352,7 @@ mod tests {
             service: service.into(),
             kind: kind.into(),
             gpid: gpid.into(),
-            version: None,
-            exit: None,
-            stats: None,
-            seq: None,
-            zurg: None,
-            reason: None,
+            ..Default::default()
         }
     }
 

@@ -645,14 +645,7 @@ impl Supervisor {
                 targets,
                 now_ms: now,
             };
-            if worker.submit(job) {
-                return None;
-            }
-            return Some(Reply::error(
-                id,
-                ErrorCode::Failed,
-                "zurg's worker thread is gone",
-            ));
+            return worker.submit_request(id, job);
         }
         let rows = targets
             .into_iter()
@@ -715,11 +708,7 @@ impl Supervisor {
                 since_us,
             };
             if !worker.submit(job) {
-                let line = crate::control::proto::encode_reply(&Reply::error(
-                    id,
-                    ErrorCode::Failed,
-                    "zurg's worker thread is gone",
-                ));
+                let line = crate::control::proto::encode_reply(&super::worker::gone(id));
                 control.push_chunk(self.reactor.registry(), conn, &line, true);
             }
             return None;

@@ -250,11 +250,7 @@ impl Supervisor {
             kind: kind.to_string(),
             gpid: s.gpid.map(|g| g.to_string()).unwrap_or_default(),
             version: build.version.clone(),
-            exit: None,
-            stats: None,
-            seq: None,
-            zurg: None,
-            reason: None,
+            ..Default::default()
         };
         if let Some(line) = j.append(&record).log_line() {
             crate::log!("{line}");
@@ -353,14 +349,7 @@ impl Supervisor {
                     window_ms,
                 }),
             };
-            if worker.submit(job) {
-                return None;
-            }
-            return Some(Reply::error(
-                id,
-                ErrorCode::Failed,
-                "zurg's worker thread is gone",
-            ));
+            return worker.submit_request(id, job);
         }
         if let Err(e) = to.verify() {
             return Some(Reply::error(

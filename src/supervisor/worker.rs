@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use mio::{Registry, Token, Waker};
 
+use crate::control::proto::{ErrorCode, Reply};
 use crate::control::server::ConnId;
 use crate::journal::{self, Record};
 use crate::stats::Sample;
@@ -151,10 +152,21 @@ impl Worker {
         self.jobs.send(job).is_ok()
     }
 
+    /// Hands request `id`'s `job` to the thread: `None` when the thread
+    /// will answer it, else the reply saying it is gone.
+    pub fn submit_request(&self, id: u64, job: Job) -> Option<Reply> {
+        (!self.submit(job)).then(|| gone(id))
+    }
+
     /// Results so far, without waiting.
     pub fn results(&self) -> Vec<Done> {
         self.done.try_iter().collect()
     }
+}
+
+/// The reply to request `id` when the worker thread is gone.
+pub fn gone(id: u64) -> Reply {
+    Reply::error(id, ErrorCode::Failed, "zurg's worker thread is gone")
 }
 
 fn run(jobs: &Receiver<Job>, done: &Sender<Done>, waker: &Waker) {
@@ -361,21 +373,7 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rec(i: u64) -> Record {
-        Record {
-            time_us: 1000 + i,
-            service: format!("s{}", i % 3),
-            kind: "start".into(),
-            gpid: format!("127.0.0.1:0:{}:{}", 1000 + i, 10 + i),
-            version: None,
-            exit: None,
-            stats: None,
-            seq: None,
-            zurg: None,
-            reason: None,
-        }
-    }
+    use crate::journal::tests::rec;
 
     /// One record's JSON is far below this.
     const MAX_RECORD_GUESS: usize = 4096;

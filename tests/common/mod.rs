@@ -13,6 +13,7 @@
 
 pub mod etcd;
 pub mod naming;
+pub mod run;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -316,7 +317,7 @@ impl Drop for Zurg {
             let _ = self.child.wait();
             let deadline = Instant::now() + DEADLINE;
             for pid in inner {
-                while state(pid).is_some_and(|s| s != 'Z') && Instant::now() < deadline {
+                while holds_files(pid) && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(5));
                 }
             }
@@ -400,6 +401,16 @@ impl Drop for Namespace {
     }
 }
 
+/// unshare into a new pid namespace (and a private mount namespace) whose
+/// first process is the shell `script`; it gets the arguments added to the
+/// command as $1..., and ends with `exec "$@"` into zurg.
+pub fn unshare_sh(script: &str) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--kill-child", "--mount-proc"])
+        .args(["sh", "-c", script, "wrap"]);
+    cmd
+}
+
 /// nsenter into the pid and mount namespaces of host pid `init`, so the
 /// program sees that namespace's /proc.
 fn nsenter(init: i32) -> Command {
@@ -452,6 +463,54 @@ pub fn cli(dir: &TempDir, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Stdout of a client verb against the zurg whose socket is in DIR, which
+/// must succeed.
+pub fn ok(dir: &TempDir, args: &[&str]) -> String {
+    let out = cli(dir, args);
+    assert!(
+        out.status.success(),
+        "zurg {args:?} failed with {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The `result` of a client verb run with `--json`, which must succeed.
+pub fn json(dir: &TempDir, args: &[&str]) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    serde_json::from_str::<serde_json::Value>(&ok(dir, &a)).unwrap()["result"].clone()
+}
+
+/// `name`'s row of `zurg status --json` (null when there is none).
+pub fn status_of(dir: &TempDir, name: &str) -> serde_json::Value {
+    let out = cli(dir, &["status", name, "--json"]);
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["result"][0].clone()
+}
+
+/// `name`'s records from `zurg history --json`, which must succeed.
+pub fn history(dir: &TempDir, name: &str) -> Vec<serde_json::Value> {
+    json(dir, &["history", name]).as_array().unwrap().clone()
+}
+
+/// Framed journal records of an earlier life: starts and exits of services
+/// old0..old49 at build 1.0.0, numbered by `numbers`.
+pub fn old_journal(numbers: std::ops::Range<u64>) -> Vec<u8> {
+    let mut data = Vec::new();
+    for i in numbers {
+        data.extend(zurg::journal::frame(&zurg::journal::Record {
+            time_us: 1_000_000 + i,
+            service: format!("old{}", i % 50),
+            kind: if i % 2 == 0 { "start" } else { "exit" }.into(),
+            gpid: format!("10.1.2.3:0:{}:{}", 1_000_000 + i, 100 + i),
+            version: Some("1.0.0".into()),
+            ..Default::default()
+        }));
+    }
+    data
+}
+
 pub fn kill(pid: i32, signo: i32) {
     let sig = nix::sys::signal::Signal::try_from(signo).unwrap();
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
@@ -494,6 +553,15 @@ pub fn cmdline(pid: i32) -> String {
                 .to_string()
         })
         .unwrap_or_default()
+}
+
+/// Whether `pid` may still hold open files (a lock): it has not exited, or
+/// it has but threads of it still run. A process whose first thread has
+/// exited shows as a zombie while its other threads (zurg's worker) are
+/// still on their way out, and those still hold its descriptors.
+fn holds_files(pid: i32) -> bool {
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
+    state(pid).is_some_and(|s| s != 'Z') || threads > 1
 }
 
 /// Process state letter from /proc/PID/stat ('Z' for a zombie).
@@ -550,13 +618,42 @@ pub fn deploy_build(dir: &TempDir, name: &str, version: &str, source: &str) -> (
     bytes.extend_from_slice(version.as_bytes());
     std::fs::write(&path, bytes).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = Command::new("md5sum").arg(&path).output().unwrap();
-    let sum = String::from_utf8_lossy(&out.stdout)
+    let sum = md5(&path);
+    (path, sum)
+}
+
+/// The md5 of the file at `path`, as md5sum prints it.
+pub fn md5(path: &Path) -> String {
+    let out = Command::new("md5sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .next()
         .unwrap()
-        .to_string();
-    (path, sum)
+        .to_string()
+}
+
+/// `zurg upgrade NAME --version VERSION --md5 MD5 --window WINDOW` against
+/// the zurg whose socket is in DIR.
+pub fn upgrade(
+    dir: &TempDir,
+    name: &str,
+    version: &str,
+    md5: &str,
+    window: &str,
+) -> std::process::Output {
+    cli(
+        dir,
+        &[
+            "upgrade",
+            name,
+            "--version",
+            version,
+            "--md5",
+            md5,
+            "--window",
+            window,
+        ],
+    )
 }
 
 /// A unit running `exec 1000` as build `version` with its md5.
