@@ -7,6 +7,8 @@
 //! This is the only place that mutates service state. Once the loop runs,
 //! errors fail one service or one request and are logged, never fatal.
 
+mod logs;
+mod output;
 mod ports;
 mod publishing;
 pub mod reactor;
@@ -68,6 +70,8 @@ enum TimerKey {
     },
     /// The forwarder's next connect, timeout or heartbeat.
     Publish,
+    /// A partial line of a service's output has waited for its newline.
+    OutputFlush,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +210,8 @@ pub struct Supervisor {
     /// The directory zurg was started in: the working directory of services
     /// without `cwd` (zurg itself moves to `/`).
     start_dir: PathBuf,
+    /// Services' stdout and stderr pipes and where their lines go.
+    outputs: output::Outputs,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -537,6 +543,7 @@ impl Supervisor {
             nofile: u64::MAX,
             retired_slots: Vec::new(),
             overrides_unsaved: false,
+            outputs: output::Outputs::default(),
         })
     }
 
@@ -653,6 +660,7 @@ impl Supervisor {
                         Some(old) => *old = new_slot,
                         None => self.slots.push(new_slot),
                     }
+                    self.configure_output(slot);
                     work.push_back((slot, Input::Start));
                 }
                 Some(slot) => {
@@ -676,6 +684,7 @@ impl Supervisor {
                         State::Exited => work.push_back((slot, Input::Start)),
                         _ => work.push_back((slot, Input::Restart)),
                     }
+                    self.configure_output(slot);
                 }
             }
         }
@@ -695,8 +704,12 @@ impl Supervisor {
             work.push_back((slot, Input::Stop));
             report.removed.push(name);
         }
+        // A reload is also logrotate's way to have the files reopened.
+        self.reopen_output_files();
+        // Two pipes (four descriptors) per service on top of its pidfd.
         let needed = u64::try_from(self.slots.len())
             .unwrap_or(u64::MAX)
+            .saturating_mul(5)
             .saturating_add(SPARE_FDS);
         match pid1::ensure_nofile(needed) {
             Ok(limit) => {
@@ -769,6 +782,8 @@ impl Supervisor {
                         child_event |= sig.signo == libc::SIGCHLD;
                         self.on_signal(sig.signo, &mut work);
                     }
+                } else if output::of_token(token).is_some() {
+                    self.on_output(token);
                 } else if let Some(slot) = token.0.checked_sub(PIDFD_BASE) {
                     child_event = true;
                     self.reap_service(slot, &mut work);
@@ -782,6 +797,8 @@ impl Supervisor {
                     self.on_worker(&mut work);
                 }
             }
+            self.output_turn();
+            self.reactor.poll_now = self.outputs.busy();
             // Restart what died before the sweep below: with many children
             // the sweep's scan of the child list is the slow part, so it
             // also runs only when a child may have died.
@@ -825,6 +842,10 @@ impl Supervisor {
                     );
                     self.begin_shutdown(work);
                 }
+            }
+            libc::SIGUSR1 => {
+                crate::log!("received SIGUSR1: reopening services' log files");
+                self.reopen_output_files();
             }
             libc::SIGHUP if self.phase == Phase::Running => {
                 crate::log!("received SIGHUP: reloading units");
@@ -899,6 +920,7 @@ impl Supervisor {
     }
 
     fn finish(&mut self) -> i32 {
+        self.drain_output();
         self.announce_shutdown();
         self.farewell_publisher();
         if self.machine_init {
@@ -928,6 +950,7 @@ impl Supervisor {
         match key {
             TimerKey::RequestDeadline => self.settle_waiting(),
             TimerKey::Publish => self.on_publish_timer(),
+            TimerKey::OutputFlush => self.on_output_flush(),
             TimerKey::Sample { slot, generation } => self.periodic_sample(slot, generation),
             TimerKey::ControlIdle => {
                 self.control_idle_at = None;
@@ -1098,7 +1121,10 @@ impl Supervisor {
             }
         };
         let host_ip = self.host_ip;
+        let (stdout, stderr) = self.child_outputs(slot);
         let s = self.slots.get_mut(slot)?;
+        s.spec.stdout = stdout;
+        s.spec.stderr = stderr;
         s.spec.pid_vars = vec![format!(
             "ZURG_GPID={}",
             Gpid::prefix(host_ip, port, start_us)
