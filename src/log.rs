@@ -98,8 +98,13 @@ struct Queue {
 impl Queue {
     /// Queues `line` unless that would pass `cap` bytes; false if dropped.
     fn push(&mut self, line: Vec<u8>, cap: usize) -> bool {
+        self.push_lines(line, 1, cap)
+    }
+
+    /// Queues `lines` whole lines in one buffer, or drops and counts them.
+    fn push_lines(&mut self, line: Vec<u8>, lines: u64, cap: usize) -> bool {
         if self.bytes.saturating_add(line.len()) > cap {
-            self.dropped = self.dropped.saturating_add(1);
+            self.dropped = self.dropped.saturating_add(lines);
             return false;
         }
         self.bytes += line.len();
@@ -195,31 +200,66 @@ impl Writer {
 }
 
 /// Writes whole lines, as many per write(2) as fit in `BATCH_BYTES`.
+/// Straight to the descriptor: Rust's stdout would cut batches at its own
+/// buffer's size.
 fn write_batched(dest: Dest, lines: &[Vec<u8>], buf: &mut Vec<u8>) {
-    let write = |bytes: &[u8]| {
-        let _ = match dest {
-            Dest::Stdout => std::io::stdout().lock().write_all(bytes),
-            Dest::Stderr => std::io::stderr().write_all(bytes),
-        };
+    use std::os::fd::AsFd;
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    let fd = match dest {
+        Dest::Stdout => stdout.as_fd(),
+        Dest::Stderr => stderr.as_fd(),
     };
-    for line in lines {
-        if !buf.is_empty() && buf.len() + line.len() > BATCH_BYTES {
-            write(buf);
-            buf.clear();
+    batch(lines, buf, |mut bytes| {
+        while !bytes.is_empty() {
+            match nix::unistd::write(fd, bytes) {
+                Ok(n) => bytes = bytes.get(n..).unwrap_or(&[]),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return,
+            }
         }
-        if line.len() >= BATCH_BYTES {
-            write(line);
-        } else {
-            buf.extend_from_slice(line);
+    });
+}
+
+/// Cuts `lines` into writes for `write`: whole lines, at most
+/// `BATCH_BYTES` each unless one line alone is longer.
+fn batch(lines: &[Vec<u8>], buf: &mut Vec<u8>, mut write: impl FnMut(&[u8])) {
+    for entry in lines {
+        // An entry may hold many lines (a service's burst): cut at line
+        // ends so that no write passes BATCH_BYTES but for one long line.
+        let mut rest = entry.as_slice();
+        while !rest.is_empty() {
+            let room = BATCH_BYTES.saturating_sub(buf.len());
+            let cut = match rest.get(..room.min(rest.len())) {
+                Some(head) if head.len() == rest.len() => rest.len(),
+                Some(head) => memchr::memrchr(b'\n', head).map_or(0, |i| i + 1),
+                None => 0,
+            };
+            if cut == 0 {
+                if buf.is_empty() {
+                    // One line longer than a batch: written on its own.
+                    let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+                    let (line, tail) = rest.split_at(end);
+                    write(line);
+                    rest = tail;
+                } else {
+                    write(buf.as_slice());
+                    buf.clear();
+                }
+                continue;
+            }
+            let (head, tail) = rest.split_at(cut);
+            buf.extend_from_slice(head);
+            rest = tail;
+            if buf.len() >= BATCH_BYTES {
+                write(buf.as_slice());
+                buf.clear();
+            }
         }
     }
     if !buf.is_empty() {
-        write(buf);
+        write(buf.as_slice());
         buf.clear();
-    }
-    if dest == Dest::Stdout {
-        // Rust's stdout is line-buffered: hand everything to the kernel.
-        let _ = std::io::stdout().lock().flush();
     }
 }
 
@@ -256,15 +296,16 @@ fn start_writer(dest: Dest) -> Option<&'static Writer> {
         .map(|_| w)
 }
 
-/// Queues `line` (newline included, written as it is) for zurg's own
-/// stdout or stderr: service lines in `prefix` mode. Never blocks: past the
-/// queue's bound the line is dropped and counted.
-pub fn raw_line(dest: Dest, line: Vec<u8>) {
+/// Queues `line`, which holds `lines` whole lines (newlines included,
+/// written as they are), for zurg's own stdout or stderr: service lines in
+/// `prefix` mode. Never blocks: past the queue's bound the lines are
+/// dropped and counted.
+pub fn raw_lines(dest: Dest, line: Vec<u8>, lines: u64) {
     match writer_of(dest) {
         Some(w) => {
             let report = {
                 let mut q = w.lock();
-                let kept = q.push(line, dest.cap());
+                let kept = q.push_lines(line, lines, dest.cap());
                 if kept {
                     w.changed.notify_all();
                     None
@@ -413,6 +454,31 @@ mod tests {
         assert!(q.idle());
         // room again after the writer took the lines
         assert!(q.push(line(9), one * 3));
+    }
+
+    #[test]
+    fn batches_are_cut_at_line_ends_within_pipe_buf() {
+        let line = |c: u8, n: usize| {
+            let mut l = vec![c; n];
+            l.push(b'\n');
+            l
+        };
+        let mut blob = Vec::new();
+        for c in b'a'..=b'z' {
+            blob.extend(line(c, 999));
+        }
+        let long = line(b'L', BATCH_BYTES * 2);
+        let mut writes = Vec::new();
+        let mut buf = Vec::new();
+        batch(&[blob.clone(), long.clone()], &mut buf, |w| {
+            writes.push(w.to_vec())
+        });
+        assert_eq!(writes.concat(), [blob, long].concat());
+        for w in &writes {
+            assert!(w.ends_with(b"\n"));
+            assert!(w.len() <= BATCH_BYTES || w.iter().filter(|b| **b == b'\n').count() == 1);
+        }
+        assert_eq!(writes.len(), 26 / 4 + 1 + 1);
     }
 
     #[test]
