@@ -115,6 +115,8 @@ pub struct Outputs {
     /// When the flush timer is armed for, if it is.
     flush_at: Option<u64>,
     buf: Vec<u8>,
+    /// A pipe was refused near the open-file limit (warned once).
+    warned_limit: bool,
 }
 
 impl Outputs {
@@ -210,7 +212,25 @@ impl Supervisor {
                 }
                 continue;
             }
+            let near_limit = |w: &OwnedFd| {
+                u64::try_from(w.as_raw_fd())
+                    .unwrap_or(u64::MAX)
+                    .saturating_add(super::RESERVED_FDS)
+                    >= self.nofile
+            };
             let (read, write) = match pipe() {
+                // Near the limit a pipe would take the descriptor a control
+                // connection needs: this stream goes unlabelled instead.
+                Ok((_, w)) if near_limit(&w) => {
+                    if !self.outputs.warned_limit {
+                        self.outputs.warned_limit = true;
+                        crate::log!(
+                            "warning: near the open-file limit ({}): [{name}] and later services write to zurg's own stdout and stderr unlabelled",
+                            self.nofile
+                        );
+                    }
+                    continue;
+                }
                 Ok(p) => p,
                 Err(e) => {
                     crate::log!(
