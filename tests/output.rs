@@ -198,7 +198,7 @@ fn yes_running(z: &Zurg) -> Vec<i32> {
 fn a_flood_of_output_does_not_delay_restarts() {
     let _alone = MEASURING.write().unwrap_or_else(|e| e.into_inner());
     let dir = TempDir::new("out-flood");
-    let victims: Vec<String> = (0..21).map(|i| format!("victim{i}")).collect();
+    let victims: Vec<String> = (0..27).map(|i| format!("victim{i}")).collect();
     let mut units: Vec<(&str, String)> = victims
         .iter()
         .map(|n| {
@@ -214,11 +214,11 @@ fn a_flood_of_output_does_not_delay_restarts() {
             dir.path().join(file).display()
         )
     };
-    // The control: the same kind of writer, as busy, straight to /dev/null
-    // (zurg never sees a byte of it); the test ends it.
+    // The control: the same writer, its bytes read and written by `cat`
+    // (the least any reader does) instead of zurg; the test ends it.
     let noise = sh_unit(
         &format!(
-            "{}; yes {HUNDRED} | head -c 100000000000 > /dev/null; sleep 1000",
+            "{}; yes {HUNDRED} | head -c 100000000000 | cat > /dev/null; sleep 1000",
             wait_for("noise")
         ),
         "restart = \"never\"\n",
@@ -243,13 +243,13 @@ fn a_flood_of_output_does_not_delay_restarts() {
     z.expect("loaded");
     let measure =
         |names: &[String]| median(names.iter().map(|n| restart_latency(&z, &dir, n)).collect());
-    let quiet = measure(&victims[..7]);
+    let quiet = measure(&victims[..9]);
 
     std::fs::write(dir.path().join("noise"), "").unwrap();
     common::eventually("the control writer to start", || {
         !yes_running(&z).is_empty()
     });
-    let control = measure(&victims[7..14]);
+    let control = measure(&victims[9..18]);
     let noisy = yes_running(&z);
     for pid in &noisy {
         common::kill(*pid, 9);
@@ -258,24 +258,27 @@ fn a_flood_of_output_does_not_delay_restarts() {
 
     std::fs::write(dir.path().join("flood"), "").unwrap();
     common::eventually("the flood to start", || !yes_running(&z).is_empty());
-    let during = measure(&victims[14..]);
+    let during = measure(&victims[18..]);
     let still_flooding = !yes_running(&z).is_empty();
     eprintln!(
-        "restart latency (median of 7): quiet {quiet:?}, beside a writer to /dev/null {control:?}, during 100 MB of output through zurg {during:?}"
+        "restart latency (median of 9): quiet {quiet:?}, beside the flood read by cat {control:?}, during 100 MB of output through zurg {during:?}"
     );
     assert!(
         still_flooding,
         "the flood ended before the measurement did; make it longer"
     );
-    // Measured against the same load of a writer that zurg does not read:
-    // on two cores shared with other builds, that load alone moves the
-    // figure by several times the quiet one (the killed process and zurg
-    // wait for a CPU), which is not zurg's doing; what zurg adds by reading
-    // 100 MB is what this test bounds. 1 ms of slack: a median of 7 on a
-    // shared machine moves by that much from run to run.
+    // Measured against the same flood read by `cat` instead of zurg: on two
+    // cores shared with other builds, that load alone moves the figure by
+    // several times the quiet one (the killed process and zurg wait for a
+    // CPU), which is not zurg's doing; what zurg's way of reading adds is
+    // what this test bounds. 3 ms of slack: in ten runs at a load average
+    // of 6, the control's own median ranged from 3.2 to 13.8 ms, and once
+    // the flood's passed 1.2x of it by 1.3 ms (8.4 against 6.0) while in
+    // most runs it was below the control. A loop that read a burst to its
+    // end before looking at its pidfds would take 300 ms or more here.
     assert!(
-        during <= control.max(quiet).mul_f64(1.2) + Duration::from_millis(1),
-        "restart took {during:?} during a flood of output against {control:?} beside a writer zurg does not read ({quiet:?} quiet)"
+        during <= control.max(quiet).mul_f64(1.2) + Duration::from_millis(3),
+        "restart took {during:?} during a flood of output against {control:?} beside the flood read by cat ({quiet:?} quiet)"
     );
     // All of it went through zurg, and zurg still answers.
     z.expect("flood | flood-done");
@@ -432,4 +435,82 @@ fn sigusr1_and_reload_reopen_a_moved_log_file() {
         "{report}"
     );
     common::eventually("a new log file after reload", || has_ticks(&log));
+}
+
+/// zurg's own lines ("zurg: ...") from a console that reads `rate` bytes
+/// per millisecond at most: slower than a service can write.
+fn slow_console(
+    read_end: std::os::fd::OwnedFd,
+    rate: usize,
+) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use std::io::BufRead;
+    let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let out = kept.clone();
+    std::thread::spawn(move || {
+        let mut r = std::io::BufReader::with_capacity(rate, std::fs::File::from(read_end));
+        let mut line = Vec::new();
+        let mut budget = rate;
+        loop {
+            line.clear();
+            match r.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let text = String::from_utf8_lossy(&line);
+                    if text.contains("zurg: ") {
+                        out.lock().unwrap().push(text.trim_end().to_string());
+                    }
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        // The console's pace, not a wait for anything.
+                        std::thread::sleep(Duration::from_millis(1));
+                        budget = rate;
+                    }
+                }
+            }
+        }
+    });
+    kept
+}
+
+#[test]
+fn a_service_flooding_stderr_does_not_crowd_out_zurgs_own_lines() {
+    let _shared = shared();
+    let dir = TempDir::new("out-crowd");
+    let victims: Vec<String> = (0..5).map(|i| format!("victim{i}")).collect();
+    for n in &victims {
+        dir.write(
+            &format!("units/{n}.toml"),
+            "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n",
+        );
+    }
+    dir.write(
+        "units/loud.toml",
+        &sh_unit(&format!("yes {HUNDRED} >&2"), "restart = \"never\"\n"),
+    );
+    // A console of 8 MB/s: the service writes far faster.
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    let z = common::run_in_with(&dir, Mode::Pid1, &[], |c| {
+        c.stderr(Stdio::from(write_end));
+    });
+    let said = slow_console(read_end, 8 << 10);
+    let has = |needle: &str| said.lock().unwrap().iter().any(|l| l.contains(needle));
+    common::eventually("the loud service dropping lines", || {
+        has("lines dropped: stderr is not being read")
+    });
+    for n in &victims {
+        restart_latency(&z, &dir, n);
+    }
+    // Every restart is in zurg's log: none of zurg's own lines was dropped.
+    for n in &victims {
+        let started = format!("[{n}] started pid");
+        common::eventually(&format!("two starts of {n} logged"), || {
+            said.lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(&started))
+                .count()
+                == 2
+        });
+    }
+    assert!(!has("log lines dropped"), "zurg's own lines were dropped");
 }

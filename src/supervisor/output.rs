@@ -12,7 +12,7 @@
 //!
 //! Fairness: at most `TURN_BYTES` per pipe per turn of the loop, as the
 //! control server does per connection; a pipe with more left is served
-//! again next turn (the reactor polls without sleeping while any is), so a
+//! again next turn (the reactor waits at most `reactor::PACE` while any is), so a
 //! service writing flat out cannot delay a restart by more than one turn.
 //! A partial line waits `lines::FLUSH_AFTER_MS` for its newline on the
 //! timer heap; that timer exists only while such a line is held.
@@ -36,7 +36,7 @@ use sink::FileSink;
 /// stream` (above the pidfd range, which starts at 1 << 40).
 pub const OUTPUT_BASE: usize = 1 << 41;
 /// Bytes read from one pipe per turn of the loop.
-pub const TURN_BYTES: usize = 256 * 1024;
+pub const TURN_BYTES: usize = 64 * 1024;
 /// Pipe capacity asked for: with the loop pacing itself (`reactor::PACE`)
 /// during a flood, a pipe holds what a fast writer writes meanwhile.
 const PIPE_BYTES: i32 = 1 << 20;
