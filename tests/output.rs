@@ -514,3 +514,74 @@ fn a_service_flooding_stderr_does_not_crowd_out_zurgs_own_lines() {
     }
     assert!(!has("log lines dropped"), "zurg's own lines were dropped");
 }
+
+/// A tmpfs of `kib` KiB on `dir`, unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, kib: u32) -> Option<SmallDisk> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallDisk(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_drops_lines_once_warned_and_writing_resumes() {
+    let _shared = shared();
+    let dir = TempDir::new("out-full");
+    let disk = dir.path().join("disk");
+    let Some(_disk) = SmallDisk::mount(&disk, 64) else {
+        common::skip(
+            "a_full_disk_drops_lines_once_warned_and_writing_resumes",
+            "cannot mount a tmpfs",
+        );
+        return;
+    };
+    // Fill the disk but for a little.
+    let filler = disk.join("filler");
+    let _ = std::fs::write(&filler, vec![b'x'; 60 << 10]);
+    let log = disk.join("svc.log");
+    let unit = sh_unit(
+        "i=0; while :; do echo line $i of a service that never stops talking; i=$((i+1)); sleep 0.005; done",
+        &format!(
+            "stdout = {{ file = {}, max_bytes = 1000000 }}\n",
+            toml_string(log.to_str().unwrap())
+        ),
+    );
+    dir.write("units/svc.toml", &unit);
+    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+    z.expect("loaded");
+    let warned = z.expect("cannot write to");
+    assert!(
+        warned.contains("svc.log") && warned.contains("No space left"),
+        "{warned}"
+    );
+    // Space comes back: writing resumes, and the loss is counted.
+    std::fs::remove_file(&filler).unwrap();
+    let resumed = z.expect("again;");
+    assert!(resumed.contains("lines were dropped"), "{resumed}");
+    let said = z.lines_now().join("\n");
+    assert_eq!(
+        said.matches("cannot write to").count(),
+        1,
+        "warned once: {said}"
+    );
+    let before = std::fs::metadata(&log).unwrap().len();
+    common::eventually("the file to grow again", || {
+        std::fs::metadata(&log).is_ok_and(|m| m.len() > before)
+    });
+}
