@@ -11,6 +11,14 @@
 //!
 //! Without a writer thread (it could not be spawned) a line is written on
 //! the caller's thread, as before.
+//!
+//! Services' prefixed lines take the same path through writers of their
+//! own, one for zurg's stdout and one for its stderr (`raw_lines`), so a
+//! chatty service never crowds zurg's own lines out of their queue: a
+//! stream nobody reads costs dropped lines, counted and reported as zurg's
+//! own log lines, never a stalled loop. Writes are batched up to `PIPE_BUF` bytes of whole lines, so a
+//! burst costs few system calls and a line still never interleaves with
+//! another writer's.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -29,6 +37,34 @@ pub fn set_timestamps(on: bool) {
 /// Queued bytes beyond which lines are dropped: a few thousand lines, far
 /// more than zurg writes in a burst while stderr is healthy.
 pub const QUEUE_BYTES: usize = 256 << 10;
+
+/// The same for services' lines, on each of zurg's streams: service output
+/// comes in bursts (a service may log a few MB at start-up), and a reader
+/// that is only slow should lose nothing.
+pub const SERVICE_QUEUE_BYTES: usize = 4 << 20;
+
+/// While lines are being dropped, a report at most this often; the first
+/// drop is reported at once.
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// A write to a pipe of at most this many bytes is atomic (PIPE_BUF).
+const BATCH_BYTES: usize = 4096;
+
+/// One of zurg's own output streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dest {
+    Stdout,
+    Stderr,
+}
+
+impl Dest {
+    fn name(self) -> &'static str {
+        match self {
+            Dest::Stdout => "stdout",
+            Dest::Stderr => "stderr",
+        }
+    }
+}
 
 /// How long zurg waits for queued lines to be written before it exits.
 pub const FLUSH_DEADLINE: Duration = Duration::from_millis(200);
@@ -55,13 +91,21 @@ struct Queue {
     dropped: u64,
     /// The writer holds lines it took from the queue and has not written.
     writing: bool,
+    /// When drops of services' lines were last reported (they are reported
+    /// while they happen, as the stream may never be read again).
+    reported_at: Option<Instant>,
 }
 
 impl Queue {
     /// Queues `line` unless that would pass `cap` bytes; false if dropped.
     fn push(&mut self, line: Vec<u8>, cap: usize) -> bool {
+        self.push_lines(line, 1, cap)
+    }
+
+    /// Queues `lines` whole lines in one buffer, or drops and counts them.
+    fn push_lines(&mut self, line: Vec<u8>, lines: u64, cap: usize) -> bool {
         if self.bytes.saturating_add(line.len()) > cap {
-            self.dropped = self.dropped.saturating_add(1);
+            self.dropped = self.dropped.saturating_add(lines);
             return false;
         }
         self.bytes += line.len();
@@ -83,12 +127,43 @@ impl Queue {
         out
     }
 
+    /// Services' lines dropped and not yet reported, when a report is due:
+    /// at the first drop, then at most every `DROP_REPORT_EVERY`, and
+    /// (`caught_up`) once the writer has written what it kept.
+    fn service_drops_due(&mut self, caught_up: bool) -> Option<u64> {
+        if self.dropped == 0 {
+            return None;
+        }
+        let due = caught_up
+            || self
+                .reported_at
+                .is_none_or(|at| at.elapsed() >= DROP_REPORT_EVERY);
+        if !due {
+            return None;
+        }
+        self.reported_at = if caught_up {
+            None
+        } else {
+            Some(Instant::now())
+        };
+        Some(std::mem::take(&mut self.dropped))
+    }
+
     fn idle(&self) -> bool {
         self.lines.is_empty() && self.dropped == 0 && !self.writing
+    }
+
+    /// Nothing left to write (drops of stdout are reported on stderr).
+    fn written(&self) -> bool {
+        self.lines.is_empty() && !self.writing
     }
 }
 
 struct Writer {
+    dest: Dest,
+    /// Services' lines: drops are reported through zurg's own log.
+    service: bool,
+    cap: usize,
     queue: Mutex<Queue>,
     /// Signalled when lines are queued (to the writer) and when the queue
     /// has been written (to `flush`).
@@ -102,11 +177,20 @@ impl Writer {
     }
 
     fn run(&self) {
-        let mut stderr = std::io::stderr();
+        let mut batch_buf = Vec::with_capacity(BATCH_BYTES);
         loop {
             let batch = {
                 let mut q = self.lock();
-                while q.lines.is_empty() && q.dropped == 0 {
+                if self.service {
+                    // Counted here and told in zurg's own log.
+                    let caught_up = q.lines.is_empty();
+                    if let Some(n) = q.service_drops_due(caught_up) {
+                        drop(q);
+                        report_service_drops(self.dest, n);
+                        q = self.lock();
+                    }
+                }
+                while q.lines.is_empty() && (q.dropped == 0 || self.service) {
                     q.writing = false;
                     self.changed.notify_all();
                     q = self.changed.wait(q).unwrap_or_else(|e| e.into_inner());
@@ -114,27 +198,147 @@ impl Writer {
                 q.writing = true;
                 q.take()
             };
-            for line in batch {
-                let _ = stderr.write_all(&line);
-            }
+            write_batched(self.dest, &batch, &mut batch_buf);
         }
     }
 }
 
-static WRITER: OnceLock<Option<&'static Writer>> = OnceLock::new();
-
-fn writer() -> Option<&'static Writer> {
-    *WRITER.get_or_init(start_writer)
+/// Writes whole lines, as many per write(2) as fit in `BATCH_BYTES`.
+/// Straight to the descriptor: Rust's stdout would cut batches at its own
+/// buffer's size.
+fn write_batched(dest: Dest, lines: &[Vec<u8>], buf: &mut Vec<u8>) {
+    use std::os::fd::AsFd;
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    let fd = match dest {
+        Dest::Stdout => stdout.as_fd(),
+        Dest::Stderr => stderr.as_fd(),
+    };
+    batch(lines, buf, |mut bytes| {
+        while !bytes.is_empty() {
+            match nix::unistd::write(fd, bytes) {
+                Ok(n) => bytes = bytes.get(n..).unwrap_or(&[]),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return,
+            }
+        }
+    });
 }
 
-fn start_writer() -> Option<&'static Writer> {
+/// Cuts `lines` into writes for `write`: whole lines, at most
+/// `BATCH_BYTES` each unless one line alone is longer.
+fn batch(lines: &[Vec<u8>], buf: &mut Vec<u8>, mut write: impl FnMut(&[u8])) {
+    for entry in lines {
+        // An entry may hold many lines (a service's burst): cut at line
+        // ends so that no write passes BATCH_BYTES but for one long line.
+        let mut rest = entry.as_slice();
+        while !rest.is_empty() {
+            let room = BATCH_BYTES.saturating_sub(buf.len());
+            let cut = match rest.get(..room.min(rest.len())) {
+                Some(head) if head.len() == rest.len() => rest.len(),
+                Some(head) => memchr::memrchr(b'\n', head).map_or(0, |i| i + 1),
+                None => 0,
+            };
+            if cut == 0 {
+                if buf.is_empty() {
+                    // One line longer than a batch: written on its own.
+                    let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+                    let (line, tail) = rest.split_at(end);
+                    write(line);
+                    rest = tail;
+                } else {
+                    write(buf.as_slice());
+                    buf.clear();
+                }
+                continue;
+            }
+            let (head, tail) = rest.split_at(cut);
+            buf.extend_from_slice(head);
+            rest = tail;
+            if buf.len() >= BATCH_BYTES {
+                write(buf.as_slice());
+                buf.clear();
+            }
+        }
+    }
+    if !buf.is_empty() {
+        write(buf.as_slice());
+        buf.clear();
+    }
+}
+
+fn report_service_drops(dest: Dest, n: u64) {
+    line(format_args!(
+        "{n} lines dropped: {} is not being read",
+        dest.name()
+    ));
+}
+
+static WRITER: OnceLock<Option<&'static Writer>> = OnceLock::new();
+static STDOUT_WRITER: OnceLock<Option<&'static Writer>> = OnceLock::new();
+static SERVICE_STDERR_WRITER: OnceLock<Option<&'static Writer>> = OnceLock::new();
+
+fn writer() -> Option<&'static Writer> {
+    *WRITER.get_or_init(|| start_writer(Dest::Stderr, false))
+}
+
+/// The writer of services' lines to `dest`.
+fn writer_of(dest: Dest) -> Option<&'static Writer> {
+    match dest {
+        Dest::Stderr => *SERVICE_STDERR_WRITER.get_or_init(|| start_writer(Dest::Stderr, true)),
+        Dest::Stdout => *STDOUT_WRITER.get_or_init(|| start_writer(Dest::Stdout, true)),
+    }
+}
+
+fn start_writer(dest: Dest, service: bool) -> Option<&'static Writer> {
     let w: &'static Writer = Box::leak(Box::new(Writer {
+        dest,
+        service,
+        cap: if service {
+            SERVICE_QUEUE_BYTES
+        } else {
+            QUEUE_BYTES
+        },
         queue: Mutex::new(Queue::default()),
         changed: Condvar::new(),
     }));
-    spawn_blocking_signals("zurg-log", move || w.run())
+    let name = match (dest, service) {
+        (_, false) => "zurg-log",
+        (Dest::Stdout, true) => "zurg-stdout",
+        (Dest::Stderr, true) => "zurg-stderr",
+    };
+    spawn_blocking_signals(name, move || w.run())
         .ok()
         .map(|_| w)
+}
+
+/// Queues `line`, which holds `lines` whole lines (newlines included,
+/// written as they are), for zurg's own stdout or stderr: service lines in
+/// `prefix` mode. Never blocks: past the queue's bound the lines are
+/// dropped and counted.
+pub fn raw_lines(dest: Dest, line: Vec<u8>, lines: u64) {
+    match writer_of(dest) {
+        Some(w) => {
+            let report = {
+                let mut q = w.lock();
+                if q.push_lines(line, lines, w.cap) {
+                    w.changed.notify_all();
+                    None
+                } else {
+                    q.service_drops_due(false)
+                }
+            };
+            if let Some(n) = report {
+                report_service_drops(dest, n);
+            }
+        }
+        None => {
+            let _ = match dest {
+                Dest::Stdout => std::io::stdout().lock().write_all(&line),
+                Dest::Stderr => std::io::stderr().write_all(&line),
+            };
+        }
+    }
 }
 
 /// Spawns a helper thread of zurg's that never takes a signal meant for
@@ -177,12 +381,18 @@ pub fn line(args: std::fmt::Arguments<'_>) {
 /// Waits until every queued line is written, or `within` has passed (stderr
 /// is blocked). For the moments before zurg exits.
 pub fn flush(within: Duration) {
-    let Some(w) = WRITER.get().copied().flatten() else {
-        return;
-    };
     let deadline = Instant::now() + within;
+    // Services' lines first: their drop reports go to zurg's log.
+    for w in [&STDOUT_WRITER, &SERVICE_STDERR_WRITER, &WRITER] {
+        if let Some(w) = w.get().copied().flatten() {
+            flush_one(w, deadline);
+        }
+    }
+}
+
+fn flush_one(w: &Writer, deadline: Instant) {
     let mut q = w.lock();
-    while !q.idle() {
+    while !(q.idle() || (w.service && q.written())) {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return;
@@ -257,6 +467,31 @@ mod tests {
         assert!(q.idle());
         // room again after the writer took the lines
         assert!(q.push(line(9), one * 3));
+    }
+
+    #[test]
+    fn batches_are_cut_at_line_ends_within_pipe_buf() {
+        let line = |c: u8, n: usize| {
+            let mut l = vec![c; n];
+            l.push(b'\n');
+            l
+        };
+        let mut blob = Vec::new();
+        for c in b'a'..=b'z' {
+            blob.extend(line(c, 999));
+        }
+        let long = line(b'L', BATCH_BYTES * 2);
+        let mut writes = Vec::new();
+        let mut buf = Vec::new();
+        batch(&[blob.clone(), long.clone()], &mut buf, |w| {
+            writes.push(w.to_vec())
+        });
+        assert_eq!(writes.concat(), [blob, long].concat());
+        for w in &writes {
+            assert!(w.ends_with(b"\n"));
+            assert!(w.len() <= BATCH_BYTES || w.iter().filter(|b| **b == b'\n').count() == 1);
+        }
+        assert_eq!(writes.len(), 26 / 4 + 1 + 1);
     }
 
     #[test]

@@ -63,10 +63,13 @@ fn blocked_in_write(pid: i32) -> bool {
 /// zurg as PID 1 on DIR with its stderr on a pipe that nobody reads, once
 /// the filler service written here has filled it (and blocks in write
 /// forever); returns zurg, the pipe's read end and the filler's host pid.
+/// The filler writes straight into zurg's stderr (`stderr = "inherit"`),
+/// not through zurg's queue for services' lines, so what zurg queues and
+/// drops there is its own lines alone.
 fn run_with_stderr_full(dir: &TempDir) -> (Zurg, OwnedFd, i32) {
     dir.write(
         "units/filler.toml",
-        "exec = \"/bin/sh\"\nargs = [\"-c\", \"exec cat /dev/zero >&2\"]\nrestart = \"never\"\n",
+        "exec = \"/bin/sh\"\nargs = [\"-c\", \"exec cat /dev/zero >&2\"]\nrestart = \"never\"\nstderr = \"inherit\"\n",
     );
     let (read_end, write_end) = nix::unistd::pipe().unwrap();
     let z = common::run_in_with(dir, Mode::Pid1, &[], |cmd| {

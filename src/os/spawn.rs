@@ -66,6 +66,22 @@ pub struct SpawnSpec {
     /// Signal the child gets when zurg's spawning thread dies
     /// (PR_SET_PDEATHSIG), or 0 for none.
     pub death_signal: i32,
+    /// The child's fd 1.
+    pub stdout: ChildOut,
+    /// The child's fd 2.
+    pub stderr: ChildOut,
+}
+
+/// What a child gets as its fd 1 or 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildOut {
+    /// zurg's own descriptor.
+    Inherit,
+    /// /dev/null, opened for writing.
+    Null,
+    /// This descriptor of zurg's (the write end of the service's pipe,
+    /// kept by zurg across restarts).
+    Fd(RawFd),
 }
 
 impl SpawnSpec {
@@ -84,6 +100,8 @@ impl SpawnSpec {
             start_env: Vec::new(),
             listen_fd: None,
             death_signal: 0,
+            stdout: ChildOut::Inherit,
+            stderr: ChildOut::Inherit,
         }
     }
 }
@@ -106,6 +124,8 @@ pub enum SpawnStep {
     Exec,
     /// PR_SET_PDEATHSIG, so a killed zurg does not leave the service behind.
     DeathSignal,
+    /// fd 1 or 2 from the service's pipe or /dev/null.
+    Output,
 }
 
 impl std::fmt::Display for SpawnStep {
@@ -118,6 +138,7 @@ impl std::fmt::Display for SpawnStep {
             SpawnStep::SignalMask => "set the signal mask",
             SpawnStep::Exec => "exec",
             SpawnStep::DeathSignal => "set the parent-death signal",
+            SpawnStep::Output => "set up stdout and stderr",
         })
     }
 }
@@ -131,6 +152,7 @@ impl SpawnStep {
             4 => SpawnStep::ListenFd,
             5 => SpawnStep::SignalMask,
             7 => SpawnStep::DeathSignal,
+            8 => SpawnStep::Output,
             _ => SpawnStep::Exec,
         }
     }
@@ -225,6 +247,10 @@ struct ChildArgs {
     new_pgroup: bool,
     foreground: bool,
     null_stdin: bool,
+    /// For fds 1 and 2: a descriptor to dup there, or -1.
+    out_fds: [RawFd; 2],
+    /// For fds 1 and 2: open /dev/null there.
+    out_null: [bool; 2],
     mask: libc::sigset_t,
     reset_to_default: libc::sigset_t,
     death_signal: i32,
@@ -323,6 +349,18 @@ unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), (SpawnStep, i32)> {
         check_ret(fd, SpawnStep::Stdin)?;
         if fd != 0 {
             check_ret(libc::dup2(fd, 0), SpawnStep::Stdin)?;
+            libc::close(fd);
+        }
+    }
+    // Before fd 3 is set: dup2 leaves fds 1 and 2 without close-on-exec,
+    // and the pipe's own descriptor (close-on-exec) goes away at exec.
+    for (target, (&fd, &null)) in [1, 2].into_iter().zip(a.out_fds.iter().zip(&a.out_null)) {
+        if fd >= 0 {
+            check_ret(libc::dup2(fd, target), SpawnStep::Output)?;
+        } else if null {
+            let fd = libc::open(a.devnull, libc::O_WRONLY | libc::O_CLOEXEC);
+            check_ret(fd, SpawnStep::Output)?;
+            check_ret(libc::dup2(fd, target), SpawnStep::Output)?;
             libc::close(fd);
         }
     }
@@ -486,6 +524,11 @@ impl Spawner {
             new_pgroup: spec.new_pgroup,
             foreground: spec.foreground,
             null_stdin: spec.null_stdin,
+            out_fds: [spec.stdout, spec.stderr].map(|o| match o {
+                ChildOut::Fd(fd) => fd,
+                ChildOut::Inherit | ChildOut::Null => -1,
+            }),
+            out_null: [spec.stdout, spec.stderr].map(|o| o == ChildOut::Null),
             mask: signals.mask,
             reset_to_default: signals.reset_to_default,
             death_signal: spec.death_signal,
@@ -619,6 +662,7 @@ mod tests {
             SpawnStep::ListenFd,
             SpawnStep::SignalMask,
             SpawnStep::Exec,
+            SpawnStep::Output,
         ] {
             assert_eq!(SpawnStep::from_raw(step as u8), step);
         }

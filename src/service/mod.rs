@@ -15,6 +15,7 @@
 //! a generation so that one armed in an earlier state is ignored.
 
 pub mod policy;
+pub mod ring;
 
 use crate::unit::Unit;
 use policy::Backoff;
@@ -496,6 +497,8 @@ mod tests {
             version: None,
             stats_interval_ms: None,
             checksum: None,
+            stdout: crate::unit::Output::Prefix,
+            stderr: crate::unit::Output::Prefix,
         }
     }
 

@@ -9,6 +9,8 @@
 
 mod clock_writer;
 mod leftovers;
+mod logs;
+mod output;
 mod ports;
 mod publishing;
 pub mod reactor;
@@ -70,6 +72,8 @@ enum TimerKey {
     },
     /// The forwarder's next connect, timeout or heartbeat.
     Publish,
+    /// A partial line of a service's output has waited for its newline.
+    OutputFlush,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +217,8 @@ pub struct Supervisor {
     /// The directory zurg was started in: the working directory of services
     /// without `cwd` (zurg itself moves to `/`).
     start_dir: PathBuf,
+    /// Services' stdout and stderr pipes and where their lines go.
+    outputs: output::Outputs,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -568,6 +574,7 @@ impl Supervisor {
             nofile: u64::MAX,
             retired_slots: Vec::new(),
             overrides_unsaved: false,
+            outputs: output::Outputs::default(),
         })
     }
 
@@ -621,6 +628,8 @@ impl Supervisor {
             }
         }
         let mut seen: HashSet<String> = HashSet::new();
+        // Slots whose output is set up once the open-file limit is known.
+        let mut reconfigure = Vec::new();
         // Read again at every load: an overrides.json edited or deleted by
         // hand is what the next reload goes by.
         if !self.overrides_unsaved {
@@ -685,6 +694,7 @@ impl Supervisor {
                         Some(old) => *old = new_slot,
                         None => self.slots.push(new_slot),
                     }
+                    reconfigure.push(slot);
                     work.push_back((slot, Input::Start));
                 }
                 Some(slot) => {
@@ -708,6 +718,7 @@ impl Supervisor {
                         State::Exited => work.push_back((slot, Input::Start)),
                         _ => work.push_back((slot, Input::Restart)),
                     }
+                    reconfigure.push(slot);
                 }
             }
         }
@@ -727,8 +738,12 @@ impl Supervisor {
             work.push_back((slot, Input::Stop));
             report.removed.push(name);
         }
+        // A reload is also logrotate's way to have the files reopened.
+        self.reopen_output_files();
+        // Two pipes (four descriptors) per service on top of its pidfd.
         let needed = u64::try_from(self.slots.len())
             .unwrap_or(u64::MAX)
+            .saturating_mul(5)
             .saturating_add(SPARE_FDS);
         match pid1::ensure_nofile(needed) {
             Ok(limit) => {
@@ -740,6 +755,9 @@ impl Supervisor {
                 self.nofile = limit;
             }
             Err(e) => crate::log!("warning: cannot raise the open-file limit to {needed}: {e}"),
+        }
+        for slot in reconfigure {
+            self.configure_output(slot);
         }
         crate::log!(
             "loaded {} from {}: {} added, {} changed, {} removed, {} unchanged, {} rejected",
@@ -802,6 +820,8 @@ impl Supervisor {
                         child_event |= sig.signo == libc::SIGCHLD;
                         self.on_signal(sig.signo, &mut work);
                     }
+                } else if output::of_token(token).is_some() {
+                    self.on_output(token);
                 } else if let Some(slot) = token.0.checked_sub(PIDFD_BASE) {
                     child_event = true;
                     self.reap_service(slot, &mut work);
@@ -815,6 +835,8 @@ impl Supervisor {
                     self.on_worker(&mut work);
                 }
             }
+            self.output_turn();
+            self.reactor.poll_now = self.outputs.busy();
             // Restart what died before the sweep below: with many children
             // the sweep's scan of the child list is the slow part, so it
             // also runs only when a child may have died.
@@ -858,6 +880,10 @@ impl Supervisor {
                     );
                     self.begin_shutdown(work);
                 }
+            }
+            libc::SIGUSR1 => {
+                crate::log!("received SIGUSR1: reopening services' log files");
+                self.reopen_output_files();
             }
             libc::SIGHUP if self.phase == Phase::Running => {
                 crate::log!("received SIGHUP: reloading units");
@@ -933,6 +959,7 @@ impl Supervisor {
 
     fn finish(&mut self) -> i32 {
         self.clock_writer.flush();
+        self.drain_output();
         self.announce_shutdown();
         self.farewell_publisher();
         if self.machine_init {
@@ -962,6 +989,7 @@ impl Supervisor {
         match key {
             TimerKey::RequestDeadline => self.settle_waiting(),
             TimerKey::Publish => self.on_publish_timer(),
+            TimerKey::OutputFlush => self.on_output_flush(),
             TimerKey::Sample { slot, generation } => self.periodic_sample(slot, generation),
             TimerKey::ControlIdle => {
                 self.control_idle_at = None;
@@ -1148,7 +1176,10 @@ impl Supervisor {
             }
         };
         let host_ip = self.host_ip;
+        let (stdout, stderr) = self.child_outputs(slot);
         let s = self.slots.get_mut(slot)?;
+        s.spec.stdout = stdout;
+        s.spec.stderr = stderr;
         s.spec.pid_vars = vec![format!(
             "ZURG_GPID={}",
             Gpid::prefix(host_ip, port, start_us)

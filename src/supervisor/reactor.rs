@@ -17,12 +17,22 @@ pub const SIGNAL_TOKEN: Token = Token(0);
 /// Tokens from here up name a child's pidfd: `PIDFD_BASE + slot`.
 pub const PIDFD_BASE: usize = 1 << 40;
 
+/// How long the loop sleeps between turns of leftover work. Sleeping at
+/// all, rather than polling without a timeout, is what keeps restarts
+/// prompt during a flood of output: a thread that waits in epoll is woken
+/// (and given the CPU) by a child's exit, where one that is always
+/// runnable waits for its turn behind the flood's writer.
+pub const PACE: Duration = Duration::from_millis(1);
+
 #[derive(Debug)]
 pub struct Reactor<K: Ord> {
     poll: Poll,
     events: Events,
     start: Instant,
     pub timers: Timers<K>,
+    /// Work is left over from this turn (a pipe with more than its
+    /// budget): the next wait sleeps at most `PACE`.
+    pub poll_now: bool,
 }
 
 impl<K: Ord> Reactor<K> {
@@ -38,6 +48,7 @@ impl<K: Ord> Reactor<K> {
             events: Events::with_capacity(1024),
             start: Instant::now(),
             timers: Timers::default(),
+            poll_now: false,
         })
     }
 
@@ -63,10 +74,14 @@ impl<K: Ord> Reactor<K> {
     /// ready tokens (empty when a timer woke us).
     pub fn wait(&mut self, tokens: &mut Vec<Token>) -> io::Result<()> {
         tokens.clear();
-        let timeout = self.timers.next_deadline().map(|at| {
-            // Round up so a timer is never fired a millisecond early.
-            Duration::from_millis(at.saturating_sub(self.now_ms())) + Duration::from_micros(500)
-        });
+        let timeout = if std::mem::take(&mut self.poll_now) {
+            Some(PACE)
+        } else {
+            self.timers.next_deadline().map(|at| {
+                // Round up so a timer is never fired a millisecond early.
+                Duration::from_millis(at.saturating_sub(self.now_ms())) + Duration::from_micros(500)
+            })
+        };
         loop {
             match self.poll.poll(&mut self.events, timeout) {
                 Ok(()) => break,
