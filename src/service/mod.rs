@@ -15,6 +15,7 @@
 //! a generation so that one armed in an earlier state is ignored.
 
 pub mod policy;
+pub mod ring;
 
 use crate::unit::Unit;
 use policy::Backoff;
