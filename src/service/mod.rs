@@ -482,6 +482,7 @@ mod tests {
             version: None,
             stats_interval_ms: None,
             checksum: None,
+            log_ring_bytes: 0,
         }
     }
 

@@ -7,6 +7,7 @@
 //! This is the only place that mutates service state. Once the loop runs,
 //! errors fail one service or one request and are logged, never fatal.
 
+mod logs;
 mod ports;
 mod publishing;
 pub mod reactor;
@@ -114,6 +115,9 @@ struct Slot {
     running_version: Option<String>,
     /// The build its unit file names, before any saved upgrade.
     file_build: Option<upgrade::Build>,
+    /// Its latest output lines, for `zurg logs`; kept across restarts and
+    /// reloads.
+    ring: crate::service::ring::Ring,
 }
 
 /// What a reload changed.
@@ -206,6 +210,8 @@ pub struct Supervisor {
     /// The directory zurg was started in: the working directory of services
     /// without `cwd` (zurg itself moves to `/`).
     start_dir: PathBuf,
+    /// Output rings' ids and `logs` clients.
+    logs: logs::Logs,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -537,6 +543,7 @@ impl Supervisor {
             nofile: u64::MAX,
             retired_slots: Vec::new(),
             overrides_unsaved: false,
+            logs: logs::Logs::default(),
         })
     }
 
@@ -629,6 +636,7 @@ impl Supervisor {
                     let slot = reused.unwrap_or(self.slots.len());
                     report.added.push(unit.name.clone());
                     self.by_name.insert(unit.name.clone(), slot);
+                    let ring = self.logs.new_ring(unit.log_ring_bytes);
                     let service = match reused.and_then(|r| self.slots.get(r)) {
                         Some(old) => Service::succeeding(unit, &old.service),
                         None => Service::new(unit),
@@ -648,6 +656,7 @@ impl Supervisor {
                         listener: None,
                         running_version: None,
                         file_build: Some(file_build),
+                        ring,
                     };
                     match self.slots.get_mut(slot) {
                         Some(old) => *old = new_slot,
@@ -899,6 +908,7 @@ impl Supervisor {
     }
 
     fn finish(&mut self) -> i32 {
+        self.end_logs();
         self.announce_shutdown();
         self.farewell_publisher();
         if self.machine_init {

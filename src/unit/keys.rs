@@ -16,7 +16,8 @@ use std::path::PathBuf;
 use toml::Value;
 
 use super::{
-    RestartPolicy, Unit, DEFAULT_RESTART_DELAY_MS, DEFAULT_STOP_SIGNAL, DEFAULT_STOP_TIMEOUT_MS,
+    RestartPolicy, Unit, DEFAULT_LOG_RING_BYTES, DEFAULT_RESTART_DELAY_MS, DEFAULT_STOP_SIGNAL,
+    DEFAULT_STOP_TIMEOUT_MS,
 };
 
 /// Why a key's value was refused.
@@ -282,6 +283,26 @@ pub static KEYS: &[Key] = &[
         },
         ..KEY
     },
+    Key {
+        name: "log_ring_bytes",
+        kind: "non-negative integer",
+        default: "`262144` (256 KiB)",
+        doc: "How many bytes of the service's latest output lines zurg keeps in memory for `zurg logs`.",
+        read: |u, v| {
+            u.log_ring_bytes = match v {
+                None => DEFAULT_LOG_RING_BYTES,
+                Some(Value::Integer(n)) => usize::try_from(*n)
+                    .map_err(|_| format!("must not be negative, found {n}"))?,
+                Some(other) => {
+                    return Err(
+                        format!("expected an integer (bytes), found {}", type_name(other)).into(),
+                    )
+                }
+            };
+            Ok(())
+        },
+        ..KEY
+    },
 ];
 
 /// The key called `name`.
@@ -310,6 +331,7 @@ pub fn blank(name: &str) -> Unit {
         version: None,
         stats_interval_ms: None,
         checksum: None,
+        log_ring_bytes: DEFAULT_LOG_RING_BYTES,
     }
 }
 
