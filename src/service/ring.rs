@@ -192,6 +192,46 @@ impl Ring {
     }
 }
 
+/// Where to start reading each of `rings` to get the last `lines` lines of
+/// them all together (newest by time, a tie going to the later ring), none
+/// read before `since_us`: an index into each ring, in `rings`' order.
+pub fn starts(rings: &[&Ring], lines: Option<u64>, since_us: Option<u64>) -> Vec<usize> {
+    let mut start: Vec<usize> = rings
+        .iter()
+        .map(|r| since_us.map_or(0, |t| r.since(t)))
+        .collect();
+    let Some(n) = lines else {
+        return start;
+    };
+    // Walk back from the newest line of every ring together.
+    let mut ends: Vec<usize> = rings.iter().map(|r| r.len()).collect();
+    let newest = |i: usize, end: usize| -> Option<(u64, usize)> {
+        let line = rings.get(i)?.get(end.checked_sub(1)?)?;
+        Some((line.time_us, i))
+    };
+    let mut heap: std::collections::BinaryHeap<(u64, usize)> = ends
+        .iter()
+        .enumerate()
+        .filter(|(i, end)| **end > start.get(*i).copied().unwrap_or(0))
+        .filter_map(|(i, end)| newest(i, *end))
+        .collect();
+    let mut taken = 0u64;
+    while taken < n {
+        let Some((_, i)) = heap.pop() else { break };
+        let Some(end) = ends.get_mut(i) else { break };
+        *end = end.saturating_sub(1);
+        taken = taken.saturating_add(1);
+        let end = *end;
+        if end > start.get(i).copied().unwrap_or(0) {
+            heap.extend(newest(i, end));
+        }
+    }
+    for (s, end) in start.iter_mut().zip(ends) {
+        *s = (*s).max(end);
+    }
+    start
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,6 +337,34 @@ mod tests {
         assert_eq!(ring.after(3), After { missed: 3, from: 0 });
         // From the future: nothing to send, nothing missed.
         assert_eq!(ring.after(100), After { missed: 0, from: 3 });
+    }
+
+    fn ring_at(times: &[u64]) -> Ring {
+        let mut ring = Ring::new(1, 1 << 20);
+        for t in times {
+            ring.push(Stream::Stdout, format!("{t}").as_bytes(), *t);
+        }
+        ring
+    }
+
+    #[test]
+    fn starts_take_the_newest_lines_of_all_rings_together() {
+        let a = ring_at(&[1, 4, 6, 9]);
+        let b = ring_at(&[2, 3, 7]);
+        let empty = ring_at(&[]);
+        let rings = [&a, &b, &empty];
+        // All of them.
+        assert_eq!(starts(&rings, None, None), [0, 0, 0]);
+        // The last 3 lines overall are 6, 7, 9.
+        assert_eq!(starts(&rings, Some(3), None), [2, 2, 0]);
+        assert_eq!(starts(&rings, Some(0), None), [4, 3, 0]);
+        assert_eq!(starts(&rings, Some(100), None), [0, 0, 0]);
+        // Since 4: 4, 6, 9 and 7.
+        assert_eq!(starts(&rings, None, Some(4)), [1, 2, 0]);
+        // Both: the last 2 of those.
+        assert_eq!(starts(&rings, Some(2), Some(4)), [3, 2, 0]);
+        // The last 3 of since-5 are just the 3 there are.
+        assert_eq!(starts(&rings, Some(3), Some(5)), [2, 2, 0]);
     }
 
     #[test]

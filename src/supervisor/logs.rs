@@ -192,54 +192,15 @@ impl Supervisor {
         lines: Option<u64>,
         since_us: Option<u64>,
     ) -> HashMap<usize, (u64, u64)> {
-        // Per slot: index of the first line to send.
-        let mut start: HashMap<usize, usize> = self
-            .selected(only)
-            .map(|(slot, ring)| (slot, since_us.map_or(0, |t| ring.since(t))))
-            .collect();
-        if let Some(n) = lines {
-            // Walk back from the newest line of every ring together.
-            let mut ends: HashMap<usize, usize> = self
-                .selected(only)
-                .map(|(slot, ring)| (slot, ring.len()))
-                .collect();
-            let mut heap: BinaryHeap<(u64, usize)> = BinaryHeap::new();
-            let push = |heap: &mut BinaryHeap<(u64, usize)>, slot: usize, end: usize| {
-                let ring = self.slots.get(slot).map(|s| &s.ring);
-                if let Some(line) = end.checked_sub(1).and_then(|i| ring?.get(i)) {
-                    heap.push((line.time_us, slot));
-                }
-            };
-            for (slot, end) in &ends {
-                if end > start.get(slot).unwrap_or(&0) {
-                    push(&mut heap, *slot, *end);
-                }
-            }
-            let mut taken = 0u64;
-            while taken < n {
-                let Some((_, slot)) = heap.pop() else { break };
-                let Some(end) = ends.get_mut(&slot) else {
-                    break;
-                };
-                *end = end.saturating_sub(1);
-                taken += 1;
-                if *end > start.get(&slot).copied().unwrap_or(0) {
-                    let end = *end;
-                    push(&mut heap, slot, end);
-                }
-            }
-            for (slot, end) in ends {
-                if let Some(s) = start.get_mut(&slot) {
-                    *s = (*s).max(end);
-                }
-            }
-        }
-        start
-            .into_iter()
-            .filter_map(|(slot, index)| {
-                let ring = &self.slots.get(slot)?.ring;
+        let selected: Vec<(usize, &Ring)> = self.selected(only).collect();
+        let rings: Vec<&Ring> = selected.iter().map(|(_, r)| *r).collect();
+        let starts = crate::service::ring::starts(&rings, lines, since_us);
+        selected
+            .iter()
+            .zip(starts)
+            .map(|((slot, ring), index)| {
                 let seq = ring.get(index).map_or(ring.next_seq(), |l| l.seq);
-                Some((slot, (ring.id(), seq)))
+                (*slot, (ring.id(), seq))
             })
             .collect()
     }
