@@ -11,6 +11,13 @@
 //!
 //! Without a writer thread (it could not be spawned) a line is written on
 //! the caller's thread, as before.
+//!
+//! zurg's stdout, where services' prefixed lines go, takes the same path
+//! through a writer of its own (`Dest::Stdout`): a stdout nobody reads
+//! costs dropped lines, counted and reported on stderr, never a stalled
+//! loop. Writes are batched up to `PIPE_BUF` bytes of whole lines, so a
+//! burst costs few system calls and a line still never interleaves with
+//! another writer's.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -29,6 +36,34 @@ pub fn set_timestamps(on: bool) {
 /// Queued bytes beyond which lines are dropped: a few thousand lines, far
 /// more than zurg writes in a burst while stderr is healthy.
 pub const QUEUE_BYTES: usize = 256 << 10;
+
+/// The same for zurg's stdout: service output comes in bursts (a service
+/// may log a few MB at start-up), and a reader that is only slow should
+/// lose nothing.
+pub const STDOUT_QUEUE_BYTES: usize = 4 << 20;
+
+/// While lines are being dropped, a report at most this often; the first
+/// drop is reported at once.
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// A write to a pipe of at most this many bytes is atomic (PIPE_BUF).
+const BATCH_BYTES: usize = 4096;
+
+/// One of zurg's own output streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dest {
+    Stdout,
+    Stderr,
+}
+
+impl Dest {
+    fn cap(self) -> usize {
+        match self {
+            Dest::Stdout => STDOUT_QUEUE_BYTES,
+            Dest::Stderr => QUEUE_BYTES,
+        }
+    }
+}
 
 /// How long zurg waits for queued lines to be written before it exits.
 pub const FLUSH_DEADLINE: Duration = Duration::from_millis(200);
@@ -55,6 +90,9 @@ struct Queue {
     dropped: u64,
     /// The writer holds lines it took from the queue and has not written.
     writing: bool,
+    /// When drops of stdout lines were last reported (they are reported on
+    /// stderr while they happen, as stdout may never be read again).
+    reported_at: Option<Instant>,
 }
 
 impl Queue {
@@ -83,12 +121,40 @@ impl Queue {
         out
     }
 
+    /// Lines of stdout dropped and not yet reported, when a report is due:
+    /// at the first drop, then at most every `DROP_REPORT_EVERY`, and
+    /// (`caught_up`) once the writer has written what it kept.
+    fn stdout_drops_due(&mut self, caught_up: bool) -> Option<u64> {
+        if self.dropped == 0 {
+            return None;
+        }
+        let due = caught_up
+            || self
+                .reported_at
+                .is_none_or(|at| at.elapsed() >= DROP_REPORT_EVERY);
+        if !due {
+            return None;
+        }
+        self.reported_at = if caught_up {
+            None
+        } else {
+            Some(Instant::now())
+        };
+        Some(std::mem::take(&mut self.dropped))
+    }
+
     fn idle(&self) -> bool {
         self.lines.is_empty() && self.dropped == 0 && !self.writing
+    }
+
+    /// Nothing left to write (drops of stdout are reported on stderr).
+    fn written(&self) -> bool {
+        self.lines.is_empty() && !self.writing
     }
 }
 
 struct Writer {
+    dest: Dest,
     queue: Mutex<Queue>,
     /// Signalled when lines are queued (to the writer) and when the queue
     /// has been written (to `flush`).
@@ -102,11 +168,20 @@ impl Writer {
     }
 
     fn run(&self) {
-        let mut stderr = std::io::stderr();
+        let mut batch_buf = Vec::with_capacity(BATCH_BYTES);
         loop {
             let batch = {
                 let mut q = self.lock();
-                while q.lines.is_empty() && q.dropped == 0 {
+                if self.dest == Dest::Stdout {
+                    // stdout drops are counted here and told on stderr.
+                    let caught_up = q.lines.is_empty();
+                    if let Some(n) = q.stdout_drops_due(caught_up) {
+                        drop(q);
+                        report_stdout_drops(n);
+                        q = self.lock();
+                    }
+                }
+                while q.lines.is_empty() && (q.dropped == 0 || self.dest == Dest::Stdout) {
                     q.writing = false;
                     self.changed.notify_all();
                     q = self.changed.wait(q).unwrap_or_else(|e| e.into_inner());
@@ -114,27 +189,102 @@ impl Writer {
                 q.writing = true;
                 q.take()
             };
-            for line in batch {
-                let _ = stderr.write_all(&line);
-            }
+            write_batched(self.dest, &batch, &mut batch_buf);
         }
     }
 }
 
-static WRITER: OnceLock<Option<&'static Writer>> = OnceLock::new();
-
-fn writer() -> Option<&'static Writer> {
-    *WRITER.get_or_init(start_writer)
+/// Writes whole lines, as many per write(2) as fit in `BATCH_BYTES`.
+fn write_batched(dest: Dest, lines: &[Vec<u8>], buf: &mut Vec<u8>) {
+    let write = |bytes: &[u8]| {
+        let _ = match dest {
+            Dest::Stdout => std::io::stdout().lock().write_all(bytes),
+            Dest::Stderr => std::io::stderr().write_all(bytes),
+        };
+    };
+    for line in lines {
+        if !buf.is_empty() && buf.len() + line.len() > BATCH_BYTES {
+            write(buf);
+            buf.clear();
+        }
+        if line.len() >= BATCH_BYTES {
+            write(line);
+        } else {
+            buf.extend_from_slice(line);
+        }
+    }
+    if !buf.is_empty() {
+        write(buf);
+        buf.clear();
+    }
+    if dest == Dest::Stdout {
+        // Rust's stdout is line-buffered: hand everything to the kernel.
+        let _ = std::io::stdout().lock().flush();
+    }
 }
 
-fn start_writer() -> Option<&'static Writer> {
+fn report_stdout_drops(n: u64) {
+    line(format_args!("{n} lines dropped: stdout is not being read"));
+}
+
+static WRITER: OnceLock<Option<&'static Writer>> = OnceLock::new();
+static STDOUT_WRITER: OnceLock<Option<&'static Writer>> = OnceLock::new();
+
+fn writer() -> Option<&'static Writer> {
+    *WRITER.get_or_init(|| start_writer(Dest::Stderr))
+}
+
+fn writer_of(dest: Dest) -> Option<&'static Writer> {
+    match dest {
+        Dest::Stderr => writer(),
+        Dest::Stdout => *STDOUT_WRITER.get_or_init(|| start_writer(Dest::Stdout)),
+    }
+}
+
+fn start_writer(dest: Dest) -> Option<&'static Writer> {
     let w: &'static Writer = Box::leak(Box::new(Writer {
+        dest,
         queue: Mutex::new(Queue::default()),
         changed: Condvar::new(),
     }));
-    spawn_blocking_signals("zurg-log", move || w.run())
+    let name = match dest {
+        Dest::Stderr => "zurg-log",
+        Dest::Stdout => "zurg-stdout",
+    };
+    spawn_blocking_signals(name, move || w.run())
         .ok()
         .map(|_| w)
+}
+
+/// Queues `line` (newline included, written as it is) for zurg's own
+/// stdout or stderr: service lines in `prefix` mode. Never blocks: past the
+/// queue's bound the line is dropped and counted.
+pub fn raw_line(dest: Dest, line: Vec<u8>) {
+    match writer_of(dest) {
+        Some(w) => {
+            let report = {
+                let mut q = w.lock();
+                let kept = q.push(line, dest.cap());
+                if kept {
+                    w.changed.notify_all();
+                    None
+                } else if dest == Dest::Stdout {
+                    q.stdout_drops_due(false)
+                } else {
+                    None
+                }
+            };
+            if let Some(n) = report {
+                report_stdout_drops(n);
+            }
+        }
+        None => {
+            let _ = match dest {
+                Dest::Stdout => std::io::stdout().lock().write_all(&line),
+                Dest::Stderr => std::io::stderr().write_all(&line),
+            };
+        }
+    }
 }
 
 /// Spawns a helper thread of zurg's that never takes a signal meant for
@@ -177,12 +327,18 @@ pub fn line(args: std::fmt::Arguments<'_>) {
 /// Waits until every queued line is written, or `within` has passed (stderr
 /// is blocked). For the moments before zurg exits.
 pub fn flush(within: Duration) {
-    let Some(w) = WRITER.get().copied().flatten() else {
-        return;
-    };
     let deadline = Instant::now() + within;
+    // stdout first: its drop report goes to stderr.
+    for w in [&STDOUT_WRITER, &WRITER] {
+        if let Some(w) = w.get().copied().flatten() {
+            flush_one(w, deadline);
+        }
+    }
+}
+
+fn flush_one(w: &Writer, deadline: Instant) {
     let mut q = w.lock();
-    while !q.idle() {
+    while !(q.idle() || (w.dest == Dest::Stdout && q.written())) {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return;

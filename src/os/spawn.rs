@@ -63,6 +63,22 @@ pub struct SpawnSpec {
     pub start_env: Vec<CString>,
     /// A listening socket handed to the child as fd 3 (socket activation).
     pub listen_fd: Option<RawFd>,
+    /// The child's fd 1.
+    pub stdout: ChildOut,
+    /// The child's fd 2.
+    pub stderr: ChildOut,
+}
+
+/// What a child gets as its fd 1 or 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildOut {
+    /// zurg's own descriptor.
+    Inherit,
+    /// /dev/null, opened for writing.
+    Null,
+    /// This descriptor of zurg's (the write end of the service's pipe,
+    /// kept by zurg across restarts).
+    Fd(RawFd),
 }
 
 impl SpawnSpec {
@@ -80,6 +96,8 @@ impl SpawnSpec {
             null_stdin: false,
             start_env: Vec::new(),
             listen_fd: None,
+            stdout: ChildOut::Inherit,
+            stderr: ChildOut::Inherit,
         }
     }
 }
@@ -100,6 +118,8 @@ pub enum SpawnStep {
     SignalMask,
     /// The exec itself.
     Exec,
+    /// fd 1 or 2 from the service's pipe or /dev/null.
+    Output,
 }
 
 impl std::fmt::Display for SpawnStep {
@@ -111,6 +131,7 @@ impl std::fmt::Display for SpawnStep {
             SpawnStep::ListenFd => "pass the listening socket as fd 3",
             SpawnStep::SignalMask => "set the signal mask",
             SpawnStep::Exec => "exec",
+            SpawnStep::Output => "set up stdout and stderr",
         })
     }
 }
@@ -123,6 +144,7 @@ impl SpawnStep {
             3 => SpawnStep::Stdin,
             4 => SpawnStep::ListenFd,
             5 => SpawnStep::SignalMask,
+            7 => SpawnStep::Output,
             _ => SpawnStep::Exec,
         }
     }
@@ -217,6 +239,10 @@ struct ChildArgs {
     new_pgroup: bool,
     foreground: bool,
     null_stdin: bool,
+    /// For fds 1 and 2: a descriptor to dup there, or -1.
+    out_fds: [RawFd; 2],
+    /// For fds 1 and 2: open /dev/null there.
+    out_null: [bool; 2],
     mask: libc::sigset_t,
     reset_to_default: libc::sigset_t,
     /// errno of the failed step, written by the child.
@@ -295,6 +321,18 @@ unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), (SpawnStep, i32)> {
         check_ret(fd, SpawnStep::Stdin)?;
         if fd != 0 {
             check_ret(libc::dup2(fd, 0), SpawnStep::Stdin)?;
+            libc::close(fd);
+        }
+    }
+    // Before fd 3 is set: dup2 leaves fds 1 and 2 without close-on-exec,
+    // and the pipe's own descriptor (close-on-exec) goes away at exec.
+    for (target, (&fd, &null)) in [1, 2].into_iter().zip(a.out_fds.iter().zip(&a.out_null)) {
+        if fd >= 0 {
+            check_ret(libc::dup2(fd, target), SpawnStep::Output)?;
+        } else if null {
+            let fd = libc::open(a.devnull, libc::O_WRONLY | libc::O_CLOEXEC);
+            check_ret(fd, SpawnStep::Output)?;
+            check_ret(libc::dup2(fd, target), SpawnStep::Output)?;
             libc::close(fd);
         }
     }
@@ -458,6 +496,11 @@ impl Spawner {
             new_pgroup: spec.new_pgroup,
             foreground: spec.foreground,
             null_stdin: spec.null_stdin,
+            out_fds: [spec.stdout, spec.stderr].map(|o| match o {
+                ChildOut::Fd(fd) => fd,
+                ChildOut::Inherit | ChildOut::Null => -1,
+            }),
+            out_null: [spec.stdout, spec.stderr].map(|o| o == ChildOut::Null),
             mask: signals.mask,
             reset_to_default: signals.reset_to_default,
             error: 0,
@@ -588,6 +631,7 @@ mod tests {
             SpawnStep::ListenFd,
             SpawnStep::SignalMask,
             SpawnStep::Exec,
+            SpawnStep::Output,
         ] {
             assert_eq!(SpawnStep::from_raw(step as u8), step);
         }

@@ -483,6 +483,8 @@ mod tests {
             stats_interval_ms: None,
             checksum: None,
             log_ring_bytes: 0,
+            stdout: crate::unit::Output::Prefix,
+            stderr: crate::unit::Output::Prefix,
         }
     }
 

@@ -68,9 +68,6 @@ enum Next {
 impl Supervisor {
     /// Called for every whole line (without its newline) a service writes:
     /// keeps it in the service's ring and passes it to `logs` followers.
-    // The output core (supervisor/output.rs, built beside this) calls it;
-    // until that is merged only the tests do.
-    #[allow(dead_code)]
     pub(crate) fn record_output(&mut self, slot: usize, stream: Stream, line: &[u8], time_us: u64) {
         let Some(s) = self.slots.get_mut(slot) else {
             return;

@@ -8,6 +8,7 @@
 //! errors fail one service or one request and are logged, never fatal.
 
 mod logs;
+mod output;
 mod ports;
 mod publishing;
 pub mod reactor;
@@ -69,6 +70,8 @@ enum TimerKey {
     },
     /// The forwarder's next connect, timeout or heartbeat.
     Publish,
+    /// A partial line of a service's output has waited for its newline.
+    OutputFlush,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,6 +215,8 @@ pub struct Supervisor {
     start_dir: PathBuf,
     /// Output rings' ids and `logs` clients.
     logs: logs::Logs,
+    /// Services' stdout and stderr pipes and where their lines go.
+    outputs: output::Outputs,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -544,6 +549,7 @@ impl Supervisor {
             retired_slots: Vec::new(),
             overrides_unsaved: false,
             logs: logs::Logs::default(),
+            outputs: output::Outputs::default(),
         })
     }
 
@@ -662,6 +668,7 @@ impl Supervisor {
                         Some(old) => *old = new_slot,
                         None => self.slots.push(new_slot),
                     }
+                    self.configure_output(slot);
                     work.push_back((slot, Input::Start));
                 }
                 Some(slot) => {
@@ -685,6 +692,7 @@ impl Supervisor {
                         State::Exited => work.push_back((slot, Input::Start)),
                         _ => work.push_back((slot, Input::Restart)),
                     }
+                    self.configure_output(slot);
                 }
             }
         }
@@ -704,8 +712,12 @@ impl Supervisor {
             work.push_back((slot, Input::Stop));
             report.removed.push(name);
         }
+        // A reload is also logrotate's way to have the files reopened.
+        self.reopen_output_files();
+        // Two pipes (four descriptors) per service on top of its pidfd.
         let needed = u64::try_from(self.slots.len())
             .unwrap_or(u64::MAX)
+            .saturating_mul(5)
             .saturating_add(SPARE_FDS);
         match pid1::ensure_nofile(needed) {
             Ok(limit) => {
@@ -778,6 +790,8 @@ impl Supervisor {
                         child_event |= sig.signo == libc::SIGCHLD;
                         self.on_signal(sig.signo, &mut work);
                     }
+                } else if output::of_token(token).is_some() {
+                    self.on_output(token);
                 } else if let Some(slot) = token.0.checked_sub(PIDFD_BASE) {
                     child_event = true;
                     self.reap_service(slot, &mut work);
@@ -791,6 +805,8 @@ impl Supervisor {
                     self.on_worker(&mut work);
                 }
             }
+            self.output_turn();
+            self.reactor.poll_now = self.outputs.busy();
             // Restart what died before the sweep below: with many children
             // the sweep's scan of the child list is the slow part, so it
             // also runs only when a child may have died.
@@ -834,6 +850,10 @@ impl Supervisor {
                     );
                     self.begin_shutdown(work);
                 }
+            }
+            libc::SIGUSR1 => {
+                crate::log!("received SIGUSR1: reopening services' log files");
+                self.reopen_output_files();
             }
             libc::SIGHUP if self.phase == Phase::Running => {
                 crate::log!("received SIGHUP: reloading units");
@@ -908,6 +928,7 @@ impl Supervisor {
     }
 
     fn finish(&mut self) -> i32 {
+        self.drain_output();
         self.end_logs();
         self.announce_shutdown();
         self.farewell_publisher();
@@ -938,6 +959,7 @@ impl Supervisor {
         match key {
             TimerKey::RequestDeadline => self.settle_waiting(),
             TimerKey::Publish => self.on_publish_timer(),
+            TimerKey::OutputFlush => self.on_output_flush(),
             TimerKey::Sample { slot, generation } => self.periodic_sample(slot, generation),
             TimerKey::ControlIdle => {
                 self.control_idle_at = None;
@@ -1108,7 +1130,10 @@ impl Supervisor {
             }
         };
         let host_ip = self.host_ip;
+        let (stdout, stderr) = self.child_outputs(slot);
         let s = self.slots.get_mut(slot)?;
+        s.spec.stdout = stdout;
+        s.spec.stderr = stderr;
         s.spec.pid_vars = vec![format!(
             "ZURG_GPID={}",
             Gpid::prefix(host_ip, port, start_us)

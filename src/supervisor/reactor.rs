@@ -23,6 +23,9 @@ pub struct Reactor<K: Ord> {
     events: Events,
     start: Instant,
     pub timers: Timers<K>,
+    /// Work is left over from this turn (a pipe with more than its
+    /// budget): the next wait only collects what is ready, without sleeping.
+    pub poll_now: bool,
 }
 
 impl<K: Ord> Reactor<K> {
@@ -38,6 +41,7 @@ impl<K: Ord> Reactor<K> {
             events: Events::with_capacity(1024),
             start: Instant::now(),
             timers: Timers::default(),
+            poll_now: false,
         })
     }
 
@@ -63,10 +67,14 @@ impl<K: Ord> Reactor<K> {
     /// ready tokens (empty when a timer woke us).
     pub fn wait(&mut self, tokens: &mut Vec<Token>) -> io::Result<()> {
         tokens.clear();
-        let timeout = self.timers.next_deadline().map(|at| {
-            // Round up so a timer is never fired a millisecond early.
-            Duration::from_millis(at.saturating_sub(self.now_ms())) + Duration::from_micros(500)
-        });
+        let timeout = if std::mem::take(&mut self.poll_now) {
+            Some(Duration::ZERO)
+        } else {
+            self.timers.next_deadline().map(|at| {
+                // Round up so a timer is never fired a millisecond early.
+                Duration::from_millis(at.saturating_sub(self.now_ms())) + Duration::from_micros(500)
+            })
+        };
         loop {
             match self.poll.poll(&mut self.events, timeout) {
                 Ok(()) => break,

@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use toml::Value;
 
 use super::{
-    RestartPolicy, Unit, DEFAULT_LOG_RING_BYTES, DEFAULT_RESTART_DELAY_MS, DEFAULT_STOP_SIGNAL,
-    DEFAULT_STOP_TIMEOUT_MS,
+    FileOutput, Output, RestartPolicy, Unit, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX_BYTES,
+    DEFAULT_LOG_RING_BYTES, DEFAULT_RESTART_DELAY_MS, DEFAULT_STOP_SIGNAL, DEFAULT_STOP_TIMEOUT_MS,
 };
 
 /// Why a key's value was refused.
@@ -284,6 +284,28 @@ pub static KEYS: &[Key] = &[
         ..KEY
     },
     Key {
+        name: "stdout",
+        kind: "`\"prefix\"`, `\"inherit\"`, `\"null\"`, or a table `{ file, max_bytes, keep, timestamps }`",
+        default: "`\"prefix\"`",
+        doc: "Where the service's standard output goes.",
+        read: |u, v| {
+            u.stdout = v.map_or(Ok(Output::Prefix), output)?;
+            Ok(())
+        },
+        ..KEY
+    },
+    Key {
+        name: "stderr",
+        kind: "like `stdout`",
+        default: "`\"prefix\"`",
+        doc: "Where the service's standard error goes.",
+        read: |u, v| {
+            u.stderr = v.map_or(Ok(Output::Prefix), output)?;
+            Ok(())
+        },
+        ..KEY
+    },
+    Key {
         name: "log_ring_bytes",
         kind: "non-negative integer",
         default: "`262144` (256 KiB)",
@@ -332,6 +354,8 @@ pub fn blank(name: &str) -> Unit {
         stats_interval_ms: None,
         checksum: None,
         log_ring_bytes: DEFAULT_LOG_RING_BYTES,
+        stdout: Output::Prefix,
+        stderr: Output::Prefix,
     }
 }
 
@@ -512,6 +536,67 @@ fn env_table(v: &Value) -> Result<BTreeMap<String, String>, Bad> {
         Ok(env)
     } else {
         Err(Bad::Wrong(wrong))
+    }
+}
+
+/// `"prefix"`, `"inherit"`, `"null"` or `{ file = PATH, max_bytes = N,
+/// keep = K, timestamps = BOOL }`; every problem of a table at once.
+fn output(v: &Value) -> Result<Output, Bad> {
+    const WORDS: &str = "\"prefix\", \"inherit\", \"null\" or a table { file = \"/path\" }";
+    let table = match v {
+        Value::String(s) => {
+            return match s.as_str() {
+                "prefix" => Ok(Output::Prefix),
+                "inherit" => Ok(Output::Inherit),
+                "null" => Ok(Output::Null),
+                other => Err(format!("must be {WORDS}, found {other:?}").into()),
+            }
+        }
+        Value::Table(t) => t,
+        other => return Err(format!("must be {WORDS}, found {}", type_name(other)).into()),
+    };
+    let mut errors = Vec::new();
+    let mut out = FileOutput {
+        path: PathBuf::new(),
+        max_bytes: DEFAULT_LOG_MAX_BYTES,
+        keep: DEFAULT_LOG_KEEP,
+        timestamps: false,
+    };
+    let mut have_path = false;
+    for (key, value) in table {
+        let read = match key.as_str() {
+            "file" => absolute_path(value).map(|p| {
+                out.path = p;
+                have_path = true;
+            }),
+            "max_bytes" => match value.as_integer() {
+                Some(n) if n >= 1 => {
+                    out.max_bytes = u64::try_from(n).unwrap_or(DEFAULT_LOG_MAX_BYTES);
+                    Ok(())
+                }
+                _ => Err(format!("must be an integer of at least 1, found {value}")),
+            },
+            "keep" => match value.as_integer().map(u32::try_from) {
+                Some(Ok(n)) if n <= 1000 => {
+                    out.keep = n;
+                    Ok(())
+                }
+                _ => Err(format!("must be an integer from 0 to 1000, found {value}")),
+            },
+            "timestamps" => boolean(value).map(|b| out.timestamps = b),
+            _ => Err("is not a key of an output file (file, max_bytes, keep, timestamps)".into()),
+        };
+        if let Err(e) = read {
+            errors.push(format!("`{key}` {e}"));
+        }
+    }
+    if !have_path && errors.iter().all(|e| !e.starts_with("`file`")) {
+        errors.push("a table needs `file = \"/absolute/path\"`".to_string());
+    }
+    if errors.is_empty() {
+        Ok(Output::File(out))
+    } else {
+        Err(Bad::Wrong(errors))
     }
 }
 

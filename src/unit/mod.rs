@@ -89,4 +89,43 @@ pub struct Unit {
     pub checksum: Option<crate::version::Checksum>,
     /// Bound of the service's output ring (`zurg logs`), in bytes.
     pub log_ring_bytes: usize,
+    /// Where the service's stdout goes.
+    pub stdout: Output,
+    /// Where the service's stderr goes.
+    pub stderr: Output,
+}
+
+/// Rotate a log file once it would pass this size (`max_bytes`).
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 10 << 20;
+/// Old files kept beside a log file (`keep`).
+pub const DEFAULT_LOG_KEEP: u32 = 5;
+
+/// Where one output stream of a service goes (`stdout` / `stderr` keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Whole lines to zurg's own stream of the same name, as `NAME | line`.
+    Prefix,
+    /// zurg's own descriptor, passed through untouched (zurg sees nothing).
+    Inherit,
+    /// /dev/null.
+    Null,
+    /// Lines appended to a file that zurg rotates.
+    File(FileOutput),
+}
+
+impl Output {
+    /// zurg reads this stream from a pipe (it sees every line).
+    pub fn piped(&self) -> bool {
+        matches!(self, Output::Prefix | Output::File(_))
+    }
+}
+
+/// `{ file = PATH, max_bytes = N, keep = K, timestamps = BOOL }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileOutput {
+    pub path: PathBuf,
+    pub max_bytes: u64,
+    pub keep: u32,
+    /// Each line starts with an RFC 3339 UTC time.
+    pub timestamps: bool,
 }

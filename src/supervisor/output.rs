@@ -1,0 +1,431 @@
+//! Services' stdout and stderr: read from pipes on the loop, cut into lines
+//! (`lines`), and written to zurg's own stdout/stderr as `NAME | line`
+//! (`prefix`) or to a rotating file (`sink`); every line is also handed to
+//! `record_output` for `zurg logs`.
+//!
+//! Each piped stream has one pipe for the life of its service: zurg keeps
+//! both ends and dups the write end into each new process as fd 1 or 2, so
+//! what a process wrote just before it crashed is still read afterwards,
+//! and a restart costs no pipe. The read end is O_NONBLOCK (the write end
+//! stays blocking: its file description is the child's, and a full pipe
+//! slowing the child down is the backpressure we want).
+//!
+//! Fairness: at most `TURN_BYTES` per pipe per turn of the loop, as the
+//! control server does per connection; a pipe with more left is served
+//! again next turn (the reactor polls without sleeping while any is), so a
+//! service writing flat out cannot delay a restart by more than one turn.
+//! A partial line waits `lines::FLUSH_AFTER_MS` for its newline on the
+//! timer heap; that timer exists only while such a line is held.
+
+pub mod lines;
+pub mod sink;
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use mio::Token;
+
+use super::{Supervisor, TimerKey};
+use crate::log::Dest;
+use crate::os::spawn::ChildOut;
+use crate::service::ring::Stream;
+use crate::unit::Output;
+use lines::{Assembler, Piece};
+use sink::FileSink;
+
+/// Tokens from here up name a service's pipe: `OUTPUT_BASE + 2 * slot +
+/// stream` (above the pidfd range, which starts at 1 << 40).
+pub const OUTPUT_BASE: usize = 1 << 41;
+/// Bytes read from one pipe per turn of the loop.
+pub const TURN_BYTES: usize = 64 * 1024;
+/// What one read(2) asks for.
+const READ_CHUNK: usize = 16 * 1024;
+/// At shutdown, what is still in a pipe is read up to this much.
+const FINAL_BYTES: usize = 1 << 20;
+
+const STREAMS: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
+
+fn index(stream: Stream) -> usize {
+    match stream {
+        Stream::Stdout => 0,
+        Stream::Stderr => 1,
+    }
+}
+
+fn token(slot: usize, stream: Stream) -> Token {
+    Token(OUTPUT_BASE + 2 * slot + index(stream))
+}
+
+/// The pipe a token names.
+pub fn of_token(token: Token) -> Option<(usize, Stream)> {
+    let n = token.0.checked_sub(OUTPUT_BASE)?;
+    let stream = if n % 2 == 0 {
+        Stream::Stdout
+    } else {
+        Stream::Stderr
+    };
+    Some((n / 2, stream))
+}
+
+#[derive(Debug)]
+enum Sink {
+    /// `NAME | line` to zurg's own stream.
+    Prefix(Dest),
+    File(FileSink),
+}
+
+#[derive(Debug)]
+struct Channel {
+    read: OwnedFd,
+    write: OwnedFd,
+    asm: Assembler,
+    sink: Sink,
+    /// `NAME | ` and `NAME + ` (a piece that continues a line).
+    label: Vec<u8>,
+    cont_label: Vec<u8>,
+}
+
+/// Every service's pipes, by slot.
+#[derive(Debug, Default)]
+pub struct Outputs {
+    slots: Vec<[Option<Channel>; 2]>,
+    /// Pipes whose turn budget ran out with bytes left.
+    pending: Vec<(usize, Stream)>,
+    /// When the flush timer is armed for, if it is.
+    flush_at: Option<u64>,
+    buf: Vec<u8>,
+}
+
+impl Outputs {
+    fn get_mut(&mut self, slot: usize, stream: Stream) -> Option<&mut Option<Channel>> {
+        self.slots.get_mut(slot)?.get_mut(index(stream))
+    }
+
+    /// Pipes with bytes left over from an earlier turn.
+    pub fn busy(&self) -> bool {
+        !self.pending.is_empty()
+    }
+}
+
+fn labels(name: &str) -> (Vec<u8>, Vec<u8>) {
+    (
+        format!("{name} | ").into_bytes(),
+        format!("{name} + ").into_bytes(),
+    )
+}
+
+fn make_sink(out: &Output, stream: Stream, name: &str) -> Option<Sink> {
+    match out {
+        Output::Prefix => Some(Sink::Prefix(match stream {
+            Stream::Stdout => Dest::Stdout,
+            Stream::Stderr => Dest::Stderr,
+        })),
+        Output::File(cfg) => Some(Sink::File(FileSink::open(
+            cfg.clone(),
+            format!("[{name}] {}", stream_name(stream)),
+        ))),
+        Output::Inherit | Output::Null => None,
+    }
+}
+
+fn stream_name(stream: Stream) -> &'static str {
+    match stream {
+        Stream::Stdout => "stdout",
+        Stream::Stderr => "stderr",
+    }
+}
+
+/// The pipe: (read end, O_NONBLOCK; write end, blocking), both close-on-exec.
+fn pipe() -> nix::Result<(OwnedFd, OwnedFd)> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    fcntl(&r, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    Ok((r, w))
+}
+
+impl Supervisor {
+    /// Makes a slot's pipes and sinks match its unit (after a load that
+    /// added or changed it). A pipe is kept while its stream stays piped,
+    /// so bytes in it are not lost; the sink is replaced when it changed.
+    pub(super) fn configure_output(&mut self, slot: usize) {
+        let Some(s) = self.slots.get(slot) else {
+            return;
+        };
+        let name = s.service.name().to_string();
+        let wanted = [s.service.unit.stdout.clone(), s.service.unit.stderr.clone()];
+        if self.outputs.slots.len() <= slot {
+            self.outputs.slots.resize_with(slot + 1, || [None, None]);
+        }
+        for (stream, want) in STREAMS.into_iter().zip(wanted) {
+            let Some(current) = self.outputs.get_mut(slot, stream) else {
+                continue;
+            };
+            let (label, cont_label) = labels(&name);
+            if !want.piped() {
+                if let Some(ch) = current.take() {
+                    let _ = self.reactor.unwatch_fd(&ch.read);
+                }
+                continue;
+            }
+            if let Some(ch) = current {
+                let same = match (&ch.sink, &want) {
+                    (Sink::Prefix(_), Output::Prefix) => true,
+                    (Sink::File(f), Output::File(cfg)) => f.cfg == *cfg,
+                    _ => false,
+                };
+                ch.label = label;
+                ch.cont_label = cont_label;
+                if !same {
+                    if let Sink::File(f) = &mut ch.sink {
+                        f.write_out();
+                    }
+                    if let Some(sink) = make_sink(&want, stream, &name) {
+                        ch.sink = sink;
+                    }
+                }
+                continue;
+            }
+            let (read, write) = match pipe() {
+                Ok(p) => p,
+                Err(e) => {
+                    crate::log!(
+                        "[{name}] cannot create a pipe for its {}: {e}; it goes to zurg's own {} unlabelled",
+                        stream_name(stream),
+                        stream_name(stream)
+                    );
+                    continue;
+                }
+            };
+            if let Err(e) = self.reactor.watch_fd(&read, token(slot, stream)) {
+                crate::log!(
+                    "[{name}] cannot watch the pipe of its {}: {e}; it goes to zurg's own {} unlabelled",
+                    stream_name(stream),
+                    stream_name(stream)
+                );
+                continue;
+            }
+            let Some(sink) = make_sink(&want, stream, &name) else {
+                continue;
+            };
+            if let Some(current) = self.outputs.get_mut(slot, stream) {
+                *current = Some(Channel {
+                    read,
+                    write,
+                    asm: Assembler::default(),
+                    sink,
+                    label,
+                    cont_label,
+                });
+            }
+        }
+    }
+
+    /// What the next process of `slot` gets as fd 1 and 2.
+    pub(super) fn child_outputs(&self, slot: usize) -> (ChildOut, ChildOut) {
+        let Some(s) = self.slots.get(slot) else {
+            return (ChildOut::Inherit, ChildOut::Inherit);
+        };
+        let wanted = [&s.service.unit.stdout, &s.service.unit.stderr];
+        let [out, err] = [0, 1].map(|i| {
+            let pipe = self
+                .outputs
+                .slots
+                .get(slot)
+                .and_then(|c| c.get(i))
+                .and_then(Option::as_ref);
+            match (wanted.get(i), pipe) {
+                (_, Some(ch)) => ChildOut::Fd(ch.write.as_raw_fd()),
+                (Some(Output::Null), None) => ChildOut::Null,
+                _ => ChildOut::Inherit,
+            }
+        });
+        (out, err)
+    }
+
+    /// A pipe became readable.
+    pub(super) fn on_output(&mut self, token: Token) {
+        let Some((slot, stream)) = of_token(token) else {
+            return;
+        };
+        // Already waiting for its next turn: served there, once.
+        if self.outputs.pending.contains(&(slot, stream)) {
+            return;
+        }
+        if self.read_pipe(slot, stream, TURN_BYTES) {
+            self.outputs.pending.push((slot, stream));
+        }
+        self.arm_output_flush();
+    }
+
+    /// Another turn for the pipes that had more than their budget.
+    pub(super) fn output_turn(&mut self) {
+        if self.outputs.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.outputs.pending);
+        for (slot, stream) in pending {
+            if self.read_pipe(slot, stream, TURN_BYTES) {
+                self.outputs.pending.push((slot, stream));
+            }
+        }
+        self.arm_output_flush();
+    }
+
+    /// Reads up to `budget` bytes from a pipe and hands out its lines;
+    /// true when the budget ran out before the pipe was empty.
+    fn read_pipe(&mut self, slot: usize, stream: Stream, budget: usize) -> bool {
+        let Some(mut ch) = self.outputs.get_mut(slot, stream).and_then(Option::take) else {
+            return false;
+        };
+        let mut buf = std::mem::take(&mut self.outputs.buf);
+        buf.resize(READ_CHUNK, 0);
+        let mut read = 0;
+        let mut more = false;
+        let now_ms = self.reactor.now_ms();
+        let time_us = crate::os::wall_clock_us();
+        loop {
+            if read >= budget {
+                more = true;
+                break;
+            }
+            match nix::unistd::read(&ch.read, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    read += n;
+                    let data = buf.get(..n).unwrap_or(&[]);
+                    let Channel {
+                        asm,
+                        sink,
+                        label,
+                        cont_label,
+                        ..
+                    } = &mut ch;
+                    asm.feed(data, now_ms, |piece, kind| {
+                        deliver(sink, label, cont_label, piece, kind, time_us);
+                        self.record_output(slot, stream, piece, time_us);
+                    });
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                // EAGAIN: empty for now; anything else: nothing to read.
+                Err(_) => break,
+            }
+        }
+        if let Sink::File(f) = &mut ch.sink {
+            f.write_out();
+        }
+        self.outputs.buf = buf;
+        if let Some(place) = self.outputs.get_mut(slot, stream) {
+            *place = Some(ch);
+        }
+        more
+    }
+
+    /// Arms the flush timer for the earliest held partial line, if any
+    /// and if not armed for then already.
+    fn arm_output_flush(&mut self) {
+        let due = self
+            .outputs
+            .slots
+            .iter()
+            .flatten()
+            .flatten()
+            .filter_map(|ch| ch.asm.flush_due())
+            .min();
+        if let Some(at) = due {
+            if self.outputs.flush_at.is_none_or(|armed| armed > at) {
+                self.outputs.flush_at = Some(at);
+                self.reactor.timers.arm(at, TimerKey::OutputFlush);
+            }
+        }
+    }
+
+    /// The flush timer: partial lines that waited long enough go out.
+    pub(super) fn on_output_flush(&mut self) {
+        self.outputs.flush_at = None;
+        let now = self.reactor.now_ms();
+        self.flush_partial_lines(|due| due <= now);
+        self.arm_output_flush();
+    }
+
+    fn flush_partial_lines(&mut self, due: impl Fn(u64) -> bool) {
+        let time_us = crate::os::wall_clock_us();
+        for slot in 0..self.outputs.slots.len() {
+            for stream in STREAMS {
+                let Some(mut ch) = self.outputs.get_mut(slot, stream).and_then(Option::take) else {
+                    continue;
+                };
+                if ch.asm.flush_due().is_some_and(&due) {
+                    let Channel {
+                        asm,
+                        sink,
+                        label,
+                        cont_label,
+                        ..
+                    } = &mut ch;
+                    asm.flush(|piece, kind| {
+                        deliver(sink, label, cont_label, piece, kind, time_us);
+                        self.record_output(slot, stream, piece, time_us);
+                    });
+                    if let Sink::File(f) = &mut ch.sink {
+                        f.write_out();
+                    }
+                }
+                if let Some(place) = self.outputs.get_mut(slot, stream) {
+                    *place = Some(ch);
+                }
+            }
+        }
+    }
+
+    /// Opens every log file again (`zurg reload`, SIGUSR1): after an
+    /// external logrotate moved them, lines go to new files.
+    pub(super) fn reopen_output_files(&mut self) {
+        for ch in self.outputs.slots.iter_mut().flatten().flatten() {
+            if let Sink::File(f) = &mut ch.sink {
+                f.reopen();
+            }
+        }
+    }
+
+    /// Before zurg exits: what is still in the pipes, and partial lines.
+    pub(super) fn drain_output(&mut self) {
+        for slot in 0..self.outputs.slots.len() {
+            for stream in STREAMS {
+                self.read_pipe(slot, stream, FINAL_BYTES);
+            }
+        }
+        self.outputs.pending.clear();
+        self.flush_partial_lines(|_| true);
+    }
+}
+
+/// One piece of a line to its sink.
+fn deliver(sink: &mut Sink, label: &[u8], cont_label: &[u8], piece: &[u8], kind: Piece, t: u64) {
+    match sink {
+        Sink::Prefix(dest) => {
+            let label = if kind.starts { label } else { cont_label };
+            let mut line = Vec::with_capacity(label.len() + piece.len() + 1);
+            line.extend_from_slice(label);
+            line.extend_from_slice(piece);
+            line.push(b'\n');
+            crate::log::raw_line(*dest, line);
+        }
+        Sink::File(f) => f.push(piece, kind, t),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_name_their_pipe_and_stay_above_the_pidfds() {
+        for slot in [0, 1, 7, 100_000] {
+            for stream in STREAMS {
+                let t = token(slot, stream);
+                assert!(t.0 > super::super::reactor::PIDFD_BASE + 1_000_000);
+                assert_eq!(of_token(t), Some((slot, stream)));
+            }
+        }
+        assert_eq!(of_token(Token(5)), None);
+    }
+}
