@@ -373,7 +373,7 @@ pub fn base64_encode(bytes: &[u8]) -> String {
 /// The bytes of standard padded base64; None when it is not that.
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let raw = text.as_bytes();
-    if raw.len() % 4 != 0 {
+    if !raw.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(raw.len() / 4 * 3);

@@ -116,7 +116,7 @@ impl Supervisor {
         let newest = ring.len().checked_sub(1);
         let room = self.control.as_ref().and_then(|c| c.tail_room(f.conn));
         match room {
-            None => return false,
+            None => false,
             Some(room) if at.missed == 0 && Some(at.from) == newest && room > 0 => {
                 let (conn, id) = (f.conn, f.id);
                 let Some(line) = ring.get(at.from) else {
