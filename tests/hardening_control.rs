@@ -357,6 +357,7 @@ fn readers_may_use_every_read_verb_and_no_other() {
         &["gpid", "web"],
         &["stats"],
         &["history"],
+        &["logs", "web"],
     ] {
         let out = as_nobody(&r, args);
         assert!(out.status.success(), "a reader's {args:?}: {out:?}");
