@@ -919,6 +919,37 @@ mod tests {
     }
 
     #[test]
+    fn parses_logs() {
+        let c = parse_args(&args(&["logs", "web", "-n", "3", "-f", "--json"])).unwrap();
+        assert_eq!(
+            c.verb,
+            Verb::Logs {
+                name: Some("web".into()),
+                lines: Some(3),
+                since_us: None,
+                follow: true
+            }
+        );
+        assert!(c.json);
+        let Verb::Logs { since_us, .. } =
+            parse_args(&args(&["logs", "--since", "5m"])).unwrap().verb
+        else {
+            panic!("not logs");
+        };
+        let ago = crate::os::wall_clock_us().saturating_sub(since_us.unwrap());
+        assert!((300_000_000..301_000_000).contains(&ago), "{ago}");
+        assert_eq!(
+            parse_args(&args(&["logs"])).unwrap().verb,
+            Verb::Logs {
+                name: None,
+                lines: None,
+                since_us: None,
+                follow: false
+            }
+        );
+    }
+
+    #[test]
     fn usage_errors() {
         for bad in [
             &["stop"][..],
@@ -929,6 +960,9 @@ mod tests {
             &["status", "--follow"],
             &["stop", "a", "--timeout", "soon"],
             &["dance"],
+            &["logs", "a", "b"],
+            &["logs", "a", "-n", "many"],
+            &["logs", "a", "--since", "soon"],
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad:?}");
         }

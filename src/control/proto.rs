@@ -655,6 +655,18 @@ mod tests {
             },
             Verb::Reload,
             Verb::Events { follow: true },
+            Verb::Logs {
+                name: Some("web".into()),
+                lines: Some(3),
+                since_us: Some(1),
+                follow: true,
+            },
+            Verb::Logs {
+                name: None,
+                lines: None,
+                since_us: None,
+                follow: false,
+            },
             Verb::Shutdown {
                 mode: ShutdownMode::Poweroff,
             },

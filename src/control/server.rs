@@ -829,9 +829,13 @@ impl ControlServer {
 
     /// Ends `conn`'s `logs` stream (its last item was queued).
     pub fn untail(&mut self, registry: &Registry, conn: ConnId) {
+        let now_ms = self.now_ms;
         let Some(c) = self.conn_mut(conn) else { return };
         c.tail = None;
         c.tail_hungry = false;
+        // The idle limit applies again, from now: a long stream must not
+        // leave it expired before its last lines are out.
+        c.since_ms = now_ms;
         if Self::finished(c) {
             self.close(registry, conn);
         }

@@ -78,6 +78,11 @@ impl Ring {
         self.id
     }
 
+    /// The bound, in bytes; 0 keeps no line.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
     /// Changes the bound (a reloaded unit), dropping the oldest lines when
     /// it shrank.
     pub fn set_cap(&mut self, cap: usize) {

@@ -75,7 +75,8 @@ impl Supervisor {
         // A reload may have changed the bound; the ring keeps its lines.
         s.ring.set_cap(s.service.unit.log_ring_bytes);
         s.ring.push(stream, line, time_us);
-        if self.logs.followers.is_empty() {
+        // A ring that keeps nothing has nothing to follow.
+        if self.logs.followers.is_empty() || s.ring.cap() == 0 {
             return;
         }
         let mut i = 0;
@@ -251,7 +252,9 @@ impl Supervisor {
                 _ => ring.first_seq(),
             };
             let at = ring.after(want);
-            if at.missed > 0 {
+            // A ring that keeps nothing (`log_ring_bytes = 0`) has no
+            // gaps worth reporting.
+            if at.missed > 0 && ring.cap() > 0 {
                 missed.push((slot, at.missed));
             }
             positions.insert(slot, (ring.id(), at.from));
