@@ -2,8 +2,11 @@
 # CPU per GB of 100-byte lines written to a file, by the process that writes
 # the file: `cat > file` (the floor: no line splitting, no rotation) against
 # zurg's file sink, svlogd (runit) and s6-log (s6), the last three rotating
-# at 10 MiB and keeping 5 files. The producer (`yes | head -c`) is the same
-# for all and not counted. Also zurg's peak PSS during its run.
+# at 10 MiB and keeping 5 files. zurg runs twice: as configured by default
+# (every line also kept in the service's 256 KiB ring for `zurg logs`) and
+# with `log_ring_bytes = 0`, which shows what the ring costs. The producer
+# (`yes | head -c`) is the same for all and not counted. Also zurg's peak
+# PSS during its run.
 # Usage: bench/output.sh [MB] [RUNS]     (needs root for zurg's pid namespace)
 #   ZURG_BIN=path  the zurg to measure (default: a release build made here)
 set -euo pipefail
@@ -56,7 +59,7 @@ def ended(log):
             pass
     return False
 
-def zurg_run(tmp):
+def zurg_run(tmp, ring=True):
     """zurg as PID 1 of a pid namespace, one unit whose stdout is a
     rotating file; CPU of zurg itself (/proc stat, children excluded)
     until the file holds every byte, and its peak PSS meanwhile."""
@@ -65,7 +68,8 @@ def zurg_run(tmp):
     log = os.path.join(logdir, "current")
     with open(os.path.join(units, "gen.toml"), "w") as f:
         f.write(f'exec = "/bin/sh"\nargs = ["-c", "{PRODUCER}"]\nrestart = "never"\n'
-                f'stdout = {{ file = "{log}", max_bytes = 10485760, keep = 5 }}\n')
+                f'stdout = {{ file = "{log}", max_bytes = 10485760, keep = 5 }}\n'
+                + ("" if ring else "log_ring_bytes = 0\n"))
     z = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", ZURG,
                           "run", "--units", units, "--socket", os.path.join(tmp, "sock"),
                           "--state", os.path.join(tmp, "state")],
@@ -117,14 +121,17 @@ def s6log(tmp):
 def cat(tmp):
     return cpu_of_child(f"cat > {os.path.join(tmp, 'cat.out')}", tmp)
 
-results = {"cat > file": [], "zurg file sink": [], "svlogd": [], "s6-log": []}
+results = {"cat > file": [], "zurg file sink": [], "zurg, no ring": [], "svlogd": [], "s6-log": []}
 peaks = []
 for _ in range(RUNS):
-    for name, fn in [("cat > file", cat), ("zurg file sink", None), ("svlogd", svlogd), ("s6-log", s6log)]:
+    for name, fn in [("cat > file", cat), ("zurg file sink", True), ("zurg, no ring", False),
+                     ("svlogd", svlogd), ("s6-log", s6log)]:
         tmp = tempfile.mkdtemp(prefix="zurg-output-bench-")
         try:
-            if fn is None:
-                cpu, peak = zurg_run(tmp); peaks.append(peak)
+            if isinstance(fn, bool):
+                cpu, peak = zurg_run(tmp, ring=fn)
+                if fn:
+                    peaks.append(peak)
             else:
                 cpu = fn(tmp)
             results[name].append(cpu)
