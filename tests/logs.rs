@@ -366,4 +366,16 @@ fn a_follower_that_never_reads_does_not_grow_zurg() {
         }
         assert!(read < 8 << 20, "8 MiB read and no missed marker");
     }
+    // Then it goes on from the oldest line the ring still holds, up to the
+    // last one.
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).unwrap();
+        assert!(n > 0, "connection closed before the last line");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["log"]["kind"], "line", "{line}");
+        if v["log"]["text"] == "done" {
+            break;
+        }
+    }
 }

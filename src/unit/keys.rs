@@ -806,4 +806,37 @@ mod tests {
         assert!(msg.ends_with("; did you mean `restart`?"), "{msg}");
         assert!(!unknown("user").contains("did you mean"));
     }
+
+    #[test]
+    fn log_ring_bytes_takes_a_byte_count() {
+        let path = Path::new("/u/svc.toml");
+        let parse = |text: &str| super::super::parse::parse_unit("svc", path, text);
+        let u = parse("exec = \"/x\"\nlog_ring_bytes = 1024\n").unwrap();
+        assert_eq!(u.log_ring_bytes, 1024);
+        assert_eq!(
+            parse("exec = \"/x\"\n").unwrap().log_ring_bytes,
+            crate::unit::DEFAULT_LOG_RING_BYTES
+        );
+        assert_eq!(
+            parse("exec = \"/x\"\nlog_ring_bytes = 0\n")
+                .unwrap()
+                .log_ring_bytes,
+            0
+        );
+        for (text, want) in [
+            (
+                "log_ring_bytes = -1",
+                "key `log_ring_bytes`: must not be negative, found -1",
+            ),
+            (
+                "log_ring_bytes = \"1M\"",
+                "key `log_ring_bytes`: expected an integer (bytes), found a string",
+            ),
+        ] {
+            let err = parse(&format!("exec = \"/x\"\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{err}");
+        }
+    }
 }
