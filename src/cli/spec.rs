@@ -352,7 +352,10 @@ pub const VERBS: &[VerbSpec] = &[
                 ),
                 'f',
             ),
-            JSON,
+            flag(
+                "json",
+                "one JSON object per line: service, stream, time, text (and bytes_b64 when not UTF-8)",
+            ),
             SOCKET,
         ],
     },
