@@ -379,3 +379,24 @@ fn a_follower_that_never_reads_does_not_grow_zurg() {
         }
     }
 }
+
+#[test]
+fn a_follower_of_a_removed_service_never_sees_the_unit_that_takes_its_slot() {
+    let (mut z, dir) = run(&[("old", &sh("echo from old; exec sleep 1000", ""))]);
+    z.expect("[old] started");
+    let (mut child, rx) = follower(&dir, &["old", "-f"]);
+    assert_eq!(next_line(&rx, "the old service's line"), "from old");
+    let units = dir.path().join("units");
+    std::fs::remove_file(units.join("old.toml")).unwrap();
+    assert!(common::cli(&dir, &["reload"]).status.success());
+    z.saw("[old] stopped pid");
+    // The next added unit takes the removed one's slot.
+    dir.write("units/new.toml", &sh("echo from new; exec sleep 1000", ""));
+    assert!(common::cli(&dir, &["reload"]).status.success());
+    logs_become(&dir, &["new"], "from new\n");
+    assert!(common::cli(&dir, &["shutdown"]).status.success());
+    let (code, err) = wait_child(&mut child);
+    assert_eq!(code, Some(0), "{err}");
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert!(rest.is_empty(), "the follower of `old` got {rest:?}");
+}

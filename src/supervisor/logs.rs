@@ -39,8 +39,9 @@ impl Logs {
 struct Follower {
     conn: ConnId,
     id: u64,
-    /// One service's slot, or every service (interleaved by time).
-    only: Option<usize>,
+    /// One service (its slot and ring: a slot reused by another unit has
+    /// another ring), or every service (interleaved by time).
+    only: Option<(usize, u64)>,
     /// Keeps streaming new lines after the backlog.
     follow: bool,
     /// Per slot: the ring it reads (a reused slot has a new one) and the
@@ -75,6 +76,7 @@ impl Supervisor {
         // A reload may have changed the bound; the ring keeps its lines.
         s.ring.set_cap(s.service.unit.log_ring_bytes);
         s.ring.push(stream, line, time_us);
+        let ring_id = s.ring.id();
         // A ring that keeps nothing has nothing to follow.
         if self.logs.followers.is_empty() || s.ring.cap() == 0 {
             return;
@@ -84,7 +86,7 @@ impl Supervisor {
             let Some(f) = self.logs.followers.get(i) else {
                 break;
             };
-            if f.only.is_some_and(|o| o != slot) {
+            if f.only.is_some_and(|o| o != (slot, ring_id)) {
                 i += 1;
                 continue;
             }
@@ -150,8 +152,12 @@ impl Supervisor {
     pub(super) fn logs_request(&mut self, conn: ConnId, id: u64, ask: LogsAsk) -> Reply {
         let only = match &ask.name {
             None => None,
-            Some(name) => match self.by_name.get(name) {
-                Some(slot) => Some(*slot),
+            Some(name) => match self
+                .by_name
+                .get(name)
+                .and_then(|slot| Some((*slot, self.slots.get(*slot)?.ring.id())))
+            {
+                Some(only) => Some(only),
                 None => {
                     return Reply::error(
                         id,
@@ -186,7 +192,7 @@ impl Supervisor {
     /// them all together, none before `since_us`.
     fn start_cursors(
         &self,
-        only: Option<usize>,
+        only: Option<(usize, u64)>,
         lines: Option<u64>,
         since_us: Option<u64>,
     ) -> HashMap<usize, (u64, u64)> {
@@ -204,12 +210,14 @@ impl Supervisor {
     }
 
     /// The rings a follower reads: one service's, or every live service's.
-    fn selected(&self, only: Option<usize>) -> impl Iterator<Item = (usize, &Ring)> {
+    fn selected(&self, only: Option<(usize, u64)>) -> impl Iterator<Item = (usize, &Ring)> {
         self.slots
             .iter()
             .enumerate()
             .filter(move |(slot, s)| match only {
-                Some(o) => *slot == o,
+                // Its unit removed and the slot reused: not the service
+                // this follower asked for.
+                Some((o, ring)) => *slot == o && s.ring.id() == ring,
                 None => !s.retired,
             })
             .map(|(slot, s)| (slot, &s.ring))
