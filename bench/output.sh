@@ -1,149 +1,93 @@
-#!/usr/bin/env bash
-# CPU per GB of 100-byte lines written to a file, by the process that writes
-# the file: `cat > file` (the floor: no line splitting, no rotation) against
-# zurg's file sink, svlogd (runit) and s6-log (s6), the last three rotating
-# at 10 MiB and keeping 5 files. zurg runs twice: as configured by default
-# (every line also kept in the service's 256 KiB ring for `zurg logs`) and
-# with `log_ring_bytes = 0`, which shows what the ring costs. The producer
-# (`yes | head -c`) is the same for all and not counted. Also zurg's peak
-# PSS during its run.
-# Usage: bench/output.sh [MB] [RUNS]     (needs root for zurg's pid namespace)
-#   ZURG_BIN=path  the zurg to measure (default: a release build made here)
+#!/bin/bash
+# CPU time to take 1 GB of 100-byte lines from a pipe and write them to
+# rotating files: zurg (a service's stdout with a file sink) against
+# `cat > file` (the floor: no lines, no rotation), svlogd (runit) and
+# s6-log (s6), all rotating at 10 MiB and keeping 5 old files, no
+# timestamps. The writer is the same `yes | head -c` for each; only the
+# consumer's CPU is counted. Also zurg's peak PSS during the run.
+#
+#   bench/output.sh [BYTES] [RUNS]      (root: zurg runs as PID 1 of a pid namespace)
+#
+# Needs the Debian packages runit (svlogd) and s6 (s6-log); release build.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-mb=${1:-256}
+bytes=${1:-1000000000}
 runs=${2:-3}
-need=()
-for pkg_bin in runit:svlogd s6:s6-log; do
-  command -v "${pkg_bin#*:}" >/dev/null || need+=("${pkg_bin%%:*}")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-if [ -z "${ZURG_BIN:-}" ]; then
-  cargo build --release --bin zurg >&2
-  ZURG_BIN=$PWD/target/release/zurg
-fi
-export ZURG_BIN MB=$mb RUNS=$runs
-exec python3 - <<'EOF'
-import os, subprocess, sys, time, tempfile, shutil
+cd "$(dirname "$0")/.."
+cargo build --release --quiet
+zurg=$PWD/target/release/zurg
+line=$(printf '%099d' 0)   # 99 characters + newline = 100 bytes
+work=$(mktemp -d /tmp/zurg-bench-output.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+hz=$(getconf CLK_TCK)
 
-MB = int(os.environ["MB"]); RUNS = int(os.environ["RUNS"])
-ZURG = os.environ["ZURG_BIN"]
-SIZE = MB * 1_000_000
-LINE = "x" * 99  # yes adds the newline: 100-byte lines
-PRODUCER = f"yes {LINE} | head -c {SIZE}; echo END"
-TICK = os.sysconf("SC_CLK_TCK")
+produce() { yes "$line" | head -c "$bytes"; }
 
-def cpu_of_child(cmd, tmp):
-    """Runs `producer | cmd`; CPU seconds of cmd alone (its rusage)."""
-    prod = subprocess.Popen(["sh", "-c", PRODUCER], stdout=subprocess.PIPE)
-    cons = subprocess.Popen(cmd, stdin=prod.stdout, shell=isinstance(cmd, str), cwd=tmp)
-    prod.stdout.close()
-    _, status, ru = os.wait4(cons.pid, 0)
-    prod.wait()
-    cons.returncode = status
-    return ru.ru_utime + ru.ru_stime
+# Seconds of CPU (user+sys) of a consumer reading the producer's pipe.
+timed() {
+    local out=$work/time
+    produce | /usr/bin/time -f '%U %S' -o "$out" "$@"
+    awk '{ printf "%.2f\n", $1 + $2 }' "$out"
+}
 
-def ended(log):
-    """The last line, END, is in the current file or was just rotated."""
-    for path in (log, log + ".1"):
-        try:
-            with open(path, "rb") as f:
-                f.seek(0, 2)
-                if f.tell() >= 4:
-                    f.seek(-4, 2)
-                    if f.read() == b"END\n":
-                        return True
-        except OSError:
-            pass
-    return False
+run_cat() { rm -f "$work/cat.out"; timed sh -c "exec cat > $work/cat.out"; rm -f "$work/cat.out"; }
 
-def zurg_run(tmp, ring=True):
-    """zurg as PID 1 of a pid namespace, one unit whose stdout is a
-    rotating file; CPU of zurg itself (/proc stat, children excluded)
-    until the file holds every byte, and its peak PSS meanwhile."""
-    units = os.path.join(tmp, "units"); os.makedirs(units)
-    logdir = os.path.join(tmp, "zlog"); os.makedirs(logdir)
-    log = os.path.join(logdir, "current")
-    with open(os.path.join(units, "gen.toml"), "w") as f:
-        f.write(f'exec = "/bin/sh"\nargs = ["-c", "{PRODUCER}"]\nrestart = "never"\n'
-                f'stdout = {{ file = "{log}", max_bytes = 10485760, keep = 5 }}\n'
-                + ("" if ring else "log_ring_bytes = 0\n"))
-    z = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", ZURG,
-                          "run", "--units", units, "--socket", os.path.join(tmp, "sock"),
-                          "--state", os.path.join(tmp, "state")],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    pid = None
-    deadline = time.time() + 30
-    while pid is None and time.time() < deadline:
-        try:
-            for kid in open(f"/proc/{z.pid}/task/{z.pid}/children").read().split():
-                if open(f"/proc/{kid}/comm").read().strip() == "zurg":
-                    pid = int(kid)
-        except OSError:
-            pass
-        time.sleep(0.01)
-    if pid is None:
-        z.kill(); sys.exit("zurg did not start")
-    peak = 0
-    deadline = time.time() + 600
-    while not ended(log) and time.time() < deadline:
-        try:
-            for l in open(f"/proc/{pid}/smaps_rollup"):
-                if l.startswith("Pss:"):
-                    peak = max(peak, int(l.split()[1]))
-        except OSError:
-            pass
-        time.sleep(0.05)
-    st = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    cpu = (int(st[11]) + int(st[12])) / TICK  # utime, stime: zurg only
-    done = ended(log)
-    # unshare ignores SIGTERM while it waits; zurg shuts down on it.
-    os.kill(pid, 15)
-    try:
-        z.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.kill(pid, 9); z.wait()
-    if not done:
-        sys.exit("zurg did not write every line within 600 s")
-    return cpu, peak
+run_svlogd() {
+    rm -rf "$work/svlogd" && mkdir -p "$work/svlogd"
+    printf 's10485760\nn5\n' > "$work/svlogd/config"
+    timed svlogd "$work/svlogd"
+}
 
-def svlogd(tmp):
-    d = os.path.join(tmp, "sv"); os.makedirs(d)
-    open(os.path.join(d, "config"), "w").write("s10485760\nn5\n")
-    return cpu_of_child(["svlogd", d], tmp)
+run_s6log() { rm -rf "$work/s6log"; timed s6-log n5 s10485760 "$work/s6log"; }
 
-def s6log(tmp):
-    d = os.path.join(tmp, "s6")
-    return cpu_of_child(["s6-log", "n5", "s10485760", d], tmp)
-
-def cat(tmp):
-    return cpu_of_child(f"cat > {os.path.join(tmp, 'cat.out')}", tmp)
-
-results = {"cat > file": [], "zurg file sink": [], "zurg, no ring": [], "svlogd": [], "s6-log": []}
-peaks = []
-for _ in range(RUNS):
-    for name, fn in [("cat > file", cat), ("zurg file sink", True), ("zurg, no ring", False),
-                     ("svlogd", svlogd), ("s6-log", s6log)]:
-        tmp = tempfile.mkdtemp(prefix="zurg-output-bench-")
-        try:
-            if isinstance(fn, bool):
-                cpu, peak = zurg_run(tmp, ring=fn)
-                if fn:
-                    peaks.append(peak)
-            else:
-                cpu = fn(tmp)
-            results[name].append(cpu)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-gb = SIZE / 1e9
-floor = min(results["cat > file"]) / gb
-print(f"{MB} MB of 100-byte lines, best of {RUNS}; zurg: {ZURG}")
-print(f"{'writer':16} {'CPU s/GB':>9} {'x cat':>7}   runs (CPU s)")
-for name, cpus in results.items():
-    per = min(cpus) / gb
-    ratio = per / floor if floor > 0 else float("nan")
-    print(f"{name:16} {per:9.2f} {ratio:7.1f}   {' '.join(f'{c:.2f}' for c in cpus)}")
-print(f"zurg peak PSS: {max(peaks)} KiB (runs: {' '.join(map(str, peaks))})")
+# zurg as PID 1 with one service; its CPU from /proc once the service says
+# it is done, and its peak PSS sampled every 50 ms meanwhile.
+run_zurg() {
+    local d=$work/zurg
+    rm -rf "$d" && mkdir -p "$d/units" "$d/logs"
+    cat > "$d/units/src.toml" <<EOF
+exec = "/bin/sh"
+args = ["-c", "while [ ! -e $d/go ]; do sleep 0.01; done; yes $line | head -c $bytes; echo done >&2; exec sleep 1000"]
+restart = "never"
+stdout = { file = "$d/logs/src.log", max_bytes = 10485760, keep = 5 }
 EOF
+    unshare --pid --fork --kill-child --mount-proc "$zurg" run --units "$d/units" \
+        --socket "$d/sock" --state "$d/state" > /dev/null 2> "$d/err" &
+    local outer=$!
+    local pid=""
+    for _ in $(seq 500); do
+        pid=$(pgrep -P "$outer" -x zurg || true)
+        [ -n "$pid" ] && grep -q 'started pid' "$d/err" && break
+        sleep 0.01
+    done
+    local t0 peak=0 pss
+    t0=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+    touch "$d/go"
+    until grep -q 'src | done' "$d/err"; do
+        pss=$(awk '/^Pss:/ { print $2 }' "/proc/$pid/smaps_rollup")
+        [ "$pss" -gt "$peak" ] && peak=$pss
+        sleep 0.05
+    done
+    # The last lines are read after the service's `done` on stderr.
+    sleep 0.2
+    local t1
+    t1=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+    kill -9 "$outer"
+    wait "$outer" 2>/dev/null || true
+    echo "$(awk -v a="$t0" -v b="$t1" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz }') $peak"
+}
+
+echo "bytes=$bytes runs=$runs $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+best() { sort -n | head -1; }
+cat_s=$(for _ in $(seq "$runs"); do run_cat; done | best)
+svlogd_s=$(for _ in $(seq "$runs"); do run_svlogd; done | best)
+s6_s=$(for _ in $(seq "$runs"); do run_s6log; done | best)
+zurg_runs=$(for _ in $(seq "$runs"); do run_zurg; done)
+zurg_s=$(echo "$zurg_runs" | awk '{ print $1 }' | best)
+pss_kb=$(echo "$zurg_runs" | awk '{ print $2 }' | sort -n | tail -1)
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+printf '%-8s %8s %10s\n' consumer 'cpu s' 'vs cat'
+printf '%-8s %8s %10s\n' cat "$cat_s" 1.00
+printf '%-8s %8s %10s\n' zurg "$zurg_s" "$(ratio "$zurg_s" "$cat_s")"
+printf '%-8s %8s %10s\n' svlogd "$svlogd_s" "$(ratio "$svlogd_s" "$cat_s")"
+printf '%-8s %8s %10s\n' s6-log "$s6_s" "$(ratio "$s6_s" "$cat_s")"
+echo "zurg vs svlogd $(ratio "$zurg_s" "$svlogd_s"), vs s6-log $(ratio "$zurg_s" "$s6_s"); zurg peak PSS ${pss_kb} KiB"

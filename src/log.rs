@@ -12,10 +12,11 @@
 //! Without a writer thread (it could not be spawned) a line is written on
 //! the caller's thread, as before.
 //!
-//! zurg's stdout, where services' prefixed lines go, takes the same path
-//! through a writer of its own (`Dest::Stdout`): a stdout nobody reads
-//! costs dropped lines, counted and reported on stderr, never a stalled
-//! loop. Writes are batched up to `PIPE_BUF` bytes of whole lines, so a
+//! Services' prefixed lines take the same path through writers of their
+//! own, one for zurg's stdout and one for its stderr (`raw_lines`), so a
+//! chatty service never crowds zurg's own lines out of their queue: a
+//! stream nobody reads costs dropped lines, counted and reported as zurg's
+//! own log lines, never a stalled loop. Writes are batched up to `PIPE_BUF` bytes of whole lines, so a
 //! burst costs few system calls and a line still never interleaves with
 //! another writer's.
 
@@ -37,10 +38,10 @@ pub fn set_timestamps(on: bool) {
 /// more than zurg writes in a burst while stderr is healthy.
 pub const QUEUE_BYTES: usize = 256 << 10;
 
-/// The same for zurg's stdout: service output comes in bursts (a service
-/// may log a few MB at start-up), and a reader that is only slow should
-/// lose nothing.
-pub const STDOUT_QUEUE_BYTES: usize = 4 << 20;
+/// The same for services' lines, on each of zurg's streams: service output
+/// comes in bursts (a service may log a few MB at start-up), and a reader
+/// that is only slow should lose nothing.
+pub const SERVICE_QUEUE_BYTES: usize = 4 << 20;
 
 /// While lines are being dropped, a report at most this often; the first
 /// drop is reported at once.
@@ -57,10 +58,10 @@ pub enum Dest {
 }
 
 impl Dest {
-    fn cap(self) -> usize {
+    fn name(self) -> &'static str {
         match self {
-            Dest::Stdout => STDOUT_QUEUE_BYTES,
-            Dest::Stderr => QUEUE_BYTES,
+            Dest::Stdout => "stdout",
+            Dest::Stderr => "stderr",
         }
     }
 }
@@ -90,16 +91,21 @@ struct Queue {
     dropped: u64,
     /// The writer holds lines it took from the queue and has not written.
     writing: bool,
-    /// When drops of stdout lines were last reported (they are reported on
-    /// stderr while they happen, as stdout may never be read again).
+    /// When drops of services' lines were last reported (they are reported
+    /// while they happen, as the stream may never be read again).
     reported_at: Option<Instant>,
 }
 
 impl Queue {
     /// Queues `line` unless that would pass `cap` bytes; false if dropped.
     fn push(&mut self, line: Vec<u8>, cap: usize) -> bool {
+        self.push_lines(line, 1, cap)
+    }
+
+    /// Queues `lines` whole lines in one buffer, or drops and counts them.
+    fn push_lines(&mut self, line: Vec<u8>, lines: u64, cap: usize) -> bool {
         if self.bytes.saturating_add(line.len()) > cap {
-            self.dropped = self.dropped.saturating_add(1);
+            self.dropped = self.dropped.saturating_add(lines);
             return false;
         }
         self.bytes += line.len();
@@ -121,10 +127,10 @@ impl Queue {
         out
     }
 
-    /// Lines of stdout dropped and not yet reported, when a report is due:
+    /// Services' lines dropped and not yet reported, when a report is due:
     /// at the first drop, then at most every `DROP_REPORT_EVERY`, and
     /// (`caught_up`) once the writer has written what it kept.
-    fn stdout_drops_due(&mut self, caught_up: bool) -> Option<u64> {
+    fn service_drops_due(&mut self, caught_up: bool) -> Option<u64> {
         if self.dropped == 0 {
             return None;
         }
@@ -155,6 +161,9 @@ impl Queue {
 
 struct Writer {
     dest: Dest,
+    /// Services' lines: drops are reported through zurg's own log.
+    service: bool,
+    cap: usize,
     queue: Mutex<Queue>,
     /// Signalled when lines are queued (to the writer) and when the queue
     /// has been written (to `flush`).
@@ -172,16 +181,16 @@ impl Writer {
         loop {
             let batch = {
                 let mut q = self.lock();
-                if self.dest == Dest::Stdout {
-                    // stdout drops are counted here and told on stderr.
+                if self.service {
+                    // Counted here and told in zurg's own log.
                     let caught_up = q.lines.is_empty();
-                    if let Some(n) = q.stdout_drops_due(caught_up) {
+                    if let Some(n) = q.service_drops_due(caught_up) {
                         drop(q);
-                        report_stdout_drops(n);
+                        report_service_drops(self.dest, n);
                         q = self.lock();
                     }
                 }
-                while q.lines.is_empty() && (q.dropped == 0 || self.dest == Dest::Stdout) {
+                while q.lines.is_empty() && (q.dropped == 0 || self.service) {
                     q.writing = false;
                     self.changed.notify_all();
                     q = self.changed.wait(q).unwrap_or_else(|e| e.into_inner());
@@ -195,87 +204,132 @@ impl Writer {
 }
 
 /// Writes whole lines, as many per write(2) as fit in `BATCH_BYTES`.
+/// Straight to the descriptor: Rust's stdout would cut batches at its own
+/// buffer's size.
 fn write_batched(dest: Dest, lines: &[Vec<u8>], buf: &mut Vec<u8>) {
-    let write = |bytes: &[u8]| {
-        let _ = match dest {
-            Dest::Stdout => std::io::stdout().lock().write_all(bytes),
-            Dest::Stderr => std::io::stderr().write_all(bytes),
-        };
+    use std::os::fd::AsFd;
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    let fd = match dest {
+        Dest::Stdout => stdout.as_fd(),
+        Dest::Stderr => stderr.as_fd(),
     };
-    for line in lines {
-        if !buf.is_empty() && buf.len() + line.len() > BATCH_BYTES {
-            write(buf);
-            buf.clear();
+    batch(lines, buf, |mut bytes| {
+        while !bytes.is_empty() {
+            match nix::unistd::write(fd, bytes) {
+                Ok(n) => bytes = bytes.get(n..).unwrap_or(&[]),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return,
+            }
         }
-        if line.len() >= BATCH_BYTES {
-            write(line);
-        } else {
-            buf.extend_from_slice(line);
+    });
+}
+
+/// Cuts `lines` into writes for `write`: whole lines, at most
+/// `BATCH_BYTES` each unless one line alone is longer.
+fn batch(lines: &[Vec<u8>], buf: &mut Vec<u8>, mut write: impl FnMut(&[u8])) {
+    for entry in lines {
+        // An entry may hold many lines (a service's burst): cut at line
+        // ends so that no write passes BATCH_BYTES but for one long line.
+        let mut rest = entry.as_slice();
+        while !rest.is_empty() {
+            let room = BATCH_BYTES.saturating_sub(buf.len());
+            let cut = match rest.get(..room.min(rest.len())) {
+                Some(head) if head.len() == rest.len() => rest.len(),
+                Some(head) => memchr::memrchr(b'\n', head).map_or(0, |i| i + 1),
+                None => 0,
+            };
+            if cut == 0 {
+                if buf.is_empty() {
+                    // One line longer than a batch: written on its own.
+                    let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+                    let (line, tail) = rest.split_at(end);
+                    write(line);
+                    rest = tail;
+                } else {
+                    write(buf.as_slice());
+                    buf.clear();
+                }
+                continue;
+            }
+            let (head, tail) = rest.split_at(cut);
+            buf.extend_from_slice(head);
+            rest = tail;
+            if buf.len() >= BATCH_BYTES {
+                write(buf.as_slice());
+                buf.clear();
+            }
         }
     }
     if !buf.is_empty() {
-        write(buf);
+        write(buf.as_slice());
         buf.clear();
-    }
-    if dest == Dest::Stdout {
-        // Rust's stdout is line-buffered: hand everything to the kernel.
-        let _ = std::io::stdout().lock().flush();
     }
 }
 
-fn report_stdout_drops(n: u64) {
-    line(format_args!("{n} lines dropped: stdout is not being read"));
+fn report_service_drops(dest: Dest, n: u64) {
+    line(format_args!(
+        "{n} lines dropped: {} is not being read",
+        dest.name()
+    ));
 }
 
 static WRITER: OnceLock<Option<&'static Writer>> = OnceLock::new();
 static STDOUT_WRITER: OnceLock<Option<&'static Writer>> = OnceLock::new();
+static SERVICE_STDERR_WRITER: OnceLock<Option<&'static Writer>> = OnceLock::new();
 
 fn writer() -> Option<&'static Writer> {
-    *WRITER.get_or_init(|| start_writer(Dest::Stderr))
+    *WRITER.get_or_init(|| start_writer(Dest::Stderr, false))
 }
 
+/// The writer of services' lines to `dest`.
 fn writer_of(dest: Dest) -> Option<&'static Writer> {
     match dest {
-        Dest::Stderr => writer(),
-        Dest::Stdout => *STDOUT_WRITER.get_or_init(|| start_writer(Dest::Stdout)),
+        Dest::Stderr => *SERVICE_STDERR_WRITER.get_or_init(|| start_writer(Dest::Stderr, true)),
+        Dest::Stdout => *STDOUT_WRITER.get_or_init(|| start_writer(Dest::Stdout, true)),
     }
 }
 
-fn start_writer(dest: Dest) -> Option<&'static Writer> {
+fn start_writer(dest: Dest, service: bool) -> Option<&'static Writer> {
     let w: &'static Writer = Box::leak(Box::new(Writer {
         dest,
+        service,
+        cap: if service {
+            SERVICE_QUEUE_BYTES
+        } else {
+            QUEUE_BYTES
+        },
         queue: Mutex::new(Queue::default()),
         changed: Condvar::new(),
     }));
-    let name = match dest {
-        Dest::Stderr => "zurg-log",
-        Dest::Stdout => "zurg-stdout",
+    let name = match (dest, service) {
+        (_, false) => "zurg-log",
+        (Dest::Stdout, true) => "zurg-stdout",
+        (Dest::Stderr, true) => "zurg-stderr",
     };
     spawn_blocking_signals(name, move || w.run())
         .ok()
         .map(|_| w)
 }
 
-/// Queues `line` (newline included, written as it is) for zurg's own
-/// stdout or stderr: service lines in `prefix` mode. Never blocks: past the
-/// queue's bound the line is dropped and counted.
-pub fn raw_line(dest: Dest, line: Vec<u8>) {
+/// Queues `line`, which holds `lines` whole lines (newlines included,
+/// written as they are), for zurg's own stdout or stderr: service lines in
+/// `prefix` mode. Never blocks: past the queue's bound the lines are
+/// dropped and counted.
+pub fn raw_lines(dest: Dest, line: Vec<u8>, lines: u64) {
     match writer_of(dest) {
         Some(w) => {
             let report = {
                 let mut q = w.lock();
-                let kept = q.push(line, dest.cap());
-                if kept {
+                if q.push_lines(line, lines, w.cap) {
                     w.changed.notify_all();
                     None
-                } else if dest == Dest::Stdout {
-                    q.stdout_drops_due(false)
                 } else {
-                    None
+                    q.service_drops_due(false)
                 }
             };
             if let Some(n) = report {
-                report_stdout_drops(n);
+                report_service_drops(dest, n);
             }
         }
         None => {
@@ -328,8 +382,8 @@ pub fn line(args: std::fmt::Arguments<'_>) {
 /// is blocked). For the moments before zurg exits.
 pub fn flush(within: Duration) {
     let deadline = Instant::now() + within;
-    // stdout first: its drop report goes to stderr.
-    for w in [&STDOUT_WRITER, &WRITER] {
+    // Services' lines first: their drop reports go to zurg's log.
+    for w in [&STDOUT_WRITER, &SERVICE_STDERR_WRITER, &WRITER] {
         if let Some(w) = w.get().copied().flatten() {
             flush_one(w, deadline);
         }
@@ -338,7 +392,7 @@ pub fn flush(within: Duration) {
 
 fn flush_one(w: &Writer, deadline: Instant) {
     let mut q = w.lock();
-    while !(q.idle() || (w.dest == Dest::Stdout && q.written())) {
+    while !(q.idle() || (w.service && q.written())) {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return;
@@ -413,6 +467,31 @@ mod tests {
         assert!(q.idle());
         // room again after the writer took the lines
         assert!(q.push(line(9), one * 3));
+    }
+
+    #[test]
+    fn batches_are_cut_at_line_ends_within_pipe_buf() {
+        let line = |c: u8, n: usize| {
+            let mut l = vec![c; n];
+            l.push(b'\n');
+            l
+        };
+        let mut blob = Vec::new();
+        for c in b'a'..=b'z' {
+            blob.extend(line(c, 999));
+        }
+        let long = line(b'L', BATCH_BYTES * 2);
+        let mut writes = Vec::new();
+        let mut buf = Vec::new();
+        batch(&[blob.clone(), long.clone()], &mut buf, |w| {
+            writes.push(w.to_vec())
+        });
+        assert_eq!(writes.concat(), [blob, long].concat());
+        for w in &writes {
+            assert!(w.ends_with(b"\n"));
+            assert!(w.len() <= BATCH_BYTES || w.iter().filter(|b| **b == b'\n').count() == 1);
+        }
+        assert_eq!(writes.len(), 26 / 4 + 1 + 1);
     }
 
     #[test]

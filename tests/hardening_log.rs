@@ -125,8 +125,10 @@ fn restarts_go_on_while_nobody_reads_stderr() {
 fn lines_that_do_not_fit_are_dropped_counted_and_reported() {
     let dir = TempDir::new("log-dropped");
     dir.write(
+        // The filler writes straight into zurg's stderr (not through zurg's
+        // queue, as `prefix` would), so the queue holds zurg's lines alone.
         "units/filler.toml",
-        "exec = \"/bin/sh\"\nargs = [\"-c\", \"exec cat /dev/zero >&2\"]\nrestart = \"never\"\n",
+        "exec = \"/bin/sh\"\nargs = [\"-c\", \"exec cat /dev/zero >&2\"]\nrestart = \"never\"\nstderr = \"inherit\"\n",
     );
     let (read_end, write_end) = nix::unistd::pipe().unwrap();
     let z = common::run_in_with(&dir, Mode::Pid1, &[], |cmd| {

@@ -86,7 +86,9 @@ fn socket_is_fd_3_with_listen_fds_and_keeps_connections_across_a_restart() {
         ),
     );
     let mut z = run_in(&dir, Mode::Pid1, &[]);
-    let line = z.wait_line("the server's environment", |l| l.starts_with("listen fds="));
+    let line = z.wait_line("the server's environment", |l| {
+        l.starts_with("echo | listen fds=")
+    });
     let me = line.split("me=").nth(1).unwrap().split(' ').next().unwrap();
     assert!(line.contains("fds=1 "), "{line}");
     assert!(

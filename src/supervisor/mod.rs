@@ -603,6 +603,8 @@ impl Supervisor {
             }
         }
         let mut seen: HashSet<String> = HashSet::new();
+        // Slots whose output is set up once the open-file limit is known.
+        let mut reconfigure = Vec::new();
         // Read again at every load: an overrides.json edited or deleted by
         // hand is what the next reload goes by.
         if !self.overrides_unsaved {
@@ -668,7 +670,7 @@ impl Supervisor {
                         Some(old) => *old = new_slot,
                         None => self.slots.push(new_slot),
                     }
-                    self.configure_output(slot);
+                    reconfigure.push(slot);
                     work.push_back((slot, Input::Start));
                 }
                 Some(slot) => {
@@ -692,7 +694,7 @@ impl Supervisor {
                         State::Exited => work.push_back((slot, Input::Start)),
                         _ => work.push_back((slot, Input::Restart)),
                     }
-                    self.configure_output(slot);
+                    reconfigure.push(slot);
                 }
             }
         }
@@ -729,6 +731,9 @@ impl Supervisor {
                 self.nofile = limit;
             }
             Err(e) => crate::log!("warning: cannot raise the open-file limit to {needed}: {e}"),
+        }
+        for slot in reconfigure {
+            self.configure_output(slot);
         }
         crate::log!(
             "loaded {} from {}: {} added, {} changed, {} removed, {} unchanged, {} rejected",

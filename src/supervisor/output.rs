@@ -36,9 +36,12 @@ use sink::FileSink;
 /// stream` (above the pidfd range, which starts at 1 << 40).
 pub const OUTPUT_BASE: usize = 1 << 41;
 /// Bytes read from one pipe per turn of the loop.
-pub const TURN_BYTES: usize = 64 * 1024;
+pub const TURN_BYTES: usize = 256 * 1024;
+/// Pipe capacity asked for: with the loop pacing itself (`reactor::PACE`)
+/// during a flood, a pipe holds what a fast writer writes meanwhile.
+const PIPE_BYTES: i32 = 1 << 20;
 /// What one read(2) asks for.
-const READ_CHUNK: usize = 16 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
 /// At shutdown, what is still in a pipe is read up to this much.
 const FINAL_BYTES: usize = 1 << 20;
 
@@ -68,9 +71,28 @@ pub fn of_token(token: Token) -> Option<(usize, Stream)> {
 
 #[derive(Debug)]
 enum Sink {
-    /// `NAME | line` to zurg's own stream.
-    Prefix(Dest),
+    /// `NAME | line` to zurg's own stream, collected over one read so the
+    /// writer's queue is taken once per read rather than once per line.
+    Prefix {
+        dest: Dest,
+        batch: Vec<u8>,
+        lines: u64,
+    },
     File(FileSink),
+}
+
+impl Sink {
+    /// Hands on what this read collected.
+    fn finish(&mut self) {
+        match self {
+            Sink::Prefix { dest, batch, lines } => {
+                if *lines > 0 {
+                    crate::log::raw_lines(*dest, std::mem::take(batch), std::mem::take(lines));
+                }
+            }
+            Sink::File(f) => f.write_out(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -93,6 +115,8 @@ pub struct Outputs {
     /// When the flush timer is armed for, if it is.
     flush_at: Option<u64>,
     buf: Vec<u8>,
+    /// A pipe was refused near the open-file limit (warned once).
+    warned_limit: bool,
 }
 
 impl Outputs {
@@ -115,10 +139,14 @@ fn labels(name: &str) -> (Vec<u8>, Vec<u8>) {
 
 fn make_sink(out: &Output, stream: Stream, name: &str) -> Option<Sink> {
     match out {
-        Output::Prefix => Some(Sink::Prefix(match stream {
-            Stream::Stdout => Dest::Stdout,
-            Stream::Stderr => Dest::Stderr,
-        })),
+        Output::Prefix => Some(Sink::Prefix {
+            dest: match stream {
+                Stream::Stdout => Dest::Stdout,
+                Stream::Stderr => Dest::Stderr,
+            },
+            batch: Vec::new(),
+            lines: 0,
+        }),
         Output::File(cfg) => Some(Sink::File(FileSink::open(
             cfg.clone(),
             format!("[{name}] {}", stream_name(stream)),
@@ -139,6 +167,8 @@ fn pipe() -> nix::Result<(OwnedFd, OwnedFd)> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     fcntl(&r, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    // Best effort: a smaller pipe only slows the service down sooner.
+    let _ = fcntl(&w, FcntlArg::F_SETPIPE_SZ(PIPE_BYTES));
     Ok((r, w))
 }
 
@@ -168,23 +198,39 @@ impl Supervisor {
             }
             if let Some(ch) = current {
                 let same = match (&ch.sink, &want) {
-                    (Sink::Prefix(_), Output::Prefix) => true,
+                    (Sink::Prefix { .. }, Output::Prefix) => true,
                     (Sink::File(f), Output::File(cfg)) => f.cfg == *cfg,
                     _ => false,
                 };
                 ch.label = label;
                 ch.cont_label = cont_label;
                 if !same {
-                    if let Sink::File(f) = &mut ch.sink {
-                        f.write_out();
-                    }
+                    ch.sink.finish();
                     if let Some(sink) = make_sink(&want, stream, &name) {
                         ch.sink = sink;
                     }
                 }
                 continue;
             }
+            let near_limit = |w: &OwnedFd| {
+                u64::try_from(w.as_raw_fd())
+                    .unwrap_or(u64::MAX)
+                    .saturating_add(super::RESERVED_FDS)
+                    >= self.nofile
+            };
             let (read, write) = match pipe() {
+                // Near the limit a pipe would take the descriptor a control
+                // connection needs: this stream goes unlabelled instead.
+                Ok((_, w)) if near_limit(&w) => {
+                    if !self.outputs.warned_limit {
+                        self.outputs.warned_limit = true;
+                        crate::log!(
+                            "warning: near the open-file limit ({}): [{name}] and later services write to zurg's own stdout and stderr unlabelled",
+                            self.nofile
+                        );
+                    }
+                    continue;
+                }
                 Ok(p) => p,
                 Err(e) => {
                     crate::log!(
@@ -309,9 +355,7 @@ impl Supervisor {
                 Err(_) => break,
             }
         }
-        if let Sink::File(f) = &mut ch.sink {
-            f.write_out();
-        }
+        ch.sink.finish();
         self.outputs.buf = buf;
         if let Some(place) = self.outputs.get_mut(slot, stream) {
             *place = Some(ch);
@@ -365,9 +409,7 @@ impl Supervisor {
                         deliver(sink, label, cont_label, piece, kind, time_us);
                         self.record_output(slot, stream, piece, time_us);
                     });
-                    if let Sink::File(f) = &mut ch.sink {
-                        f.write_out();
-                    }
+                    ch.sink.finish();
                 }
                 if let Some(place) = self.outputs.get_mut(slot, stream) {
                     *place = Some(ch);
@@ -401,13 +443,12 @@ impl Supervisor {
 /// One piece of a line to its sink.
 fn deliver(sink: &mut Sink, label: &[u8], cont_label: &[u8], piece: &[u8], kind: Piece, t: u64) {
     match sink {
-        Sink::Prefix(dest) => {
+        Sink::Prefix { batch, lines, .. } => {
             let label = if kind.starts { label } else { cont_label };
-            let mut line = Vec::with_capacity(label.len() + piece.len() + 1);
-            line.extend_from_slice(label);
-            line.extend_from_slice(piece);
-            line.push(b'\n');
-            crate::log::raw_line(*dest, line);
+            batch.extend_from_slice(label);
+            batch.extend_from_slice(piece);
+            batch.push(b'\n');
+            *lines += 1;
         }
         Sink::File(f) => f.push(piece, kind, t),
     }

@@ -17,6 +17,13 @@ pub const SIGNAL_TOKEN: Token = Token(0);
 /// Tokens from here up name a child's pidfd: `PIDFD_BASE + slot`.
 pub const PIDFD_BASE: usize = 1 << 40;
 
+/// How long the loop sleeps between turns of leftover work. Sleeping at
+/// all, rather than polling without a timeout, is what keeps restarts
+/// prompt during a flood of output: a thread that waits in epoll is woken
+/// (and given the CPU) by a child's exit, where one that is always
+/// runnable waits for its turn behind the flood's writer.
+pub const PACE: Duration = Duration::from_millis(1);
+
 #[derive(Debug)]
 pub struct Reactor<K: Ord> {
     poll: Poll,
@@ -24,7 +31,7 @@ pub struct Reactor<K: Ord> {
     start: Instant,
     pub timers: Timers<K>,
     /// Work is left over from this turn (a pipe with more than its
-    /// budget): the next wait only collects what is ready, without sleeping.
+    /// budget): the next wait sleeps at most `PACE`.
     pub poll_now: bool,
 }
 
@@ -68,7 +75,7 @@ impl<K: Ord> Reactor<K> {
     pub fn wait(&mut self, tokens: &mut Vec<Token>) -> io::Result<()> {
         tokens.clear();
         let timeout = if std::mem::take(&mut self.poll_now) {
-            Some(Duration::ZERO)
+            Some(PACE)
         } else {
             self.timers.next_deadline().map(|at| {
                 // Round up so a timer is never fired a millisecond early.

@@ -784,6 +784,45 @@ mod tests {
     }
 
     #[test]
+    fn output_keys_take_a_word_or_a_file_table_and_report_every_problem() {
+        let path = Path::new("/u/svc.toml");
+        let parse = |extra: &str| {
+            super::super::parse_unit("svc", path, &format!("exec = \"/x\"\n{extra}\n"))
+        };
+        let u = parse("stdout = \"null\"\nstderr = \"inherit\"").unwrap();
+        assert_eq!((u.stdout, u.stderr), (Output::Null, Output::Inherit));
+        let u = parse("stdout = { file = \"/var/log/a.log\", timestamps = true }").unwrap();
+        assert_eq!(
+            u.stdout,
+            Output::File(FileOutput {
+                path: PathBuf::from("/var/log/a.log"),
+                max_bytes: DEFAULT_LOG_MAX_BYTES,
+                keep: DEFAULT_LOG_KEEP,
+                timestamps: true,
+            })
+        );
+        assert_eq!(u.stderr, Output::Prefix);
+        let err = parse("stdout = \"loud\"").unwrap_err().to_string();
+        assert!(
+            err.contains("key `stdout`: must be \"prefix\", \"inherit\", \"null\" or a table"),
+            "{err}"
+        );
+        let err = parse("stderr = { file = \"rel.log\", keep = -1, max_bytes = 0, colour = true }")
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "`file` must be an absolute path, found \"rel.log\"",
+            "`keep` must be an integer from 0 to 1000, found -1",
+            "`max_bytes` must be an integer of at least 1, found 0",
+            "`colour` is not a key of an output file",
+        ] {
+            assert!(err.contains(want), "{want} in {err}");
+        }
+        let err = parse("stdout = { keep = 2 }").unwrap_err().to_string();
+        assert!(err.contains("a table needs `file"), "{err}");
+    }
+
+    #[test]
     fn typos_get_the_nearest_key() {
         assert_eq!(nearest("restrat"), Some("restart"));
         assert_eq!(nearest("exe"), Some("exec"));

@@ -462,3 +462,51 @@ pub fn build_unit(exec: &Path, version: &str, md5: &str) -> String {
         exec.display()
     )
 }
+
+/// zurg's stdout as lines (bytes, without the newline), read by a thread;
+/// zurg must have been started with `cmd.stdout(Stdio::piped())`.
+pub fn stdout_lines(z: &mut Zurg) -> Receiver<Vec<u8>> {
+    let out = z
+        .child
+        .stdout
+        .take()
+        .expect("zurg started with a piped stdout");
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(out);
+        loop {
+            let mut line = Vec::new();
+            match r.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if line.last() == Some(&b'\n') {
+                        line.pop();
+                    }
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Host pid of the process whose pid in zurg's namespace is `pid`.
+pub fn host_pid_in(z: &Zurg, pid: i64) -> i32 {
+    let mut found = None;
+    eventually(&format!("namespace pid {pid} below zurg"), || {
+        found = z.descendants().into_iter().find(|h| {
+            std::fs::read_to_string(format!("/proc/{h}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("NSpid:"))
+                        .and_then(|l| l.split_whitespace().last().map(str::to_string))
+                })
+                .is_some_and(|last| last == pid.to_string())
+        });
+        found.is_some()
+    });
+    found.unwrap()
+}

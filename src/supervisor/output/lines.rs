@@ -37,7 +37,7 @@ impl Assembler {
         while !data.is_empty() {
             let room = MAX_LINE.saturating_sub(self.held.len());
             let window = data.get(..room.min(data.len())).unwrap_or(data);
-            match window.iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', window) {
                 Some(nl) => {
                     let (line, rest) = data.split_at(nl);
                     let piece = Piece {

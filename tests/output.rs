@@ -1,0 +1,435 @@
+//! Services' stdout and stderr as a user sees them: labelled lines on
+//! zurg's stdout, log files that rotate and reopen, and a loop that output
+//! never slows down. zurg runs as PID 1 of its own pid namespace.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use common::{Mode, TempDir, Zurg, DEADLINE};
+
+/// The latency test takes this exclusively: the other tests of this file,
+/// which take it shared, would otherwise load the CPU it measures.
+static MEASURING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    MEASURING.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// A unit running `sh -c SCRIPT`, plus `extra` lines.
+fn sh_unit(script: &str, extra: &str) -> String {
+    format!(
+        "exec = \"/bin/sh\"\nargs = [\"-c\", {}]\n{extra}",
+        toml_string(script)
+    )
+}
+
+fn perl_unit(script: &str, extra: &str) -> String {
+    format!(
+        "exec = \"/usr/bin/perl\"\nargs = [\"-e\", {}]\n{extra}",
+        toml_string(script)
+    )
+}
+
+/// zurg with `units`, its stdout piped to the test.
+fn start(dir: &TempDir, units: &[(&str, String)], extra: &[&str]) -> (Zurg, Receiver<Vec<u8>>) {
+    for (name, text) in units {
+        dir.write(&format!("units/{name}.toml"), text);
+    }
+    let mut z = common::run_in_with(dir, Mode::Pid1, extra, |c| {
+        c.stdout(Stdio::piped());
+    });
+    let out = common::stdout_lines(&mut z);
+    z.expect("loaded");
+    (z, out)
+}
+
+fn ok(dir: &TempDir, args: &[&str]) -> String {
+    let out: Output = common::cli(dir, args);
+    assert!(
+        out.status.success(),
+        "zurg {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits for a line of zurg's stdout matching `pred`.
+fn wait_out(out: &Receiver<Vec<u8>>, what: &str, pred: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match out.recv_timeout(left) {
+            Ok(line) if pred(&line) => return line,
+            Ok(_) => {}
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                panic!("timed out waiting for {what} on zurg's stdout")
+            }
+        }
+    }
+}
+
+#[test]
+fn interleaved_lines_of_two_services_arrive_whole_and_labelled() {
+    let _shared = shared();
+    let dir = TempDir::new("out-interleave");
+    // Unbuffered: each line is its own write(2), so the two services'
+    // writes interleave as finely as the kernel lets them.
+    let writer = |tag: &str| {
+        perl_unit(
+            &format!(
+                r#"$| = 1; for my $i (1..2000) {{ print "{tag} $i " . ("{tag}" x (1 + $i % 300)) . "\n" }} sleep 1000"#
+            ),
+            "",
+        )
+    };
+    let (_z, out) = start(&dir, &[("alpha", writer("a")), ("beta", writer("b"))], &[]);
+    let mut next: HashMap<&str, usize> = HashMap::from([("alpha", 1), ("beta", 1)]);
+    let deadline = Instant::now() + DEADLINE;
+    while next.values().any(|n| *n <= 2000) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = out
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("lines missing; next expected {next:?}"));
+        let line = String::from_utf8(line).unwrap();
+        let (name, text) = line
+            .split_once(" | ")
+            .unwrap_or_else(|| panic!("unlabelled: {line:?}"));
+        let tag = match name {
+            "alpha" => "a",
+            "beta" => "b",
+            other => panic!("line of unknown service {other:?}: {line:?}"),
+        };
+        let i = next.get_mut(name).unwrap();
+        let want = format!("{tag} {i} {}", tag.repeat(1 + *i % 300));
+        assert_eq!(text, want, "line {i} of {name} arrives whole, in order");
+        *i += 1;
+    }
+}
+
+#[test]
+fn the_last_words_of_a_crashing_service_come_out() {
+    let _shared = shared();
+    let dir = TempDir::new("out-crash");
+    // No newline, and dead at once: only the flush deadline lets it out.
+    let (mut z, out) = start(
+        &dir,
+        &[(
+            "dying",
+            sh_unit("printf 'last words'; kill -9 $$", "restart = \"never\"\n"),
+        )],
+        &[],
+    );
+    let line = wait_out(&out, "the last words", |l| l.starts_with(b"dying |"));
+    assert_eq!(String::from_utf8_lossy(&line), "dying | last words");
+    z.saw("[dying] ended with signal SIGKILL");
+}
+
+fn gpid_start_us(status: &serde_json::Value, name: &str) -> Option<(i64, u64)> {
+    let row = status["result"]
+        .as_array()?
+        .iter()
+        .find(|r| r["name"] == name && r["state"] == "running")?;
+    let pid = row["pid"].as_i64()?;
+    let start = row["gpid"].as_str()?.rsplit(':').nth(1)?.parse().ok()?;
+    Some((pid, start))
+}
+
+/// Kills `name` and returns how long zurg took to start its successor,
+/// from the kill to the start time zurg gave the new process (its GPID):
+/// zurg's own latency, not the test's polling.
+fn restart_latency(z: &Zurg, dir: &TempDir, name: &str) -> Duration {
+    let status =
+        || serde_json::from_str::<serde_json::Value>(&ok(dir, &["status", "--json"])).unwrap();
+    let mut old = None;
+    common::eventually(&format!("{name} running"), || {
+        old = gpid_start_us(&status(), name);
+        old.is_some()
+    });
+    let (old_pid, _) = old.unwrap();
+    let host = common::host_pid_in(z, old_pid);
+    let t0 = wall_us();
+    common::kill(host, 9);
+    let mut new = None;
+    common::eventually(&format!("{name} restarted"), || {
+        new = gpid_start_us(&status(), name).filter(|(pid, _)| *pid != old_pid);
+        new.is_some()
+    });
+    let (_, start_us) = new.unwrap();
+    Duration::from_micros(start_us.saturating_sub(t0))
+}
+
+fn wall_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+const HUNDRED: &str = "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456";
+
+fn yes_running(z: &Zurg) -> Vec<i32> {
+    common::descendants(z.host_pid())
+        .into_iter()
+        .filter(|p| common::comm(*p).as_deref() == Some("yes"))
+        .collect()
+}
+
+#[test]
+fn a_flood_of_output_does_not_delay_restarts() {
+    let _alone = MEASURING.write().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("out-flood");
+    let victims: Vec<String> = (0..21).map(|i| format!("victim{i}")).collect();
+    let mut units: Vec<(&str, String)> = victims
+        .iter()
+        .map(|n| {
+            (
+                n.as_str(),
+                "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n".to_string(),
+            )
+        })
+        .collect();
+    let wait_for = |file: &str| {
+        format!(
+            "while [ ! -e {} ]; do sleep 0.01; done",
+            dir.path().join(file).display()
+        )
+    };
+    // The control: the same kind of writer, as busy, straight to /dev/null
+    // (zurg never sees a byte of it); the test ends it.
+    let noise = sh_unit(
+        &format!(
+            "{}; yes {HUNDRED} | head -c 100000000000 > /dev/null; sleep 1000",
+            wait_for("noise")
+        ),
+        "restart = \"never\"\n",
+    );
+    // 100 MB of 100-byte lines through zurg as fast as it can.
+    let flood = sh_unit(
+        &format!(
+            "{}; yes {HUNDRED} | head -c 100000000; echo flood-done >&2; sleep 1000",
+            wait_for("flood")
+        ),
+        "restart = \"never\"\n",
+    );
+    units.push(("noise", noise));
+    units.push(("flood", flood));
+    // zurg's stdout to /dev/null: on two shared cores, a test thread
+    // reading a million lines would compete with zurg for the CPU and
+    // measure the test rather than zurg.
+    for (name, text) in &units {
+        dir.write(&format!("units/{name}.toml"), text);
+    }
+    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+    z.expect("loaded");
+    let measure =
+        |names: &[String]| median(names.iter().map(|n| restart_latency(&z, &dir, n)).collect());
+    let quiet = measure(&victims[..7]);
+
+    std::fs::write(dir.path().join("noise"), "").unwrap();
+    common::eventually("the control writer to start", || {
+        !yes_running(&z).is_empty()
+    });
+    let control = measure(&victims[7..14]);
+    let noisy = yes_running(&z);
+    for pid in &noisy {
+        common::kill(*pid, 9);
+    }
+    common::eventually("the control writer to end", || yes_running(&z).is_empty());
+
+    std::fs::write(dir.path().join("flood"), "").unwrap();
+    common::eventually("the flood to start", || !yes_running(&z).is_empty());
+    let during = measure(&victims[14..]);
+    let still_flooding = !yes_running(&z).is_empty();
+    eprintln!(
+        "restart latency (median of 7): quiet {quiet:?}, beside a writer to /dev/null {control:?}, during 100 MB of output through zurg {during:?}"
+    );
+    assert!(
+        still_flooding,
+        "the flood ended before the measurement did; make it longer"
+    );
+    // Measured against the same load of a writer that zurg does not read:
+    // on two cores shared with other builds, that load alone moves the
+    // figure by several times the quiet one (the killed process and zurg
+    // wait for a CPU), which is not zurg's doing; what zurg adds by reading
+    // 100 MB is what this test bounds. 1 ms of slack: a median of 7 on a
+    // shared machine moves by that much from run to run.
+    assert!(
+        during <= control.max(quiet).mul_f64(1.2) + Duration::from_millis(1),
+        "restart took {during:?} during a flood of output against {control:?} beside a writer zurg does not read ({quiet:?} quiet)"
+    );
+    // All of it went through zurg, and zurg still answers.
+    z.expect("flood | flood-done");
+    ok(&dir, &["status"]);
+}
+
+#[test]
+fn an_unread_stdout_drops_lines_but_not_the_loop() {
+    let _shared = shared();
+    let dir = TempDir::new("out-unread");
+    for (name, text) in [
+        ("victim", "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n".to_string()),
+        (
+            "chatty",
+            sh_unit(
+                "yes 'a line nobody will read, written over and over' | head -c 20000000; sleep 1000",
+                "",
+            ),
+        ),
+    ] {
+        dir.write(&format!("units/{name}.toml"), &text);
+    }
+    // zurg's stdout is a pipe the test holds and never reads.
+    let mut z = common::run_in_with(&dir, Mode::Pid1, &[], |c| {
+        c.stdout(Stdio::piped());
+    });
+    let _unread = z.child.stdout.take();
+    z.expect("loaded");
+    z.expect("lines dropped: stdout is not being read");
+    // Still restarting and answering.
+    for _ in 0..3 {
+        let latency = restart_latency(&z, &dir, "victim");
+        assert!(latency < Duration::from_secs(2), "restart took {latency:?}");
+    }
+    let status = ok(&dir, &["status"]);
+    assert!(status.contains("chatty"), "{status}");
+}
+
+fn files_of(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn rotation_keeps_exactly_keep_files_of_at_most_max_bytes() {
+    let _shared = shared();
+    let dir = TempDir::new("out-rotate");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let log = logs.join("svc.log");
+    let unit = perl_unit(
+        r#"$| = 1; for my $i (0..999) { printf "line %04d of the service\n", $i } sleep 1000"#,
+        &format!(
+            "stdout = {{ file = {}, max_bytes = 1000, keep = 3 }}\n",
+            toml_string(log.to_str().unwrap())
+        ),
+    );
+    let (_z, _out) = start(&dir, &[("svc", unit)], &[]);
+    common::eventually("the last line in the log", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.ends_with("line 0999 of the service\n"))
+    });
+    assert_eq!(
+        files_of(&logs),
+        ["svc.log", "svc.log.1", "svc.log.2", "svc.log.3"]
+    );
+    // Oldest first, the files hold consecutive lines up to the last one.
+    let mut all = String::new();
+    for name in ["svc.log.3", "svc.log.2", "svc.log.1", "svc.log"] {
+        let text = std::fs::read_to_string(logs.join(name)).unwrap();
+        // 25-byte lines: a file never passes max_bytes.
+        assert!(text.len() <= 1000, "{name} has {} bytes", text.len());
+        if name != "svc.log" {
+            assert!(
+                text.len() > 1000 - 25,
+                "{name} was rotated early: {} bytes",
+                text.len()
+            );
+        }
+        all.push_str(&text);
+    }
+    let numbers: Vec<u32> = all
+        .lines()
+        .map(|l| l.split(' ').nth(1).unwrap().parse().unwrap())
+        .collect();
+    let first = numbers[0];
+    assert_eq!(numbers, (first..1000).collect::<Vec<_>>());
+}
+
+#[test]
+fn invalid_utf8_and_nul_bytes_reach_the_file_unchanged() {
+    let _shared = shared();
+    let dir = TempDir::new("out-bytes");
+    let log = dir.path().join("bytes.log");
+    let unit = sh_unit(
+        r"printf 'ok \377\376 \000 nul \303(\n'; printf 'second\000\n' >&2; sleep 1000",
+        &format!(
+            "stdout = {{ file = {p} }}\nstderr = {{ file = {p} }}\n",
+            p = toml_string(log.to_str().unwrap())
+        ),
+    );
+    let (_z, _out) = start(&dir, &[("bytes", unit)], &[]);
+    common::eventually("both lines in the file", || {
+        std::fs::read(&log).is_ok_and(|b| b.iter().filter(|c| **c == b'\n').count() == 2)
+    });
+    let bytes = std::fs::read(&log).unwrap();
+    let mut lines: Vec<&[u8]> = bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.sort();
+    assert_eq!(lines, [&b"ok \xff\xfe \0 nul \xc3("[..], &b"second\0"[..]]);
+}
+
+#[test]
+fn sigusr1_and_reload_reopen_a_moved_log_file() {
+    let _shared = shared();
+    let dir = TempDir::new("out-reopen");
+    let log = dir.path().join("tick.log");
+    let unit = sh_unit(
+        "i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.02; done",
+        &format!(
+            "stdout = {{ file = {}, timestamps = true }}\n",
+            toml_string(log.to_str().unwrap())
+        ),
+    );
+    let (mut z, _out) = start(&dir, &[("tick", unit)], &[]);
+    let has_ticks = |p: &Path| std::fs::read_to_string(p).is_ok_and(|t| t.contains(" tick "));
+    common::eventually("ticks in the log", || has_ticks(&log));
+    let first = std::fs::read_to_string(&log).unwrap();
+    let line = first.lines().next().unwrap();
+    assert!(
+        line.len() > 24
+            && line.as_bytes()[4] == b'-'
+            && line.contains('T')
+            && line.contains("Z tick "),
+        "an RFC 3339 UTC time starts the line: {line:?}"
+    );
+
+    // logrotate's way: move the file, then ask for a reopen.
+    let moved = dir.path().join("tick.log.old");
+    std::fs::rename(&log, &moved).unwrap();
+    z.signal(libc::SIGUSR1);
+    z.expect("received SIGUSR1");
+    common::eventually("a new log file after SIGUSR1", || has_ticks(&log));
+
+    std::fs::rename(&log, &moved).unwrap();
+    let report = ok(&dir, &["reload"]);
+    assert!(
+        report.contains("unchanged") || !report.is_empty(),
+        "{report}"
+    );
+    common::eventually("a new log file after reload", || has_ticks(&log));
+}
