@@ -6,7 +6,9 @@
 //! Nothing here may block or grow without bound, whatever a client does:
 //! reads stop at `MAX_LINE` per line (an over-long line gets `too_large` and
 //! the connection is closed), each connection's unsent output is capped (a
-//! client that stops reading is dropped, never waited for), the number of
+//! client that stops reading is dropped, never waited for; a `logs` stream
+//! is instead given lines only while `tail_room` allows, and listed by
+//! `take_tail_pulls` once it drains), the number of
 //! connections is capped with `RESERVED_FOR_ADMIN` slots that only root and
 //! zurg's own uid may take, and a connection that has not completed a
 //! request within `IDLE_MS` of starting it is closed (event followers and
