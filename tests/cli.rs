@@ -63,10 +63,11 @@ fn a_mistyped_verb_is_a_usage_error_that_names_the_nearest_verb() {
     );
     assert!(!err.contains("command not found"), "{err}");
 
-    let out = zurg(&["logs"]);
+    // `logs` was this example until it became a verb.
+    let out = zurg(&["kubernetes"]);
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
-    assert!(err.contains("`logs` is neither"), "{err}");
+    assert!(err.contains("`kubernetes` is neither"), "{err}");
     assert!(!err.contains("did you mean"), "{err}");
 }
 

@@ -264,6 +264,7 @@ fn readers_may_use_every_read_verb_and_no_other() {
         &["gpid", "web"],
         &["stats"],
         &["history"],
+        &["logs", "web"],
     ] {
         let out = r.as_nobody(args);
         assert!(out.status.success(), "a reader's {args:?}: {out:?}");

@@ -11,8 +11,8 @@ use lexopt::prelude::*;
 
 use super::{parse_duration_ms, UsageError, DEFAULT_SOCKET};
 use crate::control::proto::{
-    self, EventRecord, GpidInfo, Outcome, Reply, Request, ServiceStatus, ShutdownMode, StatsRow,
-    Verb, VersionInfo,
+    self, EventRecord, GpidInfo, LogEnd, LogItem, Outcome, Reply, Request, ServiceStatus,
+    ShutdownMode, StatsRow, Verb, VersionInfo,
 };
 
 pub const EXIT_OK: i32 = 0;
@@ -165,6 +165,7 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
     let mut exec = None;
     let mut window_ms = None;
     let mut state_dir = None;
+    let mut lines = None;
     let mut p = lexopt::Parser::from_args(rest.iter().cloned());
     while let Some(arg) = p.next()? {
         match arg {
@@ -176,7 +177,15 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
                     UsageError(format!("--timeout {v:?}: expected a duration like 5s"))
                 })?);
             }
-            Short('f') | Long("follow") if verb_name == "events" => follow = true,
+            Short('f') | Long("follow") if matches!(verb_name.as_str(), "events" | "logs") => {
+                follow = true
+            }
+            Short('n') | Long("lines") if verb_name == "logs" => {
+                let v = p.value()?.string()?;
+                lines = Some(v.parse::<u64>().map_err(|_| {
+                    UsageError(format!("-n {v:?}: expected a number of lines, like 20"))
+                })?);
+            }
             Long("version") if verb_name == "upgrade" => version = Some(p.value()?.string()?),
             Long("md5") if verb_name == "upgrade" => md5 = Some(p.value()?.string()?),
             Long("sha256") if verb_name == "upgrade" => sha256 = Some(p.value()?.string()?),
@@ -187,7 +196,7 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
                     UsageError(format!("--window {v:?}: expected a duration like 2s"))
                 })?);
             }
-            Long("since") if verb_name == "history" => {
+            Long("since") if matches!(verb_name.as_str(), "history" | "logs") => {
                 let v = p.value()?.string()?;
                 let ms = parse_duration_ms(&v).ok_or_else(|| {
                     UsageError(format!("--since {v:?}: expected a duration like 10m or 2h"))
@@ -288,6 +297,15 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
             },
             _ => return Err(UsageError("history: at most one service name".into())),
         },
+        "logs" => match names.as_slice() {
+            [] | [_] => Verb::Logs {
+                name: names.first().cloned(),
+                lines,
+                since_us,
+                follow,
+            },
+            _ => return Err(UsageError("logs: at most one service name".into())),
+        },
         other => {
             return Err(UsageError(format!(
                 "`{other}` is not available in this version of zurg"
@@ -315,7 +333,7 @@ fn socket_path(cmd: &ClientCmd) -> PathBuf {
 
 fn reply_timeout(verb: &Verb) -> Option<Duration> {
     match verb {
-        Verb::Events { follow: true } => None,
+        Verb::Events { follow: true } | Verb::Logs { follow: true, .. } => None,
         Verb::Stop {
             timeout_ms: Some(ms),
             ..
@@ -378,6 +396,7 @@ pub fn run(args: &[String]) -> i32 {
         return EXIT_UNREACHABLE;
     }
     let mut reader = BufReader::new(stream);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut line = Vec::new();
     let mut answered = false;
     loop {
@@ -410,6 +429,28 @@ pub fn run(args: &[String]) -> i32 {
             }
         };
         answered = true;
+        if let Some(item) = &reply.log {
+            // Flushed when nothing more has arrived, so a follower sees each
+            // line at once and a long backlog is not one write per line.
+            match print_log_item(&cmd, item, &mut out, reader.buffer().is_empty()) {
+                Ok(None) => continue,
+                Ok(Some(LogEnd::Done)) => return EXIT_OK,
+                Ok(Some(LogEnd::Shutdown)) => {
+                    eprintln!("zurg: zurg at {} stopped", path.display());
+                    return EXIT_OK;
+                }
+                // `zurg logs | head`: the reader has all it wanted.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return EXIT_OK,
+                Err(e) => {
+                    eprintln!("zurg: cannot write the lines: {e}");
+                    return EXIT_FAILED;
+                }
+            }
+        }
+        if matches!(cmd.verb, Verb::Logs { .. }) && reply.error.is_none() {
+            // `{"following": …}`: the lines come next.
+            continue;
+        }
         if let Some(ev) = &reply.event {
             if cmd.json {
                 print!("{}", String::from_utf8_lossy(&line));
@@ -432,6 +473,62 @@ pub fn run(args: &[String]) -> i32 {
             return code;
         }
     }
+}
+
+/// Prints one item of a `logs` stream: the line's exact bytes (prefixed
+/// `NAME | ` when every service's lines are interleaved), or with --json one
+/// object per line. Returns the end, when this item is it.
+fn print_log_item(
+    cmd: &ClientCmd,
+    item: &LogItem,
+    out: &mut impl Write,
+    flush: bool,
+) -> std::io::Result<Option<LogEnd>> {
+    let every_service = matches!(&cmd.verb, Verb::Logs { name: None, .. });
+    match item {
+        LogItem::Line(l) => {
+            if cmd.json {
+                let mut obj = serde_json::json!({
+                    "service": l.service,
+                    "stream": l.stream,
+                    "time": super::utc_timestamp(l.time_us),
+                    "text": l.text,
+                });
+                if let (Some(b), Some(map)) = (&l.bytes_b64, obj.as_object_mut()) {
+                    map.insert("bytes_b64".into(), b.clone().into());
+                }
+                serde_json::to_writer(&mut *out, &obj)?;
+                out.write_all(b"\n")?;
+            } else {
+                if every_service {
+                    out.write_all(l.service.as_bytes())?;
+                    out.write_all(b" | ")?;
+                }
+                out.write_all(&l.bytes())?;
+                out.write_all(b"\n")?;
+            }
+        }
+        LogItem::Missed { service, lines } => {
+            if cmd.json {
+                let obj = serde_json::json!({ "service": service, "missed": lines });
+                serde_json::to_writer(&mut *out, &obj)?;
+                out.write_all(b"\n")?;
+            } else {
+                // In place among the lines, on stderr so the bytes on
+                // stdout stay the service's own.
+                out.flush()?;
+                eprintln!("zurg: {lines} line(s) of {service} missed: this client fell behind and zurg's ring dropped them");
+            }
+        }
+        LogItem::End { reason } => {
+            out.flush()?;
+            return Ok(Some(*reason));
+        }
+    }
+    if flush {
+        out.flush()?;
+    }
+    Ok(None)
 }
 
 fn print_history(records: &[crate::journal::Record]) {
@@ -551,7 +648,7 @@ fn print_reply(cmd: &ClientCmd, reply: &Reply, raw: &[u8], zurg_pid: Option<i32>
                 println!("{}", event_line(ev));
             }
         }
-        Verb::Events { follow: true } => {}
+        Verb::Events { follow: true } | Verb::Logs { .. } => {}
         Verb::Shutdown { .. } => println!("zurg is shutting down"),
         Verb::Upgrade { .. } => {
             println!(
@@ -822,6 +919,37 @@ mod tests {
     }
 
     #[test]
+    fn parses_logs() {
+        let c = parse_args(&args(&["logs", "web", "-n", "3", "-f", "--json"])).unwrap();
+        assert_eq!(
+            c.verb,
+            Verb::Logs {
+                name: Some("web".into()),
+                lines: Some(3),
+                since_us: None,
+                follow: true
+            }
+        );
+        assert!(c.json);
+        let Verb::Logs { since_us, .. } =
+            parse_args(&args(&["logs", "--since", "5m"])).unwrap().verb
+        else {
+            panic!("not logs");
+        };
+        let ago = crate::os::wall_clock_us().saturating_sub(since_us.unwrap());
+        assert!((300_000_000..301_000_000).contains(&ago), "{ago}");
+        assert_eq!(
+            parse_args(&args(&["logs"])).unwrap().verb,
+            Verb::Logs {
+                name: None,
+                lines: None,
+                since_us: None,
+                follow: false
+            }
+        );
+    }
+
+    #[test]
     fn usage_errors() {
         for bad in [
             &["stop"][..],
@@ -832,6 +960,9 @@ mod tests {
             &["status", "--follow"],
             &["stop", "a", "--timeout", "soon"],
             &["dance"],
+            &["logs", "a", "b"],
+            &["logs", "a", "-n", "many"],
+            &["logs", "a", "--since", "soon"],
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad:?}");
         }

@@ -322,6 +322,34 @@ pub const VERBS: &[VerbSpec] = &[
         ],
     },
     VerbSpec {
+        name: "logs",
+        args: "[NAME]",
+        summary: "a service's latest output lines (every service's, prefixed, without NAME)",
+        face: Face::Client,
+        opts: &[
+            short(
+                default(
+                    valued("lines", "N", "only the last N lines"),
+                    "all that the ring holds",
+                ),
+                'n',
+            ),
+            default(valued("since", "DUR", "only lines newer than DUR ago"), "all"),
+            short(
+                flag(
+                    "follow",
+                    "then stream new lines until zurg stops (exit 0 then)",
+                ),
+                'f',
+            ),
+            flag(
+                "json",
+                "one JSON object per line: service, stream, time, text (and bytes_b64 when not UTF-8)",
+            ),
+            SOCKET,
+        ],
+    },
+    VerbSpec {
         name: "upgrade",
         args: "NAME",
         summary: "verify a new build, restart on it, roll back if it fails",
@@ -513,7 +541,7 @@ mod tests {
         assert_eq!(nearest_verb("restrat"), Some("restart"));
         assert_eq!(nearest_verb("hepl"), Some("help"));
         assert_eq!(nearest_verb("histroy"), Some("history"));
-        assert_eq!(nearest_verb("logs"), None);
+        assert_eq!(nearest_verb("logz"), Some("logs"));
         assert_eq!(nearest_verb("kubernetes"), None);
     }
 

@@ -97,6 +97,19 @@ pub enum Verb {
     Rollback {
         name: String,
     },
+    /// A service's recent output lines (all services' without a name),
+    /// streamed as `log` items and ended by `LogItem::End`.
+    Logs {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// The last this many lines; all the ring holds when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lines: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since_us: Option<u64>,
+        #[serde(default)]
+        follow: bool,
+    },
 }
 
 impl Verb {
@@ -110,7 +123,8 @@ impl Verb {
             | Verb::Events { .. }
             | Verb::Gpid { .. }
             | Verb::Stats { .. }
-            | Verb::History { .. } => true,
+            | Verb::History { .. }
+            | Verb::Logs { .. } => true,
             Verb::Start { .. }
             | Verb::Stop { .. }
             | Verb::Restart { .. }
@@ -138,6 +152,7 @@ impl Verb {
             Verb::History { .. } => "history",
             Verb::Upgrade { .. } => "upgrade",
             Verb::Rollback { .. } => "rollback",
+            Verb::Logs { .. } => "logs",
         }
     }
 }
@@ -181,6 +196,9 @@ pub struct Reply {
     pub error: Option<ErrorBody>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<EventRecord>,
+    /// An item of a `logs` stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogItem>,
 }
 
 /// A result kept as the JSON text it is sent as: zurg writes it once,
@@ -219,6 +237,7 @@ impl Reply {
             result: Some(RawJson::new(result)),
             error: None,
             event: None,
+            log: None,
         }
     }
 
@@ -232,6 +251,7 @@ impl Reply {
                 message: message.into(),
             }),
             event: None,
+            log: None,
         }
     }
 
@@ -242,8 +262,147 @@ impl Reply {
             result: None,
             error: None,
             event: Some(event),
+            log: None,
         }
     }
+
+    pub fn log(id: u64, item: LogItem) -> Reply {
+        Reply {
+            id,
+            ok: None,
+            result: None,
+            error: None,
+            event: None,
+            log: Some(item),
+        }
+    }
+}
+
+/// One item of a `logs` stream (docs/control-protocol.md, "logs").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LogItem {
+    Line(LogLine),
+    /// The ring dropped this many of the service's lines before this
+    /// client read them: it fell behind.
+    Missed {
+        service: String,
+        lines: u64,
+    },
+    /// Nothing follows: the lines asked for were sent, or zurg stops.
+    End {
+        reason: LogEnd,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogEnd {
+    /// Every line asked for was sent (no --follow).
+    Done,
+    /// zurg stopped every service and is exiting (ends a --follow).
+    Shutdown,
+}
+
+/// One output line of a service. `text` is the line as UTF-8 text, NUL
+/// and control characters escaped by JSON as `\u0000`; when the line is not
+/// valid UTF-8, `text` has U+FFFD in place of each invalid sequence and
+/// `bytes_b64` carries the exact bytes (standard base64, padded), so no
+/// line is ever altered on its way to a client that wants the bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub service: String,
+    pub stream: crate::service::ring::Stream,
+    /// Wall clock, microseconds since the Unix epoch, when zurg read it.
+    pub time_us: u64,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_b64: Option<String>,
+}
+
+impl LogLine {
+    pub fn new(
+        service: &str,
+        stream: crate::service::ring::Stream,
+        time_us: u64,
+        bytes: &[u8],
+    ) -> LogLine {
+        let (text, bytes_b64) = match std::str::from_utf8(bytes) {
+            Ok(t) => (t.to_string(), None),
+            Err(_) => (
+                String::from_utf8_lossy(bytes).into_owned(),
+                Some(base64_encode(bytes)),
+            ),
+        };
+        LogLine {
+            service: service.to_string(),
+            stream,
+            time_us,
+            text,
+            bytes_b64,
+        }
+    }
+
+    /// The line's exact bytes (the text's when `bytes_b64` is absent or
+    /// not base64).
+    pub fn bytes(&self) -> Vec<u8> {
+        self.bytes_b64
+            .as_deref()
+            .and_then(base64_decode)
+            .unwrap_or_else(|| self.text.as_bytes().to_vec())
+    }
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding (RFC 4648, section 4).
+pub fn base64_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3).saturating_mul(4));
+    let sym = |v: u32| char::from(B64.get((v & 63) as usize).copied().unwrap_or(b'A'));
+    for chunk in bytes.chunks(3) {
+        let b = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
+        let n = (b(0) << 16) | (b(1) << 8) | b(2);
+        out.push(sym(n >> 18));
+        out.push(sym(n >> 12));
+        out.push(if chunk.len() > 1 { sym(n >> 6) } else { '=' });
+        out.push(if chunk.len() > 2 { sym(n) } else { '=' });
+    }
+    out
+}
+
+/// The bytes of standard padded base64; None when it is not that.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let raw = text.as_bytes();
+    if !raw.len().is_multiple_of(4) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(raw.len() / 4 * 3);
+    let quads = raw.chunks(4);
+    let count = quads.len();
+    for (i, quad) in quads.enumerate() {
+        let mut n = 0u32;
+        let mut pad = 0usize;
+        for (j, c) in quad.iter().enumerate() {
+            let v = match c {
+                b'=' if i + 1 == count && j >= 2 => {
+                    pad += 1;
+                    0
+                }
+                _ if pad > 0 => return None,
+                _ => u32::try_from(B64.iter().position(|s| s == c)?).ok()?,
+            };
+            n = (n << 6) | v;
+        }
+        let [_, a, b, c] = n.to_be_bytes();
+        out.push(a);
+        if pad < 2 {
+            out.push(b);
+        }
+        if pad < 1 {
+            out.push(c);
+        }
+    }
+    Some(out)
 }
 
 /// How a process ended, for humans and scripts.
@@ -453,6 +612,7 @@ mod tests {
             r#"{"id":1,"verb":"gpid","name":"a"}"#,
             r#"{"id":1,"verb":"stats"}"#,
             r#"{"id":1,"verb":"history"}"#,
+            r#"{"id":1,"verb":"logs","name":"a","lines":3,"follow":true}"#,
         ] {
             assert!(read(verb), "{verb}");
         }
@@ -495,6 +655,18 @@ mod tests {
             },
             Verb::Reload,
             Verb::Events { follow: true },
+            Verb::Logs {
+                name: Some("web".into()),
+                lines: Some(3),
+                since_us: Some(1),
+                follow: true,
+            },
+            Verb::Logs {
+                name: None,
+                lines: None,
+                since_us: None,
+                follow: false,
+            },
             Verb::Shutdown {
                 mode: ShutdownMode::Poweroff,
             },
@@ -505,6 +677,44 @@ mod tests {
             assert_eq!(line.last(), Some(&b'\n'));
             assert_eq!(decode_request(&line[..line.len() - 1]), Ok(req));
         }
+    }
+
+    #[test]
+    fn base64_round_trips_and_refuses_garbage() {
+        for (bytes, text) in [
+            (&b""[..], ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"\xff\x00\xfe\x80", "/wD+gA=="),
+        ] {
+            assert_eq!(base64_encode(bytes), text);
+            assert_eq!(base64_decode(text).as_deref(), Some(bytes));
+        }
+        for bad in ["Zg=", "Z===", "Zg==Zg==", "Z!==", "=Zg="] {
+            assert_eq!(base64_decode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn log_lines_keep_nul_and_invalid_utf8() {
+        use crate::service::ring::Stream;
+        let line = LogLine::new("web", Stream::Stdout, 5, b"a\0b");
+        let json = serde_json::to_string(&Reply::log(3, LogItem::Line(line.clone()))).unwrap();
+        assert_eq!(
+            json,
+            r#"{"id":3,"log":{"kind":"line","service":"web","stream":"stdout","time_us":5,"text":"a\u0000b"}}"#
+        );
+        let back = decode_reply(json.as_bytes()).unwrap();
+        assert_eq!(back.log, Some(LogItem::Line(line)));
+        let bad = LogLine::new("web", Stream::Stderr, 5, b"caf\xe9 \xff");
+        assert_eq!(bad.text, "caf\u{fffd} \u{fffd}");
+        assert_eq!(bad.bytes(), b"caf\xe9 \xff");
+        let end = serde_json::to_string(&LogItem::End {
+            reason: LogEnd::Shutdown,
+        })
+        .unwrap();
+        assert_eq!(end, r#"{"kind":"end","reason":"shutdown"}"#);
     }
 
     #[test]

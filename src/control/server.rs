@@ -6,7 +6,9 @@
 //! Nothing here may block or grow without bound, whatever a client does:
 //! reads stop at `MAX_LINE` per line (an over-long line gets `too_large` and
 //! the connection is closed), each connection's unsent output is capped (a
-//! client that stops reading is dropped, never waited for), the number of
+//! client that stops reading is dropped, never waited for; a `logs` stream
+//! is instead given lines only while `tail_room` allows, and listed by
+//! `take_tail_pulls` once it drains), the number of
 //! connections is capped with `RESERVED_FOR_ADMIN` slots that only root and
 //! zurg's own uid may take, and a connection that has not completed a
 //! request within `IDLE_MS` of starting it is closed (event followers and
@@ -54,6 +56,13 @@ pub const MAX_STREAMS: usize = 16;
 /// A streaming connection asks for its next chunk once its unsent output
 /// is below this.
 const STREAM_LOW_WATER: usize = 64 * 1024;
+/// A `logs` stream is given lines only while its unsent output is below
+/// this: the rest waits in the service's ring, not in zurg's buffers, and
+/// what the ring drops meanwhile is reported as missed.
+pub const TAIL_OUTPUT: usize = 256 * 1024;
+/// A `logs` stream that filled its output is given more once it is below
+/// this.
+const TAIL_LOW_WATER: usize = 64 * 1024;
 /// How long to wait before accepting again when no spare descriptor helps.
 const ACCEPT_RETRY_MS: u64 = 100;
 /// A connection with more unsent output than this when another line is due
@@ -144,6 +153,10 @@ struct Conn {
     output: VecDeque<u8>,
     /// Events are streamed to it under this request id.
     follow: Option<u64>,
+    /// It receives a `logs` stream (under this request id) at the pace it
+    /// reads; `tail_hungry`: it wants more once its output drains.
+    tail: Option<u64>,
+    tail_hungry: bool,
     /// When the request it owes us started: connect, the last complete
     /// request, or the last answer. Bytes alone never move it.
     since_ms: u64,
@@ -209,6 +222,9 @@ pub struct ControlServer {
     pulls: Vec<ConnId>,
     /// Streaming connections that closed before their reply ended.
     cancels: Vec<ConnId>,
+    /// `logs` streams whose output drained, and those that closed.
+    tail_pulls: Vec<ConnId>,
+    tail_closed: Vec<ConnId>,
 }
 
 fn open_spare() -> Option<File> {
@@ -286,6 +302,8 @@ impl ControlServer {
             streams: 0,
             pulls: Vec::new(),
             cancels: Vec::new(),
+            tail_pulls: Vec::new(),
+            tail_closed: Vec::new(),
         })
     }
 
@@ -409,11 +427,16 @@ impl ControlServer {
             conn.queued = true;
             self.pending.push_back(id);
         }
-        let Some(conn) = self.conn_mut(id) else {
+        let Some(conn) = Self::conn_in(&mut self.conns, id) else {
             return;
         };
         if failed || Self::flush(conn, registry, token).is_err() || Self::finished(conn) {
             self.close(registry, id);
+            return;
+        }
+        if conn.tail_hungry && conn.output.len() < TAIL_LOW_WATER {
+            conn.tail_hungry = false;
+            self.tail_pulls.push(id);
         }
     }
 
@@ -424,6 +447,7 @@ impl ControlServer {
                 || (conn.eof
                     && conn.outstanding == 0
                     && conn.follow.is_none()
+                    && conn.tail.is_none()
                     && !conn.input.contains(&b'\n')))
     }
 
@@ -615,6 +639,8 @@ impl ControlServer {
                     input: Vec::new(),
                     output: VecDeque::new(),
                     follow: None,
+                    tail: None,
+                    tail_hungry: false,
                     since_ms: now_ms,
                     queued: false,
                     streaming: None,
@@ -683,7 +709,7 @@ impl ControlServer {
         let token = Token(FIRST_CONN_TOKEN + conn.slot);
         let now_ms = self.now_ms;
         let Some(c) = self.conn_mut(conn) else { return };
-        if reply.event.is_none() {
+        if reply.event.is_none() && reply.log.is_none() {
             c.outstanding = c.outstanding.saturating_sub(1);
             // The next request's deadline starts with this answer.
             c.since_ms = now_ms;
@@ -795,6 +821,58 @@ impl ControlServer {
         }
     }
 
+    /// Makes `conn` a `logs` stream under request `id`: its lines come
+    /// through `reply` at the pace `tail_room` allows.
+    pub fn tail(&mut self, conn: ConnId, id: u64) {
+        if let Some(c) = self.conn_mut(conn) {
+            c.tail = Some(id);
+        }
+    }
+
+    /// Ends `conn`'s `logs` stream (its last item was queued).
+    pub fn untail(&mut self, registry: &Registry, conn: ConnId) {
+        let now_ms = self.now_ms;
+        let Some(c) = self.conn_mut(conn) else { return };
+        c.tail = None;
+        c.tail_hungry = false;
+        // The idle limit applies again, from now: a long stream must not
+        // leave it expired before its last lines are out.
+        c.since_ms = now_ms;
+        if Self::finished(c) {
+            self.close(registry, conn);
+        }
+    }
+
+    /// How many more bytes `conn`'s `logs` stream may be given now; None
+    /// when it is gone or closing.
+    pub fn tail_room(&self, conn: ConnId) -> Option<usize> {
+        self.conns
+            .get(conn.slot)
+            .and_then(|c| c.as_ref())
+            .filter(|c| c.generation == conn.generation && !c.closing)
+            .map(|c| TAIL_OUTPUT.saturating_sub(c.output.len()))
+    }
+
+    /// `conn`'s `logs` stream has more to send than `tail_room` allowed: it
+    /// is listed by `take_tail_pulls` once its output has drained.
+    pub fn want_tail(&mut self, conn: ConnId) {
+        let Some(c) = self.conn_mut(conn) else { return };
+        if c.output.len() < TAIL_LOW_WATER {
+            c.tail_hungry = false;
+            self.tail_pulls.push(conn);
+        } else {
+            c.tail_hungry = true;
+        }
+    }
+
+    /// `logs` streams ready for more, and those that closed.
+    pub fn take_tail_pulls(&mut self) -> (Vec<ConnId>, Vec<ConnId>) {
+        (
+            std::mem::take(&mut self.tail_pulls),
+            std::mem::take(&mut self.tail_closed),
+        )
+    }
+
     pub fn close(&mut self, registry: &Registry, conn: ConnId) {
         let Some(entry) = self.conns.get_mut(conn.slot) else {
             return;
@@ -812,6 +890,9 @@ impl ControlServer {
                     self.streams = self.streams.saturating_sub(1);
                     self.cancels.push(conn);
                 }
+                if c.tail.is_some() {
+                    self.tail_closed.push(conn);
+                }
             }
             self.free.push(conn.slot);
         }
@@ -821,7 +902,7 @@ impl ControlServer {
     fn idle_deadline(&self, c: &Conn) -> Option<u64> {
         // A streamed reply counts as answered while it moves (`push_chunk`
         // moves `since_ms`): a reader that stops reading it is closed.
-        (c.follow.is_none() && (c.outstanding == 0 || c.streaming.is_some()))
+        (c.follow.is_none() && c.tail.is_none() && (c.outstanding == 0 || c.streaming.is_some()))
             .then(|| c.since_ms.saturating_add(self.idle_ms))
     }
 

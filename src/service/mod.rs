@@ -497,6 +497,7 @@ mod tests {
             version: None,
             stats_interval_ms: None,
             checksum: None,
+            log_ring_bytes: 0,
             stdout: crate::unit::Output::Prefix,
             stderr: crate::unit::Output::Prefix,
         }

@@ -1,9 +1,395 @@
-//! Which stream of a service a line came from (stub for the merge: the
-//! `logs` branch owns this file).
+//! The in-memory ring of a service's recent output lines, for `zurg logs`
+//! (pure: no I/O, no clock reads; times are passed in).
+//!
+//! The bound is in bytes, not lines: a service printing long lines must not
+//! hold more memory than one printing short ones. Each line is charged its
+//! length plus `LINE_OVERHEAD` (the bookkeeping it costs), so a flood of
+//! empty lines is bounded too. When a push goes over the bound, the oldest
+//! lines are dropped.
+//!
+//! Every line gets a sequence number, one more than the line before, for
+//! the ring's whole life; a follower remembers the next number it wants and
+//! learns how many it missed when the ring dropped them before it read
+//! them (`after`).
 
+use std::collections::VecDeque;
+
+/// What each line costs beyond its bytes: its header here, and the
+/// allocation it lives in.
+pub const LINE_OVERHEAD: usize = 48;
+
+/// Which of a service's outputs a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stream {
     Stdout,
     Stderr,
+}
+
+/// One whole line, without its newline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub seq: u64,
+    /// Wall clock, microseconds since the Unix epoch, when zurg read it.
+    pub time_us: u64,
+    pub stream: Stream,
+    pub bytes: Box<[u8]>,
+}
+
+impl Line {
+    fn cost(&self) -> usize {
+        self.bytes.len().saturating_add(LINE_OVERHEAD)
+    }
+}
+
+/// A bounded number of bytes of a service's most recent lines.
+#[derive(Debug, Clone)]
+pub struct Ring {
+    /// Tells one ring from another that took its place (a reused slot), so
+    /// a follower's sequence numbers are never applied to the wrong one.
+    id: u64,
+    lines: VecDeque<Line>,
+    bytes: usize,
+    cap: usize,
+    next_seq: u64,
+}
+
+/// What a follower gets for its position: lines it missed (dropped before
+/// it read them) and where to go on from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct After {
+    pub missed: u64,
+    /// Index into the ring of the first line to send (see `get`).
+    pub from: usize,
+}
+
+impl Ring {
+    pub fn new(id: u64, cap: usize) -> Ring {
+        Ring {
+            id,
+            lines: VecDeque::new(),
+            bytes: 0,
+            cap,
+            next_seq: 0,
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The bound, in bytes; 0 keeps no line.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Changes the bound (a reloaded unit), dropping the oldest lines when
+    /// it shrank.
+    pub fn set_cap(&mut self, cap: usize) {
+        if cap != self.cap {
+            self.cap = cap;
+            self.trim();
+        }
+    }
+
+    /// Appends a line and returns its sequence number. A line longer than
+    /// the whole bound is cut to it, so the ring never holds more than the
+    /// bound and the newest line is always kept (unless the bound is 0).
+    pub fn push(&mut self, stream: Stream, bytes: &[u8], time_us: u64) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.saturating_add(1);
+        if self.cap == 0 {
+            return seq;
+        }
+        let room = self.cap.saturating_sub(LINE_OVERHEAD).max(1);
+        let kept = bytes.get(..room).unwrap_or(bytes);
+        let line = Line {
+            seq,
+            time_us,
+            stream,
+            bytes: kept.into(),
+        };
+        self.bytes = self.bytes.saturating_add(line.cost());
+        self.lines.push_back(line);
+        self.trim();
+        seq
+    }
+
+    fn trim(&mut self) {
+        while self.bytes > self.cap && self.lines.len() > 1 {
+            self.drop_oldest();
+        }
+        if self.cap == 0 {
+            while !self.lines.is_empty() {
+                self.drop_oldest();
+            }
+        }
+    }
+
+    fn drop_oldest(&mut self) {
+        if let Some(old) = self.lines.pop_front() {
+            self.bytes = self.bytes.saturating_sub(old.cost());
+        }
+    }
+
+    /// Bytes charged for the lines held (never above the bound, but for a
+    /// lone line when the bound is under `LINE_OVERHEAD`).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// The sequence number the next line will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The sequence number of the oldest line held (`next_seq` when empty).
+    pub fn first_seq(&self) -> u64 {
+        self.lines.front().map_or(self.next_seq, |l| l.seq)
+    }
+
+    /// The line at `index` (0 is the oldest held).
+    pub fn get(&self, index: usize) -> Option<&Line> {
+        self.lines.get(index)
+    }
+
+    /// Index of the first of the last `n` lines.
+    pub fn last(&self, n: usize) -> usize {
+        self.lines.len().saturating_sub(n)
+    }
+
+    /// Index of the first line read at or after `time_us`. Lines are kept
+    /// in the order they were read; a wall clock stepped back makes this
+    /// approximate, never out of bounds.
+    pub fn since(&self, time_us: u64) -> usize {
+        self.lines.partition_point(|l| l.time_us < time_us)
+    }
+
+    /// Where a follower that wants line `seq` next goes on from, and how
+    /// many lines it missed because they were dropped first. A `seq` past
+    /// the newest line (a follower from the future) starts at the end.
+    pub fn after(&self, seq: u64) -> After {
+        let first = self.first_seq();
+        if seq < first {
+            return After {
+                missed: first.saturating_sub(seq),
+                from: 0,
+            };
+        }
+        let from = usize::try_from(seq.saturating_sub(first)).unwrap_or(usize::MAX);
+        After {
+            missed: 0,
+            from: from.min(self.lines.len()),
+        }
+    }
+
+    /// The lines from `index` on, oldest first.
+    pub fn lines_from(&self, index: usize) -> impl Iterator<Item = &Line> {
+        self.lines.range(index.min(self.lines.len())..)
+    }
+}
+
+/// Where to start reading each of `rings` to get the last `lines` lines of
+/// them all together (newest by time, a tie going to the later ring), none
+/// read before `since_us`: an index into each ring, in `rings`' order.
+pub fn starts(rings: &[&Ring], lines: Option<u64>, since_us: Option<u64>) -> Vec<usize> {
+    let mut start: Vec<usize> = rings
+        .iter()
+        .map(|r| since_us.map_or(0, |t| r.since(t)))
+        .collect();
+    let Some(n) = lines else {
+        return start;
+    };
+    // Walk back from the newest line of every ring together.
+    let mut ends: Vec<usize> = rings.iter().map(|r| r.len()).collect();
+    let newest = |i: usize, end: usize| -> Option<(u64, usize)> {
+        let line = rings.get(i)?.get(end.checked_sub(1)?)?;
+        Some((line.time_us, i))
+    };
+    let mut heap: std::collections::BinaryHeap<(u64, usize)> = ends
+        .iter()
+        .enumerate()
+        .filter(|(i, end)| **end > start.get(*i).copied().unwrap_or(0))
+        .filter_map(|(i, end)| newest(i, *end))
+        .collect();
+    let mut taken = 0u64;
+    while taken < n {
+        let Some((_, i)) = heap.pop() else { break };
+        let Some(end) = ends.get_mut(i) else { break };
+        *end = end.saturating_sub(1);
+        taken = taken.saturating_add(1);
+        let end = *end;
+        if end > start.get(i).copied().unwrap_or(0) {
+            heap.extend(newest(i, end));
+        }
+    }
+    for (s, end) in start.iter_mut().zip(ends) {
+        *s = (*s).max(end);
+    }
+    start
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(ring: &Ring, from: usize) -> Vec<String> {
+        ring.lines_from(from)
+            .map(|l| String::from_utf8_lossy(&l.bytes).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn bound_is_in_bytes_and_drops_the_oldest() {
+        // Room for two 10-byte lines, not three.
+        let mut ring = Ring::new(1, 2 * (10 + LINE_OVERHEAD) + 5);
+        for (i, t) in ["aaaaaaaaa0", "aaaaaaaaa1", "aaaaaaaaa2"]
+            .iter()
+            .enumerate()
+        {
+            ring.push(Stream::Stdout, t.as_bytes(), i as u64);
+        }
+        assert_eq!(texts(&ring, 0), ["aaaaaaaaa1", "aaaaaaaaa2"]);
+        assert!(ring.bytes() <= 2 * (10 + LINE_OVERHEAD) + 5);
+        // One long line pushes out several short ones.
+        ring.push(Stream::Stderr, &[b'x'; 60], 9);
+        assert_eq!(ring.len(), 1);
+        assert_eq!(ring.get(0).unwrap().stream, Stream::Stderr);
+    }
+
+    #[test]
+    fn empty_lines_are_charged_too() {
+        let mut ring = Ring::new(1, 10 * LINE_OVERHEAD);
+        for i in 0..1000 {
+            ring.push(Stream::Stdout, b"", i);
+        }
+        assert_eq!(ring.len(), 10);
+    }
+
+    #[test]
+    fn a_line_longer_than_the_bound_is_cut_to_it() {
+        let mut ring = Ring::new(1, LINE_OVERHEAD + 4);
+        ring.push(Stream::Stdout, b"0123456789", 0);
+        assert_eq!(texts(&ring, 0), ["0123"]);
+        assert_eq!(ring.bytes(), LINE_OVERHEAD + 4);
+        let mut none = Ring::new(1, 0);
+        assert_eq!(none.push(Stream::Stdout, b"x", 0), 0);
+        assert_eq!(none.push(Stream::Stdout, b"y", 0), 1);
+        assert!(none.is_empty());
+        assert_eq!(none.after(0), After { missed: 2, from: 0 });
+    }
+
+    #[test]
+    fn seqs_increase_across_drops() {
+        let mut ring = Ring::new(1, 3 * (1 + LINE_OVERHEAD));
+        let seqs: Vec<u64> = (0..10)
+            .map(|i| ring.push(Stream::Stdout, b"x", i))
+            .collect();
+        assert_eq!(seqs, (0..10).collect::<Vec<_>>());
+        assert_eq!((ring.first_seq(), ring.next_seq()), (7, 10));
+        assert_eq!(
+            ring.lines_from(0).map(|l| l.seq).collect::<Vec<_>>(),
+            [7, 8, 9]
+        );
+    }
+
+    #[test]
+    fn last_n() {
+        let mut ring = Ring::new(1, 1 << 20);
+        for i in 0..5u64 {
+            ring.push(Stream::Stdout, format!("{i}").as_bytes(), i);
+        }
+        assert_eq!(texts(&ring, ring.last(3)), ["2", "3", "4"]);
+        assert_eq!(texts(&ring, ring.last(0)), Vec::<String>::new());
+        assert_eq!(texts(&ring, ring.last(99)).len(), 5);
+    }
+
+    #[test]
+    fn since_a_time() {
+        let mut ring = Ring::new(1, 1 << 20);
+        for t in [10u64, 20, 20, 30] {
+            ring.push(Stream::Stdout, format!("{t}").as_bytes(), t);
+        }
+        assert_eq!(texts(&ring, ring.since(20)), ["20", "20", "30"]);
+        assert_eq!(texts(&ring, ring.since(0)).len(), 4);
+        assert_eq!(ring.since(31), 4);
+    }
+
+    #[test]
+    fn after_a_seq_counts_what_was_missed() {
+        let mut ring = Ring::new(1, 3 * (1 + LINE_OVERHEAD));
+        for i in 0..3 {
+            ring.push(Stream::Stdout, b"x", i);
+        }
+        // Caught up, then one new line.
+        assert_eq!(ring.after(3), After { missed: 0, from: 3 });
+        ring.push(Stream::Stdout, b"y", 3);
+        assert_eq!(ring.after(3), After { missed: 0, from: 2 });
+        assert_eq!(ring.get(2).unwrap().seq, 3);
+        // Five more: seqs 4..=8, the ring holds 6, 7, 8; a follower at 3
+        // missed 3, 4 and 5.
+        for i in 4..9 {
+            ring.push(Stream::Stdout, b"z", i);
+        }
+        assert_eq!(ring.after(3), After { missed: 3, from: 0 });
+        // From the future: nothing to send, nothing missed.
+        assert_eq!(ring.after(100), After { missed: 0, from: 3 });
+    }
+
+    fn ring_at(times: &[u64]) -> Ring {
+        let mut ring = Ring::new(1, 1 << 20);
+        for t in times {
+            ring.push(Stream::Stdout, format!("{t}").as_bytes(), *t);
+        }
+        ring
+    }
+
+    #[test]
+    fn starts_take_the_newest_lines_of_all_rings_together() {
+        let a = ring_at(&[1, 4, 6, 9]);
+        let b = ring_at(&[2, 3, 7]);
+        let empty = ring_at(&[]);
+        let rings = [&a, &b, &empty];
+        // All of them.
+        assert_eq!(starts(&rings, None, None), [0, 0, 0]);
+        // The last 3 lines overall are 6, 7, 9.
+        assert_eq!(starts(&rings, Some(3), None), [2, 2, 0]);
+        assert_eq!(starts(&rings, Some(0), None), [4, 3, 0]);
+        assert_eq!(starts(&rings, Some(100), None), [0, 0, 0]);
+        // Since 4: 4, 6, 9 and 7.
+        assert_eq!(starts(&rings, None, Some(4)), [1, 2, 0]);
+        // Both: the last 2 of those.
+        assert_eq!(starts(&rings, Some(2), Some(4)), [3, 2, 0]);
+        // The last 3 of since-5 are just the 3 there are.
+        assert_eq!(starts(&rings, Some(3), Some(5)), [2, 2, 0]);
+    }
+
+    #[test]
+    fn shrinking_the_bound_drops_at_once() {
+        let mut ring = Ring::new(1, 1 << 20);
+        for i in 0..10 {
+            ring.push(Stream::Stdout, b"x", i);
+        }
+        ring.set_cap(2 * (1 + LINE_OVERHEAD));
+        assert_eq!(ring.len(), 2);
+        assert_eq!(ring.first_seq(), 8);
+    }
+
+    #[test]
+    fn streams_serialize_lowercase() {
+        assert_eq!(
+            serde_json::to_string(&Stream::Stderr).unwrap(),
+            "\"stderr\""
+        );
+        let s: Stream = serde_json::from_str("\"stdout\"").unwrap();
+        assert_eq!(s, Stream::Stdout);
+    }
 }

@@ -123,6 +123,9 @@ struct Slot {
     /// The worker is hashing its binary for the spawn under this number;
     /// a result under another number is stale.
     hashing: Option<u64>,
+    /// Its latest output lines, for `zurg logs`; kept across restarts and
+    /// reloads.
+    ring: crate::service::ring::Ring,
 }
 
 /// What a reload changed.
@@ -217,6 +220,8 @@ pub struct Supervisor {
     /// The directory zurg was started in: the working directory of services
     /// without `cwd` (zurg itself moves to `/`).
     start_dir: PathBuf,
+    /// Output rings' ids and `logs` clients.
+    logs: logs::Logs,
     /// Services' stdout and stderr pipes and where their lines go.
     outputs: output::Outputs,
 }
@@ -574,6 +579,7 @@ impl Supervisor {
             nofile: u64::MAX,
             retired_slots: Vec::new(),
             overrides_unsaved: false,
+            logs: logs::Logs::default(),
             outputs: output::Outputs::default(),
         })
     }
@@ -669,6 +675,7 @@ impl Supervisor {
                     let slot = reused.unwrap_or(self.slots.len());
                     report.added.push(unit.name.clone());
                     self.by_name.insert(unit.name.clone(), slot);
+                    let ring = self.logs.new_ring(unit.log_ring_bytes);
                     let service = match reused.and_then(|r| self.slots.get(r)) {
                         Some(old) => Service::succeeding(unit, &old.service),
                         None => Service::new(unit),
@@ -689,6 +696,7 @@ impl Supervisor {
                         running_version: None,
                         file_build: Some(file_build),
                         hashing: None,
+                        ring,
                     };
                     match self.slots.get_mut(slot) {
                         Some(old) => *old = new_slot,
@@ -960,6 +968,7 @@ impl Supervisor {
     fn finish(&mut self) -> i32 {
         self.clock_writer.flush();
         self.drain_output();
+        self.end_logs();
         self.announce_shutdown();
         self.farewell_publisher();
         if self.machine_init {

@@ -75,6 +75,7 @@ impl Supervisor {
             self.on_request(req, work);
         }
         self.pump_streams();
+        self.pump_logs();
     }
 
     /// Passes the control server's wishes for streamed replies (next chunk,
@@ -147,6 +148,7 @@ impl Supervisor {
             self.on_request(req, work);
         }
         self.pump_streams();
+        self.pump_logs();
     }
 
     pub(super) fn reply(&mut self, conn: ConnId, reply: &Reply) {
@@ -402,6 +404,21 @@ impl Supervisor {
                     Reply::ok(id, self.recent.iter().cloned().collect::<Vec<_>>())
                 }
             }
+            Verb::Logs {
+                name,
+                lines,
+                since_us,
+                follow,
+            } => self.logs_request(
+                conn,
+                id,
+                super::logs::LogsAsk {
+                    name,
+                    lines,
+                    since_us,
+                    follow,
+                },
+            ),
             Verb::Shutdown { mode } => {
                 self.shutdown_mode = mode;
                 crate::log!("shutdown requested over the control socket ({mode})");

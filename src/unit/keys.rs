@@ -17,7 +17,7 @@ use toml::Value;
 
 use super::{
     FileOutput, Output, RestartPolicy, Unit, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX_BYTES,
-    DEFAULT_RESTART_DELAY_MS, DEFAULT_STOP_SIGNAL, DEFAULT_STOP_TIMEOUT_MS,
+    DEFAULT_LOG_RING_BYTES, DEFAULT_RESTART_DELAY_MS, DEFAULT_STOP_SIGNAL, DEFAULT_STOP_TIMEOUT_MS,
 };
 
 /// Why a key's value was refused.
@@ -305,6 +305,26 @@ pub static KEYS: &[Key] = &[
         },
         ..KEY
     },
+    Key {
+        name: "log_ring_bytes",
+        kind: "non-negative integer",
+        default: "`262144` (256 KiB)",
+        doc: "How many bytes of the service's latest output lines zurg keeps in memory for `zurg logs`.",
+        read: |u, v| {
+            u.log_ring_bytes = match v {
+                None => DEFAULT_LOG_RING_BYTES,
+                Some(Value::Integer(n)) => usize::try_from(*n)
+                    .map_err(|_| format!("must not be negative, found {n}"))?,
+                Some(other) => {
+                    return Err(
+                        format!("expected an integer (bytes), found {}", type_name(other)).into(),
+                    )
+                }
+            };
+            Ok(())
+        },
+        ..KEY
+    },
 ];
 
 /// The key called `name`.
@@ -333,6 +353,7 @@ pub fn blank(name: &str) -> Unit {
         version: None,
         stats_interval_ms: None,
         checksum: None,
+        log_ring_bytes: DEFAULT_LOG_RING_BYTES,
         stdout: Output::Prefix,
         stderr: Output::Prefix,
     }
@@ -823,5 +844,38 @@ mod tests {
         }
         assert!(msg.ends_with("; did you mean `restart`?"), "{msg}");
         assert!(!unknown("user").contains("did you mean"));
+    }
+
+    #[test]
+    fn log_ring_bytes_takes_a_byte_count() {
+        let path = Path::new("/u/svc.toml");
+        let parse = |text: &str| super::super::parse::parse_unit("svc", path, text);
+        let u = parse("exec = \"/x\"\nlog_ring_bytes = 1024\n").unwrap();
+        assert_eq!(u.log_ring_bytes, 1024);
+        assert_eq!(
+            parse("exec = \"/x\"\n").unwrap().log_ring_bytes,
+            crate::unit::DEFAULT_LOG_RING_BYTES
+        );
+        assert_eq!(
+            parse("exec = \"/x\"\nlog_ring_bytes = 0\n")
+                .unwrap()
+                .log_ring_bytes,
+            0
+        );
+        for (text, want) in [
+            (
+                "log_ring_bytes = -1",
+                "key `log_ring_bytes`: must not be negative, found -1",
+            ),
+            (
+                "log_ring_bytes = \"1M\"",
+                "key `log_ring_bytes`: expected an integer (bytes), found a string",
+            ),
+        ] {
+            let err = parse(&format!("exec = \"/x\"\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{err}");
+        }
     }
 }

@@ -20,6 +20,9 @@ pub const DEFAULT_STOP_SIGNAL: i32 = crate::sig::SIGTERM;
 pub const DEFAULT_STOP_TIMEOUT_MS: u64 = 10_000;
 /// Extra wait before every restart; the crash-loop backoff comes on top.
 pub const DEFAULT_RESTART_DELAY_MS: u64 = 0;
+/// Bytes of recent output lines kept per service for `zurg logs`: a few
+/// screens of a chatty service, little enough for thousands of services.
+pub const DEFAULT_LOG_RING_BYTES: usize = 256 * 1024;
 
 /// When a service that exited is started again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +87,8 @@ pub struct Unit {
     pub stats_interval_ms: Option<u64>,
     /// The binary must hash to this before every start (`md5` or `sha256`).
     pub checksum: Option<crate::version::Checksum>,
+    /// Bound of the service's output ring (`zurg logs`), in bytes.
+    pub log_ring_bytes: usize,
     /// Where the service's stdout goes.
     pub stdout: Output,
     /// Where the service's stderr goes.
