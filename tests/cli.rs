@@ -10,13 +10,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::Receiver;
 
-use common::{find_below, Mode, TempDir, Zurg, BIN, DEADLINE};
+use common::{find_below, wait_child, Mode, TempDir, Zurg, BIN, DEADLINE};
 
 fn zurg(args: &[&str]) -> Output {
     Command::new(BIN)
@@ -357,42 +357,10 @@ fn history_reads_the_journal_when_zurg_is_down() {
 
 /// `zurg events --follow --json` against DIR's zurg, its stdout as lines.
 fn follow(dir: &TempDir) -> (std::process::Child, Receiver<String>) {
-    let mut child = Command::new(BIN)
-        .args(["events", "--follow", "--json"])
-        .env("ZURG_SOCKET", dir.path().join("control.sock"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = channel();
-    let out = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (child, rx) = common::cli_lines(dir, &["events", "--follow", "--json"]);
     let ack = rx.recv_timeout(DEADLINE).expect("no answer to --follow");
     assert!(ack.contains("\"following\":true"), "{ack}");
     (child, rx)
-}
-
-fn wait_child(child: &mut std::process::Child) -> (Option<i32>, String) {
-    let deadline = std::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-            return (status.code(), err);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "follower did not exit"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
 }
 
 #[test]

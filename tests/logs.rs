@@ -11,11 +11,11 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::process::{Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use common::{eventually, Mode, TempDir, Zurg, BIN, DEADLINE};
+use common::{eventually, wait_child, Mode, TempDir, Zurg, BIN, DEADLINE};
 
 fn run(units: &[(&str, &str)]) -> (Zurg, TempDir) {
     let dir = TempDir::new("logs");
@@ -146,48 +146,15 @@ fn lines_takes_the_last_n_and_since_filters_by_age() {
 
 /// `zurg logs ARGS` running, its stdout as lines.
 fn follower(dir: &TempDir, args: &[&str]) -> (std::process::Child, Receiver<String>) {
-    let mut child = Command::new(BIN)
-        .arg("logs")
-        .args(args)
-        .env("ZURG_SOCKET", dir.path().join("control.sock"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = channel();
-    let out = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
+    let args: Vec<&str> = std::iter::once("logs")
+        .chain(args.iter().copied())
+        .collect();
+    common::cli_lines(dir, &args)
 }
 
 fn next_line(rx: &Receiver<String>, what: &str) -> String {
     rx.recv_timeout(DEADLINE)
         .unwrap_or_else(|_| panic!("no line from the follower: expected {what}"))
-}
-
-fn wait_child(child: &mut std::process::Child) -> (Option<i32>, String) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            child
-                .stderr
-                .as_mut()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            return (status.code(), err);
-        }
-        assert!(Instant::now() < deadline, "follower did not exit");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 #[test]

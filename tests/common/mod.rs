@@ -711,3 +711,43 @@ pub fn host_pid_in(z: &Zurg, pid: i64) -> i32 {
     });
     found.unwrap()
 }
+
+/// `zurg ARGS` against DIR's zurg, with its stdout as lines on a channel:
+/// for the streaming verbs (`events --follow`, `logs -f`).
+pub fn cli_lines(dir: &TempDir, args: &[&str]) -> (Child, Receiver<String>) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("ZURG_SOCKET", dir.path().join("control.sock"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the zurg client");
+    let (tx, rx) = channel();
+    let out = child.stdout.take().expect("the client's stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Waits (within DEADLINE) for a `cli_lines` client to exit: its exit code
+/// and what it wrote to stderr.
+pub fn wait_child(child: &mut Child) -> (Option<i32>, String) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            let mut err = String::new();
+            if let Some(stderr) = child.stderr.as_mut() {
+                let _ = std::io::Read::read_to_string(stderr, &mut err);
+            }
+            return (status.code(), err);
+        }
+        assert!(Instant::now() < deadline, "the client did not exit");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
