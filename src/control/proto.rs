@@ -7,6 +7,7 @@
 //! has an example of each. Decoding never panics and never trusts sizes: a
 //! line longer than `MAX_LINE` is refused before it is parsed.
 
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -353,56 +354,15 @@ impl LogLine {
     }
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 /// Standard base64 with padding (RFC 4648, section 4).
 pub fn base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3).saturating_mul(4));
-    let sym = |v: u32| char::from(B64.get((v & 63) as usize).copied().unwrap_or(b'A'));
-    for chunk in bytes.chunks(3) {
-        let b = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
-        let n = (b(0) << 16) | (b(1) << 8) | b(2);
-        out.push(sym(n >> 18));
-        out.push(sym(n >> 12));
-        out.push(if chunk.len() > 1 { sym(n >> 6) } else { '=' });
-        out.push(if chunk.len() > 2 { sym(n) } else { '=' });
-    }
-    out
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// The bytes of standard padded base64; None when it is not that.
+/// The bytes of standard padded base64; None when it is not that (the
+/// STANDARD engine wants canonical padding and no stray trailing bits).
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let raw = text.as_bytes();
-    if !raw.len().is_multiple_of(4) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(raw.len() / 4 * 3);
-    let quads = raw.chunks(4);
-    let count = quads.len();
-    for (i, quad) in quads.enumerate() {
-        let mut n = 0u32;
-        let mut pad = 0usize;
-        for (j, c) in quad.iter().enumerate() {
-            let v = match c {
-                b'=' if i + 1 == count && j >= 2 => {
-                    pad += 1;
-                    0
-                }
-                _ if pad > 0 => return None,
-                _ => u32::try_from(B64.iter().position(|s| s == c)?).ok()?,
-            };
-            n = (n << 6) | v;
-        }
-        let [_, a, b, c] = n.to_be_bytes();
-        out.push(a);
-        if pad < 2 {
-            out.push(b);
-        }
-        if pad < 1 {
-            out.push(c);
-        }
-    }
-    Some(out)
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
 }
 
 /// How a process ended, for humans and scripts.
