@@ -284,10 +284,6 @@ fn spawn_spec(unit: &Unit, start_dir: &Path) -> Result<SpawnSpec, String> {
 /// Another zurg holding it is an error naming that zurg's pid. A state dir
 /// that cannot be created or locked at all (read-only) only costs a warning,
 /// as the journal and clock files already do.
-/// How long a new zurg waits for the state lock before it says another
-/// zurg holds the directory.
-const STATE_LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
-
 fn lock_state_dir(state_dir: &Path) -> Result<Option<Flock<std::fs::File>>, String> {
     use std::io::{Read, Seek, Write};
     if let Err(e) = std::fs::create_dir_all(state_dir) {
@@ -314,20 +310,7 @@ fn lock_state_dir(state_dir: &Path) -> Result<Option<Flock<std::fs::File>>, Stri
             return Ok(None);
         }
     };
-    // A zurg that was just killed may hold the lock a moment longer: its
-    // last reference to the file goes when the kernel has finished tearing
-    // it down. Give it that moment before calling the directory taken.
-    let deadline = std::time::Instant::now() + STATE_LOCK_PATIENCE;
-    let mut attempt = Flock::lock(file, FlockArg::LockExclusiveNonblock);
-    while let Err((file, nix::errno::Errno::EWOULDBLOCK)) = attempt {
-        if std::time::Instant::now() >= deadline {
-            attempt = Err((file, nix::errno::Errno::EWOULDBLOCK));
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        attempt = Flock::lock(file, FlockArg::LockExclusiveNonblock);
-    }
-    match attempt {
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(mut lock) => {
             let written = lock
                 .set_len(0)
