@@ -73,7 +73,11 @@ fn main() {
         let r = zurg::journal::Record {
             time_us: 1_795_000_000_000_000 + n,
             service: format!("svc{}", n % 100),
-            kind: if n.is_multiple_of(2) { "start" } else { "exit" }.into(),
+            kind: if n.is_multiple_of(2) {
+                zurg::journal::Kind::Start
+            } else {
+                zurg::journal::Kind::Exit
+            },
             gpid: format!("10.0.0.7:8080:{}:{}", 1_795_000_000_000_000 + n, 1000 + n),
             stats: Some(zurg::stats::Sample::default()),
             ..Default::default()

@@ -28,6 +28,46 @@ pub const DEFAULT_LIMIT: u64 = 8 << 20;
 const MAX_RECORD: u32 = 1 << 20;
 const HEADER: usize = 8;
 
+/// What a journal record says happened. Encoded as the lower-case word;
+/// a word this zurg does not know (written by a newer one) reads as
+/// `Other`, so history still lists the record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A process started (its GPID).
+    #[default]
+    Start,
+    /// A process ended, by itself or on request.
+    Exit,
+    /// A start refused before exec, with `reason`.
+    Refused,
+    /// `zurg upgrade` installed a build.
+    Upgrade,
+    /// `zurg rollback` went back to the previous build.
+    Rollback,
+    #[serde(other)]
+    Other,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Start => "start",
+            Kind::Exit => "exit",
+            Kind::Refused => "refused",
+            Kind::Upgrade => "upgrade",
+            Kind::Rollback => "rollback",
+            Kind::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 // Default so that a record is written as a literal with the fields it
 // uses: a new optional field then changes no existing literal.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -35,9 +75,7 @@ pub struct Record {
     /// Wall clock, µs since the epoch.
     pub time_us: u64,
     pub service: String,
-    /// "start", "exit", "refused" (a start refused before exec, with
-    /// `reason`), "upgrade" or "rollback".
-    pub kind: String,
+    pub kind: Kind,
     pub gpid: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
@@ -488,9 +526,9 @@ pub(crate) mod tests {
             time_us: 1000 + i,
             service: format!("s{}", i % 3),
             kind: if i.is_multiple_of(2) {
-                "start".into()
+                Kind::Start
             } else {
-                "exit".into()
+                Kind::Exit
             },
             gpid: format!("127.0.0.1:0:{}:{}", 1000 + i, 10 + i),
             exit: (i % 2 == 1).then_some(ExitInfo {

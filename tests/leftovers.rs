@@ -131,7 +131,7 @@ fn start_record(service: &str, start_us: u64, pid: i32) -> Record {
     Record {
         time_us: start_us,
         service: service.into(),
-        kind: "start".into(),
+        kind: zurg::journal::Kind::Start,
         gpid: format!("127.0.0.1:0:{start_us}:{pid}"),
         ..Default::default()
     }

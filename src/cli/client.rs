@@ -458,7 +458,7 @@ pub fn run(args: &[String]) -> i32 {
                 println!("{}", event_line(ev));
             }
             let _ = std::io::stdout().flush();
-            if ev.kind == proto::SHUTDOWN_EVENT_KIND {
+            if ev.kind == proto::EventKind::Shutdown {
                 eprintln!("zurg: zurg at {} stopped", path.display());
                 return EXIT_OK;
             }

@@ -434,9 +434,63 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
-/// The last event a follower gets, on an orderly shutdown (service "zurg"):
-/// `events --follow` tells it from a crash, which ends with no such line.
-pub const SHUTDOWN_EVENT_KIND: &str = "shutdown";
+/// What a lifecycle event says happened: one enum from the supervisor to
+/// the client, encoded as its snake_case word. A word this client does not
+/// know (a newer zurg) reads as `Other` rather than failing the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Started,
+    Exited,
+    Restarting,
+    Stopped,
+    Killed,
+    /// Ended, and its restart policy keeps it down.
+    Done,
+    SpawnFailed,
+    /// Refused, or forked into the background: the service is failed.
+    Failed,
+    Warning,
+    /// Its process reported itself ready (`delay_ms`: how long it took).
+    Ready,
+    /// It did not become ready in time: a failed start (`message`: why).
+    NotReady,
+    /// Its health check failed: it is restarted (`message`: which check and how).
+    Unhealthy,
+    /// The last event a follower gets, on an orderly shutdown (service
+    /// "zurg"): `events --follow` tells it from a crash, which ends with no
+    /// such line.
+    Shutdown,
+    #[serde(other)]
+    Other,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Started => "started",
+            EventKind::Exited => "exited",
+            EventKind::Restarting => "restarting",
+            EventKind::Stopped => "stopped",
+            EventKind::Killed => "killed",
+            EventKind::Done => "done",
+            EventKind::SpawnFailed => "spawn_failed",
+            EventKind::Failed => "failed",
+            EventKind::Warning => "warning",
+            EventKind::Ready => "ready",
+            EventKind::NotReady => "not_ready",
+            EventKind::Unhealthy => "unhealthy",
+            EventKind::Shutdown => "shutdown",
+            EventKind::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A lifecycle event, as kept in the recent-events ring and streamed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -445,9 +499,7 @@ pub struct EventRecord {
     /// Wall clock, microseconds since the Unix epoch.
     pub time_us: u64,
     pub service: String,
-    /// started | exited | restarting | stopped | killed | done | spawn_failed
-    /// | failed | warning, and `shutdown` (SHUTDOWN_EVENT_KIND) last of all
-    pub kind: String,
+    pub kind: EventKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

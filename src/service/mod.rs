@@ -157,6 +157,20 @@ pub enum Input {
     Verifying,
     /// The binary's digest is known now: spawn, unless stopped meanwhile.
     Verified,
+    /// The running process reported itself ready (notify `READY=1`, a line
+    /// on its readiness fd, a readiness probe passed). A service without
+    /// `ready` gets it from the supervisor as soon as it has started.
+    Ready,
+    /// Readiness did not come: its timeout passed, or it cannot come. A
+    /// failed start.
+    NotReady {
+        reason: String,
+    },
+    /// Its health check failed `retries` times in a row, or it missed its
+    /// watchdog ping: it is restarted.
+    Unhealthy {
+        reason: String,
+    },
 }
 
 /// What the service wants done, and what happened, for the log and events.
@@ -205,6 +219,21 @@ pub enum Event {
     Forked {
         pid: i32,
     },
+    /// Became ready `after_ms` after its process started.
+    Ready {
+        pid: i32,
+        after_ms: u64,
+    },
+    /// Did not become ready (`reason` says how); counts as a failed start.
+    NotReady {
+        pid: i32,
+        reason: String,
+    },
+    /// Its health check (or watchdog) failed; it is restarted.
+    Unhealthy {
+        pid: i32,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -216,6 +245,9 @@ pub struct Service {
     pub last_exit: Option<Exit>,
     /// The last spawn or check failure; cleared by a successful start.
     pub last_error: Option<Failure>,
+    /// How long the current process took to become ready; `None` while it
+    /// has not (or no process runs).
+    pub ready_after_ms: Option<u64>,
     backoff: Backoff,
     timer_generation: u64,
     /// The next spawn is a restart (for the counter).
@@ -230,6 +262,7 @@ impl Service {
             restarts: 0,
             last_exit: None,
             last_error: None,
+            ready_after_ms: None,
             backoff: Backoff::default(),
             timer_generation: 0,
             restarting: false,
@@ -247,6 +280,16 @@ impl Service {
 
     pub fn name(&self) -> &str {
         &self.unit.name
+    }
+
+    /// No readiness protocol: the service counts as ready once started.
+    fn ready_when_started(&self) -> bool {
+        true
+    }
+
+    /// A process runs and has reported itself ready.
+    pub fn is_ready(&self) -> bool {
+        matches!(self.state, State::Running { .. }) && self.ready_after_ms.is_some()
     }
 
     fn arm(&mut self, at_ms: u64, out: &mut Vec<Action>) {
@@ -339,6 +382,8 @@ impl Service {
                 }
                 self.restarting = false;
                 self.last_error = None;
+                // Without a readiness protocol a service is ready once started.
+                self.ready_after_ms = self.ready_when_started().then_some(0);
                 self.state = State::Running { pid, since_ms: now };
                 out.push(Action::Emit(Event::Started { pid }));
             }
@@ -419,6 +464,19 @@ impl Service {
                         out.push(Action::Spawn);
                     }
                 }
+            }
+            (State::Running { pid, since_ms }, Input::Ready) if self.ready_after_ms.is_none() => {
+                let after_ms = now.saturating_sub(since_ms);
+                self.ready_after_ms = Some(after_ms);
+                out.push(Action::Emit(Event::Ready { pid, after_ms }));
+            }
+            (State::Running { pid, since_ms }, Input::NotReady { reason }) => {
+                out.push(Action::Emit(Event::NotReady { pid, reason }));
+                self.begin_stop(pid, since_ms, AfterStop::StayDown, now, &mut out);
+            }
+            (State::Running { pid, since_ms }, Input::Unhealthy { reason }) => {
+                out.push(Action::Emit(Event::Unhealthy { pid, reason }));
+                self.begin_stop(pid, since_ms, AfterStop::Start, now, &mut out);
             }
             (State::Backoff { .. }, Input::Timer { generation })
                 if generation == self.timer_generation =>

@@ -53,8 +53,8 @@ pub(crate) fn unfinished(records: &[Record]) -> Vec<Unfinished> {
     let mut open: Vec<Option<Unfinished>> = Vec::new();
     let mut at: HashMap<&str, usize> = HashMap::new();
     for r in records {
-        match r.kind.as_str() {
-            "start" => {
+        match r.kind {
+            crate::journal::Kind::Start => {
                 let Ok(gpid) = r.gpid.parse::<Gpid>() else {
                     continue;
                 };
@@ -343,14 +343,14 @@ mod tests {
     use super::*;
 
     fn start(service: &str, gpid: &str) -> Record {
-        record(service, "start", gpid)
+        record(service, crate::journal::Kind::Start, gpid)
     }
 
-    fn record(service: &str, kind: &str, gpid: &str) -> Record {
+    fn record(service: &str, kind: crate::journal::Kind, gpid: &str) -> Record {
         Record {
             time_us: 0,
             service: service.into(),
-            kind: kind.into(),
+            kind,
             gpid: gpid.into(),
             ..Default::default()
         }
@@ -365,7 +365,7 @@ mod tests {
         let records = [
             start("a", A),
             start("b", B),
-            record("a", "exit", A),
+            record("a", crate::journal::Kind::Exit, A),
             start("c", C),
             start("x", "not a gpid"),
         ];

@@ -1108,7 +1108,10 @@ impl Supervisor {
                 .reactor
                 .timers
                 .arm(at_ms, TimerKey::Service { slot, generation }),
-            Action::Emit(event) => self.emit(slot, &event),
+            Action::Emit(event) => {
+                self.emit(slot, &event);
+                self.after_event(slot, &event, work);
+            }
         }
     }
 
@@ -1316,6 +1319,12 @@ impl Supervisor {
         }
     }
 
+    /// What a service's event sets off beyond itself: readiness, and (as
+    /// the service model grows) probes, dependants and essential services.
+    fn after_event(&mut self, slot: usize, event: &Event, work: &mut VecDeque<(usize, Input)>) {
+        let _ = (slot, event, work);
+    }
+
     fn emit(&mut self, slot: usize, event: &Event) {
         self.record(slot, event);
         let Some(s) = self.slots.get(slot) else {
@@ -1355,6 +1364,15 @@ impl Supervisor {
                 "[{name}] ended with {}; restart policy keeps it down",
                 exit.describe()
             ),
+            Event::Ready { pid, after_ms } => {
+                crate::log!("[{name}] pid {pid} ready after {}", human_ms(*after_ms))
+            }
+            Event::NotReady { pid, reason } => {
+                crate::log!("[{name}] pid {pid} not ready: {reason}; stopping it")
+            }
+            Event::Unhealthy { pid, reason } => {
+                crate::log!("[{name}] pid {pid} unhealthy: {reason}; restarting it")
+            }
         }
     }
 }

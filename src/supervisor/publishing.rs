@@ -56,7 +56,7 @@ fn journal_events(
         .filter_map(|r| {
             let seq = r.seq.filter(|s| (first..=last).contains(s))?;
             let gpid: crate::gpid::Gpid = r.gpid.parse().ok()?;
-            let kind = if r.kind == "start" {
+            let kind = if r.kind == crate::journal::Kind::Start {
                 EventKind::Start
             } else {
                 EventKind::Exit
@@ -120,9 +120,10 @@ impl Supervisor {
     /// sequence number it was given.
     pub(super) fn forward(&mut self, slot: usize, rec: &EventRecord) -> Option<u64> {
         self.forwarder.as_ref()?;
-        let kind = match rec.kind.as_str() {
-            "started" => EventKind::Start,
-            "exited" | "stopped" => EventKind::Exit,
+        let kind = match rec.kind {
+            crate::control::proto::EventKind::Started => EventKind::Start,
+            crate::control::proto::EventKind::Exited
+            | crate::control::proto::EventKind::Stopped => EventKind::Exit,
             _ => return None,
         };
         let endpoint = self.endpoint_of(slot)?;

@@ -9,11 +9,13 @@ use mio::Token;
 
 use super::worker::{Done, Job};
 use super::{Supervisor, TimerKey};
+use crate::control::proto::EventKind;
 use crate::control::proto::{
     ErrorCode, EventRecord, ExitInfo, GpidInfo, Outcome, Reply, Request, ServiceStatus, StatsRow,
     Verb, VersionInfo,
 };
 use crate::control::server::{ConnId, Incoming};
+use crate::journal::Kind as JournalKind;
 use crate::service::{Event, Exit, Input, State};
 use crate::stats::Sample;
 
@@ -594,19 +596,21 @@ impl Supervisor {
         self.reactor.timers.arm(next, TimerKey::ControlIdle);
     }
 
-    fn journal_event(&mut self, rec: &EventRecord, kind: &str, seq: Option<u64>) {
+    fn journal_event(&mut self, rec: &EventRecord, kind: JournalKind, seq: Option<u64>) {
         let Some(j) = &mut self.journal else { return };
         let record = crate::journal::Record {
             time_us: rec.time_us,
             service: rec.service.clone(),
-            kind: kind.to_string(),
+            kind,
             gpid: rec.gpid.clone().unwrap_or_default(),
             version: rec.version.clone(),
             exit: rec.exit.clone(),
             stats: rec.stats.clone(),
             seq,
             zurg: seq.map(|_| self.own_gpid.clone()),
-            reason: (kind == "refused").then(|| rec.message.clone()).flatten(),
+            reason: (kind == JournalKind::Refused)
+                .then(|| rec.message.clone())
+                .flatten(),
         };
         if let Some(line) = j.append(&record).log_line() {
             crate::log!("{line}");
@@ -825,7 +829,7 @@ impl Supervisor {
             seq: self.event_seq,
             time_us: crate::os::wall_clock_us(),
             service: name,
-            kind: "warning".into(),
+            kind: EventKind::Warning,
             pid: s.and_then(|s| s.service.state.pid()),
             exit: None,
             delay_ms: None,
@@ -845,7 +849,7 @@ impl Supervisor {
             seq: self.event_seq,
             time_us: crate::os::wall_clock_us(),
             service: "zurg".into(),
-            kind: crate::control::proto::SHUTDOWN_EVENT_KIND.into(),
+            kind: EventKind::Shutdown,
             pid: None,
             exit: None,
             delay_ms: None,
@@ -897,7 +901,7 @@ impl Supervisor {
             seq: self.event_seq,
             time_us: crate::os::wall_clock_us(),
             service: self.slot_name(slot).to_string(),
-            kind: String::new(),
+            kind: EventKind::Other,
             pid: None,
             exit: None,
             delay_ms: None,
@@ -909,7 +913,7 @@ impl Supervisor {
         let kind = match event {
             Event::Started { pid } => {
                 rec.pid = Some(*pid);
-                "started"
+                EventKind::Started
             }
             Event::Refused { .. } | Event::Forked { .. } => {
                 rec.message = self
@@ -917,36 +921,51 @@ impl Supervisor {
                     .get(slot)
                     .and_then(|s| s.service.last_error.as_ref())
                     .map(ToString::to_string);
-                "failed"
+                EventKind::Failed
             }
             Event::SpawnFailed { error } => {
                 rec.message = Some(error.clone());
-                "spawn_failed"
+                EventKind::SpawnFailed
             }
             Event::Exited { pid, exit, .. } => {
                 rec.pid = Some(*pid);
                 rec.exit = Some(exit_info(*exit));
-                "exited"
+                EventKind::Exited
             }
             Event::Restarting { delay_ms } => {
                 rec.delay_ms = Some(*delay_ms);
-                "restarting"
+                EventKind::Restarting
             }
             Event::Stopped { pid, exit } => {
                 rec.pid = Some(*pid);
                 rec.exit = Some(exit_info(*exit));
-                "stopped"
+                EventKind::Stopped
             }
             Event::Killed { pid } => {
                 rec.pid = Some(*pid);
-                "killed"
+                EventKind::Killed
             }
             Event::Done { exit } => {
                 rec.exit = Some(exit_info(*exit));
-                "done"
+                EventKind::Done
+            }
+            Event::Ready { pid, after_ms } => {
+                rec.pid = Some(*pid);
+                rec.delay_ms = Some(*after_ms);
+                EventKind::Ready
+            }
+            Event::NotReady { pid, reason } => {
+                rec.pid = Some(*pid);
+                rec.message = Some(reason.clone());
+                EventKind::NotReady
+            }
+            Event::Unhealthy { pid, reason } => {
+                rec.pid = Some(*pid);
+                rec.message = Some(reason.clone());
+                EventKind::Unhealthy
             }
         };
-        rec.kind = kind.to_string();
+        rec.kind = kind;
         if let Some(s) = self.slots.get(slot) {
             // An event about a process carries the version that process
             // runs, which an upgrade or rollback may since have replaced.
@@ -956,7 +975,7 @@ impl Supervisor {
                 }
                 _ => s.running_version.clone(),
             };
-            if kind != "spawn_failed" && kind != "restarting" {
+            if !matches!(kind, EventKind::SpawnFailed | EventKind::Restarting) {
                 rec.gpid = s.gpid.map(|g| g.to_string());
             }
             if rec.exit.is_some() {
@@ -968,10 +987,14 @@ impl Supervisor {
                 // Sent first: the publisher's latency is the user's, the
                 // journal's write is not.
                 let seq = self.forward(slot, &rec);
-                let journal_kind = if kind == "started" { "start" } else { "exit" };
+                let journal_kind = if kind == EventKind::Started {
+                    JournalKind::Start
+                } else {
+                    JournalKind::Exit
+                };
                 self.journal_event(&rec, journal_kind, seq);
             }
-            Event::Refused { .. } => self.journal_event(&rec, "refused", None),
+            Event::Refused { .. } => self.journal_event(&rec, JournalKind::Refused, None),
             _ => {}
         }
         self.publish(rec);

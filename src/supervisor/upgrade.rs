@@ -239,7 +239,7 @@ impl Supervisor {
         Ok(())
     }
 
-    fn journal_build(&mut self, slot: usize, kind: &str, build: &Build) {
+    fn journal_build(&mut self, slot: usize, kind: crate::journal::Kind, build: &Build) {
         let Some(j) = &mut self.journal else { return };
         let Some(s) = self.slots.get(slot) else {
             return;
@@ -247,7 +247,7 @@ impl Supervisor {
         let record = crate::journal::Record {
             time_us: crate::os::wall_clock_us(),
             service: s.service.name().to_string(),
-            kind: kind.to_string(),
+            kind,
             gpid: s.gpid.map(|g| g.to_string()).unwrap_or_default(),
             version: build.version.clone(),
             ..Default::default()
@@ -447,7 +447,7 @@ impl Supervisor {
             crate::log!("warning: {e}; the upgrade will not survive a restart of zurg");
         }
         crate::log!("[{name}] upgrading from {} to {}", from.label(), to.label());
-        self.journal_build(slot, "upgrade", &to);
+        self.journal_build(slot, crate::journal::Kind::Upgrade, &to);
         let old_pid = self.slots.get(slot).and_then(|s| s.service.state.pid());
         work.push_back((slot, Input::Restart));
         self.process(work);
@@ -591,7 +591,7 @@ impl Supervisor {
         }
         self.set_build(slot, &previous)?;
         crate::log!("[{name}] rolling back to {}", previous.label());
-        self.journal_build(slot, "rollback", &previous);
+        self.journal_build(slot, crate::journal::Kind::Rollback, &previous);
         work.push_back((slot, Input::Restart));
         self.process(work);
         Ok(previous)

@@ -502,7 +502,11 @@ pub fn old_journal(numbers: std::ops::Range<u64>) -> Vec<u8> {
         data.extend(zurg::journal::frame(&zurg::journal::Record {
             time_us: 1_000_000 + i,
             service: format!("old{}", i % 50),
-            kind: if i % 2 == 0 { "start" } else { "exit" }.into(),
+            kind: if i % 2 == 0 {
+                zurg::journal::Kind::Start
+            } else {
+                zurg::journal::Kind::Exit
+            },
             gpid: format!("10.1.2.3:0:{}:{}", 1_000_000 + i, 100 + i),
             version: Some("1.0.0".into()),
             ..Default::default()
