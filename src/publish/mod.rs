@@ -6,10 +6,12 @@
 //! face; `forwarder` lives in `zurg run`'s event loop; `client` is
 //! `zurg resolve`.
 
+pub mod board;
 pub mod client;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod forwarder;
+pub mod http;
 pub mod proto;
 pub mod registry;
 pub mod server;

@@ -19,6 +19,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use sha2::{Digest, Sha256};
 
+use super::http::{Ctx, Http};
 use super::proto::{
     self, Decoder, Frame, HostInfo, Role, CHUNK, MAX_FRAME, MAX_SEQ_JUMP, PROTOCOL,
 };
@@ -28,13 +29,16 @@ use super::store::{ConnId, Done, MemoryStore, Store};
 const LISTENER: Token = Token(0);
 /// Woken by a store that answers from another thread.
 pub const WAKER: Token = Token(1);
-const FIRST_CONN: usize = 2;
+/// The status page's listener (`--http`).
+const HTTP_LISTENER: Token = Token(2);
+const FIRST_CONN: usize = 3;
 
 pub const DEFAULT_LEASE_MS: u64 = 10_000;
 const MAX_CONNS: usize = 4096;
 /// Watchers are kept however long they stay silent (they only read), so
 /// they have a cap of their own below `MAX_CONNS`.
-const MAX_WATCHERS: usize = 1024;
+/// The status page's event streams count among them.
+pub(super) const MAX_WATCHERS: usize = 1024;
 /// Endpoints of a snapshot still arriving (`last: false`), per connection
 /// and across all of them: far above any host's process count, and a bound
 /// on what unfinished snapshots can make the publisher hold.
@@ -76,15 +80,19 @@ pub struct Options {
     pub prefix: String,
     pub lease_ms: u64,
     pub token_file: Option<PathBuf>,
+    /// Where the status page and its JSON API listen (`--http`).
+    pub http: Option<SocketAddr>,
 }
 
 pub const USAGE: &str = "\
-usage: zurg publisher --listen ADDR [--etcd URL[,URL...]] [--prefix P] [--lease-ms N] [--token-file F]
+usage: zurg publisher --listen ADDR [--etcd URL[,URL...]] [--prefix P] [--lease-ms N] [--token-file F] [--http ADDR]
   --listen ADDR     address to serve forwarders and resolve clients on, e.g. 0.0.0.0:7300
   --etcd URLS       keep the registry in etcd (needs a build with --features etcd)
   --prefix P        etcd key prefix (default /zurg)
   --lease-ms N      a host silent this long loses its endpoints (default 10000)
   --token-file F    shared secret; peers must prove they know it
+  --http ADDR       serve the live status page and its JSON API on ADDR, e.g. 127.0.0.1:7380
+                    (any address but loopback needs --token-file; the page asks for the token)
 ";
 
 pub fn parse_options(args: &[String]) -> Result<Options, String> {
@@ -93,6 +101,7 @@ pub fn parse_options(args: &[String]) -> Result<Options, String> {
     let mut prefix = "/zurg".to_string();
     let mut lease_ms = DEFAULT_LEASE_MS;
     let mut token_file = None;
+    let mut http = None;
     let mut p = lexopt::Parser::from_args(args.iter().skip(1));
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
@@ -117,6 +126,13 @@ pub fn parse_options(args: &[String]) -> Result<Options, String> {
                 })?;
             }
             Long("token-file") => token_file = Some(PathBuf::from(string_value(&mut p)?)),
+            Long("http") => {
+                let v = string_value(&mut p)?;
+                http = Some(
+                    v.parse::<SocketAddr>()
+                        .map_err(|_| format!("--http {v:?}: expected IP:PORT"))?,
+                );
+            }
             other => return Err(other.unexpected().to_string()),
         }
     }
@@ -127,6 +143,7 @@ pub fn parse_options(args: &[String]) -> Result<Options, String> {
         prefix,
         lease_ms,
         token_file,
+        http,
     })
 }
 
@@ -259,6 +276,8 @@ struct Server {
     /// store: it serves both stores, and it must never reach etcd or a
     /// resolve client.
     instances: HashMap<String, [u8; 32]>,
+    /// The status page (`--http`).
+    http: Option<Http>,
 }
 
 pub fn run(args: &[String]) -> i32 {
@@ -286,6 +305,16 @@ pub fn run(args: &[String]) -> i32 {
                     ""
                 }
             );
+            if let Some(addr) = server.http.as_ref().and_then(Http::local_addr) {
+                crate::log!(
+                    "status page on http://{addr}/{}",
+                    if server.token.is_some() {
+                        " (token required)"
+                    } else {
+                        ""
+                    }
+                );
+            }
             server.serve()
         }
         Err(e) => {
@@ -323,6 +352,11 @@ impl Server {
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(|e| e.to_string())?;
         let store = make_store(opts, &poll)?;
+        let http = opts
+            .http
+            .map(|addr| Http::bind(addr, token.clone(), poll.registry(), HTTP_LISTENER))
+            .transpose()
+            .map_err(|e| e.to_string())?;
         Ok(Server {
             poll,
             listener,
@@ -339,6 +373,7 @@ impl Server {
             instances: HashMap::new(),
             watchers: BTreeMap::new(),
             unflushed: Vec::new(),
+            http,
         })
     }
 
@@ -361,6 +396,7 @@ impl Server {
                 self.store.next_deadline(),
                 self.acks_due,
                 self.accept_retry_at,
+                self.http.as_ref().and_then(Http::next_deadline),
             ]
             .into_iter()
             .flatten()
@@ -378,8 +414,13 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept(),
                     WAKER => {}
+                    HTTP_LISTENER => self.accept_http(),
                     Token(t) => {
                         if let Some(id) = t.checked_sub(FIRST_CONN) {
+                            if self.http.as_ref().is_some_and(|h| h.owns(id)) {
+                                self.http_ready(id, event.is_writable());
+                                continue;
+                            }
                             if event.is_writable() || event.is_write_closed() {
                                 if let Some(conn) = self.conn(id) {
                                     conn.writable = true;
@@ -393,6 +434,12 @@ impl Server {
             let now = self.now_ms();
             if self.accept_retry_at.is_some_and(|at| at <= now) {
                 self.accept();
+            }
+            if self.http.as_ref().is_some_and(|h| h.accept_due(now)) {
+                self.accept_http();
+            }
+            if let Some(http) = self.http.as_mut() {
+                http.expire(now);
             }
             self.store.tick(now);
             self.expire_idle(now);
@@ -411,6 +458,10 @@ impl Server {
                 }
                 self.flush(id);
             }
+            let now = self.now_ms();
+            if let Some(http) = self.http.as_mut() {
+                http.flush_dirty(now);
+            }
             self.reap_closed();
         }
     }
@@ -420,7 +471,8 @@ impl Server {
         loop {
             match self.listener.accept() {
                 Ok((mut stream, addr)) => {
-                    if self.conns.len() >= MAX_CONNS {
+                    let http = self.http.as_ref().map_or(0, Http::conn_count);
+                    if self.conns.len().saturating_add(http) >= MAX_CONNS {
                         let mut bytes = Vec::new();
                         proto::encode(
                             &Frame::Error {
@@ -478,6 +530,41 @@ impl Server {
                 }
             }
         }
+    }
+
+    fn http_ctx(&self) -> Ctx<'_> {
+        Ctx {
+            view: self.store.view(),
+            now_ms: self.now_ms(),
+            conns: self.conns.len(),
+            watchers: self.watchers.len(),
+        }
+    }
+
+    fn accept_http(&mut self) {
+        let Some(mut http) = self.http.take() else {
+            return;
+        };
+        let mut next = self.next_conn;
+        http.accept(&mut next, FIRST_CONN, MAX_CONNS, &self.http_ctx());
+        self.next_conn = next;
+        self.http = Some(http);
+    }
+
+    fn http_ready(&mut self, id: ConnId, writable: bool) {
+        let Some(mut http) = self.http.take() else {
+            return;
+        };
+        http.ready(id, writable, &self.http_ctx());
+        self.http = Some(http);
+    }
+
+    /// Resolve watchers and status page streams: they share `MAX_WATCHERS`
+    /// and `WATCHERS_OUTPUT`.
+    fn all_watchers(&self) -> usize {
+        self.watchers
+            .len()
+            .saturating_add(self.http.as_ref().map_or(0, Http::streams))
     }
 
     fn conn(&mut self, id: ConnId) -> Option<&mut Conn> {
@@ -1059,7 +1146,7 @@ impl Server {
             watch: watch.clone(),
         };
         if let Some(w) = watch {
-            if !self.watchers.contains_key(&id) && self.watchers.len() >= MAX_WATCHERS {
+            if !self.watchers.contains_key(&id) && self.all_watchers() >= MAX_WATCHERS {
                 let message = format!("too many watchers ({MAX_WATCHERS}); try again later");
                 crate::log!("{message}: refusing one");
                 self.close(id, Some(message));
@@ -1121,6 +1208,16 @@ impl Server {
 
     /// Sends one change to every watcher of its name.
     fn fan_out(&mut self, change: &Change) {
+        let time_us = crate::os::wall_clock_us();
+        // Each watcher's share of the budget: a watcher that cannot keep up
+        // is dropped (it reconnects and lists again) before the watchers
+        // together hold more than WATCHERS_OUTPUT.
+        let share = (WATCHERS_OUTPUT / self.all_watchers().max(1))
+            .clamp(MIN_WATCHER_OUTPUT, MAX_WATCHER_OUTPUT);
+        let now = self.now_ms();
+        if let Some(http) = self.http.as_mut() {
+            http.on_change(change, time_us, share, now);
+        }
         let name = &change.endpoint.service;
         let watchers: Vec<ConnId> = self
             .watchers
@@ -1140,15 +1237,10 @@ impl Server {
             reason: change.reason,
             endpoint: change.endpoint.clone(),
             exit: change.exit.clone(),
-            time_us: crate::os::wall_clock_us(),
+            time_us,
         };
         let mut bytes = Vec::new();
         proto::encode(&frame, &mut bytes);
-        // Each watcher's share of the budget: a watcher that cannot keep up
-        // is dropped (it reconnects and lists again) before the watchers
-        // together hold more than WATCHERS_OUTPUT.
-        let share = (WATCHERS_OUTPUT / self.watchers.len().max(1))
-            .clamp(MIN_WATCHER_OUTPUT, MAX_WATCHER_OUTPUT);
         let key = (name.as_str(), change.endpoint.gpid.as_str());
         for id in watchers {
             let Some(conn) = self.conn(id).filter(|c| !c.closing) else {

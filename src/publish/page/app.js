@@ -1,0 +1,194 @@
+// The publisher's status page: one EventSource on /events gives the whole
+// state, then every change as the publisher applies it (the stream that
+// `zurg resolve --watch` follows). Plain JS, no framework, no build step.
+'use strict';
+
+const RECENT_US = 5 * 60 * 1e6;   // a death this recent stands out
+const HOUR_US = 3600 * 1e6;
+const state = { hosts: new Map(), eps: new Map(), stats: new Map(), skewUs: 0, last: 0 };
+let source = null;
+let backoff = 500;
+let renderPending = false;
+let hostsPending = false;
+
+const nowUs = () => Date.now() * 1000 + state.skewUs;
+const epKey = (e) => e.service + '\n' + e.gpid;
+const statKey = (s) => s.host + '\n' + s.service;
+
+function esc(v) {
+  return String(v ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
+}
+
+function ago(us) {
+  const s = Math.max(0, Math.round(us / 1e6));
+  if (s < 60) return s + 's';
+  if (s < 3600) return Math.floor(s / 60) + 'm ' + (s % 60) + 's';
+  if (s < 86400) return Math.floor(s / 3600) + 'h ' + Math.floor((s % 3600) / 60) + 'm';
+  return Math.floor(s / 86400) + 'd ' + Math.floor((s % 86400) / 3600) + 'h';
+}
+
+function exitText(x) {
+  if (!x) return '';
+  if (x.reason !== 'exit') return x.reason;           // lease, bye, snapshot
+  if (x.exit && x.exit.signal) return x.exit.signal;
+  if (x.exit && x.exit.code !== undefined) return 'exit ' + x.exit.code;
+  return 'exit';
+}
+
+function spark(stat) {
+  const nowMin = Math.floor(nowUs() / 60e6);
+  const w = 120, h = 18, bw = w / 60;
+  const counts = new Map((stat ? stat.restarts_by_minute : []).map(([m, n]) => [m, n]));
+  const max = Math.max(1, ...counts.values());
+  let bars = '';
+  for (let i = 0; i < 60; i++) {
+    const n = counts.get(nowMin - 59 + i) || 0;
+    if (!n) continue;
+    const bh = Math.max(2, Math.round((n / max) * h));
+    bars += `<rect x="${(i * bw).toFixed(1)}" y="${h - bh}" width="${Math.max(1, bw - 0.5).toFixed(1)}" height="${bh}"><title>${n} restart(s)</title></rect>`;
+  }
+  return `<svg class="spark" width="${w}" height="${h}" viewBox="0 0 ${w} ${h}"><line x1="0" y1="${h - 0.5}" x2="${w}" y2="${h - 0.5}"/>${bars}</svg>`;
+}
+
+function load(doc) {
+  state.skewUs = doc.now_us - Date.now() * 1000;
+  state.last = doc.id;
+  state.hosts = new Map(doc.hosts.map((h) => [h.zurg, h]));
+  state.eps = new Map();
+  for (const eps of Object.values(doc.services)) for (const e of eps) state.eps.set(epKey(e), e);
+  state.stats = new Map(doc.stats.map((s) => [statKey(s), s]));
+}
+
+function apply(c) {
+  state.last = c.id;
+  if (c.change === 'up') state.eps.set(epKey(c.endpoint), c.endpoint);
+  else state.eps.delete(epKey(c.endpoint));
+  if (c.stat) state.stats.set(statKey(c.stat), c.stat);
+  if (!state.hosts.has(c.endpoint.host) || c.reason === 'lease' || c.reason === 'bye' || c.reason === 'snapshot') refreshHosts();
+}
+
+// Host records (connected, seq) are not in the change stream: fetched again
+// when a change says they moved.
+function refreshHosts() {
+  if (hostsPending) return;
+  hostsPending = true;
+  setTimeout(async () => {
+    try {
+      const r = await fetch('/api/hosts', { credentials: 'same-origin' });
+      if (r.ok) {
+        const doc = await r.json();
+        state.hosts = new Map(doc.hosts.map((h) => [h.zurg, h]));
+        schedule();
+      }
+    } catch (e) { /* the stream's reconnect covers it */ }
+    hostsPending = false;
+  }, 200);
+}
+
+function schedule() {
+  if (renderPending) return;
+  renderPending = true;
+  setTimeout(() => { renderPending = false; render(); }, 10);
+}
+
+function render() {
+  const now = nowUs();
+  // host zurg -> service -> { eps: [], stat }
+  const byHost = new Map();
+  const slot = (host, service) => {
+    if (!byHost.has(host)) byHost.set(host, new Map());
+    const m = byHost.get(host);
+    if (!m.has(service)) m.set(service, { eps: [], stat: null });
+    return m.get(service);
+  };
+  for (const h of state.hosts.keys()) if (!byHost.has(h)) byHost.set(h, new Map());
+  for (const e of state.eps.values()) slot(e.host, e.service).eps.push(e);
+  for (const s of state.stats.values()) {
+    const live = state.hosts.has(s.host);
+    const recent = s.last_exit && now - s.last_exit.time_us < HOUR_US;
+    if (live || recent || byHost.has(s.host)) slot(s.host, s.service).stat = s;
+  }
+  const hostName = (z) => {
+    const h = state.hosts.get(z);
+    return h ? (h.hostname || h.ip) : z;
+  };
+  const order = [...byHost.keys()].sort((a, b) => hostName(a).localeCompare(hostName(b)) || a.localeCompare(b));
+  let html = '';
+  let nEps = 0, nDied = 0;
+  for (const z of order) {
+    const h = state.hosts.get(z);
+    const services = [...byHost.get(z).entries()].sort((a, b) => a[0].localeCompare(b[0]));
+    const ip = h ? h.ip : (services.flatMap(([, v]) => v.eps)[0] || {}).ip || '';
+    const badge = !h ? '<span class="badge off">gone</span>'
+      : h.connected ? '<span class="badge">connected</span>' : '<span class="badge off">disconnected</span>';
+    html += `<section class="host${h ? '' : ' gone'}" data-host="${esc(z)}" data-ip="${esc(ip)}">`;
+    html += `<h2>${esc(h ? (h.hostname || h.ip) : ip || z)} ${badge}<span class="meta">${esc(ip)} · zurg ${esc(z)}${h ? ' · seq ' + h.seq : ''}</span></h2>`;
+    if (!services.length) { html += '<p class="empty pad">No services published.</p></section>'; continue; }
+    html += '<table><thead><tr><th>Service</th><th>Endpoint</th><th>Version</th><th>GPID</th><th>Uptime</th><th>Restarts</th><th>Last exit</th><th>Restarts, last hour</th></tr></thead><tbody>';
+    for (const [name, { eps, stat }] of services) {
+      eps.sort((a, b) => b.since_us - a.since_us);
+      nEps += eps.length;
+      const last = stat && stat.last_exit;
+      const recent = last && now - last.time_us < RECENT_US;
+      if (recent) nDied++;
+      const cls = ['svc'];
+      if (recent) cls.push('recent');
+      if (!eps.length) cls.push('down');
+      const gpids = eps.map((e) => e.gpid).join(' ');
+      const exit = exitText(last);
+      html += `<tr class="${cls.join(' ')}" data-host="${esc(z)}" data-ip="${esc(ip)}" data-service="${esc(name)}" data-gpids="${esc(gpids)}" data-exit="${esc(exit)}" data-restarts="${stat ? stat.restarts : 0}">`;
+      html += `<td class="svc">${esc(name)}</td>`;
+      html += `<td class="ep">${eps.length ? eps.map((e) => esc(e.ip + ':' + e.port)).join('<br>') : '—'}</td>`;
+      html += `<td>${eps.length ? eps.map((e) => esc(e.version || '—')).join('<br>') : '—'}</td>`;
+      html += `<td class="gpid">${eps.length ? eps.map((e) => esc(e.gpid)).join('<br>') : 'not running'}</td>`;
+      html += `<td>${eps.length ? eps.map((e) => ago(now - e.since_us)).join('<br>') : '—'}</td>`;
+      html += `<td class="num">${stat ? stat.restarts : 0}</td>`;
+      html += `<td class="exit">${last ? `${esc(exit)} <span class="when">${ago(now - last.time_us)} ago</span>` : '—'}</td>`;
+      html += `<td>${spark(stat)}</td></tr>`;
+    }
+    html += '</tbody></table></section>';
+  }
+  document.getElementById('hosts').innerHTML = html || '<p class="empty">No hosts publish to this publisher yet.</p>';
+  document.getElementById('summary').textContent =
+    `${state.hosts.size} host(s), ${nEps} endpoint(s)` + (nDied ? `, ${nDied} service(s) lost a process in the last 5 minutes` : '');
+}
+
+function setLive(on) {
+  const el = document.getElementById('live');
+  el.className = on ? '' : 'off';
+  el.textContent = on ? 'live' : 'reconnecting…';
+}
+
+function connect() {
+  source = new EventSource('/events');
+  source.addEventListener('state', (ev) => {
+    load(JSON.parse(ev.data));
+    backoff = 500;
+    setLive(true);
+    render();
+  });
+  source.addEventListener('change', (ev) => {
+    apply(JSON.parse(ev.data));
+    schedule();
+  });
+  source.onerror = () => {
+    setLive(false);
+    // The browser retries a dropped stream by itself; one it gave up on
+    // (an error status: publisher overloaded, or the session expired) is
+    // opened again here, after a look at whether the session still holds.
+    if (source.readyState !== EventSource.CLOSED) return;
+    source.close();
+    setTimeout(async () => {
+      try {
+        const r = await fetch('/api/hosts', { credentials: 'same-origin' });
+        if (r.status === 401) { location.reload(); return; }
+      } catch (e) { /* down: try the stream again */ }
+      connect();
+    }, backoff);
+    backoff = Math.min(backoff * 2, 5000);
+  };
+}
+
+connect();
+// Uptimes and "ago" move with the clock; the publisher is not asked.
+setInterval(render, 1000);
