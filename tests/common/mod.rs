@@ -11,6 +11,7 @@
     clippy::indexing_slicing
 )]
 
+pub mod browser;
 pub mod etcd;
 pub mod naming;
 pub mod run;
