@@ -641,23 +641,34 @@ impl Http {
             }
         };
         let body = serde_json::to_vec(&doc).unwrap_or_default();
-        if let Some(refusal) = self.refuse_size(body.len()) {
-            text(&mut out, 503, &refusal);
-        } else {
-            response(&mut out, 200, json, "", &body);
+        match self.refuse_size(body.len()) {
+            Some(refusal) => out = refusal,
+            None => response(&mut out, 200, json, "", &body),
         }
         self.start_response(id, out)
     }
 
-    /// Why a body of `len` bytes cannot be queued now, if it cannot.
-    fn refuse_size(&self, len: usize) -> Option<String> {
+    /// The 503 for a body of `len` bytes that cannot be queued now, if it
+    /// cannot.
+    fn refuse_size(&self, len: usize) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
         if len > MAX_RESPONSE {
-            return Some(format!(
-                "the answer would be {len} bytes, over the {MAX_RESPONSE}-byte bound; use zurg resolve --all, which pages it"
-            ));
+            let why = format!(
+                "the answer would be {len} bytes, over the {MAX_RESPONSE}-byte bound; use zurg resolve --all, which pages it\n"
+            );
+            response(&mut out, 503, "text/plain; charset=utf-8", "", why.as_bytes());
+            return Some(out);
         }
         if self.queued().saturating_add(len) > HTTP_OUTPUT {
-            return Some("too much output waits for slow readers; try again in a second".into());
+            let why = "too much output waits for slow readers; try again in a second\n";
+            response(
+                &mut out,
+                503,
+                "text/plain; charset=utf-8",
+                "Retry-After: 1\r\n",
+                why.as_bytes(),
+            );
+            return Some(out);
         }
         None
     }
@@ -688,8 +699,7 @@ impl Http {
         });
         let body = serde_json::to_vec(&state).unwrap_or_default();
         if let Some(refusal) = self.refuse_size(body.len()) {
-            text(&mut out, 503, &refusal);
-            return self.start_response(id, out);
+            return self.start_response(id, refusal);
         }
         let head = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: keep-alive\r\n\r\nretry: {SSE_RETRY_MS}\n\nid: {}\nevent: state\ndata: ",
