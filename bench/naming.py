@@ -3,13 +3,18 @@
 `zurg resolve --watch` client, and restart latency with a dead, stalled or
 live publisher versus none.
 
-Usage (root, from the repository): bench/naming.py [KILLS] [--etcd]
+Usage (root, from the repository): bench/naming.py [KILLS] [--etcd | --page]
 
 KILLS services run under one `zurg run`; each is SIGKILLed once (a first
 crash restarts at once, so the crash-loop backoff never comes in) and the
 time from kill(2) to the watch printing the `down` change is recorded.
 With --etcd the publisher keeps its registry in a local etcd (needs a zurg
 built with `--features etcd` and /usr/bin/etcd).
+
+With --page the publisher also serves its status page (--http), headless
+Chromium (driven over DevTools on a pipe) shows it, and each death is timed
+a second way: kill(2) to the page's DOM no longer listing the GPID (a
+MutationObserver stamps the wall clock), beside the watch, in the same run.
 
 Restart latency is zurg's own exit-to-start time from its event stream, so
 it is comparable across runs without counting the benchmark's own work.
@@ -156,13 +161,82 @@ def settled(pid):
     wait_for(f"pid {pid} to settle into its sleep", asleep, deadline=5, interval=0.0002)
 
 
-def death_to_watch(n, etcd_url=None, restart="always"):
+class Page:
+    """Headless Chromium on the status page, over DevTools on a pipe
+    (--remote-debugging-pipe reads fd 3 and writes fd 4)."""
+
+    # Stamps, in the page, the wall-clock time (ms) at which each GPID
+    # left the DOM: the moment the page shows the death.
+    OBSERVE = r'''(() => {
+      window.__gone = {};
+      const gpids = (nodes) => {
+        const out = new Set();
+        for (const n of nodes) {
+          if (!(n instanceof Element)) continue;
+          const rows = n.matches('tr.svc') ? [n] : [...n.querySelectorAll('tr.svc')];
+          for (const r of rows) for (const g of r.dataset.gpids.split(' ')) if (g) out.add(g);
+        }
+        return out;
+      };
+      new MutationObserver((records) => {
+        const t = performance.timeOrigin + performance.now();
+        const removed = gpids(records.flatMap((r) => [...r.removedNodes]));
+        const added = gpids(records.flatMap((r) => [...r.addedNodes]));
+        for (const g of removed) if (!added.has(g) && !(g in window.__gone)) window.__gone[g] = t;
+      }).observe(document.getElementById('hosts'), { childList: true, subtree: true });
+      return true;
+    })()'''
+
+    def __init__(self, url):
+        self.profile = tempfile.mkdtemp(prefix="zurg-chromium-")
+        self.proc = subprocess.Popen(
+            ["sh", "-c", "exec chromium --headless=new --no-sandbox --disable-gpu "
+             "--disable-dev-shm-usage --no-first-run --remote-debugging-pipe "
+             f"--user-data-dir={self.profile} '{url}' 3<&0 4>&1 0</dev/null 1>/dev/null 2>/dev/null"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.buf, self.id, self.session = b"", 0, None
+        page = wait_for("a tab", lambda: next((t["targetId"] for t in self.call(
+            "Target.getTargets")["targetInfos"] if t["type"] == "page"), None))
+        self.session = self.call("Target.attachToTarget",
+                                 {"targetId": page, "flatten": True})["sessionId"]
+
+    def call(self, method, params=None):
+        self.id += 1
+        msg = {"id": self.id, "method": method, "params": params or {}}
+        if self.session:
+            msg["sessionId"] = self.session
+        self.proc.stdin.write(json.dumps(msg).encode() + b"\0")
+        self.proc.stdin.flush()
+        while True:
+            while b"\0" in self.buf:
+                raw, self.buf = self.buf.split(b"\0", 1)
+                v = json.loads(raw)
+                if v.get("id") == self.id:
+                    return v["result"]
+            chunk = os.read(self.proc.stdout.fileno(), 1 << 16)
+            if not chunk:
+                raise SystemExit("chromium exited")
+            self.buf += chunk
+
+    def eval(self, expr):
+        return self.call("Runtime.evaluate", {"expression": expr, "returnByValue": True})["result"].get("value")
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def death_to_watch(n, etcd_url=None, restart="always", page=False):
     addr = f"127.0.0.1:{free_port()}"
     pub_args = [ZURG, "publisher", "--listen", addr]
     if etcd_url:
         pub_args += ["--etcd", etcd_url]
+    http = f"127.0.0.1:{free_port()}"
+    if page:
+        pub_args += ["--http", http]
     pub = subprocess.Popen(pub_args, stderr=subprocess.DEVNULL)
-    run = None
+    run = browser = None
     try:
         wait_for("publisher", lambda: subprocess.run(
             [ZURG, "resolve", "--all", "--publisher", addr], capture_output=True).returncode in (0, 1))
@@ -170,6 +244,10 @@ def death_to_watch(n, etcd_url=None, restart="always"):
         wait_for("registry", lambda: json.loads(subprocess.run(
             [ZURG, "resolve", "--all", "--json", "--publisher", addr],
             capture_output=True, text=True).stdout or "{}").get("services", {}).__len__() == n, 60)
+        if page:
+            browser = Page(f"http://{http}/")
+            wait_for("the page", lambda: browser.eval("document.querySelectorAll('tr.svc').length") == n, 60)
+            browser.eval(Page.OBSERVE)
         watch = subprocess.Popen([ZURG, "resolve", "--all", "--watch", "--json", "--publisher", addr],
                                  stdout=subprocess.PIPE, text=True, bufsize=1)
         while json.loads(watch.stdout.readline()).get("t") != "synced":
@@ -202,8 +280,15 @@ def death_to_watch(n, etcd_url=None, restart="always"):
 
         run.kill_each(measure)
         watch.kill()
+        if page:
+            gone = browser.eval("JSON.stringify(window.__gone)")
+            gone = json.loads(gone)
+            shown = [gone[g] * 1000 - killed_at for g, killed_at, _, _ in stamps if g in gone]
+            return latencies, stages(run, stamps), shown
         return latencies, stages(run, stamps)
     finally:
+        if browser:
+            browser.stop()
         if run:
             run.stop()
         pub.kill()
@@ -341,6 +426,15 @@ def main():
     if not os.path.exists(ZURG):
         subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "zurg"], cwd=ROOT, check=True)
     print(f"# {n} services, each SIGKILLed once; figures in µs")
+    if "--page" in sys.argv:
+        # Only the page against the watch, in one run: the rest is the
+        # default benchmark's.
+        lat, hops, shown = death_to_watch(n, page=True)
+        print(f"death -> resolve --watch, beside the page: p50 {pct(lat, 50):.0f}  p99 {pct(lat, 99):.0f}  max {max(lat):.0f}")
+        print(f"  ... by hop: {hops}")
+        print(f"death -> status page DOM (Chromium):   p50 {pct(shown, 50):.0f}  p99 {pct(shown, 99):.0f}  max {max(shown):.0f}  (n={len(shown)})")
+        print(f"  ... ratio page / watch: p50 {pct(shown, 50) / pct(lat, 50):.2f}  p99 {pct(shown, 99) / pct(lat, 99):.2f}")
+        return
     floor = kill_floor(min(n, 300))
     print(f"floor: kill -> pidfd readable:    p50 {pct(floor, 50):.0f}  p99 {pct(floor, 99):.0f}")
     relay = relay_floor(min(n, 300))

@@ -88,7 +88,41 @@ function refreshHosts() {
 function schedule() {
   if (renderPending) return;
   renderPending = true;
-  setTimeout(() => { renderPending = false; render(); }, 10);
+  setTimeout(() => { renderPending = false; render(); }, 0);
+}
+
+// One service's row. Its key (host, service) lets a change redraw just it.
+function rowHtml(z, ip, name, eps, stat, now) {
+  eps.sort((a, b) => b.since_us - a.since_us);
+  const last = stat && stat.last_exit;
+  const recent = last && now - last.time_us < RECENT_US;
+  const cls = ['svc'];
+  if (recent) cls.push('recent');
+  if (!eps.length) cls.push('down');
+  const gpids = eps.map((e) => e.gpid).join(' ');
+  const exit = exitText(last);
+  let html = `<tr class="${cls.join(' ')}" data-host="${esc(z)}" data-ip="${esc(ip)}" data-service="${esc(name)}" data-gpids="${esc(gpids)}" data-exit="${esc(exit)}" data-restarts="${stat ? stat.restarts : 0}">`;
+  html += `<td class="svc">${esc(name)}</td>`;
+  html += `<td class="ep">${eps.length ? eps.map((e) => esc(e.ip + ':' + e.port)).join('<br>') : '—'}</td>`;
+  html += `<td>${eps.length ? eps.map((e) => esc(e.version || '—')).join('<br>') : '—'}</td>`;
+  html += `<td class="gpid">${eps.length ? eps.map((e) => esc(e.gpid)).join('<br>') : 'not running'}</td>`;
+  html += `<td>${eps.length ? eps.map((e) => ago(now - e.since_us)).join('<br>') : '—'}</td>`;
+  html += `<td class="num">${stat ? stat.restarts : 0}</td>`;
+  html += `<td class="exit">${last ? `${esc(exit)} <span class="when">${ago(now - last.time_us)} ago</span>` : '—'}</td>`;
+  html += `<td>${spark(stat)}</td></tr>`;
+  return html;
+}
+
+// Redraws the row of (host, service) after a change; a row the page does
+// not have yet (a new service or host) means a full render.
+function renderRow(host, service) {
+  const row = [...document.querySelectorAll('tr.svc')].find((r) => r.dataset.host === host && r.dataset.service === service);
+  if (!row) { schedule(); return; }
+  const eps = [...state.eps.values()].filter((e) => e.host === host && e.service === service);
+  const stat = state.stats.get(host + '\n' + service) || null;
+  const body = document.createElement('tbody');
+  body.innerHTML = rowHtml(host, row.dataset.ip, service, eps, stat, nowUs());
+  row.replaceWith(body.firstElementChild);
 }
 
 function render() {
@@ -126,25 +160,10 @@ function render() {
     if (!services.length) { html += '<p class="empty pad">No services published.</p></section>'; continue; }
     html += '<table><thead><tr><th>Service</th><th>Endpoint</th><th>Version</th><th>GPID</th><th>Uptime</th><th>Restarts</th><th>Last exit</th><th>Restarts, last hour</th></tr></thead><tbody>';
     for (const [name, { eps, stat }] of services) {
-      eps.sort((a, b) => b.since_us - a.since_us);
       nEps += eps.length;
       const last = stat && stat.last_exit;
-      const recent = last && now - last.time_us < RECENT_US;
-      if (recent) nDied++;
-      const cls = ['svc'];
-      if (recent) cls.push('recent');
-      if (!eps.length) cls.push('down');
-      const gpids = eps.map((e) => e.gpid).join(' ');
-      const exit = exitText(last);
-      html += `<tr class="${cls.join(' ')}" data-host="${esc(z)}" data-ip="${esc(ip)}" data-service="${esc(name)}" data-gpids="${esc(gpids)}" data-exit="${esc(exit)}" data-restarts="${stat ? stat.restarts : 0}">`;
-      html += `<td class="svc">${esc(name)}</td>`;
-      html += `<td class="ep">${eps.length ? eps.map((e) => esc(e.ip + ':' + e.port)).join('<br>') : '—'}</td>`;
-      html += `<td>${eps.length ? eps.map((e) => esc(e.version || '—')).join('<br>') : '—'}</td>`;
-      html += `<td class="gpid">${eps.length ? eps.map((e) => esc(e.gpid)).join('<br>') : 'not running'}</td>`;
-      html += `<td>${eps.length ? eps.map((e) => ago(now - e.since_us)).join('<br>') : '—'}</td>`;
-      html += `<td class="num">${stat ? stat.restarts : 0}</td>`;
-      html += `<td class="exit">${last ? `${esc(exit)} <span class="when">${ago(now - last.time_us)} ago</span>` : '—'}</td>`;
-      html += `<td>${spark(stat)}</td></tr>`;
+      if (last && now - last.time_us < RECENT_US) nDied++;
+      html += rowHtml(z, ip, name, eps, stat, now);
     }
     html += '</tbody></table></section>';
   }
@@ -168,8 +187,10 @@ function connect() {
     render();
   });
   source.addEventListener('change', (ev) => {
-    apply(JSON.parse(ev.data));
-    schedule();
+    const c = JSON.parse(ev.data);
+    apply(c);
+    // Drawn at once: the page is as live as the stream.
+    if (!renderPending) renderRow(c.endpoint.host, c.endpoint.service);
   });
   source.onerror = () => {
     setLive(false);
