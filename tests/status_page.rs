@@ -424,3 +424,54 @@ fn five_hundred_slow_http_clients_do_not_delay_a_watch_notice_twofold() {
         "{b:?} beside slow clients, {q:?} without"
     );
 }
+
+#[test]
+fn a_browser_that_stops_reading_its_stream_is_dropped_and_stalls_nobody() {
+    let web = format!("127.0.0.1:{}", free_port());
+    let p = Publisher::start(None, &["--http", &web]);
+    // A request sent whole with the connection half-closed still gets
+    // its answer.
+    let mut s = TcpStream::connect(&web).unwrap();
+    s.write_all(b"GET /api/hosts HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let answer = until_closed(s);
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+
+    let mut stalled = Vec::new();
+    for _ in 0..50 {
+        let mut s = TcpStream::connect(&web).unwrap();
+        s.write_all(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        stalled.push(s);
+    }
+    let w = Watcher::start(None, &p.addr, &["--all"]);
+    w.until("the listing", |v| v["t"] == "synced");
+    // 10,000 changes, some 6 MB for each stream: far past a stream's share
+    // of the watchers' budget and what the kernel buffers for it.
+    let mut fwd = RawForwarder::connect(&p.addr, 51);
+    fwd.churn_within("hot", 5_000, DEADLINE * 2);
+    let mut last = RawForwarder::connect(&p.addr, 52);
+    last.churn("sentinel", 1);
+    w.until("the sentinel", |v| {
+        v["t"] == "change" && v["endpoint"]["service"] == "sentinel"
+    });
+    // The stalled streams were let go rather than buffered for.
+    for s in stalled.drain(..) {
+        until_closed(s);
+    }
+    assert!(p.z.child.id() > 0);
+    // A page that connects now gets the whole state again.
+    let mut fresh = TcpStream::connect(&web).unwrap();
+    fresh
+        .write_all(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    fresh.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("event: state") {
+        let n = fresh.read(&mut buf).unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+}

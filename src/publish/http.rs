@@ -497,8 +497,13 @@ impl Http {
             };
             match conn.stream.read(&mut buf) {
                 Ok(0) => {
-                    // The peer is gone (or half-closed before an answer it
-                    // would not read).
+                    if conn.phase == Phase::Response {
+                        // Half-closed after its request: it still gets the
+                        // answer, and the connection closes once that is
+                        // written.
+                        break;
+                    }
+                    // Gone before asking, or a page that left its stream.
                     self.drop_conn(id);
                     return;
                 }
@@ -656,7 +661,13 @@ impl Http {
             let why = format!(
                 "the answer would be {len} bytes, over the {MAX_RESPONSE}-byte bound; use zurg resolve --all, which pages it\n"
             );
-            response(&mut out, 503, "text/plain; charset=utf-8", "", why.as_bytes());
+            response(
+                &mut out,
+                503,
+                "text/plain; charset=utf-8",
+                "",
+                why.as_bytes(),
+            );
             return Some(out);
         }
         if self.queued().saturating_add(len) > HTTP_OUTPUT {

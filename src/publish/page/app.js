@@ -5,7 +5,10 @@
 
 const RECENT_US = 5 * 60 * 1e6;   // a death this recent stands out
 const HOUR_US = 3600 * 1e6;
-const state = { hosts: new Map(), eps: new Map(), stats: new Map(), skewUs: 0, last: 0 };
+// eps: service\ngpid -> endpoint; bySlot: host\nservice -> gpid -> endpoint.
+const state = { hosts: new Map(), eps: new Map(), bySlot: new Map(), stats: new Map(), skewUs: 0, last: 0 };
+// host\nservice -> its row, so a change finds it without a search.
+const rowEls = new Map();
 let source = null;
 let backoff = 500;
 let renderPending = false;
@@ -55,14 +58,29 @@ function load(doc) {
   state.last = doc.id;
   state.hosts = new Map(doc.hosts.map((h) => [h.zurg, h]));
   state.eps = new Map();
-  for (const eps of Object.values(doc.services)) for (const e of eps) state.eps.set(epKey(e), e);
+  state.bySlot = new Map();
+  for (const eps of Object.values(doc.services)) for (const e of eps) addEp(e);
   state.stats = new Map(doc.stats.map((s) => [statKey(s), s]));
+}
+
+function slotOf(e) {
+  const k = e.host + '\n' + e.service;
+  if (!state.bySlot.has(k)) state.bySlot.set(k, new Map());
+  return state.bySlot.get(k);
+}
+
+function addEp(e) {
+  state.eps.set(epKey(e), e);
+  slotOf(e).set(e.gpid, e);
 }
 
 function apply(c) {
   state.last = c.id;
-  if (c.change === 'up') state.eps.set(epKey(c.endpoint), c.endpoint);
-  else state.eps.delete(epKey(c.endpoint));
+  if (c.change === 'up') addEp(c.endpoint);
+  else {
+    state.eps.delete(epKey(c.endpoint));
+    slotOf(c.endpoint).delete(c.endpoint.gpid);
+  }
   if (c.stat) state.stats.set(statKey(c.stat), c.stat);
   if (!state.hosts.has(c.endpoint.host) || c.reason === 'lease' || c.reason === 'bye' || c.reason === 'snapshot') refreshHosts();
 }
@@ -106,9 +124,9 @@ function rowHtml(z, ip, name, eps, stat, now) {
   html += `<td class="ep">${eps.length ? eps.map((e) => esc(e.ip + ':' + e.port)).join('<br>') : '—'}</td>`;
   html += `<td>${eps.length ? eps.map((e) => esc(e.version || '—')).join('<br>') : '—'}</td>`;
   html += `<td class="gpid">${eps.length ? eps.map((e) => esc(e.gpid)).join('<br>') : 'not running'}</td>`;
-  html += `<td>${eps.length ? eps.map((e) => ago(now - e.since_us)).join('<br>') : '—'}</td>`;
+  html += `<td>${eps.length ? eps.map((e) => `<span data-since="${e.since_us}">${ago(now - e.since_us)}</span>`).join('<br>') : '—'}</td>`;
   html += `<td class="num">${stat ? stat.restarts : 0}</td>`;
-  html += `<td class="exit">${last ? `${esc(exit)} <span class="when">${ago(now - last.time_us)} ago</span>` : '—'}</td>`;
+  html += `<td class="exit">${last ? `${esc(exit)} <span class="when" data-at="${last.time_us}">${ago(now - last.time_us)} ago</span>` : '—'}</td>`;
   html += `<td>${spark(stat)}</td></tr>`;
   return html;
 }
@@ -116,13 +134,24 @@ function rowHtml(z, ip, name, eps, stat, now) {
 // Redraws the row of (host, service) after a change; a row the page does
 // not have yet (a new service or host) means a full render.
 function renderRow(host, service) {
-  const row = [...document.querySelectorAll('tr.svc')].find((r) => r.dataset.host === host && r.dataset.service === service);
-  if (!row) { schedule(); return; }
-  const eps = [...state.eps.values()].filter((e) => e.host === host && e.service === service);
-  const stat = state.stats.get(host + '\n' + service) || null;
+  const key = host + '\n' + service;
+  const row = rowEls.get(key);
+  if (!row || !row.isConnected) { schedule(); return; }
+  const eps = [...(state.bySlot.get(key) || new Map()).values()];
+  const stat = state.stats.get(key) || null;
   const body = document.createElement('tbody');
   body.innerHTML = rowHtml(host, row.dataset.ip, service, eps, stat, nowUs());
-  row.replaceWith(body.firstElementChild);
+  const fresh = body.firstElementChild;
+  row.replaceWith(fresh);
+  rowEls.set(key, fresh);
+}
+
+// The clock moves uptimes and "ago"s: their text is updated in place, and
+// the page is drawn whole only now and then (red rows fade, bars shift).
+function tick() {
+  const now = nowUs();
+  for (const el of document.querySelectorAll('[data-since]')) el.textContent = ago(now - Number(el.dataset.since));
+  for (const el of document.querySelectorAll('[data-at]')) el.textContent = ago(now - Number(el.dataset.at)) + ' ago';
 }
 
 function render() {
@@ -168,6 +197,8 @@ function render() {
     html += '</tbody></table></section>';
   }
   document.getElementById('hosts').innerHTML = html || '<p class="empty">No hosts publish to this publisher yet.</p>';
+  rowEls.clear();
+  for (const r of document.querySelectorAll('tr.svc')) rowEls.set(r.dataset.host + '\n' + r.dataset.service, r);
   document.getElementById('summary').textContent =
     `${state.hosts.size} host(s), ${nEps} endpoint(s)` + (nDied ? `, ${nDied} service(s) lost a process in the last 5 minutes` : '');
 }
@@ -212,4 +243,5 @@ function connect() {
 
 connect();
 // Uptimes and "ago" move with the clock; the publisher is not asked.
-setInterval(render, 1000);
+setInterval(tick, 1000);
+setInterval(render, 30000);
