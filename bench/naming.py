@@ -192,6 +192,8 @@ class Page:
         self.proc = subprocess.Popen(
             ["sh", "-c", "exec chromium --headless=new --no-sandbox --disable-gpu "
              "--disable-dev-shm-usage --no-first-run --remote-debugging-pipe "
+             "--disable-renderer-backgrounding --disable-background-timer-throttling "
+             "--disable-backgrounding-occluded-windows "
              f"--user-data-dir={self.profile} '{url}' 3<&0 4>&1 0</dev/null 1>/dev/null 2>/dev/null"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.buf, self.id, self.session = b"", 0, None
