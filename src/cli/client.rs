@@ -30,6 +30,9 @@ pub struct ClientCmd {
     pub json: bool,
     /// `history --state DIR`: the journal to read when no zurg answers.
     pub state_dir: Option<PathBuf>,
+    /// `history --publisher ADDR [--host H] [--token-file F]`: ask a
+    /// publisher's journal instead of this zurg.
+    pub publisher: Option<crate::publish::client::HistoryAsk>,
 }
 
 /// Why no zurg answers on the socket; each says what the path is.
@@ -166,6 +169,9 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
     let mut window_ms = None;
     let mut state_dir = None;
     let mut lines = None;
+    let mut publisher = None;
+    let mut host = None;
+    let mut token_file = None;
     let mut p = lexopt::Parser::from_args(rest.iter().cloned());
     while let Some(arg) = p.next()? {
         match arg {
@@ -204,6 +210,11 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
                 since_us = Some(crate::os::wall_clock_us().saturating_sub(ms.saturating_mul(1000)));
             }
             Long("state") if verb_name == "history" => state_dir = Some(PathBuf::from(p.value()?)),
+            Long("publisher") if verb_name == "history" => publisher = Some(p.value()?.string()?),
+            Long("host") if verb_name == "history" => host = Some(p.value()?.string()?),
+            Long("token-file") if verb_name == "history" => {
+                token_file = Some(PathBuf::from(p.value()?))
+            }
             Long("poweroff") if verb_name == "shutdown" => mode = ShutdownMode::Poweroff,
             Long("reboot") if verb_name == "shutdown" => mode = ShutdownMode::Reboot,
             Value(v) => names.push(v.string()?),
@@ -312,11 +323,29 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
             )))
         }
     };
+    let publisher = match (publisher, &verb) {
+        (Some(addr), Verb::History { name, since_us }) => {
+            Some(crate::publish::client::HistoryAsk {
+                publisher: addr,
+                host,
+                token_file,
+                name: name.clone(),
+                since_us: *since_us,
+            })
+        }
+        _ if host.is_some() || token_file.is_some() => {
+            return Err(UsageError(
+                "history: --host and --token-file go with --publisher".into(),
+            ))
+        }
+        _ => None,
+    };
     Ok(ClientCmd {
         verb,
         socket,
         json,
         state_dir,
+        publisher,
     })
 }
 
@@ -362,6 +391,9 @@ pub fn run(args: &[String]) -> i32 {
             return EXIT_USAGE;
         }
     };
+    if let Some(ask) = &cmd.publisher {
+        return crate::publish::client::history(ask, cmd.json);
+    }
     let path = socket_path(&cmd);
     let mut stream = match connect(&path) {
         Ok(s) => s,

@@ -317,6 +317,21 @@ pub const VERBS: &[VerbSpec] = &[
                 "DIR",
                 "when no zurg answers, read the journal in DIR directly",
             ),
+            valued(
+                "publisher",
+                "HOST:PORT",
+                "ask this publisher's journal (`zurg publisher --journal`): every host's history",
+            ),
+            valued(
+                "host",
+                "H",
+                "with --publisher: only the host with this address or zurg GPID",
+            ),
+            valued(
+                "token-file",
+                "FILE",
+                "with --publisher: shared secret, when the publisher asks for one",
+            ),
             JSON,
             SOCKET,
         ],
@@ -451,6 +466,16 @@ pub const VERBS: &[VerbSpec] = &[
                 "token-file",
                 "FILE",
                 "shared secret; peers must prove they know it",
+            ),
+            valued(
+                "http",
+                "ADDR",
+                "serve the live status page and its JSON API (loopback, or any address with --token-file)",
+            ),
+            valued(
+                "journal",
+                "DIR",
+                "keep every host's starts and exits in DIR, for `zurg history --publisher`",
             ),
         ],
     },

@@ -426,3 +426,94 @@ fn watch(opts: &Options, token: Option<&[u8]>) -> i32 {
         }
     }
 }
+
+/// `zurg history --publisher ADDR ...`: what to ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryAsk {
+    pub publisher: String,
+    /// A host's address or zurg GPID.
+    pub host: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub name: Option<String>,
+    pub since_us: Option<u64>,
+}
+
+/// Asks a publisher's journal and prints the records, oldest first: one
+/// line each (time, host, service, kind, exit, GPID, version), or with
+/// `json` one document `{"ok":true,"result":[records],"older":N}`.
+pub fn history(ask: &HistoryAsk, json: bool) -> i32 {
+    match fetch_history(ask) {
+        Ok((records, older)) => {
+            let mut out = io::stdout().lock();
+            if json {
+                let doc = serde_json::json!({"ok": true, "result": records, "older": older});
+                let _ = writeln!(out, "{doc}");
+            } else {
+                for r in &records {
+                    let _ = writeln!(out, "{}", history_line(r));
+                }
+            }
+            if older > 0 {
+                eprintln!(
+                    "zurg history: {older} older record(s) left out; narrow with a NAME, --host or --since"
+                );
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("zurg history: {e}");
+            3
+        }
+    }
+}
+
+fn fetch_history(ask: &HistoryAsk) -> Result<(Vec<serde_json::Value>, u64), String> {
+    let token = ask.token_file.as_deref().map(read_token).transpose()?;
+    let timeout = Duration::from_secs(30);
+    let mut s = Session::open(&ask.publisher, token.as_deref(), timeout)?;
+    s.set_timeout(Some(timeout));
+    s.send(&Frame::History {
+        name: ask.name.clone(),
+        host: ask.host.clone(),
+        since_us: ask.since_us,
+    })?;
+    let mut records = Vec::new();
+    let mut older = 0;
+    loop {
+        match s.read_frame()? {
+            Frame::Records {
+                records: chunk,
+                older: o,
+            } => {
+                records.extend(chunk);
+                older += o;
+            }
+            Frame::Synced => return Ok((records, older)),
+            Frame::Error { message } => return Err(format!("publisher: {message}")),
+            other => return Err(format!("unexpected {} frame", other.type_name())),
+        }
+    }
+}
+
+/// One record as a line: `TIME HOST SERVICE KIND[ (EXIT)] GPID[ version V]`.
+fn history_line(r: &serde_json::Value) -> String {
+    let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+    let host = s("zurg").split(':').next().unwrap_or_default().to_string();
+    // As `zurg history` prints a local record.
+    let exit = match (r["exit"]["code"].as_i64(), r["exit"]["signal"].as_str()) {
+        (Some(code), _) => format!(" (code {code})"),
+        (None, Some(sig)) => format!(" ({sig})"),
+        _ => String::new(),
+    };
+    let version = r["version"]
+        .as_str()
+        .map(|v| format!(" version {v}"))
+        .unwrap_or_default();
+    format!(
+        "{} {host} {} {}{exit} {}{version}",
+        crate::cli::utc_timestamp(r["time_us"].as_u64().unwrap_or_default()),
+        s("service"),
+        s("kind"),
+        s("gpid"),
+    )
+}

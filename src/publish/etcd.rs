@@ -259,7 +259,7 @@ struct Changed {
 #[derive(Debug)]
 struct Shared {
     queue: Mutex<Vec<Msg>>,
-    waker: mio::Waker,
+    waker: Arc<mio::Waker>,
 }
 
 impl Shared {
@@ -312,7 +312,7 @@ impl EtcdStore {
         urls: &[String],
         prefix: &str,
         lease_ms: u64,
-        waker: mio::Waker,
+        waker: Arc<mio::Waker>,
     ) -> Result<EtcdStore, String> {
         let keys = Keys::new(prefix);
         let shared = Arc::new(Shared {

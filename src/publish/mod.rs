@@ -11,6 +11,7 @@ pub mod client;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod forwarder;
+pub mod history;
 pub mod http;
 pub mod proto;
 pub mod registry;

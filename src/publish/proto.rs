@@ -230,6 +230,26 @@ pub enum Frame {
         /// Publisher's wall clock when it applied the change.
         time_us: u64,
     },
+    /// Client: starts and exits from the publisher's journal
+    /// (`zurg history --publisher`), optionally of one service, one host
+    /// (its address or zurg GPID), since a time.
+    History {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since_us: Option<u64>,
+    },
+    /// Publisher to client: journal records (as `zurg history --json`
+    /// prints them, with `zurg` and `seq`), oldest first, in chunks, then
+    /// `synced`. `older`, on the first chunk: matching records left out
+    /// because the answer holds only the newest.
+    Records {
+        records: Vec<serde_json::Value>,
+        #[serde(default)]
+        older: u64,
+    },
     /// Sent before the sender closes the connection.
     Error {
         message: String,
@@ -253,6 +273,8 @@ impl Frame {
             Frame::Hosts { .. } => "hosts",
             Frame::Synced => "synced",
             Frame::Change { .. } => "change",
+            Frame::History { .. } => "history",
+            Frame::Records { .. } => "records",
             Frame::Error { .. } => "error",
         }
     }

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lexopt::prelude::*;
@@ -19,6 +20,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use sha2::{Digest, Sha256};
 
+use super::history::{History, Query};
 use super::http::{Ctx, Http};
 use super::proto::{
     self, Decoder, Frame, HostInfo, Role, CHUNK, MAX_FRAME, MAX_SEQ_JUMP, PROTOCOL,
@@ -82,10 +84,13 @@ pub struct Options {
     pub token_file: Option<PathBuf>,
     /// Where the status page and its JSON API listen (`--http`).
     pub http: Option<SocketAddr>,
+    /// Where the publisher keeps its journal of every host's starts and
+    /// exits (`--journal`).
+    pub journal: Option<PathBuf>,
 }
 
 pub const USAGE: &str = "\
-usage: zurg publisher --listen ADDR [--etcd URL[,URL...]] [--prefix P] [--lease-ms N] [--token-file F] [--http ADDR]
+usage: zurg publisher --listen ADDR [--etcd URL[,URL...]] [--prefix P] [--lease-ms N] [--token-file F] [--http ADDR] [--journal DIR]
   --listen ADDR     address to serve forwarders and resolve clients on, e.g. 0.0.0.0:7300
   --etcd URLS       keep the registry in etcd (needs a build with --features etcd)
   --prefix P        etcd key prefix (default /zurg)
@@ -93,6 +98,8 @@ usage: zurg publisher --listen ADDR [--etcd URL[,URL...]] [--prefix P] [--lease-
   --token-file F    shared secret; peers must prove they know it
   --http ADDR       serve the live status page and its JSON API on ADDR, e.g. 127.0.0.1:7380
                     (any address but loopback needs --token-file; the page asks for the token)
+  --journal DIR     keep every start and exit from every host in DIR/journal, for
+                    `zurg history --publisher` (8 MiB, then rotated to journal.1)
 ";
 
 pub fn parse_options(args: &[String]) -> Result<Options, String> {
@@ -102,6 +109,7 @@ pub fn parse_options(args: &[String]) -> Result<Options, String> {
     let mut lease_ms = DEFAULT_LEASE_MS;
     let mut token_file = None;
     let mut http = None;
+    let mut journal = None;
     let mut p = lexopt::Parser::from_args(args.iter().skip(1));
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
@@ -133,6 +141,7 @@ pub fn parse_options(args: &[String]) -> Result<Options, String> {
                         .map_err(|_| format!("--http {v:?}: expected IP:PORT"))?,
                 );
             }
+            Long("journal") => journal = Some(PathBuf::from(string_value(&mut p)?)),
             other => return Err(other.unexpected().to_string()),
         }
     }
@@ -144,6 +153,7 @@ pub fn parse_options(args: &[String]) -> Result<Options, String> {
         lease_ms,
         token_file,
         http,
+        journal,
     })
 }
 
@@ -278,6 +288,8 @@ struct Server {
     instances: HashMap<String, [u8; 32]>,
     /// The status page (`--http`).
     http: Option<Http>,
+    /// The journal of every host's starts and exits (`--journal`).
+    history: Option<History>,
 }
 
 pub fn run(args: &[String]) -> i32 {
@@ -324,20 +336,23 @@ pub fn run(args: &[String]) -> i32 {
     }
 }
 
-fn make_store(opts: &Options, poll: &Poll) -> Result<Box<dyn Store>, String> {
+fn make_store(opts: &Options, waker: &Arc<mio::Waker>) -> Result<Box<dyn Store>, String> {
     if opts.etcd.is_empty() {
         return Ok(Box::new(MemoryStore::new(opts.lease_ms)));
     }
     #[cfg(feature = "etcd")]
     {
-        let waker = mio::Waker::new(poll.registry(), WAKER).map_err(|e| e.to_string())?;
-        let store =
-            super::etcd::EtcdStore::connect(&opts.etcd, &opts.prefix, opts.lease_ms, waker)?;
+        let store = super::etcd::EtcdStore::connect(
+            &opts.etcd,
+            &opts.prefix,
+            opts.lease_ms,
+            Arc::clone(waker),
+        )?;
         Ok(Box::new(store))
     }
     #[cfg(not(feature = "etcd"))]
     {
-        let _ = poll;
+        let _ = waker;
         Err("--etcd: this zurg was built without etcd support; build it with `cargo build --release --features etcd`".into())
     }
 }
@@ -351,7 +366,18 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(|e| e.to_string())?;
-        let store = make_store(opts, &poll)?;
+        // One Waker per Poll: the etcd store's thread and the journal's
+        // readers share it.
+        let waker = Arc::new(
+            mio::Waker::new(poll.registry(), WAKER)
+                .map_err(|e| format!("cannot create the event loop's waker: {e}"))?,
+        );
+        let store = make_store(opts, &waker)?;
+        let history = opts
+            .journal
+            .as_deref()
+            .map(|dir| History::open(dir, Arc::clone(&waker)))
+            .transpose()?;
         let http = opts
             .http
             .map(|addr| Http::bind(addr, token.clone(), poll.registry(), HTTP_LISTENER))
@@ -374,6 +400,7 @@ impl Server {
             watchers: BTreeMap::new(),
             unflushed: Vec::new(),
             http,
+            history,
         })
     }
 
@@ -449,6 +476,7 @@ impl Server {
             for d in done.drain(..) {
                 self.on_done(d);
             }
+            self.history_answers();
             if self.acks_due.is_some_and(|at| at <= self.now_ms()) {
                 self.send_acks();
             }
@@ -895,6 +923,26 @@ impl Server {
             }
             (peer @ Peer::Forwarder { .. }, frame) => self.forwarder_frame(id, peer, frame),
             (Peer::Client { .. }, Frame::Resolve { name, watch }) => self.resolve(id, name, watch),
+            (
+                peer @ Peer::Client { .. },
+                Frame::History {
+                    name,
+                    host,
+                    since_us,
+                },
+            ) => {
+                if let Some(conn) = self.conn(id) {
+                    conn.peer = peer;
+                }
+                self.history_query(
+                    id,
+                    Query {
+                        name,
+                        host,
+                        since_us,
+                    },
+                );
+            }
             (_, frame) => {
                 let message = format!("unexpected {} frame", frame.type_name());
                 self.close(id, Some(message));
@@ -1074,10 +1122,17 @@ impl Server {
             Frame::Event {
                 seq,
                 kind,
+                time_us,
                 endpoint,
                 exit,
                 ..
-            } => self.store.event(id, &zurg, seq, kind, endpoint, exit, now),
+            } => {
+                let applied = self.store.view().host(&zurg).map_or(0, |h| h.seq);
+                if let (Some(history), true) = (self.history.as_mut(), seq > applied) {
+                    history.record(&zurg, seq, kind, time_us, &endpoint, exit.as_ref());
+                }
+                self.store.event(id, &zurg, seq, kind, endpoint, exit, now)
+            }
             Frame::Snapshot {
                 seq,
                 endpoints,
@@ -1194,6 +1249,32 @@ impl Server {
                 self.close(conn, Some(message));
             }
             Done::Change(change) => self.fan_out(&change),
+        }
+    }
+
+    fn history_query(&mut self, id: ConnId, q: Query) {
+        let Some(history) = self.history.as_mut() else {
+            let message =
+                "this publisher keeps no journal: start it with --journal DIR".to_string();
+            self.close(id, Some(message));
+            return;
+        };
+        if let Err(message) = history.query(id, q) {
+            self.close(id, Some(message));
+        }
+    }
+
+    /// Journal answers read since the last turn, queued for their clients.
+    fn history_answers(&mut self) {
+        let Some(history) = self.history.as_mut() else {
+            return;
+        };
+        for (id, bytes) in history.drain() {
+            let Some(conn) = self.conn(id).filter(|c| !c.closing) else {
+                continue;
+            };
+            conn.out.extend_from_slice(&bytes);
+            self.flush(id);
         }
     }
 

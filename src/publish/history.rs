@@ -1,0 +1,315 @@
+//! The publisher's own journal (`zurg publisher --journal DIR`): every
+//! start and exit it receives from any host, with the host (its zurg GPID)
+//! and the host's sequence number, in the same append-only, rotated
+//! journal `zurg run` keeps (`crate::journal`). `zurg history --publisher`
+//! reads it through the publish protocol (`history` -> `records`...,
+//! `synced`).
+//!
+//! Appending is one write(2) per event on the loop, as in `zurg run`.
+//! Reading the files for a query is not done on the loop: a thread per
+//! query (at most `MAX_QUERIES` at once) reads and filters them and hands
+//! the encoded answer back through a channel and the loop's Waker.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+
+use super::proto::{self, Endpoint, EventKind, ExitInfo, Frame, CHUNK};
+use super::store::ConnId;
+use crate::journal::{self, Journal, Kind, Record};
+
+/// Queries read at once; one more is refused (the client may retry).
+const MAX_QUERIES: usize = 2;
+/// The newest records an answer holds at most (some 6 MB); older matches
+/// are counted in `older`, and `--since` or a name narrows the query.
+pub const MAX_RECORDS: usize = 20_000;
+
+/// What `zurg history --publisher` asks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    pub name: Option<String>,
+    /// A host's address or its zurg GPID.
+    pub host: Option<String>,
+    pub since_us: Option<u64>,
+}
+
+pub struct History {
+    dir: PathBuf,
+    journal: Journal,
+    waker: Arc<mio::Waker>,
+    tx: Sender<(ConnId, Vec<u8>)>,
+    rx: Receiver<(ConnId, Vec<u8>)>,
+    running: usize,
+}
+
+impl History {
+    /// Opens (or creates) the journal in `dir`.
+    pub fn open(dir: &Path, waker: Arc<mio::Waker>) -> Result<History, String> {
+        let (journal, warning) =
+            Journal::open(dir, journal::DEFAULT_LIMIT).map_err(|e| format!("--journal: {e}"))?;
+        if let Some(w) = warning {
+            crate::log!("{w}");
+        }
+        let (tx, rx) = channel();
+        Ok(History {
+            dir: dir.to_path_buf(),
+            journal,
+            waker,
+            tx,
+            rx,
+            running: 0,
+        })
+    }
+
+    /// Appends one event a host sent (not a resend already applied).
+    pub fn record(
+        &mut self,
+        zurg: &str,
+        seq: u64,
+        kind: EventKind,
+        time_us: u64,
+        endpoint: &Endpoint,
+        exit: Option<&ExitInfo>,
+    ) {
+        let record = to_record(zurg, seq, kind, time_us, endpoint, exit);
+        if let Some(line) = self.journal.append(&record).log_line() {
+            crate::log!("{line}");
+        }
+    }
+
+    /// Starts answering `q` for connection `conn`; an error when too many
+    /// queries are being read already.
+    pub fn query(&mut self, conn: ConnId, q: Query) -> Result<(), String> {
+        if self.running >= MAX_QUERIES {
+            return Err(format!(
+                "{MAX_QUERIES} history queries are being read; try again in a moment"
+            ));
+        }
+        let dir = self.dir.clone();
+        let tx = self.tx.clone();
+        let waker = Arc::clone(&self.waker);
+        std::thread::Builder::new()
+            .name("history".into())
+            .spawn(move || {
+                let (records, warnings) = journal::read_all(&dir);
+                for w in warnings {
+                    crate::log!("publisher journal: {w}");
+                }
+                let bytes = answer(records, &q);
+                let _ = tx.send((conn, bytes));
+                let _ = waker.wake();
+            })
+            .map_err(|e| format!("cannot start a thread to read the journal: {e}"))?;
+        self.running = self.running.saturating_add(1);
+        Ok(())
+    }
+
+    /// Answers ready since the last call: the encoded frames per connection.
+    pub fn drain(&mut self) -> Vec<(ConnId, Vec<u8>)> {
+        let done: Vec<_> = self.rx.try_iter().collect();
+        self.running = self.running.saturating_sub(done.len());
+        done
+    }
+}
+
+fn to_record(
+    zurg: &str,
+    seq: u64,
+    kind: EventKind,
+    time_us: u64,
+    endpoint: &Endpoint,
+    exit: Option<&ExitInfo>,
+) -> Record {
+    Record {
+        time_us,
+        service: endpoint.service.clone(),
+        kind: match kind {
+            EventKind::Start => Kind::Start,
+            EventKind::Exit => Kind::Exit,
+        },
+        gpid: endpoint.gpid.clone(),
+        version: endpoint.version.clone(),
+        exit: exit.map(|e| crate::control::proto::ExitInfo {
+            code: e.code,
+            signal: e.signal.clone(),
+        }),
+        seq: Some(seq),
+        zurg: Some(zurg.to_string()),
+        ..Record::default()
+    }
+}
+
+/// Whether `r` answers `q`. A host is its zurg GPID or its address (the
+/// GPID's first field).
+fn matches(r: &Record, q: &Query) -> bool {
+    let host_ok = q.host.as_deref().is_none_or(|h| {
+        r.zurg
+            .as_deref()
+            .is_some_and(|z| z == h || z.split(':').next() == Some(h))
+    });
+    host_ok
+        && q.name.as_deref().is_none_or(|n| r.service == n)
+        && q.since_us.is_none_or(|t| r.time_us >= t)
+}
+
+/// The frames answering `q` from `records` (oldest first): `records`
+/// chunks, the first with how many older matches were left out, then
+/// `synced`. A record the publisher holds twice (an etcd publisher that
+/// wrote a resend before its mirror caught up) is given once.
+pub fn answer(records: Vec<Record>, q: &Query) -> Vec<u8> {
+    let mut seen = std::collections::HashSet::new();
+    let mut hits: Vec<Record> = records
+        .into_iter()
+        .filter(|r| matches(r, q))
+        .filter(|r| match (&r.zurg, r.seq) {
+            (Some(z), Some(s)) => seen.insert((z.clone(), s)),
+            _ => true,
+        })
+        .collect();
+    let older = hits.len().saturating_sub(MAX_RECORDS);
+    hits.drain(..older);
+    let mut out = Vec::new();
+    let mut first = true;
+    for chunk in hits.chunks(CHUNK) {
+        let records = chunk
+            .iter()
+            .filter_map(|r| serde_json::to_value(r).ok())
+            .collect();
+        proto::encode(
+            &Frame::Records {
+                records,
+                older: if first { older as u64 } else { 0 },
+            },
+            &mut out,
+        );
+        first = false;
+    }
+    if first {
+        proto::encode(
+            &Frame::Records {
+                records: Vec::new(),
+                older: older as u64,
+            },
+            &mut out,
+        );
+    }
+    proto::encode(&Frame::Synced, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(zurg: &str, seq: u64, service: &str, t: u64) -> Record {
+        let ep = Endpoint {
+            service: service.into(),
+            ip: zurg.split(':').next().unwrap().into(),
+            port: 80,
+            gpid: format!("g{seq}"),
+            version: Some("1.0".into()),
+            since_us: t,
+            host: String::new(),
+        };
+        let exit = ExitInfo {
+            code: Some(3),
+            signal: None,
+        };
+        to_record(zurg, seq, EventKind::Exit, t, &ep, Some(&exit))
+    }
+
+    fn decode(bytes: &[u8]) -> Vec<Frame> {
+        let mut d = proto::Decoder::new(proto::MAX_FRAME);
+        d.feed(bytes);
+        std::iter::from_fn(|| d.next_frame().ok().flatten()).collect()
+    }
+
+    const A: &str = "10.0.0.1:0:100:1";
+    const B: &str = "10.0.0.2:0:100:1";
+
+    #[test]
+    fn answers_filter_by_host_name_and_time_and_drop_repeats() {
+        let all = vec![
+            rec(A, 1, "web", 10),
+            rec(B, 1, "web", 20),
+            rec(A, 2, "db", 30),
+            rec(A, 2, "db", 30),
+            rec(B, 2, "web", 40),
+        ];
+        let got = |q: Query| -> Vec<(String, u64)> {
+            decode(&answer(all.clone(), &q))
+                .into_iter()
+                .flat_map(|f| match f {
+                    Frame::Records { records, .. } => records,
+                    _ => Vec::new(),
+                })
+                .map(|v| {
+                    (
+                        v["zurg"].as_str().unwrap().to_string(),
+                        v["time_us"].as_u64().unwrap(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(got(Query::default()).len(), 4);
+        let web = Query {
+            name: Some("web".into()),
+            ..Query::default()
+        };
+        assert_eq!(got(web).len(), 3);
+        let on_b = Query {
+            host: Some("10.0.0.2".into()),
+            ..Query::default()
+        };
+        assert_eq!(got(on_b), [(B.into(), 20), (B.into(), 40)]);
+        let by_gpid = Query {
+            host: Some(A.into()),
+            since_us: Some(15),
+            ..Query::default()
+        };
+        assert_eq!(got(by_gpid), [(A.into(), 30)]);
+        let frames = decode(&answer(Vec::new(), &Query::default()));
+        assert_eq!(
+            frames,
+            [
+                Frame::Records {
+                    records: Vec::new(),
+                    older: 0
+                },
+                Frame::Synced
+            ]
+        );
+    }
+
+    #[test]
+    fn records_keep_the_exit_the_host_and_its_seq() {
+        let r = rec(A, 7, "web", 5);
+        assert_eq!(r.kind, Kind::Exit);
+        assert_eq!(r.seq, Some(7));
+        assert_eq!(r.zurg.as_deref(), Some(A));
+        assert_eq!(r.exit.as_ref().and_then(|e| e.code), Some(3));
+        assert_eq!(r.version.as_deref(), Some("1.0"));
+    }
+
+    #[test]
+    fn an_answer_holds_the_newest_records_and_counts_the_older() {
+        let all: Vec<Record> = (0..(MAX_RECORDS as u64 + 5))
+            .map(|i| rec(A, i + 1, "web", i))
+            .collect();
+        let frames = decode(&answer(all, &Query::default()));
+        let Some(Frame::Records { older, records }) = frames.first() else {
+            panic!("{frames:?}");
+        };
+        assert_eq!(*older, 5);
+        assert_eq!(records[0]["time_us"], 5);
+        let total: usize = frames
+            .iter()
+            .map(|f| match f {
+                Frame::Records { records, .. } => records.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(total, MAX_RECORDS);
+        assert_eq!(frames.last(), Some(&Frame::Synced));
+    }
+}

@@ -1,0 +1,142 @@
+//! The publisher's journal (`zurg publisher --journal`): every host's
+//! starts and exits, kept across a publisher restart, and asked with
+//! `zurg history --publisher` from anywhere.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use common::naming::*;
+use common::*;
+use serde_json::Value;
+
+fn history_at(ns: Option<&str>, addr: &str, args: &[&str]) -> std::process::Output {
+    command_in(ns, BIN)
+        .arg("history")
+        .args(args)
+        .args(["--publisher", addr])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn records(ns: Option<&str>, addr: &str, args: &[&str]) -> Vec<Value> {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let out = history_at(ns, addr, &a);
+    assert!(
+        out.status.success(),
+        "history {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["result"].as_array().unwrap().clone()
+}
+
+#[test]
+fn history_from_the_publisher_shows_every_hosts_exits_after_a_restart() {
+    let net = Net::new(2);
+    let hub = Some(net.hub.as_str());
+    let addr = format!("{}:7300", net.hub_ip());
+    let journal = TempDir::new("pub-journal");
+    let jdir = journal.path().to_str().unwrap().to_string();
+    let mut p = Publisher::start_at(hub, &addr, &["--journal", &jdir]);
+    let hosts: Vec<(TempDir, Zurg)> = (0..2)
+        .map(|i| {
+            let dir = TempDir::new(&format!("ch{i}"));
+            dir.write(
+                "units/api.toml",
+                "exec = \"/bin/sleep\"\nargs = [\"1000\"]\nport = 8080\n",
+            );
+            let z = run_in(
+                &dir,
+                Mode::Pid1In(net.hosts[i].clone()),
+                &["--publish", &addr],
+            );
+            (dir, z)
+        })
+        .collect();
+    let w = Watcher::start(hub, &addr, &["api"]);
+    w.until("the listing", |v| v["t"] == "synced");
+    let mut killed = Vec::new();
+    for (dir, _) in &hosts {
+        forwarder_state(dir, |s| s["connected"] == true);
+        let gpid = status_of(dir, "api")["gpid"].as_str().unwrap().to_string();
+        assert!(cli(dir, &["signal", "api", "KILL"]).status.success());
+        w.until("the exit", |v| {
+            is_change(v, "down", "api") && v["endpoint"]["gpid"] == gpid.as_str()
+        });
+        killed.push(gpid);
+    }
+    for (dir, _) in &hosts {
+        forwarder_state(dir, |s| s["connected"] == true && s["acked"] == s["seq"]);
+    }
+    drop(w);
+
+    // The publisher dies and comes back on the same journal.
+    p.kill();
+    let _p2 = Publisher::start_at(hub, &addr, &["--journal", &jdir]);
+    for (dir, _) in &hosts {
+        forwarder_state(dir, |s| s["connected"] == true && s["acked"] == s["seq"]);
+    }
+    let all = records(hub, &addr, &["api"]);
+    for (i, gpid) in killed.iter().enumerate() {
+        let exits: Vec<&Value> = all
+            .iter()
+            .filter(|r| r["kind"] == "exit" && r["gpid"] == gpid.as_str())
+            .collect();
+        assert_eq!(exits.len(), 1, "host {i}'s exit once: {all:?}");
+        let r = exits[0];
+        assert_eq!(r["exit"]["signal"], "SIGKILL", "{r}");
+        assert!(
+            r["zurg"].as_str().unwrap().starts_with(&net.host_ip(i)),
+            "{r}"
+        );
+        assert!(r["seq"].as_u64().unwrap() > 0, "{r}");
+    }
+    // Two starts and one exit per host, and nothing twice.
+    assert_eq!(
+        all.iter().filter(|r| r["kind"] == "start").count(),
+        4,
+        "{all:?}"
+    );
+    assert_eq!(
+        all.iter().filter(|r| r["kind"] == "exit").count(),
+        2,
+        "{all:?}"
+    );
+
+    // One host, by its address; a window of time; plain text.
+    let second = records(hub, &addr, &["--host", &net.host_ip(1)]);
+    assert_eq!(second.len(), 3, "{second:?}");
+    assert!(second
+        .iter()
+        .all(|r| r["zurg"].as_str().unwrap().starts_with(&net.host_ip(1))));
+    assert_eq!(records(hub, &addr, &["api", "--since", "1h"]).len(), 6);
+    let text = history_at(hub, &addr, &["api"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&net.host_ip(0)) && l.contains("exit (SIGKILL)")),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_publisher_without_a_journal_says_how_to_keep_one() {
+    let p = Publisher::start(None, &[]);
+    let out = history_at(None, &p.addr, &[]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--journal DIR"), "{err}");
+    // --host without --publisher is a usage error.
+    let out = std::process::Command::new(BIN)
+        .args(["history", "--host", "10.0.0.1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
