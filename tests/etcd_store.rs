@@ -35,7 +35,7 @@ struct Pub {
 impl Pub {
     fn new(etcd: &Etcd, prefix: &str, lease_ms: u64) -> Pub {
         let poll = Poll::new().unwrap();
-        let waker = Waker::new(poll.registry(), Token(0)).unwrap();
+        let waker = std::sync::Arc::new(Waker::new(poll.registry(), Token(0)).unwrap());
         let store = EtcdStore::connect(std::slice::from_ref(&etcd.url), prefix, lease_ms, waker)
             .unwrap_or_else(|e| panic!("{e}\n{}", etcd.log()));
         Pub {
@@ -406,7 +406,7 @@ fn both_publishers_carry_on_after_etcd_restarts() {
 #[test]
 fn an_unreachable_etcd_is_an_error_naming_it() {
     let poll = Poll::new().unwrap();
-    let waker = Waker::new(poll.registry(), Token(0)).unwrap();
+    let waker = std::sync::Arc::new(Waker::new(poll.registry(), Token(0)).unwrap());
     let url = format!("http://127.0.0.1:{}", free_port());
     let err = EtcdStore::connect(std::slice::from_ref(&url), "/z", 1000, waker).unwrap_err();
     assert!(err.contains(&url), "{err}");

@@ -496,24 +496,31 @@ fn fetch_history(ask: &HistoryAsk) -> Result<(Vec<serde_json::Value>, u64), Stri
 }
 
 /// One record as a line: `TIME HOST SERVICE KIND[ (EXIT)] GPID[ version V]`.
-fn history_line(r: &serde_json::Value) -> String {
-    let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
-    let host = s("zurg").split(':').next().unwrap_or_default().to_string();
+fn history_line(value: &serde_json::Value) -> String {
+    let Ok(r) = serde_json::from_value::<crate::journal::Record>(value.clone()) else {
+        return value.to_string();
+    };
+    let host = r
+        .zurg
+        .as_deref()
+        .and_then(|z| z.split(':').next())
+        .unwrap_or("-");
     // As `zurg history` prints a local record.
-    let exit = match (r["exit"]["code"].as_i64(), r["exit"]["signal"].as_str()) {
-        (Some(code), _) => format!(" (code {code})"),
-        (None, Some(sig)) => format!(" ({sig})"),
+    let exit = match r.exit.as_ref().map(|e| (e.code, e.signal.as_deref())) {
+        Some((Some(code), _)) => format!(" (code {code})"),
+        Some((None, Some(sig))) => format!(" ({sig})"),
         _ => String::new(),
     };
-    let version = r["version"]
-        .as_str()
+    let version = r
+        .version
+        .as_ref()
         .map(|v| format!(" version {v}"))
         .unwrap_or_default();
     format!(
         "{} {host} {} {}{exit} {}{version}",
-        crate::cli::utc_timestamp(r["time_us"].as_u64().unwrap_or_default()),
-        s("service"),
-        s("kind"),
-        s("gpid"),
+        crate::cli::utc_timestamp(r.time_us),
+        r.service,
+        r.kind,
+        r.gpid,
     )
 }
