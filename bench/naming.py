@@ -229,6 +229,31 @@ class Page:
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
+class SseReader:
+    """A plain client of the page's stream (/events): when each `down`
+    arrives, wall clock µs by GPID. It tells the publisher's share of the
+    page's figure from Chromium's."""
+
+    def __init__(self, http):
+        import threading
+        host, port = http.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.sendall(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        self.seen = {}
+        threading.Thread(target=self.read, daemon=True).start()
+
+    def read(self):
+        f = self.sock.makefile("rb")
+        for line in f:
+            if not line.startswith(b"data: "):
+                continue
+            at = time.time() * 1e6
+            v = json.loads(line[6:])
+            if v.get("change") == "down":
+                self.seen.setdefault(v["endpoint"]["gpid"], at)
+
+
 def death_to_watch(n, etcd_url=None, restart="always", page=False):
     addr = f"127.0.0.1:{free_port()}"
     pub_args = [ZURG, "publisher", "--listen", addr]
@@ -250,6 +275,7 @@ def death_to_watch(n, etcd_url=None, restart="always", page=False):
             browser = Page(f"http://{http}/")
             wait_for("the page", lambda: browser.eval("document.querySelectorAll('tr.svc').length") == n, 60)
             browser.eval(Page.OBSERVE)
+            sse = SseReader(http)
         watch = subprocess.Popen([ZURG, "resolve", "--all", "--watch", "--json", "--publisher", addr],
                                  stdout=subprocess.PIPE, text=True, bufsize=1)
         while json.loads(watch.stdout.readline()).get("t") != "synced":
@@ -286,7 +312,8 @@ def death_to_watch(n, etcd_url=None, restart="always", page=False):
             gone = browser.eval("JSON.stringify(window.__gone)")
             gone = json.loads(gone)
             shown = [gone[g] * 1000 - killed_at for g, killed_at, _, _ in stamps if g in gone]
-            return latencies, stages(run, stamps), shown
+            streamed = [sse.seen[g] - killed_at for g, killed_at, _, _ in stamps if g in sse.seen]
+            return latencies, stages(run, stamps), shown, streamed
         return latencies, stages(run, stamps)
     finally:
         if browser:
@@ -431,9 +458,10 @@ def main():
     if "--page" in sys.argv:
         # Only the page against the watch, in one run: the rest is the
         # default benchmark's.
-        lat, hops, shown = death_to_watch(n, page=True)
+        lat, hops, shown, streamed = death_to_watch(n, page=True)
         print(f"death -> resolve --watch, beside the page: p50 {pct(lat, 50):.0f}  p99 {pct(lat, 99):.0f}  max {max(lat):.0f}")
         print(f"  ... by hop: {hops}")
+        print(f"death -> /events read by a plain client: p50 {pct(streamed, 50):.0f}  p99 {pct(streamed, 99):.0f}  max {max(streamed):.0f}  (n={len(streamed)})")
         print(f"death -> status page DOM (Chromium):   p50 {pct(shown, 50):.0f}  p99 {pct(shown, 99):.0f}  max {max(shown):.0f}  (n={len(shown)})")
         print(f"  ... ratio page / watch: p50 {pct(shown, 50) / pct(lat, 50):.2f}  p99 {pct(shown, 99) / pct(lat, 99):.2f}")
         return
