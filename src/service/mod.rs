@@ -6,7 +6,13 @@
 //! - `Stopping { pid, then }`: the stop signal was sent; SIGKILL follows at
 //!   the stop timeout; `then` says whether to start again afterwards.
 //! - `Backoff`: died and waits for its restart timer.
-//! - `Exited`: ended, and its restart policy keeps it down.
+//! - `Exited`: a long-running service ended, and its restart policy keeps
+//!   it down.
+//! - `Done`: a one-shot ran to completion (an exit code in
+//!   `success_exit_codes`); it stays so until started again.
+//! - `Failed`: will not start again by itself (refused, forked, the start
+//!   limit hit, a one-shot or a readiness that failed for good); the reason
+//!   is in `last_error`.
 //!
 //! Every (state, input) pair is decided in `step`; inputs that make no sense
 //! in a state (a stale timer, a stop of a stopped service) change nothing.
@@ -17,8 +23,8 @@
 pub mod policy;
 pub mod ring;
 
-use crate::unit::Unit;
-use policy::Backoff;
+use crate::unit::{Kind, Unit};
+use policy::{Backoff, StartLog};
 
 /// How a process ended, without OS types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +55,16 @@ pub enum Failure {
     /// It exited 0 at once while processes of its group kept running: a
     /// daemon that put itself in the background.
     Forked,
+    /// A run ended without success (a one-shot whose `restart` keeps it
+    /// down).
+    Unsuccessful(Exit),
+    /// Its unit's `start_limit`: one start more than `burst` within
+    /// `interval_ms`.
+    StartLimit { burst: u32, interval_ms: u64 },
+    /// Readiness did not come (its timeout passed, or it cannot come).
+    NotReady(String),
+    /// Its health check or watchdog failed.
+    Unhealthy(String),
 }
 
 impl std::fmt::Display for Failure {
@@ -59,6 +75,13 @@ impl std::fmt::Display for Failure {
             Failure::Forked => {
                 f.write_str("it forked into the background and exited; run it in the foreground")
             }
+            Failure::Unsuccessful(exit) => write!(f, "exited with {}", exit.describe()),
+            Failure::StartLimit { burst, interval_ms } => write!(
+                f,
+                "start limit hit: more than {burst} starts within {interval_ms} ms (start_limit); `zurg start` tries again"
+            ),
+            Failure::NotReady(reason) => write!(f, "not ready: {reason}"),
+            Failure::Unhealthy(reason) => write!(f, "unhealthy: {reason}"),
         }
     }
 }
@@ -66,7 +89,12 @@ impl std::fmt::Display for Failure {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterStop {
     StayDown,
+    /// Start again at once: a restart someone asked for.
     Start,
+    /// Zurg stopped it because it failed (not ready, unhealthy): the
+    /// restart policy, backoff and start limit decide, as after a failed
+    /// run.
+    Recover,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +114,9 @@ pub enum State {
         until_ms: u64,
     },
     Exited,
-    /// Refused to start (e.g. a checksum mismatch); stays down until a
+    /// A one-shot that ran to completion.
+    Done,
+    /// Will not start by itself (see `last_error`); stays down until a
     /// start, restart or reload asks again.
     Failed,
     /// Its binary is being hashed off the loop before the spawn (a checksum
@@ -102,6 +132,7 @@ impl State {
             State::Stopping { .. } => "stopping",
             State::Backoff { .. } => "backoff",
             State::Exited => "exited",
+            State::Done => "done",
             State::Failed => "failed",
             State::Starting => "starting",
         }
@@ -157,18 +188,27 @@ pub enum Input {
     Verifying,
     /// The binary's digest is known now: spawn, unless stopped meanwhile.
     Verified,
-    /// The running process reported itself ready (notify `READY=1`, a line
-    /// on its readiness fd, a readiness probe passed). A service without
-    /// `ready` gets it from the supervisor as soon as it has started.
-    Ready,
-    /// Readiness did not come: its timeout passed, or it cannot come. A
-    /// failed start.
+    /// Process `pid` reported itself ready (notify `READY=1`, a line on its
+    /// readiness fd, a readiness probe passed). A service without `ready`
+    /// is ready as soon as it has started. Ignored unless `pid` runs and is
+    /// not ready yet.
+    Ready {
+        pid: i32,
+    },
+    /// Readiness of process `pid` did not come: its timeout passed, or it
+    /// cannot come. A failed start: the process is stopped, then the
+    /// restart policy, backoff and start limit apply as after a failed run.
+    /// Ignored unless `pid` runs and is not ready (a stale probe result).
     NotReady {
+        pid: i32,
         reason: String,
     },
-    /// Its health check failed `retries` times in a row, or it missed its
-    /// watchdog ping: it is restarted.
+    /// The health check of process `pid` failed `retries` times in a row,
+    /// or it missed its watchdog ping: it is stopped and started again as
+    /// after a failed run (counted as a restart, subject to the start
+    /// limit). Ignored unless `pid` runs.
     Unhealthy {
+        pid: i32,
         reason: String,
     },
 }
@@ -211,6 +251,16 @@ pub enum Event {
     Done {
         exit: Exit,
     },
+    /// A one-shot ran to completion (`exit` is one of its success codes).
+    Completed {
+        exit: Exit,
+    },
+    /// It will not start again by itself: a one-shot that failed for good,
+    /// the start limit, a readiness that failed for good. Also in
+    /// `last_error`.
+    Failed {
+        failure: Failure,
+    },
     /// Refused to start; the service is failed.
     Refused {
         reason: String,
@@ -249,6 +299,8 @@ pub struct Service {
     /// has not (or no process runs).
     pub ready_after_ms: Option<u64>,
     backoff: Backoff,
+    /// Starts counted against the unit's `start_limit`.
+    starts: StartLog,
     timer_generation: u64,
     /// The next spawn is a restart (for the counter).
     restarting: bool,
@@ -264,6 +316,7 @@ impl Service {
             last_error: None,
             ready_after_ms: None,
             backoff: Backoff::default(),
+            starts: StartLog::default(),
             timer_generation: 0,
             restarting: false,
         }
@@ -290,6 +343,93 @@ impl Service {
     /// A process runs and has reported itself ready.
     pub fn is_ready(&self) -> bool {
         matches!(self.state, State::Running { .. }) && self.ready_after_ms.is_some()
+    }
+
+    /// Whether services that depend on this one may start: a long-running
+    /// service that is ready, a one-shot that ran to completion.
+    pub fn satisfies_dependants(&self) -> bool {
+        match self.unit.kind {
+            Kind::Longrun => self.is_ready(),
+            Kind::Oneshot => self.state == State::Done,
+        }
+    }
+
+    /// Why it cannot come to satisfy its dependants without someone asking
+    /// again (`zurg wait` gives up on it): failed, stopped, or ended and
+    /// kept down. `None` while it is there or may still get there.
+    pub fn cannot_satisfy(&self) -> Option<String> {
+        match self.state {
+            State::Failed => Some(self.failure_text()),
+            State::Down => Some("it is stopped".to_string()),
+            State::Exited => Some(match self.last_exit {
+                Some(exit) => format!(
+                    "it exited with {} and its restart policy keeps it down",
+                    exit.describe()
+                ),
+                None => "its restart policy keeps it down".to_string(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Why it is not where its unit says it should be, for `zurg status`'s
+    /// exit code: failed; ended with a failure and kept down; or waiting to
+    /// be started again after a failed run (crash loop, not ready,
+    /// unhealthy). A service that is starting, running, stopped on request
+    /// or done is fine.
+    pub fn problem(&self) -> Option<String> {
+        let failed_run = || -> Option<String> {
+            if let Some(failure) = &self.last_error {
+                return Some(failure.to_string());
+            }
+            let exit = self.last_exit?;
+            (!policy::succeeded(&self.unit.success_exit_codes, exit))
+                .then(|| format!("exited with {}", exit.describe()))
+        };
+        match self.state {
+            State::Failed => Some(self.failure_text()),
+            State::Exited => failed_run(),
+            State::Backoff { .. }
+            | State::Stopping {
+                then: AfterStop::Recover,
+                ..
+            } => failed_run().map(|why| format!("{why}; restarting")),
+            _ => None,
+        }
+    }
+
+    fn failure_text(&self) -> String {
+        self.last_error
+            .as_ref()
+            .map_or_else(|| "failed".to_string(), ToString::to_string)
+    }
+
+    /// The code `zurg run` exits with when this essential service ended
+    /// for good: its exit code, 128+N for a signal, and 1 for a failure
+    /// that has no code of its own (or exited 0, yet failed).
+    pub fn exit_code(&self) -> i32 {
+        let failed = self.state == State::Failed;
+        match self.last_exit {
+            Some(Exit::Code(0)) if failed => 1,
+            Some(Exit::Code(c)) => c,
+            Some(Exit::Signal(n)) => 128_i32.saturating_add(n),
+            None => 1,
+        }
+    }
+
+    /// Ended and stays down until someone asks again: the moment an
+    /// essential service ends zurg.
+    pub fn ended_for_good(&self) -> bool {
+        matches!(self.state, State::Exited | State::Done | State::Failed)
+    }
+
+    /// The state as `zurg status` shows it: a long-running process that
+    /// is not ready yet is `starting`.
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            State::Running { .. } if self.ready_after_ms.is_none() => "starting",
+            state => state.name(),
+        }
     }
 
     fn arm(&mut self, at_ms: u64, out: &mut Vec<Action>) {
@@ -323,11 +463,10 @@ impl Service {
         let mut out = Vec::new();
         match (self.state, input) {
             (
-                State::Down | State::Exited | State::Failed | State::Backoff { .. },
+                State::Down | State::Exited | State::Done | State::Failed | State::Backoff { .. },
                 Input::Start | Input::Restart,
             ) => {
-                self.backoff.reset();
-                self.restarting = false;
+                self.asked_start(now);
                 out.push(Action::Spawn);
             }
             (State::Running { pid, since_ms }, Input::Stop) => {
@@ -370,7 +509,7 @@ impl Service {
             }
             (State::Backoff { .. } | State::Starting, Input::Stop) => self.state = State::Down,
             (
-                State::Down | State::Exited | State::Failed | State::Backoff { .. },
+                State::Down | State::Exited | State::Done | State::Failed | State::Backoff { .. },
                 Input::Verifying,
             ) => {
                 self.state = State::Starting;
@@ -422,7 +561,10 @@ impl Service {
                     since_ms,
                 },
                 Input::ExitedForked { pid },
-            ) if pid == running && now.saturating_sub(since_ms) < policy::RESET_AFTER_MS => {
+            ) if pid == running
+                && self.unit.kind == Kind::Longrun
+                && now.saturating_sub(since_ms) < policy::RESET_AFTER_MS =>
+            {
                 let exit = Exit::Code(0);
                 out.push(Action::Emit(Event::Exited {
                     pid,
@@ -448,6 +590,7 @@ impl Service {
             (
                 State::Stopping {
                     pid: stopping,
+                    since_ms,
                     then,
                     ..
                 },
@@ -455,32 +598,58 @@ impl Service {
             ) if pid == stopping => {
                 self.last_exit = Some(exit);
                 out.push(Action::Emit(Event::Stopped { pid, exit }));
+                self.state = State::Down;
                 match then {
-                    AfterStop::StayDown => self.state = State::Down,
+                    AfterStop::StayDown => {}
                     AfterStop::Start => {
-                        self.state = State::Down;
-                        self.backoff.reset();
+                        // Asked for: a fresh start, not part of a loop.
+                        self.asked_start(now);
                         self.restarting = true;
                         out.push(Action::Spawn);
                     }
+                    AfterStop::Recover => {
+                        let uptime_ms = now.saturating_sub(since_ms);
+                        self.after_failed_run(exit, uptime_ms, now, &mut out);
+                    }
                 }
             }
-            (State::Running { pid, since_ms }, Input::Ready) if self.ready_after_ms.is_none() => {
+            (
+                State::Running {
+                    pid: running,
+                    since_ms,
+                },
+                Input::Ready { pid },
+            ) if pid == running && self.ready_after_ms.is_none() => {
                 let after_ms = now.saturating_sub(since_ms);
                 self.ready_after_ms = Some(after_ms);
                 out.push(Action::Emit(Event::Ready { pid, after_ms }));
             }
-            (State::Running { pid, since_ms }, Input::NotReady { reason }) => {
+            (
+                State::Running {
+                    pid: running,
+                    since_ms,
+                },
+                Input::NotReady { pid, reason },
+            ) if pid == running && self.ready_after_ms.is_none() => {
+                self.last_error = Some(Failure::NotReady(reason.clone()));
                 out.push(Action::Emit(Event::NotReady { pid, reason }));
-                self.begin_stop(pid, since_ms, AfterStop::StayDown, now, &mut out);
+                self.begin_stop(pid, since_ms, AfterStop::Recover, now, &mut out);
             }
-            (State::Running { pid, since_ms }, Input::Unhealthy { reason }) => {
+            (
+                State::Running {
+                    pid: running,
+                    since_ms,
+                },
+                Input::Unhealthy { pid, reason },
+            ) if pid == running => {
+                self.last_error = Some(Failure::Unhealthy(reason.clone()));
                 out.push(Action::Emit(Event::Unhealthy { pid, reason }));
-                self.begin_stop(pid, since_ms, AfterStop::Start, now, &mut out);
+                self.begin_stop(pid, since_ms, AfterStop::Recover, now, &mut out);
             }
             (State::Backoff { .. }, Input::Timer { generation })
                 if generation == self.timer_generation =>
             {
+                // Counted against the start limit when it was planned.
                 self.restarting = true;
                 out.push(Action::Spawn);
             }
@@ -507,27 +676,96 @@ impl Service {
         out
     }
 
+    /// A start someone asked for (start, restart, reload): the crash-loop
+    /// streak and the start limit begin anew, with this start counted.
+    fn asked_start(&mut self, now: u64) {
+        self.backoff.reset();
+        self.starts.reset();
+        self.starts.admit(self.unit.start_limit, now);
+        self.restarting = false;
+    }
+
     fn after_exit(&mut self, exit: Exit, uptime_ms: u64, now: u64, out: &mut Vec<Action>) {
         self.last_exit = Some(exit);
-        if !policy::should_restart(self.unit.restart, exit) {
-            self.state = State::Exited;
-            out.push(Action::Emit(Event::Done { exit }));
+        let success = policy::succeeded(&self.unit.success_exit_codes, exit);
+        if self.unit.kind == Kind::Oneshot && success {
+            self.backoff.reset();
+            self.restarting = false;
+            self.state = State::Done;
+            out.push(Action::Emit(Event::Completed { exit }));
             return;
         }
+        if !policy::should_restart(self.unit.restart, success) {
+            match self.unit.kind {
+                Kind::Longrun => {
+                    self.state = State::Exited;
+                    out.push(Action::Emit(Event::Done { exit }));
+                }
+                Kind::Oneshot => {
+                    // A spawn failure keeps its own, better reason.
+                    let failure = self
+                        .last_error
+                        .take()
+                        .unwrap_or(Failure::Unsuccessful(exit));
+                    self.fail(failure, out);
+                }
+            }
+            return;
+        }
+        self.retry(uptime_ms, now, out);
+    }
+
+    /// Zurg stopped a process that failed (not ready, unhealthy): as after
+    /// a failed run, whatever its exit code.
+    fn after_failed_run(&mut self, exit: Exit, uptime_ms: u64, now: u64, out: &mut Vec<Action>) {
+        if !policy::should_restart(self.unit.restart, false) {
+            let failure = self
+                .last_error
+                .take()
+                .unwrap_or(Failure::Unsuccessful(exit));
+            self.fail(failure, out);
+            return;
+        }
+        self.retry(uptime_ms, now, out);
+    }
+
+    /// Starts again after the restart delay and backoff, unless that start
+    /// would pass the start limit.
+    fn retry(&mut self, uptime_ms: u64, now: u64, out: &mut Vec<Action>) {
         let delay_ms = self
             .unit
             .restart_delay_ms
-            .saturating_add(self.backoff.after_run(uptime_ms));
+            .saturating_add(self.backoff.after_run(uptime_ms, self.unit.backoff));
+        let at = now.saturating_add(delay_ms);
+        if !self.starts.admit(self.unit.start_limit, at) {
+            if let Some(limit) = self.unit.start_limit {
+                self.fail(
+                    Failure::StartLimit {
+                        burst: limit.burst,
+                        interval_ms: limit.interval_ms,
+                    },
+                    out,
+                );
+                return;
+            }
+        }
         out.push(Action::Emit(Event::Restarting { delay_ms }));
         if delay_ms == 0 {
             self.state = State::Down;
             self.restarting = true;
             out.push(Action::Spawn);
         } else {
-            let until_ms = now.saturating_add(delay_ms);
-            self.state = State::Backoff { until_ms };
-            self.arm(until_ms, out);
+            self.state = State::Backoff { until_ms: at };
+            self.arm(at, out);
         }
+    }
+
+    /// Gives up until asked again.
+    fn fail(&mut self, failure: Failure, out: &mut Vec<Action>) {
+        self.restarting = false;
+        self.last_error = Some(failure.clone());
+        self.state = State::Failed;
+        out.push(Action::Emit(Event::Failed { failure }));
     }
 }
 
@@ -545,6 +783,11 @@ mod tests {
             env: Default::default(),
             cwd: None,
             restart,
+            kind: crate::unit::Kind::Longrun,
+            success_exit_codes: vec![0],
+            backoff: crate::unit::BackoffSteps::default(),
+            start_limit: None,
+            essential: false,
             stop_signal: crate::sig::SIGTERM,
             stop_timeout_ms: 1000,
             restart_delay_ms: 0,
