@@ -1119,4 +1119,457 @@ mod tests {
         );
         assert!(matches!(a.last(), Some(Action::ArmTimer { .. })));
     }
+
+    fn oneshot(restart: RestartPolicy) -> Unit {
+        Unit {
+            kind: crate::unit::Kind::Oneshot,
+            ..unit(restart)
+        }
+    }
+
+    fn started(u: Unit) -> Service {
+        let mut s = Service::new(u);
+        assert_eq!(s.step(Input::Start, 0), vec![Action::Spawn]);
+        s.step(Input::Spawned { pid: 10 }, 0);
+        s
+    }
+
+    fn timer_of(actions: &[Action]) -> Option<(u64, u64)> {
+        actions.iter().find_map(|a| match a {
+            Action::ArmTimer { at_ms, generation } => Some((*at_ms, *generation)),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_oneshot_that_succeeds_is_done_and_never_restarted() {
+        let mut s = started(oneshot(RestartPolicy::Always));
+        assert!(!s.satisfies_dependants(), "running is not done yet");
+        let a = s.step(exited(10, Exit::Code(0)), 50);
+        assert_eq!(
+            a.last(),
+            Some(&Action::Emit(Event::Completed {
+                exit: Exit::Code(0)
+            }))
+        );
+        assert!(!a.contains(&Action::Spawn));
+        assert_eq!(s.state, State::Done);
+        assert_eq!(s.state_name(), "done");
+        assert!(s.satisfies_dependants());
+        assert!(s.ended_for_good());
+        assert_eq!(s.problem(), None);
+        assert_eq!(s.cannot_satisfy(), None);
+        assert_eq!(s.exit_code(), 0);
+        // nothing brings it back but a start, which runs it again
+        assert!(s.step(Input::Timer { generation: 1 }, 100_000).is_empty());
+        assert!(s.step(Input::Stop, 100_001).is_empty());
+        assert_eq!(s.state, State::Done);
+        assert_eq!(s.step(Input::Start, 100_002), vec![Action::Spawn]);
+        s.step(Input::Spawned { pid: 11 }, 100_002);
+        assert!(!s.satisfies_dependants());
+        assert_eq!(s.restarts, 0, "a start asked for is not a restart");
+        // restart does the same
+        s.step(exited(11, Exit::Code(0)), 100_003);
+        assert_eq!(s.step(Input::Restart, 100_004), vec![Action::Spawn]);
+    }
+
+    #[test]
+    fn a_oneshot_that_fails_is_failed_with_its_exit_when_kept_down() {
+        let mut s = started(oneshot(RestartPolicy::Never));
+        let a = s.step(exited(10, Exit::Code(3)), 5);
+        let failure = Failure::Unsuccessful(Exit::Code(3));
+        assert_eq!(
+            a.last(),
+            Some(&Action::Emit(Event::Failed {
+                failure: failure.clone()
+            }))
+        );
+        assert_eq!(s.state, State::Failed);
+        assert_eq!(s.last_error, Some(failure));
+        assert_eq!(s.problem().as_deref(), Some("exited with code 3"));
+        assert_eq!(s.cannot_satisfy().as_deref(), Some("exited with code 3"));
+        assert!(!s.satisfies_dependants());
+        assert_eq!(s.exit_code(), 3);
+        // a start runs it again, and a success clears the failure
+        assert_eq!(s.step(Input::Start, 6), vec![Action::Spawn]);
+        s.step(Input::Spawned { pid: 11 }, 6);
+        assert_eq!(s.last_error, None);
+        s.step(exited(11, Exit::Code(0)), 7);
+        assert_eq!(s.state, State::Done);
+    }
+
+    #[test]
+    fn a_failed_oneshot_is_retried_per_restart_with_backoff() {
+        let mut s = started(oneshot(RestartPolicy::OnFailure));
+        let a = s.step(exited(10, Exit::Code(1)), 5);
+        assert_eq!(a.last(), Some(&Action::Spawn));
+        s.step(Input::Spawned { pid: 11 }, 5);
+        let a = s.step(exited(11, Exit::Code(1)), 6);
+        assert_eq!(timer_of(&a).map(|t| t.0), Some(106));
+        assert_eq!(s.state, State::Backoff { until_ms: 106 });
+        assert_eq!(
+            s.problem().as_deref(),
+            Some("exited with code 1; restarting")
+        );
+        // still on its way: `wait` keeps waiting
+        assert_eq!(s.cannot_satisfy(), None);
+        // a signal is never success, even with the code it would map to
+        let mut s = started(Unit {
+            success_exit_codes: vec![0, 143],
+            ..oneshot(RestartPolicy::Never)
+        });
+        s.step(exited(10, Exit::Signal(15)), 1);
+        assert_eq!(s.state, State::Failed);
+        assert_eq!(s.exit_code(), 143);
+    }
+
+    #[test]
+    fn a_oneshot_that_cannot_be_spawned_keeps_the_spawn_error() {
+        let mut s = Service::new(oneshot(RestartPolicy::Never));
+        s.step(Input::Start, 0);
+        let a = s.step(
+            Input::SpawnFailed {
+                error: "exec /x: not found".into(),
+            },
+            0,
+        );
+        assert_eq!(s.state, State::Failed);
+        assert_eq!(
+            a.last(),
+            Some(&Action::Emit(Event::Failed {
+                failure: Failure::Spawn("exec /x: not found".into())
+            }))
+        );
+        assert_eq!(s.exit_code(), 127);
+    }
+
+    #[test]
+    fn success_exit_codes_decide_on_failure() {
+        let u = Unit {
+            success_exit_codes: vec![0, 3],
+            ..unit(RestartPolicy::OnFailure)
+        };
+        let mut s = started(u.clone());
+        let a = s.step(exited(10, Exit::Code(3)), 1);
+        assert_eq!(
+            a.last(),
+            Some(&Action::Emit(Event::Done {
+                exit: Exit::Code(3)
+            }))
+        );
+        assert_eq!(s.state, State::Exited);
+        assert_eq!(s.problem(), None, "a listed code is a success");
+        let mut s = started(u.clone());
+        assert_eq!(
+            s.step(exited(10, Exit::Code(4)), 1).last(),
+            Some(&Action::Spawn)
+        );
+        let mut s = started(u);
+        assert_eq!(
+            s.step(exited(10, Exit::Signal(15)), 1).last(),
+            Some(&Action::Spawn)
+        );
+        // a long-running service kept down after a failure is a problem
+        let mut s = started(unit(RestartPolicy::Never));
+        s.step(exited(10, Exit::Code(1)), 1);
+        assert_eq!(s.state, State::Exited);
+        assert_eq!(s.problem().as_deref(), Some("exited with code 1"));
+        assert!(s.cannot_satisfy().is_some());
+    }
+
+    #[test]
+    fn the_start_limit_fails_a_loop_until_started_again() {
+        let u = Unit {
+            start_limit: Some(crate::unit::StartLimit {
+                burst: 3,
+                interval_ms: 10_000,
+            }),
+            ..unit(RestartPolicy::Always)
+        };
+        let mut s = started(u);
+        // start 1 at 0; restarts at 1 (at once) and 2 + 100 (backoff)
+        assert_eq!(
+            s.step(exited(10, Exit::Code(1)), 1).last(),
+            Some(&Action::Spawn)
+        );
+        s.step(Input::Spawned { pid: 11 }, 1);
+        let a = s.step(exited(11, Exit::Code(1)), 2);
+        let (_, generation) = timer_of(&a).unwrap();
+        assert_eq!(
+            s.step(Input::Timer { generation }, 102),
+            vec![Action::Spawn]
+        );
+        s.step(Input::Spawned { pid: 12 }, 102);
+        // the fourth start within 10 s is one too many
+        let a = s.step(exited(12, Exit::Code(1)), 103);
+        let failure = Failure::StartLimit {
+            burst: 3,
+            interval_ms: 10_000,
+        };
+        assert_eq!(
+            a.last(),
+            Some(&Action::Emit(Event::Failed {
+                failure: failure.clone()
+            }))
+        );
+        assert!(!a
+            .iter()
+            .any(|x| matches!(x, Action::Emit(Event::Restarting { .. }))));
+        assert_eq!(s.state, State::Failed);
+        assert_eq!(s.last_error, Some(failure));
+        assert!(s
+            .problem()
+            .is_some_and(|p| p.starts_with("start limit hit: more than 3 starts within 10000 ms")));
+        assert_eq!(s.exit_code(), 1);
+        // `zurg start` revives it with a fresh count
+        assert_eq!(s.step(Input::Start, 200), vec![Action::Spawn]);
+        s.step(Input::Spawned { pid: 13 }, 200);
+        assert_eq!(
+            s.step(exited(13, Exit::Code(1)), 201).last(),
+            Some(&Action::Spawn)
+        );
+        // starts spread wider than the interval never trip it
+        let mut s = started(Unit {
+            start_limit: Some(crate::unit::StartLimit {
+                burst: 1,
+                interval_ms: 1_000,
+            }),
+            ..unit(RestartPolicy::Always)
+        });
+        for (i, t) in (1..20i32).map(|i| (i, u64::from(i.unsigned_abs()) * 20_000)) {
+            assert_eq!(
+                s.step(exited(9 + i, Exit::Code(0)), t).last(),
+                Some(&Action::Spawn),
+                "run {i}"
+            );
+            s.step(Input::Spawned { pid: 10 + i }, t);
+        }
+    }
+
+    #[test]
+    fn a_unit_sets_its_backoff_steps() {
+        let mut s = started(Unit {
+            backoff: crate::unit::BackoffSteps {
+                initial_ms: 20,
+                max_ms: 30,
+            },
+            ..unit(RestartPolicy::Always)
+        });
+        let mut waits = Vec::new();
+        let mut pid = 10;
+        let mut now = 0;
+        for _ in 0..4 {
+            now += 1;
+            let a = s.step(exited(pid, Exit::Code(1)), now);
+            match timer_of(&a) {
+                Some((at, generation)) => {
+                    waits.push(at - now);
+                    now = at;
+                    s.step(Input::Timer { generation }, now);
+                }
+                None => waits.push(0),
+            }
+            pid += 1;
+            s.step(Input::Spawned { pid }, now);
+        }
+        assert_eq!(waits, [0, 20, 30, 30]);
+    }
+
+    #[test]
+    fn not_ready_is_a_failed_start() {
+        let mut s = started(unit(RestartPolicy::Always));
+        s.ready_after_ms = None; // as with a readiness protocol
+        assert_eq!(s.state_name(), "starting");
+        assert!(!s.satisfies_dependants());
+        let a = s.step(
+            Input::NotReady {
+                pid: 10,
+                reason: "not ready after 500 ms".into(),
+            },
+            500,
+        );
+        assert_eq!(
+            a[0],
+            Action::Emit(Event::NotReady {
+                pid: 10,
+                reason: "not ready after 500 ms".into()
+            })
+        );
+        assert_eq!(a[1], Action::Signal(crate::sig::SIGTERM));
+        assert_eq!(
+            s.problem().as_deref(),
+            Some("not ready: not ready after 500 ms; restarting")
+        );
+        let a = s.step(exited(10, Exit::Signal(15)), 510);
+        assert_eq!(
+            a,
+            vec![
+                Action::Emit(Event::Stopped {
+                    pid: 10,
+                    exit: Exit::Signal(15)
+                }),
+                Action::Emit(Event::Restarting { delay_ms: 0 }),
+                Action::Spawn
+            ]
+        );
+        s.step(Input::Spawned { pid: 11 }, 510);
+        assert_eq!(s.restarts, 1, "a retry after a failed start is a restart");
+        // a second failed start in a row waits: the crash-loop backoff
+        s.ready_after_ms = None;
+        s.step(
+            Input::NotReady {
+                pid: 11,
+                reason: "x".into(),
+            },
+            600,
+        );
+        let a = s.step(exited(11, Exit::Signal(15)), 601);
+        assert_eq!(timer_of(&a).map(|t| t.0), Some(701));
+        // with restart = never it is failed, with the reason
+        let mut s = started(unit(RestartPolicy::Never));
+        s.ready_after_ms = None;
+        s.step(
+            Input::NotReady {
+                pid: 10,
+                reason: "readiness fd closed".into(),
+            },
+            1,
+        );
+        let a = s.step(exited(10, Exit::Code(0)), 2);
+        assert_eq!(s.state, State::Failed);
+        assert_eq!(
+            a.last(),
+            Some(&Action::Emit(Event::Failed {
+                failure: Failure::NotReady("readiness fd closed".into())
+            }))
+        );
+        assert_eq!(s.exit_code(), 1, "failed, even though it exited 0");
+    }
+
+    #[test]
+    fn stale_readiness_and_health_results_are_ignored() {
+        let mut s = started(unit(RestartPolicy::Always));
+        s.ready_after_ms = None;
+        let stale = |pid| Input::NotReady {
+            pid,
+            reason: "late".into(),
+        };
+        // another process's result
+        assert!(s.step(stale(9), 1).is_empty());
+        assert!(s
+            .step(
+                Input::Unhealthy {
+                    pid: 9,
+                    reason: "late".into()
+                },
+                1
+            )
+            .is_empty());
+        assert!(s.step(Input::Ready { pid: 9 }, 1).is_empty());
+        assert_eq!(s.ready_after_ms, None);
+        // ready once; a second Ready, or a NotReady after it, changes nothing
+        assert_eq!(
+            s.step(Input::Ready { pid: 10 }, 40),
+            vec![Action::Emit(Event::Ready {
+                pid: 10,
+                after_ms: 40
+            })]
+        );
+        assert!(s.satisfies_dependants());
+        assert!(s.step(Input::Ready { pid: 10 }, 41).is_empty());
+        assert!(s.step(stale(10), 42).is_empty());
+        assert_eq!(s.state_name(), "running");
+        // while stopping, in backoff, or down: nothing
+        s.step(Input::Stop, 50);
+        assert!(s.step(stale(10), 51).is_empty());
+        s.step(exited(10, Exit::Signal(15)), 52);
+        assert!(s.step(stale(10), 53).is_empty());
+        assert_eq!(s.state, State::Down);
+    }
+
+    #[test]
+    fn unhealthy_restarts_counted_and_limited() {
+        let mut s = started(Unit {
+            start_limit: Some(crate::unit::StartLimit {
+                burst: 2,
+                interval_ms: 60_000,
+            }),
+            ..unit(RestartPolicy::Always)
+        });
+        let sick = |pid| Input::Unhealthy {
+            pid,
+            reason: "health check failed 3 times".into(),
+        };
+        let a = s.step(sick(10), 20_000);
+        assert_eq!(
+            a[0],
+            Action::Emit(Event::Unhealthy {
+                pid: 10,
+                reason: "health check failed 3 times".into()
+            })
+        );
+        assert_eq!(a[1], Action::Signal(crate::sig::SIGTERM));
+        let a = s.step(exited(10, Exit::Signal(15)), 20_010);
+        assert_eq!(a.last(), Some(&Action::Spawn));
+        s.step(Input::Spawned { pid: 11 }, 20_010);
+        assert_eq!(s.restarts, 1);
+        assert_eq!(s.last_error, None, "a good start clears the reason");
+        // the third start within a minute is refused
+        s.step(sick(11), 40_000);
+        let a = s.step(exited(11, Exit::Signal(15)), 40_010);
+        assert_eq!(s.state, State::Failed);
+        assert!(matches!(
+            a.last(),
+            Some(Action::Emit(Event::Failed {
+                failure: Failure::StartLimit { burst: 2, .. }
+            }))
+        ));
+    }
+
+    #[test]
+    fn a_restart_asked_for_resets_the_start_limit() {
+        let mut s = started(Unit {
+            start_limit: Some(crate::unit::StartLimit {
+                burst: 1,
+                interval_ms: 60_000,
+            }),
+            ..unit(RestartPolicy::Always)
+        });
+        for t in 1..5 {
+            s.step(Input::Restart, t * 10);
+            assert_eq!(
+                s.step(
+                    exited(9 + i32::try_from(t).unwrap(), Exit::Signal(15)),
+                    t * 10 + 1
+                )
+                .last(),
+                Some(&Action::Spawn)
+            );
+            s.step(
+                Input::Spawned {
+                    pid: 10 + i32::try_from(t).unwrap(),
+                },
+                t * 10 + 1,
+            );
+        }
+        assert_eq!(s.state.pid(), Some(14));
+    }
+
+    #[test]
+    fn exit_codes_for_an_essential_service() {
+        let mut s = started(unit(RestartPolicy::Never));
+        s.step(exited(10, Exit::Code(7)), 1);
+        assert!(s.ended_for_good());
+        assert_eq!(s.exit_code(), 7);
+        let mut s = started(unit(RestartPolicy::Never));
+        s.step(exited(10, Exit::Signal(9)), 1);
+        assert_eq!(s.exit_code(), 137);
+        // stopped on request: not an end
+        let mut s = started(unit(RestartPolicy::Never));
+        s.step(Input::Stop, 1);
+        s.step(exited(10, Exit::Signal(15)), 2);
+        assert!(!s.ended_for_good());
+        assert_eq!(s.problem(), None);
+        assert_eq!(s.cannot_satisfy().as_deref(), Some("it is stopped"));
+    }
 }

@@ -1052,4 +1052,81 @@ mod tests {
             assert!(err.contains(want), "{err}");
         }
     }
+
+    #[test]
+    fn service_model_keys_read_and_report_every_problem() {
+        let path = Path::new("/u/svc.toml");
+        let parse = |extra: &str| {
+            super::super::parse_unit("svc", path, &format!("exec = \"/x\"\n{extra}\n"))
+        };
+        let u = parse(
+            "type = \"oneshot\"\nsuccess_exit_codes = [3, 0, 3]\nessential = true\n\
+             backoff = { initial_ms = 50 }\nstart_limit = { burst = 2 }",
+        )
+        .unwrap();
+        assert_eq!(u.kind, Kind::Oneshot);
+        assert_eq!(u.success_exit_codes, [0, 3]);
+        assert!(u.essential);
+        assert_eq!(
+            u.backoff,
+            BackoffSteps {
+                initial_ms: 50,
+                max_ms: 30_000
+            }
+        );
+        assert_eq!(
+            u.start_limit,
+            Some(StartLimit {
+                burst: 2,
+                interval_ms: 10_000
+            })
+        );
+        let plain = parse("").unwrap();
+        assert_eq!(plain.kind, Kind::Longrun);
+        assert_eq!(plain.start_limit, None);
+        assert!(!plain.essential);
+        for (text, wants) in [
+            (
+                "type = \"daemon\"",
+                &["2:8: key `type`: expected \"longrun\" or \"oneshot\", found \"daemon\""][..],
+            ),
+            (
+                "success_exit_codes = [0, 256, \"TERM\", -1]",
+                &[
+                    "item 1 must be 0 to 255, found 256",
+                    "item 2 must be an exit code 0 to 255, found \"TERM\" (a death by signal never counts as success)",
+                    "item 3 must be 0 to 255, found -1",
+                ][..],
+            ),
+            ("success_exit_codes = []", &["must list at least one exit code"][..]),
+            (
+                "backoff = { initial_ms = 0, max = 3 }",
+                &[
+                    "`initial_ms` must be an integer of at least 1, found 0",
+                    "`max` is not one of its fields (initial_ms, max_ms)",
+                ][..],
+            ),
+            (
+                "backoff = { initial_ms = 500, max_ms = 100 }",
+                &["`max_ms` (100) must not be below `initial_ms` (500)"][..],
+            ),
+            (
+                "start_limit = 5",
+                &["expected a table { burst, interval_ms }, found an integer"][..],
+            ),
+            (
+                "start_limit = { burst = 0, interval_ms = \"10s\" }",
+                &[
+                    "`burst` must be an integer of at least 1, found 0",
+                    "`interval_ms` must be an integer of at least 1, found \"10s\"",
+                ][..],
+            ),
+            ("essential = \"yes\"", &["key `essential`: expected true or false"][..]),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            for want in wants {
+                assert!(err.contains(want), "{text}: {want} in {err}");
+            }
+        }
+    }
 }
