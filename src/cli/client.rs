@@ -928,6 +928,50 @@ mod tests {
     }
 
     #[test]
+    fn parses_wait() {
+        let c = parse_args(&args(&["wait", "db", "migrate", "--timeout", "200ms"])).unwrap();
+        assert_eq!(
+            c.verb,
+            Verb::Wait {
+                names: vec!["db".into(), "migrate".into()],
+                until: proto::WaitFor::Ready,
+                timeout_ms: Some(200),
+            }
+        );
+        let c = parse_args(&args(&["wait", "--down", "db"])).unwrap();
+        assert!(matches!(
+            c.verb,
+            Verb::Wait {
+                until: proto::WaitFor::Down,
+                timeout_ms: None,
+                ..
+            }
+        ));
+        assert!(parse_args(&args(&["wait"])).is_err(), "names are needed");
+        assert!(parse_args(&args(&["status", "--ready"])).is_err());
+        // on the wire: `for`, defaulting to ready
+        let req = proto::decode_request(br#"{"id":1,"verb":"wait","names":["a"]}"#).unwrap();
+        assert_eq!(
+            req.verb,
+            Verb::Wait {
+                names: vec!["a".into()],
+                until: proto::WaitFor::Ready,
+                timeout_ms: None,
+            }
+        );
+        let req =
+            proto::decode_request(br#"{"id":1,"verb":"wait","names":["a"],"for":"down"}"#).unwrap();
+        assert!(matches!(
+            req.verb,
+            Verb::Wait {
+                until: proto::WaitFor::Down,
+                ..
+            }
+        ));
+        assert!(req.verb.is_read_only());
+    }
+
+    #[test]
     fn parses_verbs() {
         let c = parse_args(&args(&[
             "stop",

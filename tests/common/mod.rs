@@ -477,10 +477,28 @@ pub fn ok(dir: &TempDir, args: &[&str]) -> String {
 }
 
 /// The `result` of a client verb run with `--json`, which must succeed.
+/// `status` exits 1 when a service is failed (its answer is whole all the
+/// same), so for it only the reply must be `ok`.
 pub fn json(dir: &TempDir, args: &[&str]) -> serde_json::Value {
     let mut a = args.to_vec();
     a.push("--json");
-    serde_json::from_str::<serde_json::Value>(&ok(dir, &a)).unwrap()["result"].clone()
+    if a.first() != Some(&"status") {
+        return serde_json::from_str::<serde_json::Value>(&ok(dir, &a)).unwrap()["result"].clone();
+    }
+    let out = cli(dir, &a);
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "zurg {a:?} ({:?}) did not answer JSON: {e}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(
+        reply["ok"] == true && matches!(out.status.code(), Some(0 | 1)),
+        "zurg {a:?} failed with {:?}: {reply}",
+        out.status.code()
+    );
+    reply["result"].clone()
 }
 
 /// `name`'s row of `zurg status --json` (null when there is none).
