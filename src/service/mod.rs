@@ -1356,9 +1356,8 @@ mod tests {
             ..unit(RestartPolicy::Always)
         });
         let mut waits = Vec::new();
-        let mut pid = 10;
         let mut now = 0;
-        for _ in 0..4 {
+        for pid in 10..14 {
             now += 1;
             let a = s.step(exited(pid, Exit::Code(1)), now);
             match timer_of(&a) {
@@ -1369,8 +1368,7 @@ mod tests {
                 }
                 None => waits.push(0),
             }
-            pid += 1;
-            s.step(Input::Spawned { pid }, now);
+            s.step(Input::Spawned { pid: pid + 1 }, now);
         }
         assert_eq!(waits, [0, 20, 30, 30]);
     }
