@@ -210,6 +210,16 @@ fn an_essential_service_killed_by_a_signal_ends_zurg_with_128_plus_n() {
 }
 
 #[test]
+fn an_essential_service_that_cannot_start_ends_zurg_at_once() {
+    // Alone: no other service's exit wakes zurg's loop for the shutdown.
+    let mut r = stack(&[(
+        "main",
+        "exec = \"/nonexistent/main\"\nessential = true\nrestart = \"never\"\n",
+    )]);
+    assert_eq!(r.z.wait_exit().code(), Some(127), "{:?}", r.z.seen);
+}
+
+#[test]
 fn stopping_an_essential_service_on_request_does_not_end_zurg() {
     let mut r = stack(&[(
         "main",

@@ -789,6 +789,11 @@ impl Supervisor {
         self.reload(&mut work);
         self.stop_leftovers();
         self.process(&mut work);
+        // An essential service that could not even start has begun the
+        // shutdown already, and nothing may come to wake the loop for it.
+        if let Some(code) = self.advance_shutdown(&mut work) {
+            return code;
+        }
         // Parsing thousands of unit files leaves the heap full of freed
         // holes; give them back so zurg's footprint is what it keeps.
         crate::os::release_free_memory();
