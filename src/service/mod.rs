@@ -394,6 +394,11 @@ impl Service {
                 then: AfterStop::Recover,
                 ..
             } => failed_run().map(|why| format!("{why}; restarting")),
+            // Started again after a readiness that failed, not ready yet.
+            State::Running { .. } if self.ready_after_ms.is_none() => match &self.last_error {
+                Some(failure @ Failure::NotReady(_)) => Some(format!("{failure}; trying again")),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -520,9 +525,14 @@ impl Service {
                     self.restarts = self.restarts.saturating_add(1);
                 }
                 self.restarting = false;
-                self.last_error = None;
                 // Without a readiness protocol a service is ready once started.
                 self.ready_after_ms = self.ready_when_started().then_some(0);
+                // A readiness that failed is a problem until one comes:
+                // `status` keeps saying so while the retry is starting.
+                let not_ready = matches!(self.last_error, Some(Failure::NotReady(_)));
+                if !not_ready || self.ready_after_ms.is_some() {
+                    self.last_error = None;
+                }
                 self.state = State::Running { pid, since_ms: now };
                 out.push(Action::Emit(Event::Started { pid }));
             }
@@ -622,6 +632,9 @@ impl Service {
             ) if pid == running && self.ready_after_ms.is_none() => {
                 let after_ms = now.saturating_sub(since_ms);
                 self.ready_after_ms = Some(after_ms);
+                if matches!(self.last_error, Some(Failure::NotReady(_))) {
+                    self.last_error = None;
+                }
                 out.push(Action::Emit(Event::Ready { pid, after_ms }));
             }
             (
@@ -1412,8 +1425,15 @@ mod tests {
         );
         s.step(Input::Spawned { pid: 11 }, 510);
         assert_eq!(s.restarts, 1, "a retry after a failed start is a restart");
-        // a second failed start in a row waits: the crash-loop backoff
+        // (ready at start without probes; with them, the retry is starting,
+        // and status keeps the failure until it is ready)
         s.ready_after_ms = None;
+        s.last_error = Some(Failure::NotReady("not ready after 500 ms".into()));
+        assert_eq!(
+            s.problem().as_deref(),
+            Some("not ready: not ready after 500 ms; trying again")
+        );
+        // a second failed start in a row waits: the crash-loop backoff
         s.step(
             Input::NotReady {
                 pid: 11,
@@ -1422,7 +1442,16 @@ mod tests {
             600,
         );
         let a = s.step(exited(11, Exit::Signal(15)), 601);
-        assert_eq!(timer_of(&a).map(|t| t.0), Some(701));
+        let (at, generation) = timer_of(&a).unwrap();
+        assert_eq!(at, 701);
+        s.step(Input::Timer { generation }, 701);
+        s.step(Input::Spawned { pid: 12 }, 701);
+        // ready at last: the failure is gone
+        s.ready_after_ms = None;
+        s.last_error = Some(Failure::NotReady("x".into()));
+        s.step(Input::Ready { pid: 12 }, 800);
+        assert_eq!(s.last_error, None);
+        assert_eq!(s.problem(), None);
         // with restart = never it is failed, with the reason
         let mut s = started(unit(RestartPolicy::Never));
         s.ready_after_ms = None;
