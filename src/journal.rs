@@ -41,6 +41,9 @@ pub enum Kind {
     Exit,
     /// A start refused before exec, with `reason`.
     Refused,
+    /// The service gave up until asked again (start limit, a one-shot that
+    /// failed, readiness that failed for good), with `reason`.
+    Failed,
     /// `zurg upgrade` installed a build.
     Upgrade,
     /// `zurg rollback` went back to the previous build.
@@ -55,6 +58,7 @@ impl Kind {
             Kind::Start => "start",
             Kind::Exit => "exit",
             Kind::Refused => "refused",
+            Kind::Failed => "failed",
             Kind::Upgrade => "upgrade",
             Kind::Rollback => "rollback",
             Kind::Other => "other",

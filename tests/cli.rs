@@ -381,7 +381,7 @@ fn events_follow_ends_cleanly_when_zurg_shuts_down() {
         err.contains("stopped") && !err.contains("without an answer"),
         "{err}"
     );
-    let lines: Vec<String> = rx.try_iter().collect();
+    let lines = common::rest_of(&rx);
     let last = lines.last().expect("no event before the end");
     assert!(last.contains("\"kind\":\"shutdown\""), "{lines:?}");
     assert!(
@@ -434,6 +434,7 @@ fn status_from_outside_the_pid_namespace_shows_the_callers_pids() {
             "STATE",
             "PID",
             "UPTIME",
+            "READY",
             "RESTARTS",
             "LAST-EXIT",
             "ZURG-PID"
@@ -442,7 +443,7 @@ fn status_from_outside_the_pid_namespace_shows_the_callers_pids() {
     );
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(row[2], host.to_string(), "{table}");
-    assert_eq!(row[6], inner.to_string(), "{table}");
+    assert_eq!(row[7], inner.to_string(), "{table}");
     // stats too
     let out = common::cli(&dir, &["stats"]);
     let table = text(&out.stdout);

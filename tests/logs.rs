@@ -364,6 +364,6 @@ fn a_follower_of_a_removed_service_never_sees_the_unit_that_takes_its_slot() {
     assert!(common::cli(&dir, &["shutdown"]).status.success());
     let (code, err) = wait_child(&mut child);
     assert_eq!(code, Some(0), "{err}");
-    let rest: Vec<String> = rx.try_iter().collect();
+    let rest = common::rest_of(&rx);
     assert!(rest.is_empty(), "the follower of `old` got {rest:?}");
 }

@@ -1,6 +1,8 @@
 //! Client verbs (`zurg status`, `stop`, ...): one request over the control
 //! socket, the answer printed as a table or, with `--json`, as the raw JSON.
-//! Exit codes: 0 success, 1 the request failed, 2 usage, 3 cannot reach zurg.
+//! Exit codes: 0 success, 1 the request failed (for `status`: a service is
+//! not where it should be), 2 usage, 3 cannot reach zurg, 124 `wait` timed
+//! out.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -19,6 +21,9 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_UNREACHABLE: i32 = 3;
+/// `wait` gave up at its `--timeout`, as timeout(1) does; 2 is taken by
+/// usage errors.
+pub const EXIT_TIMEOUT: i32 = 124;
 
 /// Used when no reply deadline follows from the request itself.
 const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -172,12 +177,15 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
     let mut publisher = None;
     let mut host = None;
     let mut token_file = None;
+    let mut wait_for = proto::WaitFor::Ready;
     let mut p = lexopt::Parser::from_args(rest.iter().cloned());
     while let Some(arg) = p.next()? {
         match arg {
             Long("json") => json = true,
             Long("socket") => socket = Some(PathBuf::from(p.value()?)),
-            Long("timeout") if matches!(verb_name.as_str(), "stop" | "restart") => {
+            Long("ready") if verb_name == "wait" => wait_for = proto::WaitFor::Ready,
+            Long("down") if verb_name == "wait" => wait_for = proto::WaitFor::Down,
+            Long("timeout") if matches!(verb_name.as_str(), "stop" | "restart" | "wait") => {
                 let v = p.value()?.string()?;
                 timeout_ms = Some(parse_duration_ms(&v).ok_or_else(|| {
                     UsageError(format!("--timeout {v:?}: expected a duration like 5s"))
@@ -250,6 +258,14 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
         "restart" => {
             some_names(&names)?;
             Verb::Restart { names, timeout_ms }
+        }
+        "wait" => {
+            some_names(&names)?;
+            Verb::Wait {
+                names,
+                until: wait_for,
+                timeout_ms,
+            }
         }
         "signal" => match names.as_slice() {
             [name, signal] => {
@@ -370,7 +386,14 @@ fn reply_timeout(verb: &Verb) -> Option<Duration> {
         | Verb::Restart {
             timeout_ms: Some(ms),
             ..
+        }
+        | Verb::Wait {
+            timeout_ms: Some(ms),
+            ..
         } => Some(Duration::from_millis(ms.saturating_add(5_000))),
+        Verb::Wait { .. } => Some(Duration::from_millis(
+            crate::supervisor::DEFAULT_WAIT_MS.saturating_add(5_000),
+        )),
         // zurg answers a stop or restart at the services' own stop timeout
         // at the latest; leave room for long ones.
         Verb::Stop { .. } | Verb::Restart { .. } => Some(Duration::from_secs(600)),
@@ -595,6 +618,9 @@ fn print_reply(cmd: &ClientCmd, reply: &Reply, raw: &[u8], zurg_pid: Option<i32>
             print!("{}", String::from_utf8_lossy(raw));
         }
         eprintln!("zurg: {}", err.message);
+        if matches!(cmd.verb, Verb::Wait { .. }) && err.code == proto::ErrorCode::Timeout {
+            return EXIT_TIMEOUT;
+        }
         return EXIT_FAILED;
     }
     let result = reply
@@ -605,12 +631,23 @@ fn print_reply(cmd: &ClientCmd, reply: &Reply, raw: &[u8], zurg_pid: Option<i32>
     // even though the request itself was carried out.
     let outcomes_failed = matches!(
         cmd.verb,
-        Verb::Start { .. } | Verb::Stop { .. } | Verb::Restart { .. } | Verb::Rollback { .. }
+        Verb::Start { .. }
+            | Verb::Stop { .. }
+            | Verb::Restart { .. }
+            | Verb::Rollback { .. }
+            | Verb::Wait { .. }
     ) && serde_json::from_value::<Vec<Outcome>>(result.clone())
         .unwrap_or_default()
         .iter()
         .any(|o| o.error.is_some());
-    let failed_code = if outcomes_failed {
+    // `status` fails when a service is not where its unit says it should
+    // be, so `HEALTHCHECK CMD zurg status` works.
+    let status_failed = matches!(cmd.verb, Verb::Status { .. })
+        && serde_json::from_value::<Vec<ServiceStatus>>(result.clone())
+            .unwrap_or_default()
+            .iter()
+            .any(|r| r.problem.is_some());
+    let failed_code = if outcomes_failed || status_failed {
         EXIT_FAILED
     } else {
         EXIT_OK
@@ -625,13 +662,16 @@ fn print_reply(cmd: &ClientCmd, reply: &Reply, raw: &[u8], zurg_pid: Option<i32>
             let rows: Vec<ServiceStatus> = serde_json::from_value(result).unwrap_or_default();
             let map = zurg_pid.map(super::nspid::caller_pids).unwrap_or_default();
             print!("{}", status_table_seen_from(&rows, &map));
-            for r in rows.iter().filter(|r| r.pid.is_none()) {
-                if let Some(e) = &r.last_error {
-                    println!("{}: {e}", r.name);
+            for r in &rows {
+                match (&r.problem, &r.last_error) {
+                    (Some(problem), _) => println!("{}: {problem}", r.name),
+                    (None, Some(e)) if r.pid.is_none() => println!("{}: {e}", r.name),
+                    _ => {}
                 }
             }
+            return failed_code;
         }
-        Verb::Start { .. } | Verb::Stop { .. } | Verb::Restart { .. } => {
+        Verb::Start { .. } | Verb::Stop { .. } | Verb::Restart { .. } | Verb::Wait { .. } => {
             let outcomes: Vec<Outcome> = serde_json::from_value(result).unwrap_or_default();
             for o in outcomes {
                 match (o.pid, &o.error) {
@@ -859,7 +899,15 @@ pub fn status_table_seen_from(
     rows: &[ServiceStatus],
     seen: &std::collections::HashMap<i32, i32>,
 ) -> String {
-    let mut header = vec!["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST-EXIT"];
+    let mut header = vec![
+        "NAME",
+        "STATE",
+        "PID",
+        "UPTIME",
+        "READY",
+        "RESTARTS",
+        "LAST-EXIT",
+    ];
     if !seen.is_empty() {
         header.push("ZURG-PID");
     }
@@ -870,6 +918,8 @@ pub fn status_table_seen_from(
             r.state.clone(),
             caller_pid(r.pid, seen),
             r.uptime_ms.map_or("-".into(), crate::supervisor::human_ms),
+            r.ready_after_ms
+                .map_or("-".into(), crate::supervisor::human_ms),
             r.restarts.to_string(),
             r.last_exit.as_ref().map_or("-".into(), exit_text),
         ];
@@ -907,6 +957,50 @@ mod tests {
 
     fn args(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_wait() {
+        let c = parse_args(&args(&["wait", "db", "migrate", "--timeout", "200ms"])).unwrap();
+        assert_eq!(
+            c.verb,
+            Verb::Wait {
+                names: vec!["db".into(), "migrate".into()],
+                until: proto::WaitFor::Ready,
+                timeout_ms: Some(200),
+            }
+        );
+        let c = parse_args(&args(&["wait", "--down", "db"])).unwrap();
+        assert!(matches!(
+            c.verb,
+            Verb::Wait {
+                until: proto::WaitFor::Down,
+                timeout_ms: None,
+                ..
+            }
+        ));
+        assert!(parse_args(&args(&["wait"])).is_err(), "names are needed");
+        assert!(parse_args(&args(&["status", "--ready"])).is_err());
+        // on the wire: `for`, defaulting to ready
+        let req = proto::decode_request(br#"{"id":1,"verb":"wait","names":["a"]}"#).unwrap();
+        assert_eq!(
+            req.verb,
+            Verb::Wait {
+                names: vec!["a".into()],
+                until: proto::WaitFor::Ready,
+                timeout_ms: None,
+            }
+        );
+        let req =
+            proto::decode_request(br#"{"id":1,"verb":"wait","names":["a"],"for":"down"}"#).unwrap();
+        assert!(matches!(
+            req.verb,
+            Verb::Wait {
+                until: proto::WaitFor::Down,
+                ..
+            }
+        ));
+        assert!(req.verb.is_read_only());
     }
 
     #[test]
@@ -1012,6 +1106,10 @@ mod tests {
                 gpid: None,
                 version: None,
                 last_error: None,
+                ready: true,
+                ready_after_ms: Some(1_500),
+                health: None,
+                problem: None,
                 last_exit: Some(proto::ExitInfo {
                     code: None,
                     signal: Some("SIGKILL".into()),
@@ -1026,6 +1124,10 @@ mod tests {
                 gpid: None,
                 version: None,
                 last_error: None,
+                ready: false,
+                ready_after_ms: None,
+                health: None,
+                problem: None,
                 last_exit: Some(proto::ExitInfo {
                     code: Some(0),
                     signal: None,
@@ -1034,9 +1136,9 @@ mod tests {
         ];
         assert_eq!(
             status_table(&rows),
-            "NAME       STATE    PID  UPTIME  RESTARTS  LAST-EXIT\n\
-             web        running  42   3m12s   1         SIGKILL\n\
-             batch-job  exited   -    -       0         code 0\n"
+            "NAME       STATE    PID  UPTIME  READY  RESTARTS  LAST-EXIT\n\
+             web        running  42   3m12s   1.5s   1         SIGKILL\n\
+             batch-job  exited   -    -       -      0         code 0\n"
         );
     }
 

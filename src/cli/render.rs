@@ -379,8 +379,12 @@ pub fn man() -> String {
     let _ = writeln!(
         out,
         "Without a verb: the command's code, 128+N when signal N killed it, 126 \
-         or 127 when it could not be executed or found. Verbs: 0 success, 1 \
-         failure, 2 usage error, 3 no zurg answers on the control socket."
+         or 127 when it could not be executed or found. \\fBrun\\fR: 0 after an \
+         orderly shutdown, or the code of an essential service that ended. \
+         Verbs: 0 success, 1 failure (\\fBstatus\\fR: a service is failed or \
+         restarting after a failure; \\fBwait\\fR: a service cannot get there), \
+         2 usage error, 3 no zurg answers on the control socket, 124 \
+         \\fBwait\\fR timed out."
     );
     let _ = writeln!(out, ".SH ENVIRONMENT");
     let _ = writeln!(out, ".TP");

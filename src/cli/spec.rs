@@ -86,6 +86,7 @@ const fn default(o: Opt, d: &'static str) -> Opt {
 const GRACE_DEFAULT: &str = "5s";
 const PUBLISH_QUEUE_DEFAULT: &str = "10000";
 const UPGRADE_WINDOW_DEFAULT: &str = "2s";
+const WAIT_TIMEOUT_DEFAULT: &str = "90s";
 const SOCKET_DEFAULT: &str = "$ZURG_SOCKET, else /run/zurg/control.sock";
 
 const STOP_TIMEOUT: Opt = default(
@@ -216,7 +217,7 @@ pub const VERBS: &[VerbSpec] = &[
     VerbSpec {
         name: "status",
         args: "[NAME...]",
-        summary: "one row per service: state, pid, uptime, restarts, last exit",
+        summary: "one row per service: state, pid, uptime, ready time, restarts, last exit; exits 1 when a service is failed or restarting after a failure (for HEALTHCHECK)",
         face: Face::Client,
         opts: &[JSON, SOCKET],
     },
@@ -240,6 +241,22 @@ pub const VERBS: &[VerbSpec] = &[
         summary: "restart services, and report the new pids",
         face: Face::Client,
         opts: &[STOP_TIMEOUT, JSON, SOCKET],
+    },
+    VerbSpec {
+        name: "wait",
+        args: "NAME...",
+        summary: "wait until services are ready (a one-shot: done) or down; exits 1 as soon as one cannot get there, 124 at the timeout",
+        face: Face::Client,
+        opts: &[
+            flag("ready", "wait until each is ready, a one-shot until it is done (the default)"),
+            flag("down", "wait until each is down and not about to start by itself"),
+            default(
+                valued("timeout", "DUR", "give up after DUR (exit 124)"),
+                WAIT_TIMEOUT_DEFAULT,
+            ),
+            JSON,
+            SOCKET,
+        ],
     },
     VerbSpec {
         name: "signal",
@@ -589,6 +606,10 @@ mod tests {
         assert_eq!(
             super::super::parse_duration_ms(UPGRADE_WINDOW_DEFAULT),
             Some(crate::supervisor::upgrade::DEFAULT_WINDOW_MS)
+        );
+        assert_eq!(
+            super::super::parse_duration_ms(WAIT_TIMEOUT_DEFAULT),
+            Some(crate::supervisor::DEFAULT_WAIT_MS)
         );
     }
 

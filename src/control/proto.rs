@@ -98,6 +98,16 @@ pub enum Verb {
     Rollback {
         name: String,
     },
+    /// Answers once every named service is ready (a one-shot: done) or at
+    /// rest (`for` = down), or with an error as soon as one cannot get
+    /// there, or at `timeout_ms`.
+    Wait {
+        names: Vec<String>,
+        #[serde(default, rename = "for")]
+        until: WaitFor,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+    },
     /// A service's recent output lines (all services' without a name),
     /// streamed as `log` items and ended by `LogItem::End`.
     Logs {
@@ -125,6 +135,7 @@ impl Verb {
             | Verb::Gpid { .. }
             | Verb::Stats { .. }
             | Verb::History { .. }
+            | Verb::Wait { .. }
             | Verb::Logs { .. } => true,
             Verb::Start { .. }
             | Verb::Stop { .. }
@@ -153,9 +164,21 @@ impl Verb {
             Verb::History { .. } => "history",
             Verb::Upgrade { .. } => "upgrade",
             Verb::Rollback { .. } => "rollback",
+            Verb::Wait { .. } => "wait",
             Verb::Logs { .. } => "logs",
         }
     }
+}
+
+/// What `wait` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitFor {
+    /// Ready (a one-shot: completed successfully).
+    #[default]
+    Ready,
+    /// Not running, and not about to start again by itself.
+    Down,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -378,7 +401,9 @@ pub struct ExitInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceStatus {
     pub name: String,
-    /// stopped | running | stopping | backoff | exited
+    /// stopped | starting (started, not ready yet; or its binary is being
+    /// hashed) | running | stopping | backoff | exited | done (a one-shot
+    /// that completed) | failed
     pub state: String,
     #[serde(default)]
     pub pid: Option<i32>,
@@ -396,6 +421,32 @@ pub struct ServiceStatus {
     /// into the background); cleared by a successful start.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// A process runs and is ready (a one-shot: also while it runs).
+    #[serde(default)]
+    pub ready: bool,
+    /// How long the current process took to become ready.
+    #[serde(default)]
+    pub ready_after_ms: Option<u64>,
+    /// Its health check, when its unit has one.
+    #[serde(default)]
+    pub health: Option<HealthInfo>,
+    /// Why it is not where its unit says it should be (failed, kept down
+    /// after a failure, restarting after one); `zurg status` exits 1 when
+    /// a row has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// The state of a service's health check, in `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthInfo {
+    /// The last check passed.
+    pub ok: bool,
+    /// Failed checks in a row.
+    pub failures: u32,
+    /// What the last check said.
+    #[serde(default)]
+    pub last: Option<String>,
 }
 
 /// One row of `stats`: the main process and its whole tree.
@@ -832,6 +883,14 @@ mod tests {
             gpid: None,
             version: None,
             last_error: None,
+            ready: true,
+            ready_after_ms: Some(0),
+            health: Some(HealthInfo {
+                ok: false,
+                failures: 2,
+                last: Some("connection refused".into()),
+            }),
+            problem: None,
             last_exit: Some(ExitInfo {
                 code: None,
                 signal: Some("SIGKILL".into()),

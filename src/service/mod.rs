@@ -6,7 +6,13 @@
 //! - `Stopping { pid, then }`: the stop signal was sent; SIGKILL follows at
 //!   the stop timeout; `then` says whether to start again afterwards.
 //! - `Backoff`: died and waits for its restart timer.
-//! - `Exited`: ended, and its restart policy keeps it down.
+//! - `Exited`: a long-running service ended, and its restart policy keeps
+//!   it down.
+//! - `Done`: a one-shot ran to completion (an exit code in
+//!   `success_exit_codes`); it stays so until started again.
+//! - `Failed`: will not start again by itself (refused, forked, the start
+//!   limit hit, a one-shot or a readiness that failed for good); the reason
+//!   is in `last_error`.
 //!
 //! Every (state, input) pair is decided in `step`; inputs that make no sense
 //! in a state (a stale timer, a stop of a stopped service) change nothing.
@@ -17,8 +23,8 @@
 pub mod policy;
 pub mod ring;
 
-use crate::unit::Unit;
-use policy::Backoff;
+use crate::unit::{Kind, Unit};
+use policy::{Backoff, StartLog};
 
 /// How a process ended, without OS types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +55,16 @@ pub enum Failure {
     /// It exited 0 at once while processes of its group kept running: a
     /// daemon that put itself in the background.
     Forked,
+    /// A run ended without success (a one-shot whose `restart` keeps it
+    /// down).
+    Unsuccessful(Exit),
+    /// Its unit's `start_limit`: one start more than `burst` within
+    /// `interval_ms`.
+    StartLimit { burst: u32, interval_ms: u64 },
+    /// Readiness did not come (its timeout passed, or it cannot come).
+    NotReady(String),
+    /// Its health check or watchdog failed.
+    Unhealthy(String),
 }
 
 impl std::fmt::Display for Failure {
@@ -59,6 +75,13 @@ impl std::fmt::Display for Failure {
             Failure::Forked => {
                 f.write_str("it forked into the background and exited; run it in the foreground")
             }
+            Failure::Unsuccessful(exit) => write!(f, "exited with {}", exit.describe()),
+            Failure::StartLimit { burst, interval_ms } => write!(
+                f,
+                "start limit hit: more than {burst} starts within {interval_ms} ms (start_limit); `zurg start` tries again"
+            ),
+            Failure::NotReady(reason) => write!(f, "not ready: {reason}"),
+            Failure::Unhealthy(reason) => write!(f, "unhealthy: {reason}"),
         }
     }
 }
@@ -66,7 +89,12 @@ impl std::fmt::Display for Failure {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterStop {
     StayDown,
+    /// Start again at once: a restart someone asked for.
     Start,
+    /// Zurg stopped it because it failed (not ready, unhealthy): the
+    /// restart policy, backoff and start limit decide, as after a failed
+    /// run.
+    Recover,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +114,9 @@ pub enum State {
         until_ms: u64,
     },
     Exited,
-    /// Refused to start (e.g. a checksum mismatch); stays down until a
+    /// A one-shot that ran to completion.
+    Done,
+    /// Will not start by itself (see `last_error`); stays down until a
     /// start, restart or reload asks again.
     Failed,
     /// Its binary is being hashed off the loop before the spawn (a checksum
@@ -102,6 +132,7 @@ impl State {
             State::Stopping { .. } => "stopping",
             State::Backoff { .. } => "backoff",
             State::Exited => "exited",
+            State::Done => "done",
             State::Failed => "failed",
             State::Starting => "starting",
         }
@@ -157,18 +188,27 @@ pub enum Input {
     Verifying,
     /// The binary's digest is known now: spawn, unless stopped meanwhile.
     Verified,
-    /// The running process reported itself ready (notify `READY=1`, a line
-    /// on its readiness fd, a readiness probe passed). A service without
-    /// `ready` gets it from the supervisor as soon as it has started.
-    Ready,
-    /// Readiness did not come: its timeout passed, or it cannot come. A
-    /// failed start.
+    /// Process `pid` reported itself ready (notify `READY=1`, a line on its
+    /// readiness fd, a readiness probe passed). A service without `ready`
+    /// is ready as soon as it has started. Ignored unless `pid` runs and is
+    /// not ready yet.
+    Ready {
+        pid: i32,
+    },
+    /// Readiness of process `pid` did not come: its timeout passed, or it
+    /// cannot come. A failed start: the process is stopped, then the
+    /// restart policy, backoff and start limit apply as after a failed run.
+    /// Ignored unless `pid` runs and is not ready (a stale probe result).
     NotReady {
+        pid: i32,
         reason: String,
     },
-    /// Its health check failed `retries` times in a row, or it missed its
-    /// watchdog ping: it is restarted.
+    /// The health check of process `pid` failed `retries` times in a row,
+    /// or it missed its watchdog ping: it is stopped and started again as
+    /// after a failed run (counted as a restart, subject to the start
+    /// limit). Ignored unless `pid` runs.
     Unhealthy {
+        pid: i32,
         reason: String,
     },
 }
@@ -211,6 +251,16 @@ pub enum Event {
     Done {
         exit: Exit,
     },
+    /// A one-shot ran to completion (`exit` is one of its success codes).
+    Completed {
+        exit: Exit,
+    },
+    /// It will not start again by itself: a one-shot that failed for good,
+    /// the start limit, a readiness that failed for good. Also in
+    /// `last_error`.
+    Failed {
+        failure: Failure,
+    },
     /// Refused to start; the service is failed.
     Refused {
         reason: String,
@@ -249,6 +299,8 @@ pub struct Service {
     /// has not (or no process runs).
     pub ready_after_ms: Option<u64>,
     backoff: Backoff,
+    /// Starts counted against the unit's `start_limit`.
+    starts: StartLog,
     timer_generation: u64,
     /// The next spawn is a restart (for the counter).
     restarting: bool,
@@ -264,6 +316,7 @@ impl Service {
             last_error: None,
             ready_after_ms: None,
             backoff: Backoff::default(),
+            starts: StartLog::default(),
             timer_generation: 0,
             restarting: false,
         }
@@ -290,6 +343,98 @@ impl Service {
     /// A process runs and has reported itself ready.
     pub fn is_ready(&self) -> bool {
         matches!(self.state, State::Running { .. }) && self.ready_after_ms.is_some()
+    }
+
+    /// Whether services that depend on this one may start: a long-running
+    /// service that is ready, a one-shot that ran to completion.
+    pub fn satisfies_dependants(&self) -> bool {
+        match self.unit.kind {
+            Kind::Longrun => self.is_ready(),
+            Kind::Oneshot => self.state == State::Done,
+        }
+    }
+
+    /// Why it cannot come to satisfy its dependants without someone asking
+    /// again (`zurg wait` gives up on it): failed, stopped, or ended and
+    /// kept down. `None` while it is there or may still get there.
+    pub fn cannot_satisfy(&self) -> Option<String> {
+        match self.state {
+            State::Failed => Some(self.failure_text()),
+            State::Down => Some("it is stopped".to_string()),
+            State::Exited => Some(match self.last_exit {
+                Some(exit) => format!(
+                    "it exited with {} and its restart policy keeps it down",
+                    exit.describe()
+                ),
+                None => "its restart policy keeps it down".to_string(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Why it is not where its unit says it should be, for `zurg status`'s
+    /// exit code: failed; ended with a failure and kept down; or waiting to
+    /// be started again after a failed run (crash loop, not ready,
+    /// unhealthy). A service that is starting, running, stopped on request
+    /// or done is fine.
+    pub fn problem(&self) -> Option<String> {
+        let failed_run = || -> Option<String> {
+            if let Some(failure) = &self.last_error {
+                return Some(failure.to_string());
+            }
+            let exit = self.last_exit?;
+            (!policy::succeeded(&self.unit.success_exit_codes, exit))
+                .then(|| format!("exited with {}", exit.describe()))
+        };
+        match self.state {
+            State::Failed => Some(self.failure_text()),
+            State::Exited => failed_run(),
+            State::Backoff { .. }
+            | State::Stopping {
+                then: AfterStop::Recover,
+                ..
+            } => failed_run().map(|why| format!("{why}; restarting")),
+            // Started again after a readiness that failed, not ready yet.
+            State::Running { .. } if self.ready_after_ms.is_none() => match &self.last_error {
+                Some(failure @ Failure::NotReady(_)) => Some(format!("{failure}; trying again")),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn failure_text(&self) -> String {
+        self.last_error
+            .as_ref()
+            .map_or_else(|| "failed".to_string(), ToString::to_string)
+    }
+
+    /// The code `zurg run` exits with when this essential service ended
+    /// for good: its exit code, 128+N for a signal, and 1 for a failure
+    /// that has no code of its own (or exited 0, yet failed).
+    pub fn exit_code(&self) -> i32 {
+        let failed = self.state == State::Failed;
+        match self.last_exit {
+            Some(Exit::Code(0)) if failed => 1,
+            Some(Exit::Code(c)) => c,
+            Some(Exit::Signal(n)) => 128_i32.saturating_add(n),
+            None => 1,
+        }
+    }
+
+    /// Ended and stays down until someone asks again: the moment an
+    /// essential service ends zurg.
+    pub fn ended_for_good(&self) -> bool {
+        matches!(self.state, State::Exited | State::Done | State::Failed)
+    }
+
+    /// The state as `zurg status` shows it: a long-running process that
+    /// is not ready yet is `starting`.
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            State::Running { .. } if self.ready_after_ms.is_none() => "starting",
+            state => state.name(),
+        }
     }
 
     fn arm(&mut self, at_ms: u64, out: &mut Vec<Action>) {
@@ -323,11 +468,10 @@ impl Service {
         let mut out = Vec::new();
         match (self.state, input) {
             (
-                State::Down | State::Exited | State::Failed | State::Backoff { .. },
+                State::Down | State::Exited | State::Done | State::Failed | State::Backoff { .. },
                 Input::Start | Input::Restart,
             ) => {
-                self.backoff.reset();
-                self.restarting = false;
+                self.asked_start(now);
                 out.push(Action::Spawn);
             }
             (State::Running { pid, since_ms }, Input::Stop) => {
@@ -370,7 +514,7 @@ impl Service {
             }
             (State::Backoff { .. } | State::Starting, Input::Stop) => self.state = State::Down,
             (
-                State::Down | State::Exited | State::Failed | State::Backoff { .. },
+                State::Down | State::Exited | State::Done | State::Failed | State::Backoff { .. },
                 Input::Verifying,
             ) => {
                 self.state = State::Starting;
@@ -381,9 +525,14 @@ impl Service {
                     self.restarts = self.restarts.saturating_add(1);
                 }
                 self.restarting = false;
-                self.last_error = None;
                 // Without a readiness protocol a service is ready once started.
                 self.ready_after_ms = self.ready_when_started().then_some(0);
+                // A readiness that failed is a problem until one comes:
+                // `status` keeps saying so while the retry is starting.
+                let not_ready = matches!(self.last_error, Some(Failure::NotReady(_)));
+                if !not_ready || self.ready_after_ms.is_some() {
+                    self.last_error = None;
+                }
                 self.state = State::Running { pid, since_ms: now };
                 out.push(Action::Emit(Event::Started { pid }));
             }
@@ -422,7 +571,10 @@ impl Service {
                     since_ms,
                 },
                 Input::ExitedForked { pid },
-            ) if pid == running && now.saturating_sub(since_ms) < policy::RESET_AFTER_MS => {
+            ) if pid == running
+                && self.unit.kind == Kind::Longrun
+                && now.saturating_sub(since_ms) < policy::RESET_AFTER_MS =>
+            {
                 let exit = Exit::Code(0);
                 out.push(Action::Emit(Event::Exited {
                     pid,
@@ -448,6 +600,7 @@ impl Service {
             (
                 State::Stopping {
                     pid: stopping,
+                    since_ms,
                     then,
                     ..
                 },
@@ -455,32 +608,61 @@ impl Service {
             ) if pid == stopping => {
                 self.last_exit = Some(exit);
                 out.push(Action::Emit(Event::Stopped { pid, exit }));
+                self.state = State::Down;
                 match then {
-                    AfterStop::StayDown => self.state = State::Down,
+                    AfterStop::StayDown => {}
                     AfterStop::Start => {
-                        self.state = State::Down;
-                        self.backoff.reset();
+                        // Asked for: a fresh start, not part of a loop.
+                        self.asked_start(now);
                         self.restarting = true;
                         out.push(Action::Spawn);
                     }
+                    AfterStop::Recover => {
+                        let uptime_ms = now.saturating_sub(since_ms);
+                        self.after_failed_run(exit, uptime_ms, now, &mut out);
+                    }
                 }
             }
-            (State::Running { pid, since_ms }, Input::Ready) if self.ready_after_ms.is_none() => {
+            (
+                State::Running {
+                    pid: running,
+                    since_ms,
+                },
+                Input::Ready { pid },
+            ) if pid == running && self.ready_after_ms.is_none() => {
                 let after_ms = now.saturating_sub(since_ms);
                 self.ready_after_ms = Some(after_ms);
+                if matches!(self.last_error, Some(Failure::NotReady(_))) {
+                    self.last_error = None;
+                }
                 out.push(Action::Emit(Event::Ready { pid, after_ms }));
             }
-            (State::Running { pid, since_ms }, Input::NotReady { reason }) => {
+            (
+                State::Running {
+                    pid: running,
+                    since_ms,
+                },
+                Input::NotReady { pid, reason },
+            ) if pid == running && self.ready_after_ms.is_none() => {
+                self.last_error = Some(Failure::NotReady(reason.clone()));
                 out.push(Action::Emit(Event::NotReady { pid, reason }));
-                self.begin_stop(pid, since_ms, AfterStop::StayDown, now, &mut out);
+                self.begin_stop(pid, since_ms, AfterStop::Recover, now, &mut out);
             }
-            (State::Running { pid, since_ms }, Input::Unhealthy { reason }) => {
+            (
+                State::Running {
+                    pid: running,
+                    since_ms,
+                },
+                Input::Unhealthy { pid, reason },
+            ) if pid == running => {
+                self.last_error = Some(Failure::Unhealthy(reason.clone()));
                 out.push(Action::Emit(Event::Unhealthy { pid, reason }));
-                self.begin_stop(pid, since_ms, AfterStop::Start, now, &mut out);
+                self.begin_stop(pid, since_ms, AfterStop::Recover, now, &mut out);
             }
             (State::Backoff { .. }, Input::Timer { generation })
                 if generation == self.timer_generation =>
             {
+                // Counted against the start limit when it was planned.
                 self.restarting = true;
                 out.push(Action::Spawn);
             }
@@ -507,27 +689,96 @@ impl Service {
         out
     }
 
+    /// A start someone asked for (start, restart, reload): the crash-loop
+    /// streak and the start limit begin anew, with this start counted.
+    fn asked_start(&mut self, now: u64) {
+        self.backoff.reset();
+        self.starts.reset();
+        self.starts.admit(self.unit.start_limit, now);
+        self.restarting = false;
+    }
+
     fn after_exit(&mut self, exit: Exit, uptime_ms: u64, now: u64, out: &mut Vec<Action>) {
         self.last_exit = Some(exit);
-        if !policy::should_restart(self.unit.restart, exit) {
-            self.state = State::Exited;
-            out.push(Action::Emit(Event::Done { exit }));
+        let success = policy::succeeded(&self.unit.success_exit_codes, exit);
+        if self.unit.kind == Kind::Oneshot && success {
+            self.backoff.reset();
+            self.restarting = false;
+            self.state = State::Done;
+            out.push(Action::Emit(Event::Completed { exit }));
             return;
         }
+        if !policy::should_restart(self.unit.restart, success) {
+            match self.unit.kind {
+                Kind::Longrun => {
+                    self.state = State::Exited;
+                    out.push(Action::Emit(Event::Done { exit }));
+                }
+                Kind::Oneshot => {
+                    // A spawn failure keeps its own, better reason.
+                    let failure = self
+                        .last_error
+                        .take()
+                        .unwrap_or(Failure::Unsuccessful(exit));
+                    self.fail(failure, out);
+                }
+            }
+            return;
+        }
+        self.retry(uptime_ms, now, out);
+    }
+
+    /// Zurg stopped a process that failed (not ready, unhealthy): as after
+    /// a failed run, whatever its exit code.
+    fn after_failed_run(&mut self, exit: Exit, uptime_ms: u64, now: u64, out: &mut Vec<Action>) {
+        if !policy::should_restart(self.unit.restart, false) {
+            let failure = self
+                .last_error
+                .take()
+                .unwrap_or(Failure::Unsuccessful(exit));
+            self.fail(failure, out);
+            return;
+        }
+        self.retry(uptime_ms, now, out);
+    }
+
+    /// Starts again after the restart delay and backoff, unless that start
+    /// would pass the start limit.
+    fn retry(&mut self, uptime_ms: u64, now: u64, out: &mut Vec<Action>) {
         let delay_ms = self
             .unit
             .restart_delay_ms
-            .saturating_add(self.backoff.after_run(uptime_ms));
+            .saturating_add(self.backoff.after_run(uptime_ms, self.unit.backoff));
+        let at = now.saturating_add(delay_ms);
+        if !self.starts.admit(self.unit.start_limit, at) {
+            if let Some(limit) = self.unit.start_limit {
+                self.fail(
+                    Failure::StartLimit {
+                        burst: limit.burst,
+                        interval_ms: limit.interval_ms,
+                    },
+                    out,
+                );
+                return;
+            }
+        }
         out.push(Action::Emit(Event::Restarting { delay_ms }));
         if delay_ms == 0 {
             self.state = State::Down;
             self.restarting = true;
             out.push(Action::Spawn);
         } else {
-            let until_ms = now.saturating_add(delay_ms);
-            self.state = State::Backoff { until_ms };
-            self.arm(until_ms, out);
+            self.state = State::Backoff { until_ms: at };
+            self.arm(at, out);
         }
+    }
+
+    /// Gives up until asked again.
+    fn fail(&mut self, failure: Failure, out: &mut Vec<Action>) {
+        self.restarting = false;
+        self.last_error = Some(failure.clone());
+        self.state = State::Failed;
+        out.push(Action::Emit(Event::Failed { failure }));
     }
 }
 
@@ -545,6 +796,11 @@ mod tests {
             env: Default::default(),
             cwd: None,
             restart,
+            kind: crate::unit::Kind::Longrun,
+            success_exit_codes: vec![0],
+            backoff: crate::unit::BackoffSteps::default(),
+            start_limit: None,
+            essential: false,
             stop_signal: crate::sig::SIGTERM,
             stop_timeout_ms: 1000,
             restart_delay_ms: 0,
@@ -875,5 +1131,472 @@ mod tests {
             0,
         );
         assert!(matches!(a.last(), Some(Action::ArmTimer { .. })));
+    }
+
+    fn oneshot(restart: RestartPolicy) -> Unit {
+        Unit {
+            kind: crate::unit::Kind::Oneshot,
+            ..unit(restart)
+        }
+    }
+
+    fn started(u: Unit) -> Service {
+        let mut s = Service::new(u);
+        assert_eq!(s.step(Input::Start, 0), vec![Action::Spawn]);
+        s.step(Input::Spawned { pid: 10 }, 0);
+        s
+    }
+
+    fn timer_of(actions: &[Action]) -> Option<(u64, u64)> {
+        actions.iter().find_map(|a| match a {
+            Action::ArmTimer { at_ms, generation } => Some((*at_ms, *generation)),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_oneshot_that_succeeds_is_done_and_never_restarted() {
+        let mut s = started(oneshot(RestartPolicy::Always));
+        assert!(!s.satisfies_dependants(), "running is not done yet");
+        let a = s.step(exited(10, Exit::Code(0)), 50);
+        assert_eq!(
+            a.last(),
+            Some(&Action::Emit(Event::Completed {
+                exit: Exit::Code(0)
+            }))
+        );
+        assert!(!a.contains(&Action::Spawn));
+        assert_eq!(s.state, State::Done);
+        assert_eq!(s.state_name(), "done");
+        assert!(s.satisfies_dependants());
+        assert!(s.ended_for_good());
+        assert_eq!(s.problem(), None);
+        assert_eq!(s.cannot_satisfy(), None);
+        assert_eq!(s.exit_code(), 0);
+        // nothing brings it back but a start, which runs it again
+        assert!(s.step(Input::Timer { generation: 1 }, 100_000).is_empty());
+        assert!(s.step(Input::Stop, 100_001).is_empty());
+        assert_eq!(s.state, State::Done);
+        assert_eq!(s.step(Input::Start, 100_002), vec![Action::Spawn]);
+        s.step(Input::Spawned { pid: 11 }, 100_002);
+        assert!(!s.satisfies_dependants());
+        assert_eq!(s.restarts, 0, "a start asked for is not a restart");
+        // restart does the same
+        s.step(exited(11, Exit::Code(0)), 100_003);
+        assert_eq!(s.step(Input::Restart, 100_004), vec![Action::Spawn]);
+    }
+
+    #[test]
+    fn a_oneshot_that_fails_is_failed_with_its_exit_when_kept_down() {
+        let mut s = started(oneshot(RestartPolicy::Never));
+        let a = s.step(exited(10, Exit::Code(3)), 5);
+        let failure = Failure::Unsuccessful(Exit::Code(3));
+        assert_eq!(
+            a.last(),
+            Some(&Action::Emit(Event::Failed {
+                failure: failure.clone()
+            }))
+        );
+        assert_eq!(s.state, State::Failed);
+        assert_eq!(s.last_error, Some(failure));
+        assert_eq!(s.problem().as_deref(), Some("exited with code 3"));
+        assert_eq!(s.cannot_satisfy().as_deref(), Some("exited with code 3"));
+        assert!(!s.satisfies_dependants());
+        assert_eq!(s.exit_code(), 3);
+        // a start runs it again, and a success clears the failure
+        assert_eq!(s.step(Input::Start, 6), vec![Action::Spawn]);
+        s.step(Input::Spawned { pid: 11 }, 6);
+        assert_eq!(s.last_error, None);
+        s.step(exited(11, Exit::Code(0)), 7);
+        assert_eq!(s.state, State::Done);
+    }
+
+    #[test]
+    fn a_failed_oneshot_is_retried_per_restart_with_backoff() {
+        let mut s = started(oneshot(RestartPolicy::OnFailure));
+        let a = s.step(exited(10, Exit::Code(1)), 5);
+        assert_eq!(a.last(), Some(&Action::Spawn));
+        s.step(Input::Spawned { pid: 11 }, 5);
+        let a = s.step(exited(11, Exit::Code(1)), 6);
+        assert_eq!(timer_of(&a).map(|t| t.0), Some(106));
+        assert_eq!(s.state, State::Backoff { until_ms: 106 });
+        assert_eq!(
+            s.problem().as_deref(),
+            Some("exited with code 1; restarting")
+        );
+        // still on its way: `wait` keeps waiting
+        assert_eq!(s.cannot_satisfy(), None);
+        // a signal is never success, even with the code it would map to
+        let mut s = started(Unit {
+            success_exit_codes: vec![0, 143],
+            ..oneshot(RestartPolicy::Never)
+        });
+        s.step(exited(10, Exit::Signal(15)), 1);
+        assert_eq!(s.state, State::Failed);
+        assert_eq!(s.exit_code(), 143);
+    }
+
+    #[test]
+    fn a_oneshot_that_cannot_be_spawned_keeps_the_spawn_error() {
+        let mut s = Service::new(oneshot(RestartPolicy::Never));
+        s.step(Input::Start, 0);
+        let a = s.step(
+            Input::SpawnFailed {
+                error: "exec /x: not found".into(),
+            },
+            0,
+        );
+        assert_eq!(s.state, State::Failed);
+        assert_eq!(
+            a.last(),
+            Some(&Action::Emit(Event::Failed {
+                failure: Failure::Spawn("exec /x: not found".into())
+            }))
+        );
+        assert_eq!(s.exit_code(), 127);
+    }
+
+    #[test]
+    fn success_exit_codes_decide_on_failure() {
+        let u = Unit {
+            success_exit_codes: vec![0, 3],
+            ..unit(RestartPolicy::OnFailure)
+        };
+        let mut s = started(u.clone());
+        let a = s.step(exited(10, Exit::Code(3)), 1);
+        assert_eq!(
+            a.last(),
+            Some(&Action::Emit(Event::Done {
+                exit: Exit::Code(3)
+            }))
+        );
+        assert_eq!(s.state, State::Exited);
+        assert_eq!(s.problem(), None, "a listed code is a success");
+        let mut s = started(u.clone());
+        assert_eq!(
+            s.step(exited(10, Exit::Code(4)), 1).last(),
+            Some(&Action::Spawn)
+        );
+        let mut s = started(u);
+        assert_eq!(
+            s.step(exited(10, Exit::Signal(15)), 1).last(),
+            Some(&Action::Spawn)
+        );
+        // a long-running service kept down after a failure is a problem
+        let mut s = started(unit(RestartPolicy::Never));
+        s.step(exited(10, Exit::Code(1)), 1);
+        assert_eq!(s.state, State::Exited);
+        assert_eq!(s.problem().as_deref(), Some("exited with code 1"));
+        assert!(s.cannot_satisfy().is_some());
+    }
+
+    #[test]
+    fn the_start_limit_fails_a_loop_until_started_again() {
+        let u = Unit {
+            start_limit: Some(crate::unit::StartLimit {
+                burst: 3,
+                interval_ms: 10_000,
+            }),
+            ..unit(RestartPolicy::Always)
+        };
+        let mut s = started(u);
+        // start 1 at 0; restarts at 1 (at once) and 2 + 100 (backoff)
+        assert_eq!(
+            s.step(exited(10, Exit::Code(1)), 1).last(),
+            Some(&Action::Spawn)
+        );
+        s.step(Input::Spawned { pid: 11 }, 1);
+        let a = s.step(exited(11, Exit::Code(1)), 2);
+        let (_, generation) = timer_of(&a).unwrap();
+        assert_eq!(
+            s.step(Input::Timer { generation }, 102),
+            vec![Action::Spawn]
+        );
+        s.step(Input::Spawned { pid: 12 }, 102);
+        // the fourth start within 10 s is one too many
+        let a = s.step(exited(12, Exit::Code(1)), 103);
+        let failure = Failure::StartLimit {
+            burst: 3,
+            interval_ms: 10_000,
+        };
+        assert_eq!(
+            a.last(),
+            Some(&Action::Emit(Event::Failed {
+                failure: failure.clone()
+            }))
+        );
+        assert!(!a
+            .iter()
+            .any(|x| matches!(x, Action::Emit(Event::Restarting { .. }))));
+        assert_eq!(s.state, State::Failed);
+        assert_eq!(s.last_error, Some(failure));
+        assert!(s
+            .problem()
+            .is_some_and(|p| p.starts_with("start limit hit: more than 3 starts within 10000 ms")));
+        assert_eq!(s.exit_code(), 1);
+        // `zurg start` revives it with a fresh count
+        assert_eq!(s.step(Input::Start, 200), vec![Action::Spawn]);
+        s.step(Input::Spawned { pid: 13 }, 200);
+        assert_eq!(
+            s.step(exited(13, Exit::Code(1)), 201).last(),
+            Some(&Action::Spawn)
+        );
+        // starts spread wider than the interval never trip it
+        let mut s = started(Unit {
+            start_limit: Some(crate::unit::StartLimit {
+                burst: 1,
+                interval_ms: 1_000,
+            }),
+            ..unit(RestartPolicy::Always)
+        });
+        for (i, t) in (1..20i32).map(|i| (i, u64::from(i.unsigned_abs()) * 20_000)) {
+            assert_eq!(
+                s.step(exited(9 + i, Exit::Code(0)), t).last(),
+                Some(&Action::Spawn),
+                "run {i}"
+            );
+            s.step(Input::Spawned { pid: 10 + i }, t);
+        }
+    }
+
+    #[test]
+    fn a_unit_sets_its_backoff_steps() {
+        let mut s = started(Unit {
+            backoff: crate::unit::BackoffSteps {
+                initial_ms: 20,
+                max_ms: 30,
+            },
+            ..unit(RestartPolicy::Always)
+        });
+        let mut waits = Vec::new();
+        let mut now = 0;
+        for pid in 10..14 {
+            now += 1;
+            let a = s.step(exited(pid, Exit::Code(1)), now);
+            match timer_of(&a) {
+                Some((at, generation)) => {
+                    waits.push(at - now);
+                    now = at;
+                    s.step(Input::Timer { generation }, now);
+                }
+                None => waits.push(0),
+            }
+            s.step(Input::Spawned { pid: pid + 1 }, now);
+        }
+        assert_eq!(waits, [0, 20, 30, 30]);
+    }
+
+    #[test]
+    fn not_ready_is_a_failed_start() {
+        let mut s = started(unit(RestartPolicy::Always));
+        s.ready_after_ms = None; // as with a readiness protocol
+        assert_eq!(s.state_name(), "starting");
+        assert!(!s.satisfies_dependants());
+        let a = s.step(
+            Input::NotReady {
+                pid: 10,
+                reason: "not ready after 500 ms".into(),
+            },
+            500,
+        );
+        assert_eq!(
+            a[0],
+            Action::Emit(Event::NotReady {
+                pid: 10,
+                reason: "not ready after 500 ms".into()
+            })
+        );
+        assert_eq!(a[1], Action::Signal(crate::sig::SIGTERM));
+        assert_eq!(
+            s.problem().as_deref(),
+            Some("not ready: not ready after 500 ms; restarting")
+        );
+        let a = s.step(exited(10, Exit::Signal(15)), 510);
+        assert_eq!(
+            a,
+            vec![
+                Action::Emit(Event::Stopped {
+                    pid: 10,
+                    exit: Exit::Signal(15)
+                }),
+                Action::Emit(Event::Restarting { delay_ms: 0 }),
+                Action::Spawn
+            ]
+        );
+        s.step(Input::Spawned { pid: 11 }, 510);
+        assert_eq!(s.restarts, 1, "a retry after a failed start is a restart");
+        // (ready at start without probes; with them, the retry is starting,
+        // and status keeps the failure until it is ready)
+        s.ready_after_ms = None;
+        s.last_error = Some(Failure::NotReady("not ready after 500 ms".into()));
+        assert_eq!(
+            s.problem().as_deref(),
+            Some("not ready: not ready after 500 ms; trying again")
+        );
+        // a second failed start in a row waits: the crash-loop backoff
+        s.step(
+            Input::NotReady {
+                pid: 11,
+                reason: "x".into(),
+            },
+            600,
+        );
+        let a = s.step(exited(11, Exit::Signal(15)), 601);
+        let (at, generation) = timer_of(&a).unwrap();
+        assert_eq!(at, 701);
+        s.step(Input::Timer { generation }, 701);
+        s.step(Input::Spawned { pid: 12 }, 701);
+        // ready at last: the failure is gone
+        s.ready_after_ms = None;
+        s.last_error = Some(Failure::NotReady("x".into()));
+        s.step(Input::Ready { pid: 12 }, 800);
+        assert_eq!(s.last_error, None);
+        assert_eq!(s.problem(), None);
+        // with restart = never it is failed, with the reason
+        let mut s = started(unit(RestartPolicy::Never));
+        s.ready_after_ms = None;
+        s.step(
+            Input::NotReady {
+                pid: 10,
+                reason: "readiness fd closed".into(),
+            },
+            1,
+        );
+        let a = s.step(exited(10, Exit::Code(0)), 2);
+        assert_eq!(s.state, State::Failed);
+        assert_eq!(
+            a.last(),
+            Some(&Action::Emit(Event::Failed {
+                failure: Failure::NotReady("readiness fd closed".into())
+            }))
+        );
+        assert_eq!(s.exit_code(), 1, "failed, even though it exited 0");
+    }
+
+    #[test]
+    fn stale_readiness_and_health_results_are_ignored() {
+        let mut s = started(unit(RestartPolicy::Always));
+        s.ready_after_ms = None;
+        let stale = |pid| Input::NotReady {
+            pid,
+            reason: "late".into(),
+        };
+        // another process's result
+        assert!(s.step(stale(9), 1).is_empty());
+        assert!(s
+            .step(
+                Input::Unhealthy {
+                    pid: 9,
+                    reason: "late".into()
+                },
+                1
+            )
+            .is_empty());
+        assert!(s.step(Input::Ready { pid: 9 }, 1).is_empty());
+        assert_eq!(s.ready_after_ms, None);
+        // ready once; a second Ready, or a NotReady after it, changes nothing
+        assert_eq!(
+            s.step(Input::Ready { pid: 10 }, 40),
+            vec![Action::Emit(Event::Ready {
+                pid: 10,
+                after_ms: 40
+            })]
+        );
+        assert!(s.satisfies_dependants());
+        assert!(s.step(Input::Ready { pid: 10 }, 41).is_empty());
+        assert!(s.step(stale(10), 42).is_empty());
+        assert_eq!(s.state_name(), "running");
+        // while stopping, in backoff, or down: nothing
+        s.step(Input::Stop, 50);
+        assert!(s.step(stale(10), 51).is_empty());
+        s.step(exited(10, Exit::Signal(15)), 52);
+        assert!(s.step(stale(10), 53).is_empty());
+        assert_eq!(s.state, State::Down);
+    }
+
+    #[test]
+    fn unhealthy_restarts_counted_and_limited() {
+        let mut s = started(Unit {
+            start_limit: Some(crate::unit::StartLimit {
+                burst: 2,
+                interval_ms: 60_000,
+            }),
+            ..unit(RestartPolicy::Always)
+        });
+        let sick = |pid| Input::Unhealthy {
+            pid,
+            reason: "health check failed 3 times".into(),
+        };
+        let a = s.step(sick(10), 20_000);
+        assert_eq!(
+            a[0],
+            Action::Emit(Event::Unhealthy {
+                pid: 10,
+                reason: "health check failed 3 times".into()
+            })
+        );
+        assert_eq!(a[1], Action::Signal(crate::sig::SIGTERM));
+        let a = s.step(exited(10, Exit::Signal(15)), 20_010);
+        assert_eq!(a.last(), Some(&Action::Spawn));
+        s.step(Input::Spawned { pid: 11 }, 20_010);
+        assert_eq!(s.restarts, 1);
+        assert_eq!(s.last_error, None, "a good start clears the reason");
+        // the third start within a minute is refused
+        s.step(sick(11), 40_000);
+        let a = s.step(exited(11, Exit::Signal(15)), 40_010);
+        assert_eq!(s.state, State::Failed);
+        assert!(matches!(
+            a.last(),
+            Some(Action::Emit(Event::Failed {
+                failure: Failure::StartLimit { burst: 2, .. }
+            }))
+        ));
+    }
+
+    #[test]
+    fn a_restart_asked_for_resets_the_start_limit() {
+        let mut s = started(Unit {
+            start_limit: Some(crate::unit::StartLimit {
+                burst: 1,
+                interval_ms: 60_000,
+            }),
+            ..unit(RestartPolicy::Always)
+        });
+        for t in 1..5 {
+            s.step(Input::Restart, t * 10);
+            assert_eq!(
+                s.step(
+                    exited(9 + i32::try_from(t).unwrap(), Exit::Signal(15)),
+                    t * 10 + 1
+                )
+                .last(),
+                Some(&Action::Spawn)
+            );
+            s.step(
+                Input::Spawned {
+                    pid: 10 + i32::try_from(t).unwrap(),
+                },
+                t * 10 + 1,
+            );
+        }
+        assert_eq!(s.state.pid(), Some(14));
+    }
+
+    #[test]
+    fn exit_codes_for_an_essential_service() {
+        let mut s = started(unit(RestartPolicy::Never));
+        s.step(exited(10, Exit::Code(7)), 1);
+        assert!(s.ended_for_good());
+        assert_eq!(s.exit_code(), 7);
+        let mut s = started(unit(RestartPolicy::Never));
+        s.step(exited(10, Exit::Signal(9)), 1);
+        assert_eq!(s.exit_code(), 137);
+        // stopped on request: not an end
+        let mut s = started(unit(RestartPolicy::Never));
+        s.step(Input::Stop, 1);
+        s.step(exited(10, Exit::Signal(15)), 2);
+        assert!(!s.ended_for_good());
+        assert_eq!(s.problem(), None);
+        assert_eq!(s.cannot_satisfy().as_deref(), Some("it is stopped"));
     }
 }

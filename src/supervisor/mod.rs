@@ -18,6 +18,8 @@ mod requests;
 pub mod shim;
 pub mod timers;
 pub mod upgrade;
+mod wait;
+pub use wait::DEFAULT_WAIT_MS;
 pub mod worker;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -224,6 +226,9 @@ pub struct Supervisor {
     logs: logs::Logs,
     /// Services' stdout and stderr pipes and where their lines go.
     outputs: output::Outputs,
+    /// Set when an essential service ended for good: `zurg run` stops
+    /// everything and exits with this code.
+    exit_code: Option<i32>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -564,6 +569,7 @@ impl Supervisor {
             overrides_unsaved: false,
             logs: logs::Logs::default(),
             outputs: output::Outputs::default(),
+            exit_code: None,
         })
     }
 
@@ -783,6 +789,11 @@ impl Supervisor {
         self.reload(&mut work);
         self.stop_leftovers();
         self.process(&mut work);
+        // An essential service that could not even start has begun the
+        // shutdown already, and nothing may come to wake the loop for it.
+        if let Some(code) = self.advance_shutdown(&mut work) {
+            return code;
+        }
         // Parsing thousands of unit files leaves the heap full of freed
         // holes; give them back so zurg's footprint is what it keeps.
         crate::os::release_free_memory();
@@ -969,12 +980,13 @@ impl Supervisor {
             ShutdownMode::Default => String::new(),
             mode => format!(" ({mode} asked, which only a machine's init does)"),
         };
+        let code = self.exit_code.unwrap_or(0);
         if pid1::is_pid1() {
-            crate::log!("shutdown complete; PID 1 of a container: exiting with 0{asked}");
+            crate::log!("shutdown complete; PID 1 of a container: exiting with {code}{asked}");
         } else {
-            crate::log!("shutdown complete; exiting with 0{asked}");
+            crate::log!("shutdown complete; exiting with {code}{asked}");
         }
-        0
+        code
     }
 
     fn on_timer(&mut self, key: TimerKey, work: &mut VecDeque<(usize, Input)>) {
@@ -1322,7 +1334,44 @@ impl Supervisor {
     /// What a service's event sets off beyond itself: readiness, and (as
     /// the service model grows) probes, dependants and essential services.
     fn after_event(&mut self, slot: usize, event: &Event, work: &mut VecDeque<(usize, Input)>) {
-        let _ = (slot, event, work);
+        self.essential_ended(slot, event, work);
+    }
+
+    /// An essential service that ended for good (kept down by its policy,
+    /// failed, or a one-shot done) ends zurg: every service is stopped and
+    /// `zurg run` exits with its code. A stop on request leaves it `stopped`,
+    /// which is not an end.
+    fn essential_ended(&mut self, slot: usize, event: &Event, work: &mut VecDeque<(usize, Input)>) {
+        let ends = matches!(
+            event,
+            Event::Done { .. }
+                | Event::Completed { .. }
+                | Event::Failed { .. }
+                | Event::Refused { .. }
+                | Event::Forked { .. }
+        );
+        let Some(s) = self.slots.get(slot) else {
+            return;
+        };
+        if !ends
+            || !s.service.unit.essential
+            || s.retired
+            || !s.service.ended_for_good()
+            || self.phase != Phase::Running
+        {
+            return;
+        }
+        let code = s.service.exit_code();
+        crate::log!(
+            "[{}] essential service {} ({}): stopping all services, then exiting with {code}",
+            s.service.name(),
+            s.service.state_name(),
+            s.service
+                .last_exit
+                .map_or_else(|| s.service.problem().unwrap_or_default(), |e| e.describe()),
+        );
+        self.exit_code = Some(code);
+        self.begin_shutdown(work);
     }
 
     fn emit(&mut self, slot: usize, event: &Event) {
@@ -1364,6 +1413,12 @@ impl Supervisor {
                 "[{name}] ended with {}; restart policy keeps it down",
                 exit.describe()
             ),
+            Event::Completed { exit } => {
+                crate::log!("[{name}] completed ({}): done", exit.describe())
+            }
+            Event::Failed { failure } => {
+                crate::log!("[{name}] failed: {failure}; not starting it again until asked")
+            }
             Event::Ready { pid, after_ms } => {
                 crate::log!("[{name}] pid {pid} ready after {}", human_ms(*after_ms))
             }

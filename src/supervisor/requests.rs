@@ -26,11 +26,11 @@ const RESTART_SLACK_MS: u64 = 5_000;
 
 #[derive(Debug)]
 pub(super) struct Waiting {
-    conn: ConnId,
-    id: u64,
+    pub(super) conn: ConnId,
+    pub(super) id: u64,
     /// Slots, with the pid each had when the request came (for restart).
-    slots: Vec<(usize, Option<i32>)>,
-    until: Until,
+    pub(super) slots: Vec<(usize, Option<i32>)>,
+    pub(super) until: Until,
     deadline_ms: u64,
 }
 
@@ -48,9 +48,13 @@ enum Asked {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Until {
+pub(super) enum Until {
     Down,
     Restarted,
+    /// `wait`: ready, or a one-shot done (`Service::satisfies_dependants`).
+    Ready,
+    /// `wait --down`: down and not about to start by itself.
+    AtRest,
 }
 
 fn exit_info(exit: Exit) -> ExitInfo {
@@ -198,7 +202,7 @@ impl Supervisor {
         };
         Some(ServiceStatus {
             name: s.service.name().to_string(),
-            state: s.service.state.name().to_string(),
+            state: s.service.state_name().to_string(),
             pid: s.service.state.pid(),
             uptime_ms,
             restarts: s.service.restarts,
@@ -206,6 +210,10 @@ impl Supervisor {
             gpid: s.gpid.map(|g| g.to_string()),
             version: s.service.unit.version.clone(),
             last_error: s.service.last_error.as_ref().map(ToString::to_string),
+            ready: s.service.is_ready(),
+            ready_after_ms: s.service.ready_after_ms.filter(|_| s.service.is_ready()),
+            health: None,
+            problem: s.service.problem(),
         })
     }
 
@@ -217,7 +225,7 @@ impl Supervisor {
             (Asked::Down, _) => None,
             (Asked::Up, None) => Some("its unit was removed".to_string()),
             (Asked::Up, Some(s)) => match s.service.state {
-                State::Running { .. } | State::Stopping { .. } => None,
+                State::Running { .. } | State::Stopping { .. } | State::Done => None,
                 // A run-once service that finished cleanly did what it was
                 // asked.
                 State::Exited
@@ -237,7 +245,7 @@ impl Supervisor {
         };
         Outcome {
             name: self.slot_name(slot).to_string(),
-            state: s.map_or("gone", |s| s.service.state.name()).to_string(),
+            state: s.map_or("gone", |s| s.service.state_name()).to_string(),
             pid: s.and_then(|s| s.service.state.pid()),
             error,
         }
@@ -396,6 +404,24 @@ impl Supervisor {
                 self.reload_later(Some((conn, id)), work);
                 return;
             }
+            Verb::Wait {
+                names,
+                until,
+                timeout_ms,
+            } => match self.resolve(&names) {
+                Ok(_) if names.is_empty() => {
+                    Reply::error(id, ErrorCode::BadRequest, "name at least one service")
+                }
+                Ok(slots) => {
+                    let until = match until {
+                        crate::control::proto::WaitFor::Ready => Until::Ready,
+                        crate::control::proto::WaitFor::Down => Until::AtRest,
+                    };
+                    let wait = timeout_ms.unwrap_or(super::wait::DEFAULT_WAIT_MS);
+                    return self.park(conn, id, slots, until, wait);
+                }
+                Err(e) => Reply::error(id, ErrorCode::UnknownService, e),
+            },
             Verb::Events { follow } => {
                 if follow {
                     if let Some(c) = &mut self.control {
@@ -476,7 +502,14 @@ impl Supervisor {
         })
     }
 
-    fn park(&mut self, conn: ConnId, id: u64, slots: Vec<usize>, until: Until, wait_ms: u64) {
+    pub(super) fn park(
+        &mut self,
+        conn: ConnId,
+        id: u64,
+        slots: Vec<usize>,
+        until: Until,
+        wait_ms: u64,
+    ) {
         let with: Vec<(usize, Option<i32>)> = slots.into_iter().map(|s| (s, None)).collect();
         self.park_with_pids(conn, id, with, until, wait_ms);
     }
@@ -513,9 +546,10 @@ impl Supervisor {
                 // Running with a new pid, or given up on (backoff, exited).
                 Until::Restarted => match s.service.state {
                     State::Running { pid, .. } => Some(pid) != *old_pid,
-                    State::Backoff { .. } | State::Exited | State::Failed => true,
+                    State::Backoff { .. } | State::Exited | State::Done | State::Failed => true,
                     _ => false,
                 },
+                Until::Ready | Until::AtRest => super::wait::reached(&s.service, w.until),
             }
         })
     }
@@ -529,10 +563,12 @@ impl Supervisor {
         let waiting = std::mem::take(&mut self.waiting);
         for w in waiting {
             let asked = match w.until {
-                Until::Down => Asked::Down,
-                Until::Restarted => Asked::Up,
+                Until::Down | Until::AtRest => Asked::Down,
+                Until::Restarted | Until::Ready => Asked::Up,
             };
-            if self.settled(&w) {
+            if let Some(reply) = self.wait_given_up(&w) {
+                self.reply(w.conn, &reply);
+            } else if self.settled(&w) {
                 let outcomes: Vec<Outcome> = w
                     .slots
                     .iter()
@@ -551,10 +587,11 @@ impl Supervisor {
                         }
                     })
                     .collect();
-                let what = if w.until == Until::Down {
-                    "stopped"
-                } else {
-                    "restarted"
+                let what = match w.until {
+                    Until::Down => "stopped",
+                    Until::Restarted => "restarted",
+                    Until::Ready => "ready",
+                    Until::AtRest => "down",
                 };
                 self.reply(
                     w.conn,
@@ -572,7 +609,7 @@ impl Supervisor {
 
     pub(super) fn fail_waiting_for_shutdown(&mut self) {
         for w in std::mem::take(&mut self.waiting) {
-            if w.until == Until::Down {
+            if matches!(w.until, Until::Down | Until::AtRest) {
                 // A stop is what shutdown does anyway: keep waiting for it.
                 self.waiting.push(w);
             } else {
@@ -608,7 +645,7 @@ impl Supervisor {
             stats: rec.stats.clone(),
             seq,
             zurg: seq.map(|_| self.own_gpid.clone()),
-            reason: (kind == JournalKind::Refused)
+            reason: matches!(kind, JournalKind::Refused | JournalKind::Failed)
                 .then(|| rec.message.clone())
                 .flatten(),
         };
@@ -945,9 +982,13 @@ impl Supervisor {
                 rec.pid = Some(*pid);
                 EventKind::Killed
             }
-            Event::Done { exit } => {
+            Event::Done { exit } | Event::Completed { exit } => {
                 rec.exit = Some(exit_info(*exit));
                 EventKind::Done
+            }
+            Event::Failed { failure } => {
+                rec.message = Some(failure.to_string());
+                EventKind::Failed
             }
             Event::Ready { pid, after_ms } => {
                 rec.pid = Some(*pid);
@@ -995,6 +1036,7 @@ impl Supervisor {
                 self.journal_event(&rec, journal_kind, seq);
             }
             Event::Refused { .. } => self.journal_event(&rec, JournalKind::Refused, None),
+            Event::Failed { .. } => self.journal_event(&rec, JournalKind::Failed, None),
             _ => {}
         }
         self.publish(rec);

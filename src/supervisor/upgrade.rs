@@ -504,7 +504,16 @@ impl Supervisor {
                     Some(_) if now.saturating_sub(since_ms) >= u.window_ms => Some(Ok(pid)),
                     Some(_) => None,
                 },
-                Some(State::Failed) => Some(Err("the new build was refused at start".to_string())),
+                Some(State::Failed) => Some(Err(
+                    match self
+                        .slots
+                        .get(u.slot)
+                        .and_then(|s| s.service.last_error.as_ref())
+                    {
+                        Some(failure) => format!("the new build failed: {failure}"),
+                        None => "the new build was refused at start".to_string(),
+                    },
+                )),
                 Some(State::Backoff { .. } | State::Exited)
                     if u.new_pid.is_some() || u.old_pid.is_none() =>
                 {

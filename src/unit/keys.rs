@@ -16,8 +16,9 @@ use std::path::PathBuf;
 use toml::Value;
 
 use super::{
-    FileOutput, Output, RestartPolicy, Unit, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX_BYTES,
-    DEFAULT_LOG_RING_BYTES, DEFAULT_RESTART_DELAY_MS, DEFAULT_STOP_SIGNAL, DEFAULT_STOP_TIMEOUT_MS,
+    BackoffSteps, FileOutput, Kind, Output, RestartPolicy, StartLimit, Unit, DEFAULT_LOG_KEEP,
+    DEFAULT_LOG_MAX_BYTES, DEFAULT_LOG_RING_BYTES, DEFAULT_RESTART_DELAY_MS, DEFAULT_STOP_SIGNAL,
+    DEFAULT_STOP_TIMEOUT_MS, DEFAULT_SUCCESS_EXIT_CODES,
 };
 
 /// Why a key's value was refused.
@@ -168,6 +169,62 @@ pub static KEYS: &[Key] = &[
         doc: "A fixed wait before every restart.",
         read: |u, v| {
             u.restart_delay_ms = v.map_or(Ok(DEFAULT_RESTART_DELAY_MS), millis)?;
+            Ok(())
+        },
+        ..KEY
+    },
+    Key {
+        name: "type",
+        kind: "`\"longrun\"`, `\"oneshot\"`",
+        default: "`\"longrun\"`",
+        doc: "What the service's process is for: `longrun` runs until stopped, `oneshot` runs to completion.",
+        read: |u, v| {
+            u.kind = v.map_or(Ok(Kind::Longrun), kind)?;
+            Ok(())
+        },
+        ..KEY
+    },
+    Key {
+        name: "success_exit_codes",
+        kind: "array of integers 0–255",
+        default: "`[0]`",
+        doc: "The exit codes that count as success.",
+        read: |u, v| {
+            u.success_exit_codes =
+                v.map_or(Ok(DEFAULT_SUCCESS_EXIT_CODES.to_vec()), exit_codes)?;
+            Ok(())
+        },
+        ..KEY
+    },
+    Key {
+        name: "backoff",
+        kind: "table `{ initial_ms, max_ms }`",
+        default: "`{ initial_ms = 100, max_ms = 30000 }`",
+        doc: "The crash-loop backoff: the first wait, doubled at each further short run up to the longest.",
+        read: |u, v| {
+            u.backoff = v.map_or(Ok(BackoffSteps::default()), backoff)?;
+            Ok(())
+        },
+        ..KEY
+    },
+    Key {
+        name: "start_limit",
+        kind: "table `{ burst, interval_ms }`",
+        default: "none (no limit)",
+        doc: "More than `burst` starts within `interval_ms` put the service in the `failed` state instead of starting it again.",
+        read: |u, v| {
+            u.start_limit = v.map(start_limit).transpose()?;
+            Ok(())
+        },
+        ..KEY
+    },
+    Key {
+        name: "essential",
+        kind: "boolean",
+        default: "`false`",
+        doc: "When the service ends for good, zurg stops every service and `zurg run` exits with the service's exit code.",
+        read: |u, v| {
+            u.essential = v.map_or(Ok(false), boolean)?;
             Ok(())
         },
         ..KEY
@@ -343,6 +400,11 @@ pub fn blank(name: &str) -> Unit {
         env: BTreeMap::new(),
         cwd: None,
         restart: RestartPolicy::Always,
+        kind: Kind::Longrun,
+        success_exit_codes: Vec::new(),
+        backoff: BackoffSteps::default(),
+        start_limit: None,
+        essential: false,
         stop_signal: DEFAULT_STOP_SIGNAL,
         stop_timeout_ms: DEFAULT_STOP_TIMEOUT_MS,
         restart_delay_ms: DEFAULT_RESTART_DELAY_MS,
@@ -619,6 +681,118 @@ fn restart_policy(v: &Value) -> Result<RestartPolicy, String> {
         })
 }
 
+fn kind(v: &Value) -> Result<Kind, String> {
+    let s = string(v)?;
+    Kind::ALL
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| format!("expected \"longrun\" or \"oneshot\", found {s:?}"))
+}
+
+/// Every item's problem, not just the first; sorted, duplicates dropped.
+fn exit_codes(v: &Value) -> Result<Vec<u8>, Bad> {
+    let Value::Array(items) = v else {
+        return Err(format!(
+            "expected an array of exit codes like [0, 143], found {}",
+            type_name(v)
+        )
+        .into());
+    };
+    let mut codes = Vec::with_capacity(items.len());
+    let mut wrong = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match item {
+            Value::Integer(n) => match u8::try_from(*n) {
+                Ok(c) => codes.push(c),
+                Err(_) => wrong.push(format!("item {i} must be 0 to 255, found {n}")),
+            },
+            // A signal is never success: say so rather than "not an integer".
+            Value::String(s) => wrong.push(format!(
+                "item {i} must be an exit code 0 to 255, found {s:?} (a death by signal never counts as success)"
+            )),
+            other => wrong.push(format!(
+                "item {i} must be an integer 0 to 255, found {}",
+                type_name(other)
+            )),
+        }
+    }
+    if items.is_empty() {
+        wrong.push("must list at least one exit code (nothing would ever succeed)".into());
+    }
+    if !wrong.is_empty() {
+        return Err(Bad::Wrong(wrong));
+    }
+    codes.sort_unstable();
+    codes.dedup();
+    Ok(codes)
+}
+
+/// The integer fields of a small table (`backoff`, `start_limit`): each
+/// field's value or its default, every problem at once, unknown fields
+/// named.
+fn int_fields<const N: usize>(v: &Value, fields: [(&str, u64, u64); N]) -> Result<[u64; N], Bad> {
+    let names: Vec<&str> = fields.iter().map(|(name, _, _)| *name).collect();
+    let Value::Table(table) = v else {
+        return Err(format!(
+            "expected a table {{ {} }}, found {}",
+            names.join(", "),
+            type_name(v)
+        )
+        .into());
+    };
+    let mut out = fields.map(|(_, default, _)| default);
+    let mut wrong = Vec::new();
+    for (key, value) in table {
+        let Some(i) = names.iter().position(|n| n == key) else {
+            wrong.push(format!(
+                "`{key}` is not one of its fields ({})",
+                names.join(", ")
+            ));
+            continue;
+        };
+        let min = fields.get(i).map_or(0, |(_, _, min)| *min);
+        match value.as_integer().map(u64::try_from) {
+            Some(Ok(n)) if n >= min => {
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = n;
+                }
+            }
+            _ => wrong.push(format!(
+                "`{key}` must be an integer of at least {min}, found {value}"
+            )),
+        }
+    }
+    if wrong.is_empty() {
+        Ok(out)
+    } else {
+        Err(Bad::Wrong(wrong))
+    }
+}
+
+fn backoff(v: &Value) -> Result<BackoffSteps, Bad> {
+    let d = BackoffSteps::default();
+    let [initial_ms, max_ms] = int_fields(
+        v,
+        [("initial_ms", d.initial_ms, 1), ("max_ms", d.max_ms, 1)],
+    )?;
+    if max_ms < initial_ms {
+        return Err(
+            format!("`max_ms` ({max_ms}) must not be below `initial_ms` ({initial_ms})").into(),
+        );
+    }
+    Ok(BackoffSteps { initial_ms, max_ms })
+}
+
+/// systemd's defaults (StartLimitBurst=5, StartLimitIntervalSec=10s) for a
+/// field left out.
+fn start_limit(v: &Value) -> Result<StartLimit, Bad> {
+    let [burst, interval_ms] = int_fields(v, [("burst", 5, 1), ("interval_ms", 10_000, 1)])?;
+    Ok(StartLimit {
+        burst: u32::try_from(burst).unwrap_or(u32::MAX),
+        interval_ms,
+    })
+}
+
 fn signal(v: &Value) -> Result<i32, String> {
     let parsed = match v {
         Value::String(s) => crate::sig::parse(s),
@@ -876,6 +1050,83 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn service_model_keys_read_and_report_every_problem() {
+        let path = Path::new("/u/svc.toml");
+        let parse = |extra: &str| {
+            super::super::parse_unit("svc", path, &format!("exec = \"/x\"\n{extra}\n"))
+        };
+        let u = parse(
+            "type = \"oneshot\"\nsuccess_exit_codes = [3, 0, 3]\nessential = true\n\
+             backoff = { initial_ms = 50 }\nstart_limit = { burst = 2 }",
+        )
+        .unwrap();
+        assert_eq!(u.kind, Kind::Oneshot);
+        assert_eq!(u.success_exit_codes, [0, 3]);
+        assert!(u.essential);
+        assert_eq!(
+            u.backoff,
+            BackoffSteps {
+                initial_ms: 50,
+                max_ms: 30_000
+            }
+        );
+        assert_eq!(
+            u.start_limit,
+            Some(StartLimit {
+                burst: 2,
+                interval_ms: 10_000
+            })
+        );
+        let plain = parse("").unwrap();
+        assert_eq!(plain.kind, Kind::Longrun);
+        assert_eq!(plain.start_limit, None);
+        assert!(!plain.essential);
+        for (text, wants) in [
+            (
+                "type = \"daemon\"",
+                &["2:8: key `type`: expected \"longrun\" or \"oneshot\", found \"daemon\""][..],
+            ),
+            (
+                "success_exit_codes = [0, 256, \"TERM\", -1]",
+                &[
+                    "item 1 must be 0 to 255, found 256",
+                    "item 2 must be an exit code 0 to 255, found \"TERM\" (a death by signal never counts as success)",
+                    "item 3 must be 0 to 255, found -1",
+                ][..],
+            ),
+            ("success_exit_codes = []", &["must list at least one exit code"][..]),
+            (
+                "backoff = { initial_ms = 0, max = 3 }",
+                &[
+                    "`initial_ms` must be an integer of at least 1, found 0",
+                    "`max` is not one of its fields (initial_ms, max_ms)",
+                ][..],
+            ),
+            (
+                "backoff = { initial_ms = 500, max_ms = 100 }",
+                &["`max_ms` (100) must not be below `initial_ms` (500)"][..],
+            ),
+            (
+                "start_limit = 5",
+                &["expected a table { burst, interval_ms }, found an integer"][..],
+            ),
+            (
+                "start_limit = { burst = 0, interval_ms = \"10s\" }",
+                &[
+                    "`burst` must be an integer of at least 1, found 0",
+                    "`interval_ms` must be an integer of at least 1, found \"10s\"",
+                ][..],
+            ),
+            ("essential = \"yes\"", &["key `essential`: expected true or false"][..]),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            for want in wants {
+                assert!(err.contains(want), "{text}: {want} in {err}");
+            }
         }
     }
 }

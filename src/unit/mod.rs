@@ -52,6 +52,59 @@ impl RestartPolicy {
     }
 }
 
+/// What a service's process is for (`type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Runs until stopped; restarted per `restart`.
+    Longrun,
+    /// Runs to completion (a migration): a successful exit leaves it
+    /// `done`; only a failed run is retried per `restart`.
+    Oneshot,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 2] = [Kind::Longrun, Kind::Oneshot];
+
+    /// The word a unit file uses for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Longrun => "longrun",
+            Kind::Oneshot => "oneshot",
+        }
+    }
+}
+
+/// Exit codes that count as success when a unit says nothing.
+pub const DEFAULT_SUCCESS_EXIT_CODES: [u8; 1] = [0];
+/// First crash-loop backoff step (`backoff.initial_ms`).
+pub const DEFAULT_BACKOFF_INITIAL_MS: u64 = 100;
+/// Longest crash-loop backoff step (`backoff.max_ms`).
+pub const DEFAULT_BACKOFF_MAX_MS: u64 = 30_000;
+
+/// The crash-loop backoff steps (`backoff = { initial_ms, max_ms }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackoffSteps {
+    pub initial_ms: u64,
+    pub max_ms: u64,
+}
+
+impl Default for BackoffSteps {
+    fn default() -> BackoffSteps {
+        BackoffSteps {
+            initial_ms: DEFAULT_BACKOFF_INITIAL_MS,
+            max_ms: DEFAULT_BACKOFF_MAX_MS,
+        }
+    }
+}
+
+/// `start_limit = { burst, interval_ms }`: more than `burst` starts within
+/// `interval_ms` fail the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartLimit {
+    pub burst: u32,
+    pub interval_ms: u64,
+}
+
 /// One service, as its unit file declares it, with defaults filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unit {
@@ -65,6 +118,17 @@ pub struct Unit {
     pub env: BTreeMap<String, String>,
     pub cwd: Option<PathBuf>,
     pub restart: RestartPolicy,
+    /// `type`: a long-running service or a run-to-completion one.
+    pub kind: Kind,
+    /// Exit codes that count as success (for `on-failure` and one-shots);
+    /// sorted, no duplicates.
+    pub success_exit_codes: Vec<u8>,
+    /// Crash-loop backoff steps.
+    pub backoff: BackoffSteps,
+    /// `None`: restarts are never limited (the backoff slows a loop).
+    pub start_limit: Option<StartLimit>,
+    /// When it ends for good, zurg stops everything and exits with its code.
+    pub essential: bool,
     /// Signal number sent first on stop.
     pub stop_signal: i32,
     pub stop_timeout_ms: u64,

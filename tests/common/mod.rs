@@ -478,10 +478,28 @@ pub fn ok(dir: &TempDir, args: &[&str]) -> String {
 }
 
 /// The `result` of a client verb run with `--json`, which must succeed.
+/// `status` exits 1 when a service is failed (its answer is whole all the
+/// same), so for it only the reply must be `ok`.
 pub fn json(dir: &TempDir, args: &[&str]) -> serde_json::Value {
     let mut a = args.to_vec();
     a.push("--json");
-    serde_json::from_str::<serde_json::Value>(&ok(dir, &a)).unwrap()["result"].clone()
+    if a.first() != Some(&"status") {
+        return serde_json::from_str::<serde_json::Value>(&ok(dir, &a)).unwrap()["result"].clone();
+    }
+    let out = cli(dir, &a);
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "zurg {a:?} ({:?}) did not answer JSON: {e}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(
+        reply["ok"] == true && matches!(out.status.code(), Some(0 | 1)),
+        "zurg {a:?} failed with {:?}: {reply}",
+        out.status.code()
+    );
+    reply["result"].clone()
 }
 
 /// `name`'s row of `zurg status --json` (null when there is none).
@@ -738,6 +756,24 @@ pub fn cli_lines(dir: &TempDir, args: &[&str]) -> (Child, Receiver<String>) {
         }
     });
     (child, rx)
+}
+
+/// Every line a `cli_lines` client has left, once it has exited: its
+/// reader thread may still be passing on what the client wrote last, so
+/// this waits (within DEADLINE) for the end of its output.
+pub fn rest_of(rx: &Receiver<String>) -> Vec<String> {
+    let deadline = Instant::now() + DEADLINE;
+    let mut lines = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return lines,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("the client's output did not end within {DEADLINE:?}: {lines:?}")
+            }
+        }
+    }
 }
 
 /// Waits (within DEADLINE) for a `cli_lines` client to exit: its exit code

@@ -57,10 +57,10 @@ impl Run {
         super::ok(&self.dir, args)
     }
 
+    /// Every row of `status --json` (whose exit code says whether a
+    /// service has a problem, not whether the request worked).
     pub fn status_json(&self) -> serde_json::Value {
-        let out = self.ok(&["status", "--json"]);
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        v["result"].clone()
+        super::json(&self.dir, &["status"])
     }
 
     pub fn pid_of(&self, name: &str) -> Option<i64> {

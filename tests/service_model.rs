@@ -1,0 +1,349 @@
+//! The service model (docs/units.md: one-shot services, start limit,
+//! essential services; `zurg status`'s exit code, `zurg wait`), against zurg
+//! as PID 1 in a pid namespace. Every wait has a deadline; services that
+//! must end "later" poll for a file the test creates.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::run::Run;
+use common::{cli_lines, eventually, find_below, kill, wait_child, Mode, TempDir, DEADLINE};
+
+/// zurg as PID 1 on UNITS, where `{DIR}` in a unit's text is the test's
+/// directory (for the files services write and wait for).
+fn stack(units: &[(&str, &str)]) -> Run {
+    let dir = TempDir::new("model");
+    std::fs::create_dir_all(dir.path().join("units")).unwrap();
+    let root = dir.path().to_str().unwrap().to_string();
+    for (name, text) in units {
+        dir.write(&format!("units/{name}.toml"), &text.replace("{DIR}", &root));
+    }
+    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+    z.expect("loaded");
+    Run::on(dir, z)
+}
+
+/// A shell service running SCRIPT.
+fn sh(script: &str, extra: &str) -> String {
+    format!("exec = \"/bin/sh\"\nargs = [\"-c\", {script:?}]\n{extra}")
+}
+
+impl Run {
+    fn row(&self, name: &str) -> serde_json::Value {
+        common::status_of(&self.dir, name)
+    }
+
+    fn wait_state(&self, name: &str, state: &str) -> serde_json::Value {
+        let mut row = serde_json::Value::Null;
+        eventually(&format!("{name} {state}"), || {
+            row = self.row(name);
+            row["state"] == state
+        });
+        row
+    }
+
+    fn touch(&self, file: &str) {
+        self.dir.write(file, "");
+    }
+
+    /// How many times `name` started, from `zurg events`.
+    fn starts(&self, name: &str) -> usize {
+        let events = common::json(&self.dir, &["events"]);
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["service"] == name && e["kind"] == "started")
+            .count()
+    }
+
+    fn events_of(&self, name: &str, kind: &str) -> Vec<serde_json::Value> {
+        let events = common::json(&self.dir, &["events"]);
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["service"] == name && e["kind"] == kind)
+            .cloned()
+            .collect()
+    }
+
+    fn code(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let out = self.cli(args);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+const SLEEPER: &str = "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n";
+
+#[test]
+fn a_oneshot_runs_once_is_done_and_reruns_on_start() {
+    let r = stack(&[(
+        "migrate",
+        &sh("echo run >> {DIR}/runs", "type = \"oneshot\"\n"),
+    )]);
+    let row = r.wait_state("migrate", "done");
+    assert_eq!(row["last_exit"]["code"], 0, "{row}");
+    assert_eq!(row["restarts"], 0, "{row}");
+    let (code, table, err) = r.code(&["status"]);
+    assert_eq!(code, Some(0), "a done one-shot is fine: {table}{err}");
+    assert!(table.contains("done"), "{table}");
+    assert_eq!(
+        std::fs::read_to_string(r.dir.path().join("runs")).unwrap(),
+        "run\n"
+    );
+    assert_eq!(r.events_of("migrate", "done").len(), 1);
+    // `wait` on a done one-shot answers at once
+    let (code, out, err) = r.code(&["wait", "migrate"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    // `zurg start` runs it again
+    r.ok(&["start", "migrate"]);
+    eventually("a second run", || {
+        std::fs::read_to_string(r.dir.path().join("runs")).unwrap() == "run\nrun\n"
+    });
+    r.wait_state("migrate", "done");
+    assert_eq!(r.starts("migrate"), 2);
+}
+
+#[test]
+fn a_failing_oneshot_is_failed_and_status_exits_1() {
+    let r = stack(&[
+        ("web", SLEEPER),
+        (
+            "migrate",
+            &sh("exit 3", "type = \"oneshot\"\nrestart = \"never\"\n"),
+        ),
+    ]);
+    let row = r.wait_state("migrate", "failed");
+    assert_eq!(row["last_error"], "exited with code 3", "{row}");
+    assert_eq!(row["problem"], "exited with code 3", "{row}");
+    let (code, table, err) = r.code(&["status"]);
+    assert_eq!(code, Some(1), "{table}{err}");
+    assert!(
+        table.contains("migrate: exited with code 3"),
+        "status says why: {table}"
+    );
+    // one service asked for, and it is fine: exit 0
+    let (code, _, err) = r.code(&["status", "web"]);
+    assert_eq!(code, Some(0), "{err}");
+    // --json too, for scripts
+    let (code, _, _) = r.code(&["status", "--json"]);
+    assert_eq!(code, Some(1));
+    let failed = r.events_of("migrate", "failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["message"], "exited with code 3");
+    assert_eq!(r.starts("migrate"), 1, "restart = never: no retry");
+    // `wait` gives up at once, with the reason
+    let started = Instant::now();
+    let (code, _, err) = r.code(&["wait", "migrate", "web"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("will not become ready: migrate is failed: exited with code 3"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // the journal keeps it
+    let history = common::history(&r.dir, "migrate");
+    assert!(
+        history
+            .iter()
+            .any(|h| h["kind"] == "failed" && h["reason"] == "exited with code 3"),
+        "{history:?}"
+    );
+}
+
+#[test]
+fn an_essential_service_that_exits_ends_zurg_with_its_code_after_stopping_the_others() {
+    let mut r = stack(&[
+        (
+            "main",
+            &sh(
+                "while [ ! -e {DIR}/go ]; do sleep 0.02; done; exit 7",
+                "essential = true\nrestart = \"never\"\n",
+            ),
+        ),
+        (
+            "other",
+            &sh(
+                "trap 'echo term > {DIR}/other.stopped; exit 0' TERM; while :; do sleep 0.02; done",
+                "",
+            ),
+        ),
+    ]);
+    r.wait_state("other", "running");
+    r.wait_state("main", "running");
+    r.touch("go");
+    let status = r.z.wait_exit();
+    assert_eq!(status.code(), Some(7), "{:?}", r.z.seen);
+    assert_eq!(
+        std::fs::read_to_string(r.dir.path().join("other.stopped")).unwrap(),
+        "term\n",
+        "the other service got its stop signal"
+    );
+    r.z.saw("essential service exited");
+}
+
+#[test]
+fn an_essential_service_killed_by_a_signal_ends_zurg_with_128_plus_n() {
+    let mut r = stack(&[
+        (
+            "main",
+            "exec = \"/bin/sleep\"\nargs = [\"1001\"]\nessential = true\nrestart = \"never\"\n",
+        ),
+        ("other", SLEEPER),
+    ]);
+    r.wait_state("other", "running");
+    let pid = find_below(&r.z, "sleep 1001");
+    kill(pid, libc::SIGKILL);
+    assert_eq!(r.z.wait_exit().code(), Some(137), "{:?}", r.z.seen);
+}
+
+#[test]
+fn an_essential_service_that_cannot_start_ends_zurg_at_once() {
+    // Alone: no other service's exit wakes zurg's loop for the shutdown.
+    let mut r = stack(&[(
+        "main",
+        "exec = \"/nonexistent/main\"\nessential = true\nrestart = \"never\"\n",
+    )]);
+    assert_eq!(r.z.wait_exit().code(), Some(127), "{:?}", r.z.seen);
+}
+
+#[test]
+fn stopping_an_essential_service_on_request_does_not_end_zurg() {
+    let mut r = stack(&[(
+        "main",
+        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\nessential = true\n",
+    )]);
+    r.wait_state("main", "running");
+    r.ok(&["stop", "main"]);
+    assert!(r.z.wait_exit_within(Duration::from_millis(300)).is_none());
+    let (code, _, err) = r.code(&["status"]);
+    assert_eq!(code, Some(0), "stopped on request is not a problem: {err}");
+    // a shutdown by request still exits 0
+    r.ok(&["shutdown"]);
+    assert_eq!(r.z.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn the_start_limit_fails_a_crash_loop_and_start_revives_it() {
+    let r = stack(&[(
+        "crash",
+        "exec = \"/bin/false\"\nstart_limit = { burst = 3, interval_ms = 60000 }\nbackoff = { initial_ms = 10, max_ms = 20 }\n",
+    )]);
+    let row = r.wait_state("crash", "failed");
+    assert!(
+        row["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("start limit hit: more than 3 starts within 60000 ms"),
+        "{row}"
+    );
+    assert_eq!(r.starts("crash"), 3);
+    let failed = r.events_of("crash", "failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("start limit hit"));
+    let (code, table, _) = r.code(&["status"]);
+    assert_eq!(code, Some(1), "{table}");
+    assert!(table.contains("crash: start limit hit"), "{table}");
+    // `zurg start` gives it a fresh count: three more starts, failed again
+    r.cli(&["start", "crash"]);
+    eventually("three more starts", || r.starts("crash") == 6);
+    r.wait_state("crash", "failed");
+    assert_eq!(r.events_of("crash", "failed").len(), 2);
+}
+
+#[test]
+fn a_listed_success_code_is_not_restarted_by_on_failure() {
+    let r = stack(&[(
+        "job",
+        &sh(
+            "exit 3",
+            "restart = \"on-failure\"\nsuccess_exit_codes = [0, 3]\n",
+        ),
+    )]);
+    let row = r.wait_state("job", "exited");
+    assert_eq!(row["last_exit"]["code"], 3, "{row}");
+    assert_eq!(row["restarts"], 0, "{row}");
+    assert_eq!(r.starts("job"), 1);
+    let (code, _, err) = r.code(&["status"]);
+    assert_eq!(code, Some(0), "a success is not a problem: {err}");
+}
+
+#[test]
+fn wait_ready_and_down() {
+    let r = stack(&[
+        ("a", SLEEPER),
+        (
+            "slow",
+            &sh(
+                "while [ ! -e {DIR}/go ]; do sleep 0.02; done",
+                "type = \"oneshot\"\n",
+            ),
+        ),
+    ]);
+    let (code, out, err) = r.code(&["wait", "a", "--ready"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("a: running, pid"), "{out}");
+    let row = r.row("a");
+    assert_eq!(row["ready"], true, "{row}");
+    assert_eq!(
+        row["ready_after_ms"], 0,
+        "no readiness protocol: ready at start"
+    );
+    assert!(row["health"].is_null(), "{row}");
+    // a one-shot is waited for until it is done
+    let (mut waiter, _out) = cli_lines(&r.dir, &["wait", "slow", "a"]);
+    assert!(waiter.try_wait().unwrap().is_none());
+    r.touch("go");
+    let (code, err) = wait_child(&mut waiter);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(r.row("slow")["state"], "done");
+    // --down: answered once the service is down
+    let (mut waiter, _out) = cli_lines(&r.dir, &["wait", "--down", "a"]);
+    r.ok(&["stop", "a"]);
+    let (code, err) = wait_child(&mut waiter);
+    assert_eq!(code, Some(0), "{err}");
+    // and now --ready on it cannot be met
+    let (code, _, err) = r.code(&["wait", "a"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("a is stopped: it is stopped"), "{err}");
+    // unknown names are refused
+    let (code, _, err) = r.code(&["wait", "nope"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no service named `nope`"), "{err}");
+}
+
+#[test]
+fn wait_times_out_with_its_own_code() {
+    let r = stack(&[(
+        "forever",
+        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\ntype = \"oneshot\"\n",
+    )]);
+    r.wait_state("forever", "running");
+    let started = Instant::now();
+    let (code, _, err) = r.code(&["wait", "forever", "--timeout", "200ms"]);
+    assert_eq!(code, Some(124), "{err}");
+    assert!(
+        err.contains("not ready in time: forever is running"),
+        "{err}"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(200) && took < DEADLINE,
+        "{took:?}"
+    );
+}
