@@ -596,16 +596,19 @@ fn print_reply(cmd: &ClientCmd, reply: &Reply, raw: &[u8], zurg_pid: Option<i32>
             for r in rows.iter().filter(|r| r.pid.is_none()) {
                 if let Some(e) = &r.last_error {
                     println!("{}: {e}", r.name);
+                } else if !r.waiting_for.is_empty() {
+                    println!("{}: waiting for {}", r.name, r.waiting_for.join(", "));
                 }
             }
         }
         Verb::Start { .. } | Verb::Stop { .. } | Verb::Restart { .. } => {
             let outcomes: Vec<Outcome> = serde_json::from_value(result).unwrap_or_default();
             for o in outcomes {
+                let note = o.note.map(|n| format!(" ({n})")).unwrap_or_default();
                 match (o.pid, &o.error) {
-                    (_, Some(e)) => println!("{}: {}: {e}", o.name, o.state),
-                    (Some(pid), None) => println!("{}: {}, pid {pid}", o.name, o.state),
-                    (None, None) => println!("{}: {}", o.name, o.state),
+                    (_, Some(e)) => println!("{}: {}{note}: {e}", o.name, o.state),
+                    (Some(pid), None) => println!("{}: {}, pid {pid}{note}", o.name, o.state),
+                    (None, None) => println!("{}: {}{note}", o.name, o.state),
                 }
             }
             return failed_code;
@@ -980,6 +983,7 @@ mod tests {
                 gpid: None,
                 version: None,
                 last_error: None,
+                waiting_for: vec![],
                 last_exit: Some(proto::ExitInfo {
                     code: None,
                     signal: Some("SIGKILL".into()),
@@ -994,6 +998,7 @@ mod tests {
                 gpid: None,
                 version: None,
                 last_error: None,
+                waiting_for: vec![],
                 last_exit: Some(proto::ExitInfo {
                     code: Some(0),
                     signal: None,

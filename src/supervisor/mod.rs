@@ -8,6 +8,7 @@
 //! errors fail one service or one request and are logged, never fatal.
 
 mod clock_writer;
+mod deps;
 mod leftovers;
 mod logs;
 mod output;
@@ -224,6 +225,9 @@ pub struct Supervisor {
     logs: logs::Logs,
     /// Services' stdout and stderr pipes and where their lines go.
     outputs: output::Outputs,
+    /// The dependency graph, and which services stop once their
+    /// dependants are down.
+    deps: deps::Deps,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -564,6 +568,7 @@ impl Supervisor {
             overrides_unsaved: false,
             logs: logs::Logs::default(),
             outputs: output::Outputs::default(),
+            deps: deps::Deps::default(),
         })
     }
 
@@ -697,6 +702,16 @@ impl Supervisor {
                         report.unchanged.push(unit.name.clone());
                         continue;
                     }
+                    if deps::only_dependencies_differ(&s.service.unit, &unit) {
+                        crate::log!(
+                            "[{}] depends_on is now [{}]; it applies from its next start",
+                            unit.name,
+                            unit.depends_on.join(", ")
+                        );
+                        s.service.unit.depends_on = unit.depends_on;
+                        report.unchanged.push(s.service.unit.name.clone());
+                        continue;
+                    }
                     report.changed.push(unit.name.clone());
                     if ports::port_settings_changed(&s.service.unit, &unit) {
                         // The running process keeps its own copy.
@@ -750,6 +765,7 @@ impl Supervisor {
         for slot in reconfigure {
             self.configure_output(slot);
         }
+        self.rebuild_dependencies(work);
         crate::log!(
             "loaded {} from {}: {} added, {} changed, {} removed, {} unchanged, {} rejected",
             plural(self.by_name.len(), "service"),
@@ -891,7 +907,8 @@ impl Supervisor {
         self.fail_waiting_for_shutdown();
         self.phase = Phase::StoppingServices;
         self.notify("STOPPING=1\nSTATUS=stopping all services");
-        work.extend((0..self.slots.len()).map(|i| (i, Input::Stop)));
+        // Dependants first: each service once its dependants are down.
+        self.stop_all_in_order(work);
         self.process(work);
     }
 
@@ -1097,6 +1114,10 @@ impl Supervisor {
         match action {
             Action::Spawn => {
                 if self.phase != Phase::Running {
+                    return;
+                }
+                if let Some(hold) = self.hold_spawn(slot) {
+                    work.push_back((slot, hold));
                     return;
                 }
                 if let Some(input) = self.spawn(slot) {
@@ -1322,7 +1343,8 @@ impl Supervisor {
     /// What a service's event sets off beyond itself: readiness, and (as
     /// the service model grows) probes, dependants and essential services.
     fn after_event(&mut self, slot: usize, event: &Event, work: &mut VecDeque<(usize, Input)>) {
-        let _ = (slot, event, work);
+        let _ = event;
+        self.dependencies_after_event(slot, work);
     }
 
     fn emit(&mut self, slot: usize, event: &Event) {
@@ -1373,6 +1395,11 @@ impl Supervisor {
             Event::Unhealthy { pid, reason } => {
                 crate::log!("[{name}] pid {pid} unhealthy: {reason}; restarting it")
             }
+            Event::Waiting { on } => crate::log!("[{name}] waiting for {}", on.join(", ")),
+            Event::Blocked { reason } => crate::log!(
+                "[{name}] {}; it starts once that is ready",
+                crate::service::Failure::Blocked(reason.clone())
+            ),
         }
     }
 }

@@ -32,6 +32,8 @@ pub(super) struct Waiting {
     slots: Vec<(usize, Option<i32>)>,
     until: Until,
     deadline_ms: u64,
+    /// Services the request touched without naming them, and why.
+    notes: Vec<(usize, String)>,
 }
 
 impl Waiting {
@@ -206,6 +208,11 @@ impl Supervisor {
             gpid: s.gpid.map(|g| g.to_string()),
             version: s.service.unit.version.clone(),
             last_error: s.service.last_error.as_ref().map(ToString::to_string),
+            waiting_for: if s.service.state == State::Waiting {
+                self.waiting_for(slot)
+            } else {
+                Vec::new()
+            },
         })
     }
 
@@ -218,6 +225,9 @@ impl Supervisor {
             (Asked::Up, None) => Some("its unit was removed".to_string()),
             (Asked::Up, Some(s)) => match s.service.state {
                 State::Running { .. } | State::Stopping { .. } => None,
+                // Held for its dependencies, which are on their way: it
+                // starts by itself (blocked by a failed one: the reason).
+                State::Waiting if s.service.last_error.is_none() => None,
                 // A run-once service that finished cleanly did what it was
                 // asked.
                 State::Exited
@@ -240,6 +250,7 @@ impl Supervisor {
             state: s.map_or("gone", |s| s.service.state.name()).to_string(),
             pid: s.and_then(|s| s.service.state.pid()),
             error,
+            note: None,
         }
     }
 
@@ -287,8 +298,12 @@ impl Supervisor {
                 Reply::error(id, ErrorCode::BadRequest, "name at least one service")
             }
             Verb::Start { names } => match self.resolve(&names) {
-                Ok(slots) => {
-                    work.extend(slots.iter().map(|s| (*s, Input::Start)));
+                Ok(asked) => {
+                    // What they need comes first, and is answered for too.
+                    let first = self.start_needed(&asked, work);
+                    let note = format!("started first: needed by {}", names.join(", "));
+                    work.extend(asked.iter().map(|s| (*s, Input::Start)));
+                    let slots: Vec<usize> = first.iter().chain(&asked).copied().collect();
                     self.process(work);
                     // A checksummed binary not hashed yet is hashed off the
                     // loop: the answer waits for that start to run or fail.
@@ -297,26 +312,40 @@ impl Supervisor {
                             .get(*s)
                             .is_some_and(|x| x.service.state == State::Starting)
                     });
+                    let notes: Vec<(usize, String)> =
+                        first.iter().map(|s| (*s, note.clone())).collect();
                     if hashing {
                         let wait = self.wait_ms(&slots, None);
-                        return self.park(conn, id, slots, Until::Restarted, wait);
+                        return self.park(conn, id, slots, Until::Restarted, wait, notes);
                     }
                     Reply::ok(
                         id,
                         slots
                             .iter()
-                            .map(|s| self.outcome(*s, Asked::Up))
+                            .map(|s| self.noted_outcome(*s, Asked::Up, &notes))
                             .collect::<Vec<_>>(),
                     )
                 }
                 Err(e) => Reply::error(id, ErrorCode::UnknownService, e),
             },
             Verb::Stop { names, timeout_ms } => match self.resolve(&names) {
-                Ok(slots) => {
-                    work.extend(slots.iter().map(|s| (*s, Input::Stop)));
+                Ok(asked) => {
+                    // Their dependants first, each once its own are down.
+                    let first = self.stop_in_order(&asked, work);
                     self.process(work);
-                    let wait = self.wait_ms(&slots, timeout_ms);
-                    return self.park(conn, id, slots, Until::Down, wait);
+                    let note = format!("stopped first: depends on {}", names.join(", "));
+                    let notes = first.iter().map(|s| (*s, note.clone())).collect();
+                    let slots: Vec<usize> = first.iter().chain(&asked).copied().collect();
+                    // Each level may take its own stop timeout.
+                    let wait = timeout_ms.unwrap_or_else(|| {
+                        slots
+                            .iter()
+                            .filter_map(|s| self.slots.get(*s))
+                            .map(|s| s.service.unit.stop_timeout_ms)
+                            .fold(0u64, u64::saturating_add)
+                            .saturating_add(RESTART_SLACK_MS)
+                    });
+                    return self.park(conn, id, slots, Until::Down, wait, notes);
                 }
                 Err(e) => Reply::error(id, ErrorCode::UnknownService, e),
             },
@@ -476,9 +505,27 @@ impl Supervisor {
         })
     }
 
-    fn park(&mut self, conn: ConnId, id: u64, slots: Vec<usize>, until: Until, wait_ms: u64) {
+    fn park(
+        &mut self,
+        conn: ConnId,
+        id: u64,
+        slots: Vec<usize>,
+        until: Until,
+        wait_ms: u64,
+        notes: Vec<(usize, String)>,
+    ) {
         let with: Vec<(usize, Option<i32>)> = slots.into_iter().map(|s| (s, None)).collect();
-        self.park_with_pids(conn, id, with, until, wait_ms);
+        self.park_noted(conn, id, with, until, wait_ms, notes);
+    }
+
+    /// `outcome`, with the request's note on a service it did not name.
+    fn noted_outcome(&self, slot: usize, asked: Asked, notes: &[(usize, String)]) -> Outcome {
+        let mut o = self.outcome(slot, asked);
+        o.note = notes
+            .iter()
+            .find(|(s, _)| *s == slot)
+            .map(|(_, n)| n.clone());
+        o
     }
 
     fn park_with_pids(
@@ -488,6 +535,18 @@ impl Supervisor {
         slots: Vec<(usize, Option<i32>)>,
         until: Until,
         wait_ms: u64,
+    ) {
+        self.park_noted(conn, id, slots, until, wait_ms, Vec::new());
+    }
+
+    fn park_noted(
+        &mut self,
+        conn: ConnId,
+        id: u64,
+        slots: Vec<(usize, Option<i32>)>,
+        until: Until,
+        wait_ms: u64,
+        notes: Vec<(usize, String)>,
     ) {
         let deadline_ms = self.reactor.now_ms().saturating_add(wait_ms);
         self.reactor
@@ -499,6 +558,7 @@ impl Supervisor {
             slots,
             until,
             deadline_ms,
+            notes,
         });
         self.settle_waiting();
     }
@@ -536,7 +596,7 @@ impl Supervisor {
                 let outcomes: Vec<Outcome> = w
                     .slots
                     .iter()
-                    .map(|(s, _)| self.outcome(*s, asked))
+                    .map(|(s, _)| self.noted_outcome(*s, asked, &w.notes))
                     .collect();
                 self.reply(w.conn, &Reply::ok(w.id, outcomes));
             } else if now >= w.deadline_ms {
@@ -963,6 +1023,14 @@ impl Supervisor {
                 rec.pid = Some(*pid);
                 rec.message = Some(reason.clone());
                 EventKind::Unhealthy
+            }
+            Event::Waiting { on } => {
+                rec.message = Some(on.join(", "));
+                EventKind::Waiting
+            }
+            Event::Blocked { reason } => {
+                rec.message = Some(reason.clone());
+                EventKind::Blocked
             }
         };
         rec.kind = kind;
