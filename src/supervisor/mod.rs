@@ -1110,6 +1110,17 @@ impl Supervisor {
         }
     }
 
+    /// Feeds one input to a service ahead of the queue.
+    fn step_now(&mut self, slot: usize, input: Input, work: &mut VecDeque<(usize, Input)>) {
+        let now = self.reactor.now_ms();
+        let Some(s) = self.slots.get_mut(slot) else {
+            return;
+        };
+        for action in s.service.step(input, now) {
+            self.execute(slot, action, work);
+        }
+    }
+
     fn execute(&mut self, slot: usize, action: Action, work: &mut VecDeque<(usize, Input)>) {
         match action {
             Action::Spawn => {
@@ -1117,7 +1128,9 @@ impl Supervisor {
                     return;
                 }
                 if let Some(hold) = self.hold_spawn(slot) {
-                    work.push_back((slot, hold));
+                    // Taken at once, not queued: a dependency's event
+                    // already queued must find this service waiting.
+                    self.step_now(slot, hold, work);
                     return;
                 }
                 if let Some(input) = self.spawn(slot) {
