@@ -336,15 +336,17 @@ impl Supervisor {
                     let note = format!("stopped first: depends on {}", names.join(", "));
                     let notes = first.iter().map(|s| (*s, note.clone())).collect();
                     let slots: Vec<usize> = first.iter().chain(&asked).copied().collect();
-                    // Each level may take its own stop timeout.
-                    let wait = timeout_ms.unwrap_or_else(|| {
-                        slots
+                    // Dependants stopped first: each level may take its
+                    // own stop timeout.
+                    let wait = match (timeout_ms, first.is_empty()) {
+                        (None, false) => slots
                             .iter()
                             .filter_map(|s| self.slots.get(*s))
                             .map(|s| s.service.unit.stop_timeout_ms)
                             .fold(0u64, u64::saturating_add)
-                            .saturating_add(RESTART_SLACK_MS)
-                    });
+                            .saturating_add(RESTART_SLACK_MS),
+                        _ => self.wait_ms(&slots, timeout_ms),
+                    };
                     return self.park(conn, id, slots, Until::Down, wait, notes);
                 }
                 Err(e) => Reply::error(id, ErrorCode::UnknownService, e),
