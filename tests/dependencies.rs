@@ -251,6 +251,14 @@ fn stop_takes_dependants_down_first_and_start_brings_dependencies_up_first() {
     assert!(out.contains("web: running, pid "), "{out}");
     r.z.saw("starting db first (needed by web)");
     assert_eq!(state_of(&r, "worker")["state"], "stopped");
+    // restart of a stopped service does the same
+    r.ok(&["stop", "db"]);
+    let out = r.ok(&["restart", "web"]);
+    assert!(
+        out.contains("db: running, pid ") && out.contains("(started first: needed by web)"),
+        "{out}"
+    );
+    assert!(out.contains("web: running, pid "), "{out}");
 }
 
 #[test]

@@ -352,9 +352,16 @@ impl Supervisor {
                 Err(e) => Reply::error(id, ErrorCode::UnknownService, e),
             },
             Verb::Restart { names, timeout_ms } => match self.resolve(&names) {
-                Ok(slots) => {
+                Ok(asked) => {
+                    // A service that was down is started, with what it
+                    // needs first, as `start` does; running dependencies
+                    // and dependants are left alone.
+                    let first = self.start_needed(&asked, work);
+                    let note = format!("started first: needed by {}", names.join(", "));
+                    let notes = first.iter().map(|s| (*s, note.clone())).collect();
+                    let slots: Vec<usize> = first.iter().chain(&asked).copied().collect();
                     let wait = self.wait_ms(&slots, timeout_ms);
-                    work.extend(slots.iter().map(|s| (*s, Input::Restart)));
+                    work.extend(asked.iter().map(|s| (*s, Input::Restart)));
                     // Pids are taken before the restart is processed, so a
                     // service that comes back at once is still seen to change.
                     let before: Vec<(usize, Option<i32>)> = slots
@@ -362,7 +369,7 @@ impl Supervisor {
                         .map(|s| (*s, self.slots.get(*s).and_then(|x| x.service.state.pid())))
                         .collect();
                     self.process(work);
-                    return self.park_with_pids(conn, id, before, Until::Restarted, wait);
+                    return self.park_noted(conn, id, before, Until::Restarted, wait, notes);
                 }
                 Err(e) => Reply::error(id, ErrorCode::UnknownService, e),
             },
@@ -575,7 +582,8 @@ impl Supervisor {
                 // Running with a new pid, or given up on (backoff, exited).
                 Until::Restarted => match s.service.state {
                     State::Running { pid, .. } => Some(pid) != *old_pid,
-                    State::Backoff { .. } | State::Exited | State::Failed => true,
+                    // Held for its dependencies: answered as it stands.
+                    State::Backoff { .. } | State::Exited | State::Failed | State::Waiting => true,
                     _ => false,
                 },
             }
