@@ -291,6 +291,7 @@ fn shutdown_stops_dependants_before_their_dependencies() {
             .all(|n| marks.path().join(n).exists())
     });
     r.z.signal(15);
+    r.z.expect("stopping dependants before their dependencies (3 levels)");
     r.z.expect("shutdown complete");
     assert_eq!(r.z.wait_exit().code(), Some(0));
     let order = std::fs::read_to_string(&log).unwrap();

@@ -351,7 +351,8 @@ impl Graph {
     }
 
     /// Each node's level: 0 without dependencies, else one more than its
-    /// deepest dependency. Shutdown stops the highest levels first. Nodes
+    /// deepest dependency: the waves in which shutdown's ordered stop (a
+    /// service once its dependants are down) can proceed at the most. Nodes
     /// on a cycle (which a load refuses) get the level after every other.
     pub fn levels(&self) -> Vec<usize> {
         let n = self.deps.len();

@@ -317,6 +317,13 @@ impl Supervisor {
 
     /// Every service, in reverse dependency order: shutdown.
     pub(super) fn stop_all_in_order(&mut self, work: &mut VecDeque<(usize, Input)>) {
+        let depth = self.deps.graph.levels().into_iter().max().unwrap_or(0);
+        if depth > 0 {
+            crate::log!(
+                "stopping dependants before their dependencies ({} levels)",
+                depth + 1
+            );
+        }
         let all: Vec<usize> = (0..self.slots.len()).collect();
         for &s in &all {
             self.deps.set_stop_after(s, true);
