@@ -112,10 +112,16 @@ fn a_dependency_that_fails_for_good_blocks_its_dependants_until_it_runs() {
     let prog = bin.path().join("migrate");
     let migrate = format!("exec = \"{}\"\nrestart = \"never\"\n", prog.display());
     let mut r = start(
-        &[("migrate", &migrate), ("api", &sleeper(&["migrate"]))],
+        &[
+            ("migrate", &migrate),
+            ("api", &sleeper(&["migrate"])),
+            ("web", &sleeper(&["api"])),
+        ],
         &[],
     );
     r.z.saw("[api] not started: migrate failed (exit 127)");
+    // and what depends on api, in turn
+    r.z.saw("[web] not started: api cannot start: migrate failed (exit 127)");
     let api = state_of(&r, "api");
     assert_eq!(api["state"], "waiting");
     assert_eq!(api["last_error"], "not started: migrate failed (exit 127)");
@@ -135,7 +141,9 @@ fn a_dependency_that_fails_for_good_blocks_its_dependants_until_it_runs() {
     // migrate is fixed and run again: api, which was asked to run, starts
     write_program(&prog, "exec sleep 1000");
     r.ok(&["start", "migrate"]);
-    eventually("api running", || r.pid_of("api").is_some());
+    eventually("api and web running", || {
+        r.pid_of("api").is_some() && r.pid_of("web").is_some()
+    });
     assert!(state_of(&r, "api")["last_error"].is_null());
 }
 

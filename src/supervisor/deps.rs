@@ -55,10 +55,14 @@ fn failed_for_good(s: &Service) -> Option<String> {
             None => "ended".to_string(),
         }),
         State::Failed => Some(match &s.last_error {
-            Some(Failure::Blocked(why)) => format!("is not started ({why})"),
             Some(f) => format!("failed: {f}"),
             None => "failed".to_string(),
         }),
+        // Blocked itself: its dependants are blocked in turn.
+        State::Waiting => match &s.last_error {
+            Some(Failure::Blocked(why)) => Some(format!("cannot start: {why}")),
+            _ => None,
+        },
         _ => None,
     }
 }
