@@ -666,6 +666,9 @@ fn print_reply(cmd: &ClientCmd, reply: &Reply, raw: &[u8], zurg_pid: Option<i32>
                 match (&r.problem, &r.last_error) {
                     (Some(problem), _) => println!("{}: {problem}", r.name),
                     (None, Some(e)) if r.pid.is_none() => println!("{}: {e}", r.name),
+                    (None, None) if !r.waiting_for.is_empty() => {
+                        println!("{}: waiting for {}", r.name, r.waiting_for.join(", "))
+                    }
                     _ => {}
                 }
             }
@@ -674,10 +677,11 @@ fn print_reply(cmd: &ClientCmd, reply: &Reply, raw: &[u8], zurg_pid: Option<i32>
         Verb::Start { .. } | Verb::Stop { .. } | Verb::Restart { .. } | Verb::Wait { .. } => {
             let outcomes: Vec<Outcome> = serde_json::from_value(result).unwrap_or_default();
             for o in outcomes {
+                let note = o.note.map(|n| format!(" ({n})")).unwrap_or_default();
                 match (o.pid, &o.error) {
-                    (_, Some(e)) => println!("{}: {}: {e}", o.name, o.state),
-                    (Some(pid), None) => println!("{}: {}, pid {pid}", o.name, o.state),
-                    (None, None) => println!("{}: {}", o.name, o.state),
+                    (_, Some(e)) => println!("{}: {}{note}: {e}", o.name, o.state),
+                    (Some(pid), None) => println!("{}: {}, pid {pid}{note}", o.name, o.state),
+                    (None, None) => println!("{}: {}{note}", o.name, o.state),
                 }
             }
             return failed_code;
@@ -1110,6 +1114,7 @@ mod tests {
                 ready_after_ms: Some(1_500),
                 health: None,
                 problem: None,
+                waiting_for: vec![],
                 last_exit: Some(proto::ExitInfo {
                     code: None,
                     signal: Some("SIGKILL".into()),
@@ -1128,6 +1133,7 @@ mod tests {
                 ready_after_ms: None,
                 health: None,
                 problem: None,
+                waiting_for: vec![],
                 last_exit: Some(proto::ExitInfo {
                     code: Some(0),
                     signal: None,

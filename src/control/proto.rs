@@ -418,7 +418,8 @@ pub struct ServiceStatus {
     #[serde(default)]
     pub version: Option<String>,
     /// Why it last failed to start (refused, could not be started, forked
-    /// into the background); cleared by a successful start.
+    /// into the background, a dependency failed); cleared by a successful
+    /// start.
     #[serde(default)]
     pub last_error: Option<String>,
     /// A process runs and is ready (a one-shot: also while it runs).
@@ -435,6 +436,9 @@ pub struct ServiceStatus {
     /// a row has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// In state `waiting`: the dependencies it waits for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for: Vec<String>,
 }
 
 /// The state of a service's health check, in `status`.
@@ -483,6 +487,10 @@ pub struct Outcome {
     /// (a start or restart that left it not running): the reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why the request touched a service it did not name: a dependency
+    /// started first, a dependant stopped first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// What a lifecycle event says happened: one enum from the supervisor to
@@ -508,6 +516,11 @@ pub enum EventKind {
     NotReady,
     /// Its health check failed: it is restarted (`message`: which check and how).
     Unhealthy,
+    /// Held before its start until its dependencies are ready (`message`:
+    /// the ones it waits for).
+    Waiting,
+    /// Not started: a dependency failed for good (`message`: which and how).
+    Blocked,
     /// The last event a follower gets, on an orderly shutdown (service
     /// "zurg"): `events --follow` tells it from a crash, which ends with no
     /// such line.
@@ -531,6 +544,8 @@ impl EventKind {
             EventKind::Ready => "ready",
             EventKind::NotReady => "not_ready",
             EventKind::Unhealthy => "unhealthy",
+            EventKind::Waiting => "waiting",
+            EventKind::Blocked => "blocked",
             EventKind::Shutdown => "shutdown",
             EventKind::Other => "other",
         }
@@ -891,6 +906,7 @@ mod tests {
                 last: Some("connection refused".into()),
             }),
             problem: None,
+            waiting_for: vec![],
             last_exit: Some(ExitInfo {
                 code: None,
                 signal: Some("SIGKILL".into()),

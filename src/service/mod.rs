@@ -13,6 +13,9 @@
 //! - `Failed`: will not start again by itself (refused, forked, the start
 //!   limit hit, a one-shot or a readiness that failed for good); the reason
 //!   is in `last_error`.
+//! - `Waiting`: wants to start, but a dependency is not ready (or failed
+//!   for good: then `last_error` says which); the supervisor sends `Start`
+//!   once every dependency is.
 //!
 //! Every (state, input) pair is decided in `step`; inputs that make no sense
 //! in a state (a stale timer, a stop of a stopped service) change nothing.
@@ -20,6 +23,7 @@
 //! feeds back what happened (`Spawned`, `SpawnFailed`, `Exited`). Timers carry
 //! a generation so that one armed in an earlier state is ignored.
 
+pub mod graph;
 pub mod policy;
 pub mod ring;
 
@@ -65,6 +69,9 @@ pub enum Failure {
     NotReady(String),
     /// Its health check or watchdog failed.
     Unhealthy(String),
+    /// Not started because a dependency failed for good ("migrate failed
+    /// (exit 1)").
+    Blocked(String),
 }
 
 impl std::fmt::Display for Failure {
@@ -82,6 +89,7 @@ impl std::fmt::Display for Failure {
             ),
             Failure::NotReady(reason) => write!(f, "not ready: {reason}"),
             Failure::Unhealthy(reason) => write!(f, "unhealthy: {reason}"),
+            Failure::Blocked(why) => write!(f, "not started: {why}"),
         }
     }
 }
@@ -122,6 +130,8 @@ pub enum State {
     /// Its binary is being hashed off the loop before the spawn (a checksum
     /// not yet known for the file as it is now); no process yet.
     Starting,
+    /// Held before its spawn until its dependencies are ready; no process.
+    Waiting,
 }
 
 impl State {
@@ -135,6 +145,7 @@ impl State {
             State::Done => "done",
             State::Failed => "failed",
             State::Starting => "starting",
+            State::Waiting => "waiting",
         }
     }
 
@@ -211,6 +222,15 @@ pub enum Input {
         pid: i32,
         reason: String,
     },
+    /// Its spawn was held: the dependencies named are not ready yet.
+    Wait {
+        on: Vec<String>,
+    },
+    /// Its spawn was held: a dependency failed for good (`reason` says
+    /// which and how). It waits until that dependency is ready.
+    Block {
+        reason: String,
+    },
 }
 
 /// What the service wants done, and what happened, for the log and events.
@@ -282,6 +302,14 @@ pub enum Event {
     /// Its health check (or watchdog) failed; it is restarted.
     Unhealthy {
         pid: i32,
+        reason: String,
+    },
+    /// Waits for these dependencies before it starts.
+    Waiting {
+        on: Vec<String>,
+    },
+    /// Not started: a dependency failed for good.
+    Blocked {
         reason: String,
     },
 }
@@ -361,6 +389,10 @@ impl Service {
         match self.state {
             State::Failed => Some(self.failure_text()),
             State::Down => Some("it is stopped".to_string()),
+            State::Waiting => match &self.last_error {
+                Some(failure @ Failure::Blocked(_)) => Some(failure.to_string()),
+                _ => None,
+            },
             State::Exited => Some(match self.last_exit {
                 Some(exit) => format!(
                     "it exited with {} and its restart policy keeps it down",
@@ -394,6 +426,11 @@ impl Service {
                 then: AfterStop::Recover,
                 ..
             } => failed_run().map(|why| format!("{why}; restarting")),
+            // Held because a dependency failed for good.
+            State::Waiting => match &self.last_error {
+                Some(failure @ Failure::Blocked(_)) => Some(failure.to_string()),
+                _ => None,
+            },
             // Started again after a readiness that failed, not ready yet.
             State::Running { .. } if self.ready_after_ms.is_none() => match &self.last_error {
                 Some(failure @ Failure::NotReady(_)) => Some(format!("{failure}; trying again")),
@@ -520,6 +557,49 @@ impl Service {
                 self.state = State::Starting;
             }
             (State::Starting, Input::Verified) => out.push(Action::Spawn),
+            // Released by the supervisor once its dependencies are ready
+            // (or asked again: the supervisor holds it again if they are
+            // not). Backoff and restart counting go on as they were.
+            (State::Waiting, Input::Start | Input::Restart) => out.push(Action::Spawn),
+            (State::Waiting, Input::Stop) => {
+                self.state = State::Down;
+                self.restarting = false;
+            }
+            (
+                State::Down
+                | State::Exited
+                | State::Failed
+                | State::Backoff { .. }
+                | State::Starting
+                | State::Waiting,
+                Input::Wait { on },
+            ) => {
+                let was_waiting = self.state == State::Waiting;
+                self.state = State::Waiting;
+                let blocked = matches!(self.last_error, Some(Failure::Blocked(_)));
+                if blocked {
+                    self.last_error = None;
+                }
+                if !was_waiting || blocked {
+                    out.push(Action::Emit(Event::Waiting { on }));
+                }
+            }
+            (
+                State::Down
+                | State::Exited
+                | State::Failed
+                | State::Backoff { .. }
+                | State::Starting
+                | State::Waiting,
+                Input::Block { reason },
+            ) => {
+                self.state = State::Waiting;
+                let failure = Failure::Blocked(reason.clone());
+                if self.last_error.as_ref() != Some(&failure) {
+                    self.last_error = Some(failure);
+                    out.push(Action::Emit(Event::Blocked { reason }));
+                }
+            }
             (_, Input::Spawned { pid }) => {
                 if self.restarting {
                     self.restarts = self.restarts.saturating_add(1);
@@ -795,6 +875,7 @@ mod tests {
             args: vec![],
             env: Default::default(),
             cwd: None,
+            depends_on: vec![],
             restart,
             kind: crate::unit::Kind::Longrun,
             success_exit_codes: vec![0],
@@ -1105,6 +1186,61 @@ mod tests {
             s.step(Input::Timer { generation }, 200),
             vec![Action::Spawn]
         );
+    }
+
+    #[test]
+    fn waiting_for_dependencies_then_released() {
+        let mut s = Service::new(unit(RestartPolicy::Always));
+        assert_eq!(s.step(Input::Start, 0), vec![Action::Spawn]);
+        // the supervisor holds the spawn
+        let on = vec!["db".to_string()];
+        assert_eq!(
+            s.step(Input::Wait { on: on.clone() }, 0),
+            vec![Action::Emit(Event::Waiting { on: on.clone() })]
+        );
+        assert_eq!(s.state, State::Waiting);
+        assert_eq!(s.state.name(), "waiting");
+        assert!(s.state.is_down());
+        // held again: no second event
+        assert!(s.step(Input::Wait { on: on.clone() }, 1).is_empty());
+        // a dependency failed for good: said once, kept as the reason
+        let reason = "migrate failed (exit 1)".to_string();
+        assert_eq!(
+            s.step(
+                Input::Block {
+                    reason: reason.clone()
+                },
+                2
+            ),
+            vec![Action::Emit(Event::Blocked {
+                reason: reason.clone()
+            })]
+        );
+        assert!(s.step(Input::Block { reason }, 2).is_empty());
+        assert_eq!(
+            s.last_error.as_ref().map(ToString::to_string).as_deref(),
+            Some("not started: migrate failed (exit 1)")
+        );
+        // the dependency runs again: waiting, the reason gone
+        assert_eq!(s.step(Input::Wait { on: on.clone() }, 3).len(), 1);
+        assert_eq!(s.last_error, None);
+        // released
+        assert_eq!(s.step(Input::Start, 4), vec![Action::Spawn]);
+        s.step(Input::Spawned { pid: 5 }, 4);
+        assert_eq!(s.state.pid(), Some(5));
+        // a crash restart held while waiting still counts as a restart
+        let a = s.step(exited(5, Exit::Code(1)), 20_000);
+        assert_eq!(a.last(), Some(&Action::Spawn));
+        s.step(Input::Wait { on }, 20_000);
+        assert!(s.step(Input::Timer { generation: 99 }, 30_000).is_empty());
+        s.step(Input::Start, 30_000);
+        s.step(Input::Spawned { pid: 6 }, 30_000);
+        assert_eq!(s.restarts, 1);
+        // stopped while waiting: down, and nothing starts it by itself
+        let mut s = Service::new(unit(RestartPolicy::Always));
+        s.step(Input::Wait { on: vec![] }, 0);
+        assert!(s.step(Input::Stop, 1).is_empty());
+        assert_eq!(s.state, State::Down);
     }
 
     #[test]

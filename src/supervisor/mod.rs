@@ -8,6 +8,7 @@
 //! errors fail one service or one request and are logged, never fatal.
 
 mod clock_writer;
+mod deps;
 mod leftovers;
 mod logs;
 mod output;
@@ -229,6 +230,9 @@ pub struct Supervisor {
     /// Set when an essential service ended for good: `zurg run` stops
     /// everything and exits with this code.
     exit_code: Option<i32>,
+    /// The dependency graph, and which services stop once their
+    /// dependants are down.
+    deps: deps::Deps,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -570,6 +574,7 @@ impl Supervisor {
             logs: logs::Logs::default(),
             outputs: output::Outputs::default(),
             exit_code: None,
+            deps: deps::Deps::default(),
         })
     }
 
@@ -703,6 +708,16 @@ impl Supervisor {
                         report.unchanged.push(unit.name.clone());
                         continue;
                     }
+                    if deps::only_dependencies_differ(&s.service.unit, &unit) {
+                        crate::log!(
+                            "[{}] depends_on is now [{}]; it applies from its next start",
+                            unit.name,
+                            unit.depends_on.join(", ")
+                        );
+                        s.service.unit.depends_on = unit.depends_on;
+                        report.unchanged.push(s.service.unit.name.clone());
+                        continue;
+                    }
                     report.changed.push(unit.name.clone());
                     if ports::port_settings_changed(&s.service.unit, &unit) {
                         // The running process keeps its own copy.
@@ -756,6 +771,7 @@ impl Supervisor {
         for slot in reconfigure {
             self.configure_output(slot);
         }
+        self.rebuild_dependencies(work);
         crate::log!(
             "loaded {} from {}: {} added, {} changed, {} removed, {} unchanged, {} rejected",
             plural(self.by_name.len(), "service"),
@@ -902,7 +918,8 @@ impl Supervisor {
         self.fail_waiting_for_shutdown();
         self.phase = Phase::StoppingServices;
         self.notify("STOPPING=1\nSTATUS=stopping all services");
-        work.extend((0..self.slots.len()).map(|i| (i, Input::Stop)));
+        // Dependants first: each service once its dependants are down.
+        self.stop_all_in_order(work);
         self.process(work);
     }
 
@@ -1105,10 +1122,27 @@ impl Supervisor {
         }
     }
 
+    /// Feeds one input to a service ahead of the queue.
+    fn step_now(&mut self, slot: usize, input: Input, work: &mut VecDeque<(usize, Input)>) {
+        let now = self.reactor.now_ms();
+        let Some(s) = self.slots.get_mut(slot) else {
+            return;
+        };
+        for action in s.service.step(input, now) {
+            self.execute(slot, action, work);
+        }
+    }
+
     fn execute(&mut self, slot: usize, action: Action, work: &mut VecDeque<(usize, Input)>) {
         match action {
             Action::Spawn => {
                 if self.phase != Phase::Running {
+                    return;
+                }
+                if let Some(hold) = self.hold_spawn(slot) {
+                    // Taken at once, not queued: a dependency's event
+                    // already queued must find this service waiting.
+                    self.step_now(slot, hold, work);
                     return;
                 }
                 if let Some(input) = self.spawn(slot) {
@@ -1334,6 +1368,7 @@ impl Supervisor {
     /// What a service's event sets off beyond itself: readiness, and (as
     /// the service model grows) probes, dependants and essential services.
     fn after_event(&mut self, slot: usize, event: &Event, work: &mut VecDeque<(usize, Input)>) {
+        self.dependencies_after_event(slot, work);
         self.essential_ended(slot, event, work);
     }
 
@@ -1428,6 +1463,11 @@ impl Supervisor {
             Event::Unhealthy { pid, reason } => {
                 crate::log!("[{name}] pid {pid} unhealthy: {reason}; restarting it")
             }
+            Event::Waiting { on } => crate::log!("[{name}] waiting for {}", on.join(", ")),
+            Event::Blocked { reason } => crate::log!(
+                "[{name}] {}; it starts once that is ready",
+                crate::service::Failure::Blocked(reason.clone())
+            ),
         }
     }
 }

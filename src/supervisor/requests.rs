@@ -32,6 +32,8 @@ pub(super) struct Waiting {
     pub(super) slots: Vec<(usize, Option<i32>)>,
     pub(super) until: Until,
     deadline_ms: u64,
+    /// Services the request touched without naming them, and why.
+    notes: Vec<(usize, String)>,
 }
 
 impl Waiting {
@@ -214,6 +216,11 @@ impl Supervisor {
             ready_after_ms: s.service.ready_after_ms.filter(|_| s.service.is_ready()),
             health: None,
             problem: s.service.problem(),
+            waiting_for: if s.service.state == State::Waiting {
+                self.waiting_for(slot)
+            } else {
+                Vec::new()
+            },
         })
     }
 
@@ -226,6 +233,9 @@ impl Supervisor {
             (Asked::Up, None) => Some("its unit was removed".to_string()),
             (Asked::Up, Some(s)) => match s.service.state {
                 State::Running { .. } | State::Stopping { .. } | State::Done => None,
+                // Held for its dependencies, which are on their way: it
+                // starts by itself (blocked by a failed one: the reason).
+                State::Waiting if s.service.last_error.is_none() => None,
                 // A run-once service that finished cleanly did what it was
                 // asked.
                 State::Exited
@@ -248,6 +258,7 @@ impl Supervisor {
             state: s.map_or("gone", |s| s.service.state_name()).to_string(),
             pid: s.and_then(|s| s.service.state.pid()),
             error,
+            note: None,
         }
     }
 
@@ -295,8 +306,12 @@ impl Supervisor {
                 Reply::error(id, ErrorCode::BadRequest, "name at least one service")
             }
             Verb::Start { names } => match self.resolve(&names) {
-                Ok(slots) => {
-                    work.extend(slots.iter().map(|s| (*s, Input::Start)));
+                Ok(asked) => {
+                    // What they need comes first, and is answered for too.
+                    let first = self.start_needed(&asked, work);
+                    let note = format!("started first: needed by {}", names.join(", "));
+                    work.extend(asked.iter().map(|s| (*s, Input::Start)));
+                    let slots: Vec<usize> = first.iter().chain(&asked).copied().collect();
                     self.process(work);
                     // A checksummed binary not hashed yet is hashed off the
                     // loop: the answer waits for that start to run or fail.
@@ -305,33 +320,56 @@ impl Supervisor {
                             .get(*s)
                             .is_some_and(|x| x.service.state == State::Starting)
                     });
+                    let notes: Vec<(usize, String)> =
+                        first.iter().map(|s| (*s, note.clone())).collect();
                     if hashing {
                         let wait = self.wait_ms(&slots, None);
-                        return self.park(conn, id, slots, Until::Restarted, wait);
+                        return self.park(conn, id, slots, Until::Restarted, wait, notes);
                     }
                     Reply::ok(
                         id,
                         slots
                             .iter()
-                            .map(|s| self.outcome(*s, Asked::Up))
+                            .map(|s| self.noted_outcome(*s, Asked::Up, &notes))
                             .collect::<Vec<_>>(),
                     )
                 }
                 Err(e) => Reply::error(id, ErrorCode::UnknownService, e),
             },
             Verb::Stop { names, timeout_ms } => match self.resolve(&names) {
-                Ok(slots) => {
-                    work.extend(slots.iter().map(|s| (*s, Input::Stop)));
+                Ok(asked) => {
+                    // Their dependants first, each once its own are down.
+                    let first = self.stop_in_order(&asked, work);
                     self.process(work);
-                    let wait = self.wait_ms(&slots, timeout_ms);
-                    return self.park(conn, id, slots, Until::Down, wait);
+                    let note = format!("stopped first: depends on {}", names.join(", "));
+                    let notes = first.iter().map(|s| (*s, note.clone())).collect();
+                    let slots: Vec<usize> = first.iter().chain(&asked).copied().collect();
+                    // Dependants stopped first: each level may take its
+                    // own stop timeout.
+                    let wait = match (timeout_ms, first.is_empty()) {
+                        (None, false) => slots
+                            .iter()
+                            .filter_map(|s| self.slots.get(*s))
+                            .map(|s| s.service.unit.stop_timeout_ms)
+                            .fold(0u64, u64::saturating_add)
+                            .saturating_add(RESTART_SLACK_MS),
+                        _ => self.wait_ms(&slots, timeout_ms),
+                    };
+                    return self.park(conn, id, slots, Until::Down, wait, notes);
                 }
                 Err(e) => Reply::error(id, ErrorCode::UnknownService, e),
             },
             Verb::Restart { names, timeout_ms } => match self.resolve(&names) {
-                Ok(slots) => {
+                Ok(asked) => {
+                    // A service that was down is started, with what it
+                    // needs first, as `start` does; running dependencies
+                    // and dependants are left alone.
+                    let first = self.start_needed(&asked, work);
+                    let note = format!("started first: needed by {}", names.join(", "));
+                    let notes = first.iter().map(|s| (*s, note.clone())).collect();
+                    let slots: Vec<usize> = first.iter().chain(&asked).copied().collect();
                     let wait = self.wait_ms(&slots, timeout_ms);
-                    work.extend(slots.iter().map(|s| (*s, Input::Restart)));
+                    work.extend(asked.iter().map(|s| (*s, Input::Restart)));
                     // Pids are taken before the restart is processed, so a
                     // service that comes back at once is still seen to change.
                     let before: Vec<(usize, Option<i32>)> = slots
@@ -339,7 +377,7 @@ impl Supervisor {
                         .map(|s| (*s, self.slots.get(*s).and_then(|x| x.service.state.pid())))
                         .collect();
                     self.process(work);
-                    return self.park_with_pids(conn, id, before, Until::Restarted, wait);
+                    return self.park_noted(conn, id, before, Until::Restarted, wait, notes);
                 }
                 Err(e) => Reply::error(id, ErrorCode::UnknownService, e),
             },
@@ -418,7 +456,7 @@ impl Supervisor {
                         crate::control::proto::WaitFor::Down => Until::AtRest,
                     };
                     let wait = timeout_ms.unwrap_or(super::wait::DEFAULT_WAIT_MS);
-                    return self.park(conn, id, slots, until, wait);
+                    return self.park(conn, id, slots, until, wait, Vec::new());
                 }
                 Err(e) => Reply::error(id, ErrorCode::UnknownService, e),
             },
@@ -509,9 +547,20 @@ impl Supervisor {
         slots: Vec<usize>,
         until: Until,
         wait_ms: u64,
+        notes: Vec<(usize, String)>,
     ) {
         let with: Vec<(usize, Option<i32>)> = slots.into_iter().map(|s| (s, None)).collect();
-        self.park_with_pids(conn, id, with, until, wait_ms);
+        self.park_noted(conn, id, with, until, wait_ms, notes);
+    }
+
+    /// `outcome`, with the request's note on a service it did not name.
+    fn noted_outcome(&self, slot: usize, asked: Asked, notes: &[(usize, String)]) -> Outcome {
+        let mut o = self.outcome(slot, asked);
+        o.note = notes
+            .iter()
+            .find(|(s, _)| *s == slot)
+            .map(|(_, n)| n.clone());
+        o
     }
 
     fn park_with_pids(
@@ -521,6 +570,18 @@ impl Supervisor {
         slots: Vec<(usize, Option<i32>)>,
         until: Until,
         wait_ms: u64,
+    ) {
+        self.park_noted(conn, id, slots, until, wait_ms, Vec::new());
+    }
+
+    fn park_noted(
+        &mut self,
+        conn: ConnId,
+        id: u64,
+        slots: Vec<(usize, Option<i32>)>,
+        until: Until,
+        wait_ms: u64,
+        notes: Vec<(usize, String)>,
     ) {
         let deadline_ms = self.reactor.now_ms().saturating_add(wait_ms);
         self.reactor
@@ -532,6 +593,7 @@ impl Supervisor {
             slots,
             until,
             deadline_ms,
+            notes,
         });
         self.settle_waiting();
     }
@@ -546,7 +608,12 @@ impl Supervisor {
                 // Running with a new pid, or given up on (backoff, exited).
                 Until::Restarted => match s.service.state {
                     State::Running { pid, .. } => Some(pid) != *old_pid,
-                    State::Backoff { .. } | State::Exited | State::Done | State::Failed => true,
+                    // Held for its dependencies: answered as it stands.
+                    State::Backoff { .. }
+                    | State::Exited
+                    | State::Done
+                    | State::Failed
+                    | State::Waiting => true,
                     _ => false,
                 },
                 Until::Ready | Until::AtRest => super::wait::reached(&s.service, w.until),
@@ -572,7 +639,7 @@ impl Supervisor {
                 let outcomes: Vec<Outcome> = w
                     .slots
                     .iter()
-                    .map(|(s, _)| self.outcome(*s, asked))
+                    .map(|(s, _)| self.noted_outcome(*s, asked, &w.notes))
                     .collect();
                 self.reply(w.conn, &Reply::ok(w.id, outcomes));
             } else if now >= w.deadline_ms {
@@ -1004,6 +1071,14 @@ impl Supervisor {
                 rec.pid = Some(*pid);
                 rec.message = Some(reason.clone());
                 EventKind::Unhealthy
+            }
+            Event::Waiting { on } => {
+                rec.message = Some(on.join(", "));
+                EventKind::Waiting
+            }
+            Event::Blocked { reason } => {
+                rec.message = Some(reason.clone());
+                EventKind::Blocked
             }
         };
         rec.kind = kind;

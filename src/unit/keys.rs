@@ -130,6 +130,17 @@ pub static KEYS: &[Key] = &[
         ..KEY
     },
     Key {
+        name: "depends_on",
+        kind: "array of unit names",
+        default: "`[]`",
+        doc: "Services that must be ready before this one starts.",
+        read: |u, v| {
+            u.depends_on = v.map_or(Ok(Vec::new()), unit_names)?;
+            Ok(())
+        },
+        ..KEY
+    },
+    Key {
         name: "restart",
         kind: "`\"always\"`, `\"on-failure\"`, `\"never\"`",
         default: "`\"always\"`",
@@ -399,6 +410,7 @@ pub fn blank(name: &str) -> Unit {
         args: Vec::new(),
         env: BTreeMap::new(),
         cwd: None,
+        depends_on: Vec::new(),
         restart: RestartPolicy::Always,
         kind: Kind::Longrun,
         success_exit_codes: Vec::new(),
@@ -563,6 +575,27 @@ fn string_array(v: &Value) -> Result<Vec<String>, Bad> {
     }
     if wrong.is_empty() {
         Ok(out)
+    } else {
+        Err(Bad::Wrong(wrong))
+    }
+}
+
+/// Names of other units: every bad item's problem at once.
+fn unit_names(v: &Value) -> Result<Vec<String>, Bad> {
+    let names = string_array(v)?;
+    let wrong: Vec<String> = names
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| !super::parse::valid_service_name(n))
+        .map(|(i, n)| {
+            format!(
+                "item {i} is not a unit name: {n:?} (a unit file's name without `.toml`: 1 to {} of A-Z a-z 0-9 _ . @ -)",
+                super::parse::MAX_NAME_LEN
+            )
+        })
+        .collect();
+    if wrong.is_empty() {
+        Ok(names)
     } else {
         Err(Bad::Wrong(wrong))
     }
@@ -1018,6 +1051,36 @@ mod tests {
         }
         assert!(msg.ends_with("; did you mean `restart`?"), "{msg}");
         assert!(!unknown("user").contains("did you mean"));
+    }
+
+    #[test]
+    fn depends_on_takes_unit_names() {
+        let path = Path::new("/u/svc.toml");
+        let parse = |text: &str| super::super::parse::parse_unit("svc", path, text);
+        let u = parse("exec = \"/x\"\ndepends_on = [\"db\", \"migrate@1\"]\n").unwrap();
+        assert_eq!(u.depends_on, ["db", "migrate@1"]);
+        assert!(parse("exec = \"/x\"\n").unwrap().depends_on.is_empty());
+        let err = parse("exec = \"/x\"\ndepends_on = [\"db\", \"a b\", 3, \".x\"]\n")
+            .unwrap_err()
+            .to_string();
+        let want = "svc.toml:2:14: key `depends_on`: item 2 must be a string, found an integer";
+        assert!(err.contains(want), "{want} in {err}");
+        let err = parse("exec = \"/x\"\ndepends_on = [\"db\", \"a b\", \".x\"]\n")
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "svc.toml:2:14: key `depends_on`: item 1 is not a unit name: \"a b\"",
+            "key `depends_on`: item 2 is not a unit name: \".x\"",
+        ] {
+            assert!(err.contains(want), "{want} in {err}");
+        }
+        let err = parse("exec = \"/x\"\ndepends_on = \"db\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("expected an array of strings, found a string"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -172,7 +172,47 @@ pub fn load_dir(dir: &Path) -> LoadReport {
             Err(e) => report.errors.extend(e),
         }
     }
+    refuse_by_dependencies(dir, &mut report);
     report
+}
+
+/// Moves the units that cannot run because of their `depends_on` (a cycle,
+/// an unknown or broken name, a refused dependency: `service::graph`) from
+/// the units to the errors, one per unit, naming its file and the key.
+fn refuse_by_dependencies(dir: &Path, report: &mut LoadReport) {
+    let broken: std::collections::HashSet<String> = report
+        .errors
+        .iter()
+        .filter_map(|e| e.path.file_stem())
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect();
+    let nodes: Vec<(&str, &[String])> = report
+        .units
+        .iter()
+        .map(|u| (u.name.as_str(), u.depends_on.as_slice()))
+        .collect();
+    let refused = crate::service::graph::refusals(&nodes, |n| broken.contains(n));
+    if refused.is_empty() {
+        return;
+    }
+    let mut keep = vec![true; report.units.len()];
+    for (i, problem) in refused {
+        let Some(unit) = report.units.get(i) else {
+            continue;
+        };
+        if let Some(k) = keep.get_mut(i) {
+            *k = false;
+        }
+        report.errors.push(UnitError {
+            path: dir.join(format!("{}.toml", unit.name)),
+            line: 0,
+            col: 0,
+            key: Some("depends_on".to_string()),
+            msg: problem.to_string(),
+        });
+    }
+    let mut flags = keep.into_iter();
+    report.units.retain(|_| flags.next().unwrap_or(true));
 }
 
 #[cfg(test)]
@@ -215,6 +255,39 @@ mod tests {
             e.contains("units directory does not exist; create it"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn dependency_problems_are_errors_of_the_units_they_stop() {
+        let dir = std::env::temp_dir().join(format!("zurg-load-deps-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+        let unit = |deps: &str| format!("exec = \"/bin/true\"\ndepends_on = [{deps}]\n");
+        write("a.toml", &unit("\"b\""));
+        write("b.toml", &unit("\"a\""));
+        write("web.toml", &unit("\"dbx\""));
+        write("api.toml", &unit("\"bad\""));
+        write("bad.toml", "exec = 1\n");
+        write("db.toml", &unit(""));
+        write("worker.toml", &unit("\"db\""));
+        let r = load_dir(&dir);
+        let names: Vec<&str> = r.units.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["db", "worker"]);
+        let errs: Vec<String> = r.errors.iter().map(|e| e.to_string()).collect();
+        let d = dir.display();
+        assert_eq!(
+            errs,
+            [
+                format!("{d}/bad.toml:1:8: key `exec`: expected a string, found an integer"),
+                format!("{d}/a.toml: key `depends_on`: dependency cycle a -> b -> a"),
+                format!(
+                    "{d}/api.toml: key `depends_on`: depends on `bad`, whose unit file has errors"
+                ),
+                format!("{d}/b.toml: key `depends_on`: dependency cycle b -> a -> b"),
+                format!("{d}/web.toml: key `depends_on`: no unit named `dbx`"),
+            ]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

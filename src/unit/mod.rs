@@ -117,6 +117,9 @@ pub struct Unit {
     /// Added to (and overriding) zurg's own environment.
     pub env: BTreeMap<String, String>,
     pub cwd: Option<PathBuf>,
+    /// Services that must be ready (a run-once one: done) before this one
+    /// starts; `service::graph` checks the names at load.
+    pub depends_on: Vec<String>,
     pub restart: RestartPolicy,
     /// `type`: a long-running service or a run-to-completion one.
     pub kind: Kind,
