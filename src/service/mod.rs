@@ -284,7 +284,7 @@ impl Service {
 
     /// No readiness protocol: the service counts as ready once started.
     fn ready_when_started(&self) -> bool {
-        true
+        self.unit.ready.is_none()
     }
 
     /// A process runs and has reported itself ready.
@@ -558,6 +558,10 @@ mod tests {
             log_ring_bytes: 0,
             stdout: crate::unit::Output::Prefix,
             stderr: crate::unit::Output::Prefix,
+            ready: None,
+            ready_timeout_ms: crate::unit::probe::DEFAULT_READY_TIMEOUT_MS,
+            watchdog_ms: None,
+            health: None,
         }
     }
 
