@@ -598,6 +598,11 @@ fn print_reply(cmd: &ClientCmd, reply: &Reply, raw: &[u8], zurg_pid: Option<i32>
                     println!("{}: {e}", r.name);
                 }
             }
+            for r in &rows {
+                if let Some(text) = r.status_text.as_ref().filter(|t| !t.is_empty()) {
+                    println!("{}: {text}", r.name);
+                }
+            }
         }
         Verb::Start { .. } | Verb::Stop { .. } | Verb::Restart { .. } => {
             let outcomes: Vec<Outcome> = serde_json::from_value(result).unwrap_or_default();
@@ -831,6 +836,18 @@ pub fn status_table_seen_from(
     if !seen.is_empty() {
         header.push("ZURG-PID");
     }
+    // Shown only when some service has a readiness protocol or a health
+    // check, so a plain zurg's table keeps its columns.
+    let ready_col = rows
+        .iter()
+        .any(|r| r.ready_after_ms.is_some_and(|ms| ms > 0));
+    let health_col = rows.iter().any(|r| r.health.is_some());
+    if ready_col {
+        header.push("READY-IN");
+    }
+    if health_col {
+        header.push("HEALTH");
+    }
     let mut cells: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for r in rows {
         let mut row = vec![
@@ -844,9 +861,26 @@ pub fn status_table_seen_from(
         if !seen.is_empty() {
             row.push(r.pid.map_or("-".into(), |p| p.to_string()));
         }
+        if ready_col {
+            row.push(
+                r.ready_after_ms
+                    .map_or("-".into(), crate::supervisor::human_ms),
+            );
+        }
+        if health_col {
+            row.push(r.health.as_ref().map_or("-".into(), health_text));
+        }
         cells.push(row);
     }
     align(&cells)
+}
+
+/// "ok", "failing 2 (500 Internal Server Error)".
+fn health_text(h: &proto::HealthStatus) -> String {
+    match (h.ok, h.failures) {
+        (true, _) => "ok".into(),
+        (false, n) => format!("failing {n} ({})", h.last),
+    }
 }
 
 /// "2026-11-24T14:50:01.123Z web exited pid 42 (SIGKILL)"
@@ -980,6 +1014,9 @@ mod tests {
                 gpid: None,
                 version: None,
                 last_error: None,
+                ready_after_ms: None,
+                health: None,
+                status_text: None,
                 last_exit: Some(proto::ExitInfo {
                     code: None,
                     signal: Some("SIGKILL".into()),
@@ -994,6 +1031,9 @@ mod tests {
                 gpid: None,
                 version: None,
                 last_error: None,
+                ready_after_ms: None,
+                health: None,
+                status_text: None,
                 last_exit: Some(proto::ExitInfo {
                     code: Some(0),
                     signal: None,
@@ -1005,6 +1045,20 @@ mod tests {
             "NAME       STATE    PID  UPTIME  RESTARTS  LAST-EXIT\n\
              web        running  42   3m12s   1         SIGKILL\n\
              batch-job  exited   -    -       0         code 0\n"
+        );
+        // readiness and health columns appear once a service has them
+        let mut rows = rows;
+        rows[0].ready_after_ms = Some(1_500);
+        rows[0].health = Some(proto::HealthStatus {
+            ok: false,
+            failures: 2,
+            last: "500 Internal Server Error".into(),
+        });
+        assert_eq!(
+            status_table(&rows),
+            "NAME       STATE    PID  UPTIME  RESTARTS  LAST-EXIT  READY-IN  HEALTH\n\
+             web        running  42   3m12s   1         SIGKILL    1.5s      failing 2 (500 Internal Server Error)\n\
+             batch-job  exited   -    -       0         code 0     -         -\n"
         );
     }
 

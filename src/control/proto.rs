@@ -396,6 +396,28 @@ pub struct ServiceStatus {
     /// into the background); cleared by a successful start.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// How long the current process took to become ready; `None` while it
+    /// is starting (or not running).
+    #[serde(default)]
+    pub ready_after_ms: Option<u64>,
+    /// Its health check's latest results; `None` without a `health` check
+    /// or a process.
+    #[serde(default)]
+    pub health: Option<HealthStatus>,
+    /// The `STATUS=` text the current process sent to its notify socket.
+    #[serde(default)]
+    pub status_text: Option<String>,
+}
+
+/// A service's health check, in `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthStatus {
+    /// The last check passed (true before the first one ends).
+    pub ok: bool,
+    /// Failures in a row that counted towards `retries`.
+    pub failures: u32,
+    /// The last result: "200 OK", "connection refused", "exited with code 1".
+    pub last: String,
 }
 
 /// One row of `stats`: the main process and its whole tree.
@@ -832,6 +854,9 @@ mod tests {
             gpid: None,
             version: None,
             last_error: None,
+            ready_after_ms: None,
+            health: None,
+            status_text: None,
             last_exit: Some(ExitInfo {
                 code: None,
                 signal: Some("SIGKILL".into()),

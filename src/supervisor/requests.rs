@@ -183,7 +183,7 @@ impl Supervisor {
         Ok(slots)
     }
 
-    fn slot_name(&self, slot: usize) -> &str {
+    pub(super) fn slot_name(&self, slot: usize) -> &str {
         self.slots.get(slot).map_or("", |s| s.service.name())
     }
 
@@ -196,9 +196,16 @@ impl Supervisor {
             }
             _ => None,
         };
+        let probes = self.probe_status(slot);
+        // A running process that has not yet reported itself ready is
+        // still starting.
+        let state = match s.service.state {
+            State::Running { .. } if !s.service.is_ready() => "starting",
+            state => state.name(),
+        };
         Some(ServiceStatus {
             name: s.service.name().to_string(),
-            state: s.service.state.name().to_string(),
+            state: state.to_string(),
             pid: s.service.state.pid(),
             uptime_ms,
             restarts: s.service.restarts,
@@ -206,6 +213,9 @@ impl Supervisor {
             gpid: s.gpid.map(|g| g.to_string()),
             version: s.service.unit.version.clone(),
             last_error: s.service.last_error.as_ref().map(ToString::to_string),
+            ready_after_ms: s.service.ready_after_ms.filter(|_| s.service.is_ready()),
+            health: probes.health,
+            status_text: probes.status_text,
         })
     }
 
@@ -608,9 +618,12 @@ impl Supervisor {
             stats: rec.stats.clone(),
             seq,
             zurg: seq.map(|_| self.own_gpid.clone()),
-            reason: (kind == JournalKind::Refused)
-                .then(|| rec.message.clone())
-                .flatten(),
+            reason: matches!(
+                kind,
+                JournalKind::Refused | JournalKind::Unhealthy | JournalKind::NotReady
+            )
+            .then(|| rec.message.clone())
+            .flatten(),
         };
         if let Some(line) = j.append(&record).log_line() {
             crate::log!("{line}");
@@ -995,6 +1008,8 @@ impl Supervisor {
                 self.journal_event(&rec, journal_kind, seq);
             }
             Event::Refused { .. } => self.journal_event(&rec, JournalKind::Refused, None),
+            Event::Unhealthy { .. } => self.journal_event(&rec, JournalKind::Unhealthy, None),
+            Event::NotReady { .. } => self.journal_event(&rec, JournalKind::NotReady, None),
             _ => {}
         }
         self.publish(rec);
