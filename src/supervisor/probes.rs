@@ -333,7 +333,9 @@ impl Supervisor {
         let Some(p) = self.probes.get_mut(slot) else {
             return 0;
         };
-        let g = &mut p.generations[kind as usize];
+        let Some(g) = p.generations.get_mut(kind as usize) else {
+            return 0;
+        };
         *g = g.wrapping_add(1);
         *g
     }
@@ -855,7 +857,12 @@ impl Supervisor {
                 if !p.health_on {
                     return;
                 }
-                if p.health_attempt.is_some() {
+                if let Some(attempt) = &p.health_attempt {
+                    let deadline = attempt.started_ms().saturating_add(health.timeout_ms);
+                    if now < deadline {
+                        self.arm_probe(slot, TimerKind::Health, deadline);
+                        return;
+                    }
                     // The running check is out of time: it failed, and its
                     // process or connection goes.
                     let killed = matches!(p.health_attempt, Some(Attempt::Exec { .. }));
@@ -875,13 +882,11 @@ impl Supervisor {
                     self.arm_probe(slot, TimerKind::Health, next);
                 } else if now >= p.health_next_ms {
                     p.health_next_ms = now.saturating_add(health.interval_ms);
-                    // One timer serves both: the check's timeout, then (if
-                    // it ended in time) the wait for the next one.
-                    self.arm_probe(
-                        slot,
-                        TimerKind::Health,
-                        now.saturating_add(health.timeout_ms),
-                    );
+                    // One timer serves both the check's timeout and the
+                    // next check: it fires at whichever comes first, and
+                    // then waits for the other if that is still to come.
+                    let first = health.timeout_ms.min(health.interval_ms);
+                    self.arm_probe(slot, TimerKind::Health, now.saturating_add(first));
                     match self.start_attempt(slot, Source::Health, &health.check) {
                         Ok(attempt) => {
                             if let Some(p) = self.probes.get_mut(slot) {
