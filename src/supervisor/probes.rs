@@ -509,20 +509,19 @@ impl Supervisor {
             _ => return,
         };
         let now = self.reactor.now_ms();
+        // A connect is watched by the retry timer (also when it failed at
+        // once); a command is tried again once it has failed.
+        if !matches!(check, Check::Exec(_)) {
+            self.arm_probe(
+                slot,
+                TimerKind::ReadyRetry,
+                now.saturating_add(READY_RETRY_MS),
+            );
+        }
         match self.start_attempt(slot, Source::Ready, &check) {
             Ok(attempt) => {
-                let is_connect = matches!(attempt, Attempt::Connect { .. });
                 if let Some(p) = self.probes.get_mut(slot) {
                     p.ready_attempt = Some(attempt);
-                }
-                // A connect is watched by the retry timer; a command is
-                // tried again once it has failed.
-                if is_connect {
-                    self.arm_probe(
-                        slot,
-                        TimerKind::ReadyRetry,
-                        now.saturating_add(READY_RETRY_MS),
-                    );
                 }
             }
             Err(why) => self.ready_try_failed(slot, why, now),
