@@ -880,4 +880,31 @@ mod tests {
         );
         assert!(matches!(a.last(), Some(Action::ArmTimer { .. })));
     }
+
+    #[test]
+    fn a_service_with_ready_is_ready_only_when_it_says_so() {
+        let mut u = unit(RestartPolicy::Always);
+        u.ready = Some(crate::unit::probe::Ready::Notify);
+        let mut s = Service::new(u);
+        s.step(Input::Start, 0);
+        s.step(Input::Spawned { pid: 5 }, 10);
+        assert!(!s.is_ready());
+        assert_eq!(s.ready_after_ms, None);
+        assert_eq!(
+            s.step(Input::Ready, 260),
+            vec![Action::Emit(Event::Ready {
+                pid: 5,
+                after_ms: 250
+            })]
+        );
+        assert!(s.is_ready());
+        // said twice, counted once
+        assert!(s.step(Input::Ready, 300).is_empty());
+        assert_eq!(s.ready_after_ms, Some(250));
+        // without `ready`, ready at once
+        let mut s = running(RestartPolicy::Always);
+        assert!(s.is_ready());
+        assert_eq!(s.ready_after_ms, Some(0));
+        assert!(s.step(Input::Ready, 5).is_empty());
+    }
 }

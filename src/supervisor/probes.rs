@@ -798,9 +798,9 @@ impl Supervisor {
         if current != Some(timer.generation) {
             return;
         }
-        let Some(pid) = self.probed_pid(slot) else {
+        if self.probed_pid(slot).is_none() {
             return;
-        };
+        }
         let now = self.reactor.now_ms();
         let Some(s) = self.slots.get(slot) else {
             return;
@@ -856,47 +856,35 @@ impl Supervisor {
                 if !p.health_on {
                     return;
                 }
-                if let Some(attempt) = &p.health_attempt {
-                    let deadline = attempt.started_ms().saturating_add(health.timeout_ms);
-                    if now < deadline {
-                        self.arm_probe(slot, TimerKind::Health, deadline);
-                        return;
+                let started = p.health_attempt.as_ref().map(Attempt::started_ms);
+                match tally::on_timer(&health, started, p.health_next_ms, now) {
+                    tally::TimerStep::Wait(at) => self.arm_probe(slot, TimerKind::Health, at),
+                    tally::TimerStep::TimedOut => {
+                        // The running check is out of time: it failed, and
+                        // its process or connection goes.
+                        let killed = matches!(p.health_attempt, Some(Attempt::Exec { .. }));
+                        let next = p.health_next_ms.max(now);
+                        self.abandon(slot, Source::Health);
+                        let why = if killed {
+                            format!("timed out after {} ms (killed)", health.timeout_ms)
+                        } else {
+                            format!("no answer within {} ms", health.timeout_ms)
+                        };
+                        self.health_result(slot, Err(why), work);
+                        self.arm_probe(slot, TimerKind::Health, next);
                     }
-                    // The running check is out of time: it failed, and its
-                    // process or connection goes.
-                    let killed = matches!(p.health_attempt, Some(Attempt::Exec { .. }));
-                    self.abandon(slot, Source::Health);
-                    let why = if killed {
-                        format!("timed out after {} ms (killed)", health.timeout_ms)
-                    } else {
-                        format!("no answer within {} ms", health.timeout_ms)
-                    };
-                    self.health_result(slot, Err(why), work);
-                    let next = self
-                        .probes
-                        .slots
-                        .get(slot)
-                        .map_or(now, |p| p.health_next_ms)
-                        .max(now);
-                    self.arm_probe(slot, TimerKind::Health, next);
-                } else if now >= p.health_next_ms {
-                    p.health_next_ms = now.saturating_add(health.interval_ms);
-                    // One timer serves both the check's timeout and the
-                    // next check: it fires at whichever comes first, and
-                    // then waits for the other if that is still to come.
-                    let first = health.timeout_ms.min(health.interval_ms);
-                    self.arm_probe(slot, TimerKind::Health, now.saturating_add(first));
-                    match self.start_attempt(slot, Source::Health, &health.check) {
-                        Ok(attempt) => {
-                            if let Some(p) = self.probes.get_mut(slot) {
-                                p.health_attempt = Some(attempt);
+                    tally::TimerStep::Check { arm_at, next_ms } => {
+                        p.health_next_ms = next_ms;
+                        self.arm_probe(slot, TimerKind::Health, arm_at);
+                        match self.start_attempt(slot, Source::Health, &health.check) {
+                            Ok(attempt) => {
+                                if let Some(p) = self.probes.get_mut(slot) {
+                                    p.health_attempt = Some(attempt);
+                                }
                             }
+                            Err(why) => self.health_result(slot, Err(why), work),
                         }
-                        Err(why) => self.health_result(slot, Err(why), work),
                     }
-                } else {
-                    let next = p.health_next_ms;
-                    self.arm_probe(slot, TimerKind::Health, next);
                 }
             }
             TimerKind::Watchdog => {
@@ -908,7 +896,6 @@ impl Supervisor {
                     self.arm_probe(slot, TimerKind::Watchdog, due);
                 } else {
                     p.watchdog_last_ms = None;
-                    let _ = pid;
                     work.push_back((
                         slot,
                         Input::Unhealthy {

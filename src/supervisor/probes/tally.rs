@@ -1,7 +1,8 @@
 //! A health check's record: consecutive failures against `retries`, the
-//! last result, and the grace of `start_period_ms` after readiness.
+//! last result, and the grace of `start_period_ms` after readiness; and
+//! what its one timer means each time it fires.
 //!
-//! Pure: results and times in, a verdict out.
+//! Pure: results and times in, a verdict or a step out.
 
 use crate::unit::probe::Health;
 
@@ -60,6 +61,40 @@ impl Tally {
     }
 }
 
+/// What the health timer means when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerStep {
+    /// Nothing due yet: arm again for this time.
+    Wait(u64),
+    /// The running check passed its `timeout_ms`: it failed.
+    TimedOut,
+    /// Start a check now; arm the timer for `arm_at` (its timeout or the
+    /// next check, whichever comes first); the next check is due at
+    /// `next_ms`.
+    Check { arm_at: u64, next_ms: u64 },
+}
+
+/// One timer serves a check's timeout and the wait for the next check, so
+/// a check costs no stale timer. `started`: when the running check began,
+/// if one runs; `next_ms`: when the next one is due.
+pub fn on_timer(health: &Health, started: Option<u64>, next_ms: u64, now: u64) -> TimerStep {
+    if let Some(started) = started {
+        let deadline = started.saturating_add(health.timeout_ms);
+        return if now < deadline {
+            TimerStep::Wait(deadline)
+        } else {
+            TimerStep::TimedOut
+        };
+    }
+    if now < next_ms {
+        return TimerStep::Wait(next_ms);
+    }
+    TimerStep::Check {
+        arm_at: now.saturating_add(health.timeout_ms.min(health.interval_ms)),
+        next_ms: now.saturating_add(health.interval_ms),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +146,43 @@ mod tests {
             t.record(&h, Err("connection refused".into()), 500),
             Verdict::Unhealthy(_)
         ));
+    }
+
+    #[test]
+    fn one_timer_serves_timeout_and_interval() {
+        // timeout shorter than the interval: the timer first waits for the
+        // timeout, then for the next check
+        let mut h = health(3, 0);
+        h.interval_ms = 1000;
+        h.timeout_ms = 100;
+        assert_eq!(
+            on_timer(&h, None, 1000, 1000),
+            TimerStep::Check {
+                arm_at: 1100,
+                next_ms: 2000
+            }
+        );
+        assert_eq!(on_timer(&h, Some(1000), 2000, 1100), TimerStep::TimedOut);
+        // the check ended in time: the timer waits for the next one
+        assert_eq!(on_timer(&h, None, 2000, 1100), TimerStep::Wait(2000));
+        // timeout longer than the interval: the timer fires at the next
+        // check, and a check still running then gets the rest of its time
+        h.timeout_ms = 5000;
+        assert_eq!(
+            on_timer(&h, None, 0, 0),
+            TimerStep::Check {
+                arm_at: 1000,
+                next_ms: 1000
+            }
+        );
+        assert_eq!(on_timer(&h, Some(0), 1000, 1000), TimerStep::Wait(5000));
+        assert_eq!(on_timer(&h, Some(0), 1000, 5000), TimerStep::TimedOut);
+        assert_eq!(
+            on_timer(&h, None, 1000, 1000),
+            TimerStep::Check {
+                arm_at: 2000,
+                next_ms: 2000
+            }
+        );
     }
 }
