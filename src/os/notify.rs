@@ -85,20 +85,27 @@ impl NotifySocket {
     /// drops privileges can still reach it. A path too long for a socket
     /// address (108 bytes) falls back to the abstract name `fallback`.
     pub fn bind(path: &std::path::Path, fallback: &str) -> io::Result<NotifySocket> {
-        use std::os::linux::net::SocketAddrExt;
         use std::os::unix::ffi::OsStrExt;
-        let (sock, address) = if path.as_os_str().as_bytes().len() < 108 {
-            match std::fs::remove_file(path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-            let sock = super::with_umask(0o111, || UnixDatagram::bind(path))?;
-            (sock, path.to_string_lossy().into_owned())
-        } else {
-            let addr = SocketAddr::from_abstract_name(fallback.as_bytes())?;
-            (UnixDatagram::bind_addr(&addr)?, format!("@{fallback}"))
-        };
+        if path.as_os_str().as_bytes().len() >= 108 {
+            return NotifySocket::bind_abstract(fallback);
+        }
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let sock = super::with_umask(0o111, || UnixDatagram::bind(path))?;
+        NotifySocket::ready(sock, path.to_string_lossy().into_owned())
+    }
+
+    /// Binds the abstract name `name` (`@name` in `NOTIFY_SOCKET`).
+    pub fn bind_abstract(name: &str) -> io::Result<NotifySocket> {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
+        NotifySocket::ready(UnixDatagram::bind_addr(&addr)?, format!("@{name}"))
+    }
+
+    fn ready(sock: UnixDatagram, address: String) -> io::Result<NotifySocket> {
         sock.set_nonblocking(true)?;
         nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::PassCred, &true)?;
         Ok(NotifySocket { sock, address })
@@ -157,4 +164,39 @@ pub fn session_of(pid: i32) -> Option<i32> {
     nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(pid)))
         .ok()
         .map(|p| p.as_raw())
+}
+
+#[cfg(test)]
+mod listen_tests {
+    use super::*;
+
+    #[test]
+    fn a_message_arrives_with_its_senders_pid() {
+        let dir = std::env::temp_dir().join(format!("zurg-notify-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("svc");
+        // a stale file in the way is replaced
+        std::fs::write(&path, "").unwrap();
+        let sock = NotifySocket::bind(&path, "unused").unwrap();
+        assert_eq!(sock.address, path.to_string_lossy());
+        let mut buf = [0u8; 64];
+        assert!(sock.recv(&mut buf).unwrap().is_none(), "nothing yet");
+        UnixDatagram::unbound()
+            .unwrap()
+            .send_to(b"READY=1", &path)
+            .unwrap();
+        let got = sock.recv(&mut buf).unwrap().unwrap();
+        assert_eq!(&buf[..got.len], b"READY=1");
+        assert_eq!(got.pid, std::process::id() as i32);
+        assert_eq!(
+            session_of(std::process::id() as i32),
+            nix::unistd::getsid(None).ok().map(|p| p.as_raw())
+        );
+        // a path past the 108 bytes of a socket address: the abstract name
+        let long = dir.join("x".repeat(120));
+        let name = format!("zurg-unit-test/{}", std::process::id());
+        let sock = NotifySocket::bind(&long, &name).unwrap();
+        assert_eq!(sock.address, format!("@{name}"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

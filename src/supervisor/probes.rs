@@ -268,27 +268,30 @@ impl Supervisor {
             }
             if p.notify.is_none() {
                 // Once per service, not per restart: a directory and a bind.
-                let made = std::fs::create_dir_all(&dir)
+                // A state directory that cannot take it (read-only) costs
+                // the file, not the service: an abstract name instead.
+                let abstract_name = format!("zurg/{own}/notify/{name}");
+                let bound = std::fs::create_dir_all(&dir)
                     .and_then(|()| {
                         use std::os::unix::fs::PermissionsExt;
                         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
                     })
-                    .and_then(|()| {
-                        NotifySocket::bind(&dir.join(&name), &format!("zurg/{own}/notify/{name}"))
-                    })
-                    .and_then(|sock| {
-                        self.reactor
-                            .watch_fd(&sock, token(slot, Source::Notify))
-                            .map(|()| sock)
+                    .and_then(|()| NotifySocket::bind(&dir.join(&name), &abstract_name))
+                    .or_else(|e| {
+                        crate::log!(
+                            "[{name}] cannot make its notify socket in {}: {e}; using the abstract name @{abstract_name}",
+                            dir.display()
+                        );
+                        NotifySocket::bind_abstract(&abstract_name)
                     });
+                let made = bound.and_then(|sock| {
+                    self.reactor
+                        .watch_fd(&sock, token(slot, Source::Notify))
+                        .map(|()| sock)
+                });
                 match made {
                     Ok(sock) => p.notify = Some((name.clone(), sock)),
-                    Err(e) => {
-                        return Err(format!(
-                            "cannot create its notify socket in {}: {e}",
-                            dir.display()
-                        ))
-                    }
+                    Err(e) => return Err(format!("cannot create its notify socket: {e}")),
                 }
             }
             if let Some((_, sock)) = &p.notify {
