@@ -15,32 +15,33 @@
 //!   the sweep), its output in the service's log, the group killed at its
 //!   timeout.
 //!
+//! `attempt.rs` holds one try of a tcp, http or exec probe, `notify.rs` a
+//! notify socket's messages; `message`, `http` and `tally` are pure.
+//!
 //! Results go back to the service's machine as `Input::Ready`,
 //! `Input::NotReady` and `Input::Unhealthy` through the work queue. No
 //! timer exists unless a probe is active: a zurg without checks makes no
 //! wake-ups. Timers are never cancelled (see `timers.rs`): each kind has a
 //! generation per slot, and a stale one is ignored.
 
+mod attempt;
 pub mod http;
 pub mod message;
+mod notify;
 pub mod tally;
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::CString;
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::OwnedFd;
 
-use mio::{Interest, Token};
+use mio::Token;
 
 use super::{Supervisor, TimerKey};
-use crate::os::notify::{session_of, NotifySocket};
-use crate::os::pidfd::{self, PidFd};
-use crate::os::reap::ExitStatus;
-use crate::os::spawn::SpawnSpec;
+use crate::os::notify::NotifySocket;
+use crate::os::pidfd;
 use crate::service::{Event, Input, State};
 use crate::unit::probe::{Check, Ready};
-use message::Notice;
+use attempt::Attempt;
 use tally::{Tally, Verdict};
 
 /// Tokens from here up name a probe's descriptor: `PROBE_BASE + 4 * slot +
@@ -53,8 +54,6 @@ pub const READY_RETRY_MS: u64 = 100;
 /// A readiness connect that has not completed after this long is dropped
 /// and tried anew (a SYN lost to a full backlog).
 pub const READY_CONNECT_MS: u64 = 1_000;
-/// Bytes of one notify message read; sd_notify messages are far smaller.
-const NOTIFY_BUF: usize = 4096;
 
 /// What a probe token names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,32 +101,6 @@ pub enum TimerKind {
 pub struct ProbeTimer {
     pub kind: TimerKind,
     pub generation: u64,
-}
-
-/// One try of a tcp, http or exec probe.
-#[derive(Debug)]
-enum Attempt {
-    Connect {
-        stream: mio::net::TcpStream,
-        connected: bool,
-        /// For http: the request, sent once connected, and the answer's
-        /// head read so far.
-        http: Option<(Vec<u8>, Vec<u8>)>,
-        started_ms: u64,
-    },
-    Exec {
-        pid: i32,
-        pidfd: Option<PidFd>,
-        started_ms: u64,
-    },
-}
-
-impl Attempt {
-    fn started_ms(&self) -> u64 {
-        match self {
-            Attempt::Connect { started_ms, .. } | Attempt::Exec { started_ms, .. } => *started_ms,
-        }
-    }
 }
 
 /// What one slot's probes hold.
@@ -206,23 +179,6 @@ pub struct SpawnExtras {
 pub struct ProbeStatus {
     pub health: Option<crate::control::proto::HealthStatus>,
     pub status_text: Option<String>,
-}
-
-/// The address a tcp or http probe connects to: the unit's `bind` when it
-/// names one address, else loopback.
-fn probe_ip(bind: Option<IpAddr>) -> IpAddr {
-    match bind {
-        Some(ip) if ip.is_unspecified() && ip.is_ipv6() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        Some(ip) if !ip.is_unspecified() => ip,
-        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
-    }
-}
-
-fn describe_exit(status: ExitStatus) -> String {
-    match status {
-        ExitStatus::Code(c) => format!("exited with code {c}"),
-        other => other.to_string(),
-    }
 }
 
 fn ready_desc(ready: &Ready) -> String {
@@ -549,97 +505,6 @@ impl Supervisor {
         }
     }
 
-    /// Starts one try of `check` for `slot`.
-    fn start_attempt(
-        &mut self,
-        slot: usize,
-        source: Source,
-        check: &Check,
-    ) -> Result<Attempt, String> {
-        let now = self.reactor.now_ms();
-        let s = self.slots.get(slot).ok_or("no such service")?;
-        let port = self.probes.slots.get(slot).map_or(s.port, |p| p.port);
-        let bind = s.service.unit.bind;
-        let (addr, http) = match check {
-            Check::Exec(argv) => return self.spawn_probe(slot, source, argv, now),
-            Check::Tcp(p) => (SocketAddr::new(probe_ip(bind), p.resolve(port)), None),
-            Check::Http(url) => (
-                SocketAddr::new(url.ip, url.port.resolve(port)),
-                Some((http::request(url, port), Vec::new())),
-            ),
-        };
-        let mut stream = mio::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
-        self.reactor
-            .registry()
-            .register(
-                &mut stream,
-                token(slot, source),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .map_err(|e| format!("cannot watch a connection to {addr}: {e}"))?;
-        Ok(Attempt::Connect {
-            stream,
-            connected: false,
-            http,
-            started_ms: now,
-        })
-    }
-
-    /// An exec probe: the command in its own process group, with the
-    /// service's environment, directory and output.
-    fn spawn_probe(
-        &mut self,
-        slot: usize,
-        source: Source,
-        argv: &[String],
-        now: u64,
-    ) -> Result<Attempt, String> {
-        let (stdout, stderr) = self.child_outputs(slot);
-        let s = self.slots.get(slot).ok_or("no such service")?;
-        let args: Vec<CString> = argv
-            .iter()
-            .filter_map(|a| CString::new(a.as_bytes()).ok())
-            .collect();
-        let program = args.first().cloned().ok_or("an empty command")?;
-        let mut spec = SpawnSpec::new(program, args);
-        spec.search_path = true;
-        spec.new_pgroup = true;
-        spec.null_stdin = true;
-        spec.cwd = s.spec.cwd.clone();
-        spec.env = s.spec.env.clone();
-        spec.env.extend(
-            s.spec
-                .start_env
-                .iter()
-                .filter(|e| e.as_bytes().starts_with(b"PORT="))
-                .cloned(),
-        );
-        spec.stdout = stdout;
-        spec.stderr = stderr;
-        if !crate::os::pid1::is_pid1() {
-            spec.death_signal = libc::SIGKILL;
-        }
-        let child = self
-            .spawner
-            .spawn(&spec, &self.child_signals, None::<&OwnedFd>)
-            .map_err(|e| e.to_string())?;
-        if let Some(fd) = &child.pidfd {
-            if let Err(e) = self.reactor.watch_fd(fd, token(slot, source)) {
-                crate::log!(
-                    "[{}] cannot watch probe pid {}: {e}",
-                    s.service.name(),
-                    child.pid
-                );
-            }
-        }
-        self.probes.pids.insert(child.pid, (slot, source));
-        Ok(Attempt::Exec {
-            pid: child.pid,
-            pidfd: child.pidfd,
-            started_ms: now,
-        })
-    }
-
     /// A probe descriptor is ready.
     pub(super) fn on_probe(&mut self, tok: Token, work: &mut VecDeque<(usize, Input)>) {
         let Some((slot, source)) = of_token(tok) else {
@@ -649,63 +514,6 @@ impl Supervisor {
             Source::Notify => self.on_notify(slot, work),
             Source::ReadyFd => self.on_ready_fd(slot, work),
             Source::Ready | Source::Health => self.on_attempt(slot, source, work),
-        }
-    }
-
-    fn on_attempt(&mut self, slot: usize, source: Source, work: &mut VecDeque<(usize, Input)>) {
-        let probes = &mut self.probes;
-        let Some(p) = probes.slots.get_mut(slot) else {
-            return;
-        };
-        let place = match source {
-            Source::Ready => &mut p.ready_attempt,
-            _ => &mut p.health_attempt,
-        };
-        let done = match place {
-            None | Some(Attempt::Exec { pidfd: None, .. }) => return,
-            Some(Attempt::Exec {
-                pid,
-                pidfd: Some(fd),
-                ..
-            }) => match crate::os::reap::reap_one(fd) {
-                Ok(Some(status)) => {
-                    probes.pids.remove(pid);
-                    Some(exec_result(status))
-                }
-                Ok(None) => None,
-                // The sweep took it and reported it.
-                Err(_) => None,
-            },
-            Some(Attempt::Connect {
-                stream,
-                connected,
-                http,
-                ..
-            }) => progress(stream, connected, http, &mut probes.buf),
-        };
-        if let Some(result) = done {
-            self.attempt_ended(slot, source, result, work);
-        }
-    }
-
-    /// The sweep reaped a probe process.
-    pub(super) fn probe_reaped(
-        &mut self,
-        slot: usize,
-        source: Source,
-        pid: i32,
-        status: ExitStatus,
-        work: &mut VecDeque<(usize, Input)>,
-    ) {
-        let Some(p) = self.probes.get_mut(slot) else {
-            return;
-        };
-        let place = match source {
-            Source::Ready => &p.ready_attempt,
-            _ => &p.health_attempt,
-        };
-        if matches!(place, Some(Attempt::Exec { pid: running, .. }) if *running == pid) {
-            self.attempt_ended(slot, source, exec_result(status), work);
         }
     }
 
@@ -957,119 +765,6 @@ impl Supervisor {
         }
     }
 
-    /// Messages on a notify socket: from the service's own processes only.
-    fn on_notify(&mut self, slot: usize, work: &mut VecDeque<(usize, Input)>) {
-        let mut buf = std::mem::take(&mut self.probes.buf);
-        buf.resize(NOTIFY_BUF, 0);
-        loop {
-            let received = match self
-                .probes
-                .slots
-                .get(slot)
-                .and_then(|p| p.notify.as_ref())
-                .map(|(_, sock)| sock.recv(&mut buf))
-            {
-                Some(Ok(Some(r))) => r,
-                Some(Err(e)) => {
-                    crate::log!(
-                        "[{}] cannot read its notify socket: {e}",
-                        self.slot_name(slot)
-                    );
-                    break;
-                }
-                _ => break,
-            };
-            let notices = message::parse(buf.get(..received.len).unwrap_or(&[]));
-            self.notified(slot, received.pid, notices, work);
-        }
-        self.probes.buf = buf;
-    }
-
-    /// Acts on one message's notices, if its sender belongs to the service:
-    /// its main process, the pid it announced, or any process of the
-    /// session the main process leads (a helper such as `systemd-notify`
-    /// or python run by a start script).
-    fn notified(
-        &mut self,
-        slot: usize,
-        sender: i32,
-        notices: Vec<Notice>,
-        work: &mut VecDeque<(usize, Input)>,
-    ) {
-        let name = self.slot_name(slot).to_string();
-        let (wants_ready, watchdog) = match self.slots.get(slot) {
-            Some(s) => (
-                s.service.unit.ready == Some(Ready::Notify),
-                s.service.unit.watchdog_ms,
-            ),
-            None => return,
-        };
-        let running = self.slots.get(slot).and_then(|s| match s.service.state {
-            State::Running { pid, .. } | State::Stopping { pid, .. } => Some(pid),
-            _ => None,
-        });
-        let now = self.reactor.now_ms();
-        let Some(p) = self.probes.get_mut(slot) else {
-            return;
-        };
-        let Some(main) = running.filter(|m| p.pid == Some(*m)) else {
-            return;
-        };
-        let ours = sender > 0
-            && (sender == main || p.main_pid == Some(sender) || session_of(sender) == Some(main));
-        if !ours {
-            if !p.warned_stranger {
-                p.warned_stranger = true;
-                crate::log!(
-                    "[{name}] ignored a message on its notify socket from {}: not a process of the service (pid {main} and its session)",
-                    if sender > 0 { format!("pid {sender}") } else { "a process outside zurg's pid namespace".to_string() }
-                );
-            }
-            return;
-        }
-        for notice in notices {
-            match notice {
-                Notice::Ready if wants_ready && p.readying => {
-                    work.push_back((slot, Input::Ready));
-                }
-                Notice::Ready => {}
-                Notice::Status(text) => p.status_text = Some(text),
-                Notice::Stopping => {
-                    if !p.stopping {
-                        p.stopping = true;
-                        crate::log!("[{name}] pid {main} says it is stopping");
-                    }
-                }
-                Notice::Ping => {
-                    if p.watchdog_last_ms.is_some() {
-                        p.watchdog_last_ms = Some(now);
-                    }
-                }
-                Notice::Trigger => {
-                    if let Some(ms) = watchdog {
-                        p.watchdog_last_ms = None;
-                        work.push_back((
-                            slot,
-                            Input::Unhealthy {
-                                reason: format!(
-                                    "watchdog: it sent WATCHDOG=trigger (watchdog_ms {ms})"
-                                ),
-                            },
-                        ));
-                    }
-                }
-                Notice::MainPid(pid) => {
-                    if pid != main && session_of(pid) == Some(main) && p.main_pid != Some(pid) {
-                        p.main_pid = Some(pid);
-                        crate::log!(
-                            "[{name}] says its main process is pid {pid}; zurg goes on watching pid {main} (MAINPID is only noted)"
-                        );
-                    }
-                }
-            }
-        }
-    }
-
     /// `status` fields of a service's probes.
     pub(super) fn probe_status(&self, slot: usize) -> ProbeStatus {
         let Some(p) = self.probes.slots.get(slot) else {
@@ -1091,87 +786,11 @@ impl Supervisor {
     }
 }
 
-fn exec_result(status: ExitStatus) -> Result<String, String> {
-    match status {
-        ExitStatus::Code(0) => Ok("exited with code 0".into()),
-        other => Err(describe_exit(other)),
-    }
-}
-
-/// Moves a connect (and an http exchange) on after a readiness event;
-/// `Some(result)` once it is decided.
-fn progress(
-    stream: &mut mio::net::TcpStream,
-    connected: &mut bool,
-    http: &mut Option<(Vec<u8>, Vec<u8>)>,
-    buf: &mut Vec<u8>,
-) -> Option<Result<String, String>> {
-    if !*connected {
-        match stream.take_error() {
-            Ok(Some(e)) | Err(e) => return Some(Err(connect_error(&e))),
-            Ok(None) => {}
-        }
-        match stream.peer_addr() {
-            Ok(_) => *connected = true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotConnected => return None,
-            Err(e) => return Some(Err(connect_error(&e))),
-        }
-        let Some((request, _)) = http else {
-            return Some(Ok("connected".into()));
-        };
-        // A fresh socket's buffer takes a request this small whole.
-        match stream.write(request) {
-            Ok(n) if n == request.len() => {}
-            Ok(_) => return Some(Err("could not send the whole request".into())),
-            Err(e) => return Some(Err(format!("cannot send the request: {e}"))),
-        }
-    }
-    let (_, head) = http.as_mut()?;
-    buf.resize(http::MAX_HEAD, 0);
-    loop {
-        match stream.read(buf) {
-            Ok(0) => {
-                return Some(match http::answer(head) {
-                    http::Answer::Healthy(line) => Ok(line),
-                    http::Answer::Unhealthy(line) | http::Answer::Garbage(line) => Err(line),
-                    http::Answer::Partial => {
-                        Err("it closed the connection without an answer".into())
-                    }
-                })
-            }
-            Ok(n) => {
-                head.extend_from_slice(buf.get(..n).unwrap_or(&[]));
-                match http::answer(head) {
-                    http::Answer::Healthy(line) => return Some(Ok(line)),
-                    http::Answer::Unhealthy(line) | http::Answer::Garbage(line) => {
-                        return Some(Err(line))
-                    }
-                    http::Answer::Partial if head.len() >= http::MAX_HEAD => {
-                        return Some(Err(format!(
-                            "no status line in the first {} bytes",
-                            http::MAX_HEAD
-                        )))
-                    }
-                    http::Answer::Partial => {}
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Some(Err(format!("cannot read the answer: {e}"))),
-        }
-    }
-}
-
-fn connect_error(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
-        _ => e.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::attempt::probe_ip;
     use super::*;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     #[test]
     fn tokens_name_their_probe_and_stay_above_the_output_pipes() {
