@@ -342,6 +342,7 @@ pub static KEYS: &[Key] = &[
             Some(r) if r.uses_unit_port() && u.port == 0 && !u.port_auto => {
                 Err("\"$PORT\" needs the unit's `port` (a number, or \"auto\")".into())
             }
+            Some(Ready::Tcp(p)) if connects_to_own_socket(u, *p) => Err(HELD_PORT.into()),
             _ => Ok(()),
         })),
         ..KEY
@@ -384,15 +385,34 @@ pub static KEYS: &[Key] = &[
             u.health = v.map(super::probe::health).transpose()?;
             Ok(())
         },
-        check: Some((&["port"], |u| match &u.health {
+        check: Some((&["port", "socket"], |u| match &u.health {
             Some(h) if h.check.uses_unit_port() && u.port == 0 && !u.port_auto => {
                 Err("\"$PORT\" needs the unit's `port` (a number, or \"auto\")".into())
             }
-            _ => Ok(()),
+            Some(h) => match h.check {
+                super::probe::Check::Tcp(p) if connects_to_own_socket(u, p) => {
+                    Err(HELD_PORT.into())
+                }
+                _ => Ok(()),
+            },
+            None => Ok(()),
         })),
         ..KEY
     },
 ];
+
+/// With `socket = true` zurg itself listens on the unit's port, so a
+/// connect there succeeds whether the service answers or not.
+const HELD_PORT: &str = "a tcp probe of the unit's own port always passes with `socket = true` (zurg holds the listening socket); use notify, fd, exec or an http check";
+
+fn connects_to_own_socket(u: &Unit, p: super::probe::ProbePort) -> bool {
+    use super::probe::ProbePort;
+    u.socket
+        && match p {
+            ProbePort::Unit => true,
+            ProbePort::Fixed(n) => !u.port_auto && n == u.port,
+        }
+}
 
 /// The key called `name`.
 pub fn find(name: &str) -> Option<&'static Key> {
@@ -979,6 +999,14 @@ mod tests {
             (
                 "ready_timeout_ms = 0",
                 "key `ready_timeout_ms`: must be at least 1",
+            ),
+            (
+                "port = 8080\nsocket = true\nready = { tcp = 8080 }",
+                "key `ready`: a tcp probe of the unit's own port always passes",
+            ),
+            (
+                "port = \"auto\"\nsocket = true\nhealth = { tcp = \"$PORT\" }",
+                "key `health`: a tcp probe of the unit's own port always passes",
             ),
             (
                 "ready = { fd = 1 }",
