@@ -48,6 +48,10 @@ pub enum Kind {
     Upgrade,
     /// `zurg rollback` went back to the previous build.
     Rollback,
+    /// Its health check or watchdog failed, with `reason`; it is restarted.
+    Unhealthy,
+    /// It did not become ready, with `reason`: a failed start.
+    NotReady,
     #[serde(other)]
     Other,
 }
@@ -61,6 +65,8 @@ impl Kind {
             Kind::Failed => "failed",
             Kind::Upgrade => "upgrade",
             Kind::Rollback => "rollback",
+            Kind::Unhealthy => "unhealthy",
+            Kind::NotReady => "not_ready",
             Kind::Other => "other",
         }
     }
@@ -95,8 +101,9 @@ pub struct Record {
     pub seq: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zurg: Option<String>,
-    /// Why a start was refused (kind "refused"); absent from other kinds,
-    /// whose encoding is unchanged.
+    /// Why a start was refused (kind "refused"), why a process was not
+    /// ready or unhealthy; absent from other kinds, whose encoding is
+    /// unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }

@@ -672,6 +672,11 @@ fn print_reply(cmd: &ClientCmd, reply: &Reply, raw: &[u8], zurg_pid: Option<i32>
                     _ => {}
                 }
             }
+            for r in &rows {
+                if let Some(text) = r.status_text.as_ref().filter(|t| !t.is_empty()) {
+                    println!("{}: {text}", r.name);
+                }
+            }
             return failed_code;
         }
         Verb::Start { .. } | Verb::Stop { .. } | Verb::Restart { .. } | Verb::Wait { .. } => {
@@ -915,6 +920,12 @@ pub fn status_table_seen_from(
     if !seen.is_empty() {
         header.push("ZURG-PID");
     }
+    // Shown only when some service has a health check, so a plain zurg's
+    // table keeps its columns.
+    let health_col = rows.iter().any(|r| r.health.is_some());
+    if health_col {
+        header.push("HEALTH");
+    }
     let mut cells: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for r in rows {
         let mut row = vec![
@@ -930,9 +941,20 @@ pub fn status_table_seen_from(
         if !seen.is_empty() {
             row.push(r.pid.map_or("-".into(), |p| p.to_string()));
         }
+        if health_col {
+            row.push(r.health.as_ref().map_or("-".into(), health_text));
+        }
         cells.push(row);
     }
     align(&cells)
+}
+
+/// "ok", "failing 2 (500 Internal Server Error)".
+fn health_text(h: &proto::HealthStatus) -> String {
+    match (h.ok, h.failures) {
+        (true, _) => "ok".into(),
+        (false, n) => format!("failing {n} ({})", h.last),
+    }
 }
 
 /// "2026-11-24T14:50:01.123Z web exited pid 42 (SIGKILL)"
@@ -1115,6 +1137,7 @@ mod tests {
                 health: None,
                 problem: None,
                 waiting_for: vec![],
+                status_text: None,
                 last_exit: Some(proto::ExitInfo {
                     code: None,
                     signal: Some("SIGKILL".into()),
@@ -1134,6 +1157,7 @@ mod tests {
                 health: None,
                 problem: None,
                 waiting_for: vec![],
+                status_text: None,
                 last_exit: Some(proto::ExitInfo {
                     code: Some(0),
                     signal: None,
@@ -1145,6 +1169,20 @@ mod tests {
             "NAME       STATE    PID  UPTIME  READY  RESTARTS  LAST-EXIT\n\
              web        running  42   3m12s   1.5s   1         SIGKILL\n\
              batch-job  exited   -    -       -      0         code 0\n"
+        );
+        // the health column appears once a service has a check
+        let mut rows = rows;
+        rows[0].ready_after_ms = Some(1_500);
+        rows[0].health = Some(proto::HealthStatus {
+            ok: false,
+            failures: 2,
+            last: "500 Internal Server Error".into(),
+        });
+        assert_eq!(
+            status_table(&rows),
+            "NAME       STATE    PID  UPTIME  READY  RESTARTS  LAST-EXIT  HEALTH\n\
+             web        running  42   3m12s   1.5s   1         SIGKILL    failing 2 (500 Internal Server Error)\n\
+             batch-job  exited   -    -       -      0         code 0     -\n"
         );
     }
 

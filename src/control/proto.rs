@@ -425,12 +425,14 @@ pub struct ServiceStatus {
     /// A process runs and is ready (a one-shot: also while it runs).
     #[serde(default)]
     pub ready: bool,
-    /// How long the current process took to become ready.
+    /// How long the current process took to become ready; `None` while it
+    /// is starting (or not running).
     #[serde(default)]
     pub ready_after_ms: Option<u64>,
-    /// Its health check, when its unit has one.
+    /// Its health check's latest results; `None` without a `health` check
+    /// or a process.
     #[serde(default)]
-    pub health: Option<HealthInfo>,
+    pub health: Option<HealthStatus>,
     /// Why it is not where its unit says it should be (failed, kept down
     /// after a failure, restarting after one); `zurg status` exits 1 when
     /// a row has one.
@@ -439,18 +441,20 @@ pub struct ServiceStatus {
     /// In state `waiting`: the dependencies it waits for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waiting_for: Vec<String>,
+    /// The `STATUS=` text the current process sent to its notify socket.
+    #[serde(default)]
+    pub status_text: Option<String>,
 }
 
-/// The state of a service's health check, in `status`.
+/// A service's health check, in `status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HealthInfo {
-    /// The last check passed.
+pub struct HealthStatus {
+    /// The last check passed (true before the first one ends).
     pub ok: bool,
-    /// Failed checks in a row.
+    /// Failures in a row that counted towards `retries`.
     pub failures: u32,
-    /// What the last check said.
-    #[serde(default)]
-    pub last: Option<String>,
+    /// The last result: "200 OK", "connection refused", "exited with code 1".
+    pub last: String,
 }
 
 /// One row of `stats`: the main process and its whole tree.
@@ -900,13 +904,14 @@ mod tests {
             last_error: None,
             ready: true,
             ready_after_ms: Some(0),
-            health: Some(HealthInfo {
+            health: Some(HealthStatus {
                 ok: false,
                 failures: 2,
-                last: Some("connection refused".into()),
+                last: "connection refused".into(),
             }),
             problem: None,
             waiting_for: vec![],
+            status_text: None,
             last_exit: Some(ExitInfo {
                 code: None,
                 signal: Some("SIGKILL".into()),

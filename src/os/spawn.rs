@@ -70,7 +70,15 @@ pub struct SpawnSpec {
     pub stdout: ChildOut,
     /// The child's fd 2.
     pub stderr: ChildOut,
+    /// `(zurg's descriptor, N)`: the write end of a readiness pipe that
+    /// becomes the child's fd N (`ready = { fd = N }`). zurg's descriptor
+    /// must be above 3 (`READY_FD_FLOOR`), so no other step overwrites it.
+    pub ready_fd: Option<(RawFd, RawFd)>,
 }
+
+/// zurg's end of a readiness pipe is moved at least this high before a
+/// spawn, above fds 0 to 3 that the child side fills.
+pub const READY_FD_FLOOR: RawFd = 10;
 
 /// What a child gets as its fd 1 or 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +110,7 @@ impl SpawnSpec {
             death_signal: 0,
             stdout: ChildOut::Inherit,
             stderr: ChildOut::Inherit,
+            ready_fd: None,
         }
     }
 }
@@ -126,6 +135,8 @@ pub enum SpawnStep {
     DeathSignal,
     /// fd 1 or 2 from the service's pipe or /dev/null.
     Output,
+    /// The readiness pipe as fd N.
+    ReadyFd,
 }
 
 impl std::fmt::Display for SpawnStep {
@@ -139,6 +150,7 @@ impl std::fmt::Display for SpawnStep {
             SpawnStep::Exec => "exec",
             SpawnStep::DeathSignal => "set the parent-death signal",
             SpawnStep::Output => "set up stdout and stderr",
+            SpawnStep::ReadyFd => "pass the readiness pipe as its fd",
         })
     }
 }
@@ -153,6 +165,7 @@ impl SpawnStep {
             5 => SpawnStep::SignalMask,
             7 => SpawnStep::DeathSignal,
             8 => SpawnStep::Output,
+            9 => SpawnStep::ReadyFd,
             _ => SpawnStep::Exec,
         }
     }
@@ -237,6 +250,8 @@ struct ChildArgs {
     exec_fd: RawFd,
     /// Becomes the child's fd 3, or -1.
     listen_fd: RawFd,
+    /// (source, target) of the readiness pipe, or (-1, -1).
+    ready_fd: (RawFd, RawFd),
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     /// (buffer, offset of the pid digits) for each pid variable.
@@ -382,6 +397,24 @@ unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), (SpawnStep, i32)> {
             check_ret(libc::dup2(a.listen_fd, LISTEN_FD), SpawnStep::ListenFd)?;
         }
     }
+    let (ready_src, ready_target) = a.ready_fd;
+    if ready_src >= 0 {
+        // The source sits above fd 3 (READY_FD_FLOOR), so the steps above
+        // left it alone; a verified binary's fd in the target's place moves.
+        if a.exec_fd == ready_target {
+            let moved = libc::fcntl(a.exec_fd, libc::F_DUPFD_CLOEXEC, ready_target + 1);
+            check_ret(moved, SpawnStep::ReadyFd)?;
+            a.exec_fd = moved;
+        }
+        if ready_src == ready_target {
+            check_ret(
+                libc::fcntl(ready_target, libc::F_SETFD, 0),
+                SpawnStep::ReadyFd,
+            )?;
+        } else {
+            check_ret(libc::dup2(ready_src, ready_target), SpawnStep::ReadyFd)?;
+        }
+    }
     check_ret(
         libc::sigprocmask(libc::SIG_SETMASK, &a.mask, std::ptr::null_mut()),
         SpawnStep::SignalMask,
@@ -515,6 +548,7 @@ impl Spawner {
             candidates: candidates.iter().map(|c| c.as_ptr()).collect(),
             exec_fd: exec_fd.map_or(-1, |f| f.as_raw_fd()),
             listen_fd: spec.listen_fd.unwrap_or(-1),
+            ready_fd: spec.ready_fd.unwrap_or((-1, -1)),
             argv: argv.as_ptr(),
             envp: envp.as_ptr(),
             pid_slots,
@@ -617,6 +651,19 @@ impl Spawner {
     }
 }
 
+/// The pipe for `ready = { fd = N }`: (read end, non-blocking; write end,
+/// at `READY_FD_FLOOR` or above), both close-on-exec.
+pub fn readiness_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    fcntl(&r, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    let high = fcntl(&w, FcntlArg::F_DUPFD_CLOEXEC(READY_FD_FLOOR))?;
+    // SAFETY: F_DUPFD_CLOEXEC just returned this new descriptor, which
+    // nothing else owns.
+    let high = unsafe { OwnedFd::from_raw_fd(high) };
+    Ok((r, high))
+}
+
 /// Makes `pgid` the foreground process group of the terminal on `fd`, if
 /// `fd` is a terminal at all. Used by the shim's `--pgroup` so an
 /// interactive child keeps job control.
@@ -663,6 +710,7 @@ mod tests {
             SpawnStep::SignalMask,
             SpawnStep::Exec,
             SpawnStep::Output,
+            SpawnStep::ReadyFd,
         ] {
             assert_eq!(SpawnStep::from_raw(step as u8), step);
         }

@@ -365,7 +365,7 @@ impl Service {
 
     /// No readiness protocol: the service counts as ready once started.
     fn ready_when_started(&self) -> bool {
-        true
+        self.unit.ready.is_none()
     }
 
     /// A process runs and has reported itself ready.
@@ -895,6 +895,10 @@ mod tests {
             log_ring_bytes: 0,
             stdout: crate::unit::Output::Prefix,
             stderr: crate::unit::Output::Prefix,
+            ready: None,
+            ready_timeout_ms: crate::unit::probe::DEFAULT_READY_TIMEOUT_MS,
+            watchdog_ms: None,
+            health: None,
         }
     }
 
@@ -1734,5 +1738,32 @@ mod tests {
         assert!(!s.ended_for_good());
         assert_eq!(s.problem(), None);
         assert_eq!(s.cannot_satisfy().as_deref(), Some("it is stopped"));
+    }
+
+    #[test]
+    fn a_service_with_ready_is_ready_only_when_it_says_so() {
+        let mut u = unit(RestartPolicy::Always);
+        u.ready = Some(crate::unit::probe::Ready::Notify);
+        let mut s = Service::new(u);
+        s.step(Input::Start, 0);
+        s.step(Input::Spawned { pid: 5 }, 10);
+        assert!(!s.is_ready());
+        assert_eq!(s.ready_after_ms, None);
+        assert_eq!(
+            s.step(Input::Ready { pid: 5 }, 260),
+            vec![Action::Emit(Event::Ready {
+                pid: 5,
+                after_ms: 250
+            })]
+        );
+        assert!(s.is_ready());
+        // said twice, counted once
+        assert!(s.step(Input::Ready { pid: 5 }, 300).is_empty());
+        assert_eq!(s.ready_after_ms, Some(250));
+        // without `ready`, ready at once
+        let mut s = running(RestartPolicy::Always);
+        assert!(s.is_ready());
+        assert_eq!(s.ready_after_ms, Some(0));
+        assert!(s.step(Input::Ready { pid: 10 }, 5).is_empty());
     }
 }

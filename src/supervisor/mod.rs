@@ -13,6 +13,7 @@ mod leftovers;
 mod logs;
 mod output;
 mod ports;
+mod probes;
 mod publishing;
 pub mod reactor;
 mod requests;
@@ -77,6 +78,11 @@ enum TimerKey {
     Publish,
     /// A partial line of a service's output has waited for its newline.
     OutputFlush,
+    /// A readiness probe, health check or watchdog of a service.
+    Probe {
+        slot: usize,
+        timer: probes::ProbeTimer,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,6 +239,8 @@ pub struct Supervisor {
     /// The dependency graph, and which services stop once their
     /// dependants are down.
     deps: deps::Deps,
+    /// Readiness probes, health checks and notify sockets.
+    probes: probes::Probes,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -575,6 +583,7 @@ impl Supervisor {
             outputs: output::Outputs::default(),
             exit_code: None,
             deps: deps::Deps::default(),
+            probes: probes::Probes::default(),
         })
     }
 
@@ -833,7 +842,9 @@ impl Supervisor {
             }
             let mut child_event = false;
             for token in std::mem::take(&mut tokens) {
-                if token == SIGNAL_TOKEN {
+                if probes::of_token(token).is_some() {
+                    self.on_probe(token, &mut work);
+                } else if token == SIGNAL_TOKEN {
                     for sig in self.signals.drain() {
                         child_event |= sig.signo == libc::SIGCHLD;
                         self.on_signal(sig.signo, &mut work);
@@ -1011,6 +1022,7 @@ impl Supervisor {
             TimerKey::RequestDeadline => self.settle_waiting(),
             TimerKey::Publish => self.on_publish_timer(),
             TimerKey::OutputFlush => self.on_output_flush(),
+            TimerKey::Probe { slot, timer } => self.on_probe_timer(slot, timer, work),
             TimerKey::Sample { slot, generation } => self.periodic_sample(slot, generation),
             TimerKey::ControlIdle => {
                 self.control_idle_at = None;
@@ -1066,14 +1078,21 @@ impl Supervisor {
 
     fn reap(&mut self, work: &mut VecDeque<(usize, Input)>) -> Drained {
         let by_pid = &mut self.by_pid;
+        let probes = &mut self.probes;
         let mut dead = Vec::new();
+        let mut probes_dead = Vec::new();
         let drained = reap::reap_all(|pid, status| {
             if let Some(slot) = by_pid.remove(&pid) {
                 dead.push((slot, pid, status));
+            } else if let Some((slot, source)) = probes.take_pid(pid) {
+                probes_dead.push((slot, source, pid, status));
             }
         });
         for (slot, pid, status) in dead {
             self.collected(slot, pid, status, work);
+        }
+        for (slot, source, pid, status) in probes_dead {
+            self.probe_reaped(slot, source, pid, status, work);
         }
         drained
     }
@@ -1218,6 +1237,10 @@ impl Supervisor {
         };
         let host_ip = self.host_ip;
         let (stdout, stderr) = self.child_outputs(slot);
+        let extras = match self.probe_spawn_extras(slot) {
+            Ok(extras) => extras,
+            Err(error) => return Some(Input::SpawnFailed { error }),
+        };
         let s = self.slots.get_mut(slot)?;
         s.spec.stdout = stdout;
         s.spec.stderr = stderr;
@@ -1228,6 +1251,8 @@ impl Supervisor {
         if s.spec.listen_fd.is_some() {
             s.spec.pid_vars.push("LISTEN_PID=".to_string());
         }
+        s.spec.start_env.extend(extras.env);
+        s.spec.pid_vars.extend(extras.pid_vars);
         // A checksummed unit runs the very file that was hashed: opened
         // once, verified, and executed by descriptor.
         let verified = match &s.service.unit.checksum {
@@ -1270,11 +1295,20 @@ impl Supervisor {
                 }
             }
         };
-        match self.spawner.spawn(
+        // The readiness pipe's write end is the child's alone: zurg's copy
+        // closes when `extras.ready_fd` drops, right after the spawn.
+        s.spec.ready_fd = extras
+            .ready_fd
+            .as_ref()
+            .map(|(write, n)| (write.as_raw_fd(), *n));
+        let spawned = self.spawner.spawn(
             &s.spec,
             &self.child_signals,
             verified.as_ref().map(|v| &v.file),
-        ) {
+        );
+        s.spec.ready_fd = None;
+        drop(extras.ready_fd);
+        match spawned {
             Ok(mut child) => {
                 let near_limit = child.pidfd.as_ref().is_some_and(|fd| {
                     u64::try_from(fd.as_raw_fd())
@@ -1369,6 +1403,7 @@ impl Supervisor {
     /// the service model grows) probes, dependants and essential services.
     fn after_event(&mut self, slot: usize, event: &Event, work: &mut VecDeque<(usize, Input)>) {
         self.dependencies_after_event(slot, work);
+        self.probes_after_event(slot, event, work);
         self.essential_ended(slot, event, work);
     }
 

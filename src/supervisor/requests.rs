@@ -189,7 +189,7 @@ impl Supervisor {
         Ok(slots)
     }
 
-    fn slot_name(&self, slot: usize) -> &str {
+    pub(super) fn slot_name(&self, slot: usize) -> &str {
         self.slots.get(slot).map_or("", |s| s.service.name())
     }
 
@@ -202,6 +202,7 @@ impl Supervisor {
             }
             _ => None,
         };
+        let probes = self.probe_status(slot);
         Some(ServiceStatus {
             name: s.service.name().to_string(),
             state: s.service.state_name().to_string(),
@@ -214,13 +215,14 @@ impl Supervisor {
             last_error: s.service.last_error.as_ref().map(ToString::to_string),
             ready: s.service.is_ready(),
             ready_after_ms: s.service.ready_after_ms.filter(|_| s.service.is_ready()),
-            health: None,
+            health: probes.health,
             problem: s.service.problem(),
             waiting_for: if s.service.state == State::Waiting {
                 self.waiting_for(slot)
             } else {
                 Vec::new()
             },
+            status_text: probes.status_text,
         })
     }
 
@@ -712,9 +714,15 @@ impl Supervisor {
             stats: rec.stats.clone(),
             seq,
             zurg: seq.map(|_| self.own_gpid.clone()),
-            reason: matches!(kind, JournalKind::Refused | JournalKind::Failed)
-                .then(|| rec.message.clone())
-                .flatten(),
+            reason: matches!(
+                kind,
+                JournalKind::Refused
+                    | JournalKind::Failed
+                    | JournalKind::Unhealthy
+                    | JournalKind::NotReady
+            )
+            .then(|| rec.message.clone())
+            .flatten(),
         };
         if let Some(line) = j.append(&record).log_line() {
             crate::log!("{line}");
@@ -1112,6 +1120,8 @@ impl Supervisor {
             }
             Event::Refused { .. } => self.journal_event(&rec, JournalKind::Refused, None),
             Event::Failed { .. } => self.journal_event(&rec, JournalKind::Failed, None),
+            Event::Unhealthy { .. } => self.journal_event(&rec, JournalKind::Unhealthy, None),
+            Event::NotReady { .. } => self.journal_event(&rec, JournalKind::NotReady, None),
             _ => {}
         }
         self.publish(rec);

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 
 use toml::Value;
 
+use super::probe::Ready;
 use super::{
     BackoffSteps, FileOutput, Kind, Output, RestartPolicy, StartLimit, Unit, DEFAULT_LOG_KEEP,
     DEFAULT_LOG_MAX_BYTES, DEFAULT_LOG_RING_BYTES, DEFAULT_RESTART_DELAY_MS, DEFAULT_STOP_SIGNAL,
@@ -393,7 +394,93 @@ pub static KEYS: &[Key] = &[
         },
         ..KEY
     },
+    Key {
+        name: "ready",
+        kind: "`\"notify\"`, or a table `{ fd = N }`, `{ tcp = PORT }`, `{ exec = [...] }`",
+        default: "none (ready once started)",
+        doc: "How the service tells zurg that it is ready.",
+        read: |u, v| {
+            u.ready = v.map(super::probe::ready).transpose()?;
+            Ok(())
+        },
+        check: Some((&["socket", "port"], |u| match &u.ready {
+            Some(Ready::Fd(3)) if u.socket => {
+                Err("fd 3 is the listening socket with `socket = true`; pick another descriptor".into())
+            }
+            Some(r) if r.uses_unit_port() && u.port == 0 && !u.port_auto => {
+                Err("\"$PORT\" needs the unit's `port` (a number, or \"auto\")".into())
+            }
+            Some(Ready::Tcp(p)) if connects_to_own_socket(u, *p) => Err(HELD_PORT.into()),
+            _ => Ok(()),
+        })),
+        ..KEY
+    },
+    Key {
+        name: "ready_timeout_ms",
+        kind: "positive integer",
+        default: "`90000` (90 s)",
+        doc: "How long a start may take to become ready before it counts as a failed start.",
+        read: |u, v| {
+            u.ready_timeout_ms = match v.map(millis).transpose()? {
+                None => super::probe::DEFAULT_READY_TIMEOUT_MS,
+                Some(0) => return Err("must be at least 1, found 0".to_string().into()),
+                Some(n) => n,
+            };
+            Ok(())
+        },
+        ..KEY
+    },
+    Key {
+        name: "watchdog_ms",
+        kind: "non-negative integer",
+        default: "`0` (off)",
+        doc: "A service that goes this long without sending `WATCHDOG=1` to its notify socket is restarted.",
+        read: |u, v| {
+            u.watchdog_ms = match v.map(millis).transpose()? {
+                None | Some(0) => None,
+                Some(n) => Some(n),
+            };
+            Ok(())
+        },
+        ..KEY
+    },
+    Key {
+        name: "health",
+        kind: "table `{ exec = [...] or tcp = PORT or http = URL, interval_ms, timeout_ms, retries, start_period_ms }`",
+        default: "none",
+        doc: "A check of a running service, repeated every `interval_ms`; after `retries` failures in a row the service is restarted.",
+        read: |u, v| {
+            u.health = v.map(super::probe::health).transpose()?;
+            Ok(())
+        },
+        check: Some((&["port", "socket"], |u| match &u.health {
+            Some(h) if h.check.uses_unit_port() && u.port == 0 && !u.port_auto => {
+                Err("\"$PORT\" needs the unit's `port` (a number, or \"auto\")".into())
+            }
+            Some(h) => match h.check {
+                super::probe::Check::Tcp(p) if connects_to_own_socket(u, p) => {
+                    Err(HELD_PORT.into())
+                }
+                _ => Ok(()),
+            },
+            None => Ok(()),
+        })),
+        ..KEY
+    },
 ];
+
+/// With `socket = true` zurg itself listens on the unit's port, so a
+/// connect there succeeds whether the service answers or not.
+const HELD_PORT: &str = "a tcp probe of the unit's own port always passes with `socket = true` (zurg holds the listening socket); use notify, fd, exec or an http check";
+
+fn connects_to_own_socket(u: &Unit, p: super::probe::ProbePort) -> bool {
+    use super::probe::ProbePort;
+    u.socket
+        && match p {
+            ProbePort::Unit => true,
+            ProbePort::Fixed(n) => !u.port_auto && n == u.port,
+        }
+}
 
 /// The key called `name`.
 pub fn find(name: &str) -> Option<&'static Key> {
@@ -430,6 +517,10 @@ pub fn blank(name: &str) -> Unit {
         log_ring_bytes: DEFAULT_LOG_RING_BYTES,
         stdout: Output::Prefix,
         stderr: Output::Prefix,
+        ready: None,
+        ready_timeout_ms: super::probe::DEFAULT_READY_TIMEOUT_MS,
+        watchdog_ms: None,
+        health: None,
     }
 }
 
@@ -494,7 +585,7 @@ fn need(v: Option<&Value>) -> Result<&Value, Bad> {
     v.ok_or(Bad::Missing)
 }
 
-fn type_name(v: &Value) -> &'static str {
+pub(super) fn type_name(v: &Value) -> &'static str {
     match v {
         Value::String(_) => "a string",
         Value::Integer(_) => "an integer",
@@ -1191,5 +1282,58 @@ mod tests {
                 assert!(err.contains(want), "{text}: {want} in {err}");
             }
         }
+    }
+
+    #[test]
+    fn readiness_and_health_keys_refuse_what_cannot_work() {
+        let path = Path::new("/u/svc.toml");
+        let parse = |extra: &str| {
+            super::super::parse_unit("svc", path, &format!("exec = \"/x\"\n{extra}\n"))
+        };
+        let u = parse("port = 8080\nready = { tcp = \"$PORT\" }\nready_timeout_ms = 500\nwatchdog_ms = 2000\nhealth = { http = \"http://127.0.0.1:$PORT/health\" }").unwrap();
+        assert_eq!(
+            u.ready,
+            Some(Ready::Tcp(super::super::probe::ProbePort::Unit))
+        );
+        assert_eq!((u.ready_timeout_ms, u.watchdog_ms), (500, Some(2000)));
+        assert!(u.health.is_some());
+        for (text, want) in [
+            (
+                "port = 80\nsocket = true\nready = { fd = 3 }",
+                "svc.toml:4:9: key `ready`: fd 3 is the listening socket",
+            ),
+            (
+                "ready = { tcp = \"$PORT\" }",
+                "key `ready`: \"$PORT\" needs the unit's `port`",
+            ),
+            (
+                "health = { tcp = \"$PORT\" }",
+                "key `health`: \"$PORT\" needs the unit's `port`",
+            ),
+            (
+                "ready_timeout_ms = 0",
+                "key `ready_timeout_ms`: must be at least 1",
+            ),
+            (
+                "port = 8080\nsocket = true\nready = { tcp = 8080 }",
+                "key `ready`: a tcp probe of the unit's own port always passes",
+            ),
+            (
+                "port = \"auto\"\nsocket = true\nhealth = { tcp = \"$PORT\" }",
+                "key `health`: a tcp probe of the unit's own port always passes",
+            ),
+            (
+                "ready = { fd = 1 }",
+                "key `ready`: `fd` must be a descriptor number of at least 3",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+        // fd 3 is free without a socket
+        assert_eq!(
+            parse("ready = { fd = 3 }").unwrap().ready,
+            Some(Ready::Fd(3))
+        );
     }
 }

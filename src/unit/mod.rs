@@ -9,6 +9,7 @@
 pub mod keys;
 pub mod load;
 pub mod parse;
+pub mod probe;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -160,6 +161,14 @@ pub struct Unit {
     pub stdout: Output,
     /// Where the service's stderr goes.
     pub stderr: Output,
+    /// How it tells zurg it is ready; `None`: ready once started.
+    pub ready: Option<probe::Ready>,
+    /// How long a start may take to become ready.
+    pub ready_timeout_ms: u64,
+    /// `WATCHDOG=1` must come at least this often (notify socket).
+    pub watchdog_ms: Option<u64>,
+    /// The liveness check, if any.
+    pub health: Option<probe::Health>,
 }
 
 /// Rotate a log file once it would pass this size (`max_bytes`).
