@@ -17,6 +17,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use super::creds::Credentials;
 use super::pidfd::PidFd;
 use super::signals::ChildSignals;
 
@@ -70,6 +71,9 @@ pub struct SpawnSpec {
     pub stdout: ChildOut,
     /// The child's fd 2.
     pub stderr: ChildOut,
+    // Identity and limits (`user`, `rlimits`, `capabilities`...): applied
+    // by `os::creds` in the child; `None` adds nothing to the child side.
+    pub creds: Option<Credentials>,
 }
 
 /// What a child gets as its fd 1 or 2.
@@ -102,6 +106,7 @@ impl SpawnSpec {
             death_signal: 0,
             stdout: ChildOut::Inherit,
             stderr: ChildOut::Inherit,
+            creds: None,
         }
     }
 }
@@ -126,6 +131,25 @@ pub enum SpawnStep {
     DeathSignal,
     /// fd 1 or 2 from the service's pipe or /dev/null.
     Output,
+    // The steps of `os::creds`, each named after its unit key.
+    /// setrlimit for `rlimits`.
+    Rlimits,
+    /// setpriority for `nice`.
+    Nice,
+    /// /proc/self/oom_score_adj for `oom_score_adj`.
+    OomScoreAdj,
+    /// setgroups for `group` / `supplementary_groups`.
+    Groups,
+    /// setgid for `group`.
+    Gid,
+    /// setuid for `user`.
+    Uid,
+    /// setuid(0) still worked after `user`.
+    RegainRoot,
+    /// The bounding set, capset and ambient raise for `capabilities`.
+    Capabilities,
+    /// PR_SET_NO_NEW_PRIVS for `no_new_privs`.
+    NoNewPrivs,
 }
 
 impl std::fmt::Display for SpawnStep {
@@ -139,6 +163,15 @@ impl std::fmt::Display for SpawnStep {
             SpawnStep::Exec => "exec",
             SpawnStep::DeathSignal => "set the parent-death signal",
             SpawnStep::Output => "set up stdout and stderr",
+            SpawnStep::Rlimits => "set `rlimits`",
+            SpawnStep::Nice => "set `nice`",
+            SpawnStep::OomScoreAdj => "set `oom_score_adj`",
+            SpawnStep::Groups => "set the groups of `group`/`supplementary_groups` (setgroups)",
+            SpawnStep::Gid => "switch to `group` (setgid)",
+            SpawnStep::Uid => "switch to `user` (setuid)",
+            SpawnStep::RegainRoot => "drop root for good (setuid(0) still worked after `user`)",
+            SpawnStep::Capabilities => "set `capabilities`",
+            SpawnStep::NoNewPrivs => "set `no_new_privs`",
         })
     }
 }
@@ -153,6 +186,15 @@ impl SpawnStep {
             5 => SpawnStep::SignalMask,
             7 => SpawnStep::DeathSignal,
             8 => SpawnStep::Output,
+            9 => SpawnStep::Rlimits,
+            10 => SpawnStep::Nice,
+            11 => SpawnStep::OomScoreAdj,
+            12 => SpawnStep::Groups,
+            13 => SpawnStep::Gid,
+            14 => SpawnStep::Uid,
+            15 => SpawnStep::RegainRoot,
+            16 => SpawnStep::Capabilities,
+            17 => SpawnStep::NoNewPrivs,
             _ => SpawnStep::Exec,
         }
     }
@@ -256,6 +298,8 @@ struct ChildArgs {
     death_signal: i32,
     /// zurg's pid, to tell whether it died before the death signal was set.
     parent: libc::pid_t,
+    /// The spec's `creds`, or null.
+    creds: *const Credentials,
     /// errno of the failed step, written by the child.
     error: i32,
     /// Which step failed (`SpawnStep` as u8), written with `error`.
@@ -380,6 +424,25 @@ unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), (SpawnStep, i32)> {
             )?;
         } else {
             check_ret(libc::dup2(a.listen_fd, LISTEN_FD), SpawnStep::ListenFd)?;
+        }
+    }
+    if let Some(creds) = a.creds.as_ref() {
+        super::creds::apply(creds)?;
+        // A change of ids clears the parent-death signal: set it again.
+        if a.death_signal != 0 && super::creds::changes_ids(creds) {
+            check_ret(
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    a.death_signal as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ),
+                SpawnStep::DeathSignal,
+            )?;
+            if libc::getppid() != a.parent {
+                libc::_exit(127);
+            }
         }
     }
     check_ret(
@@ -534,6 +597,10 @@ impl Spawner {
             death_signal: spec.death_signal,
             // SAFETY: getpid cannot fail.
             parent: unsafe { libc::getpid() },
+            creds: spec
+                .creds
+                .as_ref()
+                .map_or(std::ptr::null(), |c| c as *const Credentials),
             error: 0,
             failed_step: 0,
         });
@@ -663,6 +730,15 @@ mod tests {
             SpawnStep::SignalMask,
             SpawnStep::Exec,
             SpawnStep::Output,
+            SpawnStep::Rlimits,
+            SpawnStep::Nice,
+            SpawnStep::OomScoreAdj,
+            SpawnStep::Groups,
+            SpawnStep::Gid,
+            SpawnStep::Uid,
+            SpawnStep::RegainRoot,
+            SpawnStep::Capabilities,
+            SpawnStep::NoNewPrivs,
         ] {
             assert_eq!(SpawnStep::from_raw(step as u8), step);
         }

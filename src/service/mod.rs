@@ -558,6 +558,7 @@ mod tests {
             log_ring_bytes: 0,
             stdout: crate::unit::Output::Prefix,
             stderr: crate::unit::Output::Prefix,
+            creds: Default::default(),
         }
     }
 

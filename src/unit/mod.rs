@@ -6,9 +6,13 @@
 //! position; reading a directory of units is `load.rs`. Nothing here
 //! touches the OS.
 
+pub mod accounts;
+pub mod creds;
+pub mod envfile;
 pub mod keys;
 pub mod load;
 pub mod parse;
+pub mod vars;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -93,6 +97,8 @@ pub struct Unit {
     pub stdout: Output,
     /// Where the service's stderr goes.
     pub stderr: Output,
+    /// Who it runs as and with what limits (`user`, `rlimits`, `env_file`...).
+    pub creds: creds::Creds,
 }
 
 /// Rotate a log file once it would pass this size (`max_bytes`).
