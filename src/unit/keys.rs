@@ -1032,4 +1032,86 @@ mod tests {
             assert!(err.contains(want), "{err}");
         }
     }
+
+    #[test]
+    fn identity_and_limit_keys_read_their_values() {
+        use super::creds::{EnvFile, Resource, Rlimit, UNLIMITED};
+        let path = Path::new("/u/svc.toml");
+        let text = "exec = \"/x\"\nuser = \"www-data\"\ngroup = 33\n\
+            supplementary_groups = [\"ssl-cert\", 4]\numask = \"027\"\nnice = -5\n\
+            oom_score_adj = -100\nno_new_privs = true\n\
+            rlimits = { nofile = 65536, core = \"unlimited\", nproc = [512, 1024] }\n\
+            capabilities = [\"CAP_NET_BIND_SERVICE\", \"net_bind_service\", \"KILL\"]\n\
+            env_file = [\"/etc/default/web\", \"-/etc/default/web.local\"]\n";
+        let c = super::super::parse_unit("svc", path, text).unwrap().creds;
+        assert_eq!(c.user, Some(Id::Name("www-data".into())));
+        assert_eq!(c.group, Some(Id::Num(33)));
+        assert_eq!(
+            c.supplementary_groups,
+            Some(vec![Id::Name("ssl-cert".into()), Id::Num(4)])
+        );
+        assert_eq!(
+            (c.umask, c.nice, c.oom_score_adj),
+            (Some(0o27), Some(-5), Some(-100))
+        );
+        assert!(c.no_new_privs);
+        assert_eq!(
+            c.rlimits,
+            [
+                Rlimit {
+                    resource: Resource::Core,
+                    soft: UNLIMITED,
+                    hard: UNLIMITED
+                },
+                Rlimit {
+                    resource: Resource::Nofile,
+                    soft: 65536,
+                    hard: 65536
+                },
+                Rlimit {
+                    resource: Resource::Nproc,
+                    soft: 512,
+                    hard: 1024
+                },
+            ]
+        );
+        assert_eq!(c.capabilities, Some(vec![5, 10]));
+        assert_eq!(
+            c.env_file,
+            [
+                EnvFile {
+                    path: "/etc/default/web".into(),
+                    optional: false
+                },
+                EnvFile {
+                    path: "/etc/default/web.local".into(),
+                    optional: true
+                },
+            ]
+        );
+        assert_eq!(
+            super::super::parse_unit("svc", path, "exec = \"/x\"\numask = 0o077\n")
+                .unwrap()
+                .creds
+                .umask,
+            Some(0o77)
+        );
+        let err = super::super::parse_unit(
+            "svc",
+            path,
+            "exec = \"/x\"\nuser = \"\"\nrlimits = { files = 1, nofile = -1 }\n\
+             capabilities = [\"NOPE\", 3]\nargs = [\"${SERVICE}\", \"${INSTANCE}\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "2:8: key `user`: empty user name",
+            "3:11: key `rlimits`: unknown limit `files`",
+            "3:11: key `rlimits`: `nofile` must not be negative, found -1",
+            "key `capabilities`: item 1 must be a string",
+            "5:8: key `args`: unknown variable ${INSTANCE}",
+        ] {
+            assert!(err.contains(want), "{want} in {err}");
+        }
+    }
 }
