@@ -114,6 +114,11 @@ fn limits_umask_nice_and_oom_score_adj_read_back_from_proc() {
     z.saw("limited | Umask: 0027");
     z.saw("limited | nice -5");
     z.saw("limited | oom 500");
+    // The score was zurg's own only for the clone: it is back to what zurg
+    // inherited from this test.
+    let ours = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+    let zurgs = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", z.host_pid())).unwrap();
+    assert_eq!(zurgs, ours);
 }
 
 #[test]

@@ -8,10 +8,11 @@
 //! them, nptl's setxid), and the child shares zurg's memory, so glibc would
 //! take zurg's own threads for the child's and signal them.
 //!
-//! Order: what needs root first (limits, nice, the OOM score, dropping the
+//! Order: what needs root first (limits, a negative nice, dropping the
 //! bounding set), then setgroups, setgid, setuid; then a check that root
-//! cannot be regained, then the capabilities that stay (ambient), then
-//! no_new_privs.
+//! cannot be regained, then the capabilities that stay (ambient), a
+//! positive nice and no_new_privs. The OOM score is the parent's job
+//! (`OomScore`).
 
 use std::ffi::CString;
 
@@ -23,7 +24,8 @@ pub struct Credentials {
     /// (RLIMIT_*, soft, hard), RLIM_INFINITY as u64::MAX.
     pub rlimits: Vec<(i32, u64, u64)>,
     pub nice: Option<i32>,
-    /// The decimal value for /proc/self/oom_score_adj.
+    /// The decimal value for /proc/self/oom_score_adj, which the parent
+    /// sets around the clone (see `OomScore`).
     pub oom_score_adj: Option<CString>,
     pub umask: Option<u32>,
     /// setgroups(2), when the supplementary groups change.
@@ -88,7 +90,8 @@ pub(super) unsafe fn apply(c: &Credentials) -> Result<(), (SpawnStep, i32)> {
             SpawnStep::Rlimits,
         )?;
     }
-    if let Some(nice) = c.nice {
+    // A higher priority (a negative value) needs root: before the switch.
+    if let Some(nice) = c.nice.filter(|n| *n < 0) {
         check(
             libc::syscall(
                 libc::SYS_setpriority,
@@ -98,20 +101,6 @@ pub(super) unsafe fn apply(c: &Credentials) -> Result<(), (SpawnStep, i32)> {
             ),
             SpawnStep::Nice,
         )?;
-    }
-    if let Some(value) = &c.oom_score_adj {
-        let fd = libc::open(
-            c"/proc/self/oom_score_adj".as_ptr(),
-            libc::O_WRONLY | libc::O_CLOEXEC,
-        );
-        check(libc::c_long::from(fd), SpawnStep::OomScoreAdj)?;
-        let bytes = value.as_bytes();
-        let n = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
-        let err = errno();
-        libc::close(fd);
-        if n < 0 {
-            return Err((SpawnStep::OomScoreAdj, err));
-        }
     }
     if let Some(mask) = c.umask {
         libc::umask(mask as libc::mode_t);
@@ -196,6 +185,19 @@ pub(super) unsafe fn apply(c: &Credentials) -> Result<(), (SpawnStep, i32)> {
             )?;
         }
     }
+    // A lower priority goes last: from then on the child waits for the
+    // CPU behind everything else runnable.
+    if let Some(nice) = c.nice.filter(|n| *n >= 0) {
+        check(
+            libc::syscall(
+                libc::SYS_setpriority,
+                libc::c_long::from(libc::PRIO_PROCESS),
+                0,
+                libc::c_long::from(nice),
+            ),
+            SpawnStep::Nice,
+        )?;
+    }
     if c.no_new_privs {
         check(
             libc::c_long::from(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)),
@@ -203,6 +205,37 @@ pub(super) unsafe fn apply(c: &Credentials) -> Result<(), (SpawnStep, i32)> {
         )?;
     }
     Ok(())
+}
+
+/// zurg's own OOM score, changed to a service's for the clone and put
+/// back when this is dropped: the child inherits it at the clone.
+///
+/// The child cannot write its own: while it shares zurg's memory
+/// (CLONE_VM), the kernel applies a new oom_score_adj to every process
+/// that shares the memory, zurg included.
+#[derive(Debug)]
+pub(super) struct OomScore {
+    old: Vec<u8>,
+}
+
+const OOM_SCORE_ADJ: &str = "/proc/self/oom_score_adj";
+
+impl OomScore {
+    pub(super) fn set(value: &std::ffi::CStr) -> std::io::Result<OomScore> {
+        let old = std::fs::read(OOM_SCORE_ADJ)?;
+        std::fs::write(OOM_SCORE_ADJ, value.to_bytes())?;
+        Ok(OomScore { old })
+    }
+}
+
+impl Drop for OomScore {
+    fn drop(&mut self) {
+        // Raising it back is always allowed; lowering it back to where it
+        // was is allowed down to the lowest value zurg itself ever had.
+        if let Err(e) = std::fs::write(OOM_SCORE_ADJ, &self.old) {
+            crate::log!("warning: cannot restore zurg's own oom_score_adj: {e}");
+        }
+    }
 }
 
 /// Whether the ids change, which clears the parent-death signal.

@@ -136,7 +136,7 @@ pub enum SpawnStep {
     Rlimits,
     /// setpriority for `nice`.
     Nice,
-    /// /proc/self/oom_score_adj for `oom_score_adj`.
+    /// /proc/self/oom_score_adj for `oom_score_adj` (in the parent).
     OomScoreAdj,
     /// setgroups for `group` / `supplementary_groups`.
     Groups,
@@ -605,6 +605,18 @@ impl Spawner {
             failed_step: 0,
         });
 
+        // Held until the child has exec'd: it inherits the score at clone.
+        let _oom =
+            match spec.creds.as_ref().and_then(|c| c.oom_score_adj.as_ref()) {
+                None => None,
+                Some(value) => Some(super::creds::OomScore::set(value).map_err(|source| {
+                    SpawnError::Setup {
+                        program: spec.program.to_string_lossy().into_owned(),
+                        step: SpawnStep::OomScoreAdj,
+                        source,
+                    }
+                })?),
+            };
         let mut pidfd: libc::c_int = -1;
         let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
         let pid = loop {

@@ -150,7 +150,7 @@ pub(super) fn service_env(
 ) -> Result<Vec<CString>, String> {
     let mut env = Vec::with_capacity(extra.len() + unit.env.len() + 2);
     for (k, v) in extra {
-        if !unit.env.contains_key(k) && k != "ZURG_SERVICE" && k != "ZURG_VERSION" {
+        if !unit.env.contains_key(k) && !set_by_zurg(unit, k) {
             env.push(CString::new(format!("{k}={v}")).map_err(|_| nul(unit, "env_file"))?);
         }
     }
@@ -167,6 +167,12 @@ pub(super) fn service_env(
         .map_err(|_| nul(unit, "version"))?,
     );
     Ok(env)
+}
+
+/// Names zurg sets itself, which an env file or passwd entry cannot take.
+fn set_by_zurg(unit: &Unit, name: &str) -> bool {
+    let has_port = unit.port != 0 || unit.port_auto || unit.socket;
+    name.starts_with("ZURG_") || name.starts_with("LISTEN_") || (name == "PORT" && has_port)
 }
 
 /// Whether the unit's env or cwd use `${PORT}` (args are checked apart).
