@@ -212,27 +212,43 @@ pub(super) unsafe fn apply(c: &Credentials) -> Result<(), (SpawnStep, i32)> {
 ///
 /// The child cannot write its own: while it shares zurg's memory
 /// (CLONE_VM), the kernel applies a new oom_score_adj to every process
-/// that shares the memory, zurg included.
+/// that shares the memory, zurg included. The file stays open in the
+/// `Spawner`, so this is a pread and two pwrites.
 #[derive(Debug)]
-pub(super) struct OomScore {
-    old: Vec<u8>,
+pub(super) struct OomScore<'a> {
+    file: &'a std::fs::File,
+    old: [u8; 16],
+    len: usize,
 }
 
-const OOM_SCORE_ADJ: &str = "/proc/self/oom_score_adj";
+/// Opens /proc/self/oom_score_adj for `OomScore`.
+pub(super) fn open_oom_score() -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/proc/self/oom_score_adj")
+}
 
-impl OomScore {
-    pub(super) fn set(value: &std::ffi::CStr) -> std::io::Result<OomScore> {
-        let old = std::fs::read(OOM_SCORE_ADJ)?;
-        std::fs::write(OOM_SCORE_ADJ, value.to_bytes())?;
-        Ok(OomScore { old })
+impl<'a> OomScore<'a> {
+    pub(super) fn set(
+        file: &'a std::fs::File,
+        value: &std::ffi::CStr,
+    ) -> std::io::Result<OomScore<'a>> {
+        use std::os::unix::fs::FileExt;
+        let mut old = [0u8; 16];
+        let len = file.read_at(&mut old, 0)?;
+        file.write_at(value.to_bytes(), 0)?;
+        Ok(OomScore { file, old, len })
     }
 }
 
-impl Drop for OomScore {
+impl Drop for OomScore<'_> {
     fn drop(&mut self) {
+        use std::os::unix::fs::FileExt;
         // Raising it back is always allowed; lowering it back to where it
         // was is allowed down to the lowest value zurg itself ever had.
-        if let Err(e) = std::fs::write(OOM_SCORE_ADJ, &self.old) {
+        let old = self.old.get(..self.len).unwrap_or_default();
+        if let Err(e) = self.file.write_at(old, 0) {
             crate::log!("warning: cannot restore zurg's own oom_score_adj: {e}");
         }
     }

@@ -508,12 +508,15 @@ fn candidates(program: &CString, search_path: bool) -> Vec<CString> {
 #[derive(Debug, Default)]
 pub struct Spawner {
     stack: Vec<u8>,
+    /// /proc/self/oom_score_adj, opened at the first `oom_score_adj`.
+    oom_file: Option<std::fs::File>,
 }
 
 impl Spawner {
     pub fn new() -> Spawner {
         Spawner {
             stack: vec![0u8; CHILD_STACK],
+            oom_file: None,
         }
     }
 
@@ -606,17 +609,23 @@ impl Spawner {
         });
 
         // Held until the child has exec'd: it inherits the score at clone.
-        let _oom =
-            match spec.creds.as_ref().and_then(|c| c.oom_score_adj.as_ref()) {
-                None => None,
-                Some(value) => Some(super::creds::OomScore::set(value).map_err(|source| {
-                    SpawnError::Setup {
-                        program: spec.program.to_string_lossy().into_owned(),
-                        step: SpawnStep::OomScoreAdj,
-                        source,
-                    }
-                })?),
-            };
+        let _oom = match spec.creds.as_ref().and_then(|c| c.oom_score_adj.as_ref()) {
+            None => None,
+            Some(value) => {
+                let setup = |source| SpawnError::Setup {
+                    program: spec.program.to_string_lossy().into_owned(),
+                    step: SpawnStep::OomScoreAdj,
+                    source,
+                };
+                if self.oom_file.is_none() {
+                    self.oom_file = Some(super::creds::open_oom_score().map_err(setup)?);
+                }
+                match &self.oom_file {
+                    Some(file) => Some(super::creds::OomScore::set(file, value).map_err(setup)?),
+                    None => None,
+                }
+            }
+        };
         let mut pidfd: libc::c_int = -1;
         let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
         let pid = loop {
