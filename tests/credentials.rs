@@ -288,3 +288,26 @@ fn a_user_added_later_is_found_at_reload_and_at_each_start() {
     assert!(cli(&dir, &["restart", "late"]).status.success());
     z.expect("late | late uid 4322 home /home/later");
 }
+
+#[test]
+fn a_negative_nice_without_the_privilege_fails_the_start_naming_the_key() {
+    // zurg without CAP_SYS_NICE, as a non-root zurg would be.
+    let dir = TempDir::new("creds-nice");
+    dir.write(
+        "units/eager.toml",
+        &sh_unit("echo should not run", "nice = -5"),
+    );
+    dir.write(
+        "units/other.toml",
+        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n",
+    );
+    let wrapper = ["setpriv", "--bounding-set", "-sys_nice"]
+        .map(String::from)
+        .to_vec();
+    let mut z = run_in(&dir, Mode::Pid1Under(wrapper), &[]);
+    z.saw("[eager] cannot set `nice` for /bin/sh: Permission denied");
+    eventually("other to run", || {
+        status_of(&dir, "other")["state"] == "running"
+    });
+    assert!(!z.seen.iter().any(|l| l.contains("should not run")));
+}

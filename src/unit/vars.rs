@@ -61,7 +61,9 @@ pub fn check(text: &str) -> Result<(), String> {
 
 /// Whether `text` uses `${name}`.
 pub fn uses(text: &str, name: &str) -> bool {
-    pieces(text).is_ok_and(|ps| ps.iter().any(|p| matches!(p, Piece::Var(n) if *n == name)))
+    // Asked at each start: most texts have no variable at all.
+    text.contains("${")
+        && pieces(text).is_ok_and(|ps| ps.iter().any(|p| matches!(p, Piece::Var(n) if *n == name)))
 }
 
 /// `text` with each `${NAME}` that `value` knows replaced; the others stay
