@@ -311,3 +311,37 @@ fn a_negative_nice_without_the_privilege_fails_the_start_naming_the_key() {
     });
     assert!(!z.seen.iter().any(|l| l.contains("should not run")));
 }
+
+#[test]
+fn service_version_and_port_variables_reach_args_env_and_cwd() {
+    let dir = TempDir::new("creds-vars");
+    std::fs::create_dir_all(dir.path().join("web-1.2")).unwrap();
+    // `version` needs a versioned exec path.
+    std::fs::create_dir_all(dir.path().join("1.2")).unwrap();
+    std::os::unix::fs::symlink("/bin/sh", dir.path().join("1.2/sh")).unwrap();
+    dir.write(
+        "units/web.toml",
+        &format!(
+            "exec = \"{0}/1.2/sh\"\n\
+             version = \"1.2\"\n\
+             args = [\"-c\", \"exec 1>&2; echo \\\"vars $1 $X $(pwd) $PORT\\\"; exec sleep 1000\", \"sh\", \"${{SERVICE}}:${{PORT}}\"]\n\
+             port = \"auto\"\n\
+             env = {{ X = \"${{VERSION}}/${{PORT}}\" }}\n\
+             cwd = \"{0}/${{SERVICE}}-${{VERSION}}\"\n",
+            dir.path().display()
+        ),
+    );
+    let mut z = run_in(&dir, Mode::Pid1, &[]);
+    let line = z.saw("web | vars web:");
+    // "web | vars web:PORT 1.2/PORT DIR/web-1.2 PORT"
+    let words: Vec<&str> = line.split("vars ").nth(1).unwrap().split(' ').collect();
+    let port = words[3];
+    assert!(port.parse::<u16>().unwrap() > 0, "{line}");
+    assert_eq!(words[0], format!("web:{port}"), "{line}");
+    assert_eq!(words[1], format!("1.2/{port}"), "{line}");
+    assert_eq!(
+        words[2],
+        format!("{}/web-1.2", dir.path().display()),
+        "{line}"
+    );
+}
