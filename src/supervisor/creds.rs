@@ -220,7 +220,10 @@ impl Supervisor {
             return Ok(());
         }
         let resolved = if unit.creds.names_accounts() {
-            let db = self.accounts.current()?;
+            let db = self
+                .accounts
+                .current()
+                .map_err(|e| format!("cannot look up `user`/`group`: {e}"))?;
             db.resolve(&unit.creds).map_err(|wrong| {
                 let msgs: Vec<String> = wrong
                     .into_iter()
