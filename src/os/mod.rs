@@ -3,6 +3,7 @@
 //! Every wrapper here is thin, owns its file descriptors, and knows nothing of
 //! units or services. Each `unsafe` block carries a `// SAFETY:` comment.
 
+pub mod creds;
 pub mod inotify;
 pub mod listen;
 pub mod net;

@@ -17,6 +17,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use super::creds::Credentials;
 use super::pidfd::PidFd;
 use super::signals::ChildSignals;
 
@@ -74,6 +75,9 @@ pub struct SpawnSpec {
     /// becomes the child's fd N (`ready = { fd = N }`). zurg's descriptor
     /// must be above 3 (`READY_FD_FLOOR`), so no other step overwrites it.
     pub ready_fd: Option<(RawFd, RawFd)>,
+    // Identity and limits (`user`, `rlimits`, `capabilities`...): applied
+    // by `os::creds` in the child; `None` adds nothing to the child side.
+    pub creds: Option<Credentials>,
 }
 
 /// zurg's end of a readiness pipe is moved at least this high before a
@@ -111,6 +115,7 @@ impl SpawnSpec {
             stdout: ChildOut::Inherit,
             stderr: ChildOut::Inherit,
             ready_fd: None,
+            creds: None,
         }
     }
 }
@@ -137,6 +142,25 @@ pub enum SpawnStep {
     Output,
     /// The readiness pipe as fd N.
     ReadyFd,
+    // The steps of `os::creds`, each named after its unit key.
+    /// setrlimit for `rlimits`.
+    Rlimits,
+    /// setpriority for `nice`.
+    Nice,
+    /// /proc/self/oom_score_adj for `oom_score_adj` (in the parent).
+    OomScoreAdj,
+    /// setgroups for `group` / `supplementary_groups`.
+    Groups,
+    /// setgid for `group`.
+    Gid,
+    /// setuid for `user`.
+    Uid,
+    /// setuid(0) still worked after `user`.
+    RegainRoot,
+    /// The bounding set, capset and ambient raise for `capabilities`.
+    Capabilities,
+    /// PR_SET_NO_NEW_PRIVS for `no_new_privs`.
+    NoNewPrivs,
 }
 
 impl std::fmt::Display for SpawnStep {
@@ -151,6 +175,15 @@ impl std::fmt::Display for SpawnStep {
             SpawnStep::DeathSignal => "set the parent-death signal",
             SpawnStep::Output => "set up stdout and stderr",
             SpawnStep::ReadyFd => "pass the readiness pipe as its fd",
+            SpawnStep::Rlimits => "set `rlimits`",
+            SpawnStep::Nice => "set `nice`",
+            SpawnStep::OomScoreAdj => "set `oom_score_adj`",
+            SpawnStep::Groups => "set the groups of `group`/`supplementary_groups` (setgroups)",
+            SpawnStep::Gid => "switch to `group` (setgid)",
+            SpawnStep::Uid => "switch to `user` (setuid)",
+            SpawnStep::RegainRoot => "drop root for good (setuid(0) still worked after `user`)",
+            SpawnStep::Capabilities => "set `capabilities`",
+            SpawnStep::NoNewPrivs => "set `no_new_privs`",
         })
     }
 }
@@ -166,6 +199,15 @@ impl SpawnStep {
             7 => SpawnStep::DeathSignal,
             8 => SpawnStep::Output,
             9 => SpawnStep::ReadyFd,
+            10 => SpawnStep::Rlimits,
+            11 => SpawnStep::Nice,
+            12 => SpawnStep::OomScoreAdj,
+            13 => SpawnStep::Groups,
+            14 => SpawnStep::Gid,
+            15 => SpawnStep::Uid,
+            16 => SpawnStep::RegainRoot,
+            17 => SpawnStep::Capabilities,
+            18 => SpawnStep::NoNewPrivs,
             _ => SpawnStep::Exec,
         }
     }
@@ -271,6 +313,8 @@ struct ChildArgs {
     death_signal: i32,
     /// zurg's pid, to tell whether it died before the death signal was set.
     parent: libc::pid_t,
+    /// The spec's `creds`, or null.
+    creds: *const Credentials,
     /// errno of the failed step, written by the child.
     error: i32,
     /// Which step failed (`SpawnStep` as u8), written with `error`.
@@ -415,6 +459,25 @@ unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), (SpawnStep, i32)> {
             check_ret(libc::dup2(ready_src, ready_target), SpawnStep::ReadyFd)?;
         }
     }
+    if let Some(creds) = a.creds.as_ref() {
+        super::creds::apply(creds)?;
+        // A change of ids clears the parent-death signal: set it again.
+        if a.death_signal != 0 && super::creds::changes_ids(creds) {
+            check_ret(
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    a.death_signal as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ),
+                SpawnStep::DeathSignal,
+            )?;
+            if libc::getppid() != a.parent {
+                libc::_exit(127);
+            }
+        }
+    }
     check_ret(
         libc::sigprocmask(libc::SIG_SETMASK, &a.mask, std::ptr::null_mut()),
         SpawnStep::SignalMask,
@@ -478,12 +541,15 @@ fn candidates(program: &CString, search_path: bool) -> Vec<CString> {
 #[derive(Debug, Default)]
 pub struct Spawner {
     stack: Vec<u8>,
+    /// /proc/self/oom_score_adj, opened at the first `oom_score_adj`.
+    oom_file: Option<std::fs::File>,
 }
 
 impl Spawner {
     pub fn new() -> Spawner {
         Spawner {
             stack: vec![0u8; CHILD_STACK],
+            oom_file: None,
         }
     }
 
@@ -568,10 +634,32 @@ impl Spawner {
             death_signal: spec.death_signal,
             // SAFETY: getpid cannot fail.
             parent: unsafe { libc::getpid() },
+            creds: spec
+                .creds
+                .as_ref()
+                .map_or(std::ptr::null(), |c| c as *const Credentials),
             error: 0,
             failed_step: 0,
         });
 
+        // Held until the child has exec'd: it inherits the score at clone.
+        let _oom = match spec.creds.as_ref().and_then(|c| c.oom_score_adj.as_ref()) {
+            None => None,
+            Some(value) => {
+                let setup = |source| SpawnError::Setup {
+                    program: spec.program.to_string_lossy().into_owned(),
+                    step: SpawnStep::OomScoreAdj,
+                    source,
+                };
+                if self.oom_file.is_none() {
+                    self.oom_file = Some(super::creds::open_oom_score().map_err(setup)?);
+                }
+                match &self.oom_file {
+                    Some(file) => Some(super::creds::OomScore::set(file, value).map_err(setup)?),
+                    None => None,
+                }
+            }
+        };
         let mut pidfd: libc::c_int = -1;
         let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
         let pid = loop {
@@ -711,6 +799,15 @@ mod tests {
             SpawnStep::Exec,
             SpawnStep::Output,
             SpawnStep::ReadyFd,
+            SpawnStep::Rlimits,
+            SpawnStep::Nice,
+            SpawnStep::OomScoreAdj,
+            SpawnStep::Groups,
+            SpawnStep::Gid,
+            SpawnStep::Uid,
+            SpawnStep::RegainRoot,
+            SpawnStep::Capabilities,
+            SpawnStep::NoNewPrivs,
         ] {
             assert_eq!(SpawnStep::from_raw(step as u8), step);
         }

@@ -1,4 +1,5 @@
-//! User and group lookups by reading /etc/passwd and /etc/group directly:
+//! Group lookups for `--readers`, by reading /etc/group directly (the
+//! parser is `unit::accounts`, which `user` and `group` use too):
 //! a static glibc binary must not go through NSS (it would try to dlopen
 //! modules that do not exist in a minimal image).
 
@@ -6,14 +7,12 @@ use std::io;
 
 /// Parses a group database for `name` (or a plain number). Pure, for tests.
 pub fn find_group(db: &str, name: &str) -> Option<u32> {
-    if let Ok(n) = name.parse::<u32>() {
-        return Some(n);
-    }
-    db.lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.first() == Some(&name))
-        .and_then(|f| f.get(2).and_then(|g| g.parse().ok()))
+    use crate::unit::creds::Id;
+    let id = match name.parse::<u32>() {
+        Ok(n) => Id::Num(n),
+        Err(_) => Id::Name(name.to_string()),
+    };
+    crate::unit::accounts::Accounts::parse("", db).gid(&id)
 }
 
 /// The gid of group `name` (or a number), from /etc/group.

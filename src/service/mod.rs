@@ -899,6 +899,7 @@ mod tests {
             ready_timeout_ms: crate::unit::probe::DEFAULT_READY_TIMEOUT_MS,
             watchdog_ms: None,
             health: None,
+            creds: Default::default(),
         }
     }
 

@@ -8,6 +8,7 @@
 //! errors fail one service or one request and are logged, never fatal.
 
 mod clock_writer;
+mod creds;
 mod deps;
 mod leftovers;
 mod logs;
@@ -135,6 +136,8 @@ struct Slot {
     /// Its latest output lines, for `zurg logs`; kept across restarts and
     /// reloads.
     ring: crate::service::ring::Ring,
+    /// Env files as last read, and the variables they and `user` add.
+    creds: creds::SlotCreds,
 }
 
 /// What a reload changed.
@@ -241,6 +244,8 @@ pub struct Supervisor {
     deps: deps::Deps,
     /// Readiness probes, health checks and notify sockets.
     probes: probes::Probes,
+    /// /etc/passwd and /etc/group as last read, for `user` and `group`.
+    accounts: creds::AccountsCache,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -257,10 +262,10 @@ impl std::fmt::Debug for Supervisor {
 fn spawn_spec(unit: &Unit, start_dir: &Path) -> Result<SpawnSpec, String> {
     let nul = |what: &str| format!("{}: {what} contains a NUL byte", unit.name);
     let program = CString::new(unit.exec.as_os_str().as_bytes()).map_err(|_| nul("exec"))?;
+    // `${SERVICE}` and `${VERSION}` are replaced here, `${PORT}` at each
+    // start (prepare_port), when the port is known.
     let mut argv = vec![program.clone()];
-    for a in &unit.args {
-        argv.push(CString::new(a.as_bytes()).map_err(|_| nul("args"))?);
-    }
+    argv.extend(creds::service_args(unit, None)?);
     let mut spec = SpawnSpec::new(program, argv);
     spec.null_stdin = true;
     spec.new_session = true;
@@ -277,23 +282,11 @@ fn spawn_spec(unit: &Unit, start_dir: &Path) -> Result<SpawnSpec, String> {
         None => None,
     };
     if let Some(cwd) = cwd {
-        spec.cwd = Some(CString::new(cwd.as_os_str().as_bytes()).map_err(|_| nul("cwd"))?);
+        spec.cwd = Some(creds::service_cwd(unit, &cwd, None)?);
     }
     // Added to zurg's own environment at each spawn; ZURG_GPID is added per
     // start (it holds the start time and the child's pid).
-    for (k, v) in &unit.env {
-        spec.env
-            .push(CString::new(format!("{k}={v}")).map_err(|_| nul("env"))?);
-    }
-    spec.env
-        .push(CString::new(format!("ZURG_SERVICE={}", unit.name)).map_err(|_| nul("name"))?);
-    spec.env.push(
-        CString::new(format!(
-            "ZURG_VERSION={}",
-            unit.version.as_deref().unwrap_or("")
-        ))
-        .map_err(|_| nul("version"))?,
-    );
+    spec.env = creds::service_env(unit, None, &[])?;
     Ok(spec)
 }
 
@@ -584,6 +577,7 @@ impl Supervisor {
             exit_code: None,
             deps: deps::Deps::default(),
             probes: probes::Probes::default(),
+            accounts: creds::AccountsCache::default(),
         })
     }
 
@@ -700,6 +694,7 @@ impl Supervisor {
                         file_build: Some(file_build),
                         hashing: None,
                         ring,
+                        creds: Default::default(),
                     };
                     match self.slots.get_mut(slot) {
                         Some(old) => *old = new_slot,
@@ -734,6 +729,7 @@ impl Supervisor {
                     }
                     s.service.unit = unit;
                     s.spec = spec;
+                    s.creds = Default::default();
                     match s.service.state {
                         State::Down => {}
                         State::Exited => work.push_back((slot, Input::Start)),
@@ -1223,6 +1219,9 @@ impl Supervisor {
     }
 
     fn spawn(&mut self, slot: usize) -> Option<Input> {
+        if let Err(error) = self.prepare_creds(slot) {
+            return Some(Input::SpawnFailed { error });
+        }
         let port = match self.prepare_port(slot) {
             Ok(port) => port,
             Err(error) => return Some(Input::SpawnFailed { error }),

@@ -5,9 +5,9 @@ use std::ffi::CString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 
-use super::Supervisor;
+use super::{creds, Supervisor};
 use crate::os::listen;
-use crate::unit::Unit;
+use crate::unit::{vars, Unit};
 
 /// Whether a reload changed what a slot's port or socket depends on.
 pub(super) fn port_settings_changed(old: &Unit, new: &Unit) -> bool {
@@ -69,17 +69,19 @@ impl Supervisor {
                 .start_env
                 .extend(env_entry("LISTEN_FDNAMES", &unit.name));
         }
-        if unit.args.iter().any(|a| a.contains("${PORT}")) {
-            let port = s.port.to_string();
+        // `${PORT}` is known now (the others were replaced at load).
+        let port = Some(s.port);
+        if unit.args.iter().any(|a| vars::uses(a, "PORT")) {
             let mut argv = Vec::with_capacity(unit.args.len().saturating_add(1));
             argv.extend(s.spec.argv.first().cloned());
-            for a in &unit.args {
-                argv.push(
-                    CString::new(a.replace("${PORT}", &port))
-                        .map_err(|_| format!("{}: args contain a NUL byte", unit.name))?,
-                );
-            }
+            argv.extend(creds::service_args(unit, port)?);
             s.spec.argv = argv;
+        }
+        if creds::env_or_cwd_use_port(unit) {
+            s.spec.env = creds::service_env(unit, port, &s.creds.extra_env)?;
+            if let Some(cwd) = &unit.cwd {
+                s.spec.cwd = Some(creds::service_cwd(unit, cwd, port)?);
+            }
         }
         Ok(s.port)
     }

@@ -234,6 +234,7 @@ impl Supervisor {
         let mut unit = s.service.unit.clone();
         build.apply(&mut unit)?;
         s.spec = spawn_spec(&unit, &self.start_dir)?;
+        s.creds = Default::default();
         s.service.unit = unit;
         s.digest_cache = None;
         Ok(())

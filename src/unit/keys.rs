@@ -15,6 +15,7 @@ use std::path::PathBuf;
 
 use toml::Value;
 
+use super::creds::{self, Id};
 use super::probe::Ready;
 use super::{
     BackoffSteps, FileOutput, Kind, Output, RestartPolicy, StartLimit, Unit, DEFAULT_LOG_KEEP,
@@ -104,7 +105,12 @@ pub static KEYS: &[Key] = &[
         doc: "The arguments after `argv[0]`.",
         read: |u, v| {
             u.args = v.map_or(Ok(Vec::new()), string_array)?;
-            Ok(())
+            let wrong: Vec<String> = u.args.iter().filter_map(|a| vars_in(a).err()).collect();
+            if wrong.is_empty() {
+                Ok(())
+            } else {
+                Err(Bad::Wrong(wrong))
+            }
         },
         ..KEY
     },
@@ -115,7 +121,16 @@ pub static KEYS: &[Key] = &[
         doc: "Variables added to zurg's own environment, overriding any of the same name.",
         read: |u, v| {
             u.env = v.map_or(Ok(BTreeMap::new()), env_table)?;
-            Ok(())
+            let wrong: Vec<String> = u
+                .env
+                .iter()
+                .filter_map(|(k, v)| vars_in(v).err().map(|e| format!("{k}: {e}")))
+                .collect();
+            if wrong.is_empty() {
+                Ok(())
+            } else {
+                Err(Bad::Wrong(wrong))
+            }
         },
         ..KEY
     },
@@ -126,6 +141,9 @@ pub static KEYS: &[Key] = &[
         doc: "The working directory.",
         read: |u, v| {
             u.cwd = v.map(absolute_path).transpose()?;
+            if let Some(cwd) = &u.cwd {
+                vars_in(&cwd.to_string_lossy())?;
+            }
             Ok(())
         },
         ..KEY
@@ -467,6 +485,116 @@ pub static KEYS: &[Key] = &[
         })),
         ..KEY
     },
+    Key {
+        name: "user",
+        kind: "user name or number",
+        default: "zurg's own user",
+        doc: "The user the service runs as.",
+        read: |u, v| {
+            u.creds.user = v.map(|v| creds::id(v, "user")).transpose()?;
+            Ok(())
+        },
+        ..KEY
+    },
+    Key {
+        name: "group",
+        kind: "group name or number",
+        default: "the user's primary group",
+        doc: "The group the service runs as.",
+        read: |u, v| {
+            u.creds.group = v.map(|v| creds::id(v, "group")).transpose()?;
+            Ok(())
+        },
+        ..KEY
+    },
+    Key {
+        name: "supplementary_groups",
+        kind: "array of group names or numbers",
+        default: "the user's groups in /etc/group",
+        doc: "More groups for the service, on top of its group.",
+        read: |u, v| {
+            u.creds.supplementary_groups = v.map(group_list).transpose()?;
+            Ok(())
+        },
+        ..KEY
+    },
+    Key {
+        name: "umask",
+        kind: "octal string (`\"027\"`) or integer (`0o027`)",
+        default: "zurg's own (usually `\"022\"`)",
+        doc: "The file mode creation mask of the service.",
+        read: |u, v| {
+            u.creds.umask = v.map(creds::umask).transpose()?;
+            Ok(())
+        },
+        ..KEY
+    },
+    Key {
+        name: "nice",
+        kind: "integer -20–19",
+        default: "zurg's own",
+        doc: "The service's scheduling priority (lower runs first).",
+        read: |u, v| {
+            u.creds.nice = v.map(|v| creds::int_in(v, -20, 19)).transpose()?;
+            Ok(())
+        },
+        ..KEY
+    },
+    Key {
+        name: "oom_score_adj",
+        kind: "integer -1000–1000",
+        default: "zurg's own",
+        doc: "How readily the kernel's OOM killer picks the service.",
+        read: |u, v| {
+            u.creds.oom_score_adj = v.map(|v| creds::int_in(v, -1000, 1000)).transpose()?;
+            Ok(())
+        },
+        ..KEY
+    },
+    Key {
+        name: "no_new_privs",
+        kind: "boolean",
+        default: "`false`",
+        doc: "The service and its children can never gain privileges through exec.",
+        read: |u, v| {
+            u.creds.no_new_privs = v.map_or(Ok(false), boolean)?;
+            Ok(())
+        },
+        ..KEY
+    },
+    Key {
+        name: "rlimits",
+        kind: "table of resource = number, `\"unlimited\"` or `[soft, hard]`",
+        default: "`{}` (zurg's own)",
+        doc: "Resource limits of the service (setrlimit).",
+        read: |u, v| {
+            u.creds.rlimits = v.map_or(Ok(Vec::new()), creds::rlimits)?;
+            Ok(())
+        },
+        ..KEY
+    },
+    Key {
+        name: "capabilities",
+        kind: "array of capability names",
+        default: "none: capabilities are left alone",
+        doc: "The only capabilities the service keeps, as ambient capabilities, also when `user` drops root.",
+        read: |u, v| {
+            u.creds.capabilities = v.map(creds::capabilities).transpose()?;
+            Ok(())
+        },
+        ..KEY
+    },
+    Key {
+        name: "env_file",
+        kind: "array of absolute paths, each optional with a leading `-`",
+        default: "`[]`",
+        doc: "Files of `KEY=VALUE` lines added to the environment at each start.",
+        read: |u, v| {
+            u.creds.env_file = v.map_or(Ok(Vec::new()), creds::env_files)?;
+            Ok(())
+        },
+        ..KEY
+    },
 ];
 
 /// With `socket = true` zurg itself listens on the unit's port, so a
@@ -521,6 +649,7 @@ pub fn blank(name: &str) -> Unit {
         ready_timeout_ms: super::probe::DEFAULT_READY_TIMEOUT_MS,
         watchdog_ms: None,
         health: None,
+        creds: creds::Creds::default(),
     }
 }
 
@@ -580,6 +709,31 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev.last().copied().unwrap_or(0)
 }
 
+/// `${NAME}`s of a value that zurg knows (see `vars.rs`).
+fn vars_in(text: &str) -> Result<(), String> {
+    super::vars::check(text)
+}
+
+/// Group names or numbers, every bad one reported.
+fn group_list(v: &Value) -> Result<Vec<Id>, Bad> {
+    let Value::Array(items) = v else {
+        return Err(format!("expected an array of groups, found {}", type_name(v)).into());
+    };
+    let mut out = Vec::new();
+    let mut wrong = Vec::new();
+    for item in items {
+        match creds::id(item, "group") {
+            Ok(id) => out.push(id),
+            Err(e) => wrong.push(e),
+        }
+    }
+    if wrong.is_empty() {
+        Ok(out)
+    } else {
+        Err(Bad::Wrong(wrong))
+    }
+}
+
 /// A required key's value.
 fn need(v: Option<&Value>) -> Result<&Value, Bad> {
     v.ok_or(Bad::Missing)
@@ -605,7 +759,7 @@ fn no_nul(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn string(v: &Value) -> Result<String, String> {
+pub(super) fn string(v: &Value) -> Result<String, String> {
     match v {
         Value::String(s) => {
             no_nul(s)?;
@@ -646,7 +800,7 @@ fn boolean(v: &Value) -> Result<bool, String> {
 }
 
 /// Every item's problem, not just the first one's.
-fn string_array(v: &Value) -> Result<Vec<String>, Bad> {
+pub(super) fn string_array(v: &Value) -> Result<Vec<String>, Bad> {
     let Value::Array(items) = v else {
         return Err(format!("expected an array of strings, found {}", type_name(v)).into());
     };
@@ -1126,7 +1280,7 @@ mod tests {
         assert_eq!(nearest("exe"), Some("exec"));
         assert_eq!(nearest("stop_timeout"), Some("stop_timeout_ms"));
         assert_eq!(nearest("Env"), Some("env"));
-        assert_eq!(nearest("user"), None);
+        assert_eq!(nearest("frobnicate"), None);
         assert_eq!(nearest("completely_different"), None);
         assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(edit_distance("abc", "abc"), 0);
@@ -1141,7 +1295,7 @@ mod tests {
             assert!(msg.contains(&format!("`{}`", k.name)), "{msg}");
         }
         assert!(msg.ends_with("; did you mean `restart`?"), "{msg}");
-        assert!(!unknown("user").contains("did you mean"));
+        assert!(!unknown("frobnicate").contains("did you mean"));
     }
 
     #[test]
@@ -1335,5 +1489,87 @@ mod tests {
             parse("ready = { fd = 3 }").unwrap().ready,
             Some(Ready::Fd(3))
         );
+    }
+
+    #[test]
+    fn identity_and_limit_keys_read_their_values() {
+        use super::creds::{EnvFile, Resource, Rlimit, UNLIMITED};
+        let path = Path::new("/u/svc.toml");
+        let text = "exec = \"/x\"\nuser = \"www-data\"\ngroup = 33\n\
+            supplementary_groups = [\"ssl-cert\", 4]\numask = \"027\"\nnice = -5\n\
+            oom_score_adj = -100\nno_new_privs = true\n\
+            rlimits = { nofile = 65536, core = \"unlimited\", nproc = [512, 1024] }\n\
+            capabilities = [\"CAP_NET_BIND_SERVICE\", \"net_bind_service\", \"KILL\"]\n\
+            env_file = [\"/etc/default/web\", \"-/etc/default/web.local\"]\n";
+        let c = super::super::parse_unit("svc", path, text).unwrap().creds;
+        assert_eq!(c.user, Some(Id::Name("www-data".into())));
+        assert_eq!(c.group, Some(Id::Num(33)));
+        assert_eq!(
+            c.supplementary_groups,
+            Some(vec![Id::Name("ssl-cert".into()), Id::Num(4)])
+        );
+        assert_eq!(
+            (c.umask, c.nice, c.oom_score_adj),
+            (Some(0o27), Some(-5), Some(-100))
+        );
+        assert!(c.no_new_privs);
+        assert_eq!(
+            c.rlimits,
+            [
+                Rlimit {
+                    resource: Resource::Core,
+                    soft: UNLIMITED,
+                    hard: UNLIMITED
+                },
+                Rlimit {
+                    resource: Resource::Nofile,
+                    soft: 65536,
+                    hard: 65536
+                },
+                Rlimit {
+                    resource: Resource::Nproc,
+                    soft: 512,
+                    hard: 1024
+                },
+            ]
+        );
+        assert_eq!(c.capabilities, Some(vec![5, 10]));
+        assert_eq!(
+            c.env_file,
+            [
+                EnvFile {
+                    path: "/etc/default/web".into(),
+                    optional: false
+                },
+                EnvFile {
+                    path: "/etc/default/web.local".into(),
+                    optional: true
+                },
+            ]
+        );
+        assert_eq!(
+            super::super::parse_unit("svc", path, "exec = \"/x\"\numask = 0o077\n")
+                .unwrap()
+                .creds
+                .umask,
+            Some(0o77)
+        );
+        let err = super::super::parse_unit(
+            "svc",
+            path,
+            "exec = \"/x\"\nuser = \"\"\nrlimits = { files = 1, nofile = -1 }\n\
+             capabilities = [\"NOPE\", 3]\nargs = [\"${SERVICE}\", \"${INSTANCE}\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "2:8: key `user`: empty user name",
+            "3:11: key `rlimits`: unknown limit `files`",
+            "3:11: key `rlimits`: `nofile` must not be negative, found -1",
+            "key `capabilities`: item 1 must be a string",
+            "5:8: key `args`: unknown variable ${INSTANCE}",
+        ] {
+            assert!(err.contains(want), "{want} in {err}");
+        }
     }
 }

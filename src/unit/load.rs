@@ -86,6 +86,41 @@ pub fn open_regular(path: &Path) -> Result<(File, std::fs::Metadata), OpenError>
     Ok((file, meta))
 }
 
+/// The user and group databases zurg reads (never NSS).
+pub const PASSWD: &str = "/etc/passwd";
+pub const GROUP: &str = "/etc/group";
+/// A larger /etc/passwd or /etc/group is refused.
+const MAX_ACCOUNTS_FILE: u64 = 16 << 20;
+
+/// Reads a small regular file without blocking on it (see `open_regular`),
+/// refusing one larger than `max` bytes.
+pub fn read_small(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+    let (file, _) = open_regular(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > max {
+        return Err(format!("larger than {max} bytes"));
+    }
+    Ok(bytes)
+}
+
+/// /etc/passwd and /etc/group, parsed. A file that is missing counts as
+/// empty (a minimal image may have no /etc/group); one that cannot be read
+/// is an error naming it.
+pub fn read_accounts() -> Result<super::accounts::Accounts, String> {
+    let read = |path: &str| match read_small(Path::new(path), MAX_ACCOUNTS_FILE) {
+        Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(_) if !Path::new(path).exists() => Ok(String::new()),
+        Err(e) => Err(format!("{path}: {e}")),
+    };
+    Ok(super::accounts::Accounts::parse(
+        &read(PASSWD)?,
+        &read(GROUP)?,
+    ))
+}
+
 fn read_unit(path: &Path) -> Result<String, UnitError> {
     let (file, _) = open_regular(path).map_err(|e| file_error(path, e.to_string()))?;
     let mut text = String::new();
@@ -157,6 +192,8 @@ pub fn load_dir(dir: &Path) -> LoadReport {
             return report;
         }
     };
+    // Read once per load, and only when a unit names a user or group.
+    let mut accounts: Option<Result<super::accounts::Accounts, String>> = None;
     for path in paths {
         let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
             report
@@ -164,13 +201,36 @@ pub fn load_dir(dir: &Path) -> LoadReport {
                 .push(file_error(&path, "file name is not valid UTF-8".into()));
             continue;
         };
-        match read_unit(&path)
-            .map_err(super::UnitErrors::from)
-            .and_then(|text| parse_unit(name, &path, &text))
-        {
-            Ok(unit) => report.units.push(unit),
-            Err(e) => report.errors.extend(e),
+        let text = match read_unit(&path) {
+            Ok(text) => text,
+            Err(e) => {
+                report.errors.push(e);
+                continue;
+            }
+        };
+        let unit = match parse_unit(name, &path, &text) {
+            Ok(unit) => unit,
+            Err(e) => {
+                report.errors.extend(e);
+                continue;
+            }
+        };
+        if unit.creds.names_accounts() {
+            let resolved = match accounts.get_or_insert_with(read_accounts) {
+                Ok(db) => db.resolve(&unit.creds),
+                Err(e) => Err(vec![("user", e.clone())]),
+            };
+            if let Err(wrong) = resolved {
+                let mut errors: Vec<UnitError> = wrong
+                    .into_iter()
+                    .map(|(key, msg)| super::parse::value_error(&path, &text, key, msg))
+                    .collect();
+                errors.sort_by_key(|e| (e.line, e.col));
+                report.errors.extend(errors);
+                continue;
+            }
         }
+        report.units.push(unit);
     }
     refuse_by_dependencies(dir, &mut report);
     report

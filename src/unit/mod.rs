@@ -6,10 +6,14 @@
 //! position; reading a directory of units is `load.rs`. Nothing here
 //! touches the OS.
 
+pub mod accounts;
+pub mod creds;
+pub mod envfile;
 pub mod keys;
 pub mod load;
 pub mod parse;
 pub mod probe;
+pub mod vars;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -169,6 +173,8 @@ pub struct Unit {
     pub watchdog_ms: Option<u64>,
     /// The liveness check, if any.
     pub health: Option<probe::Health>,
+    /// Who it runs as and with what limits (`user`, `rlimits`, `env_file`...).
+    pub creds: creds::Creds,
 }
 
 /// Rotate a log file once it would pass this size (`max_bytes`).

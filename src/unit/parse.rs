@@ -244,6 +244,19 @@ fn record(
     }
 }
 
+/// An error about `key`'s value in a file that parsed (a name that did not
+/// resolve), placed at that value; at the file when it cannot be found.
+pub fn value_error(path: &Path, text: &str, key: &str, msg: String) -> UnitError {
+    let loc = Locator { path, text };
+    let table: Option<BTreeMap<Spanned<String>, Spanned<Value>>> = toml::from_str(text).ok();
+    let span = table.and_then(|t| {
+        t.iter()
+            .find(|(k, _)| k.get_ref() == key)
+            .map(|(_, v)| v.span())
+    });
+    loc.error(span, Some(key), msg)
+}
+
 /// Whether `version` may name a build: it becomes a path component.
 pub fn version_name(version: &str) -> Result<(), String> {
     if version.is_empty()

@@ -1,0 +1,129 @@
+//! `${NAME}` in `args`, `env` values and `cwd`: `${SERVICE}`, `${VERSION}`
+//! and `${PORT}`. An unknown name is an error at load (a typo must not
+//! reach the program as text); `$${` writes a literal `${`. A bare `$` is
+//! left alone, so shell snippets such as `$PORT` or `$$` keep their meaning.
+//! Pure: the supervisor supplies the values.
+
+/// The names zurg substitutes.
+pub const KNOWN: [&str; 3] = ["SERVICE", "VERSION", "PORT"];
+
+/// One piece of a text: literal text or a variable.
+enum Piece<'a> {
+    Text(&'a str),
+    Var(&'a str),
+}
+
+/// Splits `text` into literal text and `${NAME}`s; `$${` is a literal `${`.
+fn pieces(text: &str) -> Result<Vec<Piece<'_>>, String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        if at > 0 && rest.get(at - 1..at) == Some("$") {
+            // `$${`: the text up to the first `$`, then a literal `${`.
+            out.push(Piece::Text(rest.get(..at - 1).unwrap_or("")));
+            out.push(Piece::Text("${"));
+            rest = rest.get(at + 2..).unwrap_or("");
+            continue;
+        }
+        out.push(Piece::Text(rest.get(..at).unwrap_or("")));
+        let after = rest.get(at + 2..).unwrap_or("");
+        let end = after.find('}').ok_or_else(|| {
+            "has `${` without a closing `}` (write `$${` for a literal `${`)".to_string()
+        })?;
+        out.push(Piece::Var(after.get(..end).unwrap_or("")));
+        rest = after.get(end + 1..).unwrap_or("");
+    }
+    out.push(Piece::Text(rest));
+    Ok(out)
+}
+
+/// Every problem with the variables in `text`: unknown names, an unclosed `${`.
+pub fn check(text: &str) -> Result<(), String> {
+    let mut unknown = Vec::new();
+    for p in pieces(text)? {
+        if let Piece::Var(name) = p {
+            if !KNOWN.contains(&name) && !unknown.contains(&name) {
+                unknown.push(name);
+            }
+        }
+    }
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = unknown.iter().map(|n| format!("${{{n}}}")).collect();
+    let known: Vec<String> = KNOWN.iter().map(|n| format!("${{{n}}}")).collect();
+    Err(format!(
+        "unknown variable {} (zurg knows {}; write $${{ for a literal ${{)",
+        names.join(", "),
+        known.join(", ")
+    ))
+}
+
+/// Whether `text` uses `${name}`.
+pub fn uses(text: &str, name: &str) -> bool {
+    // Asked at each start: most texts have no variable at all.
+    text.contains("${")
+        && pieces(text).is_ok_and(|ps| ps.iter().any(|p| matches!(p, Piece::Var(n) if *n == name)))
+}
+
+/// `text` with each `${NAME}` that `value` knows replaced; the others stay
+/// as they are, to be replaced later (`${PORT}` is known per start).
+pub fn expand(text: &str, value: impl Fn(&str) -> Option<String>) -> String {
+    let Ok(ps) = pieces(text) else {
+        return text.to_string();
+    };
+    let mut out = String::with_capacity(text.len());
+    for p in ps {
+        match p {
+            Piece::Text(t) => out.push_str(t),
+            Piece::Var(name) => match value(name) {
+                Some(v) => out.push_str(&v),
+                None => {
+                    out.push_str("${");
+                    out.push_str(name);
+                    out.push('}');
+                }
+            },
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(name: &str) -> Option<String> {
+        match name {
+            "SERVICE" => Some("web".into()),
+            "PORT" => Some("8080".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn known_names_are_replaced_and_others_kept() {
+        assert_eq!(
+            expand("--name=${SERVICE}:${PORT}", values),
+            "--name=web:8080"
+        );
+        assert_eq!(expand("${VERSION}/x", values), "${VERSION}/x");
+        assert_eq!(expand("$PORT $$ $${PORT} $", values), "$PORT $$ ${PORT} $");
+        assert_eq!(expand("", values), "");
+        assert!(uses("a${PORT}", "PORT"));
+        assert!(!uses("a$${PORT}", "PORT"));
+    }
+
+    #[test]
+    fn unknown_and_unclosed_names_are_errors() {
+        assert!(check("${SERVICE}-${VERSION}-${PORT} $HOME $$").is_ok());
+        assert!(check("$${HOME}").is_ok());
+        let e = check("${INSTANCE} ${HOME} ${HOME}").unwrap_err();
+        assert!(
+            e.starts_with("unknown variable ${INSTANCE}, ${HOME} (zurg knows ${SERVICE}"),
+            "{e}"
+        );
+        let e = check("${PORT").unwrap_err();
+        assert!(e.contains("without a closing `}`"), "{e}");
+    }
+}
