@@ -244,7 +244,8 @@ fn resync(data: &[u8], from: usize) -> Option<usize> {
     }
 }
 
-fn decode_matching(data: &[u8], only: Option<&Only>) -> (Vec<Record>, usize, Option<String>) {
+/// `decode_all` decoding only the records `only` admits (all when `None`).
+pub fn decode_matching(data: &[u8], only: Option<&Only>) -> (Vec<Record>, usize, Option<String>) {
     let mut records = Vec::new();
     // Just past the last good record: what a reopened journal keeps.
     let mut good = 0usize;
