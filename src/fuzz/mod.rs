@@ -21,6 +21,7 @@ use crate::control::proto as control;
 use crate::gpid::{Gpid, StartClock};
 use crate::journal;
 use crate::publish::proto::{self as publish, Decoder, Frame};
+use crate::sig;
 use crate::unit::parse_unit;
 
 /// What a fuzz target feeds its bytes to; the name is its directory under
@@ -107,9 +108,14 @@ fn unit(data: &[u8]) -> Result<(), String> {
     let path = Path::new("/units/fuzz.toml");
     let lines = text.matches('\n').count() + 1;
     match parse_unit("fuzz", path, text) {
-        Ok(unit) => check(unit.name == "fuzz", || {
-            format!("a unit parsed as {:?}, not fuzz", unit.name)
-        }),
+        Ok(unit) => {
+            check(unit.name == "fuzz", || {
+                format!("a unit parsed as {:?}, not fuzz", unit.name)
+            })?;
+            check((1..=sig::SIGRTMAX).contains(&unit.stop_signal), || {
+                format!("stop_signal {} is no signal", unit.stop_signal)
+            })
+        }
         Err(errors) => {
             let errors = errors.as_slice();
             check(!errors.is_empty(), || "an empty error list".into())?;
@@ -134,6 +140,14 @@ fn unit(data: &[u8]) -> Result<(), String> {
 fn control_line(data: &[u8]) -> Result<(), String> {
     match control::decode_request(data) {
         Ok(request) => {
+            // The signal verb's name is parsed by the supervisor.
+            if let control::Verb::Signal { signal, .. } = &request.verb {
+                let signo = sig::parse(signal);
+                check(
+                    signo.is_none_or(|n| (1..=sig::SIGRTMAX).contains(&n)),
+                    || format!("signal {signal:?} parsed as {signo:?}"),
+                )?;
+            }
             let line = control::encode_request(&request);
             let body = line.strip_suffix(b"\n").unwrap_or(&line);
             check(!body.contains(&b'\n'), || {
