@@ -228,7 +228,10 @@ fn framed_at(data: &[u8], at: usize) -> Result<(&[u8], usize), Damage> {
         .ok_or(Damage::Torn)?;
     let len = le32(header.get(..4));
     let crc = le32(header.get(4..));
-    if len > MAX_RECORD {
+    // No record is empty (a payload is a JSON object), and an all-zero
+    // header, which is what a block the file system zero-filled after a
+    // crash reads as, would otherwise pass: crc32 of nothing is 0.
+    if len == 0 || len > MAX_RECORD {
         return Err(Damage::BadLength(len));
     }
     let end = at + HEADER + len as usize;
@@ -247,7 +250,11 @@ fn resync(data: &[u8], from: usize) -> Option<usize> {
         let hit = rest.windows(SYNC.len()).position(|w| w == SYNC)?;
         let payload_at = at + hit;
         if let Some(start) = payload_at.checked_sub(HEADER).filter(|s| *s >= from) {
-            if framed_at(data, start).is_ok() {
+            // The pattern must begin this record's payload, not run past a
+            // shorter one: otherwise the record found depends on bytes
+            // after it, and a journal cut at its end (as open cuts a torn
+            // tail) would read differently.
+            if framed_at(data, start).is_ok_and(|(payload, _)| payload.starts_with(SYNC)) {
                 return Some(start);
             }
         }
@@ -255,7 +262,8 @@ fn resync(data: &[u8], from: usize) -> Option<usize> {
     }
 }
 
-fn decode_matching(data: &[u8], only: Option<&Only>) -> (Vec<Record>, usize, Option<String>) {
+/// `decode_all` decoding only the records `only` admits (all when `None`).
+pub fn decode_matching(data: &[u8], only: Option<&Only>) -> (Vec<Record>, usize, Option<String>) {
     let mut records = Vec::new();
     // Just past the last good record: what a reopened journal keeps.
     let mut good = 0usize;
@@ -796,6 +804,50 @@ pub(crate) mod tests {
         assert_eq!(records, all);
         assert_eq!(good, bad.len());
         assert!(warning.unwrap().contains("skipped"));
+    }
+
+    /// Found by the journal fuzz target (fuzz/corpus/journal/
+    /// crash-short-record-before-sync): after damage, a header of length 0
+    /// (or any length shorter than the sync pattern) just before the
+    /// pattern was taken for a record, so the good prefix ended inside the
+    /// pattern that vouched for it, and the same journal cut there (as a
+    /// reopen cuts it) read differently.
+    #[test]
+    fn a_record_is_found_again_only_where_its_payload_starts_with_the_pattern() {
+        for payload in [&b""[..], b"{\"t"] {
+            let mut data = vec![0xff; HEADER];
+            data.extend(u32::try_from(payload.len()).unwrap().to_le_bytes());
+            data.extend(crc32(payload).to_le_bytes());
+            data.extend(SYNC);
+            data.extend(b"1}");
+            let (records, good, warning) = decode_all(&data);
+            assert_eq!((records.len(), good), (0, 0), "{payload:?}");
+            assert!(warning
+                .unwrap()
+                .contains(&format!("skipped {} byte(s)", data.len())));
+            let (_, again, _) = decode_all(&data[..good]);
+            assert_eq!(again, good);
+        }
+    }
+
+    #[test]
+    fn a_zero_filled_tail_is_damage_and_cut_at_open() {
+        let all = varied(3);
+        let (mut data, spans) = journal_of(&all);
+        let end = data.len();
+        // What a power cut can leave: the file's size grew, its last block
+        // is zeros.
+        data.extend([0u8; 4096]);
+        let (records, good, warning) = decode_all(&data);
+        assert_eq!(records, all);
+        assert_eq!(good, end);
+        assert!(warning.unwrap().contains("bad record length 0"));
+        // Zeros in the middle cost nothing but themselves.
+        let mut middle = data[..spans[1].start].to_vec();
+        middle.extend([0u8; 100]);
+        middle.extend(&data[spans[1].start..end]);
+        let (records, good, _) = decode_all(&middle);
+        assert_eq!((records, good), (all, middle.len()));
     }
 
     #[test]

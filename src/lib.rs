@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod control;
+pub mod fuzz;
 pub mod gpid;
 pub mod journal;
 pub mod log;

@@ -65,7 +65,9 @@ pub fn parse(text: &str) -> Option<i32> {
     let upper = t.to_ascii_uppercase();
     let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
     if let Some(off) = bare.strip_prefix("RTMIN+") {
-        let n = 34 + off.parse::<i32>().ok()?;
+        // Unsigned and small: "RTMIN+-40" is no signal, and
+        // "RTMIN+2147483647" must not overflow.
+        let n = 34 + i32::from(off.parse::<u8>().ok()?);
         return (n <= SIGRTMAX).then_some(n);
     }
     if bare == "RTMIN" {
@@ -116,6 +118,28 @@ mod tests {
         assert_eq!(parse("0"), None);
         assert_eq!(parse("65"), None);
         assert_eq!(parse("RTMIN+40"), None);
+    }
+
+    /// Found while adding the signal checks to the unit and control fuzz
+    /// targets: the offset was a signed i32 added unchecked, so
+    /// `stop_signal = "RTMIN+-43"` read as -9 (a service that could not
+    /// start: its death signal was refused), "RTMIN+-34" as 0 (no stop
+    /// signal at all), and "RTMIN+2147483647" overflowed: a panic in a
+    /// debug build, from a unit file or a `signal` request.
+    #[test]
+    fn an_rtmin_offset_is_small_and_never_negative() {
+        for text in [
+            "RTMIN+-1",
+            "RTMIN+-34",
+            "RTMIN+-43",
+            "RTMIN+2147483647",
+            "RTMIN+31",
+            "RTMIN+",
+        ] {
+            assert_eq!(parse(text), None, "{text}");
+        }
+        assert_eq!(parse("RTMIN+30"), Some(SIGRTMAX));
+        assert_eq!(parse("RTMIN+0"), Some(34));
     }
 
     #[test]

@@ -51,17 +51,28 @@ impl Registry {
     }
 
     /// Adds or replaces an endpoint; a change only when it is new.
+    ///
+    /// An endpoint another host had published (the same service and GPID)
+    /// becomes this host's: the last to publish it owns it, as with etcd's
+    /// one key per GPID, and the other host's bye or lease no longer takes
+    /// it away.
     pub fn upsert(&mut self, endpoint: Endpoint, reason: Reason) -> Option<Change> {
         let key = (endpoint.service.clone(), endpoint.gpid.clone());
+        let by_gpid = self.names.entry(endpoint.service.clone()).or_default();
+        let before = by_gpid.insert(endpoint.gpid.clone(), endpoint.clone());
+        if let Some(old) = before.as_ref().filter(|old| old.host != endpoint.host) {
+            if let Some(set) = self.by_host.get_mut(&old.host) {
+                set.remove(&key);
+                if set.is_empty() {
+                    self.by_host.remove(&old.host);
+                }
+            }
+        }
         self.by_host
             .entry(endpoint.host.clone())
             .or_default()
             .insert(key);
-        let by_gpid = self.names.entry(endpoint.service.clone()).or_default();
-        let fresh = by_gpid
-            .insert(endpoint.gpid.clone(), endpoint.clone())
-            .is_none();
-        fresh.then_some(Change {
+        before.is_none().then_some(Change {
             change: ChangeKind::Up,
             reason,
             endpoint,
@@ -379,6 +390,40 @@ mod tests {
             ip: "10.0.0.1".into(),
             ..HostInfo::default()
         }
+    }
+
+    /// Found by the publish_registry fuzz target
+    /// (fuzz/corpus/publish_registry/same-gpid-two-hosts): a second host
+    /// publishing an endpoint the first had left it in the first host's
+    /// set, so the first host's bye took the second's live endpoint away and
+    /// both hosts counted it.
+    #[test]
+    fn an_endpoint_published_again_by_another_host_moves_to_it() {
+        let mut r = Registry::new();
+        let other = "10.0.0.2:0:100:1";
+        r.hello(host(), 1);
+        r.hello(
+            HostInfo {
+                zurg: other.into(),
+                ..host()
+            },
+            1,
+        );
+        let up = r.event(H, 1, EventKind::Start, ep("web", "g"), None, 1);
+        assert_eq!(
+            kinds(&up.changes),
+            [(ChangeKind::Up, Reason::Start, "g".into())]
+        );
+        let again = r.event(other, 1, EventKind::Start, ep("web", "g"), None, 1);
+        assert!(again.changes.is_empty(), "{again:?}");
+        assert!(r.endpoints_of_host(H).is_empty());
+        let counts: Vec<usize> = r.hosts().iter().map(|h| h.endpoints).collect();
+        assert_eq!(counts, [0, 1]);
+        assert!(r.drop_host(H, Reason::Bye).is_empty());
+        assert_eq!(r.endpoints("web")[0].host, other);
+        let gone = r.drop_host(other, Reason::Bye);
+        assert_eq!(kinds(&gone), [(ChangeKind::Down, Reason::Bye, "g".into())]);
+        assert!(r.endpoints("web").is_empty());
     }
 
     fn kinds(changes: &[Change]) -> Vec<(ChangeKind, Reason, String)> {
