@@ -558,6 +558,8 @@ mod tests {
             log_ring_bytes: 0,
             stdout: crate::unit::Output::Prefix,
             stderr: crate::unit::Output::Prefix,
+            limits: crate::cgroup::Limits::default(),
+            kill_mode: None,
         }
     }
 

@@ -93,6 +93,11 @@ pub struct Unit {
     pub stdout: Output,
     /// Where the service's stderr goes.
     pub stderr: Output,
+    /// cgroup v2 limits (`memory_max`, `memory_high`, `cpu_max`,
+    /// `pids_max`, `io_weight`).
+    pub limits: crate::cgroup::Limits,
+    /// `kill_mode`; `None`: `cgroup` where zurg manages cgroups, else `group`.
+    pub kill_mode: Option<crate::cgroup::KillMode>,
 }
 
 /// Rotate a log file once it would pass this size (`max_bytes`).
