@@ -70,6 +70,11 @@ pub struct SpawnSpec {
     pub stdout: ChildOut,
     /// The child's fd 2.
     pub stderr: ChildOut,
+    // cgroup (kill_mode, limits)
+    /// The service cgroup's `cgroup.procs`, open for writing (kept by the
+    /// caller): the child writes "0" to it before exec, which moves it in,
+    /// so it starts under its limits and nothing it forks escapes.
+    pub cgroup_procs: Option<RawFd>,
 }
 
 /// What a child gets as its fd 1 or 2.
@@ -102,6 +107,7 @@ impl SpawnSpec {
             death_signal: 0,
             stdout: ChildOut::Inherit,
             stderr: ChildOut::Inherit,
+            cgroup_procs: None,
         }
     }
 }
@@ -126,6 +132,8 @@ pub enum SpawnStep {
     DeathSignal,
     /// fd 1 or 2 from the service's pipe or /dev/null.
     Output,
+    /// Moving into the service's cgroup.
+    Cgroup,
 }
 
 impl std::fmt::Display for SpawnStep {
@@ -139,6 +147,7 @@ impl std::fmt::Display for SpawnStep {
             SpawnStep::Exec => "exec",
             SpawnStep::DeathSignal => "set the parent-death signal",
             SpawnStep::Output => "set up stdout and stderr",
+            SpawnStep::Cgroup => "move into its cgroup",
         })
     }
 }
@@ -153,6 +162,7 @@ impl SpawnStep {
             5 => SpawnStep::SignalMask,
             7 => SpawnStep::DeathSignal,
             8 => SpawnStep::Output,
+            9 => SpawnStep::Cgroup,
             _ => SpawnStep::Exec,
         }
     }
@@ -256,6 +266,8 @@ struct ChildArgs {
     death_signal: i32,
     /// zurg's pid, to tell whether it died before the death signal was set.
     parent: libc::pid_t,
+    /// The cgroup's `cgroup.procs` to write "0" to, or -1.
+    cgroup_procs: RawFd,
     /// errno of the failed step, written by the child.
     error: i32,
     /// Which step failed (`SpawnStep` as u8), written with `error`.
@@ -289,7 +301,20 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     unsafe { libc::_exit(127) }
 }
 
+/// Moves the child into its service's cgroup: "0" written to the
+/// cgroup's `cgroup.procs` means the writer. First of the steps, so what
+/// the child does next is already charged to the service.
+unsafe fn join_cgroup(a: &ChildArgs) -> Result<(), (SpawnStep, i32)> {
+    if a.cgroup_procs < 0 {
+        return Ok(());
+    }
+    let zero = b"0";
+    let written = libc::write(a.cgroup_procs, zero.as_ptr().cast(), zero.len());
+    check_ret(if written < 0 { -1 } else { 0 }, SpawnStep::Cgroup)
+}
+
 unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), (SpawnStep, i32)> {
+    join_cgroup(a)?;
     let pid = libc::syscall(libc::SYS_getpid) as u64;
     for &(buf, offset) in &a.pid_slots {
         let mut digits = [0u8; 20];
@@ -534,6 +559,7 @@ impl Spawner {
             death_signal: spec.death_signal,
             // SAFETY: getpid cannot fail.
             parent: unsafe { libc::getpid() },
+            cgroup_procs: spec.cgroup_procs.unwrap_or(-1),
             error: 0,
             failed_step: 0,
         });
@@ -663,6 +689,7 @@ mod tests {
             SpawnStep::SignalMask,
             SpawnStep::Exec,
             SpawnStep::Output,
+            SpawnStep::Cgroup,
         ] {
             assert_eq!(SpawnStep::from_raw(step as u8), step);
         }

@@ -7,6 +7,7 @@
 //! This is the only place that mutates service state. Once the loop runs,
 //! errors fail one service or one request and are logged, never fatal.
 
+mod cgroups;
 mod clock_writer;
 mod leftovers;
 mod logs;
@@ -126,6 +127,11 @@ struct Slot {
     /// Its latest output lines, for `zurg logs`; kept across restarts and
     /// reloads.
     ring: crate::service::ring::Ring,
+    /// Its cgroup, where zurg manages cgroups; kept across restarts and
+    /// reloads.
+    cgroup: Option<crate::cgroup::tree::ServiceCgroup>,
+    /// The OOM killer struck since the previous exit (read at each exit).
+    exit_oom: bool,
 }
 
 /// What a reload changed.
@@ -224,6 +230,8 @@ pub struct Supervisor {
     logs: logs::Logs,
     /// Services' stdout and stderr pipes and where their lines go.
     outputs: output::Outputs,
+    /// The cgroup subtree zurg manages, or why it manages none.
+    cgroups: cgroups::Availability,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -402,6 +410,7 @@ impl Supervisor {
         for path in [&mut opts.units_dir, &mut opts.socket, &mut opts.state_dir]
             .into_iter()
             .chain(opts.publish_token_file.as_mut())
+            .chain(opts.cgroup.as_mut())
         {
             *path = start_dir.join(&*path);
         }
@@ -419,8 +428,10 @@ impl Supervisor {
             pid1::attach_console();
             pid1::set_hostname_from_etc();
             pid1::disable_ctrl_alt_del();
-            crate::log!("init of this machine: mounted /proc /sys /dev /run /tmp");
+            crate::log!("init of this machine: mounted /proc /sys /sys/fs/cgroup /dev /run /tmp");
         }
+        // Before any service starts: zurg moves itself into a leaf first.
+        let cgroups = cgroups::set_up(opts.cgroup.as_deref());
         // Before the socket is bound: a second zurg on the same state dir
         // must not take over the first one's socket either.
         let state_lock = lock_state_dir(&opts.state_dir)?;
@@ -564,6 +575,7 @@ impl Supervisor {
             overrides_unsaved: false,
             logs: logs::Logs::default(),
             outputs: output::Outputs::default(),
+            cgroups,
         })
     }
 
@@ -652,6 +664,15 @@ impl Supervisor {
                     continue;
                 }
             };
+            let unit_cgroup = match self.unit_cgroup(&unit) {
+                Ok(c) => c,
+                Err(e) => {
+                    crate::log!("{e}");
+                    report.errors.push(e);
+                    broken.insert(unit.name.clone());
+                    continue;
+                }
+            };
             match self.by_name.get(&unit.name).copied() {
                 None => {
                     let reused = self.take_reclaimable_slot();
@@ -663,6 +684,12 @@ impl Supervisor {
                         Some(old) => Service::succeeding(unit, &old.service),
                         None => Service::new(unit),
                     };
+                    let cgroup = match unit_cgroup {
+                        cgroups::UnitCgroup::Fresh(cg) => Some(cg),
+                        cgroups::UnitCgroup::Kept | cgroups::UnitCgroup::None => None,
+                    };
+                    let mut spec = spec;
+                    spec.cgroup_procs = cgroup.as_ref().map(|c| c.procs_fd());
                     let new_slot = Slot {
                         service,
                         spec,
@@ -680,6 +707,8 @@ impl Supervisor {
                         file_build: Some(file_build),
                         hashing: None,
                         ring,
+                        cgroup,
+                        exit_oom: false,
                     };
                     match self.slots.get_mut(slot) {
                         Some(old) => *old = new_slot,
@@ -704,6 +733,10 @@ impl Supervisor {
                     }
                     s.service.unit = unit;
                     s.spec = spec;
+                    if let cgroups::UnitCgroup::Fresh(cg) = unit_cgroup {
+                        s.cgroup = Some(cg);
+                    }
+                    s.spec.cgroup_procs = s.cgroup.as_ref().map(|c| c.procs_fd());
                     match s.service.state {
                         State::Down => {}
                         State::Exited => work.push_back((slot, Input::Start)),
@@ -949,6 +982,7 @@ impl Supervisor {
     }
 
     fn finish(&mut self) -> i32 {
+        self.remove_cgroups();
         self.clock_writer.flush();
         self.drain_output();
         self.end_logs();
@@ -1071,6 +1105,7 @@ impl Supervisor {
             self.reap(work);
             pidfd::kill(-pid, 0).is_ok()
         };
+        self.cgroup_after_exit(slot, forked);
         let input = if forked {
             Input::ExitedForked { pid }
         } else {
@@ -1301,13 +1336,8 @@ impl Supervisor {
             // Safe without a pidfd: an unreaped child's pid cannot be reused.
             None => pidfd::kill(pid, signo),
         };
-        if signo == libc::SIGKILL {
-            // The service leads its own session, and while its leader is
-            // unreaped no other group can take that id: SIGKILL reaches the
-            // helpers it started too (the stop signal goes to the main
-            // process alone, so it can shut them down in order).
-            let _ = pidfd::kill(-pid, signo);
-        }
+        // Its group or cgroup too, by its kill mode (supervisor/cgroups.rs).
+        self.signal_rest(slot, pid, signo);
         if let Err(e) = result {
             if e.raw_os_error() != Some(libc::ESRCH) {
                 crate::log!(
@@ -1347,8 +1377,13 @@ impl Supervisor {
                 exit,
                 uptime_ms,
             } => crate::log!(
-                "[{name}] pid {pid} exited with {} after {}",
+                "[{name}] pid {pid} exited with {}{} after {}",
                 exit.describe(),
+                if s.exit_oom {
+                    " (the OOM killer ended a process of the service)"
+                } else {
+                    ""
+                },
                 human_ms(*uptime_ms)
             ),
             Event::Restarting { delay_ms: 0 } => crate::log!("[{name}] restarting now"),
