@@ -65,9 +65,16 @@ pub struct Cgroups {
     has_kill: bool,
 }
 
-fn is_cgroup2(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path)
-        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+/// Ok when `path` is on a cgroup2 file system.
+fn check_cgroup2(path: &Path) -> Result<(), Unavailable> {
+    let fs =
+        nix::sys::statfs::statfs(path).map_err(|e| io_err("inspect", path)(io::Error::from(e)))?;
+    if fs.filesystem_type() != nix::sys::statfs::CGROUP2_SUPER_MAGIC {
+        return Err(Unavailable::NotCgroup2 {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
 }
 
 fn write_file(path: &Path, text: &str) -> io::Result<()> {
@@ -98,17 +105,11 @@ impl Cgroups {
         let me = std::process::id();
         let (base, is_root) = match given {
             Some(path) => {
-                if !is_cgroup2(path) {
-                    return Err(Unavailable::NotCgroup2 {
-                        path: path.to_path_buf(),
-                    });
-                }
+                check_cgroup2(path)?;
                 (path.to_path_buf(), false)
             }
             None => {
-                if !is_cgroup2(Path::new(MOUNT)) {
-                    return Err(Unavailable::NotCgroup2 { path: MOUNT.into() });
-                }
+                check_cgroup2(Path::new(MOUNT))?;
                 let own = read_file(Path::new("/proc/self/cgroup"))
                     .map_err(|e| Unavailable::OwnCgroup(e.to_string()))?;
                 let rel = own
@@ -238,7 +239,10 @@ impl Cgroups {
             .write(true)
             .open(&procs_path)
             .map_err(|e| format!("cannot open {}: {e}", procs_path.display()))?;
+        let dir_fd =
+            File::open(&dir).map_err(|e| format!("cannot open cgroup {}: {e}", dir.display()))?;
         let cg = ServiceCgroup {
+            dir_fd,
             oom_seen: 0,
             memory: self.controllers.contains(&Controller::Memory),
             has_kill: self.has_kill,
@@ -256,8 +260,10 @@ impl Cgroups {
 #[derive(Debug)]
 pub struct ServiceCgroup {
     dir: PathBuf,
-    /// `cgroup.procs`, open for writing: the child writes "0" to it before
-    /// exec to move itself in.
+    /// The directory, open: the child is created in it (CLONE_INTO_CGROUP).
+    dir_fd: File,
+    /// `cgroup.procs`, open for writing: where clone3 cannot place it, the
+    /// child writes "0" to it before exec to move itself in.
     procs: File,
     memory: bool,
     has_kill: bool,
@@ -273,6 +279,11 @@ impl ServiceCgroup {
     /// The descriptor the spawn's child writes "0" to.
     pub fn procs_fd(&self) -> RawFd {
         self.procs.as_raw_fd()
+    }
+
+    /// The directory's descriptor, for clone3's CLONE_INTO_CGROUP.
+    pub fn dir_fd(&self) -> RawFd {
+        self.dir_fd.as_raw_fd()
     }
 
     /// Writes each limit whose value differs from `old`'s.

@@ -690,6 +690,7 @@ impl Supervisor {
                     };
                     let mut spec = spec;
                     spec.cgroup_procs = cgroup.as_ref().map(|c| c.procs_fd());
+                    spec.cgroup_dir = cgroup.as_ref().map(|c| c.dir_fd());
                     let new_slot = Slot {
                         service,
                         spec,
@@ -737,6 +738,7 @@ impl Supervisor {
                         s.cgroup = Some(cg);
                     }
                     s.spec.cgroup_procs = s.cgroup.as_ref().map(|c| c.procs_fd());
+                    s.spec.cgroup_dir = s.cgroup.as_ref().map(|c| c.dir_fd());
                     match s.service.state {
                         State::Down => {}
                         State::Exited => work.push_back((slot, Input::Start)),
