@@ -119,7 +119,10 @@ impl Cgroups {
                     .trim();
                 // Already in a leaf of our own (a re-exec'd zurg): its parent.
                 let rel = rel.strip_suffix("/zurg").unwrap_or(rel);
-                let base = Path::new(MOUNT).join(rel.trim_start_matches('/'));
+                let base = match rel.trim_start_matches('/') {
+                    "" => PathBuf::from(MOUNT),
+                    rel => Path::new(MOUNT).join(rel),
+                };
                 (base, rel == "/" || rel.is_empty())
             }
         };
