@@ -712,7 +712,13 @@ impl Supervisor {
                         exit_oom: false,
                     };
                     match self.slots.get_mut(slot) {
-                        Some(old) => *old = new_slot,
+                        Some(old) => {
+                            // The removed unit's cgroup, empty by now.
+                            if let Some(cg) = &old.cgroup {
+                                cg.remove();
+                            }
+                            *old = new_slot;
+                        }
                         None => self.slots.push(new_slot),
                     }
                     reconfigure.push(slot);
