@@ -79,6 +79,7 @@ while [ $i -lt 400 ]; do
   if /init history hog 2>/dev/null | grep -q oom-killed; then echo "VMTEST history says oom-killed"; break; fi
   sleep 0.05; i=$((i+1))
 done
+echo "VMTEST-STATS $(/init stats svc --json)"
 echo "VMTEST powering off"
 exec /init shutdown --poweroff
 "#;
@@ -273,6 +274,17 @@ fn boots_as_init_restarts_a_killed_service_and_powers_off() {
         "the memory_max service's exit was not reported as an OOM kill; console:\n{text}"
     );
     assert!(text.contains("VMTEST history says oom-killed"), "{text}");
+    // stats of a service with a cgroup come from it: memory.current (page
+    // cache included) for the whole, and no per-process walk (fds 0).
+    let stats = text
+        .lines()
+        .find_map(|l| l.split_once("VMTEST-STATS ").map(|(_, j)| j))
+        .expect("no stats line");
+    let stats: serde_json::Value = serde_json::from_str(stats).unwrap();
+    let row = &stats["result"][0];
+    assert!(row["tree"]["rss_kb"].as_u64().unwrap() > 0, "{row}");
+    assert_eq!(row["tree"]["fds"], 0, "not read from the cgroup: {row}");
+    assert!(row["process"]["fds"].as_u64().unwrap() > 0, "{row}");
     assert!(
         text.contains("reboot: Power down"),
         "no clean power off; console:\n{text}"
