@@ -127,8 +127,10 @@ impl Cgroups {
             }
         };
         // The root of a machine whose init zurg is holds kernel threads,
-        // and is exempt from the "no internal processes" rule.
-        if !(is_root && crate::os::pid1::is_pid1()) {
+        // and is exempt from the "no internal processes" rule. PID 1 of a
+        // pid namespace without a cgroup namespace is not that machine's
+        // init: it must be alone in its cgroup like anyone else.
+        if !(is_root && crate::os::pid1::is_machine_init()) {
             let others = pids_of(&base)
                 .into_iter()
                 .filter(|&p| u32::try_from(p).ok() != Some(me))
