@@ -553,6 +553,7 @@ pub(crate) mod tests {
             exit: (i % 2 == 1).then_some(ExitInfo {
                 code: Some(1),
                 signal: None,
+                oom: false,
             }),
             ..Default::default()
         }

@@ -5,6 +5,7 @@
 //! `gpid`, `sig`, `*::proto`, `cli`) never touches the OS; `os` is the only
 //! module allowed `unsafe`; `supervisor` composes them in one event loop.
 
+pub mod cgroup;
 pub mod cli;
 pub mod control;
 pub mod fuzz;

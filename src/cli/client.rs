@@ -801,10 +801,15 @@ fn field(v: &serde_json::Value, key: &str) -> String {
 }
 
 fn exit_text(e: &proto::ExitInfo) -> String {
-    match (&e.code, &e.signal) {
+    let text = match (&e.code, &e.signal) {
         (Some(c), _) => format!("code {c}"),
         (None, Some(s)) => s.clone(),
         (None, None) => "-".into(),
+    };
+    if e.oom {
+        format!("{text} oom-killed")
+    } else {
+        text
     }
 }
 
@@ -1141,6 +1146,7 @@ mod tests {
                 last_exit: Some(proto::ExitInfo {
                     code: None,
                     signal: Some("SIGKILL".into()),
+                    oom: false,
                 }),
             },
             ServiceStatus {
@@ -1161,6 +1167,7 @@ mod tests {
                 last_exit: Some(proto::ExitInfo {
                     code: Some(0),
                     signal: None,
+                    oom: false,
                 }),
             },
         ];

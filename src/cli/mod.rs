@@ -63,6 +63,8 @@ pub struct RunOptions {
     pub publish_queue: usize,
     /// `--log-timestamps` / `--no-log-timestamps`; `None`: decide by stderr.
     pub log_timestamps: Option<bool>,
+    /// `--cgroup PATH`: the cgroup2 subtree to manage instead of zurg's own.
+    pub cgroup: Option<PathBuf>,
 }
 
 impl RunOptions {
@@ -80,6 +82,7 @@ impl RunOptions {
             publish_token_file: None,
             publish_queue: DEFAULT_PUBLISH_QUEUE,
             log_timestamps: None,
+            cgroup: None,
         }
     }
 }
@@ -296,6 +299,7 @@ fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
     let mut publish_token_file = None;
     let mut publish_queue = DEFAULT_PUBLISH_QUEUE;
     let mut log_timestamps = None;
+    let mut cgroup = None;
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next()? {
         match arg {
@@ -325,6 +329,7 @@ fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
             Long("grace") => grace_ms = duration_arg("--grace", p.value()?)?,
             Long("readers") => readers = Some(p.value()?.string()?),
             Long("strict") => strict = true,
+            Long("cgroup") => cgroup = Some(PathBuf::from(p.value()?)),
             Long("host-ip") => {
                 let v = p.value()?.string()?;
                 host_ip = Some(
@@ -347,6 +352,7 @@ fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
         publish_token_file,
         publish_queue,
         log_timestamps,
+        cgroup,
     }))
 }
 

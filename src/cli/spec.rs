@@ -192,6 +192,14 @@ pub const VERBS: &[VerbSpec] = &[
                 "the default route's interface address",
             ),
             flag("strict", "refuse units without a version and a checksum"),
+            default(
+                valued(
+                    "cgroup",
+                    "PATH",
+                    "the cgroup2 directory whose subtree zurg manages (services' cgroups, limits, kill_mode \"cgroup\")",
+                ),
+                "zurg's own cgroup, when it is alone in it",
+            ),
             valued(
                 "publish",
                 "HOST:PORT[,...]",

@@ -389,12 +389,17 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
 }
 
 /// How a process ended, for humans and scripts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<String>,
+    /// The kernel's OOM killer ended a process of the service during this
+    /// run (its cgroup's `memory.events` `oom_kill` went up); absent when
+    /// it did not, so other records encode as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oom: bool,
 }
 
 /// One row of `status`.
@@ -915,6 +920,7 @@ mod tests {
             last_exit: Some(ExitInfo {
                 code: None,
                 signal: Some("SIGKILL".into()),
+                oom: false,
             }),
         }];
         let r = Reply::ok(1, &rows);

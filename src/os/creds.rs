@@ -215,8 +215,8 @@ pub(super) unsafe fn apply(c: &Credentials) -> Result<(), (SpawnStep, i32)> {
 /// that shares the memory, zurg included. The file stays open in the
 /// `Spawner`, so this is a pread and two pwrites.
 #[derive(Debug)]
-pub(super) struct OomScore<'a> {
-    file: &'a std::fs::File,
+pub(super) struct OomScore {
+    file: std::sync::Arc<std::fs::File>,
     old: [u8; 16],
     len: usize,
 }
@@ -229,11 +229,11 @@ pub(super) fn open_oom_score() -> std::io::Result<std::fs::File> {
         .open("/proc/self/oom_score_adj")
 }
 
-impl<'a> OomScore<'a> {
+impl OomScore {
     pub(super) fn set(
-        file: &'a std::fs::File,
+        file: std::sync::Arc<std::fs::File>,
         value: &std::ffi::CStr,
-    ) -> std::io::Result<OomScore<'a>> {
+    ) -> std::io::Result<OomScore> {
         use std::os::unix::fs::FileExt;
         let mut old = [0u8; 16];
         let len = file.read_at(&mut old, 0)?;
@@ -242,7 +242,7 @@ impl<'a> OomScore<'a> {
     }
 }
 
-impl Drop for OomScore<'_> {
+impl Drop for OomScore {
     fn drop(&mut self) {
         use std::os::unix::fs::FileExt;
         // Raising it back is always allowed; lowering it back to where it

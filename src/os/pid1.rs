@@ -344,9 +344,19 @@ fn mount(
 /// already mounted is left alone; a failure is logged, not fatal.
 pub fn early_mounts() {
     let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    let table: [(&str, &str, &str, libc::c_ulong, &str); 7] = [
+    let table: [(&str, &str, &str, libc::c_ulong, &str); 8] = [
         ("proc", "/proc", "proc", nosuid_nodev_noexec, ""),
         ("sysfs", "/sys", "sysfs", nosuid_nodev_noexec, ""),
+        // Unified cgroup v2, so services get cgroups of their own
+        // (src/cgroup); nsdelegate makes cgroup namespaces delegation
+        // boundaries, as systemd mounts it.
+        (
+            "cgroup2",
+            "/sys/fs/cgroup",
+            "cgroup2",
+            nosuid_nodev_noexec,
+            "nsdelegate",
+        ),
         ("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, "mode=0755"),
         (
             "devpts",

@@ -78,6 +78,16 @@ pub struct SpawnSpec {
     // Identity and limits (`user`, `rlimits`, `capabilities`...): applied
     // by `os::creds` in the child; `None` adds nothing to the child side.
     pub creds: Option<Credentials>,
+    // cgroup (kill_mode, limits)
+    /// The service cgroup's directory (kept open by the caller): the child
+    /// is created in it (clone3 CLONE_INTO_CGROUP), so it starts under its
+    /// limits and nothing it forks escapes.
+    pub cgroup_dir: Option<RawFd>,
+    /// The same cgroup's `cgroup.procs`, open for writing: where clone3
+    /// cannot place the child (a kernel before 5.7, a seccomp filter,
+    /// another architecture) the child writes "0" to it before anything
+    /// else, which moves it in at the cost of a migration.
+    pub cgroup_procs: Option<RawFd>,
 }
 
 /// zurg's end of a readiness pipe is moved at least this high before a
@@ -116,6 +126,8 @@ impl SpawnSpec {
             stderr: ChildOut::Inherit,
             ready_fd: None,
             creds: None,
+            cgroup_dir: None,
+            cgroup_procs: None,
         }
     }
 }
@@ -161,6 +173,8 @@ pub enum SpawnStep {
     Capabilities,
     /// PR_SET_NO_NEW_PRIVS for `no_new_privs`.
     NoNewPrivs,
+    /// Moving into the service's cgroup.
+    Cgroup,
 }
 
 impl std::fmt::Display for SpawnStep {
@@ -184,6 +198,7 @@ impl std::fmt::Display for SpawnStep {
             SpawnStep::RegainRoot => "drop root for good (setuid(0) still worked after `user`)",
             SpawnStep::Capabilities => "set `capabilities`",
             SpawnStep::NoNewPrivs => "set `no_new_privs`",
+            SpawnStep::Cgroup => "move into its cgroup",
         })
     }
 }
@@ -208,6 +223,7 @@ impl SpawnStep {
             16 => SpawnStep::RegainRoot,
             17 => SpawnStep::Capabilities,
             18 => SpawnStep::NoNewPrivs,
+            19 => SpawnStep::Cgroup,
             _ => SpawnStep::Exec,
         }
     }
@@ -315,6 +331,8 @@ struct ChildArgs {
     parent: libc::pid_t,
     /// The spec's `creds`, or null.
     creds: *const Credentials,
+    /// The cgroup's `cgroup.procs` to write "0" to, or -1.
+    cgroup_procs: RawFd,
     /// errno of the failed step, written by the child.
     error: i32,
     /// Which step failed (`SpawnStep` as u8), written with `error`.
@@ -348,7 +366,20 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     unsafe { libc::_exit(127) }
 }
 
+/// Moves the child into its service's cgroup: "0" written to the
+/// cgroup's `cgroup.procs` means the writer. First of the steps, so what
+/// the child does next is already charged to the service.
+unsafe fn join_cgroup(a: &ChildArgs) -> Result<(), (SpawnStep, i32)> {
+    if a.cgroup_procs < 0 {
+        return Ok(());
+    }
+    let zero = b"0";
+    let written = libc::write(a.cgroup_procs, zero.as_ptr().cast(), zero.len());
+    check_ret(if written < 0 { -1 } else { 0 }, SpawnStep::Cgroup)
+}
+
 unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), (SpawnStep, i32)> {
+    join_cgroup(a)?;
     let pid = libc::syscall(libc::SYS_getpid) as u64;
     for &(buf, offset) in &a.pid_slots {
         let mut digits = [0u8; 20];
@@ -542,7 +573,10 @@ fn candidates(program: &CString, search_path: bool) -> Vec<CString> {
 pub struct Spawner {
     stack: Vec<u8>,
     /// /proc/self/oom_score_adj, opened at the first `oom_score_adj`.
-    oom_file: Option<std::fs::File>,
+    oom_file: Option<std::sync::Arc<std::fs::File>>,
+    /// clone3 with CLONE_INTO_CGROUP failed once for a reason that will not
+    /// change (ENOSYS, E2BIG, EINVAL, EPERM): the fallback from then on.
+    no_clone_into_cgroup: bool,
 }
 
 impl Spawner {
@@ -550,6 +584,58 @@ impl Spawner {
         Spawner {
             stack: vec![0u8; CHILD_STACK],
             oom_file: None,
+            no_clone_into_cgroup: false,
+        }
+    }
+
+    /// Creates the child right in the cgroup `dir` (clone3
+    /// CLONE_INTO_CGROUP): no migration afterwards, which costs an RCU
+    /// grace period (milliseconds) per start when the child moves itself.
+    /// `None` when clone3 cannot do it here: the caller clones as usual and
+    /// the child writes to `cgroup.procs` instead.
+    fn spawn_into_cgroup(
+        &mut self,
+        dir: RawFd,
+        args: &mut ChildArgs,
+        pidfd: &mut libc::c_int,
+    ) -> Option<libc::pid_t> {
+        if self.no_clone_into_cgroup {
+            return None;
+        }
+        let procs = std::mem::replace(&mut args.cgroup_procs, -1);
+        let base = self.stack.as_mut_ptr();
+        // SAFETY: the stack is CHILD_STACK bytes we own; its 16-byte
+        // aligned top stays inside it.
+        let size = unsafe {
+            let top = base.add(self.stack.len());
+            top.sub(top as usize % 16).offset_from(base) as usize
+        };
+        // SAFETY: as for clone below: CLONE_VFORK suspends us until the
+        // child execs or exits, so `args` and the stack outlive its use of
+        // them; child_main never returns into the caller's frames.
+        let result = unsafe {
+            clone3::into_cgroup(
+                base,
+                size,
+                dir,
+                pidfd,
+                child_main,
+                std::ptr::addr_of_mut!(*args).cast(),
+            )
+        };
+        match result {
+            Ok(pid) => Some(pid),
+            Err(errno) => {
+                args.cgroup_procs = procs;
+                *pidfd = -1;
+                if matches!(
+                    errno,
+                    libc::ENOSYS | libc::E2BIG | libc::EINVAL | libc::EPERM
+                ) {
+                    self.no_clone_into_cgroup = true;
+                }
+                None
+            }
         }
     }
 
@@ -638,6 +724,7 @@ impl Spawner {
                 .creds
                 .as_ref()
                 .map_or(std::ptr::null(), |c| c as *const Credentials),
+            cgroup_procs: spec.cgroup_procs.unwrap_or(-1),
             error: 0,
             failed_step: 0,
         });
@@ -651,18 +738,28 @@ impl Spawner {
                     step: SpawnStep::OomScoreAdj,
                     source,
                 };
-                if self.oom_file.is_none() {
-                    self.oom_file = Some(super::creds::open_oom_score().map_err(setup)?);
-                }
-                match &self.oom_file {
-                    Some(file) => Some(super::creds::OomScore::set(file, value).map_err(setup)?),
-                    None => None,
-                }
+                let file = match &self.oom_file {
+                    Some(file) => std::sync::Arc::clone(file),
+                    None => {
+                        let file =
+                            std::sync::Arc::new(super::creds::open_oom_score().map_err(setup)?);
+                        self.oom_file = Some(std::sync::Arc::clone(&file));
+                        file
+                    }
+                };
+                Some(super::creds::OomScore::set(file, value).map_err(setup)?)
             }
         };
         let mut pidfd: libc::c_int = -1;
         let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
+        let into_cgroup = match spec.cgroup_dir {
+            Some(dir) => self.spawn_into_cgroup(dir, &mut args, &mut pidfd),
+            None => None,
+        };
         let pid = loop {
+            if let Some(pid) = into_cgroup {
+                break pid;
+            }
             // SAFETY: the stack is CHILD_STACK bytes we own; it grows down, so
             // the child starts at its 16-byte aligned top. CLONE_VFORK
             // suspends us until the child execs or exits, so every pointer in
@@ -752,6 +849,112 @@ pub fn readiness_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((r, high))
 }
 
+/// clone3(2) with CLONE_INTO_CGROUP and the vfork model, which libc does
+/// not wrap: the child starts on its own stack inside the syscall, so it is
+/// entered by hand and calls the child side directly.
+#[cfg(target_arch = "x86_64")]
+mod clone3 {
+    use std::os::fd::RawFd;
+
+    /// struct clone_args, up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+    #[repr(C)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+    /// Starts `child(arg)` on `stack` (`size` bytes, its top 16-byte
+    /// aligned) in the cgroup `dir`, sharing our memory until it execs;
+    /// its pidfd goes to `pidfd`. Returns the pid or the errno.
+    ///
+    /// # Safety
+    /// `stack` must be valid for `size` bytes and `child` must never
+    /// return into Rust frames (it execs or `_exit`s); `arg` and `pidfd`
+    /// must stay valid until the child has exec'd or exited, which
+    /// CLONE_VFORK guarantees by suspending the caller until then.
+    pub unsafe fn into_cgroup(
+        stack: *mut u8,
+        size: usize,
+        dir: RawFd,
+        pidfd: *mut libc::c_int,
+        child: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+        arg: *mut libc::c_void,
+    ) -> Result<libc::pid_t, i32> {
+        let mut ca = CloneArgs {
+            flags: (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD) as u64
+                | CLONE_INTO_CGROUP,
+            pidfd: pidfd as u64,
+            child_tid: 0,
+            parent_tid: 0,
+            exit_signal: libc::SIGCHLD as u64,
+            stack: stack as u64,
+            stack_size: size as u64,
+            tls: 0,
+            set_tid: 0,
+            set_tid_size: 0,
+            cgroup: u64::try_from(dir).unwrap_or(u64::MAX),
+        };
+        let ret: i64;
+        // SAFETY: the caller's contract. In the child (rax == 0) the kernel
+        // has set rsp to the top of `stack`; it calls `child(arg)` there
+        // and exits should it ever return. The parent only gets rax back.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                "test rax, rax",
+                "jnz 2f",
+                "xor ebp, ebp",
+                "mov rdi, r13",
+                "call r12",
+                "mov edi, eax",
+                "mov eax, 60",
+                "syscall",
+                "ud2",
+                "2:",
+                inlateout("rax") libc::SYS_clone3 => ret,
+                in("rdi") std::ptr::addr_of_mut!(ca),
+                in("rsi") std::mem::size_of::<CloneArgs>(),
+                in("r12") child,
+                in("r13") arg,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        if ret < 0 {
+            Err(i32::try_from(-ret).unwrap_or(libc::EINVAL))
+        } else {
+            Ok(i32::try_from(ret).unwrap_or(-1))
+        }
+    }
+}
+
+/// Elsewhere the child moves itself into its cgroup (`cgroup.procs`).
+#[cfg(not(target_arch = "x86_64"))]
+mod clone3 {
+    pub unsafe fn into_cgroup(
+        _stack: *mut u8,
+        _size: usize,
+        _dir: std::os::fd::RawFd,
+        _pidfd: *mut libc::c_int,
+        _child: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+        _arg: *mut libc::c_void,
+    ) -> Result<libc::pid_t, i32> {
+        Err(libc::ENOSYS)
+    }
+}
+
 /// Makes `pgid` the foreground process group of the terminal on `fd`, if
 /// `fd` is a terminal at all. Used by the shim's `--pgroup` so an
 /// interactive child keeps job control.
@@ -808,6 +1011,7 @@ mod tests {
             SpawnStep::RegainRoot,
             SpawnStep::Capabilities,
             SpawnStep::NoNewPrivs,
+            SpawnStep::Cgroup,
         ] {
             assert_eq!(SpawnStep::from_raw(step as u8), step);
         }

@@ -132,6 +132,7 @@ fn to_record(
         exit: exit.map(|e| crate::control::proto::ExitInfo {
             code: e.code,
             signal: e.signal.clone(),
+            ..Default::default()
         }),
         seq: Some(seq),
         zurg: Some(zurg.to_string()),

@@ -900,6 +900,8 @@ mod tests {
             watchdog_ms: None,
             health: None,
             creds: Default::default(),
+            limits: crate::cgroup::Limits::default(),
+            kill_mode: None,
         }
     }
 

@@ -7,6 +7,7 @@
 //! This is the only place that mutates service state. Once the loop runs,
 //! errors fail one service or one request and are logged, never fatal.
 
+mod cgroups;
 mod clock_writer;
 mod creds;
 mod deps;
@@ -138,6 +139,23 @@ struct Slot {
     ring: crate::service::ring::Ring,
     /// Env files as last read, and the variables they and `user` add.
     creds: creds::SlotCreds,
+    /// Its cgroup, where zurg manages cgroups; kept across restarts and
+    /// reloads.
+    cgroup: Option<crate::cgroup::tree::ServiceCgroup>,
+    /// The OOM killer struck since the previous exit (read at each exit).
+    exit_oom: bool,
+}
+
+impl Slot {
+    /// Takes a spec built anew from the unit (reload, upgrade): what was
+    /// derived from the old one goes (env files, passwd variables), and the
+    /// service's cgroup, which outlives specs, is put back in it.
+    fn replace_spec(&mut self, spec: SpawnSpec) {
+        self.spec = spec;
+        self.creds = Default::default();
+        self.spec.cgroup_procs = self.cgroup.as_ref().map(|c| c.procs_fd());
+        self.spec.cgroup_dir = self.cgroup.as_ref().map(|c| c.dir_fd());
+    }
 }
 
 /// What a reload changed.
@@ -246,6 +264,8 @@ pub struct Supervisor {
     probes: probes::Probes,
     /// /etc/passwd and /etc/group as last read, for `user` and `group`.
     accounts: creds::AccountsCache,
+    /// The cgroup subtree zurg manages, or why it manages none.
+    cgroups: cgroups::Availability,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -412,6 +432,7 @@ impl Supervisor {
         for path in [&mut opts.units_dir, &mut opts.socket, &mut opts.state_dir]
             .into_iter()
             .chain(opts.publish_token_file.as_mut())
+            .chain(opts.cgroup.as_mut())
         {
             *path = start_dir.join(&*path);
         }
@@ -429,8 +450,10 @@ impl Supervisor {
             pid1::attach_console();
             pid1::set_hostname_from_etc();
             pid1::disable_ctrl_alt_del();
-            crate::log!("init of this machine: mounted /proc /sys /dev /run /tmp");
+            crate::log!("init of this machine: mounted /proc /sys /sys/fs/cgroup /dev /run /tmp");
         }
+        // Before any service starts: zurg moves itself into a leaf first.
+        let cgroups = cgroups::set_up(opts.cgroup.as_deref());
         // Before the socket is bound: a second zurg on the same state dir
         // must not take over the first one's socket either.
         let state_lock = lock_state_dir(&opts.state_dir)?;
@@ -578,6 +601,7 @@ impl Supervisor {
             deps: deps::Deps::default(),
             probes: probes::Probes::default(),
             accounts: creds::AccountsCache::default(),
+            cgroups,
         })
     }
 
@@ -666,6 +690,15 @@ impl Supervisor {
                     continue;
                 }
             };
+            let unit_cgroup = match self.unit_cgroup(&unit) {
+                Ok(c) => c,
+                Err(e) => {
+                    crate::log!("{e}");
+                    report.errors.push(e);
+                    broken.insert(unit.name.clone());
+                    continue;
+                }
+            };
             match self.by_name.get(&unit.name).copied() {
                 None => {
                     let reused = self.take_reclaimable_slot();
@@ -677,6 +710,13 @@ impl Supervisor {
                         Some(old) => Service::succeeding(unit, &old.service),
                         None => Service::new(unit),
                     };
+                    let cgroup = match unit_cgroup {
+                        cgroups::UnitCgroup::Fresh(cg) => Some(cg),
+                        cgroups::UnitCgroup::Kept | cgroups::UnitCgroup::None => None,
+                    };
+                    let mut spec = spec;
+                    spec.cgroup_procs = cgroup.as_ref().map(|c| c.procs_fd());
+                    spec.cgroup_dir = cgroup.as_ref().map(|c| c.dir_fd());
                     let new_slot = Slot {
                         service,
                         spec,
@@ -695,9 +735,17 @@ impl Supervisor {
                         hashing: None,
                         ring,
                         creds: Default::default(),
+                        cgroup,
+                        exit_oom: false,
                     };
                     match self.slots.get_mut(slot) {
-                        Some(old) => *old = new_slot,
+                        Some(old) => {
+                            // The removed unit's cgroup, empty by now.
+                            if let Some(cg) = &old.cgroup {
+                                cg.remove();
+                            }
+                            *old = new_slot;
+                        }
                         None => self.slots.push(new_slot),
                     }
                     reconfigure.push(slot);
@@ -728,8 +776,10 @@ impl Supervisor {
                         s.listener = None;
                     }
                     s.service.unit = unit;
-                    s.spec = spec;
-                    s.creds = Default::default();
+                    if let cgroups::UnitCgroup::Fresh(cg) = unit_cgroup {
+                        s.cgroup = Some(cg);
+                    }
+                    s.replace_spec(spec);
                     match s.service.state {
                         State::Down => {}
                         State::Exited => work.push_back((slot, Input::Start)),
@@ -984,6 +1034,7 @@ impl Supervisor {
     }
 
     fn finish(&mut self) -> i32 {
+        self.remove_cgroups();
         self.clock_writer.flush();
         self.drain_output();
         self.end_logs();
@@ -1115,6 +1166,7 @@ impl Supervisor {
             self.reap(work);
             pidfd::kill(-pid, 0).is_ok()
         };
+        self.cgroup_after_exit(slot, forked);
         let input = if forked {
             Input::ExitedForked { pid }
         } else {
@@ -1380,13 +1432,8 @@ impl Supervisor {
             // Safe without a pidfd: an unreaped child's pid cannot be reused.
             None => pidfd::kill(pid, signo),
         };
-        if signo == libc::SIGKILL {
-            // The service leads its own session, and while its leader is
-            // unreaped no other group can take that id: SIGKILL reaches the
-            // helpers it started too (the stop signal goes to the main
-            // process alone, so it can shut them down in order).
-            let _ = pidfd::kill(-pid, signo);
-        }
+        // Its group or cgroup too, by its kill mode (supervisor/cgroups.rs).
+        self.signal_rest(slot, pid, signo);
         if let Err(e) = result {
             if e.raw_os_error() != Some(libc::ESRCH) {
                 crate::log!(
@@ -1465,8 +1512,13 @@ impl Supervisor {
                 exit,
                 uptime_ms,
             } => crate::log!(
-                "[{name}] pid {pid} exited with {} after {}",
+                "[{name}] pid {pid} exited with {}{} after {}",
                 exit.describe(),
+                if s.exit_oom {
+                    " (the OOM killer ended a process of the service)"
+                } else {
+                    ""
+                },
                 human_ms(*uptime_ms)
             ),
             Event::Restarting { delay_ms: 0 } => crate::log!("[{name}] restarting now"),

@@ -63,11 +63,11 @@ fn exit_info(exit: Exit) -> ExitInfo {
     match exit {
         Exit::Code(c) => ExitInfo {
             code: Some(c),
-            signal: None,
+            ..ExitInfo::default()
         },
         Exit::Signal(s) => ExitInfo {
-            code: None,
             signal: Some(crate::sig::name(s)),
+            ..ExitInfo::default()
         },
     }
 }
@@ -767,9 +767,13 @@ impl Supervisor {
             Err(e) => return Some(Reply::error(id, ErrorCode::UnknownService, e)),
         };
         let now = self.reactor.now_ms();
-        let targets: Vec<(usize, i32)> = slots
+        let targets: Vec<(usize, i32, Option<std::path::PathBuf>)> = slots
             .into_iter()
-            .filter_map(|slot| Some((slot, self.slots.get(slot)?.service.state.pid()?)))
+            .filter_map(|slot| {
+                let s = self.slots.get(slot)?;
+                let cgroup = s.cgroup.as_ref().map(|c| c.dir().to_path_buf());
+                Some((slot, s.service.state.pid()?, cgroup))
+            })
             .collect();
         if let Some(worker) = &self.worker {
             let job = Job::Stats {
@@ -782,9 +786,8 @@ impl Supervisor {
         }
         let rows = targets
             .into_iter()
-            .filter_map(|(slot, pid)| {
-                let process = crate::stats::sample_pid(pid, now)?;
-                let tree = crate::stats::tree_from(pid, process.clone());
+            .filter_map(|(slot, pid, cgroup)| {
+                let (process, tree) = super::worker::sample_service(pid, cgroup.as_deref(), now)?;
                 Some((slot, pid, process, tree))
             })
             .collect();
@@ -997,7 +1000,8 @@ impl Supervisor {
         else {
             return;
         };
-        if let Some(sample) = crate::stats::sample_tree(pid, now) {
+        let cgroup = s.cgroup.as_ref().map(|c| c.dir());
+        if let Some((_, sample)) = super::worker::sample_service(pid, cgroup, now) {
             s.last_sample = Some(sample);
         }
         self.reactor.timers.arm(
@@ -1102,8 +1106,9 @@ impl Supervisor {
             if !matches!(kind, EventKind::SpawnFailed | EventKind::Restarting) {
                 rec.gpid = s.gpid.map(|g| g.to_string());
             }
-            if rec.exit.is_some() {
+            if let Some(exit) = &mut rec.exit {
                 rec.stats = s.last_sample.clone();
+                exit.oom = s.exit_oom;
             }
         }
         match event {

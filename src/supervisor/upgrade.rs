@@ -233,8 +233,7 @@ impl Supervisor {
         let s = self.slots.get_mut(slot).ok_or("no such service")?;
         let mut unit = s.service.unit.clone();
         build.apply(&mut unit)?;
-        s.spec = spawn_spec(&unit, &self.start_dir)?;
-        s.creds = Default::default();
+        s.replace_spec(spawn_spec(&unit, &self.start_dir)?);
         s.service.unit = unit;
         s.digest_cache = None;
         Ok(())

@@ -74,11 +74,12 @@ pub enum Job {
         path: PathBuf,
         want: Checksum,
     },
-    /// Sample each `(slot, pid)` and its process tree.
+    /// Sample each `(slot, pid)` and its process tree, or its cgroup when
+    /// it has one.
     Stats {
         conn: ConnId,
         id: u64,
-        targets: Vec<(usize, i32)>,
+        targets: Vec<(usize, i32, Option<PathBuf>)>,
         now_ms: u64,
     },
 }
@@ -231,9 +232,8 @@ fn run(jobs: &Receiver<Job>, done: &Sender<Done>, waker: &Waker) {
             } => {
                 let rows = targets
                     .into_iter()
-                    .filter_map(|(slot, pid)| {
-                        let process = crate::stats::sample_pid(pid, now_ms)?;
-                        let tree = crate::stats::tree_from(pid, process.clone());
+                    .filter_map(|(slot, pid, cgroup)| {
+                        let (process, tree) = sample_service(pid, cgroup.as_deref(), now_ms)?;
                         Some((slot, pid, process, tree))
                     })
                     .collect();
@@ -368,6 +368,22 @@ impl History {
             }
         }
     }
+}
+
+/// A service's main process and its whole: read from its cgroup when it
+/// has one with the memory controller (a few reads), else by walking its
+/// process tree in /proc.
+pub(super) fn sample_service(
+    pid: i32,
+    cgroup: Option<&std::path::Path>,
+    now_ms: u64,
+) -> Option<(Sample, Sample)> {
+    let process = crate::stats::sample_pid(pid, now_ms)?;
+    let tree = match cgroup.and_then(|dir| crate::cgroup::tree::sample(dir, now_ms)) {
+        Some(whole) => whole,
+        None => crate::stats::tree_from(pid, process.clone()),
+    };
+    Some((process, tree))
 }
 
 #[cfg(test)]

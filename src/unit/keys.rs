@@ -174,7 +174,7 @@ pub static KEYS: &[Key] = &[
         name: "stop_signal",
         kind: "signal name (`\"TERM\"`, `\"SIGQUIT\"`, `\"RTMIN+2\"`) or number",
         default: "`\"TERM\"`",
-        doc: "Sent to the service's main process when it is stopped.",
+        doc: "Sent to the service when it is stopped.",
         read: |u, v| {
             u.stop_signal = v.map_or(Ok(DEFAULT_STOP_SIGNAL), signal)?;
             Ok(())
@@ -185,7 +185,7 @@ pub static KEYS: &[Key] = &[
         name: "stop_timeout_ms",
         kind: "non-negative integer",
         default: "`10000`",
-        doc: "How long after `stop_signal` zurg waits before it sends SIGKILL to the service's whole process group.",
+        doc: "How long after `stop_signal` zurg waits before it sends SIGKILL.",
         read: |u, v| {
             u.stop_timeout_ms = v.map_or(Ok(DEFAULT_STOP_TIMEOUT_MS), millis)?;
             Ok(())
@@ -595,6 +595,76 @@ pub static KEYS: &[Key] = &[
         },
         ..KEY
     },
+    Key {
+        name: "kill_mode",
+        kind: "`\"cgroup\"`, `\"group\"`, `\"main\"`",
+        default: "where zurg manages cgroups `\"cgroup\"`, else `\"group\"`",
+        doc: "Which processes a stop reaches.",
+        read: |u, v| {
+            u.kill_mode = v.map(kill_mode).transpose()?;
+            Ok(())
+        },
+        ..KEY
+    },
+    Key {
+        name: "memory_max",
+        kind: "bytes: integer, or string with `K`, `M`, `G`, `T`",
+        default: "none",
+        doc: "The service's memory limit (cgroup `memory.max`).",
+        read: |u, v| {
+            u.limits.memory_max = v.map(size).transpose()?;
+            Ok(())
+        },
+        ..KEY
+    },
+    Key {
+        name: "memory_high",
+        kind: "like `memory_max`",
+        default: "none",
+        doc: "Where the service's memory use is throttled (cgroup `memory.high`).",
+        read: |u, v| {
+            u.limits.memory_high = v.map(size).transpose()?;
+            Ok(())
+        },
+        ..KEY
+    },
+    Key {
+        name: "cpu_max",
+        kind: "`\"50%\"`, or `\"QUOTA PERIOD\"` in µs",
+        default: "none",
+        doc: "The service's CPU limit (cgroup `cpu.max`).",
+        read: |u, v| {
+            u.limits.cpu_max = v
+                .map(|v| crate::cgroup::parse_cpu_max(&string(v)?))
+                .transpose()?;
+            Ok(())
+        },
+        ..KEY
+    },
+    Key {
+        name: "pids_max",
+        kind: "positive integer",
+        default: "none",
+        doc: "How many tasks (processes and threads) the service may have (cgroup `pids.max`).",
+        read: |u, v| {
+            u.limits.pids_max = v.map(|v| bounded(v, 1, i64::MAX)).transpose()?;
+            Ok(())
+        },
+        ..KEY
+    },
+    Key {
+        name: "io_weight",
+        kind: "integer 1–10000",
+        default: "none (the kernel's 100)",
+        doc: "The service's share of disk bandwidth under contention (cgroup `io.weight`).",
+        read: |u, v| {
+            u.limits.io_weight = v
+                .map(|v| bounded(v, 1, 10_000).map(|n| u16::try_from(n).unwrap_or(100)))
+                .transpose()?;
+            Ok(())
+        },
+        ..KEY
+    },
 ];
 
 /// With `socket = true` zurg itself listens on the unit's port, so a
@@ -650,6 +720,8 @@ pub fn blank(name: &str) -> Unit {
         watchdog_ms: None,
         health: None,
         creds: creds::Creds::default(),
+        limits: crate::cgroup::Limits::default(),
+        kill_mode: None,
     }
 }
 
@@ -1111,6 +1183,35 @@ fn ip_address(v: &Value) -> Result<std::net::IpAddr, String> {
         .map_err(|_| format!("expected an IP address, found {text:?}"))
 }
 
+/// A byte count: an integer, or a string such as `"512M"`.
+fn size(v: &Value) -> Result<u64, String> {
+    match v {
+        Value::Integer(n) if *n >= 1 => Ok(u64::try_from(*n).unwrap_or(u64::MAX)),
+        Value::Integer(n) => Err(format!("must be at least 1 byte, found {n}")),
+        Value::String(s) => crate::cgroup::parse_size(s),
+        other => Err(format!(
+            "expected bytes (an integer, or a string such as \"512M\"), found {}",
+            type_name(other)
+        )),
+    }
+}
+
+/// An integer from `min` to `max`.
+fn bounded(v: &Value, min: i64, max: i64) -> Result<u64, String> {
+    match v {
+        Value::Integer(n) if (min..=max).contains(n) => Ok(u64::try_from(*n).unwrap_or_default()),
+        Value::Integer(n) if max == i64::MAX => Err(format!("must be at least {min}, found {n}")),
+        Value::Integer(n) => Err(format!("must be {min} to {max}, found {n}")),
+        other => Err(format!("expected an integer, found {}", type_name(other))),
+    }
+}
+
+fn kill_mode(v: &Value) -> Result<crate::cgroup::KillMode, String> {
+    let s = string(v)?;
+    crate::cgroup::KillMode::parse(&s)
+        .ok_or_else(|| format!("expected \"cgroup\", \"group\" or \"main\", found {s:?}"))
+}
+
 fn checksum(kind: &str, v: &Value) -> Result<crate::version::Checksum, String> {
     crate::version::Checksum::parse(kind, &string(v)?)
 }
@@ -1568,6 +1669,41 @@ mod tests {
             "3:11: key `rlimits`: `nofile` must not be negative, found -1",
             "key `capabilities`: item 1 must be a string",
             "5:8: key `args`: unknown variable ${INSTANCE}",
+        ] {
+            assert!(err.contains(want), "{want} in {err}");
+        }
+    }
+
+    #[test]
+    fn cgroup_keys_read_limits_and_name_the_key_of_a_bad_value() {
+        let path = Path::new("/u/svc.toml");
+        let parse = |extra: &str| {
+            super::super::parse_unit("svc", path, &format!("exec = \"/x\"\n{extra}\n"))
+        };
+        let u = parse(
+            "memory_max = \"64M\"\nmemory_high = 1048576\ncpu_max = \"50%\"\npids_max = 32\nio_weight = 200\nkill_mode = \"main\"",
+        )
+        .unwrap();
+        assert_eq!(u.limits.memory_max, Some(64 << 20));
+        assert_eq!(u.limits.memory_high, Some(1 << 20));
+        assert_eq!(u.limits.cpu_max.map(|c| c.quota_us), Some(50_000));
+        assert_eq!(u.limits.pids_max, Some(32));
+        assert_eq!(u.limits.io_weight, Some(200));
+        assert_eq!(u.kill_mode, Some(crate::cgroup::KillMode::Main));
+        let plain = parse("").unwrap();
+        assert!(plain.limits.is_empty() && plain.kill_mode.is_none());
+        let err = parse(
+            "memory_max = \"lots\"\nmemory_high = 0\ncpu_max = \"0%\"\npids_max = 0\nio_weight = 20000\nkill_mode = \"process\"",
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "svc.toml:2:14: key `memory_max`: expected bytes",
+            "key `memory_high`: must be at least 1 byte, found 0",
+            "key `cpu_max`: expected a share",
+            "key `pids_max`: must be at least 1, found 0",
+            "key `io_weight`: must be 1 to 10000, found 20000",
+            "key `kill_mode`: expected \"cgroup\", \"group\" or \"main\", found \"process\"",
         ] {
             assert!(err.contains(want), "{want} in {err}");
         }

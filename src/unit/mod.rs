@@ -175,6 +175,11 @@ pub struct Unit {
     pub health: Option<probe::Health>,
     /// Who it runs as and with what limits (`user`, `rlimits`, `env_file`...).
     pub creds: creds::Creds,
+    /// cgroup v2 limits (`memory_max`, `memory_high`, `cpu_max`,
+    /// `pids_max`, `io_weight`).
+    pub limits: crate::cgroup::Limits,
+    /// `kill_mode`; `None`: `cgroup` where zurg manages cgroups, else `group`.
+    pub kill_mode: Option<crate::cgroup::KillMode>,
 }
 
 /// Rotate a log file once it would pass this size (`max_bytes`).
