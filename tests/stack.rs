@@ -241,3 +241,43 @@ fn a_failed_migrate_keeps_the_stack_down_and_status_exits_1() {
     assert!(journal_times(&r, "db", "start").is_empty());
     assert!(journal_times(&r, "api", "start").is_empty());
 }
+
+/// The example in units/stack (README, "A real stack") as it is shipped:
+/// the whole chain comes up, db's STATUS= shows, api answers, and SIGTERM
+/// takes it down cleanly. It listens on loopback ports 4711 and 4712.
+#[test]
+fn the_example_stack_in_units_stack_comes_up_and_shuts_down() {
+    use std::io::{Read, Write};
+
+    let dir = TempDir::new("example");
+    std::fs::create_dir_all(dir.path().join("units")).unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("units/stack");
+    for name in ["migrate", "db", "api", "worker"] {
+        let text = std::fs::read_to_string(shipped.join(format!("{name}.toml"))).unwrap();
+        dir.write(&format!("units/{name}.toml"), &text);
+    }
+    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+    z.expect("loaded 4 services");
+    let mut r = Run::on(dir, z);
+    let out = r.cli(&["wait", "api", "worker", "--timeout", "20s"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = r.cli(&["status"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("db: accepting connections on 4711"),
+        "{table}"
+    );
+    assert_eq!(status_of(&r.dir, "migrate")["state"], "done");
+
+    let mut api = std::net::TcpStream::connect(("127.0.0.1", 4712)).unwrap();
+    api.set_read_timeout(Some(common::DEADLINE)).unwrap();
+    api.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    api.read_to_string(&mut reply).unwrap();
+    assert!(reply.ends_with("hello from api\n"), "{reply}");
+
+    r.z.signal(15);
+    r.z.expect("stopping dependants before their dependencies");
+    assert_eq!(r.z.wait_exit().code(), Some(0));
+}
