@@ -41,21 +41,19 @@ pub enum Target {
     Journal,
     /// A GPID's text, and wall-clock readings through the start clock.
     Gpid,
+    /// An `env_file`'s bytes through `parse_env_file`.
+    EnvFile,
 }
 
-// Not yet here: `env_file` parsing (`parse_env_file`, on another branch
-// when this was written). It gets a variant, a harness, a file in
-// fuzz/fuzz_targets/ and a seed corpus in fuzz/corpus/env_file/ when it
-// lands; the tests below fail until all four exist.
-
 /// Every target; `scripts/fuzz` runs those `cargo fuzz list` names.
-pub const TARGETS: [Target; 6] = [
+pub const TARGETS: [Target; 7] = [
     Target::Unit,
     Target::Control,
     Target::PublishFrames,
     Target::PublishRegistry,
     Target::Journal,
     Target::Gpid,
+    Target::EnvFile,
 ];
 
 impl Target {
@@ -67,6 +65,7 @@ impl Target {
             Target::PublishRegistry => "publish_registry",
             Target::Journal => "journal",
             Target::Gpid => "gpid",
+            Target::EnvFile => "env_file",
         }
     }
 
@@ -83,6 +82,7 @@ impl Target {
             Target::PublishRegistry => registry::session(data),
             Target::Journal => journal_bytes(data),
             Target::Gpid => gpid(data),
+            Target::EnvFile => env_file(data),
         }
         .map_err(broke)
     }
@@ -329,6 +329,55 @@ fn journal_damage(data: &[u8]) -> Result<(), String> {
     })?;
     check(records.iter().all(|r| written.contains(r)), || {
         "a record read back that was never written".into()
+    })
+}
+
+/// An env file parses into valid, distinct names and NUL-free values
+/// (they become C strings at spawn), and what it parsed to, written back
+/// with double quotes, parses to the same; a refusal names a line the file
+/// has.
+fn env_file(data: &[u8]) -> Result<(), String> {
+    use crate::unit::envfile::parse_env_file;
+    let vars = match parse_env_file(data) {
+        Ok(vars) => vars,
+        Err(e) => {
+            let lines = data.split(|b| *b == b'\n').count();
+            return check(e.line >= 1 && e.line <= lines, || {
+                format!("error on line {} of a {lines}-line file", e.line)
+            });
+        }
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (key, value) in &vars {
+        let mut chars = key.chars();
+        let valid = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        check(valid, || format!("accepted the name {key:?}"))?;
+        check(seen.insert(key.as_str()), || format!("{key:?} twice"))?;
+        check(!value.contains('\0'), || format!("{key:?} holds a NUL"))?;
+    }
+    let mut text = String::new();
+    for (key, value) in &vars {
+        text.push_str(key);
+        text.push_str("=\"");
+        for c in value.chars() {
+            match c {
+                '"' | '\\' | '$' | '`' => {
+                    text.push('\\');
+                    text.push(c);
+                }
+                '\n' => text.push_str("\\n"),
+                '\t' => text.push_str("\\t"),
+                c => text.push(c),
+            }
+        }
+        text.push_str("\"\n");
+    }
+    let back = parse_env_file(text.as_bytes());
+    check(back.as_ref() == Ok(&vars), || {
+        format!("{vars:?} written as {text:?} reads back as {back:?}")
     })
 }
 
