@@ -19,6 +19,7 @@ mod probes;
 mod publishing;
 pub mod reactor;
 mod requests;
+mod rolling;
 pub mod shim;
 pub mod timers;
 pub mod upgrade;
