@@ -274,7 +274,10 @@ pub fn instances_of(unit: Unit) -> Vec<Unit> {
 /// The name of the unit file `unit` came from: `web` for `web@2`.
 fn file_stem(unit: &Unit) -> &str {
     match unit.instance {
-        Some(_) => unit.name.rsplit_once('@').map_or(&unit.name, |(stem, _)| stem),
+        Some(_) => unit
+            .name
+            .rsplit_once('@')
+            .map_or(&unit.name, |(stem, _)| stem),
         None => &unit.name,
     }
 }
@@ -410,6 +413,32 @@ mod tests {
                 format!("{d}/b.toml: key `depends_on`: dependency cycle b -> a -> b"),
                 format!("{d}/web.toml: key `depends_on`: no unit named `dbx`"),
             ]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn instances_expand_and_dependants_wait_for_each() {
+        let dir = std::env::temp_dir().join(format!("zurg-load-inst-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+        write(
+            "web.toml",
+            "exec = \"/bin/true\"\ninstances = 3\nport = \"auto\"\n",
+        );
+        write("web@1.toml", "exec = \"/bin/true\"\n");
+        write("api.toml", "exec = \"/bin/true\"\ndepends_on = [\"web\"]\n");
+        let r = load_dir(&dir);
+        let names: Vec<&str> = r.units.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["api", "web@0", "web@1", "web@2"]);
+        let instances: Vec<Option<u32>> = r.units.iter().map(|u| u.instance).collect();
+        assert_eq!(instances, [None, Some(0), Some(1), Some(2)]);
+        assert_eq!(r.units[0].depends_on, ["web@0", "web@1", "web@2"]);
+        let errs: Vec<String> = r.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].contains("web@1.toml: service `web@1` is already defined by"),
+            "{errs:?}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
