@@ -136,3 +136,31 @@ fn bad_instances_values_name_the_file_and_key_and_the_others_run() {
     z.expect("[good@1] started pid");
     assert_eq!(status_of(&dir, "good@0")["state"], "running");
 }
+
+#[test]
+fn reload_with_another_count_adds_or_retires_only_the_surplus() {
+    let dir = TempDir::new("instances-reload");
+    let out = dir.path().join("started");
+    dir.write("units/web.toml", &web(&out));
+    let mut z = run_in(&dir, Mode::Pid1, &[]);
+    for i in 0..3 {
+        z.expect(&format!("[web@{i}] started pid"));
+    }
+    let before: Vec<i64> = (0..2).map(|i| pid(&dir, &format!("web@{i}"))).collect();
+    dir.write(
+        "units/web.toml",
+        &web(&out).replace("instances = 3", "instances = 2"),
+    );
+    ok(&dir, &["reload"]);
+    eventually("web@2 to be retired", || status_of(&dir, "web@2").is_null());
+    let after: Vec<i64> = (0..2).map(|i| pid(&dir, &format!("web@{i}"))).collect();
+    assert_eq!(after, before, "the kept instances run on");
+    dir.write(
+        "units/web.toml",
+        &web(&out).replace("instances = 3", "instances = 4"),
+    );
+    ok(&dir, &["reload"]);
+    z.expect("[web@3] started pid");
+    let now: Vec<i64> = (0..2).map(|i| pid(&dir, &format!("web@{i}"))).collect();
+    assert_eq!(now, before);
+}

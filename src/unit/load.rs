@@ -266,6 +266,9 @@ pub fn instances_of(unit: Unit) -> Vec<Unit> {
         .map(|i| Unit {
             name: format!("{}@{i}", unit.name),
             instance: Some(i),
+            // Read once: a reload that changes N must leave the instances
+            // it keeps unchanged.
+            instances: None,
             ..unit.clone()
         })
         .collect()
@@ -284,11 +287,10 @@ fn file_stem(unit: &Unit) -> &str {
 
 /// `depends_on = ["web"]`, where `web` has instances, waits for each of them.
 fn depend_on_every_instance(units: &mut [Unit]) {
-    let groups: std::collections::HashMap<String, u32> = units
-        .iter()
-        .filter(|u| u.instance == Some(0))
-        .filter_map(|u| Some((u.name.strip_suffix("@0")?.to_string(), u.instances?)))
-        .collect();
+    let mut groups: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    for u in units.iter().filter(|u| u.instance.is_some()) {
+        *groups.entry(file_stem(u).to_string()).or_default() += 1;
+    }
     if groups.is_empty() {
         return;
     }

@@ -181,7 +181,8 @@ pub struct Unit {
     /// `kill_mode`; `None`: `cgroup` where zurg manages cgroups, else `group`.
     pub kill_mode: Option<crate::cgroup::KillMode>,
     /// `instances = N`: the unit file runs as `NAME@0` ... `NAME@N-1`
-    /// (`load.rs` expands it into one `Unit` per instance).
+    /// (`load.rs` expands it into one `Unit` per instance, each with `None`
+    /// here, so a reload that changes N leaves the kept ones unchanged).
     pub instances: Option<u32>,
     /// Which instance this unit is (`${INSTANCE}`), once expanded.
     pub instance: Option<u32>,
