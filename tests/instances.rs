@@ -164,3 +164,31 @@ fn reload_with_another_count_adds_or_retires_only_the_surplus() {
     let now: Vec<i64> = (0..2).map(|i| pid(&dir, &format!("web@{i}"))).collect();
     assert_eq!(now, before);
 }
+
+#[test]
+fn an_instance_that_does_not_come_back_stops_the_roll() {
+    // Ready only while the flag is absent: once it is, web@0's restart
+    // exits before it is ready, whatever the timing.
+    let dir = TempDir::new("instances-stop");
+    let flag = dir.path().join("broken");
+    dir.write(
+        "units/web.toml",
+        &format!(
+            "exec = \"/bin/sh\"\nargs = [\"-c\", \"test -e {f} && exit 3; exec sleep 1000\"]\n\
+             instances = 2\nready = {{ exec = [\"/bin/sh\", \"-c\", \"! test -e {f}\"] }}\n",
+            f = flag.display()
+        ),
+    );
+    let mut z = run_in(&dir, Mode::Pid1, &[]);
+    z.expect("[web@1] started pid");
+    ok(&dir, &["wait", "web"]);
+    let before = pid(&dir, "web@1");
+    std::fs::write(&flag, "").unwrap();
+    let out = cli(&dir, &["restart", "web"]);
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("rolling restart stopped: web@0 is"), "{text}");
+    assert!(text.contains("not restarted: web@1"), "{text}");
+    assert_eq!(pid(&dir, "web@1"), before, "web@1 was left running");
+}
