@@ -1770,4 +1770,55 @@ mod tests {
             assert!(err.contains(want), "{want} in {err}");
         }
     }
+
+    #[test]
+    fn instances_are_bounded_and_refuse_what_would_clash() {
+        let path = std::path::Path::new("/u/web.toml");
+        let parse = |name: &str, text: &str| {
+            super::super::parse_unit(name, path, &format!("exec = \"/x\"\n{text}"))
+        };
+        let u = parse(
+            "web",
+            "instances = 3\nport = \"auto\"\nargs = [\"${INSTANCE}\"]",
+        )
+        .unwrap();
+        assert_eq!((u.instances, u.instance), (Some(3), None));
+        assert!(parse("web", "instances = 1\nport = 8080").is_ok());
+        for (name, text, want) in [
+            (
+                "web",
+                "instances = 0",
+                "2:13: key `instances`: must be 1 to 1024, found 0",
+            ),
+            ("web", "instances = 1025", "must be 1 to 1024, found 1025"),
+            (
+                "web",
+                "instances = \"3\"",
+                "expected an integer, found a string",
+            ),
+            (
+                "web",
+                "instances = 2\nport = 80",
+                "instances would all serve on port 80",
+            ),
+            (
+                "web@1",
+                "instances = 2",
+                "may not have `@` in its file name",
+            ),
+            (
+                "web",
+                "env = { A = \"${INSTANCE}\" }",
+                "key `env`: uses ${INSTANCE}",
+            ),
+            (
+                "web",
+                "cwd = \"/srv/${INSTANCE}\"",
+                "key `cwd`: uses ${INSTANCE}",
+            ),
+        ] {
+            let e = parse(name, text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {want} in {e}");
+        }
+    }
 }
