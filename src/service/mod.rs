@@ -902,6 +902,8 @@ mod tests {
             creds: Default::default(),
             limits: crate::cgroup::Limits::default(),
             kill_mode: None,
+            instances: None,
+            instance: None,
         }
     }
 

@@ -118,6 +118,7 @@ fn value_of(unit: &Unit, port: Option<u16>) -> impl Fn(&str) -> Option<String> +
         "SERVICE" => Some(unit.name.clone()),
         "VERSION" => Some(unit.version.clone().unwrap_or_default()),
         "PORT" => port.map(|p| p.to_string()),
+        "INSTANCE" => unit.instance.map(|i| i.to_string()),
         _ => None,
     }
 }

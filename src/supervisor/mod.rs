@@ -19,6 +19,7 @@ mod probes;
 mod publishing;
 pub mod reactor;
 mod requests;
+mod rolling;
 pub mod shim;
 pub mod timers;
 pub mod upgrade;
@@ -792,7 +793,14 @@ impl Supervisor {
         let gone: Vec<(String, usize)> = self
             .by_name
             .iter()
-            .filter(|(name, _)| !seen.contains(*name) && !broken.contains(*name))
+            .filter(|(name, slot)| {
+                // An instance's file is `web.toml` for `web@2`.
+                let file = match self.slots.get(**slot).and_then(|s| s.service.unit.instance) {
+                    Some(_) => name.rsplit_once('@').map_or(name.as_str(), |(f, _)| f),
+                    None => name.as_str(),
+                };
+                !seen.contains(*name) && !broken.contains(*name) && !broken.contains(file)
+            })
             .map(|(name, slot)| (name.clone(), *slot))
             .collect();
         for (name, slot) in gone {

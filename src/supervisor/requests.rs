@@ -34,6 +34,9 @@ pub(super) struct Waiting {
     deadline_ms: u64,
     /// Services the request touched without naming them, and why.
     notes: Vec<(usize, String)>,
+    /// Instances a rolling restart has still to restart, in order
+    /// (`rolling.rs`); empty for every other request.
+    pub(super) rolling: Vec<usize>,
 }
 
 impl Waiting {
@@ -177,16 +180,33 @@ impl Supervisor {
         let mut slots: Vec<usize> = Vec::with_capacity(names.len());
         let mut seen = std::collections::HashSet::with_capacity(names.len());
         for n in names {
-            let slot = self
-                .by_name
-                .get(n)
-                .copied()
-                .ok_or_else(|| format!("no service named `{n}`"))?;
-            if seen.insert(slot) {
-                slots.push(slot);
+            let found = match self.by_name.get(n) {
+                Some(slot) => vec![*slot],
+                None => self.instances_of(n),
+            };
+            if found.is_empty() {
+                return Err(format!("no service named `{n}`"));
+            }
+            for slot in found {
+                if seen.insert(slot) {
+                    slots.push(slot);
+                }
             }
         }
         Ok(slots)
+    }
+
+    /// The slots of `NAME@0`, `NAME@1`, ... of a unit with `instances`, in
+    /// instance order; empty when `name` has none.
+    pub(super) fn instances_of(&self, name: &str) -> Vec<usize> {
+        let mut found: Vec<(u32, usize)> = self
+            .by_name
+            .iter()
+            .filter(|(n, _)| n.strip_prefix(name).is_some_and(|r| r.starts_with('@')))
+            .filter_map(|(_, slot)| Some((self.slots.get(*slot)?.service.unit.instance?, *slot)))
+            .collect();
+        found.sort_unstable();
+        found.into_iter().map(|(_, slot)| slot).collect()
     }
 
     pub(super) fn slot_name(&self, slot: usize) -> &str {
@@ -362,7 +382,14 @@ impl Supervisor {
                 Err(e) => Reply::error(id, ErrorCode::UnknownService, e),
             },
             Verb::Restart { names, timeout_ms } => match self.resolve(&names) {
-                Ok(asked) => {
+                Ok(mut asked) => {
+                    // `restart web`, where web has instances: one at a time.
+                    let rolling = match names.as_slice() {
+                        [one] if !self.by_name.contains_key(one) && asked.len() > 1 => {
+                            asked.split_off(1)
+                        }
+                        _ => Vec::new(),
+                    };
                     // A service that was down is started, with what it
                     // needs first, as `start` does; running dependencies
                     // and dependants are left alone.
@@ -379,7 +406,16 @@ impl Supervisor {
                         .map(|s| (*s, self.slots.get(*s).and_then(|x| x.service.state.pid())))
                         .collect();
                     self.process(work);
-                    return self.park_noted(conn, id, before, Until::Restarted, wait, notes);
+                    let wait = wait.saturating_mul(1 + rolling.len() as u64);
+                    return self.park_rolling(
+                        conn,
+                        id,
+                        before,
+                        Until::Restarted,
+                        wait,
+                        notes,
+                        rolling,
+                    );
                 }
                 Err(e) => Reply::error(id, ErrorCode::UnknownService, e),
             },
@@ -585,6 +621,20 @@ impl Supervisor {
         wait_ms: u64,
         notes: Vec<(usize, String)>,
     ) {
+        self.park_rolling(conn, id, slots, until, wait_ms, notes, Vec::new());
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn park_rolling(
+        &mut self,
+        conn: ConnId,
+        id: u64,
+        slots: Vec<(usize, Option<i32>)>,
+        until: Until,
+        wait_ms: u64,
+        notes: Vec<(usize, String)>,
+        rolling: Vec<usize>,
+    ) {
         let deadline_ms = self.reactor.now_ms().saturating_add(wait_ms);
         self.reactor
             .timers
@@ -596,6 +646,7 @@ impl Supervisor {
             until,
             deadline_ms,
             notes,
+            rolling,
         });
         self.settle_waiting();
     }
@@ -630,14 +681,27 @@ impl Supervisor {
         }
         let now = self.reactor.now_ms();
         let waiting = std::mem::take(&mut self.waiting);
-        for w in waiting {
+        let mut work = VecDeque::new();
+        for mut w in waiting {
+            match self.roll_on(&mut w) {
+                super::rolling::Step::Wait => {}
+                super::rolling::Step::Next(slot) => {
+                    work.push_back((slot, Input::Restart));
+                    self.waiting.push(w);
+                    continue;
+                }
+                super::rolling::Step::Stopped(msg) => {
+                    self.reply(w.conn, &Reply::error(w.id, ErrorCode::Failed, msg));
+                    continue;
+                }
+            }
             let asked = match w.until {
                 Until::Down | Until::AtRest => Asked::Down,
                 Until::Restarted | Until::Ready => Asked::Up,
             };
             if let Some(reply) = self.wait_given_up(&w) {
                 self.reply(w.conn, &reply);
-            } else if self.settled(&w) {
+            } else if w.rolling.is_empty() && self.settled(&w) {
                 let outcomes: Vec<Outcome> = w
                     .slots
                     .iter()
@@ -673,6 +737,9 @@ impl Supervisor {
             } else {
                 self.waiting.push(w);
             }
+        }
+        if !work.is_empty() {
+            self.process(&mut work);
         }
     }
 

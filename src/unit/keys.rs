@@ -112,6 +112,7 @@ pub static KEYS: &[Key] = &[
                 Err(Bad::Wrong(wrong))
             }
         },
+        check: Some((&["instances"], instance_needs_instances)),
         ..KEY
     },
     Key {
@@ -132,6 +133,7 @@ pub static KEYS: &[Key] = &[
                 Err(Bad::Wrong(wrong))
             }
         },
+        check: Some((&["instances"], instance_needs_instances)),
         ..KEY
     },
     Key {
@@ -146,6 +148,7 @@ pub static KEYS: &[Key] = &[
             }
             Ok(())
         },
+        check: Some((&["instances"], instance_needs_instances)),
         ..KEY
     },
     Key {
@@ -299,6 +302,32 @@ pub static KEYS: &[Key] = &[
         check: Some((&["socket", "port"], |u| {
             if !u.socket && !u.port_auto {
                 return Err("only applies with `socket = true` or `port = \"auto\"`".into());
+            }
+            Ok(())
+        })),
+        ..KEY
+    },
+    Key {
+        name: "instances",
+        kind: "integer 1–1024",
+        default: "none (one service, `NAME`)",
+        doc: "Runs the unit as N services `NAME@0` ... `NAME@N-1`, each with its own process, GPID and `\"auto\"` port.",
+        read: |u, v| {
+            u.instances = v.map(instances).transpose()?;
+            Ok(())
+        },
+        check: Some((&["port", "socket"], |u| {
+            if u.name.contains('@') {
+                return Err(format!(
+                    "a unit with instances may not have `@` in its file name (its instances are `{}@0`, `{}@1`, ...)",
+                    u.name, u.name
+                ));
+            }
+            if u.instances.unwrap_or(1) > 1 && u.port != 0 {
+                return Err(format!(
+                    "instances would all serve on port {}: use `port = \"auto\"` (each instance gets its own)",
+                    u.port
+                ));
             }
             Ok(())
         })),
@@ -722,6 +751,8 @@ pub fn blank(name: &str) -> Unit {
         creds: creds::Creds::default(),
         limits: crate::cgroup::Limits::default(),
         kill_mode: None,
+        instances: None,
+        instance: None,
     }
 }
 
@@ -1160,6 +1191,37 @@ fn signal(v: &Value) -> Result<i32, String> {
         Some(n) if n != crate::sig::SIGSTOP => Ok(n),
         _ => Err(format!("unknown or unusable signal {v}")),
     }
+}
+
+/// `instances = N`: 1 to `MAX_INSTANCES`.
+fn instances(v: &Value) -> Result<u32, String> {
+    let max = super::MAX_INSTANCES;
+    match v {
+        Value::Integer(n) => u32::try_from(*n)
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| format!("must be 1 to {max}, found {n}")),
+        other => Err(format!("expected an integer, found {}", type_name(other))),
+    }
+}
+
+/// `${INSTANCE}` has a value only in a unit with `instances`.
+fn instance_needs_instances(u: &Unit) -> Result<(), String> {
+    if u.instances.is_some() {
+        return Ok(());
+    }
+    let texts = u
+        .args
+        .iter()
+        .chain(u.env.values())
+        .map(String::as_str)
+        .chain(u.cwd.as_deref().and_then(|c| c.to_str()));
+    for t in texts {
+        if super::vars::uses(t, "INSTANCE") {
+            return Err("uses ${INSTANCE}, which only a unit with `instances = N` has".into());
+        }
+    }
+    Ok(())
 }
 
 /// `(port, port_auto)`.
@@ -1668,7 +1730,7 @@ mod tests {
             "3:11: key `rlimits`: unknown limit `files`",
             "3:11: key `rlimits`: `nofile` must not be negative, found -1",
             "key `capabilities`: item 1 must be a string",
-            "5:8: key `args`: unknown variable ${INSTANCE}",
+            "5:8: key `args`: uses ${INSTANCE}, which only a unit with `instances = N` has",
         ] {
             assert!(err.contains(want), "{want} in {err}");
         }
@@ -1706,6 +1768,57 @@ mod tests {
             "key `kill_mode`: expected \"cgroup\", \"group\" or \"main\", found \"process\"",
         ] {
             assert!(err.contains(want), "{want} in {err}");
+        }
+    }
+
+    #[test]
+    fn instances_are_bounded_and_refuse_what_would_clash() {
+        let path = std::path::Path::new("/u/web.toml");
+        let parse = |name: &str, text: &str| {
+            super::super::parse_unit(name, path, &format!("exec = \"/x\"\n{text}"))
+        };
+        let u = parse(
+            "web",
+            "instances = 3\nport = \"auto\"\nargs = [\"${INSTANCE}\"]",
+        )
+        .unwrap();
+        assert_eq!((u.instances, u.instance), (Some(3), None));
+        assert!(parse("web", "instances = 1\nport = 8080").is_ok());
+        for (name, text, want) in [
+            (
+                "web",
+                "instances = 0",
+                "2:13: key `instances`: must be 1 to 1024, found 0",
+            ),
+            ("web", "instances = 1025", "must be 1 to 1024, found 1025"),
+            (
+                "web",
+                "instances = \"3\"",
+                "expected an integer, found a string",
+            ),
+            (
+                "web",
+                "instances = 2\nport = 80",
+                "instances would all serve on port 80",
+            ),
+            (
+                "web@1",
+                "instances = 2",
+                "may not have `@` in its file name",
+            ),
+            (
+                "web",
+                "env = { A = \"${INSTANCE}\" }",
+                "key `env`: uses ${INSTANCE}",
+            ),
+            (
+                "web",
+                "cwd = \"/srv/${INSTANCE}\"",
+                "key `cwd`: uses ${INSTANCE}",
+            ),
+        ] {
+            let e = parse(name, text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {want} in {e}");
         }
     }
 }

@@ -194,6 +194,7 @@ pub fn load_dir(dir: &Path) -> LoadReport {
     };
     // Read once per load, and only when a unit names a user or group.
     let mut accounts: Option<Result<super::accounts::Accounts, String>> = None;
+    let mut defined: std::collections::HashMap<String, PathBuf> = std::collections::HashMap::new();
     for path in paths {
         let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
             report
@@ -230,10 +231,78 @@ pub fn load_dir(dir: &Path) -> LoadReport {
                 continue;
             }
         }
-        report.units.push(unit);
+        // A service name given twice (`web.toml` with `instances` and a
+        // `web@1.toml`): the later file is refused, naming the earlier one.
+        let units = instances_of(unit);
+        if let Some((name, first)) = units
+            .iter()
+            .find_map(|u| Some((&u.name, defined.get(&u.name)?)))
+        {
+            report.errors.push(file_error(
+                &path,
+                format!(
+                    "service `{name}` is already defined by {} (its `instances`); skipped",
+                    first.display()
+                ),
+            ));
+            continue;
+        }
+        defined.extend(units.iter().map(|u| (u.name.clone(), path.clone())));
+        report.units.extend(units);
     }
+    depend_on_every_instance(&mut report.units);
     refuse_by_dependencies(dir, &mut report);
     report
+}
+
+/// A unit with `instances = N` as its N services `NAME@0` ... `NAME@N-1`
+/// (`${INSTANCE}` is replaced at each start, like the other variables); any
+/// other unit as it is.
+pub fn instances_of(unit: Unit) -> Vec<Unit> {
+    let Some(n) = unit.instances else {
+        return vec![unit];
+    };
+    (0..n)
+        .map(|i| Unit {
+            name: format!("{}@{i}", unit.name),
+            instance: Some(i),
+            // Read once: a reload that changes N must leave the instances
+            // it keeps unchanged.
+            instances: None,
+            ..unit.clone()
+        })
+        .collect()
+}
+
+/// The name of the unit file `unit` came from: `web` for `web@2`.
+fn file_stem(unit: &Unit) -> &str {
+    match unit.instance {
+        Some(_) => unit
+            .name
+            .rsplit_once('@')
+            .map_or(&unit.name, |(stem, _)| stem),
+        None => &unit.name,
+    }
+}
+
+/// `depends_on = ["web"]`, where `web` has instances, waits for each of them.
+fn depend_on_every_instance(units: &mut [Unit]) {
+    let mut groups: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    for u in units.iter().filter(|u| u.instance.is_some()) {
+        *groups.entry(file_stem(u).to_string()).or_default() += 1;
+    }
+    if groups.is_empty() {
+        return;
+    }
+    for u in units.iter_mut() {
+        let deps = std::mem::take(&mut u.depends_on);
+        for d in deps {
+            match groups.get(&d) {
+                Some(n) => u.depends_on.extend((0..*n).map(|i| format!("{d}@{i}"))),
+                None => u.depends_on.push(d),
+            }
+        }
+    }
 }
 
 /// Moves the units that cannot run because of their `depends_on` (a cycle,
@@ -264,7 +333,7 @@ fn refuse_by_dependencies(dir: &Path, report: &mut LoadReport) {
             *k = false;
         }
         report.errors.push(UnitError {
-            path: dir.join(format!("{}.toml", unit.name)),
+            path: dir.join(format!("{}.toml", file_stem(unit))),
             line: 0,
             col: 0,
             key: Some("depends_on".to_string()),
@@ -346,6 +415,32 @@ mod tests {
                 format!("{d}/b.toml: key `depends_on`: dependency cycle b -> a -> b"),
                 format!("{d}/web.toml: key `depends_on`: no unit named `dbx`"),
             ]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn instances_expand_and_dependants_wait_for_each() {
+        let dir = std::env::temp_dir().join(format!("zurg-load-inst-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+        write(
+            "web.toml",
+            "exec = \"/bin/true\"\ninstances = 3\nport = \"auto\"\n",
+        );
+        write("web@1.toml", "exec = \"/bin/true\"\n");
+        write("api.toml", "exec = \"/bin/true\"\ndepends_on = [\"web\"]\n");
+        let r = load_dir(&dir);
+        let names: Vec<&str> = r.units.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["api", "web@0", "web@1", "web@2"]);
+        let instances: Vec<Option<u32>> = r.units.iter().map(|u| u.instance).collect();
+        assert_eq!(instances, [None, Some(0), Some(1), Some(2)]);
+        assert_eq!(r.units[0].depends_on, ["web@0", "web@1", "web@2"]);
+        let errs: Vec<String> = r.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].contains("web@1.toml: service `web@1` is already defined by"),
+            "{errs:?}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

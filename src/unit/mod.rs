@@ -180,7 +180,16 @@ pub struct Unit {
     pub limits: crate::cgroup::Limits,
     /// `kill_mode`; `None`: `cgroup` where zurg manages cgroups, else `group`.
     pub kill_mode: Option<crate::cgroup::KillMode>,
+    /// `instances = N`: the unit file runs as `NAME@0` ... `NAME@N-1`
+    /// (`load.rs` expands it into one `Unit` per instance, each with `None`
+    /// here, so a reload that changes N leaves the kept ones unchanged).
+    pub instances: Option<u32>,
+    /// Which instance this unit is (`${INSTANCE}`), once expanded.
+    pub instance: Option<u32>,
 }
+
+/// The most instances one unit file may ask for.
+pub const MAX_INSTANCES: u32 = 1024;
 
 /// Rotate a log file once it would pass this size (`max_bytes`).
 pub const DEFAULT_LOG_MAX_BYTES: u64 = 10 << 20;

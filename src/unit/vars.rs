@@ -1,11 +1,11 @@
-//! `${NAME}` in `args`, `env` values and `cwd`: `${SERVICE}`, `${VERSION}`
-//! and `${PORT}`. An unknown name is an error at load (a typo must not
+//! `${NAME}` in `args`, `env` values and `cwd`: `${SERVICE}`, `${VERSION}`,
+//! `${PORT}` and `${INSTANCE}` (only with `instances`, replaced at load). An unknown name is an error at load (a typo must not
 //! reach the program as text); `$${` writes a literal `${`. A bare `$` is
 //! left alone, so shell snippets such as `$PORT` or `$$` keep their meaning.
 //! Pure: the supervisor supplies the values.
 
 /// The names zurg substitutes.
-pub const KNOWN: [&str; 3] = ["SERVICE", "VERSION", "PORT"];
+pub const KNOWN: [&str; 4] = ["SERVICE", "VERSION", "PORT", "INSTANCE"];
 
 /// One piece of a text: literal text or a variable.
 enum Piece<'a> {
@@ -120,7 +120,7 @@ mod tests {
         assert!(check("$${HOME}").is_ok());
         let e = check("${INSTANCE} ${HOME} ${HOME}").unwrap_err();
         assert!(
-            e.starts_with("unknown variable ${INSTANCE}, ${HOME} (zurg knows ${SERVICE}"),
+            e.starts_with("unknown variable ${HOME} (zurg knows ${SERVICE}"),
             "{e}"
         );
         let e = check("${PORT").unwrap_err();
