@@ -902,6 +902,9 @@ mod tests {
             creds: Default::default(),
             limits: crate::cgroup::Limits::default(),
             kill_mode: None,
+            pre_start: None,
+            post_stop: None,
+            hook_timeout_ms: crate::unit::DEFAULT_HOOK_TIMEOUT_MS,
         }
     }
 
