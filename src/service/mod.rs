@@ -46,6 +46,25 @@ impl Exit {
     }
 }
 
+/// One of a unit's hooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookKind {
+    /// `pre_start`: runs to completion before every start.
+    PreStart,
+    /// `post_stop`: runs after every exit of the main process.
+    PostStop,
+}
+
+impl HookKind {
+    /// The unit key that names it.
+    pub fn key(self) -> &'static str {
+        match self {
+            HookKind::PreStart => "pre_start",
+            HookKind::PostStop => "post_stop",
+        }
+    }
+}
+
 /// Why a service is not running when it was asked to: the reason kept in
 /// `last_error`, shown by `status`, in start/restart replies and the log.
 /// Each kind is rendered here, once.
@@ -72,6 +91,14 @@ pub enum Failure {
     /// Not started because a dependency failed for good ("migrate failed
     /// (exit 1)").
     Blocked(String),
+    /// Its `pre_start` hook failed: it exited non-zero, or it was killed
+    /// at `hook_timeout_ms` (`timed_out_ms`); `output` is its last line.
+    Hook {
+        kind: HookKind,
+        exit: Exit,
+        timed_out_ms: Option<u64>,
+        output: Option<String>,
+    },
 }
 
 impl std::fmt::Display for Failure {
@@ -90,6 +117,25 @@ impl std::fmt::Display for Failure {
             Failure::NotReady(reason) => write!(f, "not ready: {reason}"),
             Failure::Unhealthy(reason) => write!(f, "unhealthy: {reason}"),
             Failure::Blocked(why) => write!(f, "not started: {why}"),
+            Failure::Hook {
+                kind,
+                exit,
+                timed_out_ms,
+                output,
+            } => {
+                match timed_out_ms {
+                    Some(ms) => write!(
+                        f,
+                        "{} did not finish within {ms} ms (hook_timeout_ms) and was killed",
+                        kind.key()
+                    )?,
+                    None => write!(f, "{} exited with {}", kind.key(), exit.describe())?,
+                }
+                match output {
+                    Some(line) => write!(f, ": {line}"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -103,6 +149,16 @@ pub enum AfterStop {
     /// restart policy, backoff and start limit decide, as after a failed
     /// run.
     Recover,
+}
+
+/// What a service does once its `post_stop` hook has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterPost {
+    /// Its process exited by itself: the restart policy decides.
+    Policy { uptime_ms: u64 },
+    /// It was stopped (or asked to stop or start meanwhile): as `then`
+    /// says.
+    Stop { since_ms: u64, then: AfterStop },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +188,18 @@ pub enum State {
     Starting,
     /// Held before its spawn until its dependencies are ready; no process.
     Waiting,
+    /// Its `pre_start` hook runs; the service's process is spawned when it
+    /// exits 0. `timed_out`: killed at `hook_timeout_ms`, its exit awaited.
+    PreStart {
+        timed_out: bool,
+    },
+    /// Its process ended (with `exit`) and its `post_stop` hook runs; what
+    /// follows waits for the hook.
+    PostStop {
+        exit: Exit,
+        then: AfterPost,
+        timed_out: bool,
+    },
 }
 
 impl State {
@@ -146,6 +214,8 @@ impl State {
             State::Failed => "failed",
             State::Starting => "starting",
             State::Waiting => "waiting",
+            State::PreStart { .. } => "starting",
+            State::PostStop { .. } => "stopping",
         }
     }
 
@@ -231,6 +301,14 @@ pub enum Input {
     Block {
         reason: String,
     },
+    /// Its spawn is due and its `pre_start` has not run for it yet: run it.
+    PreStart,
+    /// A hook process ended (`output`: its last line, if any).
+    HookExited {
+        kind: HookKind,
+        exit: Exit,
+        output: Option<String>,
+    },
 }
 
 /// What the service wants done, and what happened, for the log and events.
@@ -238,8 +316,18 @@ pub enum Input {
 pub enum Action {
     Spawn,
     Signal(i32),
-    ArmTimer { at_ms: u64, generation: u64 },
+    ArmTimer {
+        at_ms: u64,
+        generation: u64,
+    },
     Emit(Event),
+    /// Run this hook; `exit` is how the main process ended (post_stop).
+    RunHook {
+        kind: HookKind,
+        exit: Option<Exit>,
+    },
+    /// Kill this hook's process group (timeout, or a stop meanwhile).
+    KillHook(HookKind),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -332,6 +420,8 @@ pub struct Service {
     timer_generation: u64,
     /// The next spawn is a restart (for the counter).
     restarting: bool,
+    /// `pre_start` exited 0 for the spawn now due.
+    pre_start_passed: bool,
 }
 
 impl Service {
@@ -347,7 +437,13 @@ impl Service {
             starts: StartLog::default(),
             timer_generation: 0,
             restarting: false,
+            pre_start_passed: false,
         }
+    }
+
+    /// The spawn now due must run `pre_start` first.
+    pub fn pre_start_due(&self) -> bool {
+        self.unit.pre_start.is_some() && !self.pre_start_passed
     }
 
     /// A new service in the place of a retired one: it continues the old
@@ -551,7 +647,12 @@ impl Service {
             }
             (State::Backoff { .. } | State::Starting, Input::Stop) => self.state = State::Down,
             (
-                State::Down | State::Exited | State::Done | State::Failed | State::Backoff { .. },
+                State::Down
+                | State::Exited
+                | State::Done
+                | State::Failed
+                | State::Backoff { .. }
+                | State::PreStart { .. },
                 Input::Verifying,
             ) => {
                 self.state = State::Starting;
@@ -571,7 +672,8 @@ impl Service {
                 | State::Failed
                 | State::Backoff { .. }
                 | State::Starting
-                | State::Waiting,
+                | State::Waiting
+                | State::PreStart { .. },
                 Input::Wait { on },
             ) => {
                 let was_waiting = self.state == State::Waiting;
@@ -590,7 +692,8 @@ impl Service {
                 | State::Failed
                 | State::Backoff { .. }
                 | State::Starting
-                | State::Waiting,
+                | State::Waiting
+                | State::PreStart { .. },
                 Input::Block { reason },
             ) => {
                 self.state = State::Waiting;
@@ -601,6 +704,7 @@ impl Service {
                 }
             }
             (_, Input::Spawned { pid }) => {
+                self.pre_start_passed = false;
                 if self.restarting {
                     self.restarts = self.restarts.saturating_add(1);
                 }
@@ -618,11 +722,13 @@ impl Service {
             }
             (_, Input::Refused { reason }) => {
                 self.restarting = false;
+                self.pre_start_passed = false;
                 self.last_error = Some(Failure::Refused(reason.clone()));
                 self.state = State::Failed;
                 out.push(Action::Emit(Event::Refused { reason }));
             }
             (_, Input::SpawnFailed { error }) => {
+                self.pre_start_passed = false;
                 self.last_error = Some(Failure::Spawn(error.clone()));
                 out.push(Action::Emit(Event::SpawnFailed { error }));
                 // Treated as an immediate failure: the restart policy and the
@@ -643,7 +749,9 @@ impl Service {
                     exit,
                     uptime_ms,
                 }));
-                self.after_exit(exit, uptime_ms, now, &mut out);
+                if !self.post_stop(exit, AfterPost::Policy { uptime_ms }, now, &mut out) {
+                    self.after_exit(exit, uptime_ms, now, &mut out);
+                }
             }
             (
                 State::Running {
@@ -688,21 +796,129 @@ impl Service {
             ) if pid == stopping => {
                 self.last_exit = Some(exit);
                 out.push(Action::Emit(Event::Stopped { pid, exit }));
+                if !self.post_stop(exit, AfterPost::Stop { since_ms, then }, now, &mut out) {
+                    self.after_stop(exit, since_ms, then, now, &mut out);
+                }
+            }
+            (State::PreStart { .. }, Input::PreStart | Input::Start | Input::Restart) => {}
+            (
+                State::Down
+                | State::Exited
+                | State::Done
+                | State::Failed
+                | State::Backoff { .. }
+                | State::Starting
+                | State::Waiting,
+                Input::PreStart,
+            ) => {
+                self.state = State::PreStart { timed_out: false };
+                out.push(Action::RunHook {
+                    kind: HookKind::PreStart,
+                    exit: None,
+                });
+                self.arm(now.saturating_add(self.unit.hook_timeout_ms), &mut out);
+            }
+            (State::PreStart { .. }, Input::Stop) => {
+                self.state = State::Down;
+                self.restarting = false;
+                self.pre_start_passed = false;
+                out.push(Action::KillHook(HookKind::PreStart));
+            }
+            (State::PreStart { timed_out: false }, Input::Timer { generation })
+                if generation == self.timer_generation =>
+            {
+                self.state = State::PreStart { timed_out: true };
+                out.push(Action::KillHook(HookKind::PreStart));
+            }
+            (
+                State::PreStart { timed_out },
+                Input::HookExited {
+                    kind: HookKind::PreStart,
+                    exit,
+                    output,
+                },
+            ) => {
+                if exit == Exit::Code(0) && !timed_out {
+                    self.pre_start_passed = true;
+                    // Past every timer of the hook.
+                    self.timer_generation = self.timer_generation.wrapping_add(1);
+                    out.push(Action::Spawn);
+                } else {
+                    let failure = Failure::Hook {
+                        kind: HookKind::PreStart,
+                        exit,
+                        timed_out_ms: timed_out.then_some(self.unit.hook_timeout_ms),
+                        output,
+                    };
+                    out.push(Action::Emit(Event::SpawnFailed {
+                        error: failure.to_string(),
+                    }));
+                    self.last_error = Some(failure);
+                    self.pre_start_passed = false;
+                    self.state = State::Down;
+                    // A failed start: restart policy, backoff, start limit.
+                    self.after_failed_run(exit, 0, now, &mut out);
+                }
+            }
+            (
+                State::PostStop {
+                    exit,
+                    then,
+                    timed_out,
+                },
+                input @ (Input::Stop | Input::Start | Input::Restart),
+            ) => {
+                // Asked meanwhile: once the hook ends, as asked.
+                let since_ms = match then {
+                    AfterPost::Stop { since_ms, .. } => since_ms,
+                    AfterPost::Policy { .. } => now,
+                };
+                let then = if input == Input::Stop {
+                    AfterStop::StayDown
+                } else {
+                    AfterStop::Start
+                };
+                self.state = State::PostStop {
+                    exit,
+                    then: AfterPost::Stop { since_ms, then },
+                    timed_out,
+                };
+            }
+            (
+                State::PostStop {
+                    exit,
+                    then,
+                    timed_out: false,
+                },
+                Input::Timer { generation },
+            ) if generation == self.timer_generation => {
+                self.state = State::PostStop {
+                    exit,
+                    then,
+                    timed_out: true,
+                };
+                out.push(Action::KillHook(HookKind::PostStop));
+            }
+            (
+                State::PostStop { exit, then, .. },
+                Input::HookExited {
+                    kind: HookKind::PostStop,
+                    ..
+                },
+            ) => {
+                // Past every timer of the hook.
+                self.timer_generation = self.timer_generation.wrapping_add(1);
                 self.state = State::Down;
                 match then {
-                    AfterStop::StayDown => {}
-                    AfterStop::Start => {
-                        // Asked for: a fresh start, not part of a loop.
-                        self.asked_start(now);
-                        self.restarting = true;
-                        out.push(Action::Spawn);
+                    AfterPost::Policy { uptime_ms } => {
+                        self.after_exit(exit, uptime_ms, now, &mut out)
                     }
-                    AfterStop::Recover => {
-                        let uptime_ms = now.saturating_sub(since_ms);
-                        self.after_failed_run(exit, uptime_ms, now, &mut out);
+                    AfterPost::Stop { since_ms, then } => {
+                        self.after_stop(exit, since_ms, then, now, &mut out)
                     }
                 }
             }
+
             (
                 State::Running {
                     pid: running,
@@ -767,6 +983,51 @@ impl Service {
             _ => {}
         }
         out
+    }
+
+    /// Runs `post_stop` if the unit has one, the service waiting in
+    /// `PostStop` until it ends; false when there is none.
+    fn post_stop(&mut self, exit: Exit, then: AfterPost, now: u64, out: &mut Vec<Action>) -> bool {
+        if self.unit.post_stop.is_none() {
+            return false;
+        }
+        self.last_exit = Some(exit);
+        self.state = State::PostStop {
+            exit,
+            then,
+            timed_out: false,
+        };
+        out.push(Action::RunHook {
+            kind: HookKind::PostStop,
+            exit: Some(exit),
+        });
+        self.arm(now.saturating_add(self.unit.hook_timeout_ms), out);
+        true
+    }
+
+    /// The process ended after a stop (and its `post_stop` with it).
+    fn after_stop(
+        &mut self,
+        exit: Exit,
+        since_ms: u64,
+        then: AfterStop,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) {
+        self.state = State::Down;
+        match then {
+            AfterStop::StayDown => {}
+            AfterStop::Start => {
+                // Asked for: a fresh start, not part of a loop.
+                self.asked_start(now);
+                self.restarting = true;
+                out.push(Action::Spawn);
+            }
+            AfterStop::Recover => {
+                let uptime_ms = now.saturating_sub(since_ms);
+                self.after_failed_run(exit, uptime_ms, now, out);
+            }
+        }
     }
 
     /// A start someone asked for (start, restart, reload): the crash-loop
