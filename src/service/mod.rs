@@ -1540,6 +1540,133 @@ mod tests {
         assert!(matches!(a.last(), Some(Action::ArmTimer { .. })));
     }
 
+    fn hooked() -> Service {
+        let mut u = unit(RestartPolicy::Always);
+        u.pre_start = Some(vec!["/bin/pre".into()]);
+        u.post_stop = Some(vec!["/bin/post".into()]);
+        u.hook_timeout_ms = 500;
+        Service::new(u)
+    }
+
+    fn hook_exited(kind: HookKind, exit: Exit, output: Option<&str>) -> Input {
+        Input::HookExited {
+            kind,
+            exit,
+            output: output.map(String::from),
+        }
+    }
+
+    #[test]
+    fn pre_start_runs_before_the_spawn_and_its_failure_is_a_failed_start() {
+        let mut s = hooked();
+        assert_eq!(s.step(Input::Start, 0), [Action::Spawn]);
+        // The supervisor finds the hook due (dependencies held first).
+        assert!(s.pre_start_due());
+        let a = s.step(Input::PreStart, 0);
+        assert_eq!(
+            a[0],
+            Action::RunHook {
+                kind: HookKind::PreStart,
+                exit: None
+            }
+        );
+        assert!(matches!(a[1], Action::ArmTimer { at_ms: 500, .. }));
+        assert_eq!(s.state_name(), "starting");
+        assert_eq!(
+            s.step(hook_exited(HookKind::PreStart, Exit::Code(0), None), 10),
+            [Action::Spawn]
+        );
+        assert!(!s.pre_start_due());
+        s.step(Input::Spawned { pid: 7 }, 10);
+        assert!(s.pre_start_due(), "again before the next start");
+
+        // A failing hook: the start failed, with its exit and last line.
+        let mut s = hooked();
+        s.step(Input::Start, 0);
+        s.step(Input::PreStart, 0);
+        let a = s.step(
+            hook_exited(HookKind::PreStart, Exit::Code(3), Some("db not reachable")),
+            20,
+        );
+        let error = "pre_start exited with code 3: db not reachable".to_string();
+        assert_eq!(
+            a[0],
+            Action::Emit(Event::SpawnFailed {
+                error: error.clone()
+            })
+        );
+        assert_eq!(s.last_error.as_ref().map(ToString::to_string), Some(error));
+        // Retried by the policy (the first retry at once), hook first.
+        assert_eq!(a.last(), Some(&Action::Spawn));
+        assert!(s.pre_start_due());
+    }
+
+    #[test]
+    fn a_hung_pre_start_is_killed_and_a_stop_kills_it() {
+        let mut s = hooked();
+        s.step(Input::Start, 0);
+        let a = s.step(Input::PreStart, 0);
+        let Some(Action::ArmTimer { generation, .. }) = a.get(1).cloned() else {
+            panic!("{a:?}")
+        };
+        assert_eq!(
+            s.step(Input::Timer { generation }, 500),
+            [Action::KillHook(HookKind::PreStart)]
+        );
+        s.step(hook_exited(HookKind::PreStart, Exit::Signal(9), None), 501);
+        assert_eq!(
+            s.last_error.as_ref().map(ToString::to_string).as_deref(),
+            Some("pre_start did not finish within 500 ms (hook_timeout_ms) and was killed")
+        );
+
+        let mut s = hooked();
+        s.step(Input::Start, 0);
+        s.step(Input::PreStart, 0);
+        assert_eq!(
+            s.step(Input::Stop, 5),
+            [Action::KillHook(HookKind::PreStart)]
+        );
+        assert_eq!(s.state, State::Down);
+        // Its exit, once killed, changes nothing.
+        assert!(s
+            .step(hook_exited(HookKind::PreStart, Exit::Signal(9), None), 6)
+            .is_empty());
+        assert_eq!(s.state, State::Down);
+    }
+
+    #[test]
+    fn post_stop_runs_after_every_exit_and_the_restart_waits_for_it() {
+        let mut s = hooked();
+        s.step(Input::Spawned { pid: 7 }, 0);
+        let a = s.step(exited(7, Exit::Code(2)), 100);
+        assert_eq!(
+            a[1],
+            Action::RunHook {
+                kind: HookKind::PostStop,
+                exit: Some(Exit::Code(2))
+            }
+        );
+        assert!(!a.contains(&Action::Spawn), "{a:?}");
+        assert_eq!(s.state_name(), "stopping");
+        let a = s.step(hook_exited(HookKind::PostStop, Exit::Code(0), None), 110);
+        assert_eq!(a.last(), Some(&Action::Spawn));
+
+        // After a stop, and a stop asked while it runs keeps it down.
+        let mut s = hooked();
+        s.step(Input::Spawned { pid: 8 }, 0);
+        s.step(Input::Restart, 10);
+        let a = s.step(exited(8, Exit::Signal(15)), 20);
+        assert!(a.contains(&Action::RunHook {
+            kind: HookKind::PostStop,
+            exit: Some(Exit::Signal(15))
+        }));
+        s.step(Input::Stop, 21);
+        assert!(s
+            .step(hook_exited(HookKind::PostStop, Exit::Code(1), None), 30)
+            .is_empty());
+        assert_eq!(s.state, State::Down);
+    }
+
     fn oneshot(restart: RestartPolicy) -> Unit {
         Unit {
             kind: crate::unit::Kind::Oneshot,
