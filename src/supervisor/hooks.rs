@@ -62,8 +62,15 @@ impl Supervisor {
     ) {
         // A hook of an earlier start still dying: it is no longer awaited.
         self.forget_hook(slot);
-        if let Err(error) = self.prepare_creds(slot) {
-            return self.hook_failed(slot, kind, error, work);
+        // pre_start gets what the start it precedes will (user, env files,
+        // port); post_stop what the process that ended had.
+        if kind == HookKind::PreStart {
+            if let Err(error) = self
+                .prepare_creds(slot)
+                .and_then(|()| self.prepare_port(slot).map(drop))
+            {
+                return self.hook_failed(slot, kind, error, work);
+            }
         }
         let Some(s) = self.slots.get(slot) else {
             return;
@@ -88,6 +95,13 @@ impl Supervisor {
         spec.ready_fd = None;
         spec.pid_vars.clear();
         spec.foreground = false;
+        // Not the hook's: the listening socket and the notify protocol.
+        spec.start_env.retain(|e| {
+            let e = e.as_bytes();
+            !(e.starts_with(b"LISTEN_")
+                || e.starts_with(b"NOTIFY_SOCKET=")
+                || e.starts_with(b"WATCHDOG_"))
+        });
         spec.start_env.extend(match exit {
             Some(Exit::Code(c)) => CString::new(format!("ZURG_EXIT_CODE={c}")).ok(),
             Some(Exit::Signal(n)) => {
