@@ -44,6 +44,11 @@ pub struct Hooks {
 }
 
 impl Hooks {
+    /// A hook of `slot` still runs (its slot may not be reused yet).
+    pub fn runs(&self, slot: usize) -> bool {
+        self.running.contains_key(&slot)
+    }
+
     /// The sweep reaped `pid`: the slot whose hook it was.
     pub fn take_pid(&mut self, pid: i32) -> Option<usize> {
         self.pids.remove(&pid)

@@ -852,6 +852,7 @@ impl Supervisor {
             self.slots
                 .get(slot)
                 .is_some_and(|s| s.retired && s.service.state.is_down() && s.pidfd.is_none())
+                && !self.hooks.runs(slot)
                 && !self.waiting.iter().any(|w| w.involves(slot))
                 && !self.upgrades.iter().any(|u| u.involves(slot))
         })?;
