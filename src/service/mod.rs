@@ -46,6 +46,25 @@ impl Exit {
     }
 }
 
+/// One of a unit's hooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookKind {
+    /// `pre_start`: runs to completion before every start.
+    PreStart,
+    /// `post_stop`: runs after every exit of the main process.
+    PostStop,
+}
+
+impl HookKind {
+    /// The unit key that names it.
+    pub fn key(self) -> &'static str {
+        match self {
+            HookKind::PreStart => "pre_start",
+            HookKind::PostStop => "post_stop",
+        }
+    }
+}
+
 /// Why a service is not running when it was asked to: the reason kept in
 /// `last_error`, shown by `status`, in start/restart replies and the log.
 /// Each kind is rendered here, once.
@@ -72,6 +91,14 @@ pub enum Failure {
     /// Not started because a dependency failed for good ("migrate failed
     /// (exit 1)").
     Blocked(String),
+    /// Its `pre_start` hook failed: it exited non-zero, or it was killed
+    /// at `hook_timeout_ms` (`timed_out_ms`); `output` is its last line.
+    Hook {
+        kind: HookKind,
+        exit: Exit,
+        timed_out_ms: Option<u64>,
+        output: Option<String>,
+    },
 }
 
 impl std::fmt::Display for Failure {
@@ -90,6 +117,25 @@ impl std::fmt::Display for Failure {
             Failure::NotReady(reason) => write!(f, "not ready: {reason}"),
             Failure::Unhealthy(reason) => write!(f, "unhealthy: {reason}"),
             Failure::Blocked(why) => write!(f, "not started: {why}"),
+            Failure::Hook {
+                kind,
+                exit,
+                timed_out_ms,
+                output,
+            } => {
+                match timed_out_ms {
+                    Some(ms) => write!(
+                        f,
+                        "{} did not finish within {ms} ms (hook_timeout_ms) and was killed",
+                        kind.key()
+                    )?,
+                    None => write!(f, "{} exited with {}", kind.key(), exit.describe())?,
+                }
+                match output {
+                    Some(line) => write!(f, ": {line}"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -103,6 +149,16 @@ pub enum AfterStop {
     /// restart policy, backoff and start limit decide, as after a failed
     /// run.
     Recover,
+}
+
+/// What a service does once its `post_stop` hook has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterPost {
+    /// Its process exited by itself: the restart policy decides.
+    Policy { uptime_ms: u64 },
+    /// It was stopped (or asked to stop or start meanwhile): as `then`
+    /// says.
+    Stop { since_ms: u64, then: AfterStop },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +188,18 @@ pub enum State {
     Starting,
     /// Held before its spawn until its dependencies are ready; no process.
     Waiting,
+    /// Its `pre_start` hook runs; the service's process is spawned when it
+    /// exits 0. `timed_out`: killed at `hook_timeout_ms`, its exit awaited.
+    PreStart {
+        timed_out: bool,
+    },
+    /// Its process ended (with `exit`) and its `post_stop` hook runs; what
+    /// follows waits for the hook.
+    PostStop {
+        exit: Exit,
+        then: AfterPost,
+        timed_out: bool,
+    },
 }
 
 impl State {
@@ -146,6 +214,8 @@ impl State {
             State::Failed => "failed",
             State::Starting => "starting",
             State::Waiting => "waiting",
+            State::PreStart { .. } => "starting",
+            State::PostStop { .. } => "stopping",
         }
     }
 
@@ -231,6 +301,14 @@ pub enum Input {
     Block {
         reason: String,
     },
+    /// Its spawn is due and its `pre_start` has not run for it yet: run it.
+    PreStart,
+    /// A hook process ended (`output`: its last line, if any).
+    HookExited {
+        kind: HookKind,
+        exit: Exit,
+        output: Option<String>,
+    },
 }
 
 /// What the service wants done, and what happened, for the log and events.
@@ -238,8 +316,18 @@ pub enum Input {
 pub enum Action {
     Spawn,
     Signal(i32),
-    ArmTimer { at_ms: u64, generation: u64 },
+    ArmTimer {
+        at_ms: u64,
+        generation: u64,
+    },
     Emit(Event),
+    /// Run this hook; `exit` is how the main process ended (post_stop).
+    RunHook {
+        kind: HookKind,
+        exit: Option<Exit>,
+    },
+    /// Kill this hook's process group (timeout, or a stop meanwhile).
+    KillHook(HookKind),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -332,6 +420,8 @@ pub struct Service {
     timer_generation: u64,
     /// The next spawn is a restart (for the counter).
     restarting: bool,
+    /// `pre_start` exited 0 for the spawn now due.
+    pre_start_passed: bool,
 }
 
 impl Service {
@@ -347,7 +437,13 @@ impl Service {
             starts: StartLog::default(),
             timer_generation: 0,
             restarting: false,
+            pre_start_passed: false,
         }
+    }
+
+    /// The spawn now due must run `pre_start` first.
+    pub fn pre_start_due(&self) -> bool {
+        self.unit.pre_start.is_some() && !self.pre_start_passed
     }
 
     /// A new service in the place of a retired one: it continues the old
@@ -551,7 +647,12 @@ impl Service {
             }
             (State::Backoff { .. } | State::Starting, Input::Stop) => self.state = State::Down,
             (
-                State::Down | State::Exited | State::Done | State::Failed | State::Backoff { .. },
+                State::Down
+                | State::Exited
+                | State::Done
+                | State::Failed
+                | State::Backoff { .. }
+                | State::PreStart { .. },
                 Input::Verifying,
             ) => {
                 self.state = State::Starting;
@@ -571,7 +672,8 @@ impl Service {
                 | State::Failed
                 | State::Backoff { .. }
                 | State::Starting
-                | State::Waiting,
+                | State::Waiting
+                | State::PreStart { .. },
                 Input::Wait { on },
             ) => {
                 let was_waiting = self.state == State::Waiting;
@@ -590,7 +692,8 @@ impl Service {
                 | State::Failed
                 | State::Backoff { .. }
                 | State::Starting
-                | State::Waiting,
+                | State::Waiting
+                | State::PreStart { .. },
                 Input::Block { reason },
             ) => {
                 self.state = State::Waiting;
@@ -601,6 +704,7 @@ impl Service {
                 }
             }
             (_, Input::Spawned { pid }) => {
+                self.pre_start_passed = false;
                 if self.restarting {
                     self.restarts = self.restarts.saturating_add(1);
                 }
@@ -618,11 +722,13 @@ impl Service {
             }
             (_, Input::Refused { reason }) => {
                 self.restarting = false;
+                self.pre_start_passed = false;
                 self.last_error = Some(Failure::Refused(reason.clone()));
                 self.state = State::Failed;
                 out.push(Action::Emit(Event::Refused { reason }));
             }
             (_, Input::SpawnFailed { error }) => {
+                self.pre_start_passed = false;
                 self.last_error = Some(Failure::Spawn(error.clone()));
                 out.push(Action::Emit(Event::SpawnFailed { error }));
                 // Treated as an immediate failure: the restart policy and the
@@ -643,7 +749,9 @@ impl Service {
                     exit,
                     uptime_ms,
                 }));
-                self.after_exit(exit, uptime_ms, now, &mut out);
+                if !self.post_stop(exit, AfterPost::Policy { uptime_ms }, now, &mut out) {
+                    self.after_exit(exit, uptime_ms, now, &mut out);
+                }
             }
             (
                 State::Running {
@@ -688,21 +796,129 @@ impl Service {
             ) if pid == stopping => {
                 self.last_exit = Some(exit);
                 out.push(Action::Emit(Event::Stopped { pid, exit }));
+                if !self.post_stop(exit, AfterPost::Stop { since_ms, then }, now, &mut out) {
+                    self.after_stop(exit, since_ms, then, now, &mut out);
+                }
+            }
+            (State::PreStart { .. }, Input::PreStart | Input::Start | Input::Restart) => {}
+            (
+                State::Down
+                | State::Exited
+                | State::Done
+                | State::Failed
+                | State::Backoff { .. }
+                | State::Starting
+                | State::Waiting,
+                Input::PreStart,
+            ) => {
+                self.state = State::PreStart { timed_out: false };
+                out.push(Action::RunHook {
+                    kind: HookKind::PreStart,
+                    exit: None,
+                });
+                self.arm(now.saturating_add(self.unit.hook_timeout_ms), &mut out);
+            }
+            (State::PreStart { .. }, Input::Stop) => {
+                self.state = State::Down;
+                self.restarting = false;
+                self.pre_start_passed = false;
+                out.push(Action::KillHook(HookKind::PreStart));
+            }
+            (State::PreStart { timed_out: false }, Input::Timer { generation })
+                if generation == self.timer_generation =>
+            {
+                self.state = State::PreStart { timed_out: true };
+                out.push(Action::KillHook(HookKind::PreStart));
+            }
+            (
+                State::PreStart { timed_out },
+                Input::HookExited {
+                    kind: HookKind::PreStart,
+                    exit,
+                    output,
+                },
+            ) => {
+                if exit == Exit::Code(0) && !timed_out {
+                    self.pre_start_passed = true;
+                    // Past every timer of the hook.
+                    self.timer_generation = self.timer_generation.wrapping_add(1);
+                    out.push(Action::Spawn);
+                } else {
+                    let failure = Failure::Hook {
+                        kind: HookKind::PreStart,
+                        exit,
+                        timed_out_ms: timed_out.then_some(self.unit.hook_timeout_ms),
+                        output,
+                    };
+                    out.push(Action::Emit(Event::SpawnFailed {
+                        error: failure.to_string(),
+                    }));
+                    self.last_error = Some(failure);
+                    self.pre_start_passed = false;
+                    self.state = State::Down;
+                    // A failed start: restart policy, backoff, start limit.
+                    self.after_failed_run(exit, 0, now, &mut out);
+                }
+            }
+            (
+                State::PostStop {
+                    exit,
+                    then,
+                    timed_out,
+                },
+                input @ (Input::Stop | Input::Start | Input::Restart),
+            ) => {
+                // Asked meanwhile: once the hook ends, as asked.
+                let since_ms = match then {
+                    AfterPost::Stop { since_ms, .. } => since_ms,
+                    AfterPost::Policy { .. } => now,
+                };
+                let then = if input == Input::Stop {
+                    AfterStop::StayDown
+                } else {
+                    AfterStop::Start
+                };
+                self.state = State::PostStop {
+                    exit,
+                    then: AfterPost::Stop { since_ms, then },
+                    timed_out,
+                };
+            }
+            (
+                State::PostStop {
+                    exit,
+                    then,
+                    timed_out: false,
+                },
+                Input::Timer { generation },
+            ) if generation == self.timer_generation => {
+                self.state = State::PostStop {
+                    exit,
+                    then,
+                    timed_out: true,
+                };
+                out.push(Action::KillHook(HookKind::PostStop));
+            }
+            (
+                State::PostStop { exit, then, .. },
+                Input::HookExited {
+                    kind: HookKind::PostStop,
+                    ..
+                },
+            ) => {
+                // Past every timer of the hook.
+                self.timer_generation = self.timer_generation.wrapping_add(1);
                 self.state = State::Down;
                 match then {
-                    AfterStop::StayDown => {}
-                    AfterStop::Start => {
-                        // Asked for: a fresh start, not part of a loop.
-                        self.asked_start(now);
-                        self.restarting = true;
-                        out.push(Action::Spawn);
+                    AfterPost::Policy { uptime_ms } => {
+                        self.after_exit(exit, uptime_ms, now, &mut out)
                     }
-                    AfterStop::Recover => {
-                        let uptime_ms = now.saturating_sub(since_ms);
-                        self.after_failed_run(exit, uptime_ms, now, &mut out);
+                    AfterPost::Stop { since_ms, then } => {
+                        self.after_stop(exit, since_ms, then, now, &mut out)
                     }
                 }
             }
+
             (
                 State::Running {
                     pid: running,
@@ -767,6 +983,51 @@ impl Service {
             _ => {}
         }
         out
+    }
+
+    /// Runs `post_stop` if the unit has one, the service waiting in
+    /// `PostStop` until it ends; false when there is none.
+    fn post_stop(&mut self, exit: Exit, then: AfterPost, now: u64, out: &mut Vec<Action>) -> bool {
+        if self.unit.post_stop.is_none() {
+            return false;
+        }
+        self.last_exit = Some(exit);
+        self.state = State::PostStop {
+            exit,
+            then,
+            timed_out: false,
+        };
+        out.push(Action::RunHook {
+            kind: HookKind::PostStop,
+            exit: Some(exit),
+        });
+        self.arm(now.saturating_add(self.unit.hook_timeout_ms), out);
+        true
+    }
+
+    /// The process ended after a stop (and its `post_stop` with it).
+    fn after_stop(
+        &mut self,
+        exit: Exit,
+        since_ms: u64,
+        then: AfterStop,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) {
+        self.state = State::Down;
+        match then {
+            AfterStop::StayDown => {}
+            AfterStop::Start => {
+                // Asked for: a fresh start, not part of a loop.
+                self.asked_start(now);
+                self.restarting = true;
+                out.push(Action::Spawn);
+            }
+            AfterStop::Recover => {
+                let uptime_ms = now.saturating_sub(since_ms);
+                self.after_failed_run(exit, uptime_ms, now, out);
+            }
+        }
     }
 
     /// A start someone asked for (start, restart, reload): the crash-loop
@@ -904,6 +1165,9 @@ mod tests {
             kill_mode: None,
             instances: None,
             instance: None,
+            pre_start: None,
+            post_stop: None,
+            hook_timeout_ms: crate::unit::DEFAULT_HOOK_TIMEOUT_MS,
         }
     }
 
@@ -1276,6 +1540,133 @@ mod tests {
             0,
         );
         assert!(matches!(a.last(), Some(Action::ArmTimer { .. })));
+    }
+
+    fn hooked() -> Service {
+        let mut u = unit(RestartPolicy::Always);
+        u.pre_start = Some(vec!["/bin/pre".into()]);
+        u.post_stop = Some(vec!["/bin/post".into()]);
+        u.hook_timeout_ms = 500;
+        Service::new(u)
+    }
+
+    fn hook_exited(kind: HookKind, exit: Exit, output: Option<&str>) -> Input {
+        Input::HookExited {
+            kind,
+            exit,
+            output: output.map(String::from),
+        }
+    }
+
+    #[test]
+    fn pre_start_runs_before_the_spawn_and_its_failure_is_a_failed_start() {
+        let mut s = hooked();
+        assert_eq!(s.step(Input::Start, 0), [Action::Spawn]);
+        // The supervisor finds the hook due (dependencies held first).
+        assert!(s.pre_start_due());
+        let a = s.step(Input::PreStart, 0);
+        assert_eq!(
+            a[0],
+            Action::RunHook {
+                kind: HookKind::PreStart,
+                exit: None
+            }
+        );
+        assert!(matches!(a[1], Action::ArmTimer { at_ms: 500, .. }));
+        assert_eq!(s.state_name(), "starting");
+        assert_eq!(
+            s.step(hook_exited(HookKind::PreStart, Exit::Code(0), None), 10),
+            [Action::Spawn]
+        );
+        assert!(!s.pre_start_due());
+        s.step(Input::Spawned { pid: 7 }, 10);
+        assert!(s.pre_start_due(), "again before the next start");
+
+        // A failing hook: the start failed, with its exit and last line.
+        let mut s = hooked();
+        s.step(Input::Start, 0);
+        s.step(Input::PreStart, 0);
+        let a = s.step(
+            hook_exited(HookKind::PreStart, Exit::Code(3), Some("db not reachable")),
+            20,
+        );
+        let error = "pre_start exited with code 3: db not reachable".to_string();
+        assert_eq!(
+            a[0],
+            Action::Emit(Event::SpawnFailed {
+                error: error.clone()
+            })
+        );
+        assert_eq!(s.last_error.as_ref().map(ToString::to_string), Some(error));
+        // Retried by the policy (the first retry at once), hook first.
+        assert_eq!(a.last(), Some(&Action::Spawn));
+        assert!(s.pre_start_due());
+    }
+
+    #[test]
+    fn a_hung_pre_start_is_killed_and_a_stop_kills_it() {
+        let mut s = hooked();
+        s.step(Input::Start, 0);
+        let a = s.step(Input::PreStart, 0);
+        let Some(Action::ArmTimer { generation, .. }) = a.get(1).cloned() else {
+            panic!("{a:?}")
+        };
+        assert_eq!(
+            s.step(Input::Timer { generation }, 500),
+            [Action::KillHook(HookKind::PreStart)]
+        );
+        s.step(hook_exited(HookKind::PreStart, Exit::Signal(9), None), 501);
+        assert_eq!(
+            s.last_error.as_ref().map(ToString::to_string).as_deref(),
+            Some("pre_start did not finish within 500 ms (hook_timeout_ms) and was killed")
+        );
+
+        let mut s = hooked();
+        s.step(Input::Start, 0);
+        s.step(Input::PreStart, 0);
+        assert_eq!(
+            s.step(Input::Stop, 5),
+            [Action::KillHook(HookKind::PreStart)]
+        );
+        assert_eq!(s.state, State::Down);
+        // Its exit, once killed, changes nothing.
+        assert!(s
+            .step(hook_exited(HookKind::PreStart, Exit::Signal(9), None), 6)
+            .is_empty());
+        assert_eq!(s.state, State::Down);
+    }
+
+    #[test]
+    fn post_stop_runs_after_every_exit_and_the_restart_waits_for_it() {
+        let mut s = hooked();
+        s.step(Input::Spawned { pid: 7 }, 0);
+        let a = s.step(exited(7, Exit::Code(2)), 100);
+        assert_eq!(
+            a[1],
+            Action::RunHook {
+                kind: HookKind::PostStop,
+                exit: Some(Exit::Code(2))
+            }
+        );
+        assert!(!a.contains(&Action::Spawn), "{a:?}");
+        assert_eq!(s.state_name(), "stopping");
+        let a = s.step(hook_exited(HookKind::PostStop, Exit::Code(0), None), 110);
+        assert_eq!(a.last(), Some(&Action::Spawn));
+
+        // After a stop, and a stop asked while it runs keeps it down.
+        let mut s = hooked();
+        s.step(Input::Spawned { pid: 8 }, 0);
+        s.step(Input::Restart, 10);
+        let a = s.step(exited(8, Exit::Signal(15)), 20);
+        assert!(a.contains(&Action::RunHook {
+            kind: HookKind::PostStop,
+            exit: Some(Exit::Signal(15))
+        }));
+        s.step(Input::Stop, 21);
+        assert!(s
+            .step(hook_exited(HookKind::PostStop, Exit::Code(1), None), 30)
+            .is_empty());
+        assert_eq!(s.state, State::Down);
     }
 
     fn oneshot(restart: RestartPolicy) -> Unit {

@@ -7,10 +7,12 @@
 //! This is the only place that mutates service state. Once the loop runs,
 //! errors fail one service or one request and are logged, never fatal.
 
+mod aux;
 mod cgroups;
 mod clock_writer;
 mod creds;
 mod deps;
+mod hooks;
 mod leftovers;
 mod logs;
 mod output;
@@ -263,6 +265,7 @@ pub struct Supervisor {
     deps: deps::Deps,
     /// Readiness probes, health checks and notify sockets.
     probes: probes::Probes,
+    hooks: hooks::Hooks,
     /// /etc/passwd and /etc/group as last read, for `user` and `group`.
     accounts: creds::AccountsCache,
     /// The cgroup subtree zurg manages, or why it manages none.
@@ -601,6 +604,7 @@ impl Supervisor {
             exit_code: None,
             deps: deps::Deps::default(),
             probes: probes::Probes::default(),
+            hooks: hooks::Hooks::default(),
             accounts: creds::AccountsCache::default(),
             cgroups,
         })
@@ -856,6 +860,7 @@ impl Supervisor {
             self.slots
                 .get(slot)
                 .is_some_and(|s| s.retired && s.service.state.is_down() && s.pidfd.is_none())
+                && !self.hooks.runs(slot)
                 && !self.waiting.iter().any(|w| w.involves(slot))
                 && !self.upgrades.iter().any(|u| u.involves(slot))
         })?;
@@ -896,7 +901,9 @@ impl Supervisor {
             }
             let mut child_event = false;
             for token in std::mem::take(&mut tokens) {
-                if probes::of_token(token).is_some() {
+                if hooks::of_token(token).is_some() {
+                    self.on_hook(token, &mut work);
+                } else if probes::of_token(token).is_some() {
                     self.on_probe(token, &mut work);
                 } else if token == SIGNAL_TOKEN {
                     for sig in self.signals.drain() {
@@ -1134,13 +1141,17 @@ impl Supervisor {
     fn reap(&mut self, work: &mut VecDeque<(usize, Input)>) -> Drained {
         let by_pid = &mut self.by_pid;
         let probes = &mut self.probes;
+        let hooks = &mut self.hooks;
         let mut dead = Vec::new();
         let mut probes_dead = Vec::new();
+        let mut hooks_dead = Vec::new();
         let drained = reap::reap_all(|pid, status| {
             if let Some(slot) = by_pid.remove(&pid) {
                 dead.push((slot, pid, status));
             } else if let Some((slot, source)) = probes.take_pid(pid) {
                 probes_dead.push((slot, source, pid, status));
+            } else if let Some(slot) = hooks.take_pid(pid) {
+                hooks_dead.push((slot, pid, status));
             }
         });
         for (slot, pid, status) in dead {
@@ -1148,6 +1159,9 @@ impl Supervisor {
         }
         for (slot, source, pid, status) in probes_dead {
             self.probe_reaped(slot, source, pid, status, work);
+        }
+        for (slot, pid, status) in hooks_dead {
+            self.hook_reaped(slot, pid, status, work);
         }
         drained
     }
@@ -1220,11 +1234,21 @@ impl Supervisor {
                     self.step_now(slot, hold, work);
                     return;
                 }
+                if self
+                    .slots
+                    .get(slot)
+                    .is_some_and(|s| s.service.pre_start_due())
+                {
+                    self.step_now(slot, Input::PreStart, work);
+                    return;
+                }
                 if let Some(input) = self.spawn(slot) {
                     work.push_back((slot, input));
                 }
             }
             Action::Signal(signo) => self.signal(slot, signo),
+            Action::RunHook { kind, exit } => self.run_hook(slot, kind, exit, work),
+            Action::KillHook(kind) => self.kill_hook(slot, kind),
             Action::ArmTimer { at_ms, generation } => self
                 .reactor
                 .timers

@@ -287,6 +287,19 @@ impl Supervisor {
         (out, err)
     }
 
+    /// Reads what `slot`'s pipes hold now (a helper process that wrote
+    /// there has ended), so its lines are in the log.
+    pub(super) fn drain_slot_output(&mut self, slot: usize) {
+        for stream in STREAMS {
+            if self.read_pipe(slot, stream, FINAL_BYTES)
+                && !self.outputs.pending.contains(&(slot, stream))
+            {
+                self.outputs.pending.push((slot, stream));
+            }
+        }
+        self.arm_output_flush();
+    }
+
     /// A pipe became readable.
     pub(super) fn on_output(&mut self, token: Token) {
         let Some((slot, stream)) = of_token(token) else {

@@ -336,11 +336,12 @@ impl Supervisor {
                     let slots: Vec<usize> = first.iter().chain(&asked).copied().collect();
                     self.process(work);
                     // A checksummed binary not hashed yet is hashed off the
-                    // loop: the answer waits for that start to run or fail.
+                    // loop, a `pre_start` hook runs: the answer waits for
+                    // that start to run or fail.
                     let hashing = slots.iter().any(|s| {
-                        self.slots
-                            .get(*s)
-                            .is_some_and(|x| x.service.state == State::Starting)
+                        self.slots.get(*s).is_some_and(|x| {
+                            matches!(x.service.state, State::Starting | State::PreStart { .. })
+                        })
                     });
                     let notes: Vec<(usize, String)> =
                         first.iter().map(|s| (*s, note.clone())).collect();

@@ -625,6 +625,43 @@ pub static KEYS: &[Key] = &[
         ..KEY
     },
     Key {
+        name: "pre_start",
+        kind: "array of strings, absolute path first",
+        default: "none",
+        doc: "A command run to completion before every start of the service.",
+        read: |u, v| {
+            u.pre_start = v.map(hook_command).transpose()?;
+            Ok(())
+        },
+        ..KEY
+    },
+    Key {
+        name: "post_stop",
+        kind: "array of strings, absolute path first",
+        default: "none",
+        doc: "A command run after every exit of the service's process, before any restart.",
+        read: |u, v| {
+            u.post_stop = v.map(hook_command).transpose()?;
+            Ok(())
+        },
+        ..KEY
+    },
+    Key {
+        name: "hook_timeout_ms",
+        kind: "positive integer",
+        default: "`30000`",
+        doc: "How long `pre_start` or `post_stop` may run before it is killed.",
+        read: |u, v| {
+            u.hook_timeout_ms = match v.map(millis).transpose()? {
+                None => super::DEFAULT_HOOK_TIMEOUT_MS,
+                Some(0) => return Err("must be at least 1".to_string().into()),
+                Some(n) => n,
+            };
+            Ok(())
+        },
+        ..KEY
+    },
+    Key {
         name: "kill_mode",
         kind: "`\"cgroup\"`, `\"group\"`, `\"main\"`",
         default: "where zurg manages cgroups `\"cgroup\"`, else `\"group\"`",
@@ -753,6 +790,9 @@ pub fn blank(name: &str) -> Unit {
         kill_mode: None,
         instances: None,
         instance: None,
+        pre_start: None,
+        post_stop: None,
+        hook_timeout_ms: super::DEFAULT_HOOK_TIMEOUT_MS,
     }
 }
 
@@ -878,6 +918,21 @@ fn absolute_path(v: &Value) -> Result<PathBuf, String> {
         return Err(format!("must be an absolute path, found {s:?}"));
     }
     Ok(PathBuf::from(s))
+}
+
+/// A hook's command: a non-empty argv whose program is an absolute path
+/// (like `exec`), every problem at once.
+fn hook_command(v: &Value) -> Result<Vec<String>, Bad> {
+    let argv = string_array(v)?;
+    match argv.first() {
+        None => Err("must name a command, found an empty array"
+            .to_string()
+            .into()),
+        Some(first) if !first.starts_with('/') => {
+            Err(format!("the command must start with an absolute path, found {first:?}").into())
+        }
+        Some(_) => Ok(argv),
+    }
 }
 
 fn millis(v: &Value) -> Result<u64, String> {
@@ -1819,6 +1874,43 @@ mod tests {
         ] {
             let e = parse(name, text).unwrap_err().to_string();
             assert!(e.contains(want), "{text}: {want} in {e}");
+        }
+    }
+
+    #[test]
+    fn hook_keys_read_and_refuse_bad_values_with_their_place() {
+        let path = Path::new("/u/svc.toml");
+        let parse = |extra: &str| {
+            super::super::parse_unit("svc", path, &format!("exec = \"/x\"\n{extra}\n"))
+        };
+        let u = parse(
+            "pre_start = [\"/bin/sh\", \"-c\", \"true\"]\npost_stop = [\"/bin/true\"]\nhook_timeout_ms = 500",
+        )
+        .unwrap();
+        assert_eq!(
+            u.pre_start,
+            Some(vec!["/bin/sh".into(), "-c".into(), "true".into()])
+        );
+        assert_eq!(u.post_stop, Some(vec!["/bin/true".into()]));
+        assert_eq!(u.hook_timeout_ms, 500);
+        let plain = parse("").unwrap();
+        assert_eq!((plain.pre_start, plain.post_stop), (None, None));
+        assert_eq!(plain.hook_timeout_ms, crate::unit::DEFAULT_HOOK_TIMEOUT_MS);
+        for (text, want) in [
+            (
+                "pre_start = [\"sh\", \"-c\"]",
+                "2:13: key `pre_start`: the command must start with an absolute path, found \"sh\"",
+            ),
+            ("post_stop = []", "key `post_stop`: must name a command"),
+            ("post_stop = \"/bin/true\"", "expected an array of strings"),
+            ("pre_start = [\"/bin/x\", 3]", "item 1 must be a string"),
+            (
+                "hook_timeout_ms = 0",
+                "key `hook_timeout_ms`: must be at least 1",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{want} in {err}");
         }
     }
 }

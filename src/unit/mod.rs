@@ -186,10 +186,20 @@ pub struct Unit {
     pub instances: Option<u32>,
     /// Which instance this unit is (`${INSTANCE}`), once expanded.
     pub instance: Option<u32>,
+    /// `pre_start`: a command (absolute path first) that runs to
+    /// completion before every start; `None`: none.
+    pub pre_start: Option<Vec<String>>,
+    /// `post_stop`: a command run after every exit of the main process.
+    pub post_stop: Option<Vec<String>>,
+    /// How long a hook may run before it is killed (`hook_timeout_ms`).
+    pub hook_timeout_ms: u64,
 }
 
 /// The most instances one unit file may ask for.
 pub const MAX_INSTANCES: u32 = 1024;
+
+/// A hook runs at most this long unless `hook_timeout_ms` says otherwise.
+pub const DEFAULT_HOOK_TIMEOUT_MS: u64 = 30_000;
 
 /// Rotate a log file once it would pass this size (`max_bytes`).
 pub const DEFAULT_LOG_MAX_BYTES: u64 = 10 << 20;

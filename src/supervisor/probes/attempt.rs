@@ -6,7 +6,6 @@ use std::collections::VecDeque;
 use std::ffi::CString;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::OwnedFd;
 
 use mio::Interest;
 
@@ -90,7 +89,6 @@ impl Supervisor {
         argv: &[String],
         now: u64,
     ) -> Result<Attempt, String> {
-        let (stdout, stderr) = self.child_outputs(slot);
         let s = self.slots.get(slot).ok_or("no such service")?;
         let args: Vec<CString> = argv
             .iter()
@@ -99,8 +97,6 @@ impl Supervisor {
         let program = args.first().cloned().ok_or("an empty command")?;
         let mut spec = SpawnSpec::new(program, args);
         spec.search_path = true;
-        spec.new_pgroup = true;
-        spec.null_stdin = true;
         spec.cwd = s.spec.cwd.clone();
         spec.env = s.spec.env.clone();
         spec.env.extend(
@@ -110,28 +106,11 @@ impl Supervisor {
                 .filter(|e| e.as_bytes().starts_with(b"PORT="))
                 .cloned(),
         );
-        spec.stdout = stdout;
-        spec.stderr = stderr;
-        if !crate::os::pid1::is_pid1() {
-            spec.death_signal = libc::SIGKILL;
-        }
-        let child = self
-            .spawner
-            .spawn(&spec, &self.child_signals, None::<&OwnedFd>)
-            .map_err(|e| e.to_string())?;
-        if let Some(fd) = &child.pidfd {
-            if let Err(e) = self.reactor.watch_fd(fd, token(slot, source)) {
-                crate::log!(
-                    "[{}] cannot watch probe pid {}: {e}",
-                    s.service.name(),
-                    child.pid
-                );
-            }
-        }
-        self.probes.pids.insert(child.pid, (slot, source));
+        let (pid, pidfd) = self.spawn_aux(slot, spec, token(slot, source))?;
+        self.probes.pids.insert(pid, (slot, source));
         Ok(Attempt::Exec {
-            pid: child.pid,
-            pidfd: child.pidfd,
+            pid,
+            pidfd,
             started_ms: now,
         })
     }
