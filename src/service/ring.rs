@@ -14,8 +14,8 @@
 
 use std::collections::VecDeque;
 
-/// What each line costs beyond its bytes: its header here, and the
-/// allocation it lives in.
+/// What each line costs beyond its bytes: its index entry (40 bytes),
+/// rounded up.
 pub const LINE_OVERHEAD: usize = 48;
 
 /// Which of a service's outputs a line came from.
@@ -26,29 +26,51 @@ pub enum Stream {
     Stderr,
 }
 
-/// One whole line, without its newline.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Line {
+/// One whole line, without its newline, as the ring holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Line<'a> {
     pub seq: u64,
     /// Wall clock, microseconds since the Unix epoch, when zurg read it.
     pub time_us: u64,
     pub stream: Stream,
-    pub bytes: Box<[u8]>,
+    pub bytes: &'a [u8],
 }
 
-impl Line {
+/// A line's index entry; its bytes are in `Ring::data`.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    seq: u64,
+    time_us: u64,
+    stream: Stream,
+    /// Where its bytes start, counted in bytes ever stored (see `Ring::base`).
+    start: usize,
+    len: usize,
+}
+
+impl Entry {
     fn cost(&self) -> usize {
-        self.bytes.len().saturating_add(LINE_OVERHEAD)
+        self.len.saturating_add(LINE_OVERHEAD)
     }
 }
 
 /// A bounded number of bytes of a service's most recent lines.
+///
+/// The lines' bytes sit back to back in one buffer, so a line costs no
+/// allocation of its own: a push appends, a drop only moves the first
+/// line's mark, and the dropped bytes at the front are reclaimed (one
+/// move of what is still held) once they outweigh it. The buffer thus
+/// never holds more than twice the bound.
 #[derive(Debug, Clone)]
 pub struct Ring {
     /// Tells one ring from another that took its place (a reused slot), so
     /// a follower's sequence numbers are never applied to the wrong one.
     id: u64,
-    lines: VecDeque<Line>,
+    lines: VecDeque<Entry>,
+    /// The held lines' bytes, after some of dropped lines' at the front.
+    data: Vec<u8>,
+    /// Where `data` starts, counted in bytes ever stored (`Entry::start`
+    /// minus this is an index into `data`).
+    base: usize,
     bytes: usize,
     cap: usize,
     next_seq: u64,
@@ -68,6 +90,8 @@ impl Ring {
         Ring {
             id,
             lines: VecDeque::new(),
+            data: Vec::new(),
+            base: 0,
             bytes: 0,
             cap,
             next_seq: 0,
@@ -87,8 +111,13 @@ impl Ring {
     /// it shrank.
     pub fn set_cap(&mut self, cap: usize) {
         if cap != self.cap {
+            let shrank = cap < self.cap;
             self.cap = cap;
             self.trim();
+            if shrank {
+                self.compact(true);
+                self.data.shrink_to_fit();
+            }
         }
     }
 
@@ -103,15 +132,18 @@ impl Ring {
         }
         let room = self.cap.saturating_sub(LINE_OVERHEAD).max(1);
         let kept = bytes.get(..room).unwrap_or(bytes);
-        let line = Line {
+        let entry = Entry {
             seq,
             time_us,
             stream,
-            bytes: kept.into(),
+            start: self.base.wrapping_add(self.data.len()),
+            len: kept.len(),
         };
-        self.bytes = self.bytes.saturating_add(line.cost());
-        self.lines.push_back(line);
+        self.data.extend_from_slice(kept);
+        self.bytes = self.bytes.saturating_add(entry.cost());
+        self.lines.push_back(entry);
         self.trim();
+        self.compact(false);
         seq
     }
 
@@ -129,6 +161,32 @@ impl Ring {
     fn drop_oldest(&mut self) {
         if let Some(old) = self.lines.pop_front() {
             self.bytes = self.bytes.saturating_sub(old.cost());
+        }
+    }
+
+    /// Reclaims the dropped lines' bytes at the front of `data`: always
+    /// when `all`, else once they are more than the held lines' (so each
+    /// byte is moved at most once on average).
+    fn compact(&mut self, all: bool) {
+        let dead = self
+            .lines
+            .front()
+            .map_or(self.data.len(), |e| e.start.wrapping_sub(self.base))
+            .min(self.data.len());
+        let live = self.data.len().saturating_sub(dead);
+        if dead > 0 && (all || dead > live) {
+            self.data.drain(..dead);
+            self.base = self.base.wrapping_add(dead);
+        }
+    }
+
+    fn line(&self, e: &Entry) -> Line<'_> {
+        let at = e.start.wrapping_sub(self.base);
+        Line {
+            seq: e.seq,
+            time_us: e.time_us,
+            stream: e.stream,
+            bytes: self.data.get(at..at.saturating_add(e.len)).unwrap_or(&[]),
         }
     }
 
@@ -157,8 +215,8 @@ impl Ring {
     }
 
     /// The line at `index` (0 is the oldest held).
-    pub fn get(&self, index: usize) -> Option<&Line> {
-        self.lines.get(index)
+    pub fn get(&self, index: usize) -> Option<Line<'_>> {
+        self.lines.get(index).map(|e| self.line(e))
     }
 
     /// Index of the first of the last `n` lines.
@@ -192,8 +250,10 @@ impl Ring {
     }
 
     /// The lines from `index` on, oldest first.
-    pub fn lines_from(&self, index: usize) -> impl Iterator<Item = &Line> {
-        self.lines.range(index.min(self.lines.len())..)
+    pub fn lines_from(&self, index: usize) -> impl Iterator<Item = Line<'_>> {
+        self.lines
+            .range(index.min(self.lines.len())..)
+            .map(|e| self.line(e))
     }
 }
 
@@ -243,7 +303,7 @@ mod tests {
 
     fn texts(ring: &Ring, from: usize) -> Vec<String> {
         ring.lines_from(from)
-            .map(|l| String::from_utf8_lossy(&l.bytes).into_owned())
+            .map(|l| String::from_utf8_lossy(l.bytes).into_owned())
             .collect()
     }
 
@@ -381,6 +441,32 @@ mod tests {
         ring.set_cap(2 * (1 + LINE_OVERHEAD));
         assert_eq!(ring.len(), 2);
         assert_eq!(ring.first_seq(), 8);
+    }
+
+    #[test]
+    fn lines_stay_whole_while_dropped_bytes_are_reclaimed() {
+        let cap = 10 * (20 + LINE_OVERHEAD);
+        let mut ring = Ring::new(1, cap);
+        for i in 0..1000u64 {
+            // lines of varying length, so reclaiming moves them around
+            let text = format!("{i}-{}", "x".repeat((i % 17) as usize));
+            ring.push(Stream::Stdout, text.as_bytes(), i);
+            assert!(ring.data.len() <= 2 * cap, "{} bytes held", ring.data.len());
+            assert_eq!(ring.get(ring.len() - 1).unwrap().bytes, text.as_bytes());
+        }
+        for line in ring.lines_from(0) {
+            let text = format!("{}-{}", line.seq, "x".repeat((line.seq % 17) as usize));
+            assert_eq!(line.bytes, text.as_bytes());
+            assert_eq!(line.time_us, line.seq);
+        }
+        assert_eq!(ring.first_seq() + ring.len() as u64, 1000);
+        // Shrinking to nothing frees the bytes.
+        ring.set_cap(0);
+        assert!(ring.is_empty());
+        assert_eq!(ring.data.len(), 0);
+        ring.set_cap(cap);
+        ring.push(Stream::Stderr, b"again", 5);
+        assert_eq!(texts(&ring, 0), ["again"]);
     }
 
     #[test]

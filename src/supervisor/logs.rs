@@ -129,7 +129,7 @@ impl Supervisor {
                     s.service.unit.name.as_str(),
                     line.stream,
                     line.time_us,
-                    &line.bytes,
+                    line.bytes,
                 ));
                 let next = line.seq.saturating_add(1);
                 if let Some(f) = self.logs.followers.get_mut(index) {
@@ -317,7 +317,7 @@ impl Supervisor {
                         &s.service.unit.name,
                         line.stream,
                         line.time_us,
-                        &line.bytes,
+                        line.bytes,
                     ));
                     pos.1 = pos.1.saturating_add(1);
                     if let Some(after) = s.ring.get(pos.1) {

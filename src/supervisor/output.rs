@@ -341,7 +341,8 @@ impl Supervisor {
         let mut more = false;
         let now_ms = self.reactor.now_ms();
         let time_us = crate::os::wall_clock_us();
-        loop {
+        let mut more_in_pipe = true;
+        while more_in_pipe {
             if read >= budget {
                 more = true;
                 break;
@@ -350,6 +351,9 @@ impl Supervisor {
                 Ok(0) => break,
                 Ok(n) => {
                     read += n;
+                    // A short read emptied the pipe: the next write wakes
+                    // the loop again (an edge), so no read to see EAGAIN.
+                    more_in_pipe = n == buf.len();
                     let data = buf.get(..n).unwrap_or(&[]);
                     let Channel {
                         asm,

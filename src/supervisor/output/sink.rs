@@ -164,13 +164,17 @@ impl FileSink {
         self.buf.clear();
     }
 
-    /// PATH.(K-1) -> PATH.K, ..., PATH -> PATH.1, and a new PATH: exactly
-    /// `keep` old files remain.
+    /// PATH.K removed, PATH.(K-1) -> PATH.K, ..., PATH -> PATH.1, and a
+    /// new PATH: exactly `keep` old files remain. The oldest goes first so
+    /// no rename replaces a file: ext4 (`auto_da_alloc`) starts writing back
+    /// a file renamed over another at once, on the event loop, where the
+    /// kernel's flusher would do it later anyway.
     fn rotate(&mut self) {
         let path = self.cfg.path.clone();
         let renamed = if self.cfg.keep == 0 {
             std::fs::remove_file(&path)
         } else {
+            let _ = std::fs::remove_file(rotated(&path, self.cfg.keep));
             for n in (1..self.cfg.keep).rev() {
                 let _ = std::fs::rename(rotated(&path, n), rotated(&path, n + 1));
             }
