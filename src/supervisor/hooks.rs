@@ -220,7 +220,7 @@ impl Supervisor {
             let ring = &s.ring;
             let last = ring.len().checked_sub(1)?;
             let line = ring.get(last)?;
-            (line.seq >= h.first_seq).then(|| String::from_utf8_lossy(&line.bytes).into_owned())
+            (line.seq >= h.first_seq).then(|| String::from_utf8_lossy(line.bytes).into_owned())
         });
         if exit != Exit::Code(0) {
             if let Some(s) = self.slots.get(slot) {
