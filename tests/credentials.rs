@@ -186,16 +186,56 @@ fn env_files_quote_override_and_are_read_again_at_each_start() {
 fn bad_values_are_reported_with_file_line_and_key_and_the_other_units_run() {
     let dir = TempDir::new("creds-bad");
     let bad = [
-        ("user.toml", "user = \"no-such-user-zurg\"", "3:8: key `user`: no user \"no-such-user-zurg\" in /etc/passwd"),
-        ("group.toml", "group = \"no-such-group-zurg\"", "3:9: key `group`: no group \"no-such-group-zurg\" in /etc/group"),
-        ("rlimit.toml", "rlimits = { files = 10 }", "3:11: key `rlimits`: unknown limit `files` (known: as, core"),
-        ("soft.toml", "rlimits = { nofile = [20, 10] }", "key `rlimits`: `nofile`: the soft limit 20 is above the hard limit 10"),
-        ("nice.toml", "nice = -21", "3:8: key `nice`: must be -20 to 19, found -21"),
-        ("oom.toml", "oom_score_adj = 1001", "key `oom_score_adj`: must be -1000 to 1000, found 1001"),
-        ("umask.toml", "umask = \"0999\"", "key `umask`: must be an octal mode from 000 to 777"),
-        ("cap.toml", "capabilities = [\"NET_BIND\"]", "key `capabilities`: unknown capability \"NET_BIND\""),
-        ("envfile.toml", "env_file = [\"relative.env\"]", "key `env_file`: must be an absolute path, found \"relative.env\""),
-        ("var.toml", "env = { A = \"${INSTANCE}\" }", "key `env`: A: unknown variable ${INSTANCE} (zurg knows ${SERVICE}, ${VERSION}, ${PORT}"),
+        (
+            "user.toml",
+            "user = \"no-such-user-zurg\"",
+            "3:8: key `user`: no user \"no-such-user-zurg\" in /etc/passwd",
+        ),
+        (
+            "group.toml",
+            "group = \"no-such-group-zurg\"",
+            "3:9: key `group`: no group \"no-such-group-zurg\" in /etc/group",
+        ),
+        (
+            "rlimit.toml",
+            "rlimits = { files = 10 }",
+            "3:11: key `rlimits`: unknown limit `files` (known: as, core",
+        ),
+        (
+            "soft.toml",
+            "rlimits = { nofile = [20, 10] }",
+            "key `rlimits`: `nofile`: the soft limit 20 is above the hard limit 10",
+        ),
+        (
+            "nice.toml",
+            "nice = -21",
+            "3:8: key `nice`: must be -20 to 19, found -21",
+        ),
+        (
+            "oom.toml",
+            "oom_score_adj = 1001",
+            "key `oom_score_adj`: must be -1000 to 1000, found 1001",
+        ),
+        (
+            "umask.toml",
+            "umask = \"0999\"",
+            "key `umask`: must be an octal mode from 000 to 777",
+        ),
+        (
+            "cap.toml",
+            "capabilities = [\"NET_BIND\"]",
+            "key `capabilities`: unknown capability \"NET_BIND\"",
+        ),
+        (
+            "envfile.toml",
+            "env_file = [\"relative.env\"]",
+            "key `env_file`: must be an absolute path, found \"relative.env\"",
+        ),
+        (
+            "var.toml",
+            "env = { A = \"${NOPE}\" }",
+            "key `env`: A: unknown variable ${NOPE} (zurg knows ${SERVICE}",
+        ),
     ];
     for (name, line, _) in &bad {
         dir.write(

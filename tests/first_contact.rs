@@ -489,7 +489,10 @@ fn shutdown_counts_the_remaining_processes_it_signals() {
     let dir = TempDir::new("count");
     dir.write(
         "units/spawner.toml",
-        "exec = \"/bin/sh\"\nargs = [\"-c\", \"for i in $(seq 30); do sleep 1000 & done; wait\"]\n",
+        // `main`: the stop signal reaches the shell alone, so its sleepers
+        // are what the shutdown's sweep finds (the default, `group`, would
+        // stop them with the service)
+        "exec = \"/bin/sh\"\nargs = [\"-c\", \"for i in $(seq 30); do sleep 1000 & done; wait\"]\nkill_mode = \"main\"\n",
     );
     let mut z = common::run_in(&dir, Mode::Pid1, &[]);
     z.expect("[spawner] started pid");

@@ -1242,8 +1242,11 @@ impl Supervisor {
                     self.step_now(slot, Input::PreStart, work);
                     return;
                 }
+                // Its outcome goes first: `Spawned` stamps the process's
+                // start (uptime, readiness time), so queued inputs and other
+                // services' spawns must not come between.
                 if let Some(input) = self.spawn(slot) {
-                    work.push_back((slot, input));
+                    work.push_front((slot, input));
                 }
             }
             Action::Signal(signo) => self.signal(slot, signo),
