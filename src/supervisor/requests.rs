@@ -589,7 +589,7 @@ impl Supervisor {
         notes: Vec<(usize, String)>,
     ) {
         let with: Vec<(usize, Option<i32>)> = slots.into_iter().map(|s| (s, None)).collect();
-        self.park_noted(conn, id, with, until, wait_ms, notes);
+        self.park_rolling(conn, id, with, until, wait_ms, notes, Vec::new());
     }
 
     /// `outcome`, with the request's note on a service it did not name.
@@ -610,19 +610,7 @@ impl Supervisor {
         until: Until,
         wait_ms: u64,
     ) {
-        self.park_noted(conn, id, slots, until, wait_ms, Vec::new());
-    }
-
-    fn park_noted(
-        &mut self,
-        conn: ConnId,
-        id: u64,
-        slots: Vec<(usize, Option<i32>)>,
-        until: Until,
-        wait_ms: u64,
-        notes: Vec<(usize, String)>,
-    ) {
-        self.park_rolling(conn, id, slots, until, wait_ms, notes, Vec::new());
+        self.park_rolling(conn, id, slots, until, wait_ms, Vec::new(), Vec::new());
     }
 
     #[allow(clippy::too_many_arguments)]
