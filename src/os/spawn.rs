@@ -366,6 +366,28 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     unsafe { libc::_exit(127) }
 }
 
+/// PR_SET_PDEATHSIG with the spec's signal, in the child. zurg may have
+/// been killed between clone and prctl, and then the death signal never
+/// comes: a child that is no longer ours goes.
+///
+/// SAFETY (for callers): only in the child between clone and exec.
+unsafe fn set_death_signal(a: &ChildArgs) -> Result<(), (SpawnStep, i32)> {
+    check_ret(
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            a.death_signal as libc::c_ulong,
+            0,
+            0,
+            0,
+        ),
+        SpawnStep::DeathSignal,
+    )?;
+    if libc::getppid() != a.parent {
+        libc::_exit(127);
+    }
+    Ok(())
+}
+
 /// Moves the child into its service's cgroup: "0" written to the
 /// cgroup's `cgroup.procs` means the writer. First of the steps, so what
 /// the child does next is already charged to the service.
@@ -401,21 +423,7 @@ unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), (SpawnStep, i32)> {
         *buf.add(offset + len.min(PID_DIGITS)) = 0;
     }
     if a.death_signal != 0 {
-        check_ret(
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                a.death_signal as libc::c_ulong,
-                0,
-                0,
-                0,
-            ),
-            SpawnStep::DeathSignal,
-        )?;
-        // zurg may have been killed between clone and prctl, and then the
-        // death signal never comes: a child that is no longer ours goes.
-        if libc::getppid() != a.parent {
-            libc::_exit(127);
-        }
+        set_death_signal(a)?;
     }
     if a.new_session {
         check_ret(libc::setsid(), SpawnStep::Session)?;
@@ -494,19 +502,7 @@ unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), (SpawnStep, i32)> {
         super::creds::apply(creds)?;
         // A change of ids clears the parent-death signal: set it again.
         if a.death_signal != 0 && super::creds::changes_ids(creds) {
-            check_ret(
-                libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    a.death_signal as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ),
-                SpawnStep::DeathSignal,
-            )?;
-            if libc::getppid() != a.parent {
-                libc::_exit(127);
-            }
+            set_death_signal(a)?;
         }
     }
     check_ret(
