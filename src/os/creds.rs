@@ -68,6 +68,22 @@ fn check(ret: libc::c_long, step: SpawnStep) -> Result<(), (SpawnStep, i32)> {
     }
 }
 
+/// setpriority(2) of the calling process, a raw system call like the
+/// other steps here; used before and after the id switch.
+fn set_nice(nice: i32) -> Result<(), (SpawnStep, i32)> {
+    // SAFETY: setpriority takes plain integers and changes only this
+    // process's priority.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_setpriority,
+            libc::c_long::from(libc::PRIO_PROCESS),
+            0,
+            libc::c_long::from(nice),
+        )
+    };
+    check(ret, SpawnStep::Nice)
+}
+
 /// Applies `c` to the calling process. Child side only.
 ///
 /// # Safety
@@ -92,15 +108,7 @@ pub(super) unsafe fn apply(c: &Credentials) -> Result<(), (SpawnStep, i32)> {
     }
     // A higher priority (a negative value) needs root: before the switch.
     if let Some(nice) = c.nice.filter(|n| *n < 0) {
-        check(
-            libc::syscall(
-                libc::SYS_setpriority,
-                libc::c_long::from(libc::PRIO_PROCESS),
-                0,
-                libc::c_long::from(nice),
-            ),
-            SpawnStep::Nice,
-        )?;
+        set_nice(nice)?;
     }
     if let Some(mask) = c.umask {
         libc::umask(mask as libc::mode_t);
@@ -188,15 +196,7 @@ pub(super) unsafe fn apply(c: &Credentials) -> Result<(), (SpawnStep, i32)> {
     // A lower priority goes last: from then on the child waits for the
     // CPU behind everything else runnable.
     if let Some(nice) = c.nice.filter(|n| *n >= 0) {
-        check(
-            libc::syscall(
-                libc::SYS_setpriority,
-                libc::c_long::from(libc::PRIO_PROCESS),
-                0,
-                libc::c_long::from(nice),
-            ),
-            SpawnStep::Nice,
-        )?;
+        set_nice(nice)?;
     }
     if c.no_new_privs {
         check(
