@@ -193,8 +193,11 @@ fn cycles_and_unknown_names_are_refused_and_the_rest_runs() {
     r.z.saw("web.toml: key `depends_on`: no unit named `dbx`");
     r.z.saw("over.toml: key `depends_on`: depends on `web`, which is refused");
     eventually("fine running", || r.pid_of("fine").is_some());
+    // Refused units are not loaded, and status lists them as rejected.
     for name in ["a", "b", "c", "web", "over"] {
-        assert!(state_of(&r, name).is_null(), "{name} was loaded");
+        let row = state_of(&r, name);
+        assert_eq!(row["state"], "rejected", "{name} was loaded: {row}");
+        assert!(row["pid"].is_null(), "{row}");
     }
     // zurg check says the same, offline
     let out = std::process::Command::new(common::BIN)

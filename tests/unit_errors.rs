@@ -94,3 +94,45 @@ fn run_logs_all_four_mistakes_in_line_order_and_rejects_one_unit() {
     z.expect("1 added, 0 changed, 0 removed, 0 unchanged, 1 rejected");
     z.saw("[good] started pid");
 }
+
+#[test]
+fn status_lists_a_rejected_unit_and_fails_until_its_file_is_fixed() {
+    let (dir, bad) = units_with_four_mistakes("status-rejected");
+    let mut z = common::run_in(&dir, Mode::Pid1, &["--grace", "1s"]);
+    z.expect("[good] started pid");
+    let out = common::cli(&dir, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let want = format!("bad: its unit file was rejected: {}", four_errors(&bad)[0]);
+    assert!(text.contains(&want), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("bad") && l.contains("rejected")),
+        "{text}"
+    );
+    // Asked by name, it is not an unknown service either.
+    let row = common::status_of(&dir, "bad");
+    assert_eq!(row["state"], "rejected", "{row}");
+
+    // A reload that breaks the file of a running unit keeps that unit
+    // running, and status says why it was not updated.
+    dir.write(
+        "units/bad.toml",
+        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n",
+    );
+    common::ok(&dir, &["reload"]);
+    z.expect("[bad] started pid");
+    assert_eq!(common::cli(&dir, &["status"]).status.code(), Some(0));
+    let good = dir.write("units/good.toml", "exec = 7\n");
+    let out = common::cli(&dir, &["reload"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = common::cli(&dir, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let want = format!(
+        "good: its unit file was rejected, the unit loaded before runs on: {}:1:8",
+        good.display()
+    );
+    assert!(text.contains(&want), "{text}");
+    assert_eq!(common::status_of(&dir, "good")["state"], "running");
+}

@@ -408,7 +408,8 @@ pub struct ServiceStatus {
     pub name: String,
     /// stopped | starting (started, not ready yet; or its binary is being
     /// hashed) | running | stopping | backoff | exited | done (a one-shot
-    /// that completed) | failed
+    /// that completed) | failed | waiting | blocked | rejected (its unit
+    /// file was refused and it has no process)
     pub state: String,
     #[serde(default)]
     pub pid: Option<i32>,
@@ -449,6 +450,29 @@ pub struct ServiceStatus {
     /// The `STATUS=` text the current process sent to its notify socket.
     #[serde(default)]
     pub status_text: Option<String>,
+}
+
+impl ServiceStatus {
+    /// The row of a unit whose file was refused and that has no process.
+    pub fn rejected(name: &str, problem: String) -> Self {
+        ServiceStatus {
+            name: name.to_string(),
+            state: "rejected".to_string(),
+            pid: None,
+            uptime_ms: None,
+            restarts: 0,
+            last_exit: None,
+            gpid: None,
+            version: None,
+            last_error: None,
+            ready: false,
+            ready_after_ms: None,
+            health: None,
+            problem: Some(problem),
+            waiting_for: Vec::new(),
+            status_text: None,
+        }
+    }
 }
 
 /// A service's health check, in `status`.

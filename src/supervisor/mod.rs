@@ -29,7 +29,7 @@ mod wait;
 pub use wait::DEFAULT_WAIT_MS;
 pub mod worker;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
@@ -244,6 +244,9 @@ pub struct Supervisor {
     overrides_unsaved: bool,
     /// Slots of removed units, reused once their process is gone.
     retired_slots: Vec<usize>,
+    /// Units whose file the last load refused, by name, with the first
+    /// error: `status` shows them (and fails) instead of staying silent.
+    rejected_units: BTreeMap<String, String>,
     /// The open-file limit: pidfds stop short of it, so that control
     /// connections, the journal and unit files still get descriptors.
     nofile: u64,
@@ -598,6 +601,7 @@ impl Supervisor {
             start_dir,
             nofile: u64::MAX,
             retired_slots: Vec::new(),
+            rejected_units: BTreeMap::new(),
             overrides_unsaved: false,
             logs: logs::Logs::default(),
             outputs: output::Outputs::default(),
@@ -652,11 +656,16 @@ impl Supervisor {
     ) -> ReloadReport {
         let mut report = ReloadReport::default();
         let mut broken: HashSet<String> = HashSet::new();
+        self.rejected_units.clear();
         for err in &loaded.errors {
             crate::log!("{err}");
             report.errors.push(err.to_string());
             if let Some(stem) = err.path.file_stem() {
-                broken.insert(stem.to_string_lossy().into_owned());
+                let name = stem.to_string_lossy().into_owned();
+                self.rejected_units
+                    .entry(name.clone())
+                    .or_insert_with(|| err.to_string());
+                broken.insert(name);
             }
         }
         let mut seen: HashSet<String> = HashSet::new();
@@ -682,6 +691,9 @@ impl Supervisor {
                         .display()
                 );
                 crate::log!("{e}");
+                self.rejected_units
+                    .entry(unit.name.clone())
+                    .or_insert_with(|| e.clone());
                 report.errors.push(e);
                 broken.insert(unit.name.clone());
                 continue;
@@ -690,6 +702,9 @@ impl Supervisor {
                 Ok(spec) => spec,
                 Err(e) => {
                     crate::log!("{e}");
+                    self.rejected_units
+                        .entry(unit.name.clone())
+                        .or_insert_with(|| e.clone());
                     report.errors.push(e);
                     broken.insert(unit.name.clone());
                     continue;
@@ -699,6 +714,9 @@ impl Supervisor {
                 Ok(c) => c,
                 Err(e) => {
                     crate::log!("{e}");
+                    self.rejected_units
+                        .entry(unit.name.clone())
+                        .or_insert_with(|| e.clone());
                     report.errors.push(e);
                     broken.insert(unit.name.clone());
                     continue;

@@ -213,6 +213,51 @@ impl Supervisor {
         self.slots.get(slot).map_or("", |s| s.service.name())
     }
 
+    /// `status` of the named services (all when none), with the units whose
+    /// file the last load refused: a rejected unit that never ran gets a
+    /// row of its own, one whose previous unit still runs keeps running and
+    /// its row says why it was not updated. Either is a problem, so
+    /// `zurg status` fails until the file is fixed.
+    fn status_rows(&self, names: &[String]) -> Result<Vec<ServiceStatus>, String> {
+        let file_of = |name: &str| name.rsplit_once('@').map_or(name, |(f, _)| f).to_string();
+        let (known, only_rejected): (Vec<&String>, Vec<&String>) = names
+            .iter()
+            .partition(|n| !self.rejected_units.contains_key(*n) || self.by_name.contains_key(*n));
+        let known: Vec<String> = known.into_iter().cloned().collect();
+        let slots = if names.is_empty() || !known.is_empty() {
+            self.resolve(&known)?
+        } else {
+            Vec::new()
+        };
+        let mut rows: Vec<ServiceStatus> =
+            slots.iter().filter_map(|s| self.status_of(*s)).collect();
+        for row in &mut rows {
+            if let Some(err) = self.rejected_units.get(&file_of(&row.name)) {
+                row.problem.get_or_insert_with(|| {
+                    format!("its unit file was rejected, the unit loaded before runs on: {err}")
+                });
+            }
+        }
+        let orphans = self.rejected_units.iter().filter(|(name, _)| {
+            let wanted = if names.is_empty() {
+                !rows.iter().any(|r| file_of(&r.name) == **name)
+            } else {
+                only_rejected.contains(name)
+            };
+            wanted
+        });
+        let mut rejected: Vec<ServiceStatus> = orphans
+            .map(|(name, err)| {
+                ServiceStatus::rejected(name, format!("its unit file was rejected: {err}"))
+            })
+            .collect();
+        if !rejected.is_empty() {
+            rows.append(&mut rejected);
+            rows.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        Ok(rows)
+    }
+
     fn status_of(&self, slot: usize) -> Option<ServiceStatus> {
         let s = self.slots.get(slot)?;
         let now = self.reactor.now_ms();
@@ -314,12 +359,8 @@ impl Supervisor {
                     publish: self.forwarder.as_ref().map(|f| f.status()),
                 },
             ),
-            Verb::Status { names } => match self.resolve(&names) {
-                Ok(slots) => {
-                    let rows: Vec<ServiceStatus> =
-                        slots.iter().filter_map(|s| self.status_of(*s)).collect();
-                    Reply::ok(id, rows)
-                }
+            Verb::Status { names } => match self.status_rows(&names) {
+                Ok(rows) => Reply::ok(id, rows),
                 Err(e) => Reply::error(id, ErrorCode::UnknownService, e),
             },
             Verb::Start { names } | Verb::Restart { names, .. } | Verb::Stop { names, .. }
