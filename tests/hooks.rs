@@ -93,6 +93,37 @@ fn a_failing_pre_start_is_a_failed_start_with_its_output_retried_with_backoff() 
 }
 
 #[test]
+fn post_stop_cleans_up_after_a_start_that_failed() {
+    let d = TempDir::new("hooks-cleanup");
+    let post = d.path().join("post");
+    let lock = d.path().join("lock");
+    // pre_start leaves a lock behind and fails; the next unit's program
+    // cannot be run at all. post_stop runs after both, as ExecStopPost.
+    let failing_pre = format!(
+        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\nrestart = \"never\"\n\
+         pre_start = [\"/bin/sh\", \"-c\", \"touch {lock}; exit 3\"]\n\
+         post_stop = [\"/bin/sh\", \"-c\", \"rm {lock}; echo pre code=$ZURG_EXIT_CODE >> {post}\"]\n",
+        lock = lock.display(),
+        post = post.display()
+    );
+    let missing = format!(
+        "exec = \"/nonexistent/program\"\nrestart = \"never\"\n\
+         post_stop = [\"/bin/sh\", \"-c\", \"echo missing code=$ZURG_EXIT_CODE >> {}\"]\n",
+        post.display()
+    );
+    let r = start(&[("locked", &failing_pre), ("missing", &missing)], &[]);
+    eventually("post_stop after both failed starts", || {
+        let text = read(&post);
+        text.contains("pre code=3\n") && text.contains("missing code=127\n")
+    });
+    assert!(!lock.exists(), "post_stop did not clean up");
+    eventually("both failed once post_stop ended", || {
+        status_of(&r.dir, "locked")["state"] == "failed"
+            && status_of(&r.dir, "missing")["problem"].is_string()
+    });
+}
+
+#[test]
 fn a_hung_pre_start_is_killed_at_its_timeout() {
     let d = TempDir::new("hooks-hung");
     let pidfile = d.path().join("hook.pid");

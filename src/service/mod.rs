@@ -154,8 +154,12 @@ pub enum AfterStop {
 /// What a service does once its `post_stop` hook has ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterPost {
-    /// Its process exited by itself: the restart policy decides.
+    /// Its process exited by itself, or could not be started: the restart
+    /// policy decides.
     Policy { uptime_ms: u64 },
+    /// Its `pre_start` failed: a failed start (restart policy, backoff,
+    /// start limit), whatever the hook's exit code.
+    FailedStart,
     /// It was stopped (or asked to stop or start meanwhile): as `then`
     /// says.
     Stop { since_ms: u64, then: AfterStop },
@@ -734,7 +738,13 @@ impl Service {
                 // Treated as an immediate failure: the restart policy and the
                 // crash-loop backoff apply, so a missing binary is retried
                 // slowly rather than in a tight loop.
-                self.after_exit(Exit::Code(127), 0, now, &mut out);
+                // `post_stop` runs after a start that failed too, as
+                // systemd's ExecStopPost does: it cleans up what
+                // `pre_start` or an earlier run left.
+                let exit = Exit::Code(127);
+                if !self.post_stop(exit, AfterPost::Policy { uptime_ms: 0 }, now, &mut out) {
+                    self.after_exit(exit, 0, now, &mut out);
+                }
             }
             (
                 State::Running {
@@ -856,8 +866,11 @@ impl Service {
                     self.last_error = Some(failure);
                     self.pre_start_passed = false;
                     self.state = State::Down;
-                    // A failed start: restart policy, backoff, start limit.
-                    self.after_failed_run(exit, 0, now, &mut out);
+                    // A failed start: restart policy, backoff, start limit,
+                    // after `post_stop` (it cleans up after `pre_start`).
+                    if !self.post_stop(exit, AfterPost::FailedStart, now, &mut out) {
+                        self.after_failed_run(exit, 0, now, &mut out);
+                    }
                 }
             }
             (
@@ -871,7 +884,7 @@ impl Service {
                 // Asked meanwhile: once the hook ends, as asked.
                 let since_ms = match then {
                     AfterPost::Stop { since_ms, .. } => since_ms,
-                    AfterPost::Policy { .. } => now,
+                    AfterPost::Policy { .. } | AfterPost::FailedStart => now,
                 };
                 let then = if input == Input::Stop {
                     AfterStop::StayDown
@@ -913,6 +926,7 @@ impl Service {
                     AfterPost::Policy { uptime_ms } => {
                         self.after_exit(exit, uptime_ms, now, &mut out)
                     }
+                    AfterPost::FailedStart => self.after_failed_run(exit, 0, now, &mut out),
                     AfterPost::Stop { since_ms, then } => {
                         self.after_stop(exit, since_ms, then, now, &mut out)
                     }
@@ -1598,7 +1612,13 @@ mod tests {
             })
         );
         assert_eq!(s.last_error.as_ref().map(ToString::to_string), Some(error));
-        // Retried by the policy (the first retry at once), hook first.
+        // post_stop cleans up first (as after any failed start), then it
+        // is retried by the policy (the first retry at once), hook first.
+        assert!(a.contains(&Action::RunHook {
+            kind: HookKind::PostStop,
+            exit: Some(Exit::Code(3))
+        }));
+        let a = s.step(hook_exited(HookKind::PostStop, Exit::Code(0), None), 25);
         assert_eq!(a.last(), Some(&Action::Spawn));
         assert!(s.pre_start_due());
     }
@@ -1667,6 +1687,60 @@ mod tests {
             .step(hook_exited(HookKind::PostStop, Exit::Code(1), None), 30)
             .is_empty());
         assert_eq!(s.state, State::Down);
+    }
+
+    #[test]
+    fn post_stop_runs_after_a_start_that_failed_then_the_policy_applies() {
+        // The binary could not be started: post_stop gets 127.
+        let mut s = hooked();
+        let a = s.step(
+            Input::SpawnFailed {
+                error: "cannot run /bin/x".into(),
+            },
+            0,
+        );
+        assert!(a.contains(&Action::RunHook {
+            kind: HookKind::PostStop,
+            exit: Some(Exit::Code(127))
+        }));
+        assert!(!a.contains(&Action::Spawn), "{a:?}");
+        assert_eq!(s.state_name(), "stopping");
+        // Then the policy: the first retry at once, the reason kept.
+        let a = s.step(hook_exited(HookKind::PostStop, Exit::Code(0), None), 5);
+        assert_eq!(a.last(), Some(&Action::Spawn), "{a:?}");
+        assert_eq!(
+            s.last_error.as_ref().map(ToString::to_string).as_deref(),
+            Some("cannot run /bin/x")
+        );
+
+        // pre_start failed: post_stop gets its exit, then a failed start.
+        let mut s = hooked();
+        s.step(Input::Start, 0);
+        s.step(Input::PreStart, 0);
+        let a = s.step(hook_exited(HookKind::PreStart, Exit::Code(3), None), 5);
+        assert!(a.contains(&Action::RunHook {
+            kind: HookKind::PostStop,
+            exit: Some(Exit::Code(3))
+        }));
+        let a = s.step(hook_exited(HookKind::PostStop, Exit::Code(0), None), 6);
+        assert_eq!(a.last(), Some(&Action::Spawn), "{a:?}");
+        assert!(matches!(s.last_error, Some(Failure::Hook { .. })));
+
+        // Without a restart: once post_stop ends, where it would be
+        // without the hook.
+        let failed = || Input::SpawnFailed {
+            error: "cannot run /bin/x".into(),
+        };
+        let mut bare = Service::new(unit(RestartPolicy::Never));
+        bare.step(failed(), 0);
+        let mut u = unit(RestartPolicy::Never);
+        u.post_stop = Some(vec!["/bin/post".into()]);
+        let mut s = Service::new(u);
+        s.step(failed(), 0);
+        assert_eq!(s.state_name(), "stopping");
+        s.step(hook_exited(HookKind::PostStop, Exit::Code(0), None), 5);
+        assert_eq!(s.state, bare.state);
+        assert_eq!(s.problem(), bare.problem());
     }
 
     fn oneshot(restart: RestartPolicy) -> Unit {
