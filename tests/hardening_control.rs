@@ -832,6 +832,59 @@ fn hashing_a_large_upgrade_does_not_delay_restarts() {
     assert_ne!(now, api);
 }
 
+#[test]
+fn hashing_a_large_rollback_does_not_delay_restarts() {
+    let dir = TempDir::new("hash-rollback");
+    write_sleepers(&dir);
+    let v1 = padded_sleep(&dir.path().join("opt/api/1.0/bin/api"), 48 << 20);
+    let v2 = padded_sleep(&dir.path().join("opt/api/2.0/bin/api"), 0);
+    let (sum1, sum2) = (sha256_of(&v1), sha256_of(&v2));
+    dir.write(
+        "units/api.toml",
+        &format!(
+            "exec = \"{}\"\nargs = [\"1000\"]\nversion = \"1.0\"\nsha256 = \"{sum1}\"\n",
+            v1.display()
+        ),
+    );
+    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+    z.expect("loaded");
+    let r = Run::on(dir, z);
+    let names = running_webs(&r);
+    r.wait_pid("api", None);
+    let up = [
+        "upgrade",
+        "api",
+        "--version",
+        "2.0",
+        "--sha256",
+        &sum2,
+        "--window",
+        "200ms",
+    ];
+    r.ok(&up);
+    let api = r.wait_pid("api", None);
+    let quiet = median_restart(&r, &names[..5]);
+
+    let zurg = r.z.host_pid();
+    let victims: Vec<i64> = names[5..].iter().map(|n| r.wait_pid(n, None)).collect();
+    let ticks = cpu_ticks(zurg);
+    let rollback = cli_in_background(&r, &["rollback", "api"]);
+    // The hashing of the 48 MiB 1.0 build has begun once zurg burns CPU.
+    wait_cpu(zurg, ticks + 20, "zurg never started hashing");
+    let during = slowest_restart(&r, &names[5..], &victims);
+    let overlapped = !rollback.is_finished();
+    let out = rollback.join().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    eprintln!("restart quiet {quiet:?}, while hashing a 48 MiB rollback {during:?}");
+    assert_prompt(during, quiet, "while a rollback was hashed");
+    assert!(
+        overlapped,
+        "the rollback was done before the restarts were measured"
+    );
+    assert_ne!(r.wait_pid("api", Some(api)), api);
+    assert_eq!(common::status_of(&r.dir, "api")["version"], "1.0");
+}
+
 // ------------------------------------------------------------ reload
 
 #[test]

@@ -237,6 +237,40 @@ fn upgrade_then_rollback_and_a_failed_upgrade_rolls_back_by_itself() {
 }
 
 #[test]
+fn a_rollback_to_a_build_changed_on_disk_is_refused_and_nothing_changes() {
+    let dir = TempDir::new("rollback-refused");
+    let (v1, sum1) = common::deploy_build(&dir, "api", "1.0", "/bin/sleep");
+    let (_v2, sum2) = common::deploy_build(&dir, "api", "2.0", "/bin/sleep");
+    dir.write("units/api.toml", &unit(&v1, "1.0", &sum1));
+    let mut z = run(&dir, &[]);
+    z.saw("[api] started pid");
+    let out = common::upgrade(&dir, "api", "2.0", &sum2, "200ms");
+    assert!(out.status.success(), "{out:?}");
+    let gpid2 = status_of(&dir, "api")["gpid"].clone();
+    // 1.0's binary is replaced by something else behind zurg's back.
+    std::fs::remove_file(&v1).unwrap();
+    std::fs::copy("/bin/true", &v1).unwrap();
+
+    let out = zurg(&dir, &["rollback", "api"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("previous build 1.0 refused"), "{err}");
+    assert!(err.contains("mismatch"), "{err}");
+    let st = status_of(&dir, "api");
+    assert_eq!(
+        (st["version"].as_str(), &st["gpid"]),
+        (Some("2.0"), &gpid2),
+        "{st}"
+    );
+    // And the way back is still there once the file is right again.
+    std::fs::remove_file(&v1).unwrap();
+    common::deploy_build(&dir, "api", "1.0", "/bin/sleep");
+    let out = zurg(&dir, &["rollback", "api"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(status_of(&dir, "api")["version"], "1.0");
+}
+
+#[test]
 fn a_running_binary_modified_or_replaced_on_disk_raises_a_warning() {
     let dir = TempDir::new("inotify");
     let (exec, sum) = deploy(&dir, "api", "1.0");

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 
 use mio::Token;
 
+use super::upgrade::Change;
 use super::worker::{Done, Job};
 use super::{Supervisor, TimerKey};
 use crate::control::proto::EventKind;
@@ -501,22 +502,10 @@ impl Supervisor {
                     ErrorCode::UnknownService,
                     format!("no service named `{name}`"),
                 ),
-                Some(slot) => {
-                    let old = self.slots.get(slot).and_then(|s| s.service.state.pid());
-                    match self.roll_back(slot, work) {
-                        Ok(_) => {
-                            let wait = self.wait_ms(&[slot], None);
-                            return self.park_with_pids(
-                                conn,
-                                id,
-                                vec![(slot, old)],
-                                Until::Restarted,
-                                wait,
-                            );
-                        }
-                        Err(e) => Reply::error(id, ErrorCode::Failed, e),
-                    }
-                }
+                Some(slot) => match self.roll_back(conn, id, slot, Change::Rollback, work) {
+                    Some(reply) => reply,
+                    None => return,
+                },
             },
             Verb::Reload => {
                 self.reload_later(Some((conn, id)), work);
@@ -641,6 +630,18 @@ impl Supervisor {
             .find(|(s, _)| *s == slot)
             .map(|(_, n)| n.clone());
         o
+    }
+
+    /// Answers a rollback once `slot` has restarted on the old build.
+    pub(super) fn await_rolled_back(
+        &mut self,
+        conn: ConnId,
+        id: u64,
+        slot: usize,
+        old_pid: Option<i32>,
+    ) {
+        let wait = self.wait_ms(&[slot], None);
+        self.park_with_pids(conn, id, vec![(slot, old_pid)], Until::Restarted, wait);
     }
 
     fn park_with_pids(

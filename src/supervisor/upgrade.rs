@@ -22,7 +22,7 @@ use crate::version::{Checksum, FileId};
 
 use super::worker::Job;
 
-/// An upgrade whose binary the worker is checking.
+/// An upgrade or rollback whose binary the worker is checking.
 #[derive(Debug)]
 pub struct UpgradeTicket {
     conn: ConnId,
@@ -30,7 +30,19 @@ pub struct UpgradeTicket {
     slot: usize,
     name: String,
     to: Build,
-    window_ms: Option<u64>,
+    change: Change,
+}
+
+/// What a checked build is for.
+#[derive(Debug)]
+pub(super) enum Change {
+    /// An `upgrade` request, with its window.
+    Upgrade { window_ms: Option<u64> },
+    /// A `rollback` request, answered once the service has restarted.
+    Rollback,
+    /// The way back from an upgrade that failed (`why`), answered with an
+    /// error saying so.
+    Recover { failed: Build, why: String },
 }
 
 /// How long a new build must stay up to count as started.
@@ -346,7 +358,7 @@ impl Supervisor {
                     slot,
                     name: name.to_string(),
                     to,
-                    window_ms,
+                    change: Change::Upgrade { window_ms },
                 }),
             };
             return worker.submit_request(id, job);
@@ -361,8 +373,8 @@ impl Supervisor {
         self.apply_upgrade(conn, id, slot, from, to, window_ms, None, work)
     }
 
-    /// The worker has checked an upgrade's binary: go on with it, or say
-    /// why not.
+    /// The worker has checked an upgrade's or a rollback's binary: go on
+    /// with it, or say why not.
     pub(super) fn verified_upgrade(
         &mut self,
         ticket: UpgradeTicket,
@@ -375,8 +387,22 @@ impl Supervisor {
             slot,
             name,
             to,
-            window_ms,
+            change,
         } = ticket;
+        let window_ms = match change {
+            Change::Upgrade { window_ms } => window_ms,
+            Change::Rollback | Change::Recover { .. } => {
+                let back = Rollback {
+                    conn,
+                    id,
+                    slot,
+                    name,
+                    to,
+                    change,
+                };
+                return self.verified_rollback(back, result, work);
+            }
+        };
         let reply = if self.phase != super::Phase::Running {
             Some(Reply::error(
                 id,
@@ -543,19 +569,13 @@ impl Supervisor {
                         u.to.label(),
                         u.from.label()
                     );
-                    let rolled = self.roll_back(u.slot, work);
-                    let msg = match rolled {
-                        Ok(b) => format!(
-                            "upgrade to {} failed: {why}; rolled back to {}",
-                            u.to.label(),
-                            b.label()
-                        ),
-                        Err(e) => format!(
-                            "upgrade to {} failed: {why}; rollback failed too: {e}",
-                            u.to.label()
-                        ),
+                    let recover = Change::Recover {
+                        failed: u.to.clone(),
+                        why,
                     };
-                    self.reply(u.conn, &Reply::error(u.id, ErrorCode::Failed, msg));
+                    if let Some(reply) = self.roll_back(u.conn, u.id, u.slot, recover, work) {
+                        self.reply(u.conn, &reply);
+                    }
                 }
             }
         }
@@ -567,21 +587,61 @@ impl Supervisor {
             .map_or_else(String::new, |s| s.service.name().to_string())
     }
 
-    /// Goes back to the previous build and restarts on it.
+    /// Goes back to the previous build and restarts on it, for a
+    /// `rollback` request or after a failed upgrade. A checksummed build is
+    /// hashed by the worker first (a large binary takes seconds), so the
+    /// answer may come later: `None` then.
     pub(super) fn roll_back(
         &mut self,
+        conn: ConnId,
+        id: u64,
         slot: usize,
+        change: Change,
         work: &mut VecDeque<(usize, Input)>,
-    ) -> Result<Build, String> {
+    ) -> Option<Reply> {
         let name = self.slot_name_of(slot);
-        let entry = self
+        let back = match self.previous_build(&name) {
+            Ok(to) => Rollback {
+                conn,
+                id,
+                slot,
+                name,
+                to,
+                change,
+            },
+            Err(e) => return Some(Rollback::refused(id, &change, &e)),
+        };
+        match (&self.worker, back.to.checksum()) {
+            (Some(worker), Ok(Some(want))) => {
+                let job = Job::Verify {
+                    path: back.to.exec.clone(),
+                    want,
+                    ticket: Box::new(UpgradeTicket {
+                        conn,
+                        id,
+                        slot,
+                        name: back.name,
+                        to: back.to,
+                        change: back.change,
+                    }),
+                };
+                worker.submit_request(id, job)
+            }
+            _ => {
+                // No checksum: a stat is all there is to check.
+                let result = back.to.verify().map(|()| None);
+                self.finish_roll_back(back, result, work)
+            }
+        }
+    }
+
+    /// The build `rollback` would go back to, if it may.
+    fn previous_build(&self, name: &str) -> Result<Build, String> {
+        let previous = self
             .overrides
             .services
-            .get_mut(&name)
-            .ok_or("no earlier build to go back to")?;
-        let previous = entry
-            .previous
-            .last()
+            .get(name)
+            .and_then(|o| o.previous.last())
             .cloned()
             .ok_or("no earlier build to go back to")?;
         if self.opts.strict && previous.checksum.is_none() {
@@ -590,20 +650,131 @@ impl Supervisor {
                 previous.label()
             ));
         }
-        previous
-            .verify()
-            .map_err(|e| format!("previous build {} refused: {e}", previous.label()))?;
+        if let Some(v) = &previous.version {
+            crate::unit::parse::versioned_path(&previous.exec, v)
+                .map_err(|e| format!("previous build {} refused: {e}", previous.label()))?;
+        }
+        Ok(previous)
+    }
+
+    /// The worker has hashed the build a rollback goes back to.
+    fn verified_rollback(
+        &mut self,
+        back: Rollback,
+        result: Result<(FileId, Checksum), String>,
+        work: &mut VecDeque<(usize, Input)>,
+    ) {
+        let (conn, id) = (back.conn, back.id);
+        let reply = if self.phase != super::Phase::Running {
+            Some(Reply::error(
+                id,
+                ErrorCode::ShuttingDown,
+                "zurg is shutting down",
+            ))
+        } else if self.by_name.get(&back.name) != Some(&back.slot) {
+            Some(Reply::error(
+                id,
+                ErrorCode::UnknownService,
+                format!("no service named `{}` any more", back.name),
+            ))
+        } else {
+            self.finish_roll_back(back, result.map(Some), work)
+        };
+        if let Some(reply) = reply {
+            self.reply(conn, &reply);
+        }
+    }
+
+    /// Switches to the checked previous build (unless the check failed, or
+    /// the history changed while it ran) and restarts on it.
+    fn finish_roll_back(
+        &mut self,
+        back: Rollback,
+        checked: Result<Option<(FileId, Checksum)>, String>,
+        work: &mut VecDeque<(usize, Input)>,
+    ) -> Option<Reply> {
+        let Rollback {
+            conn,
+            id,
+            slot,
+            name,
+            to,
+            change,
+        } = back;
+        let digest = match checked {
+            Ok(digest) => digest,
+            Err(e) => {
+                let e = format!("previous build {} refused: {e}", to.label());
+                return Some(Rollback::refused(id, &change, &e));
+            }
+        };
+        let Some(entry) = self.overrides.services.get_mut(&name) else {
+            return Some(Rollback::refused(
+                id,
+                &change,
+                "no earlier build to go back to",
+            ));
+        };
+        if entry.previous.last() != Some(&to) {
+            let e = "the builds changed while the previous one was checked; nothing changed";
+            return Some(Rollback::refused(id, &change, e));
+        }
         entry.previous.pop();
-        entry.current = Some(previous.clone());
+        entry.current = Some(to.clone());
         if let Err(e) = self.save_overrides() {
             crate::log!("warning: {e}");
         }
-        self.set_build(slot, &previous)?;
-        crate::log!("[{name}] rolling back to {}", previous.label());
-        self.journal_build(slot, crate::journal::Kind::Rollback, &previous);
+        if let Err(e) = self.set_build(slot, &to) {
+            return Some(Rollback::refused(id, &change, &e));
+        }
+        if let Some(s) = self.slots.get_mut(slot) {
+            s.digest_cache = digest;
+        }
+        crate::log!("[{name}] rolling back to {}", to.label());
+        self.journal_build(slot, crate::journal::Kind::Rollback, &to);
+        let old_pid = self.slots.get(slot).and_then(|s| s.service.state.pid());
         work.push_back((slot, Input::Restart));
         self.process(work);
-        Ok(previous)
+        match change {
+            Change::Rollback | Change::Upgrade { .. } => {
+                self.await_rolled_back(conn, id, slot, old_pid);
+                None
+            }
+            Change::Recover { failed, why } => Some(Reply::error(
+                id,
+                ErrorCode::Failed,
+                format!(
+                    "upgrade to {} failed: {why}; rolled back to {}",
+                    failed.label(),
+                    to.label()
+                ),
+            )),
+        }
+    }
+}
+
+/// A rollback on its way: what `UpgradeTicket` carries for one.
+struct Rollback {
+    conn: ConnId,
+    id: u64,
+    slot: usize,
+    name: String,
+    to: Build,
+    change: Change,
+}
+
+impl Rollback {
+    /// The answer when the way back is refused: for a failed upgrade, that
+    /// it failed and could not be undone.
+    fn refused(id: u64, change: &Change, e: &str) -> Reply {
+        let msg = match change {
+            Change::Recover { failed, why } => format!(
+                "upgrade to {} failed: {why}; rollback failed too: {e}",
+                failed.label()
+            ),
+            Change::Rollback | Change::Upgrade { .. } => e.to_string(),
+        };
+        Reply::error(id, ErrorCode::Failed, msg)
     }
 }
 
