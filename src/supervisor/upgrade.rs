@@ -381,42 +381,25 @@ impl Supervisor {
         result: Result<(FileId, Checksum), String>,
         work: &mut VecDeque<(usize, Input)>,
     ) {
-        let UpgradeTicket {
-            conn,
-            id,
-            slot,
-            name,
-            to,
-            change,
-        } = ticket;
-        let window_ms = match change {
-            Change::Upgrade { window_ms } => window_ms,
-            Change::Rollback | Change::Recover { .. } => {
-                let back = Rollback {
-                    conn,
-                    id,
-                    slot,
-                    name,
-                    to,
-                    change,
-                };
-                return self.verified_rollback(back, result, work);
-            }
-        };
-        let reply = if self.phase != super::Phase::Running {
+        let (conn, id) = (ticket.conn, ticket.id);
+        let gone = if self.phase != super::Phase::Running {
             Some(Reply::error(
                 id,
                 ErrorCode::ShuttingDown,
                 "zurg is shutting down",
             ))
-        } else if self.by_name.get(&name) != Some(&slot) {
+        } else if self.by_name.get(&ticket.name) != Some(&ticket.slot) {
             Some(Reply::error(
                 id,
                 ErrorCode::UnknownService,
-                format!("no service named `{name}` any more"),
+                format!("no service named `{}` any more", ticket.name),
             ))
         } else {
-            match (result, self.slots.get(slot)) {
+            None
+        };
+        let reply = match (gone, &ticket.change) {
+            (Some(reply), _) => Some(reply),
+            (None, Change::Upgrade { window_ms }) => match (result, self.slots.get(ticket.slot)) {
                 (Err(e), _) => Some(Reply::error(
                     id,
                     ErrorCode::Failed,
@@ -424,13 +407,17 @@ impl Supervisor {
                 )),
                 (Ok(digest), Some(s)) => {
                     let from = Build::of(&s.service.unit);
+                    let (slot, to, window_ms) = (ticket.slot, ticket.to, *window_ms);
                     self.apply_upgrade(conn, id, slot, from, to, window_ms, Some(digest), work)
                 }
                 (Ok(_), None) => Some(Reply::error(
                     id,
                     ErrorCode::UnknownService,
-                    format!("no service named `{name}` any more"),
+                    format!("no service named `{}` any more", ticket.name),
                 )),
+            },
+            (None, Change::Rollback | Change::Recover { .. }) => {
+                self.finish_roll_back(ticket, result.map(Some), work)
             }
         };
         if let Some(reply) = reply {
@@ -601,7 +588,7 @@ impl Supervisor {
     ) -> Option<Reply> {
         let name = self.slot_name_of(slot);
         let back = match self.previous_build(&name) {
-            Ok(to) => Rollback {
+            Ok(to) => UpgradeTicket {
                 conn,
                 id,
                 slot,
@@ -609,21 +596,14 @@ impl Supervisor {
                 to,
                 change,
             },
-            Err(e) => return Some(Rollback::refused(id, &change, &e)),
+            Err(e) => return Some(rollback_refused(id, &change, &e)),
         };
         match (&self.worker, back.to.checksum()) {
             (Some(worker), Ok(Some(want))) => {
                 let job = Job::Verify {
                     path: back.to.exec.clone(),
                     want,
-                    ticket: Box::new(UpgradeTicket {
-                        conn,
-                        id,
-                        slot,
-                        name: back.name,
-                        to: back.to,
-                        change: back.change,
-                    }),
+                    ticket: Box::new(back),
                 };
                 worker.submit_request(id, job)
             }
@@ -657,43 +637,15 @@ impl Supervisor {
         Ok(previous)
     }
 
-    /// The worker has hashed the build a rollback goes back to.
-    fn verified_rollback(
-        &mut self,
-        back: Rollback,
-        result: Result<(FileId, Checksum), String>,
-        work: &mut VecDeque<(usize, Input)>,
-    ) {
-        let (conn, id) = (back.conn, back.id);
-        let reply = if self.phase != super::Phase::Running {
-            Some(Reply::error(
-                id,
-                ErrorCode::ShuttingDown,
-                "zurg is shutting down",
-            ))
-        } else if self.by_name.get(&back.name) != Some(&back.slot) {
-            Some(Reply::error(
-                id,
-                ErrorCode::UnknownService,
-                format!("no service named `{}` any more", back.name),
-            ))
-        } else {
-            self.finish_roll_back(back, result.map(Some), work)
-        };
-        if let Some(reply) = reply {
-            self.reply(conn, &reply);
-        }
-    }
-
     /// Switches to the checked previous build (unless the check failed, or
     /// the history changed while it ran) and restarts on it.
     fn finish_roll_back(
         &mut self,
-        back: Rollback,
+        back: UpgradeTicket,
         checked: Result<Option<(FileId, Checksum)>, String>,
         work: &mut VecDeque<(usize, Input)>,
     ) -> Option<Reply> {
-        let Rollback {
+        let UpgradeTicket {
             conn,
             id,
             slot,
@@ -705,11 +657,11 @@ impl Supervisor {
             Ok(digest) => digest,
             Err(e) => {
                 let e = format!("previous build {} refused: {e}", to.label());
-                return Some(Rollback::refused(id, &change, &e));
+                return Some(rollback_refused(id, &change, &e));
             }
         };
         let Some(entry) = self.overrides.services.get_mut(&name) else {
-            return Some(Rollback::refused(
+            return Some(rollback_refused(
                 id,
                 &change,
                 "no earlier build to go back to",
@@ -717,7 +669,7 @@ impl Supervisor {
         };
         if entry.previous.last() != Some(&to) {
             let e = "the builds changed while the previous one was checked; nothing changed";
-            return Some(Rollback::refused(id, &change, e));
+            return Some(rollback_refused(id, &change, e));
         }
         entry.previous.pop();
         entry.current = Some(to.clone());
@@ -725,7 +677,7 @@ impl Supervisor {
             crate::log!("warning: {e}");
         }
         if let Err(e) = self.set_build(slot, &to) {
-            return Some(Rollback::refused(id, &change, &e));
+            return Some(rollback_refused(id, &change, &e));
         }
         if let Some(s) = self.slots.get_mut(slot) {
             s.digest_cache = digest;
@@ -753,29 +705,17 @@ impl Supervisor {
     }
 }
 
-/// A rollback on its way: what `UpgradeTicket` carries for one.
-struct Rollback {
-    conn: ConnId,
-    id: u64,
-    slot: usize,
-    name: String,
-    to: Build,
-    change: Change,
-}
-
-impl Rollback {
-    /// The answer when the way back is refused: for a failed upgrade, that
-    /// it failed and could not be undone.
-    fn refused(id: u64, change: &Change, e: &str) -> Reply {
-        let msg = match change {
-            Change::Recover { failed, why } => format!(
-                "upgrade to {} failed: {why}; rollback failed too: {e}",
-                failed.label()
-            ),
-            Change::Rollback | Change::Upgrade { .. } => e.to_string(),
-        };
-        Reply::error(id, ErrorCode::Failed, msg)
-    }
+/// The answer when the way back is refused: for a failed upgrade, that it
+/// failed and could not be undone.
+fn rollback_refused(id: u64, change: &Change, e: &str) -> Reply {
+    let msg = match change {
+        Change::Recover { failed, why } => format!(
+            "upgrade to {} failed: {why}; rollback failed too: {e}",
+            failed.label()
+        ),
+        Change::Rollback | Change::Upgrade { .. } => e.to_string(),
+    };
+    Reply::error(id, ErrorCode::Failed, msg)
 }
 
 #[cfg(test)]
