@@ -22,8 +22,10 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import zurgrun  # noqa: E402
 
 ZURG = sys.argv[1] if len(sys.argv) > 1 else "target/debug/zurg"
 KILLS = int(sys.argv[2]) if len(sys.argv) > 2 else 30
@@ -53,10 +55,7 @@ def layout(kind):
 
 
 def cli(env, *args):
-    # No check: `status` exits 1 while a killed service restarts after a
-    # failure; its JSON answer is complete all the same.
-    out = subprocess.run([ZURG, *args], env=env, capture_output=True)
-    return json.loads(out.stdout)["result"]
+    return zurgrun.cli(ZURG, env, *args)
 
 
 def events(env):
@@ -64,20 +63,8 @@ def events(env):
 
 
 def run(kind):
-    tmp = tempfile.mkdtemp(prefix=f"zurg-deps-{kind}-")
-    units_dir = os.path.join(tmp, "units")
-    os.mkdir(units_dir)
-    for name, text in layout(kind).items():
-        with open(os.path.join(units_dir, f"{name}.toml"), "w") as f:
-            f.write(text)
-    sock = os.path.join(tmp, "sock")
-    env = dict(os.environ, ZURG_SOCKET=sock)
     t0_us = time.time_ns() // 1000
-    z = subprocess.Popen(
-        [ZURG, "run", "--units", units_dir, "--socket", sock, "--state", os.path.join(tmp, "state")],
-        stderr=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-    )
+    _tmp, env, z = zurgrun.start(ZURG, layout(kind), f"zurg-deps-{kind}-")
     try:
         deadline = time.time() + 30
         while True:

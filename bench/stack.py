@@ -28,6 +28,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import zurgrun  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ZURG = sys.argv[1] if len(sys.argv) > 1 else "target/release/zurg"
 DELAY = int(sys.argv[2]) if len(sys.argv) > 2 else 100
@@ -59,8 +62,7 @@ def layout(kind, port=None):
 
 
 def cli(env, *args):
-    out = subprocess.run([ZURG, *args], env=env, capture_output=True)
-    return json.loads(out.stdout)["result"]
+    return zurgrun.cli(ZURG, env, *args)
 
 
 def switches(pid):
@@ -94,22 +96,10 @@ def run(kind):
     if kind == "checks":
         listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
         port = listener.getsockname()[1]
-    tmp = tempfile.mkdtemp(prefix=f"zurg-stack-{kind}-")
-    units_dir = os.path.join(tmp, "units")
-    os.mkdir(units_dir)
     units = layout(kind, port)
-    for name, text in units.items():
-        with open(os.path.join(units_dir, f"{name}.toml"), "w") as f:
-            f.write(text)
-    sock = os.path.join(tmp, "sock")
-    env = dict(os.environ, ZURG_SOCKET=sock)
     want = "started" if kind == "raw" else "ready"
     t0_us = time.time_ns() // 1000
-    z = subprocess.Popen(
-        [ZURG, "run", "--units", units_dir, "--socket", sock, "--state", os.path.join(tmp, "state")],
-        stderr=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-    )
+    _tmp, env, z = zurgrun.start(ZURG, units, f"zurg-stack-{kind}-")
     try:
         deadline = time.time() + 60
         while True:
