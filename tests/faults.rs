@@ -620,7 +620,7 @@ fn a_service_with_ten_thousand_children_does_not_hold_zurg_up_and_stop_kills_the
     dir.write(
         "units/swarm.toml",
         &format!(
-            "exec = \"/bin/sh\"\nargs = [\"-c\", \"i=0; while [ $i -lt {CHILDREN} ]; do : < {} & i=$((i+1)); done; echo spawned; wait\"]\nkill_mode = \"group\"\nstop_timeout_ms = 5000\n",
+            "exec = \"/bin/sh\"\nargs = [\"-c\", \"i=0; while [ $i -lt {CHILDREN} ]; do : < {} & i=$((i+1)); done; echo spawned >&2; wait\"]\nkill_mode = \"group\"\nstop_timeout_ms = 5000\n",
             fifo.display()
         ),
     );
@@ -628,7 +628,7 @@ fn a_service_with_ten_thousand_children_does_not_hold_zurg_up_and_stop_kills_the
     let mut z = common::run_in(&dir, Mode::Pid1, &[]);
     z.expect("[other] started pid");
     // zurg answers and restarts another service while the swarm grows.
-    let mut restarts = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
     while !z.lines_now().iter().any(|l| l.contains("swarm | spawned")) {
         let t = Instant::now();
         restart(&dir, "other");
@@ -637,8 +637,14 @@ fn a_service_with_ten_thousand_children_does_not_hold_zurg_up_and_stop_kills_the
             "a restart took {:?}",
             t.elapsed()
         );
-        restarts += 1;
-        assert!(restarts < 1000, "the swarm never finished spawning");
+        assert!(
+            Instant::now() < deadline,
+            "the swarm never finished spawning: {} processes",
+            z.descendants().len()
+        );
+        // The rhythm of the restarts, not a wait for anything: the swarm
+        // needs the CPU more than the restarts do.
+        std::thread::sleep(Duration::from_millis(100));
     }
     assert!(
         z.descendants().len() > CHILDREN,
@@ -682,9 +688,30 @@ fn a_zurg_killed_mid_write_keeps_history_up_to_the_torn_record_and_appends_after
             all_records(&dir).len() >= kept.len() + 200
         });
         let before = all_records(&dir);
+        let killed = z.host_pid();
         z.signal(9);
         z.wait_exit();
         drop(z);
+        // Its threads gone too, so its lock is free.
+        eventually("the killed zurg gone", || common::state(killed).is_none());
+        let lock = dir.path().join("state/lock");
+        let holders = || -> Vec<(i32, String, Option<char>)> {
+            ns.processes()
+                .into_iter()
+                .filter(|p| {
+                    std::fs::read_dir(format!("/proc/{p}/fd")).is_ok_and(|fds| {
+                        fds.flatten()
+                            .any(|f| std::fs::read_link(f.path()).is_ok_and(|t| t == lock))
+                    })
+                })
+                .map(|p| (p, common::cmdline(p), common::state(p)))
+                .collect()
+        };
+        let t = Instant::now();
+        while !holders().is_empty() {
+            assert!(t.elapsed() < DEADLINE, "lock still held by {:?}", holders());
+            std::thread::sleep(Duration::from_millis(10));
+        }
 
         let mut z = common::run_in(&dir, Mode::PlainInPidNs(ns.init()), &[]);
         z.expect("loaded");
@@ -816,7 +843,7 @@ fn a_publisher_killed_every_few_hundred_ms_gets_each_of_1000_exits_once() {
     }
     assert!(kills >= 3, "the loop outran the faults: {kills} kills");
     eventually("the crash loop's end", || {
-        status_of(&dir, "crash")["state"] == "stopped"
+        status_of(&dir, "crash")["state"] == "exited"
     });
     let fwd = forwarder_state(&dir, |s| s["connected"] == true && s["acked"] == s["seq"]);
     assert_eq!(fwd["dropped"], 0, "{fwd}");
@@ -827,7 +854,7 @@ fn a_publisher_killed_every_few_hundred_ms_gets_each_of_1000_exits_once() {
 #[test]
 fn a_link_cut_during_a_crash_loop_loses_and_repeats_no_event() {
     use common::naming::{forwarder_state, Net, Publisher};
-    const EXITS: usize = 300;
+    const EXITS: usize = 600;
     let net = Net::new(1);
     let hub = Some(net.hub.as_str());
     let addr = format!("{}:7301", net.hub_ip());
@@ -842,6 +869,7 @@ fn a_link_cut_during_a_crash_loop_loses_and_repeats_no_event() {
         &["--publish", &addr],
     );
     z.expect("[crash] started pid");
+    forwarder_state(&dir, |s| s["connected"] == true);
     eventually("50 exits", || exits_so_far(&dir) >= 50);
     // Cut at the hub's end of the cable: packets vanish, no error anywhere.
     let link = |state: &str| {
@@ -858,10 +886,16 @@ fn a_link_cut_during_a_crash_loop_loses_and_repeats_no_event() {
     link("down");
     // Down long enough for the forwarder to notice the silence (a lease).
     forwarder_state(&dir, |s| s["connected"] == false);
-    assert!(exits_so_far(&dir) > 50);
+    let noticed = exits_so_far(&dir);
+    assert!(
+        noticed < EXITS,
+        "the crash loop ended before the cut was noticed"
+    );
+    // The crash loop goes on meanwhile.
+    eventually("exits while cut", || exits_so_far(&dir) >= noticed + 20);
     link("up");
     eventually("the crash loop's end", || {
-        status_of(&dir, "crash")["state"] == "stopped"
+        status_of(&dir, "crash")["state"] == "exited"
     });
     let fwd = forwarder_state(&dir, |s| s["connected"] == true && s["acked"] == s["seq"]);
     assert_eq!(fwd["dropped"], 0, "{fwd}");
