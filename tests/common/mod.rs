@@ -15,6 +15,7 @@ pub mod browser;
 pub mod etcd;
 pub mod naming;
 pub mod run;
+pub mod vm;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
