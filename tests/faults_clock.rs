@@ -133,7 +133,7 @@ fn timers_keep_their_durations_and_gpids_increase_across_wall_clock_jumps() {
     assert_eq!(stop.len(), 2, "{text}");
     let took = stop[1] - stop[0];
     assert!(
-        (2.9..5.0).contains(&took),
+        (2.9..6.0).contains(&took),
         "the stop took {took} s; console:\n{text}"
     );
 
