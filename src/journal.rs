@@ -955,10 +955,9 @@ pub(crate) mod tests {
         let d = tmp("full");
         let (mut j, _) = Journal::open(&d, DEFAULT_LIMIT).unwrap();
         assert!(matches!(j.append(&rec(0)), Appended::Written));
-        let healthy = std::mem::replace(
-            &mut j.file,
-            Some(OpenOptions::new().append(true).open("/dev/full").unwrap()),
-        );
+        let healthy = j
+            .file
+            .replace(OpenOptions::new().append(true).open("/dev/full").unwrap());
         let first = j.append(&rec(1));
         let line = first.log_line().unwrap();
         assert!(matches!(first, Appended::Failed(_)), "{first:?}");

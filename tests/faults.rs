@@ -411,6 +411,75 @@ fn a_fork_refused_for_the_process_limit_is_retried_with_backoff_until_it_works()
     assert_eq!(st["last_error"], Value::Null, "{st}");
 }
 
+#[test]
+fn out_of_descriptors_under_a_client_flood_services_keep_restarting_and_zurg_recovers() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::net::UnixStream;
+    let dir = TempDir::new("emfile-flood");
+    for i in 0..5 {
+        dir.write(
+            &format!("units/c{i}.toml"),
+            "exec = \"/bin/sh\"\nargs = [\"-c\", \"sleep 0.2; exit 3\"]\nbackoff = { initial_ms = 50, max_ms = 50 }\n",
+        );
+    }
+    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+    z.expect("[c4] started pid");
+    let out = Command::new("prlimit")
+        .args(["--pid", &z.host_pid().to_string(), "--nofile=64:64"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "prlimit: {out:?}");
+
+    // 200 clients connect and hold on: more than zurg has descriptors.
+    // Connecting runs on a thread, since a full backlog would block it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sock = dir.path().join("control.sock");
+    std::thread::spawn(move || {
+        let held: Vec<UnixStream> = (0..200)
+            .map(|_| UnixStream::connect(&sock).unwrap())
+            .collect();
+        let _ = tx.send(held);
+    });
+    let held = rx
+        .recv_timeout(DEADLINE)
+        .expect("200 connects did not complete: zurg stopped accepting");
+    let last = held.last().unwrap();
+    last.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut line = String::new();
+    BufReader::new(last).read_line(&mut line).unwrap();
+    assert!(line.contains("out of file descriptors"), "{line:?}");
+
+    // While no descriptor is free, every service is restarted again and
+    // again, each exit with its status.
+    let restarted = |z: &mut Zurg, i: usize| count(z, &format!("[c{i}] started pid"));
+    let before: Vec<usize> = (0..5).map(|i| restarted(&mut z, i)).collect();
+    let t = Instant::now();
+    while (0..5).any(|i| restarted(&mut z, i) < before[i] + 3) {
+        assert!(t.elapsed() < DEADLINE, "restarts stalled: {:?}", z.seen);
+        let _ = z.try_wait_line(Duration::from_millis(100), &|_: &str| false);
+    }
+    drop(held);
+    // Descriptors back: zurg answers again, and nothing was lost.
+    eventually("zurg answering again", || {
+        serde_json::from_slice::<Value>(&cli(&dir, &["status", "--json"]).stdout)
+            .is_ok_and(|v| v["ok"] == true)
+    });
+    let said = z.lines_now().join("\n");
+    assert!(!said.contains("cannot create a process"), "{said}");
+    for i in 0..5 {
+        let name = format!("c{i}");
+        let h = history(&dir, &name);
+        let exits: Vec<_> = h.iter().filter(|r| r["kind"] == "exit").collect();
+        let starts = h.iter().filter(|r| r["kind"] == "start").count();
+        assert!(exits.len() >= before[i] + 2, "{name}: {h:?}");
+        assert!(starts >= exits.len(), "{name}: {h:?}");
+        assert!(
+            exits.iter().all(|r| r["exit"]["code"] == 3),
+            "{name}: {h:?}"
+        );
+    }
+}
+
 /// Host pids of the processes zurg (host pid `zurg`) holds a pidfd for.
 fn pidfd_targets(zurg: i32) -> BTreeSet<i32> {
     let mut out = BTreeSet::new();
