@@ -399,6 +399,30 @@ fn a_fork_refused_for_the_process_limit_is_retried_with_backoff_until_it_works()
         "{st}"
     );
     assert!(z.child.try_wait().unwrap().is_none(), "zurg exited");
+    // ... and the events say so, naming the failure, each followed by a
+    // restart after a growing delay.
+    let events = json(&dir, &["events"]);
+    let events = events.as_array().unwrap();
+    let failed: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "spawn_failed")
+        .collect();
+    assert!(failed.len() >= 3, "{events:?}");
+    for e in &failed {
+        let message = e["message"].as_str().unwrap();
+        assert!(
+            message.contains(
+                "cannot create a process for /bin/sleep: Resource temporarily unavailable"
+            ),
+            "{e}"
+        );
+    }
+    let delays: Vec<u64> = events
+        .iter()
+        .filter(|e| e["kind"] == "restarting")
+        .map(|e| e["delay_ms"].as_u64().unwrap())
+        .collect();
+    assert_eq!(delays[..3], [0, 100, 200], "{events:?}");
 
     // The limit lifted (its other processes exit): the service runs again.
     for mut h in hogs {
