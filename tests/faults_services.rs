@@ -105,6 +105,10 @@ fn a_service_that_closes_its_output_does_not_make_zurg_spin() {
     let window = Instant::now();
     std::thread::sleep(Duration::from_secs(1));
     let used = cpu_ticks(zurg) - before;
+    eprintln!(
+        "zurg beside a service with closed output: {used} CPU ticks in {:?}",
+        window.elapsed()
+    );
     let ticks = common::clock_ticks();
     assert!(
         used * 100 <= ticks * 2 * window.elapsed().as_secs().max(1),
@@ -135,6 +139,7 @@ fn a_service_with_ten_thousand_children_does_not_hold_zurg_up_and_stop_kills_the
     z.expect("[other] started pid");
     // zurg answers and restarts another service while the swarm grows.
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut restarts = 0;
     while !z.lines_now().iter().any(|l| l.contains("swarm | spawned")) {
         let t = Instant::now();
         restart(&dir, "other");
@@ -148,6 +153,7 @@ fn a_service_with_ten_thousand_children_does_not_hold_zurg_up_and_stop_kills_the
             "the swarm never finished spawning: {} processes",
             z.descendants().len()
         );
+        restarts += 1;
         // The rhythm of the restarts, not a wait for anything: the swarm
         // needs the CPU more than the restarts do.
         std::thread::sleep(Duration::from_millis(100));
@@ -162,9 +168,15 @@ fn a_service_with_ten_thousand_children_does_not_hold_zurg_up_and_stop_kills_the
     restart(&dir, "other");
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
 
+    let stopping = Instant::now();
     ok(&dir, &["stop", "swarm"]);
+    let stopped = stopping.elapsed();
     assert_eq!(status_of(&dir, "swarm")["state"], "stopped");
     // Every child got the stop signal and was reaped; `other` alone runs.
     eventually("only other left", || z.descendants().len() == 1);
+    eprintln!(
+        "10,000 children: {restarts} restarts of another service while they were forked; stop answered in {stopped:?}, all reaped in {:?}",
+        stopping.elapsed()
+    );
     assert_eq!(status_of(&dir, "other")["state"], "running");
 }
