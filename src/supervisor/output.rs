@@ -308,7 +308,12 @@ impl Supervisor {
         let Some(s) = self.slots.get(slot) else {
             return;
         };
-        if !s.retired || !s.service.state.is_down() {
+        let open = self
+            .outputs
+            .slots
+            .get(slot)
+            .is_some_and(|pair| pair.iter().any(Option::is_some));
+        if !s.retired || !s.service.state.is_down() || !open {
             return;
         }
         self.drain_slot_output(slot);
