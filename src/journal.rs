@@ -324,7 +324,9 @@ pub fn decode_matching(data: &[u8], only: Option<&Only>) -> (Vec<Record>, usize,
 #[derive(Debug)]
 pub struct Journal {
     dir: PathBuf,
-    file: File,
+    /// None while the journal could not be opened (a read-only or missing
+    /// state directory): every append tries again.
+    file: Option<File>,
     size: u64,
     limit: u64,
     /// Records not written since the last successful append.
@@ -374,7 +376,7 @@ impl Journal {
         Ok((
             Journal {
                 dir: dir.to_path_buf(),
-                file,
+                file: Some(file),
                 size: good as u64,
                 limit,
                 lost: 0,
@@ -384,10 +386,64 @@ impl Journal {
         ))
     }
 
+    /// A journal in `dir` that could not be opened (`open` failed, and the
+    /// caller has said so): each append tries to open it again, so history
+    /// resumes once the state directory is writable, and the records lost
+    /// meanwhile are counted like those of a full disk.
+    pub fn unopened(dir: &Path, limit: u64) -> Journal {
+        Journal {
+            dir: dir.to_path_buf(),
+            file: None,
+            size: 0,
+            limit,
+            lost: 0,
+            out_of_space: false,
+        }
+    }
+
+    /// Opens the file for a journal that had none, without reading it (it
+    /// may be large, and this runs on the loop): a torn tail left by an
+    /// earlier life stays, and readers skip it as any damaged record.
+    fn reopen(&mut self) -> Result<(), JournalError> {
+        let path = current(&self.dir);
+        let open_err = |source| JournalError::Open {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&self.dir).map_err(open_err)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(open_err)?;
+        self.size = file.metadata().map_err(open_err)?.len();
+        self.file = Some(file);
+        Ok(())
+    }
+
     /// Appends one record. A failed write (a full disk) does not stop the
     /// journal: every later append tries again, and the records that could
     /// not be written are counted so the resumption can say how many.
     pub fn append(&mut self, record: &Record) -> Appended {
+        if self.file.is_none() {
+            // The failure to open was reported when it happened: until the
+            // file opens, each record only counts as lost.
+            if self.reopen().is_err() {
+                self.lost = self.lost.saturating_add(1);
+                return Appended::Lost;
+            }
+            return match self.write(&frame(record)) {
+                Ok(()) => Appended::Resumed {
+                    lost: std::mem::take(&mut self.lost),
+                },
+                Err(e) => {
+                    self.lost = self.lost.saturating_add(1);
+                    self.out_of_space = e.is_out_of_space();
+                    Appended::Lost
+                }
+            };
+        }
         // Near a full disk, small records may still fit in a file's last
         // block while larger ones fail; waiting for real headroom keeps
         // that from flapping between failed and resumed.
@@ -415,7 +471,8 @@ impl Journal {
     // fsblkcnt_t and c_ulong are u64 here but not on every target.
     #[allow(clippy::useless_conversion)]
     fn has_headroom(&self) -> bool {
-        nix::sys::statvfs::fstatvfs(&self.file).map_or(true, |st| {
+        let Some(file) = &self.file else { return true };
+        nix::sys::statvfs::fstatvfs(file).map_or(true, |st| {
             u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size()))
                 >= RESUME_HEADROOM
         })
@@ -425,15 +482,19 @@ impl Journal {
         if self.size > 0 && self.size + bytes.len() as u64 > self.limit {
             self.rotate()?;
         }
-        if let Err(source) = self.file.write_all(bytes) {
+        let path = current(&self.dir);
+        let Some(file) = &mut self.file else {
+            return Err(JournalError::Write {
+                path,
+                source: io::Error::from(io::ErrorKind::NotFound),
+            });
+        };
+        if let Err(source) = file.write_all(bytes) {
             // A short write on a full disk leaves part of a record; cut it
             // so the next append does not follow a damaged one. Shrinking
             // needs no space.
-            let _ = self.file.set_len(self.size);
-            return Err(JournalError::Write {
-                path: current(&self.dir),
-                source,
-            });
+            let _ = file.set_len(self.size);
+            return Err(JournalError::Write { path, source });
         }
         self.size += bytes.len() as u64;
         Ok(())
@@ -450,12 +511,14 @@ impl Journal {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(err(e)),
         }
-        self.file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(current(&self.dir))
-            .map_err(err)?;
+        self.file = Some(
+            OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .open(current(&self.dir))
+                .map_err(err)?,
+        );
         self.size = 0;
         Ok(())
     }
@@ -892,10 +955,9 @@ pub(crate) mod tests {
         let d = tmp("full");
         let (mut j, _) = Journal::open(&d, DEFAULT_LIMIT).unwrap();
         assert!(matches!(j.append(&rec(0)), Appended::Written));
-        let healthy = std::mem::replace(
-            &mut j.file,
-            OpenOptions::new().append(true).open("/dev/full").unwrap(),
-        );
+        let healthy = j
+            .file
+            .replace(OpenOptions::new().append(true).open("/dev/full").unwrap());
         let first = j.append(&rec(1));
         let line = first.log_line().unwrap();
         assert!(matches!(first, Appended::Failed(_)), "{first:?}");
@@ -916,6 +978,29 @@ pub(crate) mod tests {
         let (all, warnings) = read_all(&d);
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(all, vec![rec(0), rec(5), rec(6)]);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn an_unopened_journal_opens_at_the_next_append_and_counts_what_it_lost() {
+        let d = tmp("unopened");
+        std::fs::create_dir_all(&d).unwrap();
+        // The state directory's place is taken by a file: nothing opens.
+        let blocked = d.join("state");
+        std::fs::write(&blocked, b"not a directory").unwrap();
+        let mut j = Journal::unopened(&blocked, DEFAULT_LIMIT);
+        for i in 0..3 {
+            let a = j.append(&rec(i));
+            assert!(matches!(a, Appended::Lost), "{a:?}");
+            assert!(a.log_line().is_none(), "the open failure was reported");
+        }
+        std::fs::remove_file(&blocked).unwrap();
+        let back = j.append(&rec(3));
+        assert!(matches!(back, Appended::Resumed { lost: 3 }), "{back:?}");
+        assert!(matches!(j.append(&rec(4)), Appended::Written));
+        let (all, warnings) = read_all(&blocked);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(all, vec![rec(3), rec(4)]);
         std::fs::remove_dir_all(&d).unwrap();
     }
 

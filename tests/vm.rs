@@ -21,30 +21,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc::channel;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
+use common::vm::{add, boot, pack, prerequisites, root, Prerequisites};
 use common::TempDir;
-
-/// A software-emulated boot of the cloud kernel takes seconds; generous for
-/// a loaded 2-core machine.
-const VM_DEADLINE: Duration = Duration::from_secs(120);
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
-}
-
-fn skip(why: &str) {
-    common::skip("VM boot test", why);
-}
 
 const DRIVER: &str = r#"#!/bin/sh
 # waits for svc, kills it, waits for zurg to restart it, then powers off
@@ -92,155 +72,69 @@ fn forking_unit(name: &str, kill_mode: &str) -> String {
     )
 }
 
-fn build_initramfs(dir: &TempDir, zurg: &Path, busybox: &Path) -> PathBuf {
-    let root = dir.path().join("root");
-    for d in ["bin", "etc/zurg/units", "proc", "sys", "dev", "run", "tmp"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy(zurg, root.join("init")).unwrap();
-    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "sleep", "cat", "echo", "ls", "setsid", "grep", "dd"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(root.join("driver.sh"), DRIVER).unwrap();
-    std::fs::set_permissions(
-        root.join("driver.sh"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
-    std::fs::write(
-        root.join("etc/zurg/units/svc.toml"),
+fn build_initramfs(dir: &TempDir, p: &Prerequisites) -> PathBuf {
+    let root = root(
+        dir,
+        p,
+        &["sh", "sleep", "cat", "echo", "ls", "setsid", "grep", "dd"],
+    );
+    add(&root, "driver.sh", DRIVER, true);
+    add(
+        &root,
+        "etc/zurg/units/svc.toml",
         "exec = \"/bin/sh\"\nargs = [\"-c\", \"echo VMTEST svc up pid $$; exec sleep 1000\"]\n",
-    )
-    .unwrap();
-    std::fs::write(
-        root.join("etc/zurg/units/driver.toml"),
+        false,
+    );
+    add(
+        &root,
+        "etc/zurg/units/driver.toml",
         "exec = \"/driver.sh\"\nrestart = \"never\"\n",
-    )
-    .unwrap();
-    std::fs::write(
-        root.join("etc/zurg/units/cgkill.toml"),
-        forking_unit("cgkill", ""),
-    )
-    .unwrap();
-    std::fs::write(
-        root.join("etc/zurg/units/cgmain.toml"),
-        forking_unit("cgmain", "kill_mode = \"main\"\n"),
-    )
-    .unwrap();
+        false,
+    );
+    add(
+        &root,
+        "etc/zurg/units/cgkill.toml",
+        &forking_unit("cgkill", ""),
+        false,
+    );
+    add(
+        &root,
+        "etc/zurg/units/cgmain.toml",
+        &forking_unit("cgmain", "kill_mode = \"main\"\n"),
+        false,
+    );
     // dd's 64 MiB buffer, filled from /dev/zero, against a 16 MiB limit.
-    std::fs::write(
-        root.join("etc/zurg/units/hog.toml"),
+    add(
+        &root,
+        "etc/zurg/units/hog.toml",
         "exec = \"/bin/dd\"\nargs = [\"if=/dev/zero\", \"of=/dev/null\", \"bs=64M\", \"count=1\"]\nrestart = \"never\"\nmemory_max = \"16M\"\n",
-    )
-    .unwrap();
-    std::fs::write(root.join("etc/hostname"), "zurgvm\n").unwrap();
-    let image = dir.path().join("initramfs.cpio");
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "cd {} && find . | cpio -o -H newc --quiet > {}",
-            root.display(),
-            image.display()
-        ))
-        .status()
-        .unwrap();
-    assert!(status.success(), "cpio failed");
-    image
+        false,
+    );
+    pack(dir, &root)
 }
 
 #[test]
 fn boots_as_init_restarts_a_killed_service_and_powers_off() {
-    let Some(zurg) = std::env::var_os("ZURG_STATIC_BIN").map(PathBuf::from) else {
-        return skip("ZURG_STATIC_BIN is not set (scripts/test builds it with scripts/static)");
+    let Some(p) = prerequisites("VM boot test") else {
+        return;
     };
-    let Some(kernel) = std::env::var_os("ZURG_VM_KERNEL").map(PathBuf::from) else {
-        return skip("ZURG_VM_KERNEL is not set (scripts/test fetches it with scripts/vm-kernel)");
-    };
-    let Some(qemu) = which("qemu-system-x86_64") else {
-        return skip("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)");
-    };
-    let Some(busybox) = ["/bin/busybox", "/usr/bin/busybox"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-    else {
-        return skip("busybox is not installed (apt-get install busybox-static)");
-    };
-    if which("cpio").is_none() {
-        return skip("cpio is not installed");
-    }
     let dir = TempDir::new("vm");
-    let image = build_initramfs(&dir, &zurg, &busybox);
-
-    let t0 = Instant::now();
-    let mut vm = Command::new(qemu)
-        .args([
-            "-machine",
-            "pc",
-            "-accel",
-            "tcg",
-            "-m",
-            "256",
-            "-smp",
-            "1",
-            "-nographic",
-            "-no-reboot",
-        ])
-        .arg("-kernel")
-        .arg(&kernel)
-        .arg("-initrd")
-        .arg(&image)
-        .args(["-append", "console=ttyS0 panic=-1 quiet"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = channel();
-    let out = vm.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if tx.send((Instant::now(), line)).is_err() {
-                break;
-            }
-        }
-    });
-    let mut console = Vec::new();
-    let mut first_service = None;
-    let mut power_off_at = None;
-    let deadline = t0 + VM_DEADLINE;
-    let status = loop {
-        while let Ok((at, line)) = rx.try_recv() {
-            if first_service.is_none() && line.contains("VMTEST svc up") {
-                first_service = Some(at - t0);
-            }
-            if power_off_at.is_none() && line.contains("VMTEST powering off") {
-                power_off_at = Some(at);
-            }
-            console.push(line);
-        }
-        if let Some(s) = vm.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = vm.kill();
-            let _ = vm.wait();
-            panic!(
-                "qemu did not power off within {VM_DEADLINE:?}; console:\n{}",
-                console.join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let ended = Instant::now();
-    // drain what is left of the console
-    std::thread::sleep(Duration::from_millis(100));
-    while let Ok((_, line)) = rx.try_recv() {
-        console.push(line);
-    }
-    let text = console.join("\n");
+    let image = build_initramfs(&dir, &p);
+    let vm = boot(&p, &image);
+    let status = vm.status;
+    let t0 = vm.started;
+    let ended = vm.ended;
+    let first_service = vm
+        .console
+        .iter()
+        .find(|(_, l)| l.contains("VMTEST svc up"))
+        .map(|(at, _)| *at - t0);
+    let power_off_at = vm
+        .console
+        .iter()
+        .find(|(_, l)| l.contains("VMTEST powering off"))
+        .map(|(at, _)| *at);
+    let text = vm.text();
     assert!(
         status.success(),
         "qemu exited with {status:?}; console:\n{text}"

@@ -513,8 +513,10 @@ impl Supervisor {
                 Some(j)
             }
             Err(e) => {
-                crate::log!("warning: {e}; history will not be kept");
-                None
+                crate::log!(
+                    "warning: {e}; history is not kept until the journal can be opened (tried again at each event)"
+                );
+                Some(Journal::unopened(&opts.state_dir, journal::DEFAULT_LIMIT))
             }
         };
         let now_us = crate::os::wall_clock_us();
@@ -1504,6 +1506,7 @@ impl Supervisor {
         self.dependencies_after_event(slot, work);
         self.probes_after_event(slot, event, work);
         self.essential_ended(slot, event, work);
+        self.release_retired_output(slot);
     }
 
     /// An essential service that ended for good (kept down by its policy,

@@ -300,6 +300,35 @@ impl Supervisor {
         self.arm_output_flush();
     }
 
+    /// A retired slot (its unit file removed) whose process is gone gives
+    /// its pipes back: they were kept until the slot's reuse, and near the
+    /// open-file limit they are the descriptors a pidfd or a control
+    /// connection needs. A reused slot makes new ones.
+    pub(super) fn release_retired_output(&mut self, slot: usize) {
+        let Some(s) = self.slots.get(slot) else {
+            return;
+        };
+        let open = self
+            .outputs
+            .slots
+            .get(slot)
+            .is_some_and(|pair| pair.iter().any(Option::is_some));
+        if !s.retired || !s.service.state.is_down() || !open {
+            return;
+        }
+        self.drain_slot_output(slot);
+        self.outputs.pending.retain(|(pending, _)| *pending != slot);
+        for stream in STREAMS {
+            let Some(current) = self.outputs.get_mut(slot, stream) else {
+                continue;
+            };
+            if let Some(mut ch) = current.take() {
+                let _ = self.reactor.unwatch_fd(&ch.read);
+                ch.sink.finish();
+            }
+        }
+    }
+
     /// A pipe became readable.
     pub(super) fn on_output(&mut self, token: Token) {
         let Some((slot, stream)) = of_token(token) else {

@@ -15,6 +15,7 @@ pub mod browser;
 pub mod etcd;
 pub mod naming;
 pub mod run;
+pub mod vm;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -791,4 +792,23 @@ pub fn wait_child(child: &mut Child) -> (Option<i32>, String) {
         assert!(Instant::now() < deadline, "the client did not exit");
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// CPU time (user + system) a process has used, in clock ticks.
+pub fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15; after the comm, 12 and 13.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Clock ticks per second (what /proc/PID/stat counts in): Linux shows
+/// user space USER_HZ, which is 100 on every architecture.
+pub fn clock_ticks() -> u64 {
+    100
 }

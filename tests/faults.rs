@@ -1,0 +1,735 @@
+//! Fault injection (issue 20): real faults, not mocks, against zurg as
+//! PID 1 of a pid namespace (or as a plain process in one): the state
+//! directory read-only or full, fork refused at the process limit, out of
+//! descriptors, killed mid-write. Each test asserts that zurg keeps
+//! supervising and that nothing is lost; the table in docs/security.md
+//! ("Faults: what zurg does today") names them. Hostile services are in
+//! faults_services.rs, the publisher's faults in faults_publish.rs, wall
+//! clock jumps in faults_clock.rs.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{
+    cli, eventually, history, host_pid_in, json, ok, status_of, Mode, Namespace, TempDir, Zurg,
+    BIN, DEADLINE,
+};
+use serde_json::Value;
+
+const SLEEPER: &str = "exec = \"/bin/sleep\"\nargs = [\"1000\"]\nstop_timeout_ms = 2000\n";
+
+/// `zurg run` as PID 1 on DIR, in a mount namespace of its own where the
+/// shell command `mount` runs first with `$state` set to the (absolute)
+/// state directory. Returns zurg and the state directory as the test
+/// reaches it, through /proc/PID/root.
+fn run_with_state_mount(dir: &TempDir, mount: &str) -> (Zurg, PathBuf) {
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let [units, sock, state_s] = [
+        dir.path().join("units"),
+        dir.path().join("control.sock"),
+        state.clone(),
+    ]
+    .map(|p| p.to_str().unwrap().to_string());
+    let mut cmd = common::unshare_sh(&format!("state=\"$1\"; shift; {mount} && exec \"$@\""));
+    cmd.args([&state_s, BIN, "run", "--units", &units])
+        .args(["--socket", &sock, "--state", &state_s]);
+    let mut z = Zurg::spawn(cmd);
+    z.expect("loaded");
+    let inside = PathBuf::from(format!("/proc/{}/root", z.host_pid()))
+        .join(state.strip_prefix("/").unwrap());
+    (z, inside)
+}
+
+/// Runs the shell command `script` in zurg's mount namespace, with
+/// `$state` set to DIR's state directory.
+fn in_zurgs_mounts(z: &Zurg, dir: &TempDir, script: &str) {
+    let state = dir.path().join("state");
+    let out = Command::new("nsenter")
+        .args(["--target", &z.host_pid().to_string(), "--mount"])
+        .args(["sh", "-c", &format!("state=\"$1\"; {script}"), "sh"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// How many of zurg's lines so far contain `needle`.
+fn count(z: &mut Zurg, needle: &str) -> usize {
+    z.lines_now().iter().filter(|l| l.contains(needle)).count()
+}
+
+fn restart(dir: &TempDir, name: &str) {
+    ok(dir, &["restart", name]);
+}
+
+/// Restarts `name` until `cond` holds (bounded by DEADLINE): for states
+/// that only the next start or a later one brings about (the GPID clock is
+/// saved when a start time passes half of the reserve it holds).
+fn restart_until(dir: &TempDir, name: &str, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        restart(dir, name);
+    }
+}
+
+const RO_BIND: &str = "mount --bind \"$state\" \"$state\" && mount -o remount,bind,ro \"$state\"";
+
+#[test]
+fn a_read_only_state_dir_is_reported_once_and_history_resumes_once_writable() {
+    let dir = TempDir::new("ro-state");
+    dir.write("units/svc.toml", SLEEPER);
+    let (mut z, state) = run_with_state_mount(&dir, RO_BIND);
+    z.expect("[svc] started pid");
+    for _ in 0..3 {
+        restart(&dir, "svc");
+    }
+    // Supervision goes on: the service runs, and was restarted each time.
+    let st = status_of(&dir, "svc");
+    assert_eq!(st["state"], "running", "{st}");
+    assert!(history(&dir, "svc").is_empty());
+    // One line for each thing that cannot be written, however many
+    // events there were.
+    z.saw("cannot save the GPID clock");
+    assert_eq!(count(&mut z, "cannot open journal"), 1, "{:?}", z.seen);
+    assert_eq!(
+        count(&mut z, "cannot save the GPID clock"),
+        1,
+        "{:?}",
+        z.seen
+    );
+    assert_eq!(count(&mut z, "state/lock: Read-only"), 1, "{:?}", z.seen);
+    assert!(z.seen.iter().any(|l| l.contains("Read-only file system")));
+
+    // Writable again: the next event opens the journal, which says how
+    // many records it could not keep (a start, three exits and starts).
+    in_zurgs_mounts(&z, &dir, "umount \"$state\"");
+    restart(&dir, "svc");
+    let line = z.expect("journal writes again");
+    assert!(line.contains("7 record(s) were lost"), "{line}");
+    let h = history(&dir, "svc");
+    assert_eq!(
+        h.len(),
+        2,
+        "the exit and the start of the last restart: {h:?}"
+    );
+    assert_eq!(h[1]["gpid"], status_of(&dir, "svc")["gpid"]);
+    // ... and the GPID clock is saved again.
+    restart_until(&dir, "svc", "the clock file", || {
+        state.join("clock").exists()
+    });
+    assert_eq!(
+        count(&mut z, "cannot save the GPID clock"),
+        1,
+        "{:?}",
+        z.seen
+    );
+    assert_eq!(count(&mut z, "cannot open journal"), 1, "{:?}", z.seen);
+}
+
+#[test]
+fn a_state_dir_turned_read_only_while_running_costs_the_clock_file_once() {
+    let dir = TempDir::new("ro-later");
+    dir.write("units/svc.toml", SLEEPER);
+    let (mut z, state) = run_with_state_mount(&dir, "true");
+    z.expect("[svc] started pid");
+    eventually("the clock file", || state.join("clock").exists());
+    // Linux refuses to remount a file system read-only while a file on it
+    // is open for writing (the journal), so what turns read-only is the
+    // state directory's mount: a read-only bind mount over it.
+    in_zurgs_mounts(&z, &dir, RO_BIND);
+    let saved = std::fs::read_to_string(state.join("clock")).unwrap();
+    restart_until(&dir, "svc", "the clock write to fail", || {
+        count(&mut z, "cannot save the GPID clock") > 0
+    });
+    for _ in 0..5 {
+        restart(&dir, "svc");
+    }
+    let restarts = history(&dir, "svc").len();
+    assert_eq!(status_of(&dir, "svc")["state"], "running");
+    // The journal's open file still writes through the old mount: history
+    // goes on, every start and exit in it.
+    assert!(restarts >= 11, "{restarts}");
+    assert_eq!(
+        history(&dir, "svc").last().unwrap()["gpid"],
+        status_of(&dir, "svc")["gpid"]
+    );
+    assert_eq!(
+        count(&mut z, "cannot save the GPID clock"),
+        1,
+        "{:?}",
+        z.seen
+    );
+    assert_eq!(std::fs::read_to_string(state.join("clock")).unwrap(), saved);
+
+    in_zurgs_mounts(&z, &dir, "umount \"$state\"");
+    restart_until(&dir, "svc", "the clock file to move on", || {
+        std::fs::read_to_string(state.join("clock")).unwrap() != saved
+    });
+    assert_eq!(
+        count(&mut z, "cannot save the GPID clock"),
+        1,
+        "{:?}",
+        z.seen
+    );
+}
+
+/// Writes `path` until the file system is full.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0x55u8; 64 << 10];
+    // bounded: the tmpfs is far smaller than this
+    for _ in 0..1024 {
+        if let Err(e) = f.write_all(&chunk) {
+            assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+            return;
+        }
+    }
+    panic!("{} never filled up", path.display());
+}
+
+#[test]
+fn a_clock_file_that_cannot_be_saved_on_a_full_disk_is_warned_once_and_saved_again() {
+    let dir = TempDir::new("clock-full");
+    dir.write("units/svc.toml", SLEEPER);
+    let (mut z, state) = run_with_state_mount(
+        &dir,
+        "mount -t tmpfs -o size=256k zurg-test-state \"$state\"",
+    );
+    z.expect("[svc] started pid");
+    eventually("the clock file", || state.join("clock").exists());
+    fill(&state.join("filler"));
+    let saved = std::fs::read_to_string(state.join("clock")).unwrap();
+    restart_until(&dir, "svc", "the clock write to fail", || {
+        count(&mut z, "cannot save the GPID clock") > 0
+    });
+    let line = z.saw("cannot save the GPID clock");
+    assert!(line.contains("No space left on device"), "{line}");
+    // More saves fail (one per half second of start times): still one line.
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        restart(&dir, "svc");
+    }
+    assert_eq!(
+        count(&mut z, "cannot save the GPID clock"),
+        1,
+        "{:?}",
+        z.seen
+    );
+    assert_eq!(std::fs::read_to_string(state.join("clock")).unwrap(), saved);
+    assert_eq!(status_of(&dir, "svc")["state"], "running");
+
+    std::fs::remove_file(state.join("filler")).unwrap();
+    restart_until(&dir, "svc", "the clock file to move on", || {
+        std::fs::read_to_string(state.join("clock")).unwrap() != saved
+    });
+    let now: u64 = std::fs::read_to_string(state.join("clock"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(now > saved.trim().parse::<u64>().unwrap());
+    // Every start time handed out while the file could not be written is
+    // below the mark it holds now.
+    for r in history(&dir, "svc") {
+        let start_us: u64 = r["gpid"]
+            .as_str()
+            .unwrap()
+            .split(':')
+            .nth(2)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(start_us < now, "{r}");
+    }
+}
+
+/// Tasks (processes and threads) whose real uid is `uid`: what
+/// RLIMIT_NPROC counts.
+fn tasks_of(uid: u32) -> usize {
+    let mut n = 0;
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        if p.file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+            .is_none()
+        {
+            continue;
+        }
+        let Ok(tasks) = std::fs::read_dir(p.path().join("task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let Ok(status) = std::fs::read_to_string(t.path().join("status")) else {
+                continue;
+            };
+            let real = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|u| u.parse::<u32>().ok());
+            if real == Some(uid) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Processes SIGKILLed when the test ends, however it ends: zurg as
+/// another uid loses the parent-death signal unshare gave it (a change of
+/// credentials clears it), so dropping the `Zurg` alone would leave it.
+struct KillOnDrop(Vec<i32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            common::kill(*pid, 9);
+        }
+    }
+}
+
+/// `sleep 1000` as `uid`, started by root (so not itself held back by a
+/// limit), counted against `uid`'s processes.
+fn sleep_as(uid: u32) -> Child {
+    let id = uid.to_string();
+    Command::new("setpriv")
+        .args([
+            "--reuid",
+            &id,
+            "--regid",
+            &id,
+            "--clear-groups",
+            "sleep",
+            "1000",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_fork_refused_for_the_process_limit_is_retried_with_backoff_until_it_works() {
+    // A uid nothing else on the machine uses: RLIMIT_NPROC counts every
+    // task of the uid, and root is exempt, so zurg runs as this uid.
+    const UID: u32 = 64_123;
+    const LIMIT: usize = 40;
+    assert_eq!(tasks_of(UID), 0, "uid {UID} is in use");
+    let dir = TempDir::new("nproc");
+    dir.write(
+        "units/svc.toml",
+        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\nbackoff = { initial_ms = 100, max_ms = 400 }\n",
+    );
+    let id = UID.to_string();
+    let chown = Command::new("chown")
+        .args(["-R", &format!("{id}:{id}")])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let wrapper: Vec<String> = [
+        "setpriv",
+        "--reuid",
+        &id,
+        "--regid",
+        &id,
+        "--clear-groups",
+        "--inh-caps=-all",
+        "prlimit",
+        &format!("--nproc={LIMIT}:{LIMIT}"),
+    ]
+    .map(String::from)
+    .to_vec();
+    // unshare (root) first, then the uid and the limit, then zurg as PID 1.
+    let mut z = common::run_in_with(&dir, Mode::Pid1, &[], |cmd| {
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+        let mut c = Command::new("unshare");
+        c.args(["--pid", "--fork", "--kill-child", "--mount-proc"])
+            .args(&wrapper)
+            .arg(BIN)
+            .args(&args[5..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        *cmd = c;
+    });
+    let _zurg = KillOnDrop(vec![z.host_pid()]);
+    z.expect("[svc] started pid");
+    ok(&dir, &["stop", "svc"]);
+
+    // Every process the uid may have is taken: the next fork gets EAGAIN.
+    let mut hogs = Vec::new();
+    let room = LIMIT
+        .checked_sub(tasks_of(UID))
+        .expect("zurg within the limit");
+    for _ in 0..room {
+        hogs.push(sleep_as(UID));
+    }
+    let _hogs = KillOnDrop(hogs.iter().map(|h| h.id() as i32).collect());
+    eventually("the uid at its process limit", || tasks_of(UID) >= LIMIT);
+    let _ = cli(&dir, &["start", "svc"]);
+    let line = z.expect("cannot create a process for /bin/sleep");
+    assert!(line.contains("Resource temporarily unavailable"), "{line}");
+    // Retried, with a growing backoff between tries (the first retry is
+    // at once), and zurg keeps answering.
+    z.expect("[svc] restarting in 100 ms");
+    z.expect("[svc] restarting in 200 ms");
+    let failures = count(&mut z, "cannot create a process for /bin/sleep");
+    assert!(failures >= 3, "{:?}", z.seen);
+    let st = status_of(&dir, "svc");
+    assert_ne!(st["state"], "running", "{st}");
+    assert!(
+        st["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot create a process for /bin/sleep")),
+        "{st}"
+    );
+    assert!(z.child.try_wait().unwrap().is_none(), "zurg exited");
+    // ... and the events say so, naming the failure, each followed by a
+    // restart after a growing delay.
+    let events = json(&dir, &["events"]);
+    let events = events.as_array().unwrap();
+    let failed: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "spawn_failed")
+        .collect();
+    assert!(failed.len() >= 3, "{events:?}");
+    for e in &failed {
+        let message = e["message"].as_str().unwrap();
+        assert!(
+            message.contains(
+                "cannot create a process for /bin/sleep: Resource temporarily unavailable"
+            ),
+            "{e}"
+        );
+    }
+    let delays: Vec<u64> = events
+        .iter()
+        .filter(|e| e["kind"] == "restarting")
+        .map(|e| e["delay_ms"].as_u64().unwrap())
+        .collect();
+    assert_eq!(delays[..3], [0, 100, 200], "{events:?}");
+
+    // The limit lifted (its other processes exit): the service runs again.
+    for mut h in hogs {
+        common::kill(h.id() as i32, 9);
+        let _ = h.wait();
+    }
+    z.expect("[svc] started pid");
+    let st = status_of(&dir, "svc");
+    assert_eq!(st["state"], "running", "{st}");
+    assert_eq!(st["last_error"], Value::Null, "{st}");
+}
+
+#[test]
+fn out_of_descriptors_under_a_client_flood_services_keep_restarting_and_zurg_recovers() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::net::UnixStream;
+    let dir = TempDir::new("emfile-flood");
+    for i in 0..5 {
+        dir.write(
+            &format!("units/c{i}.toml"),
+            "exec = \"/bin/sh\"\nargs = [\"-c\", \"sleep 0.2; exit 3\"]\nbackoff = { initial_ms = 50, max_ms = 50 }\n",
+        );
+    }
+    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+    z.expect("[c4] started pid");
+    let out = Command::new("prlimit")
+        .args(["--pid", &z.host_pid().to_string(), "--nofile=64:64"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "prlimit: {out:?}");
+
+    // 200 clients connect and hold on: more than zurg has descriptors.
+    // Connecting runs on a thread, since a full backlog would block it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sock = dir.path().join("control.sock");
+    std::thread::spawn(move || {
+        let held: Vec<UnixStream> = (0..200)
+            .map(|_| UnixStream::connect(&sock).unwrap())
+            .collect();
+        let _ = tx.send(held);
+    });
+    let held = rx
+        .recv_timeout(DEADLINE)
+        .expect("200 connects did not complete: zurg stopped accepting");
+    let last = held.last().unwrap();
+    last.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut line = String::new();
+    BufReader::new(last).read_line(&mut line).unwrap();
+    assert!(line.contains("out of file descriptors"), "{line:?}");
+
+    // While no descriptor is free, every service is restarted again and
+    // again, each exit with its status.
+    let restarted = |z: &mut Zurg, i: usize| count(z, &format!("[c{i}] started pid"));
+    let before: Vec<usize> = (0..5).map(|i| restarted(&mut z, i)).collect();
+    let t = Instant::now();
+    while (0..5).any(|i| restarted(&mut z, i) < before[i] + 3) {
+        assert!(t.elapsed() < DEADLINE, "restarts stalled: {:?}", z.seen);
+        let _ = z.try_wait_line(Duration::from_millis(100), &|_: &str| false);
+    }
+    drop(held);
+    // Descriptors back: zurg answers again, and nothing was lost.
+    eventually("zurg answering again", || {
+        serde_json::from_slice::<Value>(&cli(&dir, &["status", "--json"]).stdout)
+            .is_ok_and(|v| v["ok"] == true)
+    });
+    let said = z.lines_now().join("\n");
+    assert!(!said.contains("cannot create a process"), "{said}");
+    for (i, before) in before.iter().enumerate() {
+        let name = format!("c{i}");
+        let h = history(&dir, &name);
+        let exits: Vec<_> = h.iter().filter(|r| r["kind"] == "exit").collect();
+        let starts = h.iter().filter(|r| r["kind"] == "start").count();
+        assert!(exits.len() >= before + 2, "{name}: {h:?}");
+        assert!(starts >= exits.len(), "{name}: {h:?}");
+        assert!(
+            exits.iter().all(|r| r["exit"]["code"] == 3),
+            "{name}: {h:?}"
+        );
+    }
+}
+
+/// Host pids of the processes zurg (host pid `zurg`) holds a pidfd for.
+fn pidfd_targets(zurg: i32) -> BTreeSet<i32> {
+    let mut out = BTreeSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{zurg}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let is_pidfd =
+            std::fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy().contains("pidfd"));
+        if !is_pidfd {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/{zurg}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        ))
+        .unwrap_or_default();
+        if let Some(pid) = info
+            .lines()
+            .find_map(|l| l.strip_prefix("Pid:"))
+            .and_then(|p| p.trim().parse().ok())
+        {
+            out.insert(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_service_without_a_pidfd_exits_with_its_status_restarts_and_gets_one_once_fds_return() {
+    const UNITS: usize = 100;
+    let dir = TempDir::new("no-pidfd");
+    for i in 0..UNITS {
+        dir.write(&format!("units/s{i:03}.toml"), SLEEPER);
+    }
+    let wrapper = ["prlimit", "--nofile=64:64"].map(String::from).to_vec();
+    let mut z = common::run_in(&dir, Mode::Pid1Under(wrapper), &[]);
+    z.expect("loaded 100 services");
+    eventually("all 100 running", || {
+        json(&dir, &["status"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["state"] == "running")
+            .count()
+            == UNITS
+    });
+    z.saw("exits are still caught by SIGCHLD");
+    let zurg = z.host_pid();
+    let watched = pidfd_targets(zurg);
+    let host_of = |name: &str| {
+        let pid = status_of(&dir, name)["pid"].as_i64().unwrap();
+        host_pid_in(&z, pid)
+    };
+    let name = (0..UNITS)
+        .map(|i| format!("s{i:03}"))
+        .find(|n| !watched.contains(&host_of(n)))
+        .expect("a service without a pidfd");
+    let old = status_of(&dir, &name)["gpid"].clone();
+
+    // Its exit is reaped, with the right status, and it restarts.
+    common::kill(host_of(&name), libc::SIGUSR1);
+    eventually("the pidfd-less service restarted", || {
+        let st = status_of(&dir, &name);
+        st["state"] == "running" && st["gpid"] != old
+    });
+    let h = history(&dir, &name);
+    let exit = h
+        .iter()
+        .find(|r| r["kind"] == "exit" && r["gpid"] == old)
+        .unwrap_or_else(|| panic!("no exit of {old} in {h:?}"));
+    assert_eq!(exit["exit"]["signal"], "SIGUSR1", "{exit}");
+
+    // Descriptors return: most services are removed (their output pipes
+    // close with them). The next start of the same service gets a pidfd.
+    for i in 1..=95 {
+        std::fs::remove_file(dir.path().join(format!("units/s{i:03}.toml"))).unwrap();
+    }
+    ok(&dir, &["reload"]);
+    restart(&dir, &name);
+    let pid = host_of(&name);
+    assert!(
+        pidfd_targets(zurg).contains(&pid),
+        "{name} (host pid {pid}) has no pidfd after descriptors returned: {:?}",
+        std::fs::read_dir(format!("/proc/{zurg}/fd"))
+            .unwrap()
+            .flatten()
+            .map(|f| std::fs::read_link(f.path()).unwrap())
+            .collect::<Vec<_>>()
+    );
+    // And its exit through the pidfd is as right as the one without.
+    let old = status_of(&dir, &name)["gpid"].clone();
+    common::kill(pid, libc::SIGUSR2);
+    eventually("the restart", || {
+        let st = status_of(&dir, &name);
+        st["state"] == "running" && st["gpid"] != old
+    });
+    let h = history(&dir, &name);
+    let exit = h
+        .iter()
+        .find(|r| r["kind"] == "exit" && r["gpid"] == old)
+        .unwrap();
+    assert_eq!(exit["exit"]["signal"], "SIGUSR2", "{exit}");
+}
+
+/// The records of `zurg history` (every service) against DIR's zurg.
+fn all_records(dir: &TempDir) -> Vec<Value> {
+    json(dir, &["history"]).as_array().unwrap().clone()
+}
+
+#[test]
+fn a_zurg_killed_mid_write_keeps_history_up_to_the_torn_record_and_appends_after_it() {
+    let ns = Namespace::new();
+    let dir = TempDir::new("killed-mid-write");
+    for i in 0..4 {
+        dir.write(
+            &format!("units/c{i}.toml"),
+            "exec = \"/bin/false\"\nbackoff = { initial_ms = 1, max_ms = 1 }\n",
+        );
+    }
+    let mut kept: Vec<Value> = Vec::new();
+    for round in 0..3 {
+        let mut z = common::run_in(&dir, Mode::PlainInPidNs(ns.init()), &[]);
+        z.expect("loaded");
+        // A crash loop writes a record every few ms; `before` is what the
+        // journal held at some point before the kill.
+        eventually("a few hundred more records", || {
+            all_records(&dir).len() >= kept.len() + 200
+        });
+        let before = all_records(&dir);
+        let killed = z.host_pid();
+        z.signal(9);
+        z.wait_exit();
+        drop(z);
+        // Its threads gone too, so its lock is free.
+        eventually("the killed zurg gone", || common::state(killed).is_none());
+        let lock = dir.path().join("state/lock");
+        let holders = || -> Vec<(i32, String, Option<char>)> {
+            ns.processes()
+                .into_iter()
+                .filter(|p| {
+                    std::fs::read_dir(format!("/proc/{p}/fd")).is_ok_and(|fds| {
+                        fds.flatten()
+                            .any(|f| std::fs::read_link(f.path()).is_ok_and(|t| t == lock))
+                    })
+                })
+                .map(|p| (p, common::cmdline(p), common::state(p)))
+                .collect()
+        };
+        let t = Instant::now();
+        while !holders().is_empty() {
+            assert!(t.elapsed() < DEADLINE, "lock still held by {:?}", holders());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+
+        // What the killed zurg left: everything listed before the kill, in
+        // order. SIGKILL cannot tear a record (each is one write(2), which
+        // the kernel finishes before the signal takes effect), so rounds 1
+        // and 2 tear the last one by hand, as a power cut would.
+        let left = all_records_offline(&dir);
+        assert_eq!(left[..before.len()], before[..], "round {round}");
+        let torn = round > 0;
+        if torn {
+            let journal = dir.path().join("state/journal");
+            let len = std::fs::metadata(&journal).unwrap().len();
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&journal)
+                .unwrap();
+            f.set_len(len - 5 - 20 * round as u64).unwrap();
+        }
+        let intact = if torn { left.len() - 1 } else { left.len() };
+
+        let mut z = common::run_in(&dir, Mode::PlainInPidNs(ns.init()), &[]);
+        z.expect("loaded");
+        z.expect("[c0] started pid");
+        if torn {
+            z.saw("cut off");
+        }
+        let after = all_records(&dir);
+        // Every record up to the torn one is there, in order, and nothing
+        // in the middle was lost.
+        assert!(after.len() > intact, "round {round}");
+        assert_eq!(after[..intact], left[..intact], "round {round}");
+        assert_eq!(after[..kept.len()], kept[..], "round {round}");
+        if torn {
+            assert!(!after.contains(left.last().unwrap()), "round {round}");
+        }
+        // The torn tail is all that was skipped.
+        let damaged: Vec<_> = z
+            .lines_now()
+            .iter()
+            .filter(|l| l.contains("skipped") && !l.contains("torn record"))
+            .collect();
+        assert!(damaged.is_empty(), "round {round}: {damaged:?}");
+        // New records append after it: this zurg's first start of c0 is
+        // past everything the killed one wrote.
+        let newest = after
+            .iter()
+            .rposition(|r| r["service"] == "c0" && r["kind"] == "start")
+            .unwrap();
+        assert!(newest >= intact, "round {round}");
+        z.signal(15);
+        z.wait_exit();
+        kept = all_records_offline(&dir);
+    }
+}
+
+/// `zurg history --state DIR/state --json`, with no zurg running.
+fn all_records_offline(dir: &TempDir) -> Vec<Value> {
+    let state = dir.path().join("state");
+    let out = Command::new(BIN)
+        .args(["history", "--state", state.to_str().unwrap(), "--json"])
+        .env("ZURG_SOCKET", dir.path().join("nobody.sock"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["result"].as_array().unwrap().clone()
+}
