@@ -170,6 +170,106 @@ impl Verb {
     }
 }
 
+/// The verbs a host may let operators run through the publisher
+/// (`zurg run --publish-control`), a subset of `Verb`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteVerb {
+    Status,
+    Restart,
+    Stop,
+    Start,
+    Signal,
+    Upgrade,
+    Rollback,
+}
+
+impl RemoteVerb {
+    pub const ALL: [RemoteVerb; 7] = [
+        RemoteVerb::Status,
+        RemoteVerb::Restart,
+        RemoteVerb::Stop,
+        RemoteVerb::Start,
+        RemoteVerb::Signal,
+        RemoteVerb::Upgrade,
+        RemoteVerb::Rollback,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RemoteVerb::Status => "status",
+            RemoteVerb::Restart => "restart",
+            RemoteVerb::Stop => "stop",
+            RemoteVerb::Start => "start",
+            RemoteVerb::Signal => "signal",
+            RemoteVerb::Upgrade => "upgrade",
+            RemoteVerb::Rollback => "rollback",
+        }
+    }
+
+    /// The remote verb a request is, if it may be relayed at all.
+    pub fn of(verb: &Verb) -> Option<RemoteVerb> {
+        match verb {
+            Verb::Status { .. } => Some(RemoteVerb::Status),
+            Verb::Restart { .. } => Some(RemoteVerb::Restart),
+            Verb::Stop { .. } => Some(RemoteVerb::Stop),
+            Verb::Start { .. } => Some(RemoteVerb::Start),
+            Verb::Signal { .. } => Some(RemoteVerb::Signal),
+            Verb::Upgrade { .. } => Some(RemoteVerb::Upgrade),
+            Verb::Rollback { .. } => Some(RemoteVerb::Rollback),
+            Verb::Version
+            | Verb::Reload
+            | Verb::Events { .. }
+            | Verb::Shutdown { .. }
+            | Verb::Gpid { .. }
+            | Verb::Stats { .. }
+            | Verb::History { .. }
+            | Verb::Wait { .. }
+            | Verb::Logs { .. } => None,
+        }
+    }
+
+    /// `status,restart` → the verbs, each once, in order; an unknown word
+    /// is an error naming it and the known ones.
+    pub fn parse_list(text: &str) -> Result<Vec<RemoteVerb>, String> {
+        let mut out: Vec<RemoteVerb> = Vec::new();
+        for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            let Some(v) = RemoteVerb::ALL.iter().find(|v| v.name() == word) else {
+                let known: Vec<&str> = RemoteVerb::ALL.iter().map(|v| v.name()).collect();
+                return Err(format!(
+                    "`{word}` is not a verb that can be allowed remotely; choose from {}",
+                    known.join(",")
+                ));
+            };
+            if !out.contains(v) {
+                out.push(*v);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// The service names a request names, for the journal.
+    pub fn target(verb: &Verb) -> String {
+        match verb {
+            Verb::Status { names }
+            | Verb::Start { names }
+            | Verb::Stop { names, .. }
+            | Verb::Restart { names, .. } => names.join(","),
+            Verb::Signal { name, .. } | Verb::Upgrade { name, .. } | Verb::Rollback { name } => {
+                name.clone()
+            }
+            _ => String::new(),
+        }
+    }
+}
+
+impl std::fmt::Display for RemoteVerb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// What `wait` waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -200,6 +300,11 @@ pub enum ErrorCode {
     ShuttingDown,
     Busy,
     Failed,
+    /// Through a publisher: the host is not connected to it (unknown, or
+    /// its zurg stopped).
+    HostNotConnected,
+    /// Through a publisher: the host did not answer within the deadline.
+    HostSilent,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

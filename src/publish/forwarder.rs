@@ -24,6 +24,8 @@ use mio::net::TcpStream;
 use mio::unix::pipe;
 use mio::{Interest, Registry, Token};
 
+use crate::control::proto::{ErrorBody, ErrorCode, RemoteVerb, Verb};
+
 use super::proto::{
     self, Decoder, Endpoint, EventKind, ExitInfo, Frame, PublishStatus, Role, CHUNK, MAX_FRAME,
     PROTOCOL,
@@ -39,6 +41,9 @@ const CONNECT_TIMEOUT_MS: u64 = 2_000;
 const HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 const MIN_BACKOFF_MS: u64 = 100;
 const MAX_BACKOFF_MS: u64 = 5_000;
+/// Relayed requests (`Frame::Run`) read and not yet taken by the
+/// supervisor; past it one is answered `busy` at once.
+const MAX_RUNS_QUEUED: usize = 64;
 /// Heartbeats before the welcome says the lease.
 const DEFAULT_LEASE_MS: u64 = 10_000;
 
@@ -201,6 +206,10 @@ pub struct Forwarder {
     /// This zurg instance's secret for the publisher (drawn at the first
     /// connect, then kept), so only this zurg can speak for its host.
     instance: Option<String>,
+    /// `--publish-control`: the verbs the hello offers operators.
+    control: Vec<RemoteVerb>,
+    /// Relayed requests for the supervisor: (relay id, operator, verb).
+    runs: VecDeque<(u64, String, Verb)>,
 }
 
 impl Forwarder {
@@ -242,7 +251,30 @@ impl Forwarder {
             quiet: false,
             wants_snapshot: false,
             instance: None,
+            control: Vec::new(),
+            runs: VecDeque::new(),
         }
+    }
+
+    /// Offers `verbs` to the publisher's operators (`--publish-control`).
+    pub fn with_control(mut self, verbs: Vec<RemoteVerb>) -> Forwarder {
+        self.control = verbs;
+        self
+    }
+
+    /// Requests the publisher relayed, for the supervisor to run.
+    pub fn take_runs(&mut self) -> Vec<(u64, String, Verb)> {
+        self.runs.drain(..).collect()
+    }
+
+    /// Sends an answer to a relayed request. Lost with the connection: the
+    /// publisher then answers its operator itself.
+    pub fn answer(&mut self, frame: &Frame, registry: &Registry, now: u64) {
+        if !matches!(self.link, Link::Streaming { .. }) {
+            return;
+        }
+        proto::encode(frame, &mut self.out);
+        self.flush(registry, now);
     }
 
     fn instance(&mut self) -> Result<String, crate::publish::server::NonceError> {
@@ -592,6 +624,8 @@ impl Forwarder {
         self.wants_snapshot = false;
         self.wants_journal = None;
         self.awaiting_journal = None;
+        // Not run yet: the publisher answers their operators itself.
+        self.runs.clear();
     }
 
     /// The connection is readable or writable, or the worker finished
@@ -631,6 +665,7 @@ impl Forwarder {
                     hostname: Some(id.hostname.clone()),
                     nonce: Some(nonce.clone()),
                     instance: Some(instance),
+                    control: self.control.clone(),
                 },
                 &mut self.out,
             );
@@ -750,6 +785,25 @@ impl Forwarder {
             Frame::Ack { seq } => {
                 self.ack(seq);
                 self.fill();
+            }
+            Frame::Run { id, operator, verb } if matches!(self.link, Link::Streaming { .. }) => {
+                if self.runs.len() >= MAX_RUNS_QUEUED {
+                    let busy = Frame::Answer {
+                        id,
+                        ok: false,
+                        result: None,
+                        error: Some(ErrorBody {
+                            code: ErrorCode::Busy,
+                            message: format!(
+                                "{MAX_RUNS_QUEUED} remote requests are already waiting here"
+                            ),
+                        }),
+                        host: Some(self.identity.zurg.clone()),
+                    };
+                    proto::encode(&busy, &mut self.out);
+                } else {
+                    self.runs.push_back((id, operator, verb));
+                }
             }
             Frame::Error { message } => {
                 self.fail(registry, now, format!("publisher said: {message}"))
