@@ -644,6 +644,21 @@ fn print_log_item(
 
 fn print_history(records: &[crate::journal::Record]) {
     for r in records {
+        if let Some(note) = &r.remote {
+            let why = r
+                .reason
+                .as_ref()
+                .map(|w| format!(" ({w})"))
+                .unwrap_or_default();
+            println!(
+                "{} {} {} {}{why}",
+                utc_timestamp(r.time_us),
+                r.service,
+                r.kind,
+                note.describe()
+            );
+            continue;
+        }
         let exit = r
             .exit
             .as_ref()

@@ -16,7 +16,7 @@ use super::client::{
 use super::UsageError;
 use crate::control::proto::{ErrorBody, ErrorCode, RawJson, Reply, ServiceStatus, Verb};
 use crate::publish::client::Session;
-use crate::publish::proto::{Frame, HostInfo, Role};
+use crate::publish::proto::{Endpoint, Frame, HostInfo, Role};
 use crate::publish::server::read_token;
 
 /// The host (or the publisher) refused the verb: not allowed there, or
@@ -204,17 +204,19 @@ fn one_host(cmd: &ClientCmd, s: &mut Session, host: &str) -> i32 {
     }
 }
 
-/// Every host the publisher knows, connected or not.
-fn hosts(s: &mut Session) -> Result<Vec<HostInfo>, String> {
+/// Every host the publisher knows, connected or not, and every endpoint.
+fn listing(s: &mut Session) -> Result<(Vec<HostInfo>, Vec<Endpoint>), String> {
     s.send(&Frame::Resolve {
         name: None,
         watch: false,
     })?;
     let mut hosts = Vec::new();
+    let mut endpoints = Vec::new();
     loop {
         match s.read_frame()? {
             Frame::Hosts { hosts: page } => hosts.extend(page),
-            Frame::Synced => return Ok(hosts),
+            Frame::Endpoints { endpoints: e, .. } => endpoints.extend(e),
+            Frame::Synced => return Ok((hosts, endpoints)),
             Frame::Error { message } => return Err(format!("publisher: {message}")),
             _ => {}
         }
@@ -223,7 +225,7 @@ fn hosts(s: &mut Session) -> Result<Vec<HostInfo>, String> {
 
 fn all_hosts(cmd: &ClientCmd, s: &mut Session) -> i32 {
     s.set_timeout(Some(answer_timeout()));
-    let known = match hosts(s) {
+    let (known, endpoints) = match listing(s) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("zurg: {e}");
@@ -283,6 +285,17 @@ fn all_hosts(cmd: &ClientCmd, s: &mut Session) -> i32 {
         let label = h.zurg.split(':').next().unwrap_or(&h.zurg).to_string();
         let Some(reply) = reply else { continue };
         if let Some(e) = &reply.error {
+            if e.code == ErrorCode::Forbidden {
+                // It keeps its status to itself: what it published stands
+                // in (state `published`, no restart count).
+                eprintln!(
+                    "zurg: host {label} does not allow remote status; its services as the publisher sees them"
+                );
+                let rows = published_rows(&endpoints, &h.zurg);
+                json.push(serde_json::json!({"host": h.zurg, "published": rows}));
+                tables.push((label, rows));
+                continue;
+            }
             eprintln!("zurg: host {label}: {}", e.message);
             code = code.max(EXIT_FAILED);
             continue;
@@ -308,6 +321,27 @@ fn all_hosts(cmd: &ClientCmd, s: &mut Session) -> i32 {
         print!("{}", status_table_by_host(&tables));
     }
     code
+}
+
+/// Status rows from a host's published endpoints, for a host that does
+/// not allow remote `status`.
+fn published_rows(endpoints: &[Endpoint], zurg: &str) -> Vec<ServiceStatus> {
+    let now_us = crate::os::wall_clock_us();
+    endpoints
+        .iter()
+        .filter(|e| e.host == zurg)
+        .filter_map(|e| {
+            serde_json::from_value(serde_json::json!({
+                "name": e.service,
+                "state": "published",
+                "restarts": 0,
+                "uptime_ms": now_us.saturating_sub(e.since_us) / 1000,
+                "gpid": e.gpid,
+                "version": e.version,
+            }))
+            .ok()
+        })
+        .collect()
 }
 
 #[cfg(test)]
