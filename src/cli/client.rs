@@ -653,7 +653,11 @@ fn print_history(records: &[crate::journal::Record]) {
             println!(
                 "{} {} {} {}{why}",
                 utc_timestamp(r.time_us),
-                r.service,
+                if r.service.is_empty() {
+                    "*"
+                } else {
+                    &r.service
+                },
                 r.kind,
                 note.describe()
             );

@@ -529,7 +529,11 @@ fn history_line(value: &serde_json::Value) -> String {
         return format!(
             "{} {host} {} {} {}{why}",
             crate::cli::utc_timestamp(r.time_us),
-            r.service,
+            if r.service.is_empty() {
+                "*"
+            } else {
+                &r.service
+            },
             r.kind,
             note.describe()
         );
