@@ -241,6 +241,20 @@ fn remote_control_is_off_without_an_operator_token_and_verbs_are_checked_at_star
         "{}",
         text(&out.stderr)
     );
+    // A client (no operator token) that sends a control request anyway is
+    // refused and dropped.
+    let secrets2 = TempDir::new("remote-client");
+    let op = secrets2.write("op.token", "operator-only");
+    let with_ops = Publisher::start(None, &["--operator-token-file", op.to_str().unwrap()]);
+    let mut c = raw_client(&with_ops.addr);
+    use std::io::Write;
+    c.write_all(&frame(
+        r#"{"t":"request","id":1,"host":"10.0.0.1","verb":{"verb":"restart","names":["api"]}}"#,
+    ))
+    .unwrap();
+    let said = until_closed(c);
+    assert!(said.contains("need the operator token"), "{said}");
+
     // An unknown verb in --publish-control is a usage error naming it.
     let out = std::process::Command::new(BIN)
         .args([

@@ -268,12 +268,15 @@ impl Forwarder {
     }
 
     /// Sends an answer to a relayed request. Lost with the connection: the
-    /// publisher then answers its operator itself.
+    /// publisher then answers its operator itself. An answer over the
+    /// frame limit (a status of some hundreds of services) would make the
+    /// publisher drop the connection: it becomes a `too_large` error.
     pub fn answer(&mut self, frame: &Frame, registry: &Registry, now: u64) {
         if !matches!(self.link, Link::Streaming { .. }) {
             return;
         }
-        proto::encode(frame, &mut self.out);
+        let bytes = fit_answer(frame);
+        self.out.extend_from_slice(&bytes);
         self.flush(registry, now);
     }
 
@@ -786,7 +789,9 @@ impl Forwarder {
                 self.ack(seq);
                 self.fill();
             }
-            Frame::Run { id, operator, verb } if matches!(self.link, Link::Streaming { .. }) => {
+            // Possibly before the welcome: the publisher relays as soon as
+            // it accepted the hello.
+            Frame::Run { id, operator, verb } => {
                 if self.runs.len() >= MAX_RUNS_QUEUED {
                     let busy = Frame::Answer {
                         id,
@@ -903,6 +908,32 @@ fn connected_stream(link: &mut Link) -> Option<&mut TcpStream> {
         Link::Handshake { stream, .. } | Link::Streaming { stream } => Some(stream),
         _ => None,
     }
+}
+
+/// `frame` encoded, or when it is over `MAX_FRAME`, an error answer that
+/// says so under the same id.
+fn fit_answer(frame: &Frame) -> Vec<u8> {
+    let bytes = proto::to_bytes(frame);
+    let body = bytes.len().saturating_sub(4);
+    if body <= MAX_FRAME {
+        return bytes;
+    }
+    let (id, host) = match frame {
+        Frame::Answer { id, host, .. } => (*id, host.clone()),
+        _ => (0, None),
+    };
+    proto::to_bytes(&Frame::Answer {
+        id,
+        ok: false,
+        result: None,
+        error: Some(ErrorBody {
+            code: ErrorCode::TooLarge,
+            message: format!(
+                "the reply is {body} bytes, over the {MAX_FRAME}-byte frame limit; name fewer services"
+            ),
+        }),
+        host,
+    })
 }
 
 fn event_frame(seq: u64, e: Lifecycle) -> Frame {
@@ -1072,6 +1103,36 @@ mod tests {
             }
         }
         assert_eq!(seqs, [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn an_answer_over_the_frame_limit_becomes_an_error() {
+        let big = Frame::Answer {
+            id: 5,
+            ok: true,
+            result: Some(serde_json::Value::String("x".repeat(MAX_FRAME))),
+            error: None,
+            host: Some("h".into()),
+        };
+        let mut d = Decoder::new(MAX_FRAME);
+        d.feed(&fit_answer(&big));
+        match d.next_frame().unwrap() {
+            Some(Frame::Answer {
+                id: 5,
+                ok: false,
+                error: Some(e),
+                ..
+            }) => assert_eq!(e.code, ErrorCode::TooLarge),
+            other => panic!("{other:?}"),
+        }
+        let small = Frame::Answer {
+            id: 6,
+            ok: true,
+            result: None,
+            error: None,
+            host: None,
+        };
+        assert_eq!(fit_answer(&small), proto::to_bytes(&small));
     }
 
     #[test]

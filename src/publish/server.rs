@@ -1399,15 +1399,18 @@ impl Server {
     /// An operator's request: refused here when it must be, else sent down
     /// the host's connection.
     fn relay_request(&mut self, id: ConnId, asked: u64, host: &str, verb: Verb) {
-        let operator = self.conn(id).is_some_and(|c| c.operator);
-        let target = match (operator, self.find_host(host)) {
-            (false, _) => Err((
-                ErrorCode::Forbidden,
-                "control requests need the operator token: this connection proved the host token (or none); use --operator-token-file".to_string(),
-            )),
-            (true, found) => found,
-        };
-        let sent = match target {
+        if !self.conn(id).is_some_and(|c| c.operator) {
+            // Closed rather than answered, and not journaled: an
+            // unauthenticated peer must not fill the journal.
+            let addr = self.conn(id).map(|c| c.addr);
+            crate::log!(
+                "connection from {addr:?}: a control request without the operator token; refused"
+            );
+            let message = "forbidden: control requests need the operator token (say hello as an operator, --operator-token-file); this connection proved the host token or none".to_string();
+            self.close(id, Some(message));
+            return;
+        }
+        let sent = match self.find_host(host) {
             Ok(zurg) => {
                 let now = self.now_ms();
                 match self.relay.start(id, asked, &zurg, verb.clone(), now) {
@@ -1428,11 +1431,7 @@ impl Server {
         if let (Some(history), Some(remote)) = (self.history.as_mut(), RemoteVerb::of(&verb)) {
             if let Frame::Answer { error, .. } = &sent {
                 let note = RemoteNote {
-                    operator: if operator {
-                        key
-                    } else {
-                        "(not an operator)".into()
-                    },
+                    operator: key,
                     verb: remote,
                     ok: false,
                     error: error.as_ref().map(|e| e.code),
