@@ -88,6 +88,9 @@ impl Relay {
         Relay {
             token,
             key,
+            // Ids from the clock, so a restarted publisher does not reuse
+            // one a host may still be running.
+            next_id: crate::os::wall_clock_us(),
             ..Relay::default()
         }
     }
