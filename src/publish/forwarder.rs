@@ -1106,6 +1106,68 @@ mod tests {
     }
 
     #[test]
+    fn the_hello_offers_the_allowed_verbs_and_relayed_requests_come_and_go() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mut poll = mio::Poll::new().unwrap();
+        let mut f = Forwarder::new(vec![addr], None, identity(), TOKEN, 10)
+            .with_control(vec![RemoteVerb::Status, RemoteVerb::Restart]);
+        f.on_timer(poll.registry(), 0);
+        let (stream, _) = listener.accept().unwrap();
+        let mut peer = Peer {
+            stream,
+            decoder: Decoder::new(MAX_FRAME),
+        };
+        while !matches!(f.link, Link::Handshake { .. }) {
+            assert!(
+                drive(&mut poll, &mut f, Duration::from_secs(5)),
+                "no connect"
+            );
+        }
+        match peer.next(Duration::from_secs(5)) {
+            Some(Frame::Hello { control, .. }) => {
+                assert_eq!(control, [RemoteVerb::Status, RemoteVerb::Restart])
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut bytes = proto::to_bytes(&Frame::Welcome {
+            last_seq: 0,
+            lease_ms: 10_000,
+            mac: None,
+        });
+        let verb = Verb::Restart {
+            names: vec!["api".into()],
+            timeout_ms: None,
+        };
+        proto::encode(
+            &Frame::Run {
+                id: 77,
+                operator: "op:0123456789ab".into(),
+                verb: verb.clone(),
+            },
+            &mut bytes,
+        );
+        peer.stream.write_all(&bytes).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut runs = Vec::new();
+        while runs.is_empty() {
+            assert!(Instant::now() < deadline, "the run never arrived");
+            drive(&mut poll, &mut f, Duration::from_millis(100));
+            runs = f.take_runs();
+        }
+        assert_eq!(runs, [(77, "op:0123456789ab".to_string(), verb)]);
+        let answer = Frame::Answer {
+            id: 77,
+            ok: true,
+            result: Some(serde_json::json!([])),
+            error: None,
+            host: Some("127.0.0.1:0:1:1".into()),
+        };
+        f.answer(&answer, poll.registry(), 1);
+        assert_eq!(peer.next(Duration::from_secs(5)), Some(answer));
+    }
+
+    #[test]
     fn an_answer_over_the_frame_limit_becomes_an_error() {
         let big = Frame::Answer {
             id: 5,
