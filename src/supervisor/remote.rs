@@ -84,7 +84,28 @@ impl Supervisor {
         };
         for (id, operator, verb) in runs {
             let conn = ConnId::remote(id);
-            let remote_verb = RemoteVerb::of(&verb).unwrap_or(RemoteVerb::Status);
+            let Some(remote_verb) = RemoteVerb::of(&verb) else {
+                // No publisher of ours sends one: refused, and logged only.
+                crate::log!(
+                    "remote {} from operator {operator}: refused, it cannot be run remotely",
+                    verb.name()
+                );
+                let answer = Frame::Answer {
+                    id,
+                    ok: false,
+                    result: None,
+                    error: Some(crate::control::proto::ErrorBody {
+                        code: ErrorCode::Forbidden,
+                        message: format!("`{}` cannot be run through the publisher", verb.name()),
+                    }),
+                    host: Some(self.own_gpid.clone()),
+                };
+                let now = self.reactor.now_ms();
+                if let Some(f) = &mut self.forwarder {
+                    f.answer(&answer, self.reactor.registry(), now);
+                }
+                continue;
+            };
             let running = Running {
                 operator: operator.clone(),
                 verb: remote_verb,
