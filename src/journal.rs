@@ -578,6 +578,33 @@ pub fn filter(records: Vec<Record>, service: Option<&str>, since_us: Option<u64>
 pub(crate) mod tests {
     use super::*;
 
+    #[test]
+    fn a_remote_request_record_round_trips_and_reads_as_a_line() {
+        let r = Record {
+            time_us: 5,
+            service: "api".into(),
+            kind: Kind::RemoteRequest,
+            remote: Some(RemoteNote {
+                operator: "op:0123456789ab".into(),
+                verb: crate::control::proto::RemoteVerb::Restart,
+                ok: false,
+                error: Some(crate::control::proto::ErrorCode::Forbidden),
+            }),
+            ..Record::default()
+        };
+        let (back, _, err) = decode_all(&frame(&r));
+        assert_eq!(err, None);
+        assert_eq!(back, [r.clone()]);
+        let note = r.remote.unwrap();
+        assert_eq!(
+            note.describe(),
+            "restart by operator op:0123456789ab: failed (forbidden)"
+        );
+        // Older records have no `remote` and encode as before.
+        let plain = serde_json::to_string(&Record::default()).unwrap();
+        assert!(!plain.contains("remote"), "{plain}");
+    }
+
     /// Record `i` of a test journal: starts and exits of s0..s2 in turn.
     pub(crate) fn rec(i: u64) -> Record {
         Record {

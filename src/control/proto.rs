@@ -795,6 +795,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn remote_verb_lists_parse_and_unknown_words_are_named() {
+        assert_eq!(
+            RemoteVerb::parse_list("restart, status,restart,").unwrap(),
+            [RemoteVerb::Status, RemoteVerb::Restart]
+        );
+        assert_eq!(RemoteVerb::parse_list("").unwrap(), []);
+        let e = RemoteVerb::parse_list("status,reboot").unwrap_err();
+        assert!(e.contains("`reboot`") && e.contains("rollback"), "{e}");
+        for v in RemoteVerb::ALL {
+            assert_eq!(RemoteVerb::parse_list(v.name()).unwrap(), [v]);
+            let json = serde_json::to_string(&v).unwrap();
+            assert_eq!(json, format!("\"{}\"", v.name()));
+        }
+        assert_eq!(RemoteVerb::of(&Verb::Reload), None);
+        assert_eq!(
+            RemoteVerb::of(&Verb::Rollback { name: "a".into() }),
+            Some(RemoteVerb::Rollback)
+        );
+    }
+
+    #[test]
     fn read_only_verbs_are_the_documented_ones() {
         let read = |line: &str| decode_request(line.as_bytes()).unwrap().verb.is_read_only();
         for verb in [
