@@ -594,7 +594,7 @@ pub(crate) mod tests {
         };
         let (back, _, err) = decode_all(&frame(&r));
         assert_eq!(err, None);
-        assert_eq!(back, [r.clone()]);
+        assert_eq!(back, std::slice::from_ref(&r));
         let note = r.remote.unwrap();
         assert_eq!(
             note.describe(),
