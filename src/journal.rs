@@ -52,6 +52,9 @@ pub enum Kind {
     Unhealthy,
     /// It did not become ready, with `reason`: a failed start.
     NotReady,
+    /// An operator's request relayed by the publisher (`--publish-control`),
+    /// with `remote`: who asked what, and the outcome.
+    RemoteRequest,
     #[serde(other)]
     Other,
 }
@@ -67,6 +70,7 @@ impl Kind {
             Kind::Rollback => "rollback",
             Kind::Unhealthy => "unhealthy",
             Kind::NotReady => "not_ready",
+            Kind::RemoteRequest => "remote_request",
             Kind::Other => "other",
         }
     }
@@ -106,6 +110,41 @@ pub struct Record {
     /// unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Kind `remote_request`: the operator key, the verb and the outcome;
+    /// absent from other kinds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteNote>,
+}
+
+/// A control request relayed through the publisher, as both journals keep
+/// it: `service` holds the names it named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteNote {
+    /// The operator key's id: a fingerprint of the operator token, never
+    /// the token.
+    pub operator: String,
+    pub verb: crate::control::proto::RemoteVerb,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::control::proto::ErrorCode>,
+}
+
+impl RemoteNote {
+    /// "restart by operator op:1a2b…: ok", "…: refused (forbidden)".
+    pub fn describe(&self) -> String {
+        let outcome = match (self.ok, self.error) {
+            (true, _) => "ok".to_string(),
+            (false, Some(code)) => format!(
+                "failed ({})",
+                serde_json::to_value(code)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            ),
+            (false, None) => "failed".to_string(),
+        };
+        format!("{} by operator {}: {outcome}", self.verb, self.operator)
+    }
 }
 
 /// Free space a full file system must regain before the journal writes
@@ -601,6 +640,33 @@ pub fn filter(records: Vec<Record>, service: Option<&str>, since_us: Option<u64>
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn a_remote_request_record_round_trips_and_reads_as_a_line() {
+        let r = Record {
+            time_us: 5,
+            service: "api".into(),
+            kind: Kind::RemoteRequest,
+            remote: Some(RemoteNote {
+                operator: "op:0123456789ab".into(),
+                verb: crate::control::proto::RemoteVerb::Restart,
+                ok: false,
+                error: Some(crate::control::proto::ErrorCode::Forbidden),
+            }),
+            ..Record::default()
+        };
+        let (back, _, err) = decode_all(&frame(&r));
+        assert_eq!(err, None);
+        assert_eq!(back, std::slice::from_ref(&r));
+        let note = r.remote.unwrap();
+        assert_eq!(
+            note.describe(),
+            "restart by operator op:0123456789ab: failed (forbidden)"
+        );
+        // Older records have no `remote` and encode as before.
+        let plain = serde_json::to_string(&Record::default()).unwrap();
+        assert!(!plain.contains("remote"), "{plain}");
+    }
 
     /// Record `i` of a test journal: starts and exits of s0..s2 in turn.
     pub(crate) fn rec(i: u64) -> Record {

@@ -38,6 +38,9 @@ pub struct ClientCmd {
     /// `history --publisher ADDR [--host H] [--token-file F]`: ask a
     /// publisher's journal instead of this zurg.
     pub publisher: Option<crate::publish::client::HistoryAsk>,
+    /// `--publisher ADDR --host H` (or `status --all-hosts`): run the verb
+    /// on a host through the publisher.
+    pub remote: Option<super::remote::RemoteAsk>,
 }
 
 /// Why no zurg answers on the socket; each says what the path is.
@@ -177,6 +180,12 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
     let mut publisher = None;
     let mut host = None;
     let mut token_file = None;
+    let mut operator_token_file = None;
+    let mut all_hosts = false;
+    let remote_verb = matches!(
+        verb_name.as_str(),
+        "status" | "restart" | "stop" | "start" | "signal" | "upgrade" | "rollback"
+    );
     let mut wait_for = proto::WaitFor::Ready;
     let mut p = lexopt::Parser::from_args(rest.iter().cloned());
     while let Some(arg) = p.next()? {
@@ -218,8 +227,16 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
                 since_us = Some(crate::os::wall_clock_us().saturating_sub(ms.saturating_mul(1000)));
             }
             Long("state") if verb_name == "history" => state_dir = Some(PathBuf::from(p.value()?)),
-            Long("publisher") if verb_name == "history" => publisher = Some(p.value()?.string()?),
-            Long("host") if verb_name == "history" => host = Some(p.value()?.string()?),
+            Long("publisher") if verb_name == "history" || remote_verb => {
+                publisher = Some(p.value()?.string()?)
+            }
+            Long("host") if verb_name == "history" || remote_verb => {
+                host = Some(p.value()?.string()?)
+            }
+            Long("operator-token-file") if remote_verb => {
+                operator_token_file = Some(PathBuf::from(p.value()?))
+            }
+            Long("all-hosts") if verb_name == "status" => all_hosts = true,
             Long("token-file") if verb_name == "history" => {
                 token_file = Some(PathBuf::from(p.value()?))
             }
@@ -339,22 +356,57 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
             )))
         }
     };
-    let publisher = match (publisher, &verb) {
-        (Some(addr), Verb::History { name, since_us }) => {
+    let (publisher, remote) = match (publisher, &verb) {
+        (Some(addr), Verb::History { name, since_us }) => (
             Some(crate::publish::client::HistoryAsk {
                 publisher: addr,
                 host,
                 token_file,
                 name: name.clone(),
                 since_us: *since_us,
-            })
+            }),
+            None,
+        ),
+        (Some(addr), _) => {
+            let target = match (host, all_hosts) {
+                (Some(h), false) => super::remote::Target::Host(h),
+                (None, true) => super::remote::Target::AllHosts,
+                (Some(_), true) => {
+                    return Err(UsageError(
+                        "status: --host H or --all-hosts, not both".into(),
+                    ))
+                }
+                (None, false) => {
+                    return Err(UsageError(format!(
+                        "{verb_name} --publisher: name the host with --host H{}",
+                        if verb_name == "status" {
+                            " (or --all-hosts)"
+                        } else {
+                            ""
+                        }
+                    )))
+                }
+            };
+            (
+                None,
+                Some(super::remote::RemoteAsk {
+                    publisher: addr,
+                    target,
+                    operator_token_file,
+                }),
+            )
         }
-        _ if host.is_some() || token_file.is_some() => {
-            return Err(UsageError(
-                "history: --host and --token-file go with --publisher".into(),
-            ))
+        (None, _) if all_hosts || operator_token_file.is_some() => {
+            return Err(UsageError(format!(
+                "{verb_name}: --all-hosts and --operator-token-file go with --publisher ADDR"
+            )))
         }
-        _ => None,
+        (None, _) if host.is_some() || token_file.is_some() => {
+            return Err(UsageError(format!(
+                "{verb_name}: --host and --token-file go with --publisher"
+            )))
+        }
+        (None, _) => (None, None),
     };
     Ok(ClientCmd {
         verb,
@@ -362,6 +414,7 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
         json,
         state_dir,
         publisher,
+        remote,
     })
 }
 
@@ -416,6 +469,9 @@ pub fn run(args: &[String]) -> i32 {
     };
     if let Some(ask) = &cmd.publisher {
         return crate::publish::client::history(ask, cmd.json);
+    }
+    if let Some(ask) = &cmd.remote {
+        return super::remote::run(&cmd, ask);
     }
     let path = socket_path(&cmd);
     let mut stream = match connect(&path) {
@@ -588,6 +644,25 @@ fn print_log_item(
 
 fn print_history(records: &[crate::journal::Record]) {
     for r in records {
+        if let Some(note) = &r.remote {
+            let why = r
+                .reason
+                .as_ref()
+                .map(|w| format!(" ({w})"))
+                .unwrap_or_default();
+            println!(
+                "{} {} {} {}{why}",
+                utc_timestamp(r.time_us),
+                if r.service.is_empty() {
+                    "*"
+                } else {
+                    &r.service
+                },
+                r.kind,
+                note.describe()
+            );
+            continue;
+        }
         let exit = r
             .exit
             .as_ref()
@@ -612,7 +687,12 @@ fn print_history(records: &[crate::journal::Record]) {
     }
 }
 
-fn print_reply(cmd: &ClientCmd, reply: &Reply, raw: &[u8], zurg_pid: Option<i32>) -> i32 {
+pub(super) fn print_reply(
+    cmd: &ClientCmd,
+    reply: &Reply,
+    raw: &[u8],
+    zurg_pid: Option<i32>,
+) -> i32 {
     if let Some(err) = &reply.error {
         if cmd.json {
             print!("{}", String::from_utf8_lossy(raw));
@@ -913,6 +993,36 @@ pub fn status_table_seen_from(
     rows: &[ServiceStatus],
     seen: &std::collections::HashMap<i32, i32>,
 ) -> String {
+    align(&status_cells(rows, seen))
+}
+
+/// One status table for several hosts (`status --all-hosts`): the local
+/// table's columns after a HOST column.
+pub fn status_table_by_host(hosts: &[(String, Vec<ServiceStatus>)]) -> String {
+    let none = std::collections::HashMap::new();
+    let all: Vec<ServiceStatus> = hosts.iter().flat_map(|(_, r)| r.clone()).collect();
+    let mut cells = Vec::new();
+    let mut body = status_cells(&all, &none).into_iter();
+    if let Some(mut header) = body.next() {
+        header.insert(0, "HOST".into());
+        cells.push(header);
+    }
+    for (host, rows) in hosts {
+        for _ in rows {
+            if let Some(mut row) = body.next() {
+                row.insert(0, host.clone());
+                cells.push(row);
+            }
+        }
+    }
+    align(&cells)
+}
+
+/// The status table's header and rows, as cells.
+fn status_cells(
+    rows: &[ServiceStatus],
+    seen: &std::collections::HashMap<i32, i32>,
+) -> Vec<Vec<String>> {
     let mut header = vec![
         "NAME",
         "STATE",
@@ -951,7 +1061,7 @@ pub fn status_table_seen_from(
         }
         cells.push(row);
     }
-    align(&cells)
+    cells
 }
 
 /// "ok", "failing 2 (500 Internal Server Error)".

@@ -7,6 +7,7 @@
 pub mod check;
 pub mod client;
 pub mod nspid;
+pub mod remote;
 pub mod render;
 pub mod spec;
 
@@ -61,6 +62,9 @@ pub struct RunOptions {
     /// Unacknowledged events kept in memory (older ones are read back from
     /// the journal).
     pub publish_queue: usize,
+    /// `--publish-control`: verbs operators may run here through the
+    /// publisher; none by default.
+    pub publish_control: Vec<crate::control::proto::RemoteVerb>,
     /// `--log-timestamps` / `--no-log-timestamps`; `None`: decide by stderr.
     pub log_timestamps: Option<bool>,
     /// `--cgroup PATH`: the cgroup2 subtree to manage instead of zurg's own.
@@ -81,6 +85,7 @@ impl RunOptions {
             publish: Vec::new(),
             publish_token_file: None,
             publish_queue: DEFAULT_PUBLISH_QUEUE,
+            publish_control: Vec::new(),
             log_timestamps: None,
             cgroup: None,
         }
@@ -181,6 +186,7 @@ pub fn parse(args: Vec<OsString>, is_pid1: bool) -> Result<Cmd, UsageError> {
         }
         return Err(UsageError("no command given".into()));
     }
+    let args = remote::hoist_options(args)?;
     let Some(verb) = args.first().and_then(|a| a.to_str()).and_then(spec::verb) else {
         return parse_shim(args);
     };
@@ -298,6 +304,7 @@ fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
     let mut publish = Vec::new();
     let mut publish_token_file = None;
     let mut publish_queue = DEFAULT_PUBLISH_QUEUE;
+    let mut publish_control = Vec::new();
     let mut log_timestamps = None;
     let mut cgroup = None;
     let mut p = lexopt::Parser::from_args(args);
@@ -317,6 +324,11 @@ fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
                 }
             }
             Long("publish-token-file") => publish_token_file = Some(PathBuf::from(p.value()?)),
+            Long("publish-control") => {
+                let v = p.value()?.string()?;
+                publish_control = crate::control::proto::RemoteVerb::parse_list(&v)
+                    .map_err(|e| UsageError(format!("--publish-control {v:?}: {e}")))?;
+            }
             Long("publish-queue") => {
                 let v = p.value()?.string()?;
                 publish_queue = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
@@ -340,6 +352,11 @@ fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
             _ => return Err(arg.unexpected().into()),
         }
     }
+    if !publish_control.is_empty() && publish.is_empty() {
+        return Err(UsageError(
+            "--publish-control needs --publish ADDR: requests come down the connection to the publisher".into(),
+        ));
+    }
     Ok(Cmd::Run(RunOptions {
         units_dir: units.ok_or_else(|| UsageError("run: --units DIR is required".into()))?,
         socket: socket.unwrap_or_else(|| DEFAULT_SOCKET.into()),
@@ -351,6 +368,7 @@ fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
         publish,
         publish_token_file,
         publish_queue,
+        publish_control,
         log_timestamps,
         cgroup,
     }))

@@ -93,6 +93,21 @@ const STOP_TIMEOUT: Opt = default(
     valued("timeout", "DUR", "how long each service gets to stop"),
     "the unit's stop_timeout_ms",
 );
+const REMOTE_PUBLISHER: Opt = valued(
+    "publisher",
+    "HOST:PORT",
+    "run it on another host through this publisher (with --host H); also before the verb",
+);
+const REMOTE_HOST: Opt = valued(
+    "host",
+    "H",
+    "with --publisher: the host (its address, hostname or zurg GPID); it must allow the verb (zurg run --publish-control)",
+);
+const OPERATOR_TOKEN: Opt = valued(
+    "operator-token-file",
+    "FILE",
+    "with --publisher: the operator token (never the host token)",
+);
 const JSON: Opt = flag("json", "print the raw JSON answer, one document per line");
 const SOCKET: Opt = default(
     valued("socket", "PATH", "the control socket of the zurg to ask"),
@@ -210,6 +225,11 @@ pub const VERBS: &[VerbSpec] = &[
                 "FILE",
                 "shared secret for the publisher's challenge",
             ),
+            valued(
+                "publish-control",
+                "VERBS",
+                "let the publisher's operators run these verbs here (status,restart,stop,start,signal,upgrade,rollback); none by default",
+            ),
             default(
                 valued(
                     "publish-queue",
@@ -227,28 +247,28 @@ pub const VERBS: &[VerbSpec] = &[
         args: "[NAME...]",
         summary: "one row per service: state, pid, uptime, ready time, restarts, last exit; exits 1 when a service is failed or restarting after a failure (for HEALTHCHECK)",
         face: Face::Client,
-        opts: &[JSON, SOCKET],
+        opts: &[JSON, SOCKET, REMOTE_PUBLISHER, REMOTE_HOST, OPERATOR_TOKEN, flag("all-hosts", "with --publisher: every connected host's services, with a HOST column")],
     },
     VerbSpec {
         name: "start",
         args: "NAME...",
         summary: "start stopped services",
         face: Face::Client,
-        opts: &[JSON, SOCKET],
+        opts: &[JSON, SOCKET, REMOTE_PUBLISHER, REMOTE_HOST, OPERATOR_TOKEN],
     },
     VerbSpec {
         name: "stop",
         args: "NAME...",
         summary: "stop services, and wait until they are down",
         face: Face::Client,
-        opts: &[STOP_TIMEOUT, JSON, SOCKET],
+        opts: &[STOP_TIMEOUT, JSON, SOCKET, REMOTE_PUBLISHER, REMOTE_HOST, OPERATOR_TOKEN],
     },
     VerbSpec {
         name: "restart",
         args: "NAME...",
         summary: "restart services, and report the new pids",
         face: Face::Client,
-        opts: &[STOP_TIMEOUT, JSON, SOCKET],
+        opts: &[STOP_TIMEOUT, JSON, SOCKET, REMOTE_PUBLISHER, REMOTE_HOST, OPERATOR_TOKEN],
     },
     VerbSpec {
         name: "wait",
@@ -271,7 +291,7 @@ pub const VERBS: &[VerbSpec] = &[
         args: "NAME SIGNAL",
         summary: "send a signal to a service's main process",
         face: Face::Client,
-        opts: &[JSON, SOCKET],
+        opts: &[JSON, SOCKET, REMOTE_PUBLISHER, REMOTE_HOST, OPERATOR_TOKEN],
     },
     VerbSpec {
         name: "reload",
@@ -411,15 +431,14 @@ pub const VERBS: &[VerbSpec] = &[
                 UPGRADE_WINDOW_DEFAULT,
             ),
             JSON,
-            SOCKET,
-        ],
+            SOCKET, REMOTE_PUBLISHER, REMOTE_HOST, OPERATOR_TOKEN],
     },
     VerbSpec {
         name: "rollback",
         args: "NAME",
         summary: "go back to a service's previous build",
         face: Face::Client,
-        opts: &[JSON, SOCKET],
+        opts: &[JSON, SOCKET, REMOTE_PUBLISHER, REMOTE_HOST, OPERATOR_TOKEN],
     },
     VerbSpec {
         name: "check",
@@ -501,6 +520,11 @@ pub const VERBS: &[VerbSpec] = &[
                 "journal",
                 "DIR",
                 "keep every host's starts and exits in DIR, for `zurg history --publisher`",
+            ),
+            valued(
+                "operator-token-file",
+                "FILE",
+                "operators proving this secret may run control requests on hosts that allow them; remote control is off without it",
             ),
         ],
     },

@@ -170,6 +170,106 @@ impl Verb {
     }
 }
 
+/// The verbs a host may let operators run through the publisher
+/// (`zurg run --publish-control`), a subset of `Verb`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteVerb {
+    Status,
+    Restart,
+    Stop,
+    Start,
+    Signal,
+    Upgrade,
+    Rollback,
+}
+
+impl RemoteVerb {
+    pub const ALL: [RemoteVerb; 7] = [
+        RemoteVerb::Status,
+        RemoteVerb::Restart,
+        RemoteVerb::Stop,
+        RemoteVerb::Start,
+        RemoteVerb::Signal,
+        RemoteVerb::Upgrade,
+        RemoteVerb::Rollback,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RemoteVerb::Status => "status",
+            RemoteVerb::Restart => "restart",
+            RemoteVerb::Stop => "stop",
+            RemoteVerb::Start => "start",
+            RemoteVerb::Signal => "signal",
+            RemoteVerb::Upgrade => "upgrade",
+            RemoteVerb::Rollback => "rollback",
+        }
+    }
+
+    /// The remote verb a request is, if it may be relayed at all.
+    pub fn of(verb: &Verb) -> Option<RemoteVerb> {
+        match verb {
+            Verb::Status { .. } => Some(RemoteVerb::Status),
+            Verb::Restart { .. } => Some(RemoteVerb::Restart),
+            Verb::Stop { .. } => Some(RemoteVerb::Stop),
+            Verb::Start { .. } => Some(RemoteVerb::Start),
+            Verb::Signal { .. } => Some(RemoteVerb::Signal),
+            Verb::Upgrade { .. } => Some(RemoteVerb::Upgrade),
+            Verb::Rollback { .. } => Some(RemoteVerb::Rollback),
+            Verb::Version
+            | Verb::Reload
+            | Verb::Events { .. }
+            | Verb::Shutdown { .. }
+            | Verb::Gpid { .. }
+            | Verb::Stats { .. }
+            | Verb::History { .. }
+            | Verb::Wait { .. }
+            | Verb::Logs { .. } => None,
+        }
+    }
+
+    /// `status,restart` → the verbs, each once, in order; an unknown word
+    /// is an error naming it and the known ones.
+    pub fn parse_list(text: &str) -> Result<Vec<RemoteVerb>, String> {
+        let mut out: Vec<RemoteVerb> = Vec::new();
+        for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            let Some(v) = RemoteVerb::ALL.iter().find(|v| v.name() == word) else {
+                let known: Vec<&str> = RemoteVerb::ALL.iter().map(|v| v.name()).collect();
+                return Err(format!(
+                    "`{word}` is not a verb that can be allowed remotely; choose from {}",
+                    known.join(",")
+                ));
+            };
+            if !out.contains(v) {
+                out.push(*v);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// The service names a request names, for the journal.
+    pub fn target(verb: &Verb) -> String {
+        match verb {
+            Verb::Status { names }
+            | Verb::Start { names }
+            | Verb::Stop { names, .. }
+            | Verb::Restart { names, .. } => names.join(","),
+            Verb::Signal { name, .. } | Verb::Upgrade { name, .. } | Verb::Rollback { name } => {
+                name.clone()
+            }
+            _ => String::new(),
+        }
+    }
+}
+
+impl std::fmt::Display for RemoteVerb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// What `wait` waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -200,6 +300,11 @@ pub enum ErrorCode {
     ShuttingDown,
     Busy,
     Failed,
+    /// Through a publisher: the host is not connected to it (unknown, or
+    /// its zurg stopped).
+    HostNotConnected,
+    /// Through a publisher: the host did not answer within the deadline.
+    HostSilent,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -712,6 +817,27 @@ pub fn decode_reply(line: &[u8]) -> Result<Reply, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remote_verb_lists_parse_and_unknown_words_are_named() {
+        assert_eq!(
+            RemoteVerb::parse_list("restart, status,restart,").unwrap(),
+            [RemoteVerb::Status, RemoteVerb::Restart]
+        );
+        assert_eq!(RemoteVerb::parse_list("").unwrap(), []);
+        let e = RemoteVerb::parse_list("status,reboot").unwrap_err();
+        assert!(e.contains("`reboot`") && e.contains("rollback"), "{e}");
+        for v in RemoteVerb::ALL {
+            assert_eq!(RemoteVerb::parse_list(v.name()).unwrap(), [v]);
+            let json = serde_json::to_string(&v).unwrap();
+            assert_eq!(json, format!("\"{}\"", v.name()));
+        }
+        assert_eq!(RemoteVerb::of(&Verb::Reload), None);
+        assert_eq!(
+            RemoteVerb::of(&Verb::Rollback { name: "a".into() }),
+            Some(RemoteVerb::Rollback)
+        );
+    }
 
     #[test]
     fn read_only_verbs_are_the_documented_ones() {

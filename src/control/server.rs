@@ -143,6 +143,26 @@ pub struct ConnId {
     generation: u64,
 }
 
+/// The slot no local connection has: a request relayed by the publisher.
+const REMOTE_SLOT: usize = usize::MAX;
+
+impl ConnId {
+    /// The "connection" of a request relayed by the publisher under its
+    /// relay id: its reply goes back through the forwarder, and the
+    /// control server, which has no such slot, ignores it.
+    pub fn remote(relay_id: u64) -> ConnId {
+        ConnId {
+            slot: REMOTE_SLOT,
+            generation: relay_id,
+        }
+    }
+
+    /// The relay id, when this is a relayed request.
+    pub fn relay_id(self) -> Option<u64> {
+        (self.slot == REMOTE_SLOT).then_some(self.generation)
+    }
+}
+
 #[derive(Debug)]
 struct Conn {
     stream: UnixStream,
@@ -706,7 +726,7 @@ impl ControlServer {
 
     /// Queues a reply to `conn` (gone connections are ignored).
     pub fn reply(&mut self, registry: &Registry, conn: ConnId, reply: &Reply) {
-        let token = Token(FIRST_CONN_TOKEN + conn.slot);
+        let token = Token(FIRST_CONN_TOKEN.wrapping_add(conn.slot));
         let now_ms = self.now_ms;
         let Some(c) = self.conn_mut(conn) else { return };
         if reply.event.is_none() && reply.log.is_none() {
@@ -739,7 +759,7 @@ impl ControlServer {
     /// Queues the next piece of `conn`'s streamed reply; `last` ends it and
     /// answers the request.
     pub fn push_chunk(&mut self, registry: &Registry, conn: ConnId, bytes: &[u8], last: bool) {
-        let token = Token(FIRST_CONN_TOKEN + conn.slot);
+        let token = Token(FIRST_CONN_TOKEN.wrapping_add(conn.slot));
         let now_ms = self.now_ms;
         let Some(c) = Self::conn_in(&mut self.conns, conn) else {
             return;

@@ -127,6 +127,16 @@ pub struct Session {
 impl Session {
     /// Connects, says hello, and answers the challenge when there is one.
     pub fn open(addr: &str, token: Option<&[u8]>, timeout: Duration) -> Result<Session, String> {
+        Session::open_as(addr, Role::Client, token, timeout)
+    }
+
+    /// `open` in a given role: an operator proves the operator token.
+    pub fn open_as(
+        addr: &str,
+        role: Role,
+        token: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Session, String> {
         let addrs: Vec<SocketAddr> = addr
             .to_socket_addrs()
             .map_err(|e| format!("publisher address {addr:?}: {e}"))?
@@ -134,7 +144,7 @@ impl Session {
         let mut last = format!("publisher address {addr:?} resolves to nothing");
         for a in addrs {
             match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT.min(timeout)) {
-                Ok(stream) => return Session::handshake(stream, token, timeout),
+                Ok(stream) => return Session::handshake(stream, role, token, timeout),
                 Err(e) => last = format!("cannot connect to the publisher at {a}: {e}"),
             }
         }
@@ -143,6 +153,7 @@ impl Session {
 
     fn handshake(
         stream: TcpStream,
+        role: Role,
         token: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<Session, String> {
@@ -157,22 +168,26 @@ impl Session {
         let ours = nonce().map_err(|e| e.to_string())?;
         s.send(&Frame::Hello {
             proto: PROTOCOL,
-            role: Role::Client,
+            role,
             host: None,
             zurg: None,
             boot: None,
             hostname: None,
             nonce: Some(ours.clone()),
             instance: None,
+            control: Vec::new(),
         })?;
         loop {
             match s.read_frame()? {
                 Frame::Challenge { nonce } => {
                     let Some(t) = token else {
-                        return Err("the publisher requires a token: give --token-file".into());
+                        return Err(match role {
+                            Role::Operator => "the publisher requires the operator token: give --operator-token-file".into(),
+                            _ => "the publisher requires a token: give --token-file".into(),
+                        });
                     };
                     s.send(&Frame::Auth {
-                        mac: proto::proof(t, "client", &nonce),
+                        mac: proto::proof(t, role.name(), &nonce),
                     })?;
                 }
                 Frame::Welcome { mac, .. } => {
@@ -505,6 +520,24 @@ fn history_line(value: &serde_json::Value) -> String {
         .as_deref()
         .and_then(|z| z.split(':').next())
         .unwrap_or("-");
+    if let Some(note) = &r.remote {
+        let why = r
+            .reason
+            .as_ref()
+            .map(|w| format!(" ({w})"))
+            .unwrap_or_default();
+        return format!(
+            "{} {host} {} {} {}{why}",
+            crate::cli::utc_timestamp(r.time_us),
+            if r.service.is_empty() {
+                "*"
+            } else {
+                &r.service
+            },
+            r.kind,
+            note.describe()
+        );
+    }
     // As `zurg history` prints a local record.
     let exit = match r.exit.as_ref().map(|e| (e.code, e.signal.as_deref())) {
         Some((Some(code), _)) => format!(" (code {code})"),

@@ -24,6 +24,8 @@ use mio::net::TcpStream;
 use mio::unix::pipe;
 use mio::{Interest, Registry, Token};
 
+use crate::control::proto::{ErrorBody, ErrorCode, RemoteVerb, Verb};
+
 use super::proto::{
     self, Decoder, Endpoint, EventKind, ExitInfo, Frame, PublishStatus, Role, CHUNK, MAX_FRAME,
     PROTOCOL,
@@ -39,6 +41,9 @@ const CONNECT_TIMEOUT_MS: u64 = 2_000;
 const HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 const MIN_BACKOFF_MS: u64 = 100;
 const MAX_BACKOFF_MS: u64 = 5_000;
+/// Relayed requests (`Frame::Run`) read and not yet taken by the
+/// supervisor; past it one is answered `busy` at once.
+const MAX_RUNS_QUEUED: usize = 64;
 /// Heartbeats before the welcome says the lease.
 const DEFAULT_LEASE_MS: u64 = 10_000;
 
@@ -201,6 +206,10 @@ pub struct Forwarder {
     /// This zurg instance's secret for the publisher (drawn at the first
     /// connect, then kept), so only this zurg can speak for its host.
     instance: Option<String>,
+    /// `--publish-control`: the verbs the hello offers operators.
+    control: Vec<RemoteVerb>,
+    /// Relayed requests for the supervisor: (relay id, operator, verb).
+    runs: VecDeque<(u64, String, Verb)>,
 }
 
 impl Forwarder {
@@ -242,7 +251,33 @@ impl Forwarder {
             quiet: false,
             wants_snapshot: false,
             instance: None,
+            control: Vec::new(),
+            runs: VecDeque::new(),
         }
+    }
+
+    /// Offers `verbs` to the publisher's operators (`--publish-control`).
+    pub fn with_control(mut self, verbs: Vec<RemoteVerb>) -> Forwarder {
+        self.control = verbs;
+        self
+    }
+
+    /// Requests the publisher relayed, for the supervisor to run.
+    pub fn take_runs(&mut self) -> Vec<(u64, String, Verb)> {
+        self.runs.drain(..).collect()
+    }
+
+    /// Sends an answer to a relayed request. Lost with the connection: the
+    /// publisher then answers its operator itself. An answer over the
+    /// frame limit (a status of some hundreds of services) would make the
+    /// publisher drop the connection: it becomes a `too_large` error.
+    pub fn answer(&mut self, frame: &Frame, registry: &Registry, now: u64) {
+        if !matches!(self.link, Link::Streaming { .. }) {
+            return;
+        }
+        let bytes = fit_answer(frame);
+        self.out.extend_from_slice(&bytes);
+        self.flush(registry, now);
     }
 
     fn instance(&mut self) -> Result<String, crate::publish::server::NonceError> {
@@ -592,6 +627,8 @@ impl Forwarder {
         self.wants_snapshot = false;
         self.wants_journal = None;
         self.awaiting_journal = None;
+        // Not run yet: the publisher answers their operators itself.
+        self.runs.clear();
     }
 
     /// The connection is readable or writable, or the worker finished
@@ -631,6 +668,7 @@ impl Forwarder {
                     hostname: Some(id.hostname.clone()),
                     nonce: Some(nonce.clone()),
                     instance: Some(instance),
+                    control: self.control.clone(),
                 },
                 &mut self.out,
             );
@@ -751,6 +789,27 @@ impl Forwarder {
                 self.ack(seq);
                 self.fill();
             }
+            // Possibly before the welcome: the publisher relays as soon as
+            // it accepted the hello.
+            Frame::Run { id, operator, verb } => {
+                if self.runs.len() >= MAX_RUNS_QUEUED {
+                    let busy = Frame::Answer {
+                        id,
+                        ok: false,
+                        result: None,
+                        error: Some(ErrorBody {
+                            code: ErrorCode::Busy,
+                            message: format!(
+                                "{MAX_RUNS_QUEUED} remote requests are already waiting here"
+                            ),
+                        }),
+                        host: Some(self.identity.zurg.clone()),
+                    };
+                    proto::encode(&busy, &mut self.out);
+                } else {
+                    self.runs.push_back((id, operator, verb));
+                }
+            }
             Frame::Error { message } => {
                 self.fail(registry, now, format!("publisher said: {message}"))
             }
@@ -849,6 +908,32 @@ fn connected_stream(link: &mut Link) -> Option<&mut TcpStream> {
         Link::Handshake { stream, .. } | Link::Streaming { stream } => Some(stream),
         _ => None,
     }
+}
+
+/// `frame` encoded, or when it is over `MAX_FRAME`, an error answer that
+/// says so under the same id.
+fn fit_answer(frame: &Frame) -> Vec<u8> {
+    let bytes = proto::to_bytes(frame);
+    let body = bytes.len().saturating_sub(4);
+    if body <= MAX_FRAME {
+        return bytes;
+    }
+    let (id, host) = match frame {
+        Frame::Answer { id, host, .. } => (*id, host.clone()),
+        _ => (0, None),
+    };
+    proto::to_bytes(&Frame::Answer {
+        id,
+        ok: false,
+        result: None,
+        error: Some(ErrorBody {
+            code: ErrorCode::TooLarge,
+            message: format!(
+                "the reply is {body} bytes, over the {MAX_FRAME}-byte frame limit; name fewer services"
+            ),
+        }),
+        host,
+    })
 }
 
 fn event_frame(seq: u64, e: Lifecycle) -> Frame {
@@ -1018,6 +1103,98 @@ mod tests {
             }
         }
         assert_eq!(seqs, [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn the_hello_offers_the_allowed_verbs_and_relayed_requests_come_and_go() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mut poll = mio::Poll::new().unwrap();
+        let mut f = Forwarder::new(vec![addr], None, identity(), TOKEN, 10)
+            .with_control(vec![RemoteVerb::Status, RemoteVerb::Restart]);
+        f.on_timer(poll.registry(), 0);
+        let (stream, _) = listener.accept().unwrap();
+        let mut peer = Peer {
+            stream,
+            decoder: Decoder::new(MAX_FRAME),
+        };
+        while !matches!(f.link, Link::Handshake { .. }) {
+            assert!(
+                drive(&mut poll, &mut f, Duration::from_secs(5)),
+                "no connect"
+            );
+        }
+        match peer.next(Duration::from_secs(5)) {
+            Some(Frame::Hello { control, .. }) => {
+                assert_eq!(control, [RemoteVerb::Status, RemoteVerb::Restart])
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut bytes = proto::to_bytes(&Frame::Welcome {
+            last_seq: 0,
+            lease_ms: 10_000,
+            mac: None,
+        });
+        let verb = Verb::Restart {
+            names: vec!["api".into()],
+            timeout_ms: None,
+        };
+        proto::encode(
+            &Frame::Run {
+                id: 77,
+                operator: "op:0123456789ab".into(),
+                verb: verb.clone(),
+            },
+            &mut bytes,
+        );
+        peer.stream.write_all(&bytes).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut runs = Vec::new();
+        while runs.is_empty() {
+            assert!(Instant::now() < deadline, "the run never arrived");
+            drive(&mut poll, &mut f, Duration::from_millis(100));
+            runs = f.take_runs();
+        }
+        assert_eq!(runs, [(77, "op:0123456789ab".to_string(), verb)]);
+        let answer = Frame::Answer {
+            id: 77,
+            ok: true,
+            result: Some(serde_json::json!([])),
+            error: None,
+            host: Some("127.0.0.1:0:1:1".into()),
+        };
+        f.answer(&answer, poll.registry(), 1);
+        assert_eq!(peer.next(Duration::from_secs(5)), Some(answer));
+    }
+
+    #[test]
+    fn an_answer_over_the_frame_limit_becomes_an_error() {
+        let big = Frame::Answer {
+            id: 5,
+            ok: true,
+            result: Some(serde_json::Value::String("x".repeat(MAX_FRAME))),
+            error: None,
+            host: Some("h".into()),
+        };
+        let mut d = Decoder::new(MAX_FRAME);
+        d.feed(&fit_answer(&big));
+        match d.next_frame().unwrap() {
+            Some(Frame::Answer {
+                id: 5,
+                ok: false,
+                error: Some(e),
+                ..
+            }) => assert_eq!(e.code, ErrorCode::TooLarge),
+            other => panic!("{other:?}"),
+        }
+        let small = Frame::Answer {
+            id: 6,
+            ok: true,
+            result: None,
+            error: None,
+            host: None,
+        };
+        assert_eq!(fit_answer(&small), proto::to_bytes(&small));
     }
 
     #[test]

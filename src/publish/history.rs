@@ -79,6 +79,29 @@ impl History {
 
     /// Starts answering `q` for connection `conn`; an error when too many
     /// queries are being read already.
+    /// A relayed control request, as it ended: for host `zurg`, with the
+    /// operator key's id and the outcome (`message`: the error's).
+    pub fn record_remote(
+        &mut self,
+        zurg: &str,
+        target: String,
+        note: crate::journal::RemoteNote,
+        message: Option<String>,
+    ) {
+        let record = Record {
+            time_us: crate::os::wall_clock_us(),
+            service: target,
+            kind: Kind::RemoteRequest,
+            zurg: Some(zurg.to_string()),
+            remote: Some(note),
+            reason: message,
+            ..Record::default()
+        };
+        if let Some(line) = self.journal.append(&record).log_line() {
+            crate::log!("{line}");
+        }
+    }
+
     pub fn query(&mut self, conn: ConnId, q: Query) -> Result<(), String> {
         if self.running >= MAX_QUERIES {
             return Err(format!(

@@ -15,5 +15,6 @@ pub mod history;
 pub mod http;
 pub mod proto;
 pub mod registry;
+pub mod relay;
 pub mod server;
 pub mod store;

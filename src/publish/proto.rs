@@ -11,6 +11,8 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::control::proto::{ErrorBody, RemoteVerb, Verb};
+
 pub const PROTOCOL: u32 = 1;
 /// The largest frame body anyone accepts. Snapshots and listings are split
 /// into chunks well under it.
@@ -57,6 +59,21 @@ pub enum Role {
     Forwarder,
     /// A `zurg resolve` or any program that looks names up.
     Client,
+    /// `zurg --publisher ADDR --host H VERB`: proves the operator token
+    /// (never the host token) and may relay control requests to hosts that
+    /// allow them.
+    Operator,
+}
+
+impl Role {
+    /// The name a side MACs its proof under.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Forwarder => "forwarder",
+            Role::Client => "client",
+            Role::Operator => "operator",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +176,10 @@ pub enum Frame {
         /// zurg instance, so nobody else can take a live host's place.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         instance: Option<String>,
+        /// Forwarders: the verbs this host lets operators run through the
+        /// publisher (`--publish-control`); none when absent.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        control: Vec<RemoteVerb>,
     },
     /// Publisher: prove you know the token by MACing this.
     Challenge {
@@ -250,6 +271,34 @@ pub enum Frame {
         #[serde(default)]
         older: u64,
     },
+    /// Operator to publisher: run `verb` on `host` (its zurg GPID, address
+    /// or hostname). `id` is the operator's, echoed in the answer.
+    Request {
+        id: u64,
+        host: String,
+        verb: Verb,
+    },
+    /// Publisher to host: run `verb` as the control socket would, for the
+    /// operator key `operator` (a fingerprint, never the token). `id` is
+    /// the publisher's, echoed in the answer.
+    Run {
+        id: u64,
+        operator: String,
+        verb: Verb,
+    },
+    /// Host to publisher, then publisher to operator: the control reply
+    /// (`ok` with `result`, or `error`), under the receiver's `id`. `host`
+    /// is the zurg GPID that answered, when one did.
+    Answer {
+        id: u64,
+        ok: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<serde_json::Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorBody>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+    },
     /// Sent before the sender closes the connection.
     Error {
         message: String,
@@ -275,6 +324,9 @@ impl Frame {
             Frame::Change { .. } => "change",
             Frame::History { .. } => "history",
             Frame::Records { .. } => "records",
+            Frame::Request { .. } => "request",
+            Frame::Run { .. } => "run",
+            Frame::Answer { .. } => "answer",
             Frame::Error { .. } => "error",
         }
     }
@@ -458,6 +510,40 @@ mod tests {
                 hostname: None,
                 nonce: None,
                 instance: Some("ab".into()),
+                control: vec![RemoteVerb::Status, RemoteVerb::Restart],
+            },
+            Frame::Request {
+                id: 3,
+                host: "10.0.0.3".into(),
+                verb: Verb::Restart {
+                    names: vec!["api".into()],
+                    timeout_ms: None,
+                },
+            },
+            Frame::Run {
+                id: 9,
+                operator: "op:1a2b3c4d".into(),
+                verb: Verb::Signal {
+                    name: "api".into(),
+                    signal: "HUP".into(),
+                },
+            },
+            Frame::Answer {
+                id: 9,
+                ok: true,
+                result: Some(serde_json::json!([{"name": "api"}])),
+                error: None,
+                host: Some("10.0.0.3:0:1:1".into()),
+            },
+            Frame::Answer {
+                id: 3,
+                ok: false,
+                result: None,
+                error: Some(ErrorBody {
+                    code: crate::control::proto::ErrorCode::HostNotConnected,
+                    message: "no".into(),
+                }),
+                host: None,
             },
             Frame::Event {
                 seq: 7,

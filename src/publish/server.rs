@@ -20,12 +20,16 @@ use mio::{Events, Interest, Poll, Token};
 
 use sha2::{Digest, Sha256};
 
+use crate::control::proto::{ErrorCode, RemoteVerb, Verb};
+use crate::journal::RemoteNote;
+
 use super::history::{History, Query};
 use super::http::{Ctx, Http};
 use super::proto::{
     self, Decoder, Frame, HostInfo, Role, CHUNK, MAX_FRAME, MAX_SEQ_JUMP, PROTOCOL,
 };
 use super::registry::{Change, EpKey};
+use super::relay::{Finished, Relay};
 use super::store::{ConnId, Done, MemoryStore, Store};
 
 const LISTENER: Token = Token(0);
@@ -87,10 +91,13 @@ pub struct Options {
     /// Where the publisher keeps its journal of every host's starts and
     /// exits (`--journal`).
     pub journal: Option<PathBuf>,
+    /// The operator token (`--operator-token-file`): remote control
+    /// through this publisher is off without it.
+    pub operator_token_file: Option<PathBuf>,
 }
 
 pub const USAGE: &str = "\
-usage: zurg publisher --listen ADDR [--etcd URL[,URL...]] [--prefix P] [--lease-ms N] [--token-file F] [--http ADDR] [--journal DIR]
+usage: zurg publisher --listen ADDR [--etcd URL[,URL...]] [--prefix P] [--lease-ms N] [--token-file F] [--http ADDR] [--journal DIR] [--operator-token-file F]
   --listen ADDR     address to serve forwarders and resolve clients on, e.g. 0.0.0.0:7300
   --etcd URLS       keep the registry in etcd (needs a build with --features etcd)
   --prefix P        etcd key prefix (default /zurg)
@@ -100,6 +107,8 @@ usage: zurg publisher --listen ADDR [--etcd URL[,URL...]] [--prefix P] [--lease-
                     (any address but loopback needs --token-file; the page asks for the token)
   --journal DIR     keep every start and exit from every host in DIR/journal, for
                     `zurg history --publisher` (8 MiB, then rotated to journal.1)
+  --operator-token-file F  secret of the operators who may run control requests on
+                    hosts that allow them (zurg run --publish-control); never the host token
 ";
 
 pub fn parse_options(args: &[String]) -> Result<Options, String> {
@@ -110,6 +119,7 @@ pub fn parse_options(args: &[String]) -> Result<Options, String> {
     let mut token_file = None;
     let mut http = None;
     let mut journal = None;
+    let mut operator_token_file = None;
     let mut p = lexopt::Parser::from_args(args.iter().skip(1));
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
@@ -142,6 +152,9 @@ pub fn parse_options(args: &[String]) -> Result<Options, String> {
                 );
             }
             Long("journal") => journal = Some(PathBuf::from(string_value(&mut p)?)),
+            Long("operator-token-file") => {
+                operator_token_file = Some(PathBuf::from(string_value(&mut p)?))
+            }
             other => return Err(other.unexpected().to_string()),
         }
     }
@@ -154,6 +167,7 @@ pub fn parse_options(args: &[String]) -> Result<Options, String> {
         token_file,
         http,
         journal,
+        operator_token_file,
     })
 }
 
@@ -230,6 +244,8 @@ struct Conn {
     writable: bool,
     /// Endpoints of this forwarder's snapshot that are still arriving.
     snapshot_pending: usize,
+    /// It proved the operator token: it may relay control requests.
+    operator: bool,
     /// Listed in `Server::unflushed`.
     unflushed: bool,
 }
@@ -290,6 +306,8 @@ struct Server {
     http: Option<Http>,
     /// The journal of every host's starts and exits (`--journal`).
     history: Option<History>,
+    /// Control requests relayed from operators to hosts.
+    relay: Relay,
 }
 
 pub fn run(args: &[String]) -> i32 {
@@ -317,6 +335,14 @@ pub fn run(args: &[String]) -> i32 {
                     ""
                 }
             );
+            if server.relay.token().is_some() {
+                crate::log!(
+                    "remote control on: operator key {} may run what each host allows",
+                    server.relay.key()
+                );
+            } else {
+                crate::log!("remote control off (no --operator-token-file)");
+            }
             if let Some(addr) = server.http.as_ref().and_then(Http::local_addr) {
                 crate::log!(
                     "status page on http://{addr}/{}",
@@ -360,6 +386,15 @@ fn make_store(opts: &Options, waker: &Arc<mio::Waker>) -> Result<Box<dyn Store>,
 impl Server {
     fn new(opts: &Options) -> Result<Server, String> {
         let token = opts.token_file.as_deref().map(read_token).transpose()?;
+        let operator_token = opts
+            .operator_token_file
+            .as_deref()
+            .map(read_token)
+            .transpose()
+            .map_err(|e| format!("--operator-token-file {e}"))?;
+        if operator_token.is_some() && operator_token == token {
+            return Err("--operator-token-file holds the same secret as --token-file; the operator token must differ from the host token (a host that leaks its token must not be able to control other hosts)".into());
+        }
         let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
         let mut listener = TcpListener::bind(opts.listen)
             .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
@@ -401,6 +436,7 @@ impl Server {
             unflushed: Vec::new(),
             http,
             history,
+            relay: Relay::new(operator_token),
         })
     }
 
@@ -424,6 +460,7 @@ impl Server {
                 self.acks_due,
                 self.accept_retry_at,
                 self.http.as_ref().and_then(Http::next_deadline),
+                self.relay.next_deadline(),
             ]
             .into_iter()
             .flatten()
@@ -470,6 +507,8 @@ impl Server {
             }
             self.store.tick(now);
             self.expire_idle(now);
+            let late = self.relay.expire(now);
+            self.relay_finished(late);
             // Store answers may produce more requests only through peers, so
             // one drain per wake-up is enough.
             self.store.drain(&mut done);
@@ -539,6 +578,7 @@ impl Server {
                             writable: true,
                             snapshot_pending: 0,
                             unflushed: false,
+                            operator: false,
                         },
                     );
                 }
@@ -793,12 +833,16 @@ impl Server {
             if self.forwarders.get(&zurg) == Some(&id) {
                 self.forwarders.remove(&zurg);
                 self.store.disconnected(&zurg);
+                let gone = self.relay.host_gone(&zurg);
+                self.relay_finished(gone);
             }
         }
+        self.relay.operator_gone(id);
     }
 
     fn drop_conn(&mut self, id: ConnId) {
         self.watchers.remove(&id);
+        self.relay.operator_gone(id);
         if let Some(mut conn) = self.conns.remove(&id) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
             // Its descriptor is free now: a blocked accept can go on.
@@ -838,6 +882,13 @@ impl Server {
             Peer::New | Peer::Challenged { .. } => Some(c.opened_ms.saturating_add(HANDSHAKE_MS)),
             Peer::Forwarder { .. } => Some(c.active_ms.saturating_add(self.lease_ms)),
             Peer::Client { watch: Some(_) } => None,
+            // An operator waits for a restart's answer, up to the relay's
+            // deadline.
+            Peer::Client { watch: None } if c.operator => Some(
+                c.active_ms
+                    .saturating_add(super::relay::DEADLINE_MS)
+                    .saturating_add(HANDSHAKE_MS),
+            ),
             Peer::Client { watch: None } => Some(c.active_ms.saturating_add(HANDSHAKE_MS)),
         }
     }
@@ -879,7 +930,19 @@ impl Server {
                         return;
                     }
                 }
-                if self.token.is_some() {
+                let operator = matches!(
+                    &hello,
+                    Frame::Hello {
+                        role: Role::Operator,
+                        ..
+                    }
+                );
+                if operator && self.relay.token().is_none() {
+                    let message = "remote control is off on this publisher: start it with --operator-token-file F".to_string();
+                    self.close(id, Some(message));
+                    return;
+                }
+                if self.token.is_some() || operator {
                     let ours = match nonce() {
                         Ok(n) => n,
                         Err(e) => {
@@ -909,12 +972,22 @@ impl Server {
                     Frame::Hello { role, .. } => *role,
                     _ => Role::Client,
                 };
-                let proven = self
-                    .token
-                    .as_deref()
-                    .is_some_and(|t| proto::verify_proof(t, role_name(role), &ours, &mac));
+                let key = match role {
+                    Role::Operator => self.relay.token(),
+                    Role::Forwarder | Role::Client => self.token.as_deref(),
+                };
+                let proven = key.is_some_and(|t| proto::verify_proof(t, role.name(), &ours, &mac));
+                let host_token_as_operator = role == Role::Operator
+                    && self
+                        .token
+                        .as_deref()
+                        .is_some_and(|t| proto::verify_proof(t, role.name(), &ours, &mac));
                 if proven {
                     self.accepted(id, *hello);
+                } else if host_token_as_operator {
+                    let addr = self.conn(id).map(|c| c.addr);
+                    crate::log!("connection from {addr:?}: an operator that proved the host token, not the operator token; refused");
+                    self.close(id, Some("refused: this is the host token, not the operator token; control requests need the operator token (--operator-token-file)".into()));
                 } else {
                     let addr = self.conn(id).map(|c| c.addr);
                     crate::log!("connection from {addr:?}: authentication failed");
@@ -923,6 +996,19 @@ impl Server {
             }
             (peer @ Peer::Forwarder { .. }, frame) => self.forwarder_frame(id, peer, frame),
             (Peer::Client { .. }, Frame::Resolve { name, watch }) => self.resolve(id, name, watch),
+            (
+                peer @ Peer::Client { .. },
+                Frame::Request {
+                    id: asked,
+                    host,
+                    verb,
+                },
+            ) => {
+                if let Some(conn) = self.conn(id) {
+                    conn.peer = peer;
+                }
+                self.relay_request(id, asked, &host, verb);
+            }
             (
                 peer @ Peer::Client { .. },
                 Frame::History {
@@ -960,17 +1046,33 @@ impl Server {
             hostname,
             nonce,
             instance,
+            control,
             ..
         } = hello
         else {
             return;
         };
-        let mac = match (&self.token, &nonce) {
+        let key = match role {
+            Role::Operator => self.relay.token(),
+            Role::Forwarder | Role::Client => self.token.as_deref(),
+        };
+        let mac = match (key, &nonce) {
             (Some(t), Some(n)) => Some(proto::proof(t, "publisher", n)),
             _ => None,
         };
         match role {
-            Role::Client => {
+            Role::Client | Role::Operator => {
+                let operator = role == Role::Operator;
+                if let Some(conn) = self.conn(id) {
+                    conn.operator = operator;
+                }
+                if operator {
+                    let addr = self
+                        .conn(id)
+                        .map(|c| c.addr.to_string())
+                        .unwrap_or_default();
+                    crate::log!("operator {} connected from {addr}", self.relay.key());
+                }
                 if let Some(conn) = self.conn(id) {
                     conn.peer = Peer::Client { watch: None };
                 }
@@ -1033,6 +1135,7 @@ impl Server {
                 if let Some(conn) = self.conn(id) {
                     conn.peer = Peer::Forwarder { zurg: zurg.clone() };
                 }
+                self.relay.host_hello(&zurg, control);
                 if let Some(conn) = self.conn(id) {
                     // Sent with the store's welcome, which carries last_seq.
                     conn.welcome_mac = mac;
@@ -1168,11 +1271,18 @@ impl Server {
                 self.store.snapshot(id, &zurg, seq, endpoints, last, now)
             }
             Frame::Heartbeat { .. } => self.store.heartbeat(id, &zurg, now),
+            answer @ Frame::Answer { .. } => {
+                if let Some(done) = self.relay.answer(&zurg, answer) {
+                    self.relay_finished(vec![done]);
+                }
+            }
             Frame::Bye => {
                 crate::log!("forwarder {zurg} said bye: its zurg is shutting down");
                 self.store.bye(&zurg);
                 if self.forwarders.get(&zurg) == Some(&id) {
                     self.forwarders.remove(&zurg);
+                    let gone = self.relay.host_gone(&zurg);
+                    self.relay_finished(gone);
                 }
                 if let Some(conn) = self.conn(id) {
                     conn.peer = Peer::New;
@@ -1249,6 +1359,111 @@ impl Server {
                 self.close(conn, Some(message));
             }
             Done::Change(change) => self.fan_out(&change),
+        }
+    }
+
+    /// The connected host a `--host` names: its zurg GPID, its address or
+    /// its hostname.
+    fn find_host(&self, name: &str) -> Result<String, (ErrorCode, String)> {
+        if self.forwarders.contains_key(name) {
+            return Ok(name.to_string());
+        }
+        let view = self.store.view();
+        let mut found: Vec<&String> = self
+            .forwarders
+            .keys()
+            .filter(|z| {
+                z.split(':').next() == Some(name)
+                    || view
+                        .host(z)
+                        .is_some_and(|h| h.ip == name || h.hostname == name)
+            })
+            .collect();
+        found.sort();
+        match found.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err((
+                ErrorCode::HostNotConnected,
+                format!("host {name} is not connected to this publisher (its zurg is stopped, unreachable, or does not publish here)"),
+            )),
+            many => Err((
+                ErrorCode::BadRequest,
+                format!(
+                    "host {name} is ambiguous: name one of {} by its zurg GPID",
+                    many.iter().map(|z| z.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// An operator's request: refused here when it must be, else sent down
+    /// the host's connection.
+    fn relay_request(&mut self, id: ConnId, asked: u64, host: &str, verb: Verb) {
+        if !self.conn(id).is_some_and(|c| c.operator) {
+            // Closed rather than answered, and not journaled: an
+            // unauthenticated peer must not fill the journal.
+            let addr = self.conn(id).map(|c| c.addr);
+            crate::log!(
+                "connection from {addr:?}: a control request without the operator token; refused"
+            );
+            let message = "forbidden: control requests need the operator token (say hello as an operator, --operator-token-file); this connection proved the host token or none".to_string();
+            self.close(id, Some(message));
+            return;
+        }
+        let sent = match self.find_host(host) {
+            Ok(zurg) => {
+                let now = self.now_ms();
+                match self.relay.start(id, asked, &zurg, verb.clone(), now) {
+                    Ok(run) => {
+                        if let Some(host_conn) = self.forwarders.get(&zurg).copied() {
+                            self.send(host_conn, &run);
+                            self.flush(host_conn);
+                        }
+                        return;
+                    }
+                    Err(e) => super::relay::refusal(asked, e.code, e.message, Some(zurg)),
+                }
+            }
+            Err((code, message)) => super::relay::refusal(asked, code, message, None),
+        };
+        let key = self.relay.key().to_string();
+        crate::log!("operator {key}: {} on {host} refused here", verb.name());
+        if let (Some(history), Some(remote)) = (self.history.as_mut(), RemoteVerb::of(&verb)) {
+            if let Frame::Answer { error, .. } = &sent {
+                let note = RemoteNote {
+                    operator: key,
+                    verb: remote,
+                    ok: false,
+                    error: error.as_ref().map(|e| e.code),
+                };
+                let message = error.as_ref().map(|e| e.message.clone());
+                history.record_remote(host, RemoteVerb::target(&verb), note, message);
+            }
+        }
+        self.send(id, &sent);
+        self.flush(id);
+    }
+
+    /// Answers for operators: to them, and into the journal.
+    fn relay_finished(&mut self, finished: Vec<Finished>) {
+        for Finished { pending, frame } in finished {
+            if let (Some(history), Frame::Answer { ok, error, .. }) =
+                (self.history.as_mut(), &frame)
+            {
+                let note = RemoteNote {
+                    operator: self.relay.key().to_string(),
+                    verb: pending.verb,
+                    ok: *ok,
+                    error: error.as_ref().map(|e| e.code),
+                };
+                let message = error.as_ref().map(|e| e.message.clone());
+                history.record_remote(&pending.host, pending.target.clone(), note, message);
+            }
+            let conn = pending.operator_conn;
+            if self.conn(conn).is_some_and(|c| !c.closing) {
+                self.send(conn, &frame);
+                self.flush(conn);
+            }
         }
     }
 
@@ -1362,13 +1577,6 @@ impl Server {
                 self.unflushed.push(id);
             }
         }
-    }
-}
-
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Forwarder => "forwarder",
-        Role::Client => "client",
     }
 }
 

@@ -20,6 +20,7 @@ mod ports;
 mod probes;
 mod publishing;
 pub mod reactor;
+mod remote;
 mod requests;
 mod rolling;
 pub mod shim;
@@ -238,6 +239,8 @@ pub struct Supervisor {
     forwarder: Option<crate::publish::forwarder::Forwarder>,
     /// When the Publish timer is armed for, if it is.
     publish_timer_at: Option<u64>,
+    /// Requests relayed by the publisher (`--publish-control`).
+    remote: remote::Remote,
     /// zurg's own GPID (port 0, its own pid): one per zurg instance.
     own_gpid: String,
     /// The last write of overrides.json failed: the file is behind.
@@ -565,6 +568,7 @@ impl Supervisor {
         if let Err(e) = nix::unistd::chdir("/") {
             crate::log!("warning: cannot change directory to /: {e}");
         }
+        let publish_control = opts.publish_control.clone();
         Ok(Supervisor {
             reactor,
             signals,
@@ -598,6 +602,7 @@ impl Supervisor {
             watch_users: HashMap::new(),
             forwarder,
             publish_timer_at: None,
+            remote: remote::Remote::new(publish_control),
             own_gpid: own_gpid.to_string(),
             _state_lock: state_lock,
             start_dir,
@@ -940,7 +945,7 @@ impl Supervisor {
                 } else if token == INOTIFY_TOKEN {
                     self.on_binary_changes();
                 } else if token == publishing::FORWARD_TOKEN {
-                    self.on_forwarder_ready();
+                    self.on_forwarder_ready(&mut work);
                 } else if token == worker::WORKER_TOKEN {
                     self.on_worker(&mut work);
                 }

@@ -31,13 +31,16 @@ pub(super) fn make_forwarder(
         .map(crate::publish::server::read_token)
         .transpose()
         .map_err(|e| format!("--publish-token-file {e}"))?;
-    Ok(Some(Forwarder::new(
-        opts.publish.clone(),
-        token,
-        identity,
-        FORWARD_TOKEN,
-        opts.publish_queue,
-    )))
+    Ok(Some(
+        Forwarder::new(
+            opts.publish.clone(),
+            token,
+            identity,
+            FORWARD_TOKEN,
+            opts.publish_queue,
+        )
+        .with_control(opts.publish_control.clone()),
+    ))
 }
 
 /// This zurg's events numbered `first..=last`, read back from the journal
@@ -146,12 +149,16 @@ impl Supervisor {
         None
     }
 
-    pub(super) fn on_forwarder_ready(&mut self) {
+    pub(super) fn on_forwarder_ready(
+        &mut self,
+        work: &mut std::collections::VecDeque<(usize, crate::service::Input)>,
+    ) {
         let now = self.reactor.now_ms();
         if let Some(f) = &mut self.forwarder {
             f.on_ready(self.reactor.registry(), now);
         }
         self.answer_snapshot_request();
+        self.run_remote_requests(work);
     }
 
     pub(super) fn on_publish_timer(&mut self) {

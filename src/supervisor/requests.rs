@@ -164,6 +164,9 @@ impl Supervisor {
     }
 
     pub(super) fn reply(&mut self, conn: ConnId, reply: &Reply) {
+        if let Some(relay_id) = conn.relay_id() {
+            return self.remote_reply(relay_id, reply);
+        }
         if let Some(c) = &mut self.control {
             c.reply(self.reactor.registry(), conn, reply);
         }
@@ -330,7 +333,7 @@ impl Supervisor {
         }
     }
 
-    fn on_request(&mut self, incoming: Incoming, work: &mut VecDeque<(usize, Input)>) {
+    pub(super) fn on_request(&mut self, incoming: Incoming, work: &mut VecDeque<(usize, Input)>) {
         let Incoming { conn, request, .. } = incoming;
         let Request { id, verb } = request;
         let changes_services = matches!(
@@ -821,6 +824,7 @@ impl Supervisor {
             )
             .then(|| rec.message.clone())
             .flatten(),
+            remote: None,
         };
         if let Some(line) = j.append(&record).log_line() {
             crate::log!("{line}");

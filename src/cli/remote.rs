@@ -1,0 +1,382 @@
+//! `zurg --publisher ADDR --host H VERB ...`: a control verb run on another
+//! host through the publisher, and `zurg --publisher ADDR status
+//! --all-hosts`. The client authenticates as an operator (the operator
+//! token, never the host token); the reply is the host's own control reply,
+//! printed by the local renderers, with the local verb's exit codes. Two
+//! more: 3 when the host is not connected or did not answer, 4 when the
+//! host (or the publisher) refuses the verb.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::client::{
+    print_reply, status_table_by_host, ClientCmd, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE,
+};
+use super::UsageError;
+use crate::control::proto::{ErrorBody, ErrorCode, RawJson, Reply, ServiceStatus, Verb};
+use crate::publish::client::Session;
+use crate::publish::proto::{Endpoint, Frame, HostInfo, Role};
+use crate::publish::server::read_token;
+
+/// The host (or the publisher) refused the verb: not allowed there, or
+/// not with this token.
+pub const EXIT_FORBIDDEN: i32 = 4;
+
+/// Options that may come before the verb (`zurg --publisher ADDR --host H
+/// restart api`).
+const LEADING: [&str; 3] = ["--publisher", "--host", "--operator-token-file"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A zurg GPID, an address or a hostname.
+    Host(String),
+    /// `status --all-hosts`.
+    AllHosts,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteAsk {
+    pub publisher: String,
+    pub target: Target,
+    pub operator_token_file: Option<PathBuf>,
+}
+
+/// Moves `--publisher ADDR --host H --operator-token-file F` given before
+/// the verb to after it, where the verb's parser takes them. Anything else
+/// is left as it is.
+pub fn hoist_options(args: Vec<OsString>) -> Result<Vec<OsString>, UsageError> {
+    let leading = |a: &OsString| {
+        a.to_str().is_some_and(|s| {
+            LEADING
+                .iter()
+                .any(|o| s == *o || s.strip_prefix(o).is_some_and(|r| r.starts_with('=')))
+        })
+    };
+    if !args
+        .first()
+        .is_some_and(|a| a.to_str().is_some_and(|s| s.starts_with("--publisher")))
+    {
+        return Ok(args);
+    }
+    let original = args.clone();
+    let mut moved = Vec::new();
+    let mut rest = args.into_iter().peekable();
+    while rest.peek().is_some_and(leading) {
+        let Some(opt) = rest.next() else { break };
+        let joined = opt.to_str().is_some_and(|s| s.contains('='));
+        moved.push(opt.clone());
+        if !joined {
+            let value = rest
+                .next()
+                .ok_or_else(|| UsageError(format!("{} needs a value", opt.to_string_lossy())))?;
+            moved.push(value);
+        }
+    }
+    let mut out: Vec<OsString> = rest.collect();
+    if out.is_empty() {
+        return Err(UsageError(
+            "--publisher ADDR: name a verb, e.g. `zurg --publisher ADDR --host H restart api`"
+                .into(),
+        ));
+    }
+    let client_verb = out
+        .first()
+        .and_then(|v| v.to_str())
+        .and_then(super::spec::verb)
+        .is_some_and(|v| v.face == super::spec::Face::Client);
+    if !client_verb {
+        // Not `--publisher ... VERB`: the shim's parser says what is wrong.
+        return Ok(original);
+    }
+    out.extend(moved);
+    Ok(out)
+}
+
+/// The exit code for an error reply the publisher or the host gave.
+fn error_exit(code: ErrorCode) -> Option<i32> {
+    match code {
+        ErrorCode::HostNotConnected | ErrorCode::HostSilent => Some(EXIT_UNREACHABLE),
+        ErrorCode::Forbidden => Some(EXIT_FORBIDDEN),
+        _ => None,
+    }
+}
+
+/// The control reply an answer carries.
+fn reply_of(
+    id: u64,
+    ok: bool,
+    result: Option<serde_json::Value>,
+    error: Option<ErrorBody>,
+) -> Reply {
+    match (ok, error) {
+        (true, _) => Reply::ok(id, result.unwrap_or(serde_json::Value::Null)),
+        (false, Some(e)) => Reply::error(id, e.code, e.message),
+        (false, None) => Reply::error(id, ErrorCode::Failed, "the host gave no reason"),
+    }
+}
+
+fn open(ask: &RemoteAsk, timeout: Duration) -> Result<Session, (i32, String)> {
+    let token = ask
+        .operator_token_file
+        .as_deref()
+        .map(read_token)
+        .transpose()
+        .map_err(|e| {
+            (
+                super::client::EXIT_USAGE,
+                format!("--operator-token-file {e}"),
+            )
+        })?;
+    Session::open_as(&ask.publisher, Role::Operator, token.as_deref(), timeout).map_err(|e| {
+        // The publisher said why it refused (an `error` frame): the
+        // connection worked, the credentials did not.
+        let code = if e.starts_with("publisher: ") {
+            EXIT_FORBIDDEN
+        } else {
+            EXIT_UNREACHABLE
+        };
+        (code, e)
+    })
+}
+
+/// How long to wait for a host's answer: the publisher's relay deadline
+/// and some, so its own `host_silent` arrives first.
+fn answer_timeout() -> Duration {
+    Duration::from_millis(crate::publish::relay::DEADLINE_MS.saturating_add(5_000))
+}
+
+pub fn run(cmd: &ClientCmd, ask: &RemoteAsk) -> i32 {
+    let mut session = match open(ask, Duration::from_secs(10)) {
+        Ok(s) => s,
+        Err((code, e)) => {
+            eprintln!("zurg: {e}");
+            return code;
+        }
+    };
+    match &ask.target {
+        Target::Host(host) => one_host(cmd, &mut session, host),
+        Target::AllHosts => all_hosts(cmd, &mut session),
+    }
+}
+
+fn one_host(cmd: &ClientCmd, s: &mut Session, host: &str) -> i32 {
+    let request = Frame::Request {
+        id: 1,
+        host: host.to_string(),
+        verb: cmd.verb.clone(),
+    };
+    s.set_timeout(Some(answer_timeout()));
+    if let Err(e) = s.send(&request) {
+        eprintln!("zurg: {e}");
+        return EXIT_UNREACHABLE;
+    }
+    loop {
+        match s.read_frame() {
+            Ok(Frame::Answer {
+                id: 1,
+                ok,
+                result,
+                error,
+                ..
+            }) => {
+                let reply = reply_of(1, ok, result, error);
+                if let Some(code) = reply.error.as_ref().and_then(|e| error_exit(e.code)) {
+                    if let Some(e) = &reply.error {
+                        eprintln!("zurg: {}", e.message);
+                    }
+                    return code;
+                }
+                let mut raw = serde_json::to_vec(&reply).unwrap_or_default();
+                raw.push(b'\n');
+                return print_reply(cmd, &reply, &raw, None);
+            }
+            Ok(Frame::Error { message }) => {
+                eprintln!("zurg: publisher: {message}");
+                return EXIT_FAILED;
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                eprintln!("zurg: {e}");
+                return EXIT_UNREACHABLE;
+            }
+        }
+    }
+}
+
+/// Every host the publisher knows, connected or not, and every endpoint.
+fn listing(s: &mut Session) -> Result<(Vec<HostInfo>, Vec<Endpoint>), String> {
+    s.send(&Frame::Resolve {
+        name: None,
+        watch: false,
+    })?;
+    let mut hosts = Vec::new();
+    let mut endpoints = Vec::new();
+    loop {
+        match s.read_frame()? {
+            Frame::Hosts { hosts: page } => hosts.extend(page),
+            Frame::Endpoints { endpoints: e, .. } => endpoints.extend(e),
+            Frame::Synced => return Ok((hosts, endpoints)),
+            Frame::Error { message } => return Err(format!("publisher: {message}")),
+            _ => {}
+        }
+    }
+}
+
+fn all_hosts(cmd: &ClientCmd, s: &mut Session) -> i32 {
+    s.set_timeout(Some(answer_timeout()));
+    let (known, endpoints) = match listing(s) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("zurg: {e}");
+            return EXIT_UNREACHABLE;
+        }
+    };
+    let names = match &cmd.verb {
+        Verb::Status { names } => names.clone(),
+        _ => Vec::new(),
+    };
+    let connected: Vec<&HostInfo> = known.iter().filter(|h| h.connected).collect();
+    for (i, h) in connected.iter().enumerate() {
+        let request = Frame::Request {
+            id: i as u64,
+            host: h.zurg.clone(),
+            verb: Verb::Status {
+                names: names.clone(),
+            },
+        };
+        if let Err(e) = s.send(&request) {
+            eprintln!("zurg: {e}");
+            return EXIT_UNREACHABLE;
+        }
+    }
+    let mut answers: Vec<Option<Reply>> = vec![None; connected.len()];
+    let mut left = connected.len();
+    while left > 0 {
+        match s.read_frame() {
+            Ok(Frame::Answer {
+                id,
+                ok,
+                result,
+                error,
+                ..
+            }) => {
+                let slot = usize::try_from(id).ok().and_then(|i| answers.get_mut(i));
+                if let Some(slot @ None) = slot {
+                    *slot = Some(reply_of(id, ok, result, error));
+                    left -= 1;
+                }
+            }
+            Ok(Frame::Error { message }) => {
+                eprintln!("zurg: publisher: {message}");
+                return EXIT_FAILED;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("zurg: {e}");
+                return EXIT_UNREACHABLE;
+            }
+        }
+    }
+    let mut code = EXIT_OK;
+    let mut tables: Vec<(String, Vec<ServiceStatus>)> = Vec::new();
+    let mut json = Vec::new();
+    for (h, reply) in connected.iter().zip(answers) {
+        let label = h.zurg.split(':').next().unwrap_or(&h.zurg).to_string();
+        let Some(reply) = reply else { continue };
+        if let Some(e) = &reply.error {
+            if e.code == ErrorCode::Forbidden {
+                // It keeps its status to itself: what it published stands
+                // in (state `published`, no restart count).
+                eprintln!(
+                    "zurg: host {label} does not allow remote status; its services as the publisher sees them"
+                );
+                let rows = published_rows(&endpoints, &h.zurg);
+                json.push(serde_json::json!({"host": h.zurg, "published": rows}));
+                tables.push((label, rows));
+                continue;
+            }
+            eprintln!("zurg: host {label}: {}", e.message);
+            code = code.max(EXIT_FAILED);
+            continue;
+        }
+        let rows: Vec<ServiceStatus> = reply
+            .result
+            .as_ref()
+            .map(RawJson::to_value)
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
+        if rows.iter().any(|r| r.problem.is_some()) {
+            code = code.max(EXIT_FAILED);
+        }
+        json.push(serde_json::json!({"host": h.zurg, "services": rows}));
+        tables.push((label, rows));
+    }
+    for h in known.iter().filter(|h| !h.connected) {
+        eprintln!("zurg: host {} is not connected to the publisher", h.zurg);
+    }
+    if cmd.json {
+        println!("{}", serde_json::json!({"ok": true, "result": json}));
+    } else {
+        print!("{}", status_table_by_host(&tables));
+    }
+    code
+}
+
+/// Status rows from a host's published endpoints, for a host that does
+/// not allow remote `status`.
+fn published_rows(endpoints: &[Endpoint], zurg: &str) -> Vec<ServiceStatus> {
+    let now_us = crate::os::wall_clock_us();
+    endpoints
+        .iter()
+        .filter(|e| e.host == zurg)
+        .filter_map(|e| {
+            serde_json::from_value(serde_json::json!({
+                "name": e.service,
+                "state": "published",
+                "restarts": 0,
+                "uptime_ms": now_us.saturating_sub(e.since_us) / 1000,
+                "gpid": e.gpid,
+                "version": e.version,
+            }))
+            .ok()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn leading_publisher_options_move_after_the_verb() {
+        assert_eq!(
+            hoist_options(os(&["--publisher", "p:1", "--host", "h", "restart", "api"])).unwrap(),
+            os(&["restart", "api", "--publisher", "p:1", "--host", "h"])
+        );
+        assert_eq!(
+            hoist_options(os(&["--publisher=p:1", "status", "--all-hosts"])).unwrap(),
+            os(&["status", "--all-hosts", "--publisher=p:1"])
+        );
+        assert_eq!(hoist_options(os(&["status"])).unwrap(), os(&["status"]));
+        assert!(hoist_options(os(&["--publisher", "p:1"])).is_err());
+        let not_a_verb = os(&["--publisher", "--", "true"]);
+        assert_eq!(hoist_options(not_a_verb.clone()).unwrap(), not_a_verb);
+        assert!(hoist_options(os(&["--publisher"])).is_err());
+    }
+
+    #[test]
+    fn refusals_have_their_own_exit_codes() {
+        assert_eq!(
+            error_exit(ErrorCode::HostNotConnected),
+            Some(EXIT_UNREACHABLE)
+        );
+        assert_eq!(error_exit(ErrorCode::HostSilent), Some(EXIT_UNREACHABLE));
+        assert_eq!(error_exit(ErrorCode::Forbidden), Some(EXIT_FORBIDDEN));
+        assert_eq!(error_exit(ErrorCode::UnknownService), None);
+    }
+}

@@ -1,0 +1,371 @@
+//! Remote control through the publisher (`--operator-token-file`): the
+//! publisher's bookkeeping for requests it relays from operators to hosts.
+//!
+//! Pure state, no I/O: the server loop asks it whether a request may go,
+//! sends the `run` frame down the host's existing connection, and hands
+//! it the host's answer, the host's disconnection, or the time. Every
+//! request ends in exactly one answer to its operator: the host's, or one
+//! of the publisher's own errors (host not connected, verb not allowed,
+//! no answer in time).
+//!
+//! Bounds: `MAX_PER_OPERATOR` outstanding requests per operator
+//! connection, `MAX_PENDING` in all, and a deadline per request.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sha2::{Digest, Sha256};
+
+use super::proto::Frame;
+use super::store::ConnId;
+use crate::control::proto::{ErrorBody, ErrorCode, RemoteVerb, Verb};
+
+/// Requests one operator connection may have outstanding.
+pub const MAX_PER_OPERATOR: usize = 16;
+/// Requests outstanding across all operators.
+pub const MAX_PENDING: usize = 1024;
+/// How long a host has to answer. A restart answers once the service is
+/// back, which its stop timeout bounds; a host silent this long is
+/// reported as such (`host_silent`).
+pub const DEADLINE_MS: u64 = 60_000;
+
+/// The operator key's id, as journals and logs show it: a fingerprint of
+/// the operator token (12 hex digits of its SHA-256), never the token.
+pub fn key_id(token: &[u8]) -> String {
+    let digest = Sha256::digest(token);
+    format!(
+        "op:{}",
+        super::proto::hex(digest.get(..6).unwrap_or_default())
+    )
+}
+
+/// One request on its way to a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// The operator's connection and its id for the request.
+    pub operator_conn: ConnId,
+    pub operator_id: u64,
+    /// The host's zurg GPID.
+    pub host: String,
+    pub verb: RemoteVerb,
+    /// The names the request named.
+    pub target: String,
+    pub deadline_ms: u64,
+}
+
+/// An answer for an operator, and the request it ends (for the journal).
+#[derive(Debug)]
+pub struct Finished {
+    pub pending: Pending,
+    pub frame: Frame,
+}
+
+#[derive(Debug, Default)]
+pub struct Relay {
+    /// The operator token; remote control is off without it.
+    token: Option<Vec<u8>>,
+    key: String,
+    /// The verbs each connected host allows, from its hello.
+    allowed: HashMap<String, Vec<RemoteVerb>>,
+    /// By relay id (the publisher's own, never reused).
+    pending: BTreeMap<u64, Pending>,
+    next_id: u64,
+}
+
+/// An error answer from the publisher itself.
+pub fn refusal(id: u64, code: ErrorCode, message: String, host: Option<String>) -> Frame {
+    Frame::Answer {
+        id,
+        ok: false,
+        result: None,
+        error: Some(ErrorBody { code, message }),
+        host,
+    }
+}
+
+impl Relay {
+    pub fn new(token: Option<Vec<u8>>) -> Relay {
+        let key = token.as_deref().map(key_id).unwrap_or_default();
+        Relay {
+            token,
+            key,
+            // Ids from the clock, so a restarted publisher does not reuse
+            // one a host may still be running.
+            next_id: crate::os::wall_clock_us(),
+            ..Relay::default()
+        }
+    }
+
+    pub fn token(&self) -> Option<&[u8]> {
+        self.token.as_deref()
+    }
+
+    /// The operator key's id (`key_id`), empty when remote control is off.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// A host's hello named the verbs it allows.
+    pub fn host_hello(&mut self, zurg: &str, control: Vec<RemoteVerb>) {
+        self.allowed.insert(zurg.to_string(), control);
+    }
+
+    /// Whether a host allows a verb, by its hello.
+    pub fn allows(&self, zurg: &str, verb: RemoteVerb) -> bool {
+        self.allowed.get(zurg).is_some_and(|v| v.contains(&verb))
+    }
+
+    /// Checks and registers a request for `host` (a connected zurg GPID):
+    /// the `run` frame to send down the host's connection, or why it is
+    /// refused.
+    pub fn start(
+        &mut self,
+        operator_conn: ConnId,
+        operator_id: u64,
+        host: &str,
+        verb: Verb,
+        now_ms: u64,
+    ) -> Result<Frame, ErrorBody> {
+        let refuse = |code, message: String| Err(ErrorBody { code, message });
+        let Some(remote) = RemoteVerb::of(&verb) else {
+            return refuse(
+                ErrorCode::Forbidden,
+                format!("`{}` cannot be run through the publisher", verb.name()),
+            );
+        };
+        if !self.allows(host, remote) {
+            let allowed = self
+                .allowed
+                .get(host)
+                .filter(|v| !v.is_empty())
+                .map(|v| v.iter().map(|x| x.name()).collect::<Vec<_>>().join(","))
+                .unwrap_or_else(|| "none".into());
+            return refuse(
+                ErrorCode::Forbidden,
+                format!(
+                    "host {host} does not allow remote `{remote}` (it allows: {allowed}; see zurg run --publish-control)"
+                ),
+            );
+        }
+        let mine = self
+            .pending
+            .values()
+            .filter(|p| p.operator_conn == operator_conn)
+            .count();
+        if mine >= MAX_PER_OPERATOR {
+            return refuse(
+                ErrorCode::Busy,
+                format!("{MAX_PER_OPERATOR} requests of this connection are already waiting for an answer"),
+            );
+        }
+        if self.pending.len() >= MAX_PENDING {
+            return refuse(
+                ErrorCode::Busy,
+                format!("{MAX_PENDING} relayed requests are already waiting; try again shortly"),
+            );
+        }
+        let id = self.next_id;
+        self.next_id = self.next_id.saturating_add(1);
+        self.pending.insert(
+            id,
+            Pending {
+                operator_conn,
+                operator_id,
+                host: host.to_string(),
+                verb: remote,
+                target: RemoteVerb::target(&verb),
+                deadline_ms: now_ms.saturating_add(DEADLINE_MS),
+            },
+        );
+        let run = Frame::Run {
+            id,
+            operator: self.key.clone(),
+            verb,
+        };
+        Ok(run)
+    }
+
+    /// A host's answer, readdressed to its operator. An answer from
+    /// another host than the one asked, or to a request already ended, is
+    /// dropped.
+    pub fn answer(&mut self, from: &str, frame: Frame) -> Option<Finished> {
+        let Frame::Answer {
+            id,
+            ok,
+            result,
+            error,
+            ..
+        } = frame
+        else {
+            return None;
+        };
+        if self.pending.get(&id).is_none_or(|p| p.host != from) {
+            return None;
+        }
+        let pending = self.pending.remove(&id)?;
+        let frame = Frame::Answer {
+            id: pending.operator_id,
+            ok,
+            result,
+            error,
+            host: Some(from.to_string()),
+        };
+        Some(Finished { pending, frame })
+    }
+
+    /// The host's connection closed: its requests end with
+    /// `host_not_connected`.
+    pub fn host_gone(&mut self, zurg: &str) -> Vec<Finished> {
+        self.allowed.remove(zurg);
+        self.finish_where(
+            |p| p.host == zurg,
+            ErrorCode::HostNotConnected,
+            |p| {
+                format!(
+                    "host {} disconnected before answering; the {} may or may not have run (see zurg history there)",
+                    p.host, p.verb
+                )
+            },
+        )
+    }
+
+    /// The operator's connection closed: nobody to answer.
+    pub fn operator_gone(&mut self, conn: ConnId) {
+        self.pending.retain(|_, p| p.operator_conn != conn);
+    }
+
+    /// Requests past their deadline end with `host_silent`.
+    pub fn expire(&mut self, now_ms: u64) -> Vec<Finished> {
+        self.finish_where(
+            |p| p.deadline_ms <= now_ms,
+            ErrorCode::HostSilent,
+            |p| {
+                format!(
+                    "host {} did not answer the {} within {} s",
+                    p.host,
+                    p.verb,
+                    DEADLINE_MS / 1000
+                )
+            },
+        )
+    }
+
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.pending.values().map(|p| p.deadline_ms).min()
+    }
+
+    fn finish_where(
+        &mut self,
+        which: impl Fn(&Pending) -> bool,
+        code: ErrorCode,
+        message: impl Fn(&Pending) -> String,
+    ) -> Vec<Finished> {
+        let ids: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| which(p))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| self.pending.remove(&id))
+            .map(|pending| {
+                let frame = refusal(
+                    pending.operator_id,
+                    code,
+                    message(&pending),
+                    Some(pending.host.clone()),
+                );
+                Finished { pending, frame }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn restart() -> Verb {
+        Verb::Restart {
+            names: vec!["api".into()],
+            timeout_ms: None,
+        }
+    }
+
+    fn code_of(e: &ErrorBody) -> Option<ErrorCode> {
+        Some(e.code)
+    }
+
+    fn code(f: &Frame) -> Option<ErrorCode> {
+        match f {
+            Frame::Answer { error, .. } => error.as_ref().map(|e| e.code),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_request_goes_to_a_host_that_allows_it_and_its_answer_comes_back() {
+        let mut r = Relay::new(Some(b"op-secret".to_vec()));
+        assert!(r.key().starts_with("op:") && !r.key().contains("op-secret"));
+        r.host_hello("h3", vec![RemoteVerb::Restart]);
+        let run = r.start(7, 41, "h3", restart(), 0).unwrap();
+        let Frame::Run { id, .. } = run else {
+            panic!("{run:?}")
+        };
+        // Another host cannot answer for h3.
+        let answer = |host: Option<String>| Frame::Answer {
+            id,
+            ok: true,
+            result: Some(serde_json::json!([])),
+            error: None,
+            host,
+        };
+        assert!(r.answer("h1", answer(None)).is_none());
+        let done = r.answer("h3", answer(None)).unwrap();
+        assert_eq!(done.pending.operator_conn, 7);
+        assert!(matches!(
+            done.frame,
+            Frame::Answer {
+                id: 41,
+                ok: true,
+                ..
+            }
+        ));
+        assert!(r.answer("h3", answer(None)).is_none(), "answered once");
+    }
+
+    #[test]
+    fn refusals_are_distinct() {
+        let mut r = Relay::new(Some(b"k".to_vec()));
+        r.host_hello("h1", Vec::new());
+        let refused = r.start(1, 1, "h1", restart(), 0).unwrap_err();
+        assert_eq!(code_of(&refused), Some(ErrorCode::Forbidden));
+        r.host_hello("h3", RemoteVerb::ALL.to_vec());
+        let refused = r.start(1, 2, "h3", Verb::Reload, 0).unwrap_err();
+        assert_eq!(code_of(&refused), Some(ErrorCode::Forbidden));
+        r.start(1, 3, "h3", restart(), 0).unwrap();
+        let gone = r.host_gone("h3");
+        assert_eq!(gone.len(), 1);
+        assert_eq!(code(&gone[0].frame), Some(ErrorCode::HostNotConnected));
+    }
+
+    #[test]
+    fn bounds_and_deadline() {
+        let mut r = Relay::new(Some(b"k".to_vec()));
+        r.host_hello("h", vec![RemoteVerb::Status]);
+        let status = || Verb::Status { names: vec![] };
+        for i in 0..MAX_PER_OPERATOR as u64 {
+            r.start(1, i, "h", status(), 0).unwrap();
+        }
+        let busy = r.start(1, 99, "h", status(), 0).unwrap_err();
+        assert_eq!(code_of(&busy), Some(ErrorCode::Busy));
+        r.start(2, 1, "h", status(), 5).unwrap();
+        assert_eq!(r.next_deadline(), Some(DEADLINE_MS));
+        let late = r.expire(DEADLINE_MS);
+        assert_eq!(late.len(), MAX_PER_OPERATOR);
+        assert!(late
+            .iter()
+            .all(|f| code(&f.frame) == Some(ErrorCode::HostSilent)));
+        r.operator_gone(2);
+        assert_eq!(r.next_deadline(), None);
+    }
+}

@@ -1,0 +1,277 @@
+//! Control of a host through the publisher (`zurg run --publish-control`,
+//! `zurg publisher --operator-token-file`, `zurg --publisher ADDR --host H
+//! VERB`): three hosts in network namespaces; the hosts never listen.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::naming::*;
+use common::*;
+use serde_json::Value;
+
+/// `zurg --publisher ADDR --operator-token-file F ARGS...`, run in the hub.
+fn remote(hub: &str, addr: &str, token: &str, args: &[&str]) -> std::process::Output {
+    command_in(Some(hub), BIN)
+        .args(["--publisher", addr, "--operator-token-file", token])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn operators_control_the_hosts_that_allow_it_and_only_those() {
+    let net = Net::new(3);
+    let hub = net.hub.clone();
+    let addr = format!("{}:7300", net.hub_ip());
+    let secrets = TempDir::new("remote-secrets");
+    let host_token = secrets.write("host.token", "host-secret-1\n");
+    let op_token = secrets.write("operator.token", "operator-secret-2\n");
+    let (host_token, op_token) = (
+        host_token.to_str().unwrap().to_string(),
+        op_token.to_str().unwrap().to_string(),
+    );
+    let journal = TempDir::new("remote-journal");
+    let jdir = journal.path().to_str().unwrap().to_string();
+    let mut publisher = Publisher::start_at(
+        Some(&hub),
+        &addr,
+        &[
+            "--token-file",
+            &host_token,
+            "--operator-token-file",
+            &op_token,
+            "--journal",
+            &jdir,
+        ],
+    );
+    publisher.z.expect("remote control on: operator key op:");
+    // Host 1 allows nothing; host 2 only status; host 3 status and restart.
+    let control = [None, Some("status"), Some("status,restart")];
+    let mut hosts: Vec<(TempDir, Zurg)> = control
+        .iter()
+        .enumerate()
+        .map(|(i, verbs)| {
+            let dir = TempDir::new(&format!("remote{i}"));
+            dir.write(
+                "units/api.toml",
+                "exec = \"/bin/sleep\"\nargs = [\"1000\"]\nport = 8080\n",
+            );
+            let mut extra = vec!["--publish", &addr, "--publish-token-file", &host_token];
+            if let Some(v) = verbs {
+                extra.extend(["--publish-control", v]);
+            }
+            let z = run_in(&dir, Mode::Pid1In(net.hosts[i].clone()), &extra);
+            (dir, z)
+        })
+        .collect();
+    for (dir, _) in &hosts {
+        forwarder_state(dir, |s| s["connected"] == true);
+        eventually("api running", || {
+            status_of(dir, "api")["state"] == "running"
+        });
+    }
+    let (h1, h2, h3) = (net.host_ip(0), net.host_ip(1), net.host_ip(2));
+
+    // restart api on host 3: a new process, so a new GPID.
+    let before = status_of(&hosts[2].0, "api")["gpid"].clone();
+    let out = remote(&hub, &addr, &op_token, &["--host", &h3, "restart", "api"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("api"), "{}", text(&out.stdout));
+    let after = status_of(&hosts[2].0, "api")["gpid"].clone();
+    assert!(after.is_string() && after != before, "{before} -> {after}");
+
+    // Host 1 did not opt in: refused, exit 4, and its api is untouched.
+    let h1_before = status_of(&hosts[0].0, "api")["gpid"].clone();
+    let out = remote(&hub, &addr, &op_token, &["--host", &h1, "restart", "api"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("does not allow remote `restart`"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(status_of(&hosts[0].0, "api")["gpid"], h1_before);
+    // Host 2 allows status but not restart.
+    let out = remote(&hub, &addr, &op_token, &["--host", &h2, "restart", "api"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+
+    // The host token is not an operator token.
+    let out = remote(&hub, &addr, &host_token, &["--host", &h3, "restart", "api"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("host token, not the operator token"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(status_of(&hosts[2].0, "api")["gpid"], after);
+
+    // Every host's services in one table, with a HOST column.
+    let out = remote(&hub, &addr, &op_token, &["status", "--all-hosts"]);
+    let table = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{table}{}", text(&out.stderr));
+    assert!(table.starts_with("HOST"), "{table}");
+    for ip in [&h1, &h2, &h3] {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with(ip.as_str()) && l.contains("api")),
+            "{ip} missing:\n{table}"
+        );
+    }
+    assert!(
+        text(&out.stderr).contains(&format!("host {h1} does not allow remote status")),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Both journals hold the requests, with the operator key and outcome.
+    let local = json(&hosts[2].0, &["history"]);
+    let remote_rec = local
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "remote_request")
+        .cloned()
+        .unwrap_or_else(|| panic!("no remote_request in {local}"));
+    assert_eq!(remote_rec["service"], "api", "{remote_rec}");
+    assert_eq!(remote_rec["remote"]["verb"], "restart", "{remote_rec}");
+    assert_eq!(remote_rec["remote"]["ok"], true, "{remote_rec}");
+    let key = remote_rec["remote"]["operator"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(key.starts_with("op:"), "{key}");
+    assert!(!remote_rec.to_string().contains("operator-secret"));
+    let plain = ok(&hosts[2].0, &["history"]);
+    assert!(
+        plain.contains(&format!("restart by operator {key}: ok")),
+        "{plain}"
+    );
+
+    let pub_records = |args: &[&str]| -> Vec<Value> {
+        let out = command_in(Some(&hub), BIN)
+            .args([
+                "history",
+                "--publisher",
+                &addr,
+                "--token-file",
+                &host_token,
+                "--json",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["result"].as_array().unwrap().clone()
+    };
+    let mut seen = Vec::new();
+    eventually("the publisher's journal of the requests", || {
+        seen = pub_records(&[])
+            .into_iter()
+            .filter(|r| r["kind"] == "remote_request")
+            .collect();
+        seen.len() >= 3
+    });
+    let done = seen
+        .iter()
+        .find(|r| r["remote"]["ok"] == true && r["zurg"].as_str().unwrap().starts_with(&h3))
+        .unwrap_or_else(|| panic!("{seen:?}"));
+    assert_eq!(done["remote"]["operator"], key.as_str(), "{done}");
+    assert!(
+        seen.iter().any(|r| r["remote"]["ok"] == false
+            && r["remote"]["error"] == "forbidden"
+            && r["zurg"].as_str().unwrap().starts_with(&h1)),
+        "{seen:?}"
+    );
+
+    // Host 2's zurg stops: "not connected", at once, exit 3.
+    hosts[1].1.signal(libc::SIGTERM);
+    hosts[1].1.wait_exit();
+    eventually("host 2 gone from the publisher", || {
+        let out = remote(&hub, &addr, &op_token, &["--host", &h2, "status"]);
+        out.status.code() == Some(3)
+    });
+    let started = Instant::now();
+    let out = remote(&hub, &addr, &op_token, &["--host", &h2, "status"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("is not connected"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn remote_control_is_off_without_an_operator_token_and_verbs_are_checked_at_start() {
+    let p = Publisher::start(None, &[]);
+    let secrets = TempDir::new("remote-off");
+    let token = secrets.write("op.token", "x");
+    let out = std::process::Command::new(BIN)
+        .args(["--publisher", &p.addr, "--operator-token-file"])
+        .arg(&token)
+        .args(["--host", "10.0.0.1", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("remote control is off"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A client (no operator token) that sends a control request anyway is
+    // refused and dropped.
+    let secrets2 = TempDir::new("remote-client");
+    let op = secrets2.write("op.token", "operator-only");
+    let with_ops = Publisher::start(None, &["--operator-token-file", op.to_str().unwrap()]);
+    let mut c = raw_client(&with_ops.addr);
+    use std::io::Write;
+    c.write_all(&frame(
+        r#"{"t":"request","id":1,"host":"10.0.0.1","verb":{"verb":"restart","names":["api"]}}"#,
+    ))
+    .unwrap();
+    let said = until_closed(c);
+    assert!(said.contains("need the operator token"), "{said}");
+
+    // An unknown verb in --publish-control is a usage error naming it.
+    let out = std::process::Command::new(BIN)
+        .args([
+            "run",
+            "--units",
+            "/nonexistent",
+            "--publish",
+            "127.0.0.1:1",
+            "--publish-control",
+            "restart,reboot",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("`reboot`"),
+        "{}",
+        text(&out.stderr)
+    );
+}
