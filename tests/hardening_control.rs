@@ -15,8 +15,8 @@ use std::os::unix::net::UnixStream;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::run::{host_pid_of, read_reply, start, start_with, Run};
-use common::{kill, Mode, TempDir, Zurg, BIN, DEADLINE};
+use common::run::{read_reply, start, start_with, Run};
+use common::{Mode, TempDir, Zurg, BIN, DEADLINE};
 
 const SLEEPER: &str = "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n";
 
