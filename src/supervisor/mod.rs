@@ -662,6 +662,8 @@ impl Supervisor {
         work: &mut VecDeque<(usize, Input)>,
     ) -> ReloadReport {
         let mut report = ReloadReport::default();
+        // A directory that could not be read removes nothing.
+        let loaded_dir_failed = loaded.dir_failed;
         let mut broken: HashSet<String> = HashSet::new();
         self.rejected_units.clear();
         for err in &loaded.errors {
@@ -828,7 +830,10 @@ impl Supervisor {
                     Some(_) => name.rsplit_once('@').map_or(name.as_str(), |(f, _)| f),
                     None => name.as_str(),
                 };
-                !seen.contains(*name) && !broken.contains(*name) && !broken.contains(file)
+                !loaded_dir_failed
+                    && !seen.contains(*name)
+                    && !broken.contains(*name)
+                    && !broken.contains(file)
             })
             .map(|(name, slot)| (name.clone(), *slot))
             .collect();

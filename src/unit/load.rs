@@ -15,7 +15,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{parse_unit, Unit, UnitError};
+use super::{modes, parse_unit, Unit, UnitError};
 
 /// A unit file larger than this is refused rather than read into memory.
 pub const MAX_UNIT_FILE: u64 = 1 << 20;
@@ -24,6 +24,10 @@ pub const MAX_UNIT_FILE: u64 = 1 << 20;
 pub struct LoadReport {
     pub units: Vec<Unit>,
     pub errors: Vec<UnitError>,
+    /// The directory itself could not be used (missing, unreadable, or
+    /// refused by strict modes): no file was read, so a reload leaves every
+    /// running service as it was instead of removing them all.
+    pub dir_failed: bool,
 }
 
 fn file_error(path: &Path, msg: String) -> UnitError {
@@ -121,22 +125,71 @@ pub fn read_accounts() -> Result<super::accounts::Accounts, String> {
     ))
 }
 
-fn read_unit(path: &Path) -> Result<String, UnitError> {
-    let (file, _) = open_regular(path).map_err(|e| file_error(path, e.to_string()))?;
-    let mut text = String::new();
+fn read_unit(path: &Path, strict: bool) -> Result<String, UnitError> {
+    let (file, meta) = open_regular(path).map_err(|e| file_error(path, e.to_string()))?;
+    if strict {
+        modes::check(path, Some(&meta), "unit file", &[0])
+            .map_err(|r| file_error(path, format!("{r}; skipped")))?;
+    }
+    let mut bytes = Vec::new();
     // A regular file that still would block (/proc/kmsg is one) fails
     // here with EAGAIN instead of waiting.
     let n = file
         .take(MAX_UNIT_FILE + 1)
-        .read_to_string(&mut text)
+        .read_to_end(&mut bytes)
         .map_err(|e| file_error(path, format!("cannot read: {e}; skipped")))?;
     if u64::try_from(n).unwrap_or(u64::MAX) > MAX_UNIT_FILE {
         return Err(file_error(
             path,
-            format!("larger than {MAX_UNIT_FILE} bytes; skipped"),
+            format!(
+                "larger than {MAX_UNIT_FILE} bytes, the most zurg reads of a unit file; skipped"
+            ),
         ));
     }
-    Ok(text)
+    String::from_utf8(bytes).map_err(|e| not_utf8(path, e))
+}
+
+/// The error for a unit file that is not UTF-8, at the first bad byte.
+fn not_utf8(path: &Path, e: std::string::FromUtf8Error) -> UnitError {
+    let at = e.utf8_error().valid_up_to();
+    let good = e.as_bytes().get(..at).unwrap_or_default();
+    let line = good.iter().filter(|b| **b == b'\n').count() + 1;
+    let col = at.saturating_sub(good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1)) + 1;
+    UnitError {
+        path: path.to_path_buf(),
+        line,
+        col,
+        key: None,
+        msg: format!("not valid UTF-8 (byte {at}): a unit file is UTF-8 text; skipped"),
+    }
+}
+
+/// The strict modes rule for the programs a unit runs as root or as its
+/// `user`: `exec`, and the first word of `pre_start` and `post_stop`. A
+/// program that does not exist yet is not refused here (its start fails,
+/// saying so); one that exists must be owned by root or the unit's user
+/// and not writable by group or others, nor any directory above it.
+fn programs_refused(unit: &Unit, uid: Option<u32>, path: &Path, text: &str) -> Vec<UnitError> {
+    let owners: Vec<u32> = std::iter::once(0).chain(uid).collect();
+    let hooks = [
+        ("pre_start", &unit.pre_start),
+        ("post_stop", &unit.post_stop),
+    ];
+    let programs = std::iter::once(("exec", unit.exec.as_path())).chain(
+        hooks
+            .into_iter()
+            .filter_map(|(key, cmd)| Some((key, Path::new(cmd.as_ref()?.first()?)))),
+    );
+    let mut errors = Vec::new();
+    for (key, program) in programs {
+        if !program.exists() {
+            continue;
+        }
+        if let Err(r) = modes::check(program, None, "program", &owners) {
+            errors.push(super::parse::value_error(path, text, key, r.to_string()));
+        }
+    }
+    errors
 }
 
 /// Why `dir` cannot serve as the units directory, if it cannot, without
@@ -183,15 +236,32 @@ pub fn unit_files(dir: &Path) -> Result<Vec<PathBuf>, UnitError> {
     Ok(paths)
 }
 
+/// Loads `dir`, with strict modes when zurg runs as root.
 pub fn load_dir(dir: &Path) -> LoadReport {
+    load_dir_with(dir, modes::enforced())
+}
+
+/// Loads `dir`; `strict` applies the strict modes rule (`modes.rs`) to the
+/// directory, each unit file and each service's programs.
+pub fn load_dir_with(dir: &Path, strict: bool) -> LoadReport {
     let mut report = LoadReport::default();
     let paths = match unit_files(dir) {
         Ok(p) => p,
         Err(e) => {
             report.errors.push(e);
+            report.dir_failed = true;
             return report;
         }
     };
+    if strict {
+        if let Err(r) = modes::check(dir, None, "units directory", &[0]) {
+            report
+                .errors
+                .push(file_error(dir, format!("{r}; no unit is loaded from it")));
+            report.dir_failed = true;
+            return report;
+        }
+    }
     // Read once per load, and only when a unit names a user or group.
     let mut accounts: Option<Result<super::accounts::Accounts, String>> = None;
     let mut defined: std::collections::HashMap<String, PathBuf> = std::collections::HashMap::new();
@@ -202,7 +272,7 @@ pub fn load_dir(dir: &Path) -> LoadReport {
                 .push(file_error(&path, "file name is not valid UTF-8".into()));
             continue;
         };
-        let text = match read_unit(&path) {
+        let text = match read_unit(&path, strict) {
             Ok(text) => text,
             Err(e) => {
                 report.errors.push(e);
@@ -216,17 +286,28 @@ pub fn load_dir(dir: &Path) -> LoadReport {
                 continue;
             }
         };
+        let mut uid = None;
         if unit.creds.names_accounts() {
             let resolved = match accounts.get_or_insert_with(read_accounts) {
                 Ok(db) => db.resolve(&unit.creds),
                 Err(e) => Err(vec![("user", e.clone())]),
             };
-            if let Err(wrong) = resolved {
-                let mut errors: Vec<UnitError> = wrong
-                    .into_iter()
-                    .map(|(key, msg)| super::parse::value_error(&path, &text, key, msg))
-                    .collect();
-                errors.sort_by_key(|e| (e.line, e.col));
+            match resolved {
+                Ok(r) => uid = r.uid,
+                Err(wrong) => {
+                    let mut errors: Vec<UnitError> = wrong
+                        .into_iter()
+                        .map(|(key, msg)| super::parse::value_error(&path, &text, key, msg))
+                        .collect();
+                    errors.sort_by_key(|e| (e.line, e.col));
+                    report.errors.extend(errors);
+                    continue;
+                }
+            }
+        }
+        if strict {
+            let errors = programs_refused(&unit, uid, &path, &text);
+            if !errors.is_empty() {
                 report.errors.extend(errors);
                 continue;
             }
@@ -347,12 +428,25 @@ fn refuse_by_dependencies(dir: &Path, report: &mut LoadReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Test directories and files get modes that strict modes accepts
+    /// whatever the umask (the tests run as root).
+    fn mkdir_0755(dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn write_0644(path: impl AsRef<Path>, text: &str) {
+        std::fs::write(path.as_ref(), text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
 
     #[test]
     fn loads_good_reports_every_bad_skips_the_rest() {
         let dir = std::env::temp_dir().join(format!("zurg-load-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+        mkdir_0755(&dir);
+        let write = |name: &str, text: &str| write_0644(dir.join(name), text);
         write("b.toml", "exec = \"/bin/true\"\n");
         write("a.toml", "exec = \"/bin/sh\"\nargs = [\"-c\", \"true\"]\n");
         write("bad1.toml", "exec = 1\n");
@@ -389,8 +483,8 @@ mod tests {
     #[test]
     fn dependency_problems_are_errors_of_the_units_they_stop() {
         let dir = std::env::temp_dir().join(format!("zurg-load-deps-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+        mkdir_0755(&dir);
+        let write = |name: &str, text: &str| write_0644(dir.join(name), text);
         let unit = |deps: &str| format!("exec = \"/bin/true\"\ndepends_on = [{deps}]\n");
         write("a.toml", &unit("\"b\""));
         write("b.toml", &unit("\"a\""));
@@ -422,8 +516,8 @@ mod tests {
     #[test]
     fn instances_expand_and_dependants_wait_for_each() {
         let dir = std::env::temp_dir().join(format!("zurg-load-inst-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+        mkdir_0755(&dir);
+        let write = |name: &str, text: &str| write_0644(dir.join(name), text);
         write(
             "web.toml",
             "exec = \"/bin/true\"\ninstances = 3\nport = \"auto\"\n",
@@ -446,10 +540,31 @@ mod tests {
     }
 
     #[test]
+    fn a_unit_file_that_is_not_utf8_is_refused_at_its_first_bad_byte() {
+        let dir = std::env::temp_dir().join(format!("zurg-load-utf8-{}", std::process::id()));
+        mkdir_0755(&dir);
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, b"exec = \"/bin/true\"\nargs = [\"a\xff\"]\n").unwrap();
+        write_0644(dir.join("ok.toml"), "exec = \"/bin/true\"\n");
+        let r = load_dir(&dir);
+        assert_eq!(r.units.len(), 1);
+        assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+        let e = r.errors[0].to_string();
+        assert!(
+            e.starts_with(&format!(
+                "{}:2:11: not valid UTF-8 (byte 29)",
+                bad.display()
+            )),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn fifos_and_devices_are_refused_without_blocking() {
         let dir = std::env::temp_dir().join(format!("zurg-load-fifo-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("ok.toml"), "exec = \"/bin/true\"\n").unwrap();
+        mkdir_0755(&dir);
+        write_0644(dir.join("ok.toml"), "exec = \"/bin/true\"\n");
         // Nobody ever writes to it: a blocking open would wait for good.
         nix::unistd::mkfifo(&dir.join("pipe.toml"), nix::sys::stat::Mode::S_IRWXU).unwrap();
         std::os::unix::fs::symlink("/dev/zero", dir.join("zero.toml")).unwrap();

@@ -11,6 +11,7 @@ pub mod creds;
 pub mod envfile;
 pub mod keys;
 pub mod load;
+pub mod modes;
 pub mod parse;
 pub mod probe;
 pub mod vars;

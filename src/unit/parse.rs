@@ -304,6 +304,38 @@ mod tests {
         }
     }
 
+    /// 10,000 levels of arrays, inline tables or dotted keys stop at the
+    /// toml crate's recursion limit with an error at the place, instead
+    /// of recursing through PID 1's stack (this test's thread has 2 MiB).
+    #[test]
+    fn nesting_ten_thousand_deep_is_an_error_not_a_stack_overflow() {
+        let n = 10_000;
+        for (what, text) in [
+            (
+                "arrays",
+                format!("x = {}{}\n", "[".repeat(n), "]".repeat(n)),
+            ),
+            (
+                "tables",
+                format!("x = {}1{}\n", "{a = ".repeat(n), "}".repeat(n)),
+            ),
+            ("keys", format!("{} = 1\n", vec!["a"; n].join("."))),
+            ("headers", format!("[{}]\n", vec!["a"; n].join("."))),
+        ] {
+            let text = format!("exec = \"/bin/true\"\n{text}");
+            let e = err(&text);
+            assert!(e.contains("recurs"), "{what}: {e}");
+            // The crate gives no position for a key too deep; values get
+            // theirs.
+            let at = if what == "keys" || what == "headers" {
+                "1:1"
+            } else {
+                "2:"
+            };
+            assert!(e.starts_with(&format!("/u/svc.toml:{at}")), "{what}: {e}");
+        }
+    }
+
     #[test]
     fn minimal_unit_gets_defaults() {
         let u = parse("exec = \"/bin/true\"\n").unwrap();

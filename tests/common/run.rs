@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use super::{Mode, TempDir, Zurg, DEADLINE};
 
@@ -91,4 +92,58 @@ impl Run {
         s.set_read_timeout(Some(DEADLINE)).unwrap();
         s
     }
+}
+
+impl Run {
+    /// Kills `name`'s process and returns how long until `status` shows
+    /// its successor: what a user watching a restart sees.
+    pub fn restart_latency(&self, name: &str) -> Duration {
+        let old = self.wait_pid(name, None);
+        self.restart_latency_of(name, old)
+    }
+
+    /// `restart_latency` of `name` running as `old`, asking nothing first:
+    /// for measuring while zurg may be busy.
+    pub fn restart_latency_of(&self, name: &str, old: i64) -> Duration {
+        let host = host_pid_of(self, old);
+        let t0 = Instant::now();
+        super::kill(host, 9);
+        self.wait_pid(name, Some(old));
+        t0.elapsed()
+    }
+
+    /// Polls `status` until `name` runs with a pid other than `not`.
+    pub fn wait_pid(&self, name: &str, not: Option<i64>) -> i64 {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let out = self.cli(&["status", "--json", name]);
+            if out.status.success() {
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                let pid = v["result"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|r| r["name"] == name && r["state"] == "running")
+                    .and_then(|r| r["pid"].as_i64());
+                if let Some(pid) = pid.filter(|p| Some(*p) != not) {
+                    return pid;
+                }
+            }
+            assert!(Instant::now() < deadline, "{name} never ran (again)");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// The host pid of the namespace pid `pid` below zurg.
+pub fn host_pid_of(r: &Run, pid: i64) -> i32 {
+    let mut found = None;
+    super::eventually(&format!("namespace pid {pid} below zurg"), || {
+        found =
+            r.z.descendants()
+                .into_iter()
+                .find(|h| super::ns_pid(*h).is_some_and(|p| i64::from(p) == pid));
+        found.is_some()
+    });
+    found.unwrap()
 }
