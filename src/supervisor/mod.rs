@@ -901,17 +901,17 @@ impl Supervisor {
         // Connects to the publisher on the first pass.
         self.arm_publish_timer();
         let mut tokens = Vec::new();
-        // Senders of this wake-up's SIGCHLDs, and services reaped through
-        // their pidfd in it (see `sweep`).
+        // Senders of this wake-up's SIGCHLDs, and services reaped in it
+        // through their pidfd or by the pid a SIGCHLD named (see `sweep`).
         let mut sigchld_from: Vec<u32> = Vec::new();
-        let mut pidfd_reaped: Vec<i32> = Vec::new();
+        let mut reaped: Vec<i32> = Vec::new();
         loop {
             if let Err(e) = self.reactor.wait(&mut tokens) {
                 crate::log!("event loop error: {e}");
                 continue;
             }
             sigchld_from.clear();
-            pidfd_reaped.clear();
+            reaped.clear();
             for token in std::mem::take(&mut tokens) {
                 if hooks::of_token(token).is_some() {
                     self.on_hook(token, &mut work);
@@ -921,13 +921,14 @@ impl Supervisor {
                     for sig in self.signals.drain() {
                         if sig.signo == libc::SIGCHLD {
                             sigchld_from.push(sig.from_pid);
+                            reaped.extend(self.reap_named(sig.from_pid, &mut work));
                         }
                         self.on_signal(sig.signo, &mut work);
                     }
                 } else if output::of_token(token).is_some() {
                     self.on_output(token);
                 } else if let Some(slot) = token.0.checked_sub(PIDFD_BASE) {
-                    pidfd_reaped.extend(self.reap_service(slot, &mut work));
+                    reaped.extend(self.reap_service(slot, &mut work));
                 } else if ControlServer::owns(token) {
                     self.on_control(token, &mut work);
                 } else if token == INOTIFY_TOKEN {
@@ -944,8 +945,8 @@ impl Supervisor {
             // the sweep's scan of the child list is the slow part, and after
             // a service's own SIGCHLD it is put off (`sweep`).
             self.process(&mut work);
-            let by_pidfd = |pid| pidfd_reaped.contains(&pid) || self.reaped_by_pidfd(pid);
-            match sweep::after_sigchld(&sigchld_from, by_pidfd) {
+            let direct = |pid| reaped.contains(&pid) || self.reaped_by_pidfd(pid);
+            match sweep::after_sigchld(&sigchld_from, direct) {
                 Sweep::None => {}
                 Sweep::Now => {
                     self.reap(&mut work);
@@ -1164,6 +1165,24 @@ impl Supervisor {
             Err(e) => crate::log!("[{}] cannot reap pid {pid}: {e}", s.service.name()),
         }
         None
+    }
+
+    /// A SIGCHLD named `pid`: a service without a pidfd is reaped by its
+    /// pid at once (O(1), where the sweep walks every child); its pid then.
+    fn reap_named(&mut self, pid: u32, work: &mut VecDeque<(usize, Input)>) -> Option<i32> {
+        let pid = i32::try_from(pid).ok().filter(|&p| p > 0)?;
+        let slot = *self.by_pid.get(&pid)?;
+        if self.slots.get(slot)?.pidfd.is_some() {
+            return None;
+        }
+        match reap::reap_pid(pid) {
+            Ok(Some(status)) => {
+                self.by_pid.remove(&pid);
+                self.collected(slot, pid, status, work);
+                Some(pid)
+            }
+            _ => None,
+        }
     }
 
     /// Whether `pid` is a service whose end its watched pidfd will report.

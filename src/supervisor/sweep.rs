@@ -5,12 +5,16 @@
 //! was dropped) is found by it alone.
 //!
 //! The rule: each SIGCHLD read from the signalfd names the child it is
-//! about. When all of them name services that are reaped through a watched
-//! pidfd (in this wake-up, or when their pidfd fires), the sweep is put
-//! off by `DEFERRED_MS`; any other sender, or none (pid 0), sweeps at once.
+//! about. A service is reaped directly: through its watched pidfd, or,
+//! without one, by the pid its SIGCHLD names (a wait for one pid is O(1)
+//! where the sweep walks every child). When all of a wake-up's SIGCHLDs
+//! name such services, the sweep is put off by `DEFERRED_MS`; any other
+//! sender, or none (pid 0), sweeps at once.
 //! The deferral is needed because SIGCHLDs merge: a child that dies while a
 //! service's SIGCHLD is still pending raises none of its own. The deferred
-//! sweep finds it, so no zombie lasts longer than that, and a burst of
+//! sweep finds it (a merged service without a pidfd restarts that late, so
+//! zurg raises its descriptor limit to give every service a pidfd), so no
+//! zombie lasts longer than that, and a burst of
 //! restarts costs one sweep per `DEFERRED_MS` instead of one each. Idle,
 //! nothing is armed.
 
@@ -29,15 +33,16 @@ pub(super) enum Sweep {
     Deferred,
 }
 
-/// Decides from the senders of this wake-up's SIGCHLDs; `by_pidfd(pid)`
-/// says whether that pid is (or was just) reaped through a watched pidfd.
-pub(super) fn after_sigchld(senders: &[u32], by_pidfd: impl Fn(i32) -> bool) -> Sweep {
+/// Decides from the senders of this wake-up's SIGCHLDs; `direct(pid)`
+/// says whether that pid is a service reaped without the sweep (just now,
+/// or when its watched pidfd fires).
+pub(super) fn after_sigchld(senders: &[u32], direct: impl Fn(i32) -> bool) -> Sweep {
     if senders.is_empty() {
         return Sweep::None;
     }
     let all_services = senders
         .iter()
-        .all(|&pid| i32::try_from(pid).is_ok_and(|pid| pid > 0 && by_pidfd(pid)));
+        .all(|&pid| i32::try_from(pid).is_ok_and(|pid| pid > 0 && direct(pid)));
     if all_services {
         Sweep::Deferred
     } else {
@@ -50,7 +55,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_sigchlds_of_pidfd_services_put_the_sweep_off() {
+    fn only_sigchlds_of_directly_reaped_services_put_the_sweep_off() {
         let services = |pid: i32| pid == 10 || pid == 11;
         assert_eq!(after_sigchld(&[], services), Sweep::None);
         assert_eq!(after_sigchld(&[10], services), Sweep::Deferred);
