@@ -1,4 +1,5 @@
-//! Starting a child: clone(CLONE_VM|CLONE_VFORK|CLONE_PIDFD), then exec.
+//! Starting a child: clone(CLONE_VM|CLONE_VFORK|CLONE_PIDFD|CLONE_FILES),
+//! then exec. The child leaves zurg's descriptor table first (`FdSlots`).
 //!
 //! Restart speed is decided here. Sharing zurg's memory until the exec (the
 //! vfork model, as glibc's posix_spawn does) costs what the raw spawn loop
