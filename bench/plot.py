@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Plots restart latency per supervisor from a peers.py --json file:
 p50, p99 and max as bars on a log scale, with the raw loop as the floor.
-Usage: bench/plot.py RESULTS.json OUT.png   (needs matplotlib)"""
+Usage: bench/plot.py RESULTS.json OUT.png   (needs matplotlib)
+       bench/plot.py --scale OUT.png N1.json N2.json ...
+The second form plots restart p50 and p99 against the number of services,
+zurg and the raw loop, one peers.py run per n (bench/scale.sh)."""
 import json
 import sys
 
@@ -11,7 +14,32 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def scale(out, files):
+    by = {}
+    for f in files:
+        for r in json.load(open(f))["results"]:
+            if "error" not in r and "restart_p50_ms" in r:
+                by.setdefault(r["driver"], []).append(r)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for driver, style in (("raw", "--"), ("zurg", "-")):
+        rows = sorted(by.get(driver, []), key=lambda r: r["n"])
+        ns = [r["n"] for r in rows]
+        for key, marker in (("restart_p50_ms", "o"), ("restart_p99_ms", "^")):
+            ax.plot(ns, [r[key] for r in rows], style, marker=marker,
+                    label="%s %s" % (driver, key.split("_")[1]))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("services")
+    ax.set_ylabel("SIGKILL -> replacement running (ms, log)")
+    ax.set_title("Restart latency against the number of services (one run per n)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+
+
 def main():
+    if sys.argv[1] == "--scale":
+        return scale(sys.argv[2], sys.argv[3:])
     data = json.load(open(sys.argv[1]))
     rows = [r for r in data["results"] if "error" not in r and "restart_p50_ms" in r]
     names = [r["driver"] for r in rows]

@@ -28,8 +28,10 @@ pub fn become_subreaper() -> io::Result<()> {
         .map(|_| ())
 }
 
-/// Raises the soft RLIMIT_NOFILE so that `needed` descriptors fit, up to the
-/// hard limit. Returns the soft limit now in force.
+/// Raises RLIMIT_NOFILE so that `needed` descriptors fit: the soft limit,
+/// and the hard one too when zurg may (CAP_SYS_RESOURCE, as PID 1 has),
+/// up to the kernel's fs.nr_open; otherwise up to the hard limit. Returns
+/// the soft limit now in force.
 pub fn ensure_nofile(needed: u64) -> io::Result<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -39,6 +41,22 @@ pub fn ensure_nofile(needed: u64) -> io::Result<u64> {
     cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
     if lim.rlim_cur >= needed {
         return Ok(lim.rlim_cur);
+    }
+    if lim.rlim_max < needed {
+        // Without a pidfd each service's end is found by sweeping every
+        // child, so a privileged zurg takes the descriptors it needs.
+        let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(lim.rlim_max);
+        let raised = libc::rlimit {
+            rlim_cur: needed.min(ceiling),
+            rlim_max: needed.min(ceiling).max(lim.rlim_max),
+        };
+        // SAFETY: setrlimit reads one initialised struct.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return Ok(raised.rlim_cur);
+        }
     }
     lim.rlim_cur = needed.min(lim.rlim_max);
     // SAFETY: setrlimit reads one initialised struct.

@@ -70,18 +70,27 @@ const P_PIDFD: libc::idtype_t = 3;
 /// Reaps the child behind `pidfd` if it has exited; `Ok(None)` if it still
 /// runs. ECHILD means it was already reaped (by `reap_all`).
 pub fn reap_one(pidfd: &impl AsRawFd) -> io::Result<Option<ExitStatus>> {
+    reap_id(
+        P_PIDFD,
+        libc::id_t::try_from(pidfd.as_raw_fd()).unwrap_or(0),
+    )
+}
+
+/// Reaps child `pid` if it has exited; `Ok(None)` if it still runs. For a
+/// child without a pidfd whose SIGCHLD named it: a wait for one pid looks
+/// it up directly (Linux 5.11 and later), where the sweep walks every
+/// child.
+pub fn reap_pid(pid: i32) -> io::Result<Option<ExitStatus>> {
+    reap_id(libc::P_PID, libc::id_t::try_from(pid).unwrap_or(0))
+}
+
+fn reap_id(idtype: libc::idtype_t, id: libc::id_t) -> io::Result<Option<ExitStatus>> {
     loop {
         let mut info = std::mem::MaybeUninit::<libc::siginfo_t>::zeroed();
         // SAFETY: waitid writes one siginfo_t through a pointer to a zeroed
         // local; with WNOHANG and no child ready it leaves si_pid 0.
-        let ret = unsafe {
-            libc::waitid(
-                P_PIDFD,
-                libc::id_t::try_from(pidfd.as_raw_fd()).unwrap_or(0),
-                info.as_mut_ptr(),
-                libc::WEXITED | libc::WNOHANG,
-            )
-        };
+        let ret =
+            unsafe { libc::waitid(idtype, id, info.as_mut_ptr(), libc::WEXITED | libc::WNOHANG) };
         if ret == -1 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EINTR) {

@@ -1,4 +1,5 @@
-//! Starting a child: clone(CLONE_VM|CLONE_VFORK|CLONE_PIDFD), then exec.
+//! Starting a child: clone(CLONE_VM|CLONE_VFORK|CLONE_PIDFD|CLONE_FILES),
+//! then exec. The child leaves zurg's descriptor table first (`FdSlots`).
 //!
 //! Restart speed is decided here. Sharing zurg's memory until the exec (the
 //! vfork model, as glibc's posix_spawn does) costs what the raw spawn loop
@@ -175,6 +176,8 @@ pub enum SpawnStep {
     NoNewPrivs,
     /// Moving into the service's cgroup.
     Cgroup,
+    /// Leaving zurg's descriptor table (close_range CLOSE_RANGE_UNSHARE).
+    FdTable,
 }
 
 impl std::fmt::Display for SpawnStep {
@@ -199,6 +202,7 @@ impl std::fmt::Display for SpawnStep {
             SpawnStep::Capabilities => "set `capabilities`",
             SpawnStep::NoNewPrivs => "set `no_new_privs`",
             SpawnStep::Cgroup => "move into its cgroup",
+            SpawnStep::FdTable => "leave zurg's descriptor table",
         })
     }
 }
@@ -224,6 +228,7 @@ impl SpawnStep {
             17 => SpawnStep::Capabilities,
             18 => SpawnStep::NoNewPrivs,
             19 => SpawnStep::Cgroup,
+            20 => SpawnStep::FdTable,
             _ => SpawnStep::Exec,
         }
     }
@@ -302,6 +307,10 @@ pub struct Child {
 
 /// Everything `child_main` reads, laid out by the parent.
 struct ChildArgs {
+    /// With CLONE_FILES: the end of `FdSlots`; the child's first step
+    /// leaves zurg's table, keeping the descriptors below this one. -1
+    /// when the child has a copy of its own already (no CLONE_FILES).
+    unshare_from: RawFd,
     /// Executables to try in order (one, or one per $PATH entry).
     candidates: Vec<*const libc::c_char>,
     /// Verified executable to run instead of a path (execveat AT_EMPTY_PATH).
@@ -401,6 +410,20 @@ unsafe fn join_cgroup(a: &ChildArgs) -> Result<(), (SpawnStep, i32)> {
 }
 
 unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), (SpawnStep, i32)> {
+    if a.unshare_from >= 0 {
+        // Until here the table is zurg's own: nothing above touched it.
+        // The copy takes only the descriptors below `unshare_from` (zurg's
+        // stdio and the slots), whatever the size of zurg's table.
+        check_ret(
+            libc::syscall(
+                libc::SYS_close_range,
+                a.unshare_from as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_UNSHARE,
+            ) as libc::c_int,
+            SpawnStep::FdTable,
+        )?;
+    }
     join_cgroup(a)?;
     let pid = libc::syscall(libc::SYS_getpid) as u64;
     for &(buf, offset) in &a.pid_slots {
@@ -564,10 +587,104 @@ fn candidates(program: &CString, search_path: bool) -> Vec<CString> {
         .collect()
 }
 
+/// How many descriptors a child can take from zurg: the verified binary,
+/// the listening socket, the readiness pipe, stdout, stderr, cgroup.procs.
+const SLOTS: usize = 6;
+
+/// Low descriptor numbers, held open on /dev/null, that carry a child's
+/// descriptors across a clone sharing zurg's table (CLONE_FILES).
+///
+/// Copying the table at clone and closing it again at exec costs time in
+/// the number of zurg's descriptors (about one per service, for the
+/// pidfds). Sharing the table instead, the child's first step,
+/// close_range(end, ~0, CLOSE_RANGE_UNSHARE), copies only the descriptors
+/// below `end`: zurg's stdio, a few of its own, and these slots, into
+/// which the parent has just dup'ed what the child needs. The slots sit at
+/// `READY_FD_FLOOR` or above, like the readiness pipe before them, so the
+/// child's steps that fill fds 0 to 3 leave them alone.
+#[derive(Debug)]
+struct FdSlots {
+    null: OwnedFd,
+    slots: [OwnedFd; SLOTS],
+    /// One past the highest slot.
+    end: RawFd,
+}
+
+impl FdSlots {
+    fn new() -> io::Result<FdSlots> {
+        use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+        let null = open(
+            "/dev/null",
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        let slot = || -> io::Result<OwnedFd> {
+            let fd = fcntl(&null, FcntlArg::F_DUPFD_CLOEXEC(READY_FD_FLOOR))?;
+            // SAFETY: F_DUPFD_CLOEXEC just returned this new descriptor.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        };
+        let slots = [slot()?, slot()?, slot()?, slot()?, slot()?, slot()?];
+        let end = slots.iter().map(|s| s.as_raw_fd()).max().unwrap_or(0) + 1;
+        Ok(FdSlots { null, slots, end })
+    }
+
+    /// dup3(`fd`, slot `i`): the slot's number, now naming `fd`'s file.
+    fn load(&self, i: usize, fd: RawFd) -> io::Result<RawFd> {
+        let slot = self
+            .slots
+            .get(i)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?
+            .as_raw_fd();
+        // SAFETY: dup3 on plain integers; `slot` is ours and stays open
+        // (atomically replaced), so no other thread can be handed it.
+        super::cvt(unsafe { libc::dup3(fd, slot, libc::O_CLOEXEC) })
+    }
+
+    /// Points the child's descriptors in `args` at slots; on an error
+    /// `args` is left as it was.
+    fn load_args(&self, a: &mut ChildArgs) -> io::Result<()> {
+        let mut fds = [
+            a.exec_fd,
+            a.listen_fd,
+            a.ready_fd.0,
+            a.out_fds[0],
+            a.out_fds[1],
+            a.cgroup_procs,
+        ];
+        for (i, fd) in fds.iter_mut().enumerate() {
+            if *fd >= 0 {
+                *fd = self.load(i, *fd)?;
+            }
+        }
+        [
+            a.exec_fd,
+            a.listen_fd,
+            a.ready_fd.0,
+            a.out_fds[0],
+            a.out_fds[1],
+            a.cgroup_procs,
+        ] = fds;
+        a.unshare_from = self.end;
+        Ok(())
+    }
+
+    /// Back to /dev/null, so zurg holds no extra reference to a child's
+    /// file (a pipe's write end would never see EOF).
+    fn clear(&self) {
+        for slot in &self.slots {
+            // SAFETY: as in `load`.
+            unsafe { libc::dup3(self.null.as_raw_fd(), slot.as_raw_fd(), libc::O_CLOEXEC) };
+        }
+    }
+}
+
 /// Reusable child stack; kept by the caller so a restart allocates none.
 #[derive(Debug, Default)]
 pub struct Spawner {
     stack: Vec<u8>,
+    /// For clones that share zurg's descriptor table; `None` where the
+    /// kernel cannot unshare it again (close_range before Linux 5.9).
+    files: Option<FdSlots>,
     /// /proc/self/oom_score_adj, opened at the first `oom_score_adj`.
     oom_file: Option<std::sync::Arc<std::fs::File>>,
     /// clone3 with CLONE_INTO_CGROUP failed once for a reason that will not
@@ -579,6 +696,7 @@ impl Spawner {
     pub fn new() -> Spawner {
         Spawner {
             stack: vec![0u8; CHILD_STACK],
+            files: FdSlots::new().ok(),
             oom_file: None,
             no_clone_into_cgroup: false,
         }
@@ -592,6 +710,7 @@ impl Spawner {
     fn spawn_into_cgroup(
         &mut self,
         dir: RawFd,
+        flags: libc::c_int,
         args: &mut ChildArgs,
         pidfd: &mut libc::c_int,
     ) -> Option<libc::pid_t> {
@@ -613,6 +732,7 @@ impl Spawner {
             clone3::into_cgroup(
                 base,
                 size,
+                flags,
                 dir,
                 pidfd,
                 child_main,
@@ -640,6 +760,23 @@ impl Spawner {
     /// Errors are the child's own (ENOENT, EACCES, ENOEXEC, a failed chdir),
     /// reported before this returns.
     pub fn spawn(
+        &mut self,
+        spec: &SpawnSpec,
+        signals: &ChildSignals,
+        exec_fd: Option<&impl AsRawFd>,
+    ) -> Result<Child, SpawnError> {
+        match self.spawn_once(spec, signals, exec_fd) {
+            // The child could not leave the shared table (a kernel without
+            // CLONE_RANGE_UNSHARE): it did nothing else; clone with a copy.
+            Err(e) if e.step() == Some(SpawnStep::FdTable) => {
+                self.files = None;
+                self.spawn_once(spec, signals, exec_fd)
+            }
+            result => result,
+        }
+    }
+
+    fn spawn_once(
         &mut self,
         spec: &SpawnSpec,
         signals: &ChildSignals,
@@ -693,6 +830,7 @@ impl Spawner {
         envp.push(std::ptr::null());
 
         let mut args = Box::new(ChildArgs {
+            unshare_from: -1,
             candidates: candidates.iter().map(|c| c.as_ptr()).collect(),
             exec_fd: exec_fd.map_or(-1, |f| f.as_raw_fd()),
             listen_fd: spec.listen_fd.unwrap_or(-1),
@@ -748,8 +886,16 @@ impl Spawner {
         };
         let mut pidfd: libc::c_int = -1;
         let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
+        if let Some(files) = &self.files {
+            match files.load_args(&mut args) {
+                Ok(()) => flags |= libc::CLONE_FILES,
+                // A descriptor that cannot be dup'ed: the child copies the
+                // table as before and finds the same error itself.
+                Err(_) => files.clear(),
+            }
+        }
         let into_cgroup = match spec.cgroup_dir {
-            Some(dir) => self.spawn_into_cgroup(dir, &mut args, &mut pidfd),
+            Some(dir) => self.spawn_into_cgroup(dir, flags, &mut args, &mut pidfd),
             None => None,
         };
         let pid = loop {
@@ -792,6 +938,11 @@ impl Spawner {
             flags &= !libc::CLONE_PIDFD;
             pidfd = -1;
         };
+        if let Some(files) = &self.files {
+            if flags & libc::CLONE_FILES != 0 {
+                files.clear();
+            }
+        }
         if args.error != 0 {
             // The child has already exited: collect it here so the failure
             // is reported once, as an error, and never as an exit.
@@ -882,18 +1033,19 @@ mod clone3 {
     pub unsafe fn into_cgroup(
         stack: *mut u8,
         size: usize,
+        flags: libc::c_int,
         dir: RawFd,
         pidfd: *mut libc::c_int,
         child: extern "C" fn(*mut libc::c_void) -> libc::c_int,
         arg: *mut libc::c_void,
     ) -> Result<libc::pid_t, i32> {
+        // clone(2)'s flags: the low byte is the exit signal.
         let mut ca = CloneArgs {
-            flags: (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD) as u64
-                | CLONE_INTO_CGROUP,
+            flags: u64::from((flags & !0xff) as u32) | CLONE_INTO_CGROUP,
             pidfd: pidfd as u64,
             child_tid: 0,
             parent_tid: 0,
-            exit_signal: libc::SIGCHLD as u64,
+            exit_signal: u64::from((flags & 0xff) as u32),
             stack: stack as u64,
             stack_size: size as u64,
             tls: 0,
@@ -942,6 +1094,7 @@ mod clone3 {
     pub unsafe fn into_cgroup(
         _stack: *mut u8,
         _size: usize,
+        _flags: libc::c_int,
         _dir: std::os::fd::RawFd,
         _pidfd: *mut libc::c_int,
         _child: extern "C" fn(*mut libc::c_void) -> libc::c_int,
@@ -1008,6 +1161,7 @@ mod tests {
             SpawnStep::Capabilities,
             SpawnStep::NoNewPrivs,
             SpawnStep::Cgroup,
+            SpawnStep::FdTable,
         ] {
             assert_eq!(SpawnStep::from_raw(step as u8), step);
         }

@@ -24,6 +24,7 @@ mod remote;
 mod requests;
 mod rolling;
 pub mod shim;
+mod sweep;
 pub mod timers;
 pub mod upgrade;
 mod wait;
@@ -55,6 +56,7 @@ use crate::stats::Sample;
 use crate::unit::{self, Unit};
 use crate::version::{Checksum, FileId, VerifyError};
 use reactor::{Reactor, PIDFD_BASE, SIGNAL_TOKEN};
+use sweep::Sweep;
 
 /// The inotify fd's token, just below the pidfd range.
 const INOTIFY_TOKEN: Token = Token(PIDFD_BASE - 1);
@@ -89,6 +91,8 @@ enum TimerKey {
         slot: usize,
         timer: probes::ProbeTimer,
     },
+    /// The sweep put off after services' own SIGCHLDs (`sweep`).
+    Sweep,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,6 +257,8 @@ pub struct Supervisor {
     /// The open-file limit: pidfds stop short of it, so that control
     /// connections, the journal and unit files still get descriptors.
     nofile: u64,
+    /// A `TimerKey::Sweep` is armed.
+    sweep_armed: bool,
     /// The exclusive lock on `STATE/lock`, held for zurg's whole life so a
     /// second zurg cannot share the state directory.
     _state_lock: Option<Flock<std::fs::File>>,
@@ -607,6 +613,7 @@ impl Supervisor {
             _state_lock: state_lock,
             start_dir,
             nofile: u64::MAX,
+            sweep_armed: false,
             retired_slots: Vec::new(),
             rejected_units: BTreeMap::new(),
             overrides_unsaved: false,
@@ -924,12 +931,17 @@ impl Supervisor {
         // Connects to the publisher on the first pass.
         self.arm_publish_timer();
         let mut tokens = Vec::new();
+        // Senders of this wake-up's SIGCHLDs, and services reaped in it
+        // through their pidfd or by the pid a SIGCHLD named (see `sweep`).
+        let mut sigchld_from: Vec<u32> = Vec::new();
+        let mut reaped: Vec<i32> = Vec::new();
         loop {
             if let Err(e) = self.reactor.wait(&mut tokens) {
                 crate::log!("event loop error: {e}");
                 continue;
             }
-            let mut child_event = false;
+            sigchld_from.clear();
+            reaped.clear();
             for token in std::mem::take(&mut tokens) {
                 if hooks::of_token(token).is_some() {
                     self.on_hook(token, &mut work);
@@ -937,14 +949,16 @@ impl Supervisor {
                     self.on_probe(token, &mut work);
                 } else if token == SIGNAL_TOKEN {
                     for sig in self.signals.drain() {
-                        child_event |= sig.signo == libc::SIGCHLD;
+                        if sig.signo == libc::SIGCHLD {
+                            sigchld_from.push(sig.from_pid);
+                            reaped.extend(self.reap_named(sig.from_pid, &mut work));
+                        }
                         self.on_signal(sig.signo, &mut work);
                     }
                 } else if output::of_token(token).is_some() {
                     self.on_output(token);
                 } else if let Some(slot) = token.0.checked_sub(PIDFD_BASE) {
-                    child_event = true;
-                    self.reap_service(slot, &mut work);
+                    reaped.extend(self.reap_service(slot, &mut work));
                 } else if ControlServer::owns(token) {
                     self.on_control(token, &mut work);
                 } else if token == INOTIFY_TOKEN {
@@ -958,11 +972,22 @@ impl Supervisor {
             self.output_turn();
             self.reactor.poll_now = self.outputs.busy();
             // Restart what died before the sweep below: with many children
-            // the sweep's scan of the child list is the slow part, so it
-            // also runs only when a child may have died.
+            // the sweep's scan of the child list is the slow part, and after
+            // a service's own SIGCHLD it is put off (`sweep`).
             self.process(&mut work);
-            if child_event {
-                self.reap(&mut work);
+            let direct = |pid| reaped.contains(&pid) || self.reaped_by_pidfd(pid);
+            match sweep::after_sigchld(&sigchld_from, direct) {
+                Sweep::None => {}
+                Sweep::Now => {
+                    self.reap(&mut work);
+                }
+                Sweep::Deferred => {
+                    if !self.sweep_armed {
+                        self.sweep_armed = true;
+                        let at = self.reactor.now_ms().saturating_add(sweep::DEFERRED_MS);
+                        self.reactor.timers.arm(at, TimerKey::Sweep);
+                    }
+                }
             }
             let now = self.reactor.now_ms();
             while let Some(key) = self.reactor.timers.pop_due(now) {
@@ -1112,6 +1137,10 @@ impl Supervisor {
     fn on_timer(&mut self, key: TimerKey, work: &mut VecDeque<(usize, Input)>) {
         match key {
             TimerKey::RequestDeadline => self.settle_waiting(),
+            TimerKey::Sweep => {
+                self.sweep_armed = false;
+                self.reap(work);
+            }
             TimerKey::Publish => self.on_publish_timer(),
             TimerKey::OutputFlush => self.on_output_flush(),
             TimerKey::Probe { slot, timer } => self.on_probe_timer(slot, timer, work),
@@ -1149,23 +1178,51 @@ impl Supervisor {
         }
     }
 
-    /// Reaps one service through its pidfd, if it has exited.
-    fn reap_service(&mut self, slot: usize, work: &mut VecDeque<(usize, Input)>) {
-        let Some(s) = self.slots.get_mut(slot) else {
-            return;
-        };
-        let Some(fd) = &s.pidfd else { return };
+    /// Reaps one service through its pidfd, if it has exited; its pid then.
+    fn reap_service(&mut self, slot: usize, work: &mut VecDeque<(usize, Input)>) -> Option<i32> {
+        let s = self.slots.get_mut(slot)?;
+        let fd = s.pidfd.as_ref()?;
         let pid = fd.pid();
         match reap::reap_one(fd) {
             Ok(Some(status)) => {
                 self.by_pid.remove(&pid);
                 self.collected(slot, pid, status, work);
+                return Some(pid);
             }
             Ok(None) => {}
             // ECHILD: the sweep got there first and has already reported it.
             Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {}
             Err(e) => crate::log!("[{}] cannot reap pid {pid}: {e}", s.service.name()),
         }
+        None
+    }
+
+    /// A SIGCHLD named `pid`: a service without a pidfd is reaped by its
+    /// pid at once (O(1), where the sweep walks every child); its pid then.
+    fn reap_named(&mut self, pid: u32, work: &mut VecDeque<(usize, Input)>) -> Option<i32> {
+        let pid = i32::try_from(pid).ok().filter(|&p| p > 0)?;
+        let slot = *self.by_pid.get(&pid)?;
+        if self.slots.get(slot)?.pidfd.is_some() {
+            return None;
+        }
+        match reap::reap_pid(pid) {
+            Ok(Some(status)) => {
+                self.by_pid.remove(&pid);
+                self.collected(slot, pid, status, work);
+                Some(pid)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether `pid` is a service whose end its watched pidfd will report.
+    fn reaped_by_pidfd(&self, pid: i32) -> bool {
+        self.by_pid.get(&pid).is_some_and(|&slot| {
+            self.slots
+                .get(slot)
+                .and_then(|s| s.pidfd.as_ref())
+                .is_some_and(|fd| fd.pid() == pid)
+        })
     }
 
     fn reap(&mut self, work: &mut VecDeque<(usize, Input)>) -> Drained {
