@@ -109,7 +109,9 @@ struct Channel {
 /// Every service's pipes, by slot.
 #[derive(Debug, Default)]
 pub struct Outputs {
-    slots: Vec<[Option<Channel>; 2]>,
+    /// Boxed: most services' streams are piped, but a slot of two inline
+    /// channels would cost their full size for every slot of the vector.
+    slots: Vec<[Option<Box<Channel>>; 2]>,
     /// Pipes whose turn budget ran out with bytes left.
     pending: Vec<(usize, Stream)>,
     /// When the flush timer is armed for, if it is.
@@ -120,7 +122,7 @@ pub struct Outputs {
 }
 
 impl Outputs {
-    fn get_mut(&mut self, slot: usize, stream: Stream) -> Option<&mut Option<Channel>> {
+    fn get_mut(&mut self, slot: usize, stream: Stream) -> Option<&mut Option<Box<Channel>>> {
         self.slots.get_mut(slot)?.get_mut(index(stream))
     }
 
@@ -183,7 +185,10 @@ impl Supervisor {
         let name = s.service.name().to_string();
         let wanted = [s.service.unit.stdout.clone(), s.service.unit.stderr.clone()];
         if self.outputs.slots.len() <= slot {
-            self.outputs.slots.resize_with(slot + 1, || [None, None]);
+            // Every slot of the load at once (they are all in place by
+            // now), so the vector is sized once rather than doubled.
+            let len = self.slots.len().max(slot.saturating_add(1));
+            self.outputs.slots.resize_with(len, || [None, None]);
         }
         for (stream, want) in STREAMS.into_iter().zip(wanted) {
             let Some(current) = self.outputs.get_mut(slot, stream) else {
@@ -253,14 +258,14 @@ impl Supervisor {
                 continue;
             };
             if let Some(current) = self.outputs.get_mut(slot, stream) {
-                *current = Some(Channel {
+                *current = Some(Box::new(Channel {
                     read,
                     write,
                     asm: Assembler::default(),
                     sink,
                     label,
                     cont_label,
-                });
+                }));
             }
         }
     }
@@ -361,7 +366,7 @@ impl Supervisor {
                         label,
                         cont_label,
                         ..
-                    } = &mut ch;
+                    } = &mut *ch;
                     asm.feed(data, now_ms, |piece, kind| {
                         deliver(sink, label, cont_label, piece, kind, time_us);
                         self.record_output(slot, stream, piece, time_us);
@@ -421,7 +426,7 @@ impl Supervisor {
                         label,
                         cont_label,
                         ..
-                    } = &mut ch;
+                    } = &mut *ch;
                     asm.flush(|piece, kind| {
                         deliver(sink, label, cont_label, piece, kind, time_us);
                         self.record_output(slot, stream, piece, time_us);
