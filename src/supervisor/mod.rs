@@ -668,9 +668,9 @@ impl Supervisor {
         if !self.overrides_unsaved {
             self.overrides = upgrade::Overrides::load(&self.opts.state_dir);
         }
-        // Room for exactly the new units: a slot is about 2 KB, and growing
-        // by doubling would leave up to half the vector unused (16,384
-        // slots' worth for 10,000 services).
+        // Room for exactly the new units: a slot is about 1.8 KB, and
+        // growing by doubling would copy the whole vector at each step and
+        // reserve 16,384 slots' worth of address space for 10,000.
         let new_units = loaded
             .units
             .iter()

@@ -109,8 +109,8 @@ struct Channel {
 /// Every service's pipes, by slot.
 #[derive(Debug, Default)]
 pub struct Outputs {
-    /// Boxed: most services' streams are piped, but a slot of two inline
-    /// channels would cost their full size for every slot of the vector.
+    /// Boxed: a stream that is not piped (`inherit`, `null`) costs 8
+    /// bytes here rather than a whole channel.
     slots: Vec<[Option<Box<Channel>>; 2]>,
     /// Pipes whose turn budget ran out with bytes left.
     pending: Vec<(usize, Stream)>,
