@@ -102,9 +102,10 @@ struct Channel {
     write: OwnedFd,
     asm: Assembler,
     sink: Sink,
-    /// `NAME | ` and `NAME + ` (a piece that continues a line).
-    label: Vec<u8>,
-    cont_label: Vec<u8>,
+    /// The service's name, which starts each line as `NAME | ` (or
+    /// `NAME + `: a piece that continues a line); one allocation for
+    /// both.
+    label: Box<[u8]>,
 }
 
 /// Every service's pipes, by slot.
@@ -131,13 +132,6 @@ impl Outputs {
     pub fn busy(&self) -> bool {
         !self.pending.is_empty()
     }
-}
-
-fn labels(name: &str) -> (Vec<u8>, Vec<u8>) {
-    (
-        format!("{name} | ").into_bytes(),
-        format!("{name} + ").into_bytes(),
-    )
 }
 
 fn make_sink(out: &Output, stream: Stream, name: &str) -> Option<Sink> {
@@ -195,7 +189,7 @@ impl Supervisor {
             let Some(current) = self.outputs.get_mut(slot, stream) else {
                 continue;
             };
-            let (label, cont_label) = labels(&name);
+            let label: Box<[u8]> = name.as_bytes().into();
             if !want.piped() {
                 if let Some(ch) = current.take() {
                     let _ = self.reactor.unwatch_fd(&ch.read);
@@ -209,7 +203,6 @@ impl Supervisor {
                     _ => false,
                 };
                 ch.label = label;
-                ch.cont_label = cont_label;
                 if !same {
                     ch.sink.finish();
                     if let Some(sink) = make_sink(&want, stream, &name) {
@@ -265,7 +258,6 @@ impl Supervisor {
                     asm: Assembler::default(),
                     sink,
                     label,
-                    cont_label,
                 }));
             }
         }
@@ -362,14 +354,10 @@ impl Supervisor {
                     more_in_pipe = n == buf.len();
                     let data = buf.get(..n).unwrap_or(&[]);
                     let Channel {
-                        asm,
-                        sink,
-                        label,
-                        cont_label,
-                        ..
+                        asm, sink, label, ..
                     } = &mut *ch;
                     asm.feed(data, now_ms, |piece, kind| {
-                        deliver(sink, label, cont_label, piece, kind, time_us);
+                        deliver(sink, label, piece, kind, time_us);
                         self.record_output(slot, stream, piece, time_us);
                     });
                 }
@@ -422,14 +410,10 @@ impl Supervisor {
                 };
                 if ch.asm.flush_due().is_some_and(&due) {
                     let Channel {
-                        asm,
-                        sink,
-                        label,
-                        cont_label,
-                        ..
+                        asm, sink, label, ..
                     } = &mut *ch;
                     asm.flush(|piece, kind| {
-                        deliver(sink, label, cont_label, piece, kind, time_us);
+                        deliver(sink, label, piece, kind, time_us);
                         self.record_output(slot, stream, piece, time_us);
                     });
                     ch.sink.finish();
@@ -464,11 +448,11 @@ impl Supervisor {
 }
 
 /// One piece of a line to its sink.
-fn deliver(sink: &mut Sink, label: &[u8], cont_label: &[u8], piece: &[u8], kind: Piece, t: u64) {
+fn deliver(sink: &mut Sink, label: &[u8], piece: &[u8], kind: Piece, t: u64) {
     match sink {
         Sink::Prefix { batch, lines, .. } => {
-            let label = if kind.starts { label } else { cont_label };
             batch.extend_from_slice(label);
+            batch.extend_from_slice(if kind.starts { b" | " } else { b" + " });
             batch.extend_from_slice(piece);
             batch.push(b'\n');
             *lines += 1;
