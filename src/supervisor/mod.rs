@@ -117,8 +117,9 @@ struct Slot {
     retired: bool,
     /// GPID of the current (or last) process.
     gpid: Option<Gpid>,
-    /// The latest resource sample of the current process tree.
-    last_sample: Option<Sample>,
+    /// The latest resource sample of the current process tree (boxed:
+    /// most services are never sampled).
+    last_sample: Option<Box<Sample>>,
     /// Generation of this slot's live sample timer.
     sample_generation: u64,
     /// Digest of the binary as last verified, reused while the file is
@@ -692,6 +693,15 @@ impl Supervisor {
         if !self.overrides_unsaved {
             self.overrides = upgrade::Overrides::load(&self.opts.state_dir);
         }
+        // Room for exactly the new units: a slot is about 1.8 KB, and
+        // growing by doubling would copy the whole vector at each step and
+        // reserve 16,384 slots' worth of address space for 10,000.
+        let new_units = loaded
+            .units
+            .iter()
+            .filter(|u| !self.by_name.contains_key(&u.name))
+            .count();
+        self.slots.reserve_exact(new_units);
         for mut unit in loaded.units {
             seen.insert(unit.name.clone());
             let file_build = upgrade::Build::of(&unit);

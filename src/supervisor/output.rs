@@ -78,7 +78,8 @@ enum Sink {
         batch: Vec<u8>,
         lines: u64,
     },
-    File(FileSink),
+    /// Boxed: three times the size of `Prefix`, which most streams use.
+    File(Box<FileSink>),
 }
 
 impl Sink {
@@ -101,15 +102,18 @@ struct Channel {
     write: OwnedFd,
     asm: Assembler,
     sink: Sink,
-    /// `NAME | ` and `NAME + ` (a piece that continues a line).
-    label: Vec<u8>,
-    cont_label: Vec<u8>,
+    /// The service's name, which starts each line as `NAME | ` (or
+    /// `NAME + `: a piece that continues a line); one allocation for
+    /// both.
+    label: Box<[u8]>,
 }
 
 /// Every service's pipes, by slot.
 #[derive(Debug, Default)]
 pub struct Outputs {
-    slots: Vec<[Option<Channel>; 2]>,
+    /// Boxed: a stream that is not piped (`inherit`, `null`) costs 8
+    /// bytes here rather than a whole channel.
+    slots: Vec<[Option<Box<Channel>>; 2]>,
     /// Pipes whose turn budget ran out with bytes left.
     pending: Vec<(usize, Stream)>,
     /// When the flush timer is armed for, if it is.
@@ -120,7 +124,7 @@ pub struct Outputs {
 }
 
 impl Outputs {
-    fn get_mut(&mut self, slot: usize, stream: Stream) -> Option<&mut Option<Channel>> {
+    fn get_mut(&mut self, slot: usize, stream: Stream) -> Option<&mut Option<Box<Channel>>> {
         self.slots.get_mut(slot)?.get_mut(index(stream))
     }
 
@@ -128,13 +132,6 @@ impl Outputs {
     pub fn busy(&self) -> bool {
         !self.pending.is_empty()
     }
-}
-
-fn labels(name: &str) -> (Vec<u8>, Vec<u8>) {
-    (
-        format!("{name} | ").into_bytes(),
-        format!("{name} + ").into_bytes(),
-    )
 }
 
 fn make_sink(out: &Output, stream: Stream, name: &str) -> Option<Sink> {
@@ -147,10 +144,10 @@ fn make_sink(out: &Output, stream: Stream, name: &str) -> Option<Sink> {
             batch: Vec::new(),
             lines: 0,
         }),
-        Output::File(cfg) => Some(Sink::File(FileSink::open(
+        Output::File(cfg) => Some(Sink::File(Box::new(FileSink::open(
             cfg.clone(),
             format!("[{name}] {}", stream_name(stream)),
-        ))),
+        )))),
         Output::Inherit | Output::Null => None,
     }
 }
@@ -183,13 +180,16 @@ impl Supervisor {
         let name = s.service.name().to_string();
         let wanted = [s.service.unit.stdout.clone(), s.service.unit.stderr.clone()];
         if self.outputs.slots.len() <= slot {
-            self.outputs.slots.resize_with(slot + 1, || [None, None]);
+            // Every slot of the load at once (they are all in place by
+            // now), so the vector is sized once rather than doubled.
+            let len = self.slots.len().max(slot.saturating_add(1));
+            self.outputs.slots.resize_with(len, || [None, None]);
         }
         for (stream, want) in STREAMS.into_iter().zip(wanted) {
             let Some(current) = self.outputs.get_mut(slot, stream) else {
                 continue;
             };
-            let (label, cont_label) = labels(&name);
+            let label: Box<[u8]> = name.as_bytes().into();
             if !want.piped() {
                 if let Some(ch) = current.take() {
                     let _ = self.reactor.unwatch_fd(&ch.read);
@@ -203,7 +203,6 @@ impl Supervisor {
                     _ => false,
                 };
                 ch.label = label;
-                ch.cont_label = cont_label;
                 if !same {
                     ch.sink.finish();
                     if let Some(sink) = make_sink(&want, stream, &name) {
@@ -253,14 +252,13 @@ impl Supervisor {
                 continue;
             };
             if let Some(current) = self.outputs.get_mut(slot, stream) {
-                *current = Some(Channel {
+                *current = Some(Box::new(Channel {
                     read,
                     write,
                     asm: Assembler::default(),
                     sink,
                     label,
-                    cont_label,
-                });
+                }));
             }
         }
     }
@@ -385,14 +383,10 @@ impl Supervisor {
                     more_in_pipe = n == buf.len();
                     let data = buf.get(..n).unwrap_or(&[]);
                     let Channel {
-                        asm,
-                        sink,
-                        label,
-                        cont_label,
-                        ..
-                    } = &mut ch;
+                        asm, sink, label, ..
+                    } = &mut *ch;
                     asm.feed(data, now_ms, |piece, kind| {
-                        deliver(sink, label, cont_label, piece, kind, time_us);
+                        deliver(sink, label, piece, kind, time_us);
                         self.record_output(slot, stream, piece, time_us);
                     });
                 }
@@ -445,14 +439,10 @@ impl Supervisor {
                 };
                 if ch.asm.flush_due().is_some_and(&due) {
                     let Channel {
-                        asm,
-                        sink,
-                        label,
-                        cont_label,
-                        ..
-                    } = &mut ch;
+                        asm, sink, label, ..
+                    } = &mut *ch;
                     asm.flush(|piece, kind| {
-                        deliver(sink, label, cont_label, piece, kind, time_us);
+                        deliver(sink, label, piece, kind, time_us);
                         self.record_output(slot, stream, piece, time_us);
                     });
                     ch.sink.finish();
@@ -487,11 +477,11 @@ impl Supervisor {
 }
 
 /// One piece of a line to its sink.
-fn deliver(sink: &mut Sink, label: &[u8], cont_label: &[u8], piece: &[u8], kind: Piece, t: u64) {
+fn deliver(sink: &mut Sink, label: &[u8], piece: &[u8], kind: Piece, t: u64) {
     match sink {
         Sink::Prefix { batch, lines, .. } => {
-            let label = if kind.starts { label } else { cont_label };
             batch.extend_from_slice(label);
+            batch.extend_from_slice(if kind.starts { b" | " } else { b" + " });
             batch.extend_from_slice(piece);
             batch.push(b'\n');
             *lines += 1;

@@ -144,19 +144,30 @@ struct SlotProbes {
 /// Every slot's probes, and the pids of probe processes.
 #[derive(Debug, Default)]
 pub struct Probes {
-    slots: Vec<SlotProbes>,
+    /// Made at the first start of a service that has probes (`ready`,
+    /// `health`, `watchdog_ms`): the others never pay for one.
+    slots: Vec<Option<Box<SlotProbes>>>,
     /// Probe processes not yet reaped, for the sweep.
     pids: HashMap<i32, (usize, Source)>,
     buf: Vec<u8>,
 }
 
 impl Probes {
+    fn get(&self, slot: usize) -> Option<&SlotProbes> {
+        self.slots.get(slot)?.as_deref()
+    }
+
     fn get_mut(&mut self, slot: usize) -> Option<&mut SlotProbes> {
+        self.slots.get_mut(slot)?.as_deref_mut()
+    }
+
+    /// The slot's probes, made if it has none yet.
+    fn entry(&mut self, slot: usize) -> Option<&mut SlotProbes> {
         if self.slots.len() <= slot {
-            self.slots
-                .resize_with(slot.saturating_add(1), SlotProbes::default);
+            self.slots.resize_with(slot.saturating_add(1), || None);
         }
-        self.slots.get_mut(slot)
+        let p = self.slots.get_mut(slot)?;
+        Some(p.get_or_insert_with(Box::default))
     }
 
     /// The sweep reaped `pid`: the probe it belongs to, if any.
@@ -213,7 +224,12 @@ impl Supervisor {
         }
         let dir = self.opts.state_dir.join("notify");
         let own = self.own_gpid.clone();
-        let Some(p) = self.probes.get_mut(slot) else {
+        let p = if wants_notify || fd_n.is_some() {
+            self.probes.entry(slot)
+        } else {
+            self.probes.get_mut(slot)
+        };
+        let Some(p) = p else {
             return Ok(extras);
         };
         if wants_notify {
@@ -315,12 +331,19 @@ impl Supervisor {
         let Some(s) = self.slots.get(slot) else {
             return;
         };
-        let ready = s.service.unit.ready.clone();
-        let timeout = s.service.unit.ready_timeout_ms;
+        let unit = &s.service.unit;
+        let wanted = unit.ready.is_some() || unit.health.is_some() || unit.watchdog_ms.is_some();
+        let ready = unit.ready.clone();
+        let timeout = unit.ready_timeout_ms;
         let port = s.port;
         let name = s.service.name().to_string();
         let now = self.reactor.now_ms();
-        let Some(p) = self.probes.get_mut(slot) else {
+        let p = if wanted {
+            self.probes.entry(slot)
+        } else {
+            self.probes.get_mut(slot)
+        };
+        let Some(p) = p else {
             return;
         };
         p.pid = Some(pid);
@@ -455,7 +478,7 @@ impl Supervisor {
         let State::Running { pid, .. } = s.service.state else {
             return None;
         };
-        let p = self.probes.slots.get(slot)?;
+        let p = self.probes.get(slot)?;
         (p.pid == Some(pid) && !p.stopping).then_some(pid)
     }
 
@@ -605,7 +628,6 @@ impl Supervisor {
     ) {
         let current = self
             .probes
-            .slots
             .get(slot)
             .and_then(|p| p.generations.get(timer.kind as usize).copied());
         if current != Some(timer.generation) {
@@ -773,7 +795,7 @@ impl Supervisor {
 
     /// `status` fields of a service's probes.
     pub(super) fn probe_status(&self, slot: usize) -> ProbeStatus {
-        let Some(p) = self.probes.slots.get(slot) else {
+        let Some(p) = self.probes.get(slot) else {
             return ProbeStatus::default();
         };
         let has_health = self

@@ -911,7 +911,7 @@ impl Supervisor {
                 .last_sample
                 .as_ref()
                 .and_then(|prev| crate::stats::cpu_percent(prev, &tree));
-            s.last_sample = Some(tree.clone());
+            s.last_sample = Some(Box::new(tree.clone()));
             rows.push(StatsRow {
                 name: s.service.name().to_string(),
                 pid,
@@ -1104,7 +1104,7 @@ impl Supervisor {
         };
         let cgroup = s.cgroup.as_ref().map(|c| c.dir());
         if let Some((_, sample)) = super::worker::sample_service(pid, cgroup, now) {
-            s.last_sample = Some(sample);
+            s.last_sample = Some(Box::new(sample));
         }
         self.reactor.timers.arm(
             now.saturating_add(ms),
@@ -1209,7 +1209,7 @@ impl Supervisor {
                 rec.gpid = s.gpid.map(|g| g.to_string());
             }
             if let Some(exit) = &mut rec.exit {
-                rec.stats = s.last_sample.clone();
+                rec.stats = s.last_sample.as_deref().cloned();
                 exit.oom = s.exit_oom;
             }
         }

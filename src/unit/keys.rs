@@ -497,7 +497,7 @@ pub static KEYS: &[Key] = &[
         default: "none",
         doc: "A check of a running service, repeated every `interval_ms`; after `retries` failures in a row the service is restarted.",
         read: |u, v| {
-            u.health = v.map(super::probe::health).transpose()?;
+            u.health = v.map(super::probe::health).transpose()?.map(Box::new);
             Ok(())
         },
         check: Some((&["port", "socket"], |u| match &u.health {

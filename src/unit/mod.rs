@@ -173,7 +173,8 @@ pub struct Unit {
     /// `WATCHDOG=1` must come at least this often (notify socket).
     pub watchdog_ms: Option<u64>,
     /// The liveness check, if any.
-    pub health: Option<probe::Health>,
+    /// Boxed: few units have one, and it is the largest field.
+    pub health: Option<Box<probe::Health>>,
     /// Who it runs as and with what limits (`user`, `rlimits`, `env_file`...).
     pub creds: creds::Creds,
     /// cgroup v2 limits (`memory_max`, `memory_high`, `cpu_max`,

@@ -53,7 +53,7 @@ impl Supervisor {
     ) -> Result<Attempt, String> {
         let now = self.reactor.now_ms();
         let s = self.slots.get(slot).ok_or("no such service")?;
-        let port = self.probes.slots.get(slot).map_or(s.port, |p| p.port);
+        let port = self.probes.get(slot).map_or(s.port, |p| p.port);
         let bind = s.service.unit.bind;
         let (addr, http) = match check {
             Check::Exec(argv) => return self.spawn_probe(slot, source, argv, now),
@@ -122,7 +122,7 @@ impl Supervisor {
         work: &mut VecDeque<(usize, Input)>,
     ) {
         let probes = &mut self.probes;
-        let Some(p) = probes.slots.get_mut(slot) else {
+        let Some(p) = probes.slots.get_mut(slot).and_then(|p| p.as_deref_mut()) else {
             return;
         };
         let place = match source {

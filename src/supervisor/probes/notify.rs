@@ -20,7 +20,6 @@ impl Supervisor {
         loop {
             let received = match self
                 .probes
-                .slots
                 .get(slot)
                 .and_then(|p| p.notify.as_ref())
                 .map(|(_, sock)| sock.recv(&mut buf))
