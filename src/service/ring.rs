@@ -147,6 +147,67 @@ impl Ring {
         seq
     }
 
+    /// Appends the lines whose bytes are at `spans` of `bytes` (in order,
+    /// not overlapping), as `push` would one by one but in one copy: the
+    /// lines the bound would drop at once are only counted (they take
+    /// their sequence numbers), and the rest are copied together, bytes
+    /// between them included, so a read of many short lines costs one
+    /// copy and an index entry per line.
+    pub fn push_spans<I>(&mut self, stream: Stream, bytes: &[u8], spans: I, time_us: u64)
+    where
+        I: DoubleEndedIterator<Item = std::ops::Range<usize>> + ExactSizeIterator + Clone,
+    {
+        let total = spans.len();
+        let room = self.cap.saturating_sub(LINE_OVERHEAD).max(1);
+        // The newest lines that fit the bound together (at least one).
+        let mut keep = 0;
+        let mut cost = 0usize;
+        let mut cut = false;
+        if self.cap > 0 {
+            for r in spans.clone().rev() {
+                let c = r.len().min(room).saturating_add(LINE_OVERHEAD);
+                if keep > 0 && cost.saturating_add(c) > self.cap {
+                    break;
+                }
+                cost = cost.saturating_add(c);
+                keep += 1;
+                cut |= r.len() > room;
+            }
+        }
+        let skip = total.saturating_sub(keep);
+        self.next_seq = self
+            .next_seq
+            .saturating_add(u64::try_from(skip).unwrap_or(u64::MAX));
+        let kept = spans.skip(skip);
+        if cut {
+            // A line longer than the bound: `push` cuts it.
+            for r in kept {
+                self.push(stream, bytes.get(r).unwrap_or(&[]), time_us);
+            }
+            return;
+        }
+        let (Some(first), Some(last)) = (kept.clone().next(), kept.clone().next_back()) else {
+            return;
+        };
+        let from = self.base.wrapping_add(self.data.len());
+        self.data
+            .extend_from_slice(bytes.get(first.start..last.end).unwrap_or(&[]));
+        for r in kept {
+            let entry = Entry {
+                seq: self.next_seq,
+                time_us,
+                stream,
+                start: from.wrapping_add(r.start.saturating_sub(first.start)),
+                len: r.len(),
+            };
+            self.next_seq = self.next_seq.saturating_add(1);
+            self.bytes = self.bytes.saturating_add(entry.cost());
+            self.lines.push_back(entry);
+        }
+        self.trim();
+        self.compact(false);
+    }
+
     fn trim(&mut self) {
         while self.bytes > self.cap && self.lines.len() > 1 {
             self.drop_oldest();
@@ -467,6 +528,45 @@ mod tests {
         ring.set_cap(cap);
         ring.push(Stream::Stderr, b"again", 5);
         assert_eq!(texts(&ring, 0), ["again"]);
+    }
+
+    /// `push_spans` leaves the ring as a `push` per line would.
+    #[test]
+    fn lines_pushed_together_are_held_as_if_pushed_one_by_one() {
+        let text = b"alpha\nbe\n\ngamma-gamma\ndelta\n";
+        let spans = [0..5, 6..8, 9..9, 10..21, 22..27];
+        for cap in [0, 10, 60, 100, 130, 200, 1000] {
+            for before in [0, 1, 3] {
+                let mut one = Ring::new(1, cap);
+                let mut all = Ring::new(1, cap);
+                for i in 0..before {
+                    let old = format!("old{i}");
+                    one.push(Stream::Stderr, old.as_bytes(), 1);
+                    all.push(Stream::Stderr, old.as_bytes(), 1);
+                }
+                for r in spans.iter().cloned() {
+                    one.push(Stream::Stdout, &text[r], 2);
+                }
+                all.push_spans(Stream::Stdout, text, spans.iter().cloned(), 2);
+                assert_eq!(all.next_seq(), one.next_seq(), "cap {cap}");
+                assert_eq!(all.bytes(), one.bytes(), "cap {cap}");
+                let lines = |r: &Ring| {
+                    r.lines_from(0)
+                        .map(|l| (l.seq, l.stream, l.bytes.to_vec()))
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(lines(&all), lines(&one), "cap {cap} before {before}");
+            }
+        }
+        // pushed together again and again: bounded, the newest kept whole
+        let mut r = Ring::new(1, 300);
+        for _ in 0..100 {
+            r.push_spans(Stream::Stdout, text, spans.iter().cloned(), 3);
+            assert!(r.bytes() <= 300);
+            assert!(r.data.len() <= 2 * 300 + text.len());
+        }
+        assert_eq!(r.next_seq(), 500);
+        assert_eq!(r.get(r.len() - 1).unwrap().bytes, b"delta");
     }
 
     #[test]

@@ -925,8 +925,6 @@ impl Supervisor {
                     self.on_worker(&mut work);
                 }
             }
-            self.output_turn();
-            self.reactor.poll_now = self.outputs.busy();
             // Restart what died before the sweep below: with many children
             // the sweep's scan of the child list is the slow part, so it
             // also runs only when a child may have died.
@@ -939,6 +937,9 @@ impl Supervisor {
                 self.on_timer(key, &mut work);
             }
             self.process(&mut work);
+            // Output last: what this turn's events started goes first.
+            self.output_turn();
+            self.reactor.poll_now = self.outputs.busy();
             self.settle_waiting();
             self.settle_upgrades(&mut work);
             self.arm_control_idle();

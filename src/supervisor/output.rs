@@ -10,10 +10,22 @@
 //! stays blocking: its file description is the child's, and a full pipe
 //! slowing the child down is the backpressure we want).
 //!
-//! Fairness: at most `TURN_BYTES` per pipe per turn of the loop, as the
-//! control server does per connection; a pipe with more left is served
-//! again next turn (the reactor waits at most `reactor::PACE` while any is), so a
-//! service writing flat out cannot delay a restart by more than one turn.
+//! Fairness and cost: a pipe is read after the turn's restarts (at the end
+//! of the turn, `output_turn`), at most `TURN_BYTES` when its readiness
+//! woke the loop. A pipe that had `FLOOD_BYTES` or more is *paced*: taken
+//! out of the poll, so the writer's every write no longer wakes zurg, and
+//! read once per turn, up to `PACED_BYTES`, the loop sleeping at most
+//! `reactor::PACE` between turns; once a turn finds less than
+//! `FLOOD_BYTES` it is watched again. A service writing flat out thus
+//! costs one wake-up per `PACE` with large reads rather than one per few
+//! writes, is held to `PACED_BYTES` per `PACE` (the full pipe slows the
+//! writer down), and cannot delay a restart by more than one read of
+//! `PACED_BYTES`.
+//!
+//! Whole lines of a read bypass the assembler (`lines::split_run`): a file
+//! sink without timestamps writes them as read, in one write, while they
+//! fit the current file, and the ring takes them in one copy
+//! (`Ring::push_spans`) unless a `logs` client follows.
 //! A partial line waits `lines::FLUSH_AFTER_MS` for its newline on the
 //! timer heap; that timer exists only while such a line is held.
 
@@ -29,14 +41,20 @@ use crate::log::Dest;
 use crate::os::spawn::ChildOut;
 use crate::service::ring::Stream;
 use crate::unit::Output;
-use lines::{Assembler, Piece};
+use lines::{Assembler, Piece, Span};
 use sink::FileSink;
 
 /// Tokens from here up name a service's pipe: `OUTPUT_BASE + 2 * slot +
 /// stream` (above the pidfd range, which starts at 1 << 40).
 pub const OUTPUT_BASE: usize = 1 << 41;
-/// Bytes read from one pipe per turn of the loop.
+/// Bytes read from a pipe whose readiness woke the loop, per turn.
 pub const TURN_BYTES: usize = 64 * 1024;
+/// Bytes read from a paced pipe per turn (at most one per `reactor::PACE`
+/// during a flood: 256 MB/s).
+pub const PACED_BYTES: usize = 256 * 1024;
+/// A turn that read this much paces its pipe; a paced one that reads less
+/// is watched again.
+pub const FLOOD_BYTES: usize = 16 * 1024;
 /// Pipe capacity asked for: with the loop pacing itself (`reactor::PACE`)
 /// during a flood, a pipe holds what a fast writer writes meanwhile.
 const PIPE_BYTES: i32 = 1 << 20;
@@ -104,17 +122,23 @@ struct Channel {
     /// `NAME | ` and `NAME + ` (a piece that continues a line).
     label: Vec<u8>,
     cont_label: Vec<u8>,
+    /// Out of the poll, read every turn (`Outputs::pending`).
+    paced: bool,
 }
 
 /// Every service's pipes, by slot.
 #[derive(Debug, Default)]
 pub struct Outputs {
     slots: Vec<[Option<Channel>; 2]>,
-    /// Pipes whose turn budget ran out with bytes left.
+    /// Pipes whose readiness woke the loop this turn, read at its end.
+    ready: Vec<(usize, Stream)>,
+    /// Paced pipes, read every turn.
     pending: Vec<(usize, Stream)>,
     /// When the flush timer is armed for, if it is.
     flush_at: Option<u64>,
     buf: Vec<u8>,
+    /// The pieces of a read's whole lines.
+    spans: Vec<Span>,
     /// A pipe was refused near the open-file limit (warned once).
     warned_limit: bool,
 }
@@ -124,7 +148,7 @@ impl Outputs {
         self.slots.get_mut(slot)?.get_mut(index(stream))
     }
 
-    /// Pipes with bytes left over from an earlier turn.
+    /// Paced pipes: the loop comes back within `reactor::PACE`.
     pub fn busy(&self) -> bool {
         !self.pending.is_empty()
     }
@@ -260,6 +284,7 @@ impl Supervisor {
                     sink,
                     label,
                     cont_label,
+                    paced: false,
                 });
             }
         }
@@ -291,62 +316,88 @@ impl Supervisor {
     /// there has ended), so its lines are in the log.
     pub(super) fn drain_slot_output(&mut self, slot: usize) {
         for stream in STREAMS {
-            if self.read_pipe(slot, stream, FINAL_BYTES)
-                && !self.outputs.pending.contains(&(slot, stream))
-            {
-                self.outputs.pending.push((slot, stream));
+            if self.read_pipe(slot, stream, FINAL_BYTES) >= FINAL_BYTES {
+                self.pace(slot, stream, true);
             }
         }
         self.arm_output_flush();
     }
 
-    /// A pipe became readable.
+    /// A pipe became readable: it is read at the end of the turn, after
+    /// what the turn's other events (a service's exit) started.
     pub(super) fn on_output(&mut self, token: Token) {
-        let Some((slot, stream)) = of_token(token) else {
+        let Some(pipe) = of_token(token) else {
             return;
         };
-        // Already waiting for its next turn: served there, once.
-        if self.outputs.pending.contains(&(slot, stream)) {
+        if !self.outputs.ready.contains(&pipe) {
+            self.outputs.ready.push(pipe);
+        }
+    }
+
+    /// The turn's reads: paced pipes, then those that woke the loop.
+    pub(super) fn output_turn(&mut self) {
+        if self.outputs.pending.is_empty() && self.outputs.ready.is_empty() {
             return;
         }
-        if self.read_pipe(slot, stream, TURN_BYTES) {
-            self.outputs.pending.push((slot, stream));
+        for (slot, stream) in std::mem::take(&mut self.outputs.pending) {
+            let flooding = self.read_pipe(slot, stream, PACED_BYTES) >= FLOOD_BYTES;
+            self.pace(slot, stream, flooding);
+        }
+        for (slot, stream) in std::mem::take(&mut self.outputs.ready) {
+            // An event from before it was paced: read with the paced.
+            if self.outputs.pending.contains(&(slot, stream)) {
+                continue;
+            }
+            if self.read_pipe(slot, stream, TURN_BYTES) >= FLOOD_BYTES {
+                self.pace(slot, stream, true);
+            }
         }
         self.arm_output_flush();
     }
 
-    /// Another turn for the pipes that had more than their budget.
-    pub(super) fn output_turn(&mut self) {
-        if self.outputs.pending.is_empty() {
+    /// Paces a pipe (out of the poll, read every turn) or watches it again.
+    fn pace(&mut self, slot: usize, stream: Stream, on: bool) {
+        let Some(ch) = self.outputs.get_mut(slot, stream).and_then(Option::as_mut) else {
             return;
-        }
-        let pending = std::mem::take(&mut self.outputs.pending);
-        for (slot, stream) in pending {
-            if self.read_pipe(slot, stream, TURN_BYTES) {
+        };
+        if on {
+            if !ch.paced {
+                // Still watched if this fails: a spare wake-up, no harm.
+                let _ = self.reactor.unwatch_fd(&ch.read);
+                ch.paced = true;
+            }
+            if !self.outputs.pending.contains(&(slot, stream)) {
                 self.outputs.pending.push((slot, stream));
             }
+            return;
         }
-        self.arm_output_flush();
+        if !ch.paced {
+            return;
+        }
+        match self.reactor.watch_fd(&ch.read, token(slot, stream)) {
+            // Watched again; bytes already there are reported at once.
+            Ok(()) => ch.paced = false,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => ch.paced = false,
+            // Still read every turn rather than never again.
+            Err(_) => self.outputs.pending.push((slot, stream)),
+        }
     }
 
     /// Reads up to `budget` bytes from a pipe and hands out its lines;
-    /// true when the budget ran out before the pipe was empty.
-    fn read_pipe(&mut self, slot: usize, stream: Stream, budget: usize) -> bool {
+    /// returns how many it read (a read shorter than asked for emptied the
+    /// pipe and ends its turn).
+    fn read_pipe(&mut self, slot: usize, stream: Stream, budget: usize) -> usize {
         let Some(mut ch) = self.outputs.get_mut(slot, stream).and_then(Option::take) else {
-            return false;
+            return 0;
         };
         let mut buf = std::mem::take(&mut self.outputs.buf);
+        let mut spans = std::mem::take(&mut self.outputs.spans);
         buf.resize(READ_CHUNK, 0);
         let mut read = 0;
-        let mut more = false;
         let now_ms = self.reactor.now_ms();
         let time_us = crate::os::wall_clock_us();
         let mut more_in_pipe = true;
-        while more_in_pipe {
-            if read >= budget {
-                more = true;
-                break;
-            }
+        while more_in_pipe && read < budget {
             match nix::unistd::read(&ch.read, &mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
@@ -355,17 +406,7 @@ impl Supervisor {
                     // the loop again (an edge), so no read to see EAGAIN.
                     more_in_pipe = n == buf.len();
                     let data = buf.get(..n).unwrap_or(&[]);
-                    let Channel {
-                        asm,
-                        sink,
-                        label,
-                        cont_label,
-                        ..
-                    } = &mut ch;
-                    asm.feed(data, now_ms, |piece, kind| {
-                        deliver(sink, label, cont_label, piece, kind, time_us);
-                        self.record_output(slot, stream, piece, time_us);
-                    });
+                    self.take_read(slot, stream, &mut ch, data, &mut spans, now_ms, time_us);
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
                 // EAGAIN: empty for now; anything else: nothing to read.
@@ -374,10 +415,78 @@ impl Supervisor {
         }
         ch.sink.finish();
         self.outputs.buf = buf;
+        self.outputs.spans = spans;
         if let Some(place) = self.outputs.get_mut(slot, stream) {
             *place = Some(ch);
         }
-        more
+        read
+    }
+
+    /// One read's bytes to the sink and the ring: the rest of a line begun
+    /// earlier and a trailing partial line through the assembler, the
+    /// whole lines between as one run.
+    #[allow(clippy::too_many_arguments)]
+    fn take_read(
+        &mut self,
+        slot: usize,
+        stream: Stream,
+        ch: &mut Channel,
+        mut data: &[u8],
+        spans: &mut Vec<Span>,
+        now_ms: u64,
+        time_us: u64,
+    ) {
+        if !ch.asm.at_line_start() {
+            let end = memchr::memchr(b'\n', data).map_or(data.len(), |nl| nl + 1);
+            let (head, rest) = data.split_at(end);
+            self.feed(slot, stream, ch, head, now_ms, time_us);
+            data = rest;
+        }
+        spans.clear();
+        let (run, tail) = data.split_at(lines::split_run(data, spans));
+        if !spans.is_empty() {
+            match &mut ch.sink {
+                Sink::File(f) if f.takes_run(run.len()) => {
+                    let lines = spans.iter().filter(|s| s.kind.ends).count();
+                    f.write_run(run, u64::try_from(lines).unwrap_or(u64::MAX));
+                }
+                sink => {
+                    for s in spans.iter() {
+                        let piece = run.get(s.range.clone()).unwrap_or(&[]);
+                        deliver(sink, &ch.label, &ch.cont_label, piece, s.kind, time_us);
+                    }
+                }
+            }
+            self.record_run(slot, stream, run, spans, time_us);
+        }
+        self.feed(slot, stream, ch, tail, now_ms, time_us);
+    }
+
+    /// Bytes through the channel's assembler, its pieces to the sink and
+    /// the ring.
+    fn feed(
+        &mut self,
+        slot: usize,
+        stream: Stream,
+        ch: &mut Channel,
+        data: &[u8],
+        now_ms: u64,
+        time_us: u64,
+    ) {
+        if data.is_empty() {
+            return;
+        }
+        let Channel {
+            asm,
+            sink,
+            label,
+            cont_label,
+            ..
+        } = ch;
+        asm.feed(data, now_ms, |piece, kind| {
+            deliver(sink, label, cont_label, piece, kind, time_us);
+            self.record_output(slot, stream, piece, time_us);
+        });
     }
 
     /// Arms the flush timer for the earliest held partial line, if any
@@ -453,6 +562,7 @@ impl Supervisor {
             }
         }
         self.outputs.pending.clear();
+        self.outputs.ready.clear();
         self.flush_partial_lines(|_| true);
     }
 }
