@@ -53,13 +53,19 @@ impl Entry {
     }
 }
 
+/// Dropped bytes are reclaimed once they are this many times the held
+/// ones: a held byte is moved about once per this many bytes pushed (at 1,
+/// the move was as costly as the copy in, during a flood of output).
+pub const DEAD_RATIO: usize = 3;
+
 /// A bounded number of bytes of a service's most recent lines.
 ///
 /// The lines' bytes sit back to back in one buffer, so a line costs no
 /// allocation of its own: a push appends, a drop only moves the first
 /// line's mark, and the dropped bytes at the front are reclaimed (one
-/// move of what is still held) once they outweigh it. The buffer thus
-/// never holds more than twice the bound.
+/// move of what is still held) once they are `DEAD_RATIO` times as many.
+/// The buffer thus never holds much more than `DEAD_RATIO + 1` times the
+/// bound (`push_spans` also keeps the newlines between lines).
 #[derive(Debug, Clone)]
 pub struct Ring {
     /// Tells one ring from another that took its place (a reused slot), so
@@ -226,8 +232,8 @@ impl Ring {
     }
 
     /// Reclaims the dropped lines' bytes at the front of `data`: always
-    /// when `all`, else once they are more than the held lines' (so each
-    /// byte is moved at most once on average).
+    /// when `all`, else once they are `DEAD_RATIO` times the held lines'
+    /// (so a byte is moved at most once per `DEAD_RATIO` bytes pushed).
     fn compact(&mut self, all: bool) {
         let dead = self
             .lines
@@ -235,7 +241,7 @@ impl Ring {
             .map_or(self.data.len(), |e| e.start.wrapping_sub(self.base))
             .min(self.data.len());
         let live = self.data.len().saturating_sub(dead);
-        if dead > 0 && (all || dead > live) {
+        if dead > 0 && (all || dead > live.saturating_mul(DEAD_RATIO)) {
             self.data.drain(..dead);
             self.base = self.base.wrapping_add(dead);
         }
@@ -512,7 +518,11 @@ mod tests {
             // lines of varying length, so reclaiming moves them around
             let text = format!("{i}-{}", "x".repeat((i % 17) as usize));
             ring.push(Stream::Stdout, text.as_bytes(), i);
-            assert!(ring.data.len() <= 2 * cap, "{} bytes held", ring.data.len());
+            assert!(
+                ring.data.len() <= (DEAD_RATIO + 1) * cap,
+                "{} bytes held",
+                ring.data.len()
+            );
             assert_eq!(ring.get(ring.len() - 1).unwrap().bytes, text.as_bytes());
         }
         for line in ring.lines_from(0) {
@@ -563,7 +573,7 @@ mod tests {
         for _ in 0..100 {
             r.push_spans(Stream::Stdout, text, spans.iter().cloned(), 3);
             assert!(r.bytes() <= 300);
-            assert!(r.data.len() <= 2 * 300 + text.len());
+            assert!(r.data.len() <= (DEAD_RATIO + 1) * 300 + text.len());
         }
         assert_eq!(r.next_seq(), 500);
         assert_eq!(r.get(r.len() - 1).unwrap().bytes, b"delta");

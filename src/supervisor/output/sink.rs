@@ -132,8 +132,13 @@ impl FileSink {
     /// buffered), straight from the caller's buffer: one write for a read
     /// of many lines instead of a copy of each. Only when `takes_run`.
     pub fn write_run(&mut self, run: &[u8], lines: u64) {
-        self.write_out();
-        self.write_bytes(run, lines);
+        // The buffer holds at most the end of a line begun in an earlier
+        // read: both go in one writev.
+        let lines = lines.saturating_add(std::mem::take(&mut self.buf_lines));
+        let buf = std::mem::take(&mut self.buf);
+        self.write_bytes(&buf, run, lines);
+        self.buf = buf;
+        self.buf.clear();
     }
 
     /// Writes the buffered lines.
@@ -143,16 +148,17 @@ impl FileSink {
         }
         let lines = std::mem::take(&mut self.buf_lines);
         let buf = std::mem::take(&mut self.buf);
-        self.write_bytes(&buf, lines);
+        self.write_bytes(&buf, &[], lines);
         self.buf = buf;
         self.buf.clear();
     }
 
-    /// Writes `bytes` holding `lines` whole lines; a failure drops them
-    /// (counted).
-    fn write_bytes(&mut self, bytes: &[u8], lines: u64) {
+    /// Writes `first` then `then`, holding `lines` whole lines; a failure
+    /// drops them (counted).
+    fn write_bytes(&mut self, first: &[u8], then: &[u8], lines: u64) {
+        let len = first.len().saturating_add(then.len());
         let result = match &mut self.file {
-            Some(f) => f.write_all(bytes),
+            Some(f) => write_all_two(f, first, then),
             None => {
                 self.dropped = self.dropped.saturating_add(lines);
                 return;
@@ -162,7 +168,7 @@ impl FileSink {
             Ok(()) => {
                 self.size = self
                     .size
-                    .saturating_add(u64::try_from(bytes.len()).unwrap_or(u64::MAX));
+                    .saturating_add(u64::try_from(len).unwrap_or(u64::MAX));
                 if self.failing {
                     self.failing = false;
                     crate::log!(
@@ -222,6 +228,22 @@ impl FileSink {
         }
         self.reopen();
     }
+}
+
+/// `first` and `then` written in order, in one writev when the file takes
+/// it all (a regular file does, but for a full disk or a signal).
+fn write_all_two(f: &mut File, first: &[u8], then: &[u8]) -> std::io::Result<()> {
+    let mut bufs = [std::io::IoSlice::new(first), std::io::IoSlice::new(then)];
+    let mut bufs: &mut [std::io::IoSlice<'_>] = &mut bufs;
+    while bufs.iter().any(|b| !b.is_empty()) {
+        match f.write_vectored(bufs) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => std::io::IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
