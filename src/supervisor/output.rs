@@ -16,11 +16,12 @@
 //! out of the poll, so the writer's every write no longer wakes zurg, and
 //! read once per turn, up to `PACED_BYTES`, the loop sleeping at most
 //! `reactor::PACE` between turns; once a turn finds less than
-//! `FLOOD_BYTES` it is watched again. A service writing flat out thus
+//! `FLOOD_BYTES` it is watched again. Either way a pipe's turn also ends
+//! after `TURN_TIME`. A service writing flat out thus
 //! costs one wake-up per `PACE` with large reads rather than one per few
 //! writes, is held to `PACED_BYTES` per `PACE` (the full pipe slows the
-//! writer down), and cannot delay a restart by more than one read of
-//! `PACED_BYTES`.
+//! writer down), and cannot delay a restart by more than `TURN_TIME` and
+//! one read.
 //!
 //! Whole lines of a read bypass the assembler (`lines::split_run`): a file
 //! sink without timestamps writes them as read, in one write, while they
@@ -52,6 +53,9 @@ pub const TURN_BYTES: usize = 64 * 1024;
 /// Bytes read from a paced pipe per turn (at most one per `reactor::PACE`
 /// during a flood: 256 MB/s).
 pub const PACED_BYTES: usize = 256 * 1024;
+/// A pipe's turn ends after this long, whatever its budget: a flood never
+/// delays the loop's next turn (a restart) by more than this and one read.
+const TURN_TIME: std::time::Duration = std::time::Duration::from_micros(250);
 /// A turn that read this much paces its pipe; a paced one that reads less
 /// is watched again.
 pub const FLOOD_BYTES: usize = 16 * 1024;
@@ -396,8 +400,9 @@ impl Supervisor {
         let mut read = 0;
         let now_ms = self.reactor.now_ms();
         let time_us = crate::os::wall_clock_us();
+        let started = std::time::Instant::now();
         let mut more_in_pipe = true;
-        while more_in_pipe && read < budget {
+        while more_in_pipe && read < budget && (read == 0 || started.elapsed() < TURN_TIME) {
             match nix::unistd::read(&ch.read, &mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
