@@ -278,7 +278,7 @@ fn a_flood_of_output_does_not_delay_restarts() {
     // most runs it was below the control. A loop that read a burst to its
     // end before looking at its pidfds would take 300 ms or more here.
     // The bound, 1.2x the quiet figure, held in four of five runs
-    // once output was read after restarts, paced and cut at 250 us a
+    // once output was read after restarts and cut at 250 us a
     // turn; the fifth missed it while the control was 3.5x quiet (two
     // cores: the writer and whoever reads it take both), so the control
     // stays the reference (docs/performance.md, the flood test).

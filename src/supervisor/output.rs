@@ -12,16 +12,11 @@
 //!
 //! Fairness and cost: a pipe is read after the turn's restarts (at the end
 //! of the turn, `output_turn`), at most `TURN_BYTES` when its readiness
-//! woke the loop. A pipe that had `FLOOD_BYTES` or more is *paced*: taken
-//! out of the poll, so the writer's every write no longer wakes zurg, and
-//! read once per turn, up to `PACED_BYTES`, the loop sleeping at most
-//! `reactor::PACE` between turns; once a turn finds less than
-//! `FLOOD_BYTES` it is watched again. Either way a pipe's turn also ends
-//! after `TURN_TIME`. A service writing flat out thus
-//! costs one wake-up per `PACE` with large reads rather than one per few
-//! writes, is held to `PACED_BYTES` per `PACE` (the full pipe slows the
-//! writer down), and cannot delay a restart by more than `TURN_TIME` and
-//! one read.
+//! woke the loop. A pipe that had `FLOOD_BYTES` (its budget) is *paced*:
+//! read once per turn, up to `PACED_BYTES`, its readiness ignored, the
+//! loop sleeping at most `reactor::PACE` between turns, until a turn finds
+//! less. A pipe's turn also ends after `TURN_TIME`, so a flood cannot
+//! delay a restart by more than that and one read.
 //!
 //! Whole lines of a read bypass the assembler (`lines::split_run`): a file
 //! sink without timestamps writes them as read, in one write, while they
@@ -57,8 +52,8 @@ pub const PACED_BYTES: usize = 256 * 1024;
 /// delays the loop's next turn (a restart) by more than this and one read.
 const TURN_TIME: std::time::Duration = std::time::Duration::from_micros(250);
 /// A turn that read this much paces its pipe; a paced one that reads less
-/// is watched again.
-pub const FLOOD_BYTES: usize = 16 * 1024;
+/// is left to its readiness again.
+pub const FLOOD_BYTES: usize = TURN_BYTES;
 /// Pipe capacity asked for: with the loop pacing itself (`reactor::PACE`)
 /// during a flood, a pipe holds what a fast writer writes meanwhile.
 const PIPE_BYTES: i32 = 1 << 20;
@@ -126,7 +121,7 @@ struct Channel {
     /// `NAME | ` and `NAME + ` (a piece that continues a line).
     label: Vec<u8>,
     cont_label: Vec<u8>,
-    /// Out of the poll, read every turn (`Outputs::pending`).
+    /// Read every turn (`Outputs::pending`), its readiness ignored.
     paced: bool,
 }
 
@@ -359,31 +354,18 @@ impl Supervisor {
         self.arm_output_flush();
     }
 
-    /// Paces a pipe (out of the poll, read every turn) or watches it again.
+    /// Paces a pipe (read every turn, its readiness ignored meanwhile) or
+    /// leaves it to its readiness again. It stays in the poll: taking it
+    /// out (so the writer's writes stop waking zurg) cost more than it
+    /// saved, as the full pipe's bytes were then read cold from memory
+    /// (docs/performance.md).
     fn pace(&mut self, slot: usize, stream: Stream, on: bool) {
         let Some(ch) = self.outputs.get_mut(slot, stream).and_then(Option::as_mut) else {
             return;
         };
-        if on {
-            if !ch.paced {
-                // Still watched if this fails: a spare wake-up, no harm.
-                let _ = self.reactor.unwatch_fd(&ch.read);
-                ch.paced = true;
-            }
-            if !self.outputs.pending.contains(&(slot, stream)) {
-                self.outputs.pending.push((slot, stream));
-            }
-            return;
-        }
-        if !ch.paced {
-            return;
-        }
-        match self.reactor.watch_fd(&ch.read, token(slot, stream)) {
-            // Watched again; bytes already there are reported at once.
-            Ok(()) => ch.paced = false,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => ch.paced = false,
-            // Still read every turn rather than never again.
-            Err(_) => self.outputs.pending.push((slot, stream)),
+        ch.paced = on;
+        if on && !self.outputs.pending.contains(&(slot, stream)) {
+            self.outputs.pending.push((slot, stream));
         }
     }
 
