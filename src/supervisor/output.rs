@@ -45,8 +45,7 @@ use sink::FileSink;
 pub const OUTPUT_BASE: usize = 1 << 41;
 /// Bytes read from a pipe whose readiness woke the loop, per turn.
 pub const TURN_BYTES: usize = 64 * 1024;
-/// Bytes read from a paced pipe per turn (at most one per `reactor::PACE`
-/// during a flood: 256 MB/s).
+/// Bytes read from a paced pipe per turn.
 pub const PACED_BYTES: usize = 256 * 1024;
 /// A pipe's turn ends after this long, whatever its budget: a flood never
 /// delays the loop's next turn (a restart) by more than this and one read.

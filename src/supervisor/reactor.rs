@@ -30,7 +30,7 @@ pub struct Reactor<K: Ord> {
     events: Events,
     start: Instant,
     pub timers: Timers<K>,
-    /// Work is due every turn (a paced output pipe, out of the poll):
+    /// Work is due every turn (a paced output pipe, its readiness ignored):
     /// the next wait sleeps at most `PACE`.
     pub poll_now: bool,
 }
