@@ -381,9 +381,14 @@ impl Supervisor {
         let mut read = 0;
         let now_ms = self.reactor.now_ms();
         let time_us = crate::os::wall_clock_us();
+        // A drain (`FINAL_BYTES`) is wanted whole now; a turn is timed.
+        let timed = budget < FINAL_BYTES;
         let started = std::time::Instant::now();
         let mut more_in_pipe = true;
-        while more_in_pipe && read < budget && (read == 0 || started.elapsed() < TURN_TIME) {
+        while more_in_pipe
+            && read < budget
+            && (!timed || read == 0 || started.elapsed() < TURN_TIME)
+        {
             match nix::unistd::read(&ch.read, &mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
