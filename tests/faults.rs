@@ -583,7 +583,9 @@ fn a_service_without_a_pidfd_exits_with_its_status_restarts_and_gets_one_once_fd
 
     // Descriptors return: most services are removed (their output pipes
     // close with them). The next start of the same service gets a pidfd.
-    let others = (0..UNITS).map(|i| format!("s{i:03}")).filter(|n| *n != name);
+    let others = (0..UNITS)
+        .map(|i| format!("s{i:03}"))
+        .filter(|n| *n != name);
     for other in others.take(95) {
         std::fs::remove_file(dir.path().join(format!("units/{other}.toml"))).unwrap();
     }

@@ -277,6 +277,11 @@ fn a_flood_of_output_does_not_delay_restarts() {
     // the flood's passed 1.2x of it by 1.3 ms (8.4 against 6.0) while in
     // most runs it was below the control. A loop that read a burst to its
     // end before looking at its pidfds would take 300 ms or more here.
+    // The bound, 1.2x the quiet figure, held in four of five runs
+    // once output was read after restarts and cut at 250 us a
+    // turn; the fifth missed it while the control was 3.5x quiet (two
+    // cores: the writer and whoever reads it take both), so the control
+    // stays the reference (docs/performance.md, the flood test).
     assert!(
         during <= control.max(quiet).mul_f64(1.2) + Duration::from_millis(3),
         "restart took {during:?} during a flood of output against {control:?} beside the flood read by cat ({quiet:?} quiet)"

@@ -53,13 +53,19 @@ impl Entry {
     }
 }
 
+/// Dropped bytes are reclaimed once they are this many times the held
+/// ones: a held byte is moved about once per this many bytes pushed (at 1,
+/// the move was as costly as the copy in, during a flood of output).
+pub const DEAD_RATIO: usize = 3;
+
 /// A bounded number of bytes of a service's most recent lines.
 ///
 /// The lines' bytes sit back to back in one buffer, so a line costs no
 /// allocation of its own: a push appends, a drop only moves the first
 /// line's mark, and the dropped bytes at the front are reclaimed (one
-/// move of what is still held) once they outweigh it. The buffer thus
-/// never holds more than twice the bound.
+/// move of what is still held) once they are `DEAD_RATIO` times as many.
+/// The buffer thus never holds much more than `DEAD_RATIO + 1` times the
+/// bound (`push_spans` also keeps the newlines between lines).
 #[derive(Debug, Clone)]
 pub struct Ring {
     /// Tells one ring from another that took its place (a reused slot), so
@@ -147,6 +153,67 @@ impl Ring {
         seq
     }
 
+    /// Appends the lines whose bytes are at `spans` of `bytes` (in order,
+    /// not overlapping), as `push` would one by one but in one copy: the
+    /// lines the bound would drop at once are only counted (they take
+    /// their sequence numbers), and the rest are copied together, bytes
+    /// between them included, so a read of many short lines costs one
+    /// copy and an index entry per line.
+    pub fn push_spans<I>(&mut self, stream: Stream, bytes: &[u8], spans: I, time_us: u64)
+    where
+        I: DoubleEndedIterator<Item = std::ops::Range<usize>> + ExactSizeIterator + Clone,
+    {
+        let total = spans.len();
+        let room = self.cap.saturating_sub(LINE_OVERHEAD).max(1);
+        // The newest lines that fit the bound together (at least one).
+        let mut keep = 0;
+        let mut cost = 0usize;
+        let mut cut = false;
+        if self.cap > 0 {
+            for r in spans.clone().rev() {
+                let c = r.len().min(room).saturating_add(LINE_OVERHEAD);
+                if keep > 0 && cost.saturating_add(c) > self.cap {
+                    break;
+                }
+                cost = cost.saturating_add(c);
+                keep += 1;
+                cut |= r.len() > room;
+            }
+        }
+        let skip = total.saturating_sub(keep);
+        self.next_seq = self
+            .next_seq
+            .saturating_add(u64::try_from(skip).unwrap_or(u64::MAX));
+        let kept = spans.skip(skip);
+        if cut {
+            // A line longer than the bound: `push` cuts it.
+            for r in kept {
+                self.push(stream, bytes.get(r).unwrap_or(&[]), time_us);
+            }
+            return;
+        }
+        let (Some(first), Some(last)) = (kept.clone().next(), kept.clone().next_back()) else {
+            return;
+        };
+        let from = self.base.wrapping_add(self.data.len());
+        self.data
+            .extend_from_slice(bytes.get(first.start..last.end).unwrap_or(&[]));
+        for r in kept {
+            let entry = Entry {
+                seq: self.next_seq,
+                time_us,
+                stream,
+                start: from.wrapping_add(r.start.saturating_sub(first.start)),
+                len: r.len(),
+            };
+            self.next_seq = self.next_seq.saturating_add(1);
+            self.bytes = self.bytes.saturating_add(entry.cost());
+            self.lines.push_back(entry);
+        }
+        self.trim();
+        self.compact(false);
+    }
+
     fn trim(&mut self) {
         while self.bytes > self.cap && self.lines.len() > 1 {
             self.drop_oldest();
@@ -165,8 +232,8 @@ impl Ring {
     }
 
     /// Reclaims the dropped lines' bytes at the front of `data`: always
-    /// when `all`, else once they are more than the held lines' (so each
-    /// byte is moved at most once on average).
+    /// when `all`, else once they are `DEAD_RATIO` times the held lines'
+    /// (so a byte is moved at most once per `DEAD_RATIO` bytes pushed).
     fn compact(&mut self, all: bool) {
         let dead = self
             .lines
@@ -174,7 +241,7 @@ impl Ring {
             .map_or(self.data.len(), |e| e.start.wrapping_sub(self.base))
             .min(self.data.len());
         let live = self.data.len().saturating_sub(dead);
-        if dead > 0 && (all || dead > live) {
+        if dead > 0 && (all || dead > live.saturating_mul(DEAD_RATIO)) {
             self.data.drain(..dead);
             self.base = self.base.wrapping_add(dead);
         }
@@ -451,7 +518,11 @@ mod tests {
             // lines of varying length, so reclaiming moves them around
             let text = format!("{i}-{}", "x".repeat((i % 17) as usize));
             ring.push(Stream::Stdout, text.as_bytes(), i);
-            assert!(ring.data.len() <= 2 * cap, "{} bytes held", ring.data.len());
+            assert!(
+                ring.data.len() <= (DEAD_RATIO + 1) * cap,
+                "{} bytes held",
+                ring.data.len()
+            );
             assert_eq!(ring.get(ring.len() - 1).unwrap().bytes, text.as_bytes());
         }
         for line in ring.lines_from(0) {
@@ -467,6 +538,45 @@ mod tests {
         ring.set_cap(cap);
         ring.push(Stream::Stderr, b"again", 5);
         assert_eq!(texts(&ring, 0), ["again"]);
+    }
+
+    /// `push_spans` leaves the ring as a `push` per line would.
+    #[test]
+    fn lines_pushed_together_are_held_as_if_pushed_one_by_one() {
+        let text = b"alpha\nbe\n\ngamma-gamma\ndelta\n";
+        let spans = [0..5, 6..8, 9..9, 10..21, 22..27];
+        for cap in [0, 10, 60, 100, 130, 200, 1000] {
+            for before in [0, 1, 3] {
+                let mut one = Ring::new(1, cap);
+                let mut all = Ring::new(1, cap);
+                for i in 0..before {
+                    let old = format!("old{i}");
+                    one.push(Stream::Stderr, old.as_bytes(), 1);
+                    all.push(Stream::Stderr, old.as_bytes(), 1);
+                }
+                for r in spans.iter().cloned() {
+                    one.push(Stream::Stdout, &text[r], 2);
+                }
+                all.push_spans(Stream::Stdout, text, spans.iter().cloned(), 2);
+                assert_eq!(all.next_seq(), one.next_seq(), "cap {cap}");
+                assert_eq!(all.bytes(), one.bytes(), "cap {cap}");
+                let lines = |r: &Ring| {
+                    r.lines_from(0)
+                        .map(|l| (l.seq, l.stream, l.bytes.to_vec()))
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(lines(&all), lines(&one), "cap {cap} before {before}");
+            }
+        }
+        // pushed together again and again: bounded, the newest kept whole
+        let mut r = Ring::new(1, 300);
+        for _ in 0..100 {
+            r.push_spans(Stream::Stdout, text, spans.iter().cloned(), 3);
+            assert!(r.bytes() <= 300);
+            assert!(r.data.len() <= (DEAD_RATIO + 1) * 300 + text.len());
+        }
+        assert_eq!(r.next_seq(), 500);
+        assert_eq!(r.get(r.len() - 1).unwrap().bytes, b"delta");
     }
 
     #[test]

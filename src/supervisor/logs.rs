@@ -14,6 +14,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
+use super::output::lines::Span;
 use super::Supervisor;
 use crate::control::proto::{ErrorCode, LogEnd, LogItem, LogLine, Reply};
 use crate::control::server::ConnId;
@@ -102,6 +103,36 @@ impl Supervisor {
                 self.logs.followers.swap_remove(i);
             }
         }
+    }
+
+    /// The whole lines of one read (`spans` of `run`) into the service's
+    /// ring in one copy; while a `logs` client follows, line by line
+    /// through `record_output`, which also sends them.
+    pub(crate) fn record_run(
+        &mut self,
+        slot: usize,
+        stream: Stream,
+        run: &[u8],
+        spans: &[Span],
+        time_us: u64,
+    ) {
+        if !self.logs.followers.is_empty() {
+            for s in spans {
+                self.record_output(
+                    slot,
+                    stream,
+                    run.get(s.range.clone()).unwrap_or(&[]),
+                    time_us,
+                );
+            }
+            return;
+        }
+        let Some(s) = self.slots.get_mut(slot) else {
+            return;
+        };
+        s.ring.set_cap(s.service.unit.log_ring_bytes);
+        s.ring
+            .push_spans(stream, run, spans.iter().map(|s| s.range.clone()), time_us);
     }
 
     /// A caught-up follower gets the line just recorded in `slot`; returns

@@ -979,8 +979,6 @@ impl Supervisor {
                     self.on_worker(&mut work);
                 }
             }
-            self.output_turn();
-            self.reactor.poll_now = self.outputs.busy();
             // Restart what died before the sweep below: with many children
             // the sweep's scan of the child list is the slow part, and after
             // a service's own SIGCHLD it is put off (`sweep`).
@@ -1004,6 +1002,9 @@ impl Supervisor {
                 self.on_timer(key, &mut work);
             }
             self.process(&mut work);
+            // Output last: what this turn's events started goes first.
+            self.output_turn();
+            self.reactor.poll_now = self.outputs.busy();
             self.settle_waiting();
             self.settle_upgrades(&mut work);
             self.arm_control_idle();

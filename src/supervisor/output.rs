@@ -10,10 +10,18 @@
 //! stays blocking: its file description is the child's, and a full pipe
 //! slowing the child down is the backpressure we want).
 //!
-//! Fairness: at most `TURN_BYTES` per pipe per turn of the loop, as the
-//! control server does per connection; a pipe with more left is served
-//! again next turn (the reactor waits at most `reactor::PACE` while any is), so a
-//! service writing flat out cannot delay a restart by more than one turn.
+//! Fairness and cost: a pipe is read after the turn's restarts (at the end
+//! of the turn, `output_turn`), at most `TURN_BYTES` when its readiness
+//! woke the loop. A pipe that had `FLOOD_BYTES` (its budget) is *paced*:
+//! read once per turn, up to `PACED_BYTES`, its readiness ignored, the
+//! loop sleeping at most `reactor::PACE` between turns, until a turn finds
+//! less. A pipe's turn also ends after `TURN_TIME`, so a flood cannot
+//! delay a restart by more than that and one read.
+//!
+//! Whole lines of a read bypass the assembler (`lines::split_run`): a file
+//! sink without timestamps writes them as read, in one write, while they
+//! fit the current file, and the ring takes them in one copy
+//! (`Ring::push_spans`) unless a `logs` client follows.
 //! A partial line waits `lines::FLUSH_AFTER_MS` for its newline on the
 //! timer heap; that timer exists only while such a line is held.
 
@@ -29,14 +37,22 @@ use crate::log::Dest;
 use crate::os::spawn::ChildOut;
 use crate::service::ring::Stream;
 use crate::unit::Output;
-use lines::{Assembler, Piece};
+use lines::{Assembler, Piece, Span};
 use sink::FileSink;
 
 /// Tokens from here up name a service's pipe: `OUTPUT_BASE + 2 * slot +
 /// stream` (above the pidfd range, which starts at 1 << 40).
 pub const OUTPUT_BASE: usize = 1 << 41;
-/// Bytes read from one pipe per turn of the loop.
+/// Bytes read from a pipe whose readiness woke the loop, per turn.
 pub const TURN_BYTES: usize = 64 * 1024;
+/// Bytes read from a paced pipe per turn.
+pub const PACED_BYTES: usize = 256 * 1024;
+/// A pipe's turn ends after this long, whatever its budget: a flood never
+/// delays the loop's next turn (a restart) by more than this and one read.
+const TURN_TIME: std::time::Duration = std::time::Duration::from_micros(250);
+/// A turn that read this much paces its pipe; a paced one that reads less
+/// is left to its readiness again.
+pub const FLOOD_BYTES: usize = TURN_BYTES;
 /// Pipe capacity asked for: with the loop pacing itself (`reactor::PACE`)
 /// during a flood, a pipe holds what a fast writer writes meanwhile.
 const PIPE_BYTES: i32 = 1 << 20;
@@ -102,10 +118,11 @@ struct Channel {
     write: OwnedFd,
     asm: Assembler,
     sink: Sink,
-    /// The service's name, which starts each line as `NAME | ` (or
-    /// `NAME + `: a piece that continues a line); one allocation for
-    /// both.
-    label: Box<[u8]>,
+    /// `NAME | ` and `NAME + ` (a piece that continues a line).
+    label: Vec<u8>,
+    cont_label: Vec<u8>,
+    /// Read every turn (`Outputs::pending`), its readiness ignored.
+    paced: bool,
 }
 
 /// Every service's pipes, by slot.
@@ -114,11 +131,15 @@ pub struct Outputs {
     /// Boxed: a stream that is not piped (`inherit`, `null`) costs 8
     /// bytes here rather than a whole channel.
     slots: Vec<[Option<Box<Channel>>; 2]>,
-    /// Pipes whose turn budget ran out with bytes left.
+    /// Pipes whose readiness woke the loop this turn, read at its end.
+    ready: Vec<(usize, Stream)>,
+    /// Paced pipes, read every turn.
     pending: Vec<(usize, Stream)>,
     /// When the flush timer is armed for, if it is.
     flush_at: Option<u64>,
     buf: Vec<u8>,
+    /// The pieces of a read's whole lines.
+    spans: Vec<Span>,
     /// A pipe was refused near the open-file limit (warned once).
     warned_limit: bool,
 }
@@ -128,10 +149,17 @@ impl Outputs {
         self.slots.get_mut(slot)?.get_mut(index(stream))
     }
 
-    /// Pipes with bytes left over from an earlier turn.
+    /// Paced pipes: the loop comes back within `reactor::PACE`.
     pub fn busy(&self) -> bool {
         !self.pending.is_empty()
     }
+}
+
+fn labels(name: &str) -> (Vec<u8>, Vec<u8>) {
+    (
+        format!("{name} | ").into_bytes(),
+        format!("{name} + ").into_bytes(),
+    )
 }
 
 fn make_sink(out: &Output, stream: Stream, name: &str) -> Option<Sink> {
@@ -189,7 +217,7 @@ impl Supervisor {
             let Some(current) = self.outputs.get_mut(slot, stream) else {
                 continue;
             };
-            let label: Box<[u8]> = name.as_bytes().into();
+            let (label, cont_label) = labels(&name);
             if !want.piped() {
                 if let Some(ch) = current.take() {
                     let _ = self.reactor.unwatch_fd(&ch.read);
@@ -203,6 +231,7 @@ impl Supervisor {
                     _ => false,
                 };
                 ch.label = label;
+                ch.cont_label = cont_label;
                 if !same {
                     ch.sink.finish();
                     if let Some(sink) = make_sink(&want, stream, &name) {
@@ -258,6 +287,8 @@ impl Supervisor {
                     asm: Assembler::default(),
                     sink,
                     label,
+                    cont_label,
+                    paced: false,
                 }));
             }
         }
@@ -289,10 +320,8 @@ impl Supervisor {
     /// there has ended), so its lines are in the log.
     pub(super) fn drain_slot_output(&mut self, slot: usize) {
         for stream in STREAMS {
-            if self.read_pipe(slot, stream, FINAL_BYTES)
-                && !self.outputs.pending.contains(&(slot, stream))
-            {
-                self.outputs.pending.push((slot, stream));
+            if self.read_pipe(slot, stream, FINAL_BYTES) >= FINAL_BYTES {
+                self.pace(slot, stream, true);
             }
         }
         self.arm_output_flush();
@@ -316,6 +345,7 @@ impl Supervisor {
         }
         self.drain_slot_output(slot);
         self.outputs.pending.retain(|(pending, _)| *pending != slot);
+        self.outputs.ready.retain(|(ready, _)| *ready != slot);
         for stream in STREAMS {
             let Some(current) = self.outputs.get_mut(slot, stream) else {
                 continue;
@@ -327,53 +357,74 @@ impl Supervisor {
         }
     }
 
-    /// A pipe became readable.
+    /// A pipe became readable: it is read at the end of the turn, after
+    /// what the turn's other events (a service's exit) started.
     pub(super) fn on_output(&mut self, token: Token) {
-        let Some((slot, stream)) = of_token(token) else {
+        let Some(pipe) = of_token(token) else {
             return;
         };
-        // Already waiting for its next turn: served there, once.
-        if self.outputs.pending.contains(&(slot, stream)) {
+        if !self.outputs.ready.contains(&pipe) {
+            self.outputs.ready.push(pipe);
+        }
+    }
+
+    /// The turn's reads: paced pipes, then those that woke the loop.
+    pub(super) fn output_turn(&mut self) {
+        if self.outputs.pending.is_empty() && self.outputs.ready.is_empty() {
             return;
         }
-        if self.read_pipe(slot, stream, TURN_BYTES) {
-            self.outputs.pending.push((slot, stream));
+        for (slot, stream) in std::mem::take(&mut self.outputs.pending) {
+            let flooding = self.read_pipe(slot, stream, PACED_BYTES) >= FLOOD_BYTES;
+            self.pace(slot, stream, flooding);
+        }
+        for (slot, stream) in std::mem::take(&mut self.outputs.ready) {
+            // An event from before it was paced: read with the paced.
+            if self.outputs.pending.contains(&(slot, stream)) {
+                continue;
+            }
+            if self.read_pipe(slot, stream, TURN_BYTES) >= FLOOD_BYTES {
+                self.pace(slot, stream, true);
+            }
         }
         self.arm_output_flush();
     }
 
-    /// Another turn for the pipes that had more than their budget.
-    pub(super) fn output_turn(&mut self) {
-        if self.outputs.pending.is_empty() {
+    /// Paces a pipe (read every turn, its readiness ignored meanwhile) or
+    /// leaves it to its readiness again. It stays in the poll: taking it
+    /// out (so the writer's writes stop waking zurg) cost more than it
+    /// saved, as the full pipe's bytes were then read cold from memory
+    /// (docs/performance.md).
+    fn pace(&mut self, slot: usize, stream: Stream, on: bool) {
+        let Some(ch) = self.outputs.get_mut(slot, stream).and_then(Option::as_mut) else {
             return;
+        };
+        ch.paced = on;
+        if on && !self.outputs.pending.contains(&(slot, stream)) {
+            self.outputs.pending.push((slot, stream));
         }
-        let pending = std::mem::take(&mut self.outputs.pending);
-        for (slot, stream) in pending {
-            if self.read_pipe(slot, stream, TURN_BYTES) {
-                self.outputs.pending.push((slot, stream));
-            }
-        }
-        self.arm_output_flush();
     }
 
     /// Reads up to `budget` bytes from a pipe and hands out its lines;
-    /// true when the budget ran out before the pipe was empty.
-    fn read_pipe(&mut self, slot: usize, stream: Stream, budget: usize) -> bool {
+    /// returns how many it read (a read shorter than asked for emptied the
+    /// pipe and ends its turn).
+    fn read_pipe(&mut self, slot: usize, stream: Stream, budget: usize) -> usize {
         let Some(mut ch) = self.outputs.get_mut(slot, stream).and_then(Option::take) else {
-            return false;
+            return 0;
         };
         let mut buf = std::mem::take(&mut self.outputs.buf);
+        let mut spans = std::mem::take(&mut self.outputs.spans);
         buf.resize(READ_CHUNK, 0);
         let mut read = 0;
-        let mut more = false;
         let now_ms = self.reactor.now_ms();
         let time_us = crate::os::wall_clock_us();
+        // A drain (`FINAL_BYTES`) is wanted whole now; a turn is timed.
+        let timed = budget < FINAL_BYTES;
+        let started = std::time::Instant::now();
         let mut more_in_pipe = true;
-        while more_in_pipe {
-            if read >= budget {
-                more = true;
-                break;
-            }
+        while more_in_pipe
+            && read < budget
+            && (!timed || read == 0 || started.elapsed() < TURN_TIME)
+        {
             match nix::unistd::read(&ch.read, &mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
@@ -382,13 +433,7 @@ impl Supervisor {
                     // the loop again (an edge), so no read to see EAGAIN.
                     more_in_pipe = n == buf.len();
                     let data = buf.get(..n).unwrap_or(&[]);
-                    let Channel {
-                        asm, sink, label, ..
-                    } = &mut *ch;
-                    asm.feed(data, now_ms, |piece, kind| {
-                        deliver(sink, label, piece, kind, time_us);
-                        self.record_output(slot, stream, piece, time_us);
-                    });
+                    self.take_read(slot, stream, &mut ch, data, &mut spans, now_ms, time_us);
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
                 // EAGAIN: empty for now; anything else: nothing to read.
@@ -397,10 +442,78 @@ impl Supervisor {
         }
         ch.sink.finish();
         self.outputs.buf = buf;
+        self.outputs.spans = spans;
         if let Some(place) = self.outputs.get_mut(slot, stream) {
             *place = Some(ch);
         }
-        more
+        read
+    }
+
+    /// One read's bytes to the sink and the ring: the rest of a line begun
+    /// earlier and a trailing partial line through the assembler, the
+    /// whole lines between as one run.
+    #[allow(clippy::too_many_arguments)]
+    fn take_read(
+        &mut self,
+        slot: usize,
+        stream: Stream,
+        ch: &mut Channel,
+        mut data: &[u8],
+        spans: &mut Vec<Span>,
+        now_ms: u64,
+        time_us: u64,
+    ) {
+        if !ch.asm.at_line_start() {
+            let end = memchr::memchr(b'\n', data).map_or(data.len(), |nl| nl + 1);
+            let (head, rest) = data.split_at(end);
+            self.feed(slot, stream, ch, head, now_ms, time_us);
+            data = rest;
+        }
+        spans.clear();
+        let (run, tail) = data.split_at(lines::split_run(data, spans));
+        if !spans.is_empty() {
+            match &mut ch.sink {
+                Sink::File(f) if f.takes_run(run.len()) => {
+                    let lines = spans.iter().filter(|s| s.kind.ends).count();
+                    f.write_run(run, u64::try_from(lines).unwrap_or(u64::MAX));
+                }
+                sink => {
+                    for s in spans.iter() {
+                        let piece = run.get(s.range.clone()).unwrap_or(&[]);
+                        deliver(sink, &ch.label, &ch.cont_label, piece, s.kind, time_us);
+                    }
+                }
+            }
+            self.record_run(slot, stream, run, spans, time_us);
+        }
+        self.feed(slot, stream, ch, tail, now_ms, time_us);
+    }
+
+    /// Bytes through the channel's assembler, its pieces to the sink and
+    /// the ring.
+    fn feed(
+        &mut self,
+        slot: usize,
+        stream: Stream,
+        ch: &mut Channel,
+        data: &[u8],
+        now_ms: u64,
+        time_us: u64,
+    ) {
+        if data.is_empty() {
+            return;
+        }
+        let Channel {
+            asm,
+            sink,
+            label,
+            cont_label,
+            ..
+        } = ch;
+        asm.feed(data, now_ms, |piece, kind| {
+            deliver(sink, label, cont_label, piece, kind, time_us);
+            self.record_output(slot, stream, piece, time_us);
+        });
     }
 
     /// Arms the flush timer for the earliest held partial line, if any
@@ -439,10 +552,14 @@ impl Supervisor {
                 };
                 if ch.asm.flush_due().is_some_and(&due) {
                     let Channel {
-                        asm, sink, label, ..
+                        asm,
+                        sink,
+                        label,
+                        cont_label,
+                        ..
                     } = &mut *ch;
                     asm.flush(|piece, kind| {
-                        deliver(sink, label, piece, kind, time_us);
+                        deliver(sink, label, cont_label, piece, kind, time_us);
                         self.record_output(slot, stream, piece, time_us);
                     });
                     ch.sink.finish();
@@ -472,16 +589,17 @@ impl Supervisor {
             }
         }
         self.outputs.pending.clear();
+        self.outputs.ready.clear();
         self.flush_partial_lines(|_| true);
     }
 }
 
 /// One piece of a line to its sink.
-fn deliver(sink: &mut Sink, label: &[u8], piece: &[u8], kind: Piece, t: u64) {
+fn deliver(sink: &mut Sink, label: &[u8], cont_label: &[u8], piece: &[u8], kind: Piece, t: u64) {
     match sink {
         Sink::Prefix { batch, lines, .. } => {
+            let label = if kind.starts { label } else { cont_label };
             batch.extend_from_slice(label);
-            batch.extend_from_slice(if kind.starts { b" | " } else { b" + " });
             batch.extend_from_slice(piece);
             batch.push(b'\n');
             *lines += 1;

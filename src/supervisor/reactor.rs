@@ -30,8 +30,8 @@ pub struct Reactor<K: Ord> {
     events: Events,
     start: Instant,
     pub timers: Timers<K>,
-    /// Work is left over from this turn (a pipe with more than its
-    /// budget): the next wait sleeps at most `PACE`.
+    /// Work is due every turn (a paced output pipe, its readiness ignored):
+    /// the next wait sleeps at most `PACE`.
     pub poll_now: bool,
 }
 

@@ -20,6 +20,58 @@ pub struct Piece {
     pub ends: bool,
 }
 
+/// A piece of a run of whole lines (`split_run`): where its bytes are in
+/// the run, and where it sits in its line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    pub range: std::ops::Range<usize>,
+    pub kind: Piece,
+}
+
+/// Cuts `run`, whole lines each ending in a newline, into the pieces
+/// `Assembler::feed` would give out for it from a line start; appends them
+/// to `out` and returns how many bytes it used (all of `run` unless its
+/// end is not a newline).
+pub fn split_run(run: &[u8], out: &mut Vec<Span>) -> usize {
+    let mut at = 0;
+    let mut continued = false;
+    while let Some(rest) = run.get(at..).filter(|r| !r.is_empty()) {
+        let window = rest.get(..MAX_LINE).unwrap_or(rest);
+        let starts = !continued;
+        match memchr::memchr(b'\n', window) {
+            Some(nl) => {
+                out.push(Span {
+                    range: at..at + nl,
+                    kind: Piece { starts, ends: true },
+                });
+                continued = false;
+                at += nl + 1;
+            }
+            None if window.len() == MAX_LINE => {
+                out.push(Span {
+                    range: at..at + MAX_LINE,
+                    kind: Piece {
+                        starts,
+                        ends: false,
+                    },
+                });
+                continued = true;
+                at += MAX_LINE;
+            }
+            None => break,
+        }
+    }
+    // A run cut mid-line leaves that line's pieces to the assembler.
+    if continued {
+        while out.last().is_some_and(|s| !s.kind.ends) {
+            if let Some(s) = out.pop() {
+                at = s.range.start;
+            }
+        }
+    }
+    at
+}
+
 /// The bytes of the current line not yet given out.
 #[derive(Debug, Default)]
 pub struct Assembler {
@@ -81,6 +133,12 @@ impl Assembler {
                 }
             }
         }
+    }
+
+    /// Nothing is held and no line is half given out: the next byte starts
+    /// a line (so whole lines can bypass the assembler, see `split_run`).
+    pub fn at_line_start(&self) -> bool {
+        self.held.is_empty() && !self.continued
     }
 
     /// When the held partial line is due to be written, if one is held.
@@ -164,6 +222,31 @@ mod tests {
         assert_eq!(out, [(b"prompt> ".to_vec(), true, false)]);
         assert_eq!(a.flush_due(), None);
         assert_eq!(run(&mut a, b"yes\n"), [(b"yes".to_vec(), false, true)]);
+    }
+
+    #[test]
+    fn a_run_splits_into_the_pieces_feed_gives() {
+        let long = vec![b'y'; MAX_LINE * 2 + 3];
+        let exact = vec![b'z'; MAX_LINE];
+        let mut bytes = Vec::new();
+        for part in [&b"one"[..], b"", &long, b"two", &exact, b"\xff\0"] {
+            bytes.extend_from_slice(part);
+            bytes.push(b'\n');
+        }
+        let mut spans = Vec::new();
+        assert_eq!(split_run(&bytes, &mut spans), bytes.len());
+        let split: Vec<(Vec<u8>, bool, bool)> = spans
+            .iter()
+            .map(|s| (bytes[s.range.clone()].to_vec(), s.kind.starts, s.kind.ends))
+            .collect();
+        assert_eq!(split, run(&mut Assembler::default(), &bytes));
+        // a run whose end is not a newline stops after its last whole line
+        let mut spans = Vec::new();
+        assert_eq!(split_run(b"a\nbc", &mut spans), 2);
+        assert_eq!(spans.len(), 1);
+        let mut spans = Vec::new();
+        assert_eq!(split_run(&long[..MAX_LINE + 1], &mut spans), 0);
+        assert!(spans.is_empty());
     }
 
     #[test]
