@@ -342,8 +342,18 @@ fn every_signal_a_process_sends_is_forwarded_faults_and_pipe_too() {
             .map(str::to_string)
             .collect();
         assert_eq!(got, sent, "{mode}: each signal exactly once, in order");
-        z.signal(9);
-        z.wait_exit();
+        end_with_its_child(z);
+    }
+}
+
+/// SIGKILLs zurg and what runs below it: not PID 1, a killed zurg leaves
+/// its child running (as tini does), and a test must not leave it behind.
+fn end_with_its_child(mut z: Zurg) {
+    let below = z.descendants();
+    z.signal(9);
+    z.wait_exit();
+    for pid in below {
+        kill(pid, 9);
     }
 }
 
@@ -366,8 +376,7 @@ fn zurg_leaves_its_starting_directory_to_the_child() {
         let cwd = |pid: i32| std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
         eventually("zurg in /", || cwd(zpid) == std::path::Path::new("/"));
         assert_eq!(cwd(child), dir.path().canonicalize().unwrap());
-        z.signal(9);
-        z.wait_exit();
+        end_with_its_child(z);
     }
 }
 
