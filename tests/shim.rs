@@ -314,7 +314,7 @@ fn every_signal_a_process_sends_is_forwarded_faults_and_pipe_too() {
         let dir = TempDir::new("allsigs");
         let log = dir.path().join("log");
         let args = ["--", PYTHON, "-c", SIGNAL_LOGGER, log.to_str().unwrap()];
-        let mut z = if mode == "pid1" {
+        let z = if mode == "pid1" {
             Zurg::start(Mode::Pid1, &args)
         } else {
             Zurg::start(Mode::Plain, &args)
@@ -367,7 +367,7 @@ fn zurg_leaves_its_starting_directory_to_the_child() {
     );
     for mode in [Mode::Pid1, Mode::Plain] {
         let _ = std::fs::remove_file(&log);
-        let mut z = Zurg::start_with(mode, &["--", "sh", "-c", &script], |c| {
+        let z = Zurg::start_with(mode, &["--", "sh", "-c", &script], |c| {
             c.current_dir(dir.path());
         });
         wait_for_word(&log, "ready");
