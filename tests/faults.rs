@@ -16,7 +16,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -189,21 +189,6 @@ fn a_state_dir_turned_read_only_while_running_costs_the_clock_file_once() {
     );
 }
 
-/// Writes `path` until the file system is full.
-fn fill(path: &Path) {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path).unwrap();
-    let chunk = vec![0x55u8; 64 << 10];
-    // bounded: the tmpfs is far smaller than this
-    for _ in 0..1024 {
-        if let Err(e) = f.write_all(&chunk) {
-            assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
-            return;
-        }
-    }
-    panic!("{} never filled up", path.display());
-}
-
 #[test]
 fn a_clock_file_that_cannot_be_saved_on_a_full_disk_is_warned_once_and_saved_again() {
     let dir = TempDir::new("clock-full");
@@ -214,7 +199,7 @@ fn a_clock_file_that_cannot_be_saved_on_a_full_disk_is_warned_once_and_saved_aga
     );
     z.expect("[svc] started pid");
     eventually("the clock file", || state.join("clock").exists());
-    fill(&state.join("filler"));
+    common::fill(&state.join("filler"));
     let saved = std::fs::read_to_string(state.join("clock")).unwrap();
     restart_until(&dir, "svc", "the clock write to fail", || {
         count(&mut z, "cannot save the GPID clock") > 0
@@ -441,8 +426,6 @@ fn a_fork_refused_for_the_process_limit_is_retried_with_backoff_until_it_works()
 
 #[test]
 fn out_of_descriptors_under_a_client_flood_services_keep_restarting_and_zurg_recovers() {
-    use std::io::{BufRead, BufReader};
-    use std::os::unix::net::UnixStream;
     let dir = TempDir::new("emfile-flood");
     for i in 0..5 {
         dir.write(
@@ -459,23 +442,7 @@ fn out_of_descriptors_under_a_client_flood_services_keep_restarting_and_zurg_rec
     assert!(out.status.success(), "prlimit: {out:?}");
 
     // 200 clients connect and hold on: more than zurg has descriptors.
-    // Connecting runs on a thread, since a full backlog would block it.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let sock = dir.path().join("control.sock");
-    std::thread::spawn(move || {
-        let held: Vec<UnixStream> = (0..200)
-            .map(|_| UnixStream::connect(&sock).unwrap())
-            .collect();
-        let _ = tx.send(held);
-    });
-    let held = rx
-        .recv_timeout(DEADLINE)
-        .expect("200 connects did not complete: zurg stopped accepting");
-    let last = held.last().unwrap();
-    last.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut line = String::new();
-    BufReader::new(last).read_line(&mut line).unwrap();
-    assert!(line.contains("out of file descriptors"), "{line:?}");
+    let held = common::hold_more_clients_than_descriptors(dir.path().join("control.sock"), 200);
 
     // While no descriptor is free, every service is restarted again and
     // again, each exit with its status.

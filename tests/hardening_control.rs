@@ -523,24 +523,8 @@ fn accepting_resumes_after_running_out_of_descriptors() {
     assert!(out.status.success(), "prlimit: {out:?}");
 
     // 200 clients that connect and wait: more than zurg has descriptors.
-    // The connecting runs on a thread, since a full backlog would block it.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let sock = r.sock.clone();
-    std::thread::spawn(move || {
-        let held: Vec<UnixStream> = (0..200)
-            .map(|_| UnixStream::connect(&sock).unwrap())
-            .collect();
-        let _ = tx.send(held);
-    });
-    let held = rx
-        .recv_timeout(DEADLINE)
-        .expect("200 connects did not complete: zurg stopped accepting");
-    // Those zurg could not take are told why: the last one surely is.
-    let last = held.last().unwrap();
-    last.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut line = String::new();
-    BufReader::new(last).read_line(&mut line).unwrap();
-    assert!(line.contains("out of file descriptors"), "{line:?}");
+    // Those zurg could not take are told why.
+    let held = common::hold_more_clients_than_descriptors(r.sock.clone(), 200);
     drop(held);
     // Once they are gone (zurg closes its ends as it reads their EOFs),
     // zurg answers again, and for good.

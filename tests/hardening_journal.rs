@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use common::{json, ok, TempDir, Zurg, BIN};
@@ -41,20 +40,6 @@ fn run_with_small_state(dir: &TempDir, size: &str) -> (Zurg, PathBuf) {
     (z, inside)
 }
 
-/// Writes `path` until the file system is full.
-fn fill(path: &std::path::Path) {
-    let mut f = std::fs::File::create(path).unwrap();
-    let chunk = vec![0x55u8; 64 << 10];
-    // bounded: the tmpfs is far smaller than this
-    for _ in 0..1024 {
-        if let Err(e) = f.write_all(&chunk) {
-            assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
-            return;
-        }
-    }
-    panic!("{} never filled up", path.display());
-}
-
 fn restart(dir: &TempDir) {
     ok(dir, &["restart", "svc"]);
 }
@@ -72,7 +57,7 @@ fn history_resumes_after_a_full_disk_and_counts_what_it_lost() {
             .as_array()
             .is_some_and(|a| !a.is_empty())
     });
-    fill(&state.join("filler"));
+    common::fill(&state.join("filler"));
 
     // The journal's last page may still have room for a few records: restart
     // until a write fails (one restart = an exit and a start record).

@@ -842,3 +842,44 @@ pub fn cpu_ticks(pid: i32) -> u64 {
 pub fn clock_ticks() -> u64 {
     100
 }
+
+/// Writes `path` until its file system is full (ENOSPC).
+pub fn fill(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0x55u8; 64 << 10];
+    // bounded: the tmpfs is far smaller than this
+    for _ in 0..1024 {
+        if let Err(e) = f.write_all(&chunk) {
+            assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+            return;
+        }
+    }
+    panic!("{} never filled up", path.display());
+}
+
+/// `n` clients connected to the control socket `sock` and held: more than
+/// a zurg short of descriptors can keep. They connect on a thread, since a
+/// full backlog would block; the last one, which zurg could not keep, has
+/// been told it is out of file descriptors.
+pub fn hold_more_clients_than_descriptors(
+    sock: PathBuf,
+    n: usize,
+) -> Vec<std::os::unix::net::UnixStream> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        let held: Vec<std::os::unix::net::UnixStream> = (0..n)
+            .map(|_| std::os::unix::net::UnixStream::connect(&sock).unwrap())
+            .collect();
+        let _ = tx.send(held);
+    });
+    let held = rx
+        .recv_timeout(DEADLINE)
+        .unwrap_or_else(|_| panic!("{n} connects did not complete: zurg stopped accepting"));
+    let last = held.last().unwrap();
+    last.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut line = String::new();
+    BufReader::new(last).read_line(&mut line).unwrap();
+    assert!(line.contains("out of file descriptors"), "{line:?}");
+    held
+}
