@@ -40,12 +40,15 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import naming  # noqa: E402
+from naming import free_port  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZURG = os.environ.get("ZURG", os.path.join(ROOT, "target/release/zurg"))
@@ -64,22 +67,8 @@ esac
 """
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def wait_for(what, cond, deadline=60, interval=0.05):
-    end = time.time() + deadline
-    while time.time() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(interval)
-    raise SystemExit(f"timed out waiting for {what}")
+    return naming.wait_for(what, cond, deadline, interval)
 
 
 def mean(xs):
