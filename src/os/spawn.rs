@@ -643,27 +643,26 @@ impl FdSlots {
     /// Points the child's descriptors in `args` at slots; on an error
     /// `args` is left as it was.
     fn load_args(&self, a: &mut ChildArgs) -> io::Result<()> {
-        let mut fds = [
-            a.exec_fd,
-            a.listen_fd,
-            a.ready_fd.0,
-            a.out_fds[0],
-            a.out_fds[1],
-            a.cgroup_procs,
+        let [stdout, stderr] = &mut a.out_fds;
+        let fds: [&mut RawFd; SLOTS] = [
+            &mut a.exec_fd,
+            &mut a.listen_fd,
+            &mut a.ready_fd.0,
+            stdout,
+            stderr,
+            &mut a.cgroup_procs,
         ];
-        for (i, fd) in fds.iter_mut().enumerate() {
-            if *fd >= 0 {
-                *fd = self.load(i, *fd)?;
+        let mut loaded = [-1; SLOTS];
+        for ((i, fd), slot) in fds.iter().enumerate().zip(&mut loaded) {
+            if **fd >= 0 {
+                *slot = self.load(i, **fd)?;
             }
         }
-        [
-            a.exec_fd,
-            a.listen_fd,
-            a.ready_fd.0,
-            a.out_fds[0],
-            a.out_fds[1],
-            a.cgroup_procs,
-        ] = fds;
+        for (fd, slot) in fds.into_iter().zip(loaded) {
+            if *fd >= 0 {
+                *fd = slot;
+            }
+        }
         a.unshare_from = self.end;
         Ok(())
     }
