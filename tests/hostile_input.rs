@@ -183,6 +183,71 @@ fn huge_deep_binary_and_looping_unit_files_cost_only_themselves() {
 // ------------------------------------------------------------ strict modes
 
 #[test]
+fn strict_modes_cover_env_files_and_probe_commands_too() {
+    let dir = TempDir::new("strict-more");
+    let script = "#!/bin/sh\nexit 0\n";
+    let env = dir.write("etc/api.env", "LD_PRELOAD=/tmp/x.so\n");
+    set_mode(&env, 0o666);
+    dir.write(
+        "units/envw.toml",
+        &format!("{SLEEPER}env_file = [\"{}\"]\n", env.display()),
+    );
+    let probe = dir.write("bin/check.sh", script);
+    set_mode(&probe, 0o757);
+    dir.write(
+        "units/healthw.toml",
+        &format!(
+            "{SLEEPER}health = {{ exec = [\"{}\"], interval_ms = 1000 }}\n",
+            probe.display()
+        ),
+    );
+    let ready = dir.write("opendir/ready.sh", script);
+    set_mode(&ready, 0o755);
+    set_mode(&dir.path().join("opendir"), 0o777);
+    dir.write(
+        "units/readyw.toml",
+        &format!("{SLEEPER}ready = {{ exec = [\"{}\"] }}\n", ready.display()),
+    );
+    // Well kept, and a command found by $PATH: both accepted.
+    let kept = dir.write("etc/kept.env", "A=1\n");
+    dir.write(
+        "units/fine.toml",
+        &format!(
+            "{SLEEPER}env_file = [\"{}\"]\nready = {{ exec = [\"true\"] }}\n",
+            kept.display()
+        ),
+    );
+    let (code, said) = check(&dir);
+    assert_eq!(code, Some(1), "{said}");
+    let units = dir.path().join("units");
+    let l = line_about(&said, &units.join("envw.toml"));
+    assert!(
+        l.contains("key `env_file`: strict modes:")
+            && l.contains(&format!(
+                "{} is writable by its group and others (mode 0666)",
+                env.display()
+            )),
+        "{l}"
+    );
+    let l = line_about(&said, &units.join("healthw.toml"));
+    assert!(
+        l.contains("key `health`: strict modes:")
+            && l.contains(&format!("`chmod go-w {}`", probe.display())),
+        "{l}"
+    );
+    let l = line_about(&said, &units.join("readyw.toml"));
+    assert!(
+        l.contains("key `ready`: strict modes:")
+            && l.contains(&format!(
+                "{}, a directory above the program",
+                dir.path().join("opendir").display()
+            )),
+        "{l}"
+    );
+    assert!(!said.contains("fine.toml"), "{said}");
+}
+
+#[test]
 fn strict_modes_refuse_what_another_user_could_write() {
     let dir = TempDir::new("strict");
     dir.write("units/good.toml", SLEEPER);

@@ -164,28 +164,47 @@ fn not_utf8(path: &Path, e: std::string::FromUtf8Error) -> UnitError {
     }
 }
 
-/// The strict modes rule for the programs a unit runs as root or as its
-/// `user`: `exec`, and the first word of `pre_start` and `post_stop`. A
-/// program that does not exist yet is not refused here (its start fails,
-/// saying so); one that exists must be owned by root or the unit's user
-/// and not writable by group or others, nor any directory above it.
+/// The strict modes rule for what a unit runs or reads as root or as its
+/// `user`: the programs of `exec`, `pre_start`, `post_stop` and its exec
+/// probes (`ready`, `health`), and its `env_file`s (a writable one can set
+/// LD_PRELOAD). A file that does not exist yet is not refused here (its
+/// start fails, saying so); one that exists must be owned by root or the
+/// unit's user and not writable by group or others, nor any directory
+/// above it. A command found by $PATH is not judged.
 fn programs_refused(unit: &Unit, uid: Option<u32>, path: &Path, text: &str) -> Vec<UnitError> {
+    fn first(cmd: &[String]) -> Option<&Path> {
+        cmd.first().map(Path::new)
+    }
     let owners: Vec<u32> = std::iter::once(0).chain(uid).collect();
-    let hooks = [
-        ("pre_start", &unit.pre_start),
-        ("post_stop", &unit.post_stop),
+    let ready = match &unit.ready {
+        Some(super::probe::Ready::Exec(cmd)) => first(cmd),
+        _ => None,
+    };
+    let health = match unit.health.as_deref().map(|h| &h.check) {
+        Some(super::probe::Check::Exec(cmd)) => first(cmd),
+        _ => None,
+    };
+    let commands = [
+        ("exec", Some(unit.exec.as_path())),
+        ("pre_start", unit.pre_start.as_deref().and_then(first)),
+        ("post_stop", unit.post_stop.as_deref().and_then(first)),
+        ("ready", ready),
+        ("health", health),
     ];
-    let programs = std::iter::once(("exec", unit.exec.as_path())).chain(
-        hooks
-            .into_iter()
-            .filter_map(|(key, cmd)| Some((key, Path::new(cmd.as_ref()?.first()?)))),
-    );
+    let programs = commands
+        .into_iter()
+        .filter_map(|(key, program)| Some((key, program?, "program")));
+    let env_files = unit
+        .creds
+        .env_file
+        .iter()
+        .map(|f| ("env_file", f.path.as_path(), "env file"));
     let mut errors = Vec::new();
-    for (key, program) in programs {
-        if !program.exists() {
+    for (key, file, what) in programs.chain(env_files) {
+        if !file.is_absolute() || !file.exists() {
             continue;
         }
-        if let Err(r) = modes::check(program, None, "program", &owners) {
+        if let Err(r) = modes::check(file, None, what, &owners) {
             errors.push(super::parse::value_error(path, text, key, r.to_string()));
         }
     }
