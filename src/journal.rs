@@ -129,6 +129,26 @@ pub struct RemoteNote {
     pub error: Option<crate::control::proto::ErrorCode>,
 }
 
+impl Record {
+    /// A remote request's record as `SERVICE KIND NOTE[ (REASON)]` (`*`
+    /// for a request that named no service), for both history printers;
+    /// `None` for any other record.
+    pub fn remote_text(&self) -> Option<String> {
+        let note = self.remote.as_ref()?;
+        let service = if self.service.is_empty() {
+            "*"
+        } else {
+            &self.service
+        };
+        let why = self
+            .reason
+            .as_ref()
+            .map(|w| format!(" ({w})"))
+            .unwrap_or_default();
+        Some(format!("{service} {} {}{why}", self.kind, note.describe()))
+    }
+}
+
 impl RemoteNote {
     /// "restart by operator op:1a2b…: ok", "…: refused (forbidden)".
     pub fn describe(&self) -> String {

@@ -16,7 +16,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,29 +26,6 @@ use common::{
 use serde_json::Value;
 
 const SLEEPER: &str = "exec = \"/bin/sleep\"\nargs = [\"1000\"]\nstop_timeout_ms = 2000\n";
-
-/// `zurg run` as PID 1 on DIR, in a mount namespace of its own where the
-/// shell command `mount` runs first with `$state` set to the (absolute)
-/// state directory. Returns zurg and the state directory as the test
-/// reaches it, through /proc/PID/root.
-fn run_with_state_mount(dir: &TempDir, mount: &str) -> (Zurg, PathBuf) {
-    let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    let [units, sock, state_s] = [
-        dir.path().join("units"),
-        dir.path().join("control.sock"),
-        state.clone(),
-    ]
-    .map(|p| p.to_str().unwrap().to_string());
-    let mut cmd = common::unshare_sh(&format!("state=\"$1\"; shift; {mount} && exec \"$@\""));
-    cmd.args([&state_s, BIN, "run", "--units", &units])
-        .args(["--socket", &sock, "--state", &state_s]);
-    let mut z = Zurg::spawn(cmd);
-    z.expect("loaded");
-    let inside = PathBuf::from(format!("/proc/{}/root", z.host_pid()))
-        .join(state.strip_prefix("/").unwrap());
-    (z, inside)
-}
 
 /// Runs the shell command `script` in zurg's mount namespace, with
 /// `$state` set to DIR's state directory.
@@ -94,7 +70,7 @@ const RO_BIND: &str = "mount --bind \"$state\" \"$state\" && mount -o remount,bi
 fn a_read_only_state_dir_is_reported_once_and_history_resumes_once_writable() {
     let dir = TempDir::new("ro-state");
     dir.write("units/svc.toml", SLEEPER);
-    let (mut z, state) = run_with_state_mount(&dir, RO_BIND);
+    let (mut z, state) = common::run_with_state_mount(&dir, RO_BIND);
     z.expect("[svc] started pid");
     for _ in 0..3 {
         restart(&dir, "svc");
@@ -146,7 +122,7 @@ fn a_read_only_state_dir_is_reported_once_and_history_resumes_once_writable() {
 fn a_state_dir_turned_read_only_while_running_costs_the_clock_file_once() {
     let dir = TempDir::new("ro-later");
     dir.write("units/svc.toml", SLEEPER);
-    let (mut z, state) = run_with_state_mount(&dir, "true");
+    let (mut z, state) = common::run_with_state_mount(&dir, "true");
     z.expect("[svc] started pid");
     eventually("the clock file", || state.join("clock").exists());
     // Linux refuses to remount a file system read-only while a file on it
@@ -193,7 +169,7 @@ fn a_state_dir_turned_read_only_while_running_costs_the_clock_file_once() {
 fn a_clock_file_that_cannot_be_saved_on_a_full_disk_is_warned_once_and_saved_again() {
     let dir = TempDir::new("clock-full");
     dir.write("units/svc.toml", SLEEPER);
-    let (mut z, state) = run_with_state_mount(
+    let (mut z, state) = common::run_with_state_mount(
         &dir,
         "mount -t tmpfs -o size=256k zurg-test-state \"$state\"",
     );

@@ -11,33 +11,16 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{json, ok, TempDir, Zurg, BIN};
+use common::{json, ok, TempDir, Zurg};
 
 /// `zurg run` as PID 1 with its --state on a tmpfs of `size`, mounted in
 /// the namespace's own mount table (unshare makes it private), so nothing
-/// leaks to the host. The test reaches the tmpfs through /proc/PID/root.
+/// leaks to the host.
 fn run_with_small_state(dir: &TempDir, size: &str) -> (Zurg, PathBuf) {
-    let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    let [units, sock, state_s] = [
-        dir.path().join("units"),
-        dir.path().join("control.sock"),
-        state.clone(),
-    ]
-    .map(|p| p.to_str().unwrap().to_string());
-    let mut cmd = common::unshare_sh(
-        "mount -t tmpfs -o size=\"$1\" zurg-test-state \"$2\" && shift 2 && exec \"$@\"",
-    );
-    cmd.args([size, &state_s, BIN, "run", "--units", &units])
-        .args(["--socket", &sock, "--state", &state_s]);
-    let mut z = Zurg::spawn(cmd);
-    z.expect("loaded");
-    let inside = PathBuf::from(format!("/proc/{}/root", z.host_pid())).join(
-        state
-            .strip_prefix("/")
-            .expect("temp dirs are absolute paths"),
-    );
-    (z, inside)
+    common::run_with_state_mount(
+        dir,
+        &format!("mount -t tmpfs -o size={size} zurg-test-state \"$state\""),
+    )
 }
 
 fn restart(dir: &TempDir) {

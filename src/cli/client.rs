@@ -644,23 +644,8 @@ fn print_log_item(
 
 fn print_history(records: &[crate::journal::Record]) {
     for r in records {
-        if let Some(note) = &r.remote {
-            let why = r
-                .reason
-                .as_ref()
-                .map(|w| format!(" ({w})"))
-                .unwrap_or_default();
-            println!(
-                "{} {} {} {}{why}",
-                utc_timestamp(r.time_us),
-                if r.service.is_empty() {
-                    "*"
-                } else {
-                    &r.service
-                },
-                r.kind,
-                note.describe()
-            );
+        if let Some(text) = r.remote_text() {
+            println!("{} {text}", utc_timestamp(r.time_us));
             continue;
         }
         let exit = r

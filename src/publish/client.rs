@@ -520,23 +520,8 @@ fn history_line(value: &serde_json::Value) -> String {
         .as_deref()
         .and_then(|z| z.split(':').next())
         .unwrap_or("-");
-    if let Some(note) = &r.remote {
-        let why = r
-            .reason
-            .as_ref()
-            .map(|w| format!(" ({w})"))
-            .unwrap_or_default();
-        return format!(
-            "{} {host} {} {} {}{why}",
-            crate::cli::utc_timestamp(r.time_us),
-            if r.service.is_empty() {
-                "*"
-            } else {
-                &r.service
-            },
-            r.kind,
-            note.describe()
-        );
+    if let Some(text) = r.remote_text() {
+        return format!("{} {host} {text}", crate::cli::utc_timestamp(r.time_us));
     }
     // As `zurg history` prints a local record.
     let exit = match r.exit.as_ref().map(|e| (e.code, e.signal.as_deref())) {

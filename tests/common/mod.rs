@@ -883,3 +883,26 @@ pub fn hold_more_clients_than_descriptors(
     assert!(line.contains("out of file descriptors"), "{line:?}");
     held
 }
+
+/// `zurg run` as PID 1 on DIR, in a mount namespace of its own where the
+/// shell command `mount` runs first with `$state` set to the (absolute)
+/// state directory. Returns zurg and the state directory as the test
+/// reaches it, through /proc/PID/root.
+pub fn run_with_state_mount(dir: &TempDir, mount: &str) -> (Zurg, PathBuf) {
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let [units, sock, state_s] = [
+        dir.path().join("units"),
+        dir.path().join("control.sock"),
+        state.clone(),
+    ]
+    .map(|p| p.to_str().unwrap().to_string());
+    let mut cmd = unshare_sh(&format!("state=\"$1\"; shift; {mount} && exec \"$@\""));
+    cmd.args([&state_s, BIN, "run", "--units", &units])
+        .args(["--socket", &sock, "--state", &state_s]);
+    let mut z = Zurg::spawn(cmd);
+    z.expect("loaded");
+    let inside = PathBuf::from(format!("/proc/{}/root", z.host_pid()))
+        .join(state.strip_prefix("/").unwrap());
+    (z, inside)
+}
