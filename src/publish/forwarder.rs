@@ -1013,6 +1013,19 @@ mod tests {
     }
 
     /// Polls until the forwarder's token is ready, then hands it the event.
+    /// The publisher's side of `f`'s connection, once `f` has connected
+    /// and waits in its handshake.
+    fn accept_handshake(listener: &TcpListener, poll: &mut mio::Poll, f: &mut Forwarder) -> Peer {
+        let (stream, _) = listener.accept().unwrap();
+        while !matches!(f.link, Link::Handshake { .. }) {
+            assert!(drive(poll, f, Duration::from_secs(5)), "no connect");
+        }
+        Peer {
+            stream,
+            decoder: Decoder::new(MAX_FRAME),
+        }
+    }
+
     fn drive(poll: &mut mio::Poll, f: &mut Forwarder, within: Duration) -> bool {
         let mut events = mio::Events::with_capacity(8);
         poll.poll(&mut events, Some(within)).unwrap();
@@ -1034,17 +1047,7 @@ mod tests {
             f.publish(event(n), poll.registry(), 0);
         }
         f.on_timer(poll.registry(), 0);
-        let (stream, _) = listener.accept().unwrap();
-        let mut peer = Peer {
-            stream,
-            decoder: Decoder::new(MAX_FRAME),
-        };
-        while !matches!(f.link, Link::Handshake { .. }) {
-            assert!(
-                drive(&mut poll, &mut f, Duration::from_secs(5)),
-                "no connect"
-            );
-        }
+        let mut peer = accept_handshake(&listener, &mut poll, &mut f);
         assert!(matches!(
             peer.next(Duration::from_secs(5)),
             Some(Frame::Hello { .. })
@@ -1113,17 +1116,7 @@ mod tests {
         let mut f = Forwarder::new(vec![addr], None, identity(), TOKEN, 10)
             .with_control(vec![RemoteVerb::Status, RemoteVerb::Restart]);
         f.on_timer(poll.registry(), 0);
-        let (stream, _) = listener.accept().unwrap();
-        let mut peer = Peer {
-            stream,
-            decoder: Decoder::new(MAX_FRAME),
-        };
-        while !matches!(f.link, Link::Handshake { .. }) {
-            assert!(
-                drive(&mut poll, &mut f, Duration::from_secs(5)),
-                "no connect"
-            );
-        }
+        let mut peer = accept_handshake(&listener, &mut poll, &mut f);
         match peer.next(Duration::from_secs(5)) {
             Some(Frame::Hello { control, .. }) => {
                 assert_eq!(control, [RemoteVerb::Status, RemoteVerb::Restart])
