@@ -479,6 +479,21 @@ fn pidfd_targets(zurg: i32) -> BTreeSet<i32> {
     out
 }
 
+/// How many pipe ends zurg (host pid `zurg`) holds: four per service with
+/// output, one for its own stderr under the test harness.
+fn pipe_fds(zurg: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{zurg}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter(|f| {
+                    std::fs::read_link(f.path())
+                        .is_ok_and(|t| t.to_string_lossy().starts_with("pipe:"))
+                })
+                .count()
+        })
+        .unwrap_or(usize::MAX)
+}
+
 #[test]
 fn a_service_without_a_pidfd_exits_with_its_status_restarts_and_gets_one_once_fds_return() {
     const UNITS: usize = 100;
@@ -533,6 +548,12 @@ fn a_service_without_a_pidfd_exits_with_its_status_restarts_and_gets_one_once_fd
         std::fs::remove_file(dir.path().join(format!("units/{other}.toml"))).unwrap();
     }
     ok(&dir, &["reload"]);
+    // Removed services stop in the background; their pipes close once each
+    // process is gone, which is what "descriptors return" means here.
+    const KEPT: usize = UNITS - 95;
+    eventually("the removed services' pipes closed", || {
+        pipe_fds(zurg) <= 4 * KEPT + 1
+    });
     restart(&dir, &name);
     let pid = host_of(&name);
     assert!(
