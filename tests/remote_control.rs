@@ -275,3 +275,91 @@ fn remote_control_is_off_without_an_operator_token_and_verbs_are_checked_at_star
         text(&out.stderr)
     );
 }
+
+/// Status rows without what changes between two calls (uptime).
+fn steady(rows: &Value) -> Vec<Value> {
+    rows.as_array()
+        .unwrap_or_else(|| panic!("not rows: {rows}"))
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.as_object_mut().unwrap().remove("uptime_ms");
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn a_status_of_a_thousand_services_arrives_whole_through_the_publisher() {
+    let secrets = TempDir::new("remote-big-secrets");
+    let op_token = secrets.write("operator.token", "operator-secret-big\n");
+    let op_token = op_token.to_str().unwrap().to_string();
+    let p = Publisher::start(None, &["--operator-token-file", &op_token]);
+    let dir = TempDir::new("remote-big");
+    dir.write(
+        "units/many.toml",
+        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\ninstances = 1000\n",
+    );
+    let _z = run_in(
+        &dir,
+        Mode::Pid1,
+        &[
+            "--publish",
+            &p.addr,
+            "--host-ip",
+            "127.0.0.1",
+            "--publish-control",
+            "status",
+        ],
+    );
+    forwarder_state(&dir, |s| s["connected"] == true);
+    let mut local = Value::Null;
+    eventually("1,000 services running", || {
+        local = json(&dir, &["status"]);
+        local
+            .as_array()
+            .is_some_and(|rows| rows.len() == 1000 && rows.iter().all(|r| r["state"] == "running"))
+    });
+    let local_size = local.to_string().len();
+    assert!(local_size > 3 * 64 * 1024, "only {local_size} bytes");
+
+    let out = std::process::Command::new(BIN)
+        .args(["--publisher", &p.addr, "--operator-token-file", &op_token])
+        .args(["--host", "127.0.0.1", "status", "--json"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let remote: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)));
+    assert_eq!(remote["ok"], true, "{remote}");
+    assert_eq!(steady(&remote["result"]), steady(&local));
+
+    let out = std::process::Command::new(BIN)
+        .args(["--publisher", &p.addr, "--operator-token-file", &op_token])
+        .args(["status", "--all-hosts", "--json"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hosts = all["result"].as_array().unwrap();
+    assert_eq!(hosts.len(), 1, "{}", text(&out.stderr));
+    assert!(hosts[0]["host"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert_eq!(steady(&hosts[0]["services"]), steady(&local));
+
+    // The table too: one line per service under the header.
+    let out = std::process::Command::new(BIN)
+        .args(["--publisher", &p.addr, "--operator-token-file", &op_token])
+        .args(["status", "--all-hosts"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let table = text(&out.stdout);
+    assert_eq!(
+        table.lines().filter(|l| l.contains("many@")).count(),
+        1000,
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -6,6 +6,7 @@
 //! more: 3 when the host is not connected or did not answer, 4 when the
 //! host (or the publisher) refuses the verb.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use super::client::{
 use super::UsageError;
 use crate::control::proto::{ErrorBody, ErrorCode, RawJson, Reply, ServiceStatus, Verb};
 use crate::publish::client::Session;
-use crate::publish::proto::{Endpoint, Frame, HostInfo, Role};
+use crate::publish::proto::{Assembly, Endpoint, Frame, HostInfo, Role};
 use crate::publish::server::read_token;
 
 /// The host (or the publisher) refused the verb: not allowed there, or
@@ -102,6 +103,18 @@ fn error_exit(code: ErrorCode) -> Option<i32> {
     }
 }
 
+/// An answer's result: its own, or the one its `part` frames carried.
+fn assembled(
+    assembly: &mut Assembly,
+    id: u64,
+    result: Option<serde_json::Value>,
+) -> Result<Option<serde_json::Value>, String> {
+    match assembly.finish(id) {
+        None => Ok(result),
+        Some(whole) => whole.map(Some),
+    }
+}
+
 /// The control reply an answer carries.
 fn reply_of(
     id: u64,
@@ -165,14 +178,27 @@ fn one_host(cmd: &ClientCmd, s: &mut Session, host: &str) -> i32 {
         id: 1,
         host: host.to_string(),
         verb: cmd.verb.clone(),
+        parts: true,
     };
     s.set_timeout(Some(answer_timeout()));
     if let Err(e) = s.send(&request) {
         eprintln!("zurg: {e}");
         return EXIT_UNREACHABLE;
     }
+    let mut assembly = Assembly::default();
     loop {
         match s.read_frame() {
+            Ok(Frame::Part {
+                id: 1,
+                index,
+                last,
+                data,
+            }) => {
+                if let Err(e) = assembly.add(1, index, last, &data) {
+                    eprintln!("zurg: {e}");
+                    return EXIT_FAILED;
+                }
+            }
             Ok(Frame::Answer {
                 id: 1,
                 ok,
@@ -180,6 +206,13 @@ fn one_host(cmd: &ClientCmd, s: &mut Session, host: &str) -> i32 {
                 error,
                 ..
             }) => {
+                let result = match assembled(&mut assembly, 1, result) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("zurg: {e}");
+                        return EXIT_FAILED;
+                    }
+                };
                 let reply = reply_of(1, ok, result, error);
                 if let Some(code) = reply.error.as_ref().and_then(|e| error_exit(e.code)) {
                     if let Some(e) = &reply.error {
@@ -244,6 +277,7 @@ fn all_hosts(cmd: &ClientCmd, s: &mut Session) -> i32 {
             verb: Verb::Status {
                 names: names.clone(),
             },
+            parts: true,
         };
         if let Err(e) = s.send(&request) {
             eprintln!("zurg: {e}");
@@ -252,8 +286,21 @@ fn all_hosts(cmd: &ClientCmd, s: &mut Session) -> i32 {
     }
     let mut answers: Vec<Option<Reply>> = vec![None; connected.len()];
     let mut left = connected.len();
+    let mut assembly = Assembly::default();
+    let mut broken: HashMap<u64, String> = HashMap::new();
     while left > 0 {
         match s.read_frame() {
+            Ok(Frame::Part {
+                id,
+                index,
+                last,
+                data,
+            }) if usize::try_from(id).is_ok_and(|i| i < connected.len()) => {
+                // A broken answer fails that host only, when it ends.
+                if let Err(e) = assembly.add(id, index, last, &data) {
+                    broken.entry(id).or_insert(e);
+                }
+            }
             Ok(Frame::Answer {
                 id,
                 ok,
@@ -263,7 +310,14 @@ fn all_hosts(cmd: &ClientCmd, s: &mut Session) -> i32 {
             }) => {
                 let slot = usize::try_from(id).ok().and_then(|i| answers.get_mut(i));
                 if let Some(slot @ None) = slot {
-                    *slot = Some(reply_of(id, ok, result, error));
+                    let assembled = match broken.remove(&id) {
+                        Some(e) => Err(e),
+                        None => assembled(&mut assembly, id, result),
+                    };
+                    *slot = Some(match assembled {
+                        Ok(result) => reply_of(id, ok, result, error),
+                        Err(e) => Reply::error(id, ErrorCode::Failed, e),
+                    });
                     left -= 1;
                 }
             }

@@ -15,7 +15,7 @@
 //! registered under the forwarder's token, so a slow DNS server or a large
 //! journal delays publishing, never a restart.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::mpsc;
@@ -28,7 +28,7 @@ use crate::control::proto::{ErrorBody, ErrorCode, RemoteVerb, Verb};
 
 use super::proto::{
     self, Decoder, Endpoint, EventKind, ExitInfo, Frame, PublishStatus, Role, CHUNK, MAX_FRAME,
-    PROTOCOL,
+    MAX_REPLY, PROTOCOL,
 };
 
 /// Unacknowledged events kept in memory for a resend. Past it the oldest
@@ -210,6 +210,10 @@ pub struct Forwarder {
     control: Vec<RemoteVerb>,
     /// Relayed requests for the supervisor: (relay id, operator, verb).
     runs: VecDeque<(u64, String, Verb)>,
+    /// Relay ids of runs whose answer may come in `part` frames; each
+    /// leaves when it is answered (every run is, by the supervisor or
+    /// here), so it holds at most the runs in progress.
+    split_ok: HashSet<u64>,
 }
 
 impl Forwarder {
@@ -253,6 +257,7 @@ impl Forwarder {
             instance: None,
             control: Vec::new(),
             runs: VecDeque::new(),
+            split_ok: HashSet::new(),
         }
     }
 
@@ -269,13 +274,22 @@ impl Forwarder {
 
     /// Sends an answer to a relayed request. Lost with the connection: the
     /// publisher then answers its operator itself. An answer over the
-    /// frame limit (a status of some hundreds of services) would make the
-    /// publisher drop the connection: it becomes a `too_large` error.
+    /// frame limit (a status of some hundreds of services) goes in `part`
+    /// frames when the run allowed them; else it would make the publisher
+    /// drop the connection, and becomes a `too_large` error.
     pub fn answer(&mut self, frame: &Frame, registry: &Registry, now: u64) {
+        let split = match frame {
+            Frame::Answer { id, .. } => self.split_ok.remove(id),
+            _ => false,
+        };
         if !matches!(self.link, Link::Streaming { .. }) {
             return;
         }
-        let bytes = fit_answer(frame);
+        let bytes = if split {
+            split_answer(frame)
+        } else {
+            fit_answer(frame)
+        };
         self.out.extend_from_slice(&bytes);
         self.flush(registry, now);
     }
@@ -791,7 +805,12 @@ impl Forwarder {
             }
             // Possibly before the welcome: the publisher relays as soon as
             // it accepted the hello.
-            Frame::Run { id, operator, verb } => {
+            Frame::Run {
+                id,
+                operator,
+                verb,
+                parts,
+            } => {
                 if self.runs.len() >= MAX_RUNS_QUEUED {
                     let busy = Frame::Answer {
                         id,
@@ -807,6 +826,9 @@ impl Forwarder {
                     };
                     proto::encode(&busy, &mut self.out);
                 } else {
+                    if parts {
+                        self.split_ok.insert(id);
+                    }
                     self.runs.push_back((id, operator, verb));
                 }
             }
@@ -929,11 +951,62 @@ fn fit_answer(frame: &Frame) -> Vec<u8> {
         error: Some(ErrorBody {
             code: ErrorCode::TooLarge,
             message: format!(
-                "the reply is {body} bytes, over the {MAX_FRAME}-byte frame limit; name fewer services"
+                "the reply is {body} bytes, over the {MAX_FRAME}-byte frame limit and the publisher or the operator's zurg is too old to take it in parts; upgrade them or name fewer services"
             ),
         }),
         host,
     })
+}
+
+/// `frame` encoded whole when it fits one frame, else its `result` in
+/// `part` frames followed by the answer without it; over `MAX_REPLY`, an
+/// error answer that says so under the same id.
+fn split_answer(frame: &Frame) -> Vec<u8> {
+    let bytes = proto::to_bytes(frame);
+    if bytes.len().saturating_sub(4) <= MAX_FRAME {
+        return bytes;
+    }
+    let Frame::Answer {
+        id,
+        ok,
+        result: Some(result),
+        error,
+        host,
+    } = frame
+    else {
+        return fit_answer(frame);
+    };
+    let text = result.to_string();
+    let Some(parts) = proto::parts(*id, &text) else {
+        return proto::to_bytes(&Frame::Answer {
+            id: *id,
+            ok: false,
+            result: None,
+            error: Some(ErrorBody {
+                code: ErrorCode::TooLarge,
+                message: format!(
+                    "the reply is {} bytes, over the {MAX_REPLY}-byte limit of a remote reply; name fewer services",
+                    text.len()
+                ),
+            }),
+            host: host.clone(),
+        });
+    };
+    let mut out = Vec::with_capacity(bytes.len().saturating_add(parts.len().saturating_mul(64)));
+    for part in &parts {
+        proto::encode(part, &mut out);
+    }
+    proto::encode(
+        &Frame::Answer {
+            id: *id,
+            ok: *ok,
+            result: None,
+            error: error.clone(),
+            host: host.clone(),
+        },
+        &mut out,
+    );
+    out
 }
 
 fn event_frame(seq: u64, e: Lifecycle) -> Frame {
@@ -1137,6 +1210,7 @@ mod tests {
                 id: 77,
                 operator: "op:0123456789ab".into(),
                 verb: verb.clone(),
+                parts: false,
             },
             &mut bytes,
         );
@@ -1188,6 +1262,78 @@ mod tests {
             host: None,
         };
         assert_eq!(fit_answer(&small), proto::to_bytes(&small));
+        assert_eq!(split_answer(&small), proto::to_bytes(&small));
+    }
+
+    #[test]
+    fn an_answer_over_the_frame_limit_goes_in_parts_when_the_run_allows() {
+        let rows: Vec<serde_json::Value> = (0..2000)
+            .map(|i| serde_json::json!({"name": format!("svc{i}"), "state": "running"}))
+            .collect();
+        let result = serde_json::Value::Array(rows);
+        let big = Frame::Answer {
+            id: 5,
+            ok: true,
+            result: Some(result.clone()),
+            error: None,
+            host: Some("h".into()),
+        };
+        let mut d = Decoder::new(MAX_FRAME);
+        d.feed(&split_answer(&big));
+        let mut assembly = proto::Assembly::default();
+        let mut parts = 0;
+        let answer = loop {
+            match d.next_frame().unwrap() {
+                Some(Frame::Part {
+                    id,
+                    index,
+                    last,
+                    data,
+                }) => {
+                    parts += 1;
+                    assembly.add(id, index, last, &data).unwrap();
+                }
+                Some(other) => break other,
+                None => panic!("no answer after the parts"),
+            }
+        };
+        assert!(parts > 1);
+        assert!(matches!(
+            answer,
+            Frame::Answer {
+                id: 5,
+                ok: true,
+                result: None,
+                ..
+            }
+        ));
+        assert_eq!(assembly.finish(5).unwrap().unwrap(), result);
+
+        let huge = Frame::Answer {
+            id: 6,
+            ok: true,
+            result: Some(serde_json::Value::String("x".repeat(MAX_REPLY))),
+            error: None,
+            host: None,
+        };
+        let mut d = Decoder::new(MAX_FRAME);
+        d.feed(&split_answer(&huge));
+        match d.next_frame().unwrap() {
+            Some(Frame::Answer {
+                id: 6,
+                ok: false,
+                error: Some(e),
+                ..
+            }) => {
+                assert_eq!(e.code, ErrorCode::TooLarge);
+                assert!(
+                    e.message.contains("limit of a remote reply"),
+                    "{}",
+                    e.message
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

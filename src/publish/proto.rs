@@ -25,6 +25,13 @@ pub const CHUNK: usize = 128;
 /// its journal (16 MiB, some 50,000 events) in order, so a real one never
 /// comes near; a seq of 2^64-1 would make every later event a duplicate.
 pub const MAX_SEQ_JUMP: u64 = 1 << 20;
+/// The largest `result` a remote control answer may carry in `part`
+/// frames: a `status` of some 10,000 services. Past it the host answers
+/// `too_large`. A bound, so neither the publisher relaying the parts nor
+/// the operator's client assembling them holds an unbounded reply.
+pub const MAX_REPLY: usize = 4 * 1024 * 1024;
+/// Room in a `part` frame for everything but its `data`'s characters.
+const PART_OVERHEAD: usize = 128;
 
 /// One live process of a service, as clients resolve it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -277,6 +284,10 @@ pub enum Frame {
         id: u64,
         host: String,
         verb: Verb,
+        /// The operator assembles an answer from `part` frames; without
+        /// it (an older zurg) an answer over one frame is `too_large`.
+        #[serde(default, skip_serializing_if = "is_false")]
+        parts: bool,
     },
     /// Publisher to host: run `verb` as the control socket would, for the
     /// operator key `operator` (a fingerprint, never the token). `id` is
@@ -285,6 +296,20 @@ pub enum Frame {
         id: u64,
         operator: String,
         verb: Verb,
+        /// The answer may come in `part` frames: the operator asked so,
+        /// and this publisher relays them.
+        #[serde(default, skip_serializing_if = "is_false")]
+        parts: bool,
+    },
+    /// Host to publisher, then publisher to operator: a piece of the JSON
+    /// text of an answer's `result` too large for one frame, for a request
+    /// that allowed parts. Pieces come in order from index 0; the one with
+    /// `last` is followed by the `answer` itself, without a `result`.
+    Part {
+        id: u64,
+        index: u32,
+        last: bool,
+        data: String,
     },
     /// Host to publisher, then publisher to operator: the control reply
     /// (`ok` with `result`, or `error`), under the receiver's `id`. `host`
@@ -327,6 +352,7 @@ impl Frame {
             Frame::Request { .. } => "request",
             Frame::Run { .. } => "run",
             Frame::Answer { .. } => "answer",
+            Frame::Part { .. } => "part",
             Frame::Error { .. } => "error",
         }
     }
@@ -351,6 +377,113 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
     let len = u32::try_from(out.len().saturating_sub(start).saturating_sub(4)).unwrap_or(0);
     if let Some(header) = out.get_mut(start..start.saturating_add(4)) {
         header.copy_from_slice(&len.to_be_bytes());
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// How many bytes `c` takes inside a JSON string as serde_json writes it.
+fn escaped_len(c: char) -> usize {
+    match c {
+        '"' | '\\' => 2,
+        // \n, \t and the like take 2; the rest \u00XX takes 6.
+        c if u32::from(c) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// `result` (the JSON text of an answer's result) as `part` frames of
+/// request `id`, each under `MAX_FRAME` once encoded. Cut at character
+/// boundaries by each character's escaped size, so a result full of
+/// quotes still fits. `None` when `text` is over `MAX_REPLY`.
+pub fn parts(id: u64, text: &str) -> Option<Vec<Frame>> {
+    if text.len() > MAX_REPLY {
+        return None;
+    }
+    let budget = MAX_FRAME.saturating_sub(PART_OVERHEAD);
+    let mut frames = Vec::new();
+    let mut start = 0;
+    let mut used: usize = 0;
+    let push = |frames: &mut Vec<Frame>, data: &str| {
+        let index = u32::try_from(frames.len()).unwrap_or(u32::MAX);
+        frames.push(Frame::Part {
+            id,
+            index,
+            last: false,
+            data: data.to_string(),
+        });
+    };
+    for (at, c) in text.char_indices() {
+        let cost = escaped_len(c);
+        if used.saturating_add(cost) > budget {
+            push(&mut frames, text.get(start..at).unwrap_or_default());
+            start = at;
+            used = 0;
+        }
+        used = used.saturating_add(cost);
+    }
+    push(&mut frames, text.get(start..).unwrap_or_default());
+    if let Some(Frame::Part { last, .. }) = frames.last_mut() {
+        *last = true;
+    }
+    Some(frames)
+}
+
+/// An operator's side of `part` frames: the pieces of each request's
+/// result, in order, bounded by `MAX_REPLY`.
+#[derive(Debug, Default)]
+pub struct Assembly {
+    pieces: std::collections::HashMap<u64, Pieces>,
+}
+
+#[derive(Debug, Default)]
+struct Pieces {
+    text: String,
+    next: u32,
+    last: bool,
+}
+
+impl Assembly {
+    /// Takes one `part`; an error when it is out of order, follows the
+    /// last, or makes the result larger than `MAX_REPLY`.
+    pub fn add(&mut self, id: u64, index: u32, last: bool, data: &str) -> Result<(), String> {
+        let p = self.pieces.entry(id).or_default();
+        if p.last || index != p.next {
+            let expected = p.next;
+            self.pieces.remove(&id);
+            return Err(format!(
+                "the answer to request {id} came apart: part {index} where part {expected} was due"
+            ));
+        }
+        if p.text.len().saturating_add(data.len()) > MAX_REPLY {
+            self.pieces.remove(&id);
+            return Err(format!(
+                "the answer to request {id} is over the {MAX_REPLY}-byte limit of a remote reply; name fewer services"
+            ));
+        }
+        p.text.push_str(data);
+        p.next = p.next.saturating_add(1);
+        p.last = last;
+        Ok(())
+    }
+
+    /// The result the parts of request `id` carried, when its answer came
+    /// without one: `None` when no part came, an error when they did not
+    /// end with the last or are not JSON.
+    pub fn finish(&mut self, id: u64) -> Option<Result<serde_json::Value, String>> {
+        let p = self.pieces.remove(&id)?;
+        if !p.last {
+            return Some(Err(format!(
+                "the answer to request {id} ended after part {} without its last part",
+                p.next.saturating_sub(1)
+            )));
+        }
+        Some(
+            serde_json::from_str(&p.text)
+                .map_err(|e| format!("the answer to request {id} is not JSON once assembled: {e}")),
+        )
     }
 }
 
@@ -519,6 +652,7 @@ mod tests {
                     names: vec!["api".into()],
                     timeout_ms: None,
                 },
+                parts: true,
             },
             Frame::Run {
                 id: 9,
@@ -527,6 +661,13 @@ mod tests {
                     name: "api".into(),
                     signal: "HUP".into(),
                 },
+                parts: false,
+            },
+            Frame::Part {
+                id: 9,
+                index: 0,
+                last: true,
+                data: "[{\"name\":\"api\"}]".into(),
             },
             Frame::Answer {
                 id: 9,
@@ -574,6 +715,60 @@ mod tests {
         }
         assert_eq!(got, frames);
         assert_eq!(d.pending(), 0);
+    }
+
+    #[test]
+    fn a_large_result_goes_in_parts_that_each_fit_a_frame_and_assemble_whole() {
+        // Quotes and backslashes take two bytes escaped, a control
+        // character six: the worst cases for a cut by raw length.
+        let rows: Vec<serde_json::Value> = (0..4000)
+            .map(|i| serde_json::json!({"name": format!("svc\"{i}\\é"), "note": "\u{1}\n"}))
+            .collect();
+        let text = serde_json::Value::Array(rows).to_string();
+        assert!(text.len() > 2 * MAX_FRAME);
+        let frames = parts(7, &text).unwrap();
+        assert!(frames.len() > 2);
+        let mut assembly = Assembly::default();
+        let mut d = Decoder::new(MAX_FRAME);
+        for f in &frames {
+            d.feed(&to_bytes(f));
+            let Some(Frame::Part {
+                id,
+                index,
+                last,
+                data,
+            }) = d.next_frame().unwrap()
+            else {
+                panic!("not a part")
+            };
+            assembly.add(id, index, last, &data).unwrap();
+        }
+        let whole = assembly.finish(7).unwrap().unwrap();
+        assert_eq!(whole.to_string(), text);
+        assert!(assembly.finish(7).is_none(), "taken once");
+        assert!(parts(1, &"x".repeat(MAX_REPLY + 1)).is_none());
+    }
+
+    #[test]
+    fn parts_out_of_order_unfinished_or_too_many_are_refused() {
+        let mut a = Assembly::default();
+        a.add(1, 0, false, "[1,").unwrap();
+        assert!(a
+            .add(1, 2, true, "2]")
+            .unwrap_err()
+            .contains("part 2 where part 1"));
+        a.add(2, 0, false, "[").unwrap();
+        assert!(a
+            .finish(2)
+            .unwrap()
+            .unwrap_err()
+            .contains("without its last part"));
+        a.add(3, 0, true, "[]").unwrap();
+        assert!(a.add(3, 1, true, "x").is_err(), "nothing after the last");
+        let big = "x".repeat(MAX_REPLY / 2 + 1);
+        a.add(4, 0, false, &big).unwrap();
+        assert!(a.add(4, 1, true, &big).unwrap_err().contains("over the"));
+        assert!(a.finish(4).is_none(), "forgotten once refused");
     }
 
     #[test]

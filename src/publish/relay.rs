@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use sha2::{Digest, Sha256};
 
-use super::proto::Frame;
+use super::proto::{Frame, MAX_REPLY};
 use super::store::ConnId;
 use crate::control::proto::{ErrorBody, ErrorCode, RemoteVerb, Verb};
 
@@ -50,6 +50,25 @@ pub struct Pending {
     /// The names the request named.
     pub target: String,
     pub deadline_ms: u64,
+    /// The operator assembles `part` frames (its request said so).
+    pub parts: bool,
+    /// Parts relayed so far, their bytes, and whether the last came.
+    pub parts_seen: u32,
+    pub part_bytes: usize,
+    pub parts_done: bool,
+}
+
+/// What becomes of a host's `part` frame.
+#[derive(Debug)]
+pub enum PartOutcome {
+    /// Readdressed, for the operator's connection.
+    Relay { conn: ConnId, frame: Frame },
+    /// It broke the rules (out of order, over `MAX_REPLY`, to a request
+    /// that did not allow parts): the request ends with this error, and
+    /// its later parts and answer are dropped.
+    Ended(Finished),
+    /// For no request waiting (already ended, or another host's).
+    Dropped,
 }
 
 /// An answer for an operator, and the request it ends (for the journal).
@@ -123,6 +142,7 @@ impl Relay {
         operator_id: u64,
         host: &str,
         verb: Verb,
+        parts: bool,
         now_ms: u64,
     ) -> Result<Frame, ErrorBody> {
         let refuse = |code, message: String| Err(ErrorBody { code, message });
@@ -174,12 +194,17 @@ impl Relay {
                 verb: remote,
                 target: RemoteVerb::target(&verb),
                 deadline_ms: now_ms.saturating_add(DEADLINE_MS),
+                parts,
+                parts_seen: 0,
+                part_bytes: 0,
+                parts_done: false,
             },
         );
         let run = Frame::Run {
             id,
             operator: self.key.clone(),
             verb,
+            parts,
         };
         Ok(run)
     }
@@ -202,6 +227,19 @@ impl Relay {
             return None;
         }
         let pending = self.pending.remove(&id)?;
+        if pending.parts_seen > 0 && !pending.parts_done {
+            let message = format!(
+                "host {from} answered after {} parts without the last; the answer is incomplete",
+                pending.parts_seen
+            );
+            let frame = refusal(
+                pending.operator_id,
+                ErrorCode::Failed,
+                message,
+                Some(from.to_string()),
+            );
+            return Some(Finished { pending, frame });
+        }
         let frame = Frame::Answer {
             id: pending.operator_id,
             ok,
@@ -210,6 +248,66 @@ impl Relay {
             host: Some(from.to_string()),
         };
         Some(Finished { pending, frame })
+    }
+
+    /// A host's `part` of an answer, checked (in order, within
+    /// `MAX_REPLY`, for a request that allowed parts) and readdressed to
+    /// its operator. The publisher keeps no part: each goes on at once.
+    pub fn part(&mut self, from: &str, frame: Frame) -> PartOutcome {
+        let Frame::Part {
+            id,
+            index,
+            last,
+            data,
+        } = frame
+        else {
+            return PartOutcome::Dropped;
+        };
+        let Some(p) = self.pending.get_mut(&id).filter(|p| p.host == from) else {
+            return PartOutcome::Dropped;
+        };
+        let broken = if !p.parts {
+            Some((
+                ErrorCode::Failed,
+                format!("host {from} sent its answer in parts, which this request did not allow"),
+            ))
+        } else if p.parts_done || index != p.parts_seen {
+            Some((
+                ErrorCode::Failed,
+                format!(
+                    "host {from} sent part {index} of its answer where part {} was due",
+                    p.parts_seen
+                ),
+            ))
+        } else if p.part_bytes.saturating_add(data.len()) > MAX_REPLY {
+            Some((
+                ErrorCode::TooLarge,
+                format!(
+                    "the reply of host {from} is over the {MAX_REPLY}-byte limit of a remote reply; name fewer services"
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((code, message)) = broken {
+            let Some(pending) = self.pending.remove(&id) else {
+                return PartOutcome::Dropped;
+            };
+            let frame = refusal(pending.operator_id, code, message, Some(from.to_string()));
+            return PartOutcome::Ended(Finished { pending, frame });
+        }
+        p.parts_seen = p.parts_seen.saturating_add(1);
+        p.part_bytes = p.part_bytes.saturating_add(data.len());
+        p.parts_done = last;
+        PartOutcome::Relay {
+            conn: p.operator_conn,
+            frame: Frame::Part {
+                id: p.operator_id,
+                index,
+                last,
+                data,
+            },
+        }
     }
 
     /// The host's connection closed: its requests end with
@@ -307,7 +405,7 @@ mod tests {
         let mut r = Relay::new(Some(b"op-secret".to_vec()));
         assert!(r.key().starts_with("op:") && !r.key().contains("op-secret"));
         r.host_hello("h3", vec![RemoteVerb::Restart]);
-        let run = r.start(7, 41, "h3", restart(), 0).unwrap();
+        let run = r.start(7, 41, "h3", restart(), false, 0).unwrap();
         let Frame::Run { id, .. } = run else {
             panic!("{run:?}")
         };
@@ -337,12 +435,12 @@ mod tests {
     fn refusals_are_distinct() {
         let mut r = Relay::new(Some(b"k".to_vec()));
         r.host_hello("h1", Vec::new());
-        let refused = r.start(1, 1, "h1", restart(), 0).unwrap_err();
+        let refused = r.start(1, 1, "h1", restart(), false, 0).unwrap_err();
         assert_eq!(code_of(&refused), Some(ErrorCode::Forbidden));
         r.host_hello("h3", RemoteVerb::ALL.to_vec());
-        let refused = r.start(1, 2, "h3", Verb::Reload, 0).unwrap_err();
+        let refused = r.start(1, 2, "h3", Verb::Reload, false, 0).unwrap_err();
         assert_eq!(code_of(&refused), Some(ErrorCode::Forbidden));
-        r.start(1, 3, "h3", restart(), 0).unwrap();
+        r.start(1, 3, "h3", restart(), false, 0).unwrap();
         let gone = r.host_gone("h3");
         assert_eq!(gone.len(), 1);
         assert_eq!(code(&gone[0].frame), Some(ErrorCode::HostNotConnected));
@@ -354,11 +452,11 @@ mod tests {
         r.host_hello("h", vec![RemoteVerb::Status]);
         let status = || Verb::Status { names: vec![] };
         for i in 0..MAX_PER_OPERATOR as u64 {
-            r.start(1, i, "h", status(), 0).unwrap();
+            r.start(1, i, "h", status(), false, 0).unwrap();
         }
-        let busy = r.start(1, 99, "h", status(), 0).unwrap_err();
+        let busy = r.start(1, 99, "h", status(), false, 0).unwrap_err();
         assert_eq!(code_of(&busy), Some(ErrorCode::Busy));
-        r.start(2, 1, "h", status(), 5).unwrap();
+        r.start(2, 1, "h", status(), false, 5).unwrap();
         assert_eq!(r.next_deadline(), Some(DEADLINE_MS));
         let late = r.expire(DEADLINE_MS);
         assert_eq!(late.len(), MAX_PER_OPERATOR);
@@ -367,5 +465,104 @@ mod tests {
             .all(|f| code(&f.frame) == Some(ErrorCode::HostSilent)));
         r.operator_gone(2);
         assert_eq!(r.next_deadline(), None);
+    }
+
+    fn part(id: u64, index: u32, last: bool, data: &str) -> Frame {
+        Frame::Part {
+            id,
+            index,
+            last,
+            data: data.into(),
+        }
+    }
+
+    fn run_id(run: &Frame) -> u64 {
+        match run {
+            Frame::Run { id, .. } => *id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn parts_go_on_to_the_operator_in_order_and_the_answer_ends_them() {
+        let mut r = Relay::new(Some(b"k".to_vec()));
+        r.host_hello("h", vec![RemoteVerb::Status]);
+        let status = || Verb::Status { names: vec![] };
+        let run = r.start(4, 40, "h", status(), true, 0).unwrap();
+        assert!(matches!(run, Frame::Run { parts: true, .. }));
+        let id = run_id(&run);
+        assert!(matches!(
+            r.part("other", part(id, 0, false, "[")),
+            PartOutcome::Dropped
+        ));
+        match r.part("h", part(id, 0, false, "[")) {
+            PartOutcome::Relay { conn: 4, frame } => assert_eq!(frame, part(40, 0, false, "[")),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            r.part("h", part(id, 1, true, "]")),
+            PartOutcome::Relay { .. }
+        ));
+        let answer = Frame::Answer {
+            id,
+            ok: true,
+            result: None,
+            error: None,
+            host: None,
+        };
+        let done = r.answer("h", answer).unwrap();
+        assert!(matches!(
+            done.frame,
+            Frame::Answer {
+                id: 40,
+                ok: true,
+                result: None,
+                ..
+            }
+        ));
+
+        // Out of order: the request ends with an error, the rest is dropped.
+        let id = run_id(&r.start(4, 41, "h", status(), true, 0).unwrap());
+        assert!(matches!(
+            r.part("h", part(id, 0, false, "[")),
+            PartOutcome::Relay { .. }
+        ));
+        match r.part("h", part(id, 2, false, "]")) {
+            PartOutcome::Ended(f) => assert_eq!(code(&f.frame), Some(ErrorCode::Failed)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            r.part("h", part(id, 1, true, "]")),
+            PartOutcome::Dropped
+        ));
+
+        // Parts to an operator that did not ask for them.
+        let id = run_id(&r.start(4, 42, "h", status(), false, 0).unwrap());
+        assert!(matches!(
+            r.part("h", part(id, 0, true, "[]")),
+            PartOutcome::Ended(_)
+        ));
+
+        // An answer before the last part is an error, not a short result.
+        let id = run_id(&r.start(4, 43, "h", status(), true, 0).unwrap());
+        let _ = r.part("h", part(id, 0, false, "["));
+        let answer = Frame::Answer {
+            id,
+            ok: true,
+            result: None,
+            error: None,
+            host: None,
+        };
+        let done = r.answer("h", answer).unwrap();
+        assert_eq!(code(&done.frame), Some(ErrorCode::Failed));
+
+        // Over the bound.
+        let id = run_id(&r.start(4, 44, "h", status(), true, 0).unwrap());
+        let half = "x".repeat(MAX_REPLY / 2 + 1);
+        let _ = r.part("h", part(id, 0, false, &half));
+        match r.part("h", part(id, 1, true, &half)) {
+            PartOutcome::Ended(f) => assert_eq!(code(&f.frame), Some(ErrorCode::TooLarge)),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -29,7 +29,7 @@ use super::proto::{
     self, Decoder, Frame, HostInfo, Role, CHUNK, MAX_FRAME, MAX_SEQ_JUMP, PROTOCOL,
 };
 use super::registry::{Change, EpKey};
-use super::relay::{Finished, Relay};
+use super::relay::{Finished, PartOutcome, Relay};
 use super::store::{ConnId, Done, MemoryStore, Store};
 
 const LISTENER: Token = Token(0);
@@ -1002,12 +1002,13 @@ impl Server {
                     id: asked,
                     host,
                     verb,
+                    parts,
                 },
             ) => {
                 if let Some(conn) = self.conn(id) {
                     conn.peer = peer;
                 }
-                self.relay_request(id, asked, &host, verb);
+                self.relay_request(id, asked, &host, verb, parts);
             }
             (
                 peer @ Peer::Client { .. },
@@ -1276,6 +1277,16 @@ impl Server {
                     self.relay_finished(vec![done]);
                 }
             }
+            part @ Frame::Part { .. } => match self.relay.part(&zurg, part) {
+                PartOutcome::Relay { conn, frame } => {
+                    if self.conn(conn).is_some_and(|c| !c.closing) {
+                        self.send(conn, &frame);
+                        self.flush(conn);
+                    }
+                }
+                PartOutcome::Ended(done) => self.relay_finished(vec![done]),
+                PartOutcome::Dropped => {}
+            },
             Frame::Bye => {
                 crate::log!("forwarder {zurg} said bye: its zurg is shutting down");
                 self.store.bye(&zurg);
@@ -1398,7 +1409,7 @@ impl Server {
 
     /// An operator's request: refused here when it must be, else sent down
     /// the host's connection.
-    fn relay_request(&mut self, id: ConnId, asked: u64, host: &str, verb: Verb) {
+    fn relay_request(&mut self, id: ConnId, asked: u64, host: &str, verb: Verb, parts: bool) {
         if !self.conn(id).is_some_and(|c| c.operator) {
             // Closed rather than answered, and not journaled: an
             // unauthenticated peer must not fill the journal.
@@ -1413,7 +1424,7 @@ impl Server {
         let sent = match self.find_host(host) {
             Ok(zurg) => {
                 let now = self.now_ms();
-                match self.relay.start(id, asked, &zurg, verb.clone(), now) {
+                match self.relay.start(id, asked, &zurg, verb.clone(), parts, now) {
                     Ok(run) => {
                         if let Some(host_conn) = self.forwarders.get(&zurg).copied() {
                             self.send(host_conn, &run);
