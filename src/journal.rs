@@ -321,12 +321,48 @@ fn resync(data: &[u8], from: usize) -> Option<usize> {
     }
 }
 
+/// The stretches a read skipped: the first as it was, the others counted.
+/// Kept that small because a read of a damaged journal must not grow with
+/// its damage.
+#[derive(Debug, Default)]
+struct Skips {
+    first: Option<(usize, usize, Damage)>,
+    more: usize,
+    more_bytes: usize,
+}
+
+impl Skips {
+    fn push(&mut self, (from, to, damage): (usize, usize, Damage)) {
+        if self.first.is_none() {
+            self.first = Some((from, to, damage));
+        } else {
+            self.more = self.more.saturating_add(1);
+            self.more_bytes = self.more_bytes.saturating_add(to.saturating_sub(from));
+        }
+    }
+
+    fn warning(&self) -> Option<String> {
+        let (from, to, damage) = self.first?;
+        let mut text = format!(
+            "{damage} at byte {from}, skipped {} byte(s)",
+            to.saturating_sub(from)
+        );
+        if self.more > 0 {
+            text.push_str(&format!(
+                ", and {} more damaged stretch(es) of {} byte(s)",
+                self.more, self.more_bytes
+            ));
+        }
+        Some(text)
+    }
+}
+
 /// `decode_all` decoding only the records `only` admits (all when `None`).
 pub fn decode_matching(data: &[u8], only: Option<&Only>) -> (Vec<Record>, usize, Option<String>) {
     let mut records = Vec::new();
     // Just past the last good record: what a reopened journal keeps.
     let mut good = 0usize;
-    let mut skipped: Vec<(usize, usize, Damage)> = Vec::new();
+    let mut skipped = Skips::default();
     let mut at = 0usize;
     while at < data.len() {
         let damage = match framed_at(data, at) {
@@ -366,18 +402,206 @@ pub fn decode_matching(data: &[u8], only: Option<&Only>) -> (Vec<Record>, usize,
             }
         }
     }
-    let warning = skipped.split_first().map(|(&(from, to, damage), rest)| {
-        let mut text = format!("{damage} at byte {from}, skipped {} byte(s)", to - from);
-        if !rest.is_empty() {
-            let bytes: usize = rest.iter().map(|(f, t, _)| t - f).sum();
-            text.push_str(&format!(
-                ", and {} more damaged stretch(es) of {bytes} byte(s)",
-                rest.len()
-            ));
+    (records, good, skipped.warning())
+}
+
+/// Bytes read at a time when a journal is opened.
+const SCAN_CHUNK: usize = 64 << 10;
+
+/// A forward-only window on a journal file: what `open` holds of it
+/// while it looks for the good prefix. It keeps the bytes from the
+/// offset the scan may still revisit (`keep`), so it holds at most one
+/// record (up to `MAX_RECORD`) and a chunk, whatever the file's size.
+struct Window<R> {
+    src: R,
+    buf: Vec<u8>,
+    /// The file offset of `buf[0]`.
+    base: usize,
+    /// Bytes before this offset are not needed again.
+    keep: usize,
+    eof: bool,
+    chunk: usize,
+    /// The most memory the window took (its capacity), for tests.
+    peak: usize,
+}
+
+impl<R: Read> Window<R> {
+    fn new(src: R, chunk: usize) -> Window<R> {
+        Window {
+            src,
+            buf: Vec::new(),
+            base: 0,
+            keep: 0,
+            eof: false,
+            chunk: chunk.max(1),
+            peak: 0,
         }
-        text
-    });
-    (records, good, warning)
+    }
+
+    fn end(&self) -> usize {
+        self.base.saturating_add(self.buf.len())
+    }
+
+    /// Bytes `from..to` of the file, if the window holds them.
+    fn get(&self, from: usize, to: usize) -> Option<&[u8]> {
+        self.buf
+            .get(from.checked_sub(self.base)?..to.checked_sub(self.base)?)
+    }
+
+    fn release(&mut self, before: usize) {
+        self.keep = self.keep.max(before);
+    }
+
+    /// Reads until the window reaches offset `to` or the file ends. Bytes
+    /// released are dropped first, once per read rather than per record.
+    fn fill_to(&mut self, to: usize) -> io::Result<()> {
+        while self.end() < to && !self.eof {
+            let gone = self.keep.saturating_sub(self.base).min(self.buf.len());
+            if gone > 0 {
+                self.buf.drain(..gone);
+                self.base = self.base.saturating_add(gone);
+            }
+            let old = self.buf.len();
+            self.buf.resize(old.saturating_add(self.chunk), 0);
+            let read = loop {
+                match self.src.read(self.buf.get_mut(old..).unwrap_or_default()) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other,
+                }
+            };
+            let n = match read {
+                Ok(n) => n,
+                Err(e) => {
+                    self.buf.truncate(old);
+                    return Err(e);
+                }
+            };
+            self.buf.truncate(old.saturating_add(n));
+            self.peak = self.peak.max(self.buf.capacity());
+            self.eof = n == 0;
+        }
+        Ok(())
+    }
+
+    /// `framed_at` on the file: the end of the record framed at `at`.
+    fn framed(&mut self, at: usize) -> io::Result<Result<usize, Damage>> {
+        self.fill_to(at.saturating_add(HEADER))?;
+        let Some(header) = self.get(at, at.saturating_add(HEADER)) else {
+            return Ok(Err(Damage::Torn));
+        };
+        let len = le32(header.get(..4));
+        let crc = le32(header.get(4..));
+        if len == 0 || len > MAX_RECORD {
+            return Ok(Err(Damage::BadLength(len)));
+        }
+        let end = at.saturating_add(HEADER).saturating_add(len as usize);
+        self.fill_to(end)?;
+        let Some(payload) = self.get(at.saturating_add(HEADER), end) else {
+            return Ok(Err(Damage::Torn));
+        };
+        if crc32(payload) != crc {
+            return Ok(Err(Damage::Checksum));
+        }
+        Ok(Ok(end))
+    }
+
+    /// `resync` on the file.
+    fn resync(&mut self, from: usize) -> io::Result<Option<usize>> {
+        let mut at = from;
+        loop {
+            // A record found from here starts at most HEADER bytes before
+            // the pattern, and never before `from`.
+            self.release(at.saturating_sub(HEADER).max(from));
+            self.fill_to(at.saturating_add(SYNC.len()))?;
+            let hit = self
+                .get(at, self.end())
+                .and_then(|rest| rest.windows(SYNC.len()).position(|w| w == SYNC));
+            let Some(hit) = hit else {
+                if self.eof {
+                    return Ok(None);
+                }
+                // The pattern may straddle the window's end; the next
+                // turn reads on from there.
+                at = at.max(self.end().saturating_sub(SYNC.len() - 1));
+                continue;
+            };
+            let payload_at = at.saturating_add(hit);
+            if let Some(start) = payload_at.checked_sub(HEADER).filter(|s| *s >= from) {
+                if let Ok(end) = self.framed(start)? {
+                    let payload = self.get(start.saturating_add(HEADER), end);
+                    if payload.is_some_and(|p| p.starts_with(SYNC)) {
+                        return Ok(Some(start));
+                    }
+                }
+            }
+            at = payload_at.saturating_add(1);
+        }
+    }
+}
+
+/// `scan` of `data` read `chunk` bytes at a time: the good prefix, the
+/// length and the warning, for the fuzz target to hold against
+/// `decode_all`.
+pub fn scan_bytes(data: &[u8], chunk: usize) -> io::Result<(usize, usize, Option<String>)> {
+    let (s, _) = scan(data, chunk)?;
+    Ok((s.good, s.len, s.warning))
+}
+
+/// What `Journal::open` learns of a journal file by `scan`.
+#[derive(Debug, PartialEq, Eq)]
+struct Scanned {
+    /// Just past the last good record: what the reopened journal keeps.
+    good: usize,
+    /// The file's length as read.
+    len: usize,
+    warning: Option<String>,
+}
+
+/// `decode_all`'s good prefix and warning, reading `src` in `chunk`-byte
+/// pieces and decoding each record only to check it and drop it: what
+/// `open` needs, in memory bounded by one record and a chunk rather than
+/// the file (8 MiB) and every record decoded from it. Returns the window's
+/// peak size too.
+fn scan(src: impl Read, chunk: usize) -> io::Result<(Scanned, usize)> {
+    let mut win = Window::new(src, chunk);
+    let mut good = 0usize;
+    let mut skipped = Skips::default();
+    let mut at = 0usize;
+    loop {
+        win.release(at);
+        win.fill_to(at.saturating_add(1))?;
+        if at >= win.end() {
+            break;
+        }
+        let damage = match win.framed(at)? {
+            Ok(end) => {
+                let payload = win.get(at.saturating_add(HEADER), end).unwrap_or_default();
+                if serde_json::from_slice::<Record>(payload).is_err() {
+                    skipped.push((at, end, Damage::Unreadable));
+                }
+                good = end;
+                at = end;
+                continue;
+            }
+            Err(damage) => damage,
+        };
+        match win.resync(at.saturating_add(1))? {
+            Some(next) => {
+                skipped.push((at, next, damage));
+                at = next;
+            }
+            None => {
+                skipped.push((at, win.end(), damage));
+                break;
+            }
+        }
+    }
+    let scanned = Scanned {
+        good,
+        len: win.end(),
+        warning: skipped.warning(),
+    };
+    Ok((scanned, win.peak))
 }
 
 #[derive(Debug)]
@@ -404,7 +628,9 @@ fn previous(dir: &Path) -> PathBuf {
 
 impl Journal {
     /// Opens (or creates) the journal in `dir`, cutting off a torn tail.
-    /// Returns the journal and a warning if a tail was cut.
+    /// Returns the journal and a warning if a tail was cut. The file is
+    /// read in chunks and not kept (`scan`): a full 8 MiB journal costs a
+    /// chunk of memory, not its size and its decoded records.
     pub fn open(dir: &Path, limit: u64) -> Result<(Journal, Option<String>), JournalError> {
         let path = current(dir);
         let open_err = |source| JournalError::Open {
@@ -412,20 +638,18 @@ impl Journal {
             source,
         };
         std::fs::create_dir_all(dir).map_err(open_err)?;
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(&path)
             .map_err(open_err)?;
-        let mut data = Vec::new();
-        file.read_to_end(&mut data).map_err(open_err)?;
-        let (_, good, warning) = decode_all(&data);
-        if good < data.len() {
+        let (Scanned { good, len, warning }, _) = scan(&file, SCAN_CHUNK).map_err(open_err)?;
+        if good < len {
             file.set_len(good as u64).map_err(open_err)?;
         }
         let warning = warning.map(|w| {
-            let cut = data.len() - good;
+            let cut = len - good;
             if cut > 0 {
                 format!("journal {}: {w}; cut off {cut} byte(s)", path.display())
             } else {
@@ -1012,6 +1236,82 @@ pub(crate) mod tests {
             assert_eq!(good, end, "cut at {cut}");
             assert_eq!(warning.is_some(), cut != end, "cut at {cut}");
         }
+    }
+
+    /// What `scan` finds, reading `data` `chunk` bytes at a time, against
+    /// `decode_all` holding all of it.
+    fn scans_alike(data: &[u8], chunk: usize) {
+        let (_, good, warning) = decode_all(data);
+        let want = Scanned {
+            good,
+            len: data.len(),
+            warning,
+        };
+        let (got, _) = scan(data, chunk).unwrap();
+        assert_eq!(got, want, "chunk {chunk}, {} bytes", data.len());
+    }
+
+    #[test]
+    fn a_scan_in_chunks_finds_what_reading_it_whole_finds() {
+        let all = varied(7);
+        let (data, spans) = journal_of(&all);
+        for chunk in [1, 3, 8, 13, 64, SCAN_CHUNK] {
+            for offset in (0..data.len()).step_by(5) {
+                let mut bad = data.clone();
+                bad[offset] ^= 0x20;
+                scans_alike(&bad, chunk);
+            }
+            for cut in (0..=data.len()).step_by(7) {
+                scans_alike(&data[..cut], chunk);
+            }
+            let mut zeros = data.clone();
+            zeros.extend([0u8; 300]);
+            scans_alike(&zeros, chunk);
+            let mut junk = data[..spans[2].start].to_vec();
+            junk.extend(b"xx{\"time_us\":1junk{\"time_us\":");
+            junk.extend(&data[spans[2].start..]);
+            junk.extend(&data[spans[4].start..spans[4].end - 3]);
+            scans_alike(&junk, chunk);
+            scans_alike(b"", chunk);
+        }
+        // An unreadable record (the checksum holds, the JSON is no record)
+        // and several damaged stretches.
+        let mut odd = data.clone();
+        let payload = b"{\"time_us\":\"not a number\"}";
+        odd.extend(u32::try_from(payload.len()).unwrap().to_le_bytes());
+        odd.extend(crc32(payload).to_le_bytes());
+        odd.extend(payload);
+        odd[spans[1].start + 9] ^= 1;
+        odd[spans[3].start + 9] ^= 1;
+        odd.extend(&data);
+        for chunk in [1, 7, SCAN_CHUNK] {
+            scans_alike(&odd, chunk);
+        }
+    }
+
+    #[test]
+    fn opening_a_full_journal_holds_a_chunk_of_it_not_the_file() {
+        // 8 MiB of records, as a publisher's journal holds before rotating.
+        let mut data = Vec::new();
+        let mut i = 0;
+        while data.len() < DEFAULT_LIMIT as usize {
+            data.extend(frame(&rec(i)));
+            i += 1;
+        }
+        let torn = frame(&rec(i));
+        data.extend(&torn[..torn.len() / 2]);
+        let (scanned, peak) = scan(data.as_slice(), SCAN_CHUNK).unwrap();
+        assert_eq!(scanned.len, data.len());
+        assert_eq!(scanned.good, data.len() - torn.len() / 2);
+        assert!(peak <= 2 * SCAN_CHUNK, "the window took {peak} bytes");
+
+        // Damage that makes the scan look far for the next record.
+        let mut garbled = data.clone();
+        for b in garbled.iter_mut().take(DEFAULT_LIMIT as usize / 2).skip(10) {
+            *b = b'x';
+        }
+        let (_, peak) = scan(garbled.as_slice(), SCAN_CHUNK).unwrap();
+        assert!(peak <= 2 * SCAN_CHUNK, "the window took {peak} bytes");
     }
 
     #[test]

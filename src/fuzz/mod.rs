@@ -249,6 +249,14 @@ fn journal_bytes(data: &[u8]) -> Result<(), String> {
     check(good <= data.len(), || {
         format!("good prefix {good} past the end")
     })?;
+    // `open` reads the file in chunks, not whole: it must find the same.
+    let (_, _, warning) = journal::decode_all(data);
+    for chunk in [1, 5, 4096] {
+        let scanned = journal::scan_bytes(data, chunk).map_err(|e| e.to_string())?;
+        check(scanned == (good, data.len(), warning.clone()), || {
+            format!("a scan in {chunk}-byte chunks finds {scanned:?}, the whole read {good}")
+        })?;
+    }
     // Reopening cuts the file to its good prefix: that keeps every record.
     let kept = data.get(..good).unwrap_or_default();
     let (again, again_good, _) = journal::decode_all(kept);
