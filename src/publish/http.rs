@@ -28,7 +28,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
 
 use hmac::{Hmac, Mac};
@@ -37,6 +37,7 @@ use mio::{Interest, Token};
 use sha2::Sha256;
 
 use super::board::Board;
+use super::listen::{write_out, Accepting, Acceptor, Written};
 use super::proto;
 use super::registry::{Change, Registry};
 use super::store::ConnId;
@@ -118,7 +119,7 @@ pub struct Http {
     auth: Auth,
     streams: usize,
     dirty: Vec<ConnId>,
-    accept_retry_at: Option<u64>,
+    acceptor: Acceptor,
 }
 
 /// What the publisher's loop lends the HTTP side for one call.
@@ -392,7 +393,7 @@ impl Http {
             auth: Auth { token, key },
             streams: 0,
             dirty: Vec::new(),
-            accept_retry_at: None,
+            acceptor: Acceptor::default(),
         })
     }
 
@@ -422,64 +423,49 @@ impl Http {
         max_conns: usize,
         ctx: &Ctx,
     ) {
-        let was_blocked = self.accept_retry_at.take().is_some();
-        loop {
-            match self.listener.accept() {
-                Ok((mut stream, addr)) => {
-                    if ctx.conns.saturating_add(self.conns.len()) >= max_conns {
-                        let mut bytes = Vec::new();
-                        text(
-                            &mut bytes,
-                            503,
-                            &format!("too many connections ({max_conns})"),
-                        );
-                        let _ = stream.write(&bytes);
-                        continue;
-                    }
-                    let _ = stream.set_nodelay(true);
-                    let id = *next_conn;
-                    *next_conn = next_conn.saturating_add(1);
-                    if let Err(e) = self.registry.register(
-                        &mut stream,
-                        Token(id.saturating_add(first_conn)),
-                        Interest::READABLE | Interest::WRITABLE,
-                    ) {
-                        crate::log!("cannot watch HTTP connection from {addr}: {e}");
-                        continue;
-                    }
-                    self.conns.insert(
-                        id,
-                        HttpConn {
-                            stream,
-                            addr,
-                            input: Vec::new(),
-                            out: Vec::new(),
-                            phase: Phase::Request,
-                            opened_ms: ctx.now_ms,
-                            active_ms: ctx.now_ms,
-                            writable: true,
-                            state_left: 0,
-                            dirty: false,
-                        },
-                    );
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    if !was_blocked {
-                        crate::log!("cannot accept an HTTP connection: {e}; retrying in 100 ms and whenever a connection closes");
-                    }
-                    self.accept_retry_at = Some(ctx.now_ms.saturating_add(100));
-                    return;
-                }
-            }
-        }
+        let mut refusal = Vec::new();
+        text(
+            &mut refusal,
+            503,
+            &format!("too many connections ({max_conns})"),
+        );
+        let conns = &mut self.conns;
+        self.acceptor.accept(
+            &self.listener,
+            Accepting {
+                registry: &self.registry,
+                next_id: next_conn,
+                first_token: first_conn,
+                open: ctx.conns.saturating_add(conns.len()),
+                max: max_conns,
+                refusal: &refusal,
+                what: "HTTP connection",
+                now_ms: ctx.now_ms,
+            },
+            |id, stream, addr| {
+                conns.insert(
+                    id,
+                    HttpConn {
+                        stream,
+                        addr,
+                        input: Vec::new(),
+                        out: Vec::new(),
+                        phase: Phase::Request,
+                        opened_ms: ctx.now_ms,
+                        active_ms: ctx.now_ms,
+                        writable: true,
+                        state_left: 0,
+                        dirty: false,
+                    },
+                );
+            },
+        );
     }
 
     /// When `accept` should be tried again after running out of
     /// descriptors.
     pub fn accept_due(&self, now_ms: u64) -> bool {
-        self.accept_retry_at.is_some_and(|at| at <= now_ms)
+        self.acceptor.due(now_ms)
     }
 
     /// The connection's socket is ready: read, answer, write.
@@ -789,28 +775,12 @@ impl Http {
         if !conn.writable {
             return;
         }
-        let mut written = 0usize;
-        let mut failed = false;
-        while let Some(rest) = conn.out.get(written..).filter(|r| !r.is_empty()) {
-            match conn.stream.write(rest) {
-                Ok(0) => break,
-                Ok(n) => written = written.saturating_add(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    conn.writable = false;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    failed = true;
-                    break;
-                }
-            }
-        }
-        if written > 0 {
+        let Written { bytes, failed } =
+            write_out(&mut conn.stream, &mut conn.out, &mut conn.writable);
+        if bytes > 0 {
             conn.active_ms = now_ms;
-            conn.state_left = conn.state_left.saturating_sub(written);
+            conn.state_left = conn.state_left.saturating_sub(bytes);
         }
-        conn.out.drain(..written.min(conn.out.len()));
         if failed || (conn.phase == Phase::Response && conn.out.is_empty()) {
             self.drop_conn(id);
         }
@@ -822,9 +792,7 @@ impl Http {
                 self.streams = self.streams.saturating_sub(1);
             }
             let _ = self.registry.deregister(&mut conn.stream);
-            if self.accept_retry_at.is_some() {
-                self.accept_retry_at = Some(0);
-            }
+            self.acceptor.freed();
         }
     }
 
@@ -834,7 +802,7 @@ impl Http {
         self.conns
             .values()
             .filter_map(deadline)
-            .chain(self.accept_retry_at)
+            .chain(self.acceptor.next_deadline())
             .min()
     }
 

@@ -13,6 +13,7 @@ pub mod etcd;
 pub mod forwarder;
 pub mod history;
 pub mod http;
+pub mod listen;
 pub mod proto;
 pub mod registry;
 pub mod relay;

@@ -25,6 +25,7 @@ use crate::journal::RemoteNote;
 
 use super::history::{History, Query};
 use super::http::{Ctx, Http};
+use super::listen::{write_out, Accepting, Acceptor, Written};
 use super::proto::{
     self, Decoder, Frame, HostInfo, Role, CHUNK, MAX_FRAME, MAX_SEQ_JUMP, PROTOCOL,
 };
@@ -71,11 +72,6 @@ const WATCHER_WRITE_AT: usize = 16 * 1024;
 /// much as one per event; sending them later keeps the forwarder's zurg
 /// asleep while a change is still on its way to the watchers.
 const ACK_DELAY_MS: u64 = 5;
-/// After accept fails for want of a descriptor (EMFILE, ENFILE, ENOBUFS),
-/// try again this soon, or as soon as a connection closes. Nothing else
-/// would: the listener is edge-triggered, and the connections already
-/// queued raise no new edge.
-const ACCEPT_RETRY_MS: u64 = 100;
 /// A listing's next page is produced once less than this is left unsent.
 const LISTING_LOW_WATER: usize = 64 * 1024;
 
@@ -292,7 +288,7 @@ struct Server {
     /// When the owed acks go out.
     acks_due: Option<u64>,
     /// Accepting failed (out of descriptors): when to try again.
-    accept_retry_at: Option<u64>,
+    acceptor: Acceptor,
     /// Connections that watch, for the fan-out.
     watchers: BTreeMap<ConnId, Watch>,
     /// Watchers with changes not yet written, flushed at the end of the
@@ -430,7 +426,7 @@ impl Server {
             start: Instant::now(),
             acks_owed: HashMap::new(),
             acks_due: None,
-            accept_retry_at: None,
+            acceptor: Acceptor::default(),
             instances: HashMap::new(),
             watchers: BTreeMap::new(),
             unflushed: Vec::new(),
@@ -458,7 +454,7 @@ impl Server {
                 handshake,
                 self.store.next_deadline(),
                 self.acks_due,
-                self.accept_retry_at,
+                self.acceptor.next_deadline(),
                 self.http.as_ref().and_then(Http::next_deadline),
                 self.relay.next_deadline(),
             ]
@@ -496,7 +492,7 @@ impl Server {
                 }
             }
             let now = self.now_ms();
-            if self.accept_retry_at.is_some_and(|at| at <= now) {
+            if self.acceptor.due(now) {
                 self.accept();
             }
             if self.http.as_ref().is_some_and(|h| h.accept_due(now)) {
@@ -534,70 +530,49 @@ impl Server {
     }
 
     fn accept(&mut self) {
-        let was_blocked = self.accept_retry_at.take().is_some();
-        loop {
-            match self.listener.accept() {
-                Ok((mut stream, addr)) => {
-                    let http = self.http.as_ref().map_or(0, Http::conn_count);
-                    if self.conns.len().saturating_add(http) >= MAX_CONNS {
-                        let mut bytes = Vec::new();
-                        proto::encode(
-                            &Frame::Error {
-                                message: format!("too many connections ({MAX_CONNS})"),
-                            },
-                            &mut bytes,
-                        );
-                        let _ = stream.write(&bytes);
-                        continue;
-                    }
-                    let _ = stream.set_nodelay(true);
-                    let id = self.next_conn;
-                    self.next_conn = self.next_conn.saturating_add(1);
-                    if let Err(e) = self.poll.registry().register(
-                        &mut stream,
-                        Token(id.saturating_add(FIRST_CONN)),
-                        Interest::READABLE | Interest::WRITABLE,
-                    ) {
-                        crate::log!("cannot watch connection from {addr}: {e}");
-                        continue;
-                    }
-                    let opened_ms = self.now_ms();
-                    self.conns.insert(
-                        id,
-                        Conn {
-                            stream,
-                            addr,
-                            decoder: Decoder::new(MAX_FRAME),
-                            out: Vec::new(),
-                            peer: Peer::New,
-                            opened_ms,
-                            closing: false,
-                            welcome_mac: None,
-                            listing: None,
-                            active_ms: opened_ms,
-                            writable: true,
-                            snapshot_pending: 0,
-                            unflushed: false,
-                            operator: false,
-                        },
-                    );
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // EMFILE and friends: the pending connections stay
-                    // queued. Retrying at once would spin, and waiting for
-                    // the listener's next edge could wait forever.
-                    if !was_blocked {
-                        crate::log!(
-                            "cannot accept: {e}; retrying every {ACCEPT_RETRY_MS} ms and whenever a connection closes"
-                        );
-                    }
-                    self.accept_retry_at = Some(self.now_ms().saturating_add(ACCEPT_RETRY_MS));
-                    return;
-                }
-            }
-        }
+        let open = self
+            .conns
+            .len()
+            .saturating_add(self.http.as_ref().map_or(0, Http::conn_count));
+        let refusal = proto::to_bytes(&Frame::Error {
+            message: format!("too many connections ({MAX_CONNS})"),
+        });
+        let now = self.now_ms();
+        let conns = &mut self.conns;
+        self.acceptor.accept(
+            &self.listener,
+            Accepting {
+                registry: self.poll.registry(),
+                next_id: &mut self.next_conn,
+                first_token: FIRST_CONN,
+                open,
+                max: MAX_CONNS,
+                refusal: &refusal,
+                what: "connection",
+                now_ms: now,
+            },
+            |id, stream, addr| {
+                conns.insert(
+                    id,
+                    Conn {
+                        stream,
+                        addr,
+                        decoder: Decoder::new(MAX_FRAME),
+                        out: Vec::new(),
+                        peer: Peer::New,
+                        opened_ms: now,
+                        closing: false,
+                        welcome_mac: None,
+                        listing: None,
+                        active_ms: now,
+                        writable: true,
+                        snapshot_pending: 0,
+                        unflushed: false,
+                        operator: false,
+                    },
+                );
+            },
+        );
     }
 
     fn http_ctx(&self) -> Ctx<'_> {
@@ -779,31 +754,12 @@ impl Server {
             // Full until the next writable event says otherwise.
             return;
         }
-        // Bytes are taken off the front once per flush, not once per write:
-        // a big buffer written in small pieces would be moved each time.
-        let mut written = 0;
-        let mut failed = false;
-        while let Some(rest) = conn.out.get(written..).filter(|r| !r.is_empty()) {
-            match conn.stream.write(rest) {
-                Ok(0) => break,
-                Ok(n) => written = written.saturating_add(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    conn.writable = false;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    failed = true;
-                    break;
-                }
-            }
-        }
-        if written > 0 {
+        let Written { bytes, failed } =
+            write_out(&mut conn.stream, &mut conn.out, &mut conn.writable);
+        if bytes > 0 {
             conn.active_ms = now;
         }
-        conn.out.drain(..written.min(conn.out.len()));
         if failed {
-            conn.out.clear();
             conn.closing = true;
         }
         if conn.closing && (conn.out.is_empty() || failed) {
@@ -845,10 +801,7 @@ impl Server {
         self.relay.operator_gone(id);
         if let Some(mut conn) = self.conns.remove(&id) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
-            // Its descriptor is free now: a blocked accept can go on.
-            if self.accept_retry_at.is_some() {
-                self.accept_retry_at = Some(0);
-            }
+            self.acceptor.freed();
         }
     }
 
