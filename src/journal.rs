@@ -24,6 +24,9 @@ use crate::control::proto::ExitInfo;
 use crate::stats::Sample;
 
 pub const DEFAULT_LIMIT: u64 = 8 << 20;
+/// The smallest `--journal-size`: a dozen records or so per file, for a
+/// state directory on a device that can spare little.
+pub const MIN_LIMIT: u64 = 4 << 10;
 /// A record longer than this is treated as corruption.
 const MAX_RECORD: u32 = 1 << 20;
 const HEADER: usize = 8;

@@ -65,6 +65,8 @@ pub struct RunOptions {
     /// `--publish-control`: verbs operators may run here through the
     /// publisher; none by default.
     pub publish_control: Vec<crate::control::proto::RemoteVerb>,
+    /// `--journal-size`: bytes per journal file before it rotates.
+    pub journal_size: u64,
     /// `--log-timestamps` / `--no-log-timestamps`; `None`: decide by stderr.
     pub log_timestamps: Option<bool>,
     /// `--cgroup PATH`: the cgroup2 subtree to manage instead of zurg's own.
@@ -86,6 +88,7 @@ impl RunOptions {
             publish_token_file: None,
             publish_queue: DEFAULT_PUBLISH_QUEUE,
             publish_control: Vec::new(),
+            journal_size: crate::journal::DEFAULT_LIMIT,
             log_timestamps: None,
             cgroup: None,
         }
@@ -305,6 +308,7 @@ fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
     let mut publish_token_file = None;
     let mut publish_queue = DEFAULT_PUBLISH_QUEUE;
     let mut publish_control = Vec::new();
+    let mut journal_size = crate::journal::DEFAULT_LIMIT;
     let mut log_timestamps = None;
     let mut cgroup = None;
     let mut p = lexopt::Parser::from_args(args);
@@ -334,6 +338,18 @@ fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
                 publish_queue = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
                     UsageError(format!("--publish-queue {v:?}: expected a positive count"))
                 })?;
+            }
+            Long("journal-size") => {
+                let v = p.value()?.string()?;
+                journal_size = crate::cgroup::parse_size(&v)
+                    .and_then(|n| {
+                        if n >= crate::journal::MIN_LIMIT {
+                            Ok(n)
+                        } else {
+                            Err(format!("{n} bytes is under the 4K minimum"))
+                        }
+                    })
+                    .map_err(|e| UsageError(format!("--journal-size {v:?}: {e}")))?;
             }
             Short('u') | Long("units") => units = Some(PathBuf::from(p.value()?)),
             Long("socket") => socket = Some(PathBuf::from(p.value()?)),
@@ -369,6 +385,7 @@ fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
         publish_token_file,
         publish_queue,
         publish_control,
+        journal_size,
         log_timestamps,
         cgroup,
     }))
@@ -431,6 +448,26 @@ mod tests {
             assert!(parse(args(bad), false).is_err(), "{bad:?}");
         }
         assert!(parse(vec![], false).is_err());
+    }
+
+    #[test]
+    fn journal_size_takes_a_size_of_at_least_4k() {
+        let run = |size: &str| match parse(
+            args(&["run", "--units", "u", "--journal-size", size]),
+            false,
+        ) {
+            Ok(Cmd::Run(o)) => Ok(o.journal_size),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.0),
+        };
+        assert_eq!(run("4K"), Ok(4096));
+        assert_eq!(run("1M"), Ok(1 << 20));
+        assert!(run("4095").unwrap_err().contains("under the 4K minimum"));
+        assert!(run("lots").is_err());
+        let Ok(Cmd::Run(o)) = parse(args(&["run", "--units", "u"]), false) else {
+            panic!()
+        };
+        assert_eq!(o.journal_size, crate::journal::DEFAULT_LIMIT);
     }
 
     #[test]

@@ -85,6 +85,7 @@ const fn default(o: Opt, d: &'static str) -> Opt {
 // against the constants the parsers use.
 const GRACE_DEFAULT: &str = "5s";
 const PUBLISH_QUEUE_DEFAULT: &str = "10000";
+const JOURNAL_SIZE_DEFAULT: &str = "8M";
 const UPGRADE_WINDOW_DEFAULT: &str = "2s";
 const WAIT_TIMEOUT_DEFAULT: &str = "90s";
 const SOCKET_DEFAULT: &str = "$ZURG_SOCKET, else /run/zurg/control.sock";
@@ -237,6 +238,14 @@ pub const VERBS: &[VerbSpec] = &[
                     "unacknowledged publish events kept in memory",
                 ),
                 PUBLISH_QUEUE_DEFAULT,
+            ),
+            default(
+                valued(
+                    "journal-size",
+                    "SIZE",
+                    "bytes of history per journal file before it rotates (one old file kept); at least 4K",
+                ),
+                JOURNAL_SIZE_DEFAULT,
             ),
             TIMESTAMPS,
             NO_TIMESTAMPS,
@@ -634,6 +643,10 @@ mod tests {
             Some(DEFAULT_GRACE_MS)
         );
         assert_eq!(PUBLISH_QUEUE_DEFAULT, DEFAULT_PUBLISH_QUEUE.to_string());
+        assert_eq!(
+            crate::cgroup::parse_size(JOURNAL_SIZE_DEFAULT),
+            Ok(crate::journal::DEFAULT_LIMIT)
+        );
         assert!(SOCKET_DEFAULT.ends_with(DEFAULT_SOCKET));
         assert_eq!(
             super::super::parse_duration_ms(UPGRADE_WINDOW_DEFAULT),

@@ -515,7 +515,7 @@ impl Supervisor {
             Err(e) => return Err(e.to_string()),
         };
         let host_ip = opts.host_ip.unwrap_or_else(crate::os::net::host_ip);
-        let journal = match Journal::open(&opts.state_dir, journal::DEFAULT_LIMIT) {
+        let journal = match Journal::open(&opts.state_dir, opts.journal_size) {
             Ok((j, warning)) => {
                 if let Some(w) = warning {
                     crate::log!("warning: {w}");
@@ -526,7 +526,7 @@ impl Supervisor {
                 crate::log!(
                     "warning: {e}; history is not kept until the journal can be opened (tried again at each event)"
                 );
-                Some(Journal::unopened(&opts.state_dir, journal::DEFAULT_LIMIT))
+                Some(Journal::unopened(&opts.state_dir, opts.journal_size))
             }
         };
         let now_us = crate::os::wall_clock_us();
