@@ -276,6 +276,24 @@ fn remote_control_is_off_without_an_operator_token_and_verbs_are_checked_at_star
     );
 }
 
+/// A raw publish-protocol connection that proved the operator token.
+fn raw_operator(addr: &str, token: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(&frame(
+        r#"{"t":"hello","proto":1,"role":"operator","nonce":"00"}"#,
+    ))
+    .unwrap();
+    let challenge = read_frame(&mut s, DEADLINE).expect("a challenge");
+    let nonce = challenge["nonce"].as_str().unwrap();
+    let mac = zurg::publish::proto::proof(token.as_bytes(), "operator", nonce);
+    s.write_all(&frame(&format!(r#"{{"t":"auth","mac":"{mac}"}}"#)))
+        .unwrap();
+    let welcome = read_frame(&mut s, DEADLINE).expect("a welcome");
+    assert_eq!(welcome["t"], "welcome", "{welcome}");
+    s
+}
+
 /// Status rows without what changes between two calls (uptime).
 fn steady(rows: &Value) -> Vec<Value> {
     rows.as_array()
@@ -347,6 +365,54 @@ fn a_status_of_a_thousand_services_arrives_whole_through_the_publisher() {
     assert_eq!(hosts.len(), 1, "{}", text(&out.stderr));
     assert!(hosts[0]["host"].as_str().unwrap().starts_with("127.0.0.1:"));
     assert_eq!(steady(&hosts[0]["services"]), steady(&local));
+
+    // On the wire: an operator that does not say `parts` (an older zurg)
+    // gets the old answer, `too_large`, and one that does gets parts, each
+    // within the 64 KiB frame limit, then the answer without a result.
+    let mut op = raw_operator(&p.addr, "operator-secret-big");
+    use std::io::Write;
+    op.write_all(&frame(
+        r#"{"t":"request","id":9,"host":"127.0.0.1","verb":{"verb":"status","names":[]}}"#,
+    ))
+    .unwrap();
+    let old = read_frame(&mut op, DEADLINE).expect("an answer");
+    assert_eq!(
+        (&old["t"], &old["id"], &old["ok"], &old["error"]["code"]),
+        (
+            &Value::from("answer"),
+            &Value::from(9),
+            &Value::from(false),
+            &Value::from("too_large")
+        ),
+        "{old}"
+    );
+    op.write_all(&frame(
+        r#"{"t":"request","id":10,"host":"127.0.0.1","verb":{"verb":"status","names":[]},"parts":true}"#,
+    ))
+    .unwrap();
+    let mut text_of_result = String::new();
+    let mut index = 0;
+    let answer = loop {
+        let f = read_frame(&mut op, DEADLINE).expect("a part or the answer");
+        if f["t"] != "part" {
+            break f;
+        }
+        assert!(f.to_string().len() <= 64 * 1024, "part {index} too big");
+        assert_eq!(
+            (&f["id"], &f["index"]),
+            (&Value::from(10), &Value::from(index))
+        );
+        text_of_result.push_str(f["data"].as_str().unwrap());
+        index += 1;
+    };
+    assert!(index > 3, "{index} parts");
+    assert_eq!(
+        (&answer["t"], &answer["ok"]),
+        (&Value::from("answer"), &Value::from(true))
+    );
+    assert!(answer.get("result").is_none(), "{answer}");
+    let rows: Value = serde_json::from_str(&text_of_result).unwrap();
+    assert_eq!(steady(&rows), steady(&local));
 
     // The table too: one line per service under the header.
     let out = std::process::Command::new(BIN)

@@ -103,15 +103,18 @@ fn error_exit(code: ErrorCode) -> Option<i32> {
     }
 }
 
-/// An answer's result: its own, or the one its `part` frames carried.
+/// An answer's result: its own, or the one its `part` frames carried. An
+/// error answer (the host went away, or the publisher refused a part)
+/// leaves the parts that came before it unused: its error is the news.
 fn assembled(
     assembly: &mut Assembly,
     id: u64,
+    ok: bool,
     result: Option<serde_json::Value>,
 ) -> Result<Option<serde_json::Value>, String> {
     match assembly.finish(id) {
-        None => Ok(result),
-        Some(whole) => whole.map(Some),
+        Some(whole) if ok => whole.map(Some),
+        _ => Ok(result),
     }
 }
 
@@ -206,7 +209,7 @@ fn one_host(cmd: &ClientCmd, s: &mut Session, host: &str) -> i32 {
                 error,
                 ..
             }) => {
-                let result = match assembled(&mut assembly, 1, result) {
+                let result = match assembled(&mut assembly, 1, ok, result) {
                     Ok(r) => r,
                     Err(e) => {
                         eprintln!("zurg: {e}");
@@ -311,8 +314,8 @@ fn all_hosts(cmd: &ClientCmd, s: &mut Session) -> i32 {
                 let slot = usize::try_from(id).ok().and_then(|i| answers.get_mut(i));
                 if let Some(slot @ None) = slot {
                     let assembled = match broken.remove(&id) {
-                        Some(e) => Err(e),
-                        None => assembled(&mut assembly, id, result),
+                        Some(e) if ok => Err(e),
+                        _ => assembled(&mut assembly, id, ok, result),
                     };
                     *slot = Some(match assembled {
                         Ok(result) => reply_of(id, ok, result, error),
@@ -421,6 +424,25 @@ mod tests {
         let not_a_verb = os(&["--publisher", "--", "true"]);
         assert_eq!(hoist_options(not_a_verb.clone()).unwrap(), not_a_verb);
         assert!(hoist_options(os(&["--publisher"])).is_err());
+    }
+
+    #[test]
+    fn an_error_answer_after_some_parts_reports_the_error() {
+        let mut a = Assembly::default();
+        a.add(3, 0, false, "[1,").unwrap();
+        assert_eq!(assembled(&mut a, 3, false, None), Ok(None));
+        assert!(a.finish(3).is_none(), "the parts are dropped");
+        a.add(4, 0, true, "[1]").unwrap();
+        assert_eq!(
+            assembled(&mut a, 4, true, None),
+            Ok(Some(serde_json::json!([1])))
+        );
+        a.add(5, 0, false, "[1,").unwrap();
+        assert!(assembled(&mut a, 5, true, None).is_err());
+        assert_eq!(
+            assembled(&mut a, 6, true, Some(serde_json::json!(2))),
+            Ok(Some(serde_json::json!(2)))
+        );
     }
 
     #[test]
