@@ -691,20 +691,7 @@ fn wait_lock_free(ns: &Namespace, dir: &TempDir) {
 
 /// `zurg history --state DIR/state --json`, with no zurg running.
 fn all_records_offline(dir: &TempDir) -> Vec<Value> {
-    let state = dir.path().join("state");
-    let out = Command::new(BIN)
-        .args(["history", "--state", state.to_str().unwrap(), "--json"])
-        .env("ZURG_SOCKET", dir.path().join("nobody.sock"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["result"].as_array().unwrap().clone()
+    records_offline_and_warnings(dir).0
 }
 
 /// The peak resident memory of process `pid` so far (VmHWM), in KiB.

@@ -476,6 +476,17 @@ mod tests {
         }
     }
 
+    /// The answer that follows its parts.
+    fn without_result(id: u64) -> Frame {
+        Frame::Answer {
+            id,
+            ok: true,
+            result: None,
+            error: None,
+            host: None,
+        }
+    }
+
     fn run_id(run: &Frame) -> u64 {
         match run {
             Frame::Run { id, .. } => *id,
@@ -503,13 +514,7 @@ mod tests {
             r.part("h", part(id, 1, true, "]")),
             PartOutcome::Relay { .. }
         ));
-        let answer = Frame::Answer {
-            id,
-            ok: true,
-            result: None,
-            error: None,
-            host: None,
-        };
+        let answer = without_result(id);
         let done = r.answer("h", answer).unwrap();
         assert!(matches!(
             done.frame,
@@ -546,13 +551,7 @@ mod tests {
         // An answer before the last part is an error, not a short result.
         let id = run_id(&r.start(4, 43, "h", status(), true, 0).unwrap());
         let _ = r.part("h", part(id, 0, false, "["));
-        let answer = Frame::Answer {
-            id,
-            ok: true,
-            result: None,
-            error: None,
-            host: None,
-        };
+        let answer = without_result(id);
         let done = r.answer("h", answer).unwrap();
         assert_eq!(code(&done.frame), Some(ErrorCode::Failed));
 
