@@ -585,6 +585,24 @@ fn all_records(dir: &TempDir) -> Vec<Value> {
     json(dir, &["history"]).as_array().unwrap().clone()
 }
 
+/// Waits until only the namespace's init is left: a child the killed zurg
+/// forked but that had not yet exec'd still holds the control socket, and
+/// the next zurg would find it listening.
+fn wait_strays_gone(ns: &Namespace) {
+    let others = || -> Vec<String> {
+        ns.processes()
+            .into_iter()
+            .map(common::cmdline)
+            .filter(|c| c != "sleep 1000000")
+            .collect()
+    };
+    let t = Instant::now();
+    while !others().is_empty() {
+        assert!(t.elapsed() < DEADLINE, "still running: {:?}", others());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn a_zurg_killed_mid_write_keeps_history_up_to_the_torn_record_and_appends_after_it() {
     let ns = Namespace::new();
@@ -612,6 +630,7 @@ fn a_zurg_killed_mid_write_keeps_history_up_to_the_torn_record_and_appends_after
         // Its threads gone too, so its lock is free.
         eventually("the killed zurg gone", || common::state(killed).is_none());
         wait_lock_free(&ns, &dir);
+        wait_strays_gone(&ns);
 
         // What the killed zurg left: everything listed before the kill, in
         // order. SIGKILL cannot tear a record (each is one write(2), which
@@ -804,20 +823,7 @@ fn a_zurg_killed_again_and_again_while_its_journal_rotates_every_few_records_los
         z.wait_exit();
         drop(z);
         wait_lock_free(&ns, &dir);
-        // A child forked but not yet exec'd still holds the control
-        // socket, and the next zurg would find it listening.
-        let t = Instant::now();
-        let others = || -> Vec<String> {
-            ns.processes()
-                .into_iter()
-                .map(common::cmdline)
-                .filter(|c| c != "sleep 1000000")
-                .collect()
-        };
-        while !others().is_empty() {
-            assert!(t.elapsed() < DEADLINE, "still running: {:?}", others());
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_strays_gone(&ns);
 
         let (left, warnings) = records_offline_and_warnings(&dir);
         assert!(!left.is_empty(), "round {round}");
