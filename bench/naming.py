@@ -262,6 +262,37 @@ class Page:
             if v.get("id") == self.id:
                 return v["result"]
 
+    def cpu_ticks(self):
+        """CPU time (clock ticks) used so far by Chromium's processes."""
+        children, ticks = {}, {}
+        for p in os.listdir("/proc"):
+            if not p.isdigit():
+                continue
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(p))
+            ticks[int(p)] = int(fields[11]) + int(fields[12])
+        total, todo = 0, [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            total += ticks.get(pid, 0)
+            todo += children.get(pid, [])
+        return total
+
+    def wait_idle(self):
+        """Waits until Chromium has done its start-up work (about a second
+        of CPU in its first seconds, other tabs of its own included): a
+        user's page has been open a while, and the first deaths would
+        otherwise share the two cores with it."""
+        def idle():
+            before = self.cpu_ticks()
+            time.sleep(0.25)
+            return self.cpu_ticks() - before <= 2
+        wait_for("Chromium to go idle", idle, 60, 0)
+
     def browser_call(self, method, params=None):
         """A call to the browser itself rather than the page (Tracing)."""
         session, self.session = self.session, None
@@ -324,6 +355,7 @@ def death_to_watch(n, etcd_url=None, restart="always", page=False):
             browser = Page(f"http://{http}/", trace="--trace" in sys.argv or bool(TRACE_FILE))
             wait_for("the page", lambda: browser.eval("document.querySelectorAll('tr.svc').length") == n, 60)
             browser.eval(Page.OBSERVE)
+            browser.wait_idle()
             sse = SseReader(http)
         watch = subprocess.Popen([ZURG, "resolve", "--all", "--watch", "--json", "--publisher", addr],
                                  stdout=subprocess.PIPE, text=True, bufsize=1)
