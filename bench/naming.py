@@ -202,8 +202,15 @@ class Page:
         const t = performance.timeOrigin + performance.now();
         const removed = gpids(records.flatMap((r) => [...r.removedNodes]));
         const added = gpids(records.flatMap((r) => [...r.addedNodes]));
+        // A row redrawn in place: its data-gpids changed.
+        for (const r of records) {
+          if (r.type !== 'attributes') continue;
+          for (const g of (r.oldValue || '').split(' ')) if (g) removed.add(g);
+          for (const g of r.target.dataset.gpids.split(' ')) if (g) added.add(g);
+        }
         for (const g of removed) if (!added.has(g) && !(g in window.__gone)) window.__gone[g] = t;
-      }).observe(document.getElementById('hosts'), { childList: true, subtree: true });
+      }).observe(document.getElementById('hosts'), { childList: true, subtree: true,
+        attributes: true, attributeFilter: ['data-gpids'], attributeOldValue: true });
       return true;
     })()'''
 

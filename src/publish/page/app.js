@@ -121,10 +121,13 @@ function rowHtml(z, ip, name, eps, stat, now) {
   const gpids = eps.map((e) => e.gpid).join(' ');
   const exit = exitText(last);
   let html = `<tr role="row" class="${cls.join(' ')}" data-host="${esc(z)}" data-ip="${esc(ip)}" data-service="${esc(name)}" data-gpids="${esc(gpids)}" data-exit="${esc(exit)}" data-restarts="${stat ? stat.restarts : 0}">`;
-  html += `<td role="cell" class="svc">${esc(name)}</td>`;
-  html += `<td role="cell" class="ep">${eps.length ? eps.map((e) => esc(e.ip + ':' + e.port)).join('<br>') : '—'}</td>`;
-  html += `<td role="cell">${eps.length ? eps.map((e) => esc(e.version || '—')).join('<br>') : '—'}</td>`;
-  html += `<td role="cell" class="gpid">${eps.length ? eps.map((e) => esc(e.gpid)).join('<br>') : 'not running'}</td>`;
+  // Columns have fixed widths (style.css): a cell cut short shows itself
+  // whole on hover.
+  const cell = (cls, lines, none) => `<td role="cell"${cls ? ` class="${cls}"` : ''} title="${esc(lines.join('\n'))}">${lines.length ? lines.map(esc).join('<br>') : none}</td>`;
+  html += cell('svc', [name], '');
+  html += cell('ep', eps.map((e) => e.ip + ':' + e.port), '—');
+  html += cell('', eps.map((e) => e.version || '—'), '—');
+  html += cell('gpid', eps.map((e) => e.gpid), 'not running');
   html += `<td role="cell">${eps.length ? eps.map((e) => `<span data-since="${e.since_us}">${ago(now - e.since_us)}</span>`).join('<br>') : '—'}</td>`;
   html += `<td role="cell" class="num">${stat ? stat.restarts : 0}</td>`;
   html += `<td role="cell" class="exit">${last ? `${esc(exit)} <span class="when" data-at="${last.time_us}">${ago(now - last.time_us)} ago</span>` : '—'}</td>`;
@@ -143,8 +146,11 @@ function renderRow(host, service) {
   const body = document.createElement('tbody');
   body.innerHTML = rowHtml(host, row.dataset.ip, service, eps, stat, nowUs());
   const fresh = body.firstElementChild;
-  row.replaceWith(fresh);
-  rowEls.set(key, fresh);
+  // The row element stays and takes the new one's attributes and cells: a
+  // new element would start with its content-visibility undetermined and
+  // cost the frame a second layout pass.
+  for (const a of fresh.attributes) row.setAttribute(a.name, a.value);
+  row.replaceChildren(...fresh.childNodes);
 }
 
 // The clock moves uptimes and "ago"s: their text is updated in place, and
