@@ -15,23 +15,36 @@ With --page the publisher also serves its status page (--http), headless
 Chromium (driven over DevTools on a pipe) shows it, and each death is timed
 a second way: kill(2) to the page's DOM no longer listing the GPID (a
 MutationObserver stamps the wall clock), beside the watch, in the same run.
+Add --trace to split the page's figure at Chromium's own stamps (DevTools
+Network domain: the renderer has the bytes, the EventSource dispatches, the
+DOM changes), and TRACE_FILE=F to also record a Chromium trace of the kills
+into F with a summary of the page's main thread (both slow the page down a
+little; compare ratios from runs without them).
 
 Restart latency is zurg's own exit-to-start time from its event stream, so
 it is comparable across runs without counting the benchmark's own work.
 """
 
+import bisect
 import json
 import os
+import queue
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZURG = os.environ.get("ZURG", os.path.join(ROOT, "target/release/zurg"))
+# --page only: a Chromium trace of the kills, written here (chrome://tracing
+# or ui.perfetto.dev open it).
+TRACE_FILE = os.environ.get("TRACE_FILE")
+TRACE_CATEGORIES = ("devtools.timeline,toplevel,loading,net,mojom,"
+                    "disabled-by-default-devtools.timeline")
 
 
 def free_port():
@@ -189,25 +202,58 @@ class Page:
         const t = performance.timeOrigin + performance.now();
         const removed = gpids(records.flatMap((r) => [...r.removedNodes]));
         const added = gpids(records.flatMap((r) => [...r.addedNodes]));
+        // A row redrawn in place: its data-gpids changed.
+        for (const r of records) {
+          if (r.type !== 'attributes') continue;
+          for (const g of (r.oldValue || '').split(' ')) if (g) removed.add(g);
+          for (const g of r.target.dataset.gpids.split(' ')) if (g) added.add(g);
+        }
         for (const g of removed) if (!added.has(g) && !(g in window.__gone)) window.__gone[g] = t;
-      }).observe(document.getElementById('hosts'), { childList: true, subtree: true });
+      }).observe(document.getElementById('hosts'), { childList: true, subtree: true,
+        attributes: true, attributeFilter: ['data-gpids'], attributeOldValue: true });
       return true;
     })()'''
 
-    def __init__(self, url):
+    def __init__(self, url, trace=False):
         self.profile = tempfile.mkdtemp(prefix="zurg-chromium-")
         self.proc = subprocess.Popen(
             ["sh", "-c", "exec chromium --headless=new --no-sandbox --disable-gpu "
              "--disable-dev-shm-usage --no-first-run --remote-debugging-pipe "
              "--disable-renderer-backgrounding --disable-background-timer-throttling "
              "--disable-backgrounding-occluded-windows "
-             f"--user-data-dir={self.profile} '{url}' 3<&0 4>&1 0</dev/null 1>/dev/null 2>/dev/null"],
+             f"--user-data-dir={self.profile} about:blank 3<&0 4>&1 0</dev/null 1>/dev/null 2>/dev/null"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self.buf, self.id, self.session = b"", 0, None
+        self.id, self.session = 0, None
+        # Answers by id, and DevTools events (no id) once `record` is set.
+        # A thread drains the pipe: Chromium must never block writing
+        # events (one per change with the Network domain on).
+        self.answers, self.record, self.events = queue.Queue(), False, []
+        threading.Thread(target=self.read, daemon=True).start()
         page = wait_for("a tab", lambda: next((t["targetId"] for t in self.call(
             "Target.getTargets")["targetInfos"] if t["type"] == "page"), None))
         self.session = self.call("Target.attachToTarget",
                                  {"targetId": page, "flatten": True})["sessionId"]
+        if trace:
+            # Before the page loads, so its stream's request is known.
+            self.record = True
+            self.call("Network.enable")
+        self.call("Page.navigate", {"url": url})
+
+    def read(self):
+        buf = b""
+        while True:
+            chunk = os.read(self.proc.stdout.fileno(), 1 << 16)
+            if not chunk:
+                self.answers.put(None)
+                return
+            buf += chunk
+            while b"\0" in buf:
+                raw, buf = buf.split(b"\0", 1)
+                v = json.loads(raw)
+                if "id" in v:
+                    self.answers.put(v)
+                elif self.record and "method" in v:
+                    self.events.append(v)
 
     def call(self, method, params=None):
         self.id += 1
@@ -217,15 +263,50 @@ class Page:
         self.proc.stdin.write(json.dumps(msg).encode() + b"\0")
         self.proc.stdin.flush()
         while True:
-            while b"\0" in self.buf:
-                raw, self.buf = self.buf.split(b"\0", 1)
-                v = json.loads(raw)
-                if v.get("id") == self.id:
-                    return v["result"]
-            chunk = os.read(self.proc.stdout.fileno(), 1 << 16)
-            if not chunk:
+            v = self.answers.get(timeout=60)
+            if v is None:
                 raise SystemExit("chromium exited")
-            self.buf += chunk
+            if v.get("id") == self.id:
+                return v["result"]
+
+    def cpu_ticks(self):
+        """CPU time (clock ticks) used so far by Chromium's processes."""
+        children, ticks = {}, {}
+        for p in os.listdir("/proc"):
+            if not p.isdigit():
+                continue
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(p))
+            ticks[int(p)] = int(fields[11]) + int(fields[12])
+        total, todo = 0, [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            total += ticks.get(pid, 0)
+            todo += children.get(pid, [])
+        return total
+
+    def wait_idle(self):
+        """Waits until Chromium has done its start-up work (about a second
+        of CPU in its first seconds, other tabs of its own included): a
+        user's page has been open a while, and the first deaths would
+        otherwise share the two cores with it."""
+        def idle():
+            before = self.cpu_ticks()
+            time.sleep(0.25)
+            return self.cpu_ticks() - before <= 2
+        wait_for("Chromium to go idle", idle, 60, 0)
+
+    def browser_call(self, method, params=None):
+        """A call to the browser itself rather than the page (Tracing)."""
+        session, self.session = self.session, None
+        try:
+            return self.call(method, params)
+        finally:
+            self.session = session
 
     def eval(self, expr):
         return self.call("Runtime.evaluate", {"expression": expr, "returnByValue": True})["result"].get("value")
@@ -242,7 +323,6 @@ class SseReader:
     page's figure from Chromium's."""
 
     def __init__(self, http):
-        import threading
         host, port = http.rsplit(":", 1)
         self.sock = socket.create_connection((host, int(port)))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -279,9 +359,10 @@ def death_to_watch(n, etcd_url=None, restart="always", page=False):
             [ZURG, "resolve", "--all", "--json", "--publisher", addr],
             capture_output=True, text=True).stdout or "{}").get("services", {}).__len__() == n, 60)
         if page:
-            browser = Page(f"http://{http}/")
+            browser = Page(f"http://{http}/", trace="--trace" in sys.argv or bool(TRACE_FILE))
             wait_for("the page", lambda: browser.eval("document.querySelectorAll('tr.svc').length") == n, 60)
             browser.eval(Page.OBSERVE)
+            browser.wait_idle()
             sse = SseReader(http)
         watch = subprocess.Popen([ZURG, "resolve", "--all", "--watch", "--json", "--publisher", addr],
                                  stdout=subprocess.PIPE, text=True, bufsize=1)
@@ -313,14 +394,27 @@ def death_to_watch(n, etcd_url=None, restart="always", page=False):
                     settled(int(v["endpoint"]["gpid"].rsplit(":", 1)[1]))
                     return
 
+        if page and TRACE_FILE:
+            browser.browser_call("Tracing.start", {"categories": TRACE_CATEGORIES,
+                                                   "transferMode": "ReportEvents"})
         run.kill_each(measure)
+        if page and TRACE_FILE:
+            browser.browser_call("Tracing.end")
+            wait_for("the trace", lambda: any(e["method"] == "Tracing.tracingComplete"
+                                              for e in browser.events), 60)
+            trace = [x for e in browser.events if e["method"] == "Tracing.dataCollected"
+                     for x in e["params"]["value"]]
+            with open(TRACE_FILE, "w") as f:
+                json.dump({"traceEvents": trace}, f)
+            print(renderer_summary(trace))
         watch.kill()
         if page:
             gone = browser.eval("JSON.stringify(window.__gone)")
             gone = json.loads(gone)
             shown = [gone[g] * 1000 - killed_at for g, killed_at, _, _ in stamps if g in gone]
             streamed = [sse.seen[g] - killed_at for g, killed_at, _, _ in stamps if g in sse.seen]
-            return latencies, stages(run, stamps), shown, streamed
+            inside = page_stages(browser.events, stamps, gone, sse.seen) if browser.record else ""
+            return latencies, stages(run, stamps), shown, streamed, inside
         return latencies, stages(run, stamps)
     finally:
         if browser:
@@ -329,6 +423,84 @@ def death_to_watch(n, etcd_url=None, restart="always", page=False):
             run.stop()
         pub.kill()
         pub.wait()
+
+
+def page_stages(events, stamps, gone, plain):
+    """With --trace: each death's way through Chromium, from the DevTools
+    Network domain's stamps (CLOCK_MONOTONIC, as perf_counter here): the
+    renderer has the bytes (dataReceived; against the plain client of the
+    same stream, this is what Chromium's network process and the renderer's
+    busy main thread add), the EventSource dispatches the message
+    (eventSourceMessageReceived), the DOM changed."""
+    wall_off = time.time() * 1e6 - time.perf_counter() * 1e6
+    stream = next((e["params"]["requestId"] for e in events
+                   if e["method"] == "Network.requestWillBeSent"
+                   and e["params"]["request"]["url"].endswith("/events")), None)
+    received, dispatched = [], {}
+    for e in events:
+        p = e["params"]
+        if p.get("requestId") != stream:
+            continue
+        at = p.get("timestamp", 0) * 1e6 + wall_off
+        if e["method"] == "Network.dataReceived":
+            received.append(at)
+        elif e["method"] == "Network.eventSourceMessageReceived" and p["eventName"] == "change":
+            v = json.loads(p["data"])
+            if v["change"] == "down":
+                dispatched.setdefault(v["endpoint"]["gpid"], at)
+    received.sort()
+    hops = {"kill -> renderer has the bytes": [], "plain client -> renderer": [],
+            "bytes -> handler": [], "handler -> DOM": []}
+    for gpid, killed_at, _, _ in stamps:
+        if gpid not in dispatched or gpid not in gone:
+            continue
+        at = dispatched[gpid]
+        # The last read at or before the dispatch carried the message.
+        i = bisect.bisect_right(received, at + 1)
+        if i == 0:
+            continue
+        got = received[i - 1]
+        hops["kill -> renderer has the bytes"].append(got - killed_at)
+        if gpid in plain:
+            hops["plain client -> renderer"].append(got - plain[gpid])
+        hops["bytes -> handler"].append(at - got)
+        hops["handler -> DOM"].append(gone[gpid] * 1000 - at)
+    return "; ".join(f"{k} p50 {pct(v, 50):.0f} p99 {pct(v, 99):.0f}"
+                     for k, v in hops.items() if v)
+
+
+def renderer_summary(trace):
+    """From a Chromium trace: how busy the page's renderer main thread was
+    during the kills, and what its frames (tasks that commit a frame to
+    the compositor) cost. A change that arrives during a frame waits for
+    it."""
+    renderers = {e["pid"] for e in trace if e.get("ph") == "M" and e["name"] == "process_name"
+                 and e["args"]["name"] == "Renderer"}
+    # Headless Chromium runs other renderers of its own; the page's is the
+    # one that parses the rows' HTML.
+    counts = {}
+    for e in trace:
+        if e["name"] == "ParseHTML" and e["pid"] in renderers:
+            counts[e["pid"]] = counts.get(e["pid"], 0) + 1
+    if not counts:
+        return "  ... trace: no page renderer found"
+    pid = max(counts, key=counts.get)
+    main = [e for e in trace if e["pid"] == pid and e.get("tid") == pid and e.get("ph") == "X"]
+    tasks = sorted((e for e in main if e["name"] == "ThreadControllerImpl::RunTask"),
+                   key=lambda e: e["ts"])
+    starts = [t["ts"] for t in tasks]
+    frames = []
+    for e in main:
+        if e["name"] == "Commit":
+            i = bisect.bisect_right(starts, e["ts"]) - 1
+            if i >= 0:
+                frames.append(tasks[i].get("dur", 0))
+    busy = sum(t.get("dur", 0) for t in tasks)
+    span = max(1, tasks[-1]["ts"] - tasks[0]["ts"]) if tasks else 1
+    out = f"  ... trace: renderer main thread busy {busy * 100 / span:.0f}% of {span / 1e6:.1f} s"
+    if frames:
+        out += f"; {len(frames)} frames, p50 {pct(frames, 50)} p99 {pct(frames, 99)} µs each"
+    return out
 
 
 def stages(run, stamps):
@@ -465,11 +637,13 @@ def main():
     if "--page" in sys.argv:
         # Only the page against the watch, in one run: the rest is the
         # default benchmark's.
-        lat, hops, shown, streamed = death_to_watch(n, page=True)
+        lat, hops, shown, streamed, inside = death_to_watch(n, page=True)
         print(f"death -> resolve --watch, beside the page: p50 {pct(lat, 50):.0f}  p99 {pct(lat, 99):.0f}  max {max(lat):.0f}")
         print(f"  ... by hop: {hops}")
         print(f"death -> /events read by a plain client: p50 {pct(streamed, 50):.0f}  p99 {pct(streamed, 99):.0f}  max {max(streamed):.0f}  (n={len(streamed)})")
         print(f"death -> status page DOM (Chromium):   p50 {pct(shown, 50):.0f}  p99 {pct(shown, 99):.0f}  max {max(shown):.0f}  (n={len(shown)})")
+        if inside:
+            print(f"  ... inside Chromium: {inside}")
         print(f"  ... ratio page / watch: p50 {pct(shown, 50) / pct(lat, 50):.2f}  p99 {pct(shown, 99) / pct(lat, 99):.2f}")
         return
     floor = kill_floor(min(n, 300))

@@ -52,6 +52,15 @@ const ROWS: &str = "JSON.stringify([...document.querySelectorAll('tr.svc')].map(
     restarts: r.querySelector('td.num').textContent,
     recent: r.classList.contains('recent')})))";
 
+/// Per table, the left edges of the header's cells and of each row's cells
+/// that do not sit under them.
+const MISALIGNED: &str = "JSON.stringify([...document.querySelectorAll('table')].flatMap(t => {
+    const lefts = (r) => [...r.children].map(c => Math.round(c.getBoundingClientRect().left));
+    const head = JSON.stringify(lefts(t.querySelector('thead tr')));
+    return [...t.querySelectorAll('tr.svc')].map(lefts).filter(l => JSON.stringify(l) !== head)
+        .map(l => ({ head, row: l }));
+}))";
+
 fn row(b: &mut Browser, ip: &str, service: &str) -> Option<Value> {
     let rows: Vec<Value> = serde_json::from_str(b.eval(ROWS).as_str()?).ok()?;
     rows.into_iter()
@@ -121,6 +130,9 @@ fn the_page_in_a_browser_follows_a_kill_on_host_2_within_a_second() {
     let other = row(&mut b, &ip1, "web").unwrap();
     assert_eq!(other["gpid"], first.as_str(), "{other}");
     assert_eq!(other["recent"], false, "{other}");
+    // Each row is a grid of its own (so that a change lays out one row,
+    // not the table): the columns must still line up under the header.
+    assert_eq!(b.eval(MISALIGNED), "[]", "rows whose columns are off");
 }
 
 /// One HTTP exchange on a fresh connection: status, head, body.

@@ -3,6 +3,7 @@
 // `zurg resolve --watch` follows). Plain JS, no framework, no build step.
 'use strict';
 
+const COLUMNS = ['Service', 'Endpoint', 'Version', 'GPID', 'Uptime', 'Restarts', 'Last exit', 'Restarts, last hour'];
 const RECENT_US = 5 * 60 * 1e6;   // a death this recent stands out
 const HOUR_US = 3600 * 1e6;
 // eps: service\ngpid -> endpoint; bySlot: host\nservice -> gpid -> endpoint.
@@ -119,15 +120,18 @@ function rowHtml(z, ip, name, eps, stat, now) {
   if (!eps.length) cls.push('down');
   const gpids = eps.map((e) => e.gpid).join(' ');
   const exit = exitText(last);
-  let html = `<tr class="${cls.join(' ')}" data-host="${esc(z)}" data-ip="${esc(ip)}" data-service="${esc(name)}" data-gpids="${esc(gpids)}" data-exit="${esc(exit)}" data-restarts="${stat ? stat.restarts : 0}">`;
-  html += `<td class="svc">${esc(name)}</td>`;
-  html += `<td class="ep">${eps.length ? eps.map((e) => esc(e.ip + ':' + e.port)).join('<br>') : '—'}</td>`;
-  html += `<td>${eps.length ? eps.map((e) => esc(e.version || '—')).join('<br>') : '—'}</td>`;
-  html += `<td class="gpid">${eps.length ? eps.map((e) => esc(e.gpid)).join('<br>') : 'not running'}</td>`;
-  html += `<td>${eps.length ? eps.map((e) => `<span data-since="${e.since_us}">${ago(now - e.since_us)}</span>`).join('<br>') : '—'}</td>`;
-  html += `<td class="num">${stat ? stat.restarts : 0}</td>`;
-  html += `<td class="exit">${last ? `${esc(exit)} <span class="when" data-at="${last.time_us}">${ago(now - last.time_us)} ago</span>` : '—'}</td>`;
-  html += `<td>${spark(stat)}</td></tr>`;
+  let html = `<tr role="row" class="${cls.join(' ')}" data-host="${esc(z)}" data-ip="${esc(ip)}" data-service="${esc(name)}" data-gpids="${esc(gpids)}" data-exit="${esc(exit)}" data-restarts="${stat ? stat.restarts : 0}">`;
+  // Columns have fixed widths (style.css): a cell cut short shows itself
+  // whole on hover.
+  const cell = (cls, lines, none) => `<td role="cell"${cls ? ` class="${cls}"` : ''} title="${esc(lines.join('\n'))}">${lines.length ? lines.map(esc).join('<br>') : none}</td>`;
+  html += cell('svc', [name], '');
+  html += cell('ep', eps.map((e) => e.ip + ':' + e.port), '—');
+  html += cell('', eps.map((e) => e.version || '—'), '—');
+  html += cell('gpid', eps.map((e) => e.gpid), 'not running');
+  html += `<td role="cell">${eps.length ? eps.map((e) => `<span data-since="${e.since_us}">${ago(now - e.since_us)}</span>`).join('<br>') : '—'}</td>`;
+  html += `<td role="cell" class="num">${stat ? stat.restarts : 0}</td>`;
+  html += `<td role="cell" class="exit">${last ? `${esc(exit)} <span class="when" data-at="${last.time_us}">${ago(now - last.time_us)} ago</span>` : '—'}</td>`;
+  html += `<td role="cell">${spark(stat)}</td></tr>`;
   return html;
 }
 
@@ -142,8 +146,11 @@ function renderRow(host, service) {
   const body = document.createElement('tbody');
   body.innerHTML = rowHtml(host, row.dataset.ip, service, eps, stat, nowUs());
   const fresh = body.firstElementChild;
-  row.replaceWith(fresh);
-  rowEls.set(key, fresh);
+  // The row element stays and takes the new one's attributes and cells: a
+  // new element would start with its content-visibility undetermined and
+  // cost the frame a second layout pass.
+  for (const a of fresh.attributes) row.setAttribute(a.name, a.value);
+  row.replaceChildren(...fresh.childNodes);
 }
 
 // The clock moves uptimes and "ago"s: their text is updated in place, and
@@ -187,7 +194,11 @@ function render() {
     html += `<section class="host${h ? '' : ' gone'}" data-host="${esc(z)}" data-ip="${esc(ip)}">`;
     html += `<h2>${esc(h ? (h.hostname || h.ip) : ip || z)} ${badge}<span class="meta">${esc(ip)} · zurg ${esc(z)}${h ? ' · seq ' + h.seq : ''}</span></h2>`;
     if (!services.length) { html += '<p class="empty pad">No services published.</p></section>'; continue; }
-    html += '<table><thead><tr><th>Service</th><th>Endpoint</th><th>Version</th><th>GPID</th><th>Uptime</th><th>Restarts</th><th>Last exit</th><th>Restarts, last hour</th></tr></thead><tbody>';
+    // Rows are grids (style.css), so the roles keep the table's meaning
+    // for screen readers.
+    html += '<table role="table"><thead role="rowgroup"><tr role="row">'
+      + COLUMNS.map((c) => `<th role="columnheader">${c}</th>`).join('')
+      + '</tr></thead><tbody role="rowgroup">';
     for (const [name, { eps, stat }] of services) {
       nEps += eps.length;
       const last = stat && stat.last_exit;
