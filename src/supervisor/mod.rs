@@ -238,8 +238,9 @@ pub struct Supervisor {
     upgrades: Vec<upgrade::PendingUpgrade>,
     /// Watches the binaries of running services.
     inotify: Option<Inotify>,
-    /// How many running services share each inotify watch.
-    watch_users: HashMap<i32, usize>,
+    /// How many running services share each inotify watch, and the
+    /// inode it watches.
+    watch_users: HashMap<i32, (usize, u64)>,
     /// Pushes lifecycle events to a publisher (`--publish`).
     forwarder: Option<crate::publish::forwarder::Forwarder>,
     /// When the Publish timer is armed for, if it is.

@@ -275,15 +275,26 @@ mod tests {
             tmp.join("link/"),
         ] {
             let (got, _) = checker.real_path(&path).unwrap();
-            assert_eq!(got, std::fs::canonicalize(&path).unwrap(), "{}", path.display());
+            assert_eq!(
+                got,
+                std::fs::canonicalize(&path).unwrap(),
+                "{}",
+                path.display()
+            );
         }
         assert!(checker.real_path(&real.join("missing.toml")).is_err());
         // A directory made writable by others after it was looked up counts
         // at the next load (a new checker), not in this one.
         let owners = [0, nix::unistd::geteuid().as_raw()];
-        assert_eq!(checker.check(&real.join("a.toml"), None, "unit file", &owners), Ok(()));
+        assert_eq!(
+            checker.check(&real.join("a.toml"), None, "unit file", &owners),
+            Ok(())
+        );
         std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o777)).unwrap();
-        assert_eq!(checker.check(&real.join("a.toml"), None, "unit file", &owners), Ok(()));
+        assert_eq!(
+            checker.check(&real.join("a.toml"), None, "unit file", &owners),
+            Ok(())
+        );
         let refused = Checker::default()
             .check(&tmp.join("link/a.toml"), None, "unit file", &owners)
             .unwrap_err();
