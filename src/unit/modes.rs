@@ -139,14 +139,16 @@ impl Checker {
         let (real, own) = self
             .real_path(path)
             .map_err(|e| refuse(path, Problem::Lookup(e)))?;
-        let meta = match (opened, own) {
-            (Some(m), _) => (m.uid(), m.mode(), m.is_dir()),
-            (None, Some(m)) => m,
-            (None, None) => std::fs::metadata(&real)
-                .map(|m| (m.uid(), m.mode(), m.is_dir()))
-                .map_err(|e| refuse(path, Problem::Lookup(e.to_string())))?,
+        let looked_up;
+        let meta = match (opened, &own) {
+            (Some(m), _) | (None, Some(m)) => m,
+            (None, None) => {
+                looked_up = std::fs::metadata(&real)
+                    .map_err(|e| refuse(path, Problem::Lookup(e.to_string())))?;
+                &looked_up
+            }
         };
-        if let Some(p) = judge(meta.0, meta.1, meta.2, owners) {
+        if let Some(p) = judge(meta.uid(), meta.mode(), meta.is_dir(), owners) {
             return Err(refuse(path, p));
         }
         for dir in real.ancestors().skip(1) {
@@ -167,10 +169,10 @@ impl Checker {
         Ok(())
     }
 
-    /// `path` with its symlinks resolved, and its own owner, mode and
-    /// whether it is a directory when it is not a symlink itself: then the
-    /// real path is its directory's (looked up once) joined with its name.
-    fn real_path(&mut self, path: &Path) -> Result<(PathBuf, Option<(u32, u32, bool)>), String> {
+    /// `path` with its symlinks resolved, and its own metadata when it is
+    /// not a symlink itself: then the real path is its directory's (looked
+    /// up once) joined with its name.
+    fn real_path(&mut self, path: &Path) -> Result<(PathBuf, Option<std::fs::Metadata>), String> {
         let canonical = |p: &Path| std::fs::canonicalize(p).map_err(|e| e.to_string());
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
             return Ok((canonical(path)?, None));
@@ -193,10 +195,7 @@ impl Checker {
             .entry(parent.to_path_buf())
             .or_insert_with(|| canonical(parent))
             .clone()?;
-        Ok((
-            real_parent.join(name),
-            Some((meta.uid(), meta.mode(), meta.is_dir())),
-        ))
+        Ok((real_parent.join(name), Some(meta)))
     }
 }
 
