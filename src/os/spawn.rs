@@ -688,7 +688,10 @@ impl FdSlots {
             }
         }
         a.unshare_from = self.end;
-        a.null_fd = self.null.as_raw_fd();
+        // Opened while zurg's fd 0, 1 or 2 was closed, it would be dup2'ed
+        // onto itself and keep its close-on-exec: the child opens its own.
+        let null = self.null.as_raw_fd();
+        a.null_fd = if null > 2 { null } else { -1 };
         Ok(Loaded(held))
     }
 
