@@ -20,6 +20,7 @@
 //! burst costs few system calls and a line still never interleaves with
 //! another writer's.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,6 +95,8 @@ struct Queue {
     /// When drops of services' lines were last reported (they are reported
     /// while they happen, as the stream may never be read again).
     reported_at: Option<Instant>,
+    /// Bytes queued under a `Held` without waking the writer yet.
+    unannounced: usize,
 }
 
 impl Queue {
@@ -174,6 +177,16 @@ impl Writer {
     fn lock(&self) -> MutexGuard<'_, Queue> {
         // A panic elsewhere while holding the lock leaves a usable queue.
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes the writer for what is queued, unless it is busy writing: it
+    /// looks at the queue again before it waits (a wake-up is a system
+    /// call even when nobody waits).
+    fn announce(&self, q: &mut Queue) {
+        q.unannounced = 0;
+        if !q.writing {
+            self.changed.notify_all();
+        }
     }
 
     fn run(&self) {
@@ -367,13 +380,61 @@ pub fn line(args: std::fmt::Arguments<'_>) {
     let buf = format_line(args);
     match writer() {
         Some(w) => {
+            let len = buf.len();
             let mut q = w.lock();
-            if q.push(buf, QUEUE_BYTES) {
-                w.changed.notify_all();
+            if !q.push(buf, QUEUE_BYTES) {
+                return;
             }
+            if HELD.with(Cell::get) > 0 {
+                q.unannounced = q.unannounced.saturating_add(len);
+                if q.unannounced < BATCH_BYTES {
+                    return;
+                }
+            }
+            w.announce(&mut q);
         }
         None => {
             let _ = std::io::stderr().write_all(&buf);
+        }
+    }
+}
+
+thread_local! {
+    /// How many `Held` guards this thread has alive.
+    static HELD: Cell<u32> = const { Cell::new(0) };
+}
+
+/// While alive, zurg's own lines logged on this thread wake the writer
+/// once a write's worth (`BATCH_BYTES`) has queued rather than at every
+/// line; dropping it wakes the writer for the rest. The event loop holds
+/// one per turn: starting 10,000 services logs 10,000 lines in one turn,
+/// and a wake-up per line is a context switch per line on a loaded
+/// machine. A line is thus written at the end of its turn at the latest.
+#[must_use]
+pub struct Held {
+    /// Per thread: the count it changes is this thread's.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+/// See `Held`.
+pub fn hold() -> Held {
+    HELD.with(|h| h.set(h.get().saturating_add(1)));
+    Held {
+        _not_send: std::marker::PhantomData,
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let outermost = HELD.with(|h| {
+            h.set(h.get().saturating_sub(1));
+            h.get() == 0
+        });
+        if let (true, Some(Some(w))) = (outermost, WRITER.get()) {
+            let mut q = w.lock();
+            if q.unannounced > 0 {
+                w.announce(&mut q);
+            }
         }
     }
 }
@@ -392,6 +453,8 @@ pub fn flush(within: Duration) {
 
 fn flush_one(w: &Writer, deadline: Instant) {
     let mut q = w.lock();
+    // Lines held back by a `Held` still alive on this thread.
+    w.announce(&mut q);
     while !(q.idle() || (w.service && q.written())) {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {

@@ -325,6 +325,9 @@ struct ChildArgs {
     pid_slots: Vec<(*mut u8, usize)>,
     cwd: *const libc::c_char,
     devnull: *const libc::c_char,
+    /// zurg's /dev/null, open for reading and writing, to dup2 for stdin
+    /// or an output set to null instead of opening it anew; -1 to open it.
+    null_fd: RawFd,
     new_session: bool,
     new_pgroup: bool,
     foreground: bool,
@@ -466,11 +469,15 @@ unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), (SpawnStep, i32)> {
         check_ret(libc::chdir(a.cwd), SpawnStep::Chdir)?;
     }
     if a.null_stdin {
-        let fd = libc::open(a.devnull, libc::O_RDONLY);
-        check_ret(fd, SpawnStep::Stdin)?;
-        if fd != 0 {
-            check_ret(libc::dup2(fd, 0), SpawnStep::Stdin)?;
-            libc::close(fd);
+        if a.null_fd >= 0 {
+            check_ret(libc::dup2(a.null_fd, 0), SpawnStep::Stdin)?;
+        } else {
+            let fd = libc::open(a.devnull, libc::O_RDONLY);
+            check_ret(fd, SpawnStep::Stdin)?;
+            if fd != 0 {
+                check_ret(libc::dup2(fd, 0), SpawnStep::Stdin)?;
+                libc::close(fd);
+            }
         }
     }
     // Before fd 3 is set: dup2 leaves fds 1 and 2 without close-on-exec,
@@ -478,6 +485,8 @@ unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), (SpawnStep, i32)> {
     for (target, (&fd, &null)) in [1, 2].into_iter().zip(a.out_fds.iter().zip(&a.out_null)) {
         if fd >= 0 {
             check_ret(libc::dup2(fd, target), SpawnStep::Output)?;
+        } else if null && a.null_fd >= 0 {
+            check_ret(libc::dup2(a.null_fd, target), SpawnStep::Output)?;
         } else if null {
             let fd = libc::open(a.devnull, libc::O_WRONLY | libc::O_CLOEXEC);
             check_ret(fd, SpawnStep::Output)?;
@@ -604,18 +613,25 @@ const SLOTS: usize = 6;
 /// child's steps that fill fds 0 to 3 leave them alone.
 #[derive(Debug)]
 struct FdSlots {
+    /// /dev/null, read-write: what the slots hold between spawns, and the
+    /// child's stdin (or fd 1, 2) where the unit says null, dup'ed rather
+    /// than opened at each spawn.
     null: OwnedFd,
     slots: [OwnedFd; SLOTS],
     /// One past the highest slot.
     end: RawFd,
 }
 
+/// Which of `FdSlots`' slots hold a child's file rather than /dev/null.
+#[derive(Debug)]
+struct Loaded([bool; SLOTS]);
+
 impl FdSlots {
     fn new() -> io::Result<FdSlots> {
         use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
         let null = open(
             "/dev/null",
-            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            OFlag::O_RDWR | OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         )?;
         let slot = || -> io::Result<OwnedFd> {
@@ -624,7 +640,13 @@ impl FdSlots {
             Ok(unsafe { OwnedFd::from_raw_fd(fd) })
         };
         let slots = [slot()?, slot()?, slot()?, slot()?, slot()?, slot()?];
-        let end = slots.iter().map(|s| s.as_raw_fd()).max().unwrap_or(0) + 1;
+        let end = slots
+            .iter()
+            .chain([&null])
+            .map(|s| s.as_raw_fd())
+            .max()
+            .unwrap_or(0)
+            + 1;
         Ok(FdSlots { null, slots, end })
     }
 
@@ -641,8 +663,8 @@ impl FdSlots {
     }
 
     /// Points the child's descriptors in `args` at slots; on an error
-    /// `args` is left as it was.
-    fn load_args(&self, a: &mut ChildArgs) -> io::Result<()> {
+    /// `args` is left as it was. Returns which slots now hold a file.
+    fn load_args(&self, a: &mut ChildArgs) -> io::Result<Loaded> {
         let [stdout, stderr] = &mut a.out_fds;
         let fds: [&mut RawFd; SLOTS] = [
             &mut a.exec_fd,
@@ -653,9 +675,11 @@ impl FdSlots {
             &mut a.cgroup_procs,
         ];
         let mut loaded = [-1; SLOTS];
-        for ((i, fd), slot) in fds.iter().enumerate().zip(&mut loaded) {
+        let mut held = [false; SLOTS];
+        for (((i, fd), slot), held) in fds.iter().enumerate().zip(&mut loaded).zip(&mut held) {
             if **fd >= 0 {
                 *slot = self.load(i, **fd)?;
+                *held = true;
             }
         }
         for (fd, slot) in fds.into_iter().zip(loaded) {
@@ -664,13 +688,18 @@ impl FdSlots {
             }
         }
         a.unshare_from = self.end;
-        Ok(())
+        // Opened while zurg's fd 0, 1 or 2 was closed, it would be dup2'ed
+        // onto itself and keep its close-on-exec: the child opens its own.
+        let null = self.null.as_raw_fd();
+        a.null_fd = if null > 2 { null } else { -1 };
+        Ok(Loaded(held))
     }
 
     /// Back to /dev/null, so zurg holds no extra reference to a child's
-    /// file (a pipe's write end would never see EOF).
-    fn clear(&self) {
-        for slot in &self.slots {
+    /// file (a pipe's write end would never see EOF). Only the slots
+    /// `loaded` holds: the others hold /dev/null already.
+    fn clear(&self, loaded: &Loaded) {
+        for (slot, _) in self.slots.iter().zip(loaded.0).filter(|(_, held)| *held) {
             // SAFETY: as in `load`.
             unsafe { libc::dup3(self.null.as_raw_fd(), slot.as_raw_fd(), libc::O_CLOEXEC) };
         }
@@ -839,6 +868,7 @@ impl Spawner {
             pid_slots,
             cwd: spec.cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
             devnull: c"/dev/null".as_ptr(),
+            null_fd: -1,
             new_session: spec.new_session,
             new_pgroup: spec.new_pgroup,
             foreground: spec.foreground,
@@ -885,21 +915,25 @@ impl Spawner {
         };
         let mut pidfd: libc::c_int = -1;
         let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
+        let mut loaded = None;
         if let Some(files) = &self.files {
             match files.load_args(&mut args) {
-                Ok(()) => flags |= libc::CLONE_FILES,
+                Ok(held) => {
+                    flags |= libc::CLONE_FILES;
+                    loaded = Some(held);
+                }
                 // A descriptor that cannot be dup'ed: the child copies the
                 // table as before and finds the same error itself.
-                Err(_) => files.clear(),
+                Err(_) => files.clear(&Loaded([true; SLOTS])),
             }
         }
         let into_cgroup = match spec.cgroup_dir {
             Some(dir) => self.spawn_into_cgroup(dir, flags, &mut args, &mut pidfd),
             None => None,
         };
-        let pid = loop {
+        let cloned = loop {
             if let Some(pid) = into_cgroup {
-                break pid;
+                break Ok(pid);
             }
             // SAFETY: the stack is CHILD_STACK bytes we own; it grows down, so
             // the child starts at its 16-byte aligned top. CLONE_VFORK
@@ -917,7 +951,7 @@ impl Spawner {
                 )
             };
             if pid != -1 {
-                break pid;
+                break Ok(pid);
             }
             let e = io::Error::last_os_error();
             // The pidfd is a convenience, not a need: out of descriptors
@@ -929,7 +963,7 @@ impl Spawner {
                     Some(libc::EMFILE | libc::ENFILE | libc::EINVAL)
                 );
             if !retry {
-                return Err(SpawnError::Clone {
+                break Err(SpawnError::Clone {
                     program: spec.program.to_string_lossy().into_owned(),
                     source: e,
                 });
@@ -937,11 +971,12 @@ impl Spawner {
             flags &= !libc::CLONE_PIDFD;
             pidfd = -1;
         };
-        if let Some(files) = &self.files {
-            if flags & libc::CLONE_FILES != 0 {
-                files.clear();
-            }
+        // Also after a failed clone: a slot left holding a readiness
+        // pipe's write end would keep its reader from ever seeing EOF.
+        if let (Some(files), Some(loaded)) = (&self.files, &loaded) {
+            files.clear(loaded);
         }
+        let pid = cloned?;
         if args.error != 0 {
             // The child has already exited: collect it here so the failure
             // is reported once, as an error, and never as an exit.

@@ -238,8 +238,9 @@ pub struct Supervisor {
     upgrades: Vec<upgrade::PendingUpgrade>,
     /// Watches the binaries of running services.
     inotify: Option<Inotify>,
-    /// How many running services share each inotify watch.
-    watch_users: HashMap<i32, usize>,
+    /// How many running services share each inotify watch, and the
+    /// inode it watches.
+    watch_users: HashMap<i32, (usize, u64)>,
     /// Pushes lifecycle events to a publisher (`--publish`).
     forwarder: Option<crate::publish::forwarder::Forwarder>,
     /// When the Publish timer is armed for, if it is.
@@ -917,9 +918,12 @@ impl Supervisor {
     /// Runs until shutdown completes; returns zurg's exit code.
     pub fn run(mut self) -> i32 {
         let mut work: VecDeque<(usize, Input)> = VecDeque::new();
+        // Log lines of a turn go to the writer in batches (`log::Held`).
+        let held = crate::log::hold();
         self.reload(&mut work);
         self.stop_leftovers();
         self.process(&mut work);
+        drop(held);
         // An essential service that could not even start has begun the
         // shutdown already, and nothing may come to wake the loop for it.
         if let Some(code) = self.advance_shutdown(&mut work) {
@@ -950,6 +954,7 @@ impl Supervisor {
                 crate::log!("event loop error: {e}");
                 continue;
             }
+            let _held = crate::log::hold();
             sigchld_from.clear();
             reaped.clear();
             for token in std::mem::take(&mut tokens) {

@@ -968,13 +968,19 @@ impl Supervisor {
     pub(super) fn watch_binary(&mut self, slot: usize, exec: &std::path::Path) {
         let Some(inotify) = &self.inotify else { return };
         let Ok(wd) = inotify.watch(exec) else { return };
-        let ino = std::fs::metadata(exec).map_or(0, |m| std::os::unix::fs::MetadataExt::ino(&m));
+        // A watch is one inode's: a watch in use already has its inode
+        // looked up (10,000 services of one program would otherwise stat
+        // it 10,000 times).
+        let ino = match self.watch_users.get(&wd) {
+            Some(&(_, ino)) => ino,
+            None => std::fs::metadata(exec).map_or(0, |m| std::os::unix::fs::MetadataExt::ino(&m)),
+        };
         if let Some(s) = self.slots.get_mut(slot) {
             if let Some((old, _)) = s.binary_watch.replace((wd, ino)) {
                 self.release_watch(old);
             }
         }
-        *self.watch_users.entry(wd).or_insert(0) += 1;
+        self.watch_users.entry(wd).or_insert((0, ino)).0 += 1;
     }
 
     pub(super) fn unwatch_binary(&mut self, slot: usize) {
@@ -984,7 +990,7 @@ impl Supervisor {
     }
 
     fn release_watch(&mut self, wd: i32) {
-        let users = self.watch_users.entry(wd).or_insert(1);
+        let (users, _) = self.watch_users.entry(wd).or_insert((1, 0));
         *users = users.saturating_sub(1);
         if *users == 0 {
             self.watch_users.remove(&wd);

@@ -125,13 +125,18 @@ pub fn read_accounts() -> Result<super::accounts::Accounts, String> {
     ))
 }
 
-fn read_unit(path: &Path, strict: bool) -> Result<String, UnitError> {
+/// `strict`: the strict modes rule applies, through this load's checker.
+fn read_unit(path: &Path, strict: Option<&mut modes::Checker>) -> Result<String, UnitError> {
     let (file, meta) = open_regular(path).map_err(|e| file_error(path, e.to_string()))?;
-    if strict {
-        modes::check(path, Some(&meta), "unit file", &[0])
+    if let Some(checker) = strict {
+        checker
+            .check(path, Some(&meta), "unit file", &[0])
             .map_err(|r| file_error(path, format!("{r}; skipped")))?;
     }
-    let mut bytes = Vec::new();
+    // Room for the whole file, so it takes one read (and one to see the
+    // end) rather than a series of growing ones.
+    let size = usize::try_from(meta.len().min(MAX_UNIT_FILE + 1)).unwrap_or(0);
+    let mut bytes = Vec::with_capacity(size.saturating_add(1));
     // A regular file that still would block (/proc/kmsg is one) fails
     // here with EAGAIN instead of waiting.
     let n = file
@@ -171,7 +176,13 @@ fn not_utf8(path: &Path, e: std::string::FromUtf8Error) -> UnitError {
 /// start fails, saying so); one that exists must be owned by root or the
 /// unit's user and not writable by group or others, nor any directory
 /// above it. A command found by $PATH is not judged.
-fn programs_refused(unit: &Unit, uid: Option<u32>, path: &Path, text: &str) -> Vec<UnitError> {
+fn programs_refused(
+    checker: &mut modes::Checker,
+    unit: &Unit,
+    uid: Option<u32>,
+    path: &Path,
+    text: &str,
+) -> Vec<UnitError> {
     fn first(cmd: &[String]) -> Option<&Path> {
         cmd.first().map(Path::new)
     }
@@ -204,7 +215,7 @@ fn programs_refused(unit: &Unit, uid: Option<u32>, path: &Path, text: &str) -> V
         if !file.is_absolute() || !file.exists() {
             continue;
         }
-        if let Err(r) = modes::check(file, None, what, &owners) {
+        if let Err(r) = checker.check(file, None, what, &owners) {
             errors.push(super::parse::value_error(path, text, key, r.to_string()));
         }
     }
@@ -272,8 +283,10 @@ pub fn load_dir_with(dir: &Path, strict: bool) -> LoadReport {
             return report;
         }
     };
+    // Directories looked up once per load (strict modes).
+    let mut checker = modes::Checker::default();
     if strict {
-        if let Err(r) = modes::check(dir, None, "units directory", &[0]) {
+        if let Err(r) = checker.check(dir, None, "units directory", &[0]) {
             report
                 .errors
                 .push(file_error(dir, format!("{r}; no unit is loaded from it")));
@@ -291,7 +304,7 @@ pub fn load_dir_with(dir: &Path, strict: bool) -> LoadReport {
                 .push(file_error(&path, "file name is not valid UTF-8".into()));
             continue;
         };
-        let text = match read_unit(&path, strict) {
+        let text = match read_unit(&path, strict.then_some(&mut checker)) {
             Ok(text) => text,
             Err(e) => {
                 report.errors.push(e);
@@ -325,7 +338,7 @@ pub fn load_dir_with(dir: &Path, strict: bool) -> LoadReport {
             }
         }
         if strict {
-            let errors = programs_refused(&unit, uid, &path, &text);
+            let errors = programs_refused(&mut checker, &unit, uid, &path, &text);
             if !errors.is_empty() {
                 report.errors.extend(errors);
                 continue;

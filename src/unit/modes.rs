@@ -18,7 +18,9 @@
 //! `reload`, by `zurg check`), on the worker thread once running; a mode
 //! changed later counts at the next load.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -101,30 +103,100 @@ pub fn check(
     what: &'static str,
     owners: &[u32],
 ) -> Result<(), Refusal> {
-    let refuse = |at: &Path, problem: Problem| Refusal {
-        path: at.to_path_buf(),
-        problem,
-        what,
-        of: (at != path).then(|| path.to_path_buf()),
-    };
-    let real =
-        std::fs::canonicalize(path).map_err(|e| refuse(path, Problem::Lookup(e.to_string())))?;
-    let meta = match opened {
-        Some(m) => m.clone(),
-        None => {
-            std::fs::metadata(&real).map_err(|e| refuse(path, Problem::Lookup(e.to_string())))?
+    Checker::default().check(path, opened, what, owners)
+}
+
+/// `check` for the many paths of one load. The real path of a file's
+/// directory and the owner and mode of each directory above it are looked
+/// up once per load, not once per file: 10,000 unit files in one directory
+/// naming one program would otherwise have the same directories looked up
+/// 20,000 times (about twenty system calls per unit, most of a load's
+/// time). A mode changed during the load counts at the next one, as does
+/// one changed after it.
+#[derive(Debug, Default)]
+pub struct Checker {
+    /// A directory as named → its real path.
+    real_dirs: HashMap<PathBuf, Result<PathBuf, String>>,
+    /// A real directory → its owner and mode.
+    dirs: HashMap<PathBuf, Result<(u32, u32), String>>,
+}
+
+impl Checker {
+    /// See `check`.
+    pub fn check(
+        &mut self,
+        path: &Path,
+        opened: Option<&std::fs::Metadata>,
+        what: &'static str,
+        owners: &[u32],
+    ) -> Result<(), Refusal> {
+        let refuse = |at: &Path, problem: Problem| Refusal {
+            path: at.to_path_buf(),
+            problem,
+            what,
+            of: (at != path).then(|| path.to_path_buf()),
+        };
+        let (real, own) = self
+            .real_path(path)
+            .map_err(|e| refuse(path, Problem::Lookup(e)))?;
+        let looked_up;
+        let meta = match (opened, &own) {
+            (Some(m), _) | (None, Some(m)) => m,
+            (None, None) => {
+                looked_up = std::fs::metadata(&real)
+                    .map_err(|e| refuse(path, Problem::Lookup(e.to_string())))?;
+                &looked_up
+            }
+        };
+        if let Some(p) = judge(meta.uid(), meta.mode(), meta.is_dir(), owners) {
+            return Err(refuse(path, p));
         }
-    };
-    if let Some(p) = judge(meta.uid(), meta.mode(), meta.is_dir(), owners) {
-        return Err(refuse(path, p));
-    }
-    for dir in real.ancestors().skip(1) {
-        let m = std::fs::metadata(dir).map_err(|e| refuse(dir, Problem::Lookup(e.to_string())))?;
-        if let Some(p) = judge(m.uid(), m.mode(), true, owners) {
-            return Err(refuse(dir, p));
+        for dir in real.ancestors().skip(1) {
+            let (uid, mode) = self
+                .dirs
+                .entry(dir.to_path_buf())
+                .or_insert_with(|| {
+                    std::fs::metadata(dir)
+                        .map(|m| (m.uid(), m.mode()))
+                        .map_err(|e| e.to_string())
+                })
+                .clone()
+                .map_err(|e| refuse(dir, Problem::Lookup(e)))?;
+            if let Some(p) = judge(uid, mode, true, owners) {
+                return Err(refuse(dir, p));
+            }
         }
+        Ok(())
     }
-    Ok(())
+
+    /// `path` with its symlinks resolved, and its own metadata when it is
+    /// not a symlink itself: then the real path is its directory's (looked
+    /// up once) joined with its name.
+    fn real_path(&mut self, path: &Path) -> Result<(PathBuf, Option<std::fs::Metadata>), String> {
+        let canonical = |p: &Path| std::fs::canonicalize(p).map_err(|e| e.to_string());
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Ok((canonical(path)?, None));
+        };
+        // `dir/name/.` or `dir/name/` would look through a symlink `name`.
+        if !path.as_os_str().as_bytes().ends_with(name.as_bytes()) {
+            return Ok((canonical(path)?, None));
+        }
+        let meta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+        if meta.file_type().is_symlink() {
+            return Ok((canonical(path)?, None));
+        }
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        let real_parent = self
+            .real_dirs
+            .entry(parent.to_path_buf())
+            .or_insert_with(|| canonical(parent))
+            .clone()?;
+        Ok((real_parent.join(name), Some(meta)))
+    }
 }
 
 #[cfg(test)]
@@ -179,5 +251,54 @@ mod tests {
             "strict modes: /etc/zurg/units, a directory above the unit file /etc/zurg/units/web.toml, \
              is writable by its group (mode 0775), and zurg runs as root; fix with `chmod go-w /etc/zurg/units`"
         );
+    }
+
+    #[test]
+    fn the_checker_finds_the_real_path_and_remembers_directories() {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let tmp = std::env::temp_dir().join(format!("zurg-modes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let real = tmp.join("real");
+        std::fs::create_dir_all(&real).unwrap();
+        std::fs::write(real.join("a.toml"), "").unwrap();
+        symlink(&real, tmp.join("link")).unwrap();
+        symlink("a.toml", real.join("ln.toml")).unwrap();
+        let mut checker = Checker::default();
+        for path in [
+            real.join("a.toml"),
+            tmp.join("link/a.toml"),
+            real.join("ln.toml"),
+            tmp.join("link/ln.toml"),
+            tmp.join("link/../real/a.toml"),
+            tmp.join("link/."),
+            tmp.join("link/"),
+        ] {
+            let (got, _) = checker.real_path(&path).unwrap();
+            assert_eq!(
+                got,
+                std::fs::canonicalize(&path).unwrap(),
+                "{}",
+                path.display()
+            );
+        }
+        assert!(checker.real_path(&real.join("missing.toml")).is_err());
+        // A directory made writable by others after it was looked up counts
+        // at the next load (a new checker), not in this one.
+        let owners = [0, nix::unistd::geteuid().as_raw()];
+        assert_eq!(
+            checker.check(&real.join("a.toml"), None, "unit file", &owners),
+            Ok(())
+        );
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert_eq!(
+            checker.check(&real.join("a.toml"), None, "unit file", &owners),
+            Ok(())
+        );
+        let refused = Checker::default()
+            .check(&tmp.join("link/a.toml"), None, "unit file", &owners)
+            .unwrap_err();
+        assert_eq!(refused.path, real);
+        assert_eq!(refused.problem, Problem::Writable { mode: 0o40777 });
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 }
