@@ -975,12 +975,17 @@ impl Supervisor {
             Some(&(_, ino)) => ino,
             None => std::fs::metadata(exec).map_or(0, |m| std::os::unix::fs::MetadataExt::ino(&m)),
         };
-        if let Some(s) = self.slots.get_mut(slot) {
-            if let Some((old, _)) = s.binary_watch.replace((wd, ino)) {
-                self.release_watch(old);
-            }
-        }
+        // Counted before the slot's old watch is released: if that was the
+        // same watch with this slot its only user, releasing first would
+        // remove it from the kernel while it is still wanted.
         self.watch_users.entry(wd).or_insert((0, ino)).0 += 1;
+        let old = self
+            .slots
+            .get_mut(slot)
+            .and_then(|s| s.binary_watch.replace((wd, ino)));
+        if let Some((old, _)) = old {
+            self.release_watch(old);
+        }
     }
 
     pub(super) fn unwatch_binary(&mut self, slot: usize) {
