@@ -3,13 +3,17 @@
 `zurg resolve --watch` client, and restart latency with a dead, stalled or
 live publisher versus none.
 
-Usage (root, from the repository): bench/naming.py [KILLS] [--etcd | --page]
+Usage (root, from the repository):
+    bench/naming.py [KILLS] [--etcd | --etcd-only | --page] [--no-restarts]
 
 KILLS services run under one `zurg run`; each is SIGKILLed once (a first
 crash restarts at once, so the crash-loop backoff never comes in) and the
 time from kill(2) to the watch printing the `down` change is recorded.
 With --etcd the publisher keeps its registry in a local etcd (needs a zurg
-built with `--features etcd` and /usr/bin/etcd).
+built with `--features etcd` and /usr/bin/etcd), and etcd's own put ->
+watch latency on the same etcd is measured beside it as its floor
+(examples/etcd_floor.rs). --etcd-only runs just those two; --no-restarts
+leaves out the restart-latency table.
 
 With --page the publisher also serves its status page (--http), headless
 Chromium (driven over DevTools on a pipe) shows it, and each death is timed
@@ -32,6 +36,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZURG = os.environ.get("ZURG", os.path.join(ROOT, "target/release/zurg"))
+FLOOR = os.environ.get("ETCD_FLOOR", os.path.join(ROOT, "target/release/examples/etcd_floor"))
 
 
 def free_port():
@@ -457,10 +462,49 @@ def relay_floor(n):
     return lat
 
 
+def etcd_floor(url, n):
+    """etcd's own put -> watch, on the same etcd: a process waiting on a
+    pidfd puts a key when its process dies, another watching the prefix
+    prints a line, this script reads it (examples/etcd_floor.rs, the
+    etcd-client crate zurg uses)."""
+    prefix = "/floor"
+    watcher = subprocess.Popen([FLOOR, "watch", url, prefix], stdout=subprocess.PIPE,
+                               text=True, bufsize=1)
+    putter = subprocess.Popen([FLOOR, "put", url, prefix], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, bufsize=1)
+    lat = []
+    try:
+        if watcher.stdout.readline().strip() != "ready":
+            raise SystemExit("etcd_floor watch did not start")
+        for _ in range(n):
+            victim = subprocess.Popen(["/bin/sleep", "1000"])
+            putter.stdin.write(f"{victim.pid}\n")
+            putter.stdin.flush()
+            if putter.stdout.readline().strip() != "armed":
+                raise SystemExit("etcd_floor put stopped")
+            # As for zurg's figure: the kill lands on a process asleep, not
+            # one still loading.
+            settled(victim.pid)
+            t0 = time.perf_counter()
+            victim.kill()
+            if not watcher.stdout.readline():
+                raise SystemExit("etcd_floor watch stopped")
+            lat.append((time.perf_counter() - t0) * 1e6)
+            victim.wait()
+    finally:
+        for p in (putter, watcher):
+            p.kill()
+            p.wait()
+    return lat
+
+
 def main():
     n = int(next((a for a in sys.argv[1:] if a.isdigit()), "1000"))
     if not os.path.exists(ZURG):
         subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "zurg"], cwd=ROOT, check=True)
+    if "--etcd" in sys.argv and not os.path.exists(FLOOR):
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--features", "etcd",
+                        "--example", "etcd_floor"], cwd=ROOT, check=True)
     print(f"# {n} services, each SIGKILLed once; figures in µs")
     if "--page" in sys.argv:
         # Only the page against the watch, in one run: the rest is the
@@ -472,30 +516,41 @@ def main():
         print(f"death -> status page DOM (Chromium):   p50 {pct(shown, 50):.0f}  p99 {pct(shown, 99):.0f}  max {max(shown):.0f}  (n={len(shown)})")
         print(f"  ... ratio page / watch: p50 {pct(shown, 50) / pct(lat, 50):.2f}  p99 {pct(shown, 99) / pct(lat, 99):.2f}")
         return
-    floor = kill_floor(min(n, 300))
-    print(f"floor: kill -> pidfd readable:    p50 {pct(floor, 50):.0f}  p99 {pct(floor, 99):.0f}")
-    relay = relay_floor(min(n, 300))
-    print(f"floor: kill -> 3-process relay:   p50 {pct(relay, 50):.0f}  p99 {pct(relay, 99):.0f}")
-    lat, hops = death_to_watch(n)
-    print(f"death -> resolve --watch, memory: p50 {pct(lat, 50):.0f}  p99 {pct(lat, 99):.0f}  max {max(lat):.0f}")
-    print(f"  ... by hop: {hops}")
-    # The same without the restart: the notice no longer shares the two
-    # cores with the new process's exec.
-    lat, hops = death_to_watch(n, restart="never")
-    print(f"  ... no restart:                  p50 {pct(lat, 50):.0f}  p99 {pct(lat, 99):.0f}  max {max(lat):.0f}")
-    print(f"  ... by hop: {hops}")
-    if "--etcd" in sys.argv:
+    etcd_only = "--etcd-only" in sys.argv
+    if not etcd_only:
+        floor = kill_floor(min(n, 300))
+        print(f"floor: kill -> pidfd readable:    p50 {pct(floor, 50):.0f}  p99 {pct(floor, 99):.0f}")
+        relay = relay_floor(min(n, 300))
+        print(f"floor: kill -> 3-process relay:   p50 {pct(relay, 50):.0f}  p99 {pct(relay, 99):.0f}")
+        lat, hops = death_to_watch(n)
+        print(f"death -> resolve --watch, memory: p50 {pct(lat, 50):.0f}  p99 {pct(lat, 99):.0f}  max {max(lat):.0f}")
+        print(f"  ... by hop: {hops}")
+        print(f"  ... ratio to the relay floor: p50 {pct(lat, 50) / pct(relay, 50):.2f}  "
+              f"p99 {pct(lat, 99) / pct(relay, 99):.2f}")
+        # The same without the restart: the notice no longer shares the two
+        # cores with the new process's exec.
+        lat, hops = death_to_watch(n, restart="never")
+        print(f"  ... no restart:                  p50 {pct(lat, 50):.0f}  p99 {pct(lat, 99):.0f}  max {max(lat):.0f}")
+        print(f"  ... by hop: {hops}")
+    if "--etcd" in sys.argv or etcd_only:
         etcd = Etcd()
         try:
+            # As many deaths as zurg's figure, so both p99s rest on as many
+            # samples; the floor first, on the same etcd.
+            floor = etcd_floor(etcd.url, n)
+            print(f"floor: kill -> etcd put -> watch: p50 {pct(floor, 50):.0f}  p99 {pct(floor, 99):.0f}  max {max(floor):.0f}")
             lat, hops = death_to_watch(n, etcd.url)
             print(f"death -> resolve --watch, etcd:   p50 {pct(lat, 50):.0f}  p99 {pct(lat, 99):.0f}  max {max(lat):.0f}")
             print(f"  ... by hop: {hops}")
+            print(f"  ... ratio to etcd's floor: p50 {pct(lat, 50) / pct(floor, 50):.2f}  "
+                  f"p99 {pct(lat, 99) / pct(floor, 99):.2f}")
         finally:
             etcd.stop()
+    if etcd_only or "--no-restarts" in sys.argv:
+        return
     for mode in ("none", "dead", "stalled", "live"):
         r = restart_latency(n, mode)
         print(f"exit -> start, publisher {mode:>7}: p50 {pct(r, 50):.0f}  p99 {pct(r, 99):.0f}  (n={len(r)})")
-
 
 if __name__ == "__main__":
     main()
