@@ -462,16 +462,19 @@ def relay_floor(n):
     return lat
 
 
-def etcd_floor(url, n):
+def etcd_floor(url, n, role="put"):
     """etcd's own put -> watch, on the same etcd: a process waiting on a
-    pidfd puts a key when its process dies, another watching the prefix
+    pidfd writes to etcd when its process dies, another watching the prefix
     prints a line, this script reads it (examples/etcd_floor.rs, the
-    etcd-client crate zurg uses)."""
-    prefix = "/floor"
+    etcd-client crate zurg uses). With role "txn" the write is the
+    transaction zurg's etcd store makes for an exit (a guarded delete of
+    the endpoint and a put of the host record, on a lease)."""
+    prefix = f"/floor-{role}"
     watcher = subprocess.Popen([FLOOR, "watch", url, prefix], stdout=subprocess.PIPE,
                                text=True, bufsize=1)
-    putter = subprocess.Popen([FLOOR, "put", url, prefix], stdin=subprocess.PIPE,
+    putter = subprocess.Popen([FLOOR, role, url, prefix], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True, bufsize=1)
+    expect = "put " if role == "put" else "delete "
     lat = []
     try:
         if watcher.stdout.readline().strip() != "ready":
@@ -487,8 +490,12 @@ def etcd_floor(url, n):
             settled(victim.pid)
             t0 = time.perf_counter()
             victim.kill()
-            if not watcher.stdout.readline():
-                raise SystemExit("etcd_floor watch stopped")
+            while True:
+                line = watcher.stdout.readline()
+                if not line:
+                    raise SystemExit("etcd_floor watch stopped")
+                if line.startswith(expect):
+                    break
             lat.append((time.perf_counter() - t0) * 1e6)
             victim.wait()
     finally:
@@ -539,6 +546,8 @@ def main():
             # samples; the floor first, on the same etcd.
             floor = etcd_floor(etcd.url, n)
             print(f"floor: kill -> etcd put -> watch: p50 {pct(floor, 50):.0f}  p99 {pct(floor, 99):.0f}  max {max(floor):.0f}")
+            shaped = etcd_floor(etcd.url, n, "txn")
+            print(f"  ... zurg's txn instead of a put: p50 {pct(shaped, 50):.0f}  p99 {pct(shaped, 99):.0f}  max {max(shaped):.0f}")
             lat, hops = death_to_watch(n, etcd.url)
             print(f"death -> resolve --watch, etcd:   p50 {pct(lat, 50):.0f}  p99 {pct(lat, 99):.0f}  max {max(lat):.0f}")
             print(f"  ... by hop: {hops}")

@@ -6,8 +6,14 @@
 //!   pidfd on it, prints `armed`, waits for the pidfd to turn readable (the
 //!   process died) and puts `PREFIX/N` (a small JSON value, as zurg's keys
 //!   hold). Like the publisher, it keeps one client and one HTTP/2 channel.
-//! - `etcd_floor watch URL PREFIX`: watches the prefix, prints `ready` once
-//!   the watch is created, then one line per event.
+//! - `etcd_floor txn URL PREFIX`: the same, but each death writes what
+//!   zurg's etcd store writes for an exit: one transaction, guarded by the
+//!   host key's mod_revision, that deletes the endpoint key and puts the
+//!   host record, both on a lease. It tells etcd's cost of zurg's
+//!   transaction from zurg's own hops.
+//! - `etcd_floor watch URL PREFIX`: watches `PREFIX/`, prints `ready` once
+//!   the watch is created, then one line per event, `put KEY` or
+//!   `delete KEY`.
 //!
 //! So the chain is kill -> pidfd -> put -> etcd commits -> the watch stream
 //! -> a line on a pipe, the shape of zurg's (kill -> reap -> forwarder ->
@@ -20,7 +26,7 @@
 use std::io::{BufRead, Write};
 use std::os::fd::AsFd;
 
-use etcd_client::{Client, WatchOptions};
+use etcd_client::{Client, Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, WatchOptions};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use zurg::os::pidfd::PidFd;
 
@@ -29,7 +35,7 @@ fn main() {
     let (role, url, prefix) = match args.as_slice() {
         [_, role, url, prefix] => (role.as_str(), url.clone(), prefix.clone()),
         _ => {
-            eprintln!("usage: etcd_floor put|watch URL PREFIX");
+            eprintln!("usage: etcd_floor put|txn|watch URL PREFIX");
             std::process::exit(2);
         }
     };
@@ -42,41 +48,83 @@ fn main() {
         .expect("connect to etcd");
     let mut out = std::io::stdout().lock();
     match role {
-        "put" => {
+        "put" | "txn" => {
             let value = br#"{"service":"s0","ip":"127.0.0.1","port":10000,"gpid":"127.0.0.1:10000:1764000000000000:1","version":"","since_us":1764000000000000,"host":"127.0.0.1:0:1764000000000000:1"}"#;
+            let record = br#"{"info":{"zurg":"127.0.0.1:0:1764000000000000:1","ip":"127.0.0.1","boot":"7c035e25-e063-4df8-9770-2b2b2b2b2b2b","hostname":"bench","seq":1,"applied":1,"duplicates":0,"gaps":0,"connected":true,"endpoints":0},"lease":7587890000000000000,"why":{"reason":"exit","exit":{"signal":"SIGKILL"}}}"#;
+            let host = format!("{prefix}-host");
+            let (lease, mut rev) = if role == "txn" {
+                let lease = runtime
+                    .block_on(client.lease_grant(60, None))
+                    .expect("lease")
+                    .id();
+                let put = PutOptions::new().with_lease(lease);
+                let resp = runtime
+                    .block_on(client.put(host.as_str(), record.as_slice(), Some(put)))
+                    .expect("put the host");
+                (lease, resp.header().map_or(0, |h| h.revision()))
+            } else {
+                (0, 0)
+            };
             let stdin = std::io::stdin();
             for (n, line) in stdin.lock().lines().enumerate() {
                 let pid: i32 = line.expect("a line").trim().parse().expect("a pid");
                 let fd = PidFd::open(pid).expect("pidfd_open");
+                let key = format!("{prefix}/{n}");
+                if role == "txn" {
+                    // The endpoint the exit deletes, as zurg's start put it.
+                    let put = PutOptions::new().with_lease(lease);
+                    runtime
+                        .block_on(client.put(key.as_str(), value.as_slice(), Some(put)))
+                        .expect("put the endpoint");
+                }
                 writeln!(out, "armed").expect("stdout");
                 out.flush().expect("stdout");
                 let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
                 poll(&mut fds, PollTimeout::NONE).expect("poll");
-                runtime
-                    .block_on(client.put(format!("{prefix}/{n}"), value.as_slice(), None))
-                    .expect("put");
+                if role == "put" {
+                    runtime
+                        .block_on(client.put(key, value.as_slice(), None))
+                        .expect("put");
+                    continue;
+                }
+                let put = PutOptions::new().with_lease(lease);
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(host.as_str(), CompareOp::Equal, rev)])
+                    .and_then([
+                        TxnOp::delete(key.as_str(), None),
+                        TxnOp::put(host.as_str(), record.as_slice(), Some(put)),
+                    ]);
+                let resp = runtime.block_on(client.txn(txn)).expect("txn");
+                assert!(resp.succeeded(), "the host key changed under the floor");
+                rev = resp.header().map_or(0, |h| h.revision());
             }
         }
         "watch" => runtime.block_on(async {
+            // `PREFIX/`: the txn role's host key, `PREFIX-host`, is not
+            // watched, as zurg's watchers read endpoints.
             let mut stream = client
-                .watch(prefix.as_str(), Some(WatchOptions::new().with_prefix()))
+                .watch(
+                    format!("{prefix}/"),
+                    Some(WatchOptions::new().with_prefix()),
+                )
                 .await
                 .expect("watch");
             writeln!(out, "ready").expect("stdout");
             out.flush().expect("stdout");
             while let Some(resp) = stream.message().await.expect("watch stream") {
                 for event in resp.events() {
-                    let key = event
-                        .kv()
-                        .map(|kv| kv.key_str().unwrap_or("?"))
-                        .unwrap_or("?");
-                    writeln!(out, "{key}").expect("stdout");
+                    let kind = match event.event_type() {
+                        EventType::Put => "put",
+                        EventType::Delete => "delete",
+                    };
+                    let key = event.kv().and_then(|kv| kv.key_str().ok()).unwrap_or("?");
+                    writeln!(out, "{kind} {key}").expect("stdout");
                 }
                 out.flush().expect("stdout");
             }
         }),
         other => {
-            eprintln!("etcd_floor: no role {other}: put or watch");
+            eprintln!("etcd_floor: no role {other}: put, txn or watch");
             std::process::exit(2);
         }
     }
