@@ -102,6 +102,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -281,6 +282,12 @@ struct Changed {
 struct Shared {
     queue: Mutex<Vec<Msg>>,
     waker: Arc<mio::Waker>,
+    /// The mirror's revision, as the loop last left it. The watch does not
+    /// wake the loop for revisions at or below it: the loop would skip
+    /// them (this publisher's own writes, already applied). It does not go
+    /// down (a resync lists the current revision), so skipping here never
+    /// loses a revision the loop would have applied.
+    applied: AtomicI64,
 }
 
 impl Shared {
@@ -342,6 +349,7 @@ impl EtcdStore {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Vec::new()),
             waker,
+            applied: AtomicI64::new(0),
         });
         let ttl = i64::try_from(lease_ms.div_ceil(1000).max(1)).unwrap_or(i64::MAX);
         let (ops, rx) = mpsc::unbounded_channel();
@@ -410,6 +418,7 @@ impl EtcdStore {
         for msg in self.shared.take() {
             self.apply(msg, out);
         }
+        self.shared.applied.store(self.rev, Ordering::Release);
     }
 
     fn apply(&mut self, msg: Msg, out: &mut Vec<Done>) {
@@ -853,7 +862,8 @@ async fn follow(
                 },
             });
         }
-        if !changed.is_empty() {
+        let seen = shared.applied.load(Ordering::Acquire);
+        if changed.last().is_some_and(|c| c.rev > seen) {
             shared.push([Msg::Watch(changed)]);
         }
     }
@@ -1391,6 +1401,7 @@ mod tests {
             shared: Arc::new(Shared {
                 queue: Mutex::new(Vec::new()),
                 waker,
+                applied: AtomicI64::new(0),
             }),
             keys: Keys::new("/z"),
             urls: Vec::new(),
