@@ -15,6 +15,10 @@
 //!   the watch is created, then one line per event, `put KEY` or
 //!   `delete KEY`.
 //!
+//! - `etcd_floor answer URL N`: one client puts N keys one after another
+//!   and watches them, as a publisher does, and prints how much later than
+//!   etcd's answer the watch brings each put back.
+//!
 //! So the chain is kill -> pidfd -> put -> etcd commits -> the watch stream
 //! -> a line on a pipe, the shape of zurg's (kill -> reap -> forwarder ->
 //! publisher's put -> the publisher's watch -> `resolve --watch`'s line)
@@ -123,8 +127,63 @@ fn main() {
                 out.flush().expect("stdout");
             }
         }),
+        "answer" => runtime.block_on(async {
+            // One client that writes and watches, as a publisher does:
+            // how much sooner etcd's answer to a put arrives than the
+            // watch's copy of it. `PREFIX` here is a count of puts.
+            let n: usize = prefix.parse().expect("a count");
+            let mut stream = client
+                .watch("/answer/", Some(WatchOptions::new().with_prefix()))
+                .await
+                .expect("watch");
+            // The watch runs as its own task on the same thread, as the
+            // publisher's does, stamping when each response arrives.
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                while let Ok(Some(m)) = stream.message().await {
+                    if !m.events().is_empty() && tx.send(std::time::Instant::now()).is_err() {
+                        return;
+                    }
+                }
+            });
+            let mut answer_us = Vec::with_capacity(n);
+            let mut watch_us = Vec::with_capacity(n);
+            for i in 0..n {
+                let t0 = std::time::Instant::now();
+                client
+                    .put(format!("/answer/{i}"), "x", None)
+                    .await
+                    .expect("put");
+                answer_us.push(t0.elapsed().as_micros());
+                let at = rx.recv().await.expect("the watch ended");
+                watch_us.push(at.duration_since(t0).as_micros());
+            }
+            let pct = |v: &mut Vec<u128>, p: usize| {
+                v.sort_unstable();
+                v[(v.len() * p / 100).min(v.len() - 1)]
+            };
+            let mut later: Vec<i128> = watch_us
+                .iter()
+                .zip(&answer_us)
+                .map(|(w, a)| *w as i128 - *a as i128)
+                .collect();
+            later.sort_unstable();
+            let first = later.iter().filter(|d| **d > 0).count();
+            writeln!(
+                out,
+                "put -> answer p50 {} p99 {}; put -> watch p50 {} p99 {}; \
+                 watch later than the answer: p50 {} p99 {} µs, in {first} of {n}",
+                pct(&mut answer_us, 50),
+                pct(&mut answer_us, 99),
+                pct(&mut watch_us, 50),
+                pct(&mut watch_us, 99),
+                later[n / 2],
+                later[(n * 99 / 100).min(n - 1)],
+            )
+            .expect("stdout");
+        }),
         other => {
-            eprintln!("etcd_floor: no role {other}: put, txn or watch");
+            eprintln!("etcd_floor: no role {other}: put, txn, watch or answer");
             std::process::exit(2);
         }
     }
