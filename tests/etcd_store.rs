@@ -537,3 +537,83 @@ fn publishers_writing_at_once_report_every_change_once_in_one_order() {
     assert_eq!(a.len(), usize::try_from(2 * N + 2).unwrap(), "{a:?}");
     assert_eq!(a, b, "the two publishers reported in different orders");
 }
+
+#[test]
+fn a_burst_of_events_is_applied_in_order_and_reported_once() {
+    let Some(etcd) = Etcd::start("etcd-burst", None) else {
+        return;
+    };
+    let mut p = [
+        Pub::new(&etcd, "/zb", 10_000),
+        Pub::new(&etcd, "/zb", 10_000),
+    ];
+    p[0].store.hello(1, host(), 0);
+    assert_eq!(welcome(reply(&mut p, 0, 1)), 0);
+    // Queued all at once, as a host's start or a mass crash sends them:
+    // they share transactions, but each is applied and reported once, in
+    // order, with its own reason and exit.
+    const N: u64 = 150;
+    let killed = ExitInfo {
+        code: None,
+        signal: Some("SIGKILL".into()),
+    };
+    let failed = ExitInfo {
+        code: Some(1),
+        signal: None,
+    };
+    let exit_of = |i: u64| {
+        if i % 3 == 0 {
+            failed.clone()
+        } else {
+            killed.clone()
+        }
+    };
+    for i in 1..=N {
+        p[0].store.event(
+            1,
+            H,
+            i,
+            EventKind::Start,
+            ep("web", &format!("g{i}")),
+            None,
+            0,
+        );
+    }
+    // A resend of one already queued is a duplicate, not a second start.
+    p[0].store
+        .event(1, H, 2, EventKind::Start, ep("web", "g2"), None, 0);
+    for i in 1..=N {
+        p[0].store.event(
+            1,
+            H,
+            N + i,
+            EventKind::Exit,
+            ep("web", &format!("g{i}")),
+            Some(exit_of(i)),
+            0,
+        );
+    }
+    let mut acked = 0;
+    while acked < 2 * N {
+        acked = ack(reply(&mut p, 0, 1));
+    }
+    start_on(&mut p, 0, 1, H, 2 * N + 1, "web", "end");
+    // Publisher 1 sees them through its watch only.
+    wait_for_gpid(&mut p, "web", "end");
+    let mut want: Vec<(ChangeKind, Reason, String, Option<ExitInfo>)> = (1..=N)
+        .map(|i| (ChangeKind::Up, Reason::Start, format!("g{i}"), None))
+        .collect();
+    want.extend((1..=N).map(|i| {
+        (
+            ChangeKind::Down,
+            Reason::Exit,
+            format!("g{i}"),
+            Some(exit_of(i)),
+        )
+    }));
+    want.push((ChangeKind::Up, Reason::Start, "end".into(), None));
+    for x in &mut p {
+        assert_eq!(x.take_changes(), want);
+        assert_eq!(x.counters(), Some((2 * N + 1, 2 * N + 1, 1, 0)));
+    }
+}

@@ -49,6 +49,10 @@
 //!   mod_revision as this task last saw it; if another publisher wrote the
 //!   host meanwhile, the record is read again and the event decided anew.
 //!   The host record is cached in the task, so an event costs one request.
+//!   Events of one host that queued up meanwhile (a burst of starts or
+//!   deaths) share one transaction when they have the same kind and exit
+//!   status, since the record's `why` is one per revision (`joins`); a
+//!   burst of 1,000 starts is some ten round trips, not 1,000.
 //!   Puts do not refresh a lease; the forwarder's heartbeats keep it alive,
 //!   and after an event the task sends a keep-alive only when the last one
 //!   is older than half the TTL (heartbeats came late), after answering.
@@ -210,13 +214,12 @@ enum Op {
         conn: ConnId,
         info: HostInfo,
     },
+    /// Events of one host, in order; several when they queued up behind a
+    /// transaction (see `join`).
     Event {
         conn: ConnId,
         zurg: String,
-        seq: u64,
-        kind: EventKind,
-        endpoint: Endpoint,
-        exit: Option<ExitInfo>,
+        events: Vec<Event>,
     },
     Snapshot {
         conn: ConnId,
@@ -247,6 +250,38 @@ impl Op {
             Op::Bye { .. } | Op::Disconnected { .. } => None,
         }
     }
+}
+
+/// One lifecycle event.
+#[derive(Debug)]
+struct Event {
+    seq: u64,
+    kind: EventKind,
+    endpoint: Endpoint,
+    exit: Option<ExitInfo>,
+}
+
+/// Whether `more` may share a transaction with `events`: the same kind and
+/// exit, so the one `why` the host record carries for the revision is
+/// every endpoint's, and no key twice (etcd refuses that in one
+/// transaction). At most `TXN_OPS - 1` events, with the host record.
+fn joins(events: &[Event], more: &[Event]) -> bool {
+    let Some(first) = events.first() else {
+        return false;
+    };
+    fn why(e: &Event) -> (EventKind, Option<&ExitInfo>) {
+        (
+            e.kind,
+            e.exit.as_ref().filter(|_| e.kind == EventKind::Exit),
+        )
+    }
+    events.len().saturating_add(more.len()) < TXN_OPS
+        && more.iter().all(|m| {
+            why(m) == why(first)
+                && !events.iter().any(|e| {
+                    e.endpoint.service == m.endpoint.service && e.endpoint.gpid == m.endpoint.gpid
+                })
+        })
 }
 
 /// What the background thread hands the loop, in order.
@@ -614,10 +649,12 @@ impl Store for EtcdStore {
         self.send(Op::Event {
             conn,
             zurg: zurg.into(),
-            seq,
-            kind,
-            endpoint,
-            exit,
+            events: vec![Event {
+                seq,
+                kind,
+                endpoint,
+                exit,
+            }],
         });
     }
 
@@ -765,7 +802,44 @@ async fn background(
         chunks: HashMap::new(),
         committed: Vec::new(),
     };
-    while let Some(op) = rx.recv().await {
+    let mut next = None;
+    loop {
+        let op = match next.take() {
+            Some(op) => op,
+            None => match rx.recv().await {
+                Some(op) => op,
+                None => break,
+            },
+        };
+        // Events that queued up behind the last transaction (a burst of
+        // starts or deaths) go to etcd in one, not one round trip each.
+        // Nothing waits for them: only what is already queued joins.
+        let op = match op {
+            Op::Event {
+                conn,
+                zurg,
+                mut events,
+            } => {
+                loop {
+                    match rx.try_recv() {
+                        Ok(Op::Event {
+                            conn: c,
+                            zurg: z,
+                            events: more,
+                        }) if c == conn && z == zurg && joins(&events, &more) => {
+                            events.extend(more);
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                Op::Event { conn, zurg, events }
+            }
+            other => other,
+        };
         task.run(op).await;
     }
     watcher.abort();
@@ -930,14 +1004,7 @@ impl Task {
         };
         let result = match op {
             Op::Hello { conn, info } => self.hello(conn, info).await,
-            Op::Event {
-                conn,
-                zurg,
-                seq,
-                kind,
-                endpoint,
-                exit,
-            } => self.event(conn, &zurg, seq, kind, endpoint, exit).await,
+            Op::Event { conn, zurg, events } => self.event(conn, &zurg, events).await,
             Op::Snapshot {
                 conn,
                 zurg,
@@ -1179,37 +1246,40 @@ impl Task {
         Ok(())
     }
 
+    /// Applies a host's events in order, in one transaction: its `why` is
+    /// every event's (`joins`), and the ack is for the last.
     async fn event(
         &mut self,
         conn: ConnId,
         zurg: &str,
-        seq: u64,
-        kind: EventKind,
-        mut endpoint: Endpoint,
-        exit: Option<ExitInfo>,
+        mut events: Vec<Event>,
     ) -> Result<Option<Done>, String> {
-        endpoint.host = zurg.into();
-        let key = self.keys.endpoint(&endpoint.service, &endpoint.gpid);
+        for e in &mut events {
+            e.endpoint.host = zurg.into();
+        }
         for _ in 0..ATTEMPTS {
             let mut record = self.state(zurg).await?.record.clone();
-            let info = &mut record.info;
             let mut ops = Vec::new();
             let mut why = None;
-            if count_seq(info, seq) {
-                let (op, reason) = match kind {
+            for e in &events {
+                if !count_seq(&mut record.info, e.seq) {
+                    continue;
+                }
+                let key = self.keys.endpoint(&e.endpoint.service, &e.endpoint.gpid);
+                let (op, reason) = match e.kind {
                     EventKind::Start => (
                         Write::Put {
-                            key: key.clone(),
-                            value: json(&endpoint),
+                            key,
+                            value: json(&e.endpoint),
                         },
                         Reason::Start,
                     ),
-                    EventKind::Exit => (Write::Delete { key: key.clone() }, Reason::Exit),
+                    EventKind::Exit => (Write::Delete { key }, Reason::Exit),
                 };
                 ops.push(op);
                 why = Some(Why {
                     reason,
-                    exit: exit.clone().filter(|_| reason == Reason::Exit),
+                    exit: e.exit.clone().filter(|_| reason == Reason::Exit),
                 });
             }
             let stored = record.info.seq;
