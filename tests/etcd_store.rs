@@ -562,7 +562,7 @@ fn a_burst_of_events_is_applied_in_order_and_reported_once() {
         signal: None,
     };
     let exit_of = |i: u64| {
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             failed.clone()
         } else {
             killed.clone()
