@@ -3,13 +3,17 @@
 `zurg resolve --watch` client, and restart latency with a dead, stalled or
 live publisher versus none.
 
-Usage (root, from the repository): bench/naming.py [KILLS] [--etcd | --page]
+Usage (root, from the repository):
+    bench/naming.py [KILLS] [--etcd | --etcd-only | --page] [--no-restarts]
 
 KILLS services run under one `zurg run`; each is SIGKILLed once (a first
 crash restarts at once, so the crash-loop backoff never comes in) and the
 time from kill(2) to the watch printing the `down` change is recorded.
 With --etcd the publisher keeps its registry in a local etcd (needs a zurg
-built with `--features etcd` and /usr/bin/etcd).
+built with `--features etcd` and /usr/bin/etcd), and etcd's own put ->
+watch latency on the same etcd is measured beside it as its floor
+(examples/etcd_floor.rs). --etcd-only runs just those two; --no-restarts
+leaves out the restart-latency table.
 
 With --page the publisher also serves its status page (--http), headless
 Chromium (driven over DevTools on a pipe) shows it, and each death is timed
@@ -45,6 +49,7 @@ ZURG = os.environ.get("ZURG", os.path.join(ROOT, "target/release/zurg"))
 TRACE_FILE = os.environ.get("TRACE_FILE")
 TRACE_CATEGORIES = ("devtools.timeline,toplevel,loading,net,mojom,"
                     "disabled-by-default-devtools.timeline")
+FLOOR = os.environ.get("ETCD_FLOOR", os.path.join(ROOT, "target/release/examples/etcd_floor"))
 
 
 def free_port():
@@ -120,8 +125,10 @@ class Run:
                 out.append(r["time_us"] - exited.pop(r["service"]))
         return out
 
-    def kill_each(self, on_kill=None, gap=0.0):
+    def kill_each(self, on_kill=None, gap=0.0, before=None):
         for s in self.status():
+            if before:
+                before()
             t0 = time.perf_counter()
             os.kill(s["pid"], signal.SIGKILL)
             if on_kill:
@@ -341,7 +348,10 @@ class SseReader:
                 self.seen.setdefault(v["endpoint"]["gpid"], at)
 
 
-def death_to_watch(n, etcd_url=None, restart="always", page=False):
+def death_to_watch(n, etcd_url=None, restart="always", page=False, before=None):
+    """kill(2) -> the watch's `down` line, per service. `before` runs
+    before each kill (the etcd floors take their samples there, so both
+    figures see the same moments of a noisy machine)."""
     addr = f"127.0.0.1:{free_port()}"
     pub_args = [ZURG, "publisher", "--listen", addr]
     if etcd_url:
@@ -355,9 +365,15 @@ def death_to_watch(n, etcd_url=None, restart="always", page=False):
         wait_for("publisher", lambda: subprocess.run(
             [ZURG, "resolve", "--all", "--publisher", addr], capture_output=True).returncode in (0, 1))
         run = Run(n, publish=addr, restart=restart)
+        t0 = time.perf_counter()
         wait_for("registry", lambda: json.loads(subprocess.run(
             [ZURG, "resolve", "--all", "--json", "--publisher", addr],
             capture_output=True, text=True).stdout or "{}").get("services", {}).__len__() == n, 60)
+        if etcd_url:
+            # n starts at once: etcd's round trips, unless they share
+            # transactions. Polled, so a bound to within one `resolve`.
+            print(f"  ({n} running -> all {n} in the registry through etcd: "
+                  f"{(time.perf_counter() - t0) * 1000:.0f} ms)")
         if page:
             browser = Page(f"http://{http}/", trace="--trace" in sys.argv or bool(TRACE_FILE))
             wait_for("the page", lambda: browser.eval("document.querySelectorAll('tr.svc').length") == n, 60)
@@ -397,7 +413,7 @@ def death_to_watch(n, etcd_url=None, restart="always", page=False):
         if page and TRACE_FILE:
             browser.browser_call("Tracing.start", {"categories": TRACE_CATEGORIES,
                                                    "transferMode": "ReportEvents"})
-        run.kill_each(measure)
+        run.kill_each(measure, before=before)
         if page and TRACE_FILE:
             browser.browser_call("Tracing.end")
             wait_for("the trace", lambda: any(e["method"] == "Tracing.tracingComplete"
@@ -597,42 +613,93 @@ else:                          # like resolve --watch: prints a line
 '''
 
 
-def relay_floor(n):
+class Relay:
     """The same chain of processes with nothing in them: a pidfd watcher,
     a TCP hop, a printer, and this script reading its pipe. What pushing a
     death through three processes costs on this machine."""
-    p1, p2 = free_port(), free_port()
-    printer = subprocess.Popen([sys.executable, "-c", RELAY, "printer", str(p2)],
-                               stdout=subprocess.PIPE, text=True, bufsize=1)
-    printer.stdout.readline()
-    hop = subprocess.Popen([sys.executable, "-c", RELAY, "hop", str(p1), str(p2)],
-                           stdout=subprocess.PIPE, text=True, bufsize=1)
-    hop.stdout.readline()
-    watcher = subprocess.Popen([sys.executable, "-c", RELAY, "watcher", str(p1)],
-                               stdin=subprocess.PIPE, text=True, bufsize=1)
-    lat = []
-    try:
-        for _ in range(n):
-            victim = subprocess.Popen(["/bin/sleep", "1000"])
-            watcher.stdin.write(f"{victim.pid}\n")
-            watcher.stdin.flush()
-            time.sleep(0.001)
-            t0 = time.perf_counter()
-            victim.kill()
-            printer.stdout.readline()
-            lat.append((time.perf_counter() - t0) * 1e6)
-            victim.wait()
-    finally:
-        for p in (watcher, hop, printer):
+
+    def __init__(self):
+        p1, p2 = free_port(), free_port()
+        self.printer = subprocess.Popen([sys.executable, "-c", RELAY, "printer", str(p2)],
+                                        stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.printer.stdout.readline()
+        self.hop = subprocess.Popen([sys.executable, "-c", RELAY, "hop", str(p1), str(p2)],
+                                    stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.hop.stdout.readline()
+        self.watcher = subprocess.Popen([sys.executable, "-c", RELAY, "watcher", str(p1)],
+                                        stdin=subprocess.PIPE, text=True, bufsize=1)
+        self.lat = []
+
+    def sample(self):
+        victim = subprocess.Popen(["/bin/sleep", "1000"])
+        self.watcher.stdin.write(f"{victim.pid}\n")
+        self.watcher.stdin.flush()
+        time.sleep(0.001)
+        settled(victim.pid)
+        t0 = time.perf_counter()
+        victim.kill()
+        self.printer.stdout.readline()
+        self.lat.append((time.perf_counter() - t0) * 1e6)
+        victim.wait()
+
+    def stop(self):
+        for p in (self.watcher, self.hop, self.printer):
             p.kill()
             p.wait()
-    return lat
+
+
+class EtcdFloor:
+    """etcd's own put -> watch, on the same etcd: a process waiting on a
+    pidfd writes to etcd when its process dies, another watching the prefix
+    prints a line, this script reads it (examples/etcd_floor.rs, the
+    etcd-client crate zurg uses). With role "txn" the write is the
+    transaction zurg's etcd store makes for an exit (a guarded delete of
+    the endpoint and a put of the host record, on a lease)."""
+
+    def __init__(self, url, role="put"):
+        prefix = f"/floor-{role}"
+        self.watcher = subprocess.Popen([FLOOR, "watch", url, prefix], stdout=subprocess.PIPE,
+                                        text=True, bufsize=1)
+        self.putter = subprocess.Popen([FLOOR, role, url, prefix], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.expect = "put " if role == "put" else "delete "
+        self.lat = []
+        if self.watcher.stdout.readline().strip() != "ready":
+            raise SystemExit("etcd_floor watch did not start")
+
+    def sample(self):
+        victim = subprocess.Popen(["/bin/sleep", "1000"])
+        self.putter.stdin.write(f"{victim.pid}\n")
+        self.putter.stdin.flush()
+        if self.putter.stdout.readline().strip() != "armed":
+            raise SystemExit("etcd_floor put stopped")
+        # As for zurg's figure: the kill lands on a process asleep, not
+        # one still loading.
+        settled(victim.pid)
+        t0 = time.perf_counter()
+        victim.kill()
+        while True:
+            line = self.watcher.stdout.readline()
+            if not line:
+                raise SystemExit("etcd_floor watch stopped")
+            if line.startswith(self.expect):
+                break
+        self.lat.append((time.perf_counter() - t0) * 1e6)
+        victim.wait()
+
+    def stop(self):
+        for p in (self.putter, self.watcher):
+            p.kill()
+            p.wait()
 
 
 def main():
     n = int(next((a for a in sys.argv[1:] if a.isdigit()), "1000"))
     if not os.path.exists(ZURG):
         subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "zurg"], cwd=ROOT, check=True)
+    if "--etcd" in sys.argv and not os.path.exists(FLOOR):
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--features", "etcd",
+                        "--example", "etcd_floor"], cwd=ROOT, check=True)
     print(f"# {n} services, each SIGKILLed once; figures in µs")
     if "--page" in sys.argv:
         # Only the page against the watch, in one run: the rest is the
@@ -646,30 +713,66 @@ def main():
             print(f"  ... inside Chromium: {inside}")
         print(f"  ... ratio page / watch: p50 {pct(shown, 50) / pct(lat, 50):.2f}  p99 {pct(shown, 99) / pct(lat, 99):.2f}")
         return
-    floor = kill_floor(min(n, 300))
-    print(f"floor: kill -> pidfd readable:    p50 {pct(floor, 50):.0f}  p99 {pct(floor, 99):.0f}")
-    relay = relay_floor(min(n, 300))
-    print(f"floor: kill -> 3-process relay:   p50 {pct(relay, 50):.0f}  p99 {pct(relay, 99):.0f}")
-    lat, hops = death_to_watch(n)
-    print(f"death -> resolve --watch, memory: p50 {pct(lat, 50):.0f}  p99 {pct(lat, 99):.0f}  max {max(lat):.0f}")
-    print(f"  ... by hop: {hops}")
-    # The same without the restart: the notice no longer shares the two
-    # cores with the new process's exec.
-    lat, hops = death_to_watch(n, restart="never")
-    print(f"  ... no restart:                  p50 {pct(lat, 50):.0f}  p99 {pct(lat, 99):.0f}  max {max(lat):.0f}")
-    print(f"  ... by hop: {hops}")
-    if "--etcd" in sys.argv:
+    etcd_only = "--etcd-only" in sys.argv
+    if not etcd_only:
+        floor = kill_floor(min(n, 300))
+        print(f"floor: kill -> pidfd readable:    p50 {pct(floor, 50):.0f}  p99 {pct(floor, 99):.0f}")
+        # One relay sample before each of zurg's kills: the ratio compares
+        # figures taken at the same moments of a noisy machine.
+        relay = Relay()
+        try:
+            lat, hops = death_to_watch(n, before=relay.sample)
+        finally:
+            relay.stop()
+        print(f"floor: kill -> 3-process relay:   p50 {pct(relay.lat, 50):.0f}  p99 {pct(relay.lat, 99):.0f}")
+        print(f"death -> resolve --watch, memory: p50 {pct(lat, 50):.0f}  p99 {pct(lat, 99):.0f}  max {max(lat):.0f}")
+        print(f"  ... by hop: {hops}")
+        print(f"  ... ratio to the relay floor: p50 {pct(lat, 50) / pct(relay.lat, 50):.2f}  "
+              f"p99 {pct(lat, 99) / pct(relay.lat, 99):.2f}")
+        # The same without the restart: the notice no longer shares the two
+        # cores with the new process's exec.
+        lat, hops = death_to_watch(n, restart="never")
+        print(f"  ... no restart:                  p50 {pct(lat, 50):.0f}  p99 {pct(lat, 99):.0f}  max {max(lat):.0f}")
+        print(f"  ... by hop: {hops}")
+    if "--etcd" in sys.argv or etcd_only:
         etcd = Etcd()
         try:
-            lat, hops = death_to_watch(n, etcd.url)
-            print(f"death -> resolve --watch, etcd:   p50 {pct(lat, 50):.0f}  p99 {pct(lat, 99):.0f}  max {max(lat):.0f}")
-            print(f"  ... by hop: {hops}")
+            # One sample of each floor before each of zurg's kills, on the
+            # same etcd: the three figures share the machine's load.
+            floors = [EtcdFloor(etcd.url), EtcdFloor(etcd.url, "txn")]
+            try:
+                def before():
+                    for f in floors:
+                        f.sample()
+                lat, hops = death_to_watch(n, etcd.url, before=before)
+                put, txn = (f.lat for f in floors)
+                print(f"floor: kill -> etcd put -> watch: p50 {pct(put, 50):.0f}  p99 {pct(put, 99):.0f}  max {max(put):.0f}")
+                print(f"  ... zurg's txn instead of a put: p50 {pct(txn, 50):.0f}  p99 {pct(txn, 99):.0f}  max {max(txn):.0f}")
+                print(f"death -> resolve --watch, etcd:   p50 {pct(lat, 50):.0f}  p99 {pct(lat, 99):.0f}  max {max(lat):.0f}")
+                print(f"  ... by hop: {hops}")
+                print(f"  ... ratio to etcd's floor: p50 {pct(lat, 50) / pct(put, 50):.2f}  "
+                      f"p99 {pct(lat, 99) / pct(put, 99):.2f}")
+                for f in floors:
+                    f.lat.clear()
+                # Without the restart: the floor restarts nothing, and a
+                # restart's exec shares the two cores with etcd's commit.
+                lat, hops = death_to_watch(n, etcd.url, restart="never", before=before)
+                put, txn = (f.lat for f in floors)
+                print(f"  ... no restart:                  p50 {pct(lat, 50):.0f}  p99 {pct(lat, 99):.0f}  max {max(lat):.0f}")
+                print(f"  ... by hop: {hops}")
+                print(f"  ... its floor, put: p50 {pct(put, 50):.0f}  p99 {pct(put, 99):.0f}; txn: p50 {pct(txn, 50):.0f}  p99 {pct(txn, 99):.0f}")
+                print(f"  ... ratio to etcd's floor: p50 {pct(lat, 50) / pct(put, 50):.2f}  "
+                      f"p99 {pct(lat, 99) / pct(put, 99):.2f}")
+            finally:
+                for f in floors:
+                    f.stop()
         finally:
             etcd.stop()
+    if etcd_only or "--no-restarts" in sys.argv:
+        return
     for mode in ("none", "dead", "stalled", "live"):
         r = restart_latency(n, mode)
         print(f"exit -> start, publisher {mode:>7}: p50 {pct(r, 50):.0f}  p99 {pct(r, 99):.0f}  (n={len(r)})")
-
 
 if __name__ == "__main__":
     main()

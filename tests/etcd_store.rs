@@ -411,3 +411,209 @@ fn an_unreachable_etcd_is_an_error_naming_it() {
     let err = EtcdStore::connect(std::slice::from_ref(&url), "/z", 1000, waker).unwrap_err();
     assert!(err.contains(&url), "{err}");
 }
+
+const H2: &str = "10.0.0.2:0:100:1";
+
+fn host2() -> HostInfo {
+    HostInfo {
+        zurg: H2.into(),
+        ip: "10.0.0.2".into(),
+        boot: "b2".into(),
+        hostname: "node2".into(),
+        ..HostInfo::default()
+    }
+}
+
+/// `pubs[i]` starts `name` as `gpid` for host `zurg` (seq `seq`, connection
+/// `conn`) and waits for the ack.
+fn start_on(
+    pubs: &mut [Pub],
+    i: usize,
+    conn: ConnId,
+    zurg: &str,
+    seq: u64,
+    name: &str,
+    gpid: &str,
+) {
+    pubs[i]
+        .store
+        .event(conn, zurg, seq, EventKind::Start, ep(name, gpid), None, 0);
+    assert_eq!(ack(reply(pubs, i, conn)), seq);
+}
+
+/// Waits until every publisher lists `gpid` under `name`. A write of
+/// another publisher reaches a publisher through its watch only, and the
+/// watch brings revisions in order: once there, the watch has brought back
+/// every earlier revision too.
+fn wait_for_gpid(pubs: &mut [Pub], name: &str, gpid: &str) {
+    wait_until(pubs, DEADLINE, gpid, |p| {
+        p.iter().all(|p| p.gpids(name).iter().any(|g| g == gpid))
+    });
+}
+
+#[test]
+fn the_writing_publisher_reports_a_change_with_its_ack() {
+    let Some(etcd) = Etcd::start("etcd-own", None) else {
+        return;
+    };
+    let mut p = [
+        Pub::new(&etcd, "/zo", 10_000),
+        Pub::new(&etcd, "/zo", 10_000),
+    ];
+    p[0].store.hello(1, host(), 0);
+    assert_eq!(welcome(reply(&mut p, 0, 1)), 0);
+    start_on(&mut p, 0, 1, H, 1, "web", "g1");
+    // Already in the view when the event is acknowledged: reported from
+    // etcd's answer, not after the watch brings it back.
+    assert_eq!(p[0].gpids("web"), ["g1"]);
+    p[0].store
+        .event(1, H, 2, EventKind::Exit, ep("web", "g1"), None, 0);
+    assert_eq!(ack(reply(&mut p, 0, 1)), 2);
+    assert!(p[0].gpids("web").is_empty());
+    // The exit of a process etcd no longer lists deletes nothing: no change.
+    p[0].store
+        .event(1, H, 3, EventKind::Exit, ep("web", "g1"), None, 0);
+    assert_eq!(ack(reply(&mut p, 0, 1)), 3);
+    start_on(&mut p, 0, 1, H, 4, "web", "g2");
+    // Publisher 1 writes after all that; when publisher 0 has it, its watch
+    // has brought back its own four revisions, each reported only once.
+    p[1].store.hello(2, host2(), 0);
+    assert_eq!(welcome(reply(&mut p, 1, 2)), 0);
+    start_on(&mut p, 1, 2, H2, 1, "db", "d1");
+    wait_for_gpid(&mut p, "db", "d1");
+    let seen = [
+        (ChangeKind::Up, Reason::Start, "g1".into(), None),
+        (ChangeKind::Down, Reason::Exit, "g1".into(), None),
+        (ChangeKind::Up, Reason::Start, "g2".into(), None),
+        (ChangeKind::Up, Reason::Start, "d1".into(), None),
+    ];
+    for x in &mut p {
+        assert_eq!(x.take_changes(), seen);
+    }
+    assert_eq!(p[0].counters(), Some((4, 4, 0, 0)));
+}
+
+#[test]
+fn publishers_writing_at_once_report_every_change_once_in_one_order() {
+    let Some(etcd) = Etcd::start("etcd-order", None) else {
+        return;
+    };
+    let mut p = [
+        Pub::new(&etcd, "/zn", 10_000),
+        Pub::new(&etcd, "/zn", 10_000),
+    ];
+    p[0].store.hello(1, host(), 0);
+    assert_eq!(welcome(reply(&mut p, 0, 1)), 0);
+    p[1].store.hello(2, host2(), 0);
+    assert_eq!(welcome(reply(&mut p, 1, 2)), 0);
+    // Each publisher writes for its own host, without waiting for acks, so
+    // their transactions interleave in etcd.
+    const N: u64 = 40;
+    for seq in 1..=N {
+        let (kind, g) = if seq % 2 == 1 {
+            (EventKind::Start, seq)
+        } else {
+            (EventKind::Exit, seq - 1)
+        };
+        p[0].store
+            .event(1, H, seq, kind, ep("a", &format!("a{g}")), None, 0);
+        p[1].store
+            .event(2, H2, seq, kind, ep("b", &format!("b{g}")), None, 0);
+    }
+    for (i, conn) in [(0, 1), (1, 2)] {
+        let mut acked = 0;
+        while acked < N {
+            acked = ack(reply(&mut p, i, conn));
+        }
+    }
+    // A last write each, one after the other: when both publishers list
+    // both, each watch has brought back every revision before them.
+    start_on(&mut p, 0, 1, H, N + 1, "a", "a-end");
+    start_on(&mut p, 1, 2, H2, N + 1, "b", "b-end");
+    wait_for_gpid(&mut p, "a", "a-end");
+    wait_for_gpid(&mut p, "b", "b-end");
+    let a = p[0].take_changes();
+    let b = p[1].take_changes();
+    assert_eq!(a.len(), usize::try_from(2 * N + 2).unwrap(), "{a:?}");
+    assert_eq!(a, b, "the two publishers reported in different orders");
+}
+
+#[test]
+fn a_burst_of_events_is_applied_in_order_and_reported_once() {
+    let Some(etcd) = Etcd::start("etcd-burst", None) else {
+        return;
+    };
+    let mut p = [
+        Pub::new(&etcd, "/zb", 10_000),
+        Pub::new(&etcd, "/zb", 10_000),
+    ];
+    p[0].store.hello(1, host(), 0);
+    assert_eq!(welcome(reply(&mut p, 0, 1)), 0);
+    // Queued all at once, as a host's start or a mass crash sends them:
+    // they share transactions, but each is applied and reported once, in
+    // order, with its own reason and exit.
+    const N: u64 = 150;
+    let killed = ExitInfo {
+        code: None,
+        signal: Some("SIGKILL".into()),
+    };
+    let failed = ExitInfo {
+        code: Some(1),
+        signal: None,
+    };
+    let exit_of = |i: u64| {
+        if i.is_multiple_of(3) {
+            failed.clone()
+        } else {
+            killed.clone()
+        }
+    };
+    for i in 1..=N {
+        p[0].store.event(
+            1,
+            H,
+            i,
+            EventKind::Start,
+            ep("web", &format!("g{i}")),
+            None,
+            0,
+        );
+    }
+    // A resend of one already queued is a duplicate, not a second start.
+    p[0].store
+        .event(1, H, 2, EventKind::Start, ep("web", "g2"), None, 0);
+    for i in 1..=N {
+        p[0].store.event(
+            1,
+            H,
+            N + i,
+            EventKind::Exit,
+            ep("web", &format!("g{i}")),
+            Some(exit_of(i)),
+            0,
+        );
+    }
+    let mut acked = 0;
+    while acked < 2 * N {
+        acked = ack(reply(&mut p, 0, 1));
+    }
+    start_on(&mut p, 0, 1, H, 2 * N + 1, "web", "end");
+    // Publisher 1 sees them through its watch only.
+    wait_for_gpid(&mut p, "web", "end");
+    let mut want: Vec<(ChangeKind, Reason, String, Option<ExitInfo>)> = (1..=N)
+        .map(|i| (ChangeKind::Up, Reason::Start, format!("g{i}"), None))
+        .collect();
+    want.extend((1..=N).map(|i| {
+        (
+            ChangeKind::Down,
+            Reason::Exit,
+            format!("g{i}"),
+            Some(exit_of(i)),
+        )
+    }));
+    want.push((ChangeKind::Up, Reason::Start, "end".into(), None));
+    for x in &mut p {
+        assert_eq!(x.take_changes(), want);
+        assert_eq!(x.counters(), Some((2 * N + 1, 2 * N + 1, 1, 0)));
+    }
+}

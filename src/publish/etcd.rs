@@ -49,8 +49,13 @@
 //!   mod_revision as this task last saw it; if another publisher wrote the
 //!   host meanwhile, the record is read again and the event decided anew.
 //!   The host record is cached in the task, so an event costs one request.
-//!   Puts do not refresh a lease, so an event also sends a keep-alive when
-//!   the last one is older than a third of the TTL.
+//!   Events of one host that queued up meanwhile (a burst of starts or
+//!   deaths) share one transaction when they have the same kind and exit
+//!   status, since the record's `why` is one per revision (`joins`); a
+//!   burst of 1,000 starts is some ten round trips, not 1,000.
+//!   Puts do not refresh a lease; the forwarder's heartbeats keep it alive,
+//!   and after an event the task sends a keep-alive only when the last one
+//!   is older than half the TTL (heartbeats came late), after answering.
 //! - snapshot: chunks accumulate in the task; the last one makes the host's
 //!   endpoint keys exactly the listed set. The keys a host has are the keys
 //!   on its lease (`LeaseTimeToLive` with keys), so no scan of the prefix.
@@ -72,11 +77,21 @@
 //!
 //! # The view
 //!
-//! `view()` is a `Registry` mirrored from etcd, not from what this publisher
-//! wrote: a task reads the whole prefix, then watches it from the next
-//! revision. Watch events are applied in `drain`, on the loop thread, so the
-//! registry is never shared between threads. Every publisher on one etcd
-//! sees every change and serves the same view.
+//! `view()` is a `Registry` mirrored from etcd: a task reads the whole
+//! prefix, then watches it from the next revision. Watch events are applied
+//! in `drain`, on the loop thread, so the registry is never shared between
+//! threads. Every publisher on one etcd sees every change and serves the
+//! same view.
+//!
+//! A publisher's own writes are reported from etcd's answer to them, not
+//! when the watch brings them back (which is later, and a second wake-up of
+//! the loop): the answer carries the revision, and the task knows what the
+//! transaction wrote. The mirror tracks the revision it stands at, and
+//! applies a write's revision only when it is the very next one, so the
+//! result is what the watch would have produced and every publisher still
+//! reports every change in revision order; the watch's copy of a revision
+//! already applied is skipped. Behind a gap (a write of another publisher
+//! not yet seen, or one outside the prefix) the write waits for the watch.
 //!
 //! etcd does not say why a key changed, so every transaction that changes
 //! endpoint keys also puts the host record with a `why`: the reason (start,
@@ -91,12 +106,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream,
-    LeaseKeeper, LeaseTimeToLiveOptions, PutOptions, Txn, TxnOp, WatchOptions,
+    LeaseKeeper, LeaseTimeToLiveOptions, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -198,13 +214,12 @@ enum Op {
         conn: ConnId,
         info: HostInfo,
     },
+    /// Events of one host, in order; several when they queued up behind a
+    /// transaction (see `join`).
     Event {
         conn: ConnId,
         zurg: String,
-        seq: u64,
-        kind: EventKind,
-        endpoint: Endpoint,
-        exit: Option<ExitInfo>,
+        events: Vec<Event>,
     },
     Snapshot {
         conn: ConnId,
@@ -237,14 +252,56 @@ impl Op {
     }
 }
 
+/// One lifecycle event.
+#[derive(Debug)]
+struct Event {
+    seq: u64,
+    kind: EventKind,
+    endpoint: Endpoint,
+    exit: Option<ExitInfo>,
+}
+
+/// Whether `more` may share a transaction with `events`: the same kind and
+/// exit, so the one `why` the host record carries for the revision is
+/// every endpoint's, and no key twice (etcd refuses that in one
+/// transaction). At most `TXN_OPS - 1` events, with the host record.
+fn joins(events: &[Event], more: &[Event]) -> bool {
+    let Some(first) = events.first() else {
+        return false;
+    };
+    fn why(e: &Event) -> (EventKind, Option<&ExitInfo>) {
+        (
+            e.kind,
+            e.exit.as_ref().filter(|_| e.kind == EventKind::Exit),
+        )
+    }
+    events.len().saturating_add(more.len()) < TXN_OPS
+        && more.iter().all(|m| {
+            why(m) == why(first)
+                && !events.iter().any(|e| {
+                    e.endpoint.service == m.endpoint.service && e.endpoint.gpid == m.endpoint.gpid
+                })
+        })
+}
+
 /// What the background thread hands the loop, in order.
 #[derive(Debug)]
 enum Msg {
     Done(Done),
-    /// Everything under the prefix, as of one revision.
-    Resync(Vec<(String, Vec<u8>)>),
+    /// Everything under the prefix, as of revision `rev`.
+    Resync {
+        rev: i64,
+        kvs: Vec<(String, Vec<u8>)>,
+    },
     /// One watch response: whole revisions, in order.
     Watch(Vec<Changed>),
+    /// What this publisher's own write changed, from etcd's answer to it:
+    /// the whole of revision `rev` (a transaction is one revision). The
+    /// watch brings the same revision back later.
+    Committed {
+        rev: i64,
+        changed: Vec<Changed>,
+    },
 }
 
 /// A key that changed: `value` is `None` when it was deleted.
@@ -260,6 +317,12 @@ struct Changed {
 struct Shared {
     queue: Mutex<Vec<Msg>>,
     waker: Arc<mio::Waker>,
+    /// The mirror's revision, as the loop last left it. The watch does not
+    /// wake the loop for revisions at or below it: the loop would skip
+    /// them (this publisher's own writes, already applied). It does not go
+    /// down (a resync lists the current revision), so skipping here never
+    /// loses a revision the loop would have applied.
+    applied: AtomicI64,
 }
 
 impl Shared {
@@ -291,6 +354,9 @@ pub struct EtcdStore {
     registry: Registry,
     /// Hosts whose record said `bye`: their deletes are for that reason.
     leaving: BTreeSet<String>,
+    /// The revision the mirror stands at: every change under the prefix up
+    /// to it is applied, none after it.
+    rev: i64,
     /// Done before the next drain, made on the loop thread.
     pending: Vec<Done>,
 }
@@ -318,6 +384,7 @@ impl EtcdStore {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Vec::new()),
             waker,
+            applied: AtomicI64::new(0),
         });
         let ttl = i64::try_from(lease_ms.div_ceil(1000).max(1)).unwrap_or(i64::MAX);
         let (ops, rx) = mpsc::unbounded_channel();
@@ -355,6 +422,7 @@ impl EtcdStore {
             urls: urls.to_vec(),
             registry: Registry::new(),
             leaving: BTreeSet::new(),
+            rev: 0,
             pending: Vec::new(),
         };
         // The first listing is already queued: make the view complete now,
@@ -385,6 +453,7 @@ impl EtcdStore {
         for msg in self.shared.take() {
             self.apply(msg, out);
         }
+        self.shared.applied.store(self.rev, Ordering::Release);
     }
 
     fn apply(&mut self, msg: Msg, out: &mut Vec<Done>) {
@@ -395,14 +464,33 @@ impl EtcdStore {
                 while let Some(first) = rest.first() {
                     let n = rest.iter().take_while(|c| c.rev == first.rev).count();
                     let (revision, after) = rest.split_at(n);
-                    let changes = self.revision(revision);
-                    out.extend(changes.into_iter().map(Done::Change));
+                    // A revision already applied from this publisher's own
+                    // write: reported once.
+                    if first.rev > self.rev {
+                        let changes = self.revision(revision);
+                        out.extend(changes.into_iter().map(Done::Change));
+                        self.rev = first.rev;
+                    }
                     rest = after;
                 }
             }
-            Msg::Resync(kvs) => {
+            Msg::Committed { rev, changed } => {
+                // Only the very next revision: then the mirror is etcd's
+                // state at `rev` after applying it, exactly as when the
+                // watch brings it, and every publisher still reports in
+                // revision order. Behind a gap (another publisher's write
+                // not yet seen, or a write outside the prefix) the watch
+                // brings it, in order.
+                if rev == self.rev.saturating_add(1) {
+                    let changes = self.revision(&changed);
+                    out.extend(changes.into_iter().map(Done::Change));
+                    self.rev = rev;
+                }
+            }
+            Msg::Resync { rev, kvs } => {
                 let changes = self.resync(kvs);
                 out.extend(changes.into_iter().map(Done::Change));
+                self.rev = rev;
             }
         }
     }
@@ -561,10 +649,12 @@ impl Store for EtcdStore {
         self.send(Op::Event {
             conn,
             zurg: zurg.into(),
-            seq,
-            kind,
-            endpoint,
-            exit,
+            events: vec![Event {
+                seq,
+                kind,
+                endpoint,
+                exit,
+            }],
         });
     }
 
@@ -642,6 +732,15 @@ struct Task {
     shared: Arc<Shared>,
     hosts: HashMap<String, HostState>,
     chunks: HashMap<String, Vec<Endpoint>>,
+    /// `Msg::Committed` for the writes of the op being run, handed to the
+    /// loop with its answer in one wake-up.
+    committed: Vec<Msg>,
+}
+
+/// One key a transaction writes.
+enum Write {
+    Put { key: String, value: Vec<u8> },
+    Delete { key: String },
 }
 
 async fn bounded<T, E: std::fmt::Display>(
@@ -701,8 +800,46 @@ async fn background(
         shared,
         hosts: HashMap::new(),
         chunks: HashMap::new(),
+        committed: Vec::new(),
     };
-    while let Some(op) = rx.recv().await {
+    let mut next = None;
+    loop {
+        let op = match next.take() {
+            Some(op) => op,
+            None => match rx.recv().await {
+                Some(op) => op,
+                None => break,
+            },
+        };
+        // Events that queued up behind the last transaction (a burst of
+        // starts or deaths) go to etcd in one, not one round trip each.
+        // Nothing waits for them: only what is already queued joins.
+        let op = match op {
+            Op::Event {
+                conn,
+                zurg,
+                mut events,
+            } => {
+                loop {
+                    match rx.try_recv() {
+                        Ok(Op::Event {
+                            conn: c,
+                            zurg: z,
+                            events: more,
+                        }) if c == conn && z == zurg && joins(&events, &more) => {
+                            events.extend(more);
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                Op::Event { conn, zurg, events }
+            }
+            other => other,
+        };
         task.run(op).await;
     }
     watcher.abort();
@@ -724,7 +861,7 @@ async fn resync(client: &mut Client, keys: &Keys, shared: &Shared) -> Result<i64
             (String::from_utf8_lossy(&k).into_owned(), v)
         })
         .collect();
-    shared.push([Msg::Resync(kvs)]);
+    shared.push([Msg::Resync { rev, kvs }]);
     Ok(rev)
 }
 
@@ -799,7 +936,8 @@ async fn follow(
                 },
             });
         }
-        if !changed.is_empty() {
+        let seen = shared.applied.load(Ordering::Acquire);
+        if changed.last().is_some_and(|c| c.rev > seen) {
             shared.push([Msg::Watch(changed)]);
         }
     }
@@ -855,6 +993,7 @@ async fn keep_alive(
 impl Task {
     async fn run(&mut self, op: Op) {
         let conn = op.conn();
+        let is_heartbeat = matches!(op, Op::Heartbeat { .. });
         let zurg = match &op {
             Op::Hello { info, .. } => info.zurg.clone(),
             Op::Event { zurg, .. }
@@ -865,14 +1004,7 @@ impl Task {
         };
         let result = match op {
             Op::Hello { conn, info } => self.hello(conn, info).await,
-            Op::Event {
-                conn,
-                zurg,
-                seq,
-                kind,
-                endpoint,
-                exit,
-            } => self.event(conn, &zurg, seq, kind, endpoint, exit).await,
+            Op::Event { conn, zurg, events } => self.event(conn, &zurg, events).await,
             Op::Snapshot {
                 conn,
                 zurg,
@@ -887,21 +1019,37 @@ impl Task {
                 Ok(None)
             }
         };
+        let wrote = result
+            .as_ref()
+            .is_ok_and(|d| matches!(d, Some(Done::Ack { .. })));
+        let mut msgs = std::mem::take(&mut self.committed);
         match result {
-            Ok(Some(done)) => self.shared.push([Msg::Done(done)]),
-            Ok(None) => {}
-            Err(e) => {
-                crate::log!("publisher: etcd, host {zurg}: {e}");
-                self.hosts.remove(&zurg);
-                self.chunks.remove(&zurg);
-                if let Some(conn) = conn {
-                    self.shared.push([Msg::Done(Done::Fail {
-                        conn,
-                        message: format!("etcd: {e}"),
-                    })]);
-                }
+            Ok(done) => msgs.extend(done.map(Msg::Done)),
+            Err(e) => msgs.extend(self.failed(&zurg, conn, &e)),
+        }
+        self.shared.push(msgs);
+        // After the answer, not before it: the keep-alive is for the lease,
+        // not for this event, and a change waits for nothing but etcd.
+        if wrote && !is_heartbeat {
+            if let Err(e) = self.refresh(&zurg).await {
+                let failed = self.failed(&zurg, conn, &e);
+                self.shared.push(failed);
             }
         }
+    }
+
+    /// Forgets what was cached about a host after an error, and fails its
+    /// connection.
+    fn failed(&mut self, zurg: &str, conn: Option<ConnId>, e: &str) -> Option<Msg> {
+        crate::log!("publisher: etcd, host {zurg}: {e}");
+        self.hosts.remove(zurg);
+        self.chunks.remove(zurg);
+        conn.map(|conn| {
+            Msg::Done(Done::Fail {
+                conn,
+                message: format!("etcd: {e}"),
+            })
+        })
     }
 
     /// The host record and its mod_revision, from etcd.
@@ -969,16 +1117,26 @@ impl Task {
             lease,
             why: None,
         };
+        let key = self.keys.host(&zurg);
+        let value = json(&record);
         let resp = bounded(
             "put the host",
             self.client.put(
-                self.keys.host(&zurg),
-                json(&record),
+                key.as_str(),
+                value.as_slice(),
                 Some(PutOptions::new().with_lease(lease)),
             ),
         )
         .await?;
         let rev = resp.header().map_or(0, |h| h.revision());
+        self.committed.push(Msg::Committed {
+            rev,
+            changed: vec![Changed {
+                rev,
+                key,
+                value: Some(value),
+            }],
+        });
         let last_seq = record.info.seq;
         self.hosts.insert(
             zurg,
@@ -992,15 +1150,17 @@ impl Task {
         Ok(Some(Done::Welcome { conn, last_seq }))
     }
 
-    /// Runs `ops` and the put of the host's `record` (saying `why`) in one
-    /// transaction guarded by the cached mod_revision. `false` when another
-    /// publisher wrote the host meanwhile (the cache is dropped).
+    /// Runs `writes` and the put of the host's `record` (saying `why`) in
+    /// one transaction guarded by the cached mod_revision. `false` when
+    /// another publisher wrote the host meanwhile (the cache is dropped).
+    /// What it changed goes to `committed`, for the loop to report without
+    /// waiting for the watch.
     async fn commit(
         &mut self,
         zurg: &str,
         record: HostRecord,
         why: Option<Why>,
-        mut ops: Vec<TxnOp>,
+        mut writes: Vec<Write>,
     ) -> Result<bool, String> {
         let host_key = self.keys.host(zurg);
         let rev = self.state(zurg).await?.rev;
@@ -1008,11 +1168,20 @@ impl Task {
             why,
             ..record.clone()
         };
-        ops.push(TxnOp::put(
-            host_key.as_str(),
-            json(&written),
-            Some(PutOptions::new().with_lease(record.lease)),
-        ));
+        writes.push(Write::Put {
+            key: host_key.clone(),
+            value: json(&written),
+        });
+        let lease = Some(PutOptions::new().with_lease(record.lease));
+        let ops: Vec<TxnOp> = writes
+            .iter()
+            .map(|w| match w {
+                Write::Put { key, value } => {
+                    TxnOp::put(key.as_str(), value.as_slice(), lease.clone())
+                }
+                Write::Delete { key } => TxnOp::delete(key.as_str(), None),
+            })
+            .collect();
         let txn = Txn::new()
             .when([Compare::mod_revision(
                 host_key.as_str(),
@@ -1026,20 +1195,47 @@ impl Task {
             return Ok(false);
         }
         let new_rev = resp.header().map_or(0, |h| h.revision());
+        // The watch reports a delete only when there was a key to delete.
+        let changed = writes
+            .into_iter()
+            .zip(resp.op_responses())
+            .filter_map(|(w, answer)| match (w, answer) {
+                (Write::Put { key, value }, _) => Some(Changed {
+                    rev: new_rev,
+                    key,
+                    value: Some(value),
+                }),
+                (Write::Delete { key }, TxnOpResponse::Delete(d)) if d.deleted() > 0 => {
+                    Some(Changed {
+                        rev: new_rev,
+                        key,
+                        value: None,
+                    })
+                }
+                (Write::Delete { .. }, _) => None,
+            })
+            .collect();
+        self.committed.push(Msg::Committed {
+            rev: new_rev,
+            changed,
+        });
         let state = self.state(zurg).await?;
         state.record = record;
         state.rev = new_rev;
         Ok(true)
     }
 
-    /// A keep-alive when the last is older than a third of the TTL: puts do
-    /// not refresh a lease, and a busy host may send no heartbeats.
+    /// A keep-alive when the last is older than half the TTL: puts do not
+    /// refresh a lease. A forwarder's heartbeats (every third of the lease,
+    /// however busy it is) keep it alive; this is for heartbeats that come
+    /// late. At a third it raced the heartbeats, and a keep-alive every
+    /// few seconds held up the next event's transaction behind it.
     async fn refresh(&mut self, zurg: &str) -> Result<(), String> {
         let ttl = self.ttl;
         let Some(state) = self.hosts.get_mut(zurg) else {
             return Ok(());
         };
-        let due = Duration::from_millis(u64::try_from(ttl).unwrap_or(1).saturating_mul(1000) / 3);
+        let due = Duration::from_millis(u64::try_from(ttl).unwrap_or(1).saturating_mul(1000) / 2);
         if state.kept_at.elapsed() < due {
             return Ok(());
         }
@@ -1050,43 +1246,44 @@ impl Task {
         Ok(())
     }
 
+    /// Applies a host's events in order, in one transaction: its `why` is
+    /// every event's (`joins`), and the ack is for the last.
     async fn event(
         &mut self,
         conn: ConnId,
         zurg: &str,
-        seq: u64,
-        kind: EventKind,
-        mut endpoint: Endpoint,
-        exit: Option<ExitInfo>,
+        mut events: Vec<Event>,
     ) -> Result<Option<Done>, String> {
-        endpoint.host = zurg.into();
-        let key = self.keys.endpoint(&endpoint.service, &endpoint.gpid);
+        for e in &mut events {
+            e.endpoint.host = zurg.into();
+        }
         for _ in 0..ATTEMPTS {
             let mut record = self.state(zurg).await?.record.clone();
-            let info = &mut record.info;
             let mut ops = Vec::new();
             let mut why = None;
-            if count_seq(info, seq) {
-                let (op, reason) = match kind {
+            for e in &events {
+                if !count_seq(&mut record.info, e.seq) {
+                    continue;
+                }
+                let key = self.keys.endpoint(&e.endpoint.service, &e.endpoint.gpid);
+                let (op, reason) = match e.kind {
                     EventKind::Start => (
-                        TxnOp::put(
-                            key.as_str(),
-                            json(&endpoint),
-                            Some(PutOptions::new().with_lease(record.lease)),
-                        ),
+                        Write::Put {
+                            key,
+                            value: json(&e.endpoint),
+                        },
                         Reason::Start,
                     ),
-                    EventKind::Exit => (TxnOp::delete(key.as_str(), None), Reason::Exit),
+                    EventKind::Exit => (Write::Delete { key }, Reason::Exit),
                 };
                 ops.push(op);
                 why = Some(Why {
                     reason,
-                    exit: exit.clone().filter(|_| reason == Reason::Exit),
+                    exit: e.exit.clone().filter(|_| reason == Reason::Exit),
                 });
             }
             let stored = record.info.seq;
             if self.commit(zurg, record, why, ops).await? {
-                self.refresh(zurg).await?;
                 return Ok(Some(Done::Ack { conn, seq: stored }));
             }
         }
@@ -1135,25 +1332,21 @@ impl Task {
                 .map(|k| String::from_utf8_lossy(k).into_owned())
                 .filter(|k| k.starts_with(&services))
                 .collect();
-            let mut ops: Vec<TxnOp> = existing
+            let mut ops: Vec<Write> = existing
                 .iter()
                 .filter(|k| !wanted.contains_key(*k))
-                .map(|k| TxnOp::delete(k.as_str(), None))
+                .map(|k| Write::Delete { key: k.clone() })
                 .collect();
             ops.extend(
                 wanted
                     .iter()
                     .filter(|(k, _)| !existing.contains(*k))
-                    .map(|(k, e)| {
-                        TxnOp::put(
-                            k.as_str(),
-                            json(e),
-                            Some(PutOptions::new().with_lease(lease)),
-                        )
+                    .map(|(k, e)| Write::Put {
+                        key: k.clone(),
+                        value: json(e),
                     }),
             );
             if self.apply_snapshot(zurg, seq, ops).await? {
-                self.refresh(zurg).await?;
                 let seq = self.state(zurg).await?.record.info.seq;
                 return Ok(Some(Done::Ack { conn, seq }));
             }
@@ -1170,7 +1363,7 @@ impl Task {
         &mut self,
         zurg: &str,
         seq: u64,
-        mut ops: Vec<TxnOp>,
+        mut ops: Vec<Write>,
     ) -> Result<bool, String> {
         let why = Some(Why {
             reason: Reason::Snapshot,
@@ -1242,6 +1435,7 @@ impl Task {
 
 #[cfg(test)]
 mod tests {
+    use super::super::proto::ChangeKind;
     use super::*;
 
     #[test]
@@ -1263,5 +1457,130 @@ mod tests {
         assert_eq!(k.parse("/zurg/services/web"), None);
         assert_eq!(k.parse("/zurg/hosts/"), None);
         assert_eq!(Keys::new("").prefix, DEFAULT_PREFIX);
+    }
+
+    const H: &str = "10.0.0.1:0:100:1";
+
+    /// A store with no etcd behind it: only the loop's side, fed by hand.
+    fn offline() -> (EtcdStore, mio::Poll) {
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let (ops, _) = mpsc::unbounded_channel();
+        let store = EtcdStore {
+            ops,
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Vec::new()),
+                waker,
+                applied: AtomicI64::new(0),
+            }),
+            keys: Keys::new("/z"),
+            urls: Vec::new(),
+            registry: Registry::new(),
+            leaving: BTreeSet::new(),
+            rev: 0,
+            pending: Vec::new(),
+        };
+        (store, poll)
+    }
+
+    /// One revision of a host's transaction: `gpid` put (`up`) or deleted,
+    /// and the host record saying why.
+    fn txn(keys: &Keys, rev: i64, gpid: &str, up: bool) -> Vec<Changed> {
+        let endpoint = Endpoint {
+            service: "web".into(),
+            ip: "10.0.0.1".into(),
+            port: 80,
+            gpid: gpid.into(),
+            version: None,
+            since_us: 1,
+            host: H.into(),
+        };
+        let record = HostRecord {
+            info: HostInfo {
+                zurg: H.into(),
+                ..HostInfo::default()
+            },
+            lease: 1,
+            why: Some(Why {
+                reason: if up { Reason::Start } else { Reason::Exit },
+                exit: None,
+            }),
+        };
+        vec![
+            Changed {
+                rev,
+                key: keys.endpoint("web", gpid),
+                value: up.then(|| json(&endpoint)),
+            },
+            Changed {
+                rev,
+                key: keys.host(H),
+                value: Some(json(&record)),
+            },
+        ]
+    }
+
+    fn changes(store: &mut EtcdStore, msg: Msg) -> Vec<(ChangeKind, String)> {
+        let mut out = Vec::new();
+        store.apply(msg, &mut out);
+        out.into_iter()
+            .filter_map(|d| match d {
+                Done::Change(c) => Some((c.change, c.endpoint.gpid)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn own_writes_are_applied_only_as_the_next_revision_and_once() {
+        use ChangeKind::{Down, Up};
+        let (mut s, _poll) = offline();
+        let keys = s.keys.clone();
+        let resync = Msg::Resync {
+            rev: 5,
+            kvs: Vec::new(),
+        };
+        assert_eq!(changes(&mut s, resync), []);
+        // Revision 6 (another publisher's) is not seen yet: this
+        // publisher's revision 7 waits for the watch, to keep the order.
+        let committed = Msg::Committed {
+            rev: 7,
+            changed: txn(&keys, 7, "g2", true),
+        };
+        assert_eq!(changes(&mut s, committed), []);
+        let mut watch = txn(&keys, 6, "g1", true);
+        watch.extend(txn(&keys, 7, "g2", true));
+        assert_eq!(
+            changes(&mut s, Msg::Watch(watch)),
+            [(Up, "g1".into()), (Up, "g2".into())]
+        );
+        // The next revision is reported from the answer, and its copy from
+        // the watch, or a second answer, is not reported again.
+        let committed = || Msg::Committed {
+            rev: 8,
+            changed: txn(&keys, 8, "g1", false),
+        };
+        assert_eq!(changes(&mut s, committed()), [(Down, "g1".into())]);
+        assert_eq!(changes(&mut s, Msg::Watch(txn(&keys, 8, "g1", false))), []);
+        assert_eq!(changes(&mut s, committed()), []);
+        let mut left: Vec<String> = s
+            .registry
+            .endpoints("web")
+            .into_iter()
+            .map(|e| e.gpid)
+            .collect();
+        left.sort();
+        assert_eq!(left, ["g2"]);
+        // A full listing resets the revision: an older answer is dropped.
+        let resync = Msg::Resync {
+            rev: 20,
+            kvs: Vec::new(),
+        };
+        assert_eq!(changes(&mut s, resync), [(Down, "g2".into())]);
+        let late = Msg::Committed {
+            rev: 9,
+            changed: txn(&keys, 9, "g3", true),
+        };
+        assert_eq!(changes(&mut s, late), []);
     }
 }
