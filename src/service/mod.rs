@@ -91,14 +91,19 @@ pub enum Failure {
     /// Not started because a dependency failed for good ("migrate failed
     /// (exit 1)").
     Blocked(String),
-    /// Its `pre_start` hook failed: it exited non-zero, or it was killed
-    /// at `hook_timeout_ms` (`timed_out_ms`); `output` is its last line.
-    Hook {
-        kind: HookKind,
-        exit: Exit,
-        timed_out_ms: Option<u64>,
-        output: Option<String>,
-    },
+    /// Its `pre_start` hook failed (boxed: the largest kind, which made
+    /// every service's `last_error` 56 bytes rather than 32).
+    Hook(Box<HookFailure>),
+}
+
+/// A hook that failed: it exited non-zero, or it was killed at
+/// `hook_timeout_ms` (`timed_out_ms`); `output` is its last line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookFailure {
+    pub kind: HookKind,
+    pub exit: Exit,
+    pub timed_out_ms: Option<u64>,
+    pub output: Option<String>,
 }
 
 impl std::fmt::Display for Failure {
@@ -117,12 +122,13 @@ impl std::fmt::Display for Failure {
             Failure::NotReady(reason) => write!(f, "not ready: {reason}"),
             Failure::Unhealthy(reason) => write!(f, "unhealthy: {reason}"),
             Failure::Blocked(why) => write!(f, "not started: {why}"),
-            Failure::Hook {
-                kind,
-                exit,
-                timed_out_ms,
-                output,
-            } => {
+            Failure::Hook(hook) => {
+                let HookFailure {
+                    kind,
+                    exit,
+                    timed_out_ms,
+                    output,
+                } = &**hook;
                 match timed_out_ms {
                     Some(ms) => write!(
                         f,
@@ -447,7 +453,7 @@ impl Service {
 
     /// The spawn now due must run `pre_start` first.
     pub fn pre_start_due(&self) -> bool {
-        self.unit.pre_start.is_some() && !self.pre_start_passed
+        self.unit.rare.pre_start.is_some() && !self.pre_start_passed
     }
 
     /// A new service in the place of a retired one: it continues the old
@@ -465,7 +471,7 @@ impl Service {
 
     /// No readiness protocol: the service counts as ready once started.
     fn ready_when_started(&self) -> bool {
-        self.unit.ready.is_none()
+        self.unit.rare.ready.is_none()
     }
 
     /// A process runs and has reported itself ready.
@@ -515,7 +521,7 @@ impl Service {
                 return Some(failure.to_string());
             }
             let exit = self.last_exit?;
-            (!policy::succeeded(&self.unit.success_exit_codes, exit))
+            (!policy::succeeded(&self.unit.rare.success_exit_codes, exit))
                 .then(|| format!("exited with {}", exit.describe()))
         };
         match self.state {
@@ -826,7 +832,7 @@ impl Service {
                     kind: HookKind::PreStart,
                     exit: None,
                 });
-                self.arm(now.saturating_add(self.unit.hook_timeout_ms), &mut out);
+                self.arm(now.saturating_add(self.unit.rare.hook_timeout_ms), &mut out);
             }
             (State::PreStart { .. }, Input::Stop) => {
                 self.state = State::Down;
@@ -854,12 +860,12 @@ impl Service {
                     self.timer_generation = self.timer_generation.wrapping_add(1);
                     out.push(Action::Spawn);
                 } else {
-                    let failure = Failure::Hook {
+                    let failure = Failure::Hook(Box::new(HookFailure {
                         kind: HookKind::PreStart,
                         exit,
-                        timed_out_ms: timed_out.then_some(self.unit.hook_timeout_ms),
+                        timed_out_ms: timed_out.then_some(self.unit.rare.hook_timeout_ms),
                         output,
-                    };
+                    }));
                     out.push(Action::Emit(Event::SpawnFailed {
                         error: failure.to_string(),
                     }));
@@ -1002,7 +1008,7 @@ impl Service {
     /// Runs `post_stop` if the unit has one, the service waiting in
     /// `PostStop` until it ends; false when there is none.
     fn post_stop(&mut self, exit: Exit, then: AfterPost, now: u64, out: &mut Vec<Action>) -> bool {
-        if self.unit.post_stop.is_none() {
+        if self.unit.rare.post_stop.is_none() {
             return false;
         }
         self.last_exit = Some(exit);
@@ -1015,7 +1021,7 @@ impl Service {
             kind: HookKind::PostStop,
             exit: Some(exit),
         });
-        self.arm(now.saturating_add(self.unit.hook_timeout_ms), out);
+        self.arm(now.saturating_add(self.unit.rare.hook_timeout_ms), out);
         true
     }
 
@@ -1049,13 +1055,13 @@ impl Service {
     fn asked_start(&mut self, now: u64) {
         self.backoff.reset();
         self.starts.reset();
-        self.starts.admit(self.unit.start_limit, now);
+        self.starts.admit(self.unit.rare.start_limit, now);
         self.restarting = false;
     }
 
     fn after_exit(&mut self, exit: Exit, uptime_ms: u64, now: u64, out: &mut Vec<Action>) {
         self.last_exit = Some(exit);
-        let success = policy::succeeded(&self.unit.success_exit_codes, exit);
+        let success = policy::succeeded(&self.unit.rare.success_exit_codes, exit);
         if self.unit.kind == Kind::Oneshot && success {
             self.backoff.reset();
             self.restarting = false;
@@ -1105,8 +1111,8 @@ impl Service {
             .restart_delay_ms
             .saturating_add(self.backoff.after_run(uptime_ms, self.unit.backoff));
         let at = now.saturating_add(delay_ms);
-        if !self.starts.admit(self.unit.start_limit, at) {
-            if let Some(limit) = self.unit.start_limit {
+        if !self.starts.admit(self.unit.rare.start_limit, at) {
+            if let Some(limit) = self.unit.rare.start_limit {
                 self.fail(
                     Failure::StartLimit {
                         burst: limit.burst,
@@ -1148,14 +1154,10 @@ mod tests {
             name: "svc".into(),
             exec: PathBuf::from("/bin/true"),
             args: vec![],
-            env: Default::default(),
-            cwd: None,
             depends_on: vec![],
             restart,
             kind: crate::unit::Kind::Longrun,
-            success_exit_codes: vec![0],
             backoff: crate::unit::BackoffSteps::default(),
-            start_limit: None,
             essential: false,
             stop_signal: crate::sig::SIGTERM,
             stop_timeout_ms: 1000,
@@ -1163,26 +1165,14 @@ mod tests {
             port: 0,
             port_auto: false,
             socket: false,
-            bind: None,
-            version: None,
-            stats_interval_ms: None,
-            checksum: None,
-            log_ring_bytes: 0,
-            stdout: crate::unit::Output::Prefix,
-            stderr: crate::unit::Output::Prefix,
-            ready: None,
-            ready_timeout_ms: crate::unit::probe::DEFAULT_READY_TIMEOUT_MS,
-            watchdog_ms: None,
-            health: None,
-            creds: Default::default(),
-            limits: crate::cgroup::Limits::default(),
-            kill_mode: None,
-            instances: None,
             instance: None,
-            pre_start: None,
-            post_stop: None,
-            hook_timeout_ms: crate::unit::DEFAULT_HOOK_TIMEOUT_MS,
+            rare: Default::default(),
         }
+    }
+
+    fn with_rare(mut u: Unit, set: impl FnOnce(&mut crate::unit::Rare)) -> Unit {
+        set(&mut u.rare);
+        u
     }
 
     fn exited(pid: i32, exit: Exit) -> Input {
@@ -1558,9 +1548,9 @@ mod tests {
 
     fn hooked() -> Service {
         let mut u = unit(RestartPolicy::Always);
-        u.pre_start = Some(vec!["/bin/pre".into()]);
-        u.post_stop = Some(vec!["/bin/post".into()]);
-        u.hook_timeout_ms = 500;
+        u.rare.pre_start = Some(vec!["/bin/pre".into()]);
+        u.rare.post_stop = Some(vec!["/bin/post".into()]);
+        u.rare.hook_timeout_ms = 500;
         Service::new(u)
     }
 
@@ -1724,7 +1714,7 @@ mod tests {
         }));
         let a = s.step(hook_exited(HookKind::PostStop, Exit::Code(0), None), 6);
         assert_eq!(a.last(), Some(&Action::Spawn), "{a:?}");
-        assert!(matches!(s.last_error, Some(Failure::Hook { .. })));
+        assert!(matches!(s.last_error, Some(Failure::Hook(_))));
 
         // Without a restart: once post_stop ends, where it would be
         // without the hook.
@@ -1734,7 +1724,7 @@ mod tests {
         let mut bare = Service::new(unit(RestartPolicy::Never));
         bare.step(failed(), 0);
         let mut u = unit(RestartPolicy::Never);
-        u.post_stop = Some(vec!["/bin/post".into()]);
+        u.rare.post_stop = Some(vec!["/bin/post".into()]);
         let mut s = Service::new(u);
         s.step(failed(), 0);
         assert_eq!(s.state_name(), "stopping");
@@ -1837,10 +1827,9 @@ mod tests {
         // still on its way: `wait` keeps waiting
         assert_eq!(s.cannot_satisfy(), None);
         // a signal is never success, even with the code it would map to
-        let mut s = started(Unit {
-            success_exit_codes: vec![0, 143],
-            ..oneshot(RestartPolicy::Never)
-        });
+        let mut s = started(with_rare(oneshot(RestartPolicy::Never), |r| {
+            r.success_exit_codes = vec![0, 143].into()
+        }));
         s.step(exited(10, Exit::Signal(15)), 1);
         assert_eq!(s.state, State::Failed);
         assert_eq!(s.exit_code(), 143);
@@ -1868,10 +1857,9 @@ mod tests {
 
     #[test]
     fn success_exit_codes_decide_on_failure() {
-        let u = Unit {
-            success_exit_codes: vec![0, 3],
-            ..unit(RestartPolicy::OnFailure)
-        };
+        let u = with_rare(unit(RestartPolicy::OnFailure), |r| {
+            r.success_exit_codes = vec![0, 3].into()
+        });
         let mut s = started(u.clone());
         let a = s.step(exited(10, Exit::Code(3)), 1);
         assert_eq!(
@@ -1902,13 +1890,12 @@ mod tests {
 
     #[test]
     fn the_start_limit_fails_a_loop_until_started_again() {
-        let u = Unit {
-            start_limit: Some(crate::unit::StartLimit {
+        let u = with_rare(unit(RestartPolicy::Always), |r| {
+            r.start_limit = Some(crate::unit::StartLimit {
                 burst: 3,
                 interval_ms: 10_000,
-            }),
-            ..unit(RestartPolicy::Always)
-        };
+            })
+        });
         let mut s = started(u);
         // start 1 at 0; restarts at 1 (at once) and 2 + 100 (backoff)
         assert_eq!(
@@ -1952,13 +1939,12 @@ mod tests {
             Some(&Action::Spawn)
         );
         // starts spread wider than the interval never trip it
-        let mut s = started(Unit {
-            start_limit: Some(crate::unit::StartLimit {
+        let mut s = started(with_rare(unit(RestartPolicy::Always), |r| {
+            r.start_limit = Some(crate::unit::StartLimit {
                 burst: 1,
                 interval_ms: 1_000,
-            }),
-            ..unit(RestartPolicy::Always)
-        });
+            })
+        }));
         for (i, t) in (1..20i32).map(|i| (i, u64::from(i.unsigned_abs()) * 20_000)) {
             assert_eq!(
                 s.step(exited(9 + i, Exit::Code(0)), t).last(),
@@ -2126,13 +2112,12 @@ mod tests {
 
     #[test]
     fn unhealthy_restarts_counted_and_limited() {
-        let mut s = started(Unit {
-            start_limit: Some(crate::unit::StartLimit {
+        let mut s = started(with_rare(unit(RestartPolicy::Always), |r| {
+            r.start_limit = Some(crate::unit::StartLimit {
                 burst: 2,
                 interval_ms: 60_000,
-            }),
-            ..unit(RestartPolicy::Always)
-        });
+            })
+        }));
         let sick = |pid| Input::Unhealthy {
             pid,
             reason: "health check failed 3 times".into(),
@@ -2165,13 +2150,12 @@ mod tests {
 
     #[test]
     fn a_restart_asked_for_resets_the_start_limit() {
-        let mut s = started(Unit {
-            start_limit: Some(crate::unit::StartLimit {
+        let mut s = started(with_rare(unit(RestartPolicy::Always), |r| {
+            r.start_limit = Some(crate::unit::StartLimit {
                 burst: 1,
                 interval_ms: 60_000,
-            }),
-            ..unit(RestartPolicy::Always)
-        });
+            })
+        }));
         for t in 1..5 {
             s.step(Input::Restart, t * 10);
             assert_eq!(
@@ -2213,7 +2197,7 @@ mod tests {
     #[test]
     fn a_service_with_ready_is_ready_only_when_it_says_so() {
         let mut u = unit(RestartPolicy::Always);
-        u.ready = Some(crate::unit::probe::Ready::Notify);
+        u.rare.ready = Some(crate::unit::probe::Ready::Notify);
         let mut s = Service::new(u);
         s.step(Input::Start, 0);
         s.step(Input::Spawned { pid: 5 }, 10);

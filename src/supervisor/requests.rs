@@ -280,7 +280,7 @@ impl Supervisor {
             restarts: s.service.restarts,
             last_exit: s.service.last_exit.map(exit_info),
             gpid: s.gpid.map(|g| g.to_string()),
-            version: s.service.unit.version.clone(),
+            version: s.service.unit.rare.version.clone(),
             last_error: s.service.last_error.as_ref().map(ToString::to_string),
             ready: s.service.is_ready(),
             ready_after_ms: s.service.ready_after_ms.filter(|_| s.service.is_ready()),
@@ -849,7 +849,7 @@ impl Supervisor {
                 GpidInfo {
                     name: name.to_string(),
                     gpid: g.to_string(),
-                    version: s.service.unit.version.clone(),
+                    version: s.service.unit.rare.version.clone(),
                     running: s.service.state.pid().is_some(),
                 },
             ),
@@ -1052,7 +1052,7 @@ impl Supervisor {
             delay_ms: None,
             message: Some(message),
             gpid: s.and_then(|s| s.gpid).map(|g| g.to_string()),
-            version: s.and_then(|s| s.service.unit.version.clone()),
+            version: s.and_then(|s| s.service.unit.rare.version.clone()),
             stats: None,
         };
         self.publish(rec);
@@ -1098,7 +1098,7 @@ impl Supervisor {
         if s.sample_generation != generation {
             return;
         }
-        let (Some(pid), Some(ms)) = (s.service.state.pid(), s.service.unit.stats_interval_ms)
+        let (Some(pid), Some(ms)) = (s.service.state.pid(), s.service.unit.rare.stats_interval_ms)
         else {
             return;
         };
@@ -1201,7 +1201,7 @@ impl Supervisor {
             // runs, which an upgrade or rollback may since have replaced.
             rec.version = match event {
                 Event::Refused { .. } | Event::SpawnFailed { .. } | Event::Restarting { .. } => {
-                    s.service.unit.version.clone()
+                    s.service.unit.rare.version.clone()
                 }
                 _ => s.running_version.clone(),
             };

@@ -176,18 +176,18 @@ fn programs_refused(unit: &Unit, uid: Option<u32>, path: &Path, text: &str) -> V
         cmd.first().map(Path::new)
     }
     let owners: Vec<u32> = std::iter::once(0).chain(uid).collect();
-    let ready = match &unit.ready {
+    let ready = match &unit.rare.ready {
         Some(super::probe::Ready::Exec(cmd)) => first(cmd),
         _ => None,
     };
-    let health = match unit.health.as_deref().map(|h| &h.check) {
+    let health = match unit.rare.health.as_deref().map(|h| &h.check) {
         Some(super::probe::Check::Exec(cmd)) => first(cmd),
         _ => None,
     };
     let commands = [
         ("exec", Some(unit.exec.as_path())),
-        ("pre_start", unit.pre_start.as_deref().and_then(first)),
-        ("post_stop", unit.post_stop.as_deref().and_then(first)),
+        ("pre_start", unit.rare.pre_start.as_deref().and_then(first)),
+        ("post_stop", unit.rare.post_stop.as_deref().and_then(first)),
         ("ready", ready),
         ("health", health),
     ];
@@ -195,6 +195,7 @@ fn programs_refused(unit: &Unit, uid: Option<u32>, path: &Path, text: &str) -> V
         .into_iter()
         .filter_map(|(key, program)| Some((key, program?, "program")));
     let env_files = unit
+        .rare
         .creds
         .env_file
         .iter()
@@ -306,9 +307,9 @@ pub fn load_dir_with(dir: &Path, strict: bool) -> LoadReport {
             }
         };
         let mut uid = None;
-        if unit.creds.names_accounts() {
+        if unit.rare.creds.names_accounts() {
             let resolved = match accounts.get_or_insert_with(read_accounts) {
-                Ok(db) => db.resolve(&unit.creds),
+                Ok(db) => db.resolve(&unit.rare.creds),
                 Err(e) => Err(vec![("user", e.clone())]),
             };
             match resolved {
@@ -359,17 +360,21 @@ pub fn load_dir_with(dir: &Path, strict: bool) -> LoadReport {
 /// (`${INSTANCE}` is replaced at each start, like the other variables); any
 /// other unit as it is.
 pub fn instances_of(unit: Unit) -> Vec<Unit> {
-    let Some(n) = unit.instances else {
+    let Some(n) = unit.rare.instances else {
         return vec![unit];
     };
     (0..n)
-        .map(|i| Unit {
-            name: format!("{}@{i}", unit.name),
-            instance: Some(i),
+        .map(|i| {
+            let mut one = Unit {
+                name: format!("{}@{i}", unit.name),
+                instance: Some(i),
+                ..unit.clone()
+            };
             // Read once: a reload that changes N must leave the instances
             // it keeps unchanged.
-            instances: None,
-            ..unit.clone()
+            one.rare.instances = None;
+            one.rare.compact();
+            one
         })
         .collect()
 }
