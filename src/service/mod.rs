@@ -420,7 +420,7 @@ pub struct Service {
     pub restarts: u32,
     pub last_exit: Option<Exit>,
     /// The last spawn or check failure; cleared by a successful start.
-    pub last_error: Option<Failure>,
+    pub last_error: Option<Box<Failure>>,
     /// How long the current process took to become ready; `None` while it
     /// has not (or no process runs).
     pub ready_after_ms: Option<u64>,
@@ -495,7 +495,7 @@ impl Service {
         match self.state {
             State::Failed => Some(self.failure_text()),
             State::Down => Some("it is stopped".to_string()),
-            State::Waiting => match &self.last_error {
+            State::Waiting => match self.last_error.as_deref() {
                 Some(failure @ Failure::Blocked(_)) => Some(failure.to_string()),
                 _ => None,
             },
@@ -533,12 +533,15 @@ impl Service {
                 ..
             } => failed_run().map(|why| format!("{why}; restarting")),
             // Held because a dependency failed for good.
-            State::Waiting => match &self.last_error {
+            State::Waiting => match self.last_error.as_deref() {
                 Some(failure @ Failure::Blocked(_)) => Some(failure.to_string()),
                 _ => None,
             },
             // Started again after a readiness that failed, not ready yet.
-            State::Running { .. } if self.ready_after_ms.is_none() => match &self.last_error {
+            State::Running { .. } if self.ready_after_ms.is_none() => match self
+                .last_error
+                .as_deref()
+            {
                 Some(failure @ Failure::NotReady(_)) => Some(format!("{failure}; trying again")),
                 _ => None,
             },
@@ -688,7 +691,7 @@ impl Service {
             ) => {
                 let was_waiting = self.state == State::Waiting;
                 self.state = State::Waiting;
-                let blocked = matches!(self.last_error, Some(Failure::Blocked(_)));
+                let blocked = matches!(self.last_error.as_deref(), Some(Failure::Blocked(_)));
                 if blocked {
                     self.last_error = None;
                 }
@@ -708,8 +711,8 @@ impl Service {
             ) => {
                 self.state = State::Waiting;
                 let failure = Failure::Blocked(reason.clone());
-                if self.last_error.as_ref() != Some(&failure) {
-                    self.last_error = Some(failure);
+                if self.last_error.as_deref() != Some(&failure) {
+                    self.last_error = Some(Box::new(failure));
                     out.push(Action::Emit(Event::Blocked { reason }));
                 }
             }
@@ -723,7 +726,7 @@ impl Service {
                 self.ready_after_ms = self.ready_when_started().then_some(0);
                 // A readiness that failed is a problem until one comes:
                 // `status` keeps saying so while the retry is starting.
-                let not_ready = matches!(self.last_error, Some(Failure::NotReady(_)));
+                let not_ready = matches!(self.last_error.as_deref(), Some(Failure::NotReady(_)));
                 if !not_ready || self.ready_after_ms.is_some() {
                     self.last_error = None;
                 }
@@ -733,13 +736,13 @@ impl Service {
             (_, Input::Refused { reason }) => {
                 self.restarting = false;
                 self.pre_start_passed = false;
-                self.last_error = Some(Failure::Refused(reason.clone()));
+                self.last_error = Some(Box::new(Failure::Refused(reason.clone())));
                 self.state = State::Failed;
                 out.push(Action::Emit(Event::Refused { reason }));
             }
             (_, Input::SpawnFailed { error }) => {
                 self.pre_start_passed = false;
-                self.last_error = Some(Failure::Spawn(error.clone()));
+                self.last_error = Some(Box::new(Failure::Spawn(error.clone())));
                 out.push(Action::Emit(Event::SpawnFailed { error }));
                 // Treated as an immediate failure: the restart policy and the
                 // crash-loop backoff apply, so a missing binary is retried
@@ -787,7 +790,7 @@ impl Service {
                 }));
                 self.last_exit = Some(exit);
                 self.restarting = false;
-                self.last_error = Some(Failure::Forked);
+                self.last_error = Some(Box::new(Failure::Forked));
                 self.state = State::Failed;
                 out.push(Action::Emit(Event::Forked { pid }));
             }
@@ -869,7 +872,7 @@ impl Service {
                     out.push(Action::Emit(Event::SpawnFailed {
                         error: failure.to_string(),
                     }));
-                    self.last_error = Some(failure);
+                    self.last_error = Some(Box::new(failure));
                     self.pre_start_passed = false;
                     self.state = State::Down;
                     // A failed start: restart policy, backoff, start limit,
@@ -948,7 +951,7 @@ impl Service {
             ) if pid == running && self.ready_after_ms.is_none() => {
                 let after_ms = now.saturating_sub(since_ms);
                 self.ready_after_ms = Some(after_ms);
-                if matches!(self.last_error, Some(Failure::NotReady(_))) {
+                if matches!(self.last_error.as_deref(), Some(Failure::NotReady(_))) {
                     self.last_error = None;
                 }
                 out.push(Action::Emit(Event::Ready { pid, after_ms }));
@@ -960,7 +963,7 @@ impl Service {
                 },
                 Input::NotReady { pid, reason },
             ) if pid == running && self.ready_after_ms.is_none() => {
-                self.last_error = Some(Failure::NotReady(reason.clone()));
+                self.last_error = Some(Box::new(Failure::NotReady(reason.clone())));
                 out.push(Action::Emit(Event::NotReady { pid, reason }));
                 self.begin_stop(pid, since_ms, AfterStop::Recover, now, &mut out);
             }
@@ -971,7 +974,7 @@ impl Service {
                 },
                 Input::Unhealthy { pid, reason },
             ) if pid == running => {
-                self.last_error = Some(Failure::Unhealthy(reason.clone()));
+                self.last_error = Some(Box::new(Failure::Unhealthy(reason.clone())));
                 out.push(Action::Emit(Event::Unhealthy { pid, reason }));
                 self.begin_stop(pid, since_ms, AfterStop::Recover, now, &mut out);
             }
@@ -1080,7 +1083,7 @@ impl Service {
                     let failure = self
                         .last_error
                         .take()
-                        .unwrap_or(Failure::Unsuccessful(exit));
+                        .map_or(Failure::Unsuccessful(exit), |f| *f);
                     self.fail(failure, out);
                 }
             }
@@ -1096,7 +1099,7 @@ impl Service {
             let failure = self
                 .last_error
                 .take()
-                .unwrap_or(Failure::Unsuccessful(exit));
+                .map_or(Failure::Unsuccessful(exit), |f| *f);
             self.fail(failure, out);
             return;
         }
@@ -1137,7 +1140,7 @@ impl Service {
     /// Gives up until asked again.
     fn fail(&mut self, failure: Failure, out: &mut Vec<Action>) {
         self.restarting = false;
-        self.last_error = Some(failure.clone());
+        self.last_error = Some(Box::new(failure.clone()));
         self.state = State::Failed;
         out.push(Action::Emit(Event::Failed { failure }));
     }
@@ -1354,7 +1357,7 @@ mod tests {
             ]
         );
         assert_eq!(s.state, State::Failed);
-        assert_eq!(s.last_error, Some(Failure::Forked));
+        assert_eq!(s.last_error.as_deref(), Some(&Failure::Forked));
         assert_eq!(
             s.last_error.as_ref().map(ToString::to_string).as_deref(),
             Some("it forked into the background and exited; run it in the foreground")
@@ -1420,8 +1423,8 @@ mod tests {
             1,
         );
         assert_eq!(
-            s.last_error,
-            Some(Failure::Spawn(
+            s.last_error.as_deref(),
+            Some(&Failure::Spawn(
                 "cannot change to cwd /x: No such file or directory".into()
             ))
         );
@@ -1714,7 +1717,7 @@ mod tests {
         }));
         let a = s.step(hook_exited(HookKind::PostStop, Exit::Code(0), None), 6);
         assert_eq!(a.last(), Some(&Action::Spawn), "{a:?}");
-        assert!(matches!(s.last_error, Some(Failure::Hook(_))));
+        assert!(matches!(s.last_error.as_deref(), Some(Failure::Hook(_))));
 
         // Without a restart: once post_stop ends, where it would be
         // without the hook.
@@ -1798,7 +1801,7 @@ mod tests {
             }))
         );
         assert_eq!(s.state, State::Failed);
-        assert_eq!(s.last_error, Some(failure));
+        assert_eq!(s.last_error.as_deref(), Some(&failure));
         assert_eq!(s.problem().as_deref(), Some("exited with code 3"));
         assert_eq!(s.cannot_satisfy().as_deref(), Some("exited with code 3"));
         assert!(!s.satisfies_dependants());
@@ -1926,7 +1929,7 @@ mod tests {
             .iter()
             .any(|x| matches!(x, Action::Emit(Event::Restarting { .. }))));
         assert_eq!(s.state, State::Failed);
-        assert_eq!(s.last_error, Some(failure));
+        assert_eq!(s.last_error.as_deref(), Some(&failure));
         assert!(s
             .problem()
             .is_some_and(|p| p.starts_with("start limit hit: more than 3 starts within 10000 ms")));
@@ -2024,7 +2027,7 @@ mod tests {
         // (ready at start without probes; with them, the retry is starting,
         // and status keeps the failure until it is ready)
         s.ready_after_ms = None;
-        s.last_error = Some(Failure::NotReady("not ready after 500 ms".into()));
+        s.last_error = Some(Box::new(Failure::NotReady("not ready after 500 ms".into())));
         assert_eq!(
             s.problem().as_deref(),
             Some("not ready: not ready after 500 ms; trying again")
@@ -2044,7 +2047,7 @@ mod tests {
         s.step(Input::Spawned { pid: 12 }, 701);
         // ready at last: the failure is gone
         s.ready_after_ms = None;
-        s.last_error = Some(Failure::NotReady("x".into()));
+        s.last_error = Some(Box::new(Failure::NotReady("x".into())));
         s.step(Input::Ready { pid: 12 }, 800);
         assert_eq!(s.last_error, None);
         assert_eq!(s.problem(), None);

@@ -54,12 +54,12 @@ fn failed_for_good(s: &Service) -> Option<String> {
             Some(Exit::Signal(n)) => format!("failed (signal {})", crate::sig::name(n)),
             None => "ended".to_string(),
         }),
-        State::Failed => Some(match &s.last_error {
+        State::Failed => Some(match s.last_error.as_deref() {
             Some(f) => format!("failed: {f}"),
             None => "failed".to_string(),
         }),
         // Blocked itself: its dependants are blocked in turn.
-        State::Waiting => match &s.last_error {
+        State::Waiting => match s.last_error.as_deref() {
             Some(Failure::Blocked(why)) => Some(format!("cannot start: {why}")),
             _ => None,
         },
