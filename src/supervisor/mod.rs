@@ -121,14 +121,8 @@ struct Slot {
     retired: bool,
     /// GPID of the current (or last) process.
     gpid: Option<Gpid>,
-    /// The latest resource sample of the current process tree (boxed:
-    /// most services are never sampled).
-    last_sample: Option<Box<Sample>>,
     /// Generation of this slot's live sample timer.
     sample_generation: u64,
-    /// Digest of the binary as last verified, reused while the file is
-    /// provably unchanged (boxed: only units with a checksum have one).
-    digest_cache: Option<Box<(FileId, Checksum)>>,
     /// inotify watch on the running binary, and its inode when started.
     binary_watch: Option<(i32, u64)>,
     /// A change of the running binary was already reported.
@@ -136,19 +130,9 @@ struct Slot {
     /// The port of the current process (a unit's fixed one, or the one
     /// zurg picked or listens on).
     port: u16,
-    /// The listening socket passed as fd 3 (`socket = true`), kept across
-    /// restarts.
-    listener: Option<std::net::TcpListener>,
-    /// The version of the current (or last) process, which an upgrade or
-    /// rollback does not change while it runs.
-    running_version: Option<String>,
-    /// The build its unit file names, before any saved upgrade; `None`
-    /// while that is the unit's own (`Slot::file_build`), as it is for
-    /// most: a copy per service cost ~110 bytes.
-    file_build: Option<Box<upgrade::Build>>,
-    /// The worker is hashing its binary for the spawn under this number;
-    /// a result under another number is stale.
-    hashing: Option<u64>,
+    /// What few services have (a socket, a checksum, a version, a
+    /// sample...), in one box made by the first such value.
+    cold: Cold,
     /// Its latest output lines, for `zurg logs`; kept across restarts and
     /// reloads.
     ring: crate::service::ring::Ring,
@@ -160,6 +144,63 @@ struct Slot {
     cgroup: Option<Box<crate::cgroup::tree::ServiceCgroup>>,
     /// The OOM killer struck since the previous exit (read at each exit).
     exit_oom: bool,
+}
+
+/// A slot's seldom-set state (see `Slot::cold`): inline, these fields
+/// were 84 bytes of every slot.
+#[derive(Debug, Default)]
+struct ColdState {
+    /// The listening socket passed as fd 3 (`socket = true`), kept across
+    /// restarts.
+    listener: Option<std::net::TcpListener>,
+    /// Digest of the binary as last verified, reused while the file is
+    /// provably unchanged.
+    digest_cache: Option<(FileId, Checksum)>,
+    /// The build its unit file names, before any saved upgrade; `None`
+    /// while that is the unit's own (`Slot::file_build`), as it is for
+    /// most.
+    file_build: Option<upgrade::Build>,
+    /// The worker is hashing its binary for the spawn under this number;
+    /// a result under another number is stale.
+    hashing: Option<u64>,
+    /// The version of the current (or last) process, which an upgrade or
+    /// rollback does not change while it runs.
+    running_version: Option<String>,
+    /// The latest resource sample of the current process tree.
+    last_sample: Option<Sample>,
+}
+
+/// `ColdState`, boxed once something is set in it.
+#[derive(Debug, Default)]
+struct Cold(Option<Box<ColdState>>);
+
+impl Cold {
+    fn get(&self) -> Option<&ColdState> {
+        self.0.as_deref()
+    }
+
+    /// For a value to store: makes the box.
+    fn make(&mut self) -> &mut ColdState {
+        self.0.get_or_insert_default()
+    }
+
+    /// For a value to clear: no box is made for that.
+    fn clear(&mut self, f: impl FnOnce(&mut ColdState)) {
+        if let Some(c) = self.0.as_deref_mut() {
+            f(c);
+        }
+    }
+
+    fn listener(&self) -> Option<&std::net::TcpListener> {
+        self.get()?.listener.as_ref()
+    }
+
+    fn set_digest(&mut self, digest: Option<(FileId, Checksum)>) {
+        match digest {
+            Some(d) => self.make().digest_cache = Some(d),
+            None => self.clear(|c| c.digest_cache = None),
+        }
+    }
 }
 
 impl Slot {
@@ -178,8 +219,8 @@ impl Slot {
 
     /// The build its unit file names (see `file_build`).
     fn file_build(&self) -> upgrade::Build {
-        match &self.file_build {
-            Some(build) => (**build).clone(),
+        match self.cold.get().and_then(|c| c.file_build.as_ref()) {
+            Some(build) => build.clone(),
             None => upgrade::Build::of(&self.service.unit),
         }
     }
@@ -774,8 +815,7 @@ impl Supervisor {
             if let Some(line) = self.apply_override(&mut unit) {
                 report.dropped.push(line);
             }
-            let file_build =
-                (upgrade::Build::of(&unit) != file_build).then(|| Box::new(file_build));
+            let file_build = (upgrade::Build::of(&unit) != file_build).then_some(file_build);
             if self.opts.strict && (unit.rare.version.is_none() || unit.rare.checksum.is_none()) {
                 let e = format!(
                     "{}: strict mode: a unit needs `version` and `md5` or `sha256`",
@@ -838,22 +878,20 @@ impl Supervisor {
                         pidfd: None,
                         retired: false,
                         gpid: None,
-                        last_sample: None,
                         sample_generation: 0,
-                        digest_cache: None,
                         binary_watch: None,
                         binary_warned: false,
                         port: 0,
-                        listener: None,
-                        running_version: None,
-                        file_build,
-                        hashing: None,
+                        cold: Cold::default(),
                         ring,
                         creds: Default::default(),
                         cgroup,
                         exit_oom: false,
                     };
                     new_slot.replace_spec(spec);
+                    if let Some(b) = file_build {
+                        new_slot.cold.make().file_build = Some(b);
+                    }
                     match self.slots.get_mut(slot) {
                         Some(old) => {
                             // The removed unit's cgroup, empty by now.
@@ -871,7 +909,10 @@ impl Supervisor {
                     let Some(s) = self.slots.get_mut(slot) else {
                         continue;
                     };
-                    s.file_build = file_build;
+                    match file_build {
+                        Some(b) => s.cold.make().file_build = Some(b),
+                        None => s.cold.clear(|c| c.file_build = None),
+                    }
                     if s.service.unit == unit {
                         report.unchanged.push(unit.name.clone());
                         continue;
@@ -889,7 +930,7 @@ impl Supervisor {
                     report.changed.push(unit.name.clone());
                     if ports::port_settings_changed(&s.service.unit, &unit) {
                         // The running process keeps its own copy.
-                        s.listener = None;
+                        s.cold.clear(|c| c.listener = None);
                     }
                     s.service.unit = unit;
                     if let cgroups::UnitCgroup::Fresh(cg) = unit_cgroup {
@@ -930,7 +971,7 @@ impl Supervisor {
             self.by_name.remove(&name);
             if let Some(s) = self.slots.get_mut(slot) {
                 s.retired = true;
-                s.listener = None;
+                s.cold.clear(|c| c.listener = None);
                 self.retired_slots.push(slot);
             }
             work.push_back((slot, Input::Stop));
@@ -1468,13 +1509,13 @@ impl Supervisor {
         let Some(s) = self.slots.get_mut(slot) else {
             return;
         };
-        if s.hashing != Some(generation) {
+        if s.cold.get().and_then(|c| c.hashing) != Some(generation) {
             return;
         }
-        s.hashing = None;
+        s.cold.clear(|c| c.hashing = None);
         match result {
             Ok(digest) => {
-                s.digest_cache = Some(Box::new(digest));
+                s.cold.set_digest(Some(digest));
                 work.push_back((slot, Input::Verified));
             }
             Err(e) => work.push_back((slot, unverified(e))),
@@ -1530,19 +1571,19 @@ impl Supervisor {
                 // Hashing a binary takes as long as reading it: the loop
                 // only uses a digest already known for the file as it is
                 // now, and has the worker hash it otherwise.
-                let cached = s.digest_cache.as_deref().copied();
+                let cached = s.cold.get().and_then(|c| c.digest_cache);
                 let opened = match &self.worker {
                     Some(_) => crate::version::open_if_cached(exec, want, cached),
                     None => crate::version::open_verified(exec, want, cached).map(Some),
                 };
                 match opened {
                     Ok(Some(v)) => {
-                        s.digest_cache = Some(Box::new((v.id, v.actual)));
+                        s.cold.set_digest(Some((v.id, v.actual)));
                         Some(v)
                     }
                     Ok(None) => {
                         self.hash_generation = self.hash_generation.wrapping_add(1);
-                        s.hashing = Some(self.hash_generation);
+                        s.cold.make().hashing = Some(self.hash_generation);
                         let job = worker::Job::Digest {
                             slot,
                             generation: self.hash_generation,
@@ -1552,7 +1593,7 @@ impl Supervisor {
                         if self.worker.as_ref().is_some_and(|w| w.submit(job)) {
                             return Some(Input::Verifying);
                         }
-                        s.hashing = None;
+                        s.cold.clear(|c| c.hashing = None);
                         return Some(Input::SpawnFailed {
                             error: format!(
                                 "cannot verify {}: the hashing thread is gone",
@@ -1615,9 +1656,12 @@ impl Supervisor {
                     start_us,
                     pid: u32::try_from(child.pid).unwrap_or(0),
                 });
-                s.last_sample = None;
+                s.cold.clear(|c| c.last_sample = None);
                 s.binary_warned = false;
-                s.running_version = s.service.unit.rare.version.clone();
+                match &s.service.unit.rare.version {
+                    Some(v) => s.cold.make().running_version = Some(v.clone()),
+                    None => s.cold.clear(|c| c.running_version = None),
+                }
                 let exec = s.service.unit.exec.clone();
                 let stats_interval = s.service.unit.rare.stats_interval_ms;
                 self.by_pid.insert(child.pid, slot);
@@ -1822,7 +1866,7 @@ mod footprint {
     #[cfg(target_pointer_width = "64")]
     fn per_service_structs_stay_small() {
         assert!(
-            size_of::<Slot>() <= 464,
+            size_of::<Slot>() <= 400,
             "Slot is {} bytes",
             size_of::<Slot>()
         );

@@ -30,7 +30,7 @@ impl Supervisor {
         let unit = &s.service.unit;
         let ip = unit.rare.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         if unit.socket {
-            if s.listener.is_none() {
+            if s.cold.listener().is_none() {
                 // An auto port keeps the number it had, when it can.
                 let want = if unit.port_auto { s.port } else { unit.port };
                 let listener = listen::listen(SocketAddr::new(ip, want))
@@ -46,7 +46,7 @@ impl Supervisor {
                     .local_addr()
                     .map_err(|e| format!("cannot read the listening socket's port: {e}"))?
                     .port();
-                s.listener = Some(listener);
+                s.cold.make().listener = Some(listener);
             }
         } else if unit.port_auto {
             if s.port == 0 || !listen::port_is_free(ip, s.port) {
@@ -65,7 +65,7 @@ impl Supervisor {
             spec.start_env
                 .extend(env_entry("PORT", &s.port.to_string()));
         }
-        spec.listen_fd = s.listener.as_ref().map(|l| l.as_raw_fd());
+        spec.listen_fd = s.cold.listener().map(|l| l.as_raw_fd());
         if spec.listen_fd.is_some() {
             spec.start_env.extend(env_entry("LISTEN_FDS", "1"));
             spec.start_env

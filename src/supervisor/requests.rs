@@ -908,10 +908,11 @@ impl Supervisor {
                 continue;
             }
             let cpu_percent = s
-                .last_sample
-                .as_ref()
+                .cold
+                .get()
+                .and_then(|c| c.last_sample.as_ref())
                 .and_then(|prev| crate::stats::cpu_percent(prev, &tree));
-            s.last_sample = Some(Box::new(tree.clone()));
+            s.cold.make().last_sample = Some(tree.clone());
             rows.push(StatsRow {
                 name: s.service.name().to_string(),
                 pid,
@@ -1104,7 +1105,7 @@ impl Supervisor {
         };
         let cgroup = s.cgroup.as_ref().map(|c| c.dir());
         if let Some((_, sample)) = super::worker::sample_service(pid, cgroup, now) {
-            s.last_sample = Some(Box::new(sample));
+            s.cold.make().last_sample = Some(sample);
         }
         self.reactor.timers.arm(
             now.saturating_add(ms),
@@ -1203,13 +1204,13 @@ impl Supervisor {
                 Event::Refused { .. } | Event::SpawnFailed { .. } | Event::Restarting { .. } => {
                     s.service.unit.rare.version.clone()
                 }
-                _ => s.running_version.clone(),
+                _ => s.cold.get().and_then(|c| c.running_version.clone()),
             };
             if !matches!(kind, EventKind::SpawnFailed | EventKind::Restarting) {
                 rec.gpid = s.gpid.map(|g| g.to_string());
             }
             if let Some(exit) = &mut rec.exit {
-                rec.stats = s.last_sample.as_deref().cloned();
+                rec.stats = s.cold.get().and_then(|c| c.last_sample.clone());
                 exit.oom = s.exit_oom;
             }
         }

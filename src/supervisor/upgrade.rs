@@ -245,15 +245,15 @@ impl Supervisor {
     fn set_build(&mut self, slot: usize, build: &Build) -> Result<(), String> {
         let s = self.slots.get_mut(slot).ok_or("no such service")?;
         // The unit stops being the file's build: keep that apart.
-        if s.file_build.is_none() {
-            s.file_build = Some(Box::new(Build::of(&s.service.unit)));
+        if s.cold.get().is_none_or(|c| c.file_build.is_none()) {
+            s.cold.make().file_build = Some(Build::of(&s.service.unit));
         }
         let mut unit = s.service.unit.clone();
         build.apply(&mut unit)?;
         let spec = spawn_spec(&unit, &self.start_dir, &[])?;
         s.service.unit = unit;
         s.replace_spec(spec);
-        s.digest_cache = None;
+        s.cold.set_digest(None);
         Ok(())
     }
 
@@ -453,7 +453,7 @@ impl Supervisor {
         }
         let base = self.slots.get(slot).map(|s| s.file_build());
         if let Some(s) = self.slots.get_mut(slot) {
-            s.digest_cache = digest.map(Box::new);
+            s.cold.set_digest(digest);
         }
         let entry = self.overrides.services.entry(name.to_string()).or_default();
         entry.base = base;
@@ -686,7 +686,7 @@ impl Supervisor {
             return Some(rollback_refused(id, &change, &e));
         }
         if let Some(s) = self.slots.get_mut(slot) {
-            s.digest_cache = digest.map(Box::new);
+            s.cold.set_digest(digest);
         }
         crate::log!("[{name}] rolling back to {}", to.label());
         self.journal_build(slot, crate::journal::Kind::Rollback, &to);
