@@ -1111,8 +1111,9 @@ impl Service {
     fn retry(&mut self, uptime_ms: u64, now: u64, out: &mut Vec<Action>) {
         let delay_ms = self
             .unit
+            .rare
             .restart_delay_ms
-            .saturating_add(self.backoff.after_run(uptime_ms, self.unit.backoff));
+            .saturating_add(self.backoff.after_run(uptime_ms, self.unit.rare.backoff));
         let at = now.saturating_add(delay_ms);
         if !self.starts.admit(self.unit.rare.start_limit, at) {
             if let Some(limit) = self.unit.rare.start_limit {
@@ -1156,15 +1157,13 @@ mod tests {
         Unit {
             name: "svc".into(),
             exec: PathBuf::from("/bin/true"),
-            args: vec![],
-            depends_on: vec![],
+            args: Box::default(),
+            depends_on: Box::default(),
             restart,
             kind: crate::unit::Kind::Longrun,
-            backoff: crate::unit::BackoffSteps::default(),
             essential: false,
             stop_signal: crate::sig::SIGTERM,
             stop_timeout_ms: 1000,
-            restart_delay_ms: 0,
             port: 0,
             port_auto: false,
             socket: false,
@@ -1960,13 +1959,12 @@ mod tests {
 
     #[test]
     fn a_unit_sets_its_backoff_steps() {
-        let mut s = started(Unit {
-            backoff: crate::unit::BackoffSteps {
+        let mut s = started(with_rare(unit(RestartPolicy::Always), |r| {
+            r.backoff = crate::unit::BackoffSteps {
                 initial_ms: 20,
                 max_ms: 30,
-            },
-            ..unit(RestartPolicy::Always)
-        });
+            }
+        }));
         let mut waits = Vec::new();
         let mut now = 0;
         for pid in 10..14 {

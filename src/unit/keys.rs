@@ -105,7 +105,7 @@ pub static KEYS: &[Key] = &[
         default: "`[]`",
         doc: "The arguments after `argv[0]`.",
         read: |u, v| {
-            u.args = v.map_or(Ok(Vec::new()), string_array)?;
+            u.args = v.map_or(Ok(Vec::new()), string_array)?.into();
             let wrong: Vec<String> = u.args.iter().filter_map(|a| vars_in(a).err()).collect();
             if wrong.is_empty() {
                 Ok(())
@@ -158,7 +158,7 @@ pub static KEYS: &[Key] = &[
         default: "`[]`",
         doc: "Services that must be ready before this one starts.",
         read: |u, v| {
-            u.depends_on = v.map_or(Ok(Vec::new()), unit_names)?;
+            u.depends_on = v.map_or(Ok(Vec::new()), unit_names)?.into();
             Ok(())
         },
         ..KEY
@@ -202,7 +202,7 @@ pub static KEYS: &[Key] = &[
         default: "`0`",
         doc: "A fixed wait before every restart.",
         read: |u, v| {
-            u.restart_delay_ms = v.map_or(Ok(DEFAULT_RESTART_DELAY_MS), millis)?;
+            u.rare.restart_delay_ms = v.map_or(Ok(DEFAULT_RESTART_DELAY_MS), millis)?;
             Ok(())
         },
         ..KEY
@@ -238,7 +238,7 @@ pub static KEYS: &[Key] = &[
         default: "`{ initial_ms = 100, max_ms = 30000 }`",
         doc: "The crash-loop backoff: the first wait, doubled at each further short run up to the longest.",
         read: |u, v| {
-            u.backoff = v.map_or(Ok(BackoffSteps::default()), backoff)?;
+            u.rare.backoff = v.map_or(Ok(BackoffSteps::default()), backoff)?;
             Ok(())
         },
         ..KEY
@@ -761,15 +761,13 @@ pub fn blank(name: &str) -> Unit {
     Unit {
         name: name.to_string(),
         exec: PathBuf::new(),
-        args: Vec::new(),
-        depends_on: Vec::new(),
+        args: Box::default(),
+        depends_on: Box::default(),
         restart: RestartPolicy::Always,
         kind: Kind::Longrun,
-        backoff: BackoffSteps::default(),
         essential: false,
         stop_signal: DEFAULT_STOP_SIGNAL,
         stop_timeout_ms: DEFAULT_STOP_TIMEOUT_MS,
-        restart_delay_ms: DEFAULT_RESTART_DELAY_MS,
         port: 0,
         port_auto: false,
         socket: false,
@@ -1506,7 +1504,7 @@ mod tests {
         let path = Path::new("/u/svc.toml");
         let parse = |text: &str| super::super::parse::parse_unit("svc", path, text);
         let u = parse("exec = \"/x\"\ndepends_on = [\"db\", \"migrate@1\"]\n").unwrap();
-        assert_eq!(u.depends_on, ["db", "migrate@1"]);
+        assert_eq!(*u.depends_on, ["db", "migrate@1"]);
         assert!(parse("exec = \"/x\"\n").unwrap().depends_on.is_empty());
         let err = parse("exec = \"/x\"\ndepends_on = [\"db\", \"a b\", 3, \".x\"]\n")
             .unwrap_err()
@@ -1580,7 +1578,7 @@ mod tests {
         assert_eq!(*u.rare.success_exit_codes, [0, 3]);
         assert!(u.essential);
         assert_eq!(
-            u.backoff,
+            u.rare.backoff,
             BackoffSteps {
                 initial_ms: 50,
                 max_ms: 30_000

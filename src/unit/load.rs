@@ -400,13 +400,14 @@ fn depend_on_every_instance(units: &mut [Unit]) {
         return;
     }
     for u in units.iter_mut() {
-        let deps = std::mem::take(&mut u.depends_on);
-        for d in deps {
+        let mut expanded = Vec::with_capacity(u.depends_on.len());
+        for d in std::mem::take(&mut u.depends_on) {
             match groups.get(&d) {
-                Some(n) => u.depends_on.extend((0..*n).map(|i| format!("{d}@{i}"))),
-                None => u.depends_on.push(d),
+                Some(n) => expanded.extend((0..*n).map(|i| format!("{d}@{i}"))),
+                None => expanded.push(d),
             }
         }
+        u.depends_on = expanded.into();
     }
 }
 
@@ -423,7 +424,7 @@ fn refuse_by_dependencies(dir: &Path, report: &mut LoadReport) {
     let nodes: Vec<(&str, &[String])> = report
         .units
         .iter()
-        .map(|u| (u.name.as_str(), u.depends_on.as_slice()))
+        .map(|u| (u.name.as_str(), &*u.depends_on))
         .collect();
     let refused = crate::service::graph::refusals(&nodes, |n| broken.contains(n));
     if refused.is_empty() {
@@ -553,7 +554,7 @@ mod tests {
         assert_eq!(names, ["api", "web@0", "web@1", "web@2"]);
         let instances: Vec<Option<u32>> = r.units.iter().map(|u| u.instance).collect();
         assert_eq!(instances, [None, Some(0), Some(1), Some(2)]);
-        assert_eq!(r.units[0].depends_on, ["web@0", "web@1", "web@2"]);
+        assert_eq!(*r.units[0].depends_on, ["web@0", "web@1", "web@2"]);
         let errs: Vec<String> = r.errors.iter().map(|e| e.to_string()).collect();
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(

@@ -124,22 +124,18 @@ pub struct Unit {
     /// Absolute path of the program.
     pub exec: PathBuf,
     /// Arguments after argv[0] (argv[0] is the unit's exec path).
-    pub args: Vec<String>,
+    pub args: Box<[String]>,
     /// Services that must be ready (a run-once one: done) before this one
     /// starts; `service::graph` checks the names at load.
-    pub depends_on: Vec<String>,
+    pub depends_on: Box<[String]>,
     pub restart: RestartPolicy,
     /// `type`: a long-running service or a run-to-completion one.
     pub kind: Kind,
-    /// Crash-loop backoff steps.
-    pub backoff: BackoffSteps,
     /// When it ends for good, zurg stops everything and exits with its code.
     pub essential: bool,
     /// Signal number sent first on stop.
     pub stop_signal: i32,
     pub stop_timeout_ms: u64,
-    /// Base delay before a restart; backoff grows from it.
-    pub restart_delay_ms: u64,
     /// The port the service serves on; part of its GPID (0 when none, or
     /// when zurg picks one).
     pub port: u16,
@@ -158,6 +154,10 @@ pub struct Unit {
 /// The seldom-set keys of a unit (see `Unit`); the default is every key's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rare {
+    /// Crash-loop backoff steps.
+    pub backoff: BackoffSteps,
+    /// Base delay before a restart; backoff grows from it.
+    pub restart_delay_ms: u64,
     /// Added to (and overriding) zurg's own environment.
     pub env: BTreeMap<String, String>,
     pub cwd: Option<PathBuf>,
@@ -212,6 +212,11 @@ pub struct Rare {
 impl Rare {
     /// Every key left out, as `keys.rs` reads an absent key.
     pub const DEFAULT: Rare = Rare {
+        backoff: BackoffSteps {
+            initial_ms: DEFAULT_BACKOFF_INITIAL_MS,
+            max_ms: DEFAULT_BACKOFF_MAX_MS,
+        },
+        restart_delay_ms: DEFAULT_RESTART_DELAY_MS,
         env: BTreeMap::new(),
         cwd: None,
         success_exit_codes: Cow::Borrowed(&DEFAULT_SUCCESS_EXIT_CODES),

@@ -347,7 +347,7 @@ mod tests {
         assert_eq!(u.restart, RestartPolicy::Always);
         assert_eq!(u.stop_signal, 15);
         assert_eq!(u.stop_timeout_ms, DEFAULT_STOP_TIMEOUT_MS);
-        assert_eq!(u.restart_delay_ms, DEFAULT_RESTART_DELAY_MS);
+        assert_eq!(u.rare.restart_delay_ms, DEFAULT_RESTART_DELAY_MS);
     }
 
     #[test]
@@ -365,12 +365,12 @@ restart_delay_ms = 50
 "#,
         )
         .unwrap();
-        assert_eq!(u.args, vec!["-c", "echo hi"]);
+        assert_eq!(*u.args, ["-c", "echo hi"]);
         assert_eq!(u.rare.env.get("B_2").map(String::as_str), Some("two"));
         assert_eq!(u.rare.cwd, Some(PathBuf::from("/tmp")));
         assert_eq!(u.restart, RestartPolicy::OnFailure);
         assert_eq!(u.stop_signal, 3);
-        assert_eq!((u.stop_timeout_ms, u.restart_delay_ms), (2500, 50));
+        assert_eq!((u.stop_timeout_ms, u.rare.restart_delay_ms), (2500, 50));
         assert_eq!(
             parse("exec = \"/x\"\nstop_signal = 10\n")
                 .unwrap()
