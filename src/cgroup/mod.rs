@@ -94,6 +94,17 @@ pub struct Limits {
     pub io_weight: Option<u16>,
 }
 
+impl Limits {
+    /// `Limits::default()` as a constant, for the unit's defaults.
+    pub const DEFAULT: Limits = Limits {
+        memory_max: None,
+        memory_high: None,
+        cpu_max: None,
+        pids_max: None,
+        io_weight: None,
+    };
+}
+
 /// One cgroup file a limit sets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Setting {

@@ -37,10 +37,10 @@ pub(crate) fn parse(args: &[String]) -> Result<(PathBuf, bool, bool), UsageError
 
 fn check_unit(u: &Unit, strict: bool) -> Vec<String> {
     let mut out = Vec::new();
-    if strict && (u.version.is_none() || u.checksum.is_none()) {
+    if strict && (u.rare.version.is_none() || u.rare.checksum.is_none()) {
         out.push("strict mode: a unit needs `version` and `md5` or `sha256`".to_string());
     }
-    match &u.checksum {
+    match &u.rare.checksum {
         Some(want) => {
             if let Err(e) = crate::version::open_verified(&u.exec, want, None) {
                 out.push(e.to_string());
@@ -57,7 +57,7 @@ fn check_unit(u: &Unit, strict: bool) -> Vec<String> {
             Ok(_) => {}
         },
     }
-    if let Some(cwd) = &u.cwd {
+    if let Some(cwd) = &u.rare.cwd {
         if let Some(problem) = cwd_problem(cwd) {
             out.push(problem);
         }

@@ -91,14 +91,19 @@ pub enum Failure {
     /// Not started because a dependency failed for good ("migrate failed
     /// (exit 1)").
     Blocked(String),
-    /// Its `pre_start` hook failed: it exited non-zero, or it was killed
-    /// at `hook_timeout_ms` (`timed_out_ms`); `output` is its last line.
-    Hook {
-        kind: HookKind,
-        exit: Exit,
-        timed_out_ms: Option<u64>,
-        output: Option<String>,
-    },
+    /// Its `pre_start` hook failed (boxed: the largest kind, which made
+    /// every service's `last_error` 56 bytes rather than 32).
+    Hook(Box<HookFailure>),
+}
+
+/// A hook that failed: it exited non-zero, or it was killed at
+/// `hook_timeout_ms` (`timed_out_ms`); `output` is its last line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookFailure {
+    pub kind: HookKind,
+    pub exit: Exit,
+    pub timed_out_ms: Option<u64>,
+    pub output: Option<String>,
 }
 
 impl std::fmt::Display for Failure {
@@ -117,12 +122,13 @@ impl std::fmt::Display for Failure {
             Failure::NotReady(reason) => write!(f, "not ready: {reason}"),
             Failure::Unhealthy(reason) => write!(f, "unhealthy: {reason}"),
             Failure::Blocked(why) => write!(f, "not started: {why}"),
-            Failure::Hook {
-                kind,
-                exit,
-                timed_out_ms,
-                output,
-            } => {
+            Failure::Hook(hook) => {
+                let HookFailure {
+                    kind,
+                    exit,
+                    timed_out_ms,
+                    output,
+                } = &**hook;
                 match timed_out_ms {
                     Some(ms) => write!(
                         f,
@@ -414,7 +420,7 @@ pub struct Service {
     pub restarts: u32,
     pub last_exit: Option<Exit>,
     /// The last spawn or check failure; cleared by a successful start.
-    pub last_error: Option<Failure>,
+    pub last_error: Option<Box<Failure>>,
     /// How long the current process took to become ready; `None` while it
     /// has not (or no process runs).
     pub ready_after_ms: Option<u64>,
@@ -447,7 +453,7 @@ impl Service {
 
     /// The spawn now due must run `pre_start` first.
     pub fn pre_start_due(&self) -> bool {
-        self.unit.pre_start.is_some() && !self.pre_start_passed
+        self.unit.rare.pre_start.is_some() && !self.pre_start_passed
     }
 
     /// A new service in the place of a retired one: it continues the old
@@ -465,7 +471,7 @@ impl Service {
 
     /// No readiness protocol: the service counts as ready once started.
     fn ready_when_started(&self) -> bool {
-        self.unit.ready.is_none()
+        self.unit.rare.ready.is_none()
     }
 
     /// A process runs and has reported itself ready.
@@ -489,7 +495,7 @@ impl Service {
         match self.state {
             State::Failed => Some(self.failure_text()),
             State::Down => Some("it is stopped".to_string()),
-            State::Waiting => match &self.last_error {
+            State::Waiting => match self.last_error.as_deref() {
                 Some(failure @ Failure::Blocked(_)) => Some(failure.to_string()),
                 _ => None,
             },
@@ -515,7 +521,7 @@ impl Service {
                 return Some(failure.to_string());
             }
             let exit = self.last_exit?;
-            (!policy::succeeded(&self.unit.success_exit_codes, exit))
+            (!policy::succeeded(&self.unit.rare.success_exit_codes, exit))
                 .then(|| format!("exited with {}", exit.describe()))
         };
         match self.state {
@@ -527,12 +533,15 @@ impl Service {
                 ..
             } => failed_run().map(|why| format!("{why}; restarting")),
             // Held because a dependency failed for good.
-            State::Waiting => match &self.last_error {
+            State::Waiting => match self.last_error.as_deref() {
                 Some(failure @ Failure::Blocked(_)) => Some(failure.to_string()),
                 _ => None,
             },
             // Started again after a readiness that failed, not ready yet.
-            State::Running { .. } if self.ready_after_ms.is_none() => match &self.last_error {
+            State::Running { .. } if self.ready_after_ms.is_none() => match self
+                .last_error
+                .as_deref()
+            {
                 Some(failure @ Failure::NotReady(_)) => Some(format!("{failure}; trying again")),
                 _ => None,
             },
@@ -682,7 +691,7 @@ impl Service {
             ) => {
                 let was_waiting = self.state == State::Waiting;
                 self.state = State::Waiting;
-                let blocked = matches!(self.last_error, Some(Failure::Blocked(_)));
+                let blocked = matches!(self.last_error.as_deref(), Some(Failure::Blocked(_)));
                 if blocked {
                     self.last_error = None;
                 }
@@ -702,8 +711,8 @@ impl Service {
             ) => {
                 self.state = State::Waiting;
                 let failure = Failure::Blocked(reason.clone());
-                if self.last_error.as_ref() != Some(&failure) {
-                    self.last_error = Some(failure);
+                if self.last_error.as_deref() != Some(&failure) {
+                    self.last_error = Some(Box::new(failure));
                     out.push(Action::Emit(Event::Blocked { reason }));
                 }
             }
@@ -717,7 +726,7 @@ impl Service {
                 self.ready_after_ms = self.ready_when_started().then_some(0);
                 // A readiness that failed is a problem until one comes:
                 // `status` keeps saying so while the retry is starting.
-                let not_ready = matches!(self.last_error, Some(Failure::NotReady(_)));
+                let not_ready = matches!(self.last_error.as_deref(), Some(Failure::NotReady(_)));
                 if !not_ready || self.ready_after_ms.is_some() {
                     self.last_error = None;
                 }
@@ -727,13 +736,13 @@ impl Service {
             (_, Input::Refused { reason }) => {
                 self.restarting = false;
                 self.pre_start_passed = false;
-                self.last_error = Some(Failure::Refused(reason.clone()));
+                self.last_error = Some(Box::new(Failure::Refused(reason.clone())));
                 self.state = State::Failed;
                 out.push(Action::Emit(Event::Refused { reason }));
             }
             (_, Input::SpawnFailed { error }) => {
                 self.pre_start_passed = false;
-                self.last_error = Some(Failure::Spawn(error.clone()));
+                self.last_error = Some(Box::new(Failure::Spawn(error.clone())));
                 out.push(Action::Emit(Event::SpawnFailed { error }));
                 // Treated as an immediate failure: the restart policy and the
                 // crash-loop backoff apply, so a missing binary is retried
@@ -781,7 +790,7 @@ impl Service {
                 }));
                 self.last_exit = Some(exit);
                 self.restarting = false;
-                self.last_error = Some(Failure::Forked);
+                self.last_error = Some(Box::new(Failure::Forked));
                 self.state = State::Failed;
                 out.push(Action::Emit(Event::Forked { pid }));
             }
@@ -826,7 +835,7 @@ impl Service {
                     kind: HookKind::PreStart,
                     exit: None,
                 });
-                self.arm(now.saturating_add(self.unit.hook_timeout_ms), &mut out);
+                self.arm(now.saturating_add(self.unit.rare.hook_timeout_ms), &mut out);
             }
             (State::PreStart { .. }, Input::Stop) => {
                 self.state = State::Down;
@@ -854,16 +863,16 @@ impl Service {
                     self.timer_generation = self.timer_generation.wrapping_add(1);
                     out.push(Action::Spawn);
                 } else {
-                    let failure = Failure::Hook {
+                    let failure = Failure::Hook(Box::new(HookFailure {
                         kind: HookKind::PreStart,
                         exit,
-                        timed_out_ms: timed_out.then_some(self.unit.hook_timeout_ms),
+                        timed_out_ms: timed_out.then_some(self.unit.rare.hook_timeout_ms),
                         output,
-                    };
+                    }));
                     out.push(Action::Emit(Event::SpawnFailed {
                         error: failure.to_string(),
                     }));
-                    self.last_error = Some(failure);
+                    self.last_error = Some(Box::new(failure));
                     self.pre_start_passed = false;
                     self.state = State::Down;
                     // A failed start: restart policy, backoff, start limit,
@@ -942,7 +951,7 @@ impl Service {
             ) if pid == running && self.ready_after_ms.is_none() => {
                 let after_ms = now.saturating_sub(since_ms);
                 self.ready_after_ms = Some(after_ms);
-                if matches!(self.last_error, Some(Failure::NotReady(_))) {
+                if matches!(self.last_error.as_deref(), Some(Failure::NotReady(_))) {
                     self.last_error = None;
                 }
                 out.push(Action::Emit(Event::Ready { pid, after_ms }));
@@ -954,7 +963,7 @@ impl Service {
                 },
                 Input::NotReady { pid, reason },
             ) if pid == running && self.ready_after_ms.is_none() => {
-                self.last_error = Some(Failure::NotReady(reason.clone()));
+                self.last_error = Some(Box::new(Failure::NotReady(reason.clone())));
                 out.push(Action::Emit(Event::NotReady { pid, reason }));
                 self.begin_stop(pid, since_ms, AfterStop::Recover, now, &mut out);
             }
@@ -965,7 +974,7 @@ impl Service {
                 },
                 Input::Unhealthy { pid, reason },
             ) if pid == running => {
-                self.last_error = Some(Failure::Unhealthy(reason.clone()));
+                self.last_error = Some(Box::new(Failure::Unhealthy(reason.clone())));
                 out.push(Action::Emit(Event::Unhealthy { pid, reason }));
                 self.begin_stop(pid, since_ms, AfterStop::Recover, now, &mut out);
             }
@@ -1002,7 +1011,7 @@ impl Service {
     /// Runs `post_stop` if the unit has one, the service waiting in
     /// `PostStop` until it ends; false when there is none.
     fn post_stop(&mut self, exit: Exit, then: AfterPost, now: u64, out: &mut Vec<Action>) -> bool {
-        if self.unit.post_stop.is_none() {
+        if self.unit.rare.post_stop.is_none() {
             return false;
         }
         self.last_exit = Some(exit);
@@ -1015,7 +1024,7 @@ impl Service {
             kind: HookKind::PostStop,
             exit: Some(exit),
         });
-        self.arm(now.saturating_add(self.unit.hook_timeout_ms), out);
+        self.arm(now.saturating_add(self.unit.rare.hook_timeout_ms), out);
         true
     }
 
@@ -1049,13 +1058,13 @@ impl Service {
     fn asked_start(&mut self, now: u64) {
         self.backoff.reset();
         self.starts.reset();
-        self.starts.admit(self.unit.start_limit, now);
+        self.starts.admit(self.unit.rare.start_limit, now);
         self.restarting = false;
     }
 
     fn after_exit(&mut self, exit: Exit, uptime_ms: u64, now: u64, out: &mut Vec<Action>) {
         self.last_exit = Some(exit);
-        let success = policy::succeeded(&self.unit.success_exit_codes, exit);
+        let success = policy::succeeded(&self.unit.rare.success_exit_codes, exit);
         if self.unit.kind == Kind::Oneshot && success {
             self.backoff.reset();
             self.restarting = false;
@@ -1074,7 +1083,7 @@ impl Service {
                     let failure = self
                         .last_error
                         .take()
-                        .unwrap_or(Failure::Unsuccessful(exit));
+                        .map_or(Failure::Unsuccessful(exit), |f| *f);
                     self.fail(failure, out);
                 }
             }
@@ -1090,7 +1099,7 @@ impl Service {
             let failure = self
                 .last_error
                 .take()
-                .unwrap_or(Failure::Unsuccessful(exit));
+                .map_or(Failure::Unsuccessful(exit), |f| *f);
             self.fail(failure, out);
             return;
         }
@@ -1102,11 +1111,12 @@ impl Service {
     fn retry(&mut self, uptime_ms: u64, now: u64, out: &mut Vec<Action>) {
         let delay_ms = self
             .unit
+            .rare
             .restart_delay_ms
-            .saturating_add(self.backoff.after_run(uptime_ms, self.unit.backoff));
+            .saturating_add(self.backoff.after_run(uptime_ms, self.unit.rare.backoff));
         let at = now.saturating_add(delay_ms);
-        if !self.starts.admit(self.unit.start_limit, at) {
-            if let Some(limit) = self.unit.start_limit {
+        if !self.starts.admit(self.unit.rare.start_limit, at) {
+            if let Some(limit) = self.unit.rare.start_limit {
                 self.fail(
                     Failure::StartLimit {
                         burst: limit.burst,
@@ -1131,7 +1141,7 @@ impl Service {
     /// Gives up until asked again.
     fn fail(&mut self, failure: Failure, out: &mut Vec<Action>) {
         self.restarting = false;
-        self.last_error = Some(failure.clone());
+        self.last_error = Some(Box::new(failure.clone()));
         self.state = State::Failed;
         out.push(Action::Emit(Event::Failed { failure }));
     }
@@ -1147,42 +1157,24 @@ mod tests {
         Unit {
             name: "svc".into(),
             exec: PathBuf::from("/bin/true"),
-            args: vec![],
-            env: Default::default(),
-            cwd: None,
-            depends_on: vec![],
+            args: Box::default(),
+            depends_on: Box::default(),
             restart,
             kind: crate::unit::Kind::Longrun,
-            success_exit_codes: vec![0],
-            backoff: crate::unit::BackoffSteps::default(),
-            start_limit: None,
             essential: false,
             stop_signal: crate::sig::SIGTERM,
             stop_timeout_ms: 1000,
-            restart_delay_ms: 0,
             port: 0,
             port_auto: false,
             socket: false,
-            bind: None,
-            version: None,
-            stats_interval_ms: None,
-            checksum: None,
-            log_ring_bytes: 0,
-            stdout: crate::unit::Output::Prefix,
-            stderr: crate::unit::Output::Prefix,
-            ready: None,
-            ready_timeout_ms: crate::unit::probe::DEFAULT_READY_TIMEOUT_MS,
-            watchdog_ms: None,
-            health: None,
-            creds: Default::default(),
-            limits: crate::cgroup::Limits::default(),
-            kill_mode: None,
-            instances: None,
             instance: None,
-            pre_start: None,
-            post_stop: None,
-            hook_timeout_ms: crate::unit::DEFAULT_HOOK_TIMEOUT_MS,
+            rare: Default::default(),
         }
+    }
+
+    fn with_rare(mut u: Unit, set: impl FnOnce(&mut crate::unit::Rare)) -> Unit {
+        set(&mut u.rare);
+        u
     }
 
     fn exited(pid: i32, exit: Exit) -> Input {
@@ -1364,7 +1356,7 @@ mod tests {
             ]
         );
         assert_eq!(s.state, State::Failed);
-        assert_eq!(s.last_error, Some(Failure::Forked));
+        assert_eq!(s.last_error.as_deref(), Some(&Failure::Forked));
         assert_eq!(
             s.last_error.as_ref().map(ToString::to_string).as_deref(),
             Some("it forked into the background and exited; run it in the foreground")
@@ -1430,8 +1422,8 @@ mod tests {
             1,
         );
         assert_eq!(
-            s.last_error,
-            Some(Failure::Spawn(
+            s.last_error.as_deref(),
+            Some(&Failure::Spawn(
                 "cannot change to cwd /x: No such file or directory".into()
             ))
         );
@@ -1558,9 +1550,9 @@ mod tests {
 
     fn hooked() -> Service {
         let mut u = unit(RestartPolicy::Always);
-        u.pre_start = Some(vec!["/bin/pre".into()]);
-        u.post_stop = Some(vec!["/bin/post".into()]);
-        u.hook_timeout_ms = 500;
+        u.rare.pre_start = Some(vec!["/bin/pre".into()]);
+        u.rare.post_stop = Some(vec!["/bin/post".into()]);
+        u.rare.hook_timeout_ms = 500;
         Service::new(u)
     }
 
@@ -1724,7 +1716,7 @@ mod tests {
         }));
         let a = s.step(hook_exited(HookKind::PostStop, Exit::Code(0), None), 6);
         assert_eq!(a.last(), Some(&Action::Spawn), "{a:?}");
-        assert!(matches!(s.last_error, Some(Failure::Hook { .. })));
+        assert!(matches!(s.last_error.as_deref(), Some(Failure::Hook(_))));
 
         // Without a restart: once post_stop ends, where it would be
         // without the hook.
@@ -1734,7 +1726,7 @@ mod tests {
         let mut bare = Service::new(unit(RestartPolicy::Never));
         bare.step(failed(), 0);
         let mut u = unit(RestartPolicy::Never);
-        u.post_stop = Some(vec!["/bin/post".into()]);
+        u.rare.post_stop = Some(vec!["/bin/post".into()]);
         let mut s = Service::new(u);
         s.step(failed(), 0);
         assert_eq!(s.state_name(), "stopping");
@@ -1808,7 +1800,7 @@ mod tests {
             }))
         );
         assert_eq!(s.state, State::Failed);
-        assert_eq!(s.last_error, Some(failure));
+        assert_eq!(s.last_error.as_deref(), Some(&failure));
         assert_eq!(s.problem().as_deref(), Some("exited with code 3"));
         assert_eq!(s.cannot_satisfy().as_deref(), Some("exited with code 3"));
         assert!(!s.satisfies_dependants());
@@ -1837,10 +1829,9 @@ mod tests {
         // still on its way: `wait` keeps waiting
         assert_eq!(s.cannot_satisfy(), None);
         // a signal is never success, even with the code it would map to
-        let mut s = started(Unit {
-            success_exit_codes: vec![0, 143],
-            ..oneshot(RestartPolicy::Never)
-        });
+        let mut s = started(with_rare(oneshot(RestartPolicy::Never), |r| {
+            r.success_exit_codes = vec![0, 143].into()
+        }));
         s.step(exited(10, Exit::Signal(15)), 1);
         assert_eq!(s.state, State::Failed);
         assert_eq!(s.exit_code(), 143);
@@ -1868,10 +1859,9 @@ mod tests {
 
     #[test]
     fn success_exit_codes_decide_on_failure() {
-        let u = Unit {
-            success_exit_codes: vec![0, 3],
-            ..unit(RestartPolicy::OnFailure)
-        };
+        let u = with_rare(unit(RestartPolicy::OnFailure), |r| {
+            r.success_exit_codes = vec![0, 3].into()
+        });
         let mut s = started(u.clone());
         let a = s.step(exited(10, Exit::Code(3)), 1);
         assert_eq!(
@@ -1902,13 +1892,12 @@ mod tests {
 
     #[test]
     fn the_start_limit_fails_a_loop_until_started_again() {
-        let u = Unit {
-            start_limit: Some(crate::unit::StartLimit {
+        let u = with_rare(unit(RestartPolicy::Always), |r| {
+            r.start_limit = Some(crate::unit::StartLimit {
                 burst: 3,
                 interval_ms: 10_000,
-            }),
-            ..unit(RestartPolicy::Always)
-        };
+            })
+        });
         let mut s = started(u);
         // start 1 at 0; restarts at 1 (at once) and 2 + 100 (backoff)
         assert_eq!(
@@ -1939,7 +1928,7 @@ mod tests {
             .iter()
             .any(|x| matches!(x, Action::Emit(Event::Restarting { .. }))));
         assert_eq!(s.state, State::Failed);
-        assert_eq!(s.last_error, Some(failure));
+        assert_eq!(s.last_error.as_deref(), Some(&failure));
         assert!(s
             .problem()
             .is_some_and(|p| p.starts_with("start limit hit: more than 3 starts within 10000 ms")));
@@ -1952,13 +1941,12 @@ mod tests {
             Some(&Action::Spawn)
         );
         // starts spread wider than the interval never trip it
-        let mut s = started(Unit {
-            start_limit: Some(crate::unit::StartLimit {
+        let mut s = started(with_rare(unit(RestartPolicy::Always), |r| {
+            r.start_limit = Some(crate::unit::StartLimit {
                 burst: 1,
                 interval_ms: 1_000,
-            }),
-            ..unit(RestartPolicy::Always)
-        });
+            })
+        }));
         for (i, t) in (1..20i32).map(|i| (i, u64::from(i.unsigned_abs()) * 20_000)) {
             assert_eq!(
                 s.step(exited(9 + i, Exit::Code(0)), t).last(),
@@ -1971,13 +1959,12 @@ mod tests {
 
     #[test]
     fn a_unit_sets_its_backoff_steps() {
-        let mut s = started(Unit {
-            backoff: crate::unit::BackoffSteps {
+        let mut s = started(with_rare(unit(RestartPolicy::Always), |r| {
+            r.backoff = crate::unit::BackoffSteps {
                 initial_ms: 20,
                 max_ms: 30,
-            },
-            ..unit(RestartPolicy::Always)
-        });
+            }
+        }));
         let mut waits = Vec::new();
         let mut now = 0;
         for pid in 10..14 {
@@ -2038,7 +2025,7 @@ mod tests {
         // (ready at start without probes; with them, the retry is starting,
         // and status keeps the failure until it is ready)
         s.ready_after_ms = None;
-        s.last_error = Some(Failure::NotReady("not ready after 500 ms".into()));
+        s.last_error = Some(Box::new(Failure::NotReady("not ready after 500 ms".into())));
         assert_eq!(
             s.problem().as_deref(),
             Some("not ready: not ready after 500 ms; trying again")
@@ -2058,7 +2045,7 @@ mod tests {
         s.step(Input::Spawned { pid: 12 }, 701);
         // ready at last: the failure is gone
         s.ready_after_ms = None;
-        s.last_error = Some(Failure::NotReady("x".into()));
+        s.last_error = Some(Box::new(Failure::NotReady("x".into())));
         s.step(Input::Ready { pid: 12 }, 800);
         assert_eq!(s.last_error, None);
         assert_eq!(s.problem(), None);
@@ -2126,13 +2113,12 @@ mod tests {
 
     #[test]
     fn unhealthy_restarts_counted_and_limited() {
-        let mut s = started(Unit {
-            start_limit: Some(crate::unit::StartLimit {
+        let mut s = started(with_rare(unit(RestartPolicy::Always), |r| {
+            r.start_limit = Some(crate::unit::StartLimit {
                 burst: 2,
                 interval_ms: 60_000,
-            }),
-            ..unit(RestartPolicy::Always)
-        });
+            })
+        }));
         let sick = |pid| Input::Unhealthy {
             pid,
             reason: "health check failed 3 times".into(),
@@ -2165,13 +2151,12 @@ mod tests {
 
     #[test]
     fn a_restart_asked_for_resets_the_start_limit() {
-        let mut s = started(Unit {
-            start_limit: Some(crate::unit::StartLimit {
+        let mut s = started(with_rare(unit(RestartPolicy::Always), |r| {
+            r.start_limit = Some(crate::unit::StartLimit {
                 burst: 1,
                 interval_ms: 60_000,
-            }),
-            ..unit(RestartPolicy::Always)
-        });
+            })
+        }));
         for t in 1..5 {
             s.step(Input::Restart, t * 10);
             assert_eq!(
@@ -2213,7 +2198,7 @@ mod tests {
     #[test]
     fn a_service_with_ready_is_ready_only_when_it_says_so() {
         let mut u = unit(RestartPolicy::Always);
-        u.ready = Some(crate::unit::probe::Ready::Notify);
+        u.rare.ready = Some(crate::unit::probe::Ready::Notify);
         let mut s = Service::new(u);
         s.step(Input::Start, 0);
         s.step(Input::Spawned { pid: 5 }, 10);

@@ -71,6 +71,16 @@ pub struct Ring {
     /// Tells one ring from another that took its place (a reused slot), so
     /// a follower's sequence numbers are never applied to the wrong one.
     id: u64,
+    cap: usize,
+    next_seq: u64,
+    /// Made at the first line kept: every service has a ring, and most
+    /// print little or nothing (its 72 bytes inline were 7% of a slot).
+    held: Option<Box<Held>>,
+}
+
+/// A ring's lines.
+#[derive(Debug, Clone, Default)]
+struct Held {
     lines: VecDeque<Entry>,
     /// The held lines' bytes, after some of dropped lines' at the front.
     data: Vec<u8>,
@@ -78,8 +88,6 @@ pub struct Ring {
     /// minus this is an index into `data`).
     base: usize,
     bytes: usize,
-    cap: usize,
-    next_seq: u64,
 }
 
 /// What a follower gets for its position: lines it missed (dropped before
@@ -91,16 +99,61 @@ pub struct After {
     pub from: usize,
 }
 
+impl Held {
+    fn trim(&mut self, cap: usize) {
+        while self.bytes > cap && self.lines.len() > 1 {
+            self.drop_oldest();
+        }
+        if cap == 0 {
+            while !self.lines.is_empty() {
+                self.drop_oldest();
+            }
+        }
+    }
+
+    fn drop_oldest(&mut self) {
+        if let Some(old) = self.lines.pop_front() {
+            self.bytes = self.bytes.saturating_sub(old.cost());
+        }
+    }
+
+    /// Reclaims the dropped lines' bytes at the front of `data`: always
+    /// when `all`, else once they are `DEAD_RATIO` times the held lines'
+    /// (so a byte is moved at most once per `DEAD_RATIO` bytes pushed).
+    fn compact(&mut self, all: bool) {
+        let dead = self
+            .lines
+            .front()
+            .map_or(self.data.len(), |e| e.start.wrapping_sub(self.base))
+            .min(self.data.len());
+        let live = self.data.len().saturating_sub(dead);
+        if dead > 0 && (all || dead > live.saturating_mul(DEAD_RATIO)) {
+            self.data.drain(..dead);
+            self.base = self.base.wrapping_add(dead);
+        }
+    }
+
+    fn line(&self, e: &Entry) -> Line<'_> {
+        let at = e.start.wrapping_sub(self.base);
+        Line {
+            seq: e.seq,
+            time_us: e.time_us,
+            stream: e.stream,
+            bytes: self.data.get(at..at.saturating_add(e.len)).unwrap_or(&[]),
+        }
+    }
+}
+
+/// No lines: what an empty ring's index reads.
+static NO_LINES: VecDeque<Entry> = VecDeque::new();
+
 impl Ring {
     pub fn new(id: u64, cap: usize) -> Ring {
         Ring {
             id,
-            lines: VecDeque::new(),
-            data: Vec::new(),
-            base: 0,
-            bytes: 0,
             cap,
             next_seq: 0,
+            held: None,
         }
     }
 
@@ -113,16 +166,27 @@ impl Ring {
         self.cap
     }
 
+    #[cfg(test)]
+    fn data_len(&self) -> usize {
+        self.held.as_ref().map_or(0, |h| h.data.len())
+    }
+
+    fn lines(&self) -> &VecDeque<Entry> {
+        self.held.as_ref().map_or(&NO_LINES, |h| &h.lines)
+    }
+
     /// Changes the bound (a reloaded unit), dropping the oldest lines when
     /// it shrank.
     pub fn set_cap(&mut self, cap: usize) {
         if cap != self.cap {
             let shrank = cap < self.cap;
             self.cap = cap;
-            self.trim();
-            if shrank {
-                self.compact(true);
-                self.data.shrink_to_fit();
+            if let Some(h) = &mut self.held {
+                h.trim(cap);
+                if shrank {
+                    h.compact(true);
+                    h.data.shrink_to_fit();
+                }
             }
         }
     }
@@ -138,18 +202,19 @@ impl Ring {
         }
         let room = self.cap.saturating_sub(LINE_OVERHEAD).max(1);
         let kept = bytes.get(..room).unwrap_or(bytes);
+        let h = self.held.get_or_insert_default();
         let entry = Entry {
             seq,
             time_us,
             stream,
-            start: self.base.wrapping_add(self.data.len()),
+            start: h.base.wrapping_add(h.data.len()),
             len: kept.len(),
         };
-        self.data.extend_from_slice(kept);
-        self.bytes = self.bytes.saturating_add(entry.cost());
-        self.lines.push_back(entry);
-        self.trim();
-        self.compact(false);
+        h.data.extend_from_slice(kept);
+        h.bytes = h.bytes.saturating_add(entry.cost());
+        h.lines.push_back(entry);
+        h.trim(self.cap);
+        h.compact(false);
         seq
     }
 
@@ -195,8 +260,9 @@ impl Ring {
         let (Some(first), Some(last)) = (kept.clone().next(), kept.clone().next_back()) else {
             return;
         };
-        let from = self.base.wrapping_add(self.data.len());
-        self.data
+        let h = self.held.get_or_insert_default();
+        let from = h.base.wrapping_add(h.data.len());
+        h.data
             .extend_from_slice(bytes.get(first.start..last.end).unwrap_or(&[]));
         for r in kept {
             let entry = Entry {
@@ -207,68 +273,25 @@ impl Ring {
                 len: r.len(),
             };
             self.next_seq = self.next_seq.saturating_add(1);
-            self.bytes = self.bytes.saturating_add(entry.cost());
-            self.lines.push_back(entry);
+            h.bytes = h.bytes.saturating_add(entry.cost());
+            h.lines.push_back(entry);
         }
-        self.trim();
-        self.compact(false);
-    }
-
-    fn trim(&mut self) {
-        while self.bytes > self.cap && self.lines.len() > 1 {
-            self.drop_oldest();
-        }
-        if self.cap == 0 {
-            while !self.lines.is_empty() {
-                self.drop_oldest();
-            }
-        }
-    }
-
-    fn drop_oldest(&mut self) {
-        if let Some(old) = self.lines.pop_front() {
-            self.bytes = self.bytes.saturating_sub(old.cost());
-        }
-    }
-
-    /// Reclaims the dropped lines' bytes at the front of `data`: always
-    /// when `all`, else once they are `DEAD_RATIO` times the held lines'
-    /// (so a byte is moved at most once per `DEAD_RATIO` bytes pushed).
-    fn compact(&mut self, all: bool) {
-        let dead = self
-            .lines
-            .front()
-            .map_or(self.data.len(), |e| e.start.wrapping_sub(self.base))
-            .min(self.data.len());
-        let live = self.data.len().saturating_sub(dead);
-        if dead > 0 && (all || dead > live.saturating_mul(DEAD_RATIO)) {
-            self.data.drain(..dead);
-            self.base = self.base.wrapping_add(dead);
-        }
-    }
-
-    fn line(&self, e: &Entry) -> Line<'_> {
-        let at = e.start.wrapping_sub(self.base);
-        Line {
-            seq: e.seq,
-            time_us: e.time_us,
-            stream: e.stream,
-            bytes: self.data.get(at..at.saturating_add(e.len)).unwrap_or(&[]),
-        }
+        h.trim(self.cap);
+        h.compact(false);
     }
 
     /// Bytes charged for the lines held (never above the bound, but for a
     /// lone line when the bound is under `LINE_OVERHEAD`).
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.held.as_ref().map_or(0, |h| h.bytes)
     }
 
     pub fn len(&self) -> usize {
-        self.lines.len()
+        self.lines().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
+        self.lines().is_empty()
     }
 
     /// The sequence number the next line will get.
@@ -278,24 +301,25 @@ impl Ring {
 
     /// The sequence number of the oldest line held (`next_seq` when empty).
     pub fn first_seq(&self) -> u64 {
-        self.lines.front().map_or(self.next_seq, |l| l.seq)
+        self.lines().front().map_or(self.next_seq, |l| l.seq)
     }
 
     /// The line at `index` (0 is the oldest held).
     pub fn get(&self, index: usize) -> Option<Line<'_>> {
-        self.lines.get(index).map(|e| self.line(e))
+        let h = self.held.as_ref()?;
+        h.lines.get(index).map(|e| h.line(e))
     }
 
     /// Index of the first of the last `n` lines.
     pub fn last(&self, n: usize) -> usize {
-        self.lines.len().saturating_sub(n)
+        self.len().saturating_sub(n)
     }
 
     /// Index of the first line read at or after `time_us`. Lines are kept
     /// in the order they were read; a wall clock stepped back makes this
     /// approximate, never out of bounds.
     pub fn since(&self, time_us: u64) -> usize {
-        self.lines.partition_point(|l| l.time_us < time_us)
+        self.lines().partition_point(|l| l.time_us < time_us)
     }
 
     /// Where a follower that wants line `seq` next goes on from, and how
@@ -312,15 +336,17 @@ impl Ring {
         let from = usize::try_from(seq.saturating_sub(first)).unwrap_or(usize::MAX);
         After {
             missed: 0,
-            from: from.min(self.lines.len()),
+            from: from.min(self.len()),
         }
     }
 
     /// The lines from `index` on, oldest first.
     pub fn lines_from(&self, index: usize) -> impl Iterator<Item = Line<'_>> {
-        self.lines
-            .range(index.min(self.lines.len())..)
-            .map(|e| self.line(e))
+        self.held.iter().flat_map(move |h| {
+            h.lines
+                .range(index.min(h.lines.len())..)
+                .map(move |e| h.line(e))
+        })
     }
 }
 
@@ -519,9 +545,9 @@ mod tests {
             let text = format!("{i}-{}", "x".repeat((i % 17) as usize));
             ring.push(Stream::Stdout, text.as_bytes(), i);
             assert!(
-                ring.data.len() <= (DEAD_RATIO + 1) * cap,
+                ring.data_len() <= (DEAD_RATIO + 1) * cap,
                 "{} bytes held",
-                ring.data.len()
+                ring.data_len()
             );
             assert_eq!(ring.get(ring.len() - 1).unwrap().bytes, text.as_bytes());
         }
@@ -534,7 +560,7 @@ mod tests {
         // Shrinking to nothing frees the bytes.
         ring.set_cap(0);
         assert!(ring.is_empty());
-        assert_eq!(ring.data.len(), 0);
+        assert_eq!(ring.data_len(), 0);
         ring.set_cap(cap);
         ring.push(Stream::Stderr, b"again", 5);
         assert_eq!(texts(&ring, 0), ["again"]);
@@ -573,7 +599,7 @@ mod tests {
         for _ in 0..100 {
             r.push_spans(Stream::Stdout, text, spans.iter().cloned(), 3);
             assert!(r.bytes() <= 300);
-            assert!(r.data.len() <= (DEAD_RATIO + 1) * 300 + text.len());
+            assert!(r.data_len() <= (DEAD_RATIO + 1) * 300 + text.len());
         }
         assert_eq!(r.next_seq(), 500);
         assert_eq!(r.get(r.len() - 1).unwrap().bytes, b"delta");

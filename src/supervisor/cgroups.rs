@@ -39,7 +39,7 @@ pub(super) fn set_up(given: Option<&std::path::Path>) -> Availability {
 impl Supervisor {
     /// The kill mode `unit` runs under.
     pub(super) fn kill_mode(&self, unit: &Unit) -> KillMode {
-        unit.kill_mode.unwrap_or(match self.cgroups {
+        unit.rare.kill_mode.unwrap_or(match self.cgroups {
             Ok(_) => KillMode::Cgroup,
             Err(_) => KillMode::Group,
         })
@@ -55,12 +55,13 @@ impl Supervisor {
             Ok(c) => c,
             Err(why) => {
                 let key = unit
+                    .rare
                     .limits
                     .settings()
                     .into_iter()
                     .find(|s| s.set)
                     .map(|s| s.key)
-                    .or((unit.kill_mode == Some(KillMode::Cgroup)).then_some("kill_mode"));
+                    .or((unit.rare.kill_mode == Some(KillMode::Cgroup)).then_some("kill_mode"));
                 return match key {
                     Some(key) => Err(format!(
                         "{}: key `{key}`: needs a cgroup, and zurg cannot manage cgroups here: {why}",
@@ -70,20 +71,20 @@ impl Supervisor {
                 };
             }
         };
-        if let Some(why) = cgroups.refuse(&unit.limits) {
+        if let Some(why) = cgroups.refuse(&unit.rare.limits) {
             return Err(format!("{}: {why}", file.display()));
         }
         let existing = self
             .by_name
             .get(&unit.name)
             .and_then(|&slot| self.slots.get(slot))
-            .and_then(|s| Some((s.cgroup.as_ref()?, &s.service.unit.limits)));
+            .and_then(|s| Some((s.cgroup.as_ref()?, &s.service.unit.rare.limits)));
         match existing {
             Some((cg, old)) => cg
-                .write_limits(&unit.limits, old)
+                .write_limits(&unit.rare.limits, old)
                 .map(|()| UnitCgroup::Kept),
             None => cgroups
-                .service(&unit.name, &unit.limits, None)
+                .service(&unit.name, &unit.rare.limits, None)
                 .map(UnitCgroup::Fresh),
         }
         .map_err(|e| format!("{}: {e}", file.display()))

@@ -72,15 +72,37 @@ impl AccountsCache {
 /// Variables as `(name, value)`, in the order they apply.
 type Vars = Vec<(String, String)>;
 
-/// A slot's env files as last read, and the variables last put in its spec.
+/// A slot's env files as last read, and the variables last put in its spec;
+/// boxed, as only units with `user` or `env_file` have any.
 #[derive(Debug, Default)]
-pub(super) struct SlotCreds {
+pub(super) struct SlotCreds(Option<Box<CredsCache>>);
+
+#[derive(Debug, Default)]
+struct CredsCache {
     files: Vec<(PathBuf, Stamp, Vars)>,
     /// Variables from the passwd entry and env files, under the unit's `env`.
-    pub(super) extra_env: Vec<(String, String)>,
+    extra_env: Vec<(String, String)>,
 }
 
 impl SlotCreds {
+    /// Variables from the passwd entry and env files, under the unit's `env`.
+    pub(super) fn extra_env(&self) -> &[(String, String)] {
+        self.0.as_ref().map_or(&[], |c| &c.extra_env)
+    }
+
+    fn set_extra_env(&mut self, extra: Vec<(String, String)>) {
+        if extra.is_empty() && self.0.is_none() {
+            return;
+        }
+        self.0.get_or_insert_default().extra_env = extra;
+    }
+
+    fn env_file(&mut self, path: &Path, optional: bool) -> Result<Vec<(String, String)>, String> {
+        self.0.get_or_insert_default().env_file(path, optional)
+    }
+}
+
+impl CredsCache {
     /// The variables of `path`, from the cache while its stamp holds.
     fn env_file(&mut self, path: &Path, optional: bool) -> Result<Vec<(String, String)>, String> {
         let stamp = match Stamp::of(path) {
@@ -116,7 +138,7 @@ impl SlotCreds {
 fn value_of(unit: &Unit, port: Option<u16>) -> impl Fn(&str) -> Option<String> + '_ {
     move |name| match name {
         "SERVICE" => Some(unit.name.clone()),
-        "VERSION" => Some(unit.version.clone().unwrap_or_default()),
+        "VERSION" => Some(unit.rare.version.clone().unwrap_or_default()),
         "PORT" => port.map(|p| p.to_string()),
         "INSTANCE" => unit.instance.map(|i| i.to_string()),
         _ => None,
@@ -149,13 +171,13 @@ pub(super) fn service_env(
     port: Option<u16>,
     extra: &[(String, String)],
 ) -> Result<Vec<CString>, String> {
-    let mut env = Vec::with_capacity(extra.len() + unit.env.len() + 2);
+    let mut env = Vec::with_capacity(extra.len() + unit.rare.env.len() + 2);
     for (k, v) in extra {
-        if !unit.env.contains_key(k) && !set_by_zurg(unit, k) {
+        if !unit.rare.env.contains_key(k) && !set_by_zurg(unit, k) {
             env.push(CString::new(format!("{k}={v}")).map_err(|_| nul(unit, "env_file"))?);
         }
     }
-    for (k, v) in &unit.env {
+    for (k, v) in &unit.rare.env {
         let v = vars::expand(v, value_of(unit, port));
         env.push(CString::new(format!("{k}={v}")).map_err(|_| nul(unit, "env"))?);
     }
@@ -163,7 +185,7 @@ pub(super) fn service_env(
     env.push(
         CString::new(format!(
             "ZURG_VERSION={}",
-            unit.version.as_deref().unwrap_or("")
+            unit.rare.version.as_deref().unwrap_or("")
         ))
         .map_err(|_| nul(unit, "version"))?,
     );
@@ -178,8 +200,9 @@ fn set_by_zurg(unit: &Unit, name: &str) -> bool {
 
 /// Whether the unit's env or cwd use `${PORT}` (args are checked apart).
 pub(super) fn env_or_cwd_use_port(unit: &Unit) -> bool {
-    unit.env.values().any(|v| vars::uses(v, "PORT"))
+    unit.rare.env.values().any(|v| vars::uses(v, "PORT"))
         || unit
+            .rare
             .cwd
             .as_ref()
             .is_some_and(|c| vars::uses(&c.to_string_lossy(), "PORT"))
@@ -216,16 +239,20 @@ impl Supervisor {
         let Some(s) = self.slots.get_mut(slot) else {
             return Ok(());
         };
+        s.ensure_spec(&self.start_dir)?;
         let unit = &s.service.unit;
-        if unit.creds.is_empty() {
+        if unit.rare.creds.is_empty() {
             return Ok(());
         }
-        let resolved = if unit.creds.names_accounts() {
+        let Some(spec) = s.spec.as_deref_mut() else {
+            return Ok(());
+        };
+        let resolved = if unit.rare.creds.names_accounts() {
             let db = self
                 .accounts
                 .current()
                 .map_err(|e| format!("cannot look up `user`/`group`: {e}"))?;
-            db.resolve(&unit.creds).map_err(|wrong| {
+            db.resolve(&unit.rare.creds).map_err(|wrong| {
                 let msgs: Vec<String> = wrong
                     .into_iter()
                     .map(|(key, msg)| format!("key `{key}`: {msg}"))
@@ -236,19 +263,19 @@ impl Supervisor {
             Default::default()
         };
         let mut extra = resolved.env.clone();
-        for f in &unit.creds.env_file {
+        for f in &unit.rare.creds.env_file {
             for (k, v) in s.creds.env_file(&f.path, f.optional)? {
                 extra.retain(|(old, _)| *old != k);
                 extra.push((k, v));
             }
         }
-        let credentials = credentials(&unit.creds, &resolved);
-        if s.spec.creds.as_ref() != Some(&credentials) {
-            s.spec.creds = Some(credentials);
+        let credentials = credentials(&unit.rare.creds, &resolved);
+        if spec.creds.as_ref() != Some(&credentials) {
+            spec.creds = Some(credentials);
         }
-        if extra != s.creds.extra_env {
-            s.spec.env = service_env(unit, None, &extra)?;
-            s.creds.extra_env = extra;
+        if extra != s.creds.extra_env() {
+            spec.env = service_env(unit, None, &extra)?;
+            s.creds.set_extra_env(extra);
         }
         Ok(())
     }

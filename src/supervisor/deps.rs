@@ -54,12 +54,12 @@ fn failed_for_good(s: &Service) -> Option<String> {
             Some(Exit::Signal(n)) => format!("failed (signal {})", crate::sig::name(n)),
             None => "ended".to_string(),
         }),
-        State::Failed => Some(match &s.last_error {
+        State::Failed => Some(match s.last_error.as_deref() {
             Some(f) => format!("failed: {f}"),
             None => "failed".to_string(),
         }),
         // Blocked itself: its dependants are blocked in turn.
-        State::Waiting => match &s.last_error {
+        State::Waiting => match s.last_error.as_deref() {
             Some(Failure::Blocked(why)) => Some(format!("cannot start: {why}")),
             _ => None,
         },
@@ -134,7 +134,7 @@ impl Supervisor {
                 .iter()
                 .enumerate()
                 .filter(|(_, s)| !s.retired)
-                .map(|(i, s)| (i, s.service.unit.depends_on.as_slice())),
+                .map(|(i, s)| (i, &*s.service.unit.depends_on)),
             |name| by_name.get(name).copied(),
         );
         self.deps.standing = self.slots.iter().map(|s| standing(&s.service)).collect();
@@ -370,9 +370,9 @@ mod tests {
         .unwrap();
         let mut new = old.clone();
         assert!(!only_dependencies_differ(&old, &new));
-        new.depends_on.push("cache".into());
+        new.depends_on = [&*new.depends_on, &["cache".into()]].concat().into();
         assert!(only_dependencies_differ(&old, &new));
-        new.args.push("-v".into());
+        new.args = [&*new.args, &["-v".into()]].concat().into();
         assert!(!only_dependencies_differ(&old, &new));
     }
 }

@@ -77,12 +77,19 @@ impl Supervisor {
                 return self.hook_failed(slot, kind, error, work);
             }
         }
+        let ensured = match self.slots.get_mut(slot) {
+            Some(s) => s.ensure_spec(&self.start_dir),
+            None => return,
+        };
+        if let Err(error) = ensured {
+            return self.hook_failed(slot, kind, error, work);
+        }
         let Some(s) = self.slots.get(slot) else {
             return;
         };
         let argv = match kind {
-            HookKind::PreStart => &s.service.unit.pre_start,
-            HookKind::PostStop => &s.service.unit.post_stop,
+            HookKind::PreStart => &s.service.unit.rare.pre_start,
+            HookKind::PostStop => &s.service.unit.rare.post_stop,
         };
         let args: Vec<CString> = argv
             .iter()
@@ -92,7 +99,9 @@ impl Supervisor {
         let Some(program) = args.first().cloned() else {
             return;
         };
-        let mut spec = s.spec.clone();
+        let Some(mut spec) = s.spec.as_deref().cloned() else {
+            return;
+        };
         spec.program = program;
         spec.argv = args;
         spec.search_path = false;

@@ -75,7 +75,7 @@ impl Supervisor {
             return;
         };
         // A reload may have changed the bound; the ring keeps its lines.
-        s.ring.set_cap(s.service.unit.log_ring_bytes);
+        s.ring.set_cap(s.service.unit.rare.log_ring_bytes);
         s.ring.push(stream, line, time_us);
         let ring_id = s.ring.id();
         // A ring that keeps nothing has nothing to follow.
@@ -130,7 +130,7 @@ impl Supervisor {
         let Some(s) = self.slots.get_mut(slot) else {
             return;
         };
-        s.ring.set_cap(s.service.unit.log_ring_bytes);
+        s.ring.set_cap(s.service.unit.rare.log_ring_bytes);
         s.ring
             .push_spans(stream, run, spans.iter().map(|s| s.range.clone()), time_us);
     }

@@ -111,20 +111,18 @@ enum Phase {
 #[derive(Debug)]
 struct Slot {
     service: Service,
-    spec: SpawnSpec,
+    /// What the next spawn runs. Built from the unit for each spawn and
+    /// dropped after it, unless the unit's `post_stop` hook or exec probes
+    /// start commands with what its process got (`keeps_spec`): kept for
+    /// every service it cost ~600 bytes each (the spec and its C strings).
+    spec: Option<Box<SpawnSpec>>,
     pidfd: Option<PidFd>,
     /// Its unit file is gone: it is stopping or stopped and takes no requests.
     retired: bool,
     /// GPID of the current (or last) process.
     gpid: Option<Gpid>,
-    /// The latest resource sample of the current process tree (boxed:
-    /// most services are never sampled).
-    last_sample: Option<Box<Sample>>,
     /// Generation of this slot's live sample timer.
     sample_generation: u64,
-    /// Digest of the binary as last verified, reused while the file is
-    /// provably unchanged.
-    digest_cache: Option<(FileId, Checksum)>,
     /// inotify watch on the running binary, and its inode when started.
     binary_watch: Option<(i32, u64)>,
     /// A change of the running binary was already reported.
@@ -132,39 +130,124 @@ struct Slot {
     /// The port of the current process (a unit's fixed one, or the one
     /// zurg picked or listens on).
     port: u16,
-    /// The listening socket passed as fd 3 (`socket = true`), kept across
-    /// restarts.
-    listener: Option<std::net::TcpListener>,
-    /// The version of the current (or last) process, which an upgrade or
-    /// rollback does not change while it runs.
-    running_version: Option<String>,
-    /// The build its unit file names, before any saved upgrade.
-    file_build: Option<upgrade::Build>,
-    /// The worker is hashing its binary for the spawn under this number;
-    /// a result under another number is stale.
-    hashing: Option<u64>,
+    /// What few services have (a socket, a checksum, a version, a
+    /// sample...), in one box made by the first such value.
+    cold: Cold,
     /// Its latest output lines, for `zurg logs`; kept across restarts and
     /// reloads.
     ring: crate::service::ring::Ring,
     /// Env files as last read, and the variables they and `user` add.
     creds: creds::SlotCreds,
     /// Its cgroup, where zurg manages cgroups; kept across restarts and
-    /// reloads.
-    cgroup: Option<crate::cgroup::tree::ServiceCgroup>,
+    /// reloads (boxed: 8 bytes for the services of a zurg that manages
+    /// none, rather than 48).
+    cgroup: Option<Box<crate::cgroup::tree::ServiceCgroup>>,
     /// The OOM killer struck since the previous exit (read at each exit).
     exit_oom: bool,
 }
 
-impl Slot {
-    /// Takes a spec built anew from the unit (reload, upgrade): what was
-    /// derived from the old one goes (env files, passwd variables), and the
-    /// service's cgroup, which outlives specs, is put back in it.
-    fn replace_spec(&mut self, spec: SpawnSpec) {
-        self.spec = spec;
-        self.creds = Default::default();
-        self.spec.cgroup_procs = self.cgroup.as_ref().map(|c| c.procs_fd());
-        self.spec.cgroup_dir = self.cgroup.as_ref().map(|c| c.dir_fd());
+/// A slot's seldom-set state (see `Slot::cold`): inline, these fields
+/// were 84 bytes of every slot.
+#[derive(Debug, Default)]
+struct ColdState {
+    /// The listening socket passed as fd 3 (`socket = true`), kept across
+    /// restarts.
+    listener: Option<std::net::TcpListener>,
+    /// Digest of the binary as last verified, reused while the file is
+    /// provably unchanged.
+    digest_cache: Option<(FileId, Checksum)>,
+    /// The build its unit file names, before any saved upgrade; `None`
+    /// while that is the unit's own (`Slot::file_build`), as it is for
+    /// most.
+    file_build: Option<upgrade::Build>,
+    /// The worker is hashing its binary for the spawn under this number;
+    /// a result under another number is stale.
+    hashing: Option<u64>,
+    /// The version of the current (or last) process, which an upgrade or
+    /// rollback does not change while it runs.
+    running_version: Option<String>,
+    /// The latest resource sample of the current process tree.
+    last_sample: Option<Sample>,
+}
+
+/// `ColdState`, boxed once something is set in it.
+#[derive(Debug, Default)]
+struct Cold(Option<Box<ColdState>>);
+
+impl Cold {
+    fn get(&self) -> Option<&ColdState> {
+        self.0.as_deref()
     }
+
+    /// For a value to store: makes the box.
+    fn make(&mut self) -> &mut ColdState {
+        self.0.get_or_insert_default()
+    }
+
+    /// For a value to clear: no box is made for that.
+    fn clear(&mut self, f: impl FnOnce(&mut ColdState)) {
+        if let Some(c) = self.0.as_deref_mut() {
+            f(c);
+        }
+    }
+
+    fn listener(&self) -> Option<&std::net::TcpListener> {
+        self.get()?.listener.as_ref()
+    }
+
+    fn set_digest(&mut self, digest: Option<(FileId, Checksum)>) {
+        match digest {
+            Some(d) => self.make().digest_cache = Some(d),
+            None => self.clear(|c| c.digest_cache = None),
+        }
+    }
+}
+
+impl Slot {
+    /// Takes a spec built anew from the unit (reload, upgrade; the unit is
+    /// in place): what was derived from the old one goes (env files, passwd
+    /// variables), and the service's cgroup, which outlives specs, is put
+    /// back in it. A unit that does not keep its spec drops it: the next
+    /// spawn builds one.
+    fn replace_spec(&mut self, mut spec: SpawnSpec) {
+        self.creds = Default::default();
+        self.spec = keeps_spec(&self.service.unit).then(|| {
+            self.put_cgroup(&mut spec);
+            Box::new(spec)
+        });
+    }
+
+    /// The build its unit file names (see `file_build`).
+    fn file_build(&self) -> upgrade::Build {
+        match self.cold.get().and_then(|c| c.file_build.as_ref()) {
+            Some(build) => build.clone(),
+            None => upgrade::Build::of(&self.service.unit),
+        }
+    }
+
+    fn put_cgroup(&self, spec: &mut SpawnSpec) {
+        spec.cgroup_procs = self.cgroup.as_ref().map(|c| c.procs_fd());
+        spec.cgroup_dir = self.cgroup.as_ref().map(|c| c.dir_fd());
+    }
+
+    /// Builds the spec from the unit when the slot holds none.
+    fn ensure_spec(&mut self, start_dir: &Path) -> Result<(), String> {
+        if self.spec.is_none() {
+            let mut spec = spawn_spec(&self.service.unit, start_dir, self.creds.extra_env())?;
+            self.put_cgroup(&mut spec);
+            self.spec = Some(Box::new(spec));
+        }
+        Ok(())
+    }
+}
+
+/// Whether a slot keeps its spec after a spawn: its `post_stop` hook and
+/// its exec probes run with the environment, directory and port of the
+/// process they follow, taken from the spec that started it.
+fn keeps_spec(unit: &Unit) -> bool {
+    unit.rare.post_stop.is_some()
+        || matches!(unit.rare.ready, Some(unit::probe::Ready::Exec(_)))
+        || unit.rare.health.is_some()
 }
 
 /// What a reload changed.
@@ -187,6 +270,9 @@ fn plural(n: usize, what: &str) -> String {
         format!("{n} {what}s")
     }
 }
+
+/// The work queue keeps room for this many inputs between turns.
+const WORK_ROOM_KEPT: usize = 1024;
 
 /// How long zurg waits for SIGKILLed processes before exiting anyway.
 const GIVE_UP_AFTER_KILL_MS: u64 = 5_000;
@@ -295,9 +381,15 @@ impl std::fmt::Debug for Supervisor {
     }
 }
 
-/// Builds the C strings for a unit once, at load, so a restart allocates
-/// nothing but what posix_spawn needs.
-fn spawn_spec(unit: &Unit, start_dir: &Path) -> Result<SpawnSpec, String> {
+/// The C strings of a unit's spawn, with `extra` (passwd and env-file
+/// variables) in its environment. Built at load to refuse a unit that has
+/// none (a NUL byte), then at each spawn: a few small allocations, against
+/// keeping them all for every service between its restarts.
+fn spawn_spec(
+    unit: &Unit,
+    start_dir: &Path,
+    extra: &[(String, String)],
+) -> Result<SpawnSpec, String> {
     let nul = |what: &str| format!("{}: {what} contains a NUL byte", unit.name);
     let program = CString::new(unit.exec.as_os_str().as_bytes()).map_err(|_| nul("exec"))?;
     // `${SERVICE}` and `${VERSION}` are replaced here, `${PORT}` at each
@@ -314,7 +406,7 @@ fn spawn_spec(unit: &Unit, start_dir: &Path) -> Result<SpawnSpec, String> {
     }
     // zurg runs in `/`; a service keeps the directory zurg was started in
     // unless its unit says otherwise (a relative `cwd` is taken from there).
-    let cwd = match &unit.cwd {
+    let cwd = match &unit.rare.cwd {
         Some(cwd) => Some(start_dir.join(cwd)),
         None if start_dir != Path::new("/") => Some(start_dir.to_path_buf()),
         None => None,
@@ -324,7 +416,7 @@ fn spawn_spec(unit: &Unit, start_dir: &Path) -> Result<SpawnSpec, String> {
     }
     // Added to zurg's own environment at each spawn; ZURG_GPID is added per
     // start (it holds the start time and the child's pid).
-    spec.env = creds::service_env(unit, None, &[])?;
+    spec.env = creds::service_env(unit, None, extra)?;
     Ok(spec)
 }
 
@@ -686,7 +778,20 @@ impl Supervisor {
                 broken.insert(name);
             }
         }
-        let mut seen: HashSet<String> = HashSet::new();
+        // Which slots' units this load has, by slot, and the slots it added:
+        // names are copied only after the loop, so the copies that the
+        // report frees do not leave holes among the names kept (a third of
+        // the heap at 10,000 services was such holes).
+        let mut seen: Vec<bool> = Vec::new();
+        let mark = |seen: &mut Vec<bool>, slot: usize| {
+            if seen.len() <= slot {
+                seen.resize(slot.saturating_add(1), false);
+            }
+            if let Some(s) = seen.get_mut(slot) {
+                *s = true;
+            }
+        };
+        let mut added: Vec<usize> = Vec::new();
         // Slots whose output is set up once the open-file limit is known.
         let mut reconfigure = Vec::new();
         // Read again at every load: an overrides.json edited or deleted by
@@ -704,12 +809,15 @@ impl Supervisor {
             .count();
         self.slots.reserve_exact(new_units);
         for mut unit in loaded.units {
-            seen.insert(unit.name.clone());
+            if let Some(&slot) = self.by_name.get(&unit.name) {
+                mark(&mut seen, slot);
+            }
             let file_build = upgrade::Build::of(&unit);
             if let Some(line) = self.apply_override(&mut unit) {
                 report.dropped.push(line);
             }
-            if self.opts.strict && (unit.version.is_none() || unit.checksum.is_none()) {
+            let file_build = (upgrade::Build::of(&unit) != file_build).then_some(file_build);
+            if self.opts.strict && (unit.rare.version.is_none() || unit.rare.checksum.is_none()) {
                 let e = format!(
                     "{}: strict mode: a unit needs `version` and `md5` or `sha256`",
                     self.opts
@@ -725,7 +833,7 @@ impl Supervisor {
                 broken.insert(unit.name.clone());
                 continue;
             }
-            let spec = match spawn_spec(&unit, &self.start_dir) {
+            let spec = match spawn_spec(&unit, &self.start_dir, &[]) {
                 Ok(spec) => spec,
                 Err(e) => {
                     crate::log!("{e}");
@@ -753,41 +861,38 @@ impl Supervisor {
                 None => {
                     let reused = self.take_reclaimable_slot();
                     let slot = reused.unwrap_or(self.slots.len());
-                    report.added.push(unit.name.clone());
+                    mark(&mut seen, slot);
+                    added.push(slot);
                     self.by_name.insert(unit.name.clone(), slot);
-                    let ring = self.logs.new_ring(unit.log_ring_bytes);
+                    let ring = self.logs.new_ring(unit.rare.log_ring_bytes);
                     let service = match reused.and_then(|r| self.slots.get(r)) {
                         Some(old) => Service::succeeding(unit, &old.service),
                         None => Service::new(unit),
                     };
                     let cgroup = match unit_cgroup {
-                        cgroups::UnitCgroup::Fresh(cg) => Some(cg),
+                        cgroups::UnitCgroup::Fresh(cg) => Some(Box::new(cg)),
                         cgroups::UnitCgroup::Kept | cgroups::UnitCgroup::None => None,
                     };
-                    let mut spec = spec;
-                    spec.cgroup_procs = cgroup.as_ref().map(|c| c.procs_fd());
-                    spec.cgroup_dir = cgroup.as_ref().map(|c| c.dir_fd());
-                    let new_slot = Slot {
+                    let mut new_slot = Slot {
                         service,
-                        spec,
+                        spec: None,
                         pidfd: None,
                         retired: false,
                         gpid: None,
-                        last_sample: None,
                         sample_generation: 0,
-                        digest_cache: None,
                         binary_watch: None,
                         binary_warned: false,
                         port: 0,
-                        listener: None,
-                        running_version: None,
-                        file_build: Some(file_build),
-                        hashing: None,
+                        cold: Cold::default(),
                         ring,
                         creds: Default::default(),
                         cgroup,
                         exit_oom: false,
                     };
+                    new_slot.replace_spec(spec);
+                    if let Some(b) = file_build {
+                        new_slot.cold.make().file_build = Some(b);
+                    }
                     match self.slots.get_mut(slot) {
                         Some(old) => {
                             // The removed unit's cgroup, empty by now.
@@ -805,7 +910,10 @@ impl Supervisor {
                     let Some(s) = self.slots.get_mut(slot) else {
                         continue;
                     };
-                    s.file_build = Some(file_build);
+                    match file_build {
+                        Some(b) => s.cold.make().file_build = Some(b),
+                        None => s.cold.clear(|c| c.file_build = None),
+                    }
                     if s.service.unit == unit {
                         report.unchanged.push(unit.name.clone());
                         continue;
@@ -823,11 +931,11 @@ impl Supervisor {
                     report.changed.push(unit.name.clone());
                     if ports::port_settings_changed(&s.service.unit, &unit) {
                         // The running process keeps its own copy.
-                        s.listener = None;
+                        s.cold.clear(|c| c.listener = None);
                     }
                     s.service.unit = unit;
                     if let cgroups::UnitCgroup::Fresh(cg) = unit_cgroup {
-                        s.cgroup = Some(cg);
+                        s.cgroup = Some(Box::new(cg));
                     }
                     s.replace_spec(spec);
                     match s.service.state {
@@ -839,6 +947,11 @@ impl Supervisor {
                 }
             }
         }
+        report.added = added
+            .iter()
+            .filter_map(|&slot| self.slots.get(slot))
+            .map(|s| s.service.name().to_string())
+            .collect();
         let gone: Vec<(String, usize)> = self
             .by_name
             .iter()
@@ -849,7 +962,7 @@ impl Supervisor {
                     None => name.as_str(),
                 };
                 !loaded_dir_failed
-                    && !seen.contains(*name)
+                    && !seen.get(**slot).copied().unwrap_or(false)
                     && !broken.contains(*name)
                     && !broken.contains(file)
             })
@@ -859,7 +972,7 @@ impl Supervisor {
             self.by_name.remove(&name);
             if let Some(s) = self.slots.get_mut(slot) {
                 s.retired = true;
-                s.listener = None;
+                s.cold.clear(|c| c.listener = None);
                 self.retired_slots.push(slot);
             }
             work.push_back((slot, Input::Stop));
@@ -929,6 +1042,8 @@ impl Supervisor {
         if let Some(code) = self.advance_shutdown(&mut work) {
             return code;
         }
+        // The load queued an input per service (~80 bytes each at 10,000).
+        work.shrink_to_fit();
         // Parsing thousands of unit files leaves the heap full of freed
         // holes; give them back so zurg's footprint is what it keeps.
         crate::os::release_free_memory();
@@ -1007,6 +1122,11 @@ impl Supervisor {
                 self.on_timer(key, &mut work);
             }
             self.process(&mut work);
+            // After a burst (a reload or stop of thousands) the queue's
+            // room is given back rather than kept for the next one.
+            if work.capacity() > WORK_ROOM_KEPT && work.is_empty() {
+                work.shrink_to_fit();
+            }
             // Output last: what this turn's events started goes first.
             self.output_turn();
             self.reactor.poll_now = self.outputs.busy();
@@ -1394,13 +1514,13 @@ impl Supervisor {
         let Some(s) = self.slots.get_mut(slot) else {
             return;
         };
-        if s.hashing != Some(generation) {
+        if s.cold.get().and_then(|c| c.hashing) != Some(generation) {
             return;
         }
-        s.hashing = None;
+        s.cold.clear(|c| c.hashing = None);
         match result {
             Ok(digest) => {
-                s.digest_cache = Some(digest);
+                s.cold.set_digest(Some(digest));
                 work.push_back((slot, Input::Verified));
             }
             Err(e) => work.push_back((slot, unverified(e))),
@@ -1431,38 +1551,44 @@ impl Supervisor {
             Err(error) => return Some(Input::SpawnFailed { error }),
         };
         let s = self.slots.get_mut(slot)?;
-        s.spec.stdout = stdout;
-        s.spec.stderr = stderr;
-        s.spec.pid_vars = vec![format!(
+        let Some(spec) = s.spec.as_deref_mut() else {
+            return Some(Input::SpawnFailed {
+                error: "no spawn spec (a bug in zurg)".to_string(),
+            });
+        };
+        spec.stdout = stdout;
+        spec.stderr = stderr;
+        spec.pid_vars = vec![format!(
             "ZURG_GPID={}",
             Gpid::prefix(host_ip, port, start_us)
         )];
-        if s.spec.listen_fd.is_some() {
-            s.spec.pid_vars.push("LISTEN_PID=".to_string());
+        if spec.listen_fd.is_some() {
+            spec.pid_vars.push("LISTEN_PID=".to_string());
         }
-        s.spec.start_env.extend(extras.env);
-        s.spec.pid_vars.extend(extras.pid_vars);
+        spec.start_env.extend(extras.env);
+        spec.pid_vars.extend(extras.pid_vars);
         // A checksummed unit runs the very file that was hashed: opened
         // once, verified, and executed by descriptor.
-        let verified = match &s.service.unit.checksum {
+        let verified = match &s.service.unit.rare.checksum {
             None => None,
             Some(want) => {
                 let exec = &s.service.unit.exec;
                 // Hashing a binary takes as long as reading it: the loop
                 // only uses a digest already known for the file as it is
                 // now, and has the worker hash it otherwise.
+                let cached = s.cold.get().and_then(|c| c.digest_cache);
                 let opened = match &self.worker {
-                    Some(_) => crate::version::open_if_cached(exec, want, s.digest_cache),
-                    None => crate::version::open_verified(exec, want, s.digest_cache).map(Some),
+                    Some(_) => crate::version::open_if_cached(exec, want, cached),
+                    None => crate::version::open_verified(exec, want, cached).map(Some),
                 };
                 match opened {
                     Ok(Some(v)) => {
-                        s.digest_cache = Some((v.id, v.actual));
+                        s.cold.set_digest(Some((v.id, v.actual)));
                         Some(v)
                     }
                     Ok(None) => {
                         self.hash_generation = self.hash_generation.wrapping_add(1);
-                        s.hashing = Some(self.hash_generation);
+                        s.cold.make().hashing = Some(self.hash_generation);
                         let job = worker::Job::Digest {
                             slot,
                             generation: self.hash_generation,
@@ -1472,7 +1598,7 @@ impl Supervisor {
                         if self.worker.as_ref().is_some_and(|w| w.submit(job)) {
                             return Some(Input::Verifying);
                         }
-                        s.hashing = None;
+                        s.cold.clear(|c| c.hashing = None);
                         return Some(Input::SpawnFailed {
                             error: format!(
                                 "cannot verify {}: the hashing thread is gone",
@@ -1486,17 +1612,20 @@ impl Supervisor {
         };
         // The readiness pipe's write end is the child's alone: zurg's copy
         // closes when `extras.ready_fd` drops, right after the spawn.
-        s.spec.ready_fd = extras
+        spec.ready_fd = extras
             .ready_fd
             .as_ref()
             .map(|(write, n)| (write.as_raw_fd(), *n));
         let spawned = self.spawner.spawn(
-            &s.spec,
+            spec,
             &self.child_signals,
             verified.as_ref().map(|v| &v.file),
         );
-        s.spec.ready_fd = None;
+        spec.ready_fd = None;
         drop(extras.ready_fd);
+        if !keeps_spec(&s.service.unit) {
+            s.spec = None;
+        }
         match spawned {
             Ok(mut child) => {
                 let near_limit = child.pidfd.as_ref().is_some_and(|fd| {
@@ -1532,11 +1661,14 @@ impl Supervisor {
                     start_us,
                     pid: u32::try_from(child.pid).unwrap_or(0),
                 });
-                s.last_sample = None;
+                s.cold.clear(|c| c.last_sample = None);
                 s.binary_warned = false;
-                s.running_version = s.service.unit.version.clone();
+                match &s.service.unit.rare.version {
+                    Some(v) => s.cold.make().running_version = Some(v.clone()),
+                    None => s.cold.clear(|c| c.running_version = None),
+                }
                 let exec = s.service.unit.exec.clone();
-                let stats_interval = s.service.unit.stats_interval_ms;
+                let stats_interval = s.service.unit.rare.stats_interval_ms;
                 self.by_pid.insert(child.pid, slot);
                 self.watch_binary(slot, &exec);
                 if let Some(ms) = stats_interval {
@@ -1722,5 +1854,67 @@ fn unverified(e: VerifyError) -> Input {
         e => Input::Refused {
             reason: e.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod footprint {
+    use super::*;
+    use std::mem::size_of;
+
+    /// Every service costs a slot, a unit and its service state: issue 22
+    /// took them from 1,792 / 968 / 800 bytes to these, by boxing what few
+    /// services use. A field that makes them grow again belongs in a box
+    /// (`unit::Rare`, or an `Option<Box<_>>` of the slot) unless every
+    /// service needs it.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn per_service_structs_stay_small() {
+        assert!(
+            size_of::<Slot>() <= 360,
+            "Slot is {} bytes",
+            size_of::<Slot>()
+        );
+        assert!(
+            size_of::<Service>() <= 216,
+            "Service is {} bytes",
+            size_of::<Service>()
+        );
+        assert!(
+            size_of::<Unit>() <= 120,
+            "Unit is {} bytes",
+            size_of::<Unit>()
+        );
+        assert!(
+            size_of::<crate::service::ring::Ring>() <= 32,
+            "Ring is {} bytes",
+            size_of::<crate::service::ring::Ring>()
+        );
+    }
+
+    /// A unit that sets none of the rare keys takes no box for them.
+    #[test]
+    fn a_plain_unit_keeps_its_rare_keys_unboxed() {
+        let plain = crate::unit::parse_unit(
+            "web",
+            Path::new("/units/web.toml"),
+            "exec = \"/bin/web\"\nargs = [\"-v\"]\ndepends_on = [\"db\"]\n",
+        )
+        .unwrap();
+        assert!(plain.rare.is_unboxed());
+        assert_eq!(plain.rare.stdout, crate::unit::Output::Prefix);
+        let rich = crate::unit::parse_unit(
+            "web",
+            Path::new("/units/web.toml"),
+            "exec = \"/bin/web\"\nstop_signal = \"INT\"\nenv = { A = \"1\" }\n",
+        )
+        .unwrap();
+        assert!(!rich.rare.is_unboxed());
+        assert_eq!(rich.rare.env.get("A").map(String::as_str), Some("1"));
+        // Units compare by their keys, boxed or not.
+        let mut boxed = plain.clone();
+        boxed.rare.hook_timeout_ms = unit::DEFAULT_HOOK_TIMEOUT_MS;
+        assert!(!boxed.rare.is_unboxed());
+        assert_eq!(boxed, plain);
     }
 }

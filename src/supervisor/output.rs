@@ -113,25 +113,47 @@ impl Sink {
     }
 }
 
+/// A piped stream: its pipe, made at load and kept for the service's
+/// life, and what handles the lines read from it.
 #[derive(Debug)]
-struct Channel {
+struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
+    /// Made at the first bytes read (a file sink's at load, so its file is
+    /// there and an error shows at once): most services seldom or never
+    /// write, and a channel for each of their streams was ~300 bytes of
+    /// heap per service (issue 22).
+    ch: Option<Box<Channel>>,
+}
+
+#[derive(Debug)]
+struct Channel {
     asm: Assembler,
     sink: Sink,
-    /// `NAME | ` and `NAME + ` (a piece that continues a line).
-    label: Vec<u8>,
-    cont_label: Vec<u8>,
+    /// The service's name: its lines start `NAME | `, or `NAME + ` for a
+    /// piece that continues a line.
+    label: Box<[u8]>,
     /// Read every turn (`Outputs::pending`), its readiness ignored.
     paced: bool,
+}
+
+impl Channel {
+    fn new(sink: Sink, name: &str) -> Box<Channel> {
+        Box::new(Channel {
+            asm: Assembler::default(),
+            sink,
+            label: name.as_bytes().into(),
+            paced: false,
+        })
+    }
 }
 
 /// Every service's pipes, by slot.
 #[derive(Debug, Default)]
 pub struct Outputs {
-    /// Boxed: a stream that is not piped (`inherit`, `null`) costs 8
-    /// bytes here rather than a whole channel.
-    slots: Vec<[Option<Box<Channel>>; 2]>,
+    /// 16 bytes a stream, piped or not; the channel behind is made when
+    /// needed.
+    slots: Vec<[Option<Pipe>; 2]>,
     /// Pipes whose readiness woke the loop this turn, read at its end.
     ready: Vec<(usize, Stream)>,
     /// Paced pipes, read every turn.
@@ -146,7 +168,7 @@ pub struct Outputs {
 }
 
 impl Outputs {
-    fn get_mut(&mut self, slot: usize, stream: Stream) -> Option<&mut Option<Box<Channel>>> {
+    fn get_mut(&mut self, slot: usize, stream: Stream) -> Option<&mut Option<Pipe>> {
         self.slots.get_mut(slot)?.get_mut(index(stream))
     }
 
@@ -154,13 +176,6 @@ impl Outputs {
     pub fn busy(&self) -> bool {
         !self.pending.is_empty()
     }
-}
-
-fn labels(name: &str) -> (Vec<u8>, Vec<u8>) {
-    (
-        format!("{name} | ").into_bytes(),
-        format!("{name} + ").into_bytes(),
-    )
 }
 
 fn make_sink(out: &Output, stream: Stream, name: &str) -> Option<Sink> {
@@ -178,6 +193,14 @@ fn make_sink(out: &Output, stream: Stream, name: &str) -> Option<Sink> {
             format!("[{name}] {}", stream_name(stream)),
         )))),
         Output::Inherit | Output::Null => None,
+    }
+}
+
+/// A stream's channel at load: a file sink's only (see `Pipe::ch`).
+fn eager_channel(out: &Output, stream: Stream, name: &str) -> Option<Box<Channel>> {
+    match out {
+        Output::File(_) => make_sink(out, stream, name).map(|sink| Channel::new(sink, name)),
+        _ => None,
     }
 }
 
@@ -219,7 +242,10 @@ impl Supervisor {
             return;
         };
         let name = s.service.name().to_string();
-        let wanted = [s.service.unit.stdout.clone(), s.service.unit.stderr.clone()];
+        let wanted = [
+            s.service.unit.rare.stdout.clone(),
+            s.service.unit.rare.stderr.clone(),
+        ];
         if self.outputs.slots.len() <= slot {
             // Every slot of the load at once (they are all in place by
             // now), so the vector is sized once rather than doubled.
@@ -230,26 +256,32 @@ impl Supervisor {
             let Some(current) = self.outputs.get_mut(slot, stream) else {
                 continue;
             };
-            let (label, cont_label) = labels(&name);
             if !want.piped() {
-                if let Some(ch) = current.take() {
-                    let _ = self.reactor.unwatch_fd(&ch.read);
+                if let Some(pipe) = current.take() {
+                    let _ = self.reactor.unwatch_fd(&pipe.read);
+                    if let Some(mut ch) = pipe.ch {
+                        ch.sink.finish();
+                    }
                 }
                 continue;
             }
-            if let Some(ch) = current {
-                let same = match (&ch.sink, &want) {
-                    (Sink::Prefix { .. }, Output::Prefix) => true,
-                    (Sink::File(f), Output::File(cfg)) => f.cfg == *cfg,
-                    _ => false,
-                };
-                ch.label = label;
-                ch.cont_label = cont_label;
-                if !same {
-                    ch.sink.finish();
-                    if let Some(sink) = make_sink(&want, stream, &name) {
-                        ch.sink = sink;
+            if let Some(pipe) = current {
+                match &mut pipe.ch {
+                    Some(ch) => {
+                        let same = match (&ch.sink, &want) {
+                            (Sink::Prefix { .. }, Output::Prefix) => true,
+                            (Sink::File(f), Output::File(cfg)) => f.cfg == *cfg,
+                            _ => false,
+                        };
+                        ch.label = name.as_bytes().into();
+                        if !same {
+                            ch.sink.finish();
+                            if let Some(sink) = make_sink(&want, stream, &name) {
+                                ch.sink = sink;
+                            }
+                        }
                     }
+                    None => pipe.ch = eager_channel(&want, stream, &name),
                 }
                 continue;
             }
@@ -290,21 +322,29 @@ impl Supervisor {
                 );
                 continue;
             }
-            let Some(sink) = make_sink(&want, stream, &name) else {
-                continue;
-            };
             if let Some(current) = self.outputs.get_mut(slot, stream) {
-                *current = Some(Box::new(Channel {
+                *current = Some(Pipe {
                     read,
                     write,
-                    asm: Assembler::default(),
-                    sink,
-                    label,
-                    cont_label,
-                    paced: false,
-                }));
+                    ch: eager_channel(&want, stream, &name),
+                });
             }
         }
+    }
+
+    /// The channel of a pipe that has its first bytes, as the unit says.
+    fn lazy_channel(&self, slot: usize, stream: Stream) -> Option<Box<Channel>> {
+        let s = self.slots.get(slot)?;
+        let unit = &s.service.unit;
+        let out = match stream {
+            Stream::Stdout => &unit.rare.stdout,
+            Stream::Stderr => &unit.rare.stderr,
+        };
+        // A pipe whose stream is no longer piped is gone already; `Prefix`
+        // stands in should one still be read.
+        let sink = make_sink(out, stream, &unit.name)
+            .or_else(|| make_sink(&Output::Prefix, stream, &unit.name))?;
+        Some(Channel::new(sink, &unit.name))
     }
 
     /// What the next process of `slot` gets as fd 1 and 2.
@@ -312,7 +352,7 @@ impl Supervisor {
         let Some(s) = self.slots.get(slot) else {
             return (ChildOut::Inherit, ChildOut::Inherit);
         };
-        let wanted = [&s.service.unit.stdout, &s.service.unit.stderr];
+        let wanted = [&s.service.unit.rare.stdout, &s.service.unit.rare.stderr];
         let [out, err] = [0, 1].map(|i| {
             let pipe = self
                 .outputs
@@ -321,7 +361,7 @@ impl Supervisor {
                 .and_then(|c| c.get(i))
                 .and_then(Option::as_ref);
             match (wanted.get(i), pipe) {
-                (_, Some(ch)) => ChildOut::Fd(ch.write.as_raw_fd()),
+                (_, Some(pipe)) => ChildOut::Fd(pipe.write.as_raw_fd()),
                 (Some(Output::Null), None) => ChildOut::Null,
                 _ => ChildOut::Inherit,
             }
@@ -363,9 +403,11 @@ impl Supervisor {
             let Some(current) = self.outputs.get_mut(slot, stream) else {
                 continue;
             };
-            if let Some(mut ch) = current.take() {
-                let _ = self.reactor.unwatch_fd(&ch.read);
-                ch.sink.finish();
+            if let Some(pipe) = current.take() {
+                let _ = self.reactor.unwatch_fd(&pipe.read);
+                if let Some(mut ch) = pipe.ch {
+                    ch.sink.finish();
+                }
             }
         }
     }
@@ -408,7 +450,12 @@ impl Supervisor {
     /// saved, as the full pipe's bytes were then read cold from memory
     /// (docs/performance.md).
     fn pace(&mut self, slot: usize, stream: Stream, on: bool) {
-        let Some(ch) = self.outputs.get_mut(slot, stream).and_then(Option::as_mut) else {
+        let Some(ch) = self
+            .outputs
+            .get_mut(slot, stream)
+            .and_then(Option::as_mut)
+            .and_then(|pipe| pipe.ch.as_mut())
+        else {
             return;
         };
         ch.paced = on;
@@ -421,7 +468,7 @@ impl Supervisor {
     /// returns how many it read (a read shorter than asked for emptied the
     /// pipe and ends its turn).
     fn read_pipe(&mut self, slot: usize, stream: Stream, budget: usize) -> usize {
-        let Some(mut ch) = self.outputs.get_mut(slot, stream).and_then(Option::take) else {
+        let Some(mut pipe) = self.outputs.get_mut(slot, stream).and_then(Option::take) else {
             return 0;
         };
         let mut buf = std::mem::take(&mut self.outputs.buf);
@@ -439,7 +486,7 @@ impl Supervisor {
             && read < budget
             && (!timed || read == 0 || started.elapsed() < TURN_TIME)
         {
-            match nix::unistd::read(&ch.read, &mut buf) {
+            match nix::unistd::read(&pipe.read, &mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
                     read += n;
@@ -448,7 +495,13 @@ impl Supervisor {
                     more_in_pipe = n == buf.len();
                     filled |= more_in_pipe;
                     let data = buf.get(..n).unwrap_or(&[]);
-                    self.take_read(slot, stream, &mut ch, data, &mut spans, now_ms, time_us);
+                    if pipe.ch.is_none() {
+                        pipe.ch = self.lazy_channel(slot, stream);
+                    }
+                    let Some(ch) = pipe.ch.as_deref_mut() else {
+                        break;
+                    };
+                    self.take_read(slot, stream, ch, data, &mut spans, now_ms, time_us);
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
                 // EAGAIN: empty for now; anything else: nothing to read.
@@ -456,13 +509,15 @@ impl Supervisor {
             }
         }
         if filled {
-            grow(&ch.read);
+            grow(&pipe.read);
         }
-        ch.sink.finish();
+        if let Some(ch) = &mut pipe.ch {
+            ch.sink.finish();
+        }
         self.outputs.buf = buf;
         self.outputs.spans = spans;
         if let Some(place) = self.outputs.get_mut(slot, stream) {
-            *place = Some(ch);
+            *place = Some(pipe);
         }
         read
     }
@@ -498,7 +553,7 @@ impl Supervisor {
                 sink => {
                     for s in spans.iter() {
                         let piece = run.get(s.range.clone()).unwrap_or(&[]);
-                        deliver(sink, &ch.label, &ch.cont_label, piece, s.kind, time_us);
+                        deliver(sink, &ch.label, piece, s.kind, time_us);
                     }
                 }
             }
@@ -522,14 +577,10 @@ impl Supervisor {
             return;
         }
         let Channel {
-            asm,
-            sink,
-            label,
-            cont_label,
-            ..
+            asm, sink, label, ..
         } = ch;
         asm.feed(data, now_ms, |piece, kind| {
-            deliver(sink, label, cont_label, piece, kind, time_us);
+            deliver(sink, label, piece, kind, time_us);
             self.record_output(slot, stream, piece, time_us);
         });
     }
@@ -543,7 +594,7 @@ impl Supervisor {
             .iter()
             .flatten()
             .flatten()
-            .filter_map(|ch| ch.asm.flush_due())
+            .filter_map(|pipe| pipe.ch.as_ref()?.asm.flush_due())
             .min();
         if let Some(at) = due {
             if self.outputs.flush_at.is_none_or(|armed| armed > at) {
@@ -565,25 +616,24 @@ impl Supervisor {
         let time_us = crate::os::wall_clock_us();
         for slot in 0..self.outputs.slots.len() {
             for stream in STREAMS {
-                let Some(mut ch) = self.outputs.get_mut(slot, stream).and_then(Option::take) else {
+                let Some(place) = self.outputs.get_mut(slot, stream) else {
+                    continue;
+                };
+                let Some(mut ch) = place.as_mut().and_then(|pipe| pipe.ch.take()) else {
                     continue;
                 };
                 if ch.asm.flush_due().is_some_and(&due) {
                     let Channel {
-                        asm,
-                        sink,
-                        label,
-                        cont_label,
-                        ..
+                        asm, sink, label, ..
                     } = &mut *ch;
                     asm.flush(|piece, kind| {
-                        deliver(sink, label, cont_label, piece, kind, time_us);
+                        deliver(sink, label, piece, kind, time_us);
                         self.record_output(slot, stream, piece, time_us);
                     });
                     ch.sink.finish();
                 }
-                if let Some(place) = self.outputs.get_mut(slot, stream) {
-                    *place = Some(ch);
+                if let Some(Some(pipe)) = self.outputs.get_mut(slot, stream) {
+                    pipe.ch = Some(ch);
                 }
             }
         }
@@ -592,8 +642,8 @@ impl Supervisor {
     /// Opens every log file again (`zurg reload`, SIGUSR1): after an
     /// external logrotate moved them, lines go to new files.
     pub(super) fn reopen_output_files(&mut self) {
-        for ch in self.outputs.slots.iter_mut().flatten().flatten() {
-            if let Sink::File(f) = &mut ch.sink {
+        for pipe in self.outputs.slots.iter_mut().flatten().flatten() {
+            if let Some(Sink::File(f)) = pipe.ch.as_mut().map(|ch| &mut ch.sink) {
                 f.reopen();
             }
         }
@@ -613,11 +663,11 @@ impl Supervisor {
 }
 
 /// One piece of a line to its sink.
-fn deliver(sink: &mut Sink, label: &[u8], cont_label: &[u8], piece: &[u8], kind: Piece, t: u64) {
+fn deliver(sink: &mut Sink, label: &[u8], piece: &[u8], kind: Piece, t: u64) {
     match sink {
         Sink::Prefix { batch, lines, .. } => {
-            let label = if kind.starts { label } else { cont_label };
             batch.extend_from_slice(label);
+            batch.extend_from_slice(if kind.starts { b" | " } else { b" + " });
             batch.extend_from_slice(piece);
             batch.push(b'\n');
             *lines += 1;

@@ -11,8 +11,8 @@ use crate::unit::{vars, Unit};
 
 /// Whether a reload changed what a slot's port or socket depends on.
 pub(super) fn port_settings_changed(old: &Unit, new: &Unit) -> bool {
-    (old.port, old.port_auto, old.socket, old.bind)
-        != (new.port, new.port_auto, new.socket, new.bind)
+    (old.port, old.port_auto, old.socket, old.rare.bind)
+        != (new.port, new.port_auto, new.socket, new.rare.bind)
 }
 
 fn env_entry(key: &str, value: &str) -> Option<CString> {
@@ -26,10 +26,11 @@ impl Supervisor {
         let Some(s) = self.slots.get_mut(slot) else {
             return Ok(0);
         };
+        s.ensure_spec(&self.start_dir)?;
         let unit = &s.service.unit;
-        let ip = unit.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let ip = unit.rare.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         if unit.socket {
-            if s.listener.is_none() {
+            if s.cold.listener().is_none() {
                 // An auto port keeps the number it had, when it can.
                 let want = if unit.port_auto { s.port } else { unit.port };
                 let listener = listen::listen(SocketAddr::new(ip, want))
@@ -45,7 +46,7 @@ impl Supervisor {
                     .local_addr()
                     .map_err(|e| format!("cannot read the listening socket's port: {e}"))?
                     .port();
-                s.listener = Some(listener);
+                s.cold.make().listener = Some(listener);
             }
         } else if unit.port_auto {
             if s.port == 0 || !listen::port_is_free(ip, s.port) {
@@ -56,31 +57,32 @@ impl Supervisor {
             s.port = unit.port;
         }
 
-        s.spec.start_env.clear();
-        if s.port != 0 && !unit.env.contains_key("PORT") {
-            s.spec
-                .start_env
+        let Some(spec) = s.spec.as_deref_mut() else {
+            return Ok(s.port);
+        };
+        spec.start_env.clear();
+        if s.port != 0 && !unit.rare.env.contains_key("PORT") {
+            spec.start_env
                 .extend(env_entry("PORT", &s.port.to_string()));
         }
-        s.spec.listen_fd = s.listener.as_ref().map(|l| l.as_raw_fd());
-        if s.spec.listen_fd.is_some() {
-            s.spec.start_env.extend(env_entry("LISTEN_FDS", "1"));
-            s.spec
-                .start_env
+        spec.listen_fd = s.cold.listener().map(|l| l.as_raw_fd());
+        if spec.listen_fd.is_some() {
+            spec.start_env.extend(env_entry("LISTEN_FDS", "1"));
+            spec.start_env
                 .extend(env_entry("LISTEN_FDNAMES", &unit.name));
         }
-        // `${PORT}` is known now (the others were replaced at load).
+        // `${PORT}` is known now (the others were replaced as the spec was built).
         let port = Some(s.port);
         if unit.args.iter().any(|a| vars::uses(a, "PORT")) {
             let mut argv = Vec::with_capacity(unit.args.len().saturating_add(1));
-            argv.extend(s.spec.argv.first().cloned());
+            argv.extend(spec.argv.first().cloned());
             argv.extend(creds::service_args(unit, port)?);
-            s.spec.argv = argv;
+            spec.argv = argv;
         }
         if creds::env_or_cwd_use_port(unit) {
-            s.spec.env = creds::service_env(unit, port, &s.creds.extra_env)?;
-            if let Some(cwd) = &unit.cwd {
-                s.spec.cwd = Some(creds::service_cwd(unit, cwd, port)?);
+            spec.env = creds::service_env(unit, port, s.creds.extra_env())?;
+            if let Some(cwd) = &unit.rare.cwd {
+                spec.cwd = Some(creds::service_cwd(unit, cwd, port)?);
             }
         }
         Ok(s.port)

@@ -211,12 +211,13 @@ impl Supervisor {
         };
         let unit = &s.service.unit;
         let name = unit.name.clone();
-        let wants_notify = unit.ready == Some(Ready::Notify) || unit.watchdog_ms.is_some();
-        let fd_n = match unit.ready {
+        let wants_notify =
+            unit.rare.ready == Some(Ready::Notify) || unit.rare.watchdog_ms.is_some();
+        let fd_n = match unit.rare.ready {
             Some(Ready::Fd(n)) => Some(n),
             _ => None,
         };
-        if let Some(ms) = unit.watchdog_ms {
+        if let Some(ms) = unit.rare.watchdog_ms {
             extras
                 .env
                 .extend(CString::new(format!("WATCHDOG_USEC={}", ms.saturating_mul(1000))).ok());
@@ -332,9 +333,11 @@ impl Supervisor {
             return;
         };
         let unit = &s.service.unit;
-        let wanted = unit.ready.is_some() || unit.health.is_some() || unit.watchdog_ms.is_some();
-        let ready = unit.ready.clone();
-        let timeout = unit.ready_timeout_ms;
+        let wanted = unit.rare.ready.is_some()
+            || unit.rare.health.is_some()
+            || unit.rare.watchdog_ms.is_some();
+        let ready = unit.rare.ready.clone();
+        let timeout = unit.rare.ready_timeout_ms;
         let port = s.port;
         let name = s.service.name().to_string();
         let now = self.reactor.now_ms();
@@ -390,8 +393,8 @@ impl Supervisor {
         let Some(s) = self.slots.get(slot) else {
             return;
         };
-        let health = s.service.unit.health.as_ref().map(|h| h.interval_ms);
-        let watchdog = s.service.unit.watchdog_ms;
+        let health = s.service.unit.rare.health.as_ref().map(|h| h.interval_ms);
+        let watchdog = s.service.unit.rare.watchdog_ms;
         let now = self.reactor.now_ms();
         self.bump(slot, TimerKind::ReadyDeadline);
         self.bump(slot, TimerKind::ReadyRetry);
@@ -486,7 +489,7 @@ impl Supervisor {
         let Some(s) = self.slots.get(slot) else {
             return;
         };
-        let check = match &s.service.unit.ready {
+        let check = match &s.service.unit.rare.ready {
             Some(Ready::Tcp(port)) => Check::Tcp(*port),
             Some(Ready::Exec(argv)) => Check::Exec(argv.clone()),
             _ => return,
@@ -517,7 +520,7 @@ impl Supervisor {
         let is_exec = self
             .slots
             .get(slot)
-            .is_some_and(|s| matches!(s.service.unit.ready, Some(Ready::Exec(_))));
+            .is_some_and(|s| matches!(s.service.unit.rare.ready, Some(Ready::Exec(_))));
         if let Some(p) = self.probes.get_mut(slot) {
             p.ready_last = Some(why);
         }
@@ -590,7 +593,7 @@ impl Supervisor {
         let Some(health) = self
             .slots
             .get(slot)
-            .and_then(|s| s.service.unit.health.clone())
+            .and_then(|s| s.service.unit.rare.health.clone())
         else {
             return;
         };
@@ -641,10 +644,10 @@ impl Supervisor {
             return;
         };
         let unit = &s.service.unit;
-        let ready = unit.ready.clone();
-        let ready_timeout = unit.ready_timeout_ms;
-        let health = unit.health.clone();
-        let watchdog = unit.watchdog_ms;
+        let ready = unit.rare.ready.clone();
+        let ready_timeout = unit.rare.ready_timeout_ms;
+        let health = unit.rare.health.clone();
+        let watchdog = unit.rare.watchdog_ms;
         let Some(p) = self.probes.get_mut(slot) else {
             return;
         };
@@ -751,7 +754,7 @@ impl Supervisor {
         let n = match self
             .slots
             .get(slot)
-            .and_then(|s| s.service.unit.ready.clone())
+            .and_then(|s| s.service.unit.rare.ready.clone())
         {
             Some(Ready::Fd(n)) => n,
             _ => return,
@@ -801,7 +804,7 @@ impl Supervisor {
         let has_health = self
             .slots
             .get(slot)
-            .is_some_and(|s| s.service.unit.health.is_some());
+            .is_some_and(|s| s.service.unit.rare.health.is_some());
         let health = (has_health && p.pid.is_some()).then(|| crate::control::proto::HealthStatus {
             ok: p.tally.ok.unwrap_or(true),
             failures: p.tally.failures,

@@ -113,7 +113,7 @@ impl Supervisor {
             ip: gpid.ip.to_string(),
             port: gpid.port,
             gpid: gpid.to_string(),
-            version: s.service.unit.version.clone(),
+            version: s.service.unit.rare.version.clone(),
             since_us: gpid.start_us,
             host: self.own_gpid.clone(),
         })

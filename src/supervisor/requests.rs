@@ -280,7 +280,7 @@ impl Supervisor {
             restarts: s.service.restarts,
             last_exit: s.service.last_exit.map(exit_info),
             gpid: s.gpid.map(|g| g.to_string()),
-            version: s.service.unit.version.clone(),
+            version: s.service.unit.rare.version.clone(),
             last_error: s.service.last_error.as_ref().map(ToString::to_string),
             ready: s.service.is_ready(),
             ready_after_ms: s.service.ready_after_ms.filter(|_| s.service.is_ready()),
@@ -849,7 +849,7 @@ impl Supervisor {
                 GpidInfo {
                     name: name.to_string(),
                     gpid: g.to_string(),
-                    version: s.service.unit.version.clone(),
+                    version: s.service.unit.rare.version.clone(),
                     running: s.service.state.pid().is_some(),
                 },
             ),
@@ -908,10 +908,11 @@ impl Supervisor {
                 continue;
             }
             let cpu_percent = s
-                .last_sample
-                .as_ref()
+                .cold
+                .get()
+                .and_then(|c| c.last_sample.as_ref())
                 .and_then(|prev| crate::stats::cpu_percent(prev, &tree));
-            s.last_sample = Some(Box::new(tree.clone()));
+            s.cold.make().last_sample = Some(tree.clone());
             rows.push(StatsRow {
                 name: s.service.name().to_string(),
                 pid,
@@ -1063,7 +1064,7 @@ impl Supervisor {
             delay_ms: None,
             message: Some(message),
             gpid: s.and_then(|s| s.gpid).map(|g| g.to_string()),
-            version: s.and_then(|s| s.service.unit.version.clone()),
+            version: s.and_then(|s| s.service.unit.rare.version.clone()),
             stats: None,
         };
         self.publish(rec);
@@ -1109,13 +1110,13 @@ impl Supervisor {
         if s.sample_generation != generation {
             return;
         }
-        let (Some(pid), Some(ms)) = (s.service.state.pid(), s.service.unit.stats_interval_ms)
+        let (Some(pid), Some(ms)) = (s.service.state.pid(), s.service.unit.rare.stats_interval_ms)
         else {
             return;
         };
         let cgroup = s.cgroup.as_ref().map(|c| c.dir());
         if let Some((_, sample)) = super::worker::sample_service(pid, cgroup, now) {
-            s.last_sample = Some(Box::new(sample));
+            s.cold.make().last_sample = Some(sample);
         }
         self.reactor.timers.arm(
             now.saturating_add(ms),
@@ -1212,15 +1213,15 @@ impl Supervisor {
             // runs, which an upgrade or rollback may since have replaced.
             rec.version = match event {
                 Event::Refused { .. } | Event::SpawnFailed { .. } | Event::Restarting { .. } => {
-                    s.service.unit.version.clone()
+                    s.service.unit.rare.version.clone()
                 }
-                _ => s.running_version.clone(),
+                _ => s.cold.get().and_then(|c| c.running_version.clone()),
             };
             if !matches!(kind, EventKind::SpawnFailed | EventKind::Restarting) {
                 rec.gpid = s.gpid.map(|g| g.to_string());
             }
             if let Some(exit) = &mut rec.exit {
-                rec.stats = s.last_sample.as_deref().cloned();
+                rec.stats = s.cold.get().and_then(|c| c.last_sample.clone());
                 exit.oom = s.exit_oom;
             }
         }

@@ -65,8 +65,8 @@ impl Build {
     pub fn of(unit: &Unit) -> Build {
         Build {
             exec: unit.exec.clone(),
-            version: unit.version.clone(),
-            checksum: unit.checksum.map(|c| format!("{}:{c}", c.kind())),
+            version: unit.rare.version.clone(),
+            checksum: unit.rare.checksum.map(|c| format!("{}:{c}", c.kind())),
         }
     }
 
@@ -84,9 +84,10 @@ impl Build {
 
     /// Applies this build to a unit.
     pub fn apply(&self, unit: &mut Unit) -> Result<(), String> {
-        unit.checksum = self.checksum()?;
+        unit.rare.checksum = self.checksum()?;
         unit.exec = self.exec.clone();
-        unit.version = self.version.clone();
+        unit.rare.version = self.version.clone();
+        unit.rare.compact();
         Ok(())
     }
 
@@ -186,7 +187,7 @@ fn stale_override(o: &Override, unit: &Unit, strict: bool) -> Result<Option<Unit
     }
     let mut candidate = unit.clone();
     build.apply(&mut candidate)?;
-    if strict && (candidate.version.is_none() || candidate.checksum.is_none()) {
+    if strict && (candidate.rare.version.is_none() || candidate.rare.checksum.is_none()) {
         return Err("strict mode needs a version and a checksum, and it has no checksum".into());
     }
     if !build.exec.is_file() {
@@ -243,11 +244,16 @@ impl Supervisor {
 
     fn set_build(&mut self, slot: usize, build: &Build) -> Result<(), String> {
         let s = self.slots.get_mut(slot).ok_or("no such service")?;
+        // The unit stops being the file's build: keep that apart.
+        if s.cold.get().is_none_or(|c| c.file_build.is_none()) {
+            s.cold.make().file_build = Some(Build::of(&s.service.unit));
+        }
         let mut unit = s.service.unit.clone();
         build.apply(&mut unit)?;
-        s.replace_spec(spawn_spec(&unit, &self.start_dir)?);
+        let spec = spawn_spec(&unit, &self.start_dir, &[])?;
         s.service.unit = unit;
-        s.digest_cache = None;
+        s.replace_spec(spec);
+        s.cold.set_digest(None);
         Ok(())
     }
 
@@ -445,9 +451,9 @@ impl Supervisor {
         if let Err(e) = self.set_build(slot, &to) {
             return Some(Reply::error(id, ErrorCode::Failed, e));
         }
-        let base = self.slots.get(slot).and_then(|s| s.file_build.clone());
+        let base = self.slots.get(slot).map(|s| s.file_build());
         if let Some(s) = self.slots.get_mut(slot) {
-            s.digest_cache = digest;
+            s.cold.set_digest(digest);
         }
         let entry = self.overrides.services.entry(name.to_string()).or_default();
         entry.base = base;
@@ -680,7 +686,7 @@ impl Supervisor {
             return Some(rollback_refused(id, &change, &e));
         }
         if let Some(s) = self.slots.get_mut(slot) {
-            s.digest_cache = digest;
+            s.cold.set_digest(digest);
         }
         crate::log!("[{name}] rolling back to {}", to.label());
         self.journal_build(slot, crate::journal::Kind::Rollback, &to);

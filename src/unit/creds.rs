@@ -207,6 +207,20 @@ pub struct Creds {
 }
 
 impl Creds {
+    /// `Creds::default()` as a constant, for `Rare::DEFAULT`.
+    pub const DEFAULT: Creds = Creds {
+        user: None,
+        group: None,
+        supplementary_groups: None,
+        umask: None,
+        nice: None,
+        oom_score_adj: None,
+        no_new_privs: false,
+        rlimits: Vec::new(),
+        capabilities: None,
+        env_file: Vec::new(),
+    };
+
     /// No key of these is set: the spawn path gets nothing new.
     pub fn is_empty(&self) -> bool {
         *self == Creds::default()

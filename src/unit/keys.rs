@@ -10,6 +10,7 @@
 //!
 //! Pure: values arrive parsed by toml; nothing here touches the OS.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -104,7 +105,7 @@ pub static KEYS: &[Key] = &[
         default: "`[]`",
         doc: "The arguments after `argv[0]`.",
         read: |u, v| {
-            u.args = v.map_or(Ok(Vec::new()), string_array)?;
+            u.args = v.map_or(Ok(Vec::new()), string_array)?.into();
             let wrong: Vec<String> = u.args.iter().filter_map(|a| vars_in(a).err()).collect();
             if wrong.is_empty() {
                 Ok(())
@@ -121,9 +122,9 @@ pub static KEYS: &[Key] = &[
         default: "`{}`",
         doc: "Variables added to zurg's own environment, overriding any of the same name.",
         read: |u, v| {
-            u.env = v.map_or(Ok(BTreeMap::new()), env_table)?;
+            u.rare.env = v.map_or(Ok(BTreeMap::new()), env_table)?;
             let wrong: Vec<String> = u
-                .env
+                .rare.env
                 .iter()
                 .filter_map(|(k, v)| vars_in(v).err().map(|e| format!("{k}: {e}")))
                 .collect();
@@ -142,8 +143,8 @@ pub static KEYS: &[Key] = &[
         default: "the directory `zurg run` was started in",
         doc: "The working directory.",
         read: |u, v| {
-            u.cwd = v.map(absolute_path).transpose()?;
-            if let Some(cwd) = &u.cwd {
+            u.rare.cwd = v.map(absolute_path).transpose()?;
+            if let Some(cwd) = &u.rare.cwd {
                 vars_in(&cwd.to_string_lossy())?;
             }
             Ok(())
@@ -157,7 +158,7 @@ pub static KEYS: &[Key] = &[
         default: "`[]`",
         doc: "Services that must be ready before this one starts.",
         read: |u, v| {
-            u.depends_on = v.map_or(Ok(Vec::new()), unit_names)?;
+            u.depends_on = v.map_or(Ok(Vec::new()), unit_names)?.into();
             Ok(())
         },
         ..KEY
@@ -201,7 +202,7 @@ pub static KEYS: &[Key] = &[
         default: "`0`",
         doc: "A fixed wait before every restart.",
         read: |u, v| {
-            u.restart_delay_ms = v.map_or(Ok(DEFAULT_RESTART_DELAY_MS), millis)?;
+            u.rare.restart_delay_ms = v.map_or(Ok(DEFAULT_RESTART_DELAY_MS), millis)?;
             Ok(())
         },
         ..KEY
@@ -223,8 +224,10 @@ pub static KEYS: &[Key] = &[
         default: "`[0]`",
         doc: "The exit codes that count as success.",
         read: |u, v| {
-            u.success_exit_codes =
-                v.map_or(Ok(DEFAULT_SUCCESS_EXIT_CODES.to_vec()), exit_codes)?;
+            u.rare.success_exit_codes = match v {
+                None => Cow::Borrowed(&DEFAULT_SUCCESS_EXIT_CODES),
+                Some(v) => Cow::Owned(exit_codes(v)?),
+            };
             Ok(())
         },
         ..KEY
@@ -235,7 +238,7 @@ pub static KEYS: &[Key] = &[
         default: "`{ initial_ms = 100, max_ms = 30000 }`",
         doc: "The crash-loop backoff: the first wait, doubled at each further short run up to the longest.",
         read: |u, v| {
-            u.backoff = v.map_or(Ok(BackoffSteps::default()), backoff)?;
+            u.rare.backoff = v.map_or(Ok(BackoffSteps::default()), backoff)?;
             Ok(())
         },
         ..KEY
@@ -246,7 +249,7 @@ pub static KEYS: &[Key] = &[
         default: "none (no limit)",
         doc: "More than `burst` starts within `interval_ms` put the service in the `failed` state instead of starting it again.",
         read: |u, v| {
-            u.start_limit = v.map(start_limit).transpose()?;
+            u.rare.start_limit = v.map(start_limit).transpose()?;
             Ok(())
         },
         ..KEY
@@ -296,7 +299,7 @@ pub static KEYS: &[Key] = &[
         default: "all addresses (`0.0.0.0`)",
         doc: "The address `socket` listens on and `\"auto\"` picks a port on.",
         read: |u, v| {
-            u.bind = v.map(ip_address).transpose()?;
+            u.rare.bind = v.map(ip_address).transpose()?;
             Ok(())
         },
         check: Some((&["socket", "port"], |u| {
@@ -313,7 +316,7 @@ pub static KEYS: &[Key] = &[
         default: "none (one service, `NAME`)",
         doc: "Runs the unit as N services `NAME@0` ... `NAME@N-1`, each with its own process, GPID and `\"auto\"` port.",
         read: |u, v| {
-            u.instances = v.map(instances).transpose()?;
+            u.rare.instances = v.map(instances).transpose()?;
             Ok(())
         },
         check: Some((&["port", "socket"], |u| {
@@ -323,7 +326,7 @@ pub static KEYS: &[Key] = &[
                     u.name, u.name
                 ));
             }
-            if u.instances.unwrap_or(1) > 1 && u.port != 0 {
+            if u.rare.instances.unwrap_or(1) > 1 && u.port != 0 {
                 return Err(format!(
                     "instances would all serve on port {}: use `port = \"auto\"` (each instance gets its own)",
                     u.port
@@ -339,7 +342,7 @@ pub static KEYS: &[Key] = &[
         default: "none",
         doc: "The build's version.",
         read: |u, v| {
-            u.version = v
+            u.rare.version = v
                 .map(|v| {
                     let text = string(v)?;
                     super::parse::version_name(&text)?;
@@ -348,7 +351,7 @@ pub static KEYS: &[Key] = &[
                 .transpose()?;
             Ok(())
         },
-        check: Some((&["exec"], |u| match &u.version {
+        check: Some((&["exec"], |u| match &u.rare.version {
             Some(version) => super::parse::versioned_path(&u.exec, version),
             None => Ok(()),
         })),
@@ -363,7 +366,7 @@ pub static KEYS: &[Key] = &[
         // absent key's default before any value, so this None never
         // overwrites a sha256 read earlier.
         read: |u, v| {
-            u.checksum = v.map(|v| checksum("md5", v)).transpose()?;
+            u.rare.checksum = v.map(|v| checksum("md5", v)).transpose()?;
             Ok(())
         },
         ..KEY
@@ -375,7 +378,7 @@ pub static KEYS: &[Key] = &[
         doc: "The binary's SHA-256 sum, checked before every start.",
         read: |u, v| {
             if let Some(v) = v {
-                u.checksum = Some(checksum("sha256", v)?);
+                u.rare.checksum = Some(checksum("sha256", v)?);
             }
             Ok(())
         },
@@ -388,7 +391,7 @@ pub static KEYS: &[Key] = &[
         default: "`0` (off)",
         doc: "Samples the service's process tree periodically.",
         read: |u, v| {
-            u.stats_interval_ms = match v.map(millis).transpose()? {
+            u.rare.stats_interval_ms = match v.map(millis).transpose()? {
                 None | Some(0) => None,
                 Some(n) if n < 100 => {
                     return Err(format!("must be 0 (off) or at least 100, found {n}").into())
@@ -405,7 +408,7 @@ pub static KEYS: &[Key] = &[
         default: "`\"prefix\"`",
         doc: "Where the service's standard output goes.",
         read: |u, v| {
-            u.stdout = v.map_or(Ok(Output::Prefix), output)?;
+            u.rare.stdout = v.map_or(Ok(Output::Prefix), output)?;
             Ok(())
         },
         ..KEY
@@ -416,7 +419,7 @@ pub static KEYS: &[Key] = &[
         default: "`\"prefix\"`",
         doc: "Where the service's standard error goes.",
         read: |u, v| {
-            u.stderr = v.map_or(Ok(Output::Prefix), output)?;
+            u.rare.stderr = v.map_or(Ok(Output::Prefix), output)?;
             Ok(())
         },
         ..KEY
@@ -427,7 +430,7 @@ pub static KEYS: &[Key] = &[
         default: "`262144` (256 KiB)",
         doc: "How many bytes of the service's latest output lines zurg keeps in memory for `zurg logs`.",
         read: |u, v| {
-            u.log_ring_bytes = match v {
+            u.rare.log_ring_bytes = match v {
                 None => DEFAULT_LOG_RING_BYTES,
                 Some(Value::Integer(n)) => usize::try_from(*n)
                     .map_err(|_| format!("must not be negative, found {n}"))?,
@@ -447,10 +450,10 @@ pub static KEYS: &[Key] = &[
         default: "none (ready once started)",
         doc: "How the service tells zurg that it is ready.",
         read: |u, v| {
-            u.ready = v.map(super::probe::ready).transpose()?;
+            u.rare.ready = v.map(super::probe::ready).transpose()?;
             Ok(())
         },
-        check: Some((&["socket", "port"], |u| match &u.ready {
+        check: Some((&["socket", "port"], |u| match &u.rare.ready {
             Some(Ready::Fd(3)) if u.socket => {
                 Err("fd 3 is the listening socket with `socket = true`; pick another descriptor".into())
             }
@@ -468,7 +471,7 @@ pub static KEYS: &[Key] = &[
         default: "`90000` (90 s)",
         doc: "How long a start may take to become ready before it counts as a failed start.",
         read: |u, v| {
-            u.ready_timeout_ms = match v.map(millis).transpose()? {
+            u.rare.ready_timeout_ms = match v.map(millis).transpose()? {
                 None => super::probe::DEFAULT_READY_TIMEOUT_MS,
                 Some(0) => return Err("must be at least 1, found 0".to_string().into()),
                 Some(n) => n,
@@ -483,7 +486,7 @@ pub static KEYS: &[Key] = &[
         default: "`0` (off)",
         doc: "A service that goes this long without sending `WATCHDOG=1` to its notify socket is restarted.",
         read: |u, v| {
-            u.watchdog_ms = match v.map(millis).transpose()? {
+            u.rare.watchdog_ms = match v.map(millis).transpose()? {
                 None | Some(0) => None,
                 Some(n) => Some(n),
             };
@@ -497,10 +500,10 @@ pub static KEYS: &[Key] = &[
         default: "none",
         doc: "A check of a running service, repeated every `interval_ms`; after `retries` failures in a row the service is restarted.",
         read: |u, v| {
-            u.health = v.map(super::probe::health).transpose()?.map(Box::new);
+            u.rare.health = v.map(super::probe::health).transpose()?.map(Box::new);
             Ok(())
         },
-        check: Some((&["port", "socket"], |u| match &u.health {
+        check: Some((&["port", "socket"], |u| match &u.rare.health {
             Some(h) if h.check.uses_unit_port() && u.port == 0 && !u.port_auto => {
                 Err("\"$PORT\" needs the unit's `port` (a number, or \"auto\")".into())
             }
@@ -520,7 +523,7 @@ pub static KEYS: &[Key] = &[
         default: "zurg's own user",
         doc: "The user the service runs as.",
         read: |u, v| {
-            u.creds.user = v.map(|v| creds::id(v, "user")).transpose()?;
+            u.rare.creds.user = v.map(|v| creds::id(v, "user")).transpose()?;
             Ok(())
         },
         ..KEY
@@ -531,7 +534,7 @@ pub static KEYS: &[Key] = &[
         default: "the user's primary group",
         doc: "The group the service runs as.",
         read: |u, v| {
-            u.creds.group = v.map(|v| creds::id(v, "group")).transpose()?;
+            u.rare.creds.group = v.map(|v| creds::id(v, "group")).transpose()?;
             Ok(())
         },
         ..KEY
@@ -542,7 +545,7 @@ pub static KEYS: &[Key] = &[
         default: "the user's groups in /etc/group",
         doc: "More groups for the service, on top of its group.",
         read: |u, v| {
-            u.creds.supplementary_groups = v.map(group_list).transpose()?;
+            u.rare.creds.supplementary_groups = v.map(group_list).transpose()?;
             Ok(())
         },
         ..KEY
@@ -553,7 +556,7 @@ pub static KEYS: &[Key] = &[
         default: "zurg's own (usually `\"022\"`)",
         doc: "The file mode creation mask of the service.",
         read: |u, v| {
-            u.creds.umask = v.map(creds::umask).transpose()?;
+            u.rare.creds.umask = v.map(creds::umask).transpose()?;
             Ok(())
         },
         ..KEY
@@ -564,7 +567,7 @@ pub static KEYS: &[Key] = &[
         default: "zurg's own",
         doc: "The service's scheduling priority (lower runs first).",
         read: |u, v| {
-            u.creds.nice = v.map(|v| creds::int_in(v, -20, 19)).transpose()?;
+            u.rare.creds.nice = v.map(|v| creds::int_in(v, -20, 19)).transpose()?;
             Ok(())
         },
         ..KEY
@@ -575,7 +578,7 @@ pub static KEYS: &[Key] = &[
         default: "zurg's own",
         doc: "How readily the kernel's OOM killer picks the service.",
         read: |u, v| {
-            u.creds.oom_score_adj = v.map(|v| creds::int_in(v, -1000, 1000)).transpose()?;
+            u.rare.creds.oom_score_adj = v.map(|v| creds::int_in(v, -1000, 1000)).transpose()?;
             Ok(())
         },
         ..KEY
@@ -586,7 +589,7 @@ pub static KEYS: &[Key] = &[
         default: "`false`",
         doc: "The service and its children can never gain privileges through exec.",
         read: |u, v| {
-            u.creds.no_new_privs = v.map_or(Ok(false), boolean)?;
+            u.rare.creds.no_new_privs = v.map_or(Ok(false), boolean)?;
             Ok(())
         },
         ..KEY
@@ -597,7 +600,7 @@ pub static KEYS: &[Key] = &[
         default: "`{}` (zurg's own)",
         doc: "Resource limits of the service (setrlimit).",
         read: |u, v| {
-            u.creds.rlimits = v.map_or(Ok(Vec::new()), creds::rlimits)?;
+            u.rare.creds.rlimits = v.map_or(Ok(Vec::new()), creds::rlimits)?;
             Ok(())
         },
         ..KEY
@@ -608,7 +611,7 @@ pub static KEYS: &[Key] = &[
         default: "none: capabilities are left alone",
         doc: "The only capabilities the service keeps, as ambient capabilities, also when `user` drops root.",
         read: |u, v| {
-            u.creds.capabilities = v.map(creds::capabilities).transpose()?;
+            u.rare.creds.capabilities = v.map(creds::capabilities).transpose()?;
             Ok(())
         },
         ..KEY
@@ -619,7 +622,7 @@ pub static KEYS: &[Key] = &[
         default: "`[]`",
         doc: "Files of `KEY=VALUE` lines added to the environment at each start.",
         read: |u, v| {
-            u.creds.env_file = v.map_or(Ok(Vec::new()), creds::env_files)?;
+            u.rare.creds.env_file = v.map_or(Ok(Vec::new()), creds::env_files)?;
             Ok(())
         },
         ..KEY
@@ -630,7 +633,7 @@ pub static KEYS: &[Key] = &[
         default: "none",
         doc: "A command run to completion before every start of the service.",
         read: |u, v| {
-            u.pre_start = v.map(hook_command).transpose()?;
+            u.rare.pre_start = v.map(hook_command).transpose()?;
             Ok(())
         },
         ..KEY
@@ -641,7 +644,7 @@ pub static KEYS: &[Key] = &[
         default: "none",
         doc: "A command run after every exit of the service's process, before any restart.",
         read: |u, v| {
-            u.post_stop = v.map(hook_command).transpose()?;
+            u.rare.post_stop = v.map(hook_command).transpose()?;
             Ok(())
         },
         ..KEY
@@ -652,7 +655,7 @@ pub static KEYS: &[Key] = &[
         default: "`30000`",
         doc: "How long `pre_start` or `post_stop` may run before it is killed.",
         read: |u, v| {
-            u.hook_timeout_ms = match v.map(millis).transpose()? {
+            u.rare.hook_timeout_ms = match v.map(millis).transpose()? {
                 None => super::DEFAULT_HOOK_TIMEOUT_MS,
                 Some(0) => return Err("must be at least 1".to_string().into()),
                 Some(n) => n,
@@ -667,7 +670,7 @@ pub static KEYS: &[Key] = &[
         default: "where zurg manages cgroups `\"cgroup\"`, else `\"group\"`",
         doc: "Which processes a stop reaches.",
         read: |u, v| {
-            u.kill_mode = v.map(kill_mode).transpose()?;
+            u.rare.kill_mode = v.map(kill_mode).transpose()?;
             Ok(())
         },
         ..KEY
@@ -678,7 +681,7 @@ pub static KEYS: &[Key] = &[
         default: "none",
         doc: "The service's memory limit (cgroup `memory.max`).",
         read: |u, v| {
-            u.limits.memory_max = v.map(size).transpose()?;
+            u.rare.limits.memory_max = v.map(size).transpose()?;
             Ok(())
         },
         ..KEY
@@ -689,7 +692,7 @@ pub static KEYS: &[Key] = &[
         default: "none",
         doc: "Where the service's memory use is throttled (cgroup `memory.high`).",
         read: |u, v| {
-            u.limits.memory_high = v.map(size).transpose()?;
+            u.rare.limits.memory_high = v.map(size).transpose()?;
             Ok(())
         },
         ..KEY
@@ -700,7 +703,7 @@ pub static KEYS: &[Key] = &[
         default: "none",
         doc: "The service's CPU limit (cgroup `cpu.max`).",
         read: |u, v| {
-            u.limits.cpu_max = v
+            u.rare.limits.cpu_max = v
                 .map(|v| crate::cgroup::parse_cpu_max(&string(v)?))
                 .transpose()?;
             Ok(())
@@ -713,7 +716,7 @@ pub static KEYS: &[Key] = &[
         default: "none",
         doc: "How many tasks (processes and threads) the service may have (cgroup `pids.max`).",
         read: |u, v| {
-            u.limits.pids_max = v.map(|v| bounded(v, 1, i64::MAX)).transpose()?;
+            u.rare.limits.pids_max = v.map(|v| bounded(v, 1, i64::MAX)).transpose()?;
             Ok(())
         },
         ..KEY
@@ -724,7 +727,7 @@ pub static KEYS: &[Key] = &[
         default: "none (the kernel's 100)",
         doc: "The service's share of disk bandwidth under contention (cgroup `io.weight`).",
         read: |u, v| {
-            u.limits.io_weight = v
+            u.rare.limits.io_weight = v
                 .map(|v| bounded(v, 1, 10_000).map(|n| u16::try_from(n).unwrap_or(100)))
                 .transpose()?;
             Ok(())
@@ -758,41 +761,18 @@ pub fn blank(name: &str) -> Unit {
     Unit {
         name: name.to_string(),
         exec: PathBuf::new(),
-        args: Vec::new(),
-        env: BTreeMap::new(),
-        cwd: None,
-        depends_on: Vec::new(),
+        args: Box::default(),
+        depends_on: Box::default(),
         restart: RestartPolicy::Always,
         kind: Kind::Longrun,
-        success_exit_codes: Vec::new(),
-        backoff: BackoffSteps::default(),
-        start_limit: None,
         essential: false,
         stop_signal: DEFAULT_STOP_SIGNAL,
         stop_timeout_ms: DEFAULT_STOP_TIMEOUT_MS,
-        restart_delay_ms: DEFAULT_RESTART_DELAY_MS,
         port: 0,
         port_auto: false,
         socket: false,
-        bind: None,
-        version: None,
-        stats_interval_ms: None,
-        checksum: None,
-        log_ring_bytes: DEFAULT_LOG_RING_BYTES,
-        stdout: Output::Prefix,
-        stderr: Output::Prefix,
-        ready: None,
-        ready_timeout_ms: super::probe::DEFAULT_READY_TIMEOUT_MS,
-        watchdog_ms: None,
-        health: None,
-        creds: creds::Creds::default(),
-        limits: crate::cgroup::Limits::default(),
-        kill_mode: None,
-        instances: None,
         instance: None,
-        pre_start: None,
-        post_stop: None,
-        hook_timeout_ms: super::DEFAULT_HOOK_TIMEOUT_MS,
+        rare: Default::default(),
     }
 }
 
@@ -1262,15 +1242,15 @@ fn instances(v: &Value) -> Result<u32, String> {
 
 /// `${INSTANCE}` has a value only in a unit with `instances`.
 fn instance_needs_instances(u: &Unit) -> Result<(), String> {
-    if u.instances.is_some() {
+    if u.rare.instances.is_some() {
         return Ok(());
     }
     let texts = u
         .args
         .iter()
-        .chain(u.env.values())
+        .chain(u.rare.env.values())
         .map(String::as_str)
-        .chain(u.cwd.as_deref().and_then(|c| c.to_str()));
+        .chain(u.rare.cwd.as_deref().and_then(|c| c.to_str()));
     for t in texts {
         if super::vars::uses(t, "INSTANCE") {
             return Err("uses ${INSTANCE}, which only a unit with `instances = N` has".into());
@@ -1460,10 +1440,13 @@ mod tests {
             super::super::parse_unit("svc", path, &format!("exec = \"/x\"\n{extra}\n"))
         };
         let u = parse("stdout = \"null\"\nstderr = \"inherit\"").unwrap();
-        assert_eq!((u.stdout, u.stderr), (Output::Null, Output::Inherit));
+        assert_eq!(
+            (u.rare.stdout.clone(), u.rare.stderr.clone()),
+            (Output::Null, Output::Inherit)
+        );
         let u = parse("stdout = { file = \"/var/log/a.log\", timestamps = true }").unwrap();
         assert_eq!(
-            u.stdout,
+            u.rare.stdout,
             Output::File(FileOutput {
                 path: PathBuf::from("/var/log/a.log"),
                 max_bytes: DEFAULT_LOG_MAX_BYTES,
@@ -1471,7 +1454,7 @@ mod tests {
                 timestamps: true,
             })
         );
-        assert_eq!(u.stderr, Output::Prefix);
+        assert_eq!(u.rare.stderr, Output::Prefix);
         let err = parse("stdout = \"loud\"").unwrap_err().to_string();
         assert!(
             err.contains("key `stdout`: must be \"prefix\", \"inherit\", \"null\" or a table"),
@@ -1521,7 +1504,7 @@ mod tests {
         let path = Path::new("/u/svc.toml");
         let parse = |text: &str| super::super::parse::parse_unit("svc", path, text);
         let u = parse("exec = \"/x\"\ndepends_on = [\"db\", \"migrate@1\"]\n").unwrap();
-        assert_eq!(u.depends_on, ["db", "migrate@1"]);
+        assert_eq!(*u.depends_on, ["db", "migrate@1"]);
         assert!(parse("exec = \"/x\"\n").unwrap().depends_on.is_empty());
         let err = parse("exec = \"/x\"\ndepends_on = [\"db\", \"a b\", 3, \".x\"]\n")
             .unwrap_err()
@@ -1551,14 +1534,15 @@ mod tests {
         let path = Path::new("/u/svc.toml");
         let parse = |text: &str| super::super::parse::parse_unit("svc", path, text);
         let u = parse("exec = \"/x\"\nlog_ring_bytes = 1024\n").unwrap();
-        assert_eq!(u.log_ring_bytes, 1024);
+        assert_eq!(u.rare.log_ring_bytes, 1024);
         assert_eq!(
-            parse("exec = \"/x\"\n").unwrap().log_ring_bytes,
+            parse("exec = \"/x\"\n").unwrap().rare.log_ring_bytes,
             crate::unit::DEFAULT_LOG_RING_BYTES
         );
         assert_eq!(
             parse("exec = \"/x\"\nlog_ring_bytes = 0\n")
                 .unwrap()
+                .rare
                 .log_ring_bytes,
             0
         );
@@ -1591,17 +1575,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(u.kind, Kind::Oneshot);
-        assert_eq!(u.success_exit_codes, [0, 3]);
+        assert_eq!(*u.rare.success_exit_codes, [0, 3]);
         assert!(u.essential);
         assert_eq!(
-            u.backoff,
+            u.rare.backoff,
             BackoffSteps {
                 initial_ms: 50,
                 max_ms: 30_000
             }
         );
         assert_eq!(
-            u.start_limit,
+            u.rare.start_limit,
             Some(StartLimit {
                 burst: 2,
                 interval_ms: 10_000
@@ -1609,7 +1593,7 @@ mod tests {
         );
         let plain = parse("").unwrap();
         assert_eq!(plain.kind, Kind::Longrun);
-        assert_eq!(plain.start_limit, None);
+        assert_eq!(plain.rare.start_limit, None);
         assert!(!plain.essential);
         for (text, wants) in [
             (
@@ -1664,11 +1648,14 @@ mod tests {
         };
         let u = parse("port = 8080\nready = { tcp = \"$PORT\" }\nready_timeout_ms = 500\nwatchdog_ms = 2000\nhealth = { http = \"http://127.0.0.1:$PORT/health\" }").unwrap();
         assert_eq!(
-            u.ready,
+            u.rare.ready,
             Some(Ready::Tcp(super::super::probe::ProbePort::Unit))
         );
-        assert_eq!((u.ready_timeout_ms, u.watchdog_ms), (500, Some(2000)));
-        assert!(u.health.is_some());
+        assert_eq!(
+            (u.rare.ready_timeout_ms, u.rare.watchdog_ms),
+            (500, Some(2000))
+        );
+        assert!(u.rare.health.is_some());
         for (text, want) in [
             (
                 "port = 80\nsocket = true\nready = { fd = 3 }",
@@ -1704,7 +1691,7 @@ mod tests {
         }
         // fd 3 is free without a socket
         assert_eq!(
-            parse("ready = { fd = 3 }").unwrap().ready,
+            parse("ready = { fd = 3 }").unwrap().rare.ready,
             Some(Ready::Fd(3))
         );
     }
@@ -1719,7 +1706,11 @@ mod tests {
             rlimits = { nofile = 65536, core = \"unlimited\", nproc = [512, 1024] }\n\
             capabilities = [\"CAP_NET_BIND_SERVICE\", \"net_bind_service\", \"KILL\"]\n\
             env_file = [\"/etc/default/web\", \"-/etc/default/web.local\"]\n";
-        let c = super::super::parse_unit("svc", path, text).unwrap().creds;
+        let c = super::super::parse_unit("svc", path, text)
+            .unwrap()
+            .rare
+            .creds
+            .clone();
         assert_eq!(c.user, Some(Id::Name("www-data".into())));
         assert_eq!(c.group, Some(Id::Num(33)));
         assert_eq!(
@@ -1768,6 +1759,7 @@ mod tests {
         assert_eq!(
             super::super::parse_unit("svc", path, "exec = \"/x\"\numask = 0o077\n")
                 .unwrap()
+                .rare
                 .creds
                 .umask,
             Some(0o77)
@@ -1801,14 +1793,14 @@ mod tests {
             "memory_max = \"64M\"\nmemory_high = 1048576\ncpu_max = \"50%\"\npids_max = 32\nio_weight = 200\nkill_mode = \"main\"",
         )
         .unwrap();
-        assert_eq!(u.limits.memory_max, Some(64 << 20));
-        assert_eq!(u.limits.memory_high, Some(1 << 20));
-        assert_eq!(u.limits.cpu_max.map(|c| c.quota_us), Some(50_000));
-        assert_eq!(u.limits.pids_max, Some(32));
-        assert_eq!(u.limits.io_weight, Some(200));
-        assert_eq!(u.kill_mode, Some(crate::cgroup::KillMode::Main));
+        assert_eq!(u.rare.limits.memory_max, Some(64 << 20));
+        assert_eq!(u.rare.limits.memory_high, Some(1 << 20));
+        assert_eq!(u.rare.limits.cpu_max.map(|c| c.quota_us), Some(50_000));
+        assert_eq!(u.rare.limits.pids_max, Some(32));
+        assert_eq!(u.rare.limits.io_weight, Some(200));
+        assert_eq!(u.rare.kill_mode, Some(crate::cgroup::KillMode::Main));
         let plain = parse("").unwrap();
-        assert!(plain.limits.is_empty() && plain.kill_mode.is_none());
+        assert!(plain.rare.limits.is_empty() && plain.rare.kill_mode.is_none());
         let err = parse(
             "memory_max = \"lots\"\nmemory_high = 0\ncpu_max = \"0%\"\npids_max = 0\nio_weight = 20000\nkill_mode = \"process\"",
         )
@@ -1837,7 +1829,7 @@ mod tests {
             "instances = 3\nport = \"auto\"\nargs = [\"${INSTANCE}\"]",
         )
         .unwrap();
-        assert_eq!((u.instances, u.instance), (Some(3), None));
+        assert_eq!((u.rare.instances, u.instance), (Some(3), None));
         assert!(parse("web", "instances = 1\nport = 8080").is_ok());
         for (name, text, want) in [
             (
@@ -1888,14 +1880,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            u.pre_start,
+            u.rare.pre_start,
             Some(vec!["/bin/sh".into(), "-c".into(), "true".into()])
         );
-        assert_eq!(u.post_stop, Some(vec!["/bin/true".into()]));
-        assert_eq!(u.hook_timeout_ms, 500);
+        assert_eq!(u.rare.post_stop, Some(vec!["/bin/true".into()]));
+        assert_eq!(u.rare.hook_timeout_ms, 500);
         let plain = parse("").unwrap();
-        assert_eq!((plain.pre_start, plain.post_stop), (None, None));
-        assert_eq!(plain.hook_timeout_ms, crate::unit::DEFAULT_HOOK_TIMEOUT_MS);
+        assert_eq!(
+            (&plain.rare.pre_start, &plain.rare.post_stop),
+            (&None, &None)
+        );
+        assert_eq!(
+            plain.rare.hook_timeout_ms,
+            crate::unit::DEFAULT_HOOK_TIMEOUT_MS
+        );
         for (text, want) in [
             (
                 "pre_start = [\"sh\", \"-c\"]",

@@ -187,18 +187,18 @@ fn programs_refused(
         cmd.first().map(Path::new)
     }
     let owners: Vec<u32> = std::iter::once(0).chain(uid).collect();
-    let ready = match &unit.ready {
+    let ready = match &unit.rare.ready {
         Some(super::probe::Ready::Exec(cmd)) => first(cmd),
         _ => None,
     };
-    let health = match unit.health.as_deref().map(|h| &h.check) {
+    let health = match unit.rare.health.as_deref().map(|h| &h.check) {
         Some(super::probe::Check::Exec(cmd)) => first(cmd),
         _ => None,
     };
     let commands = [
         ("exec", Some(unit.exec.as_path())),
-        ("pre_start", unit.pre_start.as_deref().and_then(first)),
-        ("post_stop", unit.post_stop.as_deref().and_then(first)),
+        ("pre_start", unit.rare.pre_start.as_deref().and_then(first)),
+        ("post_stop", unit.rare.post_stop.as_deref().and_then(first)),
         ("ready", ready),
         ("health", health),
     ];
@@ -206,6 +206,7 @@ fn programs_refused(
         .into_iter()
         .filter_map(|(key, program)| Some((key, program?, "program")));
     let env_files = unit
+        .rare
         .creds
         .env_file
         .iter()
@@ -319,9 +320,9 @@ pub fn load_dir_with(dir: &Path, strict: bool) -> LoadReport {
             }
         };
         let mut uid = None;
-        if unit.creds.names_accounts() {
+        if unit.rare.creds.names_accounts() {
             let resolved = match accounts.get_or_insert_with(read_accounts) {
-                Ok(db) => db.resolve(&unit.creds),
+                Ok(db) => db.resolve(&unit.rare.creds),
                 Err(e) => Err(vec![("user", e.clone())]),
             };
             match resolved {
@@ -372,17 +373,21 @@ pub fn load_dir_with(dir: &Path, strict: bool) -> LoadReport {
 /// (`${INSTANCE}` is replaced at each start, like the other variables); any
 /// other unit as it is.
 pub fn instances_of(unit: Unit) -> Vec<Unit> {
-    let Some(n) = unit.instances else {
+    let Some(n) = unit.rare.instances else {
         return vec![unit];
     };
     (0..n)
-        .map(|i| Unit {
-            name: format!("{}@{i}", unit.name),
-            instance: Some(i),
+        .map(|i| {
+            let mut one = Unit {
+                name: format!("{}@{i}", unit.name),
+                instance: Some(i),
+                ..unit.clone()
+            };
             // Read once: a reload that changes N must leave the instances
             // it keeps unchanged.
-            instances: None,
-            ..unit.clone()
+            one.rare.instances = None;
+            one.rare.compact();
+            one
         })
         .collect()
 }
@@ -408,13 +413,14 @@ fn depend_on_every_instance(units: &mut [Unit]) {
         return;
     }
     for u in units.iter_mut() {
-        let deps = std::mem::take(&mut u.depends_on);
-        for d in deps {
+        let mut expanded = Vec::with_capacity(u.depends_on.len());
+        for d in std::mem::take(&mut u.depends_on) {
             match groups.get(&d) {
-                Some(n) => u.depends_on.extend((0..*n).map(|i| format!("{d}@{i}"))),
-                None => u.depends_on.push(d),
+                Some(n) => expanded.extend((0..*n).map(|i| format!("{d}@{i}"))),
+                None => expanded.push(d),
             }
         }
+        u.depends_on = expanded.into();
     }
 }
 
@@ -431,7 +437,7 @@ fn refuse_by_dependencies(dir: &Path, report: &mut LoadReport) {
     let nodes: Vec<(&str, &[String])> = report
         .units
         .iter()
-        .map(|u| (u.name.as_str(), u.depends_on.as_slice()))
+        .map(|u| (u.name.as_str(), &*u.depends_on))
         .collect();
     let refused = crate::service::graph::refusals(&nodes, |n| broken.contains(n));
     if refused.is_empty() {
@@ -561,7 +567,7 @@ mod tests {
         assert_eq!(names, ["api", "web@0", "web@1", "web@2"]);
         let instances: Vec<Option<u32>> = r.units.iter().map(|u| u.instance).collect();
         assert_eq!(instances, [None, Some(0), Some(1), Some(2)]);
-        assert_eq!(r.units[0].depends_on, ["web@0", "web@1", "web@2"]);
+        assert_eq!(*r.units[0].depends_on, ["web@0", "web@1", "web@2"]);
         let errs: Vec<String> = r.errors.iter().map(|e| e.to_string()).collect();
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(

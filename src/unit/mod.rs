@@ -16,6 +16,7 @@ pub mod parse;
 pub mod probe;
 pub mod vars;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -112,6 +113,10 @@ pub struct StartLimit {
 }
 
 /// One service, as its unit file declares it, with defaults filled in.
+///
+/// What most units leave out is in `rare`, boxed and absent while every
+/// one of those keys has its default: inline, they made a `Unit` 800
+/// bytes, most of the per-service heap at 10,000 services (issue 22).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unit {
     /// File stem of the unit file.
@@ -119,30 +124,18 @@ pub struct Unit {
     /// Absolute path of the program.
     pub exec: PathBuf,
     /// Arguments after argv[0] (argv[0] is the unit's exec path).
-    pub args: Vec<String>,
-    /// Added to (and overriding) zurg's own environment.
-    pub env: BTreeMap<String, String>,
-    pub cwd: Option<PathBuf>,
+    pub args: Box<[String]>,
     /// Services that must be ready (a run-once one: done) before this one
     /// starts; `service::graph` checks the names at load.
-    pub depends_on: Vec<String>,
+    pub depends_on: Box<[String]>,
     pub restart: RestartPolicy,
     /// `type`: a long-running service or a run-to-completion one.
     pub kind: Kind,
-    /// Exit codes that count as success (for `on-failure` and one-shots);
-    /// sorted, no duplicates.
-    pub success_exit_codes: Vec<u8>,
-    /// Crash-loop backoff steps.
-    pub backoff: BackoffSteps,
-    /// `None`: restarts are never limited (the backoff slows a loop).
-    pub start_limit: Option<StartLimit>,
     /// When it ends for good, zurg stops everything and exits with its code.
     pub essential: bool,
     /// Signal number sent first on stop.
     pub stop_signal: i32,
     pub stop_timeout_ms: u64,
-    /// Base delay before a restart; backoff grows from it.
-    pub restart_delay_ms: u64,
     /// The port the service serves on; part of its GPID (0 when none, or
     /// when zurg picks one).
     pub port: u16,
@@ -152,6 +145,27 @@ pub struct Unit {
     /// `socket = true`: zurg listens on the port itself, keeps the socket
     /// across restarts, and hands it to the service as fd 3 (LISTEN_FDS).
     pub socket: bool,
+    /// Which instance this unit is (`${INSTANCE}`), once expanded.
+    pub instance: Option<u32>,
+    /// The keys most units leave out (`unit.rare.creds`...).
+    pub rare: RareKeys,
+}
+
+/// The seldom-set keys of a unit (see `Unit`); the default is every key's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rare {
+    /// Crash-loop backoff steps.
+    pub backoff: BackoffSteps,
+    /// Base delay before a restart; backoff grows from it.
+    pub restart_delay_ms: u64,
+    /// Added to (and overriding) zurg's own environment.
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<PathBuf>,
+    /// Exit codes that count as success (for `on-failure` and one-shots);
+    /// sorted, no duplicates.
+    pub success_exit_codes: Cow<'static, [u8]>,
+    /// `None`: restarts are never limited (the backoff slows a loop).
+    pub start_limit: Option<StartLimit>,
     /// Address for the socket and for picking a port (default 0.0.0.0).
     pub bind: Option<std::net::IpAddr>,
     /// Build version; the exec path must hold it as a whole component.
@@ -186,8 +200,6 @@ pub struct Unit {
     /// (`load.rs` expands it into one `Unit` per instance, each with `None`
     /// here, so a reload that changes N leaves the kept ones unchanged).
     pub instances: Option<u32>,
-    /// Which instance this unit is (`${INSTANCE}`), once expanded.
-    pub instance: Option<u32>,
     /// `pre_start`: a command (absolute path first) that runs to
     /// completion before every start; `None`: none.
     pub pre_start: Option<Vec<String>>,
@@ -196,6 +208,89 @@ pub struct Unit {
     /// How long a hook may run before it is killed (`hook_timeout_ms`).
     pub hook_timeout_ms: u64,
 }
+
+impl Rare {
+    /// Every key left out, as `keys.rs` reads an absent key.
+    pub const DEFAULT: Rare = Rare {
+        backoff: BackoffSteps {
+            initial_ms: DEFAULT_BACKOFF_INITIAL_MS,
+            max_ms: DEFAULT_BACKOFF_MAX_MS,
+        },
+        restart_delay_ms: DEFAULT_RESTART_DELAY_MS,
+        env: BTreeMap::new(),
+        cwd: None,
+        success_exit_codes: Cow::Borrowed(&DEFAULT_SUCCESS_EXIT_CODES),
+        start_limit: None,
+        bind: None,
+        version: None,
+        stats_interval_ms: None,
+        checksum: None,
+        log_ring_bytes: DEFAULT_LOG_RING_BYTES,
+        stdout: Output::Prefix,
+        stderr: Output::Prefix,
+        ready: None,
+        ready_timeout_ms: probe::DEFAULT_READY_TIMEOUT_MS,
+        watchdog_ms: None,
+        health: None,
+        creds: creds::Creds::DEFAULT,
+        limits: crate::cgroup::Limits::DEFAULT,
+        kill_mode: None,
+        instances: None,
+        pre_start: None,
+        post_stop: None,
+        hook_timeout_ms: DEFAULT_HOOK_TIMEOUT_MS,
+    };
+}
+
+impl Default for Rare {
+    fn default() -> Rare {
+        Rare::DEFAULT
+    }
+}
+
+static DEFAULT_RARE: Rare = Rare::DEFAULT;
+
+/// A unit's `Rare` keys: no allocation while they are all default. Reads
+/// see the defaults through `Deref`; a write through `DerefMut` makes the
+/// box, and `compact` drops it again once it holds only defaults. Units
+/// compare by the keys' values, box or not.
+#[derive(Debug, Clone, Default)]
+pub struct RareKeys(Option<Box<Rare>>);
+
+impl RareKeys {
+    /// Drops the box when every key in it has its default.
+    pub fn compact(&mut self) {
+        if self.0.as_deref().is_some_and(|r| *r == DEFAULT_RARE) {
+            self.0 = None;
+        }
+    }
+
+    /// Whether the keys take no heap (all default, compacted).
+    pub fn is_unboxed(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
+impl std::ops::Deref for RareKeys {
+    type Target = Rare;
+    fn deref(&self) -> &Rare {
+        self.0.as_deref().unwrap_or(&DEFAULT_RARE)
+    }
+}
+
+impl std::ops::DerefMut for RareKeys {
+    fn deref_mut(&mut self) -> &mut Rare {
+        self.0.get_or_insert_with(|| Box::new(Rare::DEFAULT))
+    }
+}
+
+impl PartialEq for RareKeys {
+    fn eq(&self, other: &RareKeys) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for RareKeys {}
 
 /// The most instances one unit file may ask for.
 pub const MAX_INSTANCES: u32 = 1024;

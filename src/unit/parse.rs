@@ -211,6 +211,8 @@ pub fn parse_unit(name: &str, path: &Path, text: &str) -> Result<Unit, UnitError
     }
 
     if errors.is_empty() {
+        // Every absent key's default went through `rare`, making its box.
+        unit.rare.compact();
         return Ok(unit);
     }
     // Stable: errors at one position keep the order they were found in.
@@ -341,11 +343,11 @@ mod tests {
         let u = parse("exec = \"/bin/true\"\n").unwrap();
         assert_eq!(u.name, "svc");
         assert_eq!(u.exec, PathBuf::from("/bin/true"));
-        assert!(u.args.is_empty() && u.env.is_empty() && u.cwd.is_none());
+        assert!(u.args.is_empty() && u.rare.env.is_empty() && u.rare.cwd.is_none());
         assert_eq!(u.restart, RestartPolicy::Always);
         assert_eq!(u.stop_signal, 15);
         assert_eq!(u.stop_timeout_ms, DEFAULT_STOP_TIMEOUT_MS);
-        assert_eq!(u.restart_delay_ms, DEFAULT_RESTART_DELAY_MS);
+        assert_eq!(u.rare.restart_delay_ms, DEFAULT_RESTART_DELAY_MS);
     }
 
     #[test]
@@ -363,12 +365,12 @@ restart_delay_ms = 50
 "#,
         )
         .unwrap();
-        assert_eq!(u.args, vec!["-c", "echo hi"]);
-        assert_eq!(u.env.get("B_2").map(String::as_str), Some("two"));
-        assert_eq!(u.cwd, Some(PathBuf::from("/tmp")));
+        assert_eq!(*u.args, ["-c", "echo hi"]);
+        assert_eq!(u.rare.env.get("B_2").map(String::as_str), Some("two"));
+        assert_eq!(u.rare.cwd, Some(PathBuf::from("/tmp")));
         assert_eq!(u.restart, RestartPolicy::OnFailure);
         assert_eq!(u.stop_signal, 3);
-        assert_eq!((u.stop_timeout_ms, u.restart_delay_ms), (2500, 50));
+        assert_eq!((u.stop_timeout_ms, u.rare.restart_delay_ms), (2500, 50));
         assert_eq!(
             parse("exec = \"/x\"\nstop_signal = 10\n")
                 .unwrap()
@@ -558,11 +560,11 @@ aaa = 2
     fn keys_sharing_a_field_keep_the_value_given() {
         let sha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         let u = parse(&format!("sha256 = \"{sha}\"\nexec = \"/x\"\n")).unwrap();
-        assert_eq!(u.checksum.map(|c| c.kind()), Some("sha256"));
+        assert_eq!(u.rare.checksum.map(|c| c.kind()), Some("sha256"));
         let u = parse("exec = \"/x\"\nmd5 = \"d41d8cd98f00b204e9800998ecf8427e\"\n").unwrap();
-        assert_eq!(u.checksum.map(|c| c.kind()), Some("md5"));
+        assert_eq!(u.rare.checksum.map(|c| c.kind()), Some("md5"));
         let u = parse("exec = \"/x\"\nport = \"auto\"\nbind = \"::1\"\n").unwrap();
-        assert!(u.port_auto && u.bind.is_some() && !u.socket);
+        assert!(u.port_auto && u.rare.bind.is_some() && !u.socket);
     }
 
     #[test]

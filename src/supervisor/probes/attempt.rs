@@ -54,7 +54,7 @@ impl Supervisor {
         let now = self.reactor.now_ms();
         let s = self.slots.get(slot).ok_or("no such service")?;
         let port = self.probes.get(slot).map_or(s.port, |p| p.port);
-        let bind = s.service.unit.bind;
+        let bind = s.service.unit.rare.bind;
         let (addr, http) = match check {
             Check::Exec(argv) => return self.spawn_probe(slot, source, argv, now),
             Check::Tcp(p) => (SocketAddr::new(probe_ip(bind), p.resolve(port)), None),
@@ -89,7 +89,9 @@ impl Supervisor {
         argv: &[String],
         now: u64,
     ) -> Result<Attempt, String> {
-        let s = self.slots.get(slot).ok_or("no such service")?;
+        let s = self.slots.get_mut(slot).ok_or("no such service")?;
+        s.ensure_spec(&self.start_dir)?;
+        let base = s.spec.as_deref().ok_or("no spawn spec")?;
         let args: Vec<CString> = argv
             .iter()
             .filter_map(|a| CString::new(a.as_bytes()).ok())
@@ -97,11 +99,10 @@ impl Supervisor {
         let program = args.first().cloned().ok_or("an empty command")?;
         let mut spec = SpawnSpec::new(program, args);
         spec.search_path = true;
-        spec.cwd = s.spec.cwd.clone();
-        spec.env = s.spec.env.clone();
+        spec.cwd = base.cwd.clone();
+        spec.env = base.env.clone();
         spec.env.extend(
-            s.spec
-                .start_env
+            base.start_env
                 .iter()
                 .filter(|e| e.as_bytes().starts_with(b"PORT="))
                 .cloned(),

@@ -54,8 +54,8 @@ impl Supervisor {
         let name = self.slot_name(slot).to_string();
         let (wants_ready, watchdog) = match self.slots.get(slot) {
             Some(s) => (
-                s.service.unit.ready == Some(Ready::Notify),
-                s.service.unit.watchdog_ms,
+                s.service.unit.rare.ready == Some(Ready::Notify),
+                s.service.unit.rare.watchdog_ms,
             ),
             None => return,
         };
