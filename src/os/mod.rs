@@ -13,6 +13,7 @@ pub mod pidfd;
 pub mod reap;
 pub mod signals;
 pub mod spawn;
+pub mod text;
 pub mod users;
 
 use std::io;
