@@ -19,7 +19,9 @@ Each N gets two rows: "idle", one second after the last service started
 SIGKILLed one at a time (each replacement waited for) and one `zurg status`
 answered: zurg drops its start-up code's mappings after loading, and the
 code that restarts services and answers the socket maps back in on use, so
-"used" is what a supervisor that has done its work keeps.
+"used" is what a supervisor that has done its work keeps. It also prints
+zurg's CPU time per restart over those restarts (all its threads, from
+/proc/PID/task/*/schedstat); use a few hundred for that figure.
     FOOTPRINT_RESTARTS=N (default 10)
 """
 
@@ -90,6 +92,15 @@ def rollup_pss(pid):
 RESTARTS = int(os.environ.get("FOOTPRINT_RESTARTS", "10"))
 
 
+def run_ns(pid):
+    """CPU time of all of pid's threads in ns (schedstat: finer than ticks)."""
+    total = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+            total += int(f.read().split()[0])
+    return total
+
+
 def restart_some(init, count):
     """SIGKILLs `count` of init's children one at a time, each time waiting
     until init has as many children as before with the killed one gone.
@@ -134,11 +145,13 @@ def measure(zurg, n, work, sleeper):
             raise SystemExit("only %d of %d services started" % (len(children(init)) if init else 0, n))
         time.sleep(1.0)  # let the start's last writes settle, as peers.py does
         idle = smaps(init), rollup_pss(init)
+        cpu0 = run_ns(init)
         restart_some(init, RESTARTS)
+        cpu_ms = (run_ns(init) - cpu0) / 1e6 / max(RESTARTS, 1)
         subprocess.run([zurg, "status", "--socket", tmp + "/control.sock"], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, timeout=30, check=True)
         time.sleep(1.0)
-        return idle, (smaps(init), rollup_pss(init))
+        return idle, (smaps(init), rollup_pss(init)), cpu_ms
     finally:
         proc.kill()
         proc.wait()
@@ -162,8 +175,9 @@ def main():
         runs = [(n, measure(zurg, n, work, sleeper)) for n in ns]
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    for n, (idle, used) in runs:
+    for n, (idle, used, cpu_ms) in runs:
         heaps.append((n, idle[0]["heap"][1]))
+        print("n=%d: zurg's CPU per restart %.3f ms (%d restarts)" % (n, cpu_ms, RESTARTS))
         for when, (m, pss) in (("idle", idle), ("used", used)):
             print("| %d | %s | %d | %s | %s | %s | %s |" % (
                 n, when, pss, *("%d/%d" % tuple(m[k]) for k in ("text", "file", "heap", "stack"))))
