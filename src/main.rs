@@ -33,6 +33,7 @@ fn set_log_timestamps(asked: Option<bool>) {
 }
 
 fn run_supervisor(opts: RunOptions) -> ExitCode {
+    zurg::os::fix_malloc_thresholds();
     set_log_timestamps(opts.log_timestamps);
     if pid1::is_machine_init() && !opts.units_dir.is_dir() {
         zurg::log!(

@@ -1047,6 +1047,10 @@ impl Supervisor {
         // Parsing thousands of unit files leaves the heap full of freed
         // holes; give them back so zurg's footprint is what it keeps.
         crate::os::release_free_memory();
+        // The same for the code that only loading ran (see os::text).
+        if let Err(e) = crate::os::text::drop_mapped_text() {
+            crate::log!("could not unmap start-up code ({e}); zurg keeps running with it mapped");
+        }
         self.notify(&format!(
             "READY=1\nMAINPID={}\n{}",
             std::process::id(),
