@@ -135,6 +135,8 @@ struct Channel {
     label: Box<[u8]>,
     /// Read every turn (`Outputs::pending`), its readiness ignored.
     paced: bool,
+    /// Listed in `Outputs::held`.
+    held_listed: bool,
 }
 
 impl Channel {
@@ -144,6 +146,7 @@ impl Channel {
             sink,
             label: name.as_bytes().into(),
             paced: false,
+            held_listed: false,
         })
     }
 }
@@ -158,6 +161,10 @@ pub struct Outputs {
     ready: Vec<(usize, Stream)>,
     /// Paced pipes, read every turn.
     pending: Vec<(usize, Stream)>,
+    /// Channels that may hold a partial line, so that arming and running
+    /// the flush timer looks at them and not at every service's channels
+    /// (10,000 services, 20,000 channels, every output turn).
+    held: Vec<(usize, Stream)>,
     /// When the flush timer is armed for, if it is.
     flush_at: Option<u64>,
     buf: Vec<u8>,
@@ -513,6 +520,10 @@ impl Supervisor {
         }
         if let Some(ch) = &mut pipe.ch {
             ch.sink.finish();
+            if ch.asm.flush_due().is_some() && !ch.held_listed {
+                ch.held_listed = true;
+                self.outputs.held.push((slot, stream));
+            }
         }
         self.outputs.buf = buf;
         self.outputs.spans = spans;
@@ -588,14 +599,26 @@ impl Supervisor {
     /// Arms the flush timer for the earliest held partial line, if any
     /// and if not armed for then already.
     fn arm_output_flush(&mut self) {
-        let due = self
-            .outputs
-            .slots
-            .iter()
-            .flatten()
-            .flatten()
-            .filter_map(|pipe| pipe.ch.as_ref()?.asm.flush_due())
-            .min();
+        let mut due = None;
+        let Outputs { slots, held, .. } = &mut self.outputs;
+        held.retain(|&(slot, stream)| {
+            let ch = slots
+                .get_mut(slot)
+                .and_then(|s| s.get_mut(index(stream)))
+                .and_then(Option::as_mut)
+                .and_then(|pipe| pipe.ch.as_deref_mut());
+            let Some(ch) = ch else { return false };
+            match ch.asm.flush_due() {
+                Some(at) => {
+                    due = Some(due.map_or(at, |d: u64| d.min(at)));
+                    true
+                }
+                None => {
+                    ch.held_listed = false;
+                    false
+                }
+            }
+        });
         if let Some(at) = due {
             if self.outputs.flush_at.is_none_or(|armed| armed > at) {
                 self.outputs.flush_at = Some(at);
@@ -614,29 +637,31 @@ impl Supervisor {
 
     fn flush_partial_lines(&mut self, due: impl Fn(u64) -> bool) {
         let time_us = crate::os::wall_clock_us();
-        for slot in 0..self.outputs.slots.len() {
-            for stream in STREAMS {
-                let Some(place) = self.outputs.get_mut(slot, stream) else {
-                    continue;
-                };
-                let Some(mut ch) = place.as_mut().and_then(|pipe| pipe.ch.take()) else {
-                    continue;
-                };
-                if ch.asm.flush_due().is_some_and(&due) {
-                    let Channel {
-                        asm, sink, label, ..
-                    } = &mut *ch;
-                    asm.flush(|piece, kind| {
-                        deliver(sink, label, piece, kind, time_us);
-                        self.record_output(slot, stream, piece, time_us);
-                    });
-                    ch.sink.finish();
-                }
-                if let Some(Some(pipe)) = self.outputs.get_mut(slot, stream) {
-                    pipe.ch = Some(ch);
-                }
+        // Every channel holding a partial line is listed (`read_pipe`);
+        // `arm_output_flush` drops the ones flushed from the list.
+        let held = std::mem::take(&mut self.outputs.held);
+        for &(slot, stream) in &held {
+            let Some(place) = self.outputs.get_mut(slot, stream) else {
+                continue;
+            };
+            let Some(mut ch) = place.as_mut().and_then(|pipe| pipe.ch.take()) else {
+                continue;
+            };
+            if ch.asm.flush_due().is_some_and(&due) {
+                let Channel {
+                    asm, sink, label, ..
+                } = &mut *ch;
+                asm.flush(|piece, kind| {
+                    deliver(sink, label, piece, kind, time_us);
+                    self.record_output(slot, stream, piece, time_us);
+                });
+                ch.sink.finish();
+            }
+            if let Some(Some(pipe)) = self.outputs.get_mut(slot, stream) {
+                pipe.ch = Some(ch);
             }
         }
+        self.outputs.held = held;
     }
 
     /// Opens every log file again (`zurg reload`, SIGUSR1): after an
