@@ -600,11 +600,11 @@ impl Supervisor {
     /// and if not armed for then already.
     fn arm_output_flush(&mut self) {
         let mut due = None;
-        let Outputs { slots, held, .. } = &mut self.outputs;
+        let mut held = std::mem::take(&mut self.outputs.held);
         held.retain(|&(slot, stream)| {
-            let ch = slots
-                .get_mut(slot)
-                .and_then(|s| s.get_mut(index(stream)))
+            let ch = self
+                .outputs
+                .get_mut(slot, stream)
                 .and_then(Option::as_mut)
                 .and_then(|pipe| pipe.ch.as_deref_mut());
             let Some(ch) = ch else { return false };
@@ -619,6 +619,7 @@ impl Supervisor {
                 }
             }
         });
+        self.outputs.held = held;
         if let Some(at) = due {
             if self.outputs.flush_at.is_none_or(|armed| armed > at) {
                 self.outputs.flush_at = Some(at);
