@@ -675,11 +675,9 @@ impl FdSlots {
             &mut a.cgroup_procs,
         ];
         let mut loaded = [-1; SLOTS];
-        let mut held = [false; SLOTS];
-        for (((i, fd), slot), held) in fds.iter().enumerate().zip(&mut loaded).zip(&mut held) {
+        for ((i, fd), slot) in fds.iter().enumerate().zip(&mut loaded) {
             if **fd >= 0 {
                 *slot = self.load(i, **fd)?;
-                *held = true;
             }
         }
         for (fd, slot) in fds.into_iter().zip(loaded) {
@@ -692,7 +690,7 @@ impl FdSlots {
         // onto itself and keep its close-on-exec: the child opens its own.
         let null = self.null.as_raw_fd();
         a.null_fd = if null > 2 { null } else { -1 };
-        Ok(Loaded(held))
+        Ok(Loaded(loaded.map(|slot| slot >= 0)))
     }
 
     /// Back to /dev/null, so zurg holds no extra reference to a child's
