@@ -58,6 +58,9 @@ pub enum Kind {
     /// An operator's request relayed by the publisher (`--publish-control`),
     /// with `remote`: who asked what, and the outcome.
     RemoteRequest,
+    /// Records the loop produced that were never written (the journal's
+    /// writer was stuck and its queue full), with `reason`: how many.
+    Gap,
     #[serde(other)]
     Other,
 }
@@ -74,6 +77,7 @@ impl Kind {
             Kind::Unhealthy => "unhealthy",
             Kind::NotReady => "not_ready",
             Kind::RemoteRequest => "remote_request",
+            Kind::Gap => "gap",
             Kind::Other => "other",
         }
     }
@@ -712,6 +716,12 @@ impl Journal {
     /// journal: every later append tries again, and the records that could
     /// not be written are counted so the resumption can say how many.
     pub fn append(&mut self, record: &Record) -> Appended {
+        self.append_frame(&frame(record))
+    }
+
+    /// `append` of a record already framed (`frame`): the loop frames, the
+    /// journal's writer thread writes.
+    pub fn append_frame(&mut self, framed: &[u8]) -> Appended {
         if self.file.is_none() {
             // The failure to open was reported when it happened: until the
             // file opens, each record only counts as lost.
@@ -719,7 +729,7 @@ impl Journal {
                 self.lost = self.lost.saturating_add(1);
                 return Appended::Lost;
             }
-            return match self.write(&frame(record)) {
+            return match self.write(framed) {
                 Ok(()) => Appended::Resumed {
                     lost: std::mem::take(&mut self.lost),
                 },
@@ -737,7 +747,7 @@ impl Journal {
             self.lost = self.lost.saturating_add(1);
             return Appended::Lost;
         }
-        match self.write(&frame(record)) {
+        match self.write(framed) {
             Ok(()) if self.lost == 0 => Appended::Written,
             Ok(()) => Appended::Resumed {
                 lost: std::mem::take(&mut self.lost),

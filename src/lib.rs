@@ -11,6 +11,7 @@ pub mod control;
 pub mod fuzz;
 pub mod gpid;
 pub mod journal;
+pub mod journal_writer;
 pub mod log;
 #[allow(unsafe_code)]
 pub mod os;

@@ -850,6 +850,12 @@ pub(super) fn print_reply(
                         p.connects
                     );
                 }
+                if let Some(j) = v.journal.filter(|j| j.queued > 0 || j.not_written > 0) {
+                    println!(
+                        "journal behind: {} record(s) waiting for its disk, {} not written since start",
+                        j.queued, j.not_written
+                    );
+                }
             }
         }
     }

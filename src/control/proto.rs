@@ -732,6 +732,16 @@ pub struct VersionInfo {
     /// Present when zurg runs with `--publish`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish: Option<crate::publish::proto::PublishStatus>,
+    /// The journal's writer: records waiting for its disk, and records
+    /// dropped since start because too many were waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<JournalStatus>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalStatus {
+    pub queued: u64,
+    pub not_written: u64,
 }
 
 /// Why a line is not a request. `id` is kept when it could be read, so the

@@ -5,8 +5,10 @@
 //! reads it through the publish protocol (`history` -> `records`...,
 //! `synced`).
 //!
-//! Appending is one write(2) per event on the loop, as in `zurg run`.
-//! Reading the files for a query is not done on the loop: a thread per
+//! Appending goes through a writer thread (`crate::journal_writer`), as in
+//! `zurg run`: the loop frames the record and queues it, so a slow disk
+//! delays the journal, never an ack or a listing. A query waits for the
+//! records queued before it. Reading the files for a query is not done on the loop: a thread per
 //! query (at most `MAX_QUERIES` at once) reads and filters them and hands
 //! the encoded answer back through a channel and the loop's Waker.
 
@@ -17,6 +19,7 @@ use std::sync::Arc;
 use super::proto::{self, Endpoint, EventKind, ExitInfo, Frame, CHUNK};
 use super::store::ConnId;
 use crate::journal::{self, Journal, Kind, Record};
+use crate::journal_writer::JournalWriter;
 
 /// Queries read at once; one more is refused (the client may retry).
 const MAX_QUERIES: usize = 2;
@@ -35,7 +38,7 @@ pub struct Query {
 
 pub struct History {
     dir: PathBuf,
-    journal: Journal,
+    journal: JournalWriter,
     waker: Arc<mio::Waker>,
     tx: Sender<(ConnId, Vec<u8>)>,
     rx: Receiver<(ConnId, Vec<u8>)>,
@@ -50,6 +53,7 @@ impl History {
         if let Some(w) = warning {
             crate::log!("{w}");
         }
+        let journal = JournalWriter::start(journal, "publisher-journal", "publisher journal");
         let (tx, rx) = channel();
         Ok(History {
             dir: dir.to_path_buf(),
@@ -72,9 +76,7 @@ impl History {
         exit: Option<&ExitInfo>,
     ) {
         let record = to_record(zurg, seq, kind, time_us, endpoint, exit);
-        if let Some(line) = self.journal.append(&record).log_line() {
-            crate::log!("{line}");
-        }
+        self.journal.send(&record);
     }
 
     /// Starts answering `q` for connection `conn`; an error when too many
@@ -97,9 +99,7 @@ impl History {
             reason: message,
             ..Record::default()
         };
-        if let Some(line) = self.journal.append(&record).log_line() {
-            crate::log!("{line}");
-        }
+        self.journal.send(&record);
     }
 
     pub fn query(&mut self, conn: ConnId, q: Query) -> Result<(), String> {
@@ -111,9 +111,15 @@ impl History {
         let dir = self.dir.clone();
         let tx = self.tx.clone();
         let waker = Arc::clone(&self.waker);
+        let after = self.journal.read_after();
         std::thread::Builder::new()
             .name("history".into())
             .spawn(move || {
+                if let Some(behind) = after.wait() {
+                    crate::log!(
+                        "publisher journal: a history query answered without the newest {behind} record(s): the disk has not taken them"
+                    );
+                }
                 let (records, warnings) = journal::read_all(&dir);
                 for w in warnings {
                     crate::log!("publisher journal: {w}");

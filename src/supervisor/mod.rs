@@ -44,6 +44,7 @@ use crate::control::proto::{EventRecord, ShutdownMode};
 use crate::control::server::ControlServer;
 use crate::gpid::{Gpid, StartClock};
 use crate::journal::{self, Journal};
+use crate::journal_writer::JournalWriter;
 use crate::os::inotify::Inotify;
 use crate::os::notify::Notifier;
 use crate::os::pid1;
@@ -315,7 +316,9 @@ pub struct Supervisor {
     /// writer has written the last mark asked for.
     clock_reserved: u64,
     clock_writer: clock_writer::ClockWriter,
-    journal: Option<Journal>,
+    /// Appends to the journal on a thread of its own: a slow or hung disk
+    /// delays history, never a restart (`journal_writer.rs`).
+    journal: JournalWriter,
     /// Bumped on every start, so sample timers of old processes are ignored.
     sample_generation: u64,
     /// Builds installed by `upgrade` and `rollback`, kept in the state dir.
@@ -613,15 +616,16 @@ impl Supervisor {
                 if let Some(w) = warning {
                     crate::log!("warning: {w}");
                 }
-                Some(j)
+                j
             }
             Err(e) => {
                 crate::log!(
                     "warning: {e}; history is not kept until the journal can be opened (tried again at each event)"
                 );
-                Some(Journal::unopened(&opts.state_dir, opts.journal_size))
+                Journal::unopened(&opts.state_dir, opts.journal_size)
             }
         };
+        let journal = JournalWriter::start(journal, "zurg-journal", "journal");
         let now_us = crate::os::wall_clock_us();
         let clock_reserved = load_clock(&opts.state_dir, now_us);
         let clock_writer = clock_writer::ClockWriter::start(clock_file(&opts.state_dir));
@@ -1246,6 +1250,8 @@ impl Supervisor {
     fn finish(&mut self) -> i32 {
         self.remove_cgroups();
         self.clock_writer.flush();
+        // The exits of this shutdown are the last records of this life.
+        self.journal.flush(crate::journal_writer::FLUSH_DEADLINE);
         self.drain_output();
         self.end_logs();
         self.announce_shutdown();

@@ -186,8 +186,19 @@ impl Supervisor {
         let state_dir = self.opts.state_dir.clone();
         let own = self.own_gpid.clone();
         let now = self.reactor.now_ms();
+        // The events asked for were sent to the journal's writer before
+        // this; the read waits (on the forwarder's thread) until they are
+        // written.
+        let after = self.journal.read_after();
         if let Some(f) = &mut self.forwarder {
-            let read = move || journal_events(&state_dir, &own, first, last);
+            let read = move || {
+                if let Some(behind) = after.wait() {
+                    crate::log!(
+                        "warning: publisher read-back without the newest {behind} journal record(s): the journal's disk has not taken them"
+                    );
+                }
+                journal_events(&state_dir, &own, first, last)
+            };
             f.read_journal(wanted, read, self.reactor.registry(), now);
         }
     }

@@ -171,19 +171,14 @@ impl Supervisor {
             running.target,
             note.describe()
         );
-        if let Some(j) = &mut self.journal {
-            let record = crate::journal::Record {
-                time_us: crate::os::wall_clock_us(),
-                service: running.target,
-                kind: JournalKind::RemoteRequest,
-                remote: Some(note),
-                reason: reply.error.as_ref().map(|e| e.message.clone()),
-                ..crate::journal::Record::default()
-            };
-            if let Some(line) = j.append(&record).log_line() {
-                crate::log!("{line}");
-            }
-        }
+        self.journal.send(&crate::journal::Record {
+            time_us: crate::os::wall_clock_us(),
+            service: running.target,
+            kind: JournalKind::RemoteRequest,
+            remote: Some(note),
+            reason: reply.error.as_ref().map(|e| e.message.clone()),
+            ..crate::journal::Record::default()
+        });
         let answer = Frame::Answer {
             id: relay_id,
             ok,

@@ -217,6 +217,14 @@ impl Supervisor {
         self.slots.get(slot).map_or("", |s| s.service.name())
     }
 
+    fn journal_status(&self) -> crate::control::proto::JournalStatus {
+        let h = self.journal.health();
+        crate::control::proto::JournalStatus {
+            queued: h.queued,
+            not_written: h.not_written,
+        }
+    }
+
     /// `status` of the named services (all when none), with the units whose
     /// file the last load refused: a rejected unit that never ran gets a
     /// row of its own, one whose previous unit still runs keeps running and
@@ -360,6 +368,7 @@ impl Supervisor {
                     protocol: crate::control::proto::PROTOCOL_VERSION,
                     pid: std::process::id(),
                     gpid: Some(self.own_gpid.clone()),
+                    journal: Some(self.journal_status()),
                     publish: self.forwarder.as_ref().map(|f| f.status()),
                 },
             ),
@@ -804,7 +813,6 @@ impl Supervisor {
     }
 
     fn journal_event(&mut self, rec: &EventRecord, kind: JournalKind, seq: Option<u64>) {
-        let Some(j) = &mut self.journal else { return };
         let record = crate::journal::Record {
             time_us: rec.time_us,
             service: rec.service.clone(),
@@ -826,9 +834,7 @@ impl Supervisor {
             .flatten(),
             remote: None,
         };
-        if let Some(line) = j.append(&record).log_line() {
-            crate::log!("{line}");
-        }
+        self.journal.send(&record);
     }
 
     fn gpid_request(&self, id: u64, name: &str) -> Reply {
@@ -945,6 +951,7 @@ impl Supervisor {
                 state_dir: self.opts.state_dir.clone(),
                 name,
                 since_us,
+                after: self.journal.read_after(),
             };
             if !worker.submit(job) {
                 let line = crate::control::proto::encode_reply(&super::worker::gone(id));

@@ -258,7 +258,6 @@ impl Supervisor {
     }
 
     fn journal_build(&mut self, slot: usize, kind: crate::journal::Kind, build: &Build) {
-        let Some(j) = &mut self.journal else { return };
         let Some(s) = self.slots.get(slot) else {
             return;
         };
@@ -270,9 +269,7 @@ impl Supervisor {
             version: build.version.clone(),
             ..Default::default()
         };
-        if let Some(line) = j.append(&record).log_line() {
-            crate::log!("{line}");
-        }
+        self.journal.send(&record);
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -49,6 +49,9 @@ pub enum Job {
         state_dir: PathBuf,
         name: Option<String>,
         since_us: Option<u64>,
+        /// The records the loop sent before the request, which the reply
+        /// must hold.
+        after: crate::journal_writer::ReadAfter,
     },
     /// The next chunk of `conn`'s history reply.
     More { conn: ConnId },
@@ -181,7 +184,14 @@ fn run(jobs: &Receiver<Job>, done: &Sender<Done>, waker: &Waker) {
                 state_dir,
                 name,
                 since_us,
+                after,
             } => {
+                if let Some(behind) = after.wait() {
+                    out.push(Done::Log(format!(
+                        "warning: history answered without the newest {behind} record(s): the journal's disk has not taken them within {} ms",
+                        crate::journal_writer::READ_WAIT.as_millis()
+                    )));
+                }
                 let mut h = History::new(id, &state_dir, name, since_us);
                 let (bytes, last) = h.next_chunk(&mut out);
                 if !last {

@@ -1,0 +1,551 @@
+//! The journal's writer thread, so that no restart, reap or control reply
+//! waits for the state directory's disk.
+//!
+//! A write(2) to a healthy local disk takes microseconds, but the journal
+//! may sit on NFS, a stuck FUSE mount or a full device the kernel keeps
+//! retrying, where one write can take seconds or never return. The loop
+//! (`zurg run`'s and the publisher's) only frames a record (`journal::frame`,
+//! a few µs) and queues it; this thread owns the `Journal` and appends the
+//! records in exactly the order they were queued (one FIFO).
+//!
+//! The queue is bounded (`QUEUE_RECORDS`, `QUEUE_BYTES`, counting what the
+//! thread has taken and not yet written). Once it is full the newest records
+//! are dropped and counted, never the queued ones: the records that explain
+//! the start of an incident are kept, and the present is in `status` and
+//! `events`. A run of drops is one `gap` marker in the queue, so when the
+//! thread reaches it the journal gets a `gap` record ("journal behind: K
+//! record(s) not written") where the records are missing, and the log says
+//! so too. The loop never waits on the queue.
+//!
+//! Every record handed over gets a number; readers (`history` on the
+//! worker, the forwarder's read-back, the publisher's queries) wait, for at
+//! most `READ_WAIT`, until the thread has dealt with every record numbered
+//! before their request, so a record is in the journal before any later
+//! request reads it. `flush` gives the thread `FLUSH_DEADLINE` to write
+//! what is queued as zurg exits.
+//!
+//! Without a thread (it could not be spawned) a record is written on the
+//! caller's thread, as before.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::journal::{self, Journal, Kind, Record};
+
+/// Records queued and not yet written beyond which newer ones are dropped:
+/// a restart storm of several thousand services rides out a stall of a few
+/// seconds without a gap.
+pub const QUEUE_RECORDS: usize = 20_000;
+/// The same in bytes of framed records (an exit with its sample is some
+/// 400 bytes): what a stuck disk may cost zurg in memory at most.
+pub const QUEUE_BYTES: usize = 4 << 20;
+/// How long zurg's exit waits for the queued records to be written.
+pub const FLUSH_DEADLINE: Duration = Duration::from_secs(1);
+/// How long a reader waits for the records queued before its request.
+pub const READ_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, PartialEq)]
+enum Item {
+    Frame(Vec<u8>),
+    /// Records dropped in a row, from `first_us` to `last_us`.
+    Gap {
+        count: u64,
+        first_us: u64,
+        last_us: u64,
+    },
+}
+
+/// What `Queue::push` did with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    /// Dropped: the queue is full. `first` for the first of a run, which
+    /// is worth a log line; the others are only counted.
+    Dropped {
+        first: bool,
+    },
+}
+
+/// The bounded FIFO between the loop and the thread, and how far the
+/// thread got (pure: no thread, no file).
+#[derive(Debug)]
+pub struct Queue {
+    items: VecDeque<Item>,
+    max_records: usize,
+    max_bytes: usize,
+    /// Records queued or taken by the thread and not yet written, and
+    /// their bytes: what the bound applies to.
+    pending: usize,
+    pending_bytes: usize,
+    /// The number of the last record handed over (queued or dropped).
+    sent: u64,
+    /// Every record numbered up to here is written, lost or dropped.
+    done: u64,
+    dropped_total: u64,
+    /// The thread waits for records (a wake-up costs a system call, so
+    /// none is made while it is busy writing).
+    waiting: bool,
+}
+
+/// Items the thread took, in order: written, then `Queue::finished`.
+#[derive(Debug)]
+pub struct Batch {
+    items: Vec<Item>,
+    records: usize,
+    bytes: usize,
+    /// Every record numbered up to here is in this batch or was dropped.
+    upto: u64,
+}
+
+impl Queue {
+    pub fn new(max_records: usize, max_bytes: usize) -> Queue {
+        Queue {
+            items: VecDeque::new(),
+            max_records,
+            max_bytes,
+            pending: 0,
+            pending_bytes: 0,
+            sent: 0,
+            done: 0,
+            dropped_total: 0,
+            waiting: false,
+        }
+    }
+
+    /// Queues one framed record made at `time_us`, or drops it when the
+    /// queue is full.
+    pub fn push(&mut self, framed: Vec<u8>, time_us: u64) -> Pushed {
+        self.sent = self.sent.saturating_add(1);
+        let fits = self.pending < self.max_records
+            && self.pending_bytes.saturating_add(framed.len()) <= self.max_bytes;
+        if fits {
+            self.pending += 1;
+            self.pending_bytes += framed.len();
+            self.items.push_back(Item::Frame(framed));
+            return Pushed::Queued;
+        }
+        self.dropped_total = self.dropped_total.saturating_add(1);
+        if let Some(Item::Gap { count, last_us, .. }) = self.items.back_mut() {
+            *count = count.saturating_add(1);
+            *last_us = time_us;
+            return Pushed::Dropped { first: false };
+        }
+        // A run of drops is one marker, and a marker follows at least one
+        // frame, so markers are bounded by the frames.
+        self.items.push_back(Item::Gap {
+            count: 1,
+            first_us: time_us,
+            last_us: time_us,
+        });
+        Pushed::Dropped { first: true }
+    }
+
+    /// Everything queued, for the thread; `None` when nothing is.
+    pub fn take(&mut self) -> Option<Batch> {
+        if self.items.is_empty() {
+            return None;
+        }
+        let items: Vec<Item> = self.items.drain(..).collect();
+        let (mut records, mut bytes) = (0, 0);
+        for item in &items {
+            if let Item::Frame(f) = item {
+                records += 1;
+                bytes += f.len();
+            }
+        }
+        self.items.shrink_to(64);
+        Some(Batch {
+            items,
+            records,
+            bytes,
+            upto: self.sent,
+        })
+    }
+
+    /// The thread has written (or failed to write) what `batch` held.
+    pub fn finished(&mut self, records: usize, bytes: usize, upto: u64) {
+        self.pending = self.pending.saturating_sub(records);
+        self.pending_bytes = self.pending_bytes.saturating_sub(bytes);
+        self.done = self.done.max(upto);
+    }
+
+    /// The number of the last record handed over.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Whether every record numbered up to `seq` has been dealt with.
+    pub fn caught_up(&self, seq: u64) -> bool {
+        self.done >= seq
+    }
+
+    /// Records waiting to be written, and records dropped since start.
+    pub fn health(&self) -> (usize, u64) {
+        (self.pending, self.dropped_total)
+    }
+}
+
+impl Batch {
+    /// What `Queue::finished` needs once the batch is written.
+    fn receipt(&self) -> (usize, usize, u64) {
+        (self.records, self.bytes, self.upto)
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Signalled when records are queued (to the thread) and when a batch
+    /// is written (to `flush` and readers).
+    changed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A panic elsewhere while holding the lock leaves a usable queue.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until `ready` holds, for at most `within`; whether it holds.
+    fn wait_for(&self, within: Duration, ready: impl Fn(&Queue) -> bool) -> bool {
+        let deadline = Instant::now() + within;
+        let mut q = self.lock();
+        while !ready(&q) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            q = match self.changed.wait_timeout(q, left) {
+                Ok((q, _)) => q,
+                Err(e) => e.into_inner().0,
+            };
+        }
+        true
+    }
+}
+
+/// A reader's claim: the records handed over before it was made.
+#[derive(Debug, Clone)]
+pub struct ReadAfter {
+    shared: Arc<Shared>,
+    seq: u64,
+}
+
+impl ReadAfter {
+    /// Waits, for at most `READ_WAIT`, until those records are dealt with;
+    /// how many are not when it gives up, for the reader to say.
+    pub fn wait(&self) -> Option<u64> {
+        if self.shared.wait_for(READ_WAIT, |q| q.caught_up(self.seq)) {
+            return None;
+        }
+        let q = self.shared.lock();
+        Some(self.seq.saturating_sub(q.done))
+    }
+}
+
+/// The journal's state for `zurg version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health {
+    pub queued: u64,
+    pub not_written: u64,
+}
+
+/// The loop's handle on the thread.
+#[derive(Debug)]
+pub struct JournalWriter {
+    shared: Arc<Shared>,
+    /// The journal itself when there is no thread: records are written on
+    /// the caller's thread.
+    inline: Option<Journal>,
+    /// Which journal, for log lines: "journal" or "publisher journal".
+    what: &'static str,
+    /// A thread writes the records (else `inline` does).
+    running: bool,
+}
+
+impl JournalWriter {
+    /// Hands `journal` to a new thread named `name`.
+    pub fn start(journal: Journal, name: &str, what: &'static str) -> JournalWriter {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::new(QUEUE_RECORDS, QUEUE_BYTES)),
+            changed: Condvar::new(),
+        });
+        let for_thread = Arc::clone(&shared);
+        // The journal goes to the thread through a slot, so that it comes
+        // back when the thread cannot be spawned.
+        let slot = Arc::new(Mutex::new(Some(journal)));
+        let thread_slot = Arc::clone(&slot);
+        let spawned = crate::log::spawn_blocking_signals(name, move || {
+            let journal = thread_slot.lock().ok().and_then(|mut j| j.take());
+            if let Some(journal) = journal {
+                run(&for_thread, journal, what);
+            }
+        });
+        let inline = match spawned {
+            Ok(_) => None,
+            Err(e) => {
+                crate::log!(
+                    "warning: cannot start the {what} writer thread ({e}); records are written on the event loop"
+                );
+                slot.lock().ok().and_then(|mut j| j.take())
+            }
+        };
+        let running = inline.is_none();
+        JournalWriter {
+            shared,
+            inline,
+            what,
+            running,
+        }
+    }
+
+    /// Queues `record` for the thread; never waits for it.
+    pub fn send(&mut self, record: &Record) {
+        let framed = journal::frame(record);
+        if let Some(j) = &mut self.inline {
+            if let Some(line) = j.append_frame(&framed).log_line() {
+                crate::log!("{line}");
+            }
+            let mut q = self.shared.lock();
+            q.sent = q.sent.saturating_add(1);
+            q.done = q.sent;
+            return;
+        }
+        let mut q = self.shared.lock();
+        let pushed = q.push(framed, record.time_us);
+        if pushed == (Pushed::Dropped { first: true }) {
+            let (queued, _) = q.health();
+            let bytes = q.pending_bytes;
+            drop(q);
+            crate::log!(
+                "warning: {} behind: its disk has not taken the {queued} record(s) ({bytes} bytes) queued; newer records are dropped and counted until it does",
+                self.what
+            );
+            return;
+        }
+        if q.waiting {
+            self.shared.changed.notify_all();
+        }
+    }
+
+    /// A claim on every record sent so far, for a reader on another thread.
+    pub fn read_after(&self) -> ReadAfter {
+        let seq = self.shared.lock().sent();
+        ReadAfter {
+            shared: Arc::clone(&self.shared),
+            seq,
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        let (queued, dropped) = self.shared.lock().health();
+        Health {
+            queued: queued as u64,
+            not_written: dropped,
+        }
+    }
+
+    /// Waits, for at most `within`, until the thread has written what is
+    /// queued; called as zurg ends. The thread goes on (a record sent
+    /// later is still written while the process lives).
+    pub fn flush(&mut self, within: Duration) {
+        if !self.running {
+            return;
+        }
+        let written = self.shared.wait_for(within, |q| q.caught_up(q.sent));
+        if !written {
+            let (queued, _) = self.shared.lock().health();
+            crate::log!(
+                "warning: {queued} {} record(s) not written: its disk did not take them within {} ms of exit",
+                self.what,
+                within.as_millis()
+            );
+        }
+    }
+}
+
+fn run(shared: &Shared, mut journal: Journal, what: &str) {
+    loop {
+        let batch = {
+            let mut q = shared.lock();
+            loop {
+                if let Some(b) = q.take() {
+                    q.waiting = false;
+                    break b;
+                }
+                q.waiting = true;
+                q = match shared.changed.wait(q) {
+                    Ok(q) => q,
+                    Err(e) => e.into_inner(),
+                };
+            }
+        };
+        let (records, bytes, upto) = batch.receipt();
+        for item in batch.items {
+            write_item(&mut journal, item, what);
+        }
+        shared.lock().finished(records, bytes, upto);
+        shared.changed.notify_all();
+    }
+}
+
+fn write_item(journal: &mut Journal, item: Item, what: &str) {
+    let appended = match item {
+        Item::Frame(f) => journal.append_frame(&f),
+        Item::Gap {
+            count,
+            first_us,
+            last_us,
+        } => {
+            let note = gap_note(count, first_us, last_us);
+            crate::log!("{what} takes records again; {note}");
+            journal.append(&Record {
+                time_us: first_us,
+                kind: Kind::Gap,
+                reason: Some(note),
+                ..Record::default()
+            })
+        }
+    };
+    if let Some(line) = appended.log_line() {
+        crate::log!("{line}");
+    }
+}
+
+/// The `gap` record's reason.
+fn gap_note(count: u64, first_us: u64, last_us: u64) -> String {
+    let over_ms = last_us.saturating_sub(first_us) / 1000;
+    format!("journal behind: {count} record(s) not written, from this time over {over_ms} ms")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(b: &Batch) -> Vec<Vec<u8>> {
+        b.items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Frame(f) => Some(f.clone()),
+                Item::Gap { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn records_come_out_in_the_order_they_went_in() {
+        let mut q = Queue::new(10, 1000);
+        for i in 0..5u8 {
+            assert_eq!(q.push(vec![i; 3], 0), Pushed::Queued);
+        }
+        let b = q.take().unwrap();
+        assert_eq!(frames(&b), (0..5u8).map(|i| vec![i; 3]).collect::<Vec<_>>());
+        assert!(q.take().is_none());
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_newest_and_marks_the_gap_where_they_were() {
+        let mut q = Queue::new(2, 1000);
+        assert_eq!(q.push(vec![1], 10), Pushed::Queued);
+        assert_eq!(q.push(vec![2], 20), Pushed::Queued);
+        assert_eq!(q.push(vec![3], 30), Pushed::Dropped { first: true });
+        assert_eq!(q.push(vec![4], 40), Pushed::Dropped { first: false });
+        let b = q.take().unwrap();
+        assert_eq!(
+            b.items,
+            [
+                Item::Frame(vec![1]),
+                Item::Frame(vec![2]),
+                Item::Gap {
+                    count: 2,
+                    first_us: 30,
+                    last_us: 40
+                }
+            ]
+        );
+        assert_eq!(q.health(), (2, 2));
+    }
+
+    #[test]
+    fn taken_records_still_count_against_the_bound_until_written() {
+        // A thread stuck in a write holds its batch: the queue behind it
+        // must not get a whole new allowance.
+        let mut q = Queue::new(2, 1000);
+        let _ = q.push(vec![1], 0);
+        let _ = q.push(vec![2], 0);
+        let b = q.take().unwrap();
+        assert_eq!(q.push(vec![3], 5), Pushed::Dropped { first: true });
+        let (records, bytes, upto) = b.receipt();
+        q.finished(records, bytes, upto);
+        assert_eq!(q.push(vec![4], 6), Pushed::Queued);
+        let b = q.take().unwrap();
+        assert!(matches!(b.items[0], Item::Gap { count: 1, .. }));
+        assert_eq!(b.items[1], Item::Frame(vec![4]));
+    }
+
+    #[test]
+    fn the_byte_bound_drops_a_record_that_would_pass_it() {
+        let mut q = Queue::new(100, 10);
+        assert_eq!(q.push(vec![0; 6], 0), Pushed::Queued);
+        assert_eq!(q.push(vec![0; 5], 0), Pushed::Dropped { first: true });
+        // A smaller one still fits: a run of drops ends at the first fit.
+        assert_eq!(q.push(vec![0; 4], 0), Pushed::Queued);
+        assert_eq!(q.push(vec![0; 1], 0), Pushed::Dropped { first: true });
+        let b = q.take().unwrap();
+        assert_eq!(b.items.len(), 4);
+    }
+
+    #[test]
+    fn a_reader_is_caught_up_once_the_batch_holding_its_records_is_written() {
+        let mut q = Queue::new(1, 1000);
+        let _ = q.push(vec![1], 0);
+        let _ = q.push(vec![2], 0); // dropped
+        let seq = q.sent();
+        assert_eq!(seq, 2);
+        assert!(!q.caught_up(seq));
+        let b = q.take().unwrap();
+        assert!(!q.caught_up(seq));
+        let (records, bytes, upto) = b.receipt();
+        q.finished(records, bytes, upto);
+        // The dropped record counts as dealt with: nobody waits for it.
+        assert!(q.caught_up(seq));
+        assert_eq!(q.health(), (0, 1));
+    }
+
+    fn temp_dir(tag: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("zurg-journal-writer-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn the_thread_writes_every_record_in_order_before_a_reader_reads() {
+        let dir = temp_dir("order");
+        let (j, _) = Journal::open(&dir, journal::DEFAULT_LIMIT).unwrap();
+        let mut w = JournalWriter::start(j, "test-journal", "journal");
+        for i in 0..500 {
+            w.send(&journal::tests::rec(i));
+            if i % 100 == 99 {
+                // Read-your-writes: what was sent is there once the claim
+                // is met.
+                assert_eq!(w.read_after().wait(), None);
+                let (all, _) = journal::read_all(&dir);
+                assert_eq!(all.len() as u64, i + 1);
+            }
+        }
+        w.flush(FLUSH_DEADLINE);
+        let (all, _) = journal::read_all(&dir);
+        let want: Vec<Record> = (0..500).map(journal::tests::rec).collect();
+        assert_eq!(all, want);
+        assert_eq!(
+            w.health(),
+            Health {
+                queued: 0,
+                not_written: 0
+            }
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
