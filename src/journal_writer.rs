@@ -44,6 +44,9 @@ pub const QUEUE_BYTES: usize = 4 << 20;
 pub const FLUSH_DEADLINE: Duration = Duration::from_secs(1);
 /// How long a reader waits for the records queued before its request.
 pub const READ_WAIT: Duration = Duration::from_secs(2);
+/// A write taking this long is worth a warning, long before the queue is
+/// full (4 MiB of records may take an idle system hours to produce).
+pub const STALL_WARNING: Duration = Duration::from_secs(5);
 
 #[derive(Debug, PartialEq)]
 enum Item {
@@ -86,6 +89,10 @@ pub struct Queue {
     /// The thread waits for records (a wake-up costs a system call, so
     /// none is made while it is busy writing).
     waiting: bool,
+    /// When the thread took the batch it is writing.
+    writing_since: Option<Instant>,
+    /// The current batch's stall has been warned about.
+    stall_warned: bool,
 }
 
 /// Items the thread took, in order: written, then `Queue::finished`.
@@ -110,6 +117,8 @@ impl Queue {
             done: 0,
             dropped_total: 0,
             waiting: false,
+            writing_since: None,
+            stall_warned: false,
         }
     }
 
@@ -141,12 +150,19 @@ impl Queue {
         Pushed::Dropped { first: true }
     }
 
-    /// Everything queued, for the thread; `None` when nothing is.
-    pub fn take(&mut self) -> Option<Batch> {
+    /// Everything queued, for the thread to write from `now`; `None` when
+    /// nothing is.
+    pub fn take(&mut self, now: Instant) -> Option<Batch> {
         if self.items.is_empty() {
             return None;
         }
-        let items: Vec<Item> = self.items.drain(..).collect();
+        self.writing_since = Some(now);
+        // A gap at the end may still grow: it waits for the next batch,
+        // so that a run of drops makes one record, not one per batch.
+        let keep = usize::from(
+            self.items.len() > 1 && matches!(self.items.back(), Some(Item::Gap { .. })),
+        );
+        let items: Vec<Item> = self.items.drain(..self.items.len() - keep).collect();
         let (mut records, mut bytes) = (0, 0);
         for item in &items {
             if let Item::Frame(f) = item {
@@ -163,11 +179,26 @@ impl Queue {
         })
     }
 
-    /// The thread has written (or failed to write) what `batch` held.
-    pub fn finished(&mut self, records: usize, bytes: usize, upto: u64) {
+    /// The thread has written (or failed to write) what `batch` held;
+    /// whether its stall was warned about (so the recovery is told too).
+    pub fn finished(&mut self, records: usize, bytes: usize, upto: u64) -> bool {
         self.pending = self.pending.saturating_sub(records);
         self.pending_bytes = self.pending_bytes.saturating_sub(bytes);
         self.done = self.done.max(upto);
+        self.writing_since = None;
+        std::mem::take(&mut self.stall_warned)
+    }
+
+    /// How long the thread has been writing its batch, once, when that
+    /// is at least `after` at `now`: the moment to warn.
+    pub fn stalled(&mut self, now: Instant, after: Duration) -> Option<Duration> {
+        let since = self.writing_since?;
+        let stuck = now.saturating_duration_since(since);
+        if self.stall_warned || stuck < after {
+            return None;
+        }
+        self.stall_warned = true;
+        Some(stuck)
     }
 
     /// The number of the last record handed over.
@@ -267,8 +298,18 @@ pub struct JournalWriter {
 impl JournalWriter {
     /// Hands `journal` to a new thread named `name`.
     pub fn start(journal: Journal, name: &str, what: &'static str) -> JournalWriter {
+        Self::start_bounded(journal, name, what, (QUEUE_RECORDS, QUEUE_BYTES))
+    }
+
+    /// `start` with a queue of `(records, bytes)` at most.
+    fn start_bounded(
+        journal: Journal,
+        name: &str,
+        what: &'static str,
+        (records, bytes): (usize, usize),
+    ) -> JournalWriter {
         let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue::new(QUEUE_RECORDS, QUEUE_BYTES)),
+            queue: Mutex::new(Queue::new(records, bytes)),
             changed: Condvar::new(),
         });
         let for_thread = Arc::clone(&shared);
@@ -327,6 +368,15 @@ impl JournalWriter {
         if q.waiting {
             self.shared.changed.notify_all();
         }
+        if let Some(stuck) = q.stalled(Instant::now(), STALL_WARNING) {
+            let (queued, _) = q.health();
+            drop(q);
+            crate::log!(
+                "warning: {} behind: one write has taken {} s and {queued} record(s) wait; restarts go on, history lags until its disk answers",
+                self.what,
+                stuck.as_secs()
+            );
+        }
     }
 
     /// A claim on every record sent so far, for a reader on another thread.
@@ -353,7 +403,10 @@ impl JournalWriter {
         if !self.running {
             return;
         }
-        let written = self.shared.wait_for(within, |q| q.caught_up(q.sent));
+        // A gap record still to write counts too.
+        let written = self
+            .shared
+            .wait_for(within, |q| q.caught_up(q.sent) && q.items.is_empty());
         if !written {
             let (queued, _) = self.shared.lock().health();
             crate::log!(
@@ -370,7 +423,7 @@ fn run(shared: &Shared, mut journal: Journal, what: &str) {
         let batch = {
             let mut q = shared.lock();
             loop {
-                if let Some(b) = q.take() {
+                if let Some(b) = q.take(Instant::now()) {
                     q.waiting = false;
                     break b;
                 }
@@ -382,11 +435,18 @@ fn run(shared: &Shared, mut journal: Journal, what: &str) {
             }
         };
         let (records, bytes, upto) = batch.receipt();
+        let started = Instant::now();
         for item in batch.items {
             write_item(&mut journal, item, what);
         }
-        shared.lock().finished(records, bytes, upto);
+        let warned = shared.lock().finished(records, bytes, upto);
         shared.changed.notify_all();
+        if warned {
+            crate::log!(
+                "{what} written again after {} s",
+                started.elapsed().as_secs()
+            );
+        }
     }
 }
 
@@ -439,9 +499,9 @@ mod tests {
         for i in 0..5u8 {
             assert_eq!(q.push(vec![i; 3], 0), Pushed::Queued);
         }
-        let b = q.take().unwrap();
+        let b = q.take(Instant::now()).unwrap();
         assert_eq!(frames(&b), (0..5u8).map(|i| vec![i; 3]).collect::<Vec<_>>());
-        assert!(q.take().is_none());
+        assert!(q.take(Instant::now()).is_none());
     }
 
     #[test]
@@ -451,20 +511,23 @@ mod tests {
         assert_eq!(q.push(vec![2], 20), Pushed::Queued);
         assert_eq!(q.push(vec![3], 30), Pushed::Dropped { first: true });
         assert_eq!(q.push(vec![4], 40), Pushed::Dropped { first: false });
-        let b = q.take().unwrap();
+        // The gap may still grow while the records before it are written;
+        // once they are, it is written as one record.
+        let b = q.take(Instant::now()).unwrap();
+        assert_eq!(b.items, [Item::Frame(vec![1]), Item::Frame(vec![2])]);
+        assert_eq!(q.push(vec![5], 50), Pushed::Dropped { first: false });
+        assert_eq!(q.health(), (2, 3));
+        let (records, bytes, upto) = b.receipt();
+        let _ = q.finished(records, bytes, upto);
+        let b = q.take(Instant::now()).unwrap();
         assert_eq!(
             b.items,
-            [
-                Item::Frame(vec![1]),
-                Item::Frame(vec![2]),
-                Item::Gap {
-                    count: 2,
-                    first_us: 30,
-                    last_us: 40
-                }
-            ]
+            [Item::Gap {
+                count: 3,
+                first_us: 30,
+                last_us: 50
+            }]
         );
-        assert_eq!(q.health(), (2, 2));
     }
 
     #[test]
@@ -474,12 +537,12 @@ mod tests {
         let mut q = Queue::new(2, 1000);
         let _ = q.push(vec![1], 0);
         let _ = q.push(vec![2], 0);
-        let b = q.take().unwrap();
+        let b = q.take(Instant::now()).unwrap();
         assert_eq!(q.push(vec![3], 5), Pushed::Dropped { first: true });
         let (records, bytes, upto) = b.receipt();
-        q.finished(records, bytes, upto);
+        let _ = q.finished(records, bytes, upto);
         assert_eq!(q.push(vec![4], 6), Pushed::Queued);
-        let b = q.take().unwrap();
+        let b = q.take(Instant::now()).unwrap();
         assert!(matches!(b.items[0], Item::Gap { count: 1, .. }));
         assert_eq!(b.items[1], Item::Frame(vec![4]));
     }
@@ -492,8 +555,12 @@ mod tests {
         // A smaller one still fits: a run of drops ends at the first fit.
         assert_eq!(q.push(vec![0; 4], 0), Pushed::Queued);
         assert_eq!(q.push(vec![0; 1], 0), Pushed::Dropped { first: true });
-        let b = q.take().unwrap();
-        assert_eq!(b.items.len(), 4);
+        let b = q.take(Instant::now()).unwrap();
+        assert_eq!(b.items.len(), 3, "the trailing gap waits: {:?}", b.items);
+        assert!(matches!(
+            q.take(Instant::now()).unwrap().items[..],
+            [Item::Gap { count: 1, .. }]
+        ));
     }
 
     #[test]
@@ -504,13 +571,132 @@ mod tests {
         let seq = q.sent();
         assert_eq!(seq, 2);
         assert!(!q.caught_up(seq));
-        let b = q.take().unwrap();
+        let b = q.take(Instant::now()).unwrap();
         assert!(!q.caught_up(seq));
         let (records, bytes, upto) = b.receipt();
-        q.finished(records, bytes, upto);
+        let _ = q.finished(records, bytes, upto);
         // The dropped record counts as dealt with: nobody waits for it.
         assert!(q.caught_up(seq));
         assert_eq!(q.health(), (0, 1));
+    }
+
+    #[test]
+    fn a_write_that_takes_long_is_warned_about_once_and_its_end_told() {
+        let mut q = Queue::new(10, 1000);
+        let t0 = Instant::now();
+        let step = Duration::from_secs(1);
+        assert_eq!(q.stalled(t0, step), None, "nothing is being written");
+        let _ = q.push(vec![1], 0);
+        let b = q.take(t0).unwrap();
+        assert_eq!(q.stalled(t0, step), None);
+        assert_eq!(q.stalled(t0 + 2 * step, step), Some(2 * step));
+        assert_eq!(q.stalled(t0 + 3 * step, step), None, "once per stall");
+        let (records, bytes, upto) = b.receipt();
+        assert!(
+            q.finished(records, bytes, upto),
+            "the end of a warned stall"
+        );
+        let _ = q.push(vec![2], 0);
+        let b = q.take(t0).unwrap();
+        let (records, bytes, upto) = b.receipt();
+        assert!(
+            !q.finished(records, bytes, upto),
+            "a quick write says nothing"
+        );
+    }
+
+    #[test]
+    fn records_dropped_behind_a_hung_disk_leave_a_gap_record_where_they_were() {
+        use std::io::Read;
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = temp_dir("gap");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("journal");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let mut fifo = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .unwrap();
+        // One page: a few records fill it, and the next write blocks.
+        nix::fcntl::fcntl(fifo.as_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(4096)).unwrap();
+        // Full before the writer's first write, so that write blocks.
+        let filler = |k: u64| journal::frame(&journal::tests::rec(100_000 + k));
+        let mut fill = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .unwrap();
+        let mut filled = 0;
+        while std::io::Write::write(&mut fill, &filler(filled)).is_ok() {
+            filled += 1;
+        }
+        drop(fill);
+        // Unopened, so the writer opens the FIFO without reading it.
+        let j = Journal::unopened(&dir, journal::DEFAULT_LIMIT);
+        let mut w = JournalWriter::start_bounded(j, "test-journal-gap", "journal", (8, 1 << 20));
+        let rec = |i: u64| Record {
+            time_us: 1_000 + i,
+            reason: Some("x".repeat(300)),
+            ..journal::tests::rec(i)
+        };
+        let mut i = 0;
+        while w.health().not_written == 0 {
+            assert!(i < 10_000, "the queue never filled");
+            w.send(&rec(i));
+            i += 1;
+        }
+        let first_dropped = i - 1;
+        for _ in 0..5 {
+            w.send(&rec(i));
+            i += 1;
+        }
+        assert_eq!(w.health().not_written, 6);
+        // The disk comes back (the reader reads), and later records follow
+        // the gap.
+        nix::fcntl::fcntl(
+            fifo.as_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+        )
+        .unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut data = Vec::new();
+            let mut buf = vec![0u8; 65536];
+            loop {
+                let n = fifo.read(&mut buf).unwrap();
+                data.extend_from_slice(&buf[..n]);
+                let (got, _, _) = journal::decode_all(&data);
+                if got.last().is_some_and(|r| r.time_us == 1_000 + 999) {
+                    return got;
+                }
+            }
+        });
+        // Sent once the queue has room again: it comes after the gap.
+        assert_eq!(w.read_after().wait(), None);
+        w.send(&rec(999));
+        let got = reader.join().unwrap();
+        let filled = usize::try_from(filled).unwrap();
+        assert!(got[..filled].iter().all(|r| r.time_us > 100_000), "{got:?}");
+        let got = &got[filled..];
+        let times: Vec<u64> = got.iter().map(|r| r.time_us - 1_000).collect();
+        let gap = got.iter().position(|r| r.kind == Kind::Gap).unwrap();
+        assert_eq!(times[..gap], (0..first_dropped).collect::<Vec<_>>()[..]);
+        assert_eq!(
+            got[gap].time_us,
+            1_000 + first_dropped,
+            "the first one dropped"
+        );
+        assert!(
+            got[gap]
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("journal behind: 6 record(s) not written")),
+            "{:?}",
+            got[gap]
+        );
+        assert_eq!(times[gap + 1..], [999]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn temp_dir(tag: &str) -> std::path::PathBuf {
