@@ -653,6 +653,10 @@ mod tests {
             i += 1;
         }
         assert_eq!(w.health().not_written, 6);
+        // A reader gives up on the hung disk after READ_WAIT, saying so.
+        let t = Instant::now();
+        assert!(w.read_after().wait().is_some_and(|behind| behind > 0));
+        assert!(t.elapsed() >= READ_WAIT);
         // The disk comes back (the reader reads), and later records follow
         // the gap.
         nix::fcntl::fcntl(

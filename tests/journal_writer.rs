@@ -25,10 +25,17 @@ use common::{cli, json, ok, TempDir, DEADLINE};
 /// never answers.
 const STATUS_WITHIN: Duration = Duration::from_secs(3);
 
+/// The slowest `status` of this test process, for the figure it prints.
+static SLOWEST_STATUS_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn timed_status(dir: &TempDir, name: &str) -> serde_json::Value {
     let t = Instant::now();
     let out = cli(dir, &["status", name, "--json"]);
     let took = t.elapsed();
+    SLOWEST_STATUS_US.fetch_max(
+        u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     assert!(
         took < STATUS_WITHIN,
         "status took {took:?} while the journal was hung"
@@ -120,13 +127,19 @@ fn a_hung_journal_stalls_no_restart_no_status_and_no_shutdown() {
     // Restarts go on meanwhile, and status answers each time.
     let before = restarts(&timed_status(&dir, "crash"));
     let queued_before = journal_queued(&dir);
-    let deadline = Instant::now() + DEADLINE;
+    let hung_at = Instant::now();
+    let deadline = hung_at + DEADLINE;
     while restarts(&timed_status(&dir, "crash")) < before + 5 {
         assert!(
             Instant::now() < deadline,
             "restarts stopped under a hung journal"
         );
     }
+    eprintln!(
+        "hung journal: 5 restarts in {:?}; slowest status {} ms",
+        hung_at.elapsed(),
+        SLOWEST_STATUS_US.load(std::sync::atomic::Ordering::Relaxed) / 1000
+    );
     let queued = journal_queued(&dir);
     assert!(
         queued > queued_before,
