@@ -662,10 +662,15 @@ fn print_history(records: &[crate::journal::Record]) {
             Some(why) => format!("{exit} ({why})"),
             None => exit,
         };
+        // A `gap` record is about every service.
+        let service = if r.service.is_empty() {
+            "*"
+        } else {
+            &r.service
+        };
         println!(
-            "{} {} {}{exit} {}{version}",
+            "{} {service} {}{exit} {}{version}",
             utc_timestamp(r.time_us),
-            r.service,
             r.kind,
             r.gpid
         );
