@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::publish::proto::{
-    ChangeKind, Decoder, Frame, HostInfo, Reason, Role, MAX_FRAME, MAX_SEQ_JUMP, PROTOCOL,
+    ChangeKind, Decoder, Frame, HostInfo, Reason, Role, MAX_SEQ_JUMP, PROTOCOL,
 };
 use crate::publish::registry::{Change, EpKey, Registry};
 
@@ -59,7 +59,7 @@ pub(super) fn session(data: &[u8]) -> Result<(), String> {
         registry: Registry::new(),
         conns: (0..CONNECTIONS)
             .map(|_| Conn {
-                decoder: Decoder::new(MAX_FRAME),
+                decoder: Decoder::publisher(),
                 peer: Peer::New,
             })
             .collect(),
@@ -148,7 +148,7 @@ impl Session {
         }
         // The connection's slot is reused by the next one.
         if let Some(c) = self.conns.get_mut(id) {
-            c.decoder = Decoder::new(MAX_FRAME);
+            c.decoder = Decoder::publisher();
             c.peer = Peer::New;
         }
     }

@@ -26,9 +26,7 @@ use crate::journal::RemoteNote;
 use super::history::{History, Query};
 use super::http::{Ctx, Http};
 use super::listen::{write_out, Accepting, Acceptor, Written};
-use super::proto::{
-    self, Decoder, Frame, HostInfo, Role, CHUNK, MAX_FRAME, MAX_SEQ_JUMP, PROTOCOL,
-};
+use super::proto::{self, Decoder, Frame, HostInfo, Role, CHUNK, MAX_SEQ_JUMP, PROTOCOL};
 use super::registry::{Change, EpKey};
 use super::relay::{Finished, PartOutcome, Relay};
 use super::store::{ConnId, Done, MemoryStore, Store};
@@ -557,7 +555,7 @@ impl Server {
                     Conn {
                         stream,
                         addr,
-                        decoder: Decoder::new(MAX_FRAME),
+                        decoder: Decoder::publisher(),
                         out: Vec::new(),
                         peer: Peer::New,
                         opened_ms: now,
