@@ -204,8 +204,11 @@ impl Hosts {
             });
         }
         self.instances.insert(zurg.to_string(), digest);
-        self.prune(view);
         let old = self.speakers.insert(zurg.to_string(), id);
+        // After `id` speaks for the host: pruning first would forget the
+        // secret just set for a host the registry does not hold yet, and
+        // let a stranger's hello set another.
+        self.prune(view);
         Ok(old.filter(|old| *old != id))
     }
 
@@ -314,6 +317,25 @@ mod tests {
         // Gone from the registry and unconnected: anyone may take the name.
         registry.drop_host("z", super::super::proto::Reason::Bye);
         assert_eq!(hosts.admit(4, "z", &b, &registry), Ok(None));
+    }
+
+    #[test]
+    fn pruning_the_secrets_of_gone_hosts_keeps_the_one_just_set() {
+        let registry = Registry::new();
+        let mut hosts = Hosts::default();
+        // Hosts come and go, so the secrets of gone ones pile up and are
+        // pruned now and then: never the secret of the host just admitted.
+        for n in 0..200 {
+            let zurg = format!("z{n}");
+            assert_eq!(hosts.admit(n, &zurg, &"a".repeat(32), &registry), Ok(None));
+            assert_eq!(
+                hosts.admit(1000, &zurg, &"s".repeat(32), &registry),
+                Err(Refusal::NotItsInstance { zurg: zurg.clone() }),
+                "after {n} hosts"
+            );
+            assert!(hosts.release(n, &zurg));
+        }
+        assert!(hosts.instances.len() <= 66, "{}", hosts.instances.len());
     }
 
     #[test]
