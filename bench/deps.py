@@ -20,7 +20,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import time
 
@@ -38,46 +37,25 @@ def unit(deps):
 
 
 def layout(kind):
-    units = {}
     if kind == "flat":
-        for i in range(N):
-            units[f"s{i}"] = unit([])
-    elif kind == "chain":
-        for c in range(20):
-            for lvl in range(10):
-                deps = [f"c{c}l{lvl - 1}"] if lvl else []
-                units[f"c{c}l{lvl}"] = unit(deps)
-    else:
-        units["db"] = unit([])
-        for i in range(N - 1):
-            units[f"s{i}"] = unit(["db"])
+        return {f"s{i}": unit([]) for i in range(N)}
+    if kind == "chain":
+        return zurgrun.chains(unit)
+    units = {"db": unit([])}
+    for i in range(N - 1):
+        units[f"s{i}"] = unit(["db"])
     return units
-
-
-def cli(env, *args):
-    return zurgrun.cli(ZURG, env, *args)
-
-
-def events(env):
-    return cli(env, "events", "--json")
 
 
 def run(kind):
     t0_us = time.time_ns() // 1000
-    _tmp, env, z = zurgrun.start(ZURG, layout(kind), f"zurg-deps-{kind}-")
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                rows = cli(env, "status", "--json")
-                if sum(1 for r in rows if r["state"] == "running") == N:
-                    break
-            except (subprocess.CalledProcessError, json.JSONDecodeError):
-                pass
-            if time.time() > deadline:
-                raise SystemExit(f"{kind}: not all running in 30 s")
-            time.sleep(0.05)
-        started = [e["time_us"] for e in events(env) if e["kind"] == "started"]
+    with zurgrun.Zurg(ZURG, layout(kind), f"zurg-deps-{kind}-") as z:
+        zurgrun.wait_until(
+            lambda: sum(1 for r in z.cli("status", "--json") if r["state"] == "running") == N,
+            30,
+            f"{kind}: not all running",
+        )
+        started = [e["time_us"] for e in z.events() if e["kind"] == "started"]
         start_ms = (max(started) - t0_us) / 1000
         if kind == "chain":
             targets = [f"c{i % 20}l{5 + i // 20}" for i in range(KILLS)]
@@ -86,15 +64,15 @@ def run(kind):
         hub = {"flat": [], "chain": [], "star": ["db"] * 4}[kind]
         lat, hub_lat = [], []
         for n, target in enumerate(targets + hub):
-            row = cli(env, "status", target, "--json")[0]
+            row = z.cli("status", target, "--json")[0]
             old = row["pid"]
             os.kill(old, signal.SIGKILL)
             while True:
-                row = cli(env, "status", target, "--json")[0]
+                row = z.cli("status", target, "--json")[0]
                 if row["pid"] and row["pid"] != old:
                     break
                 time.sleep(0.005)
-            evs = [e for e in events(env) if e["service"] == target]
+            evs = [e for e in z.events() if e["service"] == target]
             exited = [e for e in evs if e["kind"] == "exited" and e.get("pid") == old]
             new = [e for e in evs if e["kind"] == "started" and e.get("pid") == row["pid"]]
             backoff = [e["delay_ms"] for e in evs if e["kind"] == "restarting"][-1]
@@ -110,9 +88,6 @@ def run(kind):
             "kills": KILLS,
             "hub_restarts_ms": [round(x, 3) for x in hub_lat],
         }
-    finally:
-        z.send_signal(signal.SIGTERM)
-        z.wait(timeout=30)
 
 
 for kind in ("flat", "chain", "star"):

@@ -48,21 +48,13 @@ def unit(delay, deps=(), ready=True, extra=""):
 def layout(kind, port=None):
     if kind == "raw":
         return {f"s{i}": unit(0, ready=False) for i in range(200)}
-    units = {}
-    for c in range(20):
-        for lvl in range(10):
-            deps = [f"c{c}l{lvl - 1}"] if lvl else []
-            units[f"c{c}l{lvl}"] = unit(DELAY, deps)
+    units = zurgrun.chains(lambda deps: unit(DELAY, deps))
     if kind == "checks":
         for i in range(10):
             units[f"h{i}"] = unit(
                 0, ready=False, extra=f"health = {{ tcp = {port}, interval_ms = 1000 }}\n"
             )
     return units
-
-
-def cli(env, *args):
-    return zurgrun.cli(ZURG, env, *args)
 
 
 def switches(pid):
@@ -98,38 +90,31 @@ def run(kind):
         port = listener.getsockname()[1]
     units = layout(kind, port)
     want = "started" if kind == "raw" else "ready"
-    t0_us = time.time_ns() // 1000
-    _tmp, env, z = zurgrun.start(ZURG, units, f"zurg-stack-{kind}-")
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
+        t0_us = time.time_ns() // 1000
+        with zurgrun.Zurg(ZURG, units, f"zurg-stack-{kind}-", stop_timeout=60) as z:
+
+            def all_there():
                 evs = [
                     e
-                    for e in cli(env, "events", "--json")
+                    for e in z.events()
                     if e["kind"] == want and not e["service"].startswith("h")
                 ]
-                if len({e["service"] for e in evs}) >= 200:
-                    break
-            except (json.JSONDecodeError, KeyError):
-                pass
-            if time.time() > deadline:
-                raise SystemExit(f"{kind}: not all {want} in 60 s")
-            time.sleep(0.05)
-        out = {"run": kind, "start_ms": round((max(e["time_us"] for e in evs) - t0_us) / 1000, 1)}
-        if kind != "raw":
-            time.sleep(1)  # let the last client connections and probes settle
-            accepted(listener)
-            before = switches(z.pid)
-            time.sleep(IDLE)
-            out["idle_s"] = IDLE
-            out["wakeups"] = switches(z.pid) - before
-            out["probes_configured"] = int(10 * IDLE) if kind == "checks" else 0
-            out["probes_made"] = accepted(listener)
-        return out
+                return evs if len({e["service"] for e in evs}) >= 200 else None
+
+            evs = zurgrun.wait_until(all_there, 60, f"{kind}: not all {want}")
+            out = {"run": kind, "start_ms": round((max(e["time_us"] for e in evs) - t0_us) / 1000, 1)}
+            if kind != "raw":
+                time.sleep(1)  # let the last client connections and probes settle
+                accepted(listener)
+                before = switches(z.pid)
+                time.sleep(IDLE)
+                out["idle_s"] = IDLE
+                out["wakeups"] = switches(z.pid) - before
+                out["probes_configured"] = int(10 * IDLE) if kind == "checks" else 0
+                out["probes_made"] = accepted(listener)
+            return out
     finally:
-        z.send_signal(signal.SIGTERM)
-        z.wait(timeout=60)
         if listener:
             listener.close()
 

@@ -10,6 +10,13 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+/// The longest text of an IP address (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`,
+/// INET6_ADDRSTRLEN less its NUL).
+pub const MAX_IP_TEXT: usize = 45;
+/// The longest text of a GPID: `[` an IPv6 address `]:` a port `:` a
+/// `u64` `:` a `u32`.
+pub const MAX_TEXT: usize = 1 + MAX_IP_TEXT + 2 + 5 + 1 + 20 + 1 + 10;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Gpid {
     pub ip: IpAddr,
@@ -172,6 +179,21 @@ impl StartClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_longest_gpid_fits_its_bound() {
+        let ip: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
+        let g = Gpid {
+            ip,
+            port: u16::MAX,
+            start_us: u64::MAX,
+            pid: u32::MAX,
+        };
+        assert!(g.to_string().len() <= MAX_TEXT, "{g}");
+        let widest = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255";
+        assert_eq!(widest.len(), MAX_IP_TEXT);
+        assert!(widest.parse::<IpAddr>().is_ok());
+    }
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     #[test]

@@ -465,6 +465,42 @@ fn error_of(s: TcpStream) -> String {
     text
 }
 
+/// A raw forwarder for `zurg` that said hello and had a start (seq
+/// `seq`, endpoint `gpid` of `web`) acknowledged.
+fn raw_host(addr: &str, zurg: &str, secret: &str, seq: u64, gpid: &str) -> TcpStream {
+    let mut fwd = TcpStream::connect(addr).unwrap();
+    fwd.write_all(&forwarder_hello(zurg, secret)).unwrap();
+    let welcome = next_frame(&mut fwd, DEADLINE).unwrap();
+    assert_eq!(welcome["t"], "welcome", "{welcome}");
+    fwd.write_all(&start_event(seq, zurg, gpid)).unwrap();
+    assert_eq!(next_frame(&mut fwd, DEADLINE).unwrap()["seq"], seq);
+    fwd
+}
+
+/// The zurg of host `zurg` reconnects: the publisher welcomes it at
+/// `last_seq`, and its next start (`gpid`) is applied. The GPIDs of `web`
+/// that resolve lists then.
+fn goes_on_from(addr: &str, zurg: &str, secret: &str, last_seq: u64, gpid: &str) -> Vec<String> {
+    let mut again = TcpStream::connect(addr).unwrap();
+    again.write_all(&forwarder_hello(zurg, secret)).unwrap();
+    let welcome = next_frame(&mut again, DEADLINE).unwrap();
+    assert_eq!(welcome["last_seq"], last_seq, "{welcome}");
+    again
+        .write_all(&start_event(last_seq + 1, zurg, gpid))
+        .unwrap();
+    assert_eq!(
+        next_frame(&mut again, DEADLINE).unwrap()["seq"],
+        last_seq + 1
+    );
+    let listed = resolve(None, addr, &["web"]);
+    listed["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["gpid"].as_str().unwrap().to_string())
+        .collect()
+}
+
 #[test]
 fn a_stranger_cannot_take_over_a_live_host() {
     let dir = TempDir::new("pub-takeover");
@@ -553,34 +589,62 @@ fn a_sequence_number_far_past_the_window_is_refused() {
     let p = Publisher::start(None, &[]);
     let zurg = "127.0.0.1:0:8:8";
     let secret = "0123456789abcdef0123456789abcdef";
-    let mut fwd = TcpStream::connect(&p.addr).unwrap();
-    fwd.write_all(&forwarder_hello(zurg, secret)).unwrap();
-    assert_eq!(next_frame(&mut fwd, DEADLINE).unwrap()["t"], "welcome");
-    fwd.write_all(&start_event(5, zurg, "127.0.0.1:80:1:9"))
-        .unwrap();
-    assert_eq!(next_frame(&mut fwd, DEADLINE).unwrap()["seq"], 5);
+    let mut fwd = raw_host(&p.addr, zurg, secret, 5, "127.0.0.1:80:1:9");
     fwd.write_all(&start_event(u64::MAX, zurg, "127.0.0.1:80:1:10"))
         .unwrap();
     let refused = error_of(fwd);
     assert!(refused.contains("jumps more than"), "{refused}");
 
     // The host still stands at 5, and its zurg goes on from there.
-    let mut again = TcpStream::connect(&p.addr).unwrap();
-    again.write_all(&forwarder_hello(zurg, secret)).unwrap();
-    let welcome = next_frame(&mut again, DEADLINE).unwrap();
-    assert_eq!(welcome["last_seq"], 5, "{welcome}");
-    again
-        .write_all(&start_event(6, zurg, "127.0.0.1:80:1:11"))
+    let gpids = goes_on_from(&p.addr, zurg, secret, 5, "127.0.0.1:80:1:11");
+    assert_eq!(gpids, ["127.0.0.1:80:1:11", "127.0.0.1:80:1:9"]);
+}
+
+#[test]
+fn a_field_over_its_limit_is_refused_by_name_and_nothing_of_it_is_kept() {
+    let p = Publisher::start(None, &[]);
+    let zurg = "127.0.0.1:0:9:9";
+    let secret = "0123456789abcdef0123456789abcdef";
+    let mut fwd = raw_host(&p.addr, zurg, secret, 1, "127.0.0.1:80:1:9");
+    // A version a unit file could not hold (64 at most), in an event that
+    // is otherwise fine.
+    let long = "v".repeat(65);
+    fwd.write_all(&frame(&format!(
+        r#"{{"t":"event","seq":2,"kind":"start","time_us":1,"endpoint":{{"service":"web","ip":"127.0.0.1","port":80,"gpid":"127.0.0.1:80:1:10","version":"{long}","since_us":1,"host":"{zurg}"}},"pid":10}}"#
+    )))
+    .unwrap();
+    let refused = error_of(fwd);
+    assert!(
+        refused.contains("endpoint.version of 65 bytes is over its 64-byte limit"),
+        "{refused}"
+    );
+
+    // A hello's free-form field too, before anything is registered.
+    let mut named = TcpStream::connect(&p.addr).unwrap();
+    named
+        .write_all(&frame(&format!(
+            r#"{{"t":"hello","proto":1,"role":"forwarder","host":"127.0.0.1","zurg":"127.0.0.1:0:10:10","hostname":"{}","instance":"{secret}"}}"#,
+            "h".repeat(65)
+        )))
         .unwrap();
-    assert_eq!(next_frame(&mut again, DEADLINE).unwrap()["seq"], 6);
-    let listed = resolve(None, &p.addr, &["web"]);
-    let gpids: Vec<&str> = listed["endpoints"]
+    let refused = error_of(named);
+    assert!(
+        refused.contains("hello.hostname of 65 bytes is over its 64-byte limit"),
+        "{refused}"
+    );
+
+    // The registry holds what came before, and only that: the host
+    // reconnects where it stood and goes on.
+    let listed = resolve(None, &p.addr, &["--all"]);
+    let hosts: Vec<&str> = listed["hosts"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| e["gpid"].as_str().unwrap())
+        .map(|h| h["zurg"].as_str().unwrap())
         .collect();
-    assert_eq!(gpids, ["127.0.0.1:80:1:11", "127.0.0.1:80:1:9"], "{listed}");
+    assert_eq!(hosts, [zurg], "{listed}");
+    let gpids = goes_on_from(&p.addr, zurg, secret, 1, "127.0.0.1:80:1:11");
+    assert_eq!(gpids, ["127.0.0.1:80:1:11", "127.0.0.1:80:1:9"]);
 }
 
 #[test]

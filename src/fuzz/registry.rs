@@ -8,19 +8,20 @@
 //! - `t MS`: MS milliseconds pass and silent hosts' leases expire;
 //! - `c N`: connection N drops.
 //!
-//! The connections follow the publisher's rules without a token (as in
-//! `publish/server.rs`: a hello first, the forwarder's checks, the seq jump
-//! limit, bye), and apply to a `Registry` as the memory store does. After
+//! The connections run the publisher's own session rules
+//! (`publish/session.rs`, as `publish/server.rs` does, without a token or
+//! an operator token: the publisher's decoder with its field bounds, a
+//! hello first, the forwarder's checks and instance secrets, the seq
+//! window, bye) and apply to a `Registry` as the memory store does. After
 //! every step the registry must agree with itself and with the changes it
 //! handed out: a watcher that applied every change holds exactly the
 //! registry's endpoints.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::publish::proto::{
-    ChangeKind, Decoder, Frame, HostInfo, Reason, Role, MAX_FRAME, MAX_SEQ_JUMP, PROTOCOL,
-};
+use crate::publish::proto::{ChangeKind, Decoder, Frame, Reason, Role};
 use crate::publish::registry::{Change, EpKey, Registry};
+use crate::publish::session::{self, FromHost, Hosts};
 
 use super::check;
 
@@ -43,10 +44,7 @@ struct Conn {
 struct Session {
     registry: Registry,
     conns: Vec<Conn>,
-    /// The live connection of each forwarding host.
-    forwarders: BTreeMap<String, usize>,
-    /// The instance secret each host said hello with.
-    instances: BTreeMap<String, String>,
+    hosts: Hosts,
     now_ms: u64,
     /// What a watcher that applied every change holds.
     watched: BTreeSet<EpKey>,
@@ -59,12 +57,11 @@ pub(super) fn session(data: &[u8]) -> Result<(), String> {
         registry: Registry::new(),
         conns: (0..CONNECTIONS)
             .map(|_| Conn {
-                decoder: Decoder::new(MAX_FRAME),
+                decoder: Decoder::publisher(),
                 peer: Peer::New,
             })
             .collect(),
-        forwarders: BTreeMap::new(),
-        instances: BTreeMap::new(),
+        hosts: Hosts::default(),
         now_ms: 1_000_000,
         watched: BTreeSet::new(),
         seqs: BTreeMap::new(),
@@ -141,14 +138,13 @@ impl Session {
     /// was its live connection.
     fn close(&mut self, id: usize) {
         if let Peer::Forwarder(zurg) = self.peer(id) {
-            if self.forwarders.get(&zurg) == Some(&id) {
-                self.forwarders.remove(&zurg);
+            if self.hosts.release(id, &zurg) {
                 self.registry.disconnected(&zurg);
             }
         }
         // The connection's slot is reused by the next one.
         if let Some(c) = self.conns.get_mut(id) {
-            c.decoder = Decoder::new(MAX_FRAME);
+            c.decoder = Decoder::publisher();
             c.peer = Peer::New;
         }
     }
@@ -156,63 +152,38 @@ impl Session {
     fn frame(&mut self, id: usize, frame: Frame) -> Result<(), String> {
         let now = self.now_ms;
         match (self.peer(id), frame) {
-            (
-                Peer::New,
-                Frame::Hello {
-                    proto,
-                    role,
-                    host,
-                    zurg,
-                    boot,
-                    hostname,
-                    instance,
-                    ..
-                },
-            ) => {
-                if proto != PROTOCOL {
-                    self.close(id);
-                    return Ok(());
-                }
-                if role == Role::Client {
-                    self.set_peer(id, Peer::Client);
-                    return Ok(());
-                }
-                let (Some(zurg), Some(ip), Some(instance)) = (zurg, host, instance) else {
-                    self.close(id);
+            (Peer::New, hello @ Frame::Hello { .. }) => {
+                let Frame::Hello { proto, role, .. } = &hello else {
                     return Ok(());
                 };
-                if zurg.is_empty()
-                    || zurg.len() > 200
-                    || ip.len() > 100
-                    || instance.len() < 16
-                    || instance.len() > 200
-                {
-                    self.close(id);
-                    return Ok(());
-                }
-                let live =
-                    self.forwarders.contains_key(&zurg) || self.registry.host(&zurg).is_some();
-                if live && self.instances.get(&zurg).is_some_and(|i| *i != instance) {
-                    self.close(id);
-                    return Ok(());
-                }
-                self.instances.insert(zurg.clone(), instance);
-                if let Some(old) = self.forwarders.insert(zurg.clone(), id) {
-                    if old != id {
-                        self.set_peer(old, Peer::New);
-                        self.close(old);
+                match (session::check_protocol(*proto), role) {
+                    (Err(_), _) | (_, Role::Operator) => {
+                        // No operator token: remote control is off.
+                        self.close(id);
+                        return Ok(());
                     }
+                    (Ok(()), Role::Client) => {
+                        self.set_peer(id, Peer::Client);
+                        return Ok(());
+                    }
+                    (Ok(()), Role::Forwarder) => {}
                 }
-                self.set_peer(id, Peer::Forwarder(zurg.clone()));
-                let info = HostInfo {
-                    zurg,
-                    ip,
-                    boot: boot.unwrap_or_default(),
-                    hostname: hostname.unwrap_or_default(),
-                    connected: true,
-                    ..HostInfo::default()
+                let admitted = session::forwarder_hello(hello).and_then(|hello| {
+                    let replaced =
+                        self.hosts
+                            .admit(id, &hello.info.zurg, &hello.instance, &self.registry)?;
+                    Ok((hello, replaced))
+                });
+                let Ok((hello, replaced)) = admitted else {
+                    self.close(id);
+                    return Ok(());
                 };
-                self.registry.hello(info, now);
+                if let Some(old) = replaced {
+                    self.set_peer(old, Peer::New);
+                    self.close(old);
+                }
+                self.set_peer(id, Peer::Forwarder(hello.info.zurg.clone()));
+                self.registry.hello(hello.info, now);
                 Ok(())
             }
             (Peer::Forwarder(zurg), frame) => self.forwarder(id, &zurg, frame),
@@ -247,15 +218,12 @@ impl Session {
 
     fn forwarder(&mut self, id: usize, zurg: &str, frame: Frame) -> Result<(), String> {
         let now = self.now_ms;
-        if let Frame::Event { seq, .. } | Frame::Snapshot { seq, .. } = &frame {
-            let last = self.registry.host(zurg).map_or(0, |h| h.seq);
-            if last > 0 && *seq > last.saturating_add(MAX_SEQ_JUMP) {
-                self.close(id);
-                return Ok(());
-            }
-        }
+        let Ok(frame) = session::from_host(&self.registry, zurg, frame) else {
+            self.close(id);
+            return Ok(());
+        };
         match frame {
-            Frame::Event {
+            FromHost::Event {
                 seq,
                 kind,
                 endpoint,
@@ -265,7 +233,7 @@ impl Session {
                 let applied = self.registry.event(zurg, seq, kind, endpoint, exit, now);
                 self.watch(applied.changes)
             }
-            Frame::Snapshot {
+            FromHost::Snapshot {
                 seq,
                 endpoints,
                 last,
@@ -273,22 +241,19 @@ impl Session {
                 let changes = self.registry.snapshot(zurg, seq, endpoints, last, now);
                 self.watch(changes)
             }
-            Frame::Heartbeat { .. } => {
+            FromHost::Heartbeat => {
                 self.registry.heartbeat(zurg, now);
                 Ok(())
             }
-            Frame::Bye => {
+            // No operator, so no request these could answer: the relay
+            // drops them.
+            FromHost::Answer(_) | FromHost::Part(_) => Ok(()),
+            FromHost::Bye => {
                 let changes = self.registry.drop_host(zurg, Reason::Bye);
-                if self.forwarders.get(zurg) == Some(&id) {
-                    self.forwarders.remove(zurg);
-                }
+                self.hosts.release(id, zurg);
                 self.set_peer(id, Peer::New);
                 self.close(id);
                 self.watch(changes)
-            }
-            _ => {
-                self.close(id);
-                Ok(())
             }
         }
     }

@@ -358,6 +358,111 @@ impl Frame {
     }
 }
 
+/// A text field a host sends the publisher. Each has a maximum, what a
+/// zurg host can send at most (its unit files' bounds, or the type's
+/// longest text), so that no one field can fill a frame: a listing chunk
+/// of `CHUNK` endpoints then stays under some 280 KiB, not 8 MiB, and the
+/// registry, etcd and every watcher hold what a unit file allows.
+/// docs/naming.md lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// An endpoint's `service`: a unit's name, or an instance's.
+    Service,
+    /// An endpoint's `version`: the unit's `version` key.
+    Version,
+    /// An endpoint's `ip`, and a forwarder hello's `host`: an IP address.
+    Ip,
+    /// An endpoint's `gpid`.
+    Gpid,
+    /// An endpoint's `host`, and a hello's `zurg`: zurg's own GPID.
+    Zurg,
+    /// An exit's `signal`: a signal's name.
+    Signal,
+    /// A hello's `boot`: the kernel's boot id, a UUID.
+    Boot,
+    /// A hello's `hostname` (HOST_NAME_MAX).
+    Hostname,
+    /// A hello's `nonce`: 16 bytes in hex from a zurg.
+    Nonce,
+    /// A hello's `instance`: 16 bytes in hex from a zurg.
+    Instance,
+    /// An auth frame's `mac`: an HMAC-SHA256 in hex.
+    Mac,
+}
+
+impl Field {
+    /// The most bytes it may hold.
+    pub const fn max(self) -> usize {
+        match self {
+            Field::Service => crate::unit::parse::MAX_SERVICE_NAME_LEN,
+            Field::Version => crate::unit::parse::MAX_VERSION_LEN,
+            Field::Ip => crate::gpid::MAX_IP_TEXT,
+            Field::Gpid | Field::Zurg => crate::gpid::MAX_TEXT,
+            Field::Signal => 32,
+            Field::Boot | Field::Hostname => 64,
+            // Room past zurg's 32 hex digits for another client's longer
+            // secret, as the instance rule has always allowed.
+            Field::Nonce | Field::Instance | Field::Mac => 200,
+        }
+    }
+
+    /// `text`, found `at` a place in a frame, within the maximum.
+    fn check(self, at: &'static str, text: &str) -> Result<(), FrameError> {
+        if text.len() > self.max() {
+            return Err(FrameError::FieldTooLong {
+                field: at,
+                len: text.len(),
+                max: self.max(),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_opt(self, at: &'static str, text: &Option<String>) -> Result<(), FrameError> {
+        text.as_deref().map_or(Ok(()), |t| self.check(at, t))
+    }
+}
+
+fn check_endpoint(e: &Endpoint) -> Result<(), FrameError> {
+    Field::Service.check("endpoint.service", &e.service)?;
+    Field::Version.check_opt("endpoint.version", &e.version)?;
+    Field::Ip.check("endpoint.ip", &e.ip)?;
+    Field::Gpid.check("endpoint.gpid", &e.gpid)?;
+    Field::Zurg.check("endpoint.host", &e.host)
+}
+
+/// Holds each text field of a frame a host sends the publisher to its
+/// `Field` maximum. Frames a host does not send, and the relay's answers
+/// (bounded by `MAX_REPLY` on their own), pass.
+pub fn check_fields(frame: &Frame) -> Result<(), FrameError> {
+    match frame {
+        Frame::Hello {
+            host,
+            zurg,
+            boot,
+            hostname,
+            nonce,
+            instance,
+            ..
+        } => {
+            Field::Ip.check_opt("hello.host", host)?;
+            Field::Zurg.check_opt("hello.zurg", zurg)?;
+            Field::Boot.check_opt("hello.boot", boot)?;
+            Field::Hostname.check_opt("hello.hostname", hostname)?;
+            Field::Nonce.check_opt("hello.nonce", nonce)?;
+            Field::Instance.check_opt("hello.instance", instance)
+        }
+        Frame::Auth { mac } => Field::Mac.check("auth.mac", mac),
+        Frame::Event { endpoint, exit, .. } => {
+            check_endpoint(endpoint)?;
+            let signal = exit.as_ref().and_then(|x| x.signal.as_ref());
+            signal.map_or(Ok(()), |s| Field::Signal.check("exit.signal", s))
+        }
+        Frame::Snapshot { endpoints, .. } => endpoints.iter().try_for_each(check_endpoint),
+        _ => Ok(()),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     #[error("frame of {len} bytes is over the {max}-byte limit")]
@@ -366,6 +471,12 @@ pub enum FrameError {
     Empty,
     #[error("bad frame: {0}")]
     Json(String),
+    #[error("{field} of {len} bytes is over its {max}-byte limit (docs/naming.md); a zurg never sends one so long: this peer is not a zurg, or a broken one")]
+    FieldTooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
 }
 
 /// Appends one frame, header and body, to `out`.
@@ -500,6 +611,8 @@ pub fn to_bytes(frame: &Frame) -> Vec<u8> {
 pub struct Decoder {
     buf: Vec<u8>,
     max: usize,
+    /// Each frame's fields are held to `check_fields`.
+    fields: bool,
 }
 
 impl Decoder {
@@ -507,6 +620,16 @@ impl Decoder {
         Decoder {
             buf: Vec::new(),
             max,
+            fields: false,
+        }
+    }
+
+    /// The publisher's side of a connection: frames of `MAX_FRAME`, and
+    /// each text field a host sends within its `Field` maximum.
+    pub fn publisher() -> Decoder {
+        Decoder {
+            fields: true,
+            ..Decoder::new(MAX_FRAME)
         }
     }
 
@@ -548,7 +671,11 @@ impl Decoder {
         let frame =
             serde_json::from_slice::<Frame>(body).map_err(|e| FrameError::Json(e.to_string()));
         self.buf.drain(..end);
-        frame.map(Some)
+        let frame = frame?;
+        if self.fields {
+            check_fields(&frame)?;
+        }
+        Ok(Some(frame))
     }
 }
 
@@ -778,6 +905,96 @@ mod tests {
             b"\0\0\0\x13{\"t\":\"ack\",\"seq\":1}"
         );
         assert_eq!(to_bytes(&Frame::Bye), b"\0\0\0\x0b{\"t\":\"bye\"}");
+    }
+
+    /// The field, and its limit, for which the publisher refuses `frame`.
+    fn refused_field(frame: &Frame) -> Option<(&'static str, usize)> {
+        let mut d = Decoder::publisher();
+        d.feed(&to_bytes(frame));
+        match d.next_frame() {
+            Err(FrameError::FieldTooLong { field, max, .. }) => Some((field, max)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_publisher_refuses_a_field_over_its_limit_and_names_it() {
+        let event = |endpoint: Endpoint| Frame::Event {
+            seq: 1,
+            kind: EventKind::Start,
+            time_us: 1,
+            endpoint,
+            pid: None,
+            exit: None,
+        };
+        let mut at_limit = ep(&"s".repeat(Field::Service.max()), "g");
+        at_limit.version = Some("v".repeat(Field::Version.max()));
+        let mut over = at_limit.clone();
+        over.version = Some("v".repeat(Field::Version.max() + 1));
+        let mut d = Decoder::publisher();
+        d.feed(&to_bytes(&event(at_limit.clone())));
+        d.feed(&to_bytes(&event(over.clone())));
+        assert_eq!(d.next_frame(), Ok(Some(event(at_limit.clone()))));
+        let refused = d.next_frame();
+        assert_eq!(
+            refused,
+            Err(FrameError::FieldTooLong {
+                field: "endpoint.version",
+                len: 65,
+                max: 64
+            })
+        );
+        let message = refused.unwrap_err().to_string();
+        assert!(message.contains("endpoint.version of 65 bytes is over its 64-byte limit"));
+        // Other sides read the publisher's frames, which it bounded already.
+        let mut plain = Decoder::new(MAX_FRAME);
+        plain.feed(&to_bytes(&event(over)));
+        assert!(matches!(plain.next_frame(), Ok(Some(_))));
+
+        let mut long_name = at_limit.clone();
+        long_name.service.push('s');
+        let snapshot = Frame::Snapshot {
+            seq: 1,
+            endpoints: vec![at_limit, long_name],
+            last: true,
+        };
+        assert_eq!(refused_field(&snapshot), Some(("endpoint.service", 69)));
+        let hello = Frame::Hello {
+            proto: PROTOCOL,
+            role: Role::Forwarder,
+            host: Some("10.0.0.1".into()),
+            zurg: Some("10.0.0.1:0:1:1".into()),
+            boot: None,
+            hostname: Some("h".repeat(65)),
+            nonce: None,
+            instance: Some("0".repeat(32)),
+            control: Vec::new(),
+        };
+        assert_eq!(refused_field(&hello), Some(("hello.hostname", 64)));
+    }
+
+    /// The point of the bounds: a listing chunk of `CHUNK` endpoints, every
+    /// field at its limit and every character one JSON escapes to six
+    /// bytes, stays a few hundred KiB (it was up to `CHUNK` frames' worth,
+    /// 8 MiB).
+    #[test]
+    fn a_listing_chunk_of_fields_at_their_limits_stays_small() {
+        let fill = |field: Field| "\u{1}".repeat(field.max());
+        let worst = Endpoint {
+            service: fill(Field::Service),
+            ip: fill(Field::Ip),
+            port: u16::MAX,
+            gpid: fill(Field::Gpid),
+            version: Some(fill(Field::Version)),
+            since_us: u64::MAX,
+            host: fill(Field::Zurg),
+        };
+        assert_eq!(check_endpoint(&worst), Ok(()));
+        let chunk = to_bytes(&Frame::Endpoints {
+            name: worst.service.clone(),
+            endpoints: vec![worst; CHUNK],
+        });
+        assert!(chunk.len() < 320 * 1024, "{} bytes", chunk.len());
     }
 
     #[test]

@@ -18,19 +18,16 @@ use lexopt::prelude::*;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
-use sha2::{Digest, Sha256};
-
 use crate::control::proto::{ErrorCode, RemoteVerb, Verb};
 use crate::journal::RemoteNote;
 
 use super::history::{History, Query};
 use super::http::{Ctx, Http};
 use super::listen::{write_out, Accepting, Acceptor, Written};
-use super::proto::{
-    self, Decoder, Frame, HostInfo, Role, CHUNK, MAX_FRAME, MAX_SEQ_JUMP, PROTOCOL,
-};
+use super::proto::{self, Decoder, Frame, Role, CHUNK};
 use super::registry::{Change, EpKey};
 use super::relay::{Finished, PartOutcome, Relay};
+use super::session::{self, FromHost, Hosts};
 use super::store::{ConnId, Done, MemoryStore, Store};
 
 const LISTENER: Token = Token(0);
@@ -275,8 +272,9 @@ struct Server {
     /// its answer must not reach whoever took a closed connection's place.
     conns: BTreeMap<ConnId, Conn>,
     next_conn: ConnId,
-    /// Which connection speaks for a zurg instance.
-    forwarders: HashMap<String, ConnId>,
+    /// Which connection speaks for a zurg instance, and each instance's
+    /// secret: the session rules.
+    hosts: Hosts,
     store: Box<dyn Store>,
     token: Option<Vec<u8>>,
     lease_ms: u64,
@@ -294,10 +292,6 @@ struct Server {
     /// Watchers with changes not yet written, flushed at the end of the
     /// wake-up.
     unflushed: Vec<ConnId>,
-    /// SHA-256 of each host's instance secret. Kept here rather than in the
-    /// store: it serves both stores, and it must never reach etcd or a
-    /// resolve client.
-    instances: HashMap<String, [u8; 32]>,
     /// The status page (`--http`).
     http: Option<Http>,
     /// The journal of every host's starts and exits (`--journal`).
@@ -419,7 +413,7 @@ impl Server {
             listener,
             conns: BTreeMap::new(),
             next_conn: 0,
-            forwarders: HashMap::new(),
+            hosts: Hosts::default(),
             store,
             token,
             lease_ms: opts.lease_ms,
@@ -427,7 +421,6 @@ impl Server {
             acks_owed: HashMap::new(),
             acks_due: None,
             acceptor: Acceptor::default(),
-            instances: HashMap::new(),
             watchers: BTreeMap::new(),
             unflushed: Vec::new(),
             http,
@@ -557,7 +550,7 @@ impl Server {
                     Conn {
                         stream,
                         addr,
-                        decoder: Decoder::new(MAX_FRAME),
+                        decoder: Decoder::publisher(),
                         out: Vec::new(),
                         peer: Peer::New,
                         opened_ms: now,
@@ -786,8 +779,7 @@ impl Server {
             None => None,
         };
         if let Some(zurg) = zurg {
-            if self.forwarders.get(&zurg) == Some(&id) {
-                self.forwarders.remove(&zurg);
+            if self.hosts.release(id, &zurg) {
                 self.store.disconnected(&zurg);
                 let gone = self.relay.host_gone(&zurg);
                 self.relay_finished(gone);
@@ -876,10 +868,8 @@ impl Server {
         match (peer, frame) {
             (Peer::New, hello @ Frame::Hello { .. }) => {
                 if let Frame::Hello { proto, .. } = &hello {
-                    if *proto != PROTOCOL {
-                        let message =
-                            format!("protocol {proto} is not spoken here (this publisher speaks {PROTOCOL})");
-                        self.close(id, Some(message));
+                    if let Err(refusal) = session::check_protocol(*proto) {
+                        self.close(id, Some(refusal.to_string()));
                         return;
                     }
                 }
@@ -992,20 +982,10 @@ impl Server {
 
     /// The peer passed the handshake.
     fn accepted(&mut self, id: ConnId, hello: Frame) {
-        let Frame::Hello {
-            role,
-            host,
-            zurg,
-            boot,
-            hostname,
-            nonce,
-            instance,
-            control,
-            ..
-        } = hello
-        else {
+        let Frame::Hello { role, nonce, .. } = &hello else {
             return;
         };
+        let (role, nonce) = (*role, nonce.clone());
         let key = match role {
             Role::Operator => self.relay.token(),
             Role::Forwarder | Role::Client => self.token.as_deref(),
@@ -1041,49 +1021,46 @@ impl Server {
                 );
             }
             Role::Forwarder => {
-                let (Some(zurg), Some(ip), Some(instance)) = (zurg, host, instance) else {
-                    self.close(
+                let admitted = session::forwarder_hello(hello).and_then(|hello| {
+                    let replaced = self.hosts.admit(
                         id,
-                        Some("a forwarder's hello needs host, zurg and instance".into()),
-                    );
-                    return;
+                        &hello.info.zurg,
+                        &hello.instance,
+                        self.store.view(),
+                    )?;
+                    Ok((hello, replaced))
+                });
+                let (hello, replaced) = match admitted {
+                    Ok(admitted) => admitted,
+                    Err(refusal) => {
+                        if let session::Refusal::NotItsInstance { zurg } = &refusal {
+                            let addr = self.conn(id).map(|c| c.addr);
+                            crate::log!(
+                                "connection from {addr:?} said hello as live host {zurg} with another instance secret; refused"
+                            );
+                        }
+                        self.close(id, Some(refusal.to_string()));
+                        return;
+                    }
                 };
-                if zurg.is_empty() || zurg.len() > 200 || ip.len() > 100 {
-                    self.close(id, Some("bad host or zurg in hello".into()));
-                    return;
-                }
-                if instance.len() < 16 || instance.len() > 200 {
-                    self.close(
-                        id,
-                        Some("bad instance in hello: expected 16 to 200 characters".into()),
-                    );
-                    return;
-                }
-                if !self.admits(&zurg, &instance) {
-                    let addr = self.conn(id).map(|c| c.addr);
-                    crate::log!(
-                        "connection from {addr:?} said hello as live host {zurg} with another instance secret; refused"
-                    );
-                    let message = format!(
-                        "host {zurg} is live and this is not its zurg instance (another instance secret); a restarted zurg has a new GPID"
-                    );
-                    self.close(id, Some(message));
-                    return;
-                }
+                let session::ForwarderHello { info, control, .. } = hello;
+                let zurg = info.zurg.clone();
                 // A reconnect from the same instance replaces a connection
                 // the publisher has not noticed is dead yet.
-                if let Some(old) = self.forwarders.insert(zurg.clone(), id) {
-                    if old != id {
-                        if let Some(c) = self.conn(old) {
-                            c.peer = Peer::New;
-                        }
-                        self.close(old, Some("replaced by a newer connection".into()));
+                if let Some(old) = replaced {
+                    if let Some(c) = self.conn(old) {
+                        c.peer = Peer::New;
                     }
+                    self.close(old, Some("replaced by a newer connection".into()));
                 }
                 let addr = self.conn(id).map(|c| c.addr);
                 crate::log!(
                     "forwarder {zurg} ({}) connected from {}",
-                    hostname.as_deref().unwrap_or(&ip),
+                    if info.hostname.is_empty() {
+                        &info.ip
+                    } else {
+                        &info.hostname
+                    },
                     addr.map(|a| a.to_string()).unwrap_or_default()
                 );
                 if let Some(conn) = self.conn(id) {
@@ -1094,69 +1071,10 @@ impl Server {
                     // Sent with the store's welcome, which carries last_seq.
                     conn.welcome_mac = mac;
                 }
-                let info = HostInfo {
-                    zurg,
-                    ip,
-                    boot: boot.unwrap_or_default(),
-                    hostname: hostname.unwrap_or_default(),
-                    connected: true,
-                    ..HostInfo::default()
-                };
                 let now = self.now_ms();
                 self.store.hello(id, info, now);
             }
         }
-    }
-
-    /// Whether a forwarder's hello with this instance secret may speak for
-    /// host `zurg`: a host the publisher holds (connected, or within its
-    /// lease) only to the instance that registered it, so a stranger can
-    /// neither take its connection over nor feed it sequence numbers. The
-    /// first hello for a host not held sets its instance.
-    fn admits(&mut self, zurg: &str, instance: &str) -> bool {
-        let digest: [u8; 32] = Sha256::digest(instance.as_bytes()).into();
-        let live = self.forwarders.contains_key(zurg) || self.store.view().host(zurg).is_some();
-        if live {
-            if let Some(known) = self.instances.get(zurg) {
-                // Digests, not the secrets: how long the comparison takes
-                // says nothing about the secret.
-                if *known != digest {
-                    return false;
-                }
-            }
-        }
-        self.instances.insert(zurg.to_string(), digest);
-        self.prune_instances();
-        true
-    }
-
-    /// Forgets the secrets of hosts that are gone, once they outnumber the
-    /// live ones, so the map stays the size of the registry.
-    fn prune_instances(&mut self) {
-        let held = self
-            .store
-            .view()
-            .host_count()
-            .saturating_add(self.forwarders.len());
-        if self.instances.len() <= held.saturating_mul(2).saturating_add(64) {
-            return;
-        }
-        let view = self.store.view();
-        let forwarders = &self.forwarders;
-        self.instances
-            .retain(|z, _| forwarders.contains_key(z) || view.host(z).is_some());
-    }
-
-    /// A sequence number more than `MAX_SEQ_JUMP` past the host's last
-    /// applied one. A host with nothing applied yet (a fresh publisher) takes
-    /// any first number: a long-lived zurg resumes where it is.
-    fn seq_jumps(&self, zurg: &str, seq: u64) -> Option<String> {
-        let last = self.store.view().host(zurg).map_or(0, |h| h.seq);
-        (last > 0 && seq > last.saturating_add(MAX_SEQ_JUMP)).then(|| {
-            format!(
-                "seq {seq} jumps more than {MAX_SEQ_JUMP} past the last applied {last}; refusing it"
-            )
-        })
     }
 
     fn forwarder_frame(&mut self, id: ConnId, peer: Peer, frame: Frame) {
@@ -1168,21 +1086,21 @@ impl Server {
             conn.peer = peer;
         }
         let now = self.now_ms();
-        if let Frame::Event { seq, .. } | Frame::Snapshot { seq, .. } = &frame {
-            if let Some(message) = self.seq_jumps(&zurg, *seq) {
-                crate::log!("forwarder {zurg}: {message}; closing its connection");
-                self.close(id, Some(message));
+        let frame = match session::from_host(self.store.view(), &zurg, frame) {
+            Ok(frame) => frame,
+            Err(refusal) => {
+                crate::log!("forwarder {zurg}: {refusal}; closing its connection");
+                self.close(id, Some(refusal.to_string()));
                 return;
             }
-        }
+        };
         match frame {
-            Frame::Event {
+            FromHost::Event {
                 seq,
                 kind,
                 time_us,
                 endpoint,
                 exit,
-                ..
             } => {
                 let applied = self.store.view().host(&zurg).map_or(0, |h| h.seq);
                 if let (Some(history), true) = (self.history.as_mut(), seq > applied) {
@@ -1190,7 +1108,7 @@ impl Server {
                 }
                 self.store.event(id, &zurg, seq, kind, endpoint, exit, now)
             }
-            Frame::Snapshot {
+            FromHost::Snapshot {
                 seq,
                 endpoints,
                 last,
@@ -1224,13 +1142,13 @@ impl Server {
                 }
                 self.store.snapshot(id, &zurg, seq, endpoints, last, now)
             }
-            Frame::Heartbeat { .. } => self.store.heartbeat(id, &zurg, now),
-            answer @ Frame::Answer { .. } => {
+            FromHost::Heartbeat => self.store.heartbeat(id, &zurg, now),
+            FromHost::Answer(answer) => {
                 if let Some(done) = self.relay.answer(&zurg, answer) {
                     self.relay_finished(vec![done]);
                 }
             }
-            part @ Frame::Part { .. } => match self.relay.part(&zurg, part) {
+            FromHost::Part(part) => match self.relay.part(&zurg, part) {
                 PartOutcome::Relay { conn, frame } => {
                     if self.conn(conn).is_some_and(|c| !c.closing) {
                         self.send(conn, &frame);
@@ -1240,11 +1158,10 @@ impl Server {
                 PartOutcome::Ended(done) => self.relay_finished(vec![done]),
                 PartOutcome::Dropped => {}
             },
-            Frame::Bye => {
+            FromHost::Bye => {
                 crate::log!("forwarder {zurg} said bye: its zurg is shutting down");
                 self.store.bye(&zurg);
-                if self.forwarders.get(&zurg) == Some(&id) {
-                    self.forwarders.remove(&zurg);
+                if self.hosts.release(id, &zurg) {
                     let gone = self.relay.host_gone(&zurg);
                     self.relay_finished(gone);
                 }
@@ -1252,10 +1169,6 @@ impl Server {
                     conn.peer = Peer::New;
                     conn.closing = true;
                 }
-            }
-            other => {
-                let message = format!("unexpected {} frame from a forwarder", other.type_name());
-                self.close(id, Some(message));
             }
         }
     }
@@ -1329,13 +1242,13 @@ impl Server {
     /// The connected host a `--host` names: its zurg GPID, its address or
     /// its hostname.
     fn find_host(&self, name: &str) -> Result<String, (ErrorCode, String)> {
-        if self.forwarders.contains_key(name) {
+        if self.hosts.speaker(name).is_some() {
             return Ok(name.to_string());
         }
         let view = self.store.view();
         let mut found: Vec<&String> = self
-            .forwarders
-            .keys()
+            .hosts
+            .connected()
             .filter(|z| {
                 z.split(':').next() == Some(name)
                     || view
@@ -1379,7 +1292,7 @@ impl Server {
                 let now = self.now_ms();
                 match self.relay.start(id, asked, &zurg, verb.clone(), parts, now) {
                     Ok(run) => {
-                        if let Some(host_conn) = self.forwarders.get(&zurg).copied() {
+                        if let Some(host_conn) = self.hosts.speaker(&zurg) {
                             self.send(host_conn, &run);
                             self.flush(host_conn);
                         }

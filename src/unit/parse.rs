@@ -23,6 +23,11 @@ use super::{RestartPolicy, DEFAULT_RESTART_DELAY_MS, DEFAULT_STOP_TIMEOUT_MS};
 
 /// Longest service name; it travels in logs, events and GPIDs.
 pub const MAX_NAME_LEN: usize = 64;
+/// Longest name a service runs under: a unit's name or, with `instances`,
+/// its name, `@` and the instance's number (`web@1023`).
+pub const MAX_SERVICE_NAME_LEN: usize = MAX_NAME_LEN + 1 + 4;
+/// Longest `version`; it becomes a path component.
+pub const MAX_VERSION_LEN: usize = 64;
 
 /// A unit file that cannot be used, and exactly where and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -262,13 +267,13 @@ pub fn value_error(path: &Path, text: &str, key: &str, msg: String) -> UnitError
 /// Whether `version` may name a build: it becomes a path component.
 pub fn version_name(version: &str) -> Result<(), String> {
     if version.is_empty()
-        || version.len() > 64
+        || version.len() > MAX_VERSION_LEN
         || version.contains(['/', '\0'])
         || version == "."
         || version == ".."
     {
         return Err(format!(
-            "invalid version {version:?}: 1 to 64 characters, no '/'"
+            "invalid version {version:?}: 1 to {MAX_VERSION_LEN} characters, no '/'"
         ));
     }
     Ok(())
@@ -294,6 +299,13 @@ pub fn versioned_path(exec: &Path, version: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_longest_instance_name_fits_the_service_name_bound() {
+        let last = super::super::MAX_INSTANCES - 1;
+        let name = format!("{}@{last}", "a".repeat(MAX_NAME_LEN));
+        assert_eq!(name.len(), MAX_SERVICE_NAME_LEN);
+    }
 
     fn parse(text: &str) -> Result<Unit, UnitErrors> {
         parse_unit("svc", Path::new("/u/svc.toml"), text)
