@@ -222,11 +222,13 @@ fn vm_rss_kb(pid: i32) -> u64 {
 fn stats_match_proc_for_a_process_with_known_memory() {
     let dir = TempDir::new("stats");
     let ready = dir.path().join("ready");
-    // a shell holding a 40 MB string, with a child of its own
+    // a shell holding a 40 MB string, with a child of its own; it marks
+    // itself ready by a redirection, not `touch`, whose process could still
+    // be in the tree when the test counts it
     let script = dir.write(
         "fat.sh",
         &format!(
-            "x=$(head -c 40000000 /dev/zero | tr '\\000' a)\nsleep 1000 &\ntouch {}\nwait\n",
+            "x=$(head -c 40000000 /dev/zero | tr '\\000' a)\nsleep 1000 &\n: > {}\nwait\n",
             ready.display()
         ),
     );
