@@ -321,8 +321,12 @@ impl Source for &[u8] {
     }
 }
 
-/// The end of the record framed at `at`, if its header and checksum hold.
-fn framed<S: Source>(src: &mut S, at: usize) -> Result<Result<usize, Damage>, S::Error> {
+/// A record whose header and checksum hold: its payload and the offset
+/// just past it; else why not.
+type Framed<'a> = Result<(&'a [u8], usize), Damage>;
+
+/// The record framed at `at`.
+fn framed<S: Source>(src: &mut S, at: usize) -> Result<Framed<'_>, S::Error> {
     src.fill_to(at.saturating_add(HEADER))?;
     let Some(header) = src.bytes(at, at.saturating_add(HEADER)) else {
         return Ok(Err(Damage::Torn));
@@ -340,7 +344,7 @@ fn framed<S: Source>(src: &mut S, at: usize) -> Result<Result<usize, Damage>, S:
     match src.bytes(at.saturating_add(HEADER), end) {
         None => Ok(Err(Damage::Torn)),
         Some(payload) if crc32(payload) != crc => Ok(Err(Damage::Checksum)),
-        Some(_) => Ok(Ok(end)),
+        Some(payload) => Ok(Ok((payload, end))),
     }
 }
 
@@ -370,11 +374,8 @@ fn resync<S: Source>(src: &mut S, from: usize) -> Result<Option<usize>, S::Error
             // shorter one: otherwise the record found depends on bytes
             // after it, and a journal cut at its end (as open cuts a torn
             // tail) would read differently.
-            if let Ok(end) = framed(src, start)? {
-                let payload = src.bytes(start.saturating_add(HEADER), end);
-                if payload.is_some_and(|p| p.starts_with(SYNC)) {
-                    return Ok(Some(start));
-                }
+            if framed(src, start)?.is_ok_and(|(payload, _)| payload.starts_with(SYNC)) {
+                return Ok(Some(start));
             }
         }
         at = payload_at.saturating_add(1);
@@ -442,11 +443,10 @@ fn walk<S: Source>(src: &mut S, mut each: impl FnMut(&[u8]) -> bool) -> Result<S
             break;
         }
         match framed(src, at)? {
-            Ok(end) => {
-                let payload = src.bytes(at.saturating_add(HEADER), end);
+            Ok((payload, end)) => {
                 // The checksum held, so the length is right: an unreadable
                 // record costs exactly itself.
-                if !each(payload.unwrap_or_default()) {
+                if !each(payload) {
                     skipped.push((at, end, Damage::Unreadable));
                 }
                 good = end;
