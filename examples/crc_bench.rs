@@ -1,6 +1,7 @@
 //! bench/crc.sh: the journal's CRC-32 over 16 MiB, the table-driven form the
 //! journal had against crc32fast (what it uses now), and a whole read of a
-//! 16 MiB journal through `journal::read_all`. Best of ROUNDS, in ms.
+//! 16 MiB journal through `journal::read_all`, and a `Journal::open` of its
+//! 8 MiB current file. Best of ROUNDS, in ms.
 //! Usage: crc_bench [ROUNDS]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -87,5 +88,13 @@ fn main() {
     }
     let (t_read, count) = best(rounds, || zurg::journal::read_all(&dir).0.len() as u32);
     println!("read_all of a 16 MiB journal ({count} records): {t_read:.1} ms");
+    // What a restart pays before it serves: the current 8 MiB generation
+    // scanned for its good prefix.
+    let (t_open, _) = best(rounds, || {
+        let (_, warning) =
+            zurg::journal::Journal::open(&dir, zurg::journal::DEFAULT_LIMIT).unwrap();
+        u32::from(warning.is_some())
+    });
+    println!("Journal::open of its 8 MiB current file: {t_open:.1} ms");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -286,45 +286,103 @@ impl std::fmt::Display for Damage {
     }
 }
 
-/// The record framed at `at`, if its header and checksum hold: its payload
-/// and the offset just past it.
-fn framed_at(data: &[u8], at: usize) -> Result<(&[u8], usize), Damage> {
-    let header = data
-        .get(at..at.saturating_add(HEADER))
-        .ok_or(Damage::Torn)?;
+/// Where the one walker below reads a journal from: a slice held whole
+/// (history reads: zero copy, the records borrowed from it as they are
+/// decoded) or a file through a bounded `Window` (`open`, which must not
+/// hold 8 MiB to find a torn tail). Offsets are the journal's own; a source
+/// holds some stretch of it.
+trait Source {
+    type Error;
+    /// Reads until the source holds offset `to` or has no more.
+    fn fill_to(&mut self, to: usize) -> Result<(), Self::Error>;
+    /// Bytes `from..to`, if the source holds them.
+    fn bytes(&self, from: usize, to: usize) -> Option<&[u8]>;
+    /// Just past the last byte held.
+    fn end(&self) -> usize;
+    /// The source holds all there is.
+    fn eof(&self) -> bool;
+    /// The walker will not look before `before` again.
+    fn release(&mut self, _before: usize) {}
+}
+
+impl Source for &[u8] {
+    type Error = std::convert::Infallible;
+
+    fn fill_to(&mut self, _to: usize) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn bytes(&self, from: usize, to: usize) -> Option<&[u8]> {
+        self.get(from..to)
+    }
+
+    fn end(&self) -> usize {
+        self.len()
+    }
+
+    fn eof(&self) -> bool {
+        true
+    }
+}
+
+/// A record whose header and checksum hold: its payload and the offset
+/// just past it; else why not.
+type Framed<'a> = Result<(&'a [u8], usize), Damage>;
+
+/// The record framed at `at`.
+fn framed<S: Source>(src: &mut S, at: usize) -> Result<Framed<'_>, S::Error> {
+    src.fill_to(at.saturating_add(HEADER))?;
+    let Some(header) = src.bytes(at, at.saturating_add(HEADER)) else {
+        return Ok(Err(Damage::Torn));
+    };
     let len = le32(header.get(..4));
     let crc = le32(header.get(4..));
     // No record is empty (a payload is a JSON object), and an all-zero
     // header, which is what a block the file system zero-filled after a
     // crash reads as, would otherwise pass: crc32 of nothing is 0.
     if len == 0 || len > MAX_RECORD {
-        return Err(Damage::BadLength(len));
+        return Ok(Err(Damage::BadLength(len)));
     }
-    let end = at + HEADER + len as usize;
-    let payload = data.get(at + HEADER..end).ok_or(Damage::Torn)?;
-    if crc32(payload) != crc {
-        return Err(Damage::Checksum);
+    let end = at.saturating_add(HEADER).saturating_add(len as usize);
+    src.fill_to(end)?;
+    match src.bytes(at.saturating_add(HEADER), end) {
+        None => Ok(Err(Damage::Torn)),
+        Some(payload) if crc32(payload) != crc => Ok(Err(Damage::Checksum)),
+        Some(payload) => Ok(Ok((payload, end))),
     }
-    Ok((payload, end))
 }
 
 /// The next offset after `from` where a whole, checksummed record starts.
-fn resync(data: &[u8], from: usize) -> Option<usize> {
+fn resync<S: Source>(src: &mut S, from: usize) -> Result<Option<usize>, S::Error> {
     let mut at = from;
     loop {
-        let rest = data.get(at..)?;
-        let hit = rest.windows(SYNC.len()).position(|w| w == SYNC)?;
-        let payload_at = at + hit;
+        // A record found from here starts at most HEADER bytes before
+        // the pattern, and never before `from`.
+        src.release(at.saturating_sub(HEADER).max(from));
+        src.fill_to(at.saturating_add(SYNC.len()))?;
+        let hit = src
+            .bytes(at, src.end())
+            .and_then(|rest| rest.windows(SYNC.len()).position(|w| w == SYNC));
+        let Some(hit) = hit else {
+            if src.eof() {
+                return Ok(None);
+            }
+            // The pattern may straddle the window's end; the next turn
+            // reads on from there.
+            at = at.max(src.end().saturating_sub(SYNC.len() - 1));
+            continue;
+        };
+        let payload_at = at.saturating_add(hit);
         if let Some(start) = payload_at.checked_sub(HEADER).filter(|s| *s >= from) {
             // The pattern must begin this record's payload, not run past a
             // shorter one: otherwise the record found depends on bytes
             // after it, and a journal cut at its end (as open cuts a torn
             // tail) would read differently.
-            if framed_at(data, start).is_ok_and(|(payload, _)| payload.starts_with(SYNC)) {
-                return Some(start);
+            if framed(src, start)?.is_ok_and(|(payload, _)| payload.starts_with(SYNC)) {
+                return Ok(Some(start));
             }
         }
-        at = payload_at + 1;
+        at = payload_at.saturating_add(1);
     }
 }
 
@@ -364,52 +422,69 @@ impl Skips {
     }
 }
 
-/// `decode_all` decoding only the records `only` admits (all when `None`).
-pub fn decode_matching(data: &[u8], only: Option<&Only>) -> (Vec<Record>, usize, Option<String>) {
-    let mut records = Vec::new();
-    // Just past the last good record: what a reopened journal keeps.
+/// What a walk of a journal found.
+#[derive(Debug, PartialEq, Eq)]
+struct Scanned {
+    /// Just past the last good record: what the reopened journal keeps.
+    good: usize,
+    /// The journal's length as read.
+    len: usize,
+    warning: Option<String>,
+}
+
+/// The one reader of the framed format, whatever holds the bytes: walks
+/// `src` from its start, hands `each` the payload of every record whose
+/// frame holds (it answers whether that is a readable record) and skips
+/// damage to the next record `resync` finds.
+fn walk<S: Source>(src: &mut S, mut each: impl FnMut(&[u8]) -> bool) -> Result<Scanned, S::Error> {
     let mut good = 0usize;
     let mut skipped = Skips::default();
     let mut at = 0usize;
-    while at < data.len() {
-        let damage = match framed_at(data, at) {
+    loop {
+        src.release(at);
+        src.fill_to(at.saturating_add(1))?;
+        if at >= src.end() {
+            break;
+        }
+        match framed(src, at)? {
             Ok((payload, end)) => {
-                if only.is_some_and(|o| !o.admits(payload)) {
-                    good = end;
-                    at = end;
-                    continue;
+                // The checksum held, so the length is right: an unreadable
+                // record costs exactly itself.
+                if !each(payload) {
+                    skipped.push((at, end, Damage::Unreadable));
                 }
-                match serde_json::from_slice::<Record>(payload) {
-                    Ok(r) => {
-                        records.push(r);
-                        good = end;
-                        at = end;
-                        continue;
-                    }
-                    // The checksum held, so the length is right: skip
-                    // exactly this record.
-                    Err(_) => {
-                        skipped.push((at, end, Damage::Unreadable));
-                        good = end;
-                        at = end;
-                        continue;
-                    }
+                good = end;
+                at = end;
+            }
+            Err(damage) => match resync(src, at.saturating_add(1))? {
+                Some(next) => {
+                    skipped.push((at, next, damage));
+                    at = next;
                 }
-            }
-            Err(damage) => damage,
-        };
-        match resync(data, at + 1) {
-            Some(next) => {
-                skipped.push((at, next, damage));
-                at = next;
-            }
-            None => {
-                skipped.push((at, data.len(), damage));
-                break;
-            }
+                None => {
+                    skipped.push((at, src.end(), damage));
+                    break;
+                }
+            },
         }
     }
-    (records, good, skipped.warning())
+    Ok(Scanned {
+        good,
+        len: src.end(),
+        warning: skipped.warning(),
+    })
+}
+
+/// `decode_all` decoding only the records `only` admits (all when `None`).
+pub fn decode_matching(data: &[u8], only: Option<&Only>) -> (Vec<Record>, usize, Option<String>) {
+    let mut records = Vec::new();
+    let Ok(Scanned { good, warning, .. }) = walk(&mut { data }, |payload| {
+        only.is_some_and(|o| !o.admits(payload))
+            || serde_json::from_slice(payload)
+                .map(|r| records.push(r))
+                .is_ok()
+    });
+    (records, good, warning)
 }
 
 /// Bytes read at a time when a journal is opened.
@@ -417,7 +492,7 @@ const SCAN_CHUNK: usize = 64 << 10;
 
 /// A forward-only window on a journal file: what `open` holds of it
 /// while it looks for the good prefix. It keeps the bytes from the
-/// offset the scan may still revisit (`keep`), so it holds at most one
+/// offset the walk may still revisit (`keep`), so it holds at most one
 /// record (up to `MAX_RECORD`) and a chunk, whatever the file's size.
 struct Window<R> {
     src: R,
@@ -444,23 +519,13 @@ impl<R: Read> Window<R> {
             peak: 0,
         }
     }
+}
 
-    fn end(&self) -> usize {
-        self.base.saturating_add(self.buf.len())
-    }
+impl<R: Read> Source for Window<R> {
+    type Error = io::Error;
 
-    /// Bytes `from..to` of the file, if the window holds them.
-    fn get(&self, from: usize, to: usize) -> Option<&[u8]> {
-        self.buf
-            .get(from.checked_sub(self.base)?..to.checked_sub(self.base)?)
-    }
-
-    fn release(&mut self, before: usize) {
-        self.keep = self.keep.max(before);
-    }
-
-    /// Reads until the window reaches offset `to` or the file ends. Bytes
-    /// released are dropped first, once per read rather than per record.
+    /// Bytes released are dropped first, once per read rather than per
+    /// record.
     fn fill_to(&mut self, to: usize) -> io::Result<()> {
         while self.end() < to && !self.eof {
             let gone = self.keep.saturating_sub(self.base).min(self.buf.len());
@@ -468,100 +533,41 @@ impl<R: Read> Window<R> {
                 self.buf.drain(..gone);
                 self.base = self.base.saturating_add(gone);
             }
-            let old = self.buf.len();
-            self.buf.resize(old.saturating_add(self.chunk), 0);
-            let read = loop {
-                match self.src.read(self.buf.get_mut(old..).unwrap_or_default()) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    other => break other,
-                }
-            };
-            let n = match read {
-                Ok(n) => n,
-                Err(e) => {
-                    self.buf.truncate(old);
-                    return Err(e);
-                }
-            };
-            self.buf.truncate(old.saturating_add(n));
+            self.buf.reserve_exact(self.chunk);
+            let limit = u64::try_from(self.chunk).unwrap_or(u64::MAX);
+            // `take` reads (past EINTR) until the chunk is full or the
+            // file ends, into the room just reserved.
+            let n = (&mut self.src).take(limit).read_to_end(&mut self.buf)?;
             self.peak = self.peak.max(self.buf.capacity());
-            self.eof = n == 0;
+            self.eof = n < self.chunk;
         }
         Ok(())
     }
 
-    /// `framed_at` on the file: the end of the record framed at `at`.
-    fn framed(&mut self, at: usize) -> io::Result<Result<usize, Damage>> {
-        self.fill_to(at.saturating_add(HEADER))?;
-        let Some(header) = self.get(at, at.saturating_add(HEADER)) else {
-            return Ok(Err(Damage::Torn));
-        };
-        let len = le32(header.get(..4));
-        let crc = le32(header.get(4..));
-        if len == 0 || len > MAX_RECORD {
-            return Ok(Err(Damage::BadLength(len)));
-        }
-        let end = at.saturating_add(HEADER).saturating_add(len as usize);
-        self.fill_to(end)?;
-        let Some(payload) = self.get(at.saturating_add(HEADER), end) else {
-            return Ok(Err(Damage::Torn));
-        };
-        if crc32(payload) != crc {
-            return Ok(Err(Damage::Checksum));
-        }
-        Ok(Ok(end))
+    fn bytes(&self, from: usize, to: usize) -> Option<&[u8]> {
+        self.buf
+            .get(from.checked_sub(self.base)?..to.checked_sub(self.base)?)
     }
 
-    /// `resync` on the file.
-    fn resync(&mut self, from: usize) -> io::Result<Option<usize>> {
-        let mut at = from;
-        loop {
-            // A record found from here starts at most HEADER bytes before
-            // the pattern, and never before `from`.
-            self.release(at.saturating_sub(HEADER).max(from));
-            self.fill_to(at.saturating_add(SYNC.len()))?;
-            let hit = self
-                .get(at, self.end())
-                .and_then(|rest| rest.windows(SYNC.len()).position(|w| w == SYNC));
-            let Some(hit) = hit else {
-                if self.eof {
-                    return Ok(None);
-                }
-                // The pattern may straddle the window's end; the next
-                // turn reads on from there.
-                at = at.max(self.end().saturating_sub(SYNC.len() - 1));
-                continue;
-            };
-            let payload_at = at.saturating_add(hit);
-            if let Some(start) = payload_at.checked_sub(HEADER).filter(|s| *s >= from) {
-                if let Ok(end) = self.framed(start)? {
-                    let payload = self.get(start.saturating_add(HEADER), end);
-                    if payload.is_some_and(|p| p.starts_with(SYNC)) {
-                        return Ok(Some(start));
-                    }
-                }
-            }
-            at = payload_at.saturating_add(1);
-        }
+    fn end(&self) -> usize {
+        self.base.saturating_add(self.buf.len())
+    }
+
+    fn eof(&self) -> bool {
+        self.eof
+    }
+
+    fn release(&mut self, before: usize) {
+        self.keep = self.keep.max(before);
     }
 }
 
 /// `scan` of `data` read `chunk` bytes at a time: the good prefix, the
 /// length and the warning, for the fuzz target to hold against
-/// `decode_all`.
+/// `decode_all` (the same walker over the slice whole).
 pub fn scan_bytes(data: &[u8], chunk: usize) -> io::Result<(usize, usize, Option<String>)> {
     let (s, _) = scan(data, chunk)?;
     Ok((s.good, s.len, s.warning))
-}
-
-/// What `Journal::open` learns of a journal file by `scan`.
-#[derive(Debug, PartialEq, Eq)]
-struct Scanned {
-    /// Just past the last good record: what the reopened journal keeps.
-    good: usize,
-    /// The file's length as read.
-    len: usize,
-    warning: Option<String>,
 }
 
 /// `decode_all`'s good prefix and warning, reading `src` in `chunk`-byte
@@ -571,43 +577,9 @@ struct Scanned {
 /// peak size too.
 fn scan(src: impl Read, chunk: usize) -> io::Result<(Scanned, usize)> {
     let mut win = Window::new(src, chunk);
-    let mut good = 0usize;
-    let mut skipped = Skips::default();
-    let mut at = 0usize;
-    loop {
-        win.release(at);
-        win.fill_to(at.saturating_add(1))?;
-        if at >= win.end() {
-            break;
-        }
-        let damage = match win.framed(at)? {
-            Ok(end) => {
-                let payload = win.get(at.saturating_add(HEADER), end).unwrap_or_default();
-                if serde_json::from_slice::<Record>(payload).is_err() {
-                    skipped.push((at, end, Damage::Unreadable));
-                }
-                good = end;
-                at = end;
-                continue;
-            }
-            Err(damage) => damage,
-        };
-        match win.resync(at.saturating_add(1))? {
-            Some(next) => {
-                skipped.push((at, next, damage));
-                at = next;
-            }
-            None => {
-                skipped.push((at, win.end(), damage));
-                break;
-            }
-        }
-    }
-    let scanned = Scanned {
-        good,
-        len: win.end(),
-        warning: skipped.warning(),
-    };
+    let scanned = walk(&mut win, |payload| {
+        serde_json::from_slice::<Record>(payload).is_ok()
+    })?;
     Ok((scanned, win.peak))
 }
 
