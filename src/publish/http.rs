@@ -63,12 +63,6 @@ const HTTP_OUTPUT: usize = 64 * 1024 * 1024;
 /// A stream's changes are written once this much waits, or at the end of
 /// the loop's turn (as for watchers).
 const WRITE_AT: usize = 16 * 1024;
-/// A change reaches the page's streams this long after it was applied at
-/// most, with the changes after it: one write a stream for a burst rather
-/// than one a change (~10 µs each on loopback, a millisecond a change at
-/// 100 streams), which the watchers' next notice would wait behind. A
-/// page is read by a person; `resolve --watch` gets each change at once.
-const STREAM_FLUSH_MS: u64 = 20;
 /// Streams written per turn of the loop: between batches it polls again,
 /// so a forwarder's next change and its watchers' notices wait behind at
 /// most this many writes rather than one to every stream open.
@@ -142,12 +136,15 @@ pub struct Http {
     /// `STREAMS_PER_TURN` of them a turn.
     dirty: VecDeque<ConnId>,
     /// Changes not yet handed to the streams, encoded as events, and the
-    /// id and offset of each.
+    /// id and offset of each. They are handed out as soon as the streams
+    /// have been written what they were handed before: at once when the
+    /// page is idle, and as one write a stream for the changes of a burst
+    /// that came while the last hand-out was being written (~10 µs a write
+    /// on loopback, a millisecond a change at 100 streams, which the
+    /// watchers' next notice would otherwise wait behind). No timer: a
+    /// lone change reaches the page as soon as it reaches the watchers.
     pending: Vec<u8>,
     pending_ids: Vec<(u64, usize)>,
-    /// When the pending changes are due on the streams (`STREAM_FLUSH_MS`
-    /// after the first of them), until the last stream is written.
-    flush_at: Option<u64>,
     acceptor: Acceptor,
 }
 
@@ -425,7 +422,6 @@ impl Http {
             dirty: VecDeque::new(),
             pending: Vec::new(),
             pending_ids: Vec::new(),
-            flush_at: None,
             acceptor: Acceptor::default(),
         })
     }
@@ -765,10 +761,6 @@ impl Http {
             obj.insert("stat".into(), stat);
         }
         let id = recorded.id;
-        if self.pending.is_empty() {
-            self.flush_at
-                .get_or_insert(now_ms.saturating_add(STREAM_FLUSH_MS));
-        }
         self.pending_ids.push((id, self.pending.len()));
         self.pending
             .extend_from_slice(format!("id: {id}\nevent: change\ndata: ").as_bytes());
@@ -825,14 +817,13 @@ impl Http {
         self.pending_ids.clear();
     }
 
-    /// Once they are due, hands the pending changes to the streams and
-    /// writes to the `STREAMS_PER_TURN` waiting longest; `flushing` says
-    /// whether more are left.
+    /// Hands the pending changes to the streams once the last hand-out is
+    /// written, and writes to the `STREAMS_PER_TURN` streams waiting
+    /// longest; `flushing` says whether more are left.
     pub fn flush_dirty(&mut self, share: usize, now_ms: u64) {
-        if !self.flushing(now_ms) {
-            return;
+        if self.dirty.is_empty() {
+            self.hand_out(share, now_ms);
         }
-        self.hand_out(share, now_ms);
         for _ in 0..STREAMS_PER_TURN {
             let Some(id) = self.dirty.pop_front() else {
                 break;
@@ -842,14 +833,12 @@ impl Http {
             }
             self.flush(id, now_ms);
         }
-        if self.dirty.is_empty() {
-            self.flush_at = None;
-        }
     }
 
-    /// Streams have queued changes due now (the loop should not sleep).
-    pub fn flushing(&self, now_ms: u64) -> bool {
-        self.flush_at.is_some_and(|at| at <= now_ms)
+    /// Streams have changes to be handed or written (the loop should not
+    /// sleep).
+    pub fn flushing(&self) -> bool {
+        !self.dirty.is_empty() || !self.pending.is_empty()
     }
 
     fn flush(&mut self, id: ConnId, now_ms: u64) {
@@ -888,7 +877,6 @@ impl Http {
             .map(|Reverse((at, _))| *at)
             .into_iter()
             .chain(self.acceptor.next_deadline())
-            .chain(self.flush_at)
             .min()
     }
 

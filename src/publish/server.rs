@@ -465,7 +465,7 @@ impl Server {
             .into_iter()
             .flatten()
             .min();
-            let timeout = if self.http.as_ref().is_some_and(|h| h.flushing(now)) {
+            let timeout = if self.http.as_ref().is_some_and(Http::flushing) {
                 // Streams still to write: look for new input first, then
                 // write the next few.
                 Some(Duration::ZERO)
@@ -531,8 +531,9 @@ impl Server {
                 }
                 self.flush(id);
             }
-            // The status page's streams only after the watchers, and
-            // their writes held for a burst (`Http::flush_dirty`):
+            // The status page's streams only after the watchers, a few
+            // streams a turn, a burst's changes in one write a stream
+            // (`Http::flush_dirty`):
             // encoding a change for them and writing it to each (some
             // 10 µs a stream, a millisecond at 100) is the loop's longest
             // work per change, and a notice waiting behind it is what
