@@ -61,6 +61,21 @@ impl Notifier {
     }
 }
 
+/// When the watchdog ping after the one due at `due_ms` is due, `now_ms`
+/// being when that one was sent: a fixed rate from the pings' own
+/// deadlines, so the loop's lateness in sending one (a busy turn, a
+/// loaded CPU) is not added to every period after it. After a stall of a
+/// whole period or more the next comes a full period after this one,
+/// rather than a burst of pings making up for the missed ones.
+pub fn next_watchdog_ping(due_ms: u64, now_ms: u64, interval_ms: u64) -> u64 {
+    let next = due_ms.saturating_add(interval_ms);
+    if next > now_ms {
+        next
+    } else {
+        now_ms.saturating_add(interval_ms)
+    }
+}
+
 /// The receiving side: a service's own notify socket (`ready = "notify"`,
 /// `watchdog_ms`), a non-blocking datagram socket with SO_PASSCRED so each
 /// message carries its sender's pid as the kernel saw it.
@@ -198,5 +213,23 @@ mod listen_tests {
         let sock = NotifySocket::bind(&long, &name).unwrap();
         assert_eq!(sock.address, format!("@{name}"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_watchdog_ping;
+
+    #[test]
+    fn pings_keep_a_fixed_rate_from_their_deadlines() {
+        // Sent on time, or late within the period: the next is due a
+        // period after this one's deadline, not after its sending.
+        assert_eq!(next_watchdog_ping(500, 500, 500), 1000);
+        assert_eq!(next_watchdog_ping(500, 560, 500), 1000);
+        assert_eq!(next_watchdog_ping(500, 999, 500), 1000);
+        // A whole period late: no burst of catch-up pings.
+        assert_eq!(next_watchdog_ping(500, 1000, 500), 1500);
+        assert_eq!(next_watchdog_ping(500, 2700, 500), 3200);
+        assert_eq!(next_watchdog_ping(u64::MAX - 1, u64::MAX, 500), u64::MAX);
     }
 }

@@ -26,7 +26,8 @@
 //! publisher draws at start. Scripts may send `Authorization: Bearer TOKEN`
 //! instead. Every comparison is the hmac crate's constant-time one.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::fmt::Write as _;
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
@@ -62,6 +63,10 @@ const HTTP_OUTPUT: usize = 64 * 1024 * 1024;
 /// A stream's changes are written once this much waits, or at the end of
 /// the loop's turn (as for watchers).
 const WRITE_AT: usize = 16 * 1024;
+/// Streams written per turn of the loop: between batches it polls again,
+/// so a forwarder's next change and its watchers' notices wait behind at
+/// most this many writes rather than one to every stream open.
+const STREAMS_PER_TURN: usize = 16;
 /// How long a session cookie is good for.
 const SESSION_S: u64 = 86_400;
 const COOKIE: &str = "zurg_session";
@@ -106,6 +111,8 @@ struct HttpConn {
     writable: bool,
     /// Bytes of a stream's first state still unsent: they are not lag.
     state_left: usize,
+    /// The id of the last change in a stream's first state.
+    state_id: u64,
     dirty: bool,
 }
 
@@ -115,10 +122,29 @@ pub struct Http {
     /// The loop's registry, to take closed connections out of it.
     registry: mio::Registry,
     conns: BTreeMap<ConnId, HttpConn>,
+    /// Deadlines of connections, earliest first, each no later than its
+    /// connection's own (`deadline`, which only moves later): the loop
+    /// looks at the few due rather than at every connection each turn,
+    /// which 500 idle ones made the longest part of a notice's way
+    /// through the publisher. An entry found early is put back at its
+    /// connection's deadline then.
+    deadlines: BinaryHeap<Reverse<(u64, ConnId)>>,
     board: Board,
     auth: Auth,
     streams: usize,
-    dirty: Vec<ConnId>,
+    /// Streams with output queued, oldest first; `flush_dirty` writes
+    /// `STREAMS_PER_TURN` of them a turn.
+    dirty: VecDeque<ConnId>,
+    /// Changes not yet handed to the streams, encoded as events, and the
+    /// id and offset of each. They are handed out as soon as the streams
+    /// have been written what they were handed before: at once when the
+    /// page is idle, and as one write a stream for the changes of a burst
+    /// that came while the last hand-out was being written (~10 µs a write
+    /// on loopback, a millisecond a change at 100 streams, which the
+    /// watchers' next notice would otherwise wait behind). No timer: a
+    /// lone change reaches the page as soon as it reaches the watchers.
+    pending: Vec<u8>,
+    pending_ids: Vec<(u64, usize)>,
     acceptor: Acceptor,
 }
 
@@ -389,10 +415,13 @@ impl Http {
             listener,
             registry,
             conns: BTreeMap::new(),
+            deadlines: BinaryHeap::new(),
             board: Board::new(),
             auth: Auth { token, key },
             streams: 0,
-            dirty: Vec::new(),
+            dirty: VecDeque::new(),
+            pending: Vec::new(),
+            pending_ids: Vec::new(),
             acceptor: Acceptor::default(),
         })
     }
@@ -430,6 +459,7 @@ impl Http {
             &format!("too many connections ({max_conns})"),
         );
         let conns = &mut self.conns;
+        let deadlines = &mut self.deadlines;
         self.acceptor.accept(
             &self.listener,
             Accepting {
@@ -443,6 +473,7 @@ impl Http {
                 now_ms: ctx.now_ms,
             },
             |id, stream, addr| {
+                deadlines.push(Reverse((ctx.now_ms.saturating_add(REQUEST_MS), id)));
                 conns.insert(
                     id,
                     HttpConn {
@@ -455,6 +486,7 @@ impl Http {
                         active_ms: ctx.now_ms,
                         writable: true,
                         state_left: 0,
+                        state_id: 0,
                         dirty: false,
                     },
                 );
@@ -709,14 +741,16 @@ impl Http {
             return;
         };
         conn.state_left = out.len();
+        conn.state_id = self.board.last_id();
         conn.out = out;
         conn.phase = Phase::Stream;
         self.streams = self.streams.saturating_add(1);
     }
 
-    /// Records a change the publisher applied and sends it to every
-    /// stream. `share` is a watcher's share of the output budget: a stream
-    /// that has more than that (past its first state) unread is dropped.
+    /// Records a change the publisher applied and queues it for every
+    /// stream, encoded once; the streams get it when `flush_dirty` is due.
+    /// `share` is a watcher's share of the output budget: a stream that
+    /// has more than that (past its first state) unread is dropped.
     pub fn on_change(&mut self, change: &Change, time_us: u64, share: usize, now_ms: u64) {
         let (recorded, stat) = self.board.record(change, time_us);
         if self.streams == 0 {
@@ -726,9 +760,23 @@ impl Http {
         if let (Some(obj), Ok(stat)) = (data.as_object_mut(), serde_json::to_value(stat)) {
             obj.insert("stat".into(), stat);
         }
-        let mut event = format!("id: {}\nevent: change\ndata: ", recorded.id).into_bytes();
-        let _ = serde_json::to_writer(&mut event, &data);
-        event.extend_from_slice(b"\n\n");
+        let id = recorded.id;
+        self.pending_ids.push((id, self.pending.len()));
+        self.pending
+            .extend_from_slice(format!("id: {id}\nevent: change\ndata: ").as_bytes());
+        let _ = serde_json::to_writer(&mut self.pending, &data);
+        self.pending.extend_from_slice(b"\n\n");
+        if self.pending.len() >= WRITE_AT {
+            self.hand_out(share, now_ms);
+        }
+    }
+
+    /// Appends the pending changes to every stream whose state they are
+    /// not already in, dropping a stream that falls past `share`.
+    fn hand_out(&mut self, share: usize, now_ms: u64) {
+        if self.pending.is_empty() {
+            return;
+        }
         let ids: Vec<ConnId> = self
             .conns
             .iter()
@@ -739,7 +787,16 @@ impl Http {
             let Some(conn) = self.conns.get_mut(&id) else {
                 continue;
             };
-            conn.out.extend_from_slice(&event);
+            // A stream opened since the first of them has the rest in its
+            // state already.
+            let from = self
+                .pending_ids
+                .partition_point(|(e, _)| *e <= conn.state_id);
+            let Some(&(_, at)) = self.pending_ids.get(from) else {
+                continue;
+            };
+            conn.out
+                .extend_from_slice(self.pending.get(at..).unwrap_or_default());
             let lag = conn.out.len().saturating_sub(conn.state_left);
             if lag > share {
                 crate::log!(
@@ -753,19 +810,35 @@ impl Http {
                 self.flush(id, now_ms);
             } else if !conn.dirty {
                 conn.dirty = true;
-                self.dirty.push(id);
+                self.dirty.push_back(id);
             }
         }
+        self.pending.clear();
+        self.pending_ids.clear();
     }
 
-    /// Writes what the turn's changes queued.
-    pub fn flush_dirty(&mut self, now_ms: u64) {
-        for id in std::mem::take(&mut self.dirty) {
+    /// Hands the pending changes to the streams once the last hand-out is
+    /// written, and writes to the `STREAMS_PER_TURN` streams waiting
+    /// longest; `flushing` says whether more are left.
+    pub fn flush_dirty(&mut self, share: usize, now_ms: u64) {
+        if self.dirty.is_empty() {
+            self.hand_out(share, now_ms);
+        }
+        for _ in 0..STREAMS_PER_TURN {
+            let Some(id) = self.dirty.pop_front() else {
+                break;
+            };
             if let Some(conn) = self.conns.get_mut(&id) {
                 conn.dirty = false;
             }
             self.flush(id, now_ms);
         }
+    }
+
+    /// Streams have changes to be handed or written (the loop should not
+    /// sleep).
+    pub fn flushing(&self) -> bool {
+        !self.dirty.is_empty() || !self.pending.is_empty()
     }
 
     fn flush(&mut self, id: ConnId, now_ms: u64) {
@@ -799,9 +872,10 @@ impl Http {
     /// The next deadline of a request still arriving or a response not
     /// moving, or an accept to retry.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.conns
-            .values()
-            .filter_map(deadline)
+        self.deadlines
+            .peek()
+            .map(|Reverse((at, _))| *at)
+            .into_iter()
             .chain(self.acceptor.next_deadline())
             .min()
     }
@@ -809,19 +883,29 @@ impl Http {
     /// Closes the connections past their deadline: a request not whole
     /// within 10 s gets 408, a response nobody reads is dropped.
     pub fn expire(&mut self, now_ms: u64) {
-        let late: Vec<(ConnId, Phase)> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| deadline(c).is_some_and(|at| at <= now_ms))
-            .map(|(id, c)| (*id, c.phase))
-            .collect();
-        for (id, phase) in late {
-            if phase == Phase::Request {
+        while let Some(&Reverse((at, id))) = self.deadlines.peek() {
+            if at > now_ms {
+                return;
+            }
+            self.deadlines.pop();
+            // Gone, or a stream (no deadline): nothing to keep.
+            let Some((due, phase)) = self
+                .conns
+                .get(&id)
+                .and_then(|c| deadline(c).map(|due| (due, c.phase)))
+            else {
+                continue;
+            };
+            if due > now_ms {
+                self.deadlines.push(Reverse((due, id)));
+            } else if phase == Phase::Request {
                 let mut out = Vec::new();
                 text(&mut out, 408, "the request did not arrive within 10 s");
                 if let Some(conn) = self.conns.get_mut(&id) {
                     conn.active_ms = now_ms;
                 }
+                self.deadlines
+                    .push(Reverse((now_ms.saturating_add(REQUEST_MS), id)));
                 self.start_response(id, out);
                 self.flush(id, now_ms);
             } else {

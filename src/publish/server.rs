@@ -292,6 +292,9 @@ struct Server {
     /// Watchers with changes not yet written, flushed at the end of the
     /// wake-up.
     unflushed: Vec<ConnId>,
+    /// This wake-up's changes (with their time) for the status page's
+    /// streams, handed over once the watchers have theirs.
+    page_changes: Vec<(Change, u64)>,
     /// The status page (`--http`).
     http: Option<Http>,
     /// The journal of every host's starts and exits (`--journal`).
@@ -423,6 +426,7 @@ impl Server {
             acceptor: Acceptor::default(),
             watchers: BTreeMap::new(),
             unflushed: Vec::new(),
+            page_changes: Vec::new(),
             http,
             history,
             relay: Relay::new(operator_token),
@@ -454,9 +458,15 @@ impl Server {
             .into_iter()
             .flatten()
             .min();
-            let timeout = deadline.map(|at| {
-                Duration::from_millis(at.saturating_sub(now)) + Duration::from_micros(500)
-            });
+            let timeout = if self.http.as_ref().is_some_and(Http::flushing) {
+                // Streams still to write: look for new input first, then
+                // write the next few.
+                Some(Duration::ZERO)
+            } else {
+                deadline.map(|at| {
+                    Duration::from_millis(at.saturating_sub(now)) + Duration::from_micros(500)
+                })
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     crate::log!("event loop error: {e}");
@@ -514,9 +524,21 @@ impl Server {
                 }
                 self.flush(id);
             }
+            // The status page's streams only after the watchers, a few
+            // streams a turn, a burst's changes in one write a stream
+            // (`Http::flush_dirty`):
+            // encoding a change for them and writing it to each (some
+            // 10 µs a stream, a millisecond at 100) is the loop's longest
+            // work per change, and a notice waiting behind it is what
+            // `resolve --watch` users would notice.
             let now = self.now_ms();
+            let share = self.watcher_share();
+            let page_changes = std::mem::take(&mut self.page_changes);
             if let Some(http) = self.http.as_mut() {
-                http.flush_dirty(now);
+                for (change, time_us) in &page_changes {
+                    http.on_change(change, *time_us, share, now);
+                }
+                http.flush_dirty(share, now);
             }
             self.reap_closed();
         }
@@ -1235,7 +1257,13 @@ impl Server {
             Done::Fail { conn, message } => {
                 self.close(conn, Some(message));
             }
-            Done::Change(change) => self.fan_out(&change),
+            Done::Change(change) => {
+                let time_us = crate::os::wall_clock_us();
+                self.fan_out(&change, time_us);
+                if self.http.is_some() {
+                    self.page_changes.push((change, time_us));
+                }
+            }
         }
     }
 
@@ -1379,18 +1407,17 @@ impl Server {
         }
     }
 
-    /// Sends one change to every watcher of its name.
-    fn fan_out(&mut self, change: &Change) {
-        let time_us = crate::os::wall_clock_us();
-        // Each watcher's share of the budget: a watcher that cannot keep up
-        // is dropped (it reconnects and lists again) before the watchers
-        // together hold more than WATCHERS_OUTPUT.
-        let share = (WATCHERS_OUTPUT / self.all_watchers().max(1))
-            .clamp(MIN_WATCHER_OUTPUT, MAX_WATCHER_OUTPUT);
-        let now = self.now_ms();
-        if let Some(http) = self.http.as_mut() {
-            http.on_change(change, time_us, share, now);
-        }
+    /// Each watcher's share of the budget: a watcher that cannot keep up
+    /// is dropped (it reconnects and lists again) before the watchers
+    /// together hold more than WATCHERS_OUTPUT.
+    fn watcher_share(&self) -> usize {
+        (WATCHERS_OUTPUT / self.all_watchers().max(1)).clamp(MIN_WATCHER_OUTPUT, MAX_WATCHER_OUTPUT)
+    }
+
+    /// Sends one change to every watcher of its name (the status page's
+    /// streams get it later in the wake-up, `page_changes`).
+    fn fan_out(&mut self, change: &Change, time_us: u64) {
+        let share = self.watcher_share();
         let name = &change.endpoint.service;
         let watchers: Vec<ConnId> = self
             .watchers

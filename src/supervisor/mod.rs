@@ -46,7 +46,7 @@ use crate::gpid::{Gpid, StartClock};
 use crate::journal::{self, Journal};
 use crate::journal_writer::JournalWriter;
 use crate::os::inotify::Inotify;
-use crate::os::notify::Notifier;
+use crate::os::notify::{self, Notifier};
 use crate::os::pid1;
 use crate::os::pidfd::{self, PidFd};
 use crate::os::reap::{self, Drained, ExitStatus};
@@ -72,7 +72,11 @@ enum TimerKey {
     },
     ShutdownGrace,
     ShutdownGiveUp,
-    Watchdog,
+    /// zurg's own `WATCHDOG=1` to its manager, due at `due` (the next is
+    /// armed from this deadline, not from when the loop got to it).
+    Watchdog {
+        due: u64,
+    },
     /// A waiting control request reaches its deadline.
     RequestDeadline,
     /// The control server's turn: connections queued for more input, idle
@@ -1061,8 +1065,8 @@ impl Supervisor {
             self.status_line()
         ));
         if let Some(ms) = self.notifier.as_ref().and_then(|n| n.watchdog_interval_ms) {
-            let at = self.reactor.now_ms().saturating_add(ms);
-            self.reactor.timers.arm(at, TimerKey::Watchdog);
+            let due = self.reactor.now_ms().saturating_add(ms);
+            self.reactor.timers.arm(due, TimerKey::Watchdog { due });
         }
 
         // Connects to the publisher on the first pass.
@@ -1295,13 +1299,15 @@ impl Supervisor {
                 self.control_idle_at = None;
                 self.on_control_turn(work);
             }
-            TimerKey::Watchdog => {
+            TimerKey::Watchdog { due } => {
                 // The only periodic wake-up zurg has, and only when a
                 // watchdog was asked for.
                 self.notify(&format!("WATCHDOG=1\n{}", self.status_line()));
                 if let Some(ms) = self.notifier.as_ref().and_then(|n| n.watchdog_interval_ms) {
-                    let at = self.reactor.now_ms().saturating_add(ms);
-                    self.reactor.timers.arm(at, TimerKey::Watchdog);
+                    let next = notify::next_watchdog_ping(due, self.reactor.now_ms(), ms);
+                    self.reactor
+                        .timers
+                        .arm(next, TimerKey::Watchdog { due: next });
                 }
             }
             TimerKey::Service { slot, generation } => {
