@@ -86,7 +86,8 @@ fn stop(mut z: Zurg) {
 
 /// A healthy run, stopped; the start times it issued.
 fn previous_run(dir: &TempDir) -> Vec<u64> {
-    let (z, _) = boot(dir);
+    let (z, took) = boot(dir);
+    eprintln!("healthy state dir: 3 services started {took:?} after spawn");
     let starts = gpids(dir).iter().map(|g| start_us(g)).collect();
     stop(z);
     starts
