@@ -198,6 +198,42 @@ impl BootReads {
     }
 }
 
+/// Runs `f` on a thread named `name` and waits for its result until
+/// `DEADLINE`: `None` past it, and the thread goes on and hands its result
+/// to `late` when it comes. Without a thread, `f` runs here.
+pub(super) fn within_deadline<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+    late: impl FnOnce(T) + Send + 'static,
+) -> Option<T> {
+    within(name, DEADLINE, f, late)
+}
+
+fn within<T: Send + 'static>(
+    name: &str,
+    deadline: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+    late: impl FnOnce(T) + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = channel();
+    // `f` goes to the thread through a slot, so that it comes back when
+    // the thread cannot be spawned.
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(f)));
+    let thread_slot = std::sync::Arc::clone(&slot);
+    let spawned = crate::log::spawn_blocking_signals(name, move || {
+        let f = thread_slot.lock().ok().and_then(|mut f| f.take());
+        if let Some(f) = f {
+            if let Err(std::sync::mpsc::SendError(result)) = tx.send(f()) {
+                late(result);
+            }
+        }
+    });
+    if spawned.is_err() {
+        return slot.lock().ok().and_then(|mut f| f.take()).map(|f| f());
+    }
+    rx.recv_timeout(deadline).ok()
+}
+
 fn warn_wall_clock(stuck: &Path) {
     crate::log!(
         "warning: {} did not answer within {} s; the GPID clock goes by the wall clock alone, which repeats no earlier start time unless it has been set back",
@@ -215,6 +251,28 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn a_late_result_goes_to_late_and_a_prompt_one_is_returned() {
+        let quick = within("test-quick", Duration::from_secs(5), || 7, |_| {});
+        assert_eq!(quick, Some(7));
+        let (gate_tx, gate) = channel::<()>();
+        let (late_tx, late_rx) = channel();
+        let slow = within(
+            "test-slow",
+            Duration::from_millis(20),
+            move || {
+                let _ = gate.recv();
+                8
+            },
+            move |v| {
+                let _ = late_tx.send(v);
+            },
+        );
+        assert_eq!(slow, None);
+        drop(gate_tx);
+        assert_eq!(late_rx.recv_timeout(Duration::from_secs(5)), Ok(8));
     }
 
     #[test]

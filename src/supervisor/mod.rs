@@ -493,6 +493,17 @@ fn lock_state_dir(state_dir: &Path) -> Result<Option<Flock<std::fs::File>>, Stri
     }
 }
 
+/// The state directory's lock, taken after boot gave up waiting for it.
+fn late_lock(lock: Result<Option<Flock<std::fs::File>>, String>) {
+    match lock {
+        // Kept for zurg's life, as a lock taken in time is: a later zurg on
+        // this state directory is still refused.
+        Ok(Some(lock)) => std::mem::forget(lock),
+        Ok(None) => {}
+        Err(e) => crate::log!("warning: {e}; this zurg runs on all the same"),
+    }
+}
+
 /// Opens the journal (blocking: on its writer thread), or has it opened at
 /// the first record that finds it openable.
 fn open_journal(state_dir: &Path, size: u64) -> Journal {
@@ -556,7 +567,24 @@ impl Supervisor {
         let cgroups = cgroups::set_up(opts.cgroup.as_deref());
         // Before the socket is bound: a second zurg on the same state dir
         // must not take over the first one's socket either.
-        let state_lock = lock_state_dir(&opts.state_dir)?;
+        // On a thread with a deadline: creating and opening the lock file
+        // hang with the state directory's disk (boot_read.rs).
+        let lock_dir = opts.state_dir.clone();
+        let state_lock = match boot_read::within_deadline(
+            "zurg-lock",
+            move || lock_state_dir(&lock_dir),
+            late_lock,
+        ) {
+            Some(lock) => lock?,
+            None => {
+                crate::log!(
+                    "warning: {} did not answer within {} s; services start without the state directory's lock, so another zurg could use it at the same time",
+                    opts.state_dir.join("lock").display(),
+                    boot_read::DEADLINE.as_secs()
+                );
+                None
+            }
+        };
         let (signals, child_signals) =
             signals::take_over().map_err(|e| format!("cannot take over signals: {e}"))?;
         if !pid1::is_pid1() {
