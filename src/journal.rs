@@ -838,23 +838,30 @@ pub fn read_all(dir: &Path) -> (Vec<Record>, Vec<String>) {
 pub fn read_only(dir: &Path, only: Option<&Only>) -> (Vec<Record>, Vec<String>) {
     let mut out = Vec::new();
     let mut warnings = Vec::new();
-    for path in [previous(dir), current(dir)] {
-        let mut data = Vec::new();
-        match File::open(&path).and_then(|mut f| f.read_to_end(&mut data)) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                warnings.push(format!("cannot read {}: {e}", path.display()));
-                continue;
-            }
-        }
-        let (records, _, warning) = decode_matching(&data, only);
+    for path in files(dir) {
+        let (records, warning) = read_file(&path, only);
         out.extend(records);
-        if let Some(w) = warning {
-            warnings.push(format!("{}: {w}", path.display()));
-        }
+        warnings.extend(warning);
     }
     (out, warnings)
+}
+
+/// The records of one of the journal's `files` (none when it does not
+/// exist), and what was wrong with it.
+pub fn read_file(path: &Path, only: Option<&Only>) -> (Vec<Record>, Option<String>) {
+    let mut data = Vec::new();
+    match File::open(path).and_then(|mut f| f.read_to_end(&mut data)) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return (Vec::new(), None),
+        Err(e) => {
+            return (
+                Vec::new(),
+                Some(format!("cannot read {}: {e}", path.display())),
+            )
+        }
+    }
+    let (records, _, warning) = decode_matching(&data, only);
+    (records, warning.map(|w| format!("{}: {w}", path.display())))
 }
 
 /// The records of `service` (all when `None`) at or after `since_us`.

@@ -298,12 +298,24 @@ pub struct JournalWriter {
 impl JournalWriter {
     /// Hands `journal` to a new thread named `name`.
     pub fn start(journal: Journal, name: &str, what: &'static str) -> JournalWriter {
-        Self::start_bounded(journal, name, what, (QUEUE_RECORDS, QUEUE_BYTES))
+        Self::start_with(move || journal, name, what)
     }
 
-    /// `start` with a queue of `(records, bytes)` at most.
+    /// Has a new thread named `name` get its journal from `open`, then
+    /// write to it: opening reads the file, and so may hang on its disk as
+    /// any write. Records sent meanwhile wait in the queue. Without a
+    /// thread, `open` runs here.
+    pub fn start_with(
+        open: impl FnOnce() -> Journal + Send + 'static,
+        name: &str,
+        what: &'static str,
+    ) -> JournalWriter {
+        Self::start_bounded(open, name, what, (QUEUE_RECORDS, QUEUE_BYTES))
+    }
+
+    /// `start_with` with a queue of `(records, bytes)` at most.
     fn start_bounded(
-        journal: Journal,
+        open: impl FnOnce() -> Journal + Send + 'static,
         name: &str,
         what: &'static str,
         (records, bytes): (usize, usize),
@@ -313,14 +325,14 @@ impl JournalWriter {
             changed: Condvar::new(),
         });
         let for_thread = Arc::clone(&shared);
-        // The journal goes to the thread through a slot, so that it comes
+        // The opener goes to the thread through a slot, so that it comes
         // back when the thread cannot be spawned.
-        let slot = Arc::new(Mutex::new(Some(journal)));
+        let slot = Arc::new(Mutex::new(Some(open)));
         let thread_slot = Arc::clone(&slot);
         let spawned = crate::log::spawn_blocking_signals(name, move || {
-            let journal = thread_slot.lock().ok().and_then(|mut j| j.take());
-            if let Some(journal) = journal {
-                run(&for_thread, journal, what);
+            let open = thread_slot.lock().ok().and_then(|mut j| j.take());
+            if let Some(open) = open {
+                run(&for_thread, open(), what);
             }
         });
         let inline = match spawned {
@@ -329,7 +341,10 @@ impl JournalWriter {
                 crate::log!(
                     "warning: cannot start the {what} writer thread ({e}); records are written on the event loop"
                 );
-                slot.lock().ok().and_then(|mut j| j.take())
+                slot.lock()
+                    .ok()
+                    .and_then(|mut j| j.take())
+                    .map(|open| open())
             }
         };
         let running = inline.is_none();
@@ -635,7 +650,8 @@ mod tests {
         drop(fill);
         // Unopened, so the writer opens the FIFO without reading it.
         let j = Journal::unopened(&dir, journal::DEFAULT_LIMIT);
-        let mut w = JournalWriter::start_bounded(j, "test-journal-gap", "journal", (8, 1 << 20));
+        let mut w =
+            JournalWriter::start_bounded(move || j, "test-journal-gap", "journal", (8, 1 << 20));
         let rec = |i: u64| Record {
             time_us: 1_000 + i,
             reason: Some("x".repeat(300)),
@@ -721,8 +737,12 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         let dir = temp_dir("cost-thread");
         let (j, _) = Journal::open(&dir, 64 << 20).unwrap();
-        let mut w =
-            JournalWriter::start_bounded(j, "test-journal-cost", "journal", (N as usize, 64 << 20));
+        let mut w = JournalWriter::start_bounded(
+            move || j,
+            "test-journal-cost",
+            "journal",
+            (N as usize, 64 << 20),
+        );
         let t = Instant::now();
         for r in &records {
             w.send(r);

@@ -86,8 +86,9 @@ fn a_hung_journal_stalls_no_restart_no_status_and_no_shutdown() {
     );
     // The journal cannot be opened at start (it is a directory), so zurg
     // tries again at each event; the FIFO put there meanwhile is what it
-    // opens. (A FIFO there at start would hang the start-up reads of the
-    // journal, which stay on the loop: nothing runs before them.)
+    // opens. (A FIFO there at start would be read by boot, which gives up
+    // on it after 3 s and leaves the writer thread stuck in that read:
+    // tests/hardening_boot.rs.)
     let state = dir.path().join("state");
     std::fs::create_dir_all(state.join("journal")).unwrap();
     let mut z = common::run_in(&dir, common::Mode::Pid1, &[]);

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::gpid::Gpid;
-use crate::journal::{self, Record};
+use crate::journal::Record;
 use crate::os::pidfd::PidFd;
 
 use super::Supervisor;
@@ -163,7 +163,9 @@ impl Supervisor {
     /// Blocks until they are gone or given up on: it runs once, before the
     /// loop and before any service starts.
     pub(super) fn stop_leftovers(&mut self) {
-        let (records, _) = journal::read_all(&self.opts.state_dir);
+        let Some(records) = self.boot_reads.take().and_then(|b| b.journal()) else {
+            return;
+        };
         let candidates = unfinished(&records);
         drop(records);
         if candidates.is_empty() {

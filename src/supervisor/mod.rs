@@ -8,6 +8,7 @@
 //! errors fail one service or one request and are logged, never fatal.
 
 mod aux;
+mod boot_read;
 mod cgroups;
 mod clock_writer;
 mod creds;
@@ -43,7 +44,7 @@ pub use crate::cli::RunOptions;
 use crate::control::proto::{EventRecord, ShutdownMode};
 use crate::control::server::ControlServer;
 use crate::gpid::{Gpid, StartClock};
-use crate::journal::{self, Journal};
+use crate::journal::Journal;
 use crate::journal_writer::JournalWriter;
 use crate::os::inotify::Inotify;
 use crate::os::notify::{self, Notifier};
@@ -323,6 +324,8 @@ pub struct Supervisor {
     /// Appends to the journal on a thread of its own: a slow or hung disk
     /// delays history, never a restart (`journal_writer.rs`).
     journal: JournalWriter,
+    /// The journal as boot read it, until leftovers take it.
+    boot_reads: Option<boot_read::BootReads>,
     /// Bumped on every start, so sample timers of old processes are ignored.
     sample_generation: u64,
     /// Builds installed by `upgrade` and `rollback`, kept in the state dir.
@@ -494,39 +497,34 @@ fn lock_state_dir(state_dir: &Path) -> Result<Option<Flock<std::fs::File>>, Stri
     }
 }
 
-fn clock_file(state_dir: &Path) -> PathBuf {
-    state_dir.join("clock")
+/// The state directory's lock, taken after boot gave up waiting for it.
+fn late_lock(lock: Result<Option<Flock<std::fs::File>>, String>) {
+    match lock {
+        // Kept for zurg's life, as a lock taken in time is: a later zurg on
+        // this state directory is still refused.
+        Ok(Some(lock)) => std::mem::forget(lock),
+        Ok(None) => {}
+        Err(e) => crate::log!("warning: {e}; this zurg runs on all the same"),
+    }
 }
 
-/// The GPID clock's high-water mark from the state dir. Without a readable
-/// file, the newest start time in the journal is the floor. A mark far
-/// ahead of the wall clock is ignored (see `gpid::plausible_mark`).
-fn load_clock(state_dir: &Path, now_us: u64) -> u64 {
-    let path = clock_file(state_dir);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => match text.trim().parse::<u64>() {
-            Ok(v) => match crate::gpid::plausible_mark(v, now_us) {
-                Ok(v) => return v,
-                Err(e) => crate::log!(
-                    "warning: ignoring the GPID clock in {}: {e}; using the journal's newest believable start time",
-                    path.display()
-                ),
-            },
-            Err(_) => crate::log!(
-                "warning: {} is corrupt; using the journal's newest start time",
-                path.display()
-            ),
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => crate::log!("warning: cannot read {}: {e}", path.display()),
+/// Opens the journal (blocking: on its writer thread), or has it opened at
+/// the first record that finds it openable.
+fn open_journal(state_dir: &Path, size: u64) -> Journal {
+    match Journal::open(state_dir, size) {
+        Ok((j, warning)) => {
+            if let Some(w) = warning {
+                crate::log!("warning: {w}");
+            }
+            j
+        }
+        Err(e) => {
+            crate::log!(
+                "warning: {e}; history is not kept until the journal can be opened (tried again at each event)"
+            );
+            Journal::unopened(state_dir, size)
+        }
     }
-    let (records, _) = journal::read_all(state_dir);
-    records
-        .iter()
-        .filter_map(|r| r.gpid.parse::<Gpid>().ok())
-        .filter_map(|g| crate::gpid::plausible_mark(g.start_us, now_us).ok())
-        .max()
-        .unwrap_or(0)
 }
 
 /// How far ahead of the newest start time the clock file is written, so it
@@ -573,7 +571,24 @@ impl Supervisor {
         let cgroups = cgroups::set_up(opts.cgroup.as_deref());
         // Before the socket is bound: a second zurg on the same state dir
         // must not take over the first one's socket either.
-        let state_lock = lock_state_dir(&opts.state_dir)?;
+        // On a thread with a deadline: creating and opening the lock file
+        // hang with the state directory's disk (boot_read.rs).
+        let lock_dir = opts.state_dir.clone();
+        let state_lock = match boot_read::within_deadline(
+            "zurg-lock",
+            move || lock_state_dir(&lock_dir),
+            late_lock,
+        ) {
+            Some(lock) => lock?,
+            None => {
+                crate::log!(
+                    "warning: {} did not answer within {} s; services start without the state directory's lock, so another zurg could use it at the same time",
+                    opts.state_dir.join("lock").display(),
+                    boot_read::DEADLINE.as_secs()
+                );
+                None
+            }
+        };
         let (signals, child_signals) =
             signals::take_over().map_err(|e| format!("cannot take over signals: {e}"))?;
         if !pid1::is_pid1() {
@@ -615,24 +630,21 @@ impl Supervisor {
             Err(e) => return Err(e.to_string()),
         };
         let host_ip = opts.host_ip.unwrap_or_else(crate::os::net::host_ip);
-        let journal = match Journal::open(&opts.state_dir, opts.journal_size) {
-            Ok((j, warning)) => {
-                if let Some(w) = warning {
-                    crate::log!("warning: {w}");
-                }
-                j
-            }
-            Err(e) => {
-                crate::log!(
-                    "warning: {e}; history is not kept until the journal can be opened (tried again at each event)"
-                );
-                Journal::unopened(&opts.state_dir, opts.journal_size)
-            }
-        };
-        let journal = JournalWriter::start(journal, "zurg-journal", "journal");
+        // The boot reads and the journal's open run on its thread: a hung
+        // disk holds them, not the loop (`boot_read.rs`).
+        let (reader, mut boot_reads) = boot_read::start(&opts.state_dir);
+        let (dir, size) = (opts.state_dir.clone(), opts.journal_size);
+        let journal = JournalWriter::start_with(
+            move || {
+                reader.run();
+                open_journal(&dir, size)
+            },
+            "zurg-journal",
+            "journal",
+        );
         let now_us = crate::os::wall_clock_us();
-        let clock_reserved = load_clock(&opts.state_dir, now_us);
-        let clock_writer = clock_writer::ClockWriter::start(clock_file(&opts.state_dir));
+        let clock_reserved = boot_reads.clock_floor(now_us);
+        let clock_writer = clock_writer::ClockWriter::start(boot_read::clock_file(&opts.state_dir));
         let mut clock = StartClock::after(clock_reserved);
         let own_gpid = Gpid {
             ip: host_ip,
@@ -703,6 +715,7 @@ impl Supervisor {
             clock_reserved,
             clock_writer,
             journal,
+            boot_reads: Some(boot_reads),
             sample_generation: 0,
             overrides: upgrade::Overrides::default(),
             upgrades: Vec::new(),

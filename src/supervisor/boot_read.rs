@@ -1,0 +1,337 @@
+//! The state directory's reads at boot, off the event loop and with a
+//! deadline: a hung disk (NFS server gone, stuck device) must not keep
+//! every service from starting.
+//!
+//! Boot reads the GPID clock file and, for the GPID floor when that file is
+//! missing or unusable and for leftovers (`leftovers.rs`), the journal.
+//! Those reads run on the journal's writer thread before it opens the
+//! journal (`JournalWriter::start_with`), so they happen before the open
+//! cuts a torn tail, as the writer would hang on the same disk anyway, and
+//! no thread is added. The loop waits for each result until `DEADLINE`
+//! after the reads began; past it zurg goes on without it and says so:
+//!
+//! - the GPID floor: the clock file's mark if it was read, else the
+//!   journal's newest start time if that was read, else the wall clock
+//!   (docs/design.md says why that still repeats no start time unless the
+//!   wall clock went back);
+//! - leftovers: not looked for, with a warning naming the file.
+//!
+//! The thread stays blocked on the disk; when the read returns late its
+//! result is dropped with a log line, and the thread opens the journal and
+//! writes the records queued meanwhile.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use crate::gpid::Gpid;
+use crate::journal::{self, Record};
+
+/// How long boot waits for the state directory's reads: a healthy disk,
+/// even a slow network one, reads a clock file and a journal of the
+/// default size well within it.
+pub(super) const DEADLINE: Duration = Duration::from_secs(3);
+
+#[derive(Debug)]
+enum Msg {
+    Clock(io::Result<String>),
+    /// The thread begins reading this journal file.
+    Reading(PathBuf),
+    Journal(Vec<Record>),
+}
+
+/// The half that runs on the journal's thread.
+#[derive(Debug)]
+pub(super) struct Reader {
+    dir: PathBuf,
+    tx: Sender<Msg>,
+}
+
+/// The loop's half: what has arrived, and until when it waits for more.
+#[derive(Debug)]
+pub(super) struct BootReads {
+    dir: PathBuf,
+    rx: Receiver<Msg>,
+    deadline: Instant,
+    clock: Option<io::Result<String>>,
+    /// The journal file the thread was reading when last heard from.
+    reading: Option<PathBuf>,
+    journal: Option<Vec<Record>>,
+}
+
+pub(super) fn clock_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("clock")
+}
+
+/// A reader for `state_dir`, and the loop's end of it, whose deadline runs
+/// from now.
+pub(super) fn start(state_dir: &Path) -> (Reader, BootReads) {
+    let (tx, rx) = channel();
+    (
+        Reader {
+            dir: state_dir.to_path_buf(),
+            tx,
+        },
+        BootReads {
+            dir: state_dir.to_path_buf(),
+            rx,
+            deadline: Instant::now() + DEADLINE,
+            clock: None,
+            reading: None,
+            journal: None,
+        },
+    )
+}
+
+impl Reader {
+    /// Reads the clock file, then the journal, handing each over as it is
+    /// read (blocking: on the journal's thread).
+    pub(super) fn run(self) {
+        let began = Instant::now();
+        let clock = std::fs::read_to_string(clock_file(&self.dir));
+        // A loop that gave up no longer listens: the sends fail, and only
+        // the journal's late arrival is worth a line.
+        let _ = self.tx.send(Msg::Clock(clock));
+        let mut records = Vec::new();
+        for path in journal::files(&self.dir) {
+            let _ = self.tx.send(Msg::Reading(path.clone()));
+            // Damage is reported by the readers that show records
+            // (`history`); boot takes what is whole, as before.
+            records.extend(journal::read_file(&path, None).0);
+        }
+        if self.tx.send(Msg::Journal(records)).is_err() {
+            crate::log!(
+                "the journal in {} was read {} s after boot began, too late: services a previous zurg left running were not looked for",
+                self.dir.display(),
+                began.elapsed().as_secs()
+            );
+        }
+    }
+}
+
+impl BootReads {
+    /// Takes what has arrived; waits for more until the deadline while
+    /// `wanted` says so. Whether it stopped for the deadline.
+    fn wait(&mut self, wanted: impl Fn(&BootReads) -> bool) -> bool {
+        while wanted(self) {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(Msg::Clock(c)) => self.clock = Some(c),
+                Ok(Msg::Reading(p)) => self.reading = Some(p),
+                Ok(Msg::Journal(r)) => self.journal = Some(r),
+                Err(RecvTimeoutError::Timeout) => return true,
+                // The thread is gone without a word: nothing more comes.
+                Err(RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+        false
+    }
+
+    /// The file a timed-out read is stuck on, for the warning.
+    fn stuck_on(&self) -> PathBuf {
+        match (&self.clock, &self.reading) {
+            (None, _) => clock_file(&self.dir),
+            (Some(_), Some(p)) => p.clone(),
+            (Some(_), None) => self.dir.clone(),
+        }
+    }
+
+    /// The GPID clock's high-water mark: the clock file's, or without a
+    /// usable one the newest start time in the journal; a mark far ahead
+    /// of the wall clock is ignored (see `gpid::plausible_mark`). 0 (start
+    /// times follow the wall clock) when neither answers by the deadline.
+    pub(super) fn clock_floor(&mut self, now_us: u64) -> u64 {
+        let path = clock_file(&self.dir);
+        let timed_out = self.wait(|b| b.clock.is_none());
+        match self.clock.as_ref() {
+            Some(Ok(text)) => match text.trim().parse::<u64>() {
+                Ok(v) => match crate::gpid::plausible_mark(v, now_us) {
+                    Ok(v) => return v,
+                    Err(e) => crate::log!(
+                        "warning: ignoring the GPID clock in {}: {e}; using the journal's newest believable start time",
+                        path.display()
+                    ),
+                },
+                Err(_) => crate::log!(
+                    "warning: {} is corrupt; using the journal's newest start time",
+                    path.display()
+                ),
+            },
+            Some(Err(e)) if e.kind() == io::ErrorKind::NotFound => {}
+            Some(Err(e)) => crate::log!("warning: cannot read {}: {e}", path.display()),
+            None if timed_out => {
+                warn_wall_clock(&path);
+                return 0;
+            }
+            None => {}
+        }
+        if self.wait(|b| b.journal.is_none()) {
+            warn_wall_clock(&self.stuck_on());
+            return 0;
+        }
+        self.journal
+            .iter()
+            .flatten()
+            .filter_map(|r| r.gpid.parse::<Gpid>().ok())
+            .filter_map(|g| crate::gpid::plausible_mark(g.start_us, now_us).ok())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The journal's records, waited for until the deadline; `None`, and
+    /// a warning, when they did not come.
+    pub(super) fn journal(mut self) -> Option<Vec<Record>> {
+        let timed_out = self.wait(|b| b.journal.is_none());
+        if self.journal.is_none() {
+            let why = if timed_out {
+                format!("did not answer within {} s", DEADLINE.as_secs())
+            } else {
+                "could not be read".to_string()
+            };
+            crate::log!(
+                "warning: {} {why}; services a previous zurg left running are not looked for, and may run twice; services start now",
+                self.stuck_on().display()
+            );
+        }
+        self.journal.take()
+    }
+}
+
+/// Runs `f` on a thread named `name` and waits for its result until
+/// `DEADLINE`: `None` past it, and the thread goes on and hands its result
+/// to `late` when it comes. Without a thread, `f` runs here.
+pub(super) fn within_deadline<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+    late: impl FnOnce(T) + Send + 'static,
+) -> Option<T> {
+    within(name, DEADLINE, f, late)
+}
+
+fn within<T: Send + 'static>(
+    name: &str,
+    deadline: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+    late: impl FnOnce(T) + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = channel();
+    // `f` goes to the thread through a slot, so that it comes back when
+    // the thread cannot be spawned.
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(f)));
+    let thread_slot = std::sync::Arc::clone(&slot);
+    let spawned = crate::log::spawn_blocking_signals(name, move || {
+        let f = thread_slot.lock().ok().and_then(|mut f| f.take());
+        if let Some(f) = f {
+            if let Err(std::sync::mpsc::SendError(result)) = tx.send(f()) {
+                late(result);
+            }
+        }
+    });
+    if spawned.is_err() {
+        return slot.lock().ok().and_then(|mut f| f.take()).map(|f| f());
+    }
+    rx.recv_timeout(deadline).ok()
+}
+
+fn warn_wall_clock(stuck: &Path) {
+    crate::log!(
+        "warning: {} did not answer within {} s; the GPID clock goes by the wall clock alone, which repeats no earlier start time unless it has been set back",
+        stuck.display(),
+        DEADLINE.as_secs()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("zurg-boot-read-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_late_result_goes_to_late_and_a_prompt_one_is_returned() {
+        let quick = within("test-quick", Duration::from_secs(5), || 7, |_| {});
+        assert_eq!(quick, Some(7));
+        let (gate_tx, gate) = channel::<()>();
+        let (late_tx, late_rx) = channel();
+        let slow = within(
+            "test-slow",
+            Duration::from_millis(20),
+            move || {
+                let _ = gate.recv();
+                8
+            },
+            move |v| {
+                let _ = late_tx.send(v);
+            },
+        );
+        assert_eq!(slow, None);
+        drop(gate_tx);
+        assert_eq!(late_rx.recv_timeout(Duration::from_secs(5)), Ok(8));
+    }
+
+    #[test]
+    fn a_reader_that_never_answers_leaves_the_floor_to_the_wall_clock() {
+        let d = dir("silent");
+        let (reader, mut boot) = start(&d);
+        boot.deadline = Instant::now() + Duration::from_millis(50);
+        let t = Instant::now();
+        assert_eq!(boot.clock_floor(1_000), 0);
+        assert!(boot.journal().is_none());
+        assert!(t.elapsed() < Duration::from_secs(2));
+        drop(reader);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_clock_file_is_enough_when_the_journal_never_answers() {
+        let d = dir("clock");
+        std::fs::write(clock_file(&d), "1234\n").unwrap();
+        let (reader, mut boot) = start(&d);
+        boot.deadline = Instant::now() + Duration::from_millis(50);
+        // As the thread does, up to the journal read that hangs.
+        reader
+            .tx
+            .send(Msg::Clock(std::fs::read_to_string(clock_file(&d))))
+            .unwrap();
+        reader.tx.send(Msg::Reading(d.join("journal"))).unwrap();
+        assert_eq!(boot.clock_floor(5_000), 1234);
+        assert!(boot.wait(|b| b.journal.is_none()), "the deadline passes");
+        assert_eq!(boot.stuck_on(), d.join("journal"));
+        assert!(boot.journal().is_none());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn without_a_clock_file_the_journal_gives_the_floor() {
+        let d = dir("journal");
+        let mut j = journal::Journal::open(&d, 1 << 20).unwrap().0;
+        for (t, pid) in [(700u64, 5u32), (900, 6)] {
+            let r = Record {
+                time_us: t,
+                service: "a".into(),
+                kind: journal::Kind::Start,
+                gpid: Gpid {
+                    ip: "10.0.0.1".parse().unwrap(),
+                    port: 0,
+                    start_us: t,
+                    pid,
+                }
+                .to_string(),
+                ..Record::default()
+            };
+            assert!(j.append(&r).log_line().is_none());
+        }
+        drop(j);
+        let (reader, mut boot) = start(&d);
+        reader.run();
+        assert_eq!(boot.clock_floor(5_000), 900);
+        assert_eq!(boot.journal().map(|r| r.len()), Some(2));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
