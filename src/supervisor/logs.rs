@@ -185,8 +185,8 @@ impl Supervisor {
             None => None,
             Some(name) => match self
                 .by_name
-                .get(name)
-                .and_then(|slot| Some((*slot, self.slots.get(*slot)?.ring.id())))
+                .get(self.slots.as_slice(), name)
+                .and_then(|slot| Some((slot, self.slots.get(slot)?.ring.id())))
             {
                 Some(only) => Some(only),
                 None => {

@@ -15,6 +15,7 @@ mod deps;
 mod hooks;
 mod leftovers;
 mod logs;
+mod names;
 mod output;
 mod ports;
 mod probes;
@@ -286,8 +287,13 @@ pub struct Supervisor {
     signals: SignalFd,
     child_signals: ChildSignals,
     slots: Vec<Slot>,
-    by_name: HashMap<String, usize>,
-    by_pid: HashMap<i32, usize>,
+    /// Live (not retired) slots by their unit's name, which the index
+    /// reads from the slots instead of keeping a copy (`names`).
+    by_name: names::NameIndex,
+    /// Services' processes until they are reaped. Slot numbers as `u32`:
+    /// a bucket of 8 bytes, not 16 (issue 22; `names::NameIndex::fits`
+    /// holds every slot number to that).
+    by_pid: HashMap<i32, u32>,
     phase: Phase,
     opts: RunOptions,
     warned_no_pidfd: bool,
@@ -674,7 +680,7 @@ impl Supervisor {
             signals,
             child_signals,
             slots: Vec::new(),
-            by_name: HashMap::new(),
+            by_name: names::NameIndex::default(),
             by_pid: HashMap::new(),
             phase: Phase::Running,
             opts,
@@ -805,11 +811,11 @@ impl Supervisor {
         let new_units = loaded
             .units
             .iter()
-            .filter(|u| !self.by_name.contains_key(&u.name))
+            .filter(|u| !self.by_name.contains(self.slots.as_slice(), &u.name))
             .count();
         self.slots.reserve_exact(new_units);
         for mut unit in loaded.units {
-            if let Some(&slot) = self.by_name.get(&unit.name) {
+            if let Some(slot) = self.by_name.get(self.slots.as_slice(), &unit.name) {
                 mark(&mut seen, slot);
             }
             let file_build = upgrade::Build::of(&unit);
@@ -857,13 +863,24 @@ impl Supervisor {
                     continue;
                 }
             };
-            match self.by_name.get(&unit.name).copied() {
+            match self.by_name.get(self.slots.as_slice(), &unit.name) {
                 None => {
                     let reused = self.take_reclaimable_slot();
                     let slot = reused.unwrap_or(self.slots.len());
+                    // Only a new slot can be out of the index's range: a
+                    // reused one is below it.
+                    if let Err(e) = names::NameIndex::fits(slot) {
+                        let e = format!("{}: {e}", unit.name);
+                        crate::log!("{e}");
+                        self.rejected_units
+                            .entry(unit.name.clone())
+                            .or_insert_with(|| e.clone());
+                        report.errors.push(e);
+                        broken.insert(unit.name.clone());
+                        continue;
+                    }
                     mark(&mut seen, slot);
                     added.push(slot);
-                    self.by_name.insert(unit.name.clone(), slot);
                     let ring = self.logs.new_ring(unit.rare.log_ring_bytes);
                     let service = match reused.and_then(|r| self.slots.get(r)) {
                         Some(old) => Service::succeeding(unit, &old.service),
@@ -902,6 +919,11 @@ impl Supervisor {
                             *old = new_slot;
                         }
                         None => self.slots.push(new_slot),
+                    }
+                    // Indexed once the slot holds the unit: the index finds
+                    // the name there (`names`).
+                    if let Err(e) = self.by_name.insert(self.slots.as_slice(), slot) {
+                        crate::log!("{e}");
                     }
                     reconfigure.push(slot);
                     work.push_back((slot, Input::Start));
@@ -952,24 +974,28 @@ impl Supervisor {
             .filter_map(|&slot| self.slots.get(slot))
             .map(|s| s.service.name().to_string())
             .collect();
-        let gone: Vec<(String, usize)> = self
+        let gone: Vec<usize> = self
             .by_name
-            .iter()
-            .filter(|(name, slot)| {
+            .slots()
+            .filter(|&slot| {
+                let Some(s) = self.slots.get(slot) else {
+                    return false;
+                };
+                let name = s.service.name();
                 // An instance's file is `web.toml` for `web@2`.
-                let file = match self.slots.get(**slot).and_then(|s| s.service.unit.instance) {
-                    Some(_) => name.rsplit_once('@').map_or(name.as_str(), |(f, _)| f),
-                    None => name.as_str(),
+                let file = match s.service.unit.instance {
+                    Some(_) => name.rsplit_once('@').map_or(name, |(f, _)| f),
+                    None => name,
                 };
                 !loaded_dir_failed
-                    && !seen.get(**slot).copied().unwrap_or(false)
-                    && !broken.contains(*name)
+                    && !seen.get(slot).copied().unwrap_or(false)
+                    && !broken.contains(name)
                     && !broken.contains(file)
             })
-            .map(|(name, slot)| (name.clone(), *slot))
             .collect();
-        for (name, slot) in gone {
-            self.by_name.remove(&name);
+        for slot in gone {
+            let name = self.slot_name(slot).to_string();
+            self.by_name.remove(self.slots.as_slice(), &name);
             if let Some(s) = self.slots.get_mut(slot) {
                 s.retired = true;
                 s.cold.clear(|c| c.listener = None);
@@ -1341,7 +1367,7 @@ impl Supervisor {
     /// pid at once (O(1), where the sweep walks every child); its pid then.
     fn reap_named(&mut self, pid: u32, work: &mut VecDeque<(usize, Input)>) -> Option<i32> {
         let pid = i32::try_from(pid).ok().filter(|&p| p > 0)?;
-        let slot = *self.by_pid.get(&pid)?;
+        let slot = *self.by_pid.get(&pid)? as usize;
         if self.slots.get(slot)?.pidfd.is_some() {
             return None;
         }
@@ -1359,7 +1385,7 @@ impl Supervisor {
     fn reaped_by_pidfd(&self, pid: i32) -> bool {
         self.by_pid.get(&pid).is_some_and(|&slot| {
             self.slots
-                .get(slot)
+                .get(slot as usize)
                 .and_then(|s| s.pidfd.as_ref())
                 .is_some_and(|fd| fd.pid() == pid)
         })
@@ -1374,7 +1400,7 @@ impl Supervisor {
         let mut hooks_dead = Vec::new();
         let drained = reap::reap_all(|pid, status| {
             if let Some(slot) = by_pid.remove(&pid) {
-                dead.push((slot, pid, status));
+                dead.push((slot as usize, pid, status));
             } else if let Some((slot, source)) = probes.take_pid(pid) {
                 probes_dead.push((slot, source, pid, status));
             } else if let Some(slot) = hooks.take_pid(pid) {
@@ -1673,7 +1699,13 @@ impl Supervisor {
                 }
                 let exec = s.service.unit.exec.clone();
                 let stats_interval = s.service.unit.rare.stats_interval_ms;
-                self.by_pid.insert(child.pid, slot);
+                // Every slot was made below the limit (`reload`).
+                match names::NameIndex::fits(slot) {
+                    Ok(at) => {
+                        self.by_pid.insert(child.pid, at);
+                    }
+                    Err(e) => crate::log!("{e}"),
+                }
                 self.watch_binary(slot, &exec);
                 if let Some(ms) = stats_interval {
                     self.sample_generation = self.sample_generation.wrapping_add(1);

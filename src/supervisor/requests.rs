@@ -175,7 +175,7 @@ impl Supervisor {
     /// Resolves names to live slots; an empty list means every service.
     fn resolve(&self, names: &[String]) -> Result<Vec<usize>, String> {
         if names.is_empty() {
-            let mut all: Vec<usize> = self.by_name.values().copied().collect();
+            let mut all: Vec<usize> = self.by_name.slots().collect();
             all.sort_by(|a, b| self.slot_name(*a).cmp(self.slot_name(*b)));
             return Ok(all);
         }
@@ -184,8 +184,8 @@ impl Supervisor {
         let mut slots: Vec<usize> = Vec::with_capacity(names.len());
         let mut seen = std::collections::HashSet::with_capacity(names.len());
         for n in names {
-            let found = match self.by_name.get(n) {
-                Some(slot) => vec![*slot],
+            let found = match self.by_name.get(self.slots.as_slice(), n) {
+                Some(slot) => vec![slot],
                 None => self.instances_of(n),
             };
             if found.is_empty() {
@@ -205,9 +205,15 @@ impl Supervisor {
     pub(super) fn instances_of(&self, name: &str) -> Vec<usize> {
         let mut found: Vec<(u32, usize)> = self
             .by_name
-            .iter()
-            .filter(|(n, _)| n.strip_prefix(name).is_some_and(|r| r.starts_with('@')))
-            .filter_map(|(_, slot)| Some((self.slots.get(*slot)?.service.unit.instance?, *slot)))
+            .slots()
+            .filter_map(|slot| Some((self.slots.get(slot)?, slot)))
+            .filter(|(s, _)| {
+                s.service
+                    .name()
+                    .strip_prefix(name)
+                    .is_some_and(|r| r.starts_with('@'))
+            })
+            .filter_map(|(s, slot)| Some((s.service.unit.instance?, slot)))
             .collect();
         found.sort_unstable();
         found.into_iter().map(|(_, slot)| slot).collect()
@@ -224,9 +230,9 @@ impl Supervisor {
     /// `zurg status` fails until the file is fixed.
     fn status_rows(&self, names: &[String]) -> Result<Vec<ServiceStatus>, String> {
         let file_of = |name: &str| name.rsplit_once('@').map_or(name, |(f, _)| f).to_string();
-        let (known, only_rejected): (Vec<&String>, Vec<&String>) = names
-            .iter()
-            .partition(|n| !self.rejected_units.contains_key(*n) || self.by_name.contains_key(*n));
+        let (known, only_rejected): (Vec<&String>, Vec<&String>) = names.iter().partition(|n| {
+            !self.rejected_units.contains_key(*n) || self.by_name.contains(self.slots.as_slice(), n)
+        });
         let known: Vec<String> = known.into_iter().cloned().collect();
         let slots = if names.is_empty() || !known.is_empty() {
             self.resolve(&known)?
@@ -431,7 +437,10 @@ impl Supervisor {
                 Ok(mut asked) => {
                     // `restart web`, where web has instances: one at a time.
                     let rolling = match names.as_slice() {
-                        [one] if !self.by_name.contains_key(one) && asked.len() > 1 => {
+                        [one]
+                            if !self.by_name.contains(self.slots.as_slice(), one)
+                                && asked.len() > 1 =>
+                        {
                             asked.split_off(1)
                         }
                         _ => Vec::new(),
@@ -499,7 +508,7 @@ impl Supervisor {
                     None => return,
                 }
             }
-            Verb::Rollback { name } => match self.by_name.get(&name).copied() {
+            Verb::Rollback { name } => match self.by_name.get(self.slots.as_slice(), &name) {
                 None => Reply::error(
                     id,
                     ErrorCode::UnknownService,
@@ -577,7 +586,7 @@ impl Supervisor {
                 format!("unknown signal {signal:?}"),
             );
         };
-        let Some(&slot) = self.by_name.get(name) else {
+        let Some(slot) = self.by_name.get(self.slots.as_slice(), name) else {
             return Reply::error(
                 id,
                 ErrorCode::UnknownService,
@@ -834,8 +843,8 @@ impl Supervisor {
     fn gpid_request(&self, id: u64, name: &str) -> Reply {
         let Some(s) = self
             .by_name
-            .get(name)
-            .and_then(|slot| self.slots.get(*slot))
+            .get(self.slots.as_slice(), name)
+            .and_then(|slot| self.slots.get(slot))
         else {
             return Reply::error(
                 id,

@@ -287,7 +287,7 @@ impl Supervisor {
         window_ms: Option<u64>,
         work: &mut VecDeque<(usize, Input)>,
     ) -> Option<Reply> {
-        let Some(&slot) = self.by_name.get(name) else {
+        let Some(slot) = self.by_name.get(self.slots.as_slice(), name) else {
             return Some(Reply::error(
                 id,
                 ErrorCode::UnknownService,
@@ -394,7 +394,7 @@ impl Supervisor {
                 ErrorCode::ShuttingDown,
                 "zurg is shutting down",
             ))
-        } else if self.by_name.get(&ticket.name) != Some(&ticket.slot) {
+        } else if self.by_name.get(self.slots.as_slice(), &ticket.name) != Some(ticket.slot) {
             Some(Reply::error(
                 id,
                 ErrorCode::UnknownService,
