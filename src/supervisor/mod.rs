@@ -120,10 +120,9 @@ struct Slot {
     pidfd: Option<PidFd>,
     /// Its unit file is gone: it is stopping or stopped and takes no requests.
     retired: bool,
-    /// GPID of the current (or last) process.
-    gpid: Option<Gpid>,
-    /// Generation of this slot's live sample timer.
-    sample_generation: u64,
+    /// GPID of the current (or last) process, without the host address
+    /// every slot would repeat (`Slot::gpid` adds it).
+    started: Option<crate::gpid::Local>,
     /// inotify watch on the running binary, and its inode when started.
     binary_watch: Option<(i32, u64)>,
     /// A change of the running binary was already reported.
@@ -169,6 +168,9 @@ struct ColdState {
     running_version: Option<String>,
     /// The latest resource sample of the current process tree.
     last_sample: Option<Sample>,
+    /// Generation of this slot's live sample timer (`stats_interval_ms`,
+    /// which few units set; 0 while none was armed).
+    sample_generation: u64,
 }
 
 /// `ColdState`, boxed once something is set in it.
@@ -205,6 +207,12 @@ impl Cold {
 }
 
 impl Slot {
+    /// The GPID of its current (or last) process, on the host at `ip`
+    /// (`Supervisor::host_ip`, the same for every slot).
+    fn gpid(&self, ip: IpAddr) -> Option<Gpid> {
+        self.started.map(|local| local.on(ip))
+    }
+
     /// Takes a spec built anew from the unit (reload, upgrade; the unit is
     /// in place): what was derived from the old one goes (env files, passwd
     /// variables), and the service's cgroup, which outlives specs, is put
@@ -895,8 +903,7 @@ impl Supervisor {
                         spec: None,
                         pidfd: None,
                         retired: false,
-                        gpid: None,
-                        sample_generation: 0,
+                        started: None,
                         binary_watch: None,
                         binary_warned: false,
                         port: 0,
@@ -1685,12 +1692,8 @@ impl Supervisor {
                     }
                 }
                 s.pidfd = child.pidfd;
-                s.gpid = Some(Gpid {
-                    ip: host_ip,
-                    port,
-                    start_us,
-                    pid: u32::try_from(child.pid).unwrap_or(0),
-                });
+                s.started =
+                    crate::gpid::Local::new(port, start_us, u32::try_from(child.pid).unwrap_or(0));
                 s.cold.clear(|c| c.last_sample = None);
                 s.binary_warned = false;
                 match &s.service.unit.rare.version {
@@ -1715,7 +1718,7 @@ impl Supervisor {
                         .timers
                         .arm(at, TimerKey::Sample { slot, generation });
                     if let Some(s) = self.slots.get_mut(slot) {
-                        s.sample_generation = generation;
+                        s.cold.make().sample_generation = generation;
                     }
                 }
                 Some(Input::Spawned { pid: child.pid })
@@ -1907,7 +1910,7 @@ mod footprint {
     #[cfg(target_pointer_width = "64")]
     fn per_service_structs_stay_small() {
         assert!(
-            size_of::<Slot>() <= 360,
+            size_of::<Slot>() <= 336,
             "Slot is {} bytes",
             size_of::<Slot>()
         );

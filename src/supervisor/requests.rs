@@ -285,7 +285,7 @@ impl Supervisor {
             uptime_ms,
             restarts: s.service.restarts,
             last_exit: s.service.last_exit.map(exit_info),
-            gpid: s.gpid.map(|g| g.to_string()),
+            gpid: s.gpid(self.host_ip).map(|g| g.to_string()),
             version: s.service.unit.rare.version.clone(),
             last_error: s.service.last_error.as_ref().map(ToString::to_string),
             ready: s.service.is_ready(),
@@ -852,7 +852,7 @@ impl Supervisor {
                 format!("no service named `{name}`"),
             );
         };
-        match s.gpid {
+        match s.gpid(self.host_ip) {
             Some(g) => Reply::ok(
                 id,
                 GpidInfo {
@@ -925,7 +925,7 @@ impl Supervisor {
             rows.push(StatsRow {
                 name: s.service.name().to_string(),
                 pid,
-                gpid: s.gpid.map(|g| g.to_string()),
+                gpid: s.gpid(self.host_ip).map(|g| g.to_string()),
                 process,
                 tree,
                 cpu_percent,
@@ -1048,7 +1048,10 @@ impl Supervisor {
                     continue; // chmod, touch: the running file is unchanged
                 };
                 s.binary_warned = true;
-                let gpid = s.gpid.map(|g| g.to_string()).unwrap_or_default();
+                let gpid = s
+                    .gpid(self.host_ip)
+                    .map(|g| g.to_string())
+                    .unwrap_or_default();
                 let message = format!(
                     "binary {} {what} while running (gpid {gpid})",
                     exec.display()
@@ -1072,7 +1075,7 @@ impl Supervisor {
             exit: None,
             delay_ms: None,
             message: Some(message),
-            gpid: s.and_then(|s| s.gpid).map(|g| g.to_string()),
+            gpid: s.and_then(|s| s.gpid(self.host_ip)).map(|g| g.to_string()),
             version: s.and_then(|s| s.service.unit.rare.version.clone()),
             stats: None,
         };
@@ -1116,7 +1119,7 @@ impl Supervisor {
         let Some(s) = self.slots.get_mut(slot) else {
             return;
         };
-        if s.sample_generation != generation {
+        if s.cold.get().map_or(0, |c| c.sample_generation) != generation {
             return;
         }
         let (Some(pid), Some(ms)) = (s.service.state.pid(), s.service.unit.rare.stats_interval_ms)
@@ -1227,7 +1230,7 @@ impl Supervisor {
                 _ => s.cold.get().and_then(|c| c.running_version.clone()),
             };
             if !matches!(kind, EventKind::SpawnFailed | EventKind::Restarting) {
-                rec.gpid = s.gpid.map(|g| g.to_string());
+                rec.gpid = s.gpid(self.host_ip).map(|g| g.to_string());
             }
             if let Some(exit) = &mut rec.exit {
                 rec.stats = s.cold.get().and_then(|c| c.last_sample.clone());

@@ -266,7 +266,10 @@ impl Supervisor {
             time_us: crate::os::wall_clock_us(),
             service: s.service.name().to_string(),
             kind,
-            gpid: s.gpid.map(|g| g.to_string()).unwrap_or_default(),
+            gpid: s
+                .gpid(self.host_ip)
+                .map(|g| g.to_string())
+                .unwrap_or_default(),
             version: build.version.clone(),
             ..Default::default()
         };
