@@ -821,7 +821,7 @@ impl Supervisor {
             gpid: rec.gpid.clone().unwrap_or_default(),
             version: rec.version.clone(),
             exit: rec.exit.clone(),
-            stats: rec.stats.clone(),
+            stats: rec.stats.as_deref().cloned(),
             seq,
             zurg: seq.map(|_| self.own_gpid.clone()),
             reason: matches!(
@@ -1233,7 +1233,11 @@ impl Supervisor {
                 rec.gpid = s.gpid(self.host_ip).map(|g| g.to_string());
             }
             if let Some(exit) = &mut rec.exit {
-                rec.stats = s.cold.get().and_then(|c| c.last_sample.clone());
+                rec.stats = s
+                    .cold
+                    .get()
+                    .and_then(|c| c.last_sample.clone())
+                    .map(Box::new);
                 exit.oom = s.exit_oom;
             }
         }
