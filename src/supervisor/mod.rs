@@ -841,10 +841,10 @@ impl Supervisor {
                 );
                 crate::log!("{e}");
                 self.rejected_units
-                    .entry(unit.name.clone())
+                    .entry(unit.name.to_string())
                     .or_insert_with(|| e.clone());
                 report.errors.push(e);
-                broken.insert(unit.name.clone());
+                broken.insert(unit.name.to_string());
                 continue;
             }
             let spec = match spawn_spec(&unit, &self.start_dir, &[]) {
@@ -852,10 +852,10 @@ impl Supervisor {
                 Err(e) => {
                     crate::log!("{e}");
                     self.rejected_units
-                        .entry(unit.name.clone())
+                        .entry(unit.name.to_string())
                         .or_insert_with(|| e.clone());
                     report.errors.push(e);
-                    broken.insert(unit.name.clone());
+                    broken.insert(unit.name.to_string());
                     continue;
                 }
             };
@@ -864,10 +864,10 @@ impl Supervisor {
                 Err(e) => {
                     crate::log!("{e}");
                     self.rejected_units
-                        .entry(unit.name.clone())
+                        .entry(unit.name.to_string())
                         .or_insert_with(|| e.clone());
                     report.errors.push(e);
-                    broken.insert(unit.name.clone());
+                    broken.insert(unit.name.to_string());
                     continue;
                 }
             };
@@ -881,10 +881,10 @@ impl Supervisor {
                         let e = format!("{}: {e}", unit.name);
                         crate::log!("{e}");
                         self.rejected_units
-                            .entry(unit.name.clone())
+                            .entry(unit.name.to_string())
                             .or_insert_with(|| e.clone());
                         report.errors.push(e);
-                        broken.insert(unit.name.clone());
+                        broken.insert(unit.name.to_string());
                         continue;
                     }
                     mark(&mut seen, slot);
@@ -944,7 +944,7 @@ impl Supervisor {
                         None => s.cold.clear(|c| c.file_build = None),
                     }
                     if s.service.unit == unit {
-                        report.unchanged.push(unit.name.clone());
+                        report.unchanged.push(unit.name.to_string());
                         continue;
                     }
                     if deps::only_dependencies_differ(&s.service.unit, &unit) {
@@ -954,10 +954,10 @@ impl Supervisor {
                             unit.depends_on.join(", ")
                         );
                         s.service.unit.depends_on = unit.depends_on;
-                        report.unchanged.push(s.service.unit.name.clone());
+                        report.unchanged.push(s.service.unit.name.to_string());
                         continue;
                     }
-                    report.changed.push(unit.name.clone());
+                    report.changed.push(unit.name.to_string());
                     if ports::port_settings_changed(&s.service.unit, &unit) {
                         // The running process keeps its own copy.
                         s.cold.clear(|c| c.listener = None);
@@ -1629,7 +1629,7 @@ impl Supervisor {
                         let job = worker::Job::Digest {
                             slot,
                             generation: self.hash_generation,
-                            path: exec.clone(),
+                            path: exec.to_path_buf(),
                             want: *want,
                         };
                         if self.worker.as_ref().is_some_and(|w| w.submit(job)) {
@@ -1910,17 +1910,17 @@ mod footprint {
     #[cfg(target_pointer_width = "64")]
     fn per_service_structs_stay_small() {
         assert!(
-            size_of::<Slot>() <= 336,
+            size_of::<Slot>() <= 320,
             "Slot is {} bytes",
             size_of::<Slot>()
         );
         assert!(
-            size_of::<Service>() <= 216,
+            size_of::<Service>() <= 200,
             "Service is {} bytes",
             size_of::<Service>()
         );
         assert!(
-            size_of::<Unit>() <= 120,
+            size_of::<Unit>() <= 104,
             "Unit is {} bytes",
             size_of::<Unit>()
         );
