@@ -123,10 +123,9 @@ struct Slot {
     /// GPID of the current (or last) process, without the host address
     /// every slot would repeat (`Slot::gpid` adds it).
     started: Option<crate::gpid::Local>,
-    /// inotify watch on the running binary, and its inode when started.
-    binary_watch: Option<(i32, u64)>,
-    /// A change of the running binary was already reported.
-    binary_warned: bool,
+    /// inotify watch on the running binary, its inode when started, and
+    /// whether a change was reported.
+    binary_watch: Option<BinaryWatch>,
     /// The port of the current process (a unit's fixed one, or the one
     /// zurg picked or listens on).
     port: u16,
@@ -144,6 +143,17 @@ struct Slot {
     cgroup: Option<Box<crate::cgroup::tree::ServiceCgroup>>,
     /// The OOM killer struck since the previous exit (read at each exit).
     exit_oom: bool,
+}
+
+/// The inotify watch on a running service's binary. The flag lives here,
+/// not in the slot: the bool's spare values tag the `Option`, which is 16
+/// bytes where an `Option<(i32, u64)>` and a bool took 32 (issue 22).
+#[derive(Debug, Clone, Copy)]
+struct BinaryWatch {
+    wd: i32,
+    inode: u64,
+    /// A change of the running binary was already reported.
+    warned: bool,
 }
 
 /// A slot's seldom-set state (see `Slot::cold`): inline, these fields
@@ -905,7 +915,6 @@ impl Supervisor {
                         retired: false,
                         started: None,
                         binary_watch: None,
-                        binary_warned: false,
                         port: 0,
                         cold: Cold::default(),
                         ring,
@@ -1695,7 +1704,9 @@ impl Supervisor {
                 s.started =
                     crate::gpid::Local::new(port, start_us, u32::try_from(child.pid).unwrap_or(0));
                 s.cold.clear(|c| c.last_sample = None);
-                s.binary_warned = false;
+                if let Some(w) = &mut s.binary_watch {
+                    w.warned = false;
+                }
                 match &s.service.unit.rare.version {
                     Some(v) => s.cold.make().running_version = Some(v.clone()),
                     None => s.cold.clear(|c| c.running_version = None),
@@ -1910,7 +1921,7 @@ mod footprint {
     #[cfg(target_pointer_width = "64")]
     fn per_service_structs_stay_small() {
         assert!(
-            size_of::<Slot>() <= 320,
+            size_of::<Slot>() <= 312,
             "Slot is {} bytes",
             size_of::<Slot>()
         );

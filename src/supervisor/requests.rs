@@ -989,18 +989,21 @@ impl Supervisor {
         // same watch with this slot its only user, releasing first would
         // remove it from the kernel while it is still wanted.
         self.watch_users.entry(wd).or_insert((0, ino)).0 += 1;
-        let old = self
-            .slots
-            .get_mut(slot)
-            .and_then(|s| s.binary_watch.replace((wd, ino)));
-        if let Some((old, _)) = old {
-            self.release_watch(old);
+        let old = self.slots.get_mut(slot).and_then(|s| {
+            s.binary_watch.replace(super::BinaryWatch {
+                wd,
+                inode: ino,
+                warned: false,
+            })
+        });
+        if let Some(old) = old {
+            self.release_watch(old.wd);
         }
     }
 
     pub(super) fn unwatch_binary(&mut self, slot: usize) {
-        if let Some((wd, _)) = self.slots.get_mut(slot).and_then(|s| s.binary_watch.take()) {
-            self.release_watch(wd);
+        if let Some(w) = self.slots.get_mut(slot).and_then(|s| s.binary_watch.take()) {
+            self.release_watch(w.wd);
         }
     }
 
@@ -1027,7 +1030,8 @@ impl Supervisor {
                 .iter()
                 .enumerate()
                 .filter(|(_, s)| {
-                    !s.binary_warned && s.binary_watch.is_some_and(|(wd, _)| wd == change.wd)
+                    s.binary_watch
+                        .is_some_and(|w| !w.warned && w.wd == change.wd)
                 })
                 .map(|(i, _)| i)
                 .collect();
@@ -1036,7 +1040,7 @@ impl Supervisor {
                     continue;
                 };
                 let exec = s.service.unit.exec.clone();
-                let started_ino = s.binary_watch.map_or(0, |(_, ino)| ino);
+                let started_ino = s.binary_watch.map_or(0, |w| w.inode);
                 let now_ino = std::fs::metadata(&exec)
                     .ok()
                     .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
@@ -1047,7 +1051,9 @@ impl Supervisor {
                 } else {
                     continue; // chmod, touch: the running file is unchanged
                 };
-                s.binary_warned = true;
+                if let Some(w) = &mut s.binary_watch {
+                    w.warned = true;
+                }
                 let gpid = s
                     .gpid(self.host_ip)
                     .map(|g| g.to_string())
