@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::num::NonZeroU64;
 use std::str::FromStr;
 
 /// The longest text of an IP address (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`,
@@ -42,6 +43,40 @@ impl Gpid {
         match ip {
             IpAddr::V4(ip) => format!("{ip}:{port}:{start_us}:"),
             IpAddr::V6(ip) => format!("[{ip}]:{port}:{start_us}:"),
+        }
+    }
+}
+
+/// A GPID without its host address, which every process one zurg starts
+/// shares: what zurg keeps per service (16 bytes where an `Option<Gpid>`
+/// is 32; issue 22), made whole with the address when shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Local {
+    /// Never 0: `StartClock` issues times above its last, which is at
+    /// least 0. The niche makes `Option<Local>` no larger than `Local`.
+    start_us: NonZeroU64,
+    pid: u32,
+    port: u16,
+}
+
+impl Local {
+    /// The GPID parts of a process zurg started; `None` for a start time
+    /// of 0, which no `StartClock` issues.
+    pub fn new(port: u16, start_us: u64, pid: u32) -> Option<Local> {
+        Some(Local {
+            start_us: NonZeroU64::new(start_us)?,
+            pid,
+            port,
+        })
+    }
+
+    /// The GPID of this process on the host at `ip`.
+    pub fn on(self, ip: IpAddr) -> Gpid {
+        Gpid {
+            ip,
+            port: self.port,
+            start_us: self.start_us.get(),
+            pid: self.pid,
         }
     }
 }
@@ -195,6 +230,24 @@ mod tests {
         assert!(widest.parse::<IpAddr>().is_ok());
     }
     use std::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn a_local_gpid_is_the_whole_one_without_its_address() {
+        let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7));
+        let local = Local::new(8080, 1_795_000_000_123_456, 42).unwrap();
+        assert_eq!(
+            local.on(ip).to_string(),
+            "10.0.0.7:8080:1795000000123456:42"
+        );
+        let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
+        let whole = Local::new(0, u64::MAX, u32::MAX).unwrap().on(v6);
+        assert_eq!(whole.to_string().parse::<Gpid>().unwrap(), whole);
+        // A start time of 0 is never issued, so it stands for none.
+        assert_eq!(Local::new(0, 0, 1), None);
+        assert_eq!(StartClock::default().issue(0), Ok(1));
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(std::mem::size_of::<Option<Local>>(), 16);
+    }
 
     #[test]
     fn format_and_parse_round_trip() {

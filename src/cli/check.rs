@@ -105,7 +105,7 @@ pub fn run(args: &[String]) -> i32 {
         for message in check_unit(u, strict) {
             problems.push(Problem {
                 path: path.clone(),
-                service: Some(u.name.clone()),
+                service: Some(u.name.to_string()),
                 message: format!("{}: {message}", path.display()),
             });
         }

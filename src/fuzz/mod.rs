@@ -114,7 +114,7 @@ fn unit(data: &[u8]) -> Result<(), String> {
     let lines = text.matches('\n').count() + 1;
     match parse_unit("fuzz", path, text) {
         Ok(unit) => {
-            check(unit.name == "fuzz", || {
+            check(&*unit.name == "fuzz", || {
                 format!("a unit parsed as {:?}, not fuzz", unit.name)
             })?;
             check((1..=sig::SIGRTMAX).contains(&unit.stop_signal), || {

@@ -1156,7 +1156,7 @@ mod tests {
     fn unit(restart: RestartPolicy) -> Unit {
         Unit {
             name: "svc".into(),
-            exec: PathBuf::from("/bin/true"),
+            exec: PathBuf::from("/bin/true").into(),
             args: Box::default(),
             depends_on: Box::default(),
             restart,

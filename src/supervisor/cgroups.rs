@@ -76,8 +76,8 @@ impl Supervisor {
         }
         let existing = self
             .by_name
-            .get(&unit.name)
-            .and_then(|&slot| self.slots.get(slot))
+            .get(self.slots.as_slice(), &unit.name)
+            .and_then(|slot| self.slots.get(slot))
             .and_then(|s| Some((s.cgroup.as_ref()?, &s.service.unit.rare.limits)));
         match existing {
             Some((cg, old)) => cg

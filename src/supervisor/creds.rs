@@ -137,7 +137,7 @@ impl CredsCache {
 /// The value of a `${NAME}` for `unit`; `${PORT}` only once it is known.
 fn value_of(unit: &Unit, port: Option<u16>) -> impl Fn(&str) -> Option<String> + '_ {
     move |name| match name {
-        "SERVICE" => Some(unit.name.clone()),
+        "SERVICE" => Some(unit.name.to_string()),
         "VERSION" => Some(unit.rare.version.clone().unwrap_or_default()),
         "PORT" => port.map(|p| p.to_string()),
         "INSTANCE" => unit.instance.map(|i| i.to_string()),

@@ -127,7 +127,7 @@ impl Supervisor {
     /// asks every waiting service again (its dependencies may have changed).
     pub(super) fn rebuild_dependencies(&mut self, work: &mut VecDeque<(usize, Input)>) {
         let n = self.slots.len();
-        let by_name = &self.by_name;
+        let (by_name, slots) = (&self.by_name, self.slots.as_slice());
         self.deps.graph = Graph::build(
             n,
             self.slots
@@ -135,7 +135,7 @@ impl Supervisor {
                 .enumerate()
                 .filter(|(_, s)| !s.retired)
                 .map(|(i, s)| (i, &*s.service.unit.depends_on)),
-            |name| by_name.get(name).copied(),
+            |name| by_name.get(slots, name),
         );
         self.deps.standing = self.slots.iter().map(|s| standing(&s.service)).collect();
         self.deps.stop_after.resize(n, false);

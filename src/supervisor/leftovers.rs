@@ -248,8 +248,8 @@ impl Supervisor {
     fn stop_one(&self, service: &str, pid: i32, fd: PidFd) -> Leftover {
         let (signal, timeout_ms) = self
             .by_name
-            .get(service)
-            .and_then(|slot| self.slots.get(*slot))
+            .get(self.slots.as_slice(), service)
+            .and_then(|slot| self.slots.get(slot))
             .map_or((libc::SIGTERM, self.opts.grace_ms), |s| {
                 (s.service.unit.stop_signal, s.service.unit.stop_timeout_ms)
             });

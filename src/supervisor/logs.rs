@@ -157,7 +157,7 @@ impl Supervisor {
                     return true;
                 };
                 let item = LogItem::Line(LogLine::new(
-                    s.service.unit.name.as_str(),
+                    &s.service.unit.name,
                     line.stream,
                     line.time_us,
                     line.bytes,
@@ -185,8 +185,8 @@ impl Supervisor {
             None => None,
             Some(name) => match self
                 .by_name
-                .get(name)
-                .and_then(|slot| Some((*slot, self.slots.get(*slot)?.ring.id())))
+                .get(self.slots.as_slice(), name)
+                .and_then(|slot| Some((slot, self.slots.get(slot)?.ring.id())))
             {
                 Some(only) => Some(only),
                 None => {
@@ -329,7 +329,7 @@ impl Supervisor {
                         continue;
                     };
                     let item = LogItem::Missed {
-                        service: s.service.unit.name.clone(),
+                        service: s.service.unit.name.to_string(),
                         lines,
                     };
                     (item, slot, (s.ring.id(), s.ring.first_seq()))

@@ -16,6 +16,7 @@ mod deps;
 mod hooks;
 mod leftovers;
 mod logs;
+mod names;
 mod output;
 mod ports;
 mod probes;
@@ -125,14 +126,12 @@ struct Slot {
     pidfd: Option<PidFd>,
     /// Its unit file is gone: it is stopping or stopped and takes no requests.
     retired: bool,
-    /// GPID of the current (or last) process.
-    gpid: Option<Gpid>,
-    /// Generation of this slot's live sample timer.
-    sample_generation: u64,
-    /// inotify watch on the running binary, and its inode when started.
-    binary_watch: Option<(i32, u64)>,
-    /// A change of the running binary was already reported.
-    binary_warned: bool,
+    /// GPID of the current (or last) process, without the host address
+    /// every slot would repeat (`Slot::gpid` adds it).
+    started: Option<crate::gpid::Local>,
+    /// inotify watch on the running binary, its inode when started, and
+    /// whether a change was reported.
+    binary_watch: Option<BinaryWatch>,
     /// The port of the current process (a unit's fixed one, or the one
     /// zurg picked or listens on).
     port: u16,
@@ -150,6 +149,17 @@ struct Slot {
     cgroup: Option<Box<crate::cgroup::tree::ServiceCgroup>>,
     /// The OOM killer struck since the previous exit (read at each exit).
     exit_oom: bool,
+}
+
+/// The inotify watch on a running service's binary. The flag lives here,
+/// not in the slot: the bool's spare values tag the `Option`, which is 16
+/// bytes where an `Option<(i32, u64)>` and a bool took 32 (issue 22).
+#[derive(Debug, Clone, Copy)]
+struct BinaryWatch {
+    wd: i32,
+    inode: u64,
+    /// A change of the running binary was already reported.
+    warned: bool,
 }
 
 /// A slot's seldom-set state (see `Slot::cold`): inline, these fields
@@ -174,6 +184,9 @@ struct ColdState {
     running_version: Option<String>,
     /// The latest resource sample of the current process tree.
     last_sample: Option<Sample>,
+    /// Generation of this slot's live sample timer (`stats_interval_ms`,
+    /// which few units set; 0 while none was armed).
+    sample_generation: u64,
 }
 
 /// `ColdState`, boxed once something is set in it.
@@ -210,6 +223,12 @@ impl Cold {
 }
 
 impl Slot {
+    /// The GPID of its current (or last) process, on the host at `ip`
+    /// (`Supervisor::host_ip`, the same for every slot).
+    fn gpid(&self, ip: IpAddr) -> Option<Gpid> {
+        self.started.map(|local| local.on(ip))
+    }
+
     /// Takes a spec built anew from the unit (reload, upgrade; the unit is
     /// in place): what was derived from the old one goes (env files, passwd
     /// variables), and the service's cgroup, which outlives specs, is put
@@ -292,8 +311,13 @@ pub struct Supervisor {
     signals: SignalFd,
     child_signals: ChildSignals,
     slots: Vec<Slot>,
-    by_name: HashMap<String, usize>,
-    by_pid: HashMap<i32, usize>,
+    /// Live (not retired) slots by their unit's name, which the index
+    /// reads from the slots instead of keeping a copy (`names`).
+    by_name: names::NameIndex,
+    /// Services' processes until they are reaped. Slot numbers as `u32`:
+    /// a bucket of 8 bytes, not 16 (issue 22; `names::NameIndex::fits`
+    /// holds every slot number to that).
+    by_pid: HashMap<i32, u32>,
     phase: Phase,
     opts: RunOptions,
     warned_no_pidfd: bool,
@@ -694,7 +718,7 @@ impl Supervisor {
             signals,
             child_signals,
             slots: Vec::new(),
-            by_name: HashMap::new(),
+            by_name: names::NameIndex::default(),
             by_pid: HashMap::new(),
             phase: Phase::Running,
             opts,
@@ -826,11 +850,11 @@ impl Supervisor {
         let new_units = loaded
             .units
             .iter()
-            .filter(|u| !self.by_name.contains_key(&u.name))
+            .filter(|u| !self.by_name.contains(self.slots.as_slice(), &u.name))
             .count();
         self.slots.reserve_exact(new_units);
         for mut unit in loaded.units {
-            if let Some(&slot) = self.by_name.get(&unit.name) {
+            if let Some(slot) = self.by_name.get(self.slots.as_slice(), &unit.name) {
                 mark(&mut seen, slot);
             }
             let file_build = upgrade::Build::of(&unit);
@@ -848,10 +872,10 @@ impl Supervisor {
                 );
                 crate::log!("{e}");
                 self.rejected_units
-                    .entry(unit.name.clone())
+                    .entry(unit.name.to_string())
                     .or_insert_with(|| e.clone());
                 report.errors.push(e);
-                broken.insert(unit.name.clone());
+                broken.insert(unit.name.to_string());
                 continue;
             }
             let spec = match spawn_spec(&unit, &self.start_dir, &[]) {
@@ -859,10 +883,10 @@ impl Supervisor {
                 Err(e) => {
                     crate::log!("{e}");
                     self.rejected_units
-                        .entry(unit.name.clone())
+                        .entry(unit.name.to_string())
                         .or_insert_with(|| e.clone());
                     report.errors.push(e);
-                    broken.insert(unit.name.clone());
+                    broken.insert(unit.name.to_string());
                     continue;
                 }
             };
@@ -871,20 +895,31 @@ impl Supervisor {
                 Err(e) => {
                     crate::log!("{e}");
                     self.rejected_units
-                        .entry(unit.name.clone())
+                        .entry(unit.name.to_string())
                         .or_insert_with(|| e.clone());
                     report.errors.push(e);
-                    broken.insert(unit.name.clone());
+                    broken.insert(unit.name.to_string());
                     continue;
                 }
             };
-            match self.by_name.get(&unit.name).copied() {
+            match self.by_name.get(self.slots.as_slice(), &unit.name) {
                 None => {
                     let reused = self.take_reclaimable_slot();
                     let slot = reused.unwrap_or(self.slots.len());
+                    // Only a new slot can be out of the index's range: a
+                    // reused one is below it.
+                    if let Err(e) = names::NameIndex::fits(slot) {
+                        let e = format!("{}: {e}", unit.name);
+                        crate::log!("{e}");
+                        self.rejected_units
+                            .entry(unit.name.to_string())
+                            .or_insert_with(|| e.clone());
+                        report.errors.push(e);
+                        broken.insert(unit.name.to_string());
+                        continue;
+                    }
                     mark(&mut seen, slot);
                     added.push(slot);
-                    self.by_name.insert(unit.name.clone(), slot);
                     let ring = self.logs.new_ring(unit.rare.log_ring_bytes);
                     let service = match reused.and_then(|r| self.slots.get(r)) {
                         Some(old) => Service::succeeding(unit, &old.service),
@@ -899,10 +934,8 @@ impl Supervisor {
                         spec: None,
                         pidfd: None,
                         retired: false,
-                        gpid: None,
-                        sample_generation: 0,
+                        started: None,
                         binary_watch: None,
-                        binary_warned: false,
                         port: 0,
                         cold: Cold::default(),
                         ring,
@@ -924,6 +957,11 @@ impl Supervisor {
                         }
                         None => self.slots.push(new_slot),
                     }
+                    // Indexed once the slot holds the unit: the index finds
+                    // the name there (`names`).
+                    if let Err(e) = self.by_name.insert(self.slots.as_slice(), slot) {
+                        crate::log!("{e}");
+                    }
                     reconfigure.push(slot);
                     work.push_back((slot, Input::Start));
                 }
@@ -936,7 +974,7 @@ impl Supervisor {
                         None => s.cold.clear(|c| c.file_build = None),
                     }
                     if s.service.unit == unit {
-                        report.unchanged.push(unit.name.clone());
+                        report.unchanged.push(unit.name.to_string());
                         continue;
                     }
                     if deps::only_dependencies_differ(&s.service.unit, &unit) {
@@ -946,10 +984,10 @@ impl Supervisor {
                             unit.depends_on.join(", ")
                         );
                         s.service.unit.depends_on = unit.depends_on;
-                        report.unchanged.push(s.service.unit.name.clone());
+                        report.unchanged.push(s.service.unit.name.to_string());
                         continue;
                     }
-                    report.changed.push(unit.name.clone());
+                    report.changed.push(unit.name.to_string());
                     if ports::port_settings_changed(&s.service.unit, &unit) {
                         // The running process keeps its own copy.
                         s.cold.clear(|c| c.listener = None);
@@ -973,24 +1011,28 @@ impl Supervisor {
             .filter_map(|&slot| self.slots.get(slot))
             .map(|s| s.service.name().to_string())
             .collect();
-        let gone: Vec<(String, usize)> = self
+        let gone: Vec<usize> = self
             .by_name
-            .iter()
-            .filter(|(name, slot)| {
+            .slots()
+            .filter(|&slot| {
+                let Some(s) = self.slots.get(slot) else {
+                    return false;
+                };
+                let name = s.service.name();
                 // An instance's file is `web.toml` for `web@2`.
-                let file = match self.slots.get(**slot).and_then(|s| s.service.unit.instance) {
-                    Some(_) => name.rsplit_once('@').map_or(name.as_str(), |(f, _)| f),
-                    None => name.as_str(),
+                let file = match s.service.unit.instance {
+                    Some(_) => name.rsplit_once('@').map_or(name, |(f, _)| f),
+                    None => name,
                 };
                 !loaded_dir_failed
-                    && !seen.get(**slot).copied().unwrap_or(false)
-                    && !broken.contains(*name)
+                    && !seen.get(slot).copied().unwrap_or(false)
+                    && !broken.contains(name)
                     && !broken.contains(file)
             })
-            .map(|(name, slot)| (name.clone(), *slot))
             .collect();
-        for (name, slot) in gone {
-            self.by_name.remove(&name);
+        for slot in gone {
+            let name = self.slot_name(slot).to_string();
+            self.by_name.remove(self.slots.as_slice(), &name);
             if let Some(s) = self.slots.get_mut(slot) {
                 s.retired = true;
                 s.cold.clear(|c| c.listener = None);
@@ -1366,7 +1408,7 @@ impl Supervisor {
     /// pid at once (O(1), where the sweep walks every child); its pid then.
     fn reap_named(&mut self, pid: u32, work: &mut VecDeque<(usize, Input)>) -> Option<i32> {
         let pid = i32::try_from(pid).ok().filter(|&p| p > 0)?;
-        let slot = *self.by_pid.get(&pid)?;
+        let slot = *self.by_pid.get(&pid)? as usize;
         if self.slots.get(slot)?.pidfd.is_some() {
             return None;
         }
@@ -1384,7 +1426,7 @@ impl Supervisor {
     fn reaped_by_pidfd(&self, pid: i32) -> bool {
         self.by_pid.get(&pid).is_some_and(|&slot| {
             self.slots
-                .get(slot)
+                .get(slot as usize)
                 .and_then(|s| s.pidfd.as_ref())
                 .is_some_and(|fd| fd.pid() == pid)
         })
@@ -1399,7 +1441,7 @@ impl Supervisor {
         let mut hooks_dead = Vec::new();
         let drained = reap::reap_all(|pid, status| {
             if let Some(slot) = by_pid.remove(&pid) {
-                dead.push((slot, pid, status));
+                dead.push((slot as usize, pid, status));
             } else if let Some((slot, source)) = probes.take_pid(pid) {
                 probes_dead.push((slot, source, pid, status));
             } else if let Some(slot) = hooks.take_pid(pid) {
@@ -1621,7 +1663,7 @@ impl Supervisor {
                         let job = worker::Job::Digest {
                             slot,
                             generation: self.hash_generation,
-                            path: exec.clone(),
+                            path: exec.to_path_buf(),
                             want: *want,
                         };
                         if self.worker.as_ref().is_some_and(|w| w.submit(job)) {
@@ -1684,21 +1726,25 @@ impl Supervisor {
                     }
                 }
                 s.pidfd = child.pidfd;
-                s.gpid = Some(Gpid {
-                    ip: host_ip,
-                    port,
-                    start_us,
-                    pid: u32::try_from(child.pid).unwrap_or(0),
-                });
+                s.started =
+                    crate::gpid::Local::new(port, start_us, u32::try_from(child.pid).unwrap_or(0));
                 s.cold.clear(|c| c.last_sample = None);
-                s.binary_warned = false;
+                if let Some(w) = &mut s.binary_watch {
+                    w.warned = false;
+                }
                 match &s.service.unit.rare.version {
                     Some(v) => s.cold.make().running_version = Some(v.clone()),
                     None => s.cold.clear(|c| c.running_version = None),
                 }
                 let exec = s.service.unit.exec.clone();
                 let stats_interval = s.service.unit.rare.stats_interval_ms;
-                self.by_pid.insert(child.pid, slot);
+                // Every slot was made below the limit (`reload`).
+                match names::NameIndex::fits(slot) {
+                    Ok(at) => {
+                        self.by_pid.insert(child.pid, at);
+                    }
+                    Err(e) => crate::log!("{e}"),
+                }
                 self.watch_binary(slot, &exec);
                 if let Some(ms) = stats_interval {
                     self.sample_generation = self.sample_generation.wrapping_add(1);
@@ -1708,7 +1754,7 @@ impl Supervisor {
                         .timers
                         .arm(at, TimerKey::Sample { slot, generation });
                     if let Some(s) = self.slots.get_mut(slot) {
-                        s.sample_generation = generation;
+                        s.cold.make().sample_generation = generation;
                     }
                 }
                 Some(Input::Spawned { pid: child.pid })
@@ -1900,17 +1946,17 @@ mod footprint {
     #[cfg(target_pointer_width = "64")]
     fn per_service_structs_stay_small() {
         assert!(
-            size_of::<Slot>() <= 360,
+            size_of::<Slot>() <= 312,
             "Slot is {} bytes",
             size_of::<Slot>()
         );
         assert!(
-            size_of::<Service>() <= 216,
+            size_of::<Service>() <= 200,
             "Service is {} bytes",
             size_of::<Service>()
         );
         assert!(
-            size_of::<Unit>() <= 120,
+            size_of::<Unit>() <= 104,
             "Unit is {} bytes",
             size_of::<Unit>()
         );

@@ -210,7 +210,7 @@ impl Supervisor {
             return Ok(extras);
         };
         let unit = &s.service.unit;
-        let name = unit.name.clone();
+        let name = unit.name.to_string();
         let wants_notify =
             unit.rare.ready == Some(Ready::Notify) || unit.rare.watchdog_ms.is_some();
         let fd_n = match unit.rare.ready {

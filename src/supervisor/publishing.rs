@@ -107,7 +107,7 @@ impl Supervisor {
     /// The endpoint of a slot's current process, when it has one.
     fn endpoint_of(&self, slot: usize) -> Option<Endpoint> {
         let s = self.slots.get(slot)?;
-        let gpid = s.gpid?;
+        let gpid = s.gpid(self.host_ip)?;
         Some(Endpoint {
             service: s.service.name().to_string(),
             ip: gpid.ip.to_string(),

@@ -175,7 +175,7 @@ impl Supervisor {
     /// Resolves names to live slots; an empty list means every service.
     fn resolve(&self, names: &[String]) -> Result<Vec<usize>, String> {
         if names.is_empty() {
-            let mut all: Vec<usize> = self.by_name.values().copied().collect();
+            let mut all: Vec<usize> = self.by_name.slots().collect();
             all.sort_by(|a, b| self.slot_name(*a).cmp(self.slot_name(*b)));
             return Ok(all);
         }
@@ -184,8 +184,8 @@ impl Supervisor {
         let mut slots: Vec<usize> = Vec::with_capacity(names.len());
         let mut seen = std::collections::HashSet::with_capacity(names.len());
         for n in names {
-            let found = match self.by_name.get(n) {
-                Some(slot) => vec![*slot],
+            let found = match self.by_name.get(self.slots.as_slice(), n) {
+                Some(slot) => vec![slot],
                 None => self.instances_of(n),
             };
             if found.is_empty() {
@@ -205,9 +205,15 @@ impl Supervisor {
     pub(super) fn instances_of(&self, name: &str) -> Vec<usize> {
         let mut found: Vec<(u32, usize)> = self
             .by_name
-            .iter()
-            .filter(|(n, _)| n.strip_prefix(name).is_some_and(|r| r.starts_with('@')))
-            .filter_map(|(_, slot)| Some((self.slots.get(*slot)?.service.unit.instance?, *slot)))
+            .slots()
+            .filter_map(|slot| Some((self.slots.get(slot)?, slot)))
+            .filter(|(s, _)| {
+                s.service
+                    .name()
+                    .strip_prefix(name)
+                    .is_some_and(|r| r.starts_with('@'))
+            })
+            .filter_map(|(s, slot)| Some((s.service.unit.instance?, slot)))
             .collect();
         found.sort_unstable();
         found.into_iter().map(|(_, slot)| slot).collect()
@@ -232,9 +238,9 @@ impl Supervisor {
     /// `zurg status` fails until the file is fixed.
     fn status_rows(&self, names: &[String]) -> Result<Vec<ServiceStatus>, String> {
         let file_of = |name: &str| name.rsplit_once('@').map_or(name, |(f, _)| f).to_string();
-        let (known, only_rejected): (Vec<&String>, Vec<&String>) = names
-            .iter()
-            .partition(|n| !self.rejected_units.contains_key(*n) || self.by_name.contains_key(*n));
+        let (known, only_rejected): (Vec<&String>, Vec<&String>) = names.iter().partition(|n| {
+            !self.rejected_units.contains_key(*n) || self.by_name.contains(self.slots.as_slice(), n)
+        });
         let known: Vec<String> = known.into_iter().cloned().collect();
         let slots = if names.is_empty() || !known.is_empty() {
             self.resolve(&known)?
@@ -287,7 +293,7 @@ impl Supervisor {
             uptime_ms,
             restarts: s.service.restarts,
             last_exit: s.service.last_exit.map(exit_info),
-            gpid: s.gpid.map(|g| g.to_string()),
+            gpid: s.gpid(self.host_ip).map(|g| g.to_string()),
             version: s.service.unit.rare.version.clone(),
             last_error: s.service.last_error.as_ref().map(ToString::to_string),
             ready: s.service.is_ready(),
@@ -440,7 +446,10 @@ impl Supervisor {
                 Ok(mut asked) => {
                     // `restart web`, where web has instances: one at a time.
                     let rolling = match names.as_slice() {
-                        [one] if !self.by_name.contains_key(one) && asked.len() > 1 => {
+                        [one]
+                            if !self.by_name.contains(self.slots.as_slice(), one)
+                                && asked.len() > 1 =>
+                        {
                             asked.split_off(1)
                         }
                         _ => Vec::new(),
@@ -508,7 +517,7 @@ impl Supervisor {
                     None => return,
                 }
             }
-            Verb::Rollback { name } => match self.by_name.get(&name).copied() {
+            Verb::Rollback { name } => match self.by_name.get(self.slots.as_slice(), &name) {
                 None => Reply::error(
                     id,
                     ErrorCode::UnknownService,
@@ -586,7 +595,7 @@ impl Supervisor {
                 format!("unknown signal {signal:?}"),
             );
         };
-        let Some(&slot) = self.by_name.get(name) else {
+        let Some(slot) = self.by_name.get(self.slots.as_slice(), name) else {
             return Reply::error(
                 id,
                 ErrorCode::UnknownService,
@@ -820,7 +829,7 @@ impl Supervisor {
             gpid: rec.gpid.clone().unwrap_or_default(),
             version: rec.version.clone(),
             exit: rec.exit.clone(),
-            stats: rec.stats.clone(),
+            stats: rec.stats.as_deref().cloned(),
             seq,
             zurg: seq.map(|_| self.own_gpid.clone()),
             reason: matches!(
@@ -840,8 +849,8 @@ impl Supervisor {
     fn gpid_request(&self, id: u64, name: &str) -> Reply {
         let Some(s) = self
             .by_name
-            .get(name)
-            .and_then(|slot| self.slots.get(*slot))
+            .get(self.slots.as_slice(), name)
+            .and_then(|slot| self.slots.get(slot))
         else {
             return Reply::error(
                 id,
@@ -849,7 +858,7 @@ impl Supervisor {
                 format!("no service named `{name}`"),
             );
         };
-        match s.gpid {
+        match s.gpid(self.host_ip) {
             Some(g) => Reply::ok(
                 id,
                 GpidInfo {
@@ -922,7 +931,7 @@ impl Supervisor {
             rows.push(StatsRow {
                 name: s.service.name().to_string(),
                 pid,
-                gpid: s.gpid.map(|g| g.to_string()),
+                gpid: s.gpid(self.host_ip).map(|g| g.to_string()),
                 process,
                 tree,
                 cpu_percent,
@@ -987,18 +996,21 @@ impl Supervisor {
         // same watch with this slot its only user, releasing first would
         // remove it from the kernel while it is still wanted.
         self.watch_users.entry(wd).or_insert((0, ino)).0 += 1;
-        let old = self
-            .slots
-            .get_mut(slot)
-            .and_then(|s| s.binary_watch.replace((wd, ino)));
-        if let Some((old, _)) = old {
-            self.release_watch(old);
+        let old = self.slots.get_mut(slot).and_then(|s| {
+            s.binary_watch.replace(super::BinaryWatch {
+                wd,
+                inode: ino,
+                warned: false,
+            })
+        });
+        if let Some(old) = old {
+            self.release_watch(old.wd);
         }
     }
 
     pub(super) fn unwatch_binary(&mut self, slot: usize) {
-        if let Some((wd, _)) = self.slots.get_mut(slot).and_then(|s| s.binary_watch.take()) {
-            self.release_watch(wd);
+        if let Some(w) = self.slots.get_mut(slot).and_then(|s| s.binary_watch.take()) {
+            self.release_watch(w.wd);
         }
     }
 
@@ -1025,7 +1037,8 @@ impl Supervisor {
                 .iter()
                 .enumerate()
                 .filter(|(_, s)| {
-                    !s.binary_warned && s.binary_watch.is_some_and(|(wd, _)| wd == change.wd)
+                    s.binary_watch
+                        .is_some_and(|w| !w.warned && w.wd == change.wd)
                 })
                 .map(|(i, _)| i)
                 .collect();
@@ -1034,7 +1047,7 @@ impl Supervisor {
                     continue;
                 };
                 let exec = s.service.unit.exec.clone();
-                let started_ino = s.binary_watch.map_or(0, |(_, ino)| ino);
+                let started_ino = s.binary_watch.map_or(0, |w| w.inode);
                 let now_ino = std::fs::metadata(&exec)
                     .ok()
                     .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
@@ -1045,8 +1058,13 @@ impl Supervisor {
                 } else {
                     continue; // chmod, touch: the running file is unchanged
                 };
-                s.binary_warned = true;
-                let gpid = s.gpid.map(|g| g.to_string()).unwrap_or_default();
+                if let Some(w) = &mut s.binary_watch {
+                    w.warned = true;
+                }
+                let gpid = s
+                    .gpid(self.host_ip)
+                    .map(|g| g.to_string())
+                    .unwrap_or_default();
                 let message = format!(
                     "binary {} {what} while running (gpid {gpid})",
                     exec.display()
@@ -1070,7 +1088,7 @@ impl Supervisor {
             exit: None,
             delay_ms: None,
             message: Some(message),
-            gpid: s.and_then(|s| s.gpid).map(|g| g.to_string()),
+            gpid: s.and_then(|s| s.gpid(self.host_ip)).map(|g| g.to_string()),
             version: s.and_then(|s| s.service.unit.rare.version.clone()),
             stats: None,
         };
@@ -1114,7 +1132,7 @@ impl Supervisor {
         let Some(s) = self.slots.get_mut(slot) else {
             return;
         };
-        if s.sample_generation != generation {
+        if s.cold.get().map_or(0, |c| c.sample_generation) != generation {
             return;
         }
         let (Some(pid), Some(ms)) = (s.service.state.pid(), s.service.unit.rare.stats_interval_ms)
@@ -1225,10 +1243,14 @@ impl Supervisor {
                 _ => s.cold.get().and_then(|c| c.running_version.clone()),
             };
             if !matches!(kind, EventKind::SpawnFailed | EventKind::Restarting) {
-                rec.gpid = s.gpid.map(|g| g.to_string());
+                rec.gpid = s.gpid(self.host_ip).map(|g| g.to_string());
             }
             if let Some(exit) = &mut rec.exit {
-                rec.stats = s.cold.get().and_then(|c| c.last_sample.clone());
+                rec.stats = s
+                    .cold
+                    .get()
+                    .and_then(|c| c.last_sample.clone())
+                    .map(Box::new);
                 exit.oom = s.exit_oom;
             }
         }

@@ -64,7 +64,7 @@ pub struct Build {
 impl Build {
     pub fn of(unit: &Unit) -> Build {
         Build {
-            exec: unit.exec.clone(),
+            exec: unit.exec.to_path_buf(),
             version: unit.rare.version.clone(),
             checksum: unit.rare.checksum.map(|c| format!("{}:{c}", c.kind())),
         }
@@ -85,7 +85,7 @@ impl Build {
     /// Applies this build to a unit.
     pub fn apply(&self, unit: &mut Unit) -> Result<(), String> {
         unit.rare.checksum = self.checksum()?;
-        unit.exec = self.exec.clone();
+        unit.exec = self.exec.as_path().into();
         unit.rare.version = self.version.clone();
         unit.rare.compact();
         Ok(())
@@ -217,7 +217,7 @@ impl Supervisor {
     /// override must never keep a good unit from running. Returns the
     /// report line for a dropped one.
     pub(super) fn apply_override(&mut self, unit: &mut Unit) -> Option<String> {
-        let o = self.overrides.services.get(&unit.name)?;
+        let o = self.overrides.services.get(&*unit.name)?;
         let why = match stale_override(o, unit, self.opts.strict) {
             Ok(Some(applied)) => {
                 *unit = applied;
@@ -227,7 +227,7 @@ impl Supervisor {
             Err(why) => why,
         };
         let label = o.current.as_ref().map(Build::label).unwrap_or_default();
-        self.overrides.services.remove(&unit.name);
+        self.overrides.services.remove(&*unit.name);
         let saved = match self.save_overrides() {
             Ok(()) => String::new(),
             Err(e) => format!(" ({e})"),
@@ -265,7 +265,10 @@ impl Supervisor {
             time_us: crate::os::wall_clock_us(),
             service: s.service.name().to_string(),
             kind,
-            gpid: s.gpid.map(|g| g.to_string()).unwrap_or_default(),
+            gpid: s
+                .gpid(self.host_ip)
+                .map(|g| g.to_string())
+                .unwrap_or_default(),
             version: build.version.clone(),
             ..Default::default()
         };
@@ -284,7 +287,7 @@ impl Supervisor {
         window_ms: Option<u64>,
         work: &mut VecDeque<(usize, Input)>,
     ) -> Option<Reply> {
-        let Some(&slot) = self.by_name.get(name) else {
+        let Some(slot) = self.by_name.get(self.slots.as_slice(), name) else {
             return Some(Reply::error(
                 id,
                 ErrorCode::UnknownService,
@@ -391,7 +394,7 @@ impl Supervisor {
                 ErrorCode::ShuttingDown,
                 "zurg is shutting down",
             ))
-        } else if self.by_name.get(&ticket.name) != Some(&ticket.slot) {
+        } else if self.by_name.get(self.slots.as_slice(), &ticket.name) != Some(ticket.slot) {
             Some(Reply::error(
                 id,
                 ErrorCode::UnknownService,

@@ -94,7 +94,7 @@ pub static KEYS: &[Key] = &[
         default: "required",
         doc: "The program to run.",
         read: |u, v| {
-            u.exec = absolute_path(need(v)?)?;
+            u.exec = absolute_path(need(v)?)?.into();
             Ok(())
         },
         ..KEY
@@ -759,8 +759,8 @@ pub fn find(name: &str) -> Option<&'static Key> {
 /// a caller.
 pub fn blank(name: &str) -> Unit {
     Unit {
-        name: name.to_string(),
-        exec: PathBuf::new(),
+        name: name.into(),
+        exec: PathBuf::new().into(),
         args: Box::default(),
         depends_on: Box::default(),
         restart: RestartPolicy::Always,

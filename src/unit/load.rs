@@ -196,7 +196,7 @@ fn programs_refused(
         _ => None,
     };
     let commands = [
-        ("exec", Some(unit.exec.as_path())),
+        ("exec", Some(&*unit.exec)),
         ("pre_start", unit.rare.pre_start.as_deref().and_then(first)),
         ("post_stop", unit.rare.post_stop.as_deref().and_then(first)),
         ("ready", ready),
@@ -350,7 +350,7 @@ pub fn load_dir_with(dir: &Path, strict: bool) -> LoadReport {
         let units = instances_of(unit);
         if let Some((name, first)) = units
             .iter()
-            .find_map(|u| Some((&u.name, defined.get(&u.name)?)))
+            .find_map(|u| Some((&u.name, defined.get(&*u.name)?)))
         {
             report.errors.push(file_error(
                 &path,
@@ -361,7 +361,7 @@ pub fn load_dir_with(dir: &Path, strict: bool) -> LoadReport {
             ));
             continue;
         }
-        defined.extend(units.iter().map(|u| (u.name.clone(), path.clone())));
+        defined.extend(units.iter().map(|u| (u.name.to_string(), path.clone())));
         report.units.extend(units);
     }
     depend_on_every_instance(&mut report.units);
@@ -379,7 +379,7 @@ pub fn instances_of(unit: Unit) -> Vec<Unit> {
     (0..n)
         .map(|i| {
             let mut one = Unit {
-                name: format!("{}@{i}", unit.name),
+                name: format!("{}@{i}", unit.name).into(),
                 instance: Some(i),
                 ..unit.clone()
             };
@@ -437,7 +437,7 @@ fn refuse_by_dependencies(dir: &Path, report: &mut LoadReport) {
     let nodes: Vec<(&str, &[String])> = report
         .units
         .iter()
-        .map(|u| (u.name.as_str(), &*u.depends_on))
+        .map(|u| (&*u.name, &*u.depends_on))
         .collect();
     let refused = crate::service::graph::refusals(&nodes, |n| broken.contains(n));
     if refused.is_empty() {
@@ -497,7 +497,7 @@ mod tests {
         );
         std::fs::create_dir_all(dir.join("sub.toml")).unwrap();
         let r = load_dir(&dir);
-        let names: Vec<&str> = r.units.iter().map(|u| u.name.as_str()).collect();
+        let names: Vec<&str> = r.units.iter().map(|u| &*u.name).collect();
         assert_eq!(names, ["a", "b"]);
         let errs: Vec<String> = r.errors.iter().map(|e| e.to_string()).collect();
         assert_eq!(errs.len(), 4, "{errs:?}");
@@ -532,7 +532,7 @@ mod tests {
         write("db.toml", &unit(""));
         write("worker.toml", &unit("\"db\""));
         let r = load_dir(&dir);
-        let names: Vec<&str> = r.units.iter().map(|u| u.name.as_str()).collect();
+        let names: Vec<&str> = r.units.iter().map(|u| &*u.name).collect();
         assert_eq!(names, ["db", "worker"]);
         let errs: Vec<String> = r.errors.iter().map(|e| e.to_string()).collect();
         let d = dir.display();
@@ -563,7 +563,7 @@ mod tests {
         write("web@1.toml", "exec = \"/bin/true\"\n");
         write("api.toml", "exec = \"/bin/true\"\ndepends_on = [\"web\"]\n");
         let r = load_dir(&dir);
-        let names: Vec<&str> = r.units.iter().map(|u| u.name.as_str()).collect();
+        let names: Vec<&str> = r.units.iter().map(|u| &*u.name).collect();
         assert_eq!(names, ["api", "web@0", "web@1", "web@2"]);
         let instances: Vec<Option<u32>> = r.units.iter().map(|u| u.instance).collect();
         assert_eq!(instances, [None, Some(0), Some(1), Some(2)]);
@@ -607,7 +607,7 @@ mod tests {
         nix::unistd::mkfifo(&dir.join("pipe.toml"), nix::sys::stat::Mode::S_IRWXU).unwrap();
         std::os::unix::fs::symlink("/dev/zero", dir.join("zero.toml")).unwrap();
         let r = load_dir(&dir);
-        let names: Vec<&str> = r.units.iter().map(|u| u.name.as_str()).collect();
+        let names: Vec<&str> = r.units.iter().map(|u| &*u.name).collect();
         assert_eq!(names, ["ok"]);
         let errs: Vec<String> = r.errors.iter().map(|e| e.to_string()).collect();
         assert_eq!(errs.len(), 2, "{errs:?}");

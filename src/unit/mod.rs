@@ -119,10 +119,12 @@ pub struct StartLimit {
 /// bytes, most of the per-service heap at 10,000 services (issue 22).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unit {
-    /// File stem of the unit file.
-    pub name: String,
+    /// File stem of the unit file. Name and exec are fixed once parsed:
+    /// boxed, without a `String`'s capacity, 16 bytes of every service
+    /// instead of 24 each (issue 22).
+    pub name: Box<str>,
     /// Absolute path of the program.
-    pub exec: PathBuf,
+    pub exec: Box<std::path::Path>,
     /// Arguments after argv[0] (argv[0] is the unit's exec path).
     pub args: Box<[String]>,
     /// Services that must be ready (a run-once one: done) before this one

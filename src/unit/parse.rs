@@ -353,8 +353,8 @@ mod tests {
     #[test]
     fn minimal_unit_gets_defaults() {
         let u = parse("exec = \"/bin/true\"\n").unwrap();
-        assert_eq!(u.name, "svc");
-        assert_eq!(u.exec, PathBuf::from("/bin/true"));
+        assert_eq!(&*u.name, "svc");
+        assert_eq!(&*u.exec, Path::new("/bin/true"));
         assert!(u.args.is_empty() && u.rare.env.is_empty() && u.rare.cwd.is_none());
         assert_eq!(u.restart, RestartPolicy::Always);
         assert_eq!(u.stop_signal, 15);
