@@ -832,7 +832,17 @@ impl Forwarder {
                     self.runs.push_back((id, operator, verb));
                 }
             }
-            Frame::Error { message } => {
+            Frame::Error {
+                message,
+                stopping: true,
+            } => {
+                // Not a fault of the link: no backoff, and the next
+                // publisher of the list is tried now, not after 100 ms.
+                self.fail(registry, now, format!("publisher said: {message}"));
+                self.backoff_ms = MIN_BACKOFF_MS;
+                self.link = Link::Idle { retry_at: now };
+            }
+            Frame::Error { message, .. } => {
                 self.fail(registry, now, format!("publisher said: {message}"))
             }
             other => {

@@ -327,6 +327,11 @@ pub enum Frame {
     /// Sent before the sender closes the connection.
     Error {
         message: String,
+        /// From a publisher: it is shutting down, so a forwarder moves to
+        /// the next publisher of its list at once. An older peer ignores
+        /// the field and still fails over, just after its usual backoff.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        stopping: bool,
     },
 }
 
