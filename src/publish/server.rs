@@ -678,7 +678,7 @@ impl Server {
         );
         if open > 0 {
             crate::log!(
-                "closed {open} connection(s) that did not take their goodbye within {STOP_DEADLINE_MS} ms"
+                "told {hosts} host(s) and {clients} client(s) to go elsewhere; closed {open} connection(s) that did not take their goodbye within {STOP_DEADLINE_MS} ms"
             );
         } else {
             crate::log!(
