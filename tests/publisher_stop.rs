@@ -253,3 +253,36 @@ fn a_peer_that_does_not_read_its_goodbye_holds_the_exit_only_until_the_deadline(
     p.z.saw("told 1 host(s) and 1 client(s) to go elsewhere; closed 1 connection(s) that did not take their goodbye within 3000 ms");
     assert!(took >= Duration::from_millis(2900), "exited after {took:?}");
 }
+
+/// A container's PID 1 ignores a signal it has no handler for, so before
+/// the publisher read SIGTERM its `docker stop` waited out the 10 s
+/// grace for SIGKILL; now it stops as a plain process does.
+#[test]
+fn as_a_containers_pid_1_the_publisher_stops_on_sigterm_too() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut p1 = Zurg::start(Mode::Pid1, &["publisher", "--listen", &addr]);
+    p1.expect("publisher listening on");
+    let p2 = Publisher::start(None, &[]);
+    let (_d, mut h) = host("stop-pid1", "gamma", &format!("{addr},{}", p2.addr));
+    eventually("gamma listed on P1", || {
+        resolve(None, &addr, &["gamma"])["endpoints"]
+            .as_array()
+            .is_some_and(|a| a.len() == 1)
+    });
+    let on_p2 = Watcher::start(None, &p2.addr, &["gamma"]);
+    on_p2.until("P2's listing", |v| v["t"] == "synced");
+    let t0 = Instant::now();
+    p1.signal(15);
+    on_p2.until("gamma up on P2", |v| is_change(v, "up", "gamma"));
+    let took = t0.elapsed();
+    assert!(took < MOVE_BOUND, "the host took {took:?} to reach P2");
+    h.saw("is stopping");
+    let status = p1.wait_exit_within(EXIT_BOUND).unwrap_or_else(|| {
+        panic!(
+            "PID 1 publisher still runs {EXIT_BOUND:?} after SIGTERM:\n{}",
+            p1.lines_now().join("\n")
+        )
+    });
+    assert_eq!(status.code(), Some(0), "{}", p1.lines_now().join("\n"));
+    p1.saw("publisher stopped");
+}
