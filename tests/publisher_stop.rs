@@ -286,3 +286,55 @@ fn as_a_containers_pid_1_the_publisher_stops_on_sigterm_too() {
     assert_eq!(status.code(), Some(0), "{}", p1.lines_now().join("\n"));
     p1.saw("publisher stopped");
 }
+
+/// On etcd a stopping publisher leaves its hosts' keys on their leases:
+/// the hosts move to the other publisher, which keeps those leases, and
+/// the other publisher's watchers see no name go down, not even once the
+/// lease would have run out.
+#[cfg(feature = "etcd")]
+#[test]
+fn on_etcd_the_names_of_a_stopped_publishers_hosts_do_not_flap() {
+    use common::etcd::Etcd;
+    let Some(etcd) = Etcd::start("stop-etcd", None) else {
+        return;
+    };
+    let args = ["--etcd", etcd.url.as_str(), "--lease-ms", "1500"];
+    let mut p1 = Publisher::start(None, &args);
+    let p2 = Publisher::start(None, &args);
+    let list = format!("{},{}", p1.addr, p2.addr);
+    let (d1, _h1) = host("stop-etcd-h1", "alpha", &list);
+    let (d2, _h2) = host("stop-etcd-h2", "beta", &list);
+    for d in [&d1, &d2] {
+        forwarder_state(d, |s| s["connected"] == true && s["acked"] == s["seq"]);
+    }
+    let on_p2 = Watcher::start(None, &p2.addr, &["--all"]);
+    on_p2.until("P2's listing", |v| v["t"] == "synced");
+
+    p1.z.signal(15);
+    let status = p1.z.wait_exit_within(EXIT_BOUND).expect("P1 exits");
+    assert_eq!(status.code(), Some(0), "{}", p1.z.lines_now().join("\n"));
+    for d in [&d1, &d2] {
+        forwarder_state(d, |s| s["connected"] == true && s["connects"] == 2);
+    }
+    // Past the lease P1 left alone (1.5 s, 2 s in etcd's rounding): had
+    // nobody kept it, etcd would have deleted the names by now.
+    let past = Instant::now() + Duration::from_secs(4);
+    eventually("the lease's time to pass with both names listed", || {
+        let all = resolve(None, &p2.addr, &["--all"]);
+        let listed = ["alpha", "beta"]
+            .iter()
+            .all(|n| all["services"][n].as_array().is_some_and(|a| a.len() == 1));
+        assert!(listed, "a name went missing: {all}");
+        Instant::now() >= past
+    });
+    // A change of our own ends what the watcher printed since the stop: it
+    // must be the first change.
+    assert!(cli(&d1, &["restart", "alpha"]).status.success());
+    let first = on_p2.until("a change", |v| v["t"] == "change");
+    assert!(
+        first["endpoint"]["service"] == "alpha" && first["reason"] == "exit",
+        "a name changed after the stop: {first}"
+    );
+    drop(p2);
+    drop(etcd);
+}
