@@ -102,6 +102,10 @@ fn stops_cleanly_on(signo: i32, name: &str) {
         .unwrap();
     while next_frame_is(&mut watching_p1) != "synced" {}
     let page = event_stream(&http);
+    // A burst just before the signal, so that the journal's writer still
+    // has records queued when the stop begins.
+    let mut burst = RawForwarder::connect(&p1.addr, 7);
+    burst.churn("burst", 500);
 
     let t0 = Instant::now();
     kill(p1.z.child.id() as i32, signo);
@@ -133,7 +137,7 @@ fn stops_cleanly_on(signo: i32, name: &str) {
     });
     assert_eq!(status.code(), Some(0), "{}", p1.z.lines_now().join("\n"));
     p1.z.saw(&format!("received {name}: stopping the publisher"));
-    p1.z.saw("told 2 host(s) and 1 client(s) to go elsewhere");
+    p1.z.saw("told 3 host(s) and 1 client(s) to go elsewhere");
     p1.z.saw("publisher journal written");
     p1.z.saw("publisher stopped");
 
@@ -153,6 +157,8 @@ fn stops_cleanly_on(signo: i32, name: &str) {
             "no start of {service} in P1's journal: {kept:?}"
         );
     }
+    let burst_kept = kept.iter().filter(|r| r["service"] == "burst").count();
+    assert_eq!(burst_kept, 1000, "records of the burst in P1's journal");
     drop(p3);
     drop(p2);
 }
