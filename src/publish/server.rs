@@ -689,24 +689,29 @@ impl Server {
         if let Some(history) = self.history.as_mut() {
             let started = Instant::now();
             let signals = &self.signals;
+            let mut forced = None;
             let again = || {
-                signals
+                forced = signals
                     .drain()
                     .iter()
-                    .any(|s| matches!(s.signo, libc::SIGTERM | libc::SIGINT))
+                    .find(|s| matches!(s.signo, libc::SIGTERM | libc::SIGINT))
+                    .map(|s| s.signo);
+                forced.is_some()
             };
-            match history.finish(crate::journal_writer::FLUSH_DEADLINE, again) {
-                None => crate::log!(
-                    "publisher journal written in {} ms",
-                    started.elapsed().as_millis()
+            let left = history.finish(crate::journal_writer::FLUSH_DEADLINE, again);
+            let took = started.elapsed().as_millis();
+            match (left, forced) {
+                (None, _) => crate::log!("publisher journal written in {took} ms"),
+                (Some(left), Some(again)) => crate::log!(
+                    "received {} again: exiting now; {left} publisher journal record(s) not written",
+                    crate::sig::name(again)
                 ),
-                Some(left) => {
-                    crate::log!(
-                        "warning: {left} publisher journal record(s) not written: its disk did not take them within {} ms, or a second signal came",
-                        started.elapsed().as_millis()
-                    );
-                    code = 1;
-                }
+                (Some(left), None) => crate::log!(
+                    "warning: {left} publisher journal record(s) not written: its disk did not take them within {took} ms"
+                ),
+            }
+            if left.is_some() {
+                code = 1;
             }
         }
         crate::log!(
