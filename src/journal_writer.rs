@@ -411,6 +411,17 @@ impl JournalWriter {
         }
     }
 
+    /// Whether the thread has written everything queued (a gap record
+    /// still to write counts too), waiting for it at most `within`; says
+    /// nothing in the log, for a caller that waits in slices.
+    pub fn written_within(&self, within: Duration) -> bool {
+        if !self.running {
+            return true;
+        }
+        self.shared
+            .wait_for(within, |q| q.caught_up(q.sent) && q.items.is_empty())
+    }
+
     /// Waits, for at most `within`, until the thread has written what is
     /// queued; called as zurg ends. The thread goes on (a record sent
     /// later is still written while the process lives).
@@ -418,11 +429,7 @@ impl JournalWriter {
         if !self.running {
             return;
         }
-        // A gap record still to write counts too.
-        let written = self
-            .shared
-            .wait_for(within, |q| q.caught_up(q.sent) && q.items.is_empty());
-        if !written {
+        if !self.written_within(within) {
             let (queued, _) = self.shared.lock().health();
             crate::log!(
                 "warning: {queued} {} record(s) not written: its disk did not take them within {} ms of exit",

@@ -227,7 +227,7 @@ fn one_host(cmd: &ClientCmd, s: &mut Session, host: &str) -> i32 {
                 raw.push(b'\n');
                 return print_reply(cmd, &reply, &raw, None);
             }
-            Ok(Frame::Error { message }) => {
+            Ok(Frame::Error { message, .. }) => {
                 eprintln!("zurg: publisher: {message}");
                 return EXIT_FAILED;
             }
@@ -253,7 +253,7 @@ fn listing(s: &mut Session) -> Result<(Vec<HostInfo>, Vec<Endpoint>), String> {
             Frame::Hosts { hosts: page } => hosts.extend(page),
             Frame::Endpoints { endpoints: e, .. } => endpoints.extend(e),
             Frame::Synced => return Ok((hosts, endpoints)),
-            Frame::Error { message } => return Err(format!("publisher: {message}")),
+            Frame::Error { message, .. } => return Err(format!("publisher: {message}")),
             _ => {}
         }
     }
@@ -324,7 +324,7 @@ fn all_hosts(cmd: &ClientCmd, s: &mut Session) -> i32 {
                     left -= 1;
                 }
             }
-            Ok(Frame::Error { message }) => {
+            Ok(Frame::Error { message, .. }) => {
                 eprintln!("zurg: publisher: {message}");
                 return EXIT_FAILED;
             }

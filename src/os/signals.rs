@@ -100,6 +100,11 @@ pub enum Takeover {
     Supervisor,
     /// The shim: everything a process can send, to forward it.
     Forwarding,
+    /// `zurg publisher`: only the requests to stop (TERM, INT). It has no
+    /// children, and every other signal keeps its default action, so HUP
+    /// and QUIT still end it as they end any daemon that does not say
+    /// otherwise.
+    Publisher,
 }
 
 /// Whether zurg blocks `signo` and reads it from the signalfd.
@@ -109,6 +114,7 @@ pub fn is_handled(signo: i32, takeover: Takeover) -> bool {
         || !(1..=64).contains(&signo);
     match takeover {
         Takeover::Forwarding => !never,
+        Takeover::Publisher => matches!(signo, libc::SIGTERM | libc::SIGINT),
         Takeover::Supervisor => {
             !(never
                 || FAULTS.contains(&signo)
@@ -189,6 +195,13 @@ pub fn take_over() -> io::Result<(SignalFd, ChildSignals)> {
 /// `take_over` for the shim, which forwards every signal a process sends.
 pub fn take_over_forwarding() -> io::Result<(SignalFd, ChildSignals)> {
     take_over_as(Takeover::Forwarding)
+}
+
+/// `take_over` for `zurg publisher`: TERM and INT arrive on the signalfd,
+/// so it can say goodbye before it exits. Must run before its threads
+/// start (they inherit the mask).
+pub fn take_over_publisher() -> io::Result<SignalFd> {
+    take_over_as(Takeover::Publisher).map(|(fd, _)| fd)
 }
 
 fn take_over_as(takeover: Takeover) -> io::Result<(SignalFd, ChildSignals)> {
@@ -348,6 +361,13 @@ mod tests {
         }
         for signo in [0, 32, 33, 65] {
             assert!(!is_handled(signo, Takeover::Forwarding), "{signo}");
+        }
+        for signo in 0..=65 {
+            assert_eq!(
+                is_handled(signo, Takeover::Publisher),
+                signo == libc::SIGTERM || signo == libc::SIGINT,
+                "{signo}"
+            );
         }
     }
 }

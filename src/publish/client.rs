@@ -199,7 +199,7 @@ impl Session {
                     s.stream.set_read_timeout(None).map_err(|e| e.to_string())?;
                     return Ok(s);
                 }
-                Frame::Error { message } => return Err(format!("publisher: {message}")),
+                Frame::Error { message, .. } => return Err(format!("publisher: {message}")),
                 other => return Err(format!("unexpected {} frame", other.type_name())),
             }
         }
@@ -261,7 +261,7 @@ fn read_listing(s: &mut Session, echo_json: bool) -> Result<Listing, String> {
                 _ => listing.names.push((name, endpoints)),
             },
             Frame::Synced => return Ok(listing),
-            Frame::Error { message } => return Err(format!("publisher: {message}")),
+            Frame::Error { message, .. } => return Err(format!("publisher: {message}")),
             _ => {}
         }
     }
@@ -422,7 +422,7 @@ fn watch(opts: &Options, token: Option<&[u8]>) -> i32 {
             s.set_timeout(None);
             loop {
                 let frame = s.read_frame()?;
-                if let Frame::Error { message } = &frame {
+                if let Frame::Error { message, .. } = &frame {
                     return Err(format!("publisher: {message}"));
                 }
                 if opts.json {
@@ -504,7 +504,7 @@ fn fetch_history(ask: &HistoryAsk) -> Result<(Vec<serde_json::Value>, u64), Stri
                 older += o;
             }
             Frame::Synced => return Ok((records, older)),
-            Frame::Error { message } => return Err(format!("publisher: {message}")),
+            Frame::Error { message, .. } => return Err(format!("publisher: {message}")),
             other => return Err(format!("unexpected {} frame", other.type_name())),
         }
     }

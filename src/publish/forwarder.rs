@@ -832,7 +832,17 @@ impl Forwarder {
                     self.runs.push_back((id, operator, verb));
                 }
             }
-            Frame::Error { message } => {
+            Frame::Error {
+                message,
+                stopping: true,
+            } => {
+                // Not a fault of the link: no backoff, and the next
+                // publisher of the list is tried now, not after 100 ms.
+                self.fail(registry, now, format!("publisher said: {message}"));
+                self.backoff_ms = MIN_BACKOFF_MS;
+                self.link = Link::Idle { retry_at: now };
+            }
+            Frame::Error { message, .. } => {
                 self.fail(registry, now, format!("publisher said: {message}"))
             }
             other => {
@@ -1179,6 +1189,53 @@ mod tests {
             }
         }
         assert_eq!(seqs, [1, 2, 3, 4]);
+    }
+
+    /// The forwarder of `f` streaming to `listener`'s publisher.
+    fn streaming(listener: &TcpListener, poll: &mut mio::Poll, f: &mut Forwarder) -> Peer {
+        f.on_timer(poll.registry(), 0);
+        let mut peer = accept_handshake(listener, poll, f);
+        assert!(matches!(
+            peer.next(Duration::from_secs(5)),
+            Some(Frame::Hello { .. })
+        ));
+        let welcome = proto::to_bytes(&Frame::Welcome {
+            last_seq: 0,
+            lease_ms: 10_000,
+            mac: None,
+        });
+        peer.stream.write_all(&welcome).unwrap();
+        while !matches!(f.link, Link::Streaming { .. }) {
+            assert!(drive(poll, f, Duration::from_secs(5)), "no welcome");
+        }
+        peer
+    }
+
+    #[test]
+    fn a_stopping_publisher_sends_its_hosts_to_the_next_one_without_backoff() {
+        for stopping in [true, false] {
+            let first = TcpListener::bind("127.0.0.1:0").unwrap();
+            let second = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addrs = [&first, &second].map(|l| l.local_addr().unwrap());
+            let targets = addrs.iter().map(|a| a.to_string()).collect();
+            let mut poll = mio::Poll::new().unwrap();
+            let mut f = Forwarder::new(targets, None, identity(), TOKEN, 10);
+            let mut peer = streaming(&first, &mut poll, &mut f);
+            let bye = proto::to_bytes(&Frame::Error {
+                message: "stopping".into(),
+                stopping,
+            });
+            peer.stream.write_all(&bye).unwrap();
+            while matches!(f.link, Link::Streaming { .. }) {
+                assert!(drive(&mut poll, &mut f, Duration::from_secs(5)), "no error");
+            }
+            let Link::Idle { retry_at } = f.link else {
+                panic!("{:?}", f.link)
+            };
+            // `drive` says it is 1 ms; any other error waits the backoff.
+            assert_eq!(retry_at, if stopping { 1 } else { 1 + MIN_BACKOFF_MS });
+            assert_eq!(f.addr(), Some(addrs[1]), "stopping: {stopping}");
+        }
     }
 
     #[test]

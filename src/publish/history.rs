@@ -15,6 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::proto::{self, Endpoint, EventKind, ExitInfo, Frame, CHUNK};
 use super::store::ConnId;
@@ -26,6 +27,8 @@ const MAX_QUERIES: usize = 2;
 /// The newest records an answer holds at most (some 6 MB); older matches
 /// are counted in `older`, and `--since` or a name narrows the query.
 pub const MAX_RECORDS: usize = 20_000;
+/// How often `finish` looks for a second signal while it waits.
+const FINISH_SLICE: Duration = Duration::from_millis(50);
 
 /// What `zurg history --publisher` asks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -131,6 +134,27 @@ impl History {
             .map_err(|e| format!("cannot start a thread to read the journal: {e}"))?;
         self.running = self.running.saturating_add(1);
         Ok(())
+    }
+
+    /// As the publisher stops: waits, at most `within`, until every record
+    /// queued is on disk, in slices so that `stop` (a second signal) can
+    /// cut it short; how many records are not written when it gives up.
+    pub fn finish(&mut self, within: Duration, mut stop: impl FnMut() -> bool) -> Option<u64> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.journal.written_within(left.min(FINISH_SLICE)) {
+                return None;
+            }
+            if left.is_zero() || stop() {
+                return Some(self.unwritten());
+            }
+        }
+    }
+
+    /// Records queued and not yet on disk.
+    pub fn unwritten(&self) -> u64 {
+        self.journal.health().queued
     }
 
     /// Answers ready since the last call: the encoded frames per connection.

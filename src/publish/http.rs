@@ -118,7 +118,9 @@ struct HttpConn {
 
 /// The HTTP side of the publisher.
 pub struct Http {
-    listener: TcpListener,
+    /// Gone once the publisher is stopping: new connections are refused by
+    /// the kernel rather than queued for a loop that will not serve them.
+    listener: Option<TcpListener>,
     /// The loop's registry, to take closed connections out of it.
     registry: mio::Registry,
     conns: BTreeMap<ConnId, HttpConn>,
@@ -412,7 +414,7 @@ impl Http {
             .try_clone()
             .map_err(|source| HttpError::Listen { addr, source })?;
         Ok(Http {
-            listener,
+            listener: Some(listener),
             registry,
             conns: BTreeMap::new(),
             deadlines: BinaryHeap::new(),
@@ -427,7 +429,7 @@ impl Http {
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.listener.local_addr().ok()
+        self.listener.as_ref()?.local_addr().ok()
     }
 
     pub fn owns(&self, id: ConnId) -> bool {
@@ -458,10 +460,13 @@ impl Http {
             503,
             &format!("too many connections ({max_conns})"),
         );
+        let Some(listener) = self.listener.as_ref() else {
+            return;
+        };
         let conns = &mut self.conns;
         let deadlines = &mut self.deadlines;
         self.acceptor.accept(
-            &self.listener,
+            listener,
             Accepting {
                 registry: &self.registry,
                 next_id: next_conn,
@@ -815,6 +820,35 @@ impl Http {
         }
         self.pending.clear();
         self.pending_ids.clear();
+    }
+
+    /// The publisher is stopping: no more connections; a request still
+    /// arriving is dropped, a response goes on until written, and each
+    /// event stream gets a `stopping` event and ends once it is written (an
+    /// EventSource then retries on its own, every `SSE_RETRY_MS`).
+    pub fn stop(&mut self, now_ms: u64) {
+        // Changes not yet handed out go before the goodbye.
+        self.hand_out(usize::MAX, now_ms);
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.registry.deregister(&mut listener);
+        }
+        let ids: Vec<(ConnId, Phase)> = self.conns.iter().map(|(id, c)| (*id, c.phase)).collect();
+        for (id, phase) in ids {
+            match phase {
+                Phase::Request => self.drop_conn(id),
+                Phase::Response => self.flush(id, now_ms),
+                Phase::Stream => {
+                    if let Some(conn) = self.conns.get_mut(&id) {
+                        conn.out.extend_from_slice(
+                            b"event: stopping\ndata: {\"reason\":\"the publisher is stopping\"}\n\n",
+                        );
+                        conn.phase = Phase::Response;
+                        self.streams = self.streams.saturating_sub(1);
+                    }
+                    self.flush(id, now_ms);
+                }
+            }
+        }
     }
 
     /// Hands the pending changes to the streams once the last hand-out is

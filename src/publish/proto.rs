@@ -327,6 +327,11 @@ pub enum Frame {
     /// Sent before the sender closes the connection.
     Error {
         message: String,
+        /// From a publisher: it is shutting down, so a forwarder moves to
+        /// the next publisher of its list at once. An older peer ignores
+        /// the field and still fails over, just after its usual backoff.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        stopping: bool,
     },
 }
 
@@ -905,6 +910,25 @@ mod tests {
             b"\0\0\0\x13{\"t\":\"ack\",\"seq\":1}"
         );
         assert_eq!(to_bytes(&Frame::Bye), b"\0\0\0\x0b{\"t\":\"bye\"}");
+        // An error that is no goodbye reads as it always did; a goodbye
+        // reads as an error to a peer that does not know `stopping`.
+        let plain = Frame::Error {
+            message: "m".into(),
+            stopping: false,
+        };
+        assert_eq!(&to_bytes(&plain)[4..], br#"{"t":"error","message":"m"}"#);
+        let bye = Frame::Error {
+            message: "m".into(),
+            stopping: true,
+        };
+        let mut d = Decoder::new(MAX_FRAME);
+        d.feed(&to_bytes(&bye));
+        assert_eq!(d.next_frame(), Ok(Some(bye)));
+        let mut d = Decoder::new(MAX_FRAME);
+        let body = br#"{"t":"error","message":"m"}"#;
+        d.feed(&(body.len() as u32).to_be_bytes());
+        d.feed(body);
+        assert_eq!(d.next_frame(), Ok(Some(plain)));
     }
 
     /// The field, and its limit, for which the publisher refuses `frame`.

@@ -20,6 +20,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::control::proto::{ErrorCode, RemoteVerb, Verb};
 use crate::journal::RemoteNote;
+use crate::os::signals::{self, SignalFd};
 
 use super::history::{History, Query};
 use super::http::{Ctx, Http};
@@ -35,7 +36,17 @@ const LISTENER: Token = Token(0);
 pub const WAKER: Token = Token(1);
 /// The status page's listener (`--http`).
 const HTTP_LISTENER: Token = Token(2);
-const FIRST_CONN: usize = 3;
+/// SIGTERM and SIGINT, from the signalfd.
+const SIGNALS: Token = Token(3);
+const FIRST_CONN: usize = 4;
+/// How long a stopping publisher lets its peers read their goodbye (and
+/// what was queued for them before it); then it closes what is left. With
+/// the journal's `FLUSH_DEADLINE` after it, a stop takes 4 s at most, below
+/// the 10 s a service manager or `docker stop` waits before SIGKILL.
+const STOP_DEADLINE_MS: u64 = 3_000;
+/// What the peers of a stopping publisher are told.
+const STOPPING: &str =
+    "this publisher is stopping; connect to another one (zurg run moves to its next --publish address)";
 
 pub const DEFAULT_LEASE_MS: u64 = 10_000;
 const MAX_CONNS: usize = 4096;
@@ -265,9 +276,25 @@ struct Listing {
     deferred: Vec<u8>,
 }
 
+/// A stop in progress: a request to stop came (SIGTERM or SIGINT).
+#[derive(Debug)]
+struct Stopping {
+    signo: i32,
+    since: Instant,
+    /// When the connections that have not taken their goodbye are closed.
+    deadline_ms: u64,
+    hosts: usize,
+    clients: usize,
+    /// A second request to stop: exit at once.
+    forced: Option<i32>,
+}
+
 struct Server {
     poll: Poll,
-    listener: TcpListener,
+    /// Gone once the publisher is stopping.
+    listener: Option<TcpListener>,
+    signals: SignalFd,
+    stopping: Option<Stopping>,
     /// Ids are never reused: a store answers later (etcd: much later), and
     /// its answer must not reach whoever took a closed connection's place.
     conns: BTreeMap<ConnId, Conn>,
@@ -315,7 +342,16 @@ pub fn run(args: &[String]) -> i32 {
             return 2;
         }
     };
-    match Server::new(&opts) {
+    // Before any thread starts (the journal's, etcd's): they inherit the
+    // mask, so TERM and INT reach nobody but the signalfd.
+    let signals = match signals::take_over_publisher() {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("zurg publisher: cannot take over SIGTERM and SIGINT: {e}");
+            return 1;
+        }
+    };
+    match Server::new(&opts, signals) {
         Ok(mut server) => {
             crate::log!(
                 "publisher listening on {} (registry: {}, lease {} ms{})",
@@ -377,7 +413,7 @@ fn make_store(opts: &Options, waker: &Arc<mio::Waker>) -> Result<Box<dyn Store>,
 }
 
 impl Server {
-    fn new(opts: &Options) -> Result<Server, String> {
+    fn new(opts: &Options, signals: SignalFd) -> Result<Server, String> {
         let token = opts.token_file.as_deref().map(read_token).transpose()?;
         let operator_token = opts
             .operator_token_file
@@ -394,6 +430,13 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(|e| e.to_string())?;
+        poll.registry()
+            .register(
+                &mut mio::unix::SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&signals)),
+                SIGNALS,
+                Interest::READABLE,
+            )
+            .map_err(|e| format!("cannot watch the signalfd: {e}"))?;
         // One Waker per Poll: the etcd store's thread and the journal's
         // readers share it.
         let waker = Arc::new(
@@ -413,7 +456,9 @@ impl Server {
             .map_err(|e| e.to_string())?;
         Ok(Server {
             poll,
-            listener,
+            listener: Some(listener),
+            signals,
+            stopping: None,
             conns: BTreeMap::new(),
             next_conn: 0,
             hosts: Hosts::default(),
@@ -454,6 +499,7 @@ impl Server {
                 self.acceptor.next_deadline(),
                 self.http.as_ref().and_then(Http::next_deadline),
                 self.relay.next_deadline(),
+                self.stopping.as_ref().map(|s| s.deadline_ms),
             ]
             .into_iter()
             .flatten()
@@ -477,6 +523,7 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept(),
                     WAKER => {}
+                    SIGNALS => self.on_signals(),
                     HTTP_LISTENER => self.accept_http(),
                     Token(t) => {
                         if let Some(id) = t.checked_sub(FIRST_CONN) {
@@ -540,8 +587,161 @@ impl Server {
                 }
                 http.flush_dirty(share, now);
             }
-            self.reap_closed();
+            if self.stopping.is_some() {
+                // Connections leave as their goodbye is written, or at the
+                // stop's deadline; not after one try as in `reap_closed`.
+                if let Some(code) = self.stop_progress() {
+                    return code;
+                }
+            } else {
+                self.reap_closed();
+            }
         }
+    }
+
+    fn on_signals(&mut self) {
+        for got in self.signals.drain() {
+            match &mut self.stopping {
+                None => self.begin_stop(got.signo),
+                Some(stopping) => {
+                    stopping.forced.get_or_insert(got.signo);
+                }
+            }
+        }
+    }
+
+    /// The first request to stop: no new connections; every peer is told
+    /// the publisher is stopping (a forwarder then moves to its next
+    /// publisher at once); status page streams end. The registry is left
+    /// as it is: with etcd the hosts' keys stay on their leases, which the
+    /// publisher the hosts move to takes over (docs/naming.md, "Stopping a
+    /// publisher").
+    fn begin_stop(&mut self, signo: i32) {
+        crate::log!(
+            "received {}: stopping the publisher (a second signal, or {} s, closes what is left)",
+            crate::sig::name(signo),
+            STOP_DEADLINE_MS / 1000
+        );
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        let now = self.now_ms();
+        if let Some(http) = self.http.as_mut() {
+            http.stop(now);
+        }
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        let (mut hosts, mut clients) = (0, 0);
+        for id in ids {
+            let Some(conn) = self.conn(id) else { continue };
+            if conn.closing {
+                continue;
+            }
+            match conn.peer {
+                Peer::Forwarder { .. } => hosts += 1,
+                _ => clients += 1,
+            }
+            // A listing in progress ends here: the client lists again
+            // wherever it reconnects.
+            conn.listing = None;
+            let bye = Frame::Error {
+                message: STOPPING.to_string(),
+                stopping: true,
+            };
+            proto::encode(&bye, &mut conn.out);
+            self.close(id, None);
+            self.flush(id);
+        }
+        self.stopping = Some(Stopping {
+            signo,
+            since: Instant::now(),
+            deadline_ms: now.saturating_add(STOP_DEADLINE_MS),
+            hosts,
+            clients,
+            forced: None,
+        });
+    }
+
+    /// Once stopping: the exit code when it is time to exit.
+    fn stop_progress(&mut self) -> Option<i32> {
+        let open = self
+            .conns
+            .len()
+            .saturating_add(self.http.as_ref().map_or(0, Http::conn_count));
+        let now = self.now_ms();
+        let stopping = self.stopping.as_ref()?;
+        if let Some(again) = stopping.forced {
+            crate::log!(
+                "received {} again: exiting now{}",
+                crate::sig::name(again),
+                if open > 0 {
+                    format!(" ({open} connection(s) had not taken their goodbye)")
+                } else {
+                    String::new()
+                }
+            );
+            let left = self.history.as_ref().map_or(0, History::unwritten);
+            if left > 0 {
+                crate::log!(
+                    "warning: {left} publisher journal record(s) not written: the exit did not wait for them"
+                );
+            }
+            crate::log!("publisher stopped (forced)");
+            return Some(1);
+        }
+        if open > 0 && now < stopping.deadline_ms {
+            return None;
+        }
+        let took = stopping.since.elapsed().as_millis();
+        let (signo, since, hosts, clients) = (
+            stopping.signo,
+            stopping.since,
+            stopping.hosts,
+            stopping.clients,
+        );
+        if open > 0 {
+            crate::log!(
+                "told {hosts} host(s) and {clients} client(s) to go elsewhere; closed {open} connection(s) that did not take their goodbye within {STOP_DEADLINE_MS} ms"
+            );
+        } else {
+            crate::log!(
+                "told {hosts} host(s) and {clients} client(s) to go elsewhere; all connections closed in {took} ms"
+            );
+        }
+        let mut code = 0;
+        if let Some(history) = self.history.as_mut() {
+            let started = Instant::now();
+            let signals = &self.signals;
+            let mut forced = None;
+            let again = || {
+                forced = signals
+                    .drain()
+                    .iter()
+                    .find(|s| matches!(s.signo, libc::SIGTERM | libc::SIGINT))
+                    .map(|s| s.signo);
+                forced.is_some()
+            };
+            let left = history.finish(crate::journal_writer::FLUSH_DEADLINE, again);
+            let took = started.elapsed().as_millis();
+            match (left, forced) {
+                (None, _) => crate::log!("publisher journal written in {took} ms"),
+                (Some(left), Some(again)) => crate::log!(
+                    "received {} again: exiting now; {left} publisher journal record(s) not written",
+                    crate::sig::name(again)
+                ),
+                (Some(left), None) => crate::log!(
+                    "warning: {left} publisher journal record(s) not written: its disk did not take them within {took} ms"
+                ),
+            }
+            if left.is_some() {
+                code = 1;
+            }
+        }
+        crate::log!(
+            "publisher stopped ({} after {} ms)",
+            crate::sig::name(signo),
+            since.elapsed().as_millis()
+        );
+        Some(code)
     }
 
     fn accept(&mut self) {
@@ -551,11 +751,15 @@ impl Server {
             .saturating_add(self.http.as_ref().map_or(0, Http::conn_count));
         let refusal = proto::to_bytes(&Frame::Error {
             message: format!("too many connections ({MAX_CONNS})"),
+            stopping: false,
         });
         let now = self.now_ms();
+        let Some(listener) = self.listener.as_ref() else {
+            return;
+        };
         let conns = &mut self.conns;
         self.acceptor.accept(
-            &self.listener,
+            listener,
             Accepting {
                 registry: self.poll.registry(),
                 next_id: &mut self.next_conn,
@@ -753,6 +957,10 @@ impl Server {
 
     fn send(&mut self, id: ConnId, frame: &Frame) {
         let Some(conn) = self.conn(id) else { return };
+        if conn.closing {
+            // Its error frame, or its goodbye, is the last thing it gets.
+            return;
+        }
         proto::encode(frame, &mut conn.out);
         if conn.out.len() > MAX_OUTPUT {
             let addr = conn.addr;
@@ -787,7 +995,13 @@ impl Server {
         self.watchers.remove(&id);
         if let Some(message) = error {
             if let Some(conn) = self.conn(id) {
-                proto::encode(&Frame::Error { message }, &mut conn.out);
+                proto::encode(
+                    &Frame::Error {
+                        message,
+                        stopping: false,
+                    },
+                    &mut conn.out,
+                );
             }
         }
         let zurg = match self.conn(id) {

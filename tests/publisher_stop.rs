@@ -1,0 +1,346 @@
+//! `zurg publisher` stops cleanly on SIGTERM and SIGINT: its hosts move
+//! to the next publisher of their `--publish` list at once, its watchers
+//! and status page streams are told, its journal keeps every record it
+//! received, and it exits 0; a second signal exits at once.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::naming::*;
+use common::*;
+use serde_json::Value;
+
+/// The forwarders' lease (and so the silence after which a host gives up
+/// on a publisher that is gone without a word): the default.
+const LEASE: Duration = Duration::from_secs(10);
+/// How soon both hosts must be on the next publisher: generous for a
+/// loaded machine, and far below `LEASE`.
+const MOVE_BOUND: Duration = Duration::from_secs(2);
+/// A stopping publisher gives its peers 3 s, its journal 1 s.
+const EXIT_BOUND: Duration = Duration::from_secs(5);
+
+fn host(tag: &str, service: &str, publish: &str) -> (TempDir, Zurg) {
+    let dir = TempDir::new(tag);
+    dir.write(
+        &format!("units/{service}.toml"),
+        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\nport = 8080\n",
+    );
+    let z = run_in(
+        &dir,
+        Mode::Pid1,
+        &["--publish", publish, "--host-ip", "127.0.0.1"],
+    );
+    (dir, z)
+}
+
+fn records(addr: &str) -> Vec<Value> {
+    let out = std::process::Command::new(BIN)
+        .args(["history", "--json", "--publisher", addr])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "history: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["result"].as_array().unwrap().clone()
+}
+
+/// An HTTP connection reading the status page's event stream, past its
+/// first event.
+fn event_stream(addr: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("event: state") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream ended: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    s
+}
+
+fn stops_cleanly_on(signo: i32, name: &str) {
+    let journal = TempDir::new(&format!("stop-journal-{signo}"));
+    let jdir = journal.path().to_str().unwrap().to_string();
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut p1 = Publisher::start(None, &["--journal", &jdir, "--http", &http]);
+    let p2 = Publisher::start(None, &[]);
+    let list = format!("{},{}", p1.addr, p2.addr);
+    let (_d1, mut h1) = host(&format!("stop-h1-{signo}"), "alpha", &list);
+    let (_d2, mut h2) = host(&format!("stop-h2-{signo}"), "beta", &list);
+    // Both hosts speak to P1, the first of their list, and it has their
+    // starts.
+    eventually("both services listed on P1", || {
+        let all = resolve(None, &p1.addr, &["--all"]);
+        all["services"]["alpha"]
+            .as_array()
+            .is_some_and(|a| a.len() == 1)
+            && all["services"]["beta"]
+                .as_array()
+                .is_some_and(|a| a.len() == 1)
+    });
+    let on_p2 = Watcher::start(None, &p2.addr, &["--all"]);
+    on_p2.until("P2's listing", |v| v["t"] == "synced");
+    let mut watching_p1 = raw_client(&p1.addr);
+    watching_p1
+        .write_all(&frame(r#"{"t":"resolve","watch":true}"#))
+        .unwrap();
+    while next_frame_is(&mut watching_p1) != "synced" {}
+    let page = event_stream(&http);
+    // A burst just before the signal, so that the journal's writer still
+    // has records queued when the stop begins.
+    let mut burst = RawForwarder::connect(&p1.addr, 7);
+    burst.churn("burst", 500);
+
+    let t0 = Instant::now();
+    kill(p1.z.child.id() as i32, signo);
+    let mut moved = std::collections::BTreeSet::new();
+    while moved.len() < 2 {
+        let up = on_p2.until("alpha and beta up on P2", |v| {
+            is_change(v, "up", "alpha") || is_change(v, "up", "beta")
+        });
+        moved.insert(up["endpoint"]["service"].as_str().unwrap().to_string());
+    }
+    let took = t0.elapsed();
+    eprintln!(
+        "{name}: both hosts on P2 {} ms after the signal",
+        took.as_millis()
+    );
+    assert!(
+        took < MOVE_BOUND,
+        "the hosts took {took:?} to reach P2 (bound {MOVE_BOUND:?}, lease {LEASE:?})"
+    );
+    for h in [&mut h1, &mut h2] {
+        h.saw("is stopping");
+    }
+
+    let status = p1.z.wait_exit_within(EXIT_BOUND).unwrap_or_else(|| {
+        panic!(
+            "P1 still runs {EXIT_BOUND:?} after {name}:\n{}",
+            p1.z.lines_now().join("\n")
+        )
+    });
+    assert_eq!(status.code(), Some(0), "{}", p1.z.lines_now().join("\n"));
+    p1.z.saw(&format!("received {name}: stopping the publisher"));
+    p1.z.saw("told 3 host(s) and 1 client(s) to go elsewhere");
+    p1.z.saw("publisher journal written");
+    p1.z.saw("publisher stopped");
+
+    // The watcher was told why its stream ended, and so was the page.
+    let told = until_closed(watching_p1);
+    assert!(told.contains("is stopping"), "{told:?}");
+    let rest = String::from_utf8_lossy(&read_all(page)).to_string();
+    assert!(rest.contains("event: stopping"), "{rest:?}");
+
+    // Every record P1 received before the signal is in its journal.
+    let p3 = Publisher::start(None, &["--journal", &jdir]);
+    let kept = records(&p3.addr);
+    for service in ["alpha", "beta"] {
+        assert!(
+            kept.iter()
+                .any(|r| r["service"] == service && r["kind"] == "start"),
+            "no start of {service} in P1's journal: {kept:?}"
+        );
+    }
+    let burst_kept = kept.iter().filter(|r| r["service"] == "burst").count();
+    assert_eq!(burst_kept, 1000, "records of the burst in P1's journal");
+    drop(p3);
+    drop(p2);
+}
+
+fn next_frame_is(s: &mut TcpStream) -> String {
+    let f = read_frame(s, DEADLINE).expect("a frame within the deadline");
+    f["t"].as_str().unwrap_or_default().to_string()
+}
+
+fn read_all(mut s: TcpStream) -> Vec<u8> {
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut got = Vec::new();
+    match s.read_to_end(&mut got) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the stream did not end: {e}"),
+    }
+    got
+}
+
+#[test]
+fn sigterm_moves_the_hosts_to_the_next_publisher_at_once_and_exits_0() {
+    stops_cleanly_on(15, "SIGTERM");
+}
+
+#[test]
+fn sigint_stops_the_publisher_as_sigterm_does() {
+    stops_cleanly_on(2, "SIGINT");
+}
+
+/// A client connection with a receive buffer of a few KiB, so that what
+/// it leaves unread stays in the publisher; said hello and was welcomed.
+fn small_window_client(addr: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    // Before the publisher sends a byte: the window never grows past it.
+    nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBuf, &4096).unwrap();
+    s.write_all(&frame(
+        r#"{"t":"hello","proto":1,"role":"client","nonce":"00"}"#,
+    ))
+    .unwrap();
+    assert_eq!(next_frame_is(&mut s), "welcome");
+    s
+}
+
+/// A publisher with a client that asked for a listing far larger than the
+/// sockets hold and reads none of it: its goodbye cannot be delivered.
+fn publisher_with_a_stuck_reader(tag: &str) -> (Publisher, RawForwarder, TcpStream) {
+    let p = Publisher::start(None, &[]);
+    let mut fwd = RawForwarder::connect(&p.addr, 1);
+    // Some 11 MB: past what the kernel holds for a socket (4 MiB at most
+    // to send, with tcp_wmem's default) and the 64 KiB the publisher encodes
+    // ahead.
+    fwd.snapshot(200, 40_000);
+    let mut stuck = small_window_client(&p.addr);
+    stuck.write_all(&frame(r#"{"t":"resolve"}"#)).unwrap();
+    // The listing has started: the publisher filled the socket and holds
+    // the rest.
+    assert_eq!(next_frame_is(&mut stuck), "hosts", "{tag}");
+    (p, fwd, stuck)
+}
+
+#[test]
+fn a_second_sigterm_exits_at_once() {
+    let (mut p, _fwd, _stuck) = publisher_with_a_stuck_reader("second");
+    p.z.signal(15);
+    p.z.expect("received SIGTERM: stopping the publisher");
+    let t0 = Instant::now();
+    p.z.signal(15);
+    let status = p.z.wait_exit_within(EXIT_BOUND).unwrap_or_else(|| {
+        panic!(
+            "still running after a second SIGTERM:\n{}",
+            p.z.lines_now().join("\n")
+        )
+    });
+    let took = t0.elapsed();
+    assert_eq!(status.code(), Some(1), "{}", p.z.lines_now().join("\n"));
+    p.z.saw("received SIGTERM again: exiting now (1 connection(s)");
+    // Well before the 3 s the stuck reader would otherwise be given.
+    assert!(
+        took < Duration::from_millis(1500),
+        "exited {took:?} after the second signal"
+    );
+}
+
+#[test]
+fn a_peer_that_does_not_read_its_goodbye_holds_the_exit_only_until_the_deadline() {
+    let (mut p, _fwd, _stuck) = publisher_with_a_stuck_reader("deadline");
+    let t0 = Instant::now();
+    p.z.signal(15);
+    let status = p.z.wait_exit_within(EXIT_BOUND).unwrap_or_else(|| {
+        panic!(
+            "still running {EXIT_BOUND:?} after SIGTERM:\n{}",
+            p.z.lines_now().join("\n")
+        )
+    });
+    let took = t0.elapsed();
+    assert_eq!(status.code(), Some(0), "{}", p.z.lines_now().join("\n"));
+    p.z.saw("told 1 host(s) and 1 client(s) to go elsewhere; closed 1 connection(s) that did not take their goodbye within 3000 ms");
+    assert!(took >= Duration::from_millis(2900), "exited after {took:?}");
+}
+
+/// A container's PID 1 ignores a signal it has no handler for, so before
+/// the publisher read SIGTERM its `docker stop` waited out the 10 s
+/// grace for SIGKILL; now it stops as a plain process does.
+#[test]
+fn as_a_containers_pid_1_the_publisher_stops_on_sigterm_too() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut p1 = Zurg::start(Mode::Pid1, &["publisher", "--listen", &addr]);
+    p1.expect("publisher listening on");
+    let p2 = Publisher::start(None, &[]);
+    let (_d, mut h) = host("stop-pid1", "gamma", &format!("{addr},{}", p2.addr));
+    eventually("gamma listed on P1", || {
+        resolve(None, &addr, &["gamma"])["endpoints"]
+            .as_array()
+            .is_some_and(|a| a.len() == 1)
+    });
+    let on_p2 = Watcher::start(None, &p2.addr, &["gamma"]);
+    on_p2.until("P2's listing", |v| v["t"] == "synced");
+    let t0 = Instant::now();
+    p1.signal(15);
+    on_p2.until("gamma up on P2", |v| is_change(v, "up", "gamma"));
+    let took = t0.elapsed();
+    assert!(took < MOVE_BOUND, "the host took {took:?} to reach P2");
+    h.saw("is stopping");
+    let status = p1.wait_exit_within(EXIT_BOUND).unwrap_or_else(|| {
+        panic!(
+            "PID 1 publisher still runs {EXIT_BOUND:?} after SIGTERM:\n{}",
+            p1.lines_now().join("\n")
+        )
+    });
+    assert_eq!(status.code(), Some(0), "{}", p1.lines_now().join("\n"));
+    p1.saw("publisher stopped");
+}
+
+/// On etcd a stopping publisher leaves its hosts' keys on their leases:
+/// the hosts move to the other publisher, which keeps those leases, and
+/// the other publisher's watchers see no name go down, not even once the
+/// lease would have run out.
+#[cfg(feature = "etcd")]
+#[test]
+fn on_etcd_the_names_of_a_stopped_publishers_hosts_do_not_flap() {
+    use common::etcd::Etcd;
+    let Some(etcd) = Etcd::start("stop-etcd", None) else {
+        return;
+    };
+    let args = ["--etcd", etcd.url.as_str(), "--lease-ms", "1500"];
+    let mut p1 = Publisher::start(None, &args);
+    let p2 = Publisher::start(None, &args);
+    let list = format!("{},{}", p1.addr, p2.addr);
+    let (d1, _h1) = host("stop-etcd-h1", "alpha", &list);
+    let (d2, _h2) = host("stop-etcd-h2", "beta", &list);
+    for d in [&d1, &d2] {
+        forwarder_state(d, |s| s["connected"] == true && s["acked"] == s["seq"]);
+    }
+    let on_p2 = Watcher::start(None, &p2.addr, &["--all"]);
+    on_p2.until("P2's listing", |v| v["t"] == "synced");
+
+    p1.z.signal(15);
+    let status = p1.z.wait_exit_within(EXIT_BOUND).expect("P1 exits");
+    assert_eq!(status.code(), Some(0), "{}", p1.z.lines_now().join("\n"));
+    for d in [&d1, &d2] {
+        forwarder_state(d, |s| s["connected"] == true && s["connects"] == 2);
+    }
+    // Past the lease P1 left alone (1.5 s, 2 s in etcd's rounding): had
+    // nobody kept it, etcd would have deleted the names by now.
+    let past = Instant::now() + Duration::from_secs(4);
+    eventually("the lease's time to pass with both names listed", || {
+        let all = resolve(None, &p2.addr, &["--all"]);
+        let listed = ["alpha", "beta"]
+            .iter()
+            .all(|n| all["services"][n].as_array().is_some_and(|a| a.len() == 1));
+        assert!(listed, "a name went missing: {all}");
+        Instant::now() >= past
+    });
+    // A change of our own ends what the watcher printed since the stop: it
+    // must be the first change.
+    assert!(cli(&d1, &["restart", "alpha"]).status.success());
+    let first = on_p2.until("a change", |v| v["t"] == "change");
+    assert!(
+        first["endpoint"]["service"] == "alpha" && first["reason"] == "exit",
+        "a name changed after the stop: {first}"
+    );
+    drop(p2);
+    drop(etcd);
+}
