@@ -54,6 +54,7 @@ const ROWS: &str = "JSON.stringify([...document.querySelectorAll('tr.svc')].map(
     gpid: r.querySelector('td.gpid').textContent,
     exit: r.querySelector('td.exit').textContent,
     restarts: r.querySelector('td.num').textContent,
+    uptime: r.children[4].textContent,
     recent: r.classList.contains('recent')})))";
 
 /// Per table, the left edges of the header's cells and of each row's cells
@@ -134,6 +135,13 @@ fn the_page_in_a_browser_follows_a_kill_on_host_2_within_a_second() {
     let other = row(&mut b, &ip1, "web").unwrap();
     assert_eq!(other["gpid"], first.as_str(), "{other}");
     assert_eq!(other["recent"], false, "{other}");
+    // Uptimes move with the clock in the rows on screen (the page asks
+    // the renderer which rows it draws, and ticks only those).
+    let uptime = other["uptime"].as_str().unwrap().to_string();
+    assert!(uptime.ends_with('s'), "uptime {uptime:?}");
+    eventually("host 1's web uptime moving on", || {
+        row(&mut b, &ip1, "web").is_some_and(|r| r["uptime"] != uptime.as_str())
+    });
     // Each row is a grid of its own (so that a change lays out one row,
     // not the table): the columns must still line up under the header.
     assert_eq!(b.eval(MISALIGNED), "[]", "rows whose columns are off");

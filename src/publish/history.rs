@@ -82,8 +82,6 @@ impl History {
         self.journal.send(&record);
     }
 
-    /// Starts answering `q` for connection `conn`; an error when too many
-    /// queries are being read already.
     /// A relayed control request, as it ended: for host `zurg`, with the
     /// operator key's id and the outcome (`message`: the error's).
     pub fn record_remote(
@@ -105,6 +103,8 @@ impl History {
         self.journal.send(&record);
     }
 
+    /// Starts answering `q` for connection `conn`; an error when too many
+    /// queries are being read already.
     pub fn query(&mut self, conn: ConnId, q: Query) -> Result<(), String> {
         if self.running >= MAX_QUERIES {
             return Err(format!(

@@ -110,65 +110,95 @@ function schedule() {
   setTimeout(() => { renderPending = false; render(); }, 0);
 }
 
-// One service's row. Its key (host, service) lets a change redraw just it.
-function rowHtml(z, ip, name, eps, stat, now) {
+// One service's row: its attributes, and its cells as HTML without the
+// clocks' text (clocks() fills that in), so that a redraw can tell which
+// cells changed and touch only those.
+function rowParts(z, ip, name, eps, stat, now) {
   eps.sort((a, b) => b.since_us - a.since_us);
   const last = stat && stat.last_exit;
   const recent = last && now - last.time_us < RECENT_US;
   const cls = ['svc'];
   if (recent) cls.push('recent');
   if (!eps.length) cls.push('down');
-  const gpids = eps.map((e) => e.gpid).join(' ');
   const exit = exitText(last);
-  let html = `<tr role="row" class="${cls.join(' ')}" data-host="${esc(z)}" data-ip="${esc(ip)}" data-service="${esc(name)}" data-gpids="${esc(gpids)}" data-exit="${esc(exit)}" data-restarts="${stat ? stat.restarts : 0}">`;
+  const attrs = {
+    role: 'row', class: cls.join(' '), style: '--lines: ' + Math.max(1, eps.length), 'data-host': z, 'data-ip': ip, 'data-service': name,
+    'data-gpids': eps.map((e) => e.gpid).join(' '), 'data-exit': exit, 'data-restarts': String(stat ? stat.restarts : 0),
+  };
   // Columns have fixed widths (style.css): a cell cut short shows itself
-  // whole on hover.
-  const cell = (cls, lines, none) => `<td role="cell"${cls ? ` class="${cls}"` : ''} title="${esc(lines.join('\n'))}">${lines.length ? lines.map(esc).join('<br>') : none}</td>`;
-  html += cell('svc', [name], '');
-  html += cell('ep', eps.map((e) => e.ip + ':' + e.port), '—');
-  html += cell('', eps.map((e) => e.version || '—'), '—');
-  html += cell('gpid', eps.map((e) => e.gpid), 'not running');
-  html += `<td role="cell">${eps.length ? eps.map((e) => `<span data-since="${e.since_us}">${ago(now - e.since_us)}</span>`).join('<br>') : '—'}</td>`;
-  html += `<td role="cell" class="num">${stat ? stat.restarts : 0}</td>`;
-  html += `<td role="cell" class="exit">${last ? `${esc(exit)} <span class="when" data-at="${last.time_us}">${ago(now - last.time_us)} ago</span>` : '—'}</td>`;
-  html += `<td role="cell">${spark(stat)}</td></tr>`;
-  return html;
+  // whole on hover. A cell of one line of text says so (`text`): a redraw
+  // then sets its text instead of parsing HTML.
+  const cell = (cls, lines, none) => ({
+    cls, title: lines.join('\n'), body: lines.length ? lines.map(esc).join('<br>') : none,
+    text: lines.length > 1 ? null : lines.length ? lines[0] : none,
+  });
+  const cells = [
+    cell('svc', [name], ''),
+    cell('ep', eps.map((e) => e.ip + ':' + e.port), '—'),
+    cell('', eps.map((e) => e.version || '—'), '—'),
+    cell('gpid', eps.map((e) => e.gpid), 'not running'),
+    { body: eps.length ? eps.map((e) => `<span data-since="${e.since_us}"></span>`).join('<br>') : '—' },
+    { cls: 'num', body: String(stat ? stat.restarts : 0), text: String(stat ? stat.restarts : 0) },
+    { cls: 'exit', body: last ? `${esc(exit)} <span class="when" data-at="${last.time_us}"></span>` : '—' },
+    { body: spark(stat) },
+  ];
+  for (const c of cells) c.key = (c.title ?? '') + '\0' + c.body;
+  return { attrs, cells };
 }
 
-// Redraws the row of (host, service) after a change; a row the page does
-// not have yet (a new service or host) means a full render.
+// The drawn cells of each row, to compare a redraw with.
+const drawn = new WeakMap();
+
+function rowHtml(parts) {
+  const attrs = Object.entries(parts.attrs).map(([k, v]) => ` ${k}="${esc(v)}"`).join('');
+  const td = (c) => `<td role="cell"${c.cls ? ` class="${c.cls}"` : ''}${c.title !== undefined ? ` title="${esc(c.title)}"` : ''}>${c.body}</td>`;
+  return `<tr${attrs}>${parts.cells.map(td).join('')}</tr>`;
+}
+
+// Redraws the row of (host, service) after a change: only the attributes
+// and cells that differ, so a death costs the renderer a few cells' text,
+// layout and paint, not a row of new elements. A row the page does not
+// have yet (a new service or host) means a full render.
 function renderRow(host, service) {
   const key = host + '\n' + service;
   const row = rowEls.get(key);
   if (!row || !row.isConnected) { schedule(); return; }
   const eps = [...(state.bySlot.get(key) || new Map()).values()];
   const stat = state.stats.get(key) || null;
-  const body = document.createElement('tbody');
-  body.innerHTML = rowHtml(host, row.dataset.ip, service, eps, stat, nowUs());
-  const fresh = body.firstElementChild;
-  // The row element stays and takes the new one's attributes and cells: a
-  // new element would start with its content-visibility undetermined and
-  // cost the frame a second layout pass.
-  for (const a of fresh.attributes) row.setAttribute(a.name, a.value);
-  row.replaceChildren(...fresh.childNodes);
+  const now = nowUs();
+  const parts = rowParts(host, row.dataset.ip, service, eps, stat, now);
+  for (const [k, v] of Object.entries(parts.attrs)) if (row.getAttribute(k) !== v) row.setAttribute(k, v);
+  const old = drawn.get(row);
+  const tds = row.children;
+  parts.cells.forEach((c, i) => {
+    if (old && old[i] === c.key) return;
+    const td = tds[i];
+    if (c.title !== undefined && td.title !== c.title) td.title = c.title;
+    if (c.text !== undefined && c.text !== null) td.textContent = c.text;
+    else { td.innerHTML = c.body; clocks(td, now); }
+  });
+  drawn.set(row, parts.cells.map((c) => c.key));
 }
 
 // The clock moves uptimes and "ago"s, in place and only in the rows on
 // screen: writing the clocks of all 200 rows of a page each second made a
-// frame long enough to hold back the changes arriving during it. A row
-// coming into view gets its clocks set as it does.
+// frame long enough to hold back the changes arriving during it. Rows are
+// `content-visibility: auto`, so the renderer already knows which are
+// drawn and says so when it changes (an IntersectionObserver of our own
+// cost every frame as much again); a row coming into view gets its clocks
+// set as it does.
 const onScreen = new Set();
-const visibility = new IntersectionObserver((entries) => {
-  const now = nowUs();
-  for (const e of entries) {
-    if (e.isIntersecting) { onScreen.add(e.target); clocks(e.target, now); } else onScreen.delete(e.target);
-  }
-});
+function watchVisibility(row) {
+  row.addEventListener('contentvisibilityautostatechange', (e) => {
+    if (e.skipped) onScreen.delete(row);
+    else { onScreen.add(row); clocks(row, nowUs()); }
+  });
+}
 
-function clocks(row, now) {
+function clocks(el, now) {
   const put = (el, text) => { if (el.textContent !== text) el.textContent = text; };
-  for (const el of row.querySelectorAll('[data-since]')) put(el, ago(now - Number(el.dataset.since)));
-  for (const el of row.querySelectorAll('[data-at]')) put(el, ago(now - Number(el.dataset.at)) + ' ago');
+  for (const s of el.querySelectorAll('[data-since]')) put(s, ago(now - Number(s.dataset.since)));
+  for (const s of el.querySelectorAll('[data-at]')) put(s, ago(now - Number(s.dataset.at)) + ' ago');
 }
 
 function tick() {
@@ -247,6 +277,7 @@ function render() {
   };
   const order = [...byHost.keys()].sort((a, b) => hostName(a).localeCompare(hostName(b)) || a.localeCompare(b));
   let html = '';
+  const built = new Map();
   for (const z of order) {
     const h = state.hosts.get(z);
     const services = [...byHost.get(z).entries()].sort((a, b) => a[0].localeCompare(b[0]));
@@ -261,17 +292,25 @@ function render() {
     html += '<table role="table"><thead role="rowgroup"><tr role="row">'
       + COLUMNS.map((c) => `<th role="columnheader">${c}</th>`).join('')
       + '</tr></thead><tbody role="rowgroup">';
-    for (const [name, { eps, stat }] of services) html += rowHtml(z, ip, name, eps, stat, now);
+    for (const [name, { eps, stat }] of services) {
+      const parts = rowParts(z, ip, name, eps, stat, now);
+      built.set(z + '\n' + name, parts.cells.map((c) => c.key));
+      html += rowHtml(parts);
+    }
     html += '</tbody></table></section>';
   }
   document.getElementById('hosts').innerHTML = html || '<p class="empty">No hosts publish to this publisher yet.</p>';
   rowEls.clear();
-  visibility.disconnect();
   onScreen.clear();
   for (const r of document.querySelectorAll('tr.svc')) {
-    rowEls.set(r.dataset.host + '\n' + r.dataset.service, r);
-    visibility.observe(r);
+    const key = r.dataset.host + '\n' + r.dataset.service;
+    rowEls.set(key, r);
+    drawn.set(r, built.get(key));
+    watchVisibility(r);
   }
+  // Every row's clocks once (a find in the page sees them); after that
+  // only the rows on screen move.
+  clocks(document.getElementById('hosts'), now);
   summarize(byHost, now);
 }
 
