@@ -726,48 +726,6 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// The loop's cost per record, appending itself versus handing the
-    /// record to the thread (docs/performance.md); run with
-    /// `cargo test --release --lib journal_writer::tests::loop_cost -- --ignored --nocapture`.
-    #[test]
-    #[ignore = "a measurement, not a check"]
-    fn loop_cost_of_a_record_inline_and_through_the_thread() {
-        const N: u64 = 20_000;
-        let records: Vec<Record> = (0..N).map(journal::tests::rec).collect();
-        let dir = temp_dir("cost-inline");
-        let (mut j, _) = Journal::open(&dir, 64 << 20).unwrap();
-        let t = Instant::now();
-        for r in &records {
-            let _ = j.append(r);
-        }
-        let inline = t.elapsed();
-        std::fs::remove_dir_all(&dir).unwrap();
-        let dir = temp_dir("cost-thread");
-        let (j, _) = Journal::open(&dir, 64 << 20).unwrap();
-        let mut w = JournalWriter::start_bounded(
-            move || j,
-            "test-journal-cost",
-            "journal",
-            (N as usize, 64 << 20),
-        );
-        let t = Instant::now();
-        for r in &records {
-            w.send(r);
-        }
-        let queued = t.elapsed();
-        w.flush(Duration::from_secs(60));
-        let written = t.elapsed();
-        assert_eq!(journal::read_all(&dir).0.len() as u64, N);
-        std::fs::remove_dir_all(&dir).unwrap();
-        let per = |d: Duration| d.as_secs_f64() * 1e6 / N as f64;
-        eprintln!(
-            "{N} records: inline append {:.2} µs each on the loop; send {:.2} µs each on the loop ({:.2} µs each until written)",
-            per(inline),
-            per(queued),
-            per(written)
-        );
-    }
-
     fn temp_dir(tag: &str) -> std::path::PathBuf {
         let dir =
             std::env::temp_dir().join(format!("zurg-journal-writer-{tag}-{}", std::process::id()));
