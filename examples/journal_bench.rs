@@ -15,7 +15,11 @@ fn record(i: u64) -> Record {
     Record {
         time_us: 1_000 + i,
         service: format!("service-{}", i % 50),
-        kind: if i % 2 == 0 { Kind::Start } else { Kind::Exit },
+        kind: if i.is_multiple_of(2) {
+            Kind::Start
+        } else {
+            Kind::Exit
+        },
         gpid: format!("10.0.0.7:8080:{}:{}", 1_000 + i, 10 + i),
         exit: (i % 2 == 1).then_some(ExitInfo {
             code: Some(1),
