@@ -1129,24 +1129,7 @@ mod tests {
         for n in 1..=3 {
             f.publish(event(n), poll.registry(), 0);
         }
-        f.on_timer(poll.registry(), 0);
-        let mut peer = accept_handshake(&listener, &mut poll, &mut f);
-        assert!(matches!(
-            peer.next(Duration::from_secs(5)),
-            Some(Frame::Hello { .. })
-        ));
-        let welcome = proto::to_bytes(&Frame::Welcome {
-            last_seq: 0,
-            lease_ms: 10_000,
-            mac: None,
-        });
-        peer.stream.write_all(&welcome).unwrap();
-        while !matches!(f.link, Link::Streaming { .. }) {
-            assert!(
-                drive(&mut poll, &mut f, Duration::from_secs(5)),
-                "no welcome"
-            );
-        }
+        let mut peer = streaming(&listener, &mut poll, &mut f);
         assert_eq!(f.take_journal_request(), Some((1, 2)));
         // Room for what comes next, so it does not overflow again.
         f.max_queue = 10;

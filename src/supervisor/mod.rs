@@ -801,6 +801,24 @@ impl Supervisor {
         }
     }
 
+    /// A unit this load refuses: logged, in the reload's report and in
+    /// `status` (the unit loaded before, if any, runs on), and kept from
+    /// being treated as removed.
+    fn reject_unit(
+        &mut self,
+        name: &str,
+        error: String,
+        report: &mut ReloadReport,
+        broken: &mut HashSet<String>,
+    ) {
+        crate::log!("{error}");
+        self.rejected_units
+            .entry(name.to_string())
+            .or_insert_with(|| error.clone());
+        report.errors.push(error);
+        broken.insert(name.to_string());
+    }
+
     /// Makes the running set match `loaded` (see `reload`).
     fn apply_loaded(
         &mut self,
@@ -813,14 +831,15 @@ impl Supervisor {
         let mut broken: HashSet<String> = HashSet::new();
         self.rejected_units.clear();
         for err in &loaded.errors {
-            crate::log!("{err}");
-            report.errors.push(err.to_string());
-            if let Some(stem) = err.path.file_stem() {
-                let name = stem.to_string_lossy().into_owned();
-                self.rejected_units
-                    .entry(name.clone())
-                    .or_insert_with(|| err.to_string());
-                broken.insert(name);
+            match err.path.file_stem() {
+                Some(stem) => {
+                    let name = stem.to_string_lossy();
+                    self.reject_unit(&name, err.to_string(), &mut report, &mut broken);
+                }
+                None => {
+                    crate::log!("{err}");
+                    report.errors.push(err.to_string());
+                }
             }
         }
         // Which slots' units this load has, by slot, and the slots it added:
@@ -870,35 +889,20 @@ impl Supervisor {
                         .join(format!("{}.toml", unit.name))
                         .display()
                 );
-                crate::log!("{e}");
-                self.rejected_units
-                    .entry(unit.name.to_string())
-                    .or_insert_with(|| e.clone());
-                report.errors.push(e);
-                broken.insert(unit.name.to_string());
+                self.reject_unit(&unit.name, e, &mut report, &mut broken);
                 continue;
             }
             let spec = match spawn_spec(&unit, &self.start_dir, &[]) {
                 Ok(spec) => spec,
                 Err(e) => {
-                    crate::log!("{e}");
-                    self.rejected_units
-                        .entry(unit.name.to_string())
-                        .or_insert_with(|| e.clone());
-                    report.errors.push(e);
-                    broken.insert(unit.name.to_string());
+                    self.reject_unit(&unit.name, e, &mut report, &mut broken);
                     continue;
                 }
             };
             let unit_cgroup = match self.unit_cgroup(&unit) {
                 Ok(c) => c,
                 Err(e) => {
-                    crate::log!("{e}");
-                    self.rejected_units
-                        .entry(unit.name.to_string())
-                        .or_insert_with(|| e.clone());
-                    report.errors.push(e);
-                    broken.insert(unit.name.to_string());
+                    self.reject_unit(&unit.name, e, &mut report, &mut broken);
                     continue;
                 }
             };
@@ -910,12 +914,7 @@ impl Supervisor {
                     // reused one is below it.
                     if let Err(e) = names::NameIndex::fits(slot) {
                         let e = format!("{}: {e}", unit.name);
-                        crate::log!("{e}");
-                        self.rejected_units
-                            .entry(unit.name.to_string())
-                            .or_insert_with(|| e.clone());
-                        report.errors.push(e);
-                        broken.insert(unit.name.to_string());
+                        self.reject_unit(&unit.name, e, &mut report, &mut broken);
                         continue;
                     }
                     mark(&mut seen, slot);
