@@ -293,6 +293,11 @@ pub struct JournalWriter {
     what: &'static str,
     /// A thread writes the records (else `inline` does).
     running: bool,
+    /// Inside a turn of the caller's loop (`defer`): the thread is woken
+    /// once at its end (`announce`), not per record.
+    deferred: bool,
+    /// Records were queued for a waiting thread during the turn.
+    unannounced: bool,
 }
 
 impl JournalWriter {
@@ -353,6 +358,27 @@ impl JournalWriter {
             inline,
             what,
             running,
+            deferred: false,
+            unannounced: false,
+        }
+    }
+
+    /// The caller's loop starts a turn: records sent until `announce`
+    /// wake the thread once, then. A restart sends an exit and a start
+    /// record around its spawn; woken per record, the thread's write(2)
+    /// competed with the spawn for the two cores.
+    pub fn defer(&mut self) {
+        self.deferred = true;
+    }
+
+    /// The turn is over: the thread gets what it queued.
+    pub fn announce(&mut self) {
+        self.deferred = false;
+        if std::mem::take(&mut self.unannounced) {
+            let q = self.shared.lock();
+            if q.waiting {
+                self.shared.changed.notify_all();
+            }
         }
     }
 
@@ -381,7 +407,11 @@ impl JournalWriter {
             return;
         }
         if q.waiting {
-            self.shared.changed.notify_all();
+            if self.deferred {
+                self.unannounced = true;
+            } else {
+                self.shared.changed.notify_all();
+            }
         }
         if let Some(stuck) = q.stalled(Instant::now(), STALL_WARNING) {
             let (queued, _) = q.health();
@@ -426,6 +456,7 @@ impl JournalWriter {
     /// queued; called as zurg ends. The thread goes on (a record sent
     /// later is still written while the process lives).
     pub fn flush(&mut self, within: Duration) {
+        self.announce();
         if !self.running {
             return;
         }
@@ -731,6 +762,37 @@ mod tests {
             std::env::temp_dir().join(format!("zurg-journal-writer-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
+    }
+
+    #[test]
+    fn records_of_a_deferred_turn_reach_a_waiting_thread_when_announced() {
+        let dir = temp_dir("deferred");
+        let (j, _) = Journal::open(&dir, journal::DEFAULT_LIMIT).unwrap();
+        let mut w = JournalWriter::start(j, "test-journal-deferred", "journal");
+        for turn in 0..50u64 {
+            // The thread is asleep between turns, as in zurg's loop.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !w.shared.lock().waiting {
+                assert!(Instant::now() < deadline, "the thread never waited");
+                std::thread::yield_now();
+            }
+            w.defer();
+            w.send(&journal::tests::rec(turn * 2));
+            w.send(&journal::tests::rec(turn * 2 + 1));
+            w.announce();
+            // A reader after the turn is not left to its READ_WAIT.
+            let t = Instant::now();
+            assert_eq!(w.read_after().wait(), None);
+            assert!(
+                t.elapsed() < READ_WAIT,
+                "turn {turn} waited {:?}",
+                t.elapsed()
+            );
+        }
+        let (all, _) = journal::read_all(&dir);
+        let want: Vec<Record> = (0..100).map(journal::tests::rec).collect();
+        assert_eq!(all, want);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1136,6 +1136,7 @@ impl Supervisor {
                 continue;
             }
             let _held = crate::log::hold();
+            self.journal.defer();
             sigchld_from.clear();
             reaped.clear();
             for token in std::mem::take(&mut tokens) {
@@ -1200,6 +1201,7 @@ impl Supervisor {
             self.settle_upgrades(&mut work);
             self.arm_control_idle();
             self.arm_publish_timer();
+            self.journal.announce();
             if let Some(code) = self.advance_shutdown(&mut work) {
                 return code;
             }
