@@ -174,3 +174,61 @@ fn a_hung_journal_leaves_the_clock_file_in_charge() {
     );
     stop(z);
 }
+
+#[test]
+fn a_history_stuck_on_the_hung_journal_holds_up_no_reload_or_stats() {
+    let dir = TempDir::new("boot-hung-history");
+    units(&dir);
+    previous_run(&dir);
+    hang_journal(&dir);
+    let (z, _) = boot(&dir);
+    // `history` waits for the journal's disk, which never answers.
+    let mut history = std::process::Command::new(common::BIN)
+        .args(["history"])
+        .env("ZURG_SOCKET", dir.path().join("control.sock"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Asked before what follows (so that, sharing one thread, they would
+    // queue behind it): the client has its socket and sleeps, waiting for
+    // the answer.
+    let waiting = || {
+        let fds = std::fs::read_dir(format!("/proc/{}/fd", history.id()));
+        let has_socket = fds.into_iter().flatten().flatten().any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+        });
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", history.id())).unwrap_or_default();
+        let sleeping = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('S'));
+        has_socket && sleeping
+    };
+    let deadline = Instant::now() + common::DEADLINE;
+    while !waiting() {
+        assert!(Instant::now() < deadline, "the history client never asked");
+        std::thread::yield_now();
+    }
+    // What shared its thread before goes on: a reload (unit files read off
+    // the loop) and stats (/proc sampled off the loop).
+    for verb in [&["reload"][..], &["stats", "a"][..]] {
+        let t = Instant::now();
+        let out = cli(&dir, verb);
+        let took = t.elapsed();
+        assert!(out.status.success(), "{verb:?}: {out:?}");
+        assert!(
+            took < STATUS_WITHIN,
+            "{verb:?} took {took:?} behind a history stuck on the journal"
+        );
+    }
+    assert!(
+        history.try_wait().unwrap().is_none(),
+        "history answered from a journal that cannot be read"
+    );
+    history.kill().unwrap();
+    history.wait().unwrap();
+    stop(z);
+}

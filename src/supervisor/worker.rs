@@ -1,10 +1,12 @@
-//! One helper thread for work that must not block the event loop: reading
-//! the journal for `history`, sampling /proc for `stats`, reading and
-//! parsing unit files for a reload, and hashing the binary of an `upgrade`.
+//! Two helper threads for work that must not block the event loop: one
+//! reads the journal for `history`; the other samples /proc for `stats`,
+//! reads and parses unit files for a reload, and hashes the binary of an
+//! `upgrade`. Apart, so that a journal on a disk that hangs holds up
+//! history and nothing else.
 //!
-//! Jobs go in through a channel; results come back through another, and a
-//! mio `Waker` (token `WORKER_TOKEN`) wakes the loop to collect them. The
-//! thread owns no supervisor state: it gets what it needs in the job (a
+//! Jobs go in through a channel per thread; results come back through one
+//! shared channel, and a mio `Waker` (token `WORKER_TOKEN`) wakes the loop
+//! to collect them. A thread owns no supervisor state: it gets what it needs in the job (a
 //! directory, pids) and returns plain data, which the loop applies.
 //!
 //! A `history` reply is streamed: the thread reads the journal a block at a
@@ -124,10 +126,16 @@ pub enum Done {
     Log(String),
 }
 
-/// The loop's handle on the thread.
+/// The loop's handle on the threads: `history` reads the journal, the
+/// other thread does the rest. A journal on a disk that hangs then holds
+/// up history alone, not a reload, an upgrade's hash or `stats` queued
+/// behind it.
 #[derive(Debug)]
 pub struct Worker {
     jobs: Sender<Job>,
+    /// `None` when the history thread could not be started: its jobs go
+    /// to the other thread.
+    history: Option<Sender<Job>>,
     done: Receiver<Done>,
 }
 
@@ -144,16 +152,37 @@ impl Worker {
         let waker = Arc::new(Waker::new(registry, WORKER_TOKEN).map_err(WorkerError::Waker)?);
         let (jobs, job_rx) = mpsc::channel();
         let (done_tx, done) = mpsc::channel();
+        let (history_tx, history_rx) = mpsc::channel();
+        let (history_done, history_waker) = (done_tx.clone(), Arc::clone(&waker));
         std::thread::Builder::new()
             .name("zurg-worker".into())
             .spawn(move || run(&job_rx, &done_tx, &waker))
             .map_err(WorkerError::Spawn)?;
-        Ok(Worker { jobs, done })
+        let history = match std::thread::Builder::new()
+            .name("zurg-history".into())
+            .spawn(move || run(&history_rx, &history_done, &history_waker))
+        {
+            Ok(_) => Some(history_tx),
+            Err(e) => {
+                crate::log!("warning: cannot start the history thread ({e}); history is read beside reloads and stats");
+                None
+            }
+        };
+        Ok(Worker {
+            jobs,
+            history,
+            done,
+        })
     }
 
-    /// Hands `job` to the thread; false if the thread is gone.
+    /// Hands `job` to its thread; false if the thread is gone.
     pub fn submit(&self, job: Job) -> bool {
-        self.jobs.send(job).is_ok()
+        match (&job, &self.history) {
+            (Job::History { .. } | Job::More { .. } | Job::Cancel { .. }, Some(history)) => {
+                history.send(job).is_ok()
+            }
+            _ => self.jobs.send(job).is_ok(),
+        }
     }
 
     /// Hands request `id`'s `job` to the thread: `None` when the thread
