@@ -48,6 +48,8 @@ struct ListWatcher {
     err: Receiver<String>,
     /// Every stdout line read so far, in order.
     seen: Vec<String>,
+    /// Every stderr line read so far.
+    said: Vec<String>,
 }
 
 impl ListWatcher {
@@ -68,6 +70,7 @@ impl ListWatcher {
             out,
             err,
             seen: Vec::new(),
+            said: Vec::new(),
         }
     }
 
@@ -108,22 +111,26 @@ impl ListWatcher {
     /// Waits for a stderr line containing `needle`.
     fn says(&mut self, needle: &str) -> String {
         let deadline = Instant::now() + DEADLINE;
-        let mut got = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.err.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(line) => got.push(line),
+                Ok(line) => {
+                    self.said.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
                 Err(_) => panic!(
                     "the watch never said {needle:?} on stderr; it said:\n{}",
-                    got.join("\n")
+                    self.said.join("\n")
                 ),
             }
         }
     }
 
-    fn stderr_now(&self) -> Vec<String> {
-        self.err.try_iter().collect()
+    fn stderr_now(&mut self) -> Vec<String> {
+        self.said.extend(self.err.try_iter());
+        self.said.clone()
     }
 }
 
@@ -163,9 +170,9 @@ fn listed(addr: &str, name: &str) -> Option<String> {
 /// while a host and two watchers (one `--all --json`, one of a name in
 /// text) use `P1,P2`; all of them end up on P2, and a service killed there
 /// shows in both watchers as one down and one up.
-fn watchers_follow_the_host_to_p2(signo: i32, tag: &str) {
-    let mut p1 = Publisher::start(None, &[]);
-    let p2 = Publisher::start(None, &[]);
+fn watchers_follow_the_host_to_p2(signo: i32, tag: &str, publisher_args: &[&str]) {
+    let mut p1 = Publisher::start(None, publisher_args);
+    let mut p2 = Publisher::start(None, publisher_args);
     let list = format!("{},{}", p1.addr, p2.addr);
     let (dir, mut h) = host(&format!("wf-{tag}"), &list);
     eventually("alpha and marker listed on P1", || {
@@ -201,10 +208,11 @@ fn watchers_follow_the_host_to_p2(signo: i32, tag: &str) {
             assert!(said.ends_with(" in 100 ms"), "{said}");
         }
     }
+    h.expect(&format!("publisher {}: connected", p2.addr));
+    let host_moved = t0.elapsed();
     eventually("the host listed on P2", || {
         listed(&p2.addr, "alpha").is_some()
     });
-    let host_moved = t0.elapsed();
     eprintln!(
         "{tag}: watcher on P2 {} ms, host {} ms after the signal",
         watcher_moved.as_millis(),
@@ -265,8 +273,18 @@ fn watchers_follow_the_host_to_p2(signo: i32, tag: &str) {
     assert_eq!(alpha[1]["reason"], "start");
     assert_eq!(gpid_of(&dir, "alpha"), after);
 
+    let text_said = text.stderr_now();
     let text_after = &text.seen[text_mark..];
-    assert_eq!(text_after.len(), 2, "{text_after:#?}");
+    assert_eq!(
+        text_after.len(),
+        2,
+        "after the kill: {text_after:#?}\nall it printed: {:#?}\nstderr: {:#?}\nP2: {:#?}\nhost: {:#?}\nall: {:#?}",
+        text.seen,
+        text_said,
+        p2.z.lines_now(),
+        h.lines_now(),
+        all.seen,
+    );
     assert!(
         text_after[0].starts_with("down alpha ") && text_after[0].contains(&before),
         "{text_after:?}"
@@ -291,12 +309,28 @@ fn watchers_follow_the_host_to_p2(signo: i32, tag: &str) {
 
 #[test]
 fn sigterm_of_the_first_publisher_moves_the_watch_to_the_next_at_once() {
-    watchers_follow_the_host_to_p2(15, "term");
+    watchers_follow_the_host_to_p2(15, "term", &[]);
 }
 
 #[test]
 fn a_publisher_that_dies_is_left_for_the_next_after_the_backoff() {
-    watchers_follow_the_host_to_p2(9, "kill");
+    watchers_follow_the_host_to_p2(9, "kill", &[]);
+}
+
+/// On etcd both publishers hold the whole registry: P2's listing already
+/// has the host, and its move there changes nothing a watcher sees.
+#[cfg(feature = "etcd")]
+#[test]
+fn on_etcd_the_watch_moves_too_and_sees_each_change_once() {
+    let Some(etcd) = common::etcd::Etcd::start("wf-etcd", None) else {
+        return;
+    };
+    watchers_follow_the_host_to_p2(15, "etcd-term", &["--etcd", etcd.url.as_str()]);
+    watchers_follow_the_host_to_p2(
+        9,
+        "etcd-kill",
+        &["--etcd", etcd.url.as_str(), "--prefix", "/zurg-kill"],
+    );
 }
 
 #[test]
