@@ -293,9 +293,9 @@ fn watchers_follow_the_host_to_p2(signo: i32, tag: &str, publisher_args: &[&str]
         text_after[1].starts_with("up   alpha ") && text_after[1].contains(&after),
         "{text_after:?}"
     );
-    // Nothing more of alpha reaches the text watcher: the next thing it
-    // prints, if anything, is not about alpha twice. It watches one name,
-    // so give it a change of its own to print as the end mark.
+    // The text watcher follows one name, so alpha's own restart is its end
+    // mark: the next line it prints is that restart's down, with nothing
+    // of alpha (a late duplicate) before it.
     assert!(cli(&dir, &["restart", "alpha"]).status.success());
     let down = text.until("alpha's restart", |l| l.starts_with("down alpha "));
     assert_eq!(
