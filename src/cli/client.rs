@@ -228,7 +228,11 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
             }
             Long("state") if verb_name == "history" => state_dir = Some(PathBuf::from(p.value()?)),
             Long("publisher") if verb_name == "history" || remote_verb => {
-                publisher = Some(p.value()?.string()?)
+                let v = p.value()?.string()?;
+                publisher = Some(
+                    crate::publish::addrs::Publishers::parse(&v)
+                        .map_err(|e| UsageError(e.to_string()))?,
+                )
             }
             Long("host") if verb_name == "history" || remote_verb => {
                 host = Some(p.value()?.string()?)
@@ -359,7 +363,7 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
     let (publisher, remote) = match (publisher, &verb) {
         (Some(addr), Verb::History { name, since_us }) => (
             Some(crate::publish::client::HistoryAsk {
-                publisher: addr,
+                publishers: addr,
                 host,
                 token_file,
                 name: name.clone(),
@@ -390,7 +394,7 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
             (
                 None,
                 Some(super::remote::RemoteAsk {
-                    publisher: addr,
+                    publishers: addr,
                     target,
                     operator_token_file,
                 }),

@@ -38,7 +38,7 @@ pub enum Target {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteAsk {
-    pub publisher: String,
+    pub publishers: crate::publish::addrs::Publishers,
     pub target: Target,
     pub operator_token_file: Option<PathBuf>,
 }
@@ -144,15 +144,21 @@ fn open(ask: &RemoteAsk, timeout: Duration) -> Result<Session, (i32, String)> {
                 format!("--operator-token-file {e}"),
             )
         })?;
-    Session::open_as(&ask.publisher, Role::Operator, token.as_deref(), timeout).map_err(|e| {
+    // Only opening moves on to the next publisher: once a request is sent
+    // it may have run, and running it twice is not ours to decide.
+    crate::publish::client::first_answer(&ask.publishers, 0, "zurg", |addr| {
+        Session::open_checked(addr, Role::Operator, token.as_deref(), timeout)
+    })
+    .map(|(s, _)| s)
+    .map_err(|e| {
         // The publisher said why it refused (an `error` frame): the
         // connection worked, the credentials did not.
-        let code = if e.starts_with("publisher: ") {
+        let code = if e.message.starts_with("publisher: ") && !e.stopping {
             EXIT_FORBIDDEN
         } else {
             EXIT_UNREACHABLE
         };
-        (code, e)
+        (code, e.message)
     })
 }
 

@@ -96,8 +96,8 @@ const STOP_TIMEOUT: Opt = default(
 );
 const REMOTE_PUBLISHER: Opt = valued(
     "publisher",
-    "HOST:PORT",
-    "run it on another host through this publisher (with --host H); also before the verb",
+    "HOST:PORT[,...]",
+    "run it on another host through this publisher (with --host H), the next one when it cannot be reached; also before the verb",
 );
 const REMOTE_HOST: Opt = valued(
     "host",
@@ -373,8 +373,8 @@ pub const VERBS: &[VerbSpec] = &[
             ),
             valued(
                 "publisher",
-                "HOST:PORT",
-                "ask this publisher's journal (`zurg publisher --journal`): every host's history",
+                "HOST:PORT[,...]",
+                "ask this publisher's journal (`zurg publisher --journal`): every host's history; the next one when it cannot be reached",
             ),
             valued(
                 "host",
@@ -476,7 +476,11 @@ pub const VERBS: &[VerbSpec] = &[
             ),
             flag("json", "JSON output, one document per line"),
             default(
-                valued("publisher", "HOST:PORT", "the publisher to ask"),
+                valued(
+                    "publisher",
+                    "HOST:PORT[,...]",
+                    "the publishers to ask, in turn: a watch moves to the next when one stops or is lost",
+                ),
                 "$ZURG_PUBLISHER",
             ),
             valued(

@@ -3,6 +3,9 @@
 //! the publisher goes away. It is also the reference for what any client
 //! library does: connect, hello, resolve, read until `synced`, then apply
 //! changes; on a lost connection, reconnect with backoff and list again.
+//! With several publishers (`--publisher A,B`) every reconnection goes to
+//! the next one of the list, at once when the publisher said it is
+//! stopping, after the backoff otherwise.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -11,6 +14,7 @@ use std::time::Duration;
 
 use lexopt::prelude::*;
 
+use super::addrs::Publishers;
 use super::proto::{self, ChangeKind, Decoder, Endpoint, Frame, HostInfo, Role, PROTOCOL};
 use super::server::{nonce, read_token, string_value};
 
@@ -21,12 +25,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_BACKOFF_MS: u64 = 5_000;
 
 pub const USAGE: &str = "\
-usage: zurg resolve NAME [--watch] [--json] [--publisher ADDR] [--token-file F] [--timeout DUR]
+usage: zurg resolve NAME [--watch] [--json] [--publisher ADDR[,ADDR...]] [--token-file F] [--timeout DUR]
        zurg resolve --all [--watch] [--json] ...
   NAME              print the live endpoints of service NAME (exit 1 when there are none)
   --all             every name with its endpoints, and the hosts that run them
   --watch           keep streaming every change as it happens (one JSON document per line with --json)
-  --publisher ADDR  publisher address HOST:PORT (default: $ZURG_PUBLISHER)
+  --publisher ADDR[,ADDR...]
+                    publisher addresses HOST:PORT, tried in turn (default: $ZURG_PUBLISHER)
   --token-file F    shared secret, when the publisher asks for one
   --timeout DUR     give up on an unresponsive publisher after DUR (default 5s)
 ";
@@ -36,7 +41,7 @@ pub struct Options {
     pub name: Option<String>,
     pub watch: bool,
     pub json: bool,
-    pub publisher: String,
+    pub publishers: Publishers,
     pub token_file: Option<PathBuf>,
     pub timeout_ms: u64,
 }
@@ -46,7 +51,10 @@ pub fn parse_options(args: &[String], env_publisher: Option<String>) -> Result<O
     let mut all = false;
     let mut watch = false;
     let mut json = false;
-    let mut publisher = env_publisher.filter(|s| !s.is_empty());
+    let mut publisher = match env_publisher.filter(|s| !s.is_empty()) {
+        Some(v) => Some(Publishers::parse(&v).map_err(|e| format!("$ZURG_PUBLISHER: {e}"))?),
+        None => None,
+    };
     let mut token_file = None;
     let mut timeout_ms = 5_000;
     let mut p = lexopt::Parser::from_args(args.iter().skip(1));
@@ -55,7 +63,10 @@ pub fn parse_options(args: &[String], env_publisher: Option<String>) -> Result<O
             Long("all") => all = true,
             Short('w') | Long("watch") => watch = true,
             Long("json") => json = true,
-            Long("publisher") => publisher = Some(string_value(&mut p)?),
+            Long("publisher") => {
+                publisher =
+                    Some(Publishers::parse(&string_value(&mut p)?).map_err(|e| e.to_string())?)
+            }
             Long("token-file") => token_file = Some(PathBuf::from(string_value(&mut p)?)),
             Long("timeout") => {
                 let v = string_value(&mut p)?;
@@ -74,13 +85,13 @@ pub fn parse_options(args: &[String], env_publisher: Option<String>) -> Result<O
     if all == name.is_some() {
         return Err("give either a service NAME or --all".into());
     }
-    let publisher =
-        publisher.ok_or("no publisher: give --publisher HOST:PORT or set ZURG_PUBLISHER")?;
+    let publishers =
+        publisher.ok_or("no publisher: give --publisher HOST:PORT[,...] or set ZURG_PUBLISHER")?;
     Ok(Options {
         name,
         watch,
         json,
-        publisher,
+        publishers,
         token_file,
         timeout_ms,
     })
@@ -118,6 +129,78 @@ pub fn run(args: &[String]) -> i32 {
     }
 }
 
+/// Why a connection to a publisher ended or never began.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    pub message: String,
+    /// The publisher said it is stopping (`error` with `stopping: true`):
+    /// go to the next publisher at once, as a forwarder does.
+    pub stopping: bool,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure {
+            message,
+            stopping: false,
+        }
+    }
+}
+
+fn refusal(message: &str, stopping: bool) -> Failure {
+    Failure {
+        message: format!("publisher: {message}"),
+        stopping,
+    }
+}
+
+/// `attempt` on each publisher of `list` in turn until one succeeds,
+/// starting at index `from`; each failure but the last is reported on
+/// stderr under `who`, naming the publisher tried next. The index of the
+/// publisher that answered comes back with its answer.
+pub fn first_answer<T>(
+    list: &Publishers,
+    from: usize,
+    who: &str,
+    mut attempt: impl FnMut(&str) -> Result<T, Failure>,
+) -> Result<(T, usize), Failure> {
+    let mut at = from;
+    let mut failures = Vec::new();
+    for left in (0..list.len()).rev() {
+        let addr = list.at(at);
+        match attempt(addr) {
+            Ok(t) => return Ok((t, at)),
+            Err(e) => {
+                let next = list.after(at);
+                if left > 0 {
+                    eprintln!("{who}: publisher {addr}: {e}; trying {}", list.at(next));
+                }
+                failures.push((addr.to_string(), e));
+                at = next;
+            }
+        }
+    }
+    Err(match failures.len() {
+        // One publisher: its own words, as before lists existed.
+        0 | 1 => failures
+            .pop()
+            .map(|(_, e)| e)
+            .unwrap_or_else(|| Failure::from(String::from("no publisher to ask"))),
+        _ => Failure {
+            message: format!(
+                "no publisher answered: {}",
+                failures
+                    .iter()
+                    .map(|(a, e)| format!("{a}: {e}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            stopping: false,
+        },
+    })
+}
+
 /// A connection that has passed the handshake.
 pub struct Session {
     stream: TcpStream,
@@ -137,6 +220,16 @@ impl Session {
         token: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<Session, String> {
+        Session::open_checked(addr, role, token, timeout).map_err(|f| f.message)
+    }
+
+    /// `open_as`, saying whether a refusal was a stopping publisher's.
+    pub fn open_checked(
+        addr: &str,
+        role: Role,
+        token: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Session, Failure> {
         let addrs: Vec<SocketAddr> = addr
             .to_socket_addrs()
             .map_err(|e| format!("publisher address {addr:?}: {e}"))?
@@ -148,7 +241,7 @@ impl Session {
                 Err(e) => last = format!("cannot connect to the publisher at {a}: {e}"),
             }
         }
-        Err(last)
+        Err(last.into())
     }
 
     fn handshake(
@@ -156,7 +249,7 @@ impl Session {
         role: Role,
         token: Option<&[u8]>,
         timeout: Duration,
-    ) -> Result<Session, String> {
+    ) -> Result<Session, Failure> {
         let _ = stream.set_nodelay(true);
         stream
             .set_read_timeout(Some(timeout))
@@ -181,10 +274,10 @@ impl Session {
             match s.read_frame()? {
                 Frame::Challenge { nonce } => {
                     let Some(t) = token else {
-                        return Err(match role {
-                            Role::Operator => "the publisher requires the operator token: give --operator-token-file".into(),
-                            _ => "the publisher requires a token: give --token-file".into(),
-                        });
+                        return Err(String::from(match role {
+                            Role::Operator => "the publisher requires the operator token: give --operator-token-file",
+                            _ => "the publisher requires a token: give --token-file",
+                        }).into());
                     };
                     s.send(&Frame::Auth {
                         mac: proto::proof(t, role.name(), &nonce),
@@ -193,14 +286,17 @@ impl Session {
                 Frame::Welcome { mac, .. } => {
                     if let Some(t) = token {
                         if !mac.is_some_and(|m| proto::verify_proof(t, "publisher", &ours, &m)) {
-                            return Err("the publisher did not prove it knows the token".into());
+                            return Err(String::from(
+                                "the publisher did not prove it knows the token",
+                            )
+                            .into());
                         }
                     }
                     s.stream.set_read_timeout(None).map_err(|e| e.to_string())?;
                     return Ok(s);
                 }
-                Frame::Error { message, .. } => return Err(format!("publisher: {message}")),
-                other => return Err(format!("unexpected {} frame", other.type_name())),
+                Frame::Error { message, stopping } => return Err(refusal(&message, stopping)),
+                other => return Err(format!("unexpected {} frame", other.type_name()).into()),
             }
         }
     }
@@ -247,7 +343,7 @@ struct Listing {
     names: Vec<(String, Vec<Endpoint>)>,
 }
 
-fn read_listing(s: &mut Session, echo_json: bool) -> Result<Listing, String> {
+fn read_listing(s: &mut Session, echo_json: bool) -> Result<Listing, Failure> {
     let mut listing = Listing::default();
     loop {
         let frame = s.read_frame()?;
@@ -261,15 +357,15 @@ fn read_listing(s: &mut Session, echo_json: bool) -> Result<Listing, String> {
                 _ => listing.names.push((name, endpoints)),
             },
             Frame::Synced => return Ok(listing),
-            Frame::Error { message, .. } => return Err(format!("publisher: {message}")),
+            Frame::Error { message, stopping } => return Err(refusal(&message, stopping)),
             _ => {}
         }
     }
 }
 
-fn request(opts: &Options, token: Option<&[u8]>) -> Result<Session, String> {
+fn request(opts: &Options, addr: &str, token: Option<&[u8]>) -> Result<Session, Failure> {
     let timeout = Duration::from_millis(opts.timeout_ms);
-    let mut s = Session::open(&opts.publisher, token, timeout)?;
+    let mut s = Session::open_checked(addr, Role::Client, token, timeout)?;
     s.set_timeout(Some(timeout));
     s.send(&Frame::Resolve {
         name: opts.name.clone(),
@@ -278,9 +374,13 @@ fn request(opts: &Options, token: Option<&[u8]>) -> Result<Session, String> {
     Ok(s)
 }
 
-fn list(opts: &Options, token: Option<&[u8]>) -> Result<i32, String> {
-    let mut s = request(opts, token)?;
-    let listing = read_listing(&mut s, false)?;
+fn list(opts: &Options, token: Option<&[u8]>) -> Result<i32, Failure> {
+    // A publisher that fails before `synced` leaves nothing printed: the
+    // next one's whole listing is the answer.
+    let (listing, _) = first_answer(&opts.publishers, 0, "zurg resolve", |addr| {
+        let mut s = request(opts, addr, token)?;
+        read_listing(&mut s, false)
+    })?;
     let total: usize = listing.names.iter().map(|(_, e)| e.len()).sum();
     let mut out = io::stdout().lock();
     if opts.json {
@@ -398,46 +498,72 @@ fn print_change(frame: &Frame) {
 }
 
 /// Streams changes forever; reconnects and lists again when the publisher
-/// goes away, so the output always converges on the live set.
+/// goes away, so the output always converges on the live set. Each
+/// reconnection goes to the next publisher of the list: at once when the
+/// last one said it is stopping, after the backoff when it was lost.
 fn watch(opts: &Options, token: Option<&[u8]>) -> i32 {
+    let list = &opts.publishers;
     let mut backoff_ms = 100;
+    let mut at = 0;
     loop {
-        match request(opts, token).and_then(|mut s| {
-            let listing = read_listing(&mut s, opts.json)?;
-            if !opts.json {
-                for (name, eps) in &listing.names {
-                    for e in eps {
-                        let _ = writeln!(
-                            io::stdout().lock(),
-                            "live {name} {}:{} {}",
-                            e.ip,
-                            e.port,
-                            e.gpid
-                        );
-                    }
-                }
+        let addr = list.at(at);
+        let e = watch_one(opts, addr, token, &mut backoff_ms);
+        let next = list.after(at);
+        let to = if next == at {
+            format!("reconnecting to {addr}")
+        } else {
+            format!("moving to {}", list.at(next))
+        };
+        if e.stopping {
+            eprintln!("zurg resolve: {addr} is stopping ({e}); {to} now");
+        } else {
+            eprintln!("zurg resolve: {addr}: {e}; {to} in {backoff_ms} ms");
+            std::thread::sleep(Duration::from_millis(backoff_ms));
+            backoff_ms = backoff_ms.saturating_mul(2).min(MAX_BACKOFF_MS);
+        }
+        at = next;
+    }
+}
+
+/// One publisher's listing, then its changes until the stream ends: why
+/// it ended. A complete listing resets the backoff.
+fn watch_one(opts: &Options, addr: &str, token: Option<&[u8]>, backoff_ms: &mut u64) -> Failure {
+    let mut s = match request(opts, addr, token) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    let listing = match read_listing(&mut s, opts.json) {
+        Ok(l) => l,
+        Err(e) => return e,
+    };
+    if !opts.json {
+        for (name, eps) in &listing.names {
+            for e in eps {
+                let _ = writeln!(
+                    io::stdout().lock(),
+                    "live {name} {}:{} {}",
+                    e.ip,
+                    e.port,
+                    e.gpid
+                );
             }
-            backoff_ms = 100;
-            // Changes may be far apart: no read timeout while watching.
-            s.set_timeout(None);
-            loop {
-                let frame = s.read_frame()?;
-                if let Frame::Error { message, .. } = &frame {
-                    return Err(format!("publisher: {message}"));
-                }
-                if opts.json {
-                    print_json(&frame);
-                } else {
-                    print_change(&frame);
-                }
-            }
-        }) {
-            Ok(()) => {}
-            Err(e) => {
-                eprintln!("zurg resolve: {e}; reconnecting in {backoff_ms} ms");
-                std::thread::sleep(Duration::from_millis(backoff_ms));
-                backoff_ms = backoff_ms.saturating_mul(2).min(MAX_BACKOFF_MS);
-            }
+        }
+    }
+    *backoff_ms = 100;
+    // Changes may be far apart: no read timeout while watching.
+    s.set_timeout(None);
+    loop {
+        let frame = match s.read_frame() {
+            Ok(f) => f,
+            Err(e) => return e.into(),
+        };
+        if let Frame::Error { message, stopping } = &frame {
+            return refusal(message, *stopping);
+        }
+        if opts.json {
+            print_json(&frame);
+        } else {
+            print_change(&frame);
         }
     }
 }
@@ -445,7 +571,7 @@ fn watch(opts: &Options, token: Option<&[u8]>) -> i32 {
 /// `zurg history --publisher ADDR ...`: what to ask.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryAsk {
-    pub publisher: String,
+    pub publishers: Publishers,
     /// A host's address or zurg GPID.
     pub host: Option<String>,
     pub token_file: Option<PathBuf>,
@@ -484,8 +610,20 @@ pub fn history(ask: &HistoryAsk, json: bool) -> i32 {
 
 fn fetch_history(ask: &HistoryAsk) -> Result<(Vec<serde_json::Value>, u64), String> {
     let token = ask.token_file.as_deref().map(read_token).transpose()?;
+    first_answer(&ask.publishers, 0, "zurg history", |addr| {
+        fetch_history_from(ask, addr, token.as_deref())
+    })
+    .map(|(answer, _)| answer)
+    .map_err(|e| e.message)
+}
+
+fn fetch_history_from(
+    ask: &HistoryAsk,
+    addr: &str,
+    token: Option<&[u8]>,
+) -> Result<(Vec<serde_json::Value>, u64), Failure> {
     let timeout = Duration::from_secs(30);
-    let mut s = Session::open(&ask.publisher, token.as_deref(), timeout)?;
+    let mut s = Session::open_checked(addr, Role::Client, token, timeout)?;
     s.set_timeout(Some(timeout));
     s.send(&Frame::History {
         name: ask.name.clone(),
@@ -504,8 +642,8 @@ fn fetch_history(ask: &HistoryAsk) -> Result<(Vec<serde_json::Value>, u64), Stri
                 older += o;
             }
             Frame::Synced => return Ok((records, older)),
-            Frame::Error { message, .. } => return Err(format!("publisher: {message}")),
-            other => return Err(format!("unexpected {} frame", other.type_name())),
+            Frame::Error { message, stopping } => return Err(refusal(&message, stopping)),
+            other => return Err(format!("unexpected {} frame", other.type_name()).into()),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! face; `forwarder` lives in `zurg run`'s event loop; `client` is
 //! `zurg resolve`.
 
+pub mod addrs;
 pub mod board;
 pub mod client;
 #[cfg(feature = "etcd")]

@@ -872,7 +872,23 @@ impl Server {
             if conn.closing || conn.listing.is_none() || conn.out.len() >= LISTING_LOW_WATER {
                 return;
             }
+            self.report_applied();
             self.pump(id);
+        }
+    }
+
+    /// Reports what the store applied and has not reported yet. A listing
+    /// page must not be encoded while such a change waits: the in-memory
+    /// store changes its registry as a frame is read, but reports the
+    /// change at the end of the loop's turn, so a page encoded in between
+    /// would show the endpoint and the report would then show it again (a
+    /// watcher that reconnected saw a host's snapshot twice: `live`, then
+    /// `up`).
+    fn report_applied(&mut self) {
+        let mut done = Vec::new();
+        self.store.drain(&mut done);
+        for d in done {
+            self.on_done(d);
         }
     }
 
