@@ -252,6 +252,8 @@ fn stop_takes_dependants_down_first_and_start_brings_dependencies_up_first() {
         "{out}"
     );
     r.z.saw("stopping web, worker first (they depend on db)");
+    // The reply can come before the log writer has written db's line.
+    r.z.saw("[db] stopped pid");
     let seen = r.z.lines_now().to_vec();
     let at = |needle: &str| seen.iter().position(|l| l.contains(needle)).unwrap();
     assert!(at("[web] stopped pid") < at("[db] stopped pid"), "{seen:?}");
