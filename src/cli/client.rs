@@ -808,6 +808,9 @@ pub(super) fn print_reply(
                 field(&result, "version"),
                 field(&result, "pid")
             );
+            if let Some(w) = result.get("warning").and_then(|w| w.as_str()) {
+                println!("warning: {w}");
+            }
         }
         Verb::Rollback { .. } => {
             let outcomes: Vec<Outcome> = serde_json::from_value(result).unwrap_or_default();

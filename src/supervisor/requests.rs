@@ -120,7 +120,12 @@ impl Supervisor {
                     let reply = self.stats_rows(id, rows);
                     self.reply(conn, &reply);
                 }
-                Done::Loaded { loaded, reply_to } => {
+                Done::Loaded {
+                    loaded,
+                    reply_to,
+                    overrides,
+                    overrides_seq,
+                } => {
                     if self.phase != super::Phase::Running {
                         if let Some((conn, id)) = reply_to {
                             let e =
@@ -129,10 +134,17 @@ impl Supervisor {
                         }
                         continue;
                     }
-                    let report = self.apply_loaded(loaded, work);
+                    let report = self
+                        .take_overrides(overrides, overrides_seq)
+                        .map_err(|e| format!("{e}: reload not applied, the services run as before"))
+                        .map(|()| self.apply_loaded(loaded, work));
                     self.process(work);
-                    if let Some((conn, id)) = reply_to {
-                        self.reply(conn, &Reply::ok(id, report));
+                    match (reply_to, report) {
+                        (Some((conn, id)), report) => {
+                            self.reply(conn, &super::reload_reply(id, report));
+                        }
+                        (None, Err(e)) => crate::log!("warning: {e}"),
+                        (None, Ok(_)) => {}
                     }
                 }
                 Done::Verified { ticket, result } => {
