@@ -214,7 +214,7 @@ impl ClockWriter {
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => {}
                 Err(RecvTimeoutError::Timeout) => {
                     crate::log!(
-                        "warning: the GPID clock file was not written within {} ms of exit",
+                        "warning: the GPID clock file or overrides.json was not written within {} ms of exit",
                         FLUSH_DEADLINE.as_millis()
                     );
                 }
