@@ -205,18 +205,25 @@ impl ClockWriter {
         }
     }
 
-    /// Lets the thread write its last mark and overrides, for at most FLUSH_DEADLINE;
-    /// called as zurg ends.
-    pub(super) fn flush(&mut self) {
+    /// Lets the thread write its last mark and overrides snapshot
+    /// (`overrides_seq`), for at most FLUSH_DEADLINE; called as zurg ends.
+    pub(super) fn flush(&mut self, overrides_seq: u64) {
         self.marks = None;
         if let Some(done) = self.done.take() {
             match done.recv_timeout(FLUSH_DEADLINE) {
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => {}
                 Err(RecvTimeoutError::Timeout) => {
                     crate::log!(
-                        "warning: the GPID clock file or overrides.json was not written within {} ms of exit",
+                        "warning: the GPID clock file was not written within {} ms of exit",
                         FLUSH_DEADLINE.as_millis()
                     );
+                    if self.saves().done < overrides_seq {
+                        crate::log!(
+                            "warning: {} was not written within {} ms of exit: the last upgrade or rollback is not saved",
+                            self.overrides_path.display(),
+                            FLUSH_DEADLINE.as_millis()
+                        );
+                    }
                 }
             }
         }
@@ -240,7 +247,7 @@ mod tests {
         for seq in 1..=50u64 {
             w.save_overrides(seq, seq.to_string().into_bytes());
         }
-        w.flush();
+        w.flush(50);
         // Coalesced marks never go back: 9, not the 7 sent last.
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, "9\n");

@@ -1386,7 +1386,7 @@ impl Supervisor {
 
     fn finish(&mut self) -> i32 {
         self.remove_cgroups();
-        self.clock_writer.flush();
+        self.clock_writer.flush(self.overrides_seq);
         // The exits of this shutdown are the last records of this life.
         self.journal.flush(crate::journal_writer::FLUSH_DEADLINE);
         self.drain_output();
