@@ -390,6 +390,8 @@ pub struct Supervisor {
     overrides_unknown: bool,
     /// Reads overrides.json with a deadline, for boot and the worker.
     overrides_reader: overrides_read::Shared,
+    /// Binds notify sockets in STATE/notify off the loop (`probes.rs`).
+    notify_dir: probes::NotifyDir,
     /// Slots of removed units, reused once their process is gone.
     retired_slots: Vec<usize>,
     /// Units whose file the last load refused, by name, with the first
@@ -781,6 +783,7 @@ impl Supervisor {
             overrides_seq: 0,
             overrides_unknown: false,
             overrides_reader,
+            notify_dir: probes::NotifyDir::default(),
             logs: logs::Logs::default(),
             outputs: output::Outputs::default(),
             exit_code: None,
