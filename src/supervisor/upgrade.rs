@@ -585,10 +585,13 @@ impl Supervisor {
             match outcome {
                 None => self.upgrades.push(u),
                 Some(Ok(pid)) => {
-                    let mut result = serde_json::json!({ "name": self.slot_name_of(u.slot), "version": u.to.version, "pid": pid });
-                    if let Some(note) = self.saved_note() {
-                        crate::log!("warning: [{}] {note}", self.slot_name_of(u.slot));
-                        result["warning"] = serde_json::Value::String(note);
+                    let name = self.slot_name_of(u.slot);
+                    let mut result =
+                        serde_json::json!({ "name": name, "version": u.to.version, "pid": pid });
+                    if let (Some(note), Some(fields)) = (self.saved_note(), result.as_object_mut())
+                    {
+                        crate::log!("warning: [{name}] {note}");
+                        fields.insert("warning".into(), note.into());
                     }
                     let reply = Reply::ok(u.id, result);
                     self.reply(u.conn, &reply);
