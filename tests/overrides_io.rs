@@ -250,7 +250,20 @@ fn an_upgrade_whose_save_hangs_is_answered_and_says_so() {
     );
     assert_eq!(timed_status(&dir, "api")["version"], "2.0");
 
-    // The disk comes back: the write that waited is the upgrade's.
+    // A rollback while the save still hangs: answered, and says so too.
+    let out = cli(&dir, &["rollback", "api"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("api: rolled back, running") && stdout.contains("has not been written yet"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(timed_status(&dir, "api")["version"], "1.0");
+
+    // The disk comes back: the write that waited (the upgrade's) goes
+    // through, then the rollback's, which must end on disk: a later save
+    // is never overtaken by an earlier one.
     let mut r = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -274,5 +287,15 @@ fn an_upgrade_whose_save_hangs_is_answered_and_says_so() {
         saved["services"]["api"]["current"]["version"], "2.0",
         "{saved}"
     );
+    // The FIFO was renamed over overrides.json; the rollback's save replaces
+    // it with a file.
+    let overrides = dir.path().join("state/overrides.json");
+    eventually("the rollback's save on disk", || {
+        std::fs::metadata(&overrides).is_ok_and(|m| m.is_file())
+            && serde_json::from_slice::<serde_json::Value>(
+                &std::fs::read(&overrides).unwrap_or_default(),
+            )
+            .is_ok_and(|v| v["services"]["api"]["current"]["version"] == "1.0")
+    });
     stop(z);
 }

@@ -822,6 +822,9 @@ pub(super) fn print_reply(
                     o.pid.map_or("-".into(), |p| p.to_string()),
                     o.error.map(|e| format!(": {e}")).unwrap_or_default()
                 );
+                if let Some(note) = o.note {
+                    println!("warning: {note}");
+                }
             }
             return failed_code;
         }
