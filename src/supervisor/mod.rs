@@ -289,6 +289,11 @@ pub struct ReloadReport {
     pub dropped: Vec<String>,
 }
 
+/// Why a reload changed nothing.
+fn not_applied(why: String) -> String {
+    format!("{why}: reload not applied, the services run as before")
+}
+
 /// The answer to a `reload`: its report, or why it was not applied.
 pub(super) fn reload_reply(
     id: u64,
@@ -805,7 +810,7 @@ impl Supervisor {
             .overrides_wanted()
             .then(|| overrides_read::read_shared(&self.overrides_reader, overrides_read::DEADLINE));
         self.take_overrides(read, self.overrides_seq)
-            .map_err(|e| format!("{e}: reload not applied, the services run as before"))?;
+            .map_err(not_applied)?;
         Ok(self.apply_loaded(loaded, work))
     }
 

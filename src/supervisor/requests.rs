@@ -138,7 +138,7 @@ impl Supervisor {
                     }
                     let report = self
                         .take_overrides(overrides, overrides_seq)
-                        .map_err(|e| format!("{e}: reload not applied, the services run as before"))
+                        .map_err(super::not_applied)
                         .map(|()| self.apply_loaded(loaded, work));
                     self.process(work);
                     match (reply_to, report) {
