@@ -299,3 +299,29 @@ fn an_upgrade_whose_save_hangs_is_answered_and_says_so() {
     });
     stop(z);
 }
+
+#[test]
+fn a_hung_journal_and_overrides_json_cost_boot_one_deadline_not_two() {
+    let dir = TempDir::new("ovr-hung-both");
+    units(&dir);
+    stop(boot(&dir));
+    // The whole state directory's reads hang, as on a dead disk; without a
+    // clock file, the GPID floor waits for the journal's deadline too.
+    std::fs::remove_file(dir.path().join("state/clock")).unwrap();
+    fifo(&dir.path().join("state/journal"));
+    fifo(&dir.path().join("state/overrides.json"));
+    let t = Instant::now();
+    let mut z = boot(&dir);
+    let took = t.elapsed();
+    eprintln!("hung journal and overrides.json: services started {took:?} after spawn");
+    z.saw("are not looked for");
+    z.saw("services start on their unit files' builds");
+    // The two 3 s deadlines run side by side: one after the other would
+    // be 6 s at least.
+    assert!(
+        took < Duration::from_secs(6),
+        "services started {took:?} after spawn"
+    );
+    restarts(&dir, "other");
+    stop(z);
+}

@@ -395,6 +395,8 @@ pub struct Supervisor {
     overrides_unknown: bool,
     /// Reads overrides.json with a deadline, for boot and the worker.
     overrides_reader: overrides_read::Shared,
+    /// When boot's read of overrides.json began: its deadline runs from then.
+    overrides_begun: std::time::Instant,
     /// Binds notify sockets in STATE/notify off the loop (`probes.rs`).
     notify_dir: probes::NotifyDir,
     /// Slots of removed units, reused once their process is gone.
@@ -692,13 +694,16 @@ impl Supervisor {
             "zurg-journal",
             "journal",
         );
+        // Begun now, its 3 s run beside the journal's rather than after.
+        let overrides_reader = overrides_read::shared(upgrade::overrides_file(&opts.state_dir));
+        overrides_read::begin_shared(&overrides_reader);
+        let overrides_begun = std::time::Instant::now();
         let now_us = crate::os::wall_clock_us();
         let clock_reserved = boot_reads.clock_floor(now_us);
         let clock_writer = clock_writer::ClockWriter::start(
             boot_read::clock_file(&opts.state_dir),
             upgrade::overrides_file(&opts.state_dir),
         );
-        let overrides_reader = overrides_read::shared(upgrade::overrides_file(&opts.state_dir));
         let mut clock = StartClock::after(clock_reserved);
         let own_gpid = Gpid {
             ip: host_ip,
@@ -788,6 +793,7 @@ impl Supervisor {
             overrides_seq: 0,
             overrides_unknown: false,
             overrides_reader,
+            overrides_begun,
             notify_dir: probes::NotifyDir::default(),
             logs: logs::Logs::default(),
             outputs: output::Outputs::default(),
@@ -820,7 +826,8 @@ impl Supervisor {
     /// refused until a reload reads the file.
     fn boot_load(&mut self, work: &mut VecDeque<(usize, Input)>) {
         let loaded = unit::load_dir(&self.opts.units_dir);
-        let read = overrides_read::read_shared(&self.overrides_reader, overrides_read::DEADLINE);
+        let left = overrides_read::DEADLINE.saturating_sub(self.overrides_begun.elapsed());
+        let read = overrides_read::read_shared(&self.overrides_reader, left);
         if let Err(e) = self.take_overrides(Some(read), self.overrides_seq) {
             self.overrides_unknown = true;
             crate::log!("warning: {e}; services start on their unit files' builds, and the upgrades saved there are not applied until a reload reads it");

@@ -45,23 +45,33 @@ pub(super) fn shared(path: PathBuf) -> Shared {
 }
 
 impl Reader {
-    /// Reads the file, waiting at most `deadline` (blocking).
+    /// Starts a read unless one is under way, so that a later `read`
+    /// waits less: boot starts it beside its other reads of the state
+    /// directory, whose deadlines then run side by side.
+    pub(super) fn begin(&mut self) {
+        if self.pending.is_some() {
+            return;
+        }
+        let (tx, rx) = channel();
+        let path = self.path.clone();
+        let spawned = crate::log::spawn_blocking_signals("zurg-overrides", move || {
+            let _ = tx.send(std::fs::read(&path));
+        });
+        match spawned {
+            Ok(_) => self.pending = Some(rx),
+            // `read` reads in place then.
+            Err(e) => crate::log!(
+                "warning: cannot start a thread to read overrides.json ({e}); reading it in place"
+            ),
+        }
+    }
+
+    /// Reads the file (or takes the read under way), waiting at most
+    /// `deadline` (blocking).
     pub(super) fn read(&mut self, deadline: Duration) -> Outcome {
-        let rx = match self.pending.take() {
-            Some(rx) => rx,
-            None => {
-                let (tx, rx) = channel();
-                let path = self.path.clone();
-                let spawned = crate::log::spawn_blocking_signals("zurg-overrides", move || {
-                    let _ = tx.send(std::fs::read(&path));
-                });
-                if let Err(e) = spawned {
-                    // No thread: read here, as zurg did before.
-                    crate::log!("warning: cannot start a thread to read overrides.json ({e}); reading it in place");
-                    return Outcome::Read(std::fs::read(&self.path));
-                }
-                rx
-            }
+        self.begin();
+        let Some(rx) = self.pending.take() else {
+            return Outcome::Read(std::fs::read(&self.path));
         };
         match rx.recv_timeout(deadline) {
             Ok(result) => Outcome::Read(result),
@@ -81,6 +91,14 @@ pub(super) fn read_shared(shared: &Shared, deadline: Duration) -> Outcome {
     match shared.lock() {
         Ok(mut r) => r.read(deadline),
         Err(poisoned) => poisoned.into_inner().read(deadline),
+    }
+}
+
+/// Starts a read through `shared` (see `Reader::begin`).
+pub(super) fn begin_shared(shared: &Shared) {
+    match shared.lock() {
+        Ok(mut r) => r.begin(),
+        Err(poisoned) => poisoned.into_inner().begin(),
     }
 }
 
