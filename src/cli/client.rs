@@ -812,6 +812,9 @@ pub(super) fn print_reply(
                 field(&result, "version"),
                 field(&result, "pid")
             );
+            if let Some(w) = result.get("warning").and_then(|w| w.as_str()) {
+                println!("warning: {w}");
+            }
         }
         Verb::Rollback { .. } => {
             let outcomes: Vec<Outcome> = serde_json::from_value(result).unwrap_or_default();
@@ -823,6 +826,9 @@ pub(super) fn print_reply(
                     o.pid.map_or("-".into(), |p| p.to_string()),
                     o.error.map(|e| format!(": {e}")).unwrap_or_default()
                 );
+                if let Some(note) = o.note {
+                    println!("warning: {note}");
+                }
             }
             return failed_code;
         }

@@ -18,6 +18,7 @@ mod leftovers;
 mod logs;
 mod names;
 mod output;
+mod overrides_read;
 mod ports;
 mod probes;
 mod publishing;
@@ -288,6 +289,23 @@ pub struct ReloadReport {
     pub dropped: Vec<String>,
 }
 
+/// Why a reload changed nothing.
+fn not_applied(why: String) -> String {
+    format!("{why}: reload not applied, the services run as before")
+}
+
+/// The answer to a `reload`: its report, or why it was not applied.
+pub(super) fn reload_reply(
+    id: u64,
+    report: Result<ReloadReport, String>,
+) -> crate::control::proto::Reply {
+    use crate::control::proto::{ErrorCode, Reply};
+    match report {
+        Ok(report) => Reply::ok(id, report),
+        Err(e) => Reply::error(id, ErrorCode::Failed, e),
+    }
+}
+
 fn plural(n: usize, what: &str) -> String {
     if n == 1 {
         format!("1 {what}")
@@ -369,8 +387,18 @@ pub struct Supervisor {
     remote: remote::Remote,
     /// zurg's own GPID (port 0, its own pid): one per zurg instance.
     own_gpid: String,
-    /// The last write of overrides.json failed: the file is behind.
-    overrides_unsaved: bool,
+    /// Numbers the saves of overrides.json (`ClockWriter::saves` says how
+    /// far they got).
+    overrides_seq: u64,
+    /// overrides.json did not answer at boot: what it holds is unknown, so
+    /// saving over it is refused until a reload reads it.
+    overrides_unknown: bool,
+    /// Reads overrides.json with a deadline, for boot and the worker.
+    overrides_reader: overrides_read::Shared,
+    /// When boot's read of overrides.json began: its deadline runs from then.
+    overrides_begun: std::time::Instant,
+    /// Binds notify sockets in STATE/notify off the loop (`probes.rs`).
+    notify_dir: probes::NotifyDir,
     /// Slots of removed units, reused once their process is gone.
     retired_slots: Vec<usize>,
     /// Units whose file the last load refused, by name, with the first
@@ -666,9 +694,16 @@ impl Supervisor {
             "zurg-journal",
             "journal",
         );
+        // Begun now, its 3 s run beside the journal's rather than after.
+        let overrides_reader = overrides_read::shared(upgrade::overrides_file(&opts.state_dir));
+        overrides_read::begin_shared(&overrides_reader);
+        let overrides_begun = std::time::Instant::now();
         let now_us = crate::os::wall_clock_us();
         let clock_reserved = boot_reads.clock_floor(now_us);
-        let clock_writer = clock_writer::ClockWriter::start(boot_read::clock_file(&opts.state_dir));
+        let clock_writer = clock_writer::ClockWriter::start(
+            boot_read::clock_file(&opts.state_dir),
+            upgrade::overrides_file(&opts.state_dir),
+        );
         let mut clock = StartClock::after(clock_reserved);
         let own_gpid = Gpid {
             ip: host_ip,
@@ -755,7 +790,11 @@ impl Supervisor {
             sweep_armed: false,
             retired_slots: Vec::new(),
             rejected_units: BTreeMap::new(),
-            overrides_unsaved: false,
+            overrides_seq: 0,
+            overrides_unknown: false,
+            overrides_reader,
+            overrides_begun,
+            notify_dir: probes::NotifyDir::default(),
             logs: logs::Logs::default(),
             outputs: output::Outputs::default(),
             exit_code: None,
@@ -771,9 +810,62 @@ impl Supervisor {
     /// units start, removed ones stop, changed ones restart, unchanged ones
     /// are not touched. A unit file that fails to parse leaves its service
     /// exactly as it was.
-    pub fn reload(&mut self, work: &mut VecDeque<(usize, Input)>) -> ReloadReport {
+    pub fn reload(&mut self, work: &mut VecDeque<(usize, Input)>) -> Result<ReloadReport, String> {
         let loaded = unit::load_dir(&self.opts.units_dir);
-        self.apply_loaded(loaded, work)
+        let read = self
+            .overrides_wanted()
+            .then(|| overrides_read::read_shared(&self.overrides_reader, overrides_read::DEADLINE));
+        self.take_overrides(read, self.overrides_seq)
+            .map_err(not_applied)?;
+        Ok(self.apply_loaded(loaded, work))
+    }
+
+    /// The first load, at boot: as `reload`, but an overrides.json that
+    /// does not answer does not keep the services from starting (PID 1
+    /// must not wait on a dead disk). It says so, and upgrades stay
+    /// refused until a reload reads the file.
+    fn boot_load(&mut self, work: &mut VecDeque<(usize, Input)>) {
+        let loaded = unit::load_dir(&self.opts.units_dir);
+        let left = overrides_read::DEADLINE.saturating_sub(self.overrides_begun.elapsed());
+        let read = overrides_read::read_shared(&self.overrides_reader, left);
+        if let Err(e) = self.take_overrides(Some(read), self.overrides_seq) {
+            self.overrides_unknown = true;
+            crate::log!("warning: {e}; services start on their unit files' builds, and the upgrades saved there are not applied until a reload reads it");
+        }
+        self.apply_loaded(loaded, work);
+    }
+
+    /// Whether a load should read overrides.json: not while a save of the
+    /// overrides in memory is not on disk (the file lacks it).
+    fn overrides_wanted(&self) -> bool {
+        self.overrides_unknown || self.saved_note().is_none()
+    }
+
+    /// Takes what a read of overrides.json gave (`None`: not read, keep the
+    /// ones in memory). A read begun before a save since (`seq` is older)
+    /// is older than memory and is dropped. A read that timed out is an
+    /// error: a load must not apply the unit files' builds over upgraded
+    /// ones for want of the file.
+    fn take_overrides(
+        &mut self,
+        read: Option<overrides_read::Outcome>,
+        seq: u64,
+    ) -> Result<(), String> {
+        let path = upgrade::overrides_file(&self.opts.state_dir);
+        match read {
+            None => Ok(()),
+            Some(overrides_read::Outcome::TimedOut) => Err(format!(
+                "{} unreadable: it did not answer within {} s",
+                path.display(),
+                overrides_read::DEADLINE.as_secs()
+            )),
+            Some(overrides_read::Outcome::Read(_)) if seq != self.overrides_seq => Ok(()),
+            Some(overrides_read::Outcome::Read(result)) => {
+                self.overrides = upgrade::Overrides::from_read(&path, result);
+                self.overrides_unknown = false;
+                Ok(())
+            }
+        }
     }
 
     /// A reload once running: the files are read and parsed on the worker
@@ -789,6 +881,10 @@ impl Supervisor {
             let job = worker::Job::LoadUnits {
                 dir: self.opts.units_dir.clone(),
                 reply_to,
+                overrides: self
+                    .overrides_wanted()
+                    .then(|| std::sync::Arc::clone(&self.overrides_reader)),
+                overrides_seq: self.overrides_seq,
             };
             if w.submit(job) {
                 return;
@@ -797,7 +893,9 @@ impl Supervisor {
         let report = self.reload(work);
         self.process(work);
         if let Some((conn, id)) = reply_to {
-            self.reply(conn, &crate::control::proto::Reply::ok(id, report));
+            self.reply(conn, &reload_reply(id, report));
+        } else if let Err(e) = report {
+            crate::log!("warning: {e}");
         }
     }
 
@@ -858,11 +956,6 @@ impl Supervisor {
         let mut added: Vec<usize> = Vec::new();
         // Slots whose output is set up once the open-file limit is known.
         let mut reconfigure = Vec::new();
-        // Read again at every load: an overrides.json edited or deleted by
-        // hand is what the next reload goes by.
-        if !self.overrides_unsaved {
-            self.overrides = upgrade::Overrides::load(&self.opts.state_dir);
-        }
         // Room for exactly the new units: a slot is about 1.8 KB, and
         // growing by doubling would copy the whole vector at each step and
         // reserve 16,384 slots' worth of address space for 10,000.
@@ -1095,7 +1188,7 @@ impl Supervisor {
         let mut work: VecDeque<(usize, Input)> = VecDeque::new();
         // Log lines of a turn go to the writer in batches (`log::Held`).
         let held = crate::log::hold();
-        self.reload(&mut work);
+        self.boot_load(&mut work);
         self.stop_leftovers();
         self.process(&mut work);
         drop(held);
@@ -1309,7 +1402,7 @@ impl Supervisor {
 
     fn finish(&mut self) -> i32 {
         self.remove_cgroups();
-        self.clock_writer.flush();
+        self.clock_writer.flush(self.overrides_seq);
         // The exits of this shutdown are the last records of this life.
         self.journal.flush(crate::journal_writer::FLUSH_DEADLINE);
         self.drain_output();

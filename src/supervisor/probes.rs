@@ -201,6 +201,117 @@ fn ready_desc(ready: &Ready) -> String {
     }
 }
 
+/// How long a start waits for its notify socket's file in the state
+/// directory: a mkdir, a chmod, an unlink and a bind take well under a
+/// millisecond on a healthy disk, even a loaded one.
+const NOTIFY_BIND_DEADLINE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Why a notify socket has no file in the state directory.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum NotifyDirError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the state directory did not answer within {} ms; until zurg restarts, notify sockets use abstract names", NOTIFY_BIND_DEADLINE.as_millis())]
+    TimedOut,
+    #[error("the state directory did not answer earlier; notify sockets use abstract names until zurg restarts")]
+    Hung,
+}
+
+type BindFn = Box<dyn FnOnce() -> std::io::Result<NotifySocket> + Send>;
+type BindJob = (
+    BindFn,
+    std::sync::mpsc::Sender<std::io::Result<NotifySocket>>,
+);
+
+/// Binds notify sockets in STATE/notify on a thread of its own, started at
+/// the first bind, so that a hung state disk holds that thread and not the
+/// loop: the loop waits at most NOTIFY_BIND_DEADLINE for a bind, once;
+/// after a bind that did not answer, every socket takes an abstract name.
+#[derive(Debug, Default)]
+pub(super) struct NotifyDir {
+    binder: Option<std::sync::mpsc::Sender<BindJob>>,
+    hung: bool,
+}
+
+fn make_and_bind(
+    dir: &std::path::Path,
+    name: &str,
+    abstract_name: &str,
+) -> std::io::Result<NotifySocket> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    NotifySocket::bind(&dir.join(name), abstract_name)
+}
+
+impl NotifyDir {
+    /// `dir/name` bound (a too-long path takes `abstract_name`), or why not.
+    fn bind(
+        &mut self,
+        dir: &std::path::Path,
+        name: &str,
+        abstract_name: &str,
+    ) -> Result<NotifySocket, NotifyDirError> {
+        let (dir, name, abstract_name) = (
+            dir.to_path_buf(),
+            name.to_string(),
+            abstract_name.to_string(),
+        );
+        self.run(
+            NOTIFY_BIND_DEADLINE,
+            Box::new(move || make_and_bind(&dir, &name, &abstract_name)),
+        )
+    }
+
+    /// Runs `bind` on the thread, waiting at most `deadline`.
+    fn run(
+        &mut self,
+        deadline: std::time::Duration,
+        bind: BindFn,
+    ) -> Result<NotifySocket, NotifyDirError> {
+        if self.hung {
+            return Err(NotifyDirError::Hung);
+        }
+        if self.binder.is_none() {
+            let (tx, rx) = std::sync::mpsc::channel::<BindJob>();
+            let spawned = crate::log::spawn_blocking_signals("zurg-notify", move || {
+                for (bind, reply) in rx {
+                    // A socket nobody waits for any more is closed: its
+                    // service got an abstract name instead.
+                    let _ = reply.send(bind());
+                }
+            });
+            match spawned {
+                Ok(_) => self.binder = Some(tx),
+                // No thread: bind here, as zurg did before.
+                Err(_) => return Ok(bind()?),
+            }
+        }
+        let (reply, answer) = std::sync::mpsc::channel();
+        let Some(binder) = &self.binder else {
+            return Ok(bind()?);
+        };
+        if let Err(std::sync::mpsc::SendError((bind, _))) = binder.send((bind, reply)) {
+            self.binder = None;
+            return Ok(bind()?);
+        }
+        match answer.recv_timeout(deadline) {
+            Ok(bound) => Ok(bound?),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                self.hung = true;
+                Err(NotifyDirError::TimedOut)
+            }
+            // The thread ended (it only ends if its job panicked).
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                self.binder = None;
+                Err(NotifyDirError::Io(std::io::Error::other(
+                    "the notify socket's thread ended",
+                )))
+            }
+        }
+    }
+}
+
 impl Supervisor {
     /// Before a spawn: the notify socket (made once per service), the
     /// readiness pipe, and the variables that name them.
@@ -241,22 +352,18 @@ impl Supervisor {
             }
             if p.notify.is_none() {
                 // Once per service, not per restart: a directory and a bind.
-                // A state directory that cannot take it (read-only) costs
-                // the file, not the service: an abstract name instead.
+                // A state directory that cannot take it (read-only, or a
+                // disk that does not answer) costs the file, not the
+                // service: an abstract name instead.
                 let abstract_name = format!("zurg/{own}/notify/{name}");
-                let bound = std::fs::create_dir_all(&dir)
-                    .and_then(|()| {
-                        use std::os::unix::fs::PermissionsExt;
-                        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
-                    })
-                    .and_then(|()| NotifySocket::bind(&dir.join(&name), &abstract_name))
-                    .or_else(|e| {
-                        crate::log!(
-                            "[{name}] cannot make its notify socket in {}: {e}; using the abstract name @{abstract_name}",
-                            dir.display()
-                        );
-                        NotifySocket::bind_abstract(&abstract_name)
-                    });
+                let bound = self.notify_dir.bind(&dir, &name, &abstract_name);
+                let bound = bound.or_else(|e| {
+                    crate::log!(
+                        "[{name}] cannot make its notify socket in {}: {e}; using the abstract name @{abstract_name}",
+                        dir.display()
+                    );
+                    NotifySocket::bind_abstract(&abstract_name)
+                });
                 let made = bound.and_then(|sock| {
                     self.reactor
                         .watch_fd(&sock, token(slot, Source::Notify))
@@ -855,5 +962,34 @@ mod tests {
             probe_ip(Some("10.1.2.3".parse().unwrap())),
             "10.1.2.3".parse::<IpAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn a_bind_that_does_not_answer_times_out_once_and_the_rest_are_refused_at_once() {
+        let dir = std::env::temp_dir().join(format!("zurg-notify-dir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut nd = NotifyDir::default();
+        let sock = nd.bind(&dir, "svc", "zurg-test/never").unwrap();
+        assert_eq!(sock.address, dir.join("svc").display().to_string());
+        // A bind held up, as on a dead disk: the wait ends at the deadline.
+        let (gate_tx, gate) = std::sync::mpsc::channel::<()>();
+        let t = std::time::Instant::now();
+        let held = nd.run(
+            std::time::Duration::from_millis(50),
+            Box::new(move || {
+                let _ = gate.recv();
+                Err(std::io::Error::other("late"))
+            }),
+        );
+        assert!(matches!(held, Err(NotifyDirError::TimedOut)), "{held:?}");
+        // From then on, no wait at all.
+        assert!(matches!(
+            nd.bind(&dir, "other", "zurg-test/never"),
+            Err(NotifyDirError::Hung)
+        ));
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        drop(gate_tx);
+        drop(sock);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -38,6 +38,8 @@ pub(super) struct Waiting {
     /// Instances a rolling restart has still to restart, in order
     /// (`rolling.rs`); empty for every other request.
     pub(super) rolling: Vec<usize>,
+    /// A rollback: the answer notes an overrides.json save not on disk.
+    saves_overrides: bool,
 }
 
 impl Waiting {
@@ -120,7 +122,12 @@ impl Supervisor {
                     let reply = self.stats_rows(id, rows);
                     self.reply(conn, &reply);
                 }
-                Done::Loaded { loaded, reply_to } => {
+                Done::Loaded {
+                    loaded,
+                    reply_to,
+                    overrides,
+                    overrides_seq,
+                } => {
                     if self.phase != super::Phase::Running {
                         if let Some((conn, id)) = reply_to {
                             let e =
@@ -129,10 +136,17 @@ impl Supervisor {
                         }
                         continue;
                     }
-                    let report = self.apply_loaded(loaded, work);
+                    let report = self
+                        .take_overrides(overrides, overrides_seq)
+                        .map_err(super::not_applied)
+                        .map(|()| self.apply_loaded(loaded, work));
                     self.process(work);
-                    if let Some((conn, id)) = reply_to {
-                        self.reply(conn, &Reply::ok(id, report));
+                    match (reply_to, report) {
+                        (Some((conn, id)), report) => {
+                            self.reply(conn, &super::reload_reply(id, report));
+                        }
+                        (None, Err(e)) => crate::log!("warning: {e}"),
+                        (None, Ok(_)) => {}
                     }
                 }
                 Done::Verified { ticket, result } => {
@@ -662,18 +676,19 @@ impl Supervisor {
         old_pid: Option<i32>,
     ) {
         let wait = self.wait_ms(&[slot], None);
-        self.park_with_pids(conn, id, vec![(slot, old_pid)], Until::Restarted, wait);
-    }
-
-    fn park_with_pids(
-        &mut self,
-        conn: ConnId,
-        id: u64,
-        slots: Vec<(usize, Option<i32>)>,
-        until: Until,
-        wait_ms: u64,
-    ) {
-        self.park_rolling(conn, id, slots, until, wait_ms, Vec::new(), Vec::new());
+        self.park_waiting(
+            Waiting {
+                conn,
+                id,
+                slots: vec![(slot, old_pid)],
+                until: Until::Restarted,
+                deadline_ms: 0,
+                notes: Vec::new(),
+                rolling: Vec::new(),
+                saves_overrides: true,
+            },
+            wait,
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -687,19 +702,28 @@ impl Supervisor {
         notes: Vec<(usize, String)>,
         rolling: Vec<usize>,
     ) {
-        let deadline_ms = self.reactor.now_ms().saturating_add(wait_ms);
+        self.park_waiting(
+            Waiting {
+                conn,
+                id,
+                slots,
+                until,
+                deadline_ms: 0,
+                notes,
+                rolling,
+                saves_overrides: false,
+            },
+            wait_ms,
+        );
+    }
+
+    /// Parks `w` until it settles or `wait_ms` from now.
+    fn park_waiting(&mut self, mut w: Waiting, wait_ms: u64) {
+        w.deadline_ms = self.reactor.now_ms().saturating_add(wait_ms);
         self.reactor
             .timers
-            .arm(deadline_ms, TimerKey::RequestDeadline);
-        self.waiting.push(Waiting {
-            conn,
-            id,
-            slots,
-            until,
-            deadline_ms,
-            notes,
-            rolling,
-        });
+            .arm(w.deadline_ms, TimerKey::RequestDeadline);
+        self.waiting.push(w);
         self.settle_waiting();
     }
 
@@ -754,6 +778,13 @@ impl Supervisor {
             if let Some(reply) = self.wait_given_up(&w) {
                 self.reply(w.conn, &reply);
             } else if w.rolling.is_empty() && self.settled(&w) {
+                if w.saves_overrides {
+                    if let Some(note) = self.saved_note() {
+                        crate::log!("warning: {note}");
+                        w.notes
+                            .extend(w.slots.iter().map(|(s, _)| (*s, note.clone())));
+                    }
+                }
                 let outcomes: Vec<Outcome> = w
                     .slots
                     .iter()

@@ -134,14 +134,16 @@ pub struct Overrides {
     pub services: BTreeMap<String, Override>,
 }
 
-fn overrides_file(state_dir: &Path) -> PathBuf {
+pub(super) fn overrides_file(state_dir: &Path) -> PathBuf {
     state_dir.join("overrides.json")
 }
 
 impl Overrides {
-    pub fn load(state_dir: &Path) -> Overrides {
-        let path = overrides_file(state_dir);
-        match std::fs::read(&path) {
+    /// What a read of overrides.json gives (`overrides_read.rs` reads it):
+    /// a missing or unreadable file applies no upgrade, and a corrupt one
+    /// neither, with a warning; the next save replaces it.
+    pub(super) fn from_read(path: &Path, read: std::io::Result<Vec<u8>>) -> Overrides {
+        match read {
             Ok(data) => serde_json::from_slice(&data).unwrap_or_else(|e| {
                 crate::log!(
                     "warning: {} is unreadable ({e}); upgrades in it are not applied",
@@ -149,17 +151,15 @@ impl Overrides {
                 );
                 Overrides::default()
             }),
-            Err(_) => Overrides::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Overrides::default(),
+            Err(e) => {
+                crate::log!(
+                    "warning: cannot read {}: {e}; upgrades in it are not applied",
+                    path.display()
+                );
+                Overrides::default()
+            }
         }
-    }
-
-    fn save(&self, state_dir: &Path) -> Result<(), String> {
-        let path = overrides_file(state_dir);
-        let tmp = path.with_extension("tmp");
-        let data = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
-        std::fs::write(&tmp, data)
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(|e| format!("cannot save {}: {e}", path.display()))
     }
 }
 
@@ -203,12 +203,50 @@ impl PendingUpgrade {
 }
 
 impl Supervisor {
-    /// Writes the overrides; while they cannot be written, reloads keep the
-    /// ones in memory rather than read back a file that lacks them.
-    fn save_overrides(&mut self) -> Result<(), String> {
-        let result = self.overrides.save(&self.opts.state_dir);
-        self.overrides_unsaved = result.is_err();
-        result
+    /// Has the overrides written, on the clock writer's thread (a hung
+    /// disk must not stall the loop); `saved_note` tells later how far it
+    /// got. Until a save is on disk, reloads keep the overrides in memory
+    /// rather than read back a file that lacks them.
+    fn save_overrides(&mut self) {
+        match serde_json::to_vec_pretty(&self.overrides) {
+            Ok(data) => {
+                self.overrides_seq = self.overrides_seq.saturating_add(1);
+                self.clock_writer.save_overrides(self.overrides_seq, data);
+            }
+            Err(e) => crate::log!("warning: cannot encode the overrides: {e}"),
+        }
+    }
+
+    /// Whether every save so far is on disk: `None` if so, else what to
+    /// tell the user.
+    pub(super) fn saved_note(&self) -> Option<String> {
+        let status = self.clock_writer.saves();
+        let path = overrides_file(&self.opts.state_dir);
+        if status.done < self.overrides_seq {
+            Some(format!(
+                "{} has not been written yet (its disk is slow or does not answer): the build is in force but will not survive a restart of zurg until it is",
+                path.display()
+            ))
+        } else {
+            status.error.map(|e| {
+                format!("{e}: the build is in force but will not survive a restart of zurg")
+            })
+        }
+    }
+
+    /// Refuses an upgrade or rollback while overrides.json has not been
+    /// read: saving would replace the builds it holds with this one alone.
+    fn overrides_unknown_refusal(&self, id: u64) -> Option<Reply> {
+        self.overrides_unknown.then(|| {
+            Reply::error(
+                id,
+                ErrorCode::Failed,
+                format!(
+                    "{} has not been read (its disk did not answer): upgrades and rollbacks are refused until a reload reads it; nothing changed",
+                    overrides_file(&self.opts.state_dir).display()
+                ),
+            )
+        })
     }
 
     /// Applies a saved upgrade to a freshly parsed unit. One that no longer
@@ -228,12 +266,9 @@ impl Supervisor {
         };
         let label = o.current.as_ref().map(Build::label).unwrap_or_default();
         self.overrides.services.remove(&*unit.name);
-        let saved = match self.save_overrides() {
-            Ok(()) => String::new(),
-            Err(e) => format!(" ({e})"),
-        };
+        self.save_overrides();
         let line = format!(
-            "{}: saved build {label} dropped from {}: {why}; running the unit file's build {}{saved}",
+            "{}: saved build {label} dropped from {}: {why}; running the unit file's build {}",
             unit.name,
             overrides_file(&self.opts.state_dir).display(),
             Build::of(unit).label()
@@ -294,6 +329,9 @@ impl Supervisor {
                 format!("no service named `{name}`"),
             ));
         };
+        if let Some(refused) = self.overrides_unknown_refusal(id) {
+            return Some(refused);
+        }
         let from = Build::of(&self.slots.get(slot)?.service.unit);
         let exec = match exec {
             Some(e) => PathBuf::from(e),
@@ -462,9 +500,7 @@ impl Supervisor {
             entry.previous.remove(0);
         }
         entry.current = Some(to.clone());
-        if let Err(e) = self.save_overrides() {
-            crate::log!("warning: {e}; the upgrade will not survive a restart of zurg");
-        }
+        self.save_overrides();
         crate::log!("[{name}] upgrading from {} to {}", from.label(), to.label());
         self.journal_build(slot, crate::journal::Kind::Upgrade, &to);
         let old_pid = self.slots.get(slot).and_then(|s| s.service.state.pid());
@@ -549,10 +585,15 @@ impl Supervisor {
             match outcome {
                 None => self.upgrades.push(u),
                 Some(Ok(pid)) => {
-                    let reply = Reply::ok(
-                        u.id,
-                        serde_json::json!({ "name": self.slot_name_of(u.slot), "version": u.to.version, "pid": pid }),
-                    );
+                    let name = self.slot_name_of(u.slot);
+                    let mut result =
+                        serde_json::json!({ "name": name, "version": u.to.version, "pid": pid });
+                    if let (Some(note), Some(fields)) = (self.saved_note(), result.as_object_mut())
+                    {
+                        crate::log!("warning: [{name}] {note}");
+                        fields.insert("warning".into(), note.into());
+                    }
+                    let reply = Reply::ok(u.id, result);
                     self.reply(u.conn, &reply);
                 }
                 Some(Err(why)) => {
@@ -592,6 +633,11 @@ impl Supervisor {
         change: Change,
         work: &mut VecDeque<(usize, Input)>,
     ) -> Option<Reply> {
+        if matches!(change, Change::Rollback) {
+            if let Some(refused) = self.overrides_unknown_refusal(id) {
+                return Some(refused);
+            }
+        }
         let name = self.slot_name_of(slot);
         let back = match self.previous_build(&name) {
             Ok(to) => UpgradeTicket {
@@ -679,9 +725,7 @@ impl Supervisor {
         }
         entry.previous.pop();
         entry.current = Some(to.clone());
-        if let Err(e) = self.save_overrides() {
-            crate::log!("warning: {e}");
-        }
+        self.save_overrides();
         if let Err(e) = self.set_build(slot, &to) {
             return Some(rollback_refused(id, &change, &e));
         }

@@ -64,6 +64,12 @@ pub enum Job {
     LoadUnits {
         dir: PathBuf,
         reply_to: Option<(ConnId, u64)>,
+        /// Read overrides.json too (with a deadline), unless the loop
+        /// keeps its own.
+        overrides: Option<super::overrides_read::Shared>,
+        /// The loop's save number when it asked: a read that a later save
+        /// overtook is dropped.
+        overrides_seq: u64,
     },
     /// Open and hash the binary of an upgrade.
     Verify {
@@ -121,6 +127,8 @@ pub enum Done {
     Loaded {
         loaded: crate::unit::LoadReport,
         reply_to: Option<(ConnId, u64)>,
+        overrides: Option<super::overrides_read::Outcome>,
+        overrides_seq: u64,
     },
     /// A line for zurg's log.
     Log(String),
@@ -240,9 +248,24 @@ fn run(jobs: &Receiver<Job>, done: &Sender<Done>, waker: &Waker) {
             Job::Cancel { conn } => {
                 streams.remove(&conn);
             }
-            Job::LoadUnits { dir, reply_to } => {
+            Job::LoadUnits {
+                dir,
+                reply_to,
+                overrides,
+                overrides_seq,
+            } => {
                 let loaded = crate::unit::load_dir(&dir);
-                out.push(Done::Loaded { loaded, reply_to });
+                // Waits up to the deadline on a hung state disk: history
+                // and stats wait behind it, the loop does not.
+                let overrides = overrides.map(|r| {
+                    super::overrides_read::read_shared(&r, super::overrides_read::DEADLINE)
+                });
+                out.push(Done::Loaded {
+                    loaded,
+                    reply_to,
+                    overrides,
+                    overrides_seq,
+                });
             }
             Job::Verify { path, want, ticket } => {
                 let result = crate::version::open_verified(&path, &want, None)
