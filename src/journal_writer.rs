@@ -433,6 +433,17 @@ impl JournalWriter {
         }
     }
 
+    /// The number of the last record sent: a mark for `written`.
+    pub fn mark(&self) -> u64 {
+        self.shared.lock().sent()
+    }
+
+    /// Whether the thread has dealt with every record up to `mark`
+    /// (written it, or dropped it and counted it for a gap record).
+    pub fn written(&self, mark: u64) -> bool {
+        self.shared.lock().caught_up(mark)
+    }
+
     pub fn health(&self) -> Health {
         let (queued, dropped) = self.shared.lock().health();
         Health {

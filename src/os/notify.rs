@@ -92,6 +92,9 @@ pub struct NotifySocket {
 pub struct Received {
     pub len: usize,
     pub pid: i32,
+    /// The sender's uid as the kernel saw it (`u32::MAX` without
+    /// credentials): still true when the sender has exited since.
+    pub uid: u32,
 }
 
 impl NotifySocket {
@@ -144,11 +147,14 @@ impl NotifySocket {
                 Err(nix::errno::Errno::EAGAIN) => return Ok(None),
                 Err(e) => return Err(e.into()),
             };
-            let mut pid = 0;
+            let (mut pid, mut uid) = (0, u32::MAX);
             if let Ok(cmsgs) = msg.cmsgs() {
                 for c in cmsgs {
                     match c {
-                        ControlMessageOwned::ScmCredentials(cred) => pid = cred.pid(),
+                        ControlMessageOwned::ScmCredentials(cred) => {
+                            pid = cred.pid();
+                            uid = cred.uid();
+                        }
                         // A descriptor sent along (FDSTORE=1) is not kept:
                         // it closes when this drops.
                         ControlMessageOwned::ScmRights(fds) => {
@@ -163,6 +169,7 @@ impl NotifySocket {
             return Ok(Some(Received {
                 len: msg.bytes,
                 pid,
+                uid,
             }));
         }
     }
@@ -179,6 +186,19 @@ pub fn session_of(pid: i32) -> Option<i32> {
     nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(pid)))
         .ok()
         .map(|p| p.as_raw())
+}
+
+/// Whether no process has `pid` any more (exited and reaped).
+pub fn is_gone(pid: i32) -> bool {
+    nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(pid))) == Err(nix::errno::Errno::ESRCH)
+}
+
+/// The uid a live process runs as (its /proc entry's owner), or `None`.
+pub fn uid_of(pid: i32) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}"))
+        .ok()
+        .map(|m| m.uid())
 }
 
 #[cfg(test)]

@@ -152,6 +152,17 @@ impl History {
         }
     }
 
+    /// A mark for `reached`: every record recorded so far.
+    pub fn mark(&self) -> u64 {
+        self.journal.mark()
+    }
+
+    /// Whether every record up to `mark` is in the journal (or counted as
+    /// lost in a gap record, past the writer's bound).
+    pub fn reached(&self, mark: u64) -> bool {
+        self.journal.written(mark)
+    }
+
     /// Records queued and not yet on disk.
     pub fn unwritten(&self) -> u64 {
         self.journal.health().queued

@@ -80,6 +80,10 @@ const WATCHER_WRITE_AT: usize = 16 * 1024;
 /// much as one per event; sending them later keeps the forwarder's zurg
 /// asleep while a change is still on its way to the watchers.
 const ACK_DELAY_MS: u64 = 5;
+/// Acks held for the journal's writer are looked at again after this,
+/// doubling up to `ACK_RETRY_MAX_MS` while its disk lags.
+const ACK_RETRY_MS: u64 = 1;
+const ACK_RETRY_MAX_MS: u64 = 200;
 /// A listing's next page is produced once less than this is left unsent.
 const LISTING_LOW_WATER: usize = 64 * 1024;
 
@@ -306,12 +310,18 @@ struct Server {
     token: Option<Vec<u8>>,
     lease_ms: u64,
     start: Instant,
-    /// The highest seq each forwarder connection is owed an ack for; one
+    /// The highest seq each forwarder connection is owed an ack for, and
+    /// the journal's mark when it was (`--journal`): the ack waits until
+    /// the journal has what it acknowledges, since a host forgets what is
+    /// acked and a publisher killed in between would have lost it. One
     /// that closes meanwhile gets nothing, as its id is never handed out
     /// again.
-    acks_owed: HashMap<ConnId, u64>,
+    acks_owed: HashMap<ConnId, (u64, u64)>,
     /// When the owed acks go out.
     acks_due: Option<u64>,
+    /// How long acks held for the journal wait before the next look
+    /// (doubling while the journal's disk lags, back to the first after).
+    ack_retry_ms: u64,
     /// Accepting failed (out of descriptors): when to try again.
     acceptor: Acceptor,
     /// Connections that watch, for the fan-out.
@@ -468,6 +478,7 @@ impl Server {
             start: Instant::now(),
             acks_owed: HashMap::new(),
             acks_due: None,
+            ack_retry_ms: ACK_RETRY_MS,
             acceptor: Acceptor::default(),
             watchers: BTreeMap::new(),
             unflushed: Vec::new(),
@@ -1478,8 +1489,9 @@ impl Server {
                 self.flush(conn);
             }
             Done::Ack { conn, seq } => {
-                let owed = self.acks_owed.entry(conn).or_insert(seq);
-                *owed = (*owed).max(seq);
+                let mark = self.history.as_ref().map_or(0, History::mark);
+                let owed = self.acks_owed.entry(conn).or_insert((seq, mark));
+                *owed = (owed.0.max(seq), owed.1.max(mark));
                 if self.acks_due.is_none() {
                     self.acks_due = Some(self.now_ms().saturating_add(ACK_DELAY_MS));
                 }
@@ -1630,10 +1642,20 @@ impl Server {
 
     fn send_acks(&mut self) {
         self.acks_due = None;
-        let owed: Vec<(ConnId, u64)> = self.acks_owed.drain().collect();
-        for (conn, seq) in owed {
+        let owed: Vec<(ConnId, (u64, u64))> = self.acks_owed.drain().collect();
+        for (conn, (seq, mark)) in owed {
+            if self.history.as_ref().is_some_and(|h| !h.reached(mark)) {
+                self.acks_owed.insert(conn, (seq, mark));
+                continue;
+            }
             self.send(conn, &Frame::Ack { seq });
             self.flush(conn);
+        }
+        if self.acks_owed.is_empty() {
+            self.ack_retry_ms = ACK_RETRY_MS;
+        } else {
+            self.acks_due = Some(self.now_ms().saturating_add(self.ack_retry_ms));
+            self.ack_retry_ms = (self.ack_retry_ms * 2).min(ACK_RETRY_MAX_MS);
         }
     }
 

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 
 use super::message::{self, Notice};
-use crate::os::notify::session_of;
+use crate::os::notify::{is_gone, session_of, uid_of};
 use crate::service::{Input, State};
 use crate::supervisor::Supervisor;
 use crate::unit::probe::Ready;
@@ -35,7 +35,7 @@ impl Supervisor {
                 _ => break,
             };
             let notices = message::parse(buf.get(..received.len).unwrap_or(&[]));
-            self.notified(slot, received.pid, notices, work);
+            self.notified(slot, received.pid, received.uid, notices, work);
         }
         self.probes.buf = buf;
     }
@@ -43,11 +43,17 @@ impl Supervisor {
     /// Acts on one message's notices, if its sender belongs to the service:
     /// its main process, the pid it announced, or any process of the
     /// session the main process leads (a helper such as `systemd-notify`
-    /// or python run by a start script).
+    /// or python run by a start script). A helper that sent and exited
+    /// before zurg read its message has no session left to look at: it
+    /// counts when the kernel says it ran as root or as the service's own
+    /// user, who could signal or trace the service anyway (on a loaded
+    /// machine such a READY=1 was ignored and the service never became
+    /// ready).
     fn notified(
         &mut self,
         slot: usize,
         sender: i32,
+        sender_uid: u32,
         notices: Vec<Notice>,
         work: &mut VecDeque<(usize, Input)>,
     ) {
@@ -71,7 +77,10 @@ impl Supervisor {
             return;
         };
         let ours = sender > 0
-            && (sender == main || p.main_pid == Some(sender) || session_of(sender) == Some(main));
+            && (sender == main
+                || p.main_pid == Some(sender)
+                || session_of(sender) == Some(main)
+                || (is_gone(sender) && (sender_uid == 0 || uid_of(main) == Some(sender_uid))));
         if !ours {
             if !p.warned_stranger {
                 p.warned_stranger = true;
