@@ -29,17 +29,7 @@ const MOVE_BOUND: Duration = Duration::from_secs(2);
 const EXIT_BOUND: Duration = Duration::from_secs(5);
 
 fn host(tag: &str, service: &str, publish: &str) -> (TempDir, Zurg) {
-    let dir = TempDir::new(tag);
-    dir.write(
-        &format!("units/{service}.toml"),
-        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\nport = 8080\n",
-    );
-    let z = run_in(
-        &dir,
-        Mode::Pid1,
-        &["--publish", publish, "--host-ip", "127.0.0.1"],
-    );
-    (dir, z)
+    publishing_host(tag, &[service], publish)
 }
 
 fn records(addr: &str) -> Vec<Value> {

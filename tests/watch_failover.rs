@@ -142,19 +142,7 @@ impl Drop for ListWatcher {
 }
 
 fn host(tag: &str, publish: &str) -> (TempDir, Zurg) {
-    let dir = TempDir::new(tag);
-    for name in ["alpha", "marker"] {
-        dir.write(
-            &format!("units/{name}.toml"),
-            "exec = \"/bin/sleep\"\nargs = [\"1000\"]\nport = 8080\n",
-        );
-    }
-    let z = run_in(
-        &dir,
-        Mode::Pid1,
-        &["--publish", publish, "--host-ip", "127.0.0.1"],
-    );
-    (dir, z)
+    publishing_host(tag, &["alpha", "marker"], publish)
 }
 
 fn gpid_of(dir: &TempDir, name: &str) -> String {

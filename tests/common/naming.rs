@@ -432,3 +432,22 @@ pub fn until_closed(mut s: std::net::TcpStream) -> String {
     }
     String::from_utf8_lossy(&got).into_owned()
 }
+
+/// A `zurg run` as PID 1 publishing to `publish` (an address or a list),
+/// with 127.0.0.1 as its host address and each of `services` a sleeper on
+/// port 8080.
+pub fn publishing_host(tag: &str, services: &[&str], publish: &str) -> (TempDir, Zurg) {
+    let dir = TempDir::new(tag);
+    for name in services {
+        dir.write(
+            &format!("units/{name}.toml"),
+            "exec = \"/bin/sleep\"\nargs = [\"1000\"]\nport = 8080\n",
+        );
+    }
+    let z = super::run_in(
+        &dir,
+        Mode::Pid1,
+        &["--publish", publish, "--host-ip", "127.0.0.1"],
+    );
+    (dir, z)
+}
