@@ -4,7 +4,7 @@
 live publisher versus none.
 
 Usage (root, from the repository):
-    bench/naming.py [KILLS] [--etcd | --etcd-only | --page | --page-floor [--rounds=R]] [--no-restarts]
+    bench/naming.py [KILLS] [--etcd | --etcd-only | --page | --page-floor [--rounds=R] [--back-to-back]] [--no-restarts]
 
 KILLS services run under one `zurg run`; each is SIGKILLed once (a first
 crash restarts at once, so the crash-loop backoff never comes in) and the
@@ -19,6 +19,12 @@ With --page the publisher also serves its status page (--http), headless
 Chromium (driven over DevTools on a pipe) shows it, and each death is timed
 a second way: kill(2) to the page's DOM no longer listing the GPID (a
 MutationObserver stamps the wall clock), beside the watch, in the same run.
+The next kill waits until the restarted process sleeps and, with a page,
+until the page shows the new GPID and has drawn that frame: each death is
+measured on a quiet machine and a quiet page. --back-to-back kills without
+waiting for the page; a death then often lands in the frame drawn for the
+last restart (~1-3 ms of the renderer's main thread with --disable-gpu) and
+waits for it, which is most of the page's p99 near zero load.
 Add --trace to split the page's figure at Chromium's own stamps (DevTools
 Network domain: the renderer has the bytes, the EventSource dispatches, the
 DOM changes), and TRACE_FILE=F to also record a Chromium trace of the kills
@@ -48,6 +54,7 @@ ZURG = os.environ.get("ZURG", os.path.join(ROOT, "target/release/zurg"))
 # or ui.perfetto.dev open it).
 TRACE_FILE = os.environ.get("TRACE_FILE")
 FLOOR_PAGE = "--page-floor" in sys.argv
+BACK_TO_BACK = "--back-to-back" in sys.argv
 TRACE_CATEGORIES = ("devtools.timeline,toplevel,loading,net,mojom,"
                     "disabled-by-default-devtools.timeline")
 FLOOR = os.environ.get("ETCD_FLOOR", os.path.join(ROOT, "target/release/examples/etcd_floor"))
@@ -362,6 +369,17 @@ class Page:
         finally:
             self.session = session
 
+    def drawn(self, gpid):
+        """Waits until the page shows `gpid` and has drawn the frame that
+        shows it: the next death is then measured on a quiet page, as it is
+        on a quiet machine (the restarted process has settled), not beside
+        the frame of the last change."""
+        expr = ('new Promise((done) => { const shown = () => document.querySelector('
+                f'{json.dumps(f"[data-gpids~={json.dumps(gpid)}]")}); '
+                'const wait = () => shown() ? requestAnimationFrame(() => setTimeout(done, 0)) '
+                ': setTimeout(wait, 1); wait(); })')
+        self.call("Runtime.evaluate", {"expression": expr, "awaitPromise": True})
+
     def eval(self, expr):
         return self.call("Runtime.evaluate", {"expression": expr, "returnByValue": True})["result"].get("value")
 
@@ -462,6 +480,8 @@ def death_to_watch(n, etcd_url=None, restart="always", page=False, before=None, 
                     # measured on a quiet system, not beside the last one's
                     # restart.
                     settled(int(v["endpoint"]["gpid"].rsplit(":", 1)[1]))
+                    if browser and not BACK_TO_BACK:
+                        browser.drawn(v["endpoint"]["gpid"])
                     return
 
         if page and TRACE_FILE:
