@@ -268,8 +268,10 @@ const SYNC: &[u8] = b"{\"time_us\":";
 
 /// Why a stretch of the journal was skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Damage {
+pub enum Damage {
     BadLength(u32),
+    /// A record that runs past the end of what was read: a crash
+    /// mid-write, or a record being appended as it was read.
     Torn,
     Checksum,
     Unreadable,
@@ -424,61 +426,130 @@ impl Skips {
 
 /// What a walk of a journal found.
 #[derive(Debug, PartialEq, Eq)]
-struct Scanned {
+pub struct Scanned {
     /// Just past the last good record: what the reopened journal keeps.
-    good: usize,
+    pub good: usize,
     /// The journal's length as read.
-    len: usize,
-    warning: Option<String>,
+    pub len: usize,
+    pub warning: Option<String>,
+    /// The damage the journal ends in, if it does not end with a whole
+    /// record: `Some(Damage::Torn)` for a last record cut short.
+    pub tail: Option<Damage>,
 }
 
+/// What a walker's reader says of a payload whose checksum held but which
+/// it cannot read as a record: the record is skipped as damage.
+#[derive(Debug)]
+struct Unreadable;
+
 /// The one reader of the framed format, whatever holds the bytes: walks
-/// `src` from its start, hands `each` the payload of every record whose
-/// frame holds (it answers whether that is a readable record) and skips
-/// damage to the next record `resync` finds.
-fn walk<S: Source>(src: &mut S, mut each: impl FnMut(&[u8]) -> bool) -> Result<Scanned, S::Error> {
-    let mut good = 0usize;
-    let mut skipped = Skips::default();
-    let mut at = 0usize;
-    loop {
-        src.release(at);
-        src.fill_to(at.saturating_add(1))?;
-        if at >= src.end() {
-            break;
-        }
-        match framed(src, at)? {
-            Ok((payload, end)) => {
-                // The checksum held, so the length is right: an unreadable
-                // record costs exactly itself.
-                if !each(payload) {
-                    skipped.push((at, end, Damage::Unreadable));
-                }
-                good = end;
-                at = end;
-            }
-            Err(damage) => match resync(src, at.saturating_add(1))? {
-                Some(next) => {
-                    skipped.push((at, next, damage));
-                    at = next;
-                }
-                None => {
-                    skipped.push((at, src.end(), damage));
-                    break;
-                }
-            },
+/// `src` from its start a record at a time, skipping damage to the next
+/// record `resync` finds. It stops after any record and goes on when
+/// asked, so a streamed `history` reply reads only what its next chunk
+/// needs.
+struct Walker<S> {
+    src: S,
+    /// Where the next record starts.
+    at: usize,
+    /// Just past the last good record.
+    good: usize,
+    skipped: Skips,
+    tail: Option<Damage>,
+    done: bool,
+}
+
+impl<S: Source> Walker<S> {
+    fn new(src: S) -> Walker<S> {
+        Walker {
+            src,
+            at: 0,
+            good: 0,
+            skipped: Skips::default(),
+            tail: None,
+            done: false,
         }
     }
-    Ok(Scanned {
-        good,
-        len: src.end(),
-        warning: skipped.warning(),
-    })
+
+    /// The next record `read` makes something of; `None` once the journal
+    /// ends. `read` gets the payload of each record whose frame holds and
+    /// answers `Some` to hand it back, `None` for a record this reader
+    /// does not want, or `Unreadable`, which skips it as damage. A source
+    /// that fails leaves the walker where it was.
+    fn next<T>(
+        &mut self,
+        mut read: impl FnMut(&[u8]) -> Result<Option<T>, Unreadable>,
+    ) -> Result<Option<T>, S::Error> {
+        while !self.done {
+            let at = self.at;
+            self.src.release(at);
+            self.src.fill_to(at.saturating_add(1))?;
+            if at >= self.src.end() {
+                self.done = true;
+                break;
+            }
+            match framed(&mut self.src, at)? {
+                Ok((payload, end)) => {
+                    let item = read(payload);
+                    // The checksum held, so the length is right: an
+                    // unreadable record costs exactly itself.
+                    self.good = end;
+                    self.at = end;
+                    match item {
+                        Ok(Some(item)) => return Ok(Some(item)),
+                        Ok(None) => {}
+                        Err(Unreadable) => self.skipped.push((at, end, Damage::Unreadable)),
+                    }
+                }
+                Err(damage) => match resync(&mut self.src, at.saturating_add(1))? {
+                    Some(next) => {
+                        self.skipped.push((at, next, damage));
+                        self.at = next;
+                    }
+                    None => {
+                        self.skipped.push((at, self.src.end(), damage));
+                        self.tail = Some(damage);
+                        self.done = true;
+                    }
+                },
+            }
+        }
+        Ok(None)
+    }
+
+    /// What the walk found so far (all of it once `next` said `None`),
+    /// and the source.
+    fn finish(self) -> (Scanned, S) {
+        let scanned = Scanned {
+            good: self.good,
+            len: self.src.end(),
+            warning: self.skipped.warning(),
+            tail: self.tail,
+        };
+        (scanned, self.src)
+    }
+}
+
+/// A whole walk of `src`: `each` gets the payload of every record whose
+/// frame holds and answers whether it is a readable record.
+fn walk<S: Source>(src: S, mut each: impl FnMut(&[u8]) -> bool) -> Result<(Scanned, S), S::Error> {
+    let mut walker = Walker::new(src);
+    // `read` hands nothing back, so one call walks the whole journal.
+    if let Some(never) = walker.next::<std::convert::Infallible>(|payload| {
+        if each(payload) {
+            Ok(None)
+        } else {
+            Err(Unreadable)
+        }
+    })? {
+        match never {}
+    }
+    Ok(walker.finish())
 }
 
 /// `decode_all` decoding only the records `only` admits (all when `None`).
 pub fn decode_matching(data: &[u8], only: Option<&Only>) -> (Vec<Record>, usize, Option<String>) {
     let mut records = Vec::new();
-    let Ok(Scanned { good, warning, .. }) = walk(&mut { data }, |payload| {
+    let Ok((Scanned { good, warning, .. }, _)) = walk(data, |payload| {
         only.is_some_and(|o| !o.admits(payload))
             || serde_json::from_slice(payload)
                 .map(|r| records.push(r))
@@ -576,11 +647,67 @@ pub fn scan_bytes(data: &[u8], chunk: usize) -> io::Result<(usize, usize, Option
 /// the file (8 MiB) and every record decoded from it. Returns the window's
 /// peak size too.
 fn scan(src: impl Read, chunk: usize) -> io::Result<(Scanned, usize)> {
-    let mut win = Window::new(src, chunk);
-    let scanned = walk(&mut win, |payload| {
+    let (scanned, win) = walk(Window::new(src, chunk), |payload| {
         serde_json::from_slice::<Record>(payload).is_ok()
     })?;
     Ok((scanned, win.peak))
+}
+
+/// Bytes a `FileReader` reads at a time.
+pub const READ_CHUNK: usize = 256 << 10;
+
+/// One of the journal's files read a record at a time, through the same
+/// bounded window as `open`: what a streamed `history` reply reads, in
+/// memory bounded by a chunk and one record whatever the file's size. It
+/// reads the file as it is when the window first finds its end.
+pub struct FileReader {
+    walker: Walker<Window<File>>,
+    only: Option<Only>,
+}
+
+impl FileReader {
+    /// Reads `file` from its start, decoding only the records `only`
+    /// admits (all when `None`), `READ_CHUNK` bytes at a time.
+    pub fn new(file: File, only: Option<Only>) -> FileReader {
+        FileReader::with_chunk(file, only, READ_CHUNK)
+    }
+
+    fn with_chunk(file: File, only: Option<Only>, chunk: usize) -> FileReader {
+        FileReader {
+            walker: Walker::new(Window::new(file, chunk)),
+            only,
+        }
+    }
+
+    /// The next readable record `only` admits; `None` at the end of the
+    /// file. After an error the file cannot be read further: `finish`
+    /// says what was found before it.
+    pub fn next_record(&mut self) -> io::Result<Option<Record>> {
+        let only = self.only.as_ref();
+        self.walker.next(|payload| {
+            if only.is_some_and(|o| !o.admits(payload)) {
+                return Ok(None);
+            }
+            serde_json::from_slice(payload)
+                .map(Some)
+                .map_err(|_| Unreadable)
+        })
+    }
+
+    /// What the walk found: the damage it skipped, and whether the file
+    /// ended in a torn record.
+    pub fn finish(self) -> Scanned {
+        self.walker.finish().0
+    }
+}
+
+impl std::fmt::Debug for FileReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileReader")
+            .field("at", &self.walker.at)
+            .field("only", &self.only)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -623,7 +750,10 @@ impl Journal {
             .create(true)
             .open(&path)
             .map_err(open_err)?;
-        let (Scanned { good, len, warning }, _) = scan(&file, SCAN_CHUNK).map_err(open_err)?;
+        let (scanned, _) = scan(&file, SCAN_CHUNK).map_err(open_err)?;
+        let Scanned {
+            good, len, warning, ..
+        } = scanned;
         if good < len {
             file.set_len(good as u64).map_err(open_err)?;
         }
@@ -1234,13 +1364,15 @@ pub(crate) mod tests {
     /// `decode_all` holding all of it.
     fn scans_alike(data: &[u8], chunk: usize) {
         let (_, good, warning) = decode_all(data);
-        let want = Scanned {
-            good,
-            len: data.len(),
-            warning,
-        };
         let (got, _) = scan(data, chunk).unwrap();
-        assert_eq!(got, want, "chunk {chunk}, {} bytes", data.len());
+        assert_eq!(
+            (got.good, got.len, &got.warning),
+            (good, data.len(), &warning),
+            "chunk {chunk}, {} bytes",
+            data.len()
+        );
+        let (whole, _) = walk(data, |p| serde_json::from_slice::<Record>(p).is_ok()).unwrap();
+        assert_eq!(got.tail, whole.tail, "chunk {chunk}, {} bytes", data.len());
     }
 
     #[test]
@@ -1304,6 +1436,109 @@ pub(crate) mod tests {
         }
         let (_, peak) = scan(garbled.as_slice(), SCAN_CHUNK).unwrap();
         assert!(peak <= 2 * SCAN_CHUNK, "the window took {peak} bytes");
+    }
+
+    /// Every record of `data` a `FileReader` hands out, reading `chunk`
+    /// bytes at a time, and what it found.
+    fn read_through(
+        data: &[u8],
+        only: Option<&Only>,
+        chunk: usize,
+        path: &Path,
+    ) -> (Vec<Record>, Scanned, usize) {
+        std::fs::write(path, data).unwrap();
+        let mut r = FileReader::with_chunk(File::open(path).unwrap(), only.cloned(), chunk);
+        let mut got = Vec::new();
+        while let Some(record) = r.next_record().unwrap() {
+            got.push(record);
+        }
+        let peak = r.walker.src.peak;
+        (got, r.finish(), peak)
+    }
+
+    #[test]
+    fn a_file_read_a_record_at_a_time_reads_as_the_whole_slice() {
+        let d = tmp("reader");
+        std::fs::create_dir_all(&d).unwrap();
+        let path = d.join("journal");
+        let all = varied(7);
+        let (data, spans) = journal_of(&all);
+        let mut cases = vec![data.clone(), Vec::new()];
+        for offset in (0..data.len()).step_by(11) {
+            let mut bad = data.clone();
+            bad[offset] ^= 0x20;
+            cases.push(bad);
+        }
+        for cut in (0..=data.len()).step_by(9) {
+            cases.push(data[..cut].to_vec());
+        }
+        let mut zeros = data.clone();
+        zeros.extend([0u8; 300]);
+        cases.push(zeros);
+        let mut junk = data[..spans[2].start].to_vec();
+        junk.extend(b"xx{\"time_us\":1junk{\"time_us\":");
+        junk.extend(&data[spans[2].start..]);
+        cases.push(junk);
+        let s1 = Only::field("service", "s1");
+        for case in &cases {
+            for only in [None, Some(&s1)] {
+                let (want, good, warning) = decode_matching(case, only);
+                for chunk in [1, 13, READ_CHUNK] {
+                    let (got, scanned, _) = read_through(case, only, chunk, &path);
+                    assert_eq!(got, want, "chunk {chunk}");
+                    assert_eq!((scanned.good, &scanned.warning), (good, &warning));
+                }
+            }
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn how_a_journal_ends_is_told_by_its_kind_not_its_text() {
+        let d = tmp("tail");
+        std::fs::create_dir_all(&d).unwrap();
+        let path = d.join("journal");
+        let all = varied(4);
+        let (data, spans) = journal_of(&all);
+        let read = |bytes: &[u8]| read_through(bytes, None, 7, &path);
+        assert_eq!(read(&data).1.tail, None);
+        for cut in [
+            spans[3].start + 3,
+            spans[3].start + HEADER + 2,
+            data.len() - 1,
+        ] {
+            let (got, scanned, _) = read(&data[..cut]);
+            assert_eq!(got, all[..3].to_vec(), "cut at {cut}");
+            assert_eq!(scanned.tail, Some(Damage::Torn), "cut at {cut}");
+        }
+        let mut zeros = data.clone();
+        zeros.extend([0u8; 64]);
+        assert_eq!(read(&zeros).1.tail, Some(Damage::BadLength(0)));
+        // Damage in the middle is skipped; the journal still ends whole.
+        let mut bad = data.clone();
+        bad[spans[1].start + HEADER + 3] ^= 1;
+        let (got, scanned, _) = read(&bad);
+        assert_eq!(got.len(), 3);
+        assert_eq!(scanned.tail, None);
+        assert!(scanned.warning.unwrap().starts_with("checksum mismatch"));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn reading_a_full_journal_a_record_at_a_time_holds_a_chunk_of_it() {
+        let d = tmp("reader-big");
+        std::fs::create_dir_all(&d).unwrap();
+        let mut data = Vec::new();
+        let mut i = 0;
+        while data.len() < DEFAULT_LIMIT as usize {
+            data.extend(frame(&rec(i)));
+            i += 1;
+        }
+        let (got, scanned, peak) = read_through(&data, None, READ_CHUNK, &d.join("journal"));
+        assert_eq!(got.len() as u64, i);
+        assert_eq!(scanned.good, data.len());
+        assert!(peak <= 2 * READ_CHUNK, "the window took {peak} bytes");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

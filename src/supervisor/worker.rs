@@ -9,17 +9,18 @@
 //! to collect them. A thread owns no supervisor state: it gets what it needs in the job (a
 //! directory, pids) and returns plain data, which the loop applies.
 //!
-//! A `history` reply is streamed: the thread reads the journal a block at a
-//! time and produces the reply line in chunks of about `CHUNK` bytes, one
-//! chunk per `More` from the loop, which asks only once the connection has
-//! sent the previous one. So a reply of any size holds at most a chunk or
+//! A `history` reply is streamed: the thread reads the journal a record at
+//! a time (`journal::FileReader`, the journal's walker on a bounded window
+//! of the file) and produces the reply line in chunks of about `CHUNK`
+//! bytes, one chunk per `More` from the loop, which asks only once the
+//! connection has sent the previous one. So a reply of any size holds at most a chunk or
 //! two per connection, and the control server caps how many such replies
 //! run at once; a client that stops reading stalls only its own reply.
 //! The thread never waits on a client.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
@@ -38,8 +39,6 @@ use super::upgrade::UpgradeTicket;
 pub const WORKER_TOKEN: Token = Token(super::reactor::PIDFD_BASE - 3);
 /// About this many bytes of a streamed reply per chunk.
 pub const CHUNK: usize = 64 * 1024;
-/// Journal bytes read per step.
-const BLOCK: usize = 256 * 1024;
 
 /// Work for the thread.
 #[derive(Debug)]
@@ -313,15 +312,15 @@ fn run(jobs: &Receiver<Job>, done: &Sender<Done>, waker: &Waker) {
 }
 
 /// One streamed `history` reply: the journal files still to read, the
-/// undecoded rest of the current one, and what the reply line has reached.
+/// one being read (a record at a time, by the journal's own reader) and
+/// what the reply line has reached.
 #[derive(Debug)]
 struct History {
     id: u64,
     files: std::vec::IntoIter<PathBuf>,
-    file: Option<(PathBuf, File)>,
-    pending: Vec<u8>,
-    /// Decoded from the last block, not yet in a chunk.
-    ready: std::collections::VecDeque<Record>,
+    file: Option<(PathBuf, journal::FileReader)>,
+    /// Spares decoding the records of other services.
+    only: Option<journal::Only>,
     name: Option<String>,
     since_us: Option<u64>,
     started: bool,
@@ -334,8 +333,7 @@ impl History {
             id,
             files: journal::files(dir).into_iter(),
             file: None,
-            pending: Vec::new(),
-            ready: std::collections::VecDeque::new(),
+            only: name.as_deref().map(|n| journal::Only::field("service", n)),
             name,
             since_us,
             started: false,
@@ -354,17 +352,9 @@ impl History {
             );
         }
         while out.len() < CHUNK {
-            let Some(r) = self.ready.pop_front() else {
-                match self.next_records(log) {
-                    Some(records) => {
-                        self.ready = records.into();
-                        continue;
-                    }
-                    None => {
-                        out.extend_from_slice(b"]}\n");
-                        return (out, true);
-                    }
-                }
+            let Some(r) = self.next_record(log) else {
+                out.extend_from_slice(b"]}\n");
+                return (out, true);
             };
             if self.name.as_deref().is_some_and(|n| r.service != n)
                 || self.since_us.is_some_and(|t| r.time_us < t)
@@ -382,51 +372,37 @@ impl History {
         (out, false)
     }
 
-    /// Decodes the next block of the journal; `None` at the end of it all.
-    fn next_records(&mut self, log: &mut Vec<Done>) -> Option<Vec<Record>> {
+    /// The next record of the journal's files, oldest first; `None` at the
+    /// end of them all. Damage is skipped and logged as `journal::read_all`
+    /// reports it, a torn last record included.
+    fn next_record(&mut self, log: &mut Vec<Done>) -> Option<Record> {
         loop {
-            let Some((path, file)) = &mut self.file else {
+            let Some((path, reader)) = &mut self.file else {
                 let path = self.files.next()?;
                 match File::open(&path) {
-                    Ok(f) => self.file = Some((path, f)),
+                    Ok(f) => {
+                        self.file = Some((path, journal::FileReader::new(f, self.only.clone())))
+                    }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => log.push(Done::Log(format!(
                         "warning: cannot read {}: {e}",
                         path.display()
                     ))),
                 }
-                self.pending.clear();
                 continue;
             };
-            let mut block = vec![0u8; BLOCK];
-            let n = match file.read(&mut block) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log.push(Done::Log(format!(
-                        "warning: cannot read {}: {e}",
-                        path.display()
-                    )));
-                    0
-                }
-            };
-            let eof = n == 0;
-            self.pending
-                .extend_from_slice(block.get(..n).unwrap_or(&[]));
-            let (records, good, warning) = journal::decode_all(&self.pending);
-            self.pending.drain(..good.min(self.pending.len()));
-            // A record cut by the block's end is completed by the next
-            // block; anything else stops this file, as `journal::read_all`
-            // does.
-            let torn = warning.as_deref().is_some_and(|w| w.starts_with("torn"));
-            if eof || (warning.is_some() && !torn) {
-                if let Some(w) = warning {
+            match reader.next_record() {
+                Ok(Some(r)) => return Some(r),
+                Ok(None) => {}
+                Err(e) => log.push(Done::Log(format!(
+                    "warning: cannot read {}: {e}",
+                    path.display()
+                ))),
+            }
+            if let Some((path, reader)) = self.file.take() {
+                if let Some(w) = reader.finish().warning {
                     log.push(Done::Log(format!("warning: {}: {w}", path.display())));
                 }
-                self.file = None;
-            }
-            if !records.is_empty() {
-                return Some(records);
             }
         }
     }
@@ -491,6 +467,61 @@ mod tests {
                 String::from_utf8(got).unwrap(),
                 String::from_utf8(want).unwrap()
             );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The whole streamed reply for `name` and `since`, and what it logged.
+    fn stream(dir: &Path, name: Option<&str>, since: Option<u64>) -> (String, Vec<String>) {
+        let mut h = History::new(7, dir, name.map(str::to_string), since);
+        let mut got = Vec::new();
+        let mut log = Vec::new();
+        loop {
+            let (bytes, last) = h.next_chunk(&mut log);
+            got.extend(bytes);
+            if last {
+                break;
+            }
+        }
+        let log = log
+            .into_iter()
+            .map(|d| match d {
+                Done::Log(line) => line,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        (String::from_utf8(got).unwrap(), log)
+    }
+
+    /// Damage in the older file, a torn record at the end of the newer:
+    /// the streamed reply holds every record the whole read does, from
+    /// both files, and logs what that read warns of.
+    #[test]
+    fn streamed_history_skips_damage_as_the_whole_read_does() {
+        let dir = std::env::temp_dir().join(format!("zurg-worker-damage-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let old: Vec<u8> = (0..3000).flat_map(|i| journal::frame(&rec(i))).collect();
+        let mut bad = old.clone();
+        // Within the first of the reader's chunks, so records of that
+        // chunk and every later one follow the damage.
+        bad[1000] ^= 0x40;
+        std::fs::write(dir.join("journal.1"), &bad).unwrap();
+        let mut new: Vec<u8> = (3000..4000).flat_map(|i| journal::frame(&rec(i))).collect();
+        let torn = journal::frame(&rec(4000));
+        new.extend(&torn[..torn.len() / 2]);
+        std::fs::write(dir.join("journal"), &new).unwrap();
+        for (name, since) in [(None, None), (Some("s1"), Some(3500))] {
+            let (all, warnings) = journal::read_all(&dir);
+            assert_eq!(warnings.len(), 2, "{warnings:?}");
+            let records = journal::filter(all, name, since);
+            assert!(records.len() > if name.is_some() { 100 } else { 3900 });
+            let want = crate::control::proto::encode_reply(&Reply::ok(7, records));
+            let (got, log) = stream(&dir, name, since);
+            assert_eq!(got, String::from_utf8(want).unwrap());
+            let want_log: Vec<String> = warnings.iter().map(|w| format!("warning: {w}")).collect();
+            assert_eq!(log, want_log);
+            assert!(log[1].contains("torn record"), "{log:?}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
