@@ -88,14 +88,16 @@ pub fn bounded(text: &str, max: usize) -> Cow<'_, str> {
 /// other control characters and bidirectional overrides as `\u` escapes
 /// too: the same document to a JSON reader, nothing a terminal acts on.
 /// Such a character can only stand inside a JSON string, where `\uXXXX`
-/// means it exactly.
+/// means it exactly; JSON's own whitespace between tokens (a line's end)
+/// stays.
 pub fn json(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(is_unsafe) {
+    let unsafe_in_json = |c: char| is_unsafe(c) && !matches!(c, '\n' | '\r' | '\t');
+    if !text.chars().any(unsafe_in_json) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len().saturating_add(8));
     for c in text.chars() {
-        if is_unsafe(c) {
+        if unsafe_in_json(c) {
             // Every one of them is in the Basic Multilingual Plane.
             let _ = write!(out, "\\u{:04x}", u32::from(c));
         } else {
@@ -175,10 +177,11 @@ mod tests {
     #[test]
     fn json_keeps_its_meaning_and_loses_what_a_terminal_acts_on() {
         let doc = serde_json::json!({"m": "\u{1b}[2J\u{9b}31m\u{7f}\u{202e}é"});
-        let text = serde_json::to_string(&doc).unwrap();
+        let text = serde_json::to_string(&doc).unwrap() + "\n";
         assert!(text.contains('\u{9b}'), "serde_json leaves C1 raw: {text}");
         let safe = json(&text);
-        assert!(!safe.chars().any(is_unsafe), "{safe}");
+        assert!(safe.ends_with("}\n"), "a line stays a line: {safe}");
+        assert!(!safe.trim_end().chars().any(is_unsafe), "{safe}");
         let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
         assert_eq!(back, doc);
     }
