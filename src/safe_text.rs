@@ -6,9 +6,11 @@
 //! raw, they move the cursor, retitle the window, hide lines or make a
 //! terminal answer with keystrokes. Every control character (C0, DEL, C1)
 //! and every bidirectional override is shown as an escape instead (`\x1b`,
-//! `\u{9b}`, `\u{202e}`); everything else, backslashes included, stays as
+//! `\x9b`, `\u{202e}`); everything else, backslashes included, stays as
 //! it is, so ordinary text reads unchanged and escaping twice changes
-//! nothing.
+//! nothing. zurg's own log lines use the same escapes
+//! (`log::escape_controls`), so that a newline in a name cannot forge a
+//! second line there either.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -33,7 +35,8 @@ fn push_shown(out: &mut String, c: char) {
         '\n' => out.push_str("\\n"),
         '\r' => out.push_str("\\r"),
         '\t' => out.push_str("\\t"),
-        c if u32::from(c) < 0x80 && is_unsafe(c) => {
+        '\0' => out.push_str("\\0"),
+        c if u32::from(c) < 0x100 && is_unsafe(c) => {
             let _ = write!(out, "\\x{:02x}", u32::from(c));
         }
         c if is_unsafe(c) => {
@@ -144,7 +147,7 @@ mod tests {
         ));
         assert_eq!(
             escaped("\u{1b}[31mred\u{1b}]0;title\u{7}\r\n\t\u{7f}\u{9b}2J\u{202e}txt"),
-            "\\x1b[31mred\\x1b]0;title\\x07\\r\\n\\t\\x7f\\u{9b}2J\\u{202e}txt"
+            "\\x1b[31mred\\x1b]0;title\\x07\\r\\n\\t\\x7f\\x9b2J\\u{202e}txt"
         );
         // Escaping what is escaped changes nothing: a relayed text may be
         // escaped by the publisher and again by the client.
@@ -197,7 +200,7 @@ mod tests {
             v,
             serde_json::json!([
                 {"name": "api", "status_text": "\\x1b[8mhidden", "n": 3, "ok": true},
-                {"k\\x1b": ["\\u{9b}"]}
+                {"k\\x1b": ["\\x9b"]}
             ])
         );
     }

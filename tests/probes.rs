@@ -132,7 +132,7 @@ time.sleep(1000)"#;
     let table = r.ok(&["status"]);
     assert!(!table.contains(['\u{1b}', '\u{7}', '\u{9b}']), "{table:?}");
     assert!(
-        table.contains("db: \\x1b]0;pwned\\x07\\x1b[2Jserving\\u{9b}31m"),
+        table.contains("db: \\x1b]0;pwned\\x07\\x1b[2Jserving\\x9b31m"),
         "{table}"
     );
 }

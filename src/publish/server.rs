@@ -1574,11 +1574,7 @@ impl Server {
             Err((code, message)) => super::relay::refusal(asked, code, message, None),
         };
         let key = self.relay.key().to_string();
-        crate::log!(
-            "operator {key}: {} on {} refused here",
-            verb.name(),
-            crate::safe_text::escaped(host)
-        );
+        crate::log!("operator {key}: {} on {host} refused here", verb.name());
         if let (Some(history), Some(remote)) = (self.history.as_mut(), RemoteVerb::of(&verb)) {
             if let Frame::Answer { error, .. } = &sent {
                 let note = RemoteNote {

@@ -406,7 +406,7 @@ mod tests {
         let text = &error.message;
         assert!(text.len() <= MAX_RELAYED_ERROR, "{}", text.len());
         assert!(
-            text.starts_with("\\x1b[2J\\x1b]0;pwned\\x07\\u{9b}31mxxx"),
+            text.starts_with("\\x1b[2J\\x1b]0;pwned\\x07\\x9b31mxxx"),
             "{text}"
         );
         assert!(text.ends_with(&format!(" …[cut: {} bytes]", hostile.len())));
