@@ -1164,6 +1164,14 @@ mod tests {
             host: None,
         };
         assert_eq!(refused_field(&answer), None);
+        // Its outcome is a bool and a code zurg knows; any other code is a
+        // bad frame.
+        let body =
+            br#"{"t":"answer","id":1,"ok":false,"error":{"code":"\u001b[2J","message":"m"}}"#;
+        let mut d = Decoder::publisher();
+        d.feed(&u32::try_from(body.len()).unwrap().to_be_bytes());
+        d.feed(body);
+        assert!(matches!(d.next_frame(), Err(FrameError::Json(_))));
     }
 
     /// The point of the bounds: a listing chunk of `CHUNK` endpoints, every
