@@ -16,6 +16,7 @@ pub mod log;
 #[allow(unsafe_code)]
 pub mod os;
 pub mod publish;
+pub mod safe_text;
 pub mod service;
 pub mod sig;
 pub mod stats;

@@ -469,26 +469,10 @@ fn flush_one(w: &Writer, deadline: Instant) {
 
 /// Control characters shown as escapes: names, paths and arguments come
 /// from unit files and file names, and a newline or NUL in one must not
-/// forge a second log line or cut the line short on a console.
+/// forge a second log line or cut the line short on a console. The same
+/// escapes as every text zurg shows from others (`safe_text`).
 pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\0' => out.push_str("\\0"),
-            c if c.is_control() => {
-                use std::fmt::Write as _;
-                let _ = write!(out, "\\x{:02x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    std::borrow::Cow::Owned(out)
+    crate::safe_text::escaped(text)
 }
 
 /// `log!("started {}", pid)` writes `zurg: started 42` to stderr.

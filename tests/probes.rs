@@ -114,6 +114,29 @@ time.sleep(1000)"#,
     assert_eq!(ready[0]["delay_ms"].as_u64(), Some(after));
 }
 
+/// A service's `STATUS=` is its own text: `zurg status` shows a control
+/// character in it escaped, so it cannot retitle or clear the terminal;
+/// `--json` keeps the text exactly.
+#[test]
+fn a_status_line_with_escape_sequences_is_shown_escaped() {
+    let script = r#"import os, socket, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(b"STATUS=\x1b]0;pwned\x07\x1b[2Jserving\xc2\x9b31m\nREADY=1\n", os.environ["NOTIFY_SOCKET"])
+time.sleep(1000)"#;
+    let r = start(&[("db", &py_unit(script, "ready = \"notify\""))], &[]);
+    eventually("db to be ready", || row(&r, "db")["state"] == "running");
+    assert_eq!(
+        row(&r, "db")["status_text"],
+        "\u{1b}]0;pwned\u{7}\u{1b}[2Jserving\u{9b}31m"
+    );
+    let table = r.ok(&["status"]);
+    assert!(!table.contains(['\u{1b}', '\u{7}', '\u{9b}']), "{table:?}");
+    assert!(
+        table.contains("db: \\x1b]0;pwned\\x07\\x1b[2Jserving\\x9b31m"),
+        "{table}"
+    );
+}
+
 #[test]
 fn fd_readiness_a_line_is_ready_and_eof_is_a_failed_start() {
     let r = start(

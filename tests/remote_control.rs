@@ -429,3 +429,242 @@ fn a_status_of_a_thousand_services_arrives_whole_through_the_publisher() {
         text(&out.stderr)
     );
 }
+
+/// A host holding a stolen host token, as a test-side client speaking the
+/// host protocol: it allows `status` and `restart`, and answers each `run`
+/// with what `answer` makes of the request.
+struct HostileHost {
+    stream: std::net::TcpStream,
+}
+
+impl HostileHost {
+    fn connect(addr: &str, host_token: &str) -> HostileHost {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .write_all(&frame(
+                r#"{"t":"hello","proto":1,"role":"forwarder","host":"127.0.0.1","zurg":"127.0.0.1:0:77:77","boot":"b","hostname":"stolen","nonce":"00","instance":"0123456789abcdef0123456789abcdef","control":["status","restart"]}"#,
+            ))
+            .unwrap();
+        let challenge = read_frame(&mut stream, DEADLINE).expect("a challenge");
+        let nonce = challenge["nonce"].as_str().unwrap();
+        let mac = zurg::publish::proto::proof(host_token.as_bytes(), "forwarder", nonce);
+        stream
+            .write_all(&frame(&format!(r#"{{"t":"auth","mac":"{mac}"}}"#)))
+            .unwrap();
+        let welcome = read_frame(&mut stream, DEADLINE).expect("a welcome");
+        assert_eq!(welcome["t"], "welcome", "{welcome}");
+        HostileHost { stream }
+    }
+
+    /// Waits for the next `run` and sends `answer(run)` under its id.
+    fn answer(&mut self, answer: impl Fn(&Value) -> Value) {
+        use std::io::Write;
+        let deadline = Instant::now() + DEADLINE;
+        let run = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no run frame in time");
+            if let Some(f) = read_frame(&mut self.stream, left) {
+                if f["t"] == "run" {
+                    break f;
+                }
+            }
+        };
+        let mut reply = answer(&run);
+        reply["t"] = "answer".into();
+        reply["id"] = run["id"].clone();
+        self.stream.write_all(&frame(&reply.to_string())).unwrap();
+    }
+}
+
+/// `zurg --publisher ADDR ARGS...` run while `host` answers: exit code,
+/// stdout, stderr, as bytes.
+fn operator_while(
+    addr: &str,
+    op_token: &str,
+    args: &[&str],
+    host: &mut HostileHost,
+    answer: impl Fn(&Value) -> Value,
+) -> (Option<i32>, Vec<u8>, Vec<u8>) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(BIN)
+        .args(["--publisher", addr, "--operator-token-file", op_token])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    host.answer(answer);
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the operator's zurg did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    child.stderr.take().unwrap().read_to_end(&mut err).unwrap();
+    (status.code(), out, err)
+}
+
+/// No byte a terminal would act on: ESC, the other C0 controls but
+/// newline, and C1 (UTF-8 C2 80..9F).
+fn terminal_safe(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    !text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' || ('\u{202a}'..='\u{202e}').contains(&c))
+}
+
+#[test]
+fn a_host_with_a_stolen_token_writes_neither_a_huge_text_nor_escapes_into_journal_or_terminal() {
+    let secrets = TempDir::new("relay-bounds-secrets");
+    let host_token = secrets.write("host.token", "host-secret-stolen\n");
+    let op_token = secrets.write("operator.token", "operator-secret-7\n");
+    let (host_token, op_token) = (
+        host_token.to_str().unwrap().to_string(),
+        op_token.to_str().unwrap().to_string(),
+    );
+    let journal = TempDir::new("relay-bounds-journal");
+    let p = Publisher::start(
+        None,
+        &[
+            "--token-file",
+            &host_token,
+            "--operator-token-file",
+            &op_token,
+            "--journal",
+            journal.path().to_str().unwrap(),
+        ],
+    );
+    let mut host = HostileHost::connect(&p.addr, "host-secret-stolen");
+
+    // An error of some 60 KiB that retitles the window, clears the screen
+    // and turns the rest red, in C0 and C1 forms.
+    let hostile = format!(
+        "\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31m{}",
+        "x".repeat(60_000)
+    );
+    let marker = format!(" …[cut: {} bytes]", hostile.len());
+    let said = hostile.clone();
+    let (code, out, err) = operator_while(
+        &p.addr,
+        &op_token,
+        &["--host", "127.0.0.1", "restart", "api"],
+        &mut host,
+        move |_| serde_json::json!({"ok": false, "error": {"code": "failed", "message": said}}),
+    );
+    let err_text = text(&err);
+    assert_eq!(code, Some(1), "{err_text}");
+    assert!(terminal_safe(&out) && terminal_safe(&err), "{err:?}");
+    assert!(
+        err_text.starts_with("zurg: \\x1b]0;pwned\\x07\\x1b[2J\\x9b31mxxx"),
+        "{err_text}"
+    );
+    assert!(err_text.trim_end().ends_with(&marker), "{err_text}");
+    assert!(err_text.len() < 1100, "{} bytes", err_text.len());
+
+    // A status whose fields carry escapes: the table shows them escaped;
+    // the JSON keeps the host's text exactly, and no raw C1 byte.
+    let rows = serde_json::json!([{
+        "name": "api\u{1b}[8m",
+        "state": "running\u{9b}2J",
+        "restarts": 0,
+        "status_text": "\u{1b}]0;title\u{7}serving",
+        "last_error": "\u{202e}gnp.exe",
+    }]);
+    let result = rows.clone();
+    let (code, out, err) = operator_while(
+        &p.addr,
+        &op_token,
+        &["--host", "127.0.0.1", "status"],
+        &mut host,
+        move |_| serde_json::json!({"ok": true, "result": result}),
+    );
+    assert_eq!(code, Some(0), "{}", text(&err));
+    assert!(terminal_safe(&out) && terminal_safe(&err), "{out:?}");
+    let table = text(&out);
+    assert!(table.contains("api\\x1b[8m"), "{table}");
+    assert!(table.contains("running\\x9b2J"), "{table}");
+    assert!(table.contains("\\x1b]0;title\\x07serving"), "{table}");
+    let result = rows.clone();
+    let (code, out, _) = operator_while(
+        &p.addr,
+        &op_token,
+        &["--host", "127.0.0.1", "status", "--json"],
+        &mut host,
+        move |_| serde_json::json!({"ok": true, "result": result}),
+    );
+    assert_eq!(code, Some(0));
+    assert!(terminal_safe(&out), "{out:?}");
+    let doc: Value = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert_eq!(doc["result"][0]["status_text"], rows[0]["status_text"]);
+    assert_eq!(doc["result"][0]["state"], rows[0]["state"]);
+
+    // The publisher's journal: the record holds the error cut and escaped,
+    // and the journal on disk stays small.
+    let history = |json: bool| {
+        let mut c = std::process::Command::new(BIN);
+        c.args([
+            "history",
+            "--publisher",
+            &p.addr,
+            "--token-file",
+            &host_token,
+        ]);
+        if json {
+            c.arg("--json");
+        }
+        let out = c.stdin(std::process::Stdio::null()).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        out.stdout
+    };
+    let mut record = Value::Null;
+    eventually("the publisher's journal of the restart", || {
+        let doc: Value = serde_json::from_slice(&history(true)).unwrap();
+        record = doc["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["kind"] == "remote_request" && r["remote"]["verb"] == "restart")
+            .cloned()
+            .unwrap_or(Value::Null);
+        !record.is_null()
+    });
+    assert_eq!(record["remote"]["error"], "failed", "{record}");
+    let reason = record["reason"].as_str().unwrap();
+    assert!(reason.len() <= 1024, "{} bytes", reason.len());
+    assert!(reason.starts_with("\\x1b]0;pwned\\x07"), "{reason}");
+    assert!(reason.ends_with(&marker), "{reason}");
+    assert!(!reason.chars().any(char::is_control), "{reason}");
+    let plain = history(false);
+    assert!(terminal_safe(&plain), "{plain:?}");
+    let plain = text(&plain);
+    let line = plain
+        .lines()
+        .find(|l| l.contains("restart by operator op:"))
+        .unwrap_or_else(|| panic!("{plain}"));
+    assert!(line.contains(&marker), "{line}");
+    assert!(line.len() < 1300, "{} bytes", line.len());
+    let on_disk: u64 = std::fs::read_dir(journal.path())
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(on_disk < 8 * 1024, "{on_disk} bytes of journal");
+
+    // A host name no host has is the operator's mistake, said at once.
+    let out = std::process::Command::new(BIN)
+        .args(["--publisher", &p.addr, "--operator-token-file", &op_token])
+        .args(["--host", &"h".repeat(200), "status"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--host of 200 bytes"));
+}

@@ -110,11 +110,14 @@ fn connect(path: &std::path::Path) -> Result<UnixStream, ReachError> {
 fn not_zurg(path: &std::path::Path, said: &[u8]) -> ReachError {
     ReachError::NotZurg {
         path: path.to_path_buf(),
-        said: String::from_utf8_lossy(said)
-            .trim_end()
-            .chars()
-            .take(80)
-            .collect(),
+        said: crate::safe_text::escaped(
+            &String::from_utf8_lossy(said)
+                .trim_end()
+                .chars()
+                .take(80)
+                .collect::<String>(),
+        )
+        .into_owned(),
     }
 }
 
@@ -151,7 +154,7 @@ fn offline_history(cmd: &ClientCmd, dir: &std::path::Path, why: &ReachError) -> 
     let records = crate::journal::filter(records, name.as_deref(), *since_us);
     if cmd.json {
         let line = proto::encode_reply(&Reply::ok(1, &records));
-        print!("{}", String::from_utf8_lossy(&line));
+        print!("{}", shown_json(&line));
     } else {
         print_history(&records);
     }
@@ -503,7 +506,7 @@ pub fn run(args: &[String]) -> i32 {
             eprintln!("zurg: cannot send to {}: {e}", path.display());
         } else if let Some(err) = proto::decode_reply(&said).ok().and_then(|r| r.error) {
             // zurg itself, refusing the connection (e.g. `busy`)
-            eprintln!("zurg: {}", err.message);
+            eprintln!("zurg: {}", shown(&err.message));
             return EXIT_FAILED;
         } else {
             eprintln!("zurg: {}", not_zurg(&path, &said));
@@ -539,7 +542,7 @@ pub fn run(args: &[String]) -> i32 {
                 return EXIT_UNREACHABLE;
             }
             Err(e) => {
-                eprintln!("zurg: {e}");
+                eprintln!("zurg: {}", shown(&e.to_string()));
                 return EXIT_FAILED;
             }
         };
@@ -568,9 +571,9 @@ pub fn run(args: &[String]) -> i32 {
         }
         if let Some(ev) = &reply.event {
             if cmd.json {
-                print!("{}", String::from_utf8_lossy(&line));
+                print!("{}", shown_json(&line));
             } else {
-                println!("{}", event_line(ev));
+                println!("{}", shown(&event_line(ev)));
             }
             let _ = std::io::stdout().flush();
             if ev.kind == proto::EventKind::Shutdown {
@@ -649,7 +652,7 @@ fn print_log_item(
 fn print_history(records: &[crate::journal::Record]) {
     for r in records {
         if let Some(text) = r.remote_text() {
-            println!("{} {text}", utc_timestamp(r.time_us));
+            println!("{} {}", utc_timestamp(r.time_us), shown(&text));
             continue;
         }
         let exit = r
@@ -672,12 +675,8 @@ fn print_history(records: &[crate::journal::Record]) {
         } else {
             &r.service
         };
-        println!(
-            "{} {service} {}{exit} {}{version}",
-            utc_timestamp(r.time_us),
-            r.kind,
-            r.gpid
-        );
+        let line = format!("{service} {}{exit} {}{version}", r.kind, r.gpid);
+        println!("{} {}", utc_timestamp(r.time_us), shown(&line));
     }
 }
 
@@ -689,15 +688,15 @@ pub(super) fn print_reply(
 ) -> i32 {
     if let Some(err) = &reply.error {
         if cmd.json {
-            print!("{}", String::from_utf8_lossy(raw));
+            print!("{}", shown_json(raw));
         }
-        eprintln!("zurg: {}", err.message);
+        eprintln!("zurg: {}", shown(&err.message));
         if matches!(cmd.verb, Verb::Wait { .. }) && err.code == proto::ErrorCode::Timeout {
             return EXIT_TIMEOUT;
         }
         return EXIT_FAILED;
     }
-    let result = reply
+    let mut result = reply
         .result
         .as_ref()
         .map_or(serde_json::Value::Null, |r| r.to_value());
@@ -727,10 +726,14 @@ pub(super) fn print_reply(
         EXIT_OK
     };
     if cmd.json {
-        print!("{}", String::from_utf8_lossy(raw));
+        print!("{}", shown_json(raw));
         let _ = std::io::stdout().flush();
         return failed_code;
     }
+    // What a service said (`STATUS=`, an error, a health check's status
+    // line) or a remote host answered, shown as text: nothing in it may
+    // act on the terminal.
+    crate::safe_text::value(&mut result);
     match &cmd.verb {
         Verb::Status { .. } => {
             let rows: Vec<ServiceStatus> = serde_json::from_value(result).unwrap_or_default();
@@ -875,6 +878,19 @@ pub(super) fn print_reply(
         }
     }
     EXIT_OK
+}
+
+/// Text from zurg, a service or a remote host, as a terminal may show it
+/// (`safe_text::escaped`).
+pub(super) fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    crate::safe_text::escaped(text)
+}
+
+/// A JSON reply line as received, printed with `--json`: the same
+/// document, with no character a terminal acts on (`safe_text::json`).
+pub(super) fn shown_json(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    crate::safe_text::json(&text).into_owned()
 }
 
 /// A field of a JSON object as text ("?" when missing).

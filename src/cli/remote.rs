@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::client::{
-    print_reply, status_table_by_host, ClientCmd, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE,
+    print_reply, shown, status_table_by_host, ClientCmd, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE,
+    EXIT_USAGE,
 };
 use super::UsageError;
 use crate::control::proto::{ErrorBody, ErrorCode, RawJson, Reply, ServiceStatus, Verb};
@@ -169,10 +170,22 @@ fn answer_timeout() -> Duration {
 }
 
 pub fn run(cmd: &ClientCmd, ask: &RemoteAsk) -> i32 {
+    if let Target::Host(host) = &ask.target {
+        // The publisher would refuse it and close; said here, it is the
+        // user's mistake it is.
+        let max = crate::publish::proto::Field::HostRef.max();
+        if host.len() > max {
+            eprintln!(
+                "zurg: --host of {} bytes names no host: a zurg GPID, an address or a hostname is at most {max}",
+                host.len()
+            );
+            return EXIT_USAGE;
+        }
+    }
     let mut session = match open(ask, Duration::from_secs(10)) {
         Ok(s) => s,
         Err((code, e)) => {
-            eprintln!("zurg: {e}");
+            eprintln!("zurg: {}", shown(&e));
             return code;
         }
     };
@@ -191,7 +204,7 @@ fn one_host(cmd: &ClientCmd, s: &mut Session, host: &str) -> i32 {
     };
     s.set_timeout(Some(answer_timeout()));
     if let Err(e) = s.send(&request) {
-        eprintln!("zurg: {e}");
+        eprintln!("zurg: {}", shown(&e));
         return EXIT_UNREACHABLE;
     }
     let mut assembly = Assembly::default();
@@ -204,7 +217,7 @@ fn one_host(cmd: &ClientCmd, s: &mut Session, host: &str) -> i32 {
                 data,
             }) => {
                 if let Err(e) = assembly.add(1, index, last, &data) {
-                    eprintln!("zurg: {e}");
+                    eprintln!("zurg: {}", shown(&e));
                     return EXIT_FAILED;
                 }
             }
@@ -218,14 +231,14 @@ fn one_host(cmd: &ClientCmd, s: &mut Session, host: &str) -> i32 {
                 let result = match assembled(&mut assembly, 1, ok, result) {
                     Ok(r) => r,
                     Err(e) => {
-                        eprintln!("zurg: {e}");
+                        eprintln!("zurg: {}", shown(&e));
                         return EXIT_FAILED;
                     }
                 };
                 let reply = reply_of(1, ok, result, error);
                 if let Some(code) = reply.error.as_ref().and_then(|e| error_exit(e.code)) {
                     if let Some(e) = &reply.error {
-                        eprintln!("zurg: {}", e.message);
+                        eprintln!("zurg: {}", shown(&e.message));
                     }
                     return code;
                 }
@@ -234,12 +247,12 @@ fn one_host(cmd: &ClientCmd, s: &mut Session, host: &str) -> i32 {
                 return print_reply(cmd, &reply, &raw, None);
             }
             Ok(Frame::Error { message, .. }) => {
-                eprintln!("zurg: publisher: {message}");
+                eprintln!("zurg: publisher: {}", shown(&message));
                 return EXIT_FAILED;
             }
             Ok(_) => continue,
             Err(e) => {
-                eprintln!("zurg: {e}");
+                eprintln!("zurg: {}", shown(&e));
                 return EXIT_UNREACHABLE;
             }
         }
@@ -270,7 +283,7 @@ fn all_hosts(cmd: &ClientCmd, s: &mut Session) -> i32 {
     let (known, endpoints) = match listing(s) {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("zurg: {e}");
+            eprintln!("zurg: {}", shown(&e));
             return EXIT_UNREACHABLE;
         }
     };
@@ -289,7 +302,7 @@ fn all_hosts(cmd: &ClientCmd, s: &mut Session) -> i32 {
             parts: true,
         };
         if let Err(e) = s.send(&request) {
-            eprintln!("zurg: {e}");
+            eprintln!("zurg: {}", shown(&e));
             return EXIT_UNREACHABLE;
         }
     }
@@ -331,12 +344,12 @@ fn all_hosts(cmd: &ClientCmd, s: &mut Session) -> i32 {
                 }
             }
             Ok(Frame::Error { message, .. }) => {
-                eprintln!("zurg: publisher: {message}");
+                eprintln!("zurg: publisher: {}", shown(&message));
                 return EXIT_FAILED;
             }
             Ok(_) => {}
             Err(e) => {
-                eprintln!("zurg: {e}");
+                eprintln!("zurg: {}", shown(&e));
                 return EXIT_UNREACHABLE;
             }
         }
@@ -345,7 +358,8 @@ fn all_hosts(cmd: &ClientCmd, s: &mut Session) -> i32 {
     let mut tables: Vec<(String, Vec<ServiceStatus>)> = Vec::new();
     let mut json = Vec::new();
     for (h, reply) in connected.iter().zip(answers) {
-        let label = h.zurg.split(':').next().unwrap_or(&h.zurg).to_string();
+        // The host's own word for itself, in its hello.
+        let label = shown(h.zurg.split(':').next().unwrap_or(&h.zurg)).into_owned();
         let Some(reply) = reply else { continue };
         if let Some(e) = &reply.error {
             if e.code == ErrorCode::Forbidden {
@@ -356,10 +370,10 @@ fn all_hosts(cmd: &ClientCmd, s: &mut Session) -> i32 {
                 );
                 let rows = published_rows(&endpoints, &h.zurg);
                 json.push(serde_json::json!({"host": h.zurg, "published": rows}));
-                tables.push((label, rows));
+                tables.push((label, shown_rows(&rows)));
                 continue;
             }
-            eprintln!("zurg: host {label}: {}", e.message);
+            eprintln!("zurg: host {label}: {}", shown(&e.message));
             code = code.max(EXIT_FAILED);
             continue;
         }
@@ -373,17 +387,32 @@ fn all_hosts(cmd: &ClientCmd, s: &mut Session) -> i32 {
             code = code.max(EXIT_FAILED);
         }
         json.push(serde_json::json!({"host": h.zurg, "services": rows}));
-        tables.push((label, rows));
+        tables.push((label, shown_rows(&rows)));
     }
     for h in known.iter().filter(|h| !h.connected) {
-        eprintln!("zurg: host {} is not connected to the publisher", h.zurg);
+        eprintln!(
+            "zurg: host {} is not connected to the publisher",
+            shown(&h.zurg)
+        );
     }
     if cmd.json {
-        println!("{}", serde_json::json!({"ok": true, "result": json}));
+        let doc = serde_json::json!({"ok": true, "result": json}).to_string();
+        println!("{}", crate::safe_text::json(&doc));
     } else {
         print!("{}", status_table_by_host(&tables));
     }
     code
+}
+
+/// Rows as the table shows them: every text a host sent escaped
+/// (`safe_text`). The JSON keeps the host's own text: a JSON reader gets
+/// it exactly, and `safe_text::json` keeps the terminal safe there.
+fn shown_rows(rows: &[ServiceStatus]) -> Vec<ServiceStatus> {
+    let Ok(mut v) = serde_json::to_value(rows) else {
+        return Vec::new();
+    };
+    crate::safe_text::value(&mut v);
+    serde_json::from_value(v).unwrap_or_default()
 }
 
 /// Status rows from a host's published endpoints, for a host that does

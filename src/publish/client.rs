@@ -148,11 +148,24 @@ impl From<String> for Failure {
     }
 }
 
+/// The publisher's `error` frame, as the user reads it: its text
+/// escaped (`safe_text`), since every printer shows it as it is.
 fn refusal(message: &str, stopping: bool) -> Failure {
     Failure {
-        message: format!("publisher: {message}"),
+        message: format!("publisher: {}", shown(message)),
         stopping,
     }
+}
+
+/// Text a publisher or a host sent, as a terminal may show it.
+fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    crate::safe_text::escaped(text)
+}
+
+/// One JSON document per line on stdout, with no character a terminal
+/// acts on (`safe_text::json`); what a JSON reader gets is unchanged.
+fn json_line(out: &mut impl Write, doc: &impl std::fmt::Display) -> io::Result<()> {
+    writeln!(out, "{}", crate::safe_text::json(&doc.to_string()))
 }
 
 /// `attempt` on each publisher of `list` in turn until one succeeds,
@@ -311,7 +324,9 @@ impl Session {
     pub fn read_frame(&mut self) -> Result<Frame, String> {
         let mut buf = [0u8; 16 * 1024];
         loop {
-            if let Some(f) = self.decoder.next_frame().map_err(|e| e.to_string())? {
+            // A bad frame's error may quote what the peer sent.
+            let next = self.decoder.next_frame();
+            if let Some(f) = next.map_err(|e| shown(&e.to_string()).into_owned())? {
                 return Ok(f);
             }
             match self.stream.read(&mut buf) {
@@ -394,7 +409,7 @@ fn list(opts: &Options, token: Option<&[u8]>) -> Result<i32, Failure> {
                 "services": listing.names.iter().map(|(n, e)| (n.clone(), e.clone())).collect::<std::collections::BTreeMap<_, _>>(),
             }),
         };
-        let _ = writeln!(out, "{doc}");
+        let _ = json_line(&mut out, &doc);
     } else {
         if opts.name.is_none() {
             let _ = writeln!(
@@ -403,19 +418,20 @@ fn list(opts: &Options, token: Option<&[u8]>) -> Result<i32, Failure> {
                 "HOST", "HOSTNAME", "ENDPOINTS", "SEQ", "LIVE"
             );
             for h in &listing.hosts {
+                // Escaped before padding, so the columns still line up.
                 let _ = writeln!(
                     out,
                     "{:<16} {:<22} {:>9} {:>9} {:>5}  {}",
-                    h.ip,
+                    shown(&h.ip),
                     if h.hostname.is_empty() {
-                        "-"
+                        "-".into()
                     } else {
-                        &h.hostname
+                        shown(&h.hostname)
                     },
                     h.endpoints,
                     h.seq,
                     if h.connected { "yes" } else { "no" },
-                    h.zurg
+                    shown(&h.zurg)
                 );
             }
             let _ = writeln!(out);
@@ -430,10 +446,10 @@ fn list(opts: &Options, token: Option<&[u8]>) -> Result<i32, Failure> {
                 let _ = writeln!(
                     out,
                     "{:<20} {:<22} {:<12} {}",
-                    name,
-                    format!("{}:{}", e.ip, e.port),
-                    e.version.as_deref().unwrap_or("-"),
-                    e.gpid
+                    shown(name),
+                    format!("{}:{}", shown(&e.ip), e.port),
+                    shown(e.version.as_deref().unwrap_or("-")),
+                    shown(&e.gpid)
                 );
             }
         }
@@ -450,7 +466,10 @@ fn list(opts: &Options, token: Option<&[u8]>) -> Result<i32, Failure> {
 fn print_json(frame: &Frame) {
     let mut out = io::stdout().lock();
     if let Ok(text) = serde_json::to_string(frame) {
-        if writeln!(out, "{text}").and_then(|_| out.flush()).is_err() {
+        if json_line(&mut out, &text)
+            .and_then(|_| out.flush())
+            .is_err()
+        {
             output_closed();
         }
     }
@@ -491,7 +510,10 @@ fn print_change(frame: &Frame) {
             "{what} {} {}:{} {} [{reason}{how}]",
             e.service, e.ip, e.port, e.gpid
         );
-        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+        if writeln!(out, "{}", shown(&line))
+            .and_then(|_| out.flush())
+            .is_err()
+        {
             output_closed();
         }
     }
@@ -539,13 +561,8 @@ fn watch_one(opts: &Options, addr: &str, token: Option<&[u8]>, backoff_ms: &mut 
     if !opts.json {
         for (name, eps) in &listing.names {
             for e in eps {
-                let _ = writeln!(
-                    io::stdout().lock(),
-                    "live {name} {}:{} {}",
-                    e.ip,
-                    e.port,
-                    e.gpid
-                );
+                let line = format!("live {name} {}:{} {}", e.ip, e.port, e.gpid);
+                let _ = writeln!(io::stdout().lock(), "{}", shown(&line));
             }
         }
     }
@@ -588,10 +605,10 @@ pub fn history(ask: &HistoryAsk, json: bool) -> i32 {
             let mut out = io::stdout().lock();
             if json {
                 let doc = serde_json::json!({"ok": true, "result": records, "older": older});
-                let _ = writeln!(out, "{doc}");
+                let _ = json_line(&mut out, &doc);
             } else {
                 for r in &records {
-                    let _ = writeln!(out, "{}", history_line(r));
+                    let _ = writeln!(out, "{}", shown(&history_line(r)));
                 }
             }
             if older > 0 {
@@ -602,7 +619,7 @@ pub fn history(ask: &HistoryAsk, json: bool) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!("zurg history: {e}");
+            eprintln!("zurg history: {}", shown(&e));
             3
         }
     }

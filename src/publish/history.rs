@@ -91,15 +91,7 @@ impl History {
         note: crate::journal::RemoteNote,
         message: Option<String>,
     ) {
-        let record = Record {
-            time_us: crate::os::wall_clock_us(),
-            service: target,
-            kind: Kind::RemoteRequest,
-            zurg: Some(zurg.to_string()),
-            remote: Some(note),
-            reason: message,
-            ..Record::default()
-        };
+        let record = remote_record(crate::os::wall_clock_us(), zurg, &target, note, message);
         self.journal.send(&record);
     }
 
@@ -262,9 +254,59 @@ pub fn answer(records: Vec<Record>, q: &Query) -> Vec<u8> {
     out
 }
 
+/// A relayed request's journal record. Each text in it is escaped and
+/// bounded (`safe_text::bounded`) whoever supplied it: the error text
+/// comes from the host (`session::relayed_answer` bounded it already, or
+/// the publisher wrote it), the names and the host's name from the
+/// operator (their frame's fields are bounded, but not their number).
+fn remote_record(
+    time_us: u64,
+    zurg: &str,
+    target: &str,
+    note: crate::journal::RemoteNote,
+    message: Option<String>,
+) -> Record {
+    use crate::safe_text::bounded;
+    Record {
+        time_us,
+        service: bounded(target, proto::MAX_JOURNALED_TARGET).into_owned(),
+        kind: Kind::RemoteRequest,
+        zurg: Some(bounded(zurg, proto::Field::HostRef.max()).into_owned()),
+        remote: Some(note),
+        reason: message.map(|m| bounded(&m, proto::MAX_RELAYED_ERROR).into_owned()),
+        ..Record::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remote_record_keeps_bounded_escaped_text() {
+        let note = crate::journal::RemoteNote {
+            operator: "op:0123456789ab".into(),
+            verb: crate::control::proto::RemoteVerb::Restart,
+            ok: false,
+            error: Some(crate::control::proto::ErrorCode::Failed),
+        };
+        let names = vec!["s".repeat(69); 900].join(",");
+        let message = format!("\u{1b}]0;owned\u{7}{}", "x".repeat(60_000));
+        let r = remote_record(5, "10.0.0.1:0:1:1", &names, note.clone(), Some(message));
+        assert!(r.service.len() <= proto::MAX_JOURNALED_TARGET);
+        assert!(r
+            .service
+            .ends_with(&format!(" …[cut: {} bytes]", names.len())));
+        let reason = r.reason.unwrap();
+        assert!(reason.len() <= proto::MAX_RELAYED_ERROR, "{}", reason.len());
+        assert!(reason.starts_with("\\x1b]0;owned\\x07xxx"), "{reason}");
+        assert!(!reason.chars().any(char::is_control), "{reason}");
+        let plain = remote_record(5, "10.0.0.1:0:1:1", "api", note, Some("no".into()));
+        assert_eq!(
+            (plain.service.as_str(), plain.reason.as_deref()),
+            ("api", Some("no"))
+        );
+    }
 
     fn rec(zurg: &str, seq: u64, service: &str, t: u64) -> Record {
         let ep = Endpoint {

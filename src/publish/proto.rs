@@ -32,6 +32,14 @@ pub const MAX_SEQ_JUMP: u64 = 1 << 20;
 pub const MAX_REPLY: usize = 4 * 1024 * 1024;
 /// Room in a `part` frame for everything but its `data`'s characters.
 const PART_OVERHEAD: usize = 128;
+/// The most of a host's error text (`answer.error.message`) the publisher
+/// relays to the operator and keeps in its journal, escaped
+/// (`safe_text::bounded`): a zurg's own errors are a line or two; past
+/// this the text is cut and says so.
+pub const MAX_RELAYED_ERROR: usize = 1024;
+/// The most of a relayed request's names (comma-joined) the publisher
+/// keeps in its journal record; a restart of a few dozen services fits.
+pub const MAX_JOURNALED_TARGET: usize = 1024;
 
 /// One live process of a service, as clients resolve it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -393,6 +401,14 @@ pub enum Field {
     Instance,
     /// An auth frame's `mac`: an HMAC-SHA256 in hex.
     Mac,
+    /// A host as an operator's request or a history query names it: its
+    /// zurg GPID, its address or its hostname.
+    HostRef,
+    /// An upgrade's `md5` or `sha256`: a digest in hex (room for a
+    /// prefix).
+    Digest,
+    /// An upgrade's `exec`: a path (PATH_MAX).
+    Path,
 }
 
 impl Field {
@@ -408,6 +424,17 @@ impl Field {
             // Room past zurg's 32 hex digits for another client's longer
             // secret, as the instance rule has always allowed.
             Field::Nonce | Field::Instance | Field::Mac => 200,
+            Field::HostRef => {
+                // The longest of what names a host.
+                let (gpid, hostname) = (crate::gpid::MAX_TEXT, Field::Hostname.max());
+                if gpid > hostname {
+                    gpid
+                } else {
+                    hostname
+                }
+            }
+            Field::Digest => 128,
+            Field::Path => 4096,
         }
     }
 
@@ -436,9 +463,54 @@ fn check_endpoint(e: &Endpoint) -> Result<(), FrameError> {
     Field::Zurg.check("endpoint.host", &e.host)
 }
 
-/// Holds each text field of a frame a host sends the publisher to its
-/// `Field` maximum. Frames a host does not send, and the relay's answers
-/// (bounded by `MAX_REPLY` on their own), pass.
+/// The text fields of a verb an operator asks a host to run. Exhaustive,
+/// so a new verb's fields get their bounds.
+fn check_verb(verb: &Verb) -> Result<(), FrameError> {
+    let names = |names: &[String]| {
+        names
+            .iter()
+            .try_for_each(|n| Field::Service.check("request.verb.names", n))
+    };
+    let name = |n: &String| Field::Service.check("request.verb.name", n);
+    let name_opt = |n: &Option<String>| Field::Service.check_opt("request.verb.name", n);
+    match verb {
+        Verb::Status { names: n }
+        | Verb::Start { names: n }
+        | Verb::Stop { names: n, .. }
+        | Verb::Restart { names: n, .. }
+        | Verb::Stats { names: n }
+        | Verb::Wait { names: n, .. } => names(n),
+        Verb::Signal { name: n, signal } => {
+            name(n)?;
+            Field::Signal.check("request.verb.signal", signal)
+        }
+        Verb::Gpid { name: n } | Verb::Rollback { name: n } => name(n),
+        Verb::History { name: n, .. } | Verb::Logs { name: n, .. } => name_opt(n),
+        Verb::Upgrade {
+            name: n,
+            version,
+            md5,
+            sha256,
+            exec,
+            ..
+        } => {
+            name(n)?;
+            Field::Version.check("request.verb.version", version)?;
+            Field::Digest.check_opt("request.verb.md5", md5)?;
+            Field::Digest.check_opt("request.verb.sha256", sha256)?;
+            Field::Path.check_opt("request.verb.exec", exec)
+        }
+        Verb::Version | Verb::Reload | Verb::Events { .. } | Verb::Shutdown { .. } => Ok(()),
+    }
+}
+
+/// Holds each text field of a frame a peer sends the publisher to its
+/// `Field` maximum: a host's hello, events and snapshots; a resolve
+/// client's or an operator's resolve, history query and request. Frames
+/// the publisher does not take pass, and so do the relay's answers and
+/// parts: the publisher bounds what it reads of an answer (its error
+/// text, `session::relayed_answer`) and passes the rest on bounded by
+/// `MAX_FRAME` and `MAX_REPLY` (docs/security.md).
 pub fn check_fields(frame: &Frame) -> Result<(), FrameError> {
     match frame {
         Frame::Hello {
@@ -464,6 +536,15 @@ pub fn check_fields(frame: &Frame) -> Result<(), FrameError> {
             signal.map_or(Ok(()), |s| Field::Signal.check("exit.signal", s))
         }
         Frame::Snapshot { endpoints, .. } => endpoints.iter().try_for_each(check_endpoint),
+        Frame::Resolve { name, .. } => Field::Service.check_opt("resolve.name", name),
+        Frame::History { name, host, .. } => {
+            Field::Service.check_opt("history.name", name)?;
+            Field::HostRef.check_opt("history.host", host)
+        }
+        Frame::Request { host, verb, .. } => {
+            Field::HostRef.check("request.host", host)?;
+            check_verb(verb)
+        }
         _ => Ok(()),
     }
 }
@@ -476,7 +557,7 @@ pub enum FrameError {
     Empty,
     #[error("bad frame: {0}")]
     Json(String),
-    #[error("{field} of {len} bytes is over its {max}-byte limit (docs/naming.md); a zurg never sends one so long: this peer is not a zurg, or a broken one")]
+    #[error("{field} of {len} bytes is over its {max}-byte limit (docs/naming.md); no name or text a zurg sends is so long: check what was asked, or this peer is not a zurg, or a broken one")]
     FieldTooLong {
         field: &'static str,
         len: usize,
@@ -995,6 +1076,102 @@ mod tests {
             control: Vec::new(),
         };
         assert_eq!(refused_field(&hello), Some(("hello.hostname", 64)));
+    }
+
+    #[test]
+    fn resolve_history_and_operator_requests_are_held_to_their_fields_by_name() {
+        let long = |field: Field| "a".repeat(field.max() + 1);
+        let at = |field: Field| "a".repeat(field.max());
+        let request = |host: String, verb: Verb| Frame::Request {
+            id: 1,
+            host,
+            verb,
+            parts: true,
+        };
+        let restart = |names: Vec<String>| Verb::Restart {
+            names,
+            timeout_ms: None,
+        };
+        let ok = request(
+            at(Field::HostRef),
+            restart(vec!["api".into(), at(Field::Service)]),
+        );
+        assert_eq!(refused_field(&ok), None);
+        assert_eq!(Field::HostRef.max(), crate::gpid::MAX_TEXT);
+        assert_eq!(
+            refused_field(&request(long(Field::HostRef), restart(vec![]))),
+            Some(("request.host", Field::HostRef.max()))
+        );
+        assert_eq!(
+            refused_field(&request(
+                "h".into(),
+                restart(vec!["api".into(), long(Field::Service)])
+            )),
+            Some(("request.verb.names", 69))
+        );
+        let signal = Verb::Signal {
+            name: "api".into(),
+            signal: long(Field::Signal),
+        };
+        assert_eq!(
+            refused_field(&request("h".into(), signal)),
+            Some(("request.verb.signal", 32))
+        );
+        let upgrade = |exec: String| Verb::Upgrade {
+            name: "api".into(),
+            version: at(Field::Version),
+            md5: None,
+            sha256: Some("0".repeat(64)),
+            exec: Some(exec),
+            window_ms: None,
+        };
+        assert_eq!(
+            refused_field(&request("h".into(), upgrade(at(Field::Path)))),
+            None
+        );
+        assert_eq!(
+            refused_field(&request("h".into(), upgrade(long(Field::Path)))),
+            Some(("request.verb.exec", 4096))
+        );
+        let resolve = Frame::Resolve {
+            name: Some(long(Field::Service)),
+            watch: true,
+        };
+        assert_eq!(refused_field(&resolve), Some(("resolve.name", 69)));
+        let history = |name: Option<String>, host: Option<String>| Frame::History {
+            name,
+            host,
+            since_us: None,
+        };
+        assert_eq!(
+            refused_field(&history(Some(at(Field::Service)), Some(at(Field::HostRef)))),
+            None
+        );
+        assert_eq!(
+            refused_field(&history(None, Some(long(Field::HostRef)))),
+            Some(("history.host", 85))
+        );
+        // A host's answer is not refused for its error's length: the
+        // publisher cuts the text it reads (session::relayed_answer).
+        let answer = Frame::Answer {
+            id: 1,
+            ok: false,
+            result: None,
+            error: Some(ErrorBody {
+                code: crate::control::proto::ErrorCode::Failed,
+                message: "x".repeat(60_000),
+            }),
+            host: None,
+        };
+        assert_eq!(refused_field(&answer), None);
+        // Its outcome is a bool and a code zurg knows; any other code is a
+        // bad frame.
+        let body =
+            br#"{"t":"answer","id":1,"ok":false,"error":{"code":"\u001b[2J","message":"m"}}"#;
+        let mut d = Decoder::publisher();
+        d.feed(&u32::try_from(body.len()).unwrap().to_be_bytes());
+        d.feed(body);
+        assert!(matches!(d.next_frame(), Err(FrameError::Json(_))));
     }
 
     /// The point of the bounds: a listing chunk of `CHUNK` endpoints, every

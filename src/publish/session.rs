@@ -13,9 +13,11 @@ use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::control::proto::RemoteVerb;
+use crate::control::proto::{ErrorBody, RemoteVerb};
 
-use super::proto::{Endpoint, EventKind, ExitInfo, Frame, HostInfo, MAX_SEQ_JUMP, PROTOCOL};
+use super::proto::{
+    Endpoint, EventKind, ExitInfo, Frame, HostInfo, MAX_RELAYED_ERROR, MAX_SEQ_JUMP, PROTOCOL,
+};
 use super::registry::Registry;
 use super::store::ConnId;
 
@@ -156,11 +158,44 @@ pub fn from_host(view: &Registry, zurg: &str, frame: Frame) -> Result<FromHost, 
             last,
         },
         Frame::Heartbeat { .. } => FromHost::Heartbeat,
-        answer @ Frame::Answer { .. } => FromHost::Answer(answer),
+        answer @ Frame::Answer { .. } => FromHost::Answer(relayed_answer(answer)),
         part @ Frame::Part { .. } => FromHost::Part(part),
         Frame::Bye => FromHost::Bye,
         other => return Err(Refusal::NotFromForwarder(other.type_name())),
     })
+}
+
+/// A host's control answer as the publisher relays and journals it. The
+/// publisher reads its `ok` and its error (code and text): the text comes
+/// out escaped and cut to `MAX_RELAYED_ERROR`, with a marker when cut, so
+/// a host cannot write a megabyte or a terminal's escape sequences into
+/// the journal or an operator's terminal. An error answer keeps no
+/// `result`, a success no error, and the host's own `host` is dropped
+/// (the relay names the host it asked). A success's `result` passes as
+/// it came: the publisher does not read it, it is bounded by the frame,
+/// and the operator's client escapes what it shows of it.
+pub fn relayed_answer(answer: Frame) -> Frame {
+    let Frame::Answer {
+        id,
+        ok,
+        result,
+        error,
+        ..
+    } = answer
+    else {
+        return answer;
+    };
+    let error = error.filter(|_| !ok).map(|e| ErrorBody {
+        code: e.code,
+        message: crate::safe_text::bounded(&e.message, MAX_RELAYED_ERROR).into_owned(),
+    });
+    Frame::Answer {
+        id,
+        ok,
+        result: result.filter(|_| ok),
+        error,
+        host: None,
+    }
 }
 
 /// Which connection speaks for each host, and the instance secret each
@@ -336,6 +371,80 @@ mod tests {
             assert!(hosts.release(n, &zurg));
         }
         assert!(hosts.instances.len() <= 66, "{}", hosts.instances.len());
+    }
+
+    #[test]
+    fn a_relayed_answer_carries_a_bounded_escaped_error_and_nothing_else_of_the_hosts() {
+        use crate::control::proto::ErrorCode;
+        let registry = Registry::new();
+        let hostile = format!(
+            "\u{1b}[2J\u{1b}]0;pwned\u{7}\u{9b}31m{}",
+            "x".repeat(60_000)
+        );
+        let answer = Frame::Answer {
+            id: 7,
+            ok: false,
+            result: Some(serde_json::json!({"junk": "x"})),
+            error: Some(ErrorBody {
+                code: ErrorCode::Failed,
+                message: hostile.clone(),
+            }),
+            host: Some("someone else".into()),
+        };
+        let Ok(FromHost::Answer(Frame::Answer {
+            id,
+            ok,
+            result,
+            error: Some(error),
+            host,
+        })) = from_host(&registry, "z", answer)
+        else {
+            panic!("not an answer")
+        };
+        assert_eq!((id, ok, result, host), (7, false, None, None));
+        assert_eq!(error.code, ErrorCode::Failed);
+        let text = &error.message;
+        assert!(text.len() <= MAX_RELAYED_ERROR, "{}", text.len());
+        assert!(
+            text.starts_with("\\x1b[2J\\x1b]0;pwned\\x07\\x9b31mxxx"),
+            "{text}"
+        );
+        assert!(text.ends_with(&format!(" …[cut: {} bytes]", hostile.len())));
+        assert!(!text.chars().any(char::is_control), "{text}");
+
+        // A success keeps its result as it came, and no error.
+        let fine = Frame::Answer {
+            id: 8,
+            ok: true,
+            result: Some(serde_json::json!([{"status_text": "\u{1b}"}])),
+            error: Some(ErrorBody {
+                code: ErrorCode::Failed,
+                message: "ignored".into(),
+            }),
+            host: None,
+        };
+        assert_eq!(
+            relayed_answer(fine),
+            Frame::Answer {
+                id: 8,
+                ok: true,
+                result: Some(serde_json::json!([{"status_text": "\u{1b}"}])),
+                error: None,
+                host: None,
+            }
+        );
+        // An ordinary error passes unchanged.
+        let plain = Frame::Answer {
+            id: 9,
+            ok: false,
+            result: None,
+            error: Some(ErrorBody {
+                code: ErrorCode::UnknownService,
+                message: "unknown service `web`".into(),
+            }),
+            host: None,
+        };
+        assert_eq!(relayed_answer(plain.clone()), plain);
     }
 
     #[test]
