@@ -66,7 +66,26 @@ fn keep_running_as_machine_init(e: &cli::UsageError) -> ExitCode {
     run_supervisor(defaults)
 }
 
+/// Whether this run is one that stops cleanly on SIGTERM and SIGINT and
+/// so must hold them from its first instruction: `zurg run` (also as PID
+/// 1 without arguments) and `zurg publisher`.
+fn stops_on_request() -> bool {
+    let mut args = std::env::args_os().skip(1);
+    match args.next() {
+        None => true,
+        Some(first) => first == "run" || first == "publisher",
+    }
+}
+
 fn main() -> ExitCode {
+    if stops_on_request() {
+        // Before anything else (argument parsing, set-up): a stop request
+        // now waits for the signalfd instead of killing zurg by the default
+        // action, or being dropped when zurg is a namespace's PID 1.
+        if let Err(e) = zurg::os::signals::hold_stop_requests() {
+            eprintln!("zurg: cannot block SIGTERM and SIGINT: {e}");
+        }
+    }
     pid1::install_panic_hook();
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let no_args = args.is_empty();

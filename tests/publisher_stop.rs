@@ -334,3 +334,75 @@ fn on_etcd_the_names_of_a_stopped_publishers_hosts_do_not_flap() {
     drop(p2);
     drop(etcd);
 }
+
+/// A SIGTERM in the publisher's first moments, from the instant it holds
+/// the signal (the first line of `main`) through its set-up (listening,
+/// binding) into its loop, is a clean stop with exit 0 every time, as a
+/// plain process and as a namespace's PID 1 (where a signal that is not
+/// held is dropped, and the publisher would run on until SIGKILL).
+#[test]
+fn a_sigterm_in_the_first_moments_is_a_clean_stop_every_time() {
+    let (mut early, mut loop_stops) = (0, 0);
+    for i in 0..20u64 {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mode = if i % 2 == 0 { Mode::Plain } else { Mode::Pid1 };
+        let mut z = Zurg::start(mode, &["publisher", "--listen", &addr]);
+        let pid = z.host_pid();
+        until_blocks(pid, libc::SIGTERM);
+        // Not a wait for anything: it moves where in the start the signal
+        // lands, from at once to well into the set-up.
+        let land = Instant::now() + Duration::from_micros(i % 10 * 150);
+        while Instant::now() < land {
+            std::hint::spin_loop();
+        }
+        kill(pid, libc::SIGTERM);
+        let status = z.wait_exit_within(EXIT_BOUND).unwrap_or_else(|| {
+            panic!(
+                "run {i}: still running {EXIT_BOUND:?} after SIGTERM: {:?}",
+                z.lines_now()
+            )
+        });
+        let said = z.saw("publisher stopped");
+        assert_eq!(status.code(), Some(0), "run {i}: {:?}", z.lines_now());
+        if said.contains("before it started") {
+            early += 1;
+        } else {
+            assert!(said.contains("publisher stopped (SIGTERM"), "run {i}: {said}");
+            loop_stops += 1;
+        }
+    }
+    eprintln!("20 SIGTERMs at start: {early} before the set-up, {loop_stops} during it or after");
+}
+
+/// A SIGTERM already pending when the publisher starts (its launcher held
+/// it and was asked to stop before the exec) stops it before it sets
+/// anything up: exit 0, and nothing ever listened.
+#[test]
+fn a_sigterm_pending_at_exec_stops_it_before_it_listens() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    // perl (perl-base, in every Debian) holds TERM, sends it to itself, then
+    // execs the publisher: the pending signal survives the exec.
+    let mut cmd = std::process::Command::new("perl");
+    cmd.args([
+        "-MPOSIX",
+        "-e",
+        "sigprocmask(SIG_BLOCK, POSIX::SigSet->new(SIGTERM)) or die; kill 'TERM', $$; exec @ARGV or die",
+        BIN,
+        "publisher",
+        "--listen",
+        &addr,
+    ]);
+    let mut z = Zurg::spawn(cmd);
+    let said = z.expect("publisher stopped");
+    assert!(
+        said.contains("received SIGTERM before it started"),
+        "{said}"
+    );
+    assert_eq!(z.wait_exit().code(), Some(0), "{:?}", z.lines_now());
+    assert!(
+        !z.lines_now().iter().any(|l| l.contains("listening")),
+        "{:?}",
+        z.lines_now()
+    );
+    assert!(TcpStream::connect(&addr).is_err(), "something listens on {addr}");
+}

@@ -361,6 +361,18 @@ pub fn run(args: &[String]) -> i32 {
             return 1;
         }
     };
+    // A request to stop that came while the signals were held (`main`
+    // holds them from its first line): nothing is set up yet, so there is
+    // nobody to tell and nothing to write; stopping is not starting.
+    // One that comes during the set-up (binding, the journal, etcd) waits
+    // on the signalfd and is the loop's first event: the usual clean stop.
+    if let Some(got) = signals.drain().first() {
+        crate::log!(
+            "received {} before it started: publisher stopped (nothing was set up)",
+            crate::sig::name(got.signo)
+        );
+        return 0;
+    }
     match Server::new(&opts, signals) {
         Ok(mut server) => {
             crate::log!(
