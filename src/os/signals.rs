@@ -180,6 +180,18 @@ impl SignalFd {
     }
 }
 
+impl SignalFd {
+    /// Whether a signal waits to be read, without reading it: for a
+    /// set-up step that blocks and must give up when a stop is asked for,
+    /// leaving the signal to whoever handles it.
+    pub fn pending(&self) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+    }
+}
+
 impl AsRawFd for SignalFd {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()

@@ -374,7 +374,14 @@ pub fn run(args: &[String]) -> i32 {
         return 0;
     }
     match Server::new(&opts, signals) {
-        Ok(mut server) => {
+        Ok(Started::Stopped(signo)) => {
+            crate::log!(
+                "received {} while connecting to etcd: publisher stopped (it served nobody)",
+                crate::sig::name(signo)
+            );
+            0
+        }
+        Ok(Started::Serving(mut server)) => {
             crate::log!(
                 "publisher listening on {} (registry: {}, lease {} ms{})",
                 opts.listen,
@@ -413,29 +420,43 @@ pub fn run(args: &[String]) -> i32 {
     }
 }
 
-fn make_store(opts: &Options, waker: &Arc<mio::Waker>) -> Result<Box<dyn Store>, String> {
+/// `Ok(None)`: `stop` said to give up before the store was ready.
+fn make_store(
+    opts: &Options,
+    waker: &Arc<mio::Waker>,
+    stop: &dyn Fn() -> bool,
+) -> Result<Option<Box<dyn Store>>, String> {
     if opts.etcd.is_empty() {
-        return Ok(Box::new(MemoryStore::new(opts.lease_ms)));
+        return Ok(Some(Box::new(MemoryStore::new(opts.lease_ms))));
     }
     #[cfg(feature = "etcd")]
     {
-        let store = super::etcd::EtcdStore::connect(
+        let store = super::etcd::EtcdStore::connect_unless(
             &opts.etcd,
             &opts.prefix,
             opts.lease_ms,
             Arc::clone(waker),
+            stop,
         )?;
-        Ok(Box::new(store))
+        Ok(store.map(|s| Box::new(s) as Box<dyn Store>))
     }
     #[cfg(not(feature = "etcd"))]
     {
-        let _ = waker;
+        let _ = (waker, stop);
         Err("--etcd: this zurg was built without etcd support; build it with `cargo build --release --features etcd`".into())
     }
 }
 
+/// What the set-up came to.
+enum Started {
+    Serving(Server),
+    /// A request to stop (this signal) came while the set-up waited for
+    /// etcd: nothing was served, so there is nobody to tell.
+    Stopped(i32),
+}
+
 impl Server {
-    fn new(opts: &Options, signals: SignalFd) -> Result<Server, String> {
+    fn new(opts: &Options, signals: SignalFd) -> Result<Started, String> {
         let token = opts.token_file.as_deref().map(read_token).transpose()?;
         let operator_token = opts
             .operator_token_file
@@ -465,7 +486,12 @@ impl Server {
             mio::Waker::new(poll.registry(), WAKER)
                 .map_err(|e| format!("cannot create the event loop's waker: {e}"))?,
         );
-        let store = make_store(opts, &waker)?;
+        // etcd may take seconds to answer (or time out): a stop asked for
+        // meanwhile is not kept waiting for it.
+        let Some(store) = make_store(opts, &waker, &|| signals.pending())? else {
+            let signo = signals.drain().first().map_or(crate::sig::SIGTERM, |r| r.signo);
+            return Ok(Started::Stopped(signo));
+        };
         let history = opts
             .journal
             .as_deref()
@@ -476,7 +502,7 @@ impl Server {
             .map(|addr| Http::bind(addr, token.clone(), poll.registry(), HTTP_LISTENER))
             .transpose()
             .map_err(|e| e.to_string())?;
-        Ok(Server {
+        Ok(Started::Serving(Server {
             poll,
             listener: Some(listener),
             signals,
@@ -498,7 +524,7 @@ impl Server {
             http,
             history,
             relay: Relay::new(operator_token),
-        })
+        }))
     }
 
     fn now_ms(&self) -> u64 {
