@@ -367,7 +367,10 @@ fn a_sigterm_in_the_first_moments_is_a_clean_stop_every_time() {
         if said.contains("before it started") {
             early += 1;
         } else {
-            assert!(said.contains("publisher stopped (SIGTERM"), "run {i}: {said}");
+            assert!(
+                said.contains("publisher stopped (SIGTERM"),
+                "run {i}: {said}"
+            );
             loop_stops += 1;
         }
     }
@@ -404,7 +407,10 @@ fn a_sigterm_pending_at_exec_stops_it_before_it_listens() {
         "{:?}",
         z.lines_now()
     );
-    assert!(TcpStream::connect(&addr).is_err(), "something listens on {addr}");
+    assert!(
+        TcpStream::connect(&addr).is_err(),
+        "something listens on {addr}"
+    );
 }
 
 /// A SIGTERM while the publisher waits for an etcd that does not answer
@@ -416,7 +422,10 @@ fn a_sigterm_while_etcd_is_silent_stops_it_at_once() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let etcd = format!("http://{}", silent.local_addr().unwrap());
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut z = Zurg::start(Mode::Plain, &["publisher", "--listen", &addr, "--etcd", &etcd]);
+    let mut z = Zurg::start(
+        Mode::Plain,
+        &["publisher", "--listen", &addr, "--etcd", &etcd],
+    );
     // The publisher is in its connect once etcd's port has its connection.
     silent.set_nonblocking(true).unwrap();
     let deadline = Instant::now() + DEADLINE;
@@ -424,7 +433,10 @@ fn a_sigterm_while_etcd_is_silent_stops_it_at_once() {
         match silent.accept() {
             Ok((conn, _)) => break conn,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                assert!(Instant::now() < deadline, "the publisher never connected to etcd");
+                assert!(
+                    Instant::now() < deadline,
+                    "the publisher never connected to etcd"
+                );
                 std::thread::sleep(Duration::from_millis(5));
             }
             Err(e) => panic!("{e}"),
@@ -438,6 +450,9 @@ fn a_sigterm_while_etcd_is_silent_stops_it_at_once() {
     assert!(said.contains("while connecting to etcd"), "{said}");
     assert_eq!(status.code(), Some(0), "{:?}", z.lines_now());
     // etcd's connect timeout is 3 s, its request timeout 5 s.
-    assert!(took < Duration::from_secs(1), "stopped {took:?} after SIGTERM");
+    assert!(
+        took < Duration::from_secs(1),
+        "stopped {took:?} after SIGTERM"
+    );
     eprintln!("SIGTERM during a silent etcd's connect: exit 0 after {took:?}");
 }

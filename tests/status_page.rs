@@ -670,17 +670,17 @@ fn a_stopping_publisher_shows_a_banner_on_the_page_until_one_is_back() {
     assert_eq!(p1.z.wait_exit().code(), Some(0));
     // Still said while no publisher answers.
     let c = connection(&mut b);
-    assert!(
-        c["banner"].as_str().unwrap().contains("stopping"),
-        "{c}"
-    );
+    assert!(c["banner"].as_str().unwrap().contains("stopping"), "{c}");
 
     let p2 = Publisher::start_at(None, &addr, &["--http", &http]);
     let back = Instant::now();
-    eventually("the banner gone and web back from the new publisher", || {
-        let c = connection(&mut b);
-        c["banner"] == "" && c["stale"] == false && c["live"] == "live"
-    });
+    eventually(
+        "the banner gone and web back from the new publisher",
+        || {
+            let c = connection(&mut b);
+            c["banner"] == "" && c["stale"] == false && c["live"] == "live"
+        },
+    );
     let cleared = back.elapsed();
     eventually("web listed by the new publisher", || {
         row(&mut b, "127.0.0.1", "web").is_some_and(|r| r["gpid"] == gpid.as_str())

@@ -185,7 +185,8 @@ mod tests {
         );
         let e = Publishers::parse_option("$ZURG_PUBLISHER", "x").unwrap_err();
         assert!(
-            e.to_string().starts_with("$ZURG_PUBLISHER \"x\": \"x\" is not"),
+            e.to_string()
+                .starts_with("$ZURG_PUBLISHER \"x\": \"x\" is not"),
             "{e}"
         );
     }

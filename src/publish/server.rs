@@ -373,7 +373,7 @@ pub fn run(args: &[String]) -> i32 {
         );
         return 0;
     }
-    match Server::new(&opts, signals) {
+    match Server::start(&opts, signals) {
         Ok(Started::Stopped(signo)) => {
             crate::log!(
                 "received {} while connecting to etcd: publisher stopped (it served nobody)",
@@ -449,14 +449,14 @@ fn make_store(
 
 /// What the set-up came to.
 enum Started {
-    Serving(Server),
+    Serving(Box<Server>),
     /// A request to stop (this signal) came while the set-up waited for
     /// etcd: nothing was served, so there is nobody to tell.
     Stopped(i32),
 }
 
 impl Server {
-    fn new(opts: &Options, signals: SignalFd) -> Result<Started, String> {
+    fn start(opts: &Options, signals: SignalFd) -> Result<Started, String> {
         let token = opts.token_file.as_deref().map(read_token).transpose()?;
         let operator_token = opts
             .operator_token_file
@@ -489,7 +489,10 @@ impl Server {
         // etcd may take seconds to answer (or time out): a stop asked for
         // meanwhile is not kept waiting for it.
         let Some(store) = make_store(opts, &waker, &|| signals.pending())? else {
-            let signo = signals.drain().first().map_or(crate::sig::SIGTERM, |r| r.signo);
+            let signo = signals
+                .drain()
+                .first()
+                .map_or(crate::sig::SIGTERM, |r| r.signo);
             return Ok(Started::Stopped(signo));
         };
         let history = opts
@@ -502,7 +505,7 @@ impl Server {
             .map(|addr| Http::bind(addr, token.clone(), poll.registry(), HTTP_LISTENER))
             .transpose()
             .map_err(|e| e.to_string())?;
-        Ok(Started::Serving(Server {
+        Ok(Started::Serving(Box::new(Server {
             poll,
             listener: Some(listener),
             signals,
@@ -524,7 +527,7 @@ impl Server {
             http,
             history,
             relay: Relay::new(operator_token),
-        }))
+        })))
     }
 
     fn now_ms(&self) -> u64 {
