@@ -149,6 +149,22 @@ fn a_sigterm_during_set_up_is_a_clean_shutdown_every_time() {
     }
 }
 
+/// zurg holds TERM and INT from its first line; its services start with
+/// the mask zurg was started with (nothing blocked), not the held one.
+/// perl, not sh, reads the mask (dash clears its mask when it starts) and
+/// says it on stderr, which the test reads.
+#[test]
+fn a_service_starts_with_no_signal_blocked() {
+    for mode in [Mode::Pid1, Mode::Plain] {
+        let unit = "exec = \"/usr/bin/perl\"\nargs = [\"-ne\", \"print STDERR $_ if /^SigBlk/\", \"/proc/self/status\"]\nrestart = \"never\"\n";
+        let mut r = run_units(mode, &[("m", unit)]);
+        let line = r.z.expect("SigBlk:");
+        assert!(line.ends_with("SigBlk:\t0000000000000000"), "{line}");
+        r.z.signal(15);
+        assert_eq!(r.z.wait_exit().code(), Some(0));
+    }
+}
+
 #[test]
 fn not_pid1_shutdown_leaves_no_process_behind() {
     let mut r = run_units(
