@@ -66,15 +66,19 @@ fn keep_running_as_machine_init(e: &cli::UsageError) -> ExitCode {
     run_supervisor(defaults)
 }
 
-/// Whether this run is one that stops cleanly on SIGTERM and SIGINT and
-/// so must hold them from its first instruction: `zurg run` (also as PID
-/// 1 without arguments) and `zurg publisher`.
+/// Whether this run acts on SIGTERM and SIGINT (a clean stop, or passed
+/// on to the command) and so must hold them from its first instruction:
+/// `zurg run` (also as PID 1 without arguments), `zurg publisher`, and
+/// anything as PID 1, the shim above all. As PID 1 the hold costs no face
+/// anything: the kernel drops a signal PID 1 has no handler for, held or
+/// not, so a client verb there never died of Ctrl-C either.
 fn stops_on_request() -> bool {
     let mut args = std::env::args_os().skip(1);
-    match args.next() {
-        None => true,
-        Some(first) => first == "run" || first == "publisher",
-    }
+    pid1::is_pid1()
+        || match args.next() {
+            None => true,
+            Some(first) => first == "run" || first == "publisher",
+        }
 }
 
 fn main() -> ExitCode {

@@ -220,8 +220,9 @@ pub fn take_over_publisher() -> io::Result<SignalFd> {
 /// before `take_over_as` ran: children must get this one, not the held.
 static STARTED_WITH: std::sync::OnceLock<libc::sigset_t> = std::sync::OnceLock::new();
 
-/// Blocks SIGTERM and SIGINT, the first thing `zurg run` and `zurg
-/// publisher` do in `main`: from exec until the signalfd takes them, a
+/// Blocks SIGTERM and SIGINT, the first thing `zurg run`, `zurg
+/// publisher` and any zurg that is PID 1 (the shim) do in `main`: from
+/// exec until the signalfd takes them, a
 /// request to stop would otherwise get the default action (death without a
 /// clean stop; as PID 1 of a pid namespace, the kernel drops it). Blocked,
 /// it waits as pending, and the signalfd made later reads it. What is left
