@@ -66,7 +66,30 @@ fn keep_running_as_machine_init(e: &cli::UsageError) -> ExitCode {
     run_supervisor(defaults)
 }
 
+/// Whether this run acts on SIGTERM and SIGINT (a clean stop, or passed
+/// on to the command) and so must hold them from its first instruction:
+/// `zurg run` (also as PID 1 without arguments), `zurg publisher`, and
+/// anything as PID 1, the shim above all. As PID 1 the hold costs no face
+/// anything: the kernel drops a signal PID 1 has no handler for, held or
+/// not, so a client verb there never died of Ctrl-C either.
+fn stops_on_request() -> bool {
+    let mut args = std::env::args_os().skip(1);
+    pid1::is_pid1()
+        || match args.next() {
+            None => true,
+            Some(first) => first == "run" || first == "publisher",
+        }
+}
+
 fn main() -> ExitCode {
+    if stops_on_request() {
+        // Before anything else (argument parsing, set-up): a stop request
+        // now waits for the signalfd instead of killing zurg by the default
+        // action, or being dropped when zurg is a namespace's PID 1.
+        if let Err(e) = zurg::os::signals::hold_stop_requests() {
+            eprintln!("zurg: cannot block SIGTERM and SIGINT: {e}");
+        }
+    }
     pid1::install_panic_hook();
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let no_args = args.is_empty();

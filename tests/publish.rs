@@ -974,3 +974,59 @@ fn a_zurg_whose_connection_drops_speaks_for_its_host_again() {
             .any(|l| l.contains("another instance secret"));
     assert!(!refused, "{:?}", p.z.seen);
 }
+
+/// `zurg run --publish` takes the same list as a client's `--publisher`:
+/// a stray comma or an entry that is not HOST:PORT stops it at start with
+/// a usage error naming the option and the entry, before any service
+/// starts; names and bracketed IPv6 addresses are taken.
+#[test]
+fn a_bad_publish_list_is_refused_at_start_naming_the_entry() {
+    let cases = [
+        (
+            "127.0.0.1:1,,127.0.0.1:2",
+            "--publish \"127.0.0.1:1,,127.0.0.1:2\": entry 2 is empty",
+        ),
+        (
+            "127.0.0.1:1,",
+            "--publish \"127.0.0.1:1,\": entry 2 is empty",
+        ),
+        (
+            "127.0.0.1:1,nope",
+            "--publish \"127.0.0.1:1,nope\": \"nope\" is not HOST:PORT",
+        ),
+        (
+            "::1:7300",
+            "--publish \"::1:7300\": \"::1:7300\" is not HOST:PORT",
+        ),
+    ];
+    for (list, message) in cases {
+        let dir = TempDir::new("pub-badlist");
+        let marker = dir.path().join("started");
+        dir.write(
+            "units/web.toml",
+            &format!(
+                "exec = \"/bin/sh\"\nargs = [\"-c\", \"touch {} && exec sleep 1000\"]\n",
+                marker.display()
+            ),
+        );
+        let mut z = run_in(&dir, Mode::Pid1, &["--publish", list]);
+        z.expect(message);
+        let status = z.wait_exit();
+        let said = z.lines_now().join("\n");
+        assert_eq!(status.code(), Some(2), "{list}: {said}");
+        assert!(!marker.exists(), "{list}: a service started: {said}");
+        assert!(
+            !dir.path().join("control.sock").exists(),
+            "{list}: the control socket was bound: {said}"
+        );
+    }
+
+    // A host name and a bracketed IPv6 address are publishers too (the
+    // name is resolved later, on the forwarder's thread).
+    let dir = TempDir::new("pub-goodlist");
+    units(&dir, &["web"]);
+    let mut z = run_publishing(&dir, "[::1]:1,publisher.invalid:7300", &[]);
+    z.expect("[web] started pid");
+    z.signal(libc::SIGTERM);
+    assert_eq!(z.wait_exit().code(), Some(0), "{}", z.seen.join("\n"));
+}

@@ -334,3 +334,125 @@ fn on_etcd_the_names_of_a_stopped_publishers_hosts_do_not_flap() {
     drop(p2);
     drop(etcd);
 }
+
+/// A SIGTERM in the publisher's first moments, from the instant it holds
+/// the signal (the first line of `main`) through its set-up (listening,
+/// binding) into its loop, is a clean stop with exit 0 every time, as a
+/// plain process and as a namespace's PID 1 (where a signal that is not
+/// held is dropped, and the publisher would run on until SIGKILL).
+#[test]
+fn a_sigterm_in_the_first_moments_is_a_clean_stop_every_time() {
+    let (mut early, mut loop_stops) = (0, 0);
+    for i in 0..20u64 {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mode = if i % 2 == 0 { Mode::Plain } else { Mode::Pid1 };
+        let mut z = Zurg::start(mode, &["publisher", "--listen", &addr]);
+        let pid = z.host_pid();
+        until_blocks(pid, libc::SIGTERM);
+        // Not a wait for anything: it moves where in the start the signal
+        // lands, from at once to well into the set-up.
+        let land = Instant::now() + Duration::from_micros(i % 10 * 150);
+        while Instant::now() < land {
+            std::hint::spin_loop();
+        }
+        kill(pid, libc::SIGTERM);
+        let status = z.wait_exit_within(EXIT_BOUND).unwrap_or_else(|| {
+            panic!(
+                "run {i}: still running {EXIT_BOUND:?} after SIGTERM: {:?}",
+                z.lines_now()
+            )
+        });
+        let said = z.saw("publisher stopped");
+        assert_eq!(status.code(), Some(0), "run {i}: {:?}", z.lines_now());
+        if said.contains("before it started") {
+            early += 1;
+        } else {
+            assert!(
+                said.contains("publisher stopped (SIGTERM"),
+                "run {i}: {said}"
+            );
+            loop_stops += 1;
+        }
+    }
+    eprintln!("20 SIGTERMs at start: {early} before the set-up, {loop_stops} during it or after");
+}
+
+/// A SIGTERM already pending when the publisher starts (its launcher held
+/// it and was asked to stop before the exec) stops it before it sets
+/// anything up: exit 0, and nothing ever listened.
+#[test]
+fn a_sigterm_pending_at_exec_stops_it_before_it_listens() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    // perl (perl-base, in every Debian) holds TERM, sends it to itself, then
+    // execs the publisher: the pending signal survives the exec.
+    let mut cmd = std::process::Command::new("perl");
+    cmd.args([
+        "-MPOSIX",
+        "-e",
+        "sigprocmask(SIG_BLOCK, POSIX::SigSet->new(SIGTERM)) or die; kill 'TERM', $$; exec @ARGV or die",
+        BIN,
+        "publisher",
+        "--listen",
+        &addr,
+    ]);
+    let mut z = Zurg::spawn(cmd);
+    let said = z.expect("publisher stopped");
+    assert!(
+        said.contains("received SIGTERM before it started"),
+        "{said}"
+    );
+    assert_eq!(z.wait_exit().code(), Some(0), "{:?}", z.lines_now());
+    assert!(
+        !z.lines_now().iter().any(|l| l.contains("listening")),
+        "{:?}",
+        z.lines_now()
+    );
+    assert!(
+        TcpStream::connect(&addr).is_err(),
+        "something listens on {addr}"
+    );
+}
+
+/// A SIGTERM while the publisher waits for an etcd that does not answer
+/// (it accepts, then says nothing) stops it at once with exit 0, rather
+/// than after etcd's answer or its timeout (seconds) and exit 1.
+#[cfg(feature = "etcd")]
+#[test]
+fn a_sigterm_while_etcd_is_silent_stops_it_at_once() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let etcd = format!("http://{}", silent.local_addr().unwrap());
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut z = Zurg::start(
+        Mode::Plain,
+        &["publisher", "--listen", &addr, "--etcd", &etcd],
+    );
+    // The publisher is in its connect once etcd's port has its connection.
+    silent.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    let _held = loop {
+        match silent.accept() {
+            Ok((conn, _)) => break conn,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the publisher never connected to etcd"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let t0 = Instant::now();
+    z.signal(libc::SIGTERM);
+    let said = z.expect("publisher stopped");
+    let status = z.wait_exit();
+    let took = t0.elapsed();
+    assert!(said.contains("while connecting to etcd"), "{said}");
+    assert_eq!(status.code(), Some(0), "{:?}", z.lines_now());
+    // etcd's connect timeout is 3 s, its request timeout 5 s.
+    assert!(
+        took < Duration::from_secs(1),
+        "stopped {took:?} after SIGTERM"
+    );
+    eprintln!("SIGTERM during a silent etcd's connect: exit 0 after {took:?}");
+}

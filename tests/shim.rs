@@ -441,3 +441,45 @@ fn zurgs_own_sigpipe_is_not_forwarded() {
     };
     assert_eq!(status.code(), Some(137));
 }
+
+/// As a container's PID 1, a SIGTERM from the moment zurg holds it (the
+/// first line of `main`, before the command is even started) reaches the
+/// command: it would be dropped by the kernel otherwise, and `docker stop`
+/// would wait for its SIGKILL.
+#[test]
+fn as_pid1_a_sigterm_before_the_command_starts_reaches_it() {
+    for i in 0..10u64 {
+        let mut z = shim(&["sleep", "1000"]);
+        let pid = z.host_pid();
+        common::until_blocks(pid, libc::SIGTERM);
+        // Not a wait for anything: it moves where in the start the signal
+        // lands.
+        let land = Instant::now() + Duration::from_micros(i * 200);
+        while Instant::now() < land {
+            std::hint::spin_loop();
+        }
+        kill(pid, libc::SIGTERM);
+        assert_eq!(
+            z.wait_exit().code(),
+            Some(143),
+            "run {i}: {:?}",
+            z.lines_now()
+        );
+    }
+}
+
+#[test]
+fn as_pid1_the_child_starts_with_no_signal_blocked() {
+    let out = Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child", "--mount-proc", BIN, "--"])
+        .args(["cat", "/proc/self/status"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let fields = status_fields(&String::from_utf8_lossy(&out.stdout));
+    assert!(
+        fields.iter().any(|f| f == "SigBlk:\t0000000000000000"),
+        "{fields:?}"
+    );
+}

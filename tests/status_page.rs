@@ -624,3 +624,70 @@ fn a_request_head_not_whole_within_10_s_is_answered_408_and_closed() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(took >= Duration::from_secs(10), "answered after {took:?}");
 }
+
+/// What the page says about its connection: the banner's text (empty when
+/// hidden), whether the rows are faded, and the live indicator.
+const CONNECTION: &str = "JSON.stringify({
+    banner: document.getElementById('banner').hidden ? '' : document.getElementById('banner').textContent,
+    stale: document.getElementById('hosts').classList.contains('stale'),
+    live: document.getElementById('live').textContent})";
+
+fn connection(b: &mut Browser) -> Value {
+    b.eval(CONNECTION)
+        .as_str()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn a_stopping_publisher_shows_a_banner_on_the_page_until_one_is_back() {
+    let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let addr = format!("127.0.0.1:{}", free_port());
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut p1 = Publisher::start_at(None, &addr, &["--http", &http]);
+    let (dir, _host) = publishing_host("sp-stopping", &["web"], &addr);
+    forwarder_state(&dir, |s| s["connected"] == true && s["acked"] == s["seq"]);
+    let gpid = gpid_of(&dir, "web");
+    let mut b = Browser::open(None, &format!("http://{http}/"));
+    eventually("web on the page", || {
+        row(&mut b, "127.0.0.1", "web").is_some_and(|r| r["gpid"] == gpid.as_str())
+    });
+    let c = connection(&mut b);
+    assert_eq!(c["banner"], "", "{c}");
+    assert_eq!(c["live"], "live", "{c}");
+
+    p1.z.signal(libc::SIGTERM);
+    eventually("the page saying the publisher is stopping", || {
+        connection(&mut b)["banner"]
+            .as_str()
+            .is_some_and(|t| t.contains("The publisher is stopping"))
+    });
+    let c = connection(&mut b);
+    assert_eq!(c["stale"], true, "{c}");
+    assert_eq!(c["live"], "publisher stopped", "{c}");
+    // The rows stay, as the publisher last saw them.
+    assert!(row(&mut b, "127.0.0.1", "web").is_some_and(|r| r["gpid"] == gpid.as_str()));
+    assert_eq!(p1.z.wait_exit().code(), Some(0));
+    // Still said while no publisher answers.
+    let c = connection(&mut b);
+    assert!(c["banner"].as_str().unwrap().contains("stopping"), "{c}");
+
+    let p2 = Publisher::start_at(None, &addr, &["--http", &http]);
+    let back = Instant::now();
+    eventually(
+        "the banner gone and web back from the new publisher",
+        || {
+            let c = connection(&mut b);
+            c["banner"] == "" && c["stale"] == false && c["live"] == "live"
+        },
+    );
+    let cleared = back.elapsed();
+    eventually("web listed by the new publisher", || {
+        row(&mut b, "127.0.0.1", "web").is_some_and(|r| r["gpid"] == gpid.as_str())
+    });
+    eprintln!("publisher back -> banner gone after {cleared:?}");
+    // Looked for every second at most, not after the stream's own retry.
+    assert!(cleared < Duration::from_secs(3), "{cleared:?}");
+    drop(b);
+    drop(p2);
+}

@@ -116,6 +116,55 @@ fn sigterm_stops_every_service_then_exits_0() {
     assert!(seen.contains("[a] stopped pid"), "{seen}");
 }
 
+/// A SIGTERM from the moment zurg holds it (the first line of `main`),
+/// through its set-up (cgroups, the state lock, the socket) into its
+/// first services, is a clean shutdown with exit 0 every time: as PID 1 a
+/// signal it did not hold yet would be dropped (zurg would run on), as a
+/// plain process it would kill zurg without a shutdown.
+#[test]
+fn a_sigterm_during_set_up_is_a_clean_shutdown_every_time() {
+    for i in 0..10u64 {
+        let mode = if i % 2 == 0 { Mode::Pid1 } else { Mode::Plain };
+        let mut r = run_units(mode, &[("a", SLEEPER)]);
+        let pid = r.z.host_pid();
+        common::until_blocks(pid, 15);
+        // Not a wait for anything: it moves where in the start the signal
+        // lands.
+        let land = std::time::Instant::now() + Duration::from_micros(i * 400);
+        while std::time::Instant::now() < land {
+            std::hint::spin_loop();
+        }
+        kill(pid, 15);
+        r.z.expect("shutdown complete");
+        assert_eq!(r.z.wait_exit().code(), Some(0), "run {i}: {:?}", r.z.seen);
+        let said = r.z.lines_now().join("\n");
+        assert!(said.contains("received SIGTERM"), "run {i}: {said}");
+        if let Some(line) = r.z.seen.iter().find(|l| l.contains("[a] started pid")) {
+            let started = pid_in(line);
+            assert!(
+                said.contains(&format!("[a] stopped pid {started}")),
+                "run {i}: {said}"
+            );
+        }
+    }
+}
+
+/// zurg holds TERM and INT from its first line; its services start with
+/// the mask zurg was started with (nothing blocked), not the held one.
+/// perl, not sh, reads the mask (dash clears its mask when it starts) and
+/// says it on stderr, which the test reads.
+#[test]
+fn a_service_starts_with_no_signal_blocked() {
+    for mode in [Mode::Pid1, Mode::Plain] {
+        let unit = "exec = \"/usr/bin/perl\"\nargs = [\"-ne\", \"print STDERR $_ if /^SigBlk/\", \"/proc/self/status\"]\nrestart = \"never\"\n";
+        let mut r = run_units(mode, &[("m", unit)]);
+        let line = r.z.expect("SigBlk:");
+        assert!(line.ends_with("SigBlk:\t0000000000000000"), "{line}");
+        r.z.signal(15);
+        assert_eq!(r.z.wait_exit().code(), Some(0));
+    }
+}
+
 #[test]
 fn not_pid1_shutdown_leaves_no_process_behind() {
     let mut r = run_units(

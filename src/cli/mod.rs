@@ -317,15 +317,14 @@ fn parse_run(args: Vec<OsString>) -> Result<Cmd, UsageError> {
             Long("log-timestamps") => log_timestamps = Some(true),
             Long("no-log-timestamps") => log_timestamps = Some(false),
             Long("publish") => {
+                // One definition of a publisher list for hosts and clients
+                // (`--publisher`): a stray comma or a bad entry is refused
+                // here, before anything starts, not found at the first
+                // connect.
                 let v = p.value()?.string()?;
-                for addr in v.split(',').filter(|a| !a.is_empty()) {
-                    if !addr.contains(':') {
-                        return Err(UsageError(format!(
-                            "--publish {addr:?}: expected HOST:PORT"
-                        )));
-                    }
-                    publish.push(addr.to_string());
-                }
+                let list = crate::publish::addrs::Publishers::parse_option("--publish", &v)
+                    .map_err(|e| UsageError(e.to_string()))?;
+                publish.extend(list.into_vec());
             }
             Long("publish-token-file") => publish_token_file = Some(PathBuf::from(p.value()?)),
             Long("publish-control") => {
@@ -468,6 +467,39 @@ mod tests {
             panic!()
         };
         assert_eq!(o.journal_size, crate::journal::DEFAULT_LIMIT);
+    }
+
+    #[test]
+    fn publish_takes_the_clients_publisher_list() {
+        let run = |lists: &[&str]| {
+            let mut a = vec!["run", "--units", "u"];
+            for l in lists {
+                a.extend(["--publish", l]);
+            }
+            match parse(args(&a), false) {
+                Ok(Cmd::Run(o)) => Ok(o.publish),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.0),
+            }
+        };
+        assert_eq!(
+            run(&["n1:7300,[::1]:7300", "10.0.0.3:7300"]),
+            Ok(vec![
+                "n1:7300".into(),
+                "[::1]:7300".into(),
+                "10.0.0.3:7300".into()
+            ])
+        );
+        let e = run(&["a:1,,b:2"]).unwrap_err();
+        assert!(
+            e.starts_with("--publish \"a:1,,b:2\": entry 2 is empty"),
+            "{e}"
+        );
+        for bad in ["a:1,", ",a:1", "a", "a:0", "a:x", "::1:7300", "a:1,b"] {
+            assert!(run(&[bad]).unwrap_err().starts_with("--publish "), "{bad}");
+        }
+        let e = run(&["a:1", "x:99999"]).unwrap_err();
+        assert!(e.contains("\"x:99999\" is not HOST:PORT"), "{e}");
     }
 
     #[test]

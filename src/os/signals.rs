@@ -180,6 +180,18 @@ impl SignalFd {
     }
 }
 
+impl SignalFd {
+    /// Whether a signal waits to be read, without reading it: for a
+    /// set-up step that blocks and must give up when a stop is asked for,
+    /// leaving the signal to whoever handles it.
+    pub fn pending(&self) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+    }
+}
+
 impl AsRawFd for SignalFd {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
@@ -204,10 +216,38 @@ pub fn take_over_publisher() -> io::Result<SignalFd> {
     take_over_as(Takeover::Publisher).map(|(fd, _)| fd)
 }
 
+/// The mask zurg was started with, when `hold_stop_requests` changed it
+/// before `take_over_as` ran: children must get this one, not the held.
+static STARTED_WITH: std::sync::OnceLock<libc::sigset_t> = std::sync::OnceLock::new();
+
+/// Blocks SIGTERM and SIGINT, the first thing `zurg run`, `zurg
+/// publisher` and any zurg that is PID 1 (the shim) do in `main`: from
+/// exec until the signalfd takes them, a
+/// request to stop would otherwise get the default action (death without a
+/// clean stop; as PID 1 of a pid namespace, the kernel drops it). Blocked,
+/// it waits as pending, and the signalfd made later reads it. What is left
+/// of the window is the kernel's and the loader's, before any of zurg's
+/// code runs. Children still get the mask zurg started with.
+pub fn hold_stop_requests() -> io::Result<()> {
+    let mut held = empty_set();
+    add(&mut held, libc::SIGTERM);
+    add(&mut held, libc::SIGINT);
+    let mut before = empty_set();
+    // SAFETY: both sets are initialised locals; only TERM and INT are added
+    // to the mask.
+    cvt(unsafe { libc::sigprocmask(libc::SIG_BLOCK, &held, &mut before) })?;
+    // A second call would record the held mask as the inherited one.
+    let _ = STARTED_WITH.set(before);
+    Ok(())
+}
+
 fn take_over_as(takeover: Takeover) -> io::Result<(SignalFd, ChildSignals)> {
     let mut inherited_mask = empty_set();
     // SAFETY: a null new set only reads the current mask into a live local.
     cvt(unsafe { libc::sigprocmask(libc::SIG_SETMASK, std::ptr::null(), &mut inherited_mask) })?;
+    if let Some(started) = STARTED_WITH.get() {
+        inherited_mask = *started;
+    }
 
     let mut reset_to_default = empty_set();
     // Rust ignores PIPE before main, so whether zurg inherited it ignored is

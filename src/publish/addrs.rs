@@ -1,6 +1,7 @@
-//! A client's list of publishers (`--publisher A,B,C`): parsed and checked
-//! once, then walked in turn, as a host walks its `--publish` list. Pure:
-//! no I/O.
+//! A list of publishers, parsed and checked once, then walked in turn: a
+//! client's `--publisher A,B,C` (or `$ZURG_PUBLISHER`) and a host's `zurg
+//! run --publish A,B,C` alike, so both accept the same forms and refuse
+//! the same mistakes. Pure: no I/O.
 
 use std::fmt;
 
@@ -8,31 +9,48 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publishers(Vec<String>);
 
-/// What is wrong with a `--publisher` list; names the bad entry.
+/// What is wrong with a list of publishers; names the option it came
+/// from and the bad entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ListError {
-    #[error("--publisher {list:?}: entry {position} is empty; give HOST:PORT[,HOST:PORT...] without stray commas")]
-    Empty { list: String, position: usize },
-    #[error("--publisher {list:?}: {entry:?} is not HOST:PORT (a host name or address, a colon, a port from 1 to 65535; an IPv6 address in brackets: [::1]:7300)")]
-    NotHostPort { list: String, entry: String },
+    #[error("{option} {list:?}: entry {position} is empty; give HOST:PORT[,HOST:PORT...] without stray commas")]
+    Empty {
+        option: &'static str,
+        list: String,
+        position: usize,
+    },
+    #[error("{option} {list:?}: {entry:?} is not HOST:PORT (a host name or address, a colon, a port from 1 to 65535; an IPv6 address in brackets: [::1]:7300)")]
+    NotHostPort {
+        option: &'static str,
+        list: String,
+        entry: String,
+    },
 }
 
 impl Publishers {
-    /// `A,B,C`: every entry must be `HOST:PORT`. Names are not resolved
-    /// here: a name that does not resolve now may later, and is then just
-    /// a publisher that cannot be reached.
+    /// A client's `--publisher A,B,C`: see `parse_option`.
     pub fn parse(list: &str) -> Result<Publishers, ListError> {
+        Publishers::parse_option("--publisher", list)
+    }
+
+    /// `A,B,C` given as `option` (named in the error): every entry must be
+    /// `HOST:PORT`. Names are not resolved here: a name that does not
+    /// resolve now may later, and is then just a publisher that cannot be
+    /// reached.
+    pub fn parse_option(option: &'static str, list: &str) -> Result<Publishers, ListError> {
         let mut out = Vec::new();
         for (i, entry) in list.split(',').enumerate() {
             let entry = entry.trim();
             if entry.is_empty() {
                 return Err(ListError::Empty {
+                    option,
                     list: list.to_string(),
                     position: i.saturating_add(1),
                 });
             }
             if !is_host_port(entry) {
                 return Err(ListError::NotHostPort {
+                    option,
                     list: list.to_string(),
                     entry: entry.to_string(),
                 });
@@ -68,6 +86,11 @@ impl Publishers {
 
     pub fn iter(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(String::as_str)
+    }
+
+    /// The addresses, in order.
+    pub fn into_vec(self) -> Vec<String> {
+        self.0
     }
 }
 
@@ -118,6 +141,7 @@ mod tests {
         assert_eq!(
             e,
             ListError::NotHostPort {
+                option: "--publisher",
                 list: "a:1,nope,b:2".into(),
                 entry: "nope".into()
             }
@@ -136,6 +160,7 @@ mod tests {
         assert_eq!(
             Publishers::parse("a:1,,b:2"),
             Err(ListError::Empty {
+                option: "--publisher",
                 list: "a:1,,b:2".into(),
                 position: 2
             })
@@ -148,5 +173,21 @@ mod tests {
             Publishers::parse("a:1,"),
             Err(ListError::Empty { position: 2, .. })
         ));
+    }
+
+    #[test]
+    fn the_error_names_the_option_the_list_came_from() {
+        let e = Publishers::parse_option("--publish", "a:1,,b:2").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("--publish \"a:1,,b:2\": entry 2 is empty"),
+            "{e}"
+        );
+        let e = Publishers::parse_option("$ZURG_PUBLISHER", "x").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("$ZURG_PUBLISHER \"x\": \"x\" is not"),
+            "{e}"
+        );
     }
 }

@@ -52,7 +52,9 @@ pub fn parse_options(args: &[String], env_publisher: Option<String>) -> Result<O
     let mut watch = false;
     let mut json = false;
     let mut publisher = match env_publisher.filter(|s| !s.is_empty()) {
-        Some(v) => Some(Publishers::parse(&v).map_err(|e| format!("$ZURG_PUBLISHER: {e}"))?),
+        Some(v) => {
+            Some(Publishers::parse_option("$ZURG_PUBLISHER", &v).map_err(|e| e.to_string())?)
+        }
         None => None,
     };
     let mut token_file = None;

@@ -125,6 +125,8 @@ pub const DEFAULT_PREFIX: &str = "/zurg";
 /// Bound on every request to etcd, and on connecting.
 const TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often a connect in progress looks whether it is to be given up.
+const STOP_LOOK: Duration = Duration::from_millis(50);
 /// Operations per transaction in a snapshot; etcd refuses more than 128 by
 /// default.
 const TXN_OPS: usize = 100;
@@ -380,6 +382,22 @@ impl EtcdStore {
         lease_ms: u64,
         waker: Arc<mio::Waker>,
     ) -> Result<EtcdStore, String> {
+        EtcdStore::connect_unless(urls, prefix, lease_ms, waker, &|| false)?
+            .ok_or_else(|| "etcd: the connect was given up".to_string())
+    }
+
+    /// `connect`, given up (`Ok(None)`) as soon as `stop` says so, looked
+    /// at every `STOP_LOOK`: a publisher asked to stop while etcd is slow
+    /// to answer (up to `CONNECT_TIMEOUT` and `TIMEOUT`) stops within that,
+    /// not when etcd's answer or its timeout comes. The client thread is
+    /// left to end with the process.
+    pub fn connect_unless(
+        urls: &[String],
+        prefix: &str,
+        lease_ms: u64,
+        waker: Arc<mio::Waker>,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<EtcdStore>, String> {
         let keys = Keys::new(prefix);
         let shared = Arc::new(Shared {
             queue: Mutex::new(Vec::new()),
@@ -410,10 +428,16 @@ impl EtcdStore {
             })
             .map_err(|e| format!("etcd: cannot start a thread: {e}"))?;
         let shown = urls.join(",");
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(format!("etcd at {shown}: {e}")),
-            Err(_) => return Err(format!("etcd at {shown}: the client thread ended")),
+        loop {
+            match ready_rx.recv_timeout(STOP_LOOK) {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => return Err(format!("etcd at {shown}: {e}")),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if stop() => return Ok(None),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(format!("etcd at {shown}: the client thread ended"))
+                }
+            }
         }
         let mut store = EtcdStore {
             ops,
@@ -430,7 +454,7 @@ impl EtcdStore {
         let mut first = Vec::new();
         store.apply_all(&mut first);
         store.pending = first;
-        Ok(store)
+        Ok(Some(store))
     }
 
     fn send(&mut self, op: Op) {

@@ -824,8 +824,9 @@ impl Http {
 
     /// The publisher is stopping: no more connections; a request still
     /// arriving is dropped, a response goes on until written, and each
-    /// event stream gets a `stopping` event and ends once it is written (an
-    /// EventSource then retries on its own, every `SSE_RETRY_MS`).
+    /// event stream gets a `stopping` event and ends once it is written (the
+    /// page then shows a banner and looks for a publisher's return itself;
+    /// another EventSource client retries every `SSE_RETRY_MS`).
     pub fn stop(&mut self, now_ms: u64) {
         // Changes not yet handed out go before the goodbye.
         self.hand_out(usize::MAX, now_ms);

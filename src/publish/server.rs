@@ -361,8 +361,27 @@ pub fn run(args: &[String]) -> i32 {
             return 1;
         }
     };
-    match Server::new(&opts, signals) {
-        Ok(mut server) => {
+    // A request to stop that came while the signals were held (`main`
+    // holds them from its first line): nothing is set up yet, so there is
+    // nobody to tell and nothing to write; stopping is not starting.
+    // One that comes during the set-up (binding, the journal, etcd) waits
+    // on the signalfd and is the loop's first event: the usual clean stop.
+    if let Some(got) = signals.drain().first() {
+        crate::log!(
+            "received {} before it started: publisher stopped (nothing was set up)",
+            crate::sig::name(got.signo)
+        );
+        return 0;
+    }
+    match Server::start(&opts, signals) {
+        Ok(Started::Stopped(signo)) => {
+            crate::log!(
+                "received {} while connecting to etcd: publisher stopped (it served nobody)",
+                crate::sig::name(signo)
+            );
+            0
+        }
+        Ok(Started::Serving(mut server)) => {
             crate::log!(
                 "publisher listening on {} (registry: {}, lease {} ms{})",
                 opts.listen,
@@ -401,29 +420,43 @@ pub fn run(args: &[String]) -> i32 {
     }
 }
 
-fn make_store(opts: &Options, waker: &Arc<mio::Waker>) -> Result<Box<dyn Store>, String> {
+/// `Ok(None)`: `stop` said to give up before the store was ready.
+fn make_store(
+    opts: &Options,
+    waker: &Arc<mio::Waker>,
+    stop: &dyn Fn() -> bool,
+) -> Result<Option<Box<dyn Store>>, String> {
     if opts.etcd.is_empty() {
-        return Ok(Box::new(MemoryStore::new(opts.lease_ms)));
+        return Ok(Some(Box::new(MemoryStore::new(opts.lease_ms))));
     }
     #[cfg(feature = "etcd")]
     {
-        let store = super::etcd::EtcdStore::connect(
+        let store = super::etcd::EtcdStore::connect_unless(
             &opts.etcd,
             &opts.prefix,
             opts.lease_ms,
             Arc::clone(waker),
+            stop,
         )?;
-        Ok(Box::new(store))
+        Ok(store.map(|s| Box::new(s) as Box<dyn Store>))
     }
     #[cfg(not(feature = "etcd"))]
     {
-        let _ = waker;
+        let _ = (waker, stop);
         Err("--etcd: this zurg was built without etcd support; build it with `cargo build --release --features etcd`".into())
     }
 }
 
+/// What the set-up came to.
+enum Started {
+    Serving(Box<Server>),
+    /// A request to stop (this signal) came while the set-up waited for
+    /// etcd: nothing was served, so there is nobody to tell.
+    Stopped(i32),
+}
+
 impl Server {
-    fn new(opts: &Options, signals: SignalFd) -> Result<Server, String> {
+    fn start(opts: &Options, signals: SignalFd) -> Result<Started, String> {
         let token = opts.token_file.as_deref().map(read_token).transpose()?;
         let operator_token = opts
             .operator_token_file
@@ -453,7 +486,15 @@ impl Server {
             mio::Waker::new(poll.registry(), WAKER)
                 .map_err(|e| format!("cannot create the event loop's waker: {e}"))?,
         );
-        let store = make_store(opts, &waker)?;
+        // etcd may take seconds to answer (or time out): a stop asked for
+        // meanwhile is not kept waiting for it.
+        let Some(store) = make_store(opts, &waker, &|| signals.pending())? else {
+            let signo = signals
+                .drain()
+                .first()
+                .map_or(crate::sig::SIGTERM, |r| r.signo);
+            return Ok(Started::Stopped(signo));
+        };
         let history = opts
             .journal
             .as_deref()
@@ -464,7 +505,7 @@ impl Server {
             .map(|addr| Http::bind(addr, token.clone(), poll.registry(), HTTP_LISTENER))
             .transpose()
             .map_err(|e| e.to_string())?;
-        Ok(Server {
+        Ok(Started::Serving(Box::new(Server {
             poll,
             listener: Some(listener),
             signals,
@@ -486,7 +527,7 @@ impl Server {
             http,
             history,
             relay: Relay::new(operator_token),
-        })
+        })))
     }
 
     fn now_ms(&self) -> u64 {

@@ -593,6 +593,12 @@ fn exit_of(status: ExitStatus) -> Exit {
 impl Supervisor {
     /// Set-up phase: may fail, and the caller reports it. Nothing is started yet.
     pub fn new(mut opts: RunOptions) -> Result<Supervisor, String> {
+        // First: the set-up below can take seconds (a hung state disk holds
+        // the lock for `boot_read::DEADLINE`), and a SIGTERM meanwhile must
+        // be the loop's first event, a clean shutdown, not the default
+        // action (or, as a container's PID 1, dropped).
+        let (signals, child_signals) =
+            signals::take_over().map_err(|e| format!("cannot take over signals: {e}"))?;
         let start_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         // zurg moves to `/` once set up, so that it does not pin the mount
         // it was started from: every path it keeps must be absolute first.
@@ -641,8 +647,6 @@ impl Supervisor {
                 None
             }
         };
-        let (signals, child_signals) =
-            signals::take_over().map_err(|e| format!("cannot take over signals: {e}"))?;
         if !pid1::is_pid1() {
             if let Err(e) = pid1::become_subreaper() {
                 crate::log!(

@@ -629,6 +629,32 @@ pub fn state(pid: i32) -> Option<char> {
         .next()
 }
 
+/// Whether process `pid` (a host pid) blocks signal `signo` now, from the
+/// SigBlk mask of /proc/PID/status.
+pub fn blocks(pid: i32, signo: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("SigBlk:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .is_some_and(|mask| mask & (1u64 << (signo - 1)) != 0)
+}
+
+/// Waits, without pausing between looks, until `pid` blocks `signo`: the
+/// first moment a signal sent to it can no longer get the default action.
+pub fn until_blocks(pid: i32, signo: i32) {
+    let deadline = Instant::now() + DEADLINE;
+    while !blocks(pid, signo) {
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} never blocked signal {signo}"
+        );
+        std::hint::spin_loop();
+    }
+}
+
 /// Polls `cond` every few ms until it holds or the deadline passes. For
 /// states that no event announces (a /proc entry, a file's content).
 pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {

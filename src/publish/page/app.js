@@ -12,6 +12,13 @@ const state = { hosts: new Map(), eps: new Map(), bySlot: new Map(), stats: new 
 const rowEls = new Map();
 let source = null;
 let backoff = 500;
+// The publisher said it is stopping (`stopping`): the page looks for it
+// to be back every RETURN_MS at first, then less often up to
+// RETURN_MAX_MS, instead of waiting for the stream's own retry.
+const RETURN_MS = 100;
+const RETURN_MAX_MS = 1000;
+let stopped = false;
+let returnMs = RETURN_MS;
 let renderPending = false;
 let hostsPending = false;
 
@@ -314,10 +321,35 @@ function render() {
   summarize(byHost, now);
 }
 
-function setLive(on) {
+function setLive(on, text) {
   const el = document.getElementById('live');
   el.className = on ? '' : 'off';
-  el.textContent = on ? 'live' : 'reconnecting…';
+  el.textContent = text || (on ? 'live' : 'reconnecting…');
+}
+
+// The banner above the rows; no text hides it. While it shows, the rows
+// are what the publisher last said, faded.
+function setBanner(text) {
+  const el = document.getElementById('banner');
+  el.textContent = text || '';
+  el.hidden = !text;
+  document.getElementById('hosts').classList.toggle('stale', Boolean(text));
+}
+
+// After a `stopping`: asks whether a publisher answers again, and opens
+// the stream the moment one does. A refused connection fails at once, so
+// each look costs next to nothing while the publisher is down.
+function awaitReturn() {
+  setTimeout(async () => {
+    try {
+      const r = await fetch('/api/hosts', { credentials: 'same-origin' });
+      // A new publisher holds no session of ours: log in again.
+      if (r.status === 401) { location.reload(); return; }
+      if (r.ok) { connect(); return; }
+    } catch (e) { /* still down */ }
+    returnMs = Math.min(returnMs * 2, RETURN_MAX_MS);
+    awaitReturn();
+  }, returnMs);
 }
 
 function connect() {
@@ -327,6 +359,20 @@ function connect() {
     backoff = 500;
     setLive(true);
     render();
+    // Only once the fresh state is drawn: until then the banner says why
+    // the rows are old.
+    if (stopped) { stopped = false; setBanner(null); }
+  });
+  source.addEventListener('stopping', () => {
+    stopped = true;
+    returnMs = RETURN_MS;
+    const at = new Date().toLocaleTimeString();
+    setBanner(`The publisher is stopping (${at}). The rows below are as it last saw them; this page reconnects as soon as a publisher answers here again.`);
+    setLive(false, 'publisher stopped');
+    // The stream ends next: closed here, the browser's own retry does not
+    // race the look for the publisher's return.
+    source.close();
+    awaitReturn();
   });
   source.addEventListener('change', (ev) => {
     const c = JSON.parse(ev.data);
@@ -335,7 +381,9 @@ function connect() {
     if (!renderPending) renderRow(c.endpoint.host, c.endpoint.service);
   });
   source.onerror = () => {
-    setLive(false);
+    // After a `stopping` the page looks for the publisher's return itself
+    // (a reconnect that failed again comes back here).
+    setLive(false, stopped ? 'publisher stopped' : undefined);
     // The browser retries a dropped stream by itself; one it gave up on
     // (an error status: publisher overloaded, or the session expired) is
     // opened again here, after a look at whether the session still holds.
