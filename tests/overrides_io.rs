@@ -20,11 +20,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{cli, eventually, status_of, Mode, TempDir, Zurg};
+use common::{cli, eventually, status_of, timed_status, Mode, TempDir, Zurg};
 
-/// What `status` takes at most: tens of ms when the loop is free; a loop
-/// stuck on the file never answers.
-const STATUS_WITHIN: Duration = Duration::from_secs(3);
 /// The 3 s read deadline, and room for a debug build on 2 shared cores.
 const DEADLINE_AND_ROOM: Duration = Duration::from_secs(10);
 
@@ -35,14 +32,6 @@ fn text(out: &std::process::Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-fn timed_status(dir: &TempDir, name: &str) -> serde_json::Value {
-    let t = Instant::now();
-    let st = status_of(dir, name);
-    let took = t.elapsed();
-    assert!(took < STATUS_WITHIN, "status took {took:?}");
-    st
 }
 
 fn pid_of(dir: &TempDir, name: &str) -> i64 {

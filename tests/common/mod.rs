@@ -539,6 +539,41 @@ pub fn status_of(dir: &TempDir, name: &str) -> serde_json::Value {
     serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["result"][0].clone()
 }
 
+/// What a client verb takes at most while something hangs off zurg's loop
+/// (a journal, overrides.json, the state disk at boot): on 2 shared cores
+/// a debug build answers in tens of ms; a loop stuck on the disk never
+/// answers.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(3);
+
+/// The slowest `timed_cli` of this test process, for the figure a test
+/// prints.
+static SLOWEST_TIMED_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// `cli`, which must answer within `ANSWER_WITHIN` (whether it succeeds is
+/// the caller's to judge).
+pub fn timed_cli(dir: &TempDir, args: &[&str]) -> std::process::Output {
+    let t = Instant::now();
+    let out = cli(dir, args);
+    let took = t.elapsed();
+    SLOWEST_TIMED_US.fetch_max(
+        u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+    assert!(took < ANSWER_WITHIN, "zurg {args:?} took {took:?}");
+    out
+}
+
+/// The slowest `timed_cli` so far in this test process.
+pub fn slowest_timed() -> Duration {
+    Duration::from_micros(SLOWEST_TIMED_US.load(Ordering::Relaxed))
+}
+
+/// `status_of`, which must answer within `ANSWER_WITHIN`.
+pub fn timed_status(dir: &TempDir, name: &str) -> serde_json::Value {
+    let out = timed_cli(dir, &["status", name, "--json"]);
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["result"][0].clone()
+}
+
 /// `name`'s records from `zurg history --json`, which must succeed.
 pub fn history(dir: &TempDir, name: &str) -> Vec<serde_json::Value> {
     json(dir, &["history", name]).as_array().unwrap().clone()
