@@ -498,19 +498,6 @@ fn next(s: &mut TcpStream) -> Value {
     read_frame(s, DEADLINE).expect("a frame")
 }
 
-fn publisher_history(addr: &str, args: &[&str]) -> Vec<Value> {
-    let out = Command::new(BIN)
-        .arg("history")
-        .args(args)
-        .args(["--publisher", addr, "--json"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text_of(&out));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["result"].as_array().unwrap().clone()
-}
-
 /// GPID -> how many records of KIND name it.
 fn counts(records: &[Value], kind: &str) -> std::collections::BTreeMap<String, usize> {
     let mut m = std::collections::BTreeMap::new();
@@ -610,7 +597,7 @@ fn a_forwarder_that_lies_about_seqs_applies_nothing_twice() {
     // Exactly once at the publisher: the honest host's exits are zurg's
     // own, each once; the liar's one process has one start and one exit.
     let local = common::history(&dir, "api");
-    let remote = publisher_history(&p.addr, &["api"]);
+    let remote = publisher_history(None, &p.addr, &["api"]);
     let local_exits = counts(&local, "exit");
     assert_eq!(local_exits.len(), 3, "{local:?}");
     assert_eq!(counts(&remote, "exit"), local_exits, "{remote:?}");
@@ -619,7 +606,7 @@ fn a_forwarder_that_lies_about_seqs_applies_nothing_twice() {
         counts(&local, "start"),
         "{remote:?}"
     );
-    let lied = publisher_history(&p.addr, &["web"]);
+    let lied = publisher_history(None, &p.addr, &["web"]);
     let g = "127.0.0.1:8080:1764000000000000:1".to_string();
     assert_eq!(counts(&lied, "exit").get(&g), Some(&1), "{lied:?}");
     assert_eq!(counts(&lied, "start").get(&g), Some(&1), "{lied:?}");

@@ -163,6 +163,27 @@ pub fn resolve(ns: Option<&str>, addr: &str, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The records of `zurg history ARGS --publisher ADDR --json`, run inside
+/// network namespace `ns` when given; the command must succeed.
+pub fn publisher_history(ns: Option<&str>, addr: &str, args: &[&str]) -> Vec<Value> {
+    let out = command_in(ns, BIN)
+        .arg("history")
+        .args(args)
+        .args(["--publisher", addr, "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "history {args:?} --publisher {addr} failed with {:?}: {}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["result"].as_array().unwrap().clone()
+}
+
 /// Waits until the forwarder of the zurg in DIR reports a state matching
 /// `pred` (from `zurg version --json`); returns it.
 pub fn forwarder_state(dir: &TempDir, pred: impl Fn(&Value) -> bool) -> Value {
