@@ -92,8 +92,9 @@ fn release_fifos(dir: &Path) -> Vec<File> {
     held
 }
 
-/// Removes `base/PREFIXPID` for each PID that is not a running process:
-/// what a test process killed before its drops ran left.
+/// Removes `base/PREFIXPID` for each PID that is not a running process,
+/// or is one that started after the directory last changed (the pid was
+/// reused): what a test process killed before its drops ran left.
 fn remove_left_behind(base: &Path, prefix: &str) {
     let Ok(entries) = std::fs::read_dir(base) else {
         return;
@@ -107,11 +108,46 @@ fn remove_left_behind(base: &Path, prefix: &str) {
         else {
             continue;
         };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+        let changed = entry.metadata().and_then(|m| m.modified()).ok();
+        if pid != std::process::id() && !could_own(pid, changed) {
             drop(release_fifos(&entry.path()));
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
+}
+
+/// Whether process `pid` runs and started before `changed` (with a
+/// second's slack for the clocks' rounding), so it may have made a
+/// directory last changed then.
+fn could_own(pid: u32, changed: Option<std::time::SystemTime>) -> bool {
+    let Some(started) = started_at(pid) else {
+        return false;
+    };
+    changed.is_none_or(|c| started <= c + std::time::Duration::from_secs(1))
+}
+
+/// When process `pid` started, from /proc (None when it does not run).
+fn started_at(pid: u32) -> Option<std::time::SystemTime> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22, starttime in clock ticks since boot; the fields after the
+    // command name start at field 3.
+    let ticks: u64 = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()?;
+    let boot: u64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // /proc counts in USER_HZ, 100 on every architecture.
+    let since_epoch = std::time::Duration::from_millis(boot * 1000 + ticks * 10);
+    Some(std::time::UNIX_EPOCH + since_epoch)
 }
 
 #[cfg(test)]
@@ -211,5 +247,22 @@ mod tests {
         let mine = TestDir::new("test-dir-left");
         assert!(!left.exists(), "{}", left.display());
         assert!(mine.path().is_dir());
+    }
+
+    #[test]
+    fn a_directory_older_than_the_process_with_its_pid_is_left_behind_too() {
+        // PID 1 started long after the epoch: a directory last changed
+        // then cannot be its, so it is what a process whose pid was reused
+        // left.
+        let left = std::env::temp_dir().join("zurg-test-dir-reused-1");
+        std::fs::create_dir_all(&left).unwrap();
+        let before_boot = std::time::UNIX_EPOCH + Duration::from_secs(1);
+        File::open(&left)
+            .unwrap()
+            .set_modified(before_boot)
+            .unwrap();
+        let _mine = TestDir::new("test-dir-reused");
+        assert!(!left.exists(), "{}", left.display());
+        assert!(could_own(1, Some(std::time::SystemTime::now())));
     }
 }
