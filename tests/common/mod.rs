@@ -199,21 +199,14 @@ impl Zurg {
 
     fn spawn_as_set_up(mut cmd: Command) -> Zurg {
         let mut child = cmd.spawn().expect("start zurg");
-        let (tx, rx) = channel();
-        // A test may send stderr elsewhere; then no lines arrive.
-        if let Some(stderr) = child.stderr.take() {
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
+        let lines = match child.stderr.take() {
+            Some(stderr) => lines_of(stderr),
+            // A test may send stderr elsewhere; then no lines arrive.
+            None => channel().1,
+        };
         Zurg {
             child,
-            lines: rx,
+            lines,
             seen: Vec::new(),
             status: None,
         }
@@ -811,17 +804,29 @@ pub fn cli_lines(dir: &TempDir, args: &[&str]) -> (Child, Receiver<String>) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the zurg client");
-    let (tx, rx) = channel();
     let out = child.stdout.take().expect("the client's stdout");
+    let rx = lines_of(out);
+    (child, rx)
+}
+
+/// The lines `r` gives, passed on by a thread of its own until `r` ends
+/// or gives something that is not a line of text, or the receiver goes.
+pub fn lines_of(r: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = channel();
+    send_lines(r, tx);
+    rx
+}
+
+/// `lines_of` onto a channel of the caller's, for several streams on one.
+pub fn send_lines(r: impl std::io::Read + Send + 'static, tx: std::sync::mpsc::Sender<String>) {
     std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
+        for line in BufReader::new(r).lines() {
             let Ok(line) = line else { break };
             if tx.send(line).is_err() {
                 break;
             }
         }
     });
-    (child, rx)
 }
 
 /// Every line a `cli_lines` client has left, once it has exited: its

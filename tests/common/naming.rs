@@ -1,9 +1,8 @@
 //! Helpers for the naming tests: a publisher, a `resolve --watch` stream,
 //! one-shot lookups, and network namespaces joined by a bridge.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Instant;
 
 use serde_json::Value;
@@ -80,17 +79,8 @@ impl Watcher {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Watcher { child, lines: rx }
+        let lines = super::lines_of(child.stdout.take().unwrap());
+        Watcher { child, lines }
     }
 
     /// The next document matching `pred`; earlier ones are skipped.
