@@ -16,7 +16,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{cli, timed_cli, Mode, TempDir, Zurg};
+use common::{cli, gpid_fields, timed_cli, Mode, TempDir, Zurg};
 
 const SERVICES: [&str; 3] = ["a", "b", "c"];
 /// boot_read's 3 s deadline, and room for a debug build on 2 shared cores.
@@ -30,12 +30,6 @@ fn units(dir: &TempDir) {
             "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n",
         );
     }
-}
-
-fn start_us(gpid: &str) -> u64 {
-    let parts: Vec<&str> = gpid.split(':').collect();
-    assert_eq!(parts.len(), 4, "{gpid}");
-    parts[2].parse().unwrap()
 }
 
 /// Each service's GPID from `status`, which must answer within its bound.
@@ -83,7 +77,7 @@ fn stop(mut z: Zurg) {
 fn previous_run(dir: &TempDir) -> Vec<u64> {
     let (z, took) = boot(dir);
     eprintln!("healthy state dir: 3 services started {took:?} after spawn");
-    let starts = gpids(dir).iter().map(|g| start_us(g)).collect();
+    let starts = gpids(dir).iter().map(|g| gpid_fields(g).start_us).collect();
     stop(z);
     starts
 }
@@ -103,7 +97,7 @@ fn assert_later_and_unique(dir: &TempDir, after_us: u64) {
     assert_eq!(unique.len(), now.len(), "repeated GPIDs: {now:?}");
     for g in &now {
         assert!(
-            start_us(g) > after_us,
+            gpid_fields(g).start_us > after_us,
             "{g} does not start after {after_us}"
         );
     }
@@ -136,7 +130,10 @@ fn a_hung_journal_without_a_clock_file_starts_services_on_the_wall_clock() {
     assert!(out.status.success(), "{out:?}");
     let new = gpids(&dir);
     assert_ne!(new[0], old[0]);
-    assert!(start_us(&new[0]) > start_us(&old[0]), "{old:?} -> {new:?}");
+    assert!(
+        gpid_fields(&new[0]).start_us > gpid_fields(&old[0]).start_us,
+        "{old:?} -> {new:?}"
+    );
     stop(z);
 }
 

@@ -676,6 +676,27 @@ pub fn pid_in(line: &str) -> i32 {
         .unwrap_or_else(|| panic!("no pid in {line:?}"))
 }
 
+/// A GPID's fields, read from its text `IP:PORT:START_US:PID`.
+#[derive(Debug)]
+pub struct GpidFields {
+    pub ip: String,
+    pub port: u16,
+    pub start_us: u64,
+    pub pid: u32,
+}
+
+/// The fields of GPID text `g`, which must have all four.
+pub fn gpid_fields(g: &str) -> GpidFields {
+    let p: Vec<&str> = g.split(':').collect();
+    assert_eq!(p.len(), 4, "{g}");
+    GpidFields {
+        ip: p[0].to_string(),
+        port: p[1].parse().unwrap(),
+        start_us: p[2].parse().unwrap(),
+        pid: p[3].parse().unwrap(),
+    }
+}
+
 /// Host pid of a process below zurg whose command line contains `needle`.
 pub fn find_below(z: &Zurg, needle: &str) -> i32 {
     let mut found = None;
