@@ -20,19 +20,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{cli, eventually, status_of, timed_status, Mode, TempDir, Zurg};
+use common::{cli, eventually, status_of, text, timed_status, Mode, TempDir, Zurg};
 
 /// The 3 s read deadline, and room for a debug build on 2 shared cores.
 const DEADLINE_AND_ROOM: Duration = Duration::from_secs(10);
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn pid_of(dir: &TempDir, name: &str) -> i64 {
     let st = timed_status(dir, name);

@@ -488,6 +488,17 @@ pub fn cli(dir: &TempDir, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// What a command said, for a failure message: its exit code, stdout and
+/// stderr.
+pub fn text(out: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Stdout of a client verb against the zurg whose socket is in DIR, which
 /// must succeed.
 pub fn ok(dir: &TempDir, args: &[&str]) -> String {

@@ -165,10 +165,8 @@ pub fn publisher_history(ns: Option<&str>, addr: &str, args: &[&str]) -> Vec<Val
         .unwrap();
     assert!(
         out.status.success(),
-        "history {args:?} --publisher {addr} failed with {:?}: {}{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        "history {args:?} --publisher {addr}: {}",
+        super::text(&out)
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     v["result"].as_array().unwrap().clone()
