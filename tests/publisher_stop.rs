@@ -31,23 +31,6 @@ fn host(tag: &str, service: &str, publish: &str) -> (TempDir, Zurg) {
     publishing_host(tag, &[service], publish)
 }
 
-/// An HTTP connection reading the status page's event stream, past its
-/// first event.
-fn event_stream(addr: &str) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .unwrap();
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&got).contains("event: state") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "the stream ended: {}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
-    s
-}
-
 fn stops_cleanly_on(signo: i32, name: &str) {
     let journal = TempDir::new(&format!("stop-journal-{signo}"));
     let jdir = journal.path().to_str().unwrap().to_string();

@@ -594,18 +594,7 @@ fn a_browser_that_stops_reading_its_stream_is_dropped_and_stalls_nobody() {
     }
     assert!(p.z.child.id() > 0);
     // A page that connects now gets the whole state again.
-    let mut fresh = TcpStream::connect(&web).unwrap();
-    fresh
-        .write_all(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    fresh.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&got).contains("event: state") {
-        let n = fresh.read(&mut buf).unwrap();
-        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
+    event_stream(&web);
 }
 
 #[test]

@@ -442,6 +442,24 @@ pub fn until_closed(mut s: std::net::TcpStream) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
+/// An HTTP connection to the status page at `addr` reading its event
+/// stream, past the first event (the whole state).
+pub fn event_stream(addr: &str) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("event: state") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream ended: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    s
+}
+
 /// A `zurg run` as PID 1 publishing to `publish` (an address or a list),
 /// with 127.0.0.1 as its host address and each of `services` a sleeper on
 /// port 8080.
