@@ -15,7 +15,7 @@ mod common;
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::naming::*;
@@ -152,15 +152,7 @@ fn huge_deep_binary_and_looping_unit_files_cost_only_themselves() {
 
     // Reloading it all (on the worker thread) while five restarts are timed.
     let victims: Vec<i64> = names[5..].iter().map(|n| r.wait_pid(n, None)).collect();
-    let sock = r.sock.clone();
-    let reload = std::thread::spawn(move || {
-        Command::new(BIN)
-            .arg("reload")
-            .env("ZURG_SOCKET", sock)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    });
+    let reload = common::cli_in_background(&r.dir, &["reload"]);
     let during = names[5..]
         .iter()
         .zip(&victims)

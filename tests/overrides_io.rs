@@ -17,7 +17,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{cli, eventually, status_of, text, timed_status, Mode, TempDir, Zurg};
@@ -90,16 +90,8 @@ fn restarts(dir: &TempDir, name: &str) {
 /// Runs `zurg reload` on a thread while the test checks `status`; its
 /// output and how long it took.
 fn reload_while_status_answers(dir: &TempDir) -> (std::process::Output, Duration) {
-    let socket = dir.path().join("control.sock");
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_zurg"));
     let t = Instant::now();
-    let reload = std::thread::spawn(move || {
-        std::process::Command::new(bin)
-            .arg("reload")
-            .env("ZURG_SOCKET", socket)
-            .output()
-            .unwrap()
-    });
+    let reload = common::cli_in_background(dir, &["reload"]);
     // The reload waits on the file; the loop does not.
     timed_status(dir, "other");
     timed_status(dir, "api");

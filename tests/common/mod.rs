@@ -480,12 +480,30 @@ pub fn run_in_with(
 
 /// Runs a client verb against the zurg whose socket is in DIR.
 pub fn cli(dir: &TempDir, args: &[&str]) -> std::process::Output {
+    cli_at(&dir.path().join("control.sock"), args)
+}
+
+fn cli_at(sock: &Path, args: &[&str]) -> std::process::Output {
     Command::new(BIN)
         .args(args)
-        .env("ZURG_SOCKET", dir.path().join("control.sock"))
+        .env("ZURG_SOCKET", sock)
         .stdin(Stdio::null())
         .output()
         .unwrap()
+}
+
+/// `cli` on a thread of its own, so that the test can time restarts or
+/// ask other things while zurg works on it.
+pub fn cli_in_background(
+    dir: &TempDir,
+    args: &[&str],
+) -> std::thread::JoinHandle<std::process::Output> {
+    let sock = dir.path().join("control.sock");
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    std::thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli_at(&sock, &args)
+    })
 }
 
 /// What a command said, for a failure message: its exit code, stdout and
