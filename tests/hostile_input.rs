@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::naming::*;
 use common::run::{start, Run};
-use common::{set_mode, Mode, TempDir, BIN, DEADLINE};
+use common::{median, set_mode, Mode, TempDir, BIN, DEADLINE};
 use serde_json::Value;
 
 const SLEEPER: &str = "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n";
@@ -39,11 +39,6 @@ fn run_on(dir: TempDir) -> Run {
     let mut z = common::run_in(&dir, Mode::Pid1, &[]);
     z.expect("loaded");
     Run::on(dir, z)
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn text_of(out: &Output) -> String {

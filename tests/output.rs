@@ -16,7 +16,7 @@ use std::process::{Output, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use common::{Mode, TempDir, Zurg, DEADLINE};
+use common::{median, Mode, TempDir, Zurg, DEADLINE};
 
 /// The latency test takes this exclusively: the other tests of this file,
 /// which take it shared, would otherwise load the CPU it measures.
@@ -179,11 +179,6 @@ fn wall_us() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_micros() as u64
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 const HUNDRED: &str = "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456";

@@ -345,11 +345,6 @@ fn the_api_answers_in_the_shapes_of_resolve_and_events_since_an_id() {
     assert_eq!(localhost("/").0, 200);
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 /// A publisher fed by a scripted forwarder and watched over a raw
 /// connection, so that a death's notice is timed across the publisher
 /// and nothing else: from the wall clock just before the exit is written

@@ -914,6 +914,12 @@ pub fn wait_child(child: &mut Child) -> (Option<i32>, String) {
     }
 }
 
+/// The median of timings `v` (the upper one of an even count).
+pub fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
 /// CPU time (user + system) a process has used, in clock ticks.
 pub fn cpu_ticks(pid: i32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
