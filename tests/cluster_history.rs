@@ -52,7 +52,7 @@ fn history_from_the_publisher_shows_every_hosts_exits_after_a_restart() {
     let mut killed = Vec::new();
     for (dir, _) in &hosts {
         forwarder_state(dir, |s| s["connected"] == true);
-        let gpid = status_of(dir, "api")["gpid"].as_str().unwrap().to_string();
+        let gpid = gpid_of(dir, "api");
         assert!(cli(dir, &["signal", "api", "KILL"]).status.success());
         w.until("the exit", |v| {
             is_change(v, "down", "api") && v["endpoint"]["gpid"] == gpid.as_str()

@@ -43,10 +43,6 @@ fn start_host(net: &Net, i: usize, publish: &str) -> Host {
     Host { dir, _z: z }
 }
 
-fn gpid_of(dir: &TempDir, name: &str) -> String {
-    status_of(dir, name)["gpid"].as_str().unwrap().to_string()
-}
-
 /// What a user sees of each service row: its host's address, name, GPID
 /// cell, last-exit cell, restart count and whether it is marked.
 const ROWS: &str = "JSON.stringify([...document.querySelectorAll('tr.svc')].map(r => ({

@@ -131,10 +131,6 @@ fn host(tag: &str, publish: &str) -> (TempDir, Zurg) {
     publishing_host(tag, &["alpha", "marker"], publish)
 }
 
-fn gpid_of(dir: &TempDir, name: &str) -> String {
-    status_of(dir, name)["gpid"].as_str().unwrap().to_string()
-}
-
 fn listed(addr: &str, name: &str) -> Option<String> {
     let v = resolve(None, addr, &[name]);
     v["endpoints"][0]["gpid"].as_str().map(str::to_string)

@@ -596,6 +596,15 @@ pub fn timed_status(dir: &TempDir, name: &str) -> serde_json::Value {
     serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["result"][0].clone()
 }
 
+/// `name`'s GPID from `zurg status --json`; it must have one.
+pub fn gpid_of(dir: &TempDir, name: &str) -> String {
+    let row = status_of(dir, name);
+    row["gpid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name} has no GPID: {row}"))
+        .to_string()
+}
+
 /// `name`'s records from `zurg history --json`, which must succeed.
 pub fn history(dir: &TempDir, name: &str) -> Vec<serde_json::Value> {
     json(dir, &["history", name]).as_array().unwrap().clone()
