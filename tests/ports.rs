@@ -142,7 +142,3 @@ fn a_taken_port_fails_the_start_with_a_clear_error() {
     assert!(line.contains("in use"), "{line}");
     drop(taken);
 }
-
-fn toml_string(s: &str) -> String {
-    format!("'''{s}'''")
-}

@@ -610,6 +610,19 @@ pub fn history(dir: &TempDir, name: &str) -> Vec<serde_json::Value> {
     json(dir, &["history", name]).as_array().unwrap().clone()
 }
 
+/// `s` as a TOML string, for a script or program text in a unit file.
+pub fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// A unit running `sh -c SCRIPT`, plus `extra` lines.
+pub fn sh_unit(script: &str, extra: &str) -> String {
+    format!(
+        "exec = \"/bin/sh\"\nargs = [\"-c\", {}]\n{extra}",
+        toml_string(script)
+    )
+}
+
 /// Framed journal records of an earlier life: starts and exits of services
 /// old0..old49 at build 1.0.0, numbered by `numbers`.
 pub fn old_journal(numbers: std::ops::Range<u64>) -> Vec<u8> {
