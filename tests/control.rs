@@ -15,9 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::run::{read_reply, start, Run};
-use common::{find_below, kill, lines_of, pid_in, TempDir, BIN, DEADLINE};
-
-const SLEEPER: &str = "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n";
+use common::{find_below, kill, lines_of, pid_in, TempDir, BIN, DEADLINE, SLEEPER};
 
 #[test]
 fn status_table_and_json() {

@@ -10,9 +10,7 @@
 
 mod common;
 
-use common::{eventually, history, status_of, text, Mode, TempDir, Zurg};
-
-const SLEEPER: &str = "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n";
+use common::{eventually, history, status_of, text, Mode, TempDir, Zurg, SLEEPER};
 
 /// Live processes below zurg (zombies not counted). A process just past
 /// exec may not show its command line yet, so tests whose only services

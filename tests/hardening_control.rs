@@ -16,9 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::run::{read_reply, start, start_with, Run};
-use common::{cli_in_background, Mode, TempDir, Zurg, BIN, DEADLINE};
-
-const SLEEPER: &str = "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n";
+use common::{cli_in_background, Mode, TempDir, Zurg, BIN, DEADLINE, SLEEPER};
 
 fn mkfifo(path: &std::path::Path) {
     nix::unistd::mkfifo(path, nix::sys::stat::Mode::S_IRWXU).unwrap();

@@ -20,10 +20,8 @@ use std::time::{Duration, Instant};
 
 use common::naming::*;
 use common::run::{start, Run};
-use common::{median, set_mode, Mode, TempDir, BIN, DEADLINE};
+use common::{median, set_mode, Mode, TempDir, BIN, DEADLINE, SLEEPER};
 use serde_json::Value;
-
-const SLEEPER: &str = "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n";
 
 /// `n` sleepers `web0`, `web1`, ... in DIR's units directory.
 fn write_sleepers(dir: &TempDir, n: usize) -> Vec<String> {

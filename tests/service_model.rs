@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::run::Run;
 use common::{
-    cli_lines, eventually, find_below, kill, sh_unit, wait_child, Mode, TempDir, DEADLINE,
+    cli_lines, eventually, find_below, kill, sh_unit, wait_child, Mode, TempDir, DEADLINE, SLEEPER,
 };
 
 /// zurg as PID 1 on UNITS, where `{DIR}` in a unit's text is the test's
@@ -81,8 +81,6 @@ impl Run {
         )
     }
 }
-
-const SLEEPER: &str = "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n";
 
 #[test]
 fn a_oneshot_runs_once_is_done_and_reruns_on_start() {

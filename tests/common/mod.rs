@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_zurg");
 /// Generous for 2 shared cores; the happy path never waits this long.
 pub const DEADLINE: Duration = Duration::from_secs(15);
+/// A unit that runs a long sleep: a service that stays up.
+pub const SLEEPER: &str = "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n";
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
