@@ -546,6 +546,7 @@ fn gap_note(count: u64, first_us: u64, last_us: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_dir::TestDir;
 
     fn frames(b: &Batch) -> Vec<Vec<u8>> {
         b.items
@@ -674,8 +675,7 @@ mod tests {
         use std::io::Read;
         use std::os::fd::AsFd;
         use std::os::unix::fs::OpenOptionsExt;
-        let dir = temp_dir("gap");
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TestDir::new("journal-writer-gap");
         let path = dir.join("journal");
         nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let mut fifo = std::fs::OpenOptions::new()
@@ -698,7 +698,7 @@ mod tests {
         }
         drop(fill);
         // Unopened, so the writer opens the FIFO without reading it.
-        let j = Journal::unopened(&dir, journal::DEFAULT_LIMIT);
+        let j = Journal::unopened(dir.path(), journal::DEFAULT_LIMIT);
         let mut w =
             JournalWriter::start_bounded(move || j, "test-journal-gap", "journal", (8, 1 << 20));
         let rec = |i: u64| Record {
@@ -729,16 +729,28 @@ mod tests {
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
         )
         .unwrap();
+        // Gives up at a deadline, so that a writer that never sends the
+        // last record fails the test rather than hanging it.
         let reader = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(10);
             let mut data = Vec::new();
             let mut buf = vec![0u8; 65536];
             loop {
-                let n = fifo.read(&mut buf).unwrap();
-                data.extend_from_slice(&buf[..n]);
                 let (got, _, _) = journal::decode_all(&data);
                 if got.last().is_some_and(|r| r.time_us == 1_000 + 999) {
                     return got;
                 }
+                let left = deadline.saturating_duration_since(Instant::now());
+                let mut ready = [nix::poll::PollFd::new(
+                    fifo.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                let timeout = nix::poll::PollTimeout::try_from(left).unwrap();
+                if nix::poll::poll(&mut ready, timeout).unwrap() == 0 {
+                    return got;
+                }
+                let n = fifo.read(&mut buf).unwrap();
+                data.extend_from_slice(&buf[..n]);
             }
         });
         // Sent once the queue has room again: it comes after the gap.
@@ -765,20 +777,12 @@ mod tests {
             got[gap]
         );
         assert_eq!(times[gap + 1..], [999]);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    fn temp_dir(tag: &str) -> std::path::PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("zurg-journal-writer-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
     }
 
     #[test]
     fn records_of_a_deferred_turn_reach_a_waiting_thread_when_announced() {
-        let dir = temp_dir("deferred");
-        let (j, _) = Journal::open(&dir, journal::DEFAULT_LIMIT).unwrap();
+        let dir = TestDir::new("journal-writer-deferred");
+        let (j, _) = Journal::open(dir.path(), journal::DEFAULT_LIMIT).unwrap();
         let mut w = JournalWriter::start(j, "test-journal-deferred", "journal");
         for turn in 0..50u64 {
             // The thread is asleep between turns, as in zurg's loop.
@@ -800,16 +804,15 @@ mod tests {
                 t.elapsed()
             );
         }
-        let (all, _) = journal::read_all(&dir);
+        let (all, _) = journal::read_all(dir.path());
         let want: Vec<Record> = (0..100).map(journal::tests::rec).collect();
         assert_eq!(all, want);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn the_thread_writes_every_record_in_order_before_a_reader_reads() {
-        let dir = temp_dir("order");
-        let (j, _) = Journal::open(&dir, journal::DEFAULT_LIMIT).unwrap();
+        let dir = TestDir::new("journal-writer-order");
+        let (j, _) = Journal::open(dir.path(), journal::DEFAULT_LIMIT).unwrap();
         let mut w = JournalWriter::start(j, "test-journal", "journal");
         for i in 0..500 {
             w.send(&journal::tests::rec(i));
@@ -817,12 +820,12 @@ mod tests {
                 // Read-your-writes: what was sent is there once the claim
                 // is met.
                 assert_eq!(w.read_after().wait(), None);
-                let (all, _) = journal::read_all(&dir);
+                let (all, _) = journal::read_all(dir.path());
                 assert_eq!(all.len() as u64, i + 1);
             }
         }
         w.flush(FLUSH_DEADLINE);
-        let (all, _) = journal::read_all(&dir);
+        let (all, _) = journal::read_all(dir.path());
         let want: Vec<Record> = (0..500).map(journal::tests::rec).collect();
         assert_eq!(all, want);
         assert_eq!(
@@ -832,6 +835,5 @@ mod tests {
                 not_written: 0
             }
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -21,5 +21,7 @@ pub mod service;
 pub mod sig;
 pub mod stats;
 pub mod supervisor;
+#[cfg(test)]
+pub(crate) mod test_dir;
 pub mod unit;
 pub mod version;

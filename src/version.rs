@@ -261,8 +261,7 @@ mod tests {
 
     #[test]
     fn verifies_the_opened_file_and_survives_a_swap() {
-        let dir = std::env::temp_dir().join(format!("zurg-version-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::test_dir::TestDir::new("version");
         let path = dir.join("bin");
         std::fs::write(&path, b"hello\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -295,7 +294,7 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("is not executable"));
-        assert!(open_verified(&dir, &want, None)
+        assert!(open_verified(dir.path(), &want, None)
             .unwrap_err()
             .to_string()
             .contains("is a directory, not a regular file"));
@@ -306,6 +305,5 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("fifo is a FIFO, not a regular file"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

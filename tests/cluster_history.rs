@@ -24,19 +24,6 @@ fn history_at(ns: Option<&str>, addr: &str, args: &[&str]) -> std::process::Outp
         .unwrap()
 }
 
-fn records(ns: Option<&str>, addr: &str, args: &[&str]) -> Vec<Value> {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let out = history_at(ns, addr, &a);
-    assert!(
-        out.status.success(),
-        "history {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["result"].as_array().unwrap().clone()
-}
-
 #[test]
 fn history_from_the_publisher_shows_every_hosts_exits_after_a_restart() {
     let net = Net::new(2);
@@ -65,7 +52,7 @@ fn history_from_the_publisher_shows_every_hosts_exits_after_a_restart() {
     let mut killed = Vec::new();
     for (dir, _) in &hosts {
         forwarder_state(dir, |s| s["connected"] == true);
-        let gpid = status_of(dir, "api")["gpid"].as_str().unwrap().to_string();
+        let gpid = gpid_of(dir, "api");
         assert!(cli(dir, &["signal", "api", "KILL"]).status.success());
         w.until("the exit", |v| {
             is_change(v, "down", "api") && v["endpoint"]["gpid"] == gpid.as_str()
@@ -83,7 +70,7 @@ fn history_from_the_publisher_shows_every_hosts_exits_after_a_restart() {
     for (dir, _) in &hosts {
         forwarder_state(dir, |s| s["connected"] == true && s["acked"] == s["seq"]);
     }
-    let all = records(hub, &addr, &["api"]);
+    let all = publisher_history(hub, &addr, &["api"]);
     for (i, gpid) in killed.iter().enumerate() {
         let exits: Vec<&Value> = all
             .iter()
@@ -111,12 +98,15 @@ fn history_from_the_publisher_shows_every_hosts_exits_after_a_restart() {
     );
 
     // One host, by its address; a window of time; plain text.
-    let second = records(hub, &addr, &["--host", &net.host_ip(1)]);
+    let second = publisher_history(hub, &addr, &["--host", &net.host_ip(1)]);
     assert_eq!(second.len(), 3, "{second:?}");
     assert!(second
         .iter()
         .all(|r| r["zurg"].as_str().unwrap().starts_with(&net.host_ip(1))));
-    assert_eq!(records(hub, &addr, &["api", "--since", "1h"]).len(), 6);
+    assert_eq!(
+        publisher_history(hub, &addr, &["api", "--since", "1h"]).len(),
+        6
+    );
     let text = history_at(hub, &addr, &["api"]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(

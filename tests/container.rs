@@ -11,14 +11,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
-use common::{eventually, TempDir, DEADLINE};
+use common::{eventually, send_lines, TempDir, DEADLINE};
 
 static IDS: AtomicUsize = AtomicUsize::new(0);
 
@@ -107,20 +106,8 @@ impl Container {
             .spawn()
             .unwrap();
         let (tx, rx) = channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
+        send_lines(child.stdout.take().unwrap(), tx.clone());
+        send_lines(child.stderr.take().unwrap(), tx);
         self.run = Some(child);
         self.lines = Some(rx);
     }

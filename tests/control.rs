@@ -9,15 +9,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::run::{read_reply, start, Run};
-use common::{find_below, kill, pid_in, TempDir, BIN, DEADLINE};
-
-const SLEEPER: &str = "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n";
+use common::{find_below, kill, lines_of, pid_in, TempDir, BIN, DEADLINE, SLEEPER};
 
 #[test]
 fn status_table_and_json() {
@@ -177,15 +175,7 @@ fn events_follow_streams_lifecycle_changes() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let out = follower.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            if tx.send(line.unwrap()).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = lines_of(follower.stdout.take().unwrap());
     let next = || rx.recv_timeout(DEADLINE).expect("no event line in time");
     let ack = next();
     assert!(ack.contains("\"following\":true"), "{ack}");

@@ -20,18 +20,9 @@ const PYTHON: &str = "/usr/bin/python3";
 /// A unit that runs `script` in /bin/sh, once. Its output goes to
 /// stderr, which zurg labels on its own stderr, where the test reads.
 fn sh_unit(script: &str, extra: &str) -> String {
-    format!(
-        "exec = \"/bin/sh\"\nargs = [\"-c\", {}]\nrestart = \"never\"\n{extra}\n",
-        toml_string(&format!("exec 1>&2; {script}"))
-    )
-}
-
-fn toml_string(s: &str) -> String {
-    format!(
-        "\"{}\"",
-        s.replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n")
+    common::sh_unit(
+        &format!("exec 1>&2; {script}"),
+        &format!("restart = \"never\"\n{extra}\n"),
     )
 }
 

@@ -11,9 +11,7 @@
 mod common;
 
 use common::run::{start, Run};
-use common::{eventually, find_below, kill, TempDir};
-
-const SLEEPER: &str = "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n";
+use common::{eventually, find_below, kill, TempDir, SLEEPER};
 
 /// A unit running `script` in sh, depending on `deps`.
 fn sh(script: &str, deps: &[&str]) -> String {

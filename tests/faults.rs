@@ -209,14 +209,7 @@ fn a_clock_file_that_cannot_be_saved_on_a_full_disk_is_warned_once_and_saved_aga
     // Every start time handed out while the file could not be written is
     // below the mark it holds now.
     for r in history(&dir, "svc") {
-        let start_us: u64 = r["gpid"]
-            .as_str()
-            .unwrap()
-            .split(':')
-            .nth(2)
-            .unwrap()
-            .parse()
-            .unwrap();
+        let start_us = common::gpid_fields(r["gpid"].as_str().unwrap()).start_us;
         assert!(start_us < now, "{r}");
     }
 }

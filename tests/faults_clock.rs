@@ -160,16 +160,7 @@ fn timers_keep_their_durations_and_gpids_increase_across_wall_clock_jumps() {
         .unwrap()
         .iter()
         .filter(|r| r["kind"] == "start")
-        .map(|r| {
-            r["gpid"]
-                .as_str()
-                .unwrap()
-                .split(':')
-                .nth(2)
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
+        .map(|r| common::gpid_fields(r["gpid"].as_str().unwrap()).start_us)
         .collect();
     assert!(starts.len() >= crash.len(), "{history}");
     for w in starts.windows(2) {

@@ -13,12 +13,11 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::naming::{forwarder_state, free_port, Net, Publisher};
-use common::{eventually, history, status_of, Mode, TempDir, BIN};
-use serde_json::Value;
+use common::naming::{forwarder_state, free_port, publisher_history, Net, Publisher};
+use common::{eventually, history, status_of, Mode, TempDir};
 
 /// A crash loop of `exits` exits (exit 1, then exit 0 at the last, so
 /// `on-failure` ends it), counted in a file so the test can follow it.
@@ -39,19 +38,8 @@ fn exits_so_far(dir: &TempDir) -> usize {
 
 /// Starts and exits of `service` in the publisher's journal, per GPID.
 fn publisher_counts(ns: Option<&str>, addr: &str, service: &str) -> BTreeMap<String, (u32, u32)> {
-    let out = common::naming::command_in(ns, BIN)
-        .args(["history", service, "--publisher", addr, "--json"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut counts: BTreeMap<String, (u32, u32)> = BTreeMap::new();
-    for r in v["result"].as_array().unwrap() {
+    for r in publisher_history(ns, addr, &[service]) {
         let e = counts
             .entry(r["gpid"].as_str().unwrap().to_string())
             .or_default();

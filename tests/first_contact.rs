@@ -10,20 +10,7 @@
 
 mod common;
 
-use std::process::Output;
-
-use common::{eventually, history, status_of, Mode, TempDir, Zurg};
-
-const SLEEPER: &str = "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n";
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use common::{eventually, history, status_of, text, Mode, TempDir, Zurg, SLEEPER};
 
 /// Live processes below zurg (zombies not counted). A process just past
 /// exec may not show its command line yet, so tests whose only services

@@ -14,7 +14,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use common::{eventually, find_below, history, json, ok, Mode, TempDir, Zurg, DEADLINE};
+use common::{
+    eventually, find_below, gpid_fields, history, json, ok, GpidFields, Mode, TempDir, Zurg,
+    DEADLINE,
+};
 
 fn start_in(dir: &TempDir, extra: &[&str]) -> Zurg {
     let mut args = vec!["--host-ip", "10.1.2.3"];
@@ -22,17 +25,6 @@ fn start_in(dir: &TempDir, extra: &[&str]) -> Zurg {
     let mut z = common::run_in(dir, Mode::Pid1, &args);
     z.expect("loaded");
     z
-}
-
-fn gpid_parts(g: &str) -> (String, u16, u64, u32) {
-    let p: Vec<&str> = g.split(':').collect();
-    assert_eq!(p.len(), 4, "{g}");
-    (
-        p[0].to_string(),
-        p[1].parse().unwrap(),
-        p[2].parse().unwrap(),
-        p[3].parse().unwrap(),
-    )
 }
 
 #[test]
@@ -54,7 +46,12 @@ fn the_child_knows_its_gpid_and_zurg_reports_the_same() {
     let f: Vec<&str> = text.split_whitespace().collect();
     let (gpid, service, pid) = (f[0], f[1], f[2]);
     assert_eq!(service, "api");
-    let (ip, port, start_us, gpid_pid) = gpid_parts(gpid);
+    let GpidFields {
+        ip,
+        port,
+        start_us,
+        pid: gpid_pid,
+    } = gpid_fields(gpid);
     assert_eq!((ip.as_str(), port), ("10.1.2.3", 8080));
     assert_eq!(
         gpid_pid.to_string(),
@@ -115,7 +112,7 @@ fn gpids_never_repeat_across_1000_rapid_restarts() {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         if v["event"]["kind"] == "started" {
             let g = v["event"]["gpid"].as_str().unwrap().to_string();
-            let (_, _, start_us, _) = gpid_parts(&g);
+            let start_us = gpid_fields(&g).start_us;
             assert!(
                 start_us > last_start,
                 "start times must strictly increase: {g}"
@@ -154,7 +151,7 @@ fn a_clock_gone_backwards_still_issues_later_start_times() {
         .as_str()
         .unwrap()
         .to_string();
-    let (_, _, start_us, _) = gpid_parts(&g);
+    let start_us = gpid_fields(&g).start_us;
     assert!(
         start_us > future,
         "{start_us} is not after the persisted {future}"
@@ -186,7 +183,7 @@ fn a_far_future_clock_file_is_ignored_and_start_times_still_increase() {
     let starts: Vec<u64> = history(&dir, "flaky")
         .iter()
         .filter(|r| r["kind"] == "start")
-        .map(|r| gpid_parts(r["gpid"].as_str().unwrap()).2)
+        .map(|r| gpid_fields(r["gpid"].as_str().unwrap()).start_us)
         .collect();
     for pair in starts.windows(2) {
         assert!(pair[1] > pair[0], "start times repeat: {starts:?}");

@@ -12,13 +12,11 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::run::{read_reply, start, start_with, Run};
-use common::{Mode, TempDir, Zurg, BIN, DEADLINE};
-
-const SLEEPER: &str = "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n";
+use common::{cli_in_background, Mode, TempDir, Zurg, BIN, DEADLINE, SLEEPER};
 
 fn mkfifo(path: &std::path::Path) {
     nix::unistd::mkfifo(path, nix::sys::stat::Mode::S_IRWXU).unwrap();
@@ -445,21 +443,6 @@ fn assert_prompt(during: Duration, quiet: Duration, what: &str) {
     );
 }
 
-/// Runs the client verb `args` on a thread, so that restarts can be timed
-/// while zurg works on it.
-fn cli_in_background(r: &Run, args: &[&str]) -> std::thread::JoinHandle<Output> {
-    let sock = r.sock.clone();
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    std::thread::spawn(move || {
-        Command::new(BIN)
-            .args(&args)
-            .env("ZURG_SOCKET", sock)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    })
-}
-
 #[test]
 fn a_pipelining_client_does_not_delay_restarts() {
     let units = sleepers(10);
@@ -734,7 +717,7 @@ fn hashing_a_large_upgrade_does_not_delay_restarts() {
     let victims: Vec<i64> = names[5..].iter().map(|n| r.wait_pid(n, None)).collect();
     let ticks = cpu_ticks(zurg);
     let upgrade = cli_in_background(
-        &r,
+        &r.dir,
         &[
             "upgrade",
             "api",
@@ -798,7 +781,7 @@ fn hashing_a_large_rollback_does_not_delay_restarts() {
     let zurg = r.z.host_pid();
     let victims: Vec<i64> = names[5..].iter().map(|n| r.wait_pid(n, None)).collect();
     let ticks = cpu_ticks(zurg);
-    let rollback = cli_in_background(&r, &["rollback", "api"]);
+    let rollback = cli_in_background(&r.dir, &["rollback", "api"]);
     // The hashing of the 48 MiB 1.0 build has begun once zurg burns CPU.
     wait_cpu(zurg, ticks + 20, "zurg never started hashing");
     let during = slowest_restart(&r, &names[5..], &victims);
@@ -842,7 +825,7 @@ fn reloading_large_unit_files_does_not_delay_restarts() {
     let zurg = r.z.host_pid();
     let victims: Vec<i64> = names[5..].iter().map(|n| r.wait_pid(n, None)).collect();
     let ticks = cpu_ticks(zurg);
-    let reload = cli_in_background(&r, &["reload"]);
+    let reload = cli_in_background(&r.dir, &["reload"]);
     wait_cpu(zurg, ticks + 10, "zurg never started reading");
     let during = slowest_restart(&r, &names[5..], &victims);
     let overlapped = !reload.is_finished();
@@ -940,7 +923,7 @@ fn hashing_a_binary_at_its_start_does_not_delay_restarts() {
     let zurg = r.z.host_pid();
     let victims: Vec<i64> = names[5..].iter().map(|n| r.wait_pid(n, None)).collect();
     let ticks = cpu_ticks(zurg);
-    let restart = cli_in_background(&r, &["restart", "big"]);
+    let restart = cli_in_background(&r.dir, &["restart", "big"]);
     // The hashing has begun once zurg burns CPU (0.2 s of it).
     wait_cpu(zurg, ticks + 20, "zurg never started hashing");
     let during = slowest_restart(&r, &names[5..], &victims);

@@ -15,15 +15,13 @@ mod common;
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::naming::*;
 use common::run::{start, Run};
-use common::{set_mode, Mode, TempDir, BIN, DEADLINE};
+use common::{median, set_mode, Mode, TempDir, BIN, DEADLINE, SLEEPER};
 use serde_json::Value;
-
-const SLEEPER: &str = "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n";
 
 /// `n` sleepers `web0`, `web1`, ... in DIR's units directory.
 fn write_sleepers(dir: &TempDir, n: usize) -> Vec<String> {
@@ -39,11 +37,6 @@ fn run_on(dir: TempDir) -> Run {
     let mut z = common::run_in(&dir, Mode::Pid1, &[]);
     z.expect("loaded");
     Run::on(dir, z)
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn text_of(out: &Output) -> String {
@@ -152,15 +145,7 @@ fn huge_deep_binary_and_looping_unit_files_cost_only_themselves() {
 
     // Reloading it all (on the worker thread) while five restarts are timed.
     let victims: Vec<i64> = names[5..].iter().map(|n| r.wait_pid(n, None)).collect();
-    let sock = r.sock.clone();
-    let reload = std::thread::spawn(move || {
-        Command::new(BIN)
-            .arg("reload")
-            .env("ZURG_SOCKET", sock)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    });
+    let reload = common::cli_in_background(&r.dir, &["reload"]);
     let during = names[5..]
         .iter()
         .zip(&victims)
@@ -498,19 +483,6 @@ fn next(s: &mut TcpStream) -> Value {
     read_frame(s, DEADLINE).expect("a frame")
 }
 
-fn publisher_history(addr: &str, args: &[&str]) -> Vec<Value> {
-    let out = Command::new(BIN)
-        .arg("history")
-        .args(args)
-        .args(["--publisher", addr, "--json"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text_of(&out));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["result"].as_array().unwrap().clone()
-}
-
 /// GPID -> how many records of KIND name it.
 fn counts(records: &[Value], kind: &str) -> std::collections::BTreeMap<String, usize> {
     let mut m = std::collections::BTreeMap::new();
@@ -610,7 +582,7 @@ fn a_forwarder_that_lies_about_seqs_applies_nothing_twice() {
     // Exactly once at the publisher: the honest host's exits are zurg's
     // own, each once; the liar's one process has one start and one exit.
     let local = common::history(&dir, "api");
-    let remote = publisher_history(&p.addr, &["api"]);
+    let remote = publisher_history(None, &p.addr, &["api"]);
     let local_exits = counts(&local, "exit");
     assert_eq!(local_exits.len(), 3, "{local:?}");
     assert_eq!(counts(&remote, "exit"), local_exits, "{remote:?}");
@@ -619,7 +591,7 @@ fn a_forwarder_that_lies_about_seqs_applies_nothing_twice() {
         counts(&local, "start"),
         "{remote:?}"
     );
-    let lied = publisher_history(&p.addr, &["web"]);
+    let lied = publisher_history(None, &p.addr, &["web"]);
     let g = "127.0.0.1:8080:1764000000000000:1".to_string();
     assert_eq!(counts(&lied, "exit").get(&g), Some(&1), "{lied:?}");
     assert_eq!(counts(&lied, "start").get(&g), Some(&1), "{lied:?}");

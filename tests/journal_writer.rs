@@ -18,30 +18,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
-use common::{cli, json, ok, TempDir, DEADLINE};
-
-/// What `zurg status` takes at most here, hung journal or not: on 2 shared
-/// cores a debug build answers in tens of ms; a loop stuck in a write
-/// never answers.
-const STATUS_WITHIN: Duration = Duration::from_secs(3);
-
-/// The slowest `status` of this test process, for the figure it prints.
-static SLOWEST_STATUS_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-fn timed_status(dir: &TempDir, name: &str) -> serde_json::Value {
-    let t = Instant::now();
-    let out = cli(dir, &["status", name, "--json"]);
-    let took = t.elapsed();
-    SLOWEST_STATUS_US.fetch_max(
-        u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-        std::sync::atomic::Ordering::Relaxed,
-    );
-    assert!(
-        took < STATUS_WITHIN,
-        "status took {took:?} while the journal was hung"
-    );
-    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["result"][0].clone()
-}
+use common::{json, ok, slowest_timed, timed_status, TempDir, DEADLINE};
 
 fn journal_queued(dir: &TempDir) -> u64 {
     json(dir, &["version"])["journal"]["queued"]
@@ -139,7 +116,7 @@ fn a_hung_journal_stalls_no_restart_no_status_and_no_shutdown() {
     eprintln!(
         "hung journal: 5 restarts in {:?}; slowest status {} ms",
         hung_at.elapsed(),
-        SLOWEST_STATUS_US.load(std::sync::atomic::Ordering::Relaxed) / 1000
+        slowest_timed().as_millis()
     );
     let queued = journal_queued(&dir);
     assert!(

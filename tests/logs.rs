@@ -15,7 +15,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use common::{eventually, wait_child, Mode, TempDir, Zurg, BIN, DEADLINE};
+use common::{eventually, sh_unit, wait_child, Mode, TempDir, Zurg, BIN, DEADLINE};
 
 fn run(units: &[(&str, &str)]) -> (Zurg, TempDir) {
     let dir = TempDir::new("logs");
@@ -28,18 +28,6 @@ fn run(units: &[(&str, &str)]) -> (Zurg, TempDir) {
 
 fn start(dir: &TempDir) -> Zurg {
     common::run_in(dir, Mode::Pid1, &["--grace", "1s"])
-}
-
-/// A unit running `script` under /bin/sh.
-fn sh(script: &str, extra: &str) -> String {
-    format!(
-        "exec = \"/bin/sh\"\nargs = [\"-c\", {}]\n{extra}",
-        toml_string(script)
-    )
-}
-
-fn toml_string(s: &str) -> String {
-    serde_json::to_string(s).unwrap()
 }
 
 fn logs(dir: &TempDir, args: &[&str]) -> (Option<i32>, Vec<u8>, String) {
@@ -84,7 +72,7 @@ fn a_crashing_services_lines_outlive_its_restarts_and_a_reload() {
     let count = dir.path().join("count");
     dir.write(
         "units/crash.toml",
-        &sh(
+        &sh_unit(
             &format!(
                 "n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; echo \"run $n dying\"; exit 3",
                 c = count.display()
@@ -114,7 +102,7 @@ fn a_crashing_services_lines_outlive_its_restarts_and_a_reload() {
 fn lines_takes_the_last_n_and_since_filters_by_age() {
     let (_z, dir) = run(&[(
         "talk",
-        &sh(
+        &sh_unit(
             "for i in 1 2 3 4 5 6; do echo line$i; done; sleep 5; echo late; exec sleep 1000",
             "",
         ),
@@ -160,7 +148,7 @@ fn next_line(rx: &Receiver<String>, what: &str) -> String {
 #[test]
 fn follow_sees_new_lines_and_ends_cleanly_on_shutdown() {
     // Every run says hello once and stays.
-    let (mut z, dir) = run(&[("greet", &sh("echo hello $$; exec sleep 1000", ""))]);
+    let (mut z, dir) = run(&[("greet", &sh_unit("echo hello $$; exec sleep 1000", ""))]);
     z.expect("[greet] started");
     let (mut child, rx) = follower(&dir, &["greet", "-f"]);
     let first = next_line(&rx, "the first run's line");
@@ -179,7 +167,7 @@ fn follow_sees_new_lines_and_ends_cleanly_on_shutdown() {
 
 #[test]
 fn follow_fails_when_zurg_dies() {
-    let (mut z, dir) = run(&[("greet", &sh("echo hello; exec sleep 1000", ""))]);
+    let (mut z, dir) = run(&[("greet", &sh_unit("echo hello; exec sleep 1000", ""))]);
     z.expect("[greet] started");
     let (mut child, rx) = follower(&dir, &["greet", "--follow"]);
     assert_eq!(next_line(&rx, "hello"), "hello");
@@ -203,14 +191,14 @@ fn without_a_name_every_service_is_interleaved_in_time_order() {
     };
     dir.write(
         "units/a.toml",
-        &sh(
+        &sh_unit(
             &format!("echo a1; {}; echo a2; exec sleep 1000", wait_for("b", "b1")),
             "",
         ),
     );
     dir.write(
         "units/b.toml",
-        &sh(
+        &sh_unit(
             &format!(
                 "{}; echo b1; {}; echo b2; exec sleep 1000",
                 wait_for("a", "a1"),
@@ -230,7 +218,7 @@ fn without_a_name_every_service_is_interleaved_in_time_order() {
 fn json_escapes_nul_and_invalid_utf8_and_plain_output_keeps_the_bytes() {
     let (mut z, dir) = run(&[(
         "odd",
-        &sh("printf 'a\\000b\\n\\377\\376ok\\n'; exec sleep 1000", ""),
+        &sh_unit("printf 'a\\000b\\n\\377\\376ok\\n'; exec sleep 1000", ""),
     )]);
     z.expect("[odd] started");
     let want: &[u8] = b"a\0b\n\xff\xfeok\n";
@@ -287,7 +275,7 @@ fn a_follower_that_never_reads_does_not_grow_zurg() {
     let go = dir.path().join("go");
     dir.write(
         "units/noisy.toml",
-        &sh(
+        &sh_unit(
             &format!(
                 "while [ ! -e {go} ]; do sleep 0.02; done; \
                  yes 0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789 \
@@ -349,7 +337,7 @@ fn a_follower_that_never_reads_does_not_grow_zurg() {
 
 #[test]
 fn a_follower_of_a_removed_service_never_sees_the_unit_that_takes_its_slot() {
-    let (mut z, dir) = run(&[("old", &sh("echo from old; exec sleep 1000", ""))]);
+    let (mut z, dir) = run(&[("old", &sh_unit("echo from old; exec sleep 1000", ""))]);
     z.expect("[old] started");
     let (mut child, rx) = follower(&dir, &["old", "-f"]);
     assert_eq!(next_line(&rx, "the old service's line"), "from old");
@@ -358,7 +346,10 @@ fn a_follower_of_a_removed_service_never_sees_the_unit_that_takes_its_slot() {
     assert!(common::cli(&dir, &["reload"]).status.success());
     z.saw("[old] stopped pid");
     // The next added unit takes the removed one's slot.
-    dir.write("units/new.toml", &sh("echo from new; exec sleep 1000", ""));
+    dir.write(
+        "units/new.toml",
+        &sh_unit("echo from new; exec sleep 1000", ""),
+    );
     assert!(common::cli(&dir, &["reload"]).status.success());
     logs_become(&dir, &["new"], "from new\n");
     assert!(common::cli(&dir, &["shutdown"]).status.success());

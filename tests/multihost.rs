@@ -45,12 +45,6 @@ fn ips(eps: &Value) -> BTreeSet<String> {
         .collect()
 }
 
-fn gpid_of(h: &Host, name: &str) -> String {
-    let v: Value =
-        serde_json::from_slice(&cli(&h.dir, &["status", name, "--json"]).stdout).unwrap();
-    v["result"][0]["gpid"].as_str().unwrap().to_string()
-}
-
 /// Host `i`'s record in a `resolve --all --json` listing.
 fn host_in(all: &Value, net: &Net, i: usize) -> Value {
     all["hosts"]
@@ -106,7 +100,7 @@ fn three_hosts_one_publisher() {
     // with its new GPID, on that host's address.
     let w = Watcher::start(hub, &addr, &["web"]);
     w.until("the listing", |v| v["t"] == "synced");
-    let old = gpid_of(&hosts[1], "web");
+    let old = gpid_of(&hosts[1].dir, "web");
     cli(&hosts[1].dir, &["signal", "web", "KILL"]);
     let down = w.until("web down on host 2", |v| is_change(v, "down", "web"));
     assert_eq!(down["endpoint"]["gpid"], old.as_str());
@@ -114,7 +108,10 @@ fn three_hosts_one_publisher() {
     assert_eq!(down["exit"]["signal"], "SIGKILL");
     let up = w.until("web up on host 2", |v| is_change(v, "up", "web"));
     assert_eq!(up["endpoint"]["ip"], net.host_ip(1).as_str());
-    assert_eq!(up["endpoint"]["gpid"], gpid_of(&hosts[1], "web").as_str());
+    assert_eq!(
+        up["endpoint"]["gpid"],
+        gpid_of(&hosts[1].dir, "web").as_str()
+    );
     assert_ne!(up["endpoint"]["gpid"], old.as_str());
 
     // The publisher restarts mid-stream: every host keeps its events, and
@@ -143,7 +140,7 @@ fn three_hosts_one_publisher() {
             assert_eq!(me["duplicates"], 0, "host {i}: {me}");
             assert_eq!(
                 web_on(&all, &net, i),
-                [gpid_of(h, "web")],
+                [gpid_of(&h.dir, "web")],
                 "host {i}: {all}"
             );
         }
@@ -156,7 +153,7 @@ fn three_hosts_one_publisher() {
     let w = Watcher::start(hub, &addr, &["web"]);
     w.until("the listing", |v| v["t"] == "synced");
     let dead = hosts.pop().unwrap();
-    let gone = gpid_of(&dead, "web");
+    let gone = gpid_of(&dead.dir, "web");
     let mut dead_z = dead.z;
     kill(dead_z.child.id() as i32, 9);
     let _ = dead_z.child.wait();
@@ -207,14 +204,17 @@ fn three_hosts_two_publishers_on_etcd() {
     assert_eq!(ips(&listing["endpoints"]), want, "{listing}");
 
     // Host 2's web dies; the hosts talk to publisher 1, the watch is on 2.
-    let old = gpid_of(&hosts[1], "web");
+    let old = gpid_of(&hosts[1].dir, "web");
     cli(&hosts[1].dir, &["signal", "web", "KILL"]);
     let down = w.until("web down on host 2", |v| is_change(v, "down", "web"));
     assert_eq!(down["endpoint"]["gpid"], old.as_str());
     assert_eq!(down["reason"], "exit");
     assert_eq!(down["exit"]["signal"], "SIGKILL");
     let up = w.until("web up on host 2", |v| is_change(v, "up", "web"));
-    assert_eq!(up["endpoint"]["gpid"], gpid_of(&hosts[1], "web").as_str());
+    assert_eq!(
+        up["endpoint"]["gpid"],
+        gpid_of(&hosts[1].dir, "web").as_str()
+    );
 
     // Publisher 1 dies mid-stream; the hosts fail over to publisher 2.
     p1.kill();
@@ -234,7 +234,7 @@ fn three_hosts_two_publishers_on_etcd() {
         assert_eq!(me["gaps"], 0, "host {i}: {me}");
         assert_eq!(
             web_on(&all, &net, i),
-            [gpid_of(h, "web")],
+            [gpid_of(&h.dir, "web")],
             "host {i}: {all}"
         );
     }
@@ -242,7 +242,7 @@ fn three_hosts_two_publishers_on_etcd() {
     // Host 3 dies whole: etcd expires its lease and every publisher's
     // watchers hear of it.
     let dead = hosts.pop().unwrap();
-    let gone = gpid_of(&dead, "web");
+    let gone = gpid_of(&dead.dir, "web");
     let mut dead_z = dead.z;
     kill(dead_z.child.id() as i32, 9);
     let _ = dead_z.child.wait();

@@ -16,7 +16,7 @@ use std::process::{Output, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use common::{Mode, TempDir, Zurg, DEADLINE};
+use common::{median, sh_unit, toml_string, Mode, TempDir, Zurg, DEADLINE};
 
 /// The latency test takes this exclusively: the other tests of this file,
 /// which take it shared, would otherwise load the CPU it measures.
@@ -24,18 +24,6 @@ static MEASURING: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
     MEASURING.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn toml_string(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
-}
-
-/// A unit running `sh -c SCRIPT`, plus `extra` lines.
-fn sh_unit(script: &str, extra: &str) -> String {
-    format!(
-        "exec = \"/bin/sh\"\nargs = [\"-c\", {}]\n{extra}",
-        toml_string(script)
-    )
 }
 
 fn perl_unit(script: &str, extra: &str) -> String {
@@ -179,11 +167,6 @@ fn wall_us() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_micros() as u64
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 const HUNDRED: &str = "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456";

@@ -17,33 +17,13 @@ mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{cli, eventually, status_of, Mode, TempDir, Zurg};
+use common::{cli, eventually, status_of, text, timed_status, Mode, TempDir, Zurg};
 
-/// What `status` takes at most: tens of ms when the loop is free; a loop
-/// stuck on the file never answers.
-const STATUS_WITHIN: Duration = Duration::from_secs(3);
 /// The 3 s read deadline, and room for a debug build on 2 shared cores.
 const DEADLINE_AND_ROOM: Duration = Duration::from_secs(10);
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn timed_status(dir: &TempDir, name: &str) -> serde_json::Value {
-    let t = Instant::now();
-    let st = status_of(dir, name);
-    let took = t.elapsed();
-    assert!(took < STATUS_WITHIN, "status took {took:?}");
-    st
-}
 
 fn pid_of(dir: &TempDir, name: &str) -> i64 {
     let st = timed_status(dir, name);
@@ -110,16 +90,8 @@ fn restarts(dir: &TempDir, name: &str) {
 /// Runs `zurg reload` on a thread while the test checks `status`; its
 /// output and how long it took.
 fn reload_while_status_answers(dir: &TempDir) -> (std::process::Output, Duration) {
-    let socket = dir.path().join("control.sock");
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_zurg"));
     let t = Instant::now();
-    let reload = std::thread::spawn(move || {
-        std::process::Command::new(bin)
-            .arg("reload")
-            .env("ZURG_SOCKET", socket)
-            .output()
-            .unwrap()
-    });
+    let reload = common::cli_in_background(dir, &["reload"]);
     // The reload waits on the file; the loop does not.
     timed_status(dir, "other");
     timed_status(dir, "api");

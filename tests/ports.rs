@@ -18,7 +18,7 @@ use serde_json::Value;
 fn gpid_port(dir: &TempDir, name: &str) -> u16 {
     let v: Value = serde_json::from_slice(&cli(dir, &["gpid", name, "--json"]).stdout).unwrap();
     let gpid = v["result"]["gpid"].as_str().unwrap();
-    gpid.split(':').nth(1).unwrap().parse().unwrap()
+    gpid_fields(gpid).port
 }
 
 fn main_pid(dir: &TempDir, name: &str) -> i64 {
@@ -141,8 +141,4 @@ fn a_taken_port_fails_the_start_with_a_clear_error() {
     assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
     assert!(line.contains("in use"), "{line}");
     drop(taken);
-}
-
-fn toml_string(s: &str) -> String {
-    format!("'''{s}'''")
 }

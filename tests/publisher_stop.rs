@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use common::naming::*;
 use common::*;
-use serde_json::Value;
 
 /// The forwarders' lease (and so the silence after which a host gives up
 /// on a publisher that is gone without a word): the default.
@@ -30,38 +29,6 @@ const EXIT_BOUND: Duration = Duration::from_secs(5);
 
 fn host(tag: &str, service: &str, publish: &str) -> (TempDir, Zurg) {
     publishing_host(tag, &[service], publish)
-}
-
-fn records(addr: &str) -> Vec<Value> {
-    let out = std::process::Command::new(BIN)
-        .args(["history", "--json", "--publisher", addr])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "history: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["result"].as_array().unwrap().clone()
-}
-
-/// An HTTP connection reading the status page's event stream, past its
-/// first event.
-fn event_stream(addr: &str) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .unwrap();
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&got).contains("event: state") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "the stream ended: {}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
-    s
 }
 
 fn stops_cleanly_on(signo: i32, name: &str) {
@@ -139,7 +106,7 @@ fn stops_cleanly_on(signo: i32, name: &str) {
 
     // Every record P1 received before the signal is in its journal.
     let p3 = Publisher::start(None, &["--journal", &jdir]);
-    let kept = records(&p3.addr);
+    let kept = publisher_history(None, &p3.addr, &[]);
     for service in ["alpha", "beta"] {
         assert!(
             kept.iter()

@@ -165,26 +165,9 @@ fn operators_control_the_hosts_that_allow_it_and_only_those() {
         "{plain}"
     );
 
-    let pub_records = |args: &[&str]| -> Vec<Value> {
-        let out = command_in(Some(&hub), BIN)
-            .args([
-                "history",
-                "--publisher",
-                &addr,
-                "--token-file",
-                &host_token,
-                "--json",
-            ])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["result"].as_array().unwrap().clone()
-    };
     let mut seen = Vec::new();
     eventually("the publisher's journal of the requests", || {
-        seen = pub_records(&[])
+        seen = publisher_history(Some(&hub), &addr, &["--token-file", &host_token])
             .into_iter()
             .filter(|r| r["kind"] == "remote_request")
             .collect();

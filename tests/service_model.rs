@@ -14,7 +14,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::run::Run;
-use common::{cli_lines, eventually, find_below, kill, wait_child, Mode, TempDir, DEADLINE};
+use common::{
+    cli_lines, eventually, find_below, kill, sh_unit, wait_child, Mode, TempDir, DEADLINE, SLEEPER,
+};
 
 /// zurg as PID 1 on UNITS, where `{DIR}` in a unit's text is the test's
 /// directory (for the files services write and wait for).
@@ -28,11 +30,6 @@ fn stack(units: &[(&str, &str)]) -> Run {
     let mut z = common::run_in(&dir, Mode::Pid1, &[]);
     z.expect("loaded");
     Run::on(dir, z)
-}
-
-/// A shell service running SCRIPT.
-fn sh(script: &str, extra: &str) -> String {
-    format!("exec = \"/bin/sh\"\nargs = [\"-c\", {script:?}]\n{extra}")
 }
 
 impl Run {
@@ -85,13 +82,11 @@ impl Run {
     }
 }
 
-const SLEEPER: &str = "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n";
-
 #[test]
 fn a_oneshot_runs_once_is_done_and_reruns_on_start() {
     let r = stack(&[(
         "migrate",
-        &sh("echo run >> {DIR}/runs", "type = \"oneshot\"\n"),
+        &sh_unit("echo run >> {DIR}/runs", "type = \"oneshot\"\n"),
     )]);
     let row = r.wait_state("migrate", "done");
     assert_eq!(row["last_exit"]["code"], 0, "{row}");
@@ -122,7 +117,7 @@ fn a_failing_oneshot_is_failed_and_status_exits_1() {
         ("web", SLEEPER),
         (
             "migrate",
-            &sh("exit 3", "type = \"oneshot\"\nrestart = \"never\"\n"),
+            &sh_unit("exit 3", "type = \"oneshot\"\nrestart = \"never\"\n"),
         ),
     ]);
     let row = r.wait_state("migrate", "failed");
@@ -168,14 +163,14 @@ fn an_essential_service_that_exits_ends_zurg_with_its_code_after_stopping_the_ot
     let mut r = stack(&[
         (
             "main",
-            &sh(
+            &sh_unit(
                 "while [ ! -e {DIR}/go ]; do sleep 0.02; done; exit 7",
                 "essential = true\nrestart = \"never\"\n",
             ),
         ),
         (
             "other",
-            &sh(
+            &sh_unit(
                 "trap 'echo term > {DIR}/other.stopped; exit 0' TERM; while :; do sleep 0.02; done",
                 "",
             ),
@@ -270,7 +265,7 @@ fn the_start_limit_fails_a_crash_loop_and_start_revives_it() {
 fn a_listed_success_code_is_not_restarted_by_on_failure() {
     let r = stack(&[(
         "job",
-        &sh(
+        &sh_unit(
             "exit 3",
             "restart = \"on-failure\"\nsuccess_exit_codes = [0, 3]\n",
         ),
@@ -289,7 +284,7 @@ fn wait_ready_and_down() {
         ("a", SLEEPER),
         (
             "slow",
-            &sh(
+            &sh_unit(
                 "while [ ! -e {DIR}/go ]; do sleep 0.02; done",
                 "type = \"oneshot\"\n",
             ),

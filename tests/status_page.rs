@@ -43,10 +43,6 @@ fn start_host(net: &Net, i: usize, publish: &str) -> Host {
     Host { dir, _z: z }
 }
 
-fn gpid_of(dir: &TempDir, name: &str) -> String {
-    status_of(dir, name)["gpid"].as_str().unwrap().to_string()
-}
-
 /// What a user sees of each service row: its host's address, name, GPID
 /// cell, last-exit cell, restart count and whether it is marked.
 const ROWS: &str = "JSON.stringify([...document.querySelectorAll('tr.svc')].map(r => ({
@@ -345,11 +341,6 @@ fn the_api_answers_in_the_shapes_of_resolve_and_events_since_an_id() {
     assert_eq!(localhost("/").0, 200);
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 /// A publisher fed by a scripted forwarder and watched over a raw
 /// connection, so that a death's notice is timed across the publisher
 /// and nothing else: from the wall clock just before the exit is written
@@ -594,18 +585,7 @@ fn a_browser_that_stops_reading_its_stream_is_dropped_and_stalls_nobody() {
     }
     assert!(p.z.child.id() > 0);
     // A page that connects now gets the whole state again.
-    let mut fresh = TcpStream::connect(&web).unwrap();
-    fresh
-        .write_all(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    fresh.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&got).contains("event: state") {
-        let n = fresh.read(&mut buf).unwrap();
-        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
+    event_stream(&web);
 }
 
 #[test]

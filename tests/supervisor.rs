@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{cmdline, eventually, find_below, kill, pid_in, state, Mode, TempDir, Zurg};
+use common::{cmdline, eventually, find_below, kill, pid_in, state, Mode, TempDir, Zurg, SLEEPER};
 
 struct Run {
     z: Zurg,
@@ -25,8 +25,6 @@ fn run_units(mode: Mode, units: &[(&str, &str)]) -> Run {
     let z = common::run_in(&dir, mode, &["--grace", "1s"]);
     Run { z, dir }
 }
-
-const SLEEPER: &str = "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n";
 
 #[test]
 fn a_sigkilled_service_is_restarted_with_a_new_pid() {

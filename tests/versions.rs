@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{eventually, status_of, Mode, TempDir, Zurg, BIN};
+use common::{eventually, gpid_of, status_of, Mode, TempDir, Zurg, BIN};
 
 /// Deploys a copy of /bin/sleep as build `version` of `name`; returns its
 /// path and md5.
@@ -285,7 +285,7 @@ fn a_running_binary_modified_or_replaced_on_disk_raises_a_warning() {
     let mut z = run(&dir, &[]);
     z.saw("[api] started pid");
     z.saw("[job] started pid");
-    let gpid = status_of(&dir, "api")["gpid"].as_str().unwrap().to_string();
+    let gpid = gpid_of(&dir, "api");
 
     // deploy over the running build (what versioned directories prevent)
     let tmp = exec.with_extension("new");

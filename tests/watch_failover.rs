@@ -14,9 +14,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use common::naming::*;
@@ -27,19 +26,6 @@ use serde_json::Value;
 /// machine, far below the 10 s lease after which a silent publisher is
 /// given up.
 const MOVE_BOUND: Duration = Duration::from_secs(2);
-
-fn lines_of(r: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
 
 /// `zurg resolve ARGS --watch --publisher LIST`, stdout and stderr apart.
 struct ListWatcher {
@@ -143,10 +129,6 @@ impl Drop for ListWatcher {
 
 fn host(tag: &str, publish: &str) -> (TempDir, Zurg) {
     publishing_host(tag, &["alpha", "marker"], publish)
-}
-
-fn gpid_of(dir: &TempDir, name: &str) -> String {
-    status_of(dir, name)["gpid"].as_str().unwrap().to_string()
 }
 
 fn listed(addr: &str, name: &str) -> Option<String> {

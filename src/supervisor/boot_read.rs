@@ -245,13 +245,7 @@ fn warn_wall_clock(stuck: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn dir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("zurg-boot-read-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
+    use crate::test_dir::TestDir;
 
     #[test]
     fn a_late_result_goes_to_late_and_a_prompt_one_is_returned() {
@@ -277,40 +271,38 @@ mod tests {
 
     #[test]
     fn a_reader_that_never_answers_leaves_the_floor_to_the_wall_clock() {
-        let d = dir("silent");
-        let (reader, mut boot) = start(&d);
+        let d = TestDir::new("boot-read-silent");
+        let (reader, mut boot) = start(d.path());
         boot.deadline = Instant::now() + Duration::from_millis(50);
         let t = Instant::now();
         assert_eq!(boot.clock_floor(1_000), 0);
         assert!(boot.journal().is_none());
         assert!(t.elapsed() < Duration::from_secs(2));
         drop(reader);
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn the_clock_file_is_enough_when_the_journal_never_answers() {
-        let d = dir("clock");
-        std::fs::write(clock_file(&d), "1234\n").unwrap();
-        let (reader, mut boot) = start(&d);
+        let d = TestDir::new("boot-read-clock");
+        std::fs::write(clock_file(d.path()), "1234\n").unwrap();
+        let (reader, mut boot) = start(d.path());
         boot.deadline = Instant::now() + Duration::from_millis(50);
         // As the thread does, up to the journal read that hangs.
         reader
             .tx
-            .send(Msg::Clock(std::fs::read_to_string(clock_file(&d))))
+            .send(Msg::Clock(std::fs::read_to_string(clock_file(d.path()))))
             .unwrap();
         reader.tx.send(Msg::Reading(d.join("journal"))).unwrap();
         assert_eq!(boot.clock_floor(5_000), 1234);
         assert!(boot.wait(|b| b.journal.is_none()), "the deadline passes");
         assert_eq!(boot.stuck_on(), d.join("journal"));
         assert!(boot.journal().is_none());
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn without_a_clock_file_the_journal_gives_the_floor() {
-        let d = dir("journal");
-        let mut j = journal::Journal::open(&d, 1 << 20).unwrap().0;
+        let d = TestDir::new("boot-read-journal");
+        let mut j = journal::Journal::open(d.path(), 1 << 20).unwrap().0;
         for (t, pid) in [(700u64, 5u32), (900, 6)] {
             let r = Record {
                 time_us: t,
@@ -328,10 +320,9 @@ mod tests {
             assert!(j.append(&r).log_line().is_none());
         }
         drop(j);
-        let (reader, mut boot) = start(&d);
+        let (reader, mut boot) = start(d.path());
         reader.run();
         assert_eq!(boot.clock_floor(5_000), 900);
         assert_eq!(boot.journal().map(|r| r.len()), Some(2));
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -105,12 +105,11 @@ pub(super) fn begin_shared(shared: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_dir::TestDir;
 
     #[test]
     fn a_fifo_nobody_writes_times_out_and_the_next_read_waits_on_the_same_one() {
-        let dir = std::env::temp_dir().join(format!("zurg-overrides-read-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TestDir::new("overrides-read");
         let path = dir.join("overrides.json");
         nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let mut r = Reader {
@@ -130,6 +129,5 @@ mod tests {
         }
         writer.join().unwrap().unwrap();
         assert!(r.pending.is_none());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

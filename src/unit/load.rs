@@ -600,13 +600,13 @@ mod tests {
 
     #[test]
     fn fifos_and_devices_are_refused_without_blocking() {
-        let dir = std::env::temp_dir().join(format!("zurg-load-fifo-{}", std::process::id()));
-        mkdir_0755(&dir);
+        let dir = crate::test_dir::TestDir::new("load-fifo");
+        mkdir_0755(dir.path());
         write_0644(dir.join("ok.toml"), "exec = \"/bin/true\"\n");
         // Nobody ever writes to it: a blocking open would wait for good.
         nix::unistd::mkfifo(&dir.join("pipe.toml"), nix::sys::stat::Mode::S_IRWXU).unwrap();
         std::os::unix::fs::symlink("/dev/zero", dir.join("zero.toml")).unwrap();
-        let r = load_dir(&dir);
+        let r = load_dir(dir.path());
         let names: Vec<&str> = r.units.iter().map(|u| &*u.name).collect();
         assert_eq!(names, ["ok"]);
         let errs: Vec<String> = r.errors.iter().map(|e| e.to_string()).collect();
@@ -619,7 +619,6 @@ mod tests {
             errs[1].ends_with("zero.toml: is a character device, not a regular file; skipped"),
             "{errs:?}"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_zurg");
 /// Generous for 2 shared cores; the happy path never waits this long.
 pub const DEADLINE: Duration = Duration::from_secs(15);
+/// A unit that runs a long sleep: a service that stays up.
+pub const SLEEPER: &str = "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n";
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -199,21 +201,14 @@ impl Zurg {
 
     fn spawn_as_set_up(mut cmd: Command) -> Zurg {
         let mut child = cmd.spawn().expect("start zurg");
-        let (tx, rx) = channel();
-        // A test may send stderr elsewhere; then no lines arrive.
-        if let Some(stderr) = child.stderr.take() {
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
+        let lines = match child.stderr.take() {
+            Some(stderr) => lines_of(stderr),
+            // A test may send stderr elsewhere; then no lines arrive.
+            None => channel().1,
+        };
         Zurg {
             child,
-            lines: rx,
+            lines,
             seen: Vec::new(),
             status: None,
         }
@@ -487,12 +482,41 @@ pub fn run_in_with(
 
 /// Runs a client verb against the zurg whose socket is in DIR.
 pub fn cli(dir: &TempDir, args: &[&str]) -> std::process::Output {
+    cli_at(&dir.path().join("control.sock"), args)
+}
+
+fn cli_at(sock: &Path, args: &[&str]) -> std::process::Output {
     Command::new(BIN)
         .args(args)
-        .env("ZURG_SOCKET", dir.path().join("control.sock"))
+        .env("ZURG_SOCKET", sock)
         .stdin(Stdio::null())
         .output()
         .unwrap()
+}
+
+/// `cli` on a thread of its own, so that the test can time restarts or
+/// ask other things while zurg works on it.
+pub fn cli_in_background(
+    dir: &TempDir,
+    args: &[&str],
+) -> std::thread::JoinHandle<std::process::Output> {
+    let sock = dir.path().join("control.sock");
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    std::thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli_at(&sock, &args)
+    })
+}
+
+/// What a command said, for a failure message: its exit code, stdout and
+/// stderr.
+pub fn text(out: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// Stdout of a client verb against the zurg whose socket is in DIR, which
@@ -539,9 +563,66 @@ pub fn status_of(dir: &TempDir, name: &str) -> serde_json::Value {
     serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["result"][0].clone()
 }
 
+/// What a client verb takes at most while something hangs off zurg's loop
+/// (a journal, overrides.json, the state disk at boot): on 2 shared cores
+/// a debug build answers in tens of ms; a loop stuck on the disk never
+/// answers.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(3);
+
+/// The slowest `timed_cli` of this test process, for the figure a test
+/// prints.
+static SLOWEST_TIMED_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// `cli`, which must answer within `ANSWER_WITHIN` (whether it succeeds is
+/// the caller's to judge).
+pub fn timed_cli(dir: &TempDir, args: &[&str]) -> std::process::Output {
+    let t = Instant::now();
+    let out = cli(dir, args);
+    let took = t.elapsed();
+    SLOWEST_TIMED_US.fetch_max(
+        u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+    assert!(took < ANSWER_WITHIN, "zurg {args:?} took {took:?}");
+    out
+}
+
+/// The slowest `timed_cli` so far in this test process.
+pub fn slowest_timed() -> Duration {
+    Duration::from_micros(SLOWEST_TIMED_US.load(Ordering::Relaxed))
+}
+
+/// `status_of`, which must answer within `ANSWER_WITHIN`.
+pub fn timed_status(dir: &TempDir, name: &str) -> serde_json::Value {
+    let out = timed_cli(dir, &["status", name, "--json"]);
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["result"][0].clone()
+}
+
+/// `name`'s GPID from `zurg status --json`; it must have one.
+pub fn gpid_of(dir: &TempDir, name: &str) -> String {
+    let row = status_of(dir, name);
+    row["gpid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name} has no GPID: {row}"))
+        .to_string()
+}
+
 /// `name`'s records from `zurg history --json`, which must succeed.
 pub fn history(dir: &TempDir, name: &str) -> Vec<serde_json::Value> {
     json(dir, &["history", name]).as_array().unwrap().clone()
+}
+
+/// `s` as a TOML string, for a script or program text in a unit file.
+pub fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// A unit running `sh -c SCRIPT`, plus `extra` lines.
+pub fn sh_unit(script: &str, extra: &str) -> String {
+    format!(
+        "exec = \"/bin/sh\"\nargs = [\"-c\", {}]\n{extra}",
+        toml_string(script)
+    )
 }
 
 /// Framed journal records of an earlier life: starts and exits of services
@@ -674,6 +755,27 @@ pub fn pid_in(line: &str) -> i32 {
         .unwrap_or_else(|| panic!("no pid in {line:?}"))
 }
 
+/// A GPID's fields, read from its text `IP:PORT:START_US:PID`.
+#[derive(Debug)]
+pub struct GpidFields {
+    pub ip: String,
+    pub port: u16,
+    pub start_us: u64,
+    pub pid: u32,
+}
+
+/// The fields of GPID text `g`, which must have all four.
+pub fn gpid_fields(g: &str) -> GpidFields {
+    let p: Vec<&str> = g.split(':').collect();
+    assert_eq!(p.len(), 4, "{g}");
+    GpidFields {
+        ip: p[0].to_string(),
+        port: p[1].parse().unwrap(),
+        start_us: p[2].parse().unwrap(),
+        pid: p[3].parse().unwrap(),
+    }
+}
+
 /// Host pid of a process below zurg whose command line contains `needle`.
 pub fn find_below(z: &Zurg, needle: &str) -> i32 {
     let mut found = None;
@@ -802,17 +904,29 @@ pub fn cli_lines(dir: &TempDir, args: &[&str]) -> (Child, Receiver<String>) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the zurg client");
-    let (tx, rx) = channel();
     let out = child.stdout.take().expect("the client's stdout");
+    let rx = lines_of(out);
+    (child, rx)
+}
+
+/// The lines `r` gives, passed on by a thread of its own until `r` ends
+/// or gives something that is not a line of text, or the receiver goes.
+pub fn lines_of(r: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = channel();
+    send_lines(r, tx);
+    rx
+}
+
+/// `lines_of` onto a channel of the caller's, for several streams on one.
+pub fn send_lines(r: impl std::io::Read + Send + 'static, tx: std::sync::mpsc::Sender<String>) {
     std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
+        for line in BufReader::new(r).lines() {
             let Ok(line) = line else { break };
             if tx.send(line).is_err() {
                 break;
             }
         }
     });
-    (child, rx)
 }
 
 /// Every line a `cli_lines` client has left, once it has exited: its
@@ -848,6 +962,12 @@ pub fn wait_child(child: &mut Child) -> (Option<i32>, String) {
         assert!(Instant::now() < deadline, "the client did not exit");
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// The median of timings `v` (the upper one of an even count).
+pub fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
 }
 
 /// CPU time (user + system) a process has used, in clock ticks.

@@ -1,9 +1,8 @@
 //! Helpers for the naming tests: a publisher, a `resolve --watch` stream,
 //! one-shot lookups, and network namespaces joined by a bridge.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Instant;
 
 use serde_json::Value;
@@ -80,17 +79,8 @@ impl Watcher {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Watcher { child, lines: rx }
+        let lines = super::lines_of(child.stdout.take().unwrap());
+        Watcher { child, lines }
     }
 
     /// The next document matching `pred`; earlier ones are skipped.
@@ -161,6 +151,25 @@ pub fn resolve(ns: Option<&str>, addr: &str, args: &[&str]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The records of `zurg history ARGS --publisher ADDR --json`, run inside
+/// network namespace `ns` when given; the command must succeed.
+pub fn publisher_history(ns: Option<&str>, addr: &str, args: &[&str]) -> Vec<Value> {
+    let out = command_in(ns, BIN)
+        .arg("history")
+        .args(args)
+        .args(["--publisher", addr, "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "history {args:?} --publisher {addr}: {}",
+        super::text(&out)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["result"].as_array().unwrap().clone()
 }
 
 /// Waits until the forwarder of the zurg in DIR reports a state matching
@@ -431,6 +440,24 @@ pub fn until_closed(mut s: std::net::TcpStream) -> String {
         ),
     }
     String::from_utf8_lossy(&got).into_owned()
+}
+
+/// An HTTP connection to the status page at `addr` reading its event
+/// stream, past the first event (the whole state).
+pub fn event_stream(addr: &str) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("event: state") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream ended: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    s
 }
 
 /// A `zurg run` as PID 1 publishing to `publish` (an address or a list),
