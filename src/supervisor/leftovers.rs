@@ -24,7 +24,7 @@
 //! concern one process. This runs once, before the loop; the restart path
 //! never comes here.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -48,30 +48,86 @@ pub(crate) struct Unfinished {
     pub gpid: Gpid,
 }
 
-/// Start records that no exit record follows, oldest first (pure).
-pub(crate) fn unfinished(records: &[Record]) -> Vec<Unfinished> {
-    let mut open: Vec<Option<Unfinished>> = Vec::new();
-    let mut at: HashMap<&str, usize> = HashMap::new();
-    for r in records {
-        match r.kind {
-            crate::journal::Kind::Start => {
-                let Ok(gpid) = r.gpid.parse::<Gpid>() else {
-                    continue;
-                };
-                at.insert(r.gpid.as_str(), open.len());
-                open.push(Some(Unfinished {
-                    service: r.service.clone(),
-                    gpid,
-                }));
-            }
-            _ => {
-                if let Some(entry) = at.remove(r.gpid.as_str()).and_then(|i| open.get_mut(i)) {
-                    *entry = None;
-                }
+/// Starts without an exit that boot keeps at most. A journal can hold far
+/// more than can still run: each zurg that was SIGKILLed leaves its
+/// services' starts open for good (the next one stops them without
+/// writing their exits), and a crash-looping zurg on a small disk can fill
+/// both files with them. Linux's default `pid_max` is this number, so on a
+/// default kernel no more processes than this exist at once; the newest
+/// are kept, as a previous zurg's leftovers are its last starts. At the
+/// bound the map holds some 5 MB, whatever the journal's size.
+pub(crate) const MAX_UNFINISHED: usize = 32_768;
+
+/// The journal's starts that no exit has followed yet, folded a record at
+/// a time (pure): what boot keeps of the journal for leftovers, in place
+/// of every record.
+#[derive(Debug)]
+pub(crate) struct OpenStarts {
+    /// Each open start's service and its place in the journal.
+    by_gpid: HashMap<Gpid, (u64, String)>,
+    /// The open starts by their place, oldest first, to drop the oldest.
+    by_age: BTreeMap<u64, Gpid>,
+    seen: u64,
+    bound: usize,
+    dropped: u64,
+}
+
+impl Default for OpenStarts {
+    fn default() -> Self {
+        OpenStarts::with_bound(MAX_UNFINISHED)
+    }
+}
+
+impl OpenStarts {
+    pub(crate) fn with_bound(bound: usize) -> OpenStarts {
+        OpenStarts {
+            by_gpid: HashMap::new(),
+            by_age: BTreeMap::new(),
+            seen: 0,
+            bound: bound.max(1),
+            dropped: 0,
+        }
+    }
+
+    /// Takes the journal's next record: a start opens its GPID, any other
+    /// record of that GPID (its exit) closes it.
+    pub(crate) fn record(&mut self, r: &Record) {
+        let Ok(gpid) = r.gpid.parse::<Gpid>() else {
+            return;
+        };
+        if let Some((at, _)) = self.by_gpid.remove(&gpid) {
+            self.by_age.remove(&at);
+        }
+        if r.kind != crate::journal::Kind::Start {
+            return;
+        }
+        let at = self.seen;
+        self.seen = self.seen.saturating_add(1);
+        self.by_gpid.insert(gpid, (at, r.service.clone()));
+        self.by_age.insert(at, gpid);
+        if self.by_age.len() > self.bound {
+            if let Some((_, oldest)) = self.by_age.pop_first() {
+                self.by_gpid.remove(&oldest);
+                self.dropped = self.dropped.saturating_add(1);
             }
         }
     }
-    open.into_iter().flatten().collect()
+
+    /// How many open starts were dropped for the bound, oldest first.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// The open starts, oldest first.
+    pub(crate) fn into_unfinished(mut self) -> Vec<Unfinished> {
+        self.by_age
+            .into_values()
+            .filter_map(|gpid| {
+                let (_, service) = self.by_gpid.remove(&gpid)?;
+                Some(Unfinished { service, gpid })
+            })
+            .collect()
+    }
 }
 
 /// What /proc says about the process now holding a pid.
@@ -163,11 +219,9 @@ impl Supervisor {
     /// Blocks until they are gone or given up on: it runs once, before the
     /// loop and before any service starts.
     pub(super) fn stop_leftovers(&mut self) {
-        let Some(records) = self.boot_reads.take().and_then(|b| b.journal()) else {
+        let Some(candidates) = self.boot_reads.take().and_then(|b| b.unfinished()) else {
             return;
         };
-        let candidates = unfinished(&records);
-        drop(records);
         if candidates.is_empty() {
             return;
         }
@@ -361,6 +415,24 @@ mod tests {
     const A: &str = "10.0.0.7:0:1795000000000000:42";
     const B: &str = "10.0.0.7:0:1795000000500000:43";
     const C: &str = "10.0.0.7:0:1795000001000000:44";
+    const D: &str = "10.0.0.7:0:1795000001500000:45";
+    const E: &str = "10.0.0.7:0:1795000002000000:46";
+
+    fn fold(records: &[Record], bound: usize) -> (Vec<Unfinished>, u64) {
+        let mut open = OpenStarts::with_bound(bound);
+        for r in records {
+            open.record(r);
+        }
+        let dropped = open.dropped();
+        (open.into_unfinished(), dropped)
+    }
+
+    fn unfinished(service: &str, gpid: &str) -> Unfinished {
+        Unfinished {
+            service: service.into(),
+            gpid: gpid.parse().unwrap(),
+        }
+    }
 
     #[test]
     fn only_starts_without_an_exit_are_unfinished() {
@@ -370,21 +442,38 @@ mod tests {
             record("a", crate::journal::Kind::Exit, A),
             start("c", C),
             start("x", "not a gpid"),
+            record("x", crate::journal::Kind::Exit, "not a gpid"),
         ];
-        let got = unfinished(&records);
-        assert_eq!(
-            got,
-            [
-                Unfinished {
-                    service: "b".into(),
-                    gpid: B.parse().unwrap()
-                },
-                Unfinished {
-                    service: "c".into(),
-                    gpid: C.parse().unwrap()
-                },
-            ]
-        );
+        let (got, dropped) = fold(&records, MAX_UNFINISHED);
+        assert_eq!(got, [unfinished("b", B), unfinished("c", C)]);
+        assert_eq!(dropped, 0);
+    }
+
+    #[test]
+    fn past_the_bound_the_oldest_open_starts_are_dropped() {
+        // A crash loop's journal: starts that never saw an exit, one of
+        // them closed late, and a start written twice.
+        let records = [
+            start("a", A),
+            start("b", B),
+            start("b", B),
+            record("b", crate::journal::Kind::Exit, B),
+            start("c", C),
+            start("d", D),
+            start("e", E),
+        ];
+        let (got, dropped) = fold(&records, 2);
+        assert_eq!(got, [unfinished("d", D), unfinished("e", E)]);
+        // a, then c: b was closed before the bound was reached.
+        assert_eq!(dropped, 2);
+        // A start reopened after an exit is open again, as the newest.
+        let again = [
+            start("a", A),
+            record("a", crate::journal::Kind::Exit, A),
+            start("b", B),
+            start("a", A),
+        ];
+        assert_eq!(fold(&again, 5).0, [unfinished("b", B), unfinished("a", A)]);
     }
 
     #[test]
