@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use crate::gpid::Gpid;
 use crate::journal::{self, Record};
 
-use super::leftovers::{OpenStarts, Unfinished, MAX_UNFINISHED};
+use super::leftovers::{OpenStarts, MAX_UNFINISHED};
 
 /// How long boot waits for the state directory's reads: a healthy disk,
 /// even a slow network one, reads a clock file and a journal of the
@@ -57,10 +57,8 @@ struct Folded {
     /// The newest start time in any record's GPID that `plausible_mark`
     /// believes; 0 without one.
     newest_start_us: u64,
-    /// Starts without an exit, oldest first.
-    unfinished: Vec<Unfinished>,
-    /// Older starts without an exit left out for the bound.
-    dropped: u64,
+    /// Starts without an exit, the newest up to the bound.
+    open: OpenStarts,
 }
 
 /// The fold itself, a record at a time (pure).
@@ -103,8 +101,7 @@ impl Fold {
     fn done(self) -> Folded {
         Folded {
             newest_start_us: self.newest_start_us,
-            dropped: self.open.dropped(),
-            unfinished: self.open.into_unfinished(),
+            open: self.open,
         }
     }
 }
@@ -247,7 +244,7 @@ impl BootReads {
 
     /// The journal's starts without an exit, oldest first, waited for until
     /// the deadline; `None`, and a warning, when they did not come.
-    pub(super) fn unfinished(mut self) -> Option<Vec<Unfinished>> {
+    pub(super) fn unfinished(mut self) -> Option<OpenStarts> {
         let timed_out = self.wait(|b| b.journal.is_none());
         if self.journal.is_none() {
             let why = if timed_out {
@@ -260,16 +257,16 @@ impl BootReads {
                 self.stuck_on().display()
             );
         }
-        let folded = self.journal.take()?;
-        if folded.dropped > 0 {
+        let open = self.journal.take()?.open;
+        if open.dropped() > 0 {
             crate::log!(
                 "warning: the journal in {} holds {} starts without an exit, more than can run at once: the oldest {} are not looked for as services a previous zurg left running, only the newest {MAX_UNFINISHED}",
                 self.dir.display(),
-                folded.dropped.saturating_add(folded.unfinished.len() as u64),
-                folded.dropped
+                open.dropped().saturating_add(open.len() as u64),
+                open.dropped()
             );
         }
-        Some(folded.unfinished)
+        Some(open)
     }
 }
 
@@ -416,9 +413,10 @@ mod tests {
         }
         let got = fold.done();
         assert_eq!(got.newest_start_us, now - 7);
-        let pids: Vec<u32> = got.unfinished.iter().map(|u| u.gpid.pid).collect();
-        assert_eq!(pids, [2, 4]);
-        assert_eq!(got.dropped, 1);
+        // The oldest open start, by its start time, went for the bound.
+        let pids: Vec<u32> = got.open.iter().map(|u| u.gpid.pid).collect();
+        assert_eq!(pids, [4, 2]);
+        assert_eq!(got.open.dropped(), 1);
     }
 
     #[test]

@@ -24,7 +24,7 @@
 //! concern one process. This runs once, before the loop; the restart path
 //! never comes here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -42,9 +42,9 @@ const START_SLACK_US: u64 = 2_000_000;
 const GIVE_UP_AFTER_KILL: Duration = Duration::from_secs(5);
 
 /// A start record with no exit record: its process may still run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Unfinished {
-    pub service: String,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unfinished<'a> {
+    pub service: &'a str,
     pub gpid: Gpid,
 }
 
@@ -55,7 +55,7 @@ pub(crate) struct Unfinished {
 /// both files with them. Linux's default `pid_max` is this number, so on a
 /// default kernel no more processes than this exist at once; the newest
 /// are kept, as a previous zurg's leftovers are its last starts. At the
-/// bound the map holds some 5 MB, whatever the journal's size.
+/// bound they take some 4 MB, whatever the journal's size.
 pub(crate) const MAX_UNFINISHED: usize = 32_768;
 
 /// The journal's starts that no exit has followed yet, folded a record at
@@ -63,11 +63,12 @@ pub(crate) const MAX_UNFINISHED: usize = 32_768;
 /// of every record.
 #[derive(Debug)]
 pub(crate) struct OpenStarts {
-    /// Each open start's service and its place in the journal.
-    by_gpid: HashMap<Gpid, (u64, String)>,
-    /// The open starts by their place, oldest first, to drop the oldest.
-    by_age: BTreeMap<u64, Gpid>,
-    seen: u64,
+    /// By start time first: GPID start times only increase (the GPID
+    /// clock's floor carries them across boots), so the first is the
+    /// oldest, which the bound drops, and one ordered map serves both the
+    /// exit's lookup and the drop (a hash map beside an age index took
+    /// twice the memory).
+    open: BTreeMap<(u64, Gpid), String>,
     bound: usize,
     dropped: u64,
 }
@@ -81,9 +82,7 @@ impl Default for OpenStarts {
 impl OpenStarts {
     pub(crate) fn with_bound(bound: usize) -> OpenStarts {
         OpenStarts {
-            by_gpid: HashMap::new(),
-            by_age: BTreeMap::new(),
-            seen: 0,
+            open: BTreeMap::new(),
             bound: bound.max(1),
             dropped: 0,
         }
@@ -95,21 +94,15 @@ impl OpenStarts {
         let Ok(gpid) = r.gpid.parse::<Gpid>() else {
             return;
         };
-        if let Some((at, _)) = self.by_gpid.remove(&gpid) {
-            self.by_age.remove(&at);
-        }
+        let key = (gpid.start_us, gpid);
         if r.kind != crate::journal::Kind::Start {
+            self.open.remove(&key);
             return;
         }
-        let at = self.seen;
-        self.seen = self.seen.saturating_add(1);
-        self.by_gpid.insert(gpid, (at, r.service.clone()));
-        self.by_age.insert(at, gpid);
-        if self.by_age.len() > self.bound {
-            if let Some((_, oldest)) = self.by_age.pop_first() {
-                self.by_gpid.remove(&oldest);
-                self.dropped = self.dropped.saturating_add(1);
-            }
+        self.open.insert(key, r.service.clone());
+        if self.open.len() > self.bound {
+            self.open.pop_first();
+            self.dropped = self.dropped.saturating_add(1);
         }
     }
 
@@ -118,15 +111,30 @@ impl OpenStarts {
         self.dropped
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
     /// The open starts, oldest first.
-    pub(crate) fn into_unfinished(mut self) -> Vec<Unfinished> {
-        self.by_age
-            .into_values()
-            .filter_map(|gpid| {
-                let (_, service) = self.by_gpid.remove(&gpid)?;
-                Some(Unfinished { service, gpid })
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Unfinished<'_>> {
+        self.open.iter().map(|((_, gpid), service)| Unfinished {
+            service,
+            gpid: *gpid,
+        })
+    }
+
+    /// The open start of `gpid`, if it is one.
+    pub(crate) fn get(&self, gpid: &Gpid) -> Option<Unfinished<'_>> {
+        self.open
+            .get(&(gpid.start_us, *gpid))
+            .map(|service| Unfinished {
+                service,
+                gpid: *gpid,
             })
-            .collect()
     }
 }
 
@@ -233,7 +241,7 @@ impl Supervisor {
         };
         let me = crate::os::pid1::my_pid();
         let mut left = Vec::new();
-        for c in &candidates {
+        for c in candidates.iter() {
             let Ok(pid) = i32::try_from(c.gpid.pid) else {
                 continue;
             };
@@ -248,11 +256,10 @@ impl Supervisor {
             if facts.dead || !same_process(&c.gpid, &facts) || self.run_by_another(c, pid, &facts) {
                 continue;
             }
-            left.push(self.stop_one(&c.service, pid, fd));
+            left.push(self.stop_one(c.service, pid, fd));
         }
         // What the services started carries their ZURG_GPID too; neither a
         // death signal nor the recorded pid reaches a double-forked helper.
-        let by_gpid: HashMap<Gpid, &Unfinished> = candidates.iter().map(|c| (c.gpid, c)).collect();
         for pid in proc_pids() {
             if pid == me || left.iter().any(|l| l.pid == pid) {
                 continue;
@@ -260,7 +267,7 @@ impl Supervisor {
             let Some(gpid) = env_gpid(pid).and_then(|g| g.parse::<Gpid>().ok()) else {
                 continue;
             };
-            let Some(c) = by_gpid.get(&gpid) else {
+            let Some(c) = candidates.get(&gpid) else {
                 continue;
             };
             let Ok(fd) = PidFd::open(pid) else { continue };
@@ -276,14 +283,14 @@ impl Supervisor {
             if facts.dead || !same || self.run_by_another(c, pid, &facts) {
                 continue;
             }
-            left.push(self.stop_one(&c.service, pid, fd));
+            left.push(self.stop_one(c.service, pid, fd));
         }
         wait_for(left);
     }
 
     /// A process whose parent is another live zurg is that zurg's: two
     /// zurgs on one state directory, which is the user's to sort out.
-    fn run_by_another(&self, c: &Unfinished, pid: i32, facts: &ProcFacts) -> bool {
+    fn run_by_another(&self, c: Unfinished<'_>, pid: i32, facts: &ProcFacts) -> bool {
         let me = crate::os::pid1::my_pid();
         if facts.ppid == me || facts.ppid <= 1 || comm(facts.ppid).as_deref() != Some("zurg") {
             return false;
@@ -418,20 +425,20 @@ mod tests {
     const D: &str = "10.0.0.7:0:1795000001500000:45";
     const E: &str = "10.0.0.7:0:1795000002000000:46";
 
-    fn fold(records: &[Record], bound: usize) -> (Vec<Unfinished>, u64) {
+    fn fold(records: &[Record], bound: usize) -> (Vec<(String, Gpid)>, u64) {
         let mut open = OpenStarts::with_bound(bound);
         for r in records {
             open.record(r);
         }
-        let dropped = open.dropped();
-        (open.into_unfinished(), dropped)
+        let got = open
+            .iter()
+            .map(|u| (u.service.to_string(), u.gpid))
+            .collect();
+        (got, open.dropped())
     }
 
-    fn unfinished(service: &str, gpid: &str) -> Unfinished {
-        Unfinished {
-            service: service.into(),
-            gpid: gpid.parse().unwrap(),
-        }
+    fn unfinished(service: &str, gpid: &str) -> (String, Gpid) {
+        (service.into(), gpid.parse().unwrap())
     }
 
     #[test]
@@ -466,14 +473,13 @@ mod tests {
         assert_eq!(got, [unfinished("d", D), unfinished("e", E)]);
         // a, then c: b was closed before the bound was reached.
         assert_eq!(dropped, 2);
-        // A start reopened after an exit is open again, as the newest.
-        let again = [
-            start("a", A),
-            record("a", crate::journal::Kind::Exit, A),
-            start("b", B),
-            start("a", A),
-        ];
-        assert_eq!(fold(&again, 5).0, [unfinished("b", B), unfinished("a", A)]);
+        // Oldest is by start time: the journal's order, unless the GPID
+        // clock's floor was lost while the wall clock went back.
+        let shuffled = [start("c", C), start("a", A), start("b", B)];
+        assert_eq!(
+            fold(&shuffled, 2),
+            (vec![unfinished("b", B), unfinished("c", C)], 1)
+        );
     }
 
     #[test]
