@@ -20,8 +20,9 @@
 //! time (`journal::FileReader`) and folds it into what the loop uses, the
 //! newest believable start time and the starts without an exit (bounded:
 //! `leftovers::MAX_UNFINISHED`), so boot's memory does not grow with the
-//! journal's size. The believable start is judged against the wall clock
-//! the boot read before the reads began, the one `clock_floor` gets.
+//! journal's size. A start time is believed or not against the wall clock
+//! boot read before the reads began (`start`'s `now_us`), the same that
+//! `clock_floor` judges the clock file's mark by.
 //!
 //! The thread stays blocked on the disk; when the read returns late its
 //! result is dropped with a log line, and the thread opens the journal and

@@ -55,7 +55,8 @@ pub(crate) struct Unfinished<'a> {
 /// both files with them. Linux's default `pid_max` is this number, so on a
 /// default kernel no more processes than this exist at once; the newest
 /// are kept, as a previous zurg's leftovers are its last starts. At the
-/// bound they take some 4 MB, whatever the journal's size.
+/// bound they take some 5 MB (docs/performance.md), whatever the journal's
+/// size.
 pub(crate) const MAX_UNFINISHED: usize = 32_768;
 
 /// The journal's starts that no exit has followed yet, folded a record at
