@@ -168,6 +168,47 @@ fn a_hung_journal_leaves_the_clock_file_in_charge() {
 }
 
 #[test]
+fn without_a_clock_file_the_journals_newest_believable_start_is_the_floor() {
+    let dir = TempDir::new("boot-journal-floor");
+    units(&dir);
+    previous_run(&dir);
+    std::fs::remove_file(dir.path().join("state/clock")).unwrap();
+    // The last run issued start times an hour ahead of today's wall clock
+    // (set back since), and one record says two days ahead, which a clock
+    // set wrong once can leave and which is not believed.
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let hour = 3_600_000_000;
+    let (believed, too_far) = (now_us + hour, now_us + 48 * hour);
+    let mut data = Vec::new();
+    for (t, pid) in [(believed, 7), (too_far, 8)] {
+        data.extend(zurg::journal::frame(&zurg::journal::Record {
+            time_us: t,
+            service: "gone".into(),
+            kind: zurg::journal::Kind::Exit,
+            gpid: format!("10.1.2.3:0:{t}:{pid}"),
+            ..Default::default()
+        }));
+    }
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.path().join("state/journal"))
+        .unwrap()
+        .write_all(&data)
+        .unwrap();
+
+    let (z, _) = boot(&dir);
+    assert_later_and_unique(&dir, believed);
+    for g in gpids(&dir) {
+        assert!(start_us(&g) < too_far, "{g} followed an unbelievable start");
+    }
+    stop(z);
+}
+
+#[test]
 fn a_history_stuck_on_the_hung_journal_holds_up_no_reload_or_stats() {
     let dir = TempDir::new("boot-hung-history");
     units(&dir);

@@ -11,7 +11,14 @@
 //! records queued before it. Reading the files for a query is not done on the loop: a thread per
 //! query (at most `MAX_QUERIES` at once) reads and filters them and hands
 //! the encoded answer back through a channel and the loop's Waker.
+//!
+//! The thread reads the files a record at a time (`journal::FileReader`)
+//! and keeps only what the answer can hold (`Newest`: the newest
+//! `MAX_RECORDS` matches and a count of the older), so a query's memory
+//! does not grow with the journal.
 
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
@@ -115,11 +122,13 @@ impl History {
                         "publisher journal: a history query answered without the newest {behind} record(s): the disk has not taken them"
                     );
                 }
-                let (records, warnings) = journal::read_all(&dir);
-                for w in warnings {
-                    crate::log!("publisher journal: {w}");
+                let mut newest = Newest::new(&q);
+                for path in journal::files(&dir) {
+                    if let Some(w) = read_into(&path, &mut newest) {
+                        crate::log!("publisher journal: {w}");
+                    }
                 }
-                let bytes = answer(records, &q);
+                let bytes = newest.answer();
                 let _ = tx.send((conn, bytes));
                 let _ = waker.wake();
             })
@@ -209,49 +218,151 @@ fn matches(r: &Record, q: &Query) -> bool {
         && q.since_us.is_none_or(|t| r.time_us >= t)
 }
 
-/// The frames answering `q` from `records` (oldest first): `records`
-/// chunks, the first with how many older matches were left out, then
-/// `synced`. A record the publisher holds twice (an etcd publisher that
-/// wrote a resend before its mirror caught up) is given once.
+/// Reads one of the journal's files into `newest`; what was wrong with
+/// it, as `journal::read_file` says it.
+fn read_into(path: &Path, newest: &mut Newest<'_>) -> Option<String> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(format!("cannot read {}: {e}", path.display())),
+    };
+    let mut reader = journal::FileReader::new(file, None);
+    let failed = loop {
+        match reader.next_record() {
+            Ok(Some(r)) => newest.offer(r),
+            Ok(None) => break None,
+            Err(e) => break Some(format!("cannot read {}: {e}", path.display())),
+        }
+    };
+    failed.or_else(|| {
+        reader
+            .finish()
+            .warning
+            .map(|w| format!("{}: {w}", path.display()))
+    })
+}
+
+/// What an answer to `q` holds, gathered a record at a time, oldest
+/// first: the newest `MAX_RECORDS` matches, and how many older matches
+/// were left out. A record the publisher holds twice (an etcd publisher
+/// that wrote a resend before its mirror caught up) is counted once.
+pub struct Newest<'q> {
+    q: &'q Query,
+    /// Each kept record as its JSON: a third of the decoded record's
+    /// memory (release build: 21 MB of peak RSS for a full answer kept
+    /// as records, docs/performance.md).
+    kept: VecDeque<Box<[u8]>>,
+    older: u64,
+    /// Each host's sequence numbers seen so far, as ranges: a host's are
+    /// consecutive, so this stays a range or a few per host however long
+    /// the journal. Every record is offered to it before the query's
+    /// filters, as a repeat is the same event and matches as its first
+    /// copy did, and so that a query for one name does not leave a range
+    /// per record.
+    seen: HashMap<String, Ranges>,
+}
+
+impl<'q> Newest<'q> {
+    pub fn new(q: &'q Query) -> Newest<'q> {
+        Newest {
+            q,
+            kept: VecDeque::new(),
+            older: 0,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// Takes the journal's next record.
+    pub fn offer(&mut self, r: Record) {
+        if let (Some(z), Some(seq)) = (&r.zurg, r.seq) {
+            let fresh = match self.seen.get_mut(z.as_str()) {
+                Some(ranges) => ranges.insert(seq),
+                None => {
+                    let mut ranges = Ranges::default();
+                    ranges.insert(seq);
+                    self.seen.insert(z.clone(), ranges);
+                    true
+                }
+            };
+            if !fresh {
+                return;
+            }
+        }
+        if !matches(&r, self.q) {
+            return;
+        }
+        let Ok(json) = serde_json::to_vec(&r) else {
+            return;
+        };
+        if self.kept.len() >= MAX_RECORDS {
+            self.kept.pop_front();
+            self.older = self.older.saturating_add(1);
+        }
+        self.kept.push_back(json.into_boxed_slice());
+    }
+
+    /// The frames: `records` chunks, the first with how many older
+    /// matches were left out, then `synced`.
+    pub fn answer(self) -> Vec<u8> {
+        let (mut kept, mut older) = (self.kept, self.older);
+        let mut out = Vec::new();
+        loop {
+            // A chunk's records are dropped once encoded: the answer's
+            // bytes take their place rather than adding to them.
+            let n = kept.len().min(CHUNK);
+            let records = kept
+                .drain(..n)
+                .filter_map(|json| serde_json::from_slice(&json).ok())
+                .collect();
+            proto::encode(&Frame::Records { records, older }, &mut out);
+            older = 0;
+            if kept.is_empty() {
+                break;
+            }
+        }
+        proto::encode(&Frame::Synced, &mut out);
+        out
+    }
+}
+
+/// A set of numbers kept as disjoint inclusive ranges, start -> end.
+#[derive(Debug, Default)]
+struct Ranges(BTreeMap<u64, u64>);
+
+impl Ranges {
+    /// Adds `n`; whether it was not there yet.
+    fn insert(&mut self, n: u64) -> bool {
+        let below = self.0.range(..=n).next_back().map(|(s, e)| (*s, *e));
+        if below.is_some_and(|(_, e)| e >= n) {
+            return false;
+        }
+        let above = n
+            .checked_add(1)
+            .and_then(|a| self.0.get(&a).map(|e| (a, *e)));
+        let start = match below {
+            Some((s, e)) if e.checked_add(1) == Some(n) => s,
+            _ => n,
+        };
+        let end = match above {
+            Some((a, e)) => {
+                self.0.remove(&a);
+                e
+            }
+            None => n,
+        };
+        self.0.insert(start, end);
+        true
+    }
+}
+
+/// The frames answering `q` from `records` (oldest first), as `Newest`
+/// gathers them.
 pub fn answer(records: Vec<Record>, q: &Query) -> Vec<u8> {
-    let mut seen = std::collections::HashSet::new();
-    let mut hits: Vec<Record> = records
-        .into_iter()
-        .filter(|r| matches(r, q))
-        .filter(|r| match (&r.zurg, r.seq) {
-            (Some(z), Some(s)) => seen.insert((z.clone(), s)),
-            _ => true,
-        })
-        .collect();
-    let older = hits.len().saturating_sub(MAX_RECORDS);
-    hits.drain(..older);
-    let mut out = Vec::new();
-    let mut first = true;
-    for chunk in hits.chunks(CHUNK) {
-        let records = chunk
-            .iter()
-            .filter_map(|r| serde_json::to_value(r).ok())
-            .collect();
-        proto::encode(
-            &Frame::Records {
-                records,
-                older: if first { older as u64 } else { 0 },
-            },
-            &mut out,
-        );
-        first = false;
+    let mut newest = Newest::new(q);
+    for r in records {
+        newest.offer(r);
     }
-    if first {
-        proto::encode(
-            &Frame::Records {
-                records: Vec::new(),
-                older: older as u64,
-            },
-            &mut out,
-        );
-    }
-    proto::encode(&Frame::Synced, &mut out);
-    out
+    newest.answer()
 }
 
 /// A relayed request's journal record. Each text in it is escaped and
@@ -386,6 +497,47 @@ mod tests {
                 Frame::Synced
             ]
         );
+    }
+
+    #[test]
+    fn ranges_say_once_whether_a_number_is_new() {
+        let mut r = Ranges::default();
+        for (n, new) in [
+            (5, true),
+            (7, true),
+            (5, false),
+            (6, true),
+            (7, false),
+            (4, true),
+            (9, true),
+            (8, true),
+            (u64::MAX, true),
+            (u64::MAX, false),
+            (0, true),
+        ] {
+            assert_eq!(r.insert(n), new, "{n}");
+        }
+        // 4..=9 became one range.
+        assert_eq!(
+            r.0.into_iter().collect::<Vec<_>>(),
+            [(0, 0), (4, 9), (u64::MAX, u64::MAX)]
+        );
+    }
+
+    #[test]
+    fn a_repeat_far_from_its_first_copy_is_still_dropped() {
+        let mut all: Vec<Record> = (1..=1000).map(|i| rec(A, i, "web", i)).collect();
+        all.push(rec(A, 3, "web", 3));
+        all.push(rec(B, 3, "web", 3));
+        let frames = decode(&answer(all, &Query::default()));
+        let total: usize = frames
+            .iter()
+            .map(|f| match f {
+                Frame::Records { records, .. } => records.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(total, 1001);
     }
 
     #[test]

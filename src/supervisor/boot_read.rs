@@ -16,10 +16,19 @@
 //!   wall clock went back);
 //! - leftovers: not looked for, with a warning naming the file.
 //!
+//! The journal is not handed over whole: the thread reads it a record at a
+//! time (`journal::FileReader`) and folds it into what the loop uses, the
+//! newest believable start time and the starts without an exit (bounded:
+//! `leftovers::MAX_UNFINISHED`), so boot's memory does not grow with the
+//! journal's size. A start time is believed or not against the wall clock
+//! boot read before the reads began (`start`'s `now_us`), the same that
+//! `clock_floor` judges the clock file's mark by.
+//!
 //! The thread stays blocked on the disk; when the read returns late its
 //! result is dropped with a log line, and the thread opens the journal and
 //! writes the records queued meanwhile.
 
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
@@ -27,6 +36,8 @@ use std::time::{Duration, Instant};
 
 use crate::gpid::Gpid;
 use crate::journal::{self, Record};
+
+use super::leftovers::{OpenStarts, MAX_UNFINISHED};
 
 /// How long boot waits for the state directory's reads: a healthy disk,
 /// even a slow network one, reads a clock file and a journal of the
@@ -38,13 +49,69 @@ enum Msg {
     Clock(io::Result<String>),
     /// The thread begins reading this journal file.
     Reading(PathBuf),
-    Journal(Vec<Record>),
+    Journal(Folded),
+}
+
+/// What boot keeps of the journal's records.
+#[derive(Debug)]
+struct Folded {
+    /// The newest start time in any record's GPID that `plausible_mark`
+    /// believes; 0 without one.
+    newest_start_us: u64,
+    /// Starts without an exit, the newest up to the bound.
+    open: OpenStarts,
+}
+
+/// The fold itself, a record at a time (pure).
+#[derive(Debug)]
+struct Fold {
+    now_us: u64,
+    newest_start_us: u64,
+    open: OpenStarts,
+}
+
+impl Fold {
+    fn new(now_us: u64, open: OpenStarts) -> Fold {
+        Fold {
+            now_us,
+            newest_start_us: 0,
+            open,
+        }
+    }
+
+    fn record(&mut self, r: &Record) {
+        if let Ok(g) = r.gpid.parse::<Gpid>() {
+            if let Ok(t) = crate::gpid::plausible_mark(g.start_us, self.now_us) {
+                self.newest_start_us = self.newest_start_us.max(t);
+            }
+        }
+        self.open.record(r);
+    }
+
+    /// Reads one of the journal's files into the fold. Damage is reported
+    /// by the readers that show records (`history`); boot takes what is
+    /// whole, and what came before a read error.
+    fn file(&mut self, path: &Path) {
+        let Ok(file) = File::open(path) else { return };
+        let mut reader = journal::FileReader::new(file, None);
+        while let Ok(Some(r)) = reader.next_record() {
+            self.record(&r);
+        }
+    }
+
+    fn done(self) -> Folded {
+        Folded {
+            newest_start_us: self.newest_start_us,
+            open: self.open,
+        }
+    }
 }
 
 /// The half that runs on the journal's thread.
 #[derive(Debug)]
 pub(super) struct Reader {
     dir: PathBuf,
+    now_us: u64,
     tx: Sender<Msg>,
 }
 
@@ -52,12 +119,13 @@ pub(super) struct Reader {
 #[derive(Debug)]
 pub(super) struct BootReads {
     dir: PathBuf,
+    now_us: u64,
     rx: Receiver<Msg>,
     deadline: Instant,
     clock: Option<io::Result<String>>,
     /// The journal file the thread was reading when last heard from.
     reading: Option<PathBuf>,
-    journal: Option<Vec<Record>>,
+    journal: Option<Folded>,
 }
 
 pub(super) fn clock_file(state_dir: &Path) -> PathBuf {
@@ -65,16 +133,19 @@ pub(super) fn clock_file(state_dir: &Path) -> PathBuf {
 }
 
 /// A reader for `state_dir`, and the loop's end of it, whose deadline runs
-/// from now.
-pub(super) fn start(state_dir: &Path) -> (Reader, BootReads) {
+/// from now; `now_us` is the wall clock boot read, which a start time in
+/// the journal must not be far ahead of to be believed.
+pub(super) fn start(state_dir: &Path, now_us: u64) -> (Reader, BootReads) {
     let (tx, rx) = channel();
     (
         Reader {
             dir: state_dir.to_path_buf(),
+            now_us,
             tx,
         },
         BootReads {
             dir: state_dir.to_path_buf(),
+            now_us,
             rx,
             deadline: Instant::now() + DEADLINE,
             clock: None,
@@ -93,14 +164,12 @@ impl Reader {
         // A loop that gave up no longer listens: the sends fail, and only
         // the journal's late arrival is worth a line.
         let _ = self.tx.send(Msg::Clock(clock));
-        let mut records = Vec::new();
+        let mut fold = Fold::new(self.now_us, OpenStarts::default());
         for path in journal::files(&self.dir) {
             let _ = self.tx.send(Msg::Reading(path.clone()));
-            // Damage is reported by the readers that show records
-            // (`history`); boot takes what is whole, as before.
-            records.extend(journal::read_file(&path, None).0);
+            fold.file(&path);
         }
-        if self.tx.send(Msg::Journal(records)).is_err() {
+        if self.tx.send(Msg::Journal(fold.done())).is_err() {
             crate::log!(
                 "the journal in {} was read {} s after boot began, too late: services a previous zurg left running were not looked for",
                 self.dir.display(),
@@ -141,7 +210,8 @@ impl BootReads {
     /// usable one the newest start time in the journal; a mark far ahead
     /// of the wall clock is ignored (see `gpid::plausible_mark`). 0 (start
     /// times follow the wall clock) when neither answers by the deadline.
-    pub(super) fn clock_floor(&mut self, now_us: u64) -> u64 {
+    pub(super) fn clock_floor(&mut self) -> u64 {
+        let now_us = self.now_us;
         let path = clock_file(&self.dir);
         let timed_out = self.wait(|b| b.clock.is_none());
         match self.clock.as_ref() {
@@ -170,18 +240,12 @@ impl BootReads {
             warn_wall_clock(&self.stuck_on());
             return 0;
         }
-        self.journal
-            .iter()
-            .flatten()
-            .filter_map(|r| r.gpid.parse::<Gpid>().ok())
-            .filter_map(|g| crate::gpid::plausible_mark(g.start_us, now_us).ok())
-            .max()
-            .unwrap_or(0)
+        self.journal.as_ref().map_or(0, |j| j.newest_start_us)
     }
 
-    /// The journal's records, waited for until the deadline; `None`, and
-    /// a warning, when they did not come.
-    pub(super) fn journal(mut self) -> Option<Vec<Record>> {
+    /// The journal's starts without an exit, oldest first, waited for until
+    /// the deadline; `None`, and a warning, when they did not come.
+    pub(super) fn unfinished(mut self) -> Option<OpenStarts> {
         let timed_out = self.wait(|b| b.journal.is_none());
         if self.journal.is_none() {
             let why = if timed_out {
@@ -194,7 +258,16 @@ impl BootReads {
                 self.stuck_on().display()
             );
         }
-        self.journal.take()
+        let open = self.journal.take()?.open;
+        if open.dropped() > 0 {
+            crate::log!(
+                "warning: the journal in {} holds {} starts without an exit, more than can run at once: the oldest {} are not looked for as services a previous zurg left running, only the newest {MAX_UNFINISHED}",
+                self.dir.display(),
+                open.dropped().saturating_add(open.len() as u64),
+                open.dropped()
+            );
+        }
+        Some(open)
     }
 }
 
@@ -272,11 +345,11 @@ mod tests {
     #[test]
     fn a_reader_that_never_answers_leaves_the_floor_to_the_wall_clock() {
         let d = TestDir::new("boot-read-silent");
-        let (reader, mut boot) = start(d.path());
+        let (reader, mut boot) = start(d.path(), 1_000);
         boot.deadline = Instant::now() + Duration::from_millis(50);
         let t = Instant::now();
-        assert_eq!(boot.clock_floor(1_000), 0);
-        assert!(boot.journal().is_none());
+        assert_eq!(boot.clock_floor(), 0);
+        assert!(boot.unfinished().is_none());
         assert!(t.elapsed() < Duration::from_secs(2));
         drop(reader);
     }
@@ -285,18 +358,58 @@ mod tests {
     fn the_clock_file_is_enough_when_the_journal_never_answers() {
         let d = TestDir::new("boot-read-clock");
         std::fs::write(clock_file(d.path()), "1234\n").unwrap();
-        let (reader, mut boot) = start(d.path());
+        let (reader, mut boot) = start(d.path(), 5_000);
         boot.deadline = Instant::now() + Duration::from_millis(50);
         // As the thread does, up to the journal read that hangs.
         reader
             .tx
             .send(Msg::Clock(std::fs::read_to_string(clock_file(d.path()))))
             .unwrap();
-        reader.tx.send(Msg::Reading(d.join("journal"))).unwrap();
-        assert_eq!(boot.clock_floor(5_000), 1234);
+        reader.tx.send(Msg::Reading(d.path().join("journal"))).unwrap();
+        assert_eq!(boot.clock_floor(), 1234);
         assert!(boot.wait(|b| b.journal.is_none()), "the deadline passes");
-        assert_eq!(boot.stuck_on(), d.join("journal"));
-        assert!(boot.journal().is_none());
+        assert_eq!(boot.stuck_on(), d.path().join("journal"));
+        assert!(boot.unfinished().is_none());
+    }
+
+    fn with_gpid(kind: journal::Kind, start_us: u64, pid: u32) -> Record {
+        Record {
+            time_us: start_us,
+            service: "a".into(),
+            kind,
+            gpid: Gpid {
+                ip: "10.0.0.1".parse().unwrap(),
+                port: 0,
+                start_us,
+                pid,
+            }
+            .to_string(),
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn the_fold_keeps_the_newest_believable_start_and_the_open_starts() {
+        let day = 86_400_000_000u64;
+        let now = 10 * day;
+        let mut fold = Fold::new(now, OpenStarts::with_bound(2));
+        for r in [
+            with_gpid(journal::Kind::Start, 5, 1),
+            // A start time far ahead of the wall clock (a clock once set
+            // years ahead) is not believed, as `plausible_mark` says.
+            with_gpid(journal::Kind::Start, now + 2 * day, 2),
+            with_gpid(journal::Kind::Start, now - 7, 3),
+            with_gpid(journal::Kind::Exit, now - 7, 3),
+            with_gpid(journal::Kind::Start, 9, 4),
+        ] {
+            fold.record(&r);
+        }
+        let got = fold.done();
+        assert_eq!(got.newest_start_us, now - 7);
+        // The oldest open start, by its start time, went for the bound.
+        let pids: Vec<u32> = got.open.iter().map(|u| u.gpid.pid).collect();
+        assert_eq!(pids, [4, 2]);
+        assert_eq!(got.open.dropped(), 1);
     }
 
     #[test]
@@ -320,9 +433,9 @@ mod tests {
             assert!(j.append(&r).log_line().is_none());
         }
         drop(j);
-        let (reader, mut boot) = start(d.path());
+        let (reader, mut boot) = start(d.path(), 5_000);
         reader.run();
-        assert_eq!(boot.clock_floor(5_000), 900);
-        assert_eq!(boot.journal().map(|r| r.len()), Some(2));
+        assert_eq!(boot.clock_floor(), 900);
+        assert_eq!(boot.unfinished().map(|r| r.len()), Some(2));
     }
 }

@@ -24,7 +24,7 @@
 //! concern one process. This runs once, before the loop; the restart path
 //! never comes here.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -42,36 +42,101 @@ const START_SLACK_US: u64 = 2_000_000;
 const GIVE_UP_AFTER_KILL: Duration = Duration::from_secs(5);
 
 /// A start record with no exit record: its process may still run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Unfinished {
-    pub service: String,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unfinished<'a> {
+    pub service: &'a str,
     pub gpid: Gpid,
 }
 
-/// Start records that no exit record follows, oldest first (pure).
-pub(crate) fn unfinished(records: &[Record]) -> Vec<Unfinished> {
-    let mut open: Vec<Option<Unfinished>> = Vec::new();
-    let mut at: HashMap<&str, usize> = HashMap::new();
-    for r in records {
-        match r.kind {
-            crate::journal::Kind::Start => {
-                let Ok(gpid) = r.gpid.parse::<Gpid>() else {
-                    continue;
-                };
-                at.insert(r.gpid.as_str(), open.len());
-                open.push(Some(Unfinished {
-                    service: r.service.clone(),
-                    gpid,
-                }));
-            }
-            _ => {
-                if let Some(entry) = at.remove(r.gpid.as_str()).and_then(|i| open.get_mut(i)) {
-                    *entry = None;
-                }
-            }
+/// Starts without an exit that boot keeps at most. A journal can hold far
+/// more than can still run: each zurg that was SIGKILLed leaves its
+/// services' starts open for good (the next one stops them without
+/// writing their exits), and a crash-looping zurg on a small disk can fill
+/// both files with them. Linux's default `pid_max` is this number, so on a
+/// default kernel no more processes than this exist at once; the newest
+/// are kept, as a previous zurg's leftovers are its last starts. At the
+/// bound they take some 5 MB (docs/performance.md), whatever the journal's
+/// size.
+pub(crate) const MAX_UNFINISHED: usize = 32_768;
+
+/// The journal's starts that no exit has followed yet, folded a record at
+/// a time (pure): what boot keeps of the journal for leftovers, in place
+/// of every record.
+#[derive(Debug)]
+pub(crate) struct OpenStarts {
+    /// By start time first: GPID start times only increase (the GPID
+    /// clock's floor carries them across boots), so the first is the
+    /// oldest, which the bound drops, and one ordered map serves both the
+    /// exit's lookup and the drop (a hash map beside an age index took
+    /// twice the memory).
+    open: BTreeMap<(u64, Gpid), String>,
+    bound: usize,
+    dropped: u64,
+}
+
+impl Default for OpenStarts {
+    fn default() -> Self {
+        OpenStarts::with_bound(MAX_UNFINISHED)
+    }
+}
+
+impl OpenStarts {
+    pub(crate) fn with_bound(bound: usize) -> OpenStarts {
+        OpenStarts {
+            open: BTreeMap::new(),
+            bound: bound.max(1),
+            dropped: 0,
         }
     }
-    open.into_iter().flatten().collect()
+
+    /// Takes the journal's next record: a start opens its GPID, any other
+    /// record of that GPID (its exit) closes it.
+    pub(crate) fn record(&mut self, r: &Record) {
+        let Ok(gpid) = r.gpid.parse::<Gpid>() else {
+            return;
+        };
+        let key = (gpid.start_us, gpid);
+        if r.kind != crate::journal::Kind::Start {
+            self.open.remove(&key);
+            return;
+        }
+        self.open.insert(key, r.service.clone());
+        if self.open.len() > self.bound {
+            self.open.pop_first();
+            self.dropped = self.dropped.saturating_add(1);
+        }
+    }
+
+    /// How many open starts were dropped for the bound, oldest first.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
+    /// The open starts, oldest first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Unfinished<'_>> {
+        self.open.iter().map(|((_, gpid), service)| Unfinished {
+            service,
+            gpid: *gpid,
+        })
+    }
+
+    /// The open start of `gpid`, if it is one.
+    pub(crate) fn get(&self, gpid: &Gpid) -> Option<Unfinished<'_>> {
+        self.open
+            .get(&(gpid.start_us, *gpid))
+            .map(|service| Unfinished {
+                service,
+                gpid: *gpid,
+            })
+    }
 }
 
 /// What /proc says about the process now holding a pid.
@@ -163,11 +228,9 @@ impl Supervisor {
     /// Blocks until they are gone or given up on: it runs once, before the
     /// loop and before any service starts.
     pub(super) fn stop_leftovers(&mut self) {
-        let Some(records) = self.boot_reads.take().and_then(|b| b.journal()) else {
+        let Some(candidates) = self.boot_reads.take().and_then(|b| b.unfinished()) else {
             return;
         };
-        let candidates = unfinished(&records);
-        drop(records);
         if candidates.is_empty() {
             return;
         }
@@ -179,7 +242,7 @@ impl Supervisor {
         };
         let me = crate::os::pid1::my_pid();
         let mut left = Vec::new();
-        for c in &candidates {
+        for c in candidates.iter() {
             let Ok(pid) = i32::try_from(c.gpid.pid) else {
                 continue;
             };
@@ -194,11 +257,10 @@ impl Supervisor {
             if facts.dead || !same_process(&c.gpid, &facts) || self.run_by_another(c, pid, &facts) {
                 continue;
             }
-            left.push(self.stop_one(&c.service, pid, fd));
+            left.push(self.stop_one(c.service, pid, fd));
         }
         // What the services started carries their ZURG_GPID too; neither a
         // death signal nor the recorded pid reaches a double-forked helper.
-        let by_gpid: HashMap<Gpid, &Unfinished> = candidates.iter().map(|c| (c.gpid, c)).collect();
         for pid in proc_pids() {
             if pid == me || left.iter().any(|l| l.pid == pid) {
                 continue;
@@ -206,7 +268,7 @@ impl Supervisor {
             let Some(gpid) = env_gpid(pid).and_then(|g| g.parse::<Gpid>().ok()) else {
                 continue;
             };
-            let Some(c) = by_gpid.get(&gpid) else {
+            let Some(c) = candidates.get(&gpid) else {
                 continue;
             };
             let Ok(fd) = PidFd::open(pid) else { continue };
@@ -222,14 +284,14 @@ impl Supervisor {
             if facts.dead || !same || self.run_by_another(c, pid, &facts) {
                 continue;
             }
-            left.push(self.stop_one(&c.service, pid, fd));
+            left.push(self.stop_one(c.service, pid, fd));
         }
         wait_for(left);
     }
 
     /// A process whose parent is another live zurg is that zurg's: two
     /// zurgs on one state directory, which is the user's to sort out.
-    fn run_by_another(&self, c: &Unfinished, pid: i32, facts: &ProcFacts) -> bool {
+    fn run_by_another(&self, c: Unfinished<'_>, pid: i32, facts: &ProcFacts) -> bool {
         let me = crate::os::pid1::my_pid();
         if facts.ppid == me || facts.ppid <= 1 || comm(facts.ppid).as_deref() != Some("zurg") {
             return false;
@@ -361,6 +423,24 @@ mod tests {
     const A: &str = "10.0.0.7:0:1795000000000000:42";
     const B: &str = "10.0.0.7:0:1795000000500000:43";
     const C: &str = "10.0.0.7:0:1795000001000000:44";
+    const D: &str = "10.0.0.7:0:1795000001500000:45";
+    const E: &str = "10.0.0.7:0:1795000002000000:46";
+
+    fn fold(records: &[Record], bound: usize) -> (Vec<(String, Gpid)>, u64) {
+        let mut open = OpenStarts::with_bound(bound);
+        for r in records {
+            open.record(r);
+        }
+        let got = open
+            .iter()
+            .map(|u| (u.service.to_string(), u.gpid))
+            .collect();
+        (got, open.dropped())
+    }
+
+    fn unfinished(service: &str, gpid: &str) -> (String, Gpid) {
+        (service.into(), gpid.parse().unwrap())
+    }
 
     #[test]
     fn only_starts_without_an_exit_are_unfinished() {
@@ -370,20 +450,36 @@ mod tests {
             record("a", crate::journal::Kind::Exit, A),
             start("c", C),
             start("x", "not a gpid"),
+            record("x", crate::journal::Kind::Exit, "not a gpid"),
         ];
-        let got = unfinished(&records);
+        let (got, dropped) = fold(&records, MAX_UNFINISHED);
+        assert_eq!(got, [unfinished("b", B), unfinished("c", C)]);
+        assert_eq!(dropped, 0);
+    }
+
+    #[test]
+    fn past_the_bound_the_oldest_open_starts_are_dropped() {
+        // A crash loop's journal: starts that never saw an exit, one of
+        // them closed late, and a start written twice.
+        let records = [
+            start("a", A),
+            start("b", B),
+            start("b", B),
+            record("b", crate::journal::Kind::Exit, B),
+            start("c", C),
+            start("d", D),
+            start("e", E),
+        ];
+        let (got, dropped) = fold(&records, 2);
+        assert_eq!(got, [unfinished("d", D), unfinished("e", E)]);
+        // a, then c: b was closed before the bound was reached.
+        assert_eq!(dropped, 2);
+        // Oldest is by start time: the journal's order, unless the GPID
+        // clock's floor was lost while the wall clock went back.
+        let shuffled = [start("c", C), start("a", A), start("b", B)];
         assert_eq!(
-            got,
-            [
-                Unfinished {
-                    service: "b".into(),
-                    gpid: B.parse().unwrap()
-                },
-                Unfinished {
-                    service: "c".into(),
-                    gpid: C.parse().unwrap()
-                },
-            ]
+            fold(&shuffled, 2),
+            (vec![unfinished("b", B), unfinished("c", C)], 1)
         );
     }
 

@@ -688,7 +688,11 @@ impl Supervisor {
         let host_ip = opts.host_ip.unwrap_or_else(crate::os::net::host_ip);
         // The boot reads and the journal's open run on its thread: a hung
         // disk holds them, not the loop (`boot_read.rs`).
-        let (reader, mut boot_reads) = boot_read::start(&opts.state_dir);
+        // One wall clock for the whole boot: the journal's start times are
+        // believed against it on the reader's thread, and the first GPID
+        // is issued from it.
+        let now_us = crate::os::wall_clock_us();
+        let (reader, mut boot_reads) = boot_read::start(&opts.state_dir, now_us);
         let (dir, size) = (opts.state_dir.clone(), opts.journal_size);
         let journal = JournalWriter::start_with(
             move || {
@@ -702,8 +706,7 @@ impl Supervisor {
         let overrides_reader = overrides_read::shared(upgrade::overrides_file(&opts.state_dir));
         overrides_read::begin_shared(&overrides_reader);
         let overrides_begun = std::time::Instant::now();
-        let now_us = crate::os::wall_clock_us();
-        let clock_reserved = boot_reads.clock_floor(now_us);
+        let clock_reserved = boot_reads.clock_floor();
         let clock_writer = clock_writer::ClockWriter::start(
             boot_read::clock_file(&opts.state_dir),
             upgrade::overrides_file(&opts.state_dir),
