@@ -203,7 +203,10 @@ fn without_a_clock_file_the_journals_newest_believable_start_is_the_floor() {
     let (z, _) = boot(&dir);
     assert_later_and_unique(&dir, believed);
     for g in gpids(&dir) {
-        assert!(start_us(&g) < too_far, "{g} followed an unbelievable start");
+        assert!(
+            gpid_fields(&g).start_us < too_far,
+            "{g} followed an unbelievable start"
+        );
     }
     stop(z);
 }

@@ -365,7 +365,10 @@ mod tests {
             .tx
             .send(Msg::Clock(std::fs::read_to_string(clock_file(d.path()))))
             .unwrap();
-        reader.tx.send(Msg::Reading(d.path().join("journal"))).unwrap();
+        reader
+            .tx
+            .send(Msg::Reading(d.path().join("journal")))
+            .unwrap();
         assert_eq!(boot.clock_floor(), 1234);
         assert!(boot.wait(|b| b.journal.is_none()), "the deadline passes");
         assert_eq!(boot.stuck_on(), d.path().join("journal"));
