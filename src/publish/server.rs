@@ -138,12 +138,7 @@ pub fn parse_options(args: &[String]) -> Result<Options, String> {
                         .map_err(|_| format!("--listen {v:?}: expected IP:PORT"))?,
                 );
             }
-            Long("etcd") => etcd.extend(
-                string_value(&mut p)?
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string),
-            ),
+            Long("etcd") => etcd.extend(etcd_urls(&string_value(&mut p)?)?),
             Long("prefix") => prefix = string_value(&mut p)?,
             Long("lease-ms") => {
                 let v = string_value(&mut p)?;
@@ -177,6 +172,27 @@ pub fn parse_options(args: &[String]) -> Result<Options, String> {
         journal,
         operator_token_file,
     })
+}
+
+/// `--etcd`'s list: a stray comma or a blank entry is refused by its place
+/// (as `--publish` does), not skipped, so a typo does not leave a cluster
+/// with one etcd member fewer than the operator wrote.
+fn etcd_urls(list: &str) -> Result<Vec<String>, String> {
+    list.split(',')
+        .enumerate()
+        .map(|(i, url)| {
+            if url.trim().is_empty() {
+                Err(format!("--etcd {list:?}: entry {} is empty", i + 1))
+            } else if url.chars().any(char::is_whitespace) {
+                Err(format!(
+                    "--etcd {list:?}: entry {} ({url:?}) holds a space",
+                    i + 1
+                ))
+            } else {
+                Ok(url.to_string())
+            }
+        })
+        .collect()
 }
 
 pub fn string_value(p: &mut lexopt::Parser) -> Result<String, String> {
@@ -1780,6 +1796,20 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_etcd_list_with_a_blank_entry_is_refused_by_its_place() {
+        assert_eq!(
+            etcd_urls("http://a:2379,b:2379").unwrap(),
+            ["http://a:2379", "b:2379"]
+        );
+        assert_eq!(
+            etcd_urls("a:1,,b:2").unwrap_err(),
+            r#"--etcd "a:1,,b:2": entry 2 is empty"#
+        );
+        assert!(etcd_urls("a:1,").unwrap_err().contains("entry 2 is empty"));
+        assert!(etcd_urls("a :1").unwrap_err().contains("holds a space"));
+    }
 
     #[test]
     fn nonces_are_random_hex_of_16_bytes() {
