@@ -1378,6 +1378,15 @@ mod tests {
         assert!(checked >= 8, "only {checked} defaults checked");
     }
 
+    /// The "Errors" example of docs/units.md quotes the unknown-key message
+    /// whole, so it goes stale whenever a key is added.
+    #[test]
+    fn docs_units_md_quotes_the_unknown_key_message_as_zurg_words_it() {
+        let page = include_str!("../../docs/units.md");
+        let want = format!("key `restrat`: {}", unknown("restrat"));
+        assert!(page.contains(&want), "docs/units.md should say: {want}");
+    }
+
     /// The key table in docs/units.md and `KEYS` say the same: every key
     /// has a row, no row names an unknown key, and type, default and the
     /// first sentence of the meaning are the table's own.
