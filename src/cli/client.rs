@@ -1086,9 +1086,11 @@ fn status_cells(
     cells
 }
 
-/// "ok", "failing 2 (500 Internal Server Error)".
+/// "ok", "failing 2 (500 Internal Server Error)"; "-" until a check has
+/// ended (`ok` is true then, and a passed check always leaves a result).
 fn health_text(h: &proto::HealthStatus) -> String {
     match (h.ok, h.failures) {
+        (true, _) if h.last.is_empty() => "-".into(),
         (true, _) => "ok".into(),
         (false, n) => format!("failing {n} ({})", h.last),
     }
@@ -1322,6 +1324,17 @@ mod tests {
             "NAME       STATE    PID  UPTIME  READY  RESTARTS  LAST-EXIT  HEALTH\n\
              web        running  42   3m12s   1.5s   1         SIGKILL    failing 2 (500 Internal Server Error)\n\
              batch-job  exited   -    -       -      0         code 0     -\n"
+        );
+        // not checked yet (still starting, or the first check has not ended)
+        rows[0].health = Some(proto::HealthStatus {
+            ok: true,
+            failures: 0,
+            last: String::new(),
+        });
+        assert!(
+            status_table(&rows).lines().nth(1).is_some_and(|l| l.ends_with("SIGKILL    -")),
+            "{}",
+            status_table(&rows)
         );
     }
 
