@@ -350,9 +350,15 @@ fn history_reads_the_journal_when_zurg_is_down() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["result"].as_array().unwrap().len(), 2, "{v}");
-    // without --state the client still says that no zurg answers
+    // without --state the client still says that no zurg answers, and
+    // how to read the journal anyway
     let out = common::cli(&dir, &["history"]);
     assert_eq!(out.status.code(), Some(3));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("no zurg answers") && stderr.contains("`zurg history --state DIR`"),
+        "{stderr}"
+    );
 }
 
 /// `zurg events --follow --json` against DIR's zurg, its stdout as lines.

@@ -488,6 +488,12 @@ pub fn run(args: &[String]) -> i32 {
                 return offline_history(&cmd, dir, &e);
             }
             eprintln!("zurg: {e}");
+            if matches!(cmd.verb, Verb::History { .. }) {
+                eprintln!(
+                    "zurg: `zurg history --state DIR` reads the journal without zurg (DIR: zurg run's --state, default {})",
+                    super::DEFAULT_STATE_DIR
+                );
+            }
             return EXIT_UNREACHABLE;
         }
     };
