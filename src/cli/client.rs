@@ -1338,7 +1338,10 @@ mod tests {
             last: String::new(),
         });
         assert!(
-            status_table(&rows).lines().nth(1).is_some_and(|l| l.ends_with("SIGKILL    -")),
+            status_table(&rows)
+                .lines()
+                .nth(1)
+                .is_some_and(|l| l.ends_with("SIGKILL    -")),
             "{}",
             status_table(&rows)
         );
