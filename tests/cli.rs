@@ -69,6 +69,16 @@ fn a_mistyped_verb_is_a_usage_error_that_names_the_nearest_verb() {
     let err = text(&out.stderr);
     assert!(err.contains("`kubernetes` is neither"), "{err}");
     assert!(!err.contains("did you mean"), "{err}");
+
+    // `help` runs no program, so it does not mention PATH
+    let out = zurg(&["help", "stauts"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("help: `stauts` is not a zurg verb; did you mean `zurg help status`?"),
+        "{err}"
+    );
+    assert!(!err.contains("PATH"), "{err}");
 }
 
 #[test]
