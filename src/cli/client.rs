@@ -608,7 +608,12 @@ fn print_log_item(
     out: &mut impl Write,
     flush: bool,
 ) -> std::io::Result<Option<LogEnd>> {
-    let every_service = matches!(&cmd.verb, Verb::Logs { name: None, .. });
+    // Unlabelled only when the lines are one service's own: `logs web` of
+    // a unit with instances gets `web@0 | ...`, as `logs` alone does.
+    let asked = match &cmd.verb {
+        Verb::Logs { name, .. } => name.as_deref(),
+        _ => None,
+    };
     match item {
         LogItem::Line(l) => {
             if cmd.json {
@@ -624,7 +629,7 @@ fn print_log_item(
                 serde_json::to_writer(&mut *out, &obj)?;
                 out.write_all(b"\n")?;
             } else {
-                if every_service {
+                if asked != Some(l.service.as_str()) {
                     out.write_all(l.service.as_bytes())?;
                     out.write_all(b" | ")?;
                 }
