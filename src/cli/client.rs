@@ -403,15 +403,27 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
                 }),
             )
         }
+        // Name the option given: `restart --host H` has no --token-file
+        // to blame.
         (None, _) if all_hosts || operator_token_file.is_some() => {
+            let given = if all_hosts {
+                "--all-hosts"
+            } else {
+                "--operator-token-file"
+            };
             return Err(UsageError(format!(
-                "{verb_name}: --all-hosts and --operator-token-file go with --publisher ADDR"
-            )))
+                "{verb_name}: {given} goes with --publisher ADDR"
+            )));
         }
         (None, _) if host.is_some() || token_file.is_some() => {
+            let given = if host.is_some() {
+                "--host"
+            } else {
+                "--token-file"
+            };
             return Err(UsageError(format!(
-                "{verb_name}: --host and --token-file go with --publisher"
-            )))
+                "{verb_name}: {given} goes with --publisher ADDR"
+            )));
         }
         (None, _) => (None, None),
     };
@@ -1268,6 +1280,20 @@ mod tests {
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad:?}");
         }
+        // a remote option without --publisher names itself, not another
+        let err = |a: &[&str]| parse_args(&args(a)).err().map(|e| e.0).unwrap_or_default();
+        assert_eq!(
+            err(&["restart", "web", "--host", "10.0.0.5"]),
+            "restart: --host goes with --publisher ADDR"
+        );
+        assert_eq!(
+            err(&["history", "--token-file", "t"]),
+            "history: --token-file goes with --publisher ADDR"
+        );
+        assert_eq!(
+            err(&["status", "--all-hosts"]),
+            "status: --all-hosts goes with --publisher ADDR"
+        );
     }
 
     #[test]
