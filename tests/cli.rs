@@ -139,7 +139,7 @@ fn help_lists_every_verb_once_and_each_verb_has_its_own_help() {
     );
     let out = zurg(&["help", "stauts"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("did you mean `zurg status`?"));
+    assert!(text(&out.stderr).contains("did you mean `zurg help status`?"));
 }
 
 #[test]
