@@ -85,6 +85,12 @@ pub fn parse(text: &str) -> Option<i32> {
         .map(|(n, _)| *n)
 }
 
+/// Every signal's name without the SIG prefix, in number order (the
+/// real-time ones excepted), for "did you mean".
+pub fn names() -> impl Iterator<Item = &'static str> {
+    TABLE.iter().map(|(_, name)| *name)
+}
+
 /// "SIGTERM" for 15, "SIGRTMIN+2" for 36, "SIG99" for anything unknown.
 pub fn name(signo: i32) -> String {
     if let Some((_, n)) = TABLE.iter().find(|(num, _)| *num == signo) {

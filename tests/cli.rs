@@ -69,6 +69,16 @@ fn a_mistyped_verb_is_a_usage_error_that_names_the_nearest_verb() {
     let err = text(&out.stderr);
     assert!(err.contains("`kubernetes` is neither"), "{err}");
     assert!(!err.contains("did you mean"), "{err}");
+
+    // `help` runs no program, so it does not mention PATH
+    let out = zurg(&["help", "stauts"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("help: `stauts` is not a zurg verb; did you mean `zurg help status`?"),
+        "{err}"
+    );
+    assert!(!err.contains("PATH"), "{err}");
 }
 
 #[test]
@@ -129,7 +139,7 @@ fn help_lists_every_verb_once_and_each_verb_has_its_own_help() {
     );
     let out = zurg(&["help", "stauts"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("did you mean `zurg status`?"));
+    assert!(text(&out.stderr).contains("did you mean `zurg help status`?"));
 }
 
 #[test]
@@ -350,9 +360,15 @@ fn history_reads_the_journal_when_zurg_is_down() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["result"].as_array().unwrap().len(), 2, "{v}");
-    // without --state the client still says that no zurg answers
+    // without --state the client still says that no zurg answers, and
+    // how to read the journal anyway
     let out = common::cli(&dir, &["history"]);
     assert_eq!(out.status.code(), Some(3));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("no zurg answers") && stderr.contains("`zurg history --state DIR`"),
+        "{stderr}"
+    );
 }
 
 /// `zurg events --follow --json` against DIR's zurg, its stdout as lines.

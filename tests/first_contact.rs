@@ -90,6 +90,38 @@ fn a_second_zurg_on_the_same_state_dir_is_refused_naming_the_first() {
 }
 
 #[test]
+fn a_second_zurg_outside_the_first_ones_pid_namespace_names_a_pid_it_can_kill() {
+    let dir = TempDir::new("lock-ns");
+    dir.write("units/s.toml", SLEEPER);
+    let mut first = common::run_in(&dir, Mode::Pid1, &[]);
+    first.expect("[s] started pid");
+    let holder = first.host_pid();
+    let units = dir.path().join("units");
+    let sock = dir.path().join("other.sock");
+    let state = dir.path().join("state");
+    let mut second = Zurg::start(
+        Mode::Plain,
+        &[
+            "run",
+            "--units",
+            units.to_str().unwrap(),
+            "--socket",
+            sock.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ],
+    );
+    let line = second.expect("is in use by another zurg");
+    assert!(
+        line.contains(&format!(
+            "is in use by another zurg (pid {holder}, pid 1 in its own pid namespace"
+        )),
+        "{line}"
+    );
+    assert_eq!(second.wait_exit().code(), Some(1));
+}
+
+#[test]
 fn zurg_run_leaves_its_start_directory_and_services_keep_it() {
     let dir = TempDir::new("cwd");
     dir.write("units/s.toml", SLEEPER);

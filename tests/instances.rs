@@ -192,3 +192,53 @@ fn an_instance_that_does_not_come_back_stops_the_roll() {
     assert!(text.contains("not restarted: web@1"), "{text}");
     assert_eq!(pid(&dir, "web@1"), before, "web@1 was left running");
 }
+
+#[test]
+fn logs_of_a_unit_with_instances_shows_each_instance_labelled() {
+    let dir = TempDir::new("instances-logs");
+    dir.write(
+        "units/web.toml",
+        "exec = \"/bin/sh\"\nargs = [\"-c\", \"echo shard ${INSTANCE}; exec sleep 1000\"]\ninstances = 2\nport = \"auto\"\n",
+    );
+    let _z = run_in(&dir, Mode::Pid1, &[]);
+    let logs = |name: &str| {
+        let out = cli(&dir, &["logs", name]);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    eventually("both instances' lines under `logs web`", || {
+        let (code, text) = logs("web");
+        code == Some(0) && text.contains("web@0 | shard 0\n") && text.contains("web@1 | shard 1\n")
+    });
+    // one instance by its name: its own lines, unlabelled
+    assert_eq!(logs("web@1"), (Some(0), "shard 1\n".to_string()));
+}
+
+#[test]
+fn a_verb_for_one_service_given_a_unit_with_instances_says_to_name_one() {
+    let dir = TempDir::new("instances-one");
+    dir.write(
+        "units/web.toml",
+        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\ninstances = 3\nport = \"auto\"\n",
+    );
+    let mut z = run_in(&dir, Mode::Pid1, &[]);
+    z.expect("[web@2] started pid");
+    for verb in [
+        &["gpid", "web"][..],
+        &["signal", "web", "HUP"],
+        &["rollback", "web"],
+    ] {
+        let out = cli(&dir, verb);
+        assert_eq!(out.status.code(), Some(1), "{verb:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("`web` is a unit with 3 instances: name one, web@0 to web@2"),
+            "{verb:?}: {err}"
+        );
+    }
+    // an unknown name is still just unknown
+    let err = String::from_utf8_lossy(&cli(&dir, &["gpid", "api"]).stderr).into_owned();
+    assert!(err.contains("no service named `api`"), "{err}");
+}

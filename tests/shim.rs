@@ -483,3 +483,25 @@ fn as_pid1_the_child_starts_with_no_signal_blocked() {
         "{fields:?}"
     );
 }
+
+/// `-v` says how the leftovers went: the SIGTERM, and the SIGKILL when the
+/// grace ran out.
+#[test]
+fn verbose_says_when_leftovers_get_sigkill() {
+    // The background sleep inherits the ignored TERM, so only SIGKILL ends it.
+    let mut z = Zurg::start(
+        Mode::Pid1,
+        &[
+            "-v",
+            "--grace",
+            "300ms",
+            "--",
+            "sh",
+            "-c",
+            "trap '' TERM; sleep 100 & exit 3",
+        ],
+    );
+    z.expect("ended (exit code 3); stopping what is left");
+    z.expect("1 process(es) still there after the 300 ms grace: sent SIGKILL");
+    assert_eq!(z.wait_exit().code(), Some(3));
+}

@@ -136,3 +136,23 @@ fn status_lists_a_rejected_unit_and_fails_until_its_file_is_fixed() {
     assert!(text.contains(&want), "{text}");
     assert_eq!(common::status_of(&dir, "good")["state"], "running");
 }
+
+#[test]
+fn check_blames_the_file_of_an_instanced_unit_once() {
+    let dir = TempDir::new("check-instances");
+    let web = dir.write(
+        "units/web.toml",
+        "exec = \"/nonexistent/bin/web\"\ninstances = 3\nport = \"auto\"\n",
+    );
+    let units = dir.path().join("units");
+    let out = Command::new(BIN)
+        .args(["check", "--units", units.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let want = format!("{}: exec /nonexistent/bin/web: No such file", web.display());
+    assert!(lines[0].starts_with(&want), "{text}");
+}

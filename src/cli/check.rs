@@ -100,13 +100,20 @@ pub fn run(args: &[String]) -> i32 {
             message: e.to_string(),
         })
         .collect();
+    let mut said = std::collections::HashSet::new();
     for u in &report.units {
-        let path = dir.join(format!("{}.toml", u.name));
+        // An instance (`web@2`) comes from `web.toml`, and its siblings share
+        // its exec: one line per file and problem, not one per instance.
+        let path = dir.join(format!("{}.toml", unit::load::file_stem(u)));
         for message in check_unit(u, strict) {
+            let message = format!("{}: {message}", path.display());
+            if !said.insert(message.clone()) {
+                continue;
+            }
             problems.push(Problem {
                 path: path.clone(),
                 service: Some(u.name.to_string()),
-                message: format!("{}: {message}", path.display()),
+                message,
             });
         }
     }

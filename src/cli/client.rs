@@ -403,15 +403,27 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
                 }),
             )
         }
+        // Name the option given: `restart --host H` has no --token-file
+        // to blame.
         (None, _) if all_hosts || operator_token_file.is_some() => {
+            let given = if all_hosts {
+                "--all-hosts"
+            } else {
+                "--operator-token-file"
+            };
             return Err(UsageError(format!(
-                "{verb_name}: --all-hosts and --operator-token-file go with --publisher ADDR"
-            )))
+                "{verb_name}: {given} goes with --publisher ADDR"
+            )));
         }
         (None, _) if host.is_some() || token_file.is_some() => {
+            let given = if host.is_some() {
+                "--host"
+            } else {
+                "--token-file"
+            };
             return Err(UsageError(format!(
-                "{verb_name}: --host and --token-file go with --publisher"
-            )))
+                "{verb_name}: {given} goes with --publisher ADDR"
+            )));
         }
         (None, _) => (None, None),
     };
@@ -488,6 +500,12 @@ pub fn run(args: &[String]) -> i32 {
                 return offline_history(&cmd, dir, &e);
             }
             eprintln!("zurg: {e}");
+            if matches!(cmd.verb, Verb::History { .. }) {
+                eprintln!(
+                    "zurg: `zurg history --state DIR` reads the journal without zurg (DIR: zurg run's --state, default {})",
+                    super::DEFAULT_STATE_DIR
+                );
+            }
             return EXIT_UNREACHABLE;
         }
     };
@@ -602,7 +620,12 @@ fn print_log_item(
     out: &mut impl Write,
     flush: bool,
 ) -> std::io::Result<Option<LogEnd>> {
-    let every_service = matches!(&cmd.verb, Verb::Logs { name: None, .. });
+    // Unlabelled only when the lines are one service's own: `logs web` of
+    // a unit with instances gets `web@0 | ...`, as `logs` alone does.
+    let asked = match &cmd.verb {
+        Verb::Logs { name, .. } => name.as_deref(),
+        _ => None,
+    };
     match item {
         LogItem::Line(l) => {
             if cmd.json {
@@ -618,7 +641,7 @@ fn print_log_item(
                 serde_json::to_writer(&mut *out, &obj)?;
                 out.write_all(b"\n")?;
             } else {
-                if every_service {
+                if asked != Some(l.service.as_str()) {
                     out.write_all(l.service.as_bytes())?;
                     out.write_all(b" | ")?;
                 }
@@ -1086,9 +1109,11 @@ fn status_cells(
     cells
 }
 
-/// "ok", "failing 2 (500 Internal Server Error)".
+/// "ok", "failing 2 (500 Internal Server Error)"; "-" until a check has
+/// ended (`ok` is true then, and a passed check always leaves a result).
 fn health_text(h: &proto::HealthStatus) -> String {
     match (h.ok, h.failures) {
+        (true, _) if h.last.is_empty() => "-".into(),
         (true, _) => "ok".into(),
         (false, n) => format!("failing {n} ({})", h.last),
     }
@@ -1255,6 +1280,20 @@ mod tests {
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad:?}");
         }
+        // a remote option without --publisher names itself, not another
+        let err = |a: &[&str]| parse_args(&args(a)).err().map(|e| e.0).unwrap_or_default();
+        assert_eq!(
+            err(&["restart", "web", "--host", "10.0.0.5"]),
+            "restart: --host goes with --publisher ADDR"
+        );
+        assert_eq!(
+            err(&["history", "--token-file", "t"]),
+            "history: --token-file goes with --publisher ADDR"
+        );
+        assert_eq!(
+            err(&["status", "--all-hosts"]),
+            "status: --all-hosts goes with --publisher ADDR"
+        );
     }
 
     #[test]
@@ -1322,6 +1361,20 @@ mod tests {
             "NAME       STATE    PID  UPTIME  READY  RESTARTS  LAST-EXIT  HEALTH\n\
              web        running  42   3m12s   1.5s   1         SIGKILL    failing 2 (500 Internal Server Error)\n\
              batch-job  exited   -    -       -      0         code 0     -\n"
+        );
+        // not checked yet (still starting, or the first check has not ended)
+        rows[0].health = Some(proto::HealthStatus {
+            ok: true,
+            failures: 0,
+            last: String::new(),
+        });
+        assert!(
+            status_table(&rows)
+                .lines()
+                .nth(1)
+                .is_some_and(|l| l.ends_with("SIGKILL    -")),
+            "{}",
+            status_table(&rows)
         );
     }
 

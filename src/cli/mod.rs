@@ -224,7 +224,13 @@ pub fn parse(args: Vec<OsString>, is_pid1: bool) -> Result<Cmd, UsageError> {
             [topic] if topic == "shim" => Ok(Cmd::Print(render::verb_help(&spec::SHIM))),
             [topic] => match spec::verb(topic) {
                 Some(v) => Ok(Cmd::Print(render::verb_help(v))),
-                None => Err(unknown_verb(topic)),
+                // Not "nor a program on PATH": help never runs a program.
+                None => Err(UsageError(format!(
+                    "help: `{topic}` is not a zurg verb; {}`zurg help` lists the verbs, `zurg help shim` the options of `zurg -- CMD`",
+                    spec::nearest_verb(topic)
+                        .map(|v| format!("did you mean `zurg help {v}`? "))
+                        .unwrap_or_default()
+                ))),
             },
             _ => Err(UsageError("help: at most one VERB".into())),
         },

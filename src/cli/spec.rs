@@ -90,9 +90,23 @@ const UPGRADE_WINDOW_DEFAULT: &str = "2s";
 const WAIT_TIMEOUT_DEFAULT: &str = "90s";
 const SOCKET_DEFAULT: &str = "$ZURG_SOCKET, else /run/zurg/control.sock";
 
+// How long the answer is waited for: the stop itself still sends SIGKILL at
+// each unit's stop_timeout_ms, whatever these say.
 const STOP_TIMEOUT: Opt = default(
-    valued("timeout", "DUR", "how long each service gets to stop"),
-    "the unit's stop_timeout_ms",
+    valued(
+        "timeout",
+        "DUR",
+        "how long to wait for the services to be down before giving up (exit 1); SIGKILL still comes at each unit's stop_timeout_ms",
+    ),
+    "the longest stop_timeout_ms plus 5s; with dependants stopped first, the sum of theirs plus 5s",
+);
+const RESTART_TIMEOUT: Opt = default(
+    valued(
+        "timeout",
+        "DUR",
+        "how long to wait for each service to be back before giving up (exit 1); SIGKILL still comes at each unit's stop_timeout_ms",
+    ),
+    "the longest stop_timeout_ms plus 5s",
 );
 const REMOTE_PUBLISHER: Opt = valued(
     "publisher",
@@ -254,7 +268,7 @@ pub const VERBS: &[VerbSpec] = &[
     VerbSpec {
         name: "status",
         args: "[NAME...]",
-        summary: "one row per service: state, pid, uptime, ready time, restarts, last exit; exits 1 when a service is failed or restarting after a failure (for HEALTHCHECK)",
+        summary: "one row per service: state, pid, uptime, ready time, restarts, last exit; exits 1 when a service is failed or restarting after a failure, or a unit file was rejected (for HEALTHCHECK)",
         face: Face::Client,
         opts: &[JSON, SOCKET, REMOTE_PUBLISHER, REMOTE_HOST, OPERATOR_TOKEN, flag("all-hosts", "with --publisher: every connected host's services, with a HOST column")],
     },
@@ -277,7 +291,7 @@ pub const VERBS: &[VerbSpec] = &[
         args: "NAME...",
         summary: "restart services, and report the new pids",
         face: Face::Client,
-        opts: &[STOP_TIMEOUT, JSON, SOCKET, REMOTE_PUBLISHER, REMOTE_HOST, OPERATOR_TOKEN],
+        opts: &[RESTART_TIMEOUT, JSON, SOCKET, REMOTE_PUBLISHER, REMOTE_HOST, OPERATOR_TOKEN],
     },
     VerbSpec {
         name: "wait",

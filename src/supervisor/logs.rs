@@ -40,9 +40,10 @@ impl Logs {
 struct Follower {
     conn: ConnId,
     id: u64,
-    /// One service (its slot and ring: a slot reused by another unit has
-    /// another ring), or every service (interleaved by time).
-    only: Option<(usize, u64)>,
+    /// One service, or the instances of one unit (each its slot and ring:
+    /// a slot reused by another unit has another ring), or every service;
+    /// interleaved by time.
+    only: Option<Box<[(usize, u64)]>>,
     /// Keeps streaming new lines after the backlog.
     follow: bool,
     /// Per slot: the ring it reads (a reused slot has a new one) and the
@@ -87,7 +88,10 @@ impl Supervisor {
             let Some(f) = self.logs.followers.get(i) else {
                 break;
             };
-            if f.only.is_some_and(|o| o != (slot, ring_id)) {
+            if f.only
+                .as_ref()
+                .is_some_and(|o| !o.contains(&(slot, ring_id)))
+            {
                 i += 1;
                 continue;
             }
@@ -183,26 +187,32 @@ impl Supervisor {
     pub(super) fn logs_request(&mut self, conn: ConnId, id: u64, ask: LogsAsk) -> Reply {
         let only = match &ask.name {
             None => None,
-            Some(name) => match self
-                .by_name
-                .get(self.slots.as_slice(), name)
-                .and_then(|slot| Some((slot, self.slots.get(slot)?.ring.id())))
-            {
-                Some(only) => Some(only),
-                None => {
+            Some(name) => {
+                // `logs web`, where web has instances: all of them, as
+                // `status web` and `stop web` take it.
+                let slots = match self.by_name.get(self.slots.as_slice(), name) {
+                    Some(slot) => vec![slot],
+                    None => self.instances_of(name),
+                };
+                let only: Box<[(usize, u64)]> = slots
+                    .into_iter()
+                    .filter_map(|slot| Some((slot, self.slots.get(slot)?.ring.id())))
+                    .collect();
+                if only.is_empty() {
                     return Reply::error(
                         id,
                         ErrorCode::UnknownService,
                         format!("no service named `{name}` (zurg status lists them)"),
-                    )
+                    );
                 }
-            },
+                Some(only)
+            }
         };
         let Some(control) = &mut self.control else {
             return Reply::error(id, ErrorCode::Failed, "no control server");
         };
         control.tail(conn, id);
-        let cursors = self.start_cursors(only, ask.lines, ask.since_us);
+        let cursors = self.start_cursors(only.as_deref(), ask.lines, ask.since_us);
         self.logs.followers.push(Follower {
             conn,
             id,
@@ -223,7 +233,7 @@ impl Supervisor {
     /// them all together, none before `since_us`.
     fn start_cursors(
         &self,
-        only: Option<(usize, u64)>,
+        only: Option<&[(usize, u64)]>,
         lines: Option<u64>,
         since_us: Option<u64>,
     ) -> HashMap<usize, (u64, u64)> {
@@ -240,15 +250,18 @@ impl Supervisor {
             .collect()
     }
 
-    /// The rings a follower reads: one service's, or every live service's.
-    fn selected(&self, only: Option<(usize, u64)>) -> impl Iterator<Item = (usize, &Ring)> {
+    /// The rings a follower reads: its services', or every live service's.
+    fn selected<'a>(
+        &'a self,
+        only: Option<&'a [(usize, u64)]>,
+    ) -> impl Iterator<Item = (usize, &'a Ring)> + 'a {
         self.slots
             .iter()
             .enumerate()
             .filter(move |(slot, s)| match only {
                 // Its unit removed and the slot reused: not the service
                 // this follower asked for.
-                Some((o, ring)) => *slot == o && s.ring.id() == ring,
+                Some(o) => o.contains(&(*slot, s.ring.id())),
                 None => !s.retired,
             })
             .map(|(slot, s)| (slot, &s.ring))
@@ -279,13 +292,13 @@ impl Supervisor {
         let Some(f) = self.logs.followers.get(index) else {
             return false;
         };
-        let (conn, id, only) = (f.conn, f.id, f.only);
+        let (conn, id, only) = (f.conn, f.id, f.only.clone());
         // The next line of each ring, by time; rebuilt per pump, which
         // sends up to a whole connection buffer.
         let mut heap: BinaryHeap<Reverse<(u64, usize)>> = BinaryHeap::new();
         let mut missed: Vec<(usize, u64)> = Vec::new();
         let mut positions: HashMap<usize, (u64, usize)> = HashMap::new();
-        for (slot, ring) in self.selected(only) {
+        for (slot, ring) in self.selected(only.as_deref()) {
             let want = match f.cursors.get(&slot) {
                 Some((rid, seq)) if *rid == ring.id() => *seq,
                 _ => ring.first_seq(),

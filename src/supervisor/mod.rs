@@ -482,6 +482,23 @@ fn spawn_spec(
     Ok(spec)
 }
 
+/// The pid holding a flock on the file at `major:minor:ino`, from the text
+/// of /proc/locks (`1: FLOCK  ADVISORY  WRITE 4242 fe:00:5505044 0 EOF`),
+/// where the kernel gives it in the reader's pid namespace. A waiter's line
+/// (`1: -> FLOCK ...`) is not a holder. Pure.
+fn flock_holder(locks: &str, major: u64, minor: u64, ino: u64) -> Option<i32> {
+    let file = format!("{major:02x}:{minor:02x}:{ino}");
+    locks.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            [_, "FLOCK", _, _, pid, id, ..] if *id == file => {
+                pid.parse::<i32>().ok().filter(|p| *p > 0)
+            }
+            _ => None,
+        }
+    })
+}
+
 /// Takes the exclusive lock on `STATE/lock` and writes zurg's pid in it.
 /// Another zurg holding it is an error naming that zurg's pid. A state dir
 /// that cannot be created or locked at all (read-only) only costs a warning,
@@ -527,11 +544,29 @@ fn lock_state_dir(state_dir: &Path) -> Result<Option<Flock<std::fs::File>>, Stri
             Ok(Some(lock))
         }
         Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = match holder.trim() {
-                "" => "unknown pid".to_string(),
-                pid => format!("pid {pid}"),
+            let mut written = String::new();
+            let _ = file.read_to_string(&mut written);
+            // The pid in the file is the holder's own: 1 for a zurg that is
+            // PID 1 of a container. The kernel's lock table gives it as this
+            // zurg sees it, which is the one a user can `kill`.
+            let seen = file.metadata().ok().and_then(|m| {
+                use std::os::unix::fs::MetadataExt;
+                let locks = std::fs::read_to_string("/proc/locks").ok()?;
+                let dev = m.dev();
+                flock_holder(
+                    &locks,
+                    nix::sys::stat::major(dev),
+                    nix::sys::stat::minor(dev),
+                    m.ino(),
+                )
+            });
+            let holder = match (written.trim(), seen) {
+                (own, Some(pid)) if own == pid.to_string() || own.is_empty() => {
+                    format!("pid {pid}")
+                }
+                (own, Some(pid)) => format!("pid {pid}, pid {own} in its own pid namespace"),
+                ("", None) => "unknown pid".to_string(),
+                (own, None) => format!("pid {own}"),
             };
             Err(format!(
                 "state directory {} is in use by another zurg ({holder}, holding {}); stop it or give this one its own --state",
@@ -2092,5 +2127,26 @@ mod footprint {
         boxed.rare.hook_timeout_ms = unit::DEFAULT_HOOK_TIMEOUT_MS;
         assert!(!boxed.rare.is_unboxed());
         assert_eq!(boxed, plain);
+    }
+}
+
+#[cfg(test)]
+mod state_lock {
+    use super::flock_holder;
+
+    #[test]
+    fn the_holder_of_a_flock_comes_from_its_line_in_proc_locks() {
+        let locks = "1: POSIX  ADVISORY  WRITE 77 fe:00:5505044 0 EOF\n\
+                     2: FLOCK  ADVISORY  WRITE 30866 fe:00:5505044 0 EOF\n\
+                     2: -> FLOCK  ADVISORY  WRITE 31000 fe:00:5505044 0 EOF\n\
+                     3: FLOCK  ADVISORY  WRITE 8162 08:01:12 0 EOF\n";
+        assert_eq!(flock_holder(locks, 0xfe, 0, 5505044), Some(30866));
+        assert_eq!(flock_holder(locks, 8, 1, 12), Some(8162));
+        assert_eq!(flock_holder(locks, 8, 1, 13), None);
+        // a holder outside this pid namespace reads as 0: not a pid to name
+        assert_eq!(
+            flock_holder("1: FLOCK  ADVISORY  WRITE 0 08:01:12 0 EOF\n", 8, 1, 12),
+            None
+        );
     }
 }

@@ -233,6 +233,21 @@ impl Supervisor {
         found.into_iter().map(|(_, slot)| slot).collect()
     }
 
+    /// Why a verb that acts on one service cannot take `name`: unknown, or
+    /// a unit with instances, each a service of its own.
+    pub(super) fn not_one_service(&self, name: &str) -> String {
+        let instances = self.instances_of(name);
+        match (instances.first(), instances.last()) {
+            (Some(first), Some(last)) => format!(
+                "`{name}` is a unit with {} instances: name one, {} to {}",
+                instances.len(),
+                self.slot_name(*first),
+                self.slot_name(*last)
+            ),
+            _ => format!("no service named `{name}`"),
+        }
+    }
+
     pub(super) fn slot_name(&self, slot: usize) -> &str {
         self.slots.get(slot).map_or("", |s| s.service.name())
     }
@@ -532,11 +547,7 @@ impl Supervisor {
                 }
             }
             Verb::Rollback { name } => match self.by_name.get(self.slots.as_slice(), &name) {
-                None => Reply::error(
-                    id,
-                    ErrorCode::UnknownService,
-                    format!("no service named `{name}`"),
-                ),
+                None => Reply::error(id, ErrorCode::UnknownService, self.not_one_service(&name)),
                 Some(slot) => match self.roll_back(conn, id, slot, Change::Rollback, work) {
                     Some(reply) => reply,
                     None => return,
@@ -610,11 +621,7 @@ impl Supervisor {
             );
         };
         let Some(slot) = self.by_name.get(self.slots.as_slice(), name) else {
-            return Reply::error(
-                id,
-                ErrorCode::UnknownService,
-                format!("no service named `{name}`"),
-            );
+            return Reply::error(id, ErrorCode::UnknownService, self.not_one_service(name));
         };
         let Some(pid) = self.slots.get(slot).and_then(|s| s.service.state.pid()) else {
             return Reply::error(
@@ -883,11 +890,7 @@ impl Supervisor {
             .get(self.slots.as_slice(), name)
             .and_then(|slot| self.slots.get(slot))
         else {
-            return Reply::error(
-                id,
-                ErrorCode::UnknownService,
-                format!("no service named `{name}`"),
-            );
+            return Reply::error(id, ErrorCode::UnknownService, self.not_one_service(name));
         };
         match s.gpid(self.host_ip) {
             Some(g) => Reply::ok(

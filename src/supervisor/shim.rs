@@ -224,7 +224,14 @@ fn run_inner(opts: &ShimOptions) -> Result<i32, String> {
         while let Some(deadline) = reactor.timers.pop_due(now) {
             match deadline {
                 Deadline::Grace => {
-                    pid1::signal_descendants(libc::SIGKILL);
+                    let n = pid1::signal_descendants(libc::SIGKILL);
+                    if opts.verbose && n > 0 {
+                        crate::log!(
+                            "{} process(es) still there after the {} ms grace: sent SIGKILL",
+                            n,
+                            opts.grace_ms
+                        );
+                    }
                     reactor
                         .timers
                         .arm(now.saturating_add(GIVE_UP_AFTER_KILL_MS), Deadline::GiveUp);

@@ -326,7 +326,7 @@ impl Supervisor {
             return Some(Reply::error(
                 id,
                 ErrorCode::UnknownService,
-                format!("no service named `{name}`"),
+                self.not_one_service(name),
             ));
         };
         if let Some(refused) = self.overrides_unknown_refusal(id) {

@@ -1224,8 +1224,31 @@ fn signal(v: &Value) -> Result<i32, String> {
     };
     match parsed {
         Some(n) if n != crate::sig::SIGSTOP => Ok(n),
-        _ => Err(format!("unknown or unusable signal {v}")),
+        _ => {
+            let near = match v {
+                Value::String(s) => nearest_signal(s),
+                _ => None,
+            };
+            Err(match near {
+                Some(n) => format!("unknown or unusable signal {v}; did you mean \"{n}\"?"),
+                None => format!("unknown or unusable signal {v}"),
+            })
+        }
     }
+}
+
+/// The signal name closest to a mistyped one (`TREM`: `TERM`), by the same
+/// rule as a mistyped key; the `SIG` prefix and case do not count.
+fn nearest_signal(text: &str) -> Option<&'static str> {
+    let upper = text.trim().to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let limit = (bare.chars().count() / 3).clamp(1, 3);
+    crate::sig::names()
+        .filter(|n| *n != "STOP")
+        .map(|n| (edit_distance(bare, n), n))
+        .filter(|(d, _)| *d > 0 && *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n)
 }
 
 /// `instances = N`: 1 to `MAX_INSTANCES`.
@@ -1376,6 +1399,15 @@ mod tests {
             checked += 1;
         }
         assert!(checked >= 8, "only {checked} defaults checked");
+    }
+
+    /// The "Errors" example of docs/units.md quotes the unknown-key message
+    /// whole, so it goes stale whenever a key is added.
+    #[test]
+    fn docs_units_md_quotes_the_unknown_key_message_as_zurg_words_it() {
+        let page = include_str!("../../docs/units.md");
+        let want = format!("key `restrat`: {}", unknown("restrat"));
+        assert!(page.contains(&want), "docs/units.md should say: {want}");
     }
 
     /// The key table in docs/units.md and `KEYS` say the same: every key

@@ -393,7 +393,7 @@ pub fn instances_of(unit: Unit) -> Vec<Unit> {
 }
 
 /// The name of the unit file `unit` came from: `web` for `web@2`.
-fn file_stem(unit: &Unit) -> &str {
+pub fn file_stem(unit: &Unit) -> &str {
     match unit.instance {
         Some(_) => unit
             .name

@@ -404,6 +404,7 @@ restart_delay_ms = 50
             ("exec = \"/x\"\nrestart_delay_ms = \"1s\"\n", "/u/svc.toml:2:20: key `restart_delay_ms`: expected an integer (milliseconds), found a string"),
             ("exec = \"/x\"\nrestart = \"sometimes\"\n", "/u/svc.toml:2:11: key `restart`: expected \"always\", \"on-failure\" or \"never\", found \"sometimes\""),
             ("exec = \"/x\"\nstop_signal = \"FOO\"\n", "/u/svc.toml:2:15: key `stop_signal`: unknown or unusable signal \"FOO\""),
+            ("exec = \"/x\"\nstop_signal = \"SIGTREM\"\n", "/u/svc.toml:2:15: key `stop_signal`: unknown or unusable signal \"SIGTREM\"; did you mean \"TERM\"?"),
             ("exec = \"/x\"\nstop_signal = 99\n", "/u/svc.toml:2:15: key `stop_signal`: unknown or unusable signal 99"),
             ("exec = \"/x\"\ncwd = \"tmp\"\n", "/u/svc.toml:2:7: key `cwd`: must be an absolute path, found \"tmp\""),
             ("exec = \"/x\"\nenv = { \"A=B\" = \"1\" }\n", "/u/svc.toml:2:7: key `env`: invalid variable name \"A=B\""),
