@@ -57,9 +57,11 @@ pub const STALL_WARNING: Duration = Duration::from_secs(5);
 /// of services in one turn, whose records would otherwise all wait for
 /// its end (and, at 20,000 services, overflow the queue).
 pub const WAKE_BYTES: usize = 64 << 10;
-/// The largest buffer of records the thread hands back for reuse: enough
-/// for a busy turn, not the 4 MiB a stalled disk may have filled.
-const SPARE_BYTES: usize = 256 << 10;
+/// The largest buffer of records the thread hands back for reuse: a turn
+/// of a few dozen restarts. Boot's 64 KiB runs and the 4 MiB a stalled
+/// disk may have filled are given back to the allocator instead, so that
+/// an idle zurg does not keep them resident.
+const SPARE_BYTES: usize = 16 << 10;
 
 #[derive(Debug, PartialEq)]
 enum Item {
