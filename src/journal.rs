@@ -227,7 +227,10 @@ pub fn frame_into(out: &mut Vec<u8>, record: &Record) {
     }
     let payload = out.get(HEADER..).unwrap_or_default();
     let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-    let header = len.to_le_bytes().into_iter().chain(crc32(payload).to_le_bytes());
+    let header = len
+        .to_le_bytes()
+        .into_iter()
+        .chain(crc32(payload).to_le_bytes());
     for (slot, byte) in out.iter_mut().zip(header) {
         *slot = byte;
     }
