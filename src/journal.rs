@@ -1,7 +1,9 @@
 //! The start/exit history: an append-only journal in the state directory.
 //!
-//! Each record is framed as `len (u32 LE) | crc32 (u32 LE) | JSON payload`,
-//! written with one write(2). A damaged record (a flipped byte, a torn
+//! Each record is framed as `len (u32 LE) | crc32 (u32 LE) | JSON payload`;
+//! the records queued together are written with one write(2) per file
+//! they go to (`append_frames`), so a rotation falls between two records.
+//! A damaged record (a flipped byte, a torn
 //! write) is skipped and reading goes on at the next offset where a whole
 //! record checks out: its payload starts with `SYNC`, its length is
 //! plausible and its CRC matches, so one bad byte costs the record holding
@@ -209,13 +211,80 @@ pub fn crc32(data: &[u8]) -> u32 {
 }
 
 pub fn frame(record: &Record) -> Vec<u8> {
-    let payload = serde_json::to_vec(record).unwrap_or_default();
-    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-    let mut out = Vec::with_capacity(HEADER + payload.len());
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc32(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
+    let mut out = Vec::new();
+    frame_into(&mut out, record);
     out
+}
+
+/// `frame` into `out`, replacing what it held: the loop reuses one buffer
+/// rather than allocating one per record.
+pub fn frame_into(out: &mut Vec<u8>, record: &Record) {
+    out.clear();
+    out.extend_from_slice(&[0; HEADER]);
+    if serde_json::to_writer(&mut *out, record).is_err() {
+        // As `to_vec` failing gave an empty payload: a record readers skip.
+        out.truncate(HEADER);
+    }
+    let payload = out.get(HEADER..).unwrap_or_default();
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    let header = len
+        .to_le_bytes()
+        .into_iter()
+        .chain(crc32(payload).to_le_bytes());
+    for (slot, byte) in out.iter_mut().zip(header) {
+        *slot = byte;
+    }
+}
+
+/// Framed records back to back, and where each ends: what the writer
+/// thread appends with one write(2) when they fit in the current file.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Frames {
+    bytes: Vec<u8>,
+    lens: Vec<u32>,
+}
+
+impl Frames {
+    /// Adds one framed record (`frame`).
+    pub fn push(&mut self, framed: &[u8]) {
+        self.bytes.extend_from_slice(framed);
+        self.lens
+            .push(u32::try_from(framed.len()).unwrap_or(u32::MAX));
+    }
+
+    /// How many records.
+    pub fn len(&self) -> usize {
+        self.lens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lens.is_empty()
+    }
+
+    /// Their bytes.
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The bytes reserved for records, kept when it is emptied for reuse.
+    pub fn capacity(&self) -> usize {
+        self.bytes.capacity()
+    }
+
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.lens.clear();
+    }
+
+    /// Each record, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let mut at = 0usize;
+        self.lens.iter().map(move |&len| {
+            let from = at;
+            at = at.saturating_add(len as usize);
+            self.bytes.get(from..at).unwrap_or_default()
+        })
+    }
 }
 
 fn le32(bytes: Option<&[u8]>) -> u32 {
@@ -821,48 +890,98 @@ impl Journal {
         self.append_frame(&frame(record))
     }
 
-    /// `append` of a record already framed (`frame`): the loop frames, the
-    /// journal's writer thread writes.
+    /// `append` of a record already framed (`frame`).
     pub fn append_frame(&mut self, framed: &[u8]) -> Appended {
-        if self.file.is_none() {
-            // The failure to open was reported when it happened: until the
-            // file opens, each record only counts as lost.
-            if self.reopen().is_err() {
-                self.lost = self.lost.saturating_add(1);
-                return Appended::Lost;
+        let len = u32::try_from(framed.len()).unwrap_or(u32::MAX);
+        let mut told = Vec::new();
+        self.append_run(framed, &[len], &mut told);
+        match told.pop() {
+            Some(changed) => changed,
+            None if self.lost > 0 => Appended::Lost,
+            None => Appended::Written,
+        }
+    }
+
+    /// Appends `frames` in order, with one write(2) for all those that
+    /// fit in the current file: a rotation falls between two records,
+    /// never inside one. Each record fares as it would alone through
+    /// `append_frame` (written, or lost and counted); what changed the
+    /// journal's health, in order, is returned to be logged
+    /// (`Appended::Failed`, `Appended::Resumed`).
+    pub fn append_frames(&mut self, frames: &Frames) -> Vec<Appended> {
+        let mut told = Vec::new();
+        self.append_run(&frames.bytes, &frames.lens, &mut told);
+        told
+    }
+
+    fn append_run(&mut self, mut bytes: &[u8], mut lens: &[u32], told: &mut Vec<Appended>) {
+        // A journal opened here says so at its first write, lost or not.
+        let mut opened = false;
+        while let Some(&first) = lens.first() {
+            let left = lens.len() as u64;
+            if self.file.is_none() {
+                // The failure to open was reported when it happened: until
+                // the file opens, each record only counts as lost.
+                if self.reopen().is_err() {
+                    self.lost = self.lost.saturating_add(left);
+                    return;
+                }
+                opened = true;
             }
-            return match self.write(framed) {
-                Ok(()) => Appended::Resumed {
-                    lost: std::mem::take(&mut self.lost),
-                },
-                Err(e) => {
-                    self.lost = self.lost.saturating_add(1);
-                    self.out_of_space = e.is_out_of_space();
-                    Appended::Lost
+            // Near a full disk, small records may still fit in a file's
+            // last block while larger ones fail; waiting for real headroom
+            // keeps that from flapping between failed and resumed.
+            if self.lost > 0 && self.out_of_space && !opened && !self.has_headroom() {
+                self.lost = self.lost.saturating_add(left);
+                return;
+            }
+            let full = self.size > 0 && self.size.saturating_add(u64::from(first)) > self.limit;
+            let (kept, failure) = match if full { self.rotate() } else { Ok(()) } {
+                Err(e) => (0, Some(e)),
+                Ok(()) => {
+                    // The records that fit in this file, at least one: a
+                    // record larger than the limit gets a file of its own.
+                    let (mut count, mut run) = (1usize, u64::from(first));
+                    for &len in lens.get(1..).unwrap_or_default() {
+                        let with = run.saturating_add(u64::from(len));
+                        if self.size.saturating_add(with) > self.limit {
+                            break;
+                        }
+                        run = with;
+                        count += 1;
+                    }
+                    let run_bytes = usize::try_from(run)
+                        .ok()
+                        .and_then(|run| bytes.get(..run))
+                        .unwrap_or_default();
+                    self.write(run_bytes, lens.get(..count).unwrap_or_default())
                 }
             };
-        }
-        // Near a full disk, small records may still fit in a file's last
-        // block while larger ones fail; waiting for real headroom keeps
-        // that from flapping between failed and resumed.
-        if self.lost > 0 && self.out_of_space && !self.has_headroom() {
-            self.lost = self.lost.saturating_add(1);
-            return Appended::Lost;
-        }
-        match self.write(framed) {
-            Ok(()) if self.lost == 0 => Appended::Written,
-            Ok(()) => Appended::Resumed {
-                lost: std::mem::take(&mut self.lost),
-            },
-            Err(e) => {
-                self.lost = self.lost.saturating_add(1);
-                self.out_of_space = e.is_out_of_space();
-                if self.lost == 1 {
-                    Appended::Failed(e)
-                } else {
-                    Appended::Lost
-                }
+            if kept > 0 && (self.lost > 0 || opened) {
+                told.push(Appended::Resumed {
+                    lost: std::mem::take(&mut self.lost),
+                });
             }
+            let done = kept + usize::from(failure.is_some());
+            if let Some(e) = failure {
+                // Right after opening, as the open's own failure, only
+                // counted.
+                self.failed(e, opened && kept == 0, told);
+            }
+            opened = false;
+            let done_bytes: usize = lens.iter().take(done).map(|&len| len as usize).sum();
+            lens = lens.get(done..).unwrap_or_default();
+            bytes = bytes.get(done_bytes..).unwrap_or_default();
+        }
+    }
+
+    /// A record could not be written: the first of a run of failures is
+    /// told (unless `quiet`), the others only counted.
+    fn failed(&mut self, e: JournalError, quiet: bool, told: &mut Vec<Appended>) {
+        self.lost = self.lost.saturating_add(1);
+        self.out_of_space = e.is_out_of_space();
+        if self.lost == 1 && !quiet {
+            told.push(Appended::Failed(e));
         }
     }
 
@@ -876,26 +995,49 @@ impl Journal {
         })
     }
 
-    fn write(&mut self, bytes: &[u8]) -> Result<(), JournalError> {
-        if self.size > 0 && self.size + bytes.len() as u64 > self.limit {
-            self.rotate()?;
-        }
+    /// Writes `bytes`, the records of `lens` back to back, at the end of
+    /// the file; how many of them are whole in it, and why the next one
+    /// is not.
+    fn write(&mut self, bytes: &[u8], lens: &[u32]) -> (usize, Option<JournalError>) {
         let path = current(&self.dir);
         let Some(file) = &mut self.file else {
-            return Err(JournalError::Write {
-                path,
-                source: io::Error::from(io::ErrorKind::NotFound),
-            });
+            let source = io::Error::from(io::ErrorKind::NotFound);
+            return (0, Some(JournalError::Write { path, source }));
         };
-        if let Err(source) = file.write_all(bytes) {
-            // A short write on a full disk leaves part of a record; cut it
-            // so the next append does not follow a damaged one. Shrinking
-            // needs no space.
-            let _ = file.set_len(self.size);
-            return Err(JournalError::Write { path, source });
+        let mut done = 0usize;
+        let mut error = None;
+        while done < bytes.len() {
+            match file.write(bytes.get(done..).unwrap_or_default()) {
+                Ok(0) => {
+                    error = Some(io::Error::from(io::ErrorKind::WriteZero));
+                    break;
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
         }
-        self.size += bytes.len() as u64;
-        Ok(())
+        let Some(source) = error else {
+            self.size = self.size.saturating_add(bytes.len() as u64);
+            return (lens.len(), None);
+        };
+        // A short write on a full disk leaves part of a record; cut it so
+        // the next append does not follow a damaged one (shrinking needs
+        // no space). The whole records before it stay.
+        let (mut kept, mut whole) = (0usize, 0usize);
+        for len in lens {
+            if whole.saturating_add(*len as usize) > done {
+                break;
+            }
+            whole = whole.saturating_add(*len as usize);
+            kept += 1;
+        }
+        self.size = self.size.saturating_add(whole as u64);
+        let _ = file.set_len(self.size);
+        (kept, Some(JournalError::Write { path, source }))
     }
 
     fn rotate(&mut self) -> Result<(), JournalError> {
@@ -1632,6 +1774,119 @@ pub(crate) mod tests {
         let first = 10 - all.len() as u64;
         assert_eq!(all, (first..10).map(rec).collect::<Vec<_>>());
         assert!(std::fs::metadata(d.join("journal")).unwrap().len() <= one * 5);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    fn frames_of(records: impl IntoIterator<Item = Record>) -> Frames {
+        let mut frames = Frames::default();
+        for r in records {
+            frames.push(&frame(&r));
+        }
+        frames
+    }
+
+    #[test]
+    fn frame_into_a_used_buffer_frames_as_frame_does() {
+        let mut buf = b"left over from the last record".to_vec();
+        for i in 0..3 {
+            frame_into(&mut buf, &rec(i));
+            assert_eq!(buf, frame(&rec(i)));
+        }
+    }
+
+    #[test]
+    fn a_batch_reaches_the_file_in_order_and_in_one_write() {
+        let d = tmp("batch");
+        let (mut j, _) = Journal::open(&d, DEFAULT_LIMIT).unwrap();
+        assert!(matches!(j.append(&rec(0)), Appended::Written));
+        let frames = frames_of((1..200).map(rec));
+        assert_eq!(frames.len(), 199);
+        assert_eq!(
+            frames.iter().collect::<Vec<_>>(),
+            (1..200).map(|i| frame(&rec(i))).collect::<Vec<_>>()
+        );
+        assert!(j.append_frames(&frames).is_empty(), "nothing to tell");
+        let (all, warnings) = read_all(&d);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(all, (0..200).map(rec).collect::<Vec<_>>());
+        assert_eq!(j.size, std::fs::metadata(d.join("journal")).unwrap().len());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_batch_past_the_limit_rotates_between_two_of_its_records() {
+        let d = tmp("batch-rot");
+        let one = frame(&rec(1)).len() as u64;
+        // Room for three and a half records: the fourth of a run must go
+        // to the next file whole, not split across the two.
+        let limit = one * 7 / 2;
+        let (mut j, _) = Journal::open(&d, limit).unwrap();
+        assert!(matches!(j.append(&rec(0)), Appended::Written));
+        assert!(j.append_frames(&frames_of((1..10).map(rec))).is_empty());
+        for file in files(&d) {
+            let (records, warning) = read_file(&file, None);
+            assert_eq!(warning, None, "{}: a record split", file.display());
+            let len = std::fs::metadata(&file).unwrap().len();
+            assert!(len <= limit, "{}: {len} > {limit}", file.display());
+            assert!(!records.is_empty(), "{}", file.display());
+        }
+        let (all, _) = read_all(&d);
+        let first = 10 - all.len() as u64;
+        assert!(first > 0, "rotated twice: {all:?}");
+        assert_eq!(all, (first..10).map(rec).collect::<Vec<_>>());
+        // A record larger than the limit still goes in, in a file of its
+        // own, and the batch goes on after it.
+        let big = Record {
+            reason: Some("x".repeat(limit as usize)),
+            ..rec(10)
+        };
+        let told = j.append_frames(&frames_of([big.clone(), rec(11)]));
+        assert!(told.is_empty(), "{told:?}");
+        let (old, _) = read_file(&d.join("journal.1"), None);
+        let (new, _) = read_file(&d.join("journal"), None);
+        assert_eq!((old, new), (vec![big], vec![rec(11)]));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_batch_on_a_full_disk_is_told_once_and_counted_per_record() {
+        let d = tmp("batch-full");
+        let (mut j, _) = Journal::open(&d, DEFAULT_LIMIT).unwrap();
+        assert!(j.append_frames(&frames_of([rec(0)])).is_empty());
+        let healthy = j
+            .file
+            .replace(OpenOptions::new().append(true).open("/dev/full").unwrap());
+        let told = j.append_frames(&frames_of((1..4).map(rec)));
+        assert!(matches!(told[..], [Appended::Failed(_)]), "{told:?}");
+        assert!(j.append_frames(&frames_of([rec(4)])).is_empty());
+        j.file = healthy;
+        let told = j.append_frames(&frames_of((5..7).map(rec)));
+        assert!(
+            matches!(told[..], [Appended::Resumed { lost: 4 }]),
+            "{told:?}"
+        );
+        let (all, warnings) = read_all(&d);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(all, vec![rec(0), rec(5), rec(6)]);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_batch_for_an_unopened_journal_counts_it_all_until_it_opens() {
+        let d = tmp("batch-unopened");
+        std::fs::create_dir_all(&d).unwrap();
+        let blocked = d.join("state");
+        std::fs::write(&blocked, b"not a directory").unwrap();
+        let mut j = Journal::unopened(&blocked, DEFAULT_LIMIT);
+        assert!(j.append_frames(&frames_of((0..3).map(rec))).is_empty());
+        std::fs::remove_file(&blocked).unwrap();
+        let told = j.append_frames(&frames_of((3..5).map(rec)));
+        assert!(
+            matches!(told[..], [Appended::Resumed { lost: 3 }]),
+            "{told:?}"
+        );
+        let (all, _) = read_all(&blocked);
+        assert_eq!(all, vec![rec(3), rec(4)]);
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -1228,11 +1228,17 @@ impl Supervisor {
     /// Runs until shutdown completes; returns zurg's exit code.
     pub fn run(mut self) -> i32 {
         let mut work: VecDeque<(usize, Input)> = VecDeque::new();
-        // Log lines of a turn go to the writer in batches (`log::Held`).
+        // Log lines of a turn go to the writer in batches (`log::Held`),
+        // and so do journal records: boot is one turn that starts every
+        // service, and a journal thread woken per start record took a core
+        // from the spawns (a context switch per service, twice zurg's own
+        // involuntary switches at 10,000; docs/performance.md).
         let held = crate::log::hold();
+        self.journal.defer();
         self.boot_load(&mut work);
         self.stop_leftovers();
         self.process(&mut work);
+        self.journal.announce();
         drop(held);
         // An essential service that could not even start has begun the
         // shutdown already, and nothing may come to wake the loop for it.
