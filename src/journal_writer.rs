@@ -712,8 +712,8 @@ mod tests {
 
     #[test]
     fn a_gap_record_lands_between_the_runs_around_the_drops() {
-        let dir = temp_dir("gap-runs");
-        let (mut j, _) = Journal::open(&dir, journal::DEFAULT_LIMIT).unwrap();
+        let dir = TestDir::new("journal-writer-gap-runs");
+        let (mut j, _) = Journal::open(dir.path(), journal::DEFAULT_LIMIT).unwrap();
         let rec = journal::tests::rec;
         let mut q = Queue::new(2, 1 << 20);
         for i in 0..4 {
@@ -733,7 +733,7 @@ mod tests {
         let _ = q.push(&journal::frame(&rec(4)), rec(4).time_us);
         let _ = q.push(&journal::frame(&rec(5)), rec(5).time_us);
         write(&mut q);
-        let (all, warnings) = journal::read_all(&dir);
+        let (all, warnings) = journal::read_all(dir.path());
         assert!(warnings.is_empty(), "{warnings:?}");
         let kinds: Vec<_> = all.iter().map(|r| (r.kind, r.time_us)).collect();
         assert_eq!(
@@ -751,7 +751,6 @@ mod tests {
             note.starts_with("journal behind: 2 record(s) not written"),
             "{note}"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -969,8 +968,8 @@ mod tests {
 
     #[test]
     fn a_long_deferred_turn_wakes_the_thread_before_its_end() {
-        let dir = temp_dir("deferred-long");
-        let (j, _) = Journal::open(&dir, journal::DEFAULT_LIMIT).unwrap();
+        let dir = TestDir::new("journal-writer-deferred-long");
+        let (j, _) = Journal::open(dir.path(), journal::DEFAULT_LIMIT).unwrap();
         let mut w = JournalWriter::start(j, "test-journal-long-turn", "journal");
         let deadline = Instant::now() + Duration::from_secs(10);
         while !w.shared.lock().waiting {
@@ -990,10 +989,9 @@ mod tests {
         // Still inside the turn: the last record woke the thread, so a
         // reader is not left to its READ_WAIT.
         assert_eq!(w.read_after().wait(), None);
-        let (all, _) = journal::read_all(&dir);
+        let (all, _) = journal::read_all(dir.path());
         assert_eq!(all.len() as u64, n);
         w.announce();
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
