@@ -806,6 +806,20 @@ fn zurg_booting_on_a_full_journal_does_not_hold_it_in_memory() {
         line.contains(full.path().join("state").to_str().unwrap()),
         "{line}"
     );
+    // The newest 32,768 are judged (none runs) and closed, all of them:
+    // paced so that the journal's queue does not drop them into a gap.
+    assert!(
+        z.seen.iter().any(|l| l.contains(
+            "journal: wrote the exits of 32768 start(s) a previous zurg left open: 0 stopped at boot, 32768 no longer running"
+        )),
+        "{:?}",
+        z.seen
+    );
+    assert!(
+        !z.seen.iter().any(|l| l.contains("journal behind")),
+        "{:?}",
+        z.seen
+    );
     drop(z);
     eprintln!("zurg peak RSS: {booted} KiB on a full 16 MiB journal, {baseline} KiB on none");
     // Decoding both files whole took 86 MB more than booting on none
