@@ -943,7 +943,9 @@ fn a_zurg_killed_again_and_again_while_its_journal_rotates_every_few_records_los
         );
 
         // The next zurg opens what was left and writes after it: one quiet
-        // service, so its first record is the only new one.
+        // service, so its first record is the only new one but for the
+        // exits boot writes, before it, of the starts the kill left open
+        // (their processes died with zurg: lost).
         for i in 1..4 {
             std::fs::remove_file(dir.path().join(format!("units/c{i}.toml"))).unwrap();
         }
@@ -959,13 +961,32 @@ fn a_zurg_killed_again_and_again_while_its_journal_rotates_every_few_records_los
             "round {round}: a SIGKILL left a torn record"
         );
         let after = all_records(&dir);
-        let (new, kept) = after.split_last().unwrap();
+        let (new, rest) = after.split_last().unwrap();
         assert_eq!(
             (new["service"].as_str(), new["kind"].as_str()),
             (Some("c0"), Some("start")),
             "round {round}: {new}"
         );
         assert!(!keys.contains(&format!("{} {}", new["gpid"], new["kind"])));
+        let closing = rest
+            .iter()
+            .rev()
+            .take_while(|r| r["reason"] == "lost: not running at boot")
+            .count();
+        let (kept, closed) = rest.split_at(rest.len() - closing);
+        let gpid = |r: &Value| r["gpid"].as_str().unwrap().to_string();
+        let open: BTreeSet<String> = left
+            .iter()
+            .filter(|r| r["kind"] == "start")
+            .map(gpid)
+            .filter(|g| !left.iter().any(|r| gpid(r) == *g && r["kind"] != "start"))
+            .collect();
+        let closed_gpids: BTreeSet<String> = closed
+            .iter()
+            .inspect(|r| assert_eq!(r["kind"], "exit", "round {round}: {r}"))
+            .map(gpid)
+            .collect();
+        assert_eq!(closed_gpids, open, "round {round}: closed {closed:?}");
         // What it kept is the newest of what was left: all of it, or, when
         // its first record rotated the journal, the last file's worth.
         assert!(!kept.is_empty(), "round {round}");
