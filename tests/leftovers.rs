@@ -125,6 +125,15 @@ fn what_a_killed_zurgs_service_started_is_stopped_too() {
     ));
     second.expect("[web] started pid");
     assert!(dead(helper), "the helper still runs: {:?}", state(helper));
+    // Its start is closed as stopped, though its recorded process was
+    // gone: what it started ran until this boot stopped it.
+    let h = history(&dir, "web");
+    assert_eq!(h[1]["kind"], "exit", "{h:?}");
+    assert_eq!(h[1]["gpid"], h[0]["gpid"], "{h:?}");
+    assert_eq!(
+        h[1]["reason"],
+        "stopped at boot: left running by a previous zurg (sent SIGTERM)"
+    );
 }
 
 /// `service`'s history records of `gpid`, as `zurg history --json` shows
