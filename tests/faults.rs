@@ -807,6 +807,20 @@ fn zurg_booting_on_a_full_journal_does_not_hold_it_in_memory() {
         line.contains(full.path().join("state").to_str().unwrap()),
         "{line}"
     );
+    // The newest 32,768 are judged (none runs) and closed, all of them:
+    // paced so that the journal's queue does not drop them into a gap.
+    assert!(
+        z.seen.iter().any(|l| l.contains(
+            "journal: wrote the exits of 32768 start(s) a previous zurg left open: 0 stopped at boot, 32768 no longer running"
+        )),
+        "{:?}",
+        z.seen
+    );
+    assert!(
+        !z.seen.iter().any(|l| l.contains("journal behind")),
+        "{:?}",
+        z.seen
+    );
     drop(z);
     eprintln!("zurg peak RSS: {booted} KiB on a full 16 MiB journal, {baseline} KiB on none");
     // Decoding both files whole took 86 MB more than booting on none
@@ -930,7 +944,9 @@ fn a_zurg_killed_again_and_again_while_its_journal_rotates_every_few_records_los
         );
 
         // The next zurg opens what was left and writes after it: one quiet
-        // service, so its first record is the only new one.
+        // service, so its first record is the only new one but for the
+        // exits boot writes, before it, of the starts the kill left open
+        // (their processes died with zurg: lost).
         for i in 1..4 {
             std::fs::remove_file(dir.path().join(format!("units/c{i}.toml"))).unwrap();
         }
@@ -946,13 +962,32 @@ fn a_zurg_killed_again_and_again_while_its_journal_rotates_every_few_records_los
             "round {round}: a SIGKILL left a torn record"
         );
         let after = all_records(&dir);
-        let (new, kept) = after.split_last().unwrap();
+        let (new, rest) = after.split_last().unwrap();
         assert_eq!(
             (new["service"].as_str(), new["kind"].as_str()),
             (Some("c0"), Some("start")),
             "round {round}: {new}"
         );
         assert!(!keys.contains(&format!("{} {}", new["gpid"], new["kind"])));
+        let closing = rest
+            .iter()
+            .rev()
+            .take_while(|r| r["reason"] == "lost: not running at boot")
+            .count();
+        let (kept, closed) = rest.split_at(rest.len() - closing);
+        let gpid = |r: &Value| r["gpid"].as_str().unwrap().to_string();
+        let open: BTreeSet<String> = left
+            .iter()
+            .filter(|r| r["kind"] == "start")
+            .map(gpid)
+            .filter(|g| !left.iter().any(|r| gpid(r) == *g && r["kind"] != "start"))
+            .collect();
+        let closed_gpids: BTreeSet<String> = closed
+            .iter()
+            .inspect(|r| assert_eq!(r["kind"], "exit", "round {round}: {r}"))
+            .map(gpid)
+            .collect();
+        assert_eq!(closed_gpids, open, "round {round}: closed {closed:?}");
         // What it kept is the newest of what was left: all of it, or, when
         // its first record rotated the journal, the last file's worth.
         assert!(!kept.is_empty(), "round {round}");

@@ -13,8 +13,10 @@
 mod common;
 
 use common::{
-    cmdline, eventually, find_below, ns_pid, pid_in, run_in, state, Mode, Namespace, TempDir, Zurg,
+    cmdline, eventually, find_below, gpid_of, history, ns_pid, pid_in, run_in, state, Mode,
+    Namespace, TempDir, Zurg,
 };
+use serde_json::Value;
 use zurg::journal::{Appended, Journal, Record, DEFAULT_LIMIT};
 
 /// Gone, or dead and waiting for the namespace's PID 1 to reap it.
@@ -123,6 +125,121 @@ fn what_a_killed_zurgs_service_started_is_stopped_too() {
     ));
     second.expect("[web] started pid");
     assert!(dead(helper), "the helper still runs: {:?}", state(helper));
+    // Its start is closed as stopped, though its recorded process was
+    // gone: what it started ran until this boot stopped it.
+    let h = history(&dir, "web");
+    assert_eq!(h[1]["kind"], "exit", "{h:?}");
+    assert_eq!(h[1]["gpid"], h[0]["gpid"], "{h:?}");
+    assert_eq!(
+        h[1]["reason"],
+        "stopped at boot: left running by a previous zurg (sent SIGTERM)"
+    );
+}
+
+/// `service`'s history records of `gpid`, as `zurg history --json` shows
+/// them, and where in the whole history each is.
+fn records_of(dir: &TempDir, service: &str, gpid: &str) -> Vec<(usize, Value)> {
+    history(dir, service)
+        .into_iter()
+        .enumerate()
+        .filter(|(_, r)| r["gpid"] == gpid)
+        .collect()
+}
+
+/// What the journal says zurg wrote when it closed a previous zurg's
+/// open starts (an `info` line of zurg's log).
+const CLOSED: &str = "a previous zurg left open";
+
+#[test]
+fn a_stopped_leftover_gets_its_exit_and_is_not_looked_for_again() {
+    let ns = Namespace::new();
+    let dir = TempDir::new("leftover-exit");
+    dir.write("units/stubborn.toml", STUBBORN);
+    let mut first = zurg_in(&ns, &dir);
+    first.expect("[stubborn] started pid");
+    let old_gpid = gpid_of(&dir, "stubborn");
+    let old = spawned(&ns, "sleep 1001");
+    first.signal(9);
+    first.wait_exit();
+    assert!(!dead(old), "the service ignores its death signal");
+
+    let mut second = zurg_in(&ns, &dir);
+    second.expect("left by a previous zurg did not stop: sent SIGKILL");
+    second.expect(&format!(
+        "journal: wrote the exits of 1 start(s) {CLOSED}: 1 stopped at boot, 0 no longer running"
+    ));
+    second.expect("[stubborn] started pid");
+    let new_gpid = gpid_of(&dir, "stubborn");
+    let old_records = records_of(&dir, "stubborn", &old_gpid);
+    let kinds: Vec<&Value> = old_records.iter().map(|(_, r)| &r["kind"]).collect();
+    assert_eq!(kinds, ["start", "exit"], "{old_records:?}");
+    let (exit_at, exit) = &old_records[1];
+    assert_eq!(
+        exit["reason"],
+        "stopped at boot: left running by a previous zurg (sent SIGTERM, then SIGKILL)"
+    );
+    assert_eq!(exit["exit"]["signal"], "SIGKILL");
+    let new_records = records_of(&dir, "stubborn", &new_gpid);
+    assert!(
+        new_records
+            .first()
+            .is_some_and(|(at, r)| r["kind"] == "start" && at > exit_at),
+        "the exit comes before this boot's start: {:?}",
+        history(&dir, "stubborn")
+    );
+    second.signal(15);
+    assert!(second.wait_exit().success());
+
+    let mut third = zurg_in(&ns, &dir);
+    third.expect("[stubborn] started pid");
+    let said = third.lines_now().join("\n");
+    assert!(
+        !said.contains(CLOSED) && !said.contains("left by a previous zurg"),
+        "the third boot looked at the old start again:\n{said}"
+    );
+    let exits = records_of(&dir, "stubborn", &old_gpid)
+        .into_iter()
+        .filter(|(_, r)| r["kind"] == "exit")
+        .count();
+    assert_eq!(exits, 1, "{:?}", history(&dir, "stubborn"));
+    third.signal(15);
+    assert!(third.wait_exit().success());
+}
+
+#[test]
+fn a_leftover_that_died_before_the_next_boot_is_written_as_lost() {
+    let ns = Namespace::new();
+    let dir = TempDir::new("leftover-lost");
+    dir.write(
+        "units/web.toml",
+        "exec = \"/bin/sleep\"\nargs = [\"1007\"]\n",
+    );
+    let mut first = zurg_in(&ns, &dir);
+    first.expect("[web] started pid");
+    let old_gpid = gpid_of(&dir, "web");
+    let service = find_below(&first, "sleep 1007");
+    first.signal(9);
+    first.wait_exit();
+    eventually("the service to die with its zurg", || dead(service));
+
+    let mut second = zurg_in(&ns, &dir);
+    second.expect(&format!(
+        "journal: wrote the exits of 1 start(s) {CLOSED}: 0 stopped at boot, 1 no longer running"
+    ));
+    second.expect("[web] started pid");
+    let said = second.lines_now().join("\n");
+    assert!(
+        !said.contains("left by a previous zurg"),
+        "stopped something:\n{said}"
+    );
+    let old_records = records_of(&dir, "web", &old_gpid);
+    let kinds: Vec<&Value> = old_records.iter().map(|(_, r)| &r["kind"]).collect();
+    assert_eq!(kinds, ["start", "exit"], "{old_records:?}");
+    let exit = &old_records[1].1;
+    assert_eq!(exit["reason"], "lost: not running at boot");
+    assert!(exit.get("exit").is_none(), "a status was made up: {exit}");
+    second.signal(15);
+    assert!(second.wait_exit().success());
 }
 
 /// A journal start record, as zurg writes it, for pid `pid` started at
@@ -186,6 +303,17 @@ fn a_reused_pid_is_not_killed() {
     );
     assert_eq!(state(reused).map(|s| s != 'Z'), Some(true), "killed it");
     assert!(unrelated.try_wait().unwrap().is_none());
+    // The start whose pid another process holds now is closed as lost,
+    // the one stopped as stopped.
+    let old = history(&dir, "old");
+    assert_eq!(old.len(), 2, "{old:?}");
+    assert_eq!(old[1]["reason"], "lost: not running at boot");
+    let gone = history(&dir, "gone");
+    assert_eq!(gone.len(), 2, "{gone:?}");
+    assert_eq!(
+        gone[1]["reason"],
+        "stopped at boot: left running by a previous zurg (sent SIGTERM)"
+    );
     assert!(matching.try_wait().is_ok());
 }
 

@@ -23,12 +23,18 @@
 //! opened as a pidfd before it is checked, so the check and the signals
 //! concern one process. This runs once, before the loop; the restart path
 //! never comes here.
+//!
+//! Each open start the pass settles gets its exit record, written before
+//! this boot's first start (see `Settled`), so the next boot does not
+//! check it again and `history` shows how it ended. One the pass could not
+//! judge keeps its open start for a later boot.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
+use crate::control::proto::ExitInfo;
 use crate::gpid::Gpid;
 use crate::journal::Record;
 use crate::os::pidfd::PidFd;
@@ -40,6 +46,14 @@ use super::Supervisor;
 const START_SLACK_US: u64 = 2_000_000;
 /// How long to wait for SIGKILLed leftovers before starting anyway.
 const GIVE_UP_AFTER_KILL: Duration = Duration::from_secs(5);
+/// Exits of settled starts sent to the journal's writer before waiting
+/// for it to take them: far below its queue's bound (`QUEUE_RECORDS`, and
+/// `QUEUE_BYTES` at ~170 bytes an exit).
+const EXIT_BATCH: usize = 2_048;
+const _: () = assert!(EXIT_BATCH * 4 <= crate::journal_writer::QUEUE_RECORDS);
+/// How long boot waits, in all, for the writer to take those exits: a
+/// healthy disk writes a crash loop's 32,768 (some 5 MB) well within it.
+const EXITS_DEADLINE: Duration = Duration::from_secs(3);
 
 /// A start record with no exit record: its process may still run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,11 +63,10 @@ pub(crate) struct Unfinished<'a> {
 }
 
 /// Starts without an exit that boot keeps at most. A journal can hold far
-/// more than can still run: each zurg that was SIGKILLed leaves its
-/// services' starts open for good (the next one stops them without
-/// writing their exits), and a crash-looping zurg on a small disk can fill
-/// both files with them. Linux's default `pid_max` is this number, so on a
-/// default kernel no more processes than this exist at once; the newest
+/// more than can still run: a crash-looping zurg on a small disk can fill
+/// both files with starts it never saw end, and those boot could not
+/// judge (see `Settled`) stay open. Linux's default `pid_max` is this
+/// number, so on a default kernel no more processes than this exist at once; the newest
 /// are kept, as a previous zurg's leftovers are its last starts. At the
 /// bound they take some 5 MB (docs/performance.md), whatever the journal's
 /// size.
@@ -139,6 +152,98 @@ impl OpenStarts {
     }
 }
 
+/// How boot settled an open start: the exit record it writes for it. The
+/// one place the records' reasons are worded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// This boot stopped it (or a process it started): `signal` is the
+    /// stop signal sent, and `killed` says SIGKILL ended the recorded
+    /// process after it.
+    Stopped { signal: i32, killed: bool },
+    /// It no longer ran at boot: gone, exited and unreaped, or its pid now
+    /// another process's. How it ended is unknown.
+    Lost,
+}
+
+impl Settled {
+    pub(crate) fn reason(self) -> String {
+        match self {
+            Settled::Stopped { signal, killed } => format!(
+                "stopped at boot: left running by a previous zurg (sent {}{})",
+                crate::sig::name(signal),
+                if killed { ", then SIGKILL" } else { "" }
+            ),
+            Settled::Lost => "lost: not running at boot".to_string(),
+        }
+    }
+
+    /// Its exit record. The status is not known (a leftover is not this
+    /// zurg's child, so its exit cannot be reaped), except that a process
+    /// that died of the SIGKILL sent it was ended by that signal, which no
+    /// process can catch.
+    pub(crate) fn record(self, open: Unfinished<'_>, time_us: u64) -> Record {
+        let exit = matches!(self, Settled::Stopped { killed: true, .. }).then(|| ExitInfo {
+            signal: Some(crate::sig::name(libc::SIGKILL)),
+            ..ExitInfo::default()
+        });
+        Record {
+            time_us,
+            service: open.service.to_string(),
+            kind: crate::journal::Kind::Exit,
+            gpid: open.gpid.to_string(),
+            exit,
+            reason: Some(self.reason()),
+            ..Record::default()
+        }
+    }
+}
+
+/// What the pass found of one open start's processes (pure).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Findings {
+    /// Whether its recorded process runs could not be told, or a process
+    /// of it is another live zurg's.
+    unjudged: bool,
+    /// The stop signal sent to it or to a process it started.
+    stopped: Option<i32>,
+    /// Its recorded process died after SIGKILL.
+    killed: bool,
+    /// A process of it was still there after SIGKILL.
+    outlived: bool,
+}
+
+impl Findings {
+    /// The exit it gets, if any. Only a start whose processes are all known
+    /// to be gone gets one: a start that could not be judged (its /proc
+    /// entry unreadable, no pidfd for it) may still run, and one that
+    /// outlived SIGKILL or belongs to another zurg does; an exit would
+    /// hide it from every later boot, which would then start a second copy
+    /// beside it without a word.
+    fn settled(self) -> Option<Settled> {
+        if self.unjudged || self.outlived {
+            return None;
+        }
+        Some(match self.stopped {
+            Some(signal) => Settled::Stopped {
+                signal,
+                killed: self.killed,
+            },
+            None => Settled::Lost,
+        })
+    }
+}
+
+/// What the pass makes of the process holding a recorded pid.
+#[derive(Debug)]
+enum Holder {
+    /// The recorded process, running: to be stopped.
+    Recorded(i32, PidFd),
+    /// No process, or not the recorded one, or the recorded one dead.
+    NotRecorded,
+    /// Cannot tell, or another zurg's.
+    Unknown,
+}
+
 /// What /proc says about the process now holding a pid.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct ProcFacts {
@@ -216,6 +321,12 @@ fn comm(pid: i32) -> Option<String> {
 
 struct Leftover {
     service: String,
+    /// The open start it is of.
+    gpid: Gpid,
+    /// It is the recorded process, not one it started.
+    recorded: bool,
+    /// The stop signal it was sent.
+    signal: i32,
     pid: i32,
     fd: PidFd,
     /// When it gets SIGKILL; once sent, when zurg stops waiting for it.
@@ -223,17 +334,41 @@ struct Leftover {
     killed: bool,
 }
 
+/// How a stopped leftover ended, as `wait_for` saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Outcome {
+    gpid: Gpid,
+    recorded: bool,
+    signal: i32,
+    ended: Ended,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    Gone {
+        killed: bool,
+    },
+    /// Still there after SIGKILL and `GIVE_UP_AFTER_KILL`.
+    Outlived,
+}
+
 impl Supervisor {
-    /// Stops what the previous zurg on this state directory left running.
-    /// Blocks until they are gone or given up on: it runs once, before the
-    /// loop and before any service starts.
+    /// Stops what the previous zurg on this state directory left running,
+    /// and writes an exit for each open start it settles. Blocks until they
+    /// are gone or given up on: it runs once, before the loop and before any
+    /// service starts, so the exits precede this boot's starts.
     pub(super) fn stop_leftovers(&mut self) {
+        // Without the journal's open starts (unreadable, or not read within
+        // the deadline) nothing was judged, so nothing is closed.
         let Some(candidates) = self.boot_reads.take().and_then(|b| b.unfinished()) else {
             return;
         };
         if candidates.is_empty() {
             return;
         }
+        // Without the boot time no start time can be compared, so whether a
+        // recorded pid is still the recorded process cannot be told: no
+        // exit is written, and a later boot that can tell settles them.
         let (Some(boot_us), ticks) = (boot_time_us(), clock_ticks()) else {
             crate::log!(
                 "warning: cannot read the boot time from /proc/stat; services a previous zurg left running are not looked for"
@@ -241,23 +376,16 @@ impl Supervisor {
             return;
         };
         let me = crate::os::pid1::my_pid();
+        // Only what the pass found of a start: one with no entry is lost,
+        // which most are (a crash loop's), so the map stays small.
+        let mut found: BTreeMap<Gpid, Findings> = BTreeMap::new();
         let mut left = Vec::new();
         for c in candidates.iter() {
-            let Ok(pid) = i32::try_from(c.gpid.pid) else {
-                continue;
-            };
-            if pid == me {
-                continue;
+            match self.holder(c, me, boot_us, ticks) {
+                Holder::Recorded(pid, fd) => left.push(self.stop_one(c, true, pid, fd)),
+                Holder::NotRecorded => {}
+                Holder::Unknown => found.entry(c.gpid).or_default().unjudged = true,
             }
-            // Opened before the check, so what is checked is what is signalled.
-            let Ok(fd) = PidFd::open(pid) else { continue };
-            let Some(facts) = read_facts(pid, boot_us, ticks) else {
-                continue;
-            };
-            if facts.dead || !same_process(&c.gpid, &facts) || self.run_by_another(c, pid, &facts) {
-                continue;
-            }
-            left.push(self.stop_one(c.service, pid, fd));
         }
         // What the services started carries their ZURG_GPID too; neither a
         // death signal nor the recorded pid reaches a double-forked helper.
@@ -271,6 +399,8 @@ impl Supervisor {
             let Some(c) = candidates.get(&gpid) else {
                 continue;
             };
+            // A helper that cannot be opened or read again has most likely
+            // just exited: it leaves its start's judgement as it was.
             let Ok(fd) = PidFd::open(pid) else { continue };
             // Read again through the open pidfd's process.
             let Some(facts) = read_facts(pid, boot_us, ticks) else {
@@ -281,12 +411,105 @@ impl Supervisor {
                 .as_deref()
                 .and_then(|g| g.parse::<Gpid>().ok())
                 == Some(gpid);
-            if facts.dead || !same || self.run_by_another(c, pid, &facts) {
+            if facts.dead || !same {
                 continue;
             }
-            left.push(self.stop_one(c.service, pid, fd));
+            if self.run_by_another(c, pid, &facts) {
+                found.entry(gpid).or_default().unjudged = true;
+                continue;
+            }
+            left.push(self.stop_one(c, false, pid, fd));
         }
-        wait_for(left);
+        for o in wait_for(left) {
+            let f = found.entry(o.gpid).or_default();
+            f.stopped = Some(o.signal);
+            match o.ended {
+                Ended::Gone { killed } => f.killed |= killed && o.recorded,
+                Ended::Outlived => f.outlived = true,
+            }
+        }
+        self.write_settled(&candidates, &found);
+    }
+
+    /// The exits of the open starts the pass settled, oldest first. Past
+    /// `EXIT_BATCH` of them each batch waits for the journal's writer to
+    /// take the one before, until `EXITS_DEADLINE`: a crash loop's journal
+    /// settles some 32,000 at once, which would overflow the writer's queue
+    /// and be dropped into a gap record. Past the deadline the rest are not
+    /// sent, and their starts stay open for the next boot.
+    fn write_settled(&mut self, candidates: &OpenStarts, found: &BTreeMap<Gpid, Findings>) {
+        let now_us = crate::os::wall_clock_us();
+        let deadline = Instant::now() + EXITS_DEADLINE;
+        let (mut stopped, mut lost, mut unsent) = (0u64, 0u64, 0u64);
+        let (mut batch, mut stuck) = (0, false);
+        for c in candidates.iter() {
+            let Some(settled) = found.get(&c.gpid).copied().unwrap_or_default().settled() else {
+                continue;
+            };
+            if !stuck && batch == EXIT_BATCH {
+                batch = 0;
+                let left = deadline.saturating_duration_since(Instant::now());
+                stuck = !self.journal.written_within(left);
+            }
+            if stuck {
+                unsent = unsent.saturating_add(1);
+                continue;
+            }
+            match settled {
+                Settled::Stopped { .. } => stopped = stopped.saturating_add(1),
+                Settled::Lost => lost = lost.saturating_add(1),
+            }
+            self.journal.send(&settled.record(c, now_us));
+            batch += 1;
+        }
+        if stopped > 0 || lost > 0 {
+            crate::log!(
+                "journal: wrote the exits of {} start(s) a previous zurg left open: {stopped} stopped at boot, {lost} no longer running",
+                stopped.saturating_add(lost)
+            );
+        }
+        if unsent > 0 {
+            crate::log!(
+                "warning: the journal in {} did not take the exits of a previous zurg's starts within {} s: {unsent} are not written, and the next boot looks for them again",
+                self.opts.state_dir.display(),
+                EXITS_DEADLINE.as_secs()
+            );
+        }
+    }
+
+    /// What holds the pid `c` records: the recorded process, which runs,
+    /// or not, or cannot tell.
+    fn holder(&self, c: Unfinished<'_>, me: i32, boot_us: u64, ticks: u64) -> Holder {
+        let Ok(pid) = i32::try_from(c.gpid.pid) else {
+            // No process has such a pid.
+            return Holder::NotRecorded;
+        };
+        if pid <= 0 || pid == me {
+            return Holder::NotRecorded;
+        }
+        // Opened before the check, so what is checked is what is signalled.
+        let fd = match PidFd::open(pid) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Holder::NotRecorded,
+            // ENOSYS, EMFILE: nothing is known of the pid.
+            Err(_) => return Holder::Unknown,
+        };
+        let Some(facts) = read_facts(pid, boot_us, ticks) else {
+            // A process reaped since the open has no /proc entry; one that
+            // still runs and cannot be read is not judged.
+            return if exited(&fd) {
+                Holder::NotRecorded
+            } else {
+                Holder::Unknown
+            };
+        };
+        if facts.dead || !same_process(&c.gpid, &facts) {
+            return Holder::NotRecorded;
+        }
+        if self.run_by_another(c, pid, &facts) {
+            return Holder::Unknown;
+        }
+        Holder::Recorded(pid, fd)
     }
 
     /// A process whose parent is another live zurg is that zurg's: two
@@ -305,9 +528,10 @@ impl Supervisor {
         true
     }
 
-    /// Sends a leftover its service's stop signal (SIGTERM and `--grace`
-    /// for a unit that is gone).
-    fn stop_one(&self, service: &str, pid: i32, fd: PidFd) -> Leftover {
+    /// Sends a leftover of `c` its service's stop signal (SIGTERM and
+    /// `--grace` for a unit that is gone).
+    fn stop_one(&self, c: Unfinished<'_>, recorded: bool, pid: i32, fd: PidFd) -> Leftover {
+        let service = c.service;
         let (signal, timeout_ms) = self
             .by_name
             .get(self.slots.as_slice(), service)
@@ -323,6 +547,9 @@ impl Supervisor {
         let _ = fd.send_signal(libc::SIGCONT);
         Leftover {
             service: service.to_string(),
+            gpid: c.gpid,
+            recorded,
+            signal,
             pid,
             fd,
             deadline: Instant::now() + Duration::from_millis(timeout_ms),
@@ -342,8 +569,16 @@ fn proc_pids() -> Vec<i32> {
         .collect()
 }
 
-/// Waits for the leftovers to die, SIGKILLing each at its deadline.
-fn wait_for(mut left: Vec<Leftover>) {
+/// Waits for the leftovers to die, SIGKILLing each at its deadline; how
+/// each ended.
+fn wait_for(mut left: Vec<Leftover>) -> Vec<Outcome> {
+    let mut outcomes = Vec::with_capacity(left.len());
+    let outcome = |l: &Leftover, ended| Outcome {
+        gpid: l.gpid,
+        recorded: l.recorded,
+        signal: l.signal,
+        ended,
+    };
     while !left.is_empty() {
         let now = Instant::now();
         left.retain_mut(|l| {
@@ -356,6 +591,7 @@ fn wait_for(mut left: Vec<Leftover>) {
                     l.service,
                     l.pid
                 );
+                outcomes.push(outcome(l, Ended::Outlived));
                 return false;
             }
             crate::log!(
@@ -396,10 +632,19 @@ fn wait_for(mut left: Vec<Leftover>) {
                     l.service,
                     l.pid
                 );
+                outcomes.push(outcome(l, Ended::Gone { killed: l.killed }));
             }
             !dead
         });
     }
+    outcomes
+}
+
+/// Whether `fd`'s process has exited (its pidfd is readable), without
+/// waiting.
+fn exited(fd: &PidFd) -> bool {
+    let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(fd), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
 }
 
 #[cfg(test)]
@@ -510,6 +755,106 @@ mod tests {
         for (i, (facts, want)) in cases.iter().enumerate() {
             assert_eq!(same_process(&gpid, facts), *want, "case {i}: {facts:?}");
         }
+    }
+
+    #[test]
+    fn only_a_start_whose_processes_are_all_known_gone_is_settled() {
+        let none = Findings::default();
+        let stopped = Findings {
+            stopped: Some(libc::SIGTERM),
+            ..none
+        };
+        let cases = [
+            // Gone, or its pid another process's: lost.
+            (none, Some(Settled::Lost)),
+            (
+                stopped,
+                Some(Settled::Stopped {
+                    signal: libc::SIGTERM,
+                    killed: false,
+                }),
+            ),
+            (
+                Findings {
+                    killed: true,
+                    ..stopped
+                },
+                Some(Settled::Stopped {
+                    signal: libc::SIGTERM,
+                    killed: true,
+                }),
+            ),
+            // May still run: /proc unreadable, another zurg's, or a process
+            // of it in uninterruptible sleep that SIGKILL did not end.
+            (
+                Findings {
+                    unjudged: true,
+                    ..none
+                },
+                None,
+            ),
+            (
+                Findings {
+                    unjudged: true,
+                    ..stopped
+                },
+                None,
+            ),
+            (
+                Findings {
+                    outlived: true,
+                    ..stopped
+                },
+                None,
+            ),
+        ];
+        for (i, (found, want)) in cases.iter().enumerate() {
+            assert_eq!(found.settled(), *want, "case {i}: {found:?}");
+        }
+    }
+
+    #[test]
+    fn a_settled_start_is_closed_by_an_exit_that_says_how() {
+        let gpid: Gpid = A.parse().unwrap();
+        let open = Unfinished {
+            service: "web",
+            gpid,
+        };
+        let killed = Settled::Stopped {
+            signal: libc::SIGTERM,
+            killed: true,
+        }
+        .record(open, 7);
+        assert_eq!(killed.kind, crate::journal::Kind::Exit);
+        assert_eq!((killed.service.as_str(), killed.gpid.as_str()), ("web", A));
+        assert_eq!(killed.time_us, 7);
+        assert_eq!(
+            killed.reason.as_deref(),
+            Some("stopped at boot: left running by a previous zurg (sent SIGTERM, then SIGKILL)")
+        );
+        assert_eq!(
+            killed.exit.and_then(|e| e.signal).as_deref(),
+            Some("SIGKILL")
+        );
+        // Ended by its stop signal, or by itself after it: status unknown.
+        let stopped = Settled::Stopped {
+            signal: libc::SIGINT,
+            killed: false,
+        }
+        .record(open, 7);
+        assert_eq!(
+            stopped.reason.as_deref(),
+            Some("stopped at boot: left running by a previous zurg (sent SIGINT)")
+        );
+        assert_eq!(stopped.exit, None);
+        let lost = Settled::Lost.record(open, 7);
+        assert_eq!(lost.reason.as_deref(), Some("lost: not running at boot"));
+        assert_eq!(lost.exit, None);
+        // The fold that boot runs takes it as the start's end.
+        let mut starts = OpenStarts::default();
+        starts.record(&start("web", A));
+        starts.record(&lost);
+        assert!(starts.is_empty());
     }
 
     #[test]

@@ -626,10 +626,23 @@ pub fn sh_unit(script: &str, extra: &str) -> String {
 }
 
 /// Framed journal records of an earlier life: starts and exits of services
-/// old0..old49 at build 1.0.0, numbered by `numbers`.
+/// old0..old49 at build 1.0.0, numbered by `numbers`. Each record has a
+/// GPID of its own, so no start has its exit (as a crash loop that never
+/// wrote them leaves it), and boot closes the newest as lost.
 pub fn old_journal(numbers: std::ops::Range<u64>) -> Vec<u8> {
+    old_records(numbers, false)
+}
+
+/// `old_journal`, but each exit (an odd number) closes the start before
+/// it: a journal boot has nothing to close in.
+pub fn old_journal_closed(numbers: std::ops::Range<u64>) -> Vec<u8> {
+    old_records(numbers, true)
+}
+
+fn old_records(numbers: std::ops::Range<u64>, closed: bool) -> Vec<u8> {
     let mut data = Vec::new();
     for i in numbers {
+        let n = if closed && i % 2 == 1 { i - 1 } else { i };
         data.extend(zurg::journal::frame(&zurg::journal::Record {
             time_us: 1_000_000 + i,
             service: format!("old{}", i % 50),
@@ -638,7 +651,7 @@ pub fn old_journal(numbers: std::ops::Range<u64>) -> Vec<u8> {
             } else {
                 zurg::journal::Kind::Exit
             },
-            gpid: format!("10.1.2.3:0:{}:{}", 1_000_000 + i, 100 + i),
+            gpid: format!("10.1.2.3:0:{}:{}", 1_000_000 + n, 100 + n),
             version: Some("1.0.0".into()),
             ..Default::default()
         }));
