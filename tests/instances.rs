@@ -315,4 +315,6 @@ fn history_of_a_unit_with_instances_shows_each_instance() {
     assert!(after
         .iter()
         .all(|r| r["service"].as_str().is_some_and(|s| s.starts_with("web@"))));
+    // records, none since now: an empty answer, not an unknown name
+    assert_eq!(ok(&dir, &["history", "web", "--since", "0s"]), "");
 }
