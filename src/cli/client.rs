@@ -154,11 +154,16 @@ fn offline_history(cmd: &ClientCmd, dir: &std::path::Path, why: &ReachError) -> 
     }
     let records = crate::journal::filter(records, wanted.as_ref(), None);
     if let (Some(name), true) = (name, records.is_empty()) {
-        eprintln!(
-            "zurg: the journal in {} holds no record of `{}`",
-            dir.display(),
-            crate::safe_text::escaped(name)
+        // As zurg answers for a name it neither runs nor has a record of.
+        let why = format!(
+            "the journal in {} holds no record of `{name}`",
+            dir.display()
         );
+        if cmd.json {
+            let reply = Reply::error(1, proto::ErrorCode::UnknownService, &why);
+            print!("{}", shown_json(&proto::encode_reply(&reply)));
+        }
+        eprintln!("zurg: {}", shown(&why));
         return EXIT_FAILED;
     }
     let records = crate::journal::filter(records, None, *since_us);
