@@ -302,28 +302,84 @@ pub fn decode_all(data: &[u8]) -> (Vec<Record>, usize, Option<String>) {
 /// What a reader wants from the journal: records whose JSON holds this
 /// field with this value. Only those are decoded; the others cost their
 /// checksum and a byte scan.
+/// Any of its byte strings admits a record.
 #[derive(Debug, Clone)]
-pub struct Only(Vec<u8>);
+pub struct Only(Vec<Vec<u8>>);
 
 impl Only {
     pub fn field(name: &str, value: &str) -> Only {
         // The journal is written by serde_json, so the value is found
         // exactly as serde_json writes it.
         let value = serde_json::to_string(value).unwrap_or_default();
-        Only(format!("\"{name}\":{value}").into_bytes())
+        Only(vec![format!("\"{name}\":{value}").into_bytes()])
+    }
+
+    /// The records of the services `wanted` names (a superset: `web@x`
+    /// passes for `web`, the caller's `Wanted::matches` decides).
+    pub fn service(wanted: &Wanted) -> Only {
+        let mut only = Only::field("service", wanted.name());
+        if let Wanted::Unit(name) = wanted {
+            // `"service":"web` followed by `@`: the closing quote dropped.
+            let mut open = serde_json::to_string(name).unwrap_or_default();
+            open.pop();
+            only.0.push(format!("\"service\":{open}@").into_bytes());
+        }
+        only
     }
 
     fn admits(&self, payload: &[u8]) -> bool {
-        let Some((&first, _)) = self.0.split_first() else {
-            return true;
-        };
-        let n = self.0.len();
-        payload
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| **b == first)
-            .any(|(at, _)| payload.get(at..at + n) == Some(self.0.as_slice()))
+        self.0.iter().any(|needle| contains(payload, needle))
     }
+}
+
+fn contains(payload: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, _)) = needle.split_first() else {
+        return true;
+    };
+    let n = needle.len();
+    payload
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == first)
+        .any(|(at, _)| payload.get(at..at + n) == Some(needle))
+}
+
+/// Whose records `history NAME` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wanted {
+    /// The service `NAME` alone: zurg runs a service of that name (a
+    /// unit without instances, or one instance, `web@1`).
+    Exactly(String),
+    /// `NAME` and its instances `NAME@0`, `NAME@1`, ...: a unit with
+    /// instances, or a name the reader cannot look up (a publisher, the
+    /// journal read offline, a unit since removed), where the journal's
+    /// names are all there is to go by.
+    Unit(String),
+}
+
+impl Wanted {
+    pub fn name(&self) -> &str {
+        match self {
+            Wanted::Exactly(n) | Wanted::Unit(n) => n,
+        }
+    }
+
+    /// Whether a record of `service` is wanted.
+    pub fn matches(&self, service: &str) -> bool {
+        match self {
+            Wanted::Exactly(n) => service == n,
+            Wanted::Unit(n) => of_unit(n, service),
+        }
+    }
+}
+
+/// Whether `service` is `unit` or one of its instances, `unit@N`.
+pub fn of_unit(unit: &str, service: &str) -> bool {
+    service == unit
+        || service
+            .strip_prefix(unit)
+            .and_then(|rest| rest.strip_prefix('@'))
+            .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Every record's payload begins with these bytes: serde writes a struct's
@@ -1136,11 +1192,11 @@ pub fn read_file(path: &Path, only: Option<&Only>) -> (Vec<Record>, Option<Strin
     (records, warning.map(|w| format!("{}: {w}", path.display())))
 }
 
-/// The records of `service` (all when `None`) at or after `since_us`.
-pub fn filter(records: Vec<Record>, service: Option<&str>, since_us: Option<u64>) -> Vec<Record> {
+/// The records `wanted` matches (all when `None`) at or after `since_us`.
+pub fn filter(records: Vec<Record>, wanted: Option<&Wanted>, since_us: Option<u64>) -> Vec<Record> {
     records
         .into_iter()
-        .filter(|r| service.is_none_or(|s| r.service == s))
+        .filter(|r| wanted.is_none_or(|w| w.matches(&r.service)))
         .filter(|r| since_us.is_none_or(|t| r.time_us >= t))
         .collect()
 }
@@ -1267,7 +1323,10 @@ pub(crate) mod tests {
         let (all, warnings) = read_all(&d);
         assert!(warnings.is_empty());
         assert_eq!(all, (0..11).map(rec).collect::<Vec<_>>());
-        assert_eq!(filter(all.clone(), Some("s1"), None).len(), 4);
+        assert_eq!(
+            filter(all.clone(), Some(&Wanted::Exactly("s1".into())), None).len(),
+            4
+        );
         assert_eq!(filter(all, None, Some(1005)).len(), 6);
         std::fs::remove_dir_all(&d).unwrap();
     }
@@ -1323,6 +1382,57 @@ pub(crate) mod tests {
         let quoted = Only::field("service", "s1\"x");
         let (got, _, _) = decode_matching(&data, Some(&quoted));
         assert_eq!(got, [odd]);
+    }
+
+    #[test]
+    fn a_unit_matches_itself_and_its_numbered_instances_only() {
+        let unit = Wanted::Unit("web".into());
+        for yes in ["web", "web@0", "web@1", "web@17"] {
+            assert!(unit.matches(yes), "{yes}");
+        }
+        for no in [
+            "web@", "web@x", "web@1x", "web@-1", "webby", "web2", "we", "api@1", "web@1@2",
+        ] {
+            assert!(!unit.matches(no), "{no}");
+        }
+        let one = Wanted::Exactly("web".into());
+        assert!(one.matches("web"));
+        assert!(
+            !one.matches("web@0"),
+            "a service of that name is itself only"
+        );
+        assert!(Wanted::Exactly("web@1".into()).matches("web@1"));
+        assert!(!Wanted::Exactly("web@1".into()).matches("web@10"));
+        assert!(Wanted::Unit("web@1".into()).matches("web@1"));
+        assert!(!Wanted::Unit("web@1".into()).matches("web@10"));
+    }
+
+    #[test]
+    fn the_prefilter_admits_every_record_a_unit_wants() {
+        let names = ["web", "web@0", "web@12", "webby", "web@x", "api", "web\"@1"];
+        let mut data = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let mut r = rec(i as u64);
+            r.service = (*name).into();
+            data.extend(frame(&r));
+        }
+        for wanted in [
+            Wanted::Unit("web".into()),
+            Wanted::Exactly("web".into()),
+            Wanted::Unit("web\"".into()),
+        ] {
+            let (got, _, _) = decode_matching(&data, Some(&Only::service(&wanted)));
+            let got = filter(got, Some(&wanted), None);
+            let (all, _, _) = decode_all(&data);
+            let want = filter(all, Some(&wanted), None);
+            assert_eq!(got, want, "{wanted:?}");
+        }
+        let (got, _, _) = decode_matching(&data, Some(&Only::service(&Wanted::Unit("web".into()))));
+        assert_eq!(
+            got.iter().map(|r| r.service.as_str()).collect::<Vec<_>>(),
+            ["web", "web@0", "web@12", "web@x"],
+            "the byte scan lets `web@x` through; `matches` drops it"
+        );
     }
 
     fn journal_of(records: &[Record]) -> (Vec<u8>, Vec<std::ops::Range<usize>>) {

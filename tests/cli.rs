@@ -360,6 +360,15 @@ fn history_reads_the_journal_when_zurg_is_down() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["result"].as_array().unwrap().len(), 2, "{v}");
+    // a name the journal holds nothing of: said, exit 1, as zurg says it
+    let out = common::cli(
+        &dir,
+        &["history", "nosuch", "--state", state.to_str().unwrap()],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("holds no record of `nosuch`"), "{stderr}");
+    assert!(out.stdout.is_empty());
     // without --state the client still says that no zurg answers, and
     // how to read the journal anyway
     let out = common::cli(&dir, &["history"]);

@@ -130,3 +130,81 @@ fn a_publisher_without_a_journal_says_how_to_keep_one() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn publisher_history_of_a_unit_with_instances_shows_each_and_says_when_a_name_is_unknown() {
+    let net = Net::new(1);
+    let hub = Some(net.hub.as_str());
+    let addr = format!("{}:7301", net.hub_ip());
+    let journal = TempDir::new("pub-journal-inst");
+    let jdir = journal.path().to_str().unwrap().to_string();
+    let _p = Publisher::start_at(hub, &addr, &["--journal", &jdir]);
+    let dir = TempDir::new("ch-inst");
+    dir.write(
+        "units/web.toml",
+        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\nport = \"auto\"\ninstances = 3\nrestart = \"never\"\n",
+    );
+    dir.write(
+        "units/webby.toml",
+        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n",
+    );
+    let mut z = run_in(
+        &dir,
+        Mode::Pid1In(net.hosts[0].clone()),
+        &["--publish", &addr],
+    );
+    for i in 0..3 {
+        z.expect(&format!("[web@{i}] started pid"));
+    }
+    assert!(cli(&dir, &["signal", "web@1", "KILL"]).status.success());
+    z.expect("[web@1] ended with");
+    forwarder_state(&dir, |s| s["connected"] == true && s["acked"] == s["seq"]);
+
+    let services = |args: &[&str]| -> Vec<(String, String)> {
+        let mut got: Vec<(String, String)> = publisher_history(hub, &addr, args)
+            .iter()
+            .map(|r| {
+                (
+                    r["service"].as_str().unwrap().to_string(),
+                    r["kind"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        got.sort_unstable();
+        got
+    };
+    let pair = |s: &str, k: &str| (s.to_string(), k.to_string());
+    assert_eq!(
+        services(&["web"]),
+        [
+            pair("web@0", "start"),
+            pair("web@1", "exit"),
+            pair("web@1", "start"),
+            pair("web@2", "start")
+        ],
+        "each instance, not webby"
+    );
+    assert_eq!(
+        services(&["web@1"]),
+        [pair("web@1", "exit"), pair("web@1", "start")]
+    );
+    assert_eq!(services(&["web", "--host", &net.host_ip(0)]).len(), 4);
+    let text = history_at(hub, &addr, &["web"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.lines().any(|l| l.contains(" web@1 exit (SIGKILL) ")),
+        "{text}"
+    );
+
+    // No record of the name: said, exit 1, as `zurg history NAME` says it.
+    let out = history_at(hub, &addr, &["nosuch"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no record of `nosuch`"), "{err}");
+    let out = history_at(hub, &addr, &["web", "--host", "10.9.9.9"]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::text(&out));
+    // Records, but none since: an empty answer, not an unknown name.
+    let out = history_at(hub, &addr, &["web", "--since", "0s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out));
+    assert!(out.stdout.is_empty());
+}

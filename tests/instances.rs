@@ -242,3 +242,79 @@ fn a_verb_for_one_service_given_a_unit_with_instances_says_to_name_one() {
     let err = String::from_utf8_lossy(&cli(&dir, &["gpid", "api"]).stderr).into_owned();
     assert!(err.contains("no service named `api`"), "{err}");
 }
+
+#[test]
+fn history_of_a_unit_with_instances_shows_each_instance() {
+    let dir = TempDir::new("instances-history");
+    // Each instance sleeps for its own time, so that its process is found.
+    dir.write(
+        "units/web.toml",
+        "exec = \"/bin/sleep\"\nargs = [\"100${INSTANCE}\"]\ninstances = 3\nport = \"auto\"\nrestart = \"never\"\n",
+    );
+    let mut z = run_in(&dir, Mode::Pid1, &[]);
+    for i in 0..3 {
+        z.expect(&format!("[web@{i}] started pid"));
+    }
+    kill(find_below(&z, "sleep 1001"), 9);
+    z.expect("[web@1] ended with");
+    let services = |records: &[Value]| -> Vec<(String, String)> {
+        records
+            .iter()
+            .map(|r| {
+                (
+                    r["service"].as_str().unwrap().to_string(),
+                    r["kind"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    eventually("web@1's exit in `history web`", || {
+        services(&history(&dir, "web")).contains(&("web@1".into(), "exit".into()))
+    });
+    let all = history(&dir, "web");
+    let mut starts: Vec<String> = services(&all)
+        .into_iter()
+        .filter(|(_, kind)| kind == "start")
+        .map(|(name, _)| name)
+        .collect();
+    starts.sort_unstable();
+    assert_eq!(starts, ["web@0", "web@1", "web@2"], "{all:?}");
+    let exit = all.iter().find(|r| r["kind"] == "exit").unwrap();
+    assert_eq!(
+        (&exit["service"], &exit["exit"]["signal"]),
+        (&Value::from("web@1"), &Value::from("SIGKILL"))
+    );
+    // as text, each line names its instance
+    let text = ok(&dir, &["history", "web"]);
+    assert_eq!(text.lines().count(), 4, "{text}");
+    assert!(text.contains(" web@1 exit (SIGKILL) "), "{text}");
+    for i in 0..3 {
+        assert!(text.contains(&format!(" web@{i} start ")), "{text}");
+    }
+    // one instance by its name: its records alone
+    assert_eq!(
+        services(&history(&dir, "web@1")),
+        [
+            ("web@1".into(), "start".into()),
+            ("web@1".into(), "exit".into())
+        ]
+    );
+    // a name zurg does not run and never ran: said, as `logs` says it
+    let out = cli(&dir, &["history", "nosuch"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no service named `nosuch`"), "{err}");
+    assert!(out.stdout.is_empty());
+
+    // the unit removed: its records still show under its name
+    std::fs::remove_file(dir.path().join("units/web.toml")).unwrap();
+    ok(&dir, &["reload"]);
+    eventually("web@0 to be retired", || status_of(&dir, "web@0").is_null());
+    let after = history(&dir, "web");
+    assert!(after.len() >= 4, "{after:?}");
+    assert!(after
+        .iter()
+        .all(|r| r["service"].as_str().is_some_and(|s| s.starts_with("web@"))));
+    // records, none since now: an empty answer, not an unknown name
+    assert_eq!(ok(&dir, &["history", "web", "--since", "0s"]), "");
+}

@@ -144,14 +144,29 @@ fn offline_history(cmd: &ClientCmd, dir: &std::path::Path, why: &ReachError) -> 
         "zurg: {why}\nzurg: reading the journal in {} instead",
         dir.display()
     );
-    let only = name
-        .as_deref()
-        .map(|n| crate::journal::Only::field("service", n));
+    // No zurg to say which units there are: the name and its instances
+    // (`NAME@N`), as the publisher's history takes a name.
+    let wanted = name.clone().map(crate::journal::Wanted::Unit);
+    let only = wanted.as_ref().map(crate::journal::Only::service);
     let (records, warnings) = crate::journal::read_only(dir, only.as_ref());
     for w in warnings {
         eprintln!("zurg: warning: {w}");
     }
-    let records = crate::journal::filter(records, name.as_deref(), *since_us);
+    let records = crate::journal::filter(records, wanted.as_ref(), None);
+    if let (Some(name), true) = (name, records.is_empty()) {
+        // As zurg answers for a name it neither runs nor has a record of.
+        let why = format!(
+            "the journal in {} holds no record of `{name}`",
+            dir.display()
+        );
+        if cmd.json {
+            let reply = Reply::error(1, proto::ErrorCode::UnknownService, &why);
+            print!("{}", shown_json(&proto::encode_reply(&reply)));
+        }
+        eprintln!("zurg: {}", shown(&why));
+        return EXIT_FAILED;
+    }
+    let records = crate::journal::filter(records, None, *since_us);
     if cmd.json {
         let line = proto::encode_reply(&Reply::ok(1, &records));
         print!("{}", shown_json(&line));

@@ -603,7 +603,29 @@ pub struct HistoryAsk {
 /// `json` one document `{"ok":true,"result":[records],"older":N}`.
 pub fn history(ask: &HistoryAsk, json: bool) -> i32 {
     match fetch_history(ask) {
-        Ok((records, older)) => {
+        Ok(Fetched { unknown_name, .. }) if unknown_name => {
+            // As `zurg history NAME` answers for a name zurg does not run
+            // and has no record of (exit 1, docs/exit-codes.md).
+            let name = ask.name.as_deref().unwrap_or_default();
+            let host = ask
+                .host
+                .as_deref()
+                .map(|h| format!(" from host {h}"))
+                .unwrap_or_default();
+            let message = format!(
+                "the publisher's journal holds no record of `{name}` (nor `{name}@N`){host}"
+            );
+            if json {
+                let doc = serde_json::json!({
+                    "ok": false,
+                    "error": {"code": "unknown_service", "message": message},
+                });
+                let _ = json_line(&mut io::stdout().lock(), &doc);
+            }
+            eprintln!("zurg history: {}", shown(&message));
+            1
+        }
+        Ok(Fetched { records, older, .. }) => {
             let mut out = io::stdout().lock();
             if json {
                 let doc = serde_json::json!({"ok": true, "result": records, "older": older});
@@ -627,7 +649,15 @@ pub fn history(ask: &HistoryAsk, json: bool) -> i32 {
     }
 }
 
-fn fetch_history(ask: &HistoryAsk) -> Result<(Vec<serde_json::Value>, u64), String> {
+/// A publisher's answer to `history`.
+#[derive(Debug, Default)]
+struct Fetched {
+    records: Vec<serde_json::Value>,
+    older: u64,
+    unknown_name: bool,
+}
+
+fn fetch_history(ask: &HistoryAsk) -> Result<Fetched, String> {
     let token = ask.token_file.as_deref().map(read_token).transpose()?;
     first_answer(&ask.publishers, 0, "zurg history", |addr| {
         fetch_history_from(ask, addr, token.as_deref())
@@ -640,7 +670,7 @@ fn fetch_history_from(
     ask: &HistoryAsk,
     addr: &str,
     token: Option<&[u8]>,
-) -> Result<(Vec<serde_json::Value>, u64), Failure> {
+) -> Result<Fetched, Failure> {
     let timeout = Duration::from_secs(30);
     let mut s = Session::open_checked(addr, Role::Client, token, timeout)?;
     s.set_timeout(Some(timeout));
@@ -649,18 +679,19 @@ fn fetch_history_from(
         host: ask.host.clone(),
         since_us: ask.since_us,
     })?;
-    let mut records = Vec::new();
-    let mut older = 0;
+    let mut got = Fetched::default();
     loop {
         match s.read_frame()? {
             Frame::Records {
                 records: chunk,
                 older: o,
+                unknown_name,
             } => {
-                records.extend(chunk);
-                older += o;
+                got.records.extend(chunk);
+                got.older += o;
+                got.unknown_name |= unknown_name;
             }
-            Frame::Synced => return Ok((records, older)),
+            Frame::Synced => return Ok(got),
             Frame::Error { message, stopping } => return Err(refusal(&message, stopping)),
             other => return Err(format!("unexpected {} frame", other.type_name()).into()),
         }

@@ -206,16 +206,21 @@ fn to_record(
 }
 
 /// Whether `r` answers `q`. A host is its zurg GPID or its address (the
-/// GPID's first field).
-fn matches(r: &Record, q: &Query) -> bool {
+/// GPID's first field). A name is a service's or a unit's with its
+/// instances (`web` shows `web@0`, `web@1`, ...): the publisher knows no
+/// units, only the names its hosts sent, and an instance's is always
+/// `NAME@N` (`journal::of_unit`).
+/// `--since` apart.
+fn named(r: &Record, q: &Query) -> bool {
     let host_ok = q.host.as_deref().is_none_or(|h| {
         r.zurg
             .as_deref()
             .is_some_and(|z| z == h || z.split(':').next() == Some(h))
     });
     host_ok
-        && q.name.as_deref().is_none_or(|n| r.service == n)
-        && q.since_us.is_none_or(|t| r.time_us >= t)
+        && q.name
+            .as_deref()
+            .is_none_or(|n| journal::of_unit(n, &r.service))
 }
 
 /// Reads one of the journal's files into `newest`; what was wrong with
@@ -253,6 +258,8 @@ pub struct Newest<'q> {
     /// as records, docs/performance.md).
     kept: VecDeque<Box<[u8]>>,
     older: u64,
+    /// A record matched but for `--since`.
+    named: bool,
     /// Each host's sequence numbers seen so far, as ranges: a host's are
     /// consecutive, so this stays a range or a few per host however long
     /// the journal. Every record is offered to it before the query's
@@ -268,6 +275,7 @@ impl<'q> Newest<'q> {
             q,
             kept: VecDeque::new(),
             older: 0,
+            named: false,
             seen: HashMap::new(),
         }
     }
@@ -288,7 +296,11 @@ impl<'q> Newest<'q> {
                 return;
             }
         }
-        if !matches(&r, self.q) {
+        if !named(&r, self.q) {
+            return;
+        }
+        self.named = true;
+        if self.q.since_us.is_some_and(|t| r.time_us < t) {
             return;
         }
         let Ok(json) = serde_json::to_vec(&r) else {
@@ -305,6 +317,7 @@ impl<'q> Newest<'q> {
     /// matches were left out, then `synced`.
     pub fn answer(self) -> Vec<u8> {
         let (mut kept, mut older) = (self.kept, self.older);
+        let mut unknown_name = self.q.name.is_some() && !self.named;
         let mut out = Vec::new();
         loop {
             // A chunk's records are dropped once encoded: the answer's
@@ -314,8 +327,16 @@ impl<'q> Newest<'q> {
                 .drain(..n)
                 .filter_map(|json| serde_json::from_slice(&json).ok())
                 .collect();
-            proto::encode(&Frame::Records { records, older }, &mut out);
+            proto::encode(
+                &Frame::Records {
+                    records,
+                    older,
+                    unknown_name,
+                },
+                &mut out,
+            );
             older = 0;
+            unknown_name = false;
             if kept.is_empty() {
                 break;
             }
@@ -492,11 +513,67 @@ mod tests {
             [
                 Frame::Records {
                     records: Vec::new(),
-                    older: 0
+                    older: 0,
+                    unknown_name: false,
                 },
                 Frame::Synced
             ]
         );
+    }
+
+    #[test]
+    fn a_name_shows_its_instances_and_says_when_the_journal_has_none_of_it() {
+        let all = vec![
+            rec(A, 1, "web@0", 10),
+            rec(A, 2, "web@1", 20),
+            rec(A, 3, "web", 25),
+            rec(A, 4, "webby", 30),
+            rec(A, 5, "web@x", 35),
+            rec(B, 1, "web@2", 40),
+        ];
+        let ask = |name: &str, host: Option<&str>, since_us: Option<u64>| {
+            let q = Query {
+                name: Some(name.into()),
+                host: host.map(str::to_string),
+                since_us,
+            };
+            let frames = decode(&answer(all.clone(), &q));
+            let Some(Frame::Records { unknown_name, .. }) = frames.first() else {
+                panic!("{frames:?}");
+            };
+            let names: Vec<String> = frames
+                .iter()
+                .flat_map(|f| match f {
+                    Frame::Records { records, .. } => records.clone(),
+                    _ => Vec::new(),
+                })
+                .map(|v| v["service"].as_str().unwrap().to_string())
+                .collect();
+            (names, *unknown_name)
+        };
+        let (web, unknown) = ask("web", None, None);
+        assert_eq!(web, ["web@0", "web@1", "web", "web@2"]);
+        assert!(!unknown);
+        assert_eq!(ask("web@1", None, None), (vec!["web@1".to_string()], false));
+        assert_eq!(
+            ask("web", None, Some(50)),
+            (Vec::new(), false),
+            "only --since"
+        );
+        assert_eq!(ask("nosuch", None, None), (Vec::new(), true));
+        assert_eq!(ask("webby", Some("10.0.0.2"), None), (Vec::new(), true));
+        let (all_names, unknown) = decode(&answer(all.clone(), &Query::default()))
+            .first()
+            .map(|f| match f {
+                Frame::Records {
+                    records,
+                    unknown_name,
+                    ..
+                } => (records.len(), *unknown_name),
+                _ => (0, true),
+            })
+            .unwrap();
+        assert_eq!((all_names, unknown), (6, false), "no name, nothing unknown");
     }
 
     #[test]
@@ -556,7 +633,7 @@ mod tests {
             .map(|i| rec(A, i + 1, "web", i))
             .collect();
         let frames = decode(&answer(all, &Query::default()));
-        let Some(Frame::Records { older, records }) = frames.first() else {
+        let Some(Frame::Records { older, records, .. }) = frames.first() else {
             panic!("{frames:?}");
         };
         assert_eq!(*older, 5);

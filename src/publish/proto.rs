@@ -280,11 +280,16 @@ pub enum Frame {
     /// Publisher to client: journal records (as `zurg history --json`
     /// prints them, with `zurg` and `seq`), oldest first, in chunks, then
     /// `synced`. `older`, on the first chunk: matching records left out
-    /// because the answer holds only the newest.
+    /// because the answer holds only the newest. `unknown_name`, on the
+    /// first chunk: the query named a service and the journal holds no
+    /// record of it (of that host) at any time, so `--since` is not why
+    /// the answer is empty.
     Records {
         records: Vec<serde_json::Value>,
         #[serde(default)]
         older: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        unknown_name: bool,
     },
     /// Operator to publisher: run `verb` on `host` (its zurg GPID, address
     /// or hostname). `id` is the operator's, echoed in the answer.

@@ -984,6 +984,7 @@ impl Supervisor {
         name: Option<String>,
         since_us: Option<u64>,
     ) -> Option<Reply> {
+        let (wanted, known) = self.history_wanted(name);
         if let (Some(worker), Some(control)) = (&self.worker, &mut self.control) {
             if let Err(why) = control.begin_stream(conn) {
                 return Some(Reply::error(id, ErrorCode::Busy, why));
@@ -992,7 +993,8 @@ impl Supervisor {
                 conn,
                 id,
                 state_dir: self.opts.state_dir.clone(),
-                name,
+                wanted,
+                known,
                 since_us,
                 after: self.journal.read_after(),
             };
@@ -1002,17 +1004,44 @@ impl Supervisor {
             }
             return None;
         }
-        let only = name
-            .as_deref()
-            .map(|n| crate::journal::Only::field("service", n));
+        let only = wanted.as_ref().map(crate::journal::Only::service);
         let (records, warnings) = crate::journal::read_only(&self.opts.state_dir, only.as_ref());
         for w in warnings {
             crate::log!("warning: {w}");
         }
+        let records = crate::journal::filter(records, wanted.as_ref(), None);
+        if let (false, Some(w), true) = (known, &wanted, records.is_empty()) {
+            return Some(Reply::error(
+                id,
+                ErrorCode::UnknownService,
+                format!(
+                    "no service named `{}`, and the journal holds no record of it (zurg status lists the services)",
+                    w.name()
+                ),
+            ));
+        }
         Some(Reply::ok(
             id,
-            crate::journal::filter(records, name.as_deref(), since_us),
+            crate::journal::filter(records, None, since_us),
         ))
+    }
+
+    /// Whose records `history NAME` shows, and whether zurg runs them (a
+    /// name it does not run is an error when the journal has none of it):
+    /// a service of that name alone; else the unit and its instances
+    /// `NAME@N`, looked for by name so that a unit since removed, or
+    /// whose instances were fewer once, still shows, as the publisher's
+    /// history (which knows no units) shows them (docs/units.md).
+    fn history_wanted(&self, name: Option<String>) -> (Option<crate::journal::Wanted>, bool) {
+        use crate::journal::Wanted;
+        let Some(name) = name else {
+            return (None, true);
+        };
+        if self.by_name.get(self.slots.as_slice(), &name).is_some() {
+            return (Some(Wanted::Exactly(name)), true);
+        }
+        let known = !self.instances_of(&name).is_empty();
+        (Some(Wanted::Unit(name)), known)
     }
 
     /// Watches the binary a service was just started from.

@@ -48,7 +48,10 @@ pub enum Job {
         conn: ConnId,
         id: u64,
         state_dir: PathBuf,
-        name: Option<String>,
+        wanted: Option<journal::Wanted>,
+        /// Whether the name is a service or unit zurg runs: when not, a
+        /// name no record matches either is an error, not an empty list.
+        known: bool,
         since_us: Option<u64>,
         /// The records the loop sent before the request, which the reply
         /// must hold.
@@ -218,7 +221,8 @@ fn run(jobs: &Receiver<Job>, done: &Sender<Done>, waker: &Waker) {
                 conn,
                 id,
                 state_dir,
-                name,
+                wanted,
+                known,
                 since_us,
                 after,
             } => {
@@ -228,7 +232,7 @@ fn run(jobs: &Receiver<Job>, done: &Sender<Done>, waker: &Waker) {
                         crate::journal_writer::READ_WAIT.as_millis()
                     )));
                 }
-                let mut h = History::new(id, &state_dir, name, since_us);
+                let mut h = History::new(id, &state_dir, wanted, known, since_us);
                 let (bytes, last) = h.next_chunk(&mut out);
                 if !last {
                     streams.insert(conn, h);
@@ -321,29 +325,37 @@ struct History {
     file: Option<(PathBuf, journal::FileReader)>,
     /// Spares decoding the records of other services.
     only: Option<journal::Only>,
-    name: Option<String>,
+    wanted: Option<journal::Wanted>,
+    /// An empty answer is an answer (see `Job::History`); else the reply
+    /// line begins only with the first record of the name, at any time.
+    known: bool,
     since_us: Option<u64>,
     started: bool,
     first_record: bool,
 }
 
 impl History {
-    fn new(id: u64, dir: &Path, name: Option<String>, since_us: Option<u64>) -> History {
+    fn new(
+        id: u64,
+        dir: &Path,
+        wanted: Option<journal::Wanted>,
+        known: bool,
+        since_us: Option<u64>,
+    ) -> History {
         History {
             id,
             files: journal::files(dir).into_iter(),
             file: None,
-            only: name.as_deref().map(|n| journal::Only::field("service", n)),
-            name,
+            only: wanted.as_ref().map(journal::Only::service),
+            known: known || wanted.is_none(),
+            wanted,
             since_us,
             started: false,
             first_record: true,
         }
     }
 
-    /// The next piece of the reply line, and whether it is the last.
-    fn next_chunk(&mut self, log: &mut Vec<Done>) -> (Vec<u8>, bool) {
-        let mut out = Vec::with_capacity(CHUNK + 4096);
+    fn begin(&mut self, out: &mut Vec<u8>) {
         if !self.started {
             self.started = true;
             // Exactly what `Reply::ok(id, records)` encodes to.
@@ -351,14 +363,34 @@ impl History {
                 format!("{{\"id\":{},\"ok\":true,\"result\":[", self.id).as_bytes(),
             );
         }
+    }
+
+    /// The next piece of the reply line, and whether it is the last.
+    fn next_chunk(&mut self, log: &mut Vec<Done>) -> (Vec<u8>, bool) {
+        let mut out = Vec::with_capacity(CHUNK + 4096);
+        if self.known {
+            self.begin(&mut out);
+        }
+        // Until it begins, `out` stays empty however many records are
+        // read: the whole journal, for a name it holds nothing of.
         while out.len() < CHUNK {
             let Some(r) = self.next_record(log) else {
+                if !self.started {
+                    let name = self.wanted.as_ref().map_or("", |w| w.name());
+                    let why = format!(
+                        "no service named `{name}`, and the journal holds no record of it (zurg status lists the services)"
+                    );
+                    let reply = Reply::error(self.id, ErrorCode::UnknownService, why);
+                    return (crate::control::proto::encode_reply(&reply), true);
+                }
                 out.extend_from_slice(b"]}\n");
                 return (out, true);
             };
-            if self.name.as_deref().is_some_and(|n| r.service != n)
-                || self.since_us.is_some_and(|t| r.time_us < t)
-            {
+            if self.wanted.as_ref().is_some_and(|w| !w.matches(&r.service)) {
+                continue;
+            }
+            self.begin(&mut out);
+            if self.since_us.is_some_and(|t| r.time_us < t) {
                 continue;
             }
             if !self.first_record {
@@ -443,12 +475,13 @@ mod tests {
             assert!(matches!(j.append(&rec(i)), journal::Appended::Written));
         }
         for (name, since) in [(None, None), (Some("s1"), Some(3000))] {
+            let wanted = name.map(|n| journal::Wanted::Exactly(n.into()));
             let (all, _) = journal::read_all(&dir);
             let want = crate::control::proto::encode_reply(&crate::control::proto::Reply::ok(
                 7,
-                journal::filter(all, name, since),
+                journal::filter(all, wanted.as_ref(), since),
             ));
-            let mut h = History::new(7, &dir, name.map(str::to_string), since);
+            let mut h = History::new(7, &dir, wanted, true, since);
             let mut got = Vec::new();
             let mut log = Vec::new();
             let mut chunks = 0;
@@ -471,9 +504,55 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A name zurg does not run answers with its records when the journal
+    /// holds some (at any time: `--since` may leave none), else an error.
+    #[test]
+    fn an_unknown_name_without_records_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("zurg-worker-unknown-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (mut j, _) = journal::Journal::open(&dir, 400_000).unwrap();
+        for i in 0..300 {
+            let mut r = rec(i);
+            r.service = format!("{}@{}", r.service, i % 2);
+            assert!(matches!(j.append(&r), journal::Appended::Written));
+        }
+        let whole = |name: &str, since: Option<u64>| {
+            let mut h = History::new(
+                7,
+                &dir,
+                Some(journal::Wanted::Unit(name.into())),
+                false,
+                since,
+            );
+            let (mut got, mut log) = (Vec::new(), Vec::new());
+            loop {
+                let (bytes, last) = h.next_chunk(&mut log);
+                got.extend(bytes);
+                if last {
+                    break;
+                }
+            }
+            crate::control::proto::decode_reply(&got).unwrap()
+        };
+        let gone = whole("s3", None);
+        assert_eq!(
+            gone.error.as_ref().map(|e| e.code),
+            Some(ErrorCode::UnknownService)
+        );
+        assert!(gone.error.unwrap().message.contains("`s3`"));
+        let removed = whole("s1", None);
+        let rows = removed.result.unwrap().to_value();
+        assert_eq!(rows.as_array().unwrap().len(), 100, "s1@0 and s1@1");
+        let quiet = whole("s1", Some(u64::MAX));
+        assert_eq!(quiet.result.unwrap().to_value(), serde_json::json!([]));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// The whole streamed reply for `name` and `since`, and what it logged.
     fn stream(dir: &Path, name: Option<&str>, since: Option<u64>) -> (String, Vec<String>) {
-        let mut h = History::new(7, dir, name.map(str::to_string), since);
+        let wanted = name.map(|n| journal::Wanted::Exactly(n.into()));
+        let mut h = History::new(7, dir, wanted, true, since);
         let mut got = Vec::new();
         let mut log = Vec::new();
         loop {
@@ -514,7 +593,8 @@ mod tests {
         for (name, since) in [(None, None), (Some("s1"), Some(3500))] {
             let (all, warnings) = journal::read_all(&dir);
             assert_eq!(warnings.len(), 2, "{warnings:?}");
-            let records = journal::filter(all, name, since);
+            let wanted = name.map(|n| journal::Wanted::Exactly(n.into()));
+            let records = journal::filter(all, wanted.as_ref(), since);
             assert!(records.len() > if name.is_some() { 100 } else { 3900 });
             let want = crate::control::proto::encode_reply(&Reply::ok(7, records));
             let (got, log) = stream(&dir, name, since);
