@@ -182,6 +182,15 @@ fn an_instance_that_does_not_come_back_stops_the_roll() {
     let mut z = run_in(&dir, Mode::Pid1, &[]);
     z.expect("[web@1] started pid");
     ok(&dir, &["wait", "web"]);
+    // Ready says the probe passed, not that each shell got past its own
+    // `test`: a shell slower than its probe (under load) would find the
+    // flag and exit 3, and web@1 would be gone before the restart is
+    // asked. Both have exec'd sleep before the flag appears.
+    for name in ["web@0", "web@1"] {
+        eventually(&format!("{name} to run sleep"), || {
+            comm(host_pid_in(&z, pid(&dir, name))).as_deref() == Some("sleep")
+        });
+    }
     let before = pid(&dir, "web@1");
     std::fs::write(&flag, "").unwrap();
     let out = cli(&dir, &["restart", "web"]);
