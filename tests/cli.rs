@@ -474,6 +474,81 @@ fn status_from_outside_the_pid_namespace_shows_the_callers_pids() {
     assert_eq!(v["result"][0]["pid"].as_i64(), Some(i64::from(inner)));
 }
 
+/// "NAME: running, pid 4242 (zurg-pid 16)": the caller's pid and zurg's.
+fn both_pids(answer: &str) -> (i32, i32) {
+    let caller = common::pid_in(answer);
+    let zurg = answer
+        .split("(zurg-pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no zurg-pid in {answer:?}"));
+    (caller, zurg)
+}
+
+#[test]
+fn restart_and_the_other_verbs_from_outside_the_pid_namespace_answer_the_callers_pid() {
+    let dir = TempDir::new("nspid-restart");
+    dir.write(
+        "units/api.toml",
+        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n",
+    );
+    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+    z.expect("[api] started pid");
+    let out = common::cli(&dir, &["restart", "api"]);
+    assert!(out.status.success(), "{}", common::text(&out));
+    let answer = text(&out.stdout);
+    assert!(answer.starts_with("api: running, pid "), "{answer}");
+    let (pid, inner) = both_pids(&answer);
+    // On the host, that pid is api's new process: below zurg, with api's
+    // current GPID in its environment, and `inner` in zurg's namespace.
+    let gpid = common::gpid_of(&dir, "api");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(
+        environ
+            .split(|b| *b == 0)
+            .any(|e| e == format!("ZURG_GPID={gpid}").as_bytes()),
+        "pid {pid} is not api ({gpid}): {answer}"
+    );
+    assert!(z.descendants().contains(&pid), "{answer}");
+    assert_eq!(common::ns_pid(pid), Some(inner), "{answer}");
+    assert_ne!(pid, inner);
+    // status's PID column says the same
+    let table = text(&common::cli(&dir, &["status"]).stdout);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[2], pid.to_string(), "{table}");
+    // and so do start, wait, signal and events
+    for args in [&["start", "api"][..], &["wait", "api"]] {
+        let answer = text(&common::cli(&dir, args).stdout);
+        assert_eq!(both_pids(&answer), (pid, inner), "{args:?}: {answer}");
+    }
+    let answer = text(&common::cli(&dir, &["signal", "api", "CONT"]).stdout);
+    assert!(answer.starts_with("sent SIGCONT to api, pid "), "{answer}");
+    assert_eq!(both_pids(&answer), (pid, inner), "{answer}");
+    let events = text(&common::cli(&dir, &["events"]).stdout);
+    let started = events
+        .lines()
+        .rfind(|l| l.contains(" api started pid "))
+        .unwrap_or_else(|| panic!("{events}"));
+    assert_eq!(both_pids(started), (pid, inner), "{events}");
+    // The process the restart stopped is gone: its events say so rather
+    // than give a number the host may have reused.
+    let stopped = events
+        .lines()
+        .find(|l| l.contains(" api stopped pid "))
+        .unwrap_or_else(|| panic!("{events}"));
+    assert!(
+        stopped.contains(" api stopped pid ? (zurg-pid "),
+        "{events}"
+    );
+    // version: zurg itself
+    let version = text(&common::cli(&dir, &["version"]).stdout);
+    assert!(
+        version.contains(&format!("pid {} (zurg-pid 1))", z.host_pid())),
+        "{version}"
+    );
+}
+
 #[test]
 fn pid1_of_a_container_with_nothing_to_run_prints_usage_and_exits_2() {
     if Path::new("/etc/zurg/units").exists() {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use lexopt::prelude::*;
 
+use super::nspid::CallerView;
 use super::{parse_duration_ms, UsageError, DEFAULT_SOCKET};
 use crate::control::proto::{
     self, EventRecord, GpidInfo, LogEnd, LogItem, Outcome, Reply, Request, ServiceStatus,
@@ -535,6 +536,8 @@ pub fn run(args: &[String]) -> i32 {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut line = Vec::new();
     let mut answered = false;
+    // Taken at the first event, not before: most verbs print no pid.
+    let mut follow_view: Option<CallerView> = None;
     loop {
         line.clear();
         match reader.read_until(b'\n', &mut line) {
@@ -591,7 +594,12 @@ pub fn run(args: &[String]) -> i32 {
             if cmd.json {
                 print!("{}", shown_json(&line));
             } else {
-                println!("{}", shown(&event_line(ev)));
+                let view = follow_view.get_or_insert_with(|| CallerView::of(zurg_pid));
+                if let Some(pid) = ev.pid {
+                    // It started after the view was taken.
+                    view.refresh_for(pid);
+                }
+                println!("{}", shown(&event_line_seen_from(ev, view)));
             }
             let _ = std::io::stdout().flush();
             if ev.kind == proto::EventKind::Shutdown {
@@ -757,11 +765,36 @@ pub(super) fn print_reply(
     // line) or a remote host answered, shown as text: nothing in it may
     // act on the terminal.
     crate::safe_text::value(&mut result);
+    // Every pid printed below is the caller's (they may `kill` it), from
+    // one view of /proc taken after the answer arrived.
+    let prints_pids = matches!(
+        cmd.verb,
+        Verb::Status { .. }
+            | Verb::Start { .. }
+            | Verb::Stop { .. }
+            | Verb::Restart { .. }
+            | Verb::Wait { .. }
+            | Verb::Signal { .. }
+            | Verb::Events { .. }
+            | Verb::Upgrade { .. }
+            | Verb::Rollback { .. }
+            | Verb::Stats { .. }
+            | Verb::Version
+    );
+    let view = if prints_pids {
+        CallerView::of(zurg_pid)
+    } else {
+        CallerView::default()
+    };
+    let seen = |v: &serde_json::Value| -> String {
+        v.as_i64()
+            .and_then(|p| i32::try_from(p).ok())
+            .map_or_else(|| "?".to_string(), |p| view.pid(p).to_string())
+    };
     match &cmd.verb {
         Verb::Status { .. } => {
             let rows: Vec<ServiceStatus> = serde_json::from_value(result).unwrap_or_default();
-            let map = zurg_pid.map(super::nspid::caller_pids).unwrap_or_default();
-            print!("{}", status_table_seen_from(&rows, &map));
+            print!("{}", status_table_seen_from(&rows, &view));
             for r in &rows {
                 match (&r.problem, &r.last_error) {
                     (Some(problem), _) => println!("{}: {problem}", r.name),
@@ -785,7 +818,9 @@ pub(super) fn print_reply(
                 let note = o.note.map(|n| format!(" ({n})")).unwrap_or_default();
                 match (o.pid, &o.error) {
                     (_, Some(e)) => println!("{}: {}{note}: {e}", o.name, o.state),
-                    (Some(pid), None) => println!("{}: {}, pid {pid}{note}", o.name, o.state),
+                    (Some(pid), None) => {
+                        println!("{}: {}, pid {}{note}", o.name, o.state, view.pid(pid))
+                    }
                     (None, None) => println!("{}: {}{note}", o.name, o.state),
                 }
             }
@@ -793,10 +828,10 @@ pub(super) fn print_reply(
         }
         Verb::Signal { .. } => {
             println!(
-                "sent {} to {} (pid {})",
+                "sent {} to {}, pid {}",
                 field(&result, "signal"),
                 field(&result, "name"),
-                field(&result, "pid")
+                seen(&result["pid"])
             );
         }
         Verb::Reload => {
@@ -826,7 +861,7 @@ pub(super) fn print_reply(
         Verb::Events { follow: false } => {
             let events: Vec<EventRecord> = serde_json::from_value(result).unwrap_or_default();
             for ev in &events {
-                println!("{}", event_line(ev));
+                println!("{}", event_line_seen_from(ev, &view));
             }
         }
         Verb::Events { follow: true } | Verb::Logs { .. } => {}
@@ -836,7 +871,7 @@ pub(super) fn print_reply(
                 "{}: running version {}, pid {}",
                 field(&result, "name"),
                 field(&result, "version"),
-                field(&result, "pid")
+                seen(&result["pid"])
             );
             if let Some(w) = result.get("warning").and_then(|w| w.as_str()) {
                 println!("warning: {w}");
@@ -849,7 +884,7 @@ pub(super) fn print_reply(
                     "{}: rolled back, {}, pid {}{}",
                     o.name,
                     o.state,
-                    o.pid.map_or("-".into(), |p| p.to_string()),
+                    o.pid.map_or("-".into(), |p| view.pid(p).to_string()),
                     o.error.map(|e| format!(": {e}")).unwrap_or_default()
                 );
                 if let Some(note) = o.note {
@@ -865,8 +900,7 @@ pub(super) fn print_reply(
         }
         Verb::Stats { .. } => {
             let rows: Vec<StatsRow> = serde_json::from_value(result).unwrap_or_default();
-            let map = zurg_pid.map(super::nspid::caller_pids).unwrap_or_default();
-            print!("{}", stats_table_seen_from(&rows, &map));
+            print!("{}", stats_table_seen_from(&rows, &view));
         }
         Verb::History { .. } => {
             let records: Vec<crate::journal::Record> =
@@ -875,7 +909,9 @@ pub(super) fn print_reply(
         }
         Verb::Version => {
             if let Ok(v) = serde_json::from_value::<VersionInfo>(result) {
-                println!("zurg {} (protocol {}, pid {})", v.zurg, v.protocol, v.pid);
+                let pid = i32::try_from(v.pid)
+                    .map_or_else(|_| v.pid.to_string(), |p| view.pid(p).to_string());
+                println!("zurg {} (protocol {}, pid {pid})", v.zurg, v.protocol);
                 if let Some(g) = v.gpid {
                     println!("gpid {g}");
                 }
@@ -954,20 +990,17 @@ fn bytes(v: Option<u64>) -> String {
 
 /// The stats table: one row per service, summed over its process tree.
 pub fn stats_table(rows: &[StatsRow]) -> String {
-    stats_table_seen_from(rows, &std::collections::HashMap::new())
+    stats_table_seen_from(rows, &CallerView::default())
 }
 
 /// The stats table for a caller in another pid namespace: as
 /// `status_table_seen_from`, PID is the caller's and ZURG-PID zurg's.
-pub fn stats_table_seen_from(
-    rows: &[StatsRow],
-    seen: &std::collections::HashMap<i32, i32>,
-) -> String {
+pub fn stats_table_seen_from(rows: &[StatsRow], seen: &CallerView) -> String {
     let mut header = vec![
         "NAME", "PID", "PROCS", "CPU%", "USER", "SYS", "RSS", "PSS", "THREADS", "FDS", "READ",
         "WRITE", "CTXSW",
     ];
-    if !seen.is_empty() {
+    if seen.differs() {
         header.push("ZURG-PID");
     }
     let mut cells: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
@@ -988,7 +1021,7 @@ pub fn stats_table_seen_from(
             bytes(t.write_bytes),
             t.ctx_switches.to_string(),
         ];
-        if !seen.is_empty() {
+        if seen.differs() {
             row.push(r.pid.to_string());
         }
         cells.push(row);
@@ -996,12 +1029,13 @@ pub fn stats_table_seen_from(
     align(&cells)
 }
 
-/// A pid of zurg's as the caller sees it ("?" when /proc does not show it).
-fn caller_pid(pid: Option<i32>, seen: &std::collections::HashMap<i32, i32>) -> String {
-    match pid {
+/// A table's PID cell: the caller's pid ("?" when /proc does not show it;
+/// the ZURG-PID column beside it has zurg's).
+fn caller_pid(pid: Option<i32>, seen: &CallerView) -> String {
+    match pid.map(|p| seen.pid(p).caller()) {
         None => "-".to_string(),
-        Some(p) if seen.is_empty() => p.to_string(),
-        Some(p) => seen.get(&p).map_or("?".into(), |outer| outer.to_string()),
+        Some(None) => "?".to_string(),
+        Some(Some(p)) => p.to_string(),
     }
 }
 
@@ -1027,24 +1061,21 @@ fn align(cells: &[Vec<String>]) -> String {
 
 /// The status table: aligned columns, durations for humans.
 pub fn status_table(rows: &[ServiceStatus]) -> String {
-    status_table_seen_from(rows, &std::collections::HashMap::new())
+    status_table_seen_from(rows, &CallerView::default())
 }
 
 /// The status table for a caller in another pid namespace than zurg's:
 /// PID is the caller's pid (what `kill` and `ps` there take), and ZURG-PID
 /// the pid inside zurg's namespace. `seen` maps zurg's pids to the caller's;
 /// empty means both see the same pids, and the column is left out.
-pub fn status_table_seen_from(
-    rows: &[ServiceStatus],
-    seen: &std::collections::HashMap<i32, i32>,
-) -> String {
+pub fn status_table_seen_from(rows: &[ServiceStatus], seen: &CallerView) -> String {
     align(&status_cells(rows, seen))
 }
 
 /// One status table for several hosts (`status --all-hosts`): the local
 /// table's columns after a HOST column.
 pub fn status_table_by_host(hosts: &[(String, Vec<ServiceStatus>)]) -> String {
-    let none = std::collections::HashMap::new();
+    let none = CallerView::default();
     let all: Vec<ServiceStatus> = hosts.iter().flat_map(|(_, r)| r.clone()).collect();
     let mut cells = Vec::new();
     let mut body = status_cells(&all, &none).into_iter();
@@ -1064,10 +1095,7 @@ pub fn status_table_by_host(hosts: &[(String, Vec<ServiceStatus>)]) -> String {
 }
 
 /// The status table's header and rows, as cells.
-fn status_cells(
-    rows: &[ServiceStatus],
-    seen: &std::collections::HashMap<i32, i32>,
-) -> Vec<Vec<String>> {
+fn status_cells(rows: &[ServiceStatus], seen: &CallerView) -> Vec<Vec<String>> {
     let mut header = vec![
         "NAME",
         "STATE",
@@ -1077,7 +1105,7 @@ fn status_cells(
         "RESTARTS",
         "LAST-EXIT",
     ];
-    if !seen.is_empty() {
+    if seen.differs() {
         header.push("ZURG-PID");
     }
     // Shown only when some service has a health check, so a plain zurg's
@@ -1098,7 +1126,7 @@ fn status_cells(
             r.restarts.to_string(),
             r.last_exit.as_ref().map_or("-".into(), exit_text),
         ];
-        if !seen.is_empty() {
+        if seen.differs() {
             row.push(r.pid.map_or("-".into(), |p| p.to_string()));
         }
         if health_col {
@@ -1121,9 +1149,15 @@ fn health_text(h: &proto::HealthStatus) -> String {
 
 /// "2026-11-24T14:50:01.123Z web exited pid 42 (SIGKILL)"
 pub fn event_line(ev: &EventRecord) -> String {
+    event_line_seen_from(ev, &CallerView::default())
+}
+
+/// `event_line` with the pid as the caller sees it (`CallerView::pid`):
+/// a process that has ended since shows as "? (zurg-pid 42)".
+pub fn event_line_seen_from(ev: &EventRecord, seen: &CallerView) -> String {
     let mut s = format!("{} {} {}", utc_timestamp(ev.time_us), ev.service, ev.kind);
     if let Some(pid) = ev.pid {
-        s.push_str(&format!(" pid {pid}"));
+        s.push_str(&format!(" pid {}", seen.pid(pid)));
     }
     if let Some(e) = &ev.exit {
         s.push_str(&format!(" ({})", exit_text(e)));

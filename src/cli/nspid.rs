@@ -3,7 +3,9 @@
 //! pids in its own namespace; the kernel tells the client zurg's pid in the
 //! client's namespace (SO_PEERCRED), and /proc/PID/status `NSpid:` lines
 //! give every descendant's pid in each nested namespace. Client side only
-//! (L3): reads /proc, never runs in the daemon.
+//! (L3): reads /proc, never runs in the daemon. Every verb that prints a
+//! pid goes through `CallerView`, so `status`, `start`, `restart`, `wait`,
+//! `signal`, `upgrade`, `rollback`, `events` and `version` agree.
 
 use std::collections::HashMap;
 
@@ -57,6 +59,96 @@ pub fn caller_pids(zurg_pid: i32) -> HashMap<i32, i32> {
     map
 }
 
+/// How the caller sees zurg's pids: the same numbers, or (from another
+/// pid namespace) a map from zurg's pids to the caller's.
+#[derive(Debug, Default)]
+pub struct CallerView {
+    /// zurg's pid as the caller sees it; `None` when both see the same
+    /// pids (or nothing can be mapped).
+    zurg_pid: Option<i32>,
+    map: HashMap<i32, i32>,
+}
+
+/// One of zurg's pids as the caller sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// The caller and zurg share a pid namespace: zurg's number is theirs.
+    Same(i32),
+    /// The caller's number for zurg's `zurg`.
+    Mapped { caller: i32, zurg: i32 },
+    /// From another namespace, and /proc no longer shows the process (it
+    /// ended): only zurg's number is known.
+    Gone { zurg: i32 },
+}
+
+impl Seen {
+    /// The pid the caller can `kill`, if any.
+    pub fn caller(self) -> Option<i32> {
+        match self {
+            Seen::Same(p) | Seen::Mapped { caller: p, .. } => Some(p),
+            Seen::Gone { .. } => None,
+        }
+    }
+}
+
+/// "16" in zurg's namespace; "4242 (zurg-pid 16)" from another one, so
+/// the number a user reads first is the one their `kill` takes, and
+/// "? (zurg-pid 16)" when that process is gone.
+impl std::fmt::Display for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Seen::Same(p) => write!(f, "{p}"),
+            Seen::Mapped { caller, zurg } => write!(f, "{caller} (zurg-pid {zurg})"),
+            Seen::Gone { zurg } => write!(f, "? (zurg-pid {zurg})"),
+        }
+    }
+}
+
+impl CallerView {
+    /// The view of a caller to whom zurg is `zurg_pid` (SO_PEERCRED);
+    /// `None` (no peer pid, a remote host's answer) shows zurg's numbers.
+    pub fn of(zurg_pid: Option<i32>) -> CallerView {
+        let Some(zurg_pid) = zurg_pid else {
+            return CallerView::default();
+        };
+        let map = caller_pids(zurg_pid);
+        if map.is_empty() {
+            return CallerView::default();
+        }
+        CallerView {
+            zurg_pid: Some(zurg_pid),
+            map,
+        }
+    }
+
+    /// From a table: the caller sees pids other than zurg's.
+    pub fn differs(&self) -> bool {
+        self.zurg_pid.is_some()
+    }
+
+    /// zurg's `pid` as the caller sees it.
+    pub fn pid(&self, pid: i32) -> Seen {
+        if !self.differs() {
+            return Seen::Same(pid);
+        }
+        match self.map.get(&pid) {
+            Some(caller) => Seen::Mapped {
+                caller: *caller,
+                zurg: pid,
+            },
+            None => Seen::Gone { zurg: pid },
+        }
+    }
+
+    /// Looks at /proc again when the map (taken earlier) does not know
+    /// zurg's `pid`: for `events --follow`, whose processes start later.
+    pub fn refresh_for(&mut self, pid: i32) {
+        if let (Some(zurg_pid), Seen::Gone { .. }) = (self.zurg_pid, self.pid(pid)) {
+            self.map = caller_pids(zurg_pid);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +165,22 @@ mod tests {
     #[test]
     fn own_namespace_maps_nothing() {
         assert!(caller_pids(std::process::id() as i32).is_empty());
+        let view = CallerView::of(Some(std::process::id() as i32));
+        assert!(!view.differs());
+        assert_eq!(view.pid(7), Seen::Same(7));
+        assert_eq!(CallerView::of(None).pid(7).to_string(), "7");
+    }
+
+    #[test]
+    fn another_namespace_shows_both_numbers_or_says_it_is_gone() {
+        let view = CallerView {
+            zurg_pid: Some(4000),
+            map: HashMap::from([(1, 4000), (16, 4242)]),
+        };
+        assert!(view.differs());
+        assert_eq!(view.pid(16).to_string(), "4242 (zurg-pid 16)");
+        assert_eq!(view.pid(16).caller(), Some(4242));
+        assert_eq!(view.pid(17).to_string(), "? (zurg-pid 17)");
+        assert_eq!(view.pid(17).caller(), None);
     }
 }
