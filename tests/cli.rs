@@ -468,10 +468,11 @@ fn status_from_outside_the_pid_namespace_shows_the_callers_pids() {
     let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
     assert_eq!(row[col("PID")], host.to_string(), "{table}");
     assert_eq!(row[col("ZURG-PID")], inner.to_string(), "{table}");
-    // --json stays zurg's own answer
+    // --json keeps zurg's own pid, and adds the caller's beside it
     let out = common::cli(&dir, &["status", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["result"][0]["pid"].as_i64(), Some(i64::from(inner)));
+    assert_eq!(v["result"][0]["caller_pid"].as_i64(), Some(i64::from(host)));
 }
 
 /// "NAME: running, pid 4242 (zurg-pid 16)": the caller's pid and zurg's.
@@ -541,6 +542,24 @@ fn restart_and_the_other_verbs_from_outside_the_pid_namespace_answer_the_callers
         stopped.contains(" api stopped pid ? (zurg-pid "),
         "{events}"
     );
+    // --json: zurg's pid as `pid`, the caller's as `caller_pid`, for
+    // every verb
+    let v: serde_json::Value =
+        serde_json::from_slice(&common::cli(&dir, &["restart", "api", "--json"]).stdout).unwrap();
+    let row = &v["result"][0];
+    let host = row["caller_pid"].as_i64().unwrap_or_else(|| panic!("{v}"));
+    let (host, inner) = (host as i32, row["pid"].as_i64().unwrap() as i32);
+    assert_eq!(common::ns_pid(host), Some(inner), "{v}");
+    assert!(z.descendants().contains(&host), "{v}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&common::cli(&dir, &["signal", "api", "CONT", "--json"]).stdout)
+            .unwrap();
+    assert_eq!(
+        v["result"]["caller_pid"].as_i64(),
+        Some(i64::from(host)),
+        "{v}"
+    );
+    assert_eq!(v["result"]["pid"].as_i64(), Some(i64::from(inner)), "{v}");
     // version: zurg itself
     let version = text(&common::cli(&dir, &["version"]).stdout);
     assert!(

@@ -591,14 +591,14 @@ pub fn run(args: &[String]) -> i32 {
             continue;
         }
         if let Some(ev) = &reply.event {
+            let view = follow_view.get_or_insert_with(|| CallerView::of(zurg_pid));
+            if let Some(pid) = ev.pid {
+                // It started after the view was taken.
+                view.refresh_for(pid);
+            }
             if cmd.json {
-                print!("{}", shown_json(&line));
+                print!("{}", json_seen_from(&line, view));
             } else {
-                let view = follow_view.get_or_insert_with(|| CallerView::of(zurg_pid));
-                if let Some(pid) = ev.pid {
-                    // It started after the view was taken.
-                    view.refresh_for(pid);
-                }
                 println!("{}", shown(&event_line_seen_from(ev, view)));
             }
             let _ = std::io::stdout().flush();
@@ -756,15 +756,6 @@ pub(super) fn print_reply(
     } else {
         EXIT_OK
     };
-    if cmd.json {
-        print!("{}", shown_json(raw));
-        let _ = std::io::stdout().flush();
-        return failed_code;
-    }
-    // What a service said (`STATUS=`, an error, a health check's status
-    // line) or a remote host answered, shown as text: nothing in it may
-    // act on the terminal.
-    crate::safe_text::value(&mut result);
     // Every pid printed below is the caller's (they may `kill` it), from
     // one view of /proc taken after the answer arrived.
     let prints_pids = matches!(
@@ -786,6 +777,15 @@ pub(super) fn print_reply(
     } else {
         CallerView::default()
     };
+    if cmd.json {
+        print!("{}", json_seen_from(raw, &view));
+        let _ = std::io::stdout().flush();
+        return failed_code;
+    }
+    // What a service said (`STATUS=`, an error, a health check's status
+    // line) or a remote host answered, shown as text: nothing in it may
+    // act on the terminal.
+    crate::safe_text::value(&mut result);
     let seen = |v: &serde_json::Value| -> String {
         v.as_i64()
             .and_then(|p| i32::try_from(p).ok())
@@ -950,6 +950,19 @@ pub(super) fn shown(text: &str) -> std::borrow::Cow<'_, str> {
 pub(super) fn shown_json(raw: &[u8]) -> String {
     let text = String::from_utf8_lossy(raw);
     crate::safe_text::json(&text).into_owned()
+}
+
+/// A reply line for `--json`: as received (`shown_json`), plus, for a
+/// caller in another pid namespace, `caller_pid` beside every `pid`
+/// (`CallerView::add_caller_pids`).
+fn json_seen_from(raw: &[u8], view: &CallerView) -> String {
+    if view.differs() {
+        if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(raw) {
+            view.add_caller_pids(&mut v);
+            return format!("{}\n", crate::safe_text::json(&v.to_string()));
+        }
+    }
+    shown_json(raw)
 }
 
 /// A field of a JSON object as text ("?" when missing).

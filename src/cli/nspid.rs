@@ -140,6 +140,37 @@ impl CallerView {
         }
     }
 
+    /// For `--json`, whose `pid` stays zurg's own (the protocol's, which
+    /// scripts already read): `caller_pid` beside every integer `pid` in
+    /// `v`, the caller's number or null when the process is gone. Nothing
+    /// is added when the caller shares zurg's namespace.
+    pub fn add_caller_pids(&self, v: &mut serde_json::Value) {
+        if !self.differs() {
+            return;
+        }
+        match v {
+            serde_json::Value::Object(fields) => {
+                let zurg = fields
+                    .get("pid")
+                    .and_then(serde_json::Value::as_i64)
+                    .and_then(|p| i32::try_from(p).ok());
+                if let Some(zurg) = zurg {
+                    let caller = self.pid(zurg).caller();
+                    fields.insert("caller_pid".into(), caller.into());
+                }
+                for field in fields.values_mut() {
+                    self.add_caller_pids(field);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for item in items {
+                    self.add_caller_pids(item);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Looks at /proc again when the map (taken earlier) does not know
     /// zurg's `pid`: for `events --follow`, whose processes start later.
     pub fn refresh_for(&mut self, pid: i32) {
@@ -182,5 +213,19 @@ mod tests {
         assert_eq!(view.pid(16).caller(), Some(4242));
         assert_eq!(view.pid(17).to_string(), "? (zurg-pid 17)");
         assert_eq!(view.pid(17).caller(), None);
+        let mut v = serde_json::json!({"id": 1, "result": [
+            {"name": "a", "pid": 16, "last_exit": {"code": 0}},
+            {"name": "b", "pid": 17},
+            {"name": "c", "pid": null},
+        ]});
+        view.add_caller_pids(&mut v);
+        assert_eq!(v["result"][0]["caller_pid"], 4242);
+        assert_eq!(v["result"][0]["pid"], 16);
+        assert_eq!(v["result"][1]["caller_pid"], serde_json::Value::Null);
+        assert!(v["result"][1].get("caller_pid").is_some());
+        assert!(v["result"][2].get("caller_pid").is_none());
+        let mut same = serde_json::json!({"pid": 16});
+        CallerView::default().add_caller_pids(&mut same);
+        assert_eq!(same, serde_json::json!({"pid": 16}));
     }
 }
