@@ -475,18 +475,6 @@ fn status_from_outside_the_pid_namespace_shows_the_callers_pids() {
     assert_eq!(v["result"][0]["caller_pid"].as_i64(), Some(i64::from(host)));
 }
 
-/// "NAME: running, pid 4242 (zurg-pid 16)": the caller's pid and zurg's.
-fn both_pids(answer: &str) -> (i32, i32) {
-    let caller = common::pid_in(answer);
-    let zurg = answer
-        .split("(zurg-pid ")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no zurg-pid in {answer:?}"));
-    (caller, zurg)
-}
-
 #[test]
 fn restart_and_the_other_verbs_from_outside_the_pid_namespace_answer_the_callers_pid() {
     let dir = TempDir::new("nspid-restart");
@@ -500,7 +488,7 @@ fn restart_and_the_other_verbs_from_outside_the_pid_namespace_answer_the_callers
     assert!(out.status.success(), "{}", common::text(&out));
     let answer = text(&out.stdout);
     assert!(answer.starts_with("api: running, pid "), "{answer}");
-    let (pid, inner) = both_pids(&answer);
+    let (pid, inner) = common::both_pids(&answer);
     // On the host, that pid is api's new process: below zurg, with api's
     // current GPID in its environment, and `inner` in zurg's namespace.
     let gpid = common::gpid_of(&dir, "api");
@@ -521,17 +509,21 @@ fn restart_and_the_other_verbs_from_outside_the_pid_namespace_answer_the_callers
     // and so do start, wait, signal and events
     for args in [&["start", "api"][..], &["wait", "api"]] {
         let answer = text(&common::cli(&dir, args).stdout);
-        assert_eq!(both_pids(&answer), (pid, inner), "{args:?}: {answer}");
+        assert_eq!(
+            common::both_pids(&answer),
+            (pid, inner),
+            "{args:?}: {answer}"
+        );
     }
     let answer = text(&common::cli(&dir, &["signal", "api", "CONT"]).stdout);
     assert!(answer.starts_with("sent SIGCONT to api, pid "), "{answer}");
-    assert_eq!(both_pids(&answer), (pid, inner), "{answer}");
+    assert_eq!(common::both_pids(&answer), (pid, inner), "{answer}");
     let events = text(&common::cli(&dir, &["events"]).stdout);
     let started = events
         .lines()
         .rfind(|l| l.contains(" api started pid "))
         .unwrap_or_else(|| panic!("{events}"));
-    assert_eq!(both_pids(started), (pid, inner), "{events}");
+    assert_eq!(common::both_pids(started), (pid, inner), "{events}");
     // The process the restart stopped is gone: its events say so rather
     // than give a number the host may have reused.
     let stopped = events
