@@ -552,6 +552,27 @@ fn restart_and_the_other_verbs_from_outside_the_pid_namespace_answer_the_callers
         "{v}"
     );
     assert_eq!(v["result"]["pid"].as_i64(), Some(i64::from(inner)), "{v}");
+    // events --follow maps the processes that start after it began
+    let (mut child, rx) = follow(&dir);
+    let answer = text(&common::cli(&dir, &["restart", "api"]).stdout);
+    let (host, inner) = common::both_pids(&answer);
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let started = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx.recv_timeout(left).expect("no started event");
+        if line.contains("\"kind\":\"started\"") {
+            break line;
+        }
+    };
+    let v: serde_json::Value = serde_json::from_str(&started).unwrap();
+    assert_eq!(v["event"]["pid"].as_i64(), Some(i64::from(inner)), "{v}");
+    assert_eq!(
+        v["event"]["caller_pid"].as_i64(),
+        Some(i64::from(host)),
+        "{v}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
     // version: zurg itself
     let version = text(&common::cli(&dir, &["version"]).stdout);
     assert!(

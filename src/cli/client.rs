@@ -591,9 +591,20 @@ pub fn run(args: &[String]) -> i32 {
             continue;
         }
         if let Some(ev) = &reply.event {
-            let view = follow_view.get_or_insert_with(|| CallerView::of(zurg_pid));
-            if let Some(pid) = ev.pid {
-                // It started after the view was taken.
+            let view = follow_view.get_or_insert_with(|| {
+                CallerView::for_pids(zurg_pid, Some(&std::collections::HashSet::new()))
+            });
+            let ended = matches!(
+                ev.kind,
+                proto::EventKind::Exited
+                    | proto::EventKind::Stopped
+                    | proto::EventKind::Killed
+                    | proto::EventKind::Done
+            );
+            if let (Some(pid), false) = (ev.pid, ended) {
+                // It started after the view was taken. (An ended one is
+                // not in /proc: looking would walk every process, per
+                // exit, for nothing.)
                 view.refresh_for(pid);
             }
             if cmd.json {
@@ -773,7 +784,7 @@ pub(super) fn print_reply(
             | Verb::Version
     );
     let view = if prints_pids {
-        CallerView::of(zurg_pid)
+        CallerView::for_pids(zurg_pid, Some(&super::nspid::pids_in(&result)))
     } else {
         CallerView::default()
     };

@@ -7,7 +7,7 @@
 //! pid goes through `CallerView`, so `status`, `start`, `restart`, `wait`,
 //! `signal`, `upgrade`, `rollback`, `events` and `version` agree.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 
 /// The `NSpid:` line of /proc/PID/status: the pid in each pid namespace,
 /// from the one of this /proc down to the process's own. Pure.
@@ -29,6 +29,15 @@ fn nspid(pid: i32) -> Option<Vec<i32>> {
 /// `zurg_pid`) and its descendants. Empty when both see the same pids (or
 /// /proc does not show zurg, e.g. it runs in a sibling namespace).
 pub fn caller_pids(zurg_pid: i32) -> HashMap<i32, i32> {
+    caller_pids_of(zurg_pid, None)
+}
+
+/// `caller_pids`, walked breadth first and stopped once every pid of
+/// `wanted` (in zurg's numbers) is mapped: a service's main process is
+/// zurg's child, so an answer about services reads one level of /proc,
+/// not every process of every service's tree. Only a pid that has ended
+/// costs the whole walk.
+fn caller_pids_of(zurg_pid: i32, wanted: Option<&HashSet<i32>>) -> HashMap<i32, i32> {
     let mut map = HashMap::new();
     let Some(own) = nspid(zurg_pid) else {
         return map;
@@ -38,9 +47,16 @@ pub fn caller_pids(zurg_pid: i32) -> HashMap<i32, i32> {
     if depth == 0 {
         return map;
     }
-    let mut stack = crate::stats::children(zurg_pid);
+    if let (Some(outer), Some(inner)) = (own.first(), own.last()) {
+        map.insert(*inner, *outer);
+    }
+    let mut missing = wanted.map(|w| w.iter().filter(|p| !map.contains_key(p)).count());
+    let mut queue: VecDeque<i32> = crate::stats::children(zurg_pid).into();
     let mut seen = 0usize;
-    while let Some(pid) = stack.pop() {
+    while let Some(pid) = queue.pop_front() {
+        if missing == Some(0) {
+            break;
+        }
         seen = seen.saturating_add(1);
         // Bounded, in case /proc shows a churning tree.
         if seen > 1_000_000 {
@@ -48,13 +64,15 @@ pub fn caller_pids(zurg_pid: i32) -> HashMap<i32, i32> {
         }
         if let Some(ns) = nspid(pid) {
             if let (Some(outer), Some(inner)) = (ns.first(), ns.get(depth)) {
-                map.insert(*inner, *outer);
+                let new = map.insert(*inner, *outer).is_none();
+                if let (true, Some(w), Some(m)) = (new, wanted, missing.as_mut()) {
+                    if w.contains(inner) {
+                        *m = m.saturating_sub(1);
+                    }
+                }
             }
         }
-        stack.extend(crate::stats::children(pid));
-    }
-    if let (Some(outer), Some(inner)) = (own.first(), own.last()) {
-        map.insert(*inner, *outer);
+        queue.extend(crate::stats::children(pid));
     }
     map
 }
@@ -108,10 +126,16 @@ impl CallerView {
     /// The view of a caller to whom zurg is `zurg_pid` (SO_PEERCRED);
     /// `None` (no peer pid, a remote host's answer) shows zurg's numbers.
     pub fn of(zurg_pid: Option<i32>) -> CallerView {
+        CallerView::for_pids(zurg_pid, None)
+    }
+
+    /// `of`, reading /proc only until every pid of `wanted` is mapped
+    /// (`pids_in` of the answer about to be printed).
+    pub fn for_pids(zurg_pid: Option<i32>, wanted: Option<&HashSet<i32>>) -> CallerView {
         let Some(zurg_pid) = zurg_pid else {
             return CallerView::default();
         };
-        let map = caller_pids(zurg_pid);
+        let map = caller_pids_of(zurg_pid, wanted);
         if map.is_empty() {
             return CallerView::default();
         }
@@ -175,9 +199,33 @@ impl CallerView {
     /// zurg's `pid`: for `events --follow`, whose processes start later.
     pub fn refresh_for(&mut self, pid: i32) {
         if let (Some(zurg_pid), Seen::Gone { .. }) = (self.zurg_pid, self.pid(pid)) {
-            self.map = caller_pids(zurg_pid);
+            self.map = caller_pids_of(zurg_pid, Some(&HashSet::from([pid])));
         }
     }
+}
+
+/// Every integer `pid` in an answer (`status` rows, outcomes, events,
+/// `signal`, `version`): what a `CallerView` for it has to map.
+pub fn pids_in(v: &serde_json::Value) -> HashSet<i32> {
+    let mut out = HashSet::new();
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        match v {
+            serde_json::Value::Object(fields) => {
+                if let Some(p) = fields
+                    .get("pid")
+                    .and_then(serde_json::Value::as_i64)
+                    .and_then(|p| i32::try_from(p).ok())
+                {
+                    out.insert(p);
+                }
+                stack.extend(fields.values());
+            }
+            serde_json::Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -224,6 +272,7 @@ mod tests {
         assert_eq!(v["result"][1]["caller_pid"], serde_json::Value::Null);
         assert!(v["result"][1].get("caller_pid").is_some());
         assert!(v["result"][2].get("caller_pid").is_none());
+        assert_eq!(pids_in(&v), HashSet::from([16, 17]));
         let mut same = serde_json::json!({"pid": 16});
         CallerView::default().add_caller_pids(&mut same);
         assert_eq!(same, serde_json::json!({"pid": 16}));
