@@ -797,8 +797,10 @@ pub(super) fn print_reply(
     // line) or a remote host answered, shown as text: nothing in it may
     // act on the terminal.
     crate::safe_text::value(&mut result);
-    let seen = |v: &serde_json::Value| -> String {
-        v.as_i64()
+    // `field` for a pid: "?" when missing, as the caller sees it.
+    let seen = |v: &serde_json::Value, key: &str| -> String {
+        v.get(key)
+            .and_then(serde_json::Value::as_i64)
             .and_then(|p| i32::try_from(p).ok())
             .map_or_else(|| "?".to_string(), |p| view.pid(p).to_string())
     };
@@ -842,7 +844,7 @@ pub(super) fn print_reply(
                 "sent {} to {}, pid {}",
                 field(&result, "signal"),
                 field(&result, "name"),
-                seen(&result["pid"])
+                seen(&result, "pid")
             );
         }
         Verb::Reload => {
@@ -882,7 +884,7 @@ pub(super) fn print_reply(
                 "{}: running version {}, pid {}",
                 field(&result, "name"),
                 field(&result, "version"),
-                seen(&result["pid"])
+                seen(&result, "pid")
             );
             if let Some(w) = result.get("warning").and_then(|w| w.as_str()) {
                 println!("warning: {w}");
