@@ -594,14 +594,7 @@ pub fn run(args: &[String]) -> i32 {
             let view = follow_view.get_or_insert_with(|| {
                 CallerView::for_pids(zurg_pid, Some(&std::collections::HashSet::new()))
             });
-            let ended = matches!(
-                ev.kind,
-                proto::EventKind::Exited
-                    | proto::EventKind::Stopped
-                    | proto::EventKind::Killed
-                    | proto::EventKind::Done
-            );
-            if let (Some(pid), false) = (ev.pid, ended) {
+            if let (Some(pid), false) = (ev.pid, ev.kind.ended()) {
                 // It started after the view was taken. (An ended one is
                 // not in /proc: looking would walk every process, per
                 // exit, for nothing.)
@@ -1179,11 +1172,16 @@ pub fn event_line(ev: &EventRecord) -> String {
 }
 
 /// `event_line` with the pid as the caller sees it (`CallerView::pid`):
-/// a process that has ended since shows as "? (zurg-pid 42)".
+/// a process that has ended shows as "? (zurg-pid 42)".
 pub fn event_line_seen_from(ev: &EventRecord, seen: &CallerView) -> String {
     let mut s = format!("{} {} {}", utc_timestamp(ev.time_us), ev.service, ev.kind);
     if let Some(pid) = ev.pid {
-        s.push_str(&format!(" pid {}", seen.pid(pid)));
+        let pid = if ev.kind.ended() {
+            seen.ended(pid)
+        } else {
+            seen.pid(pid)
+        };
+        s.push_str(&format!(" pid {pid}"));
     }
     if let Some(e) = &ev.exit {
         s.push_str(&format!(" ({})", exit_text(e)));

@@ -9,6 +9,8 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
+use crate::control::proto::EventKind;
+
 /// The `NSpid:` line of /proc/PID/status: the pid in each pid namespace,
 /// from the one of this /proc down to the process's own. Pure.
 pub fn parse_nspid(status: &str) -> Option<Vec<i32>> {
@@ -178,8 +180,14 @@ impl CallerView {
                     .get("pid")
                     .and_then(serde_json::Value::as_i64)
                     .and_then(|p| i32::try_from(p).ok());
+                // An event about a process that has ended (`exited`):
+                // its number may name another process by now.
+                let ended = fields
+                    .get("kind")
+                    .and_then(|k| serde_json::from_value::<EventKind>(k.clone()).ok())
+                    .is_some_and(EventKind::ended);
                 if let Some(zurg) = zurg {
-                    let caller = self.pid(zurg).caller();
+                    let caller = if ended { None } else { self.pid(zurg).caller() };
                     fields.insert("caller_pid".into(), caller.into());
                 }
                 for field in fields.values_mut() {
@@ -192,6 +200,17 @@ impl CallerView {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// zurg's `pid` of a process known to have ended (an `exited`
+    /// event): never mapped, since the number may name another process
+    /// by now.
+    pub fn ended(&self, pid: i32) -> Seen {
+        if self.differs() {
+            Seen::Gone { zurg: pid }
+        } else {
+            Seen::Same(pid)
         }
     }
 
@@ -273,6 +292,14 @@ mod tests {
         assert!(v["result"][1].get("caller_pid").is_some());
         assert!(v["result"][2].get("caller_pid").is_none());
         assert_eq!(pids_in(&v), HashSet::from([16, 17]));
+        let mut events = serde_json::json!([
+            {"kind": "started", "pid": 16},
+            {"kind": "exited", "pid": 16},
+        ]);
+        view.add_caller_pids(&mut events);
+        assert_eq!(events[0]["caller_pid"], 4242);
+        assert_eq!(events[1]["caller_pid"], serde_json::Value::Null);
+        assert_eq!(view.ended(16).to_string(), "? (zurg-pid 16)");
         let mut same = serde_json::json!({"pid": 16});
         CallerView::default().add_caller_pids(&mut same);
         assert_eq!(same, serde_json::json!({"pid": 16}));
