@@ -477,10 +477,117 @@ fn status_from_outside_the_pid_namespace_shows_the_callers_pids() {
     let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
     assert_eq!(row[col("PID")], host.to_string(), "{table}");
     assert_eq!(row[col("ZURG-PID")], inner.to_string(), "{table}");
-    // --json stays zurg's own answer
+    // --json keeps zurg's own pid, and adds the caller's beside it
     let out = common::cli(&dir, &["status", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["result"][0]["pid"].as_i64(), Some(i64::from(inner)));
+    assert_eq!(v["result"][0]["caller_pid"].as_i64(), Some(i64::from(host)));
+}
+
+#[test]
+fn restart_and_the_other_verbs_from_outside_the_pid_namespace_answer_the_callers_pid() {
+    let dir = TempDir::new("nspid-restart");
+    dir.write(
+        "units/api.toml",
+        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\n",
+    );
+    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+    z.expect("[api] started pid");
+    let out = common::cli(&dir, &["restart", "api"]);
+    assert!(out.status.success(), "{}", common::text(&out));
+    let answer = text(&out.stdout);
+    assert!(answer.starts_with("api: running, pid "), "{answer}");
+    let (pid, inner) = common::both_pids(&answer);
+    // On the host, that pid is api's new process: below zurg, with api's
+    // current GPID in its environment, and `inner` in zurg's namespace.
+    let gpid = common::gpid_of(&dir, "api");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(
+        environ
+            .split(|b| *b == 0)
+            .any(|e| e == format!("ZURG_GPID={gpid}").as_bytes()),
+        "pid {pid} is not api ({gpid}): {answer}"
+    );
+    assert!(z.descendants().contains(&pid), "{answer}");
+    assert_eq!(common::ns_pid(pid), Some(inner), "{answer}");
+    assert_ne!(pid, inner);
+    // status's PID column says the same
+    let table = text(&common::cli(&dir, &["status"]).stdout);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[2], pid.to_string(), "{table}");
+    // and so do start, wait, signal and events
+    for args in [&["start", "api"][..], &["wait", "api"]] {
+        let answer = text(&common::cli(&dir, args).stdout);
+        assert_eq!(
+            common::both_pids(&answer),
+            (pid, inner),
+            "{args:?}: {answer}"
+        );
+    }
+    let answer = text(&common::cli(&dir, &["signal", "api", "CONT"]).stdout);
+    assert!(answer.starts_with("sent SIGCONT to api, pid "), "{answer}");
+    assert_eq!(common::both_pids(&answer), (pid, inner), "{answer}");
+    let events = text(&common::cli(&dir, &["events"]).stdout);
+    let started = events
+        .lines()
+        .rfind(|l| l.contains(" api started pid "))
+        .unwrap_or_else(|| panic!("{events}"));
+    assert_eq!(common::both_pids(started), (pid, inner), "{events}");
+    // The process the restart stopped is gone: its events say so rather
+    // than give a number the host may have reused.
+    let stopped = events
+        .lines()
+        .find(|l| l.contains(" api stopped pid "))
+        .unwrap_or_else(|| panic!("{events}"));
+    assert!(
+        stopped.contains(" api stopped pid ? (zurg-pid "),
+        "{events}"
+    );
+    // --json: zurg's pid as `pid`, the caller's as `caller_pid`, for
+    // every verb
+    let v: serde_json::Value =
+        serde_json::from_slice(&common::cli(&dir, &["restart", "api", "--json"]).stdout).unwrap();
+    let row = &v["result"][0];
+    let host = row["caller_pid"].as_i64().unwrap_or_else(|| panic!("{v}"));
+    let (host, inner) = (host as i32, row["pid"].as_i64().unwrap() as i32);
+    assert_eq!(common::ns_pid(host), Some(inner), "{v}");
+    assert!(z.descendants().contains(&host), "{v}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&common::cli(&dir, &["signal", "api", "CONT", "--json"]).stdout)
+            .unwrap();
+    assert_eq!(
+        v["result"]["caller_pid"].as_i64(),
+        Some(i64::from(host)),
+        "{v}"
+    );
+    assert_eq!(v["result"]["pid"].as_i64(), Some(i64::from(inner)), "{v}");
+    // events --follow maps the processes that start after it began
+    let (mut child, rx) = follow(&dir);
+    let answer = text(&common::cli(&dir, &["restart", "api"]).stdout);
+    let (host, inner) = common::both_pids(&answer);
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let started = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx.recv_timeout(left).expect("no started event");
+        if line.contains("\"kind\":\"started\"") {
+            break line;
+        }
+    };
+    let v: serde_json::Value = serde_json::from_str(&started).unwrap();
+    assert_eq!(v["event"]["pid"].as_i64(), Some(i64::from(inner)), "{v}");
+    assert_eq!(
+        v["event"]["caller_pid"].as_i64(),
+        Some(i64::from(host)),
+        "{v}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    // version: zurg itself
+    let version = text(&common::cli(&dir, &["version"]).stdout);
+    assert!(
+        version.contains(&format!("pid {} (zurg-pid 1))", z.host_pid())),
+        "{version}"
+    );
 }
 
 #[test]

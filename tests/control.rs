@@ -85,9 +85,14 @@ fn stop_waits_until_down_start_and_restart_report_pids() {
 
     let old = r.pid_of("web").unwrap();
     let out = r.ok(&["restart", "web"]);
-    let new: i64 = out.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    // From the host, the answer names the host's pid first and zurg's
+    // beside it: zurg's is status's (--json keeps zurg's), and the host's
+    // is that very process.
+    let (host, inner) = common::both_pids(out.trim());
+    let new = i64::from(inner);
     assert_ne!(new, old);
     assert_eq!(r.pid_of("web"), Some(new));
+    assert_eq!(common::ns_pid(host), Some(inner), "{out}");
 
     // a stop that cannot finish in time says so
     let out = r.cli(&["stop", "stubborn", "--timeout", "100ms"]);

@@ -199,9 +199,28 @@ fn upgrade_then_rollback_and_a_failed_upgrade_rolls_back_by_itself() {
     assert_ne!(st["gpid"], gpid1);
     let pid = common::find_below(&z, "/2.0/bin/api");
     assert!(common::cmdline(pid).contains("/opt/api/2.0/bin/api"));
+    // the answer's pid (from the host: the host's, then zurg's) is that
+    // process, and zurg's number is status's
+    let answer = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        common::both_pids(&answer),
+        (pid, st["pid"].as_i64().unwrap() as i32),
+        "{answer}"
+    );
 
     let out = zurg(&dir, &["rollback", "api"]);
     assert!(out.status.success(), "{out:?}");
+    let answer = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        answer.starts_with("api: rolled back, running, pid "),
+        "{answer}"
+    );
+    let (host, inner) = common::both_pids(&answer);
+    assert!(
+        common::cmdline(host).contains("/opt/api/1.0/bin/api"),
+        "{answer}"
+    );
+    assert_eq!(common::ns_pid(host), Some(inner), "{answer}");
     eventually("back on 1.0", || {
         status_of(&dir, "api")["version"] == "1.0" && status_of(&dir, "api")["state"] == "running"
     });

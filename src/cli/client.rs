@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use lexopt::prelude::*;
 
+use super::nspid::CallerView;
 use super::{parse_duration_ms, UsageError, DEFAULT_SOCKET};
 use crate::control::proto::{
     self, EventRecord, GpidInfo, LogEnd, LogItem, Outcome, Reply, Request, ServiceStatus,
@@ -550,6 +551,8 @@ pub fn run(args: &[String]) -> i32 {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut line = Vec::new();
     let mut answered = false;
+    // Taken at the first event, not before: most verbs print no pid.
+    let mut follow_view: Option<CallerView> = None;
     loop {
         line.clear();
         match reader.read_until(b'\n', &mut line) {
@@ -603,10 +606,19 @@ pub fn run(args: &[String]) -> i32 {
             continue;
         }
         if let Some(ev) = &reply.event {
+            let view = follow_view.get_or_insert_with(|| {
+                CallerView::for_pids(zurg_pid, Some(&std::collections::HashSet::new()))
+            });
+            if let (Some(pid), false) = (ev.pid, ev.kind.ended()) {
+                // It started after the view was taken. (An ended one is
+                // not in /proc: looking would walk every process, per
+                // exit, for nothing.)
+                view.refresh_for(pid);
+            }
             if cmd.json {
-                print!("{}", shown_json(&line));
+                print!("{}", json_seen_from(&line, view));
             } else {
-                println!("{}", shown(&event_line(ev)));
+                println!("{}", shown(&event_line_seen_from(ev, view)));
             }
             let _ = std::io::stdout().flush();
             if ev.kind == proto::EventKind::Shutdown {
@@ -763,8 +775,29 @@ pub(super) fn print_reply(
     } else {
         EXIT_OK
     };
+    // Every pid printed below is the caller's (they may `kill` it), from
+    // one view of /proc taken after the answer arrived.
+    let prints_pids = matches!(
+        cmd.verb,
+        Verb::Status { .. }
+            | Verb::Start { .. }
+            | Verb::Stop { .. }
+            | Verb::Restart { .. }
+            | Verb::Wait { .. }
+            | Verb::Signal { .. }
+            | Verb::Events { .. }
+            | Verb::Upgrade { .. }
+            | Verb::Rollback { .. }
+            | Verb::Stats { .. }
+            | Verb::Version
+    );
+    let view = if prints_pids {
+        CallerView::for_pids(zurg_pid, Some(&super::nspid::pids_in(&result)))
+    } else {
+        CallerView::default()
+    };
     if cmd.json {
-        print!("{}", shown_json(raw));
+        print!("{}", json_seen_from(raw, &view));
         let _ = std::io::stdout().flush();
         return failed_code;
     }
@@ -772,11 +805,17 @@ pub(super) fn print_reply(
     // line) or a remote host answered, shown as text: nothing in it may
     // act on the terminal.
     crate::safe_text::value(&mut result);
+    // `field` for a pid: "?" when missing, as the caller sees it.
+    let seen = |v: &serde_json::Value, key: &str| -> String {
+        v.get(key)
+            .and_then(serde_json::Value::as_i64)
+            .and_then(|p| i32::try_from(p).ok())
+            .map_or_else(|| "?".to_string(), |p| view.pid(p).to_string())
+    };
     match &cmd.verb {
         Verb::Status { .. } => {
             let rows: Vec<ServiceStatus> = serde_json::from_value(result).unwrap_or_default();
-            let map = zurg_pid.map(super::nspid::caller_pids).unwrap_or_default();
-            print!("{}", status_table_seen_from(&rows, &map));
+            print!("{}", status_table_seen_from(&rows, &view));
             for r in &rows {
                 match (&r.problem, &r.last_error) {
                     (Some(problem), _) => println!("{}: {problem}", r.name),
@@ -800,7 +839,9 @@ pub(super) fn print_reply(
                 let note = o.note.map(|n| format!(" ({n})")).unwrap_or_default();
                 match (o.pid, &o.error) {
                     (_, Some(e)) => println!("{}: {}{note}: {e}", o.name, o.state),
-                    (Some(pid), None) => println!("{}: {}, pid {pid}{note}", o.name, o.state),
+                    (Some(pid), None) => {
+                        println!("{}: {}, pid {}{note}", o.name, o.state, view.pid(pid))
+                    }
                     (None, None) => println!("{}: {}{note}", o.name, o.state),
                 }
             }
@@ -808,10 +849,10 @@ pub(super) fn print_reply(
         }
         Verb::Signal { .. } => {
             println!(
-                "sent {} to {} (pid {})",
+                "sent {} to {}, pid {}",
                 field(&result, "signal"),
                 field(&result, "name"),
-                field(&result, "pid")
+                seen(&result, "pid")
             );
         }
         Verb::Reload => {
@@ -841,7 +882,7 @@ pub(super) fn print_reply(
         Verb::Events { follow: false } => {
             let events: Vec<EventRecord> = serde_json::from_value(result).unwrap_or_default();
             for ev in &events {
-                println!("{}", event_line(ev));
+                println!("{}", event_line_seen_from(ev, &view));
             }
         }
         Verb::Events { follow: true } | Verb::Logs { .. } => {}
@@ -851,7 +892,7 @@ pub(super) fn print_reply(
                 "{}: running version {}, pid {}",
                 field(&result, "name"),
                 field(&result, "version"),
-                field(&result, "pid")
+                seen(&result, "pid")
             );
             if let Some(w) = result.get("warning").and_then(|w| w.as_str()) {
                 println!("warning: {w}");
@@ -864,7 +905,7 @@ pub(super) fn print_reply(
                     "{}: rolled back, {}, pid {}{}",
                     o.name,
                     o.state,
-                    o.pid.map_or("-".into(), |p| p.to_string()),
+                    o.pid.map_or("-".into(), |p| view.pid(p).to_string()),
                     o.error.map(|e| format!(": {e}")).unwrap_or_default()
                 );
                 if let Some(note) = o.note {
@@ -880,8 +921,7 @@ pub(super) fn print_reply(
         }
         Verb::Stats { .. } => {
             let rows: Vec<StatsRow> = serde_json::from_value(result).unwrap_or_default();
-            let map = zurg_pid.map(super::nspid::caller_pids).unwrap_or_default();
-            print!("{}", stats_table_seen_from(&rows, &map));
+            print!("{}", stats_table_seen_from(&rows, &view));
         }
         Verb::History { .. } => {
             let records: Vec<crate::journal::Record> =
@@ -890,7 +930,9 @@ pub(super) fn print_reply(
         }
         Verb::Version => {
             if let Ok(v) = serde_json::from_value::<VersionInfo>(result) {
-                println!("zurg {} (protocol {}, pid {})", v.zurg, v.protocol, v.pid);
+                let pid = i32::try_from(v.pid)
+                    .map_or_else(|_| v.pid.to_string(), |p| view.pid(p).to_string());
+                println!("zurg {} (protocol {}, pid {pid})", v.zurg, v.protocol);
                 if let Some(g) = v.gpid {
                     println!("gpid {g}");
                 }
@@ -931,6 +973,19 @@ pub(super) fn shown_json(raw: &[u8]) -> String {
     crate::safe_text::json(&text).into_owned()
 }
 
+/// A reply line for `--json`: as received (`shown_json`), plus, for a
+/// caller in another pid namespace, `caller_pid` beside every `pid`
+/// (`CallerView::add_caller_pids`).
+fn json_seen_from(raw: &[u8], view: &CallerView) -> String {
+    if view.differs() {
+        if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(raw) {
+            view.add_caller_pids(&mut v);
+            return format!("{}\n", crate::safe_text::json(&v.to_string()));
+        }
+    }
+    shown_json(raw)
+}
+
 /// A field of a JSON object as text ("?" when missing).
 fn field(v: &serde_json::Value, key: &str) -> String {
     match v.get(key) {
@@ -969,20 +1024,17 @@ fn bytes(v: Option<u64>) -> String {
 
 /// The stats table: one row per service, summed over its process tree.
 pub fn stats_table(rows: &[StatsRow]) -> String {
-    stats_table_seen_from(rows, &std::collections::HashMap::new())
+    stats_table_seen_from(rows, &CallerView::default())
 }
 
 /// The stats table for a caller in another pid namespace: as
 /// `status_table_seen_from`, PID is the caller's and ZURG-PID zurg's.
-pub fn stats_table_seen_from(
-    rows: &[StatsRow],
-    seen: &std::collections::HashMap<i32, i32>,
-) -> String {
+pub fn stats_table_seen_from(rows: &[StatsRow], seen: &CallerView) -> String {
     let mut header = vec![
         "NAME", "PID", "PROCS", "CPU%", "USER", "SYS", "RSS", "PSS", "THREADS", "FDS", "READ",
         "WRITE", "CTXSW",
     ];
-    if !seen.is_empty() {
+    if seen.differs() {
         header.push("ZURG-PID");
     }
     let mut cells: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
@@ -1003,7 +1055,7 @@ pub fn stats_table_seen_from(
             bytes(t.write_bytes),
             t.ctx_switches.to_string(),
         ];
-        if !seen.is_empty() {
+        if seen.differs() {
             row.push(r.pid.to_string());
         }
         cells.push(row);
@@ -1011,12 +1063,13 @@ pub fn stats_table_seen_from(
     align(&cells)
 }
 
-/// A pid of zurg's as the caller sees it ("?" when /proc does not show it).
-fn caller_pid(pid: Option<i32>, seen: &std::collections::HashMap<i32, i32>) -> String {
-    match pid {
+/// A table's PID cell: the caller's pid ("?" when /proc does not show it;
+/// the ZURG-PID column beside it has zurg's).
+fn caller_pid(pid: Option<i32>, seen: &CallerView) -> String {
+    match pid.map(|p| seen.pid(p).caller()) {
         None => "-".to_string(),
-        Some(p) if seen.is_empty() => p.to_string(),
-        Some(p) => seen.get(&p).map_or("?".into(), |outer| outer.to_string()),
+        Some(None) => "?".to_string(),
+        Some(Some(p)) => p.to_string(),
     }
 }
 
@@ -1042,24 +1095,21 @@ fn align(cells: &[Vec<String>]) -> String {
 
 /// The status table: aligned columns, durations for humans.
 pub fn status_table(rows: &[ServiceStatus]) -> String {
-    status_table_seen_from(rows, &std::collections::HashMap::new())
+    status_table_seen_from(rows, &CallerView::default())
 }
 
 /// The status table for a caller in another pid namespace than zurg's:
 /// PID is the caller's pid (what `kill` and `ps` there take), and ZURG-PID
 /// the pid inside zurg's namespace. `seen` maps zurg's pids to the caller's;
 /// empty means both see the same pids, and the column is left out.
-pub fn status_table_seen_from(
-    rows: &[ServiceStatus],
-    seen: &std::collections::HashMap<i32, i32>,
-) -> String {
+pub fn status_table_seen_from(rows: &[ServiceStatus], seen: &CallerView) -> String {
     align(&status_cells(rows, seen))
 }
 
 /// One status table for several hosts (`status --all-hosts`): the local
 /// table's columns after a HOST column.
 pub fn status_table_by_host(hosts: &[(String, Vec<ServiceStatus>)]) -> String {
-    let none = std::collections::HashMap::new();
+    let none = CallerView::default();
     let all: Vec<ServiceStatus> = hosts.iter().flat_map(|(_, r)| r.clone()).collect();
     let mut cells = Vec::new();
     let mut body = status_cells(&all, &none).into_iter();
@@ -1079,10 +1129,7 @@ pub fn status_table_by_host(hosts: &[(String, Vec<ServiceStatus>)]) -> String {
 }
 
 /// The status table's header and rows, as cells.
-fn status_cells(
-    rows: &[ServiceStatus],
-    seen: &std::collections::HashMap<i32, i32>,
-) -> Vec<Vec<String>> {
+fn status_cells(rows: &[ServiceStatus], seen: &CallerView) -> Vec<Vec<String>> {
     let mut header = vec![
         "NAME",
         "STATE",
@@ -1092,7 +1139,7 @@ fn status_cells(
         "RESTARTS",
         "LAST-EXIT",
     ];
-    if !seen.is_empty() {
+    if seen.differs() {
         header.push("ZURG-PID");
     }
     // Shown only when some service has a health check, so a plain zurg's
@@ -1113,7 +1160,7 @@ fn status_cells(
             r.restarts.to_string(),
             r.last_exit.as_ref().map_or("-".into(), exit_text),
         ];
-        if !seen.is_empty() {
+        if seen.differs() {
             row.push(r.pid.map_or("-".into(), |p| p.to_string()));
         }
         if health_col {
@@ -1136,8 +1183,19 @@ fn health_text(h: &proto::HealthStatus) -> String {
 
 /// "2026-11-24T14:50:01.123Z web exited pid 42 (SIGKILL)"
 pub fn event_line(ev: &EventRecord) -> String {
+    event_line_seen_from(ev, &CallerView::default())
+}
+
+/// `event_line` with the pid as the caller sees it (`CallerView::pid`):
+/// a process that has ended shows as "? (zurg-pid 42)".
+pub fn event_line_seen_from(ev: &EventRecord, seen: &CallerView) -> String {
     let mut s = format!("{} {} {}", utc_timestamp(ev.time_us), ev.service, ev.kind);
     if let Some(pid) = ev.pid {
+        let pid = if ev.kind.ended() {
+            seen.ended(pid)
+        } else {
+            seen.pid(pid)
+        };
         s.push_str(&format!(" pid {pid}"));
     }
     if let Some(e) = &ev.exit {

@@ -668,6 +668,15 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// The event's process has ended: its pid names nothing any more (and
+    /// may since name another process).
+    pub fn ended(self) -> bool {
+        matches!(
+            self,
+            EventKind::Exited | EventKind::Stopped | EventKind::Killed | EventKind::Done
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Started => "started",

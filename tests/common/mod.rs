@@ -768,6 +768,20 @@ pub fn pid_in(line: &str) -> i32 {
         .unwrap_or_else(|| panic!("no pid in {line:?}"))
 }
 
+/// The pids in an answer read from outside zurg's pid namespace, "api:
+/// running, pid 4242 (zurg-pid 16)": the caller's (what the host's `kill`
+/// takes) and zurg's own.
+pub fn both_pids(answer: &str) -> (i32, i32) {
+    let caller = pid_in(answer);
+    let zurg = answer
+        .split("(zurg-pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no zurg-pid in {answer:?}"));
+    (caller, zurg)
+}
+
 /// A GPID's fields, read from its text `IP:PORT:START_US:PID`.
 #[derive(Debug)]
 pub struct GpidFields {
