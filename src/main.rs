@@ -98,7 +98,16 @@ fn main() -> ExitCode {
         .first()
         .and_then(|a| a.to_str())
         .and_then(cli::spec::verb);
-    match cli::parse(args, is_pid1) {
+    let parsed = cli::parse(args, is_pid1);
+    if let Ok(Cmd::Print(_) | Cmd::Version | Cmd::Verb(..)) = &parsed {
+        let serves = matches!(&parsed, Ok(Cmd::Verb(Face::Publisher, _)));
+        if !serves && !is_pid1 {
+            if let Err(e) = zurg::os::signals::die_on_broken_pipe() {
+                eprintln!("zurg: cannot reset SIGPIPE: {e}");
+            }
+        }
+    }
+    match parsed {
         Ok(Cmd::Print(text)) => {
             print!("{text}");
             ExitCode::SUCCESS

@@ -649,3 +649,34 @@ fn log_lines_carry_timestamps_unless_told_not_to() {
     let said = z.lines_now().to_vec();
     assert!(said.iter().all(|l| l.starts_with("zurg: ")), "{said:?}");
 }
+
+/// `zurg status --json | head -c 1`: the client ends by SIGPIPE when its
+/// reader goes, as `cat` does, without a panic's message on stderr (Rust
+/// ignores SIGPIPE, so the write failed and `print!` panicked).
+#[test]
+fn a_client_whose_reader_goes_away_ends_quietly_by_sigpipe() {
+    let dir = TempDir::new("sigpipe");
+    for i in 0..300 {
+        dir.write(&format!("units/s{i:03}.toml"), common::SLEEPER);
+    }
+    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+    z.expect("[s299] started pid");
+    let sock = dir.path().join("control.sock");
+    // The reader is gone before the client writes: it reads nothing.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(BIN)
+        .args(["status", "--json", "--socket", sock.to_str().unwrap()])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(err.is_empty(), "{err}");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(libc::SIGPIPE),
+        "{:?}",
+        out.status
+    );
+}

@@ -5,6 +5,7 @@
 //! out.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -63,6 +64,21 @@ pub enum ReachError {
     },
     #[error("no zurg answers at {path}: what answers there does not speak zurg's control protocol (it said: {said})")]
     NotZurg { path: PathBuf, said: String },
+}
+
+/// Writes the request without SIGPIPE (a client dies by it when its stdout
+/// closes, os::signals::die_on_broken_pipe): a zurg that hung up first
+/// gives EPIPE here, and what it said on its way out is read and shown.
+fn send_all(stream: &UnixStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    use nix::sys::socket::{send, MsgFlags};
+    while !bytes.is_empty() {
+        match send(stream.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL) {
+            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Connects to the control socket, and when that fails, finds out why.
@@ -509,7 +525,7 @@ pub fn run(args: &[String]) -> i32 {
         return super::remote::run(&cmd, ask);
     }
     let path = socket_path(&cmd);
-    let mut stream = match connect(&path) {
+    let stream = match connect(&path) {
         Ok(s) => s,
         Err(e) => {
             if let Some(dir) = &cmd.state_dir {
@@ -531,7 +547,7 @@ pub fn run(args: &[String]) -> i32 {
         id: 1,
         verb: cmd.verb.clone(),
     };
-    if let Err(e) = stream.write_all(&proto::encode_request(&request)) {
+    if let Err(e) = send_all(&stream, &proto::encode_request(&request)) {
         // zurg reads every request; a peer that hung up first may have
         // said something on its way out that tells what it is.
         let mut said = Vec::new();

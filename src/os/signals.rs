@@ -93,6 +93,24 @@ fn set_ignored(signo: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// A client verb (`status`, `logs -f`, `resolve --watch`...) whose reader
+/// went away (`zurg status | head`) ends as `cat` or `grep` would, by
+/// SIGPIPE, instead of failing on every later write. Rust starts with
+/// SIGPIPE ignored; only the client faces put it back. The control socket's
+/// own writes use MSG_NOSIGNAL (cli::client), so a zurg that hangs up still
+/// gets its error message printed.
+pub fn die_on_broken_pipe() -> io::Result<()> {
+    let mut act = MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: a zeroed sigaction is valid (empty mask, no flags); only the
+    // handler is set, to SIG_DFL, which runs no code of ours.
+    unsafe {
+        let a = act.as_mut_ptr();
+        (*a).sa_sigaction = libc::SIG_DFL;
+        cvt(libc::sigaction(libc::SIGPIPE, a, std::ptr::null_mut()))?;
+    }
+    Ok(())
+}
+
 /// Which signals zurg reads from its signalfd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Takeover {
