@@ -412,6 +412,13 @@ impl JournalWriter {
     /// The turn is over: the thread gets what it queued.
     pub fn announce(&mut self) {
         self.deferred = false;
+        self.wake_for_unannounced();
+    }
+
+    /// Hands the thread what a deferred turn queued so far, the turn going
+    /// on: a caller about to wait for the thread within a turn (boot's
+    /// paced exits) would otherwise wait for records it was never told of.
+    fn wake_for_unannounced(&mut self) {
         if std::mem::take(&mut self.unannounced) {
             let q = self.shared.lock();
             if q.waiting {
@@ -501,7 +508,8 @@ impl JournalWriter {
     /// Whether the thread has written everything queued (a gap record
     /// still to write counts too), waiting for it at most `within`; says
     /// nothing in the log, for a caller that waits in slices.
-    pub fn written_within(&self, within: Duration) -> bool {
+    pub fn written_within(&mut self, within: Duration) -> bool {
+        self.wake_for_unannounced();
         if !self.running {
             return true;
         }
@@ -991,6 +999,30 @@ mod tests {
         assert_eq!(w.read_after().wait(), None);
         let (all, _) = journal::read_all(dir.path());
         assert_eq!(all.len() as u64, n);
+        w.announce();
+    }
+
+    #[test]
+    fn a_wait_inside_a_deferred_turn_hands_the_thread_what_the_turn_queued() {
+        // Boot is one deferred turn, and its paced exits for a previous
+        // zurg's starts wait for the thread between batches: the wait
+        // itself must tell the thread, or it waits for records under
+        // WAKE_BYTES the thread never heard of (28,672 exits unsent at boot).
+        let dir = TestDir::new("journal-writer-deferred-wait");
+        let (j, _) = Journal::open(dir.path(), journal::DEFAULT_LIMIT).unwrap();
+        let mut w = JournalWriter::start(j, "test-journal-deferred-wait", "journal");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !w.shared.lock().waiting {
+            assert!(Instant::now() < deadline, "the thread never waited");
+            std::thread::yield_now();
+        }
+        w.defer();
+        for i in 0..3 {
+            w.send(&journal::tests::rec(i));
+        }
+        assert!(w.written_within(Duration::from_secs(10)));
+        let (all, _) = journal::read_all(dir.path());
+        assert_eq!(all.len(), 3);
         w.announce();
     }
 
