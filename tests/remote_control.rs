@@ -284,7 +284,11 @@ fn steady(rows: &Value) -> Vec<Value> {
         .iter()
         .map(|r| {
             let mut r = r.clone();
-            r.as_object_mut().unwrap().remove("uptime_ms");
+            let r_mut = r.as_object_mut().unwrap();
+            r_mut.remove("uptime_ms");
+            // The local client adds the pid as it sees it (it runs outside
+            // zurg's pid namespace); a relayed answer is zurg's own.
+            r_mut.remove("caller_pid");
             r
         })
         .collect()
