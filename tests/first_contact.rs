@@ -46,18 +46,13 @@ fn a_name_given_twice_acts_once() {
     eventually("nothing left after stop", || sleepers(&z) == 0);
 }
 
-#[test]
-fn a_second_zurg_on_the_same_state_dir_is_refused_naming_the_first() {
-    let dir = TempDir::new("lock");
-    dir.write("units/s.toml", SLEEPER);
-    let mut first = common::run_in(&dir, Mode::Plain, &[]);
-    first.expect("[s] started pid");
-    // Plain mode: the process started is zurg itself.
-    let holder = first.child.id();
+/// A second `zurg run` on DIR's units and state directory, with a socket
+/// of its own.
+fn second_zurg_on(dir: &TempDir) -> Zurg {
     let units = dir.path().join("units");
     let sock = dir.path().join("other.sock");
     let state = dir.path().join("state");
-    let mut second = Zurg::start(
+    Zurg::start(
         Mode::Plain,
         &[
             "run",
@@ -68,7 +63,18 @@ fn a_second_zurg_on_the_same_state_dir_is_refused_naming_the_first() {
             "--state",
             state.to_str().unwrap(),
         ],
-    );
+    )
+}
+
+#[test]
+fn a_second_zurg_on_the_same_state_dir_is_refused_naming_the_first() {
+    let dir = TempDir::new("lock");
+    dir.write("units/s.toml", SLEEPER);
+    let mut first = common::run_in(&dir, Mode::Plain, &[]);
+    first.expect("[s] started pid");
+    // Plain mode: the process started is zurg itself.
+    let holder = first.child.id();
+    let mut second = second_zurg_on(&dir);
     let line = second.expect("is in use by another zurg");
     assert!(
         line.contains(&format!("is in use by another zurg (pid {holder}")),
@@ -96,21 +102,7 @@ fn a_second_zurg_outside_the_first_ones_pid_namespace_names_a_pid_it_can_kill() 
     let mut first = common::run_in(&dir, Mode::Pid1, &[]);
     first.expect("[s] started pid");
     let holder = first.host_pid();
-    let units = dir.path().join("units");
-    let sock = dir.path().join("other.sock");
-    let state = dir.path().join("state");
-    let mut second = Zurg::start(
-        Mode::Plain,
-        &[
-            "run",
-            "--units",
-            units.to_str().unwrap(),
-            "--socket",
-            sock.to_str().unwrap(),
-            "--state",
-            state.to_str().unwrap(),
-        ],
-    );
+    let mut second = second_zurg_on(&dir);
     let line = second.expect("is in use by another zurg");
     assert!(
         line.contains(&format!(
