@@ -944,18 +944,23 @@ mod tests {
         assert_eq!(times[gap + 1..], [999]);
     }
 
+    /// Until the writer's thread sleeps for records, as between two turns
+    /// of zurg's loop.
+    fn until_the_thread_waits(w: &JournalWriter) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !w.shared.lock().waiting {
+            assert!(Instant::now() < deadline, "the thread never waited");
+            std::thread::yield_now();
+        }
+    }
+
     #[test]
     fn records_of_a_deferred_turn_reach_a_waiting_thread_when_announced() {
         let dir = TestDir::new("journal-writer-deferred");
         let (j, _) = Journal::open(dir.path(), journal::DEFAULT_LIMIT).unwrap();
         let mut w = JournalWriter::start(j, "test-journal-deferred", "journal");
         for turn in 0..50u64 {
-            // The thread is asleep between turns, as in zurg's loop.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !w.shared.lock().waiting {
-                assert!(Instant::now() < deadline, "the thread never waited");
-                std::thread::yield_now();
-            }
+            until_the_thread_waits(&w);
             w.defer();
             w.send(&journal::tests::rec(turn * 2));
             w.send(&journal::tests::rec(turn * 2 + 1));
@@ -979,11 +984,7 @@ mod tests {
         let dir = TestDir::new("journal-writer-deferred-long");
         let (j, _) = Journal::open(dir.path(), journal::DEFAULT_LIMIT).unwrap();
         let mut w = JournalWriter::start(j, "test-journal-long-turn", "journal");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !w.shared.lock().waiting {
-            assert!(Instant::now() < deadline, "the thread never waited");
-            std::thread::yield_now();
-        }
+        until_the_thread_waits(&w);
         w.defer();
         // Up to the record that passes WAKE_BYTES, and not one more (those
         // after it would wait for the turn's end again).
@@ -1011,11 +1012,7 @@ mod tests {
         let dir = TestDir::new("journal-writer-deferred-wait");
         let (j, _) = Journal::open(dir.path(), journal::DEFAULT_LIMIT).unwrap();
         let mut w = JournalWriter::start(j, "test-journal-deferred-wait", "journal");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !w.shared.lock().waiting {
-            assert!(Instant::now() < deadline, "the thread never waited");
-            std::thread::yield_now();
-        }
+        until_the_thread_waits(&w);
         w.defer();
         for i in 0..3 {
             w.send(&journal::tests::rec(i));
