@@ -139,6 +139,10 @@ pub struct Failure {
     /// The publisher said it is stopping (`error` with `stopping: true`):
     /// go to the next publisher at once, as a forwarder does.
     pub stopping: bool,
+    /// The publisher answered the request and refused it (a history asked
+    /// of a publisher that keeps no journal): a failed request (exit 1),
+    /// not an unreachable publisher (3).
+    pub refused: bool,
 }
 
 impl From<String> for Failure {
@@ -146,6 +150,7 @@ impl From<String> for Failure {
         Failure {
             message,
             stopping: false,
+            refused: false,
         }
     }
 }
@@ -156,6 +161,7 @@ fn refusal(message: &str, stopping: bool) -> Failure {
     Failure {
         message: format!("publisher: {}", shown(message)),
         stopping,
+        refused: false,
     }
 }
 
@@ -196,6 +202,7 @@ pub fn first_answer<T>(
             }
         }
     }
+    let all_refused = !failures.is_empty() && failures.iter().all(|(_, e)| e.refused);
     Err(match failures.len() {
         // One publisher: its own words, as before lists existed.
         0 | 1 => failures
@@ -212,6 +219,7 @@ pub fn first_answer<T>(
                     .join("; ")
             ),
             stopping: false,
+            refused: all_refused,
         },
     })
 }
@@ -643,8 +651,12 @@ pub fn history(ask: &HistoryAsk, json: bool) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!("zurg history: {}", shown(&e));
-            3
+            eprintln!("zurg history: {}", shown(&e.message));
+            if e.refused {
+                1
+            } else {
+                3
+            }
         }
     }
 }
@@ -657,13 +669,12 @@ struct Fetched {
     unknown_name: bool,
 }
 
-fn fetch_history(ask: &HistoryAsk) -> Result<Fetched, String> {
+fn fetch_history(ask: &HistoryAsk) -> Result<Fetched, Failure> {
     let token = ask.token_file.as_deref().map(read_token).transpose()?;
     first_answer(&ask.publishers, 0, "zurg history", |addr| {
         fetch_history_from(ask, addr, token.as_deref())
     })
     .map(|(answer, _)| answer)
-    .map_err(|e| e.message)
 }
 
 fn fetch_history_from(
@@ -692,7 +703,12 @@ fn fetch_history_from(
                 got.unknown_name |= unknown_name;
             }
             Frame::Synced => return Ok(got),
-            Frame::Error { message, stopping } => return Err(refusal(&message, stopping)),
+            Frame::Error { message, stopping } => {
+                return Err(Failure {
+                    refused: !stopping,
+                    ..refusal(&message, stopping)
+                })
+            }
             other => return Err(format!("unexpected {} frame", other.type_name()).into()),
         }
     }
