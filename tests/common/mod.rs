@@ -342,6 +342,11 @@ impl Drop for Zurg {
                 .collect();
             kill(me, 9);
             let _ = self.child.wait();
+            // Below nsenter (PlainInPidNs) nothing passes the kill on: the
+            // wait below ran out its whole DEADLINE (15 s a test).
+            for &pid in &inner {
+                kill(pid, 9);
+            }
             let deadline = Instant::now() + DEADLINE;
             for pid in inner {
                 while holds_files(pid) && Instant::now() < deadline {
