@@ -12,7 +12,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{Mode, TempDir, BIN};
+use common::{Mode, TempDir, BIN, SLEEPER};
 
 /// Four different mistakes: a missing `exec`, a wrong type, an unknown key
 /// and a bad value.
@@ -155,4 +155,32 @@ fn check_blames_the_file_of_an_instanced_unit_once() {
     assert_eq!(lines.len(), 1, "{text}");
     let want = format!("{}: exec /nonexistent/bin/web: No such file", web.display());
     assert!(lines[0].starts_with(&want), "{text}");
+}
+
+#[test]
+fn check_counts_a_unit_with_instances_as_one_file() {
+    let dir = TempDir::new("check-count");
+    dir.write("units/web.toml", &format!("{SLEEPER}instances = 3\n"));
+    dir.write("units/db.toml", SLEEPER);
+    let units = dir.path().join("units");
+    let check = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["check", "--units", units.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = check(&[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim(),
+        format!("2 unit(s) (4 services) in {} are fine", units.display())
+    );
+    let out = check(&["--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (doc["units"].as_u64(), doc["services"].as_u64()),
+        (Some(2), Some(4))
+    );
 }

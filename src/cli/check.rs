@@ -117,19 +117,28 @@ pub fn run(args: &[String]) -> i32 {
             });
         }
     }
+    // A unit with `instances = N` is one file and N services.
+    let files = report
+        .units
+        .iter()
+        .map(unit::load::file_stem)
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    let services = report.units.len();
     if json {
-        let doc = serde_json::json!({ "ok": problems.is_empty(), "units": report.units.len(), "problems": problems });
+        let doc = serde_json::json!({ "ok": problems.is_empty(), "units": files, "services": services, "problems": problems });
         println!("{doc}");
     } else {
         for p in &problems {
             println!("{}", p.message);
         }
         if problems.is_empty() {
-            println!(
-                "{} unit(s) in {} are fine",
-                report.units.len(),
-                dir.display()
-            );
+            let instances = if services == files {
+                String::new()
+            } else {
+                format!(" ({services} services)")
+            };
+            println!("{files} unit(s){instances} in {} are fine", dir.display());
         }
     }
     i32::from(!problems.is_empty())
