@@ -222,13 +222,28 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
         "status" | "restart" | "stop" | "start" | "signal" | "upgrade" | "rollback"
     );
     let mut wait_for = proto::WaitFor::Ready;
+    let mut wait_for_given = false;
     let mut p = lexopt::Parser::from_args(rest.iter().cloned());
     while let Some(arg) = p.next()? {
         match arg {
             Long("json") => json = true,
             Long("socket") => socket = Some(PathBuf::from(p.value()?)),
-            Long("ready") if verb_name == "wait" => wait_for = proto::WaitFor::Ready,
-            Long("down") if verb_name == "wait" => wait_for = proto::WaitFor::Down,
+            Long(flag @ ("ready" | "down")) if verb_name == "wait" => {
+                let asked = if flag == "ready" {
+                    proto::WaitFor::Ready
+                } else {
+                    proto::WaitFor::Down
+                };
+                // Both given: which one is meant cannot be told (the last
+                // one used to win silently).
+                if wait_for_given && asked != wait_for {
+                    return Err(UsageError(
+                        "--ready and --down wait for opposite things: give one".to_string(),
+                    ));
+                }
+                wait_for = asked;
+                wait_for_given = true;
+            }
             Long("timeout") if matches!(verb_name.as_str(), "stop" | "restart" | "wait") => {
                 let v = p.value()?.string()?;
                 timeout_ms = Some(parse_duration_ms(&v).ok_or_else(|| {
@@ -1362,6 +1377,8 @@ mod tests {
             &["reload", "x"],
             &["status", "--follow"],
             &["stop", "a", "--timeout", "soon"],
+            &["wait", "a", "--ready", "--down"],
+            &["wait", "a", "--down", "--ready"],
             &["dance"],
             &["logs", "a", "b"],
             &["logs", "a", "-n", "many"],
