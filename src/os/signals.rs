@@ -82,12 +82,17 @@ fn is_ignored(signo: i32) -> bool {
 }
 
 fn set_ignored(signo: i32) -> io::Result<()> {
+    set_disposition(signo, libc::SIG_IGN)
+}
+
+/// SIG_IGN or SIG_DFL for `signo`: no handler of ours ever runs.
+fn set_disposition(signo: i32, disposition: libc::sighandler_t) -> io::Result<()> {
     let mut act = MaybeUninit::<libc::sigaction>::zeroed();
-    // SAFETY: a zeroed sigaction is valid (empty mask, no flags); we only set
-    // the handler to SIG_IGN before passing it to the kernel.
+    // SAFETY: a zeroed sigaction is valid (empty mask, no flags); only the
+    // handler is set, to SIG_IGN or SIG_DFL, which run no code of ours.
     unsafe {
         let a = act.as_mut_ptr();
-        (*a).sa_sigaction = libc::SIG_IGN;
+        (*a).sa_sigaction = disposition;
         cvt(libc::sigaction(signo, a, std::ptr::null_mut()))?;
     }
     Ok(())
@@ -100,15 +105,7 @@ fn set_ignored(signo: i32) -> io::Result<()> {
 /// own writes use MSG_NOSIGNAL (cli::client), so a zurg that hangs up still
 /// gets its error message printed.
 pub fn die_on_broken_pipe() -> io::Result<()> {
-    let mut act = MaybeUninit::<libc::sigaction>::zeroed();
-    // SAFETY: a zeroed sigaction is valid (empty mask, no flags); only the
-    // handler is set, to SIG_DFL, which runs no code of ours.
-    unsafe {
-        let a = act.as_mut_ptr();
-        (*a).sa_sigaction = libc::SIG_DFL;
-        cvt(libc::sigaction(libc::SIGPIPE, a, std::ptr::null_mut()))?;
-    }
-    Ok(())
+    set_disposition(libc::SIGPIPE, libc::SIG_DFL)
 }
 
 /// Which signals zurg reads from its signalfd.
