@@ -46,14 +46,20 @@ fn units_with_four_mistakes(tag: &str) -> (TempDir, String) {
     (dir, bad.to_str().unwrap().to_string())
 }
 
+/// `zurg check --units DIR/units EXTRA...`.
+fn check(dir: &TempDir, extra: &[&str]) -> std::process::Output {
+    let units = dir.path().join("units");
+    Command::new(BIN)
+        .args(["check", "--units", units.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn check_reports_all_four_mistakes_of_a_unit_at_once_in_line_order() {
     let (dir, bad) = units_with_four_mistakes("check-four");
-    let units = dir.path().join("units");
-    let out = Command::new(BIN)
-        .args(["check", "--units", units.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = check(&dir, &[]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
@@ -64,10 +70,7 @@ fn check_reports_all_four_mistakes_of_a_unit_at_once_in_line_order() {
         lines[2]
     );
 
-    let out = Command::new(BIN)
-        .args(["check", "--units", units.to_str().unwrap(), "--json"])
-        .output()
-        .unwrap();
+    let out = check(&dir, &["--json"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["ok"], false);
@@ -144,11 +147,7 @@ fn check_blames_the_file_of_an_instanced_unit_once() {
         "units/web.toml",
         "exec = \"/nonexistent/bin/web\"\ninstances = 3\nport = \"auto\"\n",
     );
-    let units = dir.path().join("units");
-    let out = Command::new(BIN)
-        .args(["check", "--units", units.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = check(&dir, &[]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
@@ -163,21 +162,14 @@ fn check_counts_a_unit_with_instances_as_one_file() {
     dir.write("units/web.toml", &format!("{SLEEPER}instances = 3\n"));
     dir.write("units/db.toml", SLEEPER);
     let units = dir.path().join("units");
-    let check = |extra: &[&str]| {
-        Command::new(BIN)
-            .args(["check", "--units", units.to_str().unwrap()])
-            .args(extra)
-            .output()
-            .unwrap()
-    };
-    let out = check(&[]);
+    let out = check(&dir, &[]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         text.trim(),
         format!("2 unit(s) (4 services) in {} are fine", units.display())
     );
-    let out = check(&["--json"]);
+    let out = check(&dir, &["--json"]);
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (doc["units"].as_u64(), doc["services"].as_u64()),

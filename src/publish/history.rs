@@ -457,6 +457,17 @@ mod tests {
         to_record(zurg, seq, EventKind::Exit, t, &ep, Some(&exit))
     }
 
+    /// The records of every `records` frame of an answer, in order.
+    fn records_in(frames: &[Frame]) -> Vec<serde_json::Value> {
+        frames
+            .iter()
+            .flat_map(|f| match f {
+                Frame::Records { records, .. } => records.clone(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
     fn decode(bytes: &[u8]) -> Vec<Frame> {
         let mut d = proto::Decoder::new(proto::MAX_FRAME);
         d.feed(bytes);
@@ -476,12 +487,8 @@ mod tests {
             rec(B, 2, "web", 40),
         ];
         let got = |q: Query| -> Vec<(String, u64)> {
-            decode(&answer(all.clone(), &q))
+            records_in(&decode(&answer(all.clone(), &q)))
                 .into_iter()
-                .flat_map(|f| match f {
-                    Frame::Records { records, .. } => records,
-                    _ => Vec::new(),
-                })
                 .map(|v| {
                     (
                         v["zurg"].as_str().unwrap().to_string(),
@@ -541,12 +548,8 @@ mod tests {
             let Some(Frame::Records { unknown_name, .. }) = frames.first() else {
                 panic!("{frames:?}");
             };
-            let names: Vec<String> = frames
-                .iter()
-                .flat_map(|f| match f {
-                    Frame::Records { records, .. } => records.clone(),
-                    _ => Vec::new(),
-                })
+            let names: Vec<String> = records_in(&frames)
+                .into_iter()
                 .map(|v| v["service"].as_str().unwrap().to_string())
                 .collect();
             (names, *unknown_name)
@@ -607,13 +610,7 @@ mod tests {
         all.push(rec(A, 3, "web", 3));
         all.push(rec(B, 3, "web", 3));
         let frames = decode(&answer(all, &Query::default()));
-        let total: usize = frames
-            .iter()
-            .map(|f| match f {
-                Frame::Records { records, .. } => records.len(),
-                _ => 0,
-            })
-            .sum();
+        let total = records_in(&frames).len();
         assert_eq!(total, 1001);
     }
 
@@ -638,13 +635,7 @@ mod tests {
         };
         assert_eq!(*older, 5);
         assert_eq!(records[0]["time_us"], 5);
-        let total: usize = frames
-            .iter()
-            .map(|f| match f {
-                Frame::Records { records, .. } => records.len(),
-                _ => 0,
-            })
-            .sum();
+        let total = records_in(&frames).len();
         assert_eq!(total, MAX_RECORDS);
         assert_eq!(frames.last(), Some(&Frame::Synced));
     }
