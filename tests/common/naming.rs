@@ -9,13 +9,38 @@ use serde_json::Value;
 
 use super::{cli, eventually, kill, Mode, TempDir, Zurg, BIN, DEADLINE};
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, for a process to bind a
+/// moment later. Taken below the kernel's ephemeral range: a port the
+/// kernel hands out (bind to port 0) is also what it hands any outgoing
+/// connection as its source port, and one did take such a port between
+/// this probe and the publisher's bind ("Address already in use", under
+/// load). Each call of a test binary gets a port of its own; binaries
+/// start at places of their own (by pid).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral_low.saturating_sub(LOW);
+    if span < 1_000 {
+        return std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+    }
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let port = LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = u16::try_from(port).unwrap();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{ephemeral_low}");
 }
 
 /// `cmd` run inside network namespace `ns`, when given.
