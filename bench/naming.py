@@ -4,7 +4,7 @@
 live publisher versus none.
 
 Usage (root, from the repository):
-    bench/naming.py [KILLS] [--etcd | --etcd-only | --page | --page-floor [--rounds=R] [--back-to-back]] [--no-restarts]
+    bench/naming.py [KILLS] [--etcd | --etcd-only | --page | --page-floor [--rounds=R] [--back-to-back] [--plain]] [--no-restarts]
 
 KILLS services run under one `zurg run`; each is SIGKILLed once (a first
 crash restarts at once, so the crash-loop backoff never comes in) and the
@@ -25,6 +25,10 @@ measured on a quiet machine and a quiet page. --back-to-back kills without
 waiting for the page; a death then often lands in the frame drawn for the
 last restart (~1-3 ms of the renderer's main thread with --disable-gpu) and
 waits for it, which is most of the page's p99 near zero load.
+--plain adds a plain client of the page's stream (/events) in this
+process: when it reads each `down` (the publisher's share of the page's
+figure). It is one more thread woken at each death in the window that is
+measured, so it is off unless asked for (or --trace, which needs it).
 Add --trace to split the page's figure at Chromium's own stamps (DevTools
 Network domain: the renderer has the bytes, the EventSource dispatches, the
 DOM changes), and TRACE_FILE=F to also record a Chromium trace of the kills
@@ -55,6 +59,13 @@ ZURG = os.environ.get("ZURG", os.path.join(ROOT, "target/release/zurg"))
 TRACE_FILE = os.environ.get("TRACE_FILE")
 FLOOR_PAGE = "--page-floor" in sys.argv
 BACK_TO_BACK = "--back-to-back" in sys.argv
+TRACE = "--trace" in sys.argv or bool(TRACE_FILE)
+# A plain client of the page's stream, in this process, beside the watch:
+# it tells the publisher's share of the page's figure, but it is one more
+# thread to wake at each death, on the same 2 cores, in the window that is
+# measured (and it shares this process's GIL with the thread that stamps
+# the watch). On with --plain, and with --trace, which needs it.
+PLAIN = "--plain" in sys.argv or TRACE
 TRACE_CATEGORIES = ("devtools.timeline,toplevel,loading,net,mojom,"
                     "disabled-by-default-devtools.timeline")
 FLOOR = os.environ.get("ETCD_FLOOR", os.path.join(ROOT, "target/release/examples/etcd_floor"))
@@ -443,15 +454,15 @@ def death_to_watch(n, etcd_url=None, restart="always", page=False, before=None, 
                   f"{(time.perf_counter() - t0) * 1000:.0f} ms)")
         if page:
             if FLOOR_PAGE:
-                browser = Page(f"http://{http}/floor", trace="--trace" in sys.argv or bool(TRACE_FILE))
+                browser = Page(f"http://{http}/floor", trace=TRACE)
                 wait_for("the 404 page", lambda: browser.eval("document.readyState") == "complete")
                 browser.eval(Page.FLOOR)
             else:
-                browser = Page(f"http://{http}/", trace="--trace" in sys.argv or bool(TRACE_FILE))
+                browser = Page(f"http://{http}/", trace=TRACE)
             wait_for("the page", lambda: browser.eval("document.querySelectorAll('tr.svc').length") == n, 60)
             browser.eval(Page.OBSERVE)
             browser.wait_idle()
-            sse = SseReader(http)
+            sse = SseReader(http) if PLAIN else None
         watch = subprocess.Popen([ZURG, "resolve", "--all", "--watch", "--json", "--publisher", addr],
                                  stdout=subprocess.PIPE, text=True, bufsize=1)
         while json.loads(watch.stdout.readline()).get("t") != "synced":
@@ -503,8 +514,9 @@ def death_to_watch(n, etcd_url=None, restart="always", page=False, before=None, 
             gone = browser.eval("JSON.stringify(window.__gone)")
             gone = json.loads(gone)
             shown = [gone[g] * 1000 - killed_at for g, killed_at, _, _ in stamps if g in gone]
-            streamed = [sse.seen[g] - killed_at for g, killed_at, _, _ in stamps if g in sse.seen]
-            inside = page_stages(browser.events, stamps, gone, sse.seen) if browser.record else ""
+            seen = sse.seen if sse else {}
+            streamed = [seen[g] - killed_at for g, killed_at, _, _ in stamps if g in seen]
+            inside = page_stages(browser.events, stamps, gone, seen) if browser.record else ""
             return latencies, stages(run, stamps), shown, streamed, inside
         return latencies, stages(run, stamps)
     finally:
@@ -785,7 +797,8 @@ def main():
         lat, hops, shown, streamed, inside = death_to_watch(n, page=True, rounds=rounds)
         print(f"death -> resolve --watch, beside the page: p50 {pct(lat, 50):.0f}  p99 {pct(lat, 99):.0f}  max {max(lat):.0f}")
         print(f"  ... by hop: {hops}")
-        print(f"death -> /events read by a plain client: p50 {pct(streamed, 50):.0f}  p99 {pct(streamed, 99):.0f}  max {max(streamed):.0f}  (n={len(streamed)})")
+        if streamed:
+            print(f"death -> /events read by a plain client: p50 {pct(streamed, 50):.0f}  p99 {pct(streamed, 99):.0f}  max {max(streamed):.0f}  (n={len(streamed)})")
         print(f"death -> status page DOM (Chromium):   p50 {pct(shown, 50):.0f}  p99 {pct(shown, 99):.0f}  max {max(shown):.0f}  (n={len(shown)})")
         if inside:
             print(f"  ... inside Chromium: {inside}")
