@@ -66,6 +66,12 @@ TRACE = "--trace" in sys.argv or bool(TRACE_FILE)
 # measured (and it shares this process's GIL with the thread that stamps
 # the watch). On with --plain, and with --trace, which needs it.
 PLAIN = "--plain" in sys.argv or TRACE
+# Paced (not --back-to-back): after the page has drawn the restarted GPID,
+# a pause of this many ms before the next kill. The frame's main-thread
+# work ends there, but Chromium's compositor, raster and display (software,
+# --disable-gpu) may still be at it; near zero load a death finds them
+# done, as deaths seconds apart do.
+GAP_MS = float(next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--gap=")), "0"))
 TRACE_CATEGORIES = ("devtools.timeline,toplevel,loading,net,mojom,"
                     "disabled-by-default-devtools.timeline")
 FLOOR = os.environ.get("ETCD_FLOOR", os.path.join(ROOT, "target/release/examples/etcd_floor"))
@@ -493,6 +499,8 @@ def death_to_watch(n, etcd_url=None, restart="always", page=False, before=None, 
                     settled(int(v["endpoint"]["gpid"].rsplit(":", 1)[1]))
                     if browser and not BACK_TO_BACK:
                         browser.drawn(v["endpoint"]["gpid"])
+                        if GAP_MS:
+                            time.sleep(GAP_MS / 1000)
                     return
 
         if page and TRACE_FILE:
