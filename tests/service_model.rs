@@ -13,7 +13,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::run::Run;
+use common::run::{host_pid_of, Run};
 use common::{
     cli_lines, eventually, find_below, kill, sh_unit, wait_child, Mode, TempDir, DEADLINE, SLEEPER,
 };
@@ -340,5 +340,69 @@ fn wait_times_out_with_its_own_code() {
     assert!(
         took >= Duration::from_millis(200) && took < DEADLINE,
         "{took:?}"
+    );
+}
+
+/// `kill -9 PID; zurg wait db && use db` must not talk to PID: once kill(2)
+/// has returned, `wait` (and `wait --ready`) answers with db's next process,
+/// whether zurg has not seen PID exit yet or has reaped it in the very turn
+/// the request came in. db runs as SCHED_IDLE beside busy loops on every
+/// CPU, so its death waits for a CPU while zurg and the client run: the
+/// window a loaded machine opens (main's zurg answered with the killed pid
+/// in 11 to 21 of the 50 rounds).
+#[test]
+fn wait_after_a_kill_never_answers_with_the_killed_process() {
+    const ROUNDS: usize = 50;
+    let r = stack(&[(
+        "db",
+        "exec = \"/usr/bin/chrt\"\n\
+         args = [\"--idle\", \"0\", \"/bin/sh\", \"-c\", \"echo up >&3; exec sleep 1000\"]\n\
+         ready = { fd = 3 }\n\
+         backoff = { initial_ms = 1, max_ms = 1 }\n",
+    )]);
+    let answered = |args: &[&str]| -> i64 {
+        let result = common::json(&r.dir, args);
+        result[0]["pid"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("zurg {args:?} answered no pid: {result}"))
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+    let load: Vec<_> = (0..cpus)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let mut pid = answered(&["wait", "db"]);
+    let mut stale = Vec::new();
+    for round in 0..ROUNDS {
+        kill(host_pid_of(&r, pid), libc::SIGKILL);
+        let args: &[&str] = if round % 2 == 0 {
+            &["wait", "db"]
+        } else {
+            &["wait", "--ready", "db"]
+        };
+        let next = answered(args);
+        if next == pid {
+            stale.push(round);
+            // The killed process is gone for the next round's kill.
+            pid = r.wait_pid("db", Some(pid));
+        } else {
+            pid = next;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+    assert!(
+        stale.is_empty(),
+        "{} of {ROUNDS} waits answered with the pid just killed (rounds {stale:?})",
+        stale.len()
     );
 }
