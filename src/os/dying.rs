@@ -7,9 +7,11 @@
 //! /proc/PID/status for a SIGKILL pending on it. kill(2) queues a SIGKILL on
 //! the process (`ShdPnd`) before it returns, and the kernel flushes that
 //! queue only when the process is reaped, so the bit is there for the whole
-//! time the process takes to die; a fatal signal with its default action is
-//! turned into a SIGKILL on each thread (`SigPnd`) the same way. Any other
-//! signal is the process's to handle, so it is not up to zurg to guess.
+//! time the process takes to die. A fatal signal with its default action
+//! (SIGTERM without a handler) puts a SIGKILL on each thread (`SigPnd`),
+//! seen until the main thread begins to exit: most of that window, not all
+//! of it. Any other signal is the process's to handle, so it is not up to
+//! zurg to guess.
 
 use std::os::fd::AsRawFd;
 

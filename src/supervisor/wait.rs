@@ -47,8 +47,9 @@ impl Supervisor {
     /// with is already ending (`os::dying`: killed, or exited and not yet
     /// reaped). Each such process is added to `w.doomed` and the answer
     /// waits; its exit, which the loop reads from the pidfd or SIGCHLD
-    /// soon, settles the wait again. Each process is asked about once: its
-    /// end, once known, does not change.
+    /// soon, settles the wait again. The kernel is asked only when the
+    /// answer is otherwise due, and never again about a process found
+    /// dying: its end, once known, does not change.
     pub(super) fn found_dying(&self, w: &mut Waiting) -> bool {
         if w.until != Until::Ready {
             return false;
