@@ -13,7 +13,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::run::Run;
+use common::run::{host_pid_of, Run};
 use common::{
     cli_lines, eventually, find_below, kill, sh_unit, wait_child, Mode, TempDir, DEADLINE, SLEEPER,
 };
@@ -340,5 +340,100 @@ fn wait_times_out_with_its_own_code() {
     assert!(
         took >= Duration::from_millis(200) && took < DEADLINE,
         "{took:?}"
+    );
+}
+
+/// Busy loops on every CPU until dropped (a panic included).
+struct CpuLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl CpuLoad {
+    fn start() -> CpuLoad {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+        let threads = (0..cpus)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        CpuLoad { stop, threads }
+    }
+}
+
+impl Drop for CpuLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `kill -9 PID; zurg wait db && use db` must not talk to PID: once kill(2)
+/// has returned, `wait` (and `wait --ready`) answers with db's next process,
+/// whether zurg has not seen PID exit yet or has reaped it in the very turn
+/// the request came in. db's two instances run as SCHED_IDLE beside busy
+/// loops on every CPU, so a death waits for a CPU while zurg and the client
+/// run: the window a loaded machine opens. Each round kills one instance
+/// and waits on the unit (both instances) or on that instance (`--ready`).
+/// main's zurg answered with the killed pid in 10 to 21 of the 50 rounds.
+#[test]
+fn wait_after_a_kill_never_answers_with_the_killed_process() {
+    const ROUNDS: usize = 50;
+    let r = stack(&[(
+        "db",
+        "exec = \"/usr/bin/chrt\"\n\
+         args = [\"--idle\", \"0\", \"/bin/sh\", \"-c\", \"echo up >&3; exec sleep 1000\"]\n\
+         ready = { fd = 3 }\n\
+         instances = 2\n\
+         backoff = { initial_ms = 1, max_ms = 1 }\n",
+    )]);
+    // Each answered instance's pid, by name.
+    let mut pids = std::collections::HashMap::new();
+    let answer = |args: &[&str]| -> Vec<(String, i64)> {
+        let result = common::json(&r.dir, args);
+        let rows = result.as_array().unwrap().iter().map(|row| {
+            let pid = row["pid"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("zurg {args:?} answered no pid: {result}"));
+            (row["name"].as_str().unwrap().to_string(), pid)
+        });
+        rows.collect()
+    };
+    for (name, pid) in answer(&["wait", "db"]) {
+        pids.insert(name, pid);
+    }
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    let _load = CpuLoad::start();
+    let mut stale = Vec::new();
+    for round in 0..ROUNDS {
+        let name = format!("db@{}", round % 2);
+        let killed = pids[&name];
+        kill(host_pid_of(&r, killed), libc::SIGKILL);
+        let answered = if round % 4 < 2 {
+            answer(&["wait", "db"])
+        } else {
+            answer(&["wait", "--ready", &name])
+        };
+        for (n, pid) in answered {
+            pids.insert(n, pid);
+        }
+        if pids[&name] == killed {
+            stale.push(round);
+            // The next kill of this instance needs its next process.
+            pids.insert(name.clone(), r.wait_pid(&name, Some(killed)));
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "{} of {ROUNDS} waits answered with the pid just killed (rounds {stale:?})",
+        stale.len()
     );
 }

@@ -4,6 +4,7 @@
 //! units or services. Each `unsafe` block carries a `// SAFETY:` comment.
 
 pub mod creds;
+pub mod dying;
 pub mod inotify;
 pub mod listen;
 pub mod net;

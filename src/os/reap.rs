@@ -84,6 +84,38 @@ pub fn reap_pid(pid: i32) -> io::Result<Option<ExitStatus>> {
     reap_id(libc::P_PID, libc::id_t::try_from(pid).unwrap_or(0))
 }
 
+/// Whether child `pid` has exited (a zombie zurg has not reaped yet),
+/// leaving it to be reaped as usual: waitid with WNOWAIT only looks. For a
+/// thread group's leader it answers once the whole group is dead.
+pub fn has_exited(pid: i32) -> io::Result<bool> {
+    let id = libc::id_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    loop {
+        let mut info = std::mem::MaybeUninit::<libc::siginfo_t>::zeroed();
+        // SAFETY: waitid writes one siginfo_t through a pointer to a zeroed
+        // local; WNOWAIT leaves the child waitable, WNOHANG leaves si_pid 0
+        // when it still runs.
+        let ret = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                id,
+                info.as_mut_ptr(),
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if ret == -1 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        // SAFETY: the struct was zeroed and then filled by the kernel; for
+        // SIGCHLD-style siginfo the pid field is valid.
+        let pid = unsafe { info.assume_init().si_pid() };
+        return Ok(pid != 0);
+    }
+}
+
 fn reap_id(idtype: libc::idtype_t, id: libc::id_t) -> io::Result<Option<ExitStatus>> {
     loop {
         let mut info = std::mem::MaybeUninit::<libc::siginfo_t>::zeroed();

@@ -40,6 +40,10 @@ pub(super) struct Waiting {
     pub(super) rolling: Vec<usize>,
     /// A rollback: the answer notes an overrides.json save not on disk.
     saves_overrides: bool,
+    /// Processes (pid, `since_ms` of their run) a `wait` found the kernel
+    /// already ending (`os::dying`): not up, whatever their state still
+    /// says, until zurg sees them exit and the service comes back.
+    pub(super) doomed: Vec<(i32, u64)>,
 }
 
 impl Waiting {
@@ -379,6 +383,10 @@ impl Supervisor {
     pub(super) fn on_request(&mut self, incoming: Incoming, work: &mut VecDeque<(usize, Input)>) {
         let Incoming { conn, request, .. } = incoming;
         let Request { id, verb } = request;
+        // An exit reaped earlier in this turn (its pidfd came before the
+        // control socket) is still queued: fed in first, so no answer shows
+        // a reaped process as running (`zurg wait` would answer with it).
+        self.process(work);
         let changes_services = matches!(
             verb,
             Verb::Start { .. }
@@ -693,6 +701,7 @@ impl Supervisor {
                 notes: Vec::new(),
                 rolling: Vec::new(),
                 saves_overrides: true,
+                doomed: Vec::new(),
             },
             wait,
         );
@@ -719,6 +728,7 @@ impl Supervisor {
                 notes,
                 rolling,
                 saves_overrides: false,
+                doomed: Vec::new(),
             },
             wait_ms,
         );
@@ -752,7 +762,10 @@ impl Supervisor {
                     | State::Waiting => true,
                     _ => false,
                 },
-                Until::Ready | Until::AtRest => super::wait::reached(&s.service, w.until),
+                Until::Ready | Until::AtRest => {
+                    super::wait::reached(&s.service, w.until)
+                        && !super::wait::doomed(&s.service, &w.doomed)
+                }
             }
         })
     }
@@ -784,7 +797,7 @@ impl Supervisor {
             };
             if let Some(reply) = self.wait_given_up(&w) {
                 self.reply(w.conn, &reply);
-            } else if w.rolling.is_empty() && self.settled(&w) {
+            } else if w.rolling.is_empty() && self.settled(&w) && !self.found_dying(&mut w) {
                 if w.saves_overrides {
                     if let Some(note) = self.saved_note() {
                         crate::log!("warning: {note}");
@@ -804,9 +817,19 @@ impl Supervisor {
                     .iter()
                     .map(|(s, _)| {
                         let o = self.outcome(*s, asked);
-                        match o.error {
-                            Some(e) => format!("{} is {} ({e})", o.name, o.state),
-                            None => format!("{} is {}", o.name, o.state),
+                        let dying = self
+                            .slots
+                            .get(*s)
+                            .is_some_and(|x| super::wait::doomed(&x.service, &w.doomed));
+                        match (o.error, o.pid) {
+                            (Some(e), _) => format!("{} is {} ({e})", o.name, o.state),
+                            (None, Some(pid)) if dying => {
+                                format!(
+                                    "{} is {} (pid {pid} was killed and has not exited yet)",
+                                    o.name, o.state
+                                )
+                            }
+                            (None, _) => format!("{} is {}", o.name, o.state),
                         }
                     })
                     .collect();
