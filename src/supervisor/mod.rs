@@ -660,10 +660,10 @@ impl Supervisor {
             pid1::disable_ctrl_alt_del();
             crate::log!("init of this machine: mounted /proc /sys /sys/fs/cgroup /dev /run /tmp");
         }
-        // Before any service starts: zurg moves itself into a leaf first.
-        let cgroups = cgroups::set_up(opts.cgroup.as_deref());
         // Before the socket is bound: a second zurg on the same state dir
-        // must not take over the first one's socket either.
+        // must not take over the first one's socket either. Before the
+        // cgroup set-up too: a refused zurg must neither move itself into
+        // the first one's subtree nor log a cgroups line above its refusal.
         // On a thread with a deadline: creating and opening the lock file
         // hang with the state directory's disk (boot_read.rs).
         let lock_dir = opts.state_dir.clone();
@@ -682,6 +682,8 @@ impl Supervisor {
                 None
             }
         };
+        // Before any service starts: zurg moves itself into a leaf first.
+        let cgroups = cgroups::set_up(opts.cgroup.as_deref());
         if !pid1::is_pid1() {
             if let Err(e) = pid1::become_subreaper() {
                 crate::log!(
