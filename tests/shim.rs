@@ -484,6 +484,19 @@ fn as_pid1_the_child_starts_with_no_signal_blocked() {
     );
 }
 
+/// `-v` says how CMD ended also when it left nothing behind (it said
+/// only "started sh as pid 2", then exited without a word).
+#[test]
+fn verbose_says_how_the_command_ended_when_nothing_is_left() {
+    let mut z = Zurg::start(Mode::Pid1, &["-v", "--", "sh", "-c", "exit 4"]);
+    assert_eq!(z.wait_exit().code(), Some(4));
+    z.saw("started sh as pid 2");
+    z.saw("pid 2 ended (exit code 4); nothing left behind");
+    let mut z = Zurg::start(Mode::Pid1, &["-v", "--", "sh", "-c", "kill -TERM $$"]);
+    assert_eq!(z.wait_exit().code(), Some(143));
+    z.saw("pid 2 ended (");
+}
+
 /// `-v` says how the leftovers went: the SIGTERM, and the SIGKILL when the
 /// grace ran out.
 #[test]

@@ -219,6 +219,11 @@ fn run_inner(opts: &ShimOptions) -> Result<i32, String> {
         let now = reactor.now_ms();
         let Some(exit) = child_exit else { continue };
         if drained == Drained::NoChildren {
+            // Nothing left behind: the first pass below never ran, so its
+            // line did not say how CMD ended.
+            if opts.verbose && reactor.timers.is_empty() {
+                crate::log!("pid {child_pid} ended ({exit}); nothing left behind");
+            }
             return Ok(exit.shell_code());
         }
         while let Some(deadline) = reactor.timers.pop_due(now) {
