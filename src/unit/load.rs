@@ -298,6 +298,7 @@ pub fn load_dir_with(dir: &Path, strict: bool) -> LoadReport {
     // Read once per load, and only when a unit names a user or group.
     let mut accounts: Option<Result<super::accounts::Accounts, String>> = None;
     let mut defined: std::collections::HashMap<String, PathBuf> = std::collections::HashMap::new();
+    let mut deps_at = DepsAt::new();
     for path in paths {
         let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
             report
@@ -319,6 +320,12 @@ pub fn load_dir_with(dir: &Path, strict: bool) -> LoadReport {
                 continue;
             }
         };
+        if !unit.depends_on.is_empty() {
+            // Where its `depends_on` is, for a refusal found only once
+            // every file is read (a cycle, an unknown name).
+            let at = super::parse::value_error(&path, &text, "depends_on", String::new());
+            deps_at.insert(name.to_string(), (at.line, at.col));
+        }
         let mut uid = None;
         if unit.rare.creds.names_accounts() {
             let resolved = match accounts.get_or_insert_with(read_accounts) {
@@ -365,9 +372,12 @@ pub fn load_dir_with(dir: &Path, strict: bool) -> LoadReport {
         report.units.extend(units);
     }
     depend_on_every_instance(&mut report.units);
-    refuse_by_dependencies(dir, &mut report);
+    refuse_by_dependencies(dir, &deps_at, &mut report);
     report
 }
+
+/// Line and column of each unit file's `depends_on` value, by file stem.
+type DepsAt = std::collections::HashMap<String, (usize, usize)>;
 
 /// A unit with `instances = N` as its N services `NAME@0` ... `NAME@N-1`
 /// (`${INSTANCE}` is replaced at each start, like the other variables); any
@@ -426,8 +436,9 @@ fn depend_on_every_instance(units: &mut [Unit]) {
 
 /// Moves the units that cannot run because of their `depends_on` (a cycle,
 /// an unknown or broken name, a refused dependency: `service::graph`) from
-/// the units to the errors, one per unit, naming its file and the key.
-fn refuse_by_dependencies(dir: &Path, report: &mut LoadReport) {
+/// the units to the errors, one per unit, naming its file, the line and
+/// column of its `depends_on` (`deps_at`), and the key.
+fn refuse_by_dependencies(dir: &Path, deps_at: &DepsAt, report: &mut LoadReport) {
     let broken: std::collections::HashSet<String> = report
         .errors
         .iter()
@@ -451,10 +462,12 @@ fn refuse_by_dependencies(dir: &Path, report: &mut LoadReport) {
         if let Some(k) = keep.get_mut(i) {
             *k = false;
         }
+        let stem = file_stem(unit);
+        let (line, col) = deps_at.get(stem).copied().unwrap_or((0, 0));
         report.errors.push(UnitError {
-            path: dir.join(format!("{}.toml", file_stem(unit))),
-            line: 0,
-            col: 0,
+            path: dir.join(format!("{stem}.toml")),
+            line,
+            col,
             key: Some("depends_on".to_string()),
             msg: problem.to_string(),
         });
@@ -540,12 +553,12 @@ mod tests {
             errs,
             [
                 format!("{d}/bad.toml:1:8: key `exec`: expected a string, found an integer"),
-                format!("{d}/a.toml: key `depends_on`: dependency cycle a -> b -> a"),
+                format!("{d}/a.toml:2:14: key `depends_on`: dependency cycle a -> b -> a"),
                 format!(
-                    "{d}/api.toml: key `depends_on`: depends on `bad`, whose unit file has errors"
+                    "{d}/api.toml:2:14: key `depends_on`: depends on `bad`, whose unit file has errors"
                 ),
-                format!("{d}/b.toml: key `depends_on`: dependency cycle b -> a -> b"),
-                format!("{d}/web.toml: key `depends_on`: no unit named `dbx`"),
+                format!("{d}/b.toml:2:14: key `depends_on`: dependency cycle b -> a -> b"),
+                format!("{d}/web.toml:2:14: key `depends_on`: no unit named `dbx`"),
             ]
         );
         std::fs::remove_dir_all(&dir).unwrap();
