@@ -15,7 +15,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{modes, parse_unit, Unit, UnitError};
+use super::{modes, Unit, UnitError};
 
 /// A unit file larger than this is refused rather than read into memory.
 pub const MAX_UNIT_FILE: u64 = 1 << 20;
@@ -313,8 +313,20 @@ pub fn load_dir_with(dir: &Path, strict: bool) -> LoadReport {
                 continue;
             }
         };
-        let unit = match parse_unit(name, &path, &text) {
-            Ok(unit) => unit,
+        // Names are looked up (once per load, only when a unit names a
+        // user or group) even in a file with other errors: one round of
+        // `zurg check` reports them all.
+        let resolve = |creds: &super::creds::Creds| {
+            if !creds.names_accounts() {
+                return Ok(None);
+            }
+            match accounts.get_or_insert_with(read_accounts) {
+                Ok(db) => db.resolve(creds).map(|r| r.uid),
+                Err(e) => Err(vec![("user", e.clone())]),
+            }
+        };
+        let (unit, uid) = match super::parse::parse_unit_resolving(name, &path, &text, resolve) {
+            Ok(parsed) => parsed,
             Err(e) => {
                 report.errors.extend(e);
                 continue;
@@ -325,25 +337,6 @@ pub fn load_dir_with(dir: &Path, strict: bool) -> LoadReport {
             // every file is read (a cycle, an unknown name).
             let at = super::parse::value_error(&path, &text, "depends_on", String::new());
             deps_at.insert(name.to_string(), (at.line, at.col));
-        }
-        let mut uid = None;
-        if unit.rare.creds.names_accounts() {
-            let resolved = match accounts.get_or_insert_with(read_accounts) {
-                Ok(db) => db.resolve(&unit.rare.creds),
-                Err(e) => Err(vec![("user", e.clone())]),
-            };
-            match resolved {
-                Ok(r) => uid = r.uid,
-                Err(wrong) => {
-                    let mut errors: Vec<UnitError> = wrong
-                        .into_iter()
-                        .map(|(key, msg)| super::parse::value_error(&path, &text, key, msg))
-                        .collect();
-                    errors.sort_by_key(|e| (e.line, e.col));
-                    report.errors.extend(errors);
-                    continue;
-                }
-            }
         }
         if strict {
             let errors = programs_refused(&mut checker, &unit, uid, &path, &text);
