@@ -77,6 +77,14 @@ fn a_failing_pre_start_is_a_failed_start_with_its_output_retried_with_backoff() 
     let line =
         r.z.expect("[db] pre_start exited with code 3: db not reachable");
     assert!(!line.contains("started pid"), "{line}");
+    // Said once, with its output line, not also on a line of its own.
+    let bare = r
+        .z
+        .lines_now()
+        .iter()
+        .filter(|l| l.ends_with("[db] pre_start exited with code 3"))
+        .count();
+    assert_eq!(bare, 0, "{:?}", r.z.seen);
     eventually("retried", || read(&ran).lines().count() >= 3);
     let s = status_of(&r.dir, "db");
     assert_eq!(
@@ -134,6 +142,12 @@ fn a_hung_pre_start_is_killed_at_its_timeout() {
     );
     let mut r = start(&[("slow", &unit)], &[]);
     r.z.expect("[slow] pre_start did not finish within 300 ms (hook_timeout_ms) and was killed");
+    // Not also as a hook killed by SIGKILL, on a line of its own.
+    assert!(
+        !r.z.seen.iter().any(|l| l.contains("pre_start exited with")),
+        "{:?}",
+        r.z.seen
+    );
     let s = status_of(&r.dir, "slow");
     assert_eq!(s["state"], "failed", "{s}");
     // The hook is gone: no sleep left under zurg.

@@ -231,7 +231,11 @@ impl Supervisor {
             let line = ring.get(last)?;
             (line.seq >= h.first_seq).then(|| String::from_utf8_lossy(line.bytes).into_owned())
         });
-        if exit != Exit::Code(0) {
+        // A failed `pre_start` is a failed start, logged with its last
+        // output line once the service handles it: said here too, it was
+        // said twice. `post_stop`'s exit changes nothing, so only this
+        // line tells of it.
+        if exit != Exit::Code(0) && h.kind == HookKind::PostStop {
             if let Some(s) = self.slots.get(slot) {
                 crate::log!(
                     "[{}] {} exited with {}",
