@@ -330,6 +330,29 @@ fn a_start_that_cannot_run_fails_naming_the_cwd() {
         .contains("cwd /nonexistent"));
 }
 
+/// A script whose `#!` interpreter is missing fails with ENOENT, as a
+/// missing program does: zurg says what is missing instead of "No such
+/// file or directory" about a file that is there.
+#[test]
+fn a_program_whose_interpreter_is_missing_is_blamed_on_the_interpreter() {
+    let dir = TempDir::new("interp");
+    let script = dir.write("bin/job", "#!/nonexistent/interpreter\n");
+    common::set_mode(&script, 0o755);
+    dir.write(
+        "units/s.toml",
+        &format!(
+            "exec = \"{}\"\nrestart = \"never\"\n",
+            script.display()
+        ),
+    );
+    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+    let line = z.expect("[s] cannot run");
+    assert!(
+        line.contains("the interpreter its #! line names, or the dynamic loader it needs, is missing"),
+        "{line}"
+    );
+}
+
 /// zurg as PID 1 running api at build 1.0, once it has started; returns
 /// it and the md5 of build 2.0, deployed beside it.
 fn api_on_1_0(dir: &TempDir) -> (Zurg, String) {

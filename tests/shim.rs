@@ -48,6 +48,15 @@ fn exec_failures_are_127_and_126_and_name_the_command() {
     assert_eq!(z.wait_exit().code(), Some(126));
     let line = z.saw("script");
     assert!(line.contains("permission denied"), "{line}");
+
+    // There, but its #! interpreter is not: 127 as for bash, and the
+    // message says what is missing, not "command not found".
+    let f = dir.write("interp", "#!/nonexistent/interpreter\n");
+    common::set_mode(&f, 0o755);
+    let mut z = shim(&[f.to_str().unwrap()]);
+    assert_eq!(z.wait_exit().code(), Some(127));
+    let line = z.saw("interp");
+    assert!(line.contains("interpreter its #! line names"), "{line}");
 }
 
 #[test]

@@ -178,6 +178,9 @@ pub enum SpawnStep {
     Cgroup,
     /// Leaving zurg's descriptor table (close_range CLOSE_RANGE_UNSHARE).
     FdTable,
+    /// The exec found the program but not what it needs to run: the
+    /// interpreter of its `#!` line, or its ELF loader (ENOENT).
+    Interpreter,
 }
 
 impl std::fmt::Display for SpawnStep {
@@ -203,6 +206,7 @@ impl std::fmt::Display for SpawnStep {
             SpawnStep::NoNewPrivs => "set `no_new_privs`",
             SpawnStep::Cgroup => "move into its cgroup",
             SpawnStep::FdTable => "leave zurg's descriptor table",
+            SpawnStep::Interpreter => "exec",
         })
     }
 }
@@ -229,6 +233,7 @@ impl SpawnStep {
             18 => SpawnStep::NoNewPrivs,
             19 => SpawnStep::Cgroup,
             20 => SpawnStep::FdTable,
+            21 => SpawnStep::Interpreter,
             _ => SpawnStep::Exec,
         }
     }
@@ -243,6 +248,10 @@ pub enum SpawnError {
     Chdir { dir: String, source: io::Error },
     #[error("cannot run {program}: {source}")]
     Exec { program: String, source: io::Error },
+    /// ENOENT for a program that exists: what is missing is the program
+    /// its `#!` line names, or its ELF loader.
+    #[error("cannot run {program}: the interpreter its #! line names, or the dynamic loader it needs, is missing ({source})")]
+    Interpreter { program: String, source: io::Error },
     #[error("cannot {step} for {program}: {source}")]
     Setup {
         program: String,
@@ -262,6 +271,7 @@ impl SpawnError {
             SpawnError::Clone { .. } => None,
             SpawnError::Chdir { .. } => Some(SpawnStep::Chdir),
             SpawnError::Exec { .. } => Some(SpawnStep::Exec),
+            SpawnError::Interpreter { .. } => Some(SpawnStep::Interpreter),
             SpawnError::Setup { step, .. } => Some(*step),
         }
     }
@@ -271,6 +281,7 @@ impl SpawnError {
             SpawnError::Clone { source, .. }
             | SpawnError::Chdir { source, .. }
             | SpawnError::Exec { source, .. }
+            | SpawnError::Interpreter { source, .. }
             | SpawnError::Setup { source, .. } => source,
         }
     }
@@ -287,6 +298,7 @@ impl SpawnError {
                 source,
             },
             SpawnStep::Exec => SpawnError::Exec { program, source },
+            SpawnStep::Interpreter => SpawnError::Interpreter { program, source },
             step => SpawnError::Setup {
                 program,
                 step,
@@ -550,7 +562,14 @@ unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), (SpawnStep, i32)> {
             a.envp,
             libc::AT_EMPTY_PATH,
         );
-        return Err((SpawnStep::Exec, *libc::__errno_location()));
+        let err = *libc::__errno_location();
+        // The file is open: ENOENT is about what it needs.
+        let step = if err == libc::ENOENT {
+            SpawnStep::Interpreter
+        } else {
+            SpawnStep::Exec
+        };
+        return Err((step, err));
     }
     // execvp's rule: report EACCES if any candidate had it, else the last error.
     let mut err = libc::ENOENT;
@@ -560,6 +579,13 @@ unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), (SpawnStep, i32)> {
         err = *libc::__errno_location();
         if err == libc::EACCES {
             saw_eacces = true;
+        }
+        // SAFETY: `path` is a NUL-terminated string the parent keeps alive;
+        // faccessat only reads it. An ENOENT for a file that is there
+        // means its interpreter or loader is missing (as bash's "bad
+        // interpreter"): that is the answer, not "not found".
+        if err == libc::ENOENT && libc::faccessat(libc::AT_FDCWD, path, libc::F_OK, 0) == 0 {
+            return Err((SpawnStep::Interpreter, err));
         }
         if !matches!(err, libc::ENOENT | libc::ENOTDIR | libc::EACCES) {
             break;
