@@ -49,11 +49,15 @@ fn a_name_given_twice_acts_once() {
 /// A second `zurg run` on DIR's units and state directory, with a socket
 /// of its own.
 fn second_zurg_on(dir: &TempDir) -> Zurg {
+    second_zurg_as(dir, Mode::Plain)
+}
+
+fn second_zurg_as(dir: &TempDir, mode: Mode) -> Zurg {
     let units = dir.path().join("units");
     let sock = dir.path().join("other.sock");
     let state = dir.path().join("state");
     Zurg::start(
-        Mode::Plain,
+        mode,
         &[
             "run",
             "--units",
@@ -113,6 +117,26 @@ fn a_second_zurg_outside_the_first_ones_pid_namespace_names_a_pid_it_can_kill() 
         "{line}"
     );
     assert_eq!(second.wait_exit().code(), Some(1));
+}
+
+/// Two containers' zurgs, each PID 1 of its own pid namespace, on one
+/// state directory: the second cannot see the first, whose lock file says
+/// "1". It said "in use by another zurg (pid 1, ...)", which in its own
+/// namespace is itself.
+#[test]
+fn a_second_zurg_that_cannot_see_the_first_does_not_name_itself() {
+    let dir = TempDir::new("lock-hidden");
+    dir.write("units/s.toml", SLEEPER);
+    let mut first = common::run_in(&dir, Mode::Pid1, &[]);
+    first.expect("[s] started pid");
+    // As PID 1 the refused zurg does not exit (docs/exit-codes.md); the
+    // line is what counts, and dropping it ends its namespace.
+    let mut second = second_zurg_as(&dir, Mode::Pid1);
+    let line = second.expect("is in use by another zurg");
+    assert!(
+        line.contains("is in use by another zurg (pid 1 in a pid namespace this zurg cannot see into,"),
+        "{line}"
+    );
 }
 
 #[test]
