@@ -252,6 +252,14 @@ pub enum SpawnError {
     /// its `#!` line names, or its ELF loader.
     #[error("cannot run {program}: the interpreter its #! line names, or the dynamic loader it needs, is missing ({source})")]
     Interpreter { program: String, source: io::Error },
+    /// A limit of `rlimits` the kernel refused, named as in the unit.
+    #[error("cannot set `rlimits` {limit} for {program}: {source}")]
+    Rlimit {
+        program: String,
+        /// `nofile = 65536`, `core = "unlimited"`, `nproc = [512, 1024]`.
+        limit: String,
+        source: io::Error,
+    },
     #[error("cannot {step} for {program}: {source}")]
     Setup {
         program: String,
@@ -272,6 +280,7 @@ impl SpawnError {
             SpawnError::Chdir { .. } => Some(SpawnStep::Chdir),
             SpawnError::Exec { .. } => Some(SpawnStep::Exec),
             SpawnError::Interpreter { .. } => Some(SpawnStep::Interpreter),
+            SpawnError::Rlimit { .. } => Some(SpawnStep::Rlimits),
             SpawnError::Setup { step, .. } => Some(*step),
         }
     }
@@ -282,14 +291,28 @@ impl SpawnError {
             | SpawnError::Chdir { source, .. }
             | SpawnError::Exec { source, .. }
             | SpawnError::Interpreter { source, .. }
+            | SpawnError::Rlimit { source, .. }
             | SpawnError::Setup { source, .. } => source,
         }
     }
 
-    fn of_child(spec: &SpawnSpec, step: SpawnStep, errno: i32) -> SpawnError {
+    /// The child's failure at `step`; `rlimit`, for `Rlimits`, is the
+    /// index of the limit refused.
+    fn of_child(spec: &SpawnSpec, step: SpawnStep, errno: i32, rlimit: usize) -> SpawnError {
         let program = spec.program.to_string_lossy().into_owned();
         let source = io::Error::from_raw_os_error(errno);
+        let refused = spec.creds.as_ref().and_then(|c| c.rlimits.get(rlimit));
         match step {
+            SpawnStep::Rlimits if refused.is_some() => {
+                let limit = refused.map_or_else(String::new, |&(_, soft, hard, name)| {
+                    format!("{name} = {}", rlimit_value(soft, hard))
+                });
+                SpawnError::Rlimit {
+                    program,
+                    limit,
+                    source,
+                }
+            }
             SpawnStep::Chdir => SpawnError::Chdir {
                 dir: spec
                     .cwd
@@ -305,6 +328,22 @@ impl SpawnError {
                 source,
             },
         }
+    }
+}
+
+/// A limit's value as a unit writes it: `65536`, `"unlimited"`, `[512, 1024]`.
+fn rlimit_value(soft: u64, hard: u64) -> String {
+    let one = |v: u64| {
+        if v == libc::RLIM64_INFINITY {
+            "\"unlimited\"".to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    if soft == hard {
+        one(soft)
+    } else {
+        format!("[{}, {}]", one(soft), one(hard))
     }
 }
 
@@ -361,6 +400,8 @@ struct ChildArgs {
     error: i32,
     /// Which step failed (`SpawnStep` as u8), written with `error`.
     failed_step: u8,
+    /// With `SpawnStep::Rlimits`: the index of the limit refused.
+    failed_rlimit: usize,
 }
 
 fn check_ret(ret: libc::c_int, step: SpawnStep) -> Result<(), (SpawnStep, i32)> {
@@ -543,7 +584,7 @@ unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), (SpawnStep, i32)> {
         }
     }
     if let Some(creds) = a.creds.as_ref() {
-        super::creds::apply(creds)?;
+        super::creds::apply(creds, &mut a.failed_rlimit)?;
         // A change of ids clears the parent-death signal: set it again.
         if a.death_signal != 0 && super::creds::changes_ids(creds) {
             set_death_signal(a)?;
@@ -914,6 +955,7 @@ impl Spawner {
             cgroup_procs: spec.cgroup_procs.unwrap_or(-1),
             error: 0,
             failed_step: 0,
+            failed_rlimit: 0,
         });
 
         // Held until the child has exec'd: it inherits the score at clone.
@@ -1016,6 +1058,7 @@ impl Spawner {
                 spec,
                 SpawnStep::from_raw(args.failed_step),
                 args.error,
+                args.failed_rlimit,
             ));
         }
         let (pidfd, pidfd_error) = if pidfd >= 0 {
@@ -1183,19 +1226,19 @@ mod tests {
     fn a_child_error_names_the_step_that_failed() {
         let mut spec = SpawnSpec::new(c"/usr/bin/redis-server".into(), vec![]);
         spec.cwd = Some(c"/nonexistent".into());
-        let chdir = SpawnError::of_child(&spec, SpawnStep::Chdir, libc::ENOENT);
+        let chdir = SpawnError::of_child(&spec, SpawnStep::Chdir, libc::ENOENT, 0);
         assert_eq!(
             chdir.to_string(),
             "cannot change to cwd /nonexistent: No such file or directory (os error 2)"
         );
         assert_eq!(chdir.raw_os_error(), Some(libc::ENOENT));
         assert_eq!(chdir.step(), Some(SpawnStep::Chdir));
-        let exec = SpawnError::of_child(&spec, SpawnStep::Exec, libc::EACCES);
+        let exec = SpawnError::of_child(&spec, SpawnStep::Exec, libc::EACCES, 0);
         assert_eq!(
             exec.to_string(),
             "cannot run /usr/bin/redis-server: Permission denied (os error 13)"
         );
-        let stdin = SpawnError::of_child(&spec, SpawnStep::Stdin, libc::EMFILE);
+        let stdin = SpawnError::of_child(&spec, SpawnStep::Stdin, libc::EMFILE, 0);
         assert!(stdin
             .to_string()
             .starts_with("cannot open /dev/null as stdin for /usr/bin/redis-server: "));
