@@ -360,7 +360,9 @@ fn a_refused_rlimit_fails_the_start_naming_the_limit() {
         "units/greedy.toml",
         &sh_unit(
             "echo should not run",
-            &format!("rlimits = {{ core = \"unlimited\", nofile = {too_many}, nproc = [512, 1024] }}"),
+            &format!(
+                "rlimits = {{ core = \"unlimited\", nofile = {too_many}, nproc = [512, 1024] }}"
+            ),
         ),
     );
     let mut z = run_in(&dir, Mode::Pid1, &[]);

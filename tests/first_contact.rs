@@ -134,7 +134,9 @@ fn a_second_zurg_that_cannot_see_the_first_does_not_name_itself() {
     let mut second = second_zurg_as(&dir, Mode::Pid1);
     let line = second.expect("is in use by another zurg");
     assert!(
-        line.contains("is in use by another zurg (pid 1 in a pid namespace this zurg cannot see into,"),
+        line.contains(
+            "is in use by another zurg (pid 1 in a pid namespace this zurg cannot see into,"
+        ),
         "{line}"
     );
 }
@@ -364,15 +366,14 @@ fn a_program_whose_interpreter_is_missing_is_blamed_on_the_interpreter() {
     common::set_mode(&script, 0o755);
     dir.write(
         "units/s.toml",
-        &format!(
-            "exec = \"{}\"\nrestart = \"never\"\n",
-            script.display()
-        ),
+        &format!("exec = \"{}\"\nrestart = \"never\"\n", script.display()),
     );
     let mut z = common::run_in(&dir, Mode::Pid1, &[]);
     let line = z.expect("[s] cannot run");
     assert!(
-        line.contains("the interpreter its #! line names, or the dynamic loader it needs, is missing"),
+        line.contains(
+            "the interpreter its #! line names, or the dynamic loader it needs, is missing"
+        ),
         "{line}"
     );
 }

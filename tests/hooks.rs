@@ -78,12 +78,11 @@ fn a_failing_pre_start_is_a_failed_start_with_its_output_retried_with_backoff() 
         r.z.expect("[db] pre_start exited with code 3: db not reachable");
     assert!(!line.contains("started pid"), "{line}");
     // Said once, with its output line, not also on a line of its own.
-    let bare = r
-        .z
-        .lines_now()
-        .iter()
-        .filter(|l| l.ends_with("[db] pre_start exited with code 3"))
-        .count();
+    let bare =
+        r.z.lines_now()
+            .iter()
+            .filter(|l| l.ends_with("[db] pre_start exited with code 3"))
+            .count();
     assert_eq!(bare, 0, "{:?}", r.z.seen);
     eventually("retried", || read(&ran).lines().count() >= 3);
     let s = status_of(&r.dir, "db");

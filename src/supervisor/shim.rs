@@ -145,9 +145,10 @@ fn run_inner(opts: &ShimOptions) -> Result<i32, String> {
             // docker, but its message says what is missing.
             let found = e.step() == Some(spawn::SpawnStep::Interpreter);
             let (code, why) = match (found, e.raw_os_error()) {
-                (false, Some(libc::ENOENT)) => {
-                    (EXIT_NOT_FOUND, format!("cannot run {name}: command not found"))
-                }
+                (false, Some(libc::ENOENT)) => (
+                    EXIT_NOT_FOUND,
+                    format!("cannot run {name}: command not found"),
+                ),
                 (true, _) => (EXIT_NOT_FOUND, e.to_string()),
                 (_, Some(libc::EACCES)) => (
                     EXIT_CANNOT_EXEC,

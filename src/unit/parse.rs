@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use toml::{Spanned, Value};
 
-use super::keys::{self, Bad, KEYS};
 use super::creds::Creds;
+use super::keys::{self, Bad, KEYS};
 use super::Unit;
 // The tests below predate keys.rs and name these through `super::*`.
 #[cfg(test)]
