@@ -158,6 +158,24 @@ fn a_hung_pre_start_is_killed_at_its_timeout() {
     });
 }
 
+/// A stop while `pre_start` runs kills it, and the log says so: the start
+/// did not fail, so only this line tells what became of the hook.
+#[test]
+fn a_pre_start_killed_by_a_stop_is_logged() {
+    let unit = "exec = \"/bin/sleep\"\nargs = [\"1000\"]\npre_start = [\"/bin/sleep\", \"1000\"]\n";
+    let mut r = start(&[("slow", unit)], &[]);
+    eventually("pre_start running", || {
+        status_of(&r.dir, "slow")["state"] == "starting"
+    });
+    r.ok(&["stop", "slow"]);
+    r.z.saw("[slow] pre_start exited with signal SIGKILL");
+    assert!(
+        !r.z.seen.iter().any(|l| l.contains("[slow] failed")),
+        "{:?}",
+        r.z.seen
+    );
+}
+
 #[test]
 fn bad_hook_values_name_the_place_and_key_and_the_other_units_run() {
     let d = TempDir::new("hooks-bad");
