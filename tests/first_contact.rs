@@ -86,6 +86,12 @@ fn a_second_zurg_on_the_same_state_dir_is_refused_naming_the_first() {
     );
     let status = second.wait_exit();
     assert_eq!(status.code(), Some(1), "{:?}", second.lines_now());
+    // Stamped like every other line of `zurg run` (stderr is a pipe here).
+    let (stamp, _) = line.split_once(" zurg: state directory").expect(&line);
+    assert!(
+        stamp.len() == 24 && stamp.ends_with('Z') && stamp.starts_with("20"),
+        "{line}"
+    );
     // The refusal is all it says: no cgroups line (nor anything else of a
     // set-up it never gets to) before it.
     assert_eq!(
