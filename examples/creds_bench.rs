@@ -56,12 +56,12 @@ fn main() {
         let off = |k: &str| std::env::var_os(k).is_some();
         let mut c = Credentials {
             rlimits: vec![
-                (libc::RLIMIT_NOFILE as i32, 4096, 4096),
-                (libc::RLIMIT_CORE as i32, 0, 0),
-                (libc::RLIMIT_NPROC as i32, 4096, 8192),
-                (libc::RLIMIT_MEMLOCK as i32, 65536, 65536),
-                (libc::RLIMIT_AS as i32, u64::MAX, u64::MAX),
-                (libc::RLIMIT_STACK as i32, 8388608, 8388608),
+                (libc::RLIMIT_NOFILE as i32, 4096, 4096, "nofile"),
+                (libc::RLIMIT_CORE as i32, 0, 0, "core"),
+                (libc::RLIMIT_NPROC as i32, 4096, 8192, "nproc"),
+                (libc::RLIMIT_MEMLOCK as i32, 65536, 65536, "memlock"),
+                (libc::RLIMIT_AS as i32, u64::MAX, u64::MAX, "as"),
+                (libc::RLIMIT_STACK as i32, 8388608, 8388608, "stack"),
             ],
             // 0: a positive nice makes the child queue for the CPU, which
             // is nice's purpose, not the spawn path's cost.

@@ -46,7 +46,11 @@ fn run_supervisor(opts: RunOptions) -> ExitCode {
         Ok(sup) => exit(sup.run()),
         Err(e) => {
             zurg::log::flush(zurg::log::FLUSH_DEADLINE);
-            eprintln!("zurg: {e}");
+            // Written here and now, not queued (zurg exits next), but
+            // formatted as every other line of `zurg run`, timestamp and
+            // all, so a log collector reads it like the lines before it.
+            let line = zurg::log::format_line(format_args!("{e}"));
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), &line);
             pid1::last_resort_if_pid1();
             ExitCode::from(1)
         }

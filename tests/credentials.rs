@@ -343,6 +343,35 @@ fn a_negative_nice_without_the_privilege_fails_the_start_naming_the_key() {
     assert!(!z.seen.iter().any(|l| l.contains("should not run")));
 }
 
+/// A limit the kernel refuses (`nofile` above fs.nr_open, even for root)
+/// fails the start naming that limit and its value, not just the key: a
+/// unit with several limits said "cannot set `rlimits`" and left the
+/// guessing to the user.
+#[test]
+fn a_refused_rlimit_fails_the_start_naming_the_limit() {
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let too_many = nr_open + 1;
+    let dir = TempDir::new("creds-rlimit");
+    dir.write(
+        "units/greedy.toml",
+        &sh_unit(
+            "echo should not run",
+            &format!(
+                "rlimits = {{ core = \"unlimited\", nofile = {too_many}, nproc = [512, 1024] }}"
+            ),
+        ),
+    );
+    let mut z = run_in(&dir, Mode::Pid1, &[]);
+    z.saw(&format!(
+        "[greedy] cannot set `rlimits` nofile = {too_many} for /bin/sh: Operation not permitted"
+    ));
+    assert!(!z.seen.iter().any(|l| l.contains("should not run")));
+}
+
 #[test]
 fn service_version_and_port_variables_reach_args_env_and_cwd() {
     let dir = TempDir::new("creds-vars");

@@ -186,10 +186,10 @@ fn cycles_and_unknown_names_are_refused_and_the_rest_runs() {
         ],
         &[],
     );
-    r.z.saw("a.toml: key `depends_on`: dependency cycle a -> b -> c -> a");
-    r.z.saw("c.toml: key `depends_on`: dependency cycle c -> a -> b -> c");
-    r.z.saw("web.toml: key `depends_on`: no unit named `dbx`");
-    r.z.saw("over.toml: key `depends_on`: depends on `web`, which is refused");
+    r.z.saw("a.toml:3:14: key `depends_on`: dependency cycle a -> b -> c -> a");
+    r.z.saw("c.toml:3:14: key `depends_on`: dependency cycle c -> a -> b -> c");
+    r.z.saw("web.toml:3:14: key `depends_on`: no unit named `dbx`");
+    r.z.saw("over.toml:3:14: key `depends_on`: depends on `web`, which is refused");
     eventually("fine running", || r.pid_of("fine").is_some());
     // Refused units are not loaded, and status lists them as rejected.
     for name in ["a", "b", "c", "web", "over"] {
@@ -206,9 +206,9 @@ fn cycles_and_unknown_names_are_refused_and_the_rest_runs() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     for want in [
-        "b.toml: key `depends_on`: dependency cycle b -> c -> a -> b",
-        "web.toml: key `depends_on`: no unit named `dbx`",
-        "over.toml: key `depends_on`: depends on `web`",
+        "b.toml:3:14: key `depends_on`: dependency cycle b -> c -> a -> b",
+        "web.toml:3:14: key `depends_on`: no unit named `dbx`",
+        "over.toml:3:14: key `depends_on`: depends on `web`",
     ] {
         assert!(text.contains(want), "{want} in {text}");
     }
@@ -323,7 +323,7 @@ fn a_reload_that_makes_a_cycle_keeps_the_old_definitions_running() {
     let out = r.cli(&["reload"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("a.toml: key `depends_on`: dependency cycle a -> b -> a"),
+        err.contains("a.toml:3:14: key `depends_on`: dependency cycle a -> b -> a"),
         "{err}"
     );
     r.z.saw("dependency cycle b -> a -> b");

@@ -77,6 +77,13 @@ fn a_failing_pre_start_is_a_failed_start_with_its_output_retried_with_backoff() 
     let line =
         r.z.expect("[db] pre_start exited with code 3: db not reachable");
     assert!(!line.contains("started pid"), "{line}");
+    // Said once, with its output line, not also on a line of its own.
+    let bare =
+        r.z.lines_now()
+            .iter()
+            .filter(|l| l.ends_with("[db] pre_start exited with code 3"))
+            .count();
+    assert_eq!(bare, 0, "{:?}", r.z.seen);
     eventually("retried", || read(&ran).lines().count() >= 3);
     let s = status_of(&r.dir, "db");
     assert_eq!(
@@ -134,6 +141,12 @@ fn a_hung_pre_start_is_killed_at_its_timeout() {
     );
     let mut r = start(&[("slow", &unit)], &[]);
     r.z.expect("[slow] pre_start did not finish within 300 ms (hook_timeout_ms) and was killed");
+    // Not also as a hook killed by SIGKILL, on a line of its own.
+    assert!(
+        !r.z.seen.iter().any(|l| l.contains("pre_start exited with")),
+        "{:?}",
+        r.z.seen
+    );
     let s = status_of(&r.dir, "slow");
     assert_eq!(s["state"], "failed", "{s}");
     // The hook is gone: no sleep left under zurg.
@@ -143,6 +156,24 @@ fn a_hung_pre_start_is_killed_at_its_timeout() {
                 .map_or(true, |c| !c.starts_with("sleep"))
         })
     });
+}
+
+/// A stop while `pre_start` runs kills it, and the log says so: the start
+/// did not fail, so only this line tells what became of the hook.
+#[test]
+fn a_pre_start_killed_by_a_stop_is_logged() {
+    let unit = "exec = \"/bin/sleep\"\nargs = [\"1000\"]\npre_start = [\"/bin/sleep\", \"1000\"]\n";
+    let mut r = start(&[("slow", unit)], &[]);
+    eventually("pre_start running", || {
+        status_of(&r.dir, "slow")["state"] == "starting"
+    });
+    r.ok(&["stop", "slow"]);
+    r.z.saw("[slow] pre_start exited with signal SIGKILL");
+    assert!(
+        !r.z.seen.iter().any(|l| l.contains("[slow] failed")),
+        "{:?}",
+        r.z.seen
+    );
 }
 
 #[test]

@@ -48,6 +48,15 @@ fn exec_failures_are_127_and_126_and_name_the_command() {
     assert_eq!(z.wait_exit().code(), Some(126));
     let line = z.saw("script");
     assert!(line.contains("permission denied"), "{line}");
+
+    // There, but its #! interpreter is not: 127 as for bash, and the
+    // message says what is missing, not "command not found".
+    let f = dir.write("interp", "#!/nonexistent/interpreter\n");
+    common::set_mode(&f, 0o755);
+    let mut z = shim(&[f.to_str().unwrap()]);
+    assert_eq!(z.wait_exit().code(), Some(127));
+    let line = z.saw("interp");
+    assert!(line.contains("interpreter its #! line names"), "{line}");
 }
 
 #[test]
@@ -482,6 +491,19 @@ fn as_pid1_the_child_starts_with_no_signal_blocked() {
         fields.iter().any(|f| f == "SigBlk:\t0000000000000000"),
         "{fields:?}"
     );
+}
+
+/// `-v` says how CMD ended also when it left nothing behind (it said
+/// only "started sh as pid 2", then exited without a word).
+#[test]
+fn verbose_says_how_the_command_ended_when_nothing_is_left() {
+    let mut z = Zurg::start(Mode::Pid1, &["-v", "--", "sh", "-c", "exit 4"]);
+    assert_eq!(z.wait_exit().code(), Some(4));
+    z.saw("started sh as pid 2");
+    z.saw("pid 2 ended (exit code 4); nothing left behind");
+    let mut z = Zurg::start(Mode::Pid1, &["-v", "--", "sh", "-c", "kill -TERM $$"]);
+    assert_eq!(z.wait_exit().code(), Some(143));
+    z.saw("pid 2 ended (");
 }
 
 /// `-v` says how the leftovers went: the SIGTERM, and the SIGKILL when the

@@ -84,6 +84,64 @@ fn check_reports_all_four_mistakes_of_a_unit_at_once_in_line_order() {
     assert_eq!(messages, four_errors(&bad), "{v}");
 }
 
+/// An unknown user or group is reported beside the file's other mistakes,
+/// in line order: it was looked up only once the rest of the file was
+/// right, so `check` needed a second round to find it.
+#[test]
+fn check_reports_an_unknown_user_beside_the_other_mistakes() {
+    let dir = TempDir::new("check-user");
+    let bad = dir.write(
+        "units/bad.toml",
+        "exec = \"/bin/sleep\"\nuser = \"no-such-user-zurg\"\nnice = 20\ngroup = \"no-such-group-zurg\"\n",
+    );
+    let bad = bad.to_str().unwrap();
+    let out = check(&dir, &[]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("{bad}:2:8: key `user`: no user \"no-such-user-zurg\" in /etc/passwd"),
+            format!("{bad}:3:8: key `nice`: must be -20 to 19, found 20"),
+            format!("{bad}:4:9: key `group`: no group \"no-such-group-zurg\" in /etc/group"),
+        ],
+        "{text}"
+    );
+}
+
+/// A one-shot is done when it exits; `ready`, `health` or `watchdog_ms`
+/// on it could only stop a slow run half-way (a health check restarted a
+/// two-second migration every interval, and a `ready` it never gave
+/// killed it at the ready timeout), so they are refused where they are.
+#[test]
+fn probes_on_a_oneshot_are_refused_naming_each_key() {
+    let dir = TempDir::new("check-oneshot");
+    let bad = dir.write(
+        "units/migrate.toml",
+        "exec = \"/bin/true\"\ntype = \"oneshot\"\nready = \"notify\"\n\
+         health = { exec = [\"/bin/true\"] }\nwatchdog_ms = 1000\n",
+    );
+    dir.write(
+        "units/fine.toml",
+        "exec = \"/bin/true\"\ntype = \"oneshot\"\nready_timeout_ms = 1000\n",
+    );
+    let bad = bad.to_str().unwrap();
+    let out = check(&dir, &[]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    let why = "does not apply to type = \"oneshot\": a one-shot counts once it has completed";
+    assert_eq!(lines.len(), 3, "{text}");
+    for (line, want) in lines.iter().zip([
+        format!("{bad}:3:9: key `ready`: {why}"),
+        format!("{bad}:4:10: key `health`: {why}"),
+        format!("{bad}:5:15: key `watchdog_ms`: {why}"),
+    ]) {
+        assert!(line.starts_with(&want), "{line}\nwanted {want}");
+    }
+}
+
 #[test]
 fn run_logs_all_four_mistakes_in_line_order_and_rejects_one_unit() {
     let (dir, bad) = units_with_four_mistakes("run-four");

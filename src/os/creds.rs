@@ -21,8 +21,9 @@ use super::spawn::SpawnStep;
 /// What the child applies, prepared by the parent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Credentials {
-    /// (RLIMIT_*, soft, hard), RLIM_INFINITY as u64::MAX.
-    pub rlimits: Vec<(i32, u64, u64)>,
+    /// (RLIMIT_*, soft, hard), RLIM_INFINITY as u64::MAX, and the
+    /// limit's name in the unit (`nofile`), for an error that names it.
+    pub rlimits: Vec<(i32, u64, u64, &'static str)>,
     pub nice: Option<i32>,
     /// The decimal value for /proc/self/oom_score_adj, which the parent
     /// sets around the clone (see `OomScore`).
@@ -84,13 +85,18 @@ fn set_nice(nice: i32) -> Result<(), (SpawnStep, i32)> {
     check(ret, SpawnStep::Nice)
 }
 
-/// Applies `c` to the calling process. Child side only.
+/// Applies `c` to the calling process. Child side only. A limit the
+/// kernel refuses leaves its index in `c.rlimits` in `failed_rlimit`.
 ///
 /// # Safety
 /// Called in the cloned child before exec: it changes the process's
 /// credentials, and reads only `c`, which the parent keeps alive.
-pub(super) unsafe fn apply(c: &Credentials) -> Result<(), (SpawnStep, i32)> {
-    for &(resource, soft, hard) in &c.rlimits {
+pub(super) unsafe fn apply(
+    c: &Credentials,
+    failed_rlimit: &mut usize,
+) -> Result<(), (SpawnStep, i32)> {
+    for (i, &(resource, soft, hard, _)) in c.rlimits.iter().enumerate() {
+        *failed_rlimit = i;
         let lim = libc::rlimit64 {
             rlim_cur: soft,
             rlim_max: hard,

@@ -178,6 +178,9 @@ pub enum SpawnStep {
     Cgroup,
     /// Leaving zurg's descriptor table (close_range CLOSE_RANGE_UNSHARE).
     FdTable,
+    /// The exec found the program but not what it needs to run: the
+    /// interpreter of its `#!` line, or its ELF loader (ENOENT).
+    Interpreter,
 }
 
 impl std::fmt::Display for SpawnStep {
@@ -203,6 +206,7 @@ impl std::fmt::Display for SpawnStep {
             SpawnStep::NoNewPrivs => "set `no_new_privs`",
             SpawnStep::Cgroup => "move into its cgroup",
             SpawnStep::FdTable => "leave zurg's descriptor table",
+            SpawnStep::Interpreter => "exec",
         })
     }
 }
@@ -229,6 +233,7 @@ impl SpawnStep {
             18 => SpawnStep::NoNewPrivs,
             19 => SpawnStep::Cgroup,
             20 => SpawnStep::FdTable,
+            21 => SpawnStep::Interpreter,
             _ => SpawnStep::Exec,
         }
     }
@@ -243,6 +248,18 @@ pub enum SpawnError {
     Chdir { dir: String, source: io::Error },
     #[error("cannot run {program}: {source}")]
     Exec { program: String, source: io::Error },
+    /// ENOENT for a program that exists: what is missing is the program
+    /// its `#!` line names, or its ELF loader.
+    #[error("cannot run {program}: the interpreter its #! line names, or the dynamic loader it needs, is missing ({source})")]
+    Interpreter { program: String, source: io::Error },
+    /// A limit of `rlimits` the kernel refused, named as in the unit.
+    #[error("cannot set `rlimits` {limit} for {program}: {source}")]
+    Rlimit {
+        program: String,
+        /// `nofile = 65536`, `core = "unlimited"`, `nproc = [512, 1024]`.
+        limit: String,
+        source: io::Error,
+    },
     #[error("cannot {step} for {program}: {source}")]
     Setup {
         program: String,
@@ -262,6 +279,8 @@ impl SpawnError {
             SpawnError::Clone { .. } => None,
             SpawnError::Chdir { .. } => Some(SpawnStep::Chdir),
             SpawnError::Exec { .. } => Some(SpawnStep::Exec),
+            SpawnError::Interpreter { .. } => Some(SpawnStep::Interpreter),
+            SpawnError::Rlimit { .. } => Some(SpawnStep::Rlimits),
             SpawnError::Setup { step, .. } => Some(*step),
         }
     }
@@ -271,14 +290,29 @@ impl SpawnError {
             SpawnError::Clone { source, .. }
             | SpawnError::Chdir { source, .. }
             | SpawnError::Exec { source, .. }
+            | SpawnError::Interpreter { source, .. }
+            | SpawnError::Rlimit { source, .. }
             | SpawnError::Setup { source, .. } => source,
         }
     }
 
-    fn of_child(spec: &SpawnSpec, step: SpawnStep, errno: i32) -> SpawnError {
+    /// The child's failure at `step`; `rlimit`, for `Rlimits`, is the
+    /// index of the limit refused.
+    fn of_child(spec: &SpawnSpec, step: SpawnStep, errno: i32, rlimit: usize) -> SpawnError {
         let program = spec.program.to_string_lossy().into_owned();
         let source = io::Error::from_raw_os_error(errno);
+        let refused = spec.creds.as_ref().and_then(|c| c.rlimits.get(rlimit));
         match step {
+            SpawnStep::Rlimits if refused.is_some() => {
+                let limit = refused.map_or_else(String::new, |&(_, soft, hard, name)| {
+                    format!("{name} = {}", rlimit_value(soft, hard))
+                });
+                SpawnError::Rlimit {
+                    program,
+                    limit,
+                    source,
+                }
+            }
             SpawnStep::Chdir => SpawnError::Chdir {
                 dir: spec
                     .cwd
@@ -287,12 +321,29 @@ impl SpawnError {
                 source,
             },
             SpawnStep::Exec => SpawnError::Exec { program, source },
+            SpawnStep::Interpreter => SpawnError::Interpreter { program, source },
             step => SpawnError::Setup {
                 program,
                 step,
                 source,
             },
         }
+    }
+}
+
+/// A limit's value as a unit writes it: `65536`, `"unlimited"`, `[512, 1024]`.
+fn rlimit_value(soft: u64, hard: u64) -> String {
+    let one = |v: u64| {
+        if v == libc::RLIM64_INFINITY {
+            "\"unlimited\"".to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    if soft == hard {
+        one(soft)
+    } else {
+        format!("[{}, {}]", one(soft), one(hard))
     }
 }
 
@@ -349,6 +400,8 @@ struct ChildArgs {
     error: i32,
     /// Which step failed (`SpawnStep` as u8), written with `error`.
     failed_step: u8,
+    /// With `SpawnStep::Rlimits`: the index of the limit refused.
+    failed_rlimit: usize,
 }
 
 fn check_ret(ret: libc::c_int, step: SpawnStep) -> Result<(), (SpawnStep, i32)> {
@@ -531,7 +584,7 @@ unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), (SpawnStep, i32)> {
         }
     }
     if let Some(creds) = a.creds.as_ref() {
-        super::creds::apply(creds)?;
+        super::creds::apply(creds, &mut a.failed_rlimit)?;
         // A change of ids clears the parent-death signal: set it again.
         if a.death_signal != 0 && super::creds::changes_ids(creds) {
             set_death_signal(a)?;
@@ -550,7 +603,14 @@ unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), (SpawnStep, i32)> {
             a.envp,
             libc::AT_EMPTY_PATH,
         );
-        return Err((SpawnStep::Exec, *libc::__errno_location()));
+        let err = *libc::__errno_location();
+        // The file is open: ENOENT is about what it needs.
+        let step = if err == libc::ENOENT {
+            SpawnStep::Interpreter
+        } else {
+            SpawnStep::Exec
+        };
+        return Err((step, err));
     }
     // execvp's rule: report EACCES if any candidate had it, else the last error.
     let mut err = libc::ENOENT;
@@ -560,6 +620,13 @@ unsafe fn child_steps(a: &mut ChildArgs) -> Result<(), (SpawnStep, i32)> {
         err = *libc::__errno_location();
         if err == libc::EACCES {
             saw_eacces = true;
+        }
+        // SAFETY: `path` is a NUL-terminated string the parent keeps alive;
+        // faccessat only reads it. An ENOENT for a file that is there
+        // means its interpreter or loader is missing (as bash's "bad
+        // interpreter"): that is the answer, not "not found".
+        if err == libc::ENOENT && libc::faccessat(libc::AT_FDCWD, path, libc::F_OK, 0) == 0 {
+            return Err((SpawnStep::Interpreter, err));
         }
         if !matches!(err, libc::ENOENT | libc::ENOTDIR | libc::EACCES) {
             break;
@@ -888,6 +955,7 @@ impl Spawner {
             cgroup_procs: spec.cgroup_procs.unwrap_or(-1),
             error: 0,
             failed_step: 0,
+            failed_rlimit: 0,
         });
 
         // Held until the child has exec'd: it inherits the score at clone.
@@ -990,6 +1058,7 @@ impl Spawner {
                 spec,
                 SpawnStep::from_raw(args.failed_step),
                 args.error,
+                args.failed_rlimit,
             ));
         }
         let (pidfd, pidfd_error) = if pidfd >= 0 {
@@ -1157,19 +1226,19 @@ mod tests {
     fn a_child_error_names_the_step_that_failed() {
         let mut spec = SpawnSpec::new(c"/usr/bin/redis-server".into(), vec![]);
         spec.cwd = Some(c"/nonexistent".into());
-        let chdir = SpawnError::of_child(&spec, SpawnStep::Chdir, libc::ENOENT);
+        let chdir = SpawnError::of_child(&spec, SpawnStep::Chdir, libc::ENOENT, 0);
         assert_eq!(
             chdir.to_string(),
             "cannot change to cwd /nonexistent: No such file or directory (os error 2)"
         );
         assert_eq!(chdir.raw_os_error(), Some(libc::ENOENT));
         assert_eq!(chdir.step(), Some(SpawnStep::Chdir));
-        let exec = SpawnError::of_child(&spec, SpawnStep::Exec, libc::EACCES);
+        let exec = SpawnError::of_child(&spec, SpawnStep::Exec, libc::EACCES, 0);
         assert_eq!(
             exec.to_string(),
             "cannot run /usr/bin/redis-server: Permission denied (os error 13)"
         );
-        let stdin = SpawnError::of_child(&spec, SpawnStep::Stdin, libc::EMFILE);
+        let stdin = SpawnError::of_child(&spec, SpawnStep::Stdin, libc::EMFILE, 0);
         assert!(stdin
             .to_string()
             .starts_with("cannot open /dev/null as stdin for /usr/bin/redis-server: "));

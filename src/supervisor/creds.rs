@@ -214,7 +214,7 @@ fn credentials(c: &Creds, r: &crate::unit::accounts::Resolved) -> Credentials {
         rlimits: c
             .rlimits
             .iter()
-            .map(|l| (l.resource.raw(), l.soft, l.hard))
+            .map(|l| (l.resource.raw(), l.soft, l.hard, l.resource.name()))
             .collect(),
         nice: c.nice,
         oom_score_adj: c

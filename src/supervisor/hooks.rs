@@ -231,8 +231,15 @@ impl Supervisor {
             let line = ring.get(last)?;
             (line.seq >= h.first_seq).then(|| String::from_utf8_lossy(line.bytes).into_owned())
         });
+        // A failed `pre_start` of a start still under way is a failed
+        // start, logged with its last output line once the service handles
+        // it: said here too, it was said twice. One a stop killed, and
+        // `post_stop`, whose exit changes nothing, only this line tells of.
         if exit != Exit::Code(0) {
-            if let Some(s) = self.slots.get(slot) {
+            if let Some(s) = self.slots.get(slot).filter(|s| {
+                h.kind == HookKind::PostStop
+                    || !matches!(s.service.state, crate::service::State::PreStart { .. })
+            }) {
                 crate::log!(
                     "[{}] {} exited with {}",
                     s.service.name(),

@@ -482,21 +482,35 @@ fn spawn_spec(
     Ok(spec)
 }
 
-/// The pid holding a flock on the file at `major:minor:ino`, from the text
-/// of /proc/locks (`1: FLOCK  ADVISORY  WRITE 4242 fe:00:5505044 0 EOF`),
-/// where the kernel gives it in the reader's pid namespace. A waiter's line
-/// (`1: -> FLOCK ...`) is not a holder. Pure.
-fn flock_holder(locks: &str, major: u64, minor: u64, ino: u64) -> Option<i32> {
+/// The holder of a flock as /proc/locks shows it to this zurg.
+#[derive(Debug, PartialEq, Eq)]
+enum LockHolder {
+    /// Its pid in this zurg's pid namespace.
+    Seen(i32),
+    /// Outside this zurg's pid namespace: the kernel leaves its line out
+    /// of /proc/locks (older kernels showed pid 0).
+    Hidden,
+}
+
+/// The holder of the flock known to be held on the file at
+/// `major:minor:ino`, from the text of /proc/locks (`1: FLOCK  ADVISORY
+/// WRITE 4242 fe:00:5505044 0 EOF`), where the kernel gives its pid in the
+/// reader's pid namespace, and leaves out a holder outside it. A waiter's
+/// line (`1: -> FLOCK ...`) is not a holder. Pure.
+fn flock_holder(locks: &str, major: u64, minor: u64, ino: u64) -> LockHolder {
     let file = format!("{major:02x}:{minor:02x}:{ino}");
-    locks.lines().find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        match f.as_slice() {
-            [_, "FLOCK", _, _, pid, id, ..] if *id == file => {
-                pid.parse::<i32>().ok().filter(|p| *p > 0)
+    locks
+        .lines()
+        .find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            match f.as_slice() {
+                [_, "FLOCK", _, _, pid, id, ..] if *id == file => {
+                    pid.parse::<i32>().ok().filter(|p| *p > 0)
+                }
+                _ => None,
             }
-            _ => None,
-        }
-    })
+        })
+        .map_or(LockHolder::Hidden, LockHolder::Seen)
 }
 
 /// Takes the exclusive lock on `STATE/lock` and writes zurg's pid in it.
@@ -553,18 +567,29 @@ fn lock_state_dir(state_dir: &Path) -> Result<Option<Flock<std::fs::File>>, Stri
                 use std::os::unix::fs::MetadataExt;
                 let locks = std::fs::read_to_string("/proc/locks").ok()?;
                 let dev = m.dev();
-                flock_holder(
+                Some(flock_holder(
                     &locks,
                     nix::sys::stat::major(dev),
                     nix::sys::stat::minor(dev),
                     m.ino(),
-                )
+                ))
             });
+            // A holder this zurg cannot see (it is PID 1 of a container
+            // of its own, say) wrote its own pid: 1, maybe, which here
+            // would name this very zurg.
             let holder = match (written.trim(), seen) {
-                (own, Some(pid)) if own == pid.to_string() || own.is_empty() => {
+                (own, Some(LockHolder::Seen(pid))) if own == pid.to_string() || own.is_empty() => {
                     format!("pid {pid}")
                 }
-                (own, Some(pid)) => format!("pid {pid}, pid {own} in its own pid namespace"),
+                (own, Some(LockHolder::Seen(pid))) => {
+                    format!("pid {pid}, pid {own} in its own pid namespace")
+                }
+                ("", Some(LockHolder::Hidden)) => {
+                    "in a pid namespace this zurg cannot see into".to_string()
+                }
+                (own, Some(LockHolder::Hidden)) => {
+                    format!("pid {own} in a pid namespace this zurg cannot see into")
+                }
                 ("", None) => "unknown pid".to_string(),
                 (own, None) => format!("pid {own}"),
             };
@@ -660,10 +685,10 @@ impl Supervisor {
             pid1::disable_ctrl_alt_del();
             crate::log!("init of this machine: mounted /proc /sys /sys/fs/cgroup /dev /run /tmp");
         }
-        // Before any service starts: zurg moves itself into a leaf first.
-        let cgroups = cgroups::set_up(opts.cgroup.as_deref());
         // Before the socket is bound: a second zurg on the same state dir
-        // must not take over the first one's socket either.
+        // must not take over the first one's socket either. Before the
+        // cgroup set-up too: a refused zurg must neither move itself into
+        // the first one's subtree nor log a cgroups line above its refusal.
         // On a thread with a deadline: creating and opening the lock file
         // hang with the state directory's disk (boot_read.rs).
         let lock_dir = opts.state_dir.clone();
@@ -682,6 +707,8 @@ impl Supervisor {
                 None
             }
         };
+        // Before any service starts: zurg moves itself into a leaf first.
+        let cgroups = cgroups::set_up(opts.cgroup.as_deref());
         if !pid1::is_pid1() {
             if let Err(e) = pid1::become_subreaper() {
                 crate::log!(
@@ -2138,7 +2165,7 @@ mod footprint {
 
 #[cfg(test)]
 mod state_lock {
-    use super::flock_holder;
+    use super::{flock_holder, LockHolder};
 
     #[test]
     fn the_holder_of_a_flock_comes_from_its_line_in_proc_locks() {
@@ -2146,13 +2173,17 @@ mod state_lock {
                      2: FLOCK  ADVISORY  WRITE 30866 fe:00:5505044 0 EOF\n\
                      2: -> FLOCK  ADVISORY  WRITE 31000 fe:00:5505044 0 EOF\n\
                      3: FLOCK  ADVISORY  WRITE 8162 08:01:12 0 EOF\n";
-        assert_eq!(flock_holder(locks, 0xfe, 0, 5505044), Some(30866));
-        assert_eq!(flock_holder(locks, 8, 1, 12), Some(8162));
-        assert_eq!(flock_holder(locks, 8, 1, 13), None);
-        // a holder outside this pid namespace reads as 0: not a pid to name
+        assert_eq!(
+            flock_holder(locks, 0xfe, 0, 5505044),
+            LockHolder::Seen(30866)
+        );
+        assert_eq!(flock_holder(locks, 8, 1, 12), LockHolder::Seen(8162));
+        // a holder outside this pid namespace: no line, or pid 0 on older
+        // kernels; not a pid to name
+        assert_eq!(flock_holder(locks, 8, 1, 13), LockHolder::Hidden);
         assert_eq!(
             flock_holder("1: FLOCK  ADVISORY  WRITE 0 08:01:12 0 EOF\n", 8, 1, 12),
-            None
+            LockHolder::Hidden
         );
     }
 }

@@ -141,16 +141,22 @@ fn run_inner(opts: &ShimOptions) -> Result<i32, String> {
         Ok(c) => c,
         Err(e) => {
             let name = program.to_string_lossy();
-            let code = match e.raw_os_error() {
-                Some(libc::ENOENT) => EXIT_NOT_FOUND,
-                _ => EXIT_CANNOT_EXEC,
+            // A missing interpreter is ENOENT too, and 127 as for bash and
+            // docker, but its message says what is missing.
+            let found = e.step() == Some(spawn::SpawnStep::Interpreter);
+            let (code, why) = match (found, e.raw_os_error()) {
+                (false, Some(libc::ENOENT)) => (
+                    EXIT_NOT_FOUND,
+                    format!("cannot run {name}: command not found"),
+                ),
+                (true, _) => (EXIT_NOT_FOUND, e.to_string()),
+                (_, Some(libc::EACCES)) => (
+                    EXIT_CANNOT_EXEC,
+                    format!("cannot run {name}: permission denied (not executable?)"),
+                ),
+                _ => (EXIT_CANNOT_EXEC, e.to_string()),
             };
-            let why = match e.raw_os_error() {
-                Some(libc::ENOENT) => "command not found".to_string(),
-                Some(libc::EACCES) => "permission denied (not executable?)".to_string(),
-                _ => e.to_string(),
-            };
-            crate::log!("cannot run {name}: {why}");
+            crate::log!("{why}");
             return Ok(code);
         }
     };
@@ -219,6 +225,11 @@ fn run_inner(opts: &ShimOptions) -> Result<i32, String> {
         let now = reactor.now_ms();
         let Some(exit) = child_exit else { continue };
         if drained == Drained::NoChildren {
+            // Nothing left behind: the first pass below never ran, so its
+            // line did not say how CMD ended.
+            if opts.verbose && reactor.timers.is_empty() {
+                crate::log!("pid {child_pid} ended ({exit}); nothing left behind");
+            }
             return Ok(exit.shell_code());
         }
         while let Some(deadline) = reactor.timers.pop_due(now) {

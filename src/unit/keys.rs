@@ -453,7 +453,8 @@ pub static KEYS: &[Key] = &[
             u.rare.ready = v.map(super::probe::ready).transpose()?;
             Ok(())
         },
-        check: Some((&["socket", "port"], |u| match &u.rare.ready {
+        check: Some((&["socket", "port", "type"], |u| match &u.rare.ready {
+            Some(_) if u.kind == Kind::Oneshot => Err(ONESHOT_PROBE.into()),
             Some(Ready::Fd(3)) if u.socket => {
                 Err("fd 3 is the listening socket with `socket = true`; pick another descriptor".into())
             }
@@ -492,6 +493,10 @@ pub static KEYS: &[Key] = &[
             };
             Ok(())
         },
+        check: Some((&["type"], |u| match u.rare.watchdog_ms {
+            Some(_) if u.kind == Kind::Oneshot => Err(ONESHOT_PROBE.into()),
+            _ => Ok(()),
+        })),
         ..KEY
     },
     Key {
@@ -503,7 +508,8 @@ pub static KEYS: &[Key] = &[
             u.rare.health = v.map(super::probe::health).transpose()?.map(Box::new);
             Ok(())
         },
-        check: Some((&["port", "socket"], |u| match &u.rare.health {
+        check: Some((&["port", "socket", "type"], |u| match &u.rare.health {
+            Some(_) if u.kind == Kind::Oneshot => Err(ONESHOT_PROBE.into()),
             Some(h) if h.check.uses_unit_port() && u.port == 0 && !u.port_auto => {
                 Err("\"$PORT\" needs the unit's `port` (a number, or \"auto\")".into())
             }
@@ -735,6 +741,11 @@ pub static KEYS: &[Key] = &[
         ..KEY
     },
 ];
+
+/// Why `ready`, `health` and `watchdog_ms` are refused on a one-shot: it
+/// is ready, and done, when it exits successfully, and a probe or a
+/// watchdog would only stop a slow run (a long migration) half-way.
+const ONESHOT_PROBE: &str = "does not apply to type = \"oneshot\": a one-shot counts once it has completed, and a probe could only restart it half-way; remove the key, or use type = \"longrun\"";
 
 /// With `socket = true` zurg itself listens on the unit's port, so a
 /// connect there succeeds whether the service answers or not.

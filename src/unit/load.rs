@@ -15,7 +15,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{modes, parse_unit, Unit, UnitError};
+use super::{modes, Unit, UnitError};
 
 /// A unit file larger than this is refused rather than read into memory.
 pub const MAX_UNIT_FILE: u64 = 1 << 20;
@@ -298,6 +298,7 @@ pub fn load_dir_with(dir: &Path, strict: bool) -> LoadReport {
     // Read once per load, and only when a unit names a user or group.
     let mut accounts: Option<Result<super::accounts::Accounts, String>> = None;
     let mut defined: std::collections::HashMap<String, PathBuf> = std::collections::HashMap::new();
+    let mut deps_at = DepsAt::new();
     for path in paths {
         let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
             report
@@ -312,31 +313,30 @@ pub fn load_dir_with(dir: &Path, strict: bool) -> LoadReport {
                 continue;
             }
         };
-        let unit = match parse_unit(name, &path, &text) {
-            Ok(unit) => unit,
+        // Names are looked up (once per load, only when a unit names a
+        // user or group) even in a file with other errors: one round of
+        // `zurg check` reports them all.
+        let resolve = |creds: &super::creds::Creds| {
+            if !creds.names_accounts() {
+                return Ok(None);
+            }
+            match accounts.get_or_insert_with(read_accounts) {
+                Ok(db) => db.resolve(creds).map(|r| r.uid),
+                Err(e) => Err(vec![("user", e.clone())]),
+            }
+        };
+        let (unit, uid) = match super::parse::parse_unit_resolving(name, &path, &text, resolve) {
+            Ok(parsed) => parsed,
             Err(e) => {
                 report.errors.extend(e);
                 continue;
             }
         };
-        let mut uid = None;
-        if unit.rare.creds.names_accounts() {
-            let resolved = match accounts.get_or_insert_with(read_accounts) {
-                Ok(db) => db.resolve(&unit.rare.creds),
-                Err(e) => Err(vec![("user", e.clone())]),
-            };
-            match resolved {
-                Ok(r) => uid = r.uid,
-                Err(wrong) => {
-                    let mut errors: Vec<UnitError> = wrong
-                        .into_iter()
-                        .map(|(key, msg)| super::parse::value_error(&path, &text, key, msg))
-                        .collect();
-                    errors.sort_by_key(|e| (e.line, e.col));
-                    report.errors.extend(errors);
-                    continue;
-                }
-            }
+        if !unit.depends_on.is_empty() {
+            // Where its `depends_on` is, for a refusal found only once
+            // every file is read (a cycle, an unknown name).
+            let at = super::parse::value_error(&path, &text, "depends_on", String::new());
+            deps_at.insert(name.to_string(), (at.line, at.col));
         }
         if strict {
             let errors = programs_refused(&mut checker, &unit, uid, &path, &text);
@@ -365,9 +365,12 @@ pub fn load_dir_with(dir: &Path, strict: bool) -> LoadReport {
         report.units.extend(units);
     }
     depend_on_every_instance(&mut report.units);
-    refuse_by_dependencies(dir, &mut report);
+    refuse_by_dependencies(dir, &deps_at, &mut report);
     report
 }
+
+/// Line and column of each unit file's `depends_on` value, by file stem.
+type DepsAt = std::collections::HashMap<String, (usize, usize)>;
 
 /// A unit with `instances = N` as its N services `NAME@0` ... `NAME@N-1`
 /// (`${INSTANCE}` is replaced at each start, like the other variables); any
@@ -426,8 +429,9 @@ fn depend_on_every_instance(units: &mut [Unit]) {
 
 /// Moves the units that cannot run because of their `depends_on` (a cycle,
 /// an unknown or broken name, a refused dependency: `service::graph`) from
-/// the units to the errors, one per unit, naming its file and the key.
-fn refuse_by_dependencies(dir: &Path, report: &mut LoadReport) {
+/// the units to the errors, one per unit, naming its file, the line and
+/// column of its `depends_on` (`deps_at`), and the key.
+fn refuse_by_dependencies(dir: &Path, deps_at: &DepsAt, report: &mut LoadReport) {
     let broken: std::collections::HashSet<String> = report
         .errors
         .iter()
@@ -451,10 +455,12 @@ fn refuse_by_dependencies(dir: &Path, report: &mut LoadReport) {
         if let Some(k) = keep.get_mut(i) {
             *k = false;
         }
+        let stem = file_stem(unit);
+        let (line, col) = deps_at.get(stem).copied().unwrap_or((0, 0));
         report.errors.push(UnitError {
-            path: dir.join(format!("{}.toml", file_stem(unit))),
-            line: 0,
-            col: 0,
+            path: dir.join(format!("{stem}.toml")),
+            line,
+            col,
             key: Some("depends_on".to_string()),
             msg: problem.to_string(),
         });
@@ -540,12 +546,12 @@ mod tests {
             errs,
             [
                 format!("{d}/bad.toml:1:8: key `exec`: expected a string, found an integer"),
-                format!("{d}/a.toml: key `depends_on`: dependency cycle a -> b -> a"),
+                format!("{d}/a.toml:2:14: key `depends_on`: dependency cycle a -> b -> a"),
                 format!(
-                    "{d}/api.toml: key `depends_on`: depends on `bad`, whose unit file has errors"
+                    "{d}/api.toml:2:14: key `depends_on`: depends on `bad`, whose unit file has errors"
                 ),
-                format!("{d}/b.toml: key `depends_on`: dependency cycle b -> a -> b"),
-                format!("{d}/web.toml: key `depends_on`: no unit named `dbx`"),
+                format!("{d}/b.toml:2:14: key `depends_on`: dependency cycle b -> a -> b"),
+                format!("{d}/web.toml:2:14: key `depends_on`: no unit named `dbx`"),
             ]
         );
         std::fs::remove_dir_all(&dir).unwrap();

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use toml::{Spanned, Value};
 
+use super::creds::Creds;
 use super::keys::{self, Bad, KEYS};
 use super::Unit;
 // The tests below predate keys.rs and name these through `super::*`.
@@ -148,6 +149,22 @@ pub fn valid_service_name(name: &str) -> bool {
 /// Parses the text of the unit file at `path` for service `name`; on
 /// failure, every error in the file.
 pub fn parse_unit(name: &str, path: &Path, text: &str) -> Result<Unit, UnitErrors> {
+    parse_unit_resolving(name, path, text, |_| Ok(())).map(|(unit, ())| unit)
+}
+
+/// The keys whose names `parse_unit_resolving` has looked up.
+const ACCOUNT_KEYS: [&str; 3] = ["user", "group", "supplementary_groups"];
+
+/// `parse_unit`, and `resolve` run on the unit's user and group settings
+/// once those keys read cleanly, whatever else is wrong in the file, so
+/// that one round reports an unknown user beside the other errors. Its
+/// refusals (key, message) are errors placed at their key's value.
+pub fn parse_unit_resolving<T>(
+    name: &str,
+    path: &Path,
+    text: &str,
+    resolve: impl FnOnce(&Creds) -> Result<T, Vec<(&'static str, String)>>,
+) -> Result<(Unit, T), UnitErrors> {
     let loc = Locator { path, text };
     if !valid_service_name(name) {
         return Err(UnitError {
@@ -215,10 +232,20 @@ pub fn parse_unit(name: &str, path: &Path, text: &str) -> Result<Unit, UnitError
         }
     }
 
-    if errors.is_empty() {
+    let mut resolved = None;
+    if ACCOUNT_KEYS.iter().all(|k| clean.contains(k)) {
+        match resolve(&unit.rare.creds) {
+            Ok(t) => resolved = Some(t),
+            Err(wrong) => errors.extend(wrong.into_iter().map(|(key, msg)| {
+                let span = table.get(key).map(|v| v.span());
+                loc.error(span, Some(key), msg)
+            })),
+        }
+    }
+    if let (true, Some(t)) = (errors.is_empty(), resolved) {
         // Every absent key's default went through `rare`, making its box.
         unit.rare.compact();
-        return Ok(unit);
+        return Ok((unit, t));
     }
     // Stable: errors at one position keep the order they were found in.
     errors.sort_by_key(|e| (e.line, e.col));
