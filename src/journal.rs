@@ -155,9 +155,6 @@ impl<'a> Head<'a> {
     /// borrowed: such a record is decoded whole into `spill` and its head
     /// borrowed from there.
     pub fn of(payload: &'a [u8], spill: &'a mut Option<Record>) -> Option<Head<'a>> {
-        if let Some(head) = Head::scan(payload) {
-            return Some(head);
-        }
         if let Ok(h) = serde_json::from_slice::<HeadFields<'a>>(payload) {
             return Some(Head {
                 time_us: h.time_us,
@@ -174,164 +171,6 @@ impl<'a> Head<'a> {
             zurg: r.zurg.as_deref(),
         })
     }
-
-    /// The head as serde_json writes a record: one compact object, its
-    /// fields in `Record`'s order, `zurg` the last one a head needs. Does
-    /// not decode the other fields (serde validates and skips each, five
-    /// times the cost); `None` at anything else (a text with an escape,
-    /// whitespace, a number that is not a plain u64), which `of` hands to
-    /// serde.
-    fn scan(payload: &'a [u8]) -> Option<Head<'a>> {
-        Head::ends(payload).or_else(|| Head::walk(payload))
-    }
-
-    /// The publisher's start and exit records: `time_us` and `service`
-    /// first, `seq` and `zurg` last (`..,"seq":N,"zurg":"Z"}`), taken from
-    /// either end without looking at what lies between. A `"` without a
-    /// backslash before it delimits a text, and the `}` after `"Z"` closes
-    /// the object, so `"zurg"` found there is the record's own field.
-    fn ends(payload: &'a [u8]) -> Option<Head<'a>> {
-        let rest = payload.strip_prefix(SYNC)?;
-        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-        let time_us = plain_u64(rest.get(..digits)?)?;
-        let rest = rest.get(digits..)?.strip_prefix(b",\"service\":\"")?;
-        let service_len = rest.iter().position(|b| matches!(b, b'"' | b'\\'))?;
-        let service = rest.get(..service_len)?;
-        if rest.get(service_len) != Some(&b'"') {
-            return None;
-        }
-        let body = payload.strip_suffix(b"\"}")?;
-        let zurg_at = body.iter().rposition(|b| matches!(b, b'"' | b'\\'))?;
-        if body.get(zurg_at) != Some(&b'"') {
-            return None;
-        }
-        let zurg = body.get(zurg_at + 1..)?;
-        let body = body.get(..zurg_at)?.strip_suffix(b",\"zurg\":")?;
-        let digits = body.iter().rev().take_while(|b| b.is_ascii_digit()).count();
-        let seq = plain_u64(body.get(body.len() - digits..)?)?;
-        body.get(..body.len() - digits)?
-            .strip_suffix(b",\"seq\":")?;
-        Some(Head {
-            time_us,
-            service: std::str::from_utf8(service).ok()?,
-            seq: Some(seq),
-            zurg: Some(std::str::from_utf8(zurg).ok()?),
-        })
-    }
-
-    /// Any record, its top-level fields walked in order up to `zurg`.
-    fn walk(payload: &'a [u8]) -> Option<Head<'a>> {
-        let mut rest = payload.strip_prefix(b"{")?;
-        let (mut time_us, mut service, mut seq, mut zurg) = (None, None, None, None);
-        loop {
-            let (key, after) = json_value(rest)?;
-            if key.contains(&b'\\') {
-                return None;
-            }
-            let (value, after) = json_value(after.strip_prefix(b":")?)?;
-            match key {
-                b"\"time_us\"" => time_us = Some(plain_u64(value)?),
-                b"\"service\"" => service = Some(plain_text(value)?),
-                b"\"seq\"" => seq = Some(plain_u64(value)?),
-                b"\"zurg\"" => {
-                    zurg = Some(plain_text(value)?);
-                    break;
-                }
-                _ => {}
-            }
-            match after.split_first()? {
-                (b',', more) => rest = more,
-                (b'}', []) => break,
-                _ => return None,
-            }
-        }
-        Some(Head {
-            time_us: time_us?,
-            service: service?,
-            seq,
-            zurg,
-        })
-    }
-}
-
-/// The JSON value `json` starts with, as its bytes, and what follows it;
-/// `None` if it does not hold a whole one. Strings, objects and arrays are
-/// found by their closing byte (skipping escapes and nested strings), any
-/// other value (a number, `true`, `null`) runs to the next `,`, `}` or
-/// `]`; nothing inside is checked.
-fn json_value(json: &[u8]) -> Option<(&[u8], &[u8])> {
-    let end = match json.first()? {
-        b'"' => 1 + text_end(json.get(1..)?)?,
-        b'{' | b'[' => {
-            let mut depth = 0usize;
-            let mut at = 0usize;
-            loop {
-                let found = at
-                    + json
-                        .get(at..)?
-                        .iter()
-                        .position(|b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']'))?;
-                match json.get(found)? {
-                    b'"' => at = found + 1 + text_end(json.get(found + 1..)?)?,
-                    b'{' | b'[' => {
-                        depth += 1;
-                        at = found + 1;
-                    }
-                    _ => {
-                        depth = depth.checked_sub(1)?;
-                        at = found + 1;
-                        if depth == 0 {
-                            break at;
-                        }
-                    }
-                }
-            }
-        }
-        _ => json
-            .iter()
-            .position(|b| matches!(b, b',' | b'}' | b']'))
-            .unwrap_or(json.len()),
-    };
-    Some((json.get(..end)?, json.get(end..)?))
-}
-
-/// Where the string whose opening quote came just before `text` ends:
-/// just past its closing quote.
-/// A byte loop: a record's texts are a few dozen bytes, shorter than
-/// memchr's set-up pays for.
-fn text_end(text: &[u8]) -> Option<usize> {
-    let mut bytes = text.iter().enumerate();
-    while let Some((at, b)) = bytes.next() {
-        match b {
-            b'"' => return Some(at + 1),
-            // The escaped byte is skipped (`\"` does not close it).
-            b'\\' => {
-                bytes.next()?;
-            }
-            _ => {}
-        }
-    }
-    None
-}
-
-/// A JSON string value without escapes, borrowed.
-fn plain_text(value: &[u8]) -> Option<&str> {
-    let inner = value.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
-    if inner.contains(&b'\\') {
-        return None;
-    }
-    std::str::from_utf8(inner).ok()
-}
-
-/// A JSON number that is a u64 written as serde_json writes one.
-fn plain_u64(value: &[u8]) -> Option<u64> {
-    if value.is_empty() {
-        return None;
-    }
-    value.iter().try_fold(0u64, |n, b| {
-        let digit = b.is_ascii_digit().then(|| u64::from(b - b'0'))?;
-        n.checked_mul(10)?.checked_add(digit)
-    })
 }
 
 /// A control request relayed through the publisher, as both journals keep
@@ -1498,78 +1337,39 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn the_scanned_head_is_the_one_serde_reads() {
+    fn a_head_holds_the_records_fields_escaped_or_not() {
         let mut records = varied(12);
         for (i, r) in records.iter_mut().enumerate() {
             r.seq = (i % 3 != 0).then_some(i as u64 * 1000);
             r.zurg = (i % 2 == 0).then(|| format!("10.0.0.{i}:0:1:1"));
             r.reason = (i % 5 == 0).then(|| "a {\"nested\": [\"text\"]}".to_string());
         }
+        // Escaped texts cannot be borrowed: read through the spill.
         records.push(Record {
-            service: "r\u{e9}sum\u{e9}".into(),
+            service: "a\"b\u{1b}".into(),
             seq: Some(u64::MAX),
-            zurg: Some("h".into()),
+            zurg: Some("h\\".into()),
             ..Record::default()
         });
         for r in &records {
             let payload = serde_json::to_vec(r).unwrap();
-            let head = HeadFields::deserialize(&mut serde_json::Deserializer::from_slice(&payload))
-                .unwrap();
+            let mut spill = None;
             let want = Head {
-                time_us: head.time_us,
-                service: head.service,
-                seq: head.seq,
-                zurg: head.zurg,
+                time_us: r.time_us,
+                service: &r.service,
+                seq: r.seq,
+                zurg: r.zurg.as_deref(),
             };
-            assert_eq!(
-                Head::scan(&payload),
-                Some(want),
-                "{}",
-                String::from_utf8_lossy(&payload)
-            );
-            // Read from its ends when it ends with its host.
-            let ends = r.seq.is_some() && r.zurg.is_some() && r.reason.is_none();
-            assert_eq!(
-                Head::ends(&payload).is_some(),
-                ends,
-                "{}",
-                String::from_utf8_lossy(&payload)
-            );
+            assert_eq!(Head::of(&payload, &mut spill), Some(want));
         }
-        // What it leaves to serde.
         for odd in [
-            &br#"{"time_us":1,"service":"a\"b"}"#[..],
-            br#"{"time_us": 1,"service":"a"}"#,
-            br#"{"time_us":-1,"service":"a"}"#,
-            br#"{"time_us":1,"service":"a","seq":null}"#,
-            br#"{"time_us":1}"#,
-            br#"{"time_us":1,"service":"a""#,
-            br#"{"time_us":1,"service":"a","exit":{"x":"}"#,
-            b"{",
+            &b"{"[..],
             b"",
+            br#"{"time_us":1}"#,
+            br#"{"time_us":-1,"service":"a"}"#,
         ] {
-            assert_eq!(Head::scan(odd), None, "{}", String::from_utf8_lossy(odd));
+            assert_eq!(Head::of(odd, &mut None), None);
         }
-        for odd in [
-            &br#"{"time_us":1,"service":"a","seq":2,"zurg":"z\"}"#[..],
-            br#"{"time_us":1,"service":"a","seq":2,"zurg":"\"z"}"#,
-            br#"{"time_us":1,"service":"a","seq":2,"x":{"zurg":"z"}}"#,
-            br#"{"time_us":1,"service":"a","reason":"\",\"seq\":2,\"zurg\":\"z"}"#,
-            br#"{"time_us":1,"service":"a","zurg":"z"}"#,
-            br#"{"time_us":1,"service":"a\"","seq":2,"zurg":"z"}"#,
-            br#"{"time_us":18446744073709551616,"service":"a","seq":2,"zurg":"z"}"#,
-        ] {
-            assert_eq!(Head::ends(odd), None, "{}", String::from_utf8_lossy(odd));
-        }
-        assert_eq!(
-            Head::scan(br#"{"time_us":1,"service":"a","exit":{"x":["}",{"y":"]"}]},"seq":2}"#),
-            Some(Head {
-                time_us: 1,
-                service: "a",
-                seq: Some(2),
-                zurg: None
-            })
-        );
     }
 
     /// Record `i` of a test journal: starts and exits of s0..s2 in turn.

@@ -282,7 +282,7 @@ fn journal_bytes(data: &[u8]) -> Result<(), String> {
 }
 
 /// The same bytes as one record's payload, as the publisher's history
-/// reads its head (`journal::Head`, by hand where it can): whenever serde
+/// reads its head (`journal::Head`): whenever serde
 /// reads them as a record, the head holds that record's fields.
 fn journal_head(data: &[u8]) -> Result<(), String> {
     let Ok(r) = serde_json::from_slice::<journal::Record>(data) else {
