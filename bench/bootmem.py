@@ -48,27 +48,30 @@ def run_journal(size):
     return old, new
 
 
-def publisher_frame(i):
-    host = i % 4
+def publisher_frame(i, hosts=4, services=50, time_us=None, service=None):
+    """Record `i` of a publisher's journal: host `i % hosts`, its own
+    sequence numbers, service `old{i % services}` (or `service`), at
+    `time_us` (default 1_000_000 + i)."""
+    host = i % hosts
     payload = json.dumps(
         {
-            "time_us": 1_000_000 + i,
-            "service": f"old{i % 50}",
-            "kind": "start" if (i // 4) % 2 == 0 else "exit",
-            "gpid": f"10.1.2.{host}:0:{1_000_000 + i}:{100 + i}",
+            "time_us": 1_000_000 + i if time_us is None else time_us,
+            "service": service or f"old{i % services}",
+            "kind": "start" if (i // hosts) % 2 == 0 else "exit",
+            "gpid": f"10.1.{2 + host // 250}.{host % 250}:0:{1_000_000 + i}:{100 + i}",
             "version": "1.0.0",
-            "seq": i // 4 + 1,
-            "zurg": f"10.1.2.{host}:0:999:1",
+            "seq": i // hosts + 1,
+            "zurg": f"10.1.{2 + host // 250}.{host % 250}:0:999:1",
         },
         separators=(",", ":"),
     ).encode()
     return struct.pack("<II", len(payload), zlib.crc32(payload)) + payload
 
 
-def publisher_journal(first, size=8 << 20):
+def publisher_journal(first, size=8 << 20, frame=publisher_frame):
     out, i = bytearray(), first
     while len(out) < size - 300:
-        out += publisher_frame(i)
+        out += frame(i)
         i += 1
     return bytes(out), i
 

@@ -125,6 +125,54 @@ pub struct Record {
     pub remote: Option<RemoteNote>,
 }
 
+/// The fields of a record a reader of every record looks at first,
+/// borrowed from its payload: the publisher's history decodes this much of
+/// each record (to drop repeats and filter) and the whole record only for
+/// those it answers with. `Head::of` reads a payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head<'a> {
+    pub time_us: u64,
+    pub service: &'a str,
+    pub seq: Option<u64>,
+    pub zurg: Option<&'a str>,
+}
+
+/// `Head` as serde reads it: the other fields are skipped, not decoded.
+#[derive(Deserialize)]
+struct HeadFields<'a> {
+    time_us: u64,
+    #[serde(borrow)]
+    service: &'a str,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default, borrow)]
+    zurg: Option<&'a str>,
+}
+
+impl<'a> Head<'a> {
+    /// The head of the record in `payload`, borrowed from it; `None` when
+    /// it is not a record. A text with a JSON escape in it cannot be
+    /// borrowed: such a record is decoded whole into `spill` and its head
+    /// borrowed from there.
+    pub fn of(payload: &'a [u8], spill: &'a mut Option<Record>) -> Option<Head<'a>> {
+        if let Ok(h) = serde_json::from_slice::<HeadFields<'a>>(payload) {
+            return Some(Head {
+                time_us: h.time_us,
+                service: h.service,
+                seq: h.seq,
+                zurg: h.zurg,
+            });
+        }
+        let r: &'a Record = spill.insert(serde_json::from_slice(payload).ok()?);
+        Some(Head {
+            time_us: r.time_us,
+            service: &r.service,
+            seq: r.seq,
+            zurg: r.zurg.as_deref(),
+        })
+    }
+}
+
 /// A control request relayed through the publisher, as both journals keep
 /// it: `service` holds the names it named.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -824,6 +872,25 @@ impl FileReader {
     pub fn finish(self) -> Scanned {
         self.walker.finish().0
     }
+
+    /// Walks the rest of the file, handing `each` the payload of every
+    /// record whose frame holds; `each` says whether it is a readable
+    /// record (an unreadable one is skipped as damage, as `next_record`
+    /// skips it). For a reader that looks at a few fields of every record
+    /// (`Head`) and decodes only those it keeps. `only` does not apply.
+    pub fn each_payload(&mut self, mut each: impl FnMut(&[u8]) -> bool) -> io::Result<()> {
+        let found = self.walker.next::<std::convert::Infallible>(|payload| {
+            if each(payload) {
+                Ok(None)
+            } else {
+                Err(Unreadable)
+            }
+        })?;
+        match found {
+            Some(never) => match never {},
+            None => Ok(()),
+        }
+    }
 }
 
 impl std::fmt::Debug for FileReader {
@@ -1230,6 +1297,79 @@ pub(crate) mod tests {
         // Older records have no `remote` and encode as before.
         let plain = serde_json::to_string(&Record::default()).unwrap();
         assert!(!plain.contains("remote"), "{plain}");
+    }
+
+    #[test]
+    fn a_head_is_read_from_the_payload_and_escaped_text_still_reads() {
+        let r = Record {
+            time_us: 7,
+            service: "web@1".into(),
+            seq: Some(3),
+            zurg: Some("10.0.0.1:0:1:1".into()),
+            exit: Some(ExitInfo::default()),
+            ..Record::default()
+        };
+        let payload = serde_json::to_vec(&r).unwrap();
+        let mut spill = None;
+        let head = Head::of(&payload, &mut spill).unwrap();
+        assert_eq!(
+            head,
+            Head {
+                time_us: 7,
+                service: "web@1",
+                seq: Some(3),
+                zurg: Some("10.0.0.1:0:1:1"),
+            }
+        );
+        assert!(spill.is_none(), "borrowed, not decoded");
+        // A remote request's names are escaped text; a record without a
+        // host (zurg run's own) has none.
+        let quoted = Record {
+            service: "a\"b\\c".into(),
+            ..Record::default()
+        };
+        let payload = serde_json::to_vec(&quoted).unwrap();
+        let mut spill = None;
+        let head = Head::of(&payload, &mut spill).unwrap();
+        assert_eq!((head.service, head.seq, head.zurg), ("a\"b\\c", None, None));
+        assert!(Head::of(b"{\"time_us\":1}", &mut None).is_none());
+        assert!(Head::of(b"not json", &mut None).is_none());
+    }
+
+    #[test]
+    fn a_head_holds_the_records_fields_escaped_or_not() {
+        let mut records = varied(12);
+        for (i, r) in records.iter_mut().enumerate() {
+            r.seq = (i % 3 != 0).then_some(i as u64 * 1000);
+            r.zurg = (i % 2 == 0).then(|| format!("10.0.0.{i}:0:1:1"));
+            r.reason = (i % 5 == 0).then(|| "a {\"nested\": [\"text\"]}".to_string());
+        }
+        // Escaped texts cannot be borrowed: read through the spill.
+        records.push(Record {
+            service: "a\"b\u{1b}".into(),
+            seq: Some(u64::MAX),
+            zurg: Some("h\\".into()),
+            ..Record::default()
+        });
+        for r in &records {
+            let payload = serde_json::to_vec(r).unwrap();
+            let mut spill = None;
+            let want = Head {
+                time_us: r.time_us,
+                service: &r.service,
+                seq: r.seq,
+                zurg: r.zurg.as_deref(),
+            };
+            assert_eq!(Head::of(&payload, &mut spill), Some(want));
+        }
+        for odd in [
+            &b"{"[..],
+            b"",
+            br#"{"time_us":1}"#,
+            br#"{"time_us":-1,"service":"a"}"#,
+        ] {
+            assert_eq!(Head::of(odd, &mut None), None);
+        }
     }
 
     /// Record `i` of a test journal: starts and exits of s0..s2 in turn.

@@ -277,7 +277,37 @@ fn journal_bytes(data: &[u8]) -> Result<(), String> {
     check(some.iter().all(|r| rest.any(|s| s == r)), || {
         "the filtered read has records the full read has not".into()
     })?;
+    journal_head(data)?;
     journal_damage(data)
+}
+
+/// The same bytes as one record's payload, as the publisher's history
+/// reads its head (`journal::Head`): whenever serde
+/// reads them as a record, the head holds that record's fields.
+fn journal_head(data: &[u8]) -> Result<(), String> {
+    let Ok(r) = serde_json::from_slice::<journal::Record>(data) else {
+        // Only that it does not panic.
+        let _ = journal::Head::of(data, &mut None);
+        return Ok(());
+    };
+    head_holds(data, &r)
+}
+
+fn head_holds(payload: &[u8], r: &journal::Record) -> Result<(), String> {
+    let mut spill = None;
+    let head = journal::Head::of(payload, &mut spill);
+    let want = journal::Head {
+        time_us: r.time_us,
+        service: &r.service,
+        seq: r.seq,
+        zurg: r.zurg.as_deref(),
+    };
+    check(head == Some(want), || {
+        format!(
+            "the head of {} reads {head:?}, the record {want:?}",
+            String::from_utf8_lossy(payload)
+        )
+    })
 }
 
 /// The same bytes as a recipe: records written by zurg, then one byte
@@ -296,11 +326,16 @@ fn journal_damage(data: &[u8]) -> Result<(), String> {
                 time_us: u64::try_from(i).unwrap_or(0),
                 service: format!("s{}", chunk.first().copied().unwrap_or(0) % 3),
                 gpid: text.clone(),
-                version: chunk.len().is_multiple_of(2).then_some(text),
+                version: chunk.len().is_multiple_of(2).then_some(text.clone()),
+                seq: chunk.get(1).map(|&b| u64::from(b)),
+                zurg: chunk.get(2).is_some_and(|b| b % 2 == 0).then_some(text),
                 ..Default::default()
             }
         })
         .collect();
+    for r in &written {
+        head_holds(&serde_json::to_vec(r).unwrap_or_default(), r)?;
+    }
     let mut file = Vec::new();
     let mut spans = Vec::new();
     for r in &written {
