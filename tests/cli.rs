@@ -142,6 +142,41 @@ fn help_lists_every_verb_once_and_each_verb_has_its_own_help() {
     assert!(text(&out.stderr).contains("did you mean `zurg help status`?"));
 }
 
+/// The common form of a usage error, hand-written for none: `zurg: WHAT`,
+/// then the help `zurg help VERB` prints (resolve and publisher had texts of
+/// their own, which had drifted from their options).
+#[test]
+fn a_usage_error_of_every_verb_exits_2_with_that_verbs_own_help() {
+    for v in verbs() {
+        let out = zurg(&[&v, "--no-such-option"]);
+        assert_eq!(out.status.code(), Some(2), "zurg {v}");
+        let err = text(&out.stderr);
+        let (first, rest) = err.split_once('\n').unwrap();
+        assert!(
+            first.starts_with("zurg: ") && first.ends_with("invalid option '--no-such-option'"),
+            "zurg {v}: {err}"
+        );
+        let help = text(&zurg(&["help", &v]).stdout);
+        assert_eq!(rest.trim_end(), help.trim_end(), "zurg {v}");
+    }
+    // And the usage errors only resolve and publisher find themselves.
+    let resolve = zurg(&["resolve", "--timeout", "soon", "web"]);
+    assert_eq!(resolve.status.code(), Some(2));
+    let err = text(&resolve.stderr);
+    assert!(
+        err.starts_with("zurg: --timeout \"soon\": expected a duration")
+            && err.contains("usage: zurg resolve NAME|--all [OPTIONS]"),
+        "{err}"
+    );
+    let publisher = zurg(&["publisher"]);
+    assert_eq!(publisher.status.code(), Some(2));
+    let err = text(&publisher.stderr);
+    assert!(
+        err.starts_with("zurg: --listen ADDR is required\nusage: zurg publisher [OPTIONS]"),
+        "{err}"
+    );
+}
+
 #[test]
 fn bash_completion_loads_and_completes_verbs_and_options() {
     let script = format!(

@@ -85,8 +85,7 @@ pub fn run(args: &[String]) -> i32 {
     let (dir, strict, json) = match parse(args) {
         Ok(a) => a,
         Err(e) => {
-            let help = super::spec::verb("check").map(super::render::verb_help);
-            eprintln!("zurg: check: {e}\n{}", help.unwrap_or_default());
+            eprintln!("zurg: check: {e}\n{}", super::render::help_for("check"));
             return 2;
         }
     };

@@ -525,10 +525,7 @@ pub fn run(args: &[String]) -> i32 {
     let cmd = match parse_args(args) {
         Ok(c) => c,
         Err(e) => {
-            let help = args
-                .first()
-                .and_then(|v| super::spec::verb(v))
-                .map_or_else(super::render::usage, super::render::verb_help);
+            let help = super::render::help_for(args.first().map_or("", String::as_str));
             eprintln!("zurg: {e}\n{help}");
             return EXIT_USAGE;
         }

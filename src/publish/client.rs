@@ -24,18 +24,6 @@ const CLIENT_MAX_FRAME: usize = 16 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_BACKOFF_MS: u64 = 5_000;
 
-pub const USAGE: &str = "\
-usage: zurg resolve NAME [--watch] [--json] [--publisher ADDR[,ADDR...]] [--token-file F] [--timeout DUR]
-       zurg resolve --all [--watch] [--json] ...
-  NAME              print the live endpoints of service NAME (exit 1 when there are none)
-  --all             every name with its endpoints, and the hosts that run them
-  --watch           keep streaming every change as it happens (one JSON document per line with --json)
-  --publisher ADDR[,ADDR...]
-                    publisher addresses HOST:PORT, tried in turn (default: $ZURG_PUBLISHER)
-  --token-file F    shared secret, when the publisher asks for one
-  --timeout DUR     give up on an unresponsive publisher after DUR (default 5s)
-";
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
     pub name: Option<String>,
@@ -99,15 +87,12 @@ pub fn parse_options(args: &[String], env_publisher: Option<String>) -> Result<O
     })
 }
 
+/// `--help` never reaches it: `cli::parse` answers it from the table.
 pub fn run(args: &[String]) -> i32 {
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        print!("{USAGE}");
-        return 0;
-    }
     let opts = match parse_options(args, std::env::var("ZURG_PUBLISHER").ok()) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("zurg resolve: {e}\n{USAGE}");
+            eprintln!("zurg: {e}\n{}", crate::cli::render::help_for("resolve"));
             return 2;
         }
     };
