@@ -1101,7 +1101,10 @@ fn caller_pid(pid: Option<i32>, seen: &CallerView) -> String {
     }
 }
 
-fn align(cells: &[Vec<String>]) -> String {
+/// Rows of cells as columns as wide as their widest cell, two spaces
+/// apart (the first row is the header). Cells are shown text: escape
+/// them before, or the padding counts what a terminal will not show.
+pub(crate) fn align(cells: &[Vec<String>]) -> String {
     let cols = cells.first().map_or(0, Vec::len);
     let mut widths = vec![0usize; cols];
     for row in cells {

@@ -353,6 +353,48 @@ struct Listing {
     names: Vec<(String, Vec<Endpoint>)>,
 }
 
+/// `resolve`'s text: with `all`, the hosts' table, then the endpoints'
+/// (every text escaped before it is padded).
+fn listing_table(listing: &Listing, all: bool) -> String {
+    let mut out = String::new();
+    if all {
+        let mut cells = vec![["HOST", "HOSTNAME", "ENDPOINTS", "SEQ", "LIVE", "ZURG"]
+            .map(str::to_string)
+            .to_vec()];
+        for h in &listing.hosts {
+            cells.push(vec![
+                shown(&h.ip).into_owned(),
+                if h.hostname.is_empty() {
+                    "-".into()
+                } else {
+                    shown(&h.hostname).into_owned()
+                },
+                h.endpoints.to_string(),
+                h.seq.to_string(),
+                if h.connected { "yes" } else { "no" }.into(),
+                shown(&h.zurg).into_owned(),
+            ]);
+        }
+        out.push_str(&crate::cli::client::align(&cells));
+        out.push('\n');
+    }
+    let mut cells = vec![["SERVICE", "ENDPOINT", "VERSION", "GPID"]
+        .map(str::to_string)
+        .to_vec()];
+    for (name, eps) in &listing.names {
+        for e in eps {
+            cells.push(vec![
+                shown(name).into_owned(),
+                format!("{}:{}", shown(&e.ip), e.port),
+                shown(e.version.as_deref().unwrap_or("-")).into_owned(),
+                shown(&e.gpid).into_owned(),
+            ]);
+        }
+    }
+    out.push_str(&crate::cli::client::align(&cells));
+    out
+}
+
 fn read_listing(s: &mut Session, echo_json: bool) -> Result<Listing, Failure> {
     let mut listing = Listing::default();
     loop {
@@ -406,48 +448,7 @@ fn list(opts: &Options, token: Option<&[u8]>) -> Result<i32, Failure> {
         };
         let _ = json_line(&mut out, &doc);
     } else {
-        if opts.name.is_none() {
-            let _ = writeln!(
-                out,
-                "{:<16} {:<22} {:>9} {:>9} {:>5}  ZURG",
-                "HOST", "HOSTNAME", "ENDPOINTS", "SEQ", "LIVE"
-            );
-            for h in &listing.hosts {
-                // Escaped before padding, so the columns still line up.
-                let _ = writeln!(
-                    out,
-                    "{:<16} {:<22} {:>9} {:>9} {:>5}  {}",
-                    shown(&h.ip),
-                    if h.hostname.is_empty() {
-                        "-".into()
-                    } else {
-                        shown(&h.hostname)
-                    },
-                    h.endpoints,
-                    h.seq,
-                    if h.connected { "yes" } else { "no" },
-                    shown(&h.zurg)
-                );
-            }
-            let _ = writeln!(out);
-        }
-        let _ = writeln!(
-            out,
-            "{:<20} {:<22} {:<12} GPID",
-            "SERVICE", "ENDPOINT", "VERSION"
-        );
-        for (name, eps) in &listing.names {
-            for e in eps {
-                let _ = writeln!(
-                    out,
-                    "{:<20} {:<22} {:<12} {}",
-                    shown(name),
-                    format!("{}:{}", shown(&e.ip), e.port),
-                    shown(e.version.as_deref().unwrap_or("-")),
-                    shown(&e.gpid)
-                );
-            }
-        }
+        let _ = out.write_all(listing_table(&listing, opts.name.is_none()).as_bytes());
     }
     if total == 0 {
         if let Some(name) = &opts.name {
@@ -730,4 +731,77 @@ fn history_line(value: &serde_json::Value) -> String {
         r.kind,
         r.gpid,
     )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn endpoint(service: &str, ip: &str, port: u16, version: Option<&str>, gpid: &str) -> Endpoint {
+        Endpoint {
+            service: service.into(),
+            ip: ip.into(),
+            port,
+            gpid: gpid.into(),
+            version: version.map(str::to_string),
+            since_us: 0,
+            host: "192.0.2.2:0:1:1".into(),
+        }
+    }
+
+    #[test]
+    fn listing_columns_fit_the_longest_name_and_escaped_text() {
+        let long = "a-service-name-of-sixty-nine-bytes-as-long-as-a-unit-name-may-be-1234";
+        assert_eq!(long.len(), crate::unit::parse::MAX_SERVICE_NAME_LEN);
+        let listing = Listing {
+            hosts: vec![HostInfo {
+                zurg: "192.0.2.2:0:1:1".into(),
+                ip: "192.0.2.2".into(),
+                boot: String::new(),
+                hostname: "vm\u{1b}[2J".into(),
+                seq: 16,
+                applied: 16,
+                duplicates: 0,
+                gaps: 0,
+                connected: true,
+                endpoints: 2,
+            }],
+            names: vec![
+                (
+                    long.into(),
+                    vec![endpoint(long, "192.0.2.2", 0, None, "192.0.2.2:0:5:9")],
+                ),
+                (
+                    "web".into(),
+                    vec![endpoint(
+                        "web",
+                        "2001:db8::1",
+                        8080,
+                        Some("1.2.3"),
+                        "[2001:db8::1]:8080:6:11",
+                    )],
+                ),
+            ],
+        };
+        assert_eq!(
+            listing_table(&listing, true),
+            "HOST       HOSTNAME   ENDPOINTS  SEQ  LIVE  ZURG\n\
+             192.0.2.2  vm\\x1b[2J  2          16   yes   192.0.2.2:0:1:1\n\
+             \n\
+             SERVICE                                                                ENDPOINT          VERSION  GPID\n\
+             a-service-name-of-sixty-nine-bytes-as-long-as-a-unit-name-may-be-1234  192.0.2.2:0       -        192.0.2.2:0:5:9\n\
+             web                                                                    2001:db8::1:8080  1.2.3    [2001:db8::1]:8080:6:11\n"
+        );
+        // One name: no hosts' table.
+        let one = Listing {
+            hosts: Vec::new(),
+            names: vec![listing.names[1].clone()],
+        };
+        assert_eq!(
+            listing_table(&one, false),
+            "SERVICE  ENDPOINT          VERSION  GPID\n\
+             web      2001:db8::1:8080  1.2.3    [2001:db8::1]:8080:6:11\n"
+        );
+    }
 }
