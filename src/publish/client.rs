@@ -353,6 +353,16 @@ struct Listing {
     names: Vec<(String, Vec<Endpoint>)>,
 }
 
+/// Where an endpoint is reached, as a socket address is written: an IPv6
+/// address in brackets (`[2001:db8::1]:8080`), as in its GPID.
+fn endpoint_addr(e: &Endpoint) -> String {
+    if e.ip.contains(':') {
+        format!("[{}]:{}", e.ip, e.port)
+    } else {
+        format!("{}:{}", e.ip, e.port)
+    }
+}
+
 /// `resolve`'s text: with `all`, the hosts' table, then the endpoints'
 /// (every text escaped before it is padded).
 fn listing_table(listing: &Listing, all: bool) -> String {
@@ -385,7 +395,7 @@ fn listing_table(listing: &Listing, all: bool) -> String {
         for e in eps {
             cells.push(vec![
                 shown(name).into_owned(),
-                format!("{}:{}", shown(&e.ip), e.port),
+                shown(&endpoint_addr(e)).into_owned(),
                 shown(e.version.as_deref().unwrap_or("-")).into_owned(),
                 shown(&e.gpid).into_owned(),
             ]);
@@ -503,8 +513,10 @@ fn print_change(frame: &Frame) {
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
         let line = format!(
-            "{what} {} {}:{} {} [{reason}{how}]",
-            e.service, e.ip, e.port, e.gpid
+            "{what} {} {} {} [{reason}{how}]",
+            e.service,
+            endpoint_addr(&e),
+            e.gpid
         );
         if writeln!(out, "{}", shown(&line))
             .and_then(|_| out.flush())
@@ -557,7 +569,7 @@ fn watch_one(opts: &Options, addr: &str, token: Option<&[u8]>, backoff_ms: &mut 
     if !opts.json {
         for (name, eps) in &listing.names {
             for e in eps {
-                let line = format!("live {name} {}:{} {}", e.ip, e.port, e.gpid);
+                let line = format!("live {name} {} {}", endpoint_addr(e), e.gpid);
                 let _ = writeln!(io::stdout().lock(), "{}", shown(&line));
             }
         }
@@ -789,9 +801,9 @@ mod tests {
             "HOST       HOSTNAME   ENDPOINTS  SEQ  LIVE  ZURG\n\
              192.0.2.2  vm\\x1b[2J  2          16   yes   192.0.2.2:0:1:1\n\
              \n\
-             SERVICE                                                                ENDPOINT          VERSION  GPID\n\
-             a-service-name-of-sixty-nine-bytes-as-long-as-a-unit-name-may-be-1234  192.0.2.2:0       -        192.0.2.2:0:5:9\n\
-             web                                                                    2001:db8::1:8080  1.2.3    [2001:db8::1]:8080:6:11\n"
+             SERVICE                                                                ENDPOINT            VERSION  GPID\n\
+             a-service-name-of-sixty-nine-bytes-as-long-as-a-unit-name-may-be-1234  192.0.2.2:0         -        192.0.2.2:0:5:9\n\
+             web                                                                    [2001:db8::1]:8080  1.2.3    [2001:db8::1]:8080:6:11\n"
         );
         // One name: no hosts' table.
         let one = Listing {
@@ -800,8 +812,8 @@ mod tests {
         };
         assert_eq!(
             listing_table(&one, false),
-            "SERVICE  ENDPOINT          VERSION  GPID\n\
-             web      2001:db8::1:8080  1.2.3    [2001:db8::1]:8080:6:11\n"
+            "SERVICE  ENDPOINT            VERSION  GPID\n\
+             web      [2001:db8::1]:8080  1.2.3    [2001:db8::1]:8080:6:11\n"
         );
     }
 }
