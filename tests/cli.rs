@@ -304,6 +304,32 @@ fn a_socket_path_where_no_zurg_answers_is_named_with_what_it_is() {
     server.join().unwrap();
 }
 
+/// A listener that takes the request and never answers (a stopped zurg):
+/// the client gives up at its reply timeout and says so, not with the
+/// kernel's "Resource temporarily unavailable".
+#[test]
+fn a_socket_that_never_answers_is_given_up_on_with_a_message_that_says_so() {
+    let dir = TempDir::new("silent");
+    let sock = dir.path().join("silent.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let server = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        // Held open, unanswered, until the client has gone.
+        let _ = std::io::Read::read_to_end(&mut &s, &mut Vec::new());
+    });
+    // `wait --timeout 1ms` waits for its reply 5 s past its timeout.
+    let out = client_at(&sock, &["wait", "web", "--timeout", "1ms"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("no answer from {} within 5.0s", sock.display()))
+            && err.contains("took the request and said nothing"),
+        "{err}"
+    );
+    assert!(!err.contains("temporarily unavailable"), "{err}");
+    server.join().unwrap();
+}
+
 #[test]
 fn a_user_the_socket_refuses_is_told_about_readers() {
     if !have("setpriv") {

@@ -520,6 +520,20 @@ fn reply_timeout(verb: &Verb) -> Option<Duration> {
     }
 }
 
+/// Why a reply never came: the read timeout said as such (the kernel's
+/// "Resource temporarily unavailable" tells a person nothing), any other
+/// error as it is.
+fn no_answer(path: &std::path::Path, e: &std::io::Error, waited: Option<Duration>) -> String {
+    match (e.kind(), waited) {
+        (std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut, Some(w)) => format!(
+            "no answer from {} within {}: whatever listens there took the request and said nothing (a zurg that is stopped or hung, or not zurg); nothing says whether it was carried out",
+            path.display(),
+            crate::supervisor::human_ms(u64::try_from(w.as_millis()).unwrap_or(u64::MAX))
+        ),
+        _ => format!("no answer from {}: {e}", path.display()),
+    }
+}
+
 /// Runs a client command; returns the exit code.
 pub fn run(args: &[String]) -> i32 {
     let cmd = match parse_args(args) {
@@ -595,7 +609,7 @@ pub fn run(args: &[String]) -> i32 {
             }
             Ok(_) => {}
             Err(e) => {
-                eprintln!("zurg: no answer from {}: {e}", path.display());
+                eprintln!("zurg: {}", no_answer(&path, &e, reply_timeout(&cmd.verb)));
                 return EXIT_FAILED;
             }
         }
