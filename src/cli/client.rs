@@ -217,10 +217,9 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
     let mut token_file = None;
     let mut operator_token_file = None;
     let mut all_hosts = false;
-    let remote_verb = matches!(
-        verb_name.as_str(),
-        "status" | "restart" | "stop" | "start" | "signal" | "upgrade" | "rollback"
-    );
+    let remote_verb = proto::RemoteVerb::ALL
+        .iter()
+        .any(|v| v.name() == verb_name.as_str());
     let mut wait_for = proto::WaitFor::Ready;
     let mut wait_for_given = false;
     let mut p = lexopt::Parser::from_args(rest.iter().cloned());
@@ -293,6 +292,21 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
             Long("all-hosts") if verb_name == "status" => all_hosts = true,
             Long("token-file") if verb_name == "history" => {
                 token_file = Some(PathBuf::from(p.value()?))
+            }
+            // Taken by the verbs above only; said plainly, since `zurg
+            // --publisher ADDR --host H VERB` reads as if any verb went.
+            Long(o @ ("publisher" | "host" | "operator-token-file")) if verb_name != "history" => {
+                return Err(UsageError(format!(
+                    "`{verb_name}` cannot be run through a publisher (--{o}); these can: {}",
+                    proto::RemoteVerb::ALL
+                        .map(proto::RemoteVerb::name)
+                        .join(", ")
+                )));
+            }
+            Long("operator-token-file") => {
+                return Err(UsageError(
+                    "history --publisher reads the publisher's journal with the host token (--token-file), not the operator token".into(),
+                ));
             }
             Long("poweroff") if verb_name == "shutdown" => mode = ShutdownMode::Poweroff,
             Long("reboot") if verb_name == "shutdown" => mode = ShutdownMode::Reboot,
@@ -1413,6 +1427,23 @@ mod tests {
         assert_eq!(
             err(&["status", "--all-hosts"]),
             "status: --all-hosts goes with --publisher ADDR"
+        );
+        // A verb no host runs for a publisher says so, not "invalid option
+        // '--publisher'" (as `zurg --publisher A --host H logs web` reads
+        // once its leading options are moved after the verb).
+        for verb in [
+            "logs", "reload", "wait", "events", "stats", "gpid", "shutdown", "version",
+        ] {
+            assert_eq!(
+                err(&[verb, "--publisher", "a:1", "--host", "h"]),
+                format!("`{verb}` cannot be run through a publisher (--publisher); these can: status, restart, stop, start, signal, upgrade, rollback"),
+            );
+        }
+        assert!(err(&["logs", "web", "--operator-token-file", "f"])
+            .starts_with("`logs` cannot be run through a publisher (--operator-token-file)"));
+        assert_eq!(
+            err(&["history", "--publisher", "a:1", "--operator-token-file", "f"]),
+            "history --publisher reads the publisher's journal with the host token (--token-file), not the operator token"
         );
     }
 
