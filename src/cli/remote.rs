@@ -152,9 +152,10 @@ fn open(ask: &RemoteAsk, timeout: Duration) -> Result<Session, (i32, String)> {
     })
     .map(|(s, _)| s)
     .map_err(|e| {
-        // The publisher said why it refused (an `error` frame): the
-        // connection worked, the credentials did not.
-        let code = if e.message.starts_with("publisher: ") && !e.stopping {
+        // The publisher was reached and would not let us in (it refused
+        // the token, or asked for one we were not given): the connection
+        // worked, the credentials did not.
+        let code = if e.denied {
             EXIT_FORBIDDEN
         } else {
             EXIT_UNREACHABLE

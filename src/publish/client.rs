@@ -128,6 +128,11 @@ pub struct Failure {
     /// of a publisher that keeps no journal): a failed request (exit 1),
     /// not an unreachable publisher (3).
     pub refused: bool,
+    /// The publisher would not let us in: it asked for a token we were
+    /// not given, or refused ours or our role (an `error` at the
+    /// handshake). For an operator that is exit 4, not 3: the publisher
+    /// was reached, the credentials were not enough.
+    pub denied: bool,
 }
 
 impl From<String> for Failure {
@@ -136,6 +141,7 @@ impl From<String> for Failure {
             message,
             stopping: false,
             refused: false,
+            denied: false,
         }
     }
 }
@@ -147,6 +153,7 @@ fn refusal(message: &str, stopping: bool) -> Failure {
         message: format!("publisher: {}", shown(message)),
         stopping,
         refused: false,
+        denied: !stopping,
     }
 }
 
@@ -187,7 +194,9 @@ pub fn first_answer<T>(
             }
         }
     }
-    let all_refused = !failures.is_empty() && failures.iter().all(|(_, e)| e.refused);
+    let all =
+        |what: fn(&Failure) -> bool| !failures.is_empty() && failures.iter().all(|(_, e)| what(e));
+    let (all_refused, all_denied) = (all(|e| e.refused), all(|e| e.denied));
     Err(match failures.len() {
         // One publisher: its own words, as before lists existed.
         0 | 1 => failures
@@ -205,6 +214,7 @@ pub fn first_answer<T>(
             ),
             stopping: false,
             refused: all_refused,
+            denied: all_denied,
         },
     })
 }
@@ -282,10 +292,13 @@ impl Session {
             match s.read_frame()? {
                 Frame::Challenge { nonce } => {
                     let Some(t) = token else {
-                        return Err(String::from(match role {
-                            Role::Operator => "the publisher requires the operator token: give --operator-token-file",
-                            _ => "the publisher requires a token: give --token-file",
-                        }).into());
+                        return Err(Failure {
+                            denied: true,
+                            ..Failure::from(String::from(match role {
+                                Role::Operator => "the publisher requires the operator token: give --operator-token-file",
+                                _ => "the publisher requires a token: give --token-file",
+                            }))
+                        });
                     };
                     s.send(&Frame::Auth {
                         mac: proto::proof(t, role.name(), &nonce),
