@@ -338,7 +338,7 @@ impl Session {
                 return Ok(f);
             }
             match self.stream.read(&mut buf) {
-                Ok(0) => return Err("the publisher closed the connection".into()),
+                Ok(0) => return Err(format!("{} closed the connection", self.who())),
                 Ok(n) => self.decoder.feed(buf.get(..n).unwrap_or_default()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e)
@@ -347,10 +347,31 @@ impl Session {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return Err("the publisher did not answer in time".into())
+                    let within = self
+                        .stream
+                        .read_timeout()
+                        .ok()
+                        .flatten()
+                        .map(|t| {
+                            let ms = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
+                            format!(" within {}", crate::supervisor::human_ms(ms))
+                        })
+                        .unwrap_or_default();
+                    return Err(format!(
+                        "{} did not answer{within} (it took the connection and said nothing: overloaded, stopped, or not a zurg publisher)",
+                        self.who()
+                    ));
                 }
                 Err(e) => return Err(format!("publisher connection: {e}")),
             }
+        }
+    }
+
+    /// "the publisher at ADDR", for messages: with a list, which one.
+    fn who(&self) -> String {
+        match self.stream.peer_addr() {
+            Ok(a) => format!("the publisher at {a}"),
+            Err(_) => "the publisher".into(),
         }
     }
 
