@@ -240,6 +240,21 @@ fn a_publisher_that_never_answers_is_named_with_the_time_waited() {
     drop(silent);
 }
 
+/// A name with control characters (from a script, a paste) comes back in
+/// the message escaped, as every other verb shows it, not acted on.
+#[test]
+fn resolve_shows_an_unknown_name_escaped() {
+    let p = Publisher::start(None, &[]);
+    let out = resolve_raw(None, &p.addr, &["x\u{1b}[2J\u{1b}]0;owned\u{7}y"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("x\\x1b[2J\\x1b]0;owned\\x07y: no live endpoints"),
+        "{err}"
+    );
+    assert!(!out.stderr.contains(&0x1b), "{err:?}");
+}
+
 #[test]
 fn garbage_and_oversized_frames_cost_only_their_own_connection() {
     let dir = TempDir::new("pub-garbage");

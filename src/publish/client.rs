@@ -496,7 +496,7 @@ fn list(opts: &Options, token: Option<&[u8]>) -> Result<i32, Failure> {
     }
     if total == 0 {
         if let Some(name) = &opts.name {
-            eprintln!("zurg resolve: {name}: no live endpoints");
+            eprintln!("zurg resolve: {}: no live endpoints", shown(name));
         }
         return Ok(1);
     }
