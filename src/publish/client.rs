@@ -99,7 +99,7 @@ pub fn run(args: &[String]) -> i32 {
     let token = match opts.token_file.as_deref().map(read_token).transpose() {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("zurg resolve: {e}");
+            eprintln!("zurg resolve: --token-file {e}");
             return 2;
         }
     };
@@ -642,7 +642,16 @@ pub struct HistoryAsk {
 /// line each (time, host, service, kind, exit, GPID, version), or with
 /// `json` one document `{"ok":true,"result":[records],"older":N}`.
 pub fn history(ask: &HistoryAsk, json: bool) -> i32 {
-    match fetch_history(ask) {
+    // A token file that cannot be read is the command line's mistake (2),
+    // as for resolve; 3 is for a publisher that cannot be reached.
+    let token = match ask.token_file.as_deref().map(read_token).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("zurg history: --token-file {e}");
+            return 2;
+        }
+    };
+    match fetch_history(ask, token.as_deref()) {
         Ok(Fetched { unknown_name, .. }) if unknown_name => {
             // As `zurg history NAME` answers for a name zurg does not run
             // and has no record of (exit 1, docs/exit-codes.md).
@@ -701,10 +710,9 @@ struct Fetched {
     unknown_name: bool,
 }
 
-fn fetch_history(ask: &HistoryAsk) -> Result<Fetched, Failure> {
-    let token = ask.token_file.as_deref().map(read_token).transpose()?;
+fn fetch_history(ask: &HistoryAsk, token: Option<&[u8]>) -> Result<Fetched, Failure> {
     first_answer(&ask.publishers, 0, "zurg history", |addr| {
-        fetch_history_from(ask, addr, token.as_deref())
+        fetch_history_from(ask, addr, token)
     })
     .map(|(answer, _)| answer)
 }

@@ -455,7 +455,12 @@ enum Started {
 
 impl Server {
     fn start(opts: &Options, signals: SignalFd) -> Result<Started, String> {
-        let token = opts.token_file.as_deref().map(read_token).transpose()?;
+        let token = opts
+            .token_file
+            .as_deref()
+            .map(read_token)
+            .transpose()
+            .map_err(|e| format!("--token-file {e}"))?;
         let operator_token = opts
             .operator_token_file
             .as_deref()
