@@ -256,6 +256,25 @@ fn remote_control_is_off_without_an_operator_token_and_verbs_are_checked_at_star
         "{}",
         text(&out.stderr)
     );
+    // A host the publisher does not know: exit 3, and with --json the
+    // error document a local error prints too.
+    let out = std::process::Command::new(BIN)
+        .args(["--publisher", &with_ops.addr, "--operator-token-file"])
+        .arg(&op)
+        .args(["--host", "10.0.0.1", "status", "--json"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {:?}", text(&out.stdout)));
+    assert_eq!(doc["ok"], false, "{doc}");
+    assert_eq!(doc["error"]["code"], "host_not_connected", "{doc}");
+    assert!(
+        text(&out.stderr).contains("host 10.0.0.1 is not connected"),
+        "{}",
+        text(&out.stderr)
+    );
     let both = format!("{0},{0}", with_ops.addr);
     let out = ask(&[
         "--publisher",

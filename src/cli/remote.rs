@@ -237,15 +237,16 @@ fn one_host(cmd: &ClientCmd, s: &mut Session, host: &str) -> i32 {
                     }
                 };
                 let reply = reply_of(1, ok, result, error);
-                if let Some(code) = reply.error.as_ref().and_then(|e| error_exit(e.code)) {
-                    if let Some(e) = &reply.error {
-                        eprintln!("zurg: {}", shown(&e.message));
-                    }
-                    return code;
-                }
                 let mut raw = serde_json::to_vec(&reply).unwrap_or_default();
                 raw.push(b'\n');
-                return print_reply(cmd, &reply, &raw, None);
+                // Every error answer as a local one prints (its JSON with
+                // --json, its message), under its own exit code.
+                let printed = print_reply(cmd, &reply, &raw, None);
+                return reply
+                    .error
+                    .as_ref()
+                    .and_then(|e| error_exit(e.code))
+                    .unwrap_or(printed);
             }
             Ok(Frame::Error { message, .. }) => {
                 eprintln!("zurg: publisher: {}", shown(&message));
