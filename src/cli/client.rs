@@ -297,7 +297,7 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
             // --publisher ADDR --host H VERB` reads as if any verb went.
             Long(o @ ("publisher" | "host" | "operator-token-file")) if verb_name != "history" => {
                 return Err(UsageError(format!(
-                    "`{verb_name}` cannot be run through a publisher (--{o}); these can: {}",
+                    "invalid option '--{o}': `{verb_name}` cannot be run through a publisher; these can: {}",
                     proto::RemoteVerb::ALL
                         .map(proto::RemoteVerb::name)
                         .join(", ")
@@ -305,7 +305,7 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
             }
             Long("operator-token-file") => {
                 return Err(UsageError(
-                    "history --publisher reads the publisher's journal with the host token (--token-file), not the operator token".into(),
+                    "invalid option '--operator-token-file': history --publisher reads the publisher's journal with the host token (--token-file), not the operator token".into(),
                 ));
             }
             Long("poweroff") if verb_name == "shutdown" => mode = ShutdownMode::Poweroff,
@@ -1436,14 +1436,17 @@ mod tests {
         ] {
             assert_eq!(
                 err(&[verb, "--publisher", "a:1", "--host", "h"]),
-                format!("`{verb}` cannot be run through a publisher (--publisher); these can: status, restart, stop, start, signal, upgrade, rollback"),
+                format!("invalid option '--publisher': `{verb}` cannot be run through a publisher; these can: status, restart, stop, start, signal, upgrade, rollback"),
             );
         }
-        assert!(err(&["logs", "web", "--operator-token-file", "f"])
-            .starts_with("`logs` cannot be run through a publisher (--operator-token-file)"));
+        assert!(
+            err(&["logs", "web", "--operator-token-file", "f"]).starts_with(
+                "invalid option '--operator-token-file': `logs` cannot be run through a publisher"
+            )
+        );
         assert_eq!(
             err(&["history", "--publisher", "a:1", "--operator-token-file", "f"]),
-            "history --publisher reads the publisher's journal with the host token (--token-file), not the operator token"
+            "invalid option '--operator-token-file': history --publisher reads the publisher's journal with the host token (--token-file), not the operator token"
         );
     }
 
