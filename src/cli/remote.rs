@@ -82,12 +82,26 @@ pub fn hoist_options(args: Vec<OsString>) -> Result<Vec<OsString>, UsageError> {
                 .into(),
         ));
     }
-    let client_verb = out
-        .first()
-        .and_then(|v| v.to_str())
-        .and_then(super::spec::verb)
-        .is_some_and(|v| v.face == super::spec::Face::Client);
-    if !client_verb {
+    let first = out.first().and_then(|v| v.to_str()).unwrap_or_default();
+    let verb = super::spec::verb(first);
+    // Said here, where it is known: the shim's parser would only find the
+    // leading `--publisher` an invalid option of its own.
+    if first.starts_with('-') && first != "--" {
+        return Err(UsageError(format!(
+            "{first} goes after the verb (`zurg --publisher ADDR --host H VERB {first}`); before it go only {}",
+            LEADING.join(", ")
+        )));
+    }
+    if let Some(v) = verb.filter(|v| v.face != super::spec::Face::Client) {
+        return Err(UsageError(format!(
+            "`{}` cannot be run through a publisher; these can: {}",
+            v.name,
+            crate::control::proto::RemoteVerb::ALL
+                .map(crate::control::proto::RemoteVerb::name)
+                .join(", ")
+        )));
+    }
+    if verb.is_none() {
         // Not `--publisher ... VERB`: the shim's parser says what is wrong.
         return Ok(original);
     }
@@ -461,6 +475,17 @@ mod tests {
         let not_a_verb = os(&["--publisher", "--", "true"]);
         assert_eq!(hoist_options(not_a_verb.clone()).unwrap(), not_a_verb);
         assert!(hoist_options(os(&["--publisher"])).is_err());
+        // What cannot follow the leading options says so, not "invalid
+        // option '--publisher'" from the shim's parser.
+        let err = |v: &[&str]| hoist_options(os(v)).unwrap_err().0;
+        assert_eq!(
+            err(&["--publisher", "p:1", "--json", "--host", "h", "status"]),
+            "--json goes after the verb (`zurg --publisher ADDR --host H VERB --json`); before it go only --publisher, --host, --operator-token-file"
+        );
+        assert_eq!(
+            err(&["--publisher", "p:1", "resolve", "web"]),
+            "`resolve` cannot be run through a publisher; these can: status, restart, stop, start, signal, upgrade, rollback"
+        );
     }
 
     #[test]
