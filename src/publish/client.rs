@@ -549,7 +549,7 @@ fn print_change(frame: &Frame) {
         let line = format!(
             "{what} {} {} {} [{reason}{how}]",
             e.service,
-            endpoint_addr(&e),
+            endpoint_addr(e),
             e.gpid
         );
         if writeln!(out, "{}", shown(&line))
