@@ -86,6 +86,10 @@ pub fn hoist_options(args: Vec<OsString>) -> Result<Vec<OsString>, UsageError> {
     let verb = super::spec::verb(first);
     // Said here, where it is known: the shim's parser would only find the
     // leading `--publisher` an invalid option of its own.
+    if first == "-h" || first == "--help" {
+        // `zurg --publisher ADDR --help`: the overview, which shows the form.
+        return Ok(vec![OsString::from("--help")]);
+    }
     if first.starts_with('-') && first != "--" {
         return Err(UsageError(format!(
             "{first} goes after the verb (`zurg --publisher ADDR --host H VERB {first}`); before it go only {}",
@@ -481,6 +485,10 @@ mod tests {
         assert_eq!(
             err(&["--publisher", "p:1", "--json", "--host", "h", "status"]),
             "--json goes after the verb (`zurg --publisher ADDR --host H VERB --json`); before it go only --publisher, --host, --operator-token-file"
+        );
+        assert_eq!(
+            hoist_options(os(&["--publisher", "p:1", "--help"])).unwrap(),
+            os(&["--help"])
         );
         assert_eq!(
             err(&["--publisher", "p:1", "resolve", "web"]),
