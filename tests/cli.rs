@@ -142,6 +142,41 @@ fn help_lists_every_verb_once_and_each_verb_has_its_own_help() {
     assert!(text(&out.stderr).contains("did you mean `zurg help status`?"));
 }
 
+/// The common form of a usage error, hand-written for none: `zurg: WHAT`,
+/// then the help `zurg help VERB` prints (resolve and publisher had texts of
+/// their own, which had drifted from their options).
+#[test]
+fn a_usage_error_of_every_verb_exits_2_with_that_verbs_own_help() {
+    for v in verbs() {
+        let out = zurg(&[&v, "--no-such-option"]);
+        assert_eq!(out.status.code(), Some(2), "zurg {v}");
+        let err = text(&out.stderr);
+        let (first, rest) = err.split_once('\n').unwrap();
+        assert!(
+            first.starts_with("zurg: ") && first.ends_with("invalid option '--no-such-option'"),
+            "zurg {v}: {err}"
+        );
+        let help = text(&zurg(&["help", &v]).stdout);
+        assert_eq!(rest.trim_end(), help.trim_end(), "zurg {v}");
+    }
+    // And the usage errors only resolve and publisher find themselves.
+    let resolve = zurg(&["resolve", "--timeout", "soon", "web"]);
+    assert_eq!(resolve.status.code(), Some(2));
+    let err = text(&resolve.stderr);
+    assert!(
+        err.starts_with("zurg: --timeout \"soon\": expected a duration")
+            && err.contains("usage: zurg resolve NAME|--all [OPTIONS]"),
+        "{err}"
+    );
+    let publisher = zurg(&["publisher"]);
+    assert_eq!(publisher.status.code(), Some(2));
+    let err = text(&publisher.stderr);
+    assert!(
+        err.starts_with("zurg: --listen ADDR is required\nusage: zurg publisher [OPTIONS]"),
+        "{err}"
+    );
+}
+
 #[test]
 fn bash_completion_loads_and_completes_verbs_and_options() {
     let script = format!(
@@ -266,6 +301,32 @@ fn a_socket_path_where_no_zurg_answers_is_named_with_what_it_is() {
         &other,
         "does not speak zurg's control protocol (it said: 220 smtp.example ready)",
     );
+    server.join().unwrap();
+}
+
+/// A listener that takes the request and never answers (a stopped zurg):
+/// the client gives up at its reply timeout and says so, not with the
+/// kernel's "Resource temporarily unavailable".
+#[test]
+fn a_socket_that_never_answers_is_given_up_on_with_a_message_that_says_so() {
+    let dir = TempDir::new("silent");
+    let sock = dir.path().join("silent.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let server = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        // Held open, unanswered, until the client has gone.
+        let _ = std::io::Read::read_to_end(&mut &s, &mut Vec::new());
+    });
+    // `wait --timeout 1ms` waits for its reply 5 s past its timeout.
+    let out = client_at(&sock, &["wait", "web", "--timeout", "1ms"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("no answer from {} within 5.0s", sock.display()))
+            && err.contains("took the request and said nothing"),
+        "{err}"
+    );
+    assert!(!err.contains("temporarily unavailable"), "{err}");
     server.join().unwrap();
 }
 

@@ -131,6 +131,16 @@ fn a_publisher_without_a_journal_says_how_to_keep_one() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+    // So is a token file that cannot be read (it was 3, "cannot be
+    // reached", for a publisher that was never tried), and the message
+    // names the option, as resolve's and the remote verbs' do.
+    let out = history_at(None, &p.addr, &["--token-file", "/nonexistent/token"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("zurg history: --token-file /nonexistent/token: No such file"),
+        "{err}"
+    );
 }
 
 #[test]

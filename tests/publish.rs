@@ -217,6 +217,44 @@ fn an_answer_owed_to_a_closed_connection_never_reaches_the_next_one() {
     );
 }
 
+/// A listener that takes the connection and never says a word (a stopped
+/// publisher, or something else on its port): the client gives up at its
+/// `--timeout` and names the publisher and how long it waited.
+#[test]
+fn a_publisher_that_never_answers_is_named_with_the_time_waited() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let out = std::process::Command::new(BIN)
+        .args(["resolve", "web", "--publisher", &addr, "--timeout", "300ms"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the publisher at {addr} did not answer within 0.3s (it took the connection and said nothing"
+        )),
+        "{err}"
+    );
+    drop(silent);
+}
+
+/// A name with control characters (from a script, a paste) comes back in
+/// the message escaped, as every other verb shows it, not acted on.
+#[test]
+fn resolve_shows_an_unknown_name_escaped() {
+    let p = Publisher::start(None, &[]);
+    let out = resolve_raw(None, &p.addr, &["x\u{1b}[2J\u{1b}]0;owned\u{7}y"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("x\\x1b[2J\\x1b]0;owned\\x07y: no live endpoints"),
+        "{err}"
+    );
+    assert!(!out.stderr.contains(&0x1b), "{err:?}");
+}
+
 #[test]
 fn garbage_and_oversized_frames_cost_only_their_own_connection() {
     let dir = TempDir::new("pub-garbage");

@@ -238,6 +238,57 @@ fn remote_control_is_off_without_an_operator_token_and_verbs_are_checked_at_star
     let said = until_closed(c);
     assert!(said.contains("need the operator token"), "{said}");
 
+    // An operator that gives no token, or a wrong one to each publisher of
+    // a list, reached them and was refused: exit 4 (docs/exit-codes.md), as
+    // for one refusing publisher, not 3 (unreachable).
+    let ask = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(args)
+            .args(["--host", "10.0.0.1", "status"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = ask(&["--publisher", &with_ops.addr]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("requires the operator token: give --operator-token-file"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A host the publisher does not know: exit 3, and with --json the
+    // error document a local error prints too.
+    let out = std::process::Command::new(BIN)
+        .args(["--publisher", &with_ops.addr, "--operator-token-file"])
+        .arg(&op)
+        .args(["--host", "10.0.0.1", "status", "--json"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {:?}", text(&out.stdout)));
+    assert_eq!(doc["ok"], false, "{doc}");
+    assert_eq!(doc["error"]["code"], "host_not_connected", "{doc}");
+    assert!(
+        text(&out.stderr).contains("host 10.0.0.1 is not connected"),
+        "{}",
+        text(&out.stderr)
+    );
+    let both = format!("{0},{0}", with_ops.addr);
+    let out = ask(&[
+        "--publisher",
+        &both,
+        "--operator-token-file",
+        token.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no publisher answered"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // An unknown verb in --publish-control is a usage error naming it.
     let out = std::process::Command::new(BIN)
         .args([

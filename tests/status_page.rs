@@ -271,9 +271,21 @@ fn a_page_off_loopback_needs_the_token_and_answers_401_everywhere_without_it() {
     let (status, _, page) = get(&web, "/", &format!("Cookie: other=1; {session}\r\n"));
     assert_eq!(status, 200);
     assert!(page.contains("/app.js"), "{page}");
-    // Scripts may present the token itself.
-    let (status, _, _) = get(&web, "/api/hosts", "Authorization: Bearer s3cret-token\r\n");
-    assert_eq!(status, 200);
+    // Scripts may present the token itself, in the scheme's any case.
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let auth = format!("Authorization: {scheme} s3cret-token\r\n");
+        let (status, head, _) = get(&web, "/api/hosts", &auth);
+        assert_eq!(status, 200, "{scheme}: {head}");
+        // Another method, admitted: 405 says which one is allowed.
+        let (status, head, _) = http(
+            &web,
+            &format!("DELETE /api/services HTTP/1.1\r\nHost: x\r\n{auth}\r\n"),
+        );
+        assert_eq!(status, 405, "{head}");
+        assert!(head.contains("\r\nAllow: GET\r\n"), "{head}");
+    }
+    let (status, _, _) = get(&web, "/api/hosts", "Authorization: Basic s3cret-token\r\n");
+    assert_eq!(status, 401);
 }
 
 fn hmac_hex(key: &[u8], msg: &str) -> String {

@@ -56,6 +56,35 @@ fn check(dir: &TempDir, extra: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// A unit file's name is the one text of a problem line zurg did not
+/// write: with an ESC or a bidi override in it, `check` shows it escaped,
+/// as `status` shows a service's texts, and never acts on the terminal.
+#[test]
+fn check_shows_a_file_name_with_control_characters_escaped() {
+    let dir = TempDir::new("check-escape");
+    let body = "exec = \"/bin/sleep\"\nargs = [\"1\"]\n";
+    dir.write("units/x\u{1b}]0;owned\u{7}y.toml", body);
+    dir.write("units/w\u{202e}eb.toml", body);
+    let out = check(&dir, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("x\\x1b]0;owned\\x07y.toml: invalid service name"),
+        "{text}"
+    );
+    assert!(
+        text.contains("w\\u{202e}eb.toml: invalid service name"),
+        "{text}"
+    );
+    let json = check(&dir, &["--json"]);
+    let doc = String::from_utf8_lossy(&json.stdout);
+    assert!(doc.contains("w\\u202eeb.toml"), "{doc}");
+    for said in [&out.stdout, &json.stdout] {
+        let said = String::from_utf8_lossy(said);
+        assert!(!said.contains(['\u{1b}', '\u{7}', '\u{202e}']), "{said:?}");
+    }
+}
+
 #[test]
 fn check_reports_all_four_mistakes_of_a_unit_at_once_in_line_order() {
     let (dir, bad) = units_with_four_mistakes("check-four");

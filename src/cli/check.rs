@@ -85,8 +85,7 @@ pub fn run(args: &[String]) -> i32 {
     let (dir, strict, json) = match parse(args) {
         Ok(a) => a,
         Err(e) => {
-            let help = super::spec::verb("check").map(super::render::verb_help);
-            eprintln!("zurg: check: {e}\n{}", help.unwrap_or_default());
+            eprintln!("zurg: check: {e}\n{}", super::render::help_for("check"));
             return 2;
         }
     };
@@ -127,10 +126,12 @@ pub fn run(args: &[String]) -> i32 {
     let services = report.units.len();
     if json {
         let doc = serde_json::json!({ "ok": problems.is_empty(), "units": files, "services": services, "problems": problems });
-        println!("{doc}");
+        // A file name is anyone's text: with an ESC or a bidi override in
+        // it, shown raw it would act on the terminal.
+        println!("{}", crate::safe_text::json(&doc.to_string()));
     } else {
         for p in &problems {
-            println!("{}", p.message);
+            println!("{}", crate::safe_text::escaped(&p.message));
         }
         if problems.is_empty() {
             let instances = if services == files {
@@ -138,7 +139,9 @@ pub fn run(args: &[String]) -> i32 {
             } else {
                 format!(" ({services} services)")
             };
-            println!("{files} unit(s){instances} in {} are fine", dir.display());
+            let dir = dir.display().to_string();
+            let dir = crate::safe_text::escaped(&dir);
+            println!("{files} unit(s){instances} in {dir} are fine");
         }
     }
     i32::from(!problems.is_empty())

@@ -217,10 +217,9 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
     let mut token_file = None;
     let mut operator_token_file = None;
     let mut all_hosts = false;
-    let remote_verb = matches!(
-        verb_name.as_str(),
-        "status" | "restart" | "stop" | "start" | "signal" | "upgrade" | "rollback"
-    );
+    let remote_verb = proto::RemoteVerb::ALL
+        .iter()
+        .any(|v| v.name() == verb_name.as_str());
     let mut wait_for = proto::WaitFor::Ready;
     let mut wait_for_given = false;
     let mut p = lexopt::Parser::from_args(rest.iter().cloned());
@@ -293,6 +292,21 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
             Long("all-hosts") if verb_name == "status" => all_hosts = true,
             Long("token-file") if verb_name == "history" => {
                 token_file = Some(PathBuf::from(p.value()?))
+            }
+            // Taken by the verbs above only; said plainly, since `zurg
+            // --publisher ADDR --host H VERB` reads as if any verb went.
+            Long(o @ ("publisher" | "host" | "operator-token-file")) if verb_name != "history" => {
+                return Err(UsageError(format!(
+                    "invalid option '--{o}': `{verb_name}` cannot be run through a publisher; these can: {}",
+                    proto::RemoteVerb::ALL
+                        .map(proto::RemoteVerb::name)
+                        .join(", ")
+                )));
+            }
+            Long("operator-token-file") => {
+                return Err(UsageError(
+                    "invalid option '--operator-token-file': history --publisher reads the publisher's journal with the host token (--token-file), not the operator token".into(),
+                ));
             }
             Long("poweroff") if verb_name == "shutdown" => mode = ShutdownMode::Poweroff,
             Long("reboot") if verb_name == "shutdown" => mode = ShutdownMode::Reboot,
@@ -520,15 +534,26 @@ fn reply_timeout(verb: &Verb) -> Option<Duration> {
     }
 }
 
+/// Why a reply never came: the read timeout said as such (the kernel's
+/// "Resource temporarily unavailable" tells a person nothing), any other
+/// error as it is.
+fn no_answer(path: &std::path::Path, e: &std::io::Error, waited: Option<Duration>) -> String {
+    match (e.kind(), waited) {
+        (std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut, Some(w)) => format!(
+            "no answer from {} within {}: whatever listens there took the request and said nothing (a zurg that is stopped or hung, or not zurg); nothing says whether it was carried out",
+            path.display(),
+            crate::supervisor::human_ms(u64::try_from(w.as_millis()).unwrap_or(u64::MAX))
+        ),
+        _ => format!("no answer from {}: {e}", path.display()),
+    }
+}
+
 /// Runs a client command; returns the exit code.
 pub fn run(args: &[String]) -> i32 {
     let cmd = match parse_args(args) {
         Ok(c) => c,
         Err(e) => {
-            let help = args
-                .first()
-                .and_then(|v| super::spec::verb(v))
-                .map_or_else(super::render::usage, super::render::verb_help);
+            let help = super::render::help_for(args.first().map_or("", String::as_str));
             eprintln!("zurg: {e}\n{help}");
             return EXIT_USAGE;
         }
@@ -598,7 +623,7 @@ pub fn run(args: &[String]) -> i32 {
             }
             Ok(_) => {}
             Err(e) => {
-                eprintln!("zurg: no answer from {}: {e}", path.display());
+                eprintln!("zurg: {}", no_answer(&path, &e, reply_timeout(&cmd.verb)));
                 return EXIT_FAILED;
             }
         }
@@ -1104,7 +1129,10 @@ fn caller_pid(pid: Option<i32>, seen: &CallerView) -> String {
     }
 }
 
-fn align(cells: &[Vec<String>]) -> String {
+/// Rows of cells as columns as wide as their widest cell, two spaces
+/// apart (the first row is the header). Cells are shown text: escape
+/// them before, or the padding counts what a terminal will not show.
+pub(crate) fn align(cells: &[Vec<String>]) -> String {
     let cols = cells.first().map_or(0, Vec::len);
     let mut widths = vec![0usize; cols];
     for row in cells {
@@ -1399,6 +1427,26 @@ mod tests {
         assert_eq!(
             err(&["status", "--all-hosts"]),
             "status: --all-hosts goes with --publisher ADDR"
+        );
+        // A verb no host runs for a publisher says so, not "invalid option
+        // '--publisher'" (as `zurg --publisher A --host H logs web` reads
+        // once its leading options are moved after the verb).
+        for verb in [
+            "logs", "reload", "wait", "events", "stats", "gpid", "shutdown", "version",
+        ] {
+            assert_eq!(
+                err(&[verb, "--publisher", "a:1", "--host", "h"]),
+                format!("invalid option '--publisher': `{verb}` cannot be run through a publisher; these can: status, restart, stop, start, signal, upgrade, rollback"),
+            );
+        }
+        assert!(
+            err(&["logs", "web", "--operator-token-file", "f"]).starts_with(
+                "invalid option '--operator-token-file': `logs` cannot be run through a publisher"
+            )
+        );
+        assert_eq!(
+            err(&["history", "--publisher", "a:1", "--operator-token-file", "f"]),
+            "invalid option '--operator-token-file': history --publisher reads the publisher's journal with the host token (--token-file), not the operator token"
         );
     }
 

@@ -82,12 +82,30 @@ pub fn hoist_options(args: Vec<OsString>) -> Result<Vec<OsString>, UsageError> {
                 .into(),
         ));
     }
-    let client_verb = out
-        .first()
-        .and_then(|v| v.to_str())
-        .and_then(super::spec::verb)
-        .is_some_and(|v| v.face == super::spec::Face::Client);
-    if !client_verb {
+    let first = out.first().and_then(|v| v.to_str()).unwrap_or_default();
+    let verb = super::spec::verb(first);
+    // Said here, where it is known: the shim's parser would only find the
+    // leading `--publisher` an invalid option of its own.
+    if first == "-h" || first == "--help" {
+        // `zurg --publisher ADDR --help`: the overview, which shows the form.
+        return Ok(vec![OsString::from("--help")]);
+    }
+    if first.starts_with('-') && first != "--" {
+        return Err(UsageError(format!(
+            "{first} goes after the verb (`zurg --publisher ADDR --host H VERB {first}`); before it go only {}",
+            LEADING.join(", ")
+        )));
+    }
+    if let Some(v) = verb.filter(|v| v.face != super::spec::Face::Client) {
+        return Err(UsageError(format!(
+            "`{}` cannot be run through a publisher; these can: {}",
+            v.name,
+            crate::control::proto::RemoteVerb::ALL
+                .map(crate::control::proto::RemoteVerb::name)
+                .join(", ")
+        )));
+    }
+    if verb.is_none() {
         // Not `--publisher ... VERB`: the shim's parser says what is wrong.
         return Ok(original);
     }
@@ -152,9 +170,10 @@ fn open(ask: &RemoteAsk, timeout: Duration) -> Result<Session, (i32, String)> {
     })
     .map(|(s, _)| s)
     .map_err(|e| {
-        // The publisher said why it refused (an `error` frame): the
-        // connection worked, the credentials did not.
-        let code = if e.message.starts_with("publisher: ") && !e.stopping {
+        // The publisher was reached and would not let us in (it refused
+        // the token, or asked for one we were not given): the connection
+        // worked, the credentials did not.
+        let code = if e.denied {
             EXIT_FORBIDDEN
         } else {
             EXIT_UNREACHABLE
@@ -236,15 +255,16 @@ fn one_host(cmd: &ClientCmd, s: &mut Session, host: &str) -> i32 {
                     }
                 };
                 let reply = reply_of(1, ok, result, error);
-                if let Some(code) = reply.error.as_ref().and_then(|e| error_exit(e.code)) {
-                    if let Some(e) = &reply.error {
-                        eprintln!("zurg: {}", shown(&e.message));
-                    }
-                    return code;
-                }
                 let mut raw = serde_json::to_vec(&reply).unwrap_or_default();
                 raw.push(b'\n');
-                return print_reply(cmd, &reply, &raw, None);
+                // Every error answer as a local one prints (its JSON with
+                // --json, its message), under its own exit code.
+                let printed = print_reply(cmd, &reply, &raw, None);
+                return reply
+                    .error
+                    .as_ref()
+                    .and_then(|e| error_exit(e.code))
+                    .unwrap_or(printed);
             }
             Ok(Frame::Error { message, .. }) => {
                 eprintln!("zurg: publisher: {}", shown(&message));
@@ -459,6 +479,21 @@ mod tests {
         let not_a_verb = os(&["--publisher", "--", "true"]);
         assert_eq!(hoist_options(not_a_verb.clone()).unwrap(), not_a_verb);
         assert!(hoist_options(os(&["--publisher"])).is_err());
+        // What cannot follow the leading options says so, not "invalid
+        // option '--publisher'" from the shim's parser.
+        let err = |v: &[&str]| hoist_options(os(v)).unwrap_err().0;
+        assert_eq!(
+            err(&["--publisher", "p:1", "--json", "--host", "h", "status"]),
+            "--json goes after the verb (`zurg --publisher ADDR --host H VERB --json`); before it go only --publisher, --host, --operator-token-file"
+        );
+        assert_eq!(
+            hoist_options(os(&["--publisher", "p:1", "--help"])).unwrap(),
+            os(&["--help"])
+        );
+        assert_eq!(
+            err(&["--publisher", "p:1", "resolve", "web"]),
+            "`resolve` cannot be run through a publisher; these can: status, restart, stop, start, signal, upgrade, rollback"
+        );
     }
 
     #[test]

@@ -73,6 +73,12 @@ pub fn usage() -> String {
     out
 }
 
+/// What a usage error of `word` (a verb's name) shows after the error:
+/// that verb's help, or the general usage when `word` is no verb.
+pub fn help_for(word: &str) -> String {
+    super::spec::verb(word).map_or_else(usage, verb_help)
+}
+
 /// One verb's help: synopsis, summary, every option with its default.
 pub fn verb_help(v: &VerbSpec) -> String {
     let mut out = String::new();

@@ -480,7 +480,7 @@ pub const VERBS: &[VerbSpec] = &[
     VerbSpec {
         name: "resolve",
         args: "NAME|--all",
-        summary: "print where a service runs now, and follow its changes",
+        summary: "print where a service runs now, and follow its changes; exits 1 when NAME has no live endpoint",
         face: Face::Resolve,
         opts: &[
             flag("all", "every name with its endpoints, and the hosts that run them"),
@@ -488,7 +488,10 @@ pub const VERBS: &[VerbSpec] = &[
                 flag("watch", "keep streaming every change as it happens"),
                 'w',
             ),
-            flag("json", "JSON output, one document per line"),
+            flag(
+                "json",
+                "JSON output, one document per line (one per change with --watch)",
+            ),
             default(
                 valued(
                     "publisher",
@@ -517,7 +520,7 @@ pub const VERBS: &[VerbSpec] = &[
             valued(
                 "listen",
                 "ADDR",
-                "IP:PORT to serve forwarders and resolve clients on (required)",
+                "IP:PORT to serve forwarders and resolve clients on, e.g. 0.0.0.0:7300 (required)",
             ),
             valued(
                 "etcd",
@@ -546,7 +549,7 @@ pub const VERBS: &[VerbSpec] = &[
             valued(
                 "journal",
                 "DIR",
-                "keep every host's starts and exits in DIR, for `zurg history --publisher`",
+                "keep every host's starts and exits in DIR/journal (8 MiB, then rotated to journal.1), for `zurg history --publisher`",
             ),
             valued(
                 "operator-token-file",

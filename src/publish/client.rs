@@ -24,18 +24,6 @@ const CLIENT_MAX_FRAME: usize = 16 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_BACKOFF_MS: u64 = 5_000;
 
-pub const USAGE: &str = "\
-usage: zurg resolve NAME [--watch] [--json] [--publisher ADDR[,ADDR...]] [--token-file F] [--timeout DUR]
-       zurg resolve --all [--watch] [--json] ...
-  NAME              print the live endpoints of service NAME (exit 1 when there are none)
-  --all             every name with its endpoints, and the hosts that run them
-  --watch           keep streaming every change as it happens (one JSON document per line with --json)
-  --publisher ADDR[,ADDR...]
-                    publisher addresses HOST:PORT, tried in turn (default: $ZURG_PUBLISHER)
-  --token-file F    shared secret, when the publisher asks for one
-  --timeout DUR     give up on an unresponsive publisher after DUR (default 5s)
-";
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
     pub name: Option<String>,
@@ -99,22 +87,19 @@ pub fn parse_options(args: &[String], env_publisher: Option<String>) -> Result<O
     })
 }
 
+/// `--help` never reaches it: `cli::parse` answers it from the table.
 pub fn run(args: &[String]) -> i32 {
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        print!("{USAGE}");
-        return 0;
-    }
     let opts = match parse_options(args, std::env::var("ZURG_PUBLISHER").ok()) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("zurg resolve: {e}\n{USAGE}");
+            eprintln!("zurg: {e}\n{}", crate::cli::render::help_for("resolve"));
             return 2;
         }
     };
     let token = match opts.token_file.as_deref().map(read_token).transpose() {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("zurg resolve: {e}");
+            eprintln!("zurg resolve: --token-file {e}");
             return 2;
         }
     };
@@ -143,6 +128,11 @@ pub struct Failure {
     /// of a publisher that keeps no journal): a failed request (exit 1),
     /// not an unreachable publisher (3).
     pub refused: bool,
+    /// The publisher would not let us in: it asked for a token we were
+    /// not given, or refused ours or our role (an `error` at the
+    /// handshake). For an operator that is exit 4, not 3: the publisher
+    /// was reached, the credentials were not enough.
+    pub denied: bool,
 }
 
 impl From<String> for Failure {
@@ -151,6 +141,7 @@ impl From<String> for Failure {
             message,
             stopping: false,
             refused: false,
+            denied: false,
         }
     }
 }
@@ -162,6 +153,7 @@ fn refusal(message: &str, stopping: bool) -> Failure {
         message: format!("publisher: {}", shown(message)),
         stopping,
         refused: false,
+        denied: !stopping,
     }
 }
 
@@ -202,7 +194,9 @@ pub fn first_answer<T>(
             }
         }
     }
-    let all_refused = !failures.is_empty() && failures.iter().all(|(_, e)| e.refused);
+    let all =
+        |what: fn(&Failure) -> bool| !failures.is_empty() && failures.iter().all(|(_, e)| what(e));
+    let (all_refused, all_denied) = (all(|e| e.refused), all(|e| e.denied));
     Err(match failures.len() {
         // One publisher: its own words, as before lists existed.
         0 | 1 => failures
@@ -220,6 +214,7 @@ pub fn first_answer<T>(
             ),
             stopping: false,
             refused: all_refused,
+            denied: all_denied,
         },
     })
 }
@@ -297,10 +292,13 @@ impl Session {
             match s.read_frame()? {
                 Frame::Challenge { nonce } => {
                     let Some(t) = token else {
-                        return Err(String::from(match role {
-                            Role::Operator => "the publisher requires the operator token: give --operator-token-file",
-                            _ => "the publisher requires a token: give --token-file",
-                        }).into());
+                        return Err(Failure {
+                            denied: true,
+                            ..Failure::from(String::from(match role {
+                                Role::Operator => "the publisher requires the operator token: give --operator-token-file",
+                                _ => "the publisher requires a token: give --token-file",
+                            }))
+                        });
                     };
                     s.send(&Frame::Auth {
                         mac: proto::proof(t, role.name(), &nonce),
@@ -340,7 +338,7 @@ impl Session {
                 return Ok(f);
             }
             match self.stream.read(&mut buf) {
-                Ok(0) => return Err("the publisher closed the connection".into()),
+                Ok(0) => return Err(format!("{} closed the connection", self.who())),
                 Ok(n) => self.decoder.feed(buf.get(..n).unwrap_or_default()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e)
@@ -349,10 +347,31 @@ impl Session {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return Err("the publisher did not answer in time".into())
+                    let within = self
+                        .stream
+                        .read_timeout()
+                        .ok()
+                        .flatten()
+                        .map(|t| {
+                            let ms = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
+                            format!(" within {}", crate::supervisor::human_ms(ms))
+                        })
+                        .unwrap_or_default();
+                    return Err(format!(
+                        "{} did not answer{within} (it took the connection and said nothing: overloaded, stopped, or not a zurg publisher)",
+                        self.who()
+                    ));
                 }
                 Err(e) => return Err(format!("publisher connection: {e}")),
             }
+        }
+    }
+
+    /// "the publisher at ADDR", for messages: with a list, which one.
+    fn who(&self) -> String {
+        match self.stream.peer_addr() {
+            Ok(a) => format!("the publisher at {a}"),
+            Err(_) => "the publisher".into(),
         }
     }
 
@@ -366,6 +385,58 @@ impl Session {
 struct Listing {
     hosts: Vec<HostInfo>,
     names: Vec<(String, Vec<Endpoint>)>,
+}
+
+/// Where an endpoint is reached, as a socket address is written: an IPv6
+/// address in brackets (`[2001:db8::1]:8080`), as in its GPID.
+fn endpoint_addr(e: &Endpoint) -> String {
+    if e.ip.contains(':') {
+        format!("[{}]:{}", e.ip, e.port)
+    } else {
+        format!("{}:{}", e.ip, e.port)
+    }
+}
+
+/// `resolve`'s text: with `all`, the hosts' table, then the endpoints'
+/// (every text escaped before it is padded).
+fn listing_table(listing: &Listing, all: bool) -> String {
+    let mut out = String::new();
+    if all {
+        let mut cells = vec![["HOST", "HOSTNAME", "ENDPOINTS", "SEQ", "LIVE", "ZURG"]
+            .map(str::to_string)
+            .to_vec()];
+        for h in &listing.hosts {
+            cells.push(vec![
+                shown(&h.ip).into_owned(),
+                if h.hostname.is_empty() {
+                    "-".into()
+                } else {
+                    shown(&h.hostname).into_owned()
+                },
+                h.endpoints.to_string(),
+                h.seq.to_string(),
+                if h.connected { "yes" } else { "no" }.into(),
+                shown(&h.zurg).into_owned(),
+            ]);
+        }
+        out.push_str(&crate::cli::client::align(&cells));
+        out.push('\n');
+    }
+    let mut cells = vec![["SERVICE", "ENDPOINT", "VERSION", "GPID"]
+        .map(str::to_string)
+        .to_vec()];
+    for (name, eps) in &listing.names {
+        for e in eps {
+            cells.push(vec![
+                shown(name).into_owned(),
+                shown(&endpoint_addr(e)).into_owned(),
+                shown(e.version.as_deref().unwrap_or("-")).into_owned(),
+                shown(&e.gpid).into_owned(),
+            ]);
+        }
+    }
+    out.push_str(&crate::cli::client::align(&cells));
+    out
 }
 
 fn read_listing(s: &mut Session, echo_json: bool) -> Result<Listing, Failure> {
@@ -421,52 +492,11 @@ fn list(opts: &Options, token: Option<&[u8]>) -> Result<i32, Failure> {
         };
         let _ = json_line(&mut out, &doc);
     } else {
-        if opts.name.is_none() {
-            let _ = writeln!(
-                out,
-                "{:<16} {:<22} {:>9} {:>9} {:>5}  ZURG",
-                "HOST", "HOSTNAME", "ENDPOINTS", "SEQ", "LIVE"
-            );
-            for h in &listing.hosts {
-                // Escaped before padding, so the columns still line up.
-                let _ = writeln!(
-                    out,
-                    "{:<16} {:<22} {:>9} {:>9} {:>5}  {}",
-                    shown(&h.ip),
-                    if h.hostname.is_empty() {
-                        "-".into()
-                    } else {
-                        shown(&h.hostname)
-                    },
-                    h.endpoints,
-                    h.seq,
-                    if h.connected { "yes" } else { "no" },
-                    shown(&h.zurg)
-                );
-            }
-            let _ = writeln!(out);
-        }
-        let _ = writeln!(
-            out,
-            "{:<20} {:<22} {:<12} GPID",
-            "SERVICE", "ENDPOINT", "VERSION"
-        );
-        for (name, eps) in &listing.names {
-            for e in eps {
-                let _ = writeln!(
-                    out,
-                    "{:<20} {:<22} {:<12} {}",
-                    shown(name),
-                    format!("{}:{}", shown(&e.ip), e.port),
-                    shown(e.version.as_deref().unwrap_or("-")),
-                    shown(&e.gpid)
-                );
-            }
-        }
+        let _ = out.write_all(listing_table(&listing, opts.name.is_none()).as_bytes());
     }
     if total == 0 {
         if let Some(name) = &opts.name {
-            eprintln!("zurg resolve: {name}: no live endpoints");
+            eprintln!("zurg resolve: {}: no live endpoints", shown(name));
         }
         return Ok(1);
     }
@@ -517,8 +547,10 @@ fn print_change(frame: &Frame) {
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
         let line = format!(
-            "{what} {} {}:{} {} [{reason}{how}]",
-            e.service, e.ip, e.port, e.gpid
+            "{what} {} {} {} [{reason}{how}]",
+            e.service,
+            endpoint_addr(e),
+            e.gpid
         );
         if writeln!(out, "{}", shown(&line))
             .and_then(|_| out.flush())
@@ -571,7 +603,7 @@ fn watch_one(opts: &Options, addr: &str, token: Option<&[u8]>, backoff_ms: &mut 
     if !opts.json {
         for (name, eps) in &listing.names {
             for e in eps {
-                let line = format!("live {name} {}:{} {}", e.ip, e.port, e.gpid);
+                let line = format!("live {name} {} {}", endpoint_addr(e), e.gpid);
                 let _ = writeln!(io::stdout().lock(), "{}", shown(&line));
             }
         }
@@ -610,7 +642,16 @@ pub struct HistoryAsk {
 /// line each (time, host, service, kind, exit, GPID, version), or with
 /// `json` one document `{"ok":true,"result":[records],"older":N}`.
 pub fn history(ask: &HistoryAsk, json: bool) -> i32 {
-    match fetch_history(ask) {
+    // A token file that cannot be read is the command line's mistake (2),
+    // as for resolve; 3 is for a publisher that cannot be reached.
+    let token = match ask.token_file.as_deref().map(read_token).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("zurg history: --token-file {e}");
+            return 2;
+        }
+    };
+    match fetch_history(ask, token.as_deref()) {
         Ok(Fetched { unknown_name, .. }) if unknown_name => {
             // As `zurg history NAME` answers for a name zurg does not run
             // and has no record of (exit 1, docs/exit-codes.md).
@@ -669,10 +710,9 @@ struct Fetched {
     unknown_name: bool,
 }
 
-fn fetch_history(ask: &HistoryAsk) -> Result<Fetched, Failure> {
-    let token = ask.token_file.as_deref().map(read_token).transpose()?;
+fn fetch_history(ask: &HistoryAsk, token: Option<&[u8]>) -> Result<Fetched, Failure> {
     first_answer(&ask.publishers, 0, "zurg history", |addr| {
-        fetch_history_from(ask, addr, token.as_deref())
+        fetch_history_from(ask, addr, token)
     })
     .map(|(answer, _)| answer)
 }
@@ -745,4 +785,77 @@ fn history_line(value: &serde_json::Value) -> String {
         r.kind,
         r.gpid,
     )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn endpoint(service: &str, ip: &str, port: u16, version: Option<&str>, gpid: &str) -> Endpoint {
+        Endpoint {
+            service: service.into(),
+            ip: ip.into(),
+            port,
+            gpid: gpid.into(),
+            version: version.map(str::to_string),
+            since_us: 0,
+            host: "192.0.2.2:0:1:1".into(),
+        }
+    }
+
+    #[test]
+    fn listing_columns_fit_the_longest_name_and_escaped_text() {
+        let long = "a-service-name-of-sixty-nine-bytes-as-long-as-a-unit-name-may-be-1234";
+        assert_eq!(long.len(), crate::unit::parse::MAX_SERVICE_NAME_LEN);
+        let listing = Listing {
+            hosts: vec![HostInfo {
+                zurg: "192.0.2.2:0:1:1".into(),
+                ip: "192.0.2.2".into(),
+                boot: String::new(),
+                hostname: "vm\u{1b}[2J".into(),
+                seq: 16,
+                applied: 16,
+                duplicates: 0,
+                gaps: 0,
+                connected: true,
+                endpoints: 2,
+            }],
+            names: vec![
+                (
+                    long.into(),
+                    vec![endpoint(long, "192.0.2.2", 0, None, "192.0.2.2:0:5:9")],
+                ),
+                (
+                    "web".into(),
+                    vec![endpoint(
+                        "web",
+                        "2001:db8::1",
+                        8080,
+                        Some("1.2.3"),
+                        "[2001:db8::1]:8080:6:11",
+                    )],
+                ),
+            ],
+        };
+        assert_eq!(
+            listing_table(&listing, true),
+            "HOST       HOSTNAME   ENDPOINTS  SEQ  LIVE  ZURG\n\
+             192.0.2.2  vm\\x1b[2J  2          16   yes   192.0.2.2:0:1:1\n\
+             \n\
+             SERVICE                                                                ENDPOINT            VERSION  GPID\n\
+             a-service-name-of-sixty-nine-bytes-as-long-as-a-unit-name-may-be-1234  192.0.2.2:0         -        192.0.2.2:0:5:9\n\
+             web                                                                    [2001:db8::1]:8080  1.2.3    [2001:db8::1]:8080:6:11\n"
+        );
+        // One name: no hosts' table.
+        let one = Listing {
+            hosts: Vec::new(),
+            names: vec![listing.names[1].clone()],
+        };
+        assert_eq!(
+            listing_table(&one, false),
+            "SERVICE  ENDPOINT            VERSION  GPID\n\
+             web      [2001:db8::1]:8080  1.2.3    [2001:db8::1]:8080:6:11\n"
+        );
+    }
 }

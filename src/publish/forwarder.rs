@@ -811,7 +811,26 @@ impl Forwarder {
                 verb,
                 parts,
             } => {
-                if self.runs.len() >= MAX_RUNS_QUEUED {
+                if let Err(e) = proto::check_run(&operator, &verb) {
+                    // Nothing of it is run or journaled, and the log says
+                    // why without the text itself.
+                    crate::log!(
+                        "publisher {}: refused a relayed {}: {e}",
+                        self.addr().map(|a| a.to_string()).unwrap_or_default(),
+                        verb.name()
+                    );
+                    let refused = Frame::Answer {
+                        id,
+                        ok: false,
+                        result: None,
+                        error: Some(ErrorBody {
+                            code: ErrorCode::BadRequest,
+                            message: format!("this host refused the relayed request: {e}"),
+                        }),
+                        host: Some(self.identity.zurg.clone()),
+                    };
+                    proto::encode(&refused, &mut self.out);
+                } else if self.runs.len() >= MAX_RUNS_QUEUED {
                     let busy = Frame::Answer {
                         id,
                         ok: false,
@@ -1272,6 +1291,65 @@ mod tests {
         };
         f.answer(&answer, poll.registry(), 1);
         assert_eq!(peer.next(Duration::from_secs(5)), Some(answer));
+    }
+
+    #[test]
+    fn a_relayed_request_with_a_long_or_odd_operator_is_refused_and_never_run() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = listener.local_addr().unwrap().to_string();
+        let mut poll = mio::Poll::new().unwrap();
+        let mut f = Forwarder::new(vec![target], None, identity(), TOKEN, 10)
+            .with_control(vec![RemoteVerb::Restart]);
+        let mut peer = streaming(&listener, &mut poll, &mut f);
+        let verb = Verb::Restart {
+            names: vec!["api".into()],
+            timeout_ms: None,
+        };
+        let run = |id: u64, operator: String| Frame::Run {
+            id,
+            operator,
+            verb: verb.clone(),
+            parts: false,
+        };
+        let mut bytes = Vec::new();
+        // As long as a frame allows, and one that would forge a log line
+        // and retitle a terminal.
+        proto::encode(&run(1, format!("op:{}", "a".repeat(60_000))), &mut bytes);
+        proto::encode(
+            &run(2, "op:1\nfake line\x1b]0;pwned\x07".into()),
+            &mut bytes,
+        );
+        proto::encode(&run(3, "op:0123456789ab".into()), &mut bytes);
+        peer.stream.write_all(&bytes).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut runs = Vec::new();
+        while runs.is_empty() {
+            assert!(Instant::now() < deadline, "the good run never arrived");
+            drive(&mut poll, &mut f, Duration::from_millis(100));
+            runs = f.take_runs();
+        }
+        // Only the one with an operator key's id is run.
+        assert_eq!(runs, [(3, "op:0123456789ab".to_string(), verb.clone())]);
+        for (id, says) in [
+            (1, "run.operator of 60003 bytes"),
+            (2, "`op:1\\nfake line\\x1b]0;pwned\\x07`"),
+        ] {
+            match peer.next(Duration::from_secs(5)) {
+                Some(Frame::Answer {
+                    id: got,
+                    ok: false,
+                    error: Some(e),
+                    ..
+                }) => {
+                    assert_eq!(got, id);
+                    assert_eq!(e.code, ErrorCode::BadRequest);
+                    assert!(e.message.contains(says), "{}", e.message);
+                    assert!(e.message.len() < 400, "{}", e.message);
+                    assert!(!e.message.contains('\x1b'), "{}", e.message);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

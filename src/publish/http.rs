@@ -222,7 +222,12 @@ pub fn parse(buf: &[u8]) -> Parsed {
                 None => value,
             });
         } else if h.name.eq_ignore_ascii_case("authorization") {
-            out.bearer = value.strip_prefix("Bearer ").map(|t| t.trim().to_string());
+            // The scheme is case-insensitive (RFC 9110 11.1): `bearer`
+            // from a script is as good as `Bearer`.
+            out.bearer = value
+                .split_once(' ')
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, t)| t.trim().to_string());
         } else if h.name.eq_ignore_ascii_case("content-length") {
             let Ok(n) = value.parse::<usize>() else {
                 return Parsed::Bad(400, "bad Content-Length");
@@ -608,7 +613,14 @@ impl Http {
             return self.start_response(id, out);
         }
         if req.method != "GET" {
-            text(&mut out, 405, "only GET (and POST /login)");
+            // A 405 names what is allowed (RFC 9110 15.5.6).
+            response(
+                &mut out,
+                405,
+                "text/plain; charset=utf-8",
+                "Allow: GET\r\n",
+                b"only GET (and POST /login)\n",
+            );
             return self.start_response(id, out);
         }
         let json = "application/json";

@@ -414,6 +414,10 @@ pub enum Field {
     Digest,
     /// An upgrade's `exec`: a path (PATH_MAX).
     Path,
+    /// A relayed request's `operator`: the operator key's id
+    /// (`relay::key_id`, `op:` and 12 hex digits), with room for a longer
+    /// fingerprint.
+    Operator,
 }
 
 impl Field {
@@ -440,6 +444,7 @@ impl Field {
             }
             Field::Digest => 128,
             Field::Path => 4096,
+            Field::Operator => 64,
         }
     }
 
@@ -509,6 +514,23 @@ fn check_verb(verb: &Verb) -> Result<(), FrameError> {
     }
 }
 
+/// What a host checks of a request its publisher relays (`run`), before it
+/// runs, logs or journals any of it: the operator key's id is at most
+/// `Field::Operator` bytes of printable ASCII (a fingerprint, as
+/// `relay::key_id` makes it), and the verb's fields are held to the
+/// bounds the publisher holds an operator's request to. A publisher that
+/// sends more is not a zurg, or a compromised one: without this check it
+/// could make the host journal any text, as long as a frame.
+pub fn check_run(operator: &str, verb: &Verb) -> Result<(), FrameError> {
+    Field::Operator.check("run.operator", operator)?;
+    if operator.is_empty() || !operator.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(FrameError::OddOperator {
+            shown: crate::safe_text::escaped(operator).into_owned(),
+        });
+    }
+    check_verb(verb)
+}
+
 /// Holds each text field of a frame a peer sends the publisher to its
 /// `Field` maximum: a host's hello, events and snapshots; a resolve
 /// client's or an operator's resolve, history query and request. Frames
@@ -568,6 +590,8 @@ pub enum FrameError {
         len: usize,
         max: usize,
     },
+    #[error("run.operator `{shown}` is not an operator key's id (`op:` and hex digits: printable ASCII, docs/naming.md); this publisher is not a zurg, or a broken one")]
+    OddOperator { shown: String },
 }
 
 /// Appends one frame, header and body, to `out`.
@@ -1081,6 +1105,55 @@ mod tests {
             control: Vec::new(),
         };
         assert_eq!(refused_field(&hello), Some(("hello.hostname", 64)));
+    }
+
+    #[test]
+    fn a_host_holds_a_relayed_requests_operator_to_a_short_printable_key_id() {
+        let verb = Verb::Restart {
+            names: vec!["api".into()],
+            timeout_ms: None,
+        };
+        let key = super::super::relay::key_id(b"op-secret");
+        assert_eq!(check_run(&key, &verb), Ok(()));
+        let longest = format!("op:{}", "f".repeat(Field::Operator.max() - 3));
+        assert_eq!(check_run(&longest, &verb), Ok(()));
+        assert_eq!(
+            check_run(&format!("{longest}f"), &verb),
+            Err(FrameError::FieldTooLong {
+                field: "run.operator",
+                len: 65,
+                max: 64
+            })
+        );
+        for (odd, shown) in [
+            ("op:1\nforged", "op:1\\nforged"),
+            ("op:\x1b]0;title\x07", "op:\\x1b]0;title\\x07"),
+            ("op:a b", "op:a b"),
+            ("op:\u{202e}ba", "op:\\u{202e}ba"),
+            ("op:é", "op:é"),
+            ("", ""),
+        ] {
+            let e = check_run(odd, &verb).expect_err(odd);
+            assert_eq!(
+                e,
+                FrameError::OddOperator {
+                    shown: shown.into()
+                }
+            );
+            assert!(!e.to_string().chars().any(char::is_control), "{e}");
+        }
+        // The verb is held as the publisher holds an operator's request.
+        let long_name = Verb::Restart {
+            names: vec!["a".repeat(Field::Service.max() + 1)],
+            timeout_ms: None,
+        };
+        assert!(matches!(
+            check_run(&key, &long_name),
+            Err(FrameError::FieldTooLong {
+                field: "request.verb.names",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -104,21 +104,6 @@ pub struct Options {
     pub operator_token_file: Option<PathBuf>,
 }
 
-pub const USAGE: &str = "\
-usage: zurg publisher --listen ADDR [--etcd URL[,URL...]] [--prefix P] [--lease-ms N] [--token-file F] [--http ADDR] [--journal DIR] [--operator-token-file F]
-  --listen ADDR     address to serve forwarders and resolve clients on, e.g. 0.0.0.0:7300
-  --etcd URLS       keep the registry in etcd (needs a build with --features etcd)
-  --prefix P        etcd key prefix (default /zurg)
-  --lease-ms N      a host silent this long loses its endpoints (default 10000)
-  --token-file F    shared secret; peers must prove they know it
-  --http ADDR       serve the live status page and its JSON API on ADDR, e.g. 127.0.0.1:7380
-                    (any address but loopback needs --token-file; the page asks for the token)
-  --journal DIR     keep every start and exit from every host in DIR/journal, for
-                    `zurg history --publisher` (8 MiB, then rotated to journal.1)
-  --operator-token-file F  secret of the operators who may run control requests on
-                    hosts that allow them (zurg run --publish-control); never the host token
-";
-
 pub fn parse_options(args: &[String]) -> Result<Options, String> {
     let mut listen = None;
     let mut etcd = Vec::new();
@@ -356,15 +341,12 @@ struct Server {
     relay: Relay,
 }
 
+/// `--help` never reaches it: `cli::parse` answers it from the table.
 pub fn run(args: &[String]) -> i32 {
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        print!("{USAGE}");
-        return 0;
-    }
     let opts = match parse_options(args) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("zurg publisher: {e}\n{USAGE}");
+            eprintln!("zurg: {e}\n{}", crate::cli::render::help_for("publisher"));
             return 2;
         }
     };
@@ -473,7 +455,12 @@ enum Started {
 
 impl Server {
     fn start(opts: &Options, signals: SignalFd) -> Result<Started, String> {
-        let token = opts.token_file.as_deref().map(read_token).transpose()?;
+        let token = opts
+            .token_file
+            .as_deref()
+            .map(read_token)
+            .transpose()
+            .map_err(|e| format!("--token-file {e}"))?;
         let operator_token = opts
             .operator_token_file
             .as_deref()

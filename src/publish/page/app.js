@@ -141,7 +141,8 @@ function rowParts(z, ip, name, eps, stat, now) {
   });
   const cells = [
     cell('svc', [name], ''),
-    cell('ep', eps.map((e) => e.ip + ':' + e.port), '—'),
+    // An IPv6 address in brackets, as a socket address (and a GPID) writes it.
+    cell('ep', eps.map((e) => (e.ip.includes(':') ? '[' + e.ip + ']' : e.ip) + ':' + e.port), '—'),
     cell('', eps.map((e) => e.version || '—'), '—'),
     cell('gpid', eps.map((e) => e.gpid), 'not running'),
     { body: eps.length ? eps.map((e) => `<span data-since="${e.since_us}"></span>`).join('<br>') : '—' },
