@@ -315,15 +315,24 @@ fn a_token_is_proven_never_sent_and_required_of_everyone() {
     assert_eq!(all["services"]["web"].as_array().unwrap().len(), 1, "{all}");
     assert!(all["services"].get("rogue").is_none(), "{all}");
 
-    // The secret itself never crosses the wire: a client's whole session.
+    // The secret itself never crosses the wire: a client's whole session,
+    // proven, welcomed and ended by the client (a session left open after
+    // the challenge would end only at the publisher's 10 s deadline).
     let mut s = TcpStream::connect(&p.addr).unwrap();
     s.write_all(&frame(
         "{\"t\":\"hello\",\"proto\":1,\"role\":\"client\",\"nonce\":\"00\"}",
     ))
     .unwrap();
+    let challenge = next_frame(&mut s, DEADLINE).expect("a challenge");
+    assert_eq!(challenge["t"], "challenge", "{challenge}");
+    let nonce = challenge["nonce"].as_str().unwrap();
+    let mac = zurg::publish::proto::proof(b"correct horse battery staple", "client", nonce);
+    s.write_all(&frame(&format!(r#"{{"t":"auth","mac":"{mac}"}}"#)))
+        .unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
     let got = read_to_end(s);
-    let text = String::from_utf8_lossy(&got);
-    assert!(text.contains("challenge"), "{text}");
+    let text = format!("{challenge}{}", String::from_utf8_lossy(&got));
+    assert!(text.contains("\"t\":\"welcome\""), "{text}");
     assert!(!text.contains("horse"), "{text}");
 }
 
