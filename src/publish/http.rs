@@ -410,8 +410,8 @@ impl Http {
         }
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).map_err(|e| HttpError::Random(e.to_string()))?;
-        let mut listener =
-            TcpListener::bind(addr).map_err(|source| HttpError::Listen { addr, source })?;
+        let mut listener = crate::os::listen::listen_polled(addr)
+            .map_err(|source| HttpError::Listen { addr, source })?;
         registry
             .register(&mut listener, listener_token, Interest::READABLE)
             .map_err(|source| HttpError::Listen { addr, source })?;

@@ -471,7 +471,7 @@ impl Server {
             return Err("--operator-token-file holds the same secret as --token-file; the operator token must differ from the host token (a host that leaks its token must not be able to control other hosts)".into());
         }
         let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
-        let mut listener = TcpListener::bind(opts.listen)
+        let mut listener = crate::os::listen::listen_polled(opts.listen)
             .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
