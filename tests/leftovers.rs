@@ -96,6 +96,51 @@ fn a_leftover_is_stopped_before_the_next_zurg_starts_its_own() {
     assert_eq!(ns_pid(now[0]), Some(new_pid));
 }
 
+/// The lost start record: the first zurg's journal is a FIFO nobody reads,
+/// so its writer never writes the start of `stubborn` before the SIGKILL
+/// (as a writer thread that had not yet run does under load). The next zurg
+/// finds no open start, and stops the leftover all the same by the
+/// `ZURG_STATE_ID` it carries.
+#[test]
+fn a_leftover_whose_start_was_never_written_is_stopped_too() {
+    let ns = Namespace::new();
+    let dir = TempDir::new("unrecorded");
+    dir.write("units/stubborn.toml", STUBBORN);
+    let journal = dir.path().join("state/journal");
+    std::fs::create_dir_all(journal.parent().unwrap()).unwrap();
+    nix::unistd::mkfifo(&journal, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let mut first = zurg_in(&ns, &dir);
+    let old_pid = pid_in(&first.expect("[stubborn] started pid"));
+    let old = spawned(&ns, "sleep 1001");
+    first.signal(9);
+    first.wait_exit();
+    assert!(!dead(old), "the service ignores its death signal");
+    // Nothing of the first zurg's life reached a journal.
+    std::fs::remove_file(&journal).unwrap();
+
+    let mut second = zurg_in(&ns, &dir);
+    let line = second.expect(&format!(
+        "stopping stubborn pid {old_pid} left by a previous zurg (SIGTERM, SIGKILL after 300 ms)"
+    ));
+    assert!(line.contains("no open start"), "{line}");
+    second.expect(&format!(
+        "stubborn pid {old_pid} left by a previous zurg is gone"
+    ));
+    let new_pid = pid_in(&second.expect("[stubborn] started pid"));
+    assert!(dead(old), "the leftover still runs: {:?}", state(old));
+    let mut now = Vec::new();
+    eventually("the new copy to run sleep", || {
+        now = running(&ns, "sleep 1001");
+        !now.is_empty()
+    });
+    assert_eq!(now.len(), 1, "exactly one copy runs: {now:?}");
+    assert_eq!(ns_pid(now[0]), Some(new_pid));
+    // No start, so no exit is made up for it: the new start alone.
+    let h = history(&dir, "stubborn");
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_eq!(h[0]["kind"], "start", "{h:?}");
+}
+
 #[test]
 fn what_a_killed_zurgs_service_started_is_stopped_too() {
     let ns = Namespace::new();
