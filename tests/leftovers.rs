@@ -156,6 +156,7 @@ fn what_a_killed_zurgs_service_started_is_stopped_too() {
     let helper = spawned(&ns, "sleep 1005");
     let main = spawned(&ns, "sleep 1006");
     let helper_ns = ns_pid(helper).unwrap();
+    journaled_start(&dir, "web");
     first.signal(9);
     first.wait_exit();
     eventually("the main process to die with its zurg", || dead(main));
@@ -181,6 +182,18 @@ fn what_a_killed_zurgs_service_started_is_stopped_too() {
     );
 }
 
+/// `service`'s GPID once its start record is in the journal, for a test
+/// of how boot closes it: the journal's writer is a thread, and a zurg
+/// SIGKILLed before it wrote the start leaves none to close (that case is
+/// `a_leftover_whose_start_was_never_written_is_stopped_too`).
+fn journaled_start(dir: &TempDir, service: &str) -> String {
+    let gpid = gpid_of(dir, service);
+    eventually("the start to reach the journal", || {
+        !records_of(dir, service, &gpid).is_empty()
+    });
+    gpid
+}
+
 /// `service`'s history records of `gpid`, as `zurg history --json` shows
 /// them, and where in the whole history each is.
 fn records_of(dir: &TempDir, service: &str, gpid: &str) -> Vec<(usize, Value)> {
@@ -202,7 +215,7 @@ fn a_stopped_leftover_gets_its_exit_and_is_not_looked_for_again() {
     dir.write("units/stubborn.toml", STUBBORN);
     let mut first = zurg_in(&ns, &dir);
     first.expect("[stubborn] started pid");
-    let old_gpid = gpid_of(&dir, "stubborn");
+    let old_gpid = journaled_start(&dir, "stubborn");
     let old = spawned(&ns, "sleep 1001");
     first.signal(9);
     first.wait_exit();
@@ -261,7 +274,7 @@ fn a_leftover_that_died_before_the_next_boot_is_written_as_lost() {
     );
     let mut first = zurg_in(&ns, &dir);
     first.expect("[web] started pid");
-    let old_gpid = gpid_of(&dir, "web");
+    let old_gpid = journaled_start(&dir, "web");
     let service = find_below(&first, "sleep 1007");
     first.signal(9);
     first.wait_exit();
