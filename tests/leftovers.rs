@@ -17,6 +17,7 @@ use common::{
     Namespace, TempDir, Zurg,
 };
 use serde_json::Value;
+use std::os::unix::fs::MetadataExt;
 use zurg::journal::{Appended, Journal, Record, DEFAULT_LIMIT};
 
 /// Gone, or dead and waiting for the namespace's PID 1 to reap it.
@@ -112,6 +113,15 @@ fn a_leftover_whose_start_was_never_written_is_stopped_too() {
     let mut first = zurg_in(&ns, &dir);
     let old_pid = pid_in(&first.expect("[stubborn] started pid"));
     let old = spawned(&ns, "sleep 1001");
+    // What it carries, as docs/units.md gives it: `stat -c %d:%i STATE`.
+    let dir_meta = std::fs::metadata(dir.path().join("state")).unwrap();
+    let id = format!("ZURG_STATE_ID={}:{}", dir_meta.dev(), dir_meta.ino());
+    let environ = std::fs::read(format!("/proc/{old}/environ")).unwrap();
+    assert!(
+        environ.split(|b| *b == 0).any(|e| e == id.as_bytes()),
+        "no {id} in {:?}",
+        String::from_utf8_lossy(&environ)
+    );
     first.signal(9);
     first.wait_exit();
     assert!(!dead(old), "the service ignores its death signal");
@@ -247,6 +257,10 @@ fn a_stopped_leftover_gets_its_exit_and_is_not_looked_for_again() {
     );
     second.signal(15);
     assert!(second.wait_exit().success());
+    // A clean shutdown takes its pid out of the lock file: the next boot
+    // has nothing to look for by ZURG_STATE_ID.
+    let lock = std::fs::read_to_string(dir.path().join("state/lock")).unwrap();
+    assert_eq!(lock, "", "a clean shutdown left its pid");
 
     let mut third = zurg_in(&ns, &dir);
     third.expect("[stubborn] started pid");

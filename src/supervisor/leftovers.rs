@@ -377,12 +377,18 @@ fn zurg_env(block: &[u8]) -> ZurgEnv {
         let Some(rest) = e.strip_prefix(b"ZURG_") else {
             continue;
         };
-        if let Some(v) = rest.strip_prefix(b"GPID=") {
-            found.gpid = text(v);
+        // The first of a name, as getenv(3) finds it.
+        let (slot, v) = if let Some(v) = rest.strip_prefix(b"GPID=") {
+            (&mut found.gpid, v)
         } else if let Some(v) = rest.strip_prefix(b"STATE_ID=") {
-            found.state_id = text(v);
+            (&mut found.state_id, v)
         } else if let Some(v) = rest.strip_prefix(b"SERVICE=") {
-            found.service = text(v);
+            (&mut found.service, v)
+        } else {
+            continue;
+        };
+        if slot.is_none() {
+            *slot = text(v);
         }
     }
     found
@@ -880,6 +886,7 @@ mod tests {
         let at = |start_us: u64, env: Option<&str>| ProcFacts {
             start_us,
             env_gpid: env.map(String::from),
+            env_state_id: None,
             dead: false,
             ppid: 1,
         };
@@ -1001,6 +1008,39 @@ mod tests {
         starts.record(&start("web", A));
         starts.record(&lost);
         assert!(starts.is_empty());
+    }
+
+    #[test]
+    fn zurgs_variables_are_read_from_an_environment_block() {
+        let block = b"PATH=/bin\0ZURG_SERVICE=web\0ZURG_GPIDX=1\0ZURG_GPID=10.0.0.7:0:5:42\0XZURG_STATE_ID=9:9\0ZURG_STATE_ID=2049:131\0";
+        assert_eq!(
+            zurg_env(block),
+            ZurgEnv {
+                gpid: Some("10.0.0.7:0:5:42".into()),
+                state_id: Some("2049:131".into()),
+                service: Some("web".into()),
+            }
+        );
+        // A program that cleared its environment, or a kernel thread.
+        assert_eq!(zurg_env(b""), ZurgEnv::default());
+        assert_eq!(zurg_env(b"HOME=/\0"), ZurgEnv::default());
+        let twice = zurg_env(b"ZURG_STATE_ID=1:2\0ZURG_STATE_ID=3:4\0");
+        assert_eq!(twice.state_id.as_deref(), Some("1:2"));
+    }
+
+    #[test]
+    fn only_a_lock_file_left_with_a_pid_sends_boot_looking() {
+        // A clean shutdown emptied it; a new one is empty.
+        assert!(clean_before(""));
+        assert!(clean_before("\n"));
+        // A killed zurg's pid, as it wrote it.
+        assert!(!clean_before("4242\n"));
+        let looking = StateMark::new(&state_id(2049, 131), false).unwrap();
+        assert_eq!(looking.env.to_bytes(), b"ZURG_STATE_ID=2049:131");
+        assert_eq!(looking.look_for.as_deref(), Some("2049:131"));
+        let clean = StateMark::new("2049:131", true).unwrap();
+        assert_eq!(clean.env, looking.env);
+        assert_eq!(clean.look_for, None);
     }
 
     #[test]
