@@ -105,6 +105,14 @@ impl StateMark {
             look_for: (!clean_before).then(|| id.to_string()),
         })
     }
+
+    /// Adds the id to a spawn's environment entries unless they hold it:
+    /// one clone when the spec's environment was built anew, none after.
+    pub(crate) fn put_in(&self, env: &mut Vec<CString>) {
+        if !env.contains(&self.env) {
+            env.push(self.env.clone());
+        }
+    }
 }
 
 /// A start record with no exit record: its process may still run.
@@ -1041,6 +1049,12 @@ mod tests {
         let clean = StateMark::new("2049:131", true).unwrap();
         assert_eq!(clean.env, looking.env);
         assert_eq!(clean.look_for, None);
+        // Put in a spawn's environment once, however many spawns reuse it.
+        let mut env = vec![CString::new("ZURG_SERVICE=web").unwrap()];
+        clean.put_in(&mut env);
+        clean.put_in(&mut env);
+        assert_eq!(env.len(), 2);
+        assert_eq!(env[1], clean.env);
     }
 
     #[test]

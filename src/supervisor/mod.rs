@@ -1856,12 +1856,8 @@ impl Supervisor {
         if spec.listen_fd.is_some() {
             spec.pid_vars.push("LISTEN_PID=".to_string());
         }
-        // Once per built spec: the entry is cloned only when the spec's
-        // environment was rebuilt.
         if let Some(mark) = &self.state_mark {
-            if !spec.env.contains(&mark.env) {
-                spec.env.push(mark.env.clone());
-            }
+            mark.put_in(&mut spec.env);
         }
         spec.start_env.extend(extras.env);
         spec.pid_vars.extend(extras.pid_vars);
