@@ -410,8 +410,9 @@ pub struct Supervisor {
     /// A `TimerKey::Sweep` is armed.
     sweep_armed: bool,
     /// The exclusive lock on `STATE/lock`, held for zurg's whole life so a
-    /// second zurg cannot share the state directory.
-    _state_lock: Option<Flock<std::fs::File>>,
+    /// second zurg cannot share the state directory; emptied at a clean
+    /// exit (`mark_clean_exit`).
+    state_lock: Option<Flock<std::fs::File>>,
     /// The state directory's id that every service carries, and whether
     /// boot looks for processes carrying it (`leftovers::StateMark`).
     state_mark: Option<leftovers::StateMark>,
@@ -737,8 +738,10 @@ impl Supervisor {
             Some(locked) => {
                 let locked = locked?;
                 // As PID 1 zurg's death ends every process it started: its
-                // services carry the id, but nothing is looked for.
-                let clean = locked.clean_before || pid1::is_pid1();
+                // services carry the id, but nothing is looked for. Nor is
+                // it without the lock: only the lock says that no live
+                // zurg gives out this id.
+                let clean = locked.clean_before || pid1::is_pid1() || locked.lock.is_none();
                 let mark = locked
                     .id
                     .as_deref()
@@ -898,7 +901,7 @@ impl Supervisor {
             publish_timer_at: None,
             remote: remote::Remote::new(publish_control),
             own_gpid: own_gpid.to_string(),
-            _state_lock: state_lock,
+            state_lock,
             state_mark,
             start_dir,
             nofile: u64::MAX,
@@ -1525,7 +1528,7 @@ impl Supervisor {
         // Every process this zurg started is gone, unless it gave up on
         // some: then the next zurg must look for them.
         if self.phase != Phase::GaveUp && !pid1::is_pid1() {
-            self._state_lock = self._state_lock.take().and_then(mark_clean_exit);
+            self.state_lock = self.state_lock.take().and_then(mark_clean_exit);
         }
         self.remove_cgroups();
         self.clock_writer.flush(self.overrides_seq);
