@@ -86,8 +86,8 @@ pub(crate) fn clean_before(lock_text: &str) -> bool {
     lock_text.trim().is_empty()
 }
 
-/// What a zurg that is not PID 1 puts in every service's environment, and
-/// what its boot looks for.
+/// What zurg puts in every service's environment, and what its boot looks
+/// for.
 #[derive(Debug)]
 pub(crate) struct StateMark {
     /// `ZURG_STATE_ID=DEV:INO`, built once.
@@ -379,18 +379,21 @@ struct ZurgEnv {
 
 /// zurg's variables in an environment block, `KEY=VALUE\0...` (pure).
 fn zurg_env(block: &[u8]) -> ZurgEnv {
+    fn value<'a>(e: &'a [u8], name: &str) -> Option<&'a [u8]> {
+        e.strip_prefix(name.as_bytes())?.strip_prefix(b"=")
+    }
     let mut found = ZurgEnv::default();
     let text = |v: &[u8]| Some(String::from_utf8_lossy(v).into_owned());
     for e in block.split(|b| *b == 0) {
-        let Some(rest) = e.strip_prefix(b"ZURG_") else {
+        if !e.starts_with(b"ZURG_") {
             continue;
-        };
+        }
         // The first of a name, as getenv(3) finds it.
-        let (slot, v) = if let Some(v) = rest.strip_prefix(b"GPID=") {
+        let (slot, v) = if let Some(v) = value(e, "ZURG_GPID") {
             (&mut found.gpid, v)
-        } else if let Some(v) = rest.strip_prefix(b"STATE_ID=") {
+        } else if let Some(v) = value(e, STATE_ID_VAR) {
             (&mut found.state_id, v)
-        } else if let Some(v) = rest.strip_prefix(b"SERVICE=") {
+        } else if let Some(v) = value(e, "ZURG_SERVICE") {
             (&mut found.service, v)
         } else {
             continue;
@@ -689,8 +692,8 @@ impl Supervisor {
                 (s.service.unit.stop_signal, s.service.unit.stop_timeout_ms)
             });
         let unrecorded = match gpid {
-            Some(_) => "",
-            None => ": no open start in the journal (that zurg was killed before writing it, or after the start's end), found by its ZURG_STATE_ID",
+            Some(_) => String::new(),
+            None => format!(": no open start in the journal (that zurg was killed before writing it, or after the start's end), found by its {STATE_ID_VAR}"),
         };
         crate::log!(
             "stopping {service} pid {pid} left by a previous zurg ({}, SIGKILL after {timeout_ms} ms){unrecorded}",

@@ -647,7 +647,7 @@ fn mark_clean_exit(lock: Flock<std::fs::File>) -> Option<Flock<std::fs::File>> {
     );
     if emptied.is_none() {
         crate::log!(
-            "warning: the state directory's lock file did not answer within {} ms; the next zurg looks for leftovers",
+            "warning: the state directory's lock file did not answer within {} ms; the next zurg may look for leftovers",
             CLEAN_MARK_DEADLINE.as_millis()
         );
     }
