@@ -17,6 +17,7 @@ use common::{
     Namespace, TempDir, Zurg,
 };
 use serde_json::Value;
+use std::os::unix::fs::MetadataExt;
 use zurg::journal::{Appended, Journal, Record, DEFAULT_LIMIT};
 
 /// Gone, or dead and waiting for the namespace's PID 1 to reap it.
@@ -96,6 +97,60 @@ fn a_leftover_is_stopped_before_the_next_zurg_starts_its_own() {
     assert_eq!(ns_pid(now[0]), Some(new_pid));
 }
 
+/// The lost start record: the first zurg's journal is a FIFO nobody reads,
+/// so its writer never writes the start of `stubborn` before the SIGKILL
+/// (as a writer thread that had not yet run does under load). The next zurg
+/// finds no open start, and stops the leftover all the same by the
+/// `ZURG_STATE_ID` it carries.
+#[test]
+fn a_leftover_whose_start_was_never_written_is_stopped_too() {
+    let ns = Namespace::new();
+    let dir = TempDir::new("unrecorded");
+    dir.write("units/stubborn.toml", STUBBORN);
+    let journal = dir.path().join("state/journal");
+    std::fs::create_dir_all(journal.parent().unwrap()).unwrap();
+    nix::unistd::mkfifo(&journal, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let mut first = zurg_in(&ns, &dir);
+    let old_pid = pid_in(&first.expect("[stubborn] started pid"));
+    let old = spawned(&ns, "sleep 1001");
+    // What it carries, as docs/units.md gives it: `stat -c %d:%i STATE`.
+    let dir_meta = std::fs::metadata(dir.path().join("state")).unwrap();
+    let id = format!("ZURG_STATE_ID={}:{}", dir_meta.dev(), dir_meta.ino());
+    let environ = std::fs::read(format!("/proc/{old}/environ")).unwrap();
+    assert!(
+        environ.split(|b| *b == 0).any(|e| e == id.as_bytes()),
+        "no {id} in {:?}",
+        String::from_utf8_lossy(&environ)
+    );
+    first.signal(9);
+    first.wait_exit();
+    assert!(!dead(old), "the service ignores its death signal");
+    // Nothing of the first zurg's life reached a journal.
+    std::fs::remove_file(&journal).unwrap();
+
+    let mut second = zurg_in(&ns, &dir);
+    let line = second.expect(&format!(
+        "stopping stubborn pid {old_pid} left by a previous zurg (SIGTERM, SIGKILL after 300 ms)"
+    ));
+    assert!(line.contains("no open start"), "{line}");
+    second.expect(&format!(
+        "stubborn pid {old_pid} left by a previous zurg is gone"
+    ));
+    let new_pid = pid_in(&second.expect("[stubborn] started pid"));
+    assert!(dead(old), "the leftover still runs: {:?}", state(old));
+    let mut now = Vec::new();
+    eventually("the new copy to run sleep", || {
+        now = running(&ns, "sleep 1001");
+        !now.is_empty()
+    });
+    assert_eq!(now.len(), 1, "exactly one copy runs: {now:?}");
+    assert_eq!(ns_pid(now[0]), Some(new_pid));
+    // No start, so no exit is made up for it: the new start alone.
+    let h = history(&dir, "stubborn");
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_eq!(h[0]["kind"], "start", "{h:?}");
+}
+
 #[test]
 fn what_a_killed_zurgs_service_started_is_stopped_too() {
     let ns = Namespace::new();
@@ -111,6 +166,7 @@ fn what_a_killed_zurgs_service_started_is_stopped_too() {
     let helper = spawned(&ns, "sleep 1005");
     let main = spawned(&ns, "sleep 1006");
     let helper_ns = ns_pid(helper).unwrap();
+    journaled_start(&dir, "web");
     first.signal(9);
     first.wait_exit();
     eventually("the main process to die with its zurg", || dead(main));
@@ -136,6 +192,18 @@ fn what_a_killed_zurgs_service_started_is_stopped_too() {
     );
 }
 
+/// `service`'s GPID once its start record is in the journal, for a test
+/// of how boot closes it: the journal's writer is a thread, and a zurg
+/// SIGKILLed before it wrote the start leaves none to close (that case is
+/// `a_leftover_whose_start_was_never_written_is_stopped_too`).
+fn journaled_start(dir: &TempDir, service: &str) -> String {
+    let gpid = gpid_of(dir, service);
+    eventually("the start to reach the journal", || {
+        !records_of(dir, service, &gpid).is_empty()
+    });
+    gpid
+}
+
 /// `service`'s history records of `gpid`, as `zurg history --json` shows
 /// them, and where in the whole history each is.
 fn records_of(dir: &TempDir, service: &str, gpid: &str) -> Vec<(usize, Value)> {
@@ -157,7 +225,7 @@ fn a_stopped_leftover_gets_its_exit_and_is_not_looked_for_again() {
     dir.write("units/stubborn.toml", STUBBORN);
     let mut first = zurg_in(&ns, &dir);
     first.expect("[stubborn] started pid");
-    let old_gpid = gpid_of(&dir, "stubborn");
+    let old_gpid = journaled_start(&dir, "stubborn");
     let old = spawned(&ns, "sleep 1001");
     first.signal(9);
     first.wait_exit();
@@ -189,6 +257,10 @@ fn a_stopped_leftover_gets_its_exit_and_is_not_looked_for_again() {
     );
     second.signal(15);
     assert!(second.wait_exit().success());
+    // A clean shutdown takes its pid out of the lock file: the next boot
+    // has nothing to look for by ZURG_STATE_ID.
+    let lock = std::fs::read_to_string(dir.path().join("state/lock")).unwrap();
+    assert_eq!(lock, "", "a clean shutdown left its pid");
 
     let mut third = zurg_in(&ns, &dir);
     third.expect("[stubborn] started pid");
@@ -216,7 +288,7 @@ fn a_leftover_that_died_before_the_next_boot_is_written_as_lost() {
     );
     let mut first = zurg_in(&ns, &dir);
     first.expect("[web] started pid");
-    let old_gpid = gpid_of(&dir, "web");
+    let old_gpid = journaled_start(&dir, "web");
     let service = find_below(&first, "sleep 1007");
     first.signal(9);
     first.wait_exit();

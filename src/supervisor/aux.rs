@@ -29,6 +29,10 @@ impl Supervisor {
         if !crate::os::pid1::is_pid1() {
             spec.death_signal = libc::SIGKILL;
         }
+        // What a hook or probe leaves running is a leftover too.
+        if let Some(mark) = &self.state_mark {
+            mark.put_in(&mut spec.env);
+        }
         let child = self
             .spawner
             .spawn(&spec, &self.child_signals, None::<&OwnedFd>)

@@ -282,7 +282,7 @@ pub(super) fn within_deadline<T: Send + 'static>(
     within(name, DEADLINE, f, late)
 }
 
-fn within<T: Send + 'static>(
+pub(super) fn within<T: Send + 'static>(
     name: &str,
     deadline: Duration,
     f: impl FnOnce() -> T + Send + 'static,

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long zurg's exit waits for the last mark to be written.
-const FLUSH_DEADLINE: Duration = Duration::from_millis(300);
+pub(super) const FLUSH_DEADLINE: Duration = Duration::from_millis(300);
 
 /// Work for the thread.
 #[derive(Debug)]

@@ -28,8 +28,20 @@
 //! this boot's first start (see `Settled`), so the next boot does not
 //! check it again and `history` shows how it ended. One the pass could not
 //! judge keeps its open start for a later boot.
+//!
+//! The journal's writer is a thread: a zurg SIGKILLed just after a spawn may
+//! die before the start record is written, and then no open start names
+//! the process. So every service also carries `ZURG_STATE_ID`, the state
+//! directory's device and inode (`StateMark`), set with the rest of its
+//! environment, no write needed before the spawn. When the previous zurg
+//! on this state directory did not shut down cleanly (its pid is still in
+//! `STATE/lock`, which a clean shutdown empties), every process carrying
+//! this id that no open start accounts for is stopped the same way, with
+//! no record written, as there is no start to close. The state directory's
+//! lock guarantees no other live zurg gives out this id.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -54,6 +66,54 @@ const _: () = assert!(EXIT_BATCH * 4 <= crate::journal_writer::QUEUE_RECORDS);
 /// How long boot waits, in all, for the writer to take those exits: a
 /// healthy disk writes a crash loop's 32,768 (some 5 MB) well within it.
 const EXITS_DEADLINE: Duration = Duration::from_secs(3);
+
+/// The variable naming the state directory a service was started for.
+pub(crate) const STATE_ID_VAR: &str = "ZURG_STATE_ID";
+
+/// The state directory's id, as services carry it: `DEV:INO` of the
+/// directory, as `stat -c %d:%i` prints them. Unique on the host while the
+/// directory exists, kept across a rename and seen alike through a bind
+/// mount, and another directory's in another container (pure).
+pub(crate) fn state_id(dev: u64, ino: u64) -> String {
+    format!("{dev}:{ino}")
+}
+
+/// Whether the previous zurg on a state directory shut down cleanly, from
+/// what `STATE/lock` held before this zurg wrote its pid (pure): a running
+/// zurg's pid, which its clean shutdown empties. A new lock file is empty
+/// too: no zurg ran there before.
+pub(crate) fn clean_before(lock_text: &str) -> bool {
+    lock_text.trim().is_empty()
+}
+
+/// What zurg puts in every service's environment, and what its boot looks
+/// for.
+#[derive(Debug)]
+pub(crate) struct StateMark {
+    /// `ZURG_STATE_ID=DEV:INO`, built once.
+    pub env: CString,
+    /// The id, when the previous zurg on this state directory may have left
+    /// processes (it did not shut down cleanly, or that is not known):
+    /// boot stops those carrying it.
+    pub look_for: Option<String>,
+}
+
+impl StateMark {
+    pub(crate) fn new(id: &str, clean_before: bool) -> Option<StateMark> {
+        Some(StateMark {
+            env: CString::new(format!("{STATE_ID_VAR}={id}")).ok()?,
+            look_for: (!clean_before).then(|| id.to_string()),
+        })
+    }
+
+    /// Adds the id to a spawn's environment entries unless they hold it:
+    /// one clone when the spec's environment was built anew, none after.
+    pub(crate) fn put_in(&self, env: &mut Vec<CString>) {
+        if !env.contains(&self.env) {
+            env.push(self.env.clone());
+        }
+    }
+}
 
 /// A start record with no exit record: its process may still run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,6 +311,8 @@ pub(crate) struct ProcFacts {
     pub start_us: u64,
     /// The value of `ZURG_GPID` in its environment, if it has one.
     pub env_gpid: Option<String>,
+    /// The value of `ZURG_STATE_ID` in its environment, if it has one.
+    pub env_state_id: Option<String>,
     /// It has exited and waits to be reaped (state Z or X).
     pub dead: bool,
     pub ppid: i32,
@@ -297,20 +359,79 @@ fn read_facts(pid: i32, boot_us: u64, ticks: u64) -> Option<ProcFacts> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (state, ppid, start_ticks) = parse_stat(&stat)?;
     let since_boot = start_ticks.checked_mul(1_000_000)? / ticks;
+    let env = proc_env(pid);
     Some(ProcFacts {
         start_us: boot_us.saturating_add(since_boot),
-        env_gpid: env_gpid(pid),
+        env_gpid: env.gpid,
+        env_state_id: env.state_id,
         dead: matches!(state, 'Z' | 'X' | 'x'),
         ppid,
     })
 }
 
-/// `ZURG_GPID` from the environment a process was started with.
-fn env_gpid(pid: i32) -> Option<String> {
-    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    env.split(|b| *b == 0)
-        .find_map(|e| e.strip_prefix(b"ZURG_GPID="))
-        .map(|v| String::from_utf8_lossy(v).into_owned())
+/// What zurg put in a process's environment, as /proc shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ZurgEnv {
+    gpid: Option<String>,
+    state_id: Option<String>,
+    service: Option<String>,
+}
+
+/// zurg's variables in an environment block, `KEY=VALUE\0...` (pure).
+fn zurg_env(block: &[u8]) -> ZurgEnv {
+    fn value<'a>(e: &'a [u8], name: &str) -> Option<&'a [u8]> {
+        e.strip_prefix(name.as_bytes())?.strip_prefix(b"=")
+    }
+    let mut found = ZurgEnv::default();
+    let text = |v: &[u8]| Some(String::from_utf8_lossy(v).into_owned());
+    for e in block.split(|b| *b == 0) {
+        if !e.starts_with(b"ZURG_") {
+            continue;
+        }
+        // The first of a name, as getenv(3) finds it.
+        let (slot, v) = if let Some(v) = value(e, "ZURG_GPID") {
+            (&mut found.gpid, v)
+        } else if let Some(v) = value(e, STATE_ID_VAR) {
+            (&mut found.state_id, v)
+        } else if let Some(v) = value(e, "ZURG_SERVICE") {
+            (&mut found.service, v)
+        } else {
+            continue;
+        };
+        if slot.is_none() {
+            *slot = text(v);
+        }
+    }
+    found
+}
+
+/// zurg's variables from the environment a process was started with; none
+/// when it cannot be read.
+fn proc_env(pid: i32) -> ZurgEnv {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|b| zurg_env(&b))
+        .unwrap_or_default()
+}
+
+/// This process's ancestors, which are never stopped: a shell a service
+/// of the previous zurg ran, say, that started this one, carries its id.
+fn ancestors(me: i32) -> BTreeSet<i32> {
+    let mut found = BTreeSet::new();
+    let mut pid = me;
+    // pid_max bounds the chain; 4,096 levels is far past any real one.
+    for _ in 0..4_096 {
+        let Some((_, ppid, _)) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| parse_stat(&s))
+        else {
+            break;
+        };
+        if ppid <= 0 || !found.insert(ppid) {
+            break;
+        }
+        pid = ppid;
+    }
+    found
 }
 
 fn comm(pid: i32) -> Option<String> {
@@ -321,8 +442,8 @@ fn comm(pid: i32) -> Option<String> {
 
 struct Leftover {
     service: String,
-    /// The open start it is of.
-    gpid: Gpid,
+    /// The open start it is of; none for one found by its state id alone.
+    gpid: Option<Gpid>,
     /// It is the recorded process, not one it started.
     recorded: bool,
     /// The stop signal it was sent.
@@ -337,7 +458,7 @@ struct Leftover {
 /// How a stopped leftover ended, as `wait_for` saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Outcome {
-    gpid: Gpid,
+    gpid: Option<Gpid>,
     recorded: bool,
     signal: i32,
     ended: Ended,
@@ -359,13 +480,14 @@ impl Supervisor {
     /// service starts, so the exits precede this boot's starts.
     pub(super) fn stop_leftovers(&mut self) {
         // Without the journal's open starts (unreadable, or not read within
-        // the deadline) nothing was judged, so nothing is closed.
-        let Some(candidates) = self.boot_reads.take().and_then(|b| b.unfinished()) else {
-            return;
-        };
-        if candidates.is_empty() {
+        // the deadline) no start was judged, so none is closed; processes
+        // carrying this state directory's id are still stopped.
+        let candidates = self.boot_reads.take().and_then(|b| b.unfinished());
+        let look_for = self.state_mark.as_ref().and_then(|m| m.look_for.clone());
+        if candidates.as_ref().is_none_or(OpenStarts::is_empty) && look_for.is_none() {
             return;
         }
+        let candidates = candidates.unwrap_or_default();
         // Without the boot time no start time can be compared, so whether a
         // recorded pid is still the recorded process cannot be told: no
         // exit is written, and a later boot that can tell settles them.
@@ -382,46 +504,71 @@ impl Supervisor {
         let mut left = Vec::new();
         for c in candidates.iter() {
             match self.holder(c, me, boot_us, ticks) {
-                Holder::Recorded(pid, fd) => left.push(self.stop_one(c, true, pid, fd)),
+                Holder::Recorded(pid, fd) => {
+                    left.push(self.stop_one(c.service, Some(c.gpid), true, pid, fd));
+                }
                 Holder::NotRecorded => {}
                 Holder::Unknown => found.entry(c.gpid).or_default().unjudged = true,
             }
         }
         // What the services started carries their ZURG_GPID too; neither a
         // death signal nor the recorded pid reaches a double-forked helper.
+        // And what carries this state directory's id is the previous
+        // zurg's, whether or not its start reached the journal.
+        let spared = match look_for {
+            Some(_) => ancestors(me),
+            None => BTreeSet::new(),
+        };
         for pid in proc_pids() {
-            if pid == me || left.iter().any(|l| l.pid == pid) {
+            if pid == me || spared.contains(&pid) || left.iter().any(|l| l.pid == pid) {
                 continue;
             }
-            let Some(gpid) = env_gpid(pid).and_then(|g| g.parse::<Gpid>().ok()) else {
+            let env = proc_env(pid);
+            let gpid = env.gpid.as_deref().and_then(|g| g.parse::<Gpid>().ok());
+            let open = gpid.and_then(|g| candidates.get(&g));
+            let ours = look_for.is_some() && env.state_id == look_for;
+            if open.is_none() && !ours {
                 continue;
-            };
-            let Some(c) = candidates.get(&gpid) else {
-                continue;
-            };
-            // A helper that cannot be opened or read again has most likely
-            // just exited: it leaves its start's judgement as it was.
+            }
+            // One that cannot be opened or read again has most likely just
+            // exited: it leaves its start's judgement as it was.
             let Ok(fd) = PidFd::open(pid) else { continue };
             // Read again through the open pidfd's process.
             let Some(facts) = read_facts(pid, boot_us, ticks) else {
                 continue;
             };
-            let same = facts
-                .env_gpid
-                .as_deref()
-                .and_then(|g| g.parse::<Gpid>().ok())
-                == Some(gpid);
-            if facts.dead || !same {
+            if facts.dead {
                 continue;
             }
-            if self.run_by_another(c, pid, &facts) {
-                found.entry(gpid).or_default().unjudged = true;
+            if let Some(c) = open {
+                let same = facts
+                    .env_gpid
+                    .as_deref()
+                    .and_then(|g| g.parse::<Gpid>().ok())
+                    == Some(c.gpid);
+                if !same {
+                    continue;
+                }
+                if self.run_by_another(c.service, pid, &facts) {
+                    found.entry(c.gpid).or_default().unjudged = true;
+                    continue;
+                }
+                left.push(self.stop_one(c.service, Some(c.gpid), false, pid, fd));
                 continue;
             }
-            left.push(self.stop_one(c, false, pid, fd));
+            // A child of another live zurg carrying this id is that zurg's:
+            // the command of a `zurg -- CMD` that a service of the previous
+            // one ran, which passes its environment on. Stopping that zurg
+            // stops it.
+            if facts.env_state_id != look_for || parent_is_another_zurg(&facts) {
+                continue;
+            }
+            let service = env.service.as_deref().unwrap_or("a service");
+            left.push(self.stop_one(service, None, false, pid, fd));
         }
         for o in wait_for(left) {
-            let f = found.entry(o.gpid).or_default();
+            let Some(gpid) = o.gpid else { continue };
+            let f = found.entry(gpid).or_default();
             f.stopped = Some(o.signal);
             match o.ended {
                 Ended::Gone { killed } => f.killed |= killed && o.recorded,
@@ -506,7 +653,7 @@ impl Supervisor {
         if facts.dead || !same_process(&c.gpid, &facts) {
             return Holder::NotRecorded;
         }
-        if self.run_by_another(c, pid, &facts) {
+        if self.run_by_another(c.service, pid, &facts) {
             return Holder::Unknown;
         }
         Holder::Recorded(pid, fd)
@@ -514,24 +661,29 @@ impl Supervisor {
 
     /// A process whose parent is another live zurg is that zurg's: two
     /// zurgs on one state directory, which is the user's to sort out.
-    fn run_by_another(&self, c: Unfinished<'_>, pid: i32, facts: &ProcFacts) -> bool {
-        let me = crate::os::pid1::my_pid();
-        if facts.ppid == me || facts.ppid <= 1 || comm(facts.ppid).as_deref() != Some("zurg") {
+    fn run_by_another(&self, service: &str, pid: i32, facts: &ProcFacts) -> bool {
+        if !parent_is_another_zurg(facts) {
             return false;
         }
         crate::log!(
-            "warning: {} pid {pid} is still run by zurg pid {}: not stopped; two zurgs on one state directory {} will start duplicates",
-            c.service,
+            "warning: {service} pid {pid} is still run by zurg pid {}: not stopped; two zurgs on one state directory {} will start duplicates",
             facts.ppid,
             self.opts.state_dir.display()
         );
         true
     }
 
-    /// Sends a leftover of `c` its service's stop signal (SIGTERM and
-    /// `--grace` for a unit that is gone).
-    fn stop_one(&self, c: Unfinished<'_>, recorded: bool, pid: i32, fd: PidFd) -> Leftover {
-        let service = c.service;
+    /// Sends a leftover of `service` its stop signal (SIGTERM and `--grace`
+    /// for a unit that is gone). `gpid` is the open start it is of; without
+    /// one it was found by this state directory's id alone.
+    fn stop_one(
+        &self,
+        service: &str,
+        gpid: Option<Gpid>,
+        recorded: bool,
+        pid: i32,
+        fd: PidFd,
+    ) -> Leftover {
         let (signal, timeout_ms) = self
             .by_name
             .get(self.slots.as_slice(), service)
@@ -539,15 +691,19 @@ impl Supervisor {
             .map_or((libc::SIGTERM, self.opts.grace_ms), |s| {
                 (s.service.unit.stop_signal, s.service.unit.stop_timeout_ms)
             });
+        let unrecorded = match gpid {
+            Some(_) => String::new(),
+            None => format!(": no open start in the journal (that zurg was killed before writing it, or after the start's end), found by its {STATE_ID_VAR}"),
+        };
         crate::log!(
-            "stopping {service} pid {pid} left by a previous zurg ({}, SIGKILL after {timeout_ms} ms)",
+            "stopping {service} pid {pid} left by a previous zurg ({}, SIGKILL after {timeout_ms} ms){unrecorded}",
             crate::sig::name(signal),
         );
         let _ = fd.send_signal(signal);
         let _ = fd.send_signal(libc::SIGCONT);
         Leftover {
             service: service.to_string(),
-            gpid: c.gpid,
+            gpid,
             recorded,
             signal,
             pid,
@@ -556,6 +712,13 @@ impl Supervisor {
             killed: false,
         }
     }
+}
+
+/// Whether the process's parent is a live zurg other than this one: the
+/// process is that zurg's.
+fn parent_is_another_zurg(facts: &ProcFacts) -> bool {
+    let me = crate::os::pid1::my_pid();
+    facts.ppid != me && facts.ppid > 1 && comm(facts.ppid).as_deref() == Some("zurg")
 }
 
 /// Every pid in /proc.
@@ -734,6 +897,7 @@ mod tests {
         let at = |start_us: u64, env: Option<&str>| ProcFacts {
             start_us,
             env_gpid: env.map(String::from),
+            env_state_id: None,
             dead: false,
             ppid: 1,
         };
@@ -855,6 +1019,45 @@ mod tests {
         starts.record(&start("web", A));
         starts.record(&lost);
         assert!(starts.is_empty());
+    }
+
+    #[test]
+    fn zurgs_variables_are_read_from_an_environment_block() {
+        let block = b"PATH=/bin\0ZURG_SERVICE=web\0ZURG_GPIDX=1\0ZURG_GPID=10.0.0.7:0:5:42\0XZURG_STATE_ID=9:9\0ZURG_STATE_ID=2049:131\0";
+        assert_eq!(
+            zurg_env(block),
+            ZurgEnv {
+                gpid: Some("10.0.0.7:0:5:42".into()),
+                state_id: Some("2049:131".into()),
+                service: Some("web".into()),
+            }
+        );
+        // A program that cleared its environment, or a kernel thread.
+        assert_eq!(zurg_env(b""), ZurgEnv::default());
+        assert_eq!(zurg_env(b"HOME=/\0"), ZurgEnv::default());
+        let twice = zurg_env(b"ZURG_STATE_ID=1:2\0ZURG_STATE_ID=3:4\0");
+        assert_eq!(twice.state_id.as_deref(), Some("1:2"));
+    }
+
+    #[test]
+    fn only_a_lock_file_left_with_a_pid_sends_boot_looking() {
+        // A clean shutdown emptied it; a new one is empty.
+        assert!(clean_before(""));
+        assert!(clean_before("\n"));
+        // A killed zurg's pid, as it wrote it.
+        assert!(!clean_before("4242\n"));
+        let looking = StateMark::new(&state_id(2049, 131), false).unwrap();
+        assert_eq!(looking.env.to_bytes(), b"ZURG_STATE_ID=2049:131");
+        assert_eq!(looking.look_for.as_deref(), Some("2049:131"));
+        let clean = StateMark::new("2049:131", true).unwrap();
+        assert_eq!(clean.env, looking.env);
+        assert_eq!(clean.look_for, None);
+        // Put in a spawn's environment once, however many spawns reuse it.
+        let mut env = vec![CString::new("ZURG_SERVICE=web").unwrap()];
+        clean.put_in(&mut env);
+        clean.put_in(&mut env);
+        assert_eq!(env.len(), 2);
+        assert_eq!(env[1], clean.env);
     }
 
     #[test]

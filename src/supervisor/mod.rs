@@ -410,8 +410,12 @@ pub struct Supervisor {
     /// A `TimerKey::Sweep` is armed.
     sweep_armed: bool,
     /// The exclusive lock on `STATE/lock`, held for zurg's whole life so a
-    /// second zurg cannot share the state directory.
-    _state_lock: Option<Flock<std::fs::File>>,
+    /// second zurg cannot share the state directory; emptied at a clean
+    /// exit (`mark_clean_exit`).
+    state_lock: Option<Flock<std::fs::File>>,
+    /// The state directory's id that every service carries, and whether
+    /// boot looks for processes carrying it (`leftovers::StateMark`).
+    state_mark: Option<leftovers::StateMark>,
     /// The directory zurg was started in: the working directory of services
     /// without `cwd` (zurg itself moves to `/`).
     start_dir: PathBuf,
@@ -513,19 +517,40 @@ fn flock_holder(locks: &str, major: u64, minor: u64, ino: u64) -> LockHolder {
         .map_or(LockHolder::Hidden, LockHolder::Seen)
 }
 
-/// Takes the exclusive lock on `STATE/lock` and writes zurg's pid in it.
-/// Another zurg holding it is an error naming that zurg's pid. A state dir
-/// that cannot be created or locked at all (read-only) only costs a warning,
-/// as the journal and clock files already do.
-fn lock_state_dir(state_dir: &Path) -> Result<Option<Flock<std::fs::File>>, String> {
+/// The state directory as its lock found it.
+struct LockedState {
+    /// Held for zurg's life.
+    lock: Option<Flock<std::fs::File>>,
+    /// The directory's id (`leftovers::state_id`), if it could be read.
+    id: Option<String>,
+    /// The previous zurg on it shut down cleanly (`leftovers::clean_before`);
+    /// false when that is not known.
+    clean_before: bool,
+}
+
+/// Takes the exclusive lock on `STATE/lock` and writes zurg's pid in it,
+/// after reading what the previous zurg left there. Another zurg holding it
+/// is an error naming that zurg's pid. A state dir that cannot be created
+/// or locked at all (read-only) only costs a warning, as the journal and
+/// clock files already do.
+fn lock_state_dir(state_dir: &Path) -> Result<LockedState, String> {
     use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::MetadataExt;
+    let mut state = LockedState {
+        lock: None,
+        id: None,
+        clean_before: false,
+    };
     if let Err(e) = std::fs::create_dir_all(state_dir) {
         crate::log!(
             "warning: cannot create state directory {}: {e}",
             state_dir.display()
         );
-        return Ok(None);
+        return Ok(state);
     }
+    state.id = std::fs::metadata(state_dir)
+        .ok()
+        .map(|m| leftovers::state_id(m.dev(), m.ino()));
     let path = state_dir.join("lock");
     let file = match std::fs::OpenOptions::new()
         .read(true)
@@ -540,11 +565,15 @@ fn lock_state_dir(state_dir: &Path) -> Result<Option<Flock<std::fs::File>>, Stri
                 "warning: cannot open {}: {e}; another zurg could use this state directory at the same time",
                 path.display()
             );
-            return Ok(None);
+            return Ok(state);
         }
     };
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(mut lock) => {
+            let mut before = String::new();
+            state.clean_before = lock
+                .read_to_string(&mut before)
+                .is_ok_and(|_| leftovers::clean_before(&before));
             let written = lock
                 .set_len(0)
                 .and_then(|_| lock.rewind())
@@ -555,7 +584,8 @@ fn lock_state_dir(state_dir: &Path) -> Result<Option<Flock<std::fs::File>>, Stri
                     path.display()
                 );
             }
-            Ok(Some(lock))
+            state.lock = Some(lock);
+            Ok(state)
         }
         Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
             let mut written = String::new();
@@ -604,21 +634,54 @@ fn lock_state_dir(state_dir: &Path) -> Result<Option<Flock<std::fs::File>>, Stri
                 "warning: cannot lock {}: {e}; another zurg could use this state directory at the same time",
                 path.display()
             );
-            Ok(None)
+            Ok(state)
         }
     }
 }
 
 /// The state directory's lock, taken after boot gave up waiting for it.
-fn late_lock(lock: Result<Option<Flock<std::fs::File>>, String>) {
+/// Services already started without its id (`ZURG_STATE_ID`).
+fn late_lock(lock: Result<LockedState, String>) {
     match lock {
         // Kept for zurg's life, as a lock taken in time is: a later zurg on
         // this state directory is still refused.
-        Ok(Some(lock)) => std::mem::forget(lock),
-        Ok(None) => {}
+        Ok(LockedState {
+            lock: Some(lock), ..
+        }) => std::mem::forget(lock),
+        Ok(_) => {}
         Err(e) => crate::log!("warning: {e}; this zurg runs on all the same"),
     }
 }
+
+/// Empties `STATE/lock` once every process of this zurg is gone: the next
+/// zurg then knows none was left (`leftovers::clean_before`). On a thread,
+/// for at most `CLEAN_MARK_DEADLINE`, as the disk may hang; past it the
+/// lock stays held by that thread until zurg exits, and the next boot looks
+/// for leftovers, which costs it a scan of /proc and nothing else.
+fn mark_clean_exit(lock: Flock<std::fs::File>) -> Option<Flock<std::fs::File>> {
+    let emptied = boot_read::within(
+        "zurg-lock",
+        CLEAN_MARK_DEADLINE,
+        move || {
+            if let Err(e) = lock.set_len(0) {
+                crate::log!("warning: cannot empty the state directory's lock file: {e}; the next zurg looks for leftovers");
+            }
+            lock
+        },
+        std::mem::forget,
+    );
+    if emptied.is_none() {
+        crate::log!(
+            "warning: the state directory's lock file did not answer within {} ms; the next zurg may look for leftovers",
+            CLEAN_MARK_DEADLINE.as_millis()
+        );
+    }
+    emptied
+}
+
+/// How long a clean exit waits to empty `STATE/lock`: as long as it waits
+/// for the clock file's last mark.
+const CLEAN_MARK_DEADLINE: std::time::Duration = clock_writer::FLUSH_DEADLINE;
 
 /// Opens the journal (blocking: on its writer thread), or has it opened at
 /// the first record that finds it openable.
@@ -692,19 +755,31 @@ impl Supervisor {
         // On a thread with a deadline: creating and opening the lock file
         // hang with the state directory's disk (boot_read.rs).
         let lock_dir = opts.state_dir.clone();
-        let state_lock = match boot_read::within_deadline(
+        let (state_lock, state_mark) = match boot_read::within_deadline(
             "zurg-lock",
             move || lock_state_dir(&lock_dir),
             late_lock,
         ) {
-            Some(lock) => lock?,
+            Some(locked) => {
+                let locked = locked?;
+                // As PID 1 zurg's death ends every process it started: its
+                // services carry the id, but nothing is looked for. Nor is
+                // it without the lock: only the lock says that no live
+                // zurg gives out this id.
+                let clean = locked.clean_before || pid1::is_pid1() || locked.lock.is_none();
+                let mark = locked
+                    .id
+                    .as_deref()
+                    .and_then(|id| leftovers::StateMark::new(id, clean));
+                (locked.lock, mark)
+            }
             None => {
                 crate::log!(
                     "warning: {} did not answer within {} s; services start without the state directory's lock, so another zurg could use it at the same time",
                     opts.state_dir.join("lock").display(),
                     boot_read::DEADLINE.as_secs()
                 );
-                None
+                (None, None)
             }
         };
         // Before any service starts: zurg moves itself into a leaf first.
@@ -853,7 +928,8 @@ impl Supervisor {
             publish_timer_at: None,
             remote: remote::Remote::new(publish_control),
             own_gpid: own_gpid.to_string(),
-            _state_lock: state_lock,
+            state_lock,
+            state_mark,
             start_dir,
             nofile: u64::MAX,
             sweep_armed: false,
@@ -1476,6 +1552,11 @@ impl Supervisor {
     }
 
     fn finish(&mut self) -> i32 {
+        // Every process this zurg started is gone, unless it gave up on
+        // some: then the next zurg must look for them.
+        if self.phase != Phase::GaveUp && !pid1::is_pid1() {
+            self.state_lock = self.state_lock.take().and_then(mark_clean_exit);
+        }
         self.remove_cgroups();
         self.clock_writer.flush(self.overrides_seq);
         // The exits of this shutdown are the last records of this life.
@@ -1804,6 +1885,9 @@ impl Supervisor {
         )];
         if spec.listen_fd.is_some() {
             spec.pid_vars.push("LISTEN_PID=".to_string());
+        }
+        if let Some(mark) = &self.state_mark {
+            mark.put_in(&mut spec.env);
         }
         spec.start_env.extend(extras.env);
         spec.pid_vars.extend(extras.pid_vars);
