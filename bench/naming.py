@@ -4,7 +4,7 @@
 live publisher versus none.
 
 Usage (root, from the repository):
-    bench/naming.py [KILLS] [--etcd | --etcd-only | --page | --page-floor [--rounds=R] [--back-to-back] [--plain]] [--no-restarts]
+    bench/naming.py [KILLS] [--etcd | --etcd-only | --page | --page-floor [--rounds=R] [--back-to-back] [--plain] [--gap=MS]] [--no-restarts]
 
 KILLS services run under one `zurg run`; each is SIGKILLed once (a first
 crash restarts at once, so the crash-loop backoff never comes in) and the
@@ -25,6 +25,9 @@ measured on a quiet machine and a quiet page. --back-to-back kills without
 waiting for the page; a death then often lands in the frame drawn for the
 last restart (~1-3 ms of the renderer's main thread with --disable-gpu) and
 waits for it, which is most of the page's p99 near zero load.
+--gap=MS (paced) pauses that long after the page has drawn the restarted
+GPID, before the next kill: deaths further apart (docs/performance.md,
+"fourth pass": the page's own clock tick then lands among them).
 --plain adds a plain client of the page's stream (/events) in this
 process: when it reads each `down` (the publisher's share of the page's
 figure). It is one more thread woken at each death in the window that is
