@@ -130,7 +130,9 @@ def boot(zurg, work, size_text, files):
         outer.wait(timeout=60)
 
 
-def publisher(zurg, work, files):
+def start_publisher(zurg, work, files):
+    """A publisher on loopback whose journal is `files` (journal.1, then
+    journal), once it listens: (process, address)."""
     jdir = os.path.join(work, "pubjournal")
     shutil.rmtree(jdir, ignore_errors=True)
     os.makedirs(jdir)
@@ -146,16 +148,26 @@ def publisher(zurg, work, files):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+    def listening():
+        try:
+            socket.create_connection(addr.split(":"), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
     try:
-
-        def listening():
-            try:
-                socket.create_connection(addr.split(":"), timeout=1).close()
-                return True
-            except OSError:
-                return False
-
         deadline_wait("the publisher listening", listening, 60)
+    except BaseException:
+        p.kill()
+        p.wait(timeout=60)
+        raise
+    return p, addr
+
+
+def publisher(zurg, work, files):
+    p, addr = start_publisher(zurg, work, files)
+    try:
         out = [status(p.pid, "VmHWM")]
         for args in ((), ("old7",)):
             c0 = cpu_ticks(p.pid)

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,14 +48,6 @@ def journals(hosts, services):
     return old, new, m
 
 
-def free_addr():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    addr = f"127.0.0.1:{s.getsockname()[1]}"
-    s.close()
-    return addr
-
-
 def resolve_ms(zurg, addr):
     t0 = time.monotonic()
     subprocess.run(
@@ -68,29 +59,9 @@ def resolve_ms(zurg, addr):
 
 
 def run(zurg, work, files, rounds):
-    jdir = os.path.join(work, "pubjournal")
-    shutil.rmtree(jdir, ignore_errors=True)
-    os.makedirs(jdir)
-    for name, data in zip(("journal.1", "journal"), files):
-        with open(os.path.join(jdir, name), "wb") as f:
-            f.write(data)
-    addr = free_addr()
-    p = subprocess.Popen(
-        [zurg, "publisher", "--listen", addr, "--journal", jdir],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    p, addr = bootmem.start_publisher(zurg, work, files)
     out = {}
     try:
-
-        def listening():
-            try:
-                socket.create_connection(addr.split(":"), timeout=1).close()
-                return True
-            except OSError:
-                return False
-
-        deadline_wait("the publisher listening", listening, 60)
         with open(f"/proc/{p.pid}/clear_refs", "w") as f:
             f.write("5")
         out["hwm0"] = status(p.pid, "VmHWM")

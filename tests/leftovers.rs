@@ -34,6 +34,18 @@ fn running(ns: &Namespace, cmd: &str) -> Vec<i32> {
         .collect()
 }
 
+/// Exactly one `sleep 1001` runs in `ns`, and it is zurg's `new_pid`
+/// (the new copy may not have reached its exec yet: waited for).
+fn only_the_new_copy_runs(ns: &Namespace, new_pid: i32) {
+    let mut now = Vec::new();
+    eventually("the new copy to run sleep", || {
+        now = running(ns, "sleep 1001");
+        !now.is_empty()
+    });
+    assert_eq!(now.len(), 1, "exactly one copy runs: {now:?}");
+    assert_eq!(ns_pid(now[0]), Some(new_pid));
+}
+
 /// zurg (not PID 1) in `ns` on DIR's units, with a short grace period.
 fn zurg_in(ns: &Namespace, dir: &TempDir) -> Zurg {
     run_in(dir, Mode::PlainInPidNs(ns.init()), &["--grace", "1s"])
@@ -87,14 +99,7 @@ fn a_leftover_is_stopped_before_the_next_zurg_starts_its_own() {
     assert_ne!(new_pid, old_pid);
     // Waited for before the start: at most a zombie for PID 1 to reap.
     assert!(dead(old), "the leftover still runs: {:?}", state(old));
-    // The new copy may not have reached its exec yet.
-    let mut now = Vec::new();
-    eventually("the new copy to run sleep", || {
-        now = running(&ns, "sleep 1001");
-        !now.is_empty()
-    });
-    assert_eq!(now.len(), 1, "exactly one copy runs: {now:?}");
-    assert_eq!(ns_pid(now[0]), Some(new_pid));
+    only_the_new_copy_runs(&ns, new_pid);
 }
 
 /// The lost start record: the first zurg's journal is a FIFO nobody reads,
@@ -138,13 +143,7 @@ fn a_leftover_whose_start_was_never_written_is_stopped_too() {
     ));
     let new_pid = pid_in(&second.expect("[stubborn] started pid"));
     assert!(dead(old), "the leftover still runs: {:?}", state(old));
-    let mut now = Vec::new();
-    eventually("the new copy to run sleep", || {
-        now = running(&ns, "sleep 1001");
-        !now.is_empty()
-    });
-    assert_eq!(now.len(), 1, "exactly one copy runs: {now:?}");
-    assert_eq!(ns_pid(now[0]), Some(new_pid));
+    only_the_new_copy_runs(&ns, new_pid);
     // No start, so no exit is made up for it: the new start alone.
     let h = history(&dir, "stubborn");
     assert_eq!(h.len(), 1, "{h:?}");
