@@ -185,7 +185,10 @@ fn a_page_off_loopback_needs_the_token_and_answers_401_everywhere_without_it() {
     // A usage error (docs/exit-codes.md), naming both options.
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--token-file") && err.contains("--http"), "{err}");
+    assert!(
+        err.contains("--token-file") && err.contains("--http"),
+        "{err}"
+    );
 
     let p = Publisher::start(
         None,
