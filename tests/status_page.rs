@@ -354,6 +354,11 @@ fn the_api_answers_in_the_shapes_of_resolve_and_events_since_an_id() {
     let tail: Value = serde_json::from_str(&localhost("/api/events?since=8").2).unwrap();
     assert_eq!(tail["events"].as_array().unwrap().len(), 2, "{tail}");
     assert_eq!(localhost("/api/events?since=soon").0, 400);
+    // Query values are percent-decoded, as a browser or curl may send them.
+    let (status, head, body) = localhost("/api/events?since=%38");
+    assert_eq!(status, 200, "{head}");
+    let encoded: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(encoded, tail);
     let stats: Value = serde_json::from_str(&localhost("/api/stats").2).unwrap();
     let hot = stats["stats"]
         .as_array()

@@ -388,11 +388,22 @@ fn text(out: &mut Vec<u8>, status: u16, message: &str) {
     );
 }
 
-/// `?since=N` of `/api/events`: 0 when absent.
+/// `?since=N` of `/api/events`: 0 when absent. Keys and values are
+/// percent-decoded (`since=%31` is `since=1`); one that does not decode to
+/// UTF-8 is not the key, or not a number.
 fn since_of(query: &str) -> Option<u64> {
-    match query.split('&').find_map(|kv| kv.strip_prefix("since=")) {
+    let decoded = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+    };
+    let value = query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (decoded(k).ok()? == "since").then(|| decoded(v))
+    });
+    match value {
         None => Some(0),
-        Some(v) => v.parse().ok(),
+        Some(v) => v.ok()?.parse().ok(),
     }
 }
 
@@ -1043,6 +1054,17 @@ mod tests {
         assert!(matches!(parse(big_body.as_bytes()), Parsed::Bad(413, _)));
         let chunked = "POST /login HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert!(matches!(parse(chunked.as_bytes()), Parsed::Bad(501, _)));
+    }
+
+    #[test]
+    fn since_is_read_percent_decoded() {
+        assert_eq!(since_of(""), Some(0));
+        assert_eq!(since_of("since=12"), Some(12));
+        assert_eq!(since_of("since=%31"), Some(1));
+        assert_eq!(since_of("x=1&%73ince=%32%33"), Some(23));
+        assert_eq!(since_of("since=soon"), None);
+        assert_eq!(since_of("since=%ff"), None);
+        assert_eq!(since_of("since="), None);
     }
 
     #[test]
