@@ -248,6 +248,25 @@ fn resolve_shows_an_unknown_name_escaped() {
     assert!(!out.stderr.contains(&0x1b), "{err:?}");
 }
 
+/// A name with no live endpoint: the message alone on stderr, no table
+/// header over no rows on stdout; `--json` still prints its document.
+#[test]
+fn resolve_of_a_name_with_no_endpoint_prints_only_the_message() {
+    let p = Publisher::start(None, &[]);
+    let out = std::process::Command::new(BIN)
+        .args(["resolve", "nothing-here", "--publisher", &p.addr])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err, "zurg resolve: nothing-here: no live endpoints\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    let doc = resolve(None, &p.addr, &["nothing-here"]);
+    assert_eq!(doc["name"], "nothing-here");
+    assert_eq!(doc["endpoints"], serde_json::json!([]));
+}
+
 #[test]
 fn garbage_and_oversized_frames_cost_only_their_own_connection() {
     let dir = TempDir::new("pub-garbage");

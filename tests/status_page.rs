@@ -182,9 +182,13 @@ fn a_page_off_loopback_needs_the_token_and_answers_401_everywhere_without_it() {
         .args(["--http", &wide])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    // A usage error (docs/exit-codes.md), naming both options.
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--token-file"), "{err}");
+    assert!(
+        err.contains("--token-file") && err.contains("--http"),
+        "{err}"
+    );
 
     let p = Publisher::start(
         None,
@@ -222,6 +226,8 @@ fn a_page_off_loopback_needs_the_token_and_answers_401_everywhere_without_it() {
         ("GET", "/no/such/path", ""),
         ("GET", "/login", ""),
         ("DELETE", "/api/services", ""),
+        ("HEAD", "/api/services", ""),
+        ("HEAD", "/events", ""),
         ("GET", "/api/services", forged),
         ("GET", "/api/services", "Authorization: Bearer s3cret\r\n"),
         (
@@ -281,8 +287,18 @@ fn a_page_off_loopback_needs_the_token_and_answers_401_everywhere_without_it() {
             &format!("DELETE /api/services HTTP/1.1\r\nHost: x\r\n{auth}\r\n"),
         );
         assert_eq!(status, 405, "{head}");
-        assert!(head.contains("\r\nAllow: GET\r\n"), "{head}");
+        assert!(head.contains("\r\nAllow: GET, HEAD\r\n"), "{head}");
+        // `curl -I`: HEAD is GET without the body.
+        let (status, head, body) = http(
+            &web,
+            &format!("HEAD /api/hosts HTTP/1.1\r\nHost: x\r\n{auth}\r\n"),
+        );
+        assert_eq!((status, body.as_str()), (200, ""), "{head}");
     }
+    // Without the token, HEAD gets the 401's head (and no login form).
+    let (status, head, body) = http(&web, "HEAD /api/hosts HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!((status, body.as_str()), (401, ""), "{head}");
+    assert!(head.contains("WWW-Authenticate: Bearer"), "{head}");
     let (status, _, _) = get(&web, "/api/hosts", "Authorization: Basic s3cret-token\r\n");
     assert_eq!(status, 401);
 }
@@ -338,6 +354,11 @@ fn the_api_answers_in_the_shapes_of_resolve_and_events_since_an_id() {
     let tail: Value = serde_json::from_str(&localhost("/api/events?since=8").2).unwrap();
     assert_eq!(tail["events"].as_array().unwrap().len(), 2, "{tail}");
     assert_eq!(localhost("/api/events?since=soon").0, 400);
+    // Query values are percent-decoded, as a browser or curl may send them.
+    let (status, head, body) = localhost("/api/events?since=%38");
+    assert_eq!(status, 200, "{head}");
+    let encoded: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(encoded, tail);
     let stats: Value = serde_json::from_str(&localhost("/api/stats").2).unwrap();
     let hot = stats["stats"]
         .as_array()
@@ -350,6 +371,36 @@ fn the_api_answers_in_the_shapes_of_resolve_and_events_since_an_id() {
     assert_eq!(hot["last_exit"]["reason"], "exit", "{hot}");
     assert_eq!(localhost("/nope").0, 404);
     assert_eq!(localhost("/").0, 200);
+
+    // `curl -I`: HEAD answers as GET (status, headers, Content-Length of
+    // the body GET gets) without the body, on every path.
+    let head_of = |path: &str| {
+        http(
+            &web,
+            &format!("HEAD {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"),
+        )
+    };
+    let length = |head: &str| -> Option<usize> {
+        head.lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .and_then(|n| n.parse().ok())
+    };
+    for path in ["/", "/app.js", "/style.css", "/api/hosts", "/nope"] {
+        let (get_status, get_head, get_body) = localhost(path);
+        let (status, head, body) = head_of(path);
+        assert_eq!(status, get_status, "HEAD {path}: {head}");
+        assert_eq!(body, "", "HEAD {path}");
+        assert_eq!(length(&head), Some(get_body.len()), "HEAD {path}: {head}");
+        assert_eq!(length(&get_head), Some(get_body.len()), "GET {path}");
+    }
+    assert_eq!(head_of("/api/events?since=soon").0, 400);
+    // The event stream: its head, then the connection closes.
+    let (status, head, body) = head_of("/events");
+    assert_eq!((status, body.as_str()), (200, ""), "{head}");
+    assert!(head.contains("Content-Type: text/event-stream"), "{head}");
+    // Another Host is refused for HEAD as for GET.
+    let (status, _, body) = http(&web, "HEAD / HTTP/1.1\r\nHost: status.example\r\n\r\n");
+    assert_eq!((status, body.as_str()), (403, ""));
 }
 
 /// A publisher fed by a scripted forwarder and watched over a raw

@@ -85,7 +85,7 @@ pub fn run(args: &[String]) -> i32 {
     let (dir, strict, json) = match parse(args) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("zurg: check: {e}\n{}", super::render::help_for("check"));
+            eprintln!("zurg: {e}\n{}", super::render::help_for("check"));
             return 2;
         }
     };

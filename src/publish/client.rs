@@ -491,7 +491,9 @@ fn list(opts: &Options, token: Option<&[u8]>) -> Result<i32, Failure> {
             }),
         };
         let _ = json_line(&mut out, &doc);
-    } else {
+    } else if total > 0 || opts.name.is_none() {
+        // NAME with no endpoint: the message below alone, not a table's
+        // header over no rows.
         let _ = out.write_all(listing_table(&listing, opts.name.is_none()).as_bytes());
     }
     if total == 0 {

@@ -342,6 +342,9 @@ impl Auth {
     }
 }
 
+/// The head of an `/events` answer (also all that `HEAD /events` gets).
+const STREAM_HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: keep-alive\r\n\r\n";
+
 fn reason_phrase(status: u16) -> &'static str {
     match status {
         200 => "OK",
@@ -385,11 +388,22 @@ fn text(out: &mut Vec<u8>, status: u16, message: &str) {
     );
 }
 
-/// `?since=N` of `/api/events`: 0 when absent.
+/// `?since=N` of `/api/events`: 0 when absent. Keys and values are
+/// percent-decoded (`since=%31` is `since=1`); one that does not decode to
+/// UTF-8 is not the key, or not a number.
 fn since_of(query: &str) -> Option<u64> {
-    match query.split('&').find_map(|kv| kv.strip_prefix("since=")) {
+    let decoded = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+    };
+    let value = query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (decoded(k).ok()? == "since").then(|| decoded(v))
+    });
+    match value {
         None => Some(0),
-        Some(v) => v.parse().ok(),
+        Some(v) => v.ok()?.parse().ok(),
     }
 }
 
@@ -580,8 +594,25 @@ impl Http {
             .fold(0, usize::saturating_add)
     }
 
-    /// Answers one request.
+    /// Answers one request. `HEAD` is answered as `GET` without the body
+    /// (same status and headers, `Content-Length` of the body it would
+    /// have), so `curl -I` works; on `/events` it gets the stream's head and
+    /// the connection closes.
     fn route(&mut self, id: ConnId, req: &Request, ctx: &Ctx) {
+        self.answer(id, req, ctx);
+        if req.method != "HEAD" {
+            return;
+        }
+        if let Some(conn) = self.conns.get_mut(&id) {
+            if conn.phase == Phase::Response {
+                if let Some(end) = conn.out.windows(4).position(|w| w == b"\r\n\r\n") {
+                    conn.out.truncate(end.saturating_add(4));
+                }
+            }
+        }
+    }
+
+    fn answer(&mut self, id: ConnId, req: &Request, ctx: &Ctx) {
         let mut out = Vec::new();
         if self.auth.token.is_none() && !req.host.as_deref().is_some_and(loopback_host) {
             // A page elsewhere that rebound its name to 127.0.0.1 sends its
@@ -612,14 +643,14 @@ impl Http {
             self.unauthorized(&mut out);
             return self.start_response(id, out);
         }
-        if req.method != "GET" {
+        if req.method != "GET" && req.method != "HEAD" {
             // A 405 names what is allowed (RFC 9110 15.5.6).
             response(
                 &mut out,
                 405,
                 "text/plain; charset=utf-8",
-                "Allow: GET\r\n",
-                b"only GET (and POST /login)\n",
+                "Allow: GET, HEAD\r\n",
+                b"only GET, HEAD (and POST /login)\n",
             );
             return self.start_response(id, out);
         }
@@ -653,6 +684,11 @@ impl Http {
                     "",
                     STYLE_CSS.as_bytes(),
                 );
+                return self.start_response(id, out);
+            }
+            "/events" if req.method == "HEAD" => {
+                // The stream's head, then close: no stream is opened.
+                out.extend_from_slice(STREAM_HEAD.as_bytes());
                 return self.start_response(id, out);
             }
             "/events" => return self.open_stream(id, ctx),
@@ -748,7 +784,7 @@ impl Http {
             return self.start_response(id, refusal);
         }
         let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: keep-alive\r\n\r\nretry: {SSE_RETRY_MS}\n\nid: {}\nevent: state\ndata: ",
+            "{STREAM_HEAD}retry: {SSE_RETRY_MS}\n\nid: {}\nevent: state\ndata: ",
             self.board.last_id()
         );
         out.extend_from_slice(head.as_bytes());
@@ -1018,6 +1054,17 @@ mod tests {
         assert!(matches!(parse(big_body.as_bytes()), Parsed::Bad(413, _)));
         let chunked = "POST /login HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert!(matches!(parse(chunked.as_bytes()), Parsed::Bad(501, _)));
+    }
+
+    #[test]
+    fn since_is_read_percent_decoded() {
+        assert_eq!(since_of(""), Some(0));
+        assert_eq!(since_of("since=12"), Some(12));
+        assert_eq!(since_of("since=%31"), Some(1));
+        assert_eq!(since_of("x=1&%73ince=%32%33"), Some(23));
+        assert_eq!(since_of("since=soon"), None);
+        assert_eq!(since_of("since=%ff"), None);
+        assert_eq!(since_of("since="), None);
     }
 
     #[test]

@@ -147,6 +147,13 @@ pub fn parse_options(args: &[String]) -> Result<Options, String> {
         }
     }
     let listen = listen.ok_or("--listen ADDR is required")?;
+    // A usage error (exit 2), found before anything starts: the page off
+    // loopback without a token would be open to anyone who can reach it.
+    if let (Some(addr), None) = (http, &token_file) {
+        if !addr.ip().is_loopback() {
+            return Err(super::http::HttpError::NeedsToken(addr).to_string());
+        }
+    }
     Ok(Options {
         listen,
         etcd,
