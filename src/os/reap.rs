@@ -89,17 +89,46 @@ pub fn reap_pid(pid: i32) -> io::Result<Option<ExitStatus>> {
 /// thread group's leader it answers once the whole group is dead.
 pub fn has_exited(pid: i32) -> io::Result<bool> {
     let id = libc::id_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    Ok(exited_child(libc::P_PID, id, libc::WNOWAIT)?.is_some())
+}
+
+fn reap_id(idtype: libc::idtype_t, id: libc::id_t) -> io::Result<Option<ExitStatus>> {
+    let Some(info) = exited_child(idtype, id, 0)? else {
+        return Ok(None);
+    };
+    // SAFETY: for SIGCHLD-style siginfo the status field is valid.
+    let status = unsafe { info.si_status() };
+    Ok(Some(match info.si_code {
+        libc::CLD_EXITED => ExitStatus::Code(status),
+        libc::CLD_DUMPED => ExitStatus::Signal {
+            signo: status,
+            core_dumped: true,
+        },
+        _ => ExitStatus::Signal {
+            signo: status,
+            core_dumped: false,
+        },
+    }))
+}
+
+/// waitid(WEXITED | WNOHANG | `flags`) for the child(ren) `idtype`/`id`
+/// names, retried on EINTR: the siginfo of one that has exited, or `None`
+/// while none has.
+fn exited_child(
+    idtype: libc::idtype_t,
+    id: libc::id_t,
+    flags: libc::c_int,
+) -> io::Result<Option<libc::siginfo_t>> {
     loop {
         let mut info = std::mem::MaybeUninit::<libc::siginfo_t>::zeroed();
         // SAFETY: waitid writes one siginfo_t through a pointer to a zeroed
-        // local; WNOWAIT leaves the child waitable, WNOHANG leaves si_pid 0
-        // when it still runs.
+        // local; with WNOHANG and no child ready it leaves si_pid 0.
         let ret = unsafe {
             libc::waitid(
-                libc::P_PID,
+                idtype,
                 id,
                 info.as_mut_ptr(),
-                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+                libc::WEXITED | libc::WNOHANG | flags,
             )
         };
         if ret == -1 {
@@ -109,45 +138,11 @@ pub fn has_exited(pid: i32) -> io::Result<bool> {
             }
             return Err(e);
         }
-        // SAFETY: the struct was zeroed and then filled by the kernel; for
-        // SIGCHLD-style siginfo the pid field is valid.
-        let pid = unsafe { info.assume_init().si_pid() };
-        return Ok(pid != 0);
-    }
-}
-
-fn reap_id(idtype: libc::idtype_t, id: libc::id_t) -> io::Result<Option<ExitStatus>> {
-    loop {
-        let mut info = std::mem::MaybeUninit::<libc::siginfo_t>::zeroed();
-        // SAFETY: waitid writes one siginfo_t through a pointer to a zeroed
-        // local; with WNOHANG and no child ready it leaves si_pid 0.
-        let ret =
-            unsafe { libc::waitid(idtype, id, info.as_mut_ptr(), libc::WEXITED | libc::WNOHANG) };
-        if ret == -1 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(e);
-        }
         // SAFETY: the struct was zeroed and then filled by the kernel.
         let info = unsafe { info.assume_init() };
-        // SAFETY: for SIGCHLD-style siginfo the pid and status fields are valid.
-        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-        if pid == 0 {
-            return Ok(None);
-        }
-        return Ok(Some(match info.si_code {
-            libc::CLD_EXITED => ExitStatus::Code(status),
-            libc::CLD_DUMPED => ExitStatus::Signal {
-                signo: status,
-                core_dumped: true,
-            },
-            _ => ExitStatus::Signal {
-                signo: status,
-                core_dumped: false,
-            },
-        }));
+        // SAFETY: for SIGCHLD-style siginfo the pid field is valid.
+        let pid = unsafe { info.si_pid() };
+        return Ok((pid != 0).then_some(info));
     }
 }
 
