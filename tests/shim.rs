@@ -527,3 +527,43 @@ fn verbose_says_when_leftovers_get_sigkill() {
     z.expect("1 process(es) still there after the 300 ms grace: sent SIGKILL");
     assert_eq!(z.wait_exit().code(), Some(3));
 }
+
+/// Sends its own process group one SIGRTMIN+1 (kill(0, sig)), then zurg
+/// RTMIN+2 as a marker, and exits 10 + how many RTMIN+1 it took before the
+/// marker came back. Real-time signals queue instead of merging, so a
+/// second copy cannot hide in the first; and zurg forwards and the child
+/// takes them lowest number first, so any copy zurg passed on arrives
+/// before the marker.
+const GROUP_KILLER: &str = r#"
+import os, signal, sys
+once, marker = signal.SIGRTMIN + 1, signal.SIGRTMIN + 2
+signal.pthread_sigmask(signal.SIG_BLOCK, {once, marker})
+os.kill(0, once)
+n = 0
+while True:
+    info = signal.sigwaitinfo({once, marker})
+    if info.si_signo == marker:
+        sys.exit(10 + n)
+    n += 1
+    if n == 1:
+        os.kill(os.getppid(), marker)
+"#;
+
+#[test]
+fn as_pid1_a_signal_the_command_sends_its_group_does_not_come_back_through_zurg() {
+    let test = "as_pid1_a_signal_the_command_sends_its_group_does_not_come_back_through_zurg";
+    if !std::path::Path::new(PYTHON).exists() {
+        common::skip(test, "no /usr/bin/python3");
+        return;
+    }
+    // In zurg's group, the kill(0) reached zurg too, which forwarded it
+    // (the child got its own signal twice, and one that answers a signal by
+    // signalling its group never stops), and every process of that group:
+    // under unshare, unshare itself, killed by the default action. zurg
+    // starts in a group of its own here so that the test runner is not.
+    let args = ["--", PYTHON, "-c", GROUP_KILLER];
+    let mut z = Zurg::start_with(Mode::Pid1, &args, |c| {
+        std::os::unix::process::CommandExt::process_group(c, 0);
+    });
+    assert_eq!(z.wait_exit().code(), Some(11), "{:?}", z.seen);
+}

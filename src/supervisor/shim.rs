@@ -15,6 +15,10 @@
 //! when the shell continues zurg it hands the foreground back to the child
 //! and continues it. On exit zurg takes the foreground back.
 //!
+//! As PID 1 the child always gets a process group of its own, as with
+//! tini, so a signal CMD sends its own group (`kill 0`) does not reach zurg
+//! and come back a second time.
+//!
 //! After the spawn zurg moves to "/", so that it does not keep the directory
 //! it was started in (and that directory's mount) busy; the child keeps it.
 
@@ -122,12 +126,19 @@ fn run_inner(opts: &ShimOptions) -> Result<i32, String> {
     // Checked before the child exists: a zurg in the background of its
     // terminal must not take the foreground from the shell.
     let foreground = signals::terminal_is_ours();
-    spec.new_pgroup = opts.pgroup || foreground;
+    let is_pid1 = pid1::is_pid1();
+    // As PID 1 the child always leads a group of its own (tini's setpgid):
+    // in zurg's group a `kill(0, sig)` from CMD would reach zurg as well,
+    // which would forward it, so CMD got it twice, or for ever if it
+    // answers each one by signalling its group again. Not PID 1, zurg stays
+    // in the child's group, so a `kill -- -PGID` by whoever started zurg
+    // (timeout(1), a shell's job control) still reaches the child.
+    spec.new_pgroup = opts.pgroup || foreground || is_pid1;
     spec.foreground = foreground;
 
     let (sigfd, child_signals) =
         signals::take_over_forwarding().map_err(|e| format!("cannot take over signals: {e}"))?;
-    if !pid1::is_pid1() {
+    if !is_pid1 {
         if let Err(e) = pid1::become_subreaper() {
             crate::log!(
                 "warning: cannot become a child subreaper, orphans will not be reaped: {e}"
