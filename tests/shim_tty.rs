@@ -256,7 +256,27 @@ fn the_terminal_comes_back_when_zurg_exits() {
 
 #[test]
 fn ctrl_z_and_fg_stop_and_resume_zurg_and_the_child_as_one_job() {
-    let test = "ctrl_z_and_fg_stop_and_resume_zurg_and_the_child_as_one_job";
+    ctrl_z_and_fg(
+        "ctrl_z_and_fg_stop_and_resume_zurg_and_the_child_as_one_job",
+        "read x",
+        "",
+    );
+}
+
+/// Off the terminal's stdin the child stays in zurg's group: the terminal
+/// stops both, and zurg must stop itself rather than leave bash waiting.
+#[test]
+fn ctrl_z_and_fg_stop_and_resume_zurg_and_the_child_in_zurgs_own_group() {
+    ctrl_z_and_fg(
+        "ctrl_z_and_fg_stop_and_resume_zurg_and_the_child_in_zurgs_own_group",
+        "read x < /dev/tty",
+        "< /dev/null",
+    );
+}
+
+/// Starts `zurg -- sh -c '...; READ; exit 7' REDIRECT` at an interactive
+/// bash, types ^Z, then `fg` and a line for READ.
+fn ctrl_z_and_fg(test: &str, read: &str, redirect: &str) {
     if !have(test, "script") || !have(test, "bash") {
         return;
     }
@@ -266,7 +286,7 @@ fn ctrl_z_and_fg_stop_and_resume_zurg_and_the_child_as_one_job() {
     let mut pty = Pty::run("bash --norc --noprofile -i");
     pty.typed(
         format!(
-            "{BIN} -- sh -c 'echo $$ > {}; read x; exit 7'\n",
+            "{BIN} -- sh -c 'echo $$ > {}; {read}; exit 7' {redirect}\n",
             pidfile.display()
         )
         .as_bytes(),
@@ -301,4 +321,55 @@ fn ctrl_z_and_fg_stop_and_resume_zurg_and_the_child_as_one_job() {
     assert_eq!(lines(&rcfile), ["rc=7"], "{}", pty.screen());
     pty.typed(b"exit\n");
     pty.wait_exit();
+}
+
+/// With stdin redirected zurg does not hand out the terminal, so the child
+/// stays in zurg's group, which holds the terminal: ^C reaches both. zurg
+/// is stopped while ^C is typed, so the child has taken the terminal's
+/// SIGINT before zurg could pass on a copy; a copy would then come as a
+/// second SIGINT, sent by zurg, ahead of zurg's USR1.
+#[test]
+fn ctrl_c_in_zurgs_own_group_is_not_forwarded_a_second_time() {
+    let test = "ctrl_c_in_zurgs_own_group_is_not_forwarded_a_second_time";
+    if !have(test, "script") || !have(test, PYTHON) {
+        return;
+    }
+    let dir = TempDir::new("ctrlc-shared");
+    let log = dir.path().join("log");
+    let code = dir.write("counter.py", INT_COUNTER);
+    let mut pty = Pty::run(&format!(
+        "{BIN} -- {PYTHON} {} {} < /dev/null",
+        code.display(),
+        log.display()
+    ));
+    eventually("the child is ready", || {
+        lines(&log).first().is_some_and(|l| l.starts_with("ready"))
+    });
+    let script = pty.child.id() as i32;
+    let zurg = *common::descendants(script)
+        .iter()
+        .find(|p| common::comm(**p).as_deref() == Some("zurg"))
+        .expect("zurg below script");
+    let child = *common::children(zurg).first().expect("zurg's child");
+    pty.own(child);
+    pty.own(zurg);
+    const PGRP: usize = 5;
+    const TPGID: usize = 8;
+    assert_eq!(stat_field(child, PGRP), stat_field(zurg, PGRP));
+    assert_eq!(stat_field(child, TPGID), stat_field(child, PGRP));
+
+    kill(zurg, libc::SIGSTOP);
+    eventually("zurg stopped", || state(zurg) == Some('T'));
+    pty.typed(b"\x03");
+    eventually("the terminal's SIGINT", || {
+        lines(&log).iter().any(|l| l.starts_with("SIGINT"))
+    });
+    kill(zurg, libc::SIGCONT);
+    kill(zurg, libc::SIGUSR1);
+    assert_eq!(pty.wait_exit().code(), Some(5), "{}", pty.screen());
+    assert_eq!(
+        &lines(&log)[1..],
+        &["SIGINT 128".to_string(), "SIGUSR1 0".to_string()],
+        "^C once, from the terminal, then zurg's USR1"
+    );
 }

@@ -149,7 +149,34 @@ pub struct Received {
     pub code: i32,
 }
 
+/// What a terminal's line discipline sends the whole foreground (or
+/// reading) process group, with si_code SI_KERNEL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FromTerminal {
+    /// ^C, ^\ or a window-size change: INT, QUIT, WINCH.
+    Key,
+    /// ^Z, or a read or write by a background group: TSTP, TTIN, TTOU.
+    Stop,
+}
+
 impl Received {
+    /// Whether the terminal sent this to a process group, so every member
+    /// of zurg's group got it at the same moment. Only the terminal sends
+    /// these numbers with SI_KERNEL, except ctrl-alt-del's SIGINT, which
+    /// goes to the initial namespace's PID 1 alone (and a PID 1 shim shares
+    /// no group with its child).
+    pub fn from_terminal(&self) -> Option<FromTerminal> {
+        const SI_KERNEL: i32 = 0x80;
+        if self.code != SI_KERNEL {
+            return None;
+        }
+        match self.signo {
+            libc::SIGINT | libc::SIGQUIT | libc::SIGWINCH => Some(FromTerminal::Key),
+            libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => Some(FromTerminal::Stop),
+            _ => None,
+        }
+    }
+
     /// Whether this is a request to zurg, to be acted on or forwarded, rather
     /// than zurg's own doing: a fault number the kernel raised
     /// asynchronously (a machine-check SIGBUS) or a signal zurg sent itself
@@ -368,6 +395,28 @@ mod tests {
             from_pid,
             code,
         }
+    }
+
+    #[test]
+    fn only_the_terminals_keys_and_stops_count_as_from_the_terminal() {
+        const SI_USER: i32 = 0;
+        const SI_KERNEL: i32 = 0x80;
+        for signo in [libc::SIGINT, libc::SIGQUIT, libc::SIGWINCH] {
+            assert_eq!(
+                got(signo, 0, SI_KERNEL).from_terminal(),
+                Some(FromTerminal::Key)
+            );
+            assert_eq!(got(signo, 7, SI_USER).from_terminal(), None);
+        }
+        for signo in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
+            assert_eq!(
+                got(signo, 0, SI_KERNEL).from_terminal(),
+                Some(FromTerminal::Stop)
+            );
+            assert_eq!(got(signo, 7, SI_USER).from_terminal(), None);
+        }
+        // a hang-up goes to the session leader, not to a group
+        assert_eq!(got(libc::SIGHUP, 0, SI_KERNEL).from_terminal(), None);
     }
 
     #[test]

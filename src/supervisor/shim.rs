@@ -15,6 +15,13 @@
 //! when the shell continues zurg it hands the foreground back to the child
 //! and continues it. On exit zurg takes the foreground back.
 //!
+//! Off a terminal's foreground (stdin redirected, or zurg started in the
+//! background and then brought to the foreground) the child stays in zurg's
+//! group; when that group holds the terminal, the terminal's ^C, ^\ and
+//! window-size signals reach the child straight from the kernel, so zurg
+//! does not forward its own copy, and its ^Z stops zurg along with the
+//! child.
+//!
 //! As PID 1 the child always gets a process group of its own, as with
 //! tini, so a signal CMD sends its own group (`kill 0`) does not reach zurg
 //! and come back a second time.
@@ -28,7 +35,7 @@ use std::os::unix::ffi::OsStrExt;
 pub use crate::cli::ShimOptions;
 use crate::os::pid1;
 use crate::os::reap::{self, Drained, ExitStatus};
-use crate::os::signals;
+use crate::os::signals::{self, FromTerminal};
 use crate::os::spawn::{self, SpawnSpec};
 use crate::supervisor::reactor::{Reactor, PIDFD_BASE, SIGNAL_TOKEN};
 
@@ -109,6 +116,27 @@ fn follow_stop(child: &spawn::Child, lease: &TerminalLease) {
     }
     if let Err(e) = crate::os::pidfd::kill(-lease.child_pgid, libc::SIGCONT) {
         crate::log!("warning: cannot continue the child: {e}");
+    }
+}
+
+/// Whether the child is in zurg's process group (off a terminal, not PID 1,
+/// without `--pgroup`), so a signal the terminal sends that group reaches
+/// it without zurg. Asked per signal: the child may have moved itself.
+fn shares_group(child_pid: i32) -> bool {
+    nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(child_pid)))
+        .is_ok_and(|g| g == nix::unistd::getpgrp())
+}
+
+/// The terminal stopped zurg's whole group (^Z, or a background read or
+/// write), the child with it: zurg stops too, so the shell sees the job
+/// stop rather than wait for zurg, and the shell's SIGCONT to the group
+/// continues both.
+fn stop_with_the_group(signo: i32) {
+    if let Err(e) = signals::stop_self(signo) {
+        crate::log!(
+            "warning: cannot stop with the child ({}): {e}",
+            crate::sig::name(signo)
+        );
     }
 }
 
@@ -210,6 +238,18 @@ fn run_inner(opts: &ShimOptions) -> Result<i32, String> {
                     .iter()
                     .find(|(from, _)| *from == sig.signo)
                     .map_or(sig.signo, |(_, to)| *to);
+                if let Some(kind) = sig.from_terminal() {
+                    if shares_group(child_pid) {
+                        if kind == FromTerminal::Stop {
+                            stop_with_the_group(sig.signo);
+                        }
+                        // The terminal gave CMD its own copy; only a
+                        // rewritten signal is news to it.
+                        if to == sig.signo {
+                            continue;
+                        }
+                    }
+                }
                 let target = if opts.pgroup { -child_pid } else { child_pid };
                 let sent = match (&child.pidfd, opts.pgroup) {
                     (Some(fd), false) => fd.send_signal(to),
