@@ -120,7 +120,8 @@ fn main() -> ExitCode {
             println!("zurg {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Ok(Cmd::Shim(opts)) => {
+        Ok(Cmd::Shim(mut opts)) => {
+            cli::shim_environment(&mut opts, |name| std::env::var_os(name));
             if let Some(word) = opts.argv.first() {
                 let has_slash = word.to_string_lossy().contains('/');
                 if opts.bare_word && !has_slash && !on_path(word) {

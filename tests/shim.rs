@@ -567,3 +567,113 @@ fn as_pid1_a_signal_the_command_sends_its_group_does_not_come_back_through_zurg(
     });
     assert_eq!(z.wait_exit().code(), Some(11), "{:?}", z.seen);
 }
+
+#[test]
+fn remap_exit_turns_the_listed_codes_into_0() {
+    for (args, code) in [
+        (&["-e", "3", "--", "sh", "-c", "exit 3"][..], 0),
+        (&["-e", "3", "--", "sh", "-c", "exit 4"], 4),
+        // a signal's 128+N, as tini: a JVM's 143 after SIGTERM
+        (
+            &[
+                "-e",
+                "3",
+                "--remap-exit",
+                "143",
+                "--",
+                "sh",
+                "-c",
+                "kill -TERM $$",
+            ],
+            0,
+        ),
+    ] {
+        let mut z = Zurg::start(Mode::Pid1, args);
+        assert_eq!(z.wait_exit().code(), Some(code), "{args:?}: {:?}", z.seen);
+    }
+}
+
+#[test]
+fn a_bad_tini_flag_value_is_a_usage_error_naming_flag_and_value() {
+    for (args, says) in [
+        (
+            &["-e", "300", "--", "true"][..],
+            "-e/--remap-exit \"300\": expected an exit code from 0 to 255",
+        ),
+        (
+            &["-p", "SIGNOPE", "--", "true"],
+            "-p/--parent-death-signal \"SIGNOPE\": not a signal",
+        ),
+    ] {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn warn_reap_names_each_orphan_reaped_but_not_cmd() {
+    let dir = TempDir::new("warnreap");
+    let done = dir.path().join("done");
+    // `(true &)`: the subshell exits without waiting for its child, which
+    // is handed to zurg (PID 1) and reaped there.
+    let script = format!(
+        "(true &); n=0; while [ ! -e {} ] && [ $n -lt 1500 ]; do sleep 0.01; n=$((n+1)); done; exit 6",
+        done.display()
+    );
+    let mut z = Zurg::start(Mode::Pid1, &["-w", "--", "sh", "-c", &script]);
+    let line = z.expect("which is not CMD's");
+    assert!(line.contains("warning: reaped pid "), "{line}");
+    std::fs::write(&done, "").unwrap();
+    assert_eq!(z.wait_exit().code(), Some(6));
+    // CMD itself (pid 2 in the namespace) is not warned about
+    let cmd_warned = z.seen.iter().any(|l| l.contains("reaped pid 2 "));
+    assert!(!cmd_warned, "{:?}", z.seen);
+}
+
+#[test]
+fn parent_death_signal_reaches_cmd_when_zurgs_parent_dies() {
+    let dir = TempDir::new("pdeath");
+    let log = dir.path().join("log");
+    let script = format!(
+        "trap 'echo USR1 >> {0}; exit 0' USR1; echo ready >> {0}; while :; do sleep 0.02; done",
+        log.display()
+    );
+    // zurg's parent is unshare: its --kill-child death signal (KILL) is
+    // replaced by -p's USR1, which zurg forwards.
+    let mut z = Zurg::start(Mode::Pid1, &["-p", "USR1", "--", "sh", "-c", &script]);
+    wait_for_word(&log, "ready");
+    let zurg = z.host_pid();
+    kill(z.child.id() as i32, 9);
+    z.wait_exit();
+    wait_for_word(&log, "USR1");
+    eventually("zurg ended with its child", || {
+        state(zurg).is_none_or(|s| s == 'Z')
+    });
+}
+
+#[test]
+fn tini_kill_process_group_in_the_environment_signals_the_whole_group() {
+    let dir = TempDir::new("tinipgroup");
+    let log = dir.path().join("log");
+    let grandchild = format!(
+        "trap 'echo grandchild >> {0}; exit 0' USR1; echo gready >> {0}; while :; do sleep 0.02; done",
+        log.display()
+    );
+    let script = format!(
+        "sh -c \"{}\" & trap 'echo child >> {1}' USR1; echo ready >> {1}; while :; do sleep 0.02; done",
+        grandchild.replace('"', "\\\""),
+        log.display()
+    );
+    let mut z = Zurg::start_with(Mode::Pid1, &["--", "sh", "-c", &script], |c| {
+        c.env("TINI_KILL_PROCESS_GROUP", "1");
+    });
+    wait_for_word(&log, "ready");
+    wait_for_word(&log, "gready");
+    z.signal(10);
+    wait_for_word(&log, "child");
+    wait_for_word(&log, "grandchild");
+    z.signal(9);
+    z.wait_exit();
+}

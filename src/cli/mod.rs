@@ -39,6 +39,26 @@ pub struct ShimOptions {
     pub bare_word: bool,
     /// `--log-timestamps` / `--no-log-timestamps`; `None`: decide by stderr.
     pub log_timestamps: Option<bool>,
+    /// `-e`/`--remap-exit`: CMD's exit codes (128+N for a signal) that
+    /// zurg reports as 0 (tini's -e).
+    pub remap_exit: Vec<u8>,
+    /// `-p`/`--parent-death-signal`: the signal zurg gets when its parent
+    /// dies (PR_SET_PDEATHSIG), forwarded like any other (tini's -p).
+    pub parent_death_signal: Option<i32>,
+    /// `-w`/`--warn-reap`: log each process reaped that is not CMD.
+    pub warn_reap: bool,
+}
+
+/// Set (to anything) in zurg's environment, signals go to CMD's process
+/// group, as with tini's environment variable of the same name.
+pub const TINI_KILL_PROCESS_GROUP: &str = "TINI_KILL_PROCESS_GROUP";
+
+/// Applies the environment variables the shim honours for tini's sake to
+/// options parsed from argv; `var` looks one up (std::env::var_os).
+pub fn shim_environment(opts: &mut ShimOptions, var: impl Fn(&str) -> Option<OsString>) {
+    if var(TINI_KILL_PROCESS_GROUP).is_some() {
+        opts.pgroup = true;
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +192,24 @@ fn parse_rewrite(text: &str) -> Result<(i32, i32), UsageError> {
     Ok((from_n, to_n))
 }
 
+fn exit_code_arg(value: OsString) -> Result<u8, UsageError> {
+    let s = value.string()?;
+    s.trim().parse().map_err(|_| {
+        UsageError(format!(
+            "-e/--remap-exit {s:?}: expected an exit code from 0 to 255"
+        ))
+    })
+}
+
+fn signal_arg(flag: &str, value: OsString) -> Result<i32, UsageError> {
+    let s = value.string()?;
+    crate::sig::parse(&s).ok_or_else(|| {
+        UsageError(format!(
+            "{flag} {s:?}: not a signal (a name like TERM or SIGKILL, or a number from 1 to 64)"
+        ))
+    })
+}
+
 fn duration_arg(flag: &str, value: OsString) -> Result<u64, UsageError> {
     let s = value.string()?;
     parse_duration_ms(&s).ok_or_else(|| {
@@ -273,6 +311,9 @@ fn parse_shim(args: Vec<OsString>) -> Result<Cmd, UsageError> {
             .first()
             .is_some_and(|a| !a.to_string_lossy().starts_with('-')),
         log_timestamps: None,
+        remap_exit: Vec::new(),
+        parent_death_signal: None,
+        warn_reap: false,
     };
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next()? {
@@ -289,6 +330,11 @@ fn parse_shim(args: Vec<OsString>) -> Result<Cmd, UsageError> {
                 opts.rewrite.push(parse_rewrite(&p.value()?.string()?)?)
             }
             Long("grace") => opts.grace_ms = duration_arg("--grace", p.value()?)?,
+            Short('e') | Long("remap-exit") => opts.remap_exit.push(exit_code_arg(p.value()?)?),
+            Short('p') | Long("parent-death-signal") => {
+                opts.parent_death_signal = Some(signal_arg("-p/--parent-death-signal", p.value()?)?)
+            }
+            Short('w') | Long("warn-reap") => opts.warn_reap = true,
             Value(v) => {
                 opts.argv.push(v);
                 opts.argv.extend(p.raw_args()?);
@@ -436,6 +482,54 @@ mod tests {
         let o = shim(&["ls", "-l", "--pgroup"]);
         assert!(!o.pgroup);
         assert_eq!(o.argv, args(&["ls", "-l", "--pgroup"]));
+    }
+
+    #[test]
+    fn tini_flags() {
+        let o = shim(&[
+            "-e",
+            "143",
+            "--remap-exit",
+            "3",
+            "-p",
+            "SIGUSR1",
+            "-w",
+            "--",
+            "x",
+        ]);
+        assert_eq!(o.remap_exit, vec![143, 3]);
+        assert_eq!(o.parent_death_signal, Some(10));
+        assert!(o.warn_reap);
+        let o = shim(&["--parent-death-signal", "9", "--", "x"]);
+        assert_eq!(o.parent_death_signal, Some(9));
+        let o = shim(&["--", "x"]);
+        assert_eq!(
+            (o.remap_exit.len(), o.parent_death_signal, o.warn_reap),
+            (0, None, false)
+        );
+        let err = |v: &[&str]| parse(args(v), false).unwrap_err().0;
+        for bad in ["256", "-1", "x", ""] {
+            let e = err(&["-e", bad, "--", "x"]);
+            assert!(e.starts_with(&format!("-e/--remap-exit {bad:?}: ")), "{e}");
+        }
+        for bad in ["NOPE", "0", "65"] {
+            let e = err(&["-p", bad, "--", "x"]);
+            assert!(
+                e.starts_with(&format!("-p/--parent-death-signal {bad:?}: ")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn tini_kill_process_group_in_the_environment_signals_the_group() {
+        let with = |name: &'static str| {
+            let mut o = shim(&["--", "x"]);
+            shim_environment(&mut o, |v| (v == name).then(OsString::new));
+            o.pgroup
+        };
+        assert!(with(TINI_KILL_PROCESS_GROUP));
+        assert!(!with("SOMETHING_ELSE"));
     }
 
     #[test]

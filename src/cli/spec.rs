@@ -166,6 +166,29 @@ pub const SHIM: VerbSpec = VerbSpec {
             ),
             GRACE_DEFAULT,
         ),
+        short(
+            valued(
+                "remap-exit",
+                "CODE",
+                "exit 0 when CMD exits with CODE (128+N for signal N; repeatable), as tini -e",
+            ),
+            'e',
+        ),
+        short(
+            valued(
+                "parent-death-signal",
+                "SIG",
+                "have the kernel send zurg SIG when zurg's parent dies; forwarded to CMD like any signal, as tini -p",
+            ),
+            'p',
+        ),
+        short(
+            flag(
+                "warn-reap",
+                "log each process zurg reaps that is not CMD, as tini -w",
+            ),
+            'w',
+        ),
         short(flag("verbose", "log what happens to CMD and its orphans"), 'v'),
         TIMESTAMPS,
         NO_TIMESTAMPS,
@@ -776,6 +799,8 @@ mod tests {
             "N" => "1000",
             "IP" => "127.0.0.1",
             "FROM:TO" => "TERM:QUIT",
+            "CODE" => "143",
+            "SIG" => "TERM",
             "HOST:PORT" | "HOST:PORT[,...]" | "ADDR" => "127.0.0.1:1",
             "URL[,URL...]" => "http://127.0.0.1:1",
             _ => "x",

@@ -28,6 +28,15 @@ pub fn become_subreaper() -> io::Result<()> {
         .map(|_| ())
 }
 
+/// Asks the kernel for `signo` when zurg's parent (the thread that forked
+/// it) exits: tini's -p.
+pub fn set_parent_death_signal(signo: i32) -> io::Result<()> {
+    let sig =
+        libc::c_ulong::try_from(signo).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: prctl with integer arguments only.
+    cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig, 0, 0, 0) }).map(|_| ())
+}
+
 /// Raises RLIMIT_NOFILE so that `needed` descriptors fit: the soft limit,
 /// and the hard one too when zurg may (CAP_SYS_RESOURCE, as PID 1 has),
 /// up to the kernel's fs.nr_open; otherwise up to the hard limit. Returns

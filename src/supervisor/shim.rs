@@ -140,6 +140,19 @@ fn stop_with_the_group(signo: i32) {
     }
 }
 
+/// zurg's exit code for CMD's end: CMD's code, or 128+N for signal N, or
+/// 0 when `--remap-exit` lists it.
+fn exit_code(opts: &ShimOptions, exit: ExitStatus) -> i32 {
+    let code = exit.shell_code();
+    if u8::try_from(code).is_ok_and(|c| opts.remap_exit.contains(&c)) {
+        if opts.verbose {
+            crate::log!("exit code {code} remapped to 0 (--remap-exit)");
+        }
+        return 0;
+    }
+    code
+}
+
 fn run_inner(opts: &ShimOptions) -> Result<i32, String> {
     let Some(program) = opts.argv.first() else {
         return Err("no command given".into());
@@ -164,6 +177,14 @@ fn run_inner(opts: &ShimOptions) -> Result<i32, String> {
     spec.new_pgroup = opts.pgroup || foreground || is_pid1;
     spec.foreground = foreground;
 
+    if let Some(signo) = opts.parent_death_signal {
+        pid1::set_parent_death_signal(signo).map_err(|e| {
+            format!(
+                "cannot ask for {} when zurg's parent dies (-p): {e}",
+                crate::sig::name(signo)
+            )
+        })?;
+    }
     let (sigfd, child_signals) =
         signals::take_over_forwarding().map_err(|e| format!("cannot take over signals: {e}"))?;
     if !is_pid1 {
@@ -271,6 +292,8 @@ fn run_inner(opts: &ShimOptions) -> Result<i32, String> {
         let drained = reap::reap_all(|pid, status| {
             if pid == child_pid {
                 child_exit = Some(status);
+            } else if opts.warn_reap {
+                crate::log!("warning: reaped pid {pid} ({status}), which is not CMD's");
             }
         });
         let now = reactor.now_ms();
@@ -281,7 +304,7 @@ fn run_inner(opts: &ShimOptions) -> Result<i32, String> {
             if opts.verbose && reactor.timers.is_empty() {
                 crate::log!("pid {child_pid} ended ({exit}); nothing left behind");
             }
-            return Ok(exit.shell_code());
+            return Ok(exit_code(opts, exit));
         }
         while let Some(deadline) = reactor.timers.pop_due(now) {
             match deadline {
@@ -300,7 +323,7 @@ fn run_inner(opts: &ShimOptions) -> Result<i32, String> {
                 }
                 Deadline::GiveUp => {
                     crate::log!("descendants still alive after SIGKILL; exiting anyway");
-                    return Ok(exit.shell_code());
+                    return Ok(exit_code(opts, exit));
                 }
             }
         }
