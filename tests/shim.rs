@@ -677,3 +677,61 @@ fn tini_kill_process_group_in_the_environment_signals_the_whole_group() {
     z.signal(9);
     z.wait_exit();
 }
+
+#[test]
+fn rewrite_to_0_drops_the_signal() {
+    let dir = TempDir::new("rewrite0");
+    let log = dir.path().join("log");
+    let script = format!(
+        "trap 'echo USR1 >> {0}' USR1; trap 'echo USR2 >> {0}; exit 4' USR2; echo ready >> {0}; while :; do sleep 0.02; done",
+        log.display()
+    );
+    let mut z = Zurg::start(
+        Mode::Pid1,
+        &["--rewrite", "USR1:0", "--", "sh", "-c", &script],
+    );
+    wait_for_word(&log, "ready");
+    // zurg takes them in order, so USR2 ends the child after USR1 was
+    // handled (dropped) or would have been forwarded.
+    z.signal(libc::SIGUSR1);
+    z.signal(libc::SIGUSR2);
+    assert_eq!(z.wait_exit().code(), Some(4));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text, "ready\nUSR2\n");
+}
+
+#[test]
+fn single_child_signals_cmd_alone_despite_tini_kill_process_group() {
+    let dir = TempDir::new("singlechild");
+    let log = dir.path().join("log");
+    let grandchild = format!(
+        "trap 'echo grandchild USR1 >> {0}' USR1; trap 'echo grandchild USR2 >> {0}; exit 0' USR2; echo gready >> {0}; while :; do sleep 0.02; done",
+        log.display()
+    );
+    let script = format!(
+        "sh -c \"{}\" & trap 'echo child >> {1}' USR1; echo ready >> {1}; while :; do sleep 0.02; done",
+        grandchild.replace('"', "\\\""),
+        log.display()
+    );
+    let mut z = Zurg::start_with(Mode::Pid1, &["-c", "--", "sh", "-c", &script], |c| {
+        c.env("TINI_KILL_PROCESS_GROUP", "1");
+    });
+    wait_for_word(&log, "ready");
+    wait_for_word(&log, "gready");
+    z.signal(libc::SIGUSR1);
+    wait_for_word(&log, "child");
+    // A signal to the group reaches each member in the one kill(2), so by
+    // now the grandchild's USR1 would be pending; sh runs pending traps in
+    // signal number order, USR1 before the USR2 sent to it now.
+    let g_host = *z
+        .descendants()
+        .iter()
+        .find(|p| common::cmdline(**p).starts_with("sh -c trap 'echo grandchild"))
+        .expect("the grandchild");
+    kill(g_host, libc::SIGUSR2);
+    wait_for_word(&log, "grandchild USR2");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("grandchild USR1"), "{text}");
+    z.signal(9);
+    z.wait_exit();
+}

@@ -29,8 +29,11 @@ pub struct ShimOptions {
     pub argv: Vec<OsString>,
     /// Put the child in its own process group and forward signals to the group.
     pub pgroup: bool,
-    /// (received, forwarded) signal pairs.
-    pub rewrite: Vec<(i32, i32)>,
+    /// `-c`/`--single-child`: signals go to CMD alone, whatever
+    /// `TINI_KILL_PROCESS_GROUP` says (dumb-init's -c).
+    pub single_child: bool,
+    /// `--rewrite FROM:TO`: what a received signal is forwarded as.
+    pub rewrite: Vec<(i32, RewriteTo)>,
     /// Time remaining descendants get between SIGTERM and SIGKILL.
     pub grace_ms: u64,
     pub verbose: bool,
@@ -49,6 +52,14 @@ pub struct ShimOptions {
     pub warn_reap: bool,
 }
 
+/// What `--rewrite FROM:TO` forwards FROM as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RewriteTo {
+    Signal(i32),
+    /// TO is 0: FROM is not forwarded at all (dumb-init's convention).
+    Drop,
+}
+
 /// Set (to anything) in zurg's environment, signals go to CMD's process
 /// group, as with tini's environment variable of the same name.
 pub const TINI_KILL_PROCESS_GROUP: &str = "TINI_KILL_PROCESS_GROUP";
@@ -56,7 +67,7 @@ pub const TINI_KILL_PROCESS_GROUP: &str = "TINI_KILL_PROCESS_GROUP";
 /// Applies the environment variables the shim honours for tini's sake to
 /// options parsed from argv; `var` looks one up (std::env::var_os).
 pub fn shim_environment(opts: &mut ShimOptions, var: impl Fn(&str) -> Option<OsString>) {
-    if var(TINI_KILL_PROCESS_GROUP).is_some() {
+    if var(TINI_KILL_PROCESS_GROUP).is_some() && !opts.single_child {
         opts.pgroup = true;
     }
 }
@@ -178,17 +189,34 @@ pub fn utc_timestamp(us: u64) -> String {
     )
 }
 
-fn parse_rewrite(text: &str) -> Result<(i32, i32), UsageError> {
-    let bad = || {
-        UsageError(format!(
-            "--rewrite {text:?}: expected FROM:TO, e.g. TERM:QUIT"
-        ))
+/// `FROM:TO`, each a signal name or number, TO 0 to drop FROM. FROM must
+/// be a signal zurg can receive and forwards; each FROM once.
+fn parse_rewrite(text: &str, earlier: &[(i32, RewriteTo)]) -> Result<(i32, RewriteTo), UsageError> {
+    let fail = |why: String| UsageError(format!("--rewrite {text:?}: {why}"));
+    let (from, to) = text
+        .split_once(':')
+        .ok_or_else(|| fail("expected FROM:TO, e.g. TERM:QUIT, or TERM:0 to drop TERM".into()))?;
+    let from_n =
+        crate::sig::parse(from).ok_or_else(|| fail(format!("{from:?} is not a signal")))?;
+    if matches!(from_n, libc::SIGKILL | libc::SIGSTOP | libc::SIGCHLD) {
+        return Err(fail(format!(
+            "zurg never forwards {} (KILL and STOP cannot be caught, CHLD is zurg's own)",
+            crate::sig::name(from_n)
+        )));
+    }
+    if earlier.iter().any(|(f, _)| *f == from_n) {
+        return Err(fail(format!(
+            "{} is rewritten twice",
+            crate::sig::name(from_n)
+        )));
+    }
+    let to_n = if to.trim() == "0" {
+        RewriteTo::Drop
+    } else {
+        RewriteTo::Signal(
+            crate::sig::parse(to).ok_or_else(|| fail(format!("{to:?} is not a signal")))?,
+        )
     };
-    let (from, to) = text.split_once(':').ok_or_else(bad)?;
-    let from_n = crate::sig::parse(from)
-        .ok_or_else(|| UsageError(format!("--rewrite: unknown signal {from:?}")))?;
-    let to_n = crate::sig::parse(to)
-        .ok_or_else(|| UsageError(format!("--rewrite: unknown signal {to:?}")))?;
     Ok((from_n, to_n))
 }
 
@@ -304,6 +332,7 @@ fn parse_shim(args: Vec<OsString>) -> Result<Cmd, UsageError> {
     let mut opts = ShimOptions {
         argv: Vec::new(),
         pgroup: false,
+        single_child: false,
         rewrite: Vec::new(),
         grace_ms: DEFAULT_GRACE_MS,
         verbose: false,
@@ -323,11 +352,13 @@ fn parse_shim(args: Vec<OsString>) -> Result<Cmd, UsageError> {
             Long("log-timestamps") => opts.log_timestamps = Some(true),
             Long("no-log-timestamps") => opts.log_timestamps = Some(false),
             Short('g') | Long("pgroup") => opts.pgroup = true,
+            Short('c') | Long("single-child") => opts.single_child = true,
             Short('v') | Long("verbose") => opts.verbose = true,
             // tini's -s: zurg always makes itself a subreaper when not PID 1.
             Short('s') => {}
             Short('r') | Long("rewrite") => {
-                opts.rewrite.push(parse_rewrite(&p.value()?.string()?)?)
+                let pair = parse_rewrite(&p.value()?.string()?, &opts.rewrite)?;
+                opts.rewrite.push(pair);
             }
             Long("grace") => opts.grace_ms = duration_arg("--grace", p.value()?)?,
             Short('e') | Long("remap-exit") => opts.remap_exit.push(exit_code_arg(p.value()?)?),
@@ -344,6 +375,11 @@ fn parse_shim(args: Vec<OsString>) -> Result<Cmd, UsageError> {
     }
     if opts.argv.is_empty() {
         return Err(UsageError("no command given after --".into()));
+    }
+    if opts.pgroup && opts.single_child {
+        return Err(UsageError(
+            "-g/--pgroup and -c/--single-child contradict each other: signal CMD's group, or CMD alone".into(),
+        ));
     }
     Ok(Cmd::Shim(opts))
 }
@@ -475,7 +511,7 @@ mod tests {
             "-g",
         ]);
         assert!(o.pgroup);
-        assert_eq!(o.rewrite, vec![(15, 3)]);
+        assert_eq!(o.rewrite, vec![(15, RewriteTo::Signal(3))]);
         assert_eq!(o.grace_ms, 250);
         assert_eq!(o.argv, args(&["sh", "-c", "x", "--", "-g"]));
         // options after CMD belong to CMD
@@ -530,6 +566,49 @@ mod tests {
         };
         assert!(with(TINI_KILL_PROCESS_GROUP));
         assert!(!with("SOMETHING_ELSE"));
+    }
+
+    #[test]
+    fn dumb_init_flags() {
+        let o = shim(&[
+            "-c",
+            "-r",
+            "15:3",
+            "--rewrite",
+            "USR1:0",
+            "-r",
+            "SIGHUP:sigusr2",
+            "x",
+        ]);
+        assert!(o.single_child && !o.pgroup);
+        assert_eq!(
+            o.rewrite,
+            vec![
+                (15, RewriteTo::Signal(3)),
+                (10, RewriteTo::Drop),
+                (1, RewriteTo::Signal(12))
+            ]
+        );
+        let err = |v: &[&str]| parse(args(v), false).unwrap_err().0;
+        for (bad, says) in [
+            ("TERM", "expected FROM:TO"),
+            ("TERM:NOPE", "\"NOPE\" is not a signal"),
+            ("0:TERM", "\"0\" is not a signal"),
+            ("KILL:TERM", "never forwards SIGKILL"),
+            ("CHLD:0", "never forwards SIGCHLD"),
+        ] {
+            let e = err(&["--rewrite", bad, "--", "x"]);
+            assert!(e.starts_with(&format!("--rewrite {bad:?}: ")), "{e}");
+            assert!(e.contains(says), "{e}");
+        }
+        let e = err(&["-r", "TERM:QUIT", "-r", "15:0", "--", "x"]);
+        assert!(e.contains("SIGTERM is rewritten twice"), "{e}");
+        let e = err(&["-g", "-c", "--", "x"]);
+        assert!(e.contains("contradict"), "{e}");
+        // -c wins over the environment
+        let mut o = shim(&["-c", "--", "x"]);
+        shim_environment(&mut o, |_| Some(OsString::new()));
+        assert!(!o.pgroup);
     }
 
     #[test]

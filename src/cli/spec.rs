@@ -151,10 +151,17 @@ pub const SHIM: VerbSpec = VerbSpec {
             'g',
         ),
         short(
+            flag(
+                "single-child",
+                "signal CMD alone, never its group (the default; overrides TINI_KILL_PROCESS_GROUP), as dumb-init -c",
+            ),
+            'c',
+        ),
+        short(
             valued(
                 "rewrite",
                 "FROM:TO",
-                "forward signal FROM as TO (repeatable), e.g. TERM:QUIT",
+                "forward signal FROM as TO (names or numbers; repeatable), e.g. TERM:QUIT; TO 0 drops FROM, as dumb-init -r",
             ),
             'r',
         ),

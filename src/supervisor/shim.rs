@@ -32,7 +32,7 @@
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStrExt;
 
-pub use crate::cli::ShimOptions;
+pub use crate::cli::{RewriteTo, ShimOptions};
 use crate::os::pid1;
 use crate::os::reap::{self, Drained, ExitStatus};
 use crate::os::signals::{self, FromTerminal};
@@ -254,11 +254,11 @@ fn run_inner(opts: &ShimOptions) -> Result<i32, String> {
                 if sig.signo == libc::SIGCHLD || child_exit.is_some() || !sig.is_request(my_pid) {
                     continue;
                 }
-                let to = opts
-                    .rewrite
-                    .iter()
-                    .find(|(from, _)| *from == sig.signo)
-                    .map_or(sig.signo, |(_, to)| *to);
+                let to = match opts.rewrite.iter().find(|(from, _)| *from == sig.signo) {
+                    None => Some(sig.signo),
+                    Some((_, RewriteTo::Signal(to))) => Some(*to),
+                    Some((_, RewriteTo::Drop)) => None,
+                };
                 if let Some(kind) = sig.from_terminal() {
                     if shares_group(child_pid) {
                         if kind == FromTerminal::Stop {
@@ -266,11 +266,21 @@ fn run_inner(opts: &ShimOptions) -> Result<i32, String> {
                         }
                         // The terminal gave CMD its own copy; only a
                         // rewritten signal is news to it.
-                        if to == sig.signo {
+                        if to == Some(sig.signo) {
                             continue;
                         }
                     }
                 }
+                let Some(to) = to else {
+                    if opts.verbose {
+                        crate::log!(
+                            "dropped {} (--rewrite {}:0)",
+                            crate::sig::name(sig.signo),
+                            crate::sig::name(sig.signo)
+                        );
+                    }
+                    continue;
+                };
                 let target = if opts.pgroup { -child_pid } else { child_pid };
                 let sent = match (&child.pidfd, opts.pgroup) {
                     (Some(fd), false) => fd.send_signal(to),
