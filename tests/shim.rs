@@ -623,7 +623,7 @@ fn warn_reap_names_each_orphan_reaped_but_not_cmd() {
         done.display()
     );
     let mut z = Zurg::start(Mode::Pid1, &["-w", "--", "sh", "-c", &script]);
-    let line = z.expect("which is not CMD's");
+    let line = z.expect("an orphan, not CMD");
     assert!(line.contains("warning: reaped pid "), "{line}");
     std::fs::write(&done, "").unwrap();
     assert_eq!(z.wait_exit().code(), Some(6));

@@ -303,7 +303,7 @@ fn run_inner(opts: &ShimOptions) -> Result<i32, String> {
             if pid == child_pid {
                 child_exit = Some(status);
             } else if opts.warn_reap {
-                crate::log!("warning: reaped pid {pid} ({status}), which is not CMD's");
+                crate::log!("warning: reaped pid {pid} ({status}): an orphan, not CMD");
             }
         });
         let now = reactor.now_ms();
