@@ -27,6 +27,7 @@ mod remote;
 mod requests;
 mod rolling;
 pub mod shim;
+mod start_wait;
 mod sweep;
 pub mod timers;
 pub mod upgrade;
@@ -2049,6 +2050,7 @@ impl Supervisor {
         self.dependencies_after_event(slot, work);
         self.probes_after_event(slot, event, work);
         self.essential_ended(slot, event, work);
+        self.start_waits_after_event(slot, event);
         self.release_retired_output(slot);
     }
 
