@@ -577,9 +577,15 @@ fn start_no_block_and_timeout() {
         took >= Duration::from_millis(300) && took < DEADLINE,
         "{took:?}"
     );
-    // Nothing was stopped: it finishes once it may.
-    assert_eq!(r.row("slow")["state"], "running");
+    // Nothing was stopped.
+    let row = r.row("slow");
+    assert_eq!(row["state"], "running", "{row}");
+    // restart --no-block answers once it runs again, not done yet.
+    let (code, out, err) = r.code(&["restart", "slow", "--no-block"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.starts_with("slow: running, pid "), "{out}{err}");
+    assert_ne!(r.row("slow")["pid"], row["pid"]);
     r.touch("go");
     r.wait_state("slow", "done");
-    assert_eq!(r.starts("slow"), 2);
+    assert_eq!(r.starts("slow"), 3);
 }
