@@ -589,3 +589,36 @@ fn start_no_block_and_timeout() {
     r.wait_state("slow", "done");
     assert_eq!(r.starts("slow"), 3);
 }
+
+/// An essential one-shot that a start waits for ends zurg when it is
+/// done: the start is answered with how it ended, not "shutting down".
+#[test]
+fn start_of_an_essential_oneshot_says_how_it_ended() {
+    use std::io::{BufReader, Write};
+    let mut r = stack(&[(
+        "mig",
+        &sh_unit(
+            "while [ ! -e {DIR}/go ]; do sleep 0.02; done; exit 5",
+            "type = \"oneshot\"\nessential = true\nrestart = \"never\"\n",
+        ),
+    )]);
+    r.wait_state("mig", "running");
+    let mut conn = r.raw();
+    conn.write_all(
+        b"{\"id\":1,\"verb\":\"start\",\"names\":[\"mig\"]}\n{\"id\":2,\"verb\":\"version\"}\n",
+    )
+    .unwrap();
+    let mut replies = BufReader::new(conn);
+    // Requests on a connection are taken in order: the version's answer
+    // means the start is parked.
+    let version = common::run::read_reply(&mut replies);
+    assert_eq!(version["id"], 2, "{version}");
+    r.touch("go");
+    let start = common::run::read_reply(&mut replies);
+    assert_eq!(start["id"], 1, "{start}");
+    assert_eq!(start["ok"], true, "{start}");
+    assert_eq!(start["result"][0]["state"], "failed", "{start}");
+    assert_eq!(start["result"][0]["error"], "exited with code 5", "{start}");
+    assert_eq!(start["result"][0]["exit"], 5, "{start}");
+    assert_eq!(r.z.wait_exit().code(), Some(5), "{:?}", r.z.seen);
+}

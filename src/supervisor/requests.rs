@@ -949,8 +949,16 @@ impl Supervisor {
     }
 
     pub(super) fn fail_waiting_for_shutdown(&mut self) {
-        for w in std::mem::take(&mut self.waiting) {
-            if matches!(w.until, Until::Down | Until::AtRest) {
+        for mut w in std::mem::take(&mut self.waiting) {
+            // An essential one-shot that ended ends zurg: its start is
+            // answered with how it ended, not with the shutdown it caused.
+            let outcome = match w.until {
+                Until::Started => self.start_answer(&mut w),
+                _ => None,
+            };
+            if let Some(reply) = outcome {
+                self.reply(w.conn, &reply);
+            } else if matches!(w.until, Until::Down | Until::AtRest) {
                 // A stop is what shutdown does anyway: keep waiting for it.
                 self.waiting.push(w);
             } else {
