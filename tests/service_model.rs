@@ -437,3 +437,188 @@ fn wait_after_a_kill_never_answers_with_the_killed_process() {
         stale.len()
     );
 }
+
+/// `zurg start` on a one-shot answers once it is done, with its exit code,
+/// as `systemctl start` does; `zurg restart` runs it again the same way,
+/// and `zurg wait` on a done one-shot says how it ended.
+#[test]
+fn start_of_a_oneshot_waits_until_it_is_done() {
+    let r = stack(&[(
+        "mig",
+        // The second run and later take a while: a start that answered
+        // at once would find it running.
+        &sh_unit(
+            "[ -e {DIR}/runs ] && sleep 0.3; echo run >> {DIR}/runs",
+            "type = \"oneshot\"\n",
+        ),
+    )]);
+    r.wait_state("mig", "done");
+    let (code, out, err) = r.code(&["wait", "mig"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(out.trim(), "mig: done (exit code 0)", "{err}");
+    let runs = || std::fs::read_to_string(r.dir.path().join("runs")).unwrap();
+    let (code, out, err) = r.code(&["start", "mig"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(out.trim(), "mig: done (exit code 0)", "{err}");
+    assert_eq!(runs(), "run\nrun\n");
+    let (code, out, err) = r.code(&["restart", "mig"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(out.trim(), "mig: done (exit code 0)", "{err}");
+    assert_eq!(runs(), "run\nrun\nrun\n");
+    let v = common::json(&r.dir, &["start", "mig", "--json"]);
+    assert_eq!(v[0]["exit"], 0, "{v}");
+    assert_eq!(v[0]["state"], "done", "{v}");
+}
+
+/// A one-shot that fails: `zurg start` waits for its end, says how it
+/// failed and exits 1.
+#[test]
+fn start_of_a_failing_oneshot_exits_1_with_its_reason() {
+    let r = stack(&[(
+        "mig",
+        &sh_unit(
+            "sleep 0.2; exit 3",
+            "type = \"oneshot\"\nrestart = \"never\"\n",
+        ),
+    )]);
+    r.wait_state("mig", "failed");
+    let (code, out, err) = r.code(&["start", "mig"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert_eq!(out.trim(), "mig: failed: exited with code 3", "{err}");
+    assert_eq!(r.events_of("mig", "started").len(), 2);
+}
+
+/// A service with a readiness check: `zurg start` answers once it is
+/// ready; one that cannot become ready fails the start with the reason.
+#[test]
+fn start_of_a_ready_checked_service_waits_until_ready() {
+    let r = stack(&[
+        (
+            "web",
+            &sh_unit(
+                "sleep 0.3; touch {DIR}/up; exec sleep 1000",
+                "ready = { exec = [\"/bin/sh\", \"-c\", \"test -e {DIR}/up\"] }\n",
+            ),
+        ),
+        (
+            "never",
+            &format!(
+                "{SLEEPER}ready = {{ exec = [\"false\"] }}\nready_timeout_ms = 300\nrestart = \"never\"\n"
+            ),
+        ),
+    ]);
+    eventually("web ready", || r.row("web")["ready"] == true);
+    r.ok(&["stop", "web"]);
+    std::fs::remove_file(r.dir.path().join("up")).unwrap();
+    let (code, out, err) = r.code(&["start", "web"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.starts_with("web: running, pid "), "{out}{err}");
+    let row = r.row("web");
+    assert_eq!(row["ready"], true, "answered before it was ready: {row}");
+
+    r.wait_state("never", "failed");
+    let (code, out, err) = r.code(&["start", "never"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.starts_with("never: failed: not ready: "), "{out}{err}");
+}
+
+/// A service held for a dependency: `zurg start` fails naming the
+/// dependency that failed.
+#[test]
+fn start_fails_naming_the_dependency_that_failed() {
+    let r = stack(&[
+        (
+            "mig",
+            &sh_unit(
+                "sleep 0.2; exit 4",
+                "type = \"oneshot\"\nrestart = \"never\"\n",
+            ),
+        ),
+        ("app", &format!("{SLEEPER}depends_on = [\"mig\"]\n")),
+    ]);
+    r.wait_state("app", "waiting");
+    r.wait_state("mig", "failed");
+    let (code, out, err) = r.code(&["start", "app"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.contains("mig: failed (started first: needed by app): exited with code 4"),
+        "{out}{err}"
+    );
+}
+
+/// `--no-block` answers as soon as the start is under way; `--timeout`
+/// bounds the wait, and the start goes on after the client gave up.
+#[test]
+fn start_no_block_and_timeout() {
+    let r = stack(&[(
+        "slow",
+        &sh_unit(
+            "while [ ! -e {DIR}/go ]; do sleep 0.02; done",
+            "type = \"oneshot\"\n",
+        ),
+    )]);
+    r.wait_state("slow", "running");
+    r.ok(&["stop", "slow"]);
+    let (code, out, err) = r.code(&["start", "slow", "--no-block"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.starts_with("slow: running, pid "), "{out}{err}");
+    assert_eq!(r.row("slow")["state"], "running");
+
+    let started = Instant::now();
+    let (code, out, err) = r.code(&["start", "slow", "--timeout", "300ms"]);
+    let took = started.elapsed();
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains("gave up waiting after 0.3s: slow is running, not done yet")
+            && err.contains("the start is still in progress"),
+        "{err}"
+    );
+    assert!(
+        took >= Duration::from_millis(300) && took < DEADLINE,
+        "{took:?}"
+    );
+    // Nothing was stopped.
+    let row = r.row("slow");
+    assert_eq!(row["state"], "running", "{row}");
+    // restart --no-block answers once it runs again, not done yet.
+    let (code, out, err) = r.code(&["restart", "slow", "--no-block"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.starts_with("slow: running, pid "), "{out}{err}");
+    assert_ne!(r.row("slow")["pid"], row["pid"]);
+    r.touch("go");
+    r.wait_state("slow", "done");
+    assert_eq!(r.starts("slow"), 3);
+}
+
+/// An essential one-shot that a start waits for ends zurg when it is
+/// done: the start is answered with how it ended, not "shutting down".
+#[test]
+fn start_of_an_essential_oneshot_says_how_it_ended() {
+    use std::io::{BufReader, Write};
+    let mut r = stack(&[(
+        "mig",
+        &sh_unit(
+            "while [ ! -e {DIR}/go ]; do sleep 0.02; done; exit 5",
+            "type = \"oneshot\"\nessential = true\nrestart = \"never\"\n",
+        ),
+    )]);
+    r.wait_state("mig", "running");
+    let mut conn = r.raw();
+    conn.write_all(
+        b"{\"id\":1,\"verb\":\"start\",\"names\":[\"mig\"]}\n{\"id\":2,\"verb\":\"version\"}\n",
+    )
+    .unwrap();
+    let mut replies = BufReader::new(conn);
+    // Requests on a connection are taken in order: the version's answer
+    // means the start is parked.
+    let version = common::run::read_reply(&mut replies);
+    assert_eq!(version["id"], 2, "{version}");
+    r.touch("go");
+    let start = common::run::read_reply(&mut replies);
+    assert_eq!(start["id"], 1, "{start}");
+    assert_eq!(start["ok"], true, "{start}");
+    assert_eq!(start["result"][0]["state"], "failed", "{start}");
+    assert_eq!(start["result"][0]["error"], "exited with code 5", "{start}");
+    assert_eq!(start["result"][0]["exit"], 5, "{start}");
+    assert_eq!(r.z.wait_exit().code(), Some(5), "{:?}", r.z.seen);
+}

@@ -202,6 +202,7 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
     let mut socket = None;
     let mut json = false;
     let mut timeout_ms = None;
+    let mut no_block = false;
     let mut follow = false;
     let mut mode = ShutdownMode::Default;
     let mut since_us = None;
@@ -243,7 +244,12 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
                 wait_for = asked;
                 wait_for_given = true;
             }
-            Long("timeout") if matches!(verb_name.as_str(), "stop" | "restart" | "wait") => {
+            Long("no-block") if matches!(verb_name.as_str(), "start" | "restart") => {
+                no_block = true
+            }
+            Long("timeout")
+                if matches!(verb_name.as_str(), "start" | "stop" | "restart" | "wait") =>
+            {
                 let v = p.value()?.string()?;
                 timeout_ms = Some(parse_duration_ms(&v).ok_or_else(|| {
                     UsageError(format!("--timeout {v:?}: expected a duration like 5s"))
@@ -334,7 +340,18 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
         "status" => Verb::Status { names },
         "start" => {
             some_names(&names)?;
-            Verb::Start { names }
+            // Said rather than ignored: the user expects the timeout to
+            // bound something.
+            if no_block && timeout_ms.is_some() {
+                return Err(UsageError(
+                    "start --no-block answers once the start is under way: --timeout has nothing to bound; give one".into(),
+                ));
+            }
+            Verb::Start {
+                names,
+                timeout_ms,
+                no_block,
+            }
         }
         "stop" => {
             some_names(&names)?;
@@ -342,7 +359,11 @@ pub fn parse_args(args: &[String]) -> Result<ClientCmd, UsageError> {
         }
         "restart" => {
             some_names(&names)?;
-            Verb::Restart { names, timeout_ms }
+            Verb::Restart {
+                names,
+                timeout_ms,
+                no_block,
+            }
         }
         "wait" => {
             some_names(&names)?;
@@ -520,6 +541,10 @@ fn reply_timeout(verb: &Verb) -> Option<Duration> {
             timeout_ms: Some(ms),
             ..
         }
+        | Verb::Start {
+            timeout_ms: Some(ms),
+            ..
+        }
         | Verb::Wait {
             timeout_ms: Some(ms),
             ..
@@ -529,7 +554,13 @@ fn reply_timeout(verb: &Verb) -> Option<Duration> {
         )),
         // zurg answers a stop or restart at the services' own stop timeout
         // at the latest; leave room for long ones.
-        Verb::Stop { .. } | Verb::Restart { .. } => Some(Duration::from_secs(600)),
+        // A start that waits for its outcome: zurg answers at 90 s, or at
+        // the longest ready_timeout_ms plus 5 s.
+        Verb::Stop { .. }
+        | Verb::Restart { .. }
+        | Verb::Start {
+            no_block: false, ..
+        } => Some(Duration::from_secs(600)),
         _ => Some(DEFAULT_REPLY_TIMEOUT),
     }
 }
@@ -893,12 +924,17 @@ pub(super) fn print_reply(
             let outcomes: Vec<Outcome> = serde_json::from_value(result).unwrap_or_default();
             for o in outcomes {
                 let note = o.note.map(|n| format!(" ({n})")).unwrap_or_default();
+                // How a one-shot ended, when nothing else is said.
+                let exit = match (&o.error, o.exit) {
+                    (None, Some(code)) => format!(" (exit code {code})"),
+                    _ => String::new(),
+                };
                 match (o.pid, &o.error) {
                     (_, Some(e)) => println!("{}: {}{note}: {e}", o.name, o.state),
                     (Some(pid), None) => {
                         println!("{}: {}, pid {}{note}", o.name, o.state, view.pid(pid))
                     }
-                    (None, None) => println!("{}: {}{note}", o.name, o.state),
+                    (None, None) => println!("{}: {}{exit}{note}", o.name, o.state),
                 }
             }
             return failed_code;
@@ -1362,6 +1398,43 @@ mod tests {
                 signal: "HUP".into()
             }
         );
+    }
+
+    #[test]
+    fn parses_blocking_and_no_block_starts() {
+        assert_eq!(
+            parse_args(&args(&["start", "mig", "--timeout", "2s"]))
+                .unwrap()
+                .verb,
+            Verb::Start {
+                names: vec!["mig".into()],
+                timeout_ms: Some(2000),
+                no_block: false,
+            }
+        );
+        assert_eq!(
+            parse_args(&args(&["start", "--no-block", "mig"]))
+                .unwrap()
+                .verb,
+            Verb::Start {
+                names: vec!["mig".into()],
+                timeout_ms: None,
+                no_block: true,
+            }
+        );
+        assert_eq!(
+            parse_args(&args(&["restart", "web", "--no-block"]))
+                .unwrap()
+                .verb,
+            Verb::Restart {
+                names: vec!["web".into()],
+                timeout_ms: None,
+                no_block: true,
+            }
+        );
+        let both = parse_args(&args(&["start", "--no-block", "--timeout", "1s", "mig"]));
+        assert!(both.is_err());
+        assert!(parse_args(&args(&["stop", "--no-block", "web"])).is_err());
     }
 
     #[test]

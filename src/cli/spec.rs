@@ -104,9 +104,21 @@ const RESTART_TIMEOUT: Opt = default(
     valued(
         "timeout",
         "DUR",
-        "how long to wait for each service to be back before giving up (exit 1); SIGKILL still comes at each unit's stop_timeout_ms",
+        "how long to wait for each service to be back (ready, a one-shot done) before giving up (exit 1); the restart goes on, and SIGKILL still comes at each unit's stop_timeout_ms",
     ),
-    "the longest stop_timeout_ms plus 5s",
+    "the longest stop_timeout_ms plus 5s, plus the start's (90s, or the longest ready_timeout_ms plus 5s); with --no-block, the longest stop_timeout_ms plus 5s",
+);
+const START_TIMEOUT: Opt = default(
+    valued(
+        "timeout",
+        "DUR",
+        "how long to wait for the outcome before giving up (exit 1); the start goes on",
+    ),
+    "90s, or the longest ready_timeout_ms plus 5s if longer",
+);
+const NO_BLOCK: Opt = flag(
+    "no-block",
+    "answer once the request is under way (restart: once each runs again), without waiting until each is ready or a one-shot done",
 );
 const REMOTE_PUBLISHER: Opt = valued(
     "publisher",
@@ -305,9 +317,17 @@ pub const VERBS: &[VerbSpec] = &[
     VerbSpec {
         name: "start",
         args: "NAME...",
-        summary: "start stopped services",
+        summary: "start services, and wait until each is ready (a one-shot: done); exits 1 if one fails, or at the timeout",
         face: Face::Client,
-        opts: &[JSON, SOCKET, REMOTE_PUBLISHER, REMOTE_HOST, OPERATOR_TOKEN],
+        opts: &[
+            NO_BLOCK,
+            START_TIMEOUT,
+            JSON,
+            SOCKET,
+            REMOTE_PUBLISHER,
+            REMOTE_HOST,
+            OPERATOR_TOKEN,
+        ],
     },
     VerbSpec {
         name: "stop",
@@ -319,9 +339,17 @@ pub const VERBS: &[VerbSpec] = &[
     VerbSpec {
         name: "restart",
         args: "NAME...",
-        summary: "restart services, and report the new pids",
+        summary: "restart services, and wait until each is ready again (a one-shot: done)",
         face: Face::Client,
-        opts: &[RESTART_TIMEOUT, JSON, SOCKET, REMOTE_PUBLISHER, REMOTE_HOST, OPERATOR_TOKEN],
+        opts: &[
+            NO_BLOCK,
+            RESTART_TIMEOUT,
+            JSON,
+            SOCKET,
+            REMOTE_PUBLISHER,
+            REMOTE_HOST,
+            OPERATOR_TOKEN,
+        ],
     },
     VerbSpec {
         name: "wait",

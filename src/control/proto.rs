@@ -44,18 +44,30 @@ pub enum Verb {
         #[serde(default)]
         names: Vec<String>,
     },
+    /// Answers once each named service is started: a one-shot done, a
+    /// service with a `ready` check ready, the others running; or as soon
+    /// as one failed (or a dependency it waits for), or at `timeout_ms`.
+    /// `no_block`: answers as soon as the start is under way.
     Start {
         names: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        no_block: bool,
     },
     Stop {
         names: Vec<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<u64>,
     },
+    /// As `Start`, once each has been stopped; `no_block`: answers once
+    /// each runs again, ready or not.
     Restart {
         names: Vec<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<u64>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        no_block: bool,
     },
     Signal {
         name: String,
@@ -253,7 +265,7 @@ impl RemoteVerb {
     pub fn target(verb: &Verb) -> String {
         match verb {
             Verb::Status { names }
-            | Verb::Start { names }
+            | Verb::Start { names, .. }
             | Verb::Stop { names, .. }
             | Verb::Restart { names, .. } => names.join(","),
             Verb::Signal { name, .. } | Verb::Upgrade { name, .. } | Verb::Rollback { name } => {
@@ -629,6 +641,10 @@ pub struct Outcome {
     /// started first, a dependant stopped first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The exit code its last run ended with, while no process runs (a
+    /// one-shot done or failed); absent otherwise, and from older zurgs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<i32>,
 }
 
 /// What a lifecycle event says happened: one enum from the supervisor to
@@ -898,6 +914,13 @@ mod tests {
             },
             Verb::Start {
                 names: vec!["a".into(), "b".into()],
+                timeout_ms: None,
+                no_block: false,
+            },
+            Verb::Start {
+                names: vec!["a".into()],
+                timeout_ms: Some(2_000),
+                no_block: true,
             },
             Verb::Stop {
                 names: vec!["a".into()],
@@ -906,6 +929,12 @@ mod tests {
             Verb::Restart {
                 names: vec!["a".into()],
                 timeout_ms: None,
+                no_block: false,
+            },
+            Verb::Restart {
+                names: vec!["a".into()],
+                timeout_ms: Some(1),
+                no_block: true,
             },
             Verb::Signal {
                 name: "a".into(),
@@ -973,6 +1002,46 @@ mod tests {
         })
         .unwrap();
         assert_eq!(end, r#"{"kind":"end","reason":"shutdown"}"#);
+    }
+
+    /// A zurg from before `no_block` refuses fields it does not know: a
+    /// start or restart that waits (the default) must not send them, and
+    /// an outcome without `exit` (an older zurg's) still reads.
+    #[test]
+    fn blocking_start_keeps_the_old_wire_format() {
+        let start = Request {
+            id: 1,
+            verb: Verb::Start {
+                names: vec!["a".into()],
+                timeout_ms: None,
+                no_block: false,
+            },
+        };
+        let line = encode_request(&start);
+        let sent: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(
+            sent,
+            serde_json::json!({"id": 1, "verb": "start", "names": ["a"]})
+        );
+        let restart = decode_request(br#"{"id":2,"verb":"restart","names":["a"]}"#).unwrap();
+        assert_eq!(
+            restart.verb,
+            Verb::Restart {
+                names: vec!["a".into()],
+                timeout_ms: None,
+                no_block: false,
+            }
+        );
+        let old: Outcome =
+            serde_json::from_str(r#"{"name":"m","state":"done","pid":null}"#).unwrap();
+        assert_eq!(old.exit, None);
+        let done = Outcome {
+            exit: Some(0),
+            ..old.clone()
+        };
+        let json = serde_json::to_string(&done).unwrap();
+        assert!(json.ends_with(r#","exit":0}"#), "{json}");
+        assert!(!serde_json::to_string(&old).unwrap().contains("exit"));
     }
 
     #[test]

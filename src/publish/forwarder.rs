@@ -1263,6 +1263,7 @@ mod tests {
         let verb = Verb::Restart {
             names: vec!["api".into()],
             timeout_ms: None,
+            no_block: false,
         };
         proto::encode(
             &Frame::Run {
@@ -1304,6 +1305,7 @@ mod tests {
         let verb = Verb::Restart {
             names: vec!["api".into()],
             timeout_ms: None,
+            no_block: false,
         };
         let run = |id: u64, operator: String| Frame::Run {
             id,

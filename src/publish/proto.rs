@@ -485,7 +485,7 @@ fn check_verb(verb: &Verb) -> Result<(), FrameError> {
     let name_opt = |n: &Option<String>| Field::Service.check_opt("request.verb.name", n);
     match verb {
         Verb::Status { names: n }
-        | Verb::Start { names: n }
+        | Verb::Start { names: n, .. }
         | Verb::Stop { names: n, .. }
         | Verb::Restart { names: n, .. }
         | Verb::Stats { names: n }
@@ -893,6 +893,7 @@ mod tests {
                 verb: Verb::Restart {
                     names: vec!["api".into()],
                     timeout_ms: None,
+                    no_block: false,
                 },
                 parts: true,
             },
@@ -1112,6 +1113,7 @@ mod tests {
         let verb = Verb::Restart {
             names: vec!["api".into()],
             timeout_ms: None,
+            no_block: false,
         };
         let key = super::super::relay::key_id(b"op-secret");
         assert_eq!(check_run(&key, &verb), Ok(()));
@@ -1146,6 +1148,7 @@ mod tests {
         let long_name = Verb::Restart {
             names: vec!["a".repeat(Field::Service.max() + 1)],
             timeout_ms: None,
+            no_block: false,
         };
         assert!(matches!(
             check_run(&key, &long_name),
@@ -1169,6 +1172,7 @@ mod tests {
         let restart = |names: Vec<String>| Verb::Restart {
             names,
             timeout_ms: None,
+            no_block: false,
         };
         let ok = request(
             at(Field::HostRef),

@@ -386,6 +386,7 @@ mod tests {
         Verb::Restart {
             names: vec!["api".into()],
             timeout_ms: None,
+            no_block: false,
         }
     }
 

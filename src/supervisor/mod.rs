@@ -27,6 +27,7 @@ mod remote;
 mod requests;
 mod rolling;
 pub mod shim;
+mod start_wait;
 mod sweep;
 pub mod timers;
 pub mod upgrade;
@@ -2048,6 +2049,8 @@ impl Supervisor {
     fn after_event(&mut self, slot: usize, event: &Event, work: &mut VecDeque<(usize, Input)>) {
         self.dependencies_after_event(slot, work);
         self.probes_after_event(slot, event, work);
+        // Before `essential_ended`: its shutdown answers the waiting starts.
+        self.start_waits_after_event(slot, event);
         self.essential_ended(slot, event, work);
         self.release_retired_output(slot);
     }

@@ -202,6 +202,7 @@ mod tests {
         let restart = Verb::Restart {
             names: vec!["api".into()],
             timeout_ms: None,
+            no_block: false,
         };
         assert!(refusal(&[RemoteVerb::Restart], &restart).is_none());
         let (code, msg) = refusal(&[RemoteVerb::Status], &restart).unwrap();

@@ -34,7 +34,7 @@ pub(super) struct Waiting {
     pub(super) until: Until,
     deadline_ms: u64,
     /// Services the request touched without naming them, and why.
-    notes: Vec<(usize, String)>,
+    pub(super) notes: Vec<(usize, String)>,
     /// Instances a rolling restart has still to restart, in order
     /// (`rolling.rs`); empty for every other request.
     pub(super) rolling: Vec<usize>,
@@ -44,6 +44,11 @@ pub(super) struct Waiting {
     /// already ending (`os::dying`): not up, whatever their state still
     /// says, until zurg sees them exit and the service comes back.
     pub(super) doomed: Vec<(i32, u64)>,
+    /// `Until::Started`: the first failure each service showed on its way
+    /// (`start_wait.rs`).
+    pub(super) failures: Vec<(usize, String)>,
+    /// How long it was given, for the message at its deadline.
+    pub(super) wait_ms: u64,
 }
 
 impl Waiting {
@@ -67,6 +72,27 @@ pub(super) enum Until {
     Ready,
     /// `wait --down`: down and not about to start by itself.
     AtRest,
+    /// `start` or `restart` without `--no-block`: up as its kind means it
+    /// (`start_wait.rs`), or failed.
+    Started,
+}
+
+/// The code a service's last run ended with, while it has no process and
+/// that run is what it stands on: a one-shot done, a run that ended and is
+/// kept down, a one-shot failed on its exit code.
+fn last_code(service: &crate::service::Service) -> Option<i32> {
+    let Some(Exit::Code(code)) = service.last_exit else {
+        return None;
+    };
+    let failed_on_it = matches!(
+        service.last_error.as_deref(),
+        Some(crate::service::Failure::Unsuccessful(Exit::Code(c))) if *c == code
+    );
+    match service.state {
+        State::Done | State::Exited => Some(code),
+        State::Failed if failed_on_it => Some(code),
+        _ => None,
+    }
 }
 
 fn exit_info(exit: Exit) -> ExitInfo {
@@ -377,7 +403,14 @@ impl Supervisor {
             pid: s.and_then(|s| s.service.state.pid()),
             error,
             note: None,
+            exit: s.and_then(|s| last_code(&s.service)),
         }
+    }
+
+    /// `outcome`, judging nothing: the service as it is, with the
+    /// request's note.
+    pub(super) fn outcome_as_is(&self, slot: usize, notes: &[(usize, String)]) -> Outcome {
+        self.noted_outcome(slot, Asked::Down, notes)
     }
 
     pub(super) fn on_request(&mut self, incoming: Incoming, work: &mut VecDeque<(usize, Input)>) {
@@ -419,12 +452,16 @@ impl Supervisor {
                 Ok(rows) => Reply::ok(id, rows),
                 Err(e) => Reply::error(id, ErrorCode::UnknownService, e),
             },
-            Verb::Start { names } | Verb::Restart { names, .. } | Verb::Stop { names, .. }
+            Verb::Start { names, .. } | Verb::Restart { names, .. } | Verb::Stop { names, .. }
                 if names.is_empty() =>
             {
                 Reply::error(id, ErrorCode::BadRequest, "name at least one service")
             }
-            Verb::Start { names } => match self.resolve(&names) {
+            Verb::Start {
+                names,
+                timeout_ms,
+                no_block,
+            } => match self.resolve(&names) {
                 Ok(asked) => {
                     // What they need comes first, and is answered for too.
                     let first = self.start_needed(&asked, work);
@@ -432,6 +469,12 @@ impl Supervisor {
                     work.extend(asked.iter().map(|s| (*s, Input::Start)));
                     let slots: Vec<usize> = first.iter().chain(&asked).copied().collect();
                     self.process(work);
+                    if !no_block {
+                        let notes = first.iter().map(|s| (*s, note.clone())).collect();
+                        let wait = self
+                            .relayed_wait(conn, timeout_ms, |me| me.start_wait_ms(&slots, None));
+                        return self.park(conn, id, slots, Until::Started, wait, notes);
+                    }
                     // A checksummed binary not hashed yet is hashed off the
                     // loop, a `pre_start` hook runs: the answer waits for
                     // that start to run or fail.
@@ -479,7 +522,11 @@ impl Supervisor {
                 }
                 Err(e) => Reply::error(id, ErrorCode::UnknownService, e),
             },
-            Verb::Restart { names, timeout_ms } => match self.resolve(&names) {
+            Verb::Restart {
+                names,
+                timeout_ms,
+                no_block,
+            } => match self.resolve(&names) {
                 Ok(mut asked) => {
                     // `restart web`, where web has instances: one at a time.
                     let rolling = match names.as_slice() {
@@ -498,7 +545,19 @@ impl Supervisor {
                     let note = format!("started first: needed by {}", names.join(", "));
                     let notes = first.iter().map(|s| (*s, note.clone())).collect();
                     let slots: Vec<usize> = first.iter().chain(&asked).copied().collect();
-                    let wait = self.wait_ms(&slots, timeout_ms);
+                    // Waiting for the outcome, each service may take its
+                    // stop and then its start.
+                    let wait = match no_block {
+                        true => self.wait_ms(&slots, timeout_ms),
+                        false => self.relayed_wait(conn, timeout_ms, |me| {
+                            me.wait_ms(&slots, None)
+                                .saturating_add(me.start_wait_ms(&slots, None))
+                        }),
+                    };
+                    let until = match no_block {
+                        true => Until::Restarted,
+                        false => Until::Started,
+                    };
                     work.extend(asked.iter().map(|s| (*s, Input::Restart)));
                     // Pids are taken before the restart is processed, so a
                     // service that comes back at once is still seen to change.
@@ -508,15 +567,7 @@ impl Supervisor {
                         .collect();
                     self.process(work);
                     let wait = wait.saturating_mul(1 + rolling.len() as u64);
-                    return self.park_rolling(
-                        conn,
-                        id,
-                        before,
-                        Until::Restarted,
-                        wait,
-                        notes,
-                        rolling,
-                    );
+                    return self.park_rolling(conn, id, before, until, wait, notes, rolling);
                 }
                 Err(e) => Reply::error(id, ErrorCode::UnknownService, e),
             },
@@ -659,6 +710,24 @@ impl Supervisor {
         })
     }
 
+    /// A start's or restart's wait: as asked, else `default`; relayed
+    /// through a publisher, no longer than the publisher waits for the
+    /// answer, so that the operator hears the outcome rather than
+    /// `host_silent`.
+    fn relayed_wait(
+        &self,
+        conn: ConnId,
+        asked: Option<u64>,
+        default: impl Fn(&Self) -> u64,
+    ) -> u64 {
+        match asked {
+            Some(ms) => ms,
+            None if conn.relay_id().is_some() => default(self)
+                .min(crate::publish::relay::DEADLINE_MS.saturating_sub(RESTART_SLACK_MS)),
+            None => default(self),
+        }
+    }
+
     pub(super) fn park(
         &mut self,
         conn: ConnId,
@@ -702,6 +771,8 @@ impl Supervisor {
                 rolling: Vec::new(),
                 saves_overrides: true,
                 doomed: Vec::new(),
+                failures: Vec::new(),
+                wait_ms: 0,
             },
             wait,
         );
@@ -729,6 +800,8 @@ impl Supervisor {
                 rolling,
                 saves_overrides: false,
                 doomed: Vec::new(),
+                failures: Vec::new(),
+                wait_ms: 0,
             },
             wait_ms,
         );
@@ -737,6 +810,7 @@ impl Supervisor {
     /// Parks `w` until it settles or `wait_ms` from now.
     fn park_waiting(&mut self, mut w: Waiting, wait_ms: u64) {
         w.deadline_ms = self.reactor.now_ms().saturating_add(wait_ms);
+        w.wait_ms = wait_ms;
         self.reactor
             .timers
             .arm(w.deadline_ms, TimerKey::RequestDeadline);
@@ -766,6 +840,9 @@ impl Supervisor {
                     super::wait::reached(&s.service, w.until)
                         && !super::wait::doomed(&s.service, &w.doomed)
                 }
+                Until::Started => {
+                    self.start_verdict(w, *slot, *old_pid) != super::start_wait::Verdict::Pending
+                }
             }
         })
     }
@@ -793,8 +870,22 @@ impl Supervisor {
             }
             let asked = match w.until {
                 Until::Down | Until::AtRest => Asked::Down,
-                Until::Restarted | Until::Ready => Asked::Up,
+                Until::Restarted | Until::Ready | Until::Started => Asked::Up,
             };
+            if w.until == Until::Started {
+                if w.rolling.is_empty() {
+                    if let Some(reply) = self.start_answer(&mut w) {
+                        self.reply(w.conn, &reply);
+                        continue;
+                    }
+                }
+                if now >= w.deadline_ms {
+                    self.reply(w.conn, &self.start_timed_out(&w));
+                } else {
+                    self.waiting.push(w);
+                }
+                continue;
+            }
             if let Some(reply) = self.wait_given_up(&w) {
                 self.reply(w.conn, &reply);
             } else if w.rolling.is_empty() && self.settled(&w) && !self.found_dying(&mut w) {
@@ -838,6 +929,7 @@ impl Supervisor {
                     Until::Restarted => "restarted",
                     Until::Ready => "ready",
                     Until::AtRest => "down",
+                    Until::Started => "started",
                 };
                 self.reply(
                     w.conn,
@@ -857,8 +949,16 @@ impl Supervisor {
     }
 
     pub(super) fn fail_waiting_for_shutdown(&mut self) {
-        for w in std::mem::take(&mut self.waiting) {
-            if matches!(w.until, Until::Down | Until::AtRest) {
+        for mut w in std::mem::take(&mut self.waiting) {
+            // An essential one-shot that ended ends zurg: its start is
+            // answered with how it ended, not with the shutdown it caused.
+            let outcome = match w.until {
+                Until::Started => self.start_answer(&mut w),
+                _ => None,
+            };
+            if let Some(reply) = outcome {
+                self.reply(w.conn, &reply);
+            } else if matches!(w.until, Until::Down | Until::AtRest) {
                 // A stop is what shutdown does anyway: keep waiting for it.
                 self.waiting.push(w);
             } else {

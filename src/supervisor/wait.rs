@@ -30,7 +30,7 @@ pub(super) fn reached(service: &Service, until: Until) -> bool {
             service.state,
             State::Down | State::Exited | State::Done | State::Failed
         ),
-        Until::Down | Until::Restarted => false,
+        Until::Down | Until::Restarted | Until::Started => false,
     }
 }
 
@@ -51,7 +51,7 @@ impl Supervisor {
     /// answer is otherwise due, and never again about a process found
     /// dying: its end, once known, does not change.
     pub(super) fn found_dying(&self, w: &mut Waiting) -> bool {
-        if w.until != Until::Ready {
+        if !matches!(w.until, Until::Ready | Until::Started) {
             return false;
         }
         let mut found = false;
