@@ -437,3 +437,53 @@ fn wait_after_a_kill_never_answers_with_the_killed_process() {
         stale.len()
     );
 }
+
+/// An essential service zurg stopped because it failed (never ready, or
+/// unhealthy) ends zurg with 1, whatever its process's stop signal made of
+/// its exit: the code is a failure's, and the log names service and reason.
+fn an_essential_service_stopped_for_failing(extra: &str, reason: &str) {
+    for (script, how) in [
+        // killed by the stop signal: 143 is zurg's doing, not the service's
+        ("exec sleep 1000", "killed"),
+        // catches it and exits 0, which must not read as success
+        (
+            "trap 'exit 0' TERM; while :; do sleep 0.02; done",
+            "exits 0",
+        ),
+    ]
+    .into_iter()
+    .rev()
+    {
+        let mut r = stack(&[
+            (
+                "main",
+                &sh_unit(
+                    script,
+                    &format!("essential = true\nrestart = \"never\"\n{extra}"),
+                ),
+            ),
+            ("other", SLEEPER),
+        ]);
+        let status = r.z.wait_exit();
+        assert_eq!(status.code(), Some(1), "{how}: {:?}", r.z.seen);
+        let line = r.z.saw("[main] essential service");
+        assert!(line.contains(reason), "{how}: {line}");
+        assert!(line.contains("exiting with 1"), "{how}: {line}");
+    }
+}
+
+#[test]
+fn an_essential_service_never_ready_ends_zurg_with_1() {
+    an_essential_service_stopped_for_failing(
+        "ready = \"notify\"\nready_timeout_ms = 300\n",
+        "not ready",
+    );
+}
+
+#[test]
+fn an_essential_unhealthy_service_ends_zurg_with_1() {
+    an_essential_service_stopped_for_failing(
+        "health = { exec = [\"/bin/false\"], interval_ms = 100, retries = 2 }\n",
+        "unhealthy",
+    );
+}

@@ -96,6 +96,71 @@ pub enum Failure {
     Hook(Box<HookFailure>),
 }
 
+/// How a service ended for good (`Service::end`), which for an essential
+/// service is why `zurg run` ends and decides its exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// Its process exited and its `restart` policy keeps it down, or a
+    /// one-shot completed: the exit is the service's own.
+    Exited(Exit),
+    /// It failed (`exit`: its last process's, when it had one).
+    Failed {
+        exit: Option<Exit>,
+        failure: Failure,
+    },
+}
+
+impl End {
+    /// `zurg run`'s code for this end: the service's exit code, 128+N for
+    /// signal N, and 1 for a failure that has no code of its own: refused,
+    /// exited 0 yet failed, or stopped by zurg (not ready, unhealthy),
+    /// where the stop signal's 143 would be zurg's doing, not the service's.
+    pub fn exit_code(&self) -> i32 {
+        let exit = match self {
+            End::Exited(exit) => Some(*exit),
+            End::Failed {
+                failure: Failure::NotReady(_) | Failure::Unhealthy(_),
+                ..
+            } => None,
+            End::Failed {
+                exit: Some(Exit::Code(0)),
+                ..
+            } => None,
+            End::Failed { exit, .. } => *exit,
+        };
+        match exit {
+            Some(Exit::Code(c)) => c,
+            Some(Exit::Signal(n)) => 128_i32.saturating_add(n),
+            None => 1,
+        }
+    }
+}
+
+/// Why, for the log line that ends zurg: the exit, or the failure (a start
+/// limit with the last run's exit, as "`zurg start` tries again" is moot
+/// once zurg ends).
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Exited(exit) => f.write_str(&exit.describe()),
+            End::Failed {
+                failure: Failure::StartLimit { burst, interval_ms },
+                exit,
+            } => {
+                write!(
+                    f,
+                    "start limit hit: more than {burst} starts within {interval_ms} ms"
+                )?;
+                match exit {
+                    Some(exit) => write!(f, "; the last run: {}", exit.describe()),
+                    None => Ok(()),
+                }
+            }
+            End::Failed { failure, .. } => write!(f, "{failure}"),
+        }
+    }
+}
+
 /// A hook that failed: it exited non-zero, or it was killed at
 /// `hook_timeout_ms` (`timed_out_ms`); `output` is its last line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -555,23 +620,22 @@ impl Service {
             .map_or_else(|| "failed".to_string(), ToString::to_string)
     }
 
-    /// The code `zurg run` exits with when this essential service ended
-    /// for good: its exit code, 128+N for a signal, and 1 for a failure
-    /// that has no code of its own (or exited 0, yet failed).
-    pub fn exit_code(&self) -> i32 {
-        let failed = self.state == State::Failed;
-        match self.last_exit {
-            Some(Exit::Code(0)) if failed => 1,
-            Some(Exit::Code(c)) => c,
-            Some(Exit::Signal(n)) => 128_i32.saturating_add(n),
-            None => 1,
+    /// How it ended, once it has ended for good (exited and kept down,
+    /// failed, or a one-shot done): the moment an essential service ends
+    /// zurg. `None` otherwise, a stop on request included.
+    pub fn end(&self) -> Option<End> {
+        match self.state {
+            State::Exited | State::Done => Some(End::Exited(self.last_exit?)),
+            State::Failed => Some(End::Failed {
+                exit: self.last_exit,
+                failure: self
+                    .last_error
+                    .as_deref()
+                    .cloned()
+                    .or_else(|| self.last_exit.map(Failure::Unsuccessful))?,
+            }),
+            _ => None,
         }
-    }
-
-    /// Ended and stays down until someone asks again: the moment an
-    /// essential service ends zurg.
-    pub fn ended_for_good(&self) -> bool {
-        matches!(self.state, State::Exited | State::Done | State::Failed)
     }
 
     /// The state as `zurg status` shows it: a long-running process that
@@ -1771,10 +1835,10 @@ mod tests {
         assert_eq!(s.state, State::Done);
         assert_eq!(s.state_name(), "done");
         assert!(s.satisfies_dependants());
-        assert!(s.ended_for_good());
+        assert!(s.end().is_some());
         assert_eq!(s.problem(), None);
         assert_eq!(s.cannot_satisfy(), None);
-        assert_eq!(s.exit_code(), 0);
+        assert_eq!(s.end().map(|e| e.exit_code()), Some(0));
         // nothing brings it back but a start, which runs it again
         assert!(s.step(Input::Timer { generation: 1 }, 100_000).is_empty());
         assert!(s.step(Input::Stop, 100_001).is_empty());
@@ -1804,7 +1868,7 @@ mod tests {
         assert_eq!(s.problem().as_deref(), Some("exited with code 3"));
         assert_eq!(s.cannot_satisfy().as_deref(), Some("exited with code 3"));
         assert!(!s.satisfies_dependants());
-        assert_eq!(s.exit_code(), 3);
+        assert_eq!(s.end().map(|e| e.exit_code()), Some(3));
         // a start runs it again, and a success clears the failure
         assert_eq!(s.step(Input::Start, 6), vec![Action::Spawn]);
         s.step(Input::Spawned { pid: 11 }, 6);
@@ -1834,7 +1898,7 @@ mod tests {
         }));
         s.step(exited(10, Exit::Signal(15)), 1);
         assert_eq!(s.state, State::Failed);
-        assert_eq!(s.exit_code(), 143);
+        assert_eq!(s.end().map(|e| e.exit_code()), Some(143));
     }
 
     #[test]
@@ -1854,7 +1918,7 @@ mod tests {
                 failure: Failure::Spawn("exec /x: not found".into())
             }))
         );
-        assert_eq!(s.exit_code(), 127);
+        assert_eq!(s.end().map(|e| e.exit_code()), Some(127));
     }
 
     #[test]
@@ -1932,7 +1996,7 @@ mod tests {
         assert!(s
             .problem()
             .is_some_and(|p| p.starts_with("start limit hit: more than 3 starts within 10000 ms")));
-        assert_eq!(s.exit_code(), 1);
+        assert_eq!(s.end().map(|e| e.exit_code()), Some(1));
         // `zurg start` revives it with a fresh count
         assert_eq!(s.step(Input::Start, 200), vec![Action::Spawn]);
         s.step(Input::Spawned { pid: 13 }, 200);
@@ -2067,7 +2131,25 @@ mod tests {
                 failure: Failure::NotReady("readiness fd closed".into())
             }))
         );
-        assert_eq!(s.exit_code(), 1, "failed, even though it exited 0");
+        assert_eq!(
+            s.end().map(|e| e.exit_code()),
+            Some(1),
+            "failed, even though it exited 0"
+        );
+        // killed by zurg's stop signal: still 1, not the signal's 143
+        let mut s = started(unit(RestartPolicy::Never));
+        s.ready_after_ms = None;
+        s.step(
+            Input::NotReady {
+                pid: 10,
+                reason: "not ready after 300 ms".into(),
+            },
+            1,
+        );
+        s.step(exited(10, Exit::Signal(15)), 2);
+        let end = s.end().unwrap();
+        assert_eq!(end.exit_code(), 1);
+        assert_eq!(end.to_string(), "not ready: not ready after 300 ms");
     }
 
     #[test]
@@ -2181,16 +2263,16 @@ mod tests {
     fn exit_codes_for_an_essential_service() {
         let mut s = started(unit(RestartPolicy::Never));
         s.step(exited(10, Exit::Code(7)), 1);
-        assert!(s.ended_for_good());
-        assert_eq!(s.exit_code(), 7);
+        assert!(s.end().is_some());
+        assert_eq!(s.end().map(|e| e.exit_code()), Some(7));
         let mut s = started(unit(RestartPolicy::Never));
         s.step(exited(10, Exit::Signal(9)), 1);
-        assert_eq!(s.exit_code(), 137);
+        assert_eq!(s.end().map(|e| e.exit_code()), Some(137));
         // stopped on request: not an end
         let mut s = started(unit(RestartPolicy::Never));
         s.step(Input::Stop, 1);
         s.step(exited(10, Exit::Signal(15)), 2);
-        assert!(!s.ended_for_good());
+        assert!(s.end().is_none());
         assert_eq!(s.problem(), None);
         assert_eq!(s.cannot_satisfy().as_deref(), Some("it is stopped"));
     }
