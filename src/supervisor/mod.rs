@@ -14,6 +14,7 @@ mod clock_writer;
 mod creds;
 mod deps;
 mod ending;
+mod environ_reader;
 pub use ending::Ending;
 mod hooks;
 mod leftovers;
