@@ -628,11 +628,14 @@ impl Service {
             State::Exited | State::Done => Some(End::Exited(self.last_exit?)),
             State::Failed => Some(End::Failed {
                 exit: self.last_exit,
-                failure: self
-                    .last_error
-                    .as_deref()
-                    .cloned()
-                    .or_else(|| self.last_exit.map(Failure::Unsuccessful))?,
+                // Every way into `Failed` sets a reason; should one not,
+                // the end must still end zurg.
+                failure: self.last_error.as_deref().cloned().unwrap_or_else(|| {
+                    self.last_exit.map_or_else(
+                        || Failure::Spawn(self.failure_text()),
+                        Failure::Unsuccessful,
+                    )
+                }),
             }),
             _ => None,
         }
