@@ -480,6 +480,25 @@ fn an_essential_service_never_ready_ends_zurg_with_1() {
     );
 }
 
+/// Restarted when unhealthy until its start limit: the last run's exit is
+/// zurg's SIGTERM too, so 1 again, and the log says how that run failed.
+#[test]
+fn an_essential_service_unhealthy_until_its_start_limit_ends_zurg_with_1() {
+    let mut r = stack(&[(
+        "main",
+        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\nessential = true\n\
+         health = { exec = [\"/bin/false\"], interval_ms = 50, retries = 1 }\n\
+         start_limit = { burst = 2, interval_ms = 60000 }\n\
+         backoff = { initial_ms = 10, max_ms = 20 }\n",
+    )]);
+    assert_eq!(r.z.wait_exit().code(), Some(1), "{:?}", r.z.seen);
+    let line = r.z.saw("[main] essential service failed");
+    assert!(
+        line.contains("start limit hit") && line.contains("the last run: unhealthy"),
+        "{line}"
+    );
+}
+
 #[test]
 fn an_essential_unhealthy_service_ends_zurg_with_1() {
     an_essential_service_stopped_for_failing(

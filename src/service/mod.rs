@@ -46,6 +46,16 @@ impl Exit {
     }
 }
 
+/// How the run before a restart ended, for the start limit's reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunEnded {
+    /// It exited (or could not be spawned).
+    ByItself,
+    /// It failed otherwise: zurg stopped it (not ready, unhealthy), or its
+    /// `pre_start` failed.
+    Failed,
+}
+
 /// One of a unit's hooks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HookKind {
@@ -82,8 +92,14 @@ pub enum Failure {
     /// down).
     Unsuccessful(Exit),
     /// Its unit's `start_limit`: one start more than `burst` within
-    /// `interval_ms`.
-    StartLimit { burst: u32, interval_ms: u64 },
+    /// `interval_ms`. `after`: the failure of the run before the start not
+    /// made (not ready, unhealthy, a spawn error), when it had one; a run
+    /// that merely exited has none.
+    StartLimit {
+        burst: u32,
+        interval_ms: u64,
+        after: Option<Box<Failure>>,
+    },
     /// Readiness did not come (its timeout passed, or it cannot come).
     NotReady(String),
     /// Its health check or watchdog failed.
@@ -118,10 +134,7 @@ impl End {
     pub fn exit_code(&self) -> i32 {
         let exit = match self {
             End::Exited(exit) => Some(*exit),
-            End::Failed {
-                failure: Failure::NotReady(_) | Failure::Unhealthy(_),
-                ..
-            } => None,
+            End::Failed { failure, .. } if failure.stopped_by_zurg() => None,
             End::Failed {
                 exit: Some(Exit::Code(0)),
                 ..
@@ -137,23 +150,29 @@ impl End {
 }
 
 /// Why, for the log line that ends zurg: the exit, or the failure (a start
-/// limit with the last run's exit, as "`zurg start` tries again" is moot
-/// once zurg ends).
+/// limit with how the last run failed, as "`zurg start` tries again" is
+/// moot once zurg ends).
 impl std::fmt::Display for End {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             End::Exited(exit) => f.write_str(&exit.describe()),
             End::Failed {
-                failure: Failure::StartLimit { burst, interval_ms },
+                failure:
+                    Failure::StartLimit {
+                        burst,
+                        interval_ms,
+                        after,
+                    },
                 exit,
             } => {
                 write!(
                     f,
                     "start limit hit: more than {burst} starts within {interval_ms} ms"
                 )?;
-                match exit {
-                    Some(exit) => write!(f, "; the last run: {}", exit.describe()),
-                    None => Ok(()),
+                match (after, exit) {
+                    (Some(failure), _) => write!(f, "; the last run: {failure}"),
+                    (None, Some(exit)) => write!(f, "; the last run: {}", exit.describe()),
+                    (None, None) => Ok(()),
                 }
             }
             End::Failed { failure, .. } => write!(f, "{failure}"),
@@ -171,6 +190,21 @@ pub struct HookFailure {
     pub output: Option<String>,
 }
 
+impl Failure {
+    /// zurg stopped the process for failing (not ready, unhealthy), also
+    /// as the last run before a start limit: its exit is then the stop
+    /// signal's doing, not a code of the service's own.
+    pub fn stopped_by_zurg(&self) -> bool {
+        match self {
+            Failure::NotReady(_) | Failure::Unhealthy(_) => true,
+            Failure::StartLimit { after, .. } => {
+                after.as_deref().is_some_and(Failure::stopped_by_zurg)
+            }
+            _ => false,
+        }
+    }
+}
+
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -180,7 +214,9 @@ impl std::fmt::Display for Failure {
                 f.write_str("it forked into the background and exited; run it in the foreground")
             }
             Failure::Unsuccessful(exit) => write!(f, "exited with {}", exit.describe()),
-            Failure::StartLimit { burst, interval_ms } => write!(
+            Failure::StartLimit {
+                burst, interval_ms, ..
+            } => write!(
                 f,
                 "start limit hit: more than {burst} starts within {interval_ms} ms (start_limit); `zurg start` tries again"
             ),
@@ -1156,7 +1192,7 @@ impl Service {
             }
             return;
         }
-        self.retry(uptime_ms, now, out);
+        self.retry(uptime_ms, now, RunEnded::ByItself, out);
     }
 
     /// Zurg stopped a process that failed (not ready, unhealthy): as after
@@ -1170,12 +1206,12 @@ impl Service {
             self.fail(failure, out);
             return;
         }
-        self.retry(uptime_ms, now, out);
+        self.retry(uptime_ms, now, RunEnded::Failed, out);
     }
 
     /// Starts again after the restart delay and backoff, unless that start
     /// would pass the start limit.
-    fn retry(&mut self, uptime_ms: u64, now: u64, out: &mut Vec<Action>) {
+    fn retry(&mut self, uptime_ms: u64, now: u64, run: RunEnded, out: &mut Vec<Action>) {
         let delay_ms = self
             .unit
             .rare
@@ -1184,10 +1220,21 @@ impl Service {
         let at = now.saturating_add(delay_ms);
         if !self.starts.admit(self.unit.rare.start_limit, at) {
             if let Some(limit) = self.unit.rare.start_limit {
+                // The reason the run before failed. A run that exited by
+                // itself may still carry a readiness failure of the run
+                // before it (kept for `status`), which is not its own.
+                let after = match run {
+                    RunEnded::Failed => self.last_error.take(),
+                    RunEnded::ByItself => self
+                        .last_error
+                        .take()
+                        .filter(|f| matches!(**f, Failure::Spawn(_))),
+                };
                 self.fail(
                     Failure::StartLimit {
                         burst: limit.burst,
                         interval_ms: limit.interval_ms,
+                        after,
                     },
                     out,
                 );
@@ -1984,6 +2031,7 @@ mod tests {
         let failure = Failure::StartLimit {
             burst: 3,
             interval_ms: 10_000,
+            after: None,
         };
         assert_eq!(
             a.last(),
@@ -2232,6 +2280,54 @@ mod tests {
                 failure: Failure::StartLimit { burst: 2, .. }
             }))
         ));
+        // as an essential service's end: 1, not the SIGTERM's 143 (zurg
+        // stopped the last run), and the reason of that run
+        let end = s.end().unwrap();
+        assert_eq!(end.exit_code(), 1);
+        assert_eq!(
+            end.to_string(),
+            "start limit hit: more than 2 starts within 60000 ms; the last run: unhealthy: health check failed 3 times"
+        );
+        // `status` says what it said before
+        assert_eq!(
+            s.problem().as_deref(),
+            Some("start limit hit: more than 2 starts within 60000 ms (start_limit); `zurg start` tries again")
+        );
+    }
+
+    #[test]
+    fn a_start_limit_after_runs_that_exited_keeps_the_last_exits_code() {
+        let mut s = started(with_rare(unit(RestartPolicy::Always), |r| {
+            r.ready = Some(crate::unit::probe::Ready::Notify);
+            r.start_limit = Some(crate::unit::StartLimit {
+                burst: 2,
+                interval_ms: 60_000,
+            })
+        }));
+        s.ready_after_ms = None;
+        // not ready: stopped, restarted; the reason stays for `status`
+        s.step(
+            Input::NotReady {
+                pid: 10,
+                reason: "not ready after 300 ms".into(),
+            },
+            1,
+        );
+        s.step(exited(10, Exit::Signal(15)), 2);
+        s.step(Input::Spawned { pid: 11 }, 2);
+        assert!(matches!(
+            s.last_error.as_deref(),
+            Some(Failure::NotReady(_))
+        ));
+        // then exits 3 by itself before it is ready: that exit is its own
+        s.step(exited(11, Exit::Code(3)), 3);
+        assert_eq!(s.state, State::Failed);
+        let end = s.end().unwrap();
+        assert_eq!(end.exit_code(), 3);
+        assert_eq!(
+            end.to_string(),
+            "start limit hit: more than 2 starts within 60000 ms; the last run: code 3"
+        );
     }
 
     #[test]
