@@ -613,7 +613,7 @@ impl Supervisor {
         }
         if reader.not_read() > 0 {
             crate::log!(
-                "warning: {} read(s) of a process's environment in /proc did not answer within {} ms (a process stuck on a hung mount?), or the pass passed its {} s; those processes are neither stopped nor judged{}",
+                "warning: {} read(s) of a process's environment in /proc did not answer within {} ms (a process stuck on a hung mount?) or came after the pass's {} s were spent; those processes are neither stopped nor judged{}",
                 reader.not_read(),
                 super::environ_reader::PER_READ.as_millis(),
                 super::environ_reader::WHOLE_SCAN.as_secs(),
