@@ -43,7 +43,7 @@ fn run_supervisor(opts: RunOptions) -> ExitCode {
         );
     }
     match zurg::supervisor::Supervisor::new(opts) {
-        Ok(sup) => exit(sup.run()),
+        Ok(sup) => exit(sup.run().exit_code()),
         Err(e) => {
             zurg::log::flush(zurg::log::FLUSH_DEADLINE);
             // Written here and now, not queued (zurg exits next), but

@@ -135,8 +135,8 @@ fn a_second_zurg_that_cannot_see_the_first_does_not_name_itself() {
     dir.write("units/s.toml", SLEEPER);
     let mut first = common::run_in(&dir, Mode::Pid1, &[]);
     first.expect("[s] started pid");
-    // As PID 1 the refused zurg does not exit (docs/exit-codes.md); the
-    // line is what counts, and dropping it ends its namespace.
+    // The line is what counts (as a container's PID 1 the refused zurg then
+    // exits 1: a_containers_pid1_whose_set_up_fails_exits_1_...).
     let mut second = second_zurg_as(&dir, Mode::Pid1);
     let line = second.expect("is in use by another zurg");
     assert!(
@@ -145,6 +145,42 @@ fn a_second_zurg_that_cannot_see_the_first_does_not_name_itself() {
         ),
         "{line}"
     );
+}
+
+/// A container's PID 1 whose set-up fails (here: the state directory is
+/// another zurg's) and that has no /etc/zurg/crash exits 1, saying so, so
+/// the container ends and its runtime reports the failure. It used to reap
+/// forever: a container that looked alive with nothing in it.
+#[test]
+fn a_containers_pid1_whose_set_up_fails_exits_1_without_a_crash_program() {
+    if std::path::Path::new("/etc/zurg/crash").exists() {
+        common::skip(
+            "a_containers_pid1_whose_set_up_fails_exits_1_without_a_crash_program",
+            "this machine has an /etc/zurg/crash",
+        );
+        return;
+    }
+    let dir = TempDir::new("setup-fails");
+    dir.write("units/s.toml", SLEEPER);
+    let mut first = common::run_in(&dir, Mode::Pid1, &[]);
+    first.expect("[s] started pid");
+    let mut second = second_zurg_as(&dir, Mode::Pid1);
+    second.expect("is in use by another zurg");
+    let status = second.wait_exit();
+    assert_eq!(status.code(), Some(1), "{:?}", second.lines_now());
+    let line = second.saw("no /etc/zurg/crash");
+    assert!(
+        line.contains("PID 1 of a container") && line.contains("exiting with 1"),
+        "{line}"
+    );
+    assert!(
+        !second.lines_now().iter().any(|l| l.contains("reaping")),
+        "{:?}",
+        second.lines_now()
+    );
+    // the first one is untouched
+    let out = common::cli(&dir, &["status", "s"]);
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 #[test]

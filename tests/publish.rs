@@ -267,6 +267,28 @@ fn resolve_of_a_name_with_no_endpoint_prints_only_the_message() {
     assert_eq!(doc["endpoints"], serde_json::json!([]));
 }
 
+/// `--all` with nothing live: the one message on stderr, neither table's
+/// header on stdout; `--json` still prints its document.
+#[test]
+fn resolve_all_with_nothing_live_prints_only_the_message() {
+    let p = Publisher::start(None, &[]);
+    let out = std::process::Command::new(BIN)
+        .args(["resolve", "--all", "--publisher", &p.addr])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{err}");
+    assert_eq!(
+        err,
+        "zurg resolve: no live endpoints: no host has published any\n"
+    );
+    let doc = resolve(None, &p.addr, &["--all"]);
+    assert_eq!(doc["hosts"], serde_json::json!([]));
+    assert_eq!(doc["services"], serde_json::json!({}));
+}
+
 #[test]
 fn garbage_and_oversized_frames_cost_only_their_own_connection() {
     let dir = TempDir::new("pub-garbage");

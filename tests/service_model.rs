@@ -622,3 +622,72 @@ fn start_of_an_essential_oneshot_says_how_it_ended() {
     assert_eq!(start["result"][0]["exit"], 5, "{start}");
     assert_eq!(r.z.wait_exit().code(), Some(5), "{:?}", r.z.seen);
 }
+
+/// An essential service zurg stopped because it failed (never ready, or
+/// unhealthy) ends zurg with 1, whatever its process's stop signal made of
+/// its exit: the code is a failure's, and the log names service and reason.
+fn an_essential_service_stopped_for_failing(extra: &str, reason: &str) {
+    for (script, how) in [
+        // killed by the stop signal: 143 is zurg's doing, not the service's
+        ("exec sleep 1000", "killed"),
+        // catches it and exits 0, which must not read as success
+        (
+            "trap 'exit 0' TERM; while :; do sleep 0.02; done",
+            "exits 0",
+        ),
+    ]
+    .into_iter()
+    .rev()
+    {
+        let mut r = stack(&[
+            (
+                "main",
+                &sh_unit(
+                    script,
+                    &format!("essential = true\nrestart = \"never\"\n{extra}"),
+                ),
+            ),
+            ("other", SLEEPER),
+        ]);
+        let status = r.z.wait_exit();
+        assert_eq!(status.code(), Some(1), "{how}: {:?}", r.z.seen);
+        let line = r.z.saw("[main] essential service");
+        assert!(line.contains(reason), "{how}: {line}");
+        assert!(line.contains("exiting with 1"), "{how}: {line}");
+    }
+}
+
+#[test]
+fn an_essential_service_never_ready_ends_zurg_with_1() {
+    an_essential_service_stopped_for_failing(
+        "ready = \"notify\"\nready_timeout_ms = 300\n",
+        "not ready",
+    );
+}
+
+/// Restarted when unhealthy until its start limit: the last run's exit is
+/// zurg's SIGTERM too, so 1 again, and the log says how that run failed.
+#[test]
+fn an_essential_service_unhealthy_until_its_start_limit_ends_zurg_with_1() {
+    let mut r = stack(&[(
+        "main",
+        "exec = \"/bin/sleep\"\nargs = [\"1000\"]\nessential = true\n\
+         health = { exec = [\"/bin/false\"], interval_ms = 50, retries = 1 }\n\
+         start_limit = { burst = 2, interval_ms = 60000 }\n\
+         backoff = { initial_ms = 10, max_ms = 20 }\n",
+    )]);
+    assert_eq!(r.z.wait_exit().code(), Some(1), "{:?}", r.z.seen);
+    let line = r.z.saw("[main] essential service failed");
+    assert!(
+        line.contains("start limit hit") && line.contains("the last run: unhealthy"),
+        "{line}"
+    );
+}
+
+#[test]
+fn an_essential_unhealthy_service_ends_zurg_with_1() {
+    an_essential_service_stopped_for_failing(
+        "health = { exec = [\"/bin/false\"], interval_ms = 100, retries = 2 }\n",
+        "unhealthy",
+    );
+}

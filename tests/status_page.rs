@@ -650,6 +650,38 @@ fn a_browser_that_stops_reading_its_stream_is_dropped_and_stalls_nobody() {
     event_stream(&web);
 }
 
+/// The event stream ends with its connection, so its head says
+/// `Connection: close`: a proxy or curl must not hold the connection for a
+/// next request (keep-alive), for GET and HEAD alike.
+#[test]
+fn the_event_streams_head_says_connection_close() {
+    let web = format!("127.0.0.1:{}", free_port());
+    let _p = Publisher::start(None, &["--http", &web]);
+    let mut s = TcpStream::connect(&web).unwrap();
+    s.write_all(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "ended: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    let head = text.split_once("\r\n\r\n").unwrap().0;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let connection: Vec<&str> = head
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("connection:"))
+        .collect();
+    assert_eq!(connection, ["Connection: close"], "{head}");
+    let (status, head, _) = http(&web, "HEAD /events HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("\r\nConnection: close"), "{head}");
+    assert!(!head.contains("keep-alive"), "{head}");
+}
+
 #[test]
 fn a_request_head_not_whole_within_10_s_is_answered_408_and_closed() {
     let web = format!("127.0.0.1:{}", free_port());

@@ -176,26 +176,44 @@ fn raw_stderr(msg: &[u8]) {
     }
 }
 
-/// When PID 1 cannot go on, exiting would panic the kernel. Instead: exec
-/// the crash program if there is one, else keep reaping forever so the
-/// system at least does not fill with zombies. Does nothing unless PID 1.
+/// When PID 1 cannot go on (a set-up step before the loop failed, or a
+/// panic): `/etc/zurg/crash` takes over PID 1 if it exists. Without it, a
+/// machine's init powers off (its exit would panic the kernel), and reaps
+/// forever should reboot(2) fail; PID 1 of a container returns, and the
+/// caller exits 1: the container ends and its runtime reports the failure,
+/// where reaping forever left a container that looked alive with nothing
+/// in it. Does nothing unless PID 1.
 pub fn last_resort_if_pid1() {
     if !is_pid1() {
         return;
     }
-    raw_stderr(
-        b"zurg: PID 1 cannot continue; handing over to /etc/zurg/crash or reaping forever\n",
-    );
+    let machine = is_machine_init();
+    raw_stderr(if machine {
+        b"zurg: PID 1 (this machine's init) cannot continue; handing over to /etc/zurg/crash, or powering off without it\n"
+    } else {
+        b"zurg: PID 1 of a container cannot continue; handing over to /etc/zurg/crash, or exiting with 1 without it\n"
+    });
     exec_crash_program();
-    if is_machine_init() {
-        raw_stderr(b"zurg: no crash program; powering off\n");
-        // SAFETY: sync and reboot(2) with a valid command.
-        unsafe {
-            libc::sync();
-            libc::reboot(libc::RB_POWER_OFF);
-            libc::reboot(libc::RB_HALT_SYSTEM);
-        }
+    if !machine {
+        raw_stderr(
+            b"zurg: PID 1 of a container: no /etc/zurg/crash (or it cannot run); exiting with 1, which ends the container\n",
+        );
+        return;
     }
+    raw_stderr(b"zurg: no crash program; powering off\n");
+    // SAFETY: sync and reboot(2) with a valid command.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_POWER_OFF);
+        libc::reboot(libc::RB_HALT_SYSTEM);
+    }
+    raw_stderr(b"zurg: reboot(2) failed; reaping forever\n");
+    reap_forever();
+}
+
+/// A machine's init that can neither hand over nor power off: exiting
+/// would panic the kernel, so it keeps the zombies down.
+fn reap_forever() -> ! {
     let mut all = MaybeUninitSet::full();
     // SAFETY: blocks every signal with an initialised set.
     unsafe {
@@ -281,15 +299,19 @@ impl MaybeUninitSet {
     }
 }
 
-/// As PID 1 a panic must not end the process (the kernel would panic with
-/// it): print it with a raw write and fall into `last_resort_if_pid1`.
-/// Elsewhere the default behaviour stands.
+/// As PID 1 a panic must not end the process by the abort (a machine's
+/// kernel would panic with it): print it with a raw write and fall into
+/// `last_resort_if_pid1`, and a container's PID 1 that it returns from
+/// exits 1 there and then. Elsewhere the default behaviour stands.
 pub fn install_panic_hook() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if is_pid1() {
             raw_stderr(format!("zurg: panic: {info}\n").as_bytes());
             last_resort_if_pid1();
+            // SAFETY: _exit(2) ends the process at once; nothing after a
+            // panic is in a state to run destructors or flush.
+            unsafe { libc::_exit(1) }
         } else {
             default(info);
         }

@@ -491,18 +491,29 @@ fn list(opts: &Options, token: Option<&[u8]>) -> Result<i32, Failure> {
             }),
         };
         let _ = json_line(&mut out, &doc);
-    } else if total > 0 || opts.name.is_none() {
-        // NAME with no endpoint: the message below alone, not a table's
-        // header over no rows.
+    } else if total > 0 {
+        // Nothing live: the message below alone, not tables' headers over
+        // no rows.
         let _ = out.write_all(listing_table(&listing, opts.name.is_none()).as_bytes());
     }
     if total == 0 {
-        if let Some(name) = &opts.name {
-            eprintln!("zurg resolve: {}: no live endpoints", shown(name));
+        match &opts.name {
+            Some(name) => eprintln!("zurg resolve: {}: no live endpoints", shown(name)),
+            None => eprintln!("zurg resolve: {}", nothing_live(listing.hosts.len())),
         }
         return Ok(1);
     }
     Ok(0)
+}
+
+/// `resolve --all`'s message when no service has a live endpoint, with
+/// what little the listing still tells: whether any host publishes.
+fn nothing_live(hosts: usize) -> String {
+    match hosts {
+        0 => "no live endpoints: no host has published any".to_string(),
+        1 => "no live endpoints: the one host publishing has none".to_string(),
+        n => format!("no live endpoints: none of the {n} hosts publishing has one"),
+    }
 }
 
 fn print_json(frame: &Frame) {
@@ -804,6 +815,22 @@ mod tests {
             since_us: 0,
             host: "192.0.2.2:0:1:1".into(),
         }
+    }
+
+    #[test]
+    fn nothing_live_says_whether_any_host_publishes() {
+        assert_eq!(
+            nothing_live(0),
+            "no live endpoints: no host has published any"
+        );
+        assert_eq!(
+            nothing_live(1),
+            "no live endpoints: the one host publishing has none"
+        );
+        assert_eq!(
+            nothing_live(3),
+            "no live endpoints: none of the 3 hosts publishing has one"
+        );
     }
 
     #[test]

@@ -343,7 +343,10 @@ impl Auth {
 }
 
 /// The head of an `/events` answer (also all that `HEAD /events` gets).
-const STREAM_HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: keep-alive\r\n\r\n";
+/// `Connection: close`: the stream has no length and ends only with its
+/// connection, so no second request can follow on it; keep-alive made
+/// proxies and curl expect one.
+const STREAM_HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n";
 
 fn reason_phrase(status: u16) -> &'static str {
     match status {

@@ -46,6 +46,16 @@ impl Exit {
     }
 }
 
+/// How the run before a restart ended, for the start limit's reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunEnded {
+    /// It exited (or could not be spawned).
+    ByItself,
+    /// It failed otherwise: zurg stopped it (not ready, unhealthy), or its
+    /// `pre_start` failed.
+    Failed,
+}
+
 /// One of a unit's hooks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HookKind {
@@ -82,8 +92,14 @@ pub enum Failure {
     /// down).
     Unsuccessful(Exit),
     /// Its unit's `start_limit`: one start more than `burst` within
-    /// `interval_ms`.
-    StartLimit { burst: u32, interval_ms: u64 },
+    /// `interval_ms`. `after`: the failure of the run before the start not
+    /// made (not ready, unhealthy, a spawn error), when it had one; a run
+    /// that merely exited has none.
+    StartLimit {
+        burst: u32,
+        interval_ms: u64,
+        after: Option<Box<Failure>>,
+    },
     /// Readiness did not come (its timeout passed, or it cannot come).
     NotReady(String),
     /// Its health check or watchdog failed.
@@ -96,6 +112,74 @@ pub enum Failure {
     Hook(Box<HookFailure>),
 }
 
+/// How a service ended for good (`Service::end`), which for an essential
+/// service is why `zurg run` ends and decides its exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// Its process exited and its `restart` policy keeps it down, or a
+    /// one-shot completed: the exit is the service's own.
+    Exited(Exit),
+    /// It failed (`exit`: its last process's, when it had one).
+    Failed {
+        exit: Option<Exit>,
+        failure: Failure,
+    },
+}
+
+impl End {
+    /// `zurg run`'s code for this end: the service's exit code, 128+N for
+    /// signal N, and 1 for a failure that has no code of its own: refused,
+    /// exited 0 yet failed, or stopped by zurg (not ready, unhealthy),
+    /// where the stop signal's 143 would be zurg's doing, not the service's.
+    pub fn exit_code(&self) -> i32 {
+        let exit = match self {
+            End::Exited(exit) => Some(*exit),
+            End::Failed { failure, .. } if failure.stopped_by_zurg() => None,
+            End::Failed {
+                exit: Some(Exit::Code(0)),
+                ..
+            } => None,
+            End::Failed { exit, .. } => *exit,
+        };
+        match exit {
+            Some(Exit::Code(c)) => c,
+            Some(Exit::Signal(n)) => 128_i32.saturating_add(n),
+            None => 1,
+        }
+    }
+}
+
+/// Why, for the log line that ends zurg: the exit, or the failure (a start
+/// limit with how the last run failed, as "`zurg start` tries again" is
+/// moot once zurg ends).
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Exited(exit) => f.write_str(&exit.describe()),
+            End::Failed {
+                failure:
+                    Failure::StartLimit {
+                        burst,
+                        interval_ms,
+                        after,
+                    },
+                exit,
+            } => {
+                write!(
+                    f,
+                    "start limit hit: more than {burst} starts within {interval_ms} ms"
+                )?;
+                match (after, exit) {
+                    (Some(failure), _) => write!(f, "; the last run: {failure}"),
+                    (None, Some(exit)) => write!(f, "; the last run: {}", exit.describe()),
+                    (None, None) => Ok(()),
+                }
+            }
+            End::Failed { failure, .. } => write!(f, "{failure}"),
+        }
+    }
+}
+
 /// A hook that failed: it exited non-zero, or it was killed at
 /// `hook_timeout_ms` (`timed_out_ms`); `output` is its last line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +188,21 @@ pub struct HookFailure {
     pub exit: Exit,
     pub timed_out_ms: Option<u64>,
     pub output: Option<String>,
+}
+
+impl Failure {
+    /// zurg stopped the process for failing (not ready, unhealthy), also
+    /// as the last run before a start limit: its exit is then the stop
+    /// signal's doing, not a code of the service's own.
+    pub fn stopped_by_zurg(&self) -> bool {
+        match self {
+            Failure::NotReady(_) | Failure::Unhealthy(_) => true,
+            Failure::StartLimit { after, .. } => {
+                after.as_deref().is_some_and(Failure::stopped_by_zurg)
+            }
+            _ => false,
+        }
+    }
 }
 
 impl std::fmt::Display for Failure {
@@ -115,7 +214,9 @@ impl std::fmt::Display for Failure {
                 f.write_str("it forked into the background and exited; run it in the foreground")
             }
             Failure::Unsuccessful(exit) => write!(f, "exited with {}", exit.describe()),
-            Failure::StartLimit { burst, interval_ms } => write!(
+            Failure::StartLimit {
+                burst, interval_ms, ..
+            } => write!(
                 f,
                 "start limit hit: more than {burst} starts within {interval_ms} ms (start_limit); `zurg start` tries again"
             ),
@@ -555,23 +656,25 @@ impl Service {
             .map_or_else(|| "failed".to_string(), ToString::to_string)
     }
 
-    /// The code `zurg run` exits with when this essential service ended
-    /// for good: its exit code, 128+N for a signal, and 1 for a failure
-    /// that has no code of its own (or exited 0, yet failed).
-    pub fn exit_code(&self) -> i32 {
-        let failed = self.state == State::Failed;
-        match self.last_exit {
-            Some(Exit::Code(0)) if failed => 1,
-            Some(Exit::Code(c)) => c,
-            Some(Exit::Signal(n)) => 128_i32.saturating_add(n),
-            None => 1,
+    /// How it ended, once it has ended for good (exited and kept down,
+    /// failed, or a one-shot done): the moment an essential service ends
+    /// zurg. `None` otherwise, a stop on request included.
+    pub fn end(&self) -> Option<End> {
+        match self.state {
+            State::Exited | State::Done => Some(End::Exited(self.last_exit?)),
+            State::Failed => Some(End::Failed {
+                exit: self.last_exit,
+                // Every way into `Failed` sets a reason; should one not,
+                // the end must still end zurg.
+                failure: self.last_error.as_deref().cloned().unwrap_or_else(|| {
+                    self.last_exit.map_or_else(
+                        || Failure::Spawn(self.failure_text()),
+                        Failure::Unsuccessful,
+                    )
+                }),
+            }),
+            _ => None,
         }
-    }
-
-    /// Ended and stays down until someone asks again: the moment an
-    /// essential service ends zurg.
-    pub fn ended_for_good(&self) -> bool {
-        matches!(self.state, State::Exited | State::Done | State::Failed)
     }
 
     /// The state as `zurg status` shows it: a long-running process that
@@ -1089,7 +1192,7 @@ impl Service {
             }
             return;
         }
-        self.retry(uptime_ms, now, out);
+        self.retry(uptime_ms, now, RunEnded::ByItself, out);
     }
 
     /// Zurg stopped a process that failed (not ready, unhealthy): as after
@@ -1103,12 +1206,12 @@ impl Service {
             self.fail(failure, out);
             return;
         }
-        self.retry(uptime_ms, now, out);
+        self.retry(uptime_ms, now, RunEnded::Failed, out);
     }
 
     /// Starts again after the restart delay and backoff, unless that start
     /// would pass the start limit.
-    fn retry(&mut self, uptime_ms: u64, now: u64, out: &mut Vec<Action>) {
+    fn retry(&mut self, uptime_ms: u64, now: u64, run: RunEnded, out: &mut Vec<Action>) {
         let delay_ms = self
             .unit
             .rare
@@ -1117,10 +1220,21 @@ impl Service {
         let at = now.saturating_add(delay_ms);
         if !self.starts.admit(self.unit.rare.start_limit, at) {
             if let Some(limit) = self.unit.rare.start_limit {
+                // The reason the run before failed. A run that exited by
+                // itself may still carry a readiness failure of the run
+                // before it (kept for `status`), which is not its own.
+                let after = match run {
+                    RunEnded::Failed => self.last_error.take(),
+                    RunEnded::ByItself => self
+                        .last_error
+                        .take()
+                        .filter(|f| matches!(**f, Failure::Spawn(_))),
+                };
                 self.fail(
                     Failure::StartLimit {
                         burst: limit.burst,
                         interval_ms: limit.interval_ms,
+                        after,
                     },
                     out,
                 );
@@ -1771,10 +1885,10 @@ mod tests {
         assert_eq!(s.state, State::Done);
         assert_eq!(s.state_name(), "done");
         assert!(s.satisfies_dependants());
-        assert!(s.ended_for_good());
+        assert!(s.end().is_some());
         assert_eq!(s.problem(), None);
         assert_eq!(s.cannot_satisfy(), None);
-        assert_eq!(s.exit_code(), 0);
+        assert_eq!(s.end().map(|e| e.exit_code()), Some(0));
         // nothing brings it back but a start, which runs it again
         assert!(s.step(Input::Timer { generation: 1 }, 100_000).is_empty());
         assert!(s.step(Input::Stop, 100_001).is_empty());
@@ -1804,7 +1918,7 @@ mod tests {
         assert_eq!(s.problem().as_deref(), Some("exited with code 3"));
         assert_eq!(s.cannot_satisfy().as_deref(), Some("exited with code 3"));
         assert!(!s.satisfies_dependants());
-        assert_eq!(s.exit_code(), 3);
+        assert_eq!(s.end().map(|e| e.exit_code()), Some(3));
         // a start runs it again, and a success clears the failure
         assert_eq!(s.step(Input::Start, 6), vec![Action::Spawn]);
         s.step(Input::Spawned { pid: 11 }, 6);
@@ -1834,7 +1948,7 @@ mod tests {
         }));
         s.step(exited(10, Exit::Signal(15)), 1);
         assert_eq!(s.state, State::Failed);
-        assert_eq!(s.exit_code(), 143);
+        assert_eq!(s.end().map(|e| e.exit_code()), Some(143));
     }
 
     #[test]
@@ -1854,7 +1968,7 @@ mod tests {
                 failure: Failure::Spawn("exec /x: not found".into())
             }))
         );
-        assert_eq!(s.exit_code(), 127);
+        assert_eq!(s.end().map(|e| e.exit_code()), Some(127));
     }
 
     #[test]
@@ -1917,6 +2031,7 @@ mod tests {
         let failure = Failure::StartLimit {
             burst: 3,
             interval_ms: 10_000,
+            after: None,
         };
         assert_eq!(
             a.last(),
@@ -1932,7 +2047,7 @@ mod tests {
         assert!(s
             .problem()
             .is_some_and(|p| p.starts_with("start limit hit: more than 3 starts within 10000 ms")));
-        assert_eq!(s.exit_code(), 1);
+        assert_eq!(s.end().map(|e| e.exit_code()), Some(1));
         // `zurg start` revives it with a fresh count
         assert_eq!(s.step(Input::Start, 200), vec![Action::Spawn]);
         s.step(Input::Spawned { pid: 13 }, 200);
@@ -2067,7 +2182,25 @@ mod tests {
                 failure: Failure::NotReady("readiness fd closed".into())
             }))
         );
-        assert_eq!(s.exit_code(), 1, "failed, even though it exited 0");
+        assert_eq!(
+            s.end().map(|e| e.exit_code()),
+            Some(1),
+            "failed, even though it exited 0"
+        );
+        // killed by zurg's stop signal: still 1, not the signal's 143
+        let mut s = started(unit(RestartPolicy::Never));
+        s.ready_after_ms = None;
+        s.step(
+            Input::NotReady {
+                pid: 10,
+                reason: "not ready after 300 ms".into(),
+            },
+            1,
+        );
+        s.step(exited(10, Exit::Signal(15)), 2);
+        let end = s.end().unwrap();
+        assert_eq!(end.exit_code(), 1);
+        assert_eq!(end.to_string(), "not ready: not ready after 300 ms");
     }
 
     #[test]
@@ -2147,6 +2280,54 @@ mod tests {
                 failure: Failure::StartLimit { burst: 2, .. }
             }))
         ));
+        // as an essential service's end: 1, not the SIGTERM's 143 (zurg
+        // stopped the last run), and the reason of that run
+        let end = s.end().unwrap();
+        assert_eq!(end.exit_code(), 1);
+        assert_eq!(
+            end.to_string(),
+            "start limit hit: more than 2 starts within 60000 ms; the last run: unhealthy: health check failed 3 times"
+        );
+        // `status` says what it said before
+        assert_eq!(
+            s.problem().as_deref(),
+            Some("start limit hit: more than 2 starts within 60000 ms (start_limit); `zurg start` tries again")
+        );
+    }
+
+    #[test]
+    fn a_start_limit_after_runs_that_exited_keeps_the_last_exits_code() {
+        let mut s = started(with_rare(unit(RestartPolicy::Always), |r| {
+            r.ready = Some(crate::unit::probe::Ready::Notify);
+            r.start_limit = Some(crate::unit::StartLimit {
+                burst: 2,
+                interval_ms: 60_000,
+            })
+        }));
+        s.ready_after_ms = None;
+        // not ready: stopped, restarted; the reason stays for `status`
+        s.step(
+            Input::NotReady {
+                pid: 10,
+                reason: "not ready after 300 ms".into(),
+            },
+            1,
+        );
+        s.step(exited(10, Exit::Signal(15)), 2);
+        s.step(Input::Spawned { pid: 11 }, 2);
+        assert!(matches!(
+            s.last_error.as_deref(),
+            Some(Failure::NotReady(_))
+        ));
+        // then exits 3 by itself before it is ready: that exit is its own
+        s.step(exited(11, Exit::Code(3)), 3);
+        assert_eq!(s.state, State::Failed);
+        let end = s.end().unwrap();
+        assert_eq!(end.exit_code(), 3);
+        assert_eq!(
+            end.to_string(),
+            "start limit hit: more than 2 starts within 60000 ms; the last run: code 3"
+        );
     }
 
     #[test]
@@ -2181,16 +2362,16 @@ mod tests {
     fn exit_codes_for_an_essential_service() {
         let mut s = started(unit(RestartPolicy::Never));
         s.step(exited(10, Exit::Code(7)), 1);
-        assert!(s.ended_for_good());
-        assert_eq!(s.exit_code(), 7);
+        assert!(s.end().is_some());
+        assert_eq!(s.end().map(|e| e.exit_code()), Some(7));
         let mut s = started(unit(RestartPolicy::Never));
         s.step(exited(10, Exit::Signal(9)), 1);
-        assert_eq!(s.exit_code(), 137);
+        assert_eq!(s.end().map(|e| e.exit_code()), Some(137));
         // stopped on request: not an end
         let mut s = started(unit(RestartPolicy::Never));
         s.step(Input::Stop, 1);
         s.step(exited(10, Exit::Signal(15)), 2);
-        assert!(!s.ended_for_good());
+        assert!(s.end().is_none());
         assert_eq!(s.problem(), None);
         assert_eq!(s.cannot_satisfy().as_deref(), Some("it is stopped"));
     }

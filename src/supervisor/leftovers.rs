@@ -27,7 +27,9 @@
 //! Each open start the pass settles gets its exit record, written before
 //! this boot's first start (see `Settled`), so the next boot does not
 //! check it again and `history` shows how it ended. One the pass could not
-//! judge keeps its open start for a later boot.
+//! judge keeps its open start for a later boot. Environments are read with
+//! deadlines (`environ_reader`): a read that can block for ever on a
+//! process stuck on a hung mount leaves that pid unjudged, and boot goes on.
 //!
 //! The journal's writer is a thread: a zurg SIGKILLed just after a spawn may
 //! die before the start record is written, and then no open start names
@@ -51,6 +53,7 @@ use crate::gpid::Gpid;
 use crate::journal::Record;
 use crate::os::pidfd::PidFd;
 
+use super::environ_reader::{Environ, EnvironReader};
 use super::Supervisor;
 
 /// The start-time check's slack: /proc's boot time is in whole seconds and a
@@ -355,12 +358,31 @@ fn clock_ticks() -> u64 {
         .unwrap_or(100)
 }
 
-fn read_facts(pid: i32, boot_us: u64, ticks: u64) -> Option<ProcFacts> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (state, ppid, start_ticks) = parse_stat(&stat)?;
-    let since_boot = start_ticks.checked_mul(1_000_000)? / ticks;
-    let env = proc_env(pid);
-    Some(ProcFacts {
+/// What /proc gave of a pid.
+#[derive(Debug)]
+enum ProcView {
+    Facts(ProcFacts),
+    /// No /proc entry (or one that makes no sense): most likely gone.
+    Gone,
+    /// Its environment was not read in time (`environ_reader`): nothing is
+    /// known of it.
+    NotRead,
+}
+
+fn read_facts(pid: i32, boot_us: u64, ticks: u64, reader: &mut EnvironReader) -> ProcView {
+    let stat = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (state, ppid, start_ticks) = parse_stat(&stat)?;
+        let since_boot = start_ticks.checked_mul(1_000_000)? / ticks;
+        Some((state, ppid, since_boot))
+    };
+    let Some((state, ppid, since_boot)) = stat() else {
+        return ProcView::Gone;
+    };
+    let Some(env) = proc_env(pid, reader) else {
+        return ProcView::NotRead;
+    };
+    ProcView::Facts(ProcFacts {
         start_us: boot_us.saturating_add(since_boot),
         env_gpid: env.gpid,
         env_state_id: env.state_id,
@@ -405,12 +427,14 @@ fn zurg_env(block: &[u8]) -> ZurgEnv {
     found
 }
 
-/// zurg's variables from the environment a process was started with; none
-/// when it cannot be read.
-fn proc_env(pid: i32) -> ZurgEnv {
-    std::fs::read(format!("/proc/{pid}/environ"))
-        .map(|b| zurg_env(&b))
-        .unwrap_or_default()
+/// zurg's variables from the environment a process was started with: none
+/// when it cannot be read, `None` when it was not read in time.
+fn proc_env(pid: i32, reader: &mut EnvironReader) -> Option<ZurgEnv> {
+    match reader.read(pid) {
+        Environ::Block(b) => Some(zurg_env(&b)),
+        Environ::Unreadable => Some(ZurgEnv::default()),
+        Environ::NotRead => None,
+    }
 }
 
 /// This process's ancestors, which are never stopped: a shell a service
@@ -498,12 +522,13 @@ impl Supervisor {
             return;
         };
         let me = crate::os::pid1::my_pid();
+        let mut reader = EnvironReader::for_boot();
         // Only what the pass found of a start: one with no entry is lost,
         // which most are (a crash loop's), so the map stays small.
         let mut found: BTreeMap<Gpid, Findings> = BTreeMap::new();
         let mut left = Vec::new();
         for c in candidates.iter() {
-            match self.holder(c, me, boot_us, ticks) {
+            match self.holder(c, me, boot_us, ticks, &mut reader) {
                 Holder::Recorded(pid, fd) => {
                     left.push(self.stop_one(c.service, Some(c.gpid), true, pid, fd));
                 }
@@ -519,11 +544,17 @@ impl Supervisor {
             Some(_) => ancestors(me),
             None => BTreeSet::new(),
         };
+        let mut scan_unjudged = false;
         for pid in proc_pids() {
             if pid == me || spared.contains(&pid) || left.iter().any(|l| l.pid == pid) {
                 continue;
             }
-            let env = proc_env(pid);
+            // A process whose environment was not read may be of any open
+            // start: see `scan_unjudged` below.
+            let Some(env) = proc_env(pid, &mut reader) else {
+                scan_unjudged = true;
+                continue;
+            };
             let gpid = env.gpid.as_deref().and_then(|g| g.parse::<Gpid>().ok());
             let open = gpid.and_then(|g| candidates.get(&g));
             let ours = look_for.is_some() && env.state_id == look_for;
@@ -534,8 +565,13 @@ impl Supervisor {
             // exited: it leaves its start's judgement as it was.
             let Ok(fd) = PidFd::open(pid) else { continue };
             // Read again through the open pidfd's process.
-            let Some(facts) = read_facts(pid, boot_us, ticks) else {
-                continue;
+            let facts = match read_facts(pid, boot_us, ticks, &mut reader) {
+                ProcView::Facts(facts) => facts,
+                ProcView::Gone => continue,
+                ProcView::NotRead => {
+                    scan_unjudged = true;
+                    continue;
+                }
             };
             if facts.dead {
                 continue;
@@ -574,6 +610,22 @@ impl Supervisor {
                 Ended::Gone { killed } => f.killed |= killed && o.recorded,
                 Ended::Outlived => f.outlived = true,
             }
+        }
+        if reader.not_read() > 0 {
+            crate::log!(
+                "warning: {} read(s) of a process's environment in /proc did not answer within {} ms (a process stuck on a hung mount?) or came after the pass's {} s were spent; those processes are neither stopped nor judged{}",
+                reader.not_read(),
+                super::environ_reader::PER_READ.as_millis(),
+                super::environ_reader::WHOLE_SCAN.as_secs(),
+                if scan_unjudged {
+                    ", and no open start is closed: any could be theirs, so a later boot looks for them again"
+                } else {
+                    ""
+                }
+            );
+        }
+        if scan_unjudged {
+            return;
         }
         self.write_settled(&candidates, &found);
     }
@@ -626,7 +678,14 @@ impl Supervisor {
 
     /// What holds the pid `c` records: the recorded process, which runs,
     /// or not, or cannot tell.
-    fn holder(&self, c: Unfinished<'_>, me: i32, boot_us: u64, ticks: u64) -> Holder {
+    fn holder(
+        &self,
+        c: Unfinished<'_>,
+        me: i32,
+        boot_us: u64,
+        ticks: u64,
+        reader: &mut EnvironReader,
+    ) -> Holder {
         let Ok(pid) = i32::try_from(c.gpid.pid) else {
             // No process has such a pid.
             return Holder::NotRecorded;
@@ -641,14 +700,12 @@ impl Supervisor {
             // ENOSYS, EMFILE: nothing is known of the pid.
             Err(_) => return Holder::Unknown,
         };
-        let Some(facts) = read_facts(pid, boot_us, ticks) else {
+        let facts = match read_facts(pid, boot_us, ticks, reader) {
+            ProcView::Facts(facts) => facts,
             // A process reaped since the open has no /proc entry; one that
             // still runs and cannot be read is not judged.
-            return if exited(&fd) {
-                Holder::NotRecorded
-            } else {
-                Holder::Unknown
-            };
+            ProcView::Gone if exited(&fd) => return Holder::NotRecorded,
+            ProcView::Gone | ProcView::NotRead => return Holder::Unknown,
         };
         if facts.dead || !same_process(&c.gpid, &facts) {
             return Holder::NotRecorded;
@@ -975,6 +1032,61 @@ mod tests {
         for (i, (found, want)) in cases.iter().enumerate() {
             assert_eq!(found.settled(), *want, "case {i}: {found:?}");
         }
+    }
+
+    #[test]
+    fn a_process_whose_environment_does_not_come_in_time_is_not_judged() {
+        use std::sync::{mpsc, Arc, Mutex};
+        use std::time::Duration;
+        let me = i32::try_from(std::process::id()).unwrap();
+        // this very process, its environment as a fake /proc gives it
+        let fake = |block: &'static [u8]| {
+            let read = move |_pid: i32| Ok(block.to_vec());
+            EnvironReader::new(
+                Arc::new(read),
+                Duration::from_millis(100),
+                Duration::from_secs(60),
+            )
+        };
+        let mut reader = fake(b"PATH=/bin\0ZURG_GPID=abc\0");
+        let ProcView::Facts(facts) = read_facts(me, 0, 100, &mut reader) else {
+            panic!("read");
+        };
+        assert_eq!(facts.env_gpid.as_deref(), Some("abc"));
+        assert_eq!(
+            proc_env(me, &mut reader).and_then(|e| e.gpid).as_deref(),
+            Some("abc")
+        );
+        // a read that hangs (a process stuck on a hung mount): not read,
+        // which the pass takes as "cannot judge", within the read's deadline
+        let (_release, blocked) = mpsc::channel::<()>();
+        let blocked = Mutex::new(blocked);
+        let hung = move |_pid: i32| {
+            if let Ok(b) = blocked.lock() {
+                let _ = b.recv();
+            }
+            Ok(Vec::new())
+        };
+        let mut reader = EnvironReader::new(
+            Arc::new(hung),
+            Duration::from_millis(100),
+            Duration::from_secs(60),
+        );
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            read_facts(me, 0, 100, &mut reader),
+            ProcView::NotRead
+        ));
+        assert_eq!(proc_env(me, &mut reader), None);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // a read that fails is a process without zurg's variables, as before
+        let failing = |_pid: i32| Err(std::io::Error::from_raw_os_error(libc::EACCES));
+        let mut reader = EnvironReader::new(
+            Arc::new(failing),
+            Duration::from_millis(100),
+            Duration::from_secs(60),
+        );
+        assert_eq!(proc_env(me, &mut reader), Some(ZurgEnv::default()));
     }
 
     #[test]

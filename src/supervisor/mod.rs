@@ -13,6 +13,9 @@ mod cgroups;
 mod clock_writer;
 mod creds;
 mod deps;
+mod ending;
+mod environ_reader;
+pub use ending::Ending;
 mod hooks;
 mod leftovers;
 mod logs;
@@ -424,9 +427,9 @@ pub struct Supervisor {
     logs: logs::Logs,
     /// Services' stdout and stderr pipes and where their lines go.
     outputs: output::Outputs,
-    /// Set when an essential service ended for good: `zurg run` stops
-    /// everything and exits with this code.
-    exit_code: Option<i32>,
+    /// Why `zurg run` ends, set when its shutdown begins: an essential
+    /// service's end gives zurg's exit code.
+    ending: Ending,
     /// The dependency graph, and which services stop once their
     /// dependants are down.
     deps: deps::Deps,
@@ -943,7 +946,7 @@ impl Supervisor {
             notify_dir: probes::NotifyDir::default(),
             logs: logs::Logs::default(),
             outputs: output::Outputs::default(),
-            exit_code: None,
+            ending: Ending::Asked,
             deps: deps::Deps::default(),
             probes: probes::Probes::default(),
             hooks: hooks::Hooks::default(),
@@ -1329,8 +1332,9 @@ impl Supervisor {
         Some(self.retired_slots.swap_remove(at))
     }
 
-    /// Runs until shutdown completes; returns zurg's exit code.
-    pub fn run(mut self) -> i32 {
+    /// Runs until shutdown completes; returns why it ended, which gives
+    /// zurg's exit code.
+    pub fn run(mut self) -> Ending {
         let mut work: VecDeque<(usize, Input)> = VecDeque::new();
         // Log lines of a turn go to the writer in batches (`log::Held`),
         // and so do journal records: boot is one turn that starts every
@@ -1346,8 +1350,8 @@ impl Supervisor {
         drop(held);
         // An essential service that could not even start has begun the
         // shutdown already, and nothing may come to wake the loop for it.
-        if let Some(code) = self.advance_shutdown(&mut work) {
-            return code;
+        if let Some(ending) = self.advance_shutdown(&mut work) {
+            return ending;
         }
         // The load queued an input per service (~80 bytes each at 10,000).
         work.shrink_to_fit();
@@ -1472,7 +1476,7 @@ impl Supervisor {
                         "received {}: stopping all services",
                         crate::sig::name(signo)
                     );
-                    self.begin_shutdown(work);
+                    self.begin_shutdown(Ending::Asked, work);
                 }
             }
             libc::SIGUSR1 => {
@@ -1490,7 +1494,10 @@ impl Supervisor {
         }
     }
 
-    fn begin_shutdown(&mut self, work: &mut VecDeque<(usize, Input)>) {
+    fn begin_shutdown(&mut self, ending: Ending, work: &mut VecDeque<(usize, Input)>) {
+        if self.phase == Phase::Running {
+            self.ending = ending;
+        }
         self.fail_waiting_for_shutdown();
         self.phase = Phase::StoppingServices;
         self.notify("STOPPING=1\nSTATUS=stopping all services");
@@ -1500,8 +1507,8 @@ impl Supervisor {
     }
 
     /// Moves shutdown forward when its current phase is complete; returns
-    /// the exit code once nothing is left.
-    fn advance_shutdown(&mut self, work: &mut VecDeque<(usize, Input)>) -> Option<i32> {
+    /// why zurg ends once nothing is left.
+    fn advance_shutdown(&mut self, work: &mut VecDeque<(usize, Input)>) -> Option<Ending> {
         match self.phase {
             Phase::Running => None,
             Phase::StoppingServices => {
@@ -1552,7 +1559,7 @@ impl Supervisor {
         format!("STATUS={running} running, {down} not running")
     }
 
-    fn finish(&mut self) -> i32 {
+    fn finish(&mut self) -> Ending {
         // Every process this zurg started is gone, unless it gave up on
         // some: then the next zurg must look for them.
         if self.phase != Phase::GaveUp && !pid1::is_pid1() {
@@ -1581,13 +1588,13 @@ impl Supervisor {
             ShutdownMode::Default => String::new(),
             mode => format!(" ({mode} asked, which only a machine's init does)"),
         };
-        let code = self.exit_code.unwrap_or(0);
+        let code = self.ending.exit_code();
         if pid1::is_pid1() {
             crate::log!("shutdown complete; PID 1 of a container: exiting with {code}{asked}");
         } else {
             crate::log!("shutdown complete; exiting with {code}{asked}");
         }
-        code
+        std::mem::replace(&mut self.ending, Ending::Asked)
     }
 
     fn on_timer(&mut self, key: TimerKey, work: &mut VecDeque<(usize, Input)>) {
@@ -2057,8 +2064,8 @@ impl Supervisor {
 
     /// An essential service that ended for good (kept down by its policy,
     /// failed, or a one-shot done) ends zurg: every service is stopped and
-    /// `zurg run` exits with its code. A stop on request leaves it `stopped`,
-    /// which is not an end.
+    /// `zurg run` exits with the code of its end (`End::exit_code`). A stop
+    /// on request leaves it `stopped`, which is not an end.
     fn essential_ended(&mut self, slot: usize, event: &Event, work: &mut VecDeque<(usize, Input)>) {
         let ends = matches!(
             event,
@@ -2071,25 +2078,23 @@ impl Supervisor {
         let Some(s) = self.slots.get(slot) else {
             return;
         };
-        if !ends
-            || !s.service.unit.essential
-            || s.retired
-            || !s.service.ended_for_good()
-            || self.phase != Phase::Running
-        {
+        if !ends || !s.service.unit.essential || s.retired || self.phase != Phase::Running {
             return;
         }
-        let code = s.service.exit_code();
+        let Some(end) = s.service.end() else {
+            return;
+        };
         crate::log!(
-            "[{}] essential service {} ({}): stopping all services, then exiting with {code}",
+            "[{}] essential service {} ({end}): stopping all services, then exiting with {}",
             s.service.name(),
             s.service.state_name(),
-            s.service
-                .last_exit
-                .map_or_else(|| s.service.problem().unwrap_or_default(), |e| e.describe()),
+            end.exit_code(),
         );
-        self.exit_code = Some(code);
-        self.begin_shutdown(work);
+        let ending = Ending::Essential {
+            service: s.service.name().to_string(),
+            end,
+        };
+        self.begin_shutdown(ending, work);
     }
 
     fn emit(&mut self, slot: usize, event: &Event) {

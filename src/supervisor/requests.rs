@@ -664,7 +664,7 @@ impl Supervisor {
                 crate::log!("shutdown requested over the control socket ({mode})");
                 let reply = Reply::ok(id, serde_json::json!({ "shutting_down": true }));
                 self.reply(conn, &reply);
-                self.begin_shutdown(work);
+                self.begin_shutdown(super::Ending::Asked, work);
                 return;
             }
         };
