@@ -361,6 +361,72 @@ fn rotation_keeps_exactly_keep_files_of_at_most_max_bytes() {
 }
 
 #[test]
+fn two_services_logging_to_one_file_keep_every_line_through_rotation() {
+    let _shared = shared();
+    let dir = TempDir::new("out-shared");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let log = logs.join("both.log");
+    let flag = dir.path().join("go");
+    // Spelled two ways: one file, one sink.
+    let spelled = format!("{}/../logs/both.log", logs.display());
+    let file = |p: &str| {
+        format!(
+            "stdout = {{ file = {}, max_bytes = 1000, keep = 2 }}\n",
+            toml_string(p)
+        )
+    };
+    let chatty = perl_unit(
+        r#"$| = 1; for my $i (0..199) { printf "chatty %04d of the service\n", $i } sleep 1000"#,
+        &file(log.to_str().unwrap()),
+    );
+    // Its file is rotated away by the other's lines while it waits.
+    let quiet = sh_unit(
+        &format!(
+            "echo quiet first; while [ ! -e {} ]; do sleep 0.01; done; echo quiet last; exec sleep 1000",
+            flag.display()
+        ),
+        &file(&spelled),
+    );
+    let (_z, _out) = start(&dir, &[("chatty", chatty), ("quiet", quiet)], &[]);
+    common::eventually("chatty's last line in the log", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("chatty 0199 "))
+    });
+    std::fs::write(&flag, "").unwrap();
+    let names = ["both.log.2", "both.log.1", "both.log"];
+    let all = || {
+        names
+            .iter()
+            .map(|n| std::fs::read_to_string(logs.join(n)).unwrap_or_default())
+            .collect::<String>()
+    };
+    common::eventually("quiet's last line in the log", || {
+        all().contains("quiet last\n")
+    });
+    assert_eq!(files_of(&logs), ["both.log", "both.log.1", "both.log.2"]);
+    for name in names {
+        let text = std::fs::read_to_string(logs.join(name)).unwrap();
+        assert!(text.len() <= 1000, "{name} has {} bytes", text.len());
+    }
+    // Oldest first: chatty's lines without a gap up to its last, every
+    // line whole.
+    let text = all();
+    let mut numbers = Vec::new();
+    for line in text.lines() {
+        match line.strip_prefix("chatty ") {
+            Some(rest) => {
+                assert!(rest.ends_with(" of the service"), "torn line {line:?}");
+                numbers.push(rest[..4].parse::<u32>().unwrap());
+            }
+            None => assert!(line == "quiet first" || line == "quiet last", "{line:?}"),
+        }
+    }
+    let first = numbers[0];
+    assert_eq!(numbers, (first..200).collect::<Vec<_>>());
+    assert!(text.ends_with("quiet last\n"), "{text}");
+}
+
+#[test]
 fn invalid_utf8_and_nul_bytes_reach_the_file_unchanged() {
     let _shared = shared();
     let dir = TempDir::new("out-bytes");

@@ -1,5 +1,12 @@
-//! A service's log file: lines appended (O_APPEND, 0640), rotated by size,
-//! reopened on request (`zurg reload`, SIGUSR1) for an external logrotate.
+//! A log file: lines appended (O_APPEND, 0640), rotated by size, reopened
+//! on request (`zurg reload`, SIGUSR1) for an external logrotate.
+//!
+//! One `FileSink` per file, shared (`Shared`) by every stream that logs to
+//! it, two services' or a service's stdout and stderr: with a sink each,
+//! one writer's rotation moved the file from under the others, whose lines
+//! then went to a renamed or deleted file, and each rotated by its own
+//! count of the bytes. Writers are told apart (`Writer::id`) so that a
+//! partial line of one is ended before another's line follows it.
 //!
 //! Writes happen on the event loop, so they are bounded: lines collect in a
 //! buffer that is written once per read of the pipe (at most one turn's
@@ -7,10 +14,12 @@
 //! lines and counts them; the first failure is logged once, and the first
 //! write that succeeds again says how many were lost.
 
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use super::lines::Piece;
 use crate::unit::FileOutput;
@@ -18,11 +27,42 @@ use crate::unit::FileOutput;
 /// Buffered bytes beyond which the buffer is written at once.
 const BUFFER_BYTES: usize = 64 * 1024;
 
+/// A sink and the streams writing to it (the event loop's thread only).
+pub type Shared = Rc<RefCell<FileSink>>;
+
+/// One stream writing to a sink: which it is, and whether its lines start
+/// with a time (a per-unit choice, so two units sharing a file may differ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Writer {
+    pub id: usize,
+    pub timestamps: bool,
+}
+
+/// The key of a log file's sink: its path with the directory's symbolic
+/// links and `..` resolved, so two spellings of one file share a sink.
+/// The file itself need not exist yet; a directory that does not exist
+/// leaves the path as written.
+pub fn canonical(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or_else(|_| path.to_path_buf()),
+        _ => path.to_path_buf(),
+    }
+}
+
 #[derive(Debug)]
 pub struct FileSink {
+    /// The first writer's settings: its path, and the rotation (`max_bytes`,
+    /// `keep`) every writer of the file gets.
     pub cfg: FileOutput,
-    /// For log lines: `[NAME] stdout`.
+    /// For log lines: `[NAME] stdout` of the first writer.
     who: String,
+    /// The writer whose partial line the file ends with, if one does.
+    mid_line: Option<usize>,
     file: Option<File>,
     /// Bytes in the file, as zurg counts them (its own writes since open).
     size: u64,
@@ -48,6 +88,7 @@ impl FileSink {
             cfg,
             who,
             file: None,
+            mid_line: None,
             size: 0,
             buf: Vec::new(),
             buf_lines: 0,
@@ -83,10 +124,26 @@ impl FileSink {
         }
     }
 
+    /// Another writer's partial line ends here, before `by`'s piece: two
+    /// writers' lines are never glued into one.
+    fn end_others_line(&mut self, by: usize) {
+        if self.mid_line.is_some_and(|w| w != by) {
+            self.buf.push(b'\n');
+            self.buf_lines += 1;
+            self.mid_line = None;
+        }
+    }
+
     /// Adds one piece of a line (see `lines::Piece`), rotating first when
     /// it would take the file past `max_bytes`.
-    pub fn push(&mut self, piece: &[u8], kind: Piece, time_us: u64) {
-        let stamp = if kind.starts && self.cfg.timestamps {
+    pub fn push(&mut self, piece: &[u8], mut kind: Piece, time_us: u64, w: Writer) {
+        self.end_others_line(w.id);
+        if !kind.starts && self.mid_line != Some(w.id) {
+            // Its line's start was ended by another writer's line (or
+            // lost): the rest starts a line of its own.
+            kind.starts = true;
+        }
+        let stamp = if kind.starts && w.timestamps {
             let mut t = crate::cli::utc_timestamp(time_us);
             t.push(' ');
             t
@@ -110,6 +167,9 @@ impl FileSink {
         if kind.ends {
             self.buf.push(b'\n');
             self.buf_lines += 1;
+            self.mid_line = None;
+        } else {
+            self.mid_line = Some(w.id);
         }
         if self.buf.len() >= BUFFER_BYTES {
             self.write_out();
@@ -119,19 +179,23 @@ impl FileSink {
     /// Whether `write_run` may take a run of `len` bytes of whole lines:
     /// no timestamps to add, and it all fits in the file, so no line in it
     /// would have rotated the file (see `push`).
-    pub fn takes_run(&self, len: usize) -> bool {
+    pub fn takes_run(&self, len: usize, w: Writer) -> bool {
         let used = self
             .size
-            .saturating_add(u64::try_from(self.buf.len()).unwrap_or(u64::MAX));
-        !self.cfg.timestamps
+            .saturating_add(u64::try_from(self.buf.len()).unwrap_or(u64::MAX))
+            .saturating_add(u64::from(self.mid_line.is_some()));
+        !w.timestamps
             && self.file.is_some()
             && used.saturating_add(u64::try_from(len).unwrap_or(u64::MAX)) <= self.cfg.max_bytes
     }
 
     /// Writes `run`, `lines` whole lines exactly as read (after what is
     /// buffered), straight from the caller's buffer: one write for a read
-    /// of many lines instead of a copy of each. Only when `takes_run`.
-    pub fn write_run(&mut self, run: &[u8], lines: u64) {
+    /// of many lines instead of a copy of each. Only when `takes_run`, and
+    /// `w` is at a line start.
+    pub fn write_run(&mut self, run: &[u8], lines: u64, w: Writer) {
+        // Another writer's partial line is ended first.
+        self.end_others_line(w.id);
         // The buffer holds at most the end of a line begun in an earlier
         // read: both go in one writev.
         let lines = lines.saturating_add(std::mem::take(&mut self.buf_lines));
@@ -267,8 +331,17 @@ mod tests {
             timestamps: false,
         };
         let mut sink = FileSink::open(cfg, "[svc] stdout".into());
+        let w = Writer {
+            id: 0,
+            timestamps: false,
+        };
         for i in 0..100 {
-            sink.push(format!("line {i:04} 789").as_bytes(), piece(true, true), 0);
+            sink.push(
+                format!("line {i:04} 789").as_bytes(),
+                piece(true, true),
+                0,
+                w,
+            );
         }
         sink.write_out();
         let mut names: Vec<String> = std::fs::read_dir(&dir)
@@ -285,11 +358,44 @@ mod tests {
         let last = std::fs::read_to_string(&path).unwrap();
         assert!(last.ends_with("line 0099 789\n"), "{last}");
         // A run of whole lines goes in as it is while it fits.
-        assert!(sink.takes_run(100 - last.len()));
-        assert!(!sink.takes_run(100 - last.len() + 1));
-        sink.write_run(b"a\nb\n", 2);
+        assert!(sink.takes_run(100 - last.len(), w));
+        assert!(!sink.takes_run(100 - last.len() + 1, w));
+        sink.write_run(b"a\nb\n", 2, w);
         let now = std::fs::read_to_string(&path).unwrap();
         assert_eq!(now, format!("{last}a\nb\n"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_partial_line_of_one_writer_is_ended_before_anothers_line() {
+        let dir = std::env::temp_dir().join(format!("zurg-sink2-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("two.log");
+        let cfg = FileOutput {
+            path: path.clone(),
+            max_bytes: 1 << 20,
+            keep: 1,
+            timestamps: false,
+        };
+        let mut sink = FileSink::open(cfg, "[a] stdout".into());
+        let [a, b] = [1, 2].map(|id| Writer {
+            id,
+            timestamps: false,
+        });
+        sink.push(b"a-head", piece(true, false), 0, a);
+        sink.push(b"b-line", piece(true, true), 0, b);
+        sink.push(b"a-tail", piece(false, true), 0, a);
+        sink.push(b"a-head2", piece(true, false), 0, a);
+        sink.write_out();
+        sink.write_run(b"b2\n", 1, b);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "a-head\nb-line\na-tail\na-head2\nb2\n");
+        let other = dir
+            .join("..")
+            .join(dir.file_name().unwrap())
+            .join("new.log");
+        assert_eq!(canonical(&other), canonical(&dir).join("new.log"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
