@@ -127,6 +127,54 @@ fn the_last_words_of_a_crashing_service_come_out() {
     z.saw("[dying] ended with signal SIGKILL");
 }
 
+#[test]
+fn a_partial_last_line_is_ended_at_exit_not_glued_to_the_next_run() {
+    let _shared = shared();
+    let dir = TempDir::new("out-partial");
+    let log = dir.path().join("partial.log");
+    let ran = dir.path().join("ran");
+    // The first run ends mid-line; the second says so on a line of its own.
+    let unit = sh_unit(
+        &format!(
+            "if [ -e {r} ]; then echo second run; exec sleep 1000; fi; touch {r}; printf 'no newline'; exit 3",
+            r = ran.display()
+        ),
+        &format!(
+            "restart = \"always\"\nrestart_delay_ms = 300\nstdout = {{ file = {} }}\n",
+            toml_string(log.to_str().unwrap())
+        ),
+    );
+    let (mut z, _out) = start(&dir, &[("partial", unit)], &[]);
+    z.expect("[partial] started pid");
+    z.expect("[partial] started pid");
+    common::eventually("the second run's line in the log", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("second run"))
+    });
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "no newline\nsecond run\n"
+    );
+    // The same on zurg's stdout, and at once: no restart delay to wait.
+    let dir2 = TempDir::new("out-partial-prefix");
+    let ran2 = dir2.path().join("ran");
+    let unit = sh_unit(
+        &format!(
+            "if [ -e {r} ]; then echo second run; exec sleep 1000; fi; touch {r}; printf 'no newline'; exit 3",
+            r = ran2.display()
+        ),
+        "restart = \"always\"\nrestart_delay_ms = 0\n",
+    );
+    let (_z2, out2) = start(&dir2, &[("partial", unit)], &[]);
+    let first = wait_out(&out2, "the first run's line", |l| {
+        l.starts_with(b"partial ")
+    });
+    assert_eq!(String::from_utf8_lossy(&first), "partial | no newline");
+    let second = wait_out(&out2, "the second run's line", |l| {
+        l.starts_with(b"partial ")
+    });
+    assert_eq!(String::from_utf8_lossy(&second), "partial | second run");
+}
+
 fn gpid_start_us(status: &serde_json::Value, name: &str) -> Option<(i64, u64)> {
     let row = status["result"]
         .as_array()?

@@ -1736,6 +1736,8 @@ impl Supervisor {
         let input = if forked {
             Input::ExitedForked { pid }
         } else {
+            // Read before a restart: the next process's lines come after.
+            self.end_slot_output(slot);
             Input::Exited { pid, exit }
         };
         work.push_back((slot, input));

@@ -466,6 +466,48 @@ impl Supervisor {
         self.arm_output_flush();
     }
 
+    /// A service's process ended: what it wrote is read now, and a line it
+    /// left without a newline is ended (written with its newline), so it
+    /// is neither held for the next process nor glued to that one's first
+    /// line. Unless the pipe still holds more (a child of the process
+    /// writes on): then its lines go on as read.
+    pub(super) fn end_slot_output(&mut self, slot: usize) {
+        for stream in STREAMS {
+            if self.read_pipe(slot, stream, FINAL_BYTES) >= FINAL_BYTES {
+                self.pace(slot, stream, true);
+                continue;
+            }
+            self.end_line(slot, stream);
+        }
+        self.arm_output_flush();
+    }
+
+    fn end_line(&mut self, slot: usize, stream: Stream) {
+        let Some(place) = self.outputs.get_mut(slot, stream) else {
+            return;
+        };
+        let Some(mut ch) = place.as_mut().and_then(|pipe| pipe.ch.take()) else {
+            return;
+        };
+        if !ch.asm.at_line_start() {
+            let time_us = crate::os::wall_clock_us();
+            let Channel {
+                asm, sink, label, ..
+            } = &mut *ch;
+            asm.end_line(|piece, kind| {
+                deliver(sink, label, piece, kind, time_us);
+                // The newline alone of a line the ring has in full.
+                if kind.starts || !piece.is_empty() {
+                    self.record_output(slot, stream, piece, time_us);
+                }
+            });
+            ch.sink.finish();
+        }
+        if let Some(Some(pipe)) = self.outputs.get_mut(slot, stream) {
+            pipe.ch = Some(ch);
+        }
+    }
+
     /// A retired slot (its unit file removed) whose process is gone gives
     /// its pipes back: they were kept until the slot's reuse, and near the
     /// open-file limit they are the descriptors a pidfd or a control
@@ -771,6 +813,8 @@ impl Supervisor {
 /// One piece of a line to its sink.
 fn deliver(sink: &mut Sink, label: &[u8], piece: &[u8], kind: Piece, t: u64) {
     match sink {
+        // The end of a line whose pieces went out, each on a line of its own.
+        Sink::Prefix { .. } if !kind.starts && piece.is_empty() && kind.ends => {}
         Sink::Prefix { batch, lines, .. } => {
             batch.extend_from_slice(label);
             batch.extend_from_slice(if kind.starts { b" | " } else { b" + " });
