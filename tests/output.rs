@@ -475,6 +475,54 @@ fn two_services_logging_to_one_file_keep_every_line_through_rotation() {
 }
 
 #[test]
+fn an_unwritable_log_directory_fails_check_and_run_keeps_the_lines() {
+    let _shared = shared();
+    let dir = TempDir::new("out-nodir");
+    let missing = "/nonexistent-zurg-logs/svc.log";
+    let not_a_dir = dir.path().join("plain");
+    std::fs::write(&not_a_dir, "").unwrap();
+    let under_file = not_a_dir.join("err.log");
+    let unit = sh_unit(
+        "echo hello; echo oops >&2; exec sleep 1000",
+        &format!(
+            "stdout = {{ file = {} }}\nstderr = {{ file = {} }}\n",
+            toml_string(missing),
+            toml_string(under_file.to_str().unwrap())
+        ),
+    );
+    dir.write("units/svc.toml", &unit);
+    let units = dir.path().join("units");
+    let checked = std::process::Command::new(common::BIN)
+        .args(["check", "--units", units.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&checked.stdout);
+    assert_eq!(checked.status.code(), Some(1), "{said}");
+    let file = units.join("svc.toml");
+    for (key, path) in [
+        ("stdout", missing),
+        ("stderr", under_file.to_str().unwrap()),
+    ] {
+        assert!(
+            said.lines().any(|l| l.starts_with(file.to_str().unwrap())
+                && l.contains(&format!("key `{key}`"))
+                && l.contains(path)),
+            "{key} {path} in\n{said}"
+        );
+    }
+    // `zurg run` warns the same and runs the service: its lines go to
+    // zurg's own streams, labelled.
+    let (mut z, out) = start(&dir, &[], &[]);
+    let warned = z.saw("[svc] key `stdout`: cannot open log file");
+    assert!(warned.contains(missing), "{warned}");
+    let warned = z.saw("[svc] key `stderr`: cannot open log file");
+    assert!(warned.contains(under_file.to_str().unwrap()), "{warned}");
+    let line = wait_out(&out, "the service's line", |l| l.starts_with(b"svc "));
+    assert_eq!(String::from_utf8_lossy(&line), "svc | hello");
+    z.expect("svc | oops");
+}
+
+#[test]
 fn invalid_utf8_and_nul_bytes_reach_the_file_unchanged() {
     let _shared = shared();
     let dir = TempDir::new("out-bytes");

@@ -18,6 +18,9 @@ mod leftovers;
 mod logs;
 mod names;
 mod output;
+
+/// Why a service's log file could not be opened, asked offline (`zurg check`).
+pub use output::sink::problem as log_file_problem;
 mod overrides_read;
 mod ports;
 mod probes;

@@ -106,6 +106,11 @@ struct FileWriter {
     cfg: crate::unit::FileOutput,
     file: Shared,
     w: sink::Writer,
+    /// While the file cannot be opened its lines go to zurg's own stream
+    /// of the same name, labelled, as with `prefix`: not lost.
+    fallback: Dest,
+    batch: Vec<u8>,
+    lines: u64,
 }
 
 impl FileWriter {
@@ -129,6 +134,12 @@ impl Files {
         let key = sink::canonical(&cfg.path);
         if let Some(open) = self.0.get(&key).and_then(std::rc::Weak::upgrade) {
             if let Ok(f) = open.try_borrow() {
+                if !f.is_open() {
+                    crate::log!(
+                        "warning: {who}: log file {} is not open; its lines go to zurg's own stream of that name, labelled, until `zurg reload` or SIGUSR1 opens it",
+                        cfg.path.display()
+                    );
+                }
                 if (f.cfg.max_bytes, f.cfg.keep) != (cfg.max_bytes, cfg.keep) {
                     crate::log!(
                         "warning: {who} logs to {}, which is rotated as its first writer's unit says (max_bytes = {}, keep = {})",
@@ -164,6 +175,13 @@ impl Sink {
             }
             Sink::File(f) => {
                 f.with(FileSink::write_out);
+                if f.lines > 0 {
+                    crate::log::raw_lines(
+                        f.fallback,
+                        std::mem::take(&mut f.batch),
+                        std::mem::take(&mut f.lines),
+                    );
+                }
             }
         }
     }
@@ -251,20 +269,20 @@ fn make_sink(
 ) -> Option<Sink> {
     match out {
         Output::Prefix => Some(Sink::Prefix {
-            dest: match stream {
-                Stream::Stdout => Dest::Stdout,
-                Stream::Stderr => Dest::Stderr,
-            },
+            dest: dest_of(stream),
             batch: Vec::new(),
             lines: 0,
         }),
         Output::File(cfg) => Some(Sink::File(Box::new(FileWriter {
             cfg: cfg.clone(),
-            file: files.open(cfg, format!("[{name}] {}", stream_name(stream))),
+            file: files.open(cfg, format!("[{name}] key `{}`", stream_name(stream))),
             w: sink::Writer {
                 id: token(slot, stream).0,
                 timestamps: cfg.timestamps,
             },
+            fallback: dest_of(stream),
+            batch: Vec::new(),
+            lines: 0,
         }))),
         Output::Inherit | Output::Null => None,
     }
@@ -283,6 +301,14 @@ fn eager_channel(
             make_sink(files, slot, out, stream, name).map(|sink| Channel::new(sink, name))
         }
         _ => None,
+    }
+}
+
+/// zurg's own stream of the same name.
+fn dest_of(stream: Stream) -> Dest {
+    match stream {
+        Stream::Stdout => Dest::Stdout,
+        Stream::Stderr => Dest::Stderr,
     }
 }
 
@@ -813,19 +839,33 @@ impl Supervisor {
 /// One piece of a line to its sink.
 fn deliver(sink: &mut Sink, label: &[u8], piece: &[u8], kind: Piece, t: u64) {
     match sink {
-        // The end of a line whose pieces went out, each on a line of its own.
-        Sink::Prefix { .. } if !kind.starts && piece.is_empty() && kind.ends => {}
-        Sink::Prefix { batch, lines, .. } => {
-            batch.extend_from_slice(label);
-            batch.extend_from_slice(if kind.starts { b" | " } else { b" + " });
-            batch.extend_from_slice(piece);
-            batch.push(b'\n');
-            *lines += 1;
-        }
+        Sink::Prefix { batch, lines, .. } => labelled(batch, lines, label, piece, kind),
         Sink::File(f) => {
-            f.with(|s| s.push(piece, kind, t, f.w));
+            let pushed = f.with(|s| {
+                let open = s.is_open();
+                if open {
+                    s.push(piece, kind, t, f.w);
+                }
+                open
+            });
+            if pushed != Some(true) {
+                labelled(&mut f.batch, &mut f.lines, label, piece, kind);
+            }
         }
     }
+}
+
+/// `NAME | piece` (`NAME + ` for a piece continuing a line) and a newline.
+fn labelled(batch: &mut Vec<u8>, lines: &mut u64, label: &[u8], piece: &[u8], kind: Piece) {
+    // The end of a line whose pieces went out, each on a line of its own.
+    if !kind.starts && piece.is_empty() && kind.ends {
+        return;
+    }
+    batch.extend_from_slice(label);
+    batch.extend_from_slice(if kind.starts { b" | " } else { b" + " });
+    batch.extend_from_slice(piece);
+    batch.push(b'\n');
+    *lines += 1;
 }
 
 #[cfg(test)]

@@ -75,6 +75,42 @@ pub struct FileSink {
     failing: bool,
 }
 
+/// Why a log file at `path` could not be opened for appending, found
+/// without opening it (`zurg check`): its directory missing or not one, a
+/// directory or file the caller may not write. `None` when it looks
+/// writable. The caller's rights are asked (access(2)): run `zurg check`
+/// as the user `zurg run` runs as.
+pub fn problem(path: &Path) -> Option<String> {
+    use nix::unistd::{access, AccessFlags};
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Some(format!("{} is not a directory", dir.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Some(format!("directory {} does not exist", dir.display()))
+        }
+        Err(e) => return Some(format!("directory {}: {e}", dir.display())),
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => return Some(format!("{} is a directory", path.display())),
+        Ok(_) => {
+            return access(path, AccessFlags::W_OK)
+                .err()
+                .map(|e| format!("cannot write to {}: {}", path.display(), e.desc()))
+        }
+        Err(_) => {}
+    }
+    access(dir, AccessFlags::W_OK | AccessFlags::X_OK)
+        .err()
+        .map(|e| {
+            format!(
+                "cannot create files in directory {}: {}",
+                dir.display(),
+                e.desc()
+            )
+        })
+}
+
 /// `PATH.N`: the Nth old file.
 pub fn rotated(path: &Path, n: u32) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
@@ -116,12 +152,17 @@ impl FileSink {
             Err(e) => {
                 self.file = None;
                 crate::log!(
-                    "{}: cannot open {}: {e}; its lines are dropped until `zurg reload` or SIGUSR1 opens it",
+                    "warning: {}: cannot open log file {}: {e}; its lines go to zurg's own stream of that name, labelled, until `zurg reload` or SIGUSR1 opens it",
                     self.who,
                     self.cfg.path.display()
                 );
             }
         }
+    }
+
+    /// The file is open: lines written now reach it.
+    pub fn is_open(&self) -> bool {
+        self.file.is_some()
     }
 
     /// Another writer's partial line ends here, before `by`'s piece: two
