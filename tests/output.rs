@@ -736,3 +736,76 @@ fn a_full_disk_drops_lines_once_warned_and_writing_resumes() {
         std::fs::metadata(&log).is_ok_and(|m| m.len() > before)
     });
 }
+
+#[test]
+fn a_full_disk_never_tears_or_glues_lines_and_counts_what_it_dropped() {
+    let _shared = shared();
+    let dir = TempDir::new("out-torn");
+    let disk = dir.path().join("disk");
+    let Some(_disk) = SmallDisk::mount(&disk, 64) else {
+        common::skip(
+            "a_full_disk_never_tears_or_glues_lines_and_counts_what_it_dropped",
+            "cannot mount a tmpfs",
+        );
+        return;
+    };
+    // One page left: a line that crosses its end is taken in part.
+    let filler = disk.join("filler");
+    let _ = std::fs::write(&filler, vec![b'x'; 60 << 10]);
+    let log = disk.join("svc.log");
+    let unit = sh_unit(
+        "i=0; while :; do echo line $i of a service that never stops talking; i=$((i+1)); sleep 0.002; done",
+        &format!(
+            "stdout = {{ file = {}, max_bytes = 1000000 }}\n",
+            toml_string(log.to_str().unwrap())
+        ),
+    );
+    dir.write("units/svc.toml", &unit);
+    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+    z.expect("loaded");
+    z.expect("cannot write to");
+    std::fs::remove_file(&filler).unwrap();
+    let resumed = z.expect("again;");
+    let dropped: u64 = resumed
+        .split("again; ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {resumed:?}"));
+    let lines = |text: &str| -> Vec<u64> {
+        text.lines()
+            .map(|l| {
+                let n = l
+                    .strip_prefix("line ")
+                    .and_then(|r| r.strip_suffix(" of a service that never stops talking"))
+                    .unwrap_or_else(|| panic!("torn or glued line {l:?}"));
+                n.parse()
+                    .unwrap_or_else(|_| panic!("torn or glued line {l:?}"))
+            })
+            .collect()
+    };
+    // Lines from both sides of the gap.
+    let mut numbers = Vec::new();
+    common::eventually("lines written after the gap", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        numbers = lines(&text);
+        // Five lines past the first gap.
+        numbers
+            .windows(2)
+            .position(|w| w[1] != w[0] + 1)
+            .is_some_and(|at| numbers.len() > at + 6)
+    });
+    assert_eq!(numbers[0], 0);
+    let gaps: Vec<(u64, u64)> = numbers
+        .windows(2)
+        .filter(|w| w[1] != w[0] + 1)
+        .map(|w| (w[0], w[1]))
+        .collect();
+    assert_eq!(gaps.len(), 1, "one gap: {gaps:?}");
+    let (before, after) = gaps[0];
+    assert_eq!(
+        after - before - 1,
+        dropped,
+        "the gap is the count zurg gave"
+    );
+}

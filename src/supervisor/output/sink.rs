@@ -12,7 +12,11 @@
 //! buffer that is written once per read of the pipe (at most one turn's
 //! budget of bytes). A write that fails (ENOSPC, EIO) drops the buffered
 //! lines and counts them; the first failure is logged once, and the first
-//! write that succeeds again says how many were lost.
+//! write that succeeds again says how many were lost. Only whole lines are
+//! dropped: a write the disk took in part is cut back (ftruncate) to the
+//! end of its last whole line, and the rest of a line it cut is dropped
+//! too when it comes, so the file never holds a torn line or two lines
+//! glued together.
 
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
@@ -66,6 +70,15 @@ pub struct FileSink {
     file: Option<File>,
     /// Bytes in the file, as zurg counts them (its own writes since open).
     size: u64,
+    /// Where the file's last whole line ends (`size` unless it ends with a
+    /// partial line): a failed write cuts the file back to here.
+    line_end: u64,
+    /// The writer the rest of whose line is dropped: its start was in a
+    /// failed write.
+    skipping: Option<usize>,
+    /// The file may end with a torn line (a failed write that could not be
+    /// cut back): the next write starts with a newline.
+    torn: bool,
     buf: Vec<u8>,
     /// Whole lines in `buf` (what a failed write loses).
     buf_lines: u64,
@@ -126,6 +139,9 @@ impl FileSink {
             file: None,
             mid_line: None,
             size: 0,
+            line_end: 0,
+            skipping: None,
+            torn: false,
             buf: Vec::new(),
             buf_lines: 0,
             dropped: 0,
@@ -148,6 +164,7 @@ impl FileSink {
             Ok((f, len)) => {
                 self.file = Some(f);
                 self.size = len;
+                self.line_end = len;
             }
             Err(e) => {
                 self.file = None;
@@ -178,6 +195,16 @@ impl FileSink {
     /// Adds one piece of a line (see `lines::Piece`), rotating first when
     /// it would take the file past `max_bytes`.
     pub fn push(&mut self, piece: &[u8], mut kind: Piece, time_us: u64, w: Writer) {
+        if self.skipping == Some(w.id) {
+            if !kind.starts {
+                if kind.ends {
+                    self.skipping = None;
+                    self.dropped = self.dropped.saturating_add(1);
+                }
+                return;
+            }
+            self.skipping = None;
+        }
         self.end_others_line(w.id);
         if !kind.starts && self.mid_line != Some(w.id) {
             // Its line's start was ended by another writer's line (or
@@ -235,6 +262,9 @@ impl FileSink {
     /// of many lines instead of a copy of each. Only when `takes_run`, and
     /// `w` is at a line start.
     pub fn write_run(&mut self, run: &[u8], lines: u64, w: Writer) {
+        if self.skipping == Some(w.id) {
+            self.skipping = None;
+        }
         // Another writer's partial line is ended first.
         self.end_others_line(w.id);
         // The buffer holds at most the end of a line begun in an earlier
@@ -259,21 +289,29 @@ impl FileSink {
     }
 
     /// Writes `first` then `then`, holding `lines` whole lines; a failure
-    /// drops them (counted).
+    /// drops them (counted), but for the whole lines the disk took.
     fn write_bytes(&mut self, first: &[u8], then: &[u8], lines: u64) {
         let len = first.len().saturating_add(then.len());
-        let result = match &mut self.file {
-            Some(f) => write_all_two(f, first, then),
-            None => {
-                self.dropped = self.dropped.saturating_add(lines);
-                return;
-            }
+        let Some(f) = &mut self.file else {
+            self.dropped = self.dropped.saturating_add(lines);
+            return;
+        };
+        if self.torn && write_all_two(f, b"\n", &[]).1.is_ok() {
+            self.torn = false;
+            self.size = self.size.saturating_add(1);
+            self.line_end = self.size;
+        }
+        let (done, result) = if self.torn {
+            (0, Err(std::io::ErrorKind::WriteZero.into()))
+        } else {
+            write_all_two(f, first, then)
         };
         match result {
             Ok(()) => {
-                self.size = self
-                    .size
-                    .saturating_add(u64::try_from(len).unwrap_or(u64::MAX));
+                if let Some(last_nl) = last_newline(first, then, len) {
+                    self.line_end = self.size.saturating_add(as_u64(last_nl + 1));
+                }
+                self.size = self.size.saturating_add(as_u64(len));
                 if self.failing {
                     self.failing = false;
                     crate::log!(
@@ -285,7 +323,37 @@ impl FileSink {
                 }
             }
             Err(e) => {
-                self.dropped = self.dropped.saturating_add(lines);
+                // The whole lines the disk took stay; the rest is cut off,
+                // with the start of a line the file already had.
+                let (kept_bytes, kept_lines) = match last_newline(first, then, done) {
+                    Some(nl) => (
+                        self.size.saturating_add(as_u64(nl + 1)),
+                        newlines(first, then, nl + 1),
+                    ),
+                    None => (self.line_end, 0),
+                };
+                self.dropped = self
+                    .dropped
+                    .saturating_add(lines.saturating_sub(kept_lines));
+                let last = then.last().or(first.last());
+                if last.is_some_and(|b| *b != b'\n') {
+                    // Its line's rest, when it comes, is dropped too.
+                    self.skipping = self.mid_line;
+                }
+                self.mid_line = None;
+                match f.set_len(kept_bytes) {
+                    Ok(()) => {
+                        self.size = kept_bytes;
+                        self.line_end = kept_bytes;
+                    }
+                    Err(_) => {
+                        self.torn = true;
+                        if let Ok(m) = f.metadata() {
+                            self.size = m.len();
+                        }
+                        self.line_end = self.size;
+                    }
+                }
                 if !self.failing {
                     self.failing = true;
                     crate::log!(
@@ -293,10 +361,6 @@ impl FileSink {
                         self.who,
                         self.cfg.path.display()
                     );
-                }
-                // What was written is unknown; what follows goes on a fresh line.
-                if let Some(Ok(m)) = self.file.as_ref().map(File::metadata) {
-                    self.size = m.len();
                 }
             }
         }
@@ -335,20 +399,50 @@ impl FileSink {
     }
 }
 
+/// Where the last newline of `first` and `then` (as one) is, among their
+/// first `within` bytes.
+fn last_newline(first: &[u8], then: &[u8], within: usize) -> Option<usize> {
+    let t = then
+        .get(..within.saturating_sub(first.len()))
+        .unwrap_or(then);
+    if let Some(i) = memchr::memrchr(b'\n', t) {
+        return Some(first.len().saturating_add(i));
+    }
+    memchr::memrchr(b'\n', first.get(..within).unwrap_or(first))
+}
+
+/// Newlines among the first `within` bytes of `first` and `then`.
+fn newlines(first: &[u8], then: &[u8], within: usize) -> u64 {
+    let f = first.get(..within).unwrap_or(first);
+    let t = then
+        .get(..within.saturating_sub(first.len()))
+        .unwrap_or(then);
+    as_u64(memchr::memchr_iter(b'\n', f).count() + memchr::memchr_iter(b'\n', t).count())
+}
+
+fn as_u64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
 /// `first` and `then` written in order, in one writev when the file takes
-/// it all (a regular file does, but for a full disk or a signal).
-fn write_all_two(f: &mut File, first: &[u8], then: &[u8]) -> std::io::Result<()> {
+/// it all (a regular file does, but for a full disk or a signal); how many
+/// bytes went in, and how it ended.
+fn write_all_two(f: &mut File, first: &[u8], then: &[u8]) -> (usize, std::io::Result<()>) {
     let mut bufs = [std::io::IoSlice::new(first), std::io::IoSlice::new(then)];
     let mut bufs: &mut [std::io::IoSlice<'_>] = &mut bufs;
+    let mut done = 0usize;
     while bufs.iter().any(|b| !b.is_empty()) {
         match f.write_vectored(bufs) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => std::io::IoSlice::advance_slices(&mut bufs, n),
+            Ok(0) => return (done, Err(std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => {
+                done = done.saturating_add(n);
+                std::io::IoSlice::advance_slices(&mut bufs, n);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => return (done, Err(e)),
         }
     }
-    Ok(())
+    (done, Ok(()))
 }
 
 #[cfg(test)]
