@@ -809,3 +809,63 @@ fn a_full_disk_never_tears_or_glues_lines_and_counts_what_it_dropped() {
         "the gap is the count zurg gave"
     );
 }
+
+#[test]
+fn service_and_instance_in_a_log_path_are_replaced_and_others_refused() {
+    let _shared = shared();
+    let dir = TempDir::new("out-vars");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    // `$0` is the instance's number, from `args`.
+    let unit = format!(
+        "exec = \"/bin/sh\"\nargs = [\"-c\", \"echo instance $0; exec sleep 1000\", \"${{INSTANCE}}\"]\ninstances = 2\nstdout = {{ file = {} }}\n",
+        toml_string(&format!("{}/${{SERVICE}}-${{INSTANCE}}.log", logs.display()))
+    );
+    let plain = sh_unit(
+        "echo plain; exec sleep 1000",
+        &format!(
+            "stderr = \"null\"\nstdout = {{ file = {} }}\n",
+            toml_string(&format!("{}/${{SERVICE}}.log", logs.display()))
+        ),
+    );
+    let (_z, _out) = start(&dir, &[("web", unit), ("plain", plain)], &[]);
+    for (file, line) in [
+        ("web@0-0.log", "instance 0\n"),
+        ("web@1-1.log", "instance 1\n"),
+        ("plain.log", "plain\n"),
+    ] {
+        common::eventually(file, || {
+            std::fs::read_to_string(logs.join(file)).is_ok_and(|t| t == line)
+        });
+    }
+    assert_eq!(files_of(&logs), ["plain.log", "web@0-0.log", "web@1-1.log"]);
+
+    // Any other name is an error naming the file, line and key.
+    let bad = TempDir::new("out-vars-bad");
+    bad.write(
+        "units/api.toml",
+        "exec = \"/bin/true\"\n\nstderr = { file = \"/var/log/${PORT}.log\" }\nstdout = { file = \"/var/log/${INSTANCE}.log\" }\n",
+    );
+    let units = bad.path().join("units");
+    let checked = std::process::Command::new(common::BIN)
+        .args(["check", "--units", units.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&checked.stdout);
+    assert_eq!(checked.status.code(), Some(1), "{said}");
+    let file = units.join("api.toml");
+    for (at, want) in [
+        ("3:", "key `stderr`: `file` unknown variable ${PORT}"),
+        (
+            "4:",
+            "key `stdout`: `file` uses ${INSTANCE}, which only a unit with `instances = N` has",
+        ),
+    ] {
+        let head = format!("{}:{at}", file.display());
+        assert!(
+            said.lines()
+                .any(|l| l.starts_with(&head) && l.contains(want)),
+            "{head} ... {want} in\n{said}"
+        );
+    }
+}
