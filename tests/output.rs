@@ -869,3 +869,87 @@ fn service_and_instance_in_a_log_path_are_replaced_and_others_refused() {
         );
     }
 }
+
+#[test]
+fn zurgs_stdout_on_a_full_disk_counts_the_lines_it_lost() {
+    let _shared = shared();
+    let dir = TempDir::new("out-stdout-full");
+    let disk = dir.path().join("disk");
+    let Some(_disk) = SmallDisk::mount(&disk, 64) else {
+        common::skip(
+            "zurgs_stdout_on_a_full_disk_counts_the_lines_it_lost",
+            "cannot mount a tmpfs",
+        );
+        return;
+    };
+    let filler = disk.join("filler");
+    let _ = std::fs::write(&filler, vec![b'x'; 60 << 10]);
+    let stdout = disk.join("stdout");
+    dir.write(
+        "units/svc.toml",
+        &sh_unit(
+            "i=0; while :; do echo line $i of a service that never stops talking; i=$((i+1)); sleep 0.002; done",
+            "",
+        ),
+    );
+    let file = std::fs::File::create(&stdout).unwrap();
+    let mut z = common::run_in_with(&dir, Mode::Pid1, &[], |c| {
+        c.stdout(Stdio::from(file));
+    });
+    z.expect("loaded");
+    let failed = z.expect("cannot write to stdout");
+    assert!(failed.contains("No space left"), "{failed}");
+    std::fs::remove_file(&filler).unwrap();
+    let told = z.expect("lines lost writing to stdout");
+    let lost: u64 = told
+        .split("zurg: ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {told:?}"));
+    assert!(lost > 0, "{told}");
+    // Whole lines on both sides of the gap, and the gap is the count; a
+    // line the disk took in part is ended, never run into the next.
+    let pattern = |l: &str| -> Option<u64> {
+        l.strip_prefix("svc | line ")?
+            .strip_suffix(" of a service that never stops talking")?
+            .parse()
+            .ok()
+    };
+    let mut numbers = Vec::new();
+    let mut torn = Vec::new();
+    common::eventually("lines written after the gap", || {
+        let text = std::fs::read_to_string(&stdout).unwrap_or_default();
+        numbers.clear();
+        torn.clear();
+        for l in text.lines() {
+            match pattern(l) {
+                Some(n) => numbers.push(n),
+                None => torn.push(l.to_string()),
+            }
+        }
+        numbers
+            .windows(2)
+            .position(|w| w[1] != w[0] + 1)
+            .is_some_and(|at| numbers.len() > at + 6)
+    });
+    assert!(torn.len() <= 1, "torn or glued lines: {torn:?}");
+    for t in &torn {
+        assert!(
+            "svc | line 1234567 of a service that never stops talking".len() > t.len()
+                && t.starts_with("svc | line"),
+            "glued: {t:?}"
+        );
+    }
+    let gaps: Vec<(u64, u64)> = numbers
+        .windows(2)
+        .filter(|w| w[1] != w[0] + 1)
+        .map(|w| (w[0], w[1]))
+        .collect();
+    assert_eq!(gaps.len(), 1, "one gap: {gaps:?}");
+    assert_eq!(
+        gaps[0].1 - gaps[0].0 - 1,
+        lost,
+        "the gap is the count zurg gave"
+    );
+}
