@@ -19,6 +19,12 @@
 //! own log lines, never a stalled loop. Writes are batched up to `PIPE_BUF` bytes of whole lines, so a
 //! burst costs few system calls and a line still never interleaves with
 //! another writer's.
+//!
+//! A write that fails (a full disk under a redirected stdout, a closed
+//! pipe, EIO) loses its lines: each writer counts them (`Lost`) and, once a
+//! write succeeds again, says how many (services' streams in zurg's log;
+//! zurg's own log on stderr itself). A line the stream took in part is
+//! ended with a newline before the next, so two lines never run together.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -191,6 +197,7 @@ impl Writer {
 
     fn run(&self) {
         let mut batch_buf = Vec::with_capacity(BATCH_BYTES);
+        let mut lost = Lost::default();
         loop {
             let batch = {
                 let mut q = self.lock();
@@ -211,15 +218,88 @@ impl Writer {
                 q.writing = true;
                 q.take()
             };
-            write_batched(self.dest, &batch, &mut batch_buf);
+            write_batched(self.dest, &batch, &mut batch_buf, &mut lost);
+            if let Some((n, e)) = lost.recovered() {
+                let what = format!(
+                    "{n} lines lost writing to {}: {}",
+                    self.dest.name(),
+                    e.desc()
+                );
+                if self.service {
+                    line(format_args!("{what}"));
+                } else {
+                    // This writer is zurg's log: it says so itself.
+                    let said = format_line(format_args!("{what}"));
+                    write_batched(self.dest, &[said], &mut batch_buf, &mut lost);
+                }
+            } else if let Some(e) = lost.first_failure() {
+                if self.service {
+                    line(format_args!(
+                        "cannot write to {}: {}; its lines are lost (counted) until a write succeeds",
+                        self.dest.name(),
+                        e.desc()
+                    ));
+                }
+            }
         }
+    }
+}
+
+/// Lines a writer's failed writes lost.
+#[derive(Debug, Default)]
+struct Lost {
+    lines: u64,
+    /// The first failure's error, since writes last succeeded.
+    error: Option<nix::errno::Errno>,
+    /// The failure is not told yet.
+    untold: bool,
+    /// The stream took part of a line: a newline goes first next time.
+    torn: bool,
+    /// A write succeeded since the failure.
+    succeeded: bool,
+}
+
+impl Lost {
+    /// A write of `bytes` (whole lines) failed after `taken` of them.
+    fn failed(&mut self, e: nix::errno::Errno, bytes: &[u8], taken: usize) {
+        let unwritten = bytes.get(taken..).unwrap_or(&[]);
+        self.lines = self.lines.saturating_add(
+            u64::try_from(memchr::memchr_iter(b'\n', unwritten).count()).unwrap_or(u64::MAX),
+        );
+        if self.error.is_none() {
+            self.error = Some(e);
+            self.untold = true;
+        }
+        if taken > 0 && bytes.get(taken - 1) != Some(&b'\n') {
+            self.torn = true;
+        }
+        self.succeeded = false;
+    }
+
+    /// Once, at the first failure: its error.
+    fn first_failure(&mut self) -> Option<nix::errno::Errno> {
+        if !self.untold {
+            return None;
+        }
+        self.untold = false;
+        self.error
+    }
+
+    /// Once writes succeed again after a failure: how many lines were lost.
+    fn recovered(&mut self) -> Option<(u64, nix::errno::Errno)> {
+        if !self.succeeded {
+            return None;
+        }
+        let e = self.error.take()?;
+        self.untold = false;
+        Some((std::mem::take(&mut self.lines), e))
     }
 }
 
 /// Writes whole lines, as many per write(2) as fit in `BATCH_BYTES`.
 /// Straight to the descriptor: Rust's stdout would cut batches at its own
 /// buffer's size.
-fn write_batched(dest: Dest, lines: &[Vec<u8>], buf: &mut Vec<u8>) {
+fn write_batched(dest: Dest, lines: &[Vec<u8>], buf: &mut Vec<u8>, lost: &mut Lost) {
     use std::os::fd::AsFd;
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
@@ -227,13 +307,31 @@ fn write_batched(dest: Dest, lines: &[Vec<u8>], buf: &mut Vec<u8>) {
         Dest::Stdout => stdout.as_fd(),
         Dest::Stderr => stderr.as_fd(),
     };
-    batch(lines, buf, |mut bytes| {
+    let write_all = |mut bytes: &[u8]| -> Result<(), (nix::errno::Errno, usize)> {
+        let mut taken = 0;
         while !bytes.is_empty() {
             match nix::unistd::write(fd, bytes) {
-                Ok(n) => bytes = bytes.get(n..).unwrap_or(&[]),
+                Ok(n) => {
+                    taken += n;
+                    bytes = bytes.get(n..).unwrap_or(&[]);
+                }
                 Err(nix::errno::Errno::EINTR) => {}
-                Err(_) => return,
+                Err(e) => return Err((e, taken)),
             }
+        }
+        Ok(())
+    };
+    batch(lines, buf, |bytes| {
+        if lost.torn {
+            if let Err((e, _)) = write_all(b"\n") {
+                lost.failed(e, bytes, 0);
+                return;
+            }
+            lost.torn = false;
+        }
+        match write_all(bytes) {
+            Ok(()) => lost.succeeded = true,
+            Err((e, taken)) => lost.failed(e, bytes, taken),
         }
     });
 }
@@ -514,6 +612,23 @@ mod tests {
         assert!(q.idle());
         // room again after the writer took the lines
         assert!(q.push(line(9), one * 3));
+    }
+
+    #[test]
+    fn failed_writes_count_their_lines_and_a_torn_one_is_ended_later() {
+        let mut lost = Lost::default();
+        lost.failed(nix::errno::Errno::ENOSPC, b"a\nbb\nccc\n", 3);
+        assert_eq!((lost.lines, lost.torn), (2, true));
+        assert_eq!(lost.first_failure(), Some(nix::errno::Errno::ENOSPC));
+        assert_eq!(lost.first_failure(), None);
+        lost.failed(nix::errno::Errno::EIO, b"d\n", 0);
+        assert_eq!(lost.recovered(), None);
+        lost.succeeded = true;
+        assert_eq!(lost.recovered(), Some((3, nix::errno::Errno::ENOSPC)));
+        assert_eq!(lost.recovered(), None);
+        let mut whole = Lost::default();
+        whole.failed(nix::errno::Errno::ENOSPC, b"a\nb\n", 2);
+        assert_eq!((whole.lines, whole.torn), (1, false));
     }
 
     #[test]

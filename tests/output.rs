@@ -127,6 +127,54 @@ fn the_last_words_of_a_crashing_service_come_out() {
     z.saw("[dying] ended with signal SIGKILL");
 }
 
+#[test]
+fn a_partial_last_line_is_ended_at_exit_not_glued_to_the_next_run() {
+    let _shared = shared();
+    let dir = TempDir::new("out-partial");
+    let log = dir.path().join("partial.log");
+    let ran = dir.path().join("ran");
+    // The first run ends mid-line; the second says so on a line of its own.
+    let unit = sh_unit(
+        &format!(
+            "if [ -e {r} ]; then echo second run; exec sleep 1000; fi; touch {r}; printf 'no newline'; exit 3",
+            r = ran.display()
+        ),
+        &format!(
+            "restart = \"always\"\nrestart_delay_ms = 300\nstdout = {{ file = {} }}\n",
+            toml_string(log.to_str().unwrap())
+        ),
+    );
+    let (mut z, _out) = start(&dir, &[("partial", unit)], &[]);
+    z.expect("[partial] started pid");
+    z.expect("[partial] started pid");
+    common::eventually("the second run's line in the log", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("second run"))
+    });
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "no newline\nsecond run\n"
+    );
+    // The same on zurg's stdout, and at once: no restart delay to wait.
+    let dir2 = TempDir::new("out-partial-prefix");
+    let ran2 = dir2.path().join("ran");
+    let unit = sh_unit(
+        &format!(
+            "if [ -e {r} ]; then echo second run; exec sleep 1000; fi; touch {r}; printf 'no newline'; exit 3",
+            r = ran2.display()
+        ),
+        "restart = \"always\"\nrestart_delay_ms = 0\n",
+    );
+    let (_z2, out2) = start(&dir2, &[("partial", unit)], &[]);
+    let first = wait_out(&out2, "the first run's line", |l| {
+        l.starts_with(b"partial ")
+    });
+    assert_eq!(String::from_utf8_lossy(&first), "partial | no newline");
+    let second = wait_out(&out2, "the second run's line", |l| {
+        l.starts_with(b"partial ")
+    });
+    assert_eq!(String::from_utf8_lossy(&second), "partial | second run");
+}
+
 fn gpid_start_us(status: &serde_json::Value, name: &str) -> Option<(i64, u64)> {
     let row = status["result"]
         .as_array()?
@@ -361,6 +409,120 @@ fn rotation_keeps_exactly_keep_files_of_at_most_max_bytes() {
 }
 
 #[test]
+fn two_services_logging_to_one_file_keep_every_line_through_rotation() {
+    let _shared = shared();
+    let dir = TempDir::new("out-shared");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let log = logs.join("both.log");
+    let flag = dir.path().join("go");
+    // Spelled two ways: one file, one sink.
+    let spelled = format!("{}/../logs/both.log", logs.display());
+    let file = |p: &str| {
+        format!(
+            "stdout = {{ file = {}, max_bytes = 1000, keep = 2 }}\n",
+            toml_string(p)
+        )
+    };
+    let chatty = perl_unit(
+        r#"$| = 1; for my $i (0..199) { printf "chatty %04d of the service\n", $i } sleep 1000"#,
+        &file(log.to_str().unwrap()),
+    );
+    // Its file is rotated away by the other's lines while it waits.
+    let quiet = sh_unit(
+        &format!(
+            "echo quiet first; while [ ! -e {} ]; do sleep 0.01; done; echo quiet last; exec sleep 1000",
+            flag.display()
+        ),
+        &file(&spelled),
+    );
+    let (_z, _out) = start(&dir, &[("chatty", chatty), ("quiet", quiet)], &[]);
+    common::eventually("chatty's last line in the log", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("chatty 0199 "))
+    });
+    std::fs::write(&flag, "").unwrap();
+    let names = ["both.log.2", "both.log.1", "both.log"];
+    let all = || {
+        names
+            .iter()
+            .map(|n| std::fs::read_to_string(logs.join(n)).unwrap_or_default())
+            .collect::<String>()
+    };
+    common::eventually("quiet's last line in the log", || {
+        all().contains("quiet last\n")
+    });
+    assert_eq!(files_of(&logs), ["both.log", "both.log.1", "both.log.2"]);
+    for name in names {
+        let text = std::fs::read_to_string(logs.join(name)).unwrap();
+        assert!(text.len() <= 1000, "{name} has {} bytes", text.len());
+    }
+    // Oldest first: chatty's lines without a gap up to its last, every
+    // line whole.
+    let text = all();
+    let mut numbers = Vec::new();
+    for line in text.lines() {
+        match line.strip_prefix("chatty ") {
+            Some(rest) => {
+                assert!(rest.ends_with(" of the service"), "torn line {line:?}");
+                numbers.push(rest[..4].parse::<u32>().unwrap());
+            }
+            None => assert!(line == "quiet first" || line == "quiet last", "{line:?}"),
+        }
+    }
+    let first = numbers[0];
+    assert_eq!(numbers, (first..200).collect::<Vec<_>>());
+    assert!(text.ends_with("quiet last\n"), "{text}");
+}
+
+#[test]
+fn an_unwritable_log_directory_fails_check_and_run_keeps_the_lines() {
+    let _shared = shared();
+    let dir = TempDir::new("out-nodir");
+    let missing = "/nonexistent-zurg-logs/svc.log";
+    let not_a_dir = dir.path().join("plain");
+    std::fs::write(&not_a_dir, "").unwrap();
+    let under_file = not_a_dir.join("err.log");
+    let unit = sh_unit(
+        "echo hello; echo oops >&2; exec sleep 1000",
+        &format!(
+            "stdout = {{ file = {} }}\nstderr = {{ file = {} }}\n",
+            toml_string(missing),
+            toml_string(under_file.to_str().unwrap())
+        ),
+    );
+    dir.write("units/svc.toml", &unit);
+    let units = dir.path().join("units");
+    let checked = std::process::Command::new(common::BIN)
+        .args(["check", "--units", units.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&checked.stdout);
+    assert_eq!(checked.status.code(), Some(1), "{said}");
+    let file = units.join("svc.toml");
+    for (key, path) in [
+        ("stdout", missing),
+        ("stderr", under_file.to_str().unwrap()),
+    ] {
+        assert!(
+            said.lines().any(|l| l.starts_with(file.to_str().unwrap())
+                && l.contains(&format!("key `{key}`"))
+                && l.contains(path)),
+            "{key} {path} in\n{said}"
+        );
+    }
+    // `zurg run` warns the same and runs the service: its lines go to
+    // zurg's own streams, labelled.
+    let (mut z, out) = start(&dir, &[], &[]);
+    let warned = z.saw("[svc] key `stdout`: cannot open log file");
+    assert!(warned.contains(missing), "{warned}");
+    let warned = z.saw("[svc] key `stderr`: cannot open log file");
+    assert!(warned.contains(under_file.to_str().unwrap()), "{warned}");
+    let line = wait_out(&out, "the service's line", |l| l.starts_with(b"svc "));
+    assert_eq!(String::from_utf8_lossy(&line), "svc | hello");
+    z.expect("svc | oops");
+}
+
+#[test]
 fn invalid_utf8_and_nul_bytes_reach_the_file_unchanged() {
     let _shared = shared();
     let dir = TempDir::new("out-bytes");
@@ -573,4 +735,221 @@ fn a_full_disk_drops_lines_once_warned_and_writing_resumes() {
     common::eventually("the file to grow again", || {
         std::fs::metadata(&log).is_ok_and(|m| m.len() > before)
     });
+}
+
+#[test]
+fn a_full_disk_never_tears_or_glues_lines_and_counts_what_it_dropped() {
+    let _shared = shared();
+    let dir = TempDir::new("out-torn");
+    let disk = dir.path().join("disk");
+    let Some(_disk) = SmallDisk::mount(&disk, 64) else {
+        common::skip(
+            "a_full_disk_never_tears_or_glues_lines_and_counts_what_it_dropped",
+            "cannot mount a tmpfs",
+        );
+        return;
+    };
+    // One page left: a line that crosses its end is taken in part.
+    let filler = disk.join("filler");
+    let _ = std::fs::write(&filler, vec![b'x'; 60 << 10]);
+    let log = disk.join("svc.log");
+    let unit = sh_unit(
+        "i=0; while :; do echo line $i of a service that never stops talking; i=$((i+1)); sleep 0.002; done",
+        &format!(
+            "stdout = {{ file = {}, max_bytes = 1000000 }}\n",
+            toml_string(log.to_str().unwrap())
+        ),
+    );
+    dir.write("units/svc.toml", &unit);
+    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
+    z.expect("loaded");
+    z.expect("cannot write to");
+    std::fs::remove_file(&filler).unwrap();
+    let resumed = z.expect("again;");
+    let dropped: u64 = resumed
+        .split("again; ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {resumed:?}"));
+    let lines = |text: &str| -> Vec<u64> {
+        text.lines()
+            .map(|l| {
+                let n = l
+                    .strip_prefix("line ")
+                    .and_then(|r| r.strip_suffix(" of a service that never stops talking"))
+                    .unwrap_or_else(|| panic!("torn or glued line {l:?}"));
+                n.parse()
+                    .unwrap_or_else(|_| panic!("torn or glued line {l:?}"))
+            })
+            .collect()
+    };
+    // Lines from both sides of the gap.
+    let mut numbers = Vec::new();
+    common::eventually("lines written after the gap", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        numbers = lines(&text);
+        // Five lines past the first gap.
+        numbers
+            .windows(2)
+            .position(|w| w[1] != w[0] + 1)
+            .is_some_and(|at| numbers.len() > at + 6)
+    });
+    assert_eq!(numbers[0], 0);
+    let gaps: Vec<(u64, u64)> = numbers
+        .windows(2)
+        .filter(|w| w[1] != w[0] + 1)
+        .map(|w| (w[0], w[1]))
+        .collect();
+    assert_eq!(gaps.len(), 1, "one gap: {gaps:?}");
+    let (before, after) = gaps[0];
+    assert_eq!(
+        after - before - 1,
+        dropped,
+        "the gap is the count zurg gave"
+    );
+}
+
+#[test]
+fn service_and_instance_in_a_log_path_are_replaced_and_others_refused() {
+    let _shared = shared();
+    let dir = TempDir::new("out-vars");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    // `$0` is the instance's number, from `args`.
+    let unit = format!(
+        "exec = \"/bin/sh\"\nargs = [\"-c\", \"echo instance $0; exec sleep 1000\", \"${{INSTANCE}}\"]\ninstances = 2\nstdout = {{ file = {} }}\n",
+        toml_string(&format!("{}/${{SERVICE}}-${{INSTANCE}}.log", logs.display()))
+    );
+    let plain = sh_unit(
+        "echo plain; exec sleep 1000",
+        &format!(
+            "stderr = \"null\"\nstdout = {{ file = {} }}\n",
+            toml_string(&format!("{}/${{SERVICE}}.log", logs.display()))
+        ),
+    );
+    let (_z, _out) = start(&dir, &[("web", unit), ("plain", plain)], &[]);
+    for (file, line) in [
+        ("web@0-0.log", "instance 0\n"),
+        ("web@1-1.log", "instance 1\n"),
+        ("plain.log", "plain\n"),
+    ] {
+        common::eventually(file, || {
+            std::fs::read_to_string(logs.join(file)).is_ok_and(|t| t == line)
+        });
+    }
+    assert_eq!(files_of(&logs), ["plain.log", "web@0-0.log", "web@1-1.log"]);
+
+    // Any other name is an error naming the file, line and key.
+    let bad = TempDir::new("out-vars-bad");
+    bad.write(
+        "units/api.toml",
+        "exec = \"/bin/true\"\n\nstderr = { file = \"/var/log/${PORT}.log\" }\nstdout = { file = \"/var/log/${INSTANCE}.log\" }\n",
+    );
+    let units = bad.path().join("units");
+    let checked = std::process::Command::new(common::BIN)
+        .args(["check", "--units", units.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&checked.stdout);
+    assert_eq!(checked.status.code(), Some(1), "{said}");
+    let file = units.join("api.toml");
+    for (at, want) in [
+        ("3:", "key `stderr`: `file` unknown variable ${PORT}"),
+        (
+            "4:",
+            "key `stdout`: `file` uses ${INSTANCE}, which only a unit with `instances = N` has",
+        ),
+    ] {
+        let head = format!("{}:{at}", file.display());
+        assert!(
+            said.lines()
+                .any(|l| l.starts_with(&head) && l.contains(want)),
+            "{head} ... {want} in\n{said}"
+        );
+    }
+}
+
+#[test]
+fn zurgs_stdout_on_a_full_disk_counts_the_lines_it_lost() {
+    let _shared = shared();
+    let dir = TempDir::new("out-stdout-full");
+    let disk = dir.path().join("disk");
+    let Some(_disk) = SmallDisk::mount(&disk, 64) else {
+        common::skip(
+            "zurgs_stdout_on_a_full_disk_counts_the_lines_it_lost",
+            "cannot mount a tmpfs",
+        );
+        return;
+    };
+    let filler = disk.join("filler");
+    let _ = std::fs::write(&filler, vec![b'x'; 60 << 10]);
+    let stdout = disk.join("stdout");
+    dir.write(
+        "units/svc.toml",
+        &sh_unit(
+            "i=0; while :; do echo line $i of a service that never stops talking; i=$((i+1)); sleep 0.002; done",
+            "",
+        ),
+    );
+    let file = std::fs::File::create(&stdout).unwrap();
+    let mut z = common::run_in_with(&dir, Mode::Pid1, &[], |c| {
+        c.stdout(Stdio::from(file));
+    });
+    z.expect("loaded");
+    let failed = z.expect("cannot write to stdout");
+    assert!(failed.contains("No space left"), "{failed}");
+    std::fs::remove_file(&filler).unwrap();
+    let told = z.expect("lines lost writing to stdout");
+    let lost: u64 = told
+        .split("zurg: ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {told:?}"));
+    assert!(lost > 0, "{told}");
+    // Whole lines on both sides of the gap, and the gap is the count; a
+    // line the disk took in part is ended, never run into the next.
+    let pattern = |l: &str| -> Option<u64> {
+        l.strip_prefix("svc | line ")?
+            .strip_suffix(" of a service that never stops talking")?
+            .parse()
+            .ok()
+    };
+    let mut numbers = Vec::new();
+    let mut torn = Vec::new();
+    common::eventually("lines written after the gap", || {
+        let text = std::fs::read_to_string(&stdout).unwrap_or_default();
+        numbers.clear();
+        torn.clear();
+        for l in text.lines() {
+            match pattern(l) {
+                Some(n) => numbers.push(n),
+                None => torn.push(l.to_string()),
+            }
+        }
+        numbers
+            .windows(2)
+            .position(|w| w[1] != w[0] + 1)
+            .is_some_and(|at| numbers.len() > at + 6)
+    });
+    assert!(torn.len() <= 1, "torn or glued lines: {torn:?}");
+    for t in &torn {
+        assert!(
+            "svc | line 1234567 of a service that never stops talking".len() > t.len()
+                && t.starts_with("svc | line"),
+            "glued: {t:?}"
+        );
+    }
+    let gaps: Vec<(u64, u64)> = numbers
+        .windows(2)
+        .filter(|w| w[1] != w[0] + 1)
+        .map(|w| (w[0], w[1]))
+        .collect();
+    assert_eq!(gaps.len(), 1, "one gap: {gaps:?}");
+    assert_eq!(
+        gaps[0].1 - gaps[0].0 - 1,
+        lost,
+        "the gap is the count zurg gave"
+    );
 }

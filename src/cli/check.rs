@@ -1,7 +1,8 @@
 //! `zurg check [--units DIR] [--strict] [--json]`: validates unit files
 //! offline, for deploy pipelines. Everything `zurg run` would refuse is
 //! reported, one line per problem: parse errors, a missing or
-//! non-executable `exec`, a `cwd` that is not a directory, the
+//! non-executable `exec`, a `cwd` that is not a directory, a log file
+//! (`stdout`/`stderr` `file`) that cannot be opened for writing, the
 //! versioned-path rule, and checksums (the binary is hashed). Exit 0 when all is well, 1 otherwise, 2 on usage.
 
 use std::path::PathBuf;
@@ -56,6 +57,22 @@ fn check_unit(u: &Unit, strict: bool) -> Vec<String> {
             }
             Ok(_) => {}
         },
+    }
+    for (key, stream) in [("stdout", &u.rare.stdout), ("stderr", &u.rare.stderr)] {
+        if let crate::unit::Output::File(f) = stream {
+            if let Some(problem) = crate::supervisor::log_file_problem(&f.path) {
+                // `zurg run` would run the service, its lines on zurg's own
+                // stream: still not what the unit asks for.
+                let of = match u.instance {
+                    Some(_) => format!(" (service {})", u.name),
+                    None => String::new(),
+                };
+                out.push(format!(
+                    "key `{key}`{of}: cannot open log file {}: {problem}",
+                    f.path.display()
+                ));
+            }
+        }
     }
     if let Some(cwd) = &u.rare.cwd {
         if let Some(problem) = cwd_problem(cwd) {

@@ -21,6 +21,9 @@ mod leftovers;
 mod logs;
 mod names;
 mod output;
+
+/// Why a service's log file could not be opened, asked offline (`zurg check`).
+pub use output::sink::problem as log_file_problem;
 mod overrides_read;
 mod ports;
 mod probes;
@@ -1744,6 +1747,8 @@ impl Supervisor {
         let input = if forked {
             Input::ExitedForked { pid }
         } else {
+            // Read before a restart: the next process's lines come after.
+            self.end_slot_output(slot);
             Input::Exited { pid, exit }
         };
         work.push_back((slot, input));

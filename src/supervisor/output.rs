@@ -38,7 +38,7 @@ use crate::os::spawn::ChildOut;
 use crate::service::ring::Stream;
 use crate::unit::Output;
 use lines::{Assembler, Piece, Span};
-use sink::FileSink;
+use sink::{FileSink, Shared};
 
 /// Tokens from here up name a service's pipe: `OUTPUT_BASE + 2 * slot +
 /// stream` (above the pidfd range, which starts at 1 << 40).
@@ -95,8 +95,73 @@ enum Sink {
         batch: Vec<u8>,
         lines: u64,
     },
-    /// Boxed: three times the size of `Prefix`, which most streams use.
-    File(Box<FileSink>),
+    /// Boxed: larger than `Prefix`, which most streams use.
+    File(Box<FileWriter>),
+}
+
+/// A stream writing to a log file, whose sink it may share with others.
+#[derive(Debug)]
+struct FileWriter {
+    /// As its unit says (a reload compares it).
+    cfg: crate::unit::FileOutput,
+    file: Shared,
+    w: sink::Writer,
+    /// While the file cannot be opened its lines go to zurg's own stream
+    /// of the same name, labelled, as with `prefix`: not lost.
+    fallback: Dest,
+    batch: Vec<u8>,
+    lines: u64,
+}
+
+impl FileWriter {
+    /// The sink, unless it is in use: never, as only the loop's thread
+    /// writes and no sink call writes to another sink; a piece is dropped
+    /// rather than zurg panicking should that change.
+    fn with<R>(&self, f: impl FnOnce(&mut FileSink) -> R) -> Option<R> {
+        self.file.try_borrow_mut().ok().map(|mut s| f(&mut s))
+    }
+}
+
+/// Every open log file's sink, by canonical path (`sink::canonical`): a
+/// stream whose file is open already writes through the same sink.
+#[derive(Debug, Default)]
+struct Files(
+    std::collections::HashMap<std::path::PathBuf, std::rc::Weak<std::cell::RefCell<FileSink>>>,
+);
+
+impl Files {
+    fn open(&mut self, cfg: &crate::unit::FileOutput, who: String) -> Shared {
+        let key = sink::canonical(&cfg.path);
+        if let Some(open) = self.0.get(&key).and_then(std::rc::Weak::upgrade) {
+            if let Ok(f) = open.try_borrow() {
+                if !f.is_open() {
+                    crate::log!(
+                        "warning: {who}: log file {} is not open; its lines go to zurg's own stream of that name, labelled, until `zurg reload` or SIGUSR1 opens it",
+                        cfg.path.display()
+                    );
+                }
+                if (f.cfg.max_bytes, f.cfg.keep) != (cfg.max_bytes, cfg.keep) {
+                    crate::log!(
+                        "warning: {who} logs to {}, which is rotated as its first writer's unit says (max_bytes = {}, keep = {})",
+                        cfg.path.display(),
+                        f.cfg.max_bytes,
+                        f.cfg.keep
+                    );
+                }
+            }
+            return open;
+        }
+        // Sinks whose last writer is gone.
+        self.0.retain(|_, w| w.strong_count() > 0);
+        let file = std::rc::Rc::new(std::cell::RefCell::new(FileSink::open(cfg.clone(), who)));
+        self.0.insert(key, std::rc::Rc::downgrade(&file));
+        file
+    }
+
+    /// Every sink still written to.
+    fn all(&self) -> impl Iterator<Item = Shared> + '_ {
+        self.0.values().filter_map(std::rc::Weak::upgrade)
+    }
 }
 
 impl Sink {
@@ -108,7 +173,16 @@ impl Sink {
                     crate::log::raw_lines(*dest, std::mem::take(batch), std::mem::take(lines));
                 }
             }
-            Sink::File(f) => f.write_out(),
+            Sink::File(f) => {
+                f.with(FileSink::write_out);
+                if f.lines > 0 {
+                    crate::log::raw_lines(
+                        f.fallback,
+                        std::mem::take(&mut f.batch),
+                        std::mem::take(&mut f.lines),
+                    );
+                }
+            }
         }
     }
 }
@@ -172,6 +246,7 @@ pub struct Outputs {
     spans: Vec<Span>,
     /// A pipe was refused near the open-file limit (warned once).
     warned_limit: bool,
+    files: Files,
 }
 
 impl Outputs {
@@ -185,29 +260,55 @@ impl Outputs {
     }
 }
 
-fn make_sink(out: &Output, stream: Stream, name: &str) -> Option<Sink> {
+fn make_sink(
+    files: &mut Files,
+    slot: usize,
+    out: &Output,
+    stream: Stream,
+    name: &str,
+) -> Option<Sink> {
     match out {
         Output::Prefix => Some(Sink::Prefix {
-            dest: match stream {
-                Stream::Stdout => Dest::Stdout,
-                Stream::Stderr => Dest::Stderr,
-            },
+            dest: dest_of(stream),
             batch: Vec::new(),
             lines: 0,
         }),
-        Output::File(cfg) => Some(Sink::File(Box::new(FileSink::open(
-            cfg.clone(),
-            format!("[{name}] {}", stream_name(stream)),
-        )))),
+        Output::File(cfg) => Some(Sink::File(Box::new(FileWriter {
+            cfg: cfg.clone(),
+            file: files.open(cfg, format!("[{name}] key `{}`", stream_name(stream))),
+            w: sink::Writer {
+                id: token(slot, stream).0,
+                timestamps: cfg.timestamps,
+            },
+            fallback: dest_of(stream),
+            batch: Vec::new(),
+            lines: 0,
+        }))),
         Output::Inherit | Output::Null => None,
     }
 }
 
 /// A stream's channel at load: a file sink's only (see `Pipe::ch`).
-fn eager_channel(out: &Output, stream: Stream, name: &str) -> Option<Box<Channel>> {
+fn eager_channel(
+    files: &mut Files,
+    slot: usize,
+    out: &Output,
+    stream: Stream,
+    name: &str,
+) -> Option<Box<Channel>> {
     match out {
-        Output::File(_) => make_sink(out, stream, name).map(|sink| Channel::new(sink, name)),
+        Output::File(_) => {
+            make_sink(files, slot, out, stream, name).map(|sink| Channel::new(sink, name))
+        }
         _ => None,
+    }
+}
+
+/// zurg's own stream of the same name.
+fn dest_of(stream: Stream) -> Dest {
+    match stream {
+        Stream::Stdout => Dest::Stdout,
+        Stream::Stderr => Dest::Stderr,
     }
 }
 
@@ -260,7 +361,13 @@ impl Supervisor {
             self.outputs.slots.resize_with(len, || [None, None]);
         }
         for (stream, want) in STREAMS.into_iter().zip(wanted) {
-            let Some(current) = self.outputs.get_mut(slot, stream) else {
+            let files = &mut self.outputs.files;
+            let Some(current) = self
+                .outputs
+                .slots
+                .get_mut(slot)
+                .and_then(|p| p.get_mut(index(stream)))
+            else {
                 continue;
             };
             if !want.piped() {
@@ -283,12 +390,12 @@ impl Supervisor {
                         ch.label = name.as_bytes().into();
                         if !same {
                             ch.sink.finish();
-                            if let Some(sink) = make_sink(&want, stream, &name) {
+                            if let Some(sink) = make_sink(files, slot, &want, stream, &name) {
                                 ch.sink = sink;
                             }
                         }
                     }
-                    None => pipe.ch = eager_channel(&want, stream, &name),
+                    None => pipe.ch = eager_channel(files, slot, &want, stream, &name),
                 }
                 continue;
             }
@@ -329,19 +436,17 @@ impl Supervisor {
                 );
                 continue;
             }
+            let ch = eager_channel(&mut self.outputs.files, slot, &want, stream, &name);
             if let Some(current) = self.outputs.get_mut(slot, stream) {
-                *current = Some(Pipe {
-                    read,
-                    write,
-                    ch: eager_channel(&want, stream, &name),
-                });
+                *current = Some(Pipe { read, write, ch });
             }
         }
     }
 
     /// The channel of a pipe that has its first bytes, as the unit says.
-    fn lazy_channel(&self, slot: usize, stream: Stream) -> Option<Box<Channel>> {
+    fn lazy_channel(&mut self, slot: usize, stream: Stream) -> Option<Box<Channel>> {
         let s = self.slots.get(slot)?;
+        let files = &mut self.outputs.files;
         let unit = &s.service.unit;
         let out = match stream {
             Stream::Stdout => &unit.rare.stdout,
@@ -349,8 +454,8 @@ impl Supervisor {
         };
         // A pipe whose stream is no longer piped is gone already; `Prefix`
         // stands in should one still be read.
-        let sink = make_sink(out, stream, &unit.name)
-            .or_else(|| make_sink(&Output::Prefix, stream, &unit.name))?;
+        let sink = make_sink(files, slot, out, stream, &unit.name)
+            .or_else(|| make_sink(files, slot, &Output::Prefix, stream, &unit.name))?;
         Some(Channel::new(sink, &unit.name))
     }
 
@@ -385,6 +490,48 @@ impl Supervisor {
             }
         }
         self.arm_output_flush();
+    }
+
+    /// A service's process ended: what it wrote is read now, and a line it
+    /// left without a newline is ended (written with its newline), so it
+    /// is neither held for the next process nor glued to that one's first
+    /// line. Unless the pipe still holds more (a child of the process
+    /// writes on): then its lines go on as read.
+    pub(super) fn end_slot_output(&mut self, slot: usize) {
+        for stream in STREAMS {
+            if self.read_pipe(slot, stream, FINAL_BYTES) >= FINAL_BYTES {
+                self.pace(slot, stream, true);
+                continue;
+            }
+            self.end_line(slot, stream);
+        }
+        self.arm_output_flush();
+    }
+
+    fn end_line(&mut self, slot: usize, stream: Stream) {
+        let Some(place) = self.outputs.get_mut(slot, stream) else {
+            return;
+        };
+        let Some(mut ch) = place.as_mut().and_then(|pipe| pipe.ch.take()) else {
+            return;
+        };
+        if !ch.asm.at_line_start() {
+            let time_us = crate::os::wall_clock_us();
+            let Channel {
+                asm, sink, label, ..
+            } = &mut *ch;
+            asm.end_line(|piece, kind| {
+                deliver(sink, label, piece, kind, time_us);
+                // The newline alone of a line the ring has in full.
+                if kind.starts || !piece.is_empty() {
+                    self.record_output(slot, stream, piece, time_us);
+                }
+            });
+            ch.sink.finish();
+        }
+        if let Some(Some(pipe)) = self.outputs.get_mut(slot, stream) {
+            pipe.ch = Some(ch);
+        }
     }
 
     /// A retired slot (its unit file removed) whose process is gone gives
@@ -557,9 +704,10 @@ impl Supervisor {
         let (run, tail) = data.split_at(lines::split_run(data, spans));
         if !spans.is_empty() {
             match &mut ch.sink {
-                Sink::File(f) if f.takes_run(run.len()) => {
+                Sink::File(f) if f.with(|s| s.takes_run(run.len(), f.w)) == Some(true) => {
                     let lines = spans.iter().filter(|s| s.kind.ends).count();
-                    f.write_run(run, u64::try_from(lines).unwrap_or(u64::MAX));
+                    let lines = u64::try_from(lines).unwrap_or(u64::MAX);
+                    f.with(|s| s.write_run(run, lines, f.w));
                 }
                 sink => {
                     for s in spans.iter() {
@@ -668,8 +816,8 @@ impl Supervisor {
     /// Opens every log file again (`zurg reload`, SIGUSR1): after an
     /// external logrotate moved them, lines go to new files.
     pub(super) fn reopen_output_files(&mut self) {
-        for pipe in self.outputs.slots.iter_mut().flatten().flatten() {
-            if let Some(Sink::File(f)) = pipe.ch.as_mut().map(|ch| &mut ch.sink) {
+        for file in self.outputs.files.all() {
+            if let Ok(mut f) = file.try_borrow_mut() {
                 f.reopen();
             }
         }
@@ -691,15 +839,33 @@ impl Supervisor {
 /// One piece of a line to its sink.
 fn deliver(sink: &mut Sink, label: &[u8], piece: &[u8], kind: Piece, t: u64) {
     match sink {
-        Sink::Prefix { batch, lines, .. } => {
-            batch.extend_from_slice(label);
-            batch.extend_from_slice(if kind.starts { b" | " } else { b" + " });
-            batch.extend_from_slice(piece);
-            batch.push(b'\n');
-            *lines += 1;
+        Sink::Prefix { batch, lines, .. } => labelled(batch, lines, label, piece, kind),
+        Sink::File(f) => {
+            let pushed = f.with(|s| {
+                let open = s.is_open();
+                if open {
+                    s.push(piece, kind, t, f.w);
+                }
+                open
+            });
+            if pushed != Some(true) {
+                labelled(&mut f.batch, &mut f.lines, label, piece, kind);
+            }
         }
-        Sink::File(f) => f.push(piece, kind, t),
     }
+}
+
+/// `NAME | piece` (`NAME + ` for a piece continuing a line) and a newline.
+fn labelled(batch: &mut Vec<u8>, lines: &mut u64, label: &[u8], piece: &[u8], kind: Piece) {
+    // The end of a line whose pieces went out, each on a line of its own.
+    if !kind.starts && piece.is_empty() && kind.ends {
+        return;
+    }
+    batch.extend_from_slice(label);
+    batch.extend_from_slice(if kind.starts { b" | " } else { b" + " });
+    batch.extend_from_slice(piece);
+    batch.push(b'\n');
+    *lines += 1;
 }
 
 #[cfg(test)]

@@ -411,6 +411,7 @@ pub static KEYS: &[Key] = &[
             u.rare.stdout = v.map_or(Ok(Output::Prefix), output)?;
             Ok(())
         },
+        check: Some((&["instances"], |u| log_instance_needs_instances(u, &u.rare.stdout))),
         ..KEY
     },
     Key {
@@ -422,6 +423,7 @@ pub static KEYS: &[Key] = &[
             u.rare.stderr = v.map_or(Ok(Output::Prefix), output)?;
             Ok(())
         },
+        check: Some((&["instances"], |u| log_instance_needs_instances(u, &u.rare.stderr))),
         ..KEY
     },
     Key {
@@ -1054,9 +1056,11 @@ fn output(v: &Value) -> Result<Output, Bad> {
     let mut have_path = false;
     for (key, value) in table {
         let read = match key.as_str() {
-            "file" => absolute_path(value).map(|p| {
+            "file" => absolute_path(value).and_then(|p| {
+                super::vars::check_known(&p.to_string_lossy(), &super::vars::LOG_PATH)?;
                 out.path = p;
                 have_path = true;
+                Ok(())
             }),
             "max_bytes" => match value.as_integer() {
                 Some(n) if n >= 1 => {
@@ -1291,6 +1295,19 @@ fn instance_needs_instances(u: &Unit) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `${INSTANCE}` in a log file's path needs `instances` too.
+fn log_instance_needs_instances(u: &Unit, out: &Output) -> Result<(), String> {
+    match out {
+        Output::File(f)
+            if u.rare.instances.is_none()
+                && super::vars::uses(&f.path.to_string_lossy(), "INSTANCE") =>
+        {
+            Err("`file` uses ${INSTANCE}, which only a unit with `instances = N` has".into())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `(port, port_auto)`.

@@ -375,8 +375,9 @@ type DepsAt = std::collections::HashMap<String, (usize, usize)>;
 /// A unit with `instances = N` as its N services `NAME@0` ... `NAME@N-1`
 /// (`${INSTANCE}` is replaced at each start, like the other variables); any
 /// other unit as it is.
-pub fn instances_of(unit: Unit) -> Vec<Unit> {
+pub fn instances_of(mut unit: Unit) -> Vec<Unit> {
     let Some(n) = unit.rare.instances else {
+        expand_log_paths(&mut unit);
         return vec![unit];
     };
     (0..n)
@@ -389,10 +390,37 @@ pub fn instances_of(unit: Unit) -> Vec<Unit> {
             // Read once: a reload that changes N must leave the instances
             // it keeps unchanged.
             one.rare.instances = None;
+            expand_log_paths(&mut one);
             one.rare.compact();
             one
         })
         .collect()
+}
+
+/// `${SERVICE}` and `${INSTANCE}` in its log files' paths replaced: the
+/// files are opened at load (checked there: no other name is left).
+fn expand_log_paths(unit: &mut Unit) {
+    let uses = |out: &super::Output| matches!(out, super::Output::File(f) if f.path.to_string_lossy().contains("${"));
+    // Most units have none: their `rare` keys stay unboxed.
+    if !uses(&unit.rare.stdout) && !uses(&unit.rare.stderr) {
+        return;
+    }
+    let name = unit.name.to_string();
+    let instance = unit.instance.map(|i| i.to_string());
+    let rare = &mut *unit.rare;
+    for out in [&mut rare.stdout, &mut rare.stderr] {
+        if let super::Output::File(f) = out {
+            let path = f.path.to_string_lossy();
+            if path.contains("${") {
+                f.path = super::vars::expand(&path, |var| match var {
+                    "SERVICE" => Some(name.clone()),
+                    "INSTANCE" => instance.clone(),
+                    _ => None,
+                })
+                .into();
+            }
+        }
+    }
 }
 
 /// The name of the unit file `unit` came from: `web` for `web@2`.

@@ -1,11 +1,16 @@
 //! `${NAME}` in `args`, `env` values and `cwd`: `${SERVICE}`, `${VERSION}`,
-//! `${PORT}` and `${INSTANCE}` (only with `instances`, replaced at load). An unknown name is an error at load (a typo must not
+//! `${PORT}` and `${INSTANCE}` (only with `instances`, replaced at load);
+//! in a log file's path `${SERVICE}` and `${INSTANCE}` alone (`LOG_PATH`),
+//! both replaced at load. An unknown name is an error at load (a typo must not
 //! reach the program as text); `$${` writes a literal `${`. A bare `$` is
 //! left alone, so shell snippets such as `$PORT` or `$$` keep their meaning.
 //! Pure: the supervisor supplies the values.
 
 /// The names zurg substitutes.
 pub const KNOWN: [&str; 4] = ["SERVICE", "VERSION", "PORT", "INSTANCE"];
+/// The names a log file's path may use: known at load, for the file is
+/// opened then (a `${PORT}` of each start would move it at each start).
+pub const LOG_PATH: [&str; 2] = ["SERVICE", "INSTANCE"];
 
 /// One piece of a text: literal text or a variable.
 enum Piece<'a> {
@@ -39,10 +44,15 @@ fn pieces(text: &str) -> Result<Vec<Piece<'_>>, String> {
 
 /// Every problem with the variables in `text`: unknown names, an unclosed `${`.
 pub fn check(text: &str) -> Result<(), String> {
+    check_known(text, &KNOWN)
+}
+
+/// `check` with `known` the names that may be used.
+pub fn check_known(text: &str, known: &[&str]) -> Result<(), String> {
     let mut unknown = Vec::new();
     for p in pieces(text)? {
         if let Piece::Var(name) = p {
-            if !KNOWN.contains(&name) && !unknown.contains(&name) {
+            if !known.contains(&name) && !unknown.contains(&name) {
                 unknown.push(name);
             }
         }
@@ -51,7 +61,7 @@ pub fn check(text: &str) -> Result<(), String> {
         return Ok(());
     }
     let names: Vec<String> = unknown.iter().map(|n| format!("${{{n}}}")).collect();
-    let known: Vec<String> = KNOWN.iter().map(|n| format!("${{{n}}}")).collect();
+    let known: Vec<String> = known.iter().map(|n| format!("${{{n}}}")).collect();
     Err(format!(
         "unknown variable {} (zurg knows {}; write $${{ for a literal ${{)",
         names.join(", "),
@@ -112,6 +122,16 @@ mod tests {
         assert_eq!(expand("", values), "");
         assert!(uses("a${PORT}", "PORT"));
         assert!(!uses("a$${PORT}", "PORT"));
+    }
+
+    #[test]
+    fn a_log_path_knows_service_and_instance_only() {
+        assert!(check_known("/var/log/${SERVICE}-${INSTANCE}.log", &LOG_PATH).is_ok());
+        let e = check_known("/var/log/${PORT}.log", &LOG_PATH).unwrap_err();
+        assert!(
+            e.starts_with("unknown variable ${PORT} (zurg knows ${SERVICE}, ${INSTANCE};"),
+            "{e}"
+        );
     }
 
     #[test]

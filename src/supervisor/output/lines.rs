@@ -146,6 +146,25 @@ impl Assembler {
         self.held_since.map(|at| at.saturating_add(FLUSH_AFTER_MS))
     }
 
+    /// Ends the current line, as if a newline came (its writer is gone):
+    /// the held bytes as its last piece, or, when a piece of it went out
+    /// already and nothing is held, an empty last piece (the newline alone).
+    /// The next byte starts a line.
+    pub fn end_line(&mut self, mut emit: impl FnMut(&[u8], Piece)) {
+        if !self.held.is_empty() || self.continued {
+            emit(
+                &self.held,
+                Piece {
+                    starts: !self.continued,
+                    ends: true,
+                },
+            );
+        }
+        self.held.clear();
+        self.held_since = None;
+        self.continued = false;
+    }
+
     /// Gives out the held partial line now, if any (its rest, when it comes,
     /// continues it).
     pub fn flush(&mut self, mut emit: impl FnMut(&[u8], Piece)) {
@@ -188,6 +207,26 @@ mod tests {
             [(b"three".to_vec(), true, true), (b"".to_vec(), true, true)]
         );
         assert_eq!(a.flush_due(), None);
+    }
+
+    #[test]
+    fn a_line_ended_by_its_writers_exit_gets_its_newline() {
+        let mut a = Assembler::default();
+        run(&mut a, b"no newline");
+        let mut out = Vec::new();
+        a.end_line(|p, k| out.push((p.to_vec(), k.starts, k.ends)));
+        assert_eq!(out, [(b"no newline".to_vec(), true, true)]);
+        assert!(a.at_line_start());
+        // Flushed already: only the end is owed.
+        run(&mut a, b"prompt> ");
+        a.flush(|_, _| {});
+        out.clear();
+        a.end_line(|p, k| out.push((p.to_vec(), k.starts, k.ends)));
+        assert_eq!(out, [(Vec::new(), false, true)]);
+        out.clear();
+        a.end_line(|p, k| out.push((p.to_vec(), k.starts, k.ends)));
+        assert!(out.is_empty());
+        assert_eq!(run(&mut a, b"next\n"), [(b"next".to_vec(), true, true)]);
     }
 
     #[test]
