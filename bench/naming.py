@@ -46,6 +46,7 @@ import bisect
 import json
 import os
 import queue
+import random
 import shutil
 import signal
 import socket
@@ -101,6 +102,18 @@ def wait_for(what, cond, deadline=30, interval=0.01):
 def pct(values, p):
     s = sorted(values)
     return s[min(len(s) - 1, int(len(s) * p / 100))]
+
+
+def ratio_spread(page, watch, draws=1000):
+    """The 5-95 % bootstrap interval of p99(page) / p99(watch): how far
+    one run's ratio moves with which deaths it happened to draw. The p99
+    of 1,000 deaths is their tenth worst, so two runs of the same build
+    differ by more than most changes to the page; the interval says by
+    how much before two figures are compared."""
+    rng = random.Random(21)
+    ratios = sorted(pct(rng.choices(page, k=len(page)), 99) / pct(rng.choices(watch, k=len(watch)), 99)
+                    for _ in range(draws))
+    return ratios[draws // 20], ratios[draws - 1 - draws // 20]
 
 
 class Run:
@@ -813,7 +826,9 @@ def main():
         print(f"death -> status page DOM (Chromium):   p50 {pct(shown, 50):.0f}  p99 {pct(shown, 99):.0f}  max {max(shown):.0f}  (n={len(shown)})")
         if inside:
             print(f"  ... inside Chromium: {inside}")
-        print(f"  ... ratio page / watch: p50 {pct(shown, 50) / pct(lat, 50):.2f}  p99 {pct(shown, 99) / pct(lat, 99):.2f}")
+        lo, hi = ratio_spread(shown, lat)
+        print(f"  ... ratio page / watch: p50 {pct(shown, 50) / pct(lat, 50):.2f}  p99 {pct(shown, 99) / pct(lat, 99):.2f}"
+              f"  (p99's 5-95 % bootstrap interval {lo:.2f}-{hi:.2f})")
         return
     etcd_only = "--etcd-only" in sys.argv
     if not etcd_only:

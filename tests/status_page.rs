@@ -143,6 +143,76 @@ fn the_page_in_a_browser_follows_a_kill_on_host_2_within_a_second() {
     assert_eq!(b.eval(MISALIGNED), "[]", "rows whose columns are off");
 }
 
+#[test]
+fn old_uptimes_read_to_the_minute_and_young_ones_to_the_second() {
+    let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let http = format!("127.0.0.1:{}", free_port());
+    let p = Publisher::start(None, &["--http", &http]);
+    let mut fwd = TcpStream::connect(&p.addr).unwrap();
+    fwd.write_all(&frame(r#"{"t":"hello","proto":1,"role":"forwarder","host":"127.0.0.1","zurg":"127.0.0.1:0:6:6","boot":"b","hostname":"h","nonce":"00","instance":"0123456789abcdef0123"}"#)).unwrap();
+    assert_eq!(read_frame(&mut fwd, DEADLINE).unwrap()["t"], "welcome");
+    let now_s = || {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    // Services that started 95 s, 30 min and 2 h 5 min ago, and one that
+    // starts now.
+    let t0 = now_s();
+    let services = [
+        ("minutes", t0 - 95),
+        ("half-hour", t0 - 1_810),
+        ("hours", t0 - 7_510),
+        ("young", t0),
+    ];
+    for (seq, (name, since_s)) in services.iter().enumerate() {
+        let since = since_s * 1_000_000;
+        let port = 8000 + seq;
+        fwd.write_all(&frame(&format!(
+            r#"{{"t":"event","seq":{},"kind":"start","time_us":{since},"endpoint":{{"service":"{name}","ip":"127.0.0.1","port":{port},"gpid":"127.0.0.1:{port}:{since}:9{seq}","since_us":{since},"host":""}},"pid":9{seq}}}"#,
+            seq + 1
+        )))
+        .unwrap();
+        assert_eq!(read_frame(&mut fwd, DEADLINE).unwrap()["t"], "ack");
+    }
+    let mut b = Browser::open(None, &format!("http://{http}/"));
+    let uptimes = |b: &mut Browser| {
+        services.map(|(name, _)| {
+            row(b, "127.0.0.1", name).map(|r| r["uptime"].as_str().unwrap_or("").to_string())
+        })
+    };
+    eventually("the page showing the four services", || {
+        uptimes(&mut b).iter().all(Option::is_some)
+    });
+    // As `docker ps` writes them: seconds only in the first minute, so an
+    // old row's clock does not move (and redraw) every second.
+    let age = |s: u64| match s {
+        0..=59 => format!("{s}s"),
+        60..=3_599 => format!("{}m", s / 60),
+        3_600..=86_399 => format!("{}h {}m", s / 3_600, s % 3_600 / 60),
+        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3_600),
+    };
+    let before = now_s();
+    let shown = uptimes(&mut b).map(Option::unwrap);
+    let after = now_s() + 1;
+    for ((name, since), text) in services.iter().zip(&shown) {
+        let expected: Vec<String> = (before..=after).map(|t| age(t - since)).collect();
+        assert!(
+            expected.contains(text),
+            "{name}: {text:?}, not one of {expected:?}"
+        );
+    }
+    assert!(
+        !shown[0].ends_with('s') && !shown[2].contains('s'),
+        "{shown:?}"
+    );
+    let young = shown[3].clone();
+    eventually("the young service's uptime moving on", || {
+        uptimes(&mut b)[3].as_ref().is_some_and(|u| *u != young)
+    });
+}
+
 /// One HTTP exchange on a fresh connection: status, head, body.
 fn http(addr: &str, request: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
