@@ -182,10 +182,10 @@ fn open(ask: &RemoteAsk, timeout: Duration) -> Result<Session, (i32, String)> {
     })
 }
 
-/// How long to wait for a host's answer: the publisher's relay deadline
-/// and some, so its own `host_silent` arrives first.
-fn answer_timeout() -> Duration {
-    Duration::from_millis(crate::publish::relay::DEADLINE_MS.saturating_add(5_000))
+/// How long to wait for a host's answer to `verb`: the publisher's relay
+/// deadline for it and some, so its own `host_silent` arrives first.
+fn answer_timeout(verb: &Verb) -> Duration {
+    Duration::from_millis(crate::publish::relay::deadline_ms(verb).saturating_add(5_000))
 }
 
 pub fn run(cmd: &ClientCmd, ask: &RemoteAsk) -> i32 {
@@ -221,7 +221,7 @@ fn one_host(cmd: &ClientCmd, s: &mut Session, host: &str) -> i32 {
         verb: cmd.verb.clone(),
         parts: true,
     };
-    s.set_timeout(Some(answer_timeout()));
+    s.set_timeout(Some(answer_timeout(&cmd.verb)));
     if let Err(e) = s.send(&request) {
         eprintln!("zurg: {}", shown(&e));
         return EXIT_UNREACHABLE;
@@ -299,7 +299,7 @@ fn listing(s: &mut Session) -> Result<(Vec<HostInfo>, Vec<Endpoint>), String> {
 }
 
 fn all_hosts(cmd: &ClientCmd, s: &mut Session) -> i32 {
-    s.set_timeout(Some(answer_timeout()));
+    s.set_timeout(Some(answer_timeout(&cmd.verb)));
     let (known, endpoints) = match listing(s) {
         Ok(h) => h,
         Err(e) => {

@@ -27,6 +27,32 @@ pub const MAX_PENDING: usize = 1024;
 /// back, which its stop timeout bounds; a host silent this long is
 /// reported as such (`host_silent`).
 pub const DEADLINE_MS: u64 = 60_000;
+/// The longest a host is given for a start, stop or restart that asked to
+/// wait longer than `DEADLINE_MS` (`--timeout`); the operator's client
+/// waits as long, and the host waits no longer than this less
+/// `WAIT_SLACK_MS`.
+pub const MAX_DEADLINE_MS: u64 = 600_000;
+/// What a host is given beyond the wait a request asked for, to send the
+/// answer up.
+pub const WAIT_SLACK_MS: u64 = 5_000;
+
+/// How long a host has to answer `verb`: `DEADLINE_MS`, or the wait the
+/// request asked for (a start's, stop's or restart's `timeout_ms`) and
+/// `WAIT_SLACK_MS`, up to `MAX_DEADLINE_MS`. A `start --timeout 2m`
+/// through the publisher is then answered with its outcome, not cut off
+/// as `host_silent` at 60 s while the host still waits.
+pub fn deadline_ms(verb: &Verb) -> u64 {
+    let asked = match verb {
+        Verb::Start { timeout_ms, .. }
+        | Verb::Restart { timeout_ms, .. }
+        | Verb::Stop { timeout_ms, .. } => *timeout_ms,
+        _ => None,
+    };
+    asked.map_or(DEADLINE_MS, |ms| {
+        ms.saturating_add(WAIT_SLACK_MS)
+            .clamp(DEADLINE_MS, MAX_DEADLINE_MS)
+    })
+}
 
 /// The operator key's id, as journals and logs show it: a fingerprint of
 /// the operator token (12 hex digits of its SHA-256), never the token.
@@ -50,6 +76,8 @@ pub struct Pending {
     /// The names the request named.
     pub target: String,
     pub deadline_ms: u64,
+    /// How long the host was given (`deadline_ms(verb)`), for the message.
+    pub wait_ms: u64,
     /// The operator assembles `part` frames (its request said so).
     pub parts: bool,
     /// Parts relayed so far, their bytes, and whether the last came.
@@ -185,6 +213,7 @@ impl Relay {
         }
         let id = self.next_id;
         self.next_id = self.next_id.saturating_add(1);
+        let wait_ms = deadline_ms(&verb);
         self.pending.insert(
             id,
             Pending {
@@ -193,7 +222,8 @@ impl Relay {
                 host: host.to_string(),
                 verb: remote,
                 target: RemoteVerb::target(&verb),
-                deadline_ms: now_ms.saturating_add(DEADLINE_MS),
+                deadline_ms: now_ms.saturating_add(wait_ms),
+                wait_ms,
                 parts,
                 parts_seen: 0,
                 part_bytes: 0,
@@ -341,7 +371,7 @@ impl Relay {
                     "host {} did not answer the {} within {} s",
                     p.host,
                     p.verb,
-                    DEADLINE_MS / 1000
+                    p.wait_ms / 1000
                 )
             },
         )
@@ -349,6 +379,16 @@ impl Relay {
 
     pub fn next_deadline(&self) -> Option<u64> {
         self.pending.values().map(|p| p.deadline_ms).min()
+    }
+
+    /// The latest deadline of the requests an operator's connection has
+    /// outstanding: the connection is not idle before it.
+    pub fn latest_deadline_of(&self, conn: ConnId) -> Option<u64> {
+        self.pending
+            .values()
+            .filter(|p| p.operator_conn == conn)
+            .map(|p| p.deadline_ms)
+            .max()
     }
 
     fn finish_where(
@@ -466,6 +506,35 @@ mod tests {
             .all(|f| code(&f.frame) == Some(ErrorCode::HostSilent)));
         r.operator_gone(2);
         assert_eq!(r.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_start_that_asked_to_wait_longer_gets_longer_to_answer() {
+        let start = |timeout_ms| Verb::Start {
+            names: vec!["mig".into()],
+            timeout_ms,
+            no_block: false,
+        };
+        assert_eq!(deadline_ms(&start(None)), DEADLINE_MS);
+        assert_eq!(deadline_ms(&start(Some(1_000))), DEADLINE_MS);
+        assert_eq!(deadline_ms(&start(Some(120_000))), 125_000);
+        assert_eq!(deadline_ms(&start(Some(3_600_000))), MAX_DEADLINE_MS);
+        let mut r = Relay::new(Some(b"k".to_vec()));
+        r.host_hello("h", RemoteVerb::ALL.to_vec());
+        r.start(1, 1, "h", start(Some(120_000)), false, 10).unwrap();
+        r.start(1, 2, "h", Verb::Status { names: vec![] }, false, 10)
+            .unwrap();
+        assert_eq!(r.latest_deadline_of(1), Some(125_010));
+        let late = r.expire(10 + DEADLINE_MS);
+        assert_eq!(late.len(), 1, "only the status is late at 60 s");
+        assert!(r.expire(125_009).is_empty());
+        let late = r.expire(125_010);
+        assert_eq!(late.len(), 1);
+        assert!(
+            matches!(&late[0].frame, Frame::Answer { error: Some(e), .. } if e.message.contains("within 125 s")),
+            "{:?}",
+            late[0].frame
+        );
     }
 
     fn part(id: u64, index: u32, last: bool, data: &str) -> Frame {

@@ -551,8 +551,8 @@ impl Server {
             let now = self.now_ms();
             let handshake = self
                 .conns
-                .values()
-                .filter_map(|c| self.idle_deadline(c))
+                .iter()
+                .filter_map(|(id, c)| self.idle_deadline(*id, c))
                 .min();
             let deadline = [
                 handshake,
@@ -1133,7 +1133,7 @@ impl Server {
     /// (heartbeats come every lease/3) within a lease; a client that only
     /// lists must keep asking or reading. Watchers have no deadline: they
     /// have `MAX_WATCHERS`.
-    fn idle_deadline(&self, c: &Conn) -> Option<u64> {
+    fn idle_deadline(&self, id: ConnId, c: &Conn) -> Option<u64> {
         if c.closing {
             return None;
         }
@@ -1142,10 +1142,11 @@ impl Server {
             Peer::Forwarder { .. } => Some(c.active_ms.saturating_add(self.lease_ms)),
             Peer::Client { watch: Some(_) } => None,
             // An operator waits for a restart's answer, up to the relay's
-            // deadline.
+            // deadline (a longer one if its request asked to wait longer).
             Peer::Client { watch: None } if c.operator => Some(
                 c.active_ms
                     .saturating_add(super::relay::DEADLINE_MS)
+                    .max(self.relay.latest_deadline_of(id).unwrap_or(0))
                     .saturating_add(HANDSHAKE_MS),
             ),
             Peer::Client { watch: None } => Some(c.active_ms.saturating_add(HANDSHAKE_MS)),
@@ -1156,7 +1157,7 @@ impl Server {
         let late: Vec<(ConnId, String)> = self
             .conns
             .iter()
-            .filter(|(_, c)| self.idle_deadline(c).is_some_and(|at| at <= now))
+            .filter(|(id, c)| self.idle_deadline(**id, c).is_some_and(|at| at <= now))
             .map(|(id, c)| {
                 let why = match c.peer {
                     Peer::New | Peer::Challenged { .. } => "no hello within 10 s".to_string(),

@@ -720,10 +720,14 @@ impl Supervisor {
         asked: Option<u64>,
         default: impl Fn(&Self) -> u64,
     ) -> u64 {
+        use crate::publish::relay::{DEADLINE_MS, MAX_DEADLINE_MS, WAIT_SLACK_MS};
+        let relayed = conn.relay_id().is_some();
         match asked {
+            // The publisher gives the host the asked wait and some
+            // (`relay::deadline_ms`), up to its own bound.
+            Some(ms) if relayed => ms.min(MAX_DEADLINE_MS.saturating_sub(WAIT_SLACK_MS)),
             Some(ms) => ms,
-            None if conn.relay_id().is_some() => default(self)
-                .min(crate::publish::relay::DEADLINE_MS.saturating_sub(RESTART_SLACK_MS)),
+            None if relayed => default(self).min(DEADLINE_MS.saturating_sub(RESTART_SLACK_MS)),
             None => default(self),
         }
     }
