@@ -18,7 +18,7 @@ leaves out the restart-latency table.
 With --page the publisher also serves its status page (--http), headless
 Chromium (driven over DevTools on a pipe) shows it, and each death is timed
 a second way: kill(2) to the page's DOM no longer listing the GPID (a
-MutationObserver stamps the wall clock), beside the watch, in the same run.
+MutationObserver stamps the time), beside the watch, in the same run.
 The next kill waits until the restarted process sleeps and, with a page,
 until the page shows the new GPID and has drawn that frame: each death is
 measured on a quiet machine and a quiet page. --back-to-back kills without
@@ -233,8 +233,12 @@ class Page:
     """Headless Chromium on the status page, over DevTools on a pipe
     (--remote-debugging-pipe reads fd 3 and writes fd 4)."""
 
-    # Stamps, in the page, the wall-clock time (ms) at which each GPID
-    # left the DOM: the moment the page shows the death.
+    # Stamps, in the page, the time (performance.now(), ms: CLOCK_MONOTONIC
+    # from the page's origin) at which each GPID left the DOM: the moment
+    # the page shows the death. Not the wall clock: this machine's is
+    # stepped by ~5 ms a second at times, which made the page's stamps
+    # (its origin's wall time plus monotonic time since) drift from the
+    # benchmark's by as much, even below the kill.
     OBSERVE = r'''(() => {
       window.__gone = {};
       const gpids = (nodes) => {
@@ -247,7 +251,7 @@ class Page:
         return out;
       };
       new MutationObserver((records) => {
-        const t = performance.timeOrigin + performance.now();
+        const t = performance.now();
         const removed = gpids(records.flatMap((r) => [...r.removedNodes]));
         const added = gpids(records.flatMap((r) => [...r.addedNodes]));
         // A row redrawn in place: its data-gpids changed.
@@ -416,6 +420,19 @@ class Page:
     def eval(self, expr):
         return self.call("Runtime.evaluate", {"expression": expr, "returnByValue": True})["result"].get("value")
 
+    def clock_offset_us(self, tries=30):
+        """perf_counter µs (CLOCK_MONOTONIC) minus the page's
+        performance.now() µs (the same clock, from the page's origin):
+        from the call that took least time, within half of it."""
+        best = None
+        for _ in range(tries):
+            before = time.perf_counter()
+            page_now = self.eval("performance.now()")
+            after = time.perf_counter()
+            if best is None or after - before < best[0]:
+                best = (after - before, (before + after) / 2 * 1e6 - page_now * 1000)
+        return best[1]
+
     def stop(self):
         self.proc.kill()
         self.proc.wait()
@@ -424,7 +441,7 @@ class Page:
 
 class SseReader:
     """A plain client of the page's stream (/events): when each `down`
-    arrives, wall clock µs by GPID. It tells the publisher's share of the
+    arrives, perf_counter µs by GPID. It tells the publisher's share of the
     page's figure from Chromium's."""
 
     def __init__(self, http):
@@ -440,7 +457,7 @@ class SseReader:
         for line in f:
             if not line.startswith(b"data: "):
                 continue
-            at = time.time() * 1e6
+            at = time.perf_counter() * 1e6
             v = json.loads(line[6:])
             if v.get("change") == "down":
                 self.seen.setdefault(v["endpoint"]["gpid"], at)
@@ -490,6 +507,9 @@ def death_to_watch(n, etcd_url=None, restart="always", page=False, before=None, 
         while json.loads(watch.stdout.readline()).get("t") != "synced":
             pass
         latencies, stamps = [], []
+        # By GPID: perf_counter µs of its kill, for the page and the plain
+        # client (stamps' wall time is for the hops zurg stamped).
+        killed_mono = {}
 
         def measure(s, t0):
             gpid = s["gpid"]
@@ -503,6 +523,7 @@ def death_to_watch(n, etcd_url=None, restart="always", page=False, before=None, 
                     killed_at = time.time() * 1e6 - total
                     latencies.append(total)
                     stamps.append((gpid, killed_at, v["time_us"], total))
+                    killed_mono[gpid] = t0 * 1e6
                     down = True
                     if restart == "never":
                         return
@@ -536,11 +557,12 @@ def death_to_watch(n, etcd_url=None, restart="always", page=False, before=None, 
         watch.kill()
         if page:
             gone = browser.eval("JSON.stringify(window.__gone)")
-            gone = json.loads(gone)
-            shown = [gone[g] * 1000 - killed_at for g, killed_at, _, _ in stamps if g in gone]
+            offset = browser.clock_offset_us()
+            gone = {g: at * 1000 + offset for g, at in json.loads(gone).items()}
+            shown = [gone[g] - killed_mono[g] for g, _, _, _ in stamps if g in gone]
             seen = sse.seen if sse else {}
-            streamed = [seen[g] - killed_at for g, killed_at, _, _ in stamps if g in seen]
-            inside = page_stages(browser.events, stamps, gone, seen) if browser.record else ""
+            streamed = [seen[g] - killed_mono[g] for g, _, _, _ in stamps if g in seen]
+            inside = page_stages(browser.events, killed_mono, gone, seen) if browser.record else ""
             return latencies, stages(run, stamps), shown, streamed, inside
         return latencies, stages(run, stamps)
     finally:
@@ -552,14 +574,13 @@ def death_to_watch(n, etcd_url=None, restart="always", page=False, before=None, 
         pub.wait()
 
 
-def page_stages(events, stamps, gone, plain):
+def page_stages(events, killed_mono, gone, plain):
     """With --trace: each death's way through Chromium, from the DevTools
     Network domain's stamps (CLOCK_MONOTONIC, as perf_counter here): the
     renderer has the bytes (dataReceived; against the plain client of the
     same stream, this is what Chromium's network process and the renderer's
     busy main thread add), the EventSource dispatches the message
-    (eventSourceMessageReceived), the DOM changed."""
-    wall_off = time.time() * 1e6 - time.perf_counter() * 1e6
+    (eventSourceMessageReceived), the DOM changed. All in perf_counter µs."""
     stream = next((e["params"]["requestId"] for e in events
                    if e["method"] == "Network.requestWillBeSent"
                    and e["params"]["request"]["url"].endswith("/events")), None)
@@ -568,7 +589,7 @@ def page_stages(events, stamps, gone, plain):
         p = e["params"]
         if p.get("requestId") != stream:
             continue
-        at = p.get("timestamp", 0) * 1e6 + wall_off
+        at = p.get("timestamp", 0) * 1e6
         if e["method"] == "Network.dataReceived":
             received.append(at)
         elif e["method"] == "Network.eventSourceMessageReceived" and p["eventName"] == "change":
@@ -578,7 +599,7 @@ def page_stages(events, stamps, gone, plain):
     received.sort()
     hops = {"kill -> renderer has the bytes": [], "plain client -> renderer": [],
             "bytes -> handler": [], "handler -> DOM": []}
-    for gpid, killed_at, _, _ in stamps:
+    for gpid, killed_at in killed_mono.items():
         if gpid not in dispatched or gpid not in gone:
             continue
         at = dispatched[gpid]
@@ -591,7 +612,7 @@ def page_stages(events, stamps, gone, plain):
         if gpid in plain:
             hops["plain client -> renderer"].append(got - plain[gpid])
         hops["bytes -> handler"].append(at - got)
-        hops["handler -> DOM"].append(gone[gpid] * 1000 - at)
+        hops["handler -> DOM"].append(gone[gpid] - at)
     return "; ".join(f"{k} p50 {pct(v, 50):.0f} p99 {pct(v, 99):.0f}"
                      for k, v in hops.items() if v)
 
