@@ -690,24 +690,30 @@ impl Drop for SmallDisk {
     }
 }
 
-#[test]
-fn a_full_disk_drops_lines_once_warned_and_writing_resumes() {
-    let _shared = shared();
-    let dir = TempDir::new("out-full");
+/// A service that never stops talking (`line N of ...`, a line each
+/// `pause` s) into `svc.log` on a 64 KiB tmpfs full but for 4 KiB
+/// (`filler`); dropped in this order: zurg, the mount, the directory.
+struct FullDisk {
+    z: Zurg,
+    log: std::path::PathBuf,
+    filler: std::path::PathBuf,
+    _disk: SmallDisk,
+    _dir: TempDir,
+}
+
+/// None (the test skipped, saying so) where no tmpfs can be mounted.
+fn a_talker_on_a_full_disk(test: &str, dir_name: &str, pause: &str) -> Option<FullDisk> {
+    let dir = TempDir::new(dir_name);
     let disk = dir.path().join("disk");
-    let Some(_disk) = SmallDisk::mount(&disk, 64) else {
-        common::skip(
-            "a_full_disk_drops_lines_once_warned_and_writing_resumes",
-            "cannot mount a tmpfs",
-        );
-        return;
+    let Some(mounted) = SmallDisk::mount(&disk, 64) else {
+        common::skip(test, "cannot mount a tmpfs");
+        return None;
     };
-    // Fill the disk but for a little.
     let filler = disk.join("filler");
     let _ = std::fs::write(&filler, vec![b'x'; 60 << 10]);
     let log = disk.join("svc.log");
     let unit = sh_unit(
-        "i=0; while :; do echo line $i of a service that never stops talking; i=$((i+1)); sleep 0.005; done",
+        &format!("i=0; while :; do echo line $i of a service that never stops talking; i=$((i+1)); sleep {pause}; done"),
         &format!(
             "stdout = {{ file = {}, max_bytes = 1000000 }}\n",
             toml_string(log.to_str().unwrap())
@@ -716,13 +722,38 @@ fn a_full_disk_drops_lines_once_warned_and_writing_resumes() {
     dir.write("units/svc.toml", &unit);
     let mut z = common::run_in(&dir, Mode::Pid1, &[]);
     z.expect("loaded");
+    Some(FullDisk {
+        z,
+        log,
+        filler,
+        _disk: mounted,
+        _dir: dir,
+    })
+}
+
+#[test]
+fn a_full_disk_drops_lines_once_warned_and_writing_resumes() {
+    let _shared = shared();
+    let Some(mut talker) = a_talker_on_a_full_disk(
+        "a_full_disk_drops_lines_once_warned_and_writing_resumes",
+        "out-full",
+        "0.005",
+    ) else {
+        return;
+    };
+    let FullDisk {
+        ref mut z,
+        ref log,
+        ref filler,
+        ..
+    } = talker;
     let warned = z.expect("cannot write to");
     assert!(
         warned.contains("svc.log") && warned.contains("No space left"),
         "{warned}"
     );
     // Space comes back: writing resumes, and the loss is counted.
-    std::fs::remove_file(&filler).unwrap();
+    std::fs::remove_file(filler).unwrap();
     let resumed = z.expect("again;");
     assert!(resumed.contains("lines were dropped"), "{resumed}");
     let said = z.lines_now().join("\n");
@@ -731,40 +762,31 @@ fn a_full_disk_drops_lines_once_warned_and_writing_resumes() {
         1,
         "warned once: {said}"
     );
-    let before = std::fs::metadata(&log).unwrap().len();
+    let before = std::fs::metadata(log).unwrap().len();
     common::eventually("the file to grow again", || {
-        std::fs::metadata(&log).is_ok_and(|m| m.len() > before)
+        std::fs::metadata(log).is_ok_and(|m| m.len() > before)
     });
 }
 
 #[test]
 fn a_full_disk_never_tears_or_glues_lines_and_counts_what_it_dropped() {
     let _shared = shared();
-    let dir = TempDir::new("out-torn");
-    let disk = dir.path().join("disk");
-    let Some(_disk) = SmallDisk::mount(&disk, 64) else {
-        common::skip(
-            "a_full_disk_never_tears_or_glues_lines_and_counts_what_it_dropped",
-            "cannot mount a tmpfs",
-        );
+    // One page left: a line that crosses its end is taken in part.
+    let Some(mut talker) = a_talker_on_a_full_disk(
+        "a_full_disk_never_tears_or_glues_lines_and_counts_what_it_dropped",
+        "out-torn",
+        "0.002",
+    ) else {
         return;
     };
-    // One page left: a line that crosses its end is taken in part.
-    let filler = disk.join("filler");
-    let _ = std::fs::write(&filler, vec![b'x'; 60 << 10]);
-    let log = disk.join("svc.log");
-    let unit = sh_unit(
-        "i=0; while :; do echo line $i of a service that never stops talking; i=$((i+1)); sleep 0.002; done",
-        &format!(
-            "stdout = {{ file = {}, max_bytes = 1000000 }}\n",
-            toml_string(log.to_str().unwrap())
-        ),
-    );
-    dir.write("units/svc.toml", &unit);
-    let mut z = common::run_in(&dir, Mode::Pid1, &[]);
-    z.expect("loaded");
+    let FullDisk {
+        ref mut z,
+        ref log,
+        ref filler,
+        ..
+    } = talker;
     z.expect("cannot write to");
-    std::fs::remove_file(&filler).unwrap();
+    std::fs::remove_file(filler).unwrap();
     let resumed = z.expect("again;");
     let dropped: u64 = resumed
         .split("again; ")
@@ -787,7 +809,7 @@ fn a_full_disk_never_tears_or_glues_lines_and_counts_what_it_dropped() {
     // Lines from both sides of the gap.
     let mut numbers = Vec::new();
     common::eventually("lines written after the gap", || {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let text = std::fs::read_to_string(log).unwrap_or_default();
         numbers = lines(&text);
         // Five lines past the first gap.
         numbers
