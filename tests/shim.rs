@@ -132,27 +132,38 @@ fn rewrite_changes_the_forwarded_signal() {
     assert!(!text.contains("TERM"), "{text}");
 }
 
-#[test]
-fn pgroup_forwards_to_the_whole_group() {
-    let dir = TempDir::new("pgroup");
-    let log = dir.path().join("log");
+/// A shell (CMD) with a grandchild in its process group: each logs
+/// `ready`/`gready` to `log`, then `child`/`grandchild` when it gets USR1.
+fn child_and_grandchild(log: &std::path::Path) -> String {
     let grandchild = format!(
         "trap 'echo grandchild >> {0}; exit 0' USR1; echo gready >> {0}; while :; do sleep 0.02; done",
         log.display()
     );
-    let script = format!(
+    format!(
         "sh -c \"{}\" & trap 'echo child >> {1}' USR1; echo ready >> {1}; while :; do sleep 0.02; done",
         grandchild.replace('"', "\\\""),
         log.display()
-    );
-    let mut z = Zurg::start(Mode::Pid1, &["--pgroup", "--", "sh", "-c", &script]);
-    wait_for_word(&log, "ready");
-    wait_for_word(&log, "gready");
+    )
+}
+
+/// USR1 to zurg reaches both of `child_and_grandchild`'s processes.
+fn usr1_reaches_child_and_grandchild(z: &mut Zurg, log: &std::path::Path) {
+    wait_for_word(log, "ready");
+    wait_for_word(log, "gready");
     z.signal(10);
-    wait_for_word(&log, "child");
-    wait_for_word(&log, "grandchild");
+    wait_for_word(log, "child");
+    wait_for_word(log, "grandchild");
     z.signal(9);
     z.wait_exit();
+}
+
+#[test]
+fn pgroup_forwards_to_the_whole_group() {
+    let dir = TempDir::new("pgroup");
+    let log = dir.path().join("log");
+    let script = child_and_grandchild(&log);
+    let mut z = Zurg::start(Mode::Pid1, &["--pgroup", "--", "sh", "-c", &script]);
+    usr1_reaches_child_and_grandchild(&mut z, &log);
 }
 
 #[test]
@@ -657,25 +668,11 @@ fn parent_death_signal_reaches_cmd_when_zurgs_parent_dies() {
 fn tini_kill_process_group_in_the_environment_signals_the_whole_group() {
     let dir = TempDir::new("tinipgroup");
     let log = dir.path().join("log");
-    let grandchild = format!(
-        "trap 'echo grandchild >> {0}; exit 0' USR1; echo gready >> {0}; while :; do sleep 0.02; done",
-        log.display()
-    );
-    let script = format!(
-        "sh -c \"{}\" & trap 'echo child >> {1}' USR1; echo ready >> {1}; while :; do sleep 0.02; done",
-        grandchild.replace('"', "\\\""),
-        log.display()
-    );
+    let script = child_and_grandchild(&log);
     let mut z = Zurg::start_with(Mode::Pid1, &["--", "sh", "-c", &script], |c| {
         c.env("TINI_KILL_PROCESS_GROUP", "1");
     });
-    wait_for_word(&log, "ready");
-    wait_for_word(&log, "gready");
-    z.signal(10);
-    wait_for_word(&log, "child");
-    wait_for_word(&log, "grandchild");
-    z.signal(9);
-    z.wait_exit();
+    usr1_reaches_child_and_grandchild(&mut z, &log);
 }
 
 #[test]
