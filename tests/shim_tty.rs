@@ -156,24 +156,34 @@ while True:
         sys.exit(5)
 "#;
 
-/// Runs INT_COUNTER under `{launcher} zurg --` on a terminal, types ^C three
-/// times, then sends zurg SIGUSR1.
-fn ctrl_c_reaches_the_child_once(test: &str, launcher: &str) {
+/// INT_COUNTER run as `{launcher} zurg -- counter {redirect}` on a
+/// terminal, once it is ready: the terminal (which ends zurg and the
+/// child), the counter's log, and zurg's and the child's host pids (the
+/// child's own view may be a pid namespace's). Dropped terminal first.
+struct Counter {
+    pty: Pty,
+    log: std::path::PathBuf,
+    zurg: i32,
+    child: i32,
+    _dir: TempDir,
+}
+
+/// None (the test skipped, saying so) without `script` or Python.
+fn counter_on_a_terminal(test: &str, launcher: &str, redirect: &str) -> Option<Counter> {
     if !have(test, "script") || !have(test, PYTHON) {
-        return;
+        return None;
     }
     let dir = TempDir::new("ctrlc");
     let log = dir.path().join("log");
     let code = dir.write("counter.py", INT_COUNTER);
     let mut pty = Pty::run(&format!(
-        "{launcher} {BIN} -- {PYTHON} {} {}",
+        "{launcher} {BIN} -- {PYTHON} {} {} {redirect}",
         code.display(),
         log.display()
     ));
     eventually("the child is ready", || {
         lines(&log).first().is_some_and(|l| l.starts_with("ready"))
     });
-    // Host pids (the child's own view may be a pid namespace's).
     let script = pty.child.id() as i32;
     let zurg = *common::descendants(script)
         .iter()
@@ -182,6 +192,28 @@ fn ctrl_c_reaches_the_child_once(test: &str, launcher: &str) {
     let child = *common::children(zurg).first().expect("zurg's child");
     pty.own(child);
     pty.own(zurg);
+    Some(Counter {
+        pty,
+        log,
+        zurg,
+        child,
+        _dir: dir,
+    })
+}
+
+/// Runs INT_COUNTER under `{launcher} zurg --` on a terminal, types ^C three
+/// times, then sends zurg SIGUSR1.
+fn ctrl_c_reaches_the_child_once(test: &str, launcher: &str) {
+    let Some(Counter {
+        ref mut pty,
+        ref log,
+        zurg,
+        child,
+        ..
+    }) = counter_on_a_terminal(test, launcher, "")
+    else {
+        return;
+    };
     // The child leads its own group, and that group holds the terminal;
     // zurg's group does not, so the terminal's SIGINT never reaches zurg.
     const PGRP: usize = 5;
@@ -193,7 +225,7 @@ fn ctrl_c_reaches_the_child_once(test: &str, launcher: &str) {
     for round in 1..=3 {
         pty.typed(b"\x03");
         eventually(&format!("SIGINT number {round}"), || {
-            lines(&log)
+            lines(log)
                 .iter()
                 .filter(|l| l.starts_with("SIGINT"))
                 .count()
@@ -204,7 +236,7 @@ fn ctrl_c_reaches_the_child_once(test: &str, launcher: &str) {
     // is in, any extra SIGINT zurg passed on would be in too.
     kill(zurg, libc::SIGUSR1);
     assert_eq!(pty.wait_exit().code(), Some(5), "{}", pty.screen());
-    let got = lines(&log);
+    let got = lines(log);
     assert_eq!(
         &got[1..],
         &[
@@ -331,28 +363,16 @@ fn ctrl_z_and_fg(test: &str, read: &str, redirect: &str) {
 #[test]
 fn ctrl_c_in_zurgs_own_group_is_not_forwarded_a_second_time() {
     let test = "ctrl_c_in_zurgs_own_group_is_not_forwarded_a_second_time";
-    if !have(test, "script") || !have(test, PYTHON) {
+    let Some(Counter {
+        ref mut pty,
+        ref log,
+        zurg,
+        child,
+        ..
+    }) = counter_on_a_terminal(test, "", "< /dev/null")
+    else {
         return;
-    }
-    let dir = TempDir::new("ctrlc-shared");
-    let log = dir.path().join("log");
-    let code = dir.write("counter.py", INT_COUNTER);
-    let mut pty = Pty::run(&format!(
-        "{BIN} -- {PYTHON} {} {} < /dev/null",
-        code.display(),
-        log.display()
-    ));
-    eventually("the child is ready", || {
-        lines(&log).first().is_some_and(|l| l.starts_with("ready"))
-    });
-    let script = pty.child.id() as i32;
-    let zurg = *common::descendants(script)
-        .iter()
-        .find(|p| common::comm(**p).as_deref() == Some("zurg"))
-        .expect("zurg below script");
-    let child = *common::children(zurg).first().expect("zurg's child");
-    pty.own(child);
-    pty.own(zurg);
+    };
     const PGRP: usize = 5;
     const TPGID: usize = 8;
     assert_eq!(stat_field(child, PGRP), stat_field(zurg, PGRP));
@@ -362,13 +382,13 @@ fn ctrl_c_in_zurgs_own_group_is_not_forwarded_a_second_time() {
     eventually("zurg stopped", || state(zurg) == Some('T'));
     pty.typed(b"\x03");
     eventually("the terminal's SIGINT", || {
-        lines(&log).iter().any(|l| l.starts_with("SIGINT"))
+        lines(log).iter().any(|l| l.starts_with("SIGINT"))
     });
     kill(zurg, libc::SIGCONT);
     kill(zurg, libc::SIGUSR1);
     assert_eq!(pty.wait_exit().code(), Some(5), "{}", pty.screen());
     assert_eq!(
-        &lines(&log)[1..],
+        &lines(log)[1..],
         &["SIGINT 128".to_string(), "SIGUSR1 0".to_string()],
         "^C once, from the terminal, then zurg's USR1"
     );
