@@ -61,23 +61,47 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    /// On a free loopback port. free_port's probe and the publisher's bind
+    /// are two moments, and another process may take the port between
+    /// them (CI saw "Address already in use" once): a publisher that says
+    /// so is started again on another port.
     pub fn start(ns: Option<&str>, extra: &[&str]) -> Publisher {
+        const TRIES: usize = 3;
+        for _ in 1..TRIES {
+            let addr = format!("127.0.0.1:{}", free_port());
+            let mut z = Publisher::spawn(ns, &addr, extra);
+            let said = z.try_wait_line(DEADLINE, &|l| {
+                l.contains("publisher listening on") || l.contains("Address already in use")
+            });
+            match said {
+                Some(line) if line.contains("Address already in use") => continue,
+                Some(_) => return Publisher { z, addr },
+                None => panic!(
+                    "timed out waiting for the publisher on {addr}; zurg said:\n{}",
+                    z.lines_now().join("\n")
+                ),
+            }
+        }
         Publisher::start_at(ns, &format!("127.0.0.1:{}", free_port()), extra)
     }
 
     pub fn start_at(ns: Option<&str>, addr: &str, extra: &[&str]) -> Publisher {
+        let mut z = Publisher::spawn(ns, addr, extra);
+        z.expect("publisher listening on");
+        Publisher {
+            z,
+            addr: addr.to_string(),
+        }
+    }
+
+    fn spawn(ns: Option<&str>, addr: &str, extra: &[&str]) -> Zurg {
         let mut args = vec!["publisher", "--listen", addr];
         args.extend_from_slice(extra);
         let mode = match ns {
             None => Mode::Plain,
             Some(ns) => Mode::PlainIn(ns.to_string()),
         };
-        let mut z = Zurg::start(mode, &args);
-        z.expect("publisher listening on");
-        Publisher {
-            z,
-            addr: addr.to_string(),
-        }
+        Zurg::start(mode, &args)
     }
 
     /// SIGKILL: no goodbyes.
