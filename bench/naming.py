@@ -36,7 +36,9 @@ Add --trace to split the page's figure at Chromium's own stamps (DevTools
 Network domain: the renderer has the bytes, the EventSource dispatches, the
 DOM changes), and TRACE_FILE=F to also record a Chromium trace of the kills
 into F with a summary of the page's main thread (both slow the page down a
-little; compare ratios from runs without them).
+little; compare ratios from runs without them), and each death's times in
+F.deaths.json: bench/page_trace.py F says what Chromium's threads did
+during the slowest deaths.
 
 Restart latency is zurg's own exit-to-start time from its event stream, so
 it is comparable across runs without counting the benchmark's own work.
@@ -563,6 +565,14 @@ def death_to_watch(n, etcd_url=None, restart="always", page=False, before=None, 
             seen = sse.seen if sse else {}
             streamed = [seen[g] - killed_mono[g] for g, _, _, _ in stamps if g in seen]
             inside = page_stages(browser.events, killed_mono, gone, seen) if browser.record else ""
+            if TRACE_FILE:
+                # Each death on the trace's clock (CLOCK_MONOTONIC µs), for
+                # bench/page_trace.py to line up with Chromium's threads.
+                deaths = [{"gpid": g, "killed": killed_mono[g], "watch": killed_mono[g] + total,
+                           "plain": seen.get(g), "gone": gone.get(g)}
+                          for g, _, _, total in stamps]
+                with open(TRACE_FILE + ".deaths.json", "w") as f:
+                    json.dump(deaths, f)
             return latencies, stages(run, stamps), shown, streamed, inside
         return latencies, stages(run, stamps)
     finally:
