@@ -143,20 +143,111 @@ fn the_page_in_a_browser_follows_a_kill_on_host_2_within_a_second() {
     assert_eq!(b.eval(MISALIGNED), "[]", "rows whose columns are off");
 }
 
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A forwarder of the test's own, as host 127.0.0.1: the page shows what
+/// it says, when it says it.
+fn fake_host(p: &Publisher) -> TcpStream {
+    let mut fwd = TcpStream::connect(&p.addr).unwrap();
+    fwd.write_all(&frame(r#"{"t":"hello","proto":1,"role":"forwarder","host":"127.0.0.1","zurg":"127.0.0.1:0:6:6","boot":"b","hostname":"h","nonce":"00","instance":"0123456789abcdef0123"}"#)).unwrap();
+    assert_eq!(read_frame(&mut fwd, DEADLINE).unwrap()["t"], "welcome");
+    fwd
+}
+
+/// Event number `seq` of the fake host: service `name`'s process on
+/// `port` (its pid too), started at `since_us`, starts or exits (`kind`);
+/// acknowledged.
+fn fake_event(fwd: &mut TcpStream, seq: usize, kind: &str, name: &str, port: usize, since_us: u64) {
+    fwd.write_all(&frame(&format!(
+        r#"{{"t":"event","seq":{seq},"kind":"{kind}","time_us":{since_us},"endpoint":{{"service":"{name}","ip":"127.0.0.1","port":{port},"gpid":"127.0.0.1:{port}:{since_us}:{port}","since_us":{since_us},"host":""}},"pid":{port}}}"#
+    )))
+    .unwrap();
+    assert_eq!(read_frame(fwd, DEADLINE).unwrap()["t"], "ack");
+}
+
+/// Counts, from before the page's own script runs, its timers that are
+/// pending (set, neither fired nor cleared yet): `window.__timers()`.
+const COUNT_TIMERS: &str = "(() => {
+    const pending = new Set();
+    const set = window.setTimeout, clear = window.clearTimeout;
+    window.setTimeout = (fn, ms, ...args) => {
+        const id = set(() => { pending.delete(id); fn(...args); }, ms);
+        pending.add(id);
+        return id;
+    };
+    window.clearTimeout = (id) => { pending.delete(id); clear(id); };
+    window.__timers = () => pending.size;
+})()";
+
+/// A page left open for hours must cost what it cost in its first minute.
+/// Each change further than half a second from the clocks' last move
+/// moves them in the change's frame; the clock's own timer then waits a
+/// second from there. It used to be left armed beside the new one, so
+/// every such change added a timer that moved the clocks once a second
+/// for good, each with a frame of its own, in which the next change
+/// waited (the page's latency figures, issue 21).
+#[test]
+fn the_pages_clock_timers_do_not_pile_up_as_changes_arrive() {
+    let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let http = format!("127.0.0.1:{}", free_port());
+    let p = Publisher::start(None, &["--http", &http]);
+    let mut fwd = fake_host(&p);
+    let mut since = now_s() * 1_000_000;
+    fake_event(&mut fwd, 1, "start", "api", 8000, since);
+    let mut b = Browser::open(None, &format!("http://{http}/"));
+    b.call("Page.enable", serde_json::json!({}));
+    b.call(
+        "Page.addScriptToEvaluateOnNewDocument",
+        serde_json::json!({ "source": COUNT_TIMERS }),
+    );
+    b.call("Page.reload", serde_json::json!({}));
+    eventually("the page, counting its timers, showing api", || {
+        b.eval(
+            "typeof window.__timers === 'function' && document.querySelectorAll('tr.svc').length",
+        ) == 1
+    });
+    // Six changes 0.6 s apart: each comes when the clocks are due to move
+    // with it. The pause is the test's input, not a wait for an outcome.
+    // After each, once its frame (and the clocks' with it) is drawn, the
+    // clocks' timer is the page's only one.
+    const CHANGES: usize = 6;
+    let mut pending = Vec::new();
+    for n in 0..CHANGES {
+        std::thread::sleep(Duration::from_millis(600));
+        let gone = n % 2 == 0;
+        if !gone {
+            since += 1_000_000;
+        }
+        let kind = if gone { "exit" } else { "start" };
+        fake_event(&mut fwd, n + 2, kind, "api", 8000, since);
+        eventually("the page showing the change", || {
+            row(&mut b, "127.0.0.1", "api").is_some_and(|r| (r["gpid"] == "not running") == gone)
+        });
+        let after_two_frames = b.call(
+            "Runtime.evaluate",
+            serde_json::json!({
+                "expression": "new Promise((done) => requestAnimationFrame(() => \
+                    requestAnimationFrame(() => done(window.__timers()))))",
+                "awaitPromise": true,
+                "returnByValue": true,
+            }),
+        );
+        pending.push(after_two_frames["result"]["value"].as_u64().unwrap());
+    }
+    assert_eq!(pending, [1; CHANGES], "timers pending after each change");
+}
+
 #[test]
 fn old_uptimes_read_to_the_minute_and_young_ones_to_the_second() {
     let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     let http = format!("127.0.0.1:{}", free_port());
     let p = Publisher::start(None, &["--http", &http]);
-    let mut fwd = TcpStream::connect(&p.addr).unwrap();
-    fwd.write_all(&frame(r#"{"t":"hello","proto":1,"role":"forwarder","host":"127.0.0.1","zurg":"127.0.0.1:0:6:6","boot":"b","hostname":"h","nonce":"00","instance":"0123456789abcdef0123"}"#)).unwrap();
-    assert_eq!(read_frame(&mut fwd, DEADLINE).unwrap()["t"], "welcome");
-    let now_s = || {
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-    };
+    let mut fwd = fake_host(&p);
     // Services that started 95 s, 30 min and 2 h 5 min ago, and one that
     // starts now.
     let t0 = now_s();
@@ -167,14 +258,14 @@ fn old_uptimes_read_to_the_minute_and_young_ones_to_the_second() {
         ("young", t0),
     ];
     for (seq, (name, since_s)) in services.iter().enumerate() {
-        let since = since_s * 1_000_000;
-        let port = 8000 + seq;
-        fwd.write_all(&frame(&format!(
-            r#"{{"t":"event","seq":{},"kind":"start","time_us":{since},"endpoint":{{"service":"{name}","ip":"127.0.0.1","port":{port},"gpid":"127.0.0.1:{port}:{since}:9{seq}","since_us":{since},"host":""}},"pid":9{seq}}}"#,
-            seq + 1
-        )))
-        .unwrap();
-        assert_eq!(read_frame(&mut fwd, DEADLINE).unwrap()["t"], "ack");
+        fake_event(
+            &mut fwd,
+            seq + 1,
+            "start",
+            name,
+            8000 + seq,
+            since_s * 1_000_000,
+        );
     }
     let mut b = Browser::open(None, &format!("http://{http}/"));
     let uptimes = |b: &mut Browser| {

@@ -226,15 +226,17 @@ let clockTimer = 0;
 let clockFrame = 0;
 
 function tick() {
-  clockTimer = 0;
   const now = nowUs();
   for (const row of onScreen) clocks(row, now);
   clocksAt = performance.now();
   armClock();
 }
 
+// One clock timer, whoever moved the clocks last: a tick in a change's
+// frame replaces the timer that was waiting (it once stayed armed beside
+// the new one, and each such change added a clock for good).
 function armClock() {
-  if (clockTimer) clearTimeout(clockTimer);
+  clearTimeout(clockTimer);
   clockTimer = setTimeout(tick, Math.max(0, clocksAt + CLOCK_MS - performance.now()));
 }
 
