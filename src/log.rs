@@ -33,6 +33,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::os::write_all::{write_all, WriteError};
+
 static TIMESTAMPS: AtomicBool = AtomicBool::new(false);
 
 /// Starts every later line with an RFC 3339 UTC time (set once at start-up,
@@ -220,11 +222,7 @@ impl Writer {
             };
             write_batched(self.dest, &batch, &mut batch_buf, &mut lost);
             if let Some((n, e)) = lost.recovered() {
-                let what = format!(
-                    "{n} lines lost writing to {}: {}",
-                    self.dest.name(),
-                    e.desc()
-                );
+                let what = format!("{n} lines lost writing to {}: {}", self.dest.name(), e);
                 if self.service {
                     line(format_args!("{what}"));
                 } else {
@@ -237,7 +235,7 @@ impl Writer {
                     line(format_args!(
                         "cannot write to {}: {}; its lines are lost (counted) until a write succeeds",
                         self.dest.name(),
-                        e.desc()
+                        e
                     ));
                 }
             }
@@ -250,7 +248,7 @@ impl Writer {
 struct Lost {
     lines: u64,
     /// The first failure's error, since writes last succeeded.
-    error: Option<nix::errno::Errno>,
+    error: Option<WriteError>,
     /// The failure is not told yet.
     untold: bool,
     /// The stream took part of a line: a newline goes first next time.
@@ -261,7 +259,7 @@ struct Lost {
 
 impl Lost {
     /// A write of `bytes` (whole lines) failed after `taken` of them.
-    fn failed(&mut self, e: nix::errno::Errno, bytes: &[u8], taken: usize) {
+    fn failed(&mut self, e: WriteError, bytes: &[u8], taken: usize) {
         let unwritten = bytes.get(taken..).unwrap_or(&[]);
         self.lines = self.lines.saturating_add(
             u64::try_from(memchr::memchr_iter(b'\n', unwritten).count()).unwrap_or(u64::MAX),
@@ -277,7 +275,7 @@ impl Lost {
     }
 
     /// Once, at the first failure: its error.
-    fn first_failure(&mut self) -> Option<nix::errno::Errno> {
+    fn first_failure(&mut self) -> Option<WriteError> {
         if !self.untold {
             return None;
         }
@@ -286,7 +284,7 @@ impl Lost {
     }
 
     /// Once writes succeed again after a failure: how many lines were lost.
-    fn recovered(&mut self) -> Option<(u64, nix::errno::Errno)> {
+    fn recovered(&mut self) -> Option<(u64, WriteError)> {
         if !self.succeeded {
             return None;
         }
@@ -296,7 +294,7 @@ impl Lost {
     }
 }
 
-/// Writes whole lines, as many per write(2) as fit in `BATCH_BYTES`.
+/// Writes whole lines, as many per write as fit in `BATCH_BYTES`.
 /// Straight to the descriptor: Rust's stdout would cut batches at its own
 /// buffer's size.
 fn write_batched(dest: Dest, lines: &[Vec<u8>], buf: &mut Vec<u8>, lost: &mut Lost) {
@@ -307,31 +305,17 @@ fn write_batched(dest: Dest, lines: &[Vec<u8>], buf: &mut Vec<u8>, lost: &mut Lo
         Dest::Stdout => stdout.as_fd(),
         Dest::Stderr => stderr.as_fd(),
     };
-    let write_all = |mut bytes: &[u8]| -> Result<(), (nix::errno::Errno, usize)> {
-        let mut taken = 0;
-        while !bytes.is_empty() {
-            match nix::unistd::write(fd, bytes) {
-                Ok(n) => {
-                    taken += n;
-                    bytes = bytes.get(n..).unwrap_or(&[]);
-                }
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err((e, taken)),
-            }
-        }
-        Ok(())
-    };
     batch(lines, buf, |bytes| {
         if lost.torn {
-            if let Err((e, _)) = write_all(b"\n") {
+            if let (_, Err(e)) = write_all(fd, [b"\n"]) {
                 lost.failed(e, bytes, 0);
                 return;
             }
             lost.torn = false;
         }
-        match write_all(bytes) {
-            Ok(()) => lost.succeeded = true,
-            Err((e, taken)) => lost.failed(e, bytes, taken),
+        match write_all(fd, [bytes]) {
+            (_, Ok(())) => lost.succeeded = true,
+            (taken, Err(e)) => lost.failed(e, bytes, taken),
         }
     });
 }
@@ -617,17 +601,27 @@ mod tests {
     #[test]
     fn failed_writes_count_their_lines_and_a_torn_one_is_ended_later() {
         let mut lost = Lost::default();
-        lost.failed(nix::errno::Errno::ENOSPC, b"a\nbb\nccc\n", 3);
+        lost.failed(
+            WriteError::Os(nix::errno::Errno::ENOSPC),
+            b"a\nbb\nccc\n",
+            3,
+        );
         assert_eq!((lost.lines, lost.torn), (2, true));
-        assert_eq!(lost.first_failure(), Some(nix::errno::Errno::ENOSPC));
+        assert_eq!(
+            lost.first_failure(),
+            Some(WriteError::Os(nix::errno::Errno::ENOSPC))
+        );
         assert_eq!(lost.first_failure(), None);
-        lost.failed(nix::errno::Errno::EIO, b"d\n", 0);
+        lost.failed(WriteError::Os(nix::errno::Errno::EIO), b"d\n", 0);
         assert_eq!(lost.recovered(), None);
         lost.succeeded = true;
-        assert_eq!(lost.recovered(), Some((3, nix::errno::Errno::ENOSPC)));
+        assert_eq!(
+            lost.recovered(),
+            Some((3, WriteError::Os(nix::errno::Errno::ENOSPC)))
+        );
         assert_eq!(lost.recovered(), None);
         let mut whole = Lost::default();
-        whole.failed(nix::errno::Errno::ENOSPC, b"a\nb\n", 2);
+        whole.failed(WriteError::Os(nix::errno::Errno::ENOSPC), b"a\nb\n", 2);
         assert_eq!((whole.lines, whole.torn), (1, false));
     }
 

@@ -20,12 +20,13 @@
 
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use super::lines::Piece;
+use crate::os::write_all::{write_all, WriteError};
 use crate::unit::FileOutput;
 
 /// Buffered bytes beyond which the buffer is written at once.
@@ -296,15 +297,15 @@ impl FileSink {
             self.dropped = self.dropped.saturating_add(lines);
             return;
         };
-        if self.torn && write_all_two(f, b"\n", &[]).1.is_ok() {
+        if self.torn && write_all(f.as_fd(), [b"\n"]).1.is_ok() {
             self.torn = false;
             self.size = self.size.saturating_add(1);
             self.line_end = self.size;
         }
         let (done, result) = if self.torn {
-            (0, Err(std::io::ErrorKind::WriteZero.into()))
+            (0, Err(WriteError::Zero))
         } else {
-            write_all_two(f, first, then)
+            write_all(f.as_fd(), [first, then])
         };
         match result {
             Ok(()) => {
@@ -356,6 +357,7 @@ impl FileSink {
                 }
                 if !self.failing {
                     self.failing = true;
+                    let e = std::io::Error::from(e);
                     crate::log!(
                         "{}: cannot write to {}: {e}; dropping its lines (counted) until writes succeed again",
                         self.who,
@@ -422,27 +424,6 @@ fn newlines(first: &[u8], then: &[u8], within: usize) -> u64 {
 
 fn as_u64(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
-}
-
-/// `first` and `then` written in order, in one writev when the file takes
-/// it all (a regular file does, but for a full disk or a signal); how many
-/// bytes went in, and how it ended.
-fn write_all_two(f: &mut File, first: &[u8], then: &[u8]) -> (usize, std::io::Result<()>) {
-    let mut bufs = [std::io::IoSlice::new(first), std::io::IoSlice::new(then)];
-    let mut bufs: &mut [std::io::IoSlice<'_>] = &mut bufs;
-    let mut done = 0usize;
-    while bufs.iter().any(|b| !b.is_empty()) {
-        match f.write_vectored(bufs) {
-            Ok(0) => return (done, Err(std::io::ErrorKind::WriteZero.into())),
-            Ok(n) => {
-                done = done.saturating_add(n);
-                std::io::IoSlice::advance_slices(&mut bufs, n);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return (done, Err(e)),
-        }
-    }
-    (done, Ok(()))
 }
 
 #[cfg(test)]
