@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use super::lines::Piece;
+use crate::lost_lines::LostLines;
 use crate::os::write_all::{write_all, WriteError};
 use crate::unit::FileOutput;
 
@@ -83,10 +84,8 @@ pub struct FileSink {
     buf: Vec<u8>,
     /// Whole lines in `buf` (what a failed write loses).
     buf_lines: u64,
-    /// Lines lost since writes started failing.
-    dropped: u64,
-    /// Writes are failing (and that was logged).
-    failing: bool,
+    /// Lines lost since writes started failing, and the failure to log.
+    lost: LostLines<WriteError>,
 }
 
 /// Why a log file at `path` could not be opened for appending, found
@@ -145,8 +144,7 @@ impl FileSink {
             torn: false,
             buf: Vec::new(),
             buf_lines: 0,
-            dropped: 0,
-            failing: false,
+            lost: LostLines::default(),
         };
         sink.reopen();
         sink
@@ -200,7 +198,7 @@ impl FileSink {
             if !kind.starts {
                 if kind.ends {
                     self.skipping = None;
-                    self.dropped = self.dropped.saturating_add(1);
+                    self.lost.count(1);
                 }
                 return;
             }
@@ -294,7 +292,7 @@ impl FileSink {
     fn write_bytes(&mut self, first: &[u8], then: &[u8], lines: u64) {
         let len = first.len().saturating_add(then.len());
         let Some(f) = &mut self.file else {
-            self.dropped = self.dropped.saturating_add(lines);
+            self.lost.count(lines);
             return;
         };
         if self.torn && write_all(f.as_fd(), [b"\n"]).1.is_ok() {
@@ -313,13 +311,12 @@ impl FileSink {
                     self.line_end = self.size.saturating_add(as_u64(last_nl + 1));
                 }
                 self.size = self.size.saturating_add(as_u64(len));
-                if self.failing {
-                    self.failing = false;
+                self.lost.wrote();
+                if let Some((n, _)) = self.lost.recovered() {
                     crate::log!(
-                        "{}: writing to {} again; {} lines were dropped",
+                        "{}: writing to {} again; {n} lines were dropped",
                         self.who,
                         self.cfg.path.display(),
-                        std::mem::take(&mut self.dropped)
                     );
                 }
             }
@@ -333,9 +330,7 @@ impl FileSink {
                     ),
                     None => (self.line_end, 0),
                 };
-                self.dropped = self
-                    .dropped
-                    .saturating_add(lines.saturating_sub(kept_lines));
+                self.lost.failed(lines.saturating_sub(kept_lines), e);
                 let last = then.last().or(first.last());
                 if last.is_some_and(|b| *b != b'\n') {
                     // Its line's rest, when it comes, is dropped too.
@@ -355,8 +350,7 @@ impl FileSink {
                         self.line_end = self.size;
                     }
                 }
-                if !self.failing {
-                    self.failing = true;
+                if let Some(e) = self.lost.first_failure() {
                     let e = std::io::Error::from(e);
                     crate::log!(
                         "{}: cannot write to {}: {e}; dropping its lines (counted) until writes succeed again",
