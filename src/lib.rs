@@ -13,6 +13,7 @@ pub mod gpid;
 pub mod journal;
 pub mod journal_writer;
 pub mod log;
+pub mod lost_lines;
 #[allow(unsafe_code)]
 pub mod os;
 pub mod publish;

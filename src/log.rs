@@ -21,7 +21,7 @@
 //! another writer's.
 //!
 //! A write that fails (a full disk under a redirected stdout, a closed
-//! pipe, EIO) loses its lines: each writer counts them (`Lost`) and, once a
+//! pipe, EIO) loses its lines: each writer counts them (`LostLines`) and, once a
 //! write succeeds again, says how many (services' streams in zurg's log;
 //! zurg's own log on stderr itself). A line the stream took in part is
 //! ended with a newline before the next, so two lines never run together.
@@ -32,6 +32,9 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
+
+use crate::lost_lines::LostLines;
+use crate::os::write_all::{write_all, WriteError};
 
 static TIMESTAMPS: AtomicBool = AtomicBool::new(false);
 
@@ -197,7 +200,7 @@ impl Writer {
 
     fn run(&self) {
         let mut batch_buf = Vec::with_capacity(BATCH_BYTES);
-        let mut lost = Lost::default();
+        let mut out = Stream::default();
         loop {
             let batch = {
                 let mut q = self.lock();
@@ -218,26 +221,22 @@ impl Writer {
                 q.writing = true;
                 q.take()
             };
-            write_batched(self.dest, &batch, &mut batch_buf, &mut lost);
-            if let Some((n, e)) = lost.recovered() {
-                let what = format!(
-                    "{n} lines lost writing to {}: {}",
-                    self.dest.name(),
-                    e.desc()
-                );
+            write_batched(self.dest, &batch, &mut batch_buf, &mut out);
+            if let Some((n, e)) = out.lost.recovered() {
+                let what = format!("{n} lines lost writing to {}: {}", self.dest.name(), e);
                 if self.service {
                     line(format_args!("{what}"));
                 } else {
                     // This writer is zurg's log: it says so itself.
                     let said = format_line(format_args!("{what}"));
-                    write_batched(self.dest, &[said], &mut batch_buf, &mut lost);
+                    write_batched(self.dest, &[said], &mut batch_buf, &mut out);
                 }
-            } else if let Some(e) = lost.first_failure() {
+            } else if let Some(e) = out.lost.first_failure() {
                 if self.service {
                     line(format_args!(
                         "cannot write to {}: {}; its lines are lost (counted) until a write succeeds",
                         self.dest.name(),
-                        e.desc()
+                        e
                     ));
                 }
             }
@@ -245,61 +244,33 @@ impl Writer {
     }
 }
 
-/// Lines a writer's failed writes lost.
+/// What a writer's failed writes left behind: the lines they lost, and a
+/// line the stream took only in part.
 #[derive(Debug, Default)]
-struct Lost {
-    lines: u64,
-    /// The first failure's error, since writes last succeeded.
-    error: Option<nix::errno::Errno>,
-    /// The failure is not told yet.
-    untold: bool,
+struct Stream {
+    lost: LostLines<WriteError>,
     /// The stream took part of a line: a newline goes first next time.
     torn: bool,
-    /// A write succeeded since the failure.
-    succeeded: bool,
 }
 
-impl Lost {
+impl Stream {
     /// A write of `bytes` (whole lines) failed after `taken` of them.
-    fn failed(&mut self, e: nix::errno::Errno, bytes: &[u8], taken: usize) {
+    fn failed(&mut self, e: WriteError, bytes: &[u8], taken: usize) {
         let unwritten = bytes.get(taken..).unwrap_or(&[]);
-        self.lines = self.lines.saturating_add(
+        self.lost.failed(
             u64::try_from(memchr::memchr_iter(b'\n', unwritten).count()).unwrap_or(u64::MAX),
+            e,
         );
-        if self.error.is_none() {
-            self.error = Some(e);
-            self.untold = true;
-        }
         if taken > 0 && bytes.get(taken - 1) != Some(&b'\n') {
             self.torn = true;
         }
-        self.succeeded = false;
-    }
-
-    /// Once, at the first failure: its error.
-    fn first_failure(&mut self) -> Option<nix::errno::Errno> {
-        if !self.untold {
-            return None;
-        }
-        self.untold = false;
-        self.error
-    }
-
-    /// Once writes succeed again after a failure: how many lines were lost.
-    fn recovered(&mut self) -> Option<(u64, nix::errno::Errno)> {
-        if !self.succeeded {
-            return None;
-        }
-        let e = self.error.take()?;
-        self.untold = false;
-        Some((std::mem::take(&mut self.lines), e))
     }
 }
 
-/// Writes whole lines, as many per write(2) as fit in `BATCH_BYTES`.
+/// Writes whole lines, as many per write as fit in `BATCH_BYTES`.
 /// Straight to the descriptor: Rust's stdout would cut batches at its own
 /// buffer's size.
-fn write_batched(dest: Dest, lines: &[Vec<u8>], buf: &mut Vec<u8>, lost: &mut Lost) {
+fn write_batched(dest: Dest, lines: &[Vec<u8>], buf: &mut Vec<u8>, out: &mut Stream) {
     use std::os::fd::AsFd;
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
@@ -307,31 +278,17 @@ fn write_batched(dest: Dest, lines: &[Vec<u8>], buf: &mut Vec<u8>, lost: &mut Lo
         Dest::Stdout => stdout.as_fd(),
         Dest::Stderr => stderr.as_fd(),
     };
-    let write_all = |mut bytes: &[u8]| -> Result<(), (nix::errno::Errno, usize)> {
-        let mut taken = 0;
-        while !bytes.is_empty() {
-            match nix::unistd::write(fd, bytes) {
-                Ok(n) => {
-                    taken += n;
-                    bytes = bytes.get(n..).unwrap_or(&[]);
-                }
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err((e, taken)),
-            }
-        }
-        Ok(())
-    };
     batch(lines, buf, |bytes| {
-        if lost.torn {
-            if let Err((e, _)) = write_all(b"\n") {
-                lost.failed(e, bytes, 0);
+        if out.torn {
+            if let (_, Err(e)) = write_all(fd, [b"\n"]) {
+                out.failed(e, bytes, 0);
                 return;
             }
-            lost.torn = false;
+            out.torn = false;
         }
-        match write_all(bytes) {
-            Ok(()) => lost.succeeded = true,
-            Err((e, taken)) => lost.failed(e, bytes, taken),
+        match write_all(fd, [bytes]) {
+            (_, Ok(())) => out.lost.wrote(),
+            (taken, Err(e)) => out.failed(e, bytes, taken),
         }
     });
 }
@@ -616,19 +573,29 @@ mod tests {
 
     #[test]
     fn failed_writes_count_their_lines_and_a_torn_one_is_ended_later() {
-        let mut lost = Lost::default();
-        lost.failed(nix::errno::Errno::ENOSPC, b"a\nbb\nccc\n", 3);
-        assert_eq!((lost.lines, lost.torn), (2, true));
-        assert_eq!(lost.first_failure(), Some(nix::errno::Errno::ENOSPC));
-        assert_eq!(lost.first_failure(), None);
-        lost.failed(nix::errno::Errno::EIO, b"d\n", 0);
-        assert_eq!(lost.recovered(), None);
-        lost.succeeded = true;
-        assert_eq!(lost.recovered(), Some((3, nix::errno::Errno::ENOSPC)));
-        assert_eq!(lost.recovered(), None);
-        let mut whole = Lost::default();
-        whole.failed(nix::errno::Errno::ENOSPC, b"a\nb\n", 2);
-        assert_eq!((whole.lines, whole.torn), (1, false));
+        let enospc = WriteError::Os(nix::errno::Errno::ENOSPC);
+        let mut one = Stream::default();
+        one.failed(enospc, b"a\nbb\nccc\n", 3);
+        one.lost.wrote();
+        assert_eq!((one.lost.recovered(), one.torn), (Some((2, enospc)), true));
+
+        let mut out = Stream::default();
+        out.failed(enospc, b"a\nbb\nccc\n", 3);
+        assert!(out.torn);
+        assert_eq!(out.lost.first_failure(), Some(enospc));
+        assert_eq!(out.lost.first_failure(), None);
+        out.failed(WriteError::Os(nix::errno::Errno::EIO), b"d\n", 0);
+        assert_eq!(out.lost.recovered(), None);
+        out.lost.wrote();
+        assert_eq!(out.lost.recovered(), Some((3, enospc)));
+        assert_eq!(out.lost.recovered(), None);
+        let mut whole = Stream::default();
+        whole.failed(enospc, b"a\nb\n", 2);
+        whole.lost.wrote();
+        assert_eq!(
+            (whole.lost.recovered(), whole.torn),
+            (Some((1, enospc)), false)
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod signals;
 pub mod spawn;
 pub mod text;
 pub mod users;
+pub mod write_all;
 
 use std::io;
 

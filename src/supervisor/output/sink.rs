@@ -20,12 +20,14 @@
 
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use super::lines::Piece;
+use crate::lost_lines::LostLines;
+use crate::os::write_all::{write_all, WriteError};
 use crate::unit::FileOutput;
 
 /// Buffered bytes beyond which the buffer is written at once.
@@ -82,10 +84,8 @@ pub struct FileSink {
     buf: Vec<u8>,
     /// Whole lines in `buf` (what a failed write loses).
     buf_lines: u64,
-    /// Lines lost since writes started failing.
-    dropped: u64,
-    /// Writes are failing (and that was logged).
-    failing: bool,
+    /// Lines lost since writes started failing, and the failure to log.
+    lost: LostLines<WriteError>,
 }
 
 /// Why a log file at `path` could not be opened for appending, found
@@ -144,8 +144,7 @@ impl FileSink {
             torn: false,
             buf: Vec::new(),
             buf_lines: 0,
-            dropped: 0,
-            failing: false,
+            lost: LostLines::default(),
         };
         sink.reopen();
         sink
@@ -199,7 +198,7 @@ impl FileSink {
             if !kind.starts {
                 if kind.ends {
                     self.skipping = None;
-                    self.dropped = self.dropped.saturating_add(1);
+                    self.lost.count(1);
                 }
                 return;
             }
@@ -293,18 +292,18 @@ impl FileSink {
     fn write_bytes(&mut self, first: &[u8], then: &[u8], lines: u64) {
         let len = first.len().saturating_add(then.len());
         let Some(f) = &mut self.file else {
-            self.dropped = self.dropped.saturating_add(lines);
+            self.lost.count(lines);
             return;
         };
-        if self.torn && write_all_two(f, b"\n", &[]).1.is_ok() {
+        if self.torn && write_all(f.as_fd(), [b"\n"]).1.is_ok() {
             self.torn = false;
             self.size = self.size.saturating_add(1);
             self.line_end = self.size;
         }
         let (done, result) = if self.torn {
-            (0, Err(std::io::ErrorKind::WriteZero.into()))
+            (0, Err(WriteError::Zero))
         } else {
-            write_all_two(f, first, then)
+            write_all(f.as_fd(), [first, then])
         };
         match result {
             Ok(()) => {
@@ -312,13 +311,12 @@ impl FileSink {
                     self.line_end = self.size.saturating_add(as_u64(last_nl + 1));
                 }
                 self.size = self.size.saturating_add(as_u64(len));
-                if self.failing {
-                    self.failing = false;
+                self.lost.wrote();
+                if let Some((n, _)) = self.lost.recovered() {
                     crate::log!(
-                        "{}: writing to {} again; {} lines were dropped",
+                        "{}: writing to {} again; {n} lines were dropped",
                         self.who,
                         self.cfg.path.display(),
-                        std::mem::take(&mut self.dropped)
                     );
                 }
             }
@@ -332,9 +330,7 @@ impl FileSink {
                     ),
                     None => (self.line_end, 0),
                 };
-                self.dropped = self
-                    .dropped
-                    .saturating_add(lines.saturating_sub(kept_lines));
+                self.lost.failed(lines.saturating_sub(kept_lines), e);
                 let last = then.last().or(first.last());
                 if last.is_some_and(|b| *b != b'\n') {
                     // Its line's rest, when it comes, is dropped too.
@@ -354,8 +350,8 @@ impl FileSink {
                         self.line_end = self.size;
                     }
                 }
-                if !self.failing {
-                    self.failing = true;
+                if let Some(e) = self.lost.first_failure() {
+                    let e = std::io::Error::from(e);
                     crate::log!(
                         "{}: cannot write to {}: {e}; dropping its lines (counted) until writes succeed again",
                         self.who,
@@ -422,27 +418,6 @@ fn newlines(first: &[u8], then: &[u8], within: usize) -> u64 {
 
 fn as_u64(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
-}
-
-/// `first` and `then` written in order, in one writev when the file takes
-/// it all (a regular file does, but for a full disk or a signal); how many
-/// bytes went in, and how it ended.
-fn write_all_two(f: &mut File, first: &[u8], then: &[u8]) -> (usize, std::io::Result<()>) {
-    let mut bufs = [std::io::IoSlice::new(first), std::io::IoSlice::new(then)];
-    let mut bufs: &mut [std::io::IoSlice<'_>] = &mut bufs;
-    let mut done = 0usize;
-    while bufs.iter().any(|b| !b.is_empty()) {
-        match f.write_vectored(bufs) {
-            Ok(0) => return (done, Err(std::io::ErrorKind::WriteZero.into())),
-            Ok(n) => {
-                done = done.saturating_add(n);
-                std::io::IoSlice::advance_slices(&mut bufs, n);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return (done, Err(e)),
-        }
-    }
-    (done, Ok(()))
 }
 
 #[cfg(test)]
