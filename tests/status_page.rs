@@ -150,13 +150,30 @@ fn now_s() -> u64 {
         .as_secs()
 }
 
-/// A forwarder of the test's own, as host 127.0.0.1: the page shows what
-/// it says, when it says it.
-fn fake_host(p: &Publisher) -> TcpStream {
-    let mut fwd = TcpStream::connect(&p.addr).unwrap();
+/// A publisher with its page, and a forwarder of the test's own on it as
+/// host 127.0.0.1: the page shows what `fwd` says, when it says it. Holds
+/// the browser tests' turn until dropped.
+struct FakeHost {
+    fwd: TcpStream,
+    /// The page's URL.
+    page: String,
+    _publisher: Publisher,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+fn fake_host() -> FakeHost {
+    let turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let http = format!("127.0.0.1:{}", free_port());
+    let publisher = Publisher::start(None, &["--http", &http]);
+    let mut fwd = TcpStream::connect(&publisher.addr).unwrap();
     fwd.write_all(&frame(r#"{"t":"hello","proto":1,"role":"forwarder","host":"127.0.0.1","zurg":"127.0.0.1:0:6:6","boot":"b","hostname":"h","nonce":"00","instance":"0123456789abcdef0123"}"#)).unwrap();
     assert_eq!(read_frame(&mut fwd, DEADLINE).unwrap()["t"], "welcome");
-    fwd
+    FakeHost {
+        fwd,
+        page: format!("http://{http}/"),
+        _publisher: publisher,
+        _turn: turn,
+    }
 }
 
 /// Event number `seq` of the fake host: service `name`'s process on
@@ -193,13 +210,10 @@ const COUNT_TIMERS: &str = "(() => {
 /// waited (the page's latency figures, issue 21).
 #[test]
 fn the_pages_clock_timers_do_not_pile_up_as_changes_arrive() {
-    let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
-    let http = format!("127.0.0.1:{}", free_port());
-    let p = Publisher::start(None, &["--http", &http]);
-    let mut fwd = fake_host(&p);
+    let mut host = fake_host();
     let mut since = now_s() * 1_000_000;
-    fake_event(&mut fwd, 1, "start", "api", 8000, since);
-    let mut b = Browser::open(None, &format!("http://{http}/"));
+    fake_event(&mut host.fwd, 1, "start", "api", 8000, since);
+    let mut b = Browser::open(None, &host.page);
     b.call("Page.enable", serde_json::json!({}));
     b.call(
         "Page.addScriptToEvaluateOnNewDocument",
@@ -224,7 +238,7 @@ fn the_pages_clock_timers_do_not_pile_up_as_changes_arrive() {
             since += 1_000_000;
         }
         let kind = if gone { "exit" } else { "start" };
-        fake_event(&mut fwd, n + 2, kind, "api", 8000, since);
+        fake_event(&mut host.fwd, n + 2, kind, "api", 8000, since);
         eventually("the page showing the change", || {
             row(&mut b, "127.0.0.1", "api").is_some_and(|r| (r["gpid"] == "not running") == gone)
         });
@@ -244,10 +258,7 @@ fn the_pages_clock_timers_do_not_pile_up_as_changes_arrive() {
 
 #[test]
 fn old_uptimes_read_to_the_minute_and_young_ones_to_the_second() {
-    let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
-    let http = format!("127.0.0.1:{}", free_port());
-    let p = Publisher::start(None, &["--http", &http]);
-    let mut fwd = fake_host(&p);
+    let mut host = fake_host();
     // Services that started 95 s, 30 min and 2 h 5 min ago, and one that
     // starts now.
     let t0 = now_s();
@@ -259,7 +270,7 @@ fn old_uptimes_read_to_the_minute_and_young_ones_to_the_second() {
     ];
     for (seq, (name, since_s)) in services.iter().enumerate() {
         fake_event(
-            &mut fwd,
+            &mut host.fwd,
             seq + 1,
             "start",
             name,
@@ -267,7 +278,7 @@ fn old_uptimes_read_to_the_minute_and_young_ones_to_the_second() {
             since_s * 1_000_000,
         );
     }
-    let mut b = Browser::open(None, &format!("http://{http}/"));
+    let mut b = Browser::open(None, &host.page);
     let uptimes = |b: &mut Browser| {
         services.map(|(name, _)| {
             row(b, "127.0.0.1", name).map(|r| r["uptime"].as_str().unwrap_or("").to_string())
