@@ -17,7 +17,8 @@
 //! which costs history, never correctness (GPIDs do not depend on it).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -1127,23 +1128,8 @@ impl Journal {
             let source = io::Error::from(io::ErrorKind::NotFound);
             return (0, Some(JournalError::Write { path, source }));
         };
-        let mut done = 0usize;
-        let mut error = None;
-        while done < bytes.len() {
-            match file.write(bytes.get(done..).unwrap_or_default()) {
-                Ok(0) => {
-                    error = Some(io::Error::from(io::ErrorKind::WriteZero));
-                    break;
-                }
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    error = Some(e);
-                    break;
-                }
-            }
-        }
-        let Some(source) = error else {
+        let (done, written) = crate::os::write_all::write_all(file.as_fd(), [bytes]);
+        let Err(error) = written else {
             self.size = self.size.saturating_add(bytes.len() as u64);
             return (lens.len(), None);
         };
@@ -1160,6 +1146,7 @@ impl Journal {
         }
         self.size = self.size.saturating_add(whole as u64);
         let _ = file.set_len(self.size);
+        let source = io::Error::from(error);
         (kept, Some(JournalError::Write { path, source }))
     }
 
@@ -1485,7 +1472,7 @@ pub(crate) mod tests {
             .append(true)
             .open(d.join("journal"))
             .unwrap();
-        f.write_all(&half[..half.len() / 2]).unwrap();
+        std::io::Write::write_all(&mut f, &half[..half.len() / 2]).unwrap();
         drop(f);
         let (all, warnings) = read_all(&d);
         assert_eq!(all.len(), 3);
