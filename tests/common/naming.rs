@@ -63,8 +63,8 @@ pub struct Publisher {
 impl Publisher {
     /// On a free loopback port. free_port's probe and the publisher's bind
     /// are two moments, and another process may take the port between
-    /// them (a suite run saw "Address already in use" once): a publisher that says
-    /// so is started again on another port.
+    /// them (a suite run saw "Address already in use" once): a publisher
+    /// that says so is started again on another port.
     pub fn start(ns: Option<&str>, extra: &[&str]) -> Publisher {
         const TRIES: usize = 3;
         for _ in 1..TRIES {
