@@ -1295,6 +1295,20 @@ mod tests {
         Input::Exited { pid, exit }
     }
 
+    fn not_ready(pid: i32, reason: &str) -> Input {
+        Input::NotReady {
+            pid,
+            reason: reason.into(),
+        }
+    }
+
+    fn unhealthy(pid: i32, reason: &str) -> Input {
+        Input::Unhealthy {
+            pid,
+            reason: reason.into(),
+        }
+    }
+
     fn running(restart: RestartPolicy) -> Service {
         let mut s = Service::new(unit(restart));
         assert_eq!(s.step(Input::Start, 0), vec![Action::Spawn]);
@@ -2104,13 +2118,7 @@ mod tests {
         s.ready_after_ms = None; // as with a readiness protocol
         assert_eq!(s.state_name(), "starting");
         assert!(!s.satisfies_dependants());
-        let a = s.step(
-            Input::NotReady {
-                pid: 10,
-                reason: "not ready after 500 ms".into(),
-            },
-            500,
-        );
+        let a = s.step(not_ready(10, "not ready after 500 ms"), 500);
         assert_eq!(
             a[0],
             Action::Emit(Event::NotReady {
@@ -2146,13 +2154,7 @@ mod tests {
             Some("not ready: not ready after 500 ms; trying again")
         );
         // a second failed start in a row waits: the crash-loop backoff
-        s.step(
-            Input::NotReady {
-                pid: 11,
-                reason: "x".into(),
-            },
-            600,
-        );
+        s.step(not_ready(11, "x"), 600);
         let a = s.step(exited(11, Exit::Signal(15)), 601);
         let (at, generation) = timer_of(&a).unwrap();
         assert_eq!(at, 701);
@@ -2167,13 +2169,7 @@ mod tests {
         // with restart = never it is failed, with the reason
         let mut s = started(unit(RestartPolicy::Never));
         s.ready_after_ms = None;
-        s.step(
-            Input::NotReady {
-                pid: 10,
-                reason: "readiness fd closed".into(),
-            },
-            1,
-        );
+        s.step(not_ready(10, "readiness fd closed"), 1);
         let a = s.step(exited(10, Exit::Code(0)), 2);
         assert_eq!(s.state, State::Failed);
         assert_eq!(
@@ -2190,13 +2186,7 @@ mod tests {
         // killed by zurg's stop signal: still 1, not the signal's 143
         let mut s = started(unit(RestartPolicy::Never));
         s.ready_after_ms = None;
-        s.step(
-            Input::NotReady {
-                pid: 10,
-                reason: "not ready after 300 ms".into(),
-            },
-            1,
-        );
+        s.step(not_ready(10, "not ready after 300 ms"), 1);
         s.step(exited(10, Exit::Signal(15)), 2);
         let end = s.end().unwrap();
         assert_eq!(end.exit_code(), 1);
@@ -2207,21 +2197,10 @@ mod tests {
     fn stale_readiness_and_health_results_are_ignored() {
         let mut s = started(unit(RestartPolicy::Always));
         s.ready_after_ms = None;
-        let stale = |pid| Input::NotReady {
-            pid,
-            reason: "late".into(),
-        };
+        let stale = |pid| not_ready(pid, "late");
         // another process's result
         assert!(s.step(stale(9), 1).is_empty());
-        assert!(s
-            .step(
-                Input::Unhealthy {
-                    pid: 9,
-                    reason: "late".into()
-                },
-                1
-            )
-            .is_empty());
+        assert!(s.step(unhealthy(9, "late"), 1).is_empty());
         assert!(s.step(Input::Ready { pid: 9 }, 1).is_empty());
         assert_eq!(s.ready_after_ms, None);
         // ready once; a second Ready, or a NotReady after it, changes nothing
@@ -2252,10 +2231,7 @@ mod tests {
                 interval_ms: 60_000,
             })
         }));
-        let sick = |pid| Input::Unhealthy {
-            pid,
-            reason: "health check failed 3 times".into(),
-        };
+        let sick = |pid| unhealthy(pid, "health check failed 3 times");
         let a = s.step(sick(10), 20_000);
         assert_eq!(
             a[0],
@@ -2306,13 +2282,7 @@ mod tests {
         }));
         s.ready_after_ms = None;
         // not ready: stopped, restarted; the reason stays for `status`
-        s.step(
-            Input::NotReady {
-                pid: 10,
-                reason: "not ready after 300 ms".into(),
-            },
-            1,
-        );
+        s.step(not_ready(10, "not ready after 300 ms"), 1);
         s.step(exited(10, Exit::Signal(15)), 2);
         s.step(Input::Spawned { pid: 11 }, 2);
         assert!(matches!(
