@@ -217,11 +217,7 @@ fn an_answer_owed_to_a_closed_connection_never_reaches_the_next_one() {
 fn a_publisher_that_never_answers_is_named_with_the_time_waited() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = silent.local_addr().unwrap().to_string();
-    let out = std::process::Command::new(BIN)
-        .args(["resolve", "web", "--publisher", &addr, "--timeout", "300ms"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let out = resolve_plain(None, &addr, &["web", "--timeout", "300ms"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(
@@ -253,11 +249,7 @@ fn resolve_shows_an_unknown_name_escaped() {
 #[test]
 fn resolve_of_a_name_with_no_endpoint_prints_only_the_message() {
     let p = Publisher::start(None, &[]);
-    let out = std::process::Command::new(BIN)
-        .args(["resolve", "nothing-here", "--publisher", &p.addr])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let out = resolve_plain(None, &p.addr, &["nothing-here"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(err, "zurg resolve: nothing-here: no live endpoints\n");
@@ -272,11 +264,7 @@ fn resolve_of_a_name_with_no_endpoint_prints_only_the_message() {
 #[test]
 fn resolve_all_with_nothing_live_prints_only_the_message() {
     let p = Publisher::start(None, &[]);
-    let out = std::process::Command::new(BIN)
-        .args(["resolve", "--all", "--publisher", &p.addr])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let out = resolve_plain(None, &p.addr, &["--all"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{err}");

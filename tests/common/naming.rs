@@ -182,10 +182,18 @@ pub fn is_change(v: &Value, change: &str, service: &str) -> bool {
 }
 
 pub fn resolve_raw(ns: Option<&str>, addr: &str, args: &[&str]) -> Output {
+    let mut json = args.to_vec();
+    json.push("--json");
+    resolve_plain(ns, addr, &json)
+}
+
+/// `zurg resolve ARGS --publisher ADDR` as a user types it: its output as
+/// is, text unless ARGS ask for JSON.
+pub fn resolve_plain(ns: Option<&str>, addr: &str, args: &[&str]) -> Output {
     command_in(ns, BIN)
         .arg("resolve")
         .args(args)
-        .args(["--json", "--publisher", addr])
+        .args(["--publisher", addr])
         .stdin(Stdio::null())
         .output()
         .unwrap()
