@@ -832,15 +832,7 @@ fn the_event_streams_head_says_connection_close() {
     let mut s = TcpStream::connect(&web).unwrap();
     s.write_all(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "ended: {}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8_lossy(&got);
+    let text = read_past(&mut s, "\r\n\r\n");
     let head = text.split_once("\r\n\r\n").unwrap().0;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let connection: Vec<&str> = head

@@ -502,19 +502,27 @@ pub fn until_closed(mut s: std::net::TcpStream) -> String {
 /// An HTTP connection to the status page at `addr` reading its event
 /// stream, past the first event (the whole state).
 pub fn event_stream(addr: &str) -> std::net::TcpStream {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.write_all(format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
         .unwrap();
+    read_past(&mut s, "event: state");
+    s
+}
+
+/// Reads `s` until what came holds `marker` (within DEADLINE); all that
+/// came, as text.
+pub fn read_past(s: &mut std::net::TcpStream, marker: &str) -> String {
+    use std::io::Read;
     s.set_read_timeout(Some(DEADLINE)).unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&got).contains("event: state") {
+    while !String::from_utf8_lossy(&got).contains(marker) {
         let n = s.read(&mut buf).unwrap();
         assert!(n > 0, "the stream ended: {}", String::from_utf8_lossy(&got));
         got.extend_from_slice(&buf[..n]);
     }
-    s
+    String::from_utf8_lossy(&got).into_owned()
 }
 
 /// A `zurg run` as PID 1 publishing to `publish` (an address or a list),
