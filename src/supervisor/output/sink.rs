@@ -430,9 +430,8 @@ mod tests {
 
     #[test]
     fn rotation_keeps_exactly_keep_files_of_at_most_max_bytes() {
-        let dir = std::env::temp_dir().join(format!("zurg-sink-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = crate::test_dir::TestDir::new("sink");
+        let dir = tmp.path();
         let path = dir.join("svc.log");
         let cfg = FileOutput {
             path: path.clone(),
@@ -454,7 +453,7 @@ mod tests {
             );
         }
         sink.write_out();
-        let mut names: Vec<String> = std::fs::read_dir(&dir)
+        let mut names: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
@@ -473,14 +472,12 @@ mod tests {
         sink.write_run(b"a\nb\n", 2, w);
         let now = std::fs::read_to_string(&path).unwrap();
         assert_eq!(now, format!("{last}a\nb\n"));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_partial_line_of_one_writer_is_ended_before_anothers_line() {
-        let dir = std::env::temp_dir().join(format!("zurg-sink2-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = crate::test_dir::TestDir::new("sink2");
+        let dir = tmp.path();
         let path = dir.join("two.log");
         let cfg = FileOutput {
             path: path.clone(),
@@ -505,7 +502,6 @@ mod tests {
             .join("..")
             .join(dir.file_name().unwrap())
             .join("new.log");
-        assert_eq!(canonical(&other), canonical(&dir).join("new.log"));
-        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(canonical(&other), canonical(dir).join("new.log"));
     }
 }
